@@ -1,0 +1,229 @@
+/*
+ * authz/authz.h - keyward's embedded authorization engine (SpiceDB semantics).
+ *
+ * One kw_engine_t holds a compiled schema and an in-memory relationship graph,
+ * versioned by a monotonically increasing revision. Every write batch is atomic;
+ * every answer reports the revision it reflects.
+ *
+ * Ownership: every kw_str_t passed in is borrowed for the duration of the call.
+ *   Strings handed to callbacks are valid only during the callback. The engine owns
+ *   all of its memory; kw_engine_free releases it. Results that outlive a call
+ *   (kw_expand_t) are allocated from a caller-supplied arena.
+ * Threads: all functions may be called concurrently from any thread. Readers take a
+ *   shared lock, writers an exclusive one (writer-preferring), so a reader never sees
+ *   half of a batch. Callbacks run while the shared lock is held: they must not call
+ *   back into a writing function of the same engine.
+ * Errors: KW_OK or a negative KW_E*; out-params are written only on success. `diag`
+ *   (may be NULL) receives a client-safe message (schema errors carry line:col).
+ *   A check that fails (KW_EDEPTH, KW_ECYCLE, KW_ENOMEM) never reports "allowed".
+ */
+#ifndef KW_AUTHZ_AUTHZ_H
+#define KW_AUTHZ_AUTHZ_H
+
+#include "base/base.h"
+
+typedef struct kw_engine kw_engine_t;
+typedef uint64_t kw_revision_t;
+
+/* An object reference `type:id`. */
+typedef struct kw_object {
+    kw_str_t type;
+    kw_str_t id; /* "*" for a wildcard subject */
+} kw_object_t;
+
+/* A subject `type:id` or subject set `type:id#relation`; relation.len == 0 (or "...")
+ * means a plain object. */
+typedef struct kw_subject {
+    kw_str_t type;
+    kw_str_t id;
+    kw_str_t relation;
+} kw_subject_t;
+
+/* A relationship `resource#relation@subject`. */
+typedef struct kw_rel {
+    kw_object_t resource;
+    kw_str_t relation;
+    kw_subject_t subject;
+} kw_rel_t;
+
+/* ---- lifecycle and schema ---- */
+
+/* A new engine with no schema (every query answers KW_ESCHEMA until one is loaded). */
+KW_NODISCARD int kw_engine_new(kw_engine_t **out);
+void kw_engine_free(kw_engine_t *e);
+
+/* Parses, compiles and installs `text`. When relationships exist, the new schema must
+ * accept every one of them (else KW_ESCHEMA naming the first offender, and nothing
+ * changes). Caveats (`caveat`, `with`, `use expiration`) give KW_EUNSUPPORTED. A schema
+ * swap bumps the revision; *rev may be NULL. */
+KW_NODISCARD int kw_engine_set_schema(kw_engine_t *e, kw_str_t text, kw_revision_t *rev,
+                                      kw_diag_t *diag);
+/* Appends the schema text currently installed to `out` (empty when none). */
+KW_NODISCARD int kw_engine_schema_text(kw_engine_t *e, kw_buf_t *out);
+/* Does the installed schema define type `type` with relation/permission `name`?
+ * (name.len == 0: just the type). Used by the server to refuse unusable schemas. */
+bool kw_engine_has(kw_engine_t *e, kw_str_t type, kw_str_t name, bool *is_permission);
+
+/* ---- writes ---- */
+
+typedef enum {
+    KW_OP_CREATE = 1, /* fails with KW_EEXISTS if present */
+    KW_OP_TOUCH,      /* upsert */
+    KW_OP_DELETE,     /* no-op when absent */
+} kw_op_t;
+
+typedef struct kw_update {
+    kw_op_t op;
+    kw_rel_t rel;
+} kw_update_t;
+
+/* A relationship filter (SpiceDB RelationshipFilter). resource_type is required; every
+ * other field is optional (len == 0 means "any"). has_subject selects whether the
+ * subject_* fields apply; with has_subject, subject_relation_set distinguishes "any
+ * subject relation" (false) from "exactly subject_relation" (true; empty or "..." =
+ * no relation). */
+typedef struct kw_filter {
+    kw_str_t resource_type;
+    kw_str_t resource_id;
+    kw_str_t relation;
+    bool has_subject;
+    kw_str_t subject_type;
+    kw_str_t subject_id;
+    bool subject_relation_set;
+    kw_str_t subject_relation;
+} kw_filter_t;
+
+typedef struct kw_precondition {
+    bool must_match; /* true: MUST_MATCH, false: MUST_NOT_MATCH */
+    kw_filter_t filter;
+} kw_precondition_t;
+
+/* Validates every update against the schema (types, relation exists and is not a
+ * permission, subject type allowed, wildcard only where declared, ids well-formed)
+ * without applying anything. KW_EINVAL with a message naming the offending relation
+ * and type. Duplicate relationships within one batch are refused. */
+KW_NODISCARD int kw_engine_validate(kw_engine_t *e, const kw_update_t *ups, size_t n,
+                                    kw_diag_t *diag);
+
+/* Applies a batch atomically: validates, checks preconditions (KW_EPRECOND), applies
+ * CREATE (KW_EEXISTS if present) / TOUCH / DELETE. All or nothing.
+ * `at` == 0: the engine assigns the next revision. `at` != 0: the caller (a durable
+ * store) already committed the batch at revision `at` (must be > current); CREATE then
+ * behaves as TOUCH since the store has already enforced uniqueness.
+ * *rev (may be NULL) receives the revision the batch is visible at. */
+KW_NODISCARD int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n,
+                                 const kw_precondition_t *pre, size_t n_pre, kw_revision_t at,
+                                 kw_revision_t *rev, kw_diag_t *diag);
+
+/* Deletes every relationship matching `filter` (after the preconditions hold), atomically.
+ * `limit` 0 = no limit; if more than `limit` match, nothing is deleted and KW_ELIMIT is
+ * returned. *n_deleted and *rev may be NULL. `at` as for kw_engine_write. */
+KW_NODISCARD int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *filter,
+                                           const kw_precondition_t *pre, size_t n_pre,
+                                           size_t limit, kw_revision_t at, size_t *n_deleted,
+                                           kw_revision_t *rev, kw_diag_t *diag);
+
+/* Called once per relationship; return non-zero to stop early (that value is returned). */
+typedef int (*kw_rel_cb)(const kw_rel_t *rel, void *ud);
+
+/* Streams relationships matching `filter` in a stable order (resource type, resource id,
+ * relation, subject). */
+KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb,
+                                void *ud, kw_revision_t *rev, kw_diag_t *diag);
+
+/* Number of relationships stored. */
+size_t kw_engine_count(kw_engine_t *e);
+kw_revision_t kw_engine_revision(kw_engine_t *e);
+/* Approximate heap bytes held by the graph (for benchmarks and /metrics). */
+size_t kw_engine_memory(kw_engine_t *e);
+
+/* ---- queries ---- */
+
+typedef enum {
+    KW_CHECK_NO = 0,
+    KW_CHECK_YES = 1,
+} kw_check_result_t;
+
+/* Does `subject` have `permission` (a relation or permission) on `resource`?
+ * Unknown types/permissions give KW_EINVAL with a message; unknown object ids are
+ * simply "no". */
+KW_NODISCARD int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                 kw_subject_t subject, kw_check_result_t *result,
+                                 kw_revision_t *rev, kw_diag_t *diag);
+
+typedef struct kw_check_item {
+    kw_object_t resource;
+    kw_str_t permission;
+    kw_subject_t subject;
+    kw_check_result_t result; /* out */
+    int rc;                   /* out: KW_OK or the item's error */
+    kw_diag_t diag;           /* out: the item's error message */
+} kw_check_item_t;
+
+/* Answers every item at one revision (items share one memo table). Returns KW_OK when
+ * the batch ran; each item carries its own rc. */
+KW_NODISCARD int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n,
+                                      kw_revision_t *rev);
+
+/* Called with each object id; return non-zero to stop early (that value is returned). */
+typedef int (*kw_id_cb)(kw_str_t id, void *ud);
+
+/* Every object of `resource_type` on which `subject` has `permission`, each exactly once,
+ * in no particular order. */
+KW_NODISCARD int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type,
+                                            kw_str_t permission, kw_subject_t subject,
+                                            kw_id_cb cb, void *ud, kw_revision_t *rev,
+                                            kw_diag_t *diag);
+
+/* A LookupSubjects result: a concrete subject id, or the wildcard "*" together with the
+ * ids it excludes (subjects of the type that do NOT have the permission). */
+typedef struct kw_subject_result {
+    kw_str_t id;
+    const kw_str_t *excluded; /* only for id == "*" */
+    size_t n_excluded;
+} kw_subject_result_t;
+typedef int (*kw_subject_cb)(const kw_subject_result_t *res, void *ud);
+
+/* Every subject of `subject_type` (with `subject_relation`, len 0 = plain objects) that
+ * has `permission` on `resource`, each exactly once. */
+KW_NODISCARD int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource,
+                                           kw_str_t permission, kw_str_t subject_type,
+                                           kw_str_t subject_relation, kw_subject_cb cb,
+                                           void *ud, kw_revision_t *rev, kw_diag_t *diag);
+
+/* The permission tree of `resource#permission`, one level deep at relations (leaves list
+ * the direct subjects, subject sets unexpanded), recursive through permissions and arrows,
+ * like SpiceDB's Expand. */
+typedef enum {
+    KW_EXPAND_LEAF = 1,  /* subjects directly related through a relation */
+    KW_EXPAND_UNION,
+    KW_EXPAND_INTERSECTION,
+    KW_EXPAND_EXCLUSION, /* children[0] minus children[1..] */
+} kw_expand_kind_t;
+
+typedef struct kw_expand {
+    kw_expand_kind_t kind;
+    kw_object_t object;  /* the object and relation this node expands */
+    kw_str_t relation;
+    struct kw_expand **children;
+    size_t n_children;
+    kw_subject_t *subjects; /* LEAF only */
+    size_t n_subjects;
+} kw_expand_t;
+
+/* The tree and all its strings are allocated from `arena` (caller owns). */
+KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                  kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev,
+                                  kw_diag_t *diag);
+
+/* ---- text forms ---- */
+
+/* Parses `type:id#relation@type:id[#relation]` (SpiceDB's relationship string; a trailing
+ * caveat `[name...]` or expiration gives KW_EUNSUPPORTED). The result points into `text`.
+ * Syntax only: no schema involved. */
+KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
+/* Parses `type:id#permission@type:id[#relation]` for a check (same grammar as a rel). */
+/* Appends the canonical string form of `rel` to `out`. */
+void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);
+
+#endif

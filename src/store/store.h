@@ -1,0 +1,130 @@
+/*
+ * store/store.h - durable storage for agents, keys, relationships and metadata.
+ *
+ * One interface (an ops table), two backends: SQLite (store/sqlite.c, the embedded
+ * default) and PostgreSQL (store/pg.c). Routes never see which one is in use.
+ *
+ * Model: every mutation runs inside a kw_store_tx_t. kw_store_tx_commit makes rows and
+ * relationship changes durable together and assigns them the next revision; a failed
+ * or rolled-back transaction changes nothing. The in-memory graph must be updated by
+ * the caller only after a successful commit, with the exact relationship changes the
+ * transaction reports (kw_store_tx_changes) at the revision commit returned.
+ *
+ * Ownership: kw_store_t is process-lifetime, made by kw_store_open, freed by
+ *   kw_store_close. Rows returned by reads are allocated from the caller's arena.
+ *   Secret material (hashes, encrypted secrets) is copied into the arena too; plaintext
+ *   keys never reach the store.
+ * Threads: kw_store_t may be used from any number of threads (the backend keeps a
+ *   connection per thread or a pool). A kw_store_tx_t belongs to one thread.
+ * Errors: KW_OK, KW_ENOTFOUND, KW_ECONFLICT (unique violation: duplicate name, or a
+ *   relationship CREATE that exists), KW_EDB (database unreachable or failed; nothing
+ *   changed), KW_ENOMEM, KW_EINVAL (bad URL). diag (may be NULL) gets a log-safe message.
+ */
+#ifndef KW_STORE_STORE_H
+#define KW_STORE_STORE_H
+
+#include "authz/authz.h"
+#include "base/base.h"
+
+typedef struct kw_store kw_store_t;
+typedef struct kw_store_tx kw_store_tx_t;
+
+typedef struct kw_agent {
+    char id[37];          /* UUID text */
+    const char *name;
+    const char *description; /* NULL for JSON null */
+    const char *account_id;
+    int64_t created_at_us;   /* microseconds since the Unix epoch, UTC */
+} kw_agent_t;
+
+typedef struct kw_apikey {
+    char id[37];
+    char agent_id[37];
+    const char *name;
+    const char *type; /* "internal" | "external" | "github" | "slack" */
+    int64_t created_at_us;
+    /* internal/external: keyed hash of the secret (see keys/keys.h); len 0 otherwise. */
+    const uint8_t *hash;
+    size_t hash_len;
+    /* github/slack: the secret encrypted at rest; len 0 otherwise. */
+    const uint8_t *secret_enc;
+    size_t secret_enc_len;
+} kw_apikey_t;
+
+/* Opens (creating if needed) and migrates the database named by `url`:
+ * "sqlite:PATH", a bare PATH, or "postgres://..." / "postgresql://...". */
+KW_NODISCARD int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag);
+void kw_store_close(kw_store_t *s);
+/* "sqlite" or "postgres". */
+const char *kw_store_backend(const kw_store_t *s);
+/* KW_OK when the database answers a trivial query now. */
+KW_NODISCARD int kw_store_ping(kw_store_t *s);
+
+/* ---- metadata (token secret, schema text, ...) ---- */
+/* *val is allocated from `a`, NUL-terminated; KW_ENOTFOUND if unset. */
+KW_NODISCARD int kw_store_meta_get(kw_store_t *s, const char *key, kw_arena_t *a, char **val,
+                                   size_t *len);
+/* Sets key only if it is unset (first writer wins across instances); then reads it back
+ * into *val (from `a`): the value that is now stored. */
+KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t want,
+                                    kw_arena_t *a, char **val, size_t *len);
+KW_NODISCARD int kw_store_meta_set(kw_store_t *s, const char *key, kw_str_t val);
+
+/* ---- relationships at startup ---- */
+/* Streams every stored relationship (for rebuilding the graph); *rev gets the revision
+ * the snapshot reflects. Strings valid only during the callback. */
+KW_NODISCARD int kw_store_load_relationships(kw_store_t *s, kw_rel_cb cb, void *ud,
+                                             kw_revision_t *rev);
+KW_NODISCARD int kw_store_revision(kw_store_t *s, kw_revision_t *rev);
+
+/* ---- reads (outside a transaction) ---- */
+KW_NODISCARD int kw_store_agent_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
+KW_NODISCARD int kw_store_agent_get_by_name(kw_store_t *s, kw_str_t account_id, kw_str_t name,
+                                            kw_arena_t *a, kw_agent_t *out);
+/* Rows for the given ids (absent ids are skipped), ordered by (created_at, id). */
+KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n,
+                                        kw_arena_t *a, kw_agent_t **out, size_t *n_out);
+
+KW_NODISCARD int kw_store_key_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
+KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_str_t name,
+                                          kw_str_t type, kw_arena_t *a, kw_apikey_t *out);
+/* The key whose keyed hash is `hash` (internal/external keys only). */
+KW_NODISCARD int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, size_t len,
+                                           kw_arena_t *a, kw_apikey_t *out);
+/* Up to `limit` keys of `agent_id` strictly after the cursor (created_at_us, id) in
+ * (created_at, id) order; a cursor with id "" starts at the beginning. */
+KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id,
+                                        int64_t after_created_us, kw_str_t after_id,
+                                        size_t limit, kw_arena_t *a, kw_apikey_t **out,
+                                        size_t *n_out);
+/* Rows for the given key ids of one agent (absent skipped), ordered by (created_at, id). */
+KW_NODISCARD int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids,
+                                      size_t n, kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
+
+/* ---- transactions ---- */
+KW_NODISCARD int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag);
+/* Commits and frees tx; *rev gets the revision assigned to it. On failure the tx is rolled
+ * back and freed, and nothing changed. */
+KW_NODISCARD int kw_store_tx_commit(kw_store_tx_t *tx, kw_revision_t *rev, kw_diag_t *diag);
+void kw_store_tx_rollback(kw_store_tx_t *tx); /* frees tx */
+
+/* The relationship changes made by tx so far (TOUCH for writes, DELETE for deletes), in
+ * order, valid until commit/rollback. Apply these to the engine after commit. */
+void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n);
+
+KW_NODISCARD int kw_store_tx_agent_insert(kw_store_tx_t *tx, const kw_agent_t *ag);
+/* Deletes the agent row, its keys' rows, and every relationship whose resource or subject
+ * is the agent or one of its keys (recorded in the tx changes). KW_ENOTFOUND if absent. */
+KW_NODISCARD int kw_store_tx_agent_delete(kw_store_tx_t *tx, kw_str_t id);
+KW_NODISCARD int kw_store_tx_key_insert(kw_store_tx_t *tx, const kw_apikey_t *key);
+/* Deletes the key row and every relationship whose resource or subject is the key.
+ * KW_ENOTFOUND if absent. */
+KW_NODISCARD int kw_store_tx_key_delete(kw_store_tx_t *tx, kw_str_t id);
+/* Applies relationship updates: CREATE (KW_ECONFLICT if present), TOUCH, DELETE. */
+KW_NODISCARD int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups, size_t n,
+                                       kw_diag_t *diag);
+/* Deletes every stored relationship matching filter (recorded in the tx changes). */
+KW_NODISCARD int kw_store_tx_rel_delete_matching(kw_store_tx_t *tx, const kw_filter_t *f,
+                                                 size_t *n_deleted, kw_diag_t *diag);
+
+#endif

@@ -1,1 +1,41 @@
-int main(void) { return 0; }
+/*
+ * main.c - wiring only: dispatch to a subcommand in src/cli/.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keyward <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  serve     run the API-key service (default: sqlite:keyward.db on 127.0.0.1:8080)\n"
+               "  token     mint a bearer token for the service\n"
+               "  validate  check SpiceDB validation files (schema, relationships, assertions)\n"
+               "\n"
+               "Run 'keyward <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return kw_cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "token") == 0)
+        return kw_cli_token(argc - 1, argv + 1);
+    if (strcmp(cmd, "validate") == 0)
+        return kw_cli_validate(argc - 1, argv + 1);
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "keyward: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -23,10 +23,13 @@
 
 typedef struct kw_keyring kw_keyring_t;
 
-/* Initializes libsodium (idempotent) and derives the hashing and encryption keys from
- * `master` (the token secret's bytes serve as the master secret; subkeys are derived with
- * distinct contexts so no key is used for two purposes). */
-KW_NODISCARD int kw_keyring_new(kw_str_t master, kw_keyring_t **out);
+/* Initializes libsodium (idempotent). `token_secret`: the HS256 secret, used as the raw
+ * bytes of the string (KEYWARD_JWT_SECRET or the one kept in the database). `master`: at
+ * least 32 bytes from which the key-hashing and secret-sealing subkeys are derived with
+ * distinct contexts (crypto_kdf), so rotating the token secret never invalidates stored
+ * key hashes and no key serves two purposes. KW_EINVAL if either is too short
+ * (token_secret < 16 bytes, master < 32 bytes). */
+KW_NODISCARD int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out);
 void kw_keyring_free(kw_keyring_t *k);
 
 /* Fills out[0..KW_KEY_GEN_LEN) with a fresh key and NUL-terminates (out must have room for

@@ -2,7 +2,7 @@
 #include "base/base.h"
 #include "kw_test.h"
 
-KW_TEST_MAIN
+
 
 KW_TEST(str_eq)
 {

@@ -1,0 +1,14 @@
+/*
+ * cli/cli.h - the subcommands of the one `keyward` binary.
+ *
+ * Each returns the process exit status (0 ok, 1 failure, 2 usage). They print to
+ * stdout/stderr (the only code besides main.c allowed to). argv[0] is the subcommand.
+ */
+#ifndef KW_CLI_CLI_H
+#define KW_CLI_CLI_H
+
+int kw_cli_validate(int argc, char **argv);
+int kw_cli_serve(int argc, char **argv);
+int kw_cli_token(int argc, char **argv);
+
+#endif

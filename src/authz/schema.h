@@ -55,7 +55,8 @@ typedef struct kw_relation {
     kw_str_t name;
     bool is_permission;
     uint32_t line, col;
-    kw_str_t doc; /* the `/** ... */` comment before it, if any (len 0 otherwise) */
+    kw_str_t doc; /* the doc comment (slash-star-star ... star-slash) before it, verbatim;
+                     len 0 if none */
     /* Relation: allowed subject types. */
     kw_allowed_t *allowed;
     uint32_t n_allowed;

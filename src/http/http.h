@@ -31,7 +31,7 @@ typedef struct kw_http_req {
     size_t n_params;
     kw_str_t body;       /* NUL-terminated at body.ptr[body.len] */
     kw_arena_t *arena;   /* request lifetime */
-    char request_id[40];
+    char request_id[65]; /* <= 64 chars of [A-Za-z0-9._-], NUL-terminated */
     /* Set by the handler for the access log (e.g. "user:alice"); never a secret. */
     const char *log_subject;
     void *priv; /* the server's connection state */
@@ -89,8 +89,12 @@ KW_NODISCARD int kw_http_server_start(const kw_http_config_t *cfg, kw_http_serve
 /* Stops accepting, waits for in-flight requests to finish, frees the server. */
 void kw_http_server_stop(kw_http_server_t *srv);
 
-/* Appends the server's own metrics (requests_total, duration histogram) to out. */
+/* Appends the server's own metrics (requests_total, duration histogram) to out, then
+ * calls cfg->metrics_fn(out, cfg->ud) if one was configured (so a /metrics handler that
+ * calls this must not append the same text again). Safe from any thread, lock-free. */
 void kw_http_server_metrics(kw_http_server_t *srv, kw_buf_t *out);
+/* The server running this request: how a /metrics handler reaches kw_http_server_metrics. */
+kw_http_server_t *kw_http_req_server(const kw_http_req_t *req);
 
 /* JSON string escaping into a buffer (adds the quotes). Invalid UTF-8 bytes become U+FFFD. */
 void kw_json_escape(kw_buf_t *out, kw_str_t s);

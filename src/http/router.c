@@ -115,10 +115,11 @@ int kw__router_init(kw__router_t *r, const kw_http_route_t *routes, size_t n, kw
                 rt->label = r->routes[j].label;
             if (same_shape(&r->routes[j], rt) &&
                 strcmp(r->routes[j].def->method, routes[i].method) == 0) {
+                kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: duplicates %s %s",
+                            routes[i].method, routes[i].pattern, routes[j].method,
+                            routes[j].pattern);
                 kw__router_close(r);
-                return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: duplicates %s %s",
-                                   routes[i].method, routes[i].pattern,
-                                   r->routes[j].def->method, r->routes[j].def->pattern);
+                return KW_EINVAL;
             }
         }
         if (rt->label == r->n_labels)

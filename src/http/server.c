@@ -518,13 +518,19 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out,
     /* MHD_OPTION_LISTENING_ADDRESS_REUSE is deliberately not passed: left unset, MHD
      * sets SO_REUSEADDR (restart while old sockets sit in TIME_WAIT), whereas 1 would
      * add SO_REUSEPORT and let a second process silently share our port. */
+    /* The logger must be the first option or MHD logs the earlier ones to stderr itself.
+     * A pool of 1 is no pool in MHD's terms (it warns about 0 and 1), so one thread
+     * leaves the option out. */
+    struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
+                                    {MHD_OPTION_END, 0, NULL}};
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_TIMEOUT,
+        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_ARRAY,
+        threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_TIMEOUT,
         cfg->conn_timeout_s ? cfg->conn_timeout_s : 30u, MHD_OPTION_CONNECTION_LIMIT,
         conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
-        no_unescape, NULL, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL, MHD_OPTION_END);
+        no_unescape, NULL, MHD_OPTION_END);
     if (!srv->daemon) {
         int e = errno;
         rc = kw_diag_set(diag, KW_EIO, 0, 0, "cannot listen on %s:%u: %s", host,

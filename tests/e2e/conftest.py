@@ -63,7 +63,9 @@ def mint(secret, sub, principal_type=None, account=None, admin=False, ttl=3600, 
          nbf=None, extra=None, alg="HS256"):
     """Returns a compact HS256 JWT signed with `secret` (the raw bytes of the string)."""
     now = int(time.time())
-    claims = {"sub": sub, "iat": now}
+    claims = {"iat": now}
+    if sub is not None:
+        claims["sub"] = sub
     if exp:
         claims["exp"] = now + ttl
     if principal_type is not None:

@@ -1,0 +1,686 @@
+/*
+ * authz/schema_compile.c - name resolution, type checking and lookups for the schema IR.
+ *
+ * kw_schema_compile runs: copy text -> parse (schema_parse.c) -> index definitions and
+ * relations (hash tables, duplicate checks) -> resolve allowed subject types -> resolve
+ * expressions (REF, arrows, target_by_type) -> reject arrows over wildcard relations ->
+ * reject permissions that depend on themselves through REF edges alone.
+ * Every check stops at the first error, with line:col of the offending token.
+ *
+ * Memory: one arena holds the schema struct, the text copy, the IR and the lookup
+ * tables; s->priv points at the private part (struct schema_priv) inside it.
+ */
+#include "schema_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct schema_priv {
+    kw_arena_t *arena;
+    /* Open addressing, linear probing. type_tab: type index + 1 (0 = empty). */
+    uint16_t *type_tab;
+    uint32_t type_mask;
+    /* rel_tab: (type << 16 | rel), REL_EMPTY = empty. */
+    uint32_t *rel_tab;
+    uint32_t rel_mask;
+    /* Global relation id = rel_base[type] + rel (for per-relation side arrays). */
+    uint32_t *rel_base;
+    uint32_t n_all_rels;
+    kw__parsed_t parsed;
+} schema_priv_t;
+
+#define REL_EMPTY 0xFFFFFFFFu
+#define TYPE_SEED 0x6b77747970655f31ULL /* arbitrary, fixed: the IR is deterministic */
+
+static uint64_t rel_seed(uint16_t type)
+{
+    return 0x6b7772656c5f3231ULL ^ ((uint64_t)type * 0x9E3779B97F4A7C15ULL);
+}
+
+static uint32_t table_size(uint32_t n)
+{
+    uint32_t size = 8;
+    while (size < 2 * n)
+        size *= 2;
+    return size;
+}
+
+/* ---- lookups (hot path) ---- */
+
+uint16_t kw_schema_type_index(const kw_schema_t *s, kw_str_t name)
+{
+    if (!s || !s->priv)
+        return KW_TYPE_NONE;
+    const schema_priv_t *pv = s->priv;
+    uint32_t i = (uint32_t)kw_hash(name.ptr, name.len, TYPE_SEED) & pv->type_mask;
+    for (;;) {
+        uint16_t v = pv->type_tab[i];
+        if (v == 0)
+            return KW_TYPE_NONE;
+        if (kw_str_eq(s->types[v - 1].name, name))
+            return (uint16_t)(v - 1);
+        i = (i + 1) & pv->type_mask;
+    }
+}
+
+uint16_t kw_schema_rel_index(const kw_schema_t *s, uint16_t type, kw_str_t name)
+{
+    if (!s || !s->priv || type >= s->n_types)
+        return KW_REL_NONE;
+    const schema_priv_t *pv = s->priv;
+    uint32_t i = (uint32_t)kw_hash(name.ptr, name.len, rel_seed(type)) & pv->rel_mask;
+    for (;;) {
+        uint32_t v = pv->rel_tab[i];
+        if (v == REL_EMPTY)
+            return KW_REL_NONE;
+        uint16_t t = (uint16_t)(v >> 16), r = (uint16_t)(v & 0xFFFFu);
+        if (t == type && kw_str_eq(s->types[t].rels[r].name, name))
+            return r;
+        i = (i + 1) & pv->rel_mask;
+    }
+}
+
+bool kw_schema_allows(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t subj_type,
+                      uint16_t subj_rel, bool wildcard)
+{
+    if (!s || type >= s->n_types || rel >= s->types[type].n_rels || subj_type >= s->n_types)
+        return false;
+    const kw_relation_t *r = &s->types[type].rels[rel];
+    if (r->is_permission)
+        return false;
+    if (wildcard && subj_rel != KW_REL_NONE)
+        return false;
+    for (uint32_t i = 0; i < r->n_allowed; i++) {
+        const kw_allowed_t *a = &r->allowed[i];
+        if (a->type == subj_type && a->wildcard == wildcard && a->relation == subj_rel)
+            return true;
+    }
+    return false;
+}
+
+/* ---- indexing ---- */
+
+static int build_type_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    uint32_t size = table_size(s->n_types);
+    pv->type_tab = kw_arena_alloc(pv->arena, size * sizeof(*pv->type_tab));
+    if (!pv->type_tab)
+        return KW_ENOMEM;
+    memset(pv->type_tab, 0, size * sizeof(*pv->type_tab));
+    pv->type_mask = size - 1;
+    for (uint32_t t = 0; t < s->n_types; t++) {
+        const kw_type_t *ty = &s->types[t];
+        uint32_t i = (uint32_t)kw_hash(ty->name.ptr, ty->name.len, TYPE_SEED) & pv->type_mask;
+        while (pv->type_tab[i] != 0) {
+            const kw_type_t *other = &s->types[pv->type_tab[i] - 1];
+            if (kw_str_eq(other->name, ty->name))
+                return kw_diag_set(diag, KW_ESCHEMA, ty->line, ty->col,
+                                   "definition \"%.*s\" is defined twice (first at %u:%u)",
+                                   KW_STR_FMT(ty->name), other->line, other->col);
+            i = (i + 1) & pv->type_mask;
+        }
+        pv->type_tab[i] = (uint16_t)(t + 1);
+    }
+    return KW_OK;
+}
+
+static int build_rel_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    uint32_t total = 0;
+    pv->rel_base = kw_arena_alloc(pv->arena, ((size_t)s->n_types + 1) * sizeof(uint32_t));
+    if (!pv->rel_base)
+        return KW_ENOMEM;
+    for (uint32_t t = 0; t < s->n_types; t++) {
+        pv->rel_base[t] = total;
+        total += s->types[t].n_rels; /* <= 4096 * 4096: no overflow */
+    }
+    pv->rel_base[s->n_types] = total;
+    pv->n_all_rels = total;
+    uint32_t size = table_size(total);
+    pv->rel_tab = kw_arena_alloc(pv->arena, (size_t)size * sizeof(*pv->rel_tab));
+    if (!pv->rel_tab)
+        return KW_ENOMEM;
+    memset(pv->rel_tab, 0xFF, (size_t)size * sizeof(*pv->rel_tab));
+    pv->rel_mask = size - 1;
+    for (uint32_t t = 0; t < s->n_types; t++) {
+        const kw_type_t *ty = &s->types[t];
+        for (uint32_t r = 0; r < ty->n_rels; r++) {
+            const kw_relation_t *rel = &ty->rels[r];
+            uint32_t i = (uint32_t)kw_hash(rel->name.ptr, rel->name.len,
+                                           rel_seed((uint16_t)t)) &
+                         pv->rel_mask;
+            while (pv->rel_tab[i] != REL_EMPTY) {
+                uint32_t v = pv->rel_tab[i];
+                const kw_relation_t *other = &s->types[v >> 16].rels[v & 0xFFFFu];
+                if ((v >> 16) == t && kw_str_eq(other->name, rel->name))
+                    return kw_diag_set(
+                        diag, KW_ESCHEMA, rel->line, rel->col,
+                        "%s \"%.*s\" on definition \"%.*s\" is defined twice (first at %u:%u)",
+                        rel->is_permission ? "permission" : "relation", KW_STR_FMT(rel->name),
+                        KW_STR_FMT(ty->name), other->line, other->col);
+                i = (i + 1) & pv->rel_mask;
+            }
+            pv->rel_tab[i] = (t << 16) | r;
+        }
+    }
+    return KW_OK;
+}
+
+/* ---- allowed subject types ---- */
+
+static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    for (uint32_t t = 0; t < s->n_types; t++) {
+        kw_type_t *ty = &s->types[t];
+        for (uint32_t r = 0; r < ty->n_rels; r++) {
+            kw_relation_t *rel = &ty->rels[r];
+            if (rel->is_permission)
+                continue;
+            const kw__allowed_src_t *src = pv->parsed.srcs[t].allowed[r];
+            for (uint32_t i = 0; i < rel->n_allowed; i++) {
+                kw_allowed_t *al = &rel->allowed[i];
+                const kw__allowed_src_t *as = &src[i];
+                al->type = kw_schema_type_index(s, as->type_name);
+                if (al->type == KW_TYPE_NONE)
+                    return kw_diag_set(diag, KW_ESCHEMA, as->line, as->col,
+                                       "relation \"%.*s\" on definition \"%.*s\" refers to "
+                                       "unknown definition \"%.*s\"",
+                                       KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
+                                       KW_STR_FMT(as->type_name));
+                al->relation = KW_REL_NONE;
+                if (as->rel_name.len && !kw_str_eq_c(as->rel_name, "...")) {
+                    al->relation = kw_schema_rel_index(s, al->type, as->rel_name);
+                    if (al->relation == KW_REL_NONE)
+                        return kw_diag_set(
+                            diag, KW_ESCHEMA, as->rel_line, as->rel_col,
+                            "relation \"%.*s\" on definition \"%.*s\" refers to \"%.*s#%.*s\", "
+                            "but definition \"%.*s\" has no relation or permission \"%.*s\"",
+                            KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
+                            KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name),
+                            KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name));
+                }
+                for (uint32_t j = 0; j < i; j++) {
+                    const kw_allowed_t *prev = &rel->allowed[j];
+                    if (prev->type == al->type && prev->relation == al->relation &&
+                        prev->wildcard == al->wildcard)
+                        return kw_diag_set(diag, KW_ESCHEMA, as->line, as->col,
+                                           "relation \"%.*s\" on definition \"%.*s\" lists the "
+                                           "subject type \"%.*s%s%.*s\" twice",
+                                           KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
+                                           KW_STR_FMT(as->type_name),
+                                           al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""),
+                                           KW_STR_FMT(as->rel_name));
+                }
+            }
+        }
+    }
+    return KW_OK;
+}
+
+/* ---- expressions ---- */
+
+typedef struct ctx {
+    kw_schema_t *s;
+    schema_priv_t *pv;
+    kw_diag_t *diag;
+    uint16_t type;
+    const kw_relation_t *perm;
+    /* Per global relation id: does it admit a wildcard, directly or through `T#rel`? */
+    uint8_t *wild;
+    uint32_t *wild_via; /* the relation the wildcard comes from (global id) */
+} ctx_t;
+
+static void global_to_local(const schema_priv_t *pv, uint32_t n_types, uint32_t g,
+                            uint16_t *type, uint16_t *rel)
+{
+    uint32_t lo = 0, hi = n_types; /* find the last t with rel_base[t] <= g */
+    while (hi - lo > 1) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (pv->rel_base[mid] <= g)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *type = (uint16_t)lo;
+    *rel = (uint16_t)(g - pv->rel_base[lo]);
+}
+
+static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
+{
+    kw_schema_t *s = c->s;
+    const kw_type_t *ty = &s->types[c->type];
+    kw_expr_t *e = &n->e;
+    const char *op = e->kind == KW_EXPR_ALL ? ".all()" : "arrow";
+    e->rel = kw_schema_rel_index(s, c->type, n->name);
+    if (e->rel == KW_REL_NONE)
+        return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
+                           "permission \"%.*s\" on definition \"%.*s\" uses unknown relation "
+                           "\"%.*s\" on the left of an %s",
+                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(n->name),
+                           op);
+    const kw_relation_t *ts = &ty->rels[e->rel];
+    if (ts->is_permission)
+        return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
+                           "permission \"%.*s\" on definition \"%.*s\" uses permission \"%.*s\" "
+                           "on the left of an %s; only relations may be used there",
+                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(n->name),
+                           op);
+    uint32_t g = c->pv->rel_base[c->type] + e->rel;
+    if (c->wild[g]) {
+        uint16_t wt, wr;
+        global_to_local(c->pv, s->n_types, c->wild_via[g], &wt, &wr);
+        const kw_type_t *wty = &s->types[wt];
+        if (c->wild_via[g] == g)
+            return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
+                               "relation \"%.*s\" on definition \"%.*s\" cannot be used in an "
+                               "%s because it allows wildcards",
+                               KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op);
+        return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
+                           "relation \"%.*s\" on definition \"%.*s\" cannot be used in an %s "
+                           "because it allows wildcards through \"%.*s#%.*s\"",
+                           KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op,
+                           KW_STR_FMT(wty->name), KW_STR_FMT(wty->rels[wr].name));
+    }
+    e->target_by_type = kw_arena_alloc(c->pv->arena, (size_t)s->n_types * sizeof(uint16_t));
+    if (!e->target_by_type)
+        return KW_ENOMEM;
+    /* Only the tupleset's allowed subject types get an index: a subject of any other type
+     * cannot be written, and if one ever were, its branch evaluates to "no" (fail closed). */
+    for (uint32_t t = 0; t < s->n_types; t++)
+        e->target_by_type[t] = KW_REL_NONE;
+    bool found = false;
+    for (uint32_t i = 0; i < ts->n_allowed; i++) {
+        uint16_t at = ts->allowed[i].type;
+        e->target_by_type[at] = kw_schema_rel_index(s, at, e->target);
+        found = found || e->target_by_type[at] != KW_REL_NONE;
+    }
+    if (!found)
+        return kw_diag_set(c->diag, KW_ESCHEMA, n->target_line, n->target_col,
+                           "permission \"%.*s\" on definition \"%.*s\" uses \"%.*s\" after "
+                           "\"%.*s\", but none of the subject types of relation \"%.*s\" has a "
+                           "relation or permission named \"%.*s\"",
+                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name),
+                           KW_STR_FMT(e->target), KW_STR_FMT(n->name), KW_STR_FMT(n->name),
+                           KW_STR_FMT(e->target));
+    return KW_OK;
+}
+
+/* Depth is bounded by KW_MAX_EXPR_DEPTH (enforced by the parser), so recursion is safe. */
+static int resolve_expr(ctx_t *c, kw_expr_t *e)
+{
+    kw__pexpr_t *n = (kw__pexpr_t *)e;
+    const kw_type_t *ty = &c->s->types[c->type];
+    switch (e->kind) {
+    case KW_EXPR_NIL:
+        return KW_OK;
+    case KW_EXPR_REF:
+        e->rel = kw_schema_rel_index(c->s, c->type, n->name);
+        if (e->rel == KW_REL_NONE)
+            return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
+                               "permission \"%.*s\" on definition \"%.*s\" refers to unknown "
+                               "relation or permission \"%.*s\"",
+                               KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name),
+                               KW_STR_FMT(n->name));
+        return KW_OK;
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL:
+        return resolve_arrow(c, n);
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT:
+    case KW_EXPR_EXCLUDE:
+        for (uint32_t i = 0; i < e->n_children; i++) {
+            int rc = resolve_expr(c, e->children[i]);
+            if (rc != KW_OK)
+                return rc;
+        }
+        return KW_OK;
+    }
+    return kw_diag_set(c->diag, KW_EINTERNAL, e->line, e->col, "unknown expression kind");
+}
+
+/* Marks every relation that admits a wildcard directly or through a `T#rel` subject
+ * (SpiceDB refuses both on the left of an arrow). Reverse BFS from the direct ones, so
+ * the cost is linear in the number of allowed entries. */
+static int compute_wildcards(ctx_t *c)
+{
+    kw_schema_t *s = c->s;
+    schema_priv_t *pv = c->pv;
+    uint32_t n = pv->n_all_rels;
+    c->wild = kw_arena_alloc(pv->arena, (size_t)n + 1);
+    c->wild_via = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
+    uint32_t *deg = kw_arena_alloc(pv->arena, ((size_t)n + 2) * sizeof(uint32_t));
+    uint32_t *queue = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
+    if (!c->wild || !c->wild_via || !deg || !queue)
+        return KW_ENOMEM;
+    memset(c->wild, 0, (size_t)n + 1);
+    memset(deg, 0, ((size_t)n + 2) * sizeof(uint32_t));
+    /* Reverse edges: subject relation g2 (in `T#g2`) -> relation g that lists it. */
+    size_t n_edges = 0;
+    uint32_t qn = 0;
+    for (uint32_t t = 0; t < s->n_types; t++)
+        for (uint32_t r = 0; r < s->types[t].n_rels; r++) {
+            const kw_relation_t *rel = &s->types[t].rels[r];
+            uint32_t g = pv->rel_base[t] + r;
+            for (uint32_t i = 0; i < rel->n_allowed; i++) {
+                const kw_allowed_t *al = &rel->allowed[i];
+                if (al->wildcard && !c->wild[g]) {
+                    c->wild[g] = 1;
+                    c->wild_via[g] = g;
+                    queue[qn++] = g;
+                } else if (al->relation != KW_REL_NONE) {
+                    deg[pv->rel_base[al->type] + al->relation + 1]++;
+                    n_edges++;
+                }
+            }
+        }
+    for (uint32_t g = 0; g < n; g++)
+        deg[g + 1] += deg[g]; /* deg[g] = start of g's reverse edges */
+    uint32_t *edges = kw_arena_alloc(pv->arena, (n_edges + 1) * sizeof(uint32_t));
+    uint32_t *fill = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
+    if (!edges || !fill)
+        return KW_ENOMEM;
+    memcpy(fill, deg, (size_t)n * sizeof(uint32_t));
+    for (uint32_t t = 0; t < s->n_types; t++)
+        for (uint32_t r = 0; r < s->types[t].n_rels; r++) {
+            const kw_relation_t *rel = &s->types[t].rels[r];
+            for (uint32_t i = 0; i < rel->n_allowed; i++) {
+                const kw_allowed_t *al = &rel->allowed[i];
+                if (!al->wildcard && al->relation != KW_REL_NONE)
+                    edges[fill[pv->rel_base[al->type] + al->relation]++] = pv->rel_base[t] + r;
+            }
+        }
+    for (uint32_t qi = 0; qi < qn; qi++) {
+        uint32_t g = queue[qi];
+        for (uint32_t k = deg[g]; k < deg[g + 1]; k++) {
+            uint32_t up = edges[k];
+            if (!c->wild[up]) {
+                c->wild[up] = 1;
+                c->wild_via[up] = c->wild_via[g];
+                queue[qn++] = up;
+            }
+        }
+    }
+    return KW_OK;
+}
+
+/* ---- self-referencing permissions ---- */
+
+static void collect_refs(const kw_expr_t *e, uint16_t *out, uint32_t *n, bool count_only)
+{
+    if (e->kind == KW_EXPR_REF) {
+        if (!count_only)
+            out[*n] = e->rel;
+        (*n)++;
+    }
+    for (uint32_t i = 0; i < e->n_children; i++)
+        collect_refs(e->children[i], out, n, count_only);
+}
+
+/* A permission reachable from itself through REF edges alone never reaches a relation:
+ * evaluating it would recurse forever. Iterative DFS per type (white/grey/black). */
+static int check_ref_cycles(kw_schema_t *s, schema_priv_t *pv, uint16_t t, kw_diag_t *diag)
+{
+    const kw_type_t *ty = &s->types[t];
+    uint32_t n = ty->n_rels;
+    if (n == 0)
+        return KW_OK;
+    uint32_t *start = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
+    uint8_t *color = kw_arena_alloc(pv->arena, n);
+    uint16_t *stack = kw_arena_alloc(pv->arena, (size_t)n * sizeof(uint16_t));
+    uint32_t *pos = kw_arena_alloc(pv->arena, (size_t)n * sizeof(uint32_t));
+    if (!start || !color || !stack || !pos)
+        return KW_ENOMEM;
+    uint32_t total = 0;
+    for (uint32_t r = 0; r < n; r++) {
+        start[r] = total;
+        if (ty->rels[r].expr)
+            collect_refs(ty->rels[r].expr, NULL, &total, true);
+    }
+    start[n] = total;
+    uint16_t *adj = kw_arena_alloc(pv->arena, ((size_t)total + 1) * sizeof(uint16_t));
+    if (!adj)
+        return KW_ENOMEM;
+    for (uint32_t r = 0; r < n; r++) {
+        uint32_t k = 0;
+        if (ty->rels[r].expr)
+            collect_refs(ty->rels[r].expr, adj + start[r], &k, false);
+    }
+    memset(color, 0, n);
+    for (uint32_t root = 0; root < n; root++) {
+        if (color[root] || !ty->rels[root].is_permission)
+            continue;
+        uint32_t sp = 0;
+        stack[sp] = (uint16_t)root;
+        pos[sp] = start[root];
+        sp++;
+        color[root] = 1;
+        while (sp) {
+            uint16_t v = stack[sp - 1];
+            if (pos[sp - 1] == start[v + 1]) {
+                color[v] = 2;
+                sp--;
+                continue;
+            }
+            uint16_t w = adj[pos[sp - 1]++];
+            if (color[w] == 1) {
+                /* Cycle: the stack from w to v, then back to w. */
+                const kw_relation_t *pw = &ty->rels[w];
+                char path[200];
+                size_t len = 0;
+                uint32_t from = 0;
+                while (stack[from] != w)
+                    from++;
+                path[0] = '\0';
+                for (uint32_t i = from; i <= sp && len + 1 < sizeof(path); i++) {
+                    const kw_relation_t *pr = &ty->rels[i < sp ? stack[i] : w];
+                    int m = snprintf(path + len, sizeof(path) - len, "%s%.*s",
+                                     i == from ? "" : " -> ", KW_STR_FMT(pr->name));
+                    if (m < 0)
+                        break;
+                    len += (size_t)m < sizeof(path) - len ? (size_t)m : sizeof(path) - len - 1;
+                }
+                return kw_diag_set(diag, KW_ESCHEMA, pw->line, pw->col,
+                                   "permission \"%.*s\" on definition \"%.*s\" is defined in "
+                                   "terms of itself (%s) without any relation in between",
+                                   KW_STR_FMT(pw->name), KW_STR_FMT(ty->name), path);
+            }
+            if (color[w] == 0 && ty->rels[w].is_permission) {
+                color[w] = 1;
+                stack[sp] = w;
+                pos[sp] = start[w];
+                sp++;
+            }
+        }
+    }
+    return KW_OK;
+}
+
+/* ---- entry points ---- */
+
+static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    int rc = build_type_table(s, pv, diag);
+    if (rc == KW_OK)
+        rc = build_rel_table(s, pv, diag);
+    if (rc == KW_OK)
+        rc = resolve_allowed(s, pv, diag);
+    ctx_t c;
+    memset(&c, 0, sizeof(c));
+    c.s = s;
+    c.pv = pv;
+    c.diag = diag;
+    if (rc == KW_OK)
+        rc = compute_wildcards(&c);
+    for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++) {
+        c.type = (uint16_t)t;
+        for (uint32_t r = 0; rc == KW_OK && r < s->types[t].n_rels; r++) {
+            c.perm = &s->types[t].rels[r];
+            if (c.perm->expr)
+                rc = resolve_expr(&c, c.perm->expr);
+        }
+    }
+    for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++)
+        rc = check_ref_cycles(s, pv, (uint16_t)t, diag);
+    return rc;
+}
+
+int kw_schema_compile(kw_str_t text, kw_schema_t **out, kw_diag_t *diag)
+{
+    kw_diag_clear(diag);
+    if (!out || (!text.ptr && text.len))
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "no schema text given");
+    if (text.len > KW_MAX_SCHEMA_BYTES)
+        return kw_diag_set(diag, KW_ETOOLARGE, 0, 0,
+                           "the schema is %zu bytes; the limit is %u bytes", text.len,
+                           KW_MAX_SCHEMA_BYTES);
+    kw_arena_t *a = kw_arena_new(0);
+    if (!a)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+    kw_schema_t *s = kw_arena_alloc(a, sizeof(*s));
+    schema_priv_t *pv = kw_arena_alloc(a, sizeof(*pv));
+    char *copy = kw_arena_alloc(a, text.len + 1);
+    int rc = KW_OK;
+    if (!s || !pv || !copy) {
+        rc = KW_ENOMEM;
+        goto fail;
+    }
+    memset(s, 0, sizeof(*s));
+    memset(pv, 0, sizeof(*pv));
+    if (text.len)
+        memcpy(copy, text.ptr, text.len);
+    copy[text.len] = '\0';
+    pv->arena = a;
+    s->priv = pv;
+    s->text.ptr = copy;
+    s->text.len = text.len;
+    rc = kw__schema_parse(s->text, a, &pv->parsed, diag);
+    if (rc != KW_OK)
+        goto fail;
+    s->types = pv->parsed.types;
+    s->n_types = pv->parsed.n_types;
+    rc = compile_all(s, pv, diag);
+    if (rc != KW_OK)
+        goto fail;
+    *out = s;
+    return KW_OK;
+fail:
+    kw_arena_free(a);
+    if (rc == KW_ENOMEM)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while compiling the schema");
+    return rc;
+}
+
+void kw_schema_free(kw_schema_t *s)
+{
+    if (!s)
+        return;
+    schema_priv_t *pv = s->priv;
+    kw_arena_free(pv->arena); /* s and pv live in the arena */
+}
+
+/* ---- canonical dump ---- */
+
+static void dump_expr(const kw_schema_t *s, const kw_type_t *ty, const kw_expr_t *e,
+                      kw_buf_t *out)
+{
+    switch (e->kind) {
+    case KW_EXPR_NIL:
+        kw_buf_puts(out, "nil");
+        return;
+    case KW_EXPR_REF:
+        kw_buf_printf(out, "%.*s", KW_STR_FMT(ty->rels[e->rel].name));
+        return;
+    case KW_EXPR_ARROW:
+        kw_buf_printf(out, "%.*s->%.*s", KW_STR_FMT(ty->rels[e->rel].name),
+                      KW_STR_FMT(e->target));
+        return;
+    case KW_EXPR_ALL:
+        kw_buf_printf(out, "%.*s.all(%.*s)", KW_STR_FMT(ty->rels[e->rel].name),
+                      KW_STR_FMT(e->target));
+        return;
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT:
+    case KW_EXPR_EXCLUDE: {
+        const char *op = e->kind == KW_EXPR_UNION ? " + "
+                         : e->kind == KW_EXPR_INTERSECT ? " & "
+                                                        : " - ";
+        kw_buf_puts(out, "(");
+        for (uint32_t i = 0; i < e->n_children; i++) {
+            if (i)
+                kw_buf_puts(out, op);
+            dump_expr(s, ty, e->children[i], out);
+        }
+        kw_buf_puts(out, ")");
+        return;
+    }
+    }
+    kw_buf_puts(out, "<?>");
+}
+
+/* Format: per definition a `definition NAME` line, then per relation/permission one
+ * indented line; a doc comment is shown as `doc: <bytes>` on the line before, with
+ * newlines escaped as `\n` so every item stays on one line. Arrows list the types
+ * they resolve on: `parent->view [folder]`. */
+static void dump_doc(kw_buf_t *out, const char *indent, kw_str_t doc)
+{
+    if (!doc.len)
+        return;
+    kw_buf_printf(out, "%sdoc: ", indent);
+    for (size_t i = 0; i < doc.len; i++) {
+        if (doc.ptr[i] == '\n')
+            kw_buf_puts(out, "\\n");
+        else
+            kw_buf_append(out, &doc.ptr[i], 1);
+    }
+    kw_buf_puts(out, "\n");
+}
+
+static void dump_arrow_targets(const kw_schema_t *s, const kw_expr_t *e, kw_buf_t *out)
+{
+    if (e->kind == KW_EXPR_ARROW || e->kind == KW_EXPR_ALL) {
+        kw_buf_puts(out, " [");
+        bool first = true;
+        for (uint32_t t = 0; t < s->n_types; t++) {
+            if (e->target_by_type[t] == KW_REL_NONE)
+                continue;
+            kw_buf_printf(out, "%s%.*s", first ? "" : " ", KW_STR_FMT(s->types[t].name));
+            first = false;
+        }
+        kw_buf_puts(out, "]");
+    }
+    for (uint32_t i = 0; i < e->n_children; i++)
+        dump_arrow_targets(s, e->children[i], out);
+}
+
+void kw_schema_dump(const kw_schema_t *s, kw_buf_t *out)
+{
+    if (!s)
+        return;
+    for (uint32_t t = 0; t < s->n_types; t++) {
+        const kw_type_t *ty = &s->types[t];
+        dump_doc(out, "", ty->doc);
+        kw_buf_printf(out, "definition %.*s\n", KW_STR_FMT(ty->name));
+        for (uint32_t r = 0; r < ty->n_rels; r++) {
+            const kw_relation_t *rel = &ty->rels[r];
+            dump_doc(out, "  ", rel->doc);
+            if (rel->is_permission) {
+                kw_buf_printf(out, "  permission %.*s = ", KW_STR_FMT(rel->name));
+                dump_expr(s, ty, rel->expr, out);
+                dump_arrow_targets(s, rel->expr, out);
+                kw_buf_puts(out, "\n");
+                continue;
+            }
+            kw_buf_printf(out, "  relation %.*s: ", KW_STR_FMT(rel->name));
+            for (uint32_t i = 0; i < rel->n_allowed; i++) {
+                const kw_allowed_t *al = &rel->allowed[i];
+                const kw_type_t *st = &s->types[al->type];
+                kw_buf_printf(out, "%s%.*s", i ? " | " : "", KW_STR_FMT(st->name));
+                if (al->wildcard)
+                    kw_buf_puts(out, ":*");
+                else if (al->relation != KW_REL_NONE)
+                    kw_buf_printf(out, "#%.*s", KW_STR_FMT(st->rels[al->relation].name));
+            }
+            kw_buf_puts(out, "\n");
+        }
+    }
+}

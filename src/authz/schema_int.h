@@ -1,0 +1,102 @@
+/*
+ * authz/schema_int.h - internals shared by the schema lexer, parser and compiler.
+ *
+ * Pipeline: schema_lex.c turns the text into tokens on demand (one token of
+ * lookahead); schema_parse.c builds the IR of schema.h with names still
+ * unresolved (indices are filled in later); schema_compile.c resolves names,
+ * type-checks, builds the lookup tables and owns the public entry points.
+ *
+ * Ownership: every allocation made while compiling comes from one arena (the
+ *   schema's), so an error anywhere is cleaned up by freeing that arena, and
+ *   kw_schema_free is a single kw_arena_free.
+ */
+#ifndef KW_AUTHZ_SCHEMA_INT_H
+#define KW_AUTHZ_SCHEMA_INT_H
+
+#include "schema.h"
+
+/* ---- tokens ---- */
+typedef enum {
+    KW__TK_EOF = 0,
+    KW__TK_IDENT,    /* [A-Za-z0-9_]+ with optional `/`-joined segments: `test/user` */
+    KW__TK_LBRACE,   /* { */
+    KW__TK_RBRACE,   /* } */
+    KW__TK_LPAREN,   /* ( */
+    KW__TK_RPAREN,   /* ) */
+    KW__TK_COLON,    /* : */
+    KW__TK_PIPE,     /* | */
+    KW__TK_HASH,     /* # */
+    KW__TK_STAR,     /* * */
+    KW__TK_EQ,       /* = */
+    KW__TK_PLUS,     /* + */
+    KW__TK_AMP,      /* & */
+    KW__TK_MINUS,    /* - */
+    KW__TK_ARROW,    /* -> */
+    KW__TK_DOT,      /* . */
+    KW__TK_ELLIPSIS, /* ... */
+    KW__TK_COMMA,    /* , */
+} kw__tok_kind_t;
+
+typedef struct kw__tok {
+    kw__tok_kind_t kind;
+    kw_str_t text; /* the token's bytes in the source */
+    uint32_t line, col;
+    /* The last doc comment (slash-star-star) between the previous token and this one, verbatim
+     * (len 0 if none). */
+    kw_str_t doc;
+} kw__tok_t;
+
+typedef struct kw__lexer {
+    const char *src; /* start of the text */
+    const char *p;   /* next unread byte */
+    const char *end; /* one past the last byte */
+    const char *line_start;
+    uint32_t line;
+} kw__lexer_t;
+
+void kw__schema_lex_init(kw__lexer_t *lx, kw_str_t text);
+/* Reads the next token into *out. KW_OK, or KW_ESCHEMA (bad byte, unterminated
+ * comment) with diag at the offending position. */
+KW_NODISCARD int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag);
+/* A short human description of a token for messages: `"viewer"`, `'{'`, `end of input`. */
+void kw__schema_tok_describe(const kw__tok_t *t, char *buf, size_t cap);
+
+/* ---- parse-time side data ---- */
+
+/* An expression node as the parser allocates it: the public node plus the names the
+ * compiler resolves. `e` must stay first (the compiler casts kw_expr_t * back). */
+typedef struct kw__pexpr {
+    kw_expr_t e;
+    kw_str_t name;              /* REF: the referenced name; ARROW/ALL: the tupleset relation */
+    uint32_t target_line, target_col; /* ARROW/ALL: where the target name is */
+} kw__pexpr_t;
+
+/* Where an allowed subject type was written, and its unresolved names. */
+typedef struct kw__allowed_src {
+    kw_str_t type_name;
+    kw_str_t rel_name; /* len 0 for a plain type or wildcard; "..." for `type#...` */
+    uint32_t line, col, rel_line, rel_col;
+} kw__allowed_src_t;
+
+/* Per type: per relation, the sources of its allowed list (parallel to rels[i].allowed). */
+typedef struct kw__type_src {
+    kw__allowed_src_t **allowed; /* [n_rels] */
+    uint32_t cap_rels;
+} kw__type_src_t;
+
+typedef struct kw__parsed {
+    kw_type_t *types;
+    kw__type_src_t *srcs; /* [n_types] */
+    uint32_t n_types, cap_types;
+} kw__parsed_t;
+
+/* Parses `text` (which must stay alive as long as the result) into *out, allocating
+ * from `a`. KW_OK, KW_ESCHEMA, KW_ELIMIT, KW_EUNSUPPORTED or KW_ENOMEM. */
+KW_NODISCARD int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out,
+                                  kw_diag_t *diag);
+
+/* Grows an arena-backed array so that it holds at least need elements of size esz. */
+KW_NODISCARD int kw__schema_vec_reserve(kw_arena_t *a, void **items, uint32_t n, uint32_t *cap,
+                                        uint32_t need, size_t esz);
+
+#endif

@@ -1,0 +1,240 @@
+/*
+ * authz/schema_lex.c - tokenizer for SpiceDB's schema language.
+ *
+ * Newlines are plain whitespace: SpiceDB schemas folded by YAML (`>-`) put several
+ * statements on one line, and the grammar never needs a newline to end a statement.
+ * Comments: line comments (two slashes) and block comments (slash-star ... star-slash);
+ * a block comment opening with two stars is a doc comment and is attached to the next token (the parser gives it to the definition,
+ * relation or permission that token starts).
+ * The text is a kw_str_t (not NUL-terminated): every read is bounds-checked, since the
+ * fuzzer feeds arbitrary bytes.
+ */
+#include "schema_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void kw__schema_lex_init(kw__lexer_t *lx, kw_str_t text)
+{
+    lx->src = text.ptr ? text.ptr : "";
+    lx->p = lx->src;
+    lx->end = lx->src + text.len;
+    lx->line_start = lx->src;
+    lx->line = 1;
+}
+
+static uint32_t col_of(const kw__lexer_t *lx, const char *p)
+{
+    return (uint32_t)(p - lx->line_start) + 1;
+}
+
+static bool is_ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_';
+}
+
+static void newline(kw__lexer_t *lx, const char *after)
+{
+    lx->line++;
+    lx->line_start = after;
+}
+
+/* Skips whitespace and comments; records the last doc comment seen in *doc. */
+static int skip_trivia(kw__lexer_t *lx, kw_str_t *doc, kw_diag_t *diag)
+{
+    while (lx->p < lx->end) {
+        char c = *lx->p;
+        if (c == '\n') {
+            lx->p++;
+            newline(lx, lx->p);
+        } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            lx->p++;
+        } else if (c == '/' && lx->end - lx->p >= 2 && lx->p[1] == '/') {
+            while (lx->p < lx->end && *lx->p != '\n')
+                lx->p++;
+        } else if (c == '/' && lx->end - lx->p >= 2 && lx->p[1] == '*') {
+            const char *start = lx->p;
+            uint32_t line = lx->line, col = col_of(lx, start);
+            lx->p += 2;
+            bool closed = false;
+            while (lx->p < lx->end) {
+                if (*lx->p == '*' && lx->end - lx->p >= 2 && lx->p[1] == '/') {
+                    lx->p += 2;
+                    closed = true;
+                    break;
+                }
+                if (*lx->p == '\n')
+                    newline(lx, lx->p + 1);
+                lx->p++;
+            }
+            if (!closed)
+                return kw_diag_set(diag, KW_ESCHEMA, line, col,
+                                   "this comment is never closed (missing \"*/\")");
+            /* Two stars open a doc comment; the empty comment (slash-star-star-slash) is not one. */
+            size_t len = (size_t)(lx->p - start);
+            if (len >= 5 && start[2] == '*') {
+                doc->ptr = start;
+                doc->len = len;
+            }
+        } else {
+            break;
+        }
+    }
+    return KW_OK;
+}
+
+int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
+{
+    kw_str_t doc = {NULL, 0};
+    int rc = skip_trivia(lx, &doc, diag);
+    if (rc != KW_OK)
+        return rc;
+    kw__tok_t t;
+    memset(&t, 0, sizeof(t));
+    t.doc = doc;
+    t.line = lx->line;
+    t.col = col_of(lx, lx->p);
+    t.text.ptr = lx->p;
+    if (lx->p >= lx->end) {
+        t.kind = KW__TK_EOF;
+        *out = t;
+        return KW_OK;
+    }
+    const char *p = lx->p;
+    char c = *p;
+    size_t left = (size_t)(lx->end - p);
+    size_t n = 1;
+    if (is_ident_char(c)) {
+        /* A name, possibly with `/`-separated prefixes (`org/team/user`). A `/` is part of
+         * the name only when an identifier character follows, so a comment that starts right
+         * after a name stays a comment. */
+        t.kind = KW__TK_IDENT;
+        n = 0;
+        for (;;) {
+            while (n < left && is_ident_char(p[n]))
+                n++;
+            if (n + 1 < left && p[n] == '/' && is_ident_char(p[n + 1]))
+                n++;
+            else
+                break;
+        }
+    } else {
+        switch (c) {
+        case '{':
+            t.kind = KW__TK_LBRACE;
+            break;
+        case '}':
+            t.kind = KW__TK_RBRACE;
+            break;
+        case '(':
+            t.kind = KW__TK_LPAREN;
+            break;
+        case ')':
+            t.kind = KW__TK_RPAREN;
+            break;
+        case ':':
+            t.kind = KW__TK_COLON;
+            break;
+        case '|':
+            t.kind = KW__TK_PIPE;
+            break;
+        case '#':
+            t.kind = KW__TK_HASH;
+            break;
+        case '*':
+            t.kind = KW__TK_STAR;
+            break;
+        case '=':
+            t.kind = KW__TK_EQ;
+            break;
+        case '+':
+            t.kind = KW__TK_PLUS;
+            break;
+        case '&':
+            t.kind = KW__TK_AMP;
+            break;
+        case ',':
+            t.kind = KW__TK_COMMA;
+            break;
+        case '-':
+            if (left >= 2 && p[1] == '>') {
+                t.kind = KW__TK_ARROW;
+                n = 2;
+            } else {
+                t.kind = KW__TK_MINUS;
+            }
+            break;
+        case '.':
+            if (left >= 3 && p[1] == '.' && p[2] == '.') {
+                t.kind = KW__TK_ELLIPSIS;
+                n = 3;
+            } else {
+                t.kind = KW__TK_DOT;
+            }
+            break;
+        default:
+            if ((unsigned char)c >= 0x21 && (unsigned char)c <= 0x7e)
+                return kw_diag_set(diag, KW_ESCHEMA, t.line, t.col, "unexpected character '%c'",
+                                   c);
+            return kw_diag_set(diag, KW_ESCHEMA, t.line, t.col, "unexpected byte 0x%02x",
+                               (unsigned)(unsigned char)c);
+        }
+    }
+    t.text.len = n;
+    lx->p += n;
+    *out = t;
+    return KW_OK;
+}
+
+static const char *punct_text(kw__tok_kind_t k)
+{
+    switch (k) {
+    case KW__TK_LBRACE:
+        return "{";
+    case KW__TK_RBRACE:
+        return "}";
+    case KW__TK_LPAREN:
+        return "(";
+    case KW__TK_RPAREN:
+        return ")";
+    case KW__TK_COLON:
+        return ":";
+    case KW__TK_PIPE:
+        return "|";
+    case KW__TK_HASH:
+        return "#";
+    case KW__TK_STAR:
+        return "*";
+    case KW__TK_EQ:
+        return "=";
+    case KW__TK_PLUS:
+        return "+";
+    case KW__TK_AMP:
+        return "&";
+    case KW__TK_MINUS:
+        return "-";
+    case KW__TK_ARROW:
+        return "->";
+    case KW__TK_DOT:
+        return ".";
+    case KW__TK_ELLIPSIS:
+        return "...";
+    case KW__TK_COMMA:
+        return ",";
+    case KW__TK_EOF:
+    case KW__TK_IDENT:
+        break;
+    }
+    return "?";
+}
+
+void kw__schema_tok_describe(const kw__tok_t *t, char *buf, size_t cap)
+{
+    if (t->kind == KW__TK_EOF)
+        snprintf(buf, cap, "the end of the schema");
+    else if (t->kind == KW__TK_IDENT)
+        snprintf(buf, cap, "\"%.*s\"", (int)(t->text.len > 64 ? 64 : t->text.len), t->text.ptr);
+    else
+        snprintf(buf, cap, "'%s'", punct_text(t->kind));
+}

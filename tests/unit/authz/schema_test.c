@@ -1,0 +1,559 @@
+/*
+ * tests/unit/authz/schema_test.c - the schema lexer, parser and compiler.
+ *
+ * Golden files: tests/fixtures/schema/<case>.zed with <case>.expected holding either
+ * kw_schema_dump's output or, for a failing case, exactly "line:col: message\n". The
+ * case name fixes the expected code: err_* -> KW_ESCHEMA, limit_* -> KW_ELIMIT,
+ * unsupported_* -> KW_EUNSUPPORTED, anything else must compile.
+ * KW_SCHEMA_REGEN=1 rewrites the .expected files (review the diff before committing).
+ */
+#include "kw_test.h"
+
+#include "authz/schema.h"
+
+#include <dirent.h>
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf) {
+        buf[n < cap ? n : cap - 1] = '\0';
+        *len = n;
+    }
+    return buf;
+}
+
+static void dir_path(char *out, size_t cap, const char *env, const char *rel, const char *fb)
+{
+    const char *root = getenv(env);
+    if (root && *root)
+        snprintf(out, cap, "%s/%s", root, rel);
+    else
+        snprintf(out, cap, "%s", fb);
+}
+
+static void fixtures_dir(char *out, size_t cap)
+{
+    dir_path(out, cap, "KW_SOURCE_DIR", "tests/fixtures/schema", "../tests/fixtures/schema");
+}
+
+static void shared_dir(char *out, size_t cap, const char *sub)
+{
+    char rel[256];
+    snprintf(rel, sizeof(rel), "conformance/%s", sub);
+    const char *root = getenv("KW_SHARED_DIR");
+    if (root && *root)
+        snprintf(out, cap, "%s/%s", root, rel);
+    else
+        snprintf(out, cap, "/work/shared/%s", rel);
+}
+
+/* Compiles text; on success appends the dump to out, else "line:col: msg\n". */
+static int compile_to_text(const char *text, size_t len, kw_buf_t *out)
+{
+    kw_schema_t *s = NULL;
+    kw_diag_t d;
+    int rc = kw_schema_compile((kw_str_t){text, len}, &s, &d);
+    if (rc == KW_OK) {
+        kw_schema_dump(s, out);
+        kw_schema_free(s);
+    } else {
+        kw_buf_printf(out, "%u:%u: %s\n", d.line, d.col, d.msg);
+    }
+    return rc;
+}
+
+static int expected_code(const char *name)
+{
+    if (strncmp(name, "err_", 4) == 0)
+        return KW_ESCHEMA;
+    if (strncmp(name, "limit_", 6) == 0)
+        return KW_ELIMIT;
+    if (strncmp(name, "unsupported_", 12) == 0)
+        return KW_EUNSUPPORTED;
+    return KW_OK;
+}
+
+KW_TEST(schema_golden)
+{
+    char dir[1024];
+    fixtures_dir(dir, sizeof(dir));
+    DIR *d = opendir(dir);
+    KW_ASSERT(d != NULL);
+    bool regen = getenv("KW_SCHEMA_REGEN") != NULL;
+    int n_cases = 0, n_bad = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 5 || strcmp(de->d_name + nl - 4, ".zed") != 0)
+            continue;
+        char name[256], path[1400];
+        snprintf(name, sizeof(name), "%.*s", (int)(nl - 4), de->d_name);
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        size_t len = 0;
+        char *text = read_file(path, &len);
+        if (!text) {
+            fprintf(stderr, "  cannot read %s\n", path);
+            n_bad++;
+            continue;
+        }
+        kw_buf_t out;
+        kw_buf_init(&out);
+        int rc = compile_to_text(text, len, &out);
+        free(text);
+        n_cases++;
+        snprintf(path, sizeof(path), "%s/%s.expected", dir, name);
+        if (rc != expected_code(name)) {
+            fprintf(stderr, "  %s: code %s, want %s: %s", name, kw_err_name(rc),
+                    kw_err_name(expected_code(name)), out.ptr ? out.ptr : "");
+            n_bad++;
+        }
+        if (regen) {
+            FILE *f = fopen(path, "wb");
+            if (f) {
+                fwrite(out.ptr ? out.ptr : "", 1, out.len, f);
+                fclose(f);
+            }
+        } else {
+            size_t elen = 0;
+            char *want = read_file(path, &elen);
+            if (!want || elen != out.len || memcmp(want, out.ptr ? out.ptr : "", elen) != 0) {
+                fprintf(stderr, "  %s: dump differs from %s\n--- got\n%s--- want\n%s", name, path,
+                        out.ptr ? out.ptr : "", want ? want : "(missing)\n");
+                n_bad++;
+            }
+            free(want);
+        }
+        kw_buf_free(&out);
+    }
+    closedir(d);
+    KW_ASSERT(n_cases >= 40);
+    KW_ASSERT_EQ(n_bad, 0);
+}
+
+/* Extracts the `schema:` block scalar of a SpiceDB validation YAML file without a YAML
+ * parser: the lines after `schema: |` / `schema: >-` indented deeper than the key. Folded
+ * scalars (`>`) join lines with spaces in YAML; keeping the newlines instead is
+ * equivalent for the schema language, where newlines are whitespace. */
+static char *extract_schema(const char *yaml, size_t *len)
+{
+    const char *p = strstr(yaml, "\nschema:");
+    if (!p && strncmp(yaml, "schema:", 7) == 0)
+        p = yaml;
+    else if (p)
+        p++;
+    if (!p)
+        return NULL;
+    p = strchr(p, '\n');
+    if (!p)
+        return NULL;
+    p++;
+    size_t cap = strlen(p) + 1, n = 0;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > 0 && p[0] != ' ' && p[0] != '\t')
+            break; /* the next top-level key */
+        size_t skip = ll >= 2 ? 2 : ll;
+        memcpy(out + n, p + skip, ll - skip);
+        n += ll - skip;
+        out[n++] = '\n';
+        if (!eol)
+            break;
+        p = eol + 1;
+    }
+    out[n] = '\0';
+    *len = n;
+    return out;
+}
+
+/* Runs fn over the schema of every *.yaml in the shared conformance folder `sub`. */
+static int for_each_conformance(const char *sub, int want_rc, int *n_files)
+{
+    char dir[1024];
+    shared_dir(dir, sizeof(dir), sub);
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "  cannot open %s\n", dir);
+        return 1;
+    }
+    int bad = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 6 || strcmp(de->d_name + nl - 5, ".yaml") != 0)
+            continue;
+        char path[1400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        size_t ylen = 0, slen = 0;
+        char *yaml = read_file(path, &ylen);
+        char *schema = yaml ? extract_schema(yaml, &slen) : NULL;
+        free(yaml);
+        if (!schema) {
+            fprintf(stderr, "  %s: no schema block\n", path);
+            bad++;
+            continue;
+        }
+        kw_schema_t *s = NULL;
+        kw_diag_t diag;
+        int rc = kw_schema_compile((kw_str_t){schema, slen}, &s, &diag);
+        if (rc != want_rc) {
+            fprintf(stderr, "  %s: %s %u:%u: %s\n", de->d_name, kw_err_name(rc), diag.line,
+                    diag.col, diag.msg);
+            bad++;
+        }
+        if (rc == KW_OK)
+            kw_schema_free(s);
+        free(schema);
+        (*n_files)++;
+    }
+    closedir(d);
+    return bad;
+}
+
+KW_TEST(schema_conformance_schemas_compile)
+{
+    int n = 0;
+    KW_ASSERT_EQ(for_each_conformance("spicedb", KW_OK, &n), 0);
+    KW_ASSERT(n >= 20);
+    n = 0;
+    KW_ASSERT_EQ(for_each_conformance("spicedb-exhaustive", KW_OK, &n), 0);
+    KW_ASSERT(n >= 20);
+}
+
+KW_TEST(schema_caveat_files_unsupported)
+{
+    int n = 0;
+    KW_ASSERT_EQ(for_each_conformance("spicedb-caveats", KW_EUNSUPPORTED, &n), 0);
+    KW_ASSERT(n >= 20);
+}
+
+static kw_schema_t *compile_ok(const char *text)
+{
+    kw_schema_t *s = NULL;
+    kw_diag_t d;
+    int rc = kw_schema_compile(kw_str_c(text), &s, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "  unexpected %s %u:%u: %s\n", kw_err_name(rc), d.line, d.col, d.msg);
+        return NULL;
+    }
+    return s;
+}
+
+static const char *const k_arrows =
+    "definition user {}\n"
+    "definition team { relation member: user\n permission view = member }\n"
+    "definition folder { relation viewer: user }\n"
+    "definition doc {\n"
+    "  relation parent: team | folder\n"
+    "  relation viewer: user | user:* | team#member\n"
+    "  permission view = parent->view + parent.all(viewer) + viewer\n"
+    "}\n";
+
+KW_TEST(schema_ir_indices_and_targets)
+{
+    kw_schema_t *s = compile_ok(k_arrows);
+    KW_ASSERT(s != NULL);
+    KW_ASSERT_EQ(s->n_types, 4);
+    uint16_t user = kw_schema_type_index(s, KW_STR("user"));
+    uint16_t team = kw_schema_type_index(s, KW_STR("team"));
+    uint16_t folder = kw_schema_type_index(s, KW_STR("folder"));
+    uint16_t doc = kw_schema_type_index(s, KW_STR("doc"));
+    KW_ASSERT_EQ(user, 0);
+    KW_ASSERT_EQ(team, 1);
+    KW_ASSERT_EQ(folder, 2);
+    KW_ASSERT_EQ(doc, 3);
+    KW_ASSERT_EQ(kw_schema_type_index(s, KW_STR("usr")), KW_TYPE_NONE);
+    KW_ASSERT_EQ(kw_schema_type_index(s, KW_STR("")), KW_TYPE_NONE);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, doc, KW_STR("parent")), 0);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, doc, KW_STR("viewer")), 1);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, doc, KW_STR("view")), 2);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, doc, KW_STR("member")), KW_REL_NONE);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, team, KW_STR("member")), 0);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, 999, KW_STR("member")), KW_REL_NONE);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, KW_TYPE_NONE, KW_STR("member")), KW_REL_NONE);
+
+    const kw_relation_t *view = &s->types[doc].rels[2];
+    KW_ASSERT(view->is_permission);
+    KW_ASSERT_EQ(view->expr->kind, KW_EXPR_UNION);
+    KW_ASSERT_EQ(view->expr->n_children, 3);
+    const kw_expr_t *arrow = view->expr->children[0];
+    KW_ASSERT_EQ(arrow->kind, KW_EXPR_ARROW);
+    KW_ASSERT_EQ(arrow->rel, 0);
+    KW_ASSERT(kw_str_eq_c(arrow->target, "view"));
+    KW_ASSERT_EQ(arrow->target_by_type[user], KW_REL_NONE);
+    KW_ASSERT_EQ(arrow->target_by_type[team], 1);
+    KW_ASSERT_EQ(arrow->target_by_type[folder], KW_REL_NONE);
+    KW_ASSERT_EQ(arrow->target_by_type[doc], KW_REL_NONE); /* doc is not a subject type of parent */
+    const kw_expr_t *all = view->expr->children[1];
+    KW_ASSERT_EQ(all->kind, KW_EXPR_ALL);
+    KW_ASSERT_EQ(all->target_by_type[folder], 0);
+    KW_ASSERT_EQ(all->target_by_type[team], KW_REL_NONE);
+    KW_ASSERT_EQ(all->target_by_type[doc], KW_REL_NONE);
+    const kw_expr_t *ref = view->expr->children[2];
+    KW_ASSERT_EQ(ref->kind, KW_EXPR_REF);
+    KW_ASSERT_EQ(ref->rel, 1);
+    KW_ASSERT_EQ(ref->line, 8);
+    KW_ASSERT_EQ(ref->col, 57);
+
+    /* allowed subjects */
+    const kw_relation_t *viewer = &s->types[doc].rels[1];
+    KW_ASSERT_EQ(viewer->n_allowed, 3);
+    KW_ASSERT_EQ(viewer->allowed[1].type, user);
+    KW_ASSERT(viewer->allowed[1].wildcard);
+    KW_ASSERT_EQ(viewer->allowed[2].relation, 0);
+    KW_ASSERT(kw_schema_allows(s, doc, 1, user, KW_REL_NONE, false));
+    KW_ASSERT(kw_schema_allows(s, doc, 1, user, KW_REL_NONE, true));
+    KW_ASSERT(kw_schema_allows(s, doc, 1, team, 0, false));
+    KW_ASSERT(!kw_schema_allows(s, doc, 1, team, KW_REL_NONE, false));
+    KW_ASSERT(!kw_schema_allows(s, doc, 1, team, 1, false));
+    KW_ASSERT(!kw_schema_allows(s, doc, 1, team, 0, true));
+    KW_ASSERT(!kw_schema_allows(s, doc, 0, user, KW_REL_NONE, false));
+    KW_ASSERT(kw_schema_allows(s, doc, 0, folder, KW_REL_NONE, false));
+    KW_ASSERT(!kw_schema_allows(s, doc, 0, folder, KW_REL_NONE, true));
+    KW_ASSERT(!kw_schema_allows(s, doc, 2, user, KW_REL_NONE, false)); /* a permission */
+    KW_ASSERT(!kw_schema_allows(s, doc, 9, user, KW_REL_NONE, false));
+    KW_ASSERT(!kw_schema_allows(s, 77, 0, user, KW_REL_NONE, false));
+    KW_ASSERT(!kw_schema_allows(s, doc, 0, 77, KW_REL_NONE, false));
+
+    /* names point into the schema's own copy of the text */
+    KW_ASSERT(s->text.len == strlen(k_arrows));
+    KW_ASSERT(s->types[doc].name.ptr >= s->text.ptr &&
+              s->types[doc].name.ptr < s->text.ptr + s->text.len);
+    kw_schema_free(s);
+}
+
+KW_TEST(schema_precedence_structure)
+{
+    kw_schema_t *s = compile_ok("definition user {}\n"
+                                "definition d { relation a: user\n relation b: user\n"
+                                " relation c: user\n relation e: user\n"
+                                " permission p = a - b & c + e - a }");
+    KW_ASSERT(s != NULL);
+    const kw_expr_t *p = s->types[1].rels[4].expr;
+    /* ((a - (b & (c + e))) - a) */
+    KW_ASSERT_EQ(p->kind, KW_EXPR_EXCLUDE);
+    KW_ASSERT_EQ(p->n_children, 2);
+    KW_ASSERT_EQ(p->children[1]->kind, KW_EXPR_REF);
+    KW_ASSERT_EQ(p->children[1]->rel, 0);
+    const kw_expr_t *inner = p->children[0];
+    KW_ASSERT_EQ(inner->kind, KW_EXPR_EXCLUDE);
+    KW_ASSERT_EQ(inner->children[0]->rel, 0);
+    const kw_expr_t *and = inner->children[1];
+    KW_ASSERT_EQ(and->kind, KW_EXPR_INTERSECT);
+    KW_ASSERT_EQ(and->n_children, 2);
+    KW_ASSERT_EQ(and->children[0]->rel, 1);
+    KW_ASSERT_EQ(and->children[1]->kind, KW_EXPR_UNION);
+    KW_ASSERT_EQ(and->children[1]->n_children, 2);
+    KW_ASSERT_EQ(and->children[1]->children[0]->rel, 2);
+    KW_ASSERT_EQ(and->children[1]->children[1]->rel, 3);
+    kw_schema_free(s);
+}
+
+KW_TEST(schema_doc_comments)
+{
+    kw_schema_t *s = compile_ok("/** file */\n/** the user */\ndefinition user {}\n"
+                                "definition doc {\n /** r */ relation r: user\n"
+                                " relation q: user\n /** p */\n permission p = r }");
+    KW_ASSERT(s != NULL);
+    KW_ASSERT(kw_str_eq_c(s->types[0].doc, "/** the user */"));
+    KW_ASSERT_EQ(s->types[1].doc.len, 0);
+    KW_ASSERT(kw_str_eq_c(s->types[1].rels[0].doc, "/** r */"));
+    KW_ASSERT_EQ(s->types[1].rels[1].doc.len, 0);
+    KW_ASSERT(kw_str_eq_c(s->types[1].rels[2].doc, "/** p */"));
+    kw_schema_free(s);
+}
+
+KW_TEST(schema_agentex_compiles)
+{
+    char path[1100];
+    fixtures_dir(path, sizeof(path));
+    strncat(path, "/agentex.zed", sizeof(path) - strlen(path) - 1);
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    KW_ASSERT(text != NULL);
+    kw_schema_t *s = NULL;
+    kw_diag_t d;
+    int rc = kw_schema_compile((kw_str_t){text, len}, &s, &d);
+    free(text);
+    KW_ASSERT_EQ(rc, KW_OK);
+    uint16_t key = kw_schema_type_index(s, KW_STR("agent_api_key"));
+    KW_ASSERT(key != KW_TYPE_NONE);
+    uint16_t read = kw_schema_rel_index(s, key, KW_STR("read"));
+    KW_ASSERT(read != KW_REL_NONE);
+    KW_ASSERT(s->types[key].rels[read].is_permission);
+    KW_ASSERT_EQ(s->types[key].rels[read].expr->kind, KW_EXPR_INTERSECT);
+    KW_ASSERT_EQ(s->types[key].rels[read].expr->n_children, 3);
+    kw_schema_free(s);
+}
+
+/* Every allocation of a full compile fails once, in turn: KW_ENOMEM each time, never a
+ * crash or a leak (LeakSanitizer checks the latter), then a clean success. */
+KW_TEST(schema_fault_injection)
+{
+    char path[1100];
+    fixtures_dir(path, sizeof(path));
+    strncat(path, "/agentex.zed", sizeof(path) - strlen(path) - 1);
+    size_t len = 0;
+    char *text = read_file(path, &len);
+    KW_ASSERT(text != NULL);
+    long n;
+    int failures = 0;
+    for (n = 1; n < 100000; n++) {
+        kw_schema_t *s = NULL;
+        kw_diag_t d;
+        kw_fault_arm(n);
+        int rc = kw_schema_compile((kw_str_t){text, len}, &s, &d);
+        bool fired = kw_fault_fired();
+        kw_fault_arm(0);
+        if (!fired) {
+            if (rc != KW_OK)
+                failures++;
+            kw_schema_free(s);
+            break;
+        }
+        if (rc != KW_ENOMEM) {
+            fprintf(stderr, "  allocation %ld: got %s\n", n, kw_err_name(rc));
+            failures++;
+            if (rc == KW_OK)
+                kw_schema_free(s);
+        }
+    }
+    free(text);
+    KW_ASSERT_EQ(failures, 0);
+    KW_ASSERT(n > 3 && n < 100000);
+}
+
+static int compile_rc(const char *text, size_t len, kw_diag_t *d)
+{
+    kw_schema_t *s = NULL;
+    int rc = kw_schema_compile((kw_str_t){text, len}, &s, d);
+    if (rc == KW_OK)
+        kw_schema_free(s);
+    return rc;
+}
+
+KW_TEST(schema_limits_no_stack_overflow)
+{
+    /* 100k open parentheses: a clear error, not a crash. */
+    size_t n = 100000;
+    const char *head = "definition u { relation a: u\n permission p = ";
+    size_t hl = strlen(head);
+    char *text = malloc(hl + 2 * n + 8);
+    KW_ASSERT(text != NULL);
+    memcpy(text, head, hl);
+    memset(text + hl, '(', n);
+    kw_diag_t d;
+    int rc = compile_rc(text, hl + n, &d);
+    KW_ASSERT_EQ(rc, KW_ELIMIT);
+    KW_ASSERT_EQ(d.line, 2);
+    /* A long left-nested exclusion chain: the tree depth is capped too. */
+    size_t len = hl;
+    for (size_t i = 0; i < 20000; i++) {
+        memcpy(text + len, "a-", 2);
+        len += 2;
+    }
+    text[len++] = 'a';
+    text[len++] = '}';
+    rc = compile_rc(text, len, &d);
+    KW_ASSERT_EQ(rc, KW_ELIMIT);
+    /* A long flat union is fine (one n-ary node). */
+    len = hl;
+    for (size_t i = 0; i < 20000; i++) {
+        memcpy(text + len, "a+", 2);
+        len += 2;
+    }
+    text[len++] = 'a';
+    text[len++] = '}';
+    rc = compile_rc(text, len, &d);
+    KW_ASSERT_EQ(rc, KW_OK);
+    free(text);
+
+    /* Over the byte limit. */
+    size_t big = KW_MAX_SCHEMA_BYTES + 1;
+    char *huge = malloc(big);
+    KW_ASSERT(huge != NULL);
+    memset(huge, ' ', big);
+    rc = compile_rc(huge, big, &d);
+    free(huge);
+    KW_ASSERT_EQ(rc, KW_ETOOLARGE);
+}
+
+KW_TEST(schema_misc_inputs)
+{
+    kw_diag_t d;
+    kw_schema_free(NULL);
+    KW_ASSERT_EQ(compile_rc(NULL, 0, &d), KW_OK);
+    KW_ASSERT_EQ(compile_rc("", 0, NULL), KW_OK);
+    KW_ASSERT_EQ(compile_rc("definition user {", 17, NULL), KW_ESCHEMA);
+    /* Embedded NUL bytes are rejected, not treated as an end. */
+    KW_ASSERT_EQ(compile_rc("definition user {}\0definition x {}", 34, &d), KW_ESCHEMA);
+    KW_ASSERT_EQ(d.line, 1);
+    KW_ASSERT_EQ(d.col, 19);
+    KW_ASSERT_STR_EQ(d.msg, "unexpected byte 0x00");
+    kw_schema_t *s = NULL;
+    KW_ASSERT_EQ(kw_schema_compile(KW_STR("definition x {}"), NULL, &d), KW_EINVAL);
+    KW_ASSERT_EQ(kw_schema_compile(KW_STR("definition xx {}"), &s, &d), KW_OK);
+    KW_ASSERT_EQ(kw_schema_type_index(s, KW_STR("xx")), 0);
+    KW_ASSERT_EQ(kw_schema_rel_index(s, 0, KW_STR("xx")), KW_REL_NONE);
+    kw_schema_free(s);
+    KW_ASSERT_EQ(kw_schema_type_index(NULL, KW_STR("xx")), KW_TYPE_NONE);
+}
+
+/* Many definitions and relations: the hash tables resolve every one of them. */
+KW_TEST(schema_many_names)
+{
+    kw_buf_t b;
+    kw_buf_init(&b);
+    for (int t = 0; t < 300; t++) {
+        kw_buf_printf(&b, "definition ns%d/type_%d {\n", t % 7, t);
+        for (int r = 0; r < 20; r++)
+            kw_buf_printf(&b, "  relation rel_%d: ns%d/type_%d\n", r, t % 7, t);
+        kw_buf_printf(&b, "  permission all_of_them = rel_0 + rel_19 + rel_0->rel_3\n}\n");
+    }
+    KW_ASSERT(!b.failed);
+    kw_schema_t *s = NULL;
+    kw_diag_t d;
+    int rc = kw_schema_compile((kw_str_t){b.ptr, b.len}, &s, &d);
+    kw_buf_free(&b);
+    KW_ASSERT_EQ(rc, KW_OK);
+    KW_ASSERT_EQ(s->n_types, 300);
+    int bad = 0;
+    for (int t = 0; t < 300; t++) {
+        char name[64];
+        snprintf(name, sizeof(name), "ns%d/type_%d", t % 7, t);
+        if (kw_schema_type_index(s, kw_str_c(name)) != t)
+            bad++;
+        for (int r = 0; r < 20; r++) {
+            snprintf(name, sizeof(name), "rel_%d", r);
+            if (kw_schema_rel_index(s, (uint16_t)t, kw_str_c(name)) != r)
+                bad++;
+        }
+        if (kw_schema_rel_index(s, (uint16_t)t, KW_STR("all_of_them")) != 20)
+            bad++;
+    }
+    kw_schema_free(s);
+    KW_ASSERT_EQ(bad, 0);
+}

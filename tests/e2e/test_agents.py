@@ -2,7 +2,7 @@
 the service writes itself (agentex.zed header comment)."""
 import urllib.parse
 
-from conftest import AGENT_404, TS_RE, UUID_RE, Client, same_404
+from conftest import AGENT_404, TS_RE, UUID_RE, Client
 
 
 def check_agent(obj, name, account, description=None):

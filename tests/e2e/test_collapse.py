@@ -36,6 +36,8 @@ def _all_same(responses, body):
     assert first.headers["Content-Type"].startswith("application/json")
     for r in responses[1:]:
         same_404(first, r)
+    ids = [r.headers.get("X-Request-Id") for r in responses]
+    assert all(ids) and len(set(ids)) == len(ids), "every response carries its own X-Request-Id"
 
 
 @pytest.mark.parametrize("method", ["GET", "DELETE"])

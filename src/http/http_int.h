@@ -52,7 +52,7 @@ typedef enum {
 
 typedef struct kw__match {
     kw__match_kind_t kind;
-    const kw__route_t *route; /* OK: the route; BAD_METHOD: the first path match */
+    const kw__route_t *route;                /* OK: the route; BAD_METHOD: the first path match */
     kw_str_t raw_params[KW_HTTP_MAX_PARAMS]; /* OK: still percent-encoded, into the path */
     size_t n_params;
     char allow[96]; /* BAD_METHOD: "GET, DELETE" */
@@ -88,7 +88,7 @@ typedef struct kw__metric_slot {
 typedef struct kw__metrics {
     const char *const *labels; /* borrowed from the router */
     size_t n_labels;
-    kw__hist_t *hist; /* one per label */
+    kw__hist_t *hist;         /* one per label */
     kw__metric_slot_t *slots; /* open addressing, KW__HTTP_METRIC_SLOTS, lock-free insert */
     _Atomic uint64_t dropped; /* observations that found the table full */
 } kw__metrics_t;

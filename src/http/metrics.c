@@ -14,15 +14,14 @@
 
 #include "http_int.h"
 
-static const double bucket_le[KW__HTTP_N_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                     0.025,  0.05,  0.1,    0.25,  0.5,
-                                                     1,      2.5,   5,      10};
+static const double bucket_le[KW__HTTP_N_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 static const char *const bucket_le_text[KW__HTTP_N_BUCKETS] = {
     "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
     "0.1",    "0.25",  "0.5",    "1",     "2.5",  "5",     "10"};
 
-static const char *const method_names[] = {"GET",    "HEAD",    "POST", "PUT",
-                                           "DELETE", "PATCH",   "OPTIONS", "OTHER"};
+static const char *const method_names[] = {"GET",    "HEAD",  "POST",    "PUT",
+                                           "DELETE", "PATCH", "OPTIONS", "OTHER"};
 #define N_METHODS KW_ARRAY_LEN(method_names)
 
 static size_t method_index(kw_str_t method)
@@ -76,8 +75,8 @@ void kw__metrics_observe(kw__metrics_t *m, kw_str_t method, size_t label, int st
     atomic_fetch_add_explicit(&h->sum_ns, duration_ns, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
 
-    uint64_t key = ((uint64_t)label + 1) << 20 | (uint64_t)method_index(method) << 12 |
-                   (uint64_t)status;
+    uint64_t key =
+        ((uint64_t)label + 1) << 20 | (uint64_t)method_index(method) << 12 | (uint64_t)status;
     size_t mask = KW__HTTP_METRIC_SLOTS - 1;
     size_t i = (size_t)kw_hash_u64(key) & mask;
     for (size_t probe = 0; probe < KW__HTTP_METRIC_SLOTS; probe++, i = (i + 1) & mask) {
@@ -85,8 +84,7 @@ void kw__metrics_observe(kw__metrics_t *m, kw_str_t method, size_t label, int st
         uint64_t cur = atomic_load_explicit(&s->key, memory_order_acquire);
         if (cur == 0) {
             uint64_t expect = 0;
-            if (atomic_compare_exchange_strong_explicit(&s->key, &expect, key,
-                                                        memory_order_acq_rel,
+            if (atomic_compare_exchange_strong_explicit(&s->key, &expect, key, memory_order_acq_rel,
                                                         memory_order_acquire))
                 cur = key;
             else
@@ -135,10 +133,11 @@ void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out)
         label_value(out, m->labels[label]);
         kw_buf_printf(out, "\",status=\"%u\"} %llu\n", status, (unsigned long long)n);
     }
-    kw_buf_printf(out, "# HELP keyward_http_metrics_dropped_total Request observations not "
-                       "counted because the counter table was full.\n"
-                       "# TYPE keyward_http_metrics_dropped_total counter\n"
-                       "keyward_http_metrics_dropped_total %llu\n",
+    kw_buf_printf(out,
+                  "# HELP keyward_http_metrics_dropped_total Request observations not "
+                  "counted because the counter table was full.\n"
+                  "# TYPE keyward_http_metrics_dropped_total counter\n"
+                  "keyward_http_metrics_dropped_total %llu\n",
                   (unsigned long long)atomic_load(&m->dropped));
     kw_buf_puts(out, "# HELP keyward_http_request_duration_seconds Time from the first byte "
                      "of the request headers being parsed to the response being sent.\n"
@@ -152,8 +151,7 @@ void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out)
             cum += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
             kw_buf_puts(out, "keyward_http_request_duration_seconds_bucket{route=\"");
             label_value(out, m->labels[l]);
-            kw_buf_printf(out, "\",le=\"%s\"} %llu\n", bucket_le_text[b],
-                          (unsigned long long)cum);
+            kw_buf_printf(out, "\",le=\"%s\"} %llu\n", bucket_le_text[b], (unsigned long long)cum);
         }
         uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
         if (count < cum)

@@ -47,23 +47,28 @@ static int compile_route(kw__route_t *rt, const kw_http_route_t *def, kw_diag_t 
     memset(rt, 0, sizeof(*rt));
     rt->def = def;
     if (!def->method || !def->pattern || !def->fn)
-        return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: method, pattern and handler "
-                           "are required", def->method ? def->method : "(null)",
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "route %s %s: method, pattern and handler "
+                           "are required",
+                           def->method ? def->method : "(null)",
                            def->pattern ? def->pattern : "(null)");
     kw_str_t segs[KW__HTTP_MAX_SEGS];
     int n = split_path(kw_str_c(def->pattern), segs, true);
     if (n < 0)
-        return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: pattern must be an absolute "
-                           "path of at most %d non-empty segments", def->method, def->pattern,
-                           KW__HTTP_MAX_SEGS);
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "route %s %s: pattern must be an absolute "
+                           "path of at most %d non-empty segments",
+                           def->method, def->pattern, KW__HTTP_MAX_SEGS);
     for (int i = 0; i < n; i++) {
         kw_str_t s = segs[i];
         bool open = memchr(s.ptr, '{', s.len) != NULL, close = memchr(s.ptr, '}', s.len) != NULL;
         if (open || close) {
             if (s.len < 3 || s.ptr[0] != '{' || s.ptr[s.len - 1] != '}' ||
                 memchr(s.ptr + 1, '{', s.len - 2) || memchr(s.ptr + 1, '}', s.len - 2))
-                return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: a {param} must be a "
-                                   "whole non-empty segment", def->method, def->pattern);
+                return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                                   "route %s %s: a {param} must be a "
+                                   "whole non-empty segment",
+                                   def->method, def->pattern);
             if (rt->n_params == KW_HTTP_MAX_PARAMS)
                 return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: more than %d params",
                                    def->method, def->pattern, KW_HTTP_MAX_PARAMS);
@@ -215,8 +220,7 @@ bool kw__router_decode_params(const kw__match_t *m, kw_http_req_t *req)
         kw_str_t d;
         if (!kw_http_pct_decode(req->arena, m->raw_params[i], false, &d))
             return false;
-        if (d.len == 0 || memchr(d.ptr, '\0', d.len) || kw_str_eq_c(d, ".") ||
-            kw_str_eq_c(d, ".."))
+        if (d.len == 0 || memchr(d.ptr, '\0', d.len) || kw_str_eq_c(d, ".") || kw_str_eq_c(d, ".."))
             return false;
         req->params[req->n_params++] = d;
     }

@@ -60,10 +60,10 @@ typedef struct conn {
     struct MHD_Connection *c;
     kw_http_req_t req;
     kw__match_t match;
-    size_t label;    /* metrics/log route label */
-    kw_buf_t body;   /* heap; handed to the handler NUL-terminated */
-    bool too_large;  /* body passed KW_MAX_BODY_BYTES: the rest is discarded */
-    bool responded;  /* a response was queued (early or final) */
+    size_t label;   /* metrics/log route label */
+    kw_buf_t body;  /* heap; handed to the handler NUL-terminated */
+    bool too_large; /* body passed KW_MAX_BODY_BYTES: the rest is discarded */
+    bool responded; /* a response was queued (early or final) */
     int status;
     uint64_t t0_ns;
 } conn_t;
@@ -209,6 +209,9 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
+/* MHD hands us its own format strings; nothing client-supplied is ever the format. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -273,8 +276,8 @@ static enum MHD_Result on_first(conn_t *cs)
         return send_error(cs, 405, "Method Not Allowed", m->v1 ? 12 : -1, m->allow);
     if (!kw__router_decode_params(m, &cs->req))
         return not_found(cs);
-    const char *cl = MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND,
-                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
         errno = 0;
@@ -308,9 +311,8 @@ static enum MHD_Result dispatch(conn_t *cs)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     kw_http_server_t *srv = cls;
@@ -353,10 +355,11 @@ static void access_log(conn_t *cs, uint64_t dur_ns)
     gmtime_r(&ts.tv_sec, &tm);
     kw_buf_t b;
     kw_buf_init(&b);
-    kw_buf_printf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
-                      "\"request_id\":",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                  tm.tm_sec, ts.tv_nsec / 1000, cs->status >= 500 ? "error" : "info");
+    kw_buf_printf(&b,
+                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
+                  "\"request_id\":",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  ts.tv_nsec / 1000, cs->status >= 500 ? "error" : "info");
     kw_json_escape(&b, kw_str_c(cs->req.request_id));
     kw_buf_puts(&b, ",\"method\":");
     kw_str_t meth = cs->req.method;
@@ -480,8 +483,8 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     return KW_OK;
 }
 
-int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out,
-                         uint16_t *bound_port, kw_diag_t *diag)
+int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, uint16_t *bound_port,
+                         kw_diag_t *diag)
 {
     const char *host = cfg->host ? cfg->host : "127.0.0.1";
     struct sockaddr_storage ss;
@@ -524,21 +527,19 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out,
     struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
                                     {MHD_OPTION_END, 0, NULL}};
     srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_ARRAY,
+        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_ARRAY,
         threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg->conn_timeout_s ? cfg->conn_timeout_s : 30u, MHD_OPTION_CONNECTION_LIMIT,
-        conn_limit, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK,
-        no_unescape, NULL, MHD_OPTION_END);
+        cfg->conn_timeout_s ? cfg->conn_timeout_s : 30u, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (!srv->daemon) {
         int e = errno;
         rc = kw_diag_set(diag, KW_EIO, 0, 0, "cannot listen on %s:%u: %s", host,
                          (unsigned)cfg->port, e ? strerror(e) : "libmicrohttpd refused");
         goto fail_daemon;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon,
-                                                           MHD_DAEMON_INFO_BIND_PORT);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     uint16_t port = info ? info->port : 0;
     if (port == 0) {
         rc = kw_diag_set(diag, KW_EIO, 0, 0, "listening on %s but the port is unknown", host);

@@ -360,8 +360,8 @@ KW_TEST(http_bad_route_tables)
     const kw_http_route_t *tables[] = {bad1, bad2, bad3, bad4};
     size_t lens[] = {1, 1, 2, 1};
     for (size_t i = 0; i < 4; i++) {
-        kw_http_config_t cfg = {.host = "127.0.0.1", .threads = 1, .routes = tables[i],
-                                .n_routes = lens[i]};
+        kw_http_config_t cfg = {
+            .host = "127.0.0.1", .threads = 1, .routes = tables[i], .n_routes = lens[i]};
         kw_http_server_t *srv = NULL;
         kw_diag_t diag;
         uint16_t port = 0;
@@ -395,39 +395,52 @@ KW_TEST(http_basic_and_request_id)
     resp_free(&r);
 
     /* A well-formed client id is echoed; a malformed or overlong one is replaced. */
-    KW_ASSERT_EQ(do_req(port, "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-01.A_b\r\n"
-                              "Connection: close\r\n\r\n", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: trace-01.A_b\r\n"
+                        "Connection: close\r\n\r\n",
+                        &r),
+                 0);
     KW_ASSERT_STR_EQ(hdr(&r, "X-Request-Id", v, sizeof(v)), "trace-01.A_b");
     resp_free(&r);
-    KW_ASSERT_EQ(do_req(port, "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: a\"b<c>\r\n"
-                              "Connection: close\r\n\r\n", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: a\"b<c>\r\n"
+                        "Connection: close\r\n\r\n",
+                        &r),
+                 0);
     KW_ASSERT(hdr(&r, "X-Request-Id", v, sizeof(v)) && is_hex32(v));
     resp_free(&r);
     char raw[512];
     char id65[66];
     memset(id65, 'a', 65);
     id65[65] = '\0';
-    snprintf(raw, sizeof(raw), "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n"
-             "Connection: close\r\n\r\n", id65);
+    snprintf(raw, sizeof(raw),
+             "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n"
+             "Connection: close\r\n\r\n",
+             id65);
     KW_ASSERT_EQ(do_req(port, raw, &r), 0);
     KW_ASSERT(hdr(&r, "X-Request-Id", v, sizeof(v)) && is_hex32(v));
     resp_free(&r);
     id65[64] = '\0'; /* exactly 64 is accepted */
-    snprintf(raw, sizeof(raw), "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n"
-             "Connection: close\r\n\r\n", id65);
+    snprintf(raw, sizeof(raw),
+             "GET /ping HTTP/1.1\r\nHost: t\r\nX-Request-Id: %s\r\n"
+             "Connection: close\r\n\r\n",
+             id65);
     KW_ASSERT_EQ(do_req(port, raw, &r), 0);
     KW_ASSERT_STR_EQ(hdr(&r, "X-Request-Id", v, sizeof(v)), id65);
     resp_free(&r);
 
     /* Request headers reach the handler, case-insensitively. */
-    KW_ASSERT_EQ(do_req(port, "GET /header HTTP/1.1\r\nHost: t\r\nX-TEST: hello\r\n"
-                              "Connection: close\r\n\r\n", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "GET /header HTTP/1.1\r\nHost: t\r\nX-TEST: hello\r\n"
+                        "Connection: close\r\n\r\n",
+                        &r),
+                 0);
     KW_ASSERT_STR_EQ(r.body, "{\"x\": \"hello\"}");
     resp_free(&r);
 
     /* HEAD is served by the GET route, without a body. */
-    KW_ASSERT_EQ(do_req(port, "HEAD /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                        &r), 0);
+    KW_ASSERT_EQ(do_req(port, "HEAD /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r),
+                 0);
     KW_ASSERT_EQ(r.status, 200);
     resp_free(&r);
     kw_http_server_stop(srv);
@@ -450,16 +463,18 @@ KW_TEST(http_params_decoding)
     KW_ASSERT_STR_EQ(r.body, "{\"route\": \"/agent_api_keys/{id}\", \"p0\": \"abc\"}");
     resp_free(&r);
     KW_ASSERT_EQ(get(port, "/a/x%20y/b/%C3%A9+", &r), 0);
-    KW_ASSERT_STR_EQ(r.body, "{\"route\": \"/a/{x}/b/{y}\", \"p0\": \"x y\", \"p1\": \"\xc3\xa9+\"}");
+    KW_ASSERT_STR_EQ(r.body,
+                     "{\"route\": \"/a/{x}/b/{y}\", \"p0\": \"x y\", \"p1\": \"\xc3\xa9+\"}");
     resp_free(&r);
     /* Control characters decoded from a param come back JSON-escaped. */
     KW_ASSERT_EQ(get(port, "/items/a%0Ab%22", &r), 0);
     KW_ASSERT_STR_EQ(r.body, "{\"route\": \"/items/{id}\", \"p0\": \"a\\nb\\\"\"}");
     resp_free(&r);
     /* Bad escapes, decoded NUL, dot segments, empty segments, relative paths: 404. */
-    const char *bad[] = {"/items/ab%zz", "/items/%00", "/items/a%00b", "/items/%2e%2e",
-                         "/items/%2E",   "/items/../ping", "/items/./x", "/items/",
-                         "/items//x",    "/ping/",   "/agent_api_keys/name/%"};
+    const char *bad[] = {
+        "/items/ab%zz",          "/items/%00", "/items/a%00b", "/items/%2e%2e", "/items/%2E",
+        "/items/../ping",        "/items/./x", "/items/",      "/items//x",     "/ping/",
+        "/agent_api_keys/name/%"};
     for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
         KW_ASSERT_EQ(get(port, bad[i], &r), 0);
         if (r.status != 404)
@@ -488,15 +503,18 @@ KW_TEST(http_404_405)
     KW_ASSERT(hdr(&r, "X-Request-Id", v, sizeof(v)));
     resp_free(&r);
 
-    KW_ASSERT_EQ(do_req(port, "PUT /items/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
-                              "Connection: close\r\n\r\n{}", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "PUT /items/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                        "Connection: close\r\n\r\n{}",
+                        &r),
+                 0);
     KW_ASSERT_EQ(r.status, 405);
     KW_ASSERT_STR_EQ(r.body, "{\"detail\": \"Method Not Allowed\"}");
     KW_ASSERT_STR_EQ(hdr(&r, "Allow", v, sizeof(v)), "GET, DELETE");
     resp_free(&r);
 
-    KW_ASSERT_EQ(do_req(port, "DELETE /items/7 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                        &r), 0);
+    KW_ASSERT_EQ(
+        do_req(port, "DELETE /items/7 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r), 0);
     KW_ASSERT_EQ(r.status, 200);
     resp_free(&r);
 
@@ -507,10 +525,14 @@ KW_TEST(http_404_405)
                              "\"message\": \"Method Not Allowed\"}");
     KW_ASSERT_STR_EQ(hdr(&r, "Allow", v, sizeof(v)), "POST");
     resp_free(&r);
-    KW_ASSERT_EQ(do_req(port, "POST /v1/nope HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
-                              "Connection: close\r\n\r\n", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "POST /v1/nope HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                        "Connection: close\r\n\r\n",
+                        &r),
+                 0);
     KW_ASSERT_EQ(r.status, 404);
-    KW_ASSERT_STR_EQ(r.body, "{\"detail\": \"Not Found\", \"code\": 5, \"message\": \"Not Found\"}");
+    KW_ASSERT_STR_EQ(r.body,
+                     "{\"detail\": \"Not Found\", \"code\": 5, \"message\": \"Not Found\"}");
     resp_free(&r);
     kw_http_server_stop(srv);
 }
@@ -521,8 +543,10 @@ static int post_body(uint16_t port, size_t len, resp_t *r)
     if (fd < 0)
         return -1;
     char head[256];
-    snprintf(head, sizeof(head), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n"
-             "Connection: close\r\n\r\n", len);
+    snprintf(head, sizeof(head),
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n"
+             "Connection: close\r\n\r\n",
+             len);
     char *body = malloc(len ? len : 1);
     if (!body) {
         close(fd);
@@ -562,14 +586,20 @@ KW_TEST(http_body_limits)
     resp_free(&r);
 
     /* A Content-Length that claims more than the cap gets 413 before any body is sent. */
-    KW_ASSERT_EQ(do_req(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n"
-                              "\r\nshort", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n"
+                        "\r\nshort",
+                        &r),
+                 0);
     KW_ASSERT_EQ(r.status, 413);
     resp_free(&r);
     /* A Content-Length lie the other way (says 3, sends more): only 3 bytes are the body,
      * the rest is the next request on the connection and is not this handler's business. */
-    KW_ASSERT_EQ(do_req(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
-                              "Connection: close\r\n\r\nabcdefgh", &r), 0);
+    KW_ASSERT_EQ(do_req(port,
+                        "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                        "Connection: close\r\n\r\nabcdefgh",
+                        &r),
+                 0);
     KW_ASSERT_EQ(r.status, 200);
     KW_ASSERT_STR_EQ(r.body, "3:abc");
     resp_free(&r);
@@ -792,8 +822,8 @@ KW_TEST(http_bind_conflict)
     uint16_t port = 0;
     kw_http_server_t *srv = start(&port);
     KW_ASSERT(srv);
-    kw_http_config_t cfg = {.host = "127.0.0.1", .port = port, .threads = 1,
-                            .routes = test_routes, .n_routes = 1};
+    kw_http_config_t cfg = {
+        .host = "127.0.0.1", .port = port, .threads = 1, .routes = test_routes, .n_routes = 1};
     kw_http_server_t *srv2 = NULL;
     kw_diag_t diag;
     uint16_t p2 = 0;
@@ -821,9 +851,11 @@ KW_TEST(http_access_log)
     dup2(lfd, STDERR_FILENO);
     kw_log_set_level(KW_LOG_INFO);
     resp_t r;
-    int rc1 = do_req(port, "GET /subject/secret-key-name?token=hunter2 HTTP/1.1\r\nHost: t\r\n"
-                           "Authorization: Bearer sekrit\r\nX-Request-Id: log-test-1\r\n"
-                           "Connection: close\r\n\r\n", &r);
+    int rc1 = do_req(port,
+                     "GET /subject/secret-key-name?token=hunter2 HTTP/1.1\r\nHost: t\r\n"
+                     "Authorization: Bearer sekrit\r\nX-Request-Id: log-test-1\r\n"
+                     "Connection: close\r\n\r\n",
+                     &r);
     int st1 = r.status;
     if (rc1 == 0)
         resp_free(&r);

@@ -242,9 +242,14 @@ def test_delete_agent_removes_keys_and_their_relationships(tenant, admin):
     keys = [bob.create_key(a["id"], "k" + t, api_key_type=t) for t in TYPES]
     admin.touch(("agent_api_key:" + keys[0]["id"], "viewer", "user:" + tenant.uid("dave")),
                 ("agent:" + a["id"], "viewer", "user:" + tenant.uid("dave")))
+    # a relationship elsewhere whose SUBJECT is the agent goes too (agentex.zed: "or subject")
+    survivor = bob.create_agent("survivor")
+    admin.touch(("agent:" + survivor["id"], "self", "agent:" + a["id"]))
     internal = agent_key_client(tenant.server, keys[0]["api_key"])
     assert internal.get("/agents/" + a["id"]).status_code == 200
     assert bob.delete("/agents/" + a["id"]).status_code == 200
+    left = {(x["relation"], x["subject"]["object"]["objectId"]) for x in admin.read_rels("agent", survivor["id"])}
+    assert left == {("account", tenant.account), ("owner", tenant.uid("bob")), ("self", survivor["id"])}, left
     assert admin.read_rels("agent", a["id"]) == []
     assert admin.read_rels("agent_api_key", subject="agent:" + a["id"]) == []
     assert admin.read_rels("agent", subject="agent:" + a["id"]) == []

@@ -60,10 +60,11 @@ typedef struct conn {
     struct MHD_Connection *c;
     kw_http_req_t req;
     kw__match_t match;
-    size_t label;   /* metrics/log route label */
-    kw_buf_t body;  /* heap; handed to the handler NUL-terminated */
-    bool too_large; /* body passed KW_MAX_BODY_BYTES: the rest is discarded */
-    bool responded; /* a response was queued (early or final) */
+    size_t label;      /* metrics/log route label */
+    kw_buf_t body;     /* heap; handed to the handler NUL-terminated */
+    bool too_large;    /* body passed KW_MAX_BODY_BYTES: the rest is discarded */
+    bool responded;    /* a response was queued (early or final) */
+    int router_status; /* 404/405 decided by the router: sent without the handler */
     int status;
     uint64_t t0_ns;
 } conn_t;
@@ -257,25 +258,47 @@ static void conn_free(conn_t *cs)
     kw_free(cs);
 }
 
-static enum MHD_Result not_found(conn_t *cs)
+/* The router's own answers: 404 (no template, or params that do not decode) and 405. */
+static enum MHD_Result send_router_error(conn_t *cs)
 {
+    if (cs->router_status == 405)
+        return send_error(cs, 405, "Method Not Allowed", cs->match.v1 ? 12 : -1, cs->match.allow);
     cs->label = cs->srv->router.n_labels - 1;
     return send_error(cs, 404, "Not Found", cs->match.v1 ? 5 : -1, NULL);
 }
 
-/* First call for a request: route it and refuse what can be refused before the body. */
+/* Whether the request announces a body (a non-zero Content-Length or any
+ * Transfer-Encoding). */
+static bool has_body(const conn_t *cs)
+{
+    const char *cl =
+        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
+/* First call for a request: route it and refuse what can be refused before the body.
+ * A router error for a request WITH a body is sent at once: MHD then closes the
+ * connection without reading the body (it could be large, and it must never be parsed
+ * as a next request). Without a body the error waits for the final call, where MHD
+ * keeps the connection alive as for any other response. */
 static enum MHD_Result on_first(conn_t *cs)
 {
     kw__match_t *m = &cs->match;
     kw__router_match(&cs->srv->router, cs->req.method, cs->req.path, m);
-    if (m->kind == KW__MATCH_NOT_FOUND)
-        return not_found(cs);
-    cs->label = m->route->label;
-    cs->req.route = kw_str_c(m->route->def->pattern);
-    if (m->kind == KW__MATCH_BAD_METHOD)
-        return send_error(cs, 405, "Method Not Allowed", m->v1 ? 12 : -1, m->allow);
-    if (!kw__router_decode_params(m, &cs->req))
-        return not_found(cs);
+    if (m->kind == KW__MATCH_NOT_FOUND) {
+        cs->router_status = 404;
+    } else {
+        cs->label = m->route->label;
+        cs->req.route = kw_str_c(m->route->def->pattern);
+        if (m->kind == KW__MATCH_BAD_METHOD)
+            cs->router_status = 405;
+        else if (!kw__router_decode_params(m, &cs->req))
+            cs->router_status = 404;
+    }
+    if (cs->router_status)
+        return has_body(cs) ? send_router_error(cs) : MHD_YES;
     const char *cl =
         MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
@@ -293,6 +316,8 @@ static enum MHD_Result on_first(conn_t *cs)
 
 static enum MHD_Result dispatch(conn_t *cs)
 {
+    if (cs->router_status)
+        return send_router_error(cs);
     if (cs->too_large)
         return send_error(cs, 413, "Request body too large", -1, NULL);
     if (cs->body.failed) {
@@ -329,7 +354,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (cs->responded || cs->too_large)
+        if (cs->responded || cs->too_large || cs->router_status)
             return MHD_YES; /* discard */
         if (n > KW_MAX_BODY_BYTES - cs->body.len) {
             cs->too_large = true;

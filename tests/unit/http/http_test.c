@@ -888,3 +888,52 @@ KW_TEST(http_access_log)
     KW_ASSERT(strstr(buf, "sekrit") == NULL);
     KW_ASSERT(strstr(buf, "token") == NULL);
 }
+
+KW_TEST(http_early_error_does_not_desync)
+{
+    /* A 404/405/413 queued before the body was read must not let that unread body be
+     * parsed as a second request on the same connection (request smuggling). */
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    const char *inner = "GET /items/smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+    const char *prefixes[] = {"POST /nope", "PUT /ping"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(prefixes); i++) {
+        char raw[512];
+        int l = snprintf(raw, sizeof(raw), "%s HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n",
+                         prefixes[i], strlen(inner));
+        snprintf(raw + l, sizeof(raw) - (size_t)l, "%s", inner);
+        int fd = dial(port);
+        KW_ASSERT(fd >= 0);
+        KW_ASSERT_EQ(send_all(fd, raw, strlen(raw)), 0);
+        resp_t r;
+        KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+        KW_ASSERT(r.status == 404 || r.status == 405);
+        resp_free(&r);
+        /* Either the connection is closed or the next thing on it answers OUR next
+         * request, never the smuggled one. */
+        const char *next = "GET /items/mine HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        if (send_all(fd, next, strlen(next)) == 0 && read_resp(fd, &r, false) == 0) {
+            KW_ASSERT(strstr(r.body, "smuggled") == NULL);
+            KW_ASSERT(strstr(r.body, "mine") != NULL);
+            resp_free(&r);
+        }
+        close(fd);
+    }
+    /* After a plain 404 without a body the connection stays usable. */
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    resp_t r;
+    const char *a = "GET /nope HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, a, strlen(a)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 404);
+    resp_free(&r);
+    const char *b = "GET /ping HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, b, strlen(b)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    close(fd);
+    kw_http_server_stop(srv);
+}

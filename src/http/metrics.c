@@ -139,8 +139,9 @@ void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out)
                   "# TYPE keyward_http_metrics_dropped_total counter\n"
                   "keyward_http_metrics_dropped_total %llu\n",
                   (unsigned long long)atomic_load(&m->dropped));
-    kw_buf_puts(out, "# HELP keyward_http_request_duration_seconds Time from the first byte "
-                     "of the request headers being parsed to the response being sent.\n"
+    kw_buf_puts(out, "# HELP keyward_http_request_duration_seconds Time from the request headers "
+                     "being parsed to the response being queued (body read and handler "
+                     "included).\n"
                      "# TYPE keyward_http_request_duration_seconds histogram\n");
     for (size_t l = 0; l < m->n_labels; l++) {
         kw__hist_t *h = &m->hist[l];

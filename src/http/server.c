@@ -66,7 +66,8 @@ typedef struct conn {
     bool responded;    /* a response was queued (early or final) */
     int router_status; /* 404/405 decided by the router: sent without the handler */
     int status;
-    uint64_t t0_ns;
+    uint64_t t0_ns;  /* first access-handler call */
+    uint64_t dur_ns; /* t0 to the response being queued */
 } conn_t;
 
 static uint64_t now_ns(void)
@@ -173,8 +174,13 @@ static enum MHD_Result send_response(conn_t *cs, kw_http_resp_t *resp)
     if (ok) {
         rc = MHD_queue_response(cs->c, (unsigned)resp->status, r);
         if (rc == MHD_YES) {
+            /* Counted when queued, before a byte goes out: a client that has read the
+             * response can rely on it being in /metrics already. */
             cs->responded = true;
             cs->status = resp->status;
+            cs->dur_ns = now_ns() - cs->t0_ns;
+            kw__metrics_observe(&cs->srv->metrics, cs->req.method, cs->label, cs->status,
+                                cs->dur_ns);
         }
     }
     MHD_destroy_response(r);
@@ -415,12 +421,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     if (!cs)
         return;
     *con_cls = NULL;
-    uint64_t dur = now_ns() - cs->t0_ns;
     /* A request that never got a response (client gone, MHD error) is logged with
-     * status 0 and not counted: there is no status to count it under. */
-    if (cs->responded)
-        kw__metrics_observe(&srv->metrics, cs->req.method, cs->label, cs->status, dur);
-    access_log(cs, dur);
+     * status 0 and its time so far, and not counted: there is no status to count. */
+    access_log(cs, cs->responded ? cs->dur_ns : now_ns() - cs->t0_ns);
     conn_free(cs);
     atomic_fetch_sub(&srv->inflight, 1);
 }

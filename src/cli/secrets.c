@@ -29,8 +29,7 @@ static int load_one(kw_store_t *store, kw_arena_t *a, const char *env, const cha
     if (ev && ev[0]) {
         size_t n = strlen(ev);
         if (n < min_len) {
-            kw_log(KW_LOG_ERROR, KW_MODULE, "%s is set but shorter than %zu bytes", env,
-                   min_len);
+            kw_log(KW_LOG_ERROR, KW_MODULE, "%s is set but shorter than %zu bytes", env, min_len);
             return KW_EINVAL;
         }
         char *copy = kw_arena_strndup(a, ev, n);
@@ -41,8 +40,8 @@ static int load_one(kw_store_t *store, kw_arena_t *a, const char *env, const cha
         return KW_OK;
     }
     if (!store) {
-        kw_log(KW_LOG_ERROR, KW_MODULE, "%s is not set and no database was given to keep %s",
-               env, meta_key);
+        kw_log(KW_LOG_ERROR, KW_MODULE, "%s is not set and no database was given to keep %s", env,
+               meta_key);
         return KW_EINVAL;
     }
 
@@ -61,31 +60,29 @@ static int load_one(kw_store_t *store, kw_arena_t *a, const char *env, const cha
     int rc = kw_store_meta_init(store, meta_key, kw_str_c(want), a, &val, &len);
     sodium_memzero(want, sizeof(want));
     if (rc != KW_OK) {
-        kw_log(KW_LOG_ERROR, KW_MODULE, "cannot read or create %s in the database: %s",
-               meta_key, kw_strerror(rc));
+        kw_log(KW_LOG_ERROR, KW_MODULE, "cannot read or create %s in the database: %s", meta_key,
+               kw_strerror(rc));
         return rc;
     }
     if (len < min_len) {
         sodium_memzero(val, len);
         kw_log(KW_LOG_ERROR, KW_MODULE,
-               "the database's %s is shorter than %zu bytes; set %s or repair the row",
-               meta_key, min_len, env);
+               "the database's %s is shorter than %zu bytes; set %s or repair the row", meta_key,
+               min_len, env);
         return KW_EINTERNAL;
     }
     *out = (kw_str_t){val, len};
     return KW_OK;
 }
 
-int kw_cli_load_secrets(kw_store_t *store, kw_arena_t *a, kw_str_t *jwt_secret,
-                        kw_str_t *master)
+int kw_cli_load_secrets(kw_store_t *store, kw_arena_t *a, kw_str_t *jwt_secret, kw_str_t *master)
 {
     if (!a || !jwt_secret || !master)
         return KW_EINVAL;
     if (sodium_init() < 0)
         return KW_EINTERNAL;
     kw_str_t j = KW_STR_NULL, m = KW_STR_NULL;
-    int rc = load_one(store, a, "KEYWARD_JWT_SECRET", "jwt_secret", JWT_SECRET_MIN, ENC_B64URL,
-                      &j);
+    int rc = load_one(store, a, "KEYWARD_JWT_SECRET", "jwt_secret", JWT_SECRET_MIN, ENC_B64URL, &j);
     if (rc != KW_OK)
         return rc;
     rc = load_one(store, a, "KEYWARD_MASTER_KEY", "master_key", MASTER_MIN, ENC_HEX, &m);

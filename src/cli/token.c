@@ -35,19 +35,20 @@ typedef struct token_opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keyward token --sub ID [--type user|service_account] [--account ACCOUNT]\n"
-               "                     [--admin] [--ttl SECONDS] [--db URL]\n"
-               "\n"
-               "Prints a signed HS256 bearer token for the keyward service.\n"
-               "  --sub ID        the principal's id (claim sub; required)\n"
-               "  --type T        user (default) or service_account (claim principal_type)\n"
-               "  --account ID    the caller's selected account (claim account)\n"
-               "  --admin         make the caller an administrator of the /v1 API\n"
-               "  --ttl SECONDS   lifetime, 1..%lld (default %d)\n"
-               "  --db URL        database holding the server's secret (default: env\n"
-               "                  KEYWARD_DB, else sqlite:keyward.db); not opened when\n"
-               "                  KEYWARD_JWT_SECRET is set\n",
-               MAX_TTL, DEFAULT_TTL);
+    fprintf(f,
+            "usage: keyward token --sub ID [--type user|service_account] [--account ACCOUNT]\n"
+            "                     [--admin] [--ttl SECONDS] [--db URL]\n"
+            "\n"
+            "Prints a signed HS256 bearer token for the keyward service.\n"
+            "  --sub ID        the principal's id (claim sub; required)\n"
+            "  --type T        user (default) or service_account (claim principal_type)\n"
+            "  --account ID    the caller's selected account (claim account)\n"
+            "  --admin         make the caller an administrator of the /v1 API\n"
+            "  --ttl SECONDS   lifetime, 1..%lld (default %d)\n"
+            "  --db URL        database holding the server's secret (default: env\n"
+            "                  KEYWARD_DB, else sqlite:keyward.db); not opened when\n"
+            "                  KEYWARD_JWT_SECRET is set\n",
+            MAX_TTL, DEFAULT_TTL);
 }
 
 /* Matches "--name VALUE" and "--name=VALUE"; advances *i past what it consumed. */

@@ -135,8 +135,7 @@ static void put_byte(char *dst, size_t cap, size_t *len, bool *trunc, unsigned c
  * terminated when it fits; dst may be NULL to only validate). *len is the decoded
  * length; *trunc when it did not fit; *has_nul when it contains U+0000 (which a C string
  * would silently cut, so kept values refuse it). Input is already UTF-8 validated. */
-static bool read_string(jr_t *r, char *dst, size_t cap, size_t *len, bool *trunc,
-                        bool *has_nul)
+static bool read_string(jr_t *r, char *dst, size_t cap, size_t *len, bool *trunc, bool *has_nul)
 {
     *len = 0;
     *trunc = false;
@@ -370,8 +369,7 @@ static int parse_object(jr_t *r, const char *what, member_fn fn, void *ctx, kw_d
         size_t key_len;
         bool trunc, has_nul;
         if (!read_string(r, key, sizeof(key), &key_len, &trunc, &has_nul))
-            return kw_diag_set(diag, KW_EAUTH, 0, 0, "token %s: malformed JSON member name",
-                               what);
+            return kw_diag_set(diag, KW_EAUTH, 0, 0, "token %s: malformed JSON member name", what);
         jr_ws(r);
         if (r->p >= r->end || *r->p != ':')
             return kw_diag_set(diag, KW_EAUTH, 0, 0, "token %s: malformed JSON (expected ':')",
@@ -380,9 +378,9 @@ static int parse_object(jr_t *r, const char *what, member_fn fn, void *ctx, kw_d
         jr_ws(r);
         int rc;
         if (trunc || has_nul) /* longer than any name we read: an unknown member */
-            rc = skip_value(r, 1) ? KW_OK
-                                  : kw_diag_set(diag, KW_EAUTH, 0, 0,
-                                                "token %s: malformed JSON value", what);
+            rc = skip_value(r, 1)
+                     ? KW_OK
+                     : kw_diag_set(diag, KW_EAUTH, 0, 0, "token %s: malformed JSON value", what);
         else
             rc = fn(r, key, key_len, ctx, diag);
         if (rc != KW_OK)
@@ -534,8 +532,8 @@ static int on_claim_member(jr_t *r, const char *key, size_t key_len, void *ctx, 
     if (key_is(key, key_len, "principal_type")) {
         if ((rc = seen_once(cc, SEEN_PTYPE, "principal_type", diag)) != KW_OK)
             return rc;
-        rc = member_string(r, "principal_type", cc->c.principal_type,
-                           sizeof(cc->c.principal_type), &len, diag);
+        rc = member_string(r, "principal_type", cc->c.principal_type, sizeof(cc->c.principal_type),
+                           &len, diag);
         if (rc != KW_OK)
             return rc;
         if (strcmp(cc->c.principal_type, "user") != 0 &&
@@ -594,8 +592,8 @@ static bool b64url_decode(const char *s, size_t n, uint8_t *out, size_t cap, siz
 static int hs256(const kw_keyring_t *k, const char *data, size_t len, uint8_t mac[HS256_LEN])
 {
     unsigned int mac_len = 0;
-    if (!HMAC(EVP_sha256(), k->token_secret, (int)k->token_secret_len,
-              (const unsigned char *)data, len, mac, &mac_len) ||
+    if (!HMAC(EVP_sha256(), k->token_secret, (int)k->token_secret_len, (const unsigned char *)data,
+              len, mac, &mac_len) ||
         mac_len != HS256_LEN)
         return KW_EINTERNAL;
     return KW_OK;
@@ -764,8 +762,8 @@ int kw_token_mint(const kw_keyring_t *k, const kw_token_claims_t *claims, char *
     }
 
     static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-    size_t h64 = sodium_base64_ENCODED_LEN(sizeof(header) - 1,
-                                           sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    size_t h64 =
+        sodium_base64_ENCODED_LEN(sizeof(header) - 1, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     size_t p64 = sodium_base64_ENCODED_LEN(pl.len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     size_t s64 = sodium_base64_ENCODED_LEN(HS256_LEN, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     size_t cap = h64 + p64 + s64; /* each counts a NUL: room for the two dots and the end */

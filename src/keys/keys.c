@@ -60,12 +60,12 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
 
     uint8_t root[crypto_kdf_KEYBYTES];
     /* The generic hash cannot fail for these sizes; check anyway to fail closed. */
-    if (crypto_generichash(root, sizeof(root), (const unsigned char *)master.ptr, master.len,
-                           NULL, 0) != 0 ||
-        crypto_kdf_derive_from_key(k->mem, KW__KEY_SUBKEY_LEN, KDF_ID_HASH, kdf_ctx_hash,
-                                   root) != 0 ||
-        crypto_kdf_derive_from_key(k->mem + KW__KEY_SUBKEY_LEN, KW__KEY_SUBKEY_LEN,
-                                   KDF_ID_SEAL, kdf_ctx_seal, root) != 0) {
+    if (crypto_generichash(root, sizeof(root), (const unsigned char *)master.ptr, master.len, NULL,
+                           0) != 0 ||
+        crypto_kdf_derive_from_key(k->mem, KW__KEY_SUBKEY_LEN, KDF_ID_HASH, kdf_ctx_hash, root) !=
+            0 ||
+        crypto_kdf_derive_from_key(k->mem + KW__KEY_SUBKEY_LEN, KW__KEY_SUBKEY_LEN, KDF_ID_SEAL,
+                                   kdf_ctx_seal, root) != 0) {
         sodium_memzero(root, sizeof(root));
         sodium_free(k->mem);
         kw_free(k);
@@ -101,8 +101,8 @@ int kw_key_generate(char *out, size_t out_size)
     uint8_t raw[32];
     randombytes_buf(raw, sizeof(raw));
     memcpy(out, KW_KEY_PREFIX, sizeof(KW_KEY_PREFIX) - 1);
-    sodium_bin2base64(out + sizeof(KW_KEY_PREFIX) - 1, out_size - (sizeof(KW_KEY_PREFIX) - 1),
-                      raw, sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_bin2base64(out + sizeof(KW_KEY_PREFIX) - 1, out_size - (sizeof(KW_KEY_PREFIX) - 1), raw,
+                      sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
     sodium_memzero(raw, sizeof(raw));
     kw_assert(strlen(out) == KW_KEY_GEN_LEN);
     return KW_OK;

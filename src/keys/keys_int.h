@@ -16,7 +16,7 @@
 #define KW__TOKEN_SECRET_MAX 4096
 
 struct kw_keyring {
-    uint8_t *mem; /* sodium_malloc: hash key | seal key | token secret (read-only) */
+    uint8_t *mem;                /* sodium_malloc: hash key | seal key | token secret (read-only) */
     const uint8_t *hash_key;     /* KW__KEY_SUBKEY_LEN bytes: keyed BLAKE2b of api keys */
     const uint8_t *seal_key;     /* KW__KEY_SUBKEY_LEN bytes: XChaCha20-Poly1305 */
     const uint8_t *token_secret; /* token_secret_len bytes: HMAC-SHA256 for bearer tokens */

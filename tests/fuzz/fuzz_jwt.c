@@ -79,8 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     len += strlen(tok + len);
     unsigned char mac[32];
     unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)tok, len, mac,
-         &mac_len);
+    HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)tok, len, mac, &mac_len);
     tok[len++] = '.';
     sodium_bin2base64(tok + len, cap - len, mac, mac_len, v);
     len += strlen(tok + len);

@@ -46,8 +46,7 @@ static const char *sign_raw(const char *header, const char *payload, const char 
     n += strlen(tok + n);
     unsigned char mac[32];
     unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok, n, mac,
-         &mac_len);
+    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok, n, mac, &mac_len);
     tok[n++] = '.';
     b64u(mac, mac_len, tok + n, sizeof(tok) - n);
     return tok;
@@ -140,9 +139,9 @@ KW_TEST(keyring_rules)
     KW_ASSERT_EQ(kw_keyring_new(KW_STR(SECRET), KW_STR("0123456789abcdef0123456789abcde"), &k),
                  KW_EINVAL);
     KW_ASSERT(k == NULL);
-    KW_ASSERT_EQ(kw_keyring_new(KW_STR("0123456789abcdef"),
-                                KW_STR("0123456789abcdef0123456789abcdef"), &k),
-                 KW_OK);
+    KW_ASSERT_EQ(
+        kw_keyring_new(KW_STR("0123456789abcdef"), KW_STR("0123456789abcdef0123456789abcdef"), &k),
+        KW_OK);
     KW_ASSERT(k != NULL);
     kw_keyring_free(k);
     kw_keyring_free(NULL);
@@ -357,21 +356,21 @@ KW_TEST(jwt_time_claims)
     KW_ASSERT_STR_EQ(d.msg, "token expired");
     KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\"}"), &c, &d), KW_EAUTH);
     KW_ASSERT_STR_EQ(d.msg, "token has no 'exp' claim");
-    KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1800000001,\"nbf\":1800000001}"), &c,
-                        &d),
-                 KW_EAUTH);
+    KW_ASSERT_EQ(
+        verify(sign_claims("{\"sub\":\"u\",\"exp\":1800000001,\"nbf\":1800000001}"), &c, &d),
+        KW_EAUTH);
     KW_ASSERT_STR_EQ(d.msg, "token not valid yet (nbf in the future)");
-    KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1800000001,\"nbf\":1800000000}"), &c,
-                        &d),
-                 KW_OK);
+    KW_ASSERT_EQ(
+        verify(sign_claims("{\"sub\":\"u\",\"exp\":1800000001,\"nbf\":1800000000}"), &c, &d),
+        KW_OK);
     KW_ASSERT_EQ(c.nbf, NOW);
     /* NumericDate may be fractional: exp rounds down, nbf up (both conservative). */
     KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1800000000.9}"), &c, &d), KW_EAUTH);
     KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1.8000001e9}"), &c, &d), KW_OK);
     KW_ASSERT_EQ(c.exp, 1800000100LL);
-    KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1900000000,\"nbf\":1800000000.1}"), &c,
-                        &d),
-                 KW_EAUTH);
+    KW_ASSERT_EQ(
+        verify(sign_claims("{\"sub\":\"u\",\"exp\":1900000000,\"nbf\":1800000000.1}"), &c, &d),
+        KW_EAUTH);
     KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1e300}"), &c, &d), KW_EAUTH);
     KW_ASSERT_STR_EQ(d.msg, "claim 'exp' is out of range");
 }
@@ -381,9 +380,9 @@ KW_TEST(jwt_bad_signature)
     kw_token_claims_t c;
     kw_diag_t d = {0};
     const char *payload = "{\"sub\":\"u\",\"exp\":1900000000}";
-    KW_ASSERT_EQ(verify(sign_raw("{\"alg\":\"HS256\"}", payload, "another-secret-entirely"), &c,
-                        &d),
-                 KW_EAUTH);
+    KW_ASSERT_EQ(
+        verify(sign_raw("{\"alg\":\"HS256\"}", payload, "another-secret-entirely"), &c, &d),
+        KW_EAUTH);
     KW_ASSERT_STR_EQ(d.msg, "token signature does not match");
     /* Flip one character of a valid signature, and of the payload. */
     char tok[4096];
@@ -428,12 +427,22 @@ KW_TEST(jwt_alg_refused)
     *(strrchr(tok, '.') + 1) = '\0';
     KW_ASSERT_EQ(verify(tok, &c, &d), KW_EAUTH);
     static const char *const hdrs[] = {
-        "{\"alg\":\"HS512\",\"typ\":\"JWT\"}", "{\"alg\":\"RS256\"}", "{\"alg\":\"hs256\"}",
-        "{\"alg\":\"HS256 \"}", "{\"alg\":\"HS256\\u0000\"}", "{\"alg\":null}",
-        "{\"alg\":[\"HS256\"]}", "{\"typ\":\"JWT\"}", "{}",
-        "{\"alg\":\"HS256\",\"alg\":\"HS256\"}", "{\"alg\":\"HS256\",\"crit\":[\"b64\"]}",
-        "{\"alg\":\"HS256\",\"typ\":1}", "[\"alg\",\"HS256\"]", "{\"alg\":\"HS256\"}x",
-        "{\"alg\":\"HS256\",}", "{\"alg\" \"HS256\"}",
+        "{\"alg\":\"HS512\",\"typ\":\"JWT\"}",
+        "{\"alg\":\"RS256\"}",
+        "{\"alg\":\"hs256\"}",
+        "{\"alg\":\"HS256 \"}",
+        "{\"alg\":\"HS256\\u0000\"}",
+        "{\"alg\":null}",
+        "{\"alg\":[\"HS256\"]}",
+        "{\"typ\":\"JWT\"}",
+        "{}",
+        "{\"alg\":\"HS256\",\"alg\":\"HS256\"}",
+        "{\"alg\":\"HS256\",\"crit\":[\"b64\"]}",
+        "{\"alg\":\"HS256\",\"typ\":1}",
+        "[\"alg\",\"HS256\"]",
+        "{\"alg\":\"HS256\"}x",
+        "{\"alg\":\"HS256\",}",
+        "{\"alg\" \"HS256\"}",
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(hdrs); i++) {
         int rc = verify(sign_raw(hdrs[i], payload, SECRET), &c, &d);
@@ -498,12 +507,21 @@ KW_TEST(jwt_malformed_segments)
     KW_ASSERT_EQ(rc, KW_EAUTH);
     /* Payload that is not JSON, not an object, or has trailing bytes (signed correctly). */
     static const char *const bad_payloads[] = {
-        "", "null", "[]", "\"sub\"", "{\"sub\":\"u\",\"exp\":1900000000}}",
-        "{\"sub\":\"u\",\"exp\":1900000000", "{\"sub\":\"u\" \"exp\":1900000000}",
-        "{\"sub\":\"u\",\"exp\":01900000000}", "{\"sub\":\"u\",\"exp\":+1900000000}",
-        "{\"sub\":\"u\",\"exp\":1900000000.}", "{\"sub\":\"u\\x\",\"exp\":1900000000}",
-        "{\"sub\":\"u\\ud800\",\"exp\":1900000000}", "{\"sub\":\"u\xff\",\"exp\":1900000000}",
-        "{\"sub\":\"u\xc0\x80\",\"exp\":1900000000}", "{\"sub\":\"a\tb\",\"exp\":1900000000}",
+        "",
+        "null",
+        "[]",
+        "\"sub\"",
+        "{\"sub\":\"u\",\"exp\":1900000000}}",
+        "{\"sub\":\"u\",\"exp\":1900000000",
+        "{\"sub\":\"u\" \"exp\":1900000000}",
+        "{\"sub\":\"u\",\"exp\":01900000000}",
+        "{\"sub\":\"u\",\"exp\":+1900000000}",
+        "{\"sub\":\"u\",\"exp\":1900000000.}",
+        "{\"sub\":\"u\\x\",\"exp\":1900000000}",
+        "{\"sub\":\"u\\ud800\",\"exp\":1900000000}",
+        "{\"sub\":\"u\xff\",\"exp\":1900000000}",
+        "{\"sub\":\"u\xc0\x80\",\"exp\":1900000000}",
+        "{\"sub\":\"a\tb\",\"exp\":1900000000}",
         "{\"x\":tru,\"sub\":\"u\",\"exp\":1900000000}",
         "{\"x\":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]],\"sub\":\"u\",\"exp\":1900000000}",
     };
@@ -703,8 +721,9 @@ KW_TEST(fault_injection)
         uint8_t *s = NULL;
         size_t sn = 0;
         kw_fault_arm(n);
-        int rc = kw_secret_seal(k, KW_STR("a secret longer than the 64-byte arena block, so "
-                                          "the arena must grow"),
+        int rc = kw_secret_seal(k,
+                                KW_STR("a secret longer than the 64-byte arena block, so "
+                                       "the arena must grow"),
                                 KW_STR("ad"), a, &s, &sn);
         bool fired = kw_fault_fired();
         kw_fault_arm(0);

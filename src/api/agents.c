@@ -1,0 +1,320 @@
+/*
+ * api/agents.c - the /agents routes.
+ *
+ * Order of answers (spec/API.md): 401, then 422, then 400, then 404/403, then 409.
+ * 404 collapse: an absent agent, an unreadable one and a non-UUID id all answer the same
+ * bytes ({"detail": "Agent not found."}, no extra headers). 403 only when `read` holds.
+ */
+#include <string.h>
+
+#include "api_int.h"
+#include "base/log.h"
+
+#define KW_MODULE "api"
+
+static void agent_404(kw_http_resp_t *resp)
+{
+    kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
+}
+
+typedef struct {
+    const kw_agent_t *ag;
+    const kw_update_t *ups;
+    size_t n;
+} create_ctx_t;
+
+static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    create_ctx_t *c = ud;
+    int rc = kw_store_tx_agent_insert(tx, c->ag);
+    if (rc == KW_OK)
+        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    return rc;
+}
+
+void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_str_t name, desc;
+    bool has_name, has_desc;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    json_t *body = kw__api_body(req, resp);
+    if (!body)
+        return;
+    if (!kw__api_json_str(body, "name", &name, &has_name) || !has_name ||
+        !kw_api_name_valid(name, false)) {
+        json_decref(body);
+        kw_http_resp_error(resp, 422,
+                           "name is required: 1-255 characters of UTF-8, no control characters "
+                           "and no '/'.");
+        return;
+    }
+    if (!kw__api_json_str(body, "description", &desc, &has_desc)) {
+        json_decref(body);
+        kw_http_resp_error(resp, 422, "description must be a string or null.");
+        return;
+    }
+    kw_agent_t ag;
+    memset(&ag, 0, sizeof(ag));
+    ag.name = kw__api_cstr(req->arena, name);
+    ag.description = has_desc ? kw__api_cstr(req->arena, desc) : NULL;
+    json_decref(body);
+    if (!ag.name || (has_desc && !ag.description)) {
+        kw__api_fail(req, resp, KW_ENOMEM, "create agent");
+        return;
+    }
+    if (!p.has_account) {
+        kw_http_resp_error(resp, 400,
+                           "No account selected: send x-selected-account-id or a token with an "
+                           "account claim.");
+        return;
+    }
+    bool ok = false;
+    int rc = kw__api_can(api, &p, "account", p.account, "create_agent", &ok, NULL);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check create_agent");
+        return;
+    }
+    if (!ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to create agents in this account.");
+        return;
+    }
+    ag.account_id = kw__api_cstr(req->arena, p.account);
+    if (!ag.account_id) {
+        kw__api_fail(req, resp, KW_ENOMEM, "create agent");
+        return;
+    }
+    ag.created_at_us = kw_api_now_us();
+    kw_api_uuid_v7(ag.created_at_us, ag.id);
+    kw_str_t id = kw_str_c(ag.id);
+    kw_update_t ups[3] = {
+        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("account"),
+                       {KW_STR("account"), p.account, KW_STR_NULL}}},
+        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("owner"), p.subject}},
+        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("self"),
+                       {KW_STR("agent"), id, KW_STR_NULL}}},
+    };
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    rc = kw_engine_validate(api->engine, ups, 3, &d);
+    if (rc != KW_OK) {
+        /* e.g. an agent principal cannot own an agent under agentex.zed */
+        kw_http_resp_error(resp, 403, "This principal cannot own an agent.");
+        return;
+    }
+    create_ctx_t c = {&ag, ups, 3};
+    kw_revision_t rev = 0;
+    rc = kw__api_write(api, create_tx, &c, &rev, &d);
+    if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
+        kw_http_resp_error(resp, 409, "An agent with this name already exists in the account.");
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "create agent");
+        return;
+    }
+    resp->status = 200;
+    kw__api_agent_json(&resp->body, &ag);
+    kw__api_revision(req, resp, rev);
+}
+
+/* Answers the agent `id` if readable (200) or the agent 404. */
+static void answer_agent(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                         const kw__principal_t *p, kw_str_t id)
+{
+    bool ok = false;
+    kw_revision_t rev = 0;
+    kw_agent_t ag;
+    if (!kw_api_is_uuid(id)) {
+        agent_404(resp);
+        return;
+    }
+    int rc = kw__api_can(api, p, "agent", id, "read", &ok, &rev);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check agent read");
+        return;
+    }
+    if (!ok) {
+        agent_404(resp);
+        return;
+    }
+    rc = kw_store_agent_get(api->store, id, req->arena, &ag);
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "get agent");
+        return;
+    }
+    resp->status = 200;
+    kw__api_agent_json(&resp->body, &ag);
+    kw__api_revision(req, resp, rev);
+}
+
+void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    answer_agent(api, req, resp, &p, req->params[0]);
+}
+
+void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_agent_t ag;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    if (!kw_api_name_valid(req->params[0], false)) {
+        kw_http_resp_error(resp, 422, "Invalid agent name.");
+        return;
+    }
+    if (!p.has_account) {
+        kw_http_resp_error(resp, 400,
+                           "No account selected: send x-selected-account-id or a token with an "
+                           "account claim.");
+        return;
+    }
+    int rc = kw_store_agent_get_by_name(api->store, p.account, req->params[0], req->arena, &ag);
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "get agent by name");
+        return;
+    }
+    answer_agent(api, req, resp, &p, kw_str_c(ag.id));
+}
+
+typedef struct {
+    kw_arena_t *a;
+    kw_str_t *ids;
+    size_t n, cap;
+    int rc;
+} id_list_t;
+
+static int collect_id(kw_str_t id, void *ud)
+{
+    id_list_t *l = ud;
+    if (!kw_api_is_uuid(id))
+        return 0; /* not a row the API made: cannot be listed */
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        kw_str_t *ids = kw_realloc(l->ids, cap * sizeof(*ids));
+        if (!ids) {
+            l->rc = KW_ENOMEM;
+            return 1;
+        }
+        l->ids = ids;
+        l->cap = cap;
+    }
+    char *c = kw_arena_strndup(l->a, id.ptr, id.len);
+    if (!c) {
+        l->rc = KW_ENOMEM;
+        return 1;
+    }
+    l->ids[l->n++] = (kw_str_t){c, id.len};
+    return 0;
+}
+
+void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    long limit, page;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    if (!kw__api_page(req, resp, &limit, &page))
+        return;
+    id_list_t l = {req->arena, NULL, 0, 0, KW_OK};
+    kw_revision_t rev = 0;
+    int rc = kw_engine_lookup_resources(api->engine, KW_STR("agent"), KW_STR("read"), p.subject,
+                                        collect_id, &l, &rev, NULL);
+    if (rc == KW_OK)
+        rc = l.rc;
+    if (rc != KW_OK && rc != KW_EINVAL) {
+        kw_free(l.ids);
+        kw__api_fail(req, resp, rc, "lookup agents");
+        return;
+    }
+    kw_agent_t *rows = NULL;
+    size_t n_rows = 0;
+    if (l.n > 0) {
+        rc = kw_store_agents_by_ids(api->store, l.ids, l.n, req->arena, &rows, &n_rows);
+        if (rc != KW_OK) {
+            kw_free(l.ids);
+            kw__api_fail(req, resp, rc, "list agents");
+            return;
+        }
+    }
+    kw_free(l.ids);
+    size_t skip = (size_t)(page - 1) * (size_t)limit;
+    resp->status = 200;
+    kw_buf_puts(&resp->body, "[");
+    size_t out = 0;
+    for (size_t i = skip; i < n_rows && out < (size_t)limit; i++, out++) {
+        if (out)
+            kw_buf_puts(&resp->body, ", ");
+        kw__api_agent_json(&resp->body, &rows[i]);
+    }
+    kw_buf_puts(&resp->body, "]");
+    kw__api_revision(req, resp, rev);
+}
+
+static int delete_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    (void)diag;
+    return kw_store_tx_agent_delete(tx, *(const kw_str_t *)ud);
+}
+
+void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    bool ok = false;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    kw_str_t id = req->params[0];
+    if (!kw_api_is_uuid(id)) {
+        agent_404(resp);
+        return;
+    }
+    int rc = kw__api_can(api, &p, "agent", id, "read", &ok, NULL);
+    if (rc == KW_OK && !ok) {
+        agent_404(resp);
+        return;
+    }
+    if (rc == KW_OK)
+        rc = kw__api_can(api, &p, "agent", id, "delete", &ok, NULL);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check agent delete");
+        return;
+    }
+    if (!ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to delete this agent.");
+        return;
+    }
+    kw_revision_t rev = 0;
+    rc = kw__api_write(api, delete_tx, &id, &rev, NULL);
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "delete agent");
+        return;
+    }
+    char *msg = kw_arena_sprintf(req->arena, "Agent with ID %.*s deleted", KW_STR_FMT(id));
+    if (!msg) {
+        kw__api_fail(req, resp, KW_ENOMEM, "delete agent");
+        return;
+    }
+    kw__api_string_body(resp, msg);
+    kw__api_revision(req, resp, rev);
+}

@@ -1,0 +1,121 @@
+/*
+ * api/api_int.h - internals shared by the files of the api module (not a public header).
+ *
+ * Ownership: a kw__principal_t lives in the request arena. Everything a handler builds
+ *   comes from req->arena except scratch arenas it creates and frees itself.
+ * Threads: kw_api_t's counters are relaxed atomics; write_mu serializes every write
+ *   (store transaction + engine apply).
+ */
+#ifndef KW_API_API_INT_H
+#define KW_API_API_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <jansson.h>
+
+#include "api.h"
+
+struct kw_api {
+    kw_engine_t *engine;
+    kw_store_t *store;
+    const kw_keyring_t *keyring;
+    pthread_mutex_t write_mu;
+    _Atomic uint64_t checks_allowed;
+    _Atomic uint64_t checks_denied;
+    _Atomic uint64_t checks_error;
+};
+
+/* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
+#define KW__MSG_AGENT_404 "Agent not found."
+#define KW__MSG_KEY_404 "Agent api_key not found."
+#define KW__MSG_UNAUTH "Unauthorized"
+#define KW__MSG_DB "Database unavailable"
+#define KW__MSG_INTERNAL "Internal server error"
+
+typedef enum {
+    KW__PRINCIPAL_USER = 1,
+    KW__PRINCIPAL_SERVICE_ACCOUNT,
+    KW__PRINCIPAL_AGENT,
+} kw__principal_kind_t;
+
+typedef struct kw__principal {
+    kw__principal_kind_t kind;
+    kw_subject_t subject; /* user:<sub> / service_account:<sub> / agent:<id> */
+    const char *subject_text; /* "user:alice" (for logs and nothing secret) */
+    kw_str_t account;     /* selected account; len 0 = none */
+    bool has_account;
+    bool admin;           /* JWT claim admin: true */
+} kw__principal_t;
+
+/* ---- auth.c ---- */
+/* Authenticates the request. On failure writes the 401 (or 503 when the database is
+ * down) into resp and returns false. Sets req->log_subject. */
+bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p);
+
+/* ---- common.c ---- */
+static inline kw_api_t *kw__api_of(void *ud)
+{
+    return (kw_api_t *)ud;
+}
+/* Answers an error code: KW_EDB/KW_ETIMEOUT -> 503 Database unavailable; anything else
+ * -> 500 (logged with the request id). */
+void kw__api_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const char *what);
+/* Parses the body as a JSON object. On failure answers 422 and returns NULL. The caller
+ * json_decref()s the result. */
+json_t *kw__api_body(kw_http_req_t *req, kw_http_resp_t *resp);
+/* An optional string member: absent or null -> *present=false. Wrong type -> false. */
+bool kw__api_json_str(json_t *obj, const char *key, kw_str_t *out, bool *present);
+/* limit (1..1000, default 50) and page_number (>= 1, default 1). false -> 422 written. */
+bool kw__api_page(kw_http_req_t *req, kw_http_resp_t *resp, long *limit, long *page);
+/* Does the principal have `perm` on type:id? Counts the check in the metrics. A malformed
+ * object (KW_EINVAL) is a denial; other failures return their code (fail closed). */
+int kw__api_can(kw_api_t *api, const kw__principal_t *p, const char *type, kw_str_t id,
+                const char *perm, bool *allowed, kw_revision_t *rev);
+/* Adds X-Keyward-Revision: rev (arena string). */
+void kw__api_revision(kw_http_req_t *req, kw_http_resp_t *resp, kw_revision_t rev);
+void kw__api_agent_json(kw_buf_t *out, const kw_agent_t *ag);
+void kw__api_key_json(kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret);
+/* A JSON string body (the delete messages). */
+void kw__api_string_body(kw_http_resp_t *resp, const char *msg);
+/* Copies `str` into the arena, NUL-terminated; NULL on OOM. */
+char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
+
+/* The write path: under the write mutex, begins a store transaction, runs fn, commits
+ * and applies the transaction's relationship changes to the engine at the commit's
+ * revision. fn's error rolls everything back. *rev (may be NULL) gets the revision. */
+typedef int (*kw__api_tx_fn)(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
+KW_NODISCARD int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,
+                               kw_diag_t *diag);
+
+/* ---- route handlers ---- */
+void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_delete_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+void kw__api_healthz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_readyz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_metrics_route(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_openapi(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_rel_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+#endif

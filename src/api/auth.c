@@ -1,0 +1,173 @@
+/*
+ * api/auth.c - principal resolution: who is calling, and which account they selected.
+ *
+ * Credentials (spec/API.md "Principals"):
+ *   Authorization: Bearer <JWT>      -> user:<sub> | service_account:<sub>
+ *   Authorization: AgentKey <key>    -> agent:<agent_id>   (scheme case-insensitive)
+ *   x-agent-api-key: <key>           -> agent:<agent_id>
+ * Only internal/external keys authenticate (the store indexes only their hashes).
+ * Invariants: no key, token or hash is ever logged or copied into the arena; every
+ * failure is the same 401 body so a caller learns nothing about why.
+ */
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "api_int.h"
+#include "base/log.h"
+
+#define KW_MODULE "auth"
+
+static void unauthorized(kw_http_resp_t *resp)
+{
+    kw_http_resp_error(resp, 401, KW__MSG_UNAUTH);
+}
+
+/* Splits "Scheme credentials"; false when there is no space-separated credential. */
+static bool split_scheme(const char *h, kw_str_t *scheme, kw_str_t *cred)
+{
+    const char *sp = strchr(h, ' ');
+    if (!sp || sp == h)
+        return false;
+    *scheme = (kw_str_t){h, (size_t)(sp - h)};
+    while (*sp == ' ')
+        sp++;
+    size_t n = strlen(sp);
+    while (n > 0 && (sp[n - 1] == ' ' || sp[n - 1] == '\t'))
+        n--;
+    if (n == 0)
+        return false;
+    *cred = (kw_str_t){sp, n};
+    return true;
+}
+
+static bool scheme_is(kw_str_t scheme, const char *want)
+{
+    return scheme.len == strlen(want) && strncasecmp(scheme.ptr, want, scheme.len) == 0;
+}
+
+static bool auth_bearer(kw_api_t *api, kw_http_req_t *req, kw_str_t token, kw__principal_t *p)
+{
+    kw_token_claims_t claims;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    int rc = kw_token_verify(api->keyring, token, (int64_t)time(NULL), &claims, &d);
+    if (rc != KW_OK) {
+        kw_log(KW_LOG_INFO, KW_MODULE, "request %s: bearer token refused: %s", req->request_id,
+               d.msg[0] ? d.msg : kw_err_name(rc));
+        return false;
+    }
+    const char *type;
+    if (claims.principal_type[0] == '\0' || strcmp(claims.principal_type, "user") == 0) {
+        type = "user";
+        p->kind = KW__PRINCIPAL_USER;
+    } else if (strcmp(claims.principal_type, "service_account") == 0) {
+        type = "service_account";
+        p->kind = KW__PRINCIPAL_SERVICE_ACCOUNT;
+    } else {
+        return false;
+    }
+    size_t sub_len = strnlen(claims.sub, sizeof(claims.sub));
+    if (sub_len == 0)
+        return false;
+    char *sub = kw_arena_strndup(req->arena, claims.sub, sub_len);
+    p->subject_text = kw_arena_sprintf(req->arena, "%s:%s", type, claims.sub);
+    if (!sub || !p->subject_text)
+        return false;
+    p->subject = (kw_subject_t){kw_str_c(type), {sub, sub_len}, KW_STR_NULL};
+    p->admin = claims.admin;
+
+    const char *sel = kw_http_header(req, "x-selected-account-id");
+    if (sel && sel[0]) {
+        p->account = kw_str_c(sel);
+        p->has_account = true;
+    } else if (claims.account[0]) {
+        size_t n = strnlen(claims.account, sizeof(claims.account));
+        char *acct = kw_arena_strndup(req->arena, claims.account, n);
+        if (!acct)
+            return false;
+        p->account = (kw_str_t){acct, n};
+        p->has_account = true;
+    }
+    return true;
+}
+
+/* Returns KW_OK (authenticated), KW_EAUTH, or a store error (503). */
+static int auth_key(kw_api_t *api, kw_http_req_t *req, kw_str_t key, kw__principal_t *p)
+{
+    uint8_t hash[KW_KEY_HASH_LEN];
+    kw_apikey_t row;
+    kw_agent_t ag;
+    /* Nothing longer than the longest acceptable key can match; don't hash megabytes. */
+    if (key.len == 0 || key.len > KW_KEY_MAX_SUPPLIED)
+        return KW_EAUTH;
+    kw_key_hash(api->keyring, key, hash);
+    int rc = kw_store_key_find_by_hash(api->store, hash, sizeof(hash), req->arena, &row);
+    if (rc == KW_ENOTFOUND)
+        return KW_EAUTH;
+    if (rc != KW_OK)
+        return rc;
+    if (!row.type || (strcmp(row.type, "internal") != 0 && strcmp(row.type, "external") != 0))
+        return KW_EAUTH;
+    if (row.hash_len != KW_KEY_HASH_LEN || !kw_key_hash_eq(row.hash, hash))
+        return KW_EAUTH;
+    rc = kw_store_agent_get(api->store, kw_str_c(row.agent_id), req->arena, &ag);
+    if (rc == KW_ENOTFOUND)
+        return KW_EAUTH;
+    if (rc != KW_OK)
+        return rc;
+    char *id = kw_arena_strndup(req->arena, ag.id, strlen(ag.id));
+    p->subject_text = kw_arena_sprintf(req->arena, "agent:%s", ag.id);
+    if (!id || !p->subject_text)
+        return KW_ENOMEM;
+    p->kind = KW__PRINCIPAL_AGENT;
+    p->subject = (kw_subject_t){KW_STR("agent"), kw_str_c(id), KW_STR_NULL};
+    p->account = kw_str_c(ag.account_id);
+    p->has_account = ag.account_id && ag.account_id[0];
+    p->admin = false;
+    return KW_OK;
+}
+
+bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    const char *authz = kw_http_header(req, "authorization");
+    const char *xkey = kw_http_header(req, "x-agent-api-key");
+    kw_str_t scheme, cred;
+    int rc;
+
+    if (authz && authz[0]) {
+        if (!split_scheme(authz, &scheme, &cred)) {
+            unauthorized(resp);
+            return false;
+        }
+        if (scheme_is(scheme, "Bearer")) {
+            if (!auth_bearer(api, req, cred, p)) {
+                unauthorized(resp);
+                return false;
+            }
+            req->log_subject = p->subject_text;
+            return true;
+        }
+        if (!scheme_is(scheme, "AgentKey")) {
+            unauthorized(resp);
+            return false;
+        }
+        rc = auth_key(api, req, cred, p);
+    } else if (xkey && xkey[0]) {
+        rc = auth_key(api, req, kw_str_c(xkey), p);
+    } else {
+        unauthorized(resp);
+        return false;
+    }
+    if (rc == KW_EAUTH) {
+        unauthorized(resp);
+        return false;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "api key lookup");
+        return false;
+    }
+    req->log_subject = p->subject_text;
+    return true;
+}

@@ -1,0 +1,412 @@
+/*
+ * api/common.c - helpers every route shares: ids, timestamps, names, pagination, JSON
+ * bodies, the exact error bodies, the permission check with its counters, and the
+ * write path (store transaction, then engine apply, under the write mutex).
+ *
+ * Invariants: an error body is always the contract's {"detail": ...}; a failed check
+ * never allows; the engine is written only after the store committed, with the exact
+ * changes the transaction reports, in commit order.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "api_int.h"
+#include "base/log.h"
+
+#define KW_MODULE "api"
+
+/* ---- ids and time ---- */
+
+void kw_api_uuid_v7(int64_t us, char out[37])
+{
+    uint8_t b[16];
+    uint64_t ms = (uint64_t)(us / 1000);
+    randombytes_buf(b, sizeof(b));
+    for (int i = 0; i < 6; i++)
+        b[i] = (uint8_t)(ms >> (40 - 8 * i));
+    /* rand_a carries the sub-millisecond fraction (RFC 9562 method 3) so ids made in
+     * one millisecond still increase with time. */
+    uint32_t frac = (uint32_t)(((us % 1000) * 4096) / 1000);
+    b[6] = (uint8_t)(0x70 | ((frac >> 8) & 0x0f));
+    b[7] = (uint8_t)(frac & 0xff);
+    b[8] = (uint8_t)(0x80 | (b[8] & 0x3f));
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+bool kw_api_is_uuid(kw_str_t s)
+{
+    if (s.len != 36 || !s.ptr)
+        return false;
+    for (size_t i = 0; i < 36; i++) {
+        char c = s.ptr[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return false;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+                     (c >= 'A' && c <= 'F'))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+size_t kw_api_format_time(int64_t us, char out[32])
+{
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        sec -= 1;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    if (!gmtime_r(&t, &tm)) {
+        memset(&tm, 0, sizeof(tm));
+        tm.tm_year = 70;
+        tm.tm_mday = 1;
+    }
+    int n = snprintf(out, 32, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* Process singleton: the last timestamp handed out (atomic, see kw_api_now_us). */
+static _Atomic int64_t last_us;
+
+int64_t kw_api_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t prev = atomic_load_explicit(&last_us, memory_order_relaxed);
+    for (;;) {
+        int64_t next = now > prev ? now : prev + 1;
+        if (atomic_compare_exchange_weak_explicit(&last_us, &prev, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return next;
+    }
+}
+
+/* ---- names and numbers ---- */
+
+bool kw_api_name_valid(kw_str_t s, bool allow_slash)
+{
+    const unsigned char *p = (const unsigned char *)s.ptr;
+    size_t i = 0, n_cp = 0;
+    if (!p || s.len == 0)
+        return false;
+    while (i < s.len) {
+        uint32_t cp;
+        unsigned char c = p[i];
+        size_t need;
+        if (c < 0x80) {
+            cp = c;
+            need = 1;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            cp = c & 0x1f;
+            need = 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            cp = c & 0x0f;
+            need = 3;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            cp = c & 0x07;
+            need = 4;
+        } else {
+            return false;
+        }
+        if (i + need > s.len)
+            return false;
+        for (size_t j = 1; j < need; j++) {
+            if ((p[i + j] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        /* overlong forms, surrogates and > U+10FFFF are not valid UTF-8 */
+        if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+            (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        if (cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f))
+            return false;
+        if (cp == '/' && !allow_slash)
+            return false;
+        i += need;
+        if (++n_cp > 255)
+            return false;
+    }
+    return true;
+}
+
+bool kw_api_parse_bounded(kw_str_t s, long min, long max, long *out)
+{
+    if (!s.ptr || s.len == 0 || s.len > 18)
+        return false;
+    long v = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.ptr[i] < '0' || s.ptr[i] > '9')
+            return false;
+        v = v * 10 + (s.ptr[i] - '0');
+    }
+    if (v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* ---- responses ---- */
+
+void kw__api_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const char *what)
+{
+    if (rc == KW_EDB || rc == KW_ETIMEOUT) {
+        kw_log(KW_LOG_WARN, KW_MODULE, "request %s: %s: database unavailable (%s)",
+               req->request_id, what, kw_err_name(rc));
+        kw_http_resp_error(resp, 503, KW__MSG_DB);
+        return;
+    }
+    kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: %s failed: %s", req->request_id, what,
+           kw_err_name(rc));
+    kw_http_resp_error(resp, 500, KW__MSG_INTERNAL);
+}
+
+json_t *kw__api_body(kw_http_req_t *req, kw_http_resp_t *resp)
+{
+    json_error_t err;
+    json_t *root = NULL;
+    if (req->body.len > 0)
+        root = json_loadb(req->body.ptr, req->body.len, JSON_REJECT_DUPLICATES, &err);
+    if (!root) {
+        kw_http_resp_error(resp, 422, "Request body is not valid JSON.");
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        kw_http_resp_error(resp, 422, "Request body must be a JSON object.");
+        return NULL;
+    }
+    return root;
+}
+
+bool kw__api_json_str(json_t *obj, const char *key, kw_str_t *out, bool *present)
+{
+    json_t *v = json_object_get(obj, key);
+    *present = false;
+    *out = KW_STR_NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v))
+        return false;
+    *present = true;
+    out->ptr = json_string_value(v);
+    out->len = json_string_length(v);
+    return true;
+}
+
+bool kw__api_page(kw_http_req_t *req, kw_http_resp_t *resp, long *limit, long *page)
+{
+    bool found = false, bad = false;
+    *limit = 50;
+    *page = 1;
+    kw_str_t v = kw_http_query(req, "limit", &found, &bad);
+    if (bad || (found && !kw_api_parse_bounded(v, 1, 1000, limit))) {
+        kw_http_resp_error(resp, 422, "limit must be an integer between 1 and 1000.");
+        return false;
+    }
+    found = bad = false;
+    v = kw_http_query(req, "page_number", &found, &bad);
+    if (bad || (found && !kw_api_parse_bounded(v, 1, 1000000000L, page))) {
+        kw_http_resp_error(resp, 422, "page_number must be an integer >= 1.");
+        return false;
+    }
+    return true;
+}
+
+int kw__api_can(kw_api_t *api, const kw__principal_t *p, const char *type, kw_str_t id,
+                const char *perm, bool *allowed, kw_revision_t *rev)
+{
+    kw_check_result_t res = KW_CHECK_NO;
+    kw_object_t obj = {kw_str_c(type), id};
+    *allowed = false;
+    int rc = kw_engine_check(api->engine, obj, kw_str_c(perm), p->subject, &res, rev, NULL);
+    if (rc != KW_OK) {
+        atomic_fetch_add_explicit(&api->checks_error, 1, memory_order_relaxed);
+        /* An id the engine cannot even represent names nothing: a denial. */
+        return rc == KW_EINVAL ? KW_OK : rc;
+    }
+    if (res == KW_CHECK_YES) {
+        atomic_fetch_add_explicit(&api->checks_allowed, 1, memory_order_relaxed);
+        *allowed = true;
+    } else {
+        atomic_fetch_add_explicit(&api->checks_denied, 1, memory_order_relaxed);
+    }
+    return KW_OK;
+}
+
+void kw__api_revision(kw_http_req_t *req, kw_http_resp_t *resp, kw_revision_t rev)
+{
+    char *v = kw_arena_sprintf(req->arena, "%" PRIu64, (uint64_t)rev);
+    if (v)
+        kw_http_resp_header(resp, "X-Keyward-Revision", v);
+}
+
+void kw__api_agent_json(kw_buf_t *out, const kw_agent_t *ag)
+{
+    char ts[32];
+    size_t n = kw_api_format_time(ag->created_at_us, ts);
+    kw_buf_puts(out, "{\"id\": ");
+    kw_json_escape(out, kw_str_c(ag->id));
+    kw_buf_puts(out, ", \"name\": ");
+    kw_json_escape(out, kw_str_c(ag->name));
+    kw_buf_puts(out, ", \"description\": ");
+    if (ag->description)
+        kw_json_escape(out, kw_str_c(ag->description));
+    else
+        kw_buf_puts(out, "null");
+    kw_buf_puts(out, ", \"account_id\": ");
+    kw_json_escape(out, kw_str_c(ag->account_id));
+    kw_buf_puts(out, ", \"created_at\": ");
+    kw_json_escape(out, (kw_str_t){ts, n});
+    kw_buf_puts(out, "}");
+}
+
+void kw__api_key_json(kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret)
+{
+    char ts[32];
+    size_t n = kw_api_format_time(k->created_at_us, ts);
+    kw_buf_puts(out, "{\"id\": ");
+    kw_json_escape(out, kw_str_c(k->id));
+    kw_buf_puts(out, ", \"agent_id\": ");
+    kw_json_escape(out, kw_str_c(k->agent_id));
+    kw_buf_puts(out, ", \"created_at\": ");
+    kw_json_escape(out, (kw_str_t){ts, n});
+    kw_buf_puts(out, ", \"name\": ");
+    kw_json_escape(out, kw_str_c(k->name));
+    kw_buf_puts(out, ", \"api_key_type\": ");
+    kw_json_escape(out, kw_str_c(k->type));
+    if (secret.ptr) {
+        kw_buf_puts(out, ", \"api_key\": ");
+        kw_json_escape(out, secret);
+    }
+    kw_buf_puts(out, "}");
+}
+
+void kw__api_string_body(kw_http_resp_t *resp, const char *msg)
+{
+    resp->status = 200;
+    resp->body.len = 0;
+    kw_json_escape(&resp->body, kw_str_c(msg));
+}
+
+char *kw__api_cstr(kw_arena_t *a, kw_str_t str)
+{
+    return kw_arena_strndup(a, str.ptr ? str.ptr : "", str.len);
+}
+
+/* ---- the write path ---- */
+
+/* Deep-copies the transaction's changes (valid only until commit) into `a`. */
+static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, size_t *n_out)
+{
+    const kw_update_t *ups = NULL;
+    size_t n = 0;
+    kw_store_tx_changes(tx, &ups, &n);
+    *out = NULL;
+    *n_out = 0;
+    if (n == 0)
+        return KW_OK;
+    if (n > SIZE_MAX / sizeof(kw_update_t))
+        return KW_ENOMEM;
+    kw_update_t *c = kw_arena_alloc(a, n * sizeof(*c));
+    if (!c)
+        return KW_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const kw_rel_t *r = &ups[i].rel;
+        kw_str_t *dst[] = {&c[i].rel.resource.type, &c[i].rel.resource.id, &c[i].rel.relation,
+                           &c[i].rel.subject.type, &c[i].rel.subject.id,
+                           &c[i].rel.subject.relation};
+        const kw_str_t src[] = {r->resource.type, r->resource.id, r->relation,
+                                r->subject.type,  r->subject.id,  r->subject.relation};
+        c[i].op = ups[i].op;
+        for (size_t j = 0; j < KW_ARRAY_LEN(src); j++) {
+            char *p = kw_arena_strndup(a, src[j].ptr ? src[j].ptr : "", src[j].len);
+            if (!p)
+                return KW_ENOMEM;
+            *dst[j] = (kw_str_t){p, src[j].len};
+        }
+    }
+    *out = c;
+    *n_out = n;
+    return KW_OK;
+}
+
+int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n, kw_revision_t rev,
+                 kw_diag_t *diag)
+{
+    size_t off = 0;
+    if (n == 0)
+        return KW_OK;
+    while (off < n) {
+        size_t chunk = n - off;
+        if (chunk > KW_MAX_UPDATES_PER_WRITE)
+            chunk = KW_MAX_UPDATES_PER_WRITE;
+        /* The engine's revision follows the store's when it can; a schema swap or a
+         * chunked batch may have moved it past the store's, then it assigns its own
+         * next revision (ordering is still the commit order: we hold the write mutex). */
+        kw_revision_t at = rev > kw_engine_revision(engine) ? rev : 0;
+        int rc = kw_engine_write(engine, ups + off, chunk, NULL, 0, at, NULL, diag);
+        if (rc != KW_OK)
+            return rc;
+        off += chunk;
+    }
+    return KW_OK;
+}
+
+int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,
+                  kw_diag_t *diag)
+{
+    kw_store_tx_t *tx = NULL;
+    kw_update_t *changes = NULL;
+    size_t n = 0;
+    kw_revision_t r = 0;
+    kw_arena_t *scratch = kw_arena_new(0);
+    if (!scratch)
+        return KW_ENOMEM;
+    pthread_mutex_lock(&api->write_mu);
+    int rc = kw_store_tx_begin(api->store, &tx, diag);
+    if (rc != KW_OK)
+        goto out;
+    rc = fn(tx, ud, diag);
+    if (rc == KW_OK)
+        rc = copy_changes(tx, scratch, &changes, &n);
+    if (rc != KW_OK) {
+        kw_store_tx_rollback(tx);
+        goto out;
+    }
+    rc = kw_store_tx_commit(tx, &r, diag);
+    if (rc != KW_OK)
+        goto out;
+    rc = kw_api_apply(api->engine, changes, n, r, diag);
+    if (rc != KW_OK) {
+        /* The rows are durable but the graph missed the change: loud, and a 500. */
+        kw_log(KW_LOG_ERROR, KW_MODULE,
+               "committed revision %" PRIu64 " but the engine refused its %zu changes: %s",
+               (uint64_t)r, n, kw_err_name(rc));
+        rc = KW_EINTERNAL;
+        goto out;
+    }
+    if (rev)
+        *rev = kw_engine_revision(api->engine);
+out:
+    pthread_mutex_unlock(&api->write_mu);
+    kw_arena_free(scratch);
+    return rc;
+}

@@ -1,0 +1,563 @@
+/*
+ * api/keys_routes.c - the /agent_api_keys routes.
+ *
+ * Every route that names an agent (agent_id | agent_name) resolves it first: absent or
+ * unreadable -> the agent 404. Keys themselves collapse to the key 404. Secrets: a
+ * generated or supplied key exists in clear only in a stack buffer and the one response
+ * body that shows it; the buffer is wiped with sodium_memzero before returning. The
+ * store gets internal/external keys as keyed hashes and github/slack secrets sealed
+ * (associated data = the key id).
+ */
+#include <string.h>
+
+#include <sodium.h>
+
+#include "api_int.h"
+#include "base/log.h"
+
+#define KW_MODULE "api"
+
+#define KEY_BATCH 256
+
+static void agent_404(kw_http_resp_t *resp)
+{
+    kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
+}
+
+static void key_404(kw_http_resp_t *resp)
+{
+    kw_http_resp_error(resp, 404, KW__MSG_KEY_404);
+}
+
+static const char *key_type_of(kw_str_t t)
+{
+    static const char *const types[] = {"internal", "external", "github", "slack"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(types); i++)
+        if (kw_str_eq_c(t, types[i]))
+            return types[i];
+    return NULL;
+}
+
+/* Which agent a request names: from the JSON body or the query. */
+typedef struct {
+    bool has_id, has_name;
+    kw_str_t id, name;
+} agent_ref_t;
+
+/* Query form: 422 for an invalid agent_name or undecodable value; false -> answered. */
+static bool ref_from_query(kw_http_req_t *req, kw_http_resp_t *resp, agent_ref_t *r)
+{
+    bool bad1 = false, bad2 = false;
+    memset(r, 0, sizeof(*r));
+    r->id = kw_http_query(req, "agent_id", &r->has_id, &bad1);
+    r->name = kw_http_query(req, "agent_name", &r->has_name, &bad2);
+    if (bad2 || (r->has_name && !kw_api_name_valid(r->name, false))) {
+        kw_http_resp_error(resp, 422, "Invalid agent_name.");
+        return false;
+    }
+    if (bad1) { /* an undecodable id is not a UUID: simply absent, like any other */
+        r->has_id = true;
+        r->id = KW_STR("-");
+    }
+    return true;
+}
+
+/* The 400 rules: exactly one of agent_id/agent_name; agent_name needs an account. */
+static bool ref_rules(kw_http_resp_t *resp, const agent_ref_t *r, const kw__principal_t *p)
+{
+    if (r->has_id == r->has_name) {
+        kw_http_resp_error(resp, 400, "Give exactly one of agent_id and agent_name.");
+        return false;
+    }
+    if (r->has_name && !p->has_account) {
+        kw_http_resp_error(resp, 400,
+                           "No account selected: send x-selected-account-id or a token with an "
+                           "account claim.");
+        return false;
+    }
+    return true;
+}
+
+/* Resolves the agent and checks `read` (agent 404 otherwise). false -> answered. */
+static bool resolve_agent(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                          const kw__principal_t *p, const agent_ref_t *r, kw_agent_t *ag,
+                          kw_revision_t *rev)
+{
+    int rc;
+    if (r->has_id) {
+        if (!kw_api_is_uuid(r->id)) {
+            agent_404(resp);
+            return false;
+        }
+        bool ok = false;
+        rc = kw__api_can(api, p, "agent", r->id, "read", &ok, rev);
+        if (rc == KW_OK && !ok) {
+            agent_404(resp);
+            return false;
+        }
+        if (rc == KW_OK)
+            rc = kw_store_agent_get(api->store, r->id, req->arena, ag);
+    } else {
+        rc = kw_store_agent_get_by_name(api->store, p->account, r->name, req->arena, ag);
+        if (rc == KW_OK) {
+            bool ok = false;
+            rc = kw__api_can(api, p, "agent", kw_str_c(ag->id), "read", &ok, rev);
+            if (rc == KW_OK && !ok) {
+                agent_404(resp);
+                return false;
+            }
+        }
+    }
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return false;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "resolve agent");
+        return false;
+    }
+    return true;
+}
+
+/* ---- create ---- */
+
+typedef struct {
+    const kw_apikey_t *key;
+    const kw_update_t *ups;
+    size_t n;
+} create_ctx_t;
+
+static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    create_ctx_t *c = ud;
+    int rc = kw_store_tx_key_insert(tx, c->key);
+    if (rc == KW_OK)
+        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    return rc;
+}
+
+/* Parses the create body (422s). false -> answered. */
+static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_str_t *name,
+                         const char **type, kw_str_t *supplied, bool *has_supplied)
+{
+    bool has_name, has_type;
+    kw_str_t t;
+    memset(r, 0, sizeof(*r));
+    if (!kw__api_json_str(body, "agent_id", &r->id, &r->has_id)) {
+        kw_http_resp_error(resp, 422, "agent_id must be a string.");
+        return false;
+    }
+    if (!kw__api_json_str(body, "agent_name", &r->name, &r->has_name) ||
+        (r->has_name && !kw_api_name_valid(r->name, false))) {
+        kw_http_resp_error(resp, 422, "Invalid agent_name.");
+        return false;
+    }
+    if (!kw__api_json_str(body, "name", name, &has_name) || !has_name ||
+        !kw_api_name_valid(*name, true)) {
+        kw_http_resp_error(resp, 422,
+                           "name is required: 1-255 characters of UTF-8, no control characters.");
+        return false;
+    }
+    if (!kw__api_json_str(body, "api_key_type", &t, &has_type) ||
+        (has_type && !key_type_of(t))) {
+        kw_http_resp_error(resp, 422,
+                           "api_key_type must be one of internal, external, github, slack.");
+        return false;
+    }
+    *type = has_type ? key_type_of(t) : "external";
+    if (!kw__api_json_str(body, "api_key", supplied, has_supplied) ||
+        (*has_supplied && !kw_key_supplied_ok(*supplied))) {
+        kw_http_resp_error(resp, 422,
+                           "api_key must be 16-512 printable ASCII characters without spaces.");
+        return false;
+    }
+    return true;
+}
+
+void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    agent_ref_t r;
+    kw_str_t name, supplied;
+    const char *type = NULL;
+    bool has_supplied = false;
+    char secret[KW_KEY_MAX_SUPPLIED + 1];
+    size_t secret_len = 0;
+    kw_agent_t ag;
+    kw_apikey_t key;
+    int rc;
+
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    json_t *body = kw__api_body(req, resp);
+    if (!body)
+        return;
+    if (!parse_create(resp, body, &r, &name, &type, &supplied, &has_supplied)) {
+        json_decref(body);
+        return;
+    }
+    /* Copy what outlives the JSON tree; the supplied secret only to the stack buffer. */
+    char *name_c = kw__api_cstr(req->arena, name);
+    r.id.ptr = r.has_id ? kw__api_cstr(req->arena, r.id) : NULL;
+    r.name.ptr = r.has_name ? kw__api_cstr(req->arena, r.name) : NULL;
+    if (has_supplied) {
+        memcpy(secret, supplied.ptr, supplied.len);
+        secret_len = supplied.len;
+        secret[secret_len] = '\0';
+        /* jansson's copy of the secret: wipe it before the tree is freed */
+        sodium_memzero((void *)supplied.ptr, supplied.len);
+    }
+    json_decref(body);
+    if (!name_c || (r.has_id && !r.id.ptr) || (r.has_name && !r.name.ptr)) {
+        rc = KW_ENOMEM;
+        goto fail;
+    }
+    if (!ref_rules(resp, &r, &p))
+        goto out;
+    if (!resolve_agent(api, req, resp, &p, &r, &ag, NULL))
+        goto out;
+    bool ok = false;
+    rc = kw__api_can(api, &p, "agent", kw_str_c(ag.id), "update", &ok, NULL);
+    if (rc != KW_OK)
+        goto fail;
+    if (!ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to add keys to this agent.");
+        goto out;
+    }
+    if (!has_supplied) {
+        rc = kw_key_generate(secret, sizeof(secret));
+        if (rc != KW_OK)
+            goto fail;
+        secret_len = KW_KEY_GEN_LEN;
+    }
+
+    memset(&key, 0, sizeof(key));
+    key.created_at_us = kw_api_now_us();
+    kw_api_uuid_v7(key.created_at_us, key.id);
+    memcpy(key.agent_id, ag.id, sizeof(key.agent_id));
+    key.agent_id[sizeof(key.agent_id) - 1] = '\0';
+    key.name = name_c;
+    key.type = type;
+    uint8_t hash[KW_KEY_HASH_LEN];
+    if (strcmp(type, "internal") == 0 || strcmp(type, "external") == 0) {
+        kw_key_hash(api->keyring, (kw_str_t){secret, secret_len}, hash);
+        key.hash = hash;
+        key.hash_len = sizeof(hash);
+    } else {
+        uint8_t *sealed = NULL;
+        size_t sealed_len = 0;
+        rc = kw_secret_seal(api->keyring, (kw_str_t){secret, secret_len}, kw_str_c(key.id),
+                            req->arena, &sealed, &sealed_len);
+        if (rc != KW_OK)
+            goto fail;
+        key.secret_enc = sealed;
+        key.secret_enc_len = sealed_len;
+    }
+
+    kw_str_t kid = kw_str_c(key.id);
+    kw_update_t ups[3] = {
+        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("parent_agent"),
+                       {KW_STR("agent"), kw_str_c(ag.id), KW_STR_NULL}}},
+        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("account"),
+                       {KW_STR("account"), kw_str_c(ag.account_id), KW_STR_NULL}}},
+        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("owner"), p.subject}},
+    };
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    if (kw_engine_validate(api->engine, ups, 3, &d) != KW_OK) {
+        kw_http_resp_error(resp, 403, "This principal cannot own an API key.");
+        goto out;
+    }
+    create_ctx_t c = {&key, ups, 3};
+    kw_revision_t rev = 0;
+    rc = kw__api_write(api, create_tx, &c, &rev, &d);
+    if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
+        kw_http_resp_error(resp, 409,
+                           "A key with this name and type already exists for the agent.");
+        goto out;
+    }
+    if (rc != KW_OK)
+        goto fail;
+    resp->status = 200;
+    kw__api_key_json(&resp->body, &key, (kw_str_t){secret, secret_len});
+    kw__api_revision(req, resp, rev);
+    kw_log(KW_LOG_INFO, KW_MODULE, "request %s: created %s key %s for agent %s",
+           req->request_id, type, key.id, key.agent_id);
+    goto out;
+fail:
+    kw__api_fail(req, resp, rc, "create key");
+out:
+    sodium_memzero(secret, sizeof(secret));
+}
+
+/* ---- list ---- */
+
+void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    agent_ref_t r;
+    kw_agent_t ag;
+    long limit, page;
+    kw_revision_t rev = 0;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    if (!kw__api_page(req, resp, &limit, &page) || !ref_from_query(req, resp, &r))
+        return;
+    if (!ref_rules(resp, &r, &p))
+        return;
+    if (!resolve_agent(api, req, resp, &p, &r, &ag, &rev))
+        return;
+
+    /* Walk the agent's keys in (created_at, id) order, keep the readable ones, skip the
+     * earlier pages' worth, stop once a page is full: pagination AFTER the filter. */
+    kw_arena_t *scratch = kw_arena_new(0);
+    kw_check_item_t *items = kw_calloc(KEY_BATCH, sizeof(*items));
+    if (!scratch || !items) {
+        kw_arena_free(scratch);
+        kw_free(items);
+        kw__api_fail(req, resp, KW_ENOMEM, "list keys");
+        return;
+    }
+    size_t skip = (size_t)(page - 1) * (size_t)limit, out = 0;
+    int64_t after_us = 0;
+    char after_id[37] = "";
+    int rc = KW_OK;
+    kw_buf_puts(&resp->body, "[");
+    while (out < (size_t)limit) {
+        kw_apikey_t *rows = NULL;
+        size_t n = 0;
+        kw_arena_reset(scratch);
+        rc = kw_store_keys_of_agent(api->store, kw_str_c(ag.id), after_us, kw_str_c(after_id),
+                                    KEY_BATCH, scratch, &rows, &n);
+        if (rc != KW_OK || n == 0)
+            break;
+        for (size_t i = 0; i < n; i++)
+            items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), kw_str_c(rows[i].id)},
+                                         KW_STR("read"), p.subject, KW_CHECK_NO, KW_OK, {0}};
+        rc = kw_engine_check_bulk(api->engine, items, n, &rev);
+        if (rc != KW_OK)
+            break;
+        for (size_t i = 0; i < n && out < (size_t)limit; i++) {
+            bool yes = items[i].rc == KW_OK && items[i].result == KW_CHECK_YES;
+            atomic_fetch_add_explicit(items[i].rc != KW_OK ? &api->checks_error
+                                      : yes                ? &api->checks_allowed
+                                                           : &api->checks_denied,
+                                      1, memory_order_relaxed);
+            if (!yes)
+                continue;
+            if (skip > 0) {
+                skip--;
+                continue;
+            }
+            if (out++)
+                kw_buf_puts(&resp->body, ", ");
+            kw__api_key_json(&resp->body, &rows[i], KW_STR_NULL);
+        }
+        after_us = rows[n - 1].created_at_us;
+        memcpy(after_id, rows[n - 1].id, sizeof(after_id));
+        after_id[sizeof(after_id) - 1] = '\0';
+        if (n < KEY_BATCH)
+            break;
+    }
+    kw_arena_free(scratch);
+    kw_free(items);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "list keys");
+        return;
+    }
+    kw_buf_puts(&resp->body, "]");
+    resp->status = 200;
+    kw__api_revision(req, resp, rev);
+}
+
+/* ---- get ---- */
+
+/* Checks `read` on the key (id already known to be a UUID): KW_OK + *ok. */
+static int key_readable(kw_api_t *api, const kw__principal_t *p, kw_str_t id, bool *ok,
+                        kw_revision_t *rev)
+{
+    return kw__api_can(api, p, "agent_api_key", id, "read", ok, rev);
+}
+
+void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_apikey_t key;
+    kw_revision_t rev = 0;
+    bool ok = false;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    kw_str_t id = req->params[0];
+    if (!kw_api_is_uuid(id)) {
+        key_404(resp);
+        return;
+    }
+    int rc = key_readable(api, &p, id, &ok, &rev);
+    if (rc == KW_OK && !ok) {
+        key_404(resp);
+        return;
+    }
+    if (rc == KW_OK)
+        rc = kw_store_key_get(api->store, id, req->arena, &key);
+    if (rc == KW_ENOTFOUND) {
+        key_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "get key");
+        return;
+    }
+    resp->status = 200;
+    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_revision(req, resp, rev);
+}
+
+/* The by-name routes: 422 name/type, 400 rules, agent 404, then the key row by
+ * (agent, name, type). false -> answered. */
+static bool resolve_key_by_name(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                                const kw__principal_t *p, kw_apikey_t *key)
+{
+    agent_ref_t r;
+    kw_agent_t ag;
+    bool found = false, bad = false;
+    kw_str_t name = req->params[0];
+    if (!kw_api_name_valid(name, true)) {
+        kw_http_resp_error(resp, 422, "Invalid key name.");
+        return false;
+    }
+    kw_str_t t = kw_http_query(req, "api_key_type", &found, &bad);
+    const char *type = found ? key_type_of(t) : "external";
+    if (bad || !type) {
+        kw_http_resp_error(resp, 422,
+                           "api_key_type must be one of internal, external, github, slack.");
+        return false;
+    }
+    if (!ref_from_query(req, resp, &r) || !ref_rules(resp, &r, p))
+        return false;
+    if (!resolve_agent(api, req, resp, p, &r, &ag, NULL))
+        return false;
+    int rc = kw_store_key_get_by_name(api->store, kw_str_c(ag.id), name, kw_str_c(type),
+                                      req->arena, key);
+    if (rc == KW_ENOTFOUND) {
+        key_404(resp);
+        return false;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "get key by name");
+        return false;
+    }
+    return true;
+}
+
+void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_apikey_t key;
+    kw_revision_t rev = 0;
+    bool ok = false;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    if (!resolve_key_by_name(api, req, resp, &p, &key))
+        return;
+    int rc = key_readable(api, &p, kw_str_c(key.id), &ok, &rev);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check key read");
+        return;
+    }
+    if (!ok) {
+        key_404(resp);
+        return;
+    }
+    resp->status = 200;
+    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_revision(req, resp, rev);
+}
+
+/* ---- delete ---- */
+
+static int delete_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    (void)diag;
+    return kw_store_tx_key_delete(tx, *(const kw_str_t *)ud);
+}
+
+/* read (else key 404), delete (else 403), then delete by id. true -> deleted. */
+static bool delete_key_id(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                          const kw__principal_t *p, kw_str_t id, kw_revision_t *rev)
+{
+    bool ok = false;
+    int rc = key_readable(api, p, id, &ok, NULL);
+    if (rc == KW_OK && !ok) {
+        key_404(resp);
+        return false;
+    }
+    if (rc == KW_OK)
+        rc = kw__api_can(api, p, "agent_api_key", id, "delete", &ok, NULL);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check key delete");
+        return false;
+    }
+    if (!ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to delete this API key.");
+        return false;
+    }
+    rc = kw__api_write(api, delete_tx, &id, rev, NULL);
+    if (rc == KW_ENOTFOUND) {
+        key_404(resp);
+        return false;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "delete key");
+        return false;
+    }
+    return true;
+}
+
+void kw__api_keys_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_revision_t rev = 0;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    kw_str_t id = req->params[0];
+    if (!kw_api_is_uuid(id)) {
+        key_404(resp);
+        return;
+    }
+    if (!delete_key_id(api, req, resp, &p, id, &rev))
+        return;
+    char *msg = kw_arena_sprintf(req->arena, "Agent API key with ID %.*s deleted", KW_STR_FMT(id));
+    if (!msg) {
+        kw__api_fail(req, resp, KW_ENOMEM, "delete key");
+        return;
+    }
+    kw__api_string_body(resp, msg);
+    kw__api_revision(req, resp, rev);
+}
+
+void kw__api_keys_delete_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_apikey_t key;
+    kw_revision_t rev = 0;
+    if (!kw__api_auth(api, req, resp, &p))
+        return;
+    if (!resolve_key_by_name(api, req, resp, &p, &key))
+        return;
+    if (!delete_key_id(api, req, resp, &p, kw_str_c(key.id), &rev))
+        return;
+    char *msg = kw_arena_sprintf(req->arena, "Agent api_key '%.*s' deleted",
+                                 KW_STR_FMT(req->params[0]));
+    if (!msg) {
+        kw__api_fail(req, resp, KW_ENOMEM, "delete key");
+        return;
+    }
+    kw__api_string_body(resp, msg);
+    kw__api_revision(req, resp, rev);
+}

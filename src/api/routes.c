@@ -1,0 +1,165 @@
+/*
+ * api/routes.c - the service's route table, its context (kw_api_t), its extra metrics
+ * and the schema requirements of the routes.
+ *
+ * Invariant: every route of spec/API.md appears here exactly once; /openapi.json
+ * (ops.c) describes the same set (tag-kw-api-routes: keep the two in step).
+ */
+#include <inttypes.h>
+
+#include "api_int.h"
+
+int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
+               kw_api_t **out)
+{
+    if (!engine || !store || !keyring || !out)
+        return KW_EINVAL;
+    kw_api_t *api = kw_calloc(1, sizeof(*api));
+    if (!api)
+        return KW_ENOMEM;
+    if (pthread_mutex_init(&api->write_mu, NULL) != 0) {
+        kw_free(api);
+        return KW_ENOMEM;
+    }
+    api->engine = engine;
+    api->store = store;
+    api->keyring = keyring;
+    *out = api;
+    return KW_OK;
+}
+
+void kw_api_free(kw_api_t *api)
+{
+    if (!api)
+        return;
+    pthread_mutex_destroy(&api->write_mu);
+    kw_free(api);
+}
+
+static const kw_http_route_t routes[] = {
+    {"POST", "/agents", kw__api_agents_create, false},
+    {"GET", "/agents", kw__api_agents_list, false},
+    {"GET", "/agents/{id}", kw__api_agents_get, false},
+    {"DELETE", "/agents/{id}", kw__api_agents_delete, false},
+    {"GET", "/agents/name/{name}", kw__api_agents_get_by_name, false},
+    {"POST", "/agent_api_keys", kw__api_keys_create, false},
+    {"GET", "/agent_api_keys", kw__api_keys_list, false},
+    {"GET", "/agent_api_keys/{id}", kw__api_keys_get, false},
+    {"DELETE", "/agent_api_keys/{id}", kw__api_keys_delete, false},
+    {"GET", "/agent_api_keys/name/{name}", kw__api_keys_get_by_name, false},
+    {"DELETE", "/agent_api_keys/name/{name}", kw__api_keys_delete_by_name, false},
+    {"GET", "/healthz", kw__api_healthz, false},
+    {"GET", "/readyz", kw__api_readyz, false},
+    {"GET", "/metrics", kw__api_metrics_route, false},
+    {"GET", "/openapi.json", kw__api_openapi, false},
+    {"POST", "/v1/relationships/write", kw__api_v1_rel_write, true},
+    {"POST", "/v1/relationships/read", kw__api_v1_rel_read, true},
+    {"POST", "/v1/relationships/delete", kw__api_v1_rel_delete, true},
+    {"POST", "/v1/permissions/check", kw__api_v1_check, true},
+    {"POST", "/v1/permissions/checkbulk", kw__api_v1_checkbulk, true},
+    {"POST", "/v1/permissions/resources", kw__api_v1_resources, true},
+    {"POST", "/v1/permissions/subjects", kw__api_v1_subjects, true},
+    {"POST", "/v1/permissions/expand", kw__api_v1_expand, true},
+    {"POST", "/v1/schema/read", kw__api_v1_schema_read, true},
+    {"POST", "/v1/schema/write", kw__api_v1_schema_write, true},
+};
+
+const kw_http_route_t *kw_api_routes(size_t *n)
+{
+    *n = KW_ARRAY_LEN(routes);
+    return routes;
+}
+
+void kw_api_metrics(kw_buf_t *out, void *ud)
+{
+    kw_api_t *api = ud;
+    kw_buf_puts(out, "# HELP keyward_checks_total Permission checks performed by the API.\n"
+                     "# TYPE keyward_checks_total counter\n");
+    kw_buf_printf(out, "keyward_checks_total{result=\"allowed\"} %" PRIu64 "\n",
+                  atomic_load_explicit(&api->checks_allowed, memory_order_relaxed));
+    kw_buf_printf(out, "keyward_checks_total{result=\"denied\"} %" PRIu64 "\n",
+                  atomic_load_explicit(&api->checks_denied, memory_order_relaxed));
+    kw_buf_printf(out, "keyward_checks_total{result=\"error\"} %" PRIu64 "\n",
+                  atomic_load_explicit(&api->checks_error, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_relationships Relationships in the authorization graph.\n"
+                     "# TYPE keyward_relationships gauge\n");
+    kw_buf_printf(out, "keyward_relationships %zu\n", kw_engine_count(api->engine));
+    kw_buf_puts(out, "# HELP keyward_revision Revision of the authorization graph.\n"
+                     "# TYPE keyward_revision gauge\n");
+    kw_buf_printf(out, "keyward_revision %" PRIu64 "\n",
+                  (uint64_t)kw_engine_revision(api->engine));
+}
+
+/* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,
+ * auth.c). A relation the service writes must be a relation; a permission it checks may
+ * be either. */
+static const struct {
+    const char *type;
+    const char *name; /* "" = just the definition */
+    bool must_be_relation;
+} needs[] = {
+    {"user", "", false},
+    {"service_account", "", false},
+    {"account", "", false},
+    {"account", "create_agent", false},
+    {"agent", "", false},
+    {"agent", "account", true},
+    {"agent", "owner", true},
+    {"agent", "self", true},
+    {"agent", "read", false},
+    {"agent", "update", false},
+    {"agent", "delete", false},
+    {"agent_api_key", "", false},
+    {"agent_api_key", "parent_agent", true},
+    {"agent_api_key", "account", true},
+    {"agent_api_key", "owner", true},
+    {"agent_api_key", "read", false},
+    {"agent_api_key", "delete", false},
+};
+
+int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag)
+{
+    for (size_t i = 0; i < KW_ARRAY_LEN(needs); i++) {
+        bool is_perm = false;
+        if (!kw_engine_has(engine, kw_str_c(needs[i].type), kw_str_c(needs[i].name), &is_perm)) {
+            if (needs[i].name[0] == '\0')
+                return kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                                   "schema lacks definition '%s', which the API routes need",
+                                   needs[i].type);
+            return kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                               "schema lacks %s '%s' on definition '%s', which the API routes "
+                               "need",
+                               needs[i].must_be_relation ? "relation" : "relation or permission",
+                               needs[i].name, needs[i].type);
+        }
+        if (needs[i].must_be_relation && is_perm)
+            return kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                               "'%s' on definition '%s' must be a relation (the API writes it), "
+                               "not a permission",
+                               needs[i].name, needs[i].type);
+    }
+    /* The subject types the service writes must be allowed on those relations. */
+    static const char *const writes[][3] = {
+        {"agent", "account", "account"},
+        {"agent", "owner", "user"},
+        {"agent", "owner", "service_account"},
+        {"agent", "self", "agent"},
+        {"agent_api_key", "parent_agent", "agent"},
+        {"agent_api_key", "account", "account"},
+        {"agent_api_key", "owner", "user"},
+        {"agent_api_key", "owner", "service_account"},
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(writes); i++) {
+        kw_update_t up = {KW_OP_TOUCH,
+                          {{kw_str_c(writes[i][0]), KW_STR("x")},
+                           kw_str_c(writes[i][1]),
+                           {kw_str_c(writes[i][2]), KW_STR("x"), KW_STR_NULL}}};
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        if (kw_engine_validate(engine, &up, 1, &d) != KW_OK)
+            return kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                               "schema does not allow %s#%s@%s, which the API writes: %s",
+                               writes[i][0], writes[i][1], writes[i][2], d.msg);
+    }
+    return KW_OK;
+}

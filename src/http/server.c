@@ -170,6 +170,14 @@ static enum MHD_Result send_response(conn_t *cs, kw_http_resp_t *resp)
             ok = false;
         }
     }
+    if (!ok && resp->n_hdrs) {
+        /* Answer 500 rather than drop the connection; the retry has no extra headers,
+         * so it cannot come back here. */
+        MHD_destroy_response(r);
+        resp->n_hdrs = 0;
+        kw_http_resp_error(resp, 500, "Internal Server Error");
+        return send_response(cs, resp);
+    }
     enum MHD_Result rc = MHD_NO;
     if (ok) {
         rc = MHD_queue_response(cs->c, (unsigned)resp->status, r);

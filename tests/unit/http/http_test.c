@@ -110,6 +110,15 @@ static void h_header(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_buf_puts(&resp->body, "}");
 }
 
+/* A handler bug: a header value with CR/LF (response splitting) must not go out. */
+static void h_bad_header(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    kw_http_resp_header(resp, "X-Evil", "a\r\nSet-Cookie: pwned=1");
+    kw_buf_puts(&resp->body, "{}");
+}
+
 static void extra_metrics(kw_buf_t *out, void *ud)
 {
     (void)ud;
@@ -129,6 +138,7 @@ static const kw_http_route_t test_routes[] = {
     {"GET", "/metrics", h_metrics, false},
     {"GET", "/subject/{name}", h_subject, false},
     {"GET", "/header", h_header, false},
+    {"GET", "/bad_header", h_bad_header, false},
     {"POST", "/v1/permissions/check", h_ping, true},
 };
 
@@ -935,5 +945,42 @@ KW_TEST(http_early_error_does_not_desync)
     KW_ASSERT_EQ(r.status, 200);
     resp_free(&r);
     close(fd);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_handler_header_injection_and_idle_timeout)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    resp_t r;
+    KW_ASSERT_EQ(get(port, "/bad_header", &r), 0);
+    KW_ASSERT_EQ(r.status, 500);
+    KW_ASSERT(strstr(r.head, "pwned") == NULL);
+    KW_ASSERT_STR_EQ(r.body, "{\"detail\": \"Internal Server Error\"}");
+    resp_free(&r);
+
+    /* An idle connection is closed by the server after conn_timeout_s (here 5 s in
+     * start(); this server uses 1 s). */
+    kw_http_server_stop(srv);
+    kw_http_config_t cfg = {.host = "127.0.0.1",
+                            .threads = 2,
+                            .conn_timeout_s = 1,
+                            .routes = test_routes,
+                            .n_routes = KW_ARRAY_LEN(test_routes)};
+    kw_diag_t diag;
+    srv = NULL;
+    KW_ASSERT_EQ(kw_http_server_start(&cfg, &srv, &port, &diag), KW_OK);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char c;
+    ssize_t n = recv(fd, &c, 1, 0); /* blocks until the server closes (SO_RCVTIMEO 10 s) */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    close(fd);
+    double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    KW_ASSERT_EQ(n, 0);
+    KW_ASSERT(waited < 5.0);
     kw_http_server_stop(srv);
 }

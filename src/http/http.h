@@ -40,8 +40,8 @@ typedef struct kw_http_req {
 /* Request header (case-insensitive name); NULL if absent. Valid for the request. */
 const char *kw_http_header(const kw_http_req_t *req, const char *name);
 /* Percent-decoded query argument ('+' is a space); found=false if absent. A key given
- * twice: the first one wins. Decoding errors (bad %XY) make the value absent and set
- * *bad = true (bad may be NULL). */
+ * twice: the first one wins. Decoding errors (bad %XY, or a %00 that would truncate a
+ * C string) make the value absent and set *bad = true (bad may be NULL). */
 kw_str_t kw_http_query(const kw_http_req_t *req, const char *name, bool *found, bool *bad);
 
 typedef struct kw_http_resp {

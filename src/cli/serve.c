@@ -1,0 +1,370 @@
+/*
+ * cli/serve.c - `keyward serve`: open the store, load the secrets and the schema, rebuild
+ * the authorization graph, serve the API until SIGTERM/SIGINT.
+ *
+ * stdout carries exactly one line, `listening on http://HOST:PORT`, once the server
+ * accepts connections; everything else goes to stderr. Signals: SIGTERM and SIGINT are
+ * blocked in every thread (the mask is set before the server's threads exist) and taken
+ * with sigwait here, so shutdown runs in plain thread context: stop accepting, finish
+ * in-flight requests, close the database, exit 0.
+ *
+ * Schema choice (docs/API.md): --schema/KEYWARD_SCHEMA (a file) wins; else the schema an
+ * administrator stored with /v1/schema/write (meta "schema"); else the built-in agentex.zed.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "base/log.h"
+#include "cli.h"
+#include "secrets.h"
+
+#define KW_MODULE "serve"
+#define LOAD_BATCH 1000
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE]\n"
+               "\n"
+               "  --db URL          sqlite:PATH, a bare PATH, or postgres://... "
+               "(env KEYWARD_DB; default sqlite:keyward.db)\n"
+               "  --listen H:P      address to listen on; port 0 picks a free one "
+               "(env KEYWARD_LISTEN; default 127.0.0.1:8080)\n"
+               "  --schema FILE     authorization schema (env KEYWARD_SCHEMA; default: the one "
+               "stored by /v1/schema/write, else the built-in agentex.zed)\n"
+               "\n"
+               "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
+               "in the database)\n");
+}
+
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : dflt;
+}
+
+/* "HOST:PORT" or "[V6]:PORT" -> host (malloc'd) and port. */
+static bool parse_listen(const char *s, char **host, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return false;
+    const char *h = s;
+    size_t hlen = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hlen < 3 || h[hlen - 1] != ']')
+            return false;
+        h++;
+        hlen -= 2;
+    }
+    char *end = NULL;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || !end || *end || end == colon + 1 || p < 0 || p > 65535)
+        return false;
+    *host = kw_strndup(h, hlen);
+    *port = (uint16_t)p;
+    return *host != NULL;
+}
+
+static int read_file(const char *path, kw_buf_t *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return KW_EIO;
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        kw_buf_append(out, chunk, n);
+        if (out->len > KW_MAX_SCHEMA_BYTES) {
+            fclose(f);
+            return KW_ETOOLARGE;
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err)
+        return KW_EIO;
+    return out->failed ? KW_ENOMEM : KW_OK;
+}
+
+/* Rebuilding the graph: relationships are copied (the store's strings live only during
+ * the callback) into a batch and written to the engine 1000 at a time. */
+typedef struct {
+    kw_engine_t *engine;
+    kw_arena_t *arena;
+    kw_update_t ups[LOAD_BATCH];
+    size_t n;
+    size_t total;
+    int rc;
+    kw_diag_t diag;
+} loader_t;
+
+static int flush(loader_t *l, kw_revision_t at)
+{
+    if (l->n == 0)
+        return KW_OK;
+    int rc = kw_api_apply(l->engine, l->ups, l->n, at, &l->diag);
+    l->total += l->n;
+    l->n = 0;
+    kw_arena_reset(l->arena);
+    return rc;
+}
+
+static kw_str_t copy_str(kw_arena_t *a, kw_str_t s, bool *oom)
+{
+    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
+    if (!p)
+        *oom = true;
+    return (kw_str_t){p, s.len};
+}
+
+static int on_rel(const kw_rel_t *rel, void *ud)
+{
+    loader_t *l = ud;
+    bool oom = false;
+    kw_update_t *u = &l->ups[l->n];
+    u->op = KW_OP_TOUCH;
+    u->rel.resource.type = copy_str(l->arena, rel->resource.type, &oom);
+    u->rel.resource.id = copy_str(l->arena, rel->resource.id, &oom);
+    u->rel.relation = copy_str(l->arena, rel->relation, &oom);
+    u->rel.subject.type = copy_str(l->arena, rel->subject.type, &oom);
+    u->rel.subject.id = copy_str(l->arena, rel->subject.id, &oom);
+    u->rel.subject.relation = copy_str(l->arena, rel->subject.relation, &oom);
+    if (oom) {
+        l->rc = KW_ENOMEM;
+        return 1;
+    }
+    if (++l->n == LOAD_BATCH) {
+        l->rc = flush(l, 0);
+        if (l->rc != KW_OK)
+            return 1;
+    }
+    return 0;
+}
+
+/* Picks and installs the schema, then refuses it if the routes cannot work with it. */
+static int install_schema(kw_engine_t *engine, kw_store_t *store, const char *schema_path)
+{
+    kw_buf_t text;
+    kw_diag_t d;
+    const char *source;
+    int rc;
+    kw_buf_init(&text);
+    kw_diag_clear(&d);
+    if (schema_path) {
+        source = schema_path;
+        rc = read_file(schema_path, &text);
+        if (rc != KW_OK) {
+            fprintf(stderr, "keyward: cannot read schema %s: %s\n", schema_path,
+                    rc == KW_EIO ? strerror(errno) : kw_strerror(rc));
+            kw_buf_free(&text);
+            return rc;
+        }
+    } else {
+        kw_arena_t *a = kw_arena_new(0);
+        char *val = NULL;
+        size_t len = 0;
+        if (!a)
+            return KW_ENOMEM;
+        rc = kw_store_meta_get(store, "schema", a, &val, &len);
+        if (rc == KW_OK && len > 0) {
+            source = "the schema stored by /v1/schema/write";
+            kw_buf_append(&text, val, len);
+        } else if (rc == KW_OK || rc == KW_ENOTFOUND) {
+            source = "the built-in agentex.zed";
+            kw_buf_puts(&text, kw_api_default_schema);
+        } else {
+            kw_arena_free(a);
+            fprintf(stderr, "keyward: cannot read the stored schema: %s\n", kw_strerror(rc));
+            return rc;
+        }
+        kw_arena_free(a);
+    }
+    if (text.failed) {
+        kw_buf_free(&text);
+        return KW_ENOMEM;
+    }
+    rc = kw_engine_set_schema(engine, (kw_str_t){text.ptr ? text.ptr : "", text.len}, NULL, &d);
+    kw_buf_free(&text);
+    if (rc == KW_OK)
+        rc = kw_api_check_schema(engine, &d);
+    if (rc != KW_OK) {
+        if (d.line)
+            fprintf(stderr, "keyward: schema (%s): %u:%u: %s\n", source, d.line, d.col, d.msg);
+        else
+            fprintf(stderr, "keyward: schema (%s): %s\n", source,
+                    d.msg[0] ? d.msg : kw_strerror(rc));
+        return rc;
+    }
+    kw_log(KW_LOG_INFO, KW_MODULE, "schema: %s", source);
+    return KW_OK;
+}
+
+static int load_graph(kw_engine_t *engine, kw_store_t *store)
+{
+    loader_t *l = kw_calloc(1, sizeof(*l));
+    if (!l)
+        return KW_ENOMEM;
+    l->engine = engine;
+    l->arena = kw_arena_new(0);
+    if (!l->arena) {
+        kw_free(l);
+        return KW_ENOMEM;
+    }
+    kw_revision_t rev = 0;
+    int rc = kw_store_load_relationships(store, on_rel, l, &rev);
+    if (rc == KW_OK || rc == 1)
+        rc = l->rc;
+    if (rc == KW_OK)
+        rc = flush(l, rev);
+    if (rc != KW_OK)
+        fprintf(stderr, "keyward: rebuilding the authorization graph failed: %s%s%s\n",
+                kw_strerror(rc), l->diag.msg[0] ? ": " : "", l->diag.msg);
+    else
+        kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)",
+               l->total, (unsigned long long)rev);
+    kw_arena_free(l->arena);
+    kw_free(l);
+    return rc;
+}
+
+static int load_keyring(kw_store_t *store, kw_keyring_t **out)
+{
+    kw_arena_t *a = kw_arena_new(0);
+    kw_str_t jwt = KW_STR_NULL, master = KW_STR_NULL;
+    if (!a)
+        return KW_ENOMEM;
+    int rc = kw_cli_load_secrets(store, a, &jwt, &master);
+    if (rc == KW_OK)
+        rc = kw_keyring_new(jwt, master, out);
+    kw_cli_wipe_secrets(&jwt, &master);
+    kw_arena_free(a);
+    if (rc != KW_OK)
+        fprintf(stderr, "keyward: cannot set up secrets: %s (KEYWARD_JWT_SECRET needs >= 16 "
+                        "bytes, KEYWARD_MASTER_KEY >= 32)\n",
+                kw_strerror(rc));
+    return rc;
+}
+
+int kw_cli_serve(int argc, char **argv)
+{
+    const char *db = env_or("KEYWARD_DB", "sqlite:keyward.db");
+    const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
+    const char *schema = env_or("KEYWARD_SCHEMA", NULL);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **dst = strcmp(a, "--db") == 0       ? &db
+                           : strcmp(a, "--listen") == 0 ? &listen
+                           : strcmp(a, "--schema") == 0 ? &schema
+                                                        : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (dst && i + 1 < argc) {
+            *dst = argv[++i];
+            continue;
+        }
+        if (strncmp(a, "--db=", 5) == 0)
+            db = a + 5;
+        else if (strncmp(a, "--listen=", 9) == 0)
+            listen = a + 9;
+        else if (strncmp(a, "--schema=", 9) == 0)
+            schema = a + 9;
+        else {
+            fprintf(stderr, "keyward serve: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    char *host = NULL;
+    uint16_t port = 0;
+    if (!parse_listen(listen, &host, &port)) {
+        fprintf(stderr, "keyward serve: --listen wants HOST:PORT, got '%s'\n", listen);
+        return 2;
+    }
+
+    int status = 1, rc;
+    kw_store_t *store = NULL;
+    kw_keyring_t *keyring = NULL;
+    kw_engine_t *engine = NULL;
+    kw_api_t *api = NULL;
+    kw_http_server_t *srv = NULL;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+
+    rc = kw_store_open(db, &store, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward: cannot open database: %s\n", d.msg[0] ? d.msg : kw_strerror(rc));
+        goto out;
+    }
+    if (load_keyring(store, &keyring) != KW_OK)
+        goto out;
+    if (kw_engine_new(&engine) != KW_OK) {
+        fprintf(stderr, "keyward: out of memory\n");
+        goto out;
+    }
+    if (install_schema(engine, store, schema) != KW_OK || load_graph(engine, store) != KW_OK)
+        goto out;
+    if (kw_api_new(engine, store, keyring, &api) != KW_OK) {
+        fprintf(stderr, "keyward: out of memory\n");
+        goto out;
+    }
+
+    /* Block the shutdown signals before any server thread exists: they inherit the mask
+     * and only sigwait below receives them. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.host = host;
+    cfg.port = port;
+    cfg.threads = 0; /* one per core */
+    cfg.routes = kw_api_routes(&cfg.n_routes);
+    cfg.ud = api;
+    cfg.metrics_fn = kw_api_metrics;
+    uint16_t bound = 0;
+    kw_diag_clear(&d);
+    rc = kw_http_server_start(&cfg, &srv, &bound, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward: cannot listen on %s: %s\n", listen,
+                d.msg[0] ? d.msg : kw_strerror(rc));
+        goto out;
+    }
+    kw_log(KW_LOG_INFO, KW_MODULE, "serving (%s database)", kw_store_backend(store));
+    if (strchr(host, ':'))
+        printf("listening on http://[%s]:%u\n", host, (unsigned)bound);
+    else
+        printf("listening on http://%s:%u\n", host, (unsigned)bound);
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&sigs, &sig) != 0)
+        ;
+    kw_log(KW_LOG_INFO, KW_MODULE, "signal %d: stopping", sig);
+    kw_http_server_stop(srv);
+    srv = NULL;
+    status = 0;
+out:
+    if (srv)
+        kw_http_server_stop(srv);
+    kw_api_free(api);
+    if (engine)
+        kw_engine_free(engine);
+    if (keyring)
+        kw_keyring_free(keyring);
+    if (store)
+        kw_store_close(store);
+    kw_free(host);
+    return status;
+}

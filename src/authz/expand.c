@@ -1,0 +1,206 @@
+/*
+ * authz/expand.c - Expand: the permission tree of resource#permission.
+ *
+ * A relation becomes a LEAF listing its direct subjects (subject sets unexpanded). A
+ * permission becomes its expression: UNION/INTERSECTION/EXCLUSION nodes labelled with the
+ * object and permission, REF children expanded in place, an arrow `ts->t` a UNION (labelled
+ * with the tupleset relation) of the expansions of t on every subject object of ts, and
+ * `ts.all(t)` an INTERSECTION of the same (an empty UNION, i.e. nobody, when ts is empty).
+ * NIL is an empty UNION. Recursion through permissions and arrows is capped at
+ * KW_MAX_CHECK_DEPTH (cyclic data such as folder loops ends in KW_EDEPTH).
+ * Everything is allocated from the caller's arena.
+ */
+#include <string.h>
+
+#include "authz/graph_int.h"
+
+typedef struct ex_ctx {
+    const kw_graph_t *g;
+    const kw_schema_t *s;
+    kw_arena_t *a;
+    kw_diag_t *diag;
+} ex_ctx_t;
+
+/* Copies s into the arena (the tree must outlive the read lock); ok cleared on OOM. */
+static kw_str_t dup(const ex_ctx_t *c, kw_str_t s, bool *ok)
+{
+    char *p = kw_arena_strndup(c->a, s.ptr ? s.ptr : "", s.len);
+    if (!p) {
+        *ok = false;
+        return KW_STR("");
+    }
+    return (kw_str_t){p, s.len};
+}
+
+static kw_str_t node_str(const ex_ctx_t *c, uint32_t n, bool *ok)
+{
+    return dup(c, (kw_str_t){c->g->nodes[n].id, c->g->nodes[n].id_len}, ok);
+}
+
+static kw_expand_t *ex_node(ex_ctx_t *c, kw_expand_kind_t kind, uint32_t node, kw_str_t rel,
+                            size_t n_children)
+{
+    kw_expand_t *x = kw_arena_alloc(c->a, sizeof(*x));
+    if (!x)
+        return NULL;
+    memset(x, 0, sizeof(*x));
+    bool ok = true;
+    x->kind = kind;
+    x->object.type = dup(c, c->s->types[c->g->nodes[node].type].name, &ok);
+    x->object.id = node_str(c, node, &ok);
+    x->relation = dup(c, rel, &ok);
+    if (!ok)
+        return NULL;
+    if (n_children) {
+        x->children = kw_arena_alloc(c->a, n_children * sizeof(kw_expand_t *));
+        if (!x->children)
+            return NULL;
+    }
+    return x;
+}
+
+static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand_t **out);
+
+static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *e, int depth,
+                   kw_expand_t **out)
+{
+    const kw_graph_t *g = c->g;
+    switch (e->kind) {
+    case KW_EXPR_NIL:
+        *out = ex_node(c, KW_EXPAND_UNION, node, label, 0);
+        return *out ? KW_OK : KW_ENOMEM;
+    case KW_EXPR_REF:
+        return ex_rel(c, node, e->rel, depth, out);
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL: {
+        uint32_t lo, hi;
+        kw__graph_fwd_range(g, node, e->rel, &lo, &hi);
+        kw_expand_kind_t kind =
+            (e->kind == KW_EXPR_ALL && hi > lo) ? KW_EXPAND_INTERSECTION : KW_EXPAND_UNION;
+        kw_str_t ts = c->s->types[g->nodes[node].type].rels[e->rel].name;
+        kw_expand_t *x = ex_node(c, kind, node, ts, hi - lo);
+        if (!x)
+            return KW_ENOMEM;
+        for (uint32_t i = lo; i < hi; i++) {
+            uint32_t o = g->nodes[node].fwd.v[i].other;
+            uint16_t tr = e->target_by_type[g->nodes[o].type];
+            kw_expand_t *ch;
+            int rc;
+            if (tr == KW_REL_NONE) /* that type lacks the target: nobody */
+                rc = (ch = ex_node(c, KW_EXPAND_UNION, o, e->target, 0)) ? KW_OK : KW_ENOMEM;
+            else
+                rc = ex_rel(c, o, tr, depth + 1, &ch);
+            if (rc != KW_OK)
+                return rc;
+            x->children[x->n_children++] = ch;
+        }
+        *out = x;
+        return KW_OK;
+    }
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT:
+    case KW_EXPR_EXCLUDE: {
+        kw_expand_kind_t kind = e->kind == KW_EXPR_UNION       ? KW_EXPAND_UNION
+                                : e->kind == KW_EXPR_INTERSECT ? KW_EXPAND_INTERSECTION
+                                                               : KW_EXPAND_EXCLUSION;
+        kw_expand_t *x = ex_node(c, kind, node, label, e->n_children);
+        if (!x)
+            return KW_ENOMEM;
+        for (uint32_t i = 0; i < e->n_children; i++) {
+            int rc = ex_expr(c, node, label, e->children[i], depth, &x->children[i]);
+            if (rc != KW_OK)
+                return rc;
+            x->n_children++;
+        }
+        *out = x;
+        return KW_OK;
+    }
+    }
+    return KW_EINTERNAL;
+}
+
+static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand_t **out)
+{
+    const kw_graph_t *g = c->g;
+    const kw_type_t *ty = &c->s->types[g->nodes[node].type];
+    const kw_relation_t *rd = &ty->rels[rel];
+    if (depth >= KW_MAX_CHECK_DEPTH)
+        return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
+                           "expand exceeded the maximum depth of %d at %.*s:%s#%.*s",
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), g->nodes[node].id,
+                           KW_STR_FMT(rd->name));
+    if (rd->is_permission)
+        return ex_expr(c, node, rd->name, rd->expr, depth + 1, out);
+    uint32_t lo, hi;
+    kw__graph_fwd_range(g, node, rel, &lo, &hi);
+    kw_expand_t *x = ex_node(c, KW_EXPAND_LEAF, node, rd->name, 0);
+    if (!x)
+        return KW_ENOMEM;
+    if (hi > lo) {
+        x->subjects = kw_arena_alloc(c->a, (hi - lo) * sizeof(kw_subject_t));
+        if (!x->subjects)
+            return KW_ENOMEM;
+    }
+    for (uint32_t i = lo; i < hi; i++) {
+        kw_edge_t ed = g->nodes[node].fwd.v[i];
+        uint16_t st = g->nodes[ed.other].type;
+        kw_subject_t *sj = &x->subjects[x->n_subjects++];
+        bool ok = true;
+        sj->type = dup(c, c->s->types[st].name, &ok);
+        sj->id = node_str(c, ed.other, &ok);
+        sj->relation = ed.other_rel == KW_REL_NONE
+                           ? KW_STR("")
+                           : dup(c, c->s->types[st].rels[ed.other_rel].name, &ok);
+        if (!ok)
+            return KW_ENOMEM;
+    }
+    *out = x;
+    return KW_OK;
+}
+
+int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                     kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    int rc;
+    kw_expand_t *root = NULL;
+    if (!e->model) {
+        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        goto done;
+    }
+    uint16_t t, r;
+    rc = kw__resolve_perm(e, resource.type, permission, &t, &r, diag);
+    if (rc != KW_OK)
+        goto done;
+    ex_ctx_t c = {&e->g, e->model->schema, arena, diag};
+    uint32_t node = kw__graph_find(&e->g, t, resource.id.ptr, resource.id.len);
+    if (node == KW_NODE_NONE) {
+        /* An object without relationships: an empty tree of the right shape. */
+        root = kw_arena_alloc(arena, sizeof(*root));
+        char *id = kw_arena_strndup(arena, resource.id.ptr, resource.id.len);
+        if (!root || !id) {
+            rc = KW_ENOMEM;
+        } else {
+            const kw_relation_t *rd = &c.s->types[t].rels[r];
+            memset(root, 0, sizeof(*root));
+            bool ok = true;
+            root->kind = rd->is_permission ? KW_EXPAND_UNION : KW_EXPAND_LEAF;
+            root->object.type = dup(&c, c.s->types[t].name, &ok);
+            root->object.id = (kw_str_t){id, resource.id.len};
+            root->relation = dup(&c, rd->name, &ok);
+            if (!ok)
+                rc = KW_ENOMEM;
+        }
+    } else {
+        rc = ex_rel(&c, node, r, 0, &root);
+    }
+    if (rc == KW_ENOMEM)
+        kw_diag_set(diag, rc, 0, 0, "out of memory during expand");
+done:
+    if (rc == KW_OK && rev)
+        *rev = e->rev;
+    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    if (rc == KW_OK)
+        *out = root;
+    return rc;
+}

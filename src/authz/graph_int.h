@@ -1,0 +1,180 @@
+/*
+ * authz/graph_int.h - the engine's private data structures (relationship graph, check
+ * context, engine object). Internal to src/authz; the public surface is authz.h.
+ *
+ * Graph: every object `type:id` (including the wildcard `type:*`, a node with id "*") is
+ *   interned to a dense uint32 node id through an open-addressing hash table (linear
+ *   probing, backward-shift deletion). Each node has two sorted edge arrays:
+ *     fwd: this node as resource  {other = subject node,  rel = relation,
+ *                                  other_rel = subject relation or KW_REL_NONE}
+ *          sorted by (rel, other_rel, other);
+ *     rev: this node as subject   {other = resource node, rel = relation on the resource,
+ *                                  other_rel = this node's subject relation}
+ *          sorted by (other_rel, rel, other).
+ *   A node without edges is freed and its id recycled (free list through `hash`).
+ * Ownership: the graph owns node id strings and edge arrays. It is mutated only under
+ *   the engine's write lock, read under the shared lock.
+ */
+#ifndef KW_AUTHZ_GRAPH_INT_H
+#define KW_AUTHZ_GRAPH_INT_H
+
+#include <pthread.h>
+
+#include "authz/authz.h"
+#include "authz/schema.h"
+
+#define KW_NODE_NONE UINT32_MAX
+
+typedef struct kw_edge {
+    uint32_t other;
+    uint16_t rel;
+    uint16_t other_rel;
+} kw_edge_t;
+
+typedef struct kw_edges {
+    kw_edge_t *v;
+    uint32_t n;
+    uint32_t cap;
+} kw_edges_t;
+
+typedef struct kw_node {
+    char *id; /* NUL-terminated copy; NULL when the slot is free */
+    uint32_t id_len;
+    uint16_t type; /* KW_TYPE_NONE when free */
+    uint16_t dirty; /* batch bookkeeping: fwd/rev tails need merging */
+    uint32_t hash; /* low 32 bits of the key hash; next free node when free */
+    uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
+    kw_edges_t fwd, rev;
+} kw_node_t;
+
+typedef struct kw_graph {
+    kw_node_t *nodes;
+    uint32_t n_nodes; /* slots used (live + free) */
+    uint32_t cap_nodes;
+    uint32_t free_head; /* KW_NODE_NONE when empty */
+    uint32_t n_live;
+    uint32_t *slots; /* hash table of node ids; KW_NODE_NONE = empty */
+    uint32_t n_slots; /* power of two */
+    size_t n_rels;    /* relationships stored */
+    size_t id_bytes;  /* bytes held by id strings */
+} kw_graph_t;
+
+/* Sort keys (tag-kw-edge-order). */
+static inline uint64_t kw__fwd_key(uint16_t rel, uint16_t other_rel, uint32_t other)
+{
+    return ((uint64_t)rel << 48) | ((uint64_t)other_rel << 32) | other;
+}
+static inline uint64_t kw__rev_key(uint16_t rel, uint16_t other_rel, uint32_t other)
+{
+    return ((uint64_t)other_rel << 48) | ((uint64_t)rel << 32) | other;
+}
+
+/* ---- graph.c ---- */
+KW_NODISCARD int kw__graph_init(kw_graph_t *g);
+void kw__graph_close(kw_graph_t *g);
+uint32_t kw__graph_find(const kw_graph_t *g, uint16_t type, const char *id, size_t len);
+/* Finds or creates the node; KW_ENOMEM leaves the graph unchanged. */
+KW_NODISCARD int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len,
+                                  uint32_t *out);
+/* Frees `node` if it has no edges (and is not free already). */
+void kw__graph_gc(kw_graph_t *g, uint32_t node);
+/* Index range [*lo, *hi) of the fwd edges of `node` with relation `rel`. */
+void kw__graph_fwd_range(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t *lo,
+                         uint32_t *hi);
+/* First index in v[0..n) whose fwd (or rev) key is >= key. */
+uint32_t kw__graph_lower(const kw_edge_t *v, uint32_t n, uint64_t key, bool fwd);
+/* Is the relationship node#rel@other#other_rel stored? */
+bool kw__graph_has(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
+                   uint16_t other_rel);
+/* Batch protocol: reserve room (fallible), then append (infallible), then finish (merges
+ * the appended tails into the sorted arrays; needs a scratch buffer sized by reserve). */
+KW_NODISCARD int kw__graph_reserve(kw_graph_t *g, uint32_t node, uint32_t n_fwd,
+                                   uint32_t n_rev);
+void kw__graph_append(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
+                      uint16_t other_rel);
+/* Merges every dirty node in `touched` (duplicates allowed); `scratch` must hold
+ * max tail length edges. Does not gc (the caller does, after its deletions). */
+void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
+                      kw_edge_t *scratch);
+/* Removes one relationship (must exist); does not gc. */
+void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
+                      uint16_t other_rel);
+size_t kw__graph_memory(const kw_graph_t *g);
+
+/* ---- the engine (engine.c) ---- */
+
+/* Reverse dependency of (type, rel) for LookupResources: when object X of `type` has
+ * `rel`, then either X has `perm` (same object, arrow_rel == KW_REL_NONE), or every
+ * object R of `res_type` with R#arrow_rel@X may have `perm`. */
+typedef struct kw_revdep {
+    uint16_t res_type;
+    uint16_t perm;
+    uint16_t arrow_rel;
+} kw_revdep_t;
+
+typedef struct kw_revdeps {
+    kw_revdep_t *v;
+    uint32_t n, cap;
+} kw_revdeps_t;
+
+typedef struct kw_model {
+    kw_schema_t *schema;
+    uint32_t *rel_base; /* rel_base[t] = index of (t, 0) into per-(type,rel) arrays */
+    uint32_t n_pairs;
+    kw_revdeps_t *revdeps; /* per (type, rel) */
+} kw_model_t;
+
+struct kw_engine {
+    pthread_rwlock_t lock;
+    kw_model_t *model; /* NULL until a schema is installed */
+    kw_graph_t g;
+    kw_revision_t rev;
+};
+
+KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);
+void kw__model_free(kw_model_t *m);
+
+/* ---- check.c ---- */
+
+typedef struct kw_memo_ent {
+    uint64_t k1; /* node << 32 | rel << 16 | srel */
+    uint32_t k2; /* subject node */
+    uint16_t k3; /* subject type */
+    uint8_t state; /* 0 empty, then MEMO_* (check.c) */
+    uint8_t depth;
+} kw_memo_ent_t;
+
+#define KW_MEMO_INLINE 64
+
+/* One check context: the subject plus the memo table, reusable across checks of the
+ * same request (bulk, lookups). */
+typedef struct kw_ck {
+    const kw_graph_t *g;
+    const kw_schema_t *s;
+    uint32_t snode; /* KW_NODE_NONE when the subject object is not in the graph */
+    uint16_t stype, srel;
+    uint32_t swild; /* wildcard node of the subject type, or KW_NODE_NONE */
+    int depth, neg;
+    int frame_neg[KW_MAX_CHECK_DEPTH + 1];
+    kw_memo_ent_t *memo;
+    uint32_t memo_cap, memo_used;
+    kw_memo_ent_t inline_memo[KW_MEMO_INLINE];
+    kw_diag_t *diag;
+    uint64_t steps;
+} kw_ck_t;
+
+void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_t *diag);
+void kw__ck_close(kw_ck_t *c);
+void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel);
+/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error). */
+KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
+
+/* Resolves a subject for a query: type and relation indices, node (may be
+ * KW_NODE_NONE). KW_EINVAL with a message for unknown types/relations. */
+KW_NODISCARD int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype,
+                                     uint16_t *srel, uint32_t *snode, kw_diag_t *diag);
+KW_NODISCARD int kw__resolve_perm(const kw_engine_t *e, kw_str_t type, kw_str_t perm,
+                                  uint16_t *t, uint16_t *r, kw_diag_t *diag);
+bool kw__is_ellipsis(kw_str_t rel);
+
+#endif

@@ -1,0 +1,383 @@
+/*
+ * authz/lookup.c - LookupResources and LookupSubjects.
+ *
+ * Both generate a superset of candidates by walking the graph over (node, rel) pairs,
+ * then verify every candidate with Check (sharing one memo table), so the answer is
+ * exactly "the objects for which Check says yes", each once.
+ *  - LookupResources walks backwards from the subject (and its type's wildcard node):
+ *    a reached pair X#r leads to R#rel for every subject-set edge R#rel@X#r, to X#p for
+ *    every permission p of X's type that mentions r, and to R#p for every arrow
+ *    `ts->...` of R's type whose target on X's type is r and every edge R#ts@X.
+ *    Every positive derivation of a permission grounds in an edge to the subject or its
+ *    wildcard (or the subject set itself), so no answer can be missed.
+ *  - LookupSubjects walks forwards from resource#permission through every branch of the
+ *    expressions (subtracted sides too), collecting subjects of the wanted type.
+ */
+#include <string.h>
+
+#include "authz/graph_int.h"
+
+/* ---- a set of (node, rel) pairs plus the work queue ---- */
+
+typedef struct pairset {
+    uint64_t *slots; /* key + 1; 0 = empty */
+    uint32_t cap, used;
+    uint64_t *queue;
+    size_t qn, qcap, qhead;
+} pairset_t;
+
+static void ps_free(pairset_t *p)
+{
+    kw_free(p->slots);
+    kw_free(p->queue);
+}
+
+/* Adds key; returns 1 if new (and queued), 0 if present, KW_ENOMEM. */
+static int ps_add(pairset_t *p, uint64_t key)
+{
+    if ((p->used + 1) * 2 > p->cap) {
+        uint32_t ncap = p->cap ? p->cap * 2 : 256;
+        uint64_t *ns = kw_calloc(ncap, sizeof(uint64_t));
+        if (!ns)
+            return KW_ENOMEM;
+        for (uint32_t i = 0; i < p->cap; i++) {
+            if (!p->slots[i])
+                continue;
+            uint32_t j = (uint32_t)kw_hash_u64(p->slots[i]) & (ncap - 1);
+            while (ns[j])
+                j = (j + 1) & (ncap - 1);
+            ns[j] = p->slots[i];
+        }
+        kw_free(p->slots);
+        p->slots = ns;
+        p->cap = ncap;
+    }
+    uint64_t k = key + 1;
+    uint32_t j = (uint32_t)kw_hash_u64(k) & (p->cap - 1);
+    for (;; j = (j + 1) & (p->cap - 1)) {
+        if (p->slots[j] == k)
+            return 0;
+        if (!p->slots[j])
+            break;
+    }
+    if (kw_grow((void **)&p->queue, &p->qcap, p->qn + 1, sizeof(uint64_t)) != KW_OK)
+        return KW_ENOMEM;
+    p->slots[j] = k;
+    p->used++;
+    p->queue[p->qn++] = key;
+    return 1;
+}
+
+static uint64_t pkey(uint32_t node, uint16_t rel)
+{
+    return ((uint64_t)node << 16) | rel;
+}
+
+static int push(pairset_t *p, uint32_t node, uint16_t rel)
+{
+    int r = ps_add(p, pkey(node, rel));
+    return r < 0 ? r : KW_OK;
+}
+
+/* Pushes R#rel for every rev edge of x with subject relation `orel` (R#rel@x#orel). */
+static int push_rev_sets(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t orel)
+{
+    const kw_edges_t *es = &g->nodes[x].rev;
+    uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(0, orel, 0), false);
+    for (uint32_t i = lo; i < es->n && es->v[i].other_rel == orel; i++) {
+        int rc = push(p, es->v[i].other, es->v[i].rel);
+        if (rc)
+            return rc;
+    }
+    return KW_OK;
+}
+
+/* Pushes R#perm for every rev edge R#ts@x (any subject relation) with R of type rtype. */
+static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t rtype,
+                          uint16_t ts, uint16_t perm)
+{
+    const kw_edges_t *es = &g->nodes[x].rev;
+    uint32_t i = 0;
+    while (i < es->n) {
+        uint16_t orel = es->v[i].other_rel;
+        uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(ts, orel, 0), false);
+        for (uint32_t k = lo; k < es->n && es->v[k].other_rel == orel && es->v[k].rel == ts; k++) {
+            uint32_t r = es->v[k].other;
+            if (g->nodes[r].type != rtype)
+                continue;
+            int rc = push(p, r, perm);
+            if (rc)
+                return rc;
+        }
+        if (orel == UINT16_MAX)
+            break;
+        i = kw__graph_lower(es->v, es->n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
+    }
+    return KW_OK;
+}
+
+typedef struct lr_ctx {
+    int stop; /* the callback's non-zero return */
+} lr_ctx_t;
+
+static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                   kw_subject_t subject, kw_id_cb cb, void *ud, kw_diag_t *diag)
+{
+    const kw_graph_t *g = &e->g;
+    const kw_model_t *m = e->model;
+    uint16_t t, r, stype, srel;
+    uint32_t snode;
+    int rc = kw__resolve_perm(e, resource_type, permission, &t, &r, diag);
+    if (rc == KW_OK)
+        rc = kw__resolve_subject(e, subject, &stype, &srel, &snode, diag);
+    if (rc != KW_OK)
+        return rc;
+    /* The subject set itself, even without any relationships. */
+    if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t && srel == r)
+        return cb(subject.id, ud);
+    pairset_t ps = {0};
+    kw_ck_t *c = kw_malloc(sizeof(kw_ck_t));
+    if (!c)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    kw__ck_init(c, g, m->schema, diag);
+    kw__ck_subject(c, snode, stype, srel);
+    if (snode != KW_NODE_NONE) {
+        if (srel != KW_REL_NONE)
+            rc = push(&ps, snode, srel);
+        if (rc == KW_OK)
+            rc = push_rev_sets(&ps, g, snode, srel);
+    }
+    if (rc == KW_OK && c->swild != KW_NODE_NONE && c->swild != snode)
+        rc = push_rev_sets(&ps, g, c->swild, KW_REL_NONE);
+    while (rc == KW_OK && ps.qhead < ps.qn) {
+        uint64_t k = ps.queue[ps.qhead++];
+        uint32_t x = (uint32_t)(k >> 16);
+        uint16_t rel = (uint16_t)(k & 0xffff);
+        uint16_t xt = g->nodes[x].type;
+        rc = push_rev_sets(&ps, g, x, rel);
+        const kw_revdeps_t *deps = &m->revdeps[m->rel_base[xt] + rel];
+        for (uint32_t i = 0; i < deps->n && rc == KW_OK; i++) {
+            const kw_revdep_t *d = &deps->v[i];
+            if (d->arrow_rel == KW_REL_NONE)
+                rc = push(&ps, x, d->perm);
+            else
+                rc = push_rev_arrow(&ps, g, x, d->res_type, d->arrow_rel, d->perm);
+        }
+    }
+    if (rc != KW_OK)
+        rc = kw_diag_set(diag, rc, 0, 0, "out of memory during lookup");
+    /* Verify each candidate of the wanted type and permission. */
+    for (size_t i = 0; i < ps.qn && rc == KW_OK; i++) {
+        uint32_t x = (uint32_t)(ps.queue[i] >> 16);
+        uint16_t rel = (uint16_t)(ps.queue[i] & 0xffff);
+        if (rel != r || g->nodes[x].type != t)
+            continue;
+        int v = kw__ck_check(c, x, r);
+        if (v < 0) {
+            rc = v;
+            break;
+        }
+        if (v == 1)
+            rc = cb((kw_str_t){g->nodes[x].id, g->nodes[x].id_len}, ud);
+    }
+    kw__ck_close(c);
+    kw_free(c);
+    ps_free(&ps);
+    return rc;
+}
+
+int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                               kw_subject_t subject, kw_id_cb cb, void *ud, kw_revision_t *rev,
+                               kw_diag_t *diag)
+{
+    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    int rc;
+    if (!e->model) {
+        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+    } else {
+        rc = lookup_resources_locked(e, resource_type, permission, subject, cb, ud, diag);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    return rc;
+}
+
+/* ---- LookupSubjects ---- */
+
+static int walk_expr(pairset_t *ps, const kw_graph_t *g, uint32_t x, const kw_expr_t *ex)
+{
+    switch (ex->kind) {
+    case KW_EXPR_NIL:
+        return KW_OK;
+    case KW_EXPR_REF:
+        return push(ps, x, ex->rel);
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL: {
+        uint32_t lo, hi;
+        kw__graph_fwd_range(g, x, ex->rel, &lo, &hi);
+        for (uint32_t i = lo; i < hi; i++) {
+            uint32_t o = g->nodes[x].fwd.v[i].other;
+            uint16_t tr = ex->target_by_type[g->nodes[o].type];
+            if (tr != KW_REL_NONE) {
+                int rc = push(ps, o, tr);
+                if (rc)
+                    return rc;
+            }
+        }
+        return KW_OK;
+    }
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT:
+    case KW_EXPR_EXCLUDE:
+        for (uint32_t i = 0; i < ex->n_children; i++) {
+            int rc = walk_expr(ps, g, x, ex->children[i]);
+            if (rc)
+                return rc;
+        }
+        return KW_OK;
+    }
+    return KW_EINTERNAL;
+}
+
+typedef struct nodeset {
+    uint32_t *v;
+    size_t n, cap;
+    pairset_t seen;
+} nodeset_t;
+
+static int ns_add(nodeset_t *s, uint32_t node)
+{
+    int r = ps_add(&s->seen, node);
+    if (r <= 0)
+        return r;
+    if (kw_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(uint32_t)) != KW_OK)
+        return KW_ENOMEM;
+    s->v[s->n++] = node;
+    return KW_OK;
+}
+
+static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                  kw_str_t subject_type, kw_str_t subject_relation,
+                                  kw_subject_cb cb, void *ud, kw_diag_t *diag)
+{
+    const kw_graph_t *g = &e->g;
+    const kw_schema_t *s = e->model->schema;
+    uint16_t t, r;
+    int rc = kw__resolve_perm(e, resource.type, permission, &t, &r, diag);
+    if (rc != KW_OK)
+        return rc;
+    uint16_t stype = kw_schema_type_index(s, subject_type);
+    if (stype == KW_TYPE_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
+                           KW_STR_FMT(subject_type));
+    uint16_t srel = KW_REL_NONE;
+    if (!kw__is_ellipsis(subject_relation)) {
+        srel = kw_schema_rel_index(s, stype, subject_relation);
+        if (srel == KW_REL_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "relation or permission \"%.*s#%.*s\" not found",
+                               KW_STR_FMT(subject_type), KW_STR_FMT(subject_relation));
+    }
+    uint32_t rnode = kw__graph_find(g, t, resource.id.ptr, resource.id.len);
+    if (rnode == KW_NODE_NONE) {
+        if (stype == t && srel == r) { /* the subject set has itself */
+            kw_subject_result_t res = {resource.id, NULL, 0};
+            return cb(&res, ud);
+        }
+        return KW_OK;
+    }
+    pairset_t ps = {0};
+    nodeset_t cand = {0};
+    kw_str_t *excluded = NULL;
+    size_t n_excl = 0, excl_cap = 0;
+    uint32_t wild = KW_NODE_NONE;
+    kw_ck_t *c = kw_malloc(sizeof(kw_ck_t));
+    if (!c)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    kw__ck_init(c, g, s, diag);
+    rc = push(&ps, rnode, r);
+    while (rc == KW_OK && ps.qhead < ps.qn) {
+        uint64_t k = ps.queue[ps.qhead++];
+        uint32_t x = (uint32_t)(k >> 16);
+        uint16_t rel = (uint16_t)(k & 0xffff);
+        uint16_t xt = g->nodes[x].type;
+        if (xt == stype && rel == srel)
+            rc = ns_add(&cand, x);
+        const kw_relation_t *rd = &s->types[xt].rels[rel];
+        if (rc == KW_OK && rd->is_permission) {
+            rc = walk_expr(&ps, g, x, rd->expr);
+        } else if (rc == KW_OK) {
+            uint32_t lo, hi;
+            kw__graph_fwd_range(g, x, rel, &lo, &hi);
+            for (uint32_t i = lo; i < hi && rc == KW_OK; i++) {
+                kw_edge_t ed = g->nodes[x].fwd.v[i];
+                if (ed.other_rel != KW_REL_NONE)
+                    rc = push(&ps, ed.other, ed.other_rel);
+                if (rc == KW_OK && g->nodes[ed.other].type == stype && ed.other_rel == srel)
+                    rc = ns_add(&cand, ed.other);
+            }
+        }
+    }
+    if (rc != KW_OK)
+        rc = kw_diag_set(diag, rc, 0, 0, "out of memory during lookup");
+    /* Verify: concrete subjects one by one; the wildcard with its exclusions. */
+    for (size_t i = 0; i < cand.n && rc == KW_OK; i++) {
+        uint32_t o = cand.v[i];
+        const kw_node_t *nd = &g->nodes[o];
+        bool is_wild = nd->id_len == 1 && nd->id[0] == '*';
+        if (is_wild) {
+            wild = o;
+            continue;
+        }
+        kw__ck_subject(c, o, stype, srel);
+        int v = kw__ck_check(c, rnode, r);
+        if (v < 0) {
+            rc = v;
+        } else if (v == 1) {
+            kw_subject_result_t res = {{nd->id, nd->id_len}, NULL, 0};
+            rc = cb(&res, ud);
+        } else if (srel == KW_REL_NONE) {
+            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) !=
+                KW_OK)
+                rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+            else
+                excluded[n_excl++] = (kw_str_t){nd->id, nd->id_len};
+        }
+    }
+    if (rc == KW_OK && wild != KW_NODE_NONE && srel == KW_REL_NONE) {
+        kw__ck_subject(c, wild, stype, KW_REL_NONE);
+        int v = kw__ck_check(c, rnode, r);
+        if (v < 0) {
+            rc = v;
+        } else if (v == 1) {
+            kw_subject_result_t res = {KW_STR("*"), excluded, n_excl};
+            rc = cb(&res, ud);
+        }
+    }
+    kw_free(excluded);
+    kw__ck_close(c);
+    kw_free(c);
+    ps_free(&ps);
+    ps_free(&cand.seen);
+    kw_free(cand.v);
+    return rc;
+}
+
+int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                              kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
+                              void *ud, kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    int rc;
+    if (!e->model) {
+        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+    } else {
+        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb,
+                                    ud, diag);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    return rc;
+}

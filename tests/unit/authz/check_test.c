@@ -1,0 +1,282 @@
+/*
+ * tests/unit/authz/check_test.c - Check semantics on hand-written schemas: every operator,
+ * the known SpiceDB corner cases, recursion, data cycles, exclusion cycles, depth limit.
+ */
+#include <stdlib.h>
+
+#include "engine_helpers.h"
+#include "kw_test.h"
+
+static const char *DOC_SCHEMA =
+    "definition user {}\n"
+    "definition group {\n"
+    "  relation member: user | group#member\n"
+    "  relation banned: user\n"
+    "}\n"
+    "definition folder {\n"
+    "  relation parent: folder\n"
+    "  relation viewer: user | group#member\n"
+    "  permission view = viewer + parent->view\n"
+    "}\n"
+    "definition document {\n"
+    "  relation folder: folder\n"
+    "  relation owner: user\n"
+    "  relation editor: user | group#member\n"
+    "  relation viewer: user | user:* | group#member | group:*\n"
+    "  relation banned: user | group#member\n"
+    "  relation approver: group\n"
+    "  permission edit = owner + editor\n"
+    "  permission view = (viewer + edit + folder->view) - banned\n"
+    "  permission both = owner & editor\n"
+    "  permission nobody = nil\n"
+    "  permission nobody_or_owner = nil + owner\n"
+    "  permission all_approve = approver.all(member)\n"
+    "  permission any_approve = approver.any(member)\n"
+    "}\n";
+
+KW_TEST(check_direct_union_intersection_exclusion)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    const char *rels[] = {"document:d#owner@user:alice", "document:d#editor@user:bob",
+                          "document:d#editor@user:alice", "document:d#viewer@user:carol",
+                          "document:d#banned@user:carol", "document:d#viewer@user:dave", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "document:d#owner@user:alice"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#owner@user:bob"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#edit@user:bob"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#both@user:alice"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#both@user:bob"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:dave"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:carol"), 0); /* banned */
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:alice"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#nobody@user:alice"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#nobody_or_owner@user:alice"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:unknown#view@user:alice"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:nobody"), 0);
+    /* unknown names are errors, not "no" */
+    KW_ASSERT_EQ(th_check(e, "document:d#nope@user:alice"), KW_EINVAL);
+    KW_ASSERT_EQ(th_check(e, "nope:d#view@user:alice"), KW_EINVAL);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@nope:alice"), KW_EINVAL);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@group:g#nope"), KW_EINVAL);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_wildcards)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    const char *rels[] = {"document:pub#viewer@user:*", "document:pub#banned@user:eve",
+                          "document:g#viewer@group:*", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "document:pub#view@user:anyone"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:pub#viewer@user:anyone"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:pub#view@user:eve"), 0);
+    /* a user wildcard does not match other types */
+    KW_ASSERT_EQ(th_check(e, "document:pub#view@group:x#member"), 0);
+    /* known SpiceDB semantics: `group:*` matches subject sets of group */
+    KW_ASSERT_EQ(th_check(e, "document:g#viewer@group:x#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:g#view@group:x#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:g#view@user:u"), 0);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_subject_set_has_itself)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    /* no relationships at all: still yes */
+    KW_ASSERT_EQ(th_check(e, "group:x#member@group:x#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:x#member@group:y#member"), 0);
+    KW_ASSERT_EQ(th_check(e, "group:x#banned@group:x#member"), 0);
+    KW_ASSERT_EQ(th_touch1(e, "document:d#editor@group:x#member"), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "group:x#member@group:x#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#edit@group:x#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#edit@group:y#member"), 0);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_all_and_any)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    /* .all() over no relationships is false (known SpiceDB semantics) */
+    KW_ASSERT_EQ(th_touch1(e, "document:d#owner@user:a"), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:a"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#any_approve@user:a"), 0);
+    const char *rels[] = {"document:d#approver@group:g1", "document:d#approver@group:g2",
+                          "group:g1#member@user:a", "group:g2#member@user:a",
+                          "group:g1#member@user:b", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:a"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:b"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#any_approve@user:b"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#any_approve@user:c"), 0);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_nested_groups_and_folders)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    const char *rels[] = {"group:eng#member@group:backend#member",
+                          "group:backend#member@group:db#member",
+                          "group:db#member@user:dana",
+                          "folder:root#viewer@group:eng#member",
+                          "folder:sub#parent@folder:root",
+                          "folder:leaf#parent@folder:sub",
+                          "document:d#folder@folder:leaf",
+                          NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "group:eng#member@user:dana"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:eng#member@group:db#member"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:db#member@group:eng#member"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:dana"), 1);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:zed"), 0);
+    /* the arrow ignores the subject relation of the tupleset but needs the object */
+    KW_ASSERT_EQ(th_check(e, "folder:leaf#view@group:backend#member"), 1);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_data_cycles)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    /* a ring of groups, plus a member only in one of them */
+    const char *rels[] = {"group:a#member@group:b#member", "group:b#member@group:c#member",
+                          "group:c#member@group:a#member", "group:c#member@user:u",
+                          "folder:f1#parent@folder:f2", "folder:f2#parent@folder:f1",
+                          "folder:f2#viewer@user:v", "document:d#folder@folder:f1", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "group:a#member@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:b#member@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:a#member@user:x"), 0);
+    KW_ASSERT_EQ(th_check(e, "folder:f1#view@user:v"), 1);
+    KW_ASSERT_EQ(th_check(e, "folder:f1#view@user:w"), 0);
+    KW_ASSERT_EQ(th_check(e, "document:d#view@user:v"), 1);
+    /* bulk: shared memo across items must not leak "no" computed under an assumption */
+    kw_check_item_t items[4];
+    memset(items, 0, sizeof(items));
+    const char *qs[4] = {"group:b#member@user:x", "group:a#member@user:u",
+                         "group:c#member@user:u", "folder:f2#view@user:v"};
+    for (int i = 0; i < 4; i++) {
+        kw_rel_t r;
+        KW_ASSERT_EQ(kw_rel_parse(kw_str_c(qs[i]), &r, NULL), KW_OK);
+        items[i].resource = r.resource;
+        items[i].permission = r.relation;
+        items[i].subject = r.subject;
+    }
+    KW_ASSERT_EQ(kw_engine_check_bulk(e, items, 4, NULL), KW_OK);
+    KW_ASSERT_EQ(items[0].rc, KW_OK);
+    KW_ASSERT_EQ(items[0].result, KW_CHECK_NO);
+    KW_ASSERT_EQ(items[1].result, KW_CHECK_YES);
+    KW_ASSERT_EQ(items[2].result, KW_CHECK_YES);
+    KW_ASSERT_EQ(items[3].result, KW_CHECK_YES);
+    kw_engine_free(e);
+}
+
+/* The memo must not keep a "no" that depended on an open frame: x -> y -> x, with y's
+ * other branch reachable only after the cycle is entered from x. */
+KW_TEST(check_cycle_memo_lowlink)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition node {\n"
+                               "  relation next: node\n"
+                               "  relation direct: user\n"
+                               "  permission reach = direct + next->reach\n"
+                               "  permission twice = next->reach & reach\n"
+                               "}\n");
+    KW_ASSERT(e);
+    const char *rels[] = {"node:a#next@node:b", "node:b#next@node:a", "node:b#next@node:c",
+                          "node:c#direct@user:u", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "node:a#reach@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "node:b#reach@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "node:a#twice@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "node:c#twice@user:u"), 0);
+    KW_ASSERT_EQ(th_check(e, "node:a#reach@user:v"), 0);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_exclusion_cycle_fails_closed)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition node {\n"
+                               "  relation next: node\n"
+                               "  relation direct: user\n"
+                               "  permission odd = direct - next->odd\n"
+                               "}\n");
+    KW_ASSERT(e);
+    const char *rels[] = {"node:a#next@node:b", "node:b#next@node:a", "node:a#direct@user:u",
+                          "node:b#direct@user:u", "node:c#direct@user:u", NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(th_check_d(e, "node:a#odd@user:u", &d), KW_ECYCLE);
+    KW_ASSERT(strstr(d.msg, "exclusion") != NULL);
+    /* no cycle on c: fine; user v has no direct on a: "no" without touching the cycle */
+    KW_ASSERT_EQ(th_check(e, "node:c#odd@user:u"), 1);
+    KW_ASSERT_EQ(th_check(e, "node:a#odd@user:v"), 0);
+    kw_engine_free(e);
+}
+
+KW_TEST(check_depth_limit)
+{
+    kw_engine_t *e = th_engine(DOC_SCHEMA);
+    KW_ASSERT(e);
+    char buf[128];
+    for (int i = 0; i < 60; i++) {
+        snprintf(buf, sizeof(buf), "group:g%d#member@group:g%d#member", i, i + 1);
+        KW_ASSERT_EQ(th_touch1(e, buf), KW_OK);
+    }
+    KW_ASSERT_EQ(th_touch1(e, "group:g60#member@user:deep"), KW_OK);
+    KW_ASSERT_EQ(th_touch1(e, "group:g5#member@user:shallow"), KW_OK);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(th_check_d(e, "group:g0#member@user:deep", &d), KW_EDEPTH);
+    KW_ASSERT(strstr(d.msg, "depth") != NULL);
+    KW_ASSERT_EQ(th_check(e, "group:g0#member@user:nobody"), KW_EDEPTH);
+    KW_ASSERT_EQ(th_check(e, "group:g0#member@user:shallow"), 1);
+    KW_ASSERT_EQ(th_check(e, "group:g30#member@user:deep"), 1);
+    kw_engine_free(e);
+}
+
+/* The default schema of the service, through the agent/key permission chain. */
+KW_TEST(check_agentex_schema)
+{
+    char path[1024];
+    const char *shared = getenv("KW_SHARED_DIR");
+    snprintf(path, sizeof(path), "%s/spec/agentex.zed", shared ? shared : "/work/shared");
+    FILE *f = fopen(path, "rb");
+    KW_ASSERT(f);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = 0;
+    kw_engine_t *e = th_engine(text);
+    KW_ASSERT(e);
+    const char *rels[] = {"account:acme#admin@user:root",
+                          "account:acme#member@user:mem",
+                          "account:other#member@user:stranger",
+                          "agent:a1#account@account:acme",
+                          "agent:a1#owner@user:mem",
+                          "agent:a1#self@agent:a1",
+                          "agent_api_key:k1#parent_agent@agent:a1",
+                          "agent_api_key:k1#account@account:acme",
+                          "agent_api_key:k1#owner@user:mem",
+                          "agent_api_key:k2#parent_agent@agent:a1",
+                          "agent_api_key:k2#account@account:acme",
+                          "agent_api_key:k2#owner@user:stranger",
+                          NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#delete@user:mem"), 1);
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#read@user:mem"), 1);
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#delete@user:root"), 0); /* no key grant */
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k2#delete@user:stranger"), 0); /* no agent right */
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k2#read@user:root"), 1); /* via parent_agent->update */
+    KW_ASSERT_EQ(th_check(e, "agent:a1#delete@user:root"), 1);
+    KW_ASSERT_EQ(th_check(e, "agent:a1#delete@user:stranger"), 0);
+    KW_ASSERT_EQ(th_check(e, "agent:a1#read@agent:a1"), 1);
+    KW_ASSERT_EQ(th_check(e, "agent:a1#update@agent:a1"), 0);
+    kw_engine_free(e);
+}

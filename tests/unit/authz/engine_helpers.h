@@ -6,6 +6,7 @@
 #define KW_TEST_ENGINE_HELPERS_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "authz/authz.h"

@@ -1,0 +1,423 @@
+/*
+ * bench/authz_bench.c - the engine on the "agents-1M" dataset (default schema agentex.zed).
+ *
+ * Dataset at --scale 1: 1,000 accounts x 20 members (the first is admin, the rest
+ * members); 10 agents per account (account, owner = one of its members, self); 100 keys
+ * per agent (parent_agent, account, owner = the agent's owner): 1,000,000 keys and
+ * 3,050,000 relationships. Ids are UUID-shaped (36 chars) and derived from (kind, index)
+ * by a hash, so the benchmark itself keeps no per-object memory and the RSS delta is the
+ * engine's.
+ *
+ * Measures: load time (kw_engine_write, batches of 1000 TOUCH), RSS and bytes per
+ * relationship, single-thread Check throughput and p50/p99 for agent_api_key#read,
+ * #delete and #owner (half allowed: the key's owner; half denied: a member of another
+ * account; every answer is verified and a wrong one aborts), and LookupResources
+ * (agent_api_key, read, admin of an account: exactly 1,000 keys, verified).
+ *
+ * Usage: authz_bench [--scale F] [--runs N] [--checks N] [--seed S] [SCHEMA.zed]
+ * Prints a table and one JSON line ("{\"bench\":\"authz\",...}").
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "authz/authz.h"
+
+#define MEMBERS_PER_ACCOUNT 20
+#define AGENTS_PER_ACCOUNT 10
+#define KEYS_PER_AGENT 100
+#define BATCH 1000
+#define ID_LEN 36
+
+/* The default schema without its comments, for runs without a schema path. It must stay
+ * equivalent to shared/spec/agentex.zed (tag-kw-agentex-schema). */
+static const char embedded_schema[] =
+    "definition user {}\n"
+    "definition service_account {}\n"
+    "definition account {\n"
+    "    relation admin: user | service_account\n"
+    "    relation member: user | service_account\n"
+    "    permission gate = admin + member\n"
+    "    permission manage = admin\n"
+    "    permission create_agent = admin + member\n"
+    "}\n"
+    "definition agent {\n"
+    "    relation account: account\n"
+    "    relation owner: user | service_account\n"
+    "    relation editor: user | service_account | account#member\n"
+    "    relation viewer: user | service_account | account#member\n"
+    "    relation self: agent\n"
+    "    permission tenant_gate = account->gate\n"
+    "    permission read = ((owner + editor + viewer + account->manage) & tenant_gate) + self\n"
+    "    permission update = (owner + editor + account->manage) & tenant_gate\n"
+    "    permission delete = (owner + account->manage) & tenant_gate\n"
+    "}\n"
+    "definition agent_api_key {\n"
+    "    relation parent_agent: agent\n"
+    "    relation account: account\n"
+    "    relation owner: user | service_account\n"
+    "    relation editor: user | service_account\n"
+    "    relation viewer: user | service_account\n"
+    "    permission tenant_gate = account->gate\n"
+    "    permission read = (owner + editor + viewer + parent_agent->update) & "
+    "parent_agent->read & tenant_gate\n"
+    "    permission update = (owner + editor) & parent_agent->update & tenant_gate\n"
+    "    permission delete = (owner + editor) & parent_agent->update & tenant_gate\n"
+    "}\n";
+
+typedef enum { K_USER = 1, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
+
+/* A UUID-v4-shaped id for (kind, index), deterministic. out gets ID_LEN chars + NUL. */
+static void make_id(kind_t kind, uint64_t index, char out[ID_LEN + 1])
+{
+    uint64_t h1 = kw_hash_u64(((uint64_t)kind << 56) ^ index ^ 0x9e3779b97f4a7c15ULL);
+    uint64_t h2 = kw_hash_u64(h1 ^ 0xd1b54a32d192ed03ULL);
+    snprintf(out, ID_LEN + 1, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(h1 >> 32),
+             (unsigned)(h1 >> 16) & 0xffffu, (unsigned)h1 & 0xfffu,
+             0x8000u | ((unsigned)(h2 >> 48) & 0x3fffu),
+             (unsigned long long)(h2 & 0xffffffffffffULL));
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static long rss_kb(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dULL;
+static uint64_t rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static _Noreturn void die(const char *what, int rc, const kw_diag_t *d)
+{
+    fprintf(stderr, "authz_bench: %s: %s (%s)\n", what, d && d->msg[0] ? d->msg : "",
+            kw_err_name(rc));
+    exit(1);
+}
+
+/* ---- loading ---- */
+
+typedef struct batch {
+    kw_update_t ups[BATCH];
+    char ids[BATCH][2][ID_LEN + 1];
+    size_t n;
+    kw_engine_t *e;
+    double write_s;
+    size_t total;
+} batch_t;
+
+static void flush(batch_t *b)
+{
+    if (b->n == 0)
+        return;
+    kw_diag_t d;
+    double t0 = now_s();
+    int rc = kw_engine_write(b->e, b->ups, b->n, NULL, 0, 0, NULL, &d);
+    b->write_s += now_s() - t0;
+    if (rc != KW_OK)
+        die("write", rc, &d);
+    b->total += b->n;
+    b->n = 0;
+}
+
+static void add(batch_t *b, const char *rtype, kind_t rk, uint64_t ri, const char *rel,
+                const char *stype, kind_t sk, uint64_t si)
+{
+    size_t i = b->n;
+    make_id(rk, ri, b->ids[i][0]);
+    make_id(sk, si, b->ids[i][1]);
+    kw_update_t *u = &b->ups[i];
+    u->op = KW_OP_TOUCH;
+    u->rel.resource.type = kw_str_c(rtype);
+    u->rel.resource.id = (kw_str_t){b->ids[i][0], ID_LEN};
+    u->rel.relation = kw_str_c(rel);
+    u->rel.subject.type = kw_str_c(stype);
+    u->rel.subject.id = (kw_str_t){b->ids[i][1], ID_LEN};
+    u->rel.subject.relation = KW_STR_NULL;
+    if (++b->n == BATCH)
+        flush(b);
+}
+
+/* The member index (1..19) that owns agent j of an account, and so all its keys. */
+static uint64_t agent_owner_member(uint64_t j)
+{
+    return 1 + j % (MEMBERS_PER_ACCOUNT - 1);
+}
+
+static void load(batch_t *b, uint64_t n_accounts)
+{
+    for (uint64_t a = 0; a < n_accounts; a++) {
+        for (uint64_t m = 0; m < MEMBERS_PER_ACCOUNT; m++)
+            add(b, "account", K_ACCOUNT, a, m == 0 ? "admin" : "member", "user", K_USER,
+                a * MEMBERS_PER_ACCOUNT + m);
+        for (uint64_t j = 0; j < AGENTS_PER_ACCOUNT; j++) {
+            uint64_t g = a * AGENTS_PER_ACCOUNT + j;
+            uint64_t owner = a * MEMBERS_PER_ACCOUNT + agent_owner_member(j);
+            add(b, "agent", K_AGENT, g, "account", "account", K_ACCOUNT, a);
+            add(b, "agent", K_AGENT, g, "owner", "user", K_USER, owner);
+            add(b, "agent", K_AGENT, g, "self", "agent", K_AGENT, g);
+            for (uint64_t i = 0; i < KEYS_PER_AGENT; i++) {
+                uint64_t k = g * KEYS_PER_AGENT + i;
+                add(b, "agent_api_key", K_KEY, k, "parent_agent", "agent", K_AGENT, g);
+                add(b, "agent_api_key", K_KEY, k, "account", "account", K_ACCOUNT, a);
+                add(b, "agent_api_key", K_KEY, k, "owner", "user", K_USER, owner);
+            }
+        }
+    }
+    flush(b);
+}
+
+/* ---- measuring ---- */
+
+typedef struct stats {
+    double per_s, p50_us, p99_us;
+    size_t n;
+} stats_t;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static stats_t summarize(double *lat, size_t n, double wall)
+{
+    stats_t s = {0};
+    qsort(lat, n, sizeof(*lat), cmp_double);
+    s.n = n;
+    s.per_s = wall > 0 ? (double)n / wall : 0;
+    s.p50_us = lat[n / 2] * 1e6;
+    s.p99_us = lat[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] * 1e6;
+    return s;
+}
+
+static stats_t bench_check(kw_engine_t *e, const char *perm, uint64_t n_accounts, size_t n,
+                           double *lat)
+{
+    uint64_t n_keys = n_accounts * AGENTS_PER_ACCOUNT * KEYS_PER_AGENT;
+    char kid[ID_LEN + 1], uid[ID_LEN + 1];
+    double wall0 = now_s();
+    for (size_t i = 0; i < n; i++) {
+        uint64_t k = rng() % n_keys;
+        uint64_t g = k / KEYS_PER_AGENT;
+        uint64_t a = g / AGENTS_PER_ACCOUNT;
+        bool allow = (rng() & 1) != 0;
+        uint64_t user;
+        if (allow) {
+            user = a * MEMBERS_PER_ACCOUNT + agent_owner_member(g % AGENTS_PER_ACCOUNT);
+        } else {
+            uint64_t other = (a + 1 + rng() % (n_accounts - 1)) % n_accounts;
+            user = other * MEMBERS_PER_ACCOUNT + rng() % MEMBERS_PER_ACCOUNT;
+        }
+        make_id(K_KEY, k, kid);
+        make_id(K_USER, user, uid);
+        kw_object_t res = {KW_STR("agent_api_key"), {kid, ID_LEN}};
+        kw_subject_t subj = {KW_STR("user"), {uid, ID_LEN}, KW_STR_NULL};
+        kw_check_result_t r;
+        kw_diag_t d;
+        double t0 = now_s();
+        int rc = kw_engine_check(e, res, kw_str_c(perm), subj, &r, NULL, &d);
+        lat[i] = now_s() - t0;
+        if (rc != KW_OK)
+            die("check", rc, &d);
+        if ((r == KW_CHECK_YES) != allow) {
+            fprintf(stderr,
+                    "authz_bench: WRONG ANSWER: agent_api_key:%s#%s@user:%s is %s, expected "
+                    "%s\n",
+                    kid, perm, uid, r == KW_CHECK_YES ? "allowed" : "denied",
+                    allow ? "allowed" : "denied");
+            exit(1);
+        }
+    }
+    return summarize(lat, n, now_s() - wall0);
+}
+
+static int count_id(kw_str_t id, void *ud)
+{
+    (void)id;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+static stats_t bench_lookup(kw_engine_t *e, uint64_t n_accounts, size_t runs, double *lat)
+{
+    char uid[ID_LEN + 1];
+    size_t want = AGENTS_PER_ACCOUNT * KEYS_PER_AGENT;
+    double wall0 = now_s();
+    for (size_t i = 0; i < runs; i++) {
+        uint64_t a = rng() % n_accounts;
+        make_id(K_USER, a * MEMBERS_PER_ACCOUNT, uid); /* the admin: reads every key */
+        kw_subject_t subj = {KW_STR("user"), {uid, ID_LEN}, KW_STR_NULL};
+        size_t got = 0;
+        kw_diag_t d;
+        double t0 = now_s();
+        int rc = kw_engine_lookup_resources(e, KW_STR("agent_api_key"), KW_STR("read"), subj,
+                                            count_id, &got, NULL, &d);
+        lat[i] = now_s() - t0;
+        if (rc != KW_OK)
+            die("lookup_resources", rc, &d);
+        if (got != want) {
+            fprintf(stderr, "authz_bench: WRONG ANSWER: LookupResources for admin user:%s "
+                            "found %zu keys, expected %zu\n",
+                    uid, got, want);
+            exit(1);
+        }
+    }
+    return summarize(lat, runs, now_s() - wall0);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    kw_buf_t b;
+    kw_buf_init(&b);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+        kw_buf_append(&b, chunk, n);
+    fclose(f);
+    if (b.failed || b.len == 0) {
+        kw_buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    return b.ptr;
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: authz_bench [--scale F] [--runs N] [--checks N] [--seed S] "
+                    "[SCHEMA.zed]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    double scale = 1.0;
+    size_t runs = 200, checks = 20000;
+    const char *schema_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
+            scale = atof(argv[++i]);
+        else if (strcmp(argv[i], "--runs") == 0 && i + 1 < argc)
+            runs = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--checks") == 0 && i + 1 < argc)
+            checks = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc)
+            rng_state = (uint64_t)strtoull(argv[++i], NULL, 0) | 1;
+        else if (argv[i][0] == '-')
+            usage();
+        else
+            schema_path = argv[i];
+    }
+    uint64_t n_accounts = (uint64_t)(1000.0 * scale + 0.5);
+    if (n_accounts < 2 || runs == 0 || checks == 0) {
+        fprintf(stderr, "authz_bench: --scale must give at least 2 accounts (>= 0.002); "
+                        "--runs and --checks must be positive\n");
+        return 2;
+    }
+
+    size_t schema_len = sizeof(embedded_schema) - 1;
+    char *schema_owned = schema_path ? slurp(schema_path, &schema_len) : NULL;
+    if (schema_path && !schema_owned) {
+        fprintf(stderr, "authz_bench: cannot read %s\n", schema_path);
+        return 1;
+    }
+    kw_str_t schema = {schema_owned ? schema_owned : embedded_schema, schema_len};
+
+    double *lat = kw_malloc(sizeof(double) * (checks > runs ? checks : runs));
+    batch_t *b = kw_calloc(1, sizeof(*b));
+    if (!lat || !b) {
+        fprintf(stderr, "authz_bench: out of memory\n");
+        return 1;
+    }
+    long rss0 = rss_kb();
+    kw_engine_t *e;
+    kw_diag_t d;
+    int rc = kw_engine_new(&e);
+    if (rc != KW_OK)
+        die("engine", rc, NULL);
+    if ((rc = kw_engine_set_schema(e, schema, NULL, &d)) != KW_OK)
+        die("schema", rc, &d);
+    b->e = e;
+    double t0 = now_s();
+    load(b, n_accounts);
+    double load_s = now_s() - t0;
+    long rss1 = rss_kb();
+    size_t n_rels = kw_engine_count(e);
+    size_t mem = kw_engine_memory(e);
+    if (n_rels != b->total) {
+        fprintf(stderr, "authz_bench: engine holds %zu relationships, wrote %zu\n", n_rels,
+                b->total);
+        return 1;
+    }
+    double rss_per_rel = (double)(rss1 - rss0) * 1024.0 / (double)n_rels;
+    double mem_per_rel = (double)mem / (double)n_rels;
+
+    static const char *perms[] = {"read", "delete", "owner"};
+    stats_t cs[3];
+    for (int i = 0; i < 3; i++)
+        cs[i] = bench_check(e, perms[i], n_accounts, checks, lat);
+    stats_t lr = bench_lookup(e, n_accounts, runs, lat);
+
+    printf("authz_bench: agents-1M at scale %g (%llu accounts, %llu keys), schema %s\n", scale,
+           (unsigned long long)n_accounts,
+           (unsigned long long)(n_accounts * AGENTS_PER_ACCOUNT * KEYS_PER_AGENT),
+           schema_path ? schema_path : "(embedded agentex)");
+    printf("  relationships          %12zu\n", n_rels);
+    printf("  load                   %12.2f s  (%.0f rel/s; in kw_engine_write %.2f s)\n",
+           load_s, (double)n_rels / load_s, b->write_s);
+    printf("  RSS after load         %12.1f MiB (delta %.1f MiB)\n", (double)rss1 / 1024.0,
+           (double)(rss1 - rss0) / 1024.0);
+    printf("  bytes/relationship     %12.1f (RSS delta)  %.1f (kw_engine_memory)\n",
+           rss_per_rel, mem_per_rel);
+    printf("  %-26s %12s %10s %10s\n", "check (50% allowed)", "checks/s", "p50 us", "p99 us");
+    for (int i = 0; i < 3; i++)
+        printf("  agent_api_key#%-12s %12.0f %10.2f %10.2f   (n=%zu)\n", perms[i], cs[i].per_s,
+               cs[i].p50_us, cs[i].p99_us, cs[i].n);
+    printf("  LookupResources(agent_api_key, read, admin) -> %d keys: p50 %.1f us, p99 %.1f "
+           "us (runs=%zu)\n",
+           AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, lr.p50_us, lr.p99_us, lr.n);
+    printf("{\"bench\":\"authz\",\"dataset\":\"agents-1M\",\"scale\":%g,\"relationships\":%zu,"
+           "\"load_s\":%.3f,\"load_rels_per_s\":%.0f,\"rss_kb\":%ld,\"rss_delta_kb\":%ld,"
+           "\"rss_bytes_per_rel\":%.1f,\"engine_bytes_per_rel\":%.1f",
+           scale, n_rels, load_s, (double)n_rels / load_s, rss1, rss1 - rss0, rss_per_rel,
+           mem_per_rel);
+    for (int i = 0; i < 3; i++)
+        printf(",\"check_%s\":{\"n\":%zu,\"per_s\":%.0f,\"p50_us\":%.3f,\"p99_us\":%.3f}",
+               perms[i], cs[i].n, cs[i].per_s, cs[i].p50_us, cs[i].p99_us);
+    printf(",\"lookup_resources_read\":{\"results\":%d,\"runs\":%zu,\"p50_us\":%.1f,"
+           "\"p99_us\":%.1f}}\n",
+           AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, lr.n, lr.p50_us, lr.p99_us);
+
+    kw_engine_free(e);
+    kw_free(schema_owned);
+    kw_free(lat);
+    kw_free(b);
+    return 0;
+}

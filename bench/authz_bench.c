@@ -280,8 +280,9 @@ static stats_t bench_lookup(kw_engine_t *e, uint64_t n_accounts, size_t runs, do
         if (rc != KW_OK)
             die("lookup_resources", rc, &d);
         if (got != want) {
-            fprintf(stderr, "authz_bench: WRONG ANSWER: LookupResources for admin user:%s "
-                            "found %zu keys, expected %zu\n",
+            fprintf(stderr,
+                    "authz_bench: WRONG ANSWER: LookupResources for admin user:%s "
+                    "found %zu keys, expected %zu\n",
                     uid, got, want);
             exit(1);
         }
@@ -390,12 +391,12 @@ int main(int argc, char **argv)
            (unsigned long long)(n_accounts * AGENTS_PER_ACCOUNT * KEYS_PER_AGENT),
            schema_path ? schema_path : "(embedded agentex)");
     printf("  relationships          %12zu\n", n_rels);
-    printf("  load                   %12.2f s  (%.0f rel/s; in kw_engine_write %.2f s)\n",
-           load_s, (double)n_rels / load_s, b->write_s);
+    printf("  load                   %12.2f s  (%.0f rel/s; in kw_engine_write %.2f s)\n", load_s,
+           (double)n_rels / load_s, b->write_s);
     printf("  RSS after load         %12.1f MiB (delta %.1f MiB)\n", (double)rss1 / 1024.0,
            (double)(rss1 - rss0) / 1024.0);
-    printf("  bytes/relationship     %12.1f (RSS delta)  %.1f (kw_engine_memory)\n",
-           rss_per_rel, mem_per_rel);
+    printf("  bytes/relationship     %12.1f (RSS delta)  %.1f (kw_engine_memory)\n", rss_per_rel,
+           mem_per_rel);
     printf("  %-26s %12s %10s %10s\n", "check (50% allowed)", "checks/s", "p50 us", "p99 us");
     for (int i = 0; i < 3; i++)
         printf("  agent_api_key#%-12s %12.0f %10.2f %10.2f   (n=%zu)\n", perms[i], cs[i].per_s,
@@ -409,8 +410,8 @@ int main(int argc, char **argv)
            scale, n_rels, load_s, (double)n_rels / load_s, rss1, rss1 - rss0, rss_per_rel,
            mem_per_rel);
     for (int i = 0; i < 3; i++)
-        printf(",\"check_%s\":{\"n\":%zu,\"per_s\":%.0f,\"p50_us\":%.3f,\"p99_us\":%.3f}",
-               perms[i], cs[i].n, cs[i].per_s, cs[i].p50_us, cs[i].p99_us);
+        printf(",\"check_%s\":{\"n\":%zu,\"per_s\":%.0f,\"p50_us\":%.3f,\"p99_us\":%.3f}", perms[i],
+               cs[i].n, cs[i].per_s, cs[i].p50_us, cs[i].p99_us);
     printf(",\"lookup_resources_read\":{\"results\":%d,\"runs\":%zu,\"p50_us\":%.1f,"
            "\"p99_us\":%.1f}}\n",
            AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, lr.n, lr.p50_us, lr.p99_us);

@@ -38,8 +38,8 @@ static bool is_name_char(char c)
 
 static bool is_id_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '/' || c == '_' || c == '|' || c == '-' || c == '=' || c == '+';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+           c == '_' || c == '|' || c == '-' || c == '=' || c == '+';
 }
 
 /* Describes the character at pos for an error message ("end of input" past the end). */
@@ -64,8 +64,8 @@ static int scan_name(cursor_t *c, bool allow_prefix, const char *what, kw_str_t 
         if (c->pos >= c->len || !is_name_start(c->p[c->pos])) {
             if (c->pos == start)
                 return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(c->pos + 1),
-                                   "expected a %s name (a lowercase letter first), found %s",
-                                   what, describe(c, c->pos, buf));
+                                   "expected a %s name (a lowercase letter first), found %s", what,
+                                   describe(c, c->pos, buf));
             return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(c->pos + 1),
                                "expected a name segment after '/' in %s name, found %s", what,
                                describe(c, c->pos, buf));
@@ -83,8 +83,8 @@ static int scan_name(cursor_t *c, bool allow_prefix, const char *what, kw_str_t 
     }
     if (c->pos - start > KW_MAX_NAME_LEN)
         return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(start + 1),
-                           "this %s name is %zu bytes long; the limit is %d", what,
-                           c->pos - start, KW_MAX_NAME_LEN);
+                           "this %s name is %zu bytes long; the limit is %d", what, c->pos - start,
+                           KW_MAX_NAME_LEN);
     *out = (kw_str_t){c->p + start, c->pos - start};
     return KW_OK;
 }
@@ -111,8 +111,8 @@ static int scan_id(cursor_t *c, bool allow_wildcard, const char *what, kw_str_t 
     }
     if (c->pos - start > KW_MAX_OBJECT_ID_LEN)
         return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(start + 1),
-                           "this %s id is %zu bytes long; the limit is %d", what,
-                           c->pos - start, KW_MAX_OBJECT_ID_LEN);
+                           "this %s id is %zu bytes long; the limit is %d", what, c->pos - start,
+                           KW_MAX_OBJECT_ID_LEN);
     *out = (kw_str_t){c->p + start, c->pos - start};
     return KW_OK;
 }

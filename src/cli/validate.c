@@ -333,8 +333,8 @@ static int expand_onr(vctx_t *c, kw_object_t obj, kw_str_t rel, mset_t *out, kw_
 
 static kw_str_t trim(kw_str_t s)
 {
-    while (s.len > 0 && (s.ptr[0] == ' ' || s.ptr[0] == '\t' || s.ptr[0] == '\r' ||
-                         s.ptr[0] == '\n'))
+    while (s.len > 0 &&
+           (s.ptr[0] == ' ' || s.ptr[0] == '\t' || s.ptr[0] == '\r' || s.ptr[0] == '\n'))
         s.ptr++, s.len--;
     while (s.len > 0 && (s.ptr[s.len - 1] == ' ' || s.ptr[s.len - 1] == '\t' ||
                          s.ptr[s.len - 1] == '\r' || s.ptr[s.len - 1] == '\n'))
@@ -378,10 +378,10 @@ static int mset_texts(kw_arena_t *a, const mset_t *m, strset_t *out)
     for (size_t i = 0; rc == KW_OK && i < m->n; i++) {
         const mkey_t *k = &m->v[i];
         for (size_t j = 0; rc == KW_OK && j < k->conc.n; j++) {
-            char *s = k->rel.len ? kw_arena_sprintf(a, "%.*s:%s#%.*s", KW_STR_FMT(k->type),
-                                                    k->conc.v[j], KW_STR_FMT(k->rel))
-                                 : kw_arena_sprintf(a, "%.*s:%s", KW_STR_FMT(k->type),
-                                                    k->conc.v[j]);
+            char *s = k->rel.len
+                          ? kw_arena_sprintf(a, "%.*s:%s#%.*s", KW_STR_FMT(k->type), k->conc.v[j],
+                                             KW_STR_FMT(k->rel))
+                          : kw_arena_sprintf(a, "%.*s:%s", KW_STR_FMT(k->type), k->conc.v[j]);
             rc = s ? ss_add(out, s) : KW_ENOMEM;
         }
         if (rc == KW_OK && k->wild) {
@@ -406,8 +406,7 @@ static int expected_text(kw_arena_t *a, kw_str_t s, char **out, kw_diag_t *diag)
     s = trim(s);
     if (s.len == 0 || s.ptr[0] != '[')
         return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                           "expected relation \"%.*s\" must start with '[subject]'",
-                           KW_STR_FMT(s));
+                           "expected relation \"%.*s\" must start with '[subject]'", KW_STR_FMT(s));
     size_t depth = 0, end = 0;
     for (size_t i = 0; i < s.len; i++) {
         if (s.ptr[i] == '[') {
@@ -482,8 +481,8 @@ static bool is_null(yaml_node_t *n)
     if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
         return false;
     kw_str_t s = scalar(n);
-    return s.len == 0 || kw_str_eq_c(s, "~") || kw_str_eq_c(s, "null") ||
-           kw_str_eq_c(s, "Null") || kw_str_eq_c(s, "NULL");
+    return s.len == 0 || kw_str_eq_c(s, "~") || kw_str_eq_c(s, "null") || kw_str_eq_c(s, "Null") ||
+           kw_str_eq_c(s, "NULL");
 }
 
 static unsigned long node_line(yaml_node_t *n)
@@ -506,8 +505,7 @@ static void report(vctx_t *c, const char *fmt, ...)
 
 /* Reports an error from an engine/parse call; caveat/expiration errors become the one
  * "not supported yet" line per document. */
-static void report_err(vctx_t *c, int rc, const kw_diag_t *d, const char *fmt, ...)
-    KW_PRINTF(4, 5);
+static void report_err(vctx_t *c, int rc, const kw_diag_t *d, const char *fmt, ...) KW_PRINTF(4, 5);
 static void report_err(vctx_t *c, int rc, const kw_diag_t *d, const char *fmt, ...)
 {
     if (rc == KW_EUNSUPPORTED) {
@@ -586,8 +584,8 @@ static int load_relationships(vctx_t *c, kw_str_t text)
         kw_update_t up = {.op = KW_OP_TOUCH};
         int rc = kw_rel_parse(s, &up.rel, &d);
         if (rc != KW_OK) {
-            report_err(c, rc, &d, "relationship %lu (\"%.*s\"), column %u", line,
-                       KW_STR_FMT(s), d.col);
+            report_err(c, rc, &d, "relationship %lu (\"%.*s\"), column %u", line, KW_STR_FMT(s),
+                       d.col);
             return rc;
         }
         rc = kw_engine_write(c->e, &up, 1, NULL, 0, 0, NULL, &d);
@@ -661,8 +659,9 @@ static int run_assertions(vctx_t *c, yaml_document_t *doc, yaml_node_t *n)
             report_err(c, KW_EUNSUPPORTED, &d, "assertCaveated");
             return KW_EUNSUPPORTED;
         } else {
-            report(c, "line %lu: unknown assertion kind \"%.*s\" (use assertTrue or "
-                      "assertFalse)",
+            report(c,
+                   "line %lu: unknown assertion kind \"%.*s\" (use assertTrue or "
+                   "assertFalse)",
                    node_line(k), KW_STR_FMT(key));
             return KW_EINVAL;
         }
@@ -672,8 +671,8 @@ static int run_assertions(vctx_t *c, yaml_document_t *doc, yaml_node_t *n)
             report(c, "line %lu: %.*s must be a list", node_line(v), KW_STR_FMT(key));
             return KW_EINVAL;
         }
-        for (yaml_node_item_t *it = v->data.sequence.items.start;
-             it < v->data.sequence.items.top; it++) {
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++) {
             yaml_node_t *a = yaml_document_get_node(doc, *it);
             if (!a)
                 continue;
@@ -714,8 +713,8 @@ static int run_expected(vctx_t *c, yaml_document_t *doc, yaml_node_t *k, yaml_no
     c->n_checks++;
     c->n_expected++;
     if (parse_onr(key, &obj, &rel) != KW_OK) {
-        report(c, "line %lu: validation key \"%.*s\" must be `type:id#relation`",
-               node_line(k), KW_STR_FMT(key));
+        report(c, "line %lu: validation key \"%.*s\" must be `type:id#relation`", node_line(k),
+               KW_STR_FMT(key));
         return KW_EINVAL;
     }
     strset_t want = {0}, got = {0};
@@ -739,8 +738,7 @@ static int run_expected(vctx_t *c, yaml_document_t *doc, yaml_node_t *k, yaml_no
         if (rc == KW_OK)
             rc = ss_add(&want, t);
         else
-            report_err(c, rc, &d, "validation of %.*s (line %lu)", KW_STR_FMT(key),
-                       node_line(e));
+            report_err(c, rc, &d, "validation of %.*s (line %lu)", KW_STR_FMT(key), node_line(e));
     }
     if (rc == KW_OK) {
         c->expansions = 0;
@@ -803,11 +801,11 @@ static int run_validation(vctx_t *c, yaml_document_t *doc, yaml_node_t *n)
 static int read_schema_file(vctx_t *c, kw_str_t name, char **out, size_t *len)
 {
     const char *slash = strrchr(c->file, '/');
-    char *path = name.len > 0 && name.ptr[0] == '/'
-                     ? kw_arena_sprintf(c->arena, "%.*s", KW_STR_FMT(name))
-                     : kw_arena_sprintf(c->arena, "%.*s%.*s",
-                                        slash ? (int)(slash - c->file + 1) : 0, c->file,
-                                        KW_STR_FMT(name));
+    char *path =
+        name.len > 0 && name.ptr[0] == '/'
+            ? kw_arena_sprintf(c->arena, "%.*s", KW_STR_FMT(name))
+            : kw_arena_sprintf(c->arena, "%.*s%.*s", slash ? (int)(slash - c->file + 1) : 0,
+                               c->file, KW_STR_FMT(name));
     if (!path)
         return -ENOMEM;
     return read_file(path, out, len);
@@ -818,15 +816,15 @@ static void run_document(vctx_t *c, yaml_document_t *doc, yaml_node_t *root)
     if (is_null(root))
         return;
     if (root->type != YAML_MAPPING_NODE) {
-        report(c, "line %lu: a validation document must be a map (schema, relationships, "
-                  "assertions, validation)",
+        report(c,
+               "line %lu: a validation document must be a map (schema, relationships, "
+               "assertions, validation)",
                node_line(root));
         return;
     }
-    yaml_node_t *schema = NULL, *schema_file = NULL, *rels = NULL, *asserts = NULL,
-                *valid = NULL;
-    for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
-         p < root->data.mapping.pairs.top; p++) {
+    yaml_node_t *schema = NULL, *schema_file = NULL, *rels = NULL, *asserts = NULL, *valid = NULL;
+    for (yaml_node_pair_t *p = root->data.mapping.pairs.start; p < root->data.mapping.pairs.top;
+         p++) {
         yaml_node_t *k = yaml_document_get_node(doc, p->key);
         yaml_node_t *v = yaml_document_get_node(doc, p->value);
         kw_str_t key = k && k->type == YAML_SCALAR_NODE ? scalar(k) : KW_STR_NULL;
@@ -841,8 +839,9 @@ static void run_document(vctx_t *c, yaml_document_t *doc, yaml_node_t *root)
         else if (kw_str_eq_c(key, "validation"))
             valid = v;
         else {
-            report(c, "line %lu: unknown key \"%.*s\" (expected schema, schemaFile, "
-                      "relationships, assertions or validation)",
+            report(c,
+                   "line %lu: unknown key \"%.*s\" (expected schema, schemaFile, "
+                   "relationships, assertions or validation)",
                    k ? node_line(k) : 0UL, KW_STR_FMT(key));
             return;
         }
@@ -859,8 +858,7 @@ static void run_document(vctx_t *c, yaml_document_t *doc, yaml_node_t *root)
         size_t len = 0;
         int err = read_schema_file(c, scalar(schema_file), &owned, &len);
         if (err != 0) {
-            report(c, "schemaFile \"%.*s\": %s", KW_STR_FMT(scalar(schema_file)),
-                   strerror(-err));
+            report(c, "schemaFile \"%.*s\": %s", KW_STR_FMT(scalar(schema_file)), strerror(-err));
             goto done;
         }
         text = (kw_str_t){owned, len};

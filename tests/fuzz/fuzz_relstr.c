@@ -23,8 +23,7 @@ static bool rel_eq(const kw_rel_t *a, const kw_rel_t *b)
 {
     return kw_str_eq(a->resource.type, b->resource.type) &&
            kw_str_eq(a->resource.id, b->resource.id) && kw_str_eq(a->relation, b->relation) &&
-           kw_str_eq(a->subject.type, b->subject.type) &&
-           kw_str_eq(a->subject.id, b->subject.id) &&
+           kw_str_eq(a->subject.type, b->subject.type) && kw_str_eq(a->subject.id, b->subject.id) &&
            kw_str_eq(a->subject.relation, b->subject.relation);
 }
 

@@ -137,9 +137,9 @@ KW_TEST(relstr_caveat_and_expiration_unsupported)
     KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[c:{\"a\":1}]"), &r, &d),
                  KW_EUNSUPPORTED);
     KW_ASSERT_STR_EQ(d.msg, "caveats are not supported yet");
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"),
-                              &r, &d),
-                 KW_EUNSUPPORTED);
+    KW_ASSERT_EQ(
+        kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"), &r, &d),
+        KW_EUNSUPPORTED);
     KW_ASSERT_STR_EQ(d.msg, "expiration is not supported yet");
 }
 
@@ -151,27 +151,27 @@ KW_TEST(relstr_errors_carry_column)
         uint32_t col;
     } cases[] = {
         {"", 1},
-        {"document", 9},                       /* missing ':' */
-        {"document:", 10},                     /* missing id */
-        {"document:d", 11},                    /* missing '#' */
-        {"document:d#", 12},                   /* missing relation */
-        {"document:d#viewer", 18},             /* missing '@' */
-        {"document:d#viewer@", 19},            /* missing subject type */
-        {"document:d#viewer@user", 23},        /* missing ':' */
-        {"document:d#viewer@user:", 24},       /* missing subject id */
-        {"Document:d#viewer@user:tom", 1},     /* uppercase type */
-        {"1doc:d#viewer@user:tom", 1},         /* digit first */
-        {"doc_:d#viewer@user:tom", 4},         /* trailing underscore */
-        {"doc/:d#viewer@user:tom", 5},         /* empty segment after '/' */
-        {"doc:d d#viewer@user:tom", 6},        /* space in id */
-        {"doc:*#viewer@user:tom", 5},          /* wildcard resource */
-        {"doc:d#view/er@user:tom", 11},        /* '/' in relation */
-        {"doc:d#viewer@user:tom#", 23},        /* empty subject relation */
-        {"doc:d#viewer@user:tom#..", 23},      /* bad ellipsis */
-        {"doc:d#viewer@user:*#member", 21},    /* wildcard with relation */
-        {"doc:d#viewer@user:tom ", 22},        /* trailing junk */
-        {"doc:d#viewer@user:*x", 20},          /* junk after wildcard */
-        {"doc:d#viewer@user:t\xc3\xa9", 20},   /* non-ASCII */
+        {"document", 9},                        /* missing ':' */
+        {"document:", 10},                      /* missing id */
+        {"document:d", 11},                     /* missing '#' */
+        {"document:d#", 12},                    /* missing relation */
+        {"document:d#viewer", 18},              /* missing '@' */
+        {"document:d#viewer@", 19},             /* missing subject type */
+        {"document:d#viewer@user", 23},         /* missing ':' */
+        {"document:d#viewer@user:", 24},        /* missing subject id */
+        {"Document:d#viewer@user:tom", 1},      /* uppercase type */
+        {"1doc:d#viewer@user:tom", 1},          /* digit first */
+        {"doc_:d#viewer@user:tom", 4},          /* trailing underscore */
+        {"doc/:d#viewer@user:tom", 5},          /* empty segment after '/' */
+        {"doc:d d#viewer@user:tom", 6},         /* space in id */
+        {"doc:*#viewer@user:tom", 5},           /* wildcard resource */
+        {"doc:d#view/er@user:tom", 11},         /* '/' in relation */
+        {"doc:d#viewer@user:tom#", 23},         /* empty subject relation */
+        {"doc:d#viewer@user:tom#..", 23},       /* bad ellipsis */
+        {"doc:d#viewer@user:*#member", 21},     /* wildcard with relation */
+        {"doc:d#viewer@user:tom ", 22},         /* trailing junk */
+        {"doc:d#viewer@user:*x", 20},           /* junk after wildcard */
+        {"doc:d#viewer@user:t\xc3\xa9", 20},    /* non-ASCII */
         {"doc:d#viewer@user:tom#member#x", 29}, /* junk after relation */
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {

@@ -290,3 +290,44 @@ int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
     }
     return r;
 }
+
+static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
+                        int depth);
+
+bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth)
+{
+    if (rel == srel)
+        return true;
+    const kw_relation_t *rd = &s->types[type].rels[rel];
+    if (!rd->is_permission || depth > KW_MAX_EXPR_DEPTH)
+        return false; /* no relationships; the compiler refuses same-object REF cycles */
+    return absent_expr(s, type, rd->expr, srel, depth + 1);
+}
+
+static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
+                        int depth)
+{
+    switch (x->kind) {
+    case KW_EXPR_REF:
+        return kw__ck_absent(s, type, x->rel, srel, depth + 1);
+    case KW_EXPR_UNION:
+        for (uint32_t i = 0; i < x->n_children; i++)
+            if (absent_expr(s, type, x->children[i], srel, depth + 1))
+                return true;
+        return false;
+    case KW_EXPR_INTERSECT:
+        for (uint32_t i = 0; i < x->n_children; i++)
+            if (!absent_expr(s, type, x->children[i], srel, depth + 1))
+                return false;
+        return true;
+    case KW_EXPR_EXCLUDE:
+        if (!absent_expr(s, type, x->children[0], srel, depth + 1))
+            return false;
+        for (uint32_t i = 1; i < x->n_children; i++)
+            if (absent_expr(s, type, x->children[i], srel, depth + 1))
+                return false;
+        return true;
+    default: /* NIL, and arrows need relationships */
+        return false;
+    }
+}

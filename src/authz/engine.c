@@ -1086,14 +1086,12 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
         rc = bad_id(diag, "resource", res.id);
     if (rc != KW_OK)
         return rc;
-    /* A subject set has itself, even when the object has no relationships at all. */
-    if (srel != KW_REL_NONE && stype == t && srel == r && kw_str_eq(res.id, subj.id)) {
-        *result = KW_CHECK_YES;
-        return KW_OK;
-    }
     uint32_t rnode = kw__graph_find(&e->g, t, res.id.ptr, res.id.len);
     if (rnode == KW_NODE_NONE) {
-        *result = KW_CHECK_NO;
+        /* A subject set has itself, even when the object has no relationships at all. */
+        bool self = srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id) &&
+                    kw__ck_absent(e->model->schema, t, r, srel, 0);
+        *result = self ? KW_CHECK_YES : KW_CHECK_NO;
         return KW_OK;
     }
     kw__ck_subject(c, snode, stype, srel);

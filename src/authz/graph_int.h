@@ -169,6 +169,11 @@ void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel);
 /* 1 yes, 0 no, or a negative KW_E* (never "yes" on error). */
 KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
 
+/* For an object with no relationships at all: does it have `rel` for the subject set
+ * (same object)#srel? Only "a subject set has itself" can make it true, reached through
+ * same-object references. */
+bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth);
+
 /* Resolves a subject for a query: type and relation indices, node (may be
  * KW_NODE_NONE). KW_EINVAL with a message for unknown types/relations. */
 KW_NODISCARD int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype,

@@ -133,8 +133,13 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     if (rc != KW_OK)
         return rc;
     /* The subject set itself, even without any relationships. */
-    if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t && srel == r)
-        return cb(subject.id, ud);
+    if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t &&
+        kw__ck_absent(m->schema, t, r, srel, 0)) {
+        /* The subject set itself (absent from the graph, so the walk cannot list it). */
+        rc = cb(subject.id, ud);
+        if (rc)
+            return rc;
+    }
     pairset_t ps = {0};
     kw_ck_t *c = kw_malloc(sizeof(kw_ck_t));
     if (!c)
@@ -281,7 +286,8 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     }
     uint32_t rnode = kw__graph_find(g, t, resource.id.ptr, resource.id.len);
     if (rnode == KW_NODE_NONE) {
-        if (stype == t && srel == r) { /* the subject set has itself */
+        if (stype == t && srel != KW_REL_NONE && kw__ck_absent(s, t, r, srel, 0)) {
+            /* the subject set has itself */
             kw_subject_result_t res = {resource.id, NULL, 0};
             return cb(&res, ud);
         }

@@ -54,7 +54,7 @@ void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel)
     c->snode = snode;
     c->stype = stype;
     c->srel = srel;
-    c->swild = kw__graph_find(c->g, stype, "*", 1);
+    c->swild = stype < KW_MAX_TYPES ? c->g->wild[stype] : KW_NODE_NONE;
     c->depth = 0;
     c->neg = 0;
 }

@@ -176,11 +176,20 @@ static int no_schema(kw_diag_t *diag)
 
 /* ---- validation ---- */
 
-static bool id_char_ok(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           ch == '/' || ch == '_' || ch == '|' || ch == '-' || ch == '=' || ch == '+';
-}
+/* SpiceDB's id charset [a-zA-Z0-9/_|\-=+] as a table: ids are checked on every call. */
+static const unsigned char id_chars[256] = {
+    ['/'] = 1, ['_'] = 1, ['|'] = 1, ['-'] = 1, ['='] = 1, ['+'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+};
 
 /* SpiceDB's object id grammar: [a-zA-Z0-9/_|\-=+]{1,1024}, or `*` where a wildcard is
  * meant (checked by the caller). */
@@ -188,10 +197,10 @@ static bool id_ok(kw_str_t id)
 {
     if (id.len == 0 || id.len > KW_MAX_OBJECT_ID_LEN)
         return false;
+    unsigned char bad = 0;
     for (size_t i = 0; i < id.len; i++)
-        if (!id_char_ok((unsigned char)id.ptr[i]))
-            return false;
-    return true;
+        bad |= (unsigned char)(id_chars[(unsigned char)id.ptr[i]] ^ 1);
+    return bad == 0;
 }
 
 static bool is_star(kw_str_t id)

@@ -23,6 +23,7 @@ int kw__graph_init(kw_graph_t *g)
 {
     memset(g, 0, sizeof(*g));
     g->free_head = KW_NODE_NONE;
+    memset(g->wild, 0xff, sizeof(g->wild));
     g->n_slots = 1024;
     g->slots = kw_malloc(sizeof(uint32_t) * g->n_slots);
     if (!g->slots)
@@ -122,6 +123,8 @@ int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, u
     slot_insert(g->slots, g->n_slots - 1, nd->hash, n);
     g->n_live++;
     g->id_bytes += len + 1;
+    if (len == 1 && id[0] == '*')
+        g->wild[type] = n;
     *out = n;
     return KW_OK;
 }
@@ -156,6 +159,8 @@ void kw__graph_gc(kw_graph_t *g, uint32_t node)
     if (!nd->id || nd->fwd.n || nd->rev.n)
         return;
     slot_delete(g, node);
+    if (nd->id_len == 1 && nd->id[0] == '*')
+        g->wild[nd->type] = KW_NODE_NONE;
     g->id_bytes -= nd->id_len + 1;
     kw_free(nd->id);
     kw_free(nd->fwd.v);

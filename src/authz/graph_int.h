@@ -57,6 +57,7 @@ typedef struct kw_graph {
     uint32_t n_slots; /* power of two */
     size_t n_rels;    /* relationships stored */
     size_t id_bytes;  /* bytes held by id strings */
+    uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
 } kw_graph_t;
 
 /* Sort keys (tag-kw-edge-order). */

@@ -240,7 +240,7 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
                                "relationship cycle through the subtracted side of an exclusion "
                                "at %.*s:%s#%.*s",
-                               KW_STR_FMT(ty->name), c->g->nodes[node].id, KW_STR_FMT(rd->name));
+                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
         return 0;
@@ -250,7 +250,7 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     if (c->depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
                            "check exceeded the maximum depth of %d at %.*s:%s#%.*s",
-                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), c->g->nodes[node].id,
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
                            KW_STR_FMT(rd->name));
     int d = c->depth++;
     m->state = MEMO_OPEN;

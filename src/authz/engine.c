@@ -493,7 +493,7 @@ static int filter_each(const kw_graph_t *g, const cfilter_t *cf, match_fn fn, vo
     }
     for (uint32_t n = 0; n < g->n_nodes; n++) {
         const kw_node_t *nd = &g->nodes[n];
-        if (!nd->id || nd->type != cf->rtype)
+        if (!kw__node_live(nd) || nd->type != cf->rtype)
             continue;
         for (uint32_t i = 0; i < nd->fwd.n; i++) {
             if (filter_edge(g, cf, n, nd->fwd.v[i].rel, nd->fwd.v[i].other,
@@ -775,7 +775,7 @@ static int cmp_str(kw_str_t a, kw_str_t b)
 
 static kw_str_t node_id(const kw_graph_t *g, uint32_t n)
 {
-    return (kw_str_t){g->nodes[n].id, g->nodes[n].id_len};
+    return kw__node_str(&g->nodes[n]);
 }
 
 static kw_str_t rel_name(const kw_schema_t *s, uint16_t type, uint16_t rel)
@@ -895,7 +895,7 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
     for (uint32_t n = 0; n < old->n_nodes && rc == KW_OK; n++) {
         map[n] = KW_NODE_NONE;
         const kw_node_t *nd = &old->nodes[n];
-        if (!nd->id)
+        if (!kw__node_live(nd))
             continue;
         uint16_t t = kw_schema_type_index(ns, os->types[nd->type].name);
         if (t == KW_TYPE_NONE) {
@@ -903,14 +903,14 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
                              "cannot remove definition \"%.*s\": relationships still use it "
                              "(e.g. %.*s:%s)",
                              KW_STR_FMT(os->types[nd->type].name),
-                             KW_STR_FMT(os->types[nd->type].name), nd->id);
+                             KW_STR_FMT(os->types[nd->type].name), kw__node_id(nd));
             break;
         }
-        rc = kw__graph_intern(ng, t, nd->id, nd->id_len, &map[n]);
+        rc = kw__graph_intern(ng, t, kw__node_id(nd), nd->id_len, &map[n]);
     }
     for (uint32_t n = 0; n < old->n_nodes && rc == KW_OK; n++) {
         const kw_node_t *nd = &old->nodes[n];
-        if (!nd->id)
+        if (!kw__node_live(nd))
             continue;
         if (nd->fwd.n > max_tail)
             max_tail = nd->fwd.n;
@@ -921,9 +921,9 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
             const kw_edge_t *ed = &nd->fwd.v[i];
             const kw_node_t *sn = &old->nodes[ed->other];
             kw_rel_t r = {
-                .resource = {os->types[nd->type].name, {nd->id, nd->id_len}},
+                .resource = {os->types[nd->type].name, kw__node_str(nd)},
                 .relation = os->types[nd->type].rels[ed->rel].name,
-                .subject = {os->types[sn->type].name, {sn->id, sn->id_len},
+                .subject = {os->types[sn->type].name, kw__node_str(sn),
                             rel_name(os, sn->type, ed->other_rel)},
             };
             rrel_t rr;
@@ -947,7 +947,7 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
     if (rc == KW_OK) {
         for (uint32_t n = 0; n < old->n_nodes; n++) {
             const kw_node_t *nd = &old->nodes[n];
-            if (!nd->id)
+            if (!kw__node_live(nd))
                 continue;
             uint16_t t = ng->nodes[map[n]].type;
             for (uint32_t i = 0; i < nd->fwd.n; i++) {
@@ -1077,7 +1077,8 @@ int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype
     } else if (!id_ok(subj.id)) {
         return bad_id(diag, "subject", subj.id);
     }
-    *snode = kw__graph_find(&e->g, *stype, subj.id.ptr, subj.id.len);
+    if (snode)
+        *snode = kw__graph_find(&e->g, *stype, subj.id.ptr, subj.id.len);
     return KW_OK;
 }
 
@@ -1090,12 +1091,18 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     c->diag = diag;
     int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
     if (rc == KW_OK)
-        rc = kw__resolve_subject(e, subj, &stype, &srel, &snode, diag);
+        rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
     if (rc == KW_OK && !id_ok(res.id))
         rc = bad_id(diag, "resource", res.id);
     if (rc != KW_OK)
         return rc;
-    uint32_t rnode = kw__graph_find(&e->g, t, res.id.ptr, res.id.len);
+    /* Both lookups at once: their cache misses overlap. */
+    const uint16_t types[2] = {t, stype};
+    const kw_str_t ids[2] = {res.id, subj.id};
+    uint32_t nodes[2];
+    kw__graph_find2(&e->g, types, ids, nodes);
+    uint32_t rnode = nodes[0];
+    snode = nodes[1];
     if (rnode == KW_NODE_NONE) {
         /* A subject set has itself, even when the object has no relationships at all. */
         bool self = srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id) &&

@@ -34,7 +34,7 @@ static kw_str_t dup(const ex_ctx_t *c, kw_str_t s, bool *ok)
 
 static kw_str_t node_str(const ex_ctx_t *c, uint32_t n, bool *ok)
 {
-    return dup(c, (kw_str_t){c->g->nodes[n].id, c->g->nodes[n].id_len}, ok);
+    return dup(c, kw__node_str(&c->g->nodes[n]), ok);
 }
 
 static kw_expand_t *ex_node(ex_ctx_t *c, kw_expand_kind_t kind, uint32_t node, kw_str_t rel,
@@ -127,7 +127,7 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
     if (depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
                            "expand exceeded the maximum depth of %d at %.*s:%s#%.*s",
-                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), g->nodes[node].id,
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), kw__node_id(&g->nodes[node]),
                            KW_STR_FMT(rd->name));
     if (rd->is_permission)
         return ex_expr(c, node, rd->name, rd->expr, depth + 1, out);

@@ -25,17 +25,23 @@ int kw__graph_init(kw_graph_t *g)
     g->free_head = KW_NODE_NONE;
     memset(g->wild, 0xff, sizeof(g->wild));
     g->n_slots = 1024;
-    g->slots = kw_malloc(sizeof(uint32_t) * g->n_slots);
+    g->slots = kw_malloc(sizeof(uint64_t) * g->n_slots);
     if (!g->slots)
         return KW_ENOMEM;
-    memset(g->slots, 0xff, sizeof(uint32_t) * g->n_slots);
+    memset(g->slots, 0xff, sizeof(uint64_t) * g->n_slots);
     return KW_OK;
+}
+
+static void node_free_id(kw_node_t *nd)
+{
+    if (nd->flags & KW_NODE_HEAP_ID)
+        kw_free(nd->id.heap);
 }
 
 void kw__graph_close(kw_graph_t *g)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++) {
-        kw_free(g->nodes[i].id);
+        node_free_id(&g->nodes[i]);
         kw_free(g->nodes[i].fwd.v);
         kw_free(g->nodes[i].rev.v);
     }
@@ -44,39 +50,94 @@ void kw__graph_close(kw_graph_t *g)
     memset(g, 0, sizeof(*g));
 }
 
-uint32_t kw__graph_find(const kw_graph_t *g, uint16_t type, const char *id, size_t len)
+static inline bool node_is(const kw_node_t *nd, uint16_t type, const char *id, size_t len)
 {
-    uint32_t h = node_hash(type, id, len);
+    return nd->type == type && nd->id_len == len && memcmp(kw__node_id(nd), id, len) == 0;
+}
+
+static inline void prefetch_node(const kw_node_t *nd)
+{
+    __builtin_prefetch(nd);
+    __builtin_prefetch((const char *)nd + sizeof(*nd) - 1);
+}
+
+/* Continues a probe at slot i for hash h (the first candidate already failed or was
+ * never tried). */
+static uint32_t probe_from(const kw_graph_t *g, uint32_t i, uint32_t h, uint16_t type,
+                           const char *id, size_t len)
+{
     uint32_t mask = g->n_slots - 1;
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-        uint32_t n = g->slots[i];
-        if (n == KW_NODE_NONE)
+    for (;; i = (i + 1) & mask) {
+        uint64_t s = g->slots[i];
+        if (s == KW_SLOT_EMPTY)
             return KW_NODE_NONE;
-        const kw_node_t *nd = &g->nodes[n];
-        if (nd->hash == h && nd->type == type && nd->id_len == len &&
-            memcmp(nd->id, id, len) == 0)
-            return n;
+        if (kw__slot_hash(s) == h && node_is(&g->nodes[kw__slot_node(s)], type, id, len))
+            return kw__slot_node(s);
     }
 }
 
-static void slot_insert(uint32_t *slots, uint32_t mask, uint32_t h, uint32_t node)
+uint32_t kw__graph_find(const kw_graph_t *g, uint16_t type, const char *id, size_t len)
+{
+    uint32_t h = node_hash(type, id, len);
+    return probe_from(g, h & (g->n_slots - 1), h, type, id, len);
+}
+
+/* The first slot index at or after h's home whose entry is empty or carries tag h. */
+static inline uint32_t first_candidate(const kw_graph_t *g, uint32_t h)
+{
+    uint32_t mask = g->n_slots - 1;
+    uint32_t i = h & mask;
+    for (;; i = (i + 1) & mask) {
+        uint64_t s = g->slots[i];
+        if (s == KW_SLOT_EMPTY || kw__slot_hash(s) == h)
+            return i;
+    }
+}
+
+void kw__graph_find2(const kw_graph_t *g, const uint16_t type[2], const kw_str_t id[2],
+                     uint32_t out[2])
+{
+    uint32_t mask = g->n_slots - 1;
+    uint32_t h[2], i[2];
+    for (int k = 0; k < 2; k++) {
+        h[k] = node_hash(type[k], id[k].ptr, id[k].len);
+        __builtin_prefetch(&g->slots[h[k] & mask]);
+    }
+    for (int k = 0; k < 2; k++) {
+        i[k] = first_candidate(g, h[k]);
+        uint64_t s = g->slots[i[k]];
+        if (s != KW_SLOT_EMPTY)
+            prefetch_node(&g->nodes[kw__slot_node(s)]);
+    }
+    for (int k = 0; k < 2; k++) {
+        uint64_t s = g->slots[i[k]];
+        if (s == KW_SLOT_EMPTY)
+            out[k] = KW_NODE_NONE;
+        else if (node_is(&g->nodes[kw__slot_node(s)], type[k], id[k].ptr, id[k].len))
+            out[k] = kw__slot_node(s);
+        else /* a 32-bit tag collision: rare, keep probing */
+            out[k] = probe_from(g, (i[k] + 1) & mask, h[k], type[k], id[k].ptr, id[k].len);
+    }
+}
+
+static void slot_insert(uint64_t *slots, uint32_t mask, uint32_t h, uint32_t node)
 {
     uint32_t i = h & mask;
-    while (slots[i] != KW_NODE_NONE)
+    while (slots[i] != KW_SLOT_EMPTY)
         i = (i + 1) & mask;
-    slots[i] = node;
+    slots[i] = ((uint64_t)h << 32) | node;
 }
 
 static int grow_slots(kw_graph_t *g)
 {
     uint32_t n = g->n_slots * 2;
-    uint32_t *s = kw_malloc(sizeof(uint32_t) * (size_t)n);
+    uint64_t *s = kw_malloc(sizeof(uint64_t) * (size_t)n);
     if (!s)
         return KW_ENOMEM;
-    memset(s, 0xff, sizeof(uint32_t) * (size_t)n);
+    memset(s, 0xff, sizeof(uint64_t) * (size_t)n);
     for (uint32_t i = 0; i < g->n_slots; i++)
-        if (g->slots[i] != KW_NODE_NONE)
-            slot_insert(s, n - 1, g->nodes[g->slots[i]].hash, g->slots[i]);
+        if (g->slots[i] != KW_SLOT_EMPTY)
+            slot_insert(s, n - 1, kw__slot_hash(g->slots[i]), kw__slot_node(g->slots[i]));
     kw_free(g->slots);
     g->slots = s;
     g->n_slots = n;
@@ -104,8 +165,8 @@ int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, u
             cap = UINT32_MAX - 1;
         g->cap_nodes = (uint32_t)cap;
     }
-    char *copy = kw_strndup(id, len);
-    if (!copy)
+    char *copy = NULL;
+    if (len >= KW_NODE_ID_INLINE && !(copy = kw_strndup(id, len)))
         return KW_ENOMEM;
     uint32_t n;
     if (g->free_head != KW_NODE_NONE) {
@@ -116,13 +177,20 @@ int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, u
     }
     kw_node_t *nd = &g->nodes[n];
     memset(nd, 0, sizeof(*nd));
-    nd->id = copy;
+    nd->flags = KW_NODE_LIVE;
+    if (copy) {
+        nd->flags |= KW_NODE_HEAP_ID;
+        nd->id.heap = copy;
+        g->id_bytes += len + 1;
+    } else {
+        memcpy(nd->id.inl, id, len);
+        nd->id.inl[len] = '\0';
+    }
     nd->id_len = (uint32_t)len;
     nd->type = type;
     nd->hash = node_hash(type, id, len);
     slot_insert(g->slots, g->n_slots - 1, nd->hash, n);
     g->n_live++;
-    g->id_bytes += len + 1;
     if (len == 1 && id[0] == '*')
         g->wild[type] = n;
     *out = n;
@@ -134,15 +202,15 @@ static void slot_delete(kw_graph_t *g, uint32_t node)
 {
     uint32_t mask = g->n_slots - 1;
     uint32_t i = g->nodes[node].hash & mask;
-    while (g->slots[i] != node)
+    while (kw__slot_node(g->slots[i]) != node)
         i = (i + 1) & mask;
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & mask;
-        uint32_t m = g->slots[j];
-        if (m == KW_NODE_NONE)
+        uint64_t m = g->slots[j];
+        if (m == KW_SLOT_EMPTY)
             break;
-        uint32_t home = g->nodes[m].hash & mask;
+        uint32_t home = kw__slot_hash(m) & mask;
         /* Move m into the hole at i unless its home lies cyclically in (i, j]. */
         bool in_range = (i <= j) ? (home > i && home <= j) : (home > i || home <= j);
         if (!in_range) {
@@ -150,19 +218,20 @@ static void slot_delete(kw_graph_t *g, uint32_t node)
             i = j;
         }
     }
-    g->slots[i] = KW_NODE_NONE;
+    g->slots[i] = KW_SLOT_EMPTY;
 }
 
 void kw__graph_gc(kw_graph_t *g, uint32_t node)
 {
     kw_node_t *nd = &g->nodes[node];
-    if (!nd->id || nd->fwd.n || nd->rev.n)
+    if (!kw__node_live(nd) || nd->fwd.n || nd->rev.n)
         return;
     slot_delete(g, node);
-    if (nd->id_len == 1 && nd->id[0] == '*')
+    if (nd->id_len == 1 && kw__node_id(nd)[0] == '*')
         g->wild[nd->type] = KW_NODE_NONE;
-    g->id_bytes -= nd->id_len + 1;
-    kw_free(nd->id);
+    if (nd->flags & KW_NODE_HEAP_ID)
+        g->id_bytes -= nd->id_len + 1;
+    node_free_id(nd);
     kw_free(nd->fwd.v);
     kw_free(nd->rev.v);
     memset(nd, 0, sizeof(*nd));
@@ -300,7 +369,7 @@ void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
 {
     for (size_t t = 0; t < n_touched; t++) {
         kw_node_t *nd = &g->nodes[touched[t]];
-        if (!nd->id)
+        if (!kw__node_live(nd))
             continue;
         if (nd->dirty & 1)
             merge_tail(&nd->fwd, nd->fwd_sorted, true, scratch);
@@ -343,12 +412,13 @@ size_t kw__graph_memory(const kw_graph_t *g)
     /* malloc keeps ~16 bytes of bookkeeping per block; count it so the estimate is honest. */
     const size_t overhead = 16;
     size_t m = sizeof(*g) + (size_t)g->cap_nodes * sizeof(kw_node_t) +
-               (size_t)g->n_slots * sizeof(uint32_t);
+               (size_t)g->n_slots * sizeof(uint64_t);
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         const kw_node_t *nd = &g->nodes[i];
-        if (!nd->id)
+        if (!kw__node_live(nd))
             continue;
-        m += ((nd->id_len + 1 + overhead + 15) & ~(size_t)15);
+        if (nd->flags & KW_NODE_HEAP_ID)
+            m += ((nd->id_len + 1 + overhead + 15) & ~(size_t)15);
         if (nd->fwd.cap)
             m += nd->fwd.cap * sizeof(kw_edge_t) + overhead;
         if (nd->rev.cap)

@@ -4,7 +4,9 @@
  *
  * Graph: every object `type:id` (including the wildcard `type:*`, a node with id "*") is
  *   interned to a dense uint32 node id through an open-addressing hash table (linear
- *   probing, backward-shift deletion). Each node has two sorted edge arrays:
+ *   probing, backward-shift deletion; each slot carries the key's 32-bit hash so probes
+ *   past other keys never touch their nodes). Short ids are stored inside the node
+ *   record. Each node has two sorted edge arrays:
  *     fwd: this node as resource  {other = subject node,  rel = relation,
  *                                  other_rel = subject relation or KW_REL_NONE}
  *          sorted by (rel, other_rel, other);
@@ -37,15 +39,57 @@ typedef struct kw_edges {
     uint32_t cap;
 } kw_edges_t;
 
+/* Ids up to KW_NODE_ID_INLINE - 1 bytes (UUIDs are 36) live inside the node record, so
+ * a lookup that reaches the node compares the id without another cache miss; longer ids
+ * are a heap copy. */
+#define KW_NODE_ID_INLINE 40
+
+/* 96 bytes. fwd.v, hash, type, id_len and the inline id are what a Check touches. */
 typedef struct kw_node {
-    char *id; /* NUL-terminated copy; NULL when the slot is free */
-    uint32_t id_len;
-    uint16_t type; /* KW_TYPE_NONE when free */
-    uint16_t dirty; /* batch bookkeeping: fwd/rev tails need merging */
-    uint32_t hash; /* low 32 bits of the key hash; next free node when free */
-    uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
     kw_edges_t fwd, rev;
+    uint32_t hash; /* low 32 bits of the key hash; next free node when free */
+    uint16_t type; /* KW_TYPE_NONE when free */
+    uint8_t dirty; /* batch bookkeeping: fwd/rev tails need merging */
+    uint8_t flags; /* KW_NODE_LIVE, KW_NODE_HEAP_ID */
+    uint32_t id_len;
+    uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
+    uint32_t pad_;
+    union {
+        char *heap; /* KW_NODE_HEAP_ID: NUL-terminated copy */
+        char inl[KW_NODE_ID_INLINE]; /* otherwise: NUL-terminated, in place */
+    } id;
 } kw_node_t;
+
+_Static_assert(sizeof(kw_node_t) == 96, "kw_node_t layout");
+
+#define KW_NODE_LIVE 1u
+#define KW_NODE_HEAP_ID 2u
+
+static inline bool kw__node_live(const kw_node_t *nd)
+{
+    return (nd->flags & KW_NODE_LIVE) != 0;
+}
+/* The NUL-terminated id of a live node. */
+static inline const char *kw__node_id(const kw_node_t *nd)
+{
+    return (nd->flags & KW_NODE_HEAP_ID) ? nd->id.heap : nd->id.inl;
+}
+static inline kw_str_t kw__node_str(const kw_node_t *nd)
+{
+    return (kw_str_t){kw__node_id(nd), nd->id_len};
+}
+
+/* Hash slot: the node's 32-bit key hash (high half) beside its node id (low half), so a
+ * probe that meets another key's slot never touches that node record. */
+#define KW_SLOT_EMPTY UINT64_MAX
+static inline uint32_t kw__slot_node(uint64_t s)
+{
+    return (uint32_t)s;
+}
+static inline uint32_t kw__slot_hash(uint64_t s)
+{
+    return (uint32_t)(s >> 32);
+}
 
 typedef struct kw_graph {
     kw_node_t *nodes;
@@ -53,10 +97,10 @@ typedef struct kw_graph {
     uint32_t cap_nodes;
     uint32_t free_head; /* KW_NODE_NONE when empty */
     uint32_t n_live;
-    uint32_t *slots; /* hash table of node ids; KW_NODE_NONE = empty */
+    uint64_t *slots; /* hash table: hash << 32 | node; KW_SLOT_EMPTY = empty */
     uint32_t n_slots; /* power of two */
     size_t n_rels;    /* relationships stored */
-    size_t id_bytes;  /* bytes held by id strings */
+    size_t id_bytes;  /* bytes held by heap id strings */
     uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
 } kw_graph_t;
 
@@ -74,6 +118,10 @@ static inline uint64_t kw__rev_key(uint16_t rel, uint16_t other_rel, uint32_t ot
 KW_NODISCARD int kw__graph_init(kw_graph_t *g);
 void kw__graph_close(kw_graph_t *g);
 uint32_t kw__graph_find(const kw_graph_t *g, uint16_t type, const char *id, size_t len);
+/* Two independent lookups with their cache misses overlapped (Check's resource and
+ * subject). out[i] is KW_NODE_NONE when (type[i], id[i]) is not in the graph. */
+void kw__graph_find2(const kw_graph_t *g, const uint16_t type[2], const kw_str_t id[2],
+                     uint32_t out[2]);
 /* Finds or creates the node; KW_ENOMEM leaves the graph unchanged. */
 KW_NODISCARD int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len,
                                   uint32_t *out);
@@ -176,7 +224,8 @@ KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
 bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth);
 
 /* Resolves a subject for a query: type and relation indices, node (may be
- * KW_NODE_NONE). KW_EINVAL with a message for unknown types/relations. */
+ * KW_NODE_NONE; not looked up when snode is NULL). KW_EINVAL with a message for unknown
+ * types/relations. */
 KW_NODISCARD int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype,
                                      uint16_t *srel, uint32_t *snode, kw_diag_t *diag);
 KW_NODISCARD int kw__resolve_perm(const kw_engine_t *e, kw_str_t type, kw_str_t perm,

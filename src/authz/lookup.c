@@ -183,7 +183,7 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
             break;
         }
         if (v == 1)
-            rc = cb((kw_str_t){g->nodes[x].id, g->nodes[x].id_len}, ud);
+            rc = cb(kw__node_str(&g->nodes[x]), ud);
     }
     kw__ck_close(c);
     kw_free(c);
@@ -331,7 +331,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     for (size_t i = 0; i < cand.n && rc == KW_OK; i++) {
         uint32_t o = cand.v[i];
         const kw_node_t *nd = &g->nodes[o];
-        bool is_wild = nd->id_len == 1 && nd->id[0] == '*';
+        bool is_wild = nd->id_len == 1 && kw__node_id(nd)[0] == '*';
         if (is_wild) {
             wild = o;
             continue;
@@ -341,14 +341,14 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
         if (v < 0) {
             rc = v;
         } else if (v == 1) {
-            kw_subject_result_t res = {{nd->id, nd->id_len}, NULL, 0};
+            kw_subject_result_t res = {kw__node_str(nd), NULL, 0};
             rc = cb(&res, ud);
         } else if (srel == KW_REL_NONE) {
             if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) !=
                 KW_OK)
                 rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
             else
-                excluded[n_excl++] = (kw_str_t){nd->id, nd->id_len};
+                excluded[n_excl++] = kw__node_str(nd);
         }
     }
     if (rc == KW_OK && wild != KW_NODE_NONE && srel == KW_REL_NONE) {

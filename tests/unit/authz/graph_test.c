@@ -134,3 +134,69 @@ KW_TEST(graph_churn_does_not_leak_nodes)
     KW_ASSERT(kw_engine_memory(e) <= mem_after_warmup);
     kw_engine_free(e);
 }
+
+/* Ids shorter than KW_NODE_ID_INLINE live in the node, longer ones on the heap; both
+ * compare exactly (same prefix, different length or last byte never match). */
+KW_TEST(graph_inline_and_heap_ids)
+{
+    kw_graph_t g;
+    KW_ASSERT_EQ(kw__graph_init(&g), KW_OK);
+    char id[KW_MAX_OBJECT_ID_LEN + 1];
+    memset(id, 'x', sizeof(id));
+    static const size_t lens[] = {1,
+                                  KW_NODE_ID_INLINE - 2,
+                                  KW_NODE_ID_INLINE - 1,
+                                  KW_NODE_ID_INLINE,
+                                  KW_NODE_ID_INLINE + 1,
+                                  KW_MAX_OBJECT_ID_LEN};
+    uint32_t n[6];
+    for (int i = 0; i < 6; i++) {
+        KW_ASSERT_EQ(kw__graph_intern(&g, 1, id, lens[i], &n[i]), KW_OK);
+        const kw_node_t *nd = &g.nodes[n[i]];
+        KW_ASSERT_EQ(nd->id_len, lens[i]);
+        KW_ASSERT_EQ((nd->flags & KW_NODE_HEAP_ID) != 0, lens[i] >= KW_NODE_ID_INLINE);
+        KW_ASSERT_EQ(strlen(kw__node_id(nd)), lens[i]);
+        KW_ASSERT(memcmp(kw__node_id(nd), id, lens[i]) == 0);
+    }
+    for (int i = 0; i < 6; i++) {
+        KW_ASSERT_EQ(kw__graph_find(&g, 1, id, lens[i]), n[i]);
+        KW_ASSERT_EQ(kw__graph_find(&g, 2, id, lens[i]), KW_NODE_NONE);
+        id[lens[i] - 1] = 'y';
+        KW_ASSERT_EQ(kw__graph_find(&g, 1, id, lens[i]), KW_NODE_NONE);
+        id[lens[i] - 1] = 'x';
+    }
+    KW_ASSERT_EQ(g.id_bytes, (KW_NODE_ID_INLINE + 1) + (KW_NODE_ID_INLINE + 2) +
+                                 (KW_MAX_OBJECT_ID_LEN + 1));
+    for (int i = 0; i < 6; i++)
+        kw__graph_gc(&g, n[i]);
+    KW_ASSERT_EQ(g.id_bytes, 0);
+    KW_ASSERT_EQ(g.n_live, 0);
+    kw__graph_close(&g);
+}
+
+/* find2 answers exactly like two finds, for present and absent keys in every mix, across
+ * a table big enough to have long probe runs. */
+KW_TEST(graph_find2_matches_find)
+{
+    kw_graph_t g;
+    KW_ASSERT_EQ(kw__graph_init(&g), KW_OK);
+    char a[32], b[32];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(a, sizeof(a), "o%d", i);
+        uint32_t n;
+        KW_ASSERT_EQ(kw__graph_intern(&g, (uint16_t)(i % 4), a, strlen(a), &n), KW_OK);
+    }
+    for (int i = 0; i < 30000; i += 7) {
+        int j = (i * 31 + 5) % 30000;
+        snprintf(a, sizeof(a), "o%d", i);
+        snprintf(b, sizeof(b), "o%d", j);
+        const uint16_t types[2] = {(uint16_t)(i % 4), (uint16_t)((j + (i & 1)) % 4)};
+        const kw_str_t ids[2] = {kw_str_c(a), kw_str_c(b)};
+        uint32_t out[2];
+        kw__graph_find2(&g, types, ids, out);
+        KW_ASSERT_EQ(out[0], kw__graph_find(&g, types[0], a, strlen(a)));
+        KW_ASSERT_EQ(out[1], kw__graph_find(&g, types[1], b, strlen(b)));
+        KW_ASSERT_EQ(out[0] != KW_NODE_NONE, i < 20000);
+    }
+    kw__graph_close(&g);
+}

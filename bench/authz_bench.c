@@ -72,15 +72,32 @@ static const char embedded_schema[] =
 
 typedef enum { K_USER = 1, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
 
-/* A UUID-v4-shaped id for (kind, index), deterministic. out gets ID_LEN chars + NUL. */
+/* Writes the low `digits` nibbles of v as lowercase hex. */
+static char *hex(char *p, uint64_t v, int digits)
+{
+    static const char xd[] = "0123456789abcdef";
+    for (int i = digits - 1; i >= 0; i--)
+        *p++ = xd[(v >> (4 * i)) & 0xf];
+    return p;
+}
+
+/* A UUID-v4-shaped id for (kind, index), deterministic. out gets ID_LEN chars + NUL.
+ * Formatted by hand: snprintf here was a third of the measured load time. */
 static void make_id(kind_t kind, uint64_t index, char out[ID_LEN + 1])
 {
     uint64_t h1 = kw_hash_u64(((uint64_t)kind << 56) ^ index ^ 0x9e3779b97f4a7c15ULL);
     uint64_t h2 = kw_hash_u64(h1 ^ 0xd1b54a32d192ed03ULL);
-    snprintf(out, ID_LEN + 1, "%08x-%04x-4%03x-%04x-%012llx", (unsigned)(h1 >> 32),
-             (unsigned)(h1 >> 16) & 0xffffu, (unsigned)h1 & 0xfffu,
-             0x8000u | ((unsigned)(h2 >> 48) & 0x3fffu),
-             (unsigned long long)(h2 & 0xffffffffffffULL));
+    char *p = hex(out, h1 >> 32, 8);
+    *p++ = '-';
+    p = hex(p, (h1 >> 16) & 0xffffu, 4);
+    *p++ = '-';
+    *p++ = '4';
+    p = hex(p, h1 & 0xfffu, 3);
+    *p++ = '-';
+    p = hex(p, 0x8000u | ((h2 >> 48) & 0x3fffu), 4);
+    *p++ = '-';
+    p = hex(p, h2 & 0xffffffffffffULL, 12);
+    *p = '\0';
 }
 
 static double now_s(void)

@@ -582,8 +582,11 @@ static int write_locked(kw_engine_t *e, const kw_update_t *ups, size_t n,
     for (size_t i = 0; i < n; i++) {
         bent_t *b = &ents[i];
         const kw_rel_t *r = &ups[b->idx].rel;
-        uint32_t rn = kw__graph_find(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len);
-        uint32_t sn = kw__graph_find(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len);
+        const uint16_t types[2] = {b->rr.rtype, b->rr.stype};
+        const kw_str_t ids[2] = {r->resource.id, r->subject.id};
+        uint32_t found[2];
+        kw__graph_find2(g, types, ids, found);
+        uint32_t rn = found[0], sn = found[1];
         b->exists = rn != KW_NODE_NONE && sn != KW_NODE_NONE &&
                     kw__graph_has(g, rn, b->rr.rel, sn, b->rr.srel);
         if (b->exists && ups[b->idx].op == KW_OP_CREATE && at == 0) {
@@ -591,10 +594,10 @@ static int write_locked(kw_engine_t *e, const kw_update_t *ups, size_t n,
             fmt_rel(r, buf, sizeof(buf));
             return kw_diag_set(diag, KW_EEXISTS, 0, 0, "relationship %s already exists", buf);
         }
-        if (ups[b->idx].op == KW_OP_DELETE && b->exists) {
-            b->rnode = rn;
-            b->snode = sn;
-        }
+        /* Remembered for every entry: interning below skips nodes that exist, and gc
+         * at the end leaves nodes that still have edges alone. */
+        b->rnode = rn;
+        b->snode = sn;
     }
     /* Intern the endpoints of every new relationship and count appends per node
      * (fwd_sorted/rev_sorted serve as counters until the first append). */
@@ -604,8 +607,10 @@ static int write_locked(kw_engine_t *e, const kw_update_t *ups, size_t n,
         if (ups[b->idx].op == KW_OP_DELETE || b->exists)
             continue;
         const kw_rel_t *r = &ups[b->idx].rel;
-        rc = kw__graph_intern(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, &b->rnode);
-        if (rc == KW_OK)
+        if (b->rnode == KW_NODE_NONE)
+            rc = kw__graph_intern(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len,
+                                  &b->rnode);
+        if (rc == KW_OK && b->snode == KW_NODE_NONE)
             rc = kw__graph_intern(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len,
                                   &b->snode);
     }

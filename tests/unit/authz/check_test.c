@@ -280,3 +280,53 @@ KW_TEST(check_agentex_schema)
     KW_ASSERT_EQ(th_check(e, "agent:a1#update@agent:a1"), 0);
     kw_engine_free(e);
 }
+
+/* Direct relation checks on ids around the inline-id boundary (39, 40, 41 bytes: inline,
+ * heap, heap) with subject sets and a wildcard on the same relation: resource and subject
+ * are looked up together, and an id differing only in its last byte or its length never
+ * matches. */
+KW_TEST(check_direct_ids_at_inline_boundary)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition group { relation member: user }\n"
+                               "definition doc {\n"
+                               "  relation viewer: user | user:* | group#member\n"
+                               "  relation owner: user\n"
+                               "}\n");
+    KW_ASSERT(e);
+    char id39[40], id40[41], id41[42], q[256], rel[256];
+    memset(id39, 'a', 39);
+    id39[39] = '\0';
+    memset(id40, 'a', 40);
+    id40[40] = '\0';
+    memset(id41, 'a', 41);
+    id41[41] = '\0';
+    const char *ids[3] = {id39, id40, id41};
+    for (int i = 0; i < 3; i++) {
+        snprintf(rel, sizeof(rel), "doc:%s#owner@user:%s", ids[i], ids[i]);
+        KW_ASSERT_EQ(th_touch1(e, rel), KW_OK);
+    }
+    KW_ASSERT_EQ(th_touch1(e, "doc:d#viewer@group:g#member"), KW_OK);
+    KW_ASSERT_EQ(th_touch1(e, "group:g#member@user:m"), KW_OK);
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            snprintf(q, sizeof(q), "doc:%s#owner@user:%s", ids[i], ids[j]);
+            KW_ASSERT_EQ(th_check(e, q), i == j);
+        }
+    id40[39] = 'b';
+    snprintf(q, sizeof(q), "doc:%s#owner@user:%s", id40, id40);
+    KW_ASSERT_EQ(th_check(e, q), 0);
+    snprintf(q, sizeof(q), "doc:%s#owner@user:%s", id41, id40);
+    KW_ASSERT_EQ(th_check(e, q), 0);
+    /* subject set then wildcard on the same relation */
+    KW_ASSERT_EQ(th_check(e, "doc:d#viewer@user:m"), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d#viewer@user:x"), 0);
+    snprintf(q, sizeof(q), "doc:d#viewer@user:%s", id41);
+    KW_ASSERT_EQ(th_check(e, q), 0);
+    KW_ASSERT_EQ(th_touch1(e, "doc:d#viewer@user:*"), KW_OK);
+    KW_ASSERT_EQ(th_check(e, q), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d#viewer@user:nobody"), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d#owner@user:m"), 0);
+    KW_ASSERT_EQ(th_check(e, "doc:d#viewer@group:g#member"), 1);
+    kw_engine_free(e);
+}

@@ -13,6 +13,7 @@
 #include "schema_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct schema_priv {
@@ -168,8 +169,56 @@ static int build_rel_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
 
 /* ---- allowed subject types ---- */
 
+typedef struct allowed_key {
+    uint64_t key;
+    uint32_t index;
+} allowed_key_t;
+
+static int cmp_allowed_key(const void *a, const void *b)
+{
+    const allowed_key_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return x->index < y->index ? -1 : (x->index > y->index);
+}
+
+static uint64_t allowed_key(const kw_allowed_t *al)
+{
+    return (uint64_t)al->type << 32 | (uint64_t)al->relation << 1 | (al->wildcard ? 1u : 0u);
+}
+
+/* Index of the first entry (in source order) that repeats an earlier one, or UINT32_MAX.
+ * Sorting keeps this O(n log n) for relations with very long subject lists. */
+static uint32_t find_duplicate_allowed(kw_arena_t *a, const kw_relation_t *rel, int *rc)
+{
+    uint32_t n = rel->n_allowed, dup = UINT32_MAX;
+    *rc = KW_OK;
+    if (n <= 16) {
+        for (uint32_t i = 1; i < n && dup == UINT32_MAX; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (allowed_key(&rel->allowed[i]) == allowed_key(&rel->allowed[j])) {
+                    dup = i;
+                    break;
+                }
+        return dup;
+    }
+    allowed_key_t *keys = kw_arena_alloc(a, (size_t)n * sizeof(*keys));
+    if (!keys) {
+        *rc = KW_ENOMEM;
+        return dup;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        keys[i] = (allowed_key_t){allowed_key(&rel->allowed[i]), i};
+    qsort(keys, n, sizeof(*keys), cmp_allowed_key);
+    for (uint32_t i = 1; i < n; i++)
+        if (keys[i].key == keys[i - 1].key && keys[i].index < dup)
+            dup = keys[i].index;
+    return dup;
+}
+
 static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
 {
+    int rc;
     for (uint32_t t = 0; t < s->n_types; t++) {
         kw_type_t *ty = &s->types[t];
         for (uint32_t r = 0; r < ty->n_rels; r++) {
@@ -199,18 +248,20 @@ static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
                             KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name),
                             KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name));
                 }
-                for (uint32_t j = 0; j < i; j++) {
-                    const kw_allowed_t *prev = &rel->allowed[j];
-                    if (prev->type == al->type && prev->relation == al->relation &&
-                        prev->wildcard == al->wildcard)
-                        return kw_diag_set(diag, KW_ESCHEMA, as->line, as->col,
-                                           "relation \"%.*s\" on definition \"%.*s\" lists the "
-                                           "subject type \"%.*s%s%.*s\" twice",
-                                           KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
-                                           KW_STR_FMT(as->type_name),
-                                           al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""),
-                                           KW_STR_FMT(as->rel_name));
-                }
+            }
+            uint32_t dup = find_duplicate_allowed(pv->arena, rel, &rc);
+            if (rc != KW_OK)
+                return rc;
+            if (dup != UINT32_MAX) {
+                const kw_allowed_t *al = &rel->allowed[dup];
+                const kw__allowed_src_t *as = &src[dup];
+                return kw_diag_set(diag, KW_ESCHEMA, as->line, as->col,
+                                   "relation \"%.*s\" on definition \"%.*s\" lists the subject "
+                                   "type \"%.*s%s%.*s\" twice",
+                                   KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
+                                   KW_STR_FMT(as->type_name),
+                                   al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""),
+                                   KW_STR_FMT(as->rel_name));
             }
         }
     }
@@ -228,7 +279,13 @@ typedef struct ctx {
     /* Per global relation id: does it admit a wildcard, directly or through `T#rel`? */
     uint8_t *wild;
     uint32_t *wild_via; /* the relation the wildcard comes from (global id) */
+    uint64_t target_cells; /* target_by_type entries allocated so far */
 } ctx_t;
+
+/* Every arrow carries n_types target entries; cap their total (32 Mi entries = 64 MiB)
+ * so that a 4 MiB schema cannot make the compiler allocate gigabytes. Real schemas use
+ * a few thousand. */
+#define MAX_TARGET_CELLS (32u * 1024u * 1024u)
 
 static void global_to_local(const schema_priv_t *pv, uint32_t n_types, uint32_t g,
                             uint16_t *type, uint16_t *rel)
@@ -281,6 +338,12 @@ static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
                            KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op,
                            KW_STR_FMT(wty->name), KW_STR_FMT(wty->rels[wr].name));
     }
+    c->target_cells += s->n_types;
+    if (c->target_cells > MAX_TARGET_CELLS)
+        return kw_diag_set(c->diag, KW_ELIMIT, e->line, e->col,
+                           "the schema has too many arrows for its number of definitions "
+                           "(arrows x definitions may not exceed %u)",
+                           MAX_TARGET_CELLS);
     e->target_by_type = kw_arena_alloc(c->pv->arena, (size_t)s->n_types * sizeof(uint16_t));
     if (!e->target_by_type)
         return KW_ENOMEM;

@@ -3,6 +3,14 @@
 # KW_FUZZ_SECONDS (default 60) over a copy of the seed corpus.
 if(KW_FUZZ)
   set(KW_FUZZ_SECONDS 60 CACHE STRING "Seconds each fuzz target runs under ctest")
+  # The libraries under test need coverage instrumentation too, or libFuzzer only sees
+  # the few edges of the harness itself and mutates blindly.
+  foreach(lib kw_base kw_authz kw_keys)
+    get_target_property(kind ${lib} TYPE)
+    if(NOT kind STREQUAL "INTERFACE_LIBRARY")
+      target_compile_options(${lib} PRIVATE -fsanitize=fuzzer-no-link)
+    endif()
+  endforeach()
   file(GLOB fuzz_srcs CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_*.c)
   foreach(f ${fuzz_srcs})
     get_filename_component(fn ${f} NAME_WE)

@@ -491,6 +491,21 @@ KW_TEST(schema_limits_no_stack_overflow)
     KW_ASSERT_EQ(rc, KW_OK);
     free(text);
 
+    /* Arrows x definitions is capped, so target_by_type memory stays bounded. */
+    kw_buf_t b;
+    kw_buf_init(&b);
+    kw_buf_puts(&b, "definition t { relation x: t\n permission p = x");
+    for (int i = 0; i < 8200; i++)
+        kw_buf_puts(&b, " + x->x");
+    kw_buf_puts(&b, " }\n");
+    for (int i = 0; i < 4095; i++)
+        kw_buf_printf(&b, "definition t%d {}\n", i);
+    KW_ASSERT(!b.failed);
+    rc = compile_rc(b.ptr, b.len, &d);
+    kw_buf_free(&b);
+    KW_ASSERT_EQ(rc, KW_ELIMIT);
+    KW_ASSERT_EQ(d.line, 2);
+
     /* Over the byte limit. */
     size_t big = KW_MAX_SCHEMA_BYTES + 1;
     char *huge = malloc(big);

@@ -147,8 +147,7 @@ static int build_rel_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
         const kw_type_t *ty = &s->types[t];
         for (uint32_t r = 0; r < ty->n_rels; r++) {
             const kw_relation_t *rel = &ty->rels[r];
-            uint32_t i = (uint32_t)kw_hash(rel->name.ptr, rel->name.len,
-                                           rel_seed((uint16_t)t)) &
+            uint32_t i = (uint32_t)kw_hash(rel->name.ptr, rel->name.len, rel_seed((uint16_t)t)) &
                          pv->rel_mask;
             while (pv->rel_tab[i] != REL_EMPTY) {
                 uint32_t v = pv->rel_tab[i];
@@ -244,9 +243,9 @@ static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
                             diag, KW_ESCHEMA, as->rel_line, as->rel_col,
                             "relation \"%.*s\" on definition \"%.*s\" refers to \"%.*s#%.*s\", "
                             "but definition \"%.*s\" has no relation or permission \"%.*s\"",
-                            KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
-                            KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name),
-                            KW_STR_FMT(as->type_name), KW_STR_FMT(as->rel_name));
+                            KW_STR_FMT(rel->name), KW_STR_FMT(ty->name), KW_STR_FMT(as->type_name),
+                            KW_STR_FMT(as->rel_name), KW_STR_FMT(as->type_name),
+                            KW_STR_FMT(as->rel_name));
                 }
             }
             uint32_t dup = find_duplicate_allowed(pv->arena, rel, &rc);
@@ -255,13 +254,12 @@ static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
             if (dup != UINT32_MAX) {
                 const kw_allowed_t *al = &rel->allowed[dup];
                 const kw__allowed_src_t *as = &src[dup];
-                return kw_diag_set(diag, KW_ESCHEMA, as->line, as->col,
-                                   "relation \"%.*s\" on definition \"%.*s\" lists the subject "
-                                   "type \"%.*s%s%.*s\" twice",
-                                   KW_STR_FMT(rel->name), KW_STR_FMT(ty->name),
-                                   KW_STR_FMT(as->type_name),
-                                   al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""),
-                                   KW_STR_FMT(as->rel_name));
+                return kw_diag_set(
+                    diag, KW_ESCHEMA, as->line, as->col,
+                    "relation \"%.*s\" on definition \"%.*s\" lists the subject "
+                    "type \"%.*s%s%.*s\" twice",
+                    KW_STR_FMT(rel->name), KW_STR_FMT(ty->name), KW_STR_FMT(as->type_name),
+                    al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""), KW_STR_FMT(as->rel_name));
             }
         }
     }
@@ -278,7 +276,7 @@ typedef struct ctx {
     const kw_relation_t *perm;
     /* Per global relation id: does it admit a wildcard, directly or through `T#rel`? */
     uint8_t *wild;
-    uint32_t *wild_via; /* the relation the wildcard comes from (global id) */
+    uint32_t *wild_via;    /* the relation the wildcard comes from (global id) */
     uint64_t target_cells; /* target_by_type entries allocated so far */
 } ctx_t;
 
@@ -287,8 +285,8 @@ typedef struct ctx {
  * a few thousand. */
 #define MAX_TARGET_CELLS (32u * 1024u * 1024u)
 
-static void global_to_local(const schema_priv_t *pv, uint32_t n_types, uint32_t g,
-                            uint16_t *type, uint16_t *rel)
+static void global_to_local(const schema_priv_t *pv, uint32_t n_types, uint32_t g, uint16_t *type,
+                            uint16_t *rel)
 {
     uint32_t lo = 0, hi = n_types; /* find the last t with rel_base[t] <= g */
     while (hi - lo > 1) {
@@ -335,8 +333,8 @@ static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
         return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
                            "relation \"%.*s\" on definition \"%.*s\" cannot be used in an %s "
                            "because it allows wildcards through \"%.*s#%.*s\"",
-                           KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op,
-                           KW_STR_FMT(wty->name), KW_STR_FMT(wty->rels[wr].name));
+                           KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op, KW_STR_FMT(wty->name),
+                           KW_STR_FMT(wty->rels[wr].name));
     }
     c->target_cells += s->n_types;
     if (c->target_cells > MAX_TARGET_CELLS)
@@ -362,9 +360,8 @@ static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
                            "permission \"%.*s\" on definition \"%.*s\" uses \"%.*s\" after "
                            "\"%.*s\", but none of the subject types of relation \"%.*s\" has a "
                            "relation or permission named \"%.*s\"",
-                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name),
-                           KW_STR_FMT(e->target), KW_STR_FMT(n->name), KW_STR_FMT(n->name),
-                           KW_STR_FMT(e->target));
+                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(e->target),
+                           KW_STR_FMT(n->name), KW_STR_FMT(n->name), KW_STR_FMT(e->target));
     return KW_OK;
 }
 
@@ -643,8 +640,7 @@ void kw_schema_free(kw_schema_t *s)
 
 /* ---- canonical dump ---- */
 
-static void dump_expr(const kw_schema_t *s, const kw_type_t *ty, const kw_expr_t *e,
-                      kw_buf_t *out)
+static void dump_expr(const kw_schema_t *s, const kw_type_t *ty, const kw_expr_t *e, kw_buf_t *out)
 {
     switch (e->kind) {
     case KW_EXPR_NIL:
@@ -654,8 +650,7 @@ static void dump_expr(const kw_schema_t *s, const kw_type_t *ty, const kw_expr_t
         kw_buf_printf(out, "%.*s", KW_STR_FMT(ty->rels[e->rel].name));
         return;
     case KW_EXPR_ARROW:
-        kw_buf_printf(out, "%.*s->%.*s", KW_STR_FMT(ty->rels[e->rel].name),
-                      KW_STR_FMT(e->target));
+        kw_buf_printf(out, "%.*s->%.*s", KW_STR_FMT(ty->rels[e->rel].name), KW_STR_FMT(e->target));
         return;
     case KW_EXPR_ALL:
         kw_buf_printf(out, "%.*s.all(%.*s)", KW_STR_FMT(ty->rels[e->rel].name),
@@ -664,7 +659,7 @@ static void dump_expr(const kw_schema_t *s, const kw_type_t *ty, const kw_expr_t
     case KW_EXPR_UNION:
     case KW_EXPR_INTERSECT:
     case KW_EXPR_EXCLUDE: {
-        const char *op = e->kind == KW_EXPR_UNION ? " + "
+        const char *op = e->kind == KW_EXPR_UNION       ? " + "
                          : e->kind == KW_EXPR_INTERSECT ? " & "
                                                         : " - ";
         kw_buf_puts(out, "(");

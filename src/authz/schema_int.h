@@ -67,7 +67,7 @@ void kw__schema_tok_describe(const kw__tok_t *t, char *buf, size_t cap);
  * compiler resolves. `e` must stay first (the compiler casts kw_expr_t * back). */
 typedef struct kw__pexpr {
     kw_expr_t e;
-    kw_str_t name;              /* REF: the referenced name; ARROW/ALL: the tupleset relation */
+    kw_str_t name; /* REF: the referenced name; ARROW/ALL: the tupleset relation */
     uint32_t target_line, target_col; /* ARROW/ALL: where the target name is */
 } kw__pexpr_t;
 
@@ -92,8 +92,7 @@ typedef struct kw__parsed {
 
 /* Parses `text` (which must stay alive as long as the result) into *out, allocating
  * from `a`. KW_OK, KW_ESCHEMA, KW_ELIMIT, KW_EUNSUPPORTED or KW_ENOMEM. */
-KW_NODISCARD int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out,
-                                  kw_diag_t *diag);
+KW_NODISCARD int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t *diag);
 
 /* Grows an arena-backed array so that it holds at least need elements of size esz. */
 KW_NODISCARD int kw__schema_vec_reserve(kw_arena_t *a, void **items, uint32_t n, uint32_t *cap,

@@ -4,10 +4,10 @@
  * Newlines are plain whitespace: SpiceDB schemas folded by YAML (`>-`) put several
  * statements on one line, and the grammar never needs a newline to end a statement.
  * Comments: line comments (two slashes) and block comments (slash-star ... star-slash);
- * a block comment opening with two stars is a doc comment and is attached to the next token (the parser gives it to the definition,
- * relation or permission that token starts).
- * The text is a kw_str_t (not NUL-terminated): every read is bounds-checked, since the
- * fuzzer feeds arbitrary bytes.
+ * a block comment opening with two stars is a doc comment and is attached to the next token (the
+ * parser gives it to the definition, relation or permission that token starts). The text is a
+ * kw_str_t (not NUL-terminated): every read is bounds-checked, since the fuzzer feeds arbitrary
+ * bytes.
  */
 #include "schema_int.h"
 
@@ -30,8 +30,7 @@ static uint32_t col_of(const kw__lexer_t *lx, const char *p)
 
 static bool is_ident_char(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
 static void newline(kw__lexer_t *lx, const char *after)
@@ -71,7 +70,8 @@ static int skip_trivia(kw__lexer_t *lx, kw_str_t *doc, kw_diag_t *diag)
             if (!closed)
                 return kw_diag_set(diag, KW_ESCHEMA, line, col,
                                    "this comment is never closed (missing \"*/\")");
-            /* Two stars open a doc comment; the empty comment (slash-star-star-slash) is not one. */
+            /* Two stars open a doc comment; the empty comment (slash-star-star-slash) is not one.
+             */
             size_t len = (size_t)(lx->p - start);
             if (len >= 5 && start[2] == '*') {
                 doc->ptr = start;
@@ -175,8 +175,7 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
             break;
         default:
             if ((unsigned char)c >= 0x21 && (unsigned char)c <= 0x7e)
-                return kw_diag_set(diag, KW_ESCHEMA, t.line, t.col, "unexpected character '%c'",
-                                   c);
+                return kw_diag_set(diag, KW_ESCHEMA, t.line, t.col, "unexpected character '%c'", c);
             return kw_diag_set(diag, KW_ESCHEMA, t.line, t.col, "unexpected byte 0x%02x",
                                (unsigned)(unsigned char)c);
         }

@@ -100,8 +100,7 @@ static int unsupported_with(parser_t *p)
 }
 
 static const char *const reserved_words[] = {
-    "definition", "caveat", "relation", "permission", "nil",
-    "with",       "use",    "import",   "partial",
+    "definition", "caveat", "relation", "permission", "nil", "with", "use", "import", "partial",
 };
 
 static bool name_char(char c)
@@ -355,8 +354,8 @@ static int push_rel(parser_t *p, type_builder_t *b, const kw_relation_t *r,
                            "definition \"%.*s\" has more than %d relations and permissions",
                            KW_STR_FMT(b->t.name), KW_MAX_RELATIONS);
     uint32_t cap = b->cap_rels;
-    int rc = kw__schema_vec_reserve(p->a, (void **)&b->t.rels, b->t.n_rels, &cap,
-                                    b->t.n_rels + 1, sizeof(*b->t.rels));
+    int rc = kw__schema_vec_reserve(p->a, (void **)&b->t.rels, b->t.n_rels, &cap, b->t.n_rels + 1,
+                                    sizeof(*b->t.rels));
     if (rc == KW_OK) {
         uint32_t cap2 = b->src.cap_rels;
         rc = kw__schema_vec_reserve(p->a, (void **)&b->src.allowed, b->t.n_rels, &cap2,
@@ -430,8 +429,8 @@ static int parse_relation(parser_t *p, type_builder_t *b)
         if ((rc = kw__schema_vec_reserve(p->a, (void **)&r.allowed, r.n_allowed, &cap,
                                          r.n_allowed + 1, sizeof(*r.allowed))) != KW_OK)
             return rc;
-        if ((rc = kw__schema_vec_reserve(p->a, (void **)&srcs, r.n_allowed, &scap,
-                                         r.n_allowed + 1, sizeof(*srcs))) != KW_OK)
+        if ((rc = kw__schema_vec_reserve(p->a, (void **)&srcs, r.n_allowed, &scap, r.n_allowed + 1,
+                                         sizeof(*srcs))) != KW_OK)
             return rc;
         r.allowed[r.n_allowed] = al;
         srcs[r.n_allowed] = s;
@@ -532,8 +531,8 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
         } else if (is_word(&p.cur, "use")) {
             kw__tok_t use = p.cur;
             kw_diag_t scratch;
-            bool expiration = kw__schema_lex(&p.lx, &p.cur, &scratch) == KW_OK &&
-                              is_word(&p.cur, "expiration");
+            bool expiration =
+                kw__schema_lex(&p.lx, &p.cur, &scratch) == KW_OK && is_word(&p.cur, "expiration");
             if (expiration)
                 rc = kw_diag_set(diag, KW_EUNSUPPORTED, use.line, use.col,
                                  "expiration is not supported yet");

@@ -158,6 +158,8 @@ void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
+    if (kw__api_reserved_id(req, resp))
+        return;
     if (!kw__api_auth(api, req, resp, &p))
         return;
     answer_agent(api, req, resp, &p, req->params[0]);
@@ -278,6 +280,8 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     bool ok = false;
+    if (kw__api_reserved_id(req, resp))
+        return;
     if (!kw__api_auth(api, req, resp, &p))
         return;
     kw_str_t id = req->params[0];

@@ -78,6 +78,9 @@ void kw__api_agent_json(kw_buf_t *out, const kw_agent_t *ag);
 void kw__api_key_json(kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret);
 /* A JSON string body (the delete messages). */
 void kw__api_string_body(kw_http_resp_t *resp, const char *msg);
+/* `/agents/name` and `/agent_api_keys/name` are the by-name routes without their name:
+ * answered as the unknown route they are (the router's 404), before authentication. */
+bool kw__api_reserved_id(kw_http_req_t *req, kw_http_resp_t *resp);
 /* Copies `str` into the arena, NUL-terminated; NULL on OOM. */
 char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
 

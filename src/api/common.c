@@ -306,6 +306,14 @@ void kw__api_string_body(kw_http_resp_t *resp, const char *msg)
     kw_json_escape(&resp->body, kw_str_c(msg));
 }
 
+bool kw__api_reserved_id(kw_http_req_t *req, kw_http_resp_t *resp)
+{
+    if (req->n_params < 1 || !kw_str_eq_c(req->params[0], "name"))
+        return false;
+    kw_http_resp_error(resp, 404, "Not Found");
+    return true;
+}
+
 char *kw__api_cstr(kw_arena_t *a, kw_str_t str)
 {
     return kw_arena_strndup(a, str.ptr ? str.ptr : "", str.len);

@@ -388,6 +388,8 @@ void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_apikey_t key;
     kw_revision_t rev = 0;
     bool ok = false;
+    if (kw__api_reserved_id(req, resp))
+        return;
     if (!kw__api_auth(api, req, resp, &p))
         return;
     kw_str_t id = req->params[0];
@@ -522,6 +524,8 @@ void kw__api_keys_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     kw_revision_t rev = 0;
+    if (kw__api_reserved_id(req, resp))
+        return;
     if (!kw__api_auth(api, req, resp, &p))
         return;
     kw_str_t id = req->params[0];

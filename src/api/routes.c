@@ -6,6 +6,7 @@
  * (ops.c) describes the same set (tag-kw-api-routes: keep the two in step).
  */
 #include <inttypes.h>
+#include <string.h>
 
 #include "api_int.h"
 
@@ -98,8 +99,6 @@ static const struct {
     const char *name; /* "" = just the definition */
     bool must_be_relation;
 } needs[] = {
-    {"user", "", false},
-    {"service_account", "", false},
     {"account", "", false},
     {"account", "create_agent", false},
     {"agent", "", false},
@@ -115,6 +114,7 @@ static const struct {
     {"agent_api_key", "owner", true},
     {"agent_api_key", "read", false},
     {"agent_api_key", "delete", false},
+    {"user", "", false},
 };
 
 int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag)
@@ -150,6 +150,10 @@ int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag)
         {"agent_api_key", "owner", "service_account"},
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(writes); i++) {
+        /* service_account is optional: without it, such tokens simply own nothing */
+        if (strcmp(writes[i][2], "service_account") == 0 &&
+            !kw_engine_has(engine, KW_STR("service_account"), KW_STR_NULL, NULL))
+            continue;
         kw_update_t up = {KW_OP_TOUCH,
                           {{kw_str_c(writes[i][0]), KW_STR("x")},
                            kw_str_c(writes[i][1]),

@@ -538,9 +538,9 @@ void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         json_decref(body);
         return;
     }
-    json_decref(body);
     kw_revision_t rev = 0;
-    int rc = kw__api_write(api, write_tx, &c, &rev, &d);
+    int rc = kw__api_write(api, write_tx, &c, &rev, &d); /* the filter points into body */
+    json_decref(body);
     if (rc != KW_OK) {
         v1_fail(req, resp, rc, &d);
         return;
@@ -825,7 +825,7 @@ static json_t *expand_json(const kw_expand_t *n, int depth)
         json_t *subs = json_array();
         for (size_t i = 0; subs && i < n->n_subjects; i++)
             json_array_append_new(subs, subject_json(&n->subjects[i]));
-        json_object_set_new(node, "leafNode", json_pack("{s:o}", "subjects", subs));
+        json_object_set_new(node, "leaf", json_pack("{s:o}", "subjects", subs));
         return node;
     }
     const char *op = n->kind == KW_EXPAND_UNION          ? "OPERATION_UNION"
@@ -843,8 +843,8 @@ static json_t *expand_json(const kw_expand_t *n, int depth)
         json_decref(node);
         return NULL;
     }
-    json_object_set_new(node, "intermediateNode",
-                        json_pack("{s:s, s:o}", "operation", op, "childNodes", kids));
+    json_object_set_new(node, "intermediate",
+                        json_pack("{s:s, s:o}", "operation", op, "children", kids));
     return node;
 }
 

@@ -32,11 +32,18 @@ def unchanged(setup):
 # --- routing first, whatever the credentials
 
 
-@pytest.mark.parametrize("path", ["/nope", "/agents/x/y", "/agent_api_keys/name", "/v1/nope",
+@pytest.mark.parametrize("path", ["/nope", "/agents/x/y", "/v1/nope",
                                   "/v1/relationships", "/agentsx", "/"])
 def test_unknown_route_404_without_credentials(anon, srv, path):
     is_error(anon.get(path), 404)
     is_error(Client(srv, token="garbage").post(path, data="{"), 404)
+
+
+def test_bare_name_segment_is_the_id_template(anon, srv):
+    # "/agent_api_keys/name" matches the template /agent_api_keys/{id} (id "name"): GET is a
+    # 404 (no such route/key), POST is that template's wrong method (405), before credentials.
+    is_error(anon.get("/agent_api_keys/name"), 404)
+    is_error(Client(srv, token="garbage").post("/agent_api_keys/name", data="{"), 405)
 
 
 @pytest.mark.parametrize("method,path", [

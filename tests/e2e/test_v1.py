@@ -70,8 +70,12 @@ def test_v1_needs_admin(srv, tenant, admin, route):
     v1_error(r, 403)
     r = Client(srv).post(route, json=body)
     assert r.status_code == 401, r.text
+    # admin must be the JSON boolean true: a false one is an ordinary caller (403), a
+    # mistyped one makes the token invalid (401: claims are verified strictly)
+    not_admin = Client(srv, srv.token("not-admin", extra={"admin": False}))
+    assert not_admin.post(route, json=body).status_code == 403
     falsy = Client(srv, srv.token("not-admin", extra={"admin": "true"}))
-    assert falsy.post(route, json=body).status_code == 403
+    assert falsy.post(route, json=body).status_code == 401
     assert admin.read_rels("account", "na-acct") == []
 
 

@@ -1,0 +1,105 @@
+/*
+ * store/store_int.h - what store.c (the dispatcher) shares with the backends.
+ *
+ * A backend embeds `struct kw_store` as the FIRST member of its own handle and
+ * `struct kw_store_tx` as the first member of its transaction, so the public pointers
+ * can be cast to the backend's types. store.c validates arguments, keeps the
+ * transaction's change list and its sticky failure state, and dispatches through
+ * the backend's kw_store_ops_t; a backend only talks to its database.
+ *
+ * Adding a backend (PostgreSQL: store/pg.c) means one ops table, one open function
+ * and one line in store.c's backend table (tag-kw-store-backends). Nothing above the
+ * store changes.
+ *
+ * Ownership: change-list strings are copied into an arena owned by the tx and stay
+ * valid until commit/rollback. Threads: a tx belongs to one thread.
+ */
+#ifndef KW_STORE_STORE_INT_H
+#define KW_STORE_STORE_INT_H
+
+#include "store.h"
+
+/* Object types whose rows the store owns; agent/key deletes remove every relationship
+ * naming them (tag-kw-object-types: must match spec/agentex.zed and src/api). */
+#define KW__STORE_TYPE_AGENT "agent"
+#define KW__STORE_TYPE_KEY "agent_api_key"
+
+/* The longest id a row can carry (kw_agent_t.id is char[37]: a UUID's text). */
+#define KW__STORE_ID_MAX 36
+
+typedef struct kw_store_ops {
+    const char *name; /* "sqlite" | "postgres" */
+    void (*close)(kw_store_t *s);
+    int (*ping)(kw_store_t *s);
+
+    int (*meta_get)(kw_store_t *s, const char *key, kw_arena_t *a, char **val, size_t *len);
+    int (*meta_init)(kw_store_t *s, const char *key, kw_str_t want, kw_arena_t *a, char **val,
+                     size_t *len);
+    int (*meta_set)(kw_store_t *s, const char *key, kw_str_t val);
+
+    int (*load_relationships)(kw_store_t *s, kw_rel_cb cb, void *ud, kw_revision_t *rev);
+    int (*revision)(kw_store_t *s, kw_revision_t *rev);
+
+    int (*agent_get)(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
+    int (*agent_get_by_name)(kw_store_t *s, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
+                             kw_agent_t *out);
+    int (*agents_by_ids)(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                         kw_agent_t **out, size_t *n_out);
+    int (*key_get)(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
+    int (*key_get_by_name)(kw_store_t *s, kw_str_t agent_id, kw_str_t name, kw_str_t type,
+                           kw_arena_t *a, kw_apikey_t *out);
+    int (*key_find_by_hash)(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                            kw_apikey_t *out);
+    int (*keys_of_agent)(kw_store_t *s, kw_str_t agent_id, int64_t after_created_us,
+                         kw_str_t after_id, size_t limit, kw_arena_t *a, kw_apikey_t **out,
+                         size_t *n_out);
+    int (*keys_by_ids)(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, size_t n,
+                       kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
+
+    /* tx_begin allocates the backend's tx and calls kw__store_tx_init on its base. */
+    int (*tx_begin)(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag);
+    /* Commits (bumping the revision) or, on failure, rolls back; frees tx either way
+     * (after kw__store_tx_fini). */
+    int (*tx_commit)(kw_store_tx_t *tx, kw_revision_t *rev, kw_diag_t *diag);
+    void (*tx_rollback)(kw_store_tx_t *tx); /* frees tx */
+    int (*tx_agent_insert)(kw_store_tx_t *tx, const kw_agent_t *ag);
+    int (*tx_agent_delete)(kw_store_tx_t *tx, kw_str_t id);
+    int (*tx_key_insert)(kw_store_tx_t *tx, const kw_apikey_t *key);
+    int (*tx_key_delete)(kw_store_tx_t *tx, kw_str_t id);
+    /* Updates arrive validated and normalized: non-empty fields, subject relation ""
+     * for none (never "..."). */
+    int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, kw_diag_t *diag);
+    /* Same normalization: filter's subject_relation is "" for none when set. */
+    int (*tx_rel_delete_matching)(kw_store_tx_t *tx, const kw_filter_t *f, size_t *n_deleted,
+                                  kw_diag_t *diag);
+} kw_store_ops_t;
+
+struct kw_store {
+    const kw_store_ops_t *ops;
+};
+
+struct kw_store_tx {
+    kw_store_t *store;
+    kw_update_t *ups; /* the change list, strings in `strs` */
+    size_t n_ups;
+    size_t cap_ups;
+    kw_arena_t *strs; /* made on the first recorded change */
+    /* Sticky: the first error that may have left the database and the change list out
+     * of step (OOM while recording, a database failure mid-operation). A failed tx can
+     * only be rolled back; commit refuses it with this code. */
+    int failed;
+};
+
+void kw__store_tx_init(kw_store_tx_t *tx, kw_store_t *s);
+/* Releases the change list; the backend frees its own struct afterwards. */
+void kw__store_tx_fini(kw_store_tx_t *tx);
+/* Appends a change; the six strings (resource type, id, relation, subject type, id,
+ * relation) are copied. KW_OK or KW_ENOMEM. */
+KW_NODISCARD int kw__store_tx_record(kw_store_tx_t *tx, kw_op_t op, const kw_str_t f[6]);
+/* Drops the last recorded change (its strings stay in the arena until the tx ends). */
+void kw__store_tx_unrecord(kw_store_tx_t *tx);
+
+/* Backends. Each opens its target (the URL with any scheme already removed for SQLite). */
+KW_NODISCARD int kw__store_sqlite_open(const char *path, kw_store_t **out, kw_diag_t *diag);
+
+#endif

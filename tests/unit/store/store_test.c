@@ -507,14 +507,14 @@ KW_TEST(store_agent_delete_cascades_and_reports)
     size_t n_ch = 0;
     kw_store_tx_changes(tx, &ch, &n_ch);
     const char *want[] = {
-        "agent:" AG1 "#account@account:acct",
-        "agent:" AG1 "#owner@user:u1",
-        "agent:" AG1 "#self@agent:" AG1,
-        "doc:d1#viewer@agent:" AG1,
-        "group:g#member@agent:" AG1 "#self",
-        "agent_api_key:" K1 "#parent_agent@agent:" AG1,
-        "agent_api_key:" K2 "#owner@user:u1",
-        "doc:d2#viewer@agent_api_key:" K2,
+        ("agent:" AG1 "#account@account:acct"),
+        ("agent:" AG1 "#owner@user:u1"),
+        ("agent:" AG1 "#self@agent:" AG1),
+        ("doc:d1#viewer@agent:" AG1),
+        ("group:g#member@agent:" AG1 "#self"),
+        ("agent_api_key:" K1 "#parent_agent@agent:" AG1),
+        ("agent_api_key:" K2 "#owner@user:u1"),
+        ("doc:d2#viewer@agent_api_key:" K2),
     };
     KW_ASSERT(change_set_eq(ch, n_ch, want, KW_ARRAY_LEN(want)));
     KW_ASSERT_EQ(kw_store_tx_agent_delete(tx, KW_STR(AG1)), KW_ENOTFOUND);
@@ -544,9 +544,9 @@ KW_TEST(store_agent_delete_cascades_and_reports)
     KW_ASSERT_EQ(kw_store_tx_key_delete(tx, KW_STR(K3)), KW_OK);
     kw_store_tx_changes(tx, &ch, &n_ch);
     const char *want_k[] = {
-        "agent_api_key:" K3 "#parent_agent@agent:" AG2,
-        "agent_api_key:" K3 "#owner@user:u9",
-        "doc:d3#viewer@agent_api_key:" K3,
+        ("agent_api_key:" K3 "#parent_agent@agent:" AG2),
+        ("agent_api_key:" K3 "#owner@user:u9"),
+        ("doc:d3#viewer@agent_api_key:" K3),
     };
     KW_ASSERT(change_set_eq(ch, n_ch, want_k, 3));
     KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);

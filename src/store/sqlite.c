@@ -239,7 +239,7 @@ static int exec_done(conn_t *c, sqlite3_stmt *st, const char *what, kw_diag_t *d
 
 static int exec_id(conn_t *c, int id, const char *what, kw_diag_t *diag)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(c, id, &st);
     return rc != KW_OK ? rc : exec_done(c, st, what, diag);
 }
@@ -624,7 +624,7 @@ static int sq_ping(kw_store_t *base)
 /* Reads meta.value for `key` (already bound as ?1 of a ST_META_GET) into `a`. */
 static int meta_read(conn_t *c, const char *key, kw_arena_t *a, char **val, size_t *len)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(c, ST_META_GET, &st);
     if (rc != KW_OK)
         return rc;
@@ -666,7 +666,7 @@ static int sq_meta_get(kw_store_t *base, const char *key, kw_arena_t *a, char **
 static int meta_write(sq_store_t *s, int id, const char *key, kw_str_t v)
 {
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -696,7 +696,7 @@ static int sq_meta_set(kw_store_t *base, const char *key, kw_str_t v)
 
 static int rev_read(conn_t *c, kw_revision_t *rev)
 {
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(c, ST_REV_GET, &st);
     if (rc != KW_OK)
         return rc;
@@ -788,7 +788,7 @@ static int sq_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -806,7 +806,7 @@ static int sq_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t 
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -867,7 +867,7 @@ static int sq_agents_by_ids(kw_store_t *base, const kw_str_t *ids, size_t n, kw_
     if (!rows)
         return KW_ENOMEM;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     size_t got = 0;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
@@ -895,7 +895,7 @@ static int sq_key_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_apikey_t 
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -913,7 +913,7 @@ static int sq_key_get_by_name(kw_store_t *base, kw_str_t agent_id, kw_str_t name
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -933,7 +933,7 @@ static int sq_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
@@ -954,7 +954,7 @@ static int sq_keys_of_agent(kw_store_t *base, kw_str_t agent_id, int64_t after_c
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     kw_apikey_t *rows = NULL;
     size_t n = 0, cap = 0;
     sqlite3_int64 lim = limit > (size_t)INT64_MAX ? INT64_MAX : (sqlite3_int64)limit;
@@ -1014,7 +1014,7 @@ static int sq_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *i
     if (!rows)
         return KW_ENOMEM;
     conn_t *c;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     size_t got = 0;
     int rc = conn_take(s, &c, NULL);
     if (rc != KW_OK)
@@ -1080,7 +1080,7 @@ static void sq_tx_rollback(kw_store_tx_t *base)
 static int sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
 {
     sq_tx_t *t = (sq_tx_t *)base;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     kw_revision_t r = 0;
     int rc = stmt(t->c, ST_REV_BUMP, &st);
     if (rc == KW_OK) {
@@ -1107,7 +1107,7 @@ static int sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag
 static int sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
 {
     sq_tx_t *t = (sq_tx_t *)base;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(t->c, ST_AGENT_INSERT, &st);
     if (rc != KW_OK)
         return rc;
@@ -1125,7 +1125,7 @@ static int sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
 static int sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k)
 {
     sq_tx_t *t = (sq_tx_t *)base;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(t->c, ST_KEY_INSERT, &st);
     if (rc != KW_OK)
         return rc;
@@ -1170,7 +1170,7 @@ static int delete_rels_of(sq_tx_t *t, const char *type, kw_str_t id)
 {
     const int ids[2] = {ST_REL_DEL_RESOURCE, ST_REL_DEL_SUBJECT};
     for (int i = 0; i < 2; i++) {
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         int rc = stmt(t->c, ids[i], &st);
         if (rc != KW_OK)
             return rc;
@@ -1186,7 +1186,7 @@ static int delete_rels_of(sq_tx_t *t, const char *type, kw_str_t id)
 static int sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id)
 {
     sq_tx_t *t = (sq_tx_t *)base;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(t->c, ST_KEY_DELETE, &st);
     if (rc != KW_OK)
         return rc;
@@ -1202,7 +1202,7 @@ static int sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id)
 static int sq_tx_agent_delete(kw_store_tx_t *base, kw_str_t id)
 {
     sq_tx_t *t = (sq_tx_t *)base;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = stmt(t->c, ST_AGENT_EXISTS, &st);
     if (rc != KW_OK)
         return rc;
@@ -1271,7 +1271,7 @@ static int sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n
         int id = ups[i].op == KW_OP_CREATE  ? ST_REL_CREATE
                  : ups[i].op == KW_OP_TOUCH ? ST_REL_TOUCH
                                             : ST_REL_DELETE;
-        sqlite3_stmt *st;
+        sqlite3_stmt *st = NULL;
         int rc = stmt(t->c, id, &st);
         if (rc != KW_OK)
             return rc;
@@ -1328,7 +1328,7 @@ static int sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f,
     for (unsigned i = 0; i < 5; i++)
         if (on[i])
             mask |= 1u << i;
-    sqlite3_stmt *st;
+    sqlite3_stmt *st = NULL;
     int rc = filter_stmt(t->c, mask, &st);
     if (rc != KW_OK)
         return kw_diag_set(diag, rc, 0, 0, "database error");

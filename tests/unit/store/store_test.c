@@ -67,7 +67,8 @@ static kw_agent_t mk_agent(const char *id, const char *account, const char *name
 {
     kw_agent_t ag;
     memset(&ag, 0, sizeof(ag));
-    snprintf(ag.id, sizeof(ag.id), "%s", id);
+    size_t n = strlen(id) < sizeof(ag.id) - 1 ? strlen(id) : sizeof(ag.id) - 1;
+    memcpy(ag.id, id, n);
     ag.account_id = account;
     ag.name = name;
     ag.description = "an agent";

@@ -59,9 +59,11 @@ is_up() {
 
 server_start() {
     local bin; bin=$(pg_bin)
-    # -k: the unix socket stays inside the data dir; fsync off: throwaway data, faster tests.
+    # -k: the unix socket stays inside the data dir. fsync off: throwaway data, and an
+    # immediate stop (the outage test) is a process crash, which fsync does not matter for;
+    # synchronous_commit stays on, or an immediate stop would lose acknowledged commits.
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 \
-        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c max_connections=200" \
         start >/dev/null
 }
 

@@ -25,8 +25,8 @@ typedef struct backend {
 } backend_t;
 
 static const backend_t g_backends[] = {
-    {"postgres://", NULL, "PostgreSQL support is not built yet"},
-    {"postgresql://", NULL, "PostgreSQL support is not built yet"},
+    {"postgres://", kw__store_pg_open, NULL},
+    {"postgresql://", kw__store_pg_open, NULL},
 };
 
 int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag)

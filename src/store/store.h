@@ -77,6 +77,29 @@ KW_NODISCARD int kw_store_load_relationships(kw_store_t *s, kw_rel_cb cb, void *
                                              kw_revision_t *rev);
 KW_NODISCARD int kw_store_revision(kw_store_t *s, kw_revision_t *rev);
 
+/* ---- followers: several instances over one database (PostgreSQL only) ---- */
+/* One committed relationship change (kw_store_changes_since): op is KW_OP_TOUCH or
+ * KW_OP_DELETE, as kw_store_tx_changes reported it. Strings valid only during the
+ * callback. Return non-zero to stop (that value is returned). */
+typedef int (*kw_rel_change_cb)(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud);
+/* Streams committed relationship changes with revision > `after` in (revision, order
+ * made) order, from one consistent snapshot. Revisions are never split: at most `limit`
+ * changes (0 = no limit), except that a single revision larger than `limit` comes whole.
+ * *upto (written on KW_OK only) gets the revision the caller is now current to: every
+ * revision <= *upto has been delivered, including revisions without relationship
+ * changes. Apply each revision's changes to the engine at that revision.
+ * SQLite (one instance per file, no changelog): KW_EUNSUPPORTED. */
+KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size_t limit,
+                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto);
+/* Blocks until a commit (from any instance) is announced or timeout_ms passes, on a
+ * connection of its own (LISTEN). KW_OK: *latest = newest revision announced. The first
+ * call, and the first after a reconnect, return at once with the current revision, since
+ * announcements made before the LISTEN are lost: catch up with kw_store_changes_since.
+ * KW_ETIMEOUT: nothing within timeout_ms. KW_EDB: the database is unreachable now (the
+ * next call reconnects). Calls on one store serialize (one follower thread).
+ * SQLite: KW_EUNSUPPORTED. */
+KW_NODISCARD int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+
 /* ---- reads (outside a transaction) ---- */
 KW_NODISCARD int kw_store_agent_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 KW_NODISCARD int kw_store_agent_get_by_name(kw_store_t *s, kw_str_t account_id, kw_str_t name,

@@ -72,6 +72,12 @@ typedef struct kw_store_ops {
     /* Same normalization: filter's subject_relation is "" for none when set. */
     int (*tx_rel_delete_matching)(kw_store_tx_t *tx, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+
+    /* Followers (kw_store_changes_since / kw_store_wait_change); NULL when the backend
+     * keeps no changelog (SQLite), and the calls then answer KW_EUNSUPPORTED. */
+    int (*changes_since)(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto);
+    int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
 } kw_store_ops_t;
 
 struct kw_store {
@@ -101,5 +107,7 @@ void kw__store_tx_unrecord(kw_store_tx_t *tx);
 
 /* Backends. Each opens its target (the URL with any scheme already removed for SQLite). */
 KW_NODISCARD int kw__store_sqlite_open(const char *path, kw_store_t **out, kw_diag_t *diag);
+/* The whole postgres:// or postgresql:// URL (store/pg.c). */
+KW_NODISCARD int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag);
 
 #endif

@@ -1,0 +1,72 @@
+/*
+ * store/migrations_pg.c - the PostgreSQL schema, as ordered migrations.
+ *
+ * The same tables as the SQLite backend (store/sqlite.c) in the Postgres dialect, plus
+ * what several instances over one database need:
+ *   - revision: one row holding the last committed revision. A committing transaction
+ *     bumps it as its last statement (UPDATE ... RETURNING), so the row lock orders
+ *     committers: revisions are unique, gapless and assigned in commit order.
+ *   - changelog: every relationship change at the revision that committed it, in the
+ *     order the transaction made them (seq), for followers to replay.
+ * Secrets and hashes are BYTEA; meta values are BYTEA (any bytes, no encoding).
+ * Text columns use the "C" collation: byte order, as SQLite compares, whatever the
+ * database locale (keyset pagination on (created_at, id) depends on it).
+ * Timestamps are microseconds since the Unix epoch (BIGINT), as in the SQLite schema.
+ *
+ * Never edit a released migration: append a new one (tag-kw-pg-migrations).
+ */
+#include "pg_int.h"
+
+static const char m1[] =
+    "CREATE TABLE meta ("
+    "  key TEXT COLLATE \"C\" PRIMARY KEY,"
+    "  value BYTEA NOT NULL);"
+    "CREATE TABLE revision ("
+    "  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+    "  value BIGINT NOT NULL);"
+    "INSERT INTO revision (one, value) VALUES (TRUE, 0);"
+    "CREATE TABLE agents ("
+    "  id TEXT COLLATE \"C\" PRIMARY KEY,"
+    "  account_id TEXT COLLATE \"C\" NOT NULL,"
+    "  name TEXT COLLATE \"C\" NOT NULL,"
+    "  description TEXT COLLATE \"C\","
+    "  created_at_us BIGINT NOT NULL,"
+    "  UNIQUE (account_id, name));"
+    "CREATE INDEX agents_order ON agents (created_at_us, id);"
+    "CREATE TABLE api_keys ("
+    "  id TEXT COLLATE \"C\" PRIMARY KEY,"
+    "  agent_id TEXT COLLATE \"C\" NOT NULL REFERENCES agents (id) ON DELETE CASCADE,"
+    "  name TEXT COLLATE \"C\" NOT NULL,"
+    "  type TEXT COLLATE \"C\" NOT NULL,"
+    "  created_at_us BIGINT NOT NULL,"
+    "  hash BYTEA,"
+    "  secret_enc BYTEA,"
+    "  UNIQUE (agent_id, name, type));"
+    "CREATE UNIQUE INDEX api_keys_hash ON api_keys (hash) WHERE hash IS NOT NULL;"
+    "CREATE INDEX api_keys_agent_order ON api_keys (agent_id, created_at_us, id);"
+    "CREATE TABLE relationships ("
+    "  resource_type TEXT COLLATE \"C\" NOT NULL,"
+    "  resource_id TEXT COLLATE \"C\" NOT NULL,"
+    "  relation TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_type TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_id TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_relation TEXT COLLATE \"C\" NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (resource_type, resource_id, relation, subject_type, subject_id,"
+    "               subject_relation));"
+    "CREATE INDEX relationships_subject ON relationships (subject_type, subject_id);"
+    "CREATE TABLE changelog ("
+    "  revision BIGINT NOT NULL,"
+    "  seq INT NOT NULL,"
+    "  op SMALLINT NOT NULL,"
+    "  resource_type TEXT COLLATE \"C\" NOT NULL,"
+    "  resource_id TEXT COLLATE \"C\" NOT NULL,"
+    "  relation TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_type TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_id TEXT COLLATE \"C\" NOT NULL,"
+    "  subject_relation TEXT COLLATE \"C\" NOT NULL,"
+    "  PRIMARY KEY (revision, seq));";
+
+const kw_pg_migration_t kw__pg_migrations[] = {
+    {1, m1},
+};
+const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);

@@ -14,6 +14,8 @@
 # As root the server runs as the `postgres` system user (PostgreSQL refuses to run as root);
 # otherwise as the calling user. State (data dir, port) lives in $KW_PG_STATE (default
 # /tmp/keyward-pg-test.state), so several clusters can coexist with different state files.
+# KW_PG_SERVER_OPTS replaces the durability shortcuts (fsync off) for measurements:
+# KW_PG_SERVER_OPTS= (empty) runs with the server defaults.
 # PostgreSQL binaries: $KW_PG_BIN, else the newest /usr/lib/postgresql/*/bin, else PATH.
 set -euo pipefail
 
@@ -63,7 +65,7 @@ server_start() {
     # immediate stop (the outage test) is a process crash, which fsync does not matter for;
     # synchronous_commit stays on, or an immediate stop would lose acknowledged commits.
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 \
-        -o "-h 127.0.0.1 -p $port -k $dir -c fsync=off -c full_page_writes=off -c max_connections=200" \
+        -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=200 ${KW_PG_SERVER_OPTS--c fsync=off -c full_page_writes=off}" \
         start >/dev/null
 }
 

@@ -28,8 +28,7 @@ int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest)
     if (!s || !latest || timeout_ms < 0)
         return KW_EINVAL;
     if (!s->ops->wait_change) {
-        kw_log(KW_LOG_DEBUG, KW_MODULE, "change notifications need PostgreSQL (%s)",
-               s->ops->name);
+        kw_log(KW_LOG_DEBUG, KW_MODULE, "change notifications need PostgreSQL (%s)", s->ops->name);
         return KW_EUNSUPPORTED;
     }
     return s->ops->wait_change(s, timeout_ms, latest);

@@ -124,8 +124,7 @@ static const pg_stmt_t stmts[ST_N] = {
                           "SELECT value::text::bytea FROM revision WHERE $1 = 'revision'"},
     [ST_AGENT_GET] = {"kw_agent_get", "t", "SELECT " AGENT_COLS " FROM agents WHERE id = $1"},
     [ST_AGENT_BY_NAME] = {"kw_agent_by_name", "tt",
-                          "SELECT " AGENT_COLS
-                          " FROM agents WHERE account_id = $1 AND name = $2"},
+                          "SELECT " AGENT_COLS " FROM agents WHERE account_id = $1 AND name = $2"},
     [ST_AGENTS_BY_IDS] = {"kw_agents_by_ids", "a",
                           "SELECT " AGENT_COLS " FROM agents WHERE id = ANY ($1) "
                           "ORDER BY created_at_us, id"},
@@ -133,8 +132,7 @@ static const pg_stmt_t stmts[ST_N] = {
     [ST_KEY_BY_NAME] = {"kw_key_by_name", "ttt",
                         "SELECT " KEY_COLS " FROM api_keys "
                         "WHERE agent_id = $1 AND name = $2 AND type = $3"},
-    [ST_KEY_BY_HASH] = {"kw_key_by_hash", "b",
-                        "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1"},
+    [ST_KEY_BY_HASH] = {"kw_key_by_hash", "b", "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1"},
     [ST_KEYS_OF_AGENT] = {"kw_keys_of_agent", "titi",
                           "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = $1 "
                           "AND (created_at_us, id) > ($2, $3) "
@@ -151,26 +149,26 @@ static const pg_stmt_t stmts[ST_N] = {
     /* Relationship deletes, each RETURNING what it removed in a stable order. The groups
      * run in the order SQLite's backend runs them (tag-kw-store-cascade-order): an agent's
      * keys as resources, as subjects, then the object itself as resource, as subject. */
-    [ST_REL_DEL_RESOURCE_KEYS] = {"kw_rel_del_resource_keys", "tt",
-                                  "WITH d AS (DELETE FROM relationships WHERE resource_type = $2 "
-                                  "AND resource_id IN (SELECT id FROM api_keys WHERE agent_id = $1) "
-                                  "RETURNING " REL_COLS ") SELECT * FROM d " REL_ORDER},
+    [ST_REL_DEL_RESOURCE_KEYS] =
+        {"kw_rel_del_resource_keys", "tt",
+         "WITH d AS (DELETE FROM relationships WHERE resource_type = $2 "
+         "AND resource_id IN (SELECT id FROM api_keys WHERE agent_id = $1) "
+         "RETURNING " REL_COLS ") SELECT * FROM d " REL_ORDER},
     [ST_REL_DEL_SUBJECT_KEYS] = {"kw_rel_del_subject_keys", "tt",
                                  "WITH d AS (DELETE FROM relationships WHERE subject_type = $2 "
                                  "AND subject_id IN (SELECT id FROM api_keys WHERE agent_id = $1) "
                                  "RETURNING " REL_COLS ") SELECT * FROM d " REL_ORDER},
     [ST_REL_DEL_RESOURCE] = {"kw_rel_del_resource", "tt",
                              "WITH d AS (DELETE FROM relationships WHERE resource_type = $1 "
-                             "AND resource_id = $2 RETURNING " REL_COLS ") SELECT * FROM d "
-                             REL_ORDER},
+                             "AND resource_id = $2 RETURNING " REL_COLS
+                             ") SELECT * FROM d " REL_ORDER},
     [ST_REL_DEL_SUBJECT] = {"kw_rel_del_subject", "tt",
                             "WITH d AS (DELETE FROM relationships WHERE subject_type = $1 "
-                            "AND subject_id = $2 RETURNING " REL_COLS ") SELECT * FROM d "
-                            REL_ORDER},
+                            "AND subject_id = $2 RETURNING " REL_COLS
+                            ") SELECT * FROM d " REL_ORDER},
     [ST_AGENT_KEYS_DELETE] = {"kw_agent_keys_delete", "t",
                               "DELETE FROM api_keys WHERE agent_id = $1"},
-    [ST_AGENT_DELETE] = {"kw_agent_delete", "t",
-                         "DELETE FROM agents WHERE id = $1 RETURNING 1"},
+    [ST_AGENT_DELETE] = {"kw_agent_delete", "t", "DELETE FROM agents WHERE id = $1 RETURNING 1"},
     /* The agent row is share-locked first, so a missing (or concurrently deleted) agent
      * inserts nothing instead of raising a foreign key error, which would abort the whole
      * transaction where SQLite's failed statement leaves it usable. */
@@ -477,8 +475,7 @@ static int result_error(PGconn *conn, const PGresult *r, const char *what)
         size_t len = strcspn(m, "\n");
         kw_log(KW_LOG_WARN, KW_MODULE, "%s: %.*s", what, (int)len, m);
     } else {
-        kw_log(KW_LOG_WARN, KW_MODULE, "%s: SQLSTATE %s: %s", what, state ? state : "?",
-               primary);
+        kw_log(KW_LOG_WARN, KW_MODULE, "%s: SQLSTATE %s: %s", what, state ? state : "?", primary);
     }
     return KW_EDB;
 }
@@ -510,10 +507,10 @@ static int conn_setup(pg_conn_t *c)
  * (libpq applies later keywords over earlier ones, and expands the dbname URL in place). */
 static PGconn *conn_open(const char *url)
 {
-    static const char *const keys[] = {"connect_timeout", "keepalives",  "keepalives_idle",
-                                       "keepalives_interval", "keepalives_count",
-                                       "tcp_user_timeout", "application_name", "dbname",
-                                       NULL};
+    static const char *const keys[] = {
+        "connect_timeout",     "keepalives",       "keepalives_idle",
+        "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+        "application_name",    "dbname",           NULL};
     const char *vals[] = {"3", "1", "5", "2", "2", "5000", "keyward", url, NULL};
     return PQconnectdbParams(keys, vals, 1);
 }
@@ -637,8 +634,8 @@ static int exec_cmd(pg_conn_t *c, const char *sql)
 {
     PGresult *r = PQexec(c->conn, sql);
     ExecStatusType es = PQresultStatus(r);
-    int rc = es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK ? KW_OK
-                                                              : result_error(c->conn, r, sql);
+    int rc =
+        es == PGRES_COMMAND_OK || es == PGRES_TUPLES_OK ? KW_OK : result_error(c->conn, r, sql);
     PQclear(r);
     return rc;
 }
@@ -792,8 +789,7 @@ int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     int rc = url_split(url, &s->url, &pool);
     if (rc != KW_OK) {
         pg_close(&s->base);
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be 1..%d",
-                           PG_POOL_MAX);
+        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be 1..%d", PG_POOL_MAX);
     }
     if (pool == 0) {
         const char *env = getenv("KEYWARD_PG_POOL");
@@ -829,8 +825,7 @@ int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     rc = pool_get(s, &c);
     if (rc != KW_OK) {
         const char *m = s->conns[0].conn ? PQerrorMessage(s->conns[0].conn) : "out of memory";
-        kw_diag_set(diag, rc, 0, 0, "cannot connect to PostgreSQL: %.*s",
-                    (int)strcspn(m, "\n"), m);
+        kw_diag_set(diag, rc, 0, 0, "cannot connect to PostgreSQL: %.*s", (int)strcspn(m, "\n"), m);
         pg_close(&s->base);
         return rc;
     }
@@ -871,8 +866,7 @@ static int result_bytes(PGresult *r, kw_arena_t *a, char **val, size_t *len)
     return KW_OK;
 }
 
-static int pg_meta_get(kw_store_t *base, const char *key, kw_arena_t *a, char **val,
-                       size_t *len)
+static int pg_meta_get(kw_store_t *base, const char *key, kw_arena_t *a, char **val, size_t *len)
 {
     pg_params_t p = {0};
     pp_cstr(&p, key);
@@ -880,8 +874,8 @@ static int pg_meta_get(kw_store_t *base, const char *key, kw_arena_t *a, char **
         return KW_ENOTFOUND;
     PGresult *r;
     /* "revision" reads as in SQLite (where it is a meta row): the decimal counter. */
-    int rc = query(to_pg(base), strcmp(key, "revision") == 0 ? ST_REVISION_TEXT : ST_META_GET,
-                   &p, &r);
+    int rc =
+        query(to_pg(base), strcmp(key, "revision") == 0 ? ST_REVISION_TEXT : ST_META_GET, &p, &r);
     if (rc != KW_OK)
         return rc;
     rc = result_bytes(r, a, val, len);
@@ -889,8 +883,8 @@ static int pg_meta_get(kw_store_t *base, const char *key, kw_arena_t *a, char **
     return rc;
 }
 
-static int pg_meta_init(kw_store_t *base, const char *key, kw_str_t want, kw_arena_t *a,
-                        char **val, size_t *len)
+static int pg_meta_init(kw_store_t *base, const char *key, kw_str_t want, kw_arena_t *a, char **val,
+                        size_t *len)
 {
     pg_params_t p = {0};
     pp_cstr(&p, key);
@@ -969,8 +963,8 @@ static int pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_re
         rc = exec_cmd(c, "DECLARE kw_load NO SCROLL CURSOR FOR SELECT " REL_COLS
                          " FROM relationships");
     while (rc == KW_OK) {
-        PGresult *r = PQexecParams(c->conn, "FETCH FORWARD " PG_FETCH_ROWS " FROM kw_load", 0,
-                                   NULL, NULL, NULL, NULL, 1);
+        PGresult *r = PQexecParams(c->conn, "FETCH FORWARD " PG_FETCH_ROWS " FROM kw_load", 0, NULL,
+                                   NULL, NULL, NULL, 1);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             rc = r ? result_error(c->conn, r, "load relationships") : KW_ENOMEM;
             PQclear(r);
@@ -996,8 +990,7 @@ static int pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_re
 
 /* ---- reads ---- */
 
-static int one_agent(pg_store_t *s, int st, const pg_params_t *p, kw_arena_t *a,
-                     kw_agent_t *out)
+static int one_agent(pg_store_t *s, int st, const pg_params_t *p, kw_arena_t *a, kw_agent_t *out)
 {
     if (p->bad_text)
         return KW_ENOTFOUND;
@@ -1030,8 +1023,8 @@ static int pg_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t
     return one_agent(to_pg(base), ST_AGENT_GET, &p, a, out);
 }
 
-static int pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name,
-                                kw_arena_t *a, kw_agent_t *out)
+static int pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
+                                kw_agent_t *out)
 {
     pg_params_t p = {0};
     pp_text(&p, account_id);
@@ -1071,8 +1064,8 @@ static int pg_key_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_apikey_t 
     return one_key(to_pg(base), ST_KEY_GET, &p, a, out);
 }
 
-static int pg_key_get_by_name(kw_store_t *base, kw_str_t agent_id, kw_str_t name,
-                              kw_str_t type, kw_arena_t *a, kw_apikey_t *out)
+static int pg_key_get_by_name(kw_store_t *base, kw_str_t agent_id, kw_str_t name, kw_str_t type,
+                              kw_arena_t *a, kw_apikey_t *out)
 {
     pg_params_t p = {0};
     pp_text(&p, agent_id);
@@ -1081,8 +1074,8 @@ static int pg_key_get_by_name(kw_store_t *base, kw_str_t agent_id, kw_str_t name
     return one_key(to_pg(base), ST_KEY_BY_NAME, &p, a, out);
 }
 
-static int pg_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len,
-                               kw_arena_t *a, kw_apikey_t *out)
+static int pg_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                               kw_apikey_t *out)
 {
     if (len == 0)
         return KW_ENOTFOUND;
@@ -1221,8 +1214,9 @@ static int write_changelog(pg_tx_t *tx, kw_revision_t rev)
                 iv[k] = (unsigned char)(seq >> (24 - 8 * k));
             iv[8] = 0;
             iv[9] = (unsigned char)u->op;
-            const kw_str_t f[6] = {u->rel.resource.type, u->rel.resource.id, u->rel.relation,
-                                   u->rel.subject.type,  u->rel.subject.id,  u->rel.subject.relation};
+            const kw_str_t f[6] = {u->rel.resource.type, u->rel.resource.id,
+                                   u->rel.relation,      u->rel.subject.type,
+                                   u->rel.subject.id,    u->rel.subject.relation};
             vals[b] = (const char *)revb, lens[b] = 8, types[b] = OID_INT8;
             vals[b + 1] = (const char *)iv, lens[b + 1] = 4, types[b + 1] = OID_INT4;
             vals[b + 2] = (const char *)iv + 8, lens[b + 2] = 2, types[b + 2] = OID_INT2;
@@ -1242,8 +1236,8 @@ static int write_changelog(pg_tx_t *tx, kw_revision_t rev)
             rc = KW_ENOMEM;
             break;
         }
-        PGresult *r = PQexecParams(tx->c->conn, sql.ptr, (int)(m * COLS), types, vals, lens,
-                                   fmts, 1);
+        PGresult *r =
+            PQexecParams(tx->c->conn, sql.ptr, (int)(m * COLS), types, vals, lens, fmts, 1);
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = r ? result_error(tx->c->conn, r, "changelog") : KW_ENOMEM;
         PQclear(r);
@@ -1479,8 +1473,7 @@ static int conflict_diag(const kw_rel_t *rel, size_t i, kw_diag_t *diag)
     return rc;
 }
 
-static int pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n,
-                           kw_diag_t *diag)
+static int pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag)
 {
     pg_tx_t *tx = (pg_tx_t *)base;
     for (size_t i = 0; i < n; i++) {
@@ -1500,16 +1493,15 @@ static int pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n
             return conflict_diag(&u->rel, i, diag);
         if (u->op == KW_OP_DELETE && !hit)
             continue; /* deleting an absent relationship changes nothing: not recorded */
-        rc = kw__store_tx_record(&tx->base, u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH,
-                                 f);
+        rc = kw__store_tx_record(&tx->base, u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
         if (rc != KW_OK) /* the row is written but not recorded: poisons the tx */
             return kw_diag_set(diag, rc, 0, 0, "out of memory");
     }
     return KW_OK;
 }
 
-static int pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f,
-                                     size_t *n_deleted, kw_diag_t *diag)
+static int pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
+                                     kw_diag_t *diag)
 {
     pg_tx_t *tx = (pg_tx_t *)base;
     pg_params_t p = {0};

@@ -115,8 +115,8 @@ static long db_count(const testdb_t *d, const char *sql)
 static kw_rel_t rel(const char *rt, const char *ri, const char *r, const char *st, const char *si,
                     const char *sr)
 {
-    return (kw_rel_t){{kw_str_c(rt), kw_str_c(ri)}, kw_str_c(r),
-                      {kw_str_c(st), kw_str_c(si), kw_str_c(sr)}};
+    return (kw_rel_t){
+        {kw_str_c(rt), kw_str_c(ri)}, kw_str_c(r), {kw_str_c(st), kw_str_c(si), kw_str_c(sr)}};
 }
 
 static kw_agent_t agent(const char *id, const char *account, const char *name, int64_t at)
@@ -268,8 +268,7 @@ KW_TEST(pg_crud)
     KW_ASSERT_EQ(kk.hash_len, 8);
     KW_ASSERT(memcmp(kk.hash, "hash-one", 8) == 0);
     KW_ASSERT_EQ(kk.secret_enc_len, 0);
-    KW_ASSERT_EQ(kw_store_key_get_by_name(s, KW_STR("a1"), KW_STR("ci"), KW_STR("github"), a,
-                                          &kk),
+    KW_ASSERT_EQ(kw_store_key_get_by_name(s, KW_STR("a1"), KW_STR("ci"), KW_STR("github"), a, &kk),
                  KW_OK);
     KW_ASSERT_STR_EQ(kk.id, "k2");
     KW_ASSERT_EQ(kk.hash_len, 0);
@@ -286,9 +285,9 @@ KW_TEST(pg_crud)
     KW_ASSERT_EQ(n, 2);
     KW_ASSERT_STR_EQ(ks[0].id, "k3");
     KW_ASSERT_STR_EQ(ks[1].id, "k1");
-    KW_ASSERT_EQ(kw_store_keys_of_agent(s, KW_STR("a1"), ks[1].created_at_us, KW_STR("k1"), 2, a,
-                                        &ks, &n),
-                 KW_OK);
+    KW_ASSERT_EQ(
+        kw_store_keys_of_agent(s, KW_STR("a1"), ks[1].created_at_us, KW_STR("k1"), 2, a, &ks, &n),
+        KW_OK);
     KW_ASSERT_EQ(n, 1);
     KW_ASSERT_STR_EQ(ks[0].id, "k2");
     kw_str_t kids[] = {KW_STR("k2"), KW_STR("k1"), KW_STR("kx")};
@@ -367,7 +366,7 @@ KW_TEST(pg_conflicts)
     kw_diag_t diag;
     KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &dup), KW_ECONFLICT);
-    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &a1), KW_ECONFLICT); /* same id */
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &a1), KW_ECONFLICT);  /* same id */
     KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &kdup), KW_ECONFLICT);  /* (agent, name, type) */
     KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &khash), KW_ECONFLICT); /* hash */
     KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &korphan), KW_ENOTFOUND);
@@ -557,8 +556,10 @@ KW_TEST(pg_cascade_deletes_exact_changes)
     kw_store_tx_changes(tx, &ch, &n);
     changes_str(ch, n, buf, sizeof(buf));
     KW_ASSERT_STR_EQ(buf, "D agent_api_key:k3#agent@agent:a2");
-    kw_filter_t f2 = {.resource_type = KW_STR("agent_api_key"), .has_subject = true,
-                      .subject_type = KW_STR("agent"), .subject_relation_set = true,
+    kw_filter_t f2 = {.resource_type = KW_STR("agent_api_key"),
+                      .has_subject = true,
+                      .subject_type = KW_STR("agent"),
+                      .subject_relation_set = true,
                       .subject_relation = KW_STR("...")};
     KW_ASSERT_EQ(kw_store_tx_rel_delete_matching(tx, &f2, &nd, NULL), KW_OK);
     KW_ASSERT_EQ(nd, 0);
@@ -941,6 +942,94 @@ KW_TEST(pg_outage_edb_then_recovery)
     KW_ASSERT_EQ(kw_store_wait_change(s, 1000, &latest), KW_OK); /* relistens, reports */
     KW_ASSERT_EQ(latest, 2);
     kw_arena_free(a);
+    kw_store_close(s);
+    db_drop(&d);
+}
+
+/* The SQLite store test's key transaction (a key row + 3 relationships) on PostgreSQL:
+ * one thread, then 4 threads on one store (the pool), figures on stderr. */
+typedef struct bench {
+    kw_store_t *s;
+    int id;
+    int n;
+    int rc;
+} bench_t;
+
+static void *bench_loop(void *p)
+{
+    bench_t *b = p;
+    for (int i = 0; i < b->n && b->rc == KW_OK; i++) {
+        char kid[48], name[24], hash[24];
+        snprintf(kid, sizeof(kid), "%02d%06d-2222-4222-8222-222222222222", b->id, i);
+        snprintf(name, sizeof(name), "k%d-%d", b->id, i);
+        snprintf(hash, sizeof(hash), "h%d-%d", b->id, i);
+        kw_apikey_t k = key(kid, "a1", name, "internal", i, hash);
+        kw_update_t u[3] = {
+            {KW_OP_TOUCH, rel("agent_api_key", kid, "parent_agent", "agent", "a1", "")},
+            {KW_OP_TOUCH, rel("agent_api_key", kid, "account", "account", "acct", "")},
+            {KW_OP_TOUCH, rel("agent_api_key", kid, "owner", "user", "u1", "")}};
+        kw_store_tx_t *tx = NULL;
+        b->rc = kw_store_tx_begin(b->s, &tx, NULL);
+        if (b->rc != KW_OK)
+            break;
+        b->rc = kw_store_tx_key_insert(tx, &k);
+        if (b->rc == KW_OK)
+            b->rc = kw_store_tx_rel_write(tx, u, 3, NULL);
+        if (b->rc == KW_OK)
+            b->rc = kw_store_tx_commit(tx, NULL, NULL);
+        else
+            kw_store_tx_rollback(tx);
+    }
+    return NULL;
+}
+
+static double secs_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+KW_TEST(pg_bench_key_tx)
+{
+    if (skip("pg_bench_key_tx"))
+        return;
+    testdb_t d;
+    KW_ASSERT(db_new(&d));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(d.url, &s, NULL), KW_OK);
+    kw_agent_t a1 = agent("a1", "acct", "bot", 1);
+    kw_store_tx_t *tx;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &a1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    const char *env = getenv("KW_STORE_BENCH_N");
+    int n = env ? atoi(env) : 300;
+    if (n <= 0)
+        n = 300;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bench_t one = {s, 0, n, KW_OK};
+    bench_loop(&one);
+    double sec = secs_since(&t0);
+    KW_ASSERT_EQ(one.rc, KW_OK);
+    fprintf(stderr, "  pg key tx (row + 3 relationships), 1 thread: %d in %.3f s = %.0f tx/s\n", n,
+            sec, n / sec);
+    bench_t four[4];
+    pthread_t t[4];
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < 4; i++) {
+        four[i] = (bench_t){s, i + 1, n, KW_OK};
+        pthread_create(&t[i], NULL, bench_loop, &four[i]);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    sec = secs_since(&t0);
+    for (int i = 0; i < 4; i++)
+        KW_ASSERT_EQ(four[i].rc, KW_OK);
+    fprintf(stderr, "  pg key tx, 4 threads: %d in %.3f s = %.0f tx/s\n", 4 * n, sec, 4 * n / sec);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM api_keys"), 5 * n);
+    KW_ASSERT_EQ(db_count(&d, "SELECT max(revision) FROM changelog"), 5 * n + 1);
     kw_store_close(s);
     db_drop(&d);
 }

@@ -189,8 +189,8 @@ static int db_err(conn_t *c, int rc, const char *what, kw_diag_t *diag)
     if (prim == SQLITE_NOMEM)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
     kw_log(prim == SQLITE_BUSY || prim == SQLITE_LOCKED ? KW_LOG_WARN : KW_LOG_ERROR, KW_MODULE,
-           "sqlite %s failed: %s (%d)", what, c && c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc),
-           rc);
+           "sqlite %s failed: %s (%d)", what,
+           c && c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), rc);
     return kw_diag_set(diag, KW_EDB, 0, 0, "database error");
 }
 
@@ -199,8 +199,8 @@ static int db_err(conn_t *c, int rc, const char *what, kw_diag_t *diag)
 static int stmt(conn_t *c, int id, sqlite3_stmt **out)
 {
     if (!c->st[id]) {
-        int rc = sqlite3_prepare_v3(c->db, g_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->st[id],
-                                    NULL);
+        int rc =
+            sqlite3_prepare_v3(c->db, g_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &c->st[id], NULL);
         if (rc != SQLITE_OK)
             return db_err(c, rc, "prepare", NULL);
     }
@@ -447,8 +447,9 @@ static void conn_give(sq_store_t *s, conn_t *c)
 static int check_path(const char *path, kw_diag_t *diag)
 {
     if (strcmp(path, ":memory:") == 0 || strncmp(path, "file:", 5) == 0)
-        return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                           "in-memory and URI SQLite databases are not supported; give a file path");
+        return kw_diag_set(
+            diag, KW_EINVAL, 0, 0,
+            "in-memory and URI SQLite databases are not supported; give a file path");
     char *dir = kw_strndup(path, strlen(path));
     if (!dir)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
@@ -519,8 +520,7 @@ static int migrate(conn_t *c, kw_diag_t *diag)
                 return kw_diag_set(diag, rc, 0, 0, "cannot read the database schema version");
             if (cur > known) {
                 kw_log(KW_LOG_ERROR, KW_MODULE,
-                       "database schema version %d is newer than this keyward's (%d)", cur,
-                       known);
+                       "database schema version %d is newer than this keyward's (%d)", cur, known);
                 return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0,
                                    "the database was written by a newer keyward (schema version "
                                    "%d; this binary knows up to %d): upgrade keyward",
@@ -680,8 +680,8 @@ static int meta_write(sq_store_t *s, int id, const char *key, kw_str_t v)
     return rc;
 }
 
-static int sq_meta_init(kw_store_t *base, const char *key, kw_str_t want, kw_arena_t *a,
-                        char **val, size_t *len)
+static int sq_meta_init(kw_store_t *base, const char *key, kw_str_t want, kw_arena_t *a, char **val,
+                        size_t *len)
 {
     /* INSERT ... DO NOTHING is atomic: of racing writers (threads or processes) exactly
      * one inserts; everyone then reads the stored value back. */
@@ -801,8 +801,8 @@ static int sq_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t
     return rc;
 }
 
-static int sq_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name,
-                                kw_arena_t *a, kw_agent_t *out)
+static int sq_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
+                                kw_agent_t *out)
 {
     sq_store_t *s = (sq_store_t *)base;
     conn_t *c;
@@ -1260,8 +1260,7 @@ static int conflict_diag(const kw_rel_t *r, size_t i, kw_diag_t *diag)
     return rc;
 }
 
-static int sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n,
-                           kw_diag_t *diag)
+static int sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag)
 {
     sq_tx_t *t = (sq_tx_t *)base;
     for (size_t i = 0; i < n; i++) {
@@ -1305,8 +1304,8 @@ static int filter_stmt(conn_t *c, unsigned mask, sqlite3_stmt **out)
                 off += (size_t)snprintf(sql + off, sizeof(sql) - off, " AND %s = ?%u",
                                         g_filter_cols[i], i + 2);
         snprintf(sql + off, sizeof(sql) - off, " RETURNING " REL_COLS);
-        int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
-                                    &c->filter_st[mask], NULL);
+        int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &c->filter_st[mask],
+                                    NULL);
         if (rc != SQLITE_OK)
             return db_err(c, rc, "prepare filter delete", NULL);
     }
@@ -1314,16 +1313,15 @@ static int filter_stmt(conn_t *c, unsigned mask, sqlite3_stmt **out)
     return KW_OK;
 }
 
-static int sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f,
-                                     size_t *n_deleted, kw_diag_t *diag)
+static int sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
+                                     kw_diag_t *diag)
 {
     sq_tx_t *t = (sq_tx_t *)base;
     const kw_str_t vals[5] = {f->resource_id, f->relation, f->subject_type, f->subject_id,
                               f->subject_relation};
-    const bool on[5] = {f->resource_id.len > 0, f->relation.len > 0,
-                        f->has_subject && f->subject_type.len > 0,
-                        f->has_subject && f->subject_id.len > 0,
-                        f->has_subject && f->subject_relation_set};
+    const bool on[5] = {
+        f->resource_id.len > 0, f->relation.len > 0, f->has_subject && f->subject_type.len > 0,
+        f->has_subject && f->subject_id.len > 0, f->has_subject && f->subject_relation_set};
     unsigned mask = 0;
     for (unsigned i = 0; i < 5; i++)
         if (on[i])

@@ -19,8 +19,8 @@
 typedef int (*open_fn)(const char *target, kw_store_t **out, kw_diag_t *diag);
 
 typedef struct backend {
-    const char *prefix; /* URL prefix that selects it, matched case-sensitively */
-    open_fn open;       /* NULL: known but not built */
+    const char *prefix;  /* URL prefix that selects it, matched case-sensitively */
+    open_fn open;        /* NULL: known but not built */
     const char *missing; /* message when open is NULL */
 } backend_t;
 
@@ -291,8 +291,7 @@ void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n)
  * changed nothing) do not poison the tx; anything else does. */
 static int tx_result(kw_store_tx_t *tx, int rc)
 {
-    if (rc != KW_OK && rc != KW_ENOTFOUND && rc != KW_ECONFLICT && rc != KW_EINVAL &&
-        !tx->failed)
+    if (rc != KW_OK && rc != KW_ENOTFOUND && rc != KW_ECONFLICT && rc != KW_EINVAL && !tx->failed)
         tx->failed = rc;
     return rc;
 }

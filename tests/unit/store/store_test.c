@@ -236,8 +236,7 @@ KW_TEST(store_open_urls_and_bad_paths)
     /* postgres URLs go to the PostgreSQL backend, never to a file named "postgres:...":
      * with nothing listening on port 1 that is a database error. */
     KW_ASSERT_EQ(kw_store_open("postgres://u@127.0.0.1:1/db?connect_timeout=2", &s, &d), KW_EDB);
-    KW_ASSERT_EQ(kw_store_open("postgresql://u@127.0.0.1:1/db?connect_timeout=2", &s, &d),
-                 KW_EDB);
+    KW_ASSERT_EQ(kw_store_open("postgresql://u@127.0.0.1:1/db?connect_timeout=2", &s, &d), KW_EDB);
     KW_ASSERT(access("postgres:", F_OK) != 0);
     KW_ASSERT_EQ(kw_store_open("sqlite:/nonexistent-kw-dir/x/keyward.db", &s, &d), KW_EINVAL);
     KW_ASSERT(strstr(d.msg, "does not exist") != NULL);
@@ -511,14 +510,10 @@ KW_TEST(store_agent_delete_cascades_and_reports)
     size_t n_ch = 0;
     kw_store_tx_changes(tx, &ch, &n_ch);
     const char *want[] = {
-        ("agent:" AG1 "#account@account:acct"),
-        ("agent:" AG1 "#owner@user:u1"),
-        ("agent:" AG1 "#self@agent:" AG1),
-        ("doc:d1#viewer@agent:" AG1),
-        ("group:g#member@agent:" AG1 "#self"),
-        ("agent_api_key:" K1 "#parent_agent@agent:" AG1),
-        ("agent_api_key:" K2 "#owner@user:u1"),
-        ("doc:d2#viewer@agent_api_key:" K2),
+        ("agent:" AG1 "#account@account:acct"), ("agent:" AG1 "#owner@user:u1"),
+        ("agent:" AG1 "#self@agent:" AG1),      ("doc:d1#viewer@agent:" AG1),
+        ("group:g#member@agent:" AG1 "#self"),  ("agent_api_key:" K1 "#parent_agent@agent:" AG1),
+        ("agent_api_key:" K2 "#owner@user:u1"), ("doc:d2#viewer@agent_api_key:" K2),
     };
     KW_ASSERT(change_set_eq(ch, n_ch, want, KW_ARRAY_LEN(want)));
     KW_ASSERT_EQ(kw_store_tx_agent_delete(tx, KW_STR(AG1)), KW_ENOTFOUND);
@@ -583,7 +578,7 @@ KW_TEST(store_rel_write_changes_and_delete_matching)
     const kw_update_t *ch = NULL;
     size_t n = 0;
     kw_store_tx_changes(tx, &ch, &n);
-    KW_ASSERT_EQ(n, 5); /* the DELETE of an absent row is not recorded */
+    KW_ASSERT_EQ(n, 5);                  /* the DELETE of an absent row is not recorded */
     KW_ASSERT_EQ(ch[0].op, KW_OP_TOUCH); /* CREATE is reported as TOUCH */
     KW_ASSERT_EQ(ch[4].rel.subject.relation.len, 0);
     KW_ASSERT_EQ(ch[2].rel.subject.relation.len, 6);
@@ -749,9 +744,9 @@ KW_TEST(store_keys_of_agent_keyset_pagination)
         kw_apikey_t *rows = NULL;
         size_t n = 0;
         kw_arena_reset(a);
-        KW_ASSERT_EQ(kw_store_keys_of_agent(s, KW_STR(AG1), after_us, kw_str_c(after_id), 37, a,
-                                            &rows, &n),
-                     KW_OK);
+        KW_ASSERT_EQ(
+            kw_store_keys_of_agent(s, KW_STR(AG1), after_us, kw_str_c(after_id), 37, a, &rows, &n),
+            KW_OK);
         if (n == 0)
             break;
         KW_ASSERT(n <= 37);
@@ -970,8 +965,7 @@ static int fault_tx(kw_store_t *s, int round)
     kw_agent_t ag = mk_agent(id, "acct", id);
     kw_apikey_t k = mk_key(kid, id, "k", NULL, 0);
     kw_update_t u[3] = {mk_up(KW_OP_TOUCH, "agent", id, "self", "agent", id, NULL),
-                        mk_up(KW_OP_TOUCH, "agent_api_key", kid, "parent_agent", "agent", id,
-                              NULL),
+                        mk_up(KW_OP_TOUCH, "agent_api_key", kid, "parent_agent", "agent", id, NULL),
                         mk_up(KW_OP_TOUCH, "keep", id, "viewer", "user", "u", NULL)};
     kw_store_tx_t *tx = NULL;
     int rc = kw_store_tx_begin(s, &tx, NULL);

@@ -4,8 +4,14 @@ Everything here is written against /work/shared/spec/API.md (the contract), neve
 an implementation. Only the standard library, pytest and requests are used.
 
 - KEYWARD_BIN: the binary (default <repo>/build/keyward).
-- Server(...) starts `keyward serve --db sqlite:<tmp>/k.db --listen 127.0.0.1:0`, reads the one
-  stdout line `listening on http://HOST:PORT`, and captures stderr to a file.
+- KEYWARD_TEST_PG_URL: a PostgreSQL server URL (postgres://postgres@127.0.0.1:PORT/postgres, e.g.
+  from scripts/pg-test-cluster.sh). When set, the suite runs in PostgreSQL mode: every Server
+  gets a FRESH database (CREATE DATABASE kw_<random> through psql) instead of a SQLite file;
+  the databases are dropped at the end of the session. Unset: SQLite (the default).
+- Server(...) starts `keyward serve --db sqlite:<tmp>/k.db --listen 127.0.0.1:0` (or
+  `--db postgres://.../kw_<random>`), reads the one stdout line `listening on http://HOST:PORT`,
+  and captures stderr to a file. Server(dir, db=other.db) shares a database (PostgreSQL mode:
+  several instances over one database).
 - mint(): a tiny HS256 JWT minter (hmac/hashlib/base64).
 - Client: a caller with one credential; Admin adds the SpiceDB v1 relationship helpers.
 - new_tenant(): a fresh account with unique users (alice admin; bob, gina, dave, erin members)
@@ -22,6 +28,7 @@ import select
 import signal
 import subprocess
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -37,6 +44,58 @@ KEY_RE = re.compile(r"^kw_[A-Za-z0-9_-]{43}$")
 AGENT_404 = {"detail": "Agent not found."}
 KEY_404 = {"detail": "Agent api_key not found."}
 UNAUTH = {"detail": "Unauthorized"}
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL mode
+
+PG_URL = os.environ.get("KEYWARD_TEST_PG_URL") or None
+_pg_created = []  # databases made by this session (dropped at its end)
+
+
+def pg_mode():
+    return PG_URL is not None
+
+
+def _pg_strip(url):
+    """`url` without keyward's own query parameters (pool=N), which psql/libpq refuse."""
+    u = urllib.parse.urlsplit(url)
+    q = [(k, v) for k, v in urllib.parse.parse_qsl(u.query) if k != "pool"]
+    return urllib.parse.urlunsplit(u._replace(query=urllib.parse.urlencode(q)))
+
+
+def pg_db_url(name, base=None):
+    """The URL of database `name` on the server of `base` (default KEYWARD_TEST_PG_URL)."""
+    u = urllib.parse.urlsplit(base or PG_URL)
+    return urllib.parse.urlunsplit(u._replace(path="/" + name))
+
+
+def psql(sql, url=None, timeout=30, check=True):
+    """Runs `sql` with psql (unaligned, tuples only) on `url` (default: the server URL);
+    returns the output rows as lists of strings (fields split on '|')."""
+    cmd = ["psql", _pg_strip(url or PG_URL), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+           "-c", sql]
+    p = subprocess.run(cmd, capture_output=True, timeout=timeout)
+    if check and p.returncode != 0:
+        pytest.fail("psql failed (%d) on %r: %s" % (p.returncode, sql,
+                                                    p.stderr.decode(errors="replace")),
+                    pytrace=False)
+    return [line.split("|") for line in p.stdout.decode().splitlines() if line != ""]
+
+
+def pg_fresh_db():
+    """CREATE DATABASE kw_<random> on the test server; returns its URL (keeps the query of
+    KEYWARD_TEST_PG_URL, e.g. pool=N)."""
+    name = "kw_" + secrets.token_hex(8)
+    psql("CREATE DATABASE %s" % name)
+    _pg_created.append(name)
+    return pg_db_url(name)
+
+
+def pg_drop_created():
+    while _pg_created:
+        name = _pg_created.pop()
+        psql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name, check=False)
 
 
 def keyward_bin():
@@ -100,13 +159,24 @@ def verify_hs256(token, secret):
 
 
 class Server:
-    """One `keyward serve` process over a SQLite file; stderr goes to `<dir>/stderr.log`."""
+    """One `keyward serve` process over a SQLite file, or in PostgreSQL mode a fresh database
+    of its own; stderr goes to `<dir>/stderr.N.log`.
+
+    db: None (a new database), a PATH (SQLite file) or a postgres:// URL (e.g. another
+    Server's .db, to run several instances over one database)."""
 
     def __init__(self, workdir, db=None, secret="__random__", extra_args=(), env_extra=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
-        self.db_path = db or os.path.join(self.workdir, "k.db")
-        self.db = "sqlite:" + self.db_path
+        if db is not None and re.match(r"^postgres(ql)?://", db):
+            self.db_path = None
+            self.db = db
+        elif db is None and pg_mode():
+            self.db_path = None
+            self.db = pg_fresh_db()
+        else:
+            self.db_path = db or os.path.join(self.workdir, "k.db")
+            self.db = "sqlite:" + self.db_path
         self.secret = secrets.token_urlsafe(32) if secret == "__random__" else secret
         self.extra_args = list(extra_args)
         self.env_extra = dict(env_extra or {})
@@ -356,8 +426,17 @@ def agent_key_client(server, key, scheme="x-agent-api-key"):
 # Fixtures
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _pg_cleanup():
+    """PostgreSQL mode: drops the databases this session created (servers are stopped by then:
+    the session server's fixture depends on this one, so it finalizes first)."""
+    yield
+    if pg_mode():
+        pg_drop_created()
+
+
 @pytest.fixture(scope="session")
-def srv(tmp_path_factory):
+def srv(tmp_path_factory, _pg_cleanup):
     s = Server(tmp_path_factory.mktemp("session"))
     s.start()
     yield s

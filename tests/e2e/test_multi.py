@@ -1,0 +1,366 @@
+"""Several keyward instances over ONE PostgreSQL database (PostgreSQL mode only).
+
+What the tests hold the instances to (issue 4, /work/prompts/pg2_contract.md):
+- coherence: a write on A is visible (authorized!) on B without any header within 100 ms
+  (median of several tries; each within 1.5 s at worst), revocations included;
+- X-Keyward-Revision: the revision of A's write presented to B makes B answer with the write
+  already applied, on the first request; a revision far in the future is 503 after the
+  bounded wait and changes nothing; a malformed one is 422;
+- arbitration: the same (agent, name, type) or agent name created at once on A and B gives
+  exactly one 200 and one 409;
+- atomicity under SIGKILL: every create A acknowledged is present afterwards (rows AND
+  relationships, via B's API and the database), and nothing is half-written.
+"""
+import statistics
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import Admin, Client, Server, Tenant, agent_key_client, pg_mode, psql
+
+pytestmark = pytest.mark.skipif(not pg_mode(),
+                                reason="several instances need PostgreSQL (KEYWARD_TEST_PG_URL)")
+
+REV = "X-Keyward-Revision"
+FRESHNESS_MS = 700  # B's KEYWARD_FRESHNESS_TIMEOUT_MS in these tests (default 2000)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two instances A and B over one fresh database, same token secret."""
+    a = Server(tmp_path / "a")
+    a.start()
+    b = Server(tmp_path / "b", db=a.db, secret=a.secret,
+               env_extra={"KEYWARD_FRESHNESS_TIMEOUT_MS": str(FRESHNESS_MS)})
+    try:
+        b.start()
+    except BaseException:
+        a.kill()
+        raise
+    yield a, b
+    for s in (a, b):
+        s.kill()
+
+
+def rev_of(resp):
+    v = resp.headers.get(REV)
+    assert v is not None and v.isdigit(), ("no %s header on a success" % REV, resp.status_code,
+                                          dict(resp.headers))
+    return int(v)
+
+
+def on(server, client):
+    """The same credential as `client`, talking to `server`."""
+    c = Client(server, sub=client.sub)
+    c.headers = dict(client.headers)
+    return c
+
+
+def wait_status(client, path, want, limit=1.5, headers=None):
+    """Polls GET path until it answers `want`; returns the seconds it took (None: never)."""
+    t0 = time.monotonic()
+    while True:
+        r = client.get(path, headers=headers)
+        if r.status_code == want:
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > limit:
+            return None
+        time.sleep(0.002)
+
+
+def test_write_on_a_visible_on_b_without_header(pair):
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a = t.user("bob")
+    bob_b = on(b, bob_a)
+    # the membership written on A reaches B's graph
+    assert wait_status(bob_b, "/agents", 200, limit=1.5) is not None, "membership never reached B"
+
+    grants, revokes = [], []
+    for i in range(7):
+        ag = bob_a.create_agent("vis-%d" % i)
+        path = "/agents/" + ag["id"]
+        d = wait_status(bob_b, path, 200)
+        assert d is not None, "agent created on A not readable on B after 1.5 s (coherence)"
+        grants.append(d)
+        # the secret of a key made on A opens B too (shared master key, row and graph)
+        if i == 0:
+            k = bob_a.create_key(ag["id"], "k", api_key_type="internal")
+            kc = agent_key_client(b, k["api_key"])
+            assert wait_status(kc, path, 200) is not None, "key made on A refused by B"
+        # revocation travels too: bob loses the account on A -> B must deny him
+        admin_a.remove(("account:" + t.account, "member", "user:" + t.uid("bob")))
+        d = wait_status(bob_b, path, 404)
+        assert d is not None, "revocation on A still not effective on B after 1.5 s (breach)"
+        revokes.append(d)
+        admin_a.touch(("account:" + t.account, "member", "user:" + t.uid("bob")))
+        assert wait_status(bob_b, path, 200) is not None
+    med_g, med_r = statistics.median(grants), statistics.median(revokes)
+    print("\nA->B visibility without header: grant median %.1f ms max %.1f ms; revoke median "
+          "%.1f ms max %.1f ms" % (med_g * 1e3, max(grants) * 1e3, med_r * 1e3,
+                                   max(revokes) * 1e3))
+    assert med_g < 0.100 and med_r < 0.100, (
+        "median A->B delay over 100 ms (grants %r, revokes %r): is LISTEN/NOTIFY waking the "
+        "follower?" % (grants, revokes))
+
+
+def test_presented_revision_is_honoured_at_once(pair):
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a = t.user("bob")
+    bob_b = on(b, bob_a)
+    for i in range(10):
+        r = bob_a.post("/agents", json={"name": "fresh-%d" % i})
+        assert r.status_code == 200, r.text
+        ag, rev = r.json(), rev_of(r)
+        # no polling: the first request to B with A's revision sees the write
+        r = bob_b.get("/agents/" + ag["id"], headers={REV: str(rev)})
+        assert r.status_code == 200, ("B answered %d at revision %s although presented %d"
+                                      % (r.status_code, r.headers.get(REV), rev))
+        assert r.json() == ag
+        assert rev_of(r) >= rev
+        # the same for a key (two-factor permission over relationships written on A)
+        r = bob_a.post("/agent_api_keys", json={"agent_id": ag["id"], "name": "k"})
+        assert r.status_code == 200, r.text
+        k, rev = r.json(), rev_of(r)
+        r = bob_b.get("/agent_api_keys/" + k["id"], headers={REV: str(rev)})
+        assert r.status_code == 200, (r.status_code, r.text)
+        # and for a revocation: presented its revision, B must already deny
+        r = admin_a.post("/v1/relationships/write", json={"updates": [{
+            "operation": "OPERATION_DELETE", "relationship": {
+                "resource": {"objectType": "agent", "objectId": ag["id"]}, "relation": "owner",
+                "subject": {"object": {"objectType": "user", "objectId": t.uid("bob")}}}}]})
+        assert r.status_code == 200, r.text
+        token = r.json()["writtenAt"]["token"]
+        rev = rev_of(r)
+        r = bob_b.get("/agents/" + ag["id"], headers={REV: str(rev)})
+        assert r.status_code == 404, ("B still grants a revoked owner at presented revision %d"
+                                      % rev, r.status_code, r.text)
+        # the v1 zedtoken in atLeastAsFresh does the same wait
+        r = admin_b.post("/v1/permissions/check", json={
+            "consistency": {"atLeastAsFresh": {"token": token}},
+            "resource": {"objectType": "agent", "objectId": ag["id"]}, "permission": "delete",
+            "subject": {"object": {"objectType": "user", "objectId": t.uid("bob")}}})
+        assert r.status_code == 200, r.text
+        assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION", r.text
+
+
+def test_future_revision_is_503_after_bounded_wait_and_changes_nothing(pair):
+    a, b = pair
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    t = Tenant(b, admin_b)
+    bob_b = t.user("bob")
+    r = bob_b.get("/agents")
+    assert r.status_code == 200
+    far = rev_of(r) + 1000000
+    t0 = time.monotonic()
+    r = bob_b.get("/agents", headers={REV: str(far)})
+    took = time.monotonic() - t0
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert r.json() == {"detail": "Revision not yet available"}
+    assert FRESHNESS_MS / 1000 * 0.8 <= took < FRESHNESS_MS / 1000 + 5, took
+    # a write presenting it is refused the same way and writes nothing
+    r = bob_b.post("/agents", json={"name": "never"}, headers={REV: str(far)})
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert r.json() == {"detail": "Revision not yet available"}
+    assert bob_b.get("/agents/name/never").status_code == 404
+    assert psql("SELECT count(*) FROM agents WHERE name = 'never'", url=b.db) == [["0"]]
+    # v1 zedtoken far in the future: the same bounded wait
+    r = admin_b.post("/v1/relationships/read", json={
+        "consistency": {"atLeastAsFresh": {"token": str(far)}},
+        "relationshipFilter": {"resourceType": "account"}})
+    assert r.status_code == 503, (r.status_code, r.text)
+    # malformed revisions are the caller's error
+    for bad in ("abc", "-1", "1.5", "", "99999999999999999999999"):
+        r = bob_b.get("/agents", headers={REV: bad})
+        assert r.status_code == 422, (bad, r.status_code, r.text)
+    # a revision already reached answers at once
+    r = bob_b.get("/agents", headers={REV: "0"})
+    assert r.status_code == 200
+
+
+def _race(fns):
+    """Runs the callables at the same instant (a barrier); returns their results in order."""
+    bar = threading.Barrier(len(fns))
+    out = [None] * len(fns)
+
+    def run(i):
+        bar.wait()
+        out[i] = fns[i]()
+
+    ths = [threading.Thread(target=run, args=(i,)) for i in range(len(fns))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(30)
+    return out
+
+
+def test_same_name_created_on_both_at_once_one_wins(pair):
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a = t.user("bob")
+    bob_b = on(b, bob_a)
+    r = bob_a.post("/agents", json={"name": "racer"})
+    assert r.status_code == 200
+    ag, rev = r.json(), rev_of(r)
+    hdr = {REV: str(rev)}
+    assert bob_b.get("/agents/" + ag["id"], headers=hdr).status_code == 200
+    for i in range(8):
+        for typ in ("internal", "github"):
+            body = {"agent_id": ag["id"], "name": "dup-%d" % i, "api_key_type": typ}
+            ra, rb = _race([lambda: bob_a.post("/agent_api_keys", json=body, headers=hdr),
+                            lambda: bob_b.post("/agent_api_keys", json=body, headers=hdr)])
+            assert sorted([ra.status_code, rb.status_code]) == [200, 409], (ra.text, rb.text)
+        # agent names too (unique per account)
+        ra, rb = _race([lambda: bob_a.post("/agents", json={"name": "twin-%d" % i}),
+                        lambda: bob_b.post("/agents", json={"name": "twin-%d" % i})])
+        assert sorted([ra.status_code, rb.status_code]) == [200, 409], (ra.text, rb.text)
+    rows = psql("SELECT name, type, count(*) FROM api_keys GROUP BY name, type "
+                "HAVING count(*) > 1", url=a.db)
+    assert rows == [], rows
+    n = psql("SELECT count(*) FROM api_keys WHERE agent_id = '%s'" % ag["id"], url=a.db)
+    assert n == [["16"]], n
+
+
+def _orphans(db):
+    """Rows without their relationships, relationships without their rows (any agent/key)."""
+    keys_missing = psql(
+        "SELECT k.id, rel FROM api_keys k CROSS JOIN (VALUES ('parent_agent'), ('account'), "
+        "('owner')) v(rel) WHERE NOT EXISTS (SELECT 1 FROM relationships r WHERE "
+        "r.resource_type = 'agent_api_key' AND r.resource_id = k.id AND r.relation = v.rel)",
+        url=db)
+    agents_missing = psql(
+        "SELECT a.id, rel FROM agents a CROSS JOIN (VALUES ('account'), ('owner'), ('self')) "
+        "v(rel) WHERE NOT EXISTS (SELECT 1 FROM relationships r WHERE r.resource_type = "
+        "'agent' AND r.resource_id = a.id AND r.relation = v.rel)", url=db)
+    stray = psql(
+        "SELECT r.resource_type, r.resource_id, r.relation FROM relationships r WHERE "
+        "(r.resource_type = 'agent_api_key' AND NOT EXISTS (SELECT 1 FROM api_keys k WHERE "
+        "k.id = r.resource_id)) OR (r.resource_type = 'agent' AND NOT EXISTS (SELECT 1 FROM "
+        "agents a WHERE a.id = r.resource_id))", url=db)
+    return keys_missing, agents_missing, stray
+
+
+def test_sigkill_during_write_load_loses_no_acknowledged_write(pair):
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a = t.user("bob")
+    bob_b = on(b, bob_a)
+    r = bob_a.post("/agents", json={"name": "loaded"})
+    assert r.status_code == 200
+    ag = r.json()
+
+    acked = {}  # key id -> (name, revision)
+    agents_acked = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors = []
+
+    def writer(w):
+        c = on(a, bob_a)
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                if i % 5 == 0:
+                    r = c.post("/agents", json={"name": "w%d-a%d" % (w, i)}, timeout=10)
+                else:
+                    r = c.post("/agent_api_keys", json={"agent_id": ag["id"],
+                                                         "name": "w%d-%d" % (w, i)}, timeout=10)
+            except requests.RequestException:
+                return  # A is gone (the response of an in-flight create is lost: not acked)
+            if r.status_code == 200:
+                with lock:
+                    if i % 5 == 0:
+                        agents_acked[r.json()["id"]] = rev_of(r)
+                    else:
+                        acked[r.json()["id"]] = (r.json()["name"], rev_of(r))
+            else:
+                errors.append((r.status_code, r.text))
+                return
+
+    ths = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for th in ths:
+        th.start()
+    deadline = time.monotonic() + 10
+    while len(acked) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    a.kill()  # SIGKILL mid-load
+    stop.set()
+    for th in ths:
+        th.join(30)
+    assert not errors, errors[:3]
+    assert len(acked) >= 40, "too few writes before the kill (%d)" % len(acked)
+
+    # B is current to the newest acknowledged revision (presented: no polling)
+    top = max([v[1] for v in acked.values()] + list(agents_acked.values()))
+    hdr = {REV: str(top)}
+    for kid in acked:
+        r = bob_b.get("/agent_api_keys/" + kid, headers=hdr)
+        assert r.status_code == 200, ("acknowledged key lost or unreadable on B", kid,
+                                      r.status_code, r.text)
+    for aid in agents_acked:
+        assert bob_b.get("/agents/" + aid, headers=hdr).status_code == 200, aid
+    # every key row (acknowledged or committed just before the kill) has its relationships on B
+    rows = {x[0] for x in psql("SELECT id FROM api_keys WHERE agent_id = '%s'" % ag["id"],
+                               url=b.db)}
+    assert set(acked) <= rows
+    rels = admin_b.read_rels("agent_api_key")
+    by_key = {}
+    for x in rels:
+        by_key.setdefault(x["resource"]["objectId"], set()).add(x["relation"])
+    for kid in rows:
+        assert by_key.get(kid) == {"parent_agent", "account", "owner"}, (kid, by_key.get(kid))
+    assert set(by_key) == rows, "relationships of keys without a row: %r" % (set(by_key) - rows)
+    # B's listing (rows filtered by B's graph) is exactly the database's rows
+    r = bob_b.get("/agent_api_keys?limit=1000&agent_id=" + ag["id"], headers=hdr)
+    assert r.status_code == 200
+    assert {x["id"] for x in r.json()} == rows
+    # and in the database itself: nothing half-written anywhere
+    assert _orphans(b.db) == ([], [], [])
+
+    # A restarted on the same database sees the same
+    a.start()
+    bob_a2 = on(a, bob_a)
+    r = bob_a2.get("/agent_api_keys?limit=1000&agent_id=" + ag["id"])
+    assert r.status_code == 200
+    assert {x["id"] for x in r.json()} == rows
+    print("\nSIGKILL under load: %d key creates and %d agent creates acknowledged, %d key rows "
+          "committed" % (len(acked), len(agents_acked), len(rows)))
+
+
+def test_delete_on_a_is_effective_on_b(pair):
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a = t.user("bob")
+    bob_b = on(b, bob_a)
+    ag = bob_a.create_agent("gone-soon")
+    k = bob_a.create_key(ag["id"], "k", api_key_type="internal")
+    kc = agent_key_client(b, k["api_key"])
+    assert wait_status(kc, "/agents/" + ag["id"], 200) is not None
+    r = bob_a.delete("/agent_api_keys/" + k["id"])
+    assert r.status_code == 200
+    hdr = {REV: str(rev_of(r))}
+    assert bob_b.get("/agent_api_keys/" + k["id"], headers=hdr).status_code == 404
+    assert kc.get("/agents/" + ag["id"], headers=hdr).status_code == 401
+    r = bob_a.delete("/agents/" + ag["id"])
+    assert r.status_code == 200
+    hdr = {REV: str(rev_of(r))}
+    assert bob_b.get("/agents/" + ag["id"], headers=hdr).status_code == 404
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    r = admin_b.post("/v1/relationships/read", headers=hdr, json={
+        "relationshipFilter": {"resourceType": "agent", "optionalResourceId": ag["id"]}})
+    assert r.status_code == 200 and r.text.strip() == "", r.text
+    # and B can reuse the name at once (the row is gone from the one database)
+    r = bob_b.post("/agents", json={"name": "gone-soon"}, headers=hdr)
+    assert r.status_code == 200, r.text

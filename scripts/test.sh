@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, then
-#   1. a release build (gcc, -Werror): unit, conformance, end-to-end tests, bench smoke;
-#   2. an AddressSanitizer + UndefinedBehaviorSanitizer build (clang): the same suites;
-#   3. libFuzzer targets (clang), each for KW_FUZZ_SECONDS (default 60).
-# Set KW_SKIP_SANITIZE=1 or KW_SKIP_FUZZ=1 to skip a stage locally (CI runs all).
+#   1. a release build (gcc, -Werror): unit, conformance, end-to-end tests (SQLite), bench smoke;
+#   2. PostgreSQL (the release build): a throwaway cluster on a free loopback port
+#      (scripts/pg-test-cluster.sh), the store's pg unit tests (ctest -L pg) and the WHOLE
+#      end-to-end suite against it (KEYWARD_TEST_PG_URL: a fresh database per server, plus the
+#      multi-instance and outage tests that only run there); the cluster is removed on exit;
+#   3. an AddressSanitizer + UndefinedBehaviorSanitizer build (clang): the same suites, the
+#      PostgreSQL stage included;
+#   4. libFuzzer targets (clang), each for KW_FUZZ_SECONDS (default 60).
+# Set KW_SKIP_PG=1, KW_SKIP_SANITIZE=1 or KW_SKIP_FUZZ=1 to skip a stage locally (CI runs all).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
@@ -11,11 +16,35 @@ bash "$here/scripts/install-deps.sh"
 
 stage() { printf '\n==== %s ====\n' "$*"; }
 
+# pg_stage BUILD_DIR: the PostgreSQL tests of one build against a throwaway cluster.
+pg_stage() {
+  [ "${KW_SKIP_PG:-0}" != 1 ] || return 0
+  local build=$1
+  stage "PostgreSQL ($(basename "$build"))"
+  # A state file of our own: never touches a developer's cluster (nor the one
+  # tests/pg/run-unit.sh starts for itself on another free port).
+  KW_PG_STATE=$(mktemp /tmp/keyward-pg-ci.XXXXXX)
+  rm -f "$KW_PG_STATE" # the cluster script creates it on start
+  export KW_PG_STATE
+  trap 'bash "$here/scripts/pg-test-cluster.sh" stop' EXIT
+  KEYWARD_TEST_PG_URL=$(bash "$here/scripts/pg-test-cluster.sh" start)
+  export KEYWARD_TEST_PG_URL
+  echo "PostgreSQL at $KEYWARD_TEST_PG_URL"
+  (cd "$build" && ctest --output-on-failure -L pg)
+  (cd "$here" && KEYWARD_BIN="$build/keyward" \
+    /usr/bin/python3 -m pytest -q -p no:cacheprovider -rs tests/e2e)
+  bash "$here/scripts/pg-test-cluster.sh" stop
+  trap - EXIT
+  unset KEYWARD_TEST_PG_URL KW_PG_STATE
+}
+
 stage "release build (gcc)"
 cmake -S "$here" -B "$here/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKW_WERROR=ON >/dev/null
 cmake --build "$here/build" -j"$jobs"
 stage "tests (release)"
-(cd "$here/build" && ctest --output-on-failure -j"$jobs" -LE fuzz)
+(cd "$here/build" && ctest --output-on-failure -j"$jobs" -LE 'fuzz|pg')
+
+pg_stage "$here/build"
 
 if [ "${KW_SKIP_SANITIZE:-0}" != 1 ]; then
   stage "AddressSanitizer + UndefinedBehaviorSanitizer build (clang)"
@@ -25,7 +54,9 @@ if [ "${KW_SKIP_SANITIZE:-0}" != 1 ]; then
   stage "tests (ASan+UBSan)"
   (cd "$here/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench')
+    ctest --output-on-failure -j"$jobs" -LE 'fuzz|bench|pg')
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    pg_stage "$here/build-asan"
 fi
 
 if [ "${KW_SKIP_FUZZ:-0}" != 1 ]; then

@@ -4,7 +4,8 @@
 --      list: GET /agent_api_keys?agent_id=..&limit=50  FILE lines: agent_id TAB token
 --      post: POST /agent_api_keys (unique names)       FILE lines: agent_id TAB token
 -- TAG makes POST names unique across runs. Each request picks a random line; done()
--- prints one JSON line (requests/s, latency percentiles in us, status errors).
+-- prints one JSON line (requests/s, latency percentiles in us, status errors); done() runs
+-- in wrk's main Lua state, which never saw init()'s arguments, so the caller adds the mode.
 local mode, rows, tag, counter = "get", {}, "t", 0
 local threads = {}
 
@@ -42,9 +43,9 @@ end
 function done(summary, latency, requests)
   local s = summary.duration / 1e6
   io.write(string.format(
-    '{"mode":"%s","requests":%d,"duration_s":%.2f,"rps":%.0f,"p50_us":%d,"p90_us":%d,' ..
+    '{"requests":%d,"duration_s":%.2f,"rps":%.0f,"p50_us":%d,"p90_us":%d,' ..
     '"p99_us":%d,"max_us":%d,"non2xx":%d,"socket_errors":%d}\n',
-    mode, summary.requests, s, summary.requests / s, latency:percentile(50),
+    summary.requests, s, summary.requests / s, latency:percentile(50),
     latency:percentile(90), latency:percentile(99), latency.max, summary.errors.status,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
 end

@@ -38,7 +38,7 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__principal_t p;
     kw_str_t name, desc;
     bool has_name, has_desc;
-    if (!kw__api_auth(api, req, resp, &p))
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     json_t *body = kw__api_body(req, resp);
     if (!body)
@@ -160,7 +160,7 @@ void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__principal_t p;
     if (kw__api_reserved_id(req, resp))
         return;
-    if (!kw__api_auth(api, req, resp, &p))
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     answer_agent(api, req, resp, &p, req->params[0]);
 }
@@ -170,7 +170,7 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     kw_agent_t ag;
-    if (!kw__api_auth(api, req, resp, &p))
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     if (!kw_api_name_valid(req->params[0], false)) {
         kw_http_resp_error(resp, 422, "Invalid agent name.");
@@ -230,14 +230,14 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     long limit, page;
-    if (!kw__api_auth(api, req, resp, &p))
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     if (!kw__api_page(req, resp, &limit, &page))
         return;
     id_list_t l = {req->arena, NULL, 0, 0, KW_OK};
-    kw_revision_t rev = 0;
+    kw_revision_t rev = kw__api_applied(api), engine_rev = 0; /* store revision, read first */
     int rc = kw_engine_lookup_resources(api->engine, KW_STR("agent"), KW_STR("read"), p.subject,
-                                        collect_id, &l, &rev, NULL);
+                                        collect_id, &l, &engine_rev, NULL);
     if (rc == KW_OK)
         rc = l.rc;
     if (rc != KW_OK && rc != KW_EINVAL) {
@@ -282,7 +282,7 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     bool ok = false;
     if (kw__api_reserved_id(req, resp))
         return;
-    if (!kw__api_auth(api, req, resp, &p))
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     kw_str_t id = req->params[0];
     if (!kw_api_is_uuid(id)) {

@@ -47,6 +47,23 @@ KW_NODISCARD int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag);
 KW_NODISCARD int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n,
                               kw_revision_t rev, kw_diag_t *diag);
 
+/* ---- coherence: several instances over one database (api/follow.c) ---- */
+
+/* Starts keeping the graph coherent with the store. `loaded` is the revision that
+ * kw_store_load_relationships reported for the graph the engine holds: it becomes the
+ * applied revision (X-Keyward-Revision). On PostgreSQL it then catches up on anything
+ * committed since, and starts the follower thread (LISTEN/NOTIFY + 1 s poll) that applies
+ * other instances' commits in revision order; on SQLite (single instance) nothing more.
+ * Call once, after kw_api_new and before serving. */
+KW_NODISCARD int kw_api_follow_start(kw_api_t *api, kw_revision_t loaded, kw_diag_t *diag);
+/* Stops and joins the follower (idempotent; kw_api_free calls it). Call before the store
+ * closes. */
+void kw_api_follow_stop(kw_api_t *api);
+/* The store revision the graph reflects now. */
+kw_revision_t kw_api_applied_revision(kw_api_t *api);
+/* Is the instance fresh (follower connected and caught up; always on SQLite)? */
+bool kw_api_is_fresh(kw_api_t *api);
+
 /* ---- pure helpers (exposed for unit tests) ---- */
 
 /* A fresh UUIDv7 (RFC 9562) for the time `us` (microseconds since the epoch), lowercase
@@ -65,5 +82,8 @@ int64_t kw_api_now_us(void);
 bool kw_api_name_valid(kw_str_t s, bool allow_slash);
 /* Strict decimal integer (no sign, no spaces, no leading '+') within [min, max]. */
 bool kw_api_parse_bounded(kw_str_t s, long min, long max, long *out);
+/* A revision as presented by a client (header or ZedToken): strict decimal, 0..INT64_MAX
+ * (the store's revisions are BIGINT). */
+bool kw_api_parse_revision(kw_str_t s, kw_revision_t *out);
 
 #endif

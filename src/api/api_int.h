@@ -16,6 +16,8 @@
 
 #include "api.h"
 
+typedef struct kw__follower kw__follower_t;
+
 struct kw_api {
     kw_engine_t *engine;
     kw_store_t *store;
@@ -24,6 +26,22 @@ struct kw_api {
     _Atomic uint64_t checks_allowed;
     _Atomic uint64_t checks_denied;
     _Atomic uint64_t checks_error;
+    /* ---- coherence (follow.c) ----
+     * applied_rev: the STORE revision the graph reflects (every revision <= it applied).
+     * Written only under write_mu, after the engine has the changes (release); readers
+     * load it (acquire) BEFORE reading the engine, so what they read is at least that
+     * fresh. Distinct from kw_engine_revision, which a schema swap or a batched load
+     * moves on its own. fresh: false while the follower cannot reach the database or
+     * has not caught up after a reconnect (graph-reading routes answer 503 then).
+     * rev_mu/rev_cv: waiters for applied_rev/fresh (X-Keyward-Revision). */
+    _Atomic uint64_t applied_rev;
+    _Atomic bool fresh;
+    bool follows;     /* PostgreSQL: revisions come from the changelog (set at start) */
+    int freshness_ms; /* KEYWARD_FRESHNESS_TIMEOUT_MS, default 2000 */
+    pthread_mutex_t rev_mu;
+    pthread_cond_t rev_cv; /* CLOCK_MONOTONIC */
+    kw_buf_t schema_seen;  /* meta "schema" as last seen/written (under write_mu) */
+    kw__follower_t *follower;
 };
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
@@ -90,6 +108,34 @@ char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
 typedef int (*kw__api_tx_fn)(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
 KW_NODISCARD int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,
                                kw_diag_t *diag);
+
+/* ---- follow.c: coherence with the store ---- */
+/* Called by kw_api_new / kw_api_free (routes.c). */
+KW_NODISCARD int kw__api_coherence_init(kw_api_t *api);
+void kw__api_coherence_fini(kw_api_t *api);
+static inline kw_revision_t kw__api_applied(kw_api_t *api)
+{
+    return (kw_revision_t)atomic_load_explicit(&api->applied_rev, memory_order_acquire);
+}
+/* Under write_mu: publishes applied_rev = rev (if it advances) and wakes waiters. */
+void kw__api_advance(kw_api_t *api, kw_revision_t rev);
+/* Under write_mu, PostgreSQL only: applies every committed revision after applied_rev
+ * (changes_since), swapping the schema when the stored one changed; advances applied_rev.
+ * KW_OK on SQLite (nothing to follow). */
+KW_NODISCARD int kw__api_catch_up(kw_api_t *api, kw_diag_t *diag);
+/* Waits until applied_rev >= min and the instance is fresh; with `full`, first catches up
+ * to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached within
+ * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up). */
+KW_NODISCARD int kw__api_await(kw_api_t *api, kw_revision_t min, bool full);
+/* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
+bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);
+/* For every data route, right after authentication: 422 for a malformed
+ * X-Keyward-Revision, 503 "Revision not yet available" after the bounded wait, 503
+ * "Database unavailable" when not fresh. false: the answer is written. */
+bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
+
+#define KW__MSG_REV_LATE "Revision not yet available"
+#define KW__MSG_REV_BAD "X-Keyward-Revision must be a decimal revision number."
 
 /* ---- route handlers ---- */
 void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

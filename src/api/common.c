@@ -5,7 +5,10 @@
  *
  * Invariants: an error body is always the contract's {"detail": ...}; a failed check
  * never allows; the engine is written only after the store committed, with the exact
- * changes the transaction reports, in commit order.
+ * changes the transaction reports, in commit order. On PostgreSQL the write path does
+ * not apply its own changes blindly: it catches up through the changelog (follow.c),
+ * which includes them, so revisions of other instances are never skipped. Revisions
+ * reported (X-Keyward-Revision) are STORE revisions (applied_rev), not the engine's.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -236,7 +239,11 @@ int kw__api_can(kw_api_t *api, const kw__principal_t *p, const char *type, kw_st
     kw_check_result_t res = KW_CHECK_NO;
     kw_object_t obj = {kw_str_c(type), id};
     *allowed = false;
-    int rc = kw_engine_check(api->engine, obj, kw_str_c(perm), p->subject, &res, rev, NULL);
+    /* The store revision the graph reflects, read BEFORE the check: the answer is at
+     * least that fresh (the engine's own counter is not a store revision). */
+    if (rev)
+        *rev = kw__api_applied(api);
+    int rc = kw_engine_check(api->engine, obj, kw_str_c(perm), p->subject, &res, NULL, NULL);
     if (rc != KW_OK) {
         atomic_fetch_add_explicit(&api->checks_error, 1, memory_order_relaxed);
         /* An id the engine cannot even represent names nothing: a denial. */
@@ -399,20 +406,50 @@ int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,
         kw_store_tx_rollback(tx);
         goto out;
     }
+    /* KW_EDB here = outcome unknown (a lost COMMIT): the graph is not touched; if it did
+     * commit, the follower applies it from the changelog. */
     rc = kw_store_tx_commit(tx, &r, diag);
     if (rc != KW_OK)
         goto out;
-    rc = kw_api_apply(api->engine, changes, n, r, diag);
-    if (rc != KW_OK) {
-        /* The rows are durable but the graph missed the change: loud, and a 500. */
-        kw_log(KW_LOG_ERROR, KW_MODULE,
-               "committed revision %" PRIu64 " but the engine refused its %zu changes: %s",
-               (uint64_t)r, n, kw_err_name(rc));
-        rc = KW_EINTERNAL;
-        goto out;
+    if (api->follows) {
+        /* Another instance's R-1 may not be applied yet: catch up through the changelog,
+         * which delivers every revision up to >= r, ours included, in order. */
+        kw_diag_t cd;
+        kw_diag_clear(&cd);
+        int crc = kw__api_catch_up(api, &cd);
+        if (kw__api_applied(api) < r && kw__api_applied(api) == r - 1 && crc != KW_ENOMEM) {
+            /* The changelog was unreachable right after our commit, but nothing is
+             * missing before it: our own changes are exactly revision r. */
+            crc = kw_api_apply(api->engine, changes, n, r, &cd);
+            if (crc == KW_OK)
+                kw__api_advance(api, r);
+        }
+        if (kw__api_applied(api) < r) {
+            /* Committed and durable; the graph will get it when the follower catches
+             * up. Until then this instance is not fresh (503 on graph routes). */
+            kw_log(KW_LOG_WARN, KW_MODULE,
+                   "committed revision %" PRIu64 " but could not catch up to it (%s)",
+                   (uint64_t)r, kw_err_name(crc));
+            atomic_store(&api->fresh, false);
+            if (crc != KW_EDB && crc != KW_ETIMEOUT && crc != KW_OK) {
+                rc = KW_EINTERNAL;
+                goto out;
+            }
+        }
+    } else {
+        rc = kw_api_apply(api->engine, changes, n, r, diag);
+        if (rc != KW_OK) {
+            /* The rows are durable but the graph missed the change: loud, and a 500. */
+            kw_log(KW_LOG_ERROR, KW_MODULE,
+                   "committed revision %" PRIu64 " but the engine refused its %zu changes: %s",
+                   (uint64_t)r, n, kw_err_name(rc));
+            rc = KW_EINTERNAL;
+            goto out;
+        }
+        kw__api_advance(api, r);
     }
     if (rev)
-        *rev = kw_engine_revision(api->engine);
+        *rev = r;
 out:
     pthread_mutex_unlock(&api->write_mu);
     kw_arena_free(scratch);

@@ -23,6 +23,11 @@ void kw__api_readyz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, rc == KW_ENOMEM ? rc : KW_EDB, "readiness ping");
         return;
     }
+    /* Reachable is not enough: the graph must be caught up with it (follow.c). */
+    if (!kw_api_is_fresh(api)) {
+        kw_http_resp_error(resp, 503, KW__MSG_DB);
+        return;
+    }
     resp->status = 200;
     kw_buf_puts(&resp->body, "{\"status\": \"ready\"}");
 }
@@ -70,7 +75,7 @@ static const op_t ops[] = {
     {"/agent_api_keys/name/{name}", "delete", "Delete an agent's API key by name and type", NULL,
      "Message", "400 401 403 404 422 503", "keyref_type"},
     {"/healthz", "get", "Liveness", NULL, NULL, "", ""},
-    {"/readyz", "get", "Readiness (database reachable)", NULL, NULL, "503", ""},
+    {"/readyz", "get", "Readiness (database reachable and graph caught up)", NULL, NULL, "503", ""},
     {"/metrics", "get", "Prometheus metrics", NULL, "text", "", ""},
     {"/openapi.json", "get", "This document", NULL, NULL, "", ""},
     {"/v1/relationships/write", "post", "SpiceDB WriteRelationships", "V1Object", "V1Object",

@@ -22,6 +22,11 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
         kw_free(api);
         return KW_ENOMEM;
     }
+    if (kw__api_coherence_init(api) != KW_OK) {
+        pthread_mutex_destroy(&api->write_mu);
+        kw_free(api);
+        return KW_ENOMEM;
+    }
     api->engine = engine;
     api->store = store;
     api->keyring = keyring;
@@ -33,6 +38,7 @@ void kw_api_free(kw_api_t *api)
 {
     if (!api)
         return;
+    kw__api_coherence_fini(api); /* stops the follower first */
     pthread_mutex_destroy(&api->write_mu);
     kw_free(api);
 }
@@ -85,10 +91,12 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
     kw_buf_puts(out, "# HELP keyward_relationships Relationships in the authorization graph.\n"
                      "# TYPE keyward_relationships gauge\n");
     kw_buf_printf(out, "keyward_relationships %zu\n", kw_engine_count(api->engine));
-    kw_buf_puts(out, "# HELP keyward_revision Revision of the authorization graph.\n"
+    kw_buf_puts(out, "# HELP keyward_revision Store revision the authorization graph reflects.\n"
                      "# TYPE keyward_revision gauge\n");
-    kw_buf_printf(out, "keyward_revision %" PRIu64 "\n",
-                  (uint64_t)kw_engine_revision(api->engine));
+    kw_buf_printf(out, "keyward_revision %" PRIu64 "\n", (uint64_t)kw__api_applied(api));
+    kw_buf_puts(out, "# HELP keyward_fresh 1 when the graph is caught up with the database.\n"
+                     "# TYPE keyward_fresh gauge\n");
+    kw_buf_printf(out, "keyward_fresh %d\n", kw_api_is_fresh(api) ? 1 : 0);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

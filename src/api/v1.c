@@ -4,9 +4,13 @@
  * as one `{"result": {...}}` object per line, an empty body when there are none).
  *
  * Only administrators (JWT claim admin: true) get past the gate (else 403, after 401).
- * Error bodies: {"detail": m, "code": <gRPC code>, "message": m}. `consistency` is
- * accepted and ignored: every answer is at the latest revision, which the ZedToken
- * ({"token": "<revision>"}) names. Writes go through the store transaction under the
+ * Error bodies: {"detail": m, "code": <gRPC code>, "message": m}. ZedTokens
+ * ({"token": "<revision>"}) name STORE revisions (the instance's applied revision, read
+ * before the engine is), so a token from one instance means the same on another.
+ * `consistency`: atLeastAsFresh/atExactSnapshot {token} wait (like the X-Keyward-Revision
+ * request header, also honoured) until the instance has applied that revision, then 503
+ * after KEYWARD_FRESHNESS_TIMEOUT_MS; fullyConsistent catches up with the store first;
+ * minimizeLatency answers at once. An instance that is not fresh answers 503. Writes go through the store transaction under the
  * write mutex, then the engine (kw__api_write); preconditions are evaluated inside that
  * critical section against the engine, which reflects every committed write.
  */
@@ -76,7 +80,38 @@ static void v1_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const kw_d
     }
 }
 
-/* 401 / 503 from auth rewritten with gateway fields; non-admin 403. Then the body. */
+/* SpiceDB Consistency: raises *min to a presented ZedToken, sets *full for
+ * fullyConsistent. Returns an error message for a malformed one, else NULL. */
+static const char *consistency(json_t *c, kw_revision_t *min, bool *full)
+{
+    if (!c || json_is_null(c))
+        return NULL;
+    if (!json_is_object(c))
+        return "consistency must be an object";
+    json_t *v;
+    if ((v = json_object_get(c, "fullyConsistent")) && json_is_true(v))
+        *full = true;
+    const char *keys[] = {"atLeastAsFresh", "atExactSnapshot"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(keys); i++) {
+        json_t *z = json_object_get(c, keys[i]);
+        if (!z || json_is_null(z))
+            continue;
+        json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
+        kw_revision_t r = 0;
+        if (!json_is_string(t) ||
+            !kw_api_parse_revision(
+                (kw_str_t){json_string_value(t), json_string_length(t)}, &r))
+            return "consistency token must be a ZedToken {\"token\": \"<revision>\"}";
+        /* atExactSnapshot: only the newest snapshot is kept; at least as fresh is the
+         * closest honest answer. */
+        if (r > *min)
+            *min = r;
+    }
+    return NULL;
+}
+
+/* 401 / 503 from auth rewritten with gateway fields; non-admin 403; 422 for a malformed
+ * X-Keyward-Revision; then the body and its consistency (the freshness wait). */
 static json_t *v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
 {
     kw__principal_t p;
@@ -94,12 +129,30 @@ static json_t *v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
                  "The administration API needs a token with admin: true.");
         return NULL;
     }
+    kw_revision_t min = 0;
+    if (!kw__api_presented(req, &min)) {
+        v1_error(resp, 422, GRPC_INVALID_ARGUMENT, KW__MSG_REV_BAD);
+        return NULL;
+    }
     json_error_t err;
     json_t *root = req->body.len ? json_loadb(req->body.ptr, req->body.len, 0, &err)
                                  : json_object();
     if (!root || !json_is_object(root)) {
         json_decref(root);
         v1_error(resp, 422, GRPC_INVALID_ARGUMENT, "Request body must be a JSON object.");
+        return NULL;
+    }
+    bool full = false;
+    const char *bad_cons = consistency(json_object_get(root, "consistency"), &min, &full);
+    if (bad_cons) {
+        json_decref(root);
+        v1_error(resp, 400, GRPC_INVALID_ARGUMENT, bad_cons);
+        return NULL;
+    }
+    int rc = kw__api_await(api, min, full);
+    if (rc != KW_OK) {
+        json_decref(root);
+        v1_error(resp, 503, GRPC_UNAVAILABLE, rc == KW_ETIMEOUT ? KW__MSG_REV_LATE : KW__MSG_DB);
         return NULL;
     }
     return root;
@@ -358,7 +411,13 @@ static int check_preconditions(kw_api_t *api, const kw_precondition_t *pre, size
 static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
     write_ctx_t *c = ud;
-    int rc = check_preconditions(c->api, c->pre, c->n_pre, diag);
+    int rc = KW_OK;
+    /* Several instances: what the engine is asked below must include every other
+     * instance's commits so far (a commit racing this transaction can still slip in
+     * between: preconditions are evaluated in memory, not in the database). */
+    if ((c->n_pre || c->del_limit) && (rc = kw__api_catch_up(c->api, diag)) != KW_OK)
+        return rc;
+    rc = check_preconditions(c->api, c->pre, c->n_pre, diag);
     if (rc != KW_OK)
         return rc;
     if (c->del_filter) {
@@ -497,7 +556,7 @@ void kw__api_v1_rel_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         json_decref(body);
         return;
     }
-    kw_revision_t rev = kw_engine_revision(api->engine);
+    kw_revision_t rev = kw__api_applied(api);
     read_ctx_t c = {&resp->body, token_json(rev), limit, 0, KW_OK};
     int rc = c.token ? kw_engine_read(api->engine, &f, read_cb, &c, NULL, &d) : KW_ENOMEM;
     json_decref(c.token);
@@ -588,8 +647,8 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_check_result_t r = KW_CHECK_NO;
-    kw_revision_t rev = 0;
-    int rc = kw_engine_check(api->engine, res, perm, sub, &r, &rev, &d);
+    kw_revision_t rev = kw__api_applied(api);
+    int rc = kw_engine_check(api->engine, res, perm, sub, &r, NULL, &d);
     count_check(api, rc, r);
     json_decref(body);
     if (rc != KW_OK) {
@@ -634,8 +693,8 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
             return;
         }
     }
-    kw_revision_t rev = kw_engine_revision(api->engine);
-    int rc = n ? kw_engine_check_bulk(api->engine, items, n, &rev) : KW_OK;
+    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    int rc = n ? kw_engine_check_bulk(api->engine, items, n, &engine_rev) : KW_OK;
     if (rc != KW_OK) {
         v1_fail(req, resp, rc, NULL);
         json_decref(body);
@@ -715,8 +774,9 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     ids_t l = {req->arena, NULL, 0, 0, KW_OK};
-    kw_revision_t rev = 0;
-    int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &rev, &d);
+    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &engine_rev,
+                                        &d);
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
         rc = l.rc;
@@ -783,9 +843,9 @@ void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     subj_ctx_t c = {&resp->body, api->engine, json_array(), KW_OK};
-    kw_revision_t rev = 0;
+    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
     int rc = c.results ? kw_engine_lookup_subjects(api->engine, res, perm, stype, srel, subj_cb,
-                                                   &c, &rev, &d)
+                                                   &c, &engine_rev, &d)
                        : KW_ENOMEM;
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
@@ -866,8 +926,8 @@ void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_expand_t *tree = NULL;
-    kw_revision_t rev = 0;
-    int rc = kw_engine_expand(api->engine, res, perm, req->arena, &tree, &rev, &d);
+    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    int rc = kw_engine_expand(api->engine, res, perm, req->arena, &tree, &engine_rev, &d);
     json_decref(body);
     if (rc != KW_OK) {
         v1_fail(req, resp, rc, &d);
@@ -893,7 +953,7 @@ void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     json_decref(body);
     kw_buf_t text;
     kw_buf_init(&text);
-    kw_revision_t rev = kw_engine_revision(api->engine);
+    kw_revision_t rev = kw__api_applied(api);
     int rc = kw_engine_schema_text(api->engine, &text);
     if (rc == KW_OK && text.failed)
         rc = KW_ENOMEM;
@@ -913,9 +973,45 @@ void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     answer(req, resp, root, rev);
 }
 
+/* After meta "schema" is stored: an EMPTY store transaction gives the change a store
+ * revision (the writtenAt token) and, on PostgreSQL, the NOTIFY that makes every other
+ * instance's follower cross an empty revision and re-read the stored schema (follow.c).
+ * Under the write mutex. */
+static int announce_schema(kw_api_t *api, kw_str_t text, kw_revision_t *rev, kw_diag_t *d)
+{
+    api->schema_seen.len = 0;
+    kw_buf_append(&api->schema_seen, text.ptr, text.len);
+    if (api->schema_seen.failed)
+        return KW_ENOMEM;
+    kw_store_tx_t *tx = NULL;
+    kw_revision_t r = 0;
+    int rc = kw_store_tx_begin(api->store, &tx, d);
+    if (rc == KW_OK)
+        rc = kw_store_tx_commit(tx, &r, d);
+    if (rc != KW_OK) {
+        /* Stored and installed here; the others install it when they next cross an
+         * empty revision. The caller gets 503 and may simply retry. */
+        kw_log(KW_LOG_WARN, KW_MODULE,
+               "schema stored but its revision could not be committed: %s", kw_err_name(rc));
+        return rc;
+    }
+    if (api->follows) {
+        kw_diag_t cd;
+        kw_diag_clear(&cd);
+        if (kw__api_catch_up(api, &cd) != KW_OK)
+            kw_log(KW_LOG_WARN, KW_MODULE, "schema at revision %" PRIu64
+                   " committed; the follower will catch up", (uint64_t)r);
+    } else {
+        kw__api_advance(api, r);
+    }
+    *rev = r;
+    return KW_OK;
+}
+
 /* The schema swap: a scratch engine proves the text compiles and serves the routes; the
- * live swap (under the write mutex) proves every stored relationship fits; the text is
- * then persisted in meta "schema" (restored on failure so memory and disk agree). */
+ * live swap (under the write mutex, after catching up) proves every stored relationship
+ * fits; the text is then persisted in meta "schema" (restored on failure so memory and
+ * disk agree) and announced to the other instances (announce_schema). */
 void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -954,11 +1050,15 @@ void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_buf_init(&old);
     kw_revision_t rev = 0;
     pthread_mutex_lock(&api->write_mu);
-    rc = kw_engine_schema_text(api->engine, &old);
+    /* The live swap is judged against every relationship committed so far (other
+     * instances' too). */
+    rc = kw__api_catch_up(api, &d);
+    if (rc == KW_OK)
+        rc = kw_engine_schema_text(api->engine, &old);
     if (rc == KW_OK && old.failed)
         rc = KW_ENOMEM;
     if (rc == KW_OK)
-        rc = kw_engine_set_schema(api->engine, text, &rev, &d);
+        rc = kw_engine_set_schema(api->engine, text, NULL, &d);
     if (rc == KW_OK) {
         rc = kw_store_meta_set(api->store, "schema", text);
         if (rc != KW_OK) {
@@ -967,6 +1067,8 @@ void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
             if (rb != KW_OK)
                 kw_log(KW_LOG_ERROR, KW_MODULE, "could not restore the previous schema: %s",
                        kw_err_name(rb));
+        } else {
+            rc = announce_schema(api, text, &rev, &d);
         }
     }
     pthread_mutex_unlock(&api->write_mu);

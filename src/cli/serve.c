@@ -8,6 +8,10 @@
  * with sigwait here, so shutdown runs in plain thread context: stop accepting, finish
  * in-flight requests, close the database, exit 0.
  *
+ * Several instances (PostgreSQL): after the graph is loaded at store revision R0 (one
+ * snapshot), kw_api_follow_start catches up and starts the follower that applies other
+ * instances' commits; it is stopped after the server and before the store closes.
+ *
  * Schema choice (docs/API.md): --schema/KEYWARD_SCHEMA (a file) wins; else the schema an
  * administrator stored with /v1/schema/write (meta "schema"); else the built-in agentex.zed.
  */
@@ -205,7 +209,7 @@ static int install_schema(kw_engine_t *engine, kw_store_t *store, const char *sc
     return KW_OK;
 }
 
-static int load_graph(kw_engine_t *engine, kw_store_t *store)
+static int load_graph(kw_engine_t *engine, kw_store_t *store, kw_revision_t *loaded)
 {
     loader_t *l = kw_calloc(1, sizeof(*l));
     if (!l)
@@ -228,6 +232,7 @@ static int load_graph(kw_engine_t *engine, kw_store_t *store)
     else
         kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)",
                l->total, (unsigned long long)rev);
+    *loaded = rev;
     kw_arena_free(l->arena);
     kw_free(l);
     return rc;
@@ -309,21 +314,34 @@ int kw_cli_serve(int argc, char **argv)
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }
-    if (install_schema(engine, store, schema) != KW_OK || load_graph(engine, store) != KW_OK)
+    kw_revision_t loaded = 0;
+    if (install_schema(engine, store, schema) != KW_OK ||
+        load_graph(engine, store, &loaded) != KW_OK)
         goto out;
     if (kw_api_new(engine, store, keyring, &api) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }
 
-    /* Block the shutdown signals before any server thread exists: they inherit the mask
-     * and only sigwait below receives them. */
+    /* Block the shutdown signals before any thread (follower, server) exists: they
+     * inherit the mask and only sigwait below receives them. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    /* The graph is at store revision `loaded`; on PostgreSQL the follower keeps it
+     * current with the other instances from here on (stopped by kw_api_free, before the
+     * store closes). Started before serving. */
+    kw_diag_clear(&d);
+    rc = kw_api_follow_start(api, loaded, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward: cannot follow the database: %s\n",
+                d.msg[0] ? d.msg : kw_strerror(rc));
+        goto out;
+    }
 
     kw_http_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -354,6 +372,7 @@ int kw_cli_serve(int argc, char **argv)
     kw_log(KW_LOG_INFO, KW_MODULE, "signal %d: stopping", sig);
     kw_http_server_stop(srv);
     srv = NULL;
+    kw_api_follow_stop(api); /* before the store closes */
     status = 0;
 out:
     if (srv)

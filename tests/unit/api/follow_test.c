@@ -1,0 +1,311 @@
+/*
+ * tests/unit/api/follow_test.c - coherence (api/follow.c): the applied store revision,
+ * the freshness wait, and (with KEYWARD_PG_URL) two instances over one PostgreSQL
+ * database: the follower applies the other's commits, and a local write catches up over
+ * a revision it has not applied instead of applying its own changes blindly.
+ *
+ * The pg_* tests run only when KEYWARD_PG_URL names a database they may write to (ctest
+ * unit_api_pg gives them a throwaway cluster: tests/coherence/run-api-pg.sh); relationship
+ * ids carry the pid, so reruns on one database do not collide.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api_int.h"
+#include "kw_test.h"
+
+typedef struct inst {
+    kw_store_t *store;
+    kw_engine_t *engine;
+    kw_keyring_t *keyring;
+    kw_api_t *api;
+    char path[128];
+} inst_t;
+
+static int load_one(const kw_rel_t *rel, void *ud)
+{
+    kw_update_t u = {KW_OP_TOUCH, *rel};
+    return kw_engine_write(ud, &u, 1, NULL, 0, 0, NULL, NULL) == KW_OK ? 0 : 1;
+}
+
+/* An instance as `serve` makes it: store, default schema, graph loaded at R0, follower. */
+static int inst_open(inst_t *in, const char *url)
+{
+    kw_revision_t r0 = 0;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    if (kw_store_open(url, &in->store, &d) != KW_OK) {
+        fprintf(stderr, "  open %s: %s\n", url, d.msg);
+        return 0;
+    }
+    if (kw_engine_new(&in->engine) != KW_OK ||
+        kw_engine_set_schema(in->engine, kw_str_c(kw_api_default_schema), NULL, NULL) != KW_OK ||
+        kw_store_load_relationships(in->store, load_one, in->engine, &r0) != KW_OK ||
+        kw_keyring_new(kw_str_c("unit-test-token-secret"),
+                       kw_str_c("unit-test-master-key-of-32-bytes-at-least"),
+                       &in->keyring) != KW_OK ||
+        kw_api_new(in->engine, in->store, in->keyring, &in->api) != KW_OK)
+        return 0;
+    return kw_api_follow_start(in->api, r0, &d) == KW_OK;
+}
+
+static void inst_close(inst_t *in)
+{
+    kw_api_free(in->api);
+    if (in->engine)
+        kw_engine_free(in->engine);
+    if (in->keyring)
+        kw_keyring_free(in->keyring);
+    if (in->store)
+        kw_store_close(in->store);
+    if (in->path[0])
+        unlink(in->path);
+}
+
+static int sqlite_inst(inst_t *in)
+{
+    memset(in, 0, sizeof(*in));
+    snprintf(in->path, sizeof(in->path), "/tmp/kw_follow_test_%ld.db", (long)getpid());
+    unlink(in->path);
+    char url[160];
+    snprintf(url, sizeof(url), "sqlite:%s", in->path);
+    return inst_open(in, url);
+}
+
+typedef struct {
+    kw_update_t u;
+    char res[64], sub[64];
+} one_rel_t;
+
+/* account:<res>#member@user:<sub> */
+static void rel_init(one_rel_t *r, kw_op_t op, const char *res, const char *sub)
+{
+    snprintf(r->res, sizeof(r->res), "%s", res);
+    snprintf(r->sub, sizeof(r->sub), "%s", sub);
+    memset(&r->u, 0, sizeof(r->u));
+    r->u.op = op;
+    r->u.rel.resource = (kw_object_t){KW_STR("account"), kw_str_c(r->res)};
+    r->u.rel.relation = KW_STR("member");
+    r->u.rel.subject.type = KW_STR("user");
+    r->u.rel.subject.id = kw_str_c(r->sub);
+}
+
+static int rel_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    one_rel_t *r = ud;
+    return kw_store_tx_rel_write(tx, &r->u, 1, diag);
+}
+
+static int count_cb(const kw_rel_t *rel, void *ud)
+{
+    (void)rel;
+    (*(int *)ud)++;
+    return 0;
+}
+
+/* How many account:<res>#member@user:<sub> the instance's graph holds (0 or 1). */
+static int has_rel(inst_t *in, const char *res, const char *sub)
+{
+    kw_filter_t f;
+    memset(&f, 0, sizeof(f));
+    f.resource_type = KW_STR("account");
+    f.resource_id = kw_str_c(res);
+    f.relation = KW_STR("member");
+    f.has_subject = true;
+    f.subject_type = KW_STR("user");
+    f.subject_id = kw_str_c(sub);
+    int n = 0;
+    if (kw_engine_read(in->engine, &f, count_cb, &n, NULL, NULL) != KW_OK)
+        return -1;
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+KW_TEST(parse_revision_is_strict_decimal_within_bigint)
+{
+    kw_revision_t r = 99;
+    KW_ASSERT(kw_api_parse_revision(KW_STR("0"), &r) && r == 0);
+    KW_ASSERT(kw_api_parse_revision(KW_STR("42"), &r) && r == 42);
+    KW_ASSERT(kw_api_parse_revision(KW_STR("9223372036854775807"), &r) &&
+              r == 9223372036854775807ULL);
+    const char *bad[] = {"",   "abc", "-1",   "1.5",  "0x10", "+1",
+                         " 1", "1 ",  "1e3", "9223372036854775808", "99999999999999999999999"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
+        r = 7;
+        if (kw_api_parse_revision(kw_str_c(bad[i]), &r))
+            KW_FAIL_("accepted '%s'", bad[i]);
+        KW_ASSERT_EQ(r, 7);
+    }
+    KW_ASSERT(!kw_api_parse_revision(KW_STR_NULL, &r));
+}
+
+KW_TEST(sqlite_applied_revision_is_the_store_revision_of_the_last_commit)
+{
+    inst_t in;
+    KW_ASSERT(sqlite_inst(&in));
+    KW_ASSERT(!in.api->follows); /* one instance per file: no follower */
+    KW_ASSERT(kw_api_is_fresh(in.api));
+    kw_revision_t store_rev = 0, rev = 0;
+    KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
+    KW_ASSERT_EQ(kw_api_applied_revision(in.api), store_rev);
+    /* a schema swap moves the engine's counter, not the applied store revision */
+    KW_ASSERT_EQ(kw_engine_set_schema(in.engine, kw_str_c(kw_api_default_schema), NULL, NULL),
+                 KW_OK);
+    KW_ASSERT_EQ(kw_api_applied_revision(in.api), store_rev);
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "alice");
+    KW_ASSERT_EQ(kw__api_write(in.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
+    KW_ASSERT_EQ(rev, store_rev);
+    KW_ASSERT_EQ(kw_api_applied_revision(in.api), rev);
+    KW_ASSERT_EQ(has_rel(&in, "acme", "alice"), 1);
+    inst_close(&in);
+}
+
+typedef struct {
+    kw_api_t *api;
+    kw_revision_t min;
+    int rc;
+    double took;
+} waiter_t;
+
+static void *wait_main(void *arg)
+{
+    waiter_t *w = arg;
+    double t0 = now_s();
+    w->rc = kw__api_await(w->api, w->min, false);
+    w->took = now_s() - t0;
+    return NULL;
+}
+
+KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
+{
+    inst_t in;
+    KW_ASSERT(sqlite_inst(&in));
+    kw_revision_t at = kw_api_applied_revision(in.api);
+    KW_ASSERT_EQ(kw__api_await(in.api, at, false), KW_OK);
+    KW_ASSERT_EQ(kw__api_await(in.api, 0, true), KW_OK);
+    in.api->freshness_ms = 80;
+    double t0 = now_s();
+    KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_ETIMEOUT);
+    double took = now_s() - t0;
+    KW_ASSERT(took >= 0.07 && took < 2.0);
+    /* a waiter for the next revision is woken by the commit that makes it */
+    in.api->freshness_ms = 5000;
+    waiter_t w = {in.api, at + 1, -1, 0};
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, wait_main, &w), 0);
+    usleep(30000);
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "bob");
+    kw_revision_t rev = 0;
+    int wrc = kw__api_write(in.api, rel_tx, &r, &rev, NULL);
+    pthread_join(th, NULL);
+    KW_ASSERT_EQ(wrc, KW_OK);
+    KW_ASSERT_EQ(rev, at + 1);
+    KW_ASSERT_EQ(w.rc, KW_OK);
+    KW_ASSERT(w.took < 2.0);
+    inst_close(&in);
+}
+
+KW_TEST(not_fresh_answers_unavailable_even_for_reached_revisions)
+{
+    inst_t in;
+    KW_ASSERT(sqlite_inst(&in));
+    in.api->freshness_ms = 50;
+    atomic_store(&in.api->fresh, false);
+    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_EDB); /* at once */
+    KW_ASSERT_EQ(kw__api_await(in.api, 1, false), KW_EDB); /* after the wait */
+    KW_ASSERT(!kw_api_is_fresh(in.api));
+    atomic_store(&in.api->fresh, true);
+    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_OK);
+    inst_close(&in);
+}
+
+/* ---- two instances over one PostgreSQL database ---- */
+
+static const char *pg_url(void)
+{
+    const char *u = getenv("KEYWARD_PG_URL");
+    return u && *u ? u : NULL;
+}
+
+static int pg_skip(const char *name)
+{
+    if (pg_url())
+        return 0;
+    fprintf(stderr, "  skipped %s: KEYWARD_PG_URL is not set\n", name);
+    return 1;
+}
+
+KW_TEST(pg_follower_applies_the_other_instances_commits)
+{
+    if (pg_skip("pg_follower_applies_the_other_instances_commits"))
+        return;
+    inst_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    KW_ASSERT(inst_open(&a, pg_url()));
+    KW_ASSERT(inst_open(&b, pg_url()));
+    KW_ASSERT(a.api->follows && b.api->follows);
+    char res[64];
+    snprintf(res, sizeof(res), "fol%ld", (long)getpid());
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, res, "carol");
+    kw_revision_t rev = 0;
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_api_applied_revision(a.api), rev);
+    double t0 = now_s();
+    KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
+    double took = now_s() - t0;
+    KW_ASSERT_EQ(has_rel(&b, res, "carol"), 1);
+    KW_ASSERT(took < 0.5); /* NOTIFY, not the 1 s poll */
+    rel_init(&r, KW_OP_DELETE, res, "carol");
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
+    KW_ASSERT_EQ(has_rel(&b, res, "carol"), 0);
+    /* fullyConsistent: one catch-up round reaches the store's current revision */
+    kw_revision_t cur = 0;
+    KW_ASSERT_EQ(kw_store_revision(b.store, &cur), KW_OK);
+    KW_ASSERT_EQ(kw__api_await(b.api, 0, true), KW_OK);
+    KW_ASSERT(kw_api_applied_revision(b.api) >= cur);
+    inst_close(&a);
+    inst_close(&b);
+}
+
+KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
+{
+    if (pg_skip("pg_local_write_catches_up_over_a_revision_it_has_not_applied"))
+        return;
+    inst_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    KW_ASSERT(inst_open(&a, pg_url()));
+    KW_ASSERT(inst_open(&b, pg_url()));
+    /* B stops following: A's next commit is a revision B has not applied when B writes */
+    kw_api_follow_stop(b.api);
+    char res[64];
+    snprintf(res, sizeof(res), "gap%ld", (long)getpid());
+    one_rel_t ra, rb;
+    rel_init(&ra, KW_OP_TOUCH, res, "from-a");
+    rel_init(&rb, KW_OP_TOUCH, res, "from-b");
+    kw_revision_t rev_a = 0, rev_b = 0;
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &ra, &rev_a, NULL), KW_OK);
+    KW_ASSERT(kw_api_applied_revision(b.api) < rev_a);
+    KW_ASSERT_EQ(kw__api_write(b.api, rel_tx, &rb, &rev_b, NULL), KW_OK);
+    KW_ASSERT(rev_b > rev_a);
+    /* B's graph has A's revision as well as its own, and claims exactly what it has */
+    KW_ASSERT_EQ(has_rel(&b, res, "from-a"), 1);
+    KW_ASSERT_EQ(has_rel(&b, res, "from-b"), 1);
+    KW_ASSERT(kw_api_applied_revision(b.api) >= rev_b);
+    inst_close(&a);
+    inst_close(&b);
+}

@@ -10,9 +10,12 @@
  * `consistency`: atLeastAsFresh/atExactSnapshot {token} wait (like the X-Keyward-Revision
  * request header, also honoured) until the instance has applied that revision, then 503
  * after KEYWARD_FRESHNESS_TIMEOUT_MS; fullyConsistent catches up with the store first;
- * minimizeLatency answers at once. An instance that is not fresh answers 503. Writes go through the store transaction under the
- * write mutex, then the engine (kw__api_write); preconditions are evaluated inside that
- * critical section against the engine, which reflects every committed write.
+ * minimizeLatency answers at once. An instance that is not fresh answers 503.
+ * Writes go through the store transaction under the write mutex, then the engine
+ * (kw__api_write); preconditions are evaluated inside that critical section against the
+ * engine, after catching up with every revision committed so far (on PostgreSQL a commit
+ * of another instance racing the transaction can still slip in between: preconditions
+ * are not evaluated by the database).
  */
 #include <inttypes.h>
 #include <string.h>

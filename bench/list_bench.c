@@ -56,10 +56,9 @@ static void check(int rc, const char *what)
 static kw_update_t touch(const char *rt, const char *rid, const char *rel, const char *st,
                          const char *sid)
 {
-    return (kw_update_t){KW_OP_TOUCH,
-                         {{kw_str_c(rt), kw_str_c(rid)},
-                          kw_str_c(rel),
-                          {kw_str_c(st), kw_str_c(sid), KW_STR_NULL}}};
+    return (kw_update_t){
+        KW_OP_TOUCH,
+        {{kw_str_c(rt), kw_str_c(rid)}, kw_str_c(rel), {kw_str_c(st), kw_str_c(sid), KW_STR_NULL}}};
 }
 
 static void add_agent(kw_store_tx_t *tx, const char *acct, const char *name, long n_keys,
@@ -178,7 +177,11 @@ static size_t walk(list_q_t *q, char (*ids)[37])
         q->scanned += n;
         for (size_t i = 0; i < n; i++)
             items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), kw_str_c(rows[i].id)},
-                                         KW_STR("read"), q->subject, KW_CHECK_NO, KW_OK, {0}};
+                                         KW_STR("read"),
+                                         q->subject,
+                                         KW_CHECK_NO,
+                                         KW_OK,
+                                         {0}};
         check(kw_engine_check_bulk(q->e, items, n, &rev), "check_bulk");
         for (size_t i = 0; i < n && out < q->limit; i++) {
             if (items[i].rc != KW_OK || items[i].result != KW_CHECK_YES)
@@ -239,7 +242,11 @@ static size_t lookup(list_q_t *q, char (*ids)[37], bool engine_filter)
         kw_subject_t parent = {KW_STR("agent"), q->agent, KW_STR_NULL};
         for (size_t i = 0; i < v.n; i++)
             items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), v.ids[i]},
-                                         KW_STR("parent_agent"), parent, KW_CHECK_NO, KW_OK, {0}};
+                                         KW_STR("parent_agent"),
+                                         parent,
+                                         KW_CHECK_NO,
+                                         KW_OK,
+                                         {0}};
         check(kw_engine_check_bulk(q->e, items, v.n, &rev), "check_bulk parent");
         keep = 0;
         for (size_t i = 0; i < v.n; i++)
@@ -344,8 +351,13 @@ int main(int argc, char **argv)
     printf("|---|---|---|---|---|---|---|---|\n");
     for (size_t ci = 0; ci < 2; ci++) {
         for (size_t pi = 0; pi < 2; pi++) {
-            list_q_t q = {e, s, kw_str_c(ax), {KW_STR("user"), kw_str_c(callers[ci]), KW_STR_NULL},
-                          (size_t)limit, pages[pi], 0};
+            list_q_t q = {e,
+                          s,
+                          kw_str_c(ax),
+                          {KW_STR("user"), kw_str_c(callers[ci]), KW_STR_NULL},
+                          (size_t)limit,
+                          pages[pi],
+                          0};
             size_t n_ref = walk(&q, ref);
             for (int st = 0; st < 3; st++) {
                 size_t n = 0;

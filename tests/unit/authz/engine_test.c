@@ -5,6 +5,7 @@
  */
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "engine_helpers.h"
 #include "kw_test.h"
@@ -362,9 +363,9 @@ KW_TEST(engine_expand)
 /* Readers must never see half of a batch: the writer adds and removes pairs together. */
 typedef struct conc {
     kw_engine_t *e;
-    volatile int stop;
-    int bad;
-    long checks;
+    _Atomic int stop;
+    _Atomic int bad;
+    _Atomic long checks;
 } conc_t;
 
 static void *conc_reader(void *p)
@@ -408,6 +409,10 @@ KW_TEST(engine_concurrent_batches_are_atomic)
         kw_op_t op = (round / 20) % 2 ? KW_OP_DELETE : KW_OP_TOUCH;
         kw_assert(th_write_op(c.e, op, pair, 2, &d) == KW_OK);
     }
+    /* On a loaded machine the writer may finish before a reader was scheduled at all:
+     * give the readers (bounded) time to overlap with at least the final state. */
+    for (int waited = 0; c.checks < 200 && waited < 5000; waited++)
+        usleep(1000);
     c.stop = 1;
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);

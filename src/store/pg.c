@@ -13,18 +13,31 @@
  * parameters and results travel in binary format, so text is passed by length (no NUL
  * needed) and BIGINT/BYTEA need no parsing.
  *
- * Transactions: READ COMMITTED. Unique constraints do the arbitration SQLite's single
- * writer did: inserts are `ON CONFLICT DO NOTHING RETURNING`, so of two instances creating
- * the same (agent, name, type) at once one inserts and the other (after waiting for the
- * first to commit) gets no row: KW_ECONFLICT, and its transaction stays usable. Deletes
- * are by id with `DELETE ... RETURNING`, so a row replaced after a check (new id) is
- * never removed. The commit's last statements are
+ * Transactions: READ COMMITTED, and one global write order (tag-kw-store-write-order).
+ * Every write transaction's FIRST statement, right after BEGIN (pg_tx_begin), is
  *     UPDATE revision SET value = value + 1 RETURNING value   (+ pg_notify in the same)
+ * and its last ones, at commit, are
  *     INSERT INTO changelog ... (the recorded changes at that revision)
  *     COMMIT
- * The revision row lock is held from the UPDATE to COMMIT, so a writer that gets revision
- * R commits before any other gets R+1: revisions are unique, gapless and in commit order,
- * and a follower that has seen R in the changelog has every revision below it.
+ * So the single revision row is locked from begin to COMMIT (or ROLLBACK, which undoes
+ * the bump): keyward's write transactions, from every instance, run one at a time. When
+ * the UPDATE returns R, the holder of R-1 has committed (a READ COMMITTED UPDATE that
+ * waited for the row re-reads the committed version), and that commit is visible to
+ * every snapshot taken from then on (PostgreSQL leaves the proc array before it releases
+ * locks: xact.c, CommitTransaction). Hence:
+ *   - revisions are unique, gapless and in commit order, and a follower that has seen R
+ *     in the changelog has every revision below it;
+ *   - once kw_store_tx_begin returns, the committed state (on any connection) is exactly
+ *     revision R-1 and stays so until this transaction ends: what the caller reads or
+ *     checks there (the API's in-memory preconditions, after catching up to R-1) still
+ *     holds when it commits;
+ *   - no deadlock between keyward transactions: each takes the revision lock before any
+ *     other lock, and holds no other lock while waiting for it.
+ * The notification queued by pg_notify is delivered only if the transaction commits.
+ * Unique constraints still arbitrate (for writers outside keyward, and as a second line):
+ * inserts are `ON CONFLICT DO NOTHING RETURNING`, so a duplicate (agent, name, type) gets
+ * no row: KW_ECONFLICT, and the transaction stays usable. Deletes are by id with
+ * `DELETE ... RETURNING`, so a row replaced after a check (new id) is never removed.
  *
  * Followers: kw_store_changes_since reads the changelog in (revision, seq) order from a
  * REPEATABLE READ snapshot; kw_store_wait_change blocks on LISTEN keyward_changes on its
@@ -94,7 +107,7 @@ enum {
     ST_KEY_DELETE,
     ST_REL_INSERT,
     ST_REL_DELETE,
-    ST_COMMIT_REVISION,
+    ST_TX_REVISION,
     ST_CHANGES,
     ST_CHANGES_AT,
     ST_N
@@ -186,11 +199,11 @@ static const pg_stmt_t stmts[ST_N] = {
                        "DELETE FROM relationships WHERE resource_type = $1 AND resource_id = $2 "
                        "AND relation = $3 AND subject_type = $4 AND subject_id = $5 "
                        "AND subject_relation = $6 RETURNING 1"},
-    /* The last statement before the changelog rows and COMMIT (see the file comment);
-     * the notification is delivered only if the transaction commits. */
-    [ST_COMMIT_REVISION] = {"kw_commit_revision", "",
-                            "WITH r AS (UPDATE revision SET value = value + 1 RETURNING value) "
-                            "SELECT value, pg_notify('" KW__PG_CHANNEL "', value::text) FROM r"},
+    /* The first statement of every write transaction (see the file comment): takes the
+     * global write order; the notification is delivered only if the transaction commits. */
+    [ST_TX_REVISION] = {"kw_tx_revision", "",
+                        "WITH r AS (UPDATE revision SET value = value + 1 RETURNING value) "
+                        "SELECT value, pg_notify('" KW__PG_CHANNEL "', value::text) FROM r"},
     [ST_CHANGES] = {"kw_changes", "iii",
                     "SELECT revision, op, " REL_COLS " FROM changelog "
                     "WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq LIMIT $3"},
@@ -223,6 +236,7 @@ typedef struct pg_store {
 typedef struct pg_tx {
     struct kw_store_tx base; /* first */
     pg_conn_t *c;
+    kw_revision_t rev; /* this transaction's revision, taken (and locked) by pg_tx_begin */
 } pg_tx_t;
 
 static pg_store_t *to_pg(kw_store_t *s)
@@ -1148,6 +1162,26 @@ static int pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *i
 
 /* ---- transactions ---- */
 
+/* Bumps the revision on c, inside its transaction: KW_OK with *rev set, or an error. */
+static int bump_revision(pg_conn_t *c, kw_revision_t *rev)
+{
+    pg_params_t p = {0};
+    PGresult *r;
+    int rc = run(c, ST_TX_REVISION, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    if (PQntuples(r) == 1)
+        *rev = (kw_revision_t)col_i64(r, 0, 0);
+    else
+        rc = KW_EDB;
+    PQclear(r);
+    return rc;
+}
+
+/* BEGIN, then take the global write order (ST_TX_REVISION) before anything else: this
+ * may wait for the transaction of another instance (or thread) to end, up to
+ * lock_timeout. A connection found dead is reset and the whole begin retried once
+ * (nothing has happened yet). */
 static int pg_tx_begin(kw_store_t *base, kw_store_tx_t **out, kw_diag_t *diag)
 {
     pg_store_t *s = to_pg(base);
@@ -1155,9 +1189,18 @@ static int pg_tx_begin(kw_store_t *base, kw_store_tx_t **out, kw_diag_t *diag)
     if (!tx)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
     int rc = begin_on(s, "BEGIN", &tx->c);
+    if (rc == KW_OK) {
+        rc = bump_revision(tx->c, &tx->rev);
+        if (rc == KW_EDB && PQstatus(tx->c->conn) != CONNECTION_OK &&
+            conn_ensure(s, tx->c) == KW_OK && exec_cmd(tx->c, "BEGIN") == KW_OK)
+            rc = bump_revision(tx->c, &tx->rev);
+        if (rc != KW_OK)
+            pool_put(s, tx->c); /* rolls back */
+    }
     if (rc != KW_OK) {
         kw_free(tx);
-        return kw_diag_set(diag, rc, 0, 0, "database unavailable");
+        return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
+                           rc == KW_ENOMEM ? "out of memory" : "database unavailable");
     }
     kw__store_tx_init(&tx->base, base);
     *out = &tx->base;
@@ -1251,24 +1294,14 @@ static int write_changelog(pg_tx_t *tx, kw_revision_t rev)
     return rc;
 }
 
+/* The revision was taken by pg_tx_begin; only the changelog rows and COMMIT are left. */
 static int pg_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
 {
     pg_tx_t *tx = (pg_tx_t *)base;
-    pg_params_t p = {0};
-    PGresult *r;
-    kw_revision_t at = 0;
-    int rc = run(tx->c, ST_COMMIT_REVISION, &p, &r);
+    kw_revision_t at = tx->rev;
+    int rc = write_changelog(tx, at);
     if (rc == KW_OK) {
-        if (PQntuples(r) == 1)
-            at = (kw_revision_t)col_i64(r, 0, 0);
-        else
-            rc = KW_EDB;
-        PQclear(r);
-    }
-    if (rc == KW_OK)
-        rc = write_changelog(tx, at);
-    if (rc == KW_OK) {
-        r = PQexec(tx->c->conn, "COMMIT");
+        PGresult *r = PQexec(tx->c->conn, "COMMIT");
         /* COMMIT of a transaction that failed earlier "succeeds" as ROLLBACK. */
         if (PQresultStatus(r) != PGRES_COMMAND_OK)
             rc = result_error(tx->c->conn, r, "COMMIT");

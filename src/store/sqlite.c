@@ -22,7 +22,9 @@
  * Writers: BEGIN IMMEDIATE takes SQLite's single write lock at the start, so two
  * writers never deadlock upgrading a read lock; the second waits up to busy_timeout.
  * The revision lives in meta('revision') and is bumped by the commit inside the same
- * transaction, so revisions are unique, gapless and in commit order.
+ * transaction, so revisions are unique, gapless and in commit order. Since the write
+ * lock is held from begin, a transaction holds the global write order from begin to
+ * commit (tag-kw-store-write-order), as pg.c's revision row lock does.
  *
  * No changelog table: one SQLite file has one writer process, which applies its own
  * changes to its in-memory graph after each commit. PostgreSQL with several instances

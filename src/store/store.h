@@ -10,6 +10,19 @@
  * the caller only after a successful commit, with the exact relationship changes the
  * transaction reports (kw_store_tx_changes) at the revision commit returned.
  *
+ * Write order (tag-kw-store-write-order): a transaction holds the database's global write
+ * order from kw_store_tx_begin until it commits or rolls back: on PostgreSQL across every
+ * instance on the database (begin takes the revision row lock), on SQLite through
+ * BEGIN IMMEDIATE (one writer per file). So when begin returns, every transaction that
+ * will get a lower revision has committed, and no other write transaction commits until
+ * this one ends: the committed state, as read on any connection (kw_store_revision,
+ * kw_store_changes_since), is exactly the revision before this transaction's, and stays
+ * so. A check made against it inside the transaction (e.g. a precondition, after the
+ * graph caught up with kw_store_changes_since) is still true at commit. Consequences:
+ * begin may wait (up to the backend's lock timeout, ~5 s, then KW_EDB) for another
+ * transaction to end; keep transactions short; one thread must never begin a second
+ * transaction while it holds one (it would wait for itself).
+ *
  * Ownership: kw_store_t is process-lifetime, made by kw_store_open, freed by
  *   kw_store_close. Rows returned by reads are allocated from the caller's arena.
  *   Secret material (hashes, encrypted secrets) is copied into the arena too; plaintext
@@ -125,6 +138,8 @@ KW_NODISCARD int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw
                                       size_t n, kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 
 /* ---- transactions ---- */
+/* Starts a write transaction holding the global write order (see "Write order" above):
+ * may block while another transaction, of this process or another instance, is open. */
 KW_NODISCARD int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag);
 /* Commits and frees tx; *rev gets the revision assigned to it. On failure the tx is rolled
  * back and freed, and nothing changed. */

@@ -12,10 +12,13 @@
  * after KEYWARD_FRESHNESS_TIMEOUT_MS; fullyConsistent catches up with the store first;
  * minimizeLatency answers at once. An instance that is not fresh answers 503.
  * Writes go through the store transaction under the write mutex, then the engine
- * (kw__api_write); preconditions are evaluated inside that critical section against the
- * engine, after catching up with every revision committed so far (on PostgreSQL a commit
- * of another instance racing the transaction can still slip in between: preconditions
- * are not evaluated by the database).
+ * (kw__api_write). Preconditions and a delete's optionalLimit are evaluated against the
+ * engine inside the transaction (write_tx), in this order: the transaction is begun,
+ * which takes the database's global write order (store.h, tag-kw-store-write-order: on
+ * PostgreSQL the revision row lock, across every instance); the graph catches up with
+ * every revision committed so far; then the check. Nothing can commit between the
+ * catch-up and this transaction's commit, so the check is exact with any number of
+ * instances.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -393,7 +396,8 @@ static int first_cb(const kw_rel_t *rel, void *ud)
     return 1;
 }
 
-/* Under the write mutex: the engine holds every committed relationship. */
+/* Inside the write transaction, after catching up: the engine holds every committed
+ * relationship, and nothing else commits until this transaction ends. */
 static int check_preconditions(kw_api_t *api, const kw_precondition_t *pre, size_t n,
                                kw_diag_t *diag)
 {
@@ -415,9 +419,11 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
     write_ctx_t *c = ud;
     int rc = KW_OK;
-    /* Several instances: what the engine is asked below must include every other
-     * instance's commits so far (a commit racing this transaction can still slip in
-     * between: preconditions are evaluated in memory, not in the database). */
+    /* tx holds the global write order (kw_store_tx_begin took it): every revision
+     * below this transaction's is committed and no other can commit before it. Catching
+     * up now brings the engine to exactly the committed state (other instances' commits
+     * included; a no-op on SQLite, whose commits all go through this process), so the
+     * checks below stay true until our commit. */
     if ((c->n_pre || c->del_limit) && (rc = kw__api_catch_up(c->api, diag)) != KW_OK)
         return rc;
     rc = check_preconditions(c->api, c->pre, c->n_pre, diag);

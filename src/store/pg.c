@@ -73,6 +73,10 @@
 #define OID_TEXTARR 1009
 
 #define PG_POOL_MAX 256
+/* A write transaction holds one connection while the API catches its graph up on another
+ * (v1 preconditions, tag-kw-store-write-order): with one connection those writes would
+ * wait PG_CHECKOUT_WAIT_MS for themselves and fail. */
+#define PG_POOL_MIN 2
 #define PG_CHECKOUT_WAIT_MS 10000 /* all connections busy this long: KW_EDB */
 #define PG_FETCH_ROWS "10000"
 #define PG_CHANGELOG_CHUNK 1000 /* rows per multi-row INSERT (9 params each) */
@@ -748,7 +752,7 @@ static int url_split(const char *url, char **out, long *pool)
             if (strncmp(r, "pool=", 5) == 0) {
                 char *end;
                 *pool = strtol(r + 5, &end, 10);
-                if (end != r + plen || *pool < 1 || *pool > PG_POOL_MAX) {
+                if (end != r + plen || *pool < PG_POOL_MIN || *pool > PG_POOL_MAX) {
                     kw_free(u);
                     return KW_EINVAL;
                 }
@@ -803,25 +807,26 @@ int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     int rc = url_split(url, &s->url, &pool);
     if (rc != KW_OK) {
         pg_close(&s->base);
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be 1..%d", PG_POOL_MAX);
+        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be %d..%d", PG_POOL_MIN,
+                           PG_POOL_MAX);
     }
     if (pool == 0) {
         const char *env = getenv("KEYWARD_PG_POOL");
         if (env && *env) {
             char *end;
             pool = strtol(env, &end, 10);
-            if (*end || pool < 1 || pool > PG_POOL_MAX) {
+            if (*end || pool < PG_POOL_MIN || pool > PG_POOL_MAX) {
                 pg_close(&s->base);
-                return kw_diag_set(diag, KW_EINVAL, 0, 0, "KEYWARD_PG_POOL must be 1..%d",
-                                   PG_POOL_MAX);
+                return kw_diag_set(diag, KW_EINVAL, 0, 0, "KEYWARD_PG_POOL must be %d..%d",
+                                   PG_POOL_MIN, PG_POOL_MAX);
             }
         }
     }
     if (pool == 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         pool = cores > 0 ? 2 * cores : 4;
-        if (pool < 2)
-            pool = 2;
+        if (pool < PG_POOL_MIN)
+            pool = PG_POOL_MIN;
         if (pool > PG_POOL_MAX)
             pool = PG_POOL_MAX;
     }

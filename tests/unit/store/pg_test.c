@@ -868,6 +868,10 @@ KW_TEST(pg_migrations_concurrent_and_newer_refused)
     KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EDB); /* still the newer schema */
     snprintf(url, sizeof(url), "%s%cpool=0", d.url, strchr(d.url, '?') ? '&' : '?');
     KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EINVAL);
+    /* one connection cannot serve a write that catches up on a second one */
+    snprintf(url, sizeof(url), "%s%cpool=1", d.url, strchr(d.url, '?') ? '&' : '?');
+    KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EINVAL);
+    KW_ASSERT(strstr(diag.msg, "2..256") != NULL);
     db_drop(&d);
 }
 

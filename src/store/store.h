@@ -2,7 +2,7 @@
  * store/store.h - durable storage for agents, keys, relationships and metadata.
  *
  * One interface (an ops table), two backends: SQLite (store/sqlite.c, the embedded
- * default) and PostgreSQL (store/pg.c). Routes never see which one is in use.
+ * default) and PostgreSQL (store/pg*.c). Routes never see which one is in use.
  *
  * Model: every mutation runs inside a kw_store_tx_t. kw_store_tx_commit makes rows and
  * relationship changes durable together and assigns them the next revision; a failed

@@ -43,11 +43,11 @@ typedef struct kw_store kw_store_t;
 typedef struct kw_store_tx kw_store_tx_t;
 
 typedef struct kw_agent {
-    char id[37];          /* UUID text */
+    char id[37]; /* UUID text */
     const char *name;
     const char *description; /* NULL for JSON null */
     const char *account_id;
-    int64_t created_at_us;   /* microseconds since the Unix epoch, UTC */
+    int64_t created_at_us; /* microseconds since the Unix epoch, UTC */
 } kw_agent_t;
 
 typedef struct kw_apikey {
@@ -79,8 +79,8 @@ KW_NODISCARD int kw_store_meta_get(kw_store_t *s, const char *key, kw_arena_t *a
                                    size_t *len);
 /* Sets key only if it is unset (first writer wins across instances); then reads it back
  * into *val (from `a`): the value that is now stored. */
-KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t want,
-                                    kw_arena_t *a, char **val, size_t *len);
+KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t want, kw_arena_t *a,
+                                    char **val, size_t *len);
 KW_NODISCARD int kw_store_meta_set(kw_store_t *s, const char *key, kw_str_t val);
 
 /* ---- relationships at startup ---- */
@@ -118,8 +118,8 @@ KW_NODISCARD int kw_store_agent_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, k
 KW_NODISCARD int kw_store_agent_get_by_name(kw_store_t *s, kw_str_t account_id, kw_str_t name,
                                             kw_arena_t *a, kw_agent_t *out);
 /* Rows for the given ids (absent ids are skipped), ordered by (created_at, id). */
-KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n,
-                                        kw_arena_t *a, kw_agent_t **out, size_t *n_out);
+KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                                        kw_agent_t **out, size_t *n_out);
 
 KW_NODISCARD int kw_store_key_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
 KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_str_t name,
@@ -129,10 +129,9 @@ KW_NODISCARD int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, s
                                            kw_arena_t *a, kw_apikey_t *out);
 /* Up to `limit` keys of `agent_id` strictly after the cursor (created_at_us, id) in
  * (created_at, id) order; a cursor with id "" starts at the beginning. */
-KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id,
-                                        int64_t after_created_us, kw_str_t after_id,
-                                        size_t limit, kw_arena_t *a, kw_apikey_t **out,
-                                        size_t *n_out);
+KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id, int64_t after_created_us,
+                                        kw_str_t after_id, size_t limit, kw_arena_t *a,
+                                        kw_apikey_t **out, size_t *n_out);
 /* Rows for the given key ids of one agent (absent skipped), ordered by (created_at, id). */
 KW_NODISCARD int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids,
                                       size_t n, kw_arena_t *a, kw_apikey_t **out, size_t *n_out);

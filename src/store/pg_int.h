@@ -175,6 +175,9 @@ int kw__pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids,
 
 int kw__pg_tx_begin(kw_store_t *base, kw_store_tx_t **out, kw_diag_t *diag);
 void kw__pg_tx_rollback(kw_store_tx_t *base);
+int kw__pg_tx_savepoint(kw_store_tx_t *base, const char *name);
+int kw__pg_tx_rollback_to(kw_store_tx_t *base, const char *name);
+int kw__pg_tx_release(kw_store_tx_t *base, const char *name);
 int kw__pg_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag);
 int kw__pg_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__pg_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);

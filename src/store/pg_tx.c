@@ -127,6 +127,31 @@ int kw__pg_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
     return KW_OK;
 }
 
+/* Savepoints (store.h, tag-kw-store-savepoint), names from store.c ("kw_sp<depth>").
+ * A failed statement puts a PostgreSQL transaction in the aborted state, where every
+ * statement but ROLLBACK [TO SAVEPOINT] fails: ROLLBACK TO makes it usable again, with
+ * the revision row lock (taken before any savepoint) still held. */
+int kw__pg_tx_savepoint(kw_store_tx_t *base, const char *name)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SAVEPOINT %s", name);
+    return kw__pg_exec(((kw__pg_tx_t *)base)->c, sql);
+}
+
+int kw__pg_tx_rollback_to(kw_store_tx_t *base, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "ROLLBACK TO SAVEPOINT %s; RELEASE SAVEPOINT %s", name, name);
+    return kw__pg_exec(((kw__pg_tx_t *)base)->c, sql);
+}
+
+int kw__pg_tx_release(kw_store_tx_t *base, const char *name)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "RELEASE SAVEPOINT %s", name);
+    return kw__pg_exec(((kw__pg_tx_t *)base)->c, sql);
+}
+
 static int tx_exec(kw__pg_tx_t *tx, int st, const kw__pg_params_t *p, PGresult **out)
 {
     return kw__pg_run(tx->c, st, p, out);

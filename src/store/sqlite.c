@@ -1105,6 +1105,36 @@ static int sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag
     return KW_OK;
 }
 
+/* Savepoints (store.h, tag-kw-store-savepoint): plain SQL, the names are store.c's
+ * "kw_sp<depth>". A failed statement leaves a SQLite transaction usable, but its earlier
+ * statements (a key row before its relationships) stay: ROLLBACK TO undoes them. */
+static int sq_savepoint_exec(sq_tx_t *t, const char *sql)
+{
+    int rc = sqlite3_exec(t->c->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? KW_OK : db_err(t->c, rc, "savepoint", NULL);
+}
+
+static int sq_tx_savepoint(kw_store_tx_t *base, const char *name)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "SAVEPOINT %s", name);
+    return sq_savepoint_exec((sq_tx_t *)base, sql);
+}
+
+static int sq_tx_rollback_to(kw_store_tx_t *base, const char *name)
+{
+    char sql[96];
+    snprintf(sql, sizeof(sql), "ROLLBACK TO %s; RELEASE %s", name, name);
+    return sq_savepoint_exec((sq_tx_t *)base, sql);
+}
+
+static int sq_tx_release(kw_store_tx_t *base, const char *name)
+{
+    char sql[64];
+    snprintf(sql, sizeof(sql), "RELEASE %s", name);
+    return sq_savepoint_exec((sq_tx_t *)base, sql);
+}
+
 static int sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
 {
     sq_tx_t *t = (sq_tx_t *)base;
@@ -1363,6 +1393,9 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_agent_delete = sq_tx_agent_delete,
     .tx_key_insert = sq_tx_key_insert,
     .tx_key_delete = sq_tx_key_delete,
+    .tx_savepoint = sq_tx_savepoint,
+    .tx_rollback_to = sq_tx_rollback_to,
+    .tx_release = sq_tx_release,
     .tx_rel_write = sq_tx_rel_write,
     .tx_rel_delete_matching = sq_tx_rel_delete_matching,
 };

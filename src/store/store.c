@@ -8,6 +8,7 @@
  */
 #include "store_int.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -279,6 +280,83 @@ void kw_store_tx_rollback(kw_store_tx_t *tx)
 {
     if (tx)
         tx->store->ops->tx_rollback(tx);
+}
+
+/* ---- savepoints (tag-kw-store-savepoint) ---- */
+
+static void savepoint_name(unsigned depth, char out[24])
+{
+    snprintf(out, 24, "kw_sp%u", depth);
+}
+
+int kw_store_tx_savepoint(kw_store_tx_t *tx, kw_store_savepoint_t *sp, kw_diag_t *diag)
+{
+    if (!tx || !sp)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "no transaction");
+    if (tx->failed)
+        return kw_diag_set(diag, tx->failed, 0, 0, "the transaction failed earlier");
+    char name[24];
+    savepoint_name(tx->n_savepoints + 1, name);
+    int rc = tx->store->ops->tx_savepoint(tx, name);
+    if (rc != KW_OK) {
+        /* The database may be gone or the transaction aborted: nothing more can commit. */
+        tx->failed = rc;
+        return kw_diag_set(diag, rc, 0, 0, "could not set a savepoint in the transaction");
+    }
+    sp->n_changes = tx->n_ups;
+    sp->depth = ++tx->n_savepoints;
+    return KW_OK;
+}
+
+/* The innermost open savepoint, and its change list mark still inside the list. */
+static int savepoint_ok(const kw_store_tx_t *tx, const kw_store_savepoint_t *sp, kw_diag_t *diag)
+{
+    if (!tx || !sp)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "no transaction");
+    if (sp->depth == 0 || sp->depth != tx->n_savepoints || sp->n_changes > tx->n_ups)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "savepoint %u is not the innermost open one (%u open)", sp->depth,
+                           tx->n_savepoints);
+    return KW_OK;
+}
+
+int kw_store_tx_rollback_to_savepoint(kw_store_tx_t *tx, const kw_store_savepoint_t *sp,
+                                      kw_diag_t *diag)
+{
+    int rc = savepoint_ok(tx, sp, diag);
+    if (rc != KW_OK)
+        return rc;
+    char name[24];
+    savepoint_name(sp->depth, name);
+    rc = tx->store->ops->tx_rollback_to(tx, name);
+    if (rc != KW_OK) {
+        /* The work since the mark may still be there: the tx can only be rolled back. */
+        tx->failed = rc;
+        return kw_diag_set(diag, rc, 0, 0, "could not roll back to a savepoint");
+    }
+    tx->n_ups = sp->n_changes; /* the strings stay in the arena until the tx ends */
+    tx->n_savepoints--;
+    tx->failed = KW_OK; /* savepoints are refused on a failed tx: it was clean at the mark */
+    return KW_OK;
+}
+
+int kw_store_tx_release_savepoint(kw_store_tx_t *tx, const kw_store_savepoint_t *sp,
+                                  kw_diag_t *diag)
+{
+    int rc = savepoint_ok(tx, sp, diag);
+    if (rc != KW_OK)
+        return rc;
+    if (tx->failed)
+        return kw_diag_set(diag, tx->failed, 0, 0, "the transaction failed earlier");
+    char name[24];
+    savepoint_name(sp->depth, name);
+    rc = tx->store->ops->tx_release(tx, name);
+    if (rc != KW_OK) {
+        tx->failed = rc;
+        return kw_diag_set(diag, rc, 0, 0, "could not release a savepoint");
+    }
+    tx->n_savepoints--;
+    return KW_OK;
 }
 
 void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n)

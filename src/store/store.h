@@ -145,6 +145,27 @@ KW_NODISCARD int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t 
 KW_NODISCARD int kw_store_tx_commit(kw_store_tx_t *tx, kw_revision_t *rev, kw_diag_t *diag);
 void kw_store_tx_rollback(kw_store_tx_t *tx); /* frees tx */
 
+/* Savepoints (tag-kw-store-savepoint): a mark inside tx to undo back to, so that several
+ * independent units of work can share one transaction and one commit (the API's group
+ * commit) while one of them fails alone. kw_store_tx_savepoint marks the current state
+ * (database and change list); kw_store_tx_rollback_to_savepoint undoes everything done
+ * since, truncates the change list back to the mark and clears a failure recorded since
+ * (the tx is usable again, also on PostgreSQL after a failed statement, which otherwise
+ * aborts the whole transaction); kw_store_tx_release_savepoint keeps the work and drops
+ * the mark. Both end the savepoint. Savepoints nest: only the innermost open one may be
+ * ended. A failed tx refuses a new savepoint (its failure code); a rollback or release
+ * that fails poisons the tx (commit then refuses it). */
+typedef struct kw_store_savepoint {
+    size_t n_changes; /* change list length at the mark */
+    unsigned depth;   /* 1 = outermost */
+} kw_store_savepoint_t;
+KW_NODISCARD int kw_store_tx_savepoint(kw_store_tx_t *tx, kw_store_savepoint_t *sp,
+                                       kw_diag_t *diag);
+KW_NODISCARD int kw_store_tx_rollback_to_savepoint(kw_store_tx_t *tx,
+                                                   const kw_store_savepoint_t *sp, kw_diag_t *diag);
+KW_NODISCARD int kw_store_tx_release_savepoint(kw_store_tx_t *tx, const kw_store_savepoint_t *sp,
+                                               kw_diag_t *diag);
+
 /* The relationship changes made by tx so far (TOUCH for writes, DELETE for deletes), in
  * order, valid until commit/rollback. Apply these to the engine after commit. */
 void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n);

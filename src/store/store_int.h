@@ -69,6 +69,11 @@ typedef struct kw_store_ops {
     int (*tx_key_delete)(kw_store_tx_t *tx, kw_str_t id);
     /* Updates arrive validated and normalized: non-empty fields, subject relation ""
      * for none (never "..."). */
+    /* Savepoint `name` ("kw_sp<depth>"): SAVEPOINT, ROLLBACK TO + RELEASE (undo and
+     * end), RELEASE (keep and end). store.c keeps the change list and failure state. */
+    int (*tx_savepoint)(kw_store_tx_t *tx, const char *name);
+    int (*tx_rollback_to)(kw_store_tx_t *tx, const char *name);
+    int (*tx_release)(kw_store_tx_t *tx, const char *name);
     int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, kw_diag_t *diag);
     /* Same normalization: filter's subject_relation is "" for none when set. */
     int (*tx_rel_delete_matching)(kw_store_tx_t *tx, const kw_filter_t *f, size_t *n_deleted,
@@ -95,6 +100,7 @@ struct kw_store_tx {
      * of step (OOM while recording, a database failure mid-operation). A failed tx can
      * only be rolled back; commit refuses it with this code. */
     int failed;
+    unsigned n_savepoints; /* open savepoints (kw_store_tx_savepoint) */
 };
 
 void kw__store_tx_init(kw_store_tx_t *tx, kw_store_t *s);

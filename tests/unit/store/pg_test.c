@@ -1096,6 +1096,82 @@ static double secs_since(const struct timespec *t0)
     return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
+/* Savepoints (store.h, tag-kw-store-savepoint) on PostgreSQL, where a failed statement
+ * aborts the whole transaction: rolled back to its savepoint, the transaction is usable
+ * again (the next statements run, COMMIT commits, not "ROLLBACK"), the failed unit's
+ * rows and recorded changes are gone, and the changelog of the revision holds exactly
+ * the kept units' changes. Without a savepoint the failure still poisons the tx. */
+KW_TEST(pg_savepoints_recover_a_failed_statement)
+{
+    if (skip("pg_savepoints_recover_a_failed_statement"))
+        return;
+    testdb_t d;
+    KW_ASSERT(db_new(&d));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(d.url, &s, NULL), KW_OK);
+    /* A statement that fails on demand: an agent named "boom". */
+    KW_ASSERT(db_sql(&d, "ALTER TABLE agents ADD CONSTRAINT kw_test_boom CHECK (name <> 'boom')",
+                     NULL, 0));
+    kw_agent_t a1 = agent("a1", "acct", "bot", 1), boom = agent("a2", "acct", "boom", 2);
+    kw_agent_t a3 = agent("a3", "acct", "bot3", 3), dup = agent("a4", "acct", "bot", 4);
+    kw_apikey_t k1 = key("k1", "a1", "ci", "internal", 1, "h1");
+    kw_update_t u1 = {KW_OP_TOUCH, rel("agent", "a1", "owner", "user", "u1", "")};
+    kw_update_t uk = {KW_OP_TOUCH, rel("agent_api_key", "k1", "parent_agent", "agent", "a1", "")};
+    kw_update_t u3 = {KW_OP_TOUCH, rel("agent", "a3", "owner", "user", "u3", "")};
+    kw_store_tx_t *tx;
+    kw_store_savepoint_t sp1, sp2, sp3, sp4;
+    const kw_update_t *ch;
+    size_t n;
+    kw_revision_t rev = 0;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &a1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &u1, 1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_release_savepoint(tx, &sp1, NULL), KW_OK);
+    /* unit 2: a key and its relationship, then a statement that fails */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp2, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &uk, 1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &boom), KW_EDB);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &u3, 1, NULL), KW_EDB); /* aborted tx */
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp2, NULL), KW_OK);
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 1);
+    /* unit 3: runs after the recovery; a nested unit with a clean conflict is undone */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp3, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &a3), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &u3, 1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp4, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp3, NULL), KW_EINVAL); /* not innermost */
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &dup), KW_ECONFLICT);
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp4, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_release_savepoint(tx, &sp3, NULL), KW_OK);
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 2);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM agents WHERE id IN ('a1', 'a3')"), 2);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM agents WHERE id IN ('a2', 'a4')"), 0);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM api_keys"), 0);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM relationships"), 2);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT count(*) FROM changelog WHERE revision = %llu",
+             (unsigned long long)rev);
+    KW_ASSERT_EQ(db_count(&d, sql), 2);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM changelog WHERE resource_id = 'k1'"), 0);
+
+    /* Without a savepoint the failed statement poisons the tx: nothing commits. */
+    kw_revision_t before = 0, after = 0;
+    KW_ASSERT_EQ(kw_store_revision(s, &before), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &boom), KW_EDB);
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp1, NULL), KW_EDB);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_EDB);
+    KW_ASSERT_EQ(kw_store_revision(s, &after), KW_OK);
+    KW_ASSERT_EQ(after, before);
+    kw_store_close(s);
+    db_drop(&d);
+}
+
 KW_TEST(pg_bench_key_tx)
 {
     if (skip("pg_bench_key_tx"))

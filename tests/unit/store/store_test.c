@@ -1063,3 +1063,101 @@ KW_TEST(store_bench_key_tx)
     kw_store_close(s);
     tmpdb_remove(&t);
 }
+
+/* ---- savepoints (store.h, tag-kw-store-savepoint) ---- */
+
+/* Several units of work in one transaction, as the API's group commit runs them: a unit
+ * that fails (a failed statement, a conflict) is rolled back to its savepoint with its
+ * recorded changes, the others commit; nesting is checked; a failed tx refuses one. */
+KW_TEST(store_savepoints_undo_one_unit)
+{
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, NULL), KW_OK);
+    /* A statement that fails on demand: inserting an agent named "boom". */
+    KW_ASSERT_EQ(raw_sql(t.path, "CREATE TRIGGER kw_test_boom BEFORE INSERT ON agents "
+                                 "WHEN NEW.name = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END"),
+                 0);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    kw_agent_t ag1 = mk_agent(AG1, "acct", "alpha");
+    kw_agent_t boom = mk_agent(AG2, "acct", "boom");
+    kw_agent_t dup = mk_agent(AG2, "acct", "alpha");
+    kw_apikey_t k1 = mk_key(K1, AG1, "k1", NULL, 0);
+    kw_apikey_t k2 = mk_key(K2, AG1, "k2", NULL, 0);
+    kw_update_t u1 = mk_up(KW_OP_TOUCH, "agent", AG1, "owner", "user", "u", NULL);
+    kw_update_t uk1 = mk_up(KW_OP_TOUCH, "agent_api_key", K1, "parent_agent", "agent", AG1, NULL);
+    kw_update_t uk2 = mk_up(KW_OP_TOUCH, "agent_api_key", K2, "parent_agent", "agent", AG1, NULL);
+    kw_store_tx_t *tx = NULL;
+    kw_store_savepoint_t sp1, sp2, sp3, sp4;
+    const kw_update_t *ch = NULL;
+    size_t n = 0;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+
+    /* unit 1: kept */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &ag1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &u1, 1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_release_savepoint(tx, &sp1, NULL), KW_OK);
+
+    /* unit 2: a key and its relationship, then a failing statement (poisons the tx) */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp2, NULL), KW_OK);
+    KW_ASSERT_EQ(sp2.n_changes, 1);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &uk1, 1, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &boom), KW_EDB);
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 2);
+    KW_ASSERT_EQ(kw_store_tx_release_savepoint(tx, &sp2, NULL), KW_EDB); /* failed: keep none */
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp2, NULL), KW_OK);
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 1); /* truncated back: only unit 1's change */
+
+    /* unit 3: a key, then a duplicate agent name (a clean conflict); undone */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp3, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k2), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &uk2, 1, NULL), KW_OK);
+    /* nesting: only the innermost savepoint may end */
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp4, NULL), KW_OK);
+    KW_ASSERT_EQ(sp4.depth, 2);
+    KW_ASSERT_EQ(kw_store_tx_release_savepoint(tx, &sp3, NULL), KW_EINVAL);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &dup), KW_ECONFLICT);
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp4, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp4, NULL), KW_EINVAL); /* ended */
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 2); /* k2's relationship is still in unit 3 */
+    KW_ASSERT_EQ(kw_store_tx_rollback_to_savepoint(tx, &sp3, NULL), KW_OK);
+    kw_store_tx_changes(tx, &ch, &n);
+    KW_ASSERT_EQ(n, 1);
+    KW_ASSERT_EQ(ch[0].op, KW_OP_TOUCH);
+    KW_ASSERT(kw_str_eq_c(ch[0].rel.resource.id, AG1));
+
+    kw_revision_t rev = 0;
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(rev, 1);
+    kw_agent_t got;
+    kw_apikey_t gk;
+    KW_ASSERT_EQ(kw_store_agent_get(s, KW_STR(AG1), a, &got), KW_OK);
+    KW_ASSERT_EQ(kw_store_agent_get(s, KW_STR(AG2), a, &got), KW_ENOTFOUND);
+    KW_ASSERT_EQ(kw_store_key_get(s, KW_STR(K1), a, &gk), KW_ENOTFOUND);
+    KW_ASSERT_EQ(kw_store_key_get(s, KW_STR(K2), a, &gk), KW_ENOTFOUND);
+    relset_t rs;
+    KW_ASSERT_EQ(load_all(s, &rs, NULL), KW_OK);
+    char want[128];
+    snprintf(want, sizeof(want), "agent:%s#owner@user:u", AG1);
+    bool ok = rs.n == 1 && strcmp(rs.items[0], want) == 0;
+    relset_free(&rs);
+    KW_ASSERT(ok);
+
+    /* A failed transaction refuses a savepoint and stays failed. */
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_agent_insert(tx, &boom), KW_EDB);
+    KW_ASSERT_EQ(kw_store_tx_savepoint(tx, &sp1, NULL), KW_EDB);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_EDB);
+    KW_ASSERT_EQ(kw_store_revision(s, &rev), KW_OK);
+    KW_ASSERT_EQ(rev, 1);
+    kw_arena_free(a);
+    kw_store_close(s);
+    tmpdb_remove(&t);
+}

@@ -30,9 +30,17 @@
 #define KW_MODULE "serve"
 #define LOAD_BATCH 1000
 
+/* HTTP worker threads when neither --threads nor KEYWARD_THREADS says (docs/DEPLOYMENT.md,
+ * "Threads"): handlers block (a write waits for its batch's fsync, a read for the
+ * database), so one thread per core leaves at most that many requests in flight and
+ * group commit nothing to batch. */
+#define SERVE_DEFAULT_THREADS 16
+#define SERVE_MAX_THREADS 256
+
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE]\n"
+    fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE] "
+               "[--threads N]\n"
                "\n"
                "  --db URL          sqlite:PATH, a bare PATH, or postgres://... "
                "(env KEYWARD_DB; default sqlite:keyward.db)\n"
@@ -40,6 +48,8 @@ static void usage(FILE *f)
                "(env KEYWARD_LISTEN; default 127.0.0.1:8080)\n"
                "  --schema FILE     authorization schema (env KEYWARD_SCHEMA; default: the one "
                "stored by /v1/schema/write, else the built-in agentex.zed)\n"
+               "  --threads N       HTTP worker threads, 1-256: requests in flight at once, "
+               "among which concurrent writes share commits (env KEYWARD_THREADS; default 16)\n"
                "\n"
                "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
                "in the database)\n");
@@ -256,17 +266,31 @@ static int load_keyring(kw_store_t *store, kw_keyring_t **out)
     return rc;
 }
 
+/* "N" with 1 <= N <= SERVE_MAX_THREADS. */
+static bool parse_threads(const char *s, unsigned *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(s, &end, 10);
+    if (errno || !end || *end || end == s || n < 1 || n > SERVE_MAX_THREADS)
+        return false;
+    *out = (unsigned)n;
+    return true;
+}
+
 int kw_cli_serve(int argc, char **argv)
 {
     const char *db = env_or("KEYWARD_DB", "sqlite:keyward.db");
     const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
     const char *schema = env_or("KEYWARD_SCHEMA", NULL);
+    const char *threads_arg = env_or("KEYWARD_THREADS", NULL);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char **dst = strcmp(a, "--db") == 0       ? &db
-                           : strcmp(a, "--listen") == 0 ? &listen
-                           : strcmp(a, "--schema") == 0 ? &schema
-                                                        : NULL;
+        const char **dst = strcmp(a, "--db") == 0        ? &db
+                           : strcmp(a, "--listen") == 0  ? &listen
+                           : strcmp(a, "--schema") == 0  ? &schema
+                           : strcmp(a, "--threads") == 0 ? &threads_arg
+                                                         : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -281,11 +305,19 @@ int kw_cli_serve(int argc, char **argv)
             listen = a + 9;
         else if (strncmp(a, "--schema=", 9) == 0)
             schema = a + 9;
+        else if (strncmp(a, "--threads=", 10) == 0)
+            threads_arg = a + 10;
         else {
             fprintf(stderr, "keyward serve: unknown or incomplete option '%s'\n", a);
             usage(stderr);
             return 2;
         }
+    }
+    unsigned threads = SERVE_DEFAULT_THREADS;
+    if (threads_arg && !parse_threads(threads_arg, &threads)) {
+        fprintf(stderr, "keyward serve: --threads (or KEYWARD_THREADS) wants 1-%d, got '%s'\n",
+                SERVE_MAX_THREADS, threads_arg);
+        return 2;
     }
     char *host = NULL;
     uint16_t port = 0;
@@ -347,7 +379,7 @@ int kw_cli_serve(int argc, char **argv)
     memset(&cfg, 0, sizeof(cfg));
     cfg.host = host;
     cfg.port = port;
-    cfg.threads = 0; /* one per core */
+    cfg.threads = threads;
     cfg.routes = kw_api_routes(&cfg.n_routes);
     cfg.ud = api;
     cfg.metrics_fn = kw_api_metrics;

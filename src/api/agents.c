@@ -106,7 +106,7 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     create_ctx_t c = {&ag, ups, 3};
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, create_tx, &c, &rev, &d);
+    rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
         kw_http_resp_error(resp, 409, "An agent with this name already exists in the account.");
         return;
@@ -305,7 +305,7 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, delete_tx, &id, &rev, NULL);
+    rc = kw__api_write(api, delete_tx, &id, 0, &rev, NULL);
     if (rc == KW_ENOTFOUND) {
         agent_404(resp);
         return;

@@ -4,7 +4,8 @@
  * Ownership: a kw__principal_t lives in the request arena. Everything a handler builds
  *   comes from req->arena except scratch arenas it creates and frees itself.
  * Threads: kw_api_t's counters are relaxed atomics; write_mu serializes every write
- *   (store transaction + engine apply).
+ *   (store transaction + engine apply); group_mu guards the group-commit queue and its
+ *   leader flag (common.c). Lock order: write_mu before group_mu.
  */
 #ifndef KW_API_API_INT_H
 #define KW_API_API_INT_H
@@ -17,6 +18,7 @@
 #include "api.h"
 
 typedef struct kw__follower kw__follower_t;
+typedef struct kw__write_job kw__write_job_t;
 
 struct kw_api {
     kw_engine_t *engine;
@@ -42,6 +44,16 @@ struct kw_api {
     pthread_cond_t rev_cv; /* CLOCK_MONOTONIC */
     kw_buf_t schema_seen;  /* meta "schema" as last seen/written (under write_mu) */
     kw__follower_t *follower;
+    /* ---- group commit (common.c, kw__api_write) ----
+     * Writers queue here; one at a time leads: takes write_mu, drains a batch, runs it
+     * in one store transaction, wakes the batch's writers. Under group_mu. */
+    pthread_mutex_t group_mu;
+    kw__write_job_t *group_head, *group_tail;
+    bool group_leading;
+    _Atomic uint64_t group_batches;  /* store transactions committed by kw__api_write */
+    _Atomic uint64_t group_jobs;     /* writes those transactions carried */
+    _Atomic uint64_t group_max_jobs; /* the largest batch so far */
+    _Atomic uint64_t group_deferred; /* writes moved to a later batch (same relationship) */
 };
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
@@ -102,12 +114,28 @@ bool kw__api_reserved_id(kw_http_req_t *req, kw_http_resp_t *resp);
 /* Copies `str` into the arena, NUL-terminated; NULL on OOM. */
 char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
 
-/* The write path: under the write mutex, begins a store transaction, runs fn, commits
- * and applies the transaction's relationship changes to the engine at the commit's
- * revision. fn's error rolls everything back. *rev (may be NULL) gets the revision. */
+/* The write path, with group commit (tag-kw-api-group-commit): the write is queued; a
+ * leader, under the write mutex, runs up to KW__GROUP_MAX_JOBS queued writes in ONE
+ * store transaction, each fn inside a savepoint of its own, commits once (one fsync),
+ * and applies every kept write's relationship changes to the engine in queue order at
+ * that one revision. fn's error rolls back only its own savepoint and is returned to
+ * its caller alone; a begin or commit failure is returned to every write of the batch.
+ * Returns after the commit is durable and applied. *rev (may be NULL) gets the revision
+ * (shared by the batch).
+ * fn may run more than once: a run whose changes touch a relationship an earlier write
+ * of the batch changed is rolled back and run again in a later transaction (one
+ * revision never names a relationship twice), so fn must not keep state from a run.
+ * KW__WRITE_ALONE: fn reads the in-memory graph inside the transaction (v1
+ * preconditions, a delete's optionalLimit): it runs in a transaction of its own, where
+ * the graph is exactly the committed state. */
+#define KW__WRITE_ALONE 1u
+#define KW__GROUP_MAX_JOBS 64
+#define KW__GROUP_MAX_CHANGES 4096 /* no further write joins a batch past this many */
 typedef int (*kw__api_tx_fn)(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
-KW_NODISCARD int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,
-                               kw_diag_t *diag);
+KW_NODISCARD int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, unsigned flags,
+                               kw_revision_t *rev, kw_diag_t *diag);
+/* Writes queued for the next batches now (not counting the batch being run). */
+size_t kw__api_write_queued(kw_api_t *api);
 
 /* ---- follow.c: coherence with the store ---- */
 /* Called by kw_api_new / kw_api_free (routes.c). */

@@ -271,7 +271,7 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     create_ctx_t c = {&key, ups, 3};
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, create_tx, &c, &rev, &d);
+    rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
         kw_http_resp_error(resp, 409,
                            "A key with this name and type already exists for the agent.");
@@ -513,7 +513,7 @@ static bool delete_key_id(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
         kw_http_resp_error(resp, 403, "Not allowed to delete this API key.");
         return false;
     }
-    rc = kw__api_write(api, delete_tx, &id, rev, NULL);
+    rc = kw__api_write(api, delete_tx, &id, 0, rev, NULL);
     if (rc == KW_ENOTFOUND) {
         key_404(resp);
         return false;

@@ -22,7 +22,13 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
         kw_free(api);
         return KW_ENOMEM;
     }
+    if (pthread_mutex_init(&api->group_mu, NULL) != 0) {
+        pthread_mutex_destroy(&api->write_mu);
+        kw_free(api);
+        return KW_ENOMEM;
+    }
     if (kw__api_coherence_init(api) != KW_OK) {
+        pthread_mutex_destroy(&api->group_mu);
         pthread_mutex_destroy(&api->write_mu);
         kw_free(api);
         return KW_ENOMEM;
@@ -39,6 +45,7 @@ void kw_api_free(kw_api_t *api)
     if (!api)
         return;
     kw__api_coherence_fini(api); /* stops the follower first */
+    pthread_mutex_destroy(&api->group_mu);
     pthread_mutex_destroy(&api->write_mu);
     kw_free(api);
 }
@@ -97,6 +104,25 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
     kw_buf_puts(out, "# HELP keyward_fresh 1 when the graph is caught up with the database.\n"
                      "# TYPE keyward_fresh gauge\n");
     kw_buf_printf(out, "keyward_fresh %d\n", kw_api_is_fresh(api) ? 1 : 0);
+    kw_buf_puts(out, "# HELP keyward_write_batches_total Store transactions committed by the "
+                     "write path (group commit: one per batch of writes).\n"
+                     "# TYPE keyward_write_batches_total counter\n");
+    kw_buf_printf(out, "keyward_write_batches_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->group_batches, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_write_batch_jobs_total Writes carried by those "
+                     "transactions (jobs / batches = mean batch size).\n"
+                     "# TYPE keyward_write_batch_jobs_total counter\n");
+    kw_buf_printf(out, "keyward_write_batch_jobs_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->group_jobs, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_write_batch_max_jobs The largest batch committed.\n"
+                     "# TYPE keyward_write_batch_max_jobs gauge\n");
+    kw_buf_printf(out, "keyward_write_batch_max_jobs %" PRIu64 "\n",
+                  atomic_load_explicit(&api->group_max_jobs, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_write_deferred_total Writes moved to a later batch because "
+                     "an earlier write of the batch changed the same relationship.\n"
+                     "# TYPE keyward_write_deferred_total counter\n");
+    kw_buf_printf(out, "keyward_write_deferred_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->group_deferred, memory_order_relaxed));
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

@@ -443,6 +443,14 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     return kw_store_tx_rel_write(tx, c->ups, c->n, diag);
 }
 
+/* Preconditions and a delete limit are checked against the graph inside the transaction
+ * (write_tx): such a write runs alone, where the graph is exactly the committed state.
+ * Any other write may share a transaction with others (group commit). */
+static unsigned write_flags(const write_ctx_t *c)
+{
+    return c->n_pre || c->del_limit ? KW__WRITE_ALONE : 0;
+}
+
 void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -498,7 +506,7 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     int rc = kw_engine_validate(api->engine, c.ups, c.n, &d);
     kw_revision_t rev = 0;
     if (rc == KW_OK)
-        rc = kw__api_write(api, write_tx, &c, &rev, &d);
+        rc = kw__api_write(api, write_tx, &c, write_flags(&c), &rev, &d);
     if (rc != KW_OK) {
         v1_fail(req, resp, rc, &d);
         goto out;
@@ -605,7 +613,8 @@ void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_revision_t rev = 0;
-    int rc = kw__api_write(api, write_tx, &c, &rev, &d); /* the filter points into body */
+    /* the filter points into body */
+    int rc = kw__api_write(api, write_tx, &c, write_flags(&c), &rev, &d);
     json_decref(body);
     if (rc != KW_OK) {
         v1_fail(req, resp, rc, &d);

@@ -162,7 +162,7 @@ KW_TEST(sqlite_applied_revision_is_the_store_revision_of_the_last_commit)
     KW_ASSERT_EQ(kw_api_applied_revision(in.api), store_rev);
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, "acme", "alice");
-    KW_ASSERT_EQ(kw__api_write(in.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_write(in.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
     KW_ASSERT_EQ(rev, store_rev);
     KW_ASSERT_EQ(kw_api_applied_revision(in.api), rev);
@@ -207,7 +207,7 @@ KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, "acme", "bob");
     kw_revision_t rev = 0;
-    int wrc = kw__api_write(in.api, rel_tx, &r, &rev, NULL);
+    int wrc = kw__api_write(in.api, rel_tx, &r, 0, &rev, NULL);
     pthread_join(th, NULL);
     KW_ASSERT_EQ(wrc, KW_OK);
     KW_ASSERT_EQ(rev, at + 1);
@@ -261,7 +261,7 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, res, "carol");
     kw_revision_t rev = 0;
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_api_applied_revision(a.api), rev);
     double t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
@@ -269,7 +269,7 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 1);
     KW_ASSERT(took < 0.5); /* NOTIFY, not the 1 s poll */
     rel_init(&r, KW_OP_DELETE, res, "carol");
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 0);
     /* fullyConsistent: one catch-up round reaches the store's current revision */
@@ -298,9 +298,9 @@ KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
     rel_init(&ra, KW_OP_TOUCH, res, "from-a");
     rel_init(&rb, KW_OP_TOUCH, res, "from-b");
     kw_revision_t rev_a = 0, rev_b = 0;
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &ra, &rev_a, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &ra, 0, &rev_a, NULL), KW_OK);
     KW_ASSERT(kw_api_applied_revision(b.api) < rev_a);
-    KW_ASSERT_EQ(kw__api_write(b.api, rel_tx, &rb, &rev_b, NULL), KW_OK);
+    KW_ASSERT_EQ(kw__api_write(b.api, rel_tx, &rb, 0, &rev_b, NULL), KW_OK);
     KW_ASSERT(rev_b > rev_a);
     /* B's graph has A's revision as well as its own, and claims exactly what it has */
     KW_ASSERT_EQ(has_rel(&b, res, "from-a"), 1);

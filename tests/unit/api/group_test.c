@@ -1,0 +1,315 @@
+/*
+ * tests/unit/api/group_test.c - group commit (api/common.c, tag-kw-api-group-commit).
+ *
+ * The batches are made deterministic by holding the api's write mutex from the test:
+ * the first writer becomes the leader and blocks on it, the others queue behind it;
+ * once every writer is queued the mutex is released and the leader takes the queue.
+ * On SQLite (a temporary file) and, with KEYWARD_PG_URL (ctest unit_api_pg), on
+ * PostgreSQL; relationship ids carry the pid and a counter, so reruns do not collide.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api_int.h"
+#include "kw_test.h"
+
+typedef struct ginst {
+    kw_store_t *store;
+    kw_engine_t *engine;
+    kw_keyring_t *keyring;
+    kw_api_t *api;
+    char path[128];
+} ginst_t;
+
+static int g_load_one(const kw_rel_t *rel, void *ud)
+{
+    kw_update_t u = {KW_OP_TOUCH, *rel};
+    return kw_engine_write(ud, &u, 1, NULL, 0, 0, NULL, NULL) == KW_OK ? 0 : 1;
+}
+
+static int ginst_open(ginst_t *in, const char *url)
+{
+    kw_revision_t r0 = 0;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    if (kw_store_open(url, &in->store, &d) != KW_OK) {
+        fprintf(stderr, "  open %s: %s\n", url, d.msg);
+        return 0;
+    }
+    if (kw_engine_new(&in->engine) != KW_OK ||
+        kw_engine_set_schema(in->engine, kw_str_c(kw_api_default_schema), NULL, NULL) != KW_OK ||
+        kw_store_load_relationships(in->store, g_load_one, in->engine, &r0) != KW_OK ||
+        kw_keyring_new(kw_str_c("unit-test-token-secret"),
+                       kw_str_c("unit-test-master-key-of-32-bytes-at-least"),
+                       &in->keyring) != KW_OK ||
+        kw_api_new(in->engine, in->store, in->keyring, &in->api) != KW_OK)
+        return 0;
+    return kw_api_follow_start(in->api, r0, &d) == KW_OK;
+}
+
+static void ginst_close(ginst_t *in)
+{
+    kw_api_free(in->api);
+    if (in->engine)
+        kw_engine_free(in->engine);
+    if (in->keyring)
+        kw_keyring_free(in->keyring);
+    if (in->store)
+        kw_store_close(in->store);
+    if (in->path[0])
+        unlink(in->path);
+}
+
+/* SQLite on a temporary file, or PostgreSQL when pg (and KEYWARD_PG_URL is set). */
+static int ginst_make(ginst_t *in, bool pg)
+{
+    memset(in, 0, sizeof(*in));
+    if (pg)
+        return ginst_open(in, getenv("KEYWARD_PG_URL"));
+    snprintf(in->path, sizeof(in->path), "/tmp/kw_group_test_%ld.db", (long)getpid());
+    unlink(in->path);
+    char url[160];
+    snprintf(url, sizeof(url), "sqlite:%s", in->path);
+    return ginst_open(in, url);
+}
+
+static bool pg_skip(const char *name)
+{
+    const char *u = getenv("KEYWARD_PG_URL");
+    if (u && *u)
+        return false;
+    fprintf(stderr, "  skipped %s: KEYWARD_PG_URL is not set\n", name);
+    return true;
+}
+
+/* ---- jobs ---- */
+
+typedef enum {
+    JOB_TOUCH,      /* TOUCH account:<res>#member@user:<sub> */
+    JOB_TOUCH_FAIL, /* TOUCH it, then CREATE it again: KW_ECONFLICT after a write */
+} job_kind_t;
+
+typedef struct job {
+    ginst_t *in;
+    job_kind_t kind;
+    unsigned flags;
+    char res[64], sub[64];
+    kw_update_t u;
+    int runs; /* how often fn ran */
+    int rc;
+    kw_revision_t rev;
+    pthread_t th;
+} job_t;
+
+static void job_init(job_t *j, ginst_t *in, job_kind_t kind, unsigned flags, const char *res,
+                     const char *sub)
+{
+    memset(j, 0, sizeof(*j));
+    j->in = in;
+    j->kind = kind;
+    j->flags = flags;
+    snprintf(j->res, sizeof(j->res), "%s", res);
+    snprintf(j->sub, sizeof(j->sub), "%s", sub);
+    j->u.op = KW_OP_TOUCH;
+    j->u.rel.resource = (kw_object_t){KW_STR("account"), kw_str_c(j->res)};
+    j->u.rel.relation = KW_STR("member");
+    j->u.rel.subject.type = KW_STR("user");
+    j->u.rel.subject.id = kw_str_c(j->sub);
+}
+
+static int job_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    job_t *j = ud;
+    j->runs++; /* only the leader runs fn, one job at a time */
+    int rc = kw_store_tx_rel_write(tx, &j->u, 1, diag);
+    if (rc != KW_OK || j->kind != JOB_TOUCH_FAIL)
+        return rc;
+    kw_update_t again = j->u;
+    again.op = KW_OP_CREATE;
+    return kw_store_tx_rel_write(tx, &again, 1, diag);
+}
+
+static void *job_thread(void *arg)
+{
+    job_t *j = arg;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    j->rc = kw__api_write(j->in->api, job_tx, j, j->flags, &j->rev, &d);
+    return NULL;
+}
+
+static size_t queued(kw_api_t *api)
+{
+    return kw__api_write_queued(api);
+}
+
+/* Waits (bounded) until `n` writers are queued. */
+static bool wait_queued(kw_api_t *api, size_t n)
+{
+    for (int i = 0; i < 5000; i++) {
+        if (queued(api) >= n)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+typedef struct {
+    const char *res;
+    int n;
+} stored_t;
+
+static int stored_cb(const kw_rel_t *rel, void *ud)
+{
+    stored_t *s = ud;
+    if (kw_str_eq_c(rel->resource.id, s->res))
+        s->n++;
+    return 0;
+}
+
+/* Relationships of account:<res> in the store. */
+static int stored(ginst_t *in, const char *res)
+{
+    stored_t s = {res, 0};
+    kw_revision_t r;
+    return kw_store_load_relationships(in->store, stored_cb, &s, &r) == KW_OK ? s.n : -1;
+}
+
+static int count_cb(const kw_rel_t *rel, void *ud)
+{
+    (void)rel;
+    (*(int *)ud)++;
+    return 0;
+}
+
+static int graph_count(ginst_t *in, const char *res, const char *sub)
+{
+    kw_filter_t f;
+    memset(&f, 0, sizeof(f));
+    f.resource_type = KW_STR("account");
+    f.resource_id = kw_str_c(res);
+    f.relation = KW_STR("member");
+    if (sub) {
+        f.has_subject = true;
+        f.subject_type = KW_STR("user");
+        f.subject_id = kw_str_c(sub);
+    }
+    int n = 0;
+    return kw_engine_read(in->engine, &f, count_cb, &n, NULL, NULL) == KW_OK ? n : -1;
+}
+
+/* ---- the scenarios ---- */
+
+#define N_JOBS 8
+
+/* Eight writers in one batch: one fails after writing (its write alone is undone, it
+ * gets its own error), one repeats the relationship of an earlier one (it is run again
+ * in the next transaction, so no revision names a relationship twice), the other six
+ * share one revision, the graph and the store agree. */
+static void batch_scenario(int *kw_failed_, bool pg)
+{
+    static int round;
+    ginst_t in;
+    KW_ASSERT(ginst_make(&in, pg));
+    char res[64];
+    snprintf(res, sizeof(res), "grp%ld_%d_%d", (long)getpid(), pg, ++round);
+    job_t jobs[N_JOBS];
+    const char *subs[N_JOBS] = {"u0", "boom", "u0", "u3", "u4", "u5", "u6", "u7"};
+    for (int i = 0; i < N_JOBS; i++)
+        job_init(&jobs[i], &in, i == 1 ? JOB_TOUCH_FAIL : JOB_TOUCH, 0, res, subs[i]);
+    uint64_t batches0 = atomic_load(&in.api->group_batches);
+    uint64_t deferred0 = atomic_load(&in.api->group_deferred);
+
+    pthread_mutex_lock(&in.api->write_mu);
+    for (int i = 0; i < N_JOBS; i++) {
+        KW_ASSERT_EQ(pthread_create(&jobs[i].th, NULL, job_thread, &jobs[i]), 0);
+        KW_ASSERT(wait_queued(in.api, (size_t)i + 1)); /* queue order = job order */
+    }
+    pthread_mutex_unlock(&in.api->write_mu);
+    for (int i = 0; i < N_JOBS; i++)
+        pthread_join(jobs[i].th, NULL);
+
+    KW_ASSERT_EQ(jobs[1].rc, KW_ECONFLICT);
+    KW_ASSERT_EQ(jobs[1].rev, 0);
+    kw_revision_t batch_rev = jobs[0].rev;
+    KW_ASSERT(batch_rev > 0);
+    for (int i = 0; i < N_JOBS; i++) {
+        if (i == 1)
+            continue;
+        KW_ASSERT_EQ(jobs[i].rc, KW_OK);
+        if (i != 2)
+            KW_ASSERT_EQ(jobs[i].rev, batch_rev); /* one transaction, one revision */
+    }
+    KW_ASSERT(jobs[2].rev > batch_rev); /* the repeat: a later transaction */
+    KW_ASSERT_EQ(jobs[2].runs, 2);      /* rolled back once, then run again */
+    KW_ASSERT_EQ(jobs[0].runs, 1);
+    KW_ASSERT_EQ(atomic_load(&in.api->group_batches) - batches0, 2);
+    KW_ASSERT_EQ(atomic_load(&in.api->group_deferred) - deferred0, 1);
+    KW_ASSERT(atomic_load(&in.api->group_max_jobs) >= N_JOBS - 2);
+    KW_ASSERT_EQ(kw_api_applied_revision(in.api), jobs[2].rev);
+    /* graph and store: u0, u3..u7; never "boom" */
+    KW_ASSERT_EQ(graph_count(&in, res, NULL), 6);
+    KW_ASSERT_EQ(graph_count(&in, res, "boom"), 0);
+    KW_ASSERT_EQ(stored(&in, res), 6);
+    kw_revision_t store_rev = 0;
+    KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
+    KW_ASSERT_EQ(store_rev, jobs[2].rev);
+    ginst_close(&in);
+}
+
+/* A KW__WRITE_ALONE writer never shares its transaction: queued between two ordinary
+ * writers, it gets a revision of its own, between theirs. */
+static void alone_scenario(int *kw_failed_, bool pg)
+{
+    static int round;
+    ginst_t in;
+    KW_ASSERT(ginst_make(&in, pg));
+    char res[64];
+    snprintf(res, sizeof(res), "aln%ld_%d_%d", (long)getpid(), pg, ++round);
+    job_t jobs[4];
+    job_init(&jobs[0], &in, JOB_TOUCH, 0, res, "a");
+    job_init(&jobs[1], &in, JOB_TOUCH, 0, res, "b");
+    job_init(&jobs[2], &in, JOB_TOUCH, KW__WRITE_ALONE, res, "c");
+    job_init(&jobs[3], &in, JOB_TOUCH, 0, res, "d");
+    pthread_mutex_lock(&in.api->write_mu);
+    for (int i = 0; i < 4; i++) {
+        KW_ASSERT_EQ(pthread_create(&jobs[i].th, NULL, job_thread, &jobs[i]), 0);
+        KW_ASSERT(wait_queued(in.api, (size_t)i + 1));
+    }
+    pthread_mutex_unlock(&in.api->write_mu);
+    for (int i = 0; i < 4; i++)
+        pthread_join(jobs[i].th, NULL);
+    for (int i = 0; i < 4; i++)
+        KW_ASSERT_EQ(jobs[i].rc, KW_OK);
+    KW_ASSERT_EQ(jobs[0].rev, jobs[1].rev);
+    KW_ASSERT(jobs[2].rev > jobs[1].rev);
+    KW_ASSERT(jobs[3].rev > jobs[2].rev);
+    KW_ASSERT_EQ(graph_count(&in, res, NULL), 4);
+    ginst_close(&in);
+}
+
+KW_TEST(group_commit_sqlite_one_revision_failures_alone_repeats_deferred)
+{
+    batch_scenario(kw_failed_, false);
+}
+
+KW_TEST(group_commit_sqlite_alone_flag_gets_its_own_transaction)
+{
+    alone_scenario(kw_failed_, false);
+}
+
+KW_TEST(pg_group_commit_one_revision_failures_alone_repeats_deferred)
+{
+    if (pg_skip("pg_group_commit_one_revision_failures_alone_repeats_deferred"))
+        return;
+    batch_scenario(kw_failed_, true);
+}
+
+KW_TEST(pg_group_commit_alone_flag_gets_its_own_transaction)
+{
+    if (pg_skip("pg_group_commit_alone_flag_gets_its_own_transaction"))
+        return;
+    alone_scenario(kw_failed_, true);
+}

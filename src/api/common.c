@@ -1,7 +1,8 @@
 /*
  * api/common.c - helpers every route shares: ids, timestamps, names, pagination, JSON
  * bodies, the exact error bodies, the permission check with its counters, and the
- * write path (store transaction, then engine apply, under the write mutex).
+ * write path (store transaction, then engine apply, under the write mutex), with group
+ * commit: concurrent writes share one transaction, one commit and one revision.
  *
  * Invariants: an error body is always the contract's {"detail": ...}; a failed check
  * never allows; the engine is written only after the store committed, with the exact

@@ -12,10 +12,13 @@
  * after KEYWARD_FRESHNESS_TIMEOUT_MS; fullyConsistent catches up with the store first;
  * minimizeLatency answers at once. An instance that is not fresh answers 503.
  * Writes go through the store transaction under the write mutex, then the engine
- * (kw__api_write); preconditions are evaluated inside that critical section against the
- * engine, after catching up with every revision committed so far (on PostgreSQL a commit
- * of another instance racing the transaction can still slip in between: preconditions
- * are not evaluated by the database).
+ * (kw__api_write). Preconditions and a delete's optionalLimit are evaluated against the
+ * engine inside the transaction (write_tx), in this order: the transaction is begun,
+ * which takes the database's global write order (store.h, tag-kw-store-write-order: on
+ * PostgreSQL the revision row lock, across every instance); the graph catches up with
+ * every revision committed so far; then the check. Nothing can commit between the
+ * catch-up and this transaction's commit, so the check is exact with any number of
+ * instances.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -102,8 +105,7 @@ static const char *consistency(json_t *c, kw_revision_t *min, bool *full)
         json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
         kw_revision_t r = 0;
         if (!json_is_string(t) ||
-            !kw_api_parse_revision(
-                (kw_str_t){json_string_value(t), json_string_length(t)}, &r))
+            !kw_api_parse_revision((kw_str_t){json_string_value(t), json_string_length(t)}, &r))
             return "consistency token must be a ZedToken {\"token\": \"<revision>\"}";
         /* atExactSnapshot: only the newest snapshot is kept; at least as fresh is the
          * closest honest answer. */
@@ -138,8 +140,8 @@ static json_t *v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         return NULL;
     }
     json_error_t err;
-    json_t *root = req->body.len ? json_loadb(req->body.ptr, req->body.len, 0, &err)
-                                 : json_object();
+    json_t *root =
+        req->body.len ? json_loadb(req->body.ptr, req->body.len, 0, &err) : json_object();
     if (!root || !json_is_object(root)) {
         json_decref(root);
         v1_error(resp, 422, GRPC_INVALID_ARGUMENT, "Request body must be a JSON object.");
@@ -393,7 +395,8 @@ static int first_cb(const kw_rel_t *rel, void *ud)
     return 1;
 }
 
-/* Under the write mutex: the engine holds every committed relationship. */
+/* Inside the write transaction, after catching up: the engine holds every committed
+ * relationship, and nothing else commits until this transaction ends. */
 static int check_preconditions(kw_api_t *api, const kw_precondition_t *pre, size_t n,
                                kw_diag_t *diag)
 {
@@ -403,10 +406,9 @@ static int check_preconditions(kw_api_t *api, const kw_precondition_t *pre, size
         if (rc != KW_OK && rc != 1)
             return rc;
         if (matched != pre[i].must_match)
-            return kw_diag_set(diag, KW_EPRECOND, 0, 0,
-                               "precondition %zu failed: relationships %s", i,
-                               pre[i].must_match ? "must match but none did"
-                                                 : "must not match but some did");
+            return kw_diag_set(
+                diag, KW_EPRECOND, 0, 0, "precondition %zu failed: relationships %s", i,
+                pre[i].must_match ? "must match but none did" : "must not match but some did");
     }
     return KW_OK;
 }
@@ -415,9 +417,11 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
     write_ctx_t *c = ud;
     int rc = KW_OK;
-    /* Several instances: what the engine is asked below must include every other
-     * instance's commits so far (a commit racing this transaction can still slip in
-     * between: preconditions are evaluated in memory, not in the database). */
+    /* tx holds the global write order (kw_store_tx_begin took it): every revision
+     * below this transaction's is committed and no other can commit before it. Catching
+     * up now brings the engine to exactly the committed state (other instances' commits
+     * included; a no-op on SQLite, whose commits all go through this process), so the
+     * checks below stay true until our commit. */
     if ((c->n_pre || c->del_limit) && (rc = kw__api_catch_up(c->api, diag)) != KW_OK)
         return rc;
     rc = check_preconditions(c->api, c->pre, c->n_pre, diag);
@@ -516,8 +520,8 @@ static int read_cb(const kw_rel_t *rel, void *ud)
     read_ctx_t *c = ud;
     if (c->limit && c->n >= c->limit)
         return 1;
-    c->rc = stream_line(c->out, json_pack("{s:O, s:o}", "readAt", c->token, "relationship",
-                                          rel_json(rel)));
+    c->rc = stream_line(c->out,
+                        json_pack("{s:O, s:o}", "readAt", c->token, "relationship", rel_json(rel)));
     c->n++;
     return c->rc == KW_OK ? 0 : 1;
 }
@@ -624,9 +628,9 @@ static const char *permissionship(kw_check_result_t r)
 
 static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
 {
-    atomic_fetch_add_explicit(rc != KW_OK            ? &api->checks_error
-                              : r == KW_CHECK_YES    ? &api->checks_allowed
-                                                     : &api->checks_denied,
+    atomic_fetch_add_explicit(rc != KW_OK         ? &api->checks_error
+                              : r == KW_CHECK_YES ? &api->checks_allowed
+                                                  : &api->checks_denied,
                               1, memory_order_relaxed);
 }
 
@@ -658,10 +662,10 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         v1_fail(req, resp, rc, &d);
         return;
     }
-    answer(req, resp,
-           json_pack("{s:o, s:s}", "checkedAt", token_json(rev), "permissionship",
-                     permissionship(r)),
-           rev);
+    answer(
+        req, resp,
+        json_pack("{s:o, s:s}", "checkedAt", token_json(rev), "permissionship", permissionship(r)),
+        rev);
 }
 
 void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -714,8 +718,7 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         else
             pair = json_pack("{s:o, s:{s:i, s:s}}", "request", request, "error", "code",
                              GRPC_INVALID_ARGUMENT, "message",
-                             items[i].diag.msg[0] ? items[i].diag.msg
-                                                  : kw_strerror(items[i].rc));
+                             items[i].diag.msg[0] ? items[i].diag.msg : kw_strerror(items[i].rc));
         if (!pair || json_array_append_new(pairs, pair) != 0) {
             json_decref(pairs);
             pairs = NULL;
@@ -778,17 +781,16 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     ids_t l = {req->arena, NULL, 0, 0, KW_OK};
     kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
-    int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &engine_rev,
-                                        &d);
+    int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &engine_rev, &d);
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
         rc = l.rc;
     json_t *tok = rc == KW_OK ? token_json(rev) : NULL;
     for (size_t i = 0; rc == KW_OK && i < l.n; i++)
-        rc = stream_line(&resp->body,
-                         json_pack("{s:O, s:o, s:s}", "lookedUpAt", tok, "resourceObjectId",
-                                   strj(l.ids[i]), "permissionship",
-                                   "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
+        rc =
+            stream_line(&resp->body, json_pack("{s:O, s:o, s:s}", "lookedUpAt", tok,
+                                               "resourceObjectId", strj(l.ids[i]), "permissionship",
+                                               "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
     json_decref(tok);
     kw_free(l.ids);
     if (rc != KW_OK) {
@@ -811,14 +813,14 @@ static int subj_cb(const kw_subject_result_t *r, void *ud)
     subj_ctx_t *c = ud;
     json_t *excl = json_array();
     for (size_t i = 0; excl && i < r->n_excluded; i++)
-        json_array_append_new(excl, json_pack("{s:o, s:s}", "subjectObjectId",
-                                              strj(r->excluded[i]), "permissionship",
-                                              "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
-    json_t *item = excl ? json_pack("{s:{s:o, s:s}, s:o}", "subject", "subjectObjectId",
-                                    strj(r->id), "permissionship",
-                                    "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION", "excludedSubjects",
-                                    excl)
-                        : NULL;
+        json_array_append_new(excl,
+                              json_pack("{s:o, s:s}", "subjectObjectId", strj(r->excluded[i]),
+                                        "permissionship", "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
+    json_t *item = excl
+                       ? json_pack("{s:{s:o, s:s}, s:o}", "subject", "subjectObjectId", strj(r->id),
+                                   "permissionship", "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION",
+                                   "excludedSubjects", excl)
+                       : NULL;
     if (!item || json_array_append_new(c->results, item) != 0) {
         c->rc = KW_ENOMEM;
         return 1;
@@ -847,8 +849,8 @@ void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     subj_ctx_t c = {&resp->body, api->engine, json_array(), KW_OK};
     kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
-    int rc = c.results ? kw_engine_lookup_subjects(api->engine, res, perm, stype, srel, subj_cb,
-                                                   &c, &engine_rev, &d)
+    int rc = c.results ? kw_engine_lookup_subjects(api->engine, res, perm, stype, srel, subj_cb, &c,
+                                                   &engine_rev, &d)
                        : KW_ENOMEM;
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
@@ -970,8 +972,8 @@ void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         v1_error(resp, 404, GRPC_NOT_FOUND, "No schema has been defined.");
         return;
     }
-    json_t *root = json_pack("{s:s%, s:o}", "schemaText", text.ptr, text.len, "readAt",
-                             token_json(rev));
+    json_t *root =
+        json_pack("{s:s%, s:o}", "schemaText", text.ptr, text.len, "readAt", token_json(rev));
     kw_buf_free(&text);
     answer(req, resp, root, rev);
 }
@@ -994,16 +996,17 @@ static int announce_schema(kw_api_t *api, kw_str_t text, kw_revision_t *rev, kw_
     if (rc != KW_OK) {
         /* Stored and installed here; the others install it when they next cross an
          * empty revision. The caller gets 503 and may simply retry. */
-        kw_log(KW_LOG_WARN, KW_MODULE,
-               "schema stored but its revision could not be committed: %s", kw_err_name(rc));
+        kw_log(KW_LOG_WARN, KW_MODULE, "schema stored but its revision could not be committed: %s",
+               kw_err_name(rc));
         return rc;
     }
     if (api->follows) {
         kw_diag_t cd;
         kw_diag_clear(&cd);
         if (kw__api_catch_up(api, &cd) != KW_OK)
-            kw_log(KW_LOG_WARN, KW_MODULE, "schema at revision %" PRIu64
-                   " committed; the follower will catch up", (uint64_t)r);
+            kw_log(KW_LOG_WARN, KW_MODULE,
+                   "schema at revision %" PRIu64 " committed; the follower will catch up",
+                   (uint64_t)r);
     } else {
         kw__api_advance(api, r);
     }

@@ -3,9 +3,10 @@
  *
  * The same tables as the SQLite backend (store/sqlite.c) in the Postgres dialect, plus
  * what several instances over one database need:
- *   - revision: one row holding the last committed revision. A committing transaction
- *     bumps it as its last statement (UPDATE ... RETURNING), so the row lock orders
- *     committers: revisions are unique, gapless and assigned in commit order.
+ *   - revision: one row holding the last committed revision. Every write transaction
+ *     bumps it as its first statement (UPDATE ... RETURNING, right after BEGIN) and holds
+ *     the row lock until it ends, so write transactions run one at a time: revisions are
+ *     unique, gapless and assigned in commit order (pg_tx.c, tag-kw-store-write-order).
  *   - changelog: every relationship change at the revision that committed it, in the
  *     order the transaction made them (seq), for followers to replay.
  * Secrets and hashes are BYTEA; meta values are BYTEA (any bytes, no encoding).

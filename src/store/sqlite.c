@@ -22,12 +22,13 @@
  * Writers: BEGIN IMMEDIATE takes SQLite's single write lock at the start, so two
  * writers never deadlock upgrading a read lock; the second waits up to busy_timeout.
  * The revision lives in meta('revision') and is bumped by the commit inside the same
- * transaction, so revisions are unique, gapless and in commit order.
+ * transaction, so revisions are unique, gapless and in commit order. Since the write
+ * lock is held from begin, a transaction holds the global write order from begin to
+ * commit (tag-kw-store-write-order), as pg_tx.c's revision row lock does.
  *
  * No changelog table: one SQLite file has one writer process, which applies its own
- * changes to its in-memory graph after each commit. PostgreSQL with several instances
- * will need one (each instance must replay the others' changes); it belongs in pg.c's
- * migrations.
+ * changes to its in-memory graph after each commit. PostgreSQL, with several instances,
+ * has one (migrations_pg.c, pg_changes.c): each instance replays the others' changes.
  *
  * Errors: unique/primary-key violations -> KW_ECONFLICT, a key naming an absent agent
  * (foreign key) -> KW_ENOTFOUND, out of memory -> KW_ENOMEM, anything else -> KW_EDB.

@@ -2,13 +2,26 @@
  * store/store.h - durable storage for agents, keys, relationships and metadata.
  *
  * One interface (an ops table), two backends: SQLite (store/sqlite.c, the embedded
- * default) and PostgreSQL (store/pg.c). Routes never see which one is in use.
+ * default) and PostgreSQL (store/pg*.c). Routes never see which one is in use.
  *
  * Model: every mutation runs inside a kw_store_tx_t. kw_store_tx_commit makes rows and
  * relationship changes durable together and assigns them the next revision; a failed
  * or rolled-back transaction changes nothing. The in-memory graph must be updated by
  * the caller only after a successful commit, with the exact relationship changes the
  * transaction reports (kw_store_tx_changes) at the revision commit returned.
+ *
+ * Write order (tag-kw-store-write-order): a transaction holds the database's global write
+ * order from kw_store_tx_begin until it commits or rolls back: on PostgreSQL across every
+ * instance on the database (begin takes the revision row lock), on SQLite through
+ * BEGIN IMMEDIATE (one writer per file). So when begin returns, every transaction that
+ * will get a lower revision has committed, and no other write transaction commits until
+ * this one ends: the committed state, as read on any connection (kw_store_revision,
+ * kw_store_changes_since), is exactly the revision before this transaction's, and stays
+ * so. A check made against it inside the transaction (e.g. a precondition, after the
+ * graph caught up with kw_store_changes_since) is still true at commit. Consequences:
+ * begin may wait (up to the backend's lock timeout, ~5 s, then KW_EDB) for another
+ * transaction to end; keep transactions short; one thread must never begin a second
+ * transaction while it holds one (it would wait for itself).
  *
  * Ownership: kw_store_t is process-lifetime, made by kw_store_open, freed by
  *   kw_store_close. Rows returned by reads are allocated from the caller's arena.
@@ -30,11 +43,11 @@ typedef struct kw_store kw_store_t;
 typedef struct kw_store_tx kw_store_tx_t;
 
 typedef struct kw_agent {
-    char id[37];          /* UUID text */
+    char id[37]; /* UUID text */
     const char *name;
     const char *description; /* NULL for JSON null */
     const char *account_id;
-    int64_t created_at_us;   /* microseconds since the Unix epoch, UTC */
+    int64_t created_at_us; /* microseconds since the Unix epoch, UTC */
 } kw_agent_t;
 
 typedef struct kw_apikey {
@@ -66,8 +79,8 @@ KW_NODISCARD int kw_store_meta_get(kw_store_t *s, const char *key, kw_arena_t *a
                                    size_t *len);
 /* Sets key only if it is unset (first writer wins across instances); then reads it back
  * into *val (from `a`): the value that is now stored. */
-KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t want,
-                                    kw_arena_t *a, char **val, size_t *len);
+KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t want, kw_arena_t *a,
+                                    char **val, size_t *len);
 KW_NODISCARD int kw_store_meta_set(kw_store_t *s, const char *key, kw_str_t val);
 
 /* ---- relationships at startup ---- */
@@ -105,8 +118,8 @@ KW_NODISCARD int kw_store_agent_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, k
 KW_NODISCARD int kw_store_agent_get_by_name(kw_store_t *s, kw_str_t account_id, kw_str_t name,
                                             kw_arena_t *a, kw_agent_t *out);
 /* Rows for the given ids (absent ids are skipped), ordered by (created_at, id). */
-KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n,
-                                        kw_arena_t *a, kw_agent_t **out, size_t *n_out);
+KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                                        kw_agent_t **out, size_t *n_out);
 
 KW_NODISCARD int kw_store_key_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
 KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_str_t name,
@@ -116,15 +129,16 @@ KW_NODISCARD int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, s
                                            kw_arena_t *a, kw_apikey_t *out);
 /* Up to `limit` keys of `agent_id` strictly after the cursor (created_at_us, id) in
  * (created_at, id) order; a cursor with id "" starts at the beginning. */
-KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id,
-                                        int64_t after_created_us, kw_str_t after_id,
-                                        size_t limit, kw_arena_t *a, kw_apikey_t **out,
-                                        size_t *n_out);
+KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id, int64_t after_created_us,
+                                        kw_str_t after_id, size_t limit, kw_arena_t *a,
+                                        kw_apikey_t **out, size_t *n_out);
 /* Rows for the given key ids of one agent (absent skipped), ordered by (created_at, id). */
 KW_NODISCARD int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids,
                                       size_t n, kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 
 /* ---- transactions ---- */
+/* Starts a write transaction holding the global write order (see "Write order" above):
+ * may block while another transaction, of this process or another instance, is open. */
 KW_NODISCARD int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag);
 /* Commits and frees tx; *rev gets the revision assigned to it. On failure the tx is rolled
  * back and freed, and nothing changed. */

@@ -56,9 +56,10 @@ typedef struct kw_store_ops {
     int (*keys_by_ids)(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 
-    /* tx_begin allocates the backend's tx and calls kw__store_tx_init on its base. */
+    /* tx_begin allocates the backend's tx, calls kw__store_tx_init on its base, and
+     * takes the global write order before returning (tag-kw-store-write-order). */
     int (*tx_begin)(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag);
-    /* Commits (bumping the revision) or, on failure, rolls back; frees tx either way
+    /* Commits (at the next revision) or, on failure, rolls back; frees tx either way
      * (after kw__store_tx_fini). */
     int (*tx_commit)(kw_store_tx_t *tx, kw_revision_t *rev, kw_diag_t *diag);
     void (*tx_rollback)(kw_store_tx_t *tx); /* frees tx */

@@ -8,17 +8,22 @@ What the tests hold the instances to (issue 4, /work/prompts/pg2_contract.md):
   bounded wait and changes nothing; a malformed one is 422;
 - arbitration: the same (agent, name, type) or agent name created at once on A and B gives
   exactly one 200 and one 409;
+- /v1 preconditions hold across instances: two writes racing on A and B, each guarded by
+  MUST_NOT_MATCH on what the other writes (or both on one marker), never both succeed; a
+  delete's optionalLimit counts what the delete removes, whatever B commits meanwhile;
 - atomicity under SIGKILL: every create A acknowledged is present afterwards (rows AND
   relationships, via B's API and the database), and nothing is half-written.
 """
 import statistics
 import threading
 import time
+import uuid
 
 import pytest
 import requests
 
-from conftest import Admin, Client, Server, Tenant, agent_key_client, ndjson, pg_mode, psql
+from conftest import (Admin, Client, Server, Tenant, agent_key_client, ndjson, pg_mode,
+                      psql, rel)
 
 pytestmark = pytest.mark.skipif(not pg_mode(),
                                 reason="several instances need PostgreSQL (KEYWARD_TEST_PG_URL)")
@@ -368,3 +373,95 @@ def test_delete_on_a_is_effective_on_b(pair):
     # and B can reuse the name at once (the row is gone from the one database)
     r = bob_b.post("/agents", json={"name": "gone-soon"}, headers=hdr)
     assert r.status_code == 200, r.text
+
+
+def _rel_filter(account, user):
+    return {"resourceType": "account", "optionalResourceId": account,
+            "optionalRelation": "member",
+            "optionalSubjectFilter": {"subjectType": "user", "optionalSubjectId": user}}
+
+
+def _guarded_touch(admin, account, user, guard_account, guard_user, marker=None):
+    """TOUCH account#member@user (and the marker, if any), provided nothing matches
+    guard_account#member@guard_user."""
+    ups = [{"operation": "OPERATION_TOUCH",
+            "relationship": rel("account:" + account, "member", "user:" + user)}]
+    if marker:
+        ups.append({"operation": "OPERATION_TOUCH",
+                    "relationship": rel("account:" + marker[0], "member", "user:" + marker[1])})
+    return lambda: admin.post("/v1/relationships/write", json={
+        "updates": ups, "optionalPreconditions": [{"operation": "OPERATION_MUST_NOT_MATCH",
+                                                   "filter": _rel_filter(guard_account,
+                                                                         guard_user)}]})
+
+
+def _one_won(ra, rb, what):
+    codes = sorted([ra.status_code, rb.status_code])
+    assert codes != [200, 200], "%s: both preconditions passed (lost update across " \
+        "instances): %s / %s" % (what, ra.text, rb.text)
+    assert codes == [200, 400], (what, ra.status_code, ra.text, rb.status_code, rb.text)
+    loser = ra if ra.status_code == 400 else rb
+    assert loser.json()["code"] == 9, loser.text  # FAILED_PRECONDITION
+
+
+def test_preconditions_hold_across_instances(pair):
+    """Each round, A and B write at the same instant, each a different relationship, each
+    guarded by MUST_NOT_MATCH on the other's (odd rounds: both guarded by the absence of
+    one marker that both write). Serially exactly one can succeed; so must it be when the
+    two instances race: one 200, one 400 FAILED_PRECONDITION, never both in the database."""
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    sfx = uuid.uuid4().hex[:8]
+    rounds = 60
+    for i in range(rounds):
+        acct = "pre-%s-%d" % (sfx, i)
+        if i % 2 == 0:
+            fa = _guarded_touch(admin_a, acct, "from-a", acct, "from-b")
+            fb = _guarded_touch(admin_b, acct, "from-b", acct, "from-a")
+        else:
+            mark = ("mark-%s-%d" % (sfx, i), "marker")
+            fa = _guarded_touch(admin_a, acct, "from-a", mark[0], mark[1], marker=mark)
+            fb = _guarded_touch(admin_b, acct, "from-b", mark[0], mark[1], marker=mark)
+        ra, rb = _race([fa, fb])
+        _one_won(ra, rb, "round %d" % i)
+        n = psql("SELECT count(*) FROM relationships WHERE resource_type = 'account' AND "
+                 "resource_id = '%s'" % acct, url=a.db)
+        assert n == [["1"]], ("round %d: the database holds both guarded writes" % i, n)
+    # and both graphs agree with the database (the loser changed nothing anywhere)
+    top = int(psql("SELECT value FROM revision", url=a.db)[0][0])
+    for adm in (admin_a, admin_b):
+        r = adm.post("/v1/relationships/read", headers={REV: str(top)}, json={
+            "relationshipFilter": {"resourceType": "account"}})
+        assert r.status_code == 200, r.text
+        got = {x["relationship"]["resource"]["objectId"] for x in ndjson(r)}
+        assert all(("pre-%s-%d" % (sfx, i)) in got for i in range(rounds))
+
+
+def test_delete_limit_holds_across_instances(pair):
+    """A deletes account#member with optionalLimit = the 3 members it sees while B adds a
+    4th at the same instant. Either B comes first (A: 400, all 4 stay) or A does (A deletes
+    exactly 3, B's member stays): never 4 deleted under a limit of 3."""
+    a, b = pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    sfx = uuid.uuid4().hex[:8]
+    for i in range(40):
+        acct = "lim-%s-%d" % (sfx, i)
+        admin_a.touch(*[("account:" + acct, "member", "user:m%d" % k) for k in range(3)])
+        flt = {"resourceType": "account", "optionalResourceId": acct}
+        ra, rb = _race([
+            lambda: admin_a.post("/v1/relationships/delete",
+                                 json={"relationshipFilter": flt, "optionalLimit": 3}),
+            lambda: admin_b.post("/v1/relationships/write", json={"updates": [{
+                "operation": "OPERATION_TOUCH",
+                "relationship": rel("account:" + acct, "member", "user:late")}]})])
+        assert rb.status_code == 200, rb.text
+        left = int(psql("SELECT count(*) FROM relationships WHERE resource_type = 'account' "
+                        "AND resource_id = '%s'" % acct, url=a.db)[0][0])
+        if ra.status_code == 200:
+            assert ra.json()["relationshipsDeletedCount"] == "3", (i, ra.text)
+            assert left == 1, ("round %d: deleted more than optionalLimit" % i, left)
+        else:
+            assert ra.status_code == 400 and ra.json()["code"] == 9, (i, ra.text)
+            assert left == 4, (i, left)

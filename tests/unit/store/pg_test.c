@@ -403,7 +403,10 @@ KW_TEST(pg_conflicts)
     db_drop(&d);
 }
 
-/* Two instances creating the same (agent, name, type) at once. */
+/* Two instances creating the same (agent, name, type) at once. The barrier is before
+ * begin: a transaction holds the global write order from begin (store.h), so the second
+ * begin waits for the first transaction to end; the second insert then sees the first's
+ * committed row. */
 typedef struct race {
     kw_store_t *s;
     pthread_barrier_t *bar;
@@ -417,10 +420,10 @@ static void *race_key(void *p)
     race_t *r = p;
     kw_apikey_t k = key(r->key_id, "a1", "same", "internal", 5, r->hash);
     kw_store_tx_t *tx;
+    pthread_barrier_wait(r->bar);
     r->rc = kw_store_tx_begin(r->s, &tx, NULL);
     if (r->rc != KW_OK)
         return NULL;
-    pthread_barrier_wait(r->bar);
     r->rc = kw_store_tx_key_insert(tx, &k);
     if (r->rc == KW_OK) {
         kw_revision_t rev;
@@ -659,6 +662,112 @@ KW_TEST(pg_revisions_gapless_concurrent)
     db_drop(&d);
 }
 
+/* The global write order (store.h, tag-kw-store-write-order) across two instances: while
+ * A's transaction is open, B's begin waits; B's begin returns only after A's commit,
+ * and from then on the committed state B reads (revision, changelog) includes A's
+ * commit and nothing newer, so a check B makes there holds until B commits. A rolled
+ * back transaction releases the order and leaves no revision behind. */
+typedef struct ordered {
+    kw_store_t *s;
+    int64_t began_ms;    /* when kw_store_tx_begin returned */
+    kw_revision_t seen;  /* kw_store_revision right after begin: the committed state */
+    size_t seen_changes; /* changes after revision 0 at that point */
+    kw_revision_t rev;
+    int rc;
+} ordered_t;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int count_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *r, void *ud)
+{
+    (void)rev;
+    (void)op;
+    (void)r;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+static void *begin_check_commit(void *p)
+{
+    ordered_t *o = p;
+    kw_store_tx_t *tx;
+    o->rc = kw_store_tx_begin(o->s, &tx, NULL);
+    if (o->rc != KW_OK)
+        return NULL;
+    o->began_ms = mono_ms();
+    kw_revision_t upto = 0;
+    o->rc = kw_store_revision(o->s, &o->seen);
+    if (o->rc == KW_OK)
+        o->rc = kw_store_changes_since(o->s, 0, 0, count_change, &o->seen_changes, &upto);
+    kw_update_t up = {KW_OP_TOUCH, rel("doc", "b", "viewer", "user", "u", "")};
+    if (o->rc == KW_OK)
+        o->rc = kw_store_tx_rel_write(tx, &up, 1, NULL);
+    if (o->rc != KW_OK) {
+        kw_store_tx_rollback(tx);
+        return NULL;
+    }
+    o->rc = kw_store_tx_commit(tx, &o->rev, NULL);
+    return NULL;
+}
+
+KW_TEST(pg_tx_holds_the_write_order_from_begin)
+{
+    if (skip("pg_tx_holds_the_write_order_from_begin"))
+        return;
+    testdb_t d;
+    KW_ASSERT(db_new(&d));
+    kw_store_t *sa = NULL, *sb = NULL;
+    KW_ASSERT_EQ(kw_store_open(d.url, &sa, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_open(d.url, &sb, NULL), KW_OK);
+
+    /* a rollback gives the order back and no revision is used up */
+    kw_store_tx_t *tx;
+    kw_revision_t rev = 99;
+    KW_ASSERT_EQ(kw_store_tx_begin(sa, &tx, NULL), KW_OK);
+    kw_store_tx_rollback(tx);
+    KW_ASSERT_EQ(kw_store_revision(sb, &rev), KW_OK);
+    KW_ASSERT_EQ(rev, 0);
+
+    /* A begins and writes; B begins meanwhile (another instance) */
+    KW_ASSERT_EQ(kw_store_tx_begin(sa, &tx, NULL), KW_OK);
+    kw_update_t up = {KW_OP_TOUCH, rel("doc", "a", "viewer", "user", "u", "")};
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &up, 1, NULL), KW_OK);
+    ordered_t ob = {.s = sb};
+    pthread_t t;
+    pthread_create(&t, NULL, begin_check_commit, &ob);
+    usleep(300 * 1000);
+    int64_t committed_ms = mono_ms();
+    kw_revision_t rev_a = 0;
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev_a, NULL), KW_OK);
+    pthread_join(t, NULL);
+    KW_ASSERT_EQ(ob.rc, KW_OK);
+    KW_ASSERT_EQ(rev_a, 1);
+    /* B's begin returned only after A's commit (it waited ~300 ms) ... */
+    KW_ASSERT(ob.began_ms >= committed_ms);
+    /* ... and from there B's reads saw exactly A's commit: revision 1, its one change */
+    KW_ASSERT_EQ(ob.seen, 1);
+    KW_ASSERT_EQ(ob.seen_changes, 1);
+    KW_ASSERT_EQ(ob.rev, 2);
+
+    /* an empty transaction (a schema announcement) still gets its revision */
+    KW_ASSERT_EQ(kw_store_tx_begin(sb, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(rev, 3);
+    kw_revision_t upto = 0;
+    size_t n = 0;
+    KW_ASSERT_EQ(kw_store_changes_since(sa, 0, 0, count_change, &n, &upto), KW_OK);
+    KW_ASSERT_EQ(upto, 3);
+    KW_ASSERT_EQ(n, 2);
+    kw_store_close(sa);
+    kw_store_close(sb);
+    db_drop(&d);
+}
+
 typedef struct meta_race {
     kw_store_t *s;
     pthread_barrier_t *bar;
@@ -759,6 +868,10 @@ KW_TEST(pg_migrations_concurrent_and_newer_refused)
     KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EDB); /* still the newer schema */
     snprintf(url, sizeof(url), "%s%cpool=0", d.url, strchr(d.url, '?') ? '&' : '?');
     KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EINVAL);
+    /* one connection cannot serve a write that catches up on a second one */
+    snprintf(url, sizeof(url), "%s%cpool=1", d.url, strchr(d.url, '?') ? '&' : '?');
+    KW_ASSERT_EQ(kw_store_open(url, &s, &diag), KW_EINVAL);
+    KW_ASSERT(strstr(diag.msg, "2..256") != NULL);
     db_drop(&d);
 }
 
@@ -836,13 +949,6 @@ KW_TEST(pg_changes_since_order_and_limits)
     KW_ASSERT_EQ(c.n, 2);
     kw_store_close(s);
     db_drop(&d);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 typedef struct delayed {

@@ -1,0 +1,254 @@
+/*
+ * store/pg_changes.c - PostgreSQL backend: the changelog and change notifications, what
+ * keeps several instances over one database coherent.
+ *
+ * Writing: a commit inserts its recorded relationship changes at its revision
+ * (kw__pg_changelog_write, multi-row INSERTs), in the order the transaction made them
+ * (seq); the NOTIFY keyward_changes carrying the revision was queued by the transaction's
+ * first statement (pg_tx.c) and is delivered at COMMIT.
+ *
+ * Followers: kw_store_changes_since reads the changelog in (revision, seq) order from a
+ * REPEATABLE READ snapshot; kw_store_wait_change blocks on LISTEN keyward_changes on its
+ * own connection (reconnecting as needed).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "pg_int.h"
+
+#define KW_MODULE "store.pg"
+
+/* ---- writing the changelog ---- */
+
+#define PG_CHANGELOG_CHUNK 1000 /* rows per multi-row INSERT (9 params each) */
+
+/* Writes the tx's recorded changes at revision `rev`, PG_CHANGELOG_CHUNK rows per
+ * statement (multi-row VALUES, binary parameters). */
+int kw__pg_changelog_write(kw__pg_tx_t *tx, kw_revision_t rev)
+{
+    const kw_update_t *ups = tx->base.ups;
+    size_t n = tx->base.n_ups;
+    if (n == 0)
+        return KW_OK;
+    enum { COLS = 9 };
+    size_t chunk = n < PG_CHANGELOG_CHUNK ? n : PG_CHANGELOG_CHUNK;
+    const char **vals = kw_calloc(chunk * COLS, sizeof(*vals));
+    int *lens = kw_calloc(chunk * COLS, sizeof(*lens));
+    int *fmts = kw_calloc(chunk * COLS, sizeof(*fmts));
+    Oid *types = kw_calloc(chunk * COLS, sizeof(*types));
+    unsigned char *ints = kw_calloc(chunk, 16); /* seq (int4), op (int2) */
+    unsigned char revb[8];
+    kw_buf_t sql;
+    kw_buf_init(&sql);
+    int rc = vals && lens && fmts && types && ints ? KW_OK : KW_ENOMEM;
+    for (int i = 0; i < 8; i++)
+        revb[i] = (unsigned char)(rev >> (56 - 8 * i));
+    for (size_t start = 0; start < n && rc == KW_OK; start += chunk) {
+        size_t m = n - start < chunk ? n - start : chunk;
+        sql.len = 0;
+        kw_buf_puts(&sql, "INSERT INTO changelog (revision, seq, op, " KW__PG_REL_COLS ") VALUES ");
+        for (size_t i = 0; i < m; i++) {
+            const kw_update_t *u = &ups[start + i];
+            size_t b = i * COLS;
+            uint32_t seq = (uint32_t)(start + i);
+            unsigned char *iv = ints + 16 * i;
+            for (int k = 0; k < 4; k++)
+                iv[k] = (unsigned char)(seq >> (24 - 8 * k));
+            iv[8] = 0;
+            iv[9] = (unsigned char)u->op;
+            const kw_str_t f[6] = {u->rel.resource.type, u->rel.resource.id,
+                                   u->rel.relation,      u->rel.subject.type,
+                                   u->rel.subject.id,    u->rel.subject.relation};
+            vals[b] = (const char *)revb, lens[b] = 8, types[b] = KW__PG_OID_INT8;
+            vals[b + 1] = (const char *)iv, lens[b + 1] = 4, types[b + 1] = KW__PG_OID_INT4;
+            vals[b + 2] = (const char *)iv + 8, lens[b + 2] = 2, types[b + 2] = KW__PG_OID_INT2;
+            for (int k = 0; k < 6; k++) {
+                vals[b + 3 + k] = f[k].ptr ? f[k].ptr : "";
+                lens[b + 3 + k] = (int)f[k].len;
+                types[b + 3 + k] = KW__PG_OID_TEXT;
+            }
+            for (int k = 0; k < COLS; k++)
+                fmts[b + k] = 1;
+            kw_buf_printf(&sql, "%s($%zu", i ? ", " : "", b + 1);
+            for (int k = 1; k < COLS; k++)
+                kw_buf_printf(&sql, ", $%zu", b + 1 + (size_t)k);
+            kw_buf_puts(&sql, ")");
+        }
+        if (sql.failed) {
+            rc = KW_ENOMEM;
+            break;
+        }
+        PGresult *r =
+            PQexecParams(tx->c->conn, sql.ptr, (int)(m * COLS), types, vals, lens, fmts, 1);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = r ? kw__pg_result_error(tx->c->conn, r, "changelog") : KW_ENOMEM;
+        PQclear(r);
+    }
+    kw_buf_free(&sql);
+    kw_free(vals);
+    kw_free(lens);
+    kw_free(fmts);
+    kw_free(types);
+    kw_free(ints);
+    return rc;
+}
+
+/* ---- followers: reading the changelog, wakeups ---- */
+
+/* Streams the first n rows of a changelog result through cb (non-zero stops). */
+static int emit_changes(PGresult *r, int n, kw_rel_change_cb cb, void *ud)
+{
+    for (int i = 0; i < n; i++) {
+        kw_rel_t rel;
+        kw__pg_row_rel(r, i, 2, &rel);
+        int op = (int)kw__pg_col_i64(r, i, 1);
+        int rc = cb((kw_revision_t)kw__pg_col_i64(r, i, 0), (kw_op_t)op, &rel, ud);
+        if (rc != 0)
+            return rc;
+    }
+    return KW_OK;
+}
+
+int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto)
+{
+    kw__pg_store_t *s = kw__pg_of(base);
+    kw__pg_conn_t *c;
+    if (limit == 0 || limit > (size_t)INT32_MAX)
+        limit = (size_t)INT32_MAX;
+    int rc = kw__pg_begin_on(s, KW__PG_SNAPSHOT_BEGIN, &c);
+    if (rc != KW_OK)
+        return rc;
+    kw_revision_t cur = 0, done = after;
+    PGresult *r = NULL;
+    rc = kw__pg_read_revision(c, &cur);
+    if (rc == KW_OK && cur > after) {
+        kw__pg_params_t p = {0};
+        kw__pg_pp_i64(&p, (int64_t)after);
+        kw__pg_pp_i64(&p, (int64_t)cur);
+        kw__pg_pp_i64(&p, (int64_t)limit + 1);
+        rc = kw__pg_run(c, KW__PG_ST_CHANGES, &p, &r);
+    }
+    if (rc == KW_OK && r) {
+        int n = PQntuples(r);
+        if ((size_t)n <= limit) {
+            rc = emit_changes(r, n, cb, ud); /* everything up to cur */
+            done = cur;
+        } else {
+            /* More than limit: stop before the last (possibly partial) revision. Revisions
+             * are never split, so a follower can apply each one atomically. */
+            kw_revision_t last = (kw_revision_t)kw__pg_col_i64(r, n - 1, 0);
+            int keep = n;
+            while (keep > 0 && (kw_revision_t)kw__pg_col_i64(r, keep - 1, 0) == last)
+                keep--;
+            if (keep > 0) {
+                rc = emit_changes(r, keep, cb, ud);
+                done = last - 1;
+            } else {
+                /* One revision larger than limit: deliver it whole anyway. */
+                PQclear(r);
+                r = NULL;
+                kw__pg_params_t q = {0};
+                kw__pg_pp_i64(&q, (int64_t)last);
+                rc = kw__pg_run(c, KW__PG_ST_CHANGES_AT, &q, &r);
+                if (rc == KW_OK)
+                    rc = emit_changes(r, PQntuples(r), cb, ud);
+                done = last;
+            }
+        }
+    } else if (rc == KW_OK) {
+        done = cur > after ? cur : after;
+    }
+    PQclear(r);
+    if (rc == KW_OK)
+        rc = kw__pg_exec(c, "COMMIT");
+    kw__pg_pool_put(s, c);
+    if (rc == KW_OK)
+        *upto = done;
+    return rc;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* (Re)connects the LISTEN connection and reads the revision it starts from. */
+static int listen_connect(kw__pg_store_t *s, kw_revision_t *latest)
+{
+    if (s->listen)
+        PQfinish(s->listen);
+    s->listen = kw__pg_conn_open(s->url);
+    if (!s->listen)
+        return KW_ENOMEM;
+    kw__pg_conn_t c = {.conn = s->listen};
+    int rc = PQstatus(s->listen) == CONNECTION_OK ? KW_OK : KW_EDB;
+    if (rc == KW_OK)
+        rc = kw__pg_conn_setup(&c);
+    if (rc == KW_OK)
+        rc = kw__pg_exec(&c, "LISTEN " KW__PG_CHANNEL);
+    if (rc == KW_OK)
+        rc = kw__pg_read_revision(&c, latest);
+    if (rc != KW_OK) {
+        const char *m = PQerrorMessage(s->listen);
+        kw_log(KW_LOG_WARN, KW_MODULE, "listen: %.*s", (int)strcspn(m, "\n"), m);
+        PQfinish(s->listen);
+        s->listen = NULL;
+    }
+    return rc;
+}
+
+int kw__pg_wait_change(kw_store_t *base, int timeout_ms, kw_revision_t *latest)
+{
+    kw__pg_store_t *s = kw__pg_of(base);
+    pthread_mutex_lock(&s->listen_mu);
+    int rc;
+    if (!s->listen || PQstatus(s->listen) != CONNECTION_OK) {
+        /* A fresh LISTEN: notifications before it were missed, so report the current
+         * revision at once and let the caller catch up from its own. */
+        rc = listen_connect(s, latest);
+        pthread_mutex_unlock(&s->listen_mu);
+        return rc;
+    }
+    int64_t deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        if (!PQconsumeInput(s->listen)) {
+            rc = listen_connect(s, latest); /* the server went away: try once at once */
+            break;
+        }
+        kw_revision_t best = 0;
+        bool got = false;
+        PGnotify *nf;
+        while ((nf = PQnotifies(s->listen)) != NULL) {
+            kw_revision_t v = strtoull(nf->extra, NULL, 10);
+            if (!got || v > best)
+                best = v;
+            got = true;
+            PQfreemem(nf);
+        }
+        if (got) {
+            *latest = best;
+            rc = KW_OK;
+            break;
+        }
+        int64_t left = deadline - now_ms();
+        if (left <= 0) {
+            rc = KW_ETIMEOUT;
+            break;
+        }
+        struct pollfd pfd = {.fd = PQsocket(s->listen), .events = POLLIN};
+        int pr = poll(&pfd, 1, (int)left);
+        if (pr < 0 && errno != EINTR) {
+            rc = KW_EDB;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->listen_mu);
+    return rc;
+}

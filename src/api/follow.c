@@ -289,7 +289,8 @@ static int catch_up_raw(kw_api_t *api, kw_diag_t *diag)
         ap.delivered = 0;
         ap.rc = KW_OK;
         kw_arena_reset(ap.arena);
-        rc = kw_store_changes_since(api->store, ap.last, CATCH_UP_LIMIT, on_change, &ap, &upto);
+        rc = kw_store_changes_since(api->store, ap.last, CATCH_UP_LIMIT, on_change, &ap, &upto,
+                                    diag);
         if (rc == 1)
             rc = ap.rc;
         if (rc == KW_OK)

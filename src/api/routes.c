@@ -97,6 +97,27 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
     kw_buf_puts(out, "# HELP keyward_fresh 1 when the graph is caught up with the database.\n"
                      "# TYPE keyward_fresh gauge\n");
     kw_buf_printf(out, "keyward_fresh %d\n", kw_api_is_fresh(api) ? 1 : 0);
+    /* Changelog retention (follow.c; stay 0 on SQLite). */
+    kw_buf_puts(out, "# HELP keyward_changelog_pruned_rows_total Changelog rows this instance "
+                     "pruned.\n"
+                     "# TYPE keyward_changelog_pruned_rows_total counter\n");
+    kw_buf_printf(out, "keyward_changelog_pruned_rows_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->changelog_pruned, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_changelog_horizon Highest revision whose changes may be "
+                     "pruned, as this instance last saw it.\n"
+                     "# TYPE keyward_changelog_horizon gauge\n");
+    kw_buf_printf(out, "keyward_changelog_horizon %" PRIu64 "\n",
+                  atomic_load_explicit(&api->changelog_horizon, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_resyncs_total Full reloads of the graph after falling "
+                     "behind the pruned changelog.\n"
+                     "# TYPE keyward_resyncs_total counter\n");
+    kw_buf_printf(out, "keyward_resyncs_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->resyncs, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
+                     "# TYPE keyward_last_resync_seconds gauge\n");
+    kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n",
+                  (double)atomic_load_explicit(&api->last_resync_ms, memory_order_relaxed) /
+                      1000.0);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

@@ -42,8 +42,9 @@ void kw_api_metrics(kw_buf_t *out, void *ud);
 KW_NODISCARD int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag);
 
 /* Applies relationship changes a store transaction committed at `rev` to the engine
- * (in batches the engine accepts). Used by the routes and by `serve` at start. Must be
- * called with the write mutex held (or before the server starts). */
+ * as ONE engine batch, whatever its size: readers see all of it or none. Used by the
+ * routes, the follower and by `serve` at start. Must be called with the write mutex held
+ * (or before the server starts). */
 KW_NODISCARD int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n,
                               kw_revision_t rev, kw_diag_t *diag);
 

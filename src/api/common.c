@@ -366,23 +366,16 @@ static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, siz
 int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n, kw_revision_t rev,
                  kw_diag_t *diag)
 {
-    size_t off = 0;
     if (n == 0)
         return KW_OK;
-    while (off < n) {
-        size_t chunk = n - off;
-        if (chunk > KW_MAX_UPDATES_PER_WRITE)
-            chunk = KW_MAX_UPDATES_PER_WRITE;
-        /* The engine's revision follows the store's when it can; a schema swap or a
-         * chunked batch may have moved it past the store's, then it assigns its own
-         * next revision (ordering is still the commit order: we hold the write mutex). */
-        kw_revision_t at = rev > kw_engine_revision(engine) ? rev : 0;
-        int rc = kw_engine_write(engine, ups + off, chunk, NULL, 0, at, NULL, diag);
-        if (rc != KW_OK)
-            return rc;
-        off += chunk;
-    }
-    return KW_OK;
+    /* One engine batch for the whole revision, however large (an agent delete can remove
+     * thousands of relationships): readers see all of a commit or none of it, never a
+     * half-applied revision (which, under a schema with exclusions, could say yes).
+     * The engine's revision follows the store's when it can; a schema swap may have moved
+     * it past the store's, then it assigns its own next revision (ordering is still the
+     * commit order: the caller holds the write mutex). */
+    kw_revision_t at = rev > kw_engine_revision(engine) ? rev : 0;
+    return kw_engine_write(engine, ups, n, NULL, 0, at, NULL, diag);
 }
 
 int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, kw_revision_t *rev,

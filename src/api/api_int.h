@@ -59,6 +59,8 @@ struct kw_api {
     _Atomic uint64_t changelog_horizon; /* the horizon as this instance last saw it */
     _Atomic uint64_t resyncs;           /* completed full reloads */
     _Atomic uint64_t last_resync_ms;    /* how long the last one took */
+    _Atomic uint64_t wakeups;           /* kw_store_wait_change answers (NOTIFY, or the
+                                         * immediate answer after each (re)connect) */
 };
 
 /* How long the follower's last proof of currency stays valid (api->synced_ms): well above

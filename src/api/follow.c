@@ -151,6 +151,7 @@ int kw__api_coherence_init(kw_api_t *api)
     atomic_store(&api->changelog_horizon, 0);
     atomic_store(&api->resyncs, 0);
     atomic_store(&api->last_resync_ms, 0);
+    atomic_store(&api->wakeups, 0);
     if (pthread_mutex_init(&api->rev_mu, NULL) != 0)
         return KW_ENOMEM;
     if (init_mono_cond(&api->rev_cv) != KW_OK) {
@@ -693,6 +694,8 @@ static void *follower_main(void *arg)
         int rc = kw_store_wait_change(api->store, WAIT_MS, &latest);
         if (stopping(fl))
             break;
+        if (rc == KW_OK)
+            atomic_fetch_add_explicit(&api->wakeups, 1, memory_order_relaxed);
         if (rc == KW_OK || rc == KW_ETIMEOUT) {
             /* A NOTIFY for a revision already applied (typically our own write): nothing
              * to read, unless the lease wants renewing. A timeout is the 1 s poll: read

@@ -113,6 +113,11 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                      "# TYPE keyward_resyncs_total counter\n");
     kw_buf_printf(out, "keyward_resyncs_total %" PRIu64 "\n",
                   atomic_load_explicit(&api->resyncs, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_follower_wakeups_total Times the follower was woken by a "
+                     "change notification (LISTEN/NOTIFY) rather than its 1 s poll.\n"
+                     "# TYPE keyward_follower_wakeups_total counter\n");
+    kw_buf_printf(out, "keyward_follower_wakeups_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->wakeups, memory_order_relaxed));
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
     kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n",

@@ -197,7 +197,7 @@ KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
     double t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_ETIMEOUT);
     double took = now_s() - t0;
-    KW_ASSERT(took >= 0.07 && took < 2.0);
+    KW_ASSERT(took >= 0.07 && took < 10.0); /* it did wait, and it did end */
     /* a waiter for the next revision is woken by the commit that makes it */
     in.api->freshness_ms = 5000;
     waiter_t w = {in.api, at + 1, -1, 0};
@@ -261,13 +261,21 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, res, "carol");
     kw_revision_t rev = 0;
+    /* b's follower answers its first wait at once (the catch-up after LISTEN): past that,
+     * a wake-up can only come from a NOTIFY. */
+    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == 0; i++)
+        usleep(10000);
+    uint64_t wakes = atomic_load(&b.api->wakeups);
+    KW_ASSERT(wakes > 0);
     KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_api_applied_revision(a.api), rev);
-    double t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
-    double took = now_s() - t0;
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 1);
-    KW_ASSERT(took < 0.5); /* NOTIFY, not the 1 s poll */
+    /* a's commit reached b as a notification (not only through the 1 s poll); bounded
+     * wait, no timing threshold: the poll would have applied it too */
+    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == wakes; i++)
+        usleep(10000);
+    KW_ASSERT(atomic_load(&b.api->wakeups) > wakes);
     rel_init(&r, KW_OP_DELETE, res, "carol");
     KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
@@ -336,10 +344,8 @@ KW_TEST(pg_freshness_lease_expires_and_is_renewed)
     KW_ASSERT_EQ(kw__api_await(a.api, 0, false), KW_EDB);
     KW_ASSERT_EQ(kw__api_await(a.api, 0, true), KW_EDB); /* no catch-up of its own */
     /* The follower renews it within its poll interval; a waiter is woken for it. */
-    a.api->freshness_ms = 3000;
-    double t0 = now_s();
+    a.api->freshness_ms = 10000; /* a bound, not a timing claim: the poll is 1 s */
     KW_ASSERT_EQ(kw__api_await(a.api, 1, false), KW_OK);
-    KW_ASSERT(now_s() - t0 < 2.5);
     KW_ASSERT(kw_api_is_fresh(a.api));
     inst_close(&a);
 }

@@ -53,16 +53,20 @@ KW_NODISCARD int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_
 /* Starts keeping the graph coherent with the store. `loaded` is the revision that
  * kw_store_load_relationships reported for the graph the engine holds: it becomes the
  * applied revision (X-Keyward-Revision). On PostgreSQL it then catches up on anything
- * committed since, and starts the follower thread (LISTEN/NOTIFY + 1 s poll) that applies
- * other instances' commits in revision order; on SQLite (single instance) nothing more.
- * Call once, after kw_api_new and before serving. */
+ * committed since (reloading the whole graph if the changelog was pruned past `loaded`
+ * meanwhile), and starts the follower thread (LISTEN/NOTIFY + 1 s poll) that applies
+ * other instances' commits in revision order, prunes the changelog
+ * (KEYWARD_CHANGELOG_RETAIN_S, KEYWARD_CHANGELOG_PRUNE_INTERVAL_S) and reloads the whole
+ * graph by itself when it fell behind the pruned horizon (api/follow.c); on SQLite (single
+ * instance) nothing more. Call once, after kw_api_new and before serving. */
 KW_NODISCARD int kw_api_follow_start(kw_api_t *api, kw_revision_t loaded, kw_diag_t *diag);
 /* Stops and joins the follower (idempotent; kw_api_free calls it). Call before the store
  * closes. */
 void kw_api_follow_stop(kw_api_t *api);
 /* The store revision the graph reflects now. */
 kw_revision_t kw_api_applied_revision(kw_api_t *api);
-/* Is the instance fresh (follower connected and caught up; always on SQLite)? */
+/* Is the instance fresh? Always on SQLite; on PostgreSQL the follower is connected and
+ * caught up, and proved it less than 5 s ago (the freshness lease, api/follow.c). */
 bool kw_api_is_fresh(kw_api_t *api);
 
 /* ---- pure helpers (exposed for unit tests) ---- */

@@ -35,9 +35,14 @@ struct kw_api {
      * fresh. Distinct from kw_engine_revision, which a schema swap or a batched load
      * moves on its own. fresh: false while the follower cannot reach the database or
      * has not caught up after a reconnect (graph-reading routes answer 503 then).
-     * rev_mu/rev_cv: waiters for applied_rev/fresh (X-Keyward-Revision). */
+     * rev_mu/rev_cv: waiters for applied_rev/fresh (X-Keyward-Revision).
+     * synced_ms: when (kw__api_clock_ms) the follower last proved the graph current: the
+     * start of its last successful catch-up. Fresh also needs that to be at most
+     * KW__API_LEASE_MS ago (kw__api_is_fresh), so a follower that stopped running (the
+     * process was paused, the thread is stuck) cannot leave a stale graph "fresh". */
     _Atomic uint64_t applied_rev;
     _Atomic bool fresh;
+    _Atomic int64_t synced_ms;
     bool follows;     /* PostgreSQL: revisions come from the changelog (set at start) */
     int freshness_ms; /* KEYWARD_FRESHNESS_TIMEOUT_MS, default 2000 */
     pthread_mutex_t rev_mu;
@@ -54,7 +59,25 @@ struct kw_api {
     _Atomic uint64_t group_jobs;     /* writes those transactions carried */
     _Atomic uint64_t group_max_jobs; /* the largest batch so far */
     _Atomic uint64_t group_deferred; /* writes moved to a later batch (same relationship) */
+    /* ---- changelog retention (follow.c; PostgreSQL) ----
+     * The follower prunes every prune_interval_s the changes older than retain_s
+     * (KEYWARD_CHANGELOG_PRUNE_INTERVAL_S, KEYWARD_CHANGELOG_RETAIN_S), and reloads the
+     * whole graph (a resync) when the changelog no longer reaches back to applied_rev.
+     * Counters for /metrics: relaxed atomics. */
+    long prune_interval_s;
+    long retain_s;
+    bool resync_warned; /* under write_mu: the WARN of the current episode was logged */
+    _Atomic uint64_t changelog_pruned;  /* rows this instance deleted */
+    _Atomic uint64_t changelog_horizon; /* the horizon as this instance last saw it */
+    _Atomic uint64_t resyncs;           /* completed full reloads */
+    _Atomic uint64_t last_resync_ms;    /* how long the last one took */
+    _Atomic uint64_t wakeups;           /* kw_store_wait_change answers (NOTIFY, or the
+                                         * immediate answer after each (re)connect) */
 };
+
+/* How long the follower's last proof of currency stays valid (api->synced_ms): well above
+ * its normal cycle (a catch-up at least every ~1 s: NOTIFY or the 1 s poll). */
+#define KW__API_LEASE_MS 5000
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
 #define KW__MSG_AGENT_404 "Agent not found."
@@ -88,7 +111,7 @@ static inline kw_api_t *kw__api_of(void *ud)
 {
     return (kw_api_t *)ud;
 }
-/* Answers an error code: KW_EDB/KW_ETIMEOUT -> 503 Database unavailable; anything else
+/* Answers an error code: KW_EDB/KW_ETIMEOUT/KW_EPRUNED -> 503 Database unavailable; else
  * -> 500 (logged with the request id). */
 void kw__api_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const char *what);
 /* Parses the body as a JSON object. On failure answers 422 and returns NULL. The caller
@@ -145,6 +168,12 @@ static inline kw_revision_t kw__api_applied(kw_api_t *api)
 {
     return (kw_revision_t)atomic_load_explicit(&api->applied_rev, memory_order_acquire);
 }
+/* Milliseconds on a clock that keeps counting while the process is stopped or the host
+ * suspended (CLOCK_BOOTTIME), for the freshness lease. */
+int64_t kw__api_clock_ms(void);
+/* Fresh: the follower has not declared the graph stale, AND (when following) its last
+ * proof of currency is younger than KW__API_LEASE_MS. What every data route requires. */
+bool kw__api_is_fresh(kw_api_t *api);
 /* Under write_mu: publishes applied_rev = rev (if it advances) and wakes waiters. */
 void kw__api_advance(kw_api_t *api, kw_revision_t rev);
 /* Under write_mu, PostgreSQL only: applies every committed revision after applied_rev

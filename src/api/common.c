@@ -171,7 +171,7 @@ bool kw_api_parse_bounded(kw_str_t s, long min, long max, long *out)
 
 void kw__api_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const char *what)
 {
-    if (rc == KW_EDB || rc == KW_ETIMEOUT) {
+    if (rc == KW_EDB || rc == KW_ETIMEOUT || rc == KW_EPRUNED) {
         kw_log(KW_LOG_WARN, KW_MODULE, "request %s: %s: database unavailable (%s)",
                req->request_id, what, kw_err_name(rc));
         kw_http_resp_error(resp, 503, KW__MSG_DB);
@@ -515,7 +515,9 @@ static int apply_committed(kw_api_t *api, const kw_update_t *changes, size_t n, 
                    "committed revision %" PRIu64 " but could not catch up to it (%s)",
                    (uint64_t)r, kw_err_name(crc));
             atomic_store(&api->fresh, false);
-            if (crc != KW_EDB && crc != KW_ETIMEOUT && crc != KW_OK)
+            /* KW_EPRUNED: this instance is behind the pruned changelog; the follower
+             * reloads the whole graph (follow.c), which includes this commit. */
+            if (crc != KW_EDB && crc != KW_ETIMEOUT && crc != KW_EPRUNED && crc != KW_OK)
                 return KW_EINTERNAL;
         }
         return KW_OK;

@@ -123,6 +123,32 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                      "# TYPE keyward_write_deferred_total counter\n");
     kw_buf_printf(out, "keyward_write_deferred_total %" PRIu64 "\n",
                   atomic_load_explicit(&api->group_deferred, memory_order_relaxed));
+    /* Changelog retention (follow.c; stay 0 on SQLite). */
+    kw_buf_puts(out, "# HELP keyward_changelog_pruned_rows_total Changelog rows this instance "
+                     "pruned.\n"
+                     "# TYPE keyward_changelog_pruned_rows_total counter\n");
+    kw_buf_printf(out, "keyward_changelog_pruned_rows_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->changelog_pruned, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_changelog_horizon Highest revision whose changes may be "
+                     "pruned, as this instance last saw it.\n"
+                     "# TYPE keyward_changelog_horizon gauge\n");
+    kw_buf_printf(out, "keyward_changelog_horizon %" PRIu64 "\n",
+                  atomic_load_explicit(&api->changelog_horizon, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_resyncs_total Full reloads of the graph after falling "
+                     "behind the pruned changelog.\n"
+                     "# TYPE keyward_resyncs_total counter\n");
+    kw_buf_printf(out, "keyward_resyncs_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->resyncs, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_follower_wakeups_total Times the follower was woken by a "
+                     "change notification (LISTEN/NOTIFY) rather than its 1 s poll.\n"
+                     "# TYPE keyward_follower_wakeups_total counter\n");
+    kw_buf_printf(out, "keyward_follower_wakeups_total %" PRIu64 "\n",
+                  atomic_load_explicit(&api->wakeups, memory_order_relaxed));
+    kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
+                     "# TYPE keyward_last_resync_seconds gauge\n");
+    kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n",
+                  (double)atomic_load_explicit(&api->last_resync_ms, memory_order_relaxed) /
+                      1000.0);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

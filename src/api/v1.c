@@ -73,6 +73,7 @@ static void v1_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const kw_d
         return;
     case KW_EDB:
     case KW_ETIMEOUT:
+    case KW_EPRUNED: /* behind the pruned changelog: resyncing (follow.c) */
         v1_error(resp, 503, GRPC_UNAVAILABLE, KW__MSG_DB);
         return;
     case KW_EDEPTH:

@@ -131,6 +131,35 @@ typedef int (*kw_rel_cb)(const kw_rel_t *rel, void *ud);
 KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb,
                                 void *ud, kw_revision_t *rev, kw_diag_t *diag);
 
+/* ---- replacing the whole graph ---- */
+
+/* A source of relationships for kw_engine_replace_graph: calls emit(rel, emit_ud) once per
+ * relationship of ONE consistent snapshot (the strings need only live during the call),
+ * stops as soon as emit returns non-zero and then returns that value. Otherwise returns
+ * KW_OK, having written the revision the snapshot reflects to *rev (0 if it has none), or
+ * a negative KW_E* of its own. kw_store_load_relationships has this shape (store.h).
+ * Duplicates are allowed (kept once). */
+typedef int (*kw_rel_feed_fn)(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev);
+
+/* Replaces every relationship (and, with `schema` non-empty, the schema too) in one step,
+ * for a follower that can no longer catch up change by change. The new graph is built from
+ * `feed` WITHOUT holding the engine lock (queries and writes go on meanwhile), each
+ * relationship validated against `schema`, or against the installed schema when
+ * schema.len == 0; then, under the write lock, the new graph and schema are swapped in and
+ * the old ones freed. A reader sees either the whole old state or the whole new one.
+ * Nothing changes unless all of it succeeds:
+ *   KW_ESCHEMA    no schema installed and none given; `schema` does not compile; or a fed
+ *                 relationship does not fit (diag names it);
+ *   KW_ECONFLICT  the engine changed while the graph was built (a write, a schema swap or
+ *                 another replacement): build again;
+ *   KW_ENOMEM, or the feed's own error (returned as is; diag says the feed failed).
+ * The new state is visible at the feed's revision when that is above the engine's, else at
+ * the engine's next revision (revisions never go backwards); *rev (may be NULL) gets it.
+ * The feed runs on the calling thread and may call the engine's query functions. Memory:
+ * the old and the new graph coexist until the swap. */
+KW_NODISCARD int kw_engine_replace_graph(kw_engine_t *e, kw_str_t schema, kw_rel_feed_fn feed,
+                                         void *ud, kw_revision_t *rev, kw_diag_t *diag);
+
 /* Number of relationships stored. */
 size_t kw_engine_count(kw_engine_t *e);
 kw_revision_t kw_engine_revision(kw_engine_t *e);

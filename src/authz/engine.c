@@ -6,7 +6,10 @@
  * (callbacks included); writes and schema swaps hold it exclusively, so a reader never
  * sees half a batch and every answer carries the revision it read.
  * All-or-nothing: a batch does everything that can fail (validation, preconditions,
- * interning, reserving edge capacity, scratch space) before it changes any edge.
+ * interning, reserving edge capacity, scratch space) before it changes any edge. A whole
+ * replacement (kw_engine_replace_graph) builds a private graph without the lock and only
+ * swaps pointers under it; the engine's revision, which every mutation bumps, tells it
+ * whether anything changed meanwhile.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -1040,6 +1043,120 @@ bool kw_engine_has(kw_engine_t *e, kw_str_t type, kw_str_t name, bool *is_permis
     }
     unlock(e);
     return ok;
+}
+
+/* ---- replacing the whole graph ---- */
+
+/* The state of one kw_engine_replace_graph build: the private schema and graph the feed's
+ * relationships go into. Nothing here is visible to readers until the swap. */
+typedef struct rebuild {
+    const kw_schema_t *s;
+    kw_graph_t *g;
+    int rc; /* the first error of on_feed (the feed then returns the stop value) */
+    kw_diag_t *diag;
+} rebuild_t;
+
+static int on_feed(const kw_rel_t *r, void *ud)
+{
+    rebuild_t *b = ud;
+    rrel_t rr;
+    kw_diag_t d2;
+    kw_diag_clear(&d2);
+    if (resolve_rel(b->s, r, &rr, &d2) != KW_OK) {
+        char buf[200];
+        fmt_rel(r, buf, sizeof(buf));
+        b->rc = kw_diag_set(b->diag, KW_ESCHEMA, 0, 0,
+                            "the schema does not accept the relationship %s: %s", buf, d2.msg);
+        return 1;
+    }
+    /* A private graph: a failure below leaves it half built, and it is thrown away whole. */
+    uint32_t rn, sn;
+    int rc = kw__graph_intern(b->g, rr.rtype, r->resource.id.ptr, r->resource.id.len, &rn);
+    if (rc == KW_OK)
+        rc = kw__graph_intern(b->g, rr.stype, r->subject.id.ptr, r->subject.id.len, &sn);
+    if (rc == KW_OK)
+        rc = kw__graph_reserve(b->g, rn, 1, 0);
+    if (rc == KW_OK)
+        rc = kw__graph_reserve(b->g, sn, 0, 1);
+    if (rc != KW_OK) {
+        b->rc = kw_diag_set(b->diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
+        return 1;
+    }
+    kw__graph_append(b->g, rn, rr.rel, sn, rr.srel);
+    return 0;
+}
+
+int kw_engine_replace_graph(kw_engine_t *e, kw_str_t schema, kw_rel_feed_fn feed, void *ud,
+                            kw_revision_t *rev, kw_diag_t *diag)
+{
+    if (!e || !feed)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "kw_engine_replace_graph needs a feed");
+    /* The schema to build under, compiled privately: the installed model may be swapped
+     * and freed while we build. `base` tells at the end whether anything changed. */
+    kw_buf_t text;
+    kw_buf_init(&text);
+    rdlock(e);
+    kw_revision_t base = e->rev;
+    bool installed = e->model != NULL;
+    if (schema.len == 0 && installed)
+        kw_buf_append(&text, e->model->schema->text.ptr, e->model->schema->text.len);
+    unlock(e);
+    if (schema.len == 0 && !installed)
+        return no_schema(diag);
+    if (text.failed) {
+        kw_buf_free(&text);
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
+    }
+    kw_schema_t *s = NULL;
+    int rc = kw_schema_compile(schema.len ? schema : (kw_str_t){text.ptr, text.len}, &s, diag);
+    kw_buf_free(&text);
+    if (rc != KW_OK)
+        return rc;
+    kw_model_t *m = NULL;
+    if (kw__model_new(s, &m) != KW_OK) /* frees s on failure */
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
+    kw_graph_t ng;
+    if (kw__graph_init(&ng) != KW_OK) {
+        kw__model_free(m);
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
+    }
+
+    /* Build, without the engine lock. */
+    rebuild_t b = {m->schema, &ng, KW_OK, diag};
+    kw_revision_t fed = 0;
+    rc = feed(ud, on_feed, &b, &fed);
+    if (b.rc != KW_OK)
+        rc = b.rc;
+    else if (rc > 0)
+        rc = kw_diag_set(diag, KW_EINTERNAL, 0, 0, "the relationship feed stopped with %d", rc);
+    else if (rc != KW_OK)
+        rc = kw_diag_set(diag, rc, 0, 0, "reading the relationships failed: %s", kw_strerror(rc));
+    if (rc == KW_OK)
+        kw__graph_seal(&ng);
+
+    /* Swap, or change nothing. */
+    if (rc == KW_OK) {
+        wrlock(e);
+        if (e->rev != base) {
+            rc = kw_diag_set(diag, KW_ECONFLICT, 0, 0,
+                             "the engine changed while the new graph was built (revision "
+                             "%llu, now %llu): nothing was replaced",
+                             (unsigned long long)base, (unsigned long long)e->rev);
+        } else {
+            kw_graph_t old = e->g;
+            e->g = ng;
+            ng = old;
+            kw_model_t *om = e->model;
+            e->model = m;
+            m = om;
+            bump(e, fed > e->rev ? fed : 0, rev);
+        }
+        unlock(e);
+    }
+    /* The old state after a swap, else the unused new one; freed outside the lock. */
+    kw__graph_close(&ng);
+    kw__model_free(m);
+    return rc;
 }
 
 /* ---- check ---- */

@@ -401,6 +401,43 @@ void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
     }
 }
 
+/* Sorts a whole edge array and drops repeated edges; returns how many were dropped. Gives
+ * back the growth slack of big arrays (optional: a failed shrink keeps the block). */
+static uint32_t sort_unique(kw_edges_t *es, bool fwd)
+{
+    if (es->n > 1)
+        qsort(es->v, es->n, sizeof(kw_edge_t), fwd ? cmp_fwd : cmp_rev);
+    uint32_t w = es->n ? 1 : 0;
+    for (uint32_t i = 1; i < es->n; i++) {
+        const kw_edge_t *a = &es->v[w - 1], *b = &es->v[i];
+        if (a->other != b->other || a->rel != b->rel || a->other_rel != b->other_rel)
+            es->v[w++] = *b;
+    }
+    uint32_t dropped = es->n - w;
+    es->n = w;
+    if (es->n > 0 && es->cap >= 8 && es->cap > es->n + es->n / 8) {
+        kw_edge_t *v = kw_reallocarray(es->v, es->n, sizeof(kw_edge_t));
+        if (v) {
+            es->v = v;
+            es->cap = es->n;
+        }
+    }
+    return dropped;
+}
+
+void kw__graph_seal(kw_graph_t *g)
+{
+    for (uint32_t n = 0; n < g->n_nodes; n++) {
+        kw_node_t *nd = &g->nodes[n];
+        if (!kw__node_live(nd))
+            continue;
+        g->n_rels -= sort_unique(&nd->fwd, true);
+        (void)sort_unique(&nd->rev, false); /* the mirrors of the same duplicates */
+        nd->dirty = 0;
+        nd->fwd_sorted = nd->rev_sorted = 0;
+    }
+}
+
 static void remove_one(kw_edges_t *es, uint64_t key, bool fwd)
 {
     uint32_t i = kw__graph_lower(es->v, es->n, key, fwd);

@@ -145,6 +145,11 @@ void kw__graph_append(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other
  * max tail length edges. Does not gc (the caller does, after its deletions). */
 void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
                       kw_edge_t *scratch);
+/* Ends a bulk build made of kw__graph_reserve + kw__graph_append alone, on a graph no
+ * reader can see yet (kw_engine_replace_graph): sorts every node's edge arrays, drops
+ * repeated relationships (n_rels counts each once) and clears the batch bookkeeping.
+ * Cannot fail. */
+void kw__graph_seal(kw_graph_t *g);
 /* Removes one relationship (must exist); does not gc. */
 void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
                       uint16_t other_rel);

@@ -27,7 +27,8 @@
     X(ECONFLICT, -15, 409, "conflict")                                                \
     X(EINTERNAL, -16, 500, "internal error")                                          \
     X(ETIMEOUT, -17, 503, "timed out")                                                \
-    X(ETOOLARGE, -18, 413, "too large")
+    X(ETOOLARGE, -18, 413, "too large")                                               \
+    X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")
 
 enum kw_err {
     KW_OK = 0,

@@ -8,7 +8,8 @@
  *     the row lock until it ends, so write transactions run one at a time: revisions are
  *     unique, gapless and assigned in commit order (pg_tx.c, tag-kw-store-write-order).
  *   - changelog: every relationship change at the revision that committed it, in the
- *     order the transaction made them (seq), for followers to replay.
+ *     order the transaction made them (seq), for followers to replay; since migration 2
+ *     with the time it was written (at_us) and a pruned horizon (changelog_horizon).
  * Secrets and hashes are BYTEA; meta values are BYTEA (any bytes, no encoding).
  * Text columns use the "C" collation: byte order, as SQLite compares, whatever the
  * database locale (keyset pagination on (created_at, id) depends on it).
@@ -67,7 +68,28 @@ static const char m1[] =
     "  subject_relation TEXT COLLATE \"C\" NOT NULL,"
     "  PRIMARY KEY (revision, seq));";
 
+/* 2: changelog retention (pg_changes.c, kw_store_prune_changelog).
+ *   - changelog.at_us: when the row was written, by the database's clock (microseconds
+ *     since the epoch). clock_timestamp(), not now(): rows are inserted at commit while the
+ *     transaction holds the revision row lock, so in revision order the values only grow
+ *     (unless the database's clock steps back). Adding the column rewrites the table and
+ *     gives every existing row the time of the migration: they are kept one full retention
+ *     period from then.
+ *   - changelog_horizon: one row, pruned_through = the highest revision whose changes may
+ *     be gone (0: nothing pruned yet). It only grows, is raised in the transaction that
+ *     deletes the rows, and is read in the same snapshot as the changelog, so a follower
+ *     behind it can tell it lost changes instead of skipping them. Not a column of
+ *     `revision`: every write transaction holds that row's lock from begin to commit, and
+ *     pruning must not wait for, or stall, writers. */
+static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL"
+                         "  DEFAULT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;"
+                         "CREATE TABLE changelog_horizon ("
+                         "  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+                         "  pruned_through BIGINT NOT NULL);"
+                         "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
     {1, m1},
+    {2, m2},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);

@@ -149,6 +149,27 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_CHANGES_AT] = {"kw_changes_at", "i",
                               "SELECT revision, op, " KW__PG_REL_COLS " FROM changelog "
                               "WHERE revision = $1 ORDER BY seq"},
+    [KW__PG_ST_HORIZON] = {"kw_horizon", "", "SELECT pruned_through FROM changelog_horizon"},
+    /* Retention (pg_changes.c): of the oldest $2 rows in (revision, seq) order, deletes those
+     * before the first one that is younger than $1 microseconds (database clock) and above
+     * the horizon; rows at or below the horizon (the rest of a revision cut by the limit)
+     * are deleted whatever their age. Returns how many and the highest revision deleted. */
+    [KW__PG_ST_PRUNE] =
+        {"kw_prune", "ii",
+         "WITH head AS (SELECT revision, seq, at_us FROM changelog"
+         "  ORDER BY revision, seq LIMIT $2),"
+         " stop AS (SELECT revision, seq FROM head"
+         "  WHERE at_us >= (extract(epoch FROM clock_timestamp()) * 1000000)::bigint - $1"
+         "  AND revision > (SELECT pruned_through FROM changelog_horizon)"
+         "  ORDER BY revision, seq LIMIT 1),"
+         " doomed AS (SELECT revision, seq FROM head WHERE NOT EXISTS"
+         "  (SELECT 1 FROM stop WHERE (head.revision, head.seq) >= (stop.revision, stop.seq))),"
+         " d AS (DELETE FROM changelog c USING doomed"
+         "  WHERE c.revision = doomed.revision AND c.seq = doomed.seq RETURNING c.revision)"
+         " SELECT count(*)::bigint, COALESCE(max(revision), 0)::bigint FROM d"},
+    [KW__PG_ST_HORIZON_RAISE] = {"kw_horizon_raise", "i",
+                                 "UPDATE changelog_horizon SET pruned_through = "
+                                 "GREATEST(pruned_through, $1) RETURNING pruned_through"},
 };
 
 /* ---- parameters ---- */
@@ -439,7 +460,7 @@ void kw__pg_pool_put(kw__pg_store_t *s, kw__pg_conn_t *c)
 int kw__pg_run(kw__pg_conn_t *c, int st, const kw__pg_params_t *p, PGresult **out)
 {
     const pg_stmt_t *d = &stmts[st];
-    if (!(c->prepared & (1u << st))) {
+    if (!(c->prepared & (UINT64_C(1) << st))) {
         Oid types[KW__PG_MAX_PARAMS];
         int n = 0;
         for (const char *t = d->types; *t; t++)
@@ -454,7 +475,7 @@ int kw__pg_run(kw__pg_conn_t *c, int st, const kw__pg_params_t *p, PGresult **ou
             return rc;
         }
         PQclear(r);
-        c->prepared |= 1u << st;
+        c->prepared |= UINT64_C(1) << st;
     }
     kw_assert(p->n == (int)strlen(d->types));
     PGresult *r = PQexecPrepared(c->conn, d->name, p->n, p->vals, p->lens, p->fmts, 1);
@@ -806,5 +827,6 @@ static const kw_store_ops_t pg_ops = {
     .tx_rel_write = kw__pg_tx_rel_write,
     .tx_rel_delete_matching = kw__pg_tx_rel_delete_matching,
     .changes_since = kw__pg_changes_since,
+    .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
 };

@@ -8,11 +8,16 @@
  * first statement (pg_tx.c) and is delivered at COMMIT.
  *
  * Followers: kw_store_changes_since reads the changelog in (revision, seq) order from a
- * REPEATABLE READ snapshot; kw_store_wait_change blocks on LISTEN keyward_changes on its
- * own connection (reconnecting as needed).
+ * REPEATABLE READ snapshot, refusing (KW_EPRUNED) a reader below the pruned horizon read
+ * in that same snapshot; kw_store_wait_change blocks on LISTEN keyward_changes on its own
+ * connection (reconnecting as needed).
+ *
+ * Retention: kw_store_prune_changelog deletes the oldest rows (at_us, migration 2) and
+ * raises changelog_horizon in one transaction, under a try-only advisory lock.
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -113,8 +118,24 @@ static int emit_changes(PGresult *r, int n, kw_rel_change_cb cb, void *ud)
     return KW_OK;
 }
 
+/* The pruned horizon on c (inside the caller's snapshot or transaction). */
+static int read_horizon(kw__pg_conn_t *c, kw_revision_t *horizon)
+{
+    kw__pg_params_t p = {0};
+    PGresult *r;
+    int rc = kw__pg_run(c, KW__PG_ST_HORIZON, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    if (PQntuples(r) == 1)
+        *horizon = (kw_revision_t)kw__pg_col_i64(r, 0, 0);
+    else
+        rc = KW_EDB;
+    PQclear(r);
+    return rc;
+}
+
 int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
-                         void *ud, kw_revision_t *upto)
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag)
 {
     kw__pg_store_t *s = kw__pg_of(base);
     kw__pg_conn_t *c;
@@ -122,10 +143,19 @@ int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw
         limit = (size_t)INT32_MAX;
     int rc = kw__pg_begin_on(s, KW__PG_SNAPSHOT_BEGIN, &c);
     if (rc != KW_OK)
-        return rc;
-    kw_revision_t cur = 0, done = after;
+        return kw_diag_set(diag, rc, 0, 0, "cannot read the changelog: database unavailable");
+    kw_revision_t cur = 0, done = after, horizon = 0;
     PGresult *r = NULL;
     rc = kw__pg_read_revision(c, &cur);
+    /* The horizon in the same snapshot as the rows below: a prune commits its deletions and
+     * the raised horizon together, so this snapshot sees both or neither. */
+    if (rc == KW_OK)
+        rc = read_horizon(c, &horizon);
+    if (rc == KW_OK && after < horizon)
+        rc = kw_diag_set(diag, KW_EPRUNED, 0, 0,
+                         "the changelog was pruned through revision %llu, but this reader is at "
+                         "revision %llu: changes it has not applied may be gone",
+                         (unsigned long long)horizon, (unsigned long long)after);
     if (rc == KW_OK && cur > after) {
         kw__pg_params_t p = {0};
         kw__pg_pp_i64(&p, (int64_t)after);
@@ -166,10 +196,89 @@ int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw
     PQclear(r);
     if (rc == KW_OK)
         rc = kw__pg_exec(c, "COMMIT");
-    kw__pg_pool_put(s, c);
+    kw__pg_pool_put(s, c); /* rolls back when still inside the transaction */
     if (rc == KW_OK)
         *upto = done;
+    else if (rc == KW_EDB)
+        kw_diag_set(diag, rc, 0, 0, "cannot read the changelog: database unavailable");
     return rc;
+}
+
+/* ---- retention ---- */
+
+/* One bounded prune transaction (store.h, kw_store_prune_changelog). READ COMMITTED is
+ * enough: rows of transactions still in flight are invisible to the DELETE and all have
+ * revisions above every committed one (write order, pg_tx.c), so the deleted rows are
+ * always a prefix of the committed changelog in (revision, seq) order. */
+int kw__pg_prune_changelog(kw_store_t *base, int64_t older_than_us, size_t max_rows,
+                           size_t *n_deleted, kw_revision_t *pruned_through, kw_diag_t *diag)
+{
+    kw__pg_store_t *s = kw__pg_of(base);
+    kw__pg_conn_t *c;
+    int rc = kw__pg_begin_on(s, "BEGIN", &c);
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc, 0, 0, "cannot prune the changelog: database unavailable");
+    /* One pruner at a time; the others skip (never wait: there is nothing to wait for). */
+    char sql[80];
+    snprintf(sql, sizeof(sql), "SELECT pg_try_advisory_xact_lock(%ld)", KW__PG_PRUNE_LOCK);
+    PGresult *r = PQexec(c->conn, sql);
+    bool locked = false;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        locked = strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    else
+        rc = r ? kw__pg_result_error(c->conn, r, "prune lock") : KW_ENOMEM;
+    PQclear(r);
+    if (rc == KW_OK && !locked)
+        rc = kw_diag_set(diag, KW_ECONFLICT, 0, 0,
+                         "another instance is pruning the changelog right now");
+    size_t n = 0;
+    kw_revision_t top = 0, horizon = 0;
+    if (rc == KW_OK) {
+        kw__pg_params_t p = {0};
+        kw__pg_pp_i64(&p, older_than_us);
+        kw__pg_pp_i64(&p, (int64_t)max_rows);
+        rc = kw__pg_run(c, KW__PG_ST_PRUNE, &p, &r);
+        if (rc == KW_OK) {
+            if (PQntuples(r) == 1) {
+                n = (size_t)kw__pg_col_i64(r, 0, 0);
+                top = (kw_revision_t)kw__pg_col_i64(r, 0, 1);
+            } else {
+                rc = KW_EDB;
+            }
+            PQclear(r);
+        }
+    }
+    if (rc == KW_OK) {
+        kw__pg_params_t p = {0};
+        if (n > 0)
+            kw__pg_pp_i64(&p, (int64_t)top);
+        rc = kw__pg_run(c, n > 0 ? KW__PG_ST_HORIZON_RAISE : KW__PG_ST_HORIZON, &p, &r);
+        if (rc == KW_OK) {
+            if (PQntuples(r) == 1)
+                horizon = (kw_revision_t)kw__pg_col_i64(r, 0, 0);
+            else
+                rc = KW_EDB;
+            PQclear(r);
+        }
+    }
+    if (rc == KW_OK)
+        rc = kw__pg_exec(c, "COMMIT");
+    kw__pg_pool_put(s, c); /* rolls back (and so unlocks) when still inside the transaction */
+    if (rc == KW_ECONFLICT)
+        return rc;
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
+                           "cannot prune the changelog: database unavailable or failed (see "
+                           "the log)");
+    if (n > 0)
+        kw_log(KW_LOG_INFO, KW_MODULE,
+               "pruned %zu changelog rows; changes through revision %llu are gone", n,
+               (unsigned long long)horizon);
+    if (n_deleted)
+        *n_deleted = n;
+    if (pruned_through)
+        *pruned_through = horizon;
+    return KW_OK;
 }
 
 static int64_t now_ms(void)

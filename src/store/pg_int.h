@@ -33,6 +33,10 @@ extern const size_t kw__pg_migrations_n;
 /* The advisory lock key every keyward instance takes while migrating ("kwmg"). */
 #define KW__PG_MIGRATION_LOCK 0x6b776d67L
 
+/* The advisory lock key of kw_store_prune_changelog ("kwpr"): one pruner at a time across
+ * every instance; the others skip their turn. */
+#define KW__PG_PRUNE_LOCK 0x6b777072L
+
 /* The NOTIFY channel a commit announces its revision on (payload: the revision in
  * decimal). */
 #define KW__PG_CHANNEL "keyward_changes"
@@ -80,8 +84,12 @@ enum {
     KW__PG_ST_TX_REVISION,
     KW__PG_ST_CHANGES,
     KW__PG_ST_CHANGES_AT,
+    KW__PG_ST_HORIZON,
+    KW__PG_ST_PRUNE,
+    KW__PG_ST_HORIZON_RAISE,
     KW__PG_ST_N
 };
+_Static_assert(KW__PG_ST_N <= 64, "kw__pg_conn_t.prepared has a bit per statement");
 
 #define KW__PG_REL_COLS                                                                            \
     "resource_type, resource_id, relation, subject_type, subject_id, subject_relation"
@@ -89,7 +97,7 @@ enum {
 
 typedef struct kw__pg_conn {
     PGconn *conn;
-    uint32_t prepared; /* bit KW__PG_ST_x: statement x is prepared on this connection */
+    uint64_t prepared; /* bit KW__PG_ST_x: statement x is prepared on this connection */
     struct kw__pg_conn *next_free;
 } kw__pg_conn_t;
 
@@ -191,7 +199,9 @@ int kw__pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, siz
 
 int kw__pg_changelog_write(kw__pg_tx_t *tx, kw_revision_t rev);
 int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
-                         void *ud, kw_revision_t *upto);
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
+int kw__pg_prune_changelog(kw_store_t *base, int64_t older_than_us, size_t max_rows,
+                           size_t *n_deleted, kw_revision_t *pruned_through, kw_diag_t *diag);
 int kw__pg_wait_change(kw_store_t *base, int timeout_ms, kw_revision_t *latest);
 
 #endif

@@ -83,9 +83,11 @@ KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t wan
                                     char **val, size_t *len);
 KW_NODISCARD int kw_store_meta_set(kw_store_t *s, const char *key, kw_str_t val);
 
-/* ---- relationships at startup ---- */
+/* ---- relationships at startup (and on a resync) ---- */
 /* Streams every stored relationship (for rebuilding the graph); *rev gets the revision
- * the snapshot reflects. Strings valid only during the callback. */
+ * the snapshot reflects. Strings valid only during the callback. Apart from its first
+ * argument it is a kw_rel_feed_fn (authz.h): a follower that fell behind the changelog
+ * horizon reloads through it with kw_engine_replace_graph. */
 KW_NODISCARD int kw_store_load_relationships(kw_store_t *s, kw_rel_cb cb, void *ud,
                                              kw_revision_t *rev);
 KW_NODISCARD int kw_store_revision(kw_store_t *s, kw_revision_t *rev);
@@ -101,9 +103,15 @@ typedef int (*kw_rel_change_cb)(kw_revision_t rev, kw_op_t op, const kw_rel_t *r
  * *upto (written on KW_OK only) gets the revision the caller is now current to: every
  * revision <= *upto has been delivered, including revisions without relationship
  * changes. Apply each revision's changes to the engine at that revision.
+ * KW_EPRUNED (nothing delivered; diag, may be NULL, gives both revisions): `after` is
+ * below the pruned horizon (kw_store_prune_changelog), so changes the caller has not
+ * applied may be gone. Decided by the horizon read in the same snapshot as the rows, not
+ * by the rows (a revision without changes has none to miss): the caller can never skip
+ * pruned changes silently, and must reload every relationship instead.
  * SQLite (one instance per file, no changelog): KW_EUNSUPPORTED. */
 KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size_t limit,
-                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto);
+                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto,
+                                        kw_diag_t *diag);
 /* Blocks until a commit (from any instance) is announced or timeout_ms passes, on a
  * connection of its own (LISTEN). KW_OK: *latest = newest revision announced. The first
  * call, and the first after a reconnect, return at once with the current revision, since
@@ -112,6 +120,28 @@ KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size
  * next call reconnects). Calls on one store serialize (one follower thread).
  * SQLite: KW_EUNSUPPORTED. */
 KW_NODISCARD int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+
+/* ---- changelog retention (PostgreSQL only) ----
+ * Every committed relationship change stays in the changelog until pruned. The pruned
+ * horizon is the highest revision whose changes may be gone; it only grows, and moves in
+ * the same transaction as the deletion. */
+/* The most rows one kw_store_prune_changelog call deletes when max_rows is 0. */
+#define KW_STORE_PRUNE_MAX_ROWS 100000
+/* Deletes, in one transaction, the oldest changelog rows written more than older_than_us
+ * (> 0) microseconds ago by the DATABASE's clock (no instance clock involved), at most
+ * max_rows of them (0: KW_STORE_PRUNE_MAX_ROWS), oldest revision first and stopping at the
+ * first row that must stay, and raises the horizon to the highest revision deleted. A
+ * revision cut by the limit is finished by the next call (the horizon already covers it).
+ * KW_OK: *n_deleted (may be 0) and *pruned_through (the horizon now; both may be NULL).
+ * Call again while *n_deleted == the limit to work off a backlog.
+ * KW_ECONFLICT: another instance (or thread) is pruning right now; nothing was done (one
+ * pruner at a time, a transaction-scoped advisory lock that nobody waits for).
+ * KW_EDB: unreachable or failed (nothing changed); KW_EINVAL: older_than_us <= 0.
+ * Never touches the revision row, so it neither waits for nor stalls writers.
+ * SQLite: KW_EUNSUPPORTED. */
+KW_NODISCARD int kw_store_prune_changelog(kw_store_t *s, int64_t older_than_us, size_t max_rows,
+                                          size_t *n_deleted, kw_revision_t *pruned_through,
+                                          kw_diag_t *diag);
 
 /* ---- reads (outside a transaction) ---- */
 KW_NODISCARD int kw_store_agent_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_agent_t *out);

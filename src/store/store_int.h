@@ -82,7 +82,10 @@ typedef struct kw_store_ops {
     /* Followers (kw_store_changes_since / kw_store_wait_change); NULL when the backend
      * keeps no changelog (SQLite), and the calls then answer KW_EUNSUPPORTED. */
     int (*changes_since)(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
-                         void *ud, kw_revision_t *upto);
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
+    /* Retention (kw_store_prune_changelog); NULL with no changelog. */
+    int (*prune_changelog)(kw_store_t *s, int64_t older_than_us, size_t max_rows, size_t *n_deleted,
+                           kw_revision_t *pruned_through, kw_diag_t *diag);
     int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
 } kw_store_ops_t;
 

@@ -12,8 +12,12 @@ What the tests hold the instances to (issue 4, /work/prompts/pg2_contract.md):
   MUST_NOT_MATCH on what the other writes (or both on one marker), never both succeed; a
   delete's optionalLimit counts what the delete removes, whatever B commits meanwhile;
 - atomicity under SIGKILL: every create A acknowledged is present afterwards (rows AND
-  relationships, via B's API and the database), and nothing is half-written.
+  relationships, via B's API and the database), and nothing is half-written;
+- retention: an instance paused past the pruned changelog horizon resyncs by itself and
+  never answers from its stale graph meanwhile.
 """
+import json
+import signal
 import statistics
 import threading
 import time
@@ -465,3 +469,195 @@ def test_delete_limit_holds_across_instances(pair):
         else:
             assert ra.status_code == 400 and ra.json()["code"] == 9, (i, ra.text)
             assert left == 4, (i, left)
+
+
+# ---------------------------------------------------------------------------------------------
+# Changelog retention: an instance that fell behind the pruned horizon resyncs by itself
+
+RETAIN_S = 2  # KEYWARD_CHANGELOG_RETAIN_S in the retention test (default 86400)
+LEASE_S = 5   # KW__API_LEASE_MS: how long a follower's proof of currency stays valid
+DOC_DEF = """
+
+definition document {
+    relation viewer: user
+    relation banned: user
+    permission view = viewer - banned
+}
+"""
+
+
+@pytest.fixture
+def pruning_pair(tmp_path):
+    """A and B over one fresh database, both pruning every second what is older than
+    RETAIN_S seconds."""
+    env = {"KEYWARD_CHANGELOG_RETAIN_S": str(RETAIN_S),
+           "KEYWARD_CHANGELOG_PRUNE_INTERVAL_S": "1",
+           "KEYWARD_FRESHNESS_TIMEOUT_MS": str(FRESHNESS_MS)}
+    a = Server(tmp_path / "a", env_extra=env)
+    a.start()
+    b = Server(tmp_path / "b", db=a.db, secret=a.secret, env_extra=env)
+    try:
+        b.start()
+    except BaseException:
+        a.kill()
+        raise
+    yield a, b
+    for s in (a, b):
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGCONT)  # never leave a stopped process behind
+        s.kill()
+
+
+def metric(server, name):
+    r = requests.get(server.url + "/metrics", timeout=10)
+    assert r.status_code == 200
+    for line in r.text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("metric %s missing" % name)
+
+
+def _v1_check(admin, resource, permission, subject, headers=None):
+    """(status, permissionship or None) of a v1 check; never asserts."""
+    rt, rid = resource.split(":", 1)
+    st, sid = subject.split(":", 1)
+    r = admin.post("/v1/permissions/check", headers=headers, json={
+        "resource": {"objectType": rt, "objectId": rid}, "permission": permission,
+        "subject": {"object": {"objectType": st, "objectId": sid}}})
+    return r.status_code, (r.json().get("permissionship") if r.status_code == 200 else None)
+
+
+def test_behind_pruned_horizon_resyncs_by_itself_never_stale(pruning_pair):
+    """B is paused (SIGSTOP) while A revokes access, changes keys and the schema, and prunes
+    the changelog past B's revision. Resumed, B must notice by itself that the changes it
+    missed are gone, reload everything, and then answer exactly as A does; while it does,
+    every answer is 503 or the correct one: never the revoked access (a 200 from B's old
+    graph would be a breach)."""
+    a, b = pruning_pair
+    admin_a = Admin(a, a.token("root-admin", admin=True))
+    admin_b = Admin(b, b.token("root-admin", admin=True))
+    t = Tenant(a, admin_a)
+    bob_a, dave_a = t.user("bob"), t.user("dave")
+    bob_b, dave_b = on(b, bob_a), on(b, dave_a)
+    dave = t.uid("dave")
+
+    # Before the pause: dave may read bob's agent (viewer), and B knows it.
+    ag = bob_a.create_agent("shared")
+    path = "/agents/" + ag["id"]
+    keep = bob_a.create_key(ag["id"], "keep", api_key_type="internal")
+    gone = bob_a.create_key(ag["id"], "gone", api_key_type="internal")
+    r = admin_a.write([{"operation": "OPERATION_TOUCH",
+                        "relationship": rel("agent:" + ag["id"], "viewer", "user:" + dave)}])
+    hdr = {REV: str(rev_of(r))}
+    r = dave_b.get(path, headers=hdr)
+    assert r.status_code == 200, (r.status_code, r.text)
+    gone_b = agent_key_client(b, gone["api_key"])
+    assert gone_b.get(path, headers=hdr).status_code == 200
+    b_rev = rev_of(r)
+
+    b.proc.send_signal(signal.SIGSTOP)
+    paused = time.monotonic()
+    try:
+        # On A, while B sleeps: revoke dave, delete a key, make and drop others, and a new
+        # schema with an exclusion whose second half B has never seen.
+        admin_a.remove(("agent:" + ag["id"], "viewer", "user:" + dave))
+        assert dave_a.get(path).status_code == 404
+        assert bob_a.delete("/agent_api_keys/" + gone["id"]).status_code == 200
+        for i in range(3):
+            bob_a.create_key(ag["id"], "new-%d" % i)
+        tmp = bob_a.create_agent("short-lived")
+        assert bob_a.delete("/agents/" + tmp["id"]).status_code == 200
+        text = admin_a.post("/v1/schema/read", json={}).json()["schemaText"]
+        r = admin_a.post("/v1/schema/write", json={"schema": text + DOC_DEF})
+        assert r.status_code == 200, r.text
+        admin_a.touch(("document:plan", "viewer", "user:" + dave),
+                      ("document:plan", "banned", "user:" + dave),
+                      ("document:plan", "viewer", "user:" + t.uid("erin")))
+        assert _v1_check(admin_a, "document:plan", "view", "user:" + dave) == (
+            200, "PERMISSIONSHIP_NO_PERMISSION")
+        last = rev_of(admin_a.remove(("document:plan", "viewer", "user:" + t.uid("erin"))))
+
+        # A prunes (every second, what is older than RETAIN_S) past B's revision: the
+        # changes B has not applied are gone from the database.
+        deadline = time.monotonic() + 30
+        horizon = 0
+        while time.monotonic() < deadline:
+            horizon = int(psql("SELECT pruned_through FROM changelog_horizon", url=a.db)[0][0])
+            if horizon >= last:
+                break
+            time.sleep(0.2)
+        assert horizon >= last > b_rev, ("A did not prune past B's revision", horizon, last, b_rev)
+        assert psql("SELECT count(*) FROM changelog WHERE revision <= %d" % last,
+                    url=a.db) == [["0"]]
+        assert metric(a, "keyward_changelog_pruned_rows_total") > 0
+        # Paused longer than the freshness lease: B's old graph must not count as fresh.
+        time.sleep(max(0.0, LEASE_S + 1 - (time.monotonic() - paused)))
+
+        # Poll B from before it resumes until it answers correctly: only 503 or the truth.
+        seen = []
+        stop = threading.Event()
+
+        def poll():
+            dave_p, gone_p = on(b, dave_a), agent_key_client(b, gone["api_key"])
+            adm_p = Admin(b, b.token("root-admin", admin=True))
+            while not stop.is_set():
+                try:
+                    seen.append(("dave", dave_p.get(path, timeout=20).status_code))
+                    seen.append(("gone-key", gone_p.get(path, timeout=20).status_code))
+                    seen.append(("v1", _v1_check(adm_p, "agent:" + ag["id"], "read",
+                                                 "user:" + dave)))
+                except requests.RequestException as e:  # noqa: PERF203
+                    seen.append(("error", repr(e)))
+                    return
+
+        th = threading.Thread(target=poll)
+        th.start()
+        time.sleep(0.2)  # requests queued on the paused process
+    finally:
+        b.proc.send_signal(signal.SIGCONT)
+    try:
+        resynced = wait_status(dave_b, path, 404, limit=20)
+        assert resynced is not None, "B did not resync by itself within 20 s:\n" + \
+            b.stderr_text()[-3000:]
+        time.sleep(0.3)  # keep polling B a little after it is back
+    finally:
+        stop.set()
+        th.join(30)
+    print("\nresync after the pause: B answered correctly %.0f ms after SIGCONT; %d polled "
+          "answers" % (resynced * 1e3, len(seen)))
+    bad = [s for s in seen if s not in (("dave", 503), ("dave", 404), ("gone-key", 503),
+                                        ("gone-key", 401), ("v1", (503, None)),
+                                        ("v1", (200, "PERMISSIONSHIP_NO_PERMISSION")))]
+    assert not bad, "B answered from a stale graph after SIGCONT: %r" % bad[:10]
+    assert ("dave", 404) in seen, "the poller never saw B's correct answer"
+
+    # B now answers exactly as A does (A's current revision presented to B).
+    top = int(psql("SELECT value FROM revision", url=a.db)[0][0])
+    hdr = {REV: str(top)}
+    for ca, cb in ((bob_a, bob_b), (dave_a, dave_b)):
+        for p in (path, "/agents?limit=1000", "/agent_api_keys?limit=1000&agent_id=" + ag["id"],
+                  "/agents/" + tmp["id"], "/agent_api_keys/" + gone["id"],
+                  "/agent_api_keys/" + keep["id"]):
+            ra, rb = ca.get(p, headers=hdr), cb.get(p, headers=hdr)
+            assert (rb.status_code, rb.text) == (ra.status_code, ra.text), (p, ra.text, rb.text)
+    assert gone_b.get(path).status_code == 401
+    assert agent_key_client(b, keep["api_key"]).get(path, headers=hdr).status_code == 200
+    for q in (("document:plan", "view", "user:" + dave),
+              ("document:plan", "view", "user:" + t.uid("erin")),
+              ("agent:" + ag["id"], "read", "user:" + dave),
+              ("agent:" + ag["id"], "delete", "user:" + t.uid("bob"))):
+        assert _v1_check(admin_b, *q, headers=hdr) == _v1_check(admin_a, *q, headers=hdr), q
+    flt = {"relationshipFilter": {"resourceType": "agent_api_key"}}
+    ra = admin_a.post("/v1/relationships/read", headers=hdr, json=flt)
+    rb = admin_b.post("/v1/relationships/read", headers=hdr, json=flt)
+    strip = lambda r: sorted(json.dumps(x["relationship"], sort_keys=True) for x in ndjson(r))
+    assert strip(ra) == strip(rb)
+    assert admin_b.post("/v1/schema/read", json={}).json()["schemaText"] == text + DOC_DEF
+    assert metric(b, "keyward_resyncs_total") == 1
+    assert metric(b, "keyward_fresh") == 1
+    log = b.stderr_text()
+    assert log.count("reloading every relationship") == 1, log[-3000:]
+
+    # And B follows A again, change by change.
+    ag2 = bob_a.create_agent("after")
+    assert wait_status(bob_b, "/agents/" + ag2["id"], 200) is not None

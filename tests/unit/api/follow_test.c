@@ -197,7 +197,7 @@ KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
     double t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_ETIMEOUT);
     double took = now_s() - t0;
-    KW_ASSERT(took >= 0.07 && took < 2.0);
+    KW_ASSERT(took >= 0.07 && took < 10.0); /* it did wait, and it did end */
     /* a waiter for the next revision is woken by the commit that makes it */
     in.api->freshness_ms = 5000;
     waiter_t w = {in.api, at + 1, -1, 0};
@@ -261,13 +261,21 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, res, "carol");
     kw_revision_t rev = 0;
+    /* b's follower answers its first wait at once (the catch-up after LISTEN): past that,
+     * a wake-up can only come from a NOTIFY. */
+    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == 0; i++)
+        usleep(10000);
+    uint64_t wakes = atomic_load(&b.api->wakeups);
+    KW_ASSERT(wakes > 0);
     KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_api_applied_revision(a.api), rev);
-    double t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
-    double took = now_s() - t0;
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 1);
-    KW_ASSERT(took < 0.5); /* NOTIFY, not the 1 s poll */
+    /* a's commit reached b as a notification (not only through the 1 s poll); bounded
+     * wait, no timing threshold: the poll would have applied it too */
+    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == wakes; i++)
+        usleep(10000);
+    KW_ASSERT(atomic_load(&b.api->wakeups) > wakes);
     rel_init(&r, KW_OP_DELETE, res, "carol");
     KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
@@ -306,6 +314,95 @@ KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
     KW_ASSERT_EQ(has_rel(&b, res, "from-a"), 1);
     KW_ASSERT_EQ(has_rel(&b, res, "from-b"), 1);
     KW_ASSERT(kw_api_applied_revision(b.api) >= rev_b);
+    inst_close(&a);
+    inst_close(&b);
+}
+
+static int no_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud)
+{
+    (void)rev;
+    (void)op;
+    (void)rel;
+    (void)ud;
+    return 1;
+}
+
+/* The freshness lease: a follower that has not proved the graph current for
+ * KW__API_LEASE_MS leaves the instance not fresh (a paused process must not answer from
+ * its old graph), and its next catch-up makes it fresh again, waking waiters. */
+KW_TEST(pg_freshness_lease_expires_and_is_renewed)
+{
+    if (pg_skip("pg_freshness_lease_expires_and_is_renewed"))
+        return;
+    inst_t a;
+    memset(&a, 0, sizeof(a));
+    KW_ASSERT(inst_open(&a, pg_url()));
+    KW_ASSERT(kw_api_is_fresh(a.api));
+    /* As if the process had been stopped for longer than the lease. */
+    atomic_store(&a.api->synced_ms, kw__api_clock_ms() - KW__API_LEASE_MS - 1000);
+    KW_ASSERT(!kw_api_is_fresh(a.api));
+    KW_ASSERT_EQ(kw__api_await(a.api, 0, false), KW_EDB);
+    KW_ASSERT_EQ(kw__api_await(a.api, 0, true), KW_EDB); /* no catch-up of its own */
+    /* The follower renews it within its poll interval; a waiter is woken for it. */
+    a.api->freshness_ms = 10000; /* a bound, not a timing claim: the poll is 1 s */
+    KW_ASSERT_EQ(kw__api_await(a.api, 1, false), KW_OK);
+    KW_ASSERT(kw_api_is_fresh(a.api));
+    inst_close(&a);
+}
+
+/* An instance whose graph was loaded at R0 starts after the changelog was pruned past R0:
+ * instead of silently skipping the pruned changes it reloads the whole graph (one swap),
+ * and only then follows. */
+KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
+{
+    if (pg_skip("pg_start_behind_the_pruned_horizon_reloads_everything"))
+        return;
+    inst_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    KW_ASSERT(inst_open(&a, pg_url()));
+    char res[64];
+    snprintf(res, sizeof(res), "hzn%ld", (long)getpid());
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, res, "revoked");
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, NULL, NULL), KW_OK);
+
+    /* B as serve makes it, up to the graph load (it holds "revoked"). */
+    kw_revision_t r0 = 0;
+    KW_ASSERT_EQ(kw_store_open(pg_url(), &b.store, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_engine_new(&b.engine), KW_OK);
+    KW_ASSERT_EQ(kw_engine_set_schema(b.engine, kw_str_c(kw_api_default_schema), NULL, NULL),
+                 KW_OK);
+    KW_ASSERT_EQ(kw_store_load_relationships(b.store, load_one, b.engine, &r0), KW_OK);
+    KW_ASSERT_EQ(has_rel(&b, res, "revoked"), 1);
+
+    /* Meanwhile A revokes and grants, and the changelog is pruned past R0. */
+    rel_init(&r, KW_OP_DELETE, res, "revoked");
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, NULL, NULL), KW_OK);
+    rel_init(&r, KW_OP_TOUCH, res, "granted");
+    kw_revision_t last = 0;
+    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &last, NULL), KW_OK);
+    usleep(2000);
+    size_t n = 0;
+    kw_revision_t horizon = 0;
+    KW_ASSERT_EQ(kw_store_prune_changelog(a.store, 1000, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT(horizon >= last && last > r0);
+    kw_revision_t upto = 0;
+    KW_ASSERT_EQ(kw_store_changes_since(b.store, r0, 0, no_change, NULL, &upto, NULL), KW_EPRUNED);
+
+    KW_ASSERT_EQ(kw_keyring_new(kw_str_c("unit-test-token-secret"),
+                                kw_str_c("unit-test-master-key-of-32-bytes-at-least"), &b.keyring),
+                 KW_OK);
+    KW_ASSERT_EQ(kw_api_new(b.engine, b.store, b.keyring, &b.api), KW_OK);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(kw_api_follow_start(b.api, r0, &d), KW_OK);
+    KW_ASSERT_EQ(has_rel(&b, res, "revoked"), 0);
+    KW_ASSERT_EQ(has_rel(&b, res, "granted"), 1);
+    KW_ASSERT(kw_api_applied_revision(b.api) >= last);
+    KW_ASSERT_EQ(atomic_load(&b.api->resyncs), 1);
+    KW_ASSERT(kw_api_is_fresh(b.api));
+    KW_ASSERT_EQ(kw_engine_count(b.engine), kw_engine_count(a.engine));
     inst_close(&a);
     inst_close(&b);
 }

@@ -646,7 +646,7 @@ KW_TEST(pg_revisions_gapless_concurrent)
     KW_ASSERT(c);
     c->ordered = 1;
     kw_revision_t upto = 0;
-    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change, c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change, c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 100);
     KW_ASSERT_EQ(c->n, 200);
     KW_ASSERT(c->ordered);
@@ -703,7 +703,7 @@ static void *begin_check_commit(void *p)
     kw_revision_t upto = 0;
     o->rc = kw_store_revision(o->s, &o->seen);
     if (o->rc == KW_OK)
-        o->rc = kw_store_changes_since(o->s, 0, 0, count_change, &o->seen_changes, &upto);
+        o->rc = kw_store_changes_since(o->s, 0, 0, count_change, &o->seen_changes, &upto, NULL);
     kw_update_t up = {KW_OP_TOUCH, rel("doc", "b", "viewer", "user", "u", "")};
     if (o->rc == KW_OK)
         o->rc = kw_store_tx_rel_write(tx, &up, 1, NULL);
@@ -760,7 +760,7 @@ KW_TEST(pg_tx_holds_the_write_order_from_begin)
     KW_ASSERT_EQ(rev, 3);
     kw_revision_t upto = 0;
     size_t n = 0;
-    KW_ASSERT_EQ(kw_store_changes_since(sa, 0, 0, count_change, &n, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(sa, 0, 0, count_change, &n, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 3);
     KW_ASSERT_EQ(n, 2);
     kw_store_close(sa);
@@ -856,7 +856,7 @@ KW_TEST(pg_migrations_concurrent_and_newer_refused)
         KW_ASSERT_EQ(o[i].rc, KW_OK);
         kw_store_close(o[i].s);
     }
-    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM schema_migrations"), 1);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM schema_migrations"), 2);
     KW_ASSERT(db_sql(&d, "INSERT INTO schema_migrations (version) VALUES (999)", NULL, 0));
     kw_store_t *s = NULL;
     kw_diag_t diag;
@@ -919,34 +919,221 @@ KW_TEST(pg_changes_since_order_and_limits)
     KW_ASSERT_EQ(r4, 4);
 
     collect_list_t c = {0};
-    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 4);
     KW_ASSERT_STR_EQ(c.buf, "1Ta;1Tb;1Tc;2Db;4Td;4Da");
     /* limit 2: revision 1 (3 changes) is delivered whole, never split */
     memset(&c, 0, sizeof(c));
-    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 2, on_change_list, &c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 2, on_change_list, &c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 1);
     KW_ASSERT_STR_EQ(c.buf, "1Ta;1Tb;1Tc");
     /* from 1 with limit 2: revision 2, then revision 4 would overflow: stop at 3 */
     memset(&c, 0, sizeof(c));
-    KW_ASSERT_EQ(kw_store_changes_since(s, 1, 2, on_change_list, &c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 1, 2, on_change_list, &c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 3);
     KW_ASSERT_STR_EQ(c.buf, "2Db");
     memset(&c, 0, sizeof(c));
-    KW_ASSERT_EQ(kw_store_changes_since(s, 3, 2, on_change_list, &c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 3, 2, on_change_list, &c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 4);
     KW_ASSERT_STR_EQ(c.buf, "4Td;4Da");
     memset(&c, 0, sizeof(c));
-    KW_ASSERT_EQ(kw_store_changes_since(s, 4, 0, on_change_list, &c, &upto), KW_OK);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 4, 0, on_change_list, &c, &upto, NULL), KW_OK);
     KW_ASSERT_EQ(upto, 4);
     KW_ASSERT_EQ(c.n, 0);
     /* a callback's non-zero return stops the stream and is returned */
     memset(&c, 0, sizeof(c));
     c.stop_after = 2;
     upto = 77;
-    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto), 42);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto, NULL), 42);
     KW_ASSERT_EQ(upto, 77);
     KW_ASSERT_EQ(c.n, 2);
+    kw_store_close(s);
+    db_drop(&d);
+}
+
+/* Ages the changelog rows of revisions [lo, hi] by an hour (the database's clock decides
+ * what is old; the test moves the rows instead of the clock). */
+static int age_revisions(const testdb_t *d, kw_revision_t lo, kw_revision_t hi)
+{
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "UPDATE changelog SET at_us = at_us - 3600000000 WHERE revision BETWEEN %" PRIu64
+             " AND %" PRIu64,
+             lo, hi);
+    return db_sql(d, sql, NULL, 0);
+}
+
+static long long horizon_of(const testdb_t *d)
+{
+    return db_count(d, "SELECT pruned_through FROM changelog_horizon");
+}
+
+#define MINUTE_US INT64_C(60000000)
+
+KW_TEST(pg_changelog_prune_and_horizon)
+{
+    if (skip("pg_changelog_prune_and_horizon"))
+        return;
+    testdb_t d;
+    KW_ASSERT(db_new(&d));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(d.url, &s, NULL), KW_OK);
+    kw_revision_t r, upto, horizon = 99;
+    size_t n = 99;
+    kw_update_t b1[3] = {{KW_OP_TOUCH, rel("doc", "a", "viewer", "user", "u", "")},
+                         {KW_OP_TOUCH, rel("doc", "b", "viewer", "user", "u", "")},
+                         {KW_OP_TOUCH, rel("doc", "c", "viewer", "user", "u", "")}};
+    kw_update_t b2[1] = {{KW_OP_DELETE, rel("doc", "b", "viewer", "user", "u", "")}};
+    kw_update_t b4[2] = {{KW_OP_TOUCH, rel("doc", "d", "viewer", "user", "u", "")},
+                         {KW_OP_DELETE, rel("doc", "a", "viewer", "user", "u", "")}};
+    KW_ASSERT_EQ(commit_rels(s, b1, 3, &r), KW_OK); /* 1 */
+    KW_ASSERT_EQ(commit_rels(s, b2, 1, &r), KW_OK); /* 2 */
+    kw_store_tx_t *tx;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK); /* 3: no relationship change */
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &r, NULL), KW_OK);
+    KW_ASSERT_EQ(commit_rels(s, b4, 2, &r), KW_OK); /* 4 */
+    KW_ASSERT_EQ(r, 4);
+
+    /* Nothing is old yet: nothing pruned, horizon 0, every reader served. */
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 0);
+    KW_ASSERT_EQ(horizon, 0);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM changelog"), 6);
+    collect_list_t c = {0};
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto, NULL), KW_OK);
+    KW_ASSERT_EQ(upto, 4);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, 0, 0, &n, &horizon, NULL), KW_EINVAL);
+
+    /* Revisions 1..3 old (3 has no rows): pruned through 2, the highest revision deleted. */
+    KW_ASSERT(age_revisions(&d, 1, 3));
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 4);
+    KW_ASSERT_EQ(horizon, 2);
+    KW_ASSERT_EQ(horizon_of(&d), 2);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM changelog"), 2);
+    /* A reader below the horizon is refused, whatever rows are left; at it, served. */
+    kw_diag_t diag;
+    kw_diag_clear(&diag);
+    memset(&c, 0, sizeof(c));
+    upto = 77;
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, on_change_list, &c, &upto, &diag), KW_EPRUNED);
+    KW_ASSERT_EQ(upto, 77);
+    KW_ASSERT_EQ(c.n, 0);
+    KW_ASSERT(strstr(diag.msg, "pruned through revision 2") != NULL);
+    KW_ASSERT(strstr(diag.msg, "at revision 0") != NULL);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 1, 0, on_change_list, &c, &upto, NULL), KW_EPRUNED);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 2, 0, on_change_list, &c, &upto, NULL), KW_OK);
+    KW_ASSERT_EQ(upto, 4);
+    KW_ASSERT_STR_EQ(c.buf, "4Td;4Da");
+    memset(&c, 0, sizeof(c));
+    KW_ASSERT_EQ(kw_store_changes_since(s, 3, 0, on_change_list, &c, &upto, NULL), KW_OK);
+    KW_ASSERT_STR_EQ(c.buf, "4Td;4Da");
+
+    /* Bounded work: one row per call. The first call cuts revision 4 and the horizon
+     * covers it at once (a reader at 3 must not get half of 4); the next finishes it. */
+    KW_ASSERT(age_revisions(&d, 4, 4));
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 1, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 1);
+    KW_ASSERT_EQ(horizon, 4);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 3, 0, on_change_list, &c, &upto, NULL), KW_EPRUNED);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 1, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 1);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 1, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 0);
+    KW_ASSERT_EQ(horizon, 4);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM changelog"), 0);
+
+    /* Stops at the first row that must stay: 5 old, 6 young, 7 "old" (a clock step back)
+     * -> only 5 goes. Young rows stay however small the retention asked. */
+    kw_update_t b5[1] = {{KW_OP_TOUCH, rel("doc", "e", "viewer", "user", "u", "")}};
+    kw_update_t b6[1] = {{KW_OP_TOUCH, rel("doc", "f", "viewer", "user", "u", "")}};
+    kw_update_t b7[1] = {{KW_OP_TOUCH, rel("doc", "g", "viewer", "user", "u", "")}};
+    KW_ASSERT_EQ(commit_rels(s, b5, 1, &r), KW_OK);
+    KW_ASSERT_EQ(commit_rels(s, b6, 1, &r), KW_OK);
+    KW_ASSERT_EQ(commit_rels(s, b7, 1, &r), KW_OK);
+    KW_ASSERT_EQ(r, 7);
+    KW_ASSERT(age_revisions(&d, 5, 5));
+    KW_ASSERT(age_revisions(&d, 7, 7));
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 1);
+    KW_ASSERT_EQ(horizon, 5);
+    memset(&c, 0, sizeof(c));
+    KW_ASSERT_EQ(kw_store_changes_since(s, 5, 0, on_change_list, &c, &upto, NULL), KW_OK);
+    KW_ASSERT_STR_EQ(c.buf, "6Tf;7Tg");
+
+    /* One pruner at a time: while another session holds the lock, a call skips. */
+    PGconn *other = PQconnectdb(d.url);
+    KW_ASSERT(PQstatus(other) == CONNECTION_OK);
+    char sql[96];
+    snprintf(sql, sizeof(sql), "BEGIN; SELECT pg_advisory_xact_lock(%ld)", 0x6b777072L);
+    PGresult *res = PQexec(other, sql);
+    KW_ASSERT(PQresultStatus(res) == PGRES_TUPLES_OK);
+    PQclear(res);
+    KW_ASSERT(age_revisions(&d, 6, 6));
+    n = 99;
+    kw_diag_clear(&diag);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, &diag), KW_ECONFLICT);
+    KW_ASSERT_EQ(n, 99);
+    KW_ASSERT(strstr(diag.msg, "another instance") != NULL);
+    KW_ASSERT_EQ(horizon_of(&d), 5);
+    PQclear(PQexec(other, "COMMIT"));
+    PQfinish(other);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 2);
+    KW_ASSERT_EQ(horizon, 7);
+
+    /* The horizon decides even with no rows at all: revisions 8, 9 have none. */
+    for (int i = 0; i < 2; i++) {
+        KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+        KW_ASSERT_EQ(kw_store_tx_commit(tx, &r, NULL), KW_OK);
+    }
+    KW_ASSERT_EQ(kw_store_changes_since(s, 6, 0, on_change_list, &c, &upto, NULL), KW_EPRUNED);
+    memset(&c, 0, sizeof(c));
+    KW_ASSERT_EQ(kw_store_changes_since(s, 7, 0, on_change_list, &c, &upto, NULL), KW_OK);
+    KW_ASSERT_EQ(upto, 9);
+    KW_ASSERT_EQ(c.n, 0);
+    /* Writes go on while pruning; never blocked by it (the revision row is not touched). */
+    KW_ASSERT_EQ(commit_rels(s, b2, 1, &r), KW_OK);
+    KW_ASSERT_EQ(r, 10);
+    kw_store_close(s);
+    db_drop(&d);
+}
+
+/* A database migrated before retention existed: migration 2 gives the existing changelog
+ * rows the time it ran (kept a full retention from then) and a horizon of 0. */
+KW_TEST(pg_changelog_migration_keeps_existing_rows)
+{
+    if (skip("pg_changelog_migration_keeps_existing_rows"))
+        return;
+    testdb_t d;
+    KW_ASSERT(db_new(&d));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(d.url, &s, NULL), KW_OK);
+    kw_update_t b1[2] = {{KW_OP_TOUCH, rel("doc", "a", "viewer", "user", "u", "")},
+                         {KW_OP_TOUCH, rel("doc", "b", "viewer", "user", "u", "")}};
+    kw_revision_t r;
+    KW_ASSERT_EQ(commit_rels(s, b1, 2, &r), KW_OK);
+    kw_store_close(s);
+    /* Back to schema version 1, as an older keyward left it. */
+    KW_ASSERT(db_sql(&d,
+                     "BEGIN; DROP TABLE changelog_horizon; ALTER TABLE changelog DROP COLUMN "
+                     "at_us; DELETE FROM schema_migrations WHERE version = 2; COMMIT",
+                     NULL, 0));
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM information_schema.columns WHERE "
+                              "table_name = 'changelog' AND column_name = 'at_us'"),
+                 0);
+    KW_ASSERT_EQ(kw_store_open(d.url, &s, NULL), KW_OK);
+    KW_ASSERT_EQ(db_count(&d, "SELECT max(version) FROM schema_migrations"), 2);
+    KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM changelog WHERE abs(at_us - "
+                              "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint) < "
+                              "60000000"),
+                 2);
+    KW_ASSERT_EQ(horizon_of(&d), 0);
+    size_t n = 99;
+    kw_revision_t horizon = 99;
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, MINUTE_US, 0, &n, &horizon, NULL), KW_OK);
+    KW_ASSERT_EQ(n, 0);
+    KW_ASSERT_EQ(horizon, 0);
     kw_store_close(s);
     db_drop(&d);
 }

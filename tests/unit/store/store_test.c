@@ -688,8 +688,9 @@ KW_TEST(store_revision_per_commit_survives_reopen)
     KW_ASSERT_EQ(rev, 6);
     /* One instance per SQLite file: no changelog for followers. */
     kw_revision_t upto = 0;
-    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, no_change, NULL, &upto), KW_EUNSUPPORTED);
+    KW_ASSERT_EQ(kw_store_changes_since(s, 0, 0, no_change, NULL, &upto, NULL), KW_EUNSUPPORTED);
     KW_ASSERT_EQ(kw_store_wait_change(s, 0, &upto), KW_EUNSUPPORTED);
+    KW_ASSERT_EQ(kw_store_prune_changelog(s, 1000, 0, NULL, NULL, NULL), KW_EUNSUPPORTED);
     kw_store_close(s);
     KW_ASSERT_EQ(kw_store_open(t.url, &s, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_revision(s, &rev), KW_OK);

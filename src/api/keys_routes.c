@@ -277,6 +277,12 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                            "A key with this name and type already exists for the agent.");
         goto out;
     }
+    if (rc == KW_ENOTFOUND) {
+        /* The agent was deleted between the check and the insert (the row's foreign key
+         * refused the key): the same 404 as for an agent that never existed. */
+        agent_404(resp);
+        goto out;
+    }
     if (rc != KW_OK)
         goto fail;
     resp->status = 200;

@@ -222,3 +222,43 @@ def test_v1_burst_on_the_same_relationships(server):
     assert left == {"u%d-%s" % (i, sfx) for i in range(5, 10)}, left
     m = metrics(server)
     assert m["keyward_revision"] >= 1
+
+
+def test_key_create_racing_its_agents_delete_is_404_never_500(server):
+    """Creates on an agent fired together with the agent's delete: a create that passed its
+    permission check before the delete committed meets the row's foreign key (or a batch in
+    which the delete came first). Its answer is the agent 404, byte for byte as for an agent
+    that never existed, never a 500; afterwards the database holds no key of the agent and
+    no relationship of such a key."""
+    admin = Admin(server, server.token("root-admin", admin=True))
+    t = Tenant(server, admin)
+    bob = t.user("bob")
+    never = bob.post("/agent_api_keys", json={"agent_id": "00000000-0000-7000-8000-000000000000",
+                                              "name": "x"})
+    assert never.status_code == 404
+    seen = collections.Counter()
+    for rnd in range(15):
+        ag = bob.create_agent("doomed-%d" % rnd)
+
+        def act(i, ag=ag):
+            c = Client(server, sub=bob.sub)
+            c.headers = dict(bob.headers)
+            if i == 3:
+                return c.delete("/agents/" + ag["id"])
+            return c.post("/agent_api_keys", json={"agent_id": ag["id"], "name": "k%d" % i})
+
+        res = fire(12, act)
+        for i, r in enumerate(res):
+            assert not isinstance(r, Exception), r
+            if i == 3:
+                assert r.status_code == 200, (r.status_code, r.text)
+                continue
+            assert r.status_code in (200, 404), (rnd, i, r.status_code, r.text)
+            if r.status_code == 404:
+                assert r.content == never.content, (r.content, never.content)
+            seen[r.status_code] += 1
+        ids, rels = db_rows(server, ag["id"])
+        assert ids == [], (rnd, ids)
+        created = [r.json()["id"] for r in res if r.status_code == 200 and "api_key" in r.json()]
+        assert not any(k in rels for k in created), (rnd, created)
+    print("creates racing the delete: %r" % dict(seen))

@@ -222,7 +222,16 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     if (rc != KW_OK)
         goto fail;
     if (!ok) {
-        kw_http_resp_error(resp, 403, "Not allowed to add keys to this agent.");
+        /* Readable a moment ago (resolve_agent) but not updatable now: if it is no longer
+         * readable either, the agent was deleted in between, and the answer is its 404. */
+        bool readable = false;
+        rc = kw__api_can(api, &p, "agent", kw_str_c(ag.id), "read", &readable, NULL);
+        if (rc != KW_OK)
+            goto fail;
+        if (!readable)
+            agent_404(resp);
+        else
+            kw_http_resp_error(resp, 403, "Not allowed to add keys to this agent.");
         goto out;
     }
     if (!has_supplied) {

@@ -8,10 +8,11 @@
  * notifications for followers).
  *
  * Connections: a fixed-size pool (URL parameter pool=N, else env KEYWARD_PG_POOL, else
- * 2 x online cores; 2..256) with a mutex+condvar free list. Connections are made lazily;
- * a broken one (PQstatus != CONNECTION_OK) is reset on checkout, and a statement that
- * fails because the connection died (a server restart) is retried once on a fresh
- * connection when nothing of a transaction was lost by it. Every connection gets
+ * 2 x online cores; 2..256; `keyward serve` adds pool=<its thread count> to a URL when
+ * neither is set) with a mutex+condvar free list. Connections are made lazily; a broken
+ * one (PQstatus != CONNECTION_OK) is reset on checkout, and a statement that fails because
+ * the connection died (a server restart) is retried once on a fresh connection when
+ * nothing of a transaction was lost by it. Every connection gets
  * connect_timeout=3, TCP keepalives and tcp_user_timeout, statement_timeout=5s, so an
  * outage surfaces as KW_EDB within seconds, never as a hang.
  *

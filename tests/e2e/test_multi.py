@@ -661,3 +661,30 @@ def test_behind_pruned_horizon_resyncs_by_itself_never_stale(pruning_pair):
     # And B follows A again, change by change.
     ag2 = bob_a.create_agent("after")
     assert wait_status(bob_b, "/agents/" + ag2["id"], 200) is not None
+
+
+def test_pool_defaults_to_the_thread_count(tmp_path):
+    """Without pool=N in the URL or KEYWARD_PG_POOL, an instance gets one connection per HTTP
+    worker thread (requests in flight), at least 2; an explicit setting always wins."""
+    import re
+    base = Server(tmp_path / "base")
+    base.start()
+    base.kill()
+    sep = "&" if "?" in base.db else "?"
+    cases = [([], {}, base.db, 16),
+             (["--threads", "5"], {}, base.db, 5),
+             (["--threads", "1"], {}, base.db, 2),
+             (["--threads", "9"], {"KEYWARD_PG_POOL": "3"}, base.db, 3),
+             (["--threads", "9"], {}, base.db + sep + "pool=7", 7)]
+    for i, (args, env, db, want) in enumerate(cases):
+        s = Server(tmp_path / ("s%d" % i), db=db, secret=base.secret, extra_args=args,
+                   env_extra=env)
+        s.start()
+        try:
+            r = Client(s).get("/healthz")
+            assert r.status_code == 200
+        finally:
+            s.kill()
+        log = open(s.stderr_path, encoding="utf-8", errors="replace").read()
+        got = re.findall(r"pool of (\d+) connections", log)
+        assert got and int(got[0]) == want, (args, env, db, got)

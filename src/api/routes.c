@@ -84,71 +84,67 @@ const kw_http_route_t *kw_api_routes(size_t *n)
     return routes;
 }
 
+/* One unlabelled sample in the Prometheus text format, with its HELP and TYPE lines. */
+static void metric_u64(kw_buf_t *out, const char *name, const char *type, const char *help,
+                       uint64_t v)
+{
+    kw_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type,
+                  name, v);
+}
+
+static uint64_t relaxed(_Atomic uint64_t *v)
+{
+    return atomic_load_explicit(v, memory_order_relaxed);
+}
+
 void kw_api_metrics(kw_buf_t *out, void *ud)
 {
     kw_api_t *api = ud;
     kw_buf_puts(out, "# HELP keyward_checks_total Permission checks performed by the API.\n"
                      "# TYPE keyward_checks_total counter\n");
     kw_buf_printf(out, "keyward_checks_total{result=\"allowed\"} %" PRIu64 "\n",
-                  atomic_load_explicit(&api->checks_allowed, memory_order_relaxed));
+                  relaxed(&api->checks_allowed));
     kw_buf_printf(out, "keyward_checks_total{result=\"denied\"} %" PRIu64 "\n",
-                  atomic_load_explicit(&api->checks_denied, memory_order_relaxed));
+                  relaxed(&api->checks_denied));
     kw_buf_printf(out, "keyward_checks_total{result=\"error\"} %" PRIu64 "\n",
-                  atomic_load_explicit(&api->checks_error, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_relationships Relationships in the authorization graph.\n"
-                     "# TYPE keyward_relationships gauge\n");
-    kw_buf_printf(out, "keyward_relationships %zu\n", kw_engine_count(api->engine));
-    kw_buf_puts(out, "# HELP keyward_revision Store revision the authorization graph reflects.\n"
-                     "# TYPE keyward_revision gauge\n");
-    kw_buf_printf(out, "keyward_revision %" PRIu64 "\n", (uint64_t)kw__api_applied(api));
-    kw_buf_puts(out, "# HELP keyward_fresh 1 when the graph is caught up with the database.\n"
-                     "# TYPE keyward_fresh gauge\n");
-    kw_buf_printf(out, "keyward_fresh %d\n", kw_api_is_fresh(api) ? 1 : 0);
-    kw_buf_puts(out, "# HELP keyward_write_batches_total Store transactions committed by the "
-                     "write path (group commit: one per batch of writes).\n"
-                     "# TYPE keyward_write_batches_total counter\n");
-    kw_buf_printf(out, "keyward_write_batches_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->group_batches, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_write_batch_jobs_total Writes carried by those "
-                     "transactions (jobs / batches = mean batch size).\n"
-                     "# TYPE keyward_write_batch_jobs_total counter\n");
-    kw_buf_printf(out, "keyward_write_batch_jobs_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->group_jobs, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_write_batch_max_jobs The largest batch committed.\n"
-                     "# TYPE keyward_write_batch_max_jobs gauge\n");
-    kw_buf_printf(out, "keyward_write_batch_max_jobs %" PRIu64 "\n",
-                  atomic_load_explicit(&api->group_max_jobs, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_write_deferred_total Writes moved to a later batch because "
-                     "an earlier write of the batch changed the same relationship.\n"
-                     "# TYPE keyward_write_deferred_total counter\n");
-    kw_buf_printf(out, "keyward_write_deferred_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->group_deferred, memory_order_relaxed));
-    /* Changelog retention (follow.c; stay 0 on SQLite). */
-    kw_buf_puts(out, "# HELP keyward_changelog_pruned_rows_total Changelog rows this instance "
-                     "pruned.\n"
-                     "# TYPE keyward_changelog_pruned_rows_total counter\n");
-    kw_buf_printf(out, "keyward_changelog_pruned_rows_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->changelog_pruned, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_changelog_horizon Highest revision whose changes may be "
-                     "pruned, as this instance last saw it.\n"
-                     "# TYPE keyward_changelog_horizon gauge\n");
-    kw_buf_printf(out, "keyward_changelog_horizon %" PRIu64 "\n",
-                  atomic_load_explicit(&api->changelog_horizon, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_resyncs_total Full reloads of the graph after falling "
-                     "behind the pruned changelog.\n"
-                     "# TYPE keyward_resyncs_total counter\n");
-    kw_buf_printf(out, "keyward_resyncs_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->resyncs, memory_order_relaxed));
-    kw_buf_puts(out, "# HELP keyward_follower_wakeups_total Times the follower was woken by a "
-                     "change notification (LISTEN/NOTIFY) rather than its 1 s poll.\n"
-                     "# TYPE keyward_follower_wakeups_total counter\n");
-    kw_buf_printf(out, "keyward_follower_wakeups_total %" PRIu64 "\n",
-                  atomic_load_explicit(&api->wakeups, memory_order_relaxed));
+                  relaxed(&api->checks_error));
+    metric_u64(out, "keyward_relationships", "gauge", "Relationships in the authorization graph.",
+               (uint64_t)kw_engine_count(api->engine));
+    metric_u64(out, "keyward_revision", "gauge", "Store revision the authorization graph reflects.",
+               (uint64_t)kw__api_applied(api));
+    metric_u64(out, "keyward_fresh", "gauge", "1 when the graph is caught up with the database.",
+               kw_api_is_fresh(api) ? 1 : 0);
+    /* Group commit (common.c). */
+    metric_u64(out, "keyward_write_batches_total", "counter",
+               "Store transactions committed by the write path (group commit: one per batch of "
+               "writes).",
+               relaxed(&api->group_batches));
+    metric_u64(out, "keyward_write_batch_jobs_total", "counter",
+               "Writes carried by those transactions (jobs / batches = mean batch size).",
+               relaxed(&api->group_jobs));
+    metric_u64(out, "keyward_write_batch_max_jobs", "gauge", "The largest batch committed.",
+               relaxed(&api->group_max_jobs));
+    metric_u64(out, "keyward_write_deferred_total", "counter",
+               "Writes moved to a later batch because an earlier write of the batch changed the "
+               "same relationship.",
+               relaxed(&api->group_deferred));
+    /* Changelog retention and the follower (follow.c; stay 0 on SQLite). */
+    metric_u64(out, "keyward_changelog_pruned_rows_total", "counter",
+               "Changelog rows this instance pruned.", relaxed(&api->changelog_pruned));
+    metric_u64(out, "keyward_changelog_horizon", "gauge",
+               "Highest revision whose changes may be pruned, as this instance last saw it.",
+               relaxed(&api->changelog_horizon));
+    metric_u64(out, "keyward_resyncs_total", "counter",
+               "Full reloads of the graph after falling behind the pruned changelog.",
+               relaxed(&api->resyncs));
+    metric_u64(out, "keyward_follower_wakeups_total", "counter",
+               "Times the follower was woken by a change notification (LISTEN/NOTIFY) rather "
+               "than its 1 s poll.",
+               relaxed(&api->wakeups));
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
     kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n",
-                  (double)atomic_load_explicit(&api->last_resync_ms, memory_order_relaxed) /
-                      1000.0);
+                  (double)relaxed(&api->last_resync_ms) / 1000.0);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

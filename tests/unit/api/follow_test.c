@@ -15,64 +15,8 @@
 
 #include "api/api_int.h"
 #include "kw_test.h"
+#include "test_inst.h"
 
-typedef struct inst {
-    kw_store_t *store;
-    kw_engine_t *engine;
-    kw_keyring_t *keyring;
-    kw_api_t *api;
-    char path[128];
-} inst_t;
-
-static int load_one(const kw_rel_t *rel, void *ud)
-{
-    kw_update_t u = {KW_OP_TOUCH, *rel};
-    return kw_engine_write(ud, &u, 1, NULL, 0, 0, NULL, NULL) == KW_OK ? 0 : 1;
-}
-
-/* An instance as `serve` makes it: store, default schema, graph loaded at R0, follower. */
-static int inst_open(inst_t *in, const char *url)
-{
-    kw_revision_t r0 = 0;
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    if (kw_store_open(url, &in->store, &d) != KW_OK) {
-        fprintf(stderr, "  open %s: %s\n", url, d.msg);
-        return 0;
-    }
-    if (kw_engine_new(&in->engine) != KW_OK ||
-        kw_engine_set_schema(in->engine, kw_str_c(kw_api_default_schema), NULL, NULL) != KW_OK ||
-        kw_store_load_relationships(in->store, load_one, in->engine, &r0) != KW_OK ||
-        kw_keyring_new(kw_str_c("unit-test-token-secret"),
-                       kw_str_c("unit-test-master-key-of-32-bytes-at-least"),
-                       &in->keyring) != KW_OK ||
-        kw_api_new(in->engine, in->store, in->keyring, &in->api) != KW_OK)
-        return 0;
-    return kw_api_follow_start(in->api, r0, &d) == KW_OK;
-}
-
-static void inst_close(inst_t *in)
-{
-    kw_api_free(in->api);
-    if (in->engine)
-        kw_engine_free(in->engine);
-    if (in->keyring)
-        kw_keyring_free(in->keyring);
-    if (in->store)
-        kw_store_close(in->store);
-    if (in->path[0])
-        unlink(in->path);
-}
-
-static int sqlite_inst(inst_t *in)
-{
-    memset(in, 0, sizeof(*in));
-    snprintf(in->path, sizeof(in->path), "/tmp/kw_follow_test_%ld.db", (long)getpid());
-    unlink(in->path);
-    char url[160];
-    snprintf(url, sizeof(url), "sqlite:%s", in->path);
-    return inst_open(in, url);
-}
 
 typedef struct {
     kw_update_t u;
@@ -106,7 +50,7 @@ static int count_cb(const kw_rel_t *rel, void *ud)
 }
 
 /* How many account:<res>#member@user:<sub> the instance's graph holds (0 or 1). */
-static int has_rel(inst_t *in, const char *res, const char *sub)
+static int has_rel(kw_ti_t *in, const char *res, const char *sub)
 {
     kw_filter_t f;
     memset(&f, 0, sizeof(f));
@@ -149,8 +93,8 @@ KW_TEST(parse_revision_is_strict_decimal_within_bigint)
 
 KW_TEST(sqlite_applied_revision_is_the_store_revision_of_the_last_commit)
 {
-    inst_t in;
-    KW_ASSERT(sqlite_inst(&in));
+    kw_ti_t in;
+    KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
     KW_ASSERT(!in.api->follows); /* one instance per file: no follower */
     KW_ASSERT(kw_api_is_fresh(in.api));
     kw_revision_t store_rev = 0, rev = 0;
@@ -167,7 +111,7 @@ KW_TEST(sqlite_applied_revision_is_the_store_revision_of_the_last_commit)
     KW_ASSERT_EQ(rev, store_rev);
     KW_ASSERT_EQ(kw_api_applied_revision(in.api), rev);
     KW_ASSERT_EQ(has_rel(&in, "acme", "alice"), 1);
-    inst_close(&in);
+    kw_ti_close(&in);
 }
 
 typedef struct {
@@ -188,8 +132,8 @@ static void *wait_main(void *arg)
 
 KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
 {
-    inst_t in;
-    KW_ASSERT(sqlite_inst(&in));
+    kw_ti_t in;
+    KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
     kw_revision_t at = kw_api_applied_revision(in.api);
     KW_ASSERT_EQ(kw__api_await(in.api, at, false), KW_OK);
     KW_ASSERT_EQ(kw__api_await(in.api, 0, true), KW_OK);
@@ -213,13 +157,13 @@ KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
     KW_ASSERT_EQ(rev, at + 1);
     KW_ASSERT_EQ(w.rc, KW_OK);
     KW_ASSERT(w.took < 2.0);
-    inst_close(&in);
+    kw_ti_close(&in);
 }
 
 KW_TEST(not_fresh_answers_unavailable_even_for_reached_revisions)
 {
-    inst_t in;
-    KW_ASSERT(sqlite_inst(&in));
+    kw_ti_t in;
+    KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
     in.api->freshness_ms = 50;
     atomic_store(&in.api->fresh, false);
     KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_EDB); /* at once */
@@ -227,7 +171,7 @@ KW_TEST(not_fresh_answers_unavailable_even_for_reached_revisions)
     KW_ASSERT(!kw_api_is_fresh(in.api));
     atomic_store(&in.api->fresh, true);
     KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_OK);
-    inst_close(&in);
+    kw_ti_close(&in);
 }
 
 /* ---- two instances over one PostgreSQL database ---- */
@@ -250,11 +194,11 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
 {
     if (pg_skip("pg_follower_applies_the_other_instances_commits"))
         return;
-    inst_t a, b;
+    kw_ti_t a, b;
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
-    KW_ASSERT(inst_open(&a, pg_url()));
-    KW_ASSERT(inst_open(&b, pg_url()));
+    KW_ASSERT(kw_ti_open(&a, pg_url()));
+    KW_ASSERT(kw_ti_open(&b, pg_url()));
     KW_ASSERT(a.api->follows && b.api->follows);
     char res[64];
     snprintf(res, sizeof(res), "fol%ld", (long)getpid());
@@ -285,19 +229,19 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     KW_ASSERT_EQ(kw_store_revision(b.store, &cur), KW_OK);
     KW_ASSERT_EQ(kw__api_await(b.api, 0, true), KW_OK);
     KW_ASSERT(kw_api_applied_revision(b.api) >= cur);
-    inst_close(&a);
-    inst_close(&b);
+    kw_ti_close(&a);
+    kw_ti_close(&b);
 }
 
 KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
 {
     if (pg_skip("pg_local_write_catches_up_over_a_revision_it_has_not_applied"))
         return;
-    inst_t a, b;
+    kw_ti_t a, b;
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
-    KW_ASSERT(inst_open(&a, pg_url()));
-    KW_ASSERT(inst_open(&b, pg_url()));
+    KW_ASSERT(kw_ti_open(&a, pg_url()));
+    KW_ASSERT(kw_ti_open(&b, pg_url()));
     /* B stops following: A's next commit is a revision B has not applied when B writes */
     kw_api_follow_stop(b.api);
     char res[64];
@@ -314,8 +258,8 @@ KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
     KW_ASSERT_EQ(has_rel(&b, res, "from-a"), 1);
     KW_ASSERT_EQ(has_rel(&b, res, "from-b"), 1);
     KW_ASSERT(kw_api_applied_revision(b.api) >= rev_b);
-    inst_close(&a);
-    inst_close(&b);
+    kw_ti_close(&a);
+    kw_ti_close(&b);
 }
 
 static int no_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud)
@@ -334,9 +278,9 @@ KW_TEST(pg_freshness_lease_expires_and_is_renewed)
 {
     if (pg_skip("pg_freshness_lease_expires_and_is_renewed"))
         return;
-    inst_t a;
+    kw_ti_t a;
     memset(&a, 0, sizeof(a));
-    KW_ASSERT(inst_open(&a, pg_url()));
+    KW_ASSERT(kw_ti_open(&a, pg_url()));
     KW_ASSERT(kw_api_is_fresh(a.api));
     /* As if the process had been stopped for longer than the lease. */
     atomic_store(&a.api->synced_ms, kw__api_clock_ms() - KW__API_LEASE_MS - 1000);
@@ -347,7 +291,7 @@ KW_TEST(pg_freshness_lease_expires_and_is_renewed)
     a.api->freshness_ms = 10000; /* a bound, not a timing claim: the poll is 1 s */
     KW_ASSERT_EQ(kw__api_await(a.api, 1, false), KW_OK);
     KW_ASSERT(kw_api_is_fresh(a.api));
-    inst_close(&a);
+    kw_ti_close(&a);
 }
 
 /* An instance whose graph was loaded at R0 starts after the changelog was pruned past R0:
@@ -357,10 +301,10 @@ KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
 {
     if (pg_skip("pg_start_behind_the_pruned_horizon_reloads_everything"))
         return;
-    inst_t a, b;
+    kw_ti_t a, b;
     memset(&a, 0, sizeof(a));
     memset(&b, 0, sizeof(b));
-    KW_ASSERT(inst_open(&a, pg_url()));
+    KW_ASSERT(kw_ti_open(&a, pg_url()));
     char res[64];
     snprintf(res, sizeof(res), "hzn%ld", (long)getpid());
     one_rel_t r;
@@ -373,7 +317,7 @@ KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
     KW_ASSERT_EQ(kw_engine_new(&b.engine), KW_OK);
     KW_ASSERT_EQ(kw_engine_set_schema(b.engine, kw_str_c(kw_api_default_schema), NULL, NULL),
                  KW_OK);
-    KW_ASSERT_EQ(kw_store_load_relationships(b.store, load_one, b.engine, &r0), KW_OK);
+    KW_ASSERT_EQ(kw_store_load_relationships(b.store, kw_ti_load_one, b.engine, &r0), KW_OK);
     KW_ASSERT_EQ(has_rel(&b, res, "revoked"), 1);
 
     /* Meanwhile A revokes and grants, and the changelog is pruned past R0. */
@@ -403,6 +347,6 @@ KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
     KW_ASSERT_EQ(atomic_load(&b.api->resyncs), 1);
     KW_ASSERT(kw_api_is_fresh(b.api));
     KW_ASSERT_EQ(kw_engine_count(b.engine), kw_engine_count(a.engine));
-    inst_close(&a);
-    inst_close(&b);
+    kw_ti_close(&a);
+    kw_ti_close(&b);
 }

@@ -14,65 +14,12 @@
 
 #include "api/api_int.h"
 #include "kw_test.h"
-
-typedef struct ginst {
-    kw_store_t *store;
-    kw_engine_t *engine;
-    kw_keyring_t *keyring;
-    kw_api_t *api;
-    char path[128];
-} ginst_t;
-
-static int g_load_one(const kw_rel_t *rel, void *ud)
-{
-    kw_update_t u = {KW_OP_TOUCH, *rel};
-    return kw_engine_write(ud, &u, 1, NULL, 0, 0, NULL, NULL) == KW_OK ? 0 : 1;
-}
-
-static int ginst_open(ginst_t *in, const char *url)
-{
-    kw_revision_t r0 = 0;
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    if (kw_store_open(url, &in->store, &d) != KW_OK) {
-        fprintf(stderr, "  open %s: %s\n", url, d.msg);
-        return 0;
-    }
-    if (kw_engine_new(&in->engine) != KW_OK ||
-        kw_engine_set_schema(in->engine, kw_str_c(kw_api_default_schema), NULL, NULL) != KW_OK ||
-        kw_store_load_relationships(in->store, g_load_one, in->engine, &r0) != KW_OK ||
-        kw_keyring_new(kw_str_c("unit-test-token-secret"),
-                       kw_str_c("unit-test-master-key-of-32-bytes-at-least"),
-                       &in->keyring) != KW_OK ||
-        kw_api_new(in->engine, in->store, in->keyring, &in->api) != KW_OK)
-        return 0;
-    return kw_api_follow_start(in->api, r0, &d) == KW_OK;
-}
-
-static void ginst_close(ginst_t *in)
-{
-    kw_api_free(in->api);
-    if (in->engine)
-        kw_engine_free(in->engine);
-    if (in->keyring)
-        kw_keyring_free(in->keyring);
-    if (in->store)
-        kw_store_close(in->store);
-    if (in->path[0])
-        unlink(in->path);
-}
+#include "test_inst.h"
 
 /* SQLite on a temporary file, or PostgreSQL when pg (and KEYWARD_PG_URL is set). */
-static int ginst_make(ginst_t *in, bool pg)
+static int ginst_make(kw_ti_t *in, bool pg)
 {
-    memset(in, 0, sizeof(*in));
-    if (pg)
-        return ginst_open(in, getenv("KEYWARD_PG_URL"));
-    snprintf(in->path, sizeof(in->path), "/tmp/kw_group_test_%ld.db", (long)getpid());
-    unlink(in->path);
-    char url[160];
-    snprintf(url, sizeof(url), "sqlite:%s", in->path);
-    return ginst_open(in, url);
+    return pg ? kw_ti_open(in, getenv("KEYWARD_PG_URL")) : kw_ti_sqlite(in, "group_test");
 }
 
 static bool pg_skip(const char *name)
@@ -92,7 +39,7 @@ typedef enum {
 } job_kind_t;
 
 typedef struct job {
-    ginst_t *in;
+    kw_ti_t *in;
     job_kind_t kind;
     unsigned flags;
     char res[64], sub[64];
@@ -103,7 +50,7 @@ typedef struct job {
     pthread_t th;
 } job_t;
 
-static void job_init(job_t *j, ginst_t *in, job_kind_t kind, unsigned flags, const char *res,
+static void job_init(job_t *j, kw_ti_t *in, job_kind_t kind, unsigned flags, const char *res,
                      const char *sub)
 {
     memset(j, 0, sizeof(*j));
@@ -170,7 +117,7 @@ static int stored_cb(const kw_rel_t *rel, void *ud)
 }
 
 /* Relationships of account:<res> in the store. */
-static int stored(ginst_t *in, const char *res)
+static int stored(kw_ti_t *in, const char *res)
 {
     stored_t s = {res, 0};
     kw_revision_t r;
@@ -184,7 +131,7 @@ static int count_cb(const kw_rel_t *rel, void *ud)
     return 0;
 }
 
-static int graph_count(ginst_t *in, const char *res, const char *sub)
+static int graph_count(kw_ti_t *in, const char *res, const char *sub)
 {
     kw_filter_t f;
     memset(&f, 0, sizeof(f));
@@ -211,7 +158,7 @@ static int graph_count(ginst_t *in, const char *res, const char *sub)
 static void batch_scenario(int *kw_failed_, bool pg)
 {
     static int round;
-    ginst_t in;
+    kw_ti_t in;
     KW_ASSERT(ginst_make(&in, pg));
     char res[64];
     snprintf(res, sizeof(res), "grp%ld_%d_%d", (long)getpid(), pg, ++round);
@@ -256,7 +203,7 @@ static void batch_scenario(int *kw_failed_, bool pg)
     kw_revision_t store_rev = 0;
     KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
     KW_ASSERT_EQ(store_rev, jobs[2].rev);
-    ginst_close(&in);
+    kw_ti_close(&in);
 }
 
 /* A KW__WRITE_ALONE writer never shares its transaction: queued between two ordinary
@@ -264,7 +211,7 @@ static void batch_scenario(int *kw_failed_, bool pg)
 static void alone_scenario(int *kw_failed_, bool pg)
 {
     static int round;
-    ginst_t in;
+    kw_ti_t in;
     KW_ASSERT(ginst_make(&in, pg));
     char res[64];
     snprintf(res, sizeof(res), "aln%ld_%d_%d", (long)getpid(), pg, ++round);
@@ -287,7 +234,7 @@ static void alone_scenario(int *kw_failed_, bool pg)
     KW_ASSERT(jobs[2].rev > jobs[1].rev);
     KW_ASSERT(jobs[3].rev > jobs[2].rev);
     KW_ASSERT_EQ(graph_count(&in, res, NULL), 4);
-    ginst_close(&in);
+    kw_ti_close(&in);
 }
 
 KW_TEST(group_commit_sqlite_one_revision_failures_alone_repeats_deferred)

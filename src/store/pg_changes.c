@@ -121,17 +121,7 @@ static int emit_changes(PGresult *r, int n, kw_rel_change_cb cb, void *ud)
 /* The pruned horizon on c (inside the caller's snapshot or transaction). */
 static int read_horizon(kw__pg_conn_t *c, kw_revision_t *horizon)
 {
-    kw__pg_params_t p = {0};
-    PGresult *r;
-    int rc = kw__pg_run(c, KW__PG_ST_HORIZON, &p, &r);
-    if (rc != KW_OK)
-        return rc;
-    if (PQntuples(r) == 1)
-        *horizon = (kw_revision_t)kw__pg_col_i64(r, 0, 0);
-    else
-        rc = KW_EDB;
-    PQclear(r);
-    return rc;
+    return kw__pg_one_revision(c, KW__PG_ST_HORIZON, horizon);
 }
 
 int kw__pg_changes_since(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,

@@ -160,6 +160,8 @@ int kw__pg_begin_on(kw__pg_store_t *s, const char *begin_sql, kw__pg_conn_t **ou
 
 /* ---- pg_read.c: the revision, reads (kw_store_ops_t entries) ---- */
 
+/* Runs parameterless statement `st` on c, which must answer one row of one BIGINT. */
+int kw__pg_one_revision(kw__pg_conn_t *c, int st, kw_revision_t *rev);
 int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev);
 int kw__pg_revision(kw_store_t *base, kw_revision_t *rev);
 int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev);

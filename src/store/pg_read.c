@@ -78,11 +78,11 @@ static int row_key(const PGresult *r, int row, kw_arena_t *a, kw_apikey_t *out)
 
 /* ---- relationships at startup, revision ---- */
 
-int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev)
+int kw__pg_one_revision(kw__pg_conn_t *c, int st, kw_revision_t *rev)
 {
     kw__pg_params_t p = {0};
     PGresult *r;
-    int rc = kw__pg_run(c, KW__PG_ST_REVISION, &p, &r);
+    int rc = kw__pg_run(c, st, &p, &r);
     if (rc != KW_OK)
         return rc;
     if (PQntuples(r) == 1)
@@ -91,6 +91,11 @@ int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev)
         rc = KW_EDB;
     PQclear(r);
     return rc;
+}
+
+int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev)
+{
+    return kw__pg_one_revision(c, KW__PG_ST_REVISION, rev);
 }
 
 int kw__pg_revision(kw_store_t *base, kw_revision_t *rev)

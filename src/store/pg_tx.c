@@ -39,17 +39,7 @@
 /* Bumps the revision on c, inside its transaction: KW_OK with *rev set, or an error. */
 static int bump_revision(kw__pg_conn_t *c, kw_revision_t *rev)
 {
-    kw__pg_params_t p = {0};
-    PGresult *r;
-    int rc = kw__pg_run(c, KW__PG_ST_TX_REVISION, &p, &r);
-    if (rc != KW_OK)
-        return rc;
-    if (PQntuples(r) == 1)
-        *rev = (kw_revision_t)kw__pg_col_i64(r, 0, 0);
-    else
-        rc = KW_EDB;
-    PQclear(r);
-    return rc;
+    return kw__pg_one_revision(c, KW__PG_ST_TX_REVISION, rev);
 }
 
 /* BEGIN, then take the global write order (KW__PG_ST_TX_REVISION) before anything else: this

@@ -225,8 +225,8 @@ static void renew_lease(kw_api_t *api, int64_t t0)
 
 /* ---- schema ---- */
 
-/* Under write_mu: installs the stored schema when it differs from the one last seen. */
-static int schema_sync(kw_api_t *api, kw_diag_t *diag)
+/* meta "schema" into `out` (empty when unset). */
+static int stored_schema(kw_api_t *api, kw_buf_t *out)
 {
     kw_arena_t *a = kw_arena_new(0);
     char *val = NULL;
@@ -238,15 +238,34 @@ static int schema_sync(kw_api_t *api, kw_diag_t *diag)
         rc = KW_OK;
         len = 0;
     }
-    if (rc == KW_OK && len > 0 &&
-        !(len == api->schema_seen.len && memcmp(val, api->schema_seen.ptr, len) == 0)) {
+    out->len = 0;
+    if (rc == KW_OK && len > 0)
+        kw_buf_append(out, val, len);
+    kw_arena_free(a);
+    if (rc == KW_OK && out->failed)
+        rc = KW_ENOMEM;
+    return rc;
+}
+
+static bool same_text(const kw_buf_t *a, const kw_buf_t *b)
+{
+    return a->len == b->len && (a->len == 0 || memcmp(a->ptr, b->ptr, a->len) == 0);
+}
+
+/* Under write_mu: installs the stored schema when it differs from the one last seen. */
+static int schema_sync(kw_api_t *api, kw_diag_t *diag)
+{
+    kw_buf_t text;
+    kw_buf_init(&text);
+    int rc = stored_schema(api, &text);
+    if (rc == KW_OK && text.len > 0 && !same_text(&text, &api->schema_seen)) {
         kw_revision_t applied = kw__api_applied(api);
-        rc = kw_engine_set_schema(api->engine, (kw_str_t){val, len}, NULL, diag);
+        rc = kw_engine_set_schema(api->engine, (kw_str_t){text.ptr, text.len}, NULL, diag);
         if (rc == KW_OK)
             rc = kw_api_check_schema(api->engine, diag);
         if (rc == KW_OK) {
             api->schema_seen.len = 0;
-            kw_buf_append(&api->schema_seen, val, len);
+            kw_buf_append(&api->schema_seen, text.ptr, text.len);
             if (api->schema_seen.failed)
                 rc = KW_ENOMEM;
         }
@@ -261,7 +280,7 @@ static int schema_sync(kw_api_t *api, kw_diag_t *diag)
                    "): %s: %s; staying not fresh",
                    (uint64_t)applied, kw_err_name(rc), diag && diag->msg[0] ? diag->msg : "");
     }
-    kw_arena_free(a);
+    kw_buf_free(&text);
     return rc;
 }
 
@@ -410,33 +429,6 @@ static int store_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *re
     if (rc == KW_OK)
         f->rev = *rev;
     return rc;
-}
-
-/* meta "schema" into `out` (empty when unset). */
-static int stored_schema(kw_api_t *api, kw_buf_t *out)
-{
-    kw_arena_t *a = kw_arena_new(0);
-    char *val = NULL;
-    size_t len = 0;
-    if (!a)
-        return KW_ENOMEM;
-    int rc = kw_store_meta_get(api->store, "schema", a, &val, &len);
-    if (rc == KW_ENOTFOUND) {
-        rc = KW_OK;
-        len = 0;
-    }
-    out->len = 0;
-    if (rc == KW_OK && len > 0)
-        kw_buf_append(out, val, len);
-    kw_arena_free(a);
-    if (rc == KW_OK && out->failed)
-        rc = KW_ENOMEM;
-    return rc;
-}
-
-static bool same_text(const kw_buf_t *a, const kw_buf_t *b)
-{
-    return a->len == b->len && (a->len == 0 || memcmp(a->ptr, b->ptr, a->len) == 0);
 }
 
 /* Can the routes work with `text`? Tried on a scratch engine, before it goes live. */

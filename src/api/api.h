@@ -33,6 +33,15 @@ void kw_api_free(kw_api_t *api);
 /* The route table of the service (static storage); *n gets its length. */
 const kw_http_route_t *kw_api_routes(size_t *n);
 
+/* kw_http_error_fn for kw_http_config_t.error_fn (api/errors.c): the errors the server
+ * makes itself in the contract's {"detail": msg}; under /v1 in SpiceDB's gateway shape. */
+void kw_api_http_error(const kw_http_req_t *req, int status, const char *msg, kw_http_resp_t *resp,
+                       void *ud);
+/* kw_http_headers_fn for kw_http_config_t.on_headers (api/auth.c): authenticates from
+ * the headers alone, before the server reads a body (401 at once; /v1 in its shape),
+ * and keeps the principal on the request for the handler. Public routes pass. */
+bool kw_api_on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
 /* kw_http_metrics_fn for kw_http_config_t.metrics_fn (ud = the kw_api_t): appends
  * keyward_checks_total{result} and the keyward_relationships gauge. */
 void kw_api_metrics(kw_buf_t *out, void *ud);

@@ -101,9 +101,19 @@ typedef struct kw__principal {
     bool admin;           /* JWT claim admin: true */
 } kw__principal_t;
 
+/* kw_http_route_t.flags: the route answers without credentials (no on_headers auth). */
+#define KW__ROUTE_PUBLIC 1u
+
+/* ---- errors.c ---- */
+/* Is the raw path under /v1 (SpiceDB's gateway error shape)? */
+bool kw__api_is_v1_path(kw_str_t path);
+/* {"detail": msg, "code": <gRPC code for status>, "message": msg}. */
+void kw__api_v1_error(kw_http_resp_t *resp, int status, const char *msg);
+
 /* ---- auth.c ---- */
-/* Authenticates the request. On failure writes the 401 (or 503 when the database is
- * down) into resp and returns false. Sets req->log_subject. */
+/* Authenticates the request (or takes what kw_api_on_headers already found: req->auth).
+ * On failure writes the 401 (or 503 when the database is down) into resp and returns
+ * false. Sets req->log_subject. */
 bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p);
 
 /* ---- common.c ---- */

@@ -130,6 +130,11 @@ static int auth_key(kw_api_t *api, kw_http_req_t *req, kw_str_t key, kw__princip
 
 bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p)
 {
+    if (req->auth) { /* kw_api_on_headers authenticated this request already */
+        *p = *(const kw__principal_t *)req->auth;
+        req->log_subject = p->subject_text;
+        return true;
+    }
     memset(p, 0, sizeof(*p));
     const char *authz = kw_http_header(req, "authorization");
     const char *xkey = kw_http_header(req, "x-agent-api-key");
@@ -170,4 +175,31 @@ bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__p
     }
     req->log_subject = p->subject_text;
     return true;
+}
+
+bool kw_api_on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    /* Public routes need no credentials; `{id}` = "name" is the by-name route without its
+     * name, a 404 that the handler gives before authentication. */
+    if ((req->route_flags & KW__ROUTE_PUBLIC) ||
+        (req->n_params >= 1 && kw_str_eq_c(req->params[0], "name")))
+        return true;
+    kw__principal_t p;
+    if (kw__api_auth(api, req, resp, &p)) {
+        kw__principal_t *keep = kw_arena_alloc(req->arena, sizeof(*keep));
+        if (keep) { /* else the handler authenticates again */
+            *keep = p;
+            req->auth = keep;
+        }
+        return true;
+    }
+    if (kw__api_is_v1_path(req->path)) { /* the answers of v1.c's v1_begin */
+        int st = resp->status == 401 || resp->status == 503 ? resp->status : 500;
+        kw__api_v1_error(resp, st,
+                         st == 401   ? KW__MSG_UNAUTH
+                         : st == 503 ? KW__MSG_DB
+                                     : KW__MSG_INTERNAL);
+    }
+    return false;
 }

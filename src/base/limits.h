@@ -21,5 +21,8 @@
 #define KW_MAX_PRECONDITIONS 1000
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
+/* HTTP request line + headers (431 past it) and header fields per request. */
+#define KW_MAX_HEADER_BYTES (64u * 1024u)
+#define KW_MAX_HEADERS 128
 
 #endif

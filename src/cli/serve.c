@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "base/log.h"
@@ -53,6 +54,12 @@ static void usage(FILE *f)
                "\n"
                "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
                "in the database)\n");
+    fprintf(f, "\n  HTTP limits (docs/DEPLOYMENT.md, \"Security\"): --max-conns N (4096), "
+               "--max-conns-per-addr N (256),\n  --header-timeout S (10), --body-timeout S (30), "
+               "--idle-timeout S (30), --drain-timeout S (10),\n  --body-memory BYTES (64 MiB); "
+               "env KEYWARD_MAX_CONNS, KEYWARD_MAX_CONNS_PER_ADDR,\n  KEYWARD_HEADER_TIMEOUT_S, "
+               "KEYWARD_BODY_TIMEOUT_S, KEYWARD_IDLE_TIMEOUT_S, KEYWARD_DRAIN_TIMEOUT_S,\n"
+               "  KEYWARD_BODY_MEMORY\n");
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -290,6 +297,64 @@ static char *pg_url_default_pool(const char *url, unsigned threads)
     return out;
 }
 
+/* The HTTP server's limits (kw_http_config_t; unset = the server's default). */
+static const struct {
+    const char *flag, *env;
+} http_opts[] = {
+    {"--max-conns", "KEYWARD_MAX_CONNS"},
+    {"--max-conns-per-addr", "KEYWARD_MAX_CONNS_PER_ADDR"},
+    {"--header-timeout", "KEYWARD_HEADER_TIMEOUT_S"},
+    {"--body-timeout", "KEYWARD_BODY_TIMEOUT_S"},
+    {"--idle-timeout", "KEYWARD_IDLE_TIMEOUT_S"},
+    {"--drain-timeout", "KEYWARD_DRAIN_TIMEOUT_S"},
+    {"--body-memory", "KEYWARD_BODY_MEMORY"},
+};
+#define N_HTTP_OPTS KW_ARRAY_LEN(http_opts)
+
+/* Takes argv[*i] if it is one of http_opts ("--flag V" or "--flag=V"). */
+static bool http_opt_arg(int argc, char **argv, int *i, const char **vals)
+{
+    for (size_t k = 0; k < N_HTTP_OPTS; k++) {
+        size_t n = strlen(http_opts[k].flag);
+        if (strncmp(argv[*i], http_opts[k].flag, n) != 0)
+            continue;
+        if (argv[*i][n] == '=') {
+            vals[k] = argv[*i] + n + 1;
+            return true;
+        }
+        if (argv[*i][n] == '\0' && *i + 1 < argc) {
+            vals[k] = argv[++*i];
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Fills the limits into cfg; false (after a message) for a value that is not 1..max. */
+static bool http_opts_apply(const char **vals, kw_http_config_t *cfg)
+{
+    unsigned *u[] = {&cfg->conn_limit,     &cfg->conn_per_addr,  &cfg->header_timeout_s,
+                     &cfg->body_timeout_s, &cfg->conn_timeout_s, &cfg->drain_timeout_s};
+    for (size_t k = 0; k < N_HTTP_OPTS; k++) {
+        if (!vals[k])
+            continue;
+        char *end = NULL;
+        errno = 0;
+        unsigned long long v = strtoull(vals[k], &end, 10);
+        unsigned long long max = k < KW_ARRAY_LEN(u) ? 1000000ull : (1ull << 40);
+        if (errno || !end || *end || end == vals[k] || vals[k][0] == '-' || v < 1 || v > max) {
+            fprintf(stderr, "keyward serve: %s (or %s) wants 1-%llu, got '%s'\n", http_opts[k].flag,
+                    http_opts[k].env, max, vals[k]);
+            return false;
+        }
+        if (k < KW_ARRAY_LEN(u))
+            *u[k] = (unsigned)v;
+        else
+            cfg->body_budget = (size_t)v;
+    }
+    return true;
+}
+
 static bool parse_threads(const char *s, unsigned *out)
 {
     char *end = NULL;
@@ -307,6 +372,9 @@ int kw_cli_serve(int argc, char **argv)
     const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
     const char *schema = env_or("KEYWARD_SCHEMA", NULL);
     const char *threads_arg = env_or("KEYWARD_THREADS", NULL);
+    const char *http_vals[N_HTTP_OPTS];
+    for (size_t k = 0; k < N_HTTP_OPTS; k++)
+        http_vals[k] = env_or(http_opts[k].env, NULL);
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = strcmp(a, "--db") == 0        ? &db
@@ -322,6 +390,8 @@ int kw_cli_serve(int argc, char **argv)
             *dst = argv[++i];
             continue;
         }
+        if (http_opt_arg(argc, argv, &i, http_vals))
+            continue;
         if (strncmp(a, "--db=", 5) == 0)
             db = a + 5;
         else if (strncmp(a, "--listen=", 9) == 0)
@@ -342,6 +412,10 @@ int kw_cli_serve(int argc, char **argv)
                 SERVE_MAX_THREADS, threads_arg);
         return 2;
     }
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    if (!http_opts_apply(http_vals, &cfg))
+        return 2;
     char *host = NULL;
     uint16_t port = 0;
     if (!parse_listen(listen, &host, &port)) {
@@ -400,14 +474,14 @@ int kw_cli_serve(int argc, char **argv)
         goto out;
     }
 
-    kw_http_config_t cfg;
-    memset(&cfg, 0, sizeof(cfg));
     cfg.host = host;
     cfg.port = port;
     cfg.threads = threads;
     cfg.routes = kw_api_routes(&cfg.n_routes);
     cfg.ud = api;
     cfg.metrics_fn = kw_api_metrics;
+    cfg.on_headers = kw_api_on_headers;
+    cfg.error_fn = kw_api_http_error;
     uint16_t bound = 0;
     kw_diag_clear(&d);
     rc = kw_http_server_start(&cfg, &srv, &bound, &d);
@@ -427,7 +501,13 @@ int kw_cli_serve(int argc, char **argv)
     while (sigwait(&sigs, &sig) != 0)
         ;
     kw_log(KW_LOG_INFO, KW_MODULE, "signal %d: stopping", sig);
-    kw_http_server_stop(srv);
+    if (kw_http_server_stop(srv) != KW_OK) {
+        /* A handler is stuck past the drain timeout: it may still use the api, engine
+         * and store, so nothing is torn down; the process just ends. */
+        kw_log(KW_LOG_ERROR, KW_MODULE, "exiting with a request handler still running");
+        fflush(stderr);
+        _exit(1);
+    }
     srv = NULL;
     kw_api_follow_stop(api); /* before the store closes */
     status = 0;

@@ -1,18 +1,25 @@
 /*
- * http/http.h - the HTTP server (the only code that includes microhttpd.h), the router,
- * request lifecycle, request logging and Prometheus metrics.
+ * http/http.h - keyward's own HTTP/1.1 server (epoll event loop + worker pool), the
+ * router, request lifecycle, request logging and Prometheus metrics.
  *
- * Flow: MHD accepts -> the router matches (method, path template) -> 404/405 in the
- * error shape if nothing matches -> the body is collected (413 past KW_MAX_BODY_BYTES)
- * -> the route's handler fills a kw_http_resp_t -> the server sends it, adds
- * X-Request-Id, records metrics and writes one JSON log line to stderr.
+ * Flow: the loop thread accepts and reads -> the request line and headers are parsed
+ * (strict RFC 9112; every error the server produces itself goes through cfg->error_fn,
+ * JSON) -> the router matches (method, path template): 404/405 if nothing matches ->
+ * 413 for a Content-Length over KW_MAX_BODY_BYTES -> cfg->on_headers (authentication,
+ * on a worker, BEFORE any body byte is read) -> the body is read (bounded in size, time
+ * and global memory) -> the route's handler runs on a worker and fills a kw_http_resp_t
+ * -> the loop sends it with X-Request-Id, metrics are recorded and one JSON access-log
+ * line goes to stderr. See src/http/server.c for the design.
  *
  * Ownership: a kw_http_req_t and everything reachable from it (path params, headers,
- *   body, arena) live until the response is sent; handlers allocate from req->arena and
- *   never free. The response body is a kw_buf_t the server frees after sending.
- * Threads: handlers run on MHD's worker threads (a pool sized to the cores), many at
- *   once; they must be thread-safe. Metrics counters are atomic.
- * Errors: kw_http_server_start returns KW_EIO (bind failed: diag names the address).
+ *   body, arena) live until the response is queued; handlers allocate from req->arena
+ *   and never free. The response body is a kw_buf_t the server frees after sending.
+ * Threads: handlers and on_headers run on the worker pool (cfg->threads), many at once;
+ *   they must be thread-safe. error_fn runs on the loop thread and on workers: it must
+ *   be quick and must not block. kw_http_server_wake may be called from any thread.
+ *   Metrics counters are atomic.
+ * Errors: kw_http_server_start returns KW_EIO (bind failed: diag names the address),
+ *   KW_EINVAL (a bad route table) or KW_ENOMEM.
  */
 #ifndef KW_HTTP_HTTP_H
 #define KW_HTTP_HTTP_H
@@ -25,8 +32,8 @@ typedef struct kw_http_server kw_http_server_t;
 
 typedef struct kw_http_req {
     kw_str_t method;
-    kw_str_t path;       /* raw path as received (not decoded) */
-    kw_str_t route;      /* the matched template, e.g. "/agent_api_keys/{id}" */
+    kw_str_t path;                       /* raw path as received (not decoded) */
+    kw_str_t route;                      /* the matched template, e.g. "/agent_api_keys/{id}" */
     kw_str_t params[KW_HTTP_MAX_PARAMS]; /* percent-decoded path params, in template order */
     size_t n_params;
     kw_str_t body;       /* NUL-terminated at body.ptr[body.len] */
@@ -34,8 +41,17 @@ typedef struct kw_http_req {
     char request_id[65]; /* <= 64 chars of [A-Za-z0-9._-], NUL-terminated */
     /* Set by the handler for the access log (e.g. "user:alice"); never a secret. */
     const char *log_subject;
-    void *priv; /* the server's connection state */
+    unsigned route_flags; /* kw_http_route_t.flags of the matched route (0 if none) */
+    /* Free for cfg->on_headers to leave its result (e.g. the authenticated principal,
+     * in arena memory) for the handler; NULL until set. */
+    void *auth;
+    /* Why the handler runs: KW_HTTP_RUN_FIRST, or, after kw_http_req_park, _WOKEN (by
+     * kw_http_server_wake) or _DEADLINE (the park deadline passed, or the server stops). */
+    int run;
+    void *priv; /* the server's request state */
 } kw_http_req_t;
+
+enum { KW_HTTP_RUN_FIRST = 0, KW_HTTP_RUN_WOKEN, KW_HTTP_RUN_DEADLINE };
 
 /* Request header (case-insensitive name); NULL if absent. Valid for the request. */
 const char *kw_http_header(const kw_http_req_t *req, const char *name);
@@ -62,34 +78,76 @@ void kw_http_resp_error(kw_http_resp_t *resp, int status, const char *msg);
 typedef void (*kw_http_handler_fn)(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 
 typedef struct kw_http_route {
-    const char *method;   /* "GET", "POST", "DELETE", ... */
-    const char *pattern;  /* "/agents/{id}", "/agent_api_keys/name/{name}", literal segments */
+    const char *method;  /* "GET", "POST", "DELETE", ... */
+    const char *pattern; /* "/agents/{id}", "/agent_api_keys/name/{name}", literal segments */
     kw_http_handler_fn fn;
-    bool v1_errors; /* 404/405 under /v1 carry SpiceDB gateway fields */
+    unsigned flags; /* the application's own, opaque to the server: req->route_flags */
 } kw_http_route_t;
+
+/* Parks the request from inside its handler: once the handler returns, nothing is sent
+ * and the worker is free; the handler runs again (on a worker, with a fresh resp and
+ * req->run set) after kw_http_server_wake, or at deadline_ns (kw_http_now_ns clock),
+ * whichever comes first. Everything in req (arena, body, auth) is kept meanwhile. */
+void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns);
+/* Re-runs every parked request of srv (from any thread). */
+void kw_http_server_wake(kw_http_server_t *srv);
+/* The clock of park deadlines (CLOCK_MONOTONIC, nanoseconds). */
+uint64_t kw_http_now_ns(void);
+
+/* Shapes an error the server produces itself (404, 405, 400, 408, 413, 417, 431, 501,
+ * 503, 505, 500): must set resp->status = status and a body. req is as far as it got
+ * (method and path may be empty for a request line that did not parse). */
+typedef void (*kw_http_error_fn)(const kw_http_req_t *req, int status, const char *msg,
+                                 kw_http_resp_t *resp, void *ud);
+/* Called with the headers only, before any body byte is read (req->body is empty):
+ * returns true to go on, or false with the answer in resp (e.g. a 401), which is sent
+ * at once; a request with a body is then not read and the connection closes. */
+typedef bool (*kw_http_headers_fn)(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 
 /* Extra /metrics text (Prometheus exposition) appended after the server's own. */
 typedef void (*kw_http_metrics_fn)(kw_buf_t *out, void *ud);
 
+/* Defaults of the limits below (0 in the config means the default). */
+#define KW_HTTP_DEFAULT_CONN_LIMIT 4096u
+#define KW_HTTP_DEFAULT_CONN_PER_ADDR 256u
+#define KW_HTTP_DEFAULT_IDLE_S 30u
+#define KW_HTTP_DEFAULT_HEADER_S 10u
+#define KW_HTTP_DEFAULT_BODY_S 30u
+#define KW_HTTP_DEFAULT_DRAIN_S 10u
+#define KW_HTTP_DEFAULT_BODY_BUDGET (64u * 1024u * 1024u)
+
 typedef struct kw_http_config {
-    const char *host;       /* "127.0.0.1" */
-    uint16_t port;          /* 0 = pick a free port */
-    unsigned threads;       /* 0 = number of cores */
-    unsigned conn_timeout_s; /* idle connection timeout; 0 = 30 */
-    unsigned conn_limit;    /* 0 = 1024 */
+    const char *host;          /* "127.0.0.1" */
+    uint16_t port;             /* 0 = pick a free port */
+    unsigned threads;          /* worker threads; 0 = number of cores */
+    unsigned conn_timeout_s;   /* idle keep-alive timeout between requests */
+    unsigned conn_limit;       /* open connections; more are closed at once (counted) */
+    unsigned conn_per_addr;    /* open connections per client address (counted) */
+    unsigned header_timeout_s; /* request line + headers, absolute, from accept or the
+                                * request's first byte; 408 */
+    unsigned body_timeout_s;   /* the body, absolute, from the end of the headers; 408 */
+    unsigned drain_timeout_s;  /* kw_http_server_stop's bound on in-flight handlers */
+    size_t body_budget;        /* bytes all bodies in flight may hold together; 503 */
     const kw_http_route_t *routes;
     size_t n_routes;
-    void *ud; /* passed to handlers and metrics_fn */
+    void *ud; /* passed to handlers, on_headers, error_fn and metrics_fn */
     kw_http_metrics_fn metrics_fn;
+    kw_http_headers_fn on_headers; /* NULL: none */
+    kw_http_error_fn error_fn;     /* NULL: kw_http_resp_error */
 } kw_http_config_t;
 
 /* Binds and starts serving. *bound_port gets the actual port. */
 KW_NODISCARD int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out,
                                       uint16_t *bound_port, kw_diag_t *diag);
-/* Stops accepting, waits for in-flight requests to finish, frees the server. */
-void kw_http_server_stop(kw_http_server_t *srv);
+/* Stops accepting and reading new requests, answers parked requests (run =
+ * KW_HTTP_RUN_DEADLINE), waits at most drain_timeout_s for the handlers in flight, closes
+ * every connection and frees the server: KW_OK. KW_ETIMEOUT: a handler was still running
+ * at the deadline; the server is then left allocated (its workers still own it) and the
+ * caller should exit the process rather than free what the handler may still use. */
+int kw_http_server_stop(kw_http_server_t *srv);
 
-/* Appends the server's own metrics (requests_total, duration histogram) to out, then
+/* Appends the server's own metrics (requests_total, duration histogram, refused
+ * connections, deadline expiries, body-budget refusals) to out, then
  * calls cfg->metrics_fn(out, cfg->ud) if one was configured (so a /metrics handler that
  * calls this must not append the same text again). Safe from any thread, lock-free. */
 void kw_http_server_metrics(kw_http_server_t *srv, kw_buf_t *out);

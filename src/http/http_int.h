@@ -6,14 +6,21 @@
  *   definitions (method/pattern strings) it points into are borrowed from the caller's
  *   kw_http_config_t and must outlive the server (they are static tables in practice).
  *   A kw__metrics_t owns its counter arrays.
+ *   A kw__rq_t (one request) is owned by the loop thread while it reads the request, by
+ *   the pool while it is queued, parked or running, and by the loop again once answered;
+ *   the hand-over is always through a queue under a mutex (server.c, pool.c).
  * Threads: the router is immutable after kw__router_init and is read by every worker.
  *   Metrics are updated with relaxed atomics from every worker and read by /metrics.
+ *   Lock order: pool.mu and done_mu are never held together; neither is held while a
+ *   handler runs or while the loop does I/O.
  */
 #ifndef KW_HTTP_HTTP_INT_H
 #define KW_HTTP_HTTP_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
+#include "base/limits.h"
 #include "http.h"
 
 /* Path segments a route template or a request path may have; longer paths are 404. */
@@ -34,7 +41,6 @@ typedef struct kw__router {
     size_t n_routes;
     const char **labels; /* distinct patterns; labels[n_labels - 1] is "unmatched" */
     size_t n_labels;
-    bool any_v1; /* some route asked for SpiceDB gateway error fields */
 } kw__router_t;
 
 /* Compiles the route table. KW_EINVAL (diag names the pattern) for a pattern that is not
@@ -56,7 +62,6 @@ typedef struct kw__match {
     kw_str_t raw_params[KW_HTTP_MAX_PARAMS]; /* OK: still percent-encoded, into the path */
     size_t n_params;
     char allow[96]; /* BAD_METHOD: "GET, DELETE" */
-    bool v1;        /* 404/405 body carries the gRPC gateway fields */
 } kw__match_t;
 
 /* Matches (method, raw path). Literal segments compare byte-exact against the raw path.
@@ -68,6 +73,48 @@ void kw__router_match(const kw__router_t *r, kw_str_t method, kw_str_t path, kw_
 /* Percent-decodes m->raw_params into req->params (arena memory). false if one fails to
  * decode, is empty, decodes to "." or "..", or contains a NUL byte. */
 bool kw__router_decode_params(const kw__match_t *m, kw_http_req_t *req);
+
+/* ---- parse.c: the request parser ---- */
+
+typedef struct kw__http_hdr {
+    const char *name, *value; /* NUL-terminated inside the head buffer */
+} kw__http_hdr_t;
+
+typedef struct kw__http_head {
+    kw_str_t method, target; /* NUL-terminated */
+    kw_str_t path, query;    /* views into target (raw, not decoded) */
+    int minor;               /* 0: HTTP/1.0, 1: HTTP/1.1 */
+    kw__http_hdr_t hdrs[KW_MAX_HEADERS];
+    size_t n_hdrs;
+    bool has_length, length_overflow, chunked;
+    uint64_t length;
+    bool keep_alive, expect_continue;
+} kw__http_head_t;
+
+/* Length of the head (request line + fields + the empty line) at the start of buf, or 0
+ * if it is not complete yet. *scan (start at 0) remembers how far the search got. A bare
+ * LF ends it too, so the parser can refuse it rather than wait. */
+size_t kw__http_head_end(const char *buf, size_t len, size_t *scan);
+/* Parses a complete head (as found by kw__http_head_end) IN PLACE: names and values are
+ * NUL-terminated inside buf. 0, or the HTTP status to answer (400, 417, 431, 501, 505)
+ * with *msg a static client-safe message. h->method/target are set as far as parsed. */
+int kw__http_parse_head(char *buf, size_t len, kw__http_head_t *h, const char **msg);
+/* The first field called `name` (case-insensitive), or NULL. */
+const char *kw__http_head_get(const kw__http_head_t *h, const char *name);
+
+/* The chunked transfer coding, fed incrementally. Zero-initialize to start. */
+typedef struct kw__chunked {
+    int state;
+    unsigned digits;
+    uint64_t left;
+    size_t aux;
+} kw__chunked_t;
+enum { KW__CHUNK_MORE = 0, KW__CHUNK_DONE, KW__CHUNK_ERR };
+/* Consumes bytes from in[0..len): *used says how many. When *data is non-empty it is
+ * body data (a view into in) and the call stopped right after it: call again with the
+ * rest. KW__CHUNK_DONE: the body and its trailer section ended at *used. KW__CHUNK_ERR:
+ * malformed (bad size, missing CRLF, oversized extension or trailer). */
+int kw__http_chunk_step(kw__chunked_t *c, const char *in, size_t len, size_t *used, kw_str_t *data);
 
 /* ---- metrics ---- */
 
@@ -85,12 +132,29 @@ typedef struct kw__metric_slot {
     _Atomic uint64_t count;
 } kw__metric_slot_t;
 
+/* Counters of the hostile-network defences (server.c), by reason. */
+enum {
+    KW__REFUSE_LIMIT = 0, /* connection limit */
+    KW__REFUSE_PER_ADDR,  /* per-client-address cap */
+    KW__REFUSE_N
+};
+enum {
+    KW__EXPIRE_HEADERS = 0, /* request line + headers deadline */
+    KW__EXPIRE_BODY,        /* body deadline */
+    KW__EXPIRE_WRITE,       /* the client did not read its response in time */
+    KW__EXPIRE_N
+};
+
 typedef struct kw__metrics {
     const char *const *labels; /* borrowed from the router */
     size_t n_labels;
     kw__hist_t *hist;         /* one per label */
     kw__metric_slot_t *slots; /* open addressing, KW__HTTP_METRIC_SLOTS, lock-free insert */
     _Atomic uint64_t dropped; /* observations that found the table full */
+    _Atomic uint64_t refused[KW__REFUSE_N];
+    _Atomic uint64_t expired[KW__EXPIRE_N];
+    _Atomic uint64_t budget_refused; /* bodies refused by the global body budget */
+    _Atomic uint64_t open_conns;     /* gauge */
 } kw__metrics_t;
 
 KW_NODISCARD int kw__metrics_init(kw__metrics_t *m, const char *const *labels, size_t n_labels);
@@ -103,5 +167,95 @@ void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out);
 /* The method label: the method itself if it is one of the standard ones, else "OTHER"
  * (a client-chosen method must not mint new label values). Static storage. */
 const char *kw__http_method_label(kw_str_t method);
+
+/* ---- the server (server.c: loop thread; pool.c: workers and requests) ---- */
+
+typedef struct kw__conn kw__conn_t;
+typedef struct kw__rq kw__rq_t;
+
+enum {
+    KW__JOB_HEADERS = 1, /* run on_headers only, then the loop reads the body */
+    KW__JOB_RUN,         /* (on_headers if not run yet), then the handler */
+};
+enum {
+    KW__DONE_BODY = 1, /* on_headers let it through: read the body */
+    KW__DONE_ANSWER,   /* rq->out holds the serialized response */
+};
+
+struct kw__rq {
+    kw__rq_t *next; /* queue link (run queue, parked list, done queue) */
+    kw_http_server_t *srv;
+    kw__conn_t *conn; /* the loop's; NULL once the connection is gone */
+    kw_http_req_t req;
+    kw__http_head_t head;
+    kw__match_t match;
+    size_t label; /* metrics/log route label */
+    kw_buf_t body;
+    size_t charged; /* bytes of body_budget this request holds */
+    kw_http_resp_t resp;
+    kw_buf_t out; /* the serialized response */
+    int job, done;
+    bool headers_run; /* on_headers has been called */
+    bool has_body;    /* a body follows the head (Content-Length > 0 or chunked) */
+    bool keep_alive;  /* the connection may carry another request after this one */
+    bool close_after; /* the loop closes the connection after sending out */
+    bool parked;
+    uint64_t park_deadline_ns;
+    uint64_t t0_ns; /* head parsed */
+    int status;
+};
+
+struct kw_http_server {
+    kw__router_t router;
+    kw__metrics_t metrics;
+    kw_http_config_t cfg; /* copy, defaults filled in */
+    int listen_fd, epoll_fd, event_fd;
+    pthread_t loop_thread;
+    bool loop_started;
+    _Atomic bool stopping;
+    _Atomic size_t body_used; /* bytes charged against cfg.body_budget */
+    _Atomic uint64_t rid_fallback;
+    /* the pool (pool.c) */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* run queue not empty, or stopping */
+    pthread_cond_t idle_cv; /* a job finished (stop waits on it) */
+    kw__rq_t *run_head, *run_tail;
+    kw__rq_t *parked;
+    size_t running; /* jobs being run now */
+    bool pool_quit;
+    pthread_t *workers;
+    size_t n_workers;
+    /* answered requests back to the loop */
+    pthread_mutex_t done_mu;
+    kw__rq_t *done_head, *done_tail;
+    /* loop-only state (server.c) */
+    void *loop;
+};
+
+/* pool.c */
+KW_NODISCARD int kw__pool_start(kw_http_server_t *srv, kw_diag_t *diag);
+/* Queues rq for a worker (any thread). */
+void kw__pool_submit(kw_http_server_t *srv, kw__rq_t *rq);
+/* Moves parked requests whose deadline passed (all of them if `all`) to the run queue. */
+void kw__pool_expire_parked(kw_http_server_t *srv, uint64_t now, bool all);
+/* Waits until no job runs or is queued, at most until deadline_ns: true if idle. */
+bool kw__pool_drain(kw_http_server_t *srv, uint64_t deadline_ns);
+/* Stops and joins the workers (after a successful drain); frees what is still parked. */
+void kw__pool_stop(kw_http_server_t *srv);
+/* Takes the answered requests (the loop). */
+kw__rq_t *kw__pool_take_done(kw_http_server_t *srv);
+
+kw__rq_t *kw__rq_new(kw_http_server_t *srv);
+void kw__rq_free(kw__rq_t *rq);
+/* Fills rq->resp with a server-made error through cfg.error_fn (405 adds Allow). */
+void kw__rq_error(kw__rq_t *rq, int status, const char *msg);
+/* Serializes rq->resp into rq->out (any thread), counts it in the metrics and writes
+ * the access-log line. A broken response (OOM, bad status, CR/LF in a header) becomes
+ * a 500. */
+void kw__rq_finish(kw__rq_t *rq);
+/* Sets req.request_id from X-Request-Id when well formed, else a random one. */
+void kw__rq_request_id(kw__rq_t *rq);
+/* Wakes the loop (any thread). */
+void kw__loop_notify(kw_http_server_t *srv);
 
 #endif

@@ -129,8 +129,6 @@ int kw__router_init(kw__router_t *r, const kw_http_route_t *routes, size_t n, kw
         }
         if (rt->label == r->n_labels)
             r->labels[r->n_labels++] = routes[i].pattern;
-        if (routes[i].v1_errors)
-            r->any_v1 = true;
     }
     r->labels[r->n_labels++] = unmatched_label;
     r->n_routes = n;
@@ -180,8 +178,6 @@ void kw__router_match(const kw__router_t *r, kw_str_t method, kw_str_t path, kw_
     m->kind = KW__MATCH_NOT_FOUND;
     kw_str_t segs[KW__HTTP_MAX_SEGS];
     int n = split_path(path, segs, true);
-    /* Gateway fields for anything under /v1 once some route asked for them. */
-    m->v1 = r->any_v1 && n > 0 && kw_str_eq_c(segs[0], "v1");
     if (n < 0)
         return;
     bool is_head = kw_str_eq_c(method, "HEAD");
@@ -201,7 +197,6 @@ void kw__router_match(const kw__router_t *r, kw_str_t method, kw_str_t path, kw_
     if (best) {
         m->kind = KW__MATCH_OK;
         m->route = best;
-        m->v1 = best->def->v1_errors;
         for (size_t i = 0; i < best->n_segs; i++)
             if (best->is_param[i])
                 m->raw_params[m->n_params++] = segs[i];
@@ -209,7 +204,6 @@ void kw__router_match(const kw__router_t *r, kw_str_t method, kw_str_t path, kw_
     } else if (first_path) {
         m->kind = KW__MATCH_BAD_METHOD;
         m->route = first_path;
-        m->v1 = first_path->def->v1_errors;
     }
 }
 

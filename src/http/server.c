@@ -1,502 +1,871 @@
 /*
- * http/server.c - the libmicrohttpd daemon and the request lifecycle.
+ * http/server.c - keyward's HTTP/1.1 server: one epoll event-loop thread doing accept,
+ * read, parse and write on non-blocking sockets, and a pool of cfg.threads workers
+ * (pool.c) running on_headers and the handlers.
  *
- * Lifecycle of one request (one conn_t, created on MHD's first access-handler call for
- * the request and freed in the NOTIFY_COMPLETED callback):
- *   1. first call: arena, request id, route match. 404/405 (before any handler, so before
- *      auth, as the contract's precedence requires) and 413 for a Content-Length over
- *      KW_MAX_BODY_BYTES are queued right here, without reading the body.
- *   2. upload calls: the body is collected on the heap up to KW_MAX_BODY_BYTES; past
- *      that the rest is discarded and the request ends in 413 without the handler.
- *   3. final call: the handler fills a kw_http_resp_t; we send it with X-Request-Id.
- *   4. completed: metrics, one JSON access-log line, free everything.
+ * Why our own: the hostile-network rules of issue 9 need absolute deadlines, JSON error
+ * bodies for everything the server says itself, authentication before the body is read,
+ * a global bound on body memory and requests that wait without holding a thread.
  *
- * The raw path reaches the router un-decoded: MHD's own unescaping is replaced by a
- * no-op (MHD_OPTION_UNESCAPE_CALLBACK), so "%2F" inside a {param} stays in that segment
- * and is decoded by the router after splitting. The same no-op applies to query
- * arguments, which kw_http_query decodes itself (MHD already turned '+' into ' ').
+ * One connection (kw__conn_t, loop-owned) goes through these states:
+ *   HEAD   reading the request line + headers. Deadline: header_timeout_s, ABSOLUTE,
+ *          from accept (first request) or from the request's first byte (later ones).
+ *          Bytes trickling in never move it. Expiry: 408 (if a byte came), close.
+ *   BUSY   a kw__rq_t is with the pool: on_headers (JOB_HEADERS, for requests with a
+ *          body, so a 401 goes out before any body byte is read) or the handler (JOB_RUN).
+ *          The loop reads nothing from the socket meanwhile (pipelined requests wait in
+ *          the kernel), so requests on one connection are answered in order.
+ *   BODY   reading the body (Content-Length or chunked, <= KW_MAX_BODY_BYTES, 413). Its
+ *          bytes are charged against the global body_budget first (Content-Length: all
+ *          at once; chunked: as they come): over it -> 503, close. Deadline:
+ *          body_timeout_s from the end of the headers, absolute. `Expect: 100-continue`
+ *          gets its 100 when reading starts (after on_headers said yes).
+ *   WRITE  sending the answer. Deadline: body_timeout_s, or close.
+ *   IDLE   keep-alive between requests: conn_timeout_s, then close.
+ *   LINGER after an answer that closes the connection with request bytes possibly unread
+ *          (an early 4xx): shutdown(SHUT_WR), read and discard for at most 2 s, close;
+ *          closing at once would reset the connection and could destroy the answer.
+ * Deadlines are checked by a sweep every SWEEP_NS over all connections.
  *
- * Shutdown: kw_http_server_stop quiesces the listen socket, waits (bounded) for the
- * in-flight counter to reach zero, then stops the daemon.
+ * Every error the server produces (400, 404, 405, 408, 413, 417, 431, 501, 503, 505) is
+ * shaped by cfg.error_fn (JSON), never HTML. A parse error, a 408/413/503 and any early
+ * answer to a request with an unread body close the connection.
+ *
+ * Limits at accept: conn_limit open connections and conn_per_addr per client address;
+ * past either the new connection is closed at once and counted.
+ *
+ * Threads and hand-over: the loop owns every kw__conn_t. A kw__rq_t goes to the pool by
+ * kw__pool_submit and comes back through the done queue + eventfd (pool.c). A connection
+ * that dies while its request is with the pool becomes a zombie (fd closed, struct kept)
+ * until the request comes back. Stop: srv->stopping + eventfd; the loop closes the listen
+ * socket and every connection without a request in flight, lets in-flight ones finish
+ * (answer sent with Connection: close) until the drain deadline, then exits;
+ * kw_http_server_stop then drains the pool (bounded) and joins the workers.
  *
  * Never logged: headers, bodies, query strings, raw paths (a path may carry a key name).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
-#include <stdatomic.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
-#include <sys/random.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-#include <microhttpd.h>
 
 #include "base/log.h"
 #include "http_int.h"
 
 #define KW_MODULE "http"
 
-/* MHD's per-connection pool holds the request line and headers; a request whose headers
- * do not fit is refused by MHD itself (see tests/unit/http/http_test.c, big_header). */
-#define CONN_MEMORY_LIMIT (64u * 1024u)
-/* How long kw_http_server_stop waits for in-flight requests before closing anyway. */
-#define STOP_GRACE_NS (10ull * 1000000000ull)
+#define NS 1000000000ull
+#define SWEEP_NS (50ull * 1000000ull)
+#define LINGER_NS (2ull * NS)
+#define RBUF_INIT 4096u
+#define RBUF_MAX (KW_MAX_HEADER_BYTES + 16384u)
+#define ADDR_BUCKETS 1024u
 
-struct kw_http_server {
-    struct MHD_Daemon *daemon;
-    kw__router_t router;
-    kw__metrics_t metrics;
-    void *ud;
-    kw_http_metrics_fn metrics_fn;
-    _Atomic long inflight;
-    _Atomic uint64_t rid_fallback; /* only if getrandom fails */
+enum { C_HEAD = 1, C_BUSY, C_BODY, C_WRITE, C_IDLE, C_LINGER };
+
+struct kw__conn {
+    kw__conn_t *prev, *next;
+    int fd;
+    int state;
+    bool in_ready; /* on loop_t.ready */
+    kw__conn_t *ready_next;
+    bool got_bytes; /* some byte of the current request arrived */
+    bool answered;  /* a request was answered on this connection */
+    uint64_t accepted_ns;
+    bool close_after; /* close (linger) once out is sent */
+    char *rbuf;
+    size_t rlen, rcap, scan;
+    kw_buf_t out;
+    size_t woff;
+    uint64_t deadline;
+    int expire_kind; /* KW__EXPIRE_* counted when the deadline passes, -1: none */
+    kw__rq_t *rq;    /* the request being read or in the pool */
+    uint64_t body_left;
+    kw__chunked_t ch;
+    struct addr_slot *addr;
 };
 
-typedef struct conn {
-    kw_http_server_t *srv;
-    struct MHD_Connection *c;
-    kw_http_req_t req;
-    kw__match_t match;
-    size_t label;      /* metrics/log route label */
-    kw_buf_t body;     /* heap; handed to the handler NUL-terminated */
-    bool too_large;    /* body passed KW_MAX_BODY_BYTES: the rest is discarded */
-    bool responded;    /* a response was queued (early or final) */
-    int router_status; /* 404/405 decided by the router: sent without the handler */
-    int status;
-    uint64_t t0_ns;  /* first access-handler call */
-    uint64_t dur_ns; /* t0 to the response being queued */
-} conn_t;
+/* Open connections per client address: a chained hash table, loop-only. */
+typedef struct addr_slot {
+    struct addr_slot *next;
+    unsigned char key[17]; /* family byte + up to 16 address bytes */
+    unsigned count;
+} addr_slot_t;
 
-static uint64_t now_ns(void)
+typedef struct loop {
+    kw__conn_t head; /* sentinel of the list of connections */
+    size_t n_conns;
+    addr_slot_t *addrs[ADDR_BUCKETS];
+    uint64_t last_sweep;
+    bool listening;   /* the listen fd is in the epoll set */
+    bool drain_begun; /* stop was seen */
+    uint64_t drain_deadline;
+    /* Connections to look at again from the top of the loop (never from deep inside a
+     * call chain, so nothing is freed under a caller and pipelined requests do not
+     * recurse): a finished answer (read the next request), a closed socket (free). */
+    kw__conn_t *ready;
+} loop_t;
+
+static char tag_listen, tag_event; /* epoll tags */
+
+void kw__loop_notify(kw_http_server_t *srv)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    uint64_t one = 1;
+    ssize_t n;
+    do
+        n = write(srv->event_fd, &one, sizeof(one));
+    while (n < 0 && errno == EINTR);
 }
 
-/* ---- request ids ---- */
+/* ---- per-address counts ---- */
 
-static bool request_id_ok(const char *s)
+static addr_slot_t *addr_acquire(loop_t *lp, const struct sockaddr_storage *ss, unsigned cap,
+                                 bool *over)
 {
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char ch = s[n];
-        if (n == 64)
-            return false;
-        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
-              ch == '.' || ch == '_' || ch == '-'))
-            return false;
-    }
-    return n > 0;
-}
-
-static void request_id_set(conn_t *cs)
-{
-    char *out = cs->req.request_id;
-    const char *given = MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, "X-Request-Id");
-    if (given && request_id_ok(given)) {
-        size_t n = strlen(given);
-        memcpy(out, given, n + 1);
-        return;
-    }
-    unsigned char rnd[16];
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
-        /* Not a secret, only unique: fall back to time and a counter. */
-        uint64_t a = now_ns(), b = atomic_fetch_add(&cs->srv->rid_fallback, 1);
-        for (int i = 0; i < 8; i++) {
-            rnd[i] = (unsigned char)(a >> (8 * i));
-            rnd[8 + i] = (unsigned char)(b >> (8 * i));
-        }
-    }
-    static const char hx[] = "0123456789abcdef";
-    for (size_t i = 0; i < sizeof(rnd); i++) {
-        out[2 * i] = hx[rnd[i] >> 4];
-        out[2 * i + 1] = hx[rnd[i] & 0xF];
-    }
-    out[2 * sizeof(rnd)] = '\0';
-}
-
-/* ---- responses ---- */
-
-/* Queues resp (taking its body) with Content-Type, X-Request-Id and the extra headers. */
-static enum MHD_Result send_response(conn_t *cs, kw_http_resp_t *resp)
-{
-    if (resp->body.failed) {
-        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: out of memory building the response",
-               cs->req.request_id);
-        kw_buf_free(&resp->body);
-        kw_buf_init(&resp->body);
-        resp->n_hdrs = 0;
-        kw_http_resp_error(resp, 500, "Internal Server Error");
-        if (resp->body.failed) {
-            kw_buf_free(&resp->body);
-            return MHD_NO; /* cannot even say 500: drop the connection */
-        }
-    }
-    if (resp->status < 100 || resp->status > 599) {
-        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: handler for %s set status %d",
-               cs->req.request_id, cs->req.route.ptr ? cs->req.route.ptr : "?", resp->status);
-        kw_buf_free(&resp->body);
-        kw_buf_init(&resp->body);
-        resp->n_hdrs = 0;
-        kw_http_resp_error(resp, 500, "Internal Server Error");
-    }
-    struct MHD_Response *r;
-    if (resp->body.ptr && resp->body.len) {
-        r = MHD_create_response_from_buffer_with_free_callback(resp->body.len, resp->body.ptr,
-                                                               kw_free);
-        if (!r)
-            kw_buf_free(&resp->body);
+    unsigned char key[17] = {0};
+    if (ss->ss_family == AF_INET6) {
+        key[0] = 6;
+        memcpy(key + 1, &((const struct sockaddr_in6 *)ss)->sin6_addr, 16);
     } else {
-        kw_buf_free(&resp->body);
-        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+        key[0] = 4;
+        memcpy(key + 1, &((const struct sockaddr_in *)ss)->sin_addr, 4);
     }
-    kw_buf_init(&resp->body); /* owned by r now (or freed) */
-    if (!r)
-        return MHD_NO;
-    bool ok = MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                      resp->content_type ? resp->content_type
-                                                         : "application/json") == MHD_YES &&
-              MHD_add_response_header(r, "X-Request-Id", cs->req.request_id) == MHD_YES;
-    for (size_t i = 0; ok && i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++) {
-        if (!resp->hdr_names[i] || !resp->hdr_values[i] ||
-            MHD_add_response_header(r, resp->hdr_names[i], resp->hdr_values[i]) != MHD_YES) {
-            /* MHD refuses CR/LF in headers; a handler that tries is a bug, not input. */
-            kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: response header %zu refused",
-                   cs->req.request_id, i);
-            ok = false;
-        }
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(key); i++)
+        h = (h ^ key[i]) * 1099511628211ull;
+    addr_slot_t **b = &lp->addrs[h & (ADDR_BUCKETS - 1)], *s;
+    for (s = *b; s; s = s->next)
+        if (memcmp(s->key, key, sizeof(key)) == 0)
+            break;
+    *over = false;
+    if (s && s->count >= cap) {
+        *over = true;
+        return NULL;
     }
-    if (!ok && resp->n_hdrs) {
-        /* Answer 500 rather than drop the connection; the retry has no extra headers,
-         * so it cannot come back here. */
-        MHD_destroy_response(r);
-        resp->n_hdrs = 0;
-        kw_http_resp_error(resp, 500, "Internal Server Error");
-        return send_response(cs, resp);
+    if (!s) {
+        s = kw_calloc(1, sizeof(*s));
+        if (!s)
+            return NULL;
+        memcpy(s->key, key, sizeof(key));
+        s->next = *b;
+        *b = s;
     }
-    enum MHD_Result rc = MHD_NO;
-    if (ok) {
-        rc = MHD_queue_response(cs->c, (unsigned)resp->status, r);
-        if (rc == MHD_YES) {
-            /* Counted when queued, before a byte goes out: a client that has read the
-             * response can rely on it being in /metrics already. */
-            cs->responded = true;
-            cs->status = resp->status;
-            cs->dur_ns = now_ns() - cs->t0_ns;
-            kw__metrics_observe(&cs->srv->metrics, cs->req.method, cs->label, cs->status,
-                                cs->dur_ns);
-        }
-    }
-    MHD_destroy_response(r);
-    return rc;
+    s->count++;
+    return s;
 }
 
-static enum MHD_Result send_error(conn_t *cs, int status, const char *msg, int grpc_code,
-                                  const char *allow)
+static void addr_release(loop_t *lp, addr_slot_t *s)
 {
-    kw_http_resp_t resp;
-    memset(&resp, 0, sizeof(resp));
-    kw_buf_init(&resp.body);
-    kw_http_resp_error(&resp, status, msg);
-    if (grpc_code >= 0 && !resp.body.failed && resp.body.len > 0) {
-        /* SpiceDB gateway shape: {"detail": m, "code": n, "message": m}. */
-        resp.body.len--; /* drop the closing brace */
-        kw_buf_printf(&resp.body, ", \"code\": %d, \"message\": ", grpc_code);
-        kw_json_escape(&resp.body, kw_str_c(msg));
-        kw_buf_puts(&resp.body, "}");
-    }
-    if (allow && *allow)
-        kw_http_resp_header(&resp, "Allow", allow);
-    return send_response(cs, &resp);
-}
-
-/* ---- MHD callbacks ---- */
-
-/* Keeps the path and query arguments exactly as received (see the file comment). */
-static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
-{
-    (void)cls;
-    (void)c;
-    return strlen(s);
-}
-
-/* MHD hands us its own format strings; nothing client-supplied is ever the format. */
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-    (void)cls;
-    char msg[512];
-    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-    if (n <= 0)
+    if (!s || --s->count)
         return;
-    size_t len = strlen(msg);
-    while (len && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
-        msg[--len] = '\0';
-    kw_log(KW_LOG_WARN, "mhd", "%s", msg);
-}
-
-static conn_t *conn_new(kw_http_server_t *srv, struct MHD_Connection *c, const char *url,
-                        const char *method)
-{
-    conn_t *cs = kw_calloc(1, sizeof(*cs));
-    if (!cs)
-        return NULL;
-    cs->req.arena = kw_arena_new(0);
-    if (!cs->req.arena) {
-        kw_free(cs);
-        return NULL;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < sizeof(s->key); i++)
+        h = (h ^ s->key[i]) * 1099511628211ull;
+    for (addr_slot_t **pp = &lp->addrs[h & (ADDR_BUCKETS - 1)]; *pp; pp = &(*pp)->next) {
+        if (*pp == s) {
+            *pp = s->next;
+            kw_free(s);
+            return;
+        }
     }
-    cs->srv = srv;
-    cs->c = c;
-    cs->t0_ns = now_ns();
-    cs->label = srv->router.n_labels - 1; /* "unmatched" until routed */
-    kw_buf_init(&cs->body);
-    cs->req.method = kw_str_c(method);
-    cs->req.path = kw_str_c(url);
-    cs->req.body = KW_STR("");
-    cs->req.priv = cs;
-    request_id_set(cs);
-    atomic_fetch_add(&srv->inflight, 1);
-    return cs;
 }
 
-static void conn_free(conn_t *cs)
+/* ---- connections ---- */
+
+static void set_deadline(kw__conn_t *c, uint64_t at, int kind)
 {
-    kw_buf_free(&cs->body);
-    kw_arena_free(cs->req.arena);
-    kw_free(cs);
+    c->deadline = at;
+    c->expire_kind = kind;
 }
 
-/* The router's own answers: 404 (no template, or params that do not decode) and 405. */
-static enum MHD_Result send_router_error(conn_t *cs)
+static void conn_free(loop_t *lp, kw__conn_t *c)
 {
-    if (cs->router_status == 405)
-        return send_error(cs, 405, "Method Not Allowed", cs->match.v1 ? 12 : -1, cs->match.allow);
-    cs->label = cs->srv->router.n_labels - 1;
-    return send_error(cs, 404, "Not Found", cs->match.v1 ? 5 : -1, NULL);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    lp->n_conns--;
+    kw_free(c->rbuf);
+    kw_buf_free(&c->out);
+    kw_free(c);
 }
 
-/* Whether the request announces a body (a non-zero Content-Length or any
- * Transfer-Encoding). */
-static bool has_body(const conn_t *cs)
+static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
 {
-    const char *cl =
-        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te =
-        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+    loop_t *lp = srv->loop;
+    if (c->in_ready)
+        return;
+    c->in_ready = true;
+    c->ready_next = lp->ready;
+    lp->ready = c;
 }
 
-/* First call for a request: route it and refuse what can be refused before the body.
- * A router error for a request WITH a body is sent at once: MHD then closes the
- * connection without reading the body (it could be large, and it must never be parsed
- * as a next request). Without a body the error waits for the final call, where MHD
- * keeps the connection alive as for any other response. */
-static enum MHD_Result on_first(conn_t *cs)
+/* Closes the socket. The struct is freed later from the ready list, or, while its
+ * request is with the pool (a zombie), once the request comes back. */
+static void conn_close(kw_http_server_t *srv, kw__conn_t *c)
 {
-    kw__match_t *m = &cs->match;
-    kw__router_match(&cs->srv->router, cs->req.method, cs->req.path, m);
+    loop_t *lp = srv->loop;
+    if (c->fd >= 0) {
+        close(c->fd); /* also leaves the epoll set */
+        c->fd = -1;
+        addr_release(lp, c->addr);
+        c->addr = NULL;
+        atomic_fetch_sub_explicit(&srv->metrics.open_conns, 1, memory_order_relaxed);
+    }
+    if (c->state != C_BUSY)
+        ready_push(srv, c);
+}
+
+static void conn_advance(kw_http_server_t *srv, kw__conn_t *c);
+static void conn_read(kw_http_server_t *srv, kw__conn_t *c);
+
+static void to_idle(kw_http_server_t *srv, kw__conn_t *c)
+{
+    c->state = C_IDLE;
+    c->got_bytes = false;
+    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.conn_timeout_s * NS, -1);
+}
+
+static void to_linger(kw_http_server_t *srv, kw__conn_t *c)
+{
+    if (atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
+        conn_close(srv, c); /* draining: no time to linger */
+        return;
+    }
+    c->state = C_LINGER;
+    c->rlen = 0;
+    shutdown(c->fd, SHUT_WR);
+    set_deadline(c, kw_http_now_ns() + LINGER_NS, -1);
+    ready_push(srv, c);
+}
+
+/* Writes what is pending. On completion: WRITE goes on to the next request or to linger;
+ * other states (a 100 Continue during BODY) just carry on. false: the conn was closed. */
+static bool conn_flush(kw_http_server_t *srv, kw__conn_t *c)
+{
+    while (c->woff < c->out.len) {
+        ssize_t n = send(c->fd, c->out.ptr + c->woff, c->out.len - c->woff, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->woff += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true; /* EPOLLOUT brings us back */
+        conn_close(srv, c);
+        return false;
+    }
+    c->out.len = 0;
+    c->woff = 0;
+    if (c->out.ptr && c->out.cap > 65536) { /* do not keep a big answer's buffer */
+        kw_buf_free(&c->out);
+        kw_buf_init(&c->out);
+    }
+    if (c->state != C_WRITE)
+        return true;
+    if (c->close_after) {
+        to_linger(srv, c);
+        return c->fd >= 0;
+    }
+    to_idle(srv, c);
+    ready_push(srv, c); /* the next request may be buffered already */
+    return true;
+}
+
+/* Takes rq's serialized answer and starts sending it. */
+static void conn_answer(kw_http_server_t *srv, kw__conn_t *c, kw__rq_t *rq)
+{
+    if (rq->close_after)
+        c->close_after = true;
+    if (c->out.len == 0) {
+        kw_buf_free(&c->out);
+        c->out = rq->out; /* take the buffer */
+        kw_buf_init(&rq->out);
+    } else {
+        kw_buf_append(&c->out, rq->out.ptr, rq->out.len);
+    }
+    kw__rq_free(rq);
+    c->rq = NULL;
+    c->answered = true;
+    if (c->out.failed || c->out.len == 0) {
+        conn_close(srv, c);
+        return;
+    }
+    c->state = C_WRITE;
+    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * NS, KW__EXPIRE_WRITE);
+    conn_flush(srv, c);
+}
+
+/* A server-made error for the request being read; always closes afterwards. */
+static void conn_fail(kw_http_server_t *srv, kw__conn_t *c, int status, const char *msg)
+{
+    kw__rq_t *rq = c->rq;
+    if (!rq) {
+        rq = kw__rq_new(srv);
+        if (!rq) {
+            conn_close(srv, c);
+            return;
+        }
+        rq->t0_ns = kw_http_now_ns();
+        kw__rq_request_id(rq);
+        c->rq = rq;
+    }
+    rq->keep_alive = false;
+    kw__rq_error(rq, status, msg);
+    kw__rq_finish(rq);
+    conn_answer(srv, c, rq);
+}
+
+static void dispatch(kw_http_server_t *srv, kw__conn_t *c, int job)
+{
+    c->state = C_BUSY;
+    c->rq->job = job;
+    c->rq->conn = c;
+    kw__pool_submit(srv, c->rq);
+}
+
+static bool budget_take(kw_http_server_t *srv, kw__rq_t *rq, size_t n)
+{
+    size_t cur = atomic_load(&srv->body_used);
+    do {
+        if (n > srv->cfg.body_budget || cur > srv->cfg.body_budget - n) {
+            atomic_fetch_add_explicit(&srv->metrics.budget_refused, 1, memory_order_relaxed);
+            return false;
+        }
+    } while (!atomic_compare_exchange_weak(&srv->body_used, &cur, cur + n));
+    rq->charged += n;
+    return true;
+}
+
+/* Room for the whole announced body and its NUL in one allocation. */
+static bool body_reserve(kw_buf_t *b, size_t len)
+{
+    b->ptr = kw_malloc(len + 1);
+    if (!b->ptr) {
+        b->failed = true;
+        return false;
+    }
+    b->cap = len + 1;
+    b->len = 0;
+    b->ptr[0] = '\0';
+    return true;
+}
+
+/* on_headers said yes (or there is none): start reading the body. */
+static void begin_body(kw_http_server_t *srv, kw__conn_t *c)
+{
+    kw__rq_t *rq = c->rq;
+    c->state = C_BODY;
+    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * NS, KW__EXPIRE_BODY);
+    if (rq->head.chunked) {
+        memset(&c->ch, 0, sizeof(c->ch));
+    } else {
+        c->body_left = rq->head.length;
+        if (!budget_take(srv, rq, (size_t)rq->head.length)) {
+            conn_fail(srv, c, 503, "Service Unavailable");
+            return;
+        }
+        if (!body_reserve(&rq->body, (size_t)rq->head.length)) {
+            conn_fail(srv, c, 500, "Internal Server Error");
+            return;
+        }
+    }
+    if (rq->head.expect_continue && c->rlen == 0) {
+        kw_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        if (!conn_flush(srv, c))
+            return;
+    }
+    conn_advance(srv, c);
+}
+
+/* Appends body bytes, enforcing the cap and (chunked) the budget. false: answered. */
+static bool body_add(kw_http_server_t *srv, kw__conn_t *c, const char *p, size_t n)
+{
+    kw__rq_t *rq = c->rq;
+    if (n > KW_MAX_BODY_BYTES - rq->body.len) {
+        conn_fail(srv, c, 413, "Request body too large");
+        return false;
+    }
+    if (rq->head.chunked && !budget_take(srv, rq, n)) {
+        conn_fail(srv, c, 503, "Service Unavailable");
+        return false;
+    }
+    kw_buf_append(&rq->body, p, n);
+    if (rq->body.failed) {
+        conn_fail(srv, c, 500, "Internal Server Error");
+        return false;
+    }
+    return true;
+}
+
+static void consume(kw__conn_t *c, size_t n)
+{
+    memmove(c->rbuf, c->rbuf + n, c->rlen - n);
+    c->rlen -= n;
+    c->scan = 0;
+}
+
+/* The body is complete: hand the request to a worker. */
+static void body_done(kw_http_server_t *srv, kw__conn_t *c)
+{
+    kw__rq_t *rq = c->rq;
+    if (rq->body.ptr) {
+        rq->req.body = (kw_str_t){rq->body.ptr, rq->body.len};
+        rq->body.ptr[rq->body.len] = '\0'; /* reserved: the +1 / kw_buf keeps a NUL */
+    }
+    dispatch(srv, c, KW__JOB_RUN);
+}
+
+/* Feeds buffered bytes to the body. */
+static void read_body(kw_http_server_t *srv, kw__conn_t *c)
+{
+    kw__rq_t *rq = c->rq;
+    if (!rq->head.chunked) {
+        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
+        kw_buf_append(&rq->body, c->rbuf, n);
+        consume(c, n);
+        c->body_left -= n;
+        if (c->body_left == 0)
+            body_done(srv, c);
+        return;
+    }
+    size_t off = 0;
+    while (off < c->rlen) {
+        size_t used = 0;
+        kw_str_t data;
+        int rc = kw__http_chunk_step(&c->ch, c->rbuf + off, c->rlen - off, &used, &data);
+        off += used;
+        if (data.len && !body_add(srv, c, data.ptr, data.len))
+            return;
+        if (rc == KW__CHUNK_ERR) {
+            conn_fail(srv, c, 400, "Malformed chunked body.");
+            return;
+        }
+        if (rc == KW__CHUNK_DONE) {
+            consume(c, off);
+            if (!rq->body.ptr)
+                kw_buf_puts(&rq->body, ""); /* an empty body is still NUL-terminated */
+            body_done(srv, c);
+            return;
+        }
+    }
+    consume(c, off);
+}
+
+/* A complete head of hlen bytes is at the start of rbuf: parse, route, decide. */
+static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
+{
+    kw__rq_t *rq = kw__rq_new(srv);
+    if (!rq) {
+        conn_close(srv, c);
+        return;
+    }
+    c->rq = rq;
+    rq->t0_ns = kw_http_now_ns();
+    char *buf = kw_arena_alloc(rq->req.arena, hlen + 1);
+    if (!buf) {
+        conn_fail(srv, c, 500, "Internal Server Error");
+        return;
+    }
+    memcpy(buf, c->rbuf, hlen);
+    buf[hlen] = '\0';
+    consume(c, hlen);
+    const char *msg = NULL;
+    int st = kw__http_parse_head(buf, hlen, &rq->head, &msg);
+    rq->req.method = rq->head.method;
+    rq->req.path = rq->head.path;
+    kw__rq_request_id(rq);
+    if (st) {
+        conn_fail(srv, c, st, msg);
+        return;
+    }
+    rq->has_body = rq->head.chunked || (rq->head.has_length && rq->head.length > 0);
+    rq->keep_alive = rq->head.keep_alive;
+    kw__match_t *m = &rq->match;
+    kw__router_match(&srv->router, rq->req.method, rq->req.path, m);
+    int rst = 0;
     if (m->kind == KW__MATCH_NOT_FOUND) {
-        cs->router_status = 404;
+        rst = 404;
     } else {
-        cs->label = m->route->label;
-        cs->req.route = kw_str_c(m->route->def->pattern);
+        rq->label = m->route->label;
+        rq->req.route = kw_str_c(m->route->def->pattern);
+        rq->req.route_flags = m->route->def->flags;
         if (m->kind == KW__MATCH_BAD_METHOD)
-            cs->router_status = 405;
-        else if (!kw__router_decode_params(m, &cs->req))
-            cs->router_status = 404;
+            rst = 405;
+        else if (!kw__router_decode_params(m, &rq->req))
+            rst = 404;
     }
-    if (cs->router_status)
-        return has_body(cs) ? send_router_error(cs) : MHD_YES;
-    const char *cl =
-        MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(cl, &end, 10);
-        /* MHD rejects a malformed Content-Length itself; this only sizes the body. */
-        if (end != cl && (errno == ERANGE || v > KW_MAX_BODY_BYTES)) {
-            cs->too_large = true;
-            return send_error(cs, 413, "Request body too large", -1, NULL);
-        }
-    }
-    return MHD_YES;
-}
-
-static enum MHD_Result dispatch(conn_t *cs)
-{
-    if (cs->router_status)
-        return send_router_error(cs);
-    if (cs->too_large)
-        return send_error(cs, 413, "Request body too large", -1, NULL);
-    if (cs->body.failed) {
-        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: out of memory reading the body",
-               cs->req.request_id);
-        return send_error(cs, 500, "Internal Server Error", -1, NULL);
-    }
-    if (cs->body.ptr)
-        cs->req.body = (kw_str_t){cs->body.ptr, cs->body.len};
-    kw_http_resp_t resp;
-    memset(&resp, 0, sizeof(resp));
-    resp.status = 200;
-    kw_buf_init(&resp.body);
-    cs->match.route->def->fn(&cs->req, &resp, cs->srv->ud);
-    return send_response(cs, &resp);
-}
-
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
-                                  const char *method, const char *version, const char *upload_data,
-                                  size_t *upload_data_size, void **con_cls)
-{
-    (void)version;
-    kw_http_server_t *srv = cls;
-    conn_t *cs = *con_cls;
-    if (!cs) {
-        cs = conn_new(srv, c, url, method);
-        if (!cs) {
-            kw_log(KW_LOG_ERROR, KW_MODULE, "out of memory accepting a request");
-            return MHD_NO;
-        }
-        *con_cls = cs;
-        return on_first(cs);
-    }
-    if (*upload_data_size) {
-        size_t n = *upload_data_size;
-        *upload_data_size = 0;
-        if (cs->responded || cs->too_large || cs->router_status)
-            return MHD_YES; /* discard */
-        if (n > KW_MAX_BODY_BYTES - cs->body.len) {
-            cs->too_large = true;
-            kw_buf_free(&cs->body);
-            return MHD_YES;
-        }
-        kw_buf_append(&cs->body, upload_data, n);
-        return MHD_YES;
-    }
-    if (cs->responded)
-        return MHD_YES;
-    return dispatch(cs);
-}
-
-/* One access-log line; see the file comment for what must never appear in it. */
-static void access_log(conn_t *cs, uint64_t dur_ns)
-{
-    if (kw_log_get_level() > KW_LOG_INFO)
+    if (rst) {
+        if (rst == 404)
+            rq->label = srv->router.n_labels - 1;
+        /* Without a body the connection stays usable; with one, the body stays unread
+         * and the connection closes after the answer. */
+        if (rq->has_body)
+            rq->keep_alive = false;
+        kw__rq_error(rq, rst, rst == 404 ? "Not Found" : "Method Not Allowed");
+        kw__rq_finish(rq);
+        conn_answer(srv, c, rq);
         return;
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    kw_buf_t b;
-    kw_buf_init(&b);
-    kw_buf_printf(&b,
-                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
-                  "\"request_id\":",
-                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                  ts.tv_nsec / 1000, cs->status >= 500 ? "error" : "info");
-    kw_json_escape(&b, kw_str_c(cs->req.request_id));
-    kw_buf_puts(&b, ",\"method\":");
-    kw_str_t meth = cs->req.method;
-    if (meth.len > 32)
-        meth.len = 32;
-    kw_json_escape(&b, meth);
-    kw_buf_puts(&b, ",\"route\":");
-    kw_json_escape(&b, kw_str_c(cs->srv->router.labels[cs->label]));
-    kw_buf_printf(&b, ",\"status\":%d,\"duration_ms\":%.3f,\"subject\":", cs->status,
-                  (double)dur_ns / 1e6);
-    if (cs->req.log_subject)
-        kw_json_escape(&b, kw_str_c(cs->req.log_subject));
-    else
-        kw_buf_puts(&b, "null");
-    kw_buf_puts(&b, "}");
-    if (!b.failed)
-        kw_log_raw(b.ptr, b.len);
-    kw_buf_free(&b);
+    }
+    if (rq->head.length_overflow || rq->head.length > KW_MAX_BODY_BYTES) {
+        conn_fail(srv, c, 413, "Request body too large");
+        return;
+    }
+    if (!rq->has_body) {
+        dispatch(srv, c, KW__JOB_RUN);
+        return;
+    }
+    if (srv->cfg.on_headers) {
+        dispatch(srv, c, KW__JOB_HEADERS);
+        return;
+    }
+    rq->headers_run = true;
+    begin_body(srv, c);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
+/* Processes what rbuf holds as far as the state allows. */
+static void conn_advance(kw_http_server_t *srv, kw__conn_t *c)
 {
-    (void)c;
-    (void)toe;
-    kw_http_server_t *srv = cls;
-    conn_t *cs = *con_cls;
-    if (!cs)
+    if (c->fd < 0)
         return;
-    *con_cls = NULL;
-    /* A request that never got a response (client gone, MHD error) is logged with
-     * status 0 and its time so far, and not counted: there is no status to count. */
-    access_log(cs, cs->responded ? cs->dur_ns : now_ns() - cs->t0_ns);
-    conn_free(cs);
-    atomic_fetch_sub(&srv->inflight, 1);
+    if (c->state == C_IDLE) {
+        /* RFC 9112 2.2: empty lines before a request line are ignored. */
+        size_t skip = 0;
+        while (skip < c->rlen && (c->rbuf[skip] == '\r' || c->rbuf[skip] == '\n'))
+            skip++;
+        if (skip)
+            consume(c, skip);
+        if (c->rlen == 0)
+            return;
+        if (atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
+            conn_close(srv, c);
+            return;
+        }
+        /* The first request's head is due header_timeout_s after accept, a later one's
+         * after its first byte. */
+        c->state = C_HEAD;
+        uint64_t from = c->answered ? kw_http_now_ns() : c->accepted_ns;
+        set_deadline(c, from + (uint64_t)srv->cfg.header_timeout_s * NS, KW__EXPIRE_HEADERS);
+    }
+    if (c->state == C_HEAD) {
+        if (c->rlen)
+            c->got_bytes = true;
+        size_t hlen = kw__http_head_end(c->rbuf, c->rlen, &c->scan);
+        if (hlen > KW_MAX_HEADER_BYTES || (!hlen && c->rlen >= KW_MAX_HEADER_BYTES)) {
+            conn_fail(srv, c, 431, "Request Header Fields Too Large");
+            return;
+        }
+        if (hlen)
+            start_request(srv, c, hlen);
+        return;
+    }
+    if (c->state == C_BODY && c->rlen)
+        read_body(srv, c);
+}
+
+/* Reads until EAGAIN (edge-triggered) or until the buffer may not grow, processing as it
+ * goes. Only in states that read. */
+static void conn_read(kw_http_server_t *srv, kw__conn_t *c)
+{
+    while (c->fd >= 0) {
+        if (c->state == C_LINGER) {
+            char scratch[16384];
+            ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
+            if (n > 0)
+                continue;
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return;
+            conn_close(srv, c);
+            return;
+        }
+        if (c->state != C_HEAD && c->state != C_BODY && c->state != C_IDLE)
+            return;
+        if (c->rlen == c->rcap) {
+            if (c->rcap >= RBUF_MAX)
+                return; /* full: conn_advance failed it (431) or will consume it */
+            size_t ncap = c->rcap ? c->rcap * 2 : RBUF_INIT;
+            if (ncap > RBUF_MAX)
+                ncap = RBUF_MAX;
+            char *nb = kw_realloc(c->rbuf, ncap);
+            if (!nb) {
+                conn_close(srv, c);
+                return;
+            }
+            c->rbuf = nb;
+            c->rcap = ncap;
+        }
+        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            /* EOF or error: nothing more will come; an unfinished request is dropped. */
+            conn_close(srv, c);
+            return;
+        }
+        c->rlen += (size_t)n;
+        conn_advance(srv, c);
+    }
+}
+
+static void on_conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
+{
+    if (c->fd < 0)
+        return;
+    if (ev & EPOLLOUT) {
+        if (c->out.len && !conn_flush(srv, c))
+            return;
+    }
+    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->state == C_BUSY || c->state == C_WRITE) {
+            /* Not reading now (requests on a connection go in order). A hang-up is
+             * noticed when the answer is written or the next read sees EOF. */
+            if (ev & (EPOLLHUP | EPOLLERR))
+                conn_close(srv, c);
+            return;
+        }
+        conn_read(srv, c);
+    }
+}
+
+/* ---- accept ---- */
+
+static void on_accept(kw_http_server_t *srv)
+{
+    loop_t *lp = srv->loop;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(srv->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* Out of descriptors: stop listening until the next sweep, or the
+                 * level-triggered listen socket would spin. */
+                kw_log(KW_LOG_WARN, KW_MODULE, "accept: %s", strerror(errno));
+                epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+                lp->listening = false;
+            }
+            return;
+        }
+        if (lp->n_conns >= srv->cfg.conn_limit) {
+            atomic_fetch_add_explicit(&srv->metrics.refused[KW__REFUSE_LIMIT], 1,
+                                      memory_order_relaxed);
+            close(fd);
+            continue;
+        }
+        bool over = false;
+        addr_slot_t *as = addr_acquire(lp, &ss, srv->cfg.conn_per_addr, &over);
+        if (!as) {
+            if (over)
+                atomic_fetch_add_explicit(&srv->metrics.refused[KW__REFUSE_PER_ADDR], 1,
+                                          memory_order_relaxed);
+            close(fd);
+            continue;
+        }
+        kw__conn_t *c = kw_calloc(1, sizeof(*c));
+        if (!c) {
+            addr_release(lp, as);
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+        c->addr = as;
+        kw_buf_init(&c->out);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                                 .data.ptr = c};
+        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            addr_release(lp, as);
+            close(fd);
+            kw_free(c);
+            continue;
+        }
+        c->next = lp->head.next;
+        c->prev = &lp->head;
+        lp->head.next->prev = c;
+        lp->head.next = c;
+        lp->n_conns++;
+        atomic_fetch_add_explicit(&srv->metrics.open_conns, 1, memory_order_relaxed);
+        /* Idle until a byte comes, for at most the idle timeout and the header timeout;
+         * conn_advance then sets the head's deadline (from accept). */
+        c->accepted_ns = kw_http_now_ns();
+        to_idle(srv, c);
+        uint64_t ht = c->accepted_ns + (uint64_t)srv->cfg.header_timeout_s * NS;
+        if (ht < c->deadline)
+            c->deadline = ht;
+    }
+}
+
+/* ---- answers coming back from the pool ---- */
+
+static void on_done(kw_http_server_t *srv)
+{
+    uint64_t v;
+    while (read(srv->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+        ;
+    kw__rq_t *l = kw__pool_take_done(srv);
+    while (l) {
+        kw__rq_t *rq = l;
+        l = rq->next;
+        kw__conn_t *c = rq->conn;
+        if (c->fd < 0) { /* a zombie: the client went away meanwhile */
+            c->state = C_IDLE;
+            c->rq = NULL;
+            kw__rq_free(rq);
+            ready_push(srv, c);
+            continue;
+        }
+        if (rq->done == KW__DONE_BODY) {
+            begin_body(srv, c);
+            if (c->fd >= 0 && c->state == C_BODY)
+                ready_push(srv, c); /* read what the client sent meanwhile */
+        } else {
+            conn_answer(srv, c, rq);
+        }
+    }
+}
+
+/* ---- deadlines and stop ---- */
+
+static void sweep(kw_http_server_t *srv, uint64_t now)
+{
+    loop_t *lp = srv->loop;
+    if (!lp->listening && !lp->drain_begun) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
+        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) == 0)
+            lp->listening = true;
+    }
+    kw__pool_expire_parked(srv, now, false);
+    for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
+        nx = c->next;
+        if (c->fd < 0 || c->state == C_BUSY || now < c->deadline)
+            continue;
+        if (c->expire_kind >= 0 && (c->state != C_HEAD || c->got_bytes))
+            atomic_fetch_add_explicit(&srv->metrics.expired[c->expire_kind], 1,
+                                      memory_order_relaxed);
+        if ((c->state == C_HEAD && c->got_bytes) || c->state == C_BODY) {
+            /* 408 when possible: written if the socket takes it, then linger. */
+            c->deadline = UINT64_MAX;
+            conn_fail(srv, c, 408, "Request Timeout");
+            continue;
+        }
+        conn_close(srv, c);
+    }
+}
+
+static void begin_drain(kw_http_server_t *srv)
+{
+    loop_t *lp = srv->loop;
+    lp->drain_begun = true;
+    lp->drain_deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
+    if (lp->listening)
+        epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+    lp->listening = false;
+    close(srv->listen_fd);
+    srv->listen_fd = -1;
+    kw__pool_expire_parked(srv, 0, true);
+    for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
+        nx = c->next;
+        /* A request whose head arrived is in flight: its body is still read, it is
+         * answered, then the connection closes. */
+        if (c->state == C_BUSY || c->state == C_WRITE || c->state == C_BODY)
+            c->close_after = true;
+        else
+            conn_close(srv, c);
+    }
+}
+
+/* See loop_t.ready. */
+static void process_ready(kw_http_server_t *srv)
+{
+    loop_t *lp = srv->loop;
+    kw__conn_t *c;
+    while ((c = lp->ready) != NULL) {
+        lp->ready = c->ready_next;
+        c->in_ready = false;
+        if (c->fd < 0) {
+            if (c->state != C_BUSY) {
+                kw__rq_free(c->rq);
+                conn_free(lp, c);
+            }
+            continue;
+        }
+        if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
+            conn_advance(srv, c);
+        if (c->fd >= 0 && (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY ||
+                           c->state == C_LINGER))
+            conn_read(srv, c);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    kw_http_server_t *srv = arg;
+    loop_t *lp = srv->loop;
+    struct epoll_event evs[256];
+    for (;;) {
+        if (atomic_load(&srv->stopping)) {
+            if (!lp->drain_begun)
+                begin_drain(srv);
+            process_ready(srv);
+            if (lp->n_conns == 0 || kw_http_now_ns() >= lp->drain_deadline)
+                break;
+        }
+        int timeout = (int)(SWEEP_NS / 1000000ull);
+        int n = epoll_wait(srv->epoll_fd, evs, (int)KW_ARRAY_LEN(evs), timeout);
+        if (n < 0 && errno != EINTR) {
+            kw_log(KW_LOG_ERROR, KW_MODULE, "epoll_wait: %s", strerror(errno));
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &tag_listen)
+                on_accept(srv);
+            else if (p == &tag_event)
+                on_done(srv);
+            else
+                on_conn_event(srv, p, evs[i].events);
+            process_ready(srv);
+        }
+        process_ready(srv);
+        uint64_t now = kw_http_now_ns();
+        if (now - lp->last_sweep >= SWEEP_NS) {
+            lp->last_sweep = now;
+            sweep(srv, now);
+        }
+    }
+    /* Whatever is left: close the sockets; requests still in the pool make zombies. */
+    for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
+        nx = c->next;
+        conn_close(srv, c);
+    }
+    process_ready(srv);
+    return NULL;
 }
 
 /* ---- public API ---- */
 
-const char *kw_http_header(const kw_http_req_t *req, const char *name)
-{
-    const conn_t *cs = req->priv;
-    return MHD_lookup_connection_value(cs->c, MHD_HEADER_KIND, name);
-}
-
-typedef struct query_find {
-    const conn_t *cs;
-    const char *name;
-    bool found, bad;
-    kw_str_t value;
-} query_find_t;
-
-static enum MHD_Result query_iter(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  const char *value)
-{
-    (void)kind;
-    query_find_t *q = cls;
-    kw_str_t k;
-    if (!key || !kw_http_pct_decode(q->cs->req.arena, kw_str_c(key), true, &k) ||
-        !kw_str_eq_c(k, q->name))
-        return MHD_YES;
-    kw_str_t v;
-    /* A decoded NUL is refused like a bad escape: C-string consumers would truncate. */
-    if (!kw_http_pct_decode(q->cs->req.arena, kw_str_c(value ? value : ""), true, &v) ||
-        memchr(v.ptr, '\0', v.len))
-        q->bad = true;
-    else {
-        q->found = true;
-        q->value = v;
-    }
-    return MHD_NO; /* the first occurrence wins */
-}
-
-kw_str_t kw_http_query(const kw_http_req_t *req, const char *name, bool *found, bool *bad)
-{
-    query_find_t q = {.cs = req->priv, .name = name};
-    MHD_get_connection_values(q.cs->c, MHD_GET_ARGUMENT_KIND, query_iter, &q);
-    if (found)
-        *found = q.found;
-    if (bad)
-        *bad = q.bad;
-    return q.found ? q.value : KW_STR_NULL;
-}
-
-kw_http_server_t *kw_http_req_server(const kw_http_req_t *req)
-{
-    return ((const conn_t *)req->priv)->srv;
-}
-
 void kw_http_server_metrics(kw_http_server_t *srv, kw_buf_t *out)
 {
     kw__metrics_write(&srv->metrics, out);
-    if (srv->metrics_fn)
-        srv->metrics_fn(out, srv->ud);
+    if (srv->cfg.metrics_fn)
+        srv->cfg.metrics_fn(out, srv->cfg.ud);
 }
 
 /* Resolves host (numeric or a name) into a listening address with the given port. */
-static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, bool *v6,
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss, socklen_t *sl,
                    kw_diag_t *diag)
 {
     struct addrinfo hints, *res = NULL;
@@ -510,8 +879,8 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
                            gai_strerror(rc));
     memset(ss, 0, sizeof(*ss));
     memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *v6 = res->ai_family == AF_INET6;
-    if (*v6)
+    *sl = res->ai_addrlen;
+    if (res->ai_family == AF_INET6)
         ((struct sockaddr_in6 *)ss)->sin6_port = htons(port);
     else
         ((struct sockaddr_in *)ss)->sin_port = htons(port);
@@ -519,20 +888,94 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *ss,
     return KW_OK;
 }
 
+/* A listening socket. SO_REUSEADDR (restart while old sockets sit in TIME_WAIT) but not
+ * SO_REUSEPORT, which would let a second process silently share the port. */
+static int open_listener(const char *host, uint16_t port, int *out, uint16_t *bound,
+                         kw_diag_t *diag)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    int rc = resolve(host, port, &ss, &sl, diag);
+    if (rc != KW_OK)
+        return rc;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return kw_diag_set(diag, KW_EIO, 0, 0, "cannot listen on %s:%u: %s", host, (unsigned)port,
+                           strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        close(fd);
+        return kw_diag_set(diag, KW_EIO, 0, 0, "cannot listen on %s:%u: %s", host, (unsigned)port,
+                           strerror(e));
+    }
+    struct sockaddr_storage got;
+    socklen_t gl = sizeof(got);
+    if (getsockname(fd, (struct sockaddr *)&got, &gl) != 0) {
+        close(fd);
+        return kw_diag_set(diag, KW_EIO, 0, 0, "listening on %s but the port is unknown", host);
+    }
+    *bound = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                             : ((struct sockaddr_in *)&got)->sin_port);
+    *out = fd;
+    return KW_OK;
+}
+
+/* Connections are file descriptors: use all the hard limit allows. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            kw_log(KW_LOG_WARN, KW_MODULE, "cannot raise RLIMIT_NOFILE: %s", strerror(errno));
+    }
+}
+
+static void fill_defaults(kw_http_config_t *c)
+{
+    if (c->threads == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = n > 0 ? (unsigned)n : 1;
+    }
+    if (c->threads > 256)
+        c->threads = 256;
+    if (!c->conn_timeout_s)
+        c->conn_timeout_s = KW_HTTP_DEFAULT_IDLE_S;
+    if (!c->conn_limit)
+        c->conn_limit = KW_HTTP_DEFAULT_CONN_LIMIT;
+    if (!c->conn_per_addr)
+        c->conn_per_addr = KW_HTTP_DEFAULT_CONN_PER_ADDR;
+    if (!c->header_timeout_s)
+        c->header_timeout_s = KW_HTTP_DEFAULT_HEADER_S;
+    if (!c->body_timeout_s)
+        c->body_timeout_s = KW_HTTP_DEFAULT_BODY_S;
+    if (!c->drain_timeout_s)
+        c->drain_timeout_s = KW_HTTP_DEFAULT_DRAIN_S;
+    if (!c->body_budget)
+        c->body_budget = KW_HTTP_DEFAULT_BODY_BUDGET;
+    if (!c->host)
+        c->host = "127.0.0.1";
+}
+
 int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, uint16_t *bound_port,
                          kw_diag_t *diag)
 {
-    const char *host = cfg->host ? cfg->host : "127.0.0.1";
-    struct sockaddr_storage ss;
-    bool v6 = false;
-    int rc = resolve(host, cfg->port, &ss, &v6, diag);
-    if (rc != KW_OK)
-        return rc;
+    int rc;
+    raise_nofile();
     kw_http_server_t *srv = kw_calloc(1, sizeof(*srv));
-    if (!srv)
+    loop_t *lp = kw_calloc(1, sizeof(*lp));
+    if (!srv || !lp) {
+        kw_free(srv);
+        kw_free(lp);
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP server");
-    srv->ud = cfg->ud;
-    srv->metrics_fn = cfg->metrics_fn;
+    }
+    srv->cfg = *cfg;
+    fill_defaults(&srv->cfg);
+    lp->head.next = lp->head.prev = &lp->head;
+    srv->loop = lp;
+    srv->listen_fd = srv->epoll_fd = srv->event_fd = -1;
     rc = kw__router_init(&srv->router, cfg->routes, cfg->n_routes, diag);
     if (rc != KW_OK)
         goto fail_router;
@@ -541,80 +984,124 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
         kw_diag_set(diag, rc, 0, 0, "out of memory starting the HTTP server");
         goto fail_metrics;
     }
-    unsigned threads = cfg->threads;
-    if (threads == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = n > 0 ? (unsigned)n : 1;
+    uint16_t port = 0;
+    rc = open_listener(srv->cfg.host, srv->cfg.port, &srv->listen_fd, &port, diag);
+    if (rc != KW_OK)
+        goto fail_listen;
+    rc = KW_EIO;
+    srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    srv->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (srv->epoll_fd < 0 || srv->event_fd < 0) {
+        kw_diag_set(diag, rc, 0, 0, "cannot create the event loop: %s", strerror(errno));
+        goto fail_fds;
     }
-    if (threads > 256)
-        threads = 256;
-    unsigned conn_limit = cfg->conn_limit ? cfg->conn_limit : 1024;
-    if (conn_limit < threads)
-        conn_limit = threads;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
-    if (v6)
-        flags |= MHD_USE_IPv6;
-    /* MHD_OPTION_LISTENING_ADDRESS_REUSE is deliberately not passed: left unset, MHD
-     * sets SO_REUSEADDR (restart while old sockets sit in TIME_WAIT), whereas 1 would
-     * add SO_REUSEPORT and let a second process silently share our port. */
-    /* The logger must be the first option or MHD logs the earlier ones to stderr itself.
-     * A pool of 1 is no pool in MHD's terms (it warns about 0 and 1), so one thread
-     * leaves the option out. */
-    struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, (intptr_t)threads, NULL},
-                                    {MHD_OPTION_END, 0, NULL}};
-    srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_ARRAY,
-        threads > 1 ? pool : pool + 1, MHD_OPTION_CONNECTION_TIMEOUT,
-        cfg->conn_timeout_s ? cfg->conn_timeout_s : 30u, MHD_OPTION_CONNECTION_LIMIT, conn_limit,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONN_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
-    if (!srv->daemon) {
-        int e = errno;
-        rc = kw_diag_set(diag, KW_EIO, 0, 0, "cannot listen on %s:%u: %s", host,
-                         (unsigned)cfg->port, e ? strerror(e) : "libmicrohttpd refused");
-        goto fail_daemon;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
+    struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &tag_event};
+    if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0 ||
+        epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->event_fd, &ev2) != 0) {
+        kw_diag_set(diag, rc, 0, 0, "cannot set up the event loop: %s", strerror(errno));
+        goto fail_fds;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    uint16_t port = info ? info->port : 0;
-    if (port == 0) {
-        rc = kw_diag_set(diag, KW_EIO, 0, 0, "listening on %s but the port is unknown", host);
-        MHD_stop_daemon(srv->daemon);
-        goto fail_daemon;
+    lp->listening = true;
+    if (pthread_mutex_init(&srv->mu, NULL) != 0)
+        goto fail_mu;
+    if (pthread_mutex_init(&srv->done_mu, NULL) != 0)
+        goto fail_done_mu;
+    if (pthread_cond_init(&srv->cv, NULL) != 0)
+        goto fail_cv;
+    if (pthread_cond_init(&srv->idle_cv, NULL) != 0)
+        goto fail_idle_cv;
+    rc = kw__pool_start(srv, diag);
+    if (rc != KW_OK)
+        goto fail_pool;
+    int e = pthread_create(&srv->loop_thread, NULL, loop_main, srv);
+    if (e != 0) {
+        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "cannot start the HTTP loop: %s", strerror(e));
+        goto fail_loop;
     }
     if (bound_port)
         *bound_port = port;
     *out = srv;
-    kw_log(KW_LOG_INFO, KW_MODULE, "listening on %s:%u (%u threads)", host, (unsigned)port,
-           threads);
+    kw_log(KW_LOG_INFO, KW_MODULE, "listening on %s:%u (%u threads)", srv->cfg.host, (unsigned)port,
+           srv->cfg.threads);
     return KW_OK;
 
-fail_daemon:
+fail_loop:
+    kw__pool_stop(srv);
+fail_pool:
+    pthread_cond_destroy(&srv->idle_cv);
+fail_idle_cv:
+    pthread_cond_destroy(&srv->cv);
+fail_cv:
+    pthread_mutex_destroy(&srv->done_mu);
+fail_done_mu:
+    pthread_mutex_destroy(&srv->mu);
+fail_mu:
+    if (rc == KW_EIO)
+        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP server");
+fail_fds:
+    if (srv->event_fd >= 0)
+        close(srv->event_fd);
+    if (srv->epoll_fd >= 0)
+        close(srv->epoll_fd);
+    close(srv->listen_fd);
+fail_listen:
     kw__metrics_close(&srv->metrics);
 fail_metrics:
     kw__router_close(&srv->router);
 fail_router:
+    kw_free(lp);
     kw_free(srv);
     return rc;
 }
 
-void kw_http_server_stop(kw_http_server_t *srv)
+int kw_http_server_stop(kw_http_server_t *srv)
 {
     if (!srv)
-        return;
-    MHD_socket lfd = MHD_quiesce_daemon(srv->daemon);
-    uint64_t deadline = now_ns() + STOP_GRACE_NS;
-    while (atomic_load(&srv->inflight) > 0 && now_ns() < deadline) {
-        struct timespec d = {0, 2 * 1000000};
-        nanosleep(&d, NULL);
+        return KW_OK;
+    uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
+    atomic_store(&srv->stopping, true);
+    kw__loop_notify(srv);
+    pthread_join(srv->loop_thread, NULL);
+    if (!kw__pool_drain(srv, deadline)) {
+        kw_log(KW_LOG_WARN, KW_MODULE,
+               "stopping with handlers still running after %u s: leaving them behind",
+               srv->cfg.drain_timeout_s);
+        return KW_ETIMEOUT;
     }
-    long left = atomic_load(&srv->inflight);
-    if (left > 0)
-        kw_log(KW_LOG_WARN, KW_MODULE, "stopping with %ld requests still in flight", left);
-    MHD_stop_daemon(srv->daemon);
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
+    kw__pool_stop(srv);
+    /* Requests answered after the loop left: their connections are zombies now. */
+    kw__rq_t *l = kw__pool_take_done(srv);
+    while (l) {
+        kw__rq_t *rq = l;
+        l = rq->next;
+        kw__conn_t *c = rq->conn;
+        kw__rq_free(rq);
+        if (c) {
+            c->state = C_IDLE;
+            c->rq = NULL;
+            conn_free(srv->loop, c);
+        }
+    }
+    loop_t *lp = srv->loop;
+    for (size_t i = 0; i < ADDR_BUCKETS; i++) {
+        while (lp->addrs[i]) {
+            addr_slot_t *s = lp->addrs[i];
+            lp->addrs[i] = s->next;
+            kw_free(s);
+        }
+    }
+    close(srv->event_fd);
+    close(srv->epoll_fd);
+    if (srv->listen_fd >= 0)
+        close(srv->listen_fd);
+    pthread_cond_destroy(&srv->idle_cv);
+    pthread_cond_destroy(&srv->cv);
+    pthread_mutex_destroy(&srv->done_mu);
+    pthread_mutex_destroy(&srv->mu);
     kw__metrics_close(&srv->metrics);
     kw__router_close(&srv->router);
+    kw_free(lp);
     kw_free(srv);
+    return KW_OK;
 }

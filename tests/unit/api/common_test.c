@@ -118,12 +118,42 @@ KW_TEST(route_table_covers_the_contract)
     for (size_t i = 0; i < n; i++) {
         KW_ASSERT(r[i].fn != NULL);
         if (strncmp(r[i].pattern, "/v1/", 4) == 0) {
-            KW_ASSERT(r[i].v1_errors);
+            KW_ASSERT_EQ(r[i].flags, 0); /* admin API: authenticated (not public) */
             KW_ASSERT_STR_EQ(r[i].method, "POST");
             v1++;
         }
     }
     KW_ASSERT_EQ(v1, 10);
+}
+
+/* The errors the HTTP server makes itself: the contract's shape, and under /v1 the
+ * SpiceDB gateway shape (api/errors.c; the http module knows nothing of SpiceDB). */
+KW_TEST(server_error_shapes)
+{
+    kw_http_req_t req;
+    memset(&req, 0, sizeof(req));
+    kw_http_resp_t resp;
+    memset(&resp, 0, sizeof(resp));
+    kw_buf_init(&resp.body);
+    req.path = KW_STR("/agents/x");
+    kw_api_http_error(&req, 404, "Not Found", &resp, NULL);
+    KW_ASSERT_EQ(resp.status, 404);
+    KW_ASSERT_STR_EQ(resp.body.ptr, "{\"detail\": \"Not Found\"}");
+    req.path = KW_STR("/v1/nope");
+    kw_api_http_error(&req, 404, "Not Found", &resp, NULL);
+    KW_ASSERT_STR_EQ(resp.body.ptr,
+                     "{\"detail\": \"Not Found\", \"code\": 5, \"message\": \"Not Found\"}");
+    req.path = KW_STR("/v1/permissions/check");
+    kw_api_http_error(&req, 405, "Method Not Allowed", &resp, NULL);
+    KW_ASSERT_STR_EQ(resp.body.ptr, "{\"detail\": \"Method Not Allowed\", \"code\": 12, "
+                                    "\"message\": \"Method Not Allowed\"}");
+    kw_api_http_error(&req, 413, "Request body too large", &resp, NULL);
+    KW_ASSERT_EQ(resp.status, 413);
+    KW_ASSERT(strstr(resp.body.ptr, "\"code\": 8,") != NULL);
+    req.path = KW_STR("/v1x");
+    kw_api_http_error(&req, 400, "Bad", &resp, NULL);
+    KW_ASSERT_STR_EQ(resp.body.ptr, "{\"detail\": \"Bad\"}");
+    kw_buf_free(&resp.body);
 }
 
 KW_TEST(default_schema_is_agentex)

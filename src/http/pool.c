@@ -1,0 +1,622 @@
+/*
+ * http/pool.c - the worker pool, the request object (kw__rq_t) and the response path.
+ *
+ * Workers take requests off one FIFO run queue (srv->mu + srv->cv) and run, per job,
+ * cfg->on_headers and/or the route's handler. A finished request is serialized here, on
+ * the worker (status line, headers, body in one buffer), counted in the metrics, logged,
+ * and handed back to the loop through the done queue (srv->done_mu) and the eventfd.
+ * A handler that parks its request (kw_http_req_park) leaves it on srv->parked; wake and
+ * the loop's deadline sweep move parked requests back to the run queue.
+ *
+ * Locks: srv->mu (run queue, parked list, running count) and srv->done_mu (done queue)
+ * are leaves: never held together, never held while a handler runs.
+ *
+ * The response path is built so that a streamed (chunked) body can be added later: a
+ * request's answer is a byte buffer the loop writes out, and the loop only needs to be
+ * told "more follows" to keep the connection in its writing state.
+ *
+ * Never logged: headers, bodies, query strings, raw paths.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "http_int.h"
+
+#define KW_MODULE "http"
+
+uint64_t kw_http_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- the request object ---- */
+
+kw__rq_t *kw__rq_new(kw_http_server_t *srv)
+{
+    kw__rq_t *rq = kw_calloc(1, sizeof(*rq));
+    if (!rq)
+        return NULL;
+    rq->req.arena = kw_arena_new(0);
+    if (!rq->req.arena) {
+        kw_free(rq);
+        return NULL;
+    }
+    rq->srv = srv;
+    rq->label = srv->router.n_labels - 1; /* "unmatched" until routed */
+    kw_buf_init(&rq->body);
+    kw_buf_init(&rq->resp.body);
+    kw_buf_init(&rq->out);
+    rq->req.method = KW_STR("");
+    rq->req.path = KW_STR("");
+    rq->req.body = KW_STR("");
+    rq->req.priv = rq;
+    return rq;
+}
+
+void kw__rq_free(kw__rq_t *rq)
+{
+    if (!rq)
+        return;
+    if (rq->charged)
+        atomic_fetch_sub(&rq->srv->body_used, rq->charged);
+    kw_buf_free(&rq->body);
+    kw_buf_free(&rq->resp.body);
+    kw_buf_free(&rq->out);
+    kw_arena_free(rq->req.arena);
+    kw_free(rq);
+}
+
+static bool request_id_ok(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++) {
+        char ch = s[n];
+        if (n == 64)
+            return false;
+        if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return n > 0;
+}
+
+void kw__rq_request_id(kw__rq_t *rq)
+{
+    char *out = rq->req.request_id;
+    const char *given = kw__http_head_get(&rq->head, "x-request-id");
+    if (given && request_id_ok(given)) {
+        memcpy(out, given, strlen(given) + 1);
+        return;
+    }
+    unsigned char rnd[16];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd)) {
+        /* Not a secret, only unique: fall back to time and a counter. */
+        uint64_t a = kw_http_now_ns(), b = atomic_fetch_add(&rq->srv->rid_fallback, 1);
+        for (int i = 0; i < 8; i++) {
+            rnd[i] = (unsigned char)(a >> (8 * i));
+            rnd[8 + i] = (unsigned char)(b >> (8 * i));
+        }
+    }
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < sizeof(rnd); i++) {
+        out[2 * i] = hx[rnd[i] >> 4];
+        out[2 * i + 1] = hx[rnd[i] & 0xF];
+    }
+    out[2 * sizeof(rnd)] = '\0';
+}
+
+static void resp_reset(kw_http_resp_t *resp)
+{
+    kw_buf_free(&resp->body);
+    memset(resp, 0, sizeof(*resp));
+    kw_buf_init(&resp->body);
+}
+
+void kw__rq_error(kw__rq_t *rq, int status, const char *msg)
+{
+    kw_http_server_t *srv = rq->srv;
+    resp_reset(&rq->resp);
+    if (srv->cfg.error_fn)
+        srv->cfg.error_fn(&rq->req, status, msg, &rq->resp, srv->cfg.ud);
+    else
+        kw_http_resp_error(&rq->resp, status, msg);
+    if (status == 405 && rq->match.allow[0])
+        kw_http_resp_header(&rq->resp, "Allow", rq->match.allow);
+}
+
+/* ---- the access log ---- */
+
+/* One access-log line; see the file comment for what must never appear in it. */
+static void access_log(kw__rq_t *rq, uint64_t dur_ns)
+{
+    if (kw_log_get_level() > KW_LOG_INFO)
+        return;
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    kw_buf_t b;
+    kw_buf_init(&b);
+    kw_buf_printf(&b,
+                  "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ\",\"level\":\"%s\","
+                  "\"request_id\":",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  ts.tv_nsec / 1000, rq->status >= 500 ? "error" : "info");
+    kw_json_escape(&b, kw_str_c(rq->req.request_id));
+    kw_buf_puts(&b, ",\"method\":");
+    kw_str_t meth = rq->req.method;
+    if (meth.len > 32)
+        meth.len = 32;
+    kw_json_escape(&b, meth);
+    kw_buf_puts(&b, ",\"route\":");
+    kw_json_escape(&b, kw_str_c(rq->srv->router.labels[rq->label]));
+    kw_buf_printf(&b, ",\"status\":%d,\"duration_ms\":%.3f,\"subject\":", rq->status,
+                  (double)dur_ns / 1e6);
+    if (rq->req.log_subject)
+        kw_json_escape(&b, kw_str_c(rq->req.log_subject));
+    else
+        kw_buf_puts(&b, "null");
+    kw_buf_puts(&b, "}");
+    if (!b.failed)
+        kw_log_raw(b.ptr, b.len);
+    kw_buf_free(&b);
+}
+
+/* ---- serialization ---- */
+
+static const char *reason(int status)
+{
+    switch (status) {
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Content";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Error" : "Server Error";
+    }
+}
+
+/* A header name must be a token and a value must not be able to end the header line
+ * (response splitting): a handler that tries is a bug, not input. */
+static bool header_ok(const char *name, const char *value)
+{
+    if (!name || !value || !*name)
+        return false;
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p <= 0x20 || *p == ':' || (unsigned char)*p >= 0x7F)
+            return false;
+    for (const char *p = value; *p; p++)
+        if (*p == '\r' || *p == '\n' || ((unsigned char)*p < 0x20 && *p != '\t'))
+            return false;
+    return true;
+}
+
+/* "Date: ..." text for now, cached per thread for the current second. */
+static const char *http_date(void)
+{
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char text[40];
+    time_t now = time(NULL);
+    if (now != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        if (strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
+            text[0] = '\0';
+        cached_sec = now;
+    }
+    return text;
+}
+
+/* Checks rq->resp; a broken one becomes a 500 with no extra headers. */
+static void resp_sanitize(kw__rq_t *rq)
+{
+    kw_http_resp_t *resp = &rq->resp;
+    bool bad = false;
+    if (resp->body.failed) {
+        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: out of memory building the response",
+               rq->req.request_id);
+        bad = true;
+    } else if (resp->status < 200 || resp->status > 599) {
+        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: handler for %s set status %d",
+               rq->req.request_id, rq->req.route.ptr ? rq->req.route.ptr : "?", resp->status);
+        bad = true;
+    } else {
+        for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++) {
+            if (!header_ok(resp->hdr_names[i], resp->hdr_values[i])) {
+                kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: response header %zu refused",
+                       rq->req.request_id, i);
+                bad = true;
+            }
+        }
+        if (resp->content_type && !header_ok("Content-Type", resp->content_type))
+            bad = true;
+    }
+    if (bad) {
+        resp_reset(resp);
+        kw_http_resp_error(resp, 500, "Internal Server Error");
+    }
+}
+
+void kw__rq_finish(kw__rq_t *rq)
+{
+    kw_http_server_t *srv = rq->srv;
+    resp_sanitize(rq);
+    kw_http_resp_t *resp = &rq->resp;
+    if (atomic_load_explicit(&srv->stopping, memory_order_relaxed))
+        rq->keep_alive = false;
+    /* A request whose body was not read (or not read to its end) must not leave those
+     * bytes to be parsed as the next request: the connection closes. */
+    if (!rq->keep_alive)
+        rq->close_after = true;
+    bool is_head = kw_str_eq_c(rq->req.method, "HEAD");
+    kw_buf_t *o = &rq->out;
+    o->len = 0;
+    kw_buf_printf(o,
+                  "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                  "X-Request-Id: %s\r\n",
+                  resp->status, reason(resp->status), http_date(),
+                  resp->content_type ? resp->content_type : "application/json", resp->body.len,
+                  rq->req.request_id);
+    for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++)
+        kw_buf_printf(o, "%s: %s\r\n", resp->hdr_names[i], resp->hdr_values[i]);
+    if (rq->close_after)
+        kw_buf_puts(o, "Connection: close\r\n\r\n");
+    else if (rq->head.minor == 0)
+        kw_buf_puts(o, "Connection: keep-alive\r\n\r\n");
+    else
+        kw_buf_puts(o, "\r\n");
+    if (!is_head && resp->body.len)
+        kw_buf_append(o, resp->body.ptr, resp->body.len);
+    if (o->failed) {
+        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: out of memory sending the response",
+               rq->req.request_id);
+        kw_buf_free(o);
+        kw_buf_init(o);
+        rq->close_after = true; /* nothing to send: the connection just closes */
+    }
+    kw_buf_free(&resp->body);
+    kw_buf_init(&resp->body);
+    rq->status = resp->status;
+    /* Counted when queued, before a byte goes out: a client that has read the response
+     * can rely on it being in /metrics already. */
+    uint64_t dur = kw_http_now_ns() - rq->t0_ns;
+    kw__metrics_observe(&srv->metrics, rq->req.method, rq->label, rq->status, dur);
+    access_log(rq, dur);
+    rq->done = KW__DONE_ANSWER;
+}
+
+/* ---- the pool ---- */
+
+static void done_push(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    rq->next = NULL;
+    pthread_mutex_lock(&srv->done_mu);
+    bool was_empty = srv->done_head == NULL;
+    if (srv->done_tail)
+        srv->done_tail->next = rq;
+    else
+        srv->done_head = rq;
+    srv->done_tail = rq;
+    pthread_mutex_unlock(&srv->done_mu);
+    if (was_empty)
+        kw__loop_notify(srv);
+}
+
+kw__rq_t *kw__pool_take_done(kw_http_server_t *srv)
+{
+    pthread_mutex_lock(&srv->done_mu);
+    kw__rq_t *l = srv->done_head;
+    srv->done_head = srv->done_tail = NULL;
+    pthread_mutex_unlock(&srv->done_mu);
+    return l;
+}
+
+/* srv->mu held. */
+static void run_push_locked(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    rq->next = NULL;
+    if (srv->run_tail)
+        srv->run_tail->next = rq;
+    else
+        srv->run_head = rq;
+    srv->run_tail = rq;
+}
+
+void kw__pool_submit(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    pthread_mutex_lock(&srv->mu);
+    run_push_locked(srv, rq);
+    pthread_cond_signal(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+/* Runs on_headers once; false when it answered. */
+static bool run_on_headers(kw__rq_t *rq)
+{
+    kw_http_server_t *srv = rq->srv;
+    rq->headers_run = true;
+    if (!srv->cfg.on_headers)
+        return true;
+    if (srv->cfg.on_headers(&rq->req, &rq->resp, srv->cfg.ud))
+        return true;
+    if (rq->resp.status == 0) /* said no without an answer: a bug in the hook */
+        kw_http_resp_error(&rq->resp, 500, "Internal Server Error");
+    if (rq->has_body)
+        rq->keep_alive = false; /* the body stays unread */
+    return false;
+}
+
+static void run_job(kw__rq_t *rq)
+{
+    kw_http_server_t *srv = rq->srv;
+    resp_reset(&rq->resp);
+    if (rq->job == KW__JOB_HEADERS) {
+        if (run_on_headers(rq)) {
+            resp_reset(&rq->resp);
+            rq->done = KW__DONE_BODY;
+        } else {
+            kw__rq_finish(rq);
+        }
+        done_push(srv, rq);
+        return;
+    }
+    if (!rq->headers_run && !run_on_headers(rq)) {
+        kw__rq_finish(rq);
+        done_push(srv, rq);
+        return;
+    }
+    resp_reset(&rq->resp);
+    rq->resp.status = 200;
+    rq->parked = false;
+    rq->match.route->def->fn(&rq->req, &rq->resp, srv->cfg.ud);
+    if (rq->parked) {
+        resp_reset(&rq->resp);
+        pthread_mutex_lock(&srv->mu);
+        if (srv->pool_quit || atomic_load(&srv->stopping)) {
+            /* Stopping: no one would wake it; run it once more as expired. */
+            rq->req.run = KW_HTTP_RUN_DEADLINE;
+            run_push_locked(srv, rq);
+            pthread_cond_signal(&srv->cv);
+        } else {
+            rq->next = srv->parked;
+            srv->parked = rq;
+        }
+        pthread_mutex_unlock(&srv->mu);
+        return;
+    }
+    kw__rq_finish(rq);
+    done_push(srv, rq);
+}
+
+static void *worker_main(void *arg)
+{
+    kw_http_server_t *srv = arg;
+    pthread_mutex_lock(&srv->mu);
+    for (;;) {
+        /* srv->mu is held here. */
+        while (!srv->run_head && !srv->pool_quit)
+            pthread_cond_wait(&srv->cv, &srv->mu);
+        if (!srv->run_head)
+            break; /* quitting and nothing left */
+        kw__rq_t *rq = srv->run_head;
+        srv->run_head = rq->next;
+        if (!srv->run_head)
+            srv->run_tail = NULL;
+        srv->running++;
+        pthread_mutex_unlock(&srv->mu);
+        run_job(rq);
+        pthread_mutex_lock(&srv->mu);
+        srv->running--;
+        pthread_cond_broadcast(&srv->idle_cv);
+    }
+    pthread_mutex_unlock(&srv->mu);
+    return NULL;
+}
+
+int kw__pool_start(kw_http_server_t *srv, kw_diag_t *diag)
+{
+    size_t n = srv->cfg.threads;
+    srv->workers = kw_calloc(n, sizeof(*srv->workers));
+    if (!srv->workers)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP workers");
+    for (size_t i = 0; i < n; i++) {
+        int e = pthread_create(&srv->workers[i], NULL, worker_main, srv);
+        if (e != 0) {
+            pthread_mutex_lock(&srv->mu);
+            srv->pool_quit = true;
+            pthread_cond_broadcast(&srv->cv);
+            pthread_mutex_unlock(&srv->mu);
+            for (size_t j = 0; j < srv->n_workers; j++)
+                pthread_join(srv->workers[j], NULL);
+            kw_free(srv->workers);
+            srv->workers = NULL;
+            srv->n_workers = 0;
+            return kw_diag_set(diag, KW_ENOMEM, 0, 0, "cannot start HTTP worker threads: %s",
+                               strerror(e));
+        }
+        srv->n_workers++;
+    }
+    return KW_OK;
+}
+
+void kw__pool_expire_parked(kw_http_server_t *srv, uint64_t now, bool all)
+{
+    pthread_mutex_lock(&srv->mu);
+    kw__rq_t **pp = &srv->parked;
+    bool any = false;
+    while (*pp) {
+        kw__rq_t *rq = *pp;
+        if (all || rq->park_deadline_ns <= now) {
+            *pp = rq->next;
+            rq->req.run = KW_HTTP_RUN_DEADLINE;
+            run_push_locked(srv, rq);
+            any = true;
+        } else {
+            pp = &rq->next;
+        }
+    }
+    if (any)
+        pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}
+
+bool kw__pool_drain(kw_http_server_t *srv, uint64_t deadline_ns)
+{
+    pthread_mutex_lock(&srv->mu);
+    while (srv->running || srv->run_head || srv->parked) {
+        uint64_t now = kw_http_now_ns();
+        if (now >= deadline_ns)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t wait = deadline_ns - now;
+        if (wait > 50000000ull)
+            wait = 50000000ull; /* re-check parked deadlines now and then */
+        uint64_t ns = (uint64_t)ts.tv_nsec + wait;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&srv->idle_cv, &srv->mu, &ts);
+    }
+    bool idle = !srv->running && !srv->run_head && !srv->parked;
+    pthread_mutex_unlock(&srv->mu);
+    return idle;
+}
+
+void kw__pool_stop(kw_http_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    srv->pool_quit = true;
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+    for (size_t i = 0; i < srv->n_workers; i++)
+        pthread_join(srv->workers[i], NULL);
+    kw_free(srv->workers);
+    srv->workers = NULL;
+    srv->n_workers = 0;
+    while (srv->parked) {
+        kw__rq_t *rq = srv->parked;
+        srv->parked = rq->next;
+        kw__rq_free(rq);
+    }
+}
+
+/* ---- public request API ---- */
+
+const char *kw_http_header(const kw_http_req_t *req, const char *name)
+{
+    const kw__rq_t *rq = req->priv;
+    return kw__http_head_get(&rq->head, name);
+}
+
+kw_str_t kw_http_query(const kw_http_req_t *req, const char *name, bool *found, bool *bad)
+{
+    const kw__rq_t *rq = req->priv;
+    kw_str_t q = rq->head.query;
+    bool f = false, b = false;
+    kw_str_t value = KW_STR_NULL;
+    size_t i = 0;
+    while (i < q.len && !f && !b) {
+        size_t s = i;
+        while (i < q.len && q.ptr[i] != '&')
+            i++;
+        kw_str_t pair = {q.ptr + s, i - s};
+        i++; /* skip '&' */
+        if (pair.len == 0)
+            continue;
+        const char *eq = memchr(pair.ptr, '=', pair.len);
+        kw_str_t rk = eq ? (kw_str_t){pair.ptr, (size_t)(eq - pair.ptr)} : pair;
+        kw_str_t rv = eq ? (kw_str_t){eq + 1, pair.len - rk.len - 1} : KW_STR("");
+        kw_str_t k, v;
+        if (!kw_http_pct_decode(req->arena, rk, true, &k) || !kw_str_eq_c(k, name))
+            continue;
+        /* A decoded NUL is refused like a bad escape: C-string consumers would truncate.
+         * The first occurrence wins either way. */
+        if (!kw_http_pct_decode(req->arena, rv, true, &v) || memchr(v.ptr, '\0', v.len)) {
+            b = true;
+        } else {
+            f = true;
+            value = v;
+        }
+    }
+    if (found)
+        *found = f;
+    if (bad)
+        *bad = b;
+    return f ? value : KW_STR_NULL;
+}
+
+kw_http_server_t *kw_http_req_server(const kw_http_req_t *req)
+{
+    return ((const kw__rq_t *)req->priv)->srv;
+}
+
+void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns)
+{
+    kw__rq_t *rq = req->priv;
+    rq->parked = true;
+    rq->park_deadline_ns = deadline_ns;
+}
+
+void kw_http_server_wake(kw_http_server_t *srv)
+{
+    pthread_mutex_lock(&srv->mu);
+    kw__rq_t *l = srv->parked;
+    srv->parked = NULL;
+    while (l) {
+        kw__rq_t *rq = l;
+        l = rq->next;
+        rq->req.run = KW_HTTP_RUN_WOKEN;
+        run_push_locked(srv, rq);
+    }
+    pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+}

@@ -143,7 +143,8 @@ KW_NODISCARD int kw_http_server_start(const kw_http_config_t *cfg, kw_http_serve
  * KW_HTTP_RUN_DEADLINE), waits at most drain_timeout_s for the handlers in flight, closes
  * every connection and frees the server: KW_OK. KW_ETIMEOUT: a handler was still running
  * at the deadline; the server is then left allocated (its workers still own it) and the
- * caller should exit the process rather than free what the handler may still use. */
+ * caller should exit the process rather than free what the handler may still use (or
+ * call kw_http_server_stop again, which waits another drain_timeout_s to finish). */
 int kw_http_server_stop(kw_http_server_t *srv);
 
 /* Appends the server's own metrics (requests_total, duration histogram, refused

@@ -211,7 +211,7 @@ struct kw_http_server {
     kw_http_config_t cfg; /* copy, defaults filled in */
     int listen_fd, epoll_fd, event_fd;
     pthread_t loop_thread;
-    bool loop_started;
+    bool loop_joined; /* kw_http_server_stop got past the loop (a retry skips it) */
     _Atomic bool stopping;
     _Atomic size_t body_used; /* bytes charged against cfg.body_budget */
     _Atomic uint64_t rid_fallback;

@@ -113,6 +113,46 @@ static void label_value(kw_buf_t *out, const char *v)
     }
 }
 
+static uint64_t load(_Atomic uint64_t *v)
+{
+    return (uint64_t)atomic_load_explicit(v, memory_order_relaxed);
+}
+
+/* The hostile-network counters (server.c), after the request metrics so that those
+ * stay byte-compatible. */
+static void write_defences(kw__metrics_t *m, kw_buf_t *out)
+{
+    kw_buf_printf(out,
+                  "# HELP keyward_http_connections_refused_total Connections closed at accept, "
+                  "by reason (limit: the connection limit; per_address: the per-client-address "
+                  "cap).\n"
+                  "# TYPE keyward_http_connections_refused_total counter\n"
+                  "keyward_http_connections_refused_total{reason=\"limit\"} %llu\n"
+                  "keyward_http_connections_refused_total{reason=\"per_address\"} %llu\n",
+                  (unsigned long long)load(&m->refused[KW__REFUSE_LIMIT]),
+                  (unsigned long long)load(&m->refused[KW__REFUSE_PER_ADDR]));
+    kw_buf_printf(out,
+                  "# HELP keyward_http_deadline_expired_total Requests cut off by an absolute "
+                  "deadline, by phase (headers, body: 408; write: the client did not read).\n"
+                  "# TYPE keyward_http_deadline_expired_total counter\n"
+                  "keyward_http_deadline_expired_total{phase=\"headers\"} %llu\n"
+                  "keyward_http_deadline_expired_total{phase=\"body\"} %llu\n"
+                  "keyward_http_deadline_expired_total{phase=\"write\"} %llu\n",
+                  (unsigned long long)load(&m->expired[KW__EXPIRE_HEADERS]),
+                  (unsigned long long)load(&m->expired[KW__EXPIRE_BODY]),
+                  (unsigned long long)load(&m->expired[KW__EXPIRE_WRITE]));
+    kw_buf_printf(out,
+                  "# HELP keyward_http_body_budget_refused_total Requests refused (503) because "
+                  "the bodies in flight held the whole body memory budget.\n"
+                  "# TYPE keyward_http_body_budget_refused_total counter\n"
+                  "keyward_http_body_budget_refused_total %llu\n"
+                  "# HELP keyward_http_connections Open client connections.\n"
+                  "# TYPE keyward_http_connections gauge\n"
+                  "keyward_http_connections %llu\n",
+                  (unsigned long long)load(&m->budget_refused),
+                  (unsigned long long)load(&m->open_conns));
+}
+
 void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out)
 {
     kw_buf_puts(out, "# HELP keyward_http_requests_total HTTP requests answered, by method, "
@@ -168,4 +208,5 @@ void kw__metrics_write(kw__metrics_t *m, kw_buf_t *out)
         label_value(out, m->labels[l]);
         kw_buf_printf(out, "\"} %llu\n", (unsigned long long)count);
     }
+    write_defences(m, out);
 }

@@ -1060,9 +1060,12 @@ int kw_http_server_stop(kw_http_server_t *srv)
     if (!srv)
         return KW_OK;
     uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
-    atomic_store(&srv->stopping, true);
-    kw__loop_notify(srv);
-    pthread_join(srv->loop_thread, NULL);
+    if (!srv->loop_joined) {
+        atomic_store(&srv->stopping, true);
+        kw__loop_notify(srv);
+        pthread_join(srv->loop_thread, NULL);
+        srv->loop_joined = true;
+    }
     if (!kw__pool_drain(srv, deadline)) {
         kw_log(KW_LOG_WARN, KW_MODULE,
                "stopping with handlers still running after %u s: leaving them behind",

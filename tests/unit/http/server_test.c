@@ -1,0 +1,761 @@
+/*
+ * tests/unit/http/server_test.c - the hostile-network rules of the HTTP server (issue 9
+ * items 1, 2, 4, 8): raw bytes over loopback sockets, every answer checked on the wire.
+ *
+ * - RFC 9112 framing: smuggling shapes (two Content-Lengths, Content-Length with any
+ *   spelling of Transfer-Encoding), obs-fold, whitespace before the colon, bad chunk
+ *   sizes, missing Host, repeated Authorization, versions other than 1.0/1.1; every
+ *   server-made error is JSON and closes the connection.
+ * - absolute deadlines that a trickle of bytes does not extend (408);
+ * - the connection limit and the per-address cap; the global body budget (503);
+ * - on_headers: a 401 goes out before any body byte is sent;
+ * - parked requests (wake and deadline), and stop with a stuck handler.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "http/http.h"
+#include "kw_test.h"
+#include "wire.h"
+
+static _Atomic int n_deletes;     /* DELETE /items/{id} handler runs */
+static _Atomic int n_echo;        /* POST /echo handler runs */
+static _Atomic int release_stuck; /* h_stuck returns once this is set */
+static _Atomic int stuck_started;
+static kw_http_server_t *park_srv; /* for h_park's wake test */
+
+static void h_ping(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    kw_buf_puts(&resp->body, "{\"ok\": true}");
+}
+
+static void h_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    atomic_fetch_add(&n_deletes, 1);
+    kw_buf_puts(&resp->body, "{\"deleted\": true}");
+}
+
+static void h_echo(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    atomic_fetch_add(&n_echo, 1);
+    resp->content_type = "text/plain";
+    kw_buf_printf(&resp->body, "%zu:%s:", req->body.len, req->auth ? (char *)req->auth : "-");
+    kw_buf_append(&resp->body, req->body.ptr, req->body.len > 64 ? 64 : req->body.len);
+}
+
+/* Parks until woken or the deadline; answers which it was. */
+static void h_park(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    if (req->run == KW_HTTP_RUN_FIRST) {
+        const char *ms = kw_http_header(req, "x-park-ms");
+        kw_http_req_park(req, kw_http_now_ns() + (uint64_t)atoi(ms ? ms : "5000") * 1000000ull);
+        return;
+    }
+    kw_buf_puts(&resp->body,
+                req->run == KW_HTTP_RUN_WOKEN ? "{\"run\": \"woken\"}" : "{\"run\": \"deadline\"}");
+}
+
+static void h_stuck(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    atomic_store(&stuck_started, 1);
+    while (!atomic_load(&release_stuck)) {
+        struct timespec d = {0, 5 * 1000000};
+        nanosleep(&d, NULL);
+    }
+    kw_buf_puts(&resp->body, "{}");
+}
+
+static void h_metrics(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    resp->content_type = "text/plain; version=0.0.4";
+    kw_http_server_metrics(kw_http_req_server(req), &resp->body);
+}
+
+/* on_headers: refuses requests without "X-Ok: yes" (a 401), except /ping and /metrics;
+ * leaves a marker in req->auth for the handler. */
+static bool on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    if (req->route_flags & 1u)
+        return true;
+    const char *ok = kw_http_header(req, "x-ok");
+    if (!ok || strcmp(ok, "yes") != 0) {
+        kw_http_resp_error(resp, 401, "Unauthorized");
+        return false;
+    }
+    req->auth = kw_arena_strndup(req->arena, "authed", 6);
+    return true;
+}
+
+static const kw_http_route_t routes[] = {
+    {"GET", "/ping", h_ping, 1u},   {"DELETE", "/items/{id}", h_delete, 1u},
+    {"POST", "/echo", h_echo, 1u},  {"POST", "/guarded", h_echo, 0},
+    {"GET", "/guarded", h_echo, 0}, {"GET", "/park", h_park, 1u},
+    {"GET", "/stuck", h_stuck, 1u}, {"GET", "/metrics", h_metrics, 1u},
+};
+
+static kw_http_server_t *start_cfg(kw_http_config_t *cfg, uint16_t *port)
+{
+    kw_log_set_level(KW_LOG_WARN);
+    cfg->host = "127.0.0.1";
+    cfg->routes = routes;
+    cfg->n_routes = KW_ARRAY_LEN(routes);
+    cfg->on_headers = on_headers;
+    if (!cfg->threads)
+        cfg->threads = 2;
+    kw_http_server_t *srv = NULL;
+    kw_diag_t diag;
+    if (kw_http_server_start(cfg, &srv, port, &diag) != KW_OK) {
+        fprintf(stderr, "start: %s\n", diag.msg);
+        return NULL;
+    }
+    return srv;
+}
+
+static kw_http_server_t *start(uint16_t *port)
+{
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    return start_cfg(&cfg, port);
+}
+
+static double now_s(void)
+{
+    return (double)kw_http_now_ns() / 1e9;
+}
+
+/* Waits (at most ms) for the peer to close: true if recv saw EOF or a reset. */
+static bool closed_within(int fd, int ms)
+{
+    char buf[4096];
+    double end = now_s() + ms / 1000.0;
+    while (now_s() < end) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)((end - now_s()) * 1000) + 1;
+        if (poll(&p, 1, left) <= 0)
+            return false;
+        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN))
+            return true;
+    }
+    return false;
+}
+
+/* Sends raw on a fresh connection, reads one response, and tells whether the server then
+ * closed the connection. */
+static int raw_req(uint16_t port, const char *raw, resp_t *r, bool *closed)
+{
+    int fd = dial(port);
+    if (fd < 0)
+        return -1;
+    int rc = send_all(fd, raw, strlen(raw));
+    if (rc == 0)
+        rc = read_resp(fd, r, false);
+    if (rc == 0 && closed)
+        *closed = closed_within(fd, 3000);
+    close(fd);
+    return rc;
+}
+
+static bool is_json_detail(const resp_t *r)
+{
+    char ct[64];
+    return strncmp(r->body, "{\"detail\": \"", 12) == 0 && r->body[r->body_len - 1] == '}' &&
+           hdr(r, "Content-Type", ct, sizeof(ct)) && strcmp(ct, "application/json") == 0;
+}
+
+typedef struct bad_case {
+    const char *raw;
+    int status;
+} bad_case_t;
+
+KW_TEST(http_rfc9112_refusals_are_json_and_close)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    static const bad_case_t cases[] = {
+        /* Smuggling shapes. */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 4\r\n\r\nabcd", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: +3\r\n\r\nabc", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n"
+         "\r\n0\r\n\r\n",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  chunked\r\nContent-Length: 5\r\n"
+         "\r\n0\r\n\r\n",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: Chunked\r\n"
+         "\r\n0\r\n\r\n",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\ntransfer-encoding: gzip\r\n"
+         "\r\n0\r\n\r\n",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+         501},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         501},
+        /* Field syntax. */
+        {"GET /ping HTTP/1.1\r\nHost: t\r\nX-A: 1\r\n folded\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\r\nX-A : 1\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\r\nTransfer-Encoding : chunked\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\r\n: empty\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\r\nX-A: a\x01b\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\nHost: t\n\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\nX: y\r\n\r\n", 400},
+        /* Host and Authorization. */
+        {"GET /ping HTTP/1.1\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
+        {"GET /ping HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer a\r\n"
+         "Authorization: Bearer b\r\n\r\n",
+         400},
+        /* Request line and versions. */
+        {"GET /ping HTTP/2.0\r\nHost: t\r\n\r\n", 505},
+        {"GET /ping HTTP/1.2\r\nHost: t\r\n\r\n", 505},
+        {"GET /ping HTTP/0.9\r\nHost: t\r\n\r\n", 505},
+        {"GET /ping HTTP/1.1x\r\nHost: t\r\n\r\n", 400},
+        {"GET /ping  HTTP/1.1\r\nHost: t\r\n\r\n", 400},
+        {"GET\r\nHost: t\r\n\r\n", 400},
+        {"G(T /ping HTTP/1.1\r\nHost: t\r\n\r\n", 400},
+        /* Bad chunk sizes. */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n0x5\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\r\n", 400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "11111111111111111\r\n",
+         400},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n", 400},
+        /* Expectations other than 100-continue. */
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\nx", 417},
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {
+        resp_t r;
+        bool closed = false;
+        int rc = raw_req(port, cases[i].raw, &r, &closed);
+        if (rc != 0 || r.status != cases[i].status || !closed || !is_json_detail(&r))
+            fprintf(stderr, "  case %zu: rc %d status %d closed %d body %s\n", i, rc, r.status,
+                    closed, rc == 0 ? r.body : "-");
+        KW_ASSERT_EQ(rc, 0);
+        KW_ASSERT_EQ(r.status, cases[i].status);
+        KW_ASSERT(closed);
+        KW_ASSERT(is_json_detail(&r));
+        resp_free(&r);
+    }
+    KW_ASSERT_EQ(atomic_load(&n_echo), 0); /* no refused request reached a handler */
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_smuggled_request_is_never_executed)
+{
+    /* Content-Length plus Transfer-Encoding (each spelling): one 400, then the connection
+     * is closed: the DELETE hidden in the body never runs as a second request. */
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    atomic_store(&n_deletes, 0);
+    const char *te[] = {"chunked", " chunked", "Chunked", "CHUNKED\t", "chunked "};
+    const char *inner = "DELETE /items/victim HTTP/1.1\r\nHost: t\r\n\r\n";
+    for (size_t i = 0; i < KW_ARRAY_LEN(te); i++) {
+        char raw[512];
+        snprintf(raw, sizeof(raw),
+                 "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                 "Transfer-Encoding:%s\r\n\r\n0\r\n\r\n%s",
+                 te[i], inner);
+        int fd = dial(port);
+        KW_ASSERT(fd >= 0);
+        KW_ASSERT_EQ(send_all(fd, raw, strlen(raw)), 0);
+        resp_t r;
+        KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+        KW_ASSERT_EQ(r.status, 400);
+        resp_free(&r);
+        KW_ASSERT(closed_within(fd, 3000));
+        close(fd);
+    }
+    /* Two Content-Lengths, the first one shorter: also refused, also closed. */
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    char raw[512];
+    snprintf(raw, sizeof(raw),
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: %zu\r\n"
+             "\r\n%s",
+             strlen(inner), inner);
+    KW_ASSERT_EQ(send_all(fd, raw, strlen(raw)), 0);
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 400);
+    resp_free(&r);
+    KW_ASSERT(closed_within(fd, 3000));
+    close(fd);
+    KW_ASSERT_EQ(atomic_load(&n_deletes), 0);
+    /* The same DELETE sent honestly does run (the counter works). */
+    KW_ASSERT_EQ(raw_req(port, inner, &r, NULL), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    KW_ASSERT_EQ(atomic_load(&n_deletes), 1);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_accepted_framings)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    resp_t r;
+    /* The same Content-Length twice is one length. */
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+                         "Content-Length: 3\r\nConnection: close\r\n\r\nabc",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT_STR_EQ(r.body, "3:-:abc");
+    resp_free(&r);
+    /* Chunked with extensions, uppercase hex, a trailer, and a spelling of the coding. */
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: ChUnKeD \r\n"
+                         "Connection: close\r\n\r\n3;ext=1\r\nabc\r\nA\r\n0123456789\r\n"
+                         "0\r\nX-Trailer: v\r\n\r\n",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT_STR_EQ(r.body, "13:-:abc0123456789");
+    resp_free(&r);
+    /* An empty chunked body. */
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+                         "Connection: close\r\n\r\n0\r\n\r\n",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_STR_EQ(r.body, "0:-:");
+    resp_free(&r);
+    /* HTTP/1.0 needs no Host and closes by default. */
+    bool closed = false;
+    KW_ASSERT_EQ(raw_req(port, "GET /ping HTTP/1.0\r\n\r\n", &r, &closed), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT(closed);
+    resp_free(&r);
+    /* Absolute-form targets are reduced to their path. */
+    KW_ASSERT_EQ(raw_req(port, "GET http://t/ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    /* HTTP/1.0 keep-alive, and empty lines before a request line are skipped. */
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *ka = "GET /ping HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, ka, strlen(ka)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    char v[64];
+    KW_ASSERT_STR_EQ(hdr(&r, "Connection", v, sizeof(v)), "keep-alive");
+    resp_free(&r);
+    const char *again = "\r\n\r\nGET /ping HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, again, strlen(again)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    close(fd);
+    /* Expect: 100-continue: the interim answer comes before the body is sent. */
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *h = "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\n"
+                    "Content-Length: 4\r\nConnection: close\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, h, strlen(h)), 0);
+    char cont[64] = {0};
+    size_t got = 0;
+    while (got < 25) {
+        ssize_t n = recv(fd, cont + got, 25 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    KW_ASSERT_STR_EQ(cont, "HTTP/1.1 100 Continue\r\n\r\n");
+    KW_ASSERT_EQ(send_all(fd, "wxyz", 4), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_STR_EQ(r.body, "4:-:wxyz");
+    resp_free(&r);
+    close(fd);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_pipelined_answers_stay_in_order)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    /* A parked (slow) request first, then two quick ones, all in one write. */
+    const char *raw = "GET /park HTTP/1.1\r\nHost: t\r\nX-Park-Ms: 200\r\n\r\n"
+                      "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"
+                      "GET /ping HTTP/1.1\r\nHost: t\r\n\r\n";
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    KW_ASSERT_EQ(send_all(fd, raw, strlen(raw)), 0);
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_STR_EQ(r.body, "{\"run\": \"deadline\"}");
+    resp_free(&r);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_STR_EQ(r.body, "2:-:hi");
+    resp_free(&r);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_STR_EQ(r.body, "{\"ok\": true}");
+    resp_free(&r);
+    close(fd);
+    kw_http_server_stop(srv);
+}
+
+/* Sends `fast` at once, then `raw` one byte every `gap_ms` until the server speaks or
+ * `max_ms` passes; returns the seconds that took. The answer is read into r. */
+static double trickle(uint16_t port, const char *fast, const char *raw, int gap_ms, int max_ms,
+                      resp_t *r)
+{
+    int fd = dial(port);
+    if (fd < 0)
+        return -1;
+    if (send_all(fd, fast, strlen(fast)) != 0) {
+        close(fd);
+        return -1;
+    }
+    double t0 = now_s();
+    size_t len = strlen(raw), i = 0;
+    memset(r, 0, sizeof(*r));
+    while ((now_s() - t0) * 1000 < max_ms) {
+        if (i < len && send(fd, raw + i, 1, MSG_NOSIGNAL) == 1)
+            i++;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, gap_ms) > 0)
+            break; /* the server spoke (408) or closed */
+    }
+    double t = now_s() - t0;
+    if (read_resp(fd, r, false) != 0)
+        r->status = 0;
+    close(fd);
+    return t;
+}
+
+KW_TEST(http_deadlines_are_absolute)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.header_timeout_s = 1;
+    cfg.body_timeout_s = 1;
+    cfg.conn_timeout_s = 1;
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    resp_t r;
+    /* Headers trickling in, one byte per 100 ms: cut at ~1 s, 408 in JSON. */
+    double t = trickle(port, "",
+                       "GET /ping HTTP/1.1\r\nHost: t\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                       "aaaaaaaaaaaaaaaaaaaa\r\n\r\n",
+                       100, 6000, &r);
+    KW_ASSERT(t >= 0.9 && t < 2.5);
+    KW_ASSERT_EQ(r.status, 408);
+    KW_ASSERT_STR_EQ(r.body, "{\"detail\": \"Request Timeout\"}");
+    resp_free(&r);
+    /* A body trickling in: cut at ~1 s after the headers, 408. */
+    t = trickle(
+        port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n",
+        "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb",
+        20, 6000, &r);
+    KW_ASSERT(t >= 0.9 && t < 2.5);
+    KW_ASSERT_EQ(r.status, 408);
+    resp_free(&r);
+    /* A silent connection is closed (no answer: nothing was asked). */
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    double t0 = now_s();
+    KW_ASSERT(closed_within(fd, 4000));
+    KW_ASSERT(now_s() - t0 < 2.5);
+    close(fd);
+    /* Counted. */
+    KW_ASSERT_EQ(get(port, "/metrics", &r), 0);
+    KW_ASSERT(strstr(r.body, "keyward_http_deadline_expired_total{phase=\"headers\"} 1\n"));
+    KW_ASSERT(strstr(r.body, "keyward_http_deadline_expired_total{phase=\"body\"} 1\n"));
+    resp_free(&r);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_connection_limits)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.conn_limit = 4;
+    cfg.conn_per_addr = 3;
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = dial(port);
+        KW_ASSERT(fds[i] >= 0);
+    }
+    struct timespec d = {0, 100 * 1000000};
+    nanosleep(&d, NULL); /* let the loop accept them */
+    /* The 4th from the same address: closed at once (per-address cap). */
+    int extra = dial(port);
+    KW_ASSERT(extra >= 0);
+    KW_ASSERT(closed_within(extra, 2000));
+    close(extra);
+    /* The first three still work. */
+    resp_t r;
+    const char *ping = "GET /ping HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fds[0], ping, strlen(ping)), 0);
+    KW_ASSERT_EQ(read_resp(fds[0], &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    /* Ask for the metrics on the 3rd: one per-address refusal. */
+    const char *m = "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fds[2], m, strlen(m)), 0);
+    KW_ASSERT_EQ(read_resp(fds[2], &r, false), 0);
+    KW_ASSERT(strstr(r.body, "keyward_http_connections_refused_total{reason=\"per_address\"} 1\n"));
+    KW_ASSERT(strstr(r.body, "keyward_http_connections 3\n"));
+    resp_free(&r);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    kw_http_server_stop(srv);
+
+    /* The global limit: per-address cap above it. */
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.conn_limit = 2;
+    srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    int a = dial(port), b = dial(port);
+    KW_ASSERT(a >= 0 && b >= 0);
+    nanosleep(&d, NULL);
+    extra = dial(port);
+    KW_ASSERT(extra >= 0);
+    KW_ASSERT(closed_within(extra, 2000));
+    close(extra);
+    KW_ASSERT_EQ(send_all(a, m, strlen(m)), 0);
+    KW_ASSERT_EQ(read_resp(a, &r, false), 0);
+    KW_ASSERT(strstr(r.body, "keyward_http_connections_refused_total{reason=\"limit\"} 1\n"));
+    resp_free(&r);
+    close(a);
+    close(b);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_body_budget)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.body_budget = 1000;
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    /* One body holding 900 bytes of the budget (its last byte not sent yet)... */
+    int holder = dial(port);
+    KW_ASSERT(holder >= 0);
+    char head[128];
+    snprintf(head, sizeof(head), "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 900\r\n\r\n");
+    static char body[900];
+    memset(body, 'h', sizeof(body));
+    KW_ASSERT_EQ(send_all(holder, head, strlen(head)), 0);
+    KW_ASSERT_EQ(send_all(holder, body, 899), 0);
+    struct timespec d = {0, 150 * 1000000};
+    nanosleep(&d, NULL);
+    /* ...so a 200-byte body does not fit: 503 and close, before its body is read. */
+    resp_t r;
+    bool closed = false;
+    KW_ASSERT_EQ(
+        raw_req(port, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 200\r\n\r\n", &r, &closed),
+        0);
+    KW_ASSERT_EQ(r.status, 503);
+    KW_ASSERT(is_json_detail(&r));
+    KW_ASSERT(closed);
+    resp_free(&r);
+    /* A chunked one too, as soon as its bytes pass the budget. */
+    char chunked[512];
+    int l = snprintf(chunked, sizeof(chunked),
+                     "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nC8\r\n");
+    memset(chunked + l, 'c', 200);
+    chunked[l + 200] = '\0';
+    KW_ASSERT_EQ(raw_req(port, chunked, &r, &closed), 0);
+    KW_ASSERT_EQ(r.status, 503);
+    resp_free(&r);
+    /* The holder finishes; its bytes are released, and a small body fits again. */
+    KW_ASSERT_EQ(send_all(holder, body, 1), 0);
+    KW_ASSERT_EQ(read_resp(holder, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    close(holder);
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+                         "Connection: close\r\n\r\nsmall",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    KW_ASSERT_EQ(get(port, "/metrics", &r), 0);
+    KW_ASSERT(strstr(r.body, "keyward_http_body_budget_refused_total 2\n"));
+    resp_free(&r);
+    kw_http_server_stop(srv);
+}
+
+KW_TEST(http_on_headers_refuses_before_the_body)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    atomic_store(&n_echo, 0);
+    /* A 1 MiB body announced, none of it sent: the 401 comes anyway, and the connection
+     * closes. */
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *h = "POST /guarded HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, h, strlen(h)), 0);
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 401);
+    KW_ASSERT_STR_EQ(r.body, "{\"detail\": \"Unauthorized\"}");
+    resp_free(&r);
+    KW_ASSERT(closed_within(fd, 3000));
+    close(fd);
+    /* Without a body, a 401 leaves the connection usable. */
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *g = "GET /guarded HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, g, strlen(g)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 401);
+    resp_free(&r);
+    const char *ok = "GET /guarded HTTP/1.1\r\nHost: t\r\nX-Ok: yes\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, ok, strlen(ok)), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT_STR_EQ(r.body, "0:authed:"); /* what on_headers left for the handler */
+    resp_free(&r);
+    close(fd);
+    /* Accepted: the body is read after the hook, and the handler sees its marker. */
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /guarded HTTP/1.1\r\nHost: t\r\nX-Ok: yes\r\nContent-Length: 5\r\n"
+                         "Connection: close\r\n\r\nhello",
+                         &r, NULL),
+                 0);
+    KW_ASSERT_STR_EQ(r.body, "5:authed:hello");
+    resp_free(&r);
+    KW_ASSERT_EQ(atomic_load(&n_echo), 2);
+    kw_http_server_stop(srv);
+}
+
+typedef struct park_arg {
+    uint16_t port;
+    const char *raw;
+    resp_t r;
+    int rc;
+} park_arg_t;
+
+static void *park_client(void *p)
+{
+    park_arg_t *a = p;
+    a->rc = do_req(a->port, a->raw, &a->r);
+    return NULL;
+}
+
+KW_TEST(http_parked_requests_free_the_worker)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.threads = 1; /* one worker: a parked request must not hold it */
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    park_srv = srv;
+    park_arg_t a = {port,
+                    "GET /park HTTP/1.1\r\nHost: t\r\nX-Park-Ms: 20000\r\n"
+                    "Connection: close\r\n\r\n",
+                    {0},
+                    -1};
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, park_client, &a), 0);
+    struct timespec d = {0, 200 * 1000000};
+    nanosleep(&d, NULL);
+    /* The only worker is free: another request is answered meanwhile. */
+    resp_t r;
+    KW_ASSERT_EQ(get(port, "/ping", &r), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    double t0 = now_s();
+    kw_http_server_wake(srv);
+    pthread_join(th, NULL);
+    KW_ASSERT(now_s() - t0 < 2.0);
+    KW_ASSERT_EQ(a.rc, 0);
+    KW_ASSERT_STR_EQ(a.r.body, "{\"run\": \"woken\"}");
+    resp_free(&a.r);
+    /* The deadline wakes it too. */
+    t0 = now_s();
+    KW_ASSERT_EQ(do_req(port,
+                        "GET /park HTTP/1.1\r\nHost: t\r\nX-Park-Ms: 300\r\n"
+                        "Connection: close\r\n\r\n",
+                        &r),
+                 0);
+    KW_ASSERT(now_s() - t0 >= 0.29);
+    KW_ASSERT_STR_EQ(r.body, "{\"run\": \"deadline\"}");
+    resp_free(&r);
+    /* Stopping answers what is parked (as a deadline), within the drain. */
+    park_arg_t b = {port, a.raw, {0}, -1};
+    KW_ASSERT_EQ(pthread_create(&th, NULL, park_client, &b), 0);
+    nanosleep(&d, NULL);
+    t0 = now_s();
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+    pthread_join(th, NULL);
+    KW_ASSERT(now_s() - t0 < 2.0);
+    KW_ASSERT_EQ(b.rc, 0);
+    KW_ASSERT_STR_EQ(b.r.body, "{\"run\": \"deadline\"}");
+    resp_free(&b.r);
+}
+
+KW_TEST(http_stop_is_bounded_with_a_stuck_handler)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.drain_timeout_s = 1;
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    atomic_store(&release_stuck, 0);
+    atomic_store(&stuck_started, 0);
+    park_arg_t a = {port, "GET /stuck HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", {0}, -1};
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, park_client, &a), 0);
+    for (int i = 0; i < 2000 && !atomic_load(&stuck_started); i++) {
+        struct timespec d = {0, 1000000};
+        nanosleep(&d, NULL);
+    }
+    KW_ASSERT(atomic_load(&stuck_started));
+    double t0 = now_s();
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_ETIMEOUT);
+    double took = now_s() - t0;
+    KW_ASSERT(took >= 0.9 && took < 2.5);
+    /* The listen socket is closed already. */
+    int fd = dial(port);
+    if (fd >= 0)
+        close(fd);
+    KW_ASSERT(fd < 0);
+    /* Once the handler returns, a second stop finishes the teardown. */
+    atomic_store(&release_stuck, 1);
+    pthread_join(th, NULL); /* its connection was closed: no answer */
+    if (a.rc == 0)
+        resp_free(&a.r);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}

@@ -253,6 +253,9 @@ void kw__rq_error(kw__rq_t *rq, int status, const char *msg);
  * the access-log line. A broken response (OOM, bad status, CR/LF in a header) becomes
  * a 500. */
 void kw__rq_finish(kw__rq_t *rq);
+/* Runs rq's job (on_headers and/or the handler) on the calling thread: true when rq is
+ * answered (rq->done says how), false when the handler parked it (the pool has it). */
+bool kw__rq_run(kw__rq_t *rq);
 /* Sets req.request_id from X-Request-Id when well formed, else a random one. */
 void kw__rq_request_id(kw__rq_t *rq);
 /* Wakes the loop (any thread). */

@@ -395,7 +395,7 @@ static bool run_on_headers(kw__rq_t *rq)
     return false;
 }
 
-static void run_job(kw__rq_t *rq)
+bool kw__rq_run(kw__rq_t *rq)
 {
     kw_http_server_t *srv = rq->srv;
     resp_reset(&rq->resp);
@@ -406,13 +406,11 @@ static void run_job(kw__rq_t *rq)
         } else {
             kw__rq_finish(rq);
         }
-        done_push(srv, rq);
-        return;
+        return true;
     }
     if (!rq->headers_run && !run_on_headers(rq)) {
         kw__rq_finish(rq);
-        done_push(srv, rq);
-        return;
+        return true;
     }
     resp_reset(&rq->resp);
     rq->resp.status = 200;
@@ -431,10 +429,16 @@ static void run_job(kw__rq_t *rq)
             srv->parked = rq;
         }
         pthread_mutex_unlock(&srv->mu);
-        return;
+        return false;
     }
     kw__rq_finish(rq);
-    done_push(srv, rq);
+    return true;
+}
+
+static void run_job(kw__rq_t *rq)
+{
+    if (kw__rq_run(rq))
+        done_push(rq->srv, rq);
 }
 
 static void *worker_main(void *arg)

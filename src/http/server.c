@@ -78,6 +78,7 @@ struct kw__conn {
     kw__conn_t *ready_next;
     bool got_bytes; /* some byte of the current request arrived */
     bool answered;  /* a request was answered on this connection */
+    bool rd_more;   /* the socket may hold unread bytes (no EAGAIN seen since) */
     uint64_t accepted_ns;
     bool close_after; /* close (linger) once out is sent */
     char *rbuf;
@@ -517,6 +518,14 @@ static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
         conn_fail(srv, c, 413, "Request body too large");
         return;
     }
+    if (!rq->has_body && (rq->req.route_flags & KW_HTTP_ROUTE_INLINE)) {
+        c->state = C_BUSY;
+        rq->job = KW__JOB_RUN;
+        rq->conn = c;
+        if (kw__rq_run(rq))
+            conn_answer(srv, c, rq);
+        return; /* else parked despite the flag: it comes back through the pool */
+    }
     if (!rq->has_body) {
         dispatch(srv, c, KW__JOB_RUN);
         return;
@@ -586,11 +595,15 @@ static void conn_read(kw_http_server_t *srv, kw__conn_t *c)
             conn_close(srv, c);
             return;
         }
-        if (c->state != C_HEAD && c->state != C_BODY && c->state != C_IDLE)
+        if (c->state != C_HEAD && c->state != C_BODY && c->state != C_IDLE) {
+            c->rd_more = true;
             return;
+        }
         if (c->rlen == c->rcap) {
-            if (c->rcap >= RBUF_MAX)
+            if (c->rcap >= RBUF_MAX) {
+                c->rd_more = true;
                 return; /* full: conn_advance failed it (431) or will consume it */
+            }
             size_t ncap = c->rcap ? c->rcap * 2 : RBUF_INIT;
             if (ncap > RBUF_MAX)
                 ncap = RBUF_MAX;
@@ -605,8 +618,10 @@ static void conn_read(kw_http_server_t *srv, kw__conn_t *c)
         ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->rd_more = false;
             return;
+        }
         if (n <= 0) {
             /* EOF or error: nothing more will come; an unfinished request is dropped. */
             conn_close(srv, c);
@@ -629,6 +644,7 @@ static void on_conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
         if (c->state == C_BUSY || c->state == C_WRITE) {
             /* Not reading now (requests on a connection go in order). A hang-up is
              * noticed when the answer is written or the next read sees EOF. */
+            c->rd_more = true;
             if (ev & (EPOLLHUP | EPOLLERR))
                 conn_close(srv, c);
             return;
@@ -804,8 +820,10 @@ static void process_ready(kw_http_server_t *srv)
         }
         if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
             conn_advance(srv, c);
-        if (c->fd >= 0 && (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY ||
-                           c->state == C_LINGER))
+        /* Edge-triggered: read only if bytes may be waiting (saves a recv per request). */
+        if (c->fd >= 0 && (c->rd_more || c->state == C_LINGER) &&
+            (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY ||
+             c->state == C_LINGER))
             conn_read(srv, c);
     }
 }

@@ -1,7 +1,7 @@
 /*
  * http/util.c - JSON string escaping, percent-decoding and response helpers.
  *
- * These are pure functions over bytes: no MHD, no global state. kw_json_escape is the
+ * These are pure functions over bytes: no sockets, no global state. kw_json_escape is the
  * one place that turns untrusted bytes into JSON text, so it never emits a raw control
  * character or an invalid UTF-8 sequence (each offending byte becomes U+FFFD).
  */

@@ -11,8 +11,8 @@
  *   the hand-over is always through a queue under a mutex (server.c, pool.c).
  * Threads: the router is immutable after kw__router_init and is read by every worker.
  *   Metrics are updated with relaxed atomics from every worker and read by /metrics.
- *   Lock order: pool.mu and done_mu are never held together; neither is held while a
- *   handler runs or while the loop does I/O.
+ *   Lock order: the pool's mu, each loop's done_mu and addr_mu are leaves, never held
+ *   together; none is held while a handler runs or while a loop does I/O.
  */
 #ifndef KW_HTTP_HTTP_INT_H
 #define KW_HTTP_HTTP_INT_H
@@ -172,6 +172,7 @@ const char *kw__http_method_label(kw_str_t method);
 
 typedef struct kw__conn kw__conn_t;
 typedef struct kw__rq kw__rq_t;
+typedef struct kw__loop kw__loop_t;
 
 enum {
     KW__JOB_HEADERS = 1, /* run on_headers only, then the loop reads the body */
@@ -185,7 +186,8 @@ enum {
 struct kw__rq {
     kw__rq_t *next; /* queue link (run queue, parked list, done queue) */
     kw_http_server_t *srv;
-    kw__conn_t *conn; /* the loop's; NULL once the connection is gone */
+    kw__conn_t *conn; /* the loop's (a zombie if the client went away) */
+    kw__loop_t *loop; /* where the answer goes back */
     kw_http_req_t req;
     kw__http_head_t head;
     kw__match_t match;
@@ -209,10 +211,15 @@ struct kw_http_server {
     kw__router_t router;
     kw__metrics_t metrics;
     kw_http_config_t cfg; /* copy, defaults filled in */
-    int listen_fd, epoll_fd, event_fd;
-    pthread_t loop_thread;
-    bool loop_joined; /* kw_http_server_stop got past the loop (a retry skips it) */
+    int listen_fd;        /* shared by the loops (EPOLLEXCLUSIVE) */
+    kw__loop_t *loops;
+    size_t n_loops;
+    bool loop_joined; /* kw_http_server_stop got past the loops (a retry skips it) */
     _Atomic bool stopping;
+    uint64_t drain_deadline;  /* set before stopping */
+    _Atomic size_t n_conns;   /* open connections, all loops */
+    pthread_mutex_t addr_mu;  /* the per-address table (a leaf lock) */
+    void *addrs;              /* server.c's per-address table */
     _Atomic size_t body_used; /* bytes charged against cfg.body_budget */
     _Atomic uint64_t rid_fallback;
     /* the pool (pool.c) */
@@ -225,11 +232,6 @@ struct kw_http_server {
     bool pool_quit;
     pthread_t *workers;
     size_t n_workers;
-    /* answered requests back to the loop */
-    pthread_mutex_t done_mu;
-    kw__rq_t *done_head, *done_tail;
-    /* loop-only state (server.c) */
-    void *loop;
 };
 
 /* pool.c */
@@ -242,8 +244,6 @@ void kw__pool_expire_parked(kw_http_server_t *srv, uint64_t now, bool all);
 bool kw__pool_drain(kw_http_server_t *srv, uint64_t deadline_ns);
 /* Stops and joins the workers (after a successful drain); frees what is still parked. */
 void kw__pool_stop(kw_http_server_t *srv);
-/* Takes the answered requests (the loop). */
-kw__rq_t *kw__pool_take_done(kw_http_server_t *srv);
 
 kw__rq_t *kw__rq_new(kw_http_server_t *srv);
 void kw__rq_free(kw__rq_t *rq);
@@ -258,7 +258,7 @@ void kw__rq_finish(kw__rq_t *rq);
 bool kw__rq_run(kw__rq_t *rq);
 /* Sets req.request_id from X-Request-Id when well formed, else a random one. */
 void kw__rq_request_id(kw__rq_t *rq);
-/* Wakes the loop (any thread). */
-void kw__loop_notify(kw_http_server_t *srv);
+/* Hands an answered request back to its loop (rq->loop) and wakes it (any thread). */
+void kw__loop_done(kw__rq_t *rq);
 
 #endif

@@ -4,12 +4,12 @@
  * Workers take requests off one FIFO run queue (srv->mu + srv->cv) and run, per job,
  * cfg->on_headers and/or the route's handler. A finished request is serialized here, on
  * the worker (status line, headers, body in one buffer), counted in the metrics, logged,
- * and handed back to the loop through the done queue (srv->done_mu) and the eventfd.
+ * and handed back to its loop through that loop's done queue and eventfd (server.c).
  * A handler that parks its request (kw_http_req_park) leaves it on srv->parked; wake and
  * the loop's deadline sweep move parked requests back to the run queue.
  *
- * Locks: srv->mu (run queue, parked list, running count) and srv->done_mu (done queue)
- * are leaves: never held together, never held while a handler runs.
+ * Locks: srv->mu (run queue, parked list, running count) is a leaf: never held with a
+ * loop's done_mu, never held while a handler runs.
  *
  * The response path is built so that a streamed (chunked) body can be added later: a
  * request's answer is a byte buffer the loop writes out, and the loop only needs to be
@@ -336,30 +336,6 @@ void kw__rq_finish(kw__rq_t *rq)
 
 /* ---- the pool ---- */
 
-static void done_push(kw_http_server_t *srv, kw__rq_t *rq)
-{
-    rq->next = NULL;
-    pthread_mutex_lock(&srv->done_mu);
-    bool was_empty = srv->done_head == NULL;
-    if (srv->done_tail)
-        srv->done_tail->next = rq;
-    else
-        srv->done_head = rq;
-    srv->done_tail = rq;
-    pthread_mutex_unlock(&srv->done_mu);
-    if (was_empty)
-        kw__loop_notify(srv);
-}
-
-kw__rq_t *kw__pool_take_done(kw_http_server_t *srv)
-{
-    pthread_mutex_lock(&srv->done_mu);
-    kw__rq_t *l = srv->done_head;
-    srv->done_head = srv->done_tail = NULL;
-    pthread_mutex_unlock(&srv->done_mu);
-    return l;
-}
-
 /* srv->mu held. */
 static void run_push_locked(kw_http_server_t *srv, kw__rq_t *rq)
 {
@@ -438,7 +414,7 @@ bool kw__rq_run(kw__rq_t *rq)
 static void run_job(kw__rq_t *rq)
 {
     if (kw__rq_run(rq))
-        done_push(rq->srv, rq);
+        kw__loop_done(rq);
 }
 
 static void *worker_main(void *arg)

@@ -72,6 +72,7 @@ enum { C_HEAD = 1, C_BUSY, C_BODY, C_WRITE, C_IDLE, C_LINGER };
 
 struct kw__conn {
     kw__conn_t *prev, *next;
+    struct kw__loop *lp; /* the loop that owns it (fixed at accept) */
     int fd;
     int state;
     bool in_ready; /* on loop_t.ready */
@@ -93,17 +94,24 @@ struct kw__conn {
     struct addr_slot *addr;
 };
 
-/* Open connections per client address: a chained hash table, loop-only. */
+/* Open connections per client address: a chained hash table, under srv->addr_mu. */
 typedef struct addr_slot {
     struct addr_slot *next;
     unsigned char key[17]; /* family byte + up to 16 address bytes */
     unsigned count;
 } addr_slot_t;
 
-typedef struct loop {
+struct kw__loop {
+    kw_http_server_t *srv;
+    int epoll_fd, event_fd;
+    pthread_t thread;
+    bool started;
+    /* answered requests coming back from the pool (done_mu; a leaf lock) */
+    pthread_mutex_t done_mu;
+    kw__rq_t *done_head, *done_tail;
+    /* everything below: this loop's thread only */
     kw__conn_t head; /* sentinel of the list of connections */
     size_t n_conns;
-    addr_slot_t *addrs[ADDR_BUCKETS];
     uint64_t last_sweep;
     bool listening;   /* the listen fd is in the epoll set */
     bool drain_begun; /* stop was seen */
@@ -112,23 +120,49 @@ typedef struct loop {
      * call chain, so nothing is freed under a caller and pipelined requests do not
      * recurse): a finished answer (read the next request), a closed socket (free). */
     kw__conn_t *ready;
-} loop_t;
+};
+typedef struct kw__loop loop_t;
 
 static char tag_listen, tag_event; /* epoll tags */
 
-void kw__loop_notify(kw_http_server_t *srv)
+static void loop_notify(loop_t *lp)
 {
     uint64_t one = 1;
     ssize_t n;
     do
-        n = write(srv->event_fd, &one, sizeof(one));
+        n = write(lp->event_fd, &one, sizeof(one));
     while (n < 0 && errno == EINTR);
+}
+
+void kw__loop_done(kw__rq_t *rq)
+{
+    loop_t *lp = rq->loop;
+    rq->next = NULL;
+    pthread_mutex_lock(&lp->done_mu);
+    bool was_empty = lp->done_head == NULL;
+    if (lp->done_tail)
+        lp->done_tail->next = rq;
+    else
+        lp->done_head = rq;
+    lp->done_tail = rq;
+    pthread_mutex_unlock(&lp->done_mu);
+    if (was_empty)
+        loop_notify(lp);
+}
+
+static kw__rq_t *take_done(loop_t *lp)
+{
+    pthread_mutex_lock(&lp->done_mu);
+    kw__rq_t *l = lp->done_head;
+    lp->done_head = lp->done_tail = NULL;
+    pthread_mutex_unlock(&lp->done_mu);
+    return l;
 }
 
 /* ---- per-address counts ---- */
 
-static addr_slot_t *addr_acquire(loop_t *lp, const struct sockaddr_storage *ss, unsigned cap,
-                                 bool *over)
+static addr_slot_t *addr_acquire(kw_http_server_t *srv, const struct sockaddr_storage *ss,
+                                 unsigned cap, bool *over)
 {
     unsigned char key[17] = {0};
     if (ss->ss_family == AF_INET6) {
@@ -141,41 +175,45 @@ static addr_slot_t *addr_acquire(loop_t *lp, const struct sockaddr_storage *ss, 
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < sizeof(key); i++)
         h = (h ^ key[i]) * 1099511628211ull;
-    addr_slot_t **b = &lp->addrs[h & (ADDR_BUCKETS - 1)], *s;
+    pthread_mutex_lock(&srv->addr_mu);
+    addr_slot_t **b = &((addr_slot_t **)srv->addrs)[h & (ADDR_BUCKETS - 1)], *s;
     for (s = *b; s; s = s->next)
         if (memcmp(s->key, key, sizeof(key)) == 0)
             break;
     *over = false;
     if (s && s->count >= cap) {
         *over = true;
-        return NULL;
-    }
-    if (!s) {
-        s = kw_calloc(1, sizeof(*s));
-        if (!s)
-            return NULL;
+        s = NULL;
+    } else if (!s && (s = kw_calloc(1, sizeof(*s))) != NULL) {
         memcpy(s->key, key, sizeof(key));
         s->next = *b;
         *b = s;
     }
-    s->count++;
+    if (s)
+        s->count++;
+    pthread_mutex_unlock(&srv->addr_mu);
     return s;
 }
 
-static void addr_release(loop_t *lp, addr_slot_t *s)
+static void addr_release(kw_http_server_t *srv, addr_slot_t *s)
 {
-    if (!s || --s->count)
+    if (!s)
         return;
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < sizeof(s->key); i++)
-        h = (h ^ s->key[i]) * 1099511628211ull;
-    for (addr_slot_t **pp = &lp->addrs[h & (ADDR_BUCKETS - 1)]; *pp; pp = &(*pp)->next) {
-        if (*pp == s) {
-            *pp = s->next;
-            kw_free(s);
-            return;
+    pthread_mutex_lock(&srv->addr_mu);
+    if (--s->count == 0) {
+        uint64_t h = 1469598103934665603ull;
+        for (size_t i = 0; i < sizeof(s->key); i++)
+            h = (h ^ s->key[i]) * 1099511628211ull;
+        for (addr_slot_t **pp = &((addr_slot_t **)srv->addrs)[h & (ADDR_BUCKETS - 1)]; *pp;
+             pp = &(*pp)->next) {
+            if (*pp == s) {
+                *pp = s->next;
+                kw_free(s);
+                break;
+            }
         }
     }
+    pthread_mutex_unlock(&srv->addr_mu);
 }
 
 /* ---- connections ---- */
@@ -191,6 +229,7 @@ static void conn_free(loop_t *lp, kw__conn_t *c)
     c->prev->next = c->next;
     c->next->prev = c->prev;
     lp->n_conns--;
+    atomic_fetch_sub(&lp->srv->n_conns, 1);
     kw_free(c->rbuf);
     kw_buf_free(&c->out);
     kw_free(c);
@@ -198,7 +237,8 @@ static void conn_free(loop_t *lp, kw__conn_t *c)
 
 static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
 {
-    loop_t *lp = srv->loop;
+    (void)srv;
+    loop_t *lp = c->lp;
     if (c->in_ready)
         return;
     c->in_ready = true;
@@ -210,11 +250,10 @@ static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
  * request is with the pool (a zombie), once the request comes back. */
 static void conn_close(kw_http_server_t *srv, kw__conn_t *c)
 {
-    loop_t *lp = srv->loop;
     if (c->fd >= 0) {
         close(c->fd); /* also leaves the epoll set */
         c->fd = -1;
-        addr_release(lp, c->addr);
+        addr_release(srv, c->addr);
         c->addr = NULL;
         atomic_fetch_sub_explicit(&srv->metrics.open_conns, 1, memory_order_relaxed);
     }
@@ -328,6 +367,7 @@ static void dispatch(kw_http_server_t *srv, kw__conn_t *c, int job)
     c->state = C_BUSY;
     c->rq->job = job;
     c->rq->conn = c;
+    c->rq->loop = c->lp;
     kw__pool_submit(srv, c->rq);
 }
 
@@ -522,6 +562,7 @@ static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
         c->state = C_BUSY;
         rq->job = KW__JOB_RUN;
         rq->conn = c;
+        rq->loop = c->lp;
         if (kw__rq_run(rq))
             conn_answer(srv, c, rq);
         return; /* else parked despite the flag: it comes back through the pool */
@@ -655,9 +696,9 @@ static void on_conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
 
 /* ---- accept ---- */
 
-static void on_accept(kw_http_server_t *srv)
+static void on_accept(loop_t *lp)
 {
-    loop_t *lp = srv->loop;
+    kw_http_server_t *srv = lp->srv;
     for (;;) {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
@@ -669,20 +710,22 @@ static void on_accept(kw_http_server_t *srv)
                 /* Out of descriptors: stop listening until the next sweep, or the
                  * level-triggered listen socket would spin. */
                 kw_log(KW_LOG_WARN, KW_MODULE, "accept: %s", strerror(errno));
-                epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+                epoll_ctl(lp->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
                 lp->listening = false;
             }
             return;
         }
-        if (lp->n_conns >= srv->cfg.conn_limit) {
+        if (atomic_fetch_add(&srv->n_conns, 1) >= srv->cfg.conn_limit) {
+            atomic_fetch_sub(&srv->n_conns, 1);
             atomic_fetch_add_explicit(&srv->metrics.refused[KW__REFUSE_LIMIT], 1,
                                       memory_order_relaxed);
             close(fd);
             continue;
         }
         bool over = false;
-        addr_slot_t *as = addr_acquire(lp, &ss, srv->cfg.conn_per_addr, &over);
+        addr_slot_t *as = addr_acquire(srv, &ss, srv->cfg.conn_per_addr, &over);
         if (!as) {
+            atomic_fetch_sub(&srv->n_conns, 1);
             if (over)
                 atomic_fetch_add_explicit(&srv->metrics.refused[KW__REFUSE_PER_ADDR], 1,
                                           memory_order_relaxed);
@@ -691,10 +734,12 @@ static void on_accept(kw_http_server_t *srv)
         }
         kw__conn_t *c = kw_calloc(1, sizeof(*c));
         if (!c) {
-            addr_release(lp, as);
+            atomic_fetch_sub(&srv->n_conns, 1);
+            addr_release(srv, as);
             close(fd);
             continue;
         }
+        c->lp = lp;
         c->fd = fd;
         c->addr = as;
         kw_buf_init(&c->out);
@@ -702,8 +747,9 @@ static void on_accept(kw_http_server_t *srv)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                                  .data.ptr = c};
-        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            addr_release(lp, as);
+        if (epoll_ctl(lp->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            atomic_fetch_sub(&srv->n_conns, 1);
+            addr_release(srv, as);
             close(fd);
             kw_free(c);
             continue;
@@ -726,12 +772,13 @@ static void on_accept(kw_http_server_t *srv)
 
 /* ---- answers coming back from the pool ---- */
 
-static void on_done(kw_http_server_t *srv)
+static void on_done(loop_t *lp)
 {
+    kw_http_server_t *srv = lp->srv;
     uint64_t v;
-    while (read(srv->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
+    while (read(lp->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
-    kw__rq_t *l = kw__pool_take_done(srv);
+    kw__rq_t *l = take_done(lp);
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;
@@ -755,14 +802,20 @@ static void on_done(kw_http_server_t *srv)
 
 /* ---- deadlines and stop ---- */
 
-static void sweep(kw_http_server_t *srv, uint64_t now)
+/* The shared listen socket in this loop's epoll set; EPOLLEXCLUSIVE wakes one loop (or
+ * a few) per new connection instead of all of them. */
+static bool listen_add(loop_t *lp)
 {
-    loop_t *lp = srv->loop;
-    if (!lp->listening && !lp->drain_begun) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
-        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) == 0)
-            lp->listening = true;
-    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.ptr = &tag_listen};
+    lp->listening = epoll_ctl(lp->epoll_fd, EPOLL_CTL_ADD, lp->srv->listen_fd, &ev) == 0;
+    return lp->listening;
+}
+
+static void sweep(loop_t *lp, uint64_t now)
+{
+    kw_http_server_t *srv = lp->srv;
+    if (!lp->listening && !lp->drain_begun)
+        listen_add(lp);
     kw__pool_expire_parked(srv, now, false);
     for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
         nx = c->next;
@@ -781,16 +834,14 @@ static void sweep(kw_http_server_t *srv, uint64_t now)
     }
 }
 
-static void begin_drain(kw_http_server_t *srv)
+static void begin_drain(loop_t *lp)
 {
-    loop_t *lp = srv->loop;
+    kw_http_server_t *srv = lp->srv;
     lp->drain_begun = true;
-    lp->drain_deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
+    lp->drain_deadline = srv->drain_deadline;
     if (lp->listening)
-        epoll_ctl(srv->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
+        epoll_ctl(lp->epoll_fd, EPOLL_CTL_DEL, srv->listen_fd, NULL);
     lp->listening = false;
-    close(srv->listen_fd);
-    srv->listen_fd = -1;
     kw__pool_expire_parked(srv, 0, true);
     for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
         nx = c->next;
@@ -804,9 +855,9 @@ static void begin_drain(kw_http_server_t *srv)
 }
 
 /* See loop_t.ready. */
-static void process_ready(kw_http_server_t *srv)
+static void process_ready(loop_t *lp)
 {
-    loop_t *lp = srv->loop;
+    kw_http_server_t *srv = lp->srv;
     kw__conn_t *c;
     while ((c = lp->ready) != NULL) {
         lp->ready = c->ready_next;
@@ -830,19 +881,19 @@ static void process_ready(kw_http_server_t *srv)
 
 static void *loop_main(void *arg)
 {
-    kw_http_server_t *srv = arg;
-    loop_t *lp = srv->loop;
+    loop_t *lp = arg;
+    kw_http_server_t *srv = lp->srv;
     struct epoll_event evs[256];
     for (;;) {
         if (atomic_load(&srv->stopping)) {
             if (!lp->drain_begun)
-                begin_drain(srv);
-            process_ready(srv);
+                begin_drain(lp);
+            process_ready(lp);
             if (lp->n_conns == 0 || kw_http_now_ns() >= lp->drain_deadline)
                 break;
         }
         int timeout = (int)(SWEEP_NS / 1000000ull);
-        int n = epoll_wait(srv->epoll_fd, evs, (int)KW_ARRAY_LEN(evs), timeout);
+        int n = epoll_wait(lp->epoll_fd, evs, (int)KW_ARRAY_LEN(evs), timeout);
         if (n < 0 && errno != EINTR) {
             kw_log(KW_LOG_ERROR, KW_MODULE, "epoll_wait: %s", strerror(errno));
             break;
@@ -850,18 +901,18 @@ static void *loop_main(void *arg)
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &tag_listen)
-                on_accept(srv);
+                on_accept(lp);
             else if (p == &tag_event)
-                on_done(srv);
+                on_done(lp);
             else
                 on_conn_event(srv, p, evs[i].events);
-            process_ready(srv);
+            process_ready(lp);
         }
-        process_ready(srv);
+        process_ready(lp);
         uint64_t now = kw_http_now_ns();
         if (now - lp->last_sweep >= SWEEP_NS) {
             lp->last_sweep = now;
-            sweep(srv, now);
+            sweep(lp, now);
         }
     }
     /* Whatever is left: close the sockets; requests still in the pool make zombies. */
@@ -869,7 +920,7 @@ static void *loop_main(void *arg)
         nx = c->next;
         conn_close(srv, c);
     }
-    process_ready(srv);
+    process_ready(lp);
     return NULL;
 }
 
@@ -977,26 +1028,84 @@ static void fill_defaults(kw_http_config_t *c)
         c->host = "127.0.0.1";
 }
 
+/* Event loops: one per core, at most this many (the workers do the handlers' work). */
+#define MAX_LOOPS 4u
+
+static void loop_fini(loop_t *lp)
+{
+    /* Requests answered after the loop left: their connections are zombies now. */
+    kw__rq_t *l = take_done(lp);
+    while (l) {
+        kw__rq_t *rq = l;
+        l = rq->next;
+        kw__conn_t *c = rq->conn;
+        kw__rq_free(rq);
+        if (c) {
+            c->state = C_IDLE;
+            c->rq = NULL;
+            conn_free(lp, c);
+        }
+    }
+    if (lp->event_fd >= 0)
+        close(lp->event_fd);
+    if (lp->epoll_fd >= 0)
+        close(lp->epoll_fd);
+    pthread_mutex_destroy(&lp->done_mu);
+}
+
+static int loop_init(loop_t *lp, kw_http_server_t *srv, kw_diag_t *diag)
+{
+    lp->srv = srv;
+    lp->head.next = lp->head.prev = &lp->head;
+    lp->epoll_fd = lp->event_fd = -1;
+    if (pthread_mutex_init(&lp->done_mu, NULL) != 0)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP server");
+    lp->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+    lp->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_event};
+    if (lp->epoll_fd < 0 || lp->event_fd < 0 ||
+        epoll_ctl(lp->epoll_fd, EPOLL_CTL_ADD, lp->event_fd, &ev) != 0 || !listen_add(lp)) {
+        int rc =
+            kw_diag_set(diag, KW_EIO, 0, 0, "cannot set up the event loop: %s", strerror(errno));
+        loop_fini(lp);
+        return rc;
+    }
+    return KW_OK;
+}
+
+/* Stops the loops [0, n): the listen socket stops taking connections at once. */
+static void loops_join(kw_http_server_t *srv, size_t n)
+{
+    atomic_store(&srv->stopping, true);
+    shutdown(srv->listen_fd, SHUT_RD);
+    for (size_t i = 0; i < n; i++)
+        loop_notify(&srv->loops[i]);
+    for (size_t i = 0; i < n; i++)
+        pthread_join(srv->loops[i].thread, NULL);
+}
+
 int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, uint16_t *bound_port,
                          kw_diag_t *diag)
 {
-    int rc;
+    int rc = KW_ENOMEM;
     raise_nofile();
     kw_http_server_t *srv = kw_calloc(1, sizeof(*srv));
-    loop_t *lp = kw_calloc(1, sizeof(*lp));
-    if (!srv || !lp) {
-        kw_free(srv);
-        kw_free(lp);
+    if (!srv)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP server");
-    }
     srv->cfg = *cfg;
     fill_defaults(&srv->cfg);
-    lp->head.next = lp->head.prev = &lp->head;
-    srv->loop = lp;
-    srv->listen_fd = srv->epoll_fd = srv->event_fd = -1;
+    srv->listen_fd = -1;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    srv->n_loops = ncpu < 1 ? 1 : (size_t)ncpu > MAX_LOOPS ? MAX_LOOPS : (size_t)ncpu;
+    srv->loops = kw_calloc(srv->n_loops, sizeof(*srv->loops));
+    srv->addrs = kw_calloc(ADDR_BUCKETS, sizeof(addr_slot_t *));
+    if (!srv->loops || !srv->addrs) {
+        kw_diag_set(diag, rc, 0, 0, "out of memory starting the HTTP server");
+        goto fail_alloc;
+    }
     rc = kw__router_init(&srv->router, cfg->routes, cfg->n_routes, diag);
     if (rc != KW_OK)
-        goto fail_router;
+        goto fail_alloc;
     rc = kw__metrics_init(&srv->metrics, srv->router.labels, srv->router.n_labels);
     if (rc != KW_OK) {
         kw_diag_set(diag, rc, 0, 0, "out of memory starting the HTTP server");
@@ -1006,25 +1115,11 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
     rc = open_listener(srv->cfg.host, srv->cfg.port, &srv->listen_fd, &port, diag);
     if (rc != KW_OK)
         goto fail_listen;
-    rc = KW_EIO;
-    srv->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-    srv->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (srv->epoll_fd < 0 || srv->event_fd < 0) {
-        kw_diag_set(diag, rc, 0, 0, "cannot create the event loop: %s", strerror(errno));
-        goto fail_fds;
-    }
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &tag_listen};
-    struct epoll_event ev2 = {.events = EPOLLIN, .data.ptr = &tag_event};
-    if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) != 0 ||
-        epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->event_fd, &ev2) != 0) {
-        kw_diag_set(diag, rc, 0, 0, "cannot set up the event loop: %s", strerror(errno));
-        goto fail_fds;
-    }
-    lp->listening = true;
+    rc = KW_ENOMEM;
+    if (pthread_mutex_init(&srv->addr_mu, NULL) != 0)
+        goto fail_addr_mu;
     if (pthread_mutex_init(&srv->mu, NULL) != 0)
         goto fail_mu;
-    if (pthread_mutex_init(&srv->done_mu, NULL) != 0)
-        goto fail_done_mu;
     if (pthread_cond_init(&srv->cv, NULL) != 0)
         goto fail_cv;
     if (pthread_cond_init(&srv->idle_cv, NULL) != 0)
@@ -1032,43 +1127,50 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
     rc = kw__pool_start(srv, diag);
     if (rc != KW_OK)
         goto fail_pool;
-    int e = pthread_create(&srv->loop_thread, NULL, loop_main, srv);
-    if (e != 0) {
-        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "cannot start the HTTP loop: %s", strerror(e));
-        goto fail_loop;
+    size_t n_init = 0, n_run = 0;
+    for (; n_init < srv->n_loops; n_init++) {
+        rc = loop_init(&srv->loops[n_init], srv, diag);
+        if (rc != KW_OK)
+            goto fail_loops;
+    }
+    for (; n_run < srv->n_loops; n_run++) {
+        int e = pthread_create(&srv->loops[n_run].thread, NULL, loop_main, &srv->loops[n_run]);
+        if (e != 0) {
+            rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "cannot start the HTTP loop: %s", strerror(e));
+            goto fail_loops;
+        }
     }
     if (bound_port)
         *bound_port = port;
     *out = srv;
-    kw_log(KW_LOG_INFO, KW_MODULE, "listening on %s:%u (%u threads)", srv->cfg.host, (unsigned)port,
-           srv->cfg.threads);
+    kw_log(KW_LOG_INFO, KW_MODULE, "listening on %s:%u (%zu loops, %u workers)", srv->cfg.host,
+           (unsigned)port, srv->n_loops, srv->cfg.threads);
     return KW_OK;
 
-fail_loop:
+fail_loops:
+    loops_join(srv, n_run);
+    for (size_t i = 0; i < n_init; i++)
+        loop_fini(&srv->loops[i]);
     kw__pool_stop(srv);
 fail_pool:
     pthread_cond_destroy(&srv->idle_cv);
 fail_idle_cv:
     pthread_cond_destroy(&srv->cv);
 fail_cv:
-    pthread_mutex_destroy(&srv->done_mu);
-fail_done_mu:
     pthread_mutex_destroy(&srv->mu);
 fail_mu:
-    if (rc == KW_EIO)
-        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory starting the HTTP server");
-fail_fds:
-    if (srv->event_fd >= 0)
-        close(srv->event_fd);
-    if (srv->epoll_fd >= 0)
-        close(srv->epoll_fd);
+    pthread_mutex_destroy(&srv->addr_mu);
+fail_addr_mu:
+    if (rc == KW_ENOMEM && diag && !diag->msg[0])
+        kw_diag_set(diag, rc, 0, 0, "out of memory starting the HTTP server");
     close(srv->listen_fd);
 fail_listen:
     kw__metrics_close(&srv->metrics);
 fail_metrics:
     kw__router_close(&srv->router);
-fail_router:
-    kw_free(lp);
+fail_alloc:
+    kw_free(srv->addrs);
+    kw_free(srv->loops);
     kw_free(srv);
     return rc;
 }
@@ -1079,10 +1181,11 @@ int kw_http_server_stop(kw_http_server_t *srv)
         return KW_OK;
     uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
     if (!srv->loop_joined) {
-        atomic_store(&srv->stopping, true);
-        kw__loop_notify(srv);
-        pthread_join(srv->loop_thread, NULL);
+        srv->drain_deadline = deadline; /* published by the store of srv->stopping */
+        loops_join(srv, srv->n_loops);
         srv->loop_joined = true;
+        close(srv->listen_fd);
+        srv->listen_fd = -1;
     }
     if (!kw__pool_drain(srv, deadline)) {
         kw_log(KW_LOG_WARN, KW_MODULE,
@@ -1091,38 +1194,24 @@ int kw_http_server_stop(kw_http_server_t *srv)
         return KW_ETIMEOUT;
     }
     kw__pool_stop(srv);
-    /* Requests answered after the loop left: their connections are zombies now. */
-    kw__rq_t *l = kw__pool_take_done(srv);
-    while (l) {
-        kw__rq_t *rq = l;
-        l = rq->next;
-        kw__conn_t *c = rq->conn;
-        kw__rq_free(rq);
-        if (c) {
-            c->state = C_IDLE;
-            c->rq = NULL;
-            conn_free(srv->loop, c);
-        }
-    }
-    loop_t *lp = srv->loop;
+    for (size_t i = 0; i < srv->n_loops; i++)
+        loop_fini(&srv->loops[i]);
+    addr_slot_t **addrs = srv->addrs;
     for (size_t i = 0; i < ADDR_BUCKETS; i++) {
-        while (lp->addrs[i]) {
-            addr_slot_t *s = lp->addrs[i];
-            lp->addrs[i] = s->next;
+        while (addrs[i]) {
+            addr_slot_t *s = addrs[i];
+            addrs[i] = s->next;
             kw_free(s);
         }
     }
-    close(srv->event_fd);
-    close(srv->epoll_fd);
-    if (srv->listen_fd >= 0)
-        close(srv->listen_fd);
     pthread_cond_destroy(&srv->idle_cv);
     pthread_cond_destroy(&srv->cv);
-    pthread_mutex_destroy(&srv->done_mu);
     pthread_mutex_destroy(&srv->mu);
+    pthread_mutex_destroy(&srv->addr_mu);
     kw__metrics_close(&srv->metrics);
     kw__router_close(&srv->router);
-    kw_free(lp);
+    kw_free(srv->addrs);
+    kw_free(srv->loops);
     kw_free(srv);
     return KW_OK;
 }

@@ -62,7 +62,7 @@ static const kw_http_route_t routes[] = {
     {"DELETE", "/agent_api_keys/{id}", kw__api_keys_delete, 0},
     {"GET", "/agent_api_keys/name/{name}", kw__api_keys_get_by_name, 0},
     {"DELETE", "/agent_api_keys/name/{name}", kw__api_keys_delete_by_name, 0},
-    {"GET", "/healthz", kw__api_healthz, KW__ROUTE_PUBLIC | KW_HTTP_ROUTE_INLINE},
+    {"GET", "/healthz", kw__api_healthz, KW__ROUTE_PUBLIC},
     {"GET", "/readyz", kw__api_readyz, KW__ROUTE_PUBLIC},
     {"GET", "/metrics", kw__api_metrics_route, KW__ROUTE_PUBLIC},
     {"GET", "/openapi.json", kw__api_openapi, KW__ROUTE_PUBLIC},

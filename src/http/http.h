@@ -81,14 +81,8 @@ typedef struct kw_http_route {
     const char *method;  /* "GET", "POST", "DELETE", ... */
     const char *pattern; /* "/agents/{id}", "/agent_api_keys/name/{name}", literal segments */
     kw_http_handler_fn fn;
-    /* The application's own bits (req->route_flags), except KW_HTTP_ROUTE_INLINE. */
-    unsigned flags;
+    unsigned flags; /* the application's own, opaque to the server: req->route_flags */
 } kw_http_route_t;
-
-/* The one route flag the server reads: the handler (and on_headers for this route) never
- * blocks, never parks and is quick, e.g. a liveness probe; a request without a body then
- * runs on the event-loop thread, without the hop to a worker and back. */
-#define KW_HTTP_ROUTE_INLINE (1u << 31)
 
 /* Parks the request from inside its handler: once the handler returns, nothing is sent
  * and the worker is free; the handler runs again (on a worker, with a fresh resp and

@@ -1,7 +1,19 @@
 /*
- * http/server.c - keyward's HTTP/1.1 server: one epoll event-loop thread doing accept,
- * read, parse and write on non-blocking sockets, and a pool of cfg.threads workers
- * (pool.c) running on_headers and the handlers.
+ * http/server.c - keyward's HTTP/1.1 server: cfg.threads event loops (one thread and one
+ * epoll set each, edge-triggered, non-blocking sockets) sharing one listen socket
+ * (EPOLLEXCLUSIVE). A loop accepts, reads, parses, runs on_headers and the handler of a
+ * complete request itself, and writes the answer. Parked requests (kw_http_req_park) go
+ * to the pool (pool.c), which re-runs them on a worker when woken or at their deadline
+ * and hands the answer back to the loop (done queue + eventfd).
+ *
+ * Why handlers run on the loops and not on a separate worker pool: that hand-over (loop
+ * -> worker -> loop, two context switches and an eventfd per request) was measured at
+ * ~19 us of CPU per request on the 2-core test VM, 50% on top of the whole authenticated
+ * GET (docs/BENCHMARKS.md, "HTTP server"). A handler that blocks (a write waiting for its
+ * group commit, a read for the database) holds its loop and that loop's other
+ * connections, as a thread-per-connection-set server does; waits that can be long
+ * (revision waits, issue 9 item 3) park instead and free the loop. A loop stuck in a
+ * handler does not stop the others: each has its own connections and deadlines.
  *
  * Why our own: the hostile-network rules of issue 9 need absolute deadlines, JSON error
  * bodies for everything the server says itself, authentication before the body is read,
@@ -11,10 +23,10 @@
  *   HEAD   reading the request line + headers. Deadline: header_timeout_s, ABSOLUTE,
  *          from accept (first request) or from the request's first byte (later ones).
  *          Bytes trickling in never move it. Expiry: 408 (if a byte came), close.
- *   BUSY   a kw__rq_t is with the pool: on_headers (JOB_HEADERS, for requests with a
- *          body, so a 401 goes out before any body byte is read) or the handler (JOB_RUN).
- *          The loop reads nothing from the socket meanwhile (pipelined requests wait in
- *          the kernel), so requests on one connection are answered in order.
+ *   BUSY   on_headers runs (JOB_HEADERS, for requests with a body, so a 401 goes out
+ *          before any body byte is read) or the handler (JOB_RUN), or the request is
+ *          parked. The loop reads nothing from that socket meanwhile (pipelined requests
+ *          wait in the kernel), so requests on one connection are answered in order.
  *   BODY   reading the body (Content-Length or chunked, <= KW_MAX_BODY_BYTES, 413). Its
  *          bytes are charged against the global body_budget first (Content-Length: all
  *          at once; chunked: as they come): over it -> 503, close. Deadline:
@@ -34,13 +46,13 @@
  * Limits at accept: conn_limit open connections and conn_per_addr per client address;
  * past either the new connection is closed at once and counted.
  *
- * Threads and hand-over: the loop owns every kw__conn_t. A kw__rq_t goes to the pool by
- * kw__pool_submit and comes back through the done queue + eventfd (pool.c). A connection
- * that dies while its request is with the pool becomes a zombie (fd closed, struct kept)
- * until the request comes back. Stop: srv->stopping + eventfd; the loop closes the listen
- * socket and every connection without a request in flight, lets in-flight ones finish
- * (answer sent with Connection: close) until the drain deadline, then exits;
- * kw_http_server_stop then drains the pool (bounded) and joins the workers.
+ * Threads and hand-over: each loop owns its kw__conn_t's. A parked kw__rq_t is with the
+ * pool and comes back through its loop's done queue + eventfd. A connection that dies
+ * while its request is parked becomes a zombie (fd closed, struct kept) until the
+ * request comes back. Stop: the listen socket is shut, srv->stopping + each loop's
+ * eventfd; a loop closes every connection without a request in flight, lets in-flight
+ * ones finish (answer sent with Connection: close) until the drain deadline, then exits;
+ * kw_http_server_stop joins the loops and drains the pool, both bounded by the deadline.
  *
  * Never logged: headers, bodies, query strings, raw paths (a path may carry a key name).
  */
@@ -105,7 +117,7 @@ struct kw__loop {
     kw_http_server_t *srv;
     int epoll_fd, event_fd;
     pthread_t thread;
-    bool started;
+    bool joined;
     /* answered requests coming back from the pool (done_mu; a leaf lock) */
     pthread_mutex_t done_mu;
     kw__rq_t *done_head, *done_tail;
@@ -362,13 +374,19 @@ static void conn_fail(kw_http_server_t *srv, kw__conn_t *c, int status, const ch
     conn_answer(srv, c, rq);
 }
 
+static void handle_done(kw_http_server_t *srv, kw__rq_t *rq);
+
+/* Runs the request's job right here on the loop thread (see the file comment); a parked
+ * request stays BUSY until the pool brings it back. */
 static void dispatch(kw_http_server_t *srv, kw__conn_t *c, int job)
 {
+    kw__rq_t *rq = c->rq;
     c->state = C_BUSY;
-    c->rq->job = job;
-    c->rq->conn = c;
-    c->rq->loop = c->lp;
-    kw__pool_submit(srv, c->rq);
+    rq->job = job;
+    rq->conn = c;
+    rq->loop = c->lp;
+    if (kw__rq_run(rq))
+        handle_done(srv, rq);
 }
 
 static bool budget_take(kw_http_server_t *srv, kw__rq_t *rq, size_t n)
@@ -557,15 +575,6 @@ static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
     if (rq->head.length_overflow || rq->head.length > KW_MAX_BODY_BYTES) {
         conn_fail(srv, c, 413, "Request body too large");
         return;
-    }
-    if (!rq->has_body && (rq->req.route_flags & KW_HTTP_ROUTE_INLINE)) {
-        c->state = C_BUSY;
-        rq->job = KW__JOB_RUN;
-        rq->conn = c;
-        rq->loop = c->lp;
-        if (kw__rq_run(rq))
-            conn_answer(srv, c, rq);
-        return; /* else parked despite the flag: it comes back through the pool */
     }
     if (!rq->has_body) {
         dispatch(srv, c, KW__JOB_RUN);
@@ -782,21 +791,27 @@ static void on_done(loop_t *lp)
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;
-        kw__conn_t *c = rq->conn;
-        if (c->fd < 0) { /* a zombie: the client went away meanwhile */
-            c->state = C_IDLE;
-            c->rq = NULL;
-            kw__rq_free(rq);
-            ready_push(srv, c);
-            continue;
-        }
-        if (rq->done == KW__DONE_BODY) {
-            begin_body(srv, c);
-            if (c->fd >= 0 && c->state == C_BODY)
-                ready_push(srv, c); /* read what the client sent meanwhile */
-        } else {
-            conn_answer(srv, c, rq);
-        }
+        handle_done(srv, rq);
+    }
+}
+
+/* A request's job finished (here, or on a worker for a parked one). */
+static void handle_done(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    kw__conn_t *c = rq->conn;
+    if (c->fd < 0) { /* a zombie: the client went away meanwhile */
+        c->state = C_IDLE;
+        c->rq = NULL;
+        kw__rq_free(rq);
+        ready_push(srv, c);
+        return;
+    }
+    if (rq->done == KW__DONE_BODY) {
+        begin_body(srv, c);
+        if (c->fd >= 0 && c->state == C_BODY)
+            ready_push(srv, c); /* read what the client sent meanwhile */
+    } else {
+        conn_answer(srv, c, rq);
     }
 }
 
@@ -1028,9 +1043,6 @@ static void fill_defaults(kw_http_config_t *c)
         c->host = "127.0.0.1";
 }
 
-/* Event loops: one per core, at most this many (the workers do the handlers' work). */
-#define MAX_LOOPS 4u
-
 static void loop_fini(loop_t *lp)
 {
     /* Requests answered after the loop left: their connections are zombies now. */
@@ -1073,15 +1085,38 @@ static int loop_init(loop_t *lp, kw_http_server_t *srv, kw_diag_t *diag)
     return KW_OK;
 }
 
-/* Stops the loops [0, n): the listen socket stops taking connections at once. */
-static void loops_join(kw_http_server_t *srv, size_t n)
+/* Stops the loops [0, n) (the listen socket stops taking connections at once) and joins
+ * them until deadline_ns (0: without a bound): false if one is still running (stuck in a
+ * handler); a later call joins the rest. */
+static bool loops_join(kw_http_server_t *srv, size_t n, uint64_t deadline_ns)
 {
     atomic_store(&srv->stopping, true);
     shutdown(srv->listen_fd, SHUT_RD);
     for (size_t i = 0; i < n; i++)
-        loop_notify(&srv->loops[i]);
-    for (size_t i = 0; i < n; i++)
-        pthread_join(srv->loops[i].thread, NULL);
+        if (!srv->loops[i].joined)
+            loop_notify(&srv->loops[i]);
+    bool all = true;
+    for (size_t i = 0; i < n; i++) {
+        loop_t *lp = &srv->loops[i];
+        if (lp->joined)
+            continue;
+        if (deadline_ns == 0) {
+            pthread_join(lp->thread, NULL);
+            lp->joined = true;
+            continue;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t now = kw_http_now_ns(), wait = deadline_ns > now ? deadline_ns - now : 0;
+        uint64_t ns = (uint64_t)ts.tv_nsec + wait;
+        ts.tv_sec += (time_t)(ns / NS);
+        ts.tv_nsec = (long)(ns % NS);
+        if (pthread_timedjoin_np(lp->thread, NULL, &ts) == 0)
+            lp->joined = true;
+        else
+            all = false;
+    }
+    return all;
 }
 
 int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, uint16_t *bound_port,
@@ -1095,8 +1130,7 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
     srv->cfg = *cfg;
     fill_defaults(&srv->cfg);
     srv->listen_fd = -1;
-    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    srv->n_loops = ncpu < 1 ? 1 : (size_t)ncpu > MAX_LOOPS ? MAX_LOOPS : (size_t)ncpu;
+    srv->n_loops = srv->cfg.threads;
     srv->loops = kw_calloc(srv->n_loops, sizeof(*srv->loops));
     srv->addrs = kw_calloc(ADDR_BUCKETS, sizeof(addr_slot_t *));
     if (!srv->loops || !srv->addrs) {
@@ -1148,7 +1182,7 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
     return KW_OK;
 
 fail_loops:
-    loops_join(srv, n_run);
+    loops_join(srv, n_run, 0);
     for (size_t i = 0; i < n_init; i++)
         loop_fini(&srv->loops[i]);
     kw__pool_stop(srv);
@@ -1181,8 +1215,14 @@ int kw_http_server_stop(kw_http_server_t *srv)
         return KW_OK;
     uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
     if (!srv->loop_joined) {
-        srv->drain_deadline = deadline; /* published by the store of srv->stopping */
-        loops_join(srv, srv->n_loops);
+        if (!srv->drain_deadline)
+            srv->drain_deadline = deadline; /* published by the store of srv->stopping */
+        if (!loops_join(srv, srv->n_loops, deadline)) {
+            kw_log(KW_LOG_WARN, KW_MODULE,
+                   "stopping with a handler still running after %u s: leaving it behind",
+                   srv->cfg.drain_timeout_s);
+            return KW_ETIMEOUT;
+        }
         srv->loop_joined = true;
         close(srv->listen_fd);
         srv->listen_fd = -1;

@@ -6,17 +6,19 @@
  * (strict RFC 9112; every error the server produces itself goes through cfg->error_fn,
  * JSON) -> the router matches (method, path template): 404/405 if nothing matches ->
  * 413 for a Content-Length over KW_MAX_BODY_BYTES -> cfg->on_headers (authentication,
- * on a worker, BEFORE any body byte is read) -> the body is read (bounded in size, time
- * and global memory) -> the route's handler runs on a worker and fills a kw_http_resp_t
- * -> the loop sends it with X-Request-Id, metrics are recorded and one JSON access-log
- * line goes to stderr. See src/http/server.c for the design.
+ * BEFORE any body byte is read) -> the body is read (bounded in size, time and global
+ * memory) -> the route's handler fills a kw_http_resp_t -> it is sent with X-Request-Id,
+ * metrics are recorded and one JSON access-log line goes to stderr. See
+ * src/http/server.c for the design.
  *
  * Ownership: a kw_http_req_t and everything reachable from it (path params, headers,
  *   body, arena) live until the response is queued; handlers allocate from req->arena
  *   and never free. The response body is a kw_buf_t the server frees after sending.
- * Threads: handlers and on_headers run on the worker pool (cfg->threads), many at once;
- *   they must be thread-safe. error_fn runs on the loop thread and on workers: it must
- *   be quick and must not block. kw_http_server_wake may be called from any thread.
+ * Threads: handlers and on_headers run on the server's cfg->threads event loops (and a
+ *   parked request's re-run on a pool worker), many at once; they must be thread-safe.
+ *   A handler that blocks holds its loop's other connections meanwhile: long waits
+ *   should park. error_fn runs on the same threads: it must be quick and must not
+ *   block. kw_http_server_wake may be called from any thread.
  *   Metrics counters are atomic.
  * Errors: kw_http_server_start returns KW_EIO (bind failed: diag names the address),
  *   KW_EINVAL (a bad route table) or KW_ENOMEM.
@@ -85,7 +87,7 @@ typedef struct kw_http_route {
 } kw_http_route_t;
 
 /* Parks the request from inside its handler: once the handler returns, nothing is sent
- * and the worker is free; the handler runs again (on a worker, with a fresh resp and
+ * and the thread is free; the handler runs again (on a pool worker, with a fresh resp and
  * req->run set) after kw_http_server_wake, or at deadline_ns (kw_http_now_ns clock),
  * whichever comes first. Everything in req (arena, body, auth) is kept meanwhile. */
 void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns);
@@ -119,7 +121,7 @@ typedef void (*kw_http_metrics_fn)(kw_buf_t *out, void *ud);
 typedef struct kw_http_config {
     const char *host;          /* "127.0.0.1" */
     uint16_t port;             /* 0 = pick a free port */
-    unsigned threads;          /* worker threads; 0 = number of cores */
+    unsigned threads;          /* event loops running the handlers; 0 = number of cores */
     unsigned conn_timeout_s;   /* idle keep-alive timeout between requests */
     unsigned conn_limit;       /* open connections; more are closed at once (counted) */
     unsigned conn_per_addr;    /* open connections per client address (counted) */

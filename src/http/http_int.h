@@ -236,8 +236,6 @@ struct kw_http_server {
 
 /* pool.c */
 KW_NODISCARD int kw__pool_start(kw_http_server_t *srv, kw_diag_t *diag);
-/* Queues rq for a worker (any thread). */
-void kw__pool_submit(kw_http_server_t *srv, kw__rq_t *rq);
 /* Moves parked requests whose deadline passed (all of them if `all`) to the run queue. */
 void kw__pool_expire_parked(kw_http_server_t *srv, uint64_t now, bool all);
 /* Waits until no job runs or is queued, at most until deadline_ns: true if idle. */

@@ -1,12 +1,13 @@
 /*
  * http/pool.c - the worker pool, the request object (kw__rq_t) and the response path.
  *
- * Workers take requests off one FIFO run queue (srv->mu + srv->cv) and run, per job,
- * cfg->on_headers and/or the route's handler. A finished request is serialized here, on
- * the worker (status line, headers, body in one buffer), counted in the metrics, logged,
- * and handed back to its loop through that loop's done queue and eventfd (server.c).
- * A handler that parks its request (kw_http_req_park) leaves it on srv->parked; wake and
- * the loop's deadline sweep move parked requests back to the run queue.
+ * kw__rq_run runs a request's job (cfg->on_headers and/or the route's handler) on the
+ * calling thread: an event loop for a fresh request (server.c). A finished request is
+ * serialized there too (status line, headers, body in one buffer), counted in the
+ * metrics and logged. A handler that parks its request (kw_http_req_park) leaves it on
+ * srv->parked; wake and the loops' deadline sweeps move parked requests to the run queue
+ * (srv->mu + srv->cv), where the pool's workers run them again and hand the answer back
+ * to the request's loop through that loop's done queue and eventfd (kw__loop_done).
  *
  * Locks: srv->mu (run queue, parked list, running count) is a leaf: never held with a
  * loop's done_mu, never held while a handler runs.
@@ -345,14 +346,6 @@ static void run_push_locked(kw_http_server_t *srv, kw__rq_t *rq)
     else
         srv->run_head = rq;
     srv->run_tail = rq;
-}
-
-void kw__pool_submit(kw_http_server_t *srv, kw__rq_t *rq)
-{
-    pthread_mutex_lock(&srv->mu);
-    run_push_locked(srv, rq);
-    pthread_cond_signal(&srv->cv);
-    pthread_mutex_unlock(&srv->mu);
 }
 
 /* Runs on_headers once; false when it answered. */

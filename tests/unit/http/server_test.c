@@ -677,7 +677,7 @@ KW_TEST(http_parked_requests_free_the_worker)
     uint16_t port = 0;
     kw_http_config_t cfg;
     memset(&cfg, 0, sizeof(cfg));
-    cfg.threads = 1; /* one worker: a parked request must not hold it */
+    cfg.threads = 1; /* one loop: a parked request must not hold it */
     kw_http_server_t *srv = start_cfg(&cfg, &port);
     KW_ASSERT(srv);
     park_srv = srv;
@@ -690,7 +690,7 @@ KW_TEST(http_parked_requests_free_the_worker)
     KW_ASSERT_EQ(pthread_create(&th, NULL, park_client, &a), 0);
     struct timespec d = {0, 200 * 1000000};
     nanosleep(&d, NULL);
-    /* The only worker is free: another request is answered meanwhile. */
+    /* The only loop is free: another request is answered meanwhile. */
     resp_t r;
     KW_ASSERT_EQ(get(port, "/ping", &r), 0);
     KW_ASSERT_EQ(r.status, 200);

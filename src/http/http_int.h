@@ -259,4 +259,87 @@ void kw__rq_request_id(kw__rq_t *rq);
 /* Hands an answered request back to its loop (rq->loop) and wakes it (any thread). */
 void kw__loop_done(kw__rq_t *rq);
 
+/* ---- server.c + conn.c: the event loops and their connections ---- */
+
+#define KW__NS 1000000000ull
+#define KW__SWEEP_NS (50ull * 1000000ull)
+#define KW__LINGER_NS (2ull * KW__NS)
+#define KW__RBUF_INIT 4096u
+#define KW__RBUF_MAX (KW_MAX_HEADER_BYTES + 16384u)
+#define KW__ADDR_BUCKETS 1024u
+
+enum { KW__C_HEAD = 1, KW__C_BUSY, KW__C_BODY, KW__C_WRITE, KW__C_IDLE, KW__C_LINGER };
+
+struct kw__conn {
+    kw__conn_t *prev, *next;
+    struct kw__loop *lp; /* the loop that owns it (fixed at accept) */
+    int fd;
+    int state;
+    bool in_ready; /* on kw__loop.ready */
+    kw__conn_t *ready_next;
+    bool got_bytes; /* some byte of the current request arrived */
+    bool answered;  /* a request was answered on this connection */
+    bool rd_more;   /* the socket may hold unread bytes (no EAGAIN seen since) */
+    uint64_t accepted_ns;
+    bool close_after; /* close (linger) once out is sent */
+    char *rbuf;
+    size_t rlen, rcap, scan;
+    kw_buf_t out;
+    size_t woff;
+    uint64_t deadline;
+    int expire_kind; /* KW__EXPIRE_* counted when the deadline passes, -1: none */
+    kw__rq_t *rq;    /* the request being read or in the pool */
+    uint64_t body_left;
+    kw__chunked_t ch;
+    struct kw__addr_slot *addr;
+};
+
+/* Open connections per client address: a chained hash table, under srv->addr_mu. */
+typedef struct kw__addr_slot {
+    struct kw__addr_slot *next;
+    unsigned char key[17]; /* family byte + up to 16 address bytes */
+    unsigned count;
+} kw__addr_slot_t;
+
+struct kw__loop {
+    kw_http_server_t *srv;
+    int epoll_fd, event_fd;
+    pthread_t thread;
+    bool joined;
+    /* answered requests coming back from the pool (done_mu; a leaf lock) */
+    pthread_mutex_t done_mu;
+    kw__rq_t *done_head, *done_tail;
+    /* everything below: this loop's thread only */
+    kw__conn_t head; /* sentinel of the list of connections */
+    size_t n_conns;
+    uint64_t last_sweep;
+    bool listening;   /* the listen fd is in the epoll set */
+    bool drain_begun; /* stop was seen */
+    uint64_t drain_deadline;
+    /* Connections to look at again from the top of the loop (never from deep inside a
+     * call chain, so nothing is freed under a caller and pipelined requests do not
+     * recurse): a finished answer (read the next request), a closed socket (free). */
+    kw__conn_t *ready;
+};
+
+/* conn.c: one connection on its loop (states: server.c's file comment). */
+void kw__conn_free(kw__loop_t *lp, kw__conn_t *c);
+/* Closes the socket; the struct is freed later (ready list), or once a parked request
+ * comes back. */
+void kw__conn_close(kw_http_server_t *srv, kw__conn_t *c);
+/* Reads what the socket has (edge-triggered) and processes it. */
+void kw__conn_read(kw_http_server_t *srv, kw__conn_t *c);
+/* Processes what the read buffer holds as far as the state allows. */
+void kw__conn_advance(kw_http_server_t *srv, kw__conn_t *c);
+/* A server-made error for the request being read, then close (lingering). */
+void kw__conn_fail(kw_http_server_t *srv, kw__conn_t *c, int status, const char *msg);
+/* Keep-alive idle state with its deadline. */
+void kw__conn_to_idle(kw_http_server_t *srv, kw__conn_t *c);
+/* An epoll event for c. */
+void kw__conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev);
+/* A request's job finished (on the loop, or a parked one's re-run coming back). */
+void kw__conn_done(kw_http_server_t *srv, kw__rq_t *rq);
+/* server.c: one connection fewer from this address. */
+void kw__addr_release(kw_http_server_t *srv, struct kw__addr_slot *s);
+
 #endif

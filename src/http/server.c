@@ -37,7 +37,7 @@
  *   LINGER after an answer that closes the connection with request bytes possibly unread
  *          (an early 4xx): shutdown(SHUT_WR), read and discard for at most 2 s, close;
  *          closing at once would reset the connection and could destroy the answer.
- * Deadlines are checked by a sweep every SWEEP_NS over all connections.
+ * Deadlines are checked by a sweep every KW__SWEEP_NS over all connections.
  *
  * Every error the server produces (400, 404, 405, 408, 413, 417, 431, 501, 503, 505) is
  * shaped by cfg.error_fn (JSON), never HTML. A parse error, a 408/413/503 and any early
@@ -53,6 +53,9 @@
  * eventfd; a loop closes every connection without a request in flight, lets in-flight
  * ones finish (answer sent with Connection: close) until the drain deadline, then exits;
  * kw_http_server_stop joins the loops and drains the pool, both bounded by the deadline.
+ *
+ * Files: this one has the loops, accept, the deadline sweep, stop and the lifecycle;
+ * conn.c one connection's state machine; pool.c the request object and parked requests.
  *
  * Never logged: headers, bodies, query strings, raw paths (a path may carry a key name).
  */
@@ -73,66 +76,6 @@
 
 #define KW_MODULE "http"
 
-#define NS 1000000000ull
-#define SWEEP_NS (50ull * 1000000ull)
-#define LINGER_NS (2ull * NS)
-#define RBUF_INIT 4096u
-#define RBUF_MAX (KW_MAX_HEADER_BYTES + 16384u)
-#define ADDR_BUCKETS 1024u
-
-enum { C_HEAD = 1, C_BUSY, C_BODY, C_WRITE, C_IDLE, C_LINGER };
-
-struct kw__conn {
-    kw__conn_t *prev, *next;
-    struct kw__loop *lp; /* the loop that owns it (fixed at accept) */
-    int fd;
-    int state;
-    bool in_ready; /* on loop_t.ready */
-    kw__conn_t *ready_next;
-    bool got_bytes; /* some byte of the current request arrived */
-    bool answered;  /* a request was answered on this connection */
-    bool rd_more;   /* the socket may hold unread bytes (no EAGAIN seen since) */
-    uint64_t accepted_ns;
-    bool close_after; /* close (linger) once out is sent */
-    char *rbuf;
-    size_t rlen, rcap, scan;
-    kw_buf_t out;
-    size_t woff;
-    uint64_t deadline;
-    int expire_kind; /* KW__EXPIRE_* counted when the deadline passes, -1: none */
-    kw__rq_t *rq;    /* the request being read or in the pool */
-    uint64_t body_left;
-    kw__chunked_t ch;
-    struct addr_slot *addr;
-};
-
-/* Open connections per client address: a chained hash table, under srv->addr_mu. */
-typedef struct addr_slot {
-    struct addr_slot *next;
-    unsigned char key[17]; /* family byte + up to 16 address bytes */
-    unsigned count;
-} addr_slot_t;
-
-struct kw__loop {
-    kw_http_server_t *srv;
-    int epoll_fd, event_fd;
-    pthread_t thread;
-    bool joined;
-    /* answered requests coming back from the pool (done_mu; a leaf lock) */
-    pthread_mutex_t done_mu;
-    kw__rq_t *done_head, *done_tail;
-    /* everything below: this loop's thread only */
-    kw__conn_t head; /* sentinel of the list of connections */
-    size_t n_conns;
-    uint64_t last_sweep;
-    bool listening;   /* the listen fd is in the epoll set */
-    bool drain_begun; /* stop was seen */
-    uint64_t drain_deadline;
-    /* Connections to look at again from the top of the loop (never from deep inside a
-     * call chain, so nothing is freed under a caller and pipelined requests do not
-     * recurse): a finished answer (read the next request), a closed socket (free). */
-    kw__conn_t *ready;
-};
 typedef struct kw__loop loop_t;
 
 static char tag_listen, tag_event; /* epoll tags */
@@ -173,8 +116,8 @@ static kw__rq_t *take_done(loop_t *lp)
 
 /* ---- per-address counts ---- */
 
-static addr_slot_t *addr_acquire(kw_http_server_t *srv, const struct sockaddr_storage *ss,
-                                 unsigned cap, bool *over)
+static kw__addr_slot_t *addr_acquire(kw_http_server_t *srv, const struct sockaddr_storage *ss,
+                                     unsigned cap, bool *over)
 {
     unsigned char key[17] = {0};
     if (ss->ss_family == AF_INET6) {
@@ -188,7 +131,7 @@ static addr_slot_t *addr_acquire(kw_http_server_t *srv, const struct sockaddr_st
     for (size_t i = 0; i < sizeof(key); i++)
         h = (h ^ key[i]) * 1099511628211ull;
     pthread_mutex_lock(&srv->addr_mu);
-    addr_slot_t **b = &((addr_slot_t **)srv->addrs)[h & (ADDR_BUCKETS - 1)], *s;
+    kw__addr_slot_t **b = &((kw__addr_slot_t **)srv->addrs)[h & (KW__ADDR_BUCKETS - 1)], *s;
     for (s = *b; s; s = s->next)
         if (memcmp(s->key, key, sizeof(key)) == 0)
             break;
@@ -207,7 +150,7 @@ static addr_slot_t *addr_acquire(kw_http_server_t *srv, const struct sockaddr_st
     return s;
 }
 
-static void addr_release(kw_http_server_t *srv, addr_slot_t *s)
+void kw__addr_release(kw_http_server_t *srv, kw__addr_slot_t *s)
 {
     if (!s)
         return;
@@ -216,8 +159,8 @@ static void addr_release(kw_http_server_t *srv, addr_slot_t *s)
         uint64_t h = 1469598103934665603ull;
         for (size_t i = 0; i < sizeof(s->key); i++)
             h = (h ^ s->key[i]) * 1099511628211ull;
-        for (addr_slot_t **pp = &((addr_slot_t **)srv->addrs)[h & (ADDR_BUCKETS - 1)]; *pp;
-             pp = &(*pp)->next) {
+        for (kw__addr_slot_t **pp = &((kw__addr_slot_t **)srv->addrs)[h & (KW__ADDR_BUCKETS - 1)];
+             *pp; pp = &(*pp)->next) {
             if (*pp == s) {
                 *pp = s->next;
                 kw_free(s);
@@ -226,481 +169,6 @@ static void addr_release(kw_http_server_t *srv, addr_slot_t *s)
         }
     }
     pthread_mutex_unlock(&srv->addr_mu);
-}
-
-/* ---- connections ---- */
-
-static void set_deadline(kw__conn_t *c, uint64_t at, int kind)
-{
-    c->deadline = at;
-    c->expire_kind = kind;
-}
-
-static void conn_free(loop_t *lp, kw__conn_t *c)
-{
-    c->prev->next = c->next;
-    c->next->prev = c->prev;
-    lp->n_conns--;
-    atomic_fetch_sub(&lp->srv->n_conns, 1);
-    kw_free(c->rbuf);
-    kw_buf_free(&c->out);
-    kw_free(c);
-}
-
-static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
-{
-    (void)srv;
-    loop_t *lp = c->lp;
-    if (c->in_ready)
-        return;
-    c->in_ready = true;
-    c->ready_next = lp->ready;
-    lp->ready = c;
-}
-
-/* Closes the socket. The struct is freed later from the ready list, or, while its
- * request is with the pool (a zombie), once the request comes back. */
-static void conn_close(kw_http_server_t *srv, kw__conn_t *c)
-{
-    if (c->fd >= 0) {
-        close(c->fd); /* also leaves the epoll set */
-        c->fd = -1;
-        addr_release(srv, c->addr);
-        c->addr = NULL;
-        atomic_fetch_sub_explicit(&srv->metrics.open_conns, 1, memory_order_relaxed);
-    }
-    if (c->state != C_BUSY)
-        ready_push(srv, c);
-}
-
-static void conn_advance(kw_http_server_t *srv, kw__conn_t *c);
-static void conn_read(kw_http_server_t *srv, kw__conn_t *c);
-
-static void to_idle(kw_http_server_t *srv, kw__conn_t *c)
-{
-    c->state = C_IDLE;
-    c->got_bytes = false;
-    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.conn_timeout_s * NS, -1);
-}
-
-static void to_linger(kw_http_server_t *srv, kw__conn_t *c)
-{
-    if (atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
-        conn_close(srv, c); /* draining: no time to linger */
-        return;
-    }
-    c->state = C_LINGER;
-    c->rlen = 0;
-    shutdown(c->fd, SHUT_WR);
-    set_deadline(c, kw_http_now_ns() + LINGER_NS, -1);
-    ready_push(srv, c);
-}
-
-/* Writes what is pending. On completion: WRITE goes on to the next request or to linger;
- * other states (a 100 Continue during BODY) just carry on. false: the conn was closed. */
-static bool conn_flush(kw_http_server_t *srv, kw__conn_t *c)
-{
-    while (c->woff < c->out.len) {
-        ssize_t n = send(c->fd, c->out.ptr + c->woff, c->out.len - c->woff, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->woff += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true; /* EPOLLOUT brings us back */
-        conn_close(srv, c);
-        return false;
-    }
-    c->out.len = 0;
-    c->woff = 0;
-    if (c->out.ptr && c->out.cap > 65536) { /* do not keep a big answer's buffer */
-        kw_buf_free(&c->out);
-        kw_buf_init(&c->out);
-    }
-    if (c->state != C_WRITE)
-        return true;
-    if (c->close_after) {
-        to_linger(srv, c);
-        return c->fd >= 0;
-    }
-    to_idle(srv, c);
-    ready_push(srv, c); /* the next request may be buffered already */
-    return true;
-}
-
-/* Takes rq's serialized answer and starts sending it. */
-static void conn_answer(kw_http_server_t *srv, kw__conn_t *c, kw__rq_t *rq)
-{
-    if (rq->close_after)
-        c->close_after = true;
-    if (c->out.len == 0) {
-        kw_buf_free(&c->out);
-        c->out = rq->out; /* take the buffer */
-        kw_buf_init(&rq->out);
-    } else {
-        kw_buf_append(&c->out, rq->out.ptr, rq->out.len);
-    }
-    kw__rq_free(rq);
-    c->rq = NULL;
-    c->answered = true;
-    if (c->out.failed || c->out.len == 0) {
-        conn_close(srv, c);
-        return;
-    }
-    c->state = C_WRITE;
-    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * NS, KW__EXPIRE_WRITE);
-    conn_flush(srv, c);
-}
-
-/* A server-made error for the request being read; always closes afterwards. */
-static void conn_fail(kw_http_server_t *srv, kw__conn_t *c, int status, const char *msg)
-{
-    kw__rq_t *rq = c->rq;
-    if (!rq) {
-        rq = kw__rq_new(srv);
-        if (!rq) {
-            conn_close(srv, c);
-            return;
-        }
-        rq->t0_ns = kw_http_now_ns();
-        kw__rq_request_id(rq);
-        c->rq = rq;
-    }
-    rq->keep_alive = false;
-    kw__rq_error(rq, status, msg);
-    kw__rq_finish(rq);
-    conn_answer(srv, c, rq);
-}
-
-static void handle_done(kw_http_server_t *srv, kw__rq_t *rq);
-
-/* Runs the request's job right here on the loop thread (see the file comment); a parked
- * request stays BUSY until the pool brings it back. */
-static void dispatch(kw_http_server_t *srv, kw__conn_t *c, int job)
-{
-    kw__rq_t *rq = c->rq;
-    c->state = C_BUSY;
-    rq->job = job;
-    rq->conn = c;
-    rq->loop = c->lp;
-    if (kw__rq_run(rq))
-        handle_done(srv, rq);
-}
-
-static bool budget_take(kw_http_server_t *srv, kw__rq_t *rq, size_t n)
-{
-    size_t cur = atomic_load(&srv->body_used);
-    do {
-        if (n > srv->cfg.body_budget || cur > srv->cfg.body_budget - n) {
-            atomic_fetch_add_explicit(&srv->metrics.budget_refused, 1, memory_order_relaxed);
-            return false;
-        }
-    } while (!atomic_compare_exchange_weak(&srv->body_used, &cur, cur + n));
-    rq->charged += n;
-    return true;
-}
-
-/* Room for the whole announced body and its NUL in one allocation. */
-static bool body_reserve(kw_buf_t *b, size_t len)
-{
-    b->ptr = kw_malloc(len + 1);
-    if (!b->ptr) {
-        b->failed = true;
-        return false;
-    }
-    b->cap = len + 1;
-    b->len = 0;
-    b->ptr[0] = '\0';
-    return true;
-}
-
-/* on_headers said yes (or there is none): start reading the body. */
-static void begin_body(kw_http_server_t *srv, kw__conn_t *c)
-{
-    kw__rq_t *rq = c->rq;
-    c->state = C_BODY;
-    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * NS, KW__EXPIRE_BODY);
-    if (rq->head.chunked) {
-        memset(&c->ch, 0, sizeof(c->ch));
-    } else {
-        c->body_left = rq->head.length;
-        if (!budget_take(srv, rq, (size_t)rq->head.length)) {
-            conn_fail(srv, c, 503, "Service Unavailable");
-            return;
-        }
-        if (!body_reserve(&rq->body, (size_t)rq->head.length)) {
-            conn_fail(srv, c, 500, "Internal Server Error");
-            return;
-        }
-    }
-    if (rq->head.expect_continue && c->rlen == 0) {
-        kw_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
-        if (!conn_flush(srv, c))
-            return;
-    }
-    conn_advance(srv, c);
-}
-
-/* Appends body bytes, enforcing the cap and (chunked) the budget. false: answered. */
-static bool body_add(kw_http_server_t *srv, kw__conn_t *c, const char *p, size_t n)
-{
-    kw__rq_t *rq = c->rq;
-    if (n > KW_MAX_BODY_BYTES - rq->body.len) {
-        conn_fail(srv, c, 413, "Request body too large");
-        return false;
-    }
-    if (rq->head.chunked && !budget_take(srv, rq, n)) {
-        conn_fail(srv, c, 503, "Service Unavailable");
-        return false;
-    }
-    kw_buf_append(&rq->body, p, n);
-    if (rq->body.failed) {
-        conn_fail(srv, c, 500, "Internal Server Error");
-        return false;
-    }
-    return true;
-}
-
-static void consume(kw__conn_t *c, size_t n)
-{
-    memmove(c->rbuf, c->rbuf + n, c->rlen - n);
-    c->rlen -= n;
-    c->scan = 0;
-}
-
-/* The body is complete: hand the request to a worker. */
-static void body_done(kw_http_server_t *srv, kw__conn_t *c)
-{
-    kw__rq_t *rq = c->rq;
-    if (rq->body.ptr) {
-        rq->req.body = (kw_str_t){rq->body.ptr, rq->body.len};
-        rq->body.ptr[rq->body.len] = '\0'; /* reserved: the +1 / kw_buf keeps a NUL */
-    }
-    dispatch(srv, c, KW__JOB_RUN);
-}
-
-/* Feeds buffered bytes to the body. */
-static void read_body(kw_http_server_t *srv, kw__conn_t *c)
-{
-    kw__rq_t *rq = c->rq;
-    if (!rq->head.chunked) {
-        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
-        kw_buf_append(&rq->body, c->rbuf, n);
-        consume(c, n);
-        c->body_left -= n;
-        if (c->body_left == 0)
-            body_done(srv, c);
-        return;
-    }
-    size_t off = 0;
-    while (off < c->rlen) {
-        size_t used = 0;
-        kw_str_t data;
-        int rc = kw__http_chunk_step(&c->ch, c->rbuf + off, c->rlen - off, &used, &data);
-        off += used;
-        if (data.len && !body_add(srv, c, data.ptr, data.len))
-            return;
-        if (rc == KW__CHUNK_ERR) {
-            conn_fail(srv, c, 400, "Malformed chunked body.");
-            return;
-        }
-        if (rc == KW__CHUNK_DONE) {
-            consume(c, off);
-            if (!rq->body.ptr)
-                kw_buf_puts(&rq->body, ""); /* an empty body is still NUL-terminated */
-            body_done(srv, c);
-            return;
-        }
-    }
-    consume(c, off);
-}
-
-/* A complete head of hlen bytes is at the start of rbuf: parse, route, decide. */
-static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
-{
-    kw__rq_t *rq = kw__rq_new(srv);
-    if (!rq) {
-        conn_close(srv, c);
-        return;
-    }
-    c->rq = rq;
-    rq->t0_ns = kw_http_now_ns();
-    char *buf = kw_arena_alloc(rq->req.arena, hlen + 1);
-    if (!buf) {
-        conn_fail(srv, c, 500, "Internal Server Error");
-        return;
-    }
-    memcpy(buf, c->rbuf, hlen);
-    buf[hlen] = '\0';
-    consume(c, hlen);
-    const char *msg = NULL;
-    int st = kw__http_parse_head(buf, hlen, &rq->head, &msg);
-    rq->req.method = rq->head.method;
-    rq->req.path = rq->head.path;
-    kw__rq_request_id(rq);
-    if (st) {
-        conn_fail(srv, c, st, msg);
-        return;
-    }
-    rq->has_body = rq->head.chunked || (rq->head.has_length && rq->head.length > 0);
-    rq->keep_alive = rq->head.keep_alive;
-    kw__match_t *m = &rq->match;
-    kw__router_match(&srv->router, rq->req.method, rq->req.path, m);
-    int rst = 0;
-    if (m->kind == KW__MATCH_NOT_FOUND) {
-        rst = 404;
-    } else {
-        rq->label = m->route->label;
-        rq->req.route = kw_str_c(m->route->def->pattern);
-        rq->req.route_flags = m->route->def->flags;
-        if (m->kind == KW__MATCH_BAD_METHOD)
-            rst = 405;
-        else if (!kw__router_decode_params(m, &rq->req))
-            rst = 404;
-    }
-    if (rst) {
-        if (rst == 404)
-            rq->label = srv->router.n_labels - 1;
-        /* Without a body the connection stays usable; with one, the body stays unread
-         * and the connection closes after the answer. */
-        if (rq->has_body)
-            rq->keep_alive = false;
-        kw__rq_error(rq, rst, rst == 404 ? "Not Found" : "Method Not Allowed");
-        kw__rq_finish(rq);
-        conn_answer(srv, c, rq);
-        return;
-    }
-    if (rq->head.length_overflow || rq->head.length > KW_MAX_BODY_BYTES) {
-        conn_fail(srv, c, 413, "Request body too large");
-        return;
-    }
-    if (!rq->has_body) {
-        dispatch(srv, c, KW__JOB_RUN);
-        return;
-    }
-    if (srv->cfg.on_headers) {
-        dispatch(srv, c, KW__JOB_HEADERS);
-        return;
-    }
-    rq->headers_run = true;
-    begin_body(srv, c);
-}
-
-/* Processes what rbuf holds as far as the state allows. */
-static void conn_advance(kw_http_server_t *srv, kw__conn_t *c)
-{
-    if (c->fd < 0)
-        return;
-    if (c->state == C_IDLE) {
-        /* RFC 9112 2.2: empty lines before a request line are ignored. */
-        size_t skip = 0;
-        while (skip < c->rlen && (c->rbuf[skip] == '\r' || c->rbuf[skip] == '\n'))
-            skip++;
-        if (skip)
-            consume(c, skip);
-        if (c->rlen == 0)
-            return;
-        if (atomic_load_explicit(&srv->stopping, memory_order_relaxed)) {
-            conn_close(srv, c);
-            return;
-        }
-        /* The first request's head is due header_timeout_s after accept, a later one's
-         * after its first byte. */
-        c->state = C_HEAD;
-        uint64_t from = c->answered ? kw_http_now_ns() : c->accepted_ns;
-        set_deadline(c, from + (uint64_t)srv->cfg.header_timeout_s * NS, KW__EXPIRE_HEADERS);
-    }
-    if (c->state == C_HEAD) {
-        if (c->rlen)
-            c->got_bytes = true;
-        size_t hlen = kw__http_head_end(c->rbuf, c->rlen, &c->scan);
-        if (hlen > KW_MAX_HEADER_BYTES || (!hlen && c->rlen >= KW_MAX_HEADER_BYTES)) {
-            conn_fail(srv, c, 431, "Request Header Fields Too Large");
-            return;
-        }
-        if (hlen)
-            start_request(srv, c, hlen);
-        return;
-    }
-    if (c->state == C_BODY && c->rlen)
-        read_body(srv, c);
-}
-
-/* Reads until EAGAIN (edge-triggered) or until the buffer may not grow, processing as it
- * goes. Only in states that read. */
-static void conn_read(kw_http_server_t *srv, kw__conn_t *c)
-{
-    while (c->fd >= 0) {
-        if (c->state == C_LINGER) {
-            char scratch[16384];
-            ssize_t n = recv(c->fd, scratch, sizeof(scratch), 0);
-            if (n > 0)
-                continue;
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-                return;
-            conn_close(srv, c);
-            return;
-        }
-        if (c->state != C_HEAD && c->state != C_BODY && c->state != C_IDLE) {
-            c->rd_more = true;
-            return;
-        }
-        if (c->rlen == c->rcap) {
-            if (c->rcap >= RBUF_MAX) {
-                c->rd_more = true;
-                return; /* full: conn_advance failed it (431) or will consume it */
-            }
-            size_t ncap = c->rcap ? c->rcap * 2 : RBUF_INIT;
-            if (ncap > RBUF_MAX)
-                ncap = RBUF_MAX;
-            char *nb = kw_realloc(c->rbuf, ncap);
-            if (!nb) {
-                conn_close(srv, c);
-                return;
-            }
-            c->rbuf = nb;
-            c->rcap = ncap;
-        }
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->rd_more = false;
-            return;
-        }
-        if (n <= 0) {
-            /* EOF or error: nothing more will come; an unfinished request is dropped. */
-            conn_close(srv, c);
-            return;
-        }
-        c->rlen += (size_t)n;
-        conn_advance(srv, c);
-    }
-}
-
-static void on_conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
-{
-    if (c->fd < 0)
-        return;
-    if (ev & EPOLLOUT) {
-        if (c->out.len && !conn_flush(srv, c))
-            return;
-    }
-    if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-        if (c->state == C_BUSY || c->state == C_WRITE) {
-            /* Not reading now (requests on a connection go in order). A hang-up is
-             * noticed when the answer is written or the next read sees EOF. */
-            c->rd_more = true;
-            if (ev & (EPOLLHUP | EPOLLERR))
-                conn_close(srv, c);
-            return;
-        }
-        conn_read(srv, c);
-    }
 }
 
 /* ---- accept ---- */
@@ -732,7 +200,7 @@ static void on_accept(loop_t *lp)
             continue;
         }
         bool over = false;
-        addr_slot_t *as = addr_acquire(srv, &ss, srv->cfg.conn_per_addr, &over);
+        kw__addr_slot_t *as = addr_acquire(srv, &ss, srv->cfg.conn_per_addr, &over);
         if (!as) {
             atomic_fetch_sub(&srv->n_conns, 1);
             if (over)
@@ -744,7 +212,7 @@ static void on_accept(loop_t *lp)
         kw__conn_t *c = kw_calloc(1, sizeof(*c));
         if (!c) {
             atomic_fetch_sub(&srv->n_conns, 1);
-            addr_release(srv, as);
+            kw__addr_release(srv, as);
             close(fd);
             continue;
         }
@@ -758,7 +226,7 @@ static void on_accept(loop_t *lp)
                                  .data.ptr = c};
         if (epoll_ctl(lp->epoll_fd, EPOLL_CTL_ADD, fd, &ev) != 0) {
             atomic_fetch_sub(&srv->n_conns, 1);
-            addr_release(srv, as);
+            kw__addr_release(srv, as);
             close(fd);
             kw_free(c);
             continue;
@@ -770,10 +238,10 @@ static void on_accept(loop_t *lp)
         lp->n_conns++;
         atomic_fetch_add_explicit(&srv->metrics.open_conns, 1, memory_order_relaxed);
         /* Idle until a byte comes, for at most the idle timeout and the header timeout;
-         * conn_advance then sets the head's deadline (from accept). */
+         * kw__conn_advance then sets the head's deadline (from accept). */
         c->accepted_ns = kw_http_now_ns();
-        to_idle(srv, c);
-        uint64_t ht = c->accepted_ns + (uint64_t)srv->cfg.header_timeout_s * NS;
+        kw__conn_to_idle(srv, c);
+        uint64_t ht = c->accepted_ns + (uint64_t)srv->cfg.header_timeout_s * KW__NS;
         if (ht < c->deadline)
             c->deadline = ht;
     }
@@ -791,27 +259,7 @@ static void on_done(loop_t *lp)
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;
-        handle_done(srv, rq);
-    }
-}
-
-/* A request's job finished (here, or on a worker for a parked one). */
-static void handle_done(kw_http_server_t *srv, kw__rq_t *rq)
-{
-    kw__conn_t *c = rq->conn;
-    if (c->fd < 0) { /* a zombie: the client went away meanwhile */
-        c->state = C_IDLE;
-        c->rq = NULL;
-        kw__rq_free(rq);
-        ready_push(srv, c);
-        return;
-    }
-    if (rq->done == KW__DONE_BODY) {
-        begin_body(srv, c);
-        if (c->fd >= 0 && c->state == C_BODY)
-            ready_push(srv, c); /* read what the client sent meanwhile */
-    } else {
-        conn_answer(srv, c, rq);
+        kw__conn_done(srv, rq);
     }
 }
 
@@ -834,18 +282,18 @@ static void sweep(loop_t *lp, uint64_t now)
     kw__pool_expire_parked(srv, now, false);
     for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
         nx = c->next;
-        if (c->fd < 0 || c->state == C_BUSY || now < c->deadline)
+        if (c->fd < 0 || c->state == KW__C_BUSY || now < c->deadline)
             continue;
-        if (c->expire_kind >= 0 && (c->state != C_HEAD || c->got_bytes))
+        if (c->expire_kind >= 0 && (c->state != KW__C_HEAD || c->got_bytes))
             atomic_fetch_add_explicit(&srv->metrics.expired[c->expire_kind], 1,
                                       memory_order_relaxed);
-        if ((c->state == C_HEAD && c->got_bytes) || c->state == C_BODY) {
+        if ((c->state == KW__C_HEAD && c->got_bytes) || c->state == KW__C_BODY) {
             /* 408 when possible: written if the socket takes it, then linger. */
             c->deadline = UINT64_MAX;
-            conn_fail(srv, c, 408, "Request Timeout");
+            kw__conn_fail(srv, c, 408, "Request Timeout");
             continue;
         }
-        conn_close(srv, c);
+        kw__conn_close(srv, c);
     }
 }
 
@@ -862,10 +310,10 @@ static void begin_drain(loop_t *lp)
         nx = c->next;
         /* A request whose head arrived is in flight: its body is still read, it is
          * answered, then the connection closes. */
-        if (c->state == C_BUSY || c->state == C_WRITE || c->state == C_BODY)
+        if (c->state == KW__C_BUSY || c->state == KW__C_WRITE || c->state == KW__C_BODY)
             c->close_after = true;
         else
-            conn_close(srv, c);
+            kw__conn_close(srv, c);
     }
 }
 
@@ -878,19 +326,19 @@ static void process_ready(loop_t *lp)
         lp->ready = c->ready_next;
         c->in_ready = false;
         if (c->fd < 0) {
-            if (c->state != C_BUSY) {
+            if (c->state != KW__C_BUSY) {
                 kw__rq_free(c->rq);
-                conn_free(lp, c);
+                kw__conn_free(lp, c);
             }
             continue;
         }
-        if (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY)
-            conn_advance(srv, c);
+        if (c->state == KW__C_IDLE || c->state == KW__C_HEAD || c->state == KW__C_BODY)
+            kw__conn_advance(srv, c);
         /* Edge-triggered: read only if bytes may be waiting (saves a recv per request). */
-        if (c->fd >= 0 && (c->rd_more || c->state == C_LINGER) &&
-            (c->state == C_IDLE || c->state == C_HEAD || c->state == C_BODY ||
-             c->state == C_LINGER))
-            conn_read(srv, c);
+        if (c->fd >= 0 && (c->rd_more || c->state == KW__C_LINGER) &&
+            (c->state == KW__C_IDLE || c->state == KW__C_HEAD || c->state == KW__C_BODY ||
+             c->state == KW__C_LINGER))
+            kw__conn_read(srv, c);
     }
 }
 
@@ -907,7 +355,7 @@ static void *loop_main(void *arg)
             if (lp->n_conns == 0 || kw_http_now_ns() >= lp->drain_deadline)
                 break;
         }
-        int timeout = (int)(SWEEP_NS / 1000000ull);
+        int timeout = (int)(KW__SWEEP_NS / 1000000ull);
         int n = epoll_wait(lp->epoll_fd, evs, (int)KW_ARRAY_LEN(evs), timeout);
         if (n < 0 && errno != EINTR) {
             kw_log(KW_LOG_ERROR, KW_MODULE, "epoll_wait: %s", strerror(errno));
@@ -920,12 +368,12 @@ static void *loop_main(void *arg)
             else if (p == &tag_event)
                 on_done(lp);
             else
-                on_conn_event(srv, p, evs[i].events);
+                kw__conn_event(srv, p, evs[i].events);
             process_ready(lp);
         }
         process_ready(lp);
         uint64_t now = kw_http_now_ns();
-        if (now - lp->last_sweep >= SWEEP_NS) {
+        if (now - lp->last_sweep >= KW__SWEEP_NS) {
             lp->last_sweep = now;
             sweep(lp, now);
         }
@@ -933,7 +381,7 @@ static void *loop_main(void *arg)
     /* Whatever is left: close the sockets; requests still in the pool make zombies. */
     for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
         nx = c->next;
-        conn_close(srv, c);
+        kw__conn_close(srv, c);
     }
     process_ready(lp);
     return NULL;
@@ -1053,9 +501,9 @@ static void loop_fini(loop_t *lp)
         kw__conn_t *c = rq->conn;
         kw__rq_free(rq);
         if (c) {
-            c->state = C_IDLE;
+            c->state = KW__C_IDLE;
             c->rq = NULL;
-            conn_free(lp, c);
+            kw__conn_free(lp, c);
         }
     }
     if (lp->event_fd >= 0)
@@ -1109,8 +557,8 @@ static bool loops_join(kw_http_server_t *srv, size_t n, uint64_t deadline_ns)
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t now = kw_http_now_ns(), wait = deadline_ns > now ? deadline_ns - now : 0;
         uint64_t ns = (uint64_t)ts.tv_nsec + wait;
-        ts.tv_sec += (time_t)(ns / NS);
-        ts.tv_nsec = (long)(ns % NS);
+        ts.tv_sec += (time_t)(ns / KW__NS);
+        ts.tv_nsec = (long)(ns % KW__NS);
         if (pthread_timedjoin_np(lp->thread, NULL, &ts) == 0)
             lp->joined = true;
         else
@@ -1132,7 +580,7 @@ int kw_http_server_start(const kw_http_config_t *cfg, kw_http_server_t **out, ui
     srv->listen_fd = -1;
     srv->n_loops = srv->cfg.threads;
     srv->loops = kw_calloc(srv->n_loops, sizeof(*srv->loops));
-    srv->addrs = kw_calloc(ADDR_BUCKETS, sizeof(addr_slot_t *));
+    srv->addrs = kw_calloc(KW__ADDR_BUCKETS, sizeof(kw__addr_slot_t *));
     if (!srv->loops || !srv->addrs) {
         kw_diag_set(diag, rc, 0, 0, "out of memory starting the HTTP server");
         goto fail_alloc;
@@ -1213,7 +661,7 @@ int kw_http_server_stop(kw_http_server_t *srv)
 {
     if (!srv)
         return KW_OK;
-    uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * NS;
+    uint64_t deadline = kw_http_now_ns() + (uint64_t)srv->cfg.drain_timeout_s * KW__NS;
     if (!srv->loop_joined) {
         if (!srv->drain_deadline)
             srv->drain_deadline = deadline; /* published by the store of srv->stopping */
@@ -1236,10 +684,10 @@ int kw_http_server_stop(kw_http_server_t *srv)
     kw__pool_stop(srv);
     for (size_t i = 0; i < srv->n_loops; i++)
         loop_fini(&srv->loops[i]);
-    addr_slot_t **addrs = srv->addrs;
-    for (size_t i = 0; i < ADDR_BUCKETS; i++) {
+    kw__addr_slot_t **addrs = srv->addrs;
+    for (size_t i = 0; i < KW__ADDR_BUCKETS; i++) {
         while (addrs[i]) {
-            addr_slot_t *s = addrs[i];
+            kw__addr_slot_t *s = addrs[i];
             addrs[i] = s->next;
             kw_free(s);
         }

@@ -3,7 +3,7 @@
  * the lookup, on a real SQLite store and the real engine.
  *
  * Dataset (built through the store API in one transaction, then loaded into the engine
- * through kw_store_load_relationships + kw_api_apply, as `keyward serve` starts):
+ * through kw_store_load_relationships + kw_sync_apply, as `keyward serve` starts):
  *   account A: admin "adm", members "uall" and "u1pct";
  *   agent X with --keys keys (default 100,000), agent Y with --other keys (default
  *   100,000; the same tenant, so a lookup also meets keys of another agent);
@@ -103,7 +103,7 @@ static void add_agent(kw_store_tx_t *tx, const char *acct, const char *name, lon
 }
 
 /* Rebuilding the graph as `keyward serve` does: copy each streamed relationship into a
- * batch, write 1000 at a time with kw_api_apply. */
+ * batch, write 1000 at a time with kw_sync_apply. */
 typedef struct {
     kw_engine_t *e;
     kw_arena_t *a;
@@ -122,7 +122,7 @@ static kw_str_t dup_str(kw_arena_t *a, kw_str_t s)
 static void flush(loader_t *l)
 {
     if (l->n)
-        check(kw_api_apply(l->e, l->ups, l->n, 0, NULL), "apply");
+        check(kw_sync_apply(l->e, l->ups, l->n, 0, NULL), "apply");
     l->n = 0;
     kw_arena_reset(l->a);
 }

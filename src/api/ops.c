@@ -23,8 +23,8 @@ void kw__api_readyz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, rc == KW_ENOMEM ? rc : KW_EDB, "readiness ping");
         return;
     }
-    /* Reachable is not enough: the graph must be caught up with it (follow.c). */
-    if (!kw_api_is_fresh(api)) {
+    /* Reachable is not enough: the graph must be caught up with it (sync/follower.c). */
+    if (!kw_sync_is_fresh(api->sync)) {
         kw_http_resp_error(resp, 503, KW__MSG_DB);
         return;
     }

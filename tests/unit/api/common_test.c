@@ -12,10 +12,10 @@ KW_TEST(uuid_v7_shape_version_variant_and_time_order)
     kw_api_uuid_v7(1764331200123999LL, b);
     KW_ASSERT(kw_api_is_uuid(kw_str_c(a)));
     KW_ASSERT_EQ(strlen(a), 36);
-    KW_ASSERT_EQ(a[14], '7');                             /* version */
-    KW_ASSERT(strchr("89ab", a[19]) != NULL);             /* RFC 9562 variant */
-    KW_ASSERT(strncmp(a, "019aca55-9e7b", 13) == 0);      /* 48-bit ms timestamp */
-    KW_ASSERT(strcmp(a, b) < 0);                          /* sub-ms fraction orders them */
+    KW_ASSERT_EQ(a[14], '7');                        /* version */
+    KW_ASSERT(strchr("89ab", a[19]) != NULL);        /* RFC 9562 variant */
+    KW_ASSERT(strncmp(a, "019aca55-9e7b", 13) == 0); /* 48-bit ms timestamp */
+    KW_ASSERT(strcmp(a, b) < 0);                     /* sub-ms fraction orders them */
     for (int i = 0; a[i]; i++)
         KW_ASSERT(a[i] == '-' || (a[i] >= '0' && a[i] <= '9') || (a[i] >= 'a' && a[i] <= 'f'));
     char c[37];
@@ -68,8 +68,8 @@ KW_TEST(names_utf8_controls_slash_and_length)
     KW_ASSERT(!kw_api_name_valid(KW_STR(""), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("tab\there"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("del\x7f"), true));
-    KW_ASSERT(!kw_api_name_valid(KW_STR("c1\xc2\x85"), true));   /* U+0085 */
-    KW_ASSERT(kw_api_name_valid(KW_STR("nbsp\xc2\xa0"), true));  /* U+00A0 is fine */
+    KW_ASSERT(!kw_api_name_valid(KW_STR("c1\xc2\x85"), true));  /* U+0085 */
+    KW_ASSERT(kw_api_name_valid(KW_STR("nbsp\xc2\xa0"), true)); /* U+00A0 is fine */
     KW_ASSERT(!kw_api_name_valid(KW_STR("bad\xff"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("overlong\xc0\xaf"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("surrogate\xed\xa0\x80"), true));
@@ -138,8 +138,17 @@ KW_TEST(parse_revision_is_strict_decimal_within_bigint)
     KW_ASSERT(kw_api_parse_revision(KW_STR("42"), &r) && r == 42);
     KW_ASSERT(kw_api_parse_revision(KW_STR("9223372036854775807"), &r) &&
               r == 9223372036854775807ULL);
-    const char *bad[] = {"",   "abc", "-1",   "1.5",  "0x10", "+1",
-                         " 1", "1 ",  "1e3", "9223372036854775808", "99999999999999999999999"};
+    const char *bad[] = {"",
+                         "abc",
+                         "-1",
+                         "1.5",
+                         "0x10",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "1e3",
+                         "9223372036854775808",
+                         "99999999999999999999999"};
     for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
         r = 7;
         if (kw_api_parse_revision(kw_str_c(bad[i]), &r))

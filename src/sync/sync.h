@@ -10,8 +10,9 @@
  * Ownership: kw_sync_t is process-lifetime (kw_sync_new / kw_sync_free). It BORROWS the
  *   engine and the store, which must outlive it; kw_sync_free stops the follower first.
  *   Strings passed in are borrowed for the call.
- * Threads: every function may be called from any thread, except kw_sync_load and
- *   kw_sync_start (once each, before serving) and kw_sync_free (after the last user).
+ * Threads: every function may be called from any thread, except kw_sync_start (once,
+ *   before serving) and kw_sync_free (after the last user). kw_sync_load is made for the
+ *   start; it takes the write mutex, so a later call is safe too.
  *   Reads of the graph never take a sync lock; every change to the graph takes the
  *   write mutex.
  * Errors: KW_OK or a negative KW_E*; diag (may be NULL) gets a log-safe message.
@@ -20,16 +21,16 @@
  * locks BELOW it, never one above; the leaves (3..7) are never held while another lock
  * is taken (a condition wait releases its own mutex).
  *
- *   lock                  file        guards                                     taken under
- *   1 write_mu            commit.c    the graph's changes, applied_rev's moves,  nothing
- *                                     the remembered schema text, resync_warned
- *   2 store write order   store       the database's global write order          write_mu
- *                                     (kw_store_tx_begin .. commit/rollback)
- *   3 group_mu            commit.c    the group-commit queue and its leader flag write_mu or
- * nothing 4 rev_mu (+ rev_cv)   state.c     the wake-ups for applied_rev/fresh/lease   write_mu or
- * nothing 5 engine rwlock       authz       the graph and its schema                   1, 2 or
- * nothing 6 store pool mutexes  store       the connection pools                       1, 2 or
- * nothing 7 follower mu (+ cv)  follower.c  the follower's stop flag and its naps      nothing
+ *   #  lock                 file        guards                                taken under
+ *   1  write_mu             commit.c    the graph's changes, applied_rev's    nothing
+ *                                       moves, the remembered schema text
+ *   2  store write order    store       one write transaction at a time       1
+ *                                       (kw_store_tx_begin .. commit)
+ *   3  group_mu             commit.c    the group-commit queue, its leader    1 or nothing
+ *   4  rev_mu (+ rev_cv)    state.c     wake-ups for applied_rev/fresh/lease  1 or nothing
+ *   5  engine rwlock        authz       the graph and its schema              1, 2 or nothing
+ *   6  store pool mutexes   store       connection pools, LISTEN connection   1, 2 or nothing
+ *   7  follower mu (+ cv)   follower.c  the follower's stop flag and naps     nothing
  *
  * Consequences: a writer that waits for its batch sleeps on its job's condition under
  * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision

@@ -73,8 +73,10 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
                        ? json_loadb(req->body.ptr, req->body.len, JSON_REJECT_DUPLICATES, &err)
                        : json_object();
     if (!root && req->body.len && json_error_code(&err) == json_error_duplicate_key) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT,
-                     "Request body has a duplicate member (each field may appear once).");
+        /* jansson's text names the member: "duplicate object key near '"<name>"'" */
+        char text[200];
+        snprintf(text, sizeof(text), "Request body: %.150s (each field may appear once)", err.text);
+        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, text);
         return NULL;
     }
     if (!root || !json_is_object(root)) {

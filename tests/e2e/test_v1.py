@@ -375,7 +375,7 @@ def test_duplicate_members_are_refused(admin):
            '"subject": {"object": {"objectType": "user", "objectId": "u"}}, '
            '"optionalExpiresAt": "2020-01-01T00:00:00Z", "optionalExpiresAt": null}}]}' % acct)
     r = admin.post("/v1/relationships/write", data=raw, headers={"Content-Type": "application/json"})
-    invalid(r, "duplicate")
+    invalid(r, "duplicate", "optionalExpiresAt")
     assert admin.read_rels("account", acct) == []
 
 

@@ -537,3 +537,49 @@ def test_wildcard_option_exclude_leaves_the_wildcard_out(tmp_path):
                         dict(ls, wildcardOption="WILDCARD_OPTION_EXCLUDE_WILDCARDS"))) == ["ann"]
     finally:
         s.stop()
+
+
+def test_at_exact_snapshot_is_exact_while_writes_race(srv):
+    """One thread flips a relationship (each revision's state is known from its token) while
+    another checks at exactly the newest revision it has seen: every answer given must be the
+    state at that revision, whatever commits meanwhile; the others are refused (501)."""
+    import threading
+    writer = Admin(srv, srv.token("root-admin", admin=True))
+    reader = Admin(srv, srv.token("root-admin", admin=True))
+    acct, user = "race-" + uuid.uuid4().hex[:8], "u"
+    tup = ("account:" + acct, "member", "user:" + user)
+    state, lock, done = {}, threading.Lock(), threading.Event()
+    state[writer.remove(tup).json()["writtenAt"]["token"]] = False
+
+    def flip():
+        try:
+            for i in range(150):
+                r = writer.touch(tup) if i % 2 == 0 else writer.remove(tup)
+                with lock:
+                    state[r.json()["writtenAt"]["token"]] = i % 2 == 0
+        finally:
+            done.set()
+
+    t = threading.Thread(target=flip)
+    t.start()
+    answered = refused_n = 0
+    try:
+        while not done.is_set() or answered == 0:
+            with lock:
+                tok = max(state, key=int)
+                want = state[tok]
+            r = reader.post("/v1/permissions/check", json={
+                "consistency": {"atExactSnapshot": {"token": tok}}, "resource": obj(tup[0]),
+                "permission": "member", "subject": subj(tup[2])})
+            if r.status_code == 501:
+                unimplemented(r, "atExactSnapshot")
+                refused_n += 1
+                continue
+            assert r.status_code == 200, r.text
+            assert r.json()["checkedAt"]["token"] == tok, r.text
+            got = r.json()["permissionship"] == "PERMISSIONSHIP_HAS_PERMISSION"
+            assert got is want, ("answer at revision %s is not that revision's state" % tok, r.text)
+            answered += 1
+    finally:
+        t.join()
+    assert answered > 0

@@ -178,7 +178,7 @@ static int record_deleted(kw__pg_tx_t *tx, PGresult *r)
         const kw_str_t f[6] = {kw__pg_col_str(r, i, 0), kw__pg_col_str(r, i, 1),
                                kw__pg_col_str(r, i, 2), kw__pg_col_str(r, i, 3),
                                kw__pg_col_str(r, i, 4), kw__pg_col_str(r, i, 5)};
-        int rc = kw__store_tx_record(&tx->base, KW_OP_DELETE, f);
+        int rc = kw__store_changes_record(&tx->base.changes, KW_OP_DELETE, f);
         if (rc != KW_OK)
             return rc;
     }
@@ -346,7 +346,8 @@ int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, k
             return conflict_diag(&u->rel, i, diag);
         if (u->op == KW_OP_DELETE && !hit)
             continue; /* deleting an absent relationship changes nothing: not recorded */
-        rc = kw__store_tx_record(&tx->base, u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
+        rc = kw__store_changes_record(&tx->base.changes,
+                                      u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
         if (rc != KW_OK) /* the row is written but not recorded: poisons the tx */
             return kw_diag_set(diag, rc, 0, 0, "out of memory");
     }

@@ -1,7 +1,7 @@
 /*
  * store/store.h - durable storage for agents, keys, relationships and metadata.
  *
- * One interface (an ops table), two backends: SQLite (store/sqlite.c, the embedded
+ * One interface (an ops table), two backends: SQLite (store/sqlite*.c, the embedded
  * default) and PostgreSQL (store/pg*.c). Routes never see which one is in use.
  *
  * Model: every mutation runs inside a kw_store_tx_t. kw_store_tx_commit makes rows and
@@ -64,9 +64,23 @@ typedef struct kw_apikey {
     size_t secret_enc_len;
 } kw_apikey_t;
 
+/* How to open a store (kw_store_open_with). All zero (or a NULL pointer) is the default
+ * that kw_store_open uses. */
+typedef struct kw_store_opts {
+    /* PostgreSQL: connections in the pool when the URL's own pool=N and env
+     * KEYWARD_PG_POOL say nothing (`keyward serve` passes its thread count: one
+     * connection per request in flight). 0: 2 x online cores. Clamped to 2..256, since a
+     * write that catches up on a second connection needs two. SQLite ignores it: its
+     * pool grows on demand to 64 connections. */
+    unsigned pool_size;
+} kw_store_opts_t;
+
 /* Opens (creating if needed) and migrates the database named by `url`:
  * "sqlite:PATH", a bare PATH, or "postgres://..." / "postgresql://...". */
 KW_NODISCARD int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag);
+/* kw_store_open with options (`opts` may be NULL: the defaults; borrowed for the call). */
+KW_NODISCARD int kw_store_open_with(const char *url, const kw_store_opts_t *opts, kw_store_t **out,
+                                    kw_diag_t *diag);
 void kw_store_close(kw_store_t *s);
 /* "sqlite" or "postgres". */
 const char *kw_store_backend(const kw_store_t *s);

@@ -12,6 +12,11 @@
  * first use, SQLITE_PREPARE_PERSISTENT). The pool grows on demand up to SQ_MAX_CONNS,
  * then callers wait for a connection to come back.
  *
+ * Files: the database holds secrets (meta: the token secret and the master key unless
+ * they come from elsewhere, cli/secrets.h), so open creates it mode 0600 (SQLite gives its
+ * -wal and -shm the file's mode) and refuses a file, -wal or -shm that group or others
+ * may access unless the caller allows it (kw_store_opts_t.allow_insecure_mode).
+ *
  * Settings on every connection: journal_mode=WAL (readers never block the writer nor
  * each other), foreign_keys=ON (api_keys.agent_id cascades), busy_timeout=5000 ms.
  *
@@ -37,6 +42,8 @@
  */
 #include "sqlite_int.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
@@ -310,7 +317,7 @@ void kw__sq_conn_give(kw__sq_store_t *s, kw__sq_conn_t *c)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ---- open: path checks, then migrations (migrations_sqlite.c) ---- */
+/* ---- open: path checks, file modes, then migrations (migrations_sqlite.c) ---- */
 
 /* Clear messages for the usual operator mistakes before SQLite says "unable to open". */
 static int check_path(const char *path, kw_diag_t *diag)
@@ -349,14 +356,70 @@ static int check_path(const char *path, kw_diag_t *diag)
     return rc;
 }
 
+/* The database file and its -wal/-shm hold the secrets kept in meta: refuse any that
+ * group or others may access (kw_store_opts_t.allow_insecure_mode). Absent files pass. */
+static int check_modes(const char *path, bool allow, kw_diag_t *diag)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    size_t n = strlen(path) + sizeof("-wal");
+    char *name = kw_malloc(n);
+    if (!name)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+    int rc = KW_OK;
+    for (size_t i = 0; i < KW_ARRAY_LEN(suffix) && rc == KW_OK; i++) {
+        snprintf(name, n, "%s%s", path, suffix[i]);
+        struct stat sb;
+        if (stat(name, &sb) != 0 || (sb.st_mode & 077) == 0)
+            continue;
+        unsigned mode = (unsigned)(sb.st_mode & 07777);
+        if (allow) {
+            kw_log(KW_LOG_WARN, KW_MODULE,
+                   "database file %s has mode %04o: group or others can access the secrets "
+                   "it holds (allowed explicitly)",
+                   name, mode);
+            continue;
+        }
+        kw_log(KW_LOG_ERROR, KW_MODULE,
+               "database file %s has mode %04o: group or others can access the secrets it "
+               "holds; fix it with: chmod 600 %s",
+               name, mode, name);
+        rc = kw_diag_set(diag, KW_EFORBIDDEN, 0, 0,
+                         "database file %s has mode %04o, open to group or others "
+                         "(fix: chmod 600 %s)",
+                         name, mode, name);
+    }
+    kw_free(name);
+    return rc;
+}
+
+/* Creates the database file mode 0600 if it does not exist yet (SQLite would create it
+ * 0644 less the umask; its -wal and -shm then take the file's mode). */
+static int create_private(const char *path, kw_diag_t *diag)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+        kw_log(KW_LOG_INFO, KW_MODULE, "created database file %s (mode 0600)", path);
+        return KW_OK;
+    }
+    if (errno == EEXIST) /* there already, or another process made it just now */
+        return KW_OK;
+    kw_log(KW_LOG_ERROR, KW_MODULE, "cannot create database file %s: %s", path, strerror(errno));
+    return kw_diag_set(diag, KW_EDB, 0, 0, "cannot create the database file (see the log)");
+}
+
 int kw__store_sqlite_open(const char *path, const kw_store_opts_t *opts, kw_store_t **out,
                           kw_diag_t *diag)
 {
-    (void)opts; /* pool_size is PostgreSQL's: this pool grows on demand to SQ_MAX_CONNS */
+    /* opts->pool_size is PostgreSQL's: this pool grows on demand to SQ_MAX_CONNS. */
     if (!sqlite3_threadsafe())
         return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0,
                            "this SQLite library was built without thread support");
     int rc = check_path(path, diag);
+    if (rc == KW_OK)
+        rc = check_modes(path, opts->allow_insecure_mode, diag);
+    if (rc == KW_OK)
+        rc = create_private(path, diag);
     if (rc != KW_OK)
         return rc;
     kw__sq_store_t *s = kw_calloc(1, sizeof(*s));

@@ -31,7 +31,8 @@
  *   connection per thread or a pool). A kw_store_tx_t belongs to one thread.
  * Errors: KW_OK, KW_ENOTFOUND, KW_ECONFLICT (unique violation: duplicate name, or a
  *   relationship CREATE that exists), KW_EDB (database unreachable or failed; nothing
- *   changed), KW_ENOMEM, KW_EINVAL (bad URL). diag (may be NULL) gets a log-safe message.
+ *   changed), KW_ENOMEM, KW_EINVAL (bad URL), KW_EFORBIDDEN (open: a SQLite file that
+ *   group or others may access, see kw_store_opts_t). diag (may be NULL) gets a log-safe message.
  */
 #ifndef KW_STORE_STORE_H
 #define KW_STORE_STORE_H
@@ -73,6 +74,12 @@ typedef struct kw_store_opts {
      * write that catches up on a second connection needs two. SQLite ignores it: its
      * pool grows on demand to 64 connections. */
     unsigned pool_size;
+    /* SQLite: the database file holds secrets (kw_store_meta_*: the token secret and the
+     * master key unless they come from elsewhere), so a new file is created mode 0600
+     * (its -wal and -shm files take the same mode), and a file, -wal or -shm that group
+     * or others may access (any of mode 077) is refused with KW_EFORBIDDEN, changing
+     * nothing, unless this is true (then a warning is logged). PostgreSQL ignores it. */
+    bool allow_insecure_mode;
 } kw_store_opts_t;
 
 /* Opens (creating if needed) and migrates the database named by `url`:

@@ -41,6 +41,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE] "
                "[--threads N]\n"
+               "                     [--allow-insecure-db-mode]\n"
                "\n"
                "  --db URL          sqlite:PATH, a bare PATH, or postgres://... "
                "(env KEYWARD_DB; default sqlite:keyward.db)\n"
@@ -51,8 +52,17 @@ static void usage(FILE *f)
                "  --threads N       HTTP worker threads, 1-256: requests in flight at once, "
                "among which concurrent writes share commits (env KEYWARD_THREADS; default 16)\n"
                "\n"
+               "  --allow-insecure-db-mode\n"
+               "                    open a SQLite database file that group or others may access "
+               "(env\n"
+               "                    KEYWARD_ALLOW_INSECURE_DB_MODE=1; default: refuse, as it "
+               "keeps secrets)\n"
+               "\n"
                "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
-               "in the database)\n");
+               "in the database)\n"
+               "  KEYWARD_MASTER_KEY: key for API-key hashes and sealed secrets (likewise)\n"
+               "  KEYWARD_JWT_SECRET_FILE, KEYWARD_MASTER_KEY_FILE: the same, read from a file "
+               "of mode 0600\n");
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -285,6 +295,7 @@ int kw_cli_serve(int argc, char **argv)
     const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
     const char *schema = env_or("KEYWARD_SCHEMA", NULL);
     const char *threads_arg = env_or("KEYWARD_THREADS", NULL);
+    bool allow_insecure_db = false; /* or env KEYWARD_ALLOW_INSECURE_DB_MODE (secrets.h) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = strcmp(a, "--db") == 0        ? &db
@@ -295,6 +306,10 @@ int kw_cli_serve(int argc, char **argv)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(a, "--allow-insecure-db-mode") == 0) {
+            allow_insecure_db = true;
+            continue;
         }
         if (dst && i + 1 < argc) {
             *dst = argv[++i];
@@ -340,11 +355,8 @@ int kw_cli_serve(int argc, char **argv)
      * says otherwise (measured: GET by id 12k/s with 2 x cores = 4 connections, 16-19k/s
      * with 16, docs/BENCHMARKS.md). Connections open lazily. */
     const kw_store_opts_t store_opts = {.pool_size = threads};
-    rc = kw_store_open_with(db, &store_opts, &store, &d);
-    if (rc != KW_OK) {
-        fprintf(stderr, "keyward: cannot open database: %s\n", d.msg[0] ? d.msg : kw_strerror(rc));
+    if (kw_cli_open_store("keyward", db, store_opts, allow_insecure_db, &store) != KW_OK)
         goto out;
-    }
     if (load_keyring(store, &keyring) != KW_OK)
         goto out;
     if (kw_engine_new(&engine) != KW_OK) {

@@ -53,22 +53,24 @@ int kw__pg_tx_begin(kw_store_t *base, kw_store_tx_t **out, kw_diag_t *diag)
     if (!tx)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
     int rc = kw__pg_begin_on(s, "BEGIN", &tx->c);
-    if (rc == KW_OK) {
+    if (rc != KW_OK)
+        goto fail_begin;
+    rc = bump_revision(tx->c, &tx->rev);
+    if (rc == KW_EDB && PQstatus(tx->c->conn) != CONNECTION_OK &&
+        kw__pg_conn_ensure(s, tx->c) == KW_OK && kw__pg_exec(tx->c, "BEGIN") == KW_OK)
         rc = bump_revision(tx->c, &tx->rev);
-        if (rc == KW_EDB && PQstatus(tx->c->conn) != CONNECTION_OK &&
-            kw__pg_conn_ensure(s, tx->c) == KW_OK && kw__pg_exec(tx->c, "BEGIN") == KW_OK)
-            rc = bump_revision(tx->c, &tx->rev);
-        if (rc != KW_OK)
-            kw__pg_pool_put(s, tx->c); /* rolls back */
-    }
-    if (rc != KW_OK) {
-        kw_free(tx);
-        return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
-                           rc == KW_ENOMEM ? "out of memory" : "database unavailable");
-    }
+    if (rc != KW_OK)
+        goto fail_order;
     kw__store_tx_init(&tx->base, base);
     *out = &tx->base;
     return KW_OK;
+
+fail_order:
+    kw__pg_pool_put(s, tx->c); /* rolls back */
+fail_begin:
+    kw_free(tx);
+    return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
+                       rc == KW_ENOMEM ? "out of memory" : "database unavailable");
 }
 
 static void tx_end(kw__pg_tx_t *tx)

@@ -173,13 +173,6 @@ int kw__sq_bind_str(sqlite3_stmt *st, int i, kw_str_t s)
     return sqlite3_bind_text64(st, i, s.ptr ? s.ptr : "", s.len, SQLITE_STATIC, SQLITE_UTF8);
 }
 
-int kw__sq_bind_blob_or_null(sqlite3_stmt *st, int i, const uint8_t *p, size_t n)
-{
-    if (n == 0)
-        return sqlite3_bind_null(st, i);
-    return sqlite3_bind_blob64(st, i, p, n, SQLITE_STATIC);
-}
-
 /* Runs a statement that returns no rows (already bound); resets it. */
 int kw__sq_exec_done(kw__sq_conn_t *c, sqlite3_stmt *st, const char *what, kw_diag_t *diag)
 {

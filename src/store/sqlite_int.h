@@ -105,8 +105,6 @@ int kw__sq_stmt(kw__sq_conn_t *c, int id, sqlite3_stmt **out);
 void kw__sq_stmt_done(sqlite3_stmt *st);
 /* Binds a slice as text (SQLITE_STATIC). */
 int kw__sq_bind_str(sqlite3_stmt *st, int i, kw_str_t s);
-/* Binds bytes as a blob, or NULL when n is 0 (SQLITE_STATIC). */
-int kw__sq_bind_blob_or_null(sqlite3_stmt *st, int i, const uint8_t *p, size_t n);
 /* Steps an already bound statement that returns no rows (or ignores them); resets it. */
 int kw__sq_exec_done(kw__sq_conn_t *c, sqlite3_stmt *st, const char *what, kw_diag_t *diag);
 /* kw__sq_exec_done of statement `id`, which takes no parameters. */
@@ -143,8 +141,6 @@ typedef int (*kw__sq_row_fn)(sqlite3_stmt *st, kw_arena_t *a, void *out);
 int kw__sq_query_one(kw__sq_store_t *s, int id, const kw__sq_arg_t *args, size_t n_args,
                      kw__sq_row_fn read, kw_arena_t *a, void *out, const char *what);
 
-/* The revision counter on c (meta 'revision'); KW_EDB if the row is missing. */
-int kw__sq_rev_read(kw__sq_conn_t *c, kw_revision_t *rev);
 int kw__sq_revision(kw_store_t *base, kw_revision_t *rev);
 int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev);
 int kw__sq_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);

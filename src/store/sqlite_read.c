@@ -16,7 +16,8 @@
 
 /* ---- the revision and the startup load ---- */
 
-int kw__sq_rev_read(kw__sq_conn_t *c, kw_revision_t *rev)
+/* The revision counter on c (meta 'revision'); KW_EDB if the row is missing. */
+static int rev_read(kw__sq_conn_t *c, kw_revision_t *rev)
 {
     sqlite3_stmt *st = NULL;
     int rc = kw__sq_stmt(c, KW__SQ_ST_REV_GET, &st);
@@ -42,7 +43,7 @@ int kw__sq_revision(kw_store_t *base, kw_revision_t *rev)
     int rc = kw__sq_conn_take(s, &c, NULL);
     if (rc != KW_OK)
         return rc;
-    rc = kw__sq_rev_read(c, rev);
+    rc = rev_read(c, rev);
     kw__sq_conn_give(s, c);
     return rc;
 }
@@ -60,7 +61,7 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
     rc = kw__sq_exec_id(c, KW__SQ_ST_BEGIN_READ, "begin read", NULL);
     if (rc != KW_OK)
         goto out;
-    rc = kw__sq_rev_read(c, &r);
+    rc = rev_read(c, &r);
     if (rc == KW_OK)
         rc = kw__sq_stmt(c, KW__SQ_ST_REL_ALL, &st);
     if (rc == KW_OK) {

@@ -19,6 +19,8 @@
 
 #define KW_MODULE "store"
 
+/* Ends t after COMMIT or ROLLBACK: the connection goes back to the pool (which rolls back
+ * or drops one still inside a transaction), then the change list and t are freed. */
 static void tx_end(kw__sq_tx_t *t)
 {
     kw__sq_conn_give((kw__sq_store_t *)t->base.store, t->c);
@@ -133,6 +135,14 @@ int kw__sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
     return kw__sq_exec_done(t->c, st, "insert agent", NULL);
 }
 
+/* Binds bytes as a blob, or NULL when n is 0 (SQLITE_STATIC). */
+static int bind_blob_or_null(sqlite3_stmt *st, int i, const uint8_t *p, size_t n)
+{
+    if (n == 0)
+        return sqlite3_bind_null(st, i);
+    return sqlite3_bind_blob64(st, i, p, n, SQLITE_STATIC);
+}
+
 int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k)
 {
     kw__sq_tx_t *t = (kw__sq_tx_t *)base;
@@ -145,8 +155,8 @@ int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k)
     sqlite3_bind_text(st, 3, k->name, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 4, k->type, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 5, k->created_at_us);
-    kw__sq_bind_blob_or_null(st, 6, k->hash, k->hash_len);
-    kw__sq_bind_blob_or_null(st, 7, k->secret_enc, k->secret_enc_len);
+    bind_blob_or_null(st, 6, k->hash, k->hash_len);
+    bind_blob_or_null(st, 7, k->secret_enc, k->secret_enc_len);
     return kw__sq_exec_done(t->c, st, "insert key", NULL);
 }
 

@@ -7,10 +7,18 @@
  * Error bodies: {"detail": m, "code": <gRPC code>, "message": m}. ZedTokens
  * ({"token": "<revision>"}) name STORE revisions (the instance's applied revision, read
  * before the engine is), so a token from one instance means the same on another.
- * `consistency`: atLeastAsFresh/atExactSnapshot {token} wait (like the X-Keyward-Revision
- * request header, also honoured) until the instance has applied that revision, then 503
- * after KEYWARD_FRESHNESS_TIMEOUT_MS; fullyConsistent catches up with the store first;
- * minimizeLatency answers at once. An instance that is not fresh answers 503.
+ * `consistency` (on the requests whose proto has it): atLeastAsFresh {token} waits (like
+ * the X-Keyward-Revision request header, also honoured) until the instance has applied
+ * that revision, then 503 after KEYWARD_FRESHNESS_TIMEOUT_MS; atExactSnapshot waits the
+ * same way and is answered only when its revision is the applied one as the engine is
+ * read (kw__v1_hold), else 501/12: no earlier snapshot is kept; fullyConsistent catches
+ * up with the store first; minimizeLatency answers at once. An instance that is not
+ * fresh answers 503.
+ * Refusing what is not implemented (tag-kw-v1-refuse): a request member keyward does
+ * not know is 400/3 naming it (SpiceDB's gateway would drop it unread; here a silently
+ * ignored field could be a wrong answer); one it knows but does not implement is 501/12
+ * naming it and why (docs/API.md lists them). Each handler's kw__v1_msg_t lists its
+ * members; the codec's tables list those of the nested messages.
  * Writes go through the store transaction under the write mutex, then the engine
  * (kw__api_write). Preconditions and a delete's optionalLimit are evaluated against the
  * engine inside the transaction (write_tx), in this order: the transaction is begun,
@@ -24,14 +32,20 @@
  * answers are in v1_codec.c; one file per SpiceDB service holds its RPCs:
  * v1_relationships.c, v1_permissions.c, v1_schema.c (they share v1_int.h).
  */
+#include <inttypes.h>
+#include <stdio.h>
+
 #include "v1_int.h"
 
 #define KW_MODULE "v1"
 
 /* 401 / 503 from auth rewritten with gateway fields; non-admin 403; 422 for a malformed
- * X-Keyward-Revision; then the body and its consistency (the freshness wait). */
-json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
+ * X-Keyward-Revision; then the body: its members (tag-kw-v1-refuse), its consistency and
+ * the freshness wait. */
+json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                     const kw__v1_msg_t *msg, kw__v1_snap_t *snap)
 {
+    *snap = (kw__v1_snap_t){false, 0, false};
     kw__principal_t p;
     if (!kw__api_auth(api, req, resp, &p)) {
         if (resp->status == 401)
@@ -52,19 +66,30 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         kw__v1_error(resp, 422, KW__GRPC_INVALID_ARGUMENT, KW__MSG_REV_BAD);
         return NULL;
     }
+    /* Duplicate members are refused (as proto3 JSON does): with the last one winning, a
+     * refused member followed by a null one would otherwise pass unseen. */
     json_error_t err;
-    json_t *root =
-        req->body.len ? json_loadb(req->body.ptr, req->body.len, 0, &err) : json_object();
+    json_t *root = req->body.len
+                       ? json_loadb(req->body.ptr, req->body.len, JSON_REJECT_DUPLICATES, &err)
+                       : json_object();
+    if (!root && req->body.len && json_error_code(&err) == json_error_duplicate_key) {
+        /* jansson's text names the member: "duplicate object key near '"<name>"'" */
+        char text[200];
+        snprintf(text, sizeof(text), "Request body: %.150s (each field may appear once)", err.text);
+        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, text);
+        return NULL;
+    }
     if (!root || !json_is_object(root)) {
         json_decref(root);
         kw__v1_error(resp, 422, KW__GRPC_INVALID_ARGUMENT, "Request body must be a JSON object.");
         return NULL;
     }
+    kw__v1_perr_t e = {0, ""};
     bool full = false;
-    const char *bad_cons = kw__v1_consistency(json_object_get(root, "consistency"), &min, &full);
-    if (bad_cons) {
+    if (!kw__v1_known(root, msg->name, msg->fields, &e) ||
+        !kw__v1_consistency(json_object_get(root, "consistency"), &min, &full, snap, &e)) {
         json_decref(root);
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, bad_cons);
+        kw__v1_perr_answer(resp, &e);
         return NULL;
     }
     int rc = kw__api_await(api, min, full);
@@ -75,4 +100,37 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         return NULL;
     }
     return root;
+}
+
+bool kw__v1_hold(kw_api_t *api, kw__v1_snap_t *snap, kw_http_resp_t *resp, kw_revision_t *rev)
+{
+    if (!snap->exact) {
+        *rev = kw__api_applied(api);
+        return true;
+    }
+    /* Nothing changes the graph while it is held (sync/commit.c, kw_sync_hold). */
+    kw_revision_t cur = kw_sync_hold(api->sync);
+    if (cur != snap->rev) {
+        kw_sync_release(api->sync);
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "consistency.atExactSnapshot: revision %" PRIu64
+                 " is not the current revision %" PRIu64
+                 "; keyward answers only at its current revision (snapshots of earlier "
+                 "revisions are not implemented)",
+                 (uint64_t)snap->rev, (uint64_t)cur);
+        kw__v1_error(resp, 501, KW__GRPC_UNIMPLEMENTED, msg);
+        return false;
+    }
+    snap->held = true;
+    *rev = cur;
+    return true;
+}
+
+void kw__v1_release(kw_api_t *api, kw__v1_snap_t *snap)
+{
+    if (!snap->held)
+        return;
+    snap->held = false;
+    kw_sync_release(api->sync);
 }

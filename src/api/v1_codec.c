@@ -60,40 +60,199 @@ void kw__v1_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const kw_diag
     }
 }
 
-/* SpiceDB Consistency: raises *min to a presented ZedToken, sets *full for
- * fullyConsistent. Returns an error message for a malformed one, else NULL. */
-const char *kw__v1_consistency(json_t *c, kw_revision_t *min, bool *full)
+/* ---- decoding ---- */
+
+static const char *const OBJECT_FIELDS[] = {"objectType", "objectId", NULL};
+static const char *const SUBJECT_FIELDS[] = {"object", "optionalRelation", NULL};
+static const char *const REL_FIELDS[] = {"resource",       "relation",          "subject",
+                                         "optionalCaveat", "optionalExpiresAt", NULL};
+static const char *const FILTER_FIELDS[] = {
+    "resourceType",     "optionalResourceId",    "optionalResourceIdPrefix",
+    "optionalRelation", "optionalSubjectFilter", NULL};
+static const char *const SUBJECT_FILTER_FIELDS[] = {"subjectType", "optionalSubjectId",
+                                                    "optionalRelation", NULL};
+static const char *const RELATION_FILTER_FIELDS[] = {"relation", NULL};
+static const char *const PRECONDITION_FIELDS[] = {"operation", "filter", NULL};
+static const char *const CONSISTENCY_FIELDS[] = {"minimizeLatency", "atLeastAsFresh",
+                                                 "atExactSnapshot", "fullyConsistent", NULL};
+static const char *const ZEDTOKEN_FIELDS[] = {"token", NULL};
+
+void kw__v1_perr_answer(kw_http_resp_t *resp, const kw__v1_perr_t *e)
+{
+    const char *msg = e->msg[0] ? e->msg : "invalid request";
+    if (e->code == KW__GRPC_UNIMPLEMENTED)
+        kw__v1_error(resp, 501, KW__GRPC_UNIMPLEMENTED, msg);
+    else
+        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, msg);
+}
+
+bool kw__v1_bad(kw__v1_perr_t *e, const char *what)
+{
+    e->code = KW__GRPC_INVALID_ARGUMENT;
+    snprintf(e->msg, sizeof(e->msg), "%s", what);
+    return false;
+}
+
+static bool listed(const char *const *fields, const char *name)
+{
+    for (size_t i = 0; fields[i]; i++)
+        if (strcmp(fields[i], name) == 0)
+            return true;
+    return false;
+}
+
+/* The proto's original name of a JSON member ("optional_expires_at" -> "optionalExpiresAt"
+ * in out); false when the name has no underscore or does not fit. */
+static bool camel_of(const char *name, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool up = false, any = false;
+    for (const char *p = name; *p; p++) {
+        if (*p == '_') {
+            up = any = true;
+            continue;
+        }
+        if (n + 1 >= cap)
+            return false;
+        out[n++] = up && *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
+        up = false;
+    }
+    out[n] = '\0';
+    return any;
+}
+
+bool kw__v1_known(json_t *o, const char *what, const char *const *fields, kw__v1_perr_t *e)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        (void)v;
+        if (listed(fields, key))
+            continue;
+        char camel[64];
+        if (camel_of(key, camel, sizeof(camel)) && listed(fields, camel)) {
+            e->code = KW__GRPC_UNIMPLEMENTED;
+            snprintf(e->msg, sizeof(e->msg),
+                     "%s: field \"%.60s\" is the proto's original name, which keyward does not "
+                     "accept yet; send \"%s\"",
+                     what, key, camel);
+            return false;
+        }
+        e->code = KW__GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s: unknown field \"%.60s\"", what, key);
+        return false;
+    }
+    return true;
+}
+
+static bool unimplemented(kw__v1_perr_t *e, const char *what, const char *key, const char *why)
+{
+    e->code = KW__GRPC_UNIMPLEMENTED;
+    snprintf(e->msg, sizeof(e->msg), "%s.%s is not supported: %s", what, key, why);
+    return false;
+}
+
+bool kw__v1_refuse_true(json_t *o, const char *what, const char *key, const char *why,
+                        kw__v1_perr_t *e)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v) || json_is_false(v))
+        return true;
+    if (!json_is_boolean(v)) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s.%s must be a boolean", what, key);
+        return false;
+    }
+    return unimplemented(e, what, key, why);
+}
+
+bool kw__v1_refuse_set(json_t *o, const char *what, const char *key, bool empty_ok, const char *why,
+                       kw__v1_perr_t *e)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return true;
+    if (empty_ok && json_is_object(v) && json_object_size(v) == 0)
+        return true;
+    return unimplemented(e, what, key, why);
+}
+
+bool kw__v1_refuse_uint(json_t *o, const char *what, const char *key, const char *why,
+                        kw__v1_perr_t *e)
+{
+    size_t n = 0;
+    if (!kw__v1_opt_uint(o, key, &n, e))
+        return false;
+    return n == 0 || unimplemented(e, what, key, why);
+}
+
+/* A ZedToken {"token": "<revision>"} at consistency.<key>. */
+static bool zedtoken(json_t *z, const char *key, kw_revision_t *rev, kw__v1_perr_t *e)
+{
+    char what[48];
+    snprintf(what, sizeof(what), "consistency.%s", key);
+    if (json_is_object(z) && !kw__v1_known(z, what, ZEDTOKEN_FIELDS, e))
+        return false;
+    json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
+    if (json_is_string(t) &&
+        kw_api_parse_revision((kw_str_t){json_string_value(t), json_string_length(t)}, rev))
+        return true;
+    e->code = KW__GRPC_INVALID_ARGUMENT;
+    snprintf(e->msg, sizeof(e->msg), "%s must be a ZedToken {\"token\": \"<revision>\"}", what);
+    return false;
+}
+
+bool kw__v1_consistency(json_t *c, kw_revision_t *min, bool *full, kw__v1_snap_t *snap,
+                        kw__v1_perr_t *e)
 {
     if (!c || json_is_null(c))
-        return NULL;
+        return true;
     if (!json_is_object(c))
-        return "consistency must be an object";
+        return kw__v1_bad(e, "consistency must be an object");
+    if (!kw__v1_known(c, "consistency", CONSISTENCY_FIELDS, e))
+        return false;
+    /* A oneof: proto3 JSON refuses a second member (null members are unset). */
+    size_t set = 0;
+    for (size_t i = 0; CONSISTENCY_FIELDS[i]; i++) {
+        json_t *v = json_object_get(c, CONSISTENCY_FIELDS[i]);
+        set += v && !json_is_null(v);
+    }
+    if (set > 1)
+        return kw__v1_bad(e, "consistency: set only one of minimizeLatency, atLeastAsFresh, "
+                             "atExactSnapshot, fullyConsistent");
+    /* minimizeLatency and fullyConsistent are bools that may only be true (SpiceDB's
+     * validation: bool.const = true). */
+    const char *flags[] = {"minimizeLatency", "fullyConsistent"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(flags); i++) {
+        json_t *v = json_object_get(c, flags[i]);
+        if (v && !json_is_null(v) && !json_is_true(v)) {
+            e->code = KW__GRPC_INVALID_ARGUMENT;
+            snprintf(e->msg, sizeof(e->msg), "consistency.%s must be true when set", flags[i]);
+            return false;
+        }
+    }
     json_t *v;
+    kw_revision_t r = 0;
     if ((v = json_object_get(c, "fullyConsistent")) && json_is_true(v))
         *full = true;
-    const char *keys[] = {"atLeastAsFresh", "atExactSnapshot"};
-    for (size_t i = 0; i < KW_ARRAY_LEN(keys); i++) {
-        json_t *z = json_object_get(c, keys[i]);
-        if (!z || json_is_null(z))
-            continue;
-        json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
-        kw_revision_t r = 0;
-        if (!json_is_string(t) ||
-            !kw_api_parse_revision((kw_str_t){json_string_value(t), json_string_length(t)}, &r))
-            return "consistency token must be a ZedToken {\"token\": \"<revision>\"}";
-        /* atExactSnapshot: only the newest snapshot is kept; at least as fresh is the
-         * closest honest answer. */
+    if ((v = json_object_get(c, "atLeastAsFresh")) && !json_is_null(v)) {
+        if (!zedtoken(v, "atLeastAsFresh", &r, e))
+            return false;
         if (r > *min)
             *min = r;
     }
-    return NULL;
-}
-
-/* ---- decoding ---- */
-bool kw__v1_bad(kw__v1_perr_t *e, const char *what)
-{
-    snprintf(e->msg, sizeof(e->msg), "%s", what);
-    return false;
+    if ((v = json_object_get(c, "atExactSnapshot")) && !json_is_null(v)) {
+        /* Waited for like atLeastAsFresh; kw__v1_hold then requires it to be the applied
+         * revision when the engine is read. */
+        if (!zedtoken(v, "atExactSnapshot", &r, e))
+            return false;
+        if (r > *min)
+            *min = r;
+        snap->exact = true;
+        snap->rev = r;
+    }
+    return true;
 }
 
 /* Optional string field: absent/null -> empty slice. Wrong type -> false. */
@@ -104,6 +263,7 @@ bool kw__v1_opt_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
     if (!v || json_is_null(v))
         return true;
     if (!json_is_string(v)) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s must be a string", key);
         return false;
     }
@@ -116,6 +276,7 @@ bool kw__v1_req_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
     if (!kw__v1_opt_str(o, key, out, e))
         return false;
     if (out->len == 0) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s is required", key);
         return false;
     }
@@ -125,10 +286,12 @@ bool kw__v1_req_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
 bool kw__v1_parse_object(json_t *o, kw_object_t *out, const char *what, kw__v1_perr_t *e)
 {
     if (!json_is_object(o)) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s must be an object {objectType, objectId}", what);
         return false;
     }
-    return kw__v1_req_str(o, "objectType", &out->type, e) &&
+    return kw__v1_known(o, what, OBJECT_FIELDS, e) &&
+           kw__v1_req_str(o, "objectType", &out->type, e) &&
            kw__v1_req_str(o, "objectId", &out->id, e);
 }
 
@@ -137,7 +300,8 @@ bool kw__v1_parse_subject(json_t *o, kw_subject_t *out, kw__v1_perr_t *e)
     kw_object_t obj;
     if (!json_is_object(o))
         return kw__v1_bad(e, "subject must be an object {object, optionalRelation}");
-    if (!kw__v1_parse_object(json_object_get(o, "object"), &obj, "subject.object", e))
+    if (!kw__v1_known(o, "subject", SUBJECT_FIELDS, e) ||
+        !kw__v1_parse_object(json_object_get(o, "object"), &obj, "subject.object", e))
         return false;
     out->type = obj.type;
     out->id = obj.id;
@@ -148,23 +312,33 @@ bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e)
 {
     if (!json_is_object(o))
         return kw__v1_bad(e, "relationship must be an object");
-    if (json_object_get(o, "optionalCaveat") && !json_is_null(json_object_get(o, "optionalCaveat")))
-        return kw__v1_bad(e, "caveats are not supported");
-    return kw__v1_parse_object(json_object_get(o, "resource"), &out->resource, "resource", e) &&
+    return kw__v1_known(o, "relationship", REL_FIELDS, e) &&
+           kw__v1_refuse_set(o, "relationship", "optionalCaveat", false,
+                             "keyward does not implement caveats", e) &&
+           kw__v1_refuse_set(o, "relationship", "optionalExpiresAt", false,
+                             "keyward does not implement expiring relationships; "
+                             "the relationship would never expire",
+                             e) &&
+           kw__v1_parse_object(json_object_get(o, "resource"), &out->resource, "resource", e) &&
            kw__v1_req_str(o, "relation", &out->relation, e) &&
            kw__v1_parse_subject(json_object_get(o, "subject"), &out->subject, e);
 }
 
-bool kw__v1_parse_filter(json_t *o, kw_filter_t *f, kw__v1_perr_t *e)
+bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw__v1_perr_t *e)
 {
     memset(f, 0, sizeof(*f));
-    if (!json_is_object(o))
-        return kw__v1_bad(e, "relationshipFilter must be an object");
+    if (!json_is_object(o)) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be an object", what);
+        return false;
+    }
     kw_str_t prefix;
-    if (!kw__v1_opt_str(o, "optionalResourceIdPrefix", &prefix, e))
+    if (!kw__v1_known(o, what, FILTER_FIELDS, e) ||
+        !kw__v1_opt_str(o, "optionalResourceIdPrefix", &prefix, e))
         return false;
     if (prefix.len)
-        return kw__v1_bad(e, "optionalResourceIdPrefix is not supported");
+        return unimplemented(e, what, "optionalResourceIdPrefix",
+                             "keyward does not implement resource id prefixes");
     if (!kw__v1_req_str(o, "resourceType", &f->resource_type, e) ||
         !kw__v1_opt_str(o, "optionalResourceId", &f->resource_id, e) ||
         !kw__v1_opt_str(o, "optionalRelation", &f->relation, e))
@@ -174,7 +348,8 @@ bool kw__v1_parse_filter(json_t *o, kw_filter_t *f, kw__v1_perr_t *e)
         if (!json_is_object(sf))
             return kw__v1_bad(e, "optionalSubjectFilter must be an object");
         f->has_subject = true;
-        if (!kw__v1_req_str(sf, "subjectType", &f->subject_type, e) ||
+        if (!kw__v1_known(sf, "optionalSubjectFilter", SUBJECT_FILTER_FIELDS, e) ||
+            !kw__v1_req_str(sf, "subjectType", &f->subject_type, e) ||
             !kw__v1_opt_str(sf, "optionalSubjectId", &f->subject_id, e))
             return false;
         json_t *sr = json_object_get(sf, "optionalRelation");
@@ -182,7 +357,9 @@ bool kw__v1_parse_filter(json_t *o, kw_filter_t *f, kw__v1_perr_t *e)
             if (!json_is_object(sr))
                 return kw__v1_bad(e, "optionalSubjectFilter.optionalRelation must be {relation}");
             f->subject_relation_set = true;
-            if (!kw__v1_opt_str(sr, "relation", &f->subject_relation, e))
+            if (!kw__v1_known(sr, "optionalSubjectFilter.optionalRelation", RELATION_FILTER_FIELDS,
+                              e) ||
+                !kw__v1_opt_str(sr, "relation", &f->subject_relation, e))
                 return false;
         }
     }
@@ -209,7 +386,11 @@ bool kw__v1_parse_preconditions(json_t *arr, kw_arena_t *a, kw_precondition_t **
     for (size_t i = 0; i < cnt; i++) {
         json_t *p = json_array_get(arr, i);
         kw_str_t op;
-        if (!json_is_object(p) || !kw__v1_req_str(p, "operation", &op, e))
+        if (!json_is_object(p))
+            return kw__v1_bad(e, "each precondition must be an object {operation, filter}");
+        if (!kw__v1_known(p, "optionalPreconditions[]", PRECONDITION_FIELDS, e))
+            return false;
+        if (!kw__v1_req_str(p, "operation", &op, e))
             return kw__v1_bad(e, "each precondition needs an operation");
         if (kw_str_eq_c(op, "OPERATION_MUST_MATCH"))
             pre[i].must_match = true;
@@ -218,11 +399,35 @@ bool kw__v1_parse_preconditions(json_t *arr, kw_arena_t *a, kw_precondition_t **
         else
             return kw__v1_bad(e, "precondition operation must be OPERATION_MUST_MATCH or "
                                  "OPERATION_MUST_NOT_MATCH");
-        if (!kw__v1_parse_filter(json_object_get(p, "filter"), &pre[i].filter, e))
+        if (!kw__v1_parse_filter(json_object_get(p, "filter"), "optionalPreconditions[].filter",
+                                 &pre[i].filter, e))
             return false;
     }
     *out = pre;
     *n = cnt;
+    return true;
+}
+
+bool kw__v1_opt_uint(json_t *o, const char *key, size_t *out, kw__v1_perr_t *e)
+{
+    json_t *v = json_object_get(o, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return true;
+    long long n = -1;
+    if (json_is_integer(v))
+        n = json_integer_value(v);
+    else if (json_is_string(v)) {
+        long x;
+        if (kw_api_parse_bounded(kw_str_c(json_string_value(v)), 0, 4294967295L, &x))
+            n = x;
+    }
+    if (n < 0 || n > 4294967295LL) {
+        e->code = KW__GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be a non-negative 32-bit integer", key);
+        return false;
+    }
+    *out = (size_t)n;
     return true;
 }
 
@@ -288,24 +493,4 @@ int kw__v1_stream_line(kw_buf_t *out, json_t *result)
     kw_buf_puts(out, "\n");
     free(text);
     return out->failed ? KW_ENOMEM : KW_OK;
-}
-
-bool kw__v1_opt_limit(json_t *body, size_t *limit, kw__v1_perr_t *e)
-{
-    json_t *v = json_object_get(body, "optionalLimit");
-    *limit = 0;
-    if (!v || json_is_null(v))
-        return true;
-    long long n = -1;
-    if (json_is_integer(v))
-        n = json_integer_value(v);
-    else if (json_is_string(v)) {
-        long x;
-        if (kw_api_parse_bounded(kw_str_c(json_string_value(v)), 0, 1000000000L, &x))
-            n = x;
-    }
-    if (n < 0)
-        return kw__v1_bad(e, "optionalLimit must be a non-negative integer");
-    *limit = (size_t)n;
-    return true;
 }

@@ -24,11 +24,41 @@ static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
                               1, memory_order_relaxed);
 }
 
+static const char *const CHECK_FIELDS[] = {"consistency", "resource",    "permission", "subject",
+                                           "context",     "withTracing", NULL};
+static const kw__v1_msg_t CHECK_MSG = {"CheckPermissionRequest", CHECK_FIELDS};
+static const char *const BULK_FIELDS[] = {"consistency", "items", "withTracing", NULL};
+static const kw__v1_msg_t BULK_MSG = {"CheckBulkPermissionsRequest", BULK_FIELDS};
+static const char *const BULK_ITEM_FIELDS[] = {"resource", "permission", "subject", "context",
+                                               NULL};
+static const char *const LR_FIELDS[] = {
+    "consistency", "resourceObjectType", "permission",     "subject",
+    "context",     "optionalLimit",      "optionalCursor", NULL};
+static const kw__v1_msg_t LR_MSG = {"LookupResourcesRequest", LR_FIELDS};
+static const char *const LS_FIELDS[] = {"consistency",
+                                        "resource",
+                                        "permission",
+                                        "subjectObjectType",
+                                        "optionalSubjectRelation",
+                                        "context",
+                                        "optionalConcreteLimit",
+                                        "optionalCursor",
+                                        "wildcardOption",
+                                        NULL};
+static const kw__v1_msg_t LS_MSG = {"LookupSubjectsRequest", LS_FIELDS};
+static const char *const EXPAND_FIELDS[] = {"consistency", "resource", "permission", NULL};
+static const kw__v1_msg_t EXPAND_MSG = {"ExpandPermissionTreeRequest", EXPAND_FIELDS};
+
+#define WHY_CONTEXT "keyward does not implement caveats, so nothing would read the context"
+#define WHY_TRACING "keyward does not implement debug traces"
+#define WHY_CURSOR "keyward does not implement cursors (every result comes in one response)"
+
 void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &CHECK_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_object_t res;
     kw_str_t perm;
     kw_subject_t sub;
@@ -38,14 +68,21 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
         !kw__v1_req_str(body, "permission", &perm, &e) ||
-        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e) ||
+        !kw__v1_refuse_set(body, CHECK_MSG.name, "context", true, WHY_CONTEXT, &e) ||
+        !kw__v1_refuse_true(body, CHECK_MSG.name, "withTracing", WHY_TRACING, &e)) {
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
     kw_check_result_t r = KW_CHECK_NO;
-    kw_revision_t rev = kw__api_applied(api);
+    kw_revision_t rev = 0;
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(body);
+        return;
+    }
     int rc = kw_engine_check(api->engine, res, perm, sub, &r, NULL, &d);
+    kw__v1_release(api, &snap);
     count_check(api, rc, r);
     json_decref(body);
     if (rc != KW_OK) {
@@ -58,13 +95,37 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                   rev);
 }
 
+/* items[i]: one CheckBulkPermissionsRequestItem; e's message is prefixed with its index. */
+static bool parse_item(json_t *it, size_t i, kw_check_item_t *out, kw__v1_perr_t *e)
+{
+    memset(out, 0, sizeof(*out));
+    bool ok = json_is_object(it) || kw__v1_bad(e, "must be an object");
+    ok = ok && kw__v1_known(it, "item", BULK_ITEM_FIELDS, e) &&
+         kw__v1_parse_object(json_object_get(it, "resource"), &out->resource, "resource", e) &&
+         kw__v1_req_str(it, "permission", &out->permission, e) &&
+         kw__v1_parse_subject(json_object_get(it, "subject"), &out->subject, e) &&
+         kw__v1_refuse_set(it, "item", "context", true, WHY_CONTEXT, e);
+    if (!ok) {
+        char msg[sizeof(e->msg)];
+        snprintf(msg, sizeof(msg), "%s", e->msg[0] ? e->msg : "invalid item");
+        snprintf(e->msg, sizeof(e->msg), "items[%zu]: %.150s", i, msg);
+    }
+    return ok;
+}
+
 void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &BULK_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     if (!body)
         return;
+    if (!kw__v1_refuse_true(body, BULK_MSG.name, "withTracing", WHY_TRACING, &e)) {
+        kw__v1_perr_answer(resp, &e);
+        json_decref(body);
+        return;
+    }
     json_t *arr = json_object_get(body, "items");
     size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
     if (!json_is_array(arr) || n > KW_MAX_UPDATES_PER_WRITE) {
@@ -80,20 +141,19 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *it = json_array_get(arr, i);
-        memset(&items[i], 0, sizeof(items[i]));
-        if (!json_is_object(it) ||
-            !kw__v1_parse_object(json_object_get(it, "resource"), &items[i].resource, "resource",
-                                 &e) ||
-            !kw__v1_req_str(it, "permission", &items[i].permission, &e) ||
-            !kw__v1_parse_subject(json_object_get(it, "subject"), &items[i].subject, &e)) {
-            kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg[0] ? e.msg : "invalid item");
+        if (!parse_item(json_array_get(arr, i), i, &items[i], &e)) {
+            kw__v1_perr_answer(resp, &e);
             json_decref(body);
             return;
         }
     }
-    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(body);
+        return;
+    }
     int rc = n ? kw_engine_check_bulk(api->engine, items, n, &engine_rev) : KW_OK;
+    kw__v1_release(api, &snap);
     if (rc != KW_OK) {
         kw__v1_fail(req, resp, rc, NULL);
         json_decref(body);
@@ -158,8 +218,9 @@ static int collect(kw_str_t id, void *ud)
 void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &LR_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_str_t type, perm;
     kw_subject_t sub;
     kw_diag_t d;
@@ -168,14 +229,25 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__v1_req_str(body, "resourceObjectType", &type, &e) ||
         !kw__v1_req_str(body, "permission", &perm, &e) ||
-        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e) ||
+        !kw__v1_refuse_set(body, LR_MSG.name, "context", true, WHY_CONTEXT, &e) ||
+        !kw__v1_refuse_uint(body, LR_MSG.name, "optionalLimit",
+                            "keyward does not implement cursors, so a limited page could not "
+                            "be continued (omit it, or send 0)",
+                            &e) ||
+        !kw__v1_refuse_set(body, LR_MSG.name, "optionalCursor", false, WHY_CURSOR, &e)) {
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
     ids_t l = {req->arena, NULL, 0, 0, KW_OK};
-    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(body);
+        return;
+    }
     int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &engine_rev, &d);
+    kw__v1_release(api, &snap);
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
         rc = l.rc;
@@ -198,13 +270,16 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 typedef struct {
     kw_buf_t *out;
     kw_engine_t *engine;
-    json_t *results; /* collected: the revision is known only after the call */
+    json_t *results;  /* collected: the revision is known only after the call */
+    bool no_wildcard; /* wildcardOption WILDCARD_OPTION_EXCLUDE_WILDCARDS */
     int rc;
 } subj_ctx_t;
 
 static int subj_cb(const kw_subject_result_t *r, void *ud)
 {
     subj_ctx_t *c = ud;
+    if (c->no_wildcard && kw_str_eq_c(r->id, "*"))
+        return 0;
     json_t *excl = json_array();
     for (size_t i = 0; excl && i < r->n_excluded; i++)
         json_array_append_new(excl, json_pack("{s:o, s:s}", "subjectObjectId",
@@ -222,13 +297,34 @@ static int subj_cb(const kw_subject_result_t *r, void *ud)
     return 0;
 }
 
+/* wildcardOption: UNSPECIFIED and INCLUDE_WILDCARDS answer the wildcard "*" (with its
+ * exclusions) like any subject; EXCLUDE_WILDCARDS leaves it out. Enum names only. */
+static bool wildcard_option(json_t *body, bool *exclude, kw__v1_perr_t *e)
+{
+    kw_str_t v;
+    *exclude = false;
+    if (!kw__v1_opt_str(body, "wildcardOption", &v, e))
+        return false;
+    if (v.len == 0 || kw_str_eq_c(v, "WILDCARD_OPTION_UNSPECIFIED") ||
+        kw_str_eq_c(v, "WILDCARD_OPTION_INCLUDE_WILDCARDS"))
+        return true;
+    if (kw_str_eq_c(v, "WILDCARD_OPTION_EXCLUDE_WILDCARDS")) {
+        *exclude = true;
+        return true;
+    }
+    return kw__v1_bad(e, "wildcardOption must be WILDCARD_OPTION_UNSPECIFIED, "
+                         "WILDCARD_OPTION_INCLUDE_WILDCARDS or WILDCARD_OPTION_EXCLUDE_WILDCARDS");
+}
+
 void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &LS_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_object_t res;
     kw_str_t perm, stype, srel;
+    bool no_wildcard = false;
     kw_diag_t d;
     kw_diag_clear(&d);
     if (!body)
@@ -236,16 +332,27 @@ void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
         !kw__v1_req_str(body, "permission", &perm, &e) ||
         !kw__v1_req_str(body, "subjectObjectType", &stype, &e) ||
-        !kw__v1_opt_str(body, "optionalSubjectRelation", &srel, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        !kw__v1_opt_str(body, "optionalSubjectRelation", &srel, &e) ||
+        !kw__v1_refuse_set(body, LS_MSG.name, "context", true, WHY_CONTEXT, &e) ||
+        !kw__v1_refuse_uint(body, LS_MSG.name, "optionalConcreteLimit",
+                            "keyward does not implement concrete limits", &e) ||
+        !kw__v1_refuse_set(body, LS_MSG.name, "optionalCursor", false, WHY_CURSOR, &e) ||
+        !wildcard_option(body, &no_wildcard, &e)) {
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    subj_ctx_t c = {&resp->body, api->engine, json_array(), KW_OK};
-    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    subj_ctx_t c = {&resp->body, api->engine, json_array(), no_wildcard, KW_OK};
+    kw_revision_t rev = 0, engine_rev = 0;
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(c.results);
+        json_decref(body);
+        return;
+    }
     int rc = c.results ? kw_engine_lookup_subjects(api->engine, res, perm, stype, srel, subj_cb, &c,
                                                    &engine_rev, &d)
                        : KW_ENOMEM;
+    kw__v1_release(api, &snap);
     json_decref(body);
     if (rc == 1 || rc == KW_OK)
         rc = c.rc;
@@ -310,8 +417,9 @@ static json_t *expand_json(const kw_expand_t *n, int depth)
 void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &EXPAND_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_object_t res;
     kw_str_t perm;
     kw_diag_t d;
@@ -320,13 +428,18 @@ void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
         !kw__v1_req_str(body, "permission", &perm, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
     kw_expand_t *tree = NULL;
-    kw_revision_t rev = kw__api_applied(api), engine_rev = 0;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(body);
+        return;
+    }
     int rc = kw_engine_expand(api->engine, res, perm, req->arena, &tree, &engine_rev, &d);
+    kw__v1_release(api, &snap);
     json_decref(body);
     if (rc != KW_OK) {
         kw__v1_fail(req, resp, rc, &d);

@@ -93,16 +93,66 @@ static unsigned write_flags(const write_ctx_t *c)
     return c->n_pre || c->del_limit ? KW__WRITE_ALONE : 0;
 }
 
+static const char *const WRITE_FIELDS[] = {"updates", "optionalPreconditions",
+                                           "optionalTransactionMetadata", NULL};
+static const kw__v1_msg_t WRITE_MSG = {"WriteRelationshipsRequest", WRITE_FIELDS};
+static const char *const UPDATE_FIELDS[] = {"operation", "relationship", NULL};
+static const char *const READ_FIELDS[] = {"consistency", "relationshipFilter", "optionalLimit",
+                                          "optionalCursor", NULL};
+static const kw__v1_msg_t READ_MSG = {"ReadRelationshipsRequest", READ_FIELDS};
+static const char *const DELETE_FIELDS[] = {"relationshipFilter",
+                                            "optionalPreconditions",
+                                            "optionalLimit",
+                                            "optionalAllowPartialDeletions",
+                                            "optionalTransactionMetadata",
+                                            NULL};
+static const kw__v1_msg_t DELETE_MSG = {"DeleteRelationshipsRequest", DELETE_FIELDS};
+
+#define WHY_METADATA "keyward has no Watch API to deliver transaction metadata to"
+
+/* updates[i]: one RelationshipUpdate; e's message is prefixed with its index. */
+static bool parse_update(json_t *u, size_t i, kw_update_t *out, kw__v1_perr_t *e)
+{
+    kw_str_t op;
+    bool ok = json_is_object(u) || kw__v1_bad(e, "must be an object {operation, relationship}");
+    ok = ok && kw__v1_known(u, "update", UPDATE_FIELDS, e) &&
+         kw__v1_req_str(u, "operation", &op, e) &&
+         kw__v1_parse_rel(json_object_get(u, "relationship"), &out->rel, e);
+    if (ok) {
+        if (kw_str_eq_c(op, "OPERATION_CREATE"))
+            out->op = KW_OP_CREATE;
+        else if (kw_str_eq_c(op, "OPERATION_TOUCH"))
+            out->op = KW_OP_TOUCH;
+        else if (kw_str_eq_c(op, "OPERATION_DELETE"))
+            out->op = KW_OP_DELETE;
+        else
+            ok = kw__v1_bad(
+                e, "operation must be OPERATION_CREATE, OPERATION_TOUCH or OPERATION_DELETE");
+    }
+    if (!ok) {
+        char msg[sizeof(e->msg)];
+        snprintf(msg, sizeof(msg), "%s", e->msg[0] ? e->msg : "invalid update");
+        snprintf(e->msg, sizeof(e->msg), "updates[%zu]: %.150s", i, msg);
+    }
+    return ok;
+}
+
 void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &WRITE_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_diag_t d;
     kw_diag_clear(&d);
     if (!body)
         return;
     write_ctx_t c = {api, NULL, 0, NULL, 0, NULL, 0, 0};
+    if (!kw__v1_refuse_set(body, "WriteRelationshipsRequest", "optionalTransactionMetadata", true,
+                           WHY_METADATA, &e)) {
+        kw__v1_perr_answer(resp, &e);
+        goto out;
+    }
     json_t *arr = json_object_get(body, "updates");
     if (!json_is_array(arr) || json_array_size(arr) == 0) {
         kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, "updates must be a non-empty array");
@@ -120,28 +170,14 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         goto out;
     }
     for (size_t i = 0; i < c.n; i++) {
-        json_t *u = json_array_get(arr, i);
-        kw_str_t op;
-        if (!json_is_object(u) || !kw__v1_req_str(u, "operation", &op, &e) ||
-            !kw__v1_parse_rel(json_object_get(u, "relationship"), &c.ups[i].rel, &e)) {
-            kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg[0] ? e.msg : "invalid update");
-            goto out;
-        }
-        if (kw_str_eq_c(op, "OPERATION_CREATE"))
-            c.ups[i].op = KW_OP_CREATE;
-        else if (kw_str_eq_c(op, "OPERATION_TOUCH"))
-            c.ups[i].op = KW_OP_TOUCH;
-        else if (kw_str_eq_c(op, "OPERATION_DELETE"))
-            c.ups[i].op = KW_OP_DELETE;
-        else {
-            kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT,
-                         "operation must be OPERATION_CREATE, OPERATION_TOUCH or OPERATION_DELETE");
+        if (!parse_update(json_array_get(arr, i), i, &c.ups[i], &e)) {
+            kw__v1_perr_answer(resp, &e);
             goto out;
         }
     }
     if (!kw__v1_parse_preconditions(json_object_get(body, "optionalPreconditions"), req->arena,
                                     &c.pre, &c.n_pre, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        kw__v1_perr_answer(resp, &e);
         goto out;
     }
     /* Refused before any transaction: 400 naming the relation and type. Preconditions
@@ -180,23 +216,34 @@ static int read_cb(const kw_rel_t *rel, void *ud)
 void kw__api_v1_rel_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &READ_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_filter_t f;
     kw_diag_t d;
     kw_diag_clear(&d);
     if (!body)
         return;
     size_t limit = 0;
-    if (!kw__v1_parse_filter(json_object_get(body, "relationshipFilter"), &f, &e) ||
-        !kw__v1_opt_limit(body, &limit, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+    kw_revision_t rev = 0;
+    if (!kw__v1_parse_filter(json_object_get(body, "relationshipFilter"), "relationshipFilter", &f,
+                             &e) ||
+        !kw__v1_opt_uint(body, "optionalLimit", &limit, &e) ||
+        !kw__v1_refuse_set(body, "ReadRelationshipsRequest", "optionalCursor", false,
+                           "keyward does not implement cursors (every result comes in one "
+                           "response)",
+                           &e)) {
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    kw_revision_t rev = kw__api_applied(api);
+    if (!kw__v1_hold(api, &snap, resp, &rev)) {
+        json_decref(body);
+        return;
+    }
     read_ctx_t c = {&resp->body, kw__v1_token_json(rev), limit, 0, KW_OK};
     int rc = c.token ? kw_engine_read(api->engine, &f, read_cb, &c, NULL, &d) : KW_ENOMEM;
+    kw__v1_release(api, &snap);
     json_decref(c.token);
     json_decref(body);
     if (rc == 1)
@@ -212,26 +259,27 @@ void kw__api_v1_rel_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &DELETE_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_filter_t f;
     kw_diag_t d;
     kw_diag_clear(&d);
     if (!body)
         return;
     write_ctx_t c = {api, NULL, 0, NULL, 0, &f, 0, 0};
-    json_t *partial = json_object_get(body, "optionalAllowPartialDeletions");
-    if (!kw__v1_parse_filter(json_object_get(body, "relationshipFilter"), &f, &e) ||
-        !kw__v1_opt_limit(body, &c.del_limit, &e) ||
+    if (!kw__v1_parse_filter(json_object_get(body, "relationshipFilter"), "relationshipFilter", &f,
+                             &e) ||
+        !kw__v1_opt_uint(body, "optionalLimit", &c.del_limit, &e) ||
         !kw__v1_parse_preconditions(json_object_get(body, "optionalPreconditions"), req->arena,
-                                    &c.pre, &c.n_pre, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
-        json_decref(body);
-        return;
-    }
-    if (json_is_true(partial)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT,
-                     "optionalAllowPartialDeletions is not supported");
+                                    &c.pre, &c.n_pre, &e) ||
+        !kw__v1_refuse_true(body, "DeleteRelationshipsRequest", "optionalAllowPartialDeletions",
+                            "keyward does not implement partial deletions (more matches than "
+                            "optionalLimit delete nothing)",
+                            &e) ||
+        !kw__v1_refuse_set(body, "DeleteRelationshipsRequest", "optionalTransactionMetadata", true,
+                           WHY_METADATA, &e)) {
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }

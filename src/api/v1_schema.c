@@ -12,10 +12,16 @@
 
 #define KW_MODULE "v1"
 
+static const char *const READ_SCHEMA_FIELDS[] = {NULL};
+static const kw__v1_msg_t READ_SCHEMA_MSG = {"ReadSchemaRequest", READ_SCHEMA_FIELDS};
+static const char *const WRITE_SCHEMA_FIELDS[] = {"schema", NULL};
+static const kw__v1_msg_t WRITE_SCHEMA_MSG = {"WriteSchemaRequest", WRITE_SCHEMA_FIELDS};
+
 void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &READ_SCHEMA_MSG, &snap);
     if (!body)
         return;
     json_decref(body);
@@ -47,15 +53,16 @@ void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    json_t *body = kw__v1_begin(api, req, resp);
-    kw__v1_perr_t e = {""};
+    kw__v1_snap_t snap;
+    json_t *body = kw__v1_begin(api, req, resp, &WRITE_SCHEMA_MSG, &snap);
+    kw__v1_perr_t e = {0, ""};
     kw_str_t text;
     kw_diag_t d;
     kw_diag_clear(&d);
     if (!body)
         return;
     if (!kw__v1_req_str(body, "schema", &text, &e)) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, e.msg);
+        kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }

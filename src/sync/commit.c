@@ -457,6 +457,22 @@ int kw_sync_write(kw_sync_t *s, kw_sync_tx_fn fn, void *ud, unsigned flags, kw_r
     return job.rc;
 }
 
+/* ---- holding the graph still ---- */
+
+kw_revision_t kw_sync_hold(kw_sync_t *s)
+{
+    /* Every change of the graph (a commit's apply, the follower's catch-up, a resync, a
+     * schema swap) runs under write_mu, and applied_rev moves only under it: while it is
+     * held the graph is exactly the state at applied_rev. */
+    pthread_mutex_lock(&s->write_mu);
+    return kw_sync_applied(s);
+}
+
+void kw_sync_release(kw_sync_t *s)
+{
+    pthread_mutex_unlock(&s->write_mu);
+}
+
 /* ---- the schema write ---- */
 
 /* After meta "schema" is stored: an EMPTY store transaction gives the change a store

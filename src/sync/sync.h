@@ -23,7 +23,8 @@
  *
  *   #  lock                 file        guards                                taken under
  *   1  write_mu             commit.c    the graph's changes, applied_rev's    nothing
- *                                       moves, the remembered schema text
+ *                                       moves, the remembered schema text;
+ *                                       an exact-revision read (kw_sync_hold)
  *   2  store write order    store       one write transaction at a time       1
  *                                       (kw_store_tx_begin .. commit)
  *   3  group_mu             commit.c    the group-commit queue, its leader    1 or nothing
@@ -114,6 +115,14 @@ KW_NODISCARD int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full);
  * the applied one, so the graph is exactly the committed state (the transaction holds
  * the write order). KW_OK at once on SQLite. */
 KW_NODISCARD int kw_sync_catch_up(kw_sync_t *s, kw_diag_t *diag);
+
+/* Holds the graph still for a read that must answer at one exact revision: takes the
+ * write mutex (lock 1), so nothing changes the graph until kw_sync_release, and returns
+ * the applied revision, at which the graph then exactly is. Between the two, call no
+ * sync function that takes the write mutex (it is not recursive) and keep it short:
+ * every write and the follower wait meanwhile. */
+kw_revision_t kw_sync_hold(kw_sync_t *s);
+void kw_sync_release(kw_sync_t *s);
 
 /* Applies relationship changes committed at `rev` to the engine as ONE engine batch,
  * whatever its size: readers see all of it or none. Callers serialize (the write mutex,

@@ -3,7 +3,8 @@
  * the lookup, on a real SQLite store and the real engine.
  *
  * Dataset (built through the store API in one transaction, then loaded into the engine
- * through kw_store_load_relationships + kw_sync_apply, as `keyward serve` starts):
+ * through kw_store_load_relationships + kw_sync_apply, 1,000 at a time: the same graph
+ * `keyward serve` loads at start with kw_sync_load):
  *   account A: admin "adm", members "uall" and "u1pct";
  *   agent X with --keys keys (default 100,000), agent Y with --other keys (default
  *   100,000; the same tenant, so a lookup also meets keys of another agent);
@@ -102,8 +103,8 @@ static void add_agent(kw_store_tx_t *tx, const char *acct, const char *name, lon
     }
 }
 
-/* Rebuilding the graph as `keyward serve` does: copy each streamed relationship into a
- * batch, write 1000 at a time with kw_sync_apply. */
+/* Rebuilding the graph: copy each streamed relationship into a batch, write 1000 at a
+ * time with kw_sync_apply (serve loads the same graph in one swap, kw_sync_load). */
 typedef struct {
     kw_engine_t *e;
     kw_arena_t *a;

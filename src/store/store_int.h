@@ -20,7 +20,7 @@
 #include "store.h"
 
 /* Object types whose rows the store owns; agent/key deletes remove every relationship
- * naming them (tag-kw-object-types: must match spec/agentex.zed and src/api). */
+ * naming them (tag-kw-object-types: must match src/api/agentex.zed and src/api). */
 #define KW__STORE_TYPE_AGENT "agent"
 #define KW__STORE_TYPE_KEY "agent_api_key"
 

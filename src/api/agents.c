@@ -1,7 +1,7 @@
 /*
  * api/agents.c - the /agents routes.
  *
- * Order of answers (spec/API.md): 401, then 422, then 400, then 404/403, then 409.
+ * Order of answers (docs/API.md): 401, then 422, then 400, then 404/403, then 409.
  * 404 collapse: an absent agent, an unreadable one and a non-UUID id all answer the same
  * bytes ({"detail": "Agent not found."}, no extra headers). 403 only when `read` holds.
  */

@@ -2,7 +2,7 @@
  * api/routes.c - the service's route table, its context (kw_api_t), its extra metrics
  * and the schema requirements of the routes.
  *
- * Invariant: every route of spec/API.md appears here exactly once; /openapi.json
+ * Invariant: every route of docs/API.md appears here exactly once; /openapi.json
  * (ops.c) describes the same set (tag-kw-api-routes: keep the two in step).
  */
 #include <inttypes.h>

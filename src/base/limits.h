@@ -19,6 +19,8 @@
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000
+/* Subject sets expanded for one expected-relations entry of a validation file (vfile). */
+#define KW_MAX_VFILE_EXPANSIONS 100000
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 

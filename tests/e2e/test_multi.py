@@ -1,6 +1,6 @@
 """Several keyward instances over ONE PostgreSQL database (PostgreSQL mode only).
 
-What the tests hold the instances to (issue 4, /work/prompts/pg2_contract.md):
+What the tests hold the instances to (issue 4; docs/DEPLOYMENT.md describes the deployment):
 - coherence: a write on A is visible (authorized!) on B without any header within 100 ms
   (median of several tries; each within 1.5 s at worst), revocations included;
 - X-Keyward-Revision: the revision of A's write presented to B makes B answer with the write

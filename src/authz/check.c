@@ -19,7 +19,7 @@
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 enum { MEMO_UNKNOWN = 1, MEMO_OPEN, MEMO_YES, MEMO_NO };
 
@@ -240,7 +240,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
                                "relationship cycle through the subtracted side of an exclusion "
                                "at %.*s:%s#%.*s",
-                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
+                               KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
         return 0;
@@ -250,14 +251,15 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     if (c->depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
                            "check exceeded the maximum depth of %d at %.*s:%s#%.*s",
-                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
-                           KW_STR_FMT(rd->name));
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
+                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;
     c->frame_neg[d] = c->neg;
     int my_low = NO_LOW;
-    int r = rd->is_permission ? ck_expr(c, node, rd->expr, &my_low) : ck_sets(c, node, rel, &my_low);
+    int r =
+        rd->is_permission ? ck_expr(c, node, rd->expr, &my_low) : ck_sets(c, node, rel, &my_low);
     c->depth--;
     /* The table may have grown during the recursion: look the entry up again. */
     m = memo_get(c, node, rel);
@@ -330,4 +332,90 @@ static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x,
     default: /* NIL, and arrows need relationships */
         return false;
     }
+}
+
+/* ---- the entry points: Check and CheckBulk ---- */
+
+/* One check under the read lock, sharing `c` (and its memo) with other items. */
+static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
+                     kw_check_result_t *result, kw_diag_t *diag)
+{
+    uint16_t t, r, stype, srel;
+    uint32_t snode;
+    c->diag = diag;
+    int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
+    if (rc == KW_OK)
+        rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
+    if (rc == KW_OK && !kw__id_ok(res.id))
+        rc = kw__bad_id(diag, "resource", res.id);
+    if (rc != KW_OK)
+        return rc;
+    /* Both lookups at once: their cache misses overlap. */
+    const uint16_t types[2] = {t, stype};
+    const kw_str_t ids[2] = {res.id, subj.id};
+    uint32_t nodes[2];
+    kw__graph_find2(&e->g, types, ids, nodes);
+    uint32_t rnode = nodes[0];
+    snode = nodes[1];
+    if (rnode == KW_NODE_NONE) {
+        /* A subject set has itself, even when the object has no relationships at all. */
+        bool self = srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id) &&
+                    kw__ck_absent(e->model->schema, t, r, srel, 0);
+        *result = self ? KW_CHECK_YES : KW_CHECK_NO;
+        return KW_OK;
+    }
+    kw__ck_subject(c, snode, stype, srel);
+    int v = kw__ck_check(c, rnode, r);
+    if (v < 0)
+        return v;
+    *result = v == 1 ? KW_CHECK_YES : KW_CHECK_NO;
+    return KW_OK;
+}
+
+int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_subject_t subject,
+                    kw_check_result_t *result, kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_ck_t c;
+    kw_check_result_t res = KW_CHECK_NO;
+    kw__engine_rdlock(e);
+    int rc;
+    if (!e->model) {
+        rc = kw__engine_no_schema(diag);
+    } else {
+        kw__ck_init(&c, &e->g, e->model->schema, diag);
+        rc = check_one(e, &c, resource, permission, subject, &res, diag);
+        kw__ck_close(&c);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw__engine_unlock(e);
+    if (rc == KW_OK)
+        *result = res;
+    return rc;
+}
+
+int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n, kw_revision_t *rev)
+{
+    kw_ck_t c;
+    kw__engine_rdlock(e);
+    if (!e->model) {
+        for (size_t i = 0; i < n; i++) {
+            items[i].result = KW_CHECK_NO;
+            items[i].rc = kw__engine_no_schema(&items[i].diag);
+        }
+    } else {
+        kw__ck_init(&c, &e->g, e->model->schema, NULL);
+        for (size_t i = 0; i < n; i++) {
+            kw_check_item_t *it = &items[i];
+            kw_check_result_t res = KW_CHECK_NO;
+            kw_diag_clear(&it->diag);
+            it->rc = check_one(e, &c, it->resource, it->permission, it->subject, &res, &it->diag);
+            it->result = it->rc == KW_OK ? res : KW_CHECK_NO;
+        }
+        kw__ck_close(&c);
+    }
+    if (rev)
+        *rev = e->rev;
+    kw__engine_unlock(e);
+    return KW_OK;
 }

@@ -12,7 +12,7 @@
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 typedef struct ex_ctx {
     const kw_graph_t *g;
@@ -158,14 +158,14 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
     return KW_OK;
 }
 
-int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
-                     kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev, kw_diag_t *diag)
+int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_arena_t *arena,
+                     kw_expand_t **out, kw_revision_t *rev, kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     kw_expand_t *root = NULL;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
         goto done;
     }
     uint16_t t, r;
@@ -199,7 +199,7 @@ int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
 done:
     if (rc == KW_OK && rev)
         *rev = e->rev;
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     if (rc == KW_OK)
         *out = root;
     return rc;

@@ -15,7 +15,7 @@
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 /* ---- a set of (node, rel) pairs plus the work queue ---- */
 
@@ -132,7 +132,6 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         rc = kw__resolve_subject(e, subject, &stype, &srel, &snode, diag);
     if (rc != KW_OK)
         return rc;
-    /* The subject set itself, even without any relationships. */
     if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t &&
         kw__ck_absent(m->schema, t, r, srel, 0)) {
         /* The subject set itself (absent from the graph, so the walk cannot list it). */
@@ -195,16 +194,16 @@ int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t 
                                kw_subject_t subject, kw_id_cb cb, void *ud, kw_revision_t *rev,
                                kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
     } else {
         rc = lookup_resources_locked(e, resource_type, permission, subject, cb, ud, diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     return rc;
 }
 
@@ -344,8 +343,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             kw_subject_result_t res = {kw__node_str(nd), NULL, 0};
             rc = cb(&res, ud);
         } else if (srel == KW_REL_NONE) {
-            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) !=
-                KW_OK)
+            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) != KW_OK)
                 rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
             else
                 excluded[n_excl++] = kw__node_str(nd);
@@ -374,16 +372,16 @@ int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t per
                               kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
                               void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
     } else {
-        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb,
-                                    ud, diag);
+        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb, ud,
+                                    diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     return rc;
 }

@@ -15,7 +15,9 @@
  * the frame it depends on is the one being closed (lowlink). "Yes" is always sound and
  * memoized. Hitting an open frame across the subtracted side of an exclusion makes the
  * answer depend on its own negation: KW_ECYCLE (fail closed). Depth is capped at
- * KW_MAX_CHECK_DEPTH nested (node, rel) frames: KW_EDEPTH.
+ * KW_MAX_CHECK_DEPTH nested (node, rel) frames: KW_EDEPTH; the evaluations of one check
+ * at KW_MAX_CHECK_STEPS: KW_EBUDGET (tag-kw-query-budget; results under an open cycle are
+ * recomputed, so without it the work could double per frame).
  */
 #include <string.h>
 
@@ -220,7 +222,11 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     if (rel >= ty->n_rels)
         return kw_diag_set(c->diag, KW_EINTERNAL, 0, 0, "relation index out of range");
     const kw_relation_t *rd = &ty->rels[rel];
-    c->steps++;
+    if (++c->steps > KW_MAX_CHECK_STEPS) /* tag-kw-query-budget */
+        return kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
+                           "check exceeded its budget of %u steps at %.*s:%s#%.*s",
+                           KW_MAX_CHECK_STEPS, KW_STR_FMT(ty->name),
+                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
     if (!rd->is_permission) {
         if (direct_match(c, node, rel))
             return 1;
@@ -284,6 +290,7 @@ int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
     int low = NO_LOW;
     c->depth = 0;
     c->neg = 0;
+    c->steps = 0;
     int r = ck_rel(c, node, rel, &low);
     if (r < 0 && c->memo) {
         /* An aborted search leaves open markers behind: forget everything. */
@@ -293,45 +300,73 @@ int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
     return r;
 }
 
-static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
-                        int depth);
+/* The schema-only walk of kw__ck_absent. Without relationships nothing is memoized, and
+ * a permission that names the one before it several times makes the walk exponential:
+ * every path counts against the check budget (tag-kw-query-budget). */
+typedef struct absent {
+    const kw_schema_t *s;
+    uint16_t srel;
+    uint32_t steps;
+    kw_diag_t *diag;
+} absent_t;
 
-bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth)
+static int absent_expr(absent_t *a, uint16_t type, const kw_expr_t *x, int depth);
+
+static int absent_rel(absent_t *a, uint16_t type, uint16_t rel, int depth)
 {
-    if (rel == srel)
-        return true;
-    const kw_relation_t *rd = &s->types[type].rels[rel];
+    if (rel == a->srel)
+        return 1;
+    const kw_relation_t *rd = &a->s->types[type].rels[rel];
     if (!rd->is_permission || depth > KW_MAX_EXPR_DEPTH)
-        return false; /* no relationships; the compiler refuses same-object REF cycles */
-    return absent_expr(s, type, rd->expr, srel, depth + 1);
+        return 0; /* no relationships; the compiler refuses same-object REF cycles */
+    if (++a->steps > KW_MAX_CHECK_STEPS)
+        return kw_diag_set(a->diag, KW_EBUDGET, 0, 0,
+                           "check exceeded its budget of %u steps in the schema of %.*s#%.*s",
+                           KW_MAX_CHECK_STEPS, KW_STR_FMT(a->s->types[type].name),
+                           KW_STR_FMT(rd->name));
+    return absent_expr(a, type, rd->expr, depth + 1);
 }
 
-static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
-                        int depth)
+/* 1 or 0 as the expression holds for the subject set itself, or a negative KW_E*. */
+static int absent_expr(absent_t *a, uint16_t type, const kw_expr_t *x, int depth)
 {
     switch (x->kind) {
     case KW_EXPR_REF:
-        return kw__ck_absent(s, type, x->rel, srel, depth + 1);
+        return absent_rel(a, type, x->rel, depth + 1);
     case KW_EXPR_UNION:
-        for (uint32_t i = 0; i < x->n_children; i++)
-            if (absent_expr(s, type, x->children[i], srel, depth + 1))
-                return true;
-        return false;
+        for (uint32_t i = 0; i < x->n_children; i++) {
+            int r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 0)
+                return r;
+        }
+        return 0;
     case KW_EXPR_INTERSECT:
-        for (uint32_t i = 0; i < x->n_children; i++)
-            if (!absent_expr(s, type, x->children[i], srel, depth + 1))
-                return false;
-        return true;
-    case KW_EXPR_EXCLUDE:
-        if (!absent_expr(s, type, x->children[0], srel, depth + 1))
-            return false;
-        for (uint32_t i = 1; i < x->n_children; i++)
-            if (absent_expr(s, type, x->children[i], srel, depth + 1))
-                return false;
-        return true;
-    default: /* NIL, and arrows need relationships */
-        return false;
+        for (uint32_t i = 0; i < x->n_children; i++) {
+            int r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 1)
+                return r;
+        }
+        return 1;
+    case KW_EXPR_EXCLUDE: {
+        int r = absent_expr(a, type, x->children[0], depth + 1);
+        if (r != 1)
+            return r;
+        for (uint32_t i = 1; i < x->n_children; i++) {
+            r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 0)
+                return r < 0 ? r : 0;
+        }
+        return 1;
     }
+    default: /* NIL, and arrows need relationships */
+        return 0;
+    }
+}
+
+int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, kw_diag_t *diag)
+{
+    absent_t a = {s, srel, 0, diag};
+    return absent_rel(&a, type, rel, 0);
 }
 
 /* ---- the entry points: Check and CheckBulk ---- */
@@ -359,8 +394,11 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     snode = nodes[1];
     if (rnode == KW_NODE_NONE) {
         /* A subject set has itself, even when the object has no relationships at all. */
-        bool self = srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id) &&
-                    kw__ck_absent(e->model->schema, t, r, srel, 0);
+        int self = 0;
+        if (srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id))
+            self = kw__ck_absent(e->model->schema, t, r, srel, diag);
+        if (self < 0)
+            return self;
         *result = self ? KW_CHECK_YES : KW_CHECK_NO;
         return KW_OK;
     }

@@ -177,18 +177,22 @@ typedef struct kw_ck {
     uint32_t memo_cap, memo_used;
     kw_memo_ent_t inline_memo[KW_MEMO_INLINE];
     kw_diag_t *diag;
-    uint64_t steps;
+    uint32_t steps; /* (node, rel) evaluations of the current kw__ck_check */
 } kw_ck_t;
 
 void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_t *diag);
 void kw__ck_close(kw_ck_t *c);
 void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel);
-/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error). */
+/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error): KW_EDEPTH, KW_ECYCLE,
+ * KW_ENOMEM, or KW_EBUDGET past KW_MAX_CHECK_STEPS evaluations (c->steps counts those of
+ * this call). */
 KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
 
 /* For an object with no relationships at all: does it have `rel` for the subject set
  * (same object)#srel? Only "a subject set has itself" can make it true, reached through
- * same-object references. */
-bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth);
+ * same-object references. 1 yes, 0 no, or KW_EBUDGET (diag set) when the schema walk
+ * passes KW_MAX_CHECK_STEPS paths. */
+KW_NODISCARD int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel,
+                               kw_diag_t *diag);
 
 #endif

@@ -160,7 +160,7 @@ static kw_engine_t *ring_engine(void)
     if (!e)
         return NULL;
     char bufs[2 * RING + 3][64];
-    const char *rels[2 * RING + 3];
+    const char *rels[2 * RING + 4]; /* and the NULL at the end */
     size_t n = 0;
     for (int i = 0; i < RING; i++) {
         for (int k = 1; k <= 2; k++) {

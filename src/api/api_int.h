@@ -182,17 +182,19 @@ void kw__api_advance(kw_api_t *api, kw_revision_t rev);
 KW_NODISCARD int kw__api_catch_up(kw_api_t *api, kw_diag_t *diag);
 /* Waits until applied_rev >= min and the instance is fresh; with `full`, first catches up
  * to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached within
- * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up). */
+ * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up); KW_EINVAL, at
+ * once: min is beyond the store's current revision (no instance has committed it). */
 KW_NODISCARD int kw__api_await(kw_api_t *api, kw_revision_t min, bool full);
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
 bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);
 /* For every data route, right after authentication: 422 for a malformed
- * X-Keyward-Revision, 503 "Revision not yet available" after the bounded wait, 503
+ * X-Keyward-Revision or one beyond the store's current revision, 503 "Revision not yet available" after the bounded wait, 503
  * "Database unavailable" when not fresh. false: the answer is written. */
 bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
 
 #define KW__MSG_REV_LATE "Revision not yet available"
 #define KW__MSG_REV_BAD "X-Keyward-Revision must be a decimal revision number."
+#define KW__MSG_REV_AHEAD "X-Keyward-Revision is ahead of every committed revision."
 
 /* ---- route handlers ---- */
 void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

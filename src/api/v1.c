@@ -34,6 +34,7 @@ enum {
     GRPC_ALREADY_EXISTS = 6,
     GRPC_PERMISSION_DENIED = 7,
     GRPC_FAILED_PRECONDITION = 9,
+    GRPC_OUT_OF_RANGE = 11,
     GRPC_INTERNAL = 13,
     GRPC_UNAVAILABLE = 14,
     GRPC_UNAUTHENTICATED = 16,
@@ -156,6 +157,11 @@ static json_t *v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         return NULL;
     }
     int rc = kw__api_await(api, min, full);
+    if (rc == KW_EINVAL) { /* SpiceDB: an unusable ZedToken is OUT_OF_RANGE (HTTP 400) */
+        json_decref(root);
+        v1_error(resp, 400, GRPC_OUT_OF_RANGE, "invalid zedtoken: revision is in the future");
+        return NULL;
+    }
     if (rc != KW_OK) {
         json_decref(root);
         v1_error(resp, 503, GRPC_UNAVAILABLE, rc == KW_ETIMEOUT ? KW__MSG_REV_LATE : KW__MSG_DB);

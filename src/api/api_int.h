@@ -28,6 +28,10 @@ struct kw_api {
     _Atomic uint64_t checks_allowed;
     _Atomic uint64_t checks_denied;
     _Atomic uint64_t checks_error;
+    /* Rows the list routes read from the store (agents.c, keys_routes.c): what a page
+     * costs, for /metrics (keyward_list_rows_loaded_total). */
+    _Atomic uint64_t list_rows_agents;
+    _Atomic uint64_t list_rows_keys;
     /* ---- coherence (follow.c) ----
      * applied_rev: the STORE revision the graph reflects (every revision <= it applied).
      * Written only under write_mu, after the engine has the changes (release); readers

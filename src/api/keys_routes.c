@@ -19,6 +19,19 @@
 
 #define KEY_BATCH 256
 
+#define XSTR(x) STR_(x)
+#define STR_(x) #x
+
+/* The 422 of a bad key name names the cap. */
+static const char msg_name[] =
+    "name is required: 1-" XSTR(KW_MAX_NAME_CHARS) " characters of UTF-8, no control characters.";
+
+/* A supplied internal/external api_key that some key already has (whose agent or tenant
+ * ever): refused with a message that says nothing about where the secret is in use. */
+#define MSG_KEY_UNUSABLE                                                                           \
+    "api_key cannot be used: supply another value, or leave api_key out to have one "              \
+    "generated."
+
 static void agent_404(kw_http_resp_t *resp)
 {
     kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
@@ -154,8 +167,7 @@ static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_
     }
     if (!kw__api_json_str(body, "name", name, &has_name) || !has_name ||
         !kw_api_name_valid(*name, true)) {
-        kw_http_resp_error(resp, 422,
-                           "name is required: 1-255 characters of UTF-8, no control characters.");
+        kw_http_resp_error(resp, 422, msg_name);
         return false;
     }
     if (!kw__api_json_str(body, "api_key_type", &t, &has_type) ||
@@ -352,6 +364,7 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                                     batch, scratch, &rows, &n);
         if (rc != KW_OK || n == 0)
             break;
+        atomic_fetch_add_explicit(&api->list_rows_keys, n, memory_order_relaxed);
         for (size_t i = 0; i < n; i++)
             items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), kw_str_c(rows[i].id)},
                                          KW_STR("read"), p.subject, KW_CHECK_NO, KW_OK, {0}};

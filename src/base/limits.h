@@ -19,6 +19,11 @@
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000
+/* Free-text fields of the agent and key routes, in Unicode code points (docs/API.md,
+ * "Field limits"): names (agent, key, agent_name) as the contract fixes them, and an agent's
+ * description, which the contract leaves open (at most 4 bytes a code point: 16 KiB). */
+#define KW_MAX_NAME_CHARS 255
+#define KW_MAX_DESCRIPTION_CHARS 4096
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 

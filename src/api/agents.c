@@ -194,6 +194,8 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     kw_agent_t ag;
+    bool ok = false;
+    kw_revision_t rev = 0;
     if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     if (!kw_api_name_valid(req->params[0], false)) {
@@ -207,15 +209,27 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
         return;
     }
     int rc = kw_store_agent_get_by_name(api->store, p.account, req->params[0], req->arena, &ag);
-    if (rc == KW_ENOTFOUND) {
-        agent_404(resp);
-        return;
-    }
-    if (rc != KW_OK) {
+    if (rc != KW_OK && rc != KW_ENOTFOUND) {
         kw__api_fail(req, resp, rc, "get agent by name");
         return;
     }
-    answer_agent(api, req, resp, &p, kw_str_c(ag.id));
+    /* The same check whether the name exists or not (the decoy when it does not), so an
+     * absent name does not answer measurably sooner than an unreadable one. The row is
+     * the one just read: agents are never updated in place. */
+    bool found = rc == KW_OK;
+    rc = kw__api_can(api, &p, "agent", found ? kw_str_c(ag.id) : KW_STR(KW__DECOY_ID), "read", &ok,
+                     &rev);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check agent read");
+        return;
+    }
+    if (!found || !ok) {
+        agent_404(resp);
+        return;
+    }
+    resp->status = 200;
+    kw__api_agent_json(&resp->body, &ag);
+    kw__api_revision(req, resp, rev);
 }
 
 typedef struct {

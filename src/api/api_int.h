@@ -90,6 +90,11 @@ struct kw_api {
 #define KW__MSG_DB "Database unavailable"
 #define KW__MSG_INTERNAL "Internal server error"
 
+/* A UUIDv7 that kw_api_uuid_v7 never makes (its time is the epoch): the object of the
+ * `read` check that the by-name routes still run for a name that does not exist, so an
+ * absent name costs the same work as an unreadable one (agents.c, keys_routes.c). */
+#define KW__DECOY_ID "00000000-0000-7000-8000-000000000000"
+
 typedef enum {
     KW__PRINCIPAL_USER = 1,
     KW__PRINCIPAL_SERVICE_ACCOUNT,

@@ -274,6 +274,8 @@ def test_many_future_revisions_do_not_stall_other_tenants(tenant, new_tenant):
         for th in threads:
             th.join(30)
     lat.sort()
-    assert lat[len(lat) // 2] < 0.5, lat  # stalled, the median was ~4 s (issue 9)
-    assert lat[-1] < 2.0, lat
+    # stalled, the median was 3.5 s (docs/BENCHMARKS.md); each attacker request held a
+    # worker for the 2 s wait, so even the 90th percentile stays well under it now
+    assert lat[len(lat) // 2] < 0.5, lat
+    assert lat[len(lat) * 9 // 10] < 1.0, lat
     assert statuses and set(statuses) == {422}, set(statuses)

@@ -36,6 +36,11 @@
 #define KW_MAX_PRECONDITIONS 1000
 /* Subject sets expanded for one expected-relations entry of a validation file (vfile). */
 #define KW_MAX_VFILE_EXPANSIONS 100000
+/* Free-text fields of the agent and key routes, in Unicode code points (docs/API.md,
+ * "Field limits"): names (agent, key, agent_name) as the contract fixes them, and an agent's
+ * description, which the contract leaves open (at most 4 bytes a code point: 16 KiB). */
+#define KW_MAX_NAME_CHARS 255
+#define KW_MAX_DESCRIPTION_CHARS 4096
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 

@@ -141,7 +141,7 @@ bool kw_api_name_valid(kw_str_t s, bool allow_slash)
         if (cp == '/' && !allow_slash)
             return false;
         i += need;
-        if (++n_cp > 255)
+        if (++n_cp > KW_MAX_NAME_CHARS)
             return false;
     }
     return true;
@@ -360,6 +360,10 @@ bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
     int rc = kw_sync_await(api->sync, min, false);
     if (rc == KW_OK)
         return true;
+    if (rc == KW_EINVAL) {
+        kw_http_resp_error(resp, 422, KW__MSG_REV_AHEAD);
+        return false;
+    }
     if (rc == KW_ETIMEOUT) {
         kw_log(KW_LOG_INFO, KW_MODULE,
                "request %s: presented revision %" PRIu64 " not reached (at %" PRIu64 ")",

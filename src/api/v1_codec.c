@@ -53,6 +53,9 @@ void kw__v1_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const kw_diag
     case KW_ECYCLE:
         kw__v1_error(resp, 400, KW__GRPC_FAILED_PRECONDITION, msg);
         return;
+    case KW_EBUDGET: /* the query's node/byte budget (base/limits.h): SpiceDB's max-depth answer */
+        kw__v1_error(resp, 429, KW__GRPC_RESOURCE_EXHAUSTED, msg);
+        return;
     default:
         kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: %s", req->request_id, kw_err_name(rc));
         kw__v1_error(resp, 500, KW__GRPC_INTERNAL, KW__MSG_INTERNAL);

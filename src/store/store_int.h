@@ -25,7 +25,7 @@
 #include "tx_changes.h"
 
 /* Object types whose rows the store owns; agent/key deletes remove every relationship
- * naming them (tag-kw-object-types: must match spec/agentex.zed and src/api). */
+ * naming them (tag-kw-object-types: must match src/api/agentex.zed and src/api). */
 #define KW__STORE_TYPE_AGENT "agent"
 #define KW__STORE_TYPE_KEY "agent_api_key"
 

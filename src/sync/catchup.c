@@ -321,6 +321,13 @@ int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full)
         return KW_OK;
     if (min == 0) /* nothing presented: not fresh is an outage, answered at once */
         return KW_EDB;
+    /* A revision beyond the store's current one has been committed by no instance: no wait
+     * can reach it, so it is refused at once instead of holding a worker for freshness_ms
+     * (issue 9, item 3). One cheap read, only for a revision ahead of the applied one; if
+     * the store cannot answer, the wait below decides as before. */
+    kw_revision_t committed = 0;
+    if (kw_store_revision(s->store, &committed) == KW_OK && min > committed)
+        return KW_EINVAL;
     struct timespec until = kw__sync_deadline_in(s->freshness_ms);
     pthread_mutex_lock(&s->rev_mu);
     while (!(kw_sync_is_fresh(s) && kw_sync_applied(s) >= min)) {

@@ -108,7 +108,8 @@ kw_revision_t kw_sync_applied(kw_sync_t *s);
 bool kw_sync_is_fresh(kw_sync_t *s);
 /* Waits until the applied revision is >= min and the instance is fresh; with `full`,
  * first catches up to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached
- * within freshness_ms; KW_EDB: not fresh (database unreachable / not caught up). Not
+ * within freshness_ms; KW_EDB: not fresh (database unreachable / not caught up); KW_EINVAL,
+ * at once: min is beyond the store's current revision (no instance has committed it). Not
  * fresh and min == 0 answers at once. */
 KW_NODISCARD int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full);
 /* Only inside a kw_sync_tx_fn (write_mu held): applies every committed revision after

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import SPEC_DIR, Admin, Client, ndjson, rel
+from conftest import DEFAULT_SCHEMA, VALIDATION_FILE, Admin, Client, ndjson, rel
 
 V1 = ["/v1/relationships/write", "/v1/relationships/read", "/v1/relationships/delete",
       "/v1/permissions/check", "/v1/permissions/checkbulk", "/v1/permissions/resources",
@@ -56,7 +56,7 @@ def _valid_body(route):
                                      "subjectObjectType": "user"},
         "/v1/permissions/expand": {"resource": obj("agent:nothing"), "permission": "read"},
         "/v1/schema/read": {},
-        "/v1/schema/write": {"schema": open(os.path.join(SPEC_DIR, "agentex.zed"), encoding="utf-8").read()},
+        "/v1/schema/write": {"schema": open(DEFAULT_SCHEMA, encoding="utf-8").read()},
     }[route]
 
 
@@ -159,8 +159,7 @@ def test_v1_malformed_bodies(admin):
 
 
 def _load_validation():
-    path = os.path.join(SPEC_DIR, "agentex.validation.yaml")
-    text = open(path, encoding="utf-8").read()
+    text = open(VALIDATION_FILE, encoding="utf-8").read()
     rels = re.search(r"^relationships: \|-\n((?:  .*\n?)+)", text, re.M).group(1).split("\n")
     rels = [l.strip() for l in rels if l.strip()]
     t = re.search(r"assertTrue:\n((?:    - .*\n)+)", text).group(1)

@@ -11,8 +11,8 @@
 #include "keys.h"
 
 #define KW__KEY_SUBKEY_LEN 32
-/* An HS256 secret longer than this is refused: HMAC hashes long keys down anyway, and the
- * bound keeps the key length representable as OpenSSL's int. */
+/* An HS256 secret longer than this is refused: HMAC hashes long keys down anyway, and a
+ * bound keeps a configuration mistake (a whole file as the secret) visible. */
 #define KW__TOKEN_SECRET_MAX 4096
 
 struct kw_keyring {

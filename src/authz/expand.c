@@ -24,12 +24,10 @@ typedef struct ex_ctx {
 /* Copies s into the arena (the tree must outlive the read lock); ok cleared on OOM. */
 static kw_str_t dup(const ex_ctx_t *c, kw_str_t s, bool *ok)
 {
-    char *p = kw_arena_strndup(c->a, s.ptr ? s.ptr : "", s.len);
-    if (!p) {
+    kw_str_t out = KW_STR("");
+    if (kw_arena_str_copy(c->a, s, &out) != KW_OK)
         *ok = false;
-        return KW_STR("");
-    }
-    return (kw_str_t){p, s.len};
+    return out;
 }
 
 static kw_str_t node_str(const ex_ctx_t *c, uint32_t n, bool *ok)

@@ -85,27 +85,6 @@ static bool parse_listen(const char *s, char **host, uint16_t *port)
     return *host != NULL;
 }
 
-static int read_file(const char *path, kw_buf_t *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return KW_EIO;
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        kw_buf_append(out, chunk, n);
-        if (out->len > KW_MAX_SCHEMA_BYTES) {
-            fclose(f);
-            return KW_ETOOLARGE;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err)
-        return KW_EIO;
-    return out->failed ? KW_ENOMEM : KW_OK;
-}
-
 /* Rebuilding the graph: relationships are copied (the store's strings live only during
  * the callback) into a batch and written to the engine 1000 at a time. */
 typedef struct {
@@ -129,30 +108,13 @@ static int flush(loader_t *l, kw_revision_t at)
     return rc;
 }
 
-static kw_str_t copy_str(kw_arena_t *a, kw_str_t s, bool *oom)
-{
-    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
-    if (!p)
-        *oom = true;
-    return (kw_str_t){p, s.len};
-}
-
 static int on_rel(const kw_rel_t *rel, void *ud)
 {
     loader_t *l = ud;
-    bool oom = false;
     kw_update_t *u = &l->ups[l->n];
     u->op = KW_OP_TOUCH;
-    u->rel.resource.type = copy_str(l->arena, rel->resource.type, &oom);
-    u->rel.resource.id = copy_str(l->arena, rel->resource.id, &oom);
-    u->rel.relation = copy_str(l->arena, rel->relation, &oom);
-    u->rel.subject.type = copy_str(l->arena, rel->subject.type, &oom);
-    u->rel.subject.id = copy_str(l->arena, rel->subject.id, &oom);
-    u->rel.subject.relation = copy_str(l->arena, rel->subject.relation, &oom);
-    if (oom) {
-        l->rc = KW_ENOMEM;
+    if ((l->rc = kw_rel_copy(l->arena, rel, &u->rel)) != KW_OK)
         return 1;
-    }
     if (++l->n == LOAD_BATCH) {
         l->rc = flush(l, 0);
         if (l->rc != KW_OK)
@@ -172,13 +134,16 @@ static int install_schema(kw_engine_t *engine, kw_store_t *store, const char *sc
     kw_diag_clear(&d);
     if (schema_path) {
         source = schema_path;
-        rc = read_file(schema_path, &text);
+        char *file = NULL;
+        size_t len = 0;
+        rc = kw_read_file(schema_path, KW_MAX_SCHEMA_BYTES, &file, &len);
         if (rc != KW_OK) {
             fprintf(stderr, "keyward: cannot read schema %s: %s\n", schema_path,
                     rc == KW_EIO ? strerror(errno) : kw_strerror(rc));
-            kw_buf_free(&text);
             return rc;
         }
+        kw_buf_append(&text, file, len);
+        kw_free(file);
     } else {
         kw_arena_t *a = kw_arena_new(0);
         char *val = NULL;

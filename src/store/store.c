@@ -237,12 +237,9 @@ int kw__store_tx_record(kw_store_tx_t *tx, kw_op_t op, const kw_str_t f[6])
         return KW_ENOMEM;
     tx->ups = p;
     kw_str_t c[6];
-    for (int i = 0; i < 6; i++) {
-        char *d = kw_arena_strndup(tx->strs, f[i].ptr, f[i].len);
-        if (!d)
+    for (int i = 0; i < 6; i++)
+        if (kw_arena_str_copy(tx->strs, f[i], &c[i]) != KW_OK)
             return KW_ENOMEM;
-        c[i] = (kw_str_t){d, f[i].len};
-    }
     tx->ups[tx->n_ups++] = (kw_update_t){op, {{c[0], c[1]}, c[2], {c[3], c[4], c[5]}}};
     return KW_OK;
 }

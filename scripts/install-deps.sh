@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config clang libclang-rt-14-dev
-  libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev libssl-dev
+  libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev
   libyaml-dev libcurl4-openssl-dev libpq-dev
   postgresql
   python3 python3-pytest python3-requests

@@ -35,7 +35,7 @@
 #define ID_LEN 36
 
 /* The default schema without its comments, for runs without a schema path. It must stay
- * equivalent to shared/spec/agentex.zed (tag-kw-agentex-schema). */
+ * equivalent to src/api/agentex.zed (tag-kw-agentex-schema). */
 static const char embedded_schema[] =
     "definition user {}\n"
     "definition service_account {}\n"

@@ -1,5 +1,5 @@
 /*
- * api/api.h - the agent API-key service: the HTTP routes of spec/API.md on top of the
+ * api/api.h - the agent API-key service: the HTTP routes of docs/API.md on top of the
  * authorization engine (authz), the durable store (store) and the keyring (keys).
  *
  * Ownership: kw_api_t is process-lifetime (kw_api_new/kw_api_free). It BORROWS the engine,
@@ -23,7 +23,7 @@
 
 typedef struct kw_api kw_api_t;
 
-/* The built-in default schema (a copy of spec/agentex.zed), NUL-terminated. */
+/* The built-in default schema (a copy of src/api/agentex.zed), NUL-terminated. */
 extern const char kw_api_default_schema[];
 
 KW_NODISCARD int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,

@@ -28,6 +28,10 @@ struct kw_api {
     _Atomic uint64_t checks_allowed;
     _Atomic uint64_t checks_denied;
     _Atomic uint64_t checks_error;
+    /* Rows the list routes read from the store (agents.c, keys_routes.c): what a page
+     * costs, for /metrics (keyward_list_rows_loaded_total). */
+    _Atomic uint64_t list_rows_agents;
+    _Atomic uint64_t list_rows_keys;
     /* ---- coherence (follow.c) ----
      * applied_rev: the STORE revision the graph reflects (every revision <= it applied).
      * Written only under write_mu, after the engine has the changes (release); readers
@@ -85,6 +89,11 @@ struct kw_api {
 #define KW__MSG_UNAUTH "Unauthorized"
 #define KW__MSG_DB "Database unavailable"
 #define KW__MSG_INTERNAL "Internal server error"
+
+/* A UUIDv7 that kw_api_uuid_v7 never makes (its time is the epoch): the object of the
+ * `read` check that the by-name routes still run for a name that does not exist, so an
+ * absent name costs the same work as an unreadable one (agents.c, keys_routes.c). */
+#define KW__DECOY_ID "00000000-0000-7000-8000-000000000000"
 
 typedef enum {
     KW__PRINCIPAL_USER = 1,
@@ -182,17 +191,19 @@ void kw__api_advance(kw_api_t *api, kw_revision_t rev);
 KW_NODISCARD int kw__api_catch_up(kw_api_t *api, kw_diag_t *diag);
 /* Waits until applied_rev >= min and the instance is fresh; with `full`, first catches up
  * to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached within
- * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up). */
+ * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up); KW_EINVAL, at
+ * once: min is beyond the store's current revision (no instance has committed it). */
 KW_NODISCARD int kw__api_await(kw_api_t *api, kw_revision_t min, bool full);
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
 bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);
 /* For every data route, right after authentication: 422 for a malformed
- * X-Keyward-Revision, 503 "Revision not yet available" after the bounded wait, 503
+ * X-Keyward-Revision or one beyond the store's current revision, 503 "Revision not yet available" after the bounded wait, 503
  * "Database unavailable" when not fresh. false: the answer is written. */
 bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
 
 #define KW__MSG_REV_LATE "Revision not yet available"
 #define KW__MSG_REV_BAD "X-Keyward-Revision must be a decimal revision number."
+#define KW__MSG_REV_AHEAD "X-Keyward-Revision is ahead of every committed revision."
 
 /* ---- route handlers ---- */
 void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

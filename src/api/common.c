@@ -145,7 +145,7 @@ bool kw_api_name_valid(kw_str_t s, bool allow_slash)
         if (cp == '/' && !allow_slash)
             return false;
         i += need;
-        if (++n_cp > 255)
+        if (++n_cp > KW_MAX_NAME_CHARS)
             return false;
     }
     return true;

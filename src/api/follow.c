@@ -577,6 +577,13 @@ int kw__api_await(kw_api_t *api, kw_revision_t min, bool full)
         return KW_OK;
     if (min == 0) /* nothing presented: not fresh is an outage, answered at once */
         return KW_EDB;
+    /* A revision beyond the store's current one has been committed by no instance: no wait
+     * can reach it, so it is refused at once instead of holding a worker for freshness_ms
+     * (issue 9, item 3). One cheap read, only for a revision ahead of the applied one; if
+     * the store cannot answer, the wait below decides as before. */
+    kw_revision_t committed = 0;
+    if (kw_store_revision(api->store, &committed) == KW_OK && min > committed)
+        return KW_EINVAL;
     struct timespec until = deadline_in(api->freshness_ms);
     pthread_mutex_lock(&api->rev_mu);
     while (!(kw__api_is_fresh(api) && kw__api_applied(api) >= min)) {
@@ -601,6 +608,10 @@ bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
     int rc = kw__api_await(api, min, false);
     if (rc == KW_OK)
         return true;
+    if (rc == KW_EINVAL) {
+        kw_http_resp_error(resp, 422, KW__MSG_REV_AHEAD);
+        return false;
+    }
     if (rc == KW_ETIMEOUT) {
         kw_log(KW_LOG_INFO, KW_MODULE,
                "request %s: presented revision %" PRIu64 " not reached (at %" PRIu64 ")",

@@ -2,7 +2,7 @@
  * api/routes.c - the service's route table, its context (kw_api_t), its extra metrics
  * and the schema requirements of the routes.
  *
- * Invariant: every route of spec/API.md appears here exactly once; /openapi.json
+ * Invariant: every route of docs/API.md appears here exactly once; /openapi.json
  * (ops.c) describes the same set (tag-kw-api-routes: keep the two in step).
  */
 #include <inttypes.h>
@@ -108,6 +108,12 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                   relaxed(&api->checks_denied));
     kw_buf_printf(out, "keyward_checks_total{result=\"error\"} %" PRIu64 "\n",
                   relaxed(&api->checks_error));
+    kw_buf_puts(out, "# HELP keyward_list_rows_loaded_total Rows the list routes read from the "
+                     "store.\n# TYPE keyward_list_rows_loaded_total counter\n");
+    kw_buf_printf(out, "keyward_list_rows_loaded_total{route=\"/agents\"} %" PRIu64 "\n",
+                  relaxed(&api->list_rows_agents));
+    kw_buf_printf(out, "keyward_list_rows_loaded_total{route=\"/agent_api_keys\"} %" PRIu64 "\n",
+                  relaxed(&api->list_rows_keys));
     metric_u64(out, "keyward_relationships", "gauge", "Relationships in the authorization graph.",
                (uint64_t)kw_engine_count(api->engine));
     metric_u64(out, "keyward_revision", "gauge", "Store revision the authorization graph reflects.",

@@ -41,6 +41,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE] "
                "[--threads N]\n"
+               "                     [--allow-insecure-db-mode]\n"
                "\n"
                "  --db URL          sqlite:PATH, a bare PATH, or postgres://... "
                "(env KEYWARD_DB; default sqlite:keyward.db)\n"
@@ -51,8 +52,17 @@ static void usage(FILE *f)
                "  --threads N       HTTP worker threads, 1-256: requests in flight at once, "
                "among which concurrent writes share commits (env KEYWARD_THREADS; default 16)\n"
                "\n"
+               "  --allow-insecure-db-mode\n"
+               "                    open a SQLite database file that group or others may access "
+               "(env\n"
+               "                    KEYWARD_ALLOW_INSECURE_DB_MODE=1; default: refuse, as it "
+               "keeps secrets)\n"
+               "\n"
                "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
-               "in the database)\n");
+               "in the database)\n"
+               "  KEYWARD_MASTER_KEY: key for API-key hashes and sealed secrets (likewise)\n"
+               "  KEYWARD_JWT_SECRET_FILE, KEYWARD_MASTER_KEY_FILE: the same, read from a file "
+               "of mode 0600\n");
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -205,8 +215,8 @@ static int load_graph(kw_engine_t *engine, kw_store_t *store, kw_revision_t *loa
         fprintf(stderr, "keyward: rebuilding the authorization graph failed: %s%s%s\n",
                 kw_strerror(rc), l->diag.msg[0] ? ": " : "", l->diag.msg);
     else
-        kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)",
-               l->total, (unsigned long long)rev);
+        kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)", l->total,
+               (unsigned long long)rev);
     *loaded = rev;
     kw_arena_free(l->arena);
     kw_free(l);
@@ -225,36 +235,14 @@ static int load_keyring(kw_store_t *store, kw_keyring_t **out)
     kw_cli_wipe_secrets(&jwt, &master);
     kw_arena_free(a);
     if (rc != KW_OK)
-        fprintf(stderr, "keyward: cannot set up secrets: %s (KEYWARD_JWT_SECRET needs >= 16 "
-                        "bytes, KEYWARD_MASTER_KEY >= 32)\n",
+        fprintf(stderr,
+                "keyward: cannot set up secrets: %s (KEYWARD_JWT_SECRET needs >= 16 "
+                "bytes, KEYWARD_MASTER_KEY >= 32)\n",
                 kw_strerror(rc));
     return rc;
 }
 
 /* "N" with 1 <= N <= SERVE_MAX_THREADS. */
-/* A PostgreSQL URL that says nothing of the pool (no pool=N parameter, no KEYWARD_PG_POOL)
- * gets pool=<threads>: one connection per request in flight, so no read waits for a
- * connection (measured: GET by id 12k/s with the store's own default of 2 x cores = 4
- * connections, 16-19k/s with 16, docs/BENCHMARKS.md). Connections open lazily. NULL: use
- * `url` as it is (not PostgreSQL, the pool is set, or no memory for the copy). */
-static char *pg_url_default_pool(const char *url, unsigned threads)
-{
-    if (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0)
-        return NULL;
-    const char *env = getenv("KEYWARD_PG_POOL");
-    if (env && env[0])
-        return NULL;
-    const char *q = strchr(url, '?');
-    for (const char *p = q; p; p = strchr(p + 1, '&'))
-        if (strncmp(p + 1, "pool=", 5) == 0)
-            return NULL;
-    size_t n = strlen(url) + 16;
-    char *out = kw_malloc(n);
-    if (out)
-        snprintf(out, n, "%s%cpool=%u", url, q ? '&' : '?', threads < 2 ? 2 : threads);
-    return out;
-}
-
 static bool parse_threads(const char *s, unsigned *out)
 {
     char *end = NULL;
@@ -272,6 +260,7 @@ int kw_cli_serve(int argc, char **argv)
     const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
     const char *schema = env_or("KEYWARD_SCHEMA", NULL);
     const char *threads_arg = env_or("KEYWARD_THREADS", NULL);
+    bool allow_insecure_db = false; /* or env KEYWARD_ALLOW_INSECURE_DB_MODE (secrets.h) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = strcmp(a, "--db") == 0        ? &db
@@ -282,6 +271,10 @@ int kw_cli_serve(int argc, char **argv)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(a, "--allow-insecure-db-mode") == 0) {
+            allow_insecure_db = true;
+            continue;
         }
         if (dst && i + 1 < argc) {
             *dst = argv[++i];
@@ -323,13 +316,12 @@ int kw_cli_serve(int argc, char **argv)
     kw_diag_t d;
     kw_diag_clear(&d);
 
-    char *db_pooled = pg_url_default_pool(db, threads);
-    rc = kw_store_open(db_pooled ? db_pooled : db, &store, &d);
-    kw_free(db_pooled);
-    if (rc != KW_OK) {
-        fprintf(stderr, "keyward: cannot open database: %s\n", d.msg[0] ? d.msg : kw_strerror(rc));
+    /* PostgreSQL: one connection per request in flight unless pool=N or KEYWARD_PG_POOL
+     * says otherwise (measured: GET by id 12k/s with 2 x cores = 4 connections, 16-19k/s
+     * with 16, docs/BENCHMARKS.md). Connections open lazily. */
+    const kw_store_opts_t store_opts = {.pool_size = threads};
+    if (kw_cli_open_store("keyward", db, store_opts, allow_insecure_db, &store) != KW_OK)
         goto out;
-    }
     if (load_keyring(store, &keyring) != KW_OK)
         goto out;
     if (kw_engine_new(&engine) != KW_OK) {

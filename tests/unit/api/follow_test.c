@@ -130,33 +130,49 @@ static void *wait_main(void *arg)
     return NULL;
 }
 
-KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
+KW_TEST(await_refuses_uncommitted_revisions_and_waits_for_committed_ones)
 {
     kw_ti_t in;
     KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
     kw_revision_t at = kw_api_applied_revision(in.api);
     KW_ASSERT_EQ(kw__api_await(in.api, at, false), KW_OK);
     KW_ASSERT_EQ(kw__api_await(in.api, 0, true), KW_OK);
-    in.api->freshness_ms = 80;
+    /* beyond the store's current revision: no instance committed it, refused at once */
+    in.api->freshness_ms = 5000;
     double t0 = now_s();
+    KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_EINVAL);
+    KW_ASSERT_EQ(kw__api_await(in.api, (kw_revision_t)INT64_MAX, false), KW_EINVAL);
+    KW_ASSERT(now_s() - t0 < 1.0);
+    /* committed in the store but not applied to the graph yet (what another instance's
+     * commit is to a follower): waited for, within freshness_ms */
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "bob");
+    kw_store_tx_t *tx = NULL;
+    kw_revision_t rev = 0;
+    KW_ASSERT_EQ(kw_store_tx_begin(in.store, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(rel_tx(tx, &r, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(rev, at + 1);
+    in.api->freshness_ms = 80;
+    t0 = now_s();
     KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_ETIMEOUT);
     double took = now_s() - t0;
     KW_ASSERT(took >= 0.07 && took < 10.0); /* it did wait, and it did end */
-    /* a waiter for the next revision is woken by the commit that makes it */
+    /* a waiter is woken when the graph gets there */
     in.api->freshness_ms = 5000;
     waiter_t w = {in.api, at + 1, -1, 0};
     pthread_t th;
     KW_ASSERT_EQ(pthread_create(&th, NULL, wait_main, &w), 0);
     usleep(30000);
-    one_rel_t r;
-    rel_init(&r, KW_OP_TOUCH, "acme", "bob");
-    kw_revision_t rev = 0;
-    int wrc = kw__api_write(in.api, rel_tx, &r, 0, &rev, NULL);
+    pthread_mutex_lock(&in.api->write_mu);
+    int arc = kw_api_apply(in.engine, &r.u, 1, rev, NULL);
+    kw__api_advance(in.api, rev);
+    pthread_mutex_unlock(&in.api->write_mu);
     pthread_join(th, NULL);
-    KW_ASSERT_EQ(wrc, KW_OK);
-    KW_ASSERT_EQ(rev, at + 1);
+    KW_ASSERT_EQ(arc, KW_OK);
     KW_ASSERT_EQ(w.rc, KW_OK);
     KW_ASSERT(w.took < 2.0);
+    KW_ASSERT_EQ(has_rel(&in, "acme", "bob"), 1);
     kw_ti_close(&in);
 }
 
@@ -164,10 +180,15 @@ KW_TEST(not_fresh_answers_unavailable_even_for_reached_revisions)
 {
     kw_ti_t in;
     KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "carol");
+    kw_revision_t at = 0;
+    KW_ASSERT_EQ(kw__api_write(in.api, rel_tx, &r, 0, &at, NULL), KW_OK);
+    KW_ASSERT(at >= 1);
     in.api->freshness_ms = 50;
     atomic_store(&in.api->fresh, false);
-    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_EDB); /* at once */
-    KW_ASSERT_EQ(kw__api_await(in.api, 1, false), KW_EDB); /* after the wait */
+    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_EDB);  /* at once */
+    KW_ASSERT_EQ(kw__api_await(in.api, at, false), KW_EDB); /* after the wait */
     KW_ASSERT(!kw_api_is_fresh(in.api));
     atomic_store(&in.api->fresh, true);
     KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_OK);

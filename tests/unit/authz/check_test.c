@@ -245,8 +245,8 @@ KW_TEST(check_depth_limit)
 KW_TEST(check_agentex_schema)
 {
     char path[1024];
-    const char *shared = getenv("KW_SHARED_DIR");
-    snprintf(path, sizeof(path), "%s/spec/agentex.zed", shared ? shared : "/work/shared");
+    const char *src = getenv("KW_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/src/api/agentex.zed", src && *src ? src : "..");
     char *text = NULL;
     size_t n = 0;
     KW_ASSERT_EQ(kw_read_file(path, 0, &text, &n), KW_OK);

@@ -24,10 +24,10 @@
 #define KW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Always-on assertion: prints file:line and aborts. For invariants, not input. */
-#define kw_assert(cond)                                                                            \
-    do {                                                                                           \
-        if (!(cond))                                                                               \
-            kw__assert_fail(#cond, __FILE__, __LINE__);                                            \
+#define kw_assert(cond)                                                                        \
+    do {                                                                                       \
+        if (!(cond))                                                                           \
+            kw__assert_fail(#cond, __FILE__, __LINE__);                                        \
     } while (0)
 _Noreturn void kw__assert_fail(const char *expr, const char *file, int line);
 
@@ -45,7 +45,7 @@ bool kw_str_eq_c(kw_str_t a, const char *cstr);
 /* Format for printf: printf("%.*s", KW_STR_FMT(s)). */
 #define KW_STR_FMT(s) (int)(s).len, (s).ptr
 
-/* ---- UTF-8 (RFC 3629): the one validator; tag-kw-utf8 ---- */
+/* ---- UTF-8 (RFC 3629): the one validator ---- */
 /* Length (1..4) of the well-formed UTF-8 sequence at s[0..avail) with its code point in
  * *cp (may be NULL), or 0 when the bytes there are not one: a stray continuation byte,
  * a truncated sequence, an overlong form, a UTF-16 surrogate or a code point past
@@ -100,9 +100,10 @@ static inline uint64_t kw_hash_u64(uint64_t x)
 
 /* ---- arena (request / scratch lifetime) ---- */
 typedef struct kw_arena kw_arena_t;
-kw_arena_t *kw_arena_new(size_t block_size);   /* NULL on OOM; block_size 0 = default */
+kw_arena_t *kw_arena_new(size_t block_size); /* NULL on OOM; block_size 0 = default */
 void *kw_arena_alloc(kw_arena_t *a, size_t n); /* 16-byte aligned; NULL on OOM */
-char *kw_arena_strndup(kw_arena_t *a, const char *s, size_t n); /* s may be NULL if n is 0 */
+/* A NUL-terminated copy of s[0..n) (s may be NULL when n is 0); NULL on OOM. */
+char *kw_arena_strndup(kw_arena_t *a, const char *s, size_t n);
 /* Copies the slice s (s.ptr may be NULL when s.len is 0) into the arena, NUL-terminated:
  * *out = {copy, s.len}. KW_OK, or KW_ENOMEM with *out untouched. */
 KW_NODISCARD int kw_arena_str_copy(kw_arena_t *a, kw_str_t s, kw_str_t *out);

@@ -112,14 +112,6 @@ typedef struct {
     size_t n;
 } loader_t;
 
-static kw_str_t dup_str(kw_arena_t *a, kw_str_t s)
-{
-    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
-    if (!p)
-        check(KW_ENOMEM, "load");
-    return (kw_str_t){p, s.len};
-}
-
 static void flush(loader_t *l)
 {
     if (l->n)
@@ -132,12 +124,7 @@ static int load_cb(const kw_rel_t *rel, void *ud)
 {
     loader_t *l = ud;
     kw_rel_t r;
-    r.resource.type = dup_str(l->a, rel->resource.type);
-    r.resource.id = dup_str(l->a, rel->resource.id);
-    r.relation = dup_str(l->a, rel->relation);
-    r.subject.type = dup_str(l->a, rel->subject.type);
-    r.subject.id = dup_str(l->a, rel->subject.id);
-    r.subject.relation = dup_str(l->a, rel->subject.relation);
+    check(kw_rel_copy(l->a, rel, &r), "load");
     l->ups[l->n++] = (kw_update_t){KW_OP_TOUCH, r};
     if (l->n == KW_ARRAY_LEN(l->ups))
         flush(l);

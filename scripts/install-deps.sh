@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config               # the build
   clang libclang-rt-14-dev llvm clang-format     # ASan+UBSan, libFuzzer, symbolizer, format
-  libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev libssl-dev
+  libmicrohttpd-dev libjansson-dev libsqlite3-dev libsodium-dev
   libyaml-dev libcurl4-openssl-dev libpq-dev
   postgresql                                     # the PostgreSQL stage (initdb, psql)
   python3 python3-pytest python3-requests        # the end-to-end suite

@@ -96,27 +96,6 @@ static bool parse_listen(const char *s, char **host, uint16_t *port)
     return *host != NULL;
 }
 
-static int read_file(const char *path, kw_buf_t *out)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return KW_EIO;
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        kw_buf_append(out, chunk, n);
-        if (out->len > KW_MAX_SCHEMA_BYTES) {
-            fclose(f);
-            return KW_ETOOLARGE;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err)
-        return KW_EIO;
-    return out->failed ? KW_ENOMEM : KW_OK;
-}
-
 /* Picks the schema: --schema FILE, else the stored one, else the built-in; *source names
  * it for the messages. Prints why it could not. */
 static int pick_schema(kw_sync_t *sync, const char *schema_path, kw_buf_t *text,
@@ -125,11 +104,17 @@ static int pick_schema(kw_sync_t *sync, const char *schema_path, kw_buf_t *text,
     int rc;
     if (schema_path) {
         *source = schema_path;
-        rc = read_file(schema_path, text);
-        if (rc != KW_OK)
+        char *file = NULL;
+        size_t len = 0;
+        rc = kw_read_file(schema_path, KW_MAX_SCHEMA_BYTES, &file, &len);
+        if (rc != KW_OK) {
             fprintf(stderr, "keyward: cannot read schema %s: %s\n", schema_path,
                     rc == KW_EIO ? strerror(errno) : kw_strerror(rc));
-        return rc;
+            return rc;
+        }
+        kw_buf_append(text, file, len);
+        kw_free(file);
+        return text->failed ? KW_ENOMEM : KW_OK;
     }
     rc = kw_sync_stored_schema(sync, text);
     if (rc != KW_OK) {

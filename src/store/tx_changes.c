@@ -29,12 +29,9 @@ int kw__store_changes_record(kw__store_changes_t *ch, kw_op_t op, const kw_str_t
         return KW_ENOMEM;
     ch->ups = p;
     kw_str_t c[6];
-    for (int i = 0; i < 6; i++) {
-        char *d = kw_arena_strndup(ch->strs, f[i].ptr, f[i].len);
-        if (!d)
+    for (int i = 0; i < 6; i++)
+        if (kw_arena_str_copy(ch->strs, f[i], &c[i]) != KW_OK)
             return KW_ENOMEM;
-        c[i] = (kw_str_t){d, f[i].len};
-    }
     ch->ups[ch->n++] = (kw_update_t){op, {{c[0], c[1]}, c[2], {c[3], c[4], c[5]}}};
     return KW_OK;
 }

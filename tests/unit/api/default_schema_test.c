@@ -11,30 +11,15 @@
 
 #include <stdbool.h>
 
-/* Reads src/<rel> of the source tree (KW_SOURCE_DIR, else the build dir's parent) into a
- * NUL-terminated malloc'd buffer; NULL when it cannot. */
+/* Reads <rel> of the source tree (KW_SOURCE_DIR, else the build dir's parent) into a
+ * NUL-terminated buffer (kw_free it); NULL when it cannot. */
 static char *read_source(const char *rel, size_t *len)
 {
     const char *root = getenv("KW_SOURCE_DIR");
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s", root && *root ? root : "..", rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
     char *buf = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0)
-        buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
+    return kw_read_file(path, 0, &buf, len) == KW_OK ? buf : NULL;
 }
 
 /* Length of s without its trailing newlines. */
@@ -81,7 +66,7 @@ KW_TEST(default_schema_equals_the_zed_file)
     KW_ASSERT(zed != NULL);
     bool same =
         len == strlen(kw_api_default_schema) && memcmp(zed, kw_api_default_schema, len) == 0;
-    free(zed);
+    kw_free(zed);
     KW_ASSERT(same);
 }
 
@@ -94,8 +79,8 @@ KW_TEST(default_schema_equals_the_validation_fixture_schema)
     bool found = zed && yaml && yaml_schema_block(yaml, block, sizeof(block), &blen);
     bool same = found && trim_newlines(block, blen) == trim_newlines(zed, zlen) &&
                 memcmp(block, zed, trim_newlines(zed, zlen)) == 0;
-    free(zed);
-    free(yaml);
+    kw_free(zed);
+    kw_free(yaml);
     KW_ASSERT(found);
     KW_ASSERT(same);
 }

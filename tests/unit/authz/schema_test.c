@@ -13,33 +13,11 @@
 
 #include <dirent.h>
 
+/* The file's text (kw_free it), or NULL when it cannot be read. */
 static char *read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while (buf && (got = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += got;
-        if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) {
-        buf[n < cap ? n : cap - 1] = '\0';
-        *len = n;
-    }
-    return buf;
+    char *text = NULL;
+    return kw_read_file(path, 0, &text, len) == KW_OK ? text : NULL;
 }
 
 static void dir_path(char *out, size_t cap, const char *env, const char *rel, const char *fb)
@@ -119,7 +97,7 @@ KW_TEST(schema_golden)
         kw_buf_t out;
         kw_buf_init(&out);
         int rc = compile_to_text(text, len, &out);
-        free(text);
+        kw_free(text);
         n_cases++;
         snprintf(path, sizeof(path), "%s/%s.expected", dir, name);
         if (rc != expected_code(name)) {
@@ -141,7 +119,7 @@ KW_TEST(schema_golden)
                         out.ptr ? out.ptr : "", want ? want : "(missing)\n");
                 n_bad++;
             }
-            free(want);
+            kw_free(want);
         }
         kw_buf_free(&out);
     }
@@ -209,7 +187,7 @@ static int for_each_conformance(const char *dir, int want_rc, int *n_files)
         size_t ylen = 0, slen = 0;
         char *yaml = read_file(path, &ylen);
         char *schema = yaml ? extract_schema(yaml, &slen) : NULL;
-        free(yaml);
+        kw_free(yaml);
         if (!schema) {
             fprintf(stderr, "  %s: no schema block\n", path);
             bad++;
@@ -405,7 +383,7 @@ KW_TEST(schema_agentex_compiles)
     kw_schema_t *s = NULL;
     kw_diag_t d;
     int rc = kw_schema_compile((kw_str_t){text, len}, &s, &d);
-    free(text);
+    kw_free(text);
     KW_ASSERT_EQ(rc, KW_OK);
     uint16_t key = kw_schema_type_index(s, KW_STR("agent_api_key"));
     KW_ASSERT(key != KW_TYPE_NONE);
@@ -449,7 +427,7 @@ KW_TEST(schema_fault_injection)
                 kw_schema_free(s);
         }
     }
-    free(text);
+    kw_free(text);
     KW_ASSERT_EQ(failures, 0);
     KW_ASSERT(n > 3 && n < 100000);
 }
@@ -497,7 +475,7 @@ KW_TEST(schema_limits_no_stack_overflow)
     text[len++] = '}';
     rc = compile_rc(text, len, &d);
     KW_ASSERT_EQ(rc, KW_OK);
-    free(text);
+    kw_free(text);
 
     /* Arrows x definitions is capped, so target_by_type memory stays bounded. */
     kw_buf_t b;

@@ -35,7 +35,7 @@
 #define ID_LEN 36
 
 /* The default schema without its comments, for runs without a schema path. It must stay
- * equivalent to shared/spec/agentex.zed (tag-kw-agentex-schema). */
+ * equivalent to src/api/agentex.zed (tag-kw-agentex-schema). */
 static const char embedded_schema[] =
     "definition user {}\n"
     "definition service_account {}\n"
@@ -341,24 +341,17 @@ static stats_t bench_lookup(kw_engine_t *e, uint64_t n_accounts, size_t runs, do
     return summarize(lat, runs, now_s() - wall0);
 }
 
+/* The schema file, or NULL when it cannot be read or is empty. */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    char *text = NULL;
+    if (kw_read_file(path, 0, &text, len) != KW_OK)
         return NULL;
-    kw_buf_t b;
-    kw_buf_init(&b);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        kw_buf_append(&b, chunk, n);
-    fclose(f);
-    if (b.failed || b.len == 0) {
-        kw_buf_free(&b);
+    if (*len == 0) {
+        kw_free(text);
         return NULL;
     }
-    *len = b.len;
-    return b.ptr;
+    return text;
 }
 
 static void usage(void)

@@ -3,7 +3,8 @@
  * the lookup, on a real SQLite store and the real engine.
  *
  * Dataset (built through the store API in one transaction, then loaded into the engine
- * through kw_store_load_relationships + kw_api_apply, as `keyward serve` starts):
+ * through kw_store_load_relationships + kw_sync_apply, 1,000 at a time: the same graph
+ * `keyward serve` loads at start with kw_sync_load):
  *   account A: admin "adm", members "uall" and "u1pct";
  *   agent X with --keys keys (default 100,000), agent Y with --other keys (default
  *   100,000; the same tenant, so a lookup also meets keys of another agent);
@@ -102,8 +103,8 @@ static void add_agent(kw_store_tx_t *tx, const char *acct, const char *name, lon
     }
 }
 
-/* Rebuilding the graph as `keyward serve` does: copy each streamed relationship into a
- * batch, write 1000 at a time with kw_api_apply. */
+/* Rebuilding the graph: copy each streamed relationship into a batch, write 1000 at a
+ * time with kw_sync_apply (serve loads the same graph in one swap, kw_sync_load). */
 typedef struct {
     kw_engine_t *e;
     kw_arena_t *a;
@@ -111,18 +112,10 @@ typedef struct {
     size_t n;
 } loader_t;
 
-static kw_str_t dup_str(kw_arena_t *a, kw_str_t s)
-{
-    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
-    if (!p)
-        check(KW_ENOMEM, "load");
-    return (kw_str_t){p, s.len};
-}
-
 static void flush(loader_t *l)
 {
     if (l->n)
-        check(kw_api_apply(l->e, l->ups, l->n, 0, NULL), "apply");
+        check(kw_sync_apply(l->e, l->ups, l->n, 0, NULL), "apply");
     l->n = 0;
     kw_arena_reset(l->a);
 }
@@ -131,12 +124,7 @@ static int load_cb(const kw_rel_t *rel, void *ud)
 {
     loader_t *l = ud;
     kw_rel_t r;
-    r.resource.type = dup_str(l->a, rel->resource.type);
-    r.resource.id = dup_str(l->a, rel->resource.id);
-    r.relation = dup_str(l->a, rel->relation);
-    r.subject.type = dup_str(l->a, rel->subject.type);
-    r.subject.id = dup_str(l->a, rel->subject.id);
-    r.subject.relation = dup_str(l->a, rel->subject.relation);
+    check(kw_rel_copy(l->a, rel, &r), "load");
     l->ups[l->n++] = (kw_update_t){KW_OP_TOUCH, r};
     if (l->n == KW_ARRAY_LEN(l->ups))
         flush(l);

@@ -1,6 +1,6 @@
 /*
- * api/agentex_zed.c - the built-in default schema: a verbatim copy of spec/agentex.zed
- * (keep in step with it; tag-kw-agentex).
+ * api/agentex_zed.c - the built-in default schema: a verbatim copy of src/api/agentex.zed
+ * (keep in step with it; tag-kw-agentex, tests/unit/api/default_schema_test.c).
  */
 #include "api.h"
 

@@ -1,10 +1,16 @@
 /*
  * api/agents.c - the /agents routes.
  *
- * Order of answers (spec/API.md): 401, then 422, then 400, then 404/403, then 409.
+ * Order of answers (docs/API.md): 401, then 422, then 400, then 404/403, then 409.
  * 404 collapse: an absent agent, an unreadable one and a non-UUID id all answer the same
  * bytes ({"detail": "Agent not found."}, no extra headers). 403 only when `read` holds.
+ * The by-name route does the same work for an absent name as for an unreadable one: the
+ * store lookup, then a `read` check (on a decoy id when there is no row), then the 404.
+ * Field limits (base/limits.h): names KW_MAX_NAME_CHARS, descriptions
+ * KW_MAX_DESCRIPTION_CHARS code points; longer is a 422 naming the field and the cap.
+ * The list pages BEFORE it loads rows (tag-kw-api-id-order): a page costs `limit` rows.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api_int.h"
@@ -12,9 +18,28 @@
 
 #define KW_MODULE "api"
 
+#define XSTR(x) STR_(x)
+#define STR_(x) #x
+/* The 422s of the create body name the field and its cap. */
+static const char msg_name[] =
+    "name is required: 1-" XSTR(KW_MAX_NAME_CHARS) " characters of UTF-8, no control characters "
+    "and no '/'.";
+static const char msg_description[] =
+    "description must be null or at most " XSTR(KW_MAX_DESCRIPTION_CHARS) " characters.";
+
 static void agent_404(kw_http_resp_t *resp)
 {
     kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
+}
+
+/* Code points of valid UTF-8 (jansson hands over nothing else): the bytes that do not
+ * continue a sequence. */
+static size_t utf8_chars(kw_str_t s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s.len; i++)
+        n += ((unsigned char)s.ptr[i] & 0xc0) != 0x80;
+    return n;
 }
 
 typedef struct {
@@ -46,14 +71,13 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     if (!kw__api_json_str(body, "name", &name, &has_name) || !has_name ||
         !kw_api_name_valid(name, false)) {
         json_decref(body);
-        kw_http_resp_error(resp, 422,
-                           "name is required: 1-255 characters of UTF-8, no control characters "
-                           "and no '/'.");
+        kw_http_resp_error(resp, 422, msg_name);
         return;
     }
-    if (!kw__api_json_str(body, "description", &desc, &has_desc)) {
+    if (!kw__api_json_str(body, "description", &desc, &has_desc) ||
+        (has_desc && utf8_chars(desc) > KW_MAX_DESCRIPTION_CHARS)) {
         json_decref(body);
-        kw_http_resp_error(resp, 422, "description must be a string or null.");
+        kw_http_resp_error(resp, 422, msg_description);
         return;
     }
     kw_agent_t ag;
@@ -170,6 +194,8 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     kw_agent_t ag;
+    bool ok = false;
+    kw_revision_t rev = 0;
     if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
         return;
     if (!kw_api_name_valid(req->params[0], false)) {
@@ -183,15 +209,27 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
         return;
     }
     int rc = kw_store_agent_get_by_name(api->store, p.account, req->params[0], req->arena, &ag);
-    if (rc == KW_ENOTFOUND) {
-        agent_404(resp);
-        return;
-    }
-    if (rc != KW_OK) {
+    if (rc != KW_OK && rc != KW_ENOTFOUND) {
         kw__api_fail(req, resp, rc, "get agent by name");
         return;
     }
-    answer_agent(api, req, resp, &p, kw_str_c(ag.id));
+    /* The same check whether the name exists or not (the decoy when it does not), so an
+     * absent name does not answer measurably sooner than an unreadable one. The row is
+     * the one just read: agents are never updated in place. */
+    bool found = rc == KW_OK;
+    rc = kw__api_can(api, &p, "agent", found ? kw_str_c(ag.id) : KW_STR(KW__DECOY_ID), "read", &ok,
+                     &rev);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check agent read");
+        return;
+    }
+    if (!found || !ok) {
+        agent_404(resp);
+        return;
+    }
+    resp->status = 200;
+    kw__api_agent_json(&resp->body, &ag);
+    kw__api_revision(req, resp, rev);
 }
 
 typedef struct {
@@ -225,6 +263,63 @@ static int collect_id(kw_str_t id, void *ud)
     return 0;
 }
 
+static int cmp_id(const void *x, const void *y)
+{
+    const kw_str_t *a = x, *b = y;
+    int c = memcmp(a->ptr, b->ptr, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static int cmp_agent(const void *x, const void *y)
+{
+    const kw_agent_t *a = x, *b = y;
+    if (a->created_at_us != b->created_at_us)
+        return a->created_at_us < b->created_at_us ? -1 : 1;
+    return strcmp(a->id, b->id);
+}
+
+/* Sorts ids[0..n) as bytes and drops repeats; returns the new count. */
+static size_t sort_ids(kw_str_t *ids, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(ids, n, sizeof(*ids), cmp_id);
+    size_t w = 1;
+    for (size_t i = 1; i < n; i++)
+        if (cmp_id(&ids[w - 1], &ids[i]) != 0)
+            ids[w++] = ids[i];
+    return w;
+}
+
+/* The rows of one page: ids[skip..] sorted, up to `limit` rows. Loads only the page's ids;
+ * an id without a row (an agent deleted meanwhile, or relationships an administrator wrote
+ * for an agent that does not exist) is left out and the page is filled from the ids after
+ * it. Rows come back in (created_at, id) order. */
+static int load_page(kw_api_t *api, kw_arena_t *a, const kw_str_t *ids, size_t n, size_t skip,
+                     size_t limit, kw_agent_t **out, size_t *n_out)
+{
+    kw_agent_t *page = kw_arena_alloc(a, limit * sizeof(*page));
+    size_t got = 0;
+    if (!page)
+        return KW_ENOMEM;
+    for (size_t next = skip; got < limit && next < n;) {
+        size_t want = limit - got < n - next ? limit - got : n - next;
+        kw_agent_t *rows = NULL;
+        size_t n_rows = 0;
+        int rc = kw_store_agents_by_ids(api->store, ids + next, want, a, &rows, &n_rows);
+        if (rc != KW_OK)
+            return rc;
+        atomic_fetch_add_explicit(&api->list_rows_agents, n_rows, memory_order_relaxed);
+        for (size_t i = 0; i < n_rows && got < limit; i++)
+            page[got++] = rows[i];
+        next += want;
+    }
+    qsort(page, got, sizeof(*page), cmp_agent);
+    *out = page;
+    *n_out = got;
+    return KW_OK;
+}
+
 void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -245,23 +340,26 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, rc, "lookup agents");
         return;
     }
+    /* Page first, then load (tag-kw-api-id-order): an agent's id is the UUIDv7 of its
+     * created_at microsecond (kw_api_uuid_v7 of kw_api_now_us: 48 bits of milliseconds,
+     * then the sub-millisecond fraction, so distinct microseconds give increasing ids),
+     * and stored ids are lowercase hex: ordering the ids as bytes orders the agents by
+     * (created_at, id). So the page is picked among the readable ids and only its rows
+     * are read: a page costs `limit` rows, whatever the caller can read. */
+    size_t n = sort_ids(l.ids, l.n);
+    size_t skip = (size_t)(page - 1) * (size_t)limit;
     kw_agent_t *rows = NULL;
     size_t n_rows = 0;
-    if (l.n > 0) {
-        rc = kw_store_agents_by_ids(api->store, l.ids, l.n, req->arena, &rows, &n_rows);
-        if (rc != KW_OK) {
-            kw_free(l.ids);
-            kw__api_fail(req, resp, rc, "list agents");
-            return;
-        }
-    }
+    rc = load_page(api, req->arena, l.ids, n, skip, (size_t)limit, &rows, &n_rows);
     kw_free(l.ids);
-    size_t skip = (size_t)(page - 1) * (size_t)limit;
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "list agents");
+        return;
+    }
     resp->status = 200;
     kw_buf_puts(&resp->body, "[");
-    size_t out = 0;
-    for (size_t i = skip; i < n_rows && out < (size_t)limit; i++, out++) {
-        if (out)
+    for (size_t i = 0; i < n_rows; i++) {
+        if (i)
             kw_buf_puts(&resp->body, ", ");
         kw__api_agent_json(&resp->body, &rows[i]);
     }

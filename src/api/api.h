@@ -1,15 +1,15 @@
 /*
- * api/api.h - the agent API-key service: the HTTP routes of spec/API.md on top of the
- * authorization engine (authz), the durable store (store) and the keyring (keys).
+ * api/api.h - the agent API-key service: the HTTP routes of docs/API.md on top of the
+ * authorization engine (authz), the durable store (store), the keyring (keys) and the
+ * graph's coherence with the store (sync).
  *
  * Ownership: kw_api_t is process-lifetime (kw_api_new/kw_api_free). It BORROWS the engine,
- *   store and keyring: they must outlive it and the HTTP server that serves its routes.
- *   The route table is static storage; pass the kw_api_t as kw_http_config_t.ud (the
- *   handlers and kw_api_metrics read it from there).
+ *   store, keyring and sync: they must outlive it and the HTTP server that serves its
+ *   routes. The route table is static storage; pass the kw_api_t as kw_http_config_t.ud
+ *   (the handlers and kw_api_metrics read it from there).
  * Threads: handlers run concurrently on the server's workers. Reads never lock; every
- *   write (row + relationships) holds the api write mutex from the store transaction's
- *   begin until the engine has applied the committed changes, so the graph only changes
- *   after a commit and always in revision order.
+ *   write (row + relationships) goes through the sync module's write path (kw_sync_write),
+ *   so the graph only changes after a commit and always in revision order.
  * Errors: KW_OK or a negative KW_E*; diag (may be NULL) receives a message for the operator.
  */
 #ifndef KW_API_API_H
@@ -20,14 +20,15 @@
 #include "http/http.h"
 #include "keys/keys.h"
 #include "store/store.h"
+#include "sync/sync.h"
 
 typedef struct kw_api kw_api_t;
 
-/* The built-in default schema (a copy of spec/agentex.zed), NUL-terminated. */
+/* The built-in default schema (a copy of src/api/agentex.zed), NUL-terminated. */
 extern const char kw_api_default_schema[];
 
 KW_NODISCARD int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
-                            kw_api_t **out);
+                            kw_sync_t *sync, kw_api_t **out);
 void kw_api_free(kw_api_t *api);
 
 /* The route table of the service (static storage); *n gets its length. */
@@ -47,36 +48,9 @@ bool kw_api_on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw_api_metrics(kw_buf_t *out, void *ud);
 
 /* Refuses (KW_ESCHEMA, diag naming it) an installed schema that lacks a definition,
- * relation or permission the routes need. */
+ * relation or permission the routes need. A kw_sync_check_fn: `serve` gives it to the
+ * sync module (kw_sync_config_t.check_schema), which runs it on every schema it installs. */
 KW_NODISCARD int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag);
-
-/* Applies relationship changes a store transaction committed at `rev` to the engine
- * as ONE engine batch, whatever its size: readers see all of it or none. Used by the
- * routes, the follower and by `serve` at start. Must be called with the write mutex held
- * (or before the server starts). */
-KW_NODISCARD int kw_api_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n,
-                              kw_revision_t rev, kw_diag_t *diag);
-
-/* ---- coherence: several instances over one database (api/follow.c) ---- */
-
-/* Starts keeping the graph coherent with the store. `loaded` is the revision that
- * kw_store_load_relationships reported for the graph the engine holds: it becomes the
- * applied revision (X-Keyward-Revision). On PostgreSQL it then catches up on anything
- * committed since (reloading the whole graph if the changelog was pruned past `loaded`
- * meanwhile), and starts the follower thread (LISTEN/NOTIFY + 1 s poll) that applies
- * other instances' commits in revision order, prunes the changelog
- * (KEYWARD_CHANGELOG_RETAIN_S, KEYWARD_CHANGELOG_PRUNE_INTERVAL_S) and reloads the whole
- * graph by itself when it fell behind the pruned horizon (api/follow.c); on SQLite (single
- * instance) nothing more. Call once, after kw_api_new and before serving. */
-KW_NODISCARD int kw_api_follow_start(kw_api_t *api, kw_revision_t loaded, kw_diag_t *diag);
-/* Stops and joins the follower (idempotent; kw_api_free calls it). Call before the store
- * closes. */
-void kw_api_follow_stop(kw_api_t *api);
-/* The store revision the graph reflects now. */
-kw_revision_t kw_api_applied_revision(kw_api_t *api);
-/* Is the instance fresh? Always on SQLite; on PostgreSQL the follower is connected and
- * caught up, and proved it less than 5 s ago (the freshness lease, api/follow.c). */
-bool kw_api_is_fresh(kw_api_t *api);
 
 /* ---- pure helpers (exposed for unit tests) ---- */
 

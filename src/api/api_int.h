@@ -3,81 +3,31 @@
  *
  * Ownership: a kw__principal_t lives in the request arena. Everything a handler builds
  *   comes from req->arena except scratch arenas it creates and frees itself.
- * Threads: kw_api_t's counters are relaxed atomics; write_mu serializes every write
- *   (store transaction + engine apply); group_mu guards the group-commit queue and its
- *   leader flag (common.c). Lock order: write_mu before group_mu.
+ * Threads: kw_api_t's counters are relaxed atomics. Every write goes through the sync
+ *   module's write path (sync/sync.h, which also holds the lock order).
  */
 #ifndef KW_API_API_INT_H
 #define KW_API_API_INT_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 
 #include <jansson.h>
 
 #include "api.h"
 
-typedef struct kw__follower kw__follower_t;
-typedef struct kw__write_job kw__write_job_t;
-
 struct kw_api {
     kw_engine_t *engine;
     kw_store_t *store;
     const kw_keyring_t *keyring;
-    pthread_mutex_t write_mu;
+    kw_sync_t *sync; /* the graph's coherence with the store and the write path */
     _Atomic uint64_t checks_allowed;
     _Atomic uint64_t checks_denied;
     _Atomic uint64_t checks_error;
-    /* ---- coherence (follow.c) ----
-     * applied_rev: the STORE revision the graph reflects (every revision <= it applied).
-     * Written only under write_mu, after the engine has the changes (release); readers
-     * load it (acquire) BEFORE reading the engine, so what they read is at least that
-     * fresh. Distinct from kw_engine_revision, which a schema swap or a batched load
-     * moves on its own. fresh: false while the follower cannot reach the database or
-     * has not caught up after a reconnect (graph-reading routes answer 503 then).
-     * rev_mu/rev_cv: waiters for applied_rev/fresh (X-Keyward-Revision).
-     * synced_ms: when (kw__api_clock_ms) the follower last proved the graph current: the
-     * start of its last successful catch-up. Fresh also needs that to be at most
-     * KW__API_LEASE_MS ago (kw__api_is_fresh), so a follower that stopped running (the
-     * process was paused, the thread is stuck) cannot leave a stale graph "fresh". */
-    _Atomic uint64_t applied_rev;
-    _Atomic bool fresh;
-    _Atomic int64_t synced_ms;
-    bool follows;     /* PostgreSQL: revisions come from the changelog (set at start) */
-    int freshness_ms; /* KEYWARD_FRESHNESS_TIMEOUT_MS, default 2000 */
-    pthread_mutex_t rev_mu;
-    pthread_cond_t rev_cv; /* CLOCK_MONOTONIC */
-    kw_buf_t schema_seen;  /* meta "schema" as last seen/written (under write_mu) */
-    kw__follower_t *follower;
-    /* ---- group commit (common.c, kw__api_write) ----
-     * Writers queue here; one at a time leads: takes write_mu, drains a batch, runs it
-     * in one store transaction, wakes the batch's writers. Under group_mu. */
-    pthread_mutex_t group_mu;
-    kw__write_job_t *group_head, *group_tail;
-    bool group_leading;
-    _Atomic uint64_t group_batches;  /* store transactions committed by kw__api_write */
-    _Atomic uint64_t group_jobs;     /* writes those transactions carried */
-    _Atomic uint64_t group_max_jobs; /* the largest batch so far */
-    _Atomic uint64_t group_deferred; /* writes moved to a later batch (same relationship) */
-    /* ---- changelog retention (follow.c; PostgreSQL) ----
-     * The follower prunes every prune_interval_s the changes older than retain_s
-     * (KEYWARD_CHANGELOG_PRUNE_INTERVAL_S, KEYWARD_CHANGELOG_RETAIN_S), and reloads the
-     * whole graph (a resync) when the changelog no longer reaches back to applied_rev.
-     * Counters for /metrics: relaxed atomics. */
-    long prune_interval_s;
-    long retain_s;
-    bool resync_warned; /* under write_mu: the WARN of the current episode was logged */
-    _Atomic uint64_t changelog_pruned;  /* rows this instance deleted */
-    _Atomic uint64_t changelog_horizon; /* the horizon as this instance last saw it */
-    _Atomic uint64_t resyncs;           /* completed full reloads */
-    _Atomic uint64_t last_resync_ms;    /* how long the last one took */
-    _Atomic uint64_t wakeups;           /* kw_store_wait_change answers (NOTIFY, or the
-                                         * immediate answer after each (re)connect) */
+    /* Rows the list routes read from the store (agents.c, keys_routes.c): what a page
+     * costs, for /metrics (keyward_list_rows_loaded_total). */
+    _Atomic uint64_t list_rows_agents;
+    _Atomic uint64_t list_rows_keys;
 };
-
-/* How long the follower's last proof of currency stays valid (api->synced_ms): well above
- * its normal cycle (a catch-up at least every ~1 s: NOTIFY or the 1 s poll). */
-#define KW__API_LEASE_MS 5000
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
 #define KW__MSG_AGENT_404 "Agent not found."
@@ -85,6 +35,11 @@ struct kw_api {
 #define KW__MSG_UNAUTH "Unauthorized"
 #define KW__MSG_DB "Database unavailable"
 #define KW__MSG_INTERNAL "Internal server error"
+
+/* A UUIDv7 that kw_api_uuid_v7 never makes (its time is the epoch): the object of the
+ * `read` check that the by-name routes still run for a name that does not exist, so an
+ * absent name costs the same work as an unreadable one (agents.c, keys_routes.c). */
+#define KW__DECOY_ID "00000000-0000-7000-8000-000000000000"
 
 typedef enum {
     KW__PRINCIPAL_USER = 1,
@@ -94,11 +49,11 @@ typedef enum {
 
 typedef struct kw__principal {
     kw__principal_kind_t kind;
-    kw_subject_t subject; /* user:<sub> / service_account:<sub> / agent:<id> */
+    kw_subject_t subject;     /* user:<sub> / service_account:<sub> / agent:<id> */
     const char *subject_text; /* "user:alice" (for logs and nothing secret) */
-    kw_str_t account;     /* selected account; len 0 = none */
+    kw_str_t account;         /* selected account; len 0 = none */
     bool has_account;
-    bool admin;           /* JWT claim admin: true */
+    bool admin; /* JWT claim admin: true */
 } kw__principal_t;
 
 /* kw_http_route_t.flags: the route answers without credentials (no on_headers auth). */
@@ -147,62 +102,43 @@ bool kw__api_reserved_id(kw_http_req_t *req, kw_http_resp_t *resp);
 /* Copies `str` into the arena, NUL-terminated; NULL on OOM. */
 char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
 
-/* The write path, with group commit (tag-kw-api-group-commit): the write is queued; a
- * leader, under the write mutex, runs up to KW__GROUP_MAX_JOBS queued writes in ONE
- * store transaction, each fn inside a savepoint of its own, commits once (one fsync),
- * and applies every kept write's relationship changes to the engine in queue order at
- * that one revision. fn's error rolls back only its own savepoint and is returned to
- * its caller alone; a begin or commit failure is returned to every write of the batch.
- * Returns after the commit is durable and applied. *rev (may be NULL) gets the revision
- * (shared by the batch).
- * fn may run more than once: a run whose changes touch a relationship an earlier write
- * of the batch changed is rolled back and run again in a later transaction (one
- * revision never names a relationship twice), so fn must not keep state from a run.
- * KW__WRITE_ALONE: fn reads the in-memory graph inside the transaction (v1
- * preconditions, a delete's optionalLimit): it runs in a transaction of its own, where
- * the graph is exactly the committed state. */
-#define KW__WRITE_ALONE 1u
-#define KW__GROUP_MAX_JOBS 64
-#define KW__GROUP_MAX_CHANGES 4096 /* no further write joins a batch past this many */
-typedef int (*kw__api_tx_fn)(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
-KW_NODISCARD int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud, unsigned flags,
-                               kw_revision_t *rev, kw_diag_t *diag);
-/* Writes queued for the next batches now (not counting the batch being run). */
-size_t kw__api_write_queued(kw_api_t *api);
-
-/* ---- follow.c: coherence with the store ---- */
-/* Called by kw_api_new / kw_api_free (routes.c). */
-KW_NODISCARD int kw__api_coherence_init(kw_api_t *api);
-void kw__api_coherence_fini(kw_api_t *api);
+/* ---- the sync module, as the routes call it (sync/sync.h) ---- */
+/* The write path with group commit: kw_sync_write. */
+#define KW__WRITE_ALONE KW_SYNC_WRITE_ALONE
+typedef kw_sync_tx_fn kw__api_tx_fn;
+KW_NODISCARD static inline int kw__api_write(kw_api_t *api, kw__api_tx_fn fn, void *ud,
+                                             unsigned flags, kw_revision_t *rev, kw_diag_t *diag)
+{
+    return kw_sync_write(api->sync, fn, ud, flags, rev, diag);
+}
+/* The store revision the graph reflects: kw_sync_applied. */
 static inline kw_revision_t kw__api_applied(kw_api_t *api)
 {
-    return (kw_revision_t)atomic_load_explicit(&api->applied_rev, memory_order_acquire);
+    return kw_sync_applied(api->sync);
 }
-/* Milliseconds on a clock that keeps counting while the process is stopped or the host
- * suspended (CLOCK_BOOTTIME), for the freshness lease. */
-int64_t kw__api_clock_ms(void);
-/* Fresh: the follower has not declared the graph stale, AND (when following) its last
- * proof of currency is younger than KW__API_LEASE_MS. What every data route requires. */
-bool kw__api_is_fresh(kw_api_t *api);
-/* Under write_mu: publishes applied_rev = rev (if it advances) and wakes waiters. */
-void kw__api_advance(kw_api_t *api, kw_revision_t rev);
-/* Under write_mu, PostgreSQL only: applies every committed revision after applied_rev
- * (changes_since), swapping the schema when the stored one changed; advances applied_rev.
- * KW_OK on SQLite (nothing to follow). */
-KW_NODISCARD int kw__api_catch_up(kw_api_t *api, kw_diag_t *diag);
-/* Waits until applied_rev >= min and the instance is fresh; with `full`, first catches up
- * to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached within
- * freshness_ms; KW_EDB: not fresh (database unreachable / not caught up). */
-KW_NODISCARD int kw__api_await(kw_api_t *api, kw_revision_t min, bool full);
+/* Inside a write's fn: the graph catches up to the committed state (kw_sync_catch_up). */
+KW_NODISCARD static inline int kw__api_catch_up(kw_api_t *api, kw_diag_t *diag)
+{
+    return kw_sync_catch_up(api->sync, diag);
+}
+/* Waits for a presented revision (kw_sync_await): KW_OK; KW_ETIMEOUT; KW_EDB (not fresh);
+ * KW_EINVAL, at once: min is beyond the store's current revision. */
+KW_NODISCARD static inline int kw__api_await(kw_api_t *api, kw_revision_t min, bool full)
+{
+    return kw_sync_await(api->sync, min, full);
+}
+
+/* ---- freshness over HTTP (common.c) ---- */
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
 bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);
 /* For every data route, right after authentication: 422 for a malformed
- * X-Keyward-Revision, 503 "Revision not yet available" after the bounded wait, 503
+ * X-Keyward-Revision or one beyond the store's current revision, 503 "Revision not yet available" after the bounded wait, 503
  * "Database unavailable" when not fresh. false: the answer is written. */
 bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
 
 #define KW__MSG_REV_LATE "Revision not yet available"
 #define KW__MSG_REV_BAD "X-Keyward-Revision must be a decimal revision number."
+#define KW__MSG_REV_AHEAD "X-Keyward-Revision is ahead of every committed revision."
 
 /* ---- route handlers ---- */
 void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

@@ -1,7 +1,7 @@
 /*
  * api/auth.c - principal resolution: who is calling, and which account they selected.
  *
- * Credentials (spec/API.md "Principals"):
+ * Credentials (docs/API.md "Principals"):
  *   Authorization: Bearer <JWT>      -> user:<sub> | service_account:<sub>
  *   Authorization: AgentKey <key>    -> agent:<agent_id>   (scheme case-insensitive)
  *   x-agent-api-key: <key>           -> agent:<agent_id>

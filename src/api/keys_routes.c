@@ -19,6 +19,19 @@
 
 #define KEY_BATCH 256
 
+#define XSTR(x) STR_(x)
+#define STR_(x) #x
+
+/* The 422 of a bad key name names the cap. */
+static const char msg_name[] =
+    "name is required: 1-" XSTR(KW_MAX_NAME_CHARS) " characters of UTF-8, no control characters.";
+
+/* A supplied internal/external api_key that some key already has (whose agent or tenant
+ * ever): refused with a message that says nothing about where the secret is in use. */
+#define MSG_KEY_UNUSABLE                                                                           \
+    "api_key cannot be used: supply another value, or leave api_key out to have one "              \
+    "generated."
+
 static void agent_404(kw_http_resp_t *resp)
 {
     kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
@@ -99,10 +112,12 @@ static bool resolve_agent(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
             rc = kw_store_agent_get(api->store, r->id, req->arena, ag);
     } else {
         rc = kw_store_agent_get_by_name(api->store, p->account, r->name, req->arena, ag);
-        if (rc == KW_OK) {
-            bool ok = false;
-            rc = kw__api_can(api, p, "agent", kw_str_c(ag->id), "read", &ok, rev);
-            if (rc == KW_OK && !ok) {
+        if (rc == KW_OK || rc == KW_ENOTFOUND) {
+            /* The same check for an absent name (on the decoy) as for an unreadable one. */
+            bool found = rc == KW_OK, ok = false;
+            rc = kw__api_can(api, p, "agent", found ? kw_str_c(ag->id) : KW_STR(KW__DECOY_ID),
+                             "read", &ok, rev);
+            if (rc == KW_OK && (!found || !ok)) {
                 agent_404(resp);
                 return false;
             }
@@ -120,6 +135,15 @@ static bool resolve_agent(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
 }
 
 /* ---- create ---- */
+
+/* Does a key with this keyed hash exist? KW_OK + *used, or the store's error. */
+static int hash_in_use(kw_api_t *api, kw_arena_t *a, const uint8_t *hash, bool *used)
+{
+    kw_apikey_t row;
+    int rc = kw_store_key_find_by_hash(api->store, hash, KW_KEY_HASH_LEN, a, &row);
+    *used = rc == KW_OK;
+    return rc == KW_ENOTFOUND ? KW_OK : rc;
+}
 
 typedef struct {
     const kw_apikey_t *key;
@@ -154,8 +178,7 @@ static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_
     }
     if (!kw__api_json_str(body, "name", name, &has_name) || !has_name ||
         !kw_api_name_valid(*name, true)) {
-        kw_http_resp_error(resp, 422,
-                           "name is required: 1-255 characters of UTF-8, no control characters.");
+        kw_http_resp_error(resp, 422, msg_name);
         return false;
     }
     if (!kw__api_json_str(body, "api_key_type", &t, &has_type) ||
@@ -213,6 +236,22 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         rc = KW_ENOMEM;
         goto fail;
     }
+    bool hashed = strcmp(type, "internal") == 0 || strcmp(type, "external") == 0;
+    uint8_t hash[KW_KEY_HASH_LEN];
+    if (has_supplied && hashed) {
+        /* A live secret of any key, this tenant's or another's: the same neutral 422 (with
+         * the other bad api_key values), never "exists". The unique index on the hash
+         * still decides a race (below). */
+        bool used = false;
+        kw_key_hash(api->keyring, (kw_str_t){secret, secret_len}, hash);
+        rc = hash_in_use(api, req->arena, hash, &used);
+        if (rc != KW_OK)
+            goto fail;
+        if (used) {
+            kw_http_resp_error(resp, 422, MSG_KEY_UNUSABLE);
+            goto out;
+        }
+    }
     if (!ref_rules(resp, &r, &p))
         goto out;
     if (!resolve_agent(api, req, resp, &p, &r, &ag, NULL))
@@ -248,8 +287,7 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     key.agent_id[sizeof(key.agent_id) - 1] = '\0';
     key.name = name_c;
     key.type = type;
-    uint8_t hash[KW_KEY_HASH_LEN];
-    if (strcmp(type, "internal") == 0 || strcmp(type, "external") == 0) {
+    if (hashed) {
         kw_key_hash(api->keyring, (kw_str_t){secret, secret_len}, hash);
         key.hash = hash;
         key.hash_len = sizeof(hash);
@@ -281,6 +319,20 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     create_ctx_t c = {&key, ups, 3};
     kw_revision_t rev = 0;
     rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
+    if ((rc == KW_ECONFLICT || rc == KW_EEXISTS) && has_supplied && hashed) {
+        /* Which unique index refused it: the secret's (a concurrent create with the same
+         * supplied key won) answers as above, a name's the 409. */
+        bool used = false;
+        int hrc = hash_in_use(api, req->arena, hash, &used);
+        if (hrc != KW_OK) {
+            rc = hrc;
+            goto fail;
+        }
+        if (used) {
+            kw_http_resp_error(resp, 422, MSG_KEY_UNUSABLE);
+            goto out;
+        }
+    }
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
         kw_http_resp_error(resp, 409,
                            "A key with this name and type already exists for the agent.");
@@ -297,6 +349,8 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     resp->status = 200;
     kw__api_key_json(&resp->body, &key, (kw_str_t){secret, secret_len});
     kw__api_revision(req, resp, rev);
+    /* The one response that shows the secret: no cache (browser, proxy) may keep it. */
+    kw_http_resp_header(resp, "Cache-Control", "no-store");
     kw_log(KW_LOG_INFO, KW_MODULE, "request %s: created %s key %s for agent %s",
            req->request_id, type, key.id, key.agent_id);
     goto out;
@@ -352,6 +406,7 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                                     batch, scratch, &rows, &n);
         if (rc != KW_OK || n == 0)
             break;
+        atomic_fetch_add_explicit(&api->list_rows_keys, n, memory_order_relaxed);
         for (size_t i = 0; i < n; i++)
             items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), kw_str_c(rows[i].id)},
                                          KW_STR("read"), p.subject, KW_CHECK_NO, KW_OK, {0}};
@@ -465,8 +520,14 @@ static bool resolve_key_by_name(kw_api_t *api, kw_http_req_t *req, kw_http_resp_
     int rc = kw_store_key_get_by_name(api->store, kw_str_c(ag.id), name, kw_str_c(type),
                                       req->arena, key);
     if (rc == KW_ENOTFOUND) {
-        key_404(resp);
-        return false;
+        /* The callers check `read` on the key they found; an absent one costs the same
+         * check (on the decoy), then the same 404. */
+        bool ok = false;
+        rc = key_readable(api, p, KW_STR(KW__DECOY_ID), &ok, NULL);
+        if (rc == KW_OK) {
+            key_404(resp);
+            return false;
+        }
     }
     if (rc != KW_OK) {
         kw__api_fail(req, resp, rc, "get key by name");

@@ -23,8 +23,8 @@ void kw__api_readyz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, rc == KW_ENOMEM ? rc : KW_EDB, "readiness ping");
         return;
     }
-    /* Reachable is not enough: the graph must be caught up with it (follow.c). */
-    if (!kw_api_is_fresh(api)) {
+    /* Reachable is not enough: the graph must be caught up with it (sync/follower.c). */
+    if (!kw_sync_is_fresh(api->sync)) {
         kw_http_resp_error(resp, 503, KW__MSG_DB);
         return;
     }
@@ -192,10 +192,11 @@ static json_t *components(void)
         "{s:{"
         "s:{s:s, s:[s], s:{s:{s:s}}},"                                         /* Error */
         "s:{s:s, s:[s,s,s,s]},"                                                /* ApiKeyType */
-        "s:{s:s, s:[s], s:{s:{s:s, s:i, s:i}, s:{s:[s,s]}}},"                  /* AgentCreate */
+        "s:{s:s, s:[s], s:{s:{s:s, s:i, s:i}, s:{s:[s,s], s:i}}},"             /* AgentCreate */
         "s:{s:s, s:[s,s,s,s,s], s:{s:{s:s, s:s}, s:O, s:{s:[s,s]}, s:O, s:{s:s, s:s}}}," /* Agent */
         "s:{s:s, s:o},"                                                        /* AgentList */
-        "s:{s:s, s:[s], s:{s:O, s:O, s:O, s:o, s:O}},"                         /* AgentAPIKeyCreate */
+        "s:{s:s, s:[s], s:{s:O, s:{s:s, s:i, s:i}, s:{s:s, s:i, s:i}, s:o, "
+        "s:{s:s, s:i, s:i}}},"                                                 /* AgentAPIKeyCreate */
         "s:{s:s, s:[s,s,s,s,s], s:{s:O, s:O, s:{s:s, s:s}, s:O, s:o}},"        /* AgentAPIKey */
         "s:{s:[o, {s:s, s:[s], s:{s:O}}]},"                                    /* WithSecret */
         "s:{s:s, s:o},"                                                        /* AgentAPIKeyList */
@@ -210,14 +211,19 @@ static json_t *components(void)
         "Error", "type", "object", "required", "detail", "properties", "detail", "type", "string",
         "ApiKeyType", "type", "string", "enum", "internal", "external", "github", "slack",
         "AgentCreate", "type", "object", "required", "name", "properties", "name", "type",
-        "string", "minLength", 1, "maxLength", 255, "description", "type", "string", "null",
+        "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS, "description", "type", "string",
+        "null", "maxLength", KW_MAX_DESCRIPTION_CHARS,
         "Agent", "type", "object", "required", "id", "name", "description", "account_id",
         "created_at", "properties", "id", "type", "string", "format", "uuid", "name", str,
         "description", "type", "string", "null", "account_id", str, "created_at", "type",
         "string", "format", "date-time",
         "AgentList", "type", "array", "items", ref("Agent"),
         "AgentAPIKeyCreate", "type", "object", "required", "name", "properties", "agent_id", str,
-        "agent_name", str, "name", str, "api_key_type", ref("ApiKeyType"), "api_key", str,
+        "agent_name", "type", "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS,
+        "name", "type", "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS,
+        "api_key_type", ref("ApiKeyType"),
+        "api_key", "type", "string", "minLength", KW_KEY_MIN_SUPPLIED, "maxLength",
+        KW_KEY_MAX_SUPPLIED,
         "AgentAPIKey", "type", "object", "required", "id", "agent_id", "created_at", "name",
         "api_key_type", "properties", "id", str, "agent_id", str, "created_at", "type",
         "string", "format", "date-time", "name", str, "api_key_type", ref("ApiKeyType"),

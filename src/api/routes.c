@@ -1,8 +1,9 @@
 /*
  * api/routes.c - the service's route table, its context (kw_api_t), its extra metrics
- * and the schema requirements of the routes.
+ * and the schema requirements of the routes (given to the sync module as its
+ * check_schema callback by `serve`).
  *
- * Invariant: every route of spec/API.md appears here exactly once; /openapi.json
+ * Invariant: every route of docs/API.md appears here exactly once; /openapi.json
  * (ops.c) describes the same set (tag-kw-api-routes: keep the two in step).
  */
 #include <inttypes.h>
@@ -10,43 +11,24 @@
 
 #include "api_int.h"
 
-int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
+int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring, kw_sync_t *sync,
                kw_api_t **out)
 {
-    if (!engine || !store || !keyring || !out)
+    if (!engine || !store || !keyring || !sync || !out)
         return KW_EINVAL;
     kw_api_t *api = kw_calloc(1, sizeof(*api));
     if (!api)
         return KW_ENOMEM;
-    if (pthread_mutex_init(&api->write_mu, NULL) != 0) {
-        kw_free(api);
-        return KW_ENOMEM;
-    }
-    if (pthread_mutex_init(&api->group_mu, NULL) != 0) {
-        pthread_mutex_destroy(&api->write_mu);
-        kw_free(api);
-        return KW_ENOMEM;
-    }
-    if (kw__api_coherence_init(api) != KW_OK) {
-        pthread_mutex_destroy(&api->group_mu);
-        pthread_mutex_destroy(&api->write_mu);
-        kw_free(api);
-        return KW_ENOMEM;
-    }
     api->engine = engine;
     api->store = store;
     api->keyring = keyring;
+    api->sync = sync;
     *out = api;
     return KW_OK;
 }
 
 void kw_api_free(kw_api_t *api)
 {
-    if (!api)
-        return;
-    kw__api_coherence_fini(api); /* stops the follower first */
-    pthread_mutex_destroy(&api->group_mu);
-    pthread_mutex_destroy(&api->write_mu);
     kw_free(api);
 }
 
@@ -88,8 +70,8 @@ const kw_http_route_t *kw_api_routes(size_t *n)
 static void metric_u64(kw_buf_t *out, const char *name, const char *type, const char *help,
                        uint64_t v)
 {
-    kw_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type,
-                  name, v);
+    kw_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name,
+                  v);
 }
 
 static uint64_t relaxed(_Atomic uint64_t *v)
@@ -100,6 +82,8 @@ static uint64_t relaxed(_Atomic uint64_t *v)
 void kw_api_metrics(kw_buf_t *out, void *ud)
 {
     kw_api_t *api = ud;
+    kw_sync_stats_t st;
+    kw_sync_stats(api->sync, &st);
     kw_buf_puts(out, "# HELP keyward_checks_total Permission checks performed by the API.\n"
                      "# TYPE keyward_checks_total counter\n");
     kw_buf_printf(out, "keyward_checks_total{result=\"allowed\"} %" PRIu64 "\n",
@@ -108,43 +92,47 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                   relaxed(&api->checks_denied));
     kw_buf_printf(out, "keyward_checks_total{result=\"error\"} %" PRIu64 "\n",
                   relaxed(&api->checks_error));
+    kw_buf_puts(out, "# HELP keyward_list_rows_loaded_total Rows the list routes read from the "
+                     "store.\n# TYPE keyward_list_rows_loaded_total counter\n");
+    kw_buf_printf(out, "keyward_list_rows_loaded_total{route=\"/agents\"} %" PRIu64 "\n",
+                  relaxed(&api->list_rows_agents));
+    kw_buf_printf(out, "keyward_list_rows_loaded_total{route=\"/agent_api_keys\"} %" PRIu64 "\n",
+                  relaxed(&api->list_rows_keys));
     metric_u64(out, "keyward_relationships", "gauge", "Relationships in the authorization graph.",
                (uint64_t)kw_engine_count(api->engine));
     metric_u64(out, "keyward_revision", "gauge", "Store revision the authorization graph reflects.",
-               (uint64_t)kw__api_applied(api));
+               (uint64_t)st.applied);
     metric_u64(out, "keyward_fresh", "gauge", "1 when the graph is caught up with the database.",
-               kw_api_is_fresh(api) ? 1 : 0);
-    /* Group commit (common.c). */
+               st.fresh ? 1 : 0);
+    /* Group commit (sync/commit.c). */
     metric_u64(out, "keyward_write_batches_total", "counter",
                "Store transactions committed by the write path (group commit: one per batch of "
                "writes).",
-               relaxed(&api->group_batches));
+               st.write_batches);
     metric_u64(out, "keyward_write_batch_jobs_total", "counter",
                "Writes carried by those transactions (jobs / batches = mean batch size).",
-               relaxed(&api->group_jobs));
+               st.write_jobs);
     metric_u64(out, "keyward_write_batch_max_jobs", "gauge", "The largest batch committed.",
-               relaxed(&api->group_max_jobs));
+               st.write_max_jobs);
     metric_u64(out, "keyward_write_deferred_total", "counter",
                "Writes moved to a later batch because an earlier write of the batch changed the "
                "same relationship.",
-               relaxed(&api->group_deferred));
-    /* Changelog retention and the follower (follow.c; stay 0 on SQLite). */
+               st.write_deferred);
+    /* Changelog retention and the follower (sync/follower.c; stay 0 on SQLite). */
     metric_u64(out, "keyward_changelog_pruned_rows_total", "counter",
-               "Changelog rows this instance pruned.", relaxed(&api->changelog_pruned));
+               "Changelog rows this instance pruned.", st.changelog_pruned);
     metric_u64(out, "keyward_changelog_horizon", "gauge",
                "Highest revision whose changes may be pruned, as this instance last saw it.",
-               relaxed(&api->changelog_horizon));
+               st.changelog_horizon);
     metric_u64(out, "keyward_resyncs_total", "counter",
-               "Full reloads of the graph after falling behind the pruned changelog.",
-               relaxed(&api->resyncs));
+               "Full reloads of the graph after falling behind the pruned changelog.", st.resyncs);
     metric_u64(out, "keyward_follower_wakeups_total", "counter",
                "Times the follower was woken by a change notification (LISTEN/NOTIFY) rather "
                "than its 1 s poll.",
-               relaxed(&api->wakeups));
+               st.wakeups);
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
-    kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n",
-                  (double)relaxed(&api->last_resync_ms) / 1000.0);
+    kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n", (double)st.last_resync_ms / 1000.0);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

@@ -251,8 +251,11 @@ KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t
  * caveat `[name...]` or expiration gives KW_EUNSUPPORTED). The result points into `text`.
  * Syntax only: no schema involved. */
 KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
-/* Parses `type:id#permission@type:id[#relation]` for a check (same grammar as a rel). */
 /* Appends the canonical string form of `rel` to `out`. */
 void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);
+/* Copies the six strings of `src` into `a` (each NUL-terminated; a NULL ptr with len 0 is
+ * fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM with *out
+ * untouched (what was copied stays in the arena until it is reset). */
+KW_NODISCARD int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
 
 #endif

@@ -15,11 +15,13 @@
  * the frame it depends on is the one being closed (lowlink). "Yes" is always sound and
  * memoized. Hitting an open frame across the subtracted side of an exclusion makes the
  * answer depend on its own negation: KW_ECYCLE (fail closed). Depth is capped at
- * KW_MAX_CHECK_DEPTH nested (node, rel) frames: KW_EDEPTH.
+ * KW_MAX_CHECK_DEPTH nested (node, rel) frames: KW_EDEPTH; the evaluations of one check
+ * at KW_MAX_CHECK_STEPS: KW_EBUDGET (tag-kw-query-budget; results under an open cycle are
+ * recomputed, so without it the work could double per frame).
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 enum { MEMO_UNKNOWN = 1, MEMO_OPEN, MEMO_YES, MEMO_NO };
 
@@ -220,7 +222,11 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     if (rel >= ty->n_rels)
         return kw_diag_set(c->diag, KW_EINTERNAL, 0, 0, "relation index out of range");
     const kw_relation_t *rd = &ty->rels[rel];
-    c->steps++;
+    if (++c->steps > KW_MAX_CHECK_STEPS) /* tag-kw-query-budget */
+        return kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
+                           "check exceeded its budget of %u steps at %.*s:%s#%.*s",
+                           KW_MAX_CHECK_STEPS, KW_STR_FMT(ty->name),
+                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
     if (!rd->is_permission) {
         if (direct_match(c, node, rel))
             return 1;
@@ -240,7 +246,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
                                "relationship cycle through the subtracted side of an exclusion "
                                "at %.*s:%s#%.*s",
-                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
+                               KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
         return 0;
@@ -250,14 +257,15 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     if (c->depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
                            "check exceeded the maximum depth of %d at %.*s:%s#%.*s",
-                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
-                           KW_STR_FMT(rd->name));
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
+                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;
     c->frame_neg[d] = c->neg;
     int my_low = NO_LOW;
-    int r = rd->is_permission ? ck_expr(c, node, rd->expr, &my_low) : ck_sets(c, node, rel, &my_low);
+    int r =
+        rd->is_permission ? ck_expr(c, node, rd->expr, &my_low) : ck_sets(c, node, rel, &my_low);
     c->depth--;
     /* The table may have grown during the recursion: look the entry up again. */
     m = memo_get(c, node, rel);
@@ -282,6 +290,7 @@ int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
     int low = NO_LOW;
     c->depth = 0;
     c->neg = 0;
+    c->steps = 0;
     int r = ck_rel(c, node, rel, &low);
     if (r < 0 && c->memo) {
         /* An aborted search leaves open markers behind: forget everything. */
@@ -291,43 +300,160 @@ int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
     return r;
 }
 
-static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
-                        int depth);
+/* The schema-only walk of kw__ck_absent. Without relationships nothing is memoized, and
+ * a permission that names the one before it several times makes the walk exponential:
+ * every path counts against the check budget (tag-kw-query-budget). */
+typedef struct absent {
+    const kw_schema_t *s;
+    uint16_t srel;
+    uint32_t steps;
+    kw_diag_t *diag;
+} absent_t;
 
-bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth)
+static int absent_expr(absent_t *a, uint16_t type, const kw_expr_t *x, int depth);
+
+static int absent_rel(absent_t *a, uint16_t type, uint16_t rel, int depth)
 {
-    if (rel == srel)
-        return true;
-    const kw_relation_t *rd = &s->types[type].rels[rel];
+    if (rel == a->srel)
+        return 1;
+    const kw_relation_t *rd = &a->s->types[type].rels[rel];
     if (!rd->is_permission || depth > KW_MAX_EXPR_DEPTH)
-        return false; /* no relationships; the compiler refuses same-object REF cycles */
-    return absent_expr(s, type, rd->expr, srel, depth + 1);
+        return 0; /* no relationships; the compiler refuses same-object REF cycles */
+    if (++a->steps > KW_MAX_CHECK_STEPS)
+        return kw_diag_set(a->diag, KW_EBUDGET, 0, 0,
+                           "check exceeded its budget of %u steps in the schema of %.*s#%.*s",
+                           KW_MAX_CHECK_STEPS, KW_STR_FMT(a->s->types[type].name),
+                           KW_STR_FMT(rd->name));
+    return absent_expr(a, type, rd->expr, depth + 1);
 }
 
-static bool absent_expr(const kw_schema_t *s, uint16_t type, const kw_expr_t *x, uint16_t srel,
-                        int depth)
+/* 1 or 0 as the expression holds for the subject set itself, or a negative KW_E*. */
+static int absent_expr(absent_t *a, uint16_t type, const kw_expr_t *x, int depth)
 {
     switch (x->kind) {
     case KW_EXPR_REF:
-        return kw__ck_absent(s, type, x->rel, srel, depth + 1);
+        return absent_rel(a, type, x->rel, depth + 1);
     case KW_EXPR_UNION:
-        for (uint32_t i = 0; i < x->n_children; i++)
-            if (absent_expr(s, type, x->children[i], srel, depth + 1))
-                return true;
-        return false;
+        for (uint32_t i = 0; i < x->n_children; i++) {
+            int r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 0)
+                return r;
+        }
+        return 0;
     case KW_EXPR_INTERSECT:
-        for (uint32_t i = 0; i < x->n_children; i++)
-            if (!absent_expr(s, type, x->children[i], srel, depth + 1))
-                return false;
-        return true;
-    case KW_EXPR_EXCLUDE:
-        if (!absent_expr(s, type, x->children[0], srel, depth + 1))
-            return false;
-        for (uint32_t i = 1; i < x->n_children; i++)
-            if (absent_expr(s, type, x->children[i], srel, depth + 1))
-                return false;
-        return true;
-    default: /* NIL, and arrows need relationships */
-        return false;
+        for (uint32_t i = 0; i < x->n_children; i++) {
+            int r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 1)
+                return r;
+        }
+        return 1;
+    case KW_EXPR_EXCLUDE: {
+        int r = absent_expr(a, type, x->children[0], depth + 1);
+        if (r != 1)
+            return r;
+        for (uint32_t i = 1; i < x->n_children; i++) {
+            r = absent_expr(a, type, x->children[i], depth + 1);
+            if (r != 0)
+                return r < 0 ? r : 0;
+        }
+        return 1;
     }
+    default: /* NIL, and arrows need relationships */
+        return 0;
+    }
+}
+
+int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, kw_diag_t *diag)
+{
+    absent_t a = {s, srel, 0, diag};
+    return absent_rel(&a, type, rel, 0);
+}
+
+/* ---- the entry points: Check and CheckBulk ---- */
+
+/* One check under the read lock, sharing `c` (and its memo) with other items. */
+static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
+                     kw_check_result_t *result, kw_diag_t *diag)
+{
+    uint16_t t, r, stype, srel;
+    uint32_t snode;
+    c->diag = diag;
+    int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
+    if (rc == KW_OK)
+        rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
+    if (rc == KW_OK && !kw__id_ok(res.id))
+        rc = kw__bad_id(diag, "resource", res.id);
+    if (rc != KW_OK)
+        return rc;
+    /* Both lookups at once: their cache misses overlap. */
+    const uint16_t types[2] = {t, stype};
+    const kw_str_t ids[2] = {res.id, subj.id};
+    uint32_t nodes[2];
+    kw__graph_find2(&e->g, types, ids, nodes);
+    uint32_t rnode = nodes[0];
+    snode = nodes[1];
+    if (rnode == KW_NODE_NONE) {
+        /* A subject set has itself, even when the object has no relationships at all. */
+        int self = 0;
+        if (srel != KW_REL_NONE && stype == t && kw_str_eq(res.id, subj.id))
+            self = kw__ck_absent(e->model->schema, t, r, srel, diag);
+        if (self < 0)
+            return self;
+        *result = self ? KW_CHECK_YES : KW_CHECK_NO;
+        return KW_OK;
+    }
+    kw__ck_subject(c, snode, stype, srel);
+    int v = kw__ck_check(c, rnode, r);
+    if (v < 0)
+        return v;
+    *result = v == 1 ? KW_CHECK_YES : KW_CHECK_NO;
+    return KW_OK;
+}
+
+int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_subject_t subject,
+                    kw_check_result_t *result, kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_ck_t c;
+    kw_check_result_t res = KW_CHECK_NO;
+    kw__engine_rdlock(e);
+    int rc;
+    if (!e->model) {
+        rc = kw__engine_no_schema(diag);
+    } else {
+        kw__ck_init(&c, &e->g, e->model->schema, diag);
+        rc = check_one(e, &c, resource, permission, subject, &res, diag);
+        kw__ck_close(&c);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw__engine_unlock(e);
+    if (rc == KW_OK)
+        *result = res;
+    return rc;
+}
+
+int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n, kw_revision_t *rev)
+{
+    kw_ck_t c;
+    kw__engine_rdlock(e);
+    if (!e->model) {
+        for (size_t i = 0; i < n; i++) {
+            items[i].result = KW_CHECK_NO;
+            items[i].rc = kw__engine_no_schema(&items[i].diag);
+        }
+    } else {
+        kw__ck_init(&c, &e->g, e->model->schema, NULL);
+        for (size_t i = 0; i < n; i++) {
+            kw_check_item_t *it = &items[i];
+            kw_check_result_t res = KW_CHECK_NO;
+            kw_diag_clear(&it->diag);
+            it->rc = check_one(e, &c, it->resource, it->permission, it->subject, &res, &it->diag);
+            it->result = it->rc == KW_OK ? res : KW_CHECK_NO;
+        }
+        kw__ck_close(&c);
+    }
+    if (rev)
+        *rev = e->rev;
+    kw__engine_unlock(e);
+    return KW_OK;
 }

@@ -8,39 +8,78 @@
  * `ts.all(t)` an INTERSECTION of the same (an empty UNION, i.e. nobody, when ts is empty).
  * NIL is an empty UNION. Recursion through permissions and arrows is capped at
  * KW_MAX_CHECK_DEPTH (cyclic data such as folder loops ends in KW_EDEPTH).
- * Everything is allocated from the caller's arena.
+ * Everything is allocated from the caller's arena. The tree can be exponentially larger
+ * than the schema and the data (a permission naming the one before it twice doubles it per
+ * level), so one answer holds at most KW_MAX_EXPAND_NODES nodes and listed subjects and
+ * KW_MAX_EXPAND_BYTES bytes: past either, KW_EBUDGET (tag-kw-query-budget).
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 typedef struct ex_ctx {
     const kw_graph_t *g;
     const kw_schema_t *s;
     kw_arena_t *a;
     kw_diag_t *diag;
+    size_t nodes, bytes; /* what the answer holds so far */
+    int err;             /* why the last allocation failed: KW_ENOMEM or KW_EBUDGET */
 } ex_ctx_t;
 
-/* Copies s into the arena (the tree must outlive the read lock); ok cleared on OOM. */
-static kw_str_t dup(const ex_ctx_t *c, kw_str_t s, bool *ok)
+/* Counts `n` more nodes or subjects and `bytes` more bytes against the budget: KW_OK, or
+ * KW_EBUDGET with diag set (and c->err). */
+static int charge(ex_ctx_t *c, size_t n, size_t bytes)
 {
+    c->nodes += n;
+    c->bytes += bytes;
+    if (c->nodes > KW_MAX_EXPAND_NODES)
+        return c->err = kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
+                                    "expand exceeds its budget of %u nodes and subjects",
+                                    KW_MAX_EXPAND_NODES);
+    if (c->bytes > KW_MAX_EXPAND_BYTES)
+        return c->err = kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
+                                    "expand exceeds its budget of %u bytes", KW_MAX_EXPAND_BYTES);
+    return KW_OK;
+}
+
+/* Arena memory counted against the budget; NULL with c->err set on failure. */
+static void *ex_alloc(ex_ctx_t *c, size_t n_nodes, size_t size)
+{
+    if (charge(c, n_nodes, size) != KW_OK)
+        return NULL;
+    void *p = kw_arena_alloc(c->a, size);
+    if (!p)
+        c->err = KW_ENOMEM;
+    return p;
+}
+
+/* Copies s into the arena (the tree must outlive the read lock); ok cleared on failure
+ * (c->err says why). */
+static kw_str_t dup(ex_ctx_t *c, kw_str_t s, bool *ok)
+{
+    if (charge(c, 0, s.len + 1) != KW_OK) {
+        *ok = false;
+        return KW_STR("");
+    }
     char *p = kw_arena_strndup(c->a, s.ptr ? s.ptr : "", s.len);
     if (!p) {
+        c->err = KW_ENOMEM;
         *ok = false;
         return KW_STR("");
     }
     return (kw_str_t){p, s.len};
 }
 
-static kw_str_t node_str(const ex_ctx_t *c, uint32_t n, bool *ok)
+static kw_str_t node_str(ex_ctx_t *c, uint32_t n, bool *ok)
 {
     return dup(c, kw__node_str(&c->g->nodes[n]), ok);
 }
 
+/* A new tree node; NULL with c->err set on failure. */
 static kw_expand_t *ex_node(ex_ctx_t *c, kw_expand_kind_t kind, uint32_t node, kw_str_t rel,
                             size_t n_children)
 {
-    kw_expand_t *x = kw_arena_alloc(c->a, sizeof(*x));
+    kw_expand_t *x = ex_alloc(c, 1, sizeof(*x));
     if (!x)
         return NULL;
     memset(x, 0, sizeof(*x));
@@ -52,7 +91,7 @@ static kw_expand_t *ex_node(ex_ctx_t *c, kw_expand_kind_t kind, uint32_t node, k
     if (!ok)
         return NULL;
     if (n_children) {
-        x->children = kw_arena_alloc(c->a, n_children * sizeof(kw_expand_t *));
+        x->children = ex_alloc(c, 0, n_children * sizeof(kw_expand_t *));
         if (!x->children)
             return NULL;
     }
@@ -68,7 +107,7 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
     switch (e->kind) {
     case KW_EXPR_NIL:
         *out = ex_node(c, KW_EXPAND_UNION, node, label, 0);
-        return *out ? KW_OK : KW_ENOMEM;
+        return *out ? KW_OK : c->err;
     case KW_EXPR_REF:
         return ex_rel(c, node, e->rel, depth, out);
     case KW_EXPR_ARROW:
@@ -80,14 +119,14 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
         kw_str_t ts = c->s->types[g->nodes[node].type].rels[e->rel].name;
         kw_expand_t *x = ex_node(c, kind, node, ts, hi - lo);
         if (!x)
-            return KW_ENOMEM;
+            return c->err;
         for (uint32_t i = lo; i < hi; i++) {
             uint32_t o = g->nodes[node].fwd.v[i].other;
             uint16_t tr = e->target_by_type[g->nodes[o].type];
             kw_expand_t *ch;
             int rc;
             if (tr == KW_REL_NONE) /* that type lacks the target: nobody */
-                rc = (ch = ex_node(c, KW_EXPAND_UNION, o, e->target, 0)) ? KW_OK : KW_ENOMEM;
+                rc = (ch = ex_node(c, KW_EXPAND_UNION, o, e->target, 0)) ? KW_OK : c->err;
             else
                 rc = ex_rel(c, o, tr, depth + 1, &ch);
             if (rc != KW_OK)
@@ -105,7 +144,7 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
                                                                : KW_EXPAND_EXCLUSION;
         kw_expand_t *x = ex_node(c, kind, node, label, e->n_children);
         if (!x)
-            return KW_ENOMEM;
+            return c->err;
         for (uint32_t i = 0; i < e->n_children; i++) {
             int rc = ex_expr(c, node, label, e->children[i], depth, &x->children[i]);
             if (rc != KW_OK)
@@ -135,11 +174,11 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
     kw__graph_fwd_range(g, node, rel, &lo, &hi);
     kw_expand_t *x = ex_node(c, KW_EXPAND_LEAF, node, rd->name, 0);
     if (!x)
-        return KW_ENOMEM;
+        return c->err;
     if (hi > lo) {
-        x->subjects = kw_arena_alloc(c->a, (hi - lo) * sizeof(kw_subject_t));
+        x->subjects = ex_alloc(c, hi - lo, (hi - lo) * sizeof(kw_subject_t));
         if (!x->subjects)
-            return KW_ENOMEM;
+            return c->err;
     }
     for (uint32_t i = lo; i < hi; i++) {
         kw_edge_t ed = g->nodes[node].fwd.v[i];
@@ -152,27 +191,27 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
                            ? KW_STR("")
                            : dup(c, c->s->types[st].rels[ed.other_rel].name, &ok);
         if (!ok)
-            return KW_ENOMEM;
+            return c->err;
     }
     *out = x;
     return KW_OK;
 }
 
-int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
-                     kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev, kw_diag_t *diag)
+int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_arena_t *arena,
+                     kw_expand_t **out, kw_revision_t *rev, kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     kw_expand_t *root = NULL;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
         goto done;
     }
     uint16_t t, r;
     rc = kw__resolve_perm(e, resource.type, permission, &t, &r, diag);
     if (rc != KW_OK)
         goto done;
-    ex_ctx_t c = {&e->g, e->model->schema, arena, diag};
+    ex_ctx_t c = {&e->g, e->model->schema, arena, diag, 0, 0, KW_ENOMEM};
     uint32_t node = kw__graph_find(&e->g, t, resource.id.ptr, resource.id.len);
     if (node == KW_NODE_NONE) {
         /* An object without relationships: an empty tree of the right shape. */
@@ -189,7 +228,7 @@ int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
             root->object.id = (kw_str_t){id, resource.id.len};
             root->relation = dup(&c, rd->name, &ok);
             if (!ok)
-                rc = KW_ENOMEM;
+                rc = c.err;
         }
     } else {
         rc = ex_rel(&c, node, r, 0, &root);
@@ -199,7 +238,7 @@ int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
 done:
     if (rc == KW_OK && rev)
         *rev = e->rev;
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     if (rc == KW_OK)
         *out = root;
     return rc;

@@ -1,6 +1,6 @@
 /*
- * authz/graph_int.h - the engine's private data structures (relationship graph, check
- * context, engine object). Internal to src/authz; the public surface is authz.h.
+ * authz/graph_int.h - the relationship graph and the check context. Internal to
+ * src/authz; the engine object is in engine_int.h, the public surface is authz.h.
  *
  * Graph: every object `type:id` (including the wildcard `type:*`, a node with id "*") is
  *   interned to a dense uint32 node id through an open-addressing hash table (linear
@@ -19,8 +19,6 @@
  */
 #ifndef KW_AUTHZ_GRAPH_INT_H
 #define KW_AUTHZ_GRAPH_INT_H
-
-#include <pthread.h>
 
 #include "authz/authz.h"
 #include "authz/schema.h"
@@ -55,7 +53,7 @@ typedef struct kw_node {
     uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
     uint32_t pad_;
     union {
-        char *heap; /* KW_NODE_HEAP_ID: NUL-terminated copy */
+        char *heap;                  /* KW_NODE_HEAP_ID: NUL-terminated copy */
         char inl[KW_NODE_ID_INLINE]; /* otherwise: NUL-terminated, in place */
     } id;
 } kw_node_t;
@@ -97,10 +95,10 @@ typedef struct kw_graph {
     uint32_t cap_nodes;
     uint32_t free_head; /* KW_NODE_NONE when empty */
     uint32_t n_live;
-    uint64_t *slots; /* hash table: hash << 32 | node; KW_SLOT_EMPTY = empty */
-    uint32_t n_slots; /* power of two */
-    size_t n_rels;    /* relationships stored */
-    size_t id_bytes;  /* bytes held by heap id strings */
+    uint64_t *slots;             /* hash table: hash << 32 | node; KW_SLOT_EMPTY = empty */
+    uint32_t n_slots;            /* power of two */
+    size_t n_rels;               /* relationships stored */
+    size_t id_bytes;             /* bytes held by heap id strings */
     uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
 } kw_graph_t;
 
@@ -137,14 +135,12 @@ bool kw__graph_has(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t ot
                    uint16_t other_rel);
 /* Batch protocol: reserve room (fallible), then append (infallible), then finish (merges
  * the appended tails into the sorted arrays; needs a scratch buffer sized by reserve). */
-KW_NODISCARD int kw__graph_reserve(kw_graph_t *g, uint32_t node, uint32_t n_fwd,
-                                   uint32_t n_rev);
+KW_NODISCARD int kw__graph_reserve(kw_graph_t *g, uint32_t node, uint32_t n_fwd, uint32_t n_rev);
 void kw__graph_append(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
                       uint16_t other_rel);
 /* Merges every dirty node in `touched` (duplicates allowed); `scratch` must hold
  * max tail length edges. Does not gc (the caller does, after its deletions). */
-void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
-                      kw_edge_t *scratch);
+void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched, kw_edge_t *scratch);
 /* Ends a bulk build made of kw__graph_reserve + kw__graph_append alone, on a graph no
  * reader can see yet (kw_engine_replace_graph): sorts every node's edge arrays, drops
  * repeated relationships (n_rels counts each once) and clears the batch bookkeeping.
@@ -155,45 +151,12 @@ void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other
                       uint16_t other_rel);
 size_t kw__graph_memory(const kw_graph_t *g);
 
-/* ---- the engine (engine.c) ---- */
-
-/* Reverse dependency of (type, rel) for LookupResources: when object X of `type` has
- * `rel`, then either X has `perm` (same object, arrow_rel == KW_REL_NONE), or every
- * object R of `res_type` with R#arrow_rel@X may have `perm`. */
-typedef struct kw_revdep {
-    uint16_t res_type;
-    uint16_t perm;
-    uint16_t arrow_rel;
-} kw_revdep_t;
-
-typedef struct kw_revdeps {
-    kw_revdep_t *v;
-    uint32_t n, cap;
-} kw_revdeps_t;
-
-typedef struct kw_model {
-    kw_schema_t *schema;
-    uint32_t *rel_base; /* rel_base[t] = index of (t, 0) into per-(type,rel) arrays */
-    uint32_t n_pairs;
-    kw_revdeps_t *revdeps; /* per (type, rel) */
-} kw_model_t;
-
-struct kw_engine {
-    pthread_rwlock_t lock;
-    kw_model_t *model; /* NULL until a schema is installed */
-    kw_graph_t g;
-    kw_revision_t rev;
-};
-
-KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);
-void kw__model_free(kw_model_t *m);
-
 /* ---- check.c ---- */
 
 typedef struct kw_memo_ent {
-    uint64_t k1; /* node << 32 | rel << 16 | srel */
-    uint32_t k2; /* subject node */
-    uint16_t k3; /* subject type */
+    uint64_t k1;   /* node << 32 | rel << 16 | srel */
+    uint32_t k2;   /* subject node */
+    uint16_t k3;   /* subject type */
     uint8_t state; /* 0 empty, then MEMO_* (check.c) */
     uint8_t depth;
 } kw_memo_ent_t;
@@ -214,27 +177,22 @@ typedef struct kw_ck {
     uint32_t memo_cap, memo_used;
     kw_memo_ent_t inline_memo[KW_MEMO_INLINE];
     kw_diag_t *diag;
-    uint64_t steps;
+    uint32_t steps; /* (node, rel) evaluations of the current kw__ck_check */
 } kw_ck_t;
 
 void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_t *diag);
 void kw__ck_close(kw_ck_t *c);
 void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel);
-/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error). */
+/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error): KW_EDEPTH, KW_ECYCLE,
+ * KW_ENOMEM, or KW_EBUDGET past KW_MAX_CHECK_STEPS evaluations (c->steps counts those of
+ * this call). */
 KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
 
 /* For an object with no relationships at all: does it have `rel` for the subject set
  * (same object)#srel? Only "a subject set has itself" can make it true, reached through
- * same-object references. */
-bool kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel, int depth);
-
-/* Resolves a subject for a query: type and relation indices, node (may be
- * KW_NODE_NONE; not looked up when snode is NULL). KW_EINVAL with a message for unknown
- * types/relations. */
-KW_NODISCARD int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype,
-                                     uint16_t *srel, uint32_t *snode, kw_diag_t *diag);
-KW_NODISCARD int kw__resolve_perm(const kw_engine_t *e, kw_str_t type, kw_str_t perm,
-                                  uint16_t *t, uint16_t *r, kw_diag_t *diag);
-bool kw__is_ellipsis(kw_str_t rel);
+ * same-object references. 1 yes, 0 no, or KW_EBUDGET (diag set) when the schema walk
+ * passes KW_MAX_CHECK_STEPS paths. */
+KW_NODISCARD int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t srel,
+                               kw_diag_t *diag);
 
 #endif

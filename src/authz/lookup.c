@@ -12,10 +12,12 @@
  *    wildcard (or the subject set itself), so no answer can be missed.
  *  - LookupSubjects walks forwards from resource#permission through every branch of the
  *    expressions (subtracted sides too), collecting subjects of the wanted type.
+ * The walk can look at far more than it answers, and each verification is a Check: both
+ * count against one budget per query, KW_MAX_LOOKUP_STEPS (KW_EBUDGET).
  */
 #include <string.h>
 
-#include "authz/graph_int.h"
+#include "authz/engine_int.h"
 
 /* ---- a set of (node, rel) pairs plus the work queue ---- */
 
@@ -24,6 +26,7 @@ typedef struct pairset {
     uint32_t cap, used;
     uint64_t *queue;
     size_t qn, qcap, qhead;
+    uint64_t work; /* ps_add calls: the edges and dependencies the walk looked at */
 } pairset_t;
 
 static void ps_free(pairset_t *p)
@@ -35,6 +38,7 @@ static void ps_free(pairset_t *p)
 /* Adds key; returns 1 if new (and queued), 0 if present, KW_ENOMEM. */
 static int ps_add(pairset_t *p, uint64_t key)
 {
+    p->work++;
     if ((p->used + 1) * 2 > p->cap) {
         uint32_t ncap = p->cap ? p->cap * 2 : 256;
         uint64_t *ns = kw_calloc(ncap, sizeof(uint64_t));
@@ -116,9 +120,14 @@ static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_
     return KW_OK;
 }
 
-typedef struct lr_ctx {
-    int stop; /* the callback's non-zero return */
-} lr_ctx_t;
+/* tag-kw-query-budget: a lookup's work is the walk's (ps_add calls) plus the check steps
+ * of every candidate it verifies, for the whole query; past KW_MAX_LOOKUP_STEPS it stops.
+ * The checks are budgeted one by one as well (KW_MAX_CHECK_STEPS). */
+static int over_budget(const char *what, kw_diag_t *diag)
+{
+    return kw_diag_set(diag, KW_EBUDGET, 0, 0, "%s exceeded its budget of %u steps", what,
+                       KW_MAX_LOOKUP_STEPS);
+}
 
 static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
                                    kw_subject_t subject, kw_id_cb cb, void *ud, kw_diag_t *diag)
@@ -132,12 +141,12 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         rc = kw__resolve_subject(e, subject, &stype, &srel, &snode, diag);
     if (rc != KW_OK)
         return rc;
-    /* The subject set itself, even without any relationships. */
-    if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t &&
-        kw__ck_absent(m->schema, t, r, srel, 0)) {
+    if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t) {
         /* The subject set itself (absent from the graph, so the walk cannot list it). */
-        rc = cb(subject.id, ud);
-        if (rc)
+        int self = kw__ck_absent(m->schema, t, r, srel, diag);
+        if (self < 0)
+            return self;
+        if (self && (rc = cb(subject.id, ud)) != 0)
             return rc;
     }
     pairset_t ps = {0};
@@ -155,6 +164,10 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     if (rc == KW_OK && c->swild != KW_NODE_NONE && c->swild != snode)
         rc = push_rev_sets(&ps, g, c->swild, KW_REL_NONE);
     while (rc == KW_OK && ps.qhead < ps.qn) {
+        if (ps.work > KW_MAX_LOOKUP_STEPS) {
+            rc = over_budget("LookupResources", diag);
+            break;
+        }
         uint64_t k = ps.queue[ps.qhead++];
         uint32_t x = (uint32_t)(k >> 16);
         uint16_t rel = (uint16_t)(k & 0xffff);
@@ -169,9 +182,10 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
                 rc = push_rev_arrow(&ps, g, x, d->res_type, d->arrow_rel, d->perm);
         }
     }
-    if (rc != KW_OK)
+    if (rc != KW_OK && rc != KW_EBUDGET)
         rc = kw_diag_set(diag, rc, 0, 0, "out of memory during lookup");
     /* Verify each candidate of the wanted type and permission. */
+    uint64_t work = ps.work;
     for (size_t i = 0; i < ps.qn && rc == KW_OK; i++) {
         uint32_t x = (uint32_t)(ps.queue[i] >> 16);
         uint16_t rel = (uint16_t)(ps.queue[i] & 0xffff);
@@ -180,6 +194,11 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         int v = kw__ck_check(c, x, r);
         if (v < 0) {
             rc = v;
+            break;
+        }
+        work += c->steps;
+        if (work > KW_MAX_LOOKUP_STEPS) {
+            rc = over_budget("LookupResources", diag);
             break;
         }
         if (v == 1)
@@ -195,16 +214,16 @@ int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t 
                                kw_subject_t subject, kw_id_cb cb, void *ud, kw_revision_t *rev,
                                kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
     } else {
         rc = lookup_resources_locked(e, resource_type, permission, subject, cb, ud, diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     return rc;
 }
 
@@ -286,7 +305,12 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     }
     uint32_t rnode = kw__graph_find(g, t, resource.id.ptr, resource.id.len);
     if (rnode == KW_NODE_NONE) {
-        if (stype == t && srel != KW_REL_NONE && kw__ck_absent(s, t, r, srel, 0)) {
+        int self = 0;
+        if (stype == t && srel != KW_REL_NONE)
+            self = kw__ck_absent(s, t, r, srel, diag);
+        if (self < 0)
+            return self;
+        if (self) {
             /* the subject set has itself */
             kw_subject_result_t res = {resource.id, NULL, 0};
             return cb(&res, ud);
@@ -304,6 +328,10 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     kw__ck_init(c, g, s, diag);
     rc = push(&ps, rnode, r);
     while (rc == KW_OK && ps.qhead < ps.qn) {
+        if (ps.work + cand.seen.work > KW_MAX_LOOKUP_STEPS) {
+            rc = over_budget("LookupSubjects", diag);
+            break;
+        }
         uint64_t k = ps.queue[ps.qhead++];
         uint32_t x = (uint32_t)(k >> 16);
         uint16_t rel = (uint16_t)(k & 0xffff);
@@ -325,9 +353,10 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             }
         }
     }
-    if (rc != KW_OK)
+    if (rc != KW_OK && rc != KW_EBUDGET)
         rc = kw_diag_set(diag, rc, 0, 0, "out of memory during lookup");
     /* Verify: concrete subjects one by one; the wildcard with its exclusions. */
+    uint64_t work = ps.work + cand.seen.work;
     for (size_t i = 0; i < cand.n && rc == KW_OK; i++) {
         uint32_t o = cand.v[i];
         const kw_node_t *nd = &g->nodes[o];
@@ -338,14 +367,16 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
         }
         kw__ck_subject(c, o, stype, srel);
         int v = kw__ck_check(c, rnode, r);
+        work += c->steps;
         if (v < 0) {
             rc = v;
+        } else if (work > KW_MAX_LOOKUP_STEPS) {
+            rc = over_budget("LookupSubjects", diag);
         } else if (v == 1) {
             kw_subject_result_t res = {kw__node_str(nd), NULL, 0};
             rc = cb(&res, ud);
         } else if (srel == KW_REL_NONE) {
-            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) !=
-                KW_OK)
+            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) != KW_OK)
                 rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
             else
                 excluded[n_excl++] = kw__node_str(nd);
@@ -374,16 +405,16 @@ int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t per
                               kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
                               void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
-        rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0, "no schema is installed");
+        rc = kw__engine_no_schema(diag);
     } else {
-        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb,
-                                    ud, diag);
+        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb, ud,
+                                    diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__engine_unlock(e);
     return rc;
 }

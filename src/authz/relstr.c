@@ -13,6 +13,7 @@
  * The parsed kw_rel_t points into the input text. A subject relation of "..." is reported
  * as an empty relation (a plain object). Every error carries the 1-based byte column of
  * the offending character (line is always 1: a relationship string is one line).
+ * kw_rel_copy is the one deep copy of a kw_rel_t (into an arena).
  */
 #include <stdio.h>
 #include <string.h>
@@ -202,4 +203,23 @@ void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out)
         kw_buf_append(out, "#", 1);
         kw_buf_append(out, rel->subject.relation.ptr, rel->subject.relation.len);
     }
+}
+
+int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)
+{
+    kw_rel_t r;
+    int rc = kw_arena_str_copy(a, src->resource.type, &r.resource.type);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->resource.id, &r.resource.id);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->relation, &r.relation);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->subject.type, &r.subject.type);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->subject.id, &r.subject.id);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->subject.relation, &r.subject.relation);
+    if (rc == KW_OK)
+        *out = r;
+    return rc;
 }

@@ -3,6 +3,7 @@
  */
 #include "base.h"
 
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,6 +250,15 @@ char *kw_arena_strndup(kw_arena_t *a, const char *s, size_t n)
     return d;
 }
 
+int kw_arena_str_copy(kw_arena_t *a, kw_str_t s, kw_str_t *out)
+{
+    char *d = kw_arena_strndup(a, s.ptr, s.len);
+    if (!d)
+        return KW_ENOMEM;
+    *out = (kw_str_t){d, s.len};
+    return KW_OK;
+}
+
 char *kw_arena_sprintf(kw_arena_t *a, const char *fmt, ...)
 {
     va_list ap, ap2;
@@ -343,4 +353,102 @@ void kw_buf_free(kw_buf_t *b)
 {
     kw_free(b->ptr);
     kw_buf_init(b);
+}
+
+/* ---- UTF-8 ---- */
+
+size_t kw_utf8_decode(const char *s, size_t avail, uint32_t *cp)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (avail == 0)
+        return 0;
+    unsigned char c = p[0];
+    size_t n;
+    uint32_t v;
+    /* The second byte's range rules out overlongs (E0, F0), surrogates (ED) and code
+     * points past U+10FFFF (F4): RFC 3629, section 4. */
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c < 0x80) {
+        if (cp)
+            *cp = c;
+        return 1;
+    } else if (c >= 0xC2 && c <= 0xDF) {
+        n = 2, v = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3, v = c & 0x0F;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4, v = c & 0x07;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (avail < n || p[1] < lo || p[1] > hi)
+        return 0;
+    v = (v << 6) | (p[1] & 0x3F);
+    for (size_t i = 2; i < n; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+        v = (v << 6) | (p[i] & 0x3F);
+    }
+    if (cp)
+        *cp = v;
+    return n;
+}
+
+bool kw_utf8_valid(kw_str_t s)
+{
+    size_t i = 0;
+    while (i < s.len) {
+        if ((unsigned char)s.ptr[i] < 0x80) { /* ASCII runs are the common case */
+            i++;
+            continue;
+        }
+        size_t n = kw_utf8_decode(s.ptr + i, s.len - i, NULL);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+/* ---- files ---- */
+
+int kw_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return KW_EIO;
+    kw_buf_t b;
+    kw_buf_init(&b);
+    char chunk[16384];
+    size_t n;
+    int rc = KW_OK;
+    while (rc == KW_OK && (n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+        if (max && b.len + n > max)
+            rc = KW_ETOOLARGE;
+        else
+            kw_buf_append(&b, chunk, n);
+    }
+    if (rc == KW_OK && ferror(f))
+        rc = KW_EIO;
+    int saved = errno; /* fclose must not hide why the read failed */
+    fclose(f);
+    errno = saved;
+    kw_buf_append(&b, "", 0); /* the NUL, also for an empty file */
+    if (rc == KW_OK && b.failed)
+        rc = KW_ENOMEM;
+    if (rc != KW_OK) {
+        kw_buf_free(&b);
+        return rc;
+    }
+    *out = b.ptr;
+    *len = b.len;
+    return KW_OK;
 }

@@ -45,6 +45,16 @@ bool kw_str_eq_c(kw_str_t a, const char *cstr);
 /* Format for printf: printf("%.*s", KW_STR_FMT(s)). */
 #define KW_STR_FMT(s) (int)(s).len, (s).ptr
 
+/* ---- UTF-8 (RFC 3629): the one validator ---- */
+/* Length (1..4) of the well-formed UTF-8 sequence at s[0..avail) with its code point in
+ * *cp (may be NULL), or 0 when the bytes there are not one: a stray continuation byte,
+ * a truncated sequence, an overlong form, a UTF-16 surrogate or a code point past
+ * U+10FFFF. avail 0 gives 0. U+0000 (a NUL byte) is well-formed: length 1. */
+size_t kw_utf8_decode(const char *s, size_t avail, uint32_t *cp);
+/* Is every byte of s part of a well-formed UTF-8 sequence? (NUL bytes count as valid;
+ * callers that cannot hold them check with memchr.) */
+bool kw_utf8_valid(kw_str_t s);
+
 /* ---- diagnostics for text input (schemas, relationship strings, JSON) ---- */
 typedef struct kw_diag {
     int code;      /* KW_E* */
@@ -92,7 +102,11 @@ static inline uint64_t kw_hash_u64(uint64_t x)
 typedef struct kw_arena kw_arena_t;
 kw_arena_t *kw_arena_new(size_t block_size); /* NULL on OOM; block_size 0 = default */
 void *kw_arena_alloc(kw_arena_t *a, size_t n); /* 16-byte aligned; NULL on OOM */
+/* A NUL-terminated copy of s[0..n) (s may be NULL when n is 0); NULL on OOM. */
 char *kw_arena_strndup(kw_arena_t *a, const char *s, size_t n);
+/* Copies the slice s (s.ptr may be NULL when s.len is 0) into the arena, NUL-terminated:
+ * *out = {copy, s.len}. KW_OK, or KW_ENOMEM with *out untouched. */
+KW_NODISCARD int kw_arena_str_copy(kw_arena_t *a, kw_str_t s, kw_str_t *out);
 char *kw_arena_sprintf(kw_arena_t *a, const char *fmt, ...) KW_PRINTF(2, 3);
 void kw_arena_reset(kw_arena_t *a); /* keeps the first block */
 void kw_arena_free(kw_arena_t *a);
@@ -109,5 +123,12 @@ void kw_buf_append(kw_buf_t *b, const void *data, size_t len);
 void kw_buf_puts(kw_buf_t *b, const char *s);
 void kw_buf_printf(kw_buf_t *b, const char *fmt, ...) KW_PRINTF(2, 3);
 void kw_buf_free(kw_buf_t *b);
+
+/* ---- files ---- */
+/* Reads the whole file at `path` into a new buffer (*out, kw_malloc'd, NUL-terminated
+ * after *len bytes; caller kw_free's). `max` > 0 refuses a file longer than max bytes with
+ * KW_ETOOLARGE (0: no limit). KW_EIO when it cannot be opened or read (errno says why),
+ * KW_ENOMEM; *out and *len are written only on KW_OK. */
+KW_NODISCARD int kw_read_file(const char *path, size_t max, char **out, size_t *len);
 
 #endif

@@ -28,7 +28,8 @@
     X(EINTERNAL, -16, 500, "internal error")                                          \
     X(ETIMEOUT, -17, 503, "timed out")                                                \
     X(ETOOLARGE, -18, 413, "too large")                                               \
-    X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")
+    X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")                \
+    X(EBUDGET, -20, 429, "query exceeds its budget")
 
 enum kw_err {
     KW_OK = 0,

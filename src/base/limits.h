@@ -6,6 +6,21 @@
 
 /* Check: nested dispatches before KW_EDEPTH (SpiceDB's default max depth). */
 #define KW_MAX_CHECK_DEPTH 50
+/* Query budgets (KW_EBUDGET), for the queries whose work can outgrow their answer. A
+ * query past its budget stops with KW_EBUDGET instead of growing (tag-kw-query-budget).
+ * Check: (object, relation) evaluations of one Check, or paths of its schema-only walk
+ * for an object without relationships; each CheckBulk item and each candidate a lookup
+ * verifies has its own. A memoized Check visits a reachable pair about once, so this is
+ * far above what an acyclic graph needs; it stops the work that results depending on an
+ * open cycle redo (exponential in the worst case). */
+#define KW_MAX_CHECK_STEPS 1000000u
+/* LookupResources / LookupSubjects: (object, relation) pairs walked plus the check steps
+ * of every candidate verified, for the whole query. */
+#define KW_MAX_LOOKUP_STEPS 20000000u
+/* Expand: nodes of the answer tree plus the subjects its leaves list, and the bytes the
+ * answer holds (nodes, subject arrays, copied strings). */
+#define KW_MAX_EXPAND_NODES 100000u
+#define KW_MAX_EXPAND_BYTES (16u * 1024u * 1024u)
 /* Schema text accepted by the parser, in bytes. */
 #define KW_MAX_SCHEMA_BYTES (4u * 1024u * 1024u)
 /* Identifier lengths (SpiceDB: type/relation names <= 64, object ids <= 1024). */
@@ -19,6 +34,13 @@
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000
+/* Subject sets expanded for one expected-relations entry of a validation file (vfile). */
+#define KW_MAX_VFILE_EXPANSIONS 100000
+/* Free-text fields of the agent and key routes, in Unicode code points (docs/API.md,
+ * "Field limits"): names (agent, key, agent_name) as the contract fixes them, and an agent's
+ * description, which the contract leaves open (at most 4 bytes a code point: 16 KiB). */
+#define KW_MAX_NAME_CHARS 255
+#define KW_MAX_DESCRIPTION_CHARS 4096
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 /* HTTP request line + headers (431 past it) and header fields per request. */

@@ -9,8 +9,9 @@
  * in-flight requests, close the database, exit 0.
  *
  * Several instances (PostgreSQL): after the graph is loaded at store revision R0 (one
- * snapshot), kw_api_follow_start catches up and starts the follower that applies other
- * instances' commits; it is stopped after the server and before the store closes.
+ * snapshot, kw_sync_load), kw_sync_start catches up and starts the follower that applies
+ * other instances' commits; it is stopped after the server and before the store closes.
+ * The sync module's configuration comes from the environment, read here (sync_config).
  *
  * Schema choice (docs/API.md): --schema/KEYWARD_SCHEMA (a file) wins; else the schema an
  * administrator stored with /v1/schema/write (meta "schema"); else the built-in agentex.zed.
@@ -24,12 +25,12 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "sync/sync.h"
 #include "base/log.h"
 #include "cli.h"
 #include "secrets.h"
 
 #define KW_MODULE "serve"
-#define LOAD_BATCH 1000
 
 /* HTTP worker threads when neither --threads nor KEYWARD_THREADS says (docs/DEPLOYMENT.md,
  * "Threads"): handlers block (a write waits for its batch's fsync, a read for the
@@ -42,6 +43,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: keyward serve [--db URL] [--listen HOST:PORT] [--schema FILE] "
                "[--threads N]\n"
+               "                     [--allow-insecure-db-mode]\n"
                "\n"
                "  --db URL          sqlite:PATH, a bare PATH, or postgres://... "
                "(env KEYWARD_DB; default sqlite:keyward.db)\n"
@@ -52,8 +54,17 @@ static void usage(FILE *f)
                "  --threads N       HTTP worker threads, 1-256: requests in flight at once, "
                "among which concurrent writes share commits (env KEYWARD_THREADS; default 16)\n"
                "\n"
+               "  --allow-insecure-db-mode\n"
+               "                    open a SQLite database file that group or others may access "
+               "(env\n"
+               "                    KEYWARD_ALLOW_INSECURE_DB_MODE=1; default: refuse, as it "
+               "keeps secrets)\n"
+               "\n"
                "  KEYWARD_JWT_SECRET: HS256 secret for bearer tokens (default: generated and kept "
-               "in the database)\n");
+               "in the database)\n"
+               "  KEYWARD_MASTER_KEY: key for API-key hashes and sealed secrets (likewise)\n"
+               "  KEYWARD_JWT_SECRET_FILE, KEYWARD_MASTER_KEY_FILE: the same, read from a file "
+               "of mode 0600\n");
     fprintf(f, "\n  HTTP limits (docs/DEPLOYMENT.md, \"Security\"): --max-conns N (4096), "
                "--max-conns-per-addr N (256),\n  --header-timeout S (10), --body-timeout S (30), "
                "--idle-timeout S (30), --drain-timeout S (10),\n  --body-memory BYTES (64 MiB); "
@@ -92,167 +103,104 @@ static bool parse_listen(const char *s, char **host, uint16_t *port)
     return *host != NULL;
 }
 
-static int read_file(const char *path, kw_buf_t *out)
+/* Picks the schema: --schema FILE, else the stored one, else the built-in; *source names
+ * it for the messages. Prints why it could not. */
+static int pick_schema(kw_sync_t *sync, const char *schema_path, kw_buf_t *text,
+                       const char **source)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return KW_EIO;
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        kw_buf_append(out, chunk, n);
-        if (out->len > KW_MAX_SCHEMA_BYTES) {
-            fclose(f);
-            return KW_ETOOLARGE;
-        }
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err)
-        return KW_EIO;
-    return out->failed ? KW_ENOMEM : KW_OK;
-}
-
-/* Rebuilding the graph: relationships are copied (the store's strings live only during
- * the callback) into a batch and written to the engine 1000 at a time. */
-typedef struct {
-    kw_engine_t *engine;
-    kw_arena_t *arena;
-    kw_update_t ups[LOAD_BATCH];
-    size_t n;
-    size_t total;
     int rc;
-    kw_diag_t diag;
-} loader_t;
-
-static int flush(loader_t *l, kw_revision_t at)
-{
-    if (l->n == 0)
-        return KW_OK;
-    int rc = kw_api_apply(l->engine, l->ups, l->n, at, &l->diag);
-    l->total += l->n;
-    l->n = 0;
-    kw_arena_reset(l->arena);
-    return rc;
-}
-
-static kw_str_t copy_str(kw_arena_t *a, kw_str_t s, bool *oom)
-{
-    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
-    if (!p)
-        *oom = true;
-    return (kw_str_t){p, s.len};
-}
-
-static int on_rel(const kw_rel_t *rel, void *ud)
-{
-    loader_t *l = ud;
-    bool oom = false;
-    kw_update_t *u = &l->ups[l->n];
-    u->op = KW_OP_TOUCH;
-    u->rel.resource.type = copy_str(l->arena, rel->resource.type, &oom);
-    u->rel.resource.id = copy_str(l->arena, rel->resource.id, &oom);
-    u->rel.relation = copy_str(l->arena, rel->relation, &oom);
-    u->rel.subject.type = copy_str(l->arena, rel->subject.type, &oom);
-    u->rel.subject.id = copy_str(l->arena, rel->subject.id, &oom);
-    u->rel.subject.relation = copy_str(l->arena, rel->subject.relation, &oom);
-    if (oom) {
-        l->rc = KW_ENOMEM;
-        return 1;
-    }
-    if (++l->n == LOAD_BATCH) {
-        l->rc = flush(l, 0);
-        if (l->rc != KW_OK)
-            return 1;
-    }
-    return 0;
-}
-
-/* Picks and installs the schema, then refuses it if the routes cannot work with it. */
-static int install_schema(kw_engine_t *engine, kw_store_t *store, const char *schema_path)
-{
-    kw_buf_t text;
-    kw_diag_t d;
-    const char *source;
-    int rc;
-    kw_buf_init(&text);
-    kw_diag_clear(&d);
     if (schema_path) {
-        source = schema_path;
-        rc = read_file(schema_path, &text);
+        *source = schema_path;
+        char *file = NULL;
+        size_t len = 0;
+        rc = kw_read_file(schema_path, KW_MAX_SCHEMA_BYTES, &file, &len);
         if (rc != KW_OK) {
             fprintf(stderr, "keyward: cannot read schema %s: %s\n", schema_path,
                     rc == KW_EIO ? strerror(errno) : kw_strerror(rc));
-            kw_buf_free(&text);
             return rc;
         }
-    } else {
-        kw_arena_t *a = kw_arena_new(0);
-        char *val = NULL;
-        size_t len = 0;
-        if (!a)
-            return KW_ENOMEM;
-        rc = kw_store_meta_get(store, "schema", a, &val, &len);
-        if (rc == KW_OK && len > 0) {
-            source = "the schema stored by /v1/schema/write";
-            kw_buf_append(&text, val, len);
-        } else if (rc == KW_OK || rc == KW_ENOTFOUND) {
-            source = "the built-in agentex.zed";
-            kw_buf_puts(&text, kw_api_default_schema);
-        } else {
-            kw_arena_free(a);
-            fprintf(stderr, "keyward: cannot read the stored schema: %s\n", kw_strerror(rc));
-            return rc;
-        }
-        kw_arena_free(a);
+        kw_buf_append(text, file, len);
+        kw_free(file);
+        return text->failed ? KW_ENOMEM : KW_OK;
     }
-    if (text.failed) {
-        kw_buf_free(&text);
-        return KW_ENOMEM;
+    rc = kw_sync_stored_schema(sync, text);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward: cannot read the stored schema: %s\n", kw_strerror(rc));
+        return rc;
     }
-    rc = kw_engine_set_schema(engine, (kw_str_t){text.ptr ? text.ptr : "", text.len}, NULL, &d);
-    kw_buf_free(&text);
-    if (rc == KW_OK)
-        rc = kw_api_check_schema(engine, &d);
+    if (text->len > 0) {
+        *source = "the schema stored by /v1/schema/write";
+        return KW_OK;
+    }
+    *source = "the built-in agentex.zed";
+    kw_buf_puts(text, kw_api_default_schema);
+    return text->failed ? KW_ENOMEM : KW_OK;
+}
+
+/* Picks the schema, refuses it if the routes cannot work with it (the trial install),
+ * then loads the whole graph under it from one store snapshot (kw_sync_load, the way a
+ * resync reloads it). */
+static int load_graph(kw_sync_t *sync, kw_engine_t *engine, const char *schema_path)
+{
+    kw_buf_t text;
+    kw_diag_t d;
+    const char *source = NULL;
+    kw_buf_init(&text);
+    kw_diag_clear(&d);
+    int rc = pick_schema(sync, schema_path, &text, &source);
+    if (rc != KW_OK)
+        goto out;
+    kw_str_t t = {text.ptr ? text.ptr : "", text.len};
+    rc = kw_sync_schema_try(sync, t, &d);
     if (rc != KW_OK) {
         if (d.line)
             fprintf(stderr, "keyward: schema (%s): %u:%u: %s\n", source, d.line, d.col, d.msg);
         else
             fprintf(stderr, "keyward: schema (%s): %s\n", source,
                     d.msg[0] ? d.msg : kw_strerror(rc));
-        return rc;
+        goto out;
     }
     kw_log(KW_LOG_INFO, KW_MODULE, "schema: %s", source);
-    return KW_OK;
+    rc = kw_sync_load(sync, t, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward: rebuilding the authorization graph failed: %s%s%s\n",
+                kw_strerror(rc), d.msg[0] ? ": " : "", d.msg);
+        goto out;
+    }
+    kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)",
+           kw_engine_count(engine), (unsigned long long)kw_sync_applied(sync));
+out:
+    kw_buf_free(&text);
+    return rc;
 }
 
-static int load_graph(kw_engine_t *engine, kw_store_t *store, kw_revision_t *loaded)
+/* An integer from the environment within [min, max], else `dflt` (with a WARN naming
+ * the bounds when set but invalid). */
+static long env_bounded(const char *name, long min, long max, long dflt, const char *unit)
 {
-    loader_t *l = kw_calloc(1, sizeof(*l));
-    if (!l)
-        return KW_ENOMEM;
-    l->engine = engine;
-    l->arena = kw_arena_new(0);
-    if (!l->arena) {
-        kw_free(l);
-        return KW_ENOMEM;
-    }
-    kw_revision_t rev = 0;
-    int rc = kw_store_load_relationships(store, on_rel, l, &rev);
-    if (rc == KW_OK || rc == 1)
-        rc = l->rc;
-    if (rc == KW_OK)
-        rc = flush(l, rev);
-    if (rc != KW_OK)
-        fprintf(stderr, "keyward: rebuilding the authorization graph failed: %s%s%s\n",
-                kw_strerror(rc), l->diag.msg[0] ? ": " : "", l->diag.msg);
-    else
-        kw_log(KW_LOG_INFO, KW_MODULE, "graph: %zu relationships (store revision %llu)",
-               l->total, (unsigned long long)rev);
-    *loaded = rev;
-    kw_arena_free(l->arena);
-    kw_free(l);
-    return rc;
+    const char *env = getenv(name);
+    long v = 0;
+    if (!env || !env[0])
+        return dflt;
+    if (kw_api_parse_bounded(kw_str_c(env), min, max, &v))
+        return v;
+    kw_log(KW_LOG_WARN, KW_MODULE, "%s must be %ld..%ld (%s); using %ld", name, min, max, unit,
+           dflt);
+    return dflt;
+}
+
+/* The sync module's configuration (docs/DEPLOYMENT.md): the environment, and the routes'
+ * schema requirements. */
+static void sync_config(kw_sync_config_t *cfg)
+{
+    kw_sync_config_default(cfg);
+    cfg->freshness_ms = (int)env_bounded("KEYWARD_FRESHNESS_TIMEOUT_MS", 0,
+                                         KW_SYNC_FRESHNESS_MS_MAX, KW_SYNC_FRESHNESS_MS, "ms");
+    cfg->prune_interval_s = env_bounded("KEYWARD_CHANGELOG_PRUNE_INTERVAL_S", 1,
+                                        KW_SYNC_SECONDS_MAX, KW_SYNC_PRUNE_INTERVAL_S, "seconds");
+    cfg->retain_s = env_bounded("KEYWARD_CHANGELOG_RETAIN_S", 1, KW_SYNC_SECONDS_MAX,
+                                KW_SYNC_RETAIN_S, "seconds");
+    cfg->check_schema = kw_api_check_schema;
 }
 
 static int load_keyring(kw_store_t *store, kw_keyring_t **out)
@@ -267,34 +215,11 @@ static int load_keyring(kw_store_t *store, kw_keyring_t **out)
     kw_cli_wipe_secrets(&jwt, &master);
     kw_arena_free(a);
     if (rc != KW_OK)
-        fprintf(stderr, "keyward: cannot set up secrets: %s (KEYWARD_JWT_SECRET needs >= 16 "
-                        "bytes, KEYWARD_MASTER_KEY >= 32)\n",
+        fprintf(stderr,
+                "keyward: cannot set up secrets: %s (KEYWARD_JWT_SECRET needs >= 16 "
+                "bytes, KEYWARD_MASTER_KEY >= 32)\n",
                 kw_strerror(rc));
     return rc;
-}
-
-/* "N" with 1 <= N <= SERVE_MAX_THREADS. */
-/* A PostgreSQL URL that says nothing of the pool (no pool=N parameter, no KEYWARD_PG_POOL)
- * gets pool=<threads>: one connection per request in flight, so no read waits for a
- * connection (measured: GET by id 12k/s with the store's own default of 2 x cores = 4
- * connections, 16-19k/s with 16, docs/BENCHMARKS.md). Connections open lazily. NULL: use
- * `url` as it is (not PostgreSQL, the pool is set, or no memory for the copy). */
-static char *pg_url_default_pool(const char *url, unsigned threads)
-{
-    if (strncmp(url, "postgres://", 11) != 0 && strncmp(url, "postgresql://", 13) != 0)
-        return NULL;
-    const char *env = getenv("KEYWARD_PG_POOL");
-    if (env && env[0])
-        return NULL;
-    const char *q = strchr(url, '?');
-    for (const char *p = q; p; p = strchr(p + 1, '&'))
-        if (strncmp(p + 1, "pool=", 5) == 0)
-            return NULL;
-    size_t n = strlen(url) + 16;
-    char *out = kw_malloc(n);
-    if (out)
-        snprintf(out, n, "%s%cpool=%u", url, q ? '&' : '?', threads < 2 ? 2 : threads);
-    return out;
 }
 
 /* The HTTP server's limits (kw_http_config_t; unset = the server's default). */
@@ -355,6 +280,7 @@ static bool http_opts_apply(const char **vals, kw_http_config_t *cfg)
     return true;
 }
 
+/* "N" with 1 <= N <= SERVE_MAX_THREADS. */
 static bool parse_threads(const char *s, unsigned *out)
 {
     char *end = NULL;
@@ -375,6 +301,7 @@ int kw_cli_serve(int argc, char **argv)
     const char *http_vals[N_HTTP_OPTS];
     for (size_t k = 0; k < N_HTTP_OPTS; k++)
         http_vals[k] = env_or(http_opts[k].env, NULL);
+    bool allow_insecure_db = false; /* or env KEYWARD_ALLOW_INSECURE_DB_MODE (secrets.h) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **dst = strcmp(a, "--db") == 0        ? &db
@@ -385,6 +312,10 @@ int kw_cli_serve(int argc, char **argv)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
+        }
+        if (strcmp(a, "--allow-insecure-db-mode") == 0) {
+            allow_insecure_db = true;
+            continue;
         }
         if (dst && i + 1 < argc) {
             *dst = argv[++i];
@@ -427,29 +358,29 @@ int kw_cli_serve(int argc, char **argv)
     kw_store_t *store = NULL;
     kw_keyring_t *keyring = NULL;
     kw_engine_t *engine = NULL;
+    kw_sync_t *sync = NULL;
     kw_api_t *api = NULL;
     kw_http_server_t *srv = NULL;
+    kw_sync_config_t sync_cfg;
     kw_diag_t d;
     kw_diag_clear(&d);
 
-    char *db_pooled = pg_url_default_pool(db, threads);
-    rc = kw_store_open(db_pooled ? db_pooled : db, &store, &d);
-    kw_free(db_pooled);
-    if (rc != KW_OK) {
-        fprintf(stderr, "keyward: cannot open database: %s\n", d.msg[0] ? d.msg : kw_strerror(rc));
+    /* PostgreSQL: one connection per request in flight unless pool=N or KEYWARD_PG_POOL
+     * says otherwise (measured: GET by id 12k/s with 2 x cores = 4 connections, 16-19k/s
+     * with 16, docs/BENCHMARKS.md). Connections open lazily. */
+    const kw_store_opts_t store_opts = {.pool_size = threads};
+    if (kw_cli_open_store("keyward", db, store_opts, allow_insecure_db, &store) != KW_OK)
         goto out;
-    }
     if (load_keyring(store, &keyring) != KW_OK)
         goto out;
-    if (kw_engine_new(&engine) != KW_OK) {
+    sync_config(&sync_cfg);
+    if (kw_engine_new(&engine) != KW_OK || kw_sync_new(engine, store, &sync_cfg, &sync) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }
-    kw_revision_t loaded = 0;
-    if (install_schema(engine, store, schema) != KW_OK ||
-        load_graph(engine, store, &loaded) != KW_OK)
+    if (load_graph(sync, engine, schema) != KW_OK)
         goto out;
-    if (kw_api_new(engine, store, keyring, &api) != KW_OK) {
+    if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }
@@ -463,11 +394,11 @@ int kw_cli_serve(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* The graph is at store revision `loaded`; on PostgreSQL the follower keeps it
-     * current with the other instances from here on (stopped by kw_api_free, before the
+    /* The graph is at the loaded store revision; on PostgreSQL the follower keeps it
+     * current with the other instances from here on (stopped by kw_sync_free, before the
      * store closes). Started before serving. */
     kw_diag_clear(&d);
-    rc = kw_api_follow_start(api, loaded, &d);
+    rc = kw_sync_start(sync, &d);
     if (rc != KW_OK) {
         fprintf(stderr, "keyward: cannot follow the database: %s\n",
                 d.msg[0] ? d.msg : kw_strerror(rc));
@@ -509,12 +440,13 @@ int kw_cli_serve(int argc, char **argv)
         _exit(1);
     }
     srv = NULL;
-    kw_api_follow_stop(api); /* before the store closes */
+    kw_sync_stop(sync); /* before the store closes */
     status = 0;
 out:
     if (srv)
         kw_http_server_stop(srv);
     kw_api_free(api);
+    kw_sync_free(sync);
     if (engine)
         kw_engine_free(engine);
     if (keyring)

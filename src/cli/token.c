@@ -2,11 +2,12 @@
  * cli/token.c - `keyward token`: mint an HS256 bearer token for the service.
  *
  *   keyward token --sub ID [--type user|service_account] [--account ACCOUNT] [--admin]
- *                 [--ttl SECONDS] [--db URL]
+ *                 [--ttl SECONDS] [--db URL] [--allow-insecure-db-mode]
  *
  * Prints the token and a newline on stdout, nothing else. The secret is env
- * KEYWARD_JWT_SECRET, else the one the server keeps in the database (created there on
- * first use, see cli/secrets.h). With the env secret the database is not opened at all:
+ * KEYWARD_JWT_SECRET or the file named by KEYWARD_JWT_SECRET_FILE, else the one the server
+ * keeps in the database (created there on first use, see cli/secrets.h). With a secret
+ * from the environment or a file the database is not opened at all:
  * minting needs no master key, so the keyring gets a throwaway random one (never used).
  * Options also accept the --name=value form.
  */
@@ -31,13 +32,14 @@ typedef struct token_opts {
     bool admin;
     long long ttl;
     const char *db;
+    bool allow_insecure_db; /* --allow-insecure-db-mode (secrets.h) */
 } token_opts_t;
 
 static void usage(FILE *f)
 {
     fprintf(f,
             "usage: keyward token --sub ID [--type user|service_account] [--account ACCOUNT]\n"
-            "                     [--admin] [--ttl SECONDS] [--db URL]\n"
+            "                     [--admin] [--ttl SECONDS] [--db URL] [--allow-insecure-db-mode]\n"
             "\n"
             "Prints a signed HS256 bearer token for the keyward service.\n"
             "  --sub ID        the principal's id (claim sub; required)\n"
@@ -47,7 +49,10 @@ static void usage(FILE *f)
             "  --ttl SECONDS   lifetime, 1..%lld (default %d)\n"
             "  --db URL        database holding the server's secret (default: env\n"
             "                  KEYWARD_DB, else sqlite:keyward.db); not opened when\n"
-            "                  KEYWARD_JWT_SECRET is set\n",
+            "                  KEYWARD_JWT_SECRET or KEYWARD_JWT_SECRET_FILE is set\n"
+            "  --allow-insecure-db-mode\n"
+            "                  open a SQLite database file that group or others may\n"
+            "                  access (env KEYWARD_ALLOW_INSECURE_DB_MODE=1)\n",
             MAX_TTL, DEFAULT_TTL);
 }
 
@@ -85,6 +90,10 @@ static int parse_args(int argc, char **argv, token_opts_t *o, bool *help)
         }
         if (strcmp(argv[i], "--admin") == 0) {
             o->admin = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--allow-insecure-db-mode") == 0) {
+            o->allow_insecure_db = true;
             continue;
         }
         if ((m = opt_value(argc, argv, &i, "--sub", &v)) != 0)
@@ -133,28 +142,34 @@ static int parse_args(int argc, char **argv, token_opts_t *o, bool *help)
     return 0;
 }
 
-/* Builds the keyring: env secret without touching the database, else the stored one. */
+/* Builds the keyring: a secret from the environment or a file without touching the
+ * database, else the stored one. */
 static int make_keyring(const token_opts_t *o, kw_keyring_t **ring)
 {
-    const char *env = getenv("KEYWARD_JWT_SECRET");
-    if (env && env[0]) {
+    kw_arena_t *env_arena = kw_arena_new(0);
+    if (!env_arena)
+        return KW_ENOMEM;
+    kw_str_t env = KW_STR_NULL;
+    int rc = kw_cli_secret_from_env("KEYWARD_JWT_SECRET", KW_CLI_JWT_SECRET_MIN, env_arena, &env);
+    if (rc == KW_OK) {
         uint8_t throwaway[32];
         randombytes_buf(throwaway, sizeof(throwaway));
-        int rc = kw_keyring_new(kw_str_c(env), (kw_str_t){(const char *)throwaway, 32}, ring);
+        rc = kw_keyring_new(env, (kw_str_t){(const char *)throwaway, 32}, ring);
         sodium_memzero(throwaway, sizeof(throwaway));
-        if (rc == KW_EINVAL)
-            fprintf(stderr, "keyward token: KEYWARD_JWT_SECRET must be at least 16 bytes\n");
-        return rc;
     }
+    kw_cli_wipe_secrets(&env, NULL);
+    kw_arena_free(env_arena);
+    if (rc == KW_EINVAL)
+        fprintf(stderr, "keyward token: cannot use the token secret from KEYWARD_JWT_SECRET or "
+                        "KEYWARD_JWT_SECRET_FILE (the line above says why)\n");
+    if (rc != KW_ENOTFOUND)
+        return rc;
 
     kw_store_t *store = NULL;
-    kw_diag_t diag = {0};
-    int rc = kw_store_open(o->db, &store, &diag);
-    if (rc != KW_OK) {
-        fprintf(stderr, "keyward token: cannot open the database: %s\n",
-                diag.msg[0] ? diag.msg : kw_strerror(rc));
+    rc = kw_cli_open_store("keyward token", o->db, (kw_store_opts_t){0}, o->allow_insecure_db,
+                           &store);
+    if (rc != KW_OK)
         return rc;
-    }
     kw_arena_t *a = kw_arena_new(0);
     if (!a) {
         kw_store_close(store);

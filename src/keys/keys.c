@@ -2,8 +2,9 @@
  * keys/keys.c - the keyring, API-key generation and hashing, secrets at rest.
  *
  * Invariants:
- * - Key material (derived subkeys, the token secret) exists only inside the keyring's
- *   sodium_malloc region, which is read-only after kw_keyring_new and wiped by sodium_free.
+ * - Key material (derived subkeys, the HMAC state keyed with the token secret) exists only
+ *   inside the keyring's sodium_malloc region, which is read-only after kw_keyring_new and
+ *   wiped by sodium_free.
  *   Intermediate copies on the stack are wiped with sodium_memzero before returning.
  * - `master` never keys anything directly: it is first compressed with BLAKE2b-256 into a
  *   crypto_kdf root (so any master length >= 32 works), and two subkeys are derived from
@@ -51,7 +52,7 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
     kw_keyring_t *k = kw_calloc(1, sizeof(*k));
     if (!k)
         return KW_ENOMEM;
-    size_t mem_len = 2 * KW__KEY_SUBKEY_LEN + token_secret.len;
+    size_t mem_len = 2 * KW__KEY_SUBKEY_LEN + sizeof(crypto_auth_hmacsha256_state);
     k->mem = sodium_malloc(mem_len);
     if (!k->mem) {
         kw_free(k);
@@ -72,11 +73,13 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
         return KW_EINTERNAL;
     }
     sodium_memzero(root, sizeof(root));
-    memcpy(k->mem + 2 * KW__KEY_SUBKEY_LEN, token_secret.ptr, token_secret.len);
+    crypto_auth_hmacsha256_state st; /* cannot fail for any key length */
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)token_secret.ptr, token_secret.len);
+    memcpy(k->mem + 2 * KW__KEY_SUBKEY_LEN, &st, sizeof(st));
+    sodium_memzero(&st, sizeof(st));
     k->hash_key = k->mem;
     k->seal_key = k->mem + KW__KEY_SUBKEY_LEN;
-    k->token_secret = k->mem + 2 * KW__KEY_SUBKEY_LEN;
-    k->token_secret_len = token_secret.len;
+    k->token_mac = k->mem + 2 * KW__KEY_SUBKEY_LEN;
     /* Immutable from here on: a stray write faults instead of corrupting a key. */
     (void)sodium_mprotect_readonly(k->mem);
     *out = k;

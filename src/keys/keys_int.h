@@ -11,16 +11,19 @@
 #include "keys.h"
 
 #define KW__KEY_SUBKEY_LEN 32
-/* An HS256 secret longer than this is refused: HMAC hashes long keys down anyway, and the
- * bound keeps the key length representable as OpenSSL's int. */
+/* An HS256 secret longer than this is refused: HMAC hashes long keys down anyway, and a
+ * bound keeps a configuration mistake (a whole file as the secret) visible. */
 #define KW__TOKEN_SECRET_MAX 4096
 
 struct kw_keyring {
-    uint8_t *mem;                /* sodium_malloc: hash key | seal key | token secret (read-only) */
-    const uint8_t *hash_key;     /* KW__KEY_SUBKEY_LEN bytes: keyed BLAKE2b of api keys */
-    const uint8_t *seal_key;     /* KW__KEY_SUBKEY_LEN bytes: XChaCha20-Poly1305 */
-    const uint8_t *token_secret; /* token_secret_len bytes: HMAC-SHA256 for bearer tokens */
-    size_t token_secret_len;
+    uint8_t *mem;            /* sodium_malloc: hash key | seal key | token MAC state (read-only) */
+    const uint8_t *hash_key; /* KW__KEY_SUBKEY_LEN bytes: keyed BLAKE2b of api keys */
+    const uint8_t *seal_key; /* KW__KEY_SUBKEY_LEN bytes: XChaCha20-Poly1305 */
+    /* A crypto_auth_hmacsha256_state already keyed with the token secret (its inner and
+     * outer pads absorbed), so each token costs no keying; stored as bytes (the region
+     * need not be aligned): memcpy it into a local state before use. The raw secret is
+     * not kept. */
+    const uint8_t *token_mac;
 };
 
 #endif

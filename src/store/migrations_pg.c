@@ -1,7 +1,7 @@
 /*
  * store/migrations_pg.c - the PostgreSQL schema, as ordered migrations.
  *
- * The same tables as the SQLite backend (store/sqlite.c) in the Postgres dialect, plus
+ * The same tables as the SQLite backend (migrations_sqlite.c) in the Postgres dialect, plus
  * what several instances over one database need:
  *   - revision: one row holding the last committed revision. Every write transaction
  *     bumps it as its first statement (UPDATE ... RETURNING, right after BEGIN) and holds
@@ -17,7 +17,13 @@
  *
  * Never edit a released migration: append a new one (tag-kw-pg-migrations).
  */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/log.h"
 #include "pg_int.h"
+
+#define KW_MODULE "store.pg"
 
 static const char m1[] =
     "CREATE TABLE meta ("
@@ -93,3 +99,62 @@ const kw_pg_migration_t kw__pg_migrations[] = {
     {2, m2},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
+
+/* ---- the runner ---- */
+
+/* Brings the database up to the last migration above, in one transaction under the
+ * migration advisory lock (tag-kw-pg-migrations); refuses a newer database. */
+int kw__pg_migrate(kw__pg_conn_t *c, kw_diag_t *diag)
+{
+    int rc = kw__pg_exec(c, "BEGIN");
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: cannot start the migration");
+    char sql[160];
+    snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%ld)", KW__PG_MIGRATION_LOCK);
+    rc = kw__pg_exec(c, sql);
+    if (rc == KW_OK)
+        rc = kw__pg_exec(c,
+                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                         "version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())");
+    long have = 0;
+    if (rc == KW_OK) {
+        PGresult *r = PQexec(c->conn, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            have = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        else
+            rc = kw__pg_result_error(c->conn, r, "schema_migrations");
+        PQclear(r);
+    }
+    if (rc != KW_OK) {
+        PQclear(PQexec(c->conn, "ROLLBACK"));
+        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: cannot read the schema version");
+    }
+    long latest = (long)kw__pg_migrations[kw__pg_migrations_n - 1].version;
+    if (have > latest) {
+        PQclear(PQexec(c->conn, "ROLLBACK"));
+        return kw_diag_set(diag, KW_EDB, 0, 0,
+                           "PostgreSQL database has schema version %ld, newer than this "
+                           "keyward's %ld: upgrade keyward",
+                           have, latest);
+    }
+    for (size_t i = 0; i < kw__pg_migrations_n && rc == KW_OK; i++) {
+        const kw_pg_migration_t *m = &kw__pg_migrations[i];
+        if (m->version <= have)
+            continue;
+        rc = kw__pg_exec(c, m->sql);
+        if (rc == KW_OK) {
+            snprintf(sql, sizeof(sql), "INSERT INTO schema_migrations (version) VALUES (%d)",
+                     m->version);
+            rc = kw__pg_exec(c, sql);
+        }
+        if (rc == KW_OK)
+            kw_log(KW_LOG_INFO, KW_MODULE, "applied migration %d", m->version);
+    }
+    if (rc == KW_OK)
+        rc = kw__pg_exec(c, "COMMIT");
+    if (rc != KW_OK) {
+        PQclear(PQexec(c->conn, "ROLLBACK"));
+        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: migration failed (see the log)");
+    }
+    return KW_OK;
+}

@@ -5,9 +5,16 @@
  * runs in its own transaction together with the insert of its version into
  * schema_migrations, so a crash leaves the database at a whole version. A database
  * whose highest version is above the last entry here was written by a newer keyward
- * and is refused at open (sqlite.c).
+ * and is refused at open (kw__sq_migrate, below).
  */
 #include "sqlite_int.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+#include "base/log.h"
+
+#define KW_MODULE "store"
 
 const kw__sqlite_migration_t kw__sqlite_migrations[] = {
     {1, "CREATE TABLE agents ("
@@ -43,3 +50,76 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);
+
+/* ---- the runner ---- */
+
+static int schema_version(kw__sq_conn_t *c, int *out)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(c->db, "SELECT coalesce(max(version), 0) FROM schema_migrations",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        sqlite3_int64 v = sqlite3_column_int64(st, 0);
+        *out = v > INT_MAX ? INT_MAX : (int)v;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_OK ? KW_OK : kw__sq_err(c, rc, "read schema version", NULL);
+}
+
+/* Applies every migration the database lacks, each in its own transaction. Several
+ * processes opening the same new file are safe: BEGIN IMMEDIATE serializes them and each
+ * re-reads the version inside its transaction. */
+int kw__sq_migrate(kw__sq_conn_t *c, kw_diag_t *diag)
+{
+    const int known = (int)kw__sqlite_n_migrations;
+    int rc = sqlite3_exec(c->db,
+                          "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                          "version INTEGER PRIMARY KEY NOT NULL, applied_at_us INTEGER NOT NULL)",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return kw__sq_err(c, rc, "create schema_migrations", diag);
+    for (;;) {
+        int cur = 0;
+        rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return kw__sq_err(c, rc, "begin migration", diag);
+        rc = schema_version(c, &cur);
+        if (rc != KW_OK || cur >= known) {
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            if (rc != KW_OK)
+                return kw_diag_set(diag, rc, 0, 0, "cannot read the database schema version");
+            if (cur > known) {
+                kw_log(KW_LOG_ERROR, KW_MODULE,
+                       "database schema version %d is newer than this keyward's (%d)", cur, known);
+                return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0,
+                                   "the database was written by a newer keyward (schema version "
+                                   "%d; this binary knows up to %d): upgrade keyward",
+                                   cur, known);
+            }
+            return KW_OK;
+        }
+        const kw__sqlite_migration_t *m = &kw__sqlite_migrations[cur];
+        kw_assert(m->version == cur + 1);
+        rc = sqlite3_exec(c->db, m->sql, NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            char ins[160];
+            snprintf(ins, sizeof(ins),
+                     "INSERT INTO schema_migrations (version, applied_at_us) VALUES (%d, "
+                     "CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER))",
+                     m->version);
+            rc = sqlite3_exec(c->db, ins, NULL, NULL, NULL);
+        }
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(c->db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            int err = kw__sq_err(c, rc, "migration", NULL);
+            sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+            return kw_diag_set(diag, err, 0, 0, "migrating the database to version %d failed",
+                               m->version);
+        }
+        kw_log(KW_LOG_INFO, KW_MODULE, "database migrated to schema version %d", m->version);
+    }
+}

@@ -2,14 +2,14 @@
  * store/pg.c - the PostgreSQL backend (libpq): several keyward instances over one database.
  *
  * This file: the connection pool, the prepared statements with their parameters and
- * results, errors, migrations at open, metadata, and the ops table. The other files,
- * sharing pg_int.h: pg_read.c (reads and the startup load), pg_tx.c (transactions and
- * their writes, the global write order), pg_changes.c (the changelog and change
- * notifications for followers).
+ * results, errors, open (migrations: migrations_pg.c), metadata, and the ops table. The other
+ * files, sharing pg_int.h: pg_read.c (reads and the startup load), pg_tx.c (transactions and their
+ * writes, the global write order), pg_changes.c (the changelog and change notifications for
+ * followers).
  *
  * Connections: a fixed-size pool (URL parameter pool=N, else env KEYWARD_PG_POOL, else
- * 2 x online cores; 2..256; `keyward serve` adds pool=<its thread count> to a URL when
- * neither is set) with a mutex+condvar free list. Connections are made lazily; a broken
+ * the caller's kw_store_opts_t.pool_size (`keyward serve`: its thread count), else
+ * 2 x online cores; 2..256) with a mutex+condvar free list. Connections are made lazily; a broken
  * one (PQstatus != CONNECTION_OK) is reset on checkout, and a statement that fails because
  * the connection died (a server restart) is retried once on a fresh connection when
  * nothing of a transaction was lost by it. Every connection gets
@@ -180,39 +180,7 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
  * answer KW_ENOTFOUND and inserts KW_EINVAL instead of a database error (503). */
 static bool utf8_ok(kw_str_t s)
 {
-    const unsigned char *p = (const unsigned char *)s.ptr;
-    size_t i = 0;
-    while (i < s.len) {
-        unsigned c = p[i];
-        size_t n;
-        uint32_t cp;
-        if (c == 0)
-            return false;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            n = 1, cp = c & 0x1f;
-        } else if ((c & 0xf0) == 0xe0) {
-            n = 2, cp = c & 0x0f;
-        } else if ((c & 0xf8) == 0xf0) {
-            n = 3, cp = c & 0x07;
-        } else {
-            return false;
-        }
-        if (s.len - i <= n)
-            return false;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
-            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-            return false;
-        i += n + 1;
-    }
-    return true;
+    return (s.len == 0 || !memchr(s.ptr, '\0', s.len)) && kw_utf8_valid(s);
 }
 
 void kw__pg_pp_text(kw__pg_params_t *p, kw_str_t s)
@@ -536,63 +504,6 @@ int kw__pg_begin_on(kw__pg_store_t *s, const char *begin_sql, kw__pg_conn_t **ou
     return KW_OK;
 }
 
-/* ---- migrations ---- */
-
-static int migrate(kw__pg_conn_t *c, kw_diag_t *diag)
-{
-    int rc = kw__pg_exec(c, "BEGIN");
-    if (rc != KW_OK)
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: cannot start the migration");
-    char sql[160];
-    snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%ld)", KW__PG_MIGRATION_LOCK);
-    rc = kw__pg_exec(c, sql);
-    if (rc == KW_OK)
-        rc = kw__pg_exec(c,
-                         "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                         "version INT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())");
-    long have = 0;
-    if (rc == KW_OK) {
-        PGresult *r = PQexec(c->conn, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-            have = strtol(PQgetvalue(r, 0, 0), NULL, 10);
-        else
-            rc = kw__pg_result_error(c->conn, r, "schema_migrations");
-        PQclear(r);
-    }
-    if (rc != KW_OK) {
-        PQclear(PQexec(c->conn, "ROLLBACK"));
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: cannot read the schema version");
-    }
-    long latest = (long)kw__pg_migrations[kw__pg_migrations_n - 1].version;
-    if (have > latest) {
-        PQclear(PQexec(c->conn, "ROLLBACK"));
-        return kw_diag_set(diag, KW_EDB, 0, 0,
-                           "PostgreSQL database has schema version %ld, newer than this "
-                           "keyward's %ld: upgrade keyward",
-                           have, latest);
-    }
-    for (size_t i = 0; i < kw__pg_migrations_n && rc == KW_OK; i++) {
-        const kw_pg_migration_t *m = &kw__pg_migrations[i];
-        if (m->version <= have)
-            continue;
-        rc = kw__pg_exec(c, m->sql);
-        if (rc == KW_OK) {
-            snprintf(sql, sizeof(sql), "INSERT INTO schema_migrations (version) VALUES (%d)",
-                     m->version);
-            rc = kw__pg_exec(c, sql);
-        }
-        if (rc == KW_OK)
-            kw_log(KW_LOG_INFO, KW_MODULE, "applied migration %d", m->version);
-    }
-    if (rc == KW_OK)
-        rc = kw__pg_exec(c, "COMMIT");
-    if (rc != KW_OK) {
-        PQclear(PQexec(c->conn, "ROLLBACK"));
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL: migration failed (see the log)");
-    }
-    return KW_OK;
-}
-
 /* ---- open / close ---- */
 
 /* Copies url without keyward's own query parameter pool=N (libpq refuses unknown ones);
@@ -654,7 +565,38 @@ static void pg_close(kw_store_t *base)
     kw_free(s);
 }
 
-int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
+/* The pool size: the URL's pool=N (url_pool, 0 when absent), else env KEYWARD_PG_POOL,
+ * else the caller's option, else 2 x online cores; the last two are clamped to 2..256,
+ * the first two refused outside it (they are what an operator wrote). */
+static int pool_size(long url_pool, const kw_store_opts_t *opts, size_t *out, kw_diag_t *diag)
+{
+    long pool = url_pool;
+    if (pool == 0) {
+        const char *env = getenv("KEYWARD_PG_POOL");
+        if (env && *env) {
+            char *end;
+            pool = strtol(env, &end, 10);
+            if (*end || pool < PG_POOL_MIN || pool > PG_POOL_MAX)
+                return kw_diag_set(diag, KW_EINVAL, 0, 0, "KEYWARD_PG_POOL must be %d..%d",
+                                   PG_POOL_MIN, PG_POOL_MAX);
+        }
+    }
+    if (pool == 0 && opts->pool_size > 0)
+        pool = opts->pool_size > PG_POOL_MAX ? PG_POOL_MAX : (long)opts->pool_size;
+    if (pool == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        pool = cores > 0 ? 2 * cores : 4;
+    }
+    if (pool < PG_POOL_MIN)
+        pool = PG_POOL_MIN;
+    if (pool > PG_POOL_MAX)
+        pool = PG_POOL_MAX;
+    *out = (size_t)pool;
+    return KW_OK;
+}
+
+int kw__store_pg_open(const char *url, const kw_store_opts_t *opts, kw_store_t **out,
+                      kw_diag_t *diag)
 {
     kw__pg_store_t *s = kw_calloc(1, sizeof(*s));
     if (!s)
@@ -663,39 +605,24 @@ int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->listen_mu, NULL);
-    long pool = 0;
-    int rc = url_split(url, &s->url, &pool);
+    /* From here every failure goes to `fail`: pg_close frees whatever exists so far. */
+    long url_pool = 0;
+    int rc = url_split(url, &s->url, &url_pool);
     if (rc != KW_OK) {
-        pg_close(&s->base);
-        return kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be %d..%d", PG_POOL_MIN,
-                           PG_POOL_MAX);
+        kw_diag_set(diag, rc, 0, 0, "PostgreSQL URL: pool must be %d..%d", PG_POOL_MIN,
+                    PG_POOL_MAX);
+        goto fail;
     }
-    if (pool == 0) {
-        const char *env = getenv("KEYWARD_PG_POOL");
-        if (env && *env) {
-            char *end;
-            pool = strtol(env, &end, 10);
-            if (*end || pool < PG_POOL_MIN || pool > PG_POOL_MAX) {
-                pg_close(&s->base);
-                return kw_diag_set(diag, KW_EINVAL, 0, 0, "KEYWARD_PG_POOL must be %d..%d",
-                                   PG_POOL_MIN, PG_POOL_MAX);
-            }
-        }
-    }
-    if (pool == 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        pool = cores > 0 ? 2 * cores : 4;
-        if (pool < PG_POOL_MIN)
-            pool = PG_POOL_MIN;
-        if (pool > PG_POOL_MAX)
-            pool = PG_POOL_MAX;
-    }
-    s->conns = kw_calloc((size_t)pool, sizeof(*s->conns));
+    size_t n_conns = 0;
+    rc = pool_size(url_pool, opts, &n_conns, diag);
+    if (rc != KW_OK)
+        goto fail;
+    s->conns = kw_calloc(n_conns, sizeof(*s->conns));
     if (!s->conns) {
-        pg_close(&s->base);
-        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+        goto fail;
     }
-    s->n_conns = (size_t)pool;
+    s->n_conns = n_conns; /* pg_close walks conns[0 .. n_conns) */
     for (size_t i = s->n_conns; i-- > 0;) {
         s->conns[i].next_free = s->free_list;
         s->free_list = &s->conns[i];
@@ -705,18 +632,18 @@ int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     if (rc != KW_OK) {
         const char *m = s->conns[0].conn ? PQerrorMessage(s->conns[0].conn) : "out of memory";
         kw_diag_set(diag, rc, 0, 0, "cannot connect to PostgreSQL: %.*s", (int)strcspn(m, "\n"), m);
-        pg_close(&s->base);
-        return rc;
+        goto fail;
     }
-    rc = migrate(c, diag);
+    rc = kw__pg_migrate(c, diag);
     kw__pg_pool_put(s, c);
-    if (rc != KW_OK) {
-        pg_close(&s->base);
-        return rc;
-    }
+    if (rc != KW_OK)
+        goto fail;
     kw_log(KW_LOG_INFO, KW_MODULE, "connected; pool of %zu connections", s->n_conns);
     *out = &s->base;
     return KW_OK;
+fail:
+    pg_close(&s->base);
+    return rc;
 }
 
 static int pg_ping(kw_store_t *base)

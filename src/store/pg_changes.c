@@ -35,8 +35,8 @@
  * statement (multi-row VALUES, binary parameters). */
 int kw__pg_changelog_write(kw__pg_tx_t *tx, kw_revision_t rev)
 {
-    const kw_update_t *ups = tx->base.ups;
-    size_t n = tx->base.n_ups;
+    const kw_update_t *ups = tx->base.changes.ups;
+    size_t n = tx->base.changes.n;
     if (n == 0)
         return KW_OK;
     enum { COLS = 9 };

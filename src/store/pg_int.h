@@ -2,12 +2,12 @@
  * store/pg_int.h - what the PostgreSQL backend's files share: pg.c (pool, statements,
  * parameters, results, open, metadata, the ops table), pg_read.c (reads), pg_tx.c
  * (transactions and writes), pg_changes.c (changelog, notifications) and
- * migrations_pg.c (the schema).
+ * migrations_pg.c (the schema and the runner that applies it at open).
  *
  * Migrations are numbered from 1 and applied in order, each in the same transaction as
  * its row in schema_migrations, under a transaction-scoped advisory lock so two instances
  * starting at once never race (tag-kw-pg-migrations). A database whose highest applied
- * version is above KW__PG_MIGRATIONS_N was written by a newer keyward and is refused.
+ * version is above the last one in kw__pg_migrations was written by a newer keyward and is refused.
  *
  * Threads: a kw__pg_conn_t is used by one thread at a time (checked out of the pool, or
  * the LISTEN connection under listen_mu); a kw__pg_tx_t belongs to one thread.
@@ -157,6 +157,11 @@ int kw__pg_run(kw__pg_conn_t *c, int st, const kw__pg_params_t *p, PGresult **ou
 int kw__pg_query(kw__pg_store_t *s, int st, const kw__pg_params_t *p, PGresult **out);
 int kw__pg_exec(kw__pg_conn_t *c, const char *sql);
 int kw__pg_begin_on(kw__pg_store_t *s, const char *begin_sql, kw__pg_conn_t **out);
+
+/* ---- migrations_pg.c: the runner ---- */
+
+/* Applies the migrations c's database lacks, or refuses a newer database; run by open. */
+int kw__pg_migrate(kw__pg_conn_t *c, kw_diag_t *diag);
 
 /* ---- pg_read.c: the revision, reads (kw_store_ops_t entries) ---- */
 

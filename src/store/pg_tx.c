@@ -53,22 +53,24 @@ int kw__pg_tx_begin(kw_store_t *base, kw_store_tx_t **out, kw_diag_t *diag)
     if (!tx)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
     int rc = kw__pg_begin_on(s, "BEGIN", &tx->c);
-    if (rc == KW_OK) {
+    if (rc != KW_OK)
+        goto fail_begin;
+    rc = bump_revision(tx->c, &tx->rev);
+    if (rc == KW_EDB && PQstatus(tx->c->conn) != CONNECTION_OK &&
+        kw__pg_conn_ensure(s, tx->c) == KW_OK && kw__pg_exec(tx->c, "BEGIN") == KW_OK)
         rc = bump_revision(tx->c, &tx->rev);
-        if (rc == KW_EDB && PQstatus(tx->c->conn) != CONNECTION_OK &&
-            kw__pg_conn_ensure(s, tx->c) == KW_OK && kw__pg_exec(tx->c, "BEGIN") == KW_OK)
-            rc = bump_revision(tx->c, &tx->rev);
-        if (rc != KW_OK)
-            kw__pg_pool_put(s, tx->c); /* rolls back */
-    }
-    if (rc != KW_OK) {
-        kw_free(tx);
-        return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
-                           rc == KW_ENOMEM ? "out of memory" : "database unavailable");
-    }
+    if (rc != KW_OK)
+        goto fail_order;
     kw__store_tx_init(&tx->base, base);
     *out = &tx->base;
     return KW_OK;
+
+fail_order:
+    kw__pg_pool_put(s, tx->c); /* rolls back */
+fail_begin:
+    kw_free(tx);
+    return kw_diag_set(diag, rc == KW_ENOMEM ? rc : KW_EDB, 0, 0,
+                       rc == KW_ENOMEM ? "out of memory" : "database unavailable");
 }
 
 static void tx_end(kw__pg_tx_t *tx)
@@ -178,7 +180,7 @@ static int record_deleted(kw__pg_tx_t *tx, PGresult *r)
         const kw_str_t f[6] = {kw__pg_col_str(r, i, 0), kw__pg_col_str(r, i, 1),
                                kw__pg_col_str(r, i, 2), kw__pg_col_str(r, i, 3),
                                kw__pg_col_str(r, i, 4), kw__pg_col_str(r, i, 5)};
-        int rc = kw__store_tx_record(&tx->base, KW_OP_DELETE, f);
+        int rc = kw__store_changes_record(&tx->base.changes, KW_OP_DELETE, f);
         if (rc != KW_OK)
             return rc;
     }
@@ -346,7 +348,8 @@ int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, k
             return conflict_diag(&u->rel, i, diag);
         if (u->op == KW_OP_DELETE && !hit)
             continue; /* deleting an absent relationship changes nothing: not recorded */
-        rc = kw__store_tx_record(&tx->base, u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
+        rc = kw__store_changes_record(&tx->base.changes,
+                                      u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
         if (rc != KW_OK) /* the row is written but not recorded: poisons the tx */
             return kw_diag_set(diag, rc, 0, 0, "out of memory");
     }

@@ -1,10 +1,12 @@
 /*
- * store/store.c - URL dispatch, argument checks and the transaction change list.
+ * store/store.c - URL dispatch, argument checks, a transaction's failure state and
+ * savepoints.
  *
  * Every public kw_store_* call lands here, is checked once (NULL handles, empty
  * required fields, the "..." subject relation normalized to ""), then goes through
- * the backend's ops table (store_int.h). The change list a transaction reports lives
- * here too, so every backend records changes the same way.
+ * the backend's ops table (store_int.h). The change list a transaction reports is
+ * recorded by the backends (tx_changes.h); this file only hands it out and truncates
+ * it back to a savepoint.
  */
 #include "store_int.h"
 
@@ -17,7 +19,8 @@
 
 /* ---- backends (tag-kw-store-backends) ---- */
 
-typedef int (*open_fn)(const char *target, kw_store_t **out, kw_diag_t *diag);
+typedef int (*open_fn)(const char *target, const kw_store_opts_t *opts, kw_store_t **out,
+                       kw_diag_t *diag);
 
 typedef struct backend {
     const char *prefix;  /* URL prefix that selects it, matched case-sensitively */
@@ -32,6 +35,15 @@ static const backend_t g_backends[] = {
 
 int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag)
 {
+    return kw_store_open_with(url, NULL, out, diag);
+}
+
+int kw_store_open_with(const char *url, const kw_store_opts_t *opts, kw_store_t **out,
+                       kw_diag_t *diag)
+{
+    const kw_store_opts_t dflt = {0};
+    if (!opts)
+        opts = &dflt;
     if (!url || !url[0] || !out)
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "no database URL given");
     for (size_t i = 0; i < KW_ARRAY_LEN(g_backends); i++) {
@@ -40,7 +52,7 @@ int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag)
             continue;
         if (!g_backends[i].open)
             return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0, "%s", g_backends[i].missing);
-        return g_backends[i].open(url, out, diag);
+        return g_backends[i].open(url, opts, out, diag);
     }
     /* SQLite: "sqlite:PATH", "sqlite://PATH" (so sqlite:///abs works) or a bare PATH. */
     const char *path = url;
@@ -58,7 +70,7 @@ int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag)
     }
     if (!path[0])
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "the sqlite: URL names no file");
-    return kw__store_sqlite_open(path, out, diag);
+    return kw__store_sqlite_open(path, opts, out, diag);
 }
 
 void kw_store_close(kw_store_t *s)
@@ -208,51 +220,6 @@ int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, 
     return s->ops->keys_by_ids(s, agent_id, ids, n, a, out, n_out);
 }
 
-/* ---- the transaction change list ---- */
-
-void kw__store_tx_init(kw_store_tx_t *tx, kw_store_t *s)
-{
-    memset(tx, 0, sizeof(*tx));
-    tx->store = s;
-}
-
-void kw__store_tx_fini(kw_store_tx_t *tx)
-{
-    kw_free(tx->ups);
-    kw_arena_free(tx->strs);
-    tx->ups = NULL;
-    tx->strs = NULL;
-    tx->n_ups = tx->cap_ups = 0;
-}
-
-int kw__store_tx_record(kw_store_tx_t *tx, kw_op_t op, const kw_str_t f[6])
-{
-    if (!tx->strs) {
-        tx->strs = kw_arena_new(0);
-        if (!tx->strs)
-            return KW_ENOMEM;
-    }
-    void *p = tx->ups;
-    if (kw_grow(&p, &tx->cap_ups, tx->n_ups + 1, sizeof(kw_update_t)) != KW_OK)
-        return KW_ENOMEM;
-    tx->ups = p;
-    kw_str_t c[6];
-    for (int i = 0; i < 6; i++) {
-        char *d = kw_arena_strndup(tx->strs, f[i].ptr, f[i].len);
-        if (!d)
-            return KW_ENOMEM;
-        c[i] = (kw_str_t){d, f[i].len};
-    }
-    tx->ups[tx->n_ups++] = (kw_update_t){op, {{c[0], c[1]}, c[2], {c[3], c[4], c[5]}}};
-    return KW_OK;
-}
-
-void kw__store_tx_unrecord(kw_store_tx_t *tx)
-{
-    if (tx->n_ups > 0)
-        tx->n_ups--;
-}
-
 /* ---- transactions ---- */
 
 int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag)
@@ -303,7 +270,7 @@ int kw_store_tx_savepoint(kw_store_tx_t *tx, kw_store_savepoint_t *sp, kw_diag_t
         tx->failed = rc;
         return kw_diag_set(diag, rc, 0, 0, "could not set a savepoint in the transaction");
     }
-    sp->n_changes = tx->n_ups;
+    sp->n_changes = tx->changes.n;
     sp->depth = ++tx->n_savepoints;
     return KW_OK;
 }
@@ -313,7 +280,7 @@ static int savepoint_ok(const kw_store_tx_t *tx, const kw_store_savepoint_t *sp,
 {
     if (!tx || !sp)
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "no transaction");
-    if (sp->depth == 0 || sp->depth != tx->n_savepoints || sp->n_changes > tx->n_ups)
+    if (sp->depth == 0 || sp->depth != tx->n_savepoints || sp->n_changes > tx->changes.n)
         return kw_diag_set(diag, KW_EINVAL, 0, 0,
                            "savepoint %u is not the innermost open one (%u open)", sp->depth,
                            tx->n_savepoints);
@@ -334,7 +301,7 @@ int kw_store_tx_rollback_to_savepoint(kw_store_tx_t *tx, const kw_store_savepoin
         tx->failed = rc;
         return kw_diag_set(diag, rc, 0, 0, "could not roll back to a savepoint");
     }
-    tx->n_ups = sp->n_changes; /* the strings stay in the arena until the tx ends */
+    kw__store_changes_truncate(&tx->changes, sp->n_changes);
     tx->n_savepoints--;
     tx->failed = KW_OK; /* savepoints are refused on a failed tx: it was clean at the mark */
     return KW_OK;
@@ -361,8 +328,8 @@ int kw_store_tx_release_savepoint(kw_store_tx_t *tx, const kw_store_savepoint_t 
 
 void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n)
 {
-    *ups = tx ? tx->ups : NULL;
-    *n = tx ? tx->n_ups : 0;
+    *ups = tx ? tx->changes.ups : NULL;
+    *n = tx ? tx->changes.n : 0;
 }
 
 /* Errors that leave the database and the change list in step (the failing statement

@@ -1,7 +1,7 @@
 /*
  * store/store.h - durable storage for agents, keys, relationships and metadata.
  *
- * One interface (an ops table), two backends: SQLite (store/sqlite.c, the embedded
+ * One interface (an ops table), two backends: SQLite (store/sqlite*.c, the embedded
  * default) and PostgreSQL (store/pg*.c). Routes never see which one is in use.
  *
  * Model: every mutation runs inside a kw_store_tx_t. kw_store_tx_commit makes rows and
@@ -31,7 +31,8 @@
  *   connection per thread or a pool). A kw_store_tx_t belongs to one thread.
  * Errors: KW_OK, KW_ENOTFOUND, KW_ECONFLICT (unique violation: duplicate name, or a
  *   relationship CREATE that exists), KW_EDB (database unreachable or failed; nothing
- *   changed), KW_ENOMEM, KW_EINVAL (bad URL). diag (may be NULL) gets a log-safe message.
+ *   changed), KW_ENOMEM, KW_EINVAL (bad URL), KW_EFORBIDDEN (open: a SQLite file that
+ *   group or others may access, see kw_store_opts_t). diag (may be NULL) gets a log-safe message.
  */
 #ifndef KW_STORE_STORE_H
 #define KW_STORE_STORE_H
@@ -64,9 +65,29 @@ typedef struct kw_apikey {
     size_t secret_enc_len;
 } kw_apikey_t;
 
+/* How to open a store (kw_store_open_with). All zero (or a NULL pointer) is the default
+ * that kw_store_open uses. */
+typedef struct kw_store_opts {
+    /* PostgreSQL: connections in the pool when the URL's own pool=N and env
+     * KEYWARD_PG_POOL say nothing (`keyward serve` passes its thread count: one
+     * connection per request in flight). 0: 2 x online cores. Clamped to 2..256, since a
+     * write that catches up on a second connection needs two. SQLite ignores it: its
+     * pool grows on demand to 64 connections. */
+    unsigned pool_size;
+    /* SQLite: the database file holds secrets (kw_store_meta_*: the token secret and the
+     * master key unless they come from elsewhere), so a new file is created mode 0600
+     * (its -wal and -shm files take the same mode), and a file, -wal or -shm that group
+     * or others may access (any of mode 077) is refused with KW_EFORBIDDEN, changing
+     * nothing, unless this is true (then a warning is logged). PostgreSQL ignores it. */
+    bool allow_insecure_mode;
+} kw_store_opts_t;
+
 /* Opens (creating if needed) and migrates the database named by `url`:
  * "sqlite:PATH", a bare PATH, or "postgres://..." / "postgresql://...". */
 KW_NODISCARD int kw_store_open(const char *url, kw_store_t **out, kw_diag_t *diag);
+/* kw_store_open with options (`opts` may be NULL: the defaults; borrowed for the call). */
+KW_NODISCARD int kw_store_open_with(const char *url, const kw_store_opts_t *opts, kw_store_t **out,
+                                    kw_diag_t *diag);
 void kw_store_close(kw_store_t *s);
 /* "sqlite" or "postgres". */
 const char *kw_store_backend(const kw_store_t *s);

@@ -4,8 +4,10 @@
  * A backend embeds `struct kw_store` as the FIRST member of its own handle and
  * `struct kw_store_tx` as the first member of its transaction, so the public pointers
  * can be cast to the backend's types. store.c validates arguments, keeps the
- * transaction's change list and its sticky failure state, and dispatches through
- * the backend's kw_store_ops_t; a backend only talks to its database.
+ * transaction's sticky failure state and its savepoints, and dispatches through the
+ * backend's kw_store_ops_t; a backend talks to its database and records each
+ * relationship change it makes in the transaction's change list (tx_changes.h, below
+ * both backends and store.c, so no backend calls back into store.c).
  *
  * Adding a backend (PostgreSQL: store/pg.c) means one ops table, one open function
  * and one line in store.c's backend table (tag-kw-store-backends). Nothing above the
@@ -17,10 +19,13 @@
 #ifndef KW_STORE_STORE_INT_H
 #define KW_STORE_STORE_INT_H
 
+#include <string.h>
+
 #include "store.h"
+#include "tx_changes.h"
 
 /* Object types whose rows the store owns; agent/key deletes remove every relationship
- * naming them (tag-kw-object-types: must match spec/agentex.zed and src/api). */
+ * naming them (tag-kw-object-types: must match src/api/agentex.zed and src/api). */
 #define KW__STORE_TYPE_AGENT "agent"
 #define KW__STORE_TYPE_KEY "agent_api_key"
 
@@ -70,7 +75,8 @@ typedef struct kw_store_ops {
     /* Updates arrive validated and normalized: non-empty fields, subject relation ""
      * for none (never "..."). */
     /* Savepoint `name` ("kw_sp<depth>"): SAVEPOINT, ROLLBACK TO + RELEASE (undo and
-     * end), RELEASE (keep and end). store.c keeps the change list and failure state. */
+     * end), RELEASE (keep and end). store.c truncates the change list and keeps the failure state.
+     */
     int (*tx_savepoint)(kw_store_tx_t *tx, const char *name);
     int (*tx_rollback_to)(kw_store_tx_t *tx, const char *name);
     int (*tx_release)(kw_store_tx_t *tx, const char *name);
@@ -95,10 +101,7 @@ struct kw_store {
 
 struct kw_store_tx {
     kw_store_t *store;
-    kw_update_t *ups; /* the change list, strings in `strs` */
-    size_t n_ups;
-    size_t cap_ups;
-    kw_arena_t *strs; /* made on the first recorded change */
+    kw__store_changes_t changes; /* what kw_store_tx_changes reports */
     /* Sticky: the first error that may have left the database and the change list out
      * of step (OOM while recording, a database failure mid-operation). A failed tx can
      * only be rolled back; commit refuses it with this code. */
@@ -106,18 +109,26 @@ struct kw_store_tx {
     unsigned n_savepoints; /* open savepoints (kw_store_tx_savepoint) */
 };
 
-void kw__store_tx_init(kw_store_tx_t *tx, kw_store_t *s);
-/* Releases the change list; the backend frees its own struct afterwards. */
-void kw__store_tx_fini(kw_store_tx_t *tx);
-/* Appends a change; the six strings (resource type, id, relation, subject type, id,
- * relation) are copied. KW_OK or KW_ENOMEM. */
-KW_NODISCARD int kw__store_tx_record(kw_store_tx_t *tx, kw_op_t op, const kw_str_t f[6]);
-/* Drops the last recorded change (its strings stay in the arena until the tx ends). */
-void kw__store_tx_unrecord(kw_store_tx_t *tx);
+/* A backend's tx_begin calls this on its tx's base before anything else. */
+static inline void kw__store_tx_init(kw_store_tx_t *tx, kw_store_t *s)
+{
+    memset(tx, 0, sizeof(*tx));
+    tx->store = s;
+    kw__store_changes_init(&tx->changes);
+}
 
-/* Backends. Each opens its target (the URL with any scheme already removed for SQLite). */
-KW_NODISCARD int kw__store_sqlite_open(const char *path, kw_store_t **out, kw_diag_t *diag);
+/* Releases the change list; the backend frees its own struct afterwards. */
+static inline void kw__store_tx_fini(kw_store_tx_t *tx)
+{
+    kw__store_changes_fini(&tx->changes);
+}
+
+/* Backends. Each opens its target (the URL with any scheme already removed for SQLite)
+ * with `opts` (never NULL: store.c passes zeroed options for kw_store_open). */
+KW_NODISCARD int kw__store_sqlite_open(const char *path, const kw_store_opts_t *opts,
+                                       kw_store_t **out, kw_diag_t *diag);
 /* The whole postgres:// or postgresql:// URL (store/pg.c). */
-KW_NODISCARD int kw__store_pg_open(const char *url, kw_store_t **out, kw_diag_t *diag);
+KW_NODISCARD int kw__store_pg_open(const char *url, const kw_store_opts_t *opts, kw_store_t **out,
+                                   kw_diag_t *diag);
 
 #endif

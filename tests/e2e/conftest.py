@@ -1,7 +1,7 @@
 """End-to-end fixtures: run the real `keyward serve` binary and talk to it over HTTP.
 
-Everything here is written against /work/shared/spec/API.md (the contract), never against
-an implementation. Only the standard library, pytest and requests are used.
+Everything here is written against docs/API.md (the contract), never against the
+implementation. Only the standard library, pytest and requests are used.
 
 - KEYWARD_BIN: the binary (default <repo>/build/keyward).
 - KEYWARD_TEST_PG_URL: a PostgreSQL server URL (postgres://postgres@127.0.0.1:PORT/postgres, e.g.
@@ -35,7 +35,10 @@ import pytest
 import requests
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SPEC_DIR = os.path.abspath(os.path.join(REPO, "..", "shared", "spec"))
+# The default schema and its validation file (schema, relationships, assertions); both in
+# the repository (tests/unit/api/default_schema_test.c keeps them one schema).
+DEFAULT_SCHEMA = os.path.join(REPO, "src", "api", "agentex.zed")
+VALIDATION_FILE = os.path.join(REPO, "tests", "fixtures", "agentex.validation.yaml")
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}(Z|\+00:00)$")

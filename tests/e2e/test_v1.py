@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import SPEC_DIR, Admin, Client, ndjson, rel
+from conftest import DEFAULT_SCHEMA, VALIDATION_FILE, Admin, Client, ndjson, rel
 
 V1 = ["/v1/relationships/write", "/v1/relationships/read", "/v1/relationships/delete",
       "/v1/permissions/check", "/v1/permissions/checkbulk", "/v1/permissions/resources",
@@ -56,7 +56,7 @@ def _valid_body(route):
                                      "subjectObjectType": "user"},
         "/v1/permissions/expand": {"resource": obj("agent:nothing"), "permission": "read"},
         "/v1/schema/read": {},
-        "/v1/schema/write": {"schema": open(os.path.join(SPEC_DIR, "agentex.zed"), encoding="utf-8").read()},
+        "/v1/schema/write": {"schema": open(DEFAULT_SCHEMA, encoding="utf-8").read()},
     }[route]
 
 
@@ -159,8 +159,7 @@ def test_v1_malformed_bodies(admin):
 
 
 def _load_validation():
-    path = os.path.join(SPEC_DIR, "agentex.validation.yaml")
-    text = open(path, encoding="utf-8").read()
+    text = open(VALIDATION_FILE, encoding="utf-8").read()
     rels = re.search(r"^relationships: \|-\n((?:  .*\n?)+)", text, re.M).group(1).split("\n")
     rels = [l.strip() for l in rels if l.strip()]
     t = re.search(r"assertTrue:\n((?:    - .*\n)+)", text).group(1)
@@ -252,3 +251,334 @@ def test_schema_read_and_write(srv, admin):
     assert r.json()["writtenAt"]["token"]
     assert call(admin, "/v1/schema/read", {}).json()["schemaText"] == text
     assert Admin(srv, srv.token("root-admin", admin=True)).check("agent:none", "read", "user:none") is False
+
+
+# ---- refusing what is not implemented (issue 8, item 4; docs/API.md "Refused fields") ----
+#
+# A member keyward does not know: 400, code 3 (INVALID_ARGUMENT), naming it. A member it knows
+# but does not implement: 501, code 12 (UNIMPLEMENTED), naming it and why. Either way nothing
+# changes: a refused write writes nothing, a refused read answers nothing.
+
+
+def refused(r, status, code, *words):
+    body = v1_error(r, status)
+    assert body["code"] == code, body
+    for w in words:
+        assert w in body["message"], (w, body)
+    return body
+
+
+def unimplemented(r, *words):
+    return refused(r, 501, 12, *words)
+
+
+def invalid(r, *words):
+    return refused(r, 400, 3, *words)
+
+
+def _current(admin):
+    """The revision the engine answers at now (a check without consistency reports it)."""
+    r = call(admin, "/v1/permissions/check", {"resource": obj("agent:cur-none"), "permission": "read",
+                                              "subject": subj("user:cur-none")})
+    return r.json()["checkedAt"]["token"]
+
+
+def _upd(acct, user, **extra):
+    relationship = rel("account:" + acct, "member", "user:" + user)
+    relationship.update(extra)
+    return {"operation": "OPERATION_TOUCH", "relationship": relationship}
+
+
+def test_expires_at_is_refused_and_nothing_is_written(admin):
+    sfx = uuid.uuid4().hex[:8]
+    acct = "exp-" + sfx
+    for when in ("2020-01-01T00:00:00Z", "2999-01-01T00:00:00Z"):
+        # alone, and after a valid update of the same batch
+        for ups in ([_upd(acct, "u-" + sfx, optionalExpiresAt=when)],
+                    [_upd(acct, "ok-" + sfx), _upd(acct, "u-" + sfx, optionalExpiresAt=when)]):
+            r = admin.post("/v1/relationships/write", json={"updates": ups})
+            body = unimplemented(r, "optionalExpiresAt", "updates[%d]" % (len(ups) - 1))
+            assert "expir" in body["message"], body
+            assert admin.read_rels("account", acct) == []
+    assert admin.check("account:" + acct, "member", "user:u-" + sfx) is False
+    # null is the field unset: the write goes through
+    admin.write([_upd(acct, "u-" + sfx, optionalExpiresAt=None)])
+    assert len(admin.read_rels("account", acct)) == 1
+
+
+def test_caveat_is_refused_and_nothing_is_written(admin):
+    acct = "cav-" + uuid.uuid4().hex[:8]
+    r = admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optionalCaveat={"caveatName": "only_weekdays", "context": {}})]})
+    unimplemented(r, "optionalCaveat", "caveat")
+    assert admin.read_rels("account", acct) == []
+
+
+def test_unknown_fields_are_refused_naming_them(admin):
+    acct = "unk-" + uuid.uuid4().hex[:8]
+    good = _upd(acct, "u")
+    # on the request, an update, the relationship, its resource and subject, a filter
+    nested = [
+        {"updates": [good], "bogus": 1},
+        {"updates": [dict(good, bogus=1)]},
+        {"updates": [_upd(acct, "u", bogus=1)]},
+        {"updates": [{"operation": "OPERATION_TOUCH", "relationship": dict(
+            rel("account:" + acct, "member", "user:u"), resource={"objectType": "account",
+                                                                 "objectId": acct, "bogus": 1})}]},
+        {"updates": [{"operation": "OPERATION_TOUCH", "relationship": dict(
+            rel("account:" + acct, "member", "user:u"),
+            subject={"object": {"objectType": "user", "objectId": "u"}, "bogus": 1})}]},
+        {"updates": [good], "optionalPreconditions": [{"operation": "OPERATION_MUST_NOT_MATCH",
+                                                       "filter": {"resourceType": "account",
+                                                                  "bogus": 1}}]},
+        # consistency is not a member of WriteRelationshipsRequest
+        {"updates": [good], "consistency": {"fullyConsistent": True}},
+    ]
+    for body in nested:
+        r = admin.post("/v1/relationships/write", json=body)
+        word = "consistency" if "consistency" in body else "bogus"
+        invalid(r, word, "unknown field")
+        assert admin.read_rels("account", acct) == [], body
+    # every route refuses an unknown top-level member
+    for route in V1:
+        if route == "/v1/schema/write":
+            continue  # covered below without rewriting the schema
+        body = dict(_valid_body(route), bogus=1)
+        invalid(admin.post(route, json=body), "bogus", "unknown field")
+    invalid(admin.post("/v1/schema/write", json={"bogus": 1, "schema": "definition user {}"}),
+            "bogus")
+    invalid(admin.post("/v1/schema/read", json={"consistency": {"fullyConsistent": True}}),
+            "consistency", "ReadSchemaRequest")
+    assert admin.read_rels("account", acct) == []
+
+
+def test_original_proto_names_are_refused_naming_the_camel_case_one(admin):
+    acct = "snake-" + uuid.uuid4().hex[:8]
+    r = admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optional_expires_at="2020-01-01T00:00:00Z")]})
+    unimplemented(r, "optional_expires_at", "optionalExpiresAt")
+    assert admin.read_rels("account", acct) == []
+    r = admin.post("/v1/relationships/read", json={"relationship_filter": {"resourceType": "account"}})
+    unimplemented(r, "relationship_filter", "relationshipFilter")
+    r = admin.post("/v1/permissions/check", json={
+        "resource": obj("agent:x"), "permission": "read", "subject": subj("user:y"),
+        "with_tracing": True})
+    unimplemented(r, "with_tracing", "withTracing")
+
+
+def test_duplicate_members_are_refused(admin):
+    acct = "dup-" + uuid.uuid4().hex[:8]
+    # the refused member first, a null one after: with the last one winning it would pass
+    raw = ('{"updates": [{"operation": "OPERATION_TOUCH", "relationship": {'
+           '"resource": {"objectType": "account", "objectId": "%s"}, "relation": "member", '
+           '"subject": {"object": {"objectType": "user", "objectId": "u"}}, '
+           '"optionalExpiresAt": "2020-01-01T00:00:00Z", "optionalExpiresAt": null}}]}' % acct)
+    r = admin.post("/v1/relationships/write", data=raw, headers={"Content-Type": "application/json"})
+    invalid(r, "duplicate", "optionalExpiresAt")
+    assert admin.read_rels("account", acct) == []
+
+
+def test_transaction_metadata_is_refused(admin):
+    acct = "meta-" + uuid.uuid4().hex[:8]
+    r = admin.post("/v1/relationships/write", json={
+        "updates": [_upd(acct, "u")], "optionalTransactionMetadata": {"reason": "audit"}})
+    unimplemented(r, "optionalTransactionMetadata")
+    assert admin.read_rels("account", acct) == []
+    # an empty Struct carries nothing: accepted
+    call(admin, "/v1/relationships/write", {"updates": [_upd(acct, "u")],
+                                            "optionalTransactionMetadata": {}})
+    r = admin.post("/v1/relationships/delete", json={
+        "relationshipFilter": {"resourceType": "account", "optionalResourceId": acct},
+        "optionalTransactionMetadata": {"reason": "audit"}})
+    unimplemented(r, "optionalTransactionMetadata")
+    assert len(admin.read_rels("account", acct)) == 1
+
+
+def test_partial_deletions_and_id_prefix_are_refused(admin):
+    acct = "part-" + uuid.uuid4().hex[:8]
+    admin.touch(("account:" + acct, "member", "user:a"), ("account:" + acct, "member", "user:b"))
+    flt = {"resourceType": "account", "optionalResourceId": acct}
+    r = admin.post("/v1/relationships/delete", json={
+        "relationshipFilter": flt, "optionalLimit": 1, "optionalAllowPartialDeletions": True})
+    unimplemented(r, "optionalAllowPartialDeletions")
+    assert len(admin.read_rels("account", acct)) == 2
+    r = admin.post("/v1/relationships/delete", json={"relationshipFilter": {
+        "resourceType": "account", "optionalResourceIdPrefix": acct[:6]}})
+    unimplemented(r, "optionalResourceIdPrefix")
+    assert len(admin.read_rels("account", acct)) == 2
+    r = admin.post("/v1/relationships/read", json={"relationshipFilter": {
+        "resourceType": "account", "optionalResourceIdPrefix": acct[:6]}})
+    unimplemented(r, "optionalResourceIdPrefix")
+    # false is the default: the delete goes through
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt,
+                                                 "optionalAllowPartialDeletions": False})
+    assert r.json()["relationshipsDeletedCount"] == "2"
+
+
+def test_cursors_and_limits_are_refused_where_not_honoured(admin):
+    sub = subj("user:nobody")
+    lr = {"resourceObjectType": "agent", "permission": "read", "subject": sub}
+    ls = {"resource": obj("agent:nothing"), "permission": "read", "subjectObjectType": "user"}
+    cursor = {"token": "abc"}
+    unimplemented(admin.post("/v1/relationships/read", json={
+        "relationshipFilter": {"resourceType": "account"}, "optionalCursor": cursor}), "optionalCursor")
+    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit=5)),
+                  "optionalLimit", "cursor")
+    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit="5")),
+                  "optionalLimit")
+    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalCursor=cursor)),
+                  "optionalCursor")
+    unimplemented(admin.post("/v1/permissions/subjects", json=dict(ls, optionalConcreteLimit=1)),
+                  "optionalConcreteLimit")
+    unimplemented(admin.post("/v1/permissions/subjects", json=dict(ls, optionalCursor=cursor)),
+                  "optionalCursor")
+    invalid(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit=-1)), "optionalLimit")
+    invalid(admin.post("/v1/permissions/subjects", json=dict(ls, wildcardOption="WILDCARD_NOPE")),
+            "wildcardOption")
+    # 0 / null mean "no limit", which is what keyward does
+    call(admin, "/v1/permissions/resources", dict(lr, optionalLimit=0, optionalCursor=None))
+    call(admin, "/v1/permissions/subjects", dict(ls, optionalConcreteLimit=0,
+                                                 wildcardOption="WILDCARD_OPTION_INCLUDE_WILDCARDS"))
+
+
+def test_with_tracing_and_context_are_refused(admin):
+    chk = {"resource": obj("agent:nothing"), "permission": "read", "subject": subj("user:nobody")}
+    unimplemented(admin.post("/v1/permissions/check", json=dict(chk, withTracing=True)), "withTracing")
+    unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk], "withTracing": True}),
+                  "withTracing")
+    invalid(admin.post("/v1/permissions/check", json=dict(chk, withTracing="yes")), "withTracing")
+    ctx = {"ip": "10.0.0.1"}
+    unimplemented(admin.post("/v1/permissions/check", json=dict(chk, context=ctx)), "context", "caveat")
+    unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk, dict(chk, context=ctx)]}),
+                  "items[1]", "context")
+    unimplemented(admin.post("/v1/permissions/resources", json={
+        "resourceObjectType": "agent", "permission": "read", "subject": subj("user:nobody"),
+        "context": ctx}), "context")
+    unimplemented(admin.post("/v1/permissions/subjects", json={
+        "resource": obj("agent:nothing"), "permission": "read", "subjectObjectType": "user",
+        "context": ctx}), "context")
+    # false and an empty context ask for nothing keyward lacks
+    r = call(admin, "/v1/permissions/check", dict(chk, withTracing=False, context={}))
+    assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION"
+    call(admin, "/v1/permissions/checkbulk", {"items": [dict(chk, context={})], "withTracing": False})
+
+
+def test_consistency_is_one_known_requirement(admin):
+    body = {"relationshipFilter": {"resourceType": "account", "optionalResourceId": "none"}}
+    tok = {"token": _current(admin)}
+    for cons, word in (({"atLeastAsFresh": tok, "fullyConsistent": True}, "only one"),
+                       ({"minimizeLatency": False}, "minimizeLatency"),
+                       ({"fullyConsistent": False}, "fullyConsistent"),
+                       ({"atLeastAsFresh": dict(tok, extra=1)}, "extra"),
+                       ({"atLeastAsFresh": {"token": "x"}}, "ZedToken"),
+                       ({"eventually": True}, "eventually")):
+        invalid(admin.post("/v1/relationships/read", json=dict(body, consistency=cons)), word)
+    for cons in ({"minimizeLatency": True}, {"fullyConsistent": True}, {"atLeastAsFresh": tok},
+                 {"atLeastAsFresh": tok, "atExactSnapshot": None}):
+        call(admin, "/v1/relationships/read", dict(body, consistency=cons))
+
+
+def test_at_exact_snapshot_answers_at_the_current_revision_and_refuses_older_ones(admin):
+    sfx = uuid.uuid4().hex[:8]
+    acct, user = "snap-" + sfx, "u-" + sfx
+    admin.touch(("account:" + acct, "member", "user:" + user))
+    now = _current(admin)
+    exact = {"consistency": {"atExactSnapshot": {"token": now}}}
+    chk = {"resource": obj("account:" + acct), "permission": "member", "subject": subj("user:" + user)}
+    reads = [
+        ("/v1/permissions/check", chk, "checkedAt"),
+        ("/v1/permissions/checkbulk", {"items": [chk]}, "checkedAt"),
+        ("/v1/permissions/expand", {"resource": obj("account:" + acct), "permission": "member"},
+         "expandedAt"),
+        ("/v1/relationships/read", {"relationshipFilter": {"resourceType": "account",
+                                                           "optionalResourceId": acct}}, "readAt"),
+        ("/v1/permissions/resources", {"resourceObjectType": "account", "permission": "member",
+                                       "subject": subj("user:" + user)}, "lookedUpAt"),
+        ("/v1/permissions/subjects", {"resource": obj("account:" + acct), "permission": "member",
+                                      "subjectObjectType": "user"}, "lookedUpAt"),
+    ]
+    # the current revision: answered, at exactly that revision
+    for route, body, at in reads:
+        r = call(admin, route, dict(body, **exact))
+        if at in ("readAt", "lookedUpAt"):
+            lines = ndjson(r)
+            assert len(lines) == 1 and lines[0][at]["token"] == now, (route, r.text)
+        else:
+            assert r.json()[at]["token"] == now, (route, r.text)
+    assert call(admin, "/v1/permissions/check", dict(chk, **exact)).json()["permissionship"] == \
+        "PERMISSIONSHIP_HAS_PERMISSION"
+    # a snapshot taken before a delete: never answered at the newer revision
+    admin.remove(("account:" + acct, "member", "user:" + user))
+    later = _current(admin)
+    assert int(later) > int(now)
+    for route, body, _ in reads:
+        r = admin.post(route, json=dict(body, **exact))
+        unimplemented(r, "atExactSnapshot", now, later, "snapshot")
+    assert admin.check("account:" + acct, "member", "user:" + user) is False
+
+
+def test_wildcard_option_exclude_leaves_the_wildcard_out(tmp_path):
+    from conftest import Server
+    s = Server(tmp_path / "wild")
+    s.start()
+    try:
+        adm = Admin(s, s.token("root-admin", admin=True))
+        text = call(adm, "/v1/schema/read", {}).json()["schemaText"]
+        text += "\ndefinition wdoc {\n  relation viewer: user | user:*\n  permission view = viewer\n}\n"
+        call(adm, "/v1/schema/write", {"schema": text})
+        adm.touch(("wdoc:d", "viewer", "user:*"), ("wdoc:d", "viewer", "user:ann"))
+        ls = {"resource": obj("wdoc:d"), "permission": "view", "subjectObjectType": "user"}
+        ids = lambda r: sorted(x["subject"]["subjectObjectId"] for x in ndjson(r))
+        assert ids(call(adm, "/v1/permissions/subjects", ls)) == ["*", "ann"]
+        assert ids(call(adm, "/v1/permissions/subjects",
+                        dict(ls, wildcardOption="WILDCARD_OPTION_INCLUDE_WILDCARDS"))) == ["*", "ann"]
+        assert ids(call(adm, "/v1/permissions/subjects",
+                        dict(ls, wildcardOption="WILDCARD_OPTION_EXCLUDE_WILDCARDS"))) == ["ann"]
+    finally:
+        s.stop()
+
+
+def test_at_exact_snapshot_is_exact_while_writes_race(srv):
+    """One thread flips a relationship (each revision's state is known from its token) while
+    another checks at exactly the newest revision it has seen: every answer given must be the
+    state at that revision, whatever commits meanwhile; the others are refused (501)."""
+    import threading
+    writer = Admin(srv, srv.token("root-admin", admin=True))
+    reader = Admin(srv, srv.token("root-admin", admin=True))
+    acct, user = "race-" + uuid.uuid4().hex[:8], "u"
+    tup = ("account:" + acct, "member", "user:" + user)
+    state, lock, done = {}, threading.Lock(), threading.Event()
+    state[writer.remove(tup).json()["writtenAt"]["token"]] = False
+
+    def flip():
+        try:
+            for i in range(150):
+                r = writer.touch(tup) if i % 2 == 0 else writer.remove(tup)
+                with lock:
+                    state[r.json()["writtenAt"]["token"]] = i % 2 == 0
+        finally:
+            done.set()
+
+    t = threading.Thread(target=flip)
+    t.start()
+    answered = refused_n = 0
+    try:
+        while not done.is_set() or answered == 0:
+            with lock:
+                tok = max(state, key=int)
+                want = state[tok]
+            r = reader.post("/v1/permissions/check", json={
+                "consistency": {"atExactSnapshot": {"token": tok}}, "resource": obj(tup[0]),
+                "permission": "member", "subject": subj(tup[2])})
+            if r.status_code == 501:
+                unimplemented(r, "atExactSnapshot")
+                refused_n += 1
+                continue
+            assert r.status_code == 200, r.text
+            assert r.json()["checkedAt"]["token"] == tok, r.text
+            got = r.json()["permissionship"] == "PERMISSIONSHIP_HAS_PERMISSION"
+            assert got is want, ("answer at revision %s is not that revision's state" % tok, r.text)
+            answered += 1
+    finally:
+        t.join()
+    assert answered > 0

@@ -11,8 +11,6 @@
  * and an accepted token has a non-empty NUL-terminated sub, a known principal_type, and
  * exp > now.
  */
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,11 +75,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tok[len++] = '.';
     sodium_bin2base64(tok + len, cap - len, pl, pn, v);
     len += strlen(tok + len);
-    unsigned char mac[32];
-    unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), SECRET, (int)strlen(SECRET), (const unsigned char *)tok, len, mac, &mac_len);
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)SECRET, strlen(SECRET));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)tok, len);
+    crypto_auth_hmacsha256_final(&st, mac);
     tok[len++] = '.';
-    sodium_bin2base64(tok + len, cap - len, mac, mac_len, v);
+    sodium_bin2base64(tok + len, cap - len, mac, sizeof(mac), v);
     len += strlen(tok + len);
     check(tok, len);
     free(tok);

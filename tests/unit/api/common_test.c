@@ -1,8 +1,5 @@
 /* tests/unit/api/common_test.c - the api module's pure helpers (src/api/common.c). */
 #include <jansson.h>
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "api/api.h"
@@ -15,10 +12,10 @@ KW_TEST(uuid_v7_shape_version_variant_and_time_order)
     kw_api_uuid_v7(1764331200123999LL, b);
     KW_ASSERT(kw_api_is_uuid(kw_str_c(a)));
     KW_ASSERT_EQ(strlen(a), 36);
-    KW_ASSERT_EQ(a[14], '7');                             /* version */
-    KW_ASSERT(strchr("89ab", a[19]) != NULL);             /* RFC 9562 variant */
-    KW_ASSERT(strncmp(a, "019aca55-9e7b", 13) == 0);      /* 48-bit ms timestamp */
-    KW_ASSERT(strcmp(a, b) < 0);                          /* sub-ms fraction orders them */
+    KW_ASSERT_EQ(a[14], '7');                        /* version */
+    KW_ASSERT(strchr("89ab", a[19]) != NULL);        /* RFC 9562 variant */
+    KW_ASSERT(strncmp(a, "019aca55-9e7b", 13) == 0); /* 48-bit ms timestamp */
+    KW_ASSERT(strcmp(a, b) < 0);                     /* sub-ms fraction orders them */
     for (int i = 0; a[i]; i++)
         KW_ASSERT(a[i] == '-' || (a[i] >= '0' && a[i] <= '9') || (a[i] >= 'a' && a[i] <= 'f'));
     char c[37];
@@ -71,8 +68,8 @@ KW_TEST(names_utf8_controls_slash_and_length)
     KW_ASSERT(!kw_api_name_valid(KW_STR(""), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("tab\there"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("del\x7f"), true));
-    KW_ASSERT(!kw_api_name_valid(KW_STR("c1\xc2\x85"), true));   /* U+0085 */
-    KW_ASSERT(kw_api_name_valid(KW_STR("nbsp\xc2\xa0"), true));  /* U+00A0 is fine */
+    KW_ASSERT(!kw_api_name_valid(KW_STR("c1\xc2\x85"), true));  /* U+0085 */
+    KW_ASSERT(kw_api_name_valid(KW_STR("nbsp\xc2\xa0"), true)); /* U+00A0 is fine */
     KW_ASSERT(!kw_api_name_valid(KW_STR("bad\xff"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("overlong\xc0\xaf"), true));
     KW_ASSERT(!kw_api_name_valid(KW_STR("surrogate\xed\xa0\x80"), true));
@@ -162,80 +159,31 @@ KW_TEST(default_schema_is_agentex)
     KW_ASSERT(strstr(kw_api_default_schema, "permission create_agent = admin + member") != NULL);
 }
 
-/* ---- kw_api_apply: one commit is one engine batch ---- */
+/* ---- X-Keyward-Revision (common.c) ---- */
 
-#define BIG_REVISION 2500 /* more than KW_MAX_UPDATES_PER_WRITE */
-
-typedef struct {
-    kw_engine_t *e;
-    atomic_int stop;
-    atomic_int torn; /* reads that saw neither none nor all of the revision */
-    atomic_int reads;
-} torn_reader_t;
-
-static int count_rel(const kw_rel_t *rel, void *ud)
+KW_TEST(parse_revision_is_strict_decimal_within_bigint)
 {
-    (void)rel;
-    (*(size_t *)ud)++;
-    return 0;
-}
-
-static void *torn_reader(void *arg)
-{
-    torn_reader_t *t = arg;
-    kw_filter_t f = {.resource_type = KW_STR("doc")};
-    while (!atomic_load(&t->stop)) {
-        size_t n = 0;
-        if (kw_engine_read(t->e, &f, count_rel, &n, NULL, NULL) == KW_OK && n != 0 &&
-            n != BIG_REVISION)
-            atomic_fetch_add(&t->torn, 1);
-        atomic_fetch_add(&t->reads, 1);
+    kw_revision_t r = 99;
+    KW_ASSERT(kw_api_parse_revision(KW_STR("0"), &r) && r == 0);
+    KW_ASSERT(kw_api_parse_revision(KW_STR("42"), &r) && r == 42);
+    KW_ASSERT(kw_api_parse_revision(KW_STR("9223372036854775807"), &r) &&
+              r == 9223372036854775807ULL);
+    const char *bad[] = {"",
+                         "abc",
+                         "-1",
+                         "1.5",
+                         "0x10",
+                         "+1",
+                         " 1",
+                         "1 ",
+                         "1e3",
+                         "9223372036854775808",
+                         "99999999999999999999999"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
+        r = 7;
+        if (kw_api_parse_revision(kw_str_c(bad[i]), &r))
+            KW_FAIL_("accepted '%s'", bad[i]);
+        KW_ASSERT_EQ(r, 7);
     }
-    return NULL;
-}
-
-KW_TEST(apply_makes_a_large_revision_visible_at_once_and_at_its_revision)
-{
-    kw_engine_t *e = NULL;
-    KW_ASSERT_EQ(kw_engine_new(&e), KW_OK);
-    KW_ASSERT_EQ(kw_engine_set_schema(e, KW_STR("definition user {}\n"
-                                                "definition doc { relation viewer: user }"),
-                                      NULL, NULL),
-                 KW_OK);
-    kw_update_t *ups = calloc(BIG_REVISION, sizeof(*ups));
-    char(*ids)[16] = calloc(BIG_REVISION, sizeof(*ids));
-    KW_ASSERT(ups && ids);
-    for (int i = 0; i < BIG_REVISION; i++) {
-        snprintf(ids[i], sizeof(ids[i]), "d%d", i);
-        ups[i].op = KW_OP_TOUCH;
-        ups[i].rel = (kw_rel_t){{KW_STR("doc"), kw_str_c(ids[i])},
-                                KW_STR("viewer"),
-                                {KW_STR("user"), KW_STR("u"), KW_STR_NULL}};
-    }
-    torn_reader_t t = {.e = e};
-    pthread_t th;
-    KW_ASSERT_EQ(pthread_create(&th, NULL, torn_reader, &t), 0);
-    while (atomic_load(&t.reads) == 0)
-        sched_yield();
-    kw_revision_t rev = kw_engine_revision(e) + 5;
-    int rc1 = kw_api_apply(e, ups, BIG_REVISION, rev, NULL);
-    kw_revision_t after_write = kw_engine_revision(e);
-    for (int i = 0; i < BIG_REVISION; i++)
-        ups[i].op = KW_OP_DELETE;
-    int rc2 = kw_api_apply(e, ups, BIG_REVISION, rev + 1, NULL);
-    kw_revision_t after_delete = kw_engine_revision(e);
-    int reads_before = atomic_load(&t.reads);
-    while (atomic_load(&t.reads) < reads_before + 10) /* a few reads of the final state */
-        sched_yield();
-    atomic_store(&t.stop, 1);
-    pthread_join(th, NULL);
-    free(ups);
-    free(ids);
-    kw_engine_free(e);
-    KW_ASSERT_EQ(rc1, KW_OK);
-    KW_ASSERT_EQ(rc2, KW_OK);
-    /* the engine is at the commit's revision, not at one revision per piece */
-    KW_ASSERT_EQ(after_write, rev);
-    KW_ASSERT_EQ(after_delete, rev + 1);
-    KW_ASSERT_EQ(atomic_load(&t.torn), 0);
+    KW_ASSERT(!kw_api_parse_revision(KW_STR_NULL, &r));
 }

@@ -245,15 +245,13 @@ KW_TEST(check_depth_limit)
 KW_TEST(check_agentex_schema)
 {
     char path[1024];
-    const char *shared = getenv("KW_SHARED_DIR");
-    snprintf(path, sizeof(path), "%s/spec/agentex.zed", shared ? shared : "/work/shared");
-    FILE *f = fopen(path, "rb");
-    KW_ASSERT(f);
-    static char text[65536];
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = 0;
+    const char *src = getenv("KW_SOURCE_DIR");
+    snprintf(path, sizeof(path), "%s/src/api/agentex.zed", src && *src ? src : "..");
+    char *text = NULL;
+    size_t n = 0;
+    KW_ASSERT_EQ(kw_read_file(path, 0, &text, &n), KW_OK);
     kw_engine_t *e = th_engine(text);
+    kw_free(text);
     KW_ASSERT(e);
     const char *rels[] = {"account:acme#admin@user:root",
                           "account:acme#member@user:mem",

@@ -8,8 +8,6 @@
  *   the master; subkey = BLAKE2b-256 keyed by root, salt = LE64(1), person = "kwkeyhsh";
  *   hash = BLAKE2b-256 of the key keyed by the subkey), which pins the storage format.
  */
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sodium.h>
 
 #include "base/log.h"
@@ -44,11 +42,13 @@ static const char *sign_raw(const char *header, const char *payload, const char 
     tok[n++] = '.';
     b64u(payload, strlen(payload), tok + n, sizeof(tok) - n);
     n += strlen(tok + n);
-    unsigned char mac[32];
-    unsigned int mac_len = 0;
-    HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok, n, mac, &mac_len);
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    crypto_auth_hmacsha256_state st;
+    crypto_auth_hmacsha256_init(&st, (const unsigned char *)secret, strlen(secret));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)tok, n);
+    crypto_auth_hmacsha256_final(&st, mac);
     tok[n++] = '.';
-    b64u(mac, mac_len, tok + n, sizeof(tok) - n);
+    b64u(mac, sizeof(mac), tok + n, sizeof(tok) - n);
     return tok;
 }
 
@@ -561,6 +561,18 @@ KW_TEST(jwt_claim_types)
         "{\"sub\":\"u\",\"exp\":1700000000,\"exp\":1900000000}",
         "{\"sub\":\"u\",\"exp\":1900000000,\"admin\":false,\"admin\":true}",
         "{\"sub\":\"u\",\"exp\":1900000000,\"s\\u0075b\":\"root\"}",
+        /* Any member name twice, even of a claim we ignore (JSON_REJECT_DUPLICATES). */
+        "{\"aud\":\"x\",\"aud\":[1],\"sub\":\"u\",\"exp\":1900000000}",
+        "{\"sub\":\"u\",\"exp\":1900000000,\"ctx\":{\"a\":1,\"a\":2}}",
+        /* A number literal of 64 characters or more, in a time claim or anywhere. */
+        "{\"sub\":\"u\",\"exp\":1900000000.000000000000000000000000000000000000000000000000"
+        "000001}",
+        "{\"sub\":\"u\",\"exp\":1900000000,\"n\":1000000000000000000000000000000000000000000"
+        "000000000000000000000}",
+        /* Numbers jansson cannot hold are refused, not clamped. */
+        "{\"sub\":\"u\",\"exp\":1900000000,\"n\":1e400}",
+        "{\"sub\":\"u\",\"exp\":19000000000000000000000}",
+        "{\"sub\":\"u\",\"exp\":1000000000000001}",
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
         int rc = verify(sign_claims(bad[i]), &c, &d);
@@ -582,8 +594,8 @@ KW_TEST(jwt_claim_types)
     snprintf(payload, sizeof(payload), "{\"sub\":\"%s\",\"exp\":1900000000}", sub);
     KW_ASSERT_EQ(verify(sign_claims(payload), &c, &d), KW_OK);
     KW_ASSERT_EQ(strlen(c.sub), 255);
-    /* Escapes decode; unknown claims (even repeated, even nested) are skipped. */
-    KW_ASSERT_EQ(verify(sign_claims("{\"aud\":\"x\",\"aud\":[1,{\"a\":[]}],\"sub\":"
+    /* Escapes decode; unknown claims (even nested, even holding U+0000) are skipped. */
+    KW_ASSERT_EQ(verify(sign_claims("{\"aud\":\"x\",\"aud2\":[1,{\"a\":[\"\\u0000\"]}],\"sub\":"
                                     "\"\\u00e9\\ud83d\\ude00\\/\\\"\",\"exp\":1900000000,"
                                     "\"principal_type\":\"service_account\",\"admin\":false,"
                                     "\"account\":\"acc-1\",\"jti\":null,\"n\":-0.5e-3}"),
@@ -593,6 +605,15 @@ KW_TEST(jwt_claim_types)
     KW_ASSERT_STR_EQ(c.principal_type, "service_account");
     KW_ASSERT_STR_EQ(c.account, "acc-1");
     KW_ASSERT(!c.admin);
+    /* 63 characters is the longest number literal read; 1e15 the latest exp. */
+    KW_ASSERT_EQ(
+        verify(sign_claims("{\"sub\":\"u\",\"exp\":1900000000.00000000000000000000000000000"
+                           "00000000000000000000000}"),
+               &c, &d),
+        KW_OK);
+    KW_ASSERT_EQ(c.exp, 1900000000LL);
+    KW_ASSERT_EQ(verify(sign_claims("{\"sub\":\"u\",\"exp\":1000000000000000}"), &c, &d), KW_OK);
+    KW_ASSERT_EQ(c.exp, 1000000000000000LL);
 }
 
 KW_TEST(jwt_huge_token)

@@ -271,6 +271,80 @@ KW_TEST(store_open_urls_and_bad_paths)
     tmpdb_remove(&t);
 }
 
+/* ---- file modes: the database holds secrets ---- */
+
+static unsigned file_mode(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (unsigned)(sb.st_mode & 07777) : 0xffffu;
+}
+
+KW_TEST(store_open_creates_private_files)
+{
+    mode_t old_umask = umask(022); /* the usual one: SQLite alone would make 0644 files */
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    kw_diag_t d = {0};
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_OK);
+    kw_agent_t ag = {.id = AG1, .name = "a", .account_id = "acct", .created_at_us = 1};
+    KW_ASSERT_EQ(insert_agent(s, &ag), KW_OK);
+    /* While the store is open the -wal and -shm files exist; all three are 0600. */
+    char wal[160], shm[160];
+    snprintf(wal, sizeof(wal), "%s-wal", t.path);
+    snprintf(shm, sizeof(shm), "%s-shm", t.path);
+    KW_ASSERT_EQ(file_mode(t.path), 0600);
+    KW_ASSERT_EQ(file_mode(wal), 0600);
+    KW_ASSERT_EQ(file_mode(shm), 0600);
+    kw_store_close(s);
+    umask(old_umask);
+    tmpdb_remove(&t);
+}
+
+KW_TEST(store_open_refuses_files_open_to_group_or_others)
+{
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    kw_diag_t d = {0};
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_OK);
+    kw_store_close(s);
+    s = NULL;
+    /* A file made by an older keyward (0644) or loosened by hand: refused, untouched. */
+    KW_ASSERT_EQ(chmod(t.path, 0644), 0);
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_EFORBIDDEN);
+    KW_ASSERT(s == NULL);
+    KW_ASSERT(strstr(d.msg, t.path) != NULL);
+    KW_ASSERT(strstr(d.msg, "0644") != NULL);
+    KW_ASSERT(strstr(d.msg, "chmod 600") != NULL);
+    KW_ASSERT_EQ(file_mode(t.path), 0644);
+    /* Group access alone is enough to refuse; so is a NULL options pointer's default. */
+    KW_ASSERT_EQ(chmod(t.path, 0620), 0);
+    KW_ASSERT_EQ(kw_store_open_with(t.url, NULL, &s, &d), KW_EFORBIDDEN);
+    /* Allowed explicitly, it opens (and the mode is left as the operator set it). */
+    const kw_store_opts_t allow = {.allow_insecure_mode = true};
+    KW_ASSERT_EQ(kw_store_open_with(t.url, &allow, &s, &d), KW_OK);
+    kw_store_close(s);
+    KW_ASSERT_EQ(file_mode(t.path), 0620);
+    /* The fix the message names works. */
+    KW_ASSERT_EQ(chmod(t.path, 0600), 0);
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_OK);
+    kw_store_close(s);
+    /* A leftover -wal readable by others is refused too (it holds recent writes). */
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", t.path);
+    FILE *f = fopen(wal, "w");
+    KW_ASSERT(f != NULL);
+    fclose(f);
+    KW_ASSERT_EQ(chmod(wal, 0604), 0);
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_EFORBIDDEN);
+    KW_ASSERT(strstr(d.msg, "-wal") != NULL);
+    KW_ASSERT_EQ(unlink(wal), 0);
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, &d), KW_OK);
+    kw_store_close(s);
+    tmpdb_remove(&t);
+}
+
 /* ---- CRUD ---- */
 
 KW_TEST(store_agent_key_crud)

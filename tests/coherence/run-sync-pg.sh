@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# tests/coherence/run-api-pg.sh TEST_BINARY - runs the api module's pg_* unit tests
-# (tests/unit/api/*.c: follow_test.c, two instances over one database, follower, catch-up
-# over a gap; group_test.c, group commit on PostgreSQL) against a throwaway cluster
+# tests/coherence/run-sync-pg.sh TEST_BINARY - runs the sync module's pg_* unit tests
+# (tests/unit/sync/*.c: follower_test.c, two instances over one database, follower,
+# catch-up over a gap; commit_test.c, group commit on PostgreSQL) against a throwaway cluster
 # (scripts/pg-test-cluster.sh, its own state file), in a database of their own; the
 # cluster is removed afterwards whatever happened.
 set -euo pipefail
@@ -17,7 +17,7 @@ psql -q -X -v ON_ERROR_STOP=1 "$url" -c "CREATE DATABASE kw_api_follow" >/dev/nu
 base=${url%%\?*}
 KEYWARD_PG_URL="${base%/*}/kw_api_follow"
 export KEYWARD_PG_URL
-mapfile -t names < <(sed -n 's/^KW_TEST(\(pg_[a-z0-9_]*\)).*/\1/p' "$here"/tests/unit/api/*.c)
-[ "${#names[@]}" -gt 0 ] || { echo "run-api-pg.sh: no pg_* tests found" >&2; exit 1; }
+mapfile -t names < <(sed -n 's/^KW_TEST(\(pg_[a-z0-9_]*\)).*/\1/p' "$here"/tests/unit/sync/*.c)
+[ "${#names[@]}" -gt 0 ] || { echo "run-sync-pg.sh: no pg_* tests found" >&2; exit 1; }
 echo "PostgreSQL at $KEYWARD_PG_URL; ${#names[@]} tests"
 "$bin" "${names[@]}"

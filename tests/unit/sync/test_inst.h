@@ -1,6 +1,6 @@
 /*
- * tests/unit/api/test_inst.h - an api instance as `keyward serve` makes it (store, default
- * schema, graph loaded from the store, follower started), for the api unit tests.
+ * tests/unit/sync/test_inst.h - a sync instance as `keyward serve` makes it (store, schema,
+ * graph loaded from the store, follower started), for the sync unit tests.
  *
  * Ownership: kw_ti_close frees everything kw_ti_open / kw_ti_sqlite made (also after a
  * failed open) and removes the temporary SQLite file.
@@ -8,13 +8,15 @@
 #ifndef KW_TEST_INST_H
 #define KW_TEST_INST_H
 
-#include "api/api_int.h"
+#include "sync/sync_int.h"
+
+/* The schema of the tests: account:<id>#member@user:<id> is all they write. */
+extern const char kw_ti_schema[];
 
 typedef struct kw_ti {
     kw_store_t *store;
     kw_engine_t *engine;
-    kw_keyring_t *keyring;
-    kw_api_t *api;
+    kw_sync_t *sync;
     char path[128]; /* the temporary SQLite file, "" for a URL */
 } kw_ti_t;
 
@@ -23,7 +25,8 @@ int kw_ti_open(kw_ti_t *in, const char *url);
 /* An instance on a fresh SQLite file /tmp/kw_<tag>_<pid>.db. */
 int kw_ti_sqlite(kw_ti_t *in, const char *tag);
 void kw_ti_close(kw_ti_t *in);
-/* A kw_rel_cb writing each relationship to the engine `ud` (as serve loads the graph). */
-int kw_ti_load_one(const kw_rel_t *rel, void *ud);
+/* The sync object of an instance whose store and engine are open and loaded (`serve` up
+ * to the graph load): kw_sync_new with the default configuration. 1 on success. */
+int kw_ti_sync(kw_ti_t *in);
 
 #endif

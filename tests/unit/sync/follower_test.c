@@ -1,11 +1,11 @@
 /*
- * tests/unit/api/follow_test.c - coherence (api/follow.c): the applied store revision,
- * the freshness wait, and (with KEYWARD_PG_URL) two instances over one PostgreSQL
- * database: the follower applies the other's commits, and a local write catches up over
+ * tests/unit/sync/follower_test.c - coherence (sync/follower.c, catchup.c, state.c): the
+ * applied store revision, the freshness wait, and (with KEYWARD_PG_URL) two instances over one
+ * PostgreSQL database: the follower applies the other's commits, and a local write catches up over
  * a revision it has not applied instead of applying its own changes blindly.
  *
  * The pg_* tests run only when KEYWARD_PG_URL names a database they may write to (ctest
- * unit_api_pg gives them a throwaway cluster: tests/coherence/run-api-pg.sh); relationship
+ * unit_sync_pg gives them a throwaway cluster: tests/coherence/run-sync-pg.sh); relationship
  * ids carry the pid, so reruns on one database do not collide.
  */
 #include <pthread.h>
@@ -13,10 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/api_int.h"
 #include "kw_test.h"
 #include "test_inst.h"
-
 
 typedef struct {
     kw_update_t u;
@@ -73,49 +71,30 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-KW_TEST(parse_revision_is_strict_decimal_within_bigint)
-{
-    kw_revision_t r = 99;
-    KW_ASSERT(kw_api_parse_revision(KW_STR("0"), &r) && r == 0);
-    KW_ASSERT(kw_api_parse_revision(KW_STR("42"), &r) && r == 42);
-    KW_ASSERT(kw_api_parse_revision(KW_STR("9223372036854775807"), &r) &&
-              r == 9223372036854775807ULL);
-    const char *bad[] = {"",   "abc", "-1",   "1.5",  "0x10", "+1",
-                         " 1", "1 ",  "1e3", "9223372036854775808", "99999999999999999999999"};
-    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
-        r = 7;
-        if (kw_api_parse_revision(kw_str_c(bad[i]), &r))
-            KW_FAIL_("accepted '%s'", bad[i]);
-        KW_ASSERT_EQ(r, 7);
-    }
-    KW_ASSERT(!kw_api_parse_revision(KW_STR_NULL, &r));
-}
-
 KW_TEST(sqlite_applied_revision_is_the_store_revision_of_the_last_commit)
 {
     kw_ti_t in;
     KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
-    KW_ASSERT(!in.api->follows); /* one instance per file: no follower */
-    KW_ASSERT(kw_api_is_fresh(in.api));
+    KW_ASSERT(!in.sync->follows); /* one instance per file: no follower */
+    KW_ASSERT(kw_sync_is_fresh(in.sync));
     kw_revision_t store_rev = 0, rev = 0;
     KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
-    KW_ASSERT_EQ(kw_api_applied_revision(in.api), store_rev);
+    KW_ASSERT_EQ(kw_sync_applied(in.sync), store_rev);
     /* a schema swap moves the engine's counter, not the applied store revision */
-    KW_ASSERT_EQ(kw_engine_set_schema(in.engine, kw_str_c(kw_api_default_schema), NULL, NULL),
-                 KW_OK);
-    KW_ASSERT_EQ(kw_api_applied_revision(in.api), store_rev);
+    KW_ASSERT_EQ(kw_engine_set_schema(in.engine, kw_str_c(kw_ti_schema), NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_applied(in.sync), store_rev);
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, "acme", "alice");
-    KW_ASSERT_EQ(kw__api_write(in.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(in.sync, rel_tx, &r, 0, &rev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_revision(in.store, &store_rev), KW_OK);
     KW_ASSERT_EQ(rev, store_rev);
-    KW_ASSERT_EQ(kw_api_applied_revision(in.api), rev);
+    KW_ASSERT_EQ(kw_sync_applied(in.sync), rev);
     KW_ASSERT_EQ(has_rel(&in, "acme", "alice"), 1);
     kw_ti_close(&in);
 }
 
 typedef struct {
-    kw_api_t *api;
+    kw_sync_t *sync;
     kw_revision_t min;
     int rc;
     double took;
@@ -125,38 +104,54 @@ static void *wait_main(void *arg)
 {
     waiter_t *w = arg;
     double t0 = now_s();
-    w->rc = kw__api_await(w->api, w->min, false);
+    w->rc = kw_sync_await(w->sync, w->min, false);
     w->took = now_s() - t0;
     return NULL;
 }
 
-KW_TEST(await_times_out_on_a_future_revision_and_wakes_on_a_commit)
+KW_TEST(await_refuses_uncommitted_revisions_and_waits_for_committed_ones)
 {
     kw_ti_t in;
     KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
-    kw_revision_t at = kw_api_applied_revision(in.api);
-    KW_ASSERT_EQ(kw__api_await(in.api, at, false), KW_OK);
-    KW_ASSERT_EQ(kw__api_await(in.api, 0, true), KW_OK);
-    in.api->freshness_ms = 80;
+    kw_revision_t at = kw_sync_applied(in.sync);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, at, false), KW_OK);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, 0, true), KW_OK);
+    /* beyond the store's current revision: no instance committed it, refused at once */
+    in.sync->freshness_ms = 5000;
     double t0 = now_s();
-    KW_ASSERT_EQ(kw__api_await(in.api, at + 1, false), KW_ETIMEOUT);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, at + 1, false), KW_EINVAL);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, (kw_revision_t)INT64_MAX, false), KW_EINVAL);
+    KW_ASSERT(now_s() - t0 < 1.0);
+    /* committed in the store but not applied to the graph yet (what another instance's
+     * commit is to a follower): waited for, within freshness_ms */
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "bob");
+    kw_store_tx_t *tx = NULL;
+    kw_revision_t rev = 0;
+    KW_ASSERT_EQ(kw_store_tx_begin(in.store, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(rel_tx(tx, &r, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(rev, at + 1);
+    in.sync->freshness_ms = 80;
+    t0 = now_s();
+    KW_ASSERT_EQ(kw_sync_await(in.sync, at + 1, false), KW_ETIMEOUT);
     double took = now_s() - t0;
     KW_ASSERT(took >= 0.07 && took < 10.0); /* it did wait, and it did end */
-    /* a waiter for the next revision is woken by the commit that makes it */
-    in.api->freshness_ms = 5000;
-    waiter_t w = {in.api, at + 1, -1, 0};
+    /* a waiter is woken when the graph gets there */
+    in.sync->freshness_ms = 5000;
+    waiter_t w = {in.sync, at + 1, -1, 0};
     pthread_t th;
     KW_ASSERT_EQ(pthread_create(&th, NULL, wait_main, &w), 0);
     usleep(30000);
-    one_rel_t r;
-    rel_init(&r, KW_OP_TOUCH, "acme", "bob");
-    kw_revision_t rev = 0;
-    int wrc = kw__api_write(in.api, rel_tx, &r, 0, &rev, NULL);
+    pthread_mutex_lock(&in.sync->write_mu);
+    int arc = kw_sync_apply(in.engine, &r.u, 1, rev, NULL);
+    kw__sync_advance(in.sync, rev);
+    pthread_mutex_unlock(&in.sync->write_mu);
     pthread_join(th, NULL);
-    KW_ASSERT_EQ(wrc, KW_OK);
-    KW_ASSERT_EQ(rev, at + 1);
+    KW_ASSERT_EQ(arc, KW_OK);
     KW_ASSERT_EQ(w.rc, KW_OK);
     KW_ASSERT(w.took < 2.0);
+    KW_ASSERT_EQ(has_rel(&in, "acme", "bob"), 1);
     kw_ti_close(&in);
 }
 
@@ -164,13 +159,18 @@ KW_TEST(not_fresh_answers_unavailable_even_for_reached_revisions)
 {
     kw_ti_t in;
     KW_ASSERT(kw_ti_sqlite(&in, "follow_test"));
-    in.api->freshness_ms = 50;
-    atomic_store(&in.api->fresh, false);
-    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_EDB); /* at once */
-    KW_ASSERT_EQ(kw__api_await(in.api, 1, false), KW_EDB); /* after the wait */
-    KW_ASSERT(!kw_api_is_fresh(in.api));
-    atomic_store(&in.api->fresh, true);
-    KW_ASSERT_EQ(kw__api_await(in.api, 0, false), KW_OK);
+    one_rel_t r;
+    rel_init(&r, KW_OP_TOUCH, "acme", "carol");
+    kw_revision_t at = 0;
+    KW_ASSERT_EQ(kw_sync_write(in.sync, rel_tx, &r, 0, &at, NULL), KW_OK);
+    KW_ASSERT(at >= 1);
+    in.sync->freshness_ms = 50;
+    atomic_store(&in.sync->fresh, false);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, 0, false), KW_EDB);  /* at once */
+    KW_ASSERT_EQ(kw_sync_await(in.sync, at, false), KW_EDB); /* after the wait */
+    KW_ASSERT(!kw_sync_is_fresh(in.sync));
+    atomic_store(&in.sync->fresh, true);
+    KW_ASSERT_EQ(kw_sync_await(in.sync, 0, false), KW_OK);
     kw_ti_close(&in);
 }
 
@@ -199,7 +199,7 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     memset(&b, 0, sizeof(b));
     KW_ASSERT(kw_ti_open(&a, pg_url()));
     KW_ASSERT(kw_ti_open(&b, pg_url()));
-    KW_ASSERT(a.api->follows && b.api->follows);
+    KW_ASSERT(a.sync->follows && b.sync->follows);
     char res[64];
     snprintf(res, sizeof(res), "fol%ld", (long)getpid());
     one_rel_t r;
@@ -207,28 +207,28 @@ KW_TEST(pg_follower_applies_the_other_instances_commits)
     kw_revision_t rev = 0;
     /* b's follower answers its first wait at once (the catch-up after LISTEN): past that,
      * a wake-up can only come from a NOTIFY. */
-    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == 0; i++)
+    for (int i = 0; i < 500 && atomic_load(&b.sync->wakeups) == 0; i++)
         usleep(10000);
-    uint64_t wakes = atomic_load(&b.api->wakeups);
+    uint64_t wakes = atomic_load(&b.sync->wakeups);
     KW_ASSERT(wakes > 0);
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
-    KW_ASSERT_EQ(kw_api_applied_revision(a.api), rev);
-    KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &r, 0, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_applied(a.sync), rev);
+    KW_ASSERT_EQ(kw_sync_await(b.sync, rev, false), KW_OK);
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 1);
     /* a's commit reached b as a notification (not only through the 1 s poll); bounded
      * wait, no timing threshold: the poll would have applied it too */
-    for (int i = 0; i < 500 && atomic_load(&b.api->wakeups) == wakes; i++)
+    for (int i = 0; i < 500 && atomic_load(&b.sync->wakeups) == wakes; i++)
         usleep(10000);
-    KW_ASSERT(atomic_load(&b.api->wakeups) > wakes);
+    KW_ASSERT(atomic_load(&b.sync->wakeups) > wakes);
     rel_init(&r, KW_OP_DELETE, res, "carol");
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &rev, NULL), KW_OK);
-    KW_ASSERT_EQ(kw__api_await(b.api, rev, false), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &r, 0, &rev, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_await(b.sync, rev, false), KW_OK);
     KW_ASSERT_EQ(has_rel(&b, res, "carol"), 0);
     /* fullyConsistent: one catch-up round reaches the store's current revision */
     kw_revision_t cur = 0;
     KW_ASSERT_EQ(kw_store_revision(b.store, &cur), KW_OK);
-    KW_ASSERT_EQ(kw__api_await(b.api, 0, true), KW_OK);
-    KW_ASSERT(kw_api_applied_revision(b.api) >= cur);
+    KW_ASSERT_EQ(kw_sync_await(b.sync, 0, true), KW_OK);
+    KW_ASSERT(kw_sync_applied(b.sync) >= cur);
     kw_ti_close(&a);
     kw_ti_close(&b);
 }
@@ -243,21 +243,21 @@ KW_TEST(pg_local_write_catches_up_over_a_revision_it_has_not_applied)
     KW_ASSERT(kw_ti_open(&a, pg_url()));
     KW_ASSERT(kw_ti_open(&b, pg_url()));
     /* B stops following: A's next commit is a revision B has not applied when B writes */
-    kw_api_follow_stop(b.api);
+    kw_sync_stop(b.sync);
     char res[64];
     snprintf(res, sizeof(res), "gap%ld", (long)getpid());
     one_rel_t ra, rb;
     rel_init(&ra, KW_OP_TOUCH, res, "from-a");
     rel_init(&rb, KW_OP_TOUCH, res, "from-b");
     kw_revision_t rev_a = 0, rev_b = 0;
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &ra, 0, &rev_a, NULL), KW_OK);
-    KW_ASSERT(kw_api_applied_revision(b.api) < rev_a);
-    KW_ASSERT_EQ(kw__api_write(b.api, rel_tx, &rb, 0, &rev_b, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &ra, 0, &rev_a, NULL), KW_OK);
+    KW_ASSERT(kw_sync_applied(b.sync) < rev_a);
+    KW_ASSERT_EQ(kw_sync_write(b.sync, rel_tx, &rb, 0, &rev_b, NULL), KW_OK);
     KW_ASSERT(rev_b > rev_a);
     /* B's graph has A's revision as well as its own, and claims exactly what it has */
     KW_ASSERT_EQ(has_rel(&b, res, "from-a"), 1);
     KW_ASSERT_EQ(has_rel(&b, res, "from-b"), 1);
-    KW_ASSERT(kw_api_applied_revision(b.api) >= rev_b);
+    KW_ASSERT(kw_sync_applied(b.sync) >= rev_b);
     kw_ti_close(&a);
     kw_ti_close(&b);
 }
@@ -272,7 +272,7 @@ static int no_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *u
 }
 
 /* The freshness lease: a follower that has not proved the graph current for
- * KW__API_LEASE_MS leaves the instance not fresh (a paused process must not answer from
+ * KW__SYNC_LEASE_MS leaves the instance not fresh (a paused process must not answer from
  * its old graph), and its next catch-up makes it fresh again, waking waiters. */
 KW_TEST(pg_freshness_lease_expires_and_is_renewed)
 {
@@ -281,16 +281,16 @@ KW_TEST(pg_freshness_lease_expires_and_is_renewed)
     kw_ti_t a;
     memset(&a, 0, sizeof(a));
     KW_ASSERT(kw_ti_open(&a, pg_url()));
-    KW_ASSERT(kw_api_is_fresh(a.api));
+    KW_ASSERT(kw_sync_is_fresh(a.sync));
     /* As if the process had been stopped for longer than the lease. */
-    atomic_store(&a.api->synced_ms, kw__api_clock_ms() - KW__API_LEASE_MS - 1000);
-    KW_ASSERT(!kw_api_is_fresh(a.api));
-    KW_ASSERT_EQ(kw__api_await(a.api, 0, false), KW_EDB);
-    KW_ASSERT_EQ(kw__api_await(a.api, 0, true), KW_EDB); /* no catch-up of its own */
+    atomic_store(&a.sync->synced_ms, kw__sync_clock_ms() - KW__SYNC_LEASE_MS - 1000);
+    KW_ASSERT(!kw_sync_is_fresh(a.sync));
+    KW_ASSERT_EQ(kw_sync_await(a.sync, 0, false), KW_EDB);
+    KW_ASSERT_EQ(kw_sync_await(a.sync, 0, true), KW_EDB); /* no catch-up of its own */
     /* The follower renews it within its poll interval; a waiter is woken for it. */
-    a.api->freshness_ms = 10000; /* a bound, not a timing claim: the poll is 1 s */
-    KW_ASSERT_EQ(kw__api_await(a.api, 1, false), KW_OK);
-    KW_ASSERT(kw_api_is_fresh(a.api));
+    a.sync->freshness_ms = 10000; /* a bound, not a timing claim: the poll is 1 s */
+    KW_ASSERT_EQ(kw_sync_await(a.sync, 1, false), KW_OK);
+    KW_ASSERT(kw_sync_is_fresh(a.sync));
     kw_ti_close(&a);
 }
 
@@ -309,23 +309,24 @@ KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
     snprintf(res, sizeof(res), "hzn%ld", (long)getpid());
     one_rel_t r;
     rel_init(&r, KW_OP_TOUCH, res, "revoked");
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &r, 0, NULL, NULL), KW_OK);
 
     /* B as serve makes it, up to the graph load (it holds "revoked"). */
-    kw_revision_t r0 = 0;
+    kw_diag_t d;
+    kw_diag_clear(&d);
     KW_ASSERT_EQ(kw_store_open(pg_url(), &b.store, NULL), KW_OK);
     KW_ASSERT_EQ(kw_engine_new(&b.engine), KW_OK);
-    KW_ASSERT_EQ(kw_engine_set_schema(b.engine, kw_str_c(kw_api_default_schema), NULL, NULL),
-                 KW_OK);
-    KW_ASSERT_EQ(kw_store_load_relationships(b.store, kw_ti_load_one, b.engine, &r0), KW_OK);
+    KW_ASSERT(kw_ti_sync(&b));
+    KW_ASSERT_EQ(kw_sync_load(b.sync, kw_str_c(kw_ti_schema), &d), KW_OK);
+    kw_revision_t r0 = kw_sync_applied(b.sync);
     KW_ASSERT_EQ(has_rel(&b, res, "revoked"), 1);
 
     /* Meanwhile A revokes and grants, and the changelog is pruned past R0. */
     rel_init(&r, KW_OP_DELETE, res, "revoked");
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &r, 0, NULL, NULL), KW_OK);
     rel_init(&r, KW_OP_TOUCH, res, "granted");
     kw_revision_t last = 0;
-    KW_ASSERT_EQ(kw__api_write(a.api, rel_tx, &r, 0, &last, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_sync_write(a.sync, rel_tx, &r, 0, &last, NULL), KW_OK);
     usleep(2000);
     size_t n = 0;
     kw_revision_t horizon = 0;
@@ -334,18 +335,12 @@ KW_TEST(pg_start_behind_the_pruned_horizon_reloads_everything)
     kw_revision_t upto = 0;
     KW_ASSERT_EQ(kw_store_changes_since(b.store, r0, 0, no_change, NULL, &upto, NULL), KW_EPRUNED);
 
-    KW_ASSERT_EQ(kw_keyring_new(kw_str_c("unit-test-token-secret"),
-                                kw_str_c("unit-test-master-key-of-32-bytes-at-least"), &b.keyring),
-                 KW_OK);
-    KW_ASSERT_EQ(kw_api_new(b.engine, b.store, b.keyring, &b.api), KW_OK);
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    KW_ASSERT_EQ(kw_api_follow_start(b.api, r0, &d), KW_OK);
+    KW_ASSERT_EQ(kw_sync_start(b.sync, &d), KW_OK);
     KW_ASSERT_EQ(has_rel(&b, res, "revoked"), 0);
     KW_ASSERT_EQ(has_rel(&b, res, "granted"), 1);
-    KW_ASSERT(kw_api_applied_revision(b.api) >= last);
-    KW_ASSERT_EQ(atomic_load(&b.api->resyncs), 1);
-    KW_ASSERT(kw_api_is_fresh(b.api));
+    KW_ASSERT(kw_sync_applied(b.sync) >= last);
+    KW_ASSERT_EQ(atomic_load(&b.sync->resyncs), 1);
+    KW_ASSERT(kw_sync_is_fresh(b.sync));
     KW_ASSERT_EQ(kw_engine_count(b.engine), kw_engine_count(a.engine));
     kw_ti_close(&a);
     kw_ti_close(&b);

@@ -1,10 +1,10 @@
 /*
- * tests/unit/api/group_test.c - group commit (api/common.c, tag-kw-api-group-commit).
+ * tests/unit/sync/commit_test.c - group commit (sync/commit.c, tag-kw-api-group-commit).
  *
- * The batches are made deterministic by holding the api's write mutex from the test:
+ * The batches are made deterministic by holding the sync module's write mutex from the test:
  * the first writer becomes the leader and blocks on it, the others queue behind it;
  * once every writer is queued the mutex is released and the leader takes the queue.
- * On SQLite (a temporary file) and, with KEYWARD_PG_URL (ctest unit_api_pg), on
+ * On SQLite (a temporary file) and, with KEYWARD_PG_URL (ctest unit_sync_pg), on
  * PostgreSQL; relationship ids carry the pid and a counter, so reruns do not collide.
  */
 #include <pthread.h>
@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/api_int.h"
 #include "kw_test.h"
 #include "test_inst.h"
 
@@ -83,20 +82,20 @@ static void *job_thread(void *arg)
     job_t *j = arg;
     kw_diag_t d;
     kw_diag_clear(&d);
-    j->rc = kw__api_write(j->in->api, job_tx, j, j->flags, &j->rev, &d);
+    j->rc = kw_sync_write(j->in->sync, job_tx, j, j->flags, &j->rev, &d);
     return NULL;
 }
 
-static size_t queued(kw_api_t *api)
+static size_t queued(kw_sync_t *sync)
 {
-    return kw__api_write_queued(api);
+    return kw_sync_write_queued(sync);
 }
 
 /* Waits (bounded) until `n` writers are queued. */
-static bool wait_queued(kw_api_t *api, size_t n)
+static bool wait_queued(kw_sync_t *sync, size_t n)
 {
     for (int i = 0; i < 5000; i++) {
-        if (queued(api) >= n)
+        if (queued(sync) >= n)
             return true;
         usleep(1000);
     }
@@ -166,15 +165,15 @@ static void batch_scenario(int *kw_failed_, bool pg)
     const char *subs[N_JOBS] = {"u0", "boom", "u0", "u3", "u4", "u5", "u6", "u7"};
     for (int i = 0; i < N_JOBS; i++)
         job_init(&jobs[i], &in, i == 1 ? JOB_TOUCH_FAIL : JOB_TOUCH, 0, res, subs[i]);
-    uint64_t batches0 = atomic_load(&in.api->group_batches);
-    uint64_t deferred0 = atomic_load(&in.api->group_deferred);
+    uint64_t batches0 = atomic_load(&in.sync->group_batches);
+    uint64_t deferred0 = atomic_load(&in.sync->group_deferred);
 
-    pthread_mutex_lock(&in.api->write_mu);
+    pthread_mutex_lock(&in.sync->write_mu);
     for (int i = 0; i < N_JOBS; i++) {
         KW_ASSERT_EQ(pthread_create(&jobs[i].th, NULL, job_thread, &jobs[i]), 0);
-        KW_ASSERT(wait_queued(in.api, (size_t)i + 1)); /* queue order = job order */
+        KW_ASSERT(wait_queued(in.sync, (size_t)i + 1)); /* queue order = job order */
     }
-    pthread_mutex_unlock(&in.api->write_mu);
+    pthread_mutex_unlock(&in.sync->write_mu);
     for (int i = 0; i < N_JOBS; i++)
         pthread_join(jobs[i].th, NULL);
 
@@ -192,10 +191,10 @@ static void batch_scenario(int *kw_failed_, bool pg)
     KW_ASSERT(jobs[2].rev > batch_rev); /* the repeat: a later transaction */
     KW_ASSERT_EQ(jobs[2].runs, 2);      /* rolled back once, then run again */
     KW_ASSERT_EQ(jobs[0].runs, 1);
-    KW_ASSERT_EQ(atomic_load(&in.api->group_batches) - batches0, 2);
-    KW_ASSERT_EQ(atomic_load(&in.api->group_deferred) - deferred0, 1);
-    KW_ASSERT(atomic_load(&in.api->group_max_jobs) >= N_JOBS - 2);
-    KW_ASSERT_EQ(kw_api_applied_revision(in.api), jobs[2].rev);
+    KW_ASSERT_EQ(atomic_load(&in.sync->group_batches) - batches0, 2);
+    KW_ASSERT_EQ(atomic_load(&in.sync->group_deferred) - deferred0, 1);
+    KW_ASSERT(atomic_load(&in.sync->group_max_jobs) >= N_JOBS - 2);
+    KW_ASSERT_EQ(kw_sync_applied(in.sync), jobs[2].rev);
     /* graph and store: u0, u3..u7; never "boom" */
     KW_ASSERT_EQ(graph_count(&in, res, NULL), 6);
     KW_ASSERT_EQ(graph_count(&in, res, "boom"), 0);
@@ -206,7 +205,7 @@ static void batch_scenario(int *kw_failed_, bool pg)
     kw_ti_close(&in);
 }
 
-/* A KW__WRITE_ALONE writer never shares its transaction: queued between two ordinary
+/* A KW_SYNC_WRITE_ALONE writer never shares its transaction: queued between two ordinary
  * writers, it gets a revision of its own, between theirs. */
 static void alone_scenario(int *kw_failed_, bool pg)
 {
@@ -218,14 +217,14 @@ static void alone_scenario(int *kw_failed_, bool pg)
     job_t jobs[4];
     job_init(&jobs[0], &in, JOB_TOUCH, 0, res, "a");
     job_init(&jobs[1], &in, JOB_TOUCH, 0, res, "b");
-    job_init(&jobs[2], &in, JOB_TOUCH, KW__WRITE_ALONE, res, "c");
+    job_init(&jobs[2], &in, JOB_TOUCH, KW_SYNC_WRITE_ALONE, res, "c");
     job_init(&jobs[3], &in, JOB_TOUCH, 0, res, "d");
-    pthread_mutex_lock(&in.api->write_mu);
+    pthread_mutex_lock(&in.sync->write_mu);
     for (int i = 0; i < 4; i++) {
         KW_ASSERT_EQ(pthread_create(&jobs[i].th, NULL, job_thread, &jobs[i]), 0);
-        KW_ASSERT(wait_queued(in.api, (size_t)i + 1));
+        KW_ASSERT(wait_queued(in.sync, (size_t)i + 1));
     }
-    pthread_mutex_unlock(&in.api->write_mu);
+    pthread_mutex_unlock(&in.sync->write_mu);
     for (int i = 0; i < 4; i++)
         pthread_join(jobs[i].th, NULL);
     for (int i = 0; i < 4; i++)

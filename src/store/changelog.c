@@ -1,5 +1,5 @@
 /*
- * store/follow.c - dispatch of the follower calls (kw_store_changes_since,
+ * store/changelog.c - dispatch of the follower calls (kw_store_changes_since,
  * kw_store_wait_change, kw_store_prune_changelog): what lets several instances over one
  * database keep their in-memory graphs current, and what keeps the changelog bounded.
  * Only backends with a changelog implement them (PostgreSQL); for the others (SQLite: one

@@ -1,0 +1,131 @@
+/*
+ * authz/engine_int.h - the engine object and the helpers its files share. Internal to
+ * src/authz; the public surface is authz.h.
+ *
+ * Files: engine.c (lifecycle, the lock, revisions, accessors), model.c (the per-schema
+ *   reverse dependencies), resolve.c (names and ids against the schema), read.c
+ *   (relationship filters, preconditions, Read), write.c (write batches as named phases,
+ *   delete by filter), swap.c (the one build-then-swap: schema swap and whole-graph
+ *   replacement), check.c / lookup.c / expand.c (the queries, each with its entry points).
+ * Locking: one writer-preferring rwlock per engine (kw__engine_rdlock / _wrlock / _unlock).
+ *   Queries hold it shared for their whole run (callbacks included); writes hold it
+ *   exclusively; a swap builds its new state without it and holds it only for the pointer
+ *   swap. Every function below that reads `e` expects the caller to hold the lock (shared
+ *   at least) unless it says otherwise.
+ * Errors: as in authz.h; the kw__resolve_* and filter helpers set diag.
+ */
+#ifndef KW_AUTHZ_ENGINE_INT_H
+#define KW_AUTHZ_ENGINE_INT_H
+
+#include <pthread.h>
+
+#include "authz/graph_int.h"
+
+/* ---- the per-schema model (model.c) ---- */
+
+/* Reverse dependency of (type, rel) for LookupResources: when object X of `type` has
+ * `rel`, then either X has `perm` (same object, arrow_rel == KW_REL_NONE), or every
+ * object R of `res_type` with R#arrow_rel@X may have `perm`. */
+typedef struct kw_revdep {
+    uint16_t res_type;
+    uint16_t perm;
+    uint16_t arrow_rel;
+} kw_revdep_t;
+
+typedef struct kw_revdeps {
+    kw_revdep_t *v;
+    uint32_t n, cap;
+} kw_revdeps_t;
+
+typedef struct kw_model {
+    kw_schema_t *schema;
+    uint32_t *rel_base; /* rel_base[t] = index of (t, 0) into per-(type,rel) arrays */
+    uint32_t n_pairs;
+    kw_revdeps_t *revdeps; /* per (type, rel) */
+} kw_model_t;
+
+/* Takes ownership of `s` (freed on failure too). KW_ENOMEM. */
+KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);
+void kw__model_free(kw_model_t *m);
+/* Approximate heap bytes held by `m` (0 for NULL). */
+size_t kw__model_memory(const kw_model_t *m);
+
+/* ---- the engine (engine.c) ---- */
+
+struct kw_engine {
+    pthread_rwlock_t lock;
+    kw_model_t *model; /* NULL until a schema is installed */
+    kw_graph_t g;
+    kw_revision_t rev;
+};
+
+void kw__engine_rdlock(kw_engine_t *e);
+void kw__engine_wrlock(kw_engine_t *e);
+void kw__engine_unlock(kw_engine_t *e);
+/* Sets diag to "no schema is installed"; returns KW_ESCHEMA. */
+int kw__engine_no_schema(kw_diag_t *diag);
+/* KW_EINVAL unless `at` is 0 or newer than the engine's revision (write lock held). */
+KW_NODISCARD int kw__engine_check_at(const kw_engine_t *e, kw_revision_t at, kw_diag_t *diag);
+/* Moves the engine to revision `at` (0: the next one) and reports it in *rev (may be
+ * NULL). Write lock held. */
+void kw__engine_bump(kw_engine_t *e, kw_revision_t at, kw_revision_t *rev);
+
+/* ---- names and ids against the schema (resolve.c) ---- */
+
+/* A relationship resolved against a schema. */
+typedef struct kw_rrel {
+    uint16_t rtype, rel, stype, srel;
+    bool wild;
+} kw_rrel_t;
+
+/* Is `rel` the empty subject relation or "..."? */
+bool kw__is_ellipsis(kw_str_t rel);
+/* SpiceDB's object id grammar [a-zA-Z0-9/_|\-=+]{1,1024} ("*" is not an id). */
+bool kw__id_ok(kw_str_t id);
+/* KW_EINVAL with a message saying why `id` (of a `what`: "resource", "subject") is bad. */
+int kw__bad_id(kw_diag_t *diag, const char *what, kw_str_t id);
+/* Resolves and validates one relationship for writing: types,
+ * relation (not a permission), ids, wildcard and subject type allowed. KW_EINVAL. */
+KW_NODISCARD int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
+                                 kw_diag_t *diag);
+/* `type:id#rel@type:id[#rel]` into buf (ids cut at 80 bytes), for messages. */
+void kw__fmt_rel(const kw_rel_t *r, char *buf, size_t cap);
+/* The name of relation `rel` of `type`, or "" for KW_REL_NONE. */
+kw_str_t kw__rel_name(const kw_schema_t *s, uint16_t type, uint16_t rel);
+/* Resolves a query's resource type and permission (or relation). KW_EINVAL. */
+KW_NODISCARD int kw__resolve_perm(const kw_engine_t *e, kw_str_t type, kw_str_t perm, uint16_t *t,
+                                  uint16_t *r, kw_diag_t *diag);
+/* Resolves a subject for a query: type and relation indices, node (may be
+ * KW_NODE_NONE; not looked up when snode is NULL). KW_EINVAL with a message for unknown
+ * types/relations and bad ids. */
+KW_NODISCARD int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype,
+                                     uint16_t *srel, uint32_t *snode, kw_diag_t *diag);
+
+/* ---- relationship filters (read.c) ---- */
+
+/* A kw_filter_t resolved against the installed schema and graph. */
+typedef struct kw_cfilter {
+    uint16_t rtype, rel; /* rel KW_REL_NONE = any */
+    bool rid_set, has_subject, stype_set, sid_set, srel_set;
+    uint16_t stype, srel;
+    uint32_t rnode, snode; /* when rid_set / sid_set (KW_NODE_NONE: matches nothing) */
+    kw_str_t rid, sid;
+} kw_cfilter_t;
+
+/* The stored relationships matching a filter, as (resource node, fwd edge) pairs. */
+typedef struct kw_matches {
+    uint32_t *rnodes;
+    kw_edge_t *edges;
+    size_t n, cap;
+} kw_matches_t;
+
+KW_NODISCARD int kw__filter_compile(const kw_engine_t *e, const kw_filter_t *f, kw_cfilter_t *cf,
+                                    kw_diag_t *diag);
+/* Collects every match of cf into m (KW_ENOMEM; m then holds a prefix). */
+KW_NODISCARD int kw__filter_collect(const kw_graph_t *g, const kw_cfilter_t *cf, kw_matches_t *m);
+void kw__matches_free(kw_matches_t *m);
+/* KW_OK when every precondition holds, else KW_EPRECOND (or KW_ELIMIT, KW_EINVAL). */
+KW_NODISCARD int kw__check_preconditions(const kw_engine_t *e, const kw_precondition_t *pre,
+                                         size_t n_pre, kw_diag_t *diag);
+
+#endif

@@ -1,0 +1,174 @@
+/*
+ * authz/resolve.c - names and ids against the schema: SpiceDB's object id grammar, a
+ * relationship resolved for writing (tag-kw-validate), a query's resource permission and
+ * subject, and the relationship text used in messages.
+ *
+ * Messages name the offending type, relation or id (ids cut at 64 or 80 bytes) and are
+ * client-safe.
+ */
+#include <stdio.h>
+
+#include "authz/engine_int.h"
+
+bool kw__is_ellipsis(kw_str_t rel)
+{
+    return rel.len == 0 || kw_str_eq(rel, KW_STR("..."));
+}
+
+/* SpiceDB's id charset [a-zA-Z0-9/_|\-=+] as a table: ids are checked on every call. */
+static const unsigned char id_chars[256] = {
+    ['/'] = 1, ['_'] = 1, ['|'] = 1, ['-'] = 1, ['='] = 1, ['+'] = 1, ['0'] = 1, ['1'] = 1,
+    ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1,
+    ['G'] = 1, ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1,
+    ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1,
+    ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+};
+
+/* SpiceDB's object id grammar: [a-zA-Z0-9/_|\-=+]{1,1024}, or `*` where a wildcard is
+ * meant (checked by the caller). */
+bool kw__id_ok(kw_str_t id)
+{
+    if (id.len == 0 || id.len > KW_MAX_OBJECT_ID_LEN)
+        return false;
+    unsigned char bad = 0;
+    for (size_t i = 0; i < id.len; i++)
+        bad |= (unsigned char)(id_chars[(unsigned char)id.ptr[i]] ^ 1);
+    return bad == 0;
+}
+
+static bool is_star(kw_str_t id)
+{
+    return id.len == 1 && id.ptr[0] == '*';
+}
+
+int kw__bad_id(kw_diag_t *diag, const char *what, kw_str_t id)
+{
+    if (id.len == 0)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "%s id is empty", what);
+    if (id.len > KW_MAX_OBJECT_ID_LEN)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "%s id is longer than %d bytes", what,
+                           KW_MAX_OBJECT_ID_LEN);
+    return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                       "%s id \"%.*s\" has a character outside [a-zA-Z0-9/_|-=+]", what,
+                       (int)(id.len > 64 ? 64 : id.len), id.ptr);
+}
+
+/* Resolves and validates one relationship for writing (tag-kw-validate). */
+int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out, kw_diag_t *diag)
+{
+    out->rtype = kw_schema_type_index(s, r->resource.type);
+    if (out->rtype == KW_TYPE_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
+                           KW_STR_FMT(r->resource.type));
+    if (is_star(r->resource.id))
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "a resource id cannot be the wildcard \"*\" (%.*s:*)",
+                           KW_STR_FMT(r->resource.type));
+    if (!kw__id_ok(r->resource.id))
+        return kw__bad_id(diag, "resource", r->resource.id);
+    out->rel = kw_schema_rel_index(s, out->rtype, r->relation);
+    if (out->rel == KW_REL_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "relation \"%.*s#%.*s\" not found",
+                           KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation));
+    if (s->types[out->rtype].rels[out->rel].is_permission)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "\"%.*s#%.*s\" is a permission; relationships can only be written "
+                           "to relations",
+                           KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation));
+    out->stype = kw_schema_type_index(s, r->subject.type);
+    if (out->stype == KW_TYPE_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
+                           KW_STR_FMT(r->subject.type));
+    out->wild = is_star(r->subject.id);
+    if (!out->wild && !kw__id_ok(r->subject.id))
+        return kw__bad_id(diag, "subject", r->subject.id);
+    out->srel = KW_REL_NONE;
+    if (!kw__is_ellipsis(r->subject.relation)) {
+        if (out->wild)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "a wildcard subject cannot have a relation (%.*s:*#%.*s)",
+                               KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation));
+        out->srel = kw_schema_rel_index(s, out->stype, r->subject.relation);
+        if (out->srel == KW_REL_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "relation \"%.*s#%.*s\" not found",
+                               KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation));
+    }
+    if (!kw_schema_allows(s, out->rtype, out->rel, out->stype, out->srel, out->wild)) {
+        if (out->wild)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s:*\"",
+                               KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation),
+                               KW_STR_FMT(r->subject.type));
+        if (out->srel != KW_REL_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s#%.*s\"",
+                               KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation),
+                               KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation));
+        return kw_diag_set(
+            diag, KW_EINVAL, 0, 0, "relation \"%.*s#%.*s\" does not allow subject type \"%.*s\"",
+            KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation), KW_STR_FMT(r->subject.type));
+    }
+    return KW_OK;
+}
+
+void kw__fmt_rel(const kw_rel_t *r, char *buf, size_t cap)
+{
+    int n = snprintf(buf, cap, "%.*s:%.*s#%.*s@%.*s:%.*s", KW_STR_FMT(r->resource.type),
+                     (int)(r->resource.id.len > 80 ? 80 : r->resource.id.len), r->resource.id.ptr,
+                     KW_STR_FMT(r->relation), KW_STR_FMT(r->subject.type),
+                     (int)(r->subject.id.len > 80 ? 80 : r->subject.id.len), r->subject.id.ptr);
+    if (n > 0 && (size_t)n < cap && !kw__is_ellipsis(r->subject.relation))
+        snprintf(buf + n, cap - (size_t)n, "#%.*s", KW_STR_FMT(r->subject.relation));
+}
+
+/* The name of relation `rel` of `type`, "" for KW_REL_NONE (a plain subject). */
+kw_str_t kw__rel_name(const kw_schema_t *s, uint16_t type, uint16_t rel)
+{
+    return rel == KW_REL_NONE ? KW_STR("") : s->types[type].rels[rel].name;
+}
+
+int kw__resolve_perm(const kw_engine_t *e, kw_str_t type, kw_str_t perm, uint16_t *t, uint16_t *r,
+                     kw_diag_t *diag)
+{
+    const kw_schema_t *s = e->model->schema;
+    *t = kw_schema_type_index(s, type);
+    if (*t == KW_TYPE_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
+                           KW_STR_FMT(type));
+    *r = kw_schema_rel_index(s, *t, perm);
+    if (*r == KW_REL_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "relation or permission \"%.*s#%.*s\" not found",
+                           KW_STR_FMT(type), KW_STR_FMT(perm));
+    return KW_OK;
+}
+
+int kw__resolve_subject(const kw_engine_t *e, kw_subject_t subj, uint16_t *stype, uint16_t *srel,
+                        uint32_t *snode, kw_diag_t *diag)
+{
+    const kw_schema_t *s = e->model->schema;
+    *stype = kw_schema_type_index(s, subj.type);
+    if (*stype == KW_TYPE_NONE)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
+                           KW_STR_FMT(subj.type));
+    *srel = KW_REL_NONE;
+    if (!kw__is_ellipsis(subj.relation)) {
+        *srel = kw_schema_rel_index(s, *stype, subj.relation);
+        if (*srel == KW_REL_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "relation or permission \"%.*s#%.*s\" not found",
+                               KW_STR_FMT(subj.type), KW_STR_FMT(subj.relation));
+    }
+    if (is_star(subj.id)) {
+        if (*srel != KW_REL_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "a wildcard subject cannot have a relation");
+    } else if (!kw__id_ok(subj.id)) {
+        return kw__bad_id(diag, "subject", subj.id);
+    }
+    if (snode)
+        *snode = kw__graph_find(&e->g, *stype, subj.id.ptr, subj.id.len);
+    return KW_OK;
+}

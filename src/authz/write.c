@@ -1,0 +1,304 @@
+/*
+ * authz/write.c - mutations of the relationship graph: batch validation
+ * (kw_engine_validate), atomic write batches (kw_engine_write) and delete by filter
+ * (kw_engine_delete_matching).
+ *
+ * Both mutations run whole under the engine's write lock, so a reader never sees half a
+ * batch, and each gets the next revision (or the store's revision `at`).
+ */
+#include <stdlib.h>
+
+#include "authz/engine_int.h"
+
+/* ---- validation ---- */
+
+/* A batch entry: the resolved relationship, its identity hash and (later) its nodes. */
+typedef struct bent {
+    kw_rrel_t rr;
+    uint64_t h;
+    uint32_t idx;
+    uint32_t rnode, snode;
+    bool exists;
+} bent_t;
+
+static uint64_t rel_hash(const kw_rrel_t *rr, const kw_rel_t *r)
+{
+    uint64_t h = kw_hash(r->resource.id.ptr, r->resource.id.len,
+                         ((uint64_t)rr->rtype << 32) | ((uint64_t)rr->rel << 16) | rr->stype);
+    return kw_hash(r->subject.id.ptr, r->subject.id.len, h ^ ((uint64_t)rr->srel << 40));
+}
+
+static int cmp_bent_h(const void *pa, const void *pb)
+{
+    const bent_t *a = pa, *b = pb;
+    if (a->h != b->h)
+        return a->h < b->h ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
+{
+    const kw_rel_t *x = &ups[a->idx].rel, *y = &ups[b->idx].rel;
+    return a->rr.rtype == b->rr.rtype && a->rr.rel == b->rr.rel && a->rr.stype == b->rr.stype &&
+           a->rr.srel == b->rr.srel && kw_str_eq(x->resource.id, y->resource.id) &&
+           kw_str_eq(x->subject.id, y->subject.id);
+}
+
+/* Resolves every update into ents (sorted by identity hash on return) and refuses
+ * duplicates. */
+static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n, bent_t *ents,
+                          kw_diag_t *diag)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ups[i].op != KW_OP_CREATE && ups[i].op != KW_OP_TOUCH && ups[i].op != KW_OP_DELETE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "update %zu has an unknown operation", i);
+        int rc = kw__resolve_rel(s, &ups[i].rel, &ents[i].rr, diag);
+        if (rc != KW_OK)
+            return rc;
+        ents[i].idx = (uint32_t)i;
+        ents[i].h = rel_hash(&ents[i].rr, &ups[i].rel);
+        ents[i].rnode = ents[i].snode = KW_NODE_NONE;
+        ents[i].exists = false;
+    }
+    qsort(ents, n, sizeof(bent_t), cmp_bent_h);
+    for (size_t i = 1; i < n; i++) {
+        for (size_t j = i; j > 0 && ents[j - 1].h == ents[i].h; j--) {
+            if (same_rel(&ents[j - 1], &ents[i], ups)) {
+                char buf[200];
+                kw__fmt_rel(&ups[ents[i].idx].rel, buf, sizeof(buf));
+                return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                                   "relationship %s appears more than once in the batch", buf);
+            }
+        }
+    }
+    return KW_OK;
+}
+
+int kw_engine_validate(kw_engine_t *e, const kw_update_t *ups, size_t n, kw_diag_t *diag)
+{
+    bent_t *ents = kw_calloc(n ? n : 1, sizeof(bent_t));
+    if (!ents)
+        return KW_ENOMEM;
+    kw__engine_rdlock(e);
+    int rc = e->model ? validate_batch(e->model->schema, ups, n, ents, diag)
+                      : kw__engine_no_schema(diag);
+    kw__engine_unlock(e);
+    kw_free(ents);
+    return rc;
+}
+
+/* ---- write batches ---- */
+
+/* Frees nodes without edges among the ones a failed or finished batch touched. */
+static void gc_ents(kw_graph_t *g, const bent_t *ents, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ents[i].rnode != KW_NODE_NONE)
+            kw__graph_gc(g, ents[i].rnode);
+        if (ents[i].snode != KW_NODE_NONE)
+            kw__graph_gc(g, ents[i].snode);
+    }
+}
+
+/*
+ * The phases of one write batch, run in this order under the write lock. Everything that
+ * can fail (validation, preconditions, interning, reserving edge capacity, scratch space)
+ * happens before any edge changes; the last phase cannot fail.
+ *   write_validate  resolve every update, refuse duplicates, check `at` and preconditions;
+ *   write_resolve   find the existing nodes and relationships (CREATE of an existing one:
+ *                   KW_EEXISTS unless `at` says the store already enforced uniqueness);
+ *   write_prepare   intern the endpoints of every relationship to add and reserve room for
+ *                   its edges (on failure: drop the nodes this batch created);
+ *   write_apply     append, merge, remove, free nodes left without edges.
+ */
+
+/* Does entry b add a relationship (CREATE or TOUCH of one not stored yet)? */
+static bool adds(const bent_t *b, const kw_update_t *ups)
+{
+    return ups[b->idx].op != KW_OP_DELETE && !b->exists;
+}
+
+static int write_validate(const kw_engine_t *e, const kw_update_t *ups, size_t n,
+                          const kw_precondition_t *pre, size_t n_pre, kw_revision_t at,
+                          bent_t *ents, kw_diag_t *diag)
+{
+    int rc = validate_batch(e->model->schema, ups, n, ents, diag);
+    if (rc == KW_OK)
+        rc = kw__engine_check_at(e, at, diag);
+    if (rc == KW_OK)
+        rc = kw__check_preconditions(e, pre, n_pre, diag);
+    return rc;
+}
+
+/* Existence against the state before the batch (there are no duplicates inside it). */
+static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, kw_revision_t at,
+                         bent_t *ents, kw_diag_t *diag)
+{
+    for (size_t i = 0; i < n; i++) {
+        bent_t *b = &ents[i];
+        const kw_rel_t *r = &ups[b->idx].rel;
+        const uint16_t types[2] = {b->rr.rtype, b->rr.stype};
+        const kw_str_t ids[2] = {r->resource.id, r->subject.id};
+        uint32_t found[2];
+        kw__graph_find2(g, types, ids, found);
+        uint32_t rn = found[0], sn = found[1];
+        b->exists = rn != KW_NODE_NONE && sn != KW_NODE_NONE &&
+                    kw__graph_has(g, rn, b->rr.rel, sn, b->rr.srel);
+        if (b->exists && ups[b->idx].op == KW_OP_CREATE && at == 0) {
+            char buf[200];
+            kw__fmt_rel(r, buf, sizeof(buf));
+            return kw_diag_set(diag, KW_EEXISTS, 0, 0, "relationship %s already exists", buf);
+        }
+        /* Remembered for every entry: interning below skips nodes that exist, and gc
+         * at the end leaves nodes that still have edges alone. */
+        b->rnode = rn;
+        b->snode = sn;
+    }
+    return KW_OK;
+}
+
+/* Interns the endpoints of every relationship to add, reserves their edge room and
+ * allocates the merge scratch (*scratch, NULL when nothing is added). */
+static int write_prepare(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t *ents,
+                         kw_edge_t **scratch, kw_diag_t *diag)
+{
+    int rc = KW_OK;
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        bent_t *b = &ents[i];
+        if (!adds(b, ups))
+            continue;
+        const kw_rel_t *r = &ups[b->idx].rel;
+        if (b->rnode == KW_NODE_NONE)
+            rc =
+                kw__graph_intern(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, &b->rnode);
+        if (rc == KW_OK && b->snode == KW_NODE_NONE)
+            rc = kw__graph_intern(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, &b->snode);
+    }
+    /* Count appends per node: fwd_sorted/rev_sorted serve as counters until the first
+     * append (zeroed for every node first, since entries share nodes). */
+    size_t max_tail = 0;
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        if (!adds(&ents[i], ups))
+            continue;
+        g->nodes[ents[i].rnode].fwd_sorted = 0;
+        g->nodes[ents[i].snode].rev_sorted = 0;
+    }
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        if (!adds(&ents[i], ups))
+            continue;
+        uint32_t f = ++g->nodes[ents[i].rnode].fwd_sorted;
+        uint32_t rv = ++g->nodes[ents[i].snode].rev_sorted;
+        if (f > max_tail)
+            max_tail = f;
+        if (rv > max_tail)
+            max_tail = rv;
+    }
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        const bent_t *b = &ents[i];
+        if (!adds(b, ups))
+            continue;
+        rc = kw__graph_reserve(g, b->rnode, g->nodes[b->rnode].fwd_sorted, 0);
+        if (rc == KW_OK)
+            rc = kw__graph_reserve(g, b->snode, 0, g->nodes[b->snode].rev_sorted);
+    }
+    *scratch = NULL;
+    if (rc == KW_OK && max_tail) {
+        *scratch = kw_calloc(max_tail, sizeof(kw_edge_t));
+        if (!*scratch)
+            rc = KW_ENOMEM;
+    }
+    if (rc != KW_OK) {
+        gc_ents(g, ents, n);
+        return kw_diag_set(diag, rc, 0, 0, "out of memory while applying the write");
+    }
+    return KW_OK;
+}
+
+/* Cannot fail: everything it needs was reserved by write_prepare. */
+static void write_apply(kw_graph_t *g, const kw_update_t *ups, size_t n, const bent_t *ents,
+                        kw_edge_t *scratch)
+{
+    for (size_t i = 0; i < n; i++) {
+        const bent_t *b = &ents[i];
+        if (adds(b, ups))
+            kw__graph_append(g, b->rnode, b->rr.rel, b->snode, b->rr.srel);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bent_t *b = &ents[i];
+        if (!adds(b, ups))
+            continue;
+        uint32_t two[2] = {b->rnode, b->snode};
+        kw__graph_finish(g, two, 2, scratch);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const bent_t *b = &ents[i];
+        if (ups[b->idx].op == KW_OP_DELETE && b->exists)
+            kw__graph_remove(g, b->rnode, b->rr.rel, b->snode, b->rr.srel);
+    }
+    gc_ents(g, ents, n);
+}
+
+int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n, const kw_precondition_t *pre,
+                    size_t n_pre, kw_revision_t at, kw_revision_t *rev, kw_diag_t *diag)
+{
+    bent_t *ents = kw_calloc(n ? n : 1, sizeof(bent_t));
+    if (!ents)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while applying the write");
+    kw_edge_t *scratch = NULL;
+    kw__engine_wrlock(e);
+    int rc = e->model ? KW_OK : kw__engine_no_schema(diag);
+    if (rc == KW_OK)
+        rc = write_validate(e, ups, n, pre, n_pre, at, ents, diag);
+    if (rc == KW_OK)
+        rc = write_resolve(&e->g, ups, n, at, ents, diag);
+    if (rc == KW_OK)
+        rc = write_prepare(&e->g, ups, n, ents, &scratch, diag);
+    if (rc == KW_OK) {
+        write_apply(&e->g, ups, n, ents, scratch);
+        kw__engine_bump(e, at, rev);
+    }
+    kw__engine_unlock(e);
+    kw_free(scratch);
+    kw_free(ents);
+    return rc;
+}
+
+/* ---- delete by filter ---- */
+
+int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *filter,
+                              const kw_precondition_t *pre, size_t n_pre, size_t limit,
+                              kw_revision_t at, size_t *n_deleted, kw_revision_t *rev,
+                              kw_diag_t *diag)
+{
+    kw_matches_t col = {0};
+    kw__engine_wrlock(e);
+    int rc = e->model ? KW_OK : kw__engine_no_schema(diag);
+    kw_cfilter_t cf;
+    if (rc == KW_OK)
+        rc = kw__filter_compile(e, filter, &cf, diag);
+    if (rc == KW_OK)
+        rc = kw__engine_check_at(e, at, diag);
+    if (rc == KW_OK)
+        rc = kw__check_preconditions(e, pre, n_pre, diag);
+    if (rc == KW_OK && kw__filter_collect(&e->g, &cf, &col) != KW_OK)
+        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while deleting");
+    if (rc == KW_OK && limit && col.n > limit)
+        rc = kw_diag_set(diag, KW_ELIMIT, 0, 0,
+                         "%zu relationships match the filter, more than the limit of %zu", col.n,
+                         limit);
+    if (rc == KW_OK) {
+        for (size_t i = 0; i < col.n; i++)
+            kw__graph_remove(&e->g, col.rnodes[i], col.edges[i].rel, col.edges[i].other,
+                             col.edges[i].other_rel);
+        for (size_t i = 0; i < col.n; i++) {
+            kw__graph_gc(&e->g, col.rnodes[i]);
+            kw__graph_gc(&e->g, col.edges[i].other);
+        }
+        kw__engine_bump(e, at, rev);
+        if (n_deleted)
+            *n_deleted = col.n;
+    }
+    kw__engine_unlock(e);
+    kw__matches_free(&col);
+    return rc;
+}

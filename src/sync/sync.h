@@ -1,0 +1,186 @@
+/*
+ * sync/sync.h - keeping the in-memory graph (authz) in step with the store: the applied
+ * store revision and the freshness lease, the write path with group commit, the changelog
+ * follower of several instances over one PostgreSQL database, full reloads (at start and
+ * on a resync), and the schema's lifecycle (stored text, trial install, schema write).
+ *
+ * Layering: api -> sync -> store, authz, base. sync never calls api: what the routes
+ * need of a schema arrives as a callback (kw_sync_config_t.check_schema).
+ *
+ * Ownership: kw_sync_t is process-lifetime (kw_sync_new / kw_sync_free). It BORROWS the
+ *   engine and the store, which must outlive it; kw_sync_free stops the follower first.
+ *   Strings passed in are borrowed for the call.
+ * Threads: every function may be called from any thread, except kw_sync_start (once,
+ *   before serving) and kw_sync_free (after the last user). kw_sync_load is made for the
+ *   start; it takes the write mutex, so a later call is safe too.
+ *   Reads of the graph never take a sync lock; every change to the graph takes the
+ *   write mutex.
+ * Errors: KW_OK or a negative KW_E*; diag (may be NULL) gets a log-safe message.
+ *
+ * Lock order (tag-kw-sync-lock-order). A thread holding a lock of this table takes only
+ * locks BELOW it, never one above; the leaves (3..7) are never held while another lock
+ * is taken (a condition wait releases its own mutex).
+ *
+ *   #  lock                 file        guards                                taken under
+ *   1  write_mu             commit.c    the graph's changes, applied_rev's    nothing
+ *                                       moves, the remembered schema text;
+ *                                       an exact-revision read (kw_sync_hold)
+ *   2  store write order    store       one write transaction at a time       1
+ *                                       (kw_store_tx_begin .. commit)
+ *   3  group_mu             commit.c    the group-commit queue, its leader    1 or nothing
+ *   4  rev_mu (+ rev_cv)    state.c     wake-ups for applied_rev/fresh/lease  1 or nothing
+ *   5  engine rwlock        authz       the graph and its schema              1, 2 or nothing
+ *   6  store pool mutexes   store       connection pools, LISTEN connection   1, 2 or nothing
+ *   7  follower mu (+ cv)   follower.c  the follower's stop flag and naps     nothing
+ *
+ * Consequences: a writer that waits for its batch sleeps on its job's condition under
+ * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision
+ * (kw_sync_await) holds rev_mu only, and takes write_mu (to catch up) only before it;
+ * the follower never holds its own mutex while it works.
+ */
+#ifndef KW_SYNC_SYNC_H
+#define KW_SYNC_SYNC_H
+
+#include "authz/authz.h"
+#include "base/base.h"
+#include "store/store.h"
+
+typedef struct kw_sync kw_sync_t;
+
+/* Refuses (KW_ESCHEMA, diag naming it) an installed schema that lacks what the caller
+ * needs; KW_OK accepts it. Runs on a scratch engine (a trial install) or the live one. */
+typedef int (*kw_sync_check_fn)(kw_engine_t *engine, kw_diag_t *diag);
+
+/* Defaults and bounds of the configuration (docs/DEPLOYMENT.md). */
+#define KW_SYNC_FRESHNESS_MS 2000       /* KEYWARD_FRESHNESS_TIMEOUT_MS */
+#define KW_SYNC_FRESHNESS_MS_MAX 600000 /* its bound (0 is allowed) */
+#define KW_SYNC_PRUNE_INTERVAL_S 300    /* KEYWARD_CHANGELOG_PRUNE_INTERVAL_S */
+#define KW_SYNC_RETAIN_S 86400          /* KEYWARD_CHANGELOG_RETAIN_S */
+#define KW_SYNC_SECONDS_MAX 315360000L  /* ten years: the bound of both (from 1) */
+
+/* Filled by the caller (cli/serve.c reads the environment); start from
+ * kw_sync_config_default. Copied by kw_sync_new. */
+typedef struct kw_sync_config {
+    int freshness_ms;              /* how long kw_sync_await waits for a presented revision */
+    long prune_interval_s;         /* the follower prunes the changelog this often */
+    long retain_s;                 /* ... deleting the changes older than this */
+    kw_sync_check_fn check_schema; /* what the routes need of a schema (NULL: nothing) */
+} kw_sync_config_t;
+
+void kw_sync_config_default(kw_sync_config_t *cfg);
+
+/* Applied revision 0, fresh, not following. KW_EINVAL (NULL argument), KW_ENOMEM. */
+KW_NODISCARD int kw_sync_new(kw_engine_t *engine, kw_store_t *store, const kw_sync_config_t *cfg,
+                             kw_sync_t **out);
+/* Stops the follower, then frees. NULL is a no-op. */
+void kw_sync_free(kw_sync_t *s);
+
+/* ---- start (call in this order, once, before serving) ---- */
+
+/* The trial install: does `text` compile and pass check_schema? Tried on a scratch
+ * engine; nothing live changes. KW_OK; else the compiler's or the check's error
+ * (a compile error carries line:col in diag). */
+KW_NODISCARD int kw_sync_schema_try(kw_sync_t *s, kw_str_t text, kw_diag_t *diag);
+/* meta "schema" as stored by kw_sync_write_schema into `out` (replaced; empty when unset). */
+KW_NODISCARD int kw_sync_stored_schema(kw_sync_t *s, kw_buf_t *out);
+/* Loads the whole graph from one store snapshot under schema `text` (installed with it),
+ * in one swap: the way a resync reloads it too. The applied revision becomes the
+ * snapshot's. Call kw_sync_schema_try on `text` first. Errors: KW_ESCHEMA (the text does
+ * not compile, or a stored relationship does not fit it: diag names it), KW_EDB, KW_ENOMEM. */
+KW_NODISCARD int kw_sync_load(kw_sync_t *s, kw_str_t text, kw_diag_t *diag);
+/* Starts keeping the graph coherent with the store, from the loaded revision. On
+ * PostgreSQL it catches up on anything committed since the load (reloading the whole
+ * graph if the changelog was pruned past it meanwhile) and starts the follower thread
+ * (LISTEN/NOTIFY + 1 s poll) that applies other instances' commits in revision order,
+ * prunes the changelog and resyncs by itself when it fell behind the pruned horizon; on
+ * SQLite (one instance per file) nothing more. KW_EINVAL when already started. */
+KW_NODISCARD int kw_sync_start(kw_sync_t *s, kw_diag_t *diag);
+/* Stops and joins the follower (idempotent). Call before the store closes. */
+void kw_sync_stop(kw_sync_t *s);
+
+/* ---- state ---- */
+
+/* The store revision the graph reflects now (every revision <= it applied). Read it
+ * BEFORE reading the engine: the answer is then at least that fresh. */
+kw_revision_t kw_sync_applied(kw_sync_t *s);
+/* Fresh: the follower has not declared the graph stale, and (when following) it proved
+ * the graph current less than 5 s ago (the lease). Always on SQLite. */
+bool kw_sync_is_fresh(kw_sync_t *s);
+/* Waits until the applied revision is >= min and the instance is fresh; with `full`,
+ * first catches up to the store's current revision. KW_OK; KW_ETIMEOUT: min not reached
+ * within freshness_ms; KW_EDB: not fresh (database unreachable / not caught up); KW_EINVAL,
+ * at once: min is beyond the store's current revision (no instance has committed it). Not
+ * fresh and min == 0 answers at once. */
+KW_NODISCARD int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full);
+/* Only inside a kw_sync_tx_fn (write_mu held): applies every committed revision after
+ * the applied one, so the graph is exactly the committed state (the transaction holds
+ * the write order). KW_OK at once on SQLite. */
+KW_NODISCARD int kw_sync_catch_up(kw_sync_t *s, kw_diag_t *diag);
+
+/* Holds the graph still for a read that must answer at one exact revision: takes the
+ * write mutex (lock 1), so nothing changes the graph until kw_sync_release, and returns
+ * the applied revision, at which the graph then exactly is. Between the two, call no
+ * sync function that takes the write mutex (it is not recursive) and keep it short:
+ * every write and the follower wait meanwhile. */
+kw_revision_t kw_sync_hold(kw_sync_t *s);
+void kw_sync_release(kw_sync_t *s);
+
+/* Applies relationship changes committed at `rev` to the engine as ONE engine batch,
+ * whatever its size: readers see all of it or none. Callers serialize (the write mutex,
+ * or before any other thread exists). */
+KW_NODISCARD int kw_sync_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n,
+                               kw_revision_t rev, kw_diag_t *diag);
+
+/* ---- the write path, with group commit (tag-kw-api-group-commit) ----
+ * The write is queued; a leader, under the write mutex, runs up to KW_SYNC_GROUP_MAX_JOBS
+ * queued writes in ONE store transaction, each fn inside a savepoint of its own, commits
+ * once (one fsync), and applies every kept write's relationship changes to the engine in
+ * queue order at that one revision. fn's error rolls back only its own savepoint and is
+ * returned to its caller alone; a begin or commit failure is returned to every write of
+ * the batch. Returns after the commit is durable and applied. *rev (may be NULL) gets
+ * the revision (shared by the batch).
+ * fn may run more than once: a run whose changes touch a relationship an earlier write
+ * of the batch changed is rolled back and run again in a later transaction (one
+ * revision never names a relationship twice), so fn must not keep state from a run.
+ * KW_SYNC_WRITE_ALONE: fn reads the in-memory graph inside the transaction (v1
+ * preconditions, a delete's optionalLimit): it runs in a transaction of its own, where
+ * the graph is exactly the committed state (after kw_sync_catch_up). */
+#define KW_SYNC_WRITE_ALONE 1u
+#define KW_SYNC_GROUP_MAX_JOBS 64
+#define KW_SYNC_GROUP_MAX_CHANGES 4096 /* no further write joins a batch past this many */
+typedef int (*kw_sync_tx_fn)(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
+KW_NODISCARD int kw_sync_write(kw_sync_t *s, kw_sync_tx_fn fn, void *ud, unsigned flags,
+                               kw_revision_t *rev, kw_diag_t *diag);
+/* Writes queued for the next batches now (not counting the batch being run). */
+size_t kw_sync_write_queued(kw_sync_t *s);
+
+/* The schema write: under the write mutex, after catching up (the swap is judged against
+ * every relationship committed so far, other instances' too), swaps the live schema,
+ * stores the text in meta "schema" (the live schema is restored when that fails, so
+ * memory and disk agree), and commits an EMPTY store transaction: its revision (*rev) is
+ * the change's, and other instances' followers re-read the stored schema when they cross
+ * it. Call kw_sync_schema_try on `text` first. Errors: KW_ESCHEMA (a stored relationship
+ * does not fit: diag names it), KW_EDB (the revision could not be committed: the text is
+ * stored and installed here, the others install it at their next empty revision). */
+KW_NODISCARD int kw_sync_write_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev,
+                                      kw_diag_t *diag);
+
+/* ---- counters (/metrics) ---- */
+
+typedef struct kw_sync_stats {
+    kw_revision_t applied;
+    bool fresh;
+    uint64_t write_batches;     /* store transactions committed by kw_sync_write */
+    uint64_t write_jobs;        /* writes they carried */
+    uint64_t write_max_jobs;    /* the largest batch so far */
+    uint64_t write_deferred;    /* writes moved to a later batch (same relationship) */
+    uint64_t changelog_pruned;  /* changelog rows this instance deleted */
+    uint64_t changelog_horizon; /* the pruned horizon as this instance last saw it */
+    uint64_t resyncs;           /* completed full reloads after falling behind it */
+    uint64_t last_resync_ms;    /* how long the last one took */
+    uint64_t wakeups;           /* change notifications that woke the follower */
+} kw_sync_stats_t;
+
+void kw_sync_stats(kw_sync_t *s, kw_sync_stats_t *out);
+
+#endif

@@ -1,0 +1,244 @@
+/*
+ * vfile/expected.c - expected relations: the grammar of their keys (`type:id#relation`)
+ * and entries ("[subject] is <...>"), and the recursive expansion of a key into the
+ * subject set the entries are compared with.
+ *
+ * Only the bracketed subject of an entry is compared, in canonical text (subjects.c):
+ * `type:id`, `type:id#relation` (a trailing `#...` dropped) or a wildcard with its
+ * exclusions. A `[...]` inside the brackets is a caveat: KW_EUNSUPPORTED.
+ */
+#include <string.h>
+
+#include "base/limits.h"
+#include "vfile/vfile_int.h"
+
+/* ---- text ---- */
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+kw_str_t kw__vfile_trim(kw_str_t s)
+{
+    while (s.len > 0 && is_space(s.ptr[0]))
+        s.ptr++, s.len--;
+    while (s.len > 0 && is_space(s.ptr[s.len - 1]))
+        s.len--;
+    return s;
+}
+
+static kw_str_t strip_ellipsis(kw_str_t s)
+{
+    if (s.len > 4 && memcmp(s.ptr + s.len - 4, "#...", 4) == 0)
+        s.len -= 4;
+    return s;
+}
+
+/* The exclusion dash of "type:* - {…}" inside subj: a '-' at the start or after a space
+ * or '*', followed (after blanks) by '{'. NULL when there is none. */
+static const char *exclusion_dash(kw_str_t subj)
+{
+    for (size_t i = 0; i + 1 < subj.len; i++)
+        if (subj.ptr[i] == '-' && (i == 0 || subj.ptr[i - 1] == ' ' || subj.ptr[i - 1] == '*')) {
+            kw_str_t rest = kw__vfile_trim((kw_str_t){subj.ptr + i + 1, subj.len - i - 1});
+            if (rest.len > 0 && rest.ptr[0] == '{')
+                return subj.ptr + i;
+        }
+    return NULL;
+}
+
+/* The canonical text of a wildcard with exclusions: base is "type:*", set is "{a, b}"
+ * (already checked to end in '}'). */
+static int wildcard_text(kw_arena_t *a, kw_str_t base, kw_str_t set, char **out)
+{
+    kw_strset_t items = {0};
+    int rc = KW_OK;
+    size_t p = 1;
+    while (rc == KW_OK && p < set.len - 1) {
+        size_t q = p;
+        while (q < set.len - 1 && set.ptr[q] != ',')
+            q++;
+        kw_str_t item = strip_ellipsis(kw__vfile_trim((kw_str_t){set.ptr + p, q - p}));
+        if (item.len > 0) {
+            char *it = kw_arena_strndup(a, item.ptr, item.len);
+            rc = it ? kw__strset_add(&items, it) : KW_ENOMEM;
+        }
+        p = q + 1;
+    }
+    kw_str_t type = {base.ptr, base.len - 2};
+    if (rc == KW_OK) {
+        *out = kw__wild_text(a, type, &items);
+        rc = *out ? KW_OK : KW_ENOMEM;
+    }
+    kw__strset_free(&items);
+    return rc;
+}
+
+int kw__vfile_expected_subject(kw_arena_t *a, kw_str_t s, char **out, kw_diag_t *diag)
+{
+    s = kw__vfile_trim(s);
+    if (s.len == 0 || s.ptr[0] != '[')
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "expected relation \"%.*s\" must start with '[subject]'", KW_STR_FMT(s));
+    size_t depth = 0, end = 0;
+    for (size_t i = 0; i < s.len; i++) {
+        if (s.ptr[i] == '[') {
+            depth++;
+        } else if (s.ptr[i] == ']' && --depth == 0) {
+            end = i;
+            break;
+        }
+    }
+    if (end == 0)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "expected relation \"%.*s\" lacks a ']'",
+                           KW_STR_FMT(s));
+    kw_str_t subj = kw__vfile_trim((kw_str_t){s.ptr + 1, end - 1});
+    if (memchr(subj.ptr, '[', subj.len))
+        return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0, "caveats are not supported yet");
+    const char *dash = exclusion_dash(subj);
+    if (!dash) {
+        subj = strip_ellipsis(subj);
+        *out = kw_arena_strndup(a, subj.ptr, subj.len);
+        return *out ? KW_OK : KW_ENOMEM;
+    }
+    kw_str_t base = strip_ellipsis(kw__vfile_trim((kw_str_t){subj.ptr, (size_t)(dash - subj.ptr)}));
+    kw_str_t set = kw__vfile_trim((kw_str_t){dash + 1, subj.len - (size_t)(dash + 1 - subj.ptr)});
+    if (base.len < 2 || memcmp(base.ptr + base.len - 2, ":*", 2) != 0 || set.len < 2 ||
+        set.ptr[set.len - 1] != '}')
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "expected relation \"%.*s\": only a wildcard may have exclusions, "
+                           "written `type:* - {type:a, type:b}`",
+                           KW_STR_FMT(s));
+    return wildcard_text(a, base, set, out);
+}
+
+int kw__vfile_parse_key(kw_str_t s, kw_object_t *obj, kw_str_t *rel)
+{
+    const char *colon = memchr(s.ptr, ':', s.len);
+    const char *hash = NULL;
+    for (size_t i = s.len; i > 0; i--)
+        if (s.ptr[i - 1] == '#') {
+            hash = s.ptr + i - 1;
+            break;
+        }
+    if (!colon || !hash || hash < colon || colon == s.ptr || hash == colon + 1 ||
+        hash + 1 == s.ptr + s.len)
+        return KW_EINVAL;
+    obj->type = (kw_str_t){s.ptr, (size_t)(colon - s.ptr)};
+    obj->id = (kw_str_t){colon + 1, (size_t)(hash - colon - 1)};
+    *rel = (kw_str_t){hash + 1, (size_t)(s.ptr + s.len - hash - 1)};
+    return KW_OK;
+}
+
+/* ---- recursive expansion ---- */
+
+static char *arena_str(kw_arena_t *a, kw_str_t s)
+{
+    return kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
+}
+
+static bool has_relation(kw_str_t rel)
+{
+    return rel.len > 0 && !kw_str_eq_c(rel, "...");
+}
+
+static int tree_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag);
+
+/* A leaf: its subjects, each subject set also expanded. */
+static int leaf_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag)
+{
+    int rc = KW_OK;
+    for (size_t i = 0; rc == KW_OK && i < t->n_subjects; i++) {
+        const kw_subject_t *s = &t->subjects[i];
+        kw_str_t rel = has_relation(s->relation) ? s->relation : KW_STR_NULL;
+        char *type = arena_str(x->arena, s->type);
+        char *id = arena_str(x->arena, s->id);
+        char *rels = arena_str(x->arena, rel);
+        if (!type || !id || !rels)
+            return KW_ENOMEM;
+        kw_sgroup_t *k =
+            kw__sset_get(out, (kw_str_t){type, s->type.len}, (kw_str_t){rels, rel.len});
+        if (!k)
+            return KW_ENOMEM;
+        if (rel.len == 0 && kw_str_eq_c(s->id, "*")) {
+            k->wild = true;
+            kw__strset_free(&k->excl);
+        } else {
+            rc = kw__strset_add(&k->conc, id);
+        }
+        if (rc == KW_OK && rel.len > 0) {
+            kw_sset_t sub;
+            rc = kw__vfile_expand(x, (kw_object_t){s->type, s->id}, rel, &sub, diag);
+            if (rc == KW_OK)
+                rc = kw__sset_union_into(out, &sub);
+            kw__sset_free(&sub);
+        }
+    }
+    return rc;
+}
+
+static int tree_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag)
+{
+    int rc = KW_OK;
+    memset(out, 0, sizeof(*out));
+    switch (t->kind) {
+    case KW_EXPAND_LEAF:
+        return leaf_to_set(x, t, out, diag);
+    case KW_EXPAND_UNION:
+        for (size_t i = 0; rc == KW_OK && i < t->n_children; i++) {
+            kw_sset_t sub;
+            rc = tree_to_set(x, t->children[i], &sub, diag);
+            if (rc == KW_OK)
+                rc = kw__sset_union_into(out, &sub);
+            kw__sset_free(&sub);
+        }
+        return rc;
+    case KW_EXPAND_INTERSECTION:
+    case KW_EXPAND_EXCLUSION:
+        if (t->n_children == 0)
+            return KW_OK;
+        rc = tree_to_set(x, t->children[0], out, diag);
+        for (size_t i = 1; rc == KW_OK && i < t->n_children; i++) {
+            kw_sset_t sub, res;
+            rc = tree_to_set(x, t->children[i], &sub, diag);
+            if (rc == KW_OK) {
+                rc = t->kind == KW_EXPAND_INTERSECTION ? kw__sset_intersect(out, &sub, &res)
+                                                       : kw__sset_subtract(out, &sub, &res);
+                kw__sset_free(out);
+                *out = res;
+            }
+            kw__sset_free(&sub);
+        }
+        return rc;
+    }
+    return kw_diag_set(diag, KW_EINTERNAL, 0, 0, "unknown expand node kind %d", (int)t->kind);
+}
+
+/* A subject set already being expanded higher up contributes nothing more: its members
+ * are already collected there. */
+int kw__vfile_expand(kw_vexpand_t *x, kw_object_t obj, kw_str_t rel, kw_sset_t *out,
+                     kw_diag_t *diag)
+{
+    memset(out, 0, sizeof(*out));
+    char *key = kw_arena_sprintf(x->arena, "%.*s:%.*s#%.*s", KW_STR_FMT(obj.type),
+                                 KW_STR_FMT(obj.id), KW_STR_FMT(rel));
+    if (!key)
+        return KW_ENOMEM;
+    if (kw__strset_has(&x->stack, key))
+        return KW_OK;
+    if (++x->expansions > KW_MAX_VFILE_EXPANSIONS)
+        return kw_diag_set(diag, KW_ELIMIT, 0, 0,
+                           "more than %d subject sets to expand; the graph is too large to "
+                           "validate expected relations",
+                           KW_MAX_VFILE_EXPANSIONS);
+    kw_expand_t *tree = NULL;
+    int rc = kw_engine_expand(x->e, obj, rel, x->arena, &tree, NULL, diag);
+    if (rc != KW_OK)
+        return rc;
+    if ((rc = kw__strset_add(&x->stack, key)) != KW_OK)
+        return rc;
+    rc = tree_to_set(x, tree, out, diag);
+    x->stack.n--;
+    return rc;
+}

@@ -1,0 +1,346 @@
+/*
+ * tests/unit/vfile/walk_test.c - whole validation files through kw_vfile_run
+ * (src/vfile/walk.c): the results delivered, in order, and the totals.
+ */
+#include "kw_test.h"
+
+#include "vfile/vfile.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+/* Every result of a run, one line each: "<doc> <KIND> <pass|FAIL> <message>". */
+typedef struct rec {
+    char text[8192];
+    size_t len;
+    size_t n;
+} rec_t;
+
+static const char *kind_name(kw_vfile_kind_t k)
+{
+    switch (k) {
+    case KW_VFILE_ASSERT_TRUE:
+        return "TRUE";
+    case KW_VFILE_ASSERT_FALSE:
+        return "FALSE";
+    case KW_VFILE_EXPECTED:
+        return "EXPECTED";
+    case KW_VFILE_ERROR:
+        return "ERROR";
+    case KW_VFILE_UNSUPPORTED:
+        return "UNSUPPORTED";
+    case KW_VFILE_SYNTAX:
+        return "SYNTAX";
+    }
+    return "?";
+}
+
+static void on_rec(const kw_vfile_result_t *r, void *ud)
+{
+    rec_t *rec = ud;
+    int n = snprintf(rec->text + rec->len, sizeof(rec->text) - rec->len, "%zu %s %s %s\n", r->doc,
+                     kind_name(r->kind), r->passed ? "pass" : "FAIL", r->message);
+    if (n > 0 && (size_t)n < sizeof(rec->text) - rec->len)
+        rec->len += (size_t)n;
+    rec->n++;
+}
+
+static int run(const char *yaml, rec_t *rec, kw_vfile_stats_t *st)
+{
+    memset(rec, 0, sizeof(*rec));
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    return kw_vfile_run(kw_str_c(yaml), NULL, on_rec, rec, st, &d);
+}
+
+static const char k_doc_schema[] = "schema: |\n"
+                                   "  definition user {}\n"
+                                   "  definition doc {\n"
+                                   "    relation v: user | user:*\n"
+                                   "    relation b: user\n"
+                                   "    permission p = v - b\n"
+                                   "  }\n";
+
+KW_TEST(walk_assertions_and_expected_relations)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "relationships: |\n"
+             "  doc:a#v@user:*\n"
+             "  // a comment\n"
+             "\n"
+             "  doc:a#b@user:x\n"
+             "assertions:\n"
+             "  assertTrue:\n"
+             "    - doc:a#p@user:y\n"
+             "    - doc:a#p@user:x\n"
+             "  assertFalse:\n"
+             "    - doc:a#p@user:x\n"
+             "validation:\n"
+             "  doc:a#p:\n"
+             "    - \"[user:* - {user:x}] is <doc:a#v>\"\n"
+             "  doc:a#b:\n"
+             "    - \"[user:z] is <doc:a#b>\"\n",
+             k_doc_schema);
+    rec_t rec;
+    kw_vfile_stats_t st;
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text,
+                     "1 TRUE pass assertTrue passed: doc:a#p@user:y\n"
+                     "1 TRUE FAIL assertTrue failed: doc:a#p@user:x\n"
+                     "1 FALSE pass assertFalse passed: doc:a#p@user:x\n"
+                     "1 EXPECTED pass validation of doc:a#p matched\n"
+                     "1 EXPECTED FAIL validation failed for doc:a#b: expected subject [user:z] "
+                     "was not found\n"
+                     "1 EXPECTED FAIL validation failed for doc:a#b: found subject [user:x] "
+                     "which is not listed\n");
+    KW_ASSERT_EQ(st.n_docs, 1);
+    KW_ASSERT_EQ(st.n_checks, 5);
+    KW_ASSERT_EQ(st.n_expected, 2);
+    KW_ASSERT_EQ(st.n_failed, 2); /* one assertion, one expected entry (two subjects) */
+    KW_ASSERT(!st.unsupported);
+}
+
+/* The structured fields of an expected-relations difference. */
+typedef struct diff {
+    int n;
+    bool missing;
+    char subject[64];
+    char what[64];
+    unsigned long line;
+} diff_t;
+
+static void on_diff(const kw_vfile_result_t *r, void *ud)
+{
+    diff_t *d = ud;
+    if (r->kind != KW_VFILE_EXPECTED || r->passed)
+        return;
+    d->n++;
+    d->missing = r->missing;
+    d->line = r->line;
+    snprintf(d->subject, sizeof(d->subject), "%.*s", KW_STR_FMT(r->subject));
+    snprintf(d->what, sizeof(d->what), "%.*s", KW_STR_FMT(r->what));
+}
+
+KW_TEST(walk_expected_difference_fields)
+{
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "relationships: |\n"
+             "  doc:a#b@user:x\n"
+             "validation:\n"
+             "  doc:a#b:\n"
+             "    - \"[user:x] is <doc:a#b>\"\n"
+             "    - \"[user:* - {user:q}]\"\n",
+             k_doc_schema);
+    diff_t d = {0};
+    kw_vfile_stats_t st;
+    KW_ASSERT_EQ(kw_vfile_run(kw_str_c(yaml), NULL, on_diff, &d, &st, NULL), KW_OK);
+    KW_ASSERT_EQ(d.n, 1);
+    KW_ASSERT(d.missing);
+    KW_ASSERT_STR_EQ(d.subject, "user:* - {user:q}");
+    KW_ASSERT_STR_EQ(d.what, "doc:a#b");
+    KW_ASSERT_EQ(d.line, 11);
+}
+
+KW_TEST(walk_input_errors)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    KW_ASSERT_EQ(run("schema: |\n  definition user {}\nfoo: 1\n", &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL line 3: unknown key \"foo\" (expected schema, "
+                               "schemaFile, relationships, assertions or validation)\n");
+    KW_ASSERT_EQ(st.n_failed, 1);
+
+    KW_ASSERT_EQ(run("relationships: \"\"\n", &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text,
+                     "1 ERROR FAIL the document has no schema (a `schema: |` text block)\n");
+
+    KW_ASSERT_EQ(run("schema: |\n  definition user {\n", &rec, &st), KW_OK);
+    KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL schema:2:1: ", 25) == 0);
+
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x\n  doc:a#zz@user:x\n",
+             k_doc_schema);
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#zz@user:x\"): ", 49) == 0);
+    KW_ASSERT_EQ(rec.n, 1);
+    KW_ASSERT_EQ(st.n_checks, 0);
+}
+
+KW_TEST(walk_syntax_error_stops)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    KW_ASSERT_EQ(run("schema: |\n  definition user {}\n---\nschema: [unclosed\n", &rec, &st),
+                 KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "2 SYNTAX FAIL YAML error: did not find expected ',' or ']' while "
+                               "parsing a flow sequence\n");
+    KW_ASSERT_EQ(st.n_docs, 1);
+    KW_ASSERT_EQ(st.n_failed, 1);
+}
+
+KW_TEST(walk_caveat_stops_the_file)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "assertions:\n"
+             "  assertTrue:\n"
+             "    - 'doc:a#v@user:x with {\"a\": 1}'\n"
+             "    - doc:a#v@user:x\n"
+             "---\n"
+             "%s",
+             k_doc_schema, k_doc_schema);
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "1 UNSUPPORTED FAIL caveats are not supported yet\n");
+    KW_ASSERT(st.unsupported);
+    KW_ASSERT_EQ(st.n_docs, 1); /* the second document is not run */
+    KW_ASSERT_EQ(st.n_failed, 1);
+}
+
+KW_TEST(walk_empty_and_null_documents)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    KW_ASSERT_EQ(run("", &rec, &st), KW_OK);
+    KW_ASSERT_EQ(st.n_docs, 0);
+    KW_ASSERT_EQ(rec.n, 0);
+    KW_ASSERT_EQ(run("---\n---\n", &rec, &st), KW_OK);
+    KW_ASSERT_EQ(st.n_docs, 2);
+    KW_ASSERT_EQ(st.n_failed, 0);
+    KW_ASSERT_EQ(rec.n, 0);
+}
+
+KW_TEST(walk_schema_file_relative_to_the_file)
+{
+    char dir[] = "/tmp/kw_vfile_test.XXXXXX";
+    KW_ASSERT(mkdtemp(dir) != NULL);
+    char zed[128], yaml[128];
+    snprintf(zed, sizeof(zed), "%s/s.zed", dir);
+    snprintf(yaml, sizeof(yaml), "%s/v.yaml", dir);
+    FILE *f = fopen(zed, "w");
+    bool ok = f && fputs("definition user {}\ndefinition doc { relation v: user }\n", f) >= 0;
+    if (f)
+        fclose(f);
+    f = ok ? fopen(yaml, "w") : NULL;
+    ok = f && fputs("schemaFile: s.zed\nrelationships: |\n  doc:a#v@user:x\n"
+                    "assertions:\n  assertTrue:\n    - doc:a#v@user:x\n",
+                    f) >= 0;
+    if (f)
+        fclose(f);
+    rec_t rec = {0};
+    kw_vfile_stats_t st;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    int rc = ok ? kw_vfile_run_file(yaml, on_rec, &rec, &st, &d) : KW_EIO;
+    unlink(zed);
+    unlink(yaml);
+    rmdir(dir);
+    KW_ASSERT(ok);
+    KW_ASSERT_EQ(rc, KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "1 TRUE pass assertTrue passed: doc:a#v@user:x\n");
+    KW_ASSERT_EQ(st.n_failed, 0);
+
+    /* the same text without a path looks for s.zed in the working directory */
+    KW_ASSERT_EQ(run("schemaFile: kw-vfile-test-absent.zed\n", &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL schemaFile \"kw-vfile-test-absent.zed\": No such "
+                               "file or directory\n");
+}
+
+KW_TEST(walk_unreadable_file)
+{
+    rec_t rec = {0};
+    kw_vfile_stats_t st;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(kw_vfile_run_file("/nonexistent/kw.yaml", on_rec, &rec, &st, &d), KW_EIO);
+    KW_ASSERT_STR_EQ(d.msg, "cannot read: No such file or directory");
+    KW_ASSERT_EQ(rec.n, 0);
+}
+
+/* Every allocation of a run with one failing assertion fails once: the run never comes
+ * back clean (no failure counted), and nothing leaks (LeakSanitizer). */
+KW_TEST(walk_out_of_memory_never_passes)
+{
+    char yaml[1024];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "relationships: |\n  doc:a#v@user:x\n"
+             "assertions:\n  assertTrue:\n    - doc:a#v@user:y\n"
+             "validation:\n  doc:a#p:\n    - \"[user:x] is <doc:a#v>\"\n",
+             k_doc_schema);
+    int clean = 0, fired = 0;
+    for (long n = 1; n < 5000; n++) {
+        rec_t rec;
+        kw_vfile_stats_t st;
+        kw_fault_arm(n);
+        int rc = run(yaml, &rec, &st);
+        bool hit = kw_fault_fired();
+        kw_fault_arm(0);
+        if (!hit)
+            break;
+        fired++;
+        if (rc == KW_OK && st.n_failed == 0)
+            clean++;
+    }
+    KW_ASSERT(fired > 10);
+    KW_ASSERT_EQ(clean, 0);
+}
+
+/* SpiceDB's own files (the optional corpus, KW_CONFORMANCE_DIR) through the library:
+ * spicedb/ and spicedb-exhaustive/ pass, each spicedb-caveats/ file stops unsupported. */
+static void count_failures(const kw_vfile_result_t *r, void *ud)
+{
+    if (!r->passed)
+        (*(int *)ud)++;
+}
+
+static int run_corpus_dir(const char *root, const char *sub, bool want_unsupported, int *n)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/%s", root, sub);
+    DIR *dp = opendir(dir);
+    if (!dp) {
+        fprintf(stderr, "  cannot open %s\n", dir);
+        return 1;
+    }
+    int bad = 0;
+    struct dirent *de;
+    while ((de = readdir(dp)) != NULL) {
+        size_t nl = strlen(de->d_name);
+        if (nl < 6 || strcmp(de->d_name + nl - 5, ".yaml") != 0)
+            continue;
+        char path[1400];
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        kw_vfile_stats_t st;
+        int failures = 0;
+        int rc = kw_vfile_run_file(path, count_failures, &failures, &st, NULL);
+        bool ok = rc == KW_OK && (want_unsupported ? st.unsupported && failures == 1
+                                                   : st.n_failed == 0 && failures == 0);
+        if (!ok) {
+            fprintf(stderr, "  %s: rc %d, %zu failed%s\n", path, rc, st.n_failed,
+                    st.unsupported ? " (unsupported)" : "");
+            bad++;
+        }
+        (*n)++;
+    }
+    closedir(dp);
+    return bad;
+}
+
+KW_TEST(walk_corpus_files)
+{
+    const char *root = getenv("KW_CONFORMANCE_DIR");
+    if (!root || !*root)
+        KW_SKIP("KW_CONFORMANCE_DIR is not set (the SpiceDB corpus is an optional input)");
+    int n = 0;
+    KW_ASSERT_EQ(run_corpus_dir(root, "spicedb", false, &n), 0);
+    KW_ASSERT_EQ(run_corpus_dir(root, "spicedb-exhaustive", false, &n), 0);
+    KW_ASSERT_EQ(run_corpus_dir(root, "spicedb-caveats", true, &n), 0);
+    KW_ASSERT(n >= 60);
+}

@@ -1,5 +1,5 @@
 /*
- * http/http.h - keyward's own HTTP/1.1 server (epoll event loop + worker pool), the
+ * http/http.h - keyward's own HTTP/1.1 server (epoll event loops running the handlers), the
  * router, request lifecycle, request logging and Prometheus metrics.
  *
  * Flow: the loop thread accepts and reads -> the request line and headers are parsed

@@ -1,5 +1,6 @@
 /*
- * http/pool.c - the worker pool, the request object (kw__rq_t) and the response path.
+ * http/pool.c - the request object (kw__rq_t), running its job, the response path, and
+ * the workers that re-run parked requests.
  *
  * kw__rq_run runs a request's job (cfg->on_headers and/or the route's handler) on the
  * calling thread: an event loop for a fresh request (server.c). A finished request is

@@ -30,6 +30,11 @@ extern const char kw_api_default_schema[];
 KW_NODISCARD int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
                             kw_sync_t *sync, kw_api_t **out);
 void kw_api_free(kw_api_t *api);
+/* The server that serves the api's routes (NULL before stopping it): requests that wait
+ * for a presented revision park on it (they hold no thread) and the api wakes them when
+ * the sync module applies a revision. Call after kw_http_server_start and with NULL before
+ * kw_http_server_stop. */
+void kw_api_serve_on(kw_api_t *api, kw_http_server_t *srv);
 
 /* The route table of the service (static storage); *n gets its length. */
 const kw_http_route_t *kw_api_routes(size_t *n);

@@ -9,6 +9,7 @@
 #ifndef KW_API_API_INT_H
 #define KW_API_API_INT_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <jansson.h>
@@ -20,6 +21,11 @@ struct kw_api {
     kw_store_t *store;
     const kw_keyring_t *keyring;
     kw_sync_t *sync; /* the graph's coherence with the store and the write path */
+    /* The HTTP server whose parked requests wait for revisions (kw_api_serve_on), and the
+     * lock that keeps it alive while the sync module's change hook wakes it (taken after
+     * any sync lock, before the server's own leaf lock). */
+    pthread_mutex_t http_mu;
+    kw_http_server_t *http;
     _Atomic uint64_t checks_allowed;
     _Atomic uint64_t checks_denied;
     _Atomic uint64_t checks_error;
@@ -127,6 +133,12 @@ KW_NODISCARD static inline int kw__api_await(kw_api_t *api, kw_revision_t min, b
 {
     return kw_sync_await(api->sync, min, full);
 }
+/* The same decision without holding the thread (common.c): KW_OK, KW_EINVAL, KW_EDB,
+ * KW_ETIMEOUT as kw__api_await; or KW_EAGAIN, having PARKED req until the revision is
+ * applied or freshness_ms passed: the handler must return at once without answering (it
+ * runs again, req->run saying why, and calls this again). */
+KW_NODISCARD int kw__api_await_parked(kw_api_t *api, kw_http_req_t *req, kw_revision_t min,
+                                      bool full);
 
 /* ---- freshness over HTTP (common.c) ---- */
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */

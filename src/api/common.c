@@ -350,6 +350,26 @@ bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min)
     return kw_api_parse_revision(kw_str_c(h), min);
 }
 
+int kw__api_await_parked(kw_api_t *api, kw_http_req_t *req, kw_revision_t min, bool full)
+{
+    /* fullyConsistent's catch-up is done on the first run only: a re-run waits for what
+     * that catch-up found committed. */
+    int rc = kw_sync_poll(api->sync, min, full && req->run == KW_HTTP_RUN_FIRST);
+    if (rc != KW_EAGAIN)
+        return rc;
+    if (req->run == KW_HTTP_RUN_DEADLINE)
+        return kw_sync_is_fresh(api->sync) ? KW_ETIMEOUT : KW_EDB;
+    uint64_t deadline = kw_http_req_park_deadline(req);
+    if (deadline == 0) { /* first wait */
+        int ms = kw_sync_freshness_ms(api->sync);
+        if (ms <= 0)
+            return kw_sync_is_fresh(api->sync) ? KW_ETIMEOUT : KW_EDB;
+        deadline = kw_http_now_ns() + (uint64_t)ms * 1000000ull;
+    }
+    kw_http_req_park(req, deadline);
+    return KW_EAGAIN;
+}
+
 bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
 {
     kw_revision_t min = 0;
@@ -357,9 +377,11 @@ bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         kw_http_resp_error(resp, 422, KW__MSG_REV_BAD);
         return false;
     }
-    int rc = kw_sync_await(api->sync, min, false);
+    int rc = kw__api_await_parked(api, req, min, false);
     if (rc == KW_OK)
         return true;
+    if (rc == KW_EAGAIN) /* parked: no answer now, the handler runs again */
+        return false;
     if (rc == KW_EINVAL) {
         kw_http_resp_error(resp, 422, KW__MSG_REV_AHEAD);
         return false;

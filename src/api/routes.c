@@ -11,6 +11,16 @@
 
 #include "api_int.h"
 
+/* The sync module applied a revision or changed freshness: parked requests look again. */
+static void on_sync_change(void *ud)
+{
+    kw_api_t *api = ud;
+    pthread_mutex_lock(&api->http_mu);
+    if (api->http)
+        kw_http_server_wake(api->http);
+    pthread_mutex_unlock(&api->http_mu);
+}
+
 int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring, kw_sync_t *sync,
                kw_api_t **out)
 {
@@ -23,13 +33,29 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
     api->store = store;
     api->keyring = keyring;
     api->sync = sync;
+    if (pthread_mutex_init(&api->http_mu, NULL) != 0) {
+        kw_free(api);
+        return KW_ENOMEM;
+    }
+    kw_sync_on_change(sync, on_sync_change, api);
     *out = api;
     return KW_OK;
 }
 
 void kw_api_free(kw_api_t *api)
 {
+    if (!api)
+        return;
+    kw_sync_on_change(api->sync, NULL, NULL);
+    pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
+}
+
+void kw_api_serve_on(kw_api_t *api, kw_http_server_t *srv)
+{
+    pthread_mutex_lock(&api->http_mu);
+    api->http = srv;
+    pthread_mutex_unlock(&api->http_mu);
 }
 
 static const kw_http_route_t routes[] = {

@@ -92,7 +92,11 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
         kw__v1_perr_answer(resp, &e);
         return NULL;
     }
-    int rc = kw__api_await(api, min, full);
+    int rc = kw__api_await_parked(api, req, min, full);
+    if (rc == KW_EAGAIN) { /* parked: no answer now; this request runs again */
+        json_decref(root);
+        return NULL;
+    }
     if (rc == KW_EINVAL) { /* SpiceDB: an unusable ZedToken is OUT_OF_RANGE (HTTP 400) */
         json_decref(root);
         kw__v1_error(resp, 400, KW__GRPC_OUT_OF_RANGE, "invalid zedtoken: revision is in the future");

@@ -29,7 +29,8 @@
     X(ETIMEOUT, -17, 503, "timed out")                                                \
     X(ETOOLARGE, -18, 413, "too large")                                               \
     X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")                \
-    X(EBUDGET, -20, 429, "query exceeds its budget")
+    X(EBUDGET, -20, 429, "query exceeds its budget")                                   \
+    X(EAGAIN, -21, 503, "not yet: try again")
 
 enum kw_err {
     KW_OK = 0,

@@ -421,6 +421,7 @@ int kw_cli_serve(int argc, char **argv)
                 d.msg[0] ? d.msg : kw_strerror(rc));
         goto out;
     }
+    kw_api_serve_on(api, srv);
     kw_log(KW_LOG_INFO, KW_MODULE, "serving (%s database)", kw_store_backend(store));
     if (strchr(host, ':'))
         printf("listening on http://[%s]:%u\n", host, (unsigned)bound);
@@ -432,6 +433,7 @@ int kw_cli_serve(int argc, char **argv)
     while (sigwait(&sigs, &sig) != 0)
         ;
     kw_log(KW_LOG_INFO, KW_MODULE, "signal %d: stopping", sig);
+    kw_api_serve_on(api, NULL); /* parked requests are answered by the stop (run = deadline) */
     if (kw_http_server_stop(srv) != KW_OK) {
         /* A handler is stuck past the drain timeout: it may still use the api, engine
          * and store, so nothing is torn down; the process just ends. */
@@ -443,8 +445,10 @@ int kw_cli_serve(int argc, char **argv)
     kw_sync_stop(sync); /* before the store closes */
     status = 0;
 out:
-    if (srv)
+    if (srv) {
+        kw_api_serve_on(api, NULL);
         kw_http_server_stop(srv);
+    }
     kw_api_free(api);
     kw_sync_free(sync);
     if (engine)

@@ -91,7 +91,11 @@ typedef struct kw_http_route {
  * req->run set) after kw_http_server_wake, or at deadline_ns (kw_http_now_ns clock),
  * whichever comes first. Everything in req (arena, body, auth) is kept meanwhile. */
 void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns);
-/* Re-runs every parked request of srv (from any thread). */
+/* The deadline given to the request's last kw_http_req_park; 0 if it never parked (so a
+ * re-run handler can park again until the same deadline). */
+uint64_t kw_http_req_park_deadline(const kw_http_req_t *req);
+/* Re-runs every parked request of srv (from any thread). A wake that comes while a handler
+ * is deciding to park is not lost: that request runs again at once. */
 void kw_http_server_wake(kw_http_server_t *srv);
 /* The clock of park deadlines (CLOCK_MONOTONIC, nanoseconds). */
 uint64_t kw_http_now_ns(void);

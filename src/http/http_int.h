@@ -203,6 +203,7 @@ struct kw__rq {
     bool close_after; /* the loop closes the connection after sending out */
     bool parked;
     uint64_t park_deadline_ns;
+    uint64_t park_gen; /* srv->wake_gen when the handler parked it */
     uint64_t t0_ns; /* head parsed */
     int status;
 };
@@ -228,6 +229,9 @@ struct kw_http_server {
     pthread_cond_t idle_cv; /* a job finished (stop waits on it) */
     kw__rq_t *run_head, *run_tail;
     kw__rq_t *parked;
+    /* Bumped by every kw_http_server_wake: a request that parked before a wake but reached
+     * the parked list after it runs again at once (no lost wake-up). */
+    _Atomic uint64_t wake_gen;
     size_t running; /* jobs being run now */
     bool pool_quit;
     pthread_t *workers;

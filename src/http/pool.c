@@ -394,6 +394,12 @@ bool kw__rq_run(kw__rq_t *rq)
             rq->req.run = KW_HTTP_RUN_DEADLINE;
             run_push_locked(srv, rq);
             pthread_cond_signal(&srv->cv);
+        } else if (atomic_load(&srv->wake_gen) != rq->park_gen) {
+            /* A wake came between the handler's decision to park and now: it would have
+             * missed this request, so run it again at once. */
+            rq->req.run = KW_HTTP_RUN_WOKEN;
+            run_push_locked(srv, rq);
+            pthread_cond_signal(&srv->cv);
         } else {
             rq->next = srv->parked;
             srv->parked = rq;
@@ -578,11 +584,19 @@ void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns)
     kw__rq_t *rq = req->priv;
     rq->parked = true;
     rq->park_deadline_ns = deadline_ns;
+    rq->park_gen = atomic_load(&rq->srv->wake_gen);
+}
+
+uint64_t kw_http_req_park_deadline(const kw_http_req_t *req)
+{
+    const kw__rq_t *rq = req->priv;
+    return rq->park_deadline_ns;
 }
 
 void kw_http_server_wake(kw_http_server_t *srv)
 {
     pthread_mutex_lock(&srv->mu);
+    atomic_fetch_add(&srv->wake_gen, 1);
     kw__rq_t *l = srv->parked;
     srv->parked = NULL;
     while (l) {

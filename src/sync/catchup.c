@@ -304,7 +304,12 @@ int kw__sync_locked(kw_sync_t *s, kw_diag_t *diag)
 
 /* ---- waiting for a revision ---- */
 
-int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full)
+int kw_sync_freshness_ms(kw_sync_t *s)
+{
+    return s->freshness_ms;
+}
+
+int kw_sync_poll(kw_sync_t *s, kw_revision_t min, bool full)
 {
     /* Not fresh: answered below at once, never after queueing on write_mu behind a resync
      * (which holds it for a whole reload). */
@@ -328,6 +333,14 @@ int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full)
     kw_revision_t committed = 0;
     if (kw_store_revision(s->store, &committed) == KW_OK && min > committed)
         return KW_EINVAL;
+    return KW_EAGAIN;
+}
+
+int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full)
+{
+    int rc = kw_sync_poll(s, min, full);
+    if (rc != KW_EAGAIN)
+        return rc;
     struct timespec until = kw__sync_deadline_in(s->freshness_ms);
     pthread_mutex_lock(&s->rev_mu);
     while (!(kw_sync_is_fresh(s) && kw_sync_applied(s) >= min)) {

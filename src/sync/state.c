@@ -86,14 +86,29 @@ kw_revision_t kw_sync_applied(kw_sync_t *s)
     return (kw_revision_t)atomic_load_explicit(&s->applied_rev, memory_order_acquire);
 }
 
+static void notify(kw_sync_t *s)
+{
+    if (s->on_change)
+        s->on_change(s->on_change_ud);
+}
+
+void kw_sync_on_change(kw_sync_t *s, void (*fn)(void *ud), void *ud)
+{
+    s->on_change = fn;
+    s->on_change_ud = ud;
+}
+
 void kw__sync_advance(kw_sync_t *s, kw_revision_t rev)
 {
     pthread_mutex_lock(&s->rev_mu);
-    if (rev > kw_sync_applied(s)) {
+    bool moved = rev > kw_sync_applied(s);
+    if (moved) {
         atomic_store_explicit(&s->applied_rev, (uint64_t)rev, memory_order_release);
         pthread_cond_broadcast(&s->rev_cv);
     }
     pthread_mutex_unlock(&s->rev_mu);
+    if (moved)
+        notify(s);
 }
 
 void kw__sync_set_fresh(kw_sync_t *s, bool fresh)
@@ -103,6 +118,8 @@ void kw__sync_set_fresh(kw_sync_t *s, bool fresh)
     if (was != fresh)
         pthread_cond_broadcast(&s->rev_cv);
     pthread_mutex_unlock(&s->rev_mu);
+    if (was != fresh)
+        notify(s);
     if (was && !fresh)
         kw_log(KW_LOG_WARN, KW_MODULE,
                "not fresh (503 on graph routes): database unreachable, graph not caught up, "
@@ -123,7 +140,10 @@ void kw__sync_renew_lease(kw_sync_t *s, int64_t t0)
 {
     pthread_mutex_lock(&s->rev_mu);
     int64_t prev = atomic_exchange(&s->synced_ms, t0);
-    if (kw__sync_clock_ms() - prev > KW__SYNC_LEASE_MS)
+    bool lapsed = kw__sync_clock_ms() - prev > KW__SYNC_LEASE_MS;
+    if (lapsed)
         pthread_cond_broadcast(&s->rev_cv);
     pthread_mutex_unlock(&s->rev_mu);
+    if (lapsed)
+        notify(s);
 }

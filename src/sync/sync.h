@@ -112,6 +112,19 @@ bool kw_sync_is_fresh(kw_sync_t *s);
  * at once: min is beyond the store's current revision (no instance has committed it). Not
  * fresh and min == 0 answers at once. */
 KW_NODISCARD int kw_sync_await(kw_sync_t *s, kw_revision_t min, bool full);
+/* kw_sync_await without the wait, for callers that wait elsewhere (a parked HTTP request):
+ * KW_OK, KW_EDB (not fresh and min == 0), KW_EINVAL (min beyond the store's current
+ * revision) as await answers them, or KW_EAGAIN: not there yet, wait for the next
+ * kw_sync_on_change call. At the end of the caller's own wait, KW_EAGAIN means what
+ * await's KW_ETIMEOUT (fresh) or KW_EDB (not fresh, kw_sync_is_fresh) mean. */
+KW_NODISCARD int kw_sync_poll(kw_sync_t *s, kw_revision_t min, bool full);
+/* How long a presented revision may be waited for (the configured freshness_ms). */
+int kw_sync_freshness_ms(kw_sync_t *s);
+/* Registers fn(ud), called (from whichever thread made the change, after rev_mu is
+ * released, so fn may take any lock that is not held around a sync write) every time the
+ * applied revision advances or freshness changes: what kw_sync_await's waiters wake on.
+ * Call once, before kw_sync_start and before serving; fn must be quick and must not block. */
+void kw_sync_on_change(kw_sync_t *s, void (*fn)(void *ud), void *ud);
 /* Only inside a kw_sync_tx_fn (write_mu held): applies every committed revision after
  * the applied one, so the graph is exactly the committed state (the transaction holds
  * the write order). KW_OK at once on SQLite. */

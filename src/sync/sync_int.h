@@ -29,6 +29,8 @@ struct kw_sync {
     kw_sync_check_fn check_schema; /* NULL: no requirements */
     /* ---- configuration (kw_sync_config_t; fixed after kw_sync_new) ---- */
     int freshness_ms;
+    void (*on_change)(void *ud); /* kw_sync_on_change: set before serving, then read-only */
+    void *on_change_ud;
     long prune_interval_s;
     long retain_s;
     /* ---- the write mutex (lock 1; commit.c) ----

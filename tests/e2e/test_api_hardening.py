@@ -19,7 +19,10 @@ import re
 import threading
 import time
 
-from conftest import AGENT_404, KEY_404, Admin, Client, Tenant, agent_key_client, same_404
+import pytest
+
+from conftest import (AGENT_404, KEY_404, Admin, Client, Server, Tenant, agent_key_client, pg_mode,
+                      same_404)
 
 REV = "X-Keyward-Revision"
 DESC_CAP = 4096
@@ -279,3 +282,56 @@ def test_many_future_revisions_do_not_stall_other_tenants(tenant, new_tenant):
     assert lat[len(lat) // 2] < 0.5, lat
     assert lat[len(lat) * 9 // 10] < 1.0, lat
     assert statuses and set(statuses) == {422}, set(statuses)
+
+
+@pytest.mark.skipif(pg_mode(), reason="needs an instance that never applies a committed "
+                    "revision: a second SQLite instance (PostgreSQL instances follow)")
+def test_waiting_for_a_revision_holds_no_thread(tmp_path):
+    """Requests waiting for a committed revision this instance has not applied park: with 2
+    threads and 32 such requests in flight, another tenant is still answered at once, and
+    every waiting request ends in 503 "Revision not yet available" at its deadline (issue 9,
+    item 3). B shares A's SQLite file but has no follower, so it never applies A's writes."""
+    a = Server(tmp_path / "a")
+    a.start()
+    b = Server(tmp_path / "b", db=a.db_path, secret=a.secret, extra_args=["--threads", "2"],
+               env_extra={"KEYWARD_FRESHNESS_TIMEOUT_MS": "3000"})
+    b.start()
+    try:
+        admin_a = Admin(a, a.token("root-admin", admin=True), sub="root-admin")
+        admin_b = Admin(b, b.token("root-admin", admin=True), sub="root-admin")
+        r = admin_a.post("/v1/relationships/write", json={"updates": [{
+            "operation": "OPERATION_TOUCH", "relationship": {
+                "resource": {"objectType": "account", "objectId": "wait"}, "relation": "admin",
+                "subject": {"object": {"objectType": "user", "objectId": "w"}}}}]})
+        assert r.status_code == 200, r.text
+        committed = r.headers[REV]
+        waiter = Client(b, b.token("w", account="wait"))
+        answers = []
+
+        def wait_for_it():
+            c = Client(b, headers=dict(waiter.headers))
+            t0 = time.monotonic()
+            r = c.get("/agents", headers={REV: committed})
+            answers.append((r.status_code, r.json().get("detail"), time.monotonic() - t0))
+
+        threads = [threading.Thread(target=wait_for_it) for _ in range(32)]
+        for th in threads:
+            th.start()
+        time.sleep(0.5)  # all 32 are parked by now (the 3 s wait has not ended)
+        lat = []
+        for _ in range(10):
+            t0 = time.monotonic()
+            r = admin_b.post("/v1/relationships/read",
+                             json={"relationshipFilter": {"resourceType": "account"}})
+            lat.append(time.monotonic() - t0)
+            assert r.status_code == 200, r.text
+        for th in threads:
+            th.join(30)
+        # Holding a thread each, 32 waits on 2 threads would stall these reads for seconds.
+        assert max(lat) < 1.0, lat
+        assert len(answers) == 32
+        assert {(s, d) for s, d, _ in answers} == {(503, "Revision not yet available")}, answers
+        assert all(2.5 < t < 10 for _, _, t in answers), answers
+    finally:
+        b.stop()
+        a.stop()

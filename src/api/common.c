@@ -102,39 +102,13 @@ int64_t kw_api_now_us(void)
 
 bool kw_api_name_valid(kw_str_t s, bool allow_slash)
 {
-    const unsigned char *p = (const unsigned char *)s.ptr;
     size_t i = 0, n_cp = 0;
-    if (!p || s.len == 0)
+    if (!s.ptr || s.len == 0)
         return false;
     while (i < s.len) {
         uint32_t cp;
-        unsigned char c = p[i];
-        size_t need;
-        if (c < 0x80) {
-            cp = c;
-            need = 1;
-        } else if (c >= 0xc2 && c <= 0xdf) {
-            cp = c & 0x1f;
-            need = 2;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            cp = c & 0x0f;
-            need = 3;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            cp = c & 0x07;
-            need = 4;
-        } else {
-            return false;
-        }
-        if (i + need > s.len)
-            return false;
-        for (size_t j = 1; j < need; j++) {
-            if ((p[i + j] & 0xc0) != 0x80)
-                return false;
-            cp = (cp << 6) | (p[i + j] & 0x3f);
-        }
-        /* overlong forms, surrogates and > U+10FFFF are not valid UTF-8 */
-        if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-            (cp >= 0xd800 && cp <= 0xdfff))
+        size_t need = kw_utf8_decode(s.ptr + i, s.len - i, &cp);
+        if (need == 0) /* not UTF-8: stray, truncated, overlong, surrogate, > U+10FFFF */
             return false;
         if (cp <= 0x1f || (cp >= 0x7f && cp <= 0x9f))
             return false;

@@ -11,41 +11,6 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
-/* Length of the valid UTF-8 sequence starting at s[0] (2..4), or 0 if the bytes there do
- * not form one: overlong forms, UTF-16 surrogates and code points past U+10FFFF are
- * invalid (RFC 3629 table 3-7). */
-static size_t utf8_seq_len(const unsigned char *s, size_t avail)
-{
-    unsigned char c = s[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (avail < n)
-        return 0;
-    if (s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
 void kw_json_escape(kw_buf_t *out, kw_str_t s)
 {
     const unsigned char *p = (const unsigned char *)s.ptr;
@@ -57,7 +22,7 @@ void kw_json_escape(kw_buf_t *out, kw_str_t s)
         const char *esc = NULL;
         char ubuf[6];
         if (c >= 0x80) {
-            n = utf8_seq_len(p + i, s.len - i);
+            n = kw_utf8_decode((const char *)p + i, s.len - i, NULL);
             if (n == 0) {
                 esc = "\\ufffd";
                 n = 1;

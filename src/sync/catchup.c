@@ -78,14 +78,6 @@ static int flush(applier_t *ap)
     return KW_OK;
 }
 
-static kw_str_t dup(kw_arena_t *a, kw_str_t s, bool *oom)
-{
-    char *p = kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);
-    if (!p)
-        *oom = true;
-    return (kw_str_t){p, s.len};
-}
-
 static int on_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud)
 {
     applier_t *ap = ud;
@@ -108,19 +100,10 @@ static int on_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *u
         ap->ups = p;
         ap->cap = cap;
     }
-    bool oom = false;
     kw_update_t *u = &ap->ups[ap->n];
     u->op = op;
-    u->rel.resource.type = dup(ap->arena, rel->resource.type, &oom);
-    u->rel.resource.id = dup(ap->arena, rel->resource.id, &oom);
-    u->rel.relation = dup(ap->arena, rel->relation, &oom);
-    u->rel.subject.type = dup(ap->arena, rel->subject.type, &oom);
-    u->rel.subject.id = dup(ap->arena, rel->subject.id, &oom);
-    u->rel.subject.relation = dup(ap->arena, rel->subject.relation, &oom);
-    if (oom) {
-        ap->rc = KW_ENOMEM;
+    if ((ap->rc = kw_rel_copy(ap->arena, rel, &u->rel)) != KW_OK)
         return 1;
-    }
     ap->n++;
     ap->delivered++;
     return 0;

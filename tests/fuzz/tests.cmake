@@ -18,7 +18,7 @@ if(KW_FUZZ)
     add_executable(${fn} ${f})
     target_compile_options(${fn} PRIVATE -fsanitize=fuzzer)
     target_link_options(${fn} PRIVATE -fsanitize=fuzzer)
-    target_link_libraries(${fn} PRIVATE kw_http kw_authz kw_keys kw_base)
+    target_link_libraries(${fn} PRIVATE kw_http kw_authz kw_keys kw_base ${KW_EXTERNAL_LIBS})
     add_test(NAME ${fn}
       COMMAND ${CMAKE_COMMAND} -E env bash ${CMAKE_SOURCE_DIR}/tests/fuzz/run.sh
               $<TARGET_FILE:${fn}> ${CMAKE_SOURCE_DIR}/tests/fuzz/corpus/${short} ${KW_FUZZ_SECONDS})

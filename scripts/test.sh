@@ -8,6 +8,7 @@
 #   3. an AddressSanitizer + UndefinedBehaviorSanitizer build (clang): the same suites, the
 #      PostgreSQL stage included;
 #   4. libFuzzer targets (clang), each for KW_FUZZ_SECONDS (default 60).
+# Before them, a formatting check: every tracked C file as the house .clang-format has it.
 # Set KW_SKIP_PG=1, KW_SKIP_SANITIZE=1 or KW_SKIP_FUZZ=1 to skip a stage locally (CI runs all).
 # KW_CONFORMANCE_DIR: SpiceDB's validation files (a folder holding spicedb/,
 # spicedb-exhaustive/, spicedb-caveats/), an optional input; without it the conformance
@@ -46,6 +47,16 @@ pg_stage() {
   trap - EXIT
   unset KEYWARD_TEST_PG_URL KW_PG_STATE
 }
+
+stage "formatting (clang-format, .clang-format)"
+c_files=$(cd "$here" && { git ls-files '*.c' '*.h' 2>/dev/null ||
+  find src tests bench -name '*.[ch]'; })
+# shellcheck disable=SC2086 # one path per word (the C files have no spaces)
+if ! (cd "$here" && clang-format --dry-run -Werror $c_files); then
+  echo "test.sh: the files above are not formatted; run clang-format -i on them" >&2
+  exit 1
+fi
+echo "formatting: ok"
 
 stage "release build (gcc)"
 cmake -S "$here" -B "$here/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DKW_WERROR=ON \

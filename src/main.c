@@ -8,14 +8,15 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: keyward <command> [options]\n"
-               "\n"
-               "commands:\n"
-               "  serve     run the API-key service (default: sqlite:keyward.db on 127.0.0.1:8080)\n"
-               "  token     mint a bearer token for the service\n"
-               "  validate  check SpiceDB validation files (schema, relationships, assertions)\n"
-               "\n"
-               "Run 'keyward <command> --help' for a command's options.\n");
+    fprintf(f,
+            "usage: keyward <command> [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve     run the API-key service (default: sqlite:keyward.db on 127.0.0.1:8080)\n"
+            "  token     mint a bearer token for the service\n"
+            "  validate  check SpiceDB validation files (schema, relationships, assertions)\n"
+            "\n"
+            "Run 'keyward <command> --help' for a command's options.\n");
 }
 
 int main(int argc, char **argv)

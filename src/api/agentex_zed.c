@@ -4,6 +4,7 @@
  */
 #include "api.h"
 
+/* clang-format off: one source line per schema line, as in agentex.zed */
 const char kw_api_default_schema[] =
     "/**\n"
     " * Default authorization schema of the agent platform (SpiceDB schema language).\n"
@@ -55,7 +56,9 @@ const char kw_api_default_schema[] =
     "\n"
     "    permission tenant_gate = account->gate\n"
     "    /** two factors: a grant on the key itself, and the right on its agent */\n"
-    "    permission read = (owner + editor + viewer + parent_agent->update) & parent_agent->read & tenant_gate\n"
+    "    permission read = (owner + editor + viewer + parent_agent->update) & parent_agent->read & "
+    "tenant_gate\n"
     "    permission update = (owner + editor) & parent_agent->update & tenant_gate\n"
     "    permission delete = (owner + editor) & parent_agent->update & tenant_gate\n"
     "}\n";
+/* clang-format on */

@@ -23,7 +23,7 @@
 /* The 422s of the create body name the field and its cap. */
 static const char msg_name[] =
     "name is required: 1-" XSTR(KW_MAX_NAME_CHARS) " characters of UTF-8, no control characters "
-    "and no '/'.";
+                                                   "and no '/'.";
 static const char msg_description[] =
     "description must be null or at most " XSTR(KW_MAX_DESCRIPTION_CHARS) " characters.";
 
@@ -114,11 +114,10 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_uuid_v7(ag.created_at_us, ag.id);
     kw_str_t id = kw_str_c(ag.id);
     kw_update_t ups[3] = {
-        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("account"),
-                       {KW_STR("account"), p.account, KW_STR_NULL}}},
+        {KW_OP_TOUCH,
+         {{KW_STR("agent"), id}, KW_STR("account"), {KW_STR("account"), p.account, KW_STR_NULL}}},
         {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("owner"), p.subject}},
-        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("self"),
-                       {KW_STR("agent"), id, KW_STR_NULL}}},
+        {KW_OP_TOUCH, {{KW_STR("agent"), id}, KW_STR("self"), {KW_STR("agent"), id, KW_STR_NULL}}},
     };
     kw_diag_t d;
     kw_diag_clear(&d);

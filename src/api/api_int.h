@@ -144,8 +144,9 @@ KW_NODISCARD int kw__api_await_parked(kw_api_t *api, kw_http_req_t *req, kw_revi
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
 bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);
 /* For every data route, right after authentication: 422 for a malformed
- * X-Keyward-Revision or one beyond the store's current revision, 503 "Revision not yet available" after the bounded wait, 503
- * "Database unavailable" when not fresh. false: the answer is written. */
+ * X-Keyward-Revision or one beyond the store's current revision, 503 "Revision not yet available"
+ * after the bounded wait, 503 "Database unavailable" when not fresh. false: the answer is written.
+ */
 bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
 
 #define KW__MSG_REV_LATE "Revision not yet available"

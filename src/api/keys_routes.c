@@ -181,8 +181,7 @@ static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_
         kw_http_resp_error(resp, 422, msg_name);
         return false;
     }
-    if (!kw__api_json_str(body, "api_key_type", &t, &has_type) ||
-        (has_type && !key_type_of(t))) {
+    if (!kw__api_json_str(body, "api_key_type", &t, &has_type) || (has_type && !key_type_of(t))) {
         kw_http_resp_error(resp, 422,
                            "api_key_type must be one of internal, external, github, slack.");
         return false;
@@ -304,10 +303,14 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 
     kw_str_t kid = kw_str_c(key.id);
     kw_update_t ups[3] = {
-        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("parent_agent"),
-                       {KW_STR("agent"), kw_str_c(ag.id), KW_STR_NULL}}},
-        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("account"),
-                       {KW_STR("account"), kw_str_c(ag.account_id), KW_STR_NULL}}},
+        {KW_OP_TOUCH,
+         {{KW_STR("agent_api_key"), kid},
+          KW_STR("parent_agent"),
+          {KW_STR("agent"), kw_str_c(ag.id), KW_STR_NULL}}},
+        {KW_OP_TOUCH,
+         {{KW_STR("agent_api_key"), kid},
+          KW_STR("account"),
+          {KW_STR("account"), kw_str_c(ag.account_id), KW_STR_NULL}}},
         {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("owner"), p.subject}},
     };
     kw_diag_t d;
@@ -351,8 +354,8 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__api_revision(req, resp, rev);
     /* The one response that shows the secret: no cache (browser, proxy) may keep it. */
     kw_http_resp_header(resp, "Cache-Control", "no-store");
-    kw_log(KW_LOG_INFO, KW_MODULE, "request %s: created %s key %s for agent %s",
-           req->request_id, type, key.id, key.agent_id);
+    kw_log(KW_LOG_INFO, KW_MODULE, "request %s: created %s key %s for agent %s", req->request_id,
+           type, key.id, key.agent_id);
     goto out;
 fail:
     kw__api_fail(req, resp, rc, "create key");
@@ -409,7 +412,11 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         atomic_fetch_add_explicit(&api->list_rows_keys, n, memory_order_relaxed);
         for (size_t i = 0; i < n; i++)
             items[i] = (kw_check_item_t){{KW_STR("agent_api_key"), kw_str_c(rows[i].id)},
-                                         KW_STR("read"), p.subject, KW_CHECK_NO, KW_OK, {0}};
+                                         KW_STR("read"),
+                                         p.subject,
+                                         KW_CHECK_NO,
+                                         KW_OK,
+                                         {0}};
         kw_revision_t engine_rev = 0; /* rev stays the store revision read before */
         rc = kw_engine_check_bulk(api->engine, items, n, &engine_rev);
         if (rc != KW_OK)
@@ -517,8 +524,8 @@ static bool resolve_key_by_name(kw_api_t *api, kw_http_req_t *req, kw_http_resp_
         return false;
     if (!resolve_agent(api, req, resp, p, &r, &ag, NULL))
         return false;
-    int rc = kw_store_key_get_by_name(api->store, kw_str_c(ag.id), name, kw_str_c(type),
-                                      req->arena, key);
+    int rc = kw_store_key_get_by_name(api->store, kw_str_c(ag.id), name, kw_str_c(type), req->arena,
+                                      key);
     if (rc == KW_ENOTFOUND) {
         /* The callers check `read` on the key they found; an absent one costs the same
          * check (on the decoy), then the same 404. */
@@ -638,8 +645,8 @@ void kw__api_keys_delete_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void 
         return;
     if (!delete_key_id(api, req, resp, &p, kw_str_c(key.id), &rev))
         return;
-    char *msg = kw_arena_sprintf(req->arena, "Agent api_key '%.*s' deleted",
-                                 KW_STR_FMT(req->params[0]));
+    char *msg =
+        kw_arena_sprintf(req->arena, "Agent api_key '%.*s' deleted", KW_STR_FMT(req->params[0]));
     if (!msg) {
         kw__api_fail(req, resp, KW_ENOMEM, "delete key");
         return;

@@ -56,17 +56,17 @@ typedef struct {
 static const op_t ops[] = {
     {"/agents", "post", "Create an agent in the selected account", "AgentCreate", "Agent",
      "400 401 403 409 413 422 503", ""},
-    {"/agents", "get", "List the agents the caller can read", NULL, "AgentList",
-     "401 422 503", "list"},
+    {"/agents", "get", "List the agents the caller can read", NULL, "AgentList", "401 422 503",
+     "list"},
     {"/agents/{id}", "get", "Get an agent", NULL, "Agent", "401 404 503", "id"},
-    {"/agents/{id}", "delete", "Delete an agent, its keys and their relationships", NULL,
-     "Message", "401 403 404 503", "id"},
+    {"/agents/{id}", "delete", "Delete an agent, its keys and their relationships", NULL, "Message",
+     "401 403 404 503", "id"},
     {"/agents/name/{name}", "get", "Get an agent by name in the selected account", NULL, "Agent",
      "400 401 404 422 503", "name"},
     {"/agent_api_keys", "post", "Create an API key for an agent (the secret is shown once)",
      "AgentAPIKeyCreate", "AgentAPIKeyWithSecret", "400 401 403 404 409 413 422 503", ""},
-    {"/agent_api_keys", "get", "List an agent's keys the caller can read", NULL,
-     "AgentAPIKeyList", "400 401 404 422 503", "keyref_list"},
+    {"/agent_api_keys", "get", "List an agent's keys the caller can read", NULL, "AgentAPIKeyList",
+     "400 401 404 422 503", "keyref_list"},
     {"/agent_api_keys/{id}", "get", "Get an API key", NULL, "AgentAPIKey", "401 404 503", "id"},
     {"/agent_api_keys/{id}", "delete", "Delete an API key", NULL, "Message", "401 403 404 503",
      "id"},
@@ -80,16 +80,16 @@ static const op_t ops[] = {
     {"/openapi.json", "get", "This document", NULL, NULL, "", ""},
     {"/v1/relationships/write", "post", "SpiceDB WriteRelationships", "V1Object", "V1Object",
      "400 401 403 409 422 503", ""},
-    {"/v1/relationships/read", "post", "SpiceDB ReadRelationships (streamed NDJSON)",
-     "V1Object", "V1Stream", "400 401 403 422", ""},
+    {"/v1/relationships/read", "post", "SpiceDB ReadRelationships (streamed NDJSON)", "V1Object",
+     "V1Stream", "400 401 403 422", ""},
     {"/v1/relationships/delete", "post", "SpiceDB DeleteRelationships", "V1Object", "V1Object",
      "400 401 403 422 503", ""},
     {"/v1/permissions/check", "post", "SpiceDB CheckPermission", "V1Object", "V1Object",
      "400 401 403 422", ""},
-    {"/v1/permissions/checkbulk", "post", "SpiceDB CheckBulkPermissions", "V1Object",
-     "V1Object", "400 401 403 422", ""},
-    {"/v1/permissions/resources", "post", "SpiceDB LookupResources (streamed NDJSON)",
-     "V1Object", "V1Stream", "400 401 403 422", ""},
+    {"/v1/permissions/checkbulk", "post", "SpiceDB CheckBulkPermissions", "V1Object", "V1Object",
+     "400 401 403 422", ""},
+    {"/v1/permissions/resources", "post", "SpiceDB LookupResources (streamed NDJSON)", "V1Object",
+     "V1Stream", "400 401 403 422", ""},
     {"/v1/permissions/subjects", "post", "SpiceDB LookupSubjects (streamed NDJSON)", "V1Object",
      "V1Stream", "400 401 403 422", ""},
     {"/v1/permissions/expand", "post", "SpiceDB ExpandPermissionTree", "V1Object", "V1Object",
@@ -108,8 +108,8 @@ static json_t *ref(const char *name)
 
 static json_t *param(const char *name, const char *in, bool required, json_t *schema)
 {
-    return json_pack("{s:s, s:s, s:b, s:o}", "name", name, "in", in, "required", required,
-                     "schema", schema);
+    return json_pack("{s:s, s:s, s:b, s:o}", "name", name, "in", in, "required", required, "schema",
+                     schema);
 }
 
 static json_t *params_for(const char *kind)
@@ -120,13 +120,13 @@ static json_t *params_for(const char *kind)
     if (strcmp(kind, "id") == 0)
         json_array_append_new(a, param("id", "path", true, json_pack("{s:s}", "type", "string")));
     if (strcmp(kind, "name") == 0 || strcmp(kind, "keyref_type") == 0)
-        json_array_append_new(a,
-                              param("name", "path", true, json_pack("{s:s}", "type", "string")));
+        json_array_append_new(a, param("name", "path", true, json_pack("{s:s}", "type", "string")));
     if (strncmp(kind, "keyref", 6) == 0) {
-        json_array_append_new(a, param("agent_id", "query", false,
-                                       json_pack("{s:s, s:s}", "type", "string", "format", "uuid")));
-        json_array_append_new(a, param("agent_name", "query", false,
-                                       json_pack("{s:s}", "type", "string")));
+        json_array_append_new(a,
+                              param("agent_id", "query", false,
+                                    json_pack("{s:s, s:s}", "type", "string", "format", "uuid")));
+        json_array_append_new(
+            a, param("agent_name", "query", false, json_pack("{s:s}", "type", "string")));
     }
     if (strcmp(kind, "keyref_type") == 0)
         json_array_append_new(a, param("api_key_type", "query", false, ref("ApiKeyType")));
@@ -134,17 +134,17 @@ static json_t *params_for(const char *kind)
         json_array_append_new(a, param("limit", "query", false,
                                        json_pack("{s:s, s:i, s:i, s:i}", "type", "integer",
                                                  "minimum", 1, "maximum", 1000, "default", 50)));
-        json_array_append_new(a, param("page_number", "query", false,
-                                       json_pack("{s:s, s:i, s:i}", "type", "integer",
-                                                 "minimum", 1, "default", 1)));
+        json_array_append_new(
+            a, param("page_number", "query", false,
+                     json_pack("{s:s, s:i, s:i}", "type", "integer", "minimum", 1, "default", 1)));
     }
     return a;
 }
 
 static json_t *operation(const op_t *op)
 {
-    json_t *o = json_pack("{s:s, s:o}", "summary", op->summary, "parameters",
-                          params_for(op->params));
+    json_t *o =
+        json_pack("{s:s, s:o}", "summary", op->summary, "parameters", params_for(op->params));
     json_t *responses = json_object();
     if (!o || !responses) {
         json_decref(o);
@@ -153,15 +153,15 @@ static json_t *operation(const op_t *op)
     }
     json_t *ok;
     if (op->response && strcmp(op->response, "text") == 0)
-        ok = json_pack("{s:s, s:{s:{s:{s:s}}}}", "description", "OK", "content",
-                       "text/plain", "schema", "type", "string");
+        ok = json_pack("{s:s, s:{s:{s:{s:s}}}}", "description", "OK", "content", "text/plain",
+                       "schema", "type", "string");
     else if (op->response && strcmp(op->response, "V1Stream") == 0)
         ok = json_pack("{s:s, s:{s:{s:o}}}", "description",
                        "One JSON object {\"result\": ...} per line; empty when none", "content",
                        "application/x-ndjson", "schema", ref("V1Object"));
     else
-        ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "OK", "content",
-                       "application/json", "schema",
+        ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "OK", "content", "application/json",
+                       "schema",
                        op->response ? ref(op->response) : json_pack("{s:s}", "type", "object"));
     json_object_set_new(responses, "200", ok);
     char codes[64];
@@ -175,13 +175,12 @@ static json_t *operation(const op_t *op)
         json_object_set_new(o, "requestBody",
                             json_pack("{s:b, s:{s:{s:o}}}", "required", true, "content",
                                       "application/json", "schema", ref(op->request)));
-    if (strncmp(op->path, "/v1/", 4) == 0 || (strcmp(op->path, "/healthz") != 0 &&
-                                              strcmp(op->path, "/readyz") != 0 &&
-                                              strcmp(op->path, "/metrics") != 0 &&
-                                              strcmp(op->path, "/openapi.json") != 0))
-        json_object_set_new(o, "security",
-                            json_pack("[{s:[]}, {s:[]}, {s:[]}]", "bearer", "agentKeyHeader",
-                                      "agentKeyAuth"));
+    if (strncmp(op->path, "/v1/", 4) == 0 ||
+        (strcmp(op->path, "/healthz") != 0 && strcmp(op->path, "/readyz") != 0 &&
+         strcmp(op->path, "/metrics") != 0 && strcmp(op->path, "/openapi.json") != 0))
+        json_object_set_new(
+            o, "security",
+            json_pack("[{s:[]}, {s:[]}, {s:[]}]", "bearer", "agentKeyHeader", "agentKeyAuth"));
     return o;
 }
 
@@ -190,53 +189,46 @@ static json_t *components(void)
     json_t *str = json_pack("{s:s}", "type", "string");
     json_t *c = json_pack(
         "{s:{"
-        "s:{s:s, s:[s], s:{s:{s:s}}},"                                         /* Error */
-        "s:{s:s, s:[s,s,s,s]},"                                                /* ApiKeyType */
-        "s:{s:s, s:[s], s:{s:{s:s, s:i, s:i}, s:{s:[s,s], s:i}}},"             /* AgentCreate */
+        "s:{s:s, s:[s], s:{s:{s:s}}},"                             /* Error */
+        "s:{s:s, s:[s,s,s,s]},"                                    /* ApiKeyType */
+        "s:{s:s, s:[s], s:{s:{s:s, s:i, s:i}, s:{s:[s,s], s:i}}}," /* AgentCreate */
         "s:{s:s, s:[s,s,s,s,s], s:{s:{s:s, s:s}, s:O, s:{s:[s,s]}, s:O, s:{s:s, s:s}}}," /* Agent */
-        "s:{s:s, s:o},"                                                        /* AgentList */
+        "s:{s:s, s:o}," /* AgentList */
         "s:{s:s, s:[s], s:{s:O, s:{s:s, s:i, s:i}, s:{s:s, s:i, s:i}, s:o, "
-        "s:{s:s, s:i, s:i}}},"                                                 /* AgentAPIKeyCreate */
-        "s:{s:s, s:[s,s,s,s,s], s:{s:O, s:O, s:{s:s, s:s}, s:O, s:o}},"        /* AgentAPIKey */
-        "s:{s:[o, {s:s, s:[s], s:{s:O}}]},"                                    /* WithSecret */
-        "s:{s:s, s:o},"                                                        /* AgentAPIKeyList */
-        "s:{s:s},"                                                             /* Message */
-        "s:{s:s, s:s}"                                                         /* V1Object */
+        "s:{s:s, s:i, s:i}}},"                                          /* AgentAPIKeyCreate */
+        "s:{s:s, s:[s,s,s,s,s], s:{s:O, s:O, s:{s:s, s:s}, s:O, s:o}}," /* AgentAPIKey */
+        "s:{s:[o, {s:s, s:[s], s:{s:O}}]},"                             /* WithSecret */
+        "s:{s:s, s:o},"                                                 /* AgentAPIKeyList */
+        "s:{s:s},"                                                      /* Message */
+        "s:{s:s, s:s}"                                                  /* V1Object */
         "}, s:{"
         "s:{s:s, s:s, s:s},"
         "s:{s:s, s:s, s:s},"
         "s:{s:s, s:s, s:s}"
         "}}",
-        "schemas",
-        "Error", "type", "object", "required", "detail", "properties", "detail", "type", "string",
-        "ApiKeyType", "type", "string", "enum", "internal", "external", "github", "slack",
-        "AgentCreate", "type", "object", "required", "name", "properties", "name", "type",
-        "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS, "description", "type", "string",
-        "null", "maxLength", KW_MAX_DESCRIPTION_CHARS,
-        "Agent", "type", "object", "required", "id", "name", "description", "account_id",
-        "created_at", "properties", "id", "type", "string", "format", "uuid", "name", str,
-        "description", "type", "string", "null", "account_id", str, "created_at", "type",
-        "string", "format", "date-time",
-        "AgentList", "type", "array", "items", ref("Agent"),
-        "AgentAPIKeyCreate", "type", "object", "required", "name", "properties", "agent_id", str,
-        "agent_name", "type", "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS,
-        "name", "type", "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS,
-        "api_key_type", ref("ApiKeyType"),
-        "api_key", "type", "string", "minLength", KW_KEY_MIN_SUPPLIED, "maxLength",
-        KW_KEY_MAX_SUPPLIED,
-        "AgentAPIKey", "type", "object", "required", "id", "agent_id", "created_at", "name",
-        "api_key_type", "properties", "id", str, "agent_id", str, "created_at", "type",
-        "string", "format", "date-time", "name", str, "api_key_type", ref("ApiKeyType"),
-        "AgentAPIKeyWithSecret", "allOf", ref("AgentAPIKey"), "type", "object", "required",
-        "api_key", "properties", "api_key", str,
-        "AgentAPIKeyList", "type", "array", "items", ref("AgentAPIKey"),
-        "Message", "type", "string",
-        "V1Object", "type", "object", "description",
-        "SpiceDB v1 message in the proto3 JSON mapping (see docs/API.md)",
-        "securitySchemes",
-        "bearer", "type", "http", "scheme", "bearer", "bearerFormat", "JWT",
-        "agentKeyHeader", "type", "apiKey", "in", "header", "name", "x-agent-api-key",
-        "agentKeyAuth", "type", "apiKey", "in", "header", "name", "Authorization");
+        "schemas", "Error", "type", "object", "required", "detail", "properties", "detail", "type",
+        "string", "ApiKeyType", "type", "string", "enum", "internal", "external", "github", "slack",
+        "AgentCreate", "type", "object", "required", "name", "properties", "name", "type", "string",
+        "minLength", 1, "maxLength", KW_MAX_NAME_CHARS, "description", "type", "string", "null",
+        "maxLength", KW_MAX_DESCRIPTION_CHARS, "Agent", "type", "object", "required", "id", "name",
+        "description", "account_id", "created_at", "properties", "id", "type", "string", "format",
+        "uuid", "name", str, "description", "type", "string", "null", "account_id", str,
+        "created_at", "type", "string", "format", "date-time", "AgentList", "type", "array",
+        "items", ref("Agent"), "AgentAPIKeyCreate", "type", "object", "required", "name",
+        "properties", "agent_id", str, "agent_name", "type", "string", "minLength", 1, "maxLength",
+        KW_MAX_NAME_CHARS, "name", "type", "string", "minLength", 1, "maxLength", KW_MAX_NAME_CHARS,
+        "api_key_type", ref("ApiKeyType"), "api_key", "type", "string", "minLength",
+        KW_KEY_MIN_SUPPLIED, "maxLength", KW_KEY_MAX_SUPPLIED, "AgentAPIKey", "type", "object",
+        "required", "id", "agent_id", "created_at", "name", "api_key_type", "properties", "id", str,
+        "agent_id", str, "created_at", "type", "string", "format", "date-time", "name", str,
+        "api_key_type", ref("ApiKeyType"), "AgentAPIKeyWithSecret", "allOf", ref("AgentAPIKey"),
+        "type", "object", "required", "api_key", "properties", "api_key", str, "AgentAPIKeyList",
+        "type", "array", "items", ref("AgentAPIKey"), "Message", "type", "string", "V1Object",
+        "type", "object", "description",
+        "SpiceDB v1 message in the proto3 JSON mapping (see docs/API.md)", "securitySchemes",
+        "bearer", "type", "http", "scheme", "bearer", "bearerFormat", "JWT", "agentKeyHeader",
+        "type", "apiKey", "in", "header", "name", "x-agent-api-key", "agentKeyAuth", "type",
+        "apiKey", "in", "header", "name", "Authorization");
     json_decref(str);
     return c;
 }
@@ -262,8 +254,8 @@ void kw__api_openapi(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     doc = json_pack("{s:s, s:{s:s, s:s, s:s}, s:O, s:o}", "openapi", "3.1.0", "info", "title",
                     "keyward", "version", "1", "description",
-                    "Agent API keys authorized by an embedded SpiceDB-compatible engine",
-                    "paths", paths, "components", components());
+                    "Agent API keys authorized by an embedded SpiceDB-compatible engine", "paths",
+                    paths, "components", components());
     if (!doc)
         goto fail;
     text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);

@@ -99,7 +99,8 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
     }
     if (rc == KW_EINVAL) { /* SpiceDB: an unusable ZedToken is OUT_OF_RANGE (HTTP 400) */
         json_decref(root);
-        kw__v1_error(resp, 400, KW__GRPC_OUT_OF_RANGE, "invalid zedtoken: revision is in the future");
+        kw__v1_error(resp, 400, KW__GRPC_OUT_OF_RANGE,
+                     "invalid zedtoken: revision is in the future");
         return NULL;
     }
     if (rc != KW_OK) {

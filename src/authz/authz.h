@@ -119,17 +119,17 @@ KW_NODISCARD int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t 
  * `limit` 0 = no limit; if more than `limit` match, nothing is deleted and KW_ELIMIT is
  * returned. *n_deleted and *rev may be NULL. `at` as for kw_engine_write. */
 KW_NODISCARD int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *filter,
-                                           const kw_precondition_t *pre, size_t n_pre,
-                                           size_t limit, kw_revision_t at, size_t *n_deleted,
-                                           kw_revision_t *rev, kw_diag_t *diag);
+                                           const kw_precondition_t *pre, size_t n_pre, size_t limit,
+                                           kw_revision_t at, size_t *n_deleted, kw_revision_t *rev,
+                                           kw_diag_t *diag);
 
 /* Called once per relationship; return non-zero to stop early (that value is returned). */
 typedef int (*kw_rel_cb)(const kw_rel_t *rel, void *ud);
 
 /* Streams relationships matching `filter` in a stable order (resource type, resource id,
  * relation, subject). */
-KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb,
-                                void *ud, kw_revision_t *rev, kw_diag_t *diag);
+KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb, void *ud,
+                                kw_revision_t *rev, kw_diag_t *diag);
 
 /* ---- replacing the whole graph ---- */
 
@@ -200,9 +200,8 @@ typedef int (*kw_id_cb)(kw_str_t id, void *ud);
 /* Every object of `resource_type` on which `subject` has `permission`, each exactly once,
  * in no particular order. */
 KW_NODISCARD int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type,
-                                            kw_str_t permission, kw_subject_t subject,
-                                            kw_id_cb cb, void *ud, kw_revision_t *rev,
-                                            kw_diag_t *diag);
+                                            kw_str_t permission, kw_subject_t subject, kw_id_cb cb,
+                                            void *ud, kw_revision_t *rev, kw_diag_t *diag);
 
 /* A LookupSubjects result: a concrete subject id, or the wildcard "*" together with the
  * ids it excludes (subjects of the type that do NOT have the permission). */
@@ -217,14 +216,14 @@ typedef int (*kw_subject_cb)(const kw_subject_result_t *res, void *ud);
  * has `permission` on `resource`, each exactly once. */
 KW_NODISCARD int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource,
                                            kw_str_t permission, kw_str_t subject_type,
-                                           kw_str_t subject_relation, kw_subject_cb cb,
-                                           void *ud, kw_revision_t *rev, kw_diag_t *diag);
+                                           kw_str_t subject_relation, kw_subject_cb cb, void *ud,
+                                           kw_revision_t *rev, kw_diag_t *diag);
 
 /* The permission tree of `resource#permission`, one level deep at relations (leaves list
  * the direct subjects, subject sets unexpanded), recursive through permissions and arrows,
  * like SpiceDB's Expand. */
 typedef enum {
-    KW_EXPAND_LEAF = 1,  /* subjects directly related through a relation */
+    KW_EXPAND_LEAF = 1, /* subjects directly related through a relation */
     KW_EXPAND_UNION,
     KW_EXPAND_INTERSECTION,
     KW_EXPAND_EXCLUSION, /* children[0] minus children[1..] */
@@ -232,7 +231,7 @@ typedef enum {
 
 typedef struct kw_expand {
     kw_expand_kind_t kind;
-    kw_object_t object;  /* the object and relation this node expands */
+    kw_object_t object; /* the object and relation this node expands */
     kw_str_t relation;
     struct kw_expand **children;
     size_t n_children;

@@ -179,8 +179,7 @@ int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, u
         return KW_ENOMEM;
     if (g->free_head == KW_NODE_NONE && g->n_nodes == g->cap_nodes) {
         size_t cap = g->cap_nodes;
-        if (kw_grow((void **)&g->nodes, &cap, (size_t)g->n_nodes + 1, sizeof(kw_node_t)) !=
-            KW_OK)
+        if (kw_grow((void **)&g->nodes, &cap, (size_t)g->n_nodes + 1, sizeof(kw_node_t)) != KW_OK)
             return KW_ENOMEM;
         if (cap > UINT32_MAX - 1)
             cap = UINT32_MAX - 1;
@@ -283,7 +282,8 @@ void kw__graph_fwd_range(const kw_graph_t *g, uint32_t node, uint16_t rel, uint3
 {
     const kw_edges_t *es = &g->nodes[node].fwd;
     *lo = kw__graph_lower(es->v, es->n, kw__fwd_key(rel, 0, 0), true);
-    *hi = rel == UINT16_MAX ? es->n : kw__graph_lower(es->v, es->n, kw__fwd_key(rel + 1, 0, 0), true);
+    *hi =
+        rel == UINT16_MAX ? es->n : kw__graph_lower(es->v, es->n, kw__fwd_key(rel + 1, 0, 0), true);
 }
 
 bool kw__graph_has(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
@@ -386,8 +386,7 @@ static void merge_tail(kw_edges_t *es, uint32_t sorted, bool fwd, kw_edge_t *scr
     }
 }
 
-void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched,
-                      kw_edge_t *scratch)
+void kw__graph_finish(kw_graph_t *g, const uint32_t *touched, size_t n_touched, kw_edge_t *scratch)
 {
     for (size_t t = 0; t < n_touched; t++) {
         kw_node_t *nd = &g->nodes[touched[t]];

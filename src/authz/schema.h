@@ -19,11 +19,11 @@
 #define KW_TYPE_NONE 0xFFFFu
 
 typedef enum {
-    KW_EXPR_NIL = 1,   /* nil: nobody */
-    KW_EXPR_REF,       /* a relation or permission of the same object: `viewer` */
-    KW_EXPR_ARROW,     /* `tupleset->target` and `tupleset.any(target)` */
-    KW_EXPR_ALL,       /* `tupleset.all(target)`: every tupleset subject has target (false if none) */
-    KW_EXPR_UNION,     /* `a + b + ...` */
+    KW_EXPR_NIL = 1, /* nil: nobody */
+    KW_EXPR_REF,     /* a relation or permission of the same object: `viewer` */
+    KW_EXPR_ARROW,   /* `tupleset->target` and `tupleset.any(target)` */
+    KW_EXPR_ALL,     /* `tupleset.all(target)`: every tupleset subject has target (false if none) */
+    KW_EXPR_UNION,   /* `a + b + ...` */
     KW_EXPR_INTERSECT, /* `a & b & ...` */
     KW_EXPR_EXCLUDE,   /* `a - b` (exactly two children; `a - b - c` nests left) */
 } kw_expr_kind_t;

@@ -24,10 +24,10 @@
 #define KW_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* Always-on assertion: prints file:line and aborts. For invariants, not input. */
-#define kw_assert(cond)                                                                        \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            kw__assert_fail(#cond, __FILE__, __LINE__);                                        \
+#define kw_assert(cond)                                                                            \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            kw__assert_fail(#cond, __FILE__, __LINE__);                                            \
     } while (0)
 _Noreturn void kw__assert_fail(const char *expr, const char *file, int line);
 
@@ -100,7 +100,7 @@ static inline uint64_t kw_hash_u64(uint64_t x)
 
 /* ---- arena (request / scratch lifetime) ---- */
 typedef struct kw_arena kw_arena_t;
-kw_arena_t *kw_arena_new(size_t block_size); /* NULL on OOM; block_size 0 = default */
+kw_arena_t *kw_arena_new(size_t block_size);   /* NULL on OOM; block_size 0 = default */
 void *kw_arena_alloc(kw_arena_t *a, size_t n); /* 16-byte aligned; NULL on OOM */
 /* A NUL-terminated copy of s[0..n) (s may be NULL when n is 0); NULL on OOM. */
 char *kw_arena_strndup(kw_arena_t *a, const char *s, size_t n);

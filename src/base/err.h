@@ -9,27 +9,27 @@
 #ifndef KW_BASE_ERR_H
 #define KW_BASE_ERR_H
 
-#define KW_ERRNO_MAP(X)                                                               \
-    X(EINVAL, -1, 400, "invalid argument")                                            \
-    X(ENOMEM, -2, 500, "out of memory")                                               \
-    X(ESCHEMA, -3, 400, "invalid schema")                                             \
-    X(ENOTFOUND, -4, 404, "not found")                                                \
-    X(EEXISTS, -5, 409, "already exists")                                             \
-    X(EPRECOND, -6, 412, "precondition failed")                                       \
-    X(EDEPTH, -7, 500, "maximum recursion depth exceeded")                            \
-    X(ECYCLE, -8, 500, "cycle through an exclusion")                                  \
-    X(EUNSUPPORTED, -9, 400, "not supported yet")                                     \
-    X(EIO, -10, 500, "input/output error")                                            \
-    X(EDB, -11, 503, "database unavailable")                                          \
-    X(ELIMIT, -12, 400, "limit exceeded")                                             \
-    X(EAUTH, -13, 401, "unauthorized")                                                \
-    X(EFORBIDDEN, -14, 403, "forbidden")                                              \
-    X(ECONFLICT, -15, 409, "conflict")                                                \
-    X(EINTERNAL, -16, 500, "internal error")                                          \
-    X(ETIMEOUT, -17, 503, "timed out")                                                \
-    X(ETOOLARGE, -18, 413, "too large")                                               \
-    X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")                \
-    X(EBUDGET, -20, 429, "query exceeds its budget")                                   \
+#define KW_ERRNO_MAP(X)                                                                            \
+    X(EINVAL, -1, 400, "invalid argument")                                                         \
+    X(ENOMEM, -2, 500, "out of memory")                                                            \
+    X(ESCHEMA, -3, 400, "invalid schema")                                                          \
+    X(ENOTFOUND, -4, 404, "not found")                                                             \
+    X(EEXISTS, -5, 409, "already exists")                                                          \
+    X(EPRECOND, -6, 412, "precondition failed")                                                    \
+    X(EDEPTH, -7, 500, "maximum recursion depth exceeded")                                         \
+    X(ECYCLE, -8, 500, "cycle through an exclusion")                                               \
+    X(EUNSUPPORTED, -9, 400, "not supported yet")                                                  \
+    X(EIO, -10, 500, "input/output error")                                                         \
+    X(EDB, -11, 503, "database unavailable")                                                       \
+    X(ELIMIT, -12, 400, "limit exceeded")                                                          \
+    X(EAUTH, -13, 401, "unauthorized")                                                             \
+    X(EFORBIDDEN, -14, 403, "forbidden")                                                           \
+    X(ECONFLICT, -15, 409, "conflict")                                                             \
+    X(EINTERNAL, -16, 500, "internal error")                                                       \
+    X(ETIMEOUT, -17, 503, "timed out")                                                             \
+    X(ETOOLARGE, -18, 413, "too large")                                                            \
+    X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")                            \
+    X(EBUDGET, -20, 429, "query exceeds its budget")                                               \
     X(EAGAIN, -21, 503, "not yet: try again")
 
 enum kw_err {

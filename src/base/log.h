@@ -10,7 +10,13 @@
 
 #include "base.h"
 
-typedef enum { KW_LOG_DEBUG = 0, KW_LOG_INFO, KW_LOG_WARN, KW_LOG_ERROR, KW_LOG_OFF } kw_log_level_t;
+typedef enum {
+    KW_LOG_DEBUG = 0,
+    KW_LOG_INFO,
+    KW_LOG_WARN,
+    KW_LOG_ERROR,
+    KW_LOG_OFF
+} kw_log_level_t;
 
 void kw_log_set_level(kw_log_level_t lvl);
 kw_log_level_t kw_log_get_level(void);

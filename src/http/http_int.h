@@ -204,7 +204,7 @@ struct kw__rq {
     bool parked;
     uint64_t park_deadline_ns;
     uint64_t park_gen; /* srv->wake_gen when the handler parked it */
-    uint64_t t0_ns; /* head parsed */
+    uint64_t t0_ns;    /* head parsed */
     int status;
 };
 

@@ -44,8 +44,8 @@ bool kw_key_hash_eq(const uint8_t a[KW_KEY_HASH_LEN], const uint8_t b[KW_KEY_HAS
 
 /* Encrypts a secret for storage (XChaCha20-Poly1305, random nonce, associated data `ad`
  * binds it to its row). *out is allocated from `a`. */
-KW_NODISCARD int kw_secret_seal(const kw_keyring_t *k, kw_str_t secret, kw_str_t ad,
-                                kw_arena_t *a, uint8_t **out, size_t *out_len);
+KW_NODISCARD int kw_secret_seal(const kw_keyring_t *k, kw_str_t secret, kw_str_t ad, kw_arena_t *a,
+                                uint8_t **out, size_t *out_len);
 /* Decrypts into sodium_malloc'd memory (*out, NUL-terminated; free with kw_secret_wipe). */
 KW_NODISCARD int kw_secret_open(const kw_keyring_t *k, const uint8_t *sealed, size_t len,
                                 kw_str_t ad, char **out, size_t *out_len);
@@ -68,7 +68,6 @@ KW_NODISCARD int kw_token_verify(const kw_keyring_t *k, kw_str_t token, int64_t 
                                  kw_token_claims_t *out, kw_diag_t *diag);
 /* Mints a token with the given claims (exp = now + ttl). Result heap-allocated (*out,
  * NUL-terminated; caller frees with kw_free). */
-KW_NODISCARD int kw_token_mint(const kw_keyring_t *k, const kw_token_claims_t *claims,
-                               char **out);
+KW_NODISCARD int kw_token_mint(const kw_keyring_t *k, const kw_token_claims_t *claims, char **out);
 
 #endif

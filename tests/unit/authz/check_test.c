@@ -7,40 +7,43 @@
 #include "engine_helpers.h"
 #include "kw_test.h"
 
-static const char *DOC_SCHEMA =
-    "definition user {}\n"
-    "definition group {\n"
-    "  relation member: user | group#member\n"
-    "  relation banned: user\n"
-    "}\n"
-    "definition folder {\n"
-    "  relation parent: folder\n"
-    "  relation viewer: user | group#member\n"
-    "  permission view = viewer + parent->view\n"
-    "}\n"
-    "definition document {\n"
-    "  relation folder: folder\n"
-    "  relation owner: user\n"
-    "  relation editor: user | group#member\n"
-    "  relation viewer: user | user:* | group#member | group:*\n"
-    "  relation banned: user | group#member\n"
-    "  relation approver: group\n"
-    "  permission edit = owner + editor\n"
-    "  permission view = (viewer + edit + folder->view) - banned\n"
-    "  permission both = owner & editor\n"
-    "  permission nobody = nil\n"
-    "  permission nobody_or_owner = nil + owner\n"
-    "  permission all_approve = approver.all(member)\n"
-    "  permission any_approve = approver.any(member)\n"
-    "}\n";
+static const char *DOC_SCHEMA = "definition user {}\n"
+                                "definition group {\n"
+                                "  relation member: user | group#member\n"
+                                "  relation banned: user\n"
+                                "}\n"
+                                "definition folder {\n"
+                                "  relation parent: folder\n"
+                                "  relation viewer: user | group#member\n"
+                                "  permission view = viewer + parent->view\n"
+                                "}\n"
+                                "definition document {\n"
+                                "  relation folder: folder\n"
+                                "  relation owner: user\n"
+                                "  relation editor: user | group#member\n"
+                                "  relation viewer: user | user:* | group#member | group:*\n"
+                                "  relation banned: user | group#member\n"
+                                "  relation approver: group\n"
+                                "  permission edit = owner + editor\n"
+                                "  permission view = (viewer + edit + folder->view) - banned\n"
+                                "  permission both = owner & editor\n"
+                                "  permission nobody = nil\n"
+                                "  permission nobody_or_owner = nil + owner\n"
+                                "  permission all_approve = approver.all(member)\n"
+                                "  permission any_approve = approver.any(member)\n"
+                                "}\n";
 
 KW_TEST(check_direct_union_intersection_exclusion)
 {
     kw_engine_t *e = th_engine(DOC_SCHEMA);
     KW_ASSERT(e);
-    const char *rels[] = {"document:d#owner@user:alice", "document:d#editor@user:bob",
-                          "document:d#editor@user:alice", "document:d#viewer@user:carol",
-                          "document:d#banned@user:carol", "document:d#viewer@user:dave", NULL};
+    const char *rels[] = {"document:d#owner@user:alice",
+                          "document:d#editor@user:bob",
+                          "document:d#editor@user:alice",
+                          "document:d#viewer@user:carol",
+                          "document:d#banned@user:carol",
+                          "document:d#viewer@user:dave",
+                          NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     KW_ASSERT_EQ(th_check(e, "document:d#owner@user:alice"), 1);
     KW_ASSERT_EQ(th_check(e, "document:d#owner@user:bob"), 0);
@@ -105,8 +108,8 @@ KW_TEST(check_all_and_any)
     KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:a"), 0);
     KW_ASSERT_EQ(th_check(e, "document:d#any_approve@user:a"), 0);
     const char *rels[] = {"document:d#approver@group:g1", "document:d#approver@group:g2",
-                          "group:g1#member@user:a", "group:g2#member@user:a",
-                          "group:g1#member@user:b", NULL};
+                          "group:g1#member@user:a",       "group:g2#member@user:a",
+                          "group:g1#member@user:b",       NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:a"), 1);
     KW_ASSERT_EQ(th_check(e, "document:d#all_approve@user:b"), 0);
@@ -143,10 +146,15 @@ KW_TEST(check_data_cycles)
     kw_engine_t *e = th_engine(DOC_SCHEMA);
     KW_ASSERT(e);
     /* a ring of groups, plus a member only in one of them */
-    const char *rels[] = {"group:a#member@group:b#member", "group:b#member@group:c#member",
-                          "group:c#member@group:a#member", "group:c#member@user:u",
-                          "folder:f1#parent@folder:f2", "folder:f2#parent@folder:f1",
-                          "folder:f2#viewer@user:v", "document:d#folder@folder:f1", NULL};
+    const char *rels[] = {"group:a#member@group:b#member",
+                          "group:b#member@group:c#member",
+                          "group:c#member@group:a#member",
+                          "group:c#member@user:u",
+                          "folder:f1#parent@folder:f2",
+                          "folder:f2#parent@folder:f1",
+                          "folder:f2#viewer@user:v",
+                          "document:d#folder@folder:f1",
+                          NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     KW_ASSERT_EQ(th_check(e, "group:a#member@user:u"), 1);
     KW_ASSERT_EQ(th_check(e, "group:b#member@user:u"), 1);
@@ -157,8 +165,8 @@ KW_TEST(check_data_cycles)
     /* bulk: shared memo across items must not leak "no" computed under an assumption */
     kw_check_item_t items[4];
     memset(items, 0, sizeof(items));
-    const char *qs[4] = {"group:b#member@user:x", "group:a#member@user:u",
-                         "group:c#member@user:u", "folder:f2#view@user:v"};
+    const char *qs[4] = {"group:b#member@user:x", "group:a#member@user:u", "group:c#member@user:u",
+                         "folder:f2#view@user:v"};
     for (int i = 0; i < 4; i++) {
         kw_rel_t r;
         KW_ASSERT_EQ(kw_rel_parse(kw_str_c(qs[i]), &r, NULL), KW_OK);
@@ -207,7 +215,7 @@ KW_TEST(check_exclusion_cycle_fails_closed)
                                "  permission odd = direct - next->odd\n"
                                "}\n");
     KW_ASSERT(e);
-    const char *rels[] = {"node:a#next@node:b", "node:b#next@node:a", "node:a#direct@user:u",
+    const char *rels[] = {"node:a#next@node:b",   "node:b#next@node:a",   "node:a#direct@user:u",
                           "node:b#direct@user:u", "node:c#direct@user:u", NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     kw_diag_t d;
@@ -269,7 +277,7 @@ KW_TEST(check_agentex_schema)
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#delete@user:mem"), 1);
     KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#read@user:mem"), 1);
-    KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#delete@user:root"), 0); /* no key grant */
+    KW_ASSERT_EQ(th_check(e, "agent_api_key:k1#delete@user:root"), 0);     /* no key grant */
     KW_ASSERT_EQ(th_check(e, "agent_api_key:k2#delete@user:stranger"), 0); /* no agent right */
     KW_ASSERT_EQ(th_check(e, "agent_api_key:k2#read@user:root"), 1); /* via parent_agent->update */
     KW_ASSERT_EQ(th_check(e, "agent:a1#delete@user:root"), 1);

@@ -48,7 +48,8 @@ KW_TEST(engine_validation_messages)
         const char *rel;
         const char *want;
     } cases[] = {
-        {"document:d#owner@group:g", "relation \"document#owner\" does not allow subject type \"group\""},
+        {"document:d#owner@group:g",
+         "relation \"document#owner\" does not allow subject type \"group\""},
         {"document:d#owner@user:*", "does not allow subject type \"user:*\""},
         {"document:d#viewer@group:g#nope", "relation \"group#nope\" not found"},
         {"document:d#owner@group:g#member", "does not allow subject type \"group#member\""},
@@ -180,9 +181,13 @@ KW_TEST(engine_read_and_delete_matching)
 {
     kw_engine_t *e = th_engine(SCHEMA);
     KW_ASSERT(e);
-    const char *rels[] = {"document:b#viewer@user:z", "document:a#viewer@user:y",
-                          "document:a#owner@user:y", "document:a#viewer@group:g#member",
-                          "document:a#viewer@user:*", "group:g#member@user:y", NULL};
+    const char *rels[] = {"document:b#viewer@user:z",
+                          "document:a#viewer@user:y",
+                          "document:a#owner@user:y",
+                          "document:a#viewer@group:g#member",
+                          "document:a#viewer@user:*",
+                          "group:g#member@user:y",
+                          NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     read_acc_t acc = {{0}, 0};
     kw_filter_t f = {.resource_type = KW_STR("document")};
@@ -192,15 +197,20 @@ KW_TEST(engine_read_and_delete_matching)
                               "document:b#viewer@user:z");
     /* by subject */
     memset(&acc, 0, sizeof(acc));
-    kw_filter_t fs = {.resource_type = KW_STR("document"), .has_subject = true,
-                      .subject_type = KW_STR("user"), .subject_id = KW_STR("y")};
+    kw_filter_t fs = {.resource_type = KW_STR("document"),
+                      .has_subject = true,
+                      .subject_type = KW_STR("user"),
+                      .subject_id = KW_STR("y")};
     KW_ASSERT_EQ(kw_engine_read(e, &fs, read_cb, &acc, NULL, NULL), KW_OK);
     KW_ASSERT_STR_EQ(acc.buf, "document:a#owner@user:y document:a#viewer@user:y");
     /* exact subject relation */
     memset(&acc, 0, sizeof(acc));
-    kw_filter_t fr = {.resource_type = KW_STR("document"), .relation = KW_STR("viewer"),
-                      .has_subject = true, .subject_type = KW_STR("group"),
-                      .subject_relation_set = true, .subject_relation = KW_STR("member")};
+    kw_filter_t fr = {.resource_type = KW_STR("document"),
+                      .relation = KW_STR("viewer"),
+                      .has_subject = true,
+                      .subject_type = KW_STR("group"),
+                      .subject_relation_set = true,
+                      .subject_relation = KW_STR("member")};
     KW_ASSERT_EQ(kw_engine_read(e, &fr, read_cb, &acc, NULL, NULL), KW_OK);
     KW_ASSERT_STR_EQ(acc.buf, "document:a#viewer@group:g#member");
     /* delete with a limit: too many -> nothing deleted */
@@ -262,8 +272,7 @@ KW_TEST(engine_schema_swap)
     KW_ASSERT(kw_engine_has(e, KW_STR("document"), KW_STR("view"), &perm) && perm);
     KW_ASSERT(!kw_engine_has(e, KW_STR("document"), KW_STR("nope"), &perm));
     /* caveats are not supported */
-    KW_ASSERT_EQ(kw_engine_set_schema(e,
-                                      KW_STR("caveat c(x int) { x == 1 }\ndefinition user {}\n"),
+    KW_ASSERT_EQ(kw_engine_set_schema(e, KW_STR("caveat c(x int) { x == 1 }\ndefinition user {}\n"),
                                       NULL, &d),
                  KW_EUNSUPPORTED);
     kw_engine_free(e);
@@ -280,8 +289,8 @@ static int subj_cb(const kw_subject_result_t *r, void *ud)
     used += (size_t)snprintf(a->buf + used, sizeof(a->buf) - used, "%s%.*s", used ? " " : "",
                              (int)r->id.len, r->id.ptr);
     for (size_t i = 0; i < r->n_excluded; i++)
-        used += (size_t)snprintf(a->buf + used, sizeof(a->buf) - used, "%s%.*s",
-                                 i ? "," : "[-", (int)r->excluded[i].len, r->excluded[i].ptr);
+        used += (size_t)snprintf(a->buf + used, sizeof(a->buf) - used, "%s%.*s", i ? "," : "[-",
+                                 (int)r->excluded[i].len, r->excluded[i].ptr);
     if (r->n_excluded)
         snprintf(a->buf + used, sizeof(a->buf) - used, "]");
     return 0;
@@ -291,11 +300,11 @@ KW_TEST(engine_lookups)
 {
     kw_engine_t *e = th_engine(SCHEMA);
     KW_ASSERT(e);
-    const char *rels[] = {"document:a#viewer@user:y",        "document:b#viewer@group:g#member",
-                          "group:g#member@group:h#member",   "group:h#member@user:y",
-                          "document:c#viewer@user:*",        "document:c#banned@user:y",
-                          "document:d#owner@user:o",         "document:d#banned@user:o",
-                          "document:e#viewer@user:*",        NULL};
+    const char *rels[] = {"document:a#viewer@user:y",      "document:b#viewer@group:g#member",
+                          "group:g#member@group:h#member", "group:h#member@user:y",
+                          "document:c#viewer@user:*",      "document:c#banned@user:y",
+                          "document:d#owner@user:o",       "document:d#banned@user:o",
+                          "document:e#viewer@user:*",      NULL};
     KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
     th_ids_t ids;
     memset(&ids, 0, sizeof(ids));
@@ -324,8 +333,8 @@ KW_TEST(engine_lookups)
                  KW_OK);
     KW_ASSERT_STR_EQ(acc.buf, "y");
     memset(&acc, 0, sizeof(acc));
-    KW_ASSERT_EQ(kw_engine_lookup_subjects(e, b, KW_STR("view"), KW_STR("group"),
-                                           KW_STR("member"), subj_cb, &acc, NULL, NULL),
+    KW_ASSERT_EQ(kw_engine_lookup_subjects(e, b, KW_STR("view"), KW_STR("group"), KW_STR("member"),
+                                           subj_cb, &acc, NULL, NULL),
                  KW_OK);
     KW_ASSERT(strcmp(acc.buf, "g h") == 0 || strcmp(acc.buf, "h g") == 0);
     kw_engine_free(e);
@@ -424,9 +433,9 @@ KW_TEST(engine_concurrent_batches_are_atomic)
 /* Every allocation failure during build + check gives an error (never "yes"), no leak. */
 KW_TEST(engine_fault_injection)
 {
-    const char *rels[] = {"group:g#member@user:u",          "document:d#viewer@group:g#member",
-                          "group:h#member@group:g#member",  "document:d#banned@user:b",
-                          "document:e#viewer@user:*",       NULL};
+    const char *rels[] = {"group:g#member@user:u",         "document:d#viewer@group:g#member",
+                          "group:h#member@group:g#member", "document:d#banned@user:b",
+                          "document:e#viewer@user:*",      NULL};
     int completed = 0;
     for (long n = 1; n < 400 && !completed; n++) {
         kw_engine_t *e = NULL;

@@ -165,8 +165,8 @@ KW_TEST(graph_inline_and_heap_ids)
         KW_ASSERT_EQ(kw__graph_find(&g, 1, id, lens[i]), KW_NODE_NONE);
         id[lens[i] - 1] = 'x';
     }
-    KW_ASSERT_EQ(g.id_bytes, (KW_NODE_ID_INLINE + 1) + (KW_NODE_ID_INLINE + 2) +
-                                 (KW_MAX_OBJECT_ID_LEN + 1));
+    KW_ASSERT_EQ(g.id_bytes,
+                 (KW_NODE_ID_INLINE + 1) + (KW_NODE_ID_INLINE + 2) + (KW_MAX_OBJECT_ID_LEN + 1));
     for (int i = 0; i < 6; i++)
         kw__graph_gc(&g, n[i]);
     KW_ASSERT_EQ(g.id_bytes, 0);

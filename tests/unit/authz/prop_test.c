@@ -124,7 +124,7 @@ static void gen_schema(rng_t *r, int n_t, kw_buf_t *b)
 /* ---- the model: objects, tuples ---- */
 
 typedef struct tup {
-    int rt, ri, rel; /* resource type, object index, relation */
+    int rt, ri, rel;  /* resource type, object index, relation */
     int st, si, srel; /* si == -1: wildcard; srel == -1: none */
 } tup_t;
 
@@ -444,8 +444,8 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
                     for (int si = al->wildcard ? -1 : 0; si < (al->wildcard ? 0 : NOBJ); si++) {
                         if (rnd(&r, 100) >= (al->wildcard ? 20u : 22u) || w.n_tups >= MAXTUP)
                             continue;
-                        tup_t tp = {t, i, (int)rel, al->type, si,
-                                    al->relation == KW_REL_NONE ? -1 : al->relation};
+                        tup_t tp = {t,        i,  (int)rel,
+                                    al->type, si, al->relation == KW_REL_NONE ? -1 : al->relation};
                         w.tups[w.n_tups] = tp;
                         kw_update_t *u = &ups[w.n_tups++];
                         u->op = KW_OP_TOUCH;
@@ -453,8 +453,9 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
                         u->rel.relation = rd->name;
                         u->rel.subject = (kw_subject_t){
                             s->types[al->type].name, kw_str_c(obj_id(&w, al->type, si)),
-                            al->relation == KW_REL_NONE ? KW_STR("")
-                                                        : s->types[al->type].rels[al->relation].name};
+                            al->relation == KW_REL_NONE
+                                ? KW_STR("")
+                                : s->types[al->type].rels[al->relation].name};
                     }
                 }
         }
@@ -521,28 +522,29 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
                         continue;
                     }
                     if (w.stratified && got[i] != w.val[t][i][rel]) {
-                        snprintf(why, cap,
-                                 "seed %llu: check %.*s:%s#%.*s@%.*s:%.*s#%.*s engine=%d ref=%d\n%s",
-                                 (unsigned long long)seed, KW_STR_FMT(ty->name), obj_id(&w, t, i),
-                                 KW_STR_FMT(ty->rels[rel].name), KW_STR_FMT(sj.type),
-                                 KW_STR_FMT(sj.id), KW_STR_FMT(sj.relation), got[i],
-                                 w.val[t][i][rel], text.ptr);
+                        snprintf(
+                            why, cap,
+                            "seed %llu: check %.*s:%s#%.*s@%.*s:%.*s#%.*s engine=%d ref=%d\n%s",
+                            (unsigned long long)seed, KW_STR_FMT(ty->name), obj_id(&w, t, i),
+                            KW_STR_FMT(ty->rels[rel].name), KW_STR_FMT(sj.type), KW_STR_FMT(sj.id),
+                            KW_STR_FMT(sj.relation), got[i], w.val[t][i][rel], text.ptr);
                         fail = why;
                     }
                     /* Expand agrees (plain subjects; the leaves use the reference) */
                     if (!fail && w.stratified && w.sub_rel < 0) {
                         kw_expand_t *tree = NULL;
                         kw_arena_reset(arena);
-                        int xrc = kw_engine_expand(e, o, ty->rels[rel].name, arena, &tree, NULL,
-                                                   NULL);
+                        int xrc =
+                            kw_engine_expand(e, o, ty->rels[rel].name, arena, &tree, NULL, NULL);
                         if (xrc == KW_OK && eval_tree(&w, tree) != (int)got[i]) {
-                            snprintf(why, cap, "seed %llu: expand of %.*s:%s#%.*s disagrees for %.*s",
-                                     (unsigned long long)seed, KW_STR_FMT(ty->name),
-                                     obj_id(&w, t, i), KW_STR_FMT(ty->rels[rel].name),
-                                     KW_STR_FMT(sj.id));
+                            snprintf(
+                                why, cap, "seed %llu: expand of %.*s:%s#%.*s disagrees for %.*s",
+                                (unsigned long long)seed, KW_STR_FMT(ty->name), obj_id(&w, t, i),
+                                KW_STR_FMT(ty->rels[rel].name), KW_STR_FMT(sj.id));
                             fail = why;
                         } else if (xrc != KW_OK && xrc != KW_EDEPTH) {
-                            snprintf(why, cap, "seed %llu: expand failed %d", (unsigned long long)seed, xrc);
+                            snprintf(why, cap, "seed %llu: expand failed %d",
+                                     (unsigned long long)seed, xrc);
                             fail = why;
                         }
                     }
@@ -559,9 +561,9 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
                              "seed %llu: lookup_resources %.*s#%.*s for %.*s:%.*s#%.*s rc=%d "
                              "got %d%d%d want %d%d%d\n%s",
                              (unsigned long long)seed, KW_STR_FMT(ty->name),
-                             KW_STR_FMT(ty->rels[rel].name), KW_STR_FMT(sj.type),
-                             KW_STR_FMT(sj.id), KW_STR_FMT(sj.relation), lrc, ls.in[0], ls.in[1],
-                             ls.in[2], got[0], got[1], got[2], text.ptr);
+                             KW_STR_FMT(ty->rels[rel].name), KW_STR_FMT(sj.type), KW_STR_FMT(sj.id),
+                             KW_STR_FMT(sj.relation), lrc, ls.in[0], ls.in[1], ls.in[2], got[0],
+                             got[1], got[2], text.ptr);
                     fail = why;
                 }
             }

@@ -3,8 +3,9 @@
  *
  * Every fallible function returns KW_OK (0) or a negative KW_E* code. The
  * X-macro below is the single source for the code's name, the HTTP status an
- * API maps it to, and a client-safe default message (tag-kw-errors:
- * docs/errors.md is generated from the same table by hand; keep them in step).
+ * API maps it to, and a client-safe default message (tag-kw-errors). kw_strerror
+ * and kw_err_name (err.c) read it; the api maps codes to answers route by route
+ * (api/common.c for the contract's routes, api/v1_codec.c for /v1).
  */
 #ifndef KW_BASE_ERR_H
 #define KW_BASE_ERR_H

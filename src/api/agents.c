@@ -269,14 +269,6 @@ static int cmp_id(const void *x, const void *y)
     return c ? c : (a->len > b->len) - (a->len < b->len);
 }
 
-static int cmp_agent(const void *x, const void *y)
-{
-    const kw_agent_t *a = x, *b = y;
-    if (a->created_at_us != b->created_at_us)
-        return a->created_at_us < b->created_at_us ? -1 : 1;
-    return strcmp(a->id, b->id);
-}
-
 /* Sorts ids[0..n) as bytes and drops repeats; returns the new count. */
 static size_t sort_ids(kw_str_t *ids, size_t n)
 {
@@ -290,32 +282,53 @@ static size_t sort_ids(kw_str_t *ids, size_t n)
     return w;
 }
 
-/* The rows of one page: ids[skip..] sorted, up to `limit` rows. Loads only the page's ids;
- * an id without a row (an agent deleted meanwhile, or relationships an administrator wrote
- * for an agent that does not exist) is left out and the page is filled from the ids after
- * it. Rows come back in (created_at, id) order. */
+/* Ids asked of the id index at a time while looking for a page. */
+#define PRESENT_BATCH 256
+
+/* The rows of one page: the readable ids (sorted) are walked through the id index
+ * (kw_store_agents_present: no row is read) to pass over the first `skip` agents that have
+ * a row and pick the next `limit`; only those rows are loaded. An id without a row (an
+ * agent being deleted, or relationships an administrator wrote for an agent that does not
+ * exist) is on no page, so pages never repeat or skip an agent. Rows come back in
+ * (created_at, id) order. */
 static int load_page(kw_api_t *api, kw_arena_t *a, const kw_str_t *ids, size_t n, size_t skip,
                      size_t limit, kw_agent_t **out, size_t *n_out)
 {
-    kw_agent_t *page = kw_arena_alloc(a, limit * sizeof(*page));
-    size_t got = 0;
-    if (!page)
+    kw_str_t *pick = kw_arena_alloc(a, limit * sizeof(*pick));
+    bool present[PRESENT_BATCH];
+    size_t seen = 0, got = 0;
+    if (!pick)
         return KW_ENOMEM;
-    for (size_t next = skip; got < limit && next < n;) {
-        size_t want = limit - got < n - next ? limit - got : n - next;
-        kw_agent_t *rows = NULL;
-        size_t n_rows = 0;
-        int rc = kw_store_agents_by_ids(api->store, ids + next, want, a, &rows, &n_rows);
+    for (size_t next = 0; got < limit && next < n;) {
+        size_t need = (skip - seen) + (limit - got); /* ids that may still be needed */
+        size_t want = n - next;
+        if (want > PRESENT_BATCH)
+            want = PRESENT_BATCH;
+        if (want > need)
+            want = need;
+        int rc = kw_store_agents_present(api->store, ids + next, want, a, present);
+        if (rc != KW_OK)
+            return rc;
+        for (size_t i = 0; i < want && got < limit; i++) {
+            if (!present[i])
+                continue;
+            if (seen < skip)
+                seen++;
+            else
+                pick[got++] = ids[next + i];
+        }
+        next += want;
+    }
+    kw_agent_t *rows = NULL;
+    size_t n_rows = 0;
+    if (got > 0) {
+        int rc = kw_store_agents_by_ids(api->store, pick, got, a, &rows, &n_rows);
         if (rc != KW_OK)
             return rc;
         atomic_fetch_add_explicit(&api->list_rows_agents, n_rows, memory_order_relaxed);
-        for (size_t i = 0; i < n_rows && got < limit; i++)
-            page[got++] = rows[i];
-        next += want;
     }
-    qsort(page, got, sizeof(*page), cmp_agent);
-    *out = page;
-    *n_out = got;
+    *out = rows;
+    *n_out = n_rows;
     return KW_OK;
 }
 
@@ -343,8 +356,8 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
      * created_at microsecond (kw_api_uuid_v7 of kw_api_now_us: 48 bits of milliseconds,
      * then the sub-millisecond fraction, so distinct microseconds give increasing ids),
      * and stored ids are lowercase hex: ordering the ids as bytes orders the agents by
-     * (created_at, id). So the page is picked among the readable ids and only its rows
-     * are read: a page costs `limit` rows, whatever the caller can read. */
+     * (created_at, id). So the page is picked among the readable ids (through the id index)
+     * and only its rows are read: a page costs `limit` rows, whatever the caller can read. */
     size_t n = sort_ids(l.ids, l.n);
     size_t skip = (size_t)(page - 1) * (size_t)limit;
     kw_agent_t *rows = NULL;

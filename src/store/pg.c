@@ -73,6 +73,8 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_AGENTS_BY_IDS] = {"kw_agents_by_ids", "a",
                                  "SELECT " AGENT_COLS " FROM agents WHERE id = ANY ($1) "
                                  "ORDER BY created_at_us, id"},
+    [KW__PG_ST_AGENTS_PRESENT] = {"kw_agents_present", "a",
+                                  "SELECT id FROM agents WHERE id = ANY ($1)"},
     [KW__PG_ST_KEY_GET] = {"kw_key_get", "t", "SELECT " KEY_COLS " FROM api_keys WHERE id = $1"},
     [KW__PG_ST_KEY_BY_NAME] = {"kw_key_by_name", "ttt",
                                "SELECT " KEY_COLS " FROM api_keys "
@@ -737,6 +739,7 @@ static const kw_store_ops_t pg_ops = {
     .agent_get = kw__pg_agent_get,
     .agent_get_by_name = kw__pg_agent_get_by_name,
     .agents_by_ids = kw__pg_agents_by_ids,
+    .agents_present = kw__pg_agents_present,
     .key_get = kw__pg_key_get,
     .key_get_by_name = kw__pg_key_get_by_name,
     .key_find_by_hash = kw__pg_key_find_by_hash,

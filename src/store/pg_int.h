@@ -63,6 +63,7 @@ enum {
     KW__PG_ST_AGENT_GET,
     KW__PG_ST_AGENT_BY_NAME,
     KW__PG_ST_AGENTS_BY_IDS,
+    KW__PG_ST_AGENTS_PRESENT,
     KW__PG_ST_KEY_GET,
     KW__PG_ST_KEY_BY_NAME,
     KW__PG_ST_KEY_BY_HASH,
@@ -173,6 +174,8 @@ int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
 int kw__pg_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 int kw__pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
                              kw_agent_t *out);
+int kw__pg_agents_present(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                          bool *present);
 int kw__pg_agents_by_ids(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
                          kw_agent_t **out, size_t *n_out);
 int kw__pg_key_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);

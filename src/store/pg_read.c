@@ -8,6 +8,7 @@
  * Text that cannot be stored (not UTF-8, a NUL) matches nothing: KW_ENOTFOUND or an
  * empty list, never a database error.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "pg_int.h"
@@ -195,6 +196,43 @@ int kw__pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t nam
     kw__pg_pp_text(&p, account_id);
     kw__pg_pp_text(&p, name);
     return one_agent(kw__pg_of(base), KW__PG_ST_AGENT_BY_NAME, &p, a, out);
+}
+
+/* Bytewise order of two ids, for sorting and searching the ids PostgreSQL returned. */
+static int cmp_text(const void *a, const void *b)
+{
+    const kw_str_t *x = a, *y = b;
+    size_t n = x->len < y->len ? x->len : y->len;
+    int c = memcmp(x->ptr, y->ptr, n);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+int kw__pg_agents_present(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                          bool *present)
+{
+    if (n == 0)
+        return KW_OK;
+    kw__pg_params_t p = {0};
+    int rc = kw__pg_pp_text_array(&p, a, ids, n);
+    if (rc != KW_OK)
+        return rc;
+    PGresult *r;
+    rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_AGENTS_PRESENT, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    size_t rows = (size_t)PQntuples(r);
+    kw_str_t *found = kw_arena_alloc(a, (rows ? rows : 1) * sizeof(*found));
+    if (!found) {
+        PQclear(r);
+        return KW_ENOMEM;
+    }
+    for (size_t i = 0; i < rows; i++)
+        found[i] = (kw_str_t){PQgetvalue(r, (int)i, 0), (size_t)PQgetlength(r, (int)i, 0)};
+    qsort(found, rows, sizeof(*found), cmp_text);
+    for (size_t i = 0; i < n; i++)
+        present[i] = bsearch(&ids[i], found, rows, sizeof(*found), cmp_text) != NULL;
+    PQclear(r);
+    return KW_OK;
 }
 
 int kw__pg_agents_by_ids(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,

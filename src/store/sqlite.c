@@ -571,6 +571,7 @@ static const kw_store_ops_t g_sqlite_ops = {
     .agent_get = kw__sq_agent_get,
     .agent_get_by_name = kw__sq_agent_get_by_name,
     .agents_by_ids = kw__sq_agents_by_ids,
+    .agents_present = kw__sq_agents_present,
     .key_get = kw__sq_key_get,
     .key_get_by_name = kw__sq_key_get_by_name,
     .key_find_by_hash = kw__sq_key_find_by_hash,

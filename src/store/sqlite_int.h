@@ -146,6 +146,8 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
 int kw__sq_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 int kw__sq_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
                              kw_agent_t *out);
+int kw__sq_agents_present(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                          bool *present);
 int kw__sq_agents_by_ids(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
                          kw_agent_t **out, size_t *n_out);
 int kw__sq_key_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);

@@ -325,6 +325,39 @@ static int rows_by_ids(kw__sq_store_t *s, int id, const kw_str_t *ids, size_t n,
     return KW_OK;
 }
 
+static int read_nothing(sqlite3_stmt *st, kw_arena_t *a, void *out)
+{
+    (void)st;
+    (void)a;
+    (void)out;
+    return KW_OK;
+}
+
+int kw__sq_agents_present(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                          bool *present)
+{
+    kw__sq_store_t *s = (kw__sq_store_t *)base;
+    kw__sq_conn_t *c;
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_conn_take(s, &c, NULL);
+    if (rc != KW_OK)
+        return rc;
+    rc = kw__sq_stmt(c, KW__SQ_ST_AGENT_EXISTS, &st);
+    for (size_t i = 0; rc == KW_OK && i < n; i++) {
+        present[i] = false;
+        if (ids[i].len == 0 || ids[i].len > KW__STORE_ID_MAX)
+            continue;
+        kw__sq_bind_str(st, 1, ids[i]);
+        rc = step_one(c, st, read_nothing, a, NULL, "read agent ids");
+        if (rc == KW_OK)
+            present[i] = true;
+        else if (rc == KW_ENOTFOUND)
+            rc = KW_OK;
+    }
+    kw__sq_conn_give(s, c);
+    return rc;
+}
+
 int kw__sq_agents_by_ids(kw_store_t *base, const kw_str_t *ids, size_t n, kw_arena_t *a,
                          kw_agent_t **out, size_t *n_out)
 {

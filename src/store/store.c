@@ -164,6 +164,14 @@ int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n, kw_aren
     return s->ops->agents_by_ids(s, ids, n, a, out, n_out);
 }
 
+int kw_store_agents_present(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                            bool *present)
+{
+    if (!s || !a || (n && (!ids || !present)))
+        return KW_EINVAL;
+    return s->ops->agents_present(s, ids, n, a, present);
+}
+
 int kw_store_key_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out)
 {
     if (!s || !a || !out)

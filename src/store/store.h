@@ -171,6 +171,10 @@ KW_NODISCARD int kw_store_agent_get_by_name(kw_store_t *s, kw_str_t account_id, 
 /* Rows for the given ids (absent ids are skipped), ordered by (created_at, id). */
 KW_NODISCARD int kw_store_agents_by_ids(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
                                         kw_agent_t **out, size_t *n_out);
+/* present[i] = whether ids[i] has an agent row (the id index only, no row is read); ids
+ * need not be sorted or unique. a holds scratch memory. */
+KW_NODISCARD int kw_store_agents_present(kw_store_t *s, const kw_str_t *ids, size_t n,
+                                         kw_arena_t *a, bool *present);
 
 KW_NODISCARD int kw_store_key_get(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
 KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_str_t name,

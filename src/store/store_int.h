@@ -50,6 +50,8 @@ typedef struct kw_store_ops {
                              kw_agent_t *out);
     int (*agents_by_ids)(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
                          kw_agent_t **out, size_t *n_out);
+    int (*agents_present)(kw_store_t *s, const kw_str_t *ids, size_t n, kw_arena_t *a,
+                          bool *present);
     int (*key_get)(kw_store_t *s, kw_str_t id, kw_arena_t *a, kw_apikey_t *out);
     int (*key_get_by_name)(kw_store_t *s, kw_str_t agent_id, kw_str_t name, kw_str_t type,
                            kw_arena_t *a, kw_apikey_t *out);

@@ -260,6 +260,9 @@ KW_TEST(pg_crud)
     KW_ASSERT_EQ(n, 2);
     KW_ASSERT_STR_EQ(rows[0].id, "a2"); /* (created_at, id) order */
     KW_ASSERT_STR_EQ(rows[1].id, "a1");
+    bool present[4] = {false, true, false, true};
+    KW_ASSERT_EQ(kw_store_agents_present(s, ids, 4, a, present), KW_OK);
+    KW_ASSERT(present[0] && !present[1] && present[2] && !present[3]);
 
     kw_apikey_t kk;
     KW_ASSERT_EQ(kw_store_key_get(s, KW_STR("k1"), a, &kk), KW_OK);

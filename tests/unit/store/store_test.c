@@ -384,6 +384,9 @@ KW_TEST(store_agent_key_crud)
     KW_ASSERT_EQ(n, 2);
     KW_ASSERT_STR_EQ(rows[0].id, AG2);
     KW_ASSERT_STR_EQ(rows[1].id, AG1);
+    bool present[4] = {false, true, false, false};
+    KW_ASSERT_EQ(kw_store_agents_present(s, ids, 4, a, present), KW_OK);
+    KW_ASSERT(present[0] && !present[1] && present[2] && present[3]);
 
     uint8_t h1[32], h2[32], enc[48];
     memset(h1, 0xA1, sizeof(h1));

@@ -19,7 +19,8 @@
  *
  * Lock order (tag-kw-sync-lock-order). A thread holding a lock of this table takes only
  * locks BELOW it, never one above; the leaves (3..7) are never held while another lock
- * is taken (a condition wait releases its own mutex).
+ * is taken (a condition wait releases its own mutex); 8 runs after rev_mu is released and
+ * takes its two locks in that order.
  *
  *   #  lock                 file        guards                                taken under
  *   1  write_mu             commit.c    the graph's changes, applied_rev's    nothing
@@ -32,6 +33,9 @@
  *   5  engine rwlock        authz       the graph and its schema              1, 2 or nothing
  *   6  store pool mutexes   store       connection pools, LISTEN connection   1, 2 or nothing
  *   7  follower mu (+ cv)   follower.c  the follower's stop flag and naps     nothing
+ *   8  the change hook's    api, http   kw_sync_on_change's fn: the api's     1 or nothing
+ *      locks                            http_mu, then the HTTP server's pool
+ *                                       mutex (to wake parked requests)
  *
  * Consequences: a writer that waits for its batch sleeps on its job's condition under
  * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision

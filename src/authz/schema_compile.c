@@ -373,7 +373,10 @@ static int resolve_expr(ctx_t *c, kw_expr_t *e)
  *  - a relation met again within one search answers "no", and that "no" is memoised too
  *    (the outer question overwrites it when it finishes).
  * Definitions are visited in source order, as SpiceDB does; SpiceDB visits the
- * relations of one definition in Go map order (random), we in source order.
+ * relations of one definition in Go map order (random), we in source order. So when two
+ * relations of one definition lead to differently answered relations of the same name,
+ * SpiceDB itself accepts the schema on some runs and refuses it on others (seen on
+ * generated schemas); we then give the answer of the source-order run, every time.
  * The search is iterative (explicit stack): subject-set chains may be long.
  */
 enum { WC_UNKNOWN = 0, WC_NO = 1, WC_YES = 2 };

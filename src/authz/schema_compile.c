@@ -3,9 +3,9 @@
  *
  * kw_schema_compile runs: copy text -> parse (schema_parse.c) -> index definitions and
  * relations (hash tables, duplicate checks) -> resolve allowed subject types -> resolve
- * expressions (REF, arrows, target_by_type) -> reject arrows over wildcard relations ->
- * reject permissions that depend on themselves through REF edges alone.
- * Every check stops at the first error, with line:col of the offending token.
+ * expressions (REF, arrows, target_by_type) -> SpiceDB's wildcard rules (arrows,
+ * subject sets of other definitions) -> reject permissions that depend on themselves through REF
+ * edges alone. Every check stops at the first error, with line:col of the offending token.
  *
  * Memory: one arena holds the schema struct, the text copy, the IR and the lookup
  * tables; s->priv points at the private part (struct schema_priv) inside it.
@@ -274,9 +274,6 @@ typedef struct ctx {
     kw_diag_t *diag;
     uint16_t type;
     const kw_relation_t *perm;
-    /* Per global relation id: does it admit a wildcard, directly or through `T#rel`? */
-    uint8_t *wild;
-    uint32_t *wild_via;    /* the relation the wildcard comes from (global id) */
     uint64_t target_cells; /* target_by_type entries allocated so far */
 } ctx_t;
 
@@ -284,21 +281,6 @@ typedef struct ctx {
  * so that a 4 MiB schema cannot make the compiler allocate gigabytes. Real schemas use
  * a few thousand. */
 #define MAX_TARGET_CELLS (32u * 1024u * 1024u)
-
-static void global_to_local(const schema_priv_t *pv, uint32_t n_types, uint32_t g, uint16_t *type,
-                            uint16_t *rel)
-{
-    uint32_t lo = 0, hi = n_types; /* find the last t with rel_base[t] <= g */
-    while (hi - lo > 1) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (pv->rel_base[mid] <= g)
-            lo = mid;
-        else
-            hi = mid;
-    }
-    *type = (uint16_t)lo;
-    *rel = (uint16_t)(g - pv->rel_base[lo]);
-}
 
 static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
 {
@@ -320,22 +302,6 @@ static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
                            "on the left of an %s; only relations may be used there",
                            KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(n->name),
                            op);
-    uint32_t g = c->pv->rel_base[c->type] + e->rel;
-    if (c->wild[g]) {
-        uint16_t wt, wr;
-        global_to_local(c->pv, s->n_types, c->wild_via[g], &wt, &wr);
-        const kw_type_t *wty = &s->types[wt];
-        if (c->wild_via[g] == g)
-            return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
-                               "relation \"%.*s\" on definition \"%.*s\" cannot be used in an "
-                               "%s because it allows wildcards",
-                               KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op);
-        return kw_diag_set(c->diag, KW_ESCHEMA, e->line, e->col,
-                           "relation \"%.*s\" on definition \"%.*s\" cannot be used in an %s "
-                           "because it allows wildcards through \"%.*s#%.*s\"",
-                           KW_STR_FMT(n->name), KW_STR_FMT(ty->name), op, KW_STR_FMT(wty->name),
-                           KW_STR_FMT(wty->rels[wr].name));
-    }
     c->target_cells += s->n_types;
     if (c->target_cells > MAX_TARGET_CELLS)
         return kw_diag_set(c->diag, KW_ELIMIT, e->line, e->col,
@@ -345,23 +311,16 @@ static int resolve_arrow(ctx_t *c, kw__pexpr_t *n)
     e->target_by_type = kw_arena_alloc(c->pv->arena, (size_t)s->n_types * sizeof(uint16_t));
     if (!e->target_by_type)
         return KW_ENOMEM;
-    /* Only the tupleset's allowed subject types get an index: a subject of any other type
-     * cannot be written, and if one ever were, its branch evaluates to "no" (fail closed). */
+    /* Only the tupleset's allowed subject types that have the target get an index. A
+     * subject of any other type (or of an allowed type without the target) contributes
+     * nothing, as in SpiceDB, which accepts an arrow whose target exists on none of the
+     * subject types: such an arrow is simply always empty. */
     for (uint32_t t = 0; t < s->n_types; t++)
         e->target_by_type[t] = KW_REL_NONE;
-    bool found = false;
     for (uint32_t i = 0; i < ts->n_allowed; i++) {
         uint16_t at = ts->allowed[i].type;
         e->target_by_type[at] = kw_schema_rel_index(s, at, e->target);
-        found = found || e->target_by_type[at] != KW_REL_NONE;
     }
-    if (!found)
-        return kw_diag_set(c->diag, KW_ESCHEMA, n->target_line, n->target_col,
-                           "permission \"%.*s\" on definition \"%.*s\" uses \"%.*s\" after "
-                           "\"%.*s\", but none of the subject types of relation \"%.*s\" has a "
-                           "relation or permission named \"%.*s\"",
-                           KW_STR_FMT(c->perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(e->target),
-                           KW_STR_FMT(n->name), KW_STR_FMT(n->name), KW_STR_FMT(e->target));
     return KW_OK;
 }
 
@@ -398,69 +357,235 @@ static int resolve_expr(ctx_t *c, kw_expr_t *e)
     return kw_diag_set(c->diag, KW_EINTERNAL, e->line, e->col, "unknown expression kind");
 }
 
-/* Marks every relation that admits a wildcard directly or through a `T#rel` subject
- * (SpiceDB refuses both on the left of an arrow). Reverse BFS from the direct ones, so
- * the cost is linear in the number of allowed entries. */
-static int compute_wildcards(ctx_t *c)
+/* ---- SpiceDB's wildcard rules ---- */
+
+/*
+ * SpiceDB (pkg/schema/typesystem_validation.go, v1.54) refuses
+ *  - an arrow whose left relation "references a wildcard", and
+ *  - a relation that lists `T#rel` of ANOTHER definition T when T#rel references one
+ *    (a subject set of the same definition is not checked),
+ * where a relation references a wildcard when it allows `X:*` or, depth first in the
+ * order of its allowed list, a subject set whose relation references one. Two details of
+ * that search decide which schemas load, so they are reproduced here exactly:
+ *  - answers are memoised by relation NAME alone, for the whole schema: once some
+ *    `member` has been answered, every later question about a `member` of any
+ *    definition gets that answer;
+ *  - a relation met again within one search answers "no", and that "no" is memoised too
+ *    (the outer question overwrites it when it finishes).
+ * Definitions are visited in source order, as SpiceDB does; SpiceDB visits the
+ * relations of one definition in Go map order (random), we in source order. So when two
+ * relations of one definition lead to differently answered relations of the same name,
+ * SpiceDB itself accepts the schema on some runs and refuses it on others (seen on
+ * generated schemas); we then give the answer of the source-order run, every time.
+ * The search is iterative (explicit stack): subject-set chains may be long.
+ */
+enum { WC_UNKNOWN = 0, WC_NO = 1, WC_YES = 2 };
+
+typedef struct wc_frame {
+    uint32_t g; /* global relation id */
+    uint32_t i; /* next allowed entry to look at */
+} wc_frame_t;
+
+typedef struct wc {
+    const kw_schema_t *s;
+    const schema_priv_t *pv;
+    uint16_t *g_type;    /* per global relation: its definition */
+    uint32_t *name_id;   /* per global relation: first global relation with the same name */
+    uint8_t *memo;       /* per name id: WC_* */
+    uint32_t *memo_via;  /* per name id, WC_YES: the relation that allows the wildcard */
+    uint16_t *memo_type; /* per name id, WC_YES: the wildcard's type */
+    uint32_t *seen;      /* per global relation: the last search that met it */
+    uint32_t search;
+    wc_frame_t *stack;
+} wc_t;
+
+static const kw_relation_t *wc_rel(const wc_t *w, uint32_t g)
 {
-    kw_schema_t *s = c->s;
-    schema_priv_t *pv = c->pv;
+    uint16_t t = w->g_type[g];
+    return &w->s->types[t].rels[g - w->pv->rel_base[t]];
+}
+
+static int wc_init(wc_t *w, const kw_schema_t *s, const schema_priv_t *pv)
+{
     uint32_t n = pv->n_all_rels;
-    c->wild = kw_arena_alloc(pv->arena, (size_t)n + 1);
-    c->wild_via = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
-    uint32_t *deg = kw_arena_alloc(pv->arena, ((size_t)n + 2) * sizeof(uint32_t));
-    uint32_t *queue = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
-    if (!c->wild || !c->wild_via || !deg || !queue)
+    size_t m = (size_t)n + 1;
+    uint32_t size = table_size(n);
+    memset(w, 0, sizeof(*w));
+    w->s = s;
+    w->pv = pv;
+    w->g_type = kw_arena_alloc(pv->arena, m * sizeof(uint16_t));
+    w->name_id = kw_arena_alloc(pv->arena, m * sizeof(uint32_t));
+    w->memo = kw_arena_alloc(pv->arena, m);
+    w->memo_via = kw_arena_alloc(pv->arena, m * sizeof(uint32_t));
+    w->memo_type = kw_arena_alloc(pv->arena, m * sizeof(uint16_t));
+    w->seen = kw_arena_alloc(pv->arena, m * sizeof(uint32_t));
+    w->stack = kw_arena_alloc(pv->arena, m * sizeof(wc_frame_t));
+    uint32_t *names = kw_arena_alloc(pv->arena, (size_t)size * sizeof(uint32_t));
+    if (!w->g_type || !w->name_id || !w->memo || !w->memo_via || !w->memo_type || !w->seen ||
+        !w->stack || !names)
         return KW_ENOMEM;
-    memset(c->wild, 0, (size_t)n + 1);
-    memset(deg, 0, ((size_t)n + 2) * sizeof(uint32_t));
-    /* Reverse edges: subject relation g2 (in `T#g2`) -> relation g that lists it. */
-    size_t n_edges = 0;
-    uint32_t qn = 0;
+    memset(w->memo, WC_UNKNOWN, m);
+    memset(w->seen, 0, m * sizeof(uint32_t));
+    memset(names, 0xFF, (size_t)size * sizeof(uint32_t));
     for (uint32_t t = 0; t < s->n_types; t++)
-        for (uint32_t r = 0; r < s->types[t].n_rels; r++) {
-            const kw_relation_t *rel = &s->types[t].rels[r];
-            uint32_t g = pv->rel_base[t] + r;
-            for (uint32_t i = 0; i < rel->n_allowed; i++) {
-                const kw_allowed_t *al = &rel->allowed[i];
-                if (al->wildcard && !c->wild[g]) {
-                    c->wild[g] = 1;
-                    c->wild_via[g] = g;
-                    queue[qn++] = g;
-                } else if (al->relation != KW_REL_NONE) {
-                    deg[pv->rel_base[al->type] + al->relation + 1]++;
-                    n_edges++;
-                }
-            }
-        }
-    for (uint32_t g = 0; g < n; g++)
-        deg[g + 1] += deg[g]; /* deg[g] = start of g's reverse edges */
-    uint32_t *edges = kw_arena_alloc(pv->arena, (n_edges + 1) * sizeof(uint32_t));
-    uint32_t *fill = kw_arena_alloc(pv->arena, ((size_t)n + 1) * sizeof(uint32_t));
-    if (!edges || !fill)
-        return KW_ENOMEM;
-    memcpy(fill, deg, (size_t)n * sizeof(uint32_t));
-    for (uint32_t t = 0; t < s->n_types; t++)
-        for (uint32_t r = 0; r < s->types[t].n_rels; r++) {
-            const kw_relation_t *rel = &s->types[t].rels[r];
-            for (uint32_t i = 0; i < rel->n_allowed; i++) {
-                const kw_allowed_t *al = &rel->allowed[i];
-                if (!al->wildcard && al->relation != KW_REL_NONE)
-                    edges[fill[pv->rel_base[al->type] + al->relation]++] = pv->rel_base[t] + r;
-            }
-        }
-    for (uint32_t qi = 0; qi < qn; qi++) {
-        uint32_t g = queue[qi];
-        for (uint32_t k = deg[g]; k < deg[g + 1]; k++) {
-            uint32_t up = edges[k];
-            if (!c->wild[up]) {
-                c->wild[up] = 1;
-                c->wild_via[up] = c->wild_via[g];
-                queue[qn++] = up;
-            }
-        }
+        for (uint32_t r = 0; r < s->types[t].n_rels; r++)
+            w->g_type[pv->rel_base[t] + r] = (uint16_t)t;
+    for (uint32_t g = 0; g < n; g++) {
+        kw_str_t name = wc_rel(w, g)->name;
+        uint32_t i = (uint32_t)kw_hash(name.ptr, name.len, TYPE_SEED) & (size - 1);
+        while (names[i] != UINT32_MAX && !kw_str_eq(wc_rel(w, names[i])->name, name))
+            i = (i + 1) & (size - 1);
+        if (names[i] == UINT32_MAX)
+            names[i] = g;
+        w->name_id[g] = names[i];
     }
     return KW_OK;
+}
+
+/* Starts the question "does g reference a wildcard?": answers from the memo, or "no"
+ * (memoised) when this search met g already, or pushes a frame and returns WC_UNKNOWN. */
+static uint8_t wc_enter(wc_t *w, uint32_t g, uint32_t *sp)
+{
+    uint32_t id = w->name_id[g];
+    if (w->memo[id] != WC_UNKNOWN)
+        return w->memo[id];
+    if (w->seen[g] == w->search) {
+        w->memo[id] = WC_NO;
+        return WC_NO;
+    }
+    w->seen[g] = w->search;
+    w->stack[(*sp)++] = (wc_frame_t){g, 0};
+    return WC_UNKNOWN;
+}
+
+/* SpiceDB's answer for relation g; on WC_YES *via and *wtype say where the wildcard is. */
+static uint8_t wc_search(wc_t *w, uint32_t g0, uint32_t *via, uint16_t *wtype)
+{
+    uint32_t sp = 0, rvia = 0;
+    uint16_t rtype = 0;
+    w->search++;
+    uint8_t res = wc_enter(w, g0, &sp);
+    if (res == WC_YES) {
+        rvia = w->memo_via[w->name_id[g0]];
+        rtype = w->memo_type[w->name_id[g0]];
+    }
+    while (sp > 0) {
+        wc_frame_t *f = &w->stack[sp - 1];
+        if (res == WC_NO)
+            res = WC_UNKNOWN; /* the child answered no: go on with f's next entry */
+        if (res == WC_UNKNOWN) {
+            const kw_relation_t *rel = wc_rel(w, f->g);
+            if (f->i < rel->n_allowed) {
+                const kw_allowed_t *al = &rel->allowed[f->i++];
+                if (al->wildcard) {
+                    res = WC_YES;
+                    rvia = f->g;
+                    rtype = al->type;
+                } else if (al->relation != KW_REL_NONE) {
+                    uint32_t child = w->pv->rel_base[al->type] + al->relation;
+                    res = wc_enter(w, child, &sp);
+                    if (res == WC_YES) {
+                        rvia = w->memo_via[w->name_id[child]];
+                        rtype = w->memo_type[w->name_id[child]];
+                    }
+                    continue;
+                } else {
+                    continue;
+                }
+            } else {
+                res = WC_NO;
+            }
+        }
+        /* f is answered (res): memoise under its name and hand res to the parent. */
+        uint32_t id = w->name_id[f->g];
+        w->memo[id] = res;
+        if (res == WC_YES) {
+            w->memo_via[id] = rvia;
+            w->memo_type[id] = rtype;
+        }
+        sp--;
+    }
+    *via = rvia;
+    *wtype = rtype;
+    return res;
+}
+
+static int wc_arrows(wc_t *w, uint16_t t, const kw_relation_t *perm, const kw_expr_t *e,
+                     kw_diag_t *diag)
+{
+    const kw_schema_t *s = w->s;
+    if (e->kind == KW_EXPR_ARROW || e->kind == KW_EXPR_ALL) {
+        uint32_t g = w->pv->rel_base[t] + e->rel, via;
+        uint16_t wt;
+        if (wc_search(w, g, &via, &wt) != WC_YES)
+            return KW_OK;
+        const kw_type_t *ty = &s->types[t], *vty = &s->types[w->g_type[via]];
+        const kw_relation_t *rel = &ty->rels[e->rel], *vrel = wc_rel(w, via);
+        const char *op = e->kind == KW_EXPR_ALL ? ".all()" : "arrow";
+        if (via == g)
+            return kw_diag_set(diag, KW_ESCHEMA, e->line, e->col,
+                               "permission \"%.*s\" on definition \"%.*s\": relation \"%.*s\" "
+                               "cannot be used on the left of an %s because it allows the "
+                               "wildcard \"%.*s:*\"",
+                               KW_STR_FMT(perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(rel->name),
+                               op, KW_STR_FMT(s->types[wt].name));
+        return kw_diag_set(diag, KW_ESCHEMA, e->line, e->col,
+                           "permission \"%.*s\" on definition \"%.*s\": relation \"%.*s\" cannot "
+                           "be used on the left of an %s because SpiceDB finds the wildcard "
+                           "\"%.*s:*\" through it, on relation \"%.*s#%.*s\"",
+                           KW_STR_FMT(perm->name), KW_STR_FMT(ty->name), KW_STR_FMT(rel->name), op,
+                           KW_STR_FMT(s->types[wt].name), KW_STR_FMT(vty->name),
+                           KW_STR_FMT(vrel->name));
+    }
+    for (uint32_t i = 0; i < e->n_children; i++) {
+        int rc = wc_arrows(w, t, perm, e->children[i], diag);
+        if (rc != KW_OK)
+            return rc;
+    }
+    return KW_OK;
+}
+
+static int wc_subject_sets(wc_t *w, uint16_t t, uint16_t r, kw_diag_t *diag)
+{
+    const kw_schema_t *s = w->s;
+    const kw_type_t *ty = &s->types[t];
+    const kw_relation_t *rel = &ty->rels[r];
+    const kw__allowed_src_t *src = w->pv->parsed.srcs[t].allowed[r];
+    for (uint32_t i = 0; i < rel->n_allowed; i++) {
+        const kw_allowed_t *al = &rel->allowed[i];
+        if (al->wildcard || al->relation == KW_REL_NONE || al->type == t)
+            continue;
+        uint32_t g = w->pv->rel_base[al->type] + al->relation, via;
+        uint16_t wt;
+        if (wc_search(w, g, &via, &wt) != WC_YES)
+            continue;
+        const kw_type_t *aty = &s->types[al->type], *vty = &s->types[w->g_type[via]];
+        return kw_diag_set(diag, KW_ESCHEMA, src[i].line, src[i].col,
+                           "relation \"%.*s\" on definition \"%.*s\" cannot include \"%.*s#%.*s\": "
+                           "SpiceDB finds the wildcard \"%.*s:*\" through it (on \"%.*s#%.*s\") "
+                           "and refuses that from another definition; list \"%.*s:*\" instead",
+                           KW_STR_FMT(rel->name), KW_STR_FMT(ty->name), KW_STR_FMT(aty->name),
+                           KW_STR_FMT(aty->rels[al->relation].name), KW_STR_FMT(s->types[wt].name),
+                           KW_STR_FMT(vty->name), KW_STR_FMT(wc_rel(w, via)->name),
+                           KW_STR_FMT(s->types[wt].name));
+    }
+    return KW_OK;
+}
+
+/* Runs SpiceDB's two wildcard rules in SpiceDB's order (see above). */
+static int check_wildcards(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    wc_t w;
+    int rc = wc_init(&w, s, pv);
+    for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++)
+        for (uint32_t r = 0; rc == KW_OK && r < s->types[t].n_rels; r++) {
+            const kw_relation_t *rel = &s->types[t].rels[r];
+            if (rel->expr)
+                rc = wc_arrows(&w, (uint16_t)t, rel, rel->expr, diag);
+            else
+                rc = wc_subject_sets(&w, (uint16_t)t, (uint16_t)r, diag);
+        }
+    return rc;
 }
 
 /* ---- self-referencing permissions ---- */
@@ -569,8 +694,6 @@ static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
     c.s = s;
     c.pv = pv;
     c.diag = diag;
-    if (rc == KW_OK)
-        rc = compute_wildcards(&c);
     for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++) {
         c.type = (uint16_t)t;
         for (uint32_t r = 0; rc == KW_OK && r < s->types[t].n_rels; r++) {
@@ -579,6 +702,8 @@ static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
                 rc = resolve_expr(&c, c.perm->expr);
         }
     }
+    if (rc == KW_OK)
+        rc = check_wildcards(s, pv, diag);
     for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++)
         rc = check_ref_cycles(s, pv, (uint16_t)t, diag);
     return rc;

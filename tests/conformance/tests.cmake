@@ -51,6 +51,10 @@ kw_conformance(conformance_agentex pass
 set(fx ${CMAKE_SOURCE_DIR}/tests/fixtures/validate)
 kw_conformance(validate_ok_expected_relations pass ${fx}/ok_expected_relations.yaml)
 kw_conformance(validate_ok_multi_document pass ${fx}/ok_multi_document.yaml)
+kw_conformance(validate_ok_arrow_target_on_no_type pass ${fx}/ok_arrow_target_on_no_type.yaml)
+kw_conformance(validate_ok_wildcard_rules pass ${fx}/ok_wildcard_rules.yaml)
+kw_conformance(validate_bad_wildcard_arrow fail ${fx}/bad_wildcard_arrow.yaml
+  "schema:6:30:" "finds the wildcard")
 kw_conformance(validate_wrong_assertion fail ${fx}/wrong_assertion.yaml
   "assertTrue failed: document:d#view@user:mallory"
   "assertFalse failed: document:d#view@user:ann")

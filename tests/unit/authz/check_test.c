@@ -336,3 +336,113 @@ KW_TEST(check_direct_ids_at_inline_boundary)
     KW_ASSERT_EQ(th_check(e, "doc:d#viewer@group:g#member"), 1);
     kw_engine_free(e);
 }
+
+static int subj_ids_cb(const kw_subject_result_t *r, void *ud)
+{
+    return th_ids_cb(r->id, ud);
+}
+
+/* Resources of `type` on which `subject` (type:id) has `perm`, sorted and comma-joined. */
+static const char *lookup_res(kw_engine_t *e, const char *type, const char *perm, const char *stype,
+                              const char *sid, char *buf, size_t cap)
+{
+    th_ids_t ids;
+    memset(&ids, 0, sizeof(ids));
+    kw_subject_t s = {kw_str_c(stype), kw_str_c(sid), KW_STR("")};
+    if (kw_engine_lookup_resources(e, kw_str_c(type), kw_str_c(perm), s, th_ids_cb, &ids, NULL,
+                                   NULL) != KW_OK)
+        return "<error>";
+    return th_ids_join(&ids, buf, cap);
+}
+
+/* Users with `perm` on type:id, sorted and comma-joined. */
+static const char *lookup_users(kw_engine_t *e, const char *type, const char *id, const char *perm,
+                                char *buf, size_t cap)
+{
+    th_ids_t ids;
+    memset(&ids, 0, sizeof(ids));
+    kw_object_t o = {kw_str_c(type), kw_str_c(id)};
+    if (kw_engine_lookup_subjects(e, o, kw_str_c(perm), KW_STR("user"), KW_STR(""), subj_ids_cb,
+                                  &ids, NULL, NULL) != KW_OK)
+        return "<error>";
+    return th_ids_join(&ids, buf, cap);
+}
+
+/* Issue 11: SpiceDB accepts an arrow whose target exists on only some, or none, of the
+ * subject types of its left relation; a subject without the target adds nothing to
+ * `->`/`.any()` and fails `.all()`. Expected answers are SpiceDB v1.54's (Check and
+ * LookupResources; see the report on LookupSubjects and .all()). */
+KW_TEST(check_arrow_target_on_some_or_no_type)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition team { relation member: user }\n"
+                               "definition doc {\n"
+                               "  relation owner: user | team#member\n"
+                               "  relation parent: team | doc\n"
+                               "  relation viewer: user\n"
+                               "  permission view = viewer + parent->view + owner.any(view)\n"
+                               "  permission all_view = parent.all(view)\n"
+                               "  permission gone = owner->nothere\n"
+                               "}\n");
+    KW_ASSERT(e);
+    const char *rels[] = {
+        "team:t1#member@user:ann",     "doc:d2#viewer@user:ann", "doc:d1#parent@team:t1",
+        "doc:d1#parent@doc:d2",        "doc:d3#parent@doc:d2",   "doc:d4#owner@user:ann",
+        "doc:d4#owner@team:t1#member", "doc:d5#parent@team:t1",  NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "doc:d1#view@user:ann"), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d3#all_view@user:ann"), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d1#all_view@user:ann"), 0); /* team:t1 has no view */
+    KW_ASSERT_EQ(th_check(e, "doc:d5#view@user:ann"), 0);
+    KW_ASSERT_EQ(th_check(e, "doc:d4#view@user:ann"), 0);
+    KW_ASSERT_EQ(th_check(e, "doc:d4#gone@user:ann"), 0);
+    char buf[512];
+    KW_ASSERT_STR_EQ(lookup_res(e, "doc", "view", "user", "ann", buf, sizeof(buf)), "d1,d2,d3");
+    KW_ASSERT_STR_EQ(lookup_res(e, "doc", "all_view", "user", "ann", buf, sizeof(buf)), "d3");
+    KW_ASSERT_STR_EQ(lookup_res(e, "doc", "gone", "user", "ann", buf, sizeof(buf)), "");
+    KW_ASSERT_STR_EQ(lookup_users(e, "doc", "d1", "view", buf, sizeof(buf)), "ann");
+    KW_ASSERT_STR_EQ(lookup_users(e, "doc", "d3", "all_view", buf, sizeof(buf)), "ann");
+    KW_ASSERT_STR_EQ(lookup_users(e, "doc", "d1", "all_view", buf, sizeof(buf)), "");
+    KW_ASSERT_STR_EQ(lookup_users(e, "doc", "d4", "gone", buf, sizeof(buf)), "");
+    kw_engine_free(e);
+}
+
+/* SpiceDB memoises "does relation R reach a wildcard?" by the name R, so once team#parent
+ * (no wildcard) is answered it accepts an arrow over folder#parent even though that one
+ * allows folder:*. The arrow then walks the wildcard subject to the object "*", which
+ * has nothing: answers are SpiceDB v1.54's. */
+KW_TEST(check_arrow_over_wildcard_accepted_by_name_memo)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition team {\n"
+                               "  relation parent: team\n"
+                               "  relation member: user\n"
+                               "  permission view = member + parent->view\n"
+                               "}\n"
+                               "definition folder {\n"
+                               "  relation parent: folder | folder:*\n"
+                               "  relation viewer: user | user:*\n"
+                               "  permission view = viewer + parent->view\n"
+                               "  permission all = parent.all(view)\n"
+                               "}\n");
+    KW_ASSERT(e);
+    const char *rels[] = {"folder:f1#parent@folder:*",  "folder:f2#viewer@user:ann",
+                          "folder:f3#parent@folder:f2", "folder:f3#parent@folder:*",
+                          "folder:f4#viewer@user:*",    "folder:f5#parent@folder:f4",
+                          "folder:f5#parent@folder:*",  NULL};
+    KW_ASSERT_EQ(th_touch(e, rels), KW_OK);
+    KW_ASSERT_EQ(th_check(e, "folder:f1#view@user:ann"), 0);
+    KW_ASSERT_EQ(th_check(e, "folder:f3#view@user:ann"), 1);
+    KW_ASSERT_EQ(th_check(e, "folder:f5#view@user:bob"), 1);
+    KW_ASSERT_EQ(th_check(e, "folder:f3#all@user:ann"), 0);
+    KW_ASSERT_EQ(th_check(e, "folder:f1#parent@folder:f2"), 1);
+    char buf[512];
+    KW_ASSERT_STR_EQ(lookup_res(e, "folder", "view", "user", "ann", buf, sizeof(buf)),
+                     "f2,f3,f4,f5");
+    KW_ASSERT_STR_EQ(lookup_res(e, "folder", "all", "user", "ann", buf, sizeof(buf)), "");
+    KW_ASSERT_STR_EQ(lookup_res(e, "folder", "parent", "folder", "f2", buf, sizeof(buf)),
+                     "f1,f3,f5");
+    KW_ASSERT_STR_EQ(lookup_users(e, "folder", "f1", "view", buf, sizeof(buf)), "");
+    KW_ASSERT_STR_EQ(lookup_users(e, "folder", "f3", "view", buf, sizeof(buf)), "ann");
+    kw_engine_free(e);
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Proves the repository stands alone: clones the committed HEAD into an empty temporary
-# folder (nothing beside it: no ../shared, no build), runs the README's test command there
+# folder (nothing beside it: no shared folder, no build), runs the README's test command there
 # (every stage: release, PostgreSQL, ASan+UBSan, fuzz; the SpiceDB corpus stage is reported
 # skipped unless KW_CONFORMANCE_DIR is set), and removes the folder. Exit status: test.sh's.
 # Uncommitted changes are not part of the check.

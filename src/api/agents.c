@@ -231,35 +231,11 @@ void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *
     kw__api_revision(req, resp, rev);
 }
 
-typedef struct {
-    kw_arena_t *a;
-    kw_str_t *ids;
-    size_t n, cap;
-    int rc;
-} id_list_t;
-
 static int collect_id(kw_str_t id, void *ud)
 {
-    id_list_t *l = ud;
     if (!kw_api_is_uuid(id))
         return 0; /* not a row the API made: cannot be listed */
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        kw_str_t *ids = kw_realloc(l->ids, cap * sizeof(*ids));
-        if (!ids) {
-            l->rc = KW_ENOMEM;
-            return 1;
-        }
-        l->ids = ids;
-        l->cap = cap;
-    }
-    char *c = kw_arena_strndup(l->a, id.ptr, id.len);
-    if (!c) {
-        l->rc = KW_ENOMEM;
-        return 1;
-    }
-    l->ids[l->n++] = (kw_str_t){c, id.len};
-    return 0;
+    return kw__api_ids_add(ud, id);
 }
 
 static int cmp_id(const void *x, const void *y)
@@ -341,7 +317,7 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__api_page(req, resp, &limit, &page))
         return;
-    id_list_t l = {req->arena, NULL, 0, 0, KW_OK};
+    kw__api_ids_t l = {req->arena, NULL, 0, 0, KW_OK};
     kw_revision_t rev = kw__api_applied(api), engine_rev = 0; /* store revision, read first */
     int rc = kw_engine_lookup_resources(api->engine, KW_STR("agent"), KW_STR("read"), p.subject,
                                         collect_id, &l, &engine_rev, NULL);

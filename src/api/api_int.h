@@ -140,6 +140,19 @@ KW_NODISCARD static inline int kw__api_await(kw_api_t *api, kw_revision_t min, b
 KW_NODISCARD int kw__api_await_parked(kw_api_t *api, kw_http_req_t *req, kw_revision_t min,
                                       bool full);
 
+/* ---- id lists (common.c) ---- */
+/* A growing list of ids copied into arena memory, for the engine's lookup callbacks: the
+ * array is kw_realloc'd (kw_free(l.ids) when done), each id copied into l.a. rc holds the
+ * first failure (KW_ENOMEM). */
+typedef struct kw__api_ids {
+    kw_arena_t *a;
+    kw_str_t *ids;
+    size_t n, cap;
+    int rc;
+} kw__api_ids_t;
+/* Appends a copy of id: 0 to go on, 1 (l->rc = KW_ENOMEM) to stop a lookup. */
+int kw__api_ids_add(kw__api_ids_t *l, kw_str_t id);
+
 /* ---- freshness over HTTP (common.c) ---- */
 /* Request header X-Keyward-Revision (absent: *min = 0). false: malformed (nothing written). */
 bool kw__api_presented(kw_http_req_t *req, kw_revision_t *min);

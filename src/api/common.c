@@ -297,6 +297,29 @@ char *kw__api_cstr(kw_arena_t *a, kw_str_t str)
     return kw_arena_strndup(a, str.ptr ? str.ptr : "", str.len);
 }
 
+/* ---- id lists ---- */
+
+int kw__api_ids_add(kw__api_ids_t *l, kw_str_t id)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        kw_str_t *ids = kw_realloc(l->ids, cap * sizeof(*ids));
+        if (!ids) {
+            l->rc = KW_ENOMEM;
+            return 1;
+        }
+        l->ids = ids;
+        l->cap = cap;
+    }
+    char *c = kw_arena_strndup(l->a, id.ptr, id.len);
+    if (!c) {
+        l->rc = KW_ENOMEM;
+        return 1;
+    }
+    l->ids[l->n++] = (kw_str_t){c, id.len};
+    return 0;
+}
+
 /* ---- freshness (the sync module's state, over HTTP) ---- */
 
 bool kw_api_parse_revision(kw_str_t s, kw_revision_t *out)

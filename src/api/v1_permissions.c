@@ -186,33 +186,9 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                   rev);
 }
 
-typedef struct {
-    kw_arena_t *a;
-    kw_str_t *ids;
-    size_t n, cap;
-    int rc;
-} ids_t;
-
 static int collect(kw_str_t id, void *ud)
 {
-    ids_t *l = ud;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        kw_str_t *p = kw_realloc(l->ids, cap * sizeof(*p));
-        if (!p) {
-            l->rc = KW_ENOMEM;
-            return 1;
-        }
-        l->ids = p;
-        l->cap = cap;
-    }
-    char *c = kw_arena_strndup(l->a, id.ptr, id.len);
-    if (!c) {
-        l->rc = KW_ENOMEM;
-        return 1;
-    }
-    l->ids[l->n++] = (kw_str_t){c, id.len};
-    return 0;
+    return kw__api_ids_add(ud, id);
 }
 
 void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -240,7 +216,7 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         json_decref(body);
         return;
     }
-    ids_t l = {req->arena, NULL, 0, 0, KW_OK};
+    kw__api_ids_t l = {req->arena, NULL, 0, 0, KW_OK};
     kw_revision_t rev = 0, engine_rev = 0;
     if (!kw__v1_hold(api, &snap, resp, &rev)) {
         json_decref(body);

@@ -39,11 +39,14 @@ typedef struct kw_subject {
     kw_str_t relation;
 } kw_subject_t;
 
-/* A relationship `resource#relation@subject`. */
+/* A relationship `resource#relation@subject[caveat:{context}][expiration:...]`. */
 typedef struct kw_rel {
     kw_object_t resource;
     kw_str_t relation;
     kw_subject_t subject;
+    kw_str_t caveat;     /* optional caveat name (len 0: none) */
+    kw_str_t caveat_ctx; /* with a caveat: its context, a JSON object text (len 0: none) */
+    int64_t expires_at;  /* expiry in microseconds since the Unix epoch, UTC (0: never) */
 } kw_rel_t;
 
 /* ---- lifecycle and schema ---- */

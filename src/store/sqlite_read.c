@@ -67,9 +67,10 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
     if (rc == KW_OK) {
         int src;
         while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-            kw_rel_t rel = {{kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
-                            kw__sq_col_str(st, 2),
-                            {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
+            kw_rel_t rel = {
+                .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
+                .relation = kw__sq_col_str(st, 2),
+                .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
             rc = cb(&rel, ud);
             if (rc != 0)
                 break;

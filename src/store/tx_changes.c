@@ -32,7 +32,9 @@ int kw__store_changes_record(kw__store_changes_t *ch, kw_op_t op, const kw_str_t
     for (int i = 0; i < 6; i++)
         if (kw_arena_str_copy(ch->strs, f[i], &c[i]) != KW_OK)
             return KW_ENOMEM;
-    ch->ups[ch->n++] = (kw_update_t){op, {{c[0], c[1]}, c[2], {c[3], c[4], c[5]}}};
+    ch->ups[ch->n++] = (kw_update_t){
+        .op = op,
+        .rel = {.resource = {c[0], c[1]}, .relation = c[2], .subject = {c[3], c[4], c[5]}}};
     return KW_OK;
 }
 

@@ -109,10 +109,10 @@ KW_TEST(budget_expand_bytes)
             snprintf(ids[k], 16, "u%d", i + k);
             ids[k][strlen(ids[k])] = 'x';
             ids[k][ID] = 0;
-            ups[k] = (kw_update_t){KW_OP_TOUCH,
-                                   {{KW_STR("doc"), KW_STR("d")},
-                                    KW_STR("viewer"),
-                                    {KW_STR("user"), {ids[k], ID}, KW_STR("")}}};
+            ups[k] = (kw_update_t){.op = KW_OP_TOUCH,
+                                   .rel = {.resource = {KW_STR("doc"), KW_STR("d")},
+                                           .relation = KW_STR("viewer"),
+                                           .subject = {KW_STR("user"), {ids[k], ID}, KW_STR("")}}};
         }
         kw_diag_t d;
         kw_diag_clear(&d);

@@ -94,9 +94,21 @@ static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL
                          "  pruned_through BIGINT NOT NULL);"
                          "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
 
+/* 3: webhook relay (issue 16). agents.acp_url: the agent's own base URL. agents_by_name:
+ * the forward ingress finds agents by name across accounts. forward_replay: delivery ids
+ * seen within the replay window, shared by every instance; expires_at_us by the
+ * database's clock, so instances with skewed clocks agree. */
+static const char m3[] = "ALTER TABLE agents ADD COLUMN acp_url TEXT COLLATE \"C\";"
+                         "CREATE INDEX agents_by_name ON agents (name, created_at_us, id);"
+                         "CREATE TABLE forward_replay ("
+                         "  id TEXT COLLATE \"C\" PRIMARY KEY,"
+                         "  expires_at_us BIGINT NOT NULL);"
+                         "CREATE INDEX forward_replay_expiry ON forward_replay (expires_at_us);";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
     {1, m1},
     {2, m2},
+    {3, m3},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

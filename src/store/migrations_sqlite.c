@@ -47,6 +47,15 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "CREATE INDEX relationships_by_subject ON relationships (subject_type, subject_id);"
         "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB);"
         "INSERT INTO meta (key, value) VALUES ('revision', 0);"},
+    /* 2: webhook relay (issue 16): the agent's own base URL; the ingress finds agents by
+     * name across accounts (agents_by_name); delivery ids seen within the replay window
+     * (forward_replay, expires_at_us by the instance's clock). */
+    {2, "ALTER TABLE agents ADD COLUMN acp_url TEXT;"
+        "CREATE INDEX agents_by_name ON agents (name, created_at_us, id);"
+        "CREATE TABLE forward_replay ("
+        "  id TEXT PRIMARY KEY NOT NULL,"
+        "  expires_at_us INTEGER NOT NULL);"
+        "CREATE INDEX forward_replay_expiry ON forward_replay (expires_at_us);"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

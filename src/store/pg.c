@@ -44,7 +44,8 @@
 
 /* ---- prepared statements ---- */
 
-#define AGENT_COLS "id, name, description, account_id, created_at_us"
+#define AGENT_COLS "id, name, description, account_id, created_at_us, acp_url"
+#define PG_NOW_US "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
 #define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
 
 /* Parameter types: one letter per parameter (t text, i int8, b bytea, a text[]). */
@@ -88,8 +89,9 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_KEYS_BY_IDS] = {"kw_keys_by_ids", "ta",
                                "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = $1 "
                                "AND id = ANY ($2) ORDER BY created_at_us, id"},
-    [KW__PG_ST_AGENT_INSERT] = {"kw_agent_insert", "tttti",
-                                "INSERT INTO agents (" AGENT_COLS ") VALUES ($1, $2, $3, $4, $5) "
+    [KW__PG_ST_AGENT_INSERT] = {"kw_agent_insert", "ttttit",
+                                "INSERT INTO agents (" AGENT_COLS
+                                ") VALUES ($1, $2, $3, $4, $5, $6) "
                                 "ON CONFLICT DO NOTHING RETURNING 1"},
     /* Locks the agent row: a concurrent key insert for it (its foreign key check takes
      * a share lock on the row) waits for the delete and then fails. */
@@ -170,6 +172,26 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
          " d AS (DELETE FROM changelog c USING doomed"
          "  WHERE c.revision = doomed.revision AND c.seq = doomed.seq RETURNING c.revision)"
          " SELECT count(*)::bigint, COALESCE(max(revision), 0)::bigint FROM d"},
+    [KW__PG_ST_AGENT_SET_ACP] = {"kw_agent_set_acp", "tt",
+                                 "UPDATE agents SET acp_url = $2 WHERE id = $1 RETURNING 1"},
+    [KW__PG_ST_AGENT_FORWARD] = {"kw_agent_forward", "t",
+                                 "SELECT " AGENT_COLS " FROM agents WHERE name = $1 "
+                                 "AND acp_url IS NOT NULL ORDER BY created_at_us, id LIMIT 1"},
+    [KW__PG_ST_KEY_FORWARD] =
+        {"kw_key_forward", "ttt",
+         "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc "
+         "FROM api_keys k JOIN agents a ON a.id = k.agent_id WHERE a.name = $1 "
+         "AND a.acp_url IS NOT NULL AND k.name = $2 AND k.type = $3 "
+         "ORDER BY a.created_at_us, a.id LIMIT 1"},
+    /* One statement: housekeeping of a few expired ids, then the claim, which takes over an
+     * expired entry and otherwise conflicts (no row returned). */
+    [KW__PG_ST_REPLAY_CLAIM] =
+        {"kw_replay_claim", "ti",
+         "WITH gone AS (DELETE FROM forward_replay WHERE id IN (SELECT id FROM forward_replay "
+         "WHERE expires_at_us <= " PG_NOW_US " AND id <> $1 LIMIT 64 FOR UPDATE SKIP LOCKED)) "
+         "INSERT INTO forward_replay (id, expires_at_us) VALUES ($1, " PG_NOW_US " + $2) "
+         "ON CONFLICT (id) DO UPDATE SET expires_at_us = excluded.expires_at_us "
+         "WHERE forward_replay.expires_at_us <= " PG_NOW_US " RETURNING 1"},
     [KW__PG_ST_HORIZON_RAISE] = {"kw_horizon_raise", "i",
                                  "UPDATE changelog_horizon SET pruned_through = "
                                  "GREATEST(pruned_through, $1) RETURNING pruned_through"},
@@ -725,6 +747,24 @@ static int pg_meta_set(kw_store_t *base, const char *key, kw_str_t val)
     return rc;
 }
 
+/* ---- replay refusal (the forward ingress) ---- */
+
+static int pg_replay_claim(kw_store_t *base, kw_str_t id, int64_t ttl_us)
+{
+    kw__pg_params_t p = {0};
+    kw__pg_pp_text(&p, id);
+    kw__pg_pp_i64(&p, ttl_us);
+    if (p.bad_text)
+        return KW_EINVAL;
+    PGresult *r;
+    int rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_REPLAY_CLAIM, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    rc = PQntuples(r) == 1 ? KW_OK : KW_ECONFLICT;
+    PQclear(r);
+    return rc;
+}
+
 /* ---- the ops table ---- */
 
 static const kw_store_ops_t pg_ops = {
@@ -745,11 +785,15 @@ static const kw_store_ops_t pg_ops = {
     .key_find_by_hash = kw__pg_key_find_by_hash,
     .keys_of_agent = kw__pg_keys_of_agent,
     .keys_by_ids = kw__pg_keys_by_ids,
+    .agent_find_forward = kw__pg_agent_find_forward,
+    .key_find_forward = kw__pg_key_find_forward,
+    .replay_claim = pg_replay_claim,
     .tx_begin = kw__pg_tx_begin,
     .tx_commit = kw__pg_tx_commit,
     .tx_rollback = kw__pg_tx_rollback,
     .tx_agent_insert = kw__pg_tx_agent_insert,
     .tx_agent_delete = kw__pg_tx_agent_delete,
+    .tx_agent_set_acp_url = kw__pg_tx_agent_set_acp_url,
     .tx_key_insert = kw__pg_tx_key_insert,
     .tx_key_delete = kw__pg_tx_key_delete,
     .tx_savepoint = kw__pg_tx_savepoint,

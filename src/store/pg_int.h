@@ -88,6 +88,10 @@ enum {
     KW__PG_ST_HORIZON,
     KW__PG_ST_PRUNE,
     KW__PG_ST_HORIZON_RAISE,
+    KW__PG_ST_AGENT_SET_ACP,
+    KW__PG_ST_AGENT_FORWARD,
+    KW__PG_ST_KEY_FORWARD,
+    KW__PG_ST_REPLAY_CLAIM,
     KW__PG_ST_N
 };
 _Static_assert(KW__PG_ST_N <= 64, "kw__pg_conn_t.prepared has a bit per statement");
@@ -199,6 +203,10 @@ int kw__pg_tx_release(kw_store_tx_t *base, const char *name);
 int kw__pg_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag);
 int kw__pg_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__pg_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
+int kw__pg_tx_agent_set_acp_url(kw_store_tx_t *base, kw_str_t id, const char *acp_url);
+int kw__pg_agent_find_forward(kw_store_t *base, kw_str_t name, kw_arena_t *a, kw_agent_t *out);
+int kw__pg_key_find_forward(kw_store_t *base, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                            kw_arena_t *a, kw_apikey_t *out);
 int kw__pg_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *key);
 int kw__pg_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);

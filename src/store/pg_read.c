@@ -49,6 +49,7 @@ static int row_agent(const PGresult *r, int row, kw_arena_t *a, kw_agent_t *out)
     ag.description = col_dup(r, row, 2, a, &rc);
     ag.account_id = col_dup(r, row, 3, a, &rc);
     ag.created_at_us = kw__pg_col_i64(r, row, 4);
+    ag.acp_url = col_dup(r, row, 5, a, &rc);
     if (rc == KW_OK)
         *out = ag;
     return rc;
@@ -199,6 +200,23 @@ int kw__pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t nam
 }
 
 /* Bytewise order of two ids, for sorting and searching the ids PostgreSQL returned. */
+int kw__pg_agent_find_forward(kw_store_t *base, kw_str_t name, kw_arena_t *a, kw_agent_t *out)
+{
+    kw__pg_params_t p = {0};
+    kw__pg_pp_text(&p, name);
+    return one_agent(kw__pg_of(base), KW__PG_ST_AGENT_FORWARD, &p, a, out);
+}
+
+int kw__pg_key_find_forward(kw_store_t *base, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                            kw_arena_t *a, kw_apikey_t *out)
+{
+    kw__pg_params_t p = {0};
+    kw__pg_pp_text(&p, agent_name);
+    kw__pg_pp_text(&p, key_name);
+    kw__pg_pp_text(&p, type);
+    return one_key(kw__pg_of(base), KW__PG_ST_KEY_FORWARD, &p, a, out);
+}
+
 static int cmp_text(const void *a, const void *b)
 {
     const kw_str_t *x = a, *y = b;

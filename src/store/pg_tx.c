@@ -161,6 +161,10 @@ int kw__pg_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
         kw__pg_pp_null(&p);
     kw__pg_pp_cstr(&p, ag->account_id);
     kw__pg_pp_i64(&p, ag->created_at_us);
+    if (ag->acp_url)
+        kw__pg_pp_cstr(&p, ag->acp_url);
+    else
+        kw__pg_pp_null(&p);
     if (p.bad_text)
         return KW_EINVAL;
     PGresult *r;
@@ -208,6 +212,26 @@ static int delete_rels_of(kw__pg_tx_t *tx, kw_str_t type, kw_str_t id)
     int rc = delete_rels(tx, KW__PG_ST_REL_DEL_RESOURCE, &p);
     if (rc == KW_OK)
         rc = delete_rels(tx, KW__PG_ST_REL_DEL_SUBJECT, &p);
+    return rc;
+}
+
+int kw__pg_tx_agent_set_acp_url(kw_store_tx_t *base, kw_str_t id, const char *acp_url)
+{
+    kw__pg_tx_t *tx = (kw__pg_tx_t *)base;
+    kw__pg_params_t p = {0};
+    kw__pg_pp_text(&p, id);
+    if (acp_url)
+        kw__pg_pp_cstr(&p, acp_url);
+    else
+        kw__pg_pp_null(&p);
+    if (p.bad_text)
+        return acp_url ? KW_EINVAL : KW_ENOTFOUND;
+    PGresult *r;
+    int rc = tx_exec(tx, KW__PG_ST_AGENT_SET_ACP, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    rc = PQntuples(r) == 1 ? KW_OK : KW_ENOTFOUND;
+    PQclear(r);
     return rc;
 }
 

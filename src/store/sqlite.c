@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/log.h"
@@ -63,7 +64,7 @@
 
 /* ---- statements ---- */
 
-#define AGENT_COLS "id, account_id, name, description, created_at_us"
+#define AGENT_COLS "id, account_id, name, description, created_at_us, acp_url"
 #define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
 
 static const char *const g_sql[KW__SQ_ST_N] = {
@@ -85,7 +86,22 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_AGENT_BY_NAME] =
         "SELECT " AGENT_COLS " FROM agents WHERE account_id = ?1 AND name = ?2",
     [KW__SQ_ST_AGENT_EXISTS] = "SELECT 1 FROM agents WHERE id = ?1",
-    [KW__SQ_ST_AGENT_INSERT] = "INSERT INTO agents (" AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5)",
+    [KW__SQ_ST_AGENT_INSERT] =
+        "INSERT INTO agents (" AGENT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [KW__SQ_ST_AGENT_SET_ACP] = "UPDATE agents SET acp_url = ?2 WHERE id = ?1",
+    [KW__SQ_ST_AGENT_FORWARD] = "SELECT " AGENT_COLS " FROM agents WHERE name = ?1 "
+                                "AND acp_url IS NOT NULL ORDER BY created_at_us, id LIMIT 1",
+    [KW__SQ_ST_KEY_FORWARD] =
+        "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc "
+        "FROM api_keys k JOIN agents a ON a.id = k.agent_id WHERE a.name = ?1 "
+        "AND a.acp_url IS NOT NULL AND k.name = ?2 AND k.type = ?3 "
+        "ORDER BY a.created_at_us, a.id LIMIT 1",
+    [KW__SQ_ST_REPLAY_PRUNE] = "DELETE FROM forward_replay WHERE id IN (SELECT id FROM "
+                               "forward_replay WHERE expires_at_us <= ?1 AND id <> ?2 LIMIT 64)",
+    [KW__SQ_ST_REPLAY_CLAIM] =
+        "INSERT INTO forward_replay (id, expires_at_us) VALUES (?1, ?2) ON CONFLICT (id) "
+        "DO UPDATE SET expires_at_us = excluded.expires_at_us "
+        "WHERE forward_replay.expires_at_us <= ?3",
     [KW__SQ_ST_AGENT_DELETE] = "DELETE FROM agents WHERE id = ?1",
     [KW__SQ_ST_KEY_GET] = "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1",
     [KW__SQ_ST_KEY_GET_OF_AGENT] =
@@ -559,6 +575,46 @@ static int sq_meta_set(kw_store_t *base, const char *key, kw_str_t v)
     return meta_write((kw__sq_store_t *)base, KW__SQ_ST_META_SET, key, v);
 }
 
+/* ---- replay refusal (the forward ingress) ---- */
+
+static int64_t wall_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Outside any transaction: each statement is its own (autocommit) write. An entry whose
+ * time ran out is taken over by the upsert's WHERE, so pruning is only housekeeping. */
+int kw__sq_replay_claim(kw_store_t *base, kw_str_t id, int64_t ttl_us)
+{
+    kw__sq_store_t *s = (kw__sq_store_t *)base;
+    kw__sq_conn_t *c;
+    sqlite3_stmt *st = NULL;
+    int64_t now = wall_now_us();
+    int rc = kw__sq_conn_take(s, &c, NULL);
+    if (rc != KW_OK)
+        return rc;
+    rc = kw__sq_stmt(c, KW__SQ_ST_REPLAY_PRUNE, &st);
+    if (rc == KW_OK) {
+        sqlite3_bind_int64(st, 1, now);
+        kw__sq_bind_str(st, 2, id);
+        rc = kw__sq_exec_done(c, st, "prune replay ids", NULL);
+    }
+    if (rc == KW_OK)
+        rc = kw__sq_stmt(c, KW__SQ_ST_REPLAY_CLAIM, &st);
+    if (rc == KW_OK) {
+        kw__sq_bind_str(st, 1, id);
+        sqlite3_bind_int64(st, 2, now + ttl_us);
+        sqlite3_bind_int64(st, 3, now);
+        rc = kw__sq_exec_done(c, st, "claim replay id", NULL);
+        if (rc == KW_OK && sqlite3_changes(c->db) == 0)
+            rc = KW_ECONFLICT;
+    }
+    kw__sq_conn_give(s, c);
+    return rc;
+}
+
 static const kw_store_ops_t g_sqlite_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -577,11 +633,15 @@ static const kw_store_ops_t g_sqlite_ops = {
     .key_find_by_hash = kw__sq_key_find_by_hash,
     .keys_of_agent = kw__sq_keys_of_agent,
     .keys_by_ids = kw__sq_keys_by_ids,
+    .agent_find_forward = kw__sq_agent_find_forward,
+    .key_find_forward = kw__sq_key_find_forward,
+    .replay_claim = kw__sq_replay_claim,
     .tx_begin = kw__sq_tx_begin,
     .tx_commit = kw__sq_tx_commit,
     .tx_rollback = kw__sq_tx_rollback,
     .tx_agent_insert = kw__sq_tx_agent_insert,
     .tx_agent_delete = kw__sq_tx_agent_delete,
+    .tx_agent_set_acp_url = kw__sq_tx_agent_set_acp_url,
     .tx_key_insert = kw__sq_tx_key_insert,
     .tx_key_delete = kw__sq_tx_key_delete,
     .tx_savepoint = kw__sq_tx_savepoint,

@@ -65,6 +65,11 @@ enum {
     KW__SQ_ST_REL_DEL_SUBJECT,
     KW__SQ_ST_REL_DEL_RESOURCE_KEYS,
     KW__SQ_ST_REL_DEL_SUBJECT_KEYS,
+    KW__SQ_ST_AGENT_SET_ACP,
+    KW__SQ_ST_AGENT_FORWARD,
+    KW__SQ_ST_KEY_FORWARD,
+    KW__SQ_ST_REPLAY_PRUNE,
+    KW__SQ_ST_REPLAY_CLAIM,
     KW__SQ_ST_N
 };
 
@@ -171,6 +176,11 @@ int kw__sq_tx_rollback_to(kw_store_tx_t *base, const char *name);
 int kw__sq_tx_release(kw_store_tx_t *base, const char *name);
 int kw__sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__sq_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
+int kw__sq_tx_agent_set_acp_url(kw_store_tx_t *base, kw_str_t id, const char *acp_url);
+int kw__sq_agent_find_forward(kw_store_t *base, kw_str_t name, kw_arena_t *a, kw_agent_t *out);
+int kw__sq_key_find_forward(kw_store_t *base, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                            kw_arena_t *a, kw_apikey_t *out);
+int kw__sq_replay_claim(kw_store_t *base, kw_str_t id, int64_t ttl_us);
 int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k);
 int kw__sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);

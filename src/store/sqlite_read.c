@@ -140,6 +140,8 @@ static int read_agent(sqlite3_stmt *st, kw_arena_t *a, void *out)
         rc = col_dup(st, 2, a, false, &ag.name);
     if (rc == KW_OK)
         rc = col_dup(st, 3, a, true, &ag.description);
+    if (rc == KW_OK)
+        rc = col_dup(st, 5, a, true, &ag.acp_url);
     if (rc != KW_OK)
         return rc;
     ag.created_at_us = sqlite3_column_int64(st, 4);
@@ -246,6 +248,21 @@ int kw__sq_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len, k
     const kw__sq_arg_t args[] = {{hash, len, true}};
     return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_KEY_BY_HASH, args, 1, read_key, a,
                             out, "read key");
+}
+
+int kw__sq_agent_find_forward(kw_store_t *base, kw_str_t name, kw_arena_t *a, kw_agent_t *out)
+{
+    const kw__sq_arg_t args[] = {KW__SQ_TEXT(name)};
+    return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_AGENT_FORWARD, args, 1, read_agent, a,
+                            out, "read agent by name");
+}
+
+int kw__sq_key_find_forward(kw_store_t *base, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                            kw_arena_t *a, kw_apikey_t *out)
+{
+    const kw__sq_arg_t args[] = {KW__SQ_TEXT(agent_name), KW__SQ_TEXT(key_name), KW__SQ_TEXT(type)};
+    return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_KEY_FORWARD, args, 3, read_key, a,
+                            out, "read key by agent name");
 }
 
 /* ---- rows by ids ---- */

@@ -132,7 +132,29 @@ int kw__sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag)
     else
         sqlite3_bind_null(st, 4);
     sqlite3_bind_int64(st, 5, ag->created_at_us);
+    if (ag->acp_url)
+        sqlite3_bind_text(st, 6, ag->acp_url, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 6);
     return kw__sq_exec_done(t->c, st, "insert agent", NULL);
+}
+
+int kw__sq_tx_agent_set_acp_url(kw_store_tx_t *base, kw_str_t id, const char *acp_url)
+{
+    kw__sq_tx_t *t = (kw__sq_tx_t *)base;
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_stmt(t->c, KW__SQ_ST_AGENT_SET_ACP, &st);
+    if (rc != KW_OK)
+        return rc;
+    kw__sq_bind_str(st, 1, id);
+    if (acp_url)
+        sqlite3_bind_text(st, 2, acp_url, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 2);
+    rc = kw__sq_exec_done(t->c, st, "update agent", NULL);
+    if (rc == KW_OK && sqlite3_changes(t->c->db) == 0)
+        rc = KW_ENOTFOUND;
+    return rc;
 }
 
 /* Binds bytes as a blob, or NULL when n is 0 (SQLITE_STATIC). */

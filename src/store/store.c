@@ -201,6 +201,33 @@ int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, size_t len, kw
     return s->ops->key_find_by_hash(s, hash, len, a, out);
 }
 
+int kw_store_agent_find_forward(kw_store_t *s, kw_str_t name, kw_arena_t *a, kw_agent_t *out)
+{
+    if (!s || !a || !out || (!name.ptr && name.len))
+        return KW_EINVAL;
+    if (name.len == 0)
+        return KW_ENOTFOUND;
+    return s->ops->agent_find_forward(s, name, a, out);
+}
+
+int kw_store_key_find_forward(kw_store_t *s, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                              kw_arena_t *a, kw_apikey_t *out)
+{
+    if (!s || !a || !out || (!agent_name.ptr && agent_name.len) ||
+        (!key_name.ptr && key_name.len) || (!type.ptr && type.len))
+        return KW_EINVAL;
+    if (agent_name.len == 0 || key_name.len == 0)
+        return KW_ENOTFOUND;
+    return s->ops->key_find_forward(s, agent_name, key_name, type, a, out);
+}
+
+int kw_store_replay_claim(kw_store_t *s, kw_str_t id, int64_t ttl_us)
+{
+    if (!s || !id.ptr || id.len == 0 || id.len > 256 || ttl_us <= 0)
+        return KW_EINVAL;
+    return s->ops->replay_claim(s, id, ttl_us);
+}
+
 int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id, int64_t after_created_us,
                            kw_str_t after_id, size_t limit, kw_arena_t *a, kw_apikey_t **out,
                            size_t *n_out)
@@ -373,6 +400,17 @@ int kw_store_tx_agent_delete(kw_store_tx_t *tx, kw_str_t id)
     if (id.len == 0 || id.len > KW__STORE_ID_MAX)
         return KW_ENOTFOUND;
     return tx_result(tx, tx->store->ops->tx_agent_delete(tx, id));
+}
+
+int kw_store_tx_agent_set_acp_url(kw_store_tx_t *tx, kw_str_t id, const char *acp_url)
+{
+    if (!tx || (!id.ptr && id.len))
+        return KW_EINVAL;
+    if (tx->failed)
+        return tx->failed;
+    if (id.len == 0 || id.len > KW__STORE_ID_MAX)
+        return KW_ENOTFOUND;
+    return tx_result(tx, tx->store->ops->tx_agent_set_acp_url(tx, id, acp_url));
 }
 
 int kw_store_tx_key_insert(kw_store_tx_t *tx, const kw_apikey_t *key)

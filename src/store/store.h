@@ -49,6 +49,7 @@ typedef struct kw_agent {
     const char *description; /* NULL for JSON null */
     const char *account_id;
     int64_t created_at_us; /* microseconds since the Unix epoch, UTC */
+    const char *acp_url;   /* the agent's own base URL (webhook relay); NULL for none */
 } kw_agent_t;
 
 typedef struct kw_apikey {
@@ -191,6 +192,22 @@ KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id, int64_
 KW_NODISCARD int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids,
                                       size_t n, kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 
+/* ---- the forward ingress (api/forward.c) ----
+ * Agent names are unique per account, not globally: the ingress names an agent only by
+ * name, so these look among every agent of that name that has an acp_url, oldest first. */
+/* The oldest agent called `name` that has an acp_url; KW_ENOTFOUND if none. */
+KW_NODISCARD int kw_store_agent_find_forward(kw_store_t *s, kw_str_t name, kw_arena_t *a,
+                                             kw_agent_t *out);
+/* The oldest key of type `type` called `key_name` whose agent is called `agent_name` and
+ * has an acp_url; KW_ENOTFOUND if none. */
+KW_NODISCARD int kw_store_key_find_forward(kw_store_t *s, kw_str_t agent_name, kw_str_t key_name,
+                                           kw_str_t type, kw_arena_t *a, kw_apikey_t *out);
+/* Replay refusal: records `id` (<= 256 bytes) as seen until ttl_us from now. KW_OK: first
+ * sighting; KW_ECONFLICT: already seen and not yet expired (across every instance on one
+ * PostgreSQL database). Outside any write transaction and the revision: it never waits for
+ * writers. Expired entries are deleted on the way (a bounded number per call). */
+KW_NODISCARD int kw_store_replay_claim(kw_store_t *s, kw_str_t id, int64_t ttl_us);
+
 /* ---- transactions ---- */
 /* Starts a write transaction holding the global write order (see "Write order" above):
  * may block while another transaction, of this process or another instance, is open. */
@@ -229,6 +246,8 @@ KW_NODISCARD int kw_store_tx_agent_insert(kw_store_tx_t *tx, const kw_agent_t *a
 /* Deletes the agent row, its keys' rows, and every relationship whose resource or subject
  * is the agent or one of its keys (recorded in the tx changes). KW_ENOTFOUND if absent. */
 KW_NODISCARD int kw_store_tx_agent_delete(kw_store_tx_t *tx, kw_str_t id);
+/* Sets (or with NULL clears) the agent's acp_url. KW_ENOTFOUND if absent. */
+KW_NODISCARD int kw_store_tx_agent_set_acp_url(kw_store_tx_t *tx, kw_str_t id, const char *acp_url);
 KW_NODISCARD int kw_store_tx_key_insert(kw_store_tx_t *tx, const kw_apikey_t *key);
 /* Deletes the key row and every relationship whose resource or subject is the key.
  * KW_ENOTFOUND if absent. */

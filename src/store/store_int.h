@@ -62,6 +62,10 @@ typedef struct kw_store_ops {
                          size_t *n_out);
     int (*keys_by_ids)(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
+    int (*agent_find_forward)(kw_store_t *s, kw_str_t name, kw_arena_t *a, kw_agent_t *out);
+    int (*key_find_forward)(kw_store_t *s, kw_str_t agent_name, kw_str_t key_name, kw_str_t type,
+                            kw_arena_t *a, kw_apikey_t *out);
+    int (*replay_claim)(kw_store_t *s, kw_str_t id, int64_t ttl_us);
 
     /* tx_begin allocates the backend's tx, calls kw__store_tx_init on its base, and
      * takes the global write order before returning (tag-kw-store-write-order). */
@@ -72,6 +76,7 @@ typedef struct kw_store_ops {
     void (*tx_rollback)(kw_store_tx_t *tx); /* frees tx */
     int (*tx_agent_insert)(kw_store_tx_t *tx, const kw_agent_t *ag);
     int (*tx_agent_delete)(kw_store_tx_t *tx, kw_str_t id);
+    int (*tx_agent_set_acp_url)(kw_store_tx_t *tx, kw_str_t id, const char *acp_url);
     int (*tx_key_insert)(kw_store_tx_t *tx, const kw_apikey_t *key);
     int (*tx_key_delete)(kw_store_tx_t *tx, kw_str_t id);
     /* Updates arrive validated and normalized: non-empty fields, subject relation ""

@@ -36,7 +36,9 @@ typedef struct kw_http_req {
     kw_str_t method;
     kw_str_t path;                       /* raw path as received (not decoded) */
     kw_str_t route;                      /* the matched template, e.g. "/agent_api_keys/{id}" */
-    kw_str_t params[KW_HTTP_MAX_PARAMS]; /* percent-decoded path params, in template order */
+    kw_str_t params[KW_HTTP_MAX_PARAMS]; /* percent-decoded path params, in template order;
+                                          * a {name...} tail is the RAW rest of the path
+                                          * (still percent-encoded, may be empty) */
     size_t n_params;
     kw_str_t body;       /* NUL-terminated at body.ptr[body.len] */
     kw_arena_t *arena;   /* request lifetime */
@@ -57,6 +59,12 @@ enum { KW_HTTP_RUN_FIRST = 0, KW_HTTP_RUN_WOKEN, KW_HTTP_RUN_DEADLINE };
 
 /* Request header (case-insensitive name); NULL if absent. Valid for the request. */
 const char *kw_http_header(const kw_http_req_t *req, const char *name);
+/* The raw query string (after '?', still percent-encoded; empty if none). */
+kw_str_t kw_http_query_raw(const kw_http_req_t *req);
+/* The request's header fields in the order received: n = kw_http_header_count, then
+ * kw_http_header_at(i) for i < n (names as sent; NUL-terminated, valid for the request). */
+size_t kw_http_header_count(const kw_http_req_t *req);
+void kw_http_header_at(const kw_http_req_t *req, size_t i, const char **name, const char **value);
 /* Percent-decoded query argument ('+' is a space); found=false if absent. A key given
  * twice: the first one wins. Decoding errors (bad %XY, or a %00 that would truncate a
  * C string) make the value absent and set *bad = true (bad may be NULL). */
@@ -70,6 +78,11 @@ typedef struct kw_http_resp {
     const char *hdr_names[4];
     const char *hdr_values[4];
     size_t n_hdrs;
+    /* More header lines, "Name: value\r\n" each (a relayed response's): arena memory. Each
+     * line is checked like hdr_names/values; a bad one turns the answer into a 500. The
+     * server's own Date, Content-Type, Content-Length, Connection and X-Request-Id must not
+     * be among them. */
+    kw_str_t hdr_block;
 } kw_http_resp_t;
 
 /* Adds a response header (name and value must outlive the request: arena or static). */
@@ -81,7 +94,8 @@ typedef void (*kw_http_handler_fn)(kw_http_req_t *req, kw_http_resp_t *resp, voi
 
 typedef struct kw_http_route {
     const char *method;  /* "GET", "POST", "DELETE", ... */
-    const char *pattern; /* "/agents/{id}", "/agent_api_keys/name/{name}", literal segments */
+    const char *pattern; /* "/agents/{id}", "/agent_api_keys/name/{name}", literal segments;
+                          * a last segment {name...} takes the rest of the path */
     kw_http_handler_fn fn;
     unsigned flags; /* the application's own, opaque to the server: req->route_flags */
 } kw_http_route_t;
@@ -91,6 +105,11 @@ typedef struct kw_http_route {
  * req->run set) after kw_http_server_wake, or at deadline_ns (kw_http_now_ns clock),
  * whichever comes first. Everything in req (arena, body, auth) is kept meanwhile. */
 void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns);
+/* Moves the rest of the request off the event loop: once the handler returns, nothing is
+ * sent and the handler runs again at once on a pool worker (req->run = KW_HTTP_RUN_WOKEN,
+ * or _DEADLINE when the server stops first). For work that waits on the network (the
+ * webhook relay). */
+void kw_http_req_defer(kw_http_req_t *req);
 /* The deadline given to the request's last kw_http_req_park; 0 if it never parked (so a
  * re-run handler can park again until the same deadline). */
 uint64_t kw_http_req_park_deadline(const kw_http_req_t *req);

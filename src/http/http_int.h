@@ -31,6 +31,7 @@ typedef struct kw__route {
     kw_str_t segs[KW__HTTP_MAX_SEGS]; /* literal text, or the param name for {param} */
     bool is_param[KW__HTTP_MAX_SEGS];
     size_t n_segs;
+    bool rest; /* the last segment is {name...}: it takes the rest of the path (0+ segments) */
     size_t n_literals;
     size_t n_params;
     size_t label; /* index into kw__router_t.labels (one per distinct pattern) */
@@ -61,6 +62,7 @@ typedef struct kw__match {
     const kw__route_t *route;                /* OK: the route; BAD_METHOD: the first path match */
     kw_str_t raw_params[KW_HTTP_MAX_PARAMS]; /* OK: still percent-encoded, into the path */
     size_t n_params;
+    bool rest;      /* OK: the last raw param is a {name...} tail (kept raw, maybe empty) */
     char allow[96]; /* BAD_METHOD: "GET, DELETE" */
 } kw__match_t;
 
@@ -202,6 +204,7 @@ struct kw__rq {
     bool keep_alive;  /* the connection may carry another request after this one */
     bool close_after; /* the loop closes the connection after sending out */
     bool parked;
+    bool deferred; /* kw_http_req_defer: to the run queue at once, not the parked list */
     uint64_t park_deadline_ns;
     uint64_t park_gen; /* srv->wake_gen when the handler parked it */
     uint64_t t0_ns;    /* head parsed */

@@ -242,6 +242,35 @@ static bool header_ok(const char *name, const char *value)
     return true;
 }
 
+/* hdr_block: lines "Name: value\r\n", each a token name and a value without CR, LF or
+ * other controls but tab. */
+static bool block_ok(kw_str_t b)
+{
+    size_t i = 0;
+    while (i < b.len) {
+        size_t s = i;
+        while (i < b.len && b.ptr[i] != ':') {
+            unsigned char ch = (unsigned char)b.ptr[i];
+            if (ch <= 0x20 || ch >= 0x7F)
+                return false;
+            i++;
+        }
+        if (i == s || i + 1 >= b.len || b.ptr[i + 1] != ' ')
+            return false;
+        i += 2;
+        while (i < b.len && b.ptr[i] != '\r') {
+            unsigned char ch = (unsigned char)b.ptr[i];
+            if (ch == '\n' || (ch < 0x20 && ch != '\t') || ch == 0x7F)
+                return false;
+            i++;
+        }
+        if (i + 1 >= b.len || b.ptr[i + 1] != '\n')
+            return false;
+        i += 2;
+    }
+    return true;
+}
+
 /* "Date: ..." text for now, cached per thread for the current second. */
 static const char *http_date(void)
 {
@@ -281,6 +310,11 @@ static void resp_sanitize(kw__rq_t *rq)
         }
         if (resp->content_type && !header_ok("Content-Type", resp->content_type))
             bad = true;
+        if (!bad && resp->hdr_block.len && !block_ok(resp->hdr_block)) {
+            kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: response header block refused",
+                   rq->req.request_id);
+            bad = true;
+        }
     }
     if (bad) {
         resp_reset(resp);
@@ -310,6 +344,8 @@ void kw__rq_finish(kw__rq_t *rq)
                   rq->req.request_id);
     for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++)
         kw_buf_printf(o, "%s: %s\r\n", resp->hdr_names[i], resp->hdr_values[i]);
+    if (resp->hdr_block.len)
+        kw_buf_append(o, resp->hdr_block.ptr, resp->hdr_block.len);
     if (rq->close_after)
         kw_buf_puts(o, "Connection: close\r\n\r\n");
     else if (rq->head.minor == 0)
@@ -385,6 +421,7 @@ bool kw__rq_run(kw__rq_t *rq)
     resp_reset(&rq->resp);
     rq->resp.status = 200;
     rq->parked = false;
+    rq->deferred = false;
     rq->match.route->def->fn(&rq->req, &rq->resp, srv->cfg.ud);
     if (rq->parked) {
         resp_reset(&rq->resp);
@@ -392,6 +429,11 @@ bool kw__rq_run(kw__rq_t *rq)
         if (srv->pool_quit || atomic_load(&srv->stopping)) {
             /* Stopping: no one would wake it; run it once more as expired. */
             rq->req.run = KW_HTTP_RUN_DEADLINE;
+            run_push_locked(srv, rq);
+            pthread_cond_signal(&srv->cv);
+        } else if (rq->deferred) {
+            rq->deferred = false;
+            rq->req.run = KW_HTTP_RUN_WOKEN;
             run_push_locked(srv, rq);
             pthread_cond_signal(&srv->cv);
         } else if (atomic_load(&srv->wake_gen) != rq->park_gen) {
@@ -537,6 +579,25 @@ const char *kw_http_header(const kw_http_req_t *req, const char *name)
     return kw__http_head_get(&rq->head, name);
 }
 
+kw_str_t kw_http_query_raw(const kw_http_req_t *req)
+{
+    const kw__rq_t *rq = req->priv;
+    return rq->head.query.ptr ? rq->head.query : KW_STR("");
+}
+
+size_t kw_http_header_count(const kw_http_req_t *req)
+{
+    const kw__rq_t *rq = req->priv;
+    return rq->head.n_hdrs;
+}
+
+void kw_http_header_at(const kw_http_req_t *req, size_t i, const char **name, const char **value)
+{
+    const kw__rq_t *rq = req->priv;
+    *name = rq->head.hdrs[i].name;
+    *value = rq->head.hdrs[i].value;
+}
+
 kw_str_t kw_http_query(const kw_http_req_t *req, const char *name, bool *found, bool *bad)
 {
     const kw__rq_t *rq = req->priv;
@@ -585,6 +646,13 @@ void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns)
     rq->parked = true;
     rq->park_deadline_ns = deadline_ns;
     rq->park_gen = atomic_load(&rq->srv->wake_gen);
+}
+
+void kw_http_req_defer(kw_http_req_t *req)
+{
+    kw__rq_t *rq = req->priv;
+    kw_http_req_park(req, kw_http_now_ns() + 3600ull * 1000000000ull);
+    rq->deferred = true;
 }
 
 uint64_t kw_http_req_park_deadline(const kw_http_req_t *req)

@@ -73,6 +73,14 @@ static int compile_route(kw__route_t *rt, const kw_http_route_t *def, kw_diag_t 
                 return kw_diag_set(diag, KW_EINVAL, 0, 0, "route %s %s: more than %d params",
                                    def->method, def->pattern, KW_HTTP_MAX_PARAMS);
             rt->segs[i] = (kw_str_t){s.ptr + 1, s.len - 2};
+            if (rt->segs[i].len > 3 && memcmp(s.ptr + s.len - 4, "...", 3) == 0) {
+                if (i != n - 1 || rt->segs[i].len == 3)
+                    return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                                       "route %s %s: a {name...} tail must be the last segment",
+                                       def->method, def->pattern);
+                rt->segs[i].len -= 3;
+                rt->rest = true;
+            }
             rt->is_param[i] = true;
             rt->n_params++;
         } else {
@@ -87,7 +95,7 @@ static int compile_route(kw__route_t *rt, const kw_http_route_t *def, kw_diag_t 
 /* Two compiled templates are the same shape if they match exactly the same paths. */
 static bool same_shape(const kw__route_t *a, const kw__route_t *b)
 {
-    if (a->n_segs != b->n_segs)
+    if (a->n_segs != b->n_segs || a->rest != b->rest)
         return false;
     for (size_t i = 0; i < a->n_segs; i++) {
         if (a->is_param[i] != b->is_param[i])
@@ -144,9 +152,9 @@ void kw__router_close(kw__router_t *r)
 
 static bool path_fits(const kw__route_t *rt, const kw_str_t *segs, size_t n)
 {
-    if (rt->n_segs != n)
+    if (rt->rest ? n + 1 < rt->n_segs : rt->n_segs != n)
         return false;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && i < rt->n_segs; i++)
         if (!rt->is_param[i] && !kw_str_eq(rt->segs[i], segs[i]))
             return false;
     return true;
@@ -197,9 +205,19 @@ void kw__router_match(const kw__router_t *r, kw_str_t method, kw_str_t path, kw_
     if (best) {
         m->kind = KW__MATCH_OK;
         m->route = best;
-        for (size_t i = 0; i < best->n_segs; i++)
-            if (best->is_param[i])
+        for (size_t i = 0; i < best->n_segs; i++) {
+            if (!best->is_param[i])
+                continue;
+            if (best->rest && i == best->n_segs - 1) {
+                /* the raw tail: from this segment to the end of the path, or empty */
+                const char *from = (size_t)n > i ? segs[i].ptr : path.ptr + path.len;
+                m->raw_params[m->n_params++] =
+                    (kw_str_t){from, (size_t)(path.ptr + path.len - from)};
+                m->rest = true;
+            } else {
                 m->raw_params[m->n_params++] = segs[i];
+            }
+        }
         m->allow[0] = '\0';
     } else if (first_path) {
         m->kind = KW__MATCH_BAD_METHOD;
@@ -211,6 +229,10 @@ bool kw__router_decode_params(const kw__match_t *m, kw_http_req_t *req)
 {
     req->n_params = 0;
     for (size_t i = 0; i < m->n_params; i++) {
+        if (m->rest && i == m->n_params - 1) {
+            req->params[req->n_params++] = m->raw_params[i]; /* kept raw */
+            break;
+        }
         kw_str_t d;
         if (!kw_http_pct_decode(req->arena, m->raw_params[i], false, &d))
             return false;

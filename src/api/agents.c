@@ -27,6 +27,10 @@ static const char msg_name[] =
 static const char msg_description[] =
     "description must be null or at most " XSTR(KW_MAX_DESCRIPTION_CHARS) " characters.";
 
+static const char msg_acp_url[] =
+    "acp_url must be null or an absolute http(s) URL of at most " XSTR(
+        KW__ACP_URL_MAX) " characters.";
+
 static void agent_404(kw_http_resp_t *resp)
 {
     kw_http_resp_error(resp, 404, KW__MSG_AGENT_404);
@@ -80,12 +84,21 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw_http_resp_error(resp, 422, msg_description);
         return;
     }
+    kw_str_t acp;
+    bool has_acp;
+    if (!kw__api_json_str(body, "acp_url", &acp, &has_acp) ||
+        (has_acp && !kw__api_acp_url_ok(acp))) {
+        json_decref(body);
+        kw_http_resp_error(resp, 422, msg_acp_url);
+        return;
+    }
     kw_agent_t ag;
     memset(&ag, 0, sizeof(ag));
     ag.name = kw__api_cstr(req->arena, name);
     ag.description = has_desc ? kw__api_cstr(req->arena, desc) : NULL;
+    ag.acp_url = has_acp ? kw__api_cstr(req->arena, acp) : NULL;
     json_decref(body);
-    if (!ag.name || (has_desc && !ag.description)) {
+    if (!ag.name || (has_desc && !ag.description) || (has_acp && !ag.acp_url)) {
         kw__api_fail(req, resp, KW_ENOMEM, "create agent");
         return;
     }
@@ -406,5 +419,89 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw__api_string_body(resp, msg);
+    kw__api_revision(req, resp, rev);
+}
+
+/* ---- PATCH /agents/{id}: the agent's acp_url (`update` on the agent) ---- */
+
+typedef struct {
+    kw_str_t id;
+    const char *acp_url;
+} patch_ctx_t;
+
+static int patch_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    (void)diag;
+    patch_ctx_t *c = ud;
+    return kw_store_tx_agent_set_acp_url(tx, c->id, c->acp_url);
+}
+
+void kw__api_agents_patch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    bool ok = false;
+    if (kw__api_reserved_id(req, resp))
+        return;
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
+        return;
+    json_t *body = kw__api_body(req, resp);
+    if (!body)
+        return;
+    kw_str_t acp;
+    bool has_acp;
+    if (!json_object_get(body, "acp_url") || !kw__api_json_str(body, "acp_url", &acp, &has_acp) ||
+        (has_acp && !kw__api_acp_url_ok(acp))) {
+        json_decref(body);
+        kw_http_resp_error(resp, 422, msg_acp_url);
+        return;
+    }
+    patch_ctx_t c = {req->params[0], has_acp ? kw__api_cstr(req->arena, acp) : NULL};
+    json_decref(body);
+    if (has_acp && !c.acp_url) {
+        kw__api_fail(req, resp, KW_ENOMEM, "update agent");
+        return;
+    }
+    if (!kw_api_is_uuid(c.id)) {
+        agent_404(resp);
+        return;
+    }
+    int rc = kw__api_can(api, &p, "agent", c.id, "read", &ok, NULL);
+    if (rc == KW_OK && !ok) {
+        agent_404(resp);
+        return;
+    }
+    if (rc == KW_OK)
+        rc = kw__api_can(api, &p, "agent", c.id, "update", &ok, NULL);
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "check agent update");
+        return;
+    }
+    if (!ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to update this agent.");
+        return;
+    }
+    kw_revision_t rev = 0;
+    rc = kw__api_write(api, patch_tx, &c, 0, &rev, NULL);
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "update agent");
+        return;
+    }
+    kw_agent_t ag;
+    rc = kw_store_agent_get(api->store, c.id, req->arena, &ag);
+    if (rc == KW_ENOTFOUND) {
+        agent_404(resp);
+        return;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "update agent");
+        return;
+    }
+    resp->status = 200;
+    kw__api_agent_json(&resp->body, &ag);
     kw__api_revision(req, resp, rev);
 }

@@ -105,6 +105,11 @@ void kw__api_string_body(kw_http_resp_t *resp, const char *msg);
 /* `/agents/name` and `/agent_api_keys/name` are the by-name routes without their name:
  * answered as the unknown route they are (the router's 404), before authentication. */
 bool kw__api_reserved_id(kw_http_req_t *req, kw_http_resp_t *resp);
+/* The longest acp_url (bytes). */
+#define KW__ACP_URL_MAX 2048
+/* An agent's acp_url: an absolute http:// or https:// URL with a host, printable ASCII, no
+ * userinfo and no fragment, at most KW__ACP_URL_MAX bytes. */
+bool kw__api_acp_url_ok(kw_str_t url);
 /* Copies `str` into the arena, NUL-terminated; NULL on OOM. */
 char *kw__api_cstr(kw_arena_t *a, kw_str_t str);
 
@@ -172,6 +177,10 @@ void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_agents_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_agents_patch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+/* webhook.c, forward.c (issue 16) */
+void kw__api_webhook_trigger(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_forward(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 
 void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

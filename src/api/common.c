@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -251,6 +252,11 @@ void kw__api_agent_json(kw_buf_t *out, const kw_agent_t *ag)
         kw_buf_puts(out, "null");
     kw_buf_puts(out, ", \"account_id\": ");
     kw_json_escape(out, kw_str_c(ag->account_id));
+    kw_buf_puts(out, ", \"acp_url\": ");
+    if (ag->acp_url)
+        kw_json_escape(out, kw_str_c(ag->acp_url));
+    else
+        kw_buf_puts(out, "null");
     kw_buf_puts(out, ", \"created_at\": ");
     kw_json_escape(out, (kw_str_t){ts, n});
     kw_buf_puts(out, "}");
@@ -392,4 +398,31 @@ bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp)
         kw_http_resp_error(resp, 503, KW__MSG_DB);
     }
     return false;
+}
+
+bool kw__api_acp_url_ok(kw_str_t url)
+{
+    size_t skip;
+    if (url.len > KW__ACP_URL_MAX)
+        return false;
+    if (url.len > 7 && strncasecmp(url.ptr, "http://", 7) == 0)
+        skip = 7;
+    else if (url.len > 8 && strncasecmp(url.ptr, "https://", 8) == 0)
+        skip = 8;
+    else
+        return false;
+    /* a host must follow; no whitespace, controls, fragments or credentials */
+    if (url.ptr[skip] == '/' || url.ptr[skip] == ':' || url.ptr[skip] == '?')
+        return false;
+    size_t host_end = skip;
+    while (host_end < url.len && url.ptr[host_end] != '/')
+        host_end++;
+    for (size_t i = 0; i < url.len; i++) {
+        unsigned char ch = (unsigned char)url.ptr[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '\\')
+            return false;
+        if (i >= skip && i < host_end && (ch == '@' || ch == '?'))
+            return false;
+    }
+    return true;
 }

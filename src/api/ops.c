@@ -61,6 +61,20 @@ static const op_t ops[] = {
     {"/agents/{id}", "get", "Get an agent", NULL, "Agent", "401 404 503", "id"},
     {"/agents/{id}", "delete", "Delete an agent, its keys and their relationships", NULL, "Message",
      "401 403 404 503", "id"},
+    {"/agents/{id}", "patch", "Set or clear an agent's acp_url (`update` on the agent)",
+     "AgentPatch", "Agent", "401 403 404 413 422 503", "id"},
+    {"/agent_api_keys/webhook-trigger", "post",
+     "Register a GitHub or Slack signing key for an agent; answers the webhook path and URL "
+     "(the secret is shown once)",
+     "WebhookTriggerCreate", "WebhookTrigger", "400 401 403 404 409 413 422 503", ""},
+    {"/agents/forward/name/{agent_name}/{path...}", "get",
+     "Forward ingress: verify a delivery (agent key, GitHub or Slack signature) and relay it to "
+     "the agent's acp_url (docs/API.md lists the verification rules)",
+     NULL, NULL, "400 401 403 404 409 502 503 504", "forward"},
+    {"/agents/forward/name/{agent_name}/{path...}", "post",
+     "Forward ingress: verify a delivery (agent key, GitHub or Slack signature) and relay it to "
+     "the agent's acp_url (docs/API.md lists the verification rules)",
+     NULL, NULL, "400 401 403 404 409 502 503 504", "forward"},
     {"/agents/name/{name}", "get", "Get an agent by name in the selected account", NULL, "Agent",
      "400 401 404 422 503", "name"},
     {"/agent_api_keys", "post", "Create an API key for an agent (the secret is shown once)",
@@ -119,6 +133,13 @@ static json_t *params_for(const char *kind)
         return NULL;
     if (strcmp(kind, "id") == 0)
         json_array_append_new(a, param("id", "path", true, json_pack("{s:s}", "type", "string")));
+    if (strcmp(kind, "forward") == 0) {
+        json_array_append_new(
+            a, param("agent_name", "path", true, json_pack("{s:s}", "type", "string")));
+        json_array_append_new(a, param("path...", "path", true,
+                                       json_pack("{s:s, s:s}", "type", "string", "description",
+                                                 "the rest of the path, relayed as sent")));
+    }
     if (strcmp(kind, "name") == 0 || strcmp(kind, "keyref_type") == 0)
         json_array_append_new(a, param("name", "path", true, json_pack("{s:s}", "type", "string")));
     if (strncmp(kind, "keyref", 6) == 0) {
@@ -175,13 +196,67 @@ static json_t *operation(const op_t *op)
         json_object_set_new(o, "requestBody",
                             json_pack("{s:b, s:{s:{s:o}}}", "required", true, "content",
                                       "application/json", "schema", ref(op->request)));
-    if (strncmp(op->path, "/v1/", 4) == 0 ||
-        (strcmp(op->path, "/healthz") != 0 && strcmp(op->path, "/readyz") != 0 &&
-         strcmp(op->path, "/metrics") != 0 && strcmp(op->path, "/openapi.json") != 0))
+    if (strncmp(op->path, "/agents/forward/", 16) == 0)
+        json_object_set_new(o, "security",
+                            json_pack("[{s:[]}, {s:[]}, {s:[]}, {s:[]}]", "agentKeyHeader",
+                                      "agentKeyAuth", "githubSignature", "slackSignature"));
+    else if (strncmp(op->path, "/v1/", 4) == 0 ||
+             (strcmp(op->path, "/healthz") != 0 && strcmp(op->path, "/readyz") != 0 &&
+              strcmp(op->path, "/metrics") != 0 && strcmp(op->path, "/openapi.json") != 0))
         json_object_set_new(
             o, "security",
             json_pack("[{s:[]}, {s:[]}, {s:[]}]", "bearer", "agentKeyHeader", "agentKeyAuth"));
     return o;
+}
+
+/* Issue 16: acp_url on agents, the trigger route's bodies, the ingress' signatures. */
+static int webhook_schemas(json_t *c)
+{
+    json_t *schemas = json_object_get(c, "schemas");
+    json_t *sec = json_object_get(c, "securitySchemes");
+    json_t *acp = json_pack("{s:[s,s], s:s, s:i, s:s}", "type", "string", "null", "format", "uri",
+                            "maxLength", KW__ACP_URL_MAX, "description",
+                            "the agent's own base URL (absolute http or https)");
+    int rc = !schemas || !sec || !acp;
+    json_t *props;
+    if (!rc && (props = json_object_get(json_object_get(schemas, "Agent"), "properties")))
+        rc |= json_object_set(props, "acp_url", acp);
+    if (!rc && (props = json_object_get(json_object_get(schemas, "AgentCreate"), "properties")))
+        rc |= json_object_set(props, "acp_url", acp);
+    if (!rc)
+        rc |= json_object_set_new(schemas, "AgentPatch",
+                                  json_pack("{s:s, s:[s], s:{s:O}}", "type", "object", "required",
+                                            "acp_url", "properties", "acp_url", acp));
+    if (!rc)
+        rc |= json_object_set_new(
+            schemas, "WebhookTriggerCreate",
+            json_pack("{s:s, s:[s,s,s], s:{s:{s:s}, s:{s:s, s:[s,s], s:s}, s:{s:s}, s:{s:s}, "
+                      "s:{s:s, s:i, s:i}, s:{s:[s,s]}}}",
+                      "type", "object", "required", "agent_name", "name", "forward_path",
+                      "properties", "agent_name", "type", "string", "source", "type", "string",
+                      "enum", "github", "slack", "default", "github", "name", "type", "string",
+                      "forward_path", "type", "string", "secret", "type", "string", "minLength", 1,
+                      "maxLength", 512, "base_url", "type", "string", "null"));
+    if (!rc)
+        rc |= json_object_set_new(
+            schemas, "WebhookTrigger",
+            json_pack("{s:s, s:[s,s,s,s,s,s,s], s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, "
+                      "s:{s:s}, s:{s:[s,s]}}}",
+                      "type", "object", "required", "key_id", "agent_name", "source", "name",
+                      "secret", "webhook_path", "webhook_url", "properties", "key_id", "type",
+                      "string", "agent_name", "type", "string", "source", "type", "string", "name",
+                      "type", "string", "secret", "type", "string", "webhook_path", "type",
+                      "string", "webhook_url", "type", "string", "null"));
+    if (!rc)
+        rc |= json_object_set_new(sec, "githubSignature",
+                                  json_pack("{s:s, s:s, s:s}", "type", "apiKey", "in", "header",
+                                            "name", "x-hub-signature-256"));
+    if (!rc)
+        rc |= json_object_set_new(sec, "slackSignature",
+                                  json_pack("{s:s, s:s, s:s}", "type", "apiKey", "in", "header",
+                                            "name", "x-slack-signature"));
+    json_decref(acp);
+    return rc ? -1 : 0;
 }
 
 static json_t *components(void)
@@ -230,6 +305,10 @@ static json_t *components(void)
         "type", "apiKey", "in", "header", "name", "x-agent-api-key", "agentKeyAuth", "type",
         "apiKey", "in", "header", "name", "Authorization");
     json_decref(str);
+    if (c && webhook_schemas(c) != 0) {
+        json_decref(c);
+        return NULL;
+    }
     return c;
 }
 

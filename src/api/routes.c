@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api_int.h"
+#include "forward_int.h"
 
 /* The sync module applied a revision or changed freshness: parked requests look again. */
 static void on_sync_change(void *ud)
@@ -26,15 +27,20 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
 {
     if (!engine || !store || !keyring || !sync || !out)
         return KW_EINVAL;
-    kw_api_t *api = kw_calloc(1, sizeof(*api));
-    if (!api)
+    if (kw__api_forward_init() != KW_OK)
         return KW_ENOMEM;
+    kw_api_t *api = kw_calloc(1, sizeof(*api));
+    if (!api) {
+        kw__api_forward_fini();
+        return KW_ENOMEM;
+    }
     api->engine = engine;
     api->store = store;
     api->keyring = keyring;
     api->sync = sync;
     if (pthread_mutex_init(&api->http_mu, NULL) != 0) {
         kw_free(api);
+        kw__api_forward_fini();
         return KW_ENOMEM;
     }
     kw_sync_on_change(sync, on_sync_change, api);
@@ -49,6 +55,7 @@ void kw_api_free(kw_api_t *api)
     kw_sync_on_change(api->sync, NULL, NULL);
     pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
+    kw__api_forward_fini();
 }
 
 void kw_api_serve_on(kw_api_t *api, kw_http_server_t *srv)
@@ -63,6 +70,7 @@ static const kw_http_route_t routes[] = {
     {"GET", "/agents", kw__api_agents_list, 0},
     {"GET", "/agents/{id}", kw__api_agents_get, 0},
     {"DELETE", "/agents/{id}", kw__api_agents_delete, 0},
+    {"PATCH", "/agents/{id}", kw__api_agents_patch, 0},
     {"GET", "/agents/name/{name}", kw__api_agents_get_by_name, 0},
     {"POST", "/agent_api_keys", kw__api_keys_create, 0},
     {"GET", "/agent_api_keys", kw__api_keys_list, 0},
@@ -70,6 +78,10 @@ static const kw_http_route_t routes[] = {
     {"DELETE", "/agent_api_keys/{id}", kw__api_keys_delete, 0},
     {"GET", "/agent_api_keys/name/{name}", kw__api_keys_get_by_name, 0},
     {"DELETE", "/agent_api_keys/name/{name}", kw__api_keys_delete_by_name, 0},
+    {"POST", "/agent_api_keys/webhook-trigger", kw__api_webhook_trigger, 0},
+    /* The forward ingress authenticates deliveries itself (forward.c). */
+    {"GET", "/agents/forward/name/{agent_name}/{path...}", kw__api_forward, KW__ROUTE_PUBLIC},
+    {"POST", "/agents/forward/name/{agent_name}/{path...}", kw__api_forward, KW__ROUTE_PUBLIC},
     {"GET", "/healthz", kw__api_healthz, KW__ROUTE_PUBLIC},
     {"GET", "/readyz", kw__api_readyz, KW__ROUTE_PUBLIC},
     {"GET", "/metrics", kw__api_metrics_route, KW__ROUTE_PUBLIC},
@@ -159,6 +171,7 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
     kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n", (double)st.last_resync_ms / 1000.0);
+    kw__api_forward_metrics(out);
 }
 
 /* What the routes check and write (tag-kw-api-schema-needs: agents.c, keys_routes.c,

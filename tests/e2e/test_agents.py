@@ -6,7 +6,7 @@ from conftest import AGENT_404, TS_RE, UUID_RE, Client
 
 
 def check_agent(obj, name, account, description=None):
-    assert set(obj) == {"id", "name", "description", "account_id", "created_at"}, obj
+    assert set(obj) == {"id", "name", "description", "account_id", "created_at", "acp_url"}, obj
     assert UUID_RE.match(obj["id"]), obj["id"]
     assert TS_RE.match(obj["created_at"]), obj["created_at"]
     assert obj["name"] == name

@@ -135,6 +135,41 @@ const kw__fwd_settings_t *kw__fwd_settings(void)
     return &g_settings;
 }
 
+/* One easy handle per pool worker, kept across relays so its connection cache keeps
+ * upstream connections open (keep-alive): a reused connection goes to an address that
+ * passed the guard when it was opened, for the same host and port (the allow list does not
+ * change while the process runs). Freed when the worker thread exits. */
+static pthread_key_t g_handle_key;
+static pthread_once_t g_key_once = PTHREAD_ONCE_INIT;
+static bool g_key_ok;
+
+static void handle_free(void *h)
+{
+    curl_easy_cleanup(h);
+}
+
+static void key_make(void)
+{
+    g_key_ok = pthread_key_create(&g_handle_key, handle_free) == 0;
+}
+
+/* This thread's handle, reset to no options; NULL on OOM. */
+static CURL *thread_handle(bool *owned)
+{
+    pthread_once(&g_key_once, key_make);
+    *owned = false;
+    CURL *c = g_key_ok ? pthread_getspecific(g_handle_key) : NULL;
+    if (c) {
+        curl_easy_reset(c);
+        return c;
+    }
+    c = curl_easy_init();
+    if (c && g_key_ok && pthread_setspecific(g_handle_key, c) == 0)
+        return c;
+    *owned = c != NULL; /* no slot: this relay frees it */
+    return c;
+}
+
 int kw__api_forward_init(void)
 {
     return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? KW_OK : KW_ENOMEM;
@@ -369,6 +404,7 @@ void kw__fwd_relay(kw_http_req_t *req, kw_http_resp_t *resp, const kw_agent_t *a
     kw_buf_init(&r.hdrs);
     struct curl_slist *hl = NULL;
     CURL *c = NULL;
+    bool owned = false;
 
     /* URL: acp_url without its trailing '/', '/', the raw tail, '?' the raw query */
     kw_str_t base = kw_str_c(ag->acp_url);
@@ -407,7 +443,7 @@ void kw__fwd_relay(kw_http_req_t *req, kw_http_resp_t *resp, const kw_agent_t *a
         hl = nl;
     }
 
-    c = curl_easy_init();
+    c = thread_handle(&owned);
     if (!c)
         goto oom;
     char *method = kw_arena_strndup(req->arena, req->method.ptr, req->method.len);
@@ -482,8 +518,10 @@ oom:
     kw__fwd_count(KW__FWD_ERROR);
     kw__api_fail(req, resp, KW_ENOMEM, "forward relay");
 out:
-    if (c)
+    if (c && owned)
         curl_easy_cleanup(c);
+    else if (c)
+        curl_easy_reset(c); /* drops the pointers into this request (&r, hl, the body) */
     curl_slist_free_all(hl);
     kw_buf_free(&r.body);
     kw_buf_free(&r.hdrs);

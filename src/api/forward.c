@@ -223,9 +223,10 @@ static bool via_github(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
         return false;
     }
     const char *full = jstr(repo, "full_name");
-    char *name = full ? kw_arena_strndup(req->arena, full, strlen(full)) : NULL;
-    json_decref(doc);
-    if (!full || !*full) {
+    bool missing = !full || !*full;
+    char *name = missing ? NULL : kw_arena_strndup(req->arena, full, strlen(full));
+    json_decref(doc); /* `full` points into doc: only `name` from here on */
+    if (missing) {
         answer(req, resp, 400, "GitHub webhook payload missing repository name.",
                KW__FWD_BAD_REQUEST, via, named->id);
         return false;

@@ -133,6 +133,7 @@ static const kw_http_route_t test_routes[] = {
     {"GET", "/agent_api_keys/{id}", h_echo_params, 0},
     {"GET", "/agent_api_keys/name/{name}", h_echo_params, 0},
     {"GET", "/a/{x}/b/{y}", h_echo_params, 0},
+    {"GET", "/fwd/{name}/{rest...}", h_echo_params, 0},
     {"POST", "/echo", h_echo_body, 0},
     {"GET", "/query", h_query, 0},
     {"GET", "/slow", h_slow, 0},
@@ -261,9 +262,10 @@ KW_TEST(http_bad_route_tables)
     static const kw_http_route_t bad3[] = {{"GET", "/a/{x}", h_ping, 0},
                                            {"GET", "/a/{y}", h_ping, 0}};
     static const kw_http_route_t bad4[] = {{"GET", "/a//b", h_ping, 0}};
-    const kw_http_route_t *tables[] = {bad1, bad2, bad3, bad4};
-    size_t lens[] = {1, 1, 2, 1};
-    for (size_t i = 0; i < 4; i++) {
+    static const kw_http_route_t bad5[] = {{"GET", "/a/{x...}/b", h_ping, 0}};
+    const kw_http_route_t *tables[] = {bad1, bad2, bad3, bad4, bad5};
+    size_t lens[] = {1, 1, 2, 1, 1};
+    for (size_t i = 0; i < KW_ARRAY_LEN(tables); i++) {
         kw_http_config_t cfg = {
             .host = "127.0.0.1", .threads = 1, .routes = tables[i], .n_routes = lens[i]};
         kw_http_server_t *srv = NULL;
@@ -389,6 +391,17 @@ KW_TEST(http_params_decoding)
     }
     KW_ASSERT_EQ(do_req(port, "GET * HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r), 0);
     KW_ASSERT(r.status == 404 || r.status == 400);
+    resp_free(&r);
+    /* A {rest...} tail takes the rest of the path RAW (still encoded), or nothing. */
+    KW_ASSERT_EQ(get(port, "/fwd/a%20b/x/y%2Fz", &r), 0);
+    KW_ASSERT_STR_EQ(r.body, "{\"route\": \"/fwd/{name}/{rest...}\", \"p0\": \"a b\", "
+                             "\"p1\": \"x/y%2Fz\"}");
+    resp_free(&r);
+    KW_ASSERT_EQ(get(port, "/fwd/a?q=1", &r), 0);
+    KW_ASSERT_STR_EQ(r.body, "{\"route\": \"/fwd/{name}/{rest...}\", \"p0\": \"a\", \"p1\": \"\"}");
+    resp_free(&r);
+    KW_ASSERT_EQ(get(port, "/fwd/a/../b", &r), 0); /* dot segments still refused */
+    KW_ASSERT_EQ(r.status, 404);
     resp_free(&r);
     kw_http_server_stop(srv);
 }

@@ -47,7 +47,7 @@ def test_bare_name_segment_is_the_id_template(anon, srv):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("PUT", "/agents"), ("DELETE", "/agents"), ("PATCH", "/agents/%s" % uuid.uuid4()),
+    ("PUT", "/agents"), ("DELETE", "/agents"), ("PUT", "/agents/%s" % uuid.uuid4()),
     ("POST", "/agents/%s" % uuid.uuid4()), ("PUT", "/agent_api_keys"),
     ("POST", "/agent_api_keys/%s" % uuid.uuid4()), ("POST", "/agent_api_keys/name/x"),
     ("POST", "/agents/name/x"), ("GET", "/v1/relationships/write"), ("GET", "/v1/permissions/check"),

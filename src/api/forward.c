@@ -10,6 +10,7 @@
  * answer 503 at once. Never logged: bodies, secrets, signatures, header values.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +63,84 @@ void kw__api_forward_metrics(kw_buf_t *out)
                   atomic_load_explicit(&inflight, memory_order_relaxed));
 }
 
-/* What the first run leaves for the relay run (req->auth: public routes have no principal). */
+/* What the first run leaves for the relay and the run that answers (req->auth: public
+ * routes have no principal). In the request arena: alive until the request is answered,
+ * which the handler does only once the relay thread is done with it (`woke`). */
 typedef struct fwd_state {
+    struct fwd_state *next; /* the relay queue */
+    kw_http_req_t *req;
     kw_agent_t target; /* the agent whose credential verified */
     const char *via;   /* "agent_key" | "github" | "slack" */
+    kw_http_resp_t result;
+    bool done; /* result is ready (g_done_mu) */
+    bool woke; /* ...and the relay thread has woken the request and let go of it */
 } fwd_state_t;
+
+/* ---- the relay threads ----
+ * The relay waits on the network for up to the relay timeout, so it runs neither on an
+ * event loop nor on the HTTP pool's workers (which re-run parked requests: a slow upstream
+ * must not delay them): KEYWARD_FORWARD_THREADS threads of this module take parked
+ * requests from a queue, relay, and wake exactly that request (kw_http_req_wake). */
+static pthread_mutex_t g_q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_q_cv = PTHREAD_COND_INITIALIZER;
+static fwd_state_t *g_q_head, *g_q_tail;
+static pthread_mutex_t g_done_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_done_cv = PTHREAD_COND_INITIALIZER;
+static pthread_once_t g_threads_once = PTHREAD_ONCE_INIT;
+static unsigned g_n_threads;
+
+static void *relay_main(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        pthread_mutex_lock(&g_q_mu);
+        while (!g_q_head)
+            pthread_cond_wait(&g_q_cv, &g_q_mu);
+        fwd_state_t *st = g_q_head;
+        g_q_head = st->next;
+        if (!g_q_head)
+            g_q_tail = NULL;
+        pthread_mutex_unlock(&g_q_mu);
+        kw__fwd_relay(st->req, &st->result, &st->target, st->via);
+        pthread_mutex_lock(&g_done_mu);
+        st->done = true;
+        pthread_mutex_unlock(&g_done_mu);
+        kw_http_req_wake(st->req);
+        pthread_mutex_lock(&g_done_mu);
+        st->woke = true; /* from here on st and its request are the handler's alone */
+        pthread_cond_broadcast(&g_done_cv);
+        pthread_mutex_unlock(&g_done_mu);
+    }
+    return NULL;
+}
+
+/* Process-lifetime threads (detached: they hold nothing at exit but an idle handle). */
+static void threads_start(void)
+{
+    unsigned want = kw__fwd_settings()->threads;
+    for (unsigned i = 0; i < want; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, relay_main, NULL) != 0)
+            break;
+        pthread_detach(t);
+        g_n_threads++;
+    }
+    if (g_n_threads < want)
+        kw_log(KW_LOG_WARN, KW_MODULE, "started %u of %u relay threads", g_n_threads, want);
+}
+
+static void enqueue(fwd_state_t *st)
+{
+    pthread_mutex_lock(&g_q_mu);
+    st->next = NULL;
+    if (g_q_tail)
+        g_q_tail->next = st;
+    else
+        g_q_head = st;
+    g_q_tail = st;
+    pthread_cond_signal(&g_q_cv);
+    pthread_mutex_unlock(&g_q_mu);
+}
 
 /* One answer: status, {"detail": msg}, the outcome counted, the decision logged. */
 static void answer(kw_http_req_t *req, kw_http_resp_t *resp, int status, const char *msg,
@@ -433,17 +507,30 @@ void kw__api_forward(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_t *api = kw__api_of(ud);
     fwd_state_t *st = req->auth;
     if (req->run != KW_HTTP_RUN_FIRST) {
-        /* the deferred run, on a pool worker */
         if (!st) {
             answer(req, resp, 500, NULL, KW__FWD_ERROR, NULL, NULL);
             return;
         }
-        if (req->run == KW_HTTP_RUN_DEADLINE) {
+        if (g_n_threads == 0) {
+            /* no relay threads: deferred here, relayed on this pool worker */
+            kw__fwd_relay(req, resp, &st->target, st->via);
             atomic_fetch_sub(&inflight, 1);
-            answer(req, resp, 503, "Service is stopping.", KW__FWD_BUSY, st->via, st->target.id);
             return;
         }
-        kw__fwd_relay(req, resp, &st->target, st->via);
+        pthread_mutex_lock(&g_done_mu);
+        if (!st->done && req->run != KW_HTTP_RUN_DEADLINE) {
+            /* woken by something else (every applied revision wakes parked requests) */
+            pthread_mutex_unlock(&g_done_mu);
+            kw_http_req_park(req, kw_http_req_park_deadline(req));
+            return;
+        }
+        /* done, or the server stops / the deadline passed: the relay ends within its own
+         * timeouts; the request must outlive the relay thread's use of it */
+        while (!st->woke)
+            pthread_cond_wait(&g_done_cv, &g_done_mu);
+        pthread_mutex_unlock(&g_done_mu);
+        kw_buf_free(&resp->body);
+        *resp = st->result;
         atomic_fetch_sub(&inflight, 1);
         return;
     }
@@ -493,5 +580,15 @@ void kw__api_forward(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     req->auth = st;
-    kw_http_req_defer(req);
+    pthread_once(&g_threads_once, threads_start);
+    if (g_n_threads == 0) {
+        kw_http_req_defer(req);
+        return;
+    }
+    st->req = req;
+    kw_buf_init(&st->result.body);
+    const kw__fwd_settings_t *set = kw__fwd_settings();
+    uint64_t wait_ms = (uint64_t)set->connect_timeout_ms + (uint64_t)set->timeout_ms + 5000;
+    kw_http_req_park(req, kw_http_now_ns() + wait_ms * 1000000ull);
+    enqueue(st);
 }

@@ -47,6 +47,7 @@ typedef struct kw__fwd_settings {
     long timeout_ms;         /* KEYWARD_FORWARD_TIMEOUT_MS (whole relay), default 30000 */
     size_t max_response;     /* KEYWARD_FORWARD_MAX_RESPONSE_BYTES, default 10 MiB */
     unsigned max_inflight;   /* KEYWARD_FORWARD_MAX_INFLIGHT, default 64 */
+    unsigned threads;        /* KEYWARD_FORWARD_THREADS (relay threads), default 16 */
     kw__fwd_allow_t allow[KW__FWD_MAX_ALLOW];
     size_t n_allow;
 } kw__fwd_settings_t;

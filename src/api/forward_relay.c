@@ -102,6 +102,7 @@ static void settings_load(void)
     s->max_response =
         (size_t)env_long("KEYWARD_FORWARD_MAX_RESPONSE_BYTES", 10L * 1024 * 1024, 1, 1L << 30);
     s->max_inflight = (unsigned)env_long("KEYWARD_FORWARD_MAX_INFLIGHT", 64, 1, 100000);
+    s->threads = (unsigned)env_long("KEYWARD_FORWARD_THREADS", 16, 1, 1024);
     const char *allow = getenv("KEYWARD_FORWARD_ALLOW");
     if (!allow || !*allow) {
         kw_log(KW_LOG_INFO, KW_MODULE,

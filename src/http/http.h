@@ -110,6 +110,12 @@ void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns);
  * or _DEADLINE when the server stops first). For work that waits on the network (the
  * webhook relay). */
 void kw_http_req_defer(kw_http_req_t *req);
+/* Re-runs ONE parked request (req->run = KW_HTTP_RUN_WOKEN), from any thread: for work
+ * that finishes elsewhere (the webhook relay's own threads). A wake that comes while the
+ * handler is still deciding to park is not lost: the request runs again at once. The
+ * caller must know req is still alive (parked, or its handler running): a handler woken
+ * this way must not answer before the waker is done with req. */
+void kw_http_req_wake(kw_http_req_t *req);
 /* The deadline given to the request's last kw_http_req_park; 0 if it never parked (so a
  * re-run handler can park again until the same deadline). */
 uint64_t kw_http_req_park_deadline(const kw_http_req_t *req);

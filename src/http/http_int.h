@@ -204,7 +204,8 @@ struct kw__rq {
     bool keep_alive;  /* the connection may carry another request after this one */
     bool close_after; /* the loop closes the connection after sending out */
     bool parked;
-    bool deferred; /* kw_http_req_defer: to the run queue at once, not the parked list */
+    bool deferred;     /* kw_http_req_defer: to the run queue at once, not the parked list */
+    bool wake_pending; /* kw_http_req_wake came while not on the parked list (srv->mu) */
     uint64_t park_deadline_ns;
     uint64_t park_gen; /* srv->wake_gen when the handler parked it */
     uint64_t t0_ns;    /* head parsed */

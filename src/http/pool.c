@@ -431,8 +431,9 @@ bool kw__rq_run(kw__rq_t *rq)
             rq->req.run = KW_HTTP_RUN_DEADLINE;
             run_push_locked(srv, rq);
             pthread_cond_signal(&srv->cv);
-        } else if (rq->deferred) {
+        } else if (rq->deferred || rq->wake_pending) {
             rq->deferred = false;
+            rq->wake_pending = false;
             rq->req.run = KW_HTTP_RUN_WOKEN;
             run_push_locked(srv, rq);
             pthread_cond_signal(&srv->cv);
@@ -646,6 +647,25 @@ void kw_http_req_park(kw_http_req_t *req, uint64_t deadline_ns)
     rq->parked = true;
     rq->park_deadline_ns = deadline_ns;
     rq->park_gen = atomic_load(&rq->srv->wake_gen);
+}
+
+void kw_http_req_wake(kw_http_req_t *req)
+{
+    kw__rq_t *rq = req->priv;
+    kw_http_server_t *srv = rq->srv;
+    pthread_mutex_lock(&srv->mu);
+    kw__rq_t **pp = &srv->parked;
+    while (*pp && *pp != rq)
+        pp = &(*pp)->next;
+    if (*pp) {
+        *pp = rq->next;
+        rq->req.run = KW_HTTP_RUN_WOKEN;
+        run_push_locked(srv, rq);
+        pthread_cond_signal(&srv->cv);
+    } else {
+        rq->wake_pending = true; /* its handler is running: kw__rq_run requeues it */
+    }
+    pthread_mutex_unlock(&srv->mu);
 }
 
 void kw_http_req_defer(kw_http_req_t *req)

@@ -456,3 +456,26 @@ def test_replay_refused_across_instances(fsrv, ten, upstream, tmp_path):
         assert fwd(other, a["name"], data=body, headers=h2).status_code == 200
     finally:
         other.stop()
+
+
+def test_slow_upstreams_do_not_hold_other_deliveries(fsrv, ten, upstream):
+    """Relays run on the ingress' own threads: six deliveries stuck on a slow upstream (more
+    than the server has event loops and pool workers here) do not delay a fast one."""
+    alice = ten.user("alice")
+    a = make_agent(alice, upstream)
+    k = alice.create_key(a["id"], "e", api_key_type="external")["api_key"]
+    results = []
+
+    def slow():
+        results.append(fwd(fsrv, a["name"], "slow", headers={"x-agent-api-key": k}).status_code)
+    ts = [threading.Thread(target=slow) for _ in range(6)]
+    for t in ts:
+        t.start()
+    time.sleep(0.3)
+    t0 = time.time()
+    r = fwd(fsrv, a["name"], "fast", headers={"x-agent-api-key": k})
+    took = time.time() - t0
+    for t in ts:
+        t.join()
+    assert r.status_code == 200 and took < 1.0, took
+    assert results == [504] * 6

@@ -15,15 +15,16 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-start() { # $1: name; env passed through
+start() { # $1: name; env passed through; not in a subshell, so the trap sees the pid
   "$bin" serve --db "sqlite:$work/$1.db" --listen 127.0.0.1:0 >"$work/$1.listen" 2>"$work/$1.log" &
   pids+=($!)
   until grep -q '^listening on ' "$work/$1.listen" 2>/dev/null; do sleep 0.1; done
-  sed -n 's/^listening on //p' "$work/$1.listen"
 }
-up=$(start upstream)
+start upstream
+up=$(sed -n 's/^listening on //p' "$work/upstream.listen")
 export KEYWARD_FORWARD_ALLOW=127.0.0.1/32 KEYWARD_FORWARD_MAX_INFLIGHT=1024
-url=$(start ingress)
+start ingress
+url=$(sed -n 's/^listening on //p' "$work/ingress.listen")
 admin=$("$bin" token --db "sqlite:$work/ingress.db" --sub ops --admin)
 alice=$("$bin" token --db "sqlite:$work/ingress.db" --sub alice --account acme)
 curl -sf "$url/v1/relationships/write" -H "Authorization: Bearer $admin" -d '{"updates": [

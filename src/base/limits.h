@@ -31,6 +31,8 @@
 #define KW_MAX_RELATIONS 4096
 /* Expression nesting in one permission. */
 #define KW_MAX_EXPR_DEPTH 64
+/* Nesting of arrays and objects in a relationship string's caveat context (JSON). */
+#define KW_MAX_CAVEAT_CTX_DEPTH 64
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000

@@ -188,6 +188,15 @@ static int load_relationships(vctx_t *c, kw_str_t text, unsigned long first_line
                     (unsigned long)line, KW_STR_FMT(s), d.col);
             return rc;
         }
+        if (up.rel.caveat.len > 0 || up.rel.expires_at != 0) {
+            /* The engine of this build stores neither: loading the relationship without
+             * them would answer differently from SpiceDB. */
+            kw_diag_set(&d, KW_EUNSUPPORTED, 0, 0, "%s",
+                        up.rel.caveat.len > 0 ? "caveats are not supported yet"
+                                              : "expiration is not supported yet");
+            fail_rc(c, KW_EUNSUPPORTED, &d, first_line, "%s", "relationship");
+            return KW_EUNSUPPORTED;
+        }
         rc = kw_engine_write(c->x.e, &up, 1, NULL, 0, 0, NULL, &d);
         if (rc != KW_OK) {
             fail_rc(c, rc, &d, first_line, "relationship %lu (\"%.*s\")", (unsigned long)line,

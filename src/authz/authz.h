@@ -257,6 +257,10 @@ KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t
  * as SpiceDB's grammar admits) in microseconds UTC, finer digits truncated; it must be
  * after the Unix epoch. Syntax only: no schema involved; KW_EINVAL with the column. */
 KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
+/* Is `json` one well-formed JSON object (blanks around it allowed), as a caveat context
+ * must be? The same rules as a context inside a relationship string. KW_OK, or KW_EINVAL
+ * with the 1-based column (in `json`) and a message. */
+KW_NODISCARD int kw_rel_context_check(kw_str_t json, kw_diag_t *diag);
 /* Appends the canonical string form of `rel` to `out`: the caveat context verbatim, the
  * expiration in UTC (`2025-12-31T23:59:59Z`, a fraction only when non-zero). */
 void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);

@@ -336,6 +336,21 @@ static bool json_object_empty(kw_str_t ctx)
     return true;
 }
 
+int kw_rel_context_check(kw_str_t json, kw_diag_t *diag)
+{
+    cursor_t c = {json.ptr, 0, json.ptr ? json.len : 0, diag};
+    skip_json_space(&c);
+    if (c.pos >= c.len || c.p[c.pos] != '{')
+        return json_error(&c, "expected a JSON object");
+    int rc = scan_json_object(&c);
+    if (rc != KW_OK)
+        return rc;
+    skip_json_space(&c);
+    if (c.pos < c.len)
+        return json_error(&c, "expected nothing after the object");
+    return KW_OK;
+}
+
 /* ---- expiration: RFC 3339 in UTC or with a negative offset, as SpiceDB reads it ---- */
 
 static bool is_leap(int64_t y)

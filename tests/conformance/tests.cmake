@@ -64,7 +64,11 @@ kw_conformance(validate_wrong_expected_relations fail ${fx}/wrong_expected_relat
 kw_conformance(validate_bad_schema fail ${fx}/bad_schema.yaml "schema:3:")
 kw_conformance(validate_bad_relationship fail ${fx}/bad_relationship.yaml
   "relationship 2" "column")
-kw_conformance(validate_caveat_assertion unsupported ${fx}/caveat_assertion.yaml)
+kw_conformance(validate_ok_assertion_context pass ${fx}/ok_assertion_context.yaml)
+kw_conformance(validate_bad_assertion_context fail ${fx}/bad_assertion_context.yaml
+  "invalid caveat context: expected a JSON value, found 't'"
+  "cannot specify a caveat on an assertion"
+  "assertCaveated failed: document:d#viewer@user:ann (the check answered yes)")
 kw_conformance(validate_missing_file fail ${fx}/does-not-exist.yaml "cannot read")
 add_test(NAME validate_usage COMMAND bash ${KW_CHECK} usage $<TARGET_FILE:keyward>)
 set_tests_properties(validate_usage PROPERTIES LABELS conformance)

@@ -440,3 +440,19 @@ KW_TEST(relstr_null_and_not_terminated)
     /* diag may be NULL */
     KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc"), &r, NULL), KW_EINVAL);
 }
+
+KW_TEST(relstr_context_check)
+{
+    kw_diag_t d;
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR(" {\"a\": [1, \"x\"], \"b\": {}} \n"), &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{}"), &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR(""), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 1);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("null"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{\"a\":1} x"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 9);
+    KW_ASSERT(strstr(d.msg, "nothing after the object") != NULL);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{\"a\":1"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 7);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR_NULL, &d), KW_EINVAL);
+}

@@ -31,6 +31,8 @@ static const char *kind_name(kw_vfile_kind_t k)
         return "UNSUPPORTED";
     case KW_VFILE_SYNTAX:
         return "SYNTAX";
+    case KW_VFILE_ASSERT_CAVEATED:
+        return "CAVEATED";
     }
     return "?";
 }
@@ -88,7 +90,7 @@ KW_TEST(walk_assertions_and_expected_relations)
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
     KW_ASSERT_STR_EQ(rec.text,
                      "1 TRUE pass assertTrue passed: doc:a#p@user:y\n"
-                     "1 TRUE FAIL assertTrue failed: doc:a#p@user:x\n"
+                     "1 TRUE FAIL assertTrue failed: doc:a#p@user:x (the check answered no)\n"
                      "1 FALSE pass assertFalse passed: doc:a#p@user:x\n"
                      "1 EXPECTED pass validation of doc:a#p matched\n"
                      "1 EXPECTED FAIL validation failed for doc:a#b: expected subject [user:z] "
@@ -182,7 +184,41 @@ KW_TEST(walk_syntax_error_stops)
     KW_ASSERT_EQ(st.n_failed, 1);
 }
 
-KW_TEST(walk_caveat_stops_the_file)
+/* Assertions with a request context and assertCaveated, on a schema without caveats: the
+ * context is read (and must be a JSON object) but changes no answer, and no answer is
+ * conditional. */
+KW_TEST(walk_assertion_context_and_caveated)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "relationships: |\n"
+             "  doc:a#v@user:x\n"
+             "assertions:\n"
+             "  assertTrue:\n"
+             "    - 'doc:a#v@user:x with {\"a\": [1, {\"b\": null}]}'\n"
+             "  assertFalse:\n"
+             "    - 'doc:a#v@user:y   with   {}'\n"
+             "  assertCaveated:\n"
+             "    - 'doc:a#v@user:x with {\"a\": 1}'\n"
+             "    - doc:a#v@user:y\n",
+             k_doc_schema);
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(
+        rec.text,
+        "1 TRUE pass assertTrue passed: doc:a#v@user:x with {\"a\": [1, {\"b\": null}]}\n"
+        "1 FALSE pass assertFalse passed: doc:a#v@user:y   with   {}\n"
+        "1 CAVEATED FAIL assertCaveated failed: doc:a#v@user:x with {\"a\": 1} (the check "
+        "answered yes)\n"
+        "1 CAVEATED FAIL assertCaveated failed: doc:a#v@user:y (the check answered no)\n");
+    KW_ASSERT_EQ(st.n_checks, 4);
+    KW_ASSERT_EQ(st.n_failed, 2);
+    KW_ASSERT(!st.unsupported);
+}
+
+KW_TEST(walk_assertion_errors)
 {
     rec_t rec;
     kw_vfile_stats_t st;
@@ -191,7 +227,44 @@ KW_TEST(walk_caveat_stops_the_file)
              "%s"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - 'doc:a#v@user:x with {\"a\": 1}'\n"
+             "    - 'doc:a#v@user:x with {\"a\": }'\n"
+             "    - 'doc:a#v@user:x with [1]'\n"
+             "    - 'doc:a#v@user:x with'\n"
+             "    - doc:a#v@user:x[c]\n"
+             "    - doc:a#v@user:x[expiration:2030-01-01T00:00:00Z]\n"
+             "  assertSometimes:\n"
+             "    - doc:a#v@user:x\n",
+             k_doc_schema);
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(
+        rec.text,
+        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with {\"a\": }: the context after ` with "
+        "` (column 7): invalid caveat context: expected a JSON value, found '}'\n"
+        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with [1]: the context after ` with ` "
+        "(column 1): invalid caveat context: expected a JSON object, found '['\n"
+        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with (column 15): unexpected byte 0x20 "
+        "after the subject\n"
+        "1 ERROR FAIL assertTrue error: doc:a#v@user:x[c]: cannot specify a caveat on an "
+        "assertion (give the check's context after ` with `)\n"
+        "1 ERROR FAIL assertTrue error: doc:a#v@user:x[expiration:2030-01-01T00:00:00Z]: cannot "
+        "specify an expiration on an assertion (give the check's context after ` with `)\n"
+        "1 ERROR FAIL line 15: unknown assertion kind \"assertSometimes\" (use assertTrue, "
+        "assertFalse or assertCaveated)\n");
+    KW_ASSERT_EQ(st.n_failed, 6);
+}
+
+/* A caveated relationship stops the file while the engine cannot hold caveats. */
+KW_TEST(walk_caveated_relationship_stops_the_file)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    char yaml[2048];
+    snprintf(yaml, sizeof(yaml),
+             "%s"
+             "relationships: |\n"
+             "  doc:a#v@user:x[c]\n"
+             "assertions:\n"
+             "  assertTrue:\n"
              "    - doc:a#v@user:x\n"
              "---\n"
              "%s",

@@ -5,7 +5,10 @@
  *
  * Only the bracketed subject of an entry is compared, in canonical text (subjects.c):
  * `type:id`, `type:id#relation` (a trailing `#...` dropped) or a wildcard with its
- * exclusions. A `[...]` inside the brackets is a caveat: KW_EUNSUPPORTED.
+ * exclusions, each with SpiceDB's caveat marker `[...]` when it holds only under a caveat
+ * (`[user:tom[...]]`, `[user:*[...] - {user:a, user:b[...]}]`); the marker is compared
+ * exactly. Any other bracket inside the subject is malformed (SpiceDB writes no caveat
+ * names there).
  */
 #include <string.h>
 
@@ -48,9 +51,32 @@ static const char *exclusion_dash(kw_str_t subj)
     return NULL;
 }
 
-/* The canonical text of a wildcard with exclusions: base is "type:*", set is "{a, b}"
- * (already checked to end in '}'). */
-static int wildcard_text(kw_arena_t *a, kw_str_t base, kw_str_t set, char **out)
+static const char k_mark[] = "[...]";
+
+/* Strips a trailing caveat marker `[...]` from s; *cav says whether there was one. Any
+ * other bracket left in s makes it malformed (false). */
+static bool strip_mark(kw_str_t *s, bool *cav)
+{
+    size_t m = sizeof(k_mark) - 1;
+    *cav = s->len > m && memcmp(s->ptr + s->len - m, k_mark, m) == 0;
+    if (*cav)
+        s->len -= m;
+    return !memchr(s->ptr, '[', s->len) && !memchr(s->ptr, ']', s->len);
+}
+
+static int bad_subject(kw_str_t s, kw_diag_t *diag)
+{
+    return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                       "expected relation \"%.*s\": invalid subject (a caveated subject is "
+                       "written `type:id[...]`, a wildcard's exclusions `type:* - {type:a, "
+                       "type:b[...]}`)",
+                       KW_STR_FMT(s));
+}
+
+/* The canonical text of a wildcard with exclusions: base is "type:*" (marker stripped),
+ * set is "{a, b[...]}" (already checked to end in '}'). */
+static int wildcard_text(kw_arena_t *a, kw_str_t whole, kw_str_t base, bool cav, kw_str_t set,
+                         char **out, kw_diag_t *diag)
 {
     kw_strset_t items = {0};
     int rc = KW_OK;
@@ -59,16 +85,22 @@ static int wildcard_text(kw_arena_t *a, kw_str_t base, kw_str_t set, char **out)
         size_t q = p;
         while (q < set.len - 1 && set.ptr[q] != ',')
             q++;
-        kw_str_t item = strip_ellipsis(kw__vfile_trim((kw_str_t){set.ptr + p, q - p}));
+        kw_str_t item = kw__vfile_trim((kw_str_t){set.ptr + p, q - p});
+        bool icav;
+        if (!strip_mark(&item, &icav)) {
+            rc = bad_subject(whole, diag);
+            break;
+        }
+        item = strip_ellipsis(item);
         if (item.len > 0) {
-            char *it = kw_arena_strndup(a, item.ptr, item.len);
+            char *it = kw_arena_sprintf(a, "%.*s%s", KW_STR_FMT(item), icav ? k_mark : "");
             rc = it ? kw__strset_add(&items, it) : KW_ENOMEM;
         }
         p = q + 1;
     }
     kw_str_t type = {base.ptr, base.len - 2};
     if (rc == KW_OK) {
-        *out = kw__wild_text(a, type, &items);
+        *out = kw__wild_text(a, type, cav, &items);
         rc = *out ? KW_OK : KW_ENOMEM;
     }
     kw__strset_free(&items);
@@ -94,15 +126,16 @@ int kw__vfile_expected_subject(kw_arena_t *a, kw_str_t s, char **out, kw_diag_t 
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "expected relation \"%.*s\" lacks a ']'",
                            KW_STR_FMT(s));
     kw_str_t subj = kw__vfile_trim((kw_str_t){s.ptr + 1, end - 1});
-    if (memchr(subj.ptr, '[', subj.len))
-        return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0, "caveats are not supported yet");
     const char *dash = exclusion_dash(subj);
+    kw_str_t base = dash ? kw__vfile_trim((kw_str_t){subj.ptr, (size_t)(dash - subj.ptr)}) : subj;
+    bool cav;
+    if (!strip_mark(&base, &cav))
+        return bad_subject(s, diag);
+    base = strip_ellipsis(base);
     if (!dash) {
-        subj = strip_ellipsis(subj);
-        *out = kw_arena_strndup(a, subj.ptr, subj.len);
+        *out = kw_arena_sprintf(a, "%.*s%s", KW_STR_FMT(base), cav ? k_mark : "");
         return *out ? KW_OK : KW_ENOMEM;
     }
-    kw_str_t base = strip_ellipsis(kw__vfile_trim((kw_str_t){subj.ptr, (size_t)(dash - subj.ptr)}));
     kw_str_t set = kw__vfile_trim((kw_str_t){dash + 1, subj.len - (size_t)(dash + 1 - subj.ptr)});
     if (base.len < 2 || memcmp(base.ptr + base.len - 2, ":*", 2) != 0 || set.len < 2 ||
         set.ptr[set.len - 1] != '}')
@@ -110,7 +143,7 @@ int kw__vfile_expected_subject(kw_arena_t *a, kw_str_t s, char **out, kw_diag_t 
                            "expected relation \"%.*s\": only a wildcard may have exclusions, "
                            "written `type:* - {type:a, type:b}`",
                            KW_STR_FMT(s));
-    return wildcard_text(a, base, set, out);
+    return wildcard_text(a, s, base, cav, set, out, diag);
 }
 
 int kw__vfile_parse_key(kw_str_t s, kw_object_t *obj, kw_str_t *rel)

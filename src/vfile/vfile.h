@@ -11,9 +11,10 @@
  * Each document is loaded into a fresh engine through the public API (authz/authz.h) and
  * checked. Expected relations compare only the SET of bracketed subjects with the subjects
  * and subject sets reachable when res#perm is fully expanded (SpiceDB's recursive Expand,
- * with its wildcard/exclusion arithmetic); the `<...>` parts are not compared. Caveats
- * (in the schema, a relationship, an assertion or an expected subject) are not supported:
- * the first one met is reported once and ends the walk of the file.
+ * with its wildcard/exclusion arithmetic), each subject with SpiceDB's `[...]` marker when
+ * it holds only under a caveat (`[user:tom[...]]`, compared exactly); the `<...>` parts are
+ * not compared. A caveated or expiring relationship the engine of this build cannot hold
+ * is reported once as unsupported and ends the walk of the file.
  *
  * Every outcome reaches the caller through a callback, in file order: each assertion and
  * each expected-relations entry that passed, each failure, each error in the input. The

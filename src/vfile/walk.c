@@ -197,7 +197,24 @@ static int load_relationships(vctx_t *c, kw_str_t text, unsigned long first_line
             fail_rc(c, KW_EUNSUPPORTED, &d, first_line, "%s", "relationship");
             return KW_EUNSUPPORTED;
         }
-        rc = kw_engine_write(c->x.e, &up, 1, NULL, 0, 0, NULL, &d);
+        /* SpiceDB refuses a relationship written twice (whatever its caveat or expiry). */
+        kw_precondition_t fresh = {
+            .must_match = false,
+            .filter = {.resource_type = up.rel.resource.type,
+                       .resource_id = up.rel.resource.id,
+                       .relation = up.rel.relation,
+                       .has_subject = true,
+                       .subject_type = up.rel.subject.type,
+                       .subject_id = up.rel.subject.id,
+                       .subject_relation_set = true,
+                       .subject_relation = up.rel.subject.relation},
+        };
+        rc = kw_engine_write(c->x.e, &up, 1, &fresh, 1, 0, NULL, &d);
+        if (rc == KW_EPRECOND) {
+            failf(c, first_line, "relationship %lu (\"%.*s\"): found repeated relationship",
+                  (unsigned long)line, KW_STR_FMT(s));
+            return KW_EINVAL;
+        }
         if (rc != KW_OK) {
             fail_rc(c, rc, &d, first_line, "relationship %lu (\"%.*s\")", (unsigned long)line,
                     KW_STR_FMT(s));

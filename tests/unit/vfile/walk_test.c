@@ -170,6 +170,13 @@ KW_TEST(walk_input_errors)
     KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#zz@user:x\"): ", 49) == 0);
     KW_ASSERT_EQ(rec.n, 1);
     KW_ASSERT_EQ(st.n_checks, 0);
+
+    /* written twice: refused, as SpiceDB refuses it */
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x\n  doc:a#v@user:x#...\n",
+             k_doc_schema);
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#v@user:x#...\"): found "
+                               "repeated relationship\n");
 }
 
 KW_TEST(walk_syntax_error_stops)

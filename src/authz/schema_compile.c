@@ -99,6 +99,35 @@ bool kw_schema_allows(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_
     return false;
 }
 
+bool kw_schema_allows_traits(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t subj_type,
+                             uint16_t subj_rel, bool wildcard, uint16_t caveat, bool expiration)
+{
+    if (!s || type >= s->n_types || rel >= s->types[type].n_rels || subj_type >= s->n_types)
+        return false;
+    const kw_relation_t *r = &s->types[type].rels[rel];
+    if (r->is_permission)
+        return false;
+    if (wildcard && subj_rel != KW_REL_NONE)
+        return false;
+    for (uint32_t i = 0; i < r->n_allowed; i++) {
+        const kw_allowed_t *a = &r->allowed[i];
+        if (a->type == subj_type && a->wildcard == wildcard && a->relation == subj_rel &&
+            a->caveat == caveat && a->expiration == expiration)
+            return true;
+    }
+    return false;
+}
+
+uint16_t kw_schema_caveat_index(const kw_schema_t *s, kw_str_t name)
+{
+    if (!s)
+        return KW_CAVEAT_NONE;
+    for (uint32_t i = 0; i < s->n_caveats; i++)
+        if (kw_str_eq(s->caveats[i].name, name))
+            return (uint16_t)i;
+    return KW_CAVEAT_NONE;
+}
+
 /* ---- indexing ---- */
 
 static int build_type_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)

@@ -396,7 +396,7 @@ static int parse_relation(parser_t *p, type_builder_t *b)
             return rc;
         kw__allowed_src_t s;
         memset(&s, 0, sizeof(s));
-        kw_allowed_t al = {KW_TYPE_NONE, KW_REL_NONE, false};
+        kw_allowed_t al = {KW_TYPE_NONE, KW_REL_NONE, false, false, KW_CAVEAT_NONE};
         s.type_name = p->cur.text;
         s.line = p->cur.line;
         s.col = p->cur.col;

@@ -92,8 +92,9 @@ typedef struct kw_caveat {
     kw_str_t doc;
     kw_cel_param_t *params; /* in declaration order; names and types point into the IR */
     uint32_t n_params;
-    kw_str_t expr;             /* the body's text, verbatim (between the braces, trimmed) */
-    kw_cel_program_t *program; /* compiled over params; owned by the schema */
+    kw_str_t expr;                /* the body's text, verbatim (between the braces, trimmed) */
+    uint32_t expr_line, expr_col; /* where expr starts */
+    kw_cel_program_t *program;    /* compiled over params; owned by the schema */
 } kw_caveat_t;
 
 typedef struct kw_schema {

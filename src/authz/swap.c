@@ -198,32 +198,10 @@ static int build_from_engine(kw_engine_t *e, const kw_schema_t *s, kw_graph_t *n
     return rc;
 }
 
-/* The schema compiler accepts caveats and expiration; until the graph evaluates them
- * (branch caveng removes this), the engine refuses such a schema rather than treat a
- * caveated or expiring grant as unconditional. */
-static int compile_for_engine(kw_str_t text, kw_schema_t **out, kw_diag_t *diag)
-{
-    kw_schema_t *s = NULL;
-    int rc = kw_schema_compile(text, &s, diag);
-    if (rc != KW_OK)
-        return rc;
-    if (s->n_caveats || s->use_expiration) {
-        uint32_t line = s->n_caveats ? s->caveats[0].line : 1;
-        uint32_t col = s->n_caveats ? s->caveats[0].col : 1;
-        bool cav = s->n_caveats != 0;
-        kw_schema_free(s);
-        return kw_diag_set(diag, KW_EUNSUPPORTED, line, col,
-                           cav ? "caveats are not supported yet"
-                               : "expiration is not supported yet");
-    }
-    *out = s;
-    return KW_OK;
-}
-
 int kw_engine_set_schema(kw_engine_t *e, kw_str_t text, kw_revision_t *rev, kw_diag_t *diag)
 {
     kw_schema_t *s = NULL;
-    int rc = compile_for_engine(text, &s, diag);
+    int rc = kw_schema_compile(text, &s, diag);
     if (rc != KW_OK)
         return rc;
     kw_model_t *m = NULL;
@@ -355,7 +333,7 @@ int kw_engine_replace_graph(kw_engine_t *e, kw_str_t schema, kw_rel_feed_fn feed
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
     }
     kw_schema_t *s = NULL;
-    int rc = compile_for_engine(schema.len ? schema : (kw_str_t){text.ptr, text.len}, &s, diag);
+    int rc = kw_schema_compile(schema.len ? schema : (kw_str_t){text.ptr, text.len}, &s, diag);
     kw_buf_free(&text);
     if (rc != KW_OK)
         return rc;

@@ -178,12 +178,28 @@ static bool has_relation(kw_str_t rel)
 
 static int tree_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag);
 
-/* A leaf: its subjects, each subject set also expanded. */
+/* Every member of m holds only under a caveat from now on (SpiceDB's parent caveat over
+ * the members a caveated subject set brings); the exclusions keep theirs. */
+static int mark_caveated(kw_sset_t *m)
+{
+    int rc = KW_OK;
+    for (size_t i = 0; rc == KW_OK && i < m->n; i++) {
+        kw_sgroup_t *k = &m->v[i];
+        k->wild_cav = k->wild;
+        for (size_t j = 0; rc == KW_OK && j < k->conc.n; j++)
+            rc = kw__strset_add(&k->conc_cav, k->conc.v[j]);
+    }
+    return rc;
+}
+
+/* A leaf: its subjects (caveated when their relationship has a caveat), each subject set
+ * also expanded. */
 static int leaf_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag)
 {
     int rc = KW_OK;
     for (size_t i = 0; rc == KW_OK && i < t->n_subjects; i++) {
         const kw_subject_t *s = &t->subjects[i];
+        bool cav = t->caveats && t->caveats[i].name.len > 0;
         kw_str_t rel = has_relation(s->relation) ? s->relation : KW_STR_NULL;
         char *type = arena_str(x->arena, s->type);
         char *id = arena_str(x->arena, s->id);
@@ -194,15 +210,27 @@ static int leaf_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw
             kw__sset_get(out, (kw_str_t){type, s->type.len}, (kw_str_t){rels, rel.len});
         if (!k)
             return KW_ENOMEM;
-        if (rel.len == 0 && kw_str_eq_c(s->id, "*")) {
-            k->wild = true;
-            kw__strset_free(&k->excl);
+        /* one subject joins the leaf's set as a union with {subject} */
+        kw_sset_t one = {0};
+        kw_sgroup_t *g = kw__sset_get(&one, k->type, k->rel);
+        if (!g) {
+            rc = KW_ENOMEM;
+        } else if (rel.len == 0 && kw_str_eq_c(s->id, "*")) {
+            g->wild = true;
+            g->wild_cav = cav;
         } else {
-            rc = kw__strset_add(&k->conc, id);
+            rc = kw__strset_add(&g->conc, id);
+            if (rc == KW_OK && cav)
+                rc = kw__strset_add(&g->conc_cav, id);
         }
+        if (rc == KW_OK)
+            rc = kw__sset_union_into(out, &one);
+        kw__sset_free(&one);
         if (rc == KW_OK && rel.len > 0) {
             kw_sset_t sub;
             rc = kw__vfile_expand(x, (kw_object_t){s->type, s->id}, rel, &sub, diag);
+            if (rc == KW_OK && cav)
+                rc = mark_caveated(&sub);
             if (rc == KW_OK)
                 rc = kw__sset_union_into(out, &sub);
             kw__sset_free(&sub);

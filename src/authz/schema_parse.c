@@ -135,6 +135,29 @@ static int check_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const 
     return KW_OK;
 }
 
+/* Caveat and parameter names: SpiceDB checks them less strictly than definition names.
+ * A caveat name matches its proto's pattern (letters of either case, digits, '_', '/'
+ * between segments, at most 128 bytes); a parameter is any identifier. Neither may be a
+ * keyword. */
+static int check_loose_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const char *what)
+{
+    kw_str_t s = t->text;
+    if (s.len > 128)
+        return kw_diag_set(p->diag, KW_ELIMIT, t->line, t->col,
+                           "this %s name is %zu bytes long; the limit is 128", what, s.len);
+    static const char *const keywords[] = {"definition", "caveat", "relation",
+                                           "permission", "nil",    "with"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(keywords); i++)
+        if (kw_str_eq_c(s, keywords[i]))
+            return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                               "\"%s\" is a keyword and cannot be used as a %s name", keywords[i],
+                               what);
+    if (!allow_prefix && memchr(s.ptr, '/', s.len))
+        return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                           "%s name \"%.*s\" cannot contain '/'", what, KW_STR_FMT(s));
+    return KW_OK;
+}
+
 /* ---- expressions ---- */
 
 static kw__pexpr_t *new_node(parser_t *p, kw_expr_kind_t kind, uint32_t line, uint32_t col)
@@ -371,7 +394,7 @@ static int parse_traits(parser_t *p, kw_allowed_t *al, kw__allowed_src_t *src)
     if (!exp_kw) {
         if ((rc = expect(p, KW__TK_IDENT, "a caveat name or \"expiration\" after \"with\"")) !=
                 KW_OK ||
-            (rc = check_name(p, &p->cur, true, "caveat")) != KW_OK)
+            (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
             return rc;
         src->caveat_name = p->cur.text;
         src->caveat_line = p->cur.line;
@@ -572,7 +595,7 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
     int rc;
     if ((rc = advance(p)) != KW_OK ||
         (rc = expect(p, KW__TK_IDENT, "a caveat name after \"caveat\"")) != KW_OK ||
-        (rc = check_name(p, &p->cur, true, "caveat")) != KW_OK)
+        (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
         return rc;
     cv.name = p->cur.text;
     cv.line = p->cur.line;
@@ -588,7 +611,7 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
                                "caveat `%.*s` must have at least one parameter defined",
                                KW_STR_FMT(cv.name));
         if ((rc = expect(p, KW__TK_IDENT, "a parameter name")) != KW_OK ||
-            (rc = check_name(p, &p->cur, false, "parameter")) != KW_OK)
+            (rc = check_loose_name(p, &p->cur, false, "parameter")) != KW_OK)
             return rc;
         if (cv.n_params >= 1024)
             return kw_diag_set(p->diag, KW_ELIMIT, p->cur.line, p->cur.col,

@@ -58,7 +58,8 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
     if (n_params) {
         p->params = kw_arena_alloc(p->arena, n_params * sizeof(*p->params));
         p->ptypes = kw_arena_alloc(p->arena, n_params * sizeof(*p->ptypes));
-        if (!p->params || !p->ptypes)
+        p->btypes = kw_arena_alloc(p->arena, n_params * sizeof(*p->btypes));
+        if (!p->params || !p->ptypes || !p->btypes)
             goto fail;
     }
     for (size_t i = 0; i < n_params; i++) {
@@ -82,7 +83,7 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
         if ((rc = kw_arena_str_copy(p->arena, in->name, &pp->name)) != KW_OK ||
             (rc = kw_arena_str_copy(p->arena, in->type, &pp->type)) != KW_OK)
             goto fail;
-        rc = kw__cel_parse_type(p->arena, pp->type, &p->ptypes[i]);
+        rc = kw__cel_parse_type(p->arena, pp->type, &p->btypes[i]);
         if (rc == KW_ESCHEMA) {
             rc = kw_diag_set(diag, KW_ESCHEMA, in->line, in->col,
                              "unknown type `%.*s` for caveat parameter \"%.*s\"",
@@ -90,7 +91,8 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
                              (int)pp->name.len, pp->name.ptr);
             goto fail;
         }
-        if (rc != KW_OK)
+        if (rc != KW_OK ||
+            (rc = kw__cel_check_type(p->arena, p->btypes[i], &p->ptypes[i])) != KW_OK)
             goto fail;
     }
     kw_str_t text;
@@ -174,7 +176,7 @@ int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out
             if (!v)
                 continue;
             char err[200];
-            rc = kw__cel_from_json(c->arena, p->ptypes[i], v, 0, &c->vals[i], err, sizeof(err));
+            rc = kw__cel_from_json(c->arena, p->btypes[i], v, 0, &c->vals[i], err, sizeof(err));
             if (rc == KW_EINVAL) {
                 rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "caveat context field \"%.*s\": %s",
                                  (int)name.len, name.ptr, err);

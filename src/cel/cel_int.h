@@ -181,8 +181,9 @@ typedef struct cel_node {
 /* The compiled program. */
 struct kw_cel_program {
     kw_arena_t *arena;
-    kw_cel_param_t *params; /* names and types copied into the arena */
-    const cel_type_t **ptypes;
+    kw_cel_param_t *params;    /* names and types copied into the arena */
+    const cel_type_t **ptypes; /* as the checker sees them */
+    const cel_type_t **btypes; /* as context values convert (uint stays uint) */
     size_t n_params;
     size_t n_words; /* 64-bit words of an unknown-parameter bitset */
     cel_node_t *root;
@@ -212,8 +213,11 @@ void kw__cel_pos(const cel_parse_in_t *in, uint32_t l, uint32_t c, uint32_t *lin
 
 /* ---- check.c ---- */
 KW_NODISCARD int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag);
-/* Parses a declared parameter type ("list<string>") into the program's arena. */
+/* Parses a declared parameter type ("list<string>") into the program's arena: the type
+ * a context value converts to. */
 KW_NODISCARD int kw__cel_parse_type(kw_arena_t *a, kw_str_t s, const cel_type_t **out);
+/* The type the checker sees for a parameter of that type (uint reads as int). */
+KW_NODISCARD int kw__cel_check_type(kw_arena_t *a, const cel_type_t *bind, const cel_type_t **out);
 
 /* ---- value.c ---- */
 cel_val_t kw__cel_err(const char *msg);

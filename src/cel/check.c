@@ -133,6 +133,36 @@ int kw__cel_parse_type(kw_arena_t *a, kw_str_t s, const cel_type_t **out)
     return parse_type_rec(a, s, 0, out);
 }
 
+/* SpiceDB declares a `uint` parameter to cel-go as an int (its values stay unsigned at
+ * evaluation), so `n > 5` type-checks where n is a uint. The same holds inside lists and
+ * maps. */
+int kw__cel_check_type(kw_arena_t *a, const cel_type_t *bind, const cel_type_t **out)
+{
+    if (bind->k == CK_UINT) {
+        *out = &kw__cel_t_int;
+        return KW_OK;
+    }
+    if (bind->k != CK_LIST && bind->k != CK_MAP) {
+        *out = bind;
+        return KW_OK;
+    }
+    const cel_type_t *elem;
+    int rc = kw__cel_check_type(a, bind->elem, &elem);
+    if (rc != KW_OK)
+        return rc;
+    if (elem == bind->elem) {
+        *out = bind;
+        return KW_OK;
+    }
+    cel_type_t *t = kw_arena_alloc(a, sizeof(*t));
+    if (!t)
+        return KW_ENOMEM;
+    *t = *bind;
+    t->elem = elem;
+    *out = t;
+    return KW_OK;
+}
+
 /* ---- the checker ---- */
 
 typedef struct scope {
@@ -286,10 +316,12 @@ static int check_binop(checker_t *c, cel_node_t *n)
     case OP_GT:
     case OP_GE:
         n->type = &kw__cel_t_bool;
-        if (any_dyn || (numeric(l) && numeric(r)))
+        /* SpiceDB's environment leaves cel-go's cross-type numeric comparisons off: both
+         * sides of an ordering have one type (a dyn side is checked at evaluation) */
+        if (any_dyn)
             return KW_OK;
-        if (l->k == r->k && (l->k == CK_STRING || l->k == CK_BYTES || l->k == CK_BOOL ||
-                             l->k == CK_TIMESTAMP || l->k == CK_DURATION))
+        if (l->k == r->k && (numeric(l) || l->k == CK_STRING || l->k == CK_BYTES ||
+                             l->k == CK_BOOL || l->k == CK_TIMESTAMP || l->k == CK_DURATION))
             return KW_OK;
         break;
     case OP_EQ:
@@ -404,8 +436,8 @@ static int check_call(checker_t *c, cel_node_t *n)
     n->op = (uint8_t)fn;
     static const cel_kind_t k_sized[] = {CK_STRING, CK_BYTES, CK_LIST, CK_MAP, CK_ERROR};
     static const cel_kind_t k_str[] = {CK_STRING, CK_ERROR};
-    static const cel_kind_t k_int_from[] = {CK_INT,    CK_UINT,      CK_DOUBLE,
-                                            CK_STRING, CK_TIMESTAMP, CK_ERROR};
+    static const cel_kind_t k_int_from[] = {CK_INT,       CK_UINT,     CK_DOUBLE, CK_STRING,
+                                            CK_TIMESTAMP, CK_DURATION, CK_ERROR};
     static const cel_kind_t k_num_from[] = {CK_INT, CK_UINT, CK_DOUBLE, CK_STRING, CK_ERROR};
     static const cel_kind_t k_string_from[] = {CK_INT,       CK_UINT,     CK_DOUBLE,
                                                CK_BOOL,      CK_STRING,   CK_BYTES,

@@ -314,12 +314,14 @@ static cel_val_t to_int(const cel_val_t *x)
         char *end;
         errno = 0;
         long long v = strtoll(buf, &end, 10);
-        if (*end || errno || buf[0] == ' ' || buf[0] == '+')
+        if (*end || errno || !(buf[0] == '-' || buf[0] == '+' || (buf[0] >= '0' && buf[0] <= '9')))
             return kw__cel_err("string is not an int");
         return ival(v);
     }
     case CK_TIMESTAMP:
         return ival(x->v.ts.sec);
+    case CK_DURATION:
+        return ival(x->v.i); /* nanoseconds */
     default:
         return kw__cel_err(E_OVERLOAD);
     }
@@ -381,7 +383,8 @@ static cel_val_t to_double(const cel_val_t *x)
     }
 }
 
-/* The shortest decimal that reads back as d (Go's FormatFloat(d, 'g', -1, 64) spirit). */
+/* Go's fmt %g (cel-go's string(double)): the shortest digits that read back as d, in
+ * exponent form when the decimal exponent is below -4 or at least 6. */
 static void format_double(double d, char *buf, size_t cap)
 {
     if (isnan(d)) {
@@ -392,11 +395,21 @@ static void format_double(double d, char *buf, size_t cap)
         snprintf(buf, cap, d > 0 ? "+Inf" : "-Inf");
         return;
     }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            return;
+    int prec = 1;
+    char e[64];
+    for (; prec <= 17; prec++) {
+        snprintf(e, sizeof(e), "%.*e", prec - 1, d);
+        if (strtod(e, NULL) == d)
+            break;
     }
+    const char *x = strchr(e, 'e');
+    int exp = x ? atoi(x + 1) : 0;
+    if (exp < -4 || exp >= 6) {
+        snprintf(buf, cap, "%s", e);
+        return;
+    }
+    int decimals = prec - 1 - exp;
+    snprintf(buf, cap, "%.*f", decimals > 0 ? decimals : 0, d);
 }
 
 static cel_val_t to_string(cel_ev_t *ev, const cel_val_t *x)
@@ -553,7 +566,7 @@ static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
         case F_GET_SECONDS:
             return ival(ns / 1000000000LL);
         case F_GET_MILLISECONDS:
-            return ival(ns % 1000000000LL / 1000000LL);
+            return ival(ns / 1000000LL); /* the total, as Go's Duration.Milliseconds */
         default:
             return kw__cel_err(E_OVERLOAD);
         }

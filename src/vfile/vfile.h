@@ -13,8 +13,9 @@
  * and subject sets reachable when res#perm is fully expanded (SpiceDB's recursive Expand,
  * with its wildcard/exclusion arithmetic), each subject with SpiceDB's `[...]` marker when
  * it holds only under a caveat (`[user:tom[...]]`, compared exactly); the `<...>` parts are
- * not compared. A caveated or expiring relationship the engine of this build cannot hold
- * is reported once as unsupported and ends the walk of the file.
+ * not compared. Relationships may carry a caveat (with context) and an expiry; one that
+ * expired already loads and is invisible, as in SpiceDB. A feature keyward lacks (e.g.
+ * composable schemas) is reported once as unsupported and ends the walk of the file.
  *
  * Every outcome reaches the caller through a callback, in file order: each assertion and
  * each expected-relations entry that passed, each failure, each error in the input. The
@@ -68,7 +69,7 @@ typedef struct kw_vfile_stats {
     size_t n_checks;   /* assertions and expected-relations entries run */
     size_t n_expected; /* of which expected-relations entries */
     size_t n_failed;   /* failures: failed checks, errors, unsupported features */
-    bool unsupported;  /* a caveat (or another missing feature) ended the walk */
+    bool unsupported;  /* a feature keyward lacks ended the walk */
 } kw_vfile_stats_t;
 
 typedef void (*kw_vfile_on_result)(const kw_vfile_result_t *r, void *ud);

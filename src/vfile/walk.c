@@ -6,8 +6,8 @@
  * Counting: each failed check, each error and the one unsupported feature count once;
  * an expected-relations entry that differs counts once however many subjects differ
  * (one result per subject). A document stops at the first error that leaves nothing
- * meaningful to check (no schema, a relationship that does not load); a caveat stops the
- * whole file.
+ * meaningful to check (no schema, a relationship that does not load); a feature keyward
+ * lacks (KW_EUNSUPPORTED) stops the whole file.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -90,7 +90,7 @@ static void fail_rc(vctx_t *c, int rc, const kw_diag_t *d, unsigned long line, c
     if (rc == KW_EUNSUPPORTED) {
         if (!c->stats->unsupported) {
             kw_vfile_result_t r = {.kind = KW_VFILE_UNSUPPORTED, .line = line};
-            emit(c, &r, "%s", d->msg[0] ? d->msg : "caveats are not supported yet");
+            emit(c, &r, "%s", d->msg[0] ? d->msg : kw_strerror(rc));
         }
         c->stats->unsupported = true;
         c->stats->n_failed++;

@@ -239,30 +239,93 @@ static int leaf_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw
     return rc;
 }
 
+/* An arrow's tupleset (`ts->t`, `ts.all(t)`): the target objects, as `type:id`, that it
+ * reaches through a caveated relationship and through an uncaveated one. */
+typedef struct arrow_cav {
+    kw_arena_t *arena;
+    kw_strset_t cav, plain;
+} arrow_cav_t;
+
+static int on_tupleset_rel(const kw_rel_t *r, void *ud)
+{
+    arrow_cav_t *ac = ud;
+    char *key = kw_arena_sprintf(ac->arena, "%.*s:%.*s", KW_STR_FMT(r->subject.type),
+                                 KW_STR_FMT(r->subject.id));
+    if (!key)
+        return KW_ENOMEM;
+    return kw__strset_add(r->caveat.len > 0 ? &ac->cav : &ac->plain, key);
+}
+
+/* The expand tree keeps caveats on its leaves only, so an arrow whose tupleset
+ * relationship is caveated would show its members unconditional. An arrow node is a UNION
+ * or INTERSECTION labelled with a relation (the tupleset) rather than a permission; its
+ * tupleset relationships are read back to learn which children hold only under a caveat
+ * (SpiceDB applies the relationship's caveat to everything found through it). */
+static int arrow_caveats(kw_vexpand_t *x, const kw_expand_t *t, arrow_cav_t *ac, kw_diag_t *diag)
+{
+    memset(ac, 0, sizeof(*ac));
+    ac->arena = x->arena;
+    bool is_permission = true;
+    if (t->kind == KW_EXPAND_EXCLUSION || t->n_children == 0 ||
+        !kw_engine_has(x->e, t->object.type, t->relation, &is_permission) || is_permission)
+        return KW_OK;
+    kw_filter_t f = {
+        .resource_type = t->object.type, .resource_id = t->object.id, .relation = t->relation};
+    int rc = kw_engine_read(x->e, &f, on_tupleset_rel, ac, NULL, diag);
+    return rc == KW_ENOMEM ? kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory") : rc;
+}
+
+static void arrow_cav_free(arrow_cav_t *ac)
+{
+    kw__strset_free(&ac->cav);
+    kw__strset_free(&ac->plain);
+}
+
+/* The subjects of child i of t, caveated as a whole when t is an arrow that reaches that
+ * child's object only through caveated relationships. */
+static int child_to_set(kw_vexpand_t *x, const kw_expand_t *t, size_t i, const arrow_cav_t *ac,
+                        kw_sset_t *out, kw_diag_t *diag)
+{
+    const kw_expand_t *ch = t->children[i];
+    int rc = tree_to_set(x, ch, out, diag);
+    if (rc != KW_OK || ac->cav.n == 0)
+        return rc;
+    char *key = kw_arena_sprintf(x->arena, "%.*s:%.*s", KW_STR_FMT(ch->object.type),
+                                 KW_STR_FMT(ch->object.id));
+    if (!key)
+        return KW_ENOMEM;
+    if (kw__strset_has(&ac->cav, key) && !kw__strset_has(&ac->plain, key))
+        rc = mark_caveated(out);
+    return rc;
+}
+
 static int tree_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw_diag_t *diag)
 {
     int rc = KW_OK;
     memset(out, 0, sizeof(*out));
-    switch (t->kind) {
-    case KW_EXPAND_LEAF:
+    if (t->kind == KW_EXPAND_LEAF)
         return leaf_to_set(x, t, out, diag);
-    case KW_EXPAND_UNION:
+    if (t->kind != KW_EXPAND_UNION && t->kind != KW_EXPAND_INTERSECTION &&
+        t->kind != KW_EXPAND_EXCLUSION)
+        return kw_diag_set(diag, KW_EINTERNAL, 0, 0, "unknown expand node kind %d", (int)t->kind);
+    if (t->n_children == 0)
+        return KW_OK;
+    arrow_cav_t ac;
+    rc = arrow_caveats(x, t, &ac, diag);
+    if (rc == KW_OK && t->kind == KW_EXPAND_UNION) {
         for (size_t i = 0; rc == KW_OK && i < t->n_children; i++) {
             kw_sset_t sub;
-            rc = tree_to_set(x, t->children[i], &sub, diag);
+            rc = child_to_set(x, t, i, &ac, &sub, diag);
             if (rc == KW_OK)
                 rc = kw__sset_union_into(out, &sub);
             kw__sset_free(&sub);
         }
-        return rc;
-    case KW_EXPAND_INTERSECTION:
-    case KW_EXPAND_EXCLUSION:
-        if (t->n_children == 0)
-            return KW_OK;
-        rc = tree_to_set(x, t->children[0], out, diag);
+    } else if (rc == KW_OK) {
+        kw__sset_free(out);
+        rc = child_to_set(x, t, 0, &ac, out, diag);
         for (size_t i = 1; rc == KW_OK && i < t->n_children; i++) {
             kw_sset_t sub, res;
-            rc = tree_to_set(x, t->children[i], &sub, diag);
+            rc = child_to_set(x, t, i, &ac, &sub, diag);
             if (rc == KW_OK) {
                 rc = t->kind == KW_EXPAND_INTERSECTION ? kw__sset_intersect(out, &sub, &res)
                                                        : kw__sset_subtract(out, &sub, &res);
@@ -271,9 +334,9 @@ static int tree_to_set(kw_vexpand_t *x, const kw_expand_t *t, kw_sset_t *out, kw
             }
             kw__sset_free(&sub);
         }
-        return rc;
     }
-    return kw_diag_set(diag, KW_EINTERNAL, 0, 0, "unknown expand node kind %d", (int)t->kind);
+    arrow_cav_free(&ac);
+    return rc;
 }
 
 /* A subject set already being expanded higher up contributes nothing more: its members

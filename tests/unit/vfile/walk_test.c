@@ -349,6 +349,64 @@ KW_TEST(walk_caveats_and_expiry)
     KW_ASSERT_EQ(st.n_failed, 2);
 }
 
+/* Through an arrow whose tupleset relationship is caveated, everything found is
+ * conditional (the expand tree holds caveats on leaves only: vfile reads the tupleset). */
+KW_TEST(walk_caveated_arrow_expected_relations)
+{
+    rec_t rec;
+    kw_vfile_stats_t st;
+    static const char yaml[] = "schema: |\n"
+                               "  definition user {}\n"
+                               "  caveat is_one(n int) { n == 1 }\n"
+                               "  definition org {\n"
+                               "    relation viewer: user\n"
+                               "  }\n"
+                               "  definition doc {\n"
+                               "    relation parent: org with is_one | org\n"
+                               "    permission view = parent->viewer\n"
+                               "    permission view_all = parent.all(viewer)\n"
+                               "  }\n"
+                               "relationships: |\n"
+                               "  org:one#viewer@user:tom\n"
+                               "  org:two#viewer@user:ann\n"
+                               "  org:two#viewer@user:tom\n"
+                               "  doc:d#parent@org:one[is_one]\n"
+                               "  doc:d#parent@org:two\n"
+                               "assertions:\n"
+                               "  assertTrue:\n"
+                               "    - doc:d#view@user:tom\n"
+                               "  assertCaveated:\n"
+                               "    - doc:d#view_all@user:tom\n"
+                               "validation:\n"
+                               "  doc:d#view:\n"
+                               "    - '[user:ann] is <org:two#viewer>'\n"
+                               "    - '[user:tom] is <org:one#viewer>/<org:two#viewer>'\n"
+                               "  doc:d#view_all:\n"
+                               "    - '[user:tom[...]] is <org:one#viewer>/<org:two#viewer>'\n"
+                               "---\n"
+                               "schema: |\n"
+                               "  definition user {}\n"
+                               "  caveat is_one(n int) { n == 1 }\n"
+                               "  definition org {\n"
+                               "    relation viewer: user\n"
+                               "  }\n"
+                               "  definition doc {\n"
+                               "    relation parent: org with is_one\n"
+                               "    permission view = parent->viewer\n"
+                               "  }\n"
+                               "relationships: |\n"
+                               "  org:one#viewer@user:tom\n"
+                               "  doc:d#parent@org:one[is_one]\n"
+                               "validation:\n"
+                               "  doc:d#view:\n"
+                               "    - '[user:tom[...]] is <org:one#viewer>'\n";
+    KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
+    if (st.n_failed != 0)
+        fprintf(stderr, "%s", rec.text);
+    KW_ASSERT_EQ(st.n_failed, 0);
+    KW_ASSERT_EQ(st.n_expected, 3);
+}
+
 KW_TEST(walk_caveat_errors_in_relationships)
 {
     rec_t rec;

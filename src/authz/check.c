@@ -53,12 +53,11 @@ void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_
 
 static void forget_req(kw_ck_t *c)
 {
-    if (c->req) {
+    if (c->req)
         for (uint32_t i = 0; i < c->s->n_caveats; i++)
             kw_cel_ctx_free(c->req[i]);
-        kw_free(c->req);
-        kw_free(c->req_done);
-    }
+    kw_free(c->req);
+    kw_free(c->req_done);
     c->req = NULL;
     c->req_done = NULL;
 }

@@ -3,7 +3,7 @@
  *
  * Grammar (newlines are whitespace; see schema_lex.c):
  *   schema     := { use } { definition | caveat }
- *   use        := "use" "expiration"
+ *   use        := "use" ( "expiration" | "typechecking" | "self" | "partial" | "import" )
  *   caveat     := "caveat" NAME "(" param { "," param } ")" "{" CEL "}"
  *   param      := NAME ptype
  *   ptype      := NAME [ "<" ptype { "," ptype } ">" ]
@@ -22,8 +22,10 @@
  * `with expiration` names a caveat called "expiration"), `use` comes before every
  * definition and caveat, and a caveat comes before expiration in a trait list. The CEL
  * body of a caveat is located here (kw__schema_lex_caveat_body) and compiled by
- * schema_compile.c; parameter types are kept as written. Other `use` flags and composable
- * schemas (import, partial) stop the parse with KW_EUNSUPPORTED at their position.
+ * schema_compile.c; parameter types are kept as written. The other `use` flags SpiceDB
+ * knows (typechecking, self, partial, import) are accepted and change nothing by
+ * themselves; composable schemas (import, partial statements) stop the parse with
+ * KW_EUNSUPPORTED at their position.
  *
  * Recursion is bounded: parentheses nest at most KW_MAX_EXPR_DEPTH deep, and every
  * expression tree (including long left-nested `a - b - c ...` chains) is at most
@@ -684,8 +686,14 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
                     p.use_expiration = out->use_expiration = true;
             } else if (kw_str_eq_c(p.cur.text, "typechecking") || kw_str_eq_c(p.cur.text, "self") ||
                        kw_str_eq_c(p.cur.text, "partial") || kw_str_eq_c(p.cur.text, "import")) {
-                rc = kw_diag_set(diag, KW_EUNSUPPORTED, use.line, use.col,
-                                 "\"use %.*s\" is not supported yet", KW_STR_FMT(p.cur.text));
+                /* SpiceDB accepts these flags; each only enables syntax of its own
+                 * (type annotations, `self`, partials, imports) that this parser still
+                 * refuses where it is used, so the flag alone changes nothing */
+                if (seen_definition)
+                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
+                                     "`use` expressions must be declared before any definition");
+                else
+                    rc = advance(&p);
             } else {
                 rc = kw_diag_set(diag, KW_ESCHEMA, p.cur.line, p.cur.col,
                                  "unknown use flag: `%.*s`. Options are: expiration, import, "

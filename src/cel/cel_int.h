@@ -69,6 +69,8 @@ typedef struct cel_map {
 typedef struct cel_ip {
     uint8_t b[16];
     bool v6;
+    uint8_t zone_len; /* IPv6 scope zone ("fe80::1%eth0"), as Go's netip keeps it */
+    char zone[31];
 } cel_ip_t;
 
 struct cel_val {
@@ -82,6 +84,8 @@ struct cel_val {
         struct {
             int64_t sec; /* seconds since the Unix epoch, years 0001..9999 */
             int32_t nsec;
+            int32_t off; /* the offset it was written with, seconds east of UTC: kept for
+                            string() as Go keeps a time's location; never compared */
         } ts;
         const cel_list_t *list;
         const cel_map_t *map;
@@ -149,7 +153,6 @@ typedef enum {
     F_TIMESTAMP,
     F_DURATION,
     F_DYN,
-    F_IPADDRESS,
     F_IN_CIDR,
     F_GET_FULL_YEAR,
     F_GET_MONTH,
@@ -175,7 +178,8 @@ typedef struct cel_node {
     struct cel_node *a, *b, *c;
     struct cel_node **args; /* CALL args, LIST items, MAP key/value pairs, AND/OR terms */
     uint32_t n_args;
-    void *re; /* CALL matches with a constant pattern: its compiled pcre2_code */
+    void *re;           /* CALL matches with a constant pattern: its compiled pcre2_code */
+    const char *re_err; /* ... or why that pattern does not compile (reported at evaluation) */
 } cel_node_t;
 
 /* The compiled program. */
@@ -196,8 +200,9 @@ struct kw_cel_program {
 struct kw_cel_ctx {
     kw_arena_t *arena;
     const kw_cel_program_t *p;
-    cel_val_t *vals; /* [n_params] */
-    bool *present;   /* [n_params] */
+    cel_val_t *vals;   /* [n_params] */
+    bool *present;     /* [n_params] */
+    const char **errs; /* [n_params]: conversion errors kept by KW_CEL_BIND_DEFER (NULL: none) */
 };
 
 /* ---- parse.c ---- */
@@ -240,11 +245,12 @@ KW_NODISCARD int kw__cel_parse_ip(kw_str_t s, cel_ip_t *out);
 #define KW_CEL_TS_MIN (-62135596800LL) /* 0001-01-01T00:00:00Z */
 #define KW_CEL_TS_MAX (253402300799LL) /* 9999-12-31T23:59:59Z */
 /* RFC 3339 (Go's time.RFC3339 parse: fractional seconds allowed, Z or +hh:mm). */
-KW_NODISCARD int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec);
+KW_NODISCARD int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec, int32_t *off);
 /* Go's time.ParseDuration: "1h30m", "-1.5s", "300ms", "0". */
 KW_NODISCARD int kw__cel_parse_duration(kw_str_t s, int64_t *ns);
-/* Formats as cel-go does: RFC 3339 in UTC with nanoseconds trimmed; "<seconds>s". */
-void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap);
+/* Formats as cel-go does: RFC 3339 at the time's own offset with nanoseconds trimmed
+ * ("Z" for offset 0); "<seconds>s". */
+void kw__cel_format_timestamp(int64_t sec, int32_t nsec, int32_t off, char *buf, size_t cap);
 void kw__cel_format_duration(int64_t ns, char *buf, size_t cap);
 /* Civil date of a Unix second shifted by off seconds. */
 void kw__cel_civil(int64_t sec, int *year, int *month, int *mday, int *yday, int *wday, int *hour,

@@ -7,8 +7,11 @@
  * for '_+_' applied to '(int, string)'") with the schema line:col of the node.
  * Identifiers resolve to a parameter or to an enclosing macro's variable (innermost
  * first); each macro variable gets the slot it occupies at evaluation.
- * A `matches` whose pattern is a string literal compiles the pattern here: an invalid or
- * non-RE2 pattern is a schema error, and evaluation reuses the compiled code.
+ * A `matches` whose pattern is a string literal compiles the pattern here and evaluation
+ * reuses the compiled code; an invalid or non-RE2 pattern is, as in SpiceDB, not a schema
+ * error but an error of every evaluation that reaches the match.
+ * As SpiceDB, every declared parameter must be used by the expression, and the
+ * ipaddress type has its in_cidr method but no ipaddress() constructor.
  */
 #include "cel_int.h"
 
@@ -173,6 +176,7 @@ typedef struct scope {
 typedef struct checker {
     kw_cel_program_t *p;
     kw_diag_t *diag;
+    bool *used; /* [n_params] */
     scope_t vars[KW_CEL_MAX_DEPTH + 1];
     uint32_t n_vars;
 } checker_t;
@@ -353,8 +357,11 @@ static int precompile_regex(checker_t *c, cel_node_t *call, const cel_node_t *pa
     int rc = kw__cel_regex_compile(pat->val.v.s, &re, err, sizeof(err));
     if (rc == KW_ENOMEM)
         return rc;
-    if (rc != KW_OK)
-        return cerr(c, pat, "invalid regular expression: %s", err);
+    if (rc != KW_OK) {
+        /* SpiceDB accepts the schema and fails the evaluation that reaches the match */
+        call->re_err = kw_arena_sprintf(c->p->arena, "invalid regular expression: %s", err);
+        return call->re_err ? KW_OK : KW_ENOMEM;
+    }
     kw_cel_program_t *p = c->p;
     if (p->n_regexes == p->cap_regexes) {
         uint32_t ncap = p->cap_regexes ? p->cap_regexes * 2 : 4;
@@ -389,7 +396,6 @@ static const struct {
     {"timestamp", F_TIMESTAMP},
     {"duration", F_DURATION},
     {"dyn", F_DYN},
-    {"ipaddress", F_IPADDRESS},
     {"in_cidr", F_IN_CIDR},
     {"getFullYear", F_GET_FULL_YEAR},
     {"getMonth", F_GET_MONTH},
@@ -497,10 +503,6 @@ static int check_call(checker_t *c, cel_node_t *n)
     case F_DYN:
         ok = !member && total == 1;
         res = &kw__cel_t_dyn;
-        break;
-    case F_IPADDRESS:
-        ok = !member && total == 1 && kind_in(at[0], k_str);
-        res = &kw__cel_t_ip;
         break;
     case F_IN_CIDR:
         ok = member && total == 2 && kind_in(at[0], k_ip) && kind_in(at[1], k_str);
@@ -645,6 +647,9 @@ static int check(checker_t *c, cel_node_t *n)
         }
         return KW_OK;
     case N_IDENT:
+        for (size_t i = 0; i < c->p->n_params; i++)
+            if (kw_str_eq(c->p->params[i].name, n->name))
+                c->used[i] = true; /* by name, as SpiceDB counts references */
         for (uint32_t i = c->n_vars; i-- > 0;)
             if (kw_str_eq(c->vars[i].name, n->name)) {
                 n->slot = -(int32_t)i - 1;
@@ -754,10 +759,15 @@ static int check(checker_t *c, cel_node_t *n)
 int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag)
 {
     checker_t *c = kw_calloc(1, sizeof(*c));
-    if (!c)
+    bool *used = kw_calloc(p->n_params ? p->n_params : 1, sizeof(*used));
+    if (!c || !used) {
+        kw_free(c);
+        kw_free(used);
         return KW_ENOMEM;
+    }
     c->p = p;
     c->diag = diag;
+    c->used = used;
     int rc = check(c, p->root);
     if (rc == KW_OK && p->root->type->k != CK_BOOL) {
         char ts[96];
@@ -765,6 +775,11 @@ int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag)
         rc = kw_diag_set(diag, KW_ESCHEMA, p->root->line, p->root->col,
                          "caveat expression must result in a boolean value: found `%s`", ts);
     }
+    for (size_t i = 0; rc == KW_OK && i < p->n_params; i++)
+        if (!used[i])
+            rc = kw_diag_set(diag, KW_ESCHEMA, p->params[i].line, p->params[i].col,
+                             "parameter `%.*s` is unused", KW_STR_FMT(p->params[i].name));
+    kw_free(used);
     kw_free(c);
     return rc;
 }

@@ -73,7 +73,7 @@ static cel_val_t durval(int64_t ns)
     return v;
 }
 
-static cel_val_t tsval(int64_t sec, int32_t nsec)
+static cel_val_t tsval(int64_t sec, int32_t nsec, int32_t off)
 {
     if (sec < KW_CEL_TS_MIN || sec > KW_CEL_TS_MAX)
         return kw__cel_err(E_RANGE);
@@ -81,6 +81,7 @@ static cel_val_t tsval(int64_t sec, int32_t nsec)
     v.k = CK_TIMESTAMP;
     v.v.ts.sec = sec;
     v.v.ts.nsec = nsec;
+    v.v.ts.off = off;
     return v;
 }
 
@@ -93,8 +94,8 @@ static cel_val_t strval(cel_ev_t *ev, cel_kind_t k, const char *s, size_t n)
     return v;
 }
 
-/* timestamp + duration (ns), exactly. */
-static cel_val_t ts_add(int64_t sec, int32_t nsec, int64_t ns)
+/* timestamp + duration (ns), exactly; the result keeps the timestamp's offset. */
+static cel_val_t ts_add(int64_t sec, int32_t nsec, int32_t off, int64_t ns)
 {
     int64_t dsec = ns / 1000000000, dn = ns % 1000000000;
     int64_t s = sec + dsec, n = nsec + dn;
@@ -105,7 +106,7 @@ static cel_val_t ts_add(int64_t sec, int32_t nsec, int64_t ns)
         n -= 1000000000;
         s++;
     }
-    return tsval(s, (int32_t)n);
+    return tsval(s, (int32_t)n, off);
 }
 
 static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
@@ -213,13 +214,13 @@ static cel_val_t arith(cel_ev_t *ev, cel_op_t op, const cel_val_t *l, const cel_
         return over ? kw__cel_err(E_OVERFLOW) : durval(x);
     }
     if (op == OP_ADD && l->k == CK_TIMESTAMP && r->k == CK_DURATION)
-        return ts_add(l->v.ts.sec, l->v.ts.nsec, r->v.i);
+        return ts_add(l->v.ts.sec, l->v.ts.nsec, l->v.ts.off, r->v.i);
     if (op == OP_ADD && l->k == CK_DURATION && r->k == CK_TIMESTAMP)
-        return ts_add(r->v.ts.sec, r->v.ts.nsec, l->v.i);
+        return ts_add(r->v.ts.sec, r->v.ts.nsec, r->v.ts.off, l->v.i);
     if (op == OP_SUB && l->k == CK_TIMESTAMP && r->k == CK_DURATION) {
         if (r->v.i == INT64_MIN)
             return kw__cel_err(E_OVERFLOW);
-        return ts_add(l->v.ts.sec, l->v.ts.nsec, -r->v.i);
+        return ts_add(l->v.ts.sec, l->v.ts.nsec, l->v.ts.off, -r->v.i);
     }
     if (op == OP_SUB && l->k == CK_TIMESTAMP && r->k == CK_TIMESTAMP) {
         /* the difference must fit Go's Duration */
@@ -335,8 +336,8 @@ static cel_val_t to_uint(const cel_val_t *x)
     case CK_UINT:
         return *x;
     case CK_DOUBLE:
-        if (!(x->v.d > -1.0 && x->v.d < 18446744073709551616.0))
-            return kw__cel_err("uint overflow");
+        if (!(x->v.d >= 0.0 && x->v.d < 18446744073709551616.0))
+            return kw__cel_err("unsigned integer overflow");
         return uval((uint64_t)x->v.d);
     case CK_STRING: {
         char buf[32];
@@ -435,7 +436,7 @@ static cel_val_t to_string(cel_ev_t *ev, const cel_val_t *x)
             return kw__cel_err("invalid UTF-8 in bytes, cannot convert to string");
         return strval(ev, CK_STRING, x->v.s.ptr, x->v.s.len);
     case CK_TIMESTAMP:
-        kw__cel_format_timestamp(x->v.ts.sec, x->v.ts.nsec, buf, sizeof(buf));
+        kw__cel_format_timestamp(x->v.ts.sec, x->v.ts.nsec, x->v.ts.off, buf, sizeof(buf));
         break;
     case CK_DURATION:
         kw__cel_format_duration(x->v.i, buf, sizeof(buf));
@@ -492,6 +493,8 @@ static cel_val_t matches(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *s,
         return kw__cel_err("budget");
     void *re = n->re;
     bool own = false;
+    if (n->re_err)
+        return kw__cel_err(n->re_err);
     if (!re) {
         char err[160];
         int rc = kw__cel_regex_compile(pat->v.s, &re, err, sizeof(err));
@@ -542,7 +545,9 @@ static cel_val_t in_cidr(const cel_val_t *ip, const cel_val_t *cidr)
     }
     if (bits > (net.v6 ? 128 : 32))
         return kw__cel_err("invalid CIDR string");
-    if (net.v6 != ip->v.ip->v6)
+    if (net.zone_len) /* Go's netip.ParsePrefix refuses a zone */
+        return kw__cel_err("invalid CIDR string");
+    if (net.v6 != ip->v.ip->v6 || ip->v.ip->zone_len) /* a zoned address is in no prefix */
         return kw__cel_bool(false);
     for (int i = 0; i < bits; i++) {
         int byte = i / 8, bit = 7 - i % 8;
@@ -662,13 +667,13 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         if (x->k == CK_TIMESTAMP)
             return *x;
         if (x->k == CK_INT)
-            return tsval(x->v.i, 0);
+            return tsval(x->v.i, 0, 0);
         if (x->k == CK_STRING) {
             int64_t sec;
-            int32_t nsec;
-            if (kw__cel_parse_timestamp(x->v.s, &sec, &nsec) != KW_OK)
+            int32_t nsec, off;
+            if (kw__cel_parse_timestamp(x->v.s, &sec, &nsec, &off) != KW_OK)
                 return kw__cel_err("timestamp conversion error: not an RFC 3339 timestamp");
-            return tsval(sec, nsec);
+            return tsval(sec, nsec, off);
         }
         return kw__cel_err(E_OVERLOAD);
     case F_DURATION:
@@ -683,19 +688,6 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         return kw__cel_err(E_OVERLOAD);
     case F_DYN:
         return *x;
-    case F_IPADDRESS: {
-        if (x->k != CK_STRING)
-            return kw__cel_err(E_OVERLOAD);
-        cel_ip_t *ip = kw_arena_alloc(ev->a, sizeof(*ip));
-        if (!ip)
-            return kw__cel_oom(ev);
-        if (kw__cel_parse_ip(x->v.s, ip) != KW_OK)
-            return kw__cel_err("invalid ip address string");
-        cel_val_t v;
-        v.k = CK_IP;
-        v.v.ip = ip;
-        return v;
-    }
     case F_IN_CIDR:
         if (nargs != 2)
             return kw__cel_err(E_OVERLOAD);

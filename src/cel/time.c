@@ -49,7 +49,7 @@ static bool leap(int64_t y)
     return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
-int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec)
+int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec, int32_t *offset)
 {
     /* YYYY-MM-DDTHH:MM:SS[.f+](Z|+hh:mm|-hh:mm) */
     const char *p = s.ptr;
@@ -97,6 +97,7 @@ int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec)
         return KW_EINVAL;
     *sec = t;
     *nsec = frac;
+    *offset = (int32_t)off;
     return KW_OK;
 }
 
@@ -166,8 +167,9 @@ int kw__cel_parse_duration(kw_str_t s, int64_t *out)
     return KW_OK;
 }
 
-void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap)
+void kw__cel_format_timestamp(int64_t sec, int32_t nsec, int32_t off, char *buf, size_t cap)
 {
+    sec += off;
     int64_t days = sec / 86400, rem = sec % 86400;
     if (rem < 0) {
         rem += 86400;
@@ -183,8 +185,13 @@ void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap)
         while (l > 1 && frac[l - 1] == '0')
             frac[--l] = '\0';
     }
-    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", (int)y, m, d, (int)(rem / 3600),
-             (int)(rem / 60 % 60), (int)(rem % 60), frac);
+    char zone[24] = "Z";
+    if (off) {
+        int a = off < 0 ? -off : off;
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", off < 0 ? '-' : '+', a / 3600, a / 60 % 60);
+    }
+    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s%s", (int)y, m, d, (int)(rem / 3600),
+             (int)(rem / 60 % 60), (int)(rem % 60), frac, zone);
 }
 
 void kw__cel_format_duration(int64_t ns, char *buf, size_t cap)

@@ -385,7 +385,7 @@ static int expected_list(vctx_t *c, yaml_document_t *doc, kw_str_t key, yaml_nod
         rc = kw__vfile_expected_subject(c->x.arena, scalar(e), &t, &d);
         if (rc == KW_OK)
             rc = kw__strset_add(want, t);
-        else
+        if (rc != KW_OK) /* an out-of-memory here must count as a failure too */
             fail_rc(c, rc, &d, node_line(e), "validation of %.*s (line %lu)", KW_STR_FMT(key),
                     node_line(e));
     }

@@ -255,8 +255,15 @@ void kw__cel_format_duration(int64_t ns, char *buf, size_t cap);
 /* Civil date of a Unix second shifted by off seconds. */
 void kw__cel_civil(int64_t sec, int *year, int *month, int *mday, int *yday, int *wday, int *hour,
                    int *min, int *s);
-/* A time zone argument: "UTC", "Z", "+hh:mm", "-hh:mm" (or "hh:mm") -> offset seconds. */
-KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t *off);
+/* A getter's time zone argument at instant t, as cel-go reads it: with a ':' an offset
+ * "[+-]H:M" (each side a Go Atoi), else a zone name ("" and "UTC" are UTC, "Local" is
+ * taken as UTC, others are IANA names). Offset in seconds east of UTC. KW_EINVAL for an
+ * unknown name or a bad offset, KW_ENOMEM. */
+KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t t, int64_t *off);
+
+/* ---- tz.c ---- */
+/* The UTC offset of IANA zone `name` at instant t, from the system tz database. */
+KW_NODISCARD int kw__cel_tz_lookup(kw_str_t name, int64_t t, int64_t *off);
 
 /* ---- regex.c ---- */
 /* Compiles `pattern` if it stays inside RE2's language (no backreferences, lookaround,

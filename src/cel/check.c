@@ -176,7 +176,8 @@ typedef struct scope {
 typedef struct checker {
     kw_cel_program_t *p;
     kw_diag_t *diag;
-    bool *used; /* [n_params] */
+    bool *used;          /* [n_params] */
+    uint32_t in_map_key; /* > 0 while checking a map literal's key */
     scope_t vars[KW_CEL_MAX_DEPTH + 1];
     uint32_t n_vars;
 } checker_t;
@@ -611,9 +612,15 @@ static int check(checker_t *c, cel_node_t *n)
             return rc;
         if (n->c && (rc = check(c, n->c)) != KW_OK)
             return rc;
-        for (uint32_t i = 0; i < n->n_args; i++)
-            if ((rc = check(c, n->args[i])) != KW_OK)
+        for (uint32_t i = 0; i < n->n_args; i++) {
+            /* SpiceDB's unused-parameter walk skips map literal keys */
+            bool key = n->kind == N_MAP && i % 2 == 0;
+            c->in_map_key += key;
+            rc = check(c, n->args[i]);
+            c->in_map_key -= key;
+            if (rc != KW_OK)
                 return rc;
+        }
     } else if ((rc = check(c, n->a)) != KW_OK) {
         return rc;
     }
@@ -647,7 +654,7 @@ static int check(checker_t *c, cel_node_t *n)
         }
         return KW_OK;
     case N_IDENT:
-        for (size_t i = 0; i < c->p->n_params; i++)
+        for (size_t i = 0; i < c->p->n_params && !c->in_map_key; i++)
             if (kw_str_eq(c->p->params[i].name, n->name))
                 c->used[i] = true; /* by name, as SpiceDB counts references */
         for (uint32_t i = c->n_vars; i-- > 0;)

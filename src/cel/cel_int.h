@@ -35,6 +35,7 @@ typedef enum {
     CK_LIST,
     CK_MAP,
     CK_IP,
+    CK_TYPE,    /* a type value (`type(x)`, `int`): v.i holds the cel_kind_t it names */
     CK_UNKNOWN, /* value only: depends on parameters not given */
     CK_ERROR,   /* value only: a runtime error (absorbed by && / || as in CEL) */
 } cel_kind_t;
@@ -47,7 +48,7 @@ typedef struct cel_type {
 
 extern const cel_type_t kw__cel_t_dyn, kw__cel_t_null, kw__cel_t_bool, kw__cel_t_int,
     kw__cel_t_uint, kw__cel_t_double, kw__cel_t_string, kw__cel_t_bytes, kw__cel_t_duration,
-    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn;
+    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn, kw__cel_t_type;
 
 /* Appends the CEL spelling of t ("list(int)", "map(string, dyn)") to buf. */
 void kw__cel_type_str(const cel_type_t *t, char *buf, size_t cap);
@@ -153,6 +154,7 @@ typedef enum {
     F_TIMESTAMP,
     F_DURATION,
     F_DYN,
+    F_TYPE,
     F_IN_CIDR,
     F_GET_FULL_YEAR,
     F_GET_MONTH,

@@ -290,7 +290,7 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             return merge(ev, args, na);
         /* cel-go checks arguments against the overload the checker chose: a uint
          * parameter (declared to CEL as int) reaching int(), string() ... is refused */
-        for (uint32_t i = 0; i < na && n->op != F_DYN; i++) {
+        for (uint32_t i = 0; i < na && n->op != F_DYN && n->op != F_TYPE; i++) {
             const cel_type_t *st =
                 n->a ? (i == 0 ? n->a->type : n->args[i - 1]->type) : n->args[i]->type;
             if (st->k == CK_INT && args[i].k == CK_UINT)

@@ -693,6 +693,12 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         return kw__cel_err(E_OVERLOAD);
     case F_DYN:
         return *x;
+    case F_TYPE: {
+        cel_val_t t;
+        t.k = CK_TYPE;
+        t.v.i = x->k;
+        return t;
+    }
     case F_IN_CIDR:
         if (nargs != 2)
             return kw__cel_err(E_OVERLOAD);

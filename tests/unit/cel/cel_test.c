@@ -712,6 +712,18 @@ KW_TEST(cel_spicedb_quirks)
       "{\"t\": \"2024-01-01T00:30:00+24:00\"}");
 }
 
+KW_TEST(cel_type_values)
+{
+    TT("type(1) == int && type(1u) == uint && type(1.0) == double && type(true) == bool");
+    TT("type('a') == string && type(b'a') == bytes && type([]) == list && type({}) == map");
+    TT("type(null) == null_type && type(int) == type && type(1) != string");
+    TT("type(timestamp(0)) == google.protobuf.Timestamp && "
+       "type(duration('1s')) == google.protobuf.Duration");
+    /* a uint parameter's values are uints at evaluation */
+    T("n uint", "type(n) == uint", "{\"n\": 1}");
+    T("a any", "type(a) == map && type(a.k) == double", "{\"a\": {\"k\": 1}}");
+}
+
 KW_TEST(cel_unused_parameter)
 {
     /* SpiceDB refuses a caveat whose expression does not use every parameter */

@@ -35,6 +35,7 @@ typedef enum {
     CK_LIST,
     CK_MAP,
     CK_IP,
+    CK_TYPE,    /* a type value (`type(x)`, `int`): v.i holds the cel_kind_t it names */
     CK_UNKNOWN, /* value only: depends on parameters not given */
     CK_ERROR,   /* value only: a runtime error (absorbed by && / || as in CEL) */
 } cel_kind_t;
@@ -47,7 +48,7 @@ typedef struct cel_type {
 
 extern const cel_type_t kw__cel_t_dyn, kw__cel_t_null, kw__cel_t_bool, kw__cel_t_int,
     kw__cel_t_uint, kw__cel_t_double, kw__cel_t_string, kw__cel_t_bytes, kw__cel_t_duration,
-    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn;
+    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn, kw__cel_t_type;
 
 /* Appends the CEL spelling of t ("list(int)", "map(string, dyn)") to buf. */
 void kw__cel_type_str(const cel_type_t *t, char *buf, size_t cap);
@@ -153,6 +154,7 @@ typedef enum {
     F_TIMESTAMP,
     F_DURATION,
     F_DYN,
+    F_TYPE,
     F_IN_CIDR,
     F_GET_FULL_YEAR,
     F_GET_MONTH,
@@ -255,8 +257,15 @@ void kw__cel_format_duration(int64_t ns, char *buf, size_t cap);
 /* Civil date of a Unix second shifted by off seconds. */
 void kw__cel_civil(int64_t sec, int *year, int *month, int *mday, int *yday, int *wday, int *hour,
                    int *min, int *s);
-/* A time zone argument: "UTC", "Z", "+hh:mm", "-hh:mm" (or "hh:mm") -> offset seconds. */
-KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t *off);
+/* A getter's time zone argument at instant t, as cel-go reads it: with a ':' an offset
+ * "[+-]H:M" (each side a Go Atoi), else a zone name ("" and "UTC" are UTC, "Local" is
+ * taken as UTC, others are IANA names). Offset in seconds east of UTC. KW_EINVAL for an
+ * unknown name or a bad offset, KW_ENOMEM. */
+KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t t, int64_t *off);
+
+/* ---- tz.c ---- */
+/* The UTC offset of IANA zone `name` at instant t, from the system tz database. */
+KW_NODISCARD int kw__cel_tz_lookup(kw_str_t name, int64_t t, int64_t *off);
 
 /* ---- regex.c ---- */
 /* Compiles `pattern` if it stays inside RE2's language (no backreferences, lookaround,

@@ -29,6 +29,7 @@ const cel_type_t kw__cel_t_bytes = {CK_BYTES, NULL, NULL};
 const cel_type_t kw__cel_t_duration = {CK_DURATION, NULL, NULL};
 const cel_type_t kw__cel_t_timestamp = {CK_TIMESTAMP, NULL, NULL};
 const cel_type_t kw__cel_t_ip = {CK_IP, NULL, NULL};
+const cel_type_t kw__cel_t_type = {CK_TYPE, NULL, NULL};
 const cel_type_t kw__cel_t_list_dyn = {CK_LIST, &kw__cel_t_dyn, NULL};
 const cel_type_t kw__cel_t_map_dyn = {CK_MAP, &kw__cel_t_dyn, &kw__cel_t_dyn};
 
@@ -48,6 +49,7 @@ static size_t type_str(const cel_type_t *t, char *buf, size_t cap)
         [CK_LIST] = "list",
         [CK_MAP] = "map",
         [CK_IP] = "IPAddress",
+        [CK_TYPE] = "type",
         [CK_UNKNOWN] = "unknown",
         [CK_ERROR] = "error",
     };
@@ -176,7 +178,8 @@ typedef struct scope {
 typedef struct checker {
     kw_cel_program_t *p;
     kw_diag_t *diag;
-    bool *used; /* [n_params] */
+    bool *used;          /* [n_params] */
+    uint32_t in_map_key; /* > 0 while checking a map literal's key */
     scope_t vars[KW_CEL_MAX_DEPTH + 1];
     uint32_t n_vars;
 } checker_t;
@@ -396,6 +399,7 @@ static const struct {
     {"timestamp", F_TIMESTAMP},
     {"duration", F_DURATION},
     {"dyn", F_DYN},
+    {"type", F_TYPE},
     {"in_cidr", F_IN_CIDR},
     {"getFullYear", F_GET_FULL_YEAR},
     {"getMonth", F_GET_MONTH},
@@ -504,6 +508,10 @@ static int check_call(checker_t *c, cel_node_t *n)
         ok = !member && total == 1;
         res = &kw__cel_t_dyn;
         break;
+    case F_TYPE:
+        ok = !member && total == 1;
+        res = &kw__cel_t_type;
+        break;
     case F_IN_CIDR:
         ok = member && total == 2 && kind_in(at[0], k_ip) && kind_in(at[1], k_str);
         break;
@@ -600,9 +608,39 @@ static const cel_type_t *join(checker_t *c, cel_node_t **items, uint32_t n, uint
     return t ? t : &kw__cel_t_dyn;
 }
 
+/* google.protobuf.Timestamp and google.protobuf.Duration name the time types. */
+static bool qualified_type(const cel_node_t *n, cel_kind_t *k)
+{
+    if (n->kind != N_SELECT || n->a->kind != N_SELECT || n->a->a->kind != N_IDENT ||
+        !kw_str_eq_c(n->a->a->name, "google") || !kw_str_eq_c(n->a->name, "protobuf"))
+        return false;
+    if (kw_str_eq_c(n->name, "Timestamp"))
+        *k = CK_TIMESTAMP;
+    else if (kw_str_eq_c(n->name, "Duration"))
+        *k = CK_DURATION;
+    else
+        return false;
+    return true;
+}
+
 static int check(checker_t *c, cel_node_t *n)
 {
     int rc;
+    cel_kind_t qk;
+    if (qualified_type(n, &qk)) {
+        bool shadowed = false; /* a parameter named google wins */
+        for (size_t i = 0; i < c->p->n_params; i++)
+            shadowed = shadowed || kw_str_eq_c(c->p->params[i].name, "google");
+        for (uint32_t i = 0; i < c->n_vars; i++)
+            shadowed = shadowed || kw_str_eq_c(c->vars[i].name, "google");
+        if (!shadowed) {
+            n->kind = N_LIT;
+            n->val.k = CK_TYPE;
+            n->val.v.i = qk;
+            n->type = &kw__cel_t_type;
+            return KW_OK;
+        }
+    }
     /* children first (macros bind a variable for theirs) */
     if (n->kind != N_COMP) {
         if (n->a && (rc = check(c, n->a)) != KW_OK)
@@ -611,9 +649,15 @@ static int check(checker_t *c, cel_node_t *n)
             return rc;
         if (n->c && (rc = check(c, n->c)) != KW_OK)
             return rc;
-        for (uint32_t i = 0; i < n->n_args; i++)
-            if ((rc = check(c, n->args[i])) != KW_OK)
+        for (uint32_t i = 0; i < n->n_args; i++) {
+            /* SpiceDB's unused-parameter walk skips map literal keys */
+            bool key = n->kind == N_MAP && i % 2 == 0;
+            c->in_map_key += key;
+            rc = check(c, n->args[i]);
+            c->in_map_key -= key;
+            if (rc != KW_OK)
                 return rc;
+        }
     } else if ((rc = check(c, n->a)) != KW_OK) {
         return rc;
     }
@@ -647,7 +691,7 @@ static int check(checker_t *c, cel_node_t *n)
         }
         return KW_OK;
     case N_IDENT:
-        for (size_t i = 0; i < c->p->n_params; i++)
+        for (size_t i = 0; i < c->p->n_params && !c->in_map_key; i++)
             if (kw_str_eq(c->p->params[i].name, n->name))
                 c->used[i] = true; /* by name, as SpiceDB counts references */
         for (uint32_t i = c->n_vars; i-- > 0;)
@@ -662,6 +706,24 @@ static int check(checker_t *c, cel_node_t *n)
                 n->type = c->p->ptypes[i];
                 return KW_OK;
             }
+        {
+            /* the names of types are type values: type(x) == int */
+            static const struct {
+                const char *name;
+                cel_kind_t k;
+            } types[] = {{"int", CK_INT},   {"uint", CK_UINT},     {"double", CK_DOUBLE},
+                         {"bool", CK_BOOL}, {"string", CK_STRING}, {"bytes", CK_BYTES},
+                         {"list", CK_LIST}, {"map", CK_MAP},       {"null_type", CK_NULL},
+                         {"type", CK_TYPE}};
+            for (size_t i = 0; i < KW_ARRAY_LEN(types); i++)
+                if (kw_str_eq_c(n->name, types[i].name)) {
+                    n->kind = N_LIT;
+                    n->val.k = CK_TYPE;
+                    n->val.v.i = types[i].k;
+                    n->type = &kw__cel_t_type;
+                    return KW_OK;
+                }
+        }
         return cerr(c, n, "undeclared reference to '%.*s'",
                     (int)(n->name.len > 64 ? 64 : n->name.len), n->name.ptr);
     case N_SELECT:

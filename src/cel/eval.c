@@ -252,8 +252,8 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP)
-            return kw__cel_err(E_OVERLOAD);
+        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+            return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
@@ -288,6 +288,14 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             ue = ue || is_ue(&args[i]);
         if (ue)
             return merge(ev, args, na);
+        /* cel-go checks arguments against the overload the checker chose: a uint
+         * parameter (declared to CEL as int) reaching int(), string() ... is refused */
+        for (uint32_t i = 0; i < na && n->op != F_DYN && n->op != F_TYPE; i++) {
+            const cel_type_t *st =
+                n->a ? (i == 0 ? n->a->type : n->args[i - 1]->type) : n->args[i]->type;
+            if (st->k == CK_INT && args[i].k == CK_UINT)
+                return kw__cel_err(E_OVERLOAD);
+        }
         return kw__cel_call(ev, n, args, na);
     }
     case N_LIST:

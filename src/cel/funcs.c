@@ -559,7 +559,7 @@ static cel_val_t in_cidr(const cel_val_t *ip, const cel_val_t *cidr)
 
 /* ---- time getters ---- */
 
-static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
+static cel_val_t getter(cel_ev_t *ev, cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
 {
     if (x->k == CK_DURATION) {
         int64_t ns = x->v.i;
@@ -582,8 +582,13 @@ static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
     if (tz) {
         if (tz->k != CK_STRING)
             return kw__cel_err(E_OVERLOAD);
-        if (kw__cel_tz_offset(tz->v.s, &off) != KW_OK)
-            return kw__cel_err("unknown time zone (use UTC or an offset such as +02:00)");
+        if (!kw__cel_charge(ev, 1000)) /* a zone name reads a file */
+            return kw__cel_err("budget");
+        int rc = kw__cel_tz_offset(tz->v.s, x->v.ts.sec, &off);
+        if (rc == KW_ENOMEM)
+            return kw__cel_oom(ev);
+        if (rc != KW_OK)
+            return kw__cel_err("unknown time zone");
     }
     int y, mo, md, yd, wd, h, mi, s;
     kw__cel_civil(x->v.ts.sec + off, &y, &mo, &md, &yd, &wd, &h, &mi, &s);
@@ -688,6 +693,12 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         return kw__cel_err(E_OVERLOAD);
     case F_DYN:
         return *x;
+    case F_TYPE: {
+        cel_val_t t;
+        t.k = CK_TYPE;
+        t.v.i = x->k;
+        return t;
+    }
     case F_IN_CIDR:
         if (nargs != 2)
             return kw__cel_err(E_OVERLOAD);
@@ -702,7 +713,7 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
     case F_GET_MINUTES:
     case F_GET_SECONDS:
     case F_GET_MILLISECONDS:
-        return getter((cel_fn_t)n->op, x, nargs > 1 ? &args[1] : NULL);
+        return getter(ev, (cel_fn_t)n->op, x, nargs > 1 ? &args[1] : NULL);
     case F_NONE:
         break;
     }

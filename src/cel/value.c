@@ -130,6 +130,8 @@ bool kw__cel_equal(const cel_val_t *a, const cel_val_t *b)
     switch (a->k) {
     case CK_NULL:
         return true;
+    case CK_TYPE:
+        return a->v.i == b->v.i;
     case CK_BOOL:
     case CK_STRING:
     case CK_BYTES:

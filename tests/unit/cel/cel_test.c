@@ -566,7 +566,9 @@ KW_TEST(cel_context_binding)
     KW_ASSERT_EQ(ev("x int", "x == 42", "{\"x\": true}"), 'B');
     /* SpiceDB declares uint parameters to CEL as int; the values stay unsigned */
     T("x uint", "x == 42 && x > 41", "{\"x\": 42}");
-    T("x uint", "string(x) == '42' && uint(x) == 42u", "{\"x\": 42}");
+    /* ... and, as in SpiceDB, a conversion chosen for an int refuses them at evaluation */
+    KW_ASSERT_EQ(ev("x uint", "string(x) == '42'", "{\"x\": 42}"), 'E');
+    T("x uint", "dyn(x) == 42u", "{\"x\": 42}");
     KW_ASSERT_EQ(ev("x uint", "x == 42u", "{\"x\": 42}"), 'C');
     KW_ASSERT_EQ(ev("x uint", "x + 1 == 43", "{\"x\": 42}"), 'E');
     T("l list<uint>", "l[0] == 1 && 2 in l", "{\"l\": [1, 2]}");
@@ -665,6 +667,61 @@ KW_TEST(cel_oom)
         if (rc != KW_ENOMEM && !(rc == KW_OK && r == KW_CEL_TRUE))
             KW_FAIL_("allocation %ld: rc %d", i, rc);
     }
+}
+
+KW_TEST(cel_time_zones)
+{
+    const char *t = "t timestamp";
+    const char *winter = "{\"t\": \"2024-01-15T12:00:00Z\"}";
+    const char *summer = "{\"t\": \"2024-07-15T12:00:00Z\"}";
+    /* IANA names from the system tz database, DST included (the TZif footer rule) */
+    T(t, "t.getHours('Europe/Paris') == 13", winter);
+    T(t, "t.getHours('Europe/Paris') == 14", summer);
+    T(t, "t.getHours('America/New_York') == 7", winter);
+    T(t, "t.getHours('America/New_York') == 8", summer);
+    T(t, "t.getHours('Australia/Sydney') == 23", winter);
+    T(t, "t.getHours('Australia/Sydney') == 22", summer);
+    T(t, "t.getHours('Asia/Kolkata') == 17 && t.getMinutes('Asia/Kolkata') == 30", winter);
+    T(t, "t.getDayOfWeek('Pacific/Kiritimati') == 2", winter);
+    /* cel-go's other forms: "" and "UTC" are UTC, offsets are H:M with Go's Atoi */
+    T(t, "t.getHours('') == 12 && t.getHours('UTC') == 12", winter);
+    T(t, "t.getHours('+1:00') == 13 && t.getHours('-02:30') == 9", winter);
+    KW_ASSERT_EQ(ev(t, "t.getHours('Z') == 12", winter), 'E');
+    KW_ASSERT_EQ(ev(t, "t.getHours('Mars/Olympus_Mons') == 12", winter), 'E');
+    KW_ASSERT_EQ(ev(t, "t.getHours('../etc/passwd') == 12", winter), 'E');
+    KW_ASSERT_EQ(ev(t, "t.getHours('/etc/localtime') == 12", winter), 'E');
+}
+
+KW_TEST(cel_spicedb_quirks)
+{
+    /* has() of a field of something that is not a map is false, not an error */
+    T("a any", "!has(a.k)", "{\"a\": 5}");
+    T("a any", "!has(a.k.j)", "{\"a\": {\"k\": 1}}");
+    /* RE2's syntax: $ only at the end, no \\h \\R \\X \\Z escapes, repetition <= 1000 */
+    F("s string", "s.matches('a$')", "{\"s\": \"a\\n\"}");
+    KW_ASSERT_EQ(ev("s string", "s.matches('\\\\h')", "{\"s\": \"a\"}"), 'E');
+    KW_ASSERT_EQ(ev("s string", "s.matches('\\\\Z')", "{\"s\": \"a\"}"), 'E');
+    KW_ASSERT_EQ(ev("s string", "s.matches('a{1001}')", "{\"s\": \"a\"}"), 'E');
+    F("s string", "s.matches('a{1000}')", "{\"s\": \"a\"}");
+    /* a parameter named only as a map literal's key counts as unused (SpiceDB's walk
+     * skips keys) */
+    KW_ASSERT_EQ(ev("a any", "{a: 1}.size() == 1", "{\"a\": \"k\"}"), 'C');
+    /* timestamps: more than nine fraction digits are cut, offsets up to 24:60 */
+    T("t timestamp", "t > timestamp(0)", "{\"t\": \"2024-01-01T00:30:00.1234567891Z\"}");
+    T("t timestamp", "t == timestamp('2023-12-31T00:30:00Z')",
+      "{\"t\": \"2024-01-01T00:30:00+24:00\"}");
+}
+
+KW_TEST(cel_type_values)
+{
+    TT("type(1) == int && type(1u) == uint && type(1.0) == double && type(true) == bool");
+    TT("type('a') == string && type(b'a') == bytes && type([]) == list && type({}) == map");
+    TT("type(null) == null_type && type(int) == type && type(1) != string");
+    TT("type(timestamp(0)) == google.protobuf.Timestamp && "
+       "type(duration('1s')) == google.protobuf.Duration");
+    /* a uint parameter's values are uints at evaluation */
+    T("n uint", "type(n) == uint", "{\"n\": 1}");
+    T("a any", "type(a) == map && type(a.k) == double", "{\"a\": {\"k\": 1}}");
 }
 
 KW_TEST(cel_unused_parameter)

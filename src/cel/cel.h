@@ -49,8 +49,9 @@ size_t kw_cel_program_memory(const kw_cel_program_t *p);
 /* Binds a context (a JSON object text, as written on a relationship or sent with a
  * request) to p's parameters: each field naming a parameter is converted to the
  * parameter's type (SpiceDB's rules: e.g. a timestamp from an RFC 3339 string, a
- * duration from "1h30m", an ipaddress from its string form); fields naming no parameter
- * are ignored, as SpiceDB ignores them. KW_EINVAL with a message naming the field on a
+ * duration from "1h30m", an ipaddress from its string form; numbers are read as the
+ * doubles of a protobuf Struct); fields naming no parameter are ignored, as SpiceDB
+ * ignores them when it evaluates. KW_EINVAL with a message naming the field on a
  * value that does not convert; json.len == 0 binds an empty context. */
 KW_NODISCARD int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out,
                                  kw_diag_t *diag);

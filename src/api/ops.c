@@ -179,6 +179,12 @@ static json_t *operation(const op_t *op)
         ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "OK", "content", "application/json",
                        "schema",
                        op->response ? ref(op->response) : json_pack("{s:s}", "type", "object"));
+    if (ok && (strcmp(op->params, "list") == 0 || strcmp(op->params, "keyref_list") == 0))
+        json_object_set_new(ok, "headers",
+                            json_pack("{s:{s:s, s:{s:s}}}", "X-Next-Cursor", "description",
+                                      "With cursor=: the next page's cursor; absent on the last "
+                                      "page",
+                                      "schema", "type", "string"));
     json_object_set_new(responses, "200", ok);
     char codes[64];
     snprintf(codes, sizeof(codes), "%s", op->errors);

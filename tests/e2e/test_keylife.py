@@ -614,3 +614,32 @@ def test_expiry_and_rotation_across_two_instances(tmp_path):
     finally:
         b.kill()
         a.kill()
+
+
+def test_schema_without_verify_or_key_update(tmp_path):
+    """A custom schema may leave out account#verify and agent_api_key#update: then nobody
+    verifies (every answer {"valid": false}) and nobody rotates (403), instead of a 500."""
+    from conftest import DEFAULT_SCHEMA
+    text = open(DEFAULT_SCHEMA).read()
+    text = text.replace("    relation verifier: service_account\n", "")
+    text = text.replace("    permission verify = verifier\n", "")
+    text = text.replace("    permission update = (owner + editor) & parent_agent->update & "
+                        "tenant_gate\n", "")
+    assert "permission verify" not in text and "relation verifier" not in text
+    schema = tmp_path / "no-verify.zed"
+    schema.write_text(text)
+    s = Server(tmp_path / "nv", extra_args=["--schema", str(schema)])
+    s.start()
+    try:
+        adm = Admin(s, s.token("root", admin=True))
+        t = Tenant(s, adm)
+        bob = t.user("bob")
+        k = bob.create_key(bob.create_agent("nv")["id"], "k", api_key_type="internal")
+        svc = Client(s, s.token("gw", principal_type="service_account"))
+        r = svc.post("/auth/verify", json={"api_key": k["api_key"]})
+        assert r.status_code == 200 and r.json() == {"valid": False}, r.text
+        r = rotate(bob, k["id"])
+        assert r.status_code == 403, r.text
+        assert agent_key_client(s, k["api_key"]).get("/agents").status_code == 200
+    finally:
+        s.stop()

@@ -8,7 +8,8 @@
  * and writes the entries with kw_store_keys_touch in batches of FLUSH_BATCH (each batch one
  * short transaction, outside the revision order). So:
  *   - staleness: a stored last_used_at is at most one interval plus one flush behind; this
- *     instance's own reads (GET of a key) merge the pending value and are never stale here;
+ *     instance's own reads (GET of a key) merge the pending value (but for the moment a flush
+ *     has taken a key's entry and not yet written it: the stored value shows meanwhile);
  *   - crash loss: a crash (SIGKILL, power) loses at most the uses of the interval in flight;
  *     a clean stop (SIGTERM) flushes once more;
  *   - a failed flush puts its entries back (kept as the later time), retried next interval;

@@ -77,12 +77,12 @@ def test_expiry_shown_and_enforced_byte_identical(srv, tenant):
     a = bob.create_agent("exp")
     t0 = now_utc()
     r = bob.post("/agent_api_keys", json={"agent_id": a["id"], "name": "short",
-                                          "api_key_type": "internal", "ttl_seconds": 2})
+                                          "api_key_type": "internal", "ttl_seconds": 3})
     assert r.status_code == 200, r.text
     k = r.json()
     assert TS_RE.match(k["expires_at"]), k
     exp = parse_ts(k["expires_at"])
-    assert t0 + datetime.timedelta(seconds=1.5) < exp < t0 + datetime.timedelta(seconds=3.5)
+    assert t0 + datetime.timedelta(seconds=2.5) < exp < t0 + datetime.timedelta(seconds=6)
     when = iso(now_utc() + datetime.timedelta(days=30))
     r = bob.post("/agent_api_keys", json={"agent_id": a["id"], "name": "dated",
                                           "api_key_type": "internal", "expires_at": when})
@@ -141,11 +141,11 @@ def test_rotate_grace_zero_and_grace_period(srv, tenant):
     cur = r.json()["api_key"]
     assert agent_key_client(srv, n["api_key"]).get("/agents").status_code == 401
 
-    r = rotate(bob, k["id"], grace=2)
+    r = rotate(bob, k["id"], grace=3)
     assert r.status_code == 200, r.text
     g = r.json()
     until = parse_ts(g["previous_api_key_valid_until"])
-    assert now_utc() < until < now_utc() + datetime.timedelta(seconds=3)
+    assert now_utc() < until < now_utc() + datetime.timedelta(seconds=4)
     assert agent_key_client(srv, cur).get("/agents/" + a["id"]).status_code == 200
     assert agent_key_client(srv, g["api_key"]).get("/agents/" + a["id"]).status_code == 200
     wait_until(until)
@@ -539,13 +539,13 @@ def test_verify_refuses_expired_and_grace_ended_keys(srv, tenant):
     bob = tenant.user("bob")
     a = bob.create_agent("vexp")
     r = bob.post("/agent_api_keys", json={"agent_id": a["id"], "name": "e",
-                                          "api_key_type": "internal", "ttl_seconds": 1})
+                                          "api_key_type": "internal", "ttl_seconds": 3})
     k = r.json()
     assert svc.post("/auth/verify", json={"api_key": k["api_key"]}).json()["valid"] is True
     wait_until(parse_ts(k["expires_at"]))
     assert svc.post("/auth/verify", json={"api_key": k["api_key"]}).json() == {"valid": False}
     k2 = bob.create_key(a["id"], "g", api_key_type="internal")
-    g = rotate(bob, k2["id"], grace=1).json()
+    g = rotate(bob, k2["id"], grace=3).json()
     v = svc.post("/auth/verify", json={"api_key": k2["api_key"]}).json()
     assert v["valid"] is True and v["principal"]["key_in_grace"] is True
     wait_until(parse_ts(g["previous_api_key_valid_until"]))
@@ -568,7 +568,7 @@ def test_expiry_and_rotation_across_two_instances(tmp_path):
         bob_a = t.user("bob")
         ag = bob_a.create_agent("two")
         r = bob_a.post("/agent_api_keys", json={"agent_id": ag["id"], "name": "e",
-                                                "api_key_type": "internal", "ttl_seconds": 2})
+                                                "api_key_type": "internal", "ttl_seconds": 3})
         k = r.json()
         rev = r.headers["X-Keyward-Revision"]
         on_b = agent_key_client(b, k["api_key"])
@@ -586,7 +586,7 @@ def test_expiry_and_rotation_across_two_instances(tmp_path):
         # refused on B at once (the row is read at every authentication)
         assert agent_key_client(b, k2["api_key"]).get("/agents").status_code == 401
         assert agent_key_client(b, new).get("/agents").status_code == 200
-        r = rotate(Client(b, b.token(t.uid("bob"), account=t.account)), k2["id"], grace=2)
+        r = rotate(Client(b, b.token(t.uid("bob"), account=t.account)), k2["id"], grace=3)
         assert r.status_code == 200, r.text
         newer = r.json()
         assert agent_key_client(a, new).get("/agents").status_code == 200

@@ -92,9 +92,11 @@ bool kw__v1_req_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
 bool kw__v1_parse_object(json_t *o, kw_object_t *out, const char *what, kw__v1_perr_t *e);
 /* SubjectReference {object, optionalRelation}. */
 bool kw__v1_parse_subject(json_t *o, kw_subject_t *out, kw__v1_perr_t *e);
-/* Relationship {resource, relation, subject}; optionalCaveat and optionalExpiresAt are
- * refused (501/12) until the engine evaluates them. */
-bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e);
+/* Relationship {resource, relation, subject, optionalCaveat {caveatName, context},
+ * optionalExpiresAt}; the caveat's context is JSON text in arena a. */
+bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e);
+/* google.protobuf.Timestamp text (RFC 3339 with Z or an offset) -> microseconds. */
+bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us);
 /* RelationshipFilter; *prefix gets optionalResourceIdPrefix. */
 bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw_str_t *prefix,
                          kw__v1_perr_t *e);
@@ -113,7 +115,14 @@ json_t *kw__v1_strj(kw_str_t s);
 json_t *kw__v1_object_json(kw_object_t o);
 /* SubjectReference; the ellipsis relation is written as "". */
 json_t *kw__v1_subject_json(const kw_subject_t *s);
+/* Relationship, with optionalCaveat {caveatName, context} and optionalExpiresAt (RFC 3339)
+ * or null for each. */
 json_t *kw__v1_rel_json(const kw_rel_t *r);
+/* google.protobuf.Timestamp text of microseconds since the epoch. */
+json_t *kw__v1_timestamp_json(int64_t us);
+/* PartialCaveatInfo {missingRequiredContext: [...]} for a CONDITIONAL answer (missing:
+ * comma-separated names), null otherwise. */
+json_t *kw__v1_partial_json(kw_v1_permissionship_t p, kw_str_t missing);
 /* Cursor {"token": c}, or null for NULL. */
 json_t *kw__v1_cursor_json(const char *c);
 /* Writes a whole JSON answer, 200 with X-Keyward-Revision: rev (steals root; NULL root:

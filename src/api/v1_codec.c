@@ -719,6 +719,19 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
     s->rev = 0;
     s->begun = false;
     kw_buf_init(&s->line);
+    kw_buf_init(&s->pend);
+}
+
+/* Sends what is pending as one chunk. */
+static int flush_pending(kw__v1_stream_t *s)
+{
+    if (s->pend.failed)
+        return KW_ENOMEM;
+    if (s->pend.len == 0)
+        return KW_OK;
+    int rc = kw_http_stream_write(s->req, s->pend.ptr, s->pend.len);
+    s->pend.len = 0;
+    return rc;
 }
 
 /* One {"<key>": v} line (steals v) into s->line. */
@@ -749,12 +762,26 @@ int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
         s->begun = true;
         if ((rc = kw_http_stream_begin(s->req, s->resp)) != KW_OK)
             return rc;
+        return kw_http_stream_write(s->req, s->line.ptr, s->line.len); /* at once */
     }
-    return kw_http_stream_write(s->req, s->line.ptr, s->line.len);
+    if (kw_http_stream_cancelled(s->req))
+        return KW_EIO;
+    kw_buf_append(&s->pend, s->line.ptr, s->line.len);
+    return s->pend.len >= KW__V1_STREAM_CHUNK || s->pend.failed ? flush_pending(s) : KW_OK;
 }
 
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)
 {
+    kw_v1_status_t late;
+    if (s->begun && rc != KW_EIO) { /* the lines before an error still go out first */
+        int frc = flush_pending(s);
+        if (rc == KW_OK && frc != KW_OK && frc != KW_EIO) {
+            kw_v1_status_clear(&late);
+            kw_v1_fail_rc(&late, frc, NULL, s->req->request_id);
+            rc = frc;
+            st = &late;
+        }
+    }
     if (rc == KW_OK) {
         if (!s->begun) { /* no result: an empty 200 */
             s->resp->status = 200;
@@ -769,4 +796,5 @@ void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)
                    s->req->request_id);
     }
     kw_buf_free(&s->line);
+    kw_buf_free(&s->pend);
 }

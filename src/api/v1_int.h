@@ -132,13 +132,17 @@ void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_re
 /* ---- v1_codec.c: streams ---- */
 /* One streamed answer: results go out as {"result": ...} lines on a chunked response
  * begun at the first result (so an error before any result is an ordinary error answer);
- * an error after it is one {"error": ...} line. */
+ * an error after it is one {"error": ...} line. The first line is sent at once; later ones
+ * are sent in chunks of about KW__V1_STREAM_CHUNK bytes (a chunk and a wake-up of the event
+ * loop per line would cost more than the line). */
+#define KW__V1_STREAM_CHUNK (32u * 1024u)
 typedef struct kw__v1_stream {
     kw_http_req_t *req;
     kw_http_resp_t *resp;
     kw_revision_t rev; /* for X-Keyward-Revision */
     bool begun;
     kw_buf_t line;
+    kw_buf_t pend; /* lines not sent yet */
 } kw__v1_stream_t;
 void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp);
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client

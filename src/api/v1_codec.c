@@ -524,7 +524,7 @@ bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw_str_t *
     }
     if (!kw__v1_known(o, what, FILTER_FIELDS, e) ||
         !kw__v1_opt_str(o, "optionalResourceIdPrefix", prefix, e) ||
-        !kw__v1_req_str(o, "resourceType", &f->resource_type, e) ||
+        !kw__v1_opt_str(o, "resourceType", &f->resource_type, e) ||
         !kw__v1_opt_str(o, "optionalResourceId", &f->resource_id, e) ||
         !kw__v1_opt_str(o, "optionalRelation", &f->relation, e))
         return false;

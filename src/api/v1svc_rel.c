@@ -228,10 +228,17 @@ static int del_cb(const kw_rel_t *rel, void *ud)
     return 0;
 }
 
+/* A delete the store cannot do by filter alone (a limit, an id prefix, no resource type):
+ * its matches are read from the caught-up graph and deleted one by one. */
+static bool by_graph(const kw_v1_delete_req_t *r)
+{
+    return r->limit || r->resource_id_prefix.len || !r->filter.resource_type.len;
+}
+
 static int delete_tx(kw_store_tx_t *tx, write_ctx_t *c, kw_diag_t *diag)
 {
     const kw_v1_delete_req_t *r = c->del;
-    if (!r->limit && !r->resource_id_prefix.len)
+    if (!by_graph(r))
         return kw_store_tx_rel_delete_matching(tx, &r->filter, &c->del_resp->n_deleted, diag);
     /* One past the limit tells "more matched" apart; without a limit (a prefix delete)
      * every match is deleted. */
@@ -270,7 +277,7 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
     write_ctx_t *c = ud;
     int rc = KW_OK;
-    bool needs_graph = c->n_pre || (c->del && (c->del->limit || c->del->resource_id_prefix.len));
+    bool needs_graph = c->n_pre || (c->del && by_graph(c->del));
     /* tx holds the global write order (kw_store_tx_begin took it): every revision below
      * this transaction's is committed and no other can commit before it. Catching up
      * now brings the engine to exactly the committed state (other instances' commits
@@ -290,7 +297,7 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
  * transaction with others (group commit). */
 static unsigned write_flags(const write_ctx_t *c)
 {
-    bool alone = c->n_pre || (c->del && (c->del->limit || c->del->resource_id_prefix.len));
+    bool alone = c->n_pre || (c->del && by_graph(c->del));
     return alone ? KW__WRITE_ALONE : 0;
 }
 

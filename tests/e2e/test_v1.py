@@ -451,6 +451,25 @@ def test_partial_deletions_and_id_prefix(admin):
     assert len(admin.read_rels("account", "x" + pre)) == 1
 
 
+def test_filters_without_resource_type(admin):
+    """SpiceDB's RelationshipFilter does not require resourceType: a subject filter alone
+    reads and deletes across every resource type."""
+    user = "nort-" + uuid.uuid4().hex[:8]
+    acct = "acct-" + user
+    admin.touch(("account:" + acct, "member", "user:" + user), ("account:" + acct, "admin", "user:" + user))
+    flt = {"optionalSubjectFilter": {"subjectType": "user", "optionalSubjectId": user}}
+    got = ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": flt}))
+    assert [(x["relationship"]["resource"]["objectType"], x["relationship"]["relation"]) for x in got] == [
+        ("account", "admin"), ("account", "member")]
+    # a relation or a resource id needs the type; an empty filter is refused
+    invalid(admin.post("/v1/relationships/read", json={"relationshipFilter": dict(flt, optionalRelation="member")}),
+            "resource type")
+    invalid(admin.post("/v1/relationships/read", json={"relationshipFilter": {}}), "resource type")
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt})
+    assert r.json()["relationshipsDeletedCount"] == "2"
+    assert ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": flt})) == []
+
+
 def test_with_tracing_is_refused_and_context_is_taken(admin):
     chk = {"resource": obj("agent:nothing"), "permission": "read", "subject": subj("user:nobody")}
     unimplemented(admin.post("/v1/permissions/check", json=dict(chk, withTracing=True)), "withTracing")

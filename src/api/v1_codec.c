@@ -481,7 +481,12 @@ bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us)
     return true;
 }
 
-bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e)
+bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e)
+{
+    return kw__v1_parse_rel_in(o, NULL, out, e);
+}
+
+bool kw__v1_parse_rel_in(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e)
 {
     memset(out, 0, sizeof(*out));
     if (!json_is_object(o))
@@ -495,9 +500,15 @@ bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e)
     if (v && !json_is_null(v)) {
         if (!json_is_object(v))
             return kw__v1_bad(e, "optionalCaveat must be an object {caveatName, context}");
+        json_t *ctx = kw__v1_get(v, "context");
+        if (!a && ctx && !json_is_null(ctx) && !json_is_object(ctx))
+            return kw__v1_bad(e, "optionalCaveat.context must be an object");
+        if (!a && ctx && json_is_object(ctx) && json_object_size(ctx))
+            return unimplemented(e, "relationship", "optionalCaveat.context",
+                                 "not where this request reads relationships");
         if (!kw__v1_known(v, "optionalCaveat", CAVEAT_FIELDS, e) ||
             !kw__v1_req_str(v, "caveatName", &out->caveat, e) ||
-            !kw__v1_opt_struct(v, "context", a, &out->caveat_ctx, e))
+            (a && !kw__v1_opt_struct(v, "context", a, &out->caveat_ctx, e)))
             return false;
     }
     v = kw__v1_get(o, "optionalExpiresAt");

@@ -94,7 +94,9 @@ bool kw__v1_parse_object(json_t *o, kw_object_t *out, const char *what, kw__v1_p
 bool kw__v1_parse_subject(json_t *o, kw_subject_t *out, kw__v1_perr_t *e);
 /* Relationship {resource, relation, subject, optionalCaveat {caveatName, context},
  * optionalExpiresAt}; the caveat's context is JSON text in arena a. */
-bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e);
+bool kw__v1_parse_rel_in(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e);
+/* The same without an arena: a caveat with a non-empty context is refused (501/12). */
+bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e);
 /* google.protobuf.Timestamp text (RFC 3339 with Z or an offset) -> microseconds. */
 bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us);
 /* RelationshipFilter; *prefix gets optionalResourceIdPrefix. */

@@ -38,7 +38,7 @@ static bool parse_update(json_t *u, size_t i, kw_arena_t *a, kw_update_t *out, k
          kw__v1_opt_enum(u, "operation", UPDATE_OPS, KW_ARRAY_LEN(UPDATE_OPS), &op, e) &&
          (op != 0 || kw__v1_bad(e, "operation must be OPERATION_CREATE, OPERATION_TOUCH or "
                                    "OPERATION_DELETE")) &&
-         kw__v1_parse_rel(kw__v1_get(u, "relationship"), a, &out->rel, e);
+         kw__v1_parse_rel_in(kw__v1_get(u, "relationship"), a, &out->rel, e);
     out->op = op == 1 ? KW_OP_CREATE : op == 2 ? KW_OP_TOUCH : KW_OP_DELETE;
     if (!ok) {
         char msg[sizeof(e->msg)];

@@ -252,8 +252,8 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP)
-            return kw__cel_err(E_OVERLOAD);
+        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+            return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
@@ -288,6 +288,14 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             ue = ue || is_ue(&args[i]);
         if (ue)
             return merge(ev, args, na);
+        /* cel-go checks arguments against the overload the checker chose: a uint
+         * parameter (declared to CEL as int) reaching int(), string() ... is refused */
+        for (uint32_t i = 0; i < na && n->op != F_DYN && n->op != F_TYPE; i++) {
+            const cel_type_t *st =
+                n->a ? (i == 0 ? n->a->type : n->args[i - 1]->type) : n->args[i]->type;
+            if (st->k == CK_INT && args[i].k == CK_UINT)
+                return kw__cel_err(E_OVERLOAD);
+        }
         return kw__cel_call(ev, n, args, na);
     }
     case N_LIST:
@@ -314,19 +322,23 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             return kw__cel_oom(ev);
         if (!kw__cel_charge(ev, (uint64_t)pairs * pairs / 8))
             return kw__cel_err("budget");
+        uint32_t n_keys = 0;
         for (uint32_t i = 0; i < pairs; i++) {
             cel_kind_t k = items[2 * i].k;
             if (k != CK_INT && k != CK_UINT && k != CK_BOOL && k != CK_STRING)
                 return kw__cel_err("unsupported map key type");
-            for (uint32_t j = 0; j < i; j++)
-                if (kw__cel_equal(&keys[j], &items[2 * i]))
-                    return kw__cel_err("duplicate map key");
-            keys[i] = items[2 * i];
-            vals[i] = items[2 * i + 1];
+            /* a repeated key keeps its last value (cel-go builds a Go map) */
+            uint32_t j = 0;
+            while (j < n_keys && !kw__cel_equal(&keys[j], &items[2 * i]))
+                j++;
+            keys[j] = items[2 * i];
+            vals[j] = items[2 * i + 1];
+            if (j == n_keys)
+                n_keys++;
         }
         m->keys = keys;
         m->vals = vals;
-        m->n = pairs;
+        m->n = n_keys;
         v.k = CK_MAP;
         v.v.map = m;
         return v;
@@ -400,10 +412,15 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
         goto done;
     memset(bits, 0, np * p->n_words * sizeof(*bits));
     for (size_t i = 0; i < p->n_params; i++) {
-        if (rel_ctx && rel_ctx->present[i]) {
-            params[i] = rel_ctx->vals[i];
-        } else if (req_ctx && req_ctx->present[i]) {
-            params[i] = req_ctx->vals[i];
+        const kw_cel_ctx_t *from = rel_ctx && rel_ctx->present[i]   ? rel_ctx
+                                   : req_ctx && req_ctx->present[i] ? req_ctx
+                                                                    : NULL;
+        if (from && from->errs[i]) {
+            rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "%s", from->errs[i]);
+            goto done;
+        }
+        if (from) {
+            params[i] = from->vals[i];
         } else {
             uint64_t *mine = bits + i * p->n_words;
             mine[i / 64] |= 1ULL << (i % 64);

@@ -61,6 +61,7 @@ void kw_api_free(kw_api_t *api)
     kw_sync_on_change(api->sync, NULL, NULL);
     kw__ratelimit_free(api->verify_limits);
     kw__lastused_free(api->lastused); /* flushes the pending last uses */
+    kw_free(api->v1_keys);
     pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
 }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "audit_int.h"
 #include "pg_int.h"
 
 #define KW_MODULE "store.pg"
@@ -760,4 +761,5 @@ static const kw_store_ops_t pg_ops = {
     .changes_since = kw__pg_changes_since,
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
+    .audit = &kw__pg_audit_ops,
 };

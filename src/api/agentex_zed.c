@@ -31,6 +31,8 @@ const char kw_api_default_schema[] =
     "    permission gate = admin + member\n"
     "    permission manage = admin\n"
     "    permission create_agent = admin + member\n"
+    "    /** who may read the account's audit trail (GET /audit_events) */\n"
+    "    permission audit = admin\n"
     "}\n"
     "\n"
     "definition agent {\n"

@@ -20,6 +20,7 @@ typedef struct {
     const kw_filter_t *del_filter;
     size_t del_limit;
     size_t n_deleted;
+    kw_http_req_t *req; /* for the audit event (who, the request id) */
 } write_ctx_t;
 
 static int count_cb(const kw_rel_t *rel, void *ud)
@@ -80,9 +81,13 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
                                    "%zu relationships match, more than optionalLimit %zu", n,
                                    c->del_limit);
         }
-        return kw_store_tx_rel_delete_matching(tx, c->del_filter, &c->n_deleted, diag);
+        rc = kw_store_tx_rel_delete_matching(tx, c->del_filter, &c->n_deleted, diag);
+    } else {
+        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
     }
-    return kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    return rc == KW_OK
+               ? kw__api_audit_v1_rels(tx, c->req, c->ups, c->n, c->del_filter, c->n_deleted, diag)
+               : rc;
 }
 
 /* Preconditions and a delete limit are checked against the graph inside the transaction
@@ -147,7 +152,7 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_diag_clear(&d);
     if (!body)
         return;
-    write_ctx_t c = {api, NULL, 0, NULL, 0, NULL, 0, 0};
+    write_ctx_t c = {api, NULL, 0, NULL, 0, NULL, 0, 0, req};
     if (!kw__v1_refuse_set(body, "WriteRelationshipsRequest", "optionalTransactionMetadata", true,
                            WHY_METADATA, &e)) {
         kw__v1_perr_answer(resp, &e);
@@ -267,7 +272,7 @@ void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_diag_clear(&d);
     if (!body)
         return;
-    write_ctx_t c = {api, NULL, 0, NULL, 0, &f, 0, 0};
+    write_ctx_t c = {api, NULL, 0, NULL, 0, &f, 0, 0, req};
     if (!kw__v1_parse_filter(json_object_get(body, "relationshipFilter"), "relationshipFilter", &f,
                              &e) ||
         !kw__v1_opt_uint(body, "optionalLimit", &c.del_limit, &e) ||

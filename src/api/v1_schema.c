@@ -79,7 +79,9 @@ void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_revision_t rev = 0;
-    rc = kw_sync_write_schema(api->sync, text, &rev, &d);
+    kw__audit_t au;
+    kw__api_audit_schema(&au, req, text);
+    rc = kw_sync_write_schema_with(api->sync, text, kw__api_audit_tx, &au, &rev, &d);
     json_decref(body);
     if (rc != KW_OK) {
         kw__v1_fail(req, resp, rc, &d);

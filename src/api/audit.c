@@ -72,6 +72,26 @@ void kw__api_audit_detail(kw__audit_t *au, kw_http_req_t *req, json_t *detail)
         au->detail = kw_str_c(copy);
 }
 
+void kw__api_audit_add(kw__audit_t *au, kw_http_req_t *req, const char *name, json_t *value)
+{
+    json_t *d = NULL;
+    if (au->rc == KW_OK && value)
+        d = json_loadb(au->detail.ptr, au->detail.len, 0, NULL);
+    if (!json_is_object(d)) {
+        json_decref(d);
+        json_decref(value);
+        if (au->rc == KW_OK)
+            au->rc = KW_ENOMEM;
+        return;
+    }
+    if (json_object_set_new(d, name, value) != 0) { /* value is released either way */
+        json_decref(d);
+        au->rc = KW_ENOMEM;
+        return;
+    }
+    kw__api_audit_detail(au, req, d);
+}
+
 void kw__api_audit_agent(kw__audit_t *au, kw_http_req_t *req, const char *action,
                          const kw_agent_t *ag)
 {
@@ -91,6 +111,14 @@ void kw__api_audit_key(kw__audit_t *au, kw_http_req_t *req, const char *action,
     audit_account(au, req, account);
     json_t *d = json_pack("{s:s, s:s, s:s, s:s}", "id", k->id, "agent_id", k->agent_id, "name",
                           k->name ? k->name : "", "api_key_type", k->type ? k->type : "");
+    if (d && k->expires_at_us) {
+        char ts[32];
+        size_t n = kw_api_format_time(k->expires_at_us, ts);
+        if (json_object_set_new(d, "expires_at", json_stringn(ts, n)) != 0) {
+            json_decref(d);
+            d = NULL;
+        }
+    }
     kw__api_audit_detail(au, req, d);
 }
 

@@ -9,6 +9,7 @@
  * (associated data = the key id).
  */
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -163,9 +164,60 @@ static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     return rc;
 }
 
+/* Wall-clock microseconds (no ordering needed, unlike kw_api_now_us's ids). */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* An optional integer member in [min, max]: absent or null -> *present = false. A wrong
+ * type or a value out of range -> false. */
+static bool json_int_in(json_t *obj, const char *key, long min, long max, long *out, bool *present)
+{
+    json_t *v = json_object_get(obj, key);
+    *present = v && !json_is_null(v);
+    if (!*present)
+        return true;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return false;
+    *out = (long)json_integer_value(v);
+    return true;
+}
+
+#define MSG_EXPIRY                                                                                 \
+    "Give at most one of expires_at (an RFC 3339 date-time in the future) and ttl_seconds "        \
+    "(1-" XSTR(KW_MAX_KEY_LIFETIME_S) "); a key lives at most " XSTR(                              \
+        KW_MAX_KEY_LIFETIME_S) " seconds."
+
+/* expires_at (RFC 3339) or ttl_seconds, both optional, not both (tag-kw-key-lifecycle):
+ * *expires_us = 0 for a key that never expires. false -> 422 written. */
+static bool parse_expiry(kw_http_resp_t *resp, json_t *body, int64_t *expires_us)
+{
+    kw_str_t at;
+    bool has_at = false, has_ttl = false;
+    long ttl = 0;
+    int64_t now = wall_us(), when = 0;
+    *expires_us = 0;
+    if (!kw__api_json_str(body, "expires_at", &at, &has_at) ||
+        (has_at && !kw_api_parse_time(at, &when)) ||
+        !json_int_in(body, "ttl_seconds", 1, KW_MAX_KEY_LIFETIME_S, &ttl, &has_ttl) ||
+        (has_at && has_ttl) ||
+        (has_at && (when <= now || when - now > (int64_t)KW_MAX_KEY_LIFETIME_S * 1000000))) {
+        kw_http_resp_error(resp, 422, MSG_EXPIRY);
+        return false;
+    }
+    if (has_ttl)
+        when = now + (int64_t)ttl * 1000000;
+    *expires_us = has_at || has_ttl ? when : 0;
+    return true;
+}
+
 /* Parses the create body (422s). false -> answered. */
 static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_str_t *name,
-                         const char **type, kw_str_t *supplied, bool *has_supplied)
+                         const char **type, kw_str_t *supplied, bool *has_supplied,
+                         int64_t *expires_us)
 {
     bool has_name, has_type;
     kw_str_t t;
@@ -196,7 +248,7 @@ static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_
                            "api_key must be 16-512 printable ASCII characters without spaces.");
         return false;
     }
-    return true;
+    return parse_expiry(resp, body, expires_us);
 }
 
 void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -218,7 +270,8 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     json_t *body = kw__api_body(req, resp);
     if (!body)
         return;
-    if (!parse_create(resp, body, &r, &name, &type, &supplied, &has_supplied)) {
+    int64_t expires_us = 0;
+    if (!parse_create(resp, body, &r, &name, &type, &supplied, &has_supplied, &expires_us)) {
         json_decref(body);
         return;
     }
@@ -289,6 +342,7 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     key.agent_id[sizeof(key.agent_id) - 1] = '\0';
     key.name = name_c;
     key.type = type;
+    key.expires_at_us = expires_us;
     if (hashed) {
         kw_key_hash(api->keyring, (kw_str_t){secret, secret_len}, hash);
         key.hash = hash;
@@ -370,6 +424,24 @@ out:
 
 /* ---- list ---- */
 
+/* A key list cursor's position: the last key shown, (created_at_us big-endian, id). */
+#define KEY_POS_LEN (8 + 36)
+
+static void key_pos(const kw_apikey_t *k, uint8_t pos[KEY_POS_LEN])
+{
+    uint64_t v = (uint64_t)k->created_at_us;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        pos[i] = (uint8_t)v;
+    memcpy(pos + 8, k->id, 36);
+}
+
+/* What a cursor is bound to: this route, this agent, this caller (tag-kw-api-cursor). */
+static kw_str_t key_scope(kw_http_req_t *req, const kw_agent_t *ag, const kw__principal_t *p)
+{
+    char *s = kw_arena_sprintf(req->arena, "/agent_api_keys\n%s\n%s", ag->id, p->subject_text);
+    return s ? kw_str_c(s) : KW_STR_NULL;
+}
+
 void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -382,16 +454,58 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__api_page(req, resp, &limit, &page) || !ref_from_query(req, resp, &r))
         return;
+    /* A cursor's 422 comes with the other query 422s: its scope needs the agent's id, so it
+     * is opened once the agent is resolved, but a cursor beside page_number fails now. */
+    bool cursor_given = false, bad_cursor = false;
+    (void)kw_http_query(req, "cursor", &cursor_given, &bad_cursor);
+    if (cursor_given || bad_cursor) {
+        bool has_page = false, bad_page = false;
+        (void)kw_http_query(req, "page_number", &has_page, &bad_page);
+        if (has_page || bad_page) {
+            kw_http_resp_error(resp, 422, "Give cursor or page_number, not both.");
+            return;
+        }
+    }
     if (!ref_rules(resp, &r, &p))
         return;
     if (!resolve_agent(api, req, resp, &p, &r, &ag, &rev))
         return;
+    kw_str_t scope = KW_STR_NULL;
+    bool has_cursor = false;
+    uint8_t pos[KEY_POS_LEN];
+    size_t pos_len = 0;
+    int64_t after_us = 0;
+    char after_id[37] = "";
+    if (cursor_given || bad_cursor) {
+        scope = key_scope(req, &ag, &p);
+        if (!scope.ptr) {
+            kw__api_fail(req, resp, KW_ENOMEM, "list keys");
+            return;
+        }
+        if (!kw__api_cursor_in(api, req, resp, scope, &has_cursor, pos, sizeof(pos), &pos_len))
+            return;
+        if (pos_len != 0 && pos_len != KEY_POS_LEN) {
+            kw_http_resp_error(resp, 422, "cursor is not valid for this list.");
+            return;
+        }
+        if (pos_len) {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++)
+                v = (v << 8) | pos[i];
+            after_us = (int64_t)v;
+            memcpy(after_id, pos + 8, 36);
+            after_id[36] = '\0';
+        }
+    }
 
     /* Walk the agent's keys in (created_at, id) order, keep the readable ones, skip the
      * earlier pages' worth, stop once a page is full: pagination AFTER the filter.
      * The walk beats LookupResources + intersect in every case measured (docs/BENCHMARKS.md,
      * "Listing an agent's keys"; bench/list_bench.c). The first batch asks for exactly
-     * skip + limit rows (all a caller who reads every key needs), later ones KEY_BATCH. */
+     * skip + limit rows (all a caller who reads every key needs), later ones KEY_BATCH.
+     * With a cursor the walk starts after the cursor's key (keyset: no rows before it are
+     * read, whatever the page) and looks one readable key past the page, so that the last
+     * page carries no X-Next-Cursor. */
     kw_arena_t *scratch = kw_arena_new(0);
     kw_check_item_t *items = kw_calloc(KEY_BATCH, sizeof(*items));
     if (!scratch || !items) {
@@ -400,13 +514,14 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, KW_ENOMEM, "list keys");
         return;
     }
-    size_t skip = (size_t)(page - 1) * (size_t)limit, out = 0;
-    int64_t after_us = 0;
-    char after_id[37] = "";
+    size_t skip = has_cursor ? 0 : (size_t)(page - 1) * (size_t)limit, out = 0;
+    size_t want = (size_t)limit + (has_cursor ? 1 : 0);
+    bool more = false;
+    uint8_t last_pos[KEY_POS_LEN];
     int rc = KW_OK;
     kw_buf_puts(&resp->body, "[");
-    size_t batch = skip + (size_t)limit < KEY_BATCH ? skip + (size_t)limit : KEY_BATCH;
-    while (out < (size_t)limit) {
+    size_t batch = skip + want < KEY_BATCH ? skip + want : KEY_BATCH;
+    while (!more && (out < (size_t)limit || has_cursor)) {
         kw_apikey_t *rows = NULL;
         size_t n = 0;
         kw_arena_reset(scratch);
@@ -426,7 +541,7 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         rc = kw_engine_check_bulk(api->engine, items, n, &engine_rev);
         if (rc != KW_OK)
             break;
-        for (size_t i = 0; i < n && out < (size_t)limit; i++) {
+        for (size_t i = 0; i < n && !more; i++) {
             bool yes = items[i].rc == KW_OK && items[i].result == KW_CHECK_YES;
             atomic_fetch_add_explicit(items[i].rc != KW_OK ? &api->checks_error
                                       : yes                ? &api->checks_allowed
@@ -438,9 +553,14 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                 skip--;
                 continue;
             }
+            if (out == (size_t)limit) { /* a readable key past the page: there is more */
+                more = true;
+                break;
+            }
             if (out++)
                 kw_buf_puts(&resp->body, ", ");
-            kw__api_key_json(&resp->body, &rows[i], KW_STR_NULL);
+            kw__api_key_json_live(api, &resp->body, &rows[i], KW_STR_NULL);
+            key_pos(&rows[i], last_pos);
         }
         after_us = rows[n - 1].created_at_us;
         memcpy(after_id, rows[n - 1].id, sizeof(after_id));
@@ -451,6 +571,9 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     kw_arena_free(scratch);
     kw_free(items);
+    if (rc == KW_OK && has_cursor && more)
+        rc = kw__api_cursor_out(api, req, resp, scope,
+                                (kw_str_t){(const char *)last_pos, sizeof(last_pos)});
     if (rc != KW_OK) {
         kw__api_fail(req, resp, rc, "list keys");
         return;
@@ -501,7 +624,7 @@ void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     resp->status = 200;
-    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_key_json_live(api, &resp->body, &key, KW_STR_NULL);
     kw__api_revision(req, resp, rev);
 }
 
@@ -569,7 +692,7 @@ void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud
         return;
     }
     resp->status = 200;
-    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_key_json_live(api, &resp->body, &key, KW_STR_NULL);
     kw__api_revision(req, resp, rev);
 }
 
@@ -668,4 +791,182 @@ void kw__api_keys_delete_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void 
     }
     kw__api_string_body(resp, msg);
     kw__api_revision(req, resp, rev);
+}
+
+/* ---- rotate (issue 14) ---- */
+
+typedef struct {
+    const kw_key_rotation_t *rot;
+    const kw__audit_t *au;
+} rotate_ctx_t;
+
+static int rotate_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    const rotate_ctx_t *c = ud;
+    int rc = kw_store_tx_key_rotate(tx, c->rot);
+    return rc == KW_OK ? kw__api_audit_append(tx, c->au, diag) : rc;
+}
+
+#define MSG_GRACE                                                                                  \
+    "grace_period_seconds must be an integer between 0 and " XSTR(KW_MAX_ROTATE_GRACE_S) "."
+
+/* The optional body {"grace_period_seconds": N}: an empty body is {}. false -> 422. */
+static bool parse_rotate(kw_http_req_t *req, kw_http_resp_t *resp, long *grace)
+{
+    *grace = 0;
+    if (req->body.len == 0)
+        return true;
+    json_t *body = kw__api_body(req, resp);
+    if (!body)
+        return false;
+    bool has = false;
+    bool ok = json_int_in(body, "grace_period_seconds", 0, KW_MAX_ROTATE_GRACE_S, grace, &has);
+    json_decref(body);
+    if (!ok)
+        kw_http_resp_error(resp, 422, MSG_GRACE);
+    return ok;
+}
+
+/* read (else key 404), update (else 403), then the row (a delete in between: 404). */
+static bool rotate_allowed(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                           const kw__principal_t *p, kw_str_t id, kw_apikey_t *key)
+{
+    bool ok = false;
+    int rc = key_readable(api, p, id, &ok, NULL);
+    if (rc == KW_OK && !ok) {
+        key_404(resp);
+        return false;
+    }
+    if (rc == KW_OK)
+        rc = kw__api_can(api, p, "agent_api_key", id, "update", &ok, NULL);
+    if (rc == KW_OK && !ok) {
+        kw_http_resp_error(resp, 403, "Not allowed to rotate this API key.");
+        return false;
+    }
+    if (rc == KW_OK)
+        rc = kw_store_key_get(api->store, id, req->arena, key);
+    if (rc == KW_ENOTFOUND) {
+        key_404(resp);
+        return false;
+    }
+    if (rc != KW_OK) {
+        kw__api_fail(req, resp, rc, "rotate key");
+        return false;
+    }
+    return true;
+}
+
+/* POST /agent_api_keys/{id}/rotate: a new secret for the same key id and name, shown once;
+ * the previous one authenticates for grace_period_seconds more (internal/external keys),
+ * then never (tag-kw-key-rotate). The swap is a compare-and-swap on the credential read
+ * here, inside the write's transaction: of two rotations racing, the one that commits
+ * first wins and the other answers 409 with nothing changed; against a delete, whichever
+ * commits first wins (the rotation then answers 404, or the delete removes the rotated key). */
+void kw__api_keys_rotate(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    kw_api_t *api = kw__api_of(ud);
+    kw__principal_t p;
+    kw_apikey_t key;
+    char secret[KW_KEY_GEN_LEN + 1];
+    long grace = 0;
+    kw_revision_t rev = 0;
+    int rc;
+    if (kw__api_reserved_id(req, resp))
+        return;
+    if (!kw__api_auth(api, req, resp, &p) || !kw__api_fresh(api, req, resp))
+        return;
+    if (!parse_rotate(req, resp, &grace))
+        return;
+    kw_str_t id = req->params[0];
+    if (!kw_api_is_uuid(id)) {
+        key_404(resp);
+        return;
+    }
+    if (!rotate_allowed(api, req, resp, &p, id, &key))
+        return;
+    bool hashed = key.hash_len == KW_KEY_HASH_LEN;
+    if (!hashed && grace > 0) {
+        /* After the checks: only a caller who may rotate the key learns its type. */
+        kw_http_resp_error(resp, 422,
+                           "grace_period_seconds must be 0 for github and slack keys: their "
+                           "secrets do not authenticate with keyward.");
+        return;
+    }
+    rc = kw_key_generate(secret, sizeof(secret));
+    if (rc != KW_OK)
+        goto fail;
+    kw_str_t sec = {secret, KW_KEY_GEN_LEN};
+    uint8_t hash[KW_KEY_HASH_LEN];
+    kw_key_rotation_t rot = {.id = id,
+                             .old_hash = key.hash,
+                             .old_hash_len = key.hash_len,
+                             .old_secret_enc = key.secret_enc,
+                             .old_secret_enc_len = key.secret_enc_len};
+    int64_t now = wall_us();
+    if (hashed) {
+        kw_key_hash(api->keyring, sec, hash);
+        rot.hash = hash;
+        rot.hash_len = sizeof(hash);
+        if (grace > 0) {
+            rot.prev_hash = key.hash;
+            rot.prev_hash_len = key.hash_len;
+            rot.prev_until_us = now + (int64_t)grace * 1000000;
+        }
+    } else {
+        uint8_t *sealed = NULL;
+        size_t sealed_len = 0;
+        rc = kw_secret_seal(api->keyring, sec, kw_str_c(key.id), req->arena, &sealed, &sealed_len);
+        if (rc != KW_OK)
+            goto fail;
+        rot.secret_enc = sealed;
+        rot.secret_enc_len = sealed_len;
+    }
+    kw__audit_t au;
+    rc = kw__api_audit_for_key(api, req, "key.rotate", id, &au);
+    if (rc == KW_OK)
+        kw__api_audit_add(&au, req, "grace_period_seconds", json_integer(grace));
+    rotate_ctx_t c = {&rot, &au};
+    if (rc == KW_OK)
+        rc = kw__api_write(api, rotate_tx, &c, 0, &rev, NULL);
+    if (rc == KW_ENOTFOUND) {
+        key_404(resp);
+        goto out;
+    }
+    if (rc == KW_ECONFLICT) {
+        kw_http_resp_error(resp, 409,
+                           "The key was rotated by another request meanwhile; nothing changed.");
+        goto out;
+    }
+    if (rc != KW_OK)
+        goto fail;
+    key.hash = rot.hash;
+    key.hash_len = rot.hash_len;
+    key.secret_enc = rot.secret_enc;
+    key.secret_enc_len = rot.secret_enc_len;
+    resp->status = 200;
+    kw__api_key_json_live(api, &resp->body, &key, sec);
+    /* The object gains one member here: until when the previous secret still works. */
+    if (resp->body.len == 0 || resp->body.ptr[resp->body.len - 1] != '}') {
+        rc = KW_ENOMEM; /* the buffer failed */
+        goto fail;
+    }
+    resp->body.len--; /* the closing brace */
+    kw_buf_puts(&resp->body, ", \"previous_api_key_valid_until\": ");
+    if (rot.prev_hash_len) {
+        char ts[32];
+        size_t n = kw_api_format_time(rot.prev_until_us, ts);
+        kw_json_escape(&resp->body, (kw_str_t){ts, n});
+    } else {
+        kw_buf_puts(&resp->body, "null");
+    }
+    kw_buf_puts(&resp->body, "}");
+    kw__api_revision(req, resp, rev);
+    kw_http_resp_header(resp, "Cache-Control", "no-store");
+    kw_log(KW_LOG_INFO, KW_MODULE, "request %s: rotated key %s (grace %lds)", req->request_id,
+           key.id, grace);
+    goto out;
+fail:
+    kw__api_fail(req, resp, rc, "rotate key");
+out:
+    sodium_memzero(secret, sizeof(secret));
 }

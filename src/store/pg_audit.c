@@ -22,6 +22,12 @@
 
 #define KW_MODULE "store.pg"
 
+/* Every column of a key row, lifecycle included (migration 3: keys_routes' expiry, last
+ * use and a rotation's grace): a copy must carry them all. */
+#define KEY_COLS                                                                                   \
+    "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us, "                   \
+    "last_used_at_us, prev_hash, prev_until_us"
+
 #define EV_COLS                                                                                    \
     "seq, at_us, revision, actor, action, resource, account, request_id, detail, prev_hash, hash"
 #define FETCH_ROWS "2000"
@@ -398,6 +404,14 @@ static int key_row(const PGresult *r, int row, void *ud)
         k.secret_enc = (const uint8_t *)PQgetvalue(r, row, 6);
         k.secret_enc_len = (size_t)PQgetlength(r, row, 6);
     }
+    /* The lifecycle columns; NULL is 0 / empty (none). */
+    k.expires_at_us = PQgetisnull(r, row, 7) ? 0 : kw__pg_col_i64(r, row, 7);
+    k.last_used_at_us = PQgetisnull(r, row, 8) ? 0 : kw__pg_col_i64(r, row, 8);
+    if (!PQgetisnull(r, row, 9)) {
+        k.prev_hash = (const uint8_t *)PQgetvalue(r, row, 9);
+        k.prev_hash_len = (size_t)PQgetlength(r, row, 9);
+    }
+    k.prev_until_us = PQgetisnull(r, row, 10) ? 0 : kw__pg_col_i64(r, row, 10);
     if (rc == KW_OK)
         rc = d->sink->key(d->ud, &k);
     kw_arena_free(a);
@@ -437,10 +451,8 @@ static int pg_dump(kw_store_t *base, const kw_store_sink_t *sink, void *ud,
                     "ORDER BY created_at_us, id",
                     agent_row, &d, &counts->agents);
     if (rc == KW_OK)
-        rc = stream(c,
-                    "SELECT id, agent_id, name, type, created_at_us, hash, secret_enc "
-                    "FROM api_keys ORDER BY created_at_us, id",
-                    key_row, &d, &counts->keys);
+        rc = stream(c, "SELECT " KEY_COLS " FROM api_keys ORDER BY created_at_us, id", key_row, &d,
+                    &counts->keys);
     if (rc == KW_OK)
         rc = stream(c, "SELECT " KW__PG_REL_COLS " FROM relationships", rel_row, &d,
                     &counts->relationships);
@@ -468,8 +480,8 @@ static const char *const g_imp_sql[IMP_N] = {
     [IMP_META] = "INSERT INTO meta (key, value) VALUES ($1, $2)",
     [IMP_AGENT] = "INSERT INTO agents (id, account_id, name, description, created_at_us) "
                   "VALUES ($1, $2, $3, $4, $5)",
-    [IMP_KEY] = "INSERT INTO api_keys (id, agent_id, name, type, created_at_us, hash, secret_enc) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    [IMP_KEY] = "INSERT INTO api_keys (" KEY_COLS ") "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     [IMP_REL] = "INSERT INTO relationships (" KW__PG_REL_COLS ") VALUES ($1, $2, $3, $4, $5, $6)",
     [IMP_AUDIT] = INSERT_EVENT,
 };
@@ -595,6 +607,23 @@ static int pg_import_key(kw_store_import_t *base, const kw_apikey_t *k)
         kw__pg_pp_null(&p);
     if (k->secret_enc_len)
         kw__pg_pp_bytes(&p, k->secret_enc, k->secret_enc_len);
+    else
+        kw__pg_pp_null(&p);
+    /* The lifecycle columns (0 / empty = none: NULL, as the key routes store them). */
+    if (k->expires_at_us)
+        kw__pg_pp_i64(&p, k->expires_at_us);
+    else
+        kw__pg_pp_null(&p);
+    if (k->last_used_at_us)
+        kw__pg_pp_i64(&p, k->last_used_at_us);
+    else
+        kw__pg_pp_null(&p);
+    if (k->prev_hash_len)
+        kw__pg_pp_bytes(&p, k->prev_hash, k->prev_hash_len);
+    else
+        kw__pg_pp_null(&p);
+    if (k->prev_until_us)
+        kw__pg_pp_i64(&p, k->prev_until_us);
     else
         kw__pg_pp_null(&p);
     return imp_run((pg_import_t *)base, IMP_KEY, &p);

@@ -72,6 +72,14 @@ static int row_key(const PGresult *r, int row, kw_arena_t *a, kw_apikey_t *out)
         k.secret_enc = (const uint8_t *)col_dup(r, row, 6, a, &rc);
         k.secret_enc_len = (size_t)PQgetlength(r, row, 6);
     }
+    /* The lifecycle columns (NULL: 0, none). */
+    k.expires_at_us = PQgetisnull(r, row, 7) ? 0 : kw__pg_col_i64(r, row, 7);
+    k.last_used_at_us = PQgetisnull(r, row, 8) ? 0 : kw__pg_col_i64(r, row, 8);
+    if (!PQgetisnull(r, row, 9) && PQgetlength(r, row, 9) > 0) {
+        k.prev_hash = (const uint8_t *)col_dup(r, row, 9, a, &rc);
+        k.prev_hash_len = (size_t)PQgetlength(r, row, 9);
+    }
+    k.prev_until_us = PQgetisnull(r, row, 10) ? 0 : kw__pg_col_i64(r, row, 10);
     if (rc == KW_OK)
         *out = k;
     return rc;
@@ -346,5 +354,35 @@ int kw__pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids,
         return rc;
     rc = many_keys(r, a, out, n_out);
     PQclear(r);
+    return rc;
+}
+
+/* Last uses (kw_store_keys_touch): one UPDATE over two parallel text arrays. */
+int kw__pg_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n)
+{
+    kw_arena_t *a = kw_arena_new(0);
+    if (!a)
+        return KW_ENOMEM;
+    kw_str_t *ids = kw_arena_alloc(a, n * sizeof(*ids));
+    kw_str_t *ts = kw_arena_alloc(a, n * sizeof(*ts));
+    int rc = ids && ts ? KW_OK : KW_ENOMEM;
+    for (size_t i = 0; rc == KW_OK && i < n; i++) {
+        char *t = kw_arena_sprintf(a, "%lld", (long long)uses[i].at_us);
+        if (!t)
+            rc = KW_ENOMEM;
+        ids[i] = kw_str_c(uses[i].id);
+        ts[i] = t ? kw_str_c(t) : KW_STR("");
+    }
+    kw__pg_params_t p = {0};
+    if (rc == KW_OK)
+        rc = kw__pg_pp_text_array(&p, a, ids, n);
+    if (rc == KW_OK)
+        rc = kw__pg_pp_text_array(&p, a, ts, n);
+    PGresult *r = NULL;
+    if (rc == KW_OK)
+        rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_KEYS_TOUCH, &p, &r);
+    if (rc == KW_OK)
+        PQclear(r);
+    kw_arena_free(a);
     return rc;
 }

@@ -20,6 +20,12 @@
 
 #define KW_MODULE "store"
 
+/* Every column of a key row, lifecycle included (migration 2: keys_routes' expiry, last
+ * use and a rotation's grace): a copy must carry them all. */
+#define KEY_COLS                                                                                   \
+    "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us, "                   \
+    "last_used_at_us, prev_hash, prev_until_us"
+
 #define EV_COLS                                                                                    \
     "seq, at_us, revision, actor, action, resource, account, request_id, detail, prev_hash, hash"
 
@@ -401,6 +407,12 @@ static int key_row(sqlite3_stmt *st, dump_ctx_t *d)
     k.hash_len = h.len;
     k.secret_enc = (const uint8_t *)sec.ptr;
     k.secret_enc_len = sec.len;
+    k.expires_at_us = sqlite3_column_int64(st, 7); /* NULL reads as 0: none */
+    k.last_used_at_us = sqlite3_column_int64(st, 8);
+    kw_str_t prev = col_blob(st, 9);
+    k.prev_hash = (const uint8_t *)prev.ptr;
+    k.prev_hash_len = prev.len;
+    k.prev_until_us = sqlite3_column_int64(st, 10);
     if (!k.name || !k.type)
         return KW_ENOMEM;
     return d->sink->key(d->ud, &k);
@@ -434,10 +446,8 @@ static int sq_dump(kw_store_t *base, const kw_store_sink_t *sink, void *ud,
                        agent_row, &d);
     counts->agents = d.n;
     if (rc == KW_OK)
-        rc = dump_rows(c,
-                       "SELECT id, agent_id, name, type, created_at_us, hash, secret_enc "
-                       "FROM api_keys ORDER BY created_at_us, id",
-                       key_row, &d);
+        rc = dump_rows(c, "SELECT " KEY_COLS " FROM api_keys ORDER BY created_at_us, id", key_row,
+                       &d);
     counts->keys = d.n;
     if (rc == KW_OK)
         rc = dump_rows(c, "SELECT " KW__SQ_REL_COLS " FROM relationships", rel_row, &d);
@@ -465,8 +475,8 @@ static const char *const g_imp_sql[IMP_N] = {
     [IMP_META] = "INSERT INTO meta (key, value) VALUES (?1, ?2)",
     [IMP_AGENT] = "INSERT INTO agents (id, account_id, name, description, created_at_us) "
                   "VALUES (?1, ?2, ?3, ?4, ?5)",
-    [IMP_KEY] = "INSERT INTO api_keys (id, agent_id, name, type, created_at_us, hash, secret_enc) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [IMP_KEY] = "INSERT INTO api_keys (" KEY_COLS ") "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     [IMP_REL] = "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [IMP_AUDIT] = INSERT_EVENT,
 };
@@ -584,6 +594,19 @@ static int sq_import_key(kw_store_import_t *base, const kw_apikey_t *k)
         sqlite3_bind_blob64(st, 7, k->secret_enc, k->secret_enc_len, SQLITE_STATIC);
     else
         sqlite3_bind_null(st, 7);
+    /* The lifecycle columns (0 / empty = none: NULL, as the key routes store them). */
+    const int64_t t[3] = {k->expires_at_us, k->last_used_at_us, k->prev_until_us};
+    const int at[3] = {8, 9, 11};
+    for (int i = 0; i < 3; i++) {
+        if (t[i])
+            sqlite3_bind_int64(st, at[i], t[i]);
+        else
+            sqlite3_bind_null(st, at[i]);
+    }
+    if (k->prev_hash_len)
+        sqlite3_bind_blob64(st, 10, k->prev_hash, k->prev_hash_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 10);
     return imp_step(imp, IMP_KEY, "import key");
 }
 

@@ -160,9 +160,14 @@ static int read_key(sqlite3_stmt *st, kw_arena_t *a, void *out)
         rc = col_blob(st, 5, a, &k.hash, &k.hash_len);
     if (rc == KW_OK)
         rc = col_blob(st, 6, a, &k.secret_enc, &k.secret_enc_len);
+    if (rc == KW_OK)
+        rc = col_blob(st, 9, a, &k.prev_hash, &k.prev_hash_len);
     if (rc != KW_OK)
         return rc;
     k.created_at_us = sqlite3_column_int64(st, 4);
+    k.expires_at_us = sqlite3_column_int64(st, 7); /* NULL reads as 0: none */
+    k.last_used_at_us = sqlite3_column_int64(st, 8);
+    k.prev_until_us = sqlite3_column_int64(st, 10);
     *(kw_apikey_t *)out = k;
     return KW_OK;
 }

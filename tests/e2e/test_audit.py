@@ -40,14 +40,17 @@ def test_every_mutation_appends_one_event(tenant, admin):
     alice = tenant.user("alice")
     a = alice.create_agent("audited", description="d")
     k = alice.create_key(a["id"], "deploy", api_key_type="internal")
+    r = alice.post("/agent_api_keys/%s/rotate" % k["id"], json={"grace_period_seconds": 30})
+    assert r.status_code == 200, r.text
+    rotated = r.json()["api_key"]
     r = alice.delete("/agent_api_keys/" + k["id"])
     assert r.status_code == 200
     r = alice.delete("/agents/" + a["id"])
     assert r.status_code == 200
     evs = all_events(alice)
     mine = [e for e in evs if e["resource"] in ("agent:" + a["id"], "agent_api_key:" + k["id"])]
-    assert [e["action"] for e in mine] == ["agent.create", "key.create", "key.delete",
-                                           "agent.delete"]
+    assert [e["action"] for e in mine] == ["agent.create", "key.create", "key.rotate",
+                                           "key.delete", "agent.delete"]
     for e in mine:
         assert e["actor"] == "user:" + tenant.uid("alice")
         assert e["account_id"] == tenant.account
@@ -55,10 +58,12 @@ def test_every_mutation_appends_one_event(tenant, admin):
     assert mine[0]["detail"] == {"id": a["id"], "name": "audited", "description": "d"}
     assert mine[1]["detail"] == {"id": k["id"], "agent_id": a["id"], "name": "deploy",
                                  "api_key_type": "internal"}
+    assert mine[2]["detail"]["grace_period_seconds"] == 30
     # never a secret
-    assert k["api_key"] not in str(evs)
+    assert k["api_key"] not in str(evs) and rotated not in str(evs)
     # revisions: each event carries the revision its change committed at
-    assert mine[0]["revision"] < mine[1]["revision"] < mine[2]["revision"] < mine[3]["revision"]
+    revs = [e["revision"] for e in mine]
+    assert revs == sorted(revs) and len(set(revs)) == len(revs)
     # seq orders them, the chain links them
     seqs = [e["seq"] for e in evs]
     assert seqs == sorted(seqs)
@@ -252,6 +257,15 @@ def test_migrate_round_trip(tmp_path):
         a = alice.create_agent("mover")
         k = alice.create_key(a["id"], "internal-key", api_key_type="internal")
         g = alice.create_key(a["id"], "gh", api_key_type="github")
+        # the lifecycle travels too: an expiry, and a rotation whose grace is running
+        e = alice.post("/agent_api_keys", json={"agent_id": a["id"], "name": "rot",
+                                                "api_key_type": "internal", "ttl_seconds": 3600})
+        assert e.status_code == 200, e.text
+        e = e.json()
+        r = alice.post("/agent_api_keys/%s/rotate" % e["id"], json={"grace_period_seconds": 600})
+        assert r.status_code == 200, r.text
+        e_new = r.json()["api_key"]
+        e_view = alice.get("/agent_api_keys/" + e["id"]).json()
         rev = int(alice.get("/agents/" + a["id"]).headers["X-Keyward-Revision"])
         before = all_events(alice)
     finally:
@@ -278,6 +292,9 @@ def test_migrate_round_trip(tmp_path):
         keyc = agent_key_client(out, k["api_key"])
         assert keyc.get("/agents/" + a["id"]).status_code == 200
         assert alice2.get("/agent_api_keys/" + g["id"]).status_code == 200
+        assert alice2.get("/agent_api_keys/" + e["id"]).json()["expires_at"] == e_view["expires_at"]
+        for secret in (e["api_key"], e_new):  # the old one is within its grace
+            assert agent_key_client(out, secret).get("/agents/" + a["id"]).status_code == 200
         assert all_events(alice2) == before
     finally:
         out.stop()

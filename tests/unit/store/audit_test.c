@@ -420,7 +420,9 @@ static void fill(kw_store_t *s, int *kw_failed_)
     k1.created_at_us = 1700000000000001LL;
     k1.hash = hash;
     k1.hash_len = sizeof(hash);
+    k1.expires_at_us = 1900000000000000LL;
     k2 = k1;
+    k2.expires_at_us = 0;
     snprintf(k2.id, sizeof(k2.id), "k2");
     k2.type = "github";
     k2.hash = NULL;
@@ -441,6 +443,23 @@ static void fill(kw_store_t *s, int *kw_failed_)
     kw_audit_event_t ev = ev_of("user:alice", "key.create", "agent_api_key:k1", "acme", 2000);
     KW_ASSERT_EQ(kw_store_tx_audit_append(tx, &ev, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    /* A rotation with a grace period (the previous hash kept) and a last use: the
+     * lifecycle columns a copy must carry too. */
+    uint8_t newer[32];
+    memset(newer, 8, sizeof(newer));
+    kw_key_rotation_t rot = {.id = KW_STR("k1"),
+                             .old_hash = hash,
+                             .old_hash_len = sizeof(hash),
+                             .hash = newer,
+                             .hash_len = sizeof(newer),
+                             .prev_hash = hash,
+                             .prev_hash_len = sizeof(hash),
+                             .prev_until_us = 1800000000000000LL};
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &rot), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    kw_key_use_t use = {"k1", 1750000000000000LL};
+    KW_ASSERT_EQ(kw_store_keys_touch(s, &use, 1), KW_OK);
 }
 
 static void roundtrip_case(db_t *a, db_t *b, db_t *c, int *kw_failed_)
@@ -464,7 +483,7 @@ static void roundtrip_case(db_t *a, db_t *b, db_t *c, int *kw_failed_)
     KW_ASSERT_EQ(na.relationships, 2);
     KW_ASSERT_EQ(na.audit_events, 2);
     KW_ASSERT_EQ(na.meta, 2);
-    KW_ASSERT_EQ(na.revision, 2);
+    KW_ASSERT_EQ(na.revision, 3);
     kw_audit_report_t ra, rc;
     KW_ASSERT_EQ(kw_store_audit_verify(sa, &ra, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_audit_verify(sc, &rc, NULL), KW_OK);
@@ -477,10 +496,16 @@ static void roundtrip_case(db_t *a, db_t *b, db_t *c, int *kw_failed_)
     KW_ASSERT_EQ(k.secret_enc_len, 40);
     KW_ASSERT_EQ(k.secret_enc[39], 9);
     KW_ASSERT_EQ(k.hash_len, 0);
+    KW_ASSERT_EQ(k.expires_at_us, 0);
     uint8_t hash[32];
-    memset(hash, 7, sizeof(hash));
+    memset(hash, 8, sizeof(hash));
     KW_ASSERT_EQ(kw_store_key_find_by_hash(sc, hash, 32, ar, &k), KW_OK);
     KW_ASSERT_STR_EQ(k.id, "k1");
+    KW_ASSERT_EQ(k.expires_at_us, 1900000000000000LL);
+    KW_ASSERT_EQ(k.last_used_at_us, 1750000000000000LL);
+    KW_ASSERT_EQ(k.prev_until_us, 1800000000000000LL);
+    KW_ASSERT_EQ(k.prev_hash_len, 32);
+    KW_ASSERT_EQ(k.prev_hash[0], 7);
     kw_agent_t ag;
     KW_ASSERT_EQ(kw_store_agent_get(sc, KW_STR("a1"), ar, &ag), KW_OK);
     KW_ASSERT(ag.description == NULL);

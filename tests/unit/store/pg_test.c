@@ -1125,7 +1125,9 @@ KW_TEST(pg_changelog_migration_keeps_existing_rows)
     long latest = db_count(&d, "SELECT max(version) FROM schema_migrations");
     KW_ASSERT(db_sql(&d,
                      "BEGIN; DROP TABLE changelog_horizon; ALTER TABLE changelog DROP COLUMN "
-                     "at_us; DROP TABLE audit_events; DROP TABLE audit_head; "
+                     "at_us; ALTER TABLE api_keys DROP COLUMN expires_at_us, DROP COLUMN "
+                     "last_used_at_us, DROP COLUMN prev_hash, DROP COLUMN prev_until_us; "
+                     "DROP TABLE audit_events; DROP TABLE audit_head; "
                      "DELETE FROM schema_migrations WHERE version >= 2; COMMIT",
                      NULL, 0));
     KW_ASSERT_EQ(db_count(&d, "SELECT count(*) FROM information_schema.columns WHERE "

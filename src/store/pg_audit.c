@@ -10,8 +10,9 @@
  * Reads that must agree (a scan and its head, a dump and its counts) run in one
  * REPEATABLE READ snapshot, through cursors. An import takes the revision row lock first,
  * like any write, so no instance writes while it runs.
- * All parameters and results are binary (pg.c); statements here are not in pg.c's
- * prepared table (an import prepares its own, and deallocates them at the end).
+ * All parameters and results are binary (pg.c). The two statements of an append are in
+ * pg.c's prepared table (KW__PG_ST_AUDIT_*); the rest run unprepared, except an import's,
+ * which it prepares itself and deallocates at the end.
  */
 #include <stdio.h>
 #include <string.h>
@@ -122,7 +123,18 @@ static int pg_append(kw_store_tx_t *base, kw_audit_event_t *ev, kw_diag_t *diag)
 {
     kw__pg_tx_t *tx = (kw__pg_tx_t *)base;
     kw_audit_head_t head;
-    int rc = head_read(tx->c, true, &head);
+    PGresult *r = NULL;
+    kw__pg_params_t none = {0};
+    int rc = kw__pg_run(tx->c, KW__PG_ST_AUDIT_HEAD, &none, &r);
+    if (rc == KW_OK) {
+        if (PQntuples(r) == 1) {
+            head.seq = kw__pg_col_i64(r, 0, 0);
+            rc = col_hash(r, 0, 1, head.hash);
+        } else {
+            rc = KW_EDB;
+        }
+        PQclear(r);
+    }
     if (rc != KW_OK)
         return kw_diag_set(diag, rc, 0, 0, "cannot read the audit head");
     kw__audit_seal(ev, &head, tx->rev);
@@ -131,10 +143,9 @@ static int pg_append(kw_store_tx_t *base, kw_audit_event_t *ev, kw_diag_t *diag)
     if (p.bad_text)
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "audit event is not valid UTF-8");
     /* The event and the head in one statement: $1 is the new head's seq, $11 its hash. */
-    rc = q(tx->c,
-           "WITH e AS (" INSERT_EVENT " RETURNING 1) "
-           "UPDATE audit_head SET seq = $1, hash = $11 WHERE one AND (SELECT count(*) FROM e) = 1",
-           &p, NULL);
+    rc = kw__pg_run(tx->c, KW__PG_ST_AUDIT_APPEND, &p, &r);
+    if (rc == KW_OK)
+        PQclear(r);
     return rc == KW_OK ? KW_OK : kw_diag_set(diag, rc, 0, 0, "cannot append the audit event");
 }
 

@@ -379,8 +379,9 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     size_t n_rows = 0;
     kw_str_t last = KW_STR_NULL;
     bool more = false;
-    rc = load_page(api, req->arena, l.ids + from, n - from, skip, (size_t)limit, has_cursor, &rows,
-                   &n_rows, &last, &more);
+    /* l.ids is NULL when nothing is readable (no offset on a null pointer) */
+    rc = load_page(api, req->arena, l.ids ? l.ids + from : NULL, n - from, skip, (size_t)limit,
+                   has_cursor, &rows, &n_rows, &last, &more);
     if (rc == KW_OK && has_cursor && more)
         rc = kw__api_cursor_out(api, req, resp, scope, last);
     kw_free(l.ids);

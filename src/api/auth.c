@@ -123,8 +123,9 @@ int kw__api_principal_of_key(kw_api_t *api, kw_arena_t *a, kw_str_t key, kw__pri
     if (key.len == 0 || key.len > KW_KEY_MAX_SUPPLIED)
         return KW_EAUTH;
     kw_key_hash(api->keyring, key, hash);
-    int rc = kw_store_key_find_by_hash(api->store, hash, sizeof(hash), a, &row);
-    if (rc == KW_ENOTFOUND)
+    /* One statement: the key (by its hash or its previous one) and its agent's row. */
+    int rc = kw_store_key_auth(api->store, hash, sizeof(hash), a, &row, &ag);
+    if (rc == KW_ENOTFOUND) /* no such key, or its agent row is gone */
         return KW_EAUTH;
     if (rc != KW_OK)
         return rc;
@@ -138,11 +139,6 @@ int kw__api_principal_of_key(kw_api_t *api, kw_arena_t *a, kw_str_t key, kw__pri
         return KW_EAUTH;
     if (row.expires_at_us && now >= row.expires_at_us)
         return KW_EAUTH;
-    rc = kw_store_agent_get(api->store, kw_str_c(row.agent_id), a, &ag);
-    if (rc == KW_ENOTFOUND)
-        return KW_EAUTH;
-    if (rc != KW_OK)
-        return rc;
     char *id = kw_arena_strndup(a, ag.id, strlen(ag.id));
     p->subject_text = kw_arena_sprintf(a, "agent:%s", ag.id);
     if (!id || !p->subject_text)

@@ -837,8 +837,12 @@ static bool rotate_allowed(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *re
         key_404(resp);
         return false;
     }
-    if (rc == KW_OK)
+    bool is_perm = false; /* a schema without agent_api_key#update lets nobody rotate */
+    if (rc == KW_OK &&
+        kw_engine_has(api->engine, KW_STR("agent_api_key"), KW_STR("update"), &is_perm))
         rc = kw__api_can(api, p, "agent_api_key", id, "update", &ok, NULL);
+    else if (rc == KW_OK)
+        ok = false;
     if (rc == KW_OK && !ok) {
         kw_http_resp_error(resp, 403, "Not allowed to rotate this API key.");
         return false;

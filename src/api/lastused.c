@@ -19,6 +19,7 @@
  * thread's mutex (tick_mu) guards only the stop flag and is never held with a stripe's.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -243,7 +244,14 @@ int kw__lastused_new(kw_store_t *store, kw__lastused_t **out)
     pthread_condattr_destroy(&ca);
     if (crc != 0)
         goto fail_tick_mu;
-    if (pthread_create(&lu->thread, NULL, flusher, lu) != 0)
+    /* The thread takes no signal: kw_api_new runs before `serve` blocks SIGTERM/SIGINT for
+     * its sigwait, and a shutdown signal delivered here would kill the process unflushed. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int trc = pthread_create(&lu->thread, NULL, flusher, lu);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (trc != 0)
         goto fail_cv;
     lu->started = true;
     *out = lu;

@@ -49,6 +49,12 @@
 /* As in sqlite.c: written at create, then the lifecycle columns (migration 3). */
 #define KEY_INSERT_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us"
 #define KEY_COLS KEY_INSERT_COLS ", last_used_at_us, prev_hash, prev_until_us"
+/* KEY_COLS of api_keys k, then AGENT_COLS of agents g (kw_store_key_auth's join). */
+#define KEY_AGENT_COLS                                                                             \
+    "k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, k.expires_at_us, "   \
+    "k.last_used_at_us, k.prev_hash, k.prev_until_us, g.id, g.name, g.description, "               \
+    "g.account_id, g.created_at_us"
+#define KEY_AGENT_FROM " FROM api_keys k JOIN agents g ON g.id = k.agent_id WHERE "
 
 /* Parameter types: one letter per parameter (t text, i int8, b bytea, a text[]). */
 typedef struct pg_stmt {
@@ -86,6 +92,10 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
                                "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1 "
                                "OR prev_hash = $1 ORDER BY hash IS NOT DISTINCT FROM $1 DESC "
                                "LIMIT 1"},
+    /* A current hash first (the arms' order), then a previous one in its grace. */
+    [KW__PG_ST_KEY_AUTH] = {"kw_key_auth", "b",
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.hash = $1) UNION ALL "
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.prev_hash = $1) LIMIT 1"},
     [KW__PG_ST_KEYS_OF_AGENT] = {"kw_keys_of_agent", "titi",
                                  "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = $1 "
                                  "AND (created_at_us, id) > ($2, $3) "
@@ -776,6 +786,7 @@ static const kw_store_ops_t pg_ops = {
     .keys_of_agent = kw__pg_keys_of_agent,
     .keys_by_ids = kw__pg_keys_by_ids,
     .keys_touch = kw__pg_keys_touch,
+    .key_auth = kw__pg_key_auth,
     .tx_begin = kw__pg_tx_begin,
     .tx_commit = kw__pg_tx_commit,
     .tx_rollback = kw__pg_tx_rollback,

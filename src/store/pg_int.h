@@ -67,6 +67,7 @@ enum {
     KW__PG_ST_KEY_GET,
     KW__PG_ST_KEY_BY_NAME,
     KW__PG_ST_KEY_BY_HASH,
+    KW__PG_ST_KEY_AUTH,
     KW__PG_ST_KEYS_OF_AGENT,
     KW__PG_ST_KEYS_BY_IDS,
     KW__PG_ST_AGENT_INSERT,
@@ -192,6 +193,8 @@ int kw__pg_keys_of_agent(kw_store_t *base, kw_str_t agent_id, int64_t after_crea
                          kw_str_t after_id, size_t limit, kw_arena_t *a, kw_apikey_t **out,
                          size_t *n_out);
 int kw__pg_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n);
+int kw__pg_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent);
 int kw__pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 

@@ -39,19 +39,25 @@ static void col_id(const PGresult *r, int row, int col, char out[37])
     out[n] = '\0';
 }
 
-static int row_agent(const PGresult *r, int row, kw_arena_t *a, kw_agent_t *out)
+/* The agent's AGENT_COLS from column `at` on. */
+static int row_agent_at(const PGresult *r, int row, int at, kw_arena_t *a, kw_agent_t *out)
 {
     int rc = KW_OK;
     kw_agent_t ag;
     memset(&ag, 0, sizeof(ag));
-    col_id(r, row, 0, ag.id);
-    ag.name = col_dup(r, row, 1, a, &rc);
-    ag.description = col_dup(r, row, 2, a, &rc);
-    ag.account_id = col_dup(r, row, 3, a, &rc);
-    ag.created_at_us = kw__pg_col_i64(r, row, 4);
+    col_id(r, row, at, ag.id);
+    ag.name = col_dup(r, row, at + 1, a, &rc);
+    ag.description = col_dup(r, row, at + 2, a, &rc);
+    ag.account_id = col_dup(r, row, at + 3, a, &rc);
+    ag.created_at_us = kw__pg_col_i64(r, row, at + 4);
     if (rc == KW_OK)
         *out = ag;
     return rc;
+}
+
+static int row_agent(const PGresult *r, int row, kw_arena_t *a, kw_agent_t *out)
+{
+    return row_agent_at(r, row, 0, a, out);
 }
 
 static int row_key(const PGresult *r, int row, kw_arena_t *a, kw_apikey_t *out)
@@ -384,5 +390,25 @@ int kw__pg_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n)
     if (rc == KW_OK)
         PQclear(r);
     kw_arena_free(a);
+    return rc;
+}
+
+/* kw_store_key_auth: one statement, KEY_COLS then AGENT_COLS from column 11. */
+int kw__pg_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent)
+{
+    kw__pg_params_t p = {0};
+    kw__pg_pp_bytes(&p, hash, len);
+    PGresult *r;
+    int rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_KEY_AUTH, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    kw_apikey_t k;
+    rc = PQntuples(r) == 0 ? KW_ENOTFOUND : row_key(r, 0, a, &k);
+    if (rc == KW_OK)
+        rc = row_agent_at(r, 0, 11, a, agent);
+    if (rc == KW_OK)
+        *key = k;
+    PQclear(r);
     return rc;
 }

@@ -54,6 +54,7 @@ enum {
     KW__SQ_ST_KEY_GET_OF_AGENT,
     KW__SQ_ST_KEY_BY_NAME,
     KW__SQ_ST_KEY_BY_HASH,
+    KW__SQ_ST_KEY_AUTH,
     KW__SQ_ST_KEYS_FIRST,
     KW__SQ_ST_KEYS_AFTER,
     KW__SQ_ST_KEY_INSERT,
@@ -164,6 +165,8 @@ int kw__sq_keys_of_agent(kw_store_t *base, kw_str_t agent_id, int64_t after_crea
 int kw__sq_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 int kw__sq_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n);
+int kw__sq_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent);
 
 /* ---- sqlite_tx.c: transactions (kw_store_ops_t entries) ---- */
 

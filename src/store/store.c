@@ -228,6 +228,14 @@ int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, 
     return s->ops->keys_by_ids(s, agent_id, ids, n, a, out, n_out);
 }
 
+int kw_store_key_auth(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                      kw_apikey_t *key, kw_agent_t *agent)
+{
+    if (!s || !hash || len == 0 || !a || !key || !agent)
+        return KW_EINVAL;
+    return s->ops->key_auth(s, hash, len, a, key, agent);
+}
+
 int kw_store_keys_touch(kw_store_t *s, const kw_key_use_t *uses, size_t n)
 {
     if (!s || (n && !uses))

@@ -219,6 +219,12 @@ KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_s
 /* The key whose keyed hash is `hash` (internal/external keys only). */
 KW_NODISCARD int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, size_t len,
                                            kw_arena_t *a, kw_apikey_t *out);
+/* Authentication's one read: the key whose keyed hash or previous hash (a rotation's
+ * grace) is `hash`, a current hash first, with its agent's row, in one statement.
+ * KW_ENOTFOUND when no key has it (or its agent row is gone). The caller decides which
+ * hash matched and whether expiry and grace allow it. */
+KW_NODISCARD int kw_store_key_auth(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                                   kw_apikey_t *key, kw_agent_t *agent);
 /* Records last uses: last_used_at_us = at_us where that is later than the stored value
  * (a key that no longer exists is skipped). Outside the write order and the revisions: it
  * changes no relationship and no state that any check reads, so it never waits for (nor

@@ -408,6 +408,14 @@ def test_agent_cursor_pages(tenant):
         by_page += r
         p += 1
     assert by_page == items
+    # a forged or another caller's cursor: 422; nothing readable: [] and no cursor
+    cur = erin.get("/agents?limit=1&cursor=").headers["X-Next-Cursor"]
+    bad = cur[:-2] + ("AA" if cur[-2:] != "AA" else "BB")
+    assert erin.get("/agents?limit=1&cursor=" + bad).status_code == 422
+    assert tenant.user("dave").get("/agents?limit=1&cursor=" + cur).status_code == 422
+    nobody = tenant.user("nobody-" + tenant.account, account=None)
+    r = nobody.get("/agents?limit=5&cursor=")
+    assert r.status_code == 200 and r.json() == [] and "X-Next-Cursor" not in r.headers
 
 
 # ---------------------------------------------------------------------------------------------

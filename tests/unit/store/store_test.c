@@ -1307,3 +1307,43 @@ KW_TEST(store_key_lifecycle_rotate_touch)
     kw_store_close(s);
     tmpdb_remove(&t);
 }
+
+/* Authentication's one read: key and agent together, by the current or previous hash. */
+KW_TEST(store_key_auth_joins_the_agent)
+{
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, NULL), KW_OK);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    kw_agent_t ag1 = mk_agent(AG1, "acct", "alpha");
+    KW_ASSERT_EQ(insert_agent(s, &ag1), KW_OK);
+    uint8_t h1[32], h2[32];
+    memset(h1, 0x41, sizeof(h1));
+    memset(h2, 0x42, sizeof(h2));
+    kw_apikey_t k1 = mk_key(K1, AG1, "ci", h1, sizeof(h1));
+    kw_store_tx_t *tx = NULL;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    kw_apikey_t kg;
+    kw_agent_t gg;
+    KW_ASSERT_EQ(kw_store_key_auth(s, h1, 32, a, &kg, &gg), KW_OK);
+    KW_ASSERT_STR_EQ(kg.id, K1);
+    KW_ASSERT_STR_EQ(gg.id, AG1);
+    KW_ASSERT_STR_EQ(gg.account_id, "acct");
+    KW_ASSERT_STR_EQ(gg.name, "alpha");
+    KW_ASSERT_EQ(kw_store_key_auth(s, h2, 32, a, &kg, &gg), KW_ENOTFOUND);
+    kw_key_rotation_t r = {KW_STR(K1), h1, 32, NULL, 0, h2, 32, NULL, 0, h1, 32, 5};
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &r), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_auth(s, h1, 32, a, &kg, &gg), KW_OK); /* the previous hash */
+    KW_ASSERT(memcmp(kg.hash, h2, 32) == 0 && kg.prev_until_us == 5);
+    KW_ASSERT_EQ(kw_store_key_auth(s, h2, 32, a, &kg, &gg), KW_OK);
+    KW_ASSERT_STR_EQ(gg.account_id, "acct");
+    kw_arena_free(a);
+    kw_store_close(s);
+    tmpdb_remove(&t);
+}

@@ -647,3 +647,63 @@ KW_TEST(audit_sqlite_backup_while_writing)
     }
     db_drop(&a);
 }
+
+/* Each allocation of a copy and of a page of events fails once: KW_ENOMEM (or the
+ * failure the store maps it to), nothing half-written, and the next try works. */
+KW_TEST(audit_sqlite_fault_injection)
+{
+    db_t a, b;
+    KW_ASSERT(sq_new(&a) && sq_new(&b));
+    kw_store_t *sa = NULL, *sb = NULL;
+    KW_ASSERT_EQ(kw_store_open(a.url, &sa, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_open(b.url, &sb, NULL), KW_OK);
+    fill(sa, kw_failed_);
+    if (*kw_failed_)
+        return;
+    int failures = 0;
+    for (int n = 1; n < 1000; n++) {
+        kw_store_counts_t c, after;
+        kw_fault_arm(n);
+        int rc = copy_store(sa, sb, &c);
+        bool fired = kw_fault_fired();
+        kw_fault_arm(0);
+        KW_ASSERT_EQ(kw_store_counts(sb, &after), KW_OK);
+        if (!fired) {
+            KW_ASSERT_EQ(rc, KW_OK);
+            KW_ASSERT_EQ(after.keys, 2);
+            break;
+        }
+        failures++;
+        KW_ASSERT(rc != KW_OK);
+        KW_ASSERT_EQ(after.agents + after.keys + after.relationships + after.audit_events, 0);
+        KW_ASSERT_EQ(after.revision, 0);
+    }
+    KW_ASSERT(failures >= 1);
+    kw_arena_t *ar = kw_arena_new(0);
+    KW_ASSERT(ar);
+    kw_audit_filter_t f;
+    memset(&f, 0, sizeof(f));
+    failures = 0;
+    for (int n = 1; n < 1000; n++) {
+        kw_audit_event_t *evs = NULL;
+        size_t k = 0;
+        kw_fault_arm(n);
+        int rc = kw_store_audit_list(sb, &f, 0, 1000, ar, &evs, &k);
+        bool fired = kw_fault_fired();
+        kw_fault_arm(0);
+        kw_arena_reset(ar);
+        if (!fired) {
+            KW_ASSERT_EQ(rc, KW_OK);
+            KW_ASSERT_EQ(k, 2);
+            break;
+        }
+        failures++;
+        KW_ASSERT_EQ(rc, KW_ENOMEM);
+    }
+    KW_ASSERT(failures >= 1);
+    kw_arena_free(ar);
+    kw_store_close(sb);
+    kw_store_close(sa);
+    db_drop(&a);
+    db_drop(&b);
+}

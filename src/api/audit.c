@@ -25,8 +25,11 @@
 
 #define KW_MODULE "api"
 
-/* /v1 write details list at most this many updates (and the total). */
+/* /v1 write details list at most this many updates, and stop earlier once their
+ * relationship strings pass AUDIT_UPDATES_BYTES (an id may be 1024 bytes): with the total
+ * count and "truncated", the detail stays well under KW_AUDIT_DETAIL_MAX. */
 #define AUDIT_MAX_UPDATES 100
+#define AUDIT_UPDATES_BYTES 32768
 
 static void audit_start(kw__audit_t *au, kw_http_req_t *req, const char *action)
 {
@@ -254,14 +257,22 @@ int kw__api_audit_v1_rels(kw_store_tx_t *tx, kw_http_req_t *req, const kw_update
     } else {
         v1_resource(&au, req, ups, n);
         json_t *arr = json_array();
-        for (size_t i = 0; arr && i < n && i < AUDIT_MAX_UPDATES; i++)
-            if (json_array_append_new(arr, json_pack("{s:s, s:o}", "operation", op_name(ups[i].op),
-                                                     "relationship", rel_text(&ups[i].rel))) != 0) {
+        size_t listed = 0, bytes = 0;
+        for (; arr && listed < n && listed < AUDIT_MAX_UPDATES; listed++) {
+            const kw_rel_t *r = &ups[listed].rel;
+            bytes += r->resource.type.len + r->resource.id.len + r->relation.len +
+                     r->subject.type.len + r->subject.id.len + r->subject.relation.len + 48;
+            if (bytes > AUDIT_UPDATES_BYTES)
+                break;
+            if (json_array_append_new(arr,
+                                      json_pack("{s:s, s:o}", "operation", op_name(ups[listed].op),
+                                                "relationship", rel_text(r))) != 0) {
                 json_decref(arr);
                 arr = NULL;
             }
+        }
         d = arr ? json_pack("{s:o, s:I, s:b}", "updates", arr, "count", (json_int_t)n, "truncated",
-                            n > AUDIT_MAX_UPDATES)
+                            listed < n)
                 : NULL;
     }
     kw__api_audit_detail(&au, req, d);

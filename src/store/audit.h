@@ -33,9 +33,13 @@
 #define KW_STORE_AUDIT_H
 
 #define KW_AUDIT_HASH_LEN 32
-/* Caps on an event's free-text fields (bytes); longer input is refused with KW_EINVAL. */
-#define KW_AUDIT_FIELD_MAX 512
+/* Caps on an event's fields (bytes); longer input is refused with KW_EINVAL. A field holds
+ * at least an object "type:id" of the longest names and ids (base/limits.h); callers keep
+ * details under KW_AUDIT_DETAIL_MAX (the api lists a write's updates up to a budget). */
+#define KW_AUDIT_FIELD_MAX 2048
 #define KW_AUDIT_DETAIL_MAX 65536
+_Static_assert(KW_AUDIT_FIELD_MAX > KW_MAX_NAME_LEN + 1 + KW_MAX_OBJECT_ID_LEN,
+               "an event's resource holds any object");
 
 typedef struct kw_audit_event {
     int64_t seq;            /* 1, 2, 3 ... assigned by append */

@@ -341,3 +341,22 @@ def test_two_instances_append_one_chain(tmp_path):
         s1.stop()
     r = run("audit", "verify", "--db", s1.db)
     assert r.returncode == 0 and "intact: 61 events" in r.stdout, r.stdout + r.stderr
+
+
+def test_big_v1_write_is_audited_with_a_bounded_detail(admin):
+    """400 updates with ~1000-byte ids (under the 1 MiB body cap): the write succeeds, its event lists what fits (with
+    the total count and truncated: true), and a long resource is kept whole."""
+    sfx = os.urandom(4).hex()
+    long_id = ("L" + sfx) * 200
+    ups = [{"operation": "OPERATION_TOUCH", "relationship": {
+        "resource": {"objectType": "account", "objectId": long_id[:1000]}, "relation": "member",
+        "subject": {"object": {"objectType": "user", "objectId": "u%d-%s" % (i, long_id[:900])}}}}
+        for i in range(400)]
+    r = admin.post("/v1/relationships/write", json={"updates": ups})
+    assert r.status_code == 200, r.text[:300]
+    evs = all_events(admin, resource="account:" + long_id[:1000])
+    assert len(evs) == 1
+    d = evs[0]["detail"]
+    assert d["count"] == 400 and d["truncated"] is True and 1 <= len(d["updates"]) < 100
+    r = run("audit", "verify", "--db", admin.server.db)
+    assert r.returncode == 0, r.stdout + r.stderr

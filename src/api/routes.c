@@ -101,6 +101,7 @@ static const kw_http_route_t routes[] = {
     {"POST", "/v1/permissions/expand", kw__api_v1_expand, 0},
     {"POST", "/v1/schema/read", kw__api_v1_schema_read, 0},
     {"POST", "/v1/schema/write", kw__api_v1_schema_write, 0},
+    {"GET", "/audit_events", kw__api_audit_events, 0},
 };
 
 const kw_http_route_t *kw_api_routes(size_t *n)

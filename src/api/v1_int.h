@@ -42,6 +42,11 @@ typedef struct {
  * the answer written (or the request parked). */
 json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
                      const kw__v1_msg_t *msg, kw_v1_consistency_t *cons);
+/* The caller of a mutating RPC (for its audit event): the request's principal, id, arena. */
+static inline kw_v1_caller_t kw__v1_caller(kw_http_req_t *req)
+{
+    return (kw_v1_caller_t){kw_str_c(req->log_subject), kw_str_c(req->request_id), req->arena};
+}
 /* For a streamed RPC: true when the handler runs on a pool worker (go on); false when it
  * was on an event loop and has just been handed to a worker (return at once: it runs
  * again there). */

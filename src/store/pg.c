@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "audit_int.h"
 #include "pg_int.h"
 
 #define KW_MODULE "store.pg"
@@ -202,6 +203,16 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_HORIZON_RAISE] = {"kw_horizon_raise", "i",
                                  "UPDATE changelog_horizon SET pruned_through = "
                                  "GREATEST(pruned_through, $1) RETURNING pruned_through"},
+    /* The audit trail (pg_audit.c): prepared, since every audited write runs both. */
+    [KW__PG_ST_AUDIT_HEAD] = {"kw_audit_head", "",
+                              "SELECT seq, hash FROM audit_head WHERE one FOR UPDATE"},
+    [KW__PG_ST_AUDIT_APPEND] =
+        {"kw_audit_append", "iiittttttbb",
+         "WITH e AS (INSERT INTO audit_events (seq, at_us, revision, actor, "
+         "action, resource, account, request_id, detail, prev_hash, hash) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING 1) "
+         "UPDATE audit_head SET seq = $1, hash = $11 "
+         "WHERE one AND (SELECT count(*) FROM e) = 1"},
 };
 
 /* ---- parameters ---- */
@@ -795,4 +806,5 @@ static const kw_store_ops_t pg_ops = {
     .changes_since = kw__pg_changes_since,
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
+    .audit = &kw__pg_audit_ops,
 };

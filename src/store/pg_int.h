@@ -92,6 +92,8 @@ enum {
     KW__PG_ST_HORIZON,
     KW__PG_ST_PRUNE,
     KW__PG_ST_HORIZON_RAISE,
+    KW__PG_ST_AUDIT_HEAD,   /* pg_audit.c: lock and read the chain head */
+    KW__PG_ST_AUDIT_APPEND, /* pg_audit.c: the event and the head in one statement */
     KW__PG_ST_N
 };
 _Static_assert(KW__PG_ST_N <= 64, "kw__pg_conn_t.prepared has a bit per statement");

@@ -41,6 +41,7 @@
  * never values); the diag says only "database error".
  */
 #include "sqlite_int.h"
+#include "audit_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -616,4 +617,5 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_release = kw__sq_tx_release,
     .tx_rel_write = kw__sq_tx_rel_write,
     .tx_rel_delete_matching = kw__sq_tx_rel_delete_matching,
+    .audit = &kw__sq_audit_ops,
 };

@@ -293,4 +293,6 @@ KW_NODISCARD int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups
 KW_NODISCARD int kw_store_tx_rel_delete_matching(kw_store_tx_t *tx, const kw_filter_t *f,
                                                  size_t *n_deleted, kw_diag_t *diag);
 
+#include "audit.h" /* the audit trail and whole-database copies */
+
 #endif

@@ -99,6 +99,8 @@ typedef struct kw_store_ops {
     int (*prune_changelog)(kw_store_t *s, int64_t older_than_us, size_t max_rows, size_t *n_deleted,
                            kw_revision_t *pruned_through, kw_diag_t *diag);
     int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+    /* The audit trail and copies (audit.h; audit_int.h). */
+    const struct kw__store_audit_ops *audit;
 } kw_store_ops_t;
 
 struct kw_store {

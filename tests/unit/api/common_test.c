@@ -110,7 +110,7 @@ KW_TEST(route_table_covers_the_contract)
 {
     size_t n = 0;
     const kw_http_route_t *r = kw_api_routes(&n);
-    KW_ASSERT_EQ(n, 27);
+    KW_ASSERT_EQ(n, 28);
     int v1 = 0;
     for (size_t i = 0; i < n; i++) {
         KW_ASSERT(r[i].fn != NULL);

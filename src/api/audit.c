@@ -209,6 +209,10 @@ static const char *op_name(kw_op_t op)
 /* "type:id" when every update names the same resource, else "relationships". */
 static void v1_resource(kw__audit_t *au, kw_arena_t *a, const kw_update_t *ups, size_t n)
 {
+    if (n == 0) { /* an empty write (proto3 allows it) */
+        au->resource = KW_STR("relationships");
+        return;
+    }
     for (size_t i = 1; i < n; i++)
         if (!kw_str_eq(ups[i].rel.resource.type, ups[0].rel.resource.type) ||
             !kw_str_eq(ups[i].rel.resource.id, ups[0].rel.resource.id)) {
@@ -260,7 +264,10 @@ int kw__api_audit_v1_rels(kw_store_tx_t *tx, const kw_v1_caller_t *who, const kw
                    del ? "relationships.delete" : "relationships.write");
     json_t *d = NULL;
     if (del) {
-        char *r = del->resource_id.len
+        /* A filter without a resource type (SpiceDB allows one with a subject filter)
+         * names no resource: the event's resource is then "relationships". */
+        char *r = del->resource_type.len == 0 ? kw_arena_sprintf(who->arena, "relationships")
+                  : del->resource_id.len
                       ? kw_arena_sprintf(who->arena, "%.*s:%.*s", KW_STR_FMT(del->resource_type),
                                          KW_STR_FMT(del->resource_id))
                       : kw_arena_sprintf(who->arena, "%.*s", KW_STR_FMT(del->resource_type));

@@ -165,6 +165,8 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         goto out;
     }
     c.ups = kw_arena_alloc(req->arena, c.n * sizeof(*c.ups));
+    if (c.ups) /* the caveat, context and expiry the engine reads stay empty */
+        memset(c.ups, 0, c.n * sizeof(*c.ups));
     if (!c.ups) {
         kw__v1_fail(req, resp, KW_ENOMEM, NULL);
         goto out;

@@ -302,6 +302,9 @@ void kw__pg_row_rel(const PGresult *r, int row, int col, kw_rel_t *rel)
     rel->subject.type = kw__pg_col_str(r, row, col + 3);
     rel->subject.id = kw__pg_col_str(r, row, col + 4);
     rel->subject.relation = kw__pg_col_str(r, row, col + 5);
+    /* No caveat or expiry columns yet: the engine reads these fields. */
+    rel->caveat = rel->caveat_ctx = KW_STR_NULL;
+    rel->expires_at = 0;
 }
 
 /* ---- errors ---- */

@@ -36,6 +36,7 @@ static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, siz
     kw_update_t *c = kw_arena_alloc(a, n * sizeof(*c));
     if (!c)
         return KW_ENOMEM;
+    memset(c, 0, n * sizeof(*c)); /* no caveat, context or expiry unless copied */
     for (size_t i = 0; i < n; i++) {
         const kw_rel_t *r = &ups[i].rel;
         kw_str_t *dst[] = {&c[i].rel.resource.type, &c[i].rel.resource.id,

@@ -329,16 +329,27 @@ KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t
 
 /* ---- text forms ---- */
 
-/* Parses `type:id#relation@type:id[#relation]` (SpiceDB's relationship string; a trailing
- * caveat `[name...]` or expiration gives KW_EUNSUPPORTED). The result points into `text`.
- * Syntax only: no schema involved. */
+/* Parses SpiceDB's relationship string
+ *   `type:id#relation@type:id[#relation]` [`[caveat]` | `[caveat:{json}]`] [`[expiration:T]`]
+ * (the caveat, if any, before the expiration). The result points into `text`: caveat is
+ * the caveat's name, caveat_ctx the JSON object text as written (well-formed JSON; an
+ * empty object gives len 0), expires_at the RFC 3339 time T (`Z` or a `-HH:MM` offset,
+ * as SpiceDB's grammar admits) in microseconds UTC, finer digits truncated; it must be
+ * after the Unix epoch. Syntax only: no schema involved; KW_EINVAL with the column. */
 KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
-/* Appends the canonical string form of `rel` to `out`, with SpiceDB's suffixes for a
- * caveat (`[name]`, `[name:{context}]`) and an expiry (`[expiration:RFC 3339 UTC]`). */
+/* Is `json` one well-formed JSON object (blanks around it allowed), as a caveat context
+ * must be? The same rules as a context inside a relationship string. KW_OK, or KW_EINVAL
+ * with the 1-based column (in `json`) and a message. */
+KW_NODISCARD int kw_rel_context_check(kw_str_t json, kw_diag_t *diag);
+/* Appends the canonical string form of `rel` to `out`: the caveat context verbatim, the
+ * expiration in UTC (`2025-12-31T23:59:59Z`, a fraction only when non-zero). */
 void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);
-/* Copies the eight strings of `src` (and its expiry) into `a` (each NUL-terminated; a
- * NULL ptr with len 0 is fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM
- * with *out untouched (what was copied stays in the arena until it is reset). */
+/* Appends `us` (microseconds since the Unix epoch) as an RFC 3339 UTC time, as
+ * kw_rel_format writes an expiration. */
+void kw_rel_format_expiration(int64_t us, kw_buf_t *out);
+/* Copies the eight strings of `src` into `a` (each NUL-terminated; a NULL ptr with len 0 is
+ * fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM with *out
+ * untouched (what was copied stays in the arena until it is reset). */
 KW_NODISCARD int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
 
 #endif

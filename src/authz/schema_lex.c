@@ -192,25 +192,27 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
     return KW_OK;
 }
 
-/* Skips a CEL string literal starting at p (a quote, possibly after r/b prefixes the
- * caller has passed); returns the byte after it, or NULL when it never closes. */
-static const char *skip_cel_string(kw__lexer_t *lx, const char *p, bool raw)
+/* Skips a string literal in a caveat body the way SpiceDB's schema lexer does (the
+ * body's tokens pass through it before CEL sees the text): a quote runs to the next same
+ * quote on the same line, with no escapes; three double quotes run to the next three, across
+ * lines; and three single quotes also run to the next three double quotes (SpiceDB's lexer
+ * ends them there). Returns the byte after the literal, or NULL when it never ends. */
+static const char *skip_caveat_string(kw__lexer_t *lx, const char *p)
 {
-    char q = *p;
-    bool triple = lx->end - p >= 3 && p[1] == q && p[2] == q;
+    bool triple = lx->end - p >= 3 && p[1] == p[0] && p[2] == p[0];
+    char q = triple ? '"' : p[0];
     p += triple ? 3 : 1;
     while (p < lx->end) {
-        if (*p == '\\' && !raw) {
-            p += 2;
-            continue;
-        }
-        if (*p == '\n') {
+        if (triple && lx->end - p >= 3 && p[0] == '"' && p[1] == '"' && p[2] == '"')
+            return p + 3;
+        if (!triple && *p == q)
+            return p + 1;
+        if (*p == '\n' || *p == '\r') {
             if (!triple)
                 return NULL;
-            newline(lx, p + 1);
+            if (*p == '\n')
+                newline(lx, p + 1);
         }
-        if (*p == q && (!triple || (lx->end - p >= 3 && p[1] == q && p[2] == q)))
-            return p + (triple ? 3 : 1);
         p++;
     }
     return NULL;
@@ -248,13 +250,13 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
                 p++;
             continue; /* a comment is not the end of the expression's text */
         } else if (c == '"' || c == '\'') {
-            bool raw = p > lx->p && (p[-1] == 'r' || p[-1] == 'R' ||
-                                     (p - lx->p >= 2 && (p[-2] == 'r' || p[-2] == 'R') &&
-                                      (p[-1] == 'b' || p[-1] == 'B')));
-            const char *after = skip_cel_string(lx, p, raw);
+            uint32_t sline = lx->line, scol = col_of(lx, p);
+            const char *after = skip_caveat_string(lx, p);
             if (!after)
-                return kw_diag_set(diag, KW_ESCHEMA, lx->line, col_of(lx, p),
-                                   "this string in the caveat expression is never closed");
+                return kw_diag_set(diag, KW_ESCHEMA, sline, scol,
+                                   "unterminated string in the caveat expression (as SpiceDB "
+                                   "reads a caveat body: no escaped quotes, and a string in "
+                                   "triple quotes ends at three double quotes)");
             last = after - 1;
             p = after;
             continue;

@@ -3,7 +3,7 @@
  *
  * Grammar (newlines are whitespace; see schema_lex.c):
  *   schema     := { use } { definition | caveat }
- *   use        := "use" "expiration"
+ *   use        := "use" ( "expiration" | "typechecking" | "self" | "partial" | "import" )
  *   caveat     := "caveat" NAME "(" param { "," param } ")" "{" CEL "}"
  *   param      := NAME ptype
  *   ptype      := NAME [ "<" ptype { "," ptype } ">" ]
@@ -22,8 +22,10 @@
  * `with expiration` names a caveat called "expiration"), `use` comes before every
  * definition and caveat, and a caveat comes before expiration in a trait list. The CEL
  * body of a caveat is located here (kw__schema_lex_caveat_body) and compiled by
- * schema_compile.c; parameter types are kept as written. Other `use` flags and composable
- * schemas (import, partial) stop the parse with KW_EUNSUPPORTED at their position.
+ * schema_compile.c; parameter types are kept as written. The other `use` flags SpiceDB
+ * knows (typechecking, self, partial, import) are accepted and change nothing by
+ * themselves; composable schemas (import, partial statements) stop the parse with
+ * KW_EUNSUPPORTED at their position.
  *
  * Recursion is bounded: parentheses nest at most KW_MAX_EXPR_DEPTH deep, and every
  * expression tree (including long left-nested `a - b - c ...` chains) is at most
@@ -132,6 +134,29 @@ static int check_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const 
             seg = i + 1;
         }
     }
+    return KW_OK;
+}
+
+/* Caveat and parameter names: SpiceDB checks them less strictly than definition names.
+ * A caveat name matches its proto's pattern (letters of either case, digits, '_', '/'
+ * between segments, at most 128 bytes); a parameter is any identifier. Neither may be a
+ * keyword. */
+static int check_loose_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const char *what)
+{
+    kw_str_t s = t->text;
+    if (s.len > 128)
+        return kw_diag_set(p->diag, KW_ELIMIT, t->line, t->col,
+                           "this %s name is %zu bytes long; the limit is 128", what, s.len);
+    static const char *const keywords[] = {"definition", "caveat", "relation",
+                                           "permission", "nil",    "with"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(keywords); i++)
+        if (kw_str_eq_c(s, keywords[i]))
+            return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                               "\"%s\" is a keyword and cannot be used as a %s name", keywords[i],
+                               what);
+    if (!allow_prefix && memchr(s.ptr, '/', s.len))
+        return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                           "%s name \"%.*s\" cannot contain '/'", what, KW_STR_FMT(s));
     return KW_OK;
 }
 
@@ -371,7 +396,7 @@ static int parse_traits(parser_t *p, kw_allowed_t *al, kw__allowed_src_t *src)
     if (!exp_kw) {
         if ((rc = expect(p, KW__TK_IDENT, "a caveat name or \"expiration\" after \"with\"")) !=
                 KW_OK ||
-            (rc = check_name(p, &p->cur, true, "caveat")) != KW_OK)
+            (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
             return rc;
         src->caveat_name = p->cur.text;
         src->caveat_line = p->cur.line;
@@ -572,7 +597,7 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
     int rc;
     if ((rc = advance(p)) != KW_OK ||
         (rc = expect(p, KW__TK_IDENT, "a caveat name after \"caveat\"")) != KW_OK ||
-        (rc = check_name(p, &p->cur, true, "caveat")) != KW_OK)
+        (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
         return rc;
     cv.name = p->cur.text;
     cv.line = p->cur.line;
@@ -588,7 +613,7 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
                                "caveat `%.*s` must have at least one parameter defined",
                                KW_STR_FMT(cv.name));
         if ((rc = expect(p, KW__TK_IDENT, "a parameter name")) != KW_OK ||
-            (rc = check_name(p, &p->cur, false, "parameter")) != KW_OK)
+            (rc = check_loose_name(p, &p->cur, false, "parameter")) != KW_OK)
             return rc;
         if (cv.n_params >= 1024)
             return kw_diag_set(p->diag, KW_ELIMIT, p->cur.line, p->cur.col,
@@ -661,8 +686,14 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
                     p.use_expiration = out->use_expiration = true;
             } else if (kw_str_eq_c(p.cur.text, "typechecking") || kw_str_eq_c(p.cur.text, "self") ||
                        kw_str_eq_c(p.cur.text, "partial") || kw_str_eq_c(p.cur.text, "import")) {
-                rc = kw_diag_set(diag, KW_EUNSUPPORTED, use.line, use.col,
-                                 "\"use %.*s\" is not supported yet", KW_STR_FMT(p.cur.text));
+                /* SpiceDB accepts these flags; each only enables syntax of its own
+                 * (type annotations, `self`, partials, imports) that this parser still
+                 * refuses where it is used, so the flag alone changes nothing */
+                if (seen_definition)
+                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
+                                     "`use` expressions must be declared before any definition");
+                else
+                    rc = advance(&p);
             } else {
                 rc = kw_diag_set(diag, KW_ESCHEMA, p.cur.line, p.cur.col,
                                  "unknown use flag: `%.*s`. Options are: expiration, import, "

@@ -31,6 +31,8 @@
 #define KW_MAX_RELATIONS 4096
 /* Expression nesting in one permission. */
 #define KW_MAX_EXPR_DEPTH 64
+/* Nesting of arrays and objects in a relationship string's caveat context (JSON). */
+#define KW_MAX_CAVEAT_CTX_DEPTH 64
 /* CEL (caveat expressions): text bytes of one expression (SpiceDB's cap), nesting of
  * its syntax tree, and the cost units one evaluation may spend (a node visited, an element
  * a macro or a comparison walks, 64 bytes a string operation touches) before KW_EBUDGET. */

@@ -58,7 +58,8 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
     if (n_params) {
         p->params = kw_arena_alloc(p->arena, n_params * sizeof(*p->params));
         p->ptypes = kw_arena_alloc(p->arena, n_params * sizeof(*p->ptypes));
-        if (!p->params || !p->ptypes)
+        p->btypes = kw_arena_alloc(p->arena, n_params * sizeof(*p->btypes));
+        if (!p->params || !p->ptypes || !p->btypes)
             goto fail;
     }
     for (size_t i = 0; i < n_params; i++) {
@@ -82,7 +83,7 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
         if ((rc = kw_arena_str_copy(p->arena, in->name, &pp->name)) != KW_OK ||
             (rc = kw_arena_str_copy(p->arena, in->type, &pp->type)) != KW_OK)
             goto fail;
-        rc = kw__cel_parse_type(p->arena, pp->type, &p->ptypes[i]);
+        rc = kw__cel_parse_type(p->arena, pp->type, &p->btypes[i]);
         if (rc == KW_ESCHEMA) {
             rc = kw_diag_set(diag, KW_ESCHEMA, in->line, in->col,
                              "unknown type `%.*s` for caveat parameter \"%.*s\"",
@@ -90,7 +91,8 @@ int kw_cel_compile(const kw_cel_param_t *params, size_t n_params, kw_str_t expr,
                              (int)pp->name.len, pp->name.ptr);
             goto fail;
         }
-        if (rc != KW_OK)
+        if (rc != KW_OK ||
+            (rc = kw__cel_check_type(p->arena, p->btypes[i], &p->ptypes[i])) != KW_OK)
             goto fail;
     }
     kw_str_t text;
@@ -137,6 +139,21 @@ void kw_cel_ctx_free(kw_cel_ctx_t *c)
 
 int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out, kw_diag_t *diag)
 {
+    return kw_cel_ctx_bind_ex(p, json, 0, out, diag);
+}
+
+/* Is `key` (len bytes) the name of one of p's parameters? */
+static bool is_param(const kw_cel_program_t *p, const char *key, size_t len)
+{
+    for (size_t i = 0; i < p->n_params; i++)
+        if (p->params[i].name.len == len && memcmp(p->params[i].name.ptr, key, len) == 0)
+            return true;
+    return false;
+}
+
+int kw_cel_ctx_bind_ex(const kw_cel_program_t *p, kw_str_t json, unsigned flags, kw_cel_ctx_t **out,
+                       kw_diag_t *diag)
+{
     if (!p)
         return KW_EINVAL;
     kw_cel_ctx_t *c = kw_calloc(1, sizeof(*c));
@@ -151,9 +168,11 @@ int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out
     size_t np = p->n_params ? p->n_params : 1;
     c->vals = kw_arena_alloc(c->arena, np * sizeof(*c->vals));
     c->present = kw_arena_alloc(c->arena, np * sizeof(*c->present));
-    if (!c->vals || !c->present)
+    c->errs = kw_arena_alloc(c->arena, np * sizeof(*c->errs));
+    if (!c->vals || !c->present || !c->errs)
         goto fail;
     memset(c->present, 0, np * sizeof(*c->present));
+    memset(c->errs, 0, np * sizeof(*c->errs));
     if (json.len > 0) {
         json_error_t jerr;
         /* Numbers decode as doubles: SpiceDB receives a context as a protobuf Struct,
@@ -168,13 +187,37 @@ int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out
             rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "the caveat context must be a JSON object");
             goto fail;
         }
+        if (flags & KW_CEL_BIND_STRICT) {
+            const char *key;
+            size_t klen;
+            json_t *v;
+            json_object_keylen_foreach(root, key, klen, v)
+            {
+                (void)v;
+                if (!is_param(p, key, klen)) {
+                    rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "unknown parameter `%.*s`",
+                                     (int)(klen > 64 ? 64 : klen), key);
+                    goto fail;
+                }
+            }
+        }
         for (size_t i = 0; i < p->n_params; i++) {
             kw_str_t name = p->params[i].name;
             json_t *v = json_object_getn(root, name.ptr, name.len);
             if (!v)
                 continue;
             char err[200];
-            rc = kw__cel_from_json(c->arena, p->ptypes[i], v, 0, &c->vals[i], err, sizeof(err));
+            rc = kw__cel_from_json(c->arena, p->btypes[i], v, 0, &c->vals[i], err, sizeof(err));
+            if (rc == KW_EINVAL && (flags & KW_CEL_BIND_DEFER)) {
+                c->errs[i] = kw_arena_sprintf(c->arena, "caveat context field \"%.*s\": %s",
+                                              (int)name.len, name.ptr, err);
+                if (!c->errs[i]) {
+                    rc = KW_ENOMEM;
+                    goto fail;
+                }
+                c->present[i] = true;
+                continue;
+            }
             if (rc == KW_EINVAL) {
                 rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "caveat context field \"%.*s\": %s",
                                  (int)name.len, name.ptr, err);

@@ -35,6 +35,7 @@ typedef enum {
     CK_LIST,
     CK_MAP,
     CK_IP,
+    CK_TYPE,    /* a type value (`type(x)`, `int`): v.i holds the cel_kind_t it names */
     CK_UNKNOWN, /* value only: depends on parameters not given */
     CK_ERROR,   /* value only: a runtime error (absorbed by && / || as in CEL) */
 } cel_kind_t;
@@ -47,7 +48,7 @@ typedef struct cel_type {
 
 extern const cel_type_t kw__cel_t_dyn, kw__cel_t_null, kw__cel_t_bool, kw__cel_t_int,
     kw__cel_t_uint, kw__cel_t_double, kw__cel_t_string, kw__cel_t_bytes, kw__cel_t_duration,
-    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn;
+    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn, kw__cel_t_type;
 
 /* Appends the CEL spelling of t ("list(int)", "map(string, dyn)") to buf. */
 void kw__cel_type_str(const cel_type_t *t, char *buf, size_t cap);
@@ -69,6 +70,8 @@ typedef struct cel_map {
 typedef struct cel_ip {
     uint8_t b[16];
     bool v6;
+    uint8_t zone_len; /* IPv6 scope zone ("fe80::1%eth0"), as Go's netip keeps it */
+    char zone[31];
 } cel_ip_t;
 
 struct cel_val {
@@ -82,6 +85,8 @@ struct cel_val {
         struct {
             int64_t sec; /* seconds since the Unix epoch, years 0001..9999 */
             int32_t nsec;
+            int32_t off; /* the offset it was written with, seconds east of UTC: kept for
+                            string() as Go keeps a time's location; never compared */
         } ts;
         const cel_list_t *list;
         const cel_map_t *map;
@@ -149,7 +154,7 @@ typedef enum {
     F_TIMESTAMP,
     F_DURATION,
     F_DYN,
-    F_IPADDRESS,
+    F_TYPE,
     F_IN_CIDR,
     F_GET_FULL_YEAR,
     F_GET_MONTH,
@@ -175,14 +180,16 @@ typedef struct cel_node {
     struct cel_node *a, *b, *c;
     struct cel_node **args; /* CALL args, LIST items, MAP key/value pairs, AND/OR terms */
     uint32_t n_args;
-    void *re; /* CALL matches with a constant pattern: its compiled pcre2_code */
+    void *re;           /* CALL matches with a constant pattern: its compiled pcre2_code */
+    const char *re_err; /* ... or why that pattern does not compile (reported at evaluation) */
 } cel_node_t;
 
 /* The compiled program. */
 struct kw_cel_program {
     kw_arena_t *arena;
-    kw_cel_param_t *params; /* names and types copied into the arena */
-    const cel_type_t **ptypes;
+    kw_cel_param_t *params;    /* names and types copied into the arena */
+    const cel_type_t **ptypes; /* as the checker sees them */
+    const cel_type_t **btypes; /* as context values convert (uint stays uint) */
     size_t n_params;
     size_t n_words; /* 64-bit words of an unknown-parameter bitset */
     cel_node_t *root;
@@ -195,8 +202,9 @@ struct kw_cel_program {
 struct kw_cel_ctx {
     kw_arena_t *arena;
     const kw_cel_program_t *p;
-    cel_val_t *vals; /* [n_params] */
-    bool *present;   /* [n_params] */
+    cel_val_t *vals;   /* [n_params] */
+    bool *present;     /* [n_params] */
+    const char **errs; /* [n_params]: conversion errors kept by KW_CEL_BIND_DEFER (NULL: none) */
 };
 
 /* ---- parse.c ---- */
@@ -212,8 +220,11 @@ void kw__cel_pos(const cel_parse_in_t *in, uint32_t l, uint32_t c, uint32_t *lin
 
 /* ---- check.c ---- */
 KW_NODISCARD int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag);
-/* Parses a declared parameter type ("list<string>") into the program's arena. */
+/* Parses a declared parameter type ("list<string>") into the program's arena: the type
+ * a context value converts to. */
 KW_NODISCARD int kw__cel_parse_type(kw_arena_t *a, kw_str_t s, const cel_type_t **out);
+/* The type the checker sees for a parameter of that type (uint reads as int). */
+KW_NODISCARD int kw__cel_check_type(kw_arena_t *a, const cel_type_t *bind, const cel_type_t **out);
 
 /* ---- value.c ---- */
 cel_val_t kw__cel_err(const char *msg);
@@ -236,17 +247,25 @@ KW_NODISCARD int kw__cel_parse_ip(kw_str_t s, cel_ip_t *out);
 #define KW_CEL_TS_MIN (-62135596800LL) /* 0001-01-01T00:00:00Z */
 #define KW_CEL_TS_MAX (253402300799LL) /* 9999-12-31T23:59:59Z */
 /* RFC 3339 (Go's time.RFC3339 parse: fractional seconds allowed, Z or +hh:mm). */
-KW_NODISCARD int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec);
+KW_NODISCARD int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec, int32_t *off);
 /* Go's time.ParseDuration: "1h30m", "-1.5s", "300ms", "0". */
 KW_NODISCARD int kw__cel_parse_duration(kw_str_t s, int64_t *ns);
-/* Formats as cel-go does: RFC 3339 in UTC with nanoseconds trimmed; "<seconds>s". */
-void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap);
+/* Formats as cel-go does: RFC 3339 at the time's own offset with nanoseconds trimmed
+ * ("Z" for offset 0); "<seconds>s". */
+void kw__cel_format_timestamp(int64_t sec, int32_t nsec, int32_t off, char *buf, size_t cap);
 void kw__cel_format_duration(int64_t ns, char *buf, size_t cap);
 /* Civil date of a Unix second shifted by off seconds. */
 void kw__cel_civil(int64_t sec, int *year, int *month, int *mday, int *yday, int *wday, int *hour,
                    int *min, int *s);
-/* A time zone argument: "UTC", "Z", "+hh:mm", "-hh:mm" (or "hh:mm") -> offset seconds. */
-KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t *off);
+/* A getter's time zone argument at instant t, as cel-go reads it: with a ':' an offset
+ * "[+-]H:M" (each side a Go Atoi), else a zone name ("" and "UTC" are UTC, "Local" is
+ * taken as UTC, others are IANA names). Offset in seconds east of UTC. KW_EINVAL for an
+ * unknown name or a bad offset, KW_ENOMEM. */
+KW_NODISCARD int kw__cel_tz_offset(kw_str_t tz, int64_t t, int64_t *off);
+
+/* ---- tz.c ---- */
+/* The UTC offset of IANA zone `name` at instant t, from the system tz database. */
+KW_NODISCARD int kw__cel_tz_lookup(kw_str_t name, int64_t t, int64_t *off);
 
 /* ---- regex.c ---- */
 /* Compiles `pattern` if it stays inside RE2's language (no backreferences, lookaround,
@@ -268,6 +287,10 @@ typedef struct cel_ev {
     const char *hard_msg;
 } cel_ev_t;
 
+/* Scratch memory of the evaluation, from an arena made on first use (most evaluations
+ * need none). NULL on OOM (the caller reports it with kw__cel_oom). */
+void *kw__cel_alloc(cel_ev_t *ev, size_t n);
+kw_arena_t *kw__cel_arena(cel_ev_t *ev);
 /* Charges n units; false (and ev->hard set) past the budget. */
 bool kw__cel_charge(cel_ev_t *ev, uint64_t n);
 cel_val_t kw__cel_oom(cel_ev_t *ev);

@@ -7,8 +7,11 @@
  * for '_+_' applied to '(int, string)'") with the schema line:col of the node.
  * Identifiers resolve to a parameter or to an enclosing macro's variable (innermost
  * first); each macro variable gets the slot it occupies at evaluation.
- * A `matches` whose pattern is a string literal compiles the pattern here: an invalid or
- * non-RE2 pattern is a schema error, and evaluation reuses the compiled code.
+ * A `matches` whose pattern is a string literal compiles the pattern here and evaluation
+ * reuses the compiled code; an invalid or non-RE2 pattern is, as in SpiceDB, not a schema
+ * error but an error of every evaluation that reaches the match.
+ * As SpiceDB, every declared parameter must be used by the expression, and the
+ * ipaddress type has its in_cidr method but no ipaddress() constructor.
  */
 #include "cel_int.h"
 
@@ -26,6 +29,7 @@ const cel_type_t kw__cel_t_bytes = {CK_BYTES, NULL, NULL};
 const cel_type_t kw__cel_t_duration = {CK_DURATION, NULL, NULL};
 const cel_type_t kw__cel_t_timestamp = {CK_TIMESTAMP, NULL, NULL};
 const cel_type_t kw__cel_t_ip = {CK_IP, NULL, NULL};
+const cel_type_t kw__cel_t_type = {CK_TYPE, NULL, NULL};
 const cel_type_t kw__cel_t_list_dyn = {CK_LIST, &kw__cel_t_dyn, NULL};
 const cel_type_t kw__cel_t_map_dyn = {CK_MAP, &kw__cel_t_dyn, &kw__cel_t_dyn};
 
@@ -45,6 +49,7 @@ static size_t type_str(const cel_type_t *t, char *buf, size_t cap)
         [CK_LIST] = "list",
         [CK_MAP] = "map",
         [CK_IP] = "IPAddress",
+        [CK_TYPE] = "type",
         [CK_UNKNOWN] = "unknown",
         [CK_ERROR] = "error",
     };
@@ -133,6 +138,36 @@ int kw__cel_parse_type(kw_arena_t *a, kw_str_t s, const cel_type_t **out)
     return parse_type_rec(a, s, 0, out);
 }
 
+/* SpiceDB declares a `uint` parameter to cel-go as an int (its values stay unsigned at
+ * evaluation), so `n > 5` type-checks where n is a uint. The same holds inside lists and
+ * maps. */
+int kw__cel_check_type(kw_arena_t *a, const cel_type_t *bind, const cel_type_t **out)
+{
+    if (bind->k == CK_UINT) {
+        *out = &kw__cel_t_int;
+        return KW_OK;
+    }
+    if (bind->k != CK_LIST && bind->k != CK_MAP) {
+        *out = bind;
+        return KW_OK;
+    }
+    const cel_type_t *elem;
+    int rc = kw__cel_check_type(a, bind->elem, &elem);
+    if (rc != KW_OK)
+        return rc;
+    if (elem == bind->elem) {
+        *out = bind;
+        return KW_OK;
+    }
+    cel_type_t *t = kw_arena_alloc(a, sizeof(*t));
+    if (!t)
+        return KW_ENOMEM;
+    *t = *bind;
+    t->elem = elem;
+    *out = t;
+    return KW_OK;
+}
+
 /* ---- the checker ---- */
 
 typedef struct scope {
@@ -143,6 +178,8 @@ typedef struct scope {
 typedef struct checker {
     kw_cel_program_t *p;
     kw_diag_t *diag;
+    bool *used;          /* [n_params] */
+    uint32_t in_map_key; /* > 0 while checking a map literal's key */
     scope_t vars[KW_CEL_MAX_DEPTH + 1];
     uint32_t n_vars;
 } checker_t;
@@ -286,10 +323,12 @@ static int check_binop(checker_t *c, cel_node_t *n)
     case OP_GT:
     case OP_GE:
         n->type = &kw__cel_t_bool;
-        if (any_dyn || (numeric(l) && numeric(r)))
+        /* SpiceDB's environment leaves cel-go's cross-type numeric comparisons off: both
+         * sides of an ordering have one type (a dyn side is checked at evaluation) */
+        if (any_dyn)
             return KW_OK;
-        if (l->k == r->k && (l->k == CK_STRING || l->k == CK_BYTES || l->k == CK_BOOL ||
-                             l->k == CK_TIMESTAMP || l->k == CK_DURATION))
+        if (l->k == r->k && (numeric(l) || l->k == CK_STRING || l->k == CK_BYTES ||
+                             l->k == CK_BOOL || l->k == CK_TIMESTAMP || l->k == CK_DURATION))
             return KW_OK;
         break;
     case OP_EQ:
@@ -321,8 +360,11 @@ static int precompile_regex(checker_t *c, cel_node_t *call, const cel_node_t *pa
     int rc = kw__cel_regex_compile(pat->val.v.s, &re, err, sizeof(err));
     if (rc == KW_ENOMEM)
         return rc;
-    if (rc != KW_OK)
-        return cerr(c, pat, "invalid regular expression: %s", err);
+    if (rc != KW_OK) {
+        /* SpiceDB accepts the schema and fails the evaluation that reaches the match */
+        call->re_err = kw_arena_sprintf(c->p->arena, "invalid regular expression: %s", err);
+        return call->re_err ? KW_OK : KW_ENOMEM;
+    }
     kw_cel_program_t *p = c->p;
     if (p->n_regexes == p->cap_regexes) {
         uint32_t ncap = p->cap_regexes ? p->cap_regexes * 2 : 4;
@@ -357,7 +399,7 @@ static const struct {
     {"timestamp", F_TIMESTAMP},
     {"duration", F_DURATION},
     {"dyn", F_DYN},
-    {"ipaddress", F_IPADDRESS},
+    {"type", F_TYPE},
     {"in_cidr", F_IN_CIDR},
     {"getFullYear", F_GET_FULL_YEAR},
     {"getMonth", F_GET_MONTH},
@@ -404,8 +446,8 @@ static int check_call(checker_t *c, cel_node_t *n)
     n->op = (uint8_t)fn;
     static const cel_kind_t k_sized[] = {CK_STRING, CK_BYTES, CK_LIST, CK_MAP, CK_ERROR};
     static const cel_kind_t k_str[] = {CK_STRING, CK_ERROR};
-    static const cel_kind_t k_int_from[] = {CK_INT,    CK_UINT,      CK_DOUBLE,
-                                            CK_STRING, CK_TIMESTAMP, CK_ERROR};
+    static const cel_kind_t k_int_from[] = {CK_INT,       CK_UINT,     CK_DOUBLE, CK_STRING,
+                                            CK_TIMESTAMP, CK_DURATION, CK_ERROR};
     static const cel_kind_t k_num_from[] = {CK_INT, CK_UINT, CK_DOUBLE, CK_STRING, CK_ERROR};
     static const cel_kind_t k_string_from[] = {CK_INT,       CK_UINT,     CK_DOUBLE,
                                                CK_BOOL,      CK_STRING,   CK_BYTES,
@@ -466,9 +508,9 @@ static int check_call(checker_t *c, cel_node_t *n)
         ok = !member && total == 1;
         res = &kw__cel_t_dyn;
         break;
-    case F_IPADDRESS:
-        ok = !member && total == 1 && kind_in(at[0], k_str);
-        res = &kw__cel_t_ip;
+    case F_TYPE:
+        ok = !member && total == 1;
+        res = &kw__cel_t_type;
         break;
     case F_IN_CIDR:
         ok = member && total == 2 && kind_in(at[0], k_ip) && kind_in(at[1], k_str);
@@ -566,9 +608,39 @@ static const cel_type_t *join(checker_t *c, cel_node_t **items, uint32_t n, uint
     return t ? t : &kw__cel_t_dyn;
 }
 
+/* google.protobuf.Timestamp and google.protobuf.Duration name the time types. */
+static bool qualified_type(const cel_node_t *n, cel_kind_t *k)
+{
+    if (n->kind != N_SELECT || n->a->kind != N_SELECT || n->a->a->kind != N_IDENT ||
+        !kw_str_eq_c(n->a->a->name, "google") || !kw_str_eq_c(n->a->name, "protobuf"))
+        return false;
+    if (kw_str_eq_c(n->name, "Timestamp"))
+        *k = CK_TIMESTAMP;
+    else if (kw_str_eq_c(n->name, "Duration"))
+        *k = CK_DURATION;
+    else
+        return false;
+    return true;
+}
+
 static int check(checker_t *c, cel_node_t *n)
 {
     int rc;
+    cel_kind_t qk;
+    if (qualified_type(n, &qk)) {
+        bool shadowed = false; /* a parameter named google wins */
+        for (size_t i = 0; i < c->p->n_params; i++)
+            shadowed = shadowed || kw_str_eq_c(c->p->params[i].name, "google");
+        for (uint32_t i = 0; i < c->n_vars; i++)
+            shadowed = shadowed || kw_str_eq_c(c->vars[i].name, "google");
+        if (!shadowed) {
+            n->kind = N_LIT;
+            n->val.k = CK_TYPE;
+            n->val.v.i = qk;
+            n->type = &kw__cel_t_type;
+            return KW_OK;
+        }
+    }
     /* children first (macros bind a variable for theirs) */
     if (n->kind != N_COMP) {
         if (n->a && (rc = check(c, n->a)) != KW_OK)
@@ -577,9 +649,15 @@ static int check(checker_t *c, cel_node_t *n)
             return rc;
         if (n->c && (rc = check(c, n->c)) != KW_OK)
             return rc;
-        for (uint32_t i = 0; i < n->n_args; i++)
-            if ((rc = check(c, n->args[i])) != KW_OK)
+        for (uint32_t i = 0; i < n->n_args; i++) {
+            /* SpiceDB's unused-parameter walk skips map literal keys */
+            bool key = n->kind == N_MAP && i % 2 == 0;
+            c->in_map_key += key;
+            rc = check(c, n->args[i]);
+            c->in_map_key -= key;
+            if (rc != KW_OK)
                 return rc;
+        }
     } else if ((rc = check(c, n->a)) != KW_OK) {
         return rc;
     }
@@ -613,6 +691,9 @@ static int check(checker_t *c, cel_node_t *n)
         }
         return KW_OK;
     case N_IDENT:
+        for (size_t i = 0; i < c->p->n_params && !c->in_map_key; i++)
+            if (kw_str_eq(c->p->params[i].name, n->name))
+                c->used[i] = true; /* by name, as SpiceDB counts references */
         for (uint32_t i = c->n_vars; i-- > 0;)
             if (kw_str_eq(c->vars[i].name, n->name)) {
                 n->slot = -(int32_t)i - 1;
@@ -625,6 +706,24 @@ static int check(checker_t *c, cel_node_t *n)
                 n->type = c->p->ptypes[i];
                 return KW_OK;
             }
+        {
+            /* the names of types are type values: type(x) == int */
+            static const struct {
+                const char *name;
+                cel_kind_t k;
+            } types[] = {{"int", CK_INT},   {"uint", CK_UINT},     {"double", CK_DOUBLE},
+                         {"bool", CK_BOOL}, {"string", CK_STRING}, {"bytes", CK_BYTES},
+                         {"list", CK_LIST}, {"map", CK_MAP},       {"null_type", CK_NULL},
+                         {"type", CK_TYPE}};
+            for (size_t i = 0; i < KW_ARRAY_LEN(types); i++)
+                if (kw_str_eq_c(n->name, types[i].name)) {
+                    n->kind = N_LIT;
+                    n->val.k = CK_TYPE;
+                    n->val.v.i = types[i].k;
+                    n->type = &kw__cel_t_type;
+                    return KW_OK;
+                }
+        }
         return cerr(c, n, "undeclared reference to '%.*s'",
                     (int)(n->name.len > 64 ? 64 : n->name.len), n->name.ptr);
     case N_SELECT:
@@ -722,10 +821,15 @@ static int check(checker_t *c, cel_node_t *n)
 int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag)
 {
     checker_t *c = kw_calloc(1, sizeof(*c));
-    if (!c)
+    bool *used = kw_calloc(p->n_params ? p->n_params : 1, sizeof(*used));
+    if (!c || !used) {
+        kw_free(c);
+        kw_free(used);
         return KW_ENOMEM;
+    }
     c->p = p;
     c->diag = diag;
+    c->used = used;
     int rc = check(c, p->root);
     if (rc == KW_OK && p->root->type->k != CK_BOOL) {
         char ts[96];
@@ -733,6 +837,11 @@ int kw__cel_check(kw_cel_program_t *p, kw_diag_t *diag)
         rc = kw_diag_set(diag, KW_ESCHEMA, p->root->line, p->root->col,
                          "caveat expression must result in a boolean value: found `%s`", ts);
     }
+    for (size_t i = 0; rc == KW_OK && i < p->n_params; i++)
+        if (!used[i])
+            rc = kw_diag_set(diag, KW_ESCHEMA, p->params[i].line, p->params[i].col,
+                             "parameter `%.*s` is unused", KW_STR_FMT(p->params[i].name));
+    kw_free(used);
     kw_free(c);
     return rc;
 }

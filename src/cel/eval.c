@@ -40,7 +40,7 @@ static cel_val_t merge(cel_ev_t *ev, const cel_val_t *vals, uint32_t n)
         return *first_err;
     if (n_unknown == 1)
         return *first_unknown;
-    uint64_t *bits = kw_arena_alloc(ev->a, ev->p->n_words * sizeof(*bits));
+    uint64_t *bits = kw__cel_alloc(ev, ev->p->n_words * sizeof(*bits));
     if (!bits)
         return kw__cel_oom(ev);
     memset(bits, 0, ev->p->n_words * sizeof(*bits));
@@ -68,8 +68,11 @@ static cel_val_t lookup(const cel_val_t *m, const cel_val_t *key, const char *na
             return m->v.map->vals[i];
     (void)name_for_err;
     if (key->k == CK_STRING) {
-        char *msg = kw_arena_sprintf(ev->a, "no such key: %.*s",
-                                     (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
+        kw_arena_t *a = kw__cel_arena(ev);
+        char *msg =
+            !a ? NULL
+               : kw_arena_sprintf(a, "no such key: %.*s",
+                                  (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
         return msg ? kw__cel_err(msg) : kw__cel_oom(ev);
     }
     return kw__cel_err("no such key");
@@ -98,7 +101,8 @@ static cel_val_t logic(cel_ev_t *ev, bool is_and, const cel_val_t *terms, uint32
 static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 {
     bool is_and = n->kind == N_AND;
-    cel_val_t *terms = kw_arena_alloc(ev->a, n->n_args * sizeof(*terms));
+    cel_val_t small[8];
+    cel_val_t *terms = n->n_args <= 8 ? small : kw__cel_alloc(ev, n->n_args * sizeof(*terms));
     if (!terms)
         return kw__cel_oom(ev);
     for (uint32_t i = 0; i < n->n_args; i++) {
@@ -113,7 +117,7 @@ static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 
 static cel_val_t make_list(cel_ev_t *ev, cel_val_t *items, uint32_t n)
 {
-    cel_list_t *l = kw_arena_alloc(ev->a, sizeof(*l));
+    cel_list_t *l = kw__cel_alloc(ev, sizeof(*l));
     if (!l)
         return kw__cel_oom(ev);
     l->items = items;
@@ -148,9 +152,9 @@ static cel_val_t eval_comp(cel_ev_t *ev, const cel_node_t *n)
     int64_t ones = 0;
     if (count) {
         if (m == M_MAP || m == M_FILTER)
-            out = kw_arena_alloc(ev->a, count * sizeof(*out));
+            out = kw__cel_alloc(ev, count * sizeof(*out));
         else
-            pending = kw_arena_alloc(ev->a, count * sizeof(*pending));
+            pending = kw__cel_alloc(ev, count * sizeof(*pending));
         if (!out && !pending)
             return kw__cel_oom(ev);
     }
@@ -252,8 +256,8 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP)
-            return kw__cel_err(E_OVERLOAD);
+        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+            return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
@@ -288,11 +292,19 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             ue = ue || is_ue(&args[i]);
         if (ue)
             return merge(ev, args, na);
+        /* cel-go checks arguments against the overload the checker chose: a uint
+         * parameter (declared to CEL as int) reaching int(), string() ... is refused */
+        for (uint32_t i = 0; i < na && n->op != F_DYN && n->op != F_TYPE; i++) {
+            const cel_type_t *st =
+                n->a ? (i == 0 ? n->a->type : n->args[i - 1]->type) : n->args[i]->type;
+            if (st->k == CK_INT && args[i].k == CK_UINT)
+                return kw__cel_err(E_OVERLOAD);
+        }
         return kw__cel_call(ev, n, args, na);
     }
     case N_LIST:
     case N_MAP: {
-        cel_val_t *items = n->n_args ? kw_arena_alloc(ev->a, n->n_args * sizeof(*items)) : NULL;
+        cel_val_t *items = n->n_args ? kw__cel_alloc(ev, n->n_args * sizeof(*items)) : NULL;
         if (n->n_args && !items)
             return kw__cel_oom(ev);
         bool ue = false;
@@ -307,26 +319,30 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         if (n->kind == N_LIST)
             return make_list(ev, items, n->n_args);
         uint32_t pairs = n->n_args / 2;
-        cel_map_t *m = kw_arena_alloc(ev->a, sizeof(*m));
-        cel_val_t *keys = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*keys)) : NULL;
-        cel_val_t *vals = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*vals)) : NULL;
+        cel_map_t *m = kw__cel_alloc(ev, sizeof(*m));
+        cel_val_t *keys = pairs ? kw__cel_alloc(ev, pairs * sizeof(*keys)) : NULL;
+        cel_val_t *vals = pairs ? kw__cel_alloc(ev, pairs * sizeof(*vals)) : NULL;
         if (!m || (pairs && (!keys || !vals)))
             return kw__cel_oom(ev);
         if (!kw__cel_charge(ev, (uint64_t)pairs * pairs / 8))
             return kw__cel_err("budget");
+        uint32_t n_keys = 0;
         for (uint32_t i = 0; i < pairs; i++) {
             cel_kind_t k = items[2 * i].k;
             if (k != CK_INT && k != CK_UINT && k != CK_BOOL && k != CK_STRING)
                 return kw__cel_err("unsupported map key type");
-            for (uint32_t j = 0; j < i; j++)
-                if (kw__cel_equal(&keys[j], &items[2 * i]))
-                    return kw__cel_err("duplicate map key");
-            keys[i] = items[2 * i];
-            vals[i] = items[2 * i + 1];
+            /* a repeated key keeps its last value (cel-go builds a Go map) */
+            uint32_t j = 0;
+            while (j < n_keys && !kw__cel_equal(&keys[j], &items[2 * i]))
+                j++;
+            keys[j] = items[2 * i];
+            vals[j] = items[2 * i + 1];
+            if (j == n_keys)
+                n_keys++;
         }
         m->keys = keys;
         m->vals = vals;
-        m->n = pairs;
+        m->n = n_keys;
         v.k = CK_MAP;
         v.v.map = m;
         return v;
@@ -389,21 +405,27 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
     cel_ev_t ev;
     memset(&ev, 0, sizeof(ev));
     ev.p = p;
-    ev.a = kw_arena_new(0);
-    if (!ev.a)
-        return KW_ENOMEM;
+    /* small programs evaluate without touching the heap */
+    cel_val_t params_small[16], iters_small[8];
+    uint64_t bits_small[16];
     size_t np = p->n_params ? p->n_params : 1;
-    cel_val_t *params = kw_arena_alloc(ev.a, np * sizeof(*params));
-    uint64_t *bits = kw_arena_alloc(ev.a, np * p->n_words * sizeof(*bits) + 8);
-    ev.iters = kw_arena_alloc(ev.a, (p->max_iter + 1) * sizeof(*ev.iters));
+    bool small = np <= 16 && p->n_words == 1 && p->max_iter < 8;
+    cel_val_t *params = small ? params_small : kw__cel_alloc(&ev, np * sizeof(*params));
+    uint64_t *bits = small ? bits_small : kw__cel_alloc(&ev, np * p->n_words * sizeof(*bits) + 8);
+    ev.iters = small ? iters_small : kw__cel_alloc(&ev, (p->max_iter + 1) * sizeof(*ev.iters));
     if (!params || !bits || !ev.iters)
         goto done;
     memset(bits, 0, np * p->n_words * sizeof(*bits));
     for (size_t i = 0; i < p->n_params; i++) {
-        if (rel_ctx && rel_ctx->present[i]) {
-            params[i] = rel_ctx->vals[i];
-        } else if (req_ctx && req_ctx->present[i]) {
-            params[i] = req_ctx->vals[i];
+        const kw_cel_ctx_t *from = rel_ctx && rel_ctx->present[i]   ? rel_ctx
+                                   : req_ctx && req_ctx->present[i] ? req_ctx
+                                                                    : NULL;
+        if (from && from->errs[i]) {
+            rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "%s", from->errs[i]);
+            goto done;
+        }
+        if (from) {
+            params[i] = from->vals[i];
         } else {
             uint64_t *mine = bits + i * p->n_words;
             mine[i / 64] |= 1ULL << (i % 64);
@@ -443,6 +465,7 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "the caveat did not evaluate to a bool");
     }
 done:
-    kw_arena_free(ev.a);
+    if (ev.a)
+        kw_arena_free(ev.a);
     return rc;
 }

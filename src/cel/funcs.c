@@ -21,6 +21,19 @@ static const char E_OVERLOAD[] = "no such overload";
 static const char E_OVERFLOW[] = "integer overflow";
 static const char E_RANGE[] = "timestamp out of range";
 
+kw_arena_t *kw__cel_arena(cel_ev_t *ev)
+{
+    if (!ev->a)
+        ev->a = kw_arena_new(0);
+    return ev->a;
+}
+
+void *kw__cel_alloc(cel_ev_t *ev, size_t n)
+{
+    kw_arena_t *a = kw__cel_arena(ev);
+    return a ? kw_arena_alloc(a, n) : NULL;
+}
+
 cel_val_t kw__cel_oom(cel_ev_t *ev)
 {
     if (!ev->hard)
@@ -73,7 +86,7 @@ static cel_val_t durval(int64_t ns)
     return v;
 }
 
-static cel_val_t tsval(int64_t sec, int32_t nsec)
+static cel_val_t tsval(int64_t sec, int32_t nsec, int32_t off)
 {
     if (sec < KW_CEL_TS_MIN || sec > KW_CEL_TS_MAX)
         return kw__cel_err(E_RANGE);
@@ -81,6 +94,7 @@ static cel_val_t tsval(int64_t sec, int32_t nsec)
     v.k = CK_TIMESTAMP;
     v.v.ts.sec = sec;
     v.v.ts.nsec = nsec;
+    v.v.ts.off = off;
     return v;
 }
 
@@ -88,13 +102,14 @@ static cel_val_t strval(cel_ev_t *ev, cel_kind_t k, const char *s, size_t n)
 {
     cel_val_t v;
     v.k = k;
-    if (kw_arena_str_copy(ev->a, (kw_str_t){s, n}, &v.v.s) != KW_OK)
+    kw_arena_t *a = kw__cel_arena(ev);
+    if (!a || kw_arena_str_copy(a, (kw_str_t){s, n}, &v.v.s) != KW_OK)
         return kw__cel_oom(ev);
     return v;
 }
 
-/* timestamp + duration (ns), exactly. */
-static cel_val_t ts_add(int64_t sec, int32_t nsec, int64_t ns)
+/* timestamp + duration (ns), exactly; the result keeps the timestamp's offset. */
+static cel_val_t ts_add(int64_t sec, int32_t nsec, int32_t off, int64_t ns)
 {
     int64_t dsec = ns / 1000000000, dn = ns % 1000000000;
     int64_t s = sec + dsec, n = nsec + dn;
@@ -105,7 +120,7 @@ static cel_val_t ts_add(int64_t sec, int32_t nsec, int64_t ns)
         n -= 1000000000;
         s++;
     }
-    return tsval(s, (int32_t)n);
+    return tsval(s, (int32_t)n, off);
 }
 
 static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
@@ -114,8 +129,8 @@ static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
         uint64_t n = (uint64_t)l->v.list->n + r->v.list->n;
         if (!kw__cel_charge(ev, n + 1))
             return kw__cel_err("budget");
-        cel_list_t *out = kw_arena_alloc(ev->a, sizeof(*out));
-        cel_val_t *items = n ? kw_arena_alloc(ev->a, n * sizeof(*items)) : NULL;
+        cel_list_t *out = kw__cel_alloc(ev, sizeof(*out));
+        cel_val_t *items = n ? kw__cel_alloc(ev, n * sizeof(*items)) : NULL;
         if (!out || (n && !items))
             return kw__cel_oom(ev);
         if (l->v.list->n)
@@ -132,7 +147,7 @@ static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
     size_t n = l->v.s.len + r->v.s.len;
     if (!kw__cel_charge(ev, n / 64 + 1))
         return kw__cel_err("budget");
-    char *buf = kw_arena_alloc(ev->a, n + 1);
+    char *buf = kw__cel_alloc(ev, n + 1);
     if (!buf)
         return kw__cel_oom(ev);
     if (l->v.s.len)
@@ -213,13 +228,13 @@ static cel_val_t arith(cel_ev_t *ev, cel_op_t op, const cel_val_t *l, const cel_
         return over ? kw__cel_err(E_OVERFLOW) : durval(x);
     }
     if (op == OP_ADD && l->k == CK_TIMESTAMP && r->k == CK_DURATION)
-        return ts_add(l->v.ts.sec, l->v.ts.nsec, r->v.i);
+        return ts_add(l->v.ts.sec, l->v.ts.nsec, l->v.ts.off, r->v.i);
     if (op == OP_ADD && l->k == CK_DURATION && r->k == CK_TIMESTAMP)
-        return ts_add(r->v.ts.sec, r->v.ts.nsec, l->v.i);
+        return ts_add(r->v.ts.sec, r->v.ts.nsec, r->v.ts.off, l->v.i);
     if (op == OP_SUB && l->k == CK_TIMESTAMP && r->k == CK_DURATION) {
         if (r->v.i == INT64_MIN)
             return kw__cel_err(E_OVERFLOW);
-        return ts_add(l->v.ts.sec, l->v.ts.nsec, -r->v.i);
+        return ts_add(l->v.ts.sec, l->v.ts.nsec, l->v.ts.off, -r->v.i);
     }
     if (op == OP_SUB && l->k == CK_TIMESTAMP && r->k == CK_TIMESTAMP) {
         /* the difference must fit Go's Duration */
@@ -314,12 +329,14 @@ static cel_val_t to_int(const cel_val_t *x)
         char *end;
         errno = 0;
         long long v = strtoll(buf, &end, 10);
-        if (*end || errno || buf[0] == ' ' || buf[0] == '+')
+        if (*end || errno || !(buf[0] == '-' || buf[0] == '+' || (buf[0] >= '0' && buf[0] <= '9')))
             return kw__cel_err("string is not an int");
         return ival(v);
     }
     case CK_TIMESTAMP:
         return ival(x->v.ts.sec);
+    case CK_DURATION:
+        return ival(x->v.i); /* nanoseconds */
     default:
         return kw__cel_err(E_OVERLOAD);
     }
@@ -333,8 +350,8 @@ static cel_val_t to_uint(const cel_val_t *x)
     case CK_UINT:
         return *x;
     case CK_DOUBLE:
-        if (!(x->v.d > -1.0 && x->v.d < 18446744073709551616.0))
-            return kw__cel_err("uint overflow");
+        if (!(x->v.d >= 0.0 && x->v.d < 18446744073709551616.0))
+            return kw__cel_err("unsigned integer overflow");
         return uval((uint64_t)x->v.d);
     case CK_STRING: {
         char buf[32];
@@ -381,7 +398,8 @@ static cel_val_t to_double(const cel_val_t *x)
     }
 }
 
-/* The shortest decimal that reads back as d (Go's FormatFloat(d, 'g', -1, 64) spirit). */
+/* Go's fmt %g (cel-go's string(double)): the shortest digits that read back as d, in
+ * exponent form when the decimal exponent is below -4 or at least 6. */
 static void format_double(double d, char *buf, size_t cap)
 {
     if (isnan(d)) {
@@ -392,11 +410,21 @@ static void format_double(double d, char *buf, size_t cap)
         snprintf(buf, cap, d > 0 ? "+Inf" : "-Inf");
         return;
     }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, cap, "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
-            return;
+    int prec = 1;
+    char e[64];
+    for (; prec <= 17; prec++) {
+        snprintf(e, sizeof(e), "%.*e", prec - 1, d);
+        if (strtod(e, NULL) == d)
+            break;
     }
+    const char *x = strchr(e, 'e');
+    int exp = x ? atoi(x + 1) : 0;
+    if (exp < -4 || exp >= 6) {
+        snprintf(buf, cap, "%s", e);
+        return;
+    }
+    int decimals = prec - 1 - exp;
+    snprintf(buf, cap, "%.*f", decimals > 0 ? decimals : 0, d);
 }
 
 static cel_val_t to_string(cel_ev_t *ev, const cel_val_t *x)
@@ -422,7 +450,7 @@ static cel_val_t to_string(cel_ev_t *ev, const cel_val_t *x)
             return kw__cel_err("invalid UTF-8 in bytes, cannot convert to string");
         return strval(ev, CK_STRING, x->v.s.ptr, x->v.s.len);
     case CK_TIMESTAMP:
-        kw__cel_format_timestamp(x->v.ts.sec, x->v.ts.nsec, buf, sizeof(buf));
+        kw__cel_format_timestamp(x->v.ts.sec, x->v.ts.nsec, x->v.ts.off, buf, sizeof(buf));
         break;
     case CK_DURATION:
         kw__cel_format_duration(x->v.i, buf, sizeof(buf));
@@ -479,13 +507,16 @@ static cel_val_t matches(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *s,
         return kw__cel_err("budget");
     void *re = n->re;
     bool own = false;
+    if (n->re_err)
+        return kw__cel_err(n->re_err);
     if (!re) {
         char err[160];
         int rc = kw__cel_regex_compile(pat->v.s, &re, err, sizeof(err));
         if (rc == KW_ENOMEM)
             return kw__cel_oom(ev);
         if (rc != KW_OK) {
-            char *msg = kw_arena_sprintf(ev->a, "invalid regular expression: %s", err);
+            kw_arena_t *a = kw__cel_arena(ev);
+            char *msg = a ? kw_arena_sprintf(a, "invalid regular expression: %s", err) : NULL;
             return msg ? kw__cel_err(msg) : kw__cel_oom(ev);
         }
         own = true;
@@ -529,7 +560,9 @@ static cel_val_t in_cidr(const cel_val_t *ip, const cel_val_t *cidr)
     }
     if (bits > (net.v6 ? 128 : 32))
         return kw__cel_err("invalid CIDR string");
-    if (net.v6 != ip->v.ip->v6)
+    if (net.zone_len) /* Go's netip.ParsePrefix refuses a zone */
+        return kw__cel_err("invalid CIDR string");
+    if (net.v6 != ip->v.ip->v6 || ip->v.ip->zone_len) /* a zoned address is in no prefix */
         return kw__cel_bool(false);
     for (int i = 0; i < bits; i++) {
         int byte = i / 8, bit = 7 - i % 8;
@@ -541,7 +574,7 @@ static cel_val_t in_cidr(const cel_val_t *ip, const cel_val_t *cidr)
 
 /* ---- time getters ---- */
 
-static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
+static cel_val_t getter(cel_ev_t *ev, cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
 {
     if (x->k == CK_DURATION) {
         int64_t ns = x->v.i;
@@ -553,7 +586,7 @@ static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
         case F_GET_SECONDS:
             return ival(ns / 1000000000LL);
         case F_GET_MILLISECONDS:
-            return ival(ns % 1000000000LL / 1000000LL);
+            return ival(ns / 1000000LL); /* the total, as Go's Duration.Milliseconds */
         default:
             return kw__cel_err(E_OVERLOAD);
         }
@@ -564,8 +597,13 @@ static cel_val_t getter(cel_fn_t fn, const cel_val_t *x, const cel_val_t *tz)
     if (tz) {
         if (tz->k != CK_STRING)
             return kw__cel_err(E_OVERLOAD);
-        if (kw__cel_tz_offset(tz->v.s, &off) != KW_OK)
-            return kw__cel_err("unknown time zone (use UTC or an offset such as +02:00)");
+        if (!kw__cel_charge(ev, 1000)) /* a zone name reads a file */
+            return kw__cel_err("budget");
+        int rc = kw__cel_tz_offset(tz->v.s, x->v.ts.sec, &off);
+        if (rc == KW_ENOMEM)
+            return kw__cel_oom(ev);
+        if (rc != KW_OK)
+            return kw__cel_err("unknown time zone");
     }
     int y, mo, md, yd, wd, h, mi, s;
     kw__cel_civil(x->v.ts.sec + off, &y, &mo, &md, &yd, &wd, &h, &mi, &s);
@@ -649,13 +687,13 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         if (x->k == CK_TIMESTAMP)
             return *x;
         if (x->k == CK_INT)
-            return tsval(x->v.i, 0);
+            return tsval(x->v.i, 0, 0);
         if (x->k == CK_STRING) {
             int64_t sec;
-            int32_t nsec;
-            if (kw__cel_parse_timestamp(x->v.s, &sec, &nsec) != KW_OK)
+            int32_t nsec, off;
+            if (kw__cel_parse_timestamp(x->v.s, &sec, &nsec, &off) != KW_OK)
                 return kw__cel_err("timestamp conversion error: not an RFC 3339 timestamp");
-            return tsval(sec, nsec);
+            return tsval(sec, nsec, off);
         }
         return kw__cel_err(E_OVERLOAD);
     case F_DURATION:
@@ -670,18 +708,11 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         return kw__cel_err(E_OVERLOAD);
     case F_DYN:
         return *x;
-    case F_IPADDRESS: {
-        if (x->k != CK_STRING)
-            return kw__cel_err(E_OVERLOAD);
-        cel_ip_t *ip = kw_arena_alloc(ev->a, sizeof(*ip));
-        if (!ip)
-            return kw__cel_oom(ev);
-        if (kw__cel_parse_ip(x->v.s, ip) != KW_OK)
-            return kw__cel_err("invalid ip address string");
-        cel_val_t v;
-        v.k = CK_IP;
-        v.v.ip = ip;
-        return v;
+    case F_TYPE: {
+        cel_val_t t;
+        t.k = CK_TYPE;
+        t.v.i = x->k;
+        return t;
     }
     case F_IN_CIDR:
         if (nargs != 2)
@@ -697,7 +728,7 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
     case F_GET_MINUTES:
     case F_GET_SECONDS:
     case F_GET_MILLISECONDS:
-        return getter((cel_fn_t)n->op, x, nargs > 1 ? &args[1] : NULL);
+        return getter(ev, (cel_fn_t)n->op, x, nargs > 1 ? &args[1] : NULL);
     case F_NONE:
         break;
     }

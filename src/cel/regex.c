@@ -10,7 +10,9 @@
  * (?<n>...) and flag groups (?imsU-imsU) / (?flags:...) pass. After compiling, PCRE2's own
  * count of backreferences must be zero. Matching runs with match, depth and heap limits:
  * a pattern and subject that still exceed them stop with KW_EBUDGET, never run long.
- * Semantics: an unanchored search (CEL's `matches` is RE2's PartialMatch).
+ * Semantics: an unanchored search (CEL's `matches` is RE2's PartialMatch); `$` matches
+ * only at the very end, letter escapes RE2 lacks (\h, \R, \X, \e, \c, \Z ...) and
+ * counted repetitions past 1000 are refused, as RE2 refuses them.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "cel_int.h"
@@ -57,6 +59,13 @@ static int scan(kw_str_t pat, char *err, size_t cap)
             }
             if (e == 'C')
                 return refuse(err, cap, "\\C");
+            /* RE2 knows these letter escapes (inside a class only the class ones); any
+             * other letter is an invalid escape there, e.g. \h \R \X \e \c \Z \K */
+            bool letter = (e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z');
+            if (letter && !strchr(in_class ? "afnrtvdDsSwWpPx" : "afnrtvdDsSwWpPxbBAzQE", e)) {
+                snprintf(err, cap, "invalid escape sequence: \\%c", e);
+                return KW_EINVAL;
+            }
             p += 2;
             continue;
         }
@@ -103,6 +112,27 @@ static int scan(kw_str_t pat, char *err, size_t cap)
         }
         if ((c == '*' || c == '+' || c == '?' || c == '}') && p + 1 < end && p[1] == '+')
             return refuse(err, cap, "a possessive quantifier");
+        if (c == '{') { /* RE2 caps a counted repetition at 1000 */
+            const char *q = p + 1;
+            long lo = 0, hi = -1;
+            bool any = false;
+            while (q < end && *q >= '0' && *q <= '9' && lo <= 100000) {
+                lo = lo * 10 + (*q++ - '0');
+                any = true;
+            }
+            if (any && q < end && *q == ',') {
+                q++;
+                if (q < end && *q >= '0' && *q <= '9') {
+                    hi = 0;
+                    while (q < end && *q >= '0' && *q <= '9' && hi <= 100000)
+                        hi = hi * 10 + (*q++ - '0');
+                }
+            }
+            if (any && q < end && *q == '}' && (lo > 1000 || hi > 1000)) {
+                snprintf(err, cap, "invalid repeat count");
+                return KW_EINVAL;
+            }
+        }
         p++;
     }
     return KW_OK;
@@ -121,7 +151,8 @@ int kw__cel_regex_compile(kw_str_t pattern, void **out, char *err, size_t cap)
     int errcode = 0;
     PCRE2_SIZE erroff = 0;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)(pattern.ptr ? pattern.ptr : ""), pattern.len,
-                                   PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C, &errcode, &erroff, cc);
+                                   PCRE2_UTF | PCRE2_NEVER_BACKSLASH_C | PCRE2_DOLLAR_ENDONLY,
+                                   &errcode, &erroff, cc);
     pcre2_compile_context_free(cc);
     if (!re) {
         if (errcode == PCRE2_ERROR_HEAPLIMIT || errcode == PCRE2_ERROR_NOMEMORY)

@@ -49,7 +49,7 @@ static bool leap(int64_t y)
     return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
 }
 
-int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec)
+int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec, int32_t *offset)
 {
     /* YYYY-MM-DDTHH:MM:SS[.f+](Z|+hh:mm|-hh:mm) */
     const char *p = s.ptr;
@@ -74,16 +74,16 @@ int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec)
             scale /= 10;
             i++;
         }
-        if (i == start || i - start > 9)
-            return KW_EINVAL;
+        if (i == start)
+            return KW_EINVAL; /* Go reads any number of digits and keeps nanoseconds */
     }
     int64_t off = 0;
     if (i < n && p[i] == 'Z') {
         i++;
     } else if (i + 6 == n && (p[i] == '+' || p[i] == '-')) {
         int oh, om;
-        if (digits(p + i + 1, 2, &oh) || p[i + 3] != ':' || digits(p + i + 4, 2, &om) || oh > 23 ||
-            om > 59)
+        if (digits(p + i + 1, 2, &oh) || p[i + 3] != ':' || digits(p + i + 4, 2, &om) || oh > 24 ||
+            om > 60) /* Go's bounds */
             return KW_EINVAL;
         off = (int64_t)(oh * 3600 + om * 60) * (p[i] == '-' ? -1 : 1);
         i += 6;
@@ -97,6 +97,7 @@ int kw__cel_parse_timestamp(kw_str_t s, int64_t *sec, int32_t *nsec)
         return KW_EINVAL;
     *sec = t;
     *nsec = frac;
+    *offset = (int32_t)off;
     return KW_OK;
 }
 
@@ -166,8 +167,9 @@ int kw__cel_parse_duration(kw_str_t s, int64_t *out)
     return KW_OK;
 }
 
-void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap)
+void kw__cel_format_timestamp(int64_t sec, int32_t nsec, int32_t off, char *buf, size_t cap)
 {
+    sec += off;
     int64_t days = sec / 86400, rem = sec % 86400;
     if (rem < 0) {
         rem += 86400;
@@ -183,8 +185,13 @@ void kw__cel_format_timestamp(int64_t sec, int32_t nsec, char *buf, size_t cap)
         while (l > 1 && frac[l - 1] == '0')
             frac[--l] = '\0';
     }
-    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", (int)y, m, d, (int)(rem / 3600),
-             (int)(rem / 60 % 60), (int)(rem % 60), frac);
+    char zone[24] = "Z";
+    if (off) {
+        int a = off < 0 ? -off : off;
+        snprintf(zone, sizeof(zone), "%c%02d:%02d", off < 0 ? '-' : '+', a / 3600, a / 60 % 60);
+    }
+    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%s%s", (int)y, m, d, (int)(rem / 3600),
+             (int)(rem / 60 % 60), (int)(rem % 60), frac, zone);
 }
 
 void kw__cel_format_duration(int64_t ns, char *buf, size_t cap)
@@ -220,25 +227,45 @@ void kw__cel_civil(int64_t sec, int *year, int *month, int *mday, int *yday, int
     *s = (int)(rem % 60);
 }
 
-int kw__cel_tz_offset(kw_str_t tz, int64_t *off)
+/* Go's strconv.Atoi on s[0..n): optional sign, decimal digits, nothing else. */
+static int atoi_go(const char *s, size_t n, int64_t *out)
 {
-    if (kw_str_eq_c(tz, "UTC") || kw_str_eq_c(tz, "Z") || kw_str_eq_c(tz, "Etc/UTC")) {
-        *off = 0;
-        return KW_OK;
+    size_t i = 0;
+    bool neg = false;
+    if (n && (s[0] == '+' || s[0] == '-')) {
+        neg = s[0] == '-';
+        i = 1;
     }
-    const char *p = tz.ptr;
-    size_t n = tz.len;
-    int sign = 1;
-    if (n && (p[0] == '+' || p[0] == '-')) {
-        sign = p[0] == '-' ? -1 : 1;
-        p++;
-        n--;
+    if (i == n || n - i > 9)
+        return KW_EINVAL;
+    int64_t v = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return KW_EINVAL;
+        v = v * 10 + (s[i] - '0');
     }
-    int h, m;
-    if (n == 5 && digits(p, 2, &h) == KW_OK && p[2] == ':' && digits(p + 3, 2, &m) == KW_OK &&
-        h <= 23 && m <= 59) {
-        *off = sign * (int64_t)(h * 3600 + m * 60);
-        return KW_OK;
+    *out = neg ? -v : v;
+    return KW_OK;
+}
+
+int kw__cel_tz_offset(kw_str_t tz, int64_t t, int64_t *off)
+{
+    const char *colon = tz.len ? memchr(tz.ptr, ':', tz.len) : NULL;
+    if (!colon) {
+        /* a zone name, as Go's time.LoadLocation: "" and "UTC" are UTC; "Local" is the
+         * server's zone, which keyward takes as UTC (deterministic across hosts) */
+        if (tz.len == 0 || kw_str_eq_c(tz, "UTC") || kw_str_eq_c(tz, "Local")) {
+            *off = 0;
+            return KW_OK;
+        }
+        return kw__cel_tz_lookup(tz, t, off);
     }
-    return KW_EINVAL;
+    /* cel-go: "[+-]H:M" with each side read by strconv.Atoi */
+    int64_t h, m;
+    size_t hl = (size_t)(colon - tz.ptr);
+    if (atoi_go(tz.ptr, hl, &h) != KW_OK || atoi_go(colon + 1, tz.len - hl - 1, &m) != KW_OK)
+        return KW_EINVAL;
+    int64_t minutes = tz.ptr[0] == '-' ? h * 60 - m : h * 60 + m;
+    *off = minutes * 60;
+    return KW_OK;
 }

@@ -130,6 +130,8 @@ bool kw__cel_equal(const cel_val_t *a, const cel_val_t *b)
     switch (a->k) {
     case CK_NULL:
         return true;
+    case CK_TYPE:
+        return a->v.i == b->v.i;
     case CK_BOOL:
     case CK_STRING:
     case CK_BYTES:
@@ -138,7 +140,9 @@ bool kw__cel_equal(const cel_val_t *a, const cel_val_t *b)
         return kw__cel_compare(a, b) == 0;
     case CK_IP:
         return a->v.ip->v6 == b->v.ip->v6 &&
-               memcmp(a->v.ip->b, b->v.ip->b, a->v.ip->v6 ? 16 : 4) == 0;
+               memcmp(a->v.ip->b, b->v.ip->b, a->v.ip->v6 ? 16 : 4) == 0 &&
+               a->v.ip->zone_len == b->v.ip->zone_len &&
+               memcmp(a->v.ip->zone, b->v.ip->zone, a->v.ip->zone_len) == 0;
     case CK_LIST:
         if (a->v.list->n != b->v.list->n)
             return false;
@@ -174,6 +178,15 @@ int kw__cel_parse_ip(kw_str_t s, cel_ip_t *out)
     memcpy(buf, s.ptr, s.len);
     buf[s.len] = '\0';
     memset(out, 0, sizeof(*out));
+    char *pct = strchr(buf, '%');
+    if (pct) { /* an IPv6 scope zone: non-empty, kept for equality */
+        size_t zl = strlen(pct + 1);
+        if (!strchr(buf, ':') || zl == 0 || zl > sizeof(out->zone))
+            return KW_EINVAL;
+        memcpy(out->zone, pct + 1, zl);
+        out->zone_len = (uint8_t)zl;
+        *pct = '\0';
+    }
     if (strchr(buf, ':')) {
         if (inet_pton(AF_INET6, buf, out->b) != 1)
             return KW_EINVAL;
@@ -270,19 +283,20 @@ static int numeric(const cel_type_t *t, json_t *j, cel_val_t *out, char *err, si
     }
     if (!isfinite(d) || d != trunc(d))
         return fail(err, cap, "a %s value is required, but found numeric value `%g`", want, d);
+    /* SpiceDB converts through big.Float.Int64, which saturates: an integral value past
+     * the int64 range becomes its nearest end (for uint too, whose values go through it) */
+    int64_t v = d <= -9223372036854775808.0  ? INT64_MIN
+                : d >= 9223372036854775808.0 ? INT64_MAX
+                                             : (int64_t)d;
     if (t->k == CK_INT) {
-        if (d < -9223372036854775808.0 || d >= 9223372036854775808.0)
-            return fail(err, cap, "the int value `%g` is out of range", d);
         out->k = CK_INT;
-        out->v.i = (int64_t)d;
+        out->v.i = v;
         return KW_OK;
     }
-    if (d < 0)
+    if (v < 0)
         return fail(err, cap, "a uint value is required, but found `%g`", d);
-    if (d >= 18446744073709551616.0)
-        return fail(err, cap, "the uint value `%g` is out of range", d);
     out->k = CK_UINT;
-    out->v.u = (uint64_t)d;
+    out->v.u = (uint64_t)v;
     return KW_OK;
 }
 
@@ -392,7 +406,7 @@ int kw__cel_from_json(kw_arena_t *a, const cel_type_t *t, json_t *j, int depth, 
             return fail(err, cap, "a timestamp requires an RFC 3339 formatted timestamp string");
         kw_str_t s = {json_string_value(j), json_string_length(j)};
         out->k = CK_TIMESTAMP;
-        if (kw__cel_parse_timestamp(s, &out->v.ts.sec, &out->v.ts.nsec) != KW_OK)
+        if (kw__cel_parse_timestamp(s, &out->v.ts.sec, &out->v.ts.nsec, &out->v.ts.off) != KW_OK)
             return fail(err, cap, "could not parse RFC 3339 formatted timestamp string `%.*s`",
                         (int)(s.len > 64 ? 64 : s.len), s.ptr);
         return KW_OK;

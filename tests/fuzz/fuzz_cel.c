@@ -2,7 +2,8 @@
  * tests/fuzz/fuzz_cel.c - libFuzzer target: compile, bind and evaluate CEL.
  *
  * Input: a caveat expression, then (after the first newline) a JSON context. The
- * expression is compiled over one parameter of every type a caveat may declare; the
+ * expression is compiled over the parameters (one of every type a caveat may declare)
+ * whose names its text contains (a caveat must use every parameter it declares); the
  * context is bound and the program evaluated with it as the relationship context, as the
  * request context, and with none (all unknown: partial evaluation). Every step must end
  * in KW_OK or a KW_E* code with a message; never a crash, leak, hang or sanitizer report.
@@ -43,16 +44,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t expr_len = nl ? (size_t)(nl - text) : size;
     kw_str_t expr = {text, expr_len};
     kw_str_t ctx = nl ? (kw_str_t){nl + 1, size - expr_len - 1} : KW_STR_NULL;
+    kw_cel_param_t mine[KW_ARRAY_LEN(params)];
+    size_t n = 0;
+    for (size_t i = 0; i < KW_ARRAY_LEN(params); i++)
+        if (memmem(expr.ptr, expr.len, params[i].name.ptr, params[i].name.len))
+            mine[n++] = params[i];
     kw_cel_program_t *p = NULL;
     kw_diag_t d;
-    int rc = kw_cel_compile(params, KW_ARRAY_LEN(params), expr, 1, 1, &p, &d);
+    int rc = kw_cel_compile(mine, n, expr, 1, 1, &p, &d);
     if (rc != KW_OK) {
         kw_assert(rc < 0 && memchr(d.msg, '\0', sizeof(d.msg)) != NULL && d.msg[0] != '\0');
         return 0;
     }
     eval_once(p, NULL, NULL);
     kw_cel_ctx_t *c = NULL;
-    if (kw_cel_ctx_bind(p, ctx, &c, &d) == KW_OK) {
+    if (kw_cel_ctx_bind_ex(p, ctx, KW_CEL_BIND_DEFER, &c, &d) == KW_OK) {
         eval_once(p, c, NULL);
         eval_once(p, NULL, c);
         kw_cel_ctx_free(c);

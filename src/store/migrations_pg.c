@@ -94,9 +94,44 @@ static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL
                          "  pruned_through BIGINT NOT NULL);"
                          "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
 
+/* 3: a key's lifecycle (issue 14), as SQLite's migration 2: expiry, last use (flushed in
+ * batches, outside the revision order), and the previous secret of a rotation during its
+ * grace period (unique like hash). */
+static const char m3[] = "ALTER TABLE api_keys ADD COLUMN expires_at_us BIGINT,"
+                         "  ADD COLUMN last_used_at_us BIGINT,"
+                         "  ADD COLUMN prev_hash BYTEA,"
+                         "  ADD COLUMN prev_until_us BIGINT;"
+                         "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash)"
+                         "  WHERE prev_hash IS NOT NULL;";
+
+/* 4: the audit trail (store/audit.h, pg_audit.c): events hash-chained in seq order, and
+ * the chain head, a row of its own that every append locks and moves. */
+static const char m4[] = "CREATE TABLE audit_events ("
+                         "  seq BIGINT PRIMARY KEY,"
+                         "  at_us BIGINT NOT NULL,"
+                         "  revision BIGINT NOT NULL,"
+                         "  actor TEXT COLLATE \"C\" NOT NULL,"
+                         "  action TEXT COLLATE \"C\" NOT NULL,"
+                         "  resource TEXT COLLATE \"C\" NOT NULL,"
+                         "  account TEXT COLLATE \"C\" NOT NULL,"
+                         "  request_id TEXT COLLATE \"C\" NOT NULL,"
+                         "  detail TEXT COLLATE \"C\" NOT NULL,"
+                         "  prev_hash BYTEA NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "CREATE INDEX audit_events_account ON audit_events (account, seq);"
+                         "CREATE INDEX audit_events_resource ON audit_events (resource, seq);"
+                         "CREATE TABLE audit_head ("
+                         "  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+                         "  seq BIGINT NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "INSERT INTO audit_head (one, seq, hash)"
+                         "  VALUES (TRUE, 0, decode(repeat('00', 32), 'hex'));";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
     {1, m1},
     {2, m2},
+    {3, m3},
+    {4, m4},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

@@ -47,6 +47,35 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "CREATE INDEX relationships_by_subject ON relationships (subject_type, subject_id);"
         "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB);"
         "INSERT INTO meta (key, value) VALUES ('revision', 0);"},
+    /* 2: a key's lifecycle (issue 14): expiry, last use (flushed in batches), and the
+     * previous secret of a rotation during its grace period. prev_hash is unique like
+     * hash (NULLs are distinct), so a hash finds at most one row per column. */
+    {2, "ALTER TABLE api_keys ADD COLUMN expires_at_us INTEGER;"
+        "ALTER TABLE api_keys ADD COLUMN last_used_at_us INTEGER;"
+        "ALTER TABLE api_keys ADD COLUMN prev_hash BLOB;"
+        "ALTER TABLE api_keys ADD COLUMN prev_until_us INTEGER;"
+        "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash);"},
+    /* 3: the audit trail (store/audit.h, sqlite_audit.c): events hash-chained in seq
+     * order, and the chain head, a row of its own moved by every append. */
+    {3, "CREATE TABLE audit_events ("
+        "  seq INTEGER PRIMARY KEY NOT NULL,"
+        "  at_us INTEGER NOT NULL,"
+        "  revision INTEGER NOT NULL,"
+        "  actor TEXT NOT NULL,"
+        "  action TEXT NOT NULL,"
+        "  resource TEXT NOT NULL,"
+        "  account TEXT NOT NULL,"
+        "  request_id TEXT NOT NULL,"
+        "  detail TEXT NOT NULL,"
+        "  prev_hash BLOB NOT NULL,"
+        "  hash BLOB NOT NULL);"
+        "CREATE INDEX audit_events_account ON audit_events (account, seq);"
+        "CREATE INDEX audit_events_resource ON audit_events (resource, seq);"
+        "CREATE TABLE audit_head ("
+        "  one INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),"
+        "  seq INTEGER NOT NULL,"
+        "  hash BLOB NOT NULL);"
+        "INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, zeroblob(32));"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

@@ -172,15 +172,22 @@ KW_NODISCARD int kw_sync_write(kw_sync_t *s, kw_sync_tx_fn fn, void *ud, unsigne
 size_t kw_sync_write_queued(kw_sync_t *s);
 
 /* The schema write: under the write mutex, after catching up (the swap is judged against
- * every relationship committed so far, other instances' too), swaps the live schema,
- * stores the text in meta "schema" (the live schema is restored when that fails, so
- * memory and disk agree), and commits an EMPTY store transaction: its revision (*rev) is
- * the change's, and other instances' followers re-read the stored schema when they cross
- * it. Call kw_sync_schema_try on `text` first. Errors: KW_ESCHEMA (a stored relationship
- * does not fit: diag names it), KW_EDB (the revision could not be committed: the text is
- * stored and installed here, the others install it at their next empty revision). */
+ * every relationship committed so far, other instances' too), swaps the live schema, then
+ * in ONE store transaction stores the text in meta "schema" and commits it; the
+ * transaction adds no relationship change: its revision (*rev) is the change's, and other
+ * instances' followers re-read the stored schema when they cross it. When the transaction
+ * fails the live schema is restored, so memory and disk agree. Call kw_sync_schema_try on
+ * `text` first. Errors: KW_ESCHEMA (a stored relationship does not fit: diag names it),
+ * KW_EDB (nothing stored; after a lost PostgreSQL COMMIT the outcome is unknown, and if it
+ * did commit the followers install it when they cross its revision). */
 KW_NODISCARD int kw_sync_write_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev,
                                       kw_diag_t *diag);
+/* kw_sync_write_schema that also runs fn(tx, ud, diag) inside the schema's transaction
+ * (after the text is stored in it, before the commit): the audit event of the write
+ * commits with the text or neither does. fn's error rolls everything back (the live
+ * schema is restored) and is returned. fn may be NULL. */
+KW_NODISCARD int kw_sync_write_schema_with(kw_sync_t *s, kw_str_t text, kw_sync_tx_fn fn, void *ud,
+                                           kw_revision_t *rev, kw_diag_t *diag);
 
 /* ---- counters (/metrics) ---- */
 

@@ -287,6 +287,10 @@ typedef struct cel_ev {
     const char *hard_msg;
 } cel_ev_t;
 
+/* Scratch memory of the evaluation, from an arena made on first use (most evaluations
+ * need none). NULL on OOM (the caller reports it with kw__cel_oom). */
+void *kw__cel_alloc(cel_ev_t *ev, size_t n);
+kw_arena_t *kw__cel_arena(cel_ev_t *ev);
 /* Charges n units; false (and ev->hard set) past the budget. */
 bool kw__cel_charge(cel_ev_t *ev, uint64_t n);
 cel_val_t kw__cel_oom(cel_ev_t *ev);

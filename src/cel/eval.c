@@ -40,7 +40,7 @@ static cel_val_t merge(cel_ev_t *ev, const cel_val_t *vals, uint32_t n)
         return *first_err;
     if (n_unknown == 1)
         return *first_unknown;
-    uint64_t *bits = kw_arena_alloc(ev->a, ev->p->n_words * sizeof(*bits));
+    uint64_t *bits = kw__cel_alloc(ev, ev->p->n_words * sizeof(*bits));
     if (!bits)
         return kw__cel_oom(ev);
     memset(bits, 0, ev->p->n_words * sizeof(*bits));
@@ -68,8 +68,11 @@ static cel_val_t lookup(const cel_val_t *m, const cel_val_t *key, const char *na
             return m->v.map->vals[i];
     (void)name_for_err;
     if (key->k == CK_STRING) {
-        char *msg = kw_arena_sprintf(ev->a, "no such key: %.*s",
-                                     (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
+        kw_arena_t *a = kw__cel_arena(ev);
+        char *msg =
+            !a ? NULL
+               : kw_arena_sprintf(a, "no such key: %.*s",
+                                  (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
         return msg ? kw__cel_err(msg) : kw__cel_oom(ev);
     }
     return kw__cel_err("no such key");
@@ -98,7 +101,8 @@ static cel_val_t logic(cel_ev_t *ev, bool is_and, const cel_val_t *terms, uint32
 static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 {
     bool is_and = n->kind == N_AND;
-    cel_val_t *terms = kw_arena_alloc(ev->a, n->n_args * sizeof(*terms));
+    cel_val_t small[8];
+    cel_val_t *terms = n->n_args <= 8 ? small : kw__cel_alloc(ev, n->n_args * sizeof(*terms));
     if (!terms)
         return kw__cel_oom(ev);
     for (uint32_t i = 0; i < n->n_args; i++) {
@@ -113,7 +117,7 @@ static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 
 static cel_val_t make_list(cel_ev_t *ev, cel_val_t *items, uint32_t n)
 {
-    cel_list_t *l = kw_arena_alloc(ev->a, sizeof(*l));
+    cel_list_t *l = kw__cel_alloc(ev, sizeof(*l));
     if (!l)
         return kw__cel_oom(ev);
     l->items = items;
@@ -148,9 +152,9 @@ static cel_val_t eval_comp(cel_ev_t *ev, const cel_node_t *n)
     int64_t ones = 0;
     if (count) {
         if (m == M_MAP || m == M_FILTER)
-            out = kw_arena_alloc(ev->a, count * sizeof(*out));
+            out = kw__cel_alloc(ev, count * sizeof(*out));
         else
-            pending = kw_arena_alloc(ev->a, count * sizeof(*pending));
+            pending = kw__cel_alloc(ev, count * sizeof(*pending));
         if (!out && !pending)
             return kw__cel_oom(ev);
     }
@@ -300,7 +304,7 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
     }
     case N_LIST:
     case N_MAP: {
-        cel_val_t *items = n->n_args ? kw_arena_alloc(ev->a, n->n_args * sizeof(*items)) : NULL;
+        cel_val_t *items = n->n_args ? kw__cel_alloc(ev, n->n_args * sizeof(*items)) : NULL;
         if (n->n_args && !items)
             return kw__cel_oom(ev);
         bool ue = false;
@@ -315,9 +319,9 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         if (n->kind == N_LIST)
             return make_list(ev, items, n->n_args);
         uint32_t pairs = n->n_args / 2;
-        cel_map_t *m = kw_arena_alloc(ev->a, sizeof(*m));
-        cel_val_t *keys = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*keys)) : NULL;
-        cel_val_t *vals = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*vals)) : NULL;
+        cel_map_t *m = kw__cel_alloc(ev, sizeof(*m));
+        cel_val_t *keys = pairs ? kw__cel_alloc(ev, pairs * sizeof(*keys)) : NULL;
+        cel_val_t *vals = pairs ? kw__cel_alloc(ev, pairs * sizeof(*vals)) : NULL;
         if (!m || (pairs && (!keys || !vals)))
             return kw__cel_oom(ev);
         if (!kw__cel_charge(ev, (uint64_t)pairs * pairs / 8))
@@ -401,13 +405,14 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
     cel_ev_t ev;
     memset(&ev, 0, sizeof(ev));
     ev.p = p;
-    ev.a = kw_arena_new(0);
-    if (!ev.a)
-        return KW_ENOMEM;
+    /* small programs evaluate without touching the heap */
+    cel_val_t params_small[16], iters_small[8];
+    uint64_t bits_small[16];
     size_t np = p->n_params ? p->n_params : 1;
-    cel_val_t *params = kw_arena_alloc(ev.a, np * sizeof(*params));
-    uint64_t *bits = kw_arena_alloc(ev.a, np * p->n_words * sizeof(*bits) + 8);
-    ev.iters = kw_arena_alloc(ev.a, (p->max_iter + 1) * sizeof(*ev.iters));
+    bool small = np <= 16 && p->n_words == 1 && p->max_iter < 8;
+    cel_val_t *params = small ? params_small : kw__cel_alloc(&ev, np * sizeof(*params));
+    uint64_t *bits = small ? bits_small : kw__cel_alloc(&ev, np * p->n_words * sizeof(*bits) + 8);
+    ev.iters = small ? iters_small : kw__cel_alloc(&ev, (p->max_iter + 1) * sizeof(*ev.iters));
     if (!params || !bits || !ev.iters)
         goto done;
     memset(bits, 0, np * p->n_words * sizeof(*bits));
@@ -460,6 +465,7 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "the caveat did not evaluate to a bool");
     }
 done:
-    kw_arena_free(ev.a);
+    if (ev.a)
+        kw_arena_free(ev.a);
     return rc;
 }

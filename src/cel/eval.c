@@ -256,14 +256,28 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+        /* a.?f, and any selection through an optional: the result is optional */
+        bool wrap = n->kind == N_SELECT && (n->op || a.k == CK_OPT);
+        if (n->kind == N_SELECT && a.k == CK_OPT) {
+            if (!a.v.opt)
+                return a; /* none stays none */
+            a = *a.v.opt;
+        }
+        if (a.k != CK_MAP) { /* has() of a field of a non-map is false, as in cel-go */
+            if (wrap)
+                return kw__cel_opt(ev, NULL); /* an optional selection finds nothing */
             return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
+        }
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
         v = lookup(&a, &key, NULL, ev);
         if (n->kind == N_HAS)
             return ev->hard ? v : kw__cel_bool(v.k != CK_ERROR);
+        if (wrap && v.k == CK_ERROR && !ev->hard)
+            return kw__cel_opt(ev, NULL); /* a missing key in an optional chain: none */
+        if (wrap && v.k != CK_ERROR)
+            return kw__cel_opt(ev, &v);
         return v;
     }
     case N_INDEX: {
@@ -276,7 +290,18 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             return ab[1];
         if (is_ue(&ab[0]) || is_ue(&ab[1]))
             return merge(ev, ab, 2);
-        return eval_index(ev, &ab[0], &ab[1]);
+        bool wrap = n->op || ab[0].k == CK_OPT;
+        if (ab[0].k == CK_OPT) {
+            if (!ab[0].v.opt)
+                return ab[0];
+            ab[0] = *ab[0].v.opt;
+        }
+        v = eval_index(ev, &ab[0], &ab[1]);
+        if (!wrap || ev->hard)
+            return v;
+        if (v.k == CK_ERROR)
+            return kw__cel_opt(ev, NULL); /* a missing entry in an optional chain: none */
+        return kw__cel_opt(ev, &v);
     }
     case N_CALL: {
         cel_val_t args[4];
@@ -284,6 +309,10 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         bool ue = false;
         if (n->a)
             args[na++] = eval(ev, n->a);
+        /* o.or(p) and o.orValue(v) evaluate their argument only when o is none */
+        if ((n->op == F_OR || n->op == F_OR_VALUE) && !ev->hard && args[0].k == CK_OPT &&
+            args[0].v.opt)
+            return n->op == F_OR ? args[0] : *args[0].v.opt;
         for (uint32_t i = 0; i < n->n_args && na < KW_ARRAY_LEN(args); i++)
             args[na++] = eval(ev, n->args[i]);
         if (ev->hard)

@@ -384,12 +384,15 @@ static int parse_member(cel_parser_t *p, cel_node_t **out)
         if (is_punct(p, ".")) {
             if ((rc = kw__cel_lex(p)) != KW_OK)
                 return rc;
+            bool opt = is_punct(p, "?"); /* a.?f: optional field selection */
+            if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+                return rc;
             if (p->t.kind != T_IDENT)
                 return unexpected(p, "a field or method name");
             cel_tok_t name = p->t;
             if ((rc = kw__cel_lex(p)) != KW_OK)
                 return rc;
-            if (is_punct(p, "(")) {
+            if (!opt && is_punct(p, "(")) {
                 nlist_t args = {0};
                 if ((rc = parse_args(p, &args, ")")) != KW_OK)
                     return rc;
@@ -411,18 +414,23 @@ static int parse_member(cel_parser_t *p, cel_node_t **out)
                 if (!s)
                     return KW_ENOMEM;
                 s->name = name.text;
+                s->op = opt;
                 if ((rc = set_children(p, s, n, NULL, NULL)) != KW_OK)
                     return rc;
                 n = s;
             }
         } else if (is_punct(p, "[")) {
             cel_node_t *idx = NULL;
-            if ((rc = kw__cel_lex(p)) != KW_OK || (rc = parse_expr(p, &idx)) != KW_OK ||
+            if ((rc = kw__cel_lex(p)) != KW_OK)
+                return rc;
+            bool opt = is_punct(p, "?"); /* a[?k]: optional index */
+            if ((opt && (rc = kw__cel_lex(p)) != KW_OK) || (rc = parse_expr(p, &idx)) != KW_OK ||
                 (rc = expect(p, "]")) != KW_OK)
                 return rc;
             cel_node_t *x = node(p, N_INDEX, t.l, t.c);
             if (!x)
                 return KW_ENOMEM;
+            x->op = opt;
             if ((rc = set_children(p, x, n, idx, NULL)) != KW_OK)
                 return rc;
             n = x;

@@ -190,6 +190,7 @@ typedef struct cel_node {
     struct cel_node *a, *b, *c;
     struct cel_node **args; /* CALL args, LIST items, MAP key/value pairs, AND/OR terms */
     uint32_t n_args;
+    bool opt_entry;     /* `[?x]` list element / `{?k: v}` map key: kept only when set */
     void *re;           /* CALL matches with a constant pattern: its compiled pcre2_code */
     const char *re_err; /* ... or why that pattern does not compile (reported at evaluation) */
 } cel_node_t;

@@ -643,6 +643,10 @@ static const cel_type_t *join(checker_t *c, cel_node_t **items, uint32_t n, uint
     (void)c;
     for (uint32_t i = off; i < n; i += stride) {
         const cel_type_t *x = items[i]->type;
+        /* [?x] and {?k: v} hold x's and v's value, not the optional */
+        const cel_node_t *marker = stride == 2 ? items[i - off] : items[i];
+        if (marker->opt_entry && (stride == 1 || off == 1) && x->k == CK_OPT)
+            x = x->elem;
         if (!t)
             t = x;
         else if (!same_type(t, x))
@@ -850,6 +854,13 @@ static int check(checker_t *c, cel_node_t *n)
     case N_CALL:
         return check_call(c, n);
     case N_LIST: {
+        for (uint32_t i = 0; i < n->n_args; i++) {
+            const cel_type_t *t = n->args[i]->type;
+            if (n->args[i]->opt_entry && t->k != CK_OPT && !is_dyn(t)) {
+                type_str(t, ts, sizeof(ts));
+                return cerr(c, n->args[i], "an optional element must be optional, not '%s'", ts);
+            }
+        }
         const cel_type_t *e = join(c, n->args, n->n_args, 1, 0);
         n->type = new_type(c, CK_LIST, e, NULL);
         return n->type ? KW_OK : KW_ENOMEM;
@@ -860,6 +871,14 @@ static int check(checker_t *c, cel_node_t *n)
             if (k != CK_INT && k != CK_UINT && k != CK_BOOL && k != CK_STRING && k != CK_DYN) {
                 type_str(n->args[i]->type, ts, sizeof(ts));
                 return cerr(c, n->args[i], "unsupported map key type: %s", ts);
+            }
+        }
+        for (uint32_t i = 0; i < n->n_args; i += 2) {
+            const cel_type_t *t = n->args[i + 1]->type;
+            if (n->args[i]->opt_entry && t->k != CK_OPT && !is_dyn(t)) {
+                type_str(t, ts, sizeof(ts));
+                return cerr(c, n->args[i + 1],
+                            "an optional entry's value must be optional, not '%s'", ts);
             }
         }
         const cel_type_t *k = join(c, n->args, n->n_args, 2, 0);

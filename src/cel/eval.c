@@ -345,9 +345,24 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         }
         if (ue)
             return merge(ev, items, n->n_args);
+        /* [?x] and {?k: v}: keep the element or entry only when the optional holds one */
+        uint32_t kept = 0, step = n->kind == N_LIST ? 1 : 2;
+        for (uint32_t i = 0; i < n->n_args; i += step) {
+            cel_val_t *val = &items[i + step - 1];
+            if (n->args[i]->opt_entry) {
+                if (val->k != CK_OPT)
+                    return kw__cel_err(E_OVERLOAD);
+                if (!val->v.opt)
+                    continue;
+                *val = *val->v.opt;
+            }
+            for (uint32_t j = 0; j < step; j++)
+                items[kept + j] = items[i + j];
+            kept += step;
+        }
         if (n->kind == N_LIST)
-            return make_list(ev, items, n->n_args);
-        uint32_t pairs = n->n_args / 2;
+            return make_list(ev, items, kept);
+        uint32_t pairs = kept / 2;
         cel_map_t *m = kw__cel_alloc(ev, sizeof(*m));
         cel_val_t *keys = pairs ? kw__cel_alloc(ev, pairs * sizeof(*keys)) : NULL;
         cel_val_t *vals = pairs ? kw__cel_alloc(ev, pairs * sizeof(*vals)) : NULL;

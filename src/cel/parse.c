@@ -151,9 +151,14 @@ static int parse_args(cel_parser_t *p, nlist_t *l, const char *close)
         return rc;
     while (!is_punct(p, close)) {
         cel_node_t *x = NULL;
+        bool opt = close[0] == ']' && is_punct(p, "?"); /* [?x]: an optional element */
+        if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+            return rc;
         rc = parse_expr(p, &x);
-        if (rc == KW_OK)
+        if (rc == KW_OK) {
+            x->opt_entry = opt;
             rc = nlist_push(p, l, x);
+        }
         if (rc != KW_OK)
             return rc;
         if (is_punct(p, ",")) {
@@ -339,9 +344,12 @@ static int parse_primary(cel_parser_t *p, cel_node_t **out)
                 return rc;
             while (!is_punct(p, "}")) {
                 cel_node_t *k = NULL, *v = NULL;
-                if ((rc = parse_expr(p, &k)) != KW_OK || (rc = expect(p, ":")) != KW_OK ||
-                    (rc = parse_expr(p, &v)) != KW_OK || (rc = nlist_push(p, &kv, k)) != KW_OK ||
-                    (rc = nlist_push(p, &kv, v)) != KW_OK)
+                bool opt = is_punct(p, "?"); /* {?k: v}: an optional entry */
+                if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+                    return rc;
+                if ((rc = parse_expr(p, &k)) != KW_OK || (k->opt_entry = opt, false) ||
+                    (rc = expect(p, ":")) != KW_OK || (rc = parse_expr(p, &v)) != KW_OK ||
+                    (rc = nlist_push(p, &kv, k)) != KW_OK || (rc = nlist_push(p, &kv, v)) != KW_OK)
                     return rc;
                 if (is_punct(p, ",")) {
                     if ((rc = kw__cel_lex(p)) != KW_OK)

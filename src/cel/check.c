@@ -449,7 +449,7 @@ static int check_call(checker_t *c, cel_node_t *n)
     }
     bool member = n->a != NULL;
     /* all argument types, receiver first */
-    const cel_type_t *at[4];
+    const cel_type_t *at[4] = {NULL, NULL, NULL, NULL};
     uint32_t na = 0;
     if (member)
         at[na++] = n->a->type;

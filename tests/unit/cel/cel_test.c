@@ -792,4 +792,8 @@ KW_TEST(cel_optional_types)
     T("x int", "optional.of(x).orValue(1 / 0) == 1", "{\"x\": 1}");
     KW_ASSERT_EQ(ev("x int", "optional.of(x).orValue('a') == 1", "{\"x\": 1}"), 'C');
     KW_ASSERT_EQ(ev("m map<int>", "m.?a.value() > 0", NULL), 'P');
+    /* the methods called as global functions are type errors (found by fuzzing) */
+    const char *bad[] = {"value() == x", "hasValue() && x == 1", "or(x) == 1", "orValue(x) == 1"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++)
+        KW_ASSERT_EQ(ev("x int", bad[i], NULL), 'C');
 }

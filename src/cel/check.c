@@ -543,17 +543,22 @@ static int check_call(checker_t *c, cel_node_t *n)
     case F_HAS_VALUE:
     case F_VALUE:
         ok = member && total == 1 && (at[0]->k == CK_OPT || is_dyn(at[0]));
-        res = fn == F_HAS_VALUE ? &kw__cel_t_bool : is_dyn(at[0]) ? &kw__cel_t_dyn : at[0]->elem;
+        if (ok)
+            res = fn == F_HAS_VALUE ? &kw__cel_t_bool
+                  : is_dyn(at[0])   ? &kw__cel_t_dyn
+                                    : at[0]->elem;
         break;
     case F_OR:
         ok = member && total == 2 && (at[0]->k == CK_OPT || is_dyn(at[0])) &&
              (at[1]->k == CK_OPT || is_dyn(at[1])) && assignable(at[0], at[1]);
-        res = at[0];
+        if (ok)
+            res = at[0];
         break;
     case F_OR_VALUE:
         ok = member && total == 2 && (at[0]->k == CK_OPT || is_dyn(at[0])) &&
              (is_dyn(at[0]) || assignable(at[0]->elem, at[1]));
-        res = is_dyn(at[0]) ? at[1] : at[0]->elem;
+        if (ok)
+            res = is_dyn(at[0]) ? at[1] : at[0]->elem;
         break;
     case F_IN_CIDR:
         ok = member && total == 2 && kind_in(at[0], k_ip) && kind_in(at[1], k_str);

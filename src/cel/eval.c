@@ -256,14 +256,28 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+        /* a.?f, and any selection through an optional: the result is optional */
+        bool wrap = n->kind == N_SELECT && (n->op || a.k == CK_OPT);
+        if (n->kind == N_SELECT && a.k == CK_OPT) {
+            if (!a.v.opt)
+                return a; /* none stays none */
+            a = *a.v.opt;
+        }
+        if (a.k != CK_MAP) { /* has() of a field of a non-map is false, as in cel-go */
+            if (wrap)
+                return kw__cel_opt(ev, NULL); /* an optional selection finds nothing */
             return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
+        }
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
         v = lookup(&a, &key, NULL, ev);
         if (n->kind == N_HAS)
             return ev->hard ? v : kw__cel_bool(v.k != CK_ERROR);
+        if (wrap && v.k == CK_ERROR && !ev->hard)
+            return kw__cel_opt(ev, NULL); /* a missing key in an optional chain: none */
+        if (wrap && v.k != CK_ERROR)
+            return kw__cel_opt(ev, &v);
         return v;
     }
     case N_INDEX: {
@@ -276,7 +290,18 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             return ab[1];
         if (is_ue(&ab[0]) || is_ue(&ab[1]))
             return merge(ev, ab, 2);
-        return eval_index(ev, &ab[0], &ab[1]);
+        bool wrap = n->op || ab[0].k == CK_OPT;
+        if (ab[0].k == CK_OPT) {
+            if (!ab[0].v.opt)
+                return ab[0];
+            ab[0] = *ab[0].v.opt;
+        }
+        v = eval_index(ev, &ab[0], &ab[1]);
+        if (!wrap || ev->hard)
+            return v;
+        if (v.k == CK_ERROR)
+            return kw__cel_opt(ev, NULL); /* a missing entry in an optional chain: none */
+        return kw__cel_opt(ev, &v);
     }
     case N_CALL: {
         cel_val_t args[4];
@@ -284,6 +309,10 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         bool ue = false;
         if (n->a)
             args[na++] = eval(ev, n->a);
+        /* o.or(p) and o.orValue(v) evaluate their argument only when o is none */
+        if ((n->op == F_OR || n->op == F_OR_VALUE) && !ev->hard && args[0].k == CK_OPT &&
+            args[0].v.opt)
+            return n->op == F_OR ? args[0] : *args[0].v.opt;
         for (uint32_t i = 0; i < n->n_args && na < KW_ARRAY_LEN(args); i++)
             args[na++] = eval(ev, n->args[i]);
         if (ev->hard)
@@ -316,9 +345,24 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         }
         if (ue)
             return merge(ev, items, n->n_args);
+        /* [?x] and {?k: v}: keep the element or entry only when the optional holds one */
+        uint32_t kept = 0, step = n->kind == N_LIST ? 1 : 2;
+        for (uint32_t i = 0; i < n->n_args; i += step) {
+            cel_val_t *val = &items[i + step - 1];
+            if (n->args[i]->opt_entry) {
+                if (val->k != CK_OPT)
+                    return kw__cel_err(E_OVERLOAD);
+                if (!val->v.opt)
+                    continue;
+                *val = *val->v.opt;
+            }
+            for (uint32_t j = 0; j < step; j++)
+                items[kept + j] = items[i + j];
+            kept += step;
+        }
         if (n->kind == N_LIST)
-            return make_list(ev, items, n->n_args);
-        uint32_t pairs = n->n_args / 2;
+            return make_list(ev, items, kept);
+        uint32_t pairs = kept / 2;
         cel_map_t *m = kw__cel_alloc(ev, sizeof(*m));
         cel_val_t *keys = pairs ? kw__cel_alloc(ev, pairs * sizeof(*keys)) : NULL;
         cel_val_t *vals = pairs ? kw__cel_alloc(ev, pairs * sizeof(*vals)) : NULL;

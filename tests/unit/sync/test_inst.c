@@ -3,6 +3,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+#include <stdlib.h>
+
 #include "test_inst.h"
 
 const char kw_ti_schema[] = "definition user {}\n"
@@ -71,4 +74,56 @@ void kw_ti_close(kw_ti_t *in)
         kw_store_close(in->store);
     if (in->path[0])
         unlink(in->path);
+}
+
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static int admin_exec(const char *sql)
+{
+    const char *u = getenv("KEYWARD_PG_URL");
+    if (!u || !*u)
+        return 0;
+    PGconn *c = PQconnectdb(u);
+    PQsetNoticeProcessor(c, quiet, NULL);
+    int ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *r = PQexec(c, sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            fprintf(stderr, "  %s: %s", sql, PQerrorMessage(c));
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok;
+}
+
+int kw_ti_pg_db(const char *tag, char *url, size_t cap)
+{
+    const char *u = getenv("KEYWARD_PG_URL");
+    if (!u || !*u)
+        return 0;
+    kw_ti_pg_drop(tag);
+    char sql[160];
+    snprintf(sql, sizeof(sql), "CREATE DATABASE kw_%s_%ld", tag, (long)getpid());
+    if (!admin_exec(sql))
+        return 0;
+    const char *scheme = strstr(u, "://");
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    const char *query = strchr(u, '?');
+    size_t host_end = slash ? (size_t)(slash - u) : query ? (size_t)(query - u) : strlen(u);
+    snprintf(url, cap, "%.*s/kw_%s_%ld%s", (int)host_end, u, tag, (long)getpid(),
+             query ? query : "");
+    return 1;
+}
+
+void kw_ti_pg_drop(const char *tag)
+{
+    char sql[160];
+    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS kw_%s_%ld WITH (FORCE)", tag,
+             (long)getpid());
+    (void)admin_exec(sql);
 }

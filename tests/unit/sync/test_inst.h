@@ -30,6 +30,11 @@ int kw_ti_sqlite(kw_ti_t *in, const char *tag);
 int kw_ti_sqlite_with(kw_ti_t *in, const char *tag, const char *schema,
                       const kw_sync_config_t *cfg);
 void kw_ti_close(kw_ti_t *in);
+/* A database of its own on the server of KEYWARD_PG_URL, for a test whose relationships
+ * another test's schema would refuse: kw_<tag>_<pid>, created afresh; *url names it.
+ * 1 on success. kw_ti_pg_drop removes it (WITH (FORCE)). */
+int kw_ti_pg_db(const char *tag, char *url, size_t cap);
+void kw_ti_pg_drop(const char *tag);
 /* The sync object of an instance whose store and engine are open and loaded (`serve` up
  * to the graph load): kw_sync_new with the default configuration. 1 on success. */
 int kw_ti_sync(kw_ti_t *in);

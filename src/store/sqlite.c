@@ -80,7 +80,15 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_REV_GET] = "SELECT value FROM meta WHERE key = 'revision'",
     [KW__SQ_ST_REV_BUMP] =
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-    [KW__SQ_ST_REL_ALL] = "SELECT " KW__SQ_REL_XCOLS " FROM relationships",
+    /* The startup load (sqlite_read.c): every row exactly once, those with a caveat or an
+     * expiry from their partial indexes (a caveat context alone, which the store refuses
+     * to write, would count as none). */
+    [KW__SQ_ST_REL_ALL_ATTRS] =
+        "SELECT " KW__SQ_REL_XCOLS " FROM relationships WHERE expires_at_us IS NOT NULL "
+        "UNION ALL SELECT " KW__SQ_REL_XCOLS " FROM relationships "
+        "WHERE caveat_name IS NOT NULL AND expires_at_us IS NULL",
+    [KW__SQ_ST_REL_ALL_PLAIN] = "SELECT " KW__SQ_REL_COLS " FROM relationships "
+                                "WHERE caveat_name IS NULL AND expires_at_us IS NULL",
     [KW__SQ_ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE id = ?1",
     [KW__SQ_ST_AGENT_BY_NAME] =
         "SELECT " AGENT_COLS " FROM agents WHERE account_id = ?1 AND name = ?2",

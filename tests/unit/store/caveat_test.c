@@ -351,6 +351,7 @@ KW_TEST(store_caveat_migration_keeps_existing_relationships)
     KW_ASSERT_EQ(commit_ups(s, &old, 1), KW_OK);
     kw_store_close(s);
     KW_ASSERT_EQ(raw_exec(t.path, "DROP INDEX relationships_by_expiry;"
+                                  "DROP INDEX relationships_by_caveat;"
                                   "ALTER TABLE relationships DROP COLUMN caveat_name;"
                                   "ALTER TABLE relationships DROP COLUMN caveat_context;"
                                   "ALTER TABLE relationships DROP COLUMN expires_at_us;"

@@ -169,6 +169,9 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__v1_fail(req, resp, KW_ENOMEM, NULL);
         goto out;
     }
+    /* parse_update fills the key fields only: no caveat, context or expiry (the store
+     * persists them, tag-kw-store-caveats). */
+    memset(c.ups, 0, c.n * sizeof(*c.ups));
     for (size_t i = 0; i < c.n; i++) {
         if (!parse_update(json_array_get(arr, i), i, &c.ups[i], &e)) {
             kw__v1_perr_answer(resp, &e);

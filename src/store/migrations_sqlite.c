@@ -76,6 +76,20 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "  seq INTEGER NOT NULL,"
         "  hash BLOB NOT NULL);"
         "INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, zeroblob(32));"},
+    /* 4: caveats and expiry on relationships (store.h, tag-kw-store-caveats). NULL is
+     * "none" in all three, so the columns cost rows without them nothing (SQLite stores no
+     * trailing NULLs of rows written before the ALTER, and one header byte each after),
+     * and ADD COLUMN rewrites nothing. expires_at_us: microseconds UTC. The partial
+     * indexes hold only the rows with an expiry, or a caveat: the sweep finds the expired
+     * ones without a scan, and the startup load reads those rows apart from the rest
+     * (sqlite_read.c). */
+    {4, "ALTER TABLE relationships ADD COLUMN caveat_name TEXT;"
+        "ALTER TABLE relationships ADD COLUMN caveat_context TEXT;"
+        "ALTER TABLE relationships ADD COLUMN expires_at_us INTEGER;"
+        "CREATE INDEX relationships_by_expiry ON relationships (expires_at_us)"
+        "  WHERE expires_at_us IS NOT NULL;"
+        "CREATE INDEX relationships_by_caveat ON relationships (caveat_name)"
+        "  WHERE caveat_name IS NOT NULL;"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

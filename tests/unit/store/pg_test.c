@@ -1120,12 +1120,15 @@ KW_TEST(pg_changelog_migration_keeps_existing_rows)
     kw_revision_t r;
     KW_ASSERT_EQ(commit_rels(s, b1, 2, &r), KW_OK);
     kw_store_close(s);
-    /* Back to schema version 1, as an older keyward left it (the later migrations' tables
-     * go too). */
+    /* Back to schema version 1, as an older keyward left it: every later migration undone
+     * (a new migration adds its own undo here). */
     long latest = db_count(&d, "SELECT max(version) FROM schema_migrations");
     KW_ASSERT(db_sql(&d,
-                     "BEGIN; DROP TABLE changelog_horizon; ALTER TABLE changelog DROP COLUMN "
-                     "at_us; ALTER TABLE api_keys DROP COLUMN expires_at_us, DROP COLUMN "
+                     "BEGIN; ALTER TABLE relationships DROP COLUMN caveat_name, DROP COLUMN "
+                     "caveat_context, DROP COLUMN expires_at_us; ALTER TABLE changelog DROP "
+                     "COLUMN caveat_name, DROP COLUMN caveat_context, DROP COLUMN "
+                     "expires_at_us; DROP TABLE changelog_horizon; ALTER TABLE changelog DROP "
+                     "COLUMN at_us; ALTER TABLE api_keys DROP COLUMN expires_at_us, DROP COLUMN "
                      "last_used_at_us, DROP COLUMN prev_hash, DROP COLUMN prev_until_us; "
                      "DROP TABLE audit_events; DROP TABLE audit_head; "
                      "DELETE FROM schema_migrations WHERE version >= 2; COMMIT",

@@ -51,3 +51,14 @@ int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest)
     }
     return s->ops->wait_change(s, timeout_ms, latest);
 }
+
+int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                           void *ud, kw_revision_t *upto, kw_diag_t *diag)
+{
+    if (!s || !cb || !upto)
+        return KW_EINVAL;
+    if (!s->ops->watch_changes)
+        return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0, "the %s backend keeps no changelog",
+                           s->ops->name);
+    return s->ops->watch_changes(s, after, limit, cb, ud, upto, diag);
+}

@@ -760,4 +760,5 @@ static const kw_store_ops_t pg_ops = {
     .changes_since = kw__pg_changes_since,
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
+    .watch_changes = kw__pg_changes_since,
 };

@@ -122,6 +122,9 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "DELETE FROM relationships WHERE subject_type = ?2 "
         "AND subject_id IN (SELECT id FROM api_keys WHERE agent_id = ?1) "
         "RETURNING " KW__SQ_REL_COLS,
+    [KW__SQ_ST_CHANGELOG_INSERT] =
+        "INSERT INTO changelog (rev, seq, op, " KW__SQ_REL_COLS ", caveat, caveat_ctx, "
+        "expires_at_us, at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 };
 
 static const kw_store_ops_t g_sqlite_ops;
@@ -589,4 +592,5 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_release = kw__sq_tx_release,
     .tx_rel_write = kw__sq_tx_rel_write,
     .tx_rel_delete_matching = kw__sq_tx_rel_delete_matching,
+    .watch_changes = kw__sq_watch_changes,
 };

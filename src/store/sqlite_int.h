@@ -65,6 +65,7 @@ enum {
     KW__SQ_ST_REL_DEL_SUBJECT,
     KW__SQ_ST_REL_DEL_RESOURCE_KEYS,
     KW__SQ_ST_REL_DEL_SUBJECT_KEYS,
+    KW__SQ_ST_CHANGELOG_INSERT,
     KW__SQ_ST_N
 };
 
@@ -176,5 +177,13 @@ int kw__sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);
 int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+
+/* ---- sqlite_changes.c: the changelog that Watch reads ---- */
+
+/* Inside the commit, after the revision bump: tx's changes as changelog rows at `rev`
+ * (and, now and then, a bounded prune past retention). */
+int kw__sq_changelog_write(kw__sq_conn_t *c, kw_store_tx_t *tx, kw_revision_t rev, kw_diag_t *diag);
+int kw__sq_watch_changes(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
 
 #endif

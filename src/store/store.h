@@ -142,6 +142,19 @@ KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size
  * SQLite: KW_EUNSUPPORTED. */
 KW_NODISCARD int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
 
+/* ---- the watch feed (/v1 Watch), every backend ----
+ * kw_store_changes_since's contract (revisions never split, *upto, KW_EPRUNED below the
+ * pruned horizon), answered on SQLite too: a SQLite database keeps a changelog for Watch
+ * alone (store/sqlite_changes.c; the sync module still never follows a SQLite store), its
+ * rows written by each commit and pruned by later commits once older than
+ * KW_STORE_SQLITE_CHANGELOG_RETAIN_S. On PostgreSQL it is the followers' changelog, with
+ * the retention the follower applies (KEYWARD_CHANGELOG_RETAIN_S). Relationship strings,
+ * caveat name and context included, are valid only during the callback. */
+#define KW_STORE_SQLITE_CHANGELOG_RETAIN_S 86400
+KW_NODISCARD int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size_t limit,
+                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto,
+                                        kw_diag_t *diag);
+
 /* ---- changelog retention (PostgreSQL only) ----
  * Every committed relationship change stays in the changelog until pruned. The pruned
  * horizon is the highest revision whose changes may be gone; it only grows, and moves in

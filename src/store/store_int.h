@@ -95,6 +95,9 @@ typedef struct kw_store_ops {
     int (*prune_changelog)(kw_store_t *s, int64_t older_than_us, size_t max_rows, size_t *n_deleted,
                            kw_revision_t *pruned_through, kw_diag_t *diag);
     int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+    /* Watch's feed (kw_store_watch_changes): changes_since's contract, on every backend. */
+    int (*watch_changes)(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
 } kw_store_ops_t;
 
 struct kw_store {

@@ -593,4 +593,5 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_rel_write = kw__sq_tx_rel_write,
     .tx_rel_delete_matching = kw__sq_tx_rel_delete_matching,
     .watch_changes = kw__sq_watch_changes,
+    .export_relationships = kw__sq_export_relationships,
 };

@@ -1,6 +1,8 @@
 /*
  * store/sqlite_changes.c - the SQLite backend's changelog: what /v1 Watch reads
- * (kw_store_watch_changes), also when another process commits to the same file.
+ * (kw_store_watch_changes), also when another process commits to the same file; and the
+ * ordered, resumable relationship stream of /v1 ExportBulkRelationships
+ * (kw_store_export_relationships).
  *
  * Every commit writes its relationship changes as changelog rows at its revision, in the
  * order made, inside the commit's own transaction (kw__sq_changelog_write, called by
@@ -204,5 +206,62 @@ out:
     kw__sq_conn_give(s, c); /* rolls back a read left open */
     if (rc == KW_OK)
         *upto = done;
+    return rc;
+}
+
+/* ---- kw_store_export_relationships ---- */
+
+/* Every relationship after `after` (NULL: from the first) in primary-key order (SQLite's
+ * BINARY collation: bytewise, the WITHOUT ROWID table's own order), of `resource_type`
+ * when given, from one read transaction, stepped row by row: constant memory. */
+int kw__sq_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev)
+{
+    static const char sql[] =
+        "SELECT " KW__SQ_REL_COLS " FROM relationships WHERE (resource_type, resource_id, "
+        "relation, subject_type, subject_id, subject_relation) > (?1, ?2, ?3, ?4, ?5, ?6) "
+        "AND (?7 = '' OR resource_type = ?7) ORDER BY resource_type, resource_id, relation, "
+        "subject_type, subject_id, subject_relation";
+    static const char sql_first[] =
+        "SELECT " KW__SQ_REL_COLS " FROM relationships WHERE (?7 = '' OR resource_type = ?7) "
+        "ORDER BY resource_type, resource_id, relation, subject_type, subject_id, "
+        "subject_relation";
+    kw__sq_store_t *s = (kw__sq_store_t *)base;
+    kw__sq_conn_t *c;
+    int rc = kw__sq_conn_take(s, &c, NULL);
+    if (rc != KW_OK)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    sqlite3_int64 at = 0;
+    rc = kw__sq_exec_id(c, KW__SQ_ST_BEGIN_READ, "begin read", NULL);
+    if (rc == KW_OK)
+        rc = read_meta_int(c, "SELECT value FROM meta WHERE key = 'revision'", &at);
+    if (rc == KW_OK) {
+        int src = sqlite3_prepare_v2(c->db, after ? sql : sql_first, -1, &st, NULL);
+        if (src != SQLITE_OK)
+            rc = kw__sq_err(c, src, "export relationships", NULL);
+    }
+    if (rc == KW_OK) {
+        for (int i = 0; after && i < 6; i++)
+            bind_text(st, i + 1, after[i]);
+        bind_text(st, 7, resource_type);
+        int src;
+        while (rc == KW_OK && (src = sqlite3_step(st)) == SQLITE_ROW) {
+            kw_rel_t r = {
+                .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
+                .relation = kw__sq_col_str(st, 2),
+                .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)},
+            };
+            rc = cb(&r, ud);
+        }
+        if (rc == KW_OK && src != SQLITE_DONE)
+            rc = kw__sq_err(c, src, "export relationships", NULL);
+    }
+    sqlite3_finalize(st);
+    if (rc == KW_OK)
+        rc = kw__sq_exec_id(c, KW__SQ_ST_COMMIT, "end read", NULL);
+    kw__sq_conn_give(s, c); /* rolls back a read left open */
+    if (rc == KW_OK && rev)
+        *rev = (kw_revision_t)at;
     return rc;
 }

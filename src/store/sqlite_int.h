@@ -185,5 +185,7 @@ int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, siz
 int kw__sq_changelog_write(kw__sq_conn_t *c, kw_store_tx_t *tx, kw_revision_t rev, kw_diag_t *diag);
 int kw__sq_watch_changes(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
                          void *ud, kw_revision_t *upto, kw_diag_t *diag);
+int kw__sq_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 
 #endif

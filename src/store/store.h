@@ -155,6 +155,19 @@ KW_NODISCARD int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size
                                         kw_rel_change_cb cb, void *ud, kw_revision_t *upto,
                                         kw_diag_t *diag);
 
+/* ---- the export stream (/v1 ExportBulkRelationships), every backend ----
+ * Calls cb once per stored relationship whose key (resource type, resource id, relation,
+ * subject type, subject id, subject relation; "" for no subject relation) is greater than
+ * `after` (6 strings; NULL: from the first), in that key's bytewise order, of
+ * `resource_type` only when it is not empty, all from ONE snapshot, whose revision goes to
+ * *rev (may be NULL). Rows are read as cb asks for them (a SQLite read transaction stepped
+ * row by row, a PostgreSQL cursor fetched in batches): memory stays constant, and cb may
+ * take its time (a client-paced stream; the snapshot is held meanwhile). cb returns
+ * non-zero to stop (that value is returned). Strings are valid during the callback only. */
+KW_NODISCARD int kw_store_export_relationships(kw_store_t *s, const kw_str_t *after,
+                                               kw_str_t resource_type, kw_rel_cb cb, void *ud,
+                                               kw_revision_t *rev);
+
 /* ---- changelog retention (PostgreSQL only) ----
  * Every committed relationship change stays in the changelog until pruned. The pruned
  * horizon is the highest revision whose changes may be gone; it only grows, and moves in

@@ -43,9 +43,10 @@ static int bind_text(sqlite3_stmt *st, int i, kw_str_t s)
 /* Deletes the oldest rows past retention (a bounded batch) and raises the horizon. */
 static int prune(kw__sq_conn_t *c, kw_diag_t *diag)
 {
+    static const char sql_upto[] = "SELECT max(rev) FROM (SELECT rev FROM changelog WHERE "
+                                   "at_us < ?1 ORDER BY at_us LIMIT ?2)";
     static const char *const sql[] = {
-        "SELECT max(rev) FROM (SELECT rev FROM changelog WHERE at_us < ?1 ORDER BY at_us "
-        "LIMIT ?2)",
+        sql_upto,
         "DELETE FROM changelog WHERE rev <= ?1",
         "UPDATE meta SET value = max(value, ?1) WHERE key = 'changelog_horizon'",
     };

@@ -255,6 +255,10 @@ typedef struct kw_watch_filter {
     size_t n_filters;
 } kw_watch_filter_t;
 
+/* Does rel pass f (NULL: everything)? The test kw_watch_run applies; exported so that
+ * other relationship streams (ExportBulkRelationships) filter the same way. */
+bool kw_watch_filter_passes(const kw_watch_filter_t *f, const kw_rel_t *rel);
+
 /* One event of a watch, valid during the emit call only: the changes of revision `rev`
  * that passed the filter, in the order made (never empty), or, with checkpoint, no
  * change: every revision <= rev has been delivered (sent after tick_ms of quiet, or when

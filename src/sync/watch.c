@@ -164,7 +164,7 @@ static bool filter_passes(const kw_filter_t *f, kw_str_t prefix, const kw_rel_t 
     return true;
 }
 
-static bool passes(const kw_watch_filter_t *f, const kw_rel_t *r)
+bool kw_watch_filter_passes(const kw_watch_filter_t *f, const kw_rel_t *r)
 {
     if (!f)
         return true;
@@ -199,7 +199,7 @@ static int on_feed(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud)
 {
     stage_t *st = ud;
     st->n_all++;
-    if (st->f && !passes(st->f, rel))
+    if (st->f && !kw_watch_filter_passes(st->f, rel))
         return KW_OK;
     entry_t *e = entry_new(rev, op, rel);
     if (!e)
@@ -262,7 +262,7 @@ static void dispatch(kw_watch_hub_t *h, const stage_t *st, kw_revision_t upto)
         int rc = KW_OK;
         size_t added = 0;
         for (entry_t *e = st->head; e && rc == KW_OK; e = e->next) {
-            if (e->rev <= w->pos || !passes(w->f, &e->up.rel))
+            if (e->rev <= w->pos || !kw_watch_filter_passes(w->f, &e->up.rel))
                 continue;
             if (w->n_q + 1 > h->cfg.buffer_changes || w->bytes_q + e->bytes > h->cfg.buffer_bytes) {
                 rc = KW_ELIMIT;

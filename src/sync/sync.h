@@ -36,6 +36,9 @@
  *   8  the change hook's    api, http   kw_sync_on_change's fn: the api's     1 or nothing
  *      locks                            http_mu, then the HTTP server's pool
  *                                       mutex (to wake parked requests)
+ *   9  watch hub mu         watch.c     the hub's position, live watchers,    1, 8 or nothing
+ *                                       their queues (a leaf; the change hook
+ *                                       pokes it before taking http_mu)
  *
  * Consequences: a writer that waits for its batch sleeps on its job's condition under
  * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision

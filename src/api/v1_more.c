@@ -579,6 +579,8 @@ static int import_next(void *ud, kw_rel_t *rel, kw_diag_t *diag)
 
 void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
+    if (!kw__v1_on_worker(req)) /* a long transaction: not on an event loop */
+        return;
     kw_api_t *api = kw__api_of(ud);
     kw__principal_t p;
     if (!kw__api_auth(api, req, resp, &p)) {

@@ -226,12 +226,14 @@ typedef struct kw_watch_config {
     int poll_ms;           /* store reads while a watcher is live, without a poke */
     int tick_ms;           /* an idle watcher's checkpoint event (the transport's liveness) */
     size_t round_changes;  /* changes per feed read (a revision is never split) */
+    size_t max_watchers;   /* watches running at once (each holds its caller's thread) */
 } kw_watch_config_t;
 #define KW_WATCH_BUFFER_CHANGES 65536
 #define KW_WATCH_BUFFER_BYTES (64u << 20)
 #define KW_WATCH_POLL_MS 100
 #define KW_WATCH_TICK_MS 1000
 #define KW_WATCH_ROUND_CHANGES 1000
+#define KW_WATCH_MAX_WATCHERS 8 /* half the HTTP server's default threads (streams' workers) */
 void kw_watch_config_default(kw_watch_config_t *cfg);
 
 /* Starts the hub's thread. cfg may be NULL (defaults; copied). KW_EINVAL, KW_ENOMEM. */
@@ -279,7 +281,8 @@ typedef int (*kw_watch_emit_fn)(void *ud, const kw_watch_event_t *ev);
  * committed after `after` that passes `filter`, until emit refuses (its code), the
  * watcher is cut off for being slow (KW_ELIMIT, diag says so), `after` is below the
  * changelog's pruned horizon (KW_EPRUNED) or the store fails (KW_EDB), or the hub stops
- * (KW_EAGAIN). Never returns KW_OK. A revision larger than the buffer cannot be
+ * (KW_EAGAIN); KW_EBUDGET at once when max_watchers watches run already. Never returns
+ * KW_OK. A revision larger than the buffer cannot be
  * delivered and cuts the watcher off as a slow one would be. */
 KW_NODISCARD int kw_watch_run(kw_watch_hub_t *h, kw_revision_t after,
                               const kw_watch_filter_t *filter, kw_watch_emit_fn emit, void *ud,

@@ -78,6 +78,7 @@ void kw_watch_config_default(kw_watch_config_t *cfg)
     cfg->poll_ms = KW_WATCH_POLL_MS;
     cfg->tick_ms = KW_WATCH_TICK_MS;
     cfg->round_changes = KW_WATCH_ROUND_CHANGES;
+    cfg->max_watchers = KW_WATCH_MAX_WATCHERS;
 }
 
 /* ---- entries ---- */
@@ -573,6 +574,15 @@ int kw_watch_run(kw_watch_hub_t *h, kw_revision_t after, const kw_watch_filter_t
         pthread_mutex_unlock(&h->mu);
         pthread_cond_destroy(&w.cv);
         return fail_msg(KW_EAGAIN, after, diag);
+    }
+    if (h->cfg.max_watchers && h->n_running >= h->cfg.max_watchers) {
+        size_t n = h->n_running;
+        pthread_mutex_unlock(&h->mu);
+        pthread_cond_destroy(&w.cv);
+        return kw_diag_set(diag, KW_EBUDGET, 0, 0,
+                           "too many watches at once (%zu): each holds a server thread; retry "
+                           "later",
+                           n);
     }
     h->n_running++;
     pthread_mutex_unlock(&h->mu);

@@ -341,6 +341,42 @@ static void slow_watcher_is_cut_off(int *kw_failed_, const char *pg)
     db2_close(&d);
 }
 
+/* max_watchers: one more watch than allowed is refused at once, nothing else changes. */
+static void too_many_watches(int *kw_failed_)
+{
+    db2_t d;
+    KW_ASSERT(db2_open(&d, NULL));
+    kw_watch_config_t cfg;
+    kw_watch_config_default(&cfg);
+    cfg.max_watchers = 1;
+    kw_watch_hub_t *h = NULL;
+    KW_ASSERT_EQ(kw_watch_hub_new(d.reader, &cfg, &h), KW_OK);
+    rec_t r;
+    rec_init(&r, h, 0);
+    r.gate = true;
+    pthread_t t;
+    KW_ASSERT_EQ(pthread_create(&t, NULL, run_watch, &r), 0);
+    KW_ASSERT(wait_for(&r, blocked, 0)); /* running (its first checkpoint is held) */
+    kw_diag_t dg;
+    KW_ASSERT_EQ(kw_watch_run(h, 0, NULL, on_event, &r, &dg), KW_EBUDGET);
+    KW_ASSERT(strstr(dg.msg, "too many watches at once (1)") != NULL);
+    pthread_mutex_lock(&r.mu);
+    r.gate = false;
+    r.stop = true;
+    pthread_cond_broadcast(&r.cv);
+    pthread_mutex_unlock(&r.mu);
+    KW_ASSERT(wait_for(&r, finished, 0));
+    KW_ASSERT_EQ(r.rc, KW_ECONFLICT);
+    pthread_join(t, NULL);
+    kw_watch_hub_free(h);
+    db2_close(&d);
+}
+
+KW_TEST(watch_too_many_watches_are_refused)
+{
+    too_many_watches(kw_failed_);
+}
+
 static const char *pg_url(void)
 {
     const char *u = getenv("KEYWARD_PG_URL");

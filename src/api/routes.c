@@ -180,6 +180,8 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                "Times the follower was woken by a change notification (LISTEN/NOTIFY) rather "
                "than its 1 s poll.",
                st.wakeups);
+    metric_u64(out, "keyward_expired_relationships_swept_total", "counter",
+               "Expired relationships this instance's expiry sweeps deleted.", st.expired_swept);
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
     kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n", (double)st.last_resync_ms / 1000.0);

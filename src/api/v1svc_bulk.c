@@ -45,6 +45,19 @@ typedef struct export_ctx {
     kw_v1_status_t *st;
 } export_ctx_t;
 
+/* kw_rel_copy, caveat and expiry included whatever that function copies (it copied only
+ * the six key strings before caveats existed). */
+static int rel_copy_all(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)
+{
+    int rc = kw_rel_copy(a, src, out);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat, &out->caveat);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat_ctx, &out->caveat_ctx);
+    out->expires_at = src->expires_at;
+    return rc;
+}
+
 static void rel_key(const kw_rel_t *r, kw_str_t f[6])
 {
     f[0] = r->resource.type;
@@ -78,7 +91,7 @@ static int on_export_row(const kw_rel_t *rel, void *ud)
     export_ctx_t *c = ud;
     if (c->filter && !kw_watch_filter_passes(c->filter, rel))
         return 0;
-    int rc = kw_rel_copy(c->a, rel, &c->rels[c->n]);
+    int rc = rel_copy_all(c->a, rel, &c->rels[c->n]);
     if (rc != KW_OK) {
         c->rc = kw_v1_fail_rc(c->st, rc, NULL, NULL);
         return 1;
@@ -204,7 +217,7 @@ static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
                 return rc;
             }
             c->chunk[n].op = KW_OP_CREATE;
-            if ((rc = kw_rel_copy(c->a, &rel, &c->chunk[n].rel)) != KW_OK)
+            if ((rc = rel_copy_all(c->a, &rel, &c->chunk[n].rel)) != KW_OK)
                 return kw_diag_set(diag, rc, 0, 0, "out of memory");
             n++;
         }

@@ -94,9 +94,27 @@ static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL
                          "  pruned_through BIGINT NOT NULL);"
                          "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
 
+/* 3: caveats and expiry (store.h, tag-kw-store-caveats), on relationships and on the
+ * changelog, so another instance applies a TOUCH with the same caveat and expiry.
+ *   - caveat_name, caveat_context (the JSON object text as written: TEXT, not JSONB, which
+ *     would reorder it), expires_at_us (microseconds UTC); NULL is "none" in all three.
+ *     Nullable columns without a default: ADD COLUMN rewrites no table.
+ *   - relationships_expiry: a partial index of the expiring rows only, for the sweep
+ *     (kw_store_tx_rel_delete_expired, kw_store_next_expiry). Building it reads the table
+ *     once. */
+static const char m3[] = "ALTER TABLE relationships ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;"
+                         "CREATE INDEX relationships_expiry ON relationships (expires_at_us)"
+                         "  WHERE expires_at_us IS NOT NULL;"
+                         "ALTER TABLE changelog ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
     {1, m1},
     {2, m2},
+    {3, m3},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

@@ -47,10 +47,20 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "CREATE INDEX relationships_by_subject ON relationships (subject_type, subject_id);"
         "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB);"
         "INSERT INTO meta (key, value) VALUES ('revision', 0);"},
+    /* 2: caveats and expiry on relationships (store.h, tag-kw-store-caveats). NULL is
+     * "none" in all three, so the columns cost rows without them nothing (SQLite stores no
+     * trailing NULLs of rows written before the ALTER, and one header byte each after),
+     * and ADD COLUMN rewrites nothing. expires_at_us: microseconds UTC. The partial index
+     * holds only expiring rows: the sweep finds the expired ones without a scan. */
+    {2, "ALTER TABLE relationships ADD COLUMN caveat_name TEXT;"
+        "ALTER TABLE relationships ADD COLUMN caveat_context TEXT;"
+        "ALTER TABLE relationships ADD COLUMN expires_at_us INTEGER;"
+        "CREATE INDEX relationships_by_expiry ON relationships (expires_at_us)"
+        "  WHERE expires_at_us IS NOT NULL;"},
     /* The changelog that /v1 Watch reads (sqlite_changes.c): every relationship change at
      * the revision that committed it, in the order made, with the time it was written;
      * the pruned horizon in meta. Self-contained: renumber freely at a merge. */
-    {2, "CREATE TABLE changelog ("
+    {3, "CREATE TABLE changelog ("
         "  rev INTEGER NOT NULL,"
         "  seq INTEGER NOT NULL,"
         "  op INTEGER NOT NULL,"

@@ -27,7 +27,7 @@ int kw__pg_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_
      * the empty row); $7: the resource type ('' for any). */
     char sql[600];
     snprintf(sql, sizeof(sql),
-             "DECLARE kw_export NO SCROLL CURSOR FOR SELECT " KW__PG_REL_COLS
+             "DECLARE kw_export NO SCROLL CURSOR FOR SELECT " KW__PG_REL_XCOLS
              " FROM relationships WHERE (resource_type, resource_id, relation, subject_type, "
              "subject_id, subject_relation) %s ($1, $2, $3, $4, $5, $6) AND ($7 = '' OR "
              "resource_type = $7) ORDER BY resource_type, resource_id, relation, subject_type, "
@@ -73,6 +73,7 @@ int kw__pg_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_
         for (int i = 0; i < n && rc == KW_OK; i++) {
             kw_rel_t rel;
             kw__pg_row_rel(r, i, 0, &rel);
+            kw__pg_row_rel_caveat(r, i, 6, &rel);
             rc = cb(&rel, ud);
         }
         PQclear(r);

@@ -219,12 +219,12 @@ int kw__sq_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_
                                 kw_rel_cb cb, void *ud, kw_revision_t *rev)
 {
     static const char sql[] =
-        "SELECT " KW__SQ_REL_COLS " FROM relationships WHERE (resource_type, resource_id, "
+        "SELECT " KW__SQ_REL_XCOLS " FROM relationships WHERE (resource_type, resource_id, "
         "relation, subject_type, subject_id, subject_relation) > (?1, ?2, ?3, ?4, ?5, ?6) "
         "AND (?7 = '' OR resource_type = ?7) ORDER BY resource_type, resource_id, relation, "
         "subject_type, subject_id, subject_relation";
     static const char sql_first[] =
-        "SELECT " KW__SQ_REL_COLS " FROM relationships WHERE (?7 = '' OR resource_type = ?7) "
+        "SELECT " KW__SQ_REL_XCOLS " FROM relationships WHERE (?7 = '' OR resource_type = ?7) "
         "ORDER BY resource_type, resource_id, relation, subject_type, subject_id, "
         "subject_relation";
     kw__sq_store_t *s = (kw__sq_store_t *)base;
@@ -252,6 +252,9 @@ int kw__sq_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_
                 .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
                 .relation = kw__sq_col_str(st, 2),
                 .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)},
+                .caveat = kw__sq_col_str(st, 6), /* "" for NULL: none */
+                .caveat_ctx = kw__sq_col_str(st, 7),
+                .expires_at = sqlite3_column_int64(st, 8), /* 0 for NULL: never */
             };
             rc = cb(&r, ud);
         }

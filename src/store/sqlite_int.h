@@ -32,6 +32,8 @@ extern const size_t kw__sqlite_n_migrations;
 
 #define KW__SQ_REL_COLS                                                                            \
     "resource_type, resource_id, relation, subject_type, subject_id, subject_relation"
+/* The key columns, then caveat name, caveat context and expiry (migration 2). */
+#define KW__SQ_REL_XCOLS KW__SQ_REL_COLS ", caveat_name, caveat_context, expires_at_us"
 
 enum {
     KW__SQ_ST_BEGIN_WRITE,
@@ -66,6 +68,8 @@ enum {
     KW__SQ_ST_REL_DEL_RESOURCE_KEYS,
     KW__SQ_ST_REL_DEL_SUBJECT_KEYS,
     KW__SQ_ST_CHANGELOG_INSERT,
+    KW__SQ_ST_NEXT_EXPIRY,
+    KW__SQ_ST_REL_DEL_EXPIRED,
     KW__SQ_ST_N
 };
 
@@ -144,6 +148,7 @@ int kw__sq_query_one(kw__sq_store_t *s, int id, const kw__sq_arg_t *args, size_t
 
 int kw__sq_revision(kw_store_t *base, kw_revision_t *rev);
 int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev);
+int kw__sq_next_expiry(kw_store_t *base, int64_t *at_us);
 int kw__sq_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 int kw__sq_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
                              kw_agent_t *out);
@@ -174,9 +179,12 @@ int kw__sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__sq_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k);
 int kw__sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
-int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);
+int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag);
 int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+int kw__sq_tx_rel_delete_expired(kw_store_tx_t *base, int64_t now_us, size_t limit,
+                                 size_t *n_deleted, kw_diag_t *diag);
 
 /* ---- sqlite_changes.c: the changelog that Watch reads ---- */
 

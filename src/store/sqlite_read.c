@@ -48,6 +48,20 @@ int kw__sq_revision(kw_store_t *base, kw_revision_t *rev)
     return rc;
 }
 
+/* Columns 6..8 of a KW__SQ_REL_XCOLS row: caveat name, context, expiry (NULL: none). The
+ * type tests first, so a row without them (nearly every row) costs three header reads. */
+static void read_caveat(sqlite3_stmt *st, kw_rel_t *rel)
+{
+    rel->caveat = rel->caveat_ctx = KW_STR("");
+    rel->expires_at = 0;
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL)
+        rel->caveat = kw__sq_col_str(st, 6);
+    if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+        rel->caveat_ctx = kw__sq_col_str(st, 7);
+    if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+        rel->expires_at = sqlite3_column_int64(st, 8);
+}
+
 /* One read transaction, so the revision and the rows are the same snapshot. */
 int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev)
 {
@@ -71,6 +85,7 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
                 .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
                 .relation = kw__sq_col_str(st, 2),
                 .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
+            read_caveat(st, &rel);
             rc = cb(&rel, ud);
             if (rc != 0)
                 break;
@@ -85,6 +100,19 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
 out:
     kw__sq_conn_give(s, c);
     return rc;
+}
+
+static int read_i64(sqlite3_stmt *st, kw_arena_t *a, void *out)
+{
+    (void)a;
+    *(int64_t *)out = sqlite3_column_int64(st, 0);
+    return KW_OK;
+}
+
+int kw__sq_next_expiry(kw_store_t *base, int64_t *at_us)
+{
+    return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_NEXT_EXPIRY, NULL, 0, read_i64, NULL,
+                            at_us, "read the next expiry");
 }
 
 /* ---- rows ---- */

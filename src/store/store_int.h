@@ -82,10 +82,19 @@ typedef struct kw_store_ops {
     int (*tx_savepoint)(kw_store_tx_t *tx, const char *name);
     int (*tx_rollback_to)(kw_store_tx_t *tx, const char *name);
     int (*tx_release)(kw_store_tx_t *tx, const char *name);
-    int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, kw_diag_t *diag);
+    /* now_us: this process's clock (CLOCK_REALTIME), for a CREATE over an expired
+     * relationship (store.h, tag-kw-store-caveats). DELETEs arrive with their caveat
+     * fields cleared. */
+    int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag);
     /* Same normalization: filter's subject_relation is "" for none when set. */
     int (*tx_rel_delete_matching)(kw_store_tx_t *tx, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+    /* Expired relationships (kw_store_next_expiry, kw_store_tx_rel_delete_expired);
+     * arguments checked by store.c. */
+    int (*next_expiry)(kw_store_t *s, int64_t *at_us);
+    int (*tx_rel_delete_expired)(kw_store_tx_t *tx, int64_t now_us, size_t limit, size_t *n_deleted,
+                                 kw_diag_t *diag);
 
     /* Followers (kw_store_changes_since / kw_store_wait_change); NULL when the backend
      * keeps no changelog (SQLite), and the calls then answer KW_EUNSUPPORTED. */
@@ -130,6 +139,10 @@ static inline void kw__store_tx_fini(kw_store_tx_t *tx)
 {
     kw__store_changes_fini(&tx->changes);
 }
+
+/* Microseconds since the Unix epoch by this process's clock (CLOCK_REALTIME), the clock
+ * the engine compares expiry with (store.c). */
+int64_t kw__store_now_us(void);
 
 /* Backends. Each opens its target (the URL with any scheme already removed for SQLite)
  * with `opts` (never NULL: store.c passes zeroed options for kw_store_open). */

@@ -21,7 +21,8 @@
 
 /* ---- the write path ---- */
 
-/* Deep-copies the transaction's changes (valid only until commit) into `a`. */
+/* Deep-copies the transaction's changes (valid only until commit) into `a`, caveats and
+ * expiry included. */
 static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, size_t *n_out)
 {
     const kw_update_t *ups = NULL;
@@ -37,19 +38,9 @@ static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, siz
     if (!c)
         return KW_ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        const kw_rel_t *r = &ups[i].rel;
-        kw_str_t *dst[] = {&c[i].rel.resource.type, &c[i].rel.resource.id,
-                           &c[i].rel.relation,      &c[i].rel.subject.type,
-                           &c[i].rel.subject.id,    &c[i].rel.subject.relation};
-        const kw_str_t src[] = {r->resource.type, r->resource.id, r->relation,
-                                r->subject.type,  r->subject.id,  r->subject.relation};
         c[i].op = ups[i].op;
-        for (size_t j = 0; j < KW_ARRAY_LEN(src); j++) {
-            char *p = kw_arena_strndup(a, src[j].ptr ? src[j].ptr : "", src[j].len);
-            if (!p)
-                return KW_ENOMEM;
-            *dst[j] = (kw_str_t){p, src[j].len};
-        }
+        if (kw__sync_rel_copy(a, &ups[i].rel, &c[i].rel) != KW_OK)
+            return KW_ENOMEM;
     }
     *out = c;
     *n_out = n;

@@ -32,7 +32,8 @@
  *   4  rev_mu (+ rev_cv)    state.c     wake-ups for applied_rev/fresh/lease  1 or nothing
  *   5  engine rwlock        authz       the graph and its schema              1, 2 or nothing
  *   6  store pool mutexes   store       connection pools, LISTEN connection   1, 2 or nothing
- *   7  follower mu (+ cv)   follower.c  the follower's stop flag and naps     nothing
+ *   7  follower mu (+ cv),  follower.c, their stop flags and naps             nothing
+ *      sweeper mu (+ cv)    sweep.c
  *   8  the change hook's    api, http   kw_sync_on_change's fn: the api's     1 or nothing
  *      locks                            http_mu, then the HTTP server's pool
  *                                       mutex (to wake parked requests)
@@ -43,7 +44,8 @@
  * Consequences: a writer that waits for its batch sleeps on its job's condition under
  * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision
  * (kw_sync_await) holds rev_mu only, and takes write_mu (to catch up) only before it;
- * the follower never holds its own mutex while it works.
+ * the follower and the sweeper never hold their own mutex while they work (the sweeper
+ * writes through kw_sync_write like any writer).
  */
 #ifndef KW_SYNC_SYNC_H
 #define KW_SYNC_SYNC_H
@@ -64,6 +66,8 @@ typedef int (*kw_sync_check_fn)(kw_engine_t *engine, kw_diag_t *diag);
 #define KW_SYNC_PRUNE_INTERVAL_S 300    /* KEYWARD_CHANGELOG_PRUNE_INTERVAL_S */
 #define KW_SYNC_RETAIN_S 86400          /* KEYWARD_CHANGELOG_RETAIN_S */
 #define KW_SYNC_SECONDS_MAX 315360000L  /* ten years: the bound of both (from 1) */
+#define KW_SYNC_SWEEP_INTERVAL_S 60     /* KEYWARD_EXPIRY_SWEEP_INTERVAL_S (0: no sweeper) */
+#define KW_SYNC_SWEEP_BATCH 1000        /* expired relationships per sweep transaction */
 
 /* Filled by the caller (cli/serve.c reads the environment); start from
  * kw_sync_config_default. Copied by kw_sync_new. */
@@ -71,6 +75,7 @@ typedef struct kw_sync_config {
     int freshness_ms;              /* how long kw_sync_await waits for a presented revision */
     long prune_interval_s;         /* the follower prunes the changelog this often */
     long retain_s;                 /* ... deleting the changes older than this */
+    long sweep_interval_s;         /* the expiry sweep runs this often (0: never) */
     kw_sync_check_fn check_schema; /* what the routes need of a schema (NULL: nothing) */
 } kw_sync_config_t;
 
@@ -100,10 +105,24 @@ KW_NODISCARD int kw_sync_load(kw_sync_t *s, kw_str_t text, kw_diag_t *diag);
  * graph if the changelog was pruned past it meanwhile) and starts the follower thread
  * (LISTEN/NOTIFY + 1 s poll) that applies other instances' commits in revision order,
  * prunes the changelog and resyncs by itself when it fell behind the pruned horizon; on
- * SQLite (one instance per file) nothing more. KW_EINVAL when already started. */
+ * SQLite (one instance per file) no follower. On both, with sweep_interval_s > 0, it
+ * starts the expiry sweeper thread (kw_sync_sweep_expired at once, then every
+ * sweep_interval_s). KW_EINVAL when already started. */
 KW_NODISCARD int kw_sync_start(kw_sync_t *s, kw_diag_t *diag);
-/* Stops and joins the follower (idempotent). Call before the store closes. */
+/* Stops and joins the follower and the sweeper (idempotent). Call before the store closes. */
 void kw_sync_stop(kw_sync_t *s);
+
+/* ---- expired relationships (sync/sweep.c) ---- */
+
+/* The expiry sweep: deletes every stored relationship whose expiry is at or before now_us
+ * (microseconds UTC), in transactions of at most KW_SYNC_SWEEP_BATCH rows through
+ * kw_sync_write (each a revision of DELETE changes like any delete: the engine drops them,
+ * and on PostgreSQL the changelog carries them to every other instance). Nothing due: no
+ * transaction at all. Queries never depend on it (the engine compares expiry at query
+ * time); it frees what nobody can see. *n_deleted (may be NULL) gets how many, also on an
+ * error (those deleted before it). Errors as kw_sync_write's; KW_EINVAL: now_us <= 0. */
+KW_NODISCARD int kw_sync_sweep_expired(kw_sync_t *s, int64_t now_us, size_t *n_deleted,
+                                       kw_diag_t *diag);
 
 /* ---- state ---- */
 
@@ -199,6 +218,7 @@ typedef struct kw_sync_stats {
     uint64_t resyncs;           /* completed full reloads after falling behind it */
     uint64_t last_resync_ms;    /* how long the last one took */
     uint64_t wakeups;           /* change notifications that woke the follower */
+    uint64_t expired_swept;     /* expired relationships this instance's sweeps deleted */
 } kw_sync_stats_t;
 
 void kw_sync_stats(kw_sync_t *s, kw_sync_stats_t *out);

@@ -380,6 +380,14 @@ def test_import_ndjson_and_array_one_transaction(box, route):
     assert r.status_code == 400, r.text
 
 
+def rss_kib(server):
+    with open("/proc/%d/status" % server.proc.pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 @pytest.mark.skipif(os.environ.get("KW_E2E_SLOW") != "1",
                     reason="slow: a million relationships exported and imported (KW_E2E_SLOW=1)")
 def test_export_then_import_a_million_relationships(tmp_path):
@@ -403,7 +411,10 @@ def test_export_then_import_a_million_relationships(tmp_path):
                 print("import into source: %d/%d after %.1f s" % (start + batch, n, time.time() - t0))
         t1 = time.time()
         print("source filled: %d relationships in %.1f s" % (n, t1 - t0))
-        # export the whole source, streamed, and import it page by page into the destination
+        # export the whole source, streamed, and import it page by page into the destination;
+        # the source's resident memory is sampled meanwhile: the export holds one batch
+        rss0 = rss_kib(src)
+        peak = [rss0]
         resp = requests.post(src.url + "/v1/relationships/exportbulk", json={},
                              headers=a.headers, stream=True, timeout=600)
         assert resp.status_code == 200
@@ -418,12 +429,17 @@ def test_export_then_import_a_million_relationships(tmp_path):
                            data=json.dumps({"relationships": rels[k:k + 2500]}), timeout=120)
                 assert r.status_code == 200, r.text
             got += len(rels)
+            peak[0] = max(peak[0], rss_kib(src))
             if got % 100000 < len(rels):
                 print("export -> import: %d/%d after %.1f s" % (got, n, time.time() - t1))
         t2 = time.time()
         print("exported and re-imported %d relationships in %.1f s (%.0f/s)"
               % (got, t2 - t1, got / max(t2 - t1, 1e-9)))
         assert got == n
+        print("source RSS %d MiB before the export, at most %d MiB during it"
+              % (rss0 // 1024, peak[0] // 1024))
+        assert peak[0] - rss0 < 128 * 1024, "the export grew the server by %d MiB" % (
+            (peak[0] - rss0) // 1024)
         # the destination holds exactly the same: its export has the same count
         r = requests.post(dst.url + "/v1/relationships/exportbulk", json={}, headers=b.headers,
                           timeout=600)

@@ -17,7 +17,7 @@ int kw_ti_sync(kw_ti_t *in)
     return kw_sync_new(in->engine, in->store, &cfg, &in->sync) == KW_OK;
 }
 
-static int open_url(kw_ti_t *in, const char *url)
+static int open_url(kw_ti_t *in, const char *url, const char *schema, const kw_sync_config_t *cfg)
 {
     kw_diag_t d;
     kw_diag_clear(&d);
@@ -25,8 +25,11 @@ static int open_url(kw_ti_t *in, const char *url)
         fprintf(stderr, "  open %s: %s\n", url, d.msg);
         return 0;
     }
-    if (kw_engine_new(&in->engine) != KW_OK || !kw_ti_sync(in) ||
-        kw_sync_load(in->sync, kw_str_c(kw_ti_schema), &d) != KW_OK) {
+    kw_sync_config_t dflt;
+    kw_sync_config_default(&dflt);
+    if (kw_engine_new(&in->engine) != KW_OK ||
+        kw_sync_new(in->engine, in->store, cfg ? cfg : &dflt, &in->sync) != KW_OK ||
+        kw_sync_load(in->sync, kw_str_c(schema), &d) != KW_OK) {
         fprintf(stderr, "  load %s: %s\n", url, d.msg);
         return 0;
     }
@@ -35,18 +38,28 @@ static int open_url(kw_ti_t *in, const char *url)
 
 int kw_ti_open(kw_ti_t *in, const char *url)
 {
+    return kw_ti_open_with(in, url, kw_ti_schema, NULL);
+}
+
+int kw_ti_open_with(kw_ti_t *in, const char *url, const char *schema, const kw_sync_config_t *cfg)
+{
     memset(in, 0, sizeof(*in));
-    return open_url(in, url);
+    return open_url(in, url, schema, cfg);
 }
 
 int kw_ti_sqlite(kw_ti_t *in, const char *tag)
+{
+    return kw_ti_sqlite_with(in, tag, kw_ti_schema, NULL);
+}
+
+int kw_ti_sqlite_with(kw_ti_t *in, const char *tag, const char *schema, const kw_sync_config_t *cfg)
 {
     memset(in, 0, sizeof(*in));
     snprintf(in->path, sizeof(in->path), "/tmp/kw_%s_%ld.db", tag, (long)getpid());
     unlink(in->path);
     char url[160];
     snprintf(url, sizeof(url), "sqlite:%s", in->path);
-    return open_url(in, url);
+    return open_url(in, url, schema, cfg);
 }
 
 void kw_ti_close(kw_ti_t *in)

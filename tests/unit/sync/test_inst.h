@@ -22,8 +22,13 @@ typedef struct kw_ti {
 
 /* An instance on `url`. 1 on success, 0 (with a line on stderr when the open failed). */
 int kw_ti_open(kw_ti_t *in, const char *url);
+/* The same with schema text `schema` and configuration `cfg` (NULL: the defaults). */
+int kw_ti_open_with(kw_ti_t *in, const char *url, const char *schema, const kw_sync_config_t *cfg);
 /* An instance on a fresh SQLite file /tmp/kw_<tag>_<pid>.db. */
 int kw_ti_sqlite(kw_ti_t *in, const char *tag);
+/* The same with a schema and configuration of the test's own (cfg NULL: the defaults). */
+int kw_ti_sqlite_with(kw_ti_t *in, const char *tag, const char *schema,
+                      const kw_sync_config_t *cfg);
 void kw_ti_close(kw_ti_t *in);
 /* The sync object of an instance whose store and engine are open and loaded (`serve` up
  * to the graph load): kw_sync_new with the default configuration. 1 on success. */

@@ -8,6 +8,7 @@
  */
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "v1_int.h"
 #include "base/log.h"
@@ -403,25 +404,112 @@ static bool unimplemented(kw__v1_perr_t *e, const char *what, const char *key, c
     return false;
 }
 
-bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e)
+static const char *const CAVEAT_FIELDS[] = {"caveatName", "context", NULL};
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us)
+{
+    /* YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM), as protojson reads a Timestamp */
+    char b[64];
+    if (s.len < 20 || s.len >= sizeof(b))
+        return false;
+    memcpy(b, s.ptr, s.len);
+    b[s.len] = '\0';
+    int y, mo, d, h, mi, se;
+    if (!digits(b, 4, &y) || b[4] != '-' || !digits(b + 5, 2, &mo) || b[7] != '-' ||
+        !digits(b + 8, 2, &d) || (b[10] != 'T' && b[10] != 't') || !digits(b + 11, 2, &h) ||
+        b[13] != ':' || !digits(b + 14, 2, &mi) || b[16] != ':' || !digits(b + 17, 2, &se))
+        return false;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    size_t i = 19;
+    int64_t frac = 0;
+    if (b[i] == '.') {
+        int n = 0;
+        for (i++; b[i] >= '0' && b[i] <= '9'; i++, n++)
+            if (n < 6)
+                frac = frac * 10 + (b[i] - '0');
+        if (n == 0 || n > 9)
+            return false;
+        for (; n < 6; n++)
+            frac *= 10;
+    }
+    int64_t off = 0;
+    if (b[i] == 'Z' || b[i] == 'z') {
+        i++;
+    } else if (b[i] == '+' || b[i] == '-') {
+        int oh, om;
+        if (!digits(b + i + 1, 2, &oh) || b[i + 3] != ':' || !digits(b + i + 4, 2, &om) ||
+            oh > 23 || om > 59)
+            return false;
+        off = (int64_t)(oh * 60 + om) * 60 * (b[i] == '+' ? 1 : -1);
+        i += 6;
+    } else {
+        return false;
+    }
+    if (i != s.len)
+        return false;
+    int64_t secs =
+        days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off;
+    *us = secs * 1000000 + frac;
+    return true;
+}
+
+bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e)
 {
     memset(out, 0, sizeof(*out));
     if (!json_is_object(o))
         return kw__v1_bad(e, "relationship must be an object");
-    if (!kw__v1_known(o, "relationship", REL_FIELDS, e))
+    if (!kw__v1_known(o, "relationship", REL_FIELDS, e) ||
+        !kw__v1_parse_object(kw__v1_get(o, "resource"), &out->resource, "resource", e) ||
+        !kw__v1_req_str(o, "relation", &out->relation, e) ||
+        !kw__v1_parse_subject(kw__v1_get(o, "subject"), &out->subject, e))
         return false;
     json_t *v = kw__v1_get(o, "optionalCaveat");
-    if (v && !json_is_null(v))
-        return unimplemented(e, "relationship", "optionalCaveat",
-                             "keyward does not evaluate caveats yet");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v))
+            return kw__v1_bad(e, "optionalCaveat must be an object {caveatName, context}");
+        if (!kw__v1_known(v, "optionalCaveat", CAVEAT_FIELDS, e) ||
+            !kw__v1_req_str(v, "caveatName", &out->caveat, e) ||
+            !kw__v1_opt_struct(v, "context", a, &out->caveat_ctx, e))
+            return false;
+    }
     v = kw__v1_get(o, "optionalExpiresAt");
-    if (v && !json_is_null(v))
-        return unimplemented(e, "relationship", "optionalExpiresAt",
-                             "keyward does not expire relationships yet; the relationship would "
-                             "never expire");
-    return kw__v1_parse_object(kw__v1_get(o, "resource"), &out->resource, "resource", e) &&
-           kw__v1_req_str(o, "relation", &out->relation, e) &&
-           kw__v1_parse_subject(kw__v1_get(o, "subject"), &out->subject, e);
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) ||
+            !kw__v1_parse_timestamp((kw_str_t){json_string_value(v), json_string_length(v)},
+                                    &out->expires_at) ||
+            out->expires_at <= 0)
+            return kw__v1_bad(e, "optionalExpiresAt must be an RFC 3339 timestamp after 1970, "
+                                 "e.g. \"2030-01-01T00:00:00Z\"");
+    }
+    return true;
 }
 
 bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw_str_t *prefix,
@@ -536,11 +624,68 @@ json_t *kw__v1_subject_json(const kw_subject_t *s)
                      "optionalRelation", kw__v1_strj(rel));
 }
 
+/* google.protobuf.Timestamp as protojson writes it: RFC 3339 UTC, "Z", with 0, 3, 6 or 9
+ * fractional digits (here at most 6: the engine keeps microseconds). */
+json_t *kw__v1_timestamp_json(int64_t us)
+{
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    char text[64];
+    if (!gmtime_r(&t, &tm))
+        return NULL;
+    size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0)
+        return NULL;
+    if (frac % 1000 == 0 && frac)
+        snprintf(text + n, sizeof(text) - n, ".%03dZ", (int)(frac / 1000));
+    else if (frac)
+        snprintf(text + n, sizeof(text) - n, ".%06dZ", (int)frac);
+    else
+        snprintf(text + n, sizeof(text) - n, "Z");
+    return json_string(text);
+}
+
 json_t *kw__v1_rel_json(const kw_rel_t *r)
 {
-    return json_pack("{s:o, s:o, s:o, s:n, s:n}", "resource", kw__v1_object_json(r->resource),
+    json_t *caveat = json_null();
+    if (r->caveat.len) {
+        json_t *ctx = r->caveat_ctx.len ? json_loadb(r->caveat_ctx.ptr, r->caveat_ctx.len, 0, NULL)
+                                        : json_object();
+        caveat = ctx ? json_pack("{s:o, s:o}", "caveatName", kw__v1_strj(r->caveat), "context", ctx)
+                     : NULL;
+    }
+    json_t *exp = r->expires_at ? kw__v1_timestamp_json(r->expires_at) : json_null();
+    if (!caveat || !exp) {
+        json_decref(caveat);
+        json_decref(exp);
+        return NULL;
+    }
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "resource", kw__v1_object_json(r->resource),
                      "relation", kw__v1_strj(r->relation), "subject",
-                     kw__v1_subject_json(&r->subject), "optionalCaveat", "optionalExpiresAt");
+                     kw__v1_subject_json(&r->subject), "optionalCaveat", caveat,
+                     "optionalExpiresAt", exp);
+}
+
+json_t *kw__v1_partial_json(kw_v1_permissionship_t p, kw_str_t missing)
+{
+    if (p != KW_V1_PERM_CONDITIONAL)
+        return json_null();
+    json_t *names = json_array();
+    for (size_t i = 0; names && i < missing.len;) {
+        const char *comma = memchr(missing.ptr + i, ',', missing.len - i);
+        size_t end = comma ? (size_t)(comma - missing.ptr) : missing.len;
+        if (end > i && json_array_append_new(names, json_stringn(missing.ptr + i, end - i)) != 0) {
+            json_decref(names);
+            names = NULL;
+        }
+        i = end + 1;
+    }
+    return names ? json_pack("{s:o}", "missingRequiredContext", names) : NULL;
 }
 
 json_t *kw__v1_cursor_json(const char *c)
@@ -574,6 +719,24 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
     s->rev = 0;
     s->begun = false;
     kw_buf_init(&s->line);
+    kw_buf_init(&s->pend);
+}
+
+/* Sends what is pending as one chunk. */
+static int flush_pending(kw__v1_stream_t *s)
+{
+    if (s->pend.failed)
+        return KW_ENOMEM;
+    if (s->pend.len == 0)
+        return KW_OK;
+    int rc = kw_http_stream_write(s->req, s->pend.ptr, s->pend.len);
+    s->pend.len = 0;
+    return rc;
+}
+
+int kw__v1_stream_flush(kw__v1_stream_t *s)
+{
+    return s->begun ? flush_pending(s) : KW_OK;
 }
 
 /* One {"<key>": v} line (steals v) into s->line. */
@@ -604,12 +767,26 @@ int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
         s->begun = true;
         if ((rc = kw_http_stream_begin(s->req, s->resp)) != KW_OK)
             return rc;
+        return kw_http_stream_write(s->req, s->line.ptr, s->line.len); /* at once */
     }
-    return kw_http_stream_write(s->req, s->line.ptr, s->line.len);
+    if (kw_http_stream_cancelled(s->req))
+        return KW_EIO;
+    kw_buf_append(&s->pend, s->line.ptr, s->line.len);
+    return s->pend.len >= KW__V1_STREAM_CHUNK || s->pend.failed ? flush_pending(s) : KW_OK;
 }
 
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)
 {
+    kw_v1_status_t late;
+    if (s->begun && rc != KW_EIO) { /* the lines before an error still go out first */
+        int frc = flush_pending(s);
+        if (rc == KW_OK && frc != KW_OK && frc != KW_EIO) {
+            kw_v1_status_clear(&late);
+            kw_v1_fail_rc(&late, frc, NULL, s->req->request_id);
+            rc = frc;
+            st = &late;
+        }
+    }
     if (rc == KW_OK) {
         if (!s->begun) { /* no result: an empty 200 */
             s->resp->status = 200;
@@ -624,4 +801,5 @@ void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)
                    s->req->request_id);
     }
     kw_buf_free(&s->line);
+    kw_buf_free(&s->pend);
 }

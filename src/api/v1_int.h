@@ -92,9 +92,11 @@ bool kw__v1_req_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
 bool kw__v1_parse_object(json_t *o, kw_object_t *out, const char *what, kw__v1_perr_t *e);
 /* SubjectReference {object, optionalRelation}. */
 bool kw__v1_parse_subject(json_t *o, kw_subject_t *out, kw__v1_perr_t *e);
-/* Relationship {resource, relation, subject}; optionalCaveat and optionalExpiresAt are
- * refused (501/12) until the engine evaluates them. */
-bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e);
+/* Relationship {resource, relation, subject, optionalCaveat {caveatName, context},
+ * optionalExpiresAt}; the caveat's context is JSON text in arena a. */
+bool kw__v1_parse_rel(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e);
+/* google.protobuf.Timestamp text (RFC 3339 with Z or an offset) -> microseconds. */
+bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us);
 /* RelationshipFilter; *prefix gets optionalResourceIdPrefix. */
 bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw_str_t *prefix,
                          kw__v1_perr_t *e);
@@ -113,7 +115,14 @@ json_t *kw__v1_strj(kw_str_t s);
 json_t *kw__v1_object_json(kw_object_t o);
 /* SubjectReference; the ellipsis relation is written as "". */
 json_t *kw__v1_subject_json(const kw_subject_t *s);
+/* Relationship, with optionalCaveat {caveatName, context} and optionalExpiresAt (RFC 3339)
+ * or null for each. */
 json_t *kw__v1_rel_json(const kw_rel_t *r);
+/* google.protobuf.Timestamp text of microseconds since the epoch. */
+json_t *kw__v1_timestamp_json(int64_t us);
+/* PartialCaveatInfo {missingRequiredContext: [...]} for a CONDITIONAL answer (missing:
+ * comma-separated names), null otherwise. */
+json_t *kw__v1_partial_json(kw_v1_permissionship_t p, kw_str_t missing);
 /* Cursor {"token": c}, or null for NULL. */
 json_t *kw__v1_cursor_json(const char *c);
 /* Writes a whole JSON answer, 200 with X-Keyward-Revision: rev (steals root; NULL root:
@@ -123,18 +132,25 @@ void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_re
 /* ---- v1_codec.c: streams ---- */
 /* One streamed answer: results go out as {"result": ...} lines on a chunked response
  * begun at the first result (so an error before any result is an ordinary error answer);
- * an error after it is one {"error": ...} line. */
+ * an error after it is one {"error": ...} line. The first line is sent at once; later ones
+ * are sent in chunks of about KW__V1_STREAM_CHUNK bytes (a chunk and a wake-up of the event
+ * loop per line would cost more than the line). */
+#define KW__V1_STREAM_CHUNK (32u * 1024u)
 typedef struct kw__v1_stream {
     kw_http_req_t *req;
     kw_http_resp_t *resp;
     kw_revision_t rev; /* for X-Keyward-Revision */
     bool begun;
     kw_buf_t line;
+    kw_buf_t pend; /* lines not sent yet */
 } kw__v1_stream_t;
 void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp);
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client
  * went away. Waits while the connection's send buffer is full (backpressure). */
 KW_NODISCARD int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev);
+/* Sends the lines kept back so far at once: for a stream whose lines must not wait for the
+ * next ones (Watch: a change may be the last for a long time). */
+KW_NODISCARD int kw__v1_stream_flush(kw__v1_stream_t *s);
 /* Ends the stream: rc == KW_OK -> a 200 (empty body if nothing was sent); else st's
  * error as the answer (nothing sent yet) or as the last line. */
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st);

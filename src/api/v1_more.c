@@ -404,7 +404,8 @@ static int watch_emit(void *ud, const kw_v1_watch_event_t *ev)
         json_pack("{s:o, s:o, s:n, s:b, s:b, s:[]}", "updates", ups, "changesThrough",
                   kw__v1_token_json(ev->changes_through), "optionalTransactionMetadata",
                   "schemaUpdated", 0, "isCheckpoint", ev->is_checkpoint, "fullRevisionMetadata");
-    return kw__v1_stream_result(&o->s, res, ev->changes_through);
+    int rc = kw__v1_stream_result(&o->s, res, ev->changes_through);
+    return rc == KW_OK ? kw__v1_stream_flush(&o->s) : rc; /* every change at once */
 }
 
 void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -512,6 +513,7 @@ typedef struct import_in {
     json_t *rels;        /* its relationships */
     size_t next_rel;
     size_t n_msgs;
+    kw_arena_t *arena; /* the caveats' contexts */
 } import_in_t;
 
 static int import_fail(kw_diag_t *diag, const char *what, size_t msg)
@@ -568,7 +570,7 @@ static int import_next(void *ud, kw_rel_t *rel, kw_diag_t *diag)
         in->n_msgs++;
     }
     kw__v1_perr_t e = {0, ""};
-    if (!kw__v1_parse_rel(json_array_get(in->rels, in->next_rel), rel, &e)) {
+    if (!kw__v1_parse_rel(json_array_get(in->rels, in->next_rel), in->arena, rel, &e)) {
         char what[300];
         snprintf(what, sizeof(what), "relationships[%zu]: %s", in->next_rel, e.msg);
         return import_fail(diag, what, in->n_msgs - 1);
@@ -596,6 +598,7 @@ void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     import_in_t in;
     memset(&in, 0, sizeof(in));
+    in.arena = req->arena;
     in.p = req->body.ptr;
     in.end = req->body.ptr + req->body.len;
     while (in.p < in.end && (*in.p == ' ' || *in.p == '\n' || *in.p == '\r' || *in.p == '\t'))

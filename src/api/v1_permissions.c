@@ -60,6 +60,7 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_api_t *api = kw__api_of(ud);
     kw_v1_check_req_t c;
     memset(&c, 0, sizeof(c));
+    c.arena = req->arena;
     json_t *body = kw__v1_begin(api, req, resp, &CHECK_MSG, &c.consistency);
     if (!body)
         return;
@@ -83,9 +84,10 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw__v1_answer(req, resp,
-                  json_pack("{s:o, s:s, s:n, s:n, s:n}", "checkedAt",
+                  json_pack("{s:o, s:s, s:o, s:n, s:n}", "checkedAt",
                             kw__v1_token_json(out.checked_at), "permissionship",
-                            permissionship(out.permissionship), "partialCaveatInfo", "debugTrace",
+                            permissionship(out.permissionship), "partialCaveatInfo",
+                            kw__v1_partial_json(out.permissionship, out.missing), "debugTrace",
                             "optionalExpiresAt"),
                   out.checked_at);
 }
@@ -160,12 +162,14 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     json_t *pairs = json_array();
     for (size_t i = 0; pairs && i < b.n_items; i++) {
         const kw_v1_bulk_item_t *it = &b.items[i];
-        json_t *pair = it->error
-                           ? json_pack("{s:o, s:o}", "request", item_json(it), "error",
-                                       kw__v1_status_json(it->error))
-                           : json_pack("{s:o, s:{s:s, s:n, s:n}}", "request", item_json(it), "item",
-                                       "permissionship", permissionship(it->permissionship),
-                                       "partialCaveatInfo", "debugTrace");
+        json_t *pair =
+            it->error
+                ? json_pack("{s:o, s:o}", "request", item_json(it), "error",
+                            kw__v1_status_json(it->error))
+                : json_pack("{s:o, s:{s:s, s:o, s:n}}", "request", item_json(it), "item",
+                            "permissionship", permissionship(it->permissionship),
+                            "partialCaveatInfo",
+                            kw__v1_partial_json(it->permissionship, it->missing), "debugTrace");
         if (!pair || json_array_append_new(pairs, pair) != 0) {
             json_decref(pairs);
             pairs = NULL;
@@ -185,10 +189,11 @@ bad:
 static int lr_emit(void *ud, const kw_v1_lr_result_t *r)
 {
     json_t *res =
-        json_pack("{s:o, s:o, s:s, s:n, s:o}", "lookedUpAt", kw__v1_token_json(r->looked_up_at),
+        json_pack("{s:o, s:o, s:s, s:o, s:o}", "lookedUpAt", kw__v1_token_json(r->looked_up_at),
                   "resourceObjectId", kw__v1_strj(r->resource_id), "permissionship",
                   lookup_permissionship(r->permissionship), "partialCaveatInfo",
-                  "afterResultCursor", kw__v1_cursor_json(r->cursor));
+                  kw__v1_partial_json(r->permissionship, r->missing), "afterResultCursor",
+                  kw__v1_cursor_json(r->cursor));
     return kw__v1_stream_result(ud, res, r->looked_up_at);
 }
 
@@ -223,10 +228,11 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 }
 
 /* A ResolvedSubject {subjectObjectId, permissionship, partialCaveatInfo}. */
-static json_t *resolved_json(kw_str_t id, kw_v1_permissionship_t p)
+static json_t *resolved_json(kw_str_t id, kw_v1_permissionship_t p, kw_str_t missing)
 {
-    return json_pack("{s:o, s:s, s:n}", "subjectObjectId", kw__v1_strj(id), "permissionship",
-                     lookup_permissionship(p), "partialCaveatInfo");
+    return json_pack("{s:o, s:s, s:o}", "subjectObjectId", kw__v1_strj(id), "permissionship",
+                     lookup_permissionship(p), "partialCaveatInfo",
+                     kw__v1_partial_json(p, missing));
 }
 
 static int ls_emit(void *ud, const kw_v1_ls_result_t *r)
@@ -234,7 +240,8 @@ static int ls_emit(void *ud, const kw_v1_ls_result_t *r)
     json_t *ids = json_array(), *excl = json_array();
     for (size_t i = 0; ids && excl && i < r->n_excluded; i++) {
         if (json_array_append_new(ids, kw__v1_strj(r->excluded[i])) != 0 ||
-            json_array_append_new(excl, resolved_json(r->excluded[i], KW_V1_PERM_HAS)) != 0) {
+            json_array_append_new(
+                excl, resolved_json(r->excluded[i], KW_V1_PERM_HAS, KW_STR_NULL)) != 0) {
             json_decref(ids);
             ids = NULL;
         }
@@ -243,12 +250,14 @@ static int ls_emit(void *ud, const kw_v1_ls_result_t *r)
      * still filled by SpiceDB, so they are here. */
     json_t *res =
         ids && excl
-            ? json_pack("{s:o, s:o, s:o, s:s, s:n, s:o, s:o, s:o}", "lookedUpAt",
+            ? json_pack("{s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "lookedUpAt",
                         kw__v1_token_json(r->looked_up_at), "subjectObjectId",
                         kw__v1_strj(r->subject_id), "excludedSubjectIds", ids, "permissionship",
-                        lookup_permissionship(r->permissionship), "partialCaveatInfo", "subject",
-                        resolved_json(r->subject_id, r->permissionship), "excludedSubjects", excl,
-                        "afterResultCursor", kw__v1_cursor_json(r->cursor))
+                        lookup_permissionship(r->permissionship), "partialCaveatInfo",
+                        kw__v1_partial_json(r->permissionship, r->missing), "subject",
+                        resolved_json(r->subject_id, r->permissionship, r->missing),
+                        "excludedSubjects", excl, "afterResultCursor",
+                        kw__v1_cursor_json(r->cursor))
             : NULL;
     if (!res) {
         json_decref(ids);

@@ -30,7 +30,7 @@ static const char *const UPDATE_OPS[] = {NULL, "OPERATION_CREATE", "OPERATION_TO
                                          "OPERATION_DELETE"};
 
 /* updates[i]: one RelationshipUpdate; e's message is prefixed with its index. */
-static bool parse_update(json_t *u, size_t i, kw_update_t *out, kw__v1_perr_t *e)
+static bool parse_update(json_t *u, size_t i, kw_arena_t *a, kw_update_t *out, kw__v1_perr_t *e)
 {
     int op = 0;
     bool ok = json_is_object(u) || kw__v1_bad(e, "must be an object {operation, relationship}");
@@ -38,7 +38,7 @@ static bool parse_update(json_t *u, size_t i, kw_update_t *out, kw__v1_perr_t *e
          kw__v1_opt_enum(u, "operation", UPDATE_OPS, KW_ARRAY_LEN(UPDATE_OPS), &op, e) &&
          (op != 0 || kw__v1_bad(e, "operation must be OPERATION_CREATE, OPERATION_TOUCH or "
                                    "OPERATION_DELETE")) &&
-         kw__v1_parse_rel(kw__v1_get(u, "relationship"), &out->rel, e);
+         kw__v1_parse_rel(kw__v1_get(u, "relationship"), a, &out->rel, e);
     out->op = op == 1 ? KW_OP_CREATE : op == 2 ? KW_OP_TOUCH : KW_OP_DELETE;
     if (!ok) {
         char msg[sizeof(e->msg)];
@@ -82,7 +82,7 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
             goto bad;
         }
         for (size_t i = 0; i < w.n_updates; i++)
-            if (!parse_update(json_array_get(arr, i), i, &ups[i], &e))
+            if (!parse_update(json_array_get(arr, i), i, req->arena, &ups[i], &e))
                 goto bad;
     }
     w.updates = ups;

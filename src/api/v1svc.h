@@ -196,11 +196,16 @@ typedef struct kw_v1_check_req {
     kw_subject_t subject;
     kw_str_t context; /* google.protobuf.Struct as JSON object text; len 0: none */
     bool with_tracing;
+    kw_arena_t *arena; /* the response's missing-context names */
 } kw_v1_check_req_t;
 
+/* Caveats (issue 11): an answer that depends on caveat parameters neither the
+ * relationships nor the request's `context` give is CONDITIONAL, and `missing` lists
+ * those parameters (PartialCaveatInfo.missingRequiredContext), comma-separated. */
 typedef struct kw_v1_check_resp {
     kw_revision_t checked_at;
     kw_v1_permissionship_t permissionship;
+    kw_str_t missing; /* CONDITIONAL only; in req->arena */
 } kw_v1_check_resp_t;
 
 KW_NODISCARD int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
@@ -213,6 +218,7 @@ typedef struct kw_v1_bulk_item {
     kw_str_t context;
     /* out: the pair's answer, or its error */
     kw_v1_permissionship_t permissionship;
+    kw_str_t missing;      /* CONDITIONAL only; in the request's arena */
     kw_v1_status_t *error; /* NULL: answered; else from the caller's arena */
 } kw_v1_bulk_item_t;
 
@@ -243,6 +249,7 @@ typedef struct kw_v1_lr_result {
     kw_revision_t looked_up_at;
     kw_str_t resource_id;
     kw_v1_permissionship_t permissionship; /* HAS or CONDITIONAL (LOOKUP_PERMISSIONSHIP_*) */
+    kw_str_t missing;                      /* CONDITIONAL: the missing parameters */
     const char *cursor;
 } kw_v1_lr_result_t;
 typedef int (*kw_v1_lr_fn)(void *ud, const kw_v1_lr_result_t *r);
@@ -274,6 +281,7 @@ typedef struct kw_v1_ls_result {
     const kw_str_t *excluded;
     size_t n_excluded;
     kw_v1_permissionship_t permissionship;
+    kw_str_t missing; /* CONDITIONAL: the missing parameters */
     const char *cursor;
 } kw_v1_ls_result_t;
 typedef int (*kw_v1_ls_fn)(void *ud, const kw_v1_ls_result_t *r);

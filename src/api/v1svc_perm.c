@@ -18,10 +18,9 @@
 
 #define KW_MODULE "v1"
 
-#define WHY_CONTEXT                                                                                \
-    "keyward does not evaluate caveats yet, so nothing would read the context (send none, or {})"
 #define WHY_TRACING "keyward does not implement debug traces"
 
+/* A conditional answer is not an allowed one (fail closed). */
 static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
 {
     atomic_fetch_add_explicit(rc != KW_OK         ? &api->checks_error
@@ -30,9 +29,11 @@ static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
                               1, memory_order_relaxed);
 }
 
-static int refuse_context(kw_str_t ctx, const char *what, kw_v1_status_t *st)
+static kw_v1_permissionship_t perm_of(kw_check_result_t r)
 {
-    return ctx.len ? kw__v1_unimplemented(st, what, WHY_CONTEXT) : KW_OK;
+    return r == KW_CHECK_YES           ? KW_V1_PERM_HAS
+           : r == KW_CHECK_CONDITIONAL ? KW_V1_PERM_CONDITIONAL
+                                       : KW_V1_PERM_NO;
 }
 
 /* ---- CheckPermission, CheckBulkPermissions ---- */
@@ -40,25 +41,33 @@ static int refuse_context(kw_str_t ctx, const char *what, kw_v1_status_t *st)
 int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
                 kw_v1_status_t *st)
 {
-    int rc = refuse_context(req->context, "CheckPermissionRequest.context", st);
-    if (rc == KW_OK && req->with_tracing)
-        rc = kw__v1_unimplemented(st, "CheckPermissionRequest.withTracing", WHY_TRACING);
-    if (rc != KW_OK)
-        return rc;
+    if (req->with_tracing)
+        return kw__v1_unimplemented(st, "CheckPermissionRequest.withTracing", WHY_TRACING);
     kw_diag_t d;
     kw_diag_clear(&d);
     kw__v1_read_t hold;
     kw_revision_t rev = 0;
-    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
+    int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
+    if (rc != KW_OK)
         return rc;
     kw_check_result_t r = KW_CHECK_NO;
-    rc = kw_engine_check(svc->engine, req->resource, req->permission, req->subject, &r, NULL, &d);
+    kw_buf_t missing;
+    kw_buf_init(&missing);
+    rc = kw_engine_check_ctx(svc->engine, req->resource, req->permission, req->subject,
+                             req->context, &r, &missing, NULL, &d);
     kw__v1_read_end(svc, &hold);
     count_check(svc, rc, r);
+    resp->missing = KW_STR_NULL;
+    if (rc == KW_OK && r == KW_CHECK_CONDITIONAL && missing.len &&
+        (missing.failed || !req->arena ||
+         kw_arena_str_copy(req->arena, (kw_str_t){missing.ptr, missing.len}, &resp->missing) !=
+             KW_OK))
+        rc = KW_ENOMEM;
+    kw_buf_free(&missing);
     if (rc != KW_OK)
         return kw_v1_fail_rc(st, rc, &d, NULL);
     resp->checked_at = rev;
-    resp->permissionship = r == KW_CHECK_YES ? KW_V1_PERM_HAS : KW_V1_PERM_NO;
+    resp->permissionship = perm_of(r);
     return KW_OK;
 }
 
@@ -72,12 +81,6 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
                           "check count of %zu is greater than maximum allowed of %u", req->n_items,
                           KW_V1_MAX_BULK_ITEMS);
-    for (size_t i = 0; i < req->n_items; i++) {
-        char what[80];
-        snprintf(what, sizeof(what), "CheckBulkPermissionsRequest.items[%zu].context", i);
-        if ((rc = refuse_context(req->items[i].context, what, st)) != KW_OK)
-            return rc;
-    }
     size_t n = req->n_items;
     kw_check_item_t *items = n ? kw_arena_alloc(req->arena, n * sizeof(*items)) : NULL;
     if (n && !items)
@@ -87,12 +90,13 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         items[i].resource = req->items[i].resource;
         items[i].permission = req->items[i].permission;
         items[i].subject = req->items[i].subject;
+        items[i].context = req->items[i].context;
     }
     kw__v1_read_t hold;
     kw_revision_t rev = 0, engine_rev = 0;
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         return rc;
-    rc = n ? kw_engine_check_bulk(svc->engine, items, n, &engine_rev) : KW_OK;
+    rc = n ? kw_engine_check_bulk_ctx(svc->engine, items, n, req->arena, &engine_rev) : KW_OK;
     kw__v1_read_end(svc, &hold);
     if (rc != KW_OK)
         return kw_v1_fail_rc(st, rc, NULL, NULL);
@@ -101,7 +105,8 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         count_check(svc, items[i].rc, items[i].result);
         it->error = NULL;
         if (items[i].rc == KW_OK) {
-            it->permissionship = items[i].result == KW_CHECK_YES ? KW_V1_PERM_HAS : KW_V1_PERM_NO;
+            it->permissionship = perm_of(items[i].result);
+            it->missing = items[i].result == KW_CHECK_CONDITIONAL ? items[i].missing : KW_STR_NULL;
             continue;
         }
         it->error = kw_arena_alloc(req->arena, sizeof(*it->error));
@@ -122,11 +127,18 @@ static int cmp_ids(const void *a, const void *b)
 }
 
 /* The ids after `after` (all of them, or with max > 0 the max smallest: a max-heap whose
- * top is the largest kept). Strings are kw_strndup'd so an evicted one is freed at once. */
+ * top is the largest kept). Each id is kw_malloc'd with its missing-context names after
+ * it ("id\0missing"), so an evicted one is freed at once. */
+typedef struct ident {
+    kw_str_t id;
+    kw_str_t missing; /* points into id's allocation */
+    bool conditional;
+} ident_t;
+
 typedef struct idset {
     const kw_str_t *after;
     size_t max;
-    kw_str_t *v;
+    ident_t *v;
     size_t n, cap;
     int rc;
 } idset_t;
@@ -134,21 +146,40 @@ typedef struct idset {
 static void ids_free(idset_t *s)
 {
     for (size_t i = 0; i < s->n; i++)
-        kw_free((void *)s->v[i].ptr);
+        kw_free((void *)s->v[i].id.ptr);
     kw_free(s->v);
+}
+
+static bool ident_make(const kw_resource_result_t *r, ident_t *out)
+{
+    if (r->id.len > SIZE_MAX / 2 - r->missing.len - 2)
+        return false;
+    char *p = kw_malloc(r->id.len + r->missing.len + 2);
+    if (!p)
+        return false;
+    if (r->id.len)
+        memcpy(p, r->id.ptr, r->id.len);
+    p[r->id.len] = '\0';
+    if (r->missing.len)
+        memcpy(p + r->id.len + 1, r->missing.ptr, r->missing.len);
+    p[r->id.len + 1 + r->missing.len] = '\0';
+    out->id = (kw_str_t){p, r->id.len};
+    out->missing = (kw_str_t){p + r->id.len + 1, r->missing.len};
+    out->conditional = r->conditional;
+    return true;
 }
 
 static void sift_down(idset_t *s, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->n && kw__v1_cmp(s->v[l], s->v[m]) > 0)
+        if (l < s->n && kw__v1_cmp(s->v[l].id, s->v[m].id) > 0)
             m = l;
-        if (r < s->n && kw__v1_cmp(s->v[r], s->v[m]) > 0)
+        if (r < s->n && kw__v1_cmp(s->v[r].id, s->v[m].id) > 0)
             m = r;
         if (m == i)
             return;
-        kw_str_t t = s->v[i];
+        ident_t t = s->v[i];
         s->v[i] = s->v[m];
         s->v[m] = t;
         i = m;
@@ -159,66 +190,68 @@ static void sift_up(idset_t *s, size_t i)
 {
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (kw__v1_cmp(s->v[i], s->v[p]) <= 0)
+        if (kw__v1_cmp(s->v[i].id, s->v[p].id) <= 0)
             return;
-        kw_str_t t = s->v[i];
+        ident_t t = s->v[i];
         s->v[i] = s->v[p];
         s->v[p] = t;
         i = p;
     }
 }
 
-/* Adds id if it belongs: 0 to go on, 1 to stop the engine (s->rc says why). */
-static int ids_offer(idset_t *s, kw_str_t id)
+/* Adds r if it belongs: 0 to go on, 1 to stop the engine (s->rc says why). */
+static int ids_offer(idset_t *s, const kw_resource_result_t *r)
 {
-    if (s->after && kw__v1_cmp(id, *s->after) <= 0)
+    if (s->after && kw__v1_cmp(r->id, *s->after) <= 0)
         return 0;
+    ident_t it;
     if (s->max && s->n == s->max) {
-        if (kw__v1_cmp(id, s->v[0]) >= 0)
+        if (kw__v1_cmp(r->id, s->v[0].id) >= 0)
             return 0;
-        char *p = kw_strndup(id.ptr, id.len);
-        if (!p) {
+        if (!ident_make(r, &it)) {
             s->rc = KW_ENOMEM;
             return 1;
         }
-        kw_free((void *)s->v[0].ptr);
-        s->v[0] = (kw_str_t){p, id.len};
+        kw_free((void *)s->v[0].id.ptr);
+        s->v[0] = it;
         sift_down(s, 0);
         return 0;
     }
     if (s->n == s->cap &&
-        (s->rc = kw_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(kw_str_t))) != KW_OK)
+        (s->rc = kw_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(ident_t))) != KW_OK)
         return 1;
-    char *p = kw_strndup(id.ptr, id.len);
-    if (!p) {
+    if (!ident_make(r, &it)) {
         s->rc = KW_ENOMEM;
         return 1;
     }
-    s->v[s->n++] = (kw_str_t){p, id.len};
+    s->v[s->n++] = it;
     if (s->max)
         sift_up(s, s->n - 1);
     return 0;
 }
 
+static int cmp_ident(const void *a, const void *b)
+{
+    return kw__v1_cmp(((const ident_t *)a)->id, ((const ident_t *)b)->id);
+}
+
 static void ids_sort(idset_t *s)
 {
     if (s->n > 1)
-        qsort(s->v, s->n, sizeof(kw_str_t), cmp_ids);
+        qsort(s->v, s->n, sizeof(ident_t), cmp_ident);
 }
 
 /* ---- LookupResources ---- */
 
-static int lr_cb(kw_str_t id, void *ud)
+static int lr_cb(const kw_resource_result_t *r, void *ud)
 {
-    return ids_offer(ud, id);
+    return ids_offer(ud, r);
 }
 
 int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn emit, void *ud,
                            kw_v1_status_t *st)
 {
     int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_LOOKUP_LIMIT, st);
-    if (rc == KW_OK)
-        rc = refuse_context(req->context, "LookupResourcesRequest.context", st);
     if (rc != KW_OK)
         return rc;
     uint8_t shape[KW__V1_SHAPE_LEN];
@@ -246,8 +279,8 @@ int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn
     kw_revision_t rev = 0, engine_rev = 0;
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         goto out;
-    rc = kw_engine_lookup_resources(svc->engine, req->resource_type, req->permission, req->subject,
-                                    lr_cb, &ids, &engine_rev, &d);
+    rc = kw_engine_lookup_resources_ctx(svc->engine, req->resource_type, req->permission,
+                                        req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
         rc = ids.rc;
@@ -258,12 +291,14 @@ int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn
     ids_sort(&ids);
     for (size_t i = 0; i < ids.n && rc == KW_OK; i++) {
         char *cur =
-            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i], 1);
+            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i].id, 1);
         if (!cur) {
             rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
             break;
         }
-        kw_v1_lr_result_t r = {rev, ids.v[i], KW_V1_PERM_HAS, cur};
+        kw_v1_lr_result_t r = {rev, ids.v[i].id,
+                               ids.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
+                               ids.v[i].missing, cur};
         if ((rc = emit(ud, &r)) != KW_OK)
             kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
         kw_arena_reset(a); /* one cursor at a time */
@@ -280,6 +315,8 @@ typedef struct subj {
     kw_str_t id;
     kw_str_t *excluded;
     size_t n_excluded;
+    bool conditional;
+    kw_str_t missing;
 } subj_t;
 
 typedef struct ls_ctx {
@@ -303,8 +340,10 @@ static int ls_cb(const kw_subject_result_t *r, void *ud)
         return 1;
     subj_t *s = &c->v[c->n];
     memset(s, 0, sizeof(*s));
-    if ((c->rc = kw_arena_str_copy(c->a, r->id, &s->id)) != KW_OK)
+    if ((c->rc = kw_arena_str_copy(c->a, r->id, &s->id)) != KW_OK ||
+        (r->conditional && (c->rc = kw_arena_str_copy(c->a, r->missing, &s->missing)) != KW_OK))
         return 1;
+    s->conditional = r->conditional;
     if (r->n_excluded) {
         s->excluded = kw_arena_alloc(c->a, r->n_excluded * sizeof(kw_str_t));
         if (!s->excluded) {
@@ -329,9 +368,7 @@ static int cmp_subj(const void *a, const void *b)
 int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn emit, void *ud,
                           kw_v1_status_t *st)
 {
-    int rc = refuse_context(req->context, "LookupSubjectsRequest.context", st);
-    if (rc != KW_OK)
-        return rc;
+    int rc;
     uint8_t shape[KW__V1_SHAPE_LEN];
     kw__v1_shape_t sh;
     kw__v1_shape_init(&sh, KW__V1_RPC_LOOKUP_SUBJECTS);
@@ -366,8 +403,9 @@ int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn 
     kw_revision_t rev = 0, engine_rev = 0;
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         goto out;
-    rc = kw_engine_lookup_subjects(svc->engine, req->resource, req->permission, req->subject_type,
-                                   req->subject_relation, ls_cb, &c, &engine_rev, &d);
+    rc = kw_engine_lookup_subjects_ctx(svc->engine, req->resource, req->permission,
+                                       req->subject_type, req->subject_relation, req->context,
+                                       ls_cb, &c, &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
         rc = c.rc;
@@ -385,7 +423,12 @@ int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn 
             rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
             break;
         }
-        kw_v1_ls_result_t r = {rev, c.v[i].id, c.v[i].excluded, c.v[i].n_excluded, KW_V1_PERM_HAS,
+        kw_v1_ls_result_t r = {rev,
+                               c.v[i].id,
+                               c.v[i].excluded,
+                               c.v[i].n_excluded,
+                               c.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
+                               c.v[i].missing,
                                cur};
         if ((rc = emit(ud, &r)) != KW_OK)
             kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");

@@ -322,6 +322,17 @@ int kw_v1_write_relationships(kw_api_t *svc, const kw_v1_write_req_t *req,
     int rc = check_pre_count(req->n_pre, st);
     if (rc != KW_OK)
         return rc;
+    /* tag-kw-v1-caveat-writes: the engine evaluates caveats and expiry, but the store of
+     * this build keeps neither, so such a relationship would lose them at the next
+     * restart or on another instance: refused until the store keeps them. */
+    for (size_t i = 0; i < req->n_updates; i++) {
+        const kw_rel_t *r = &req->updates[i].rel;
+        if (req->updates[i].op != KW_OP_DELETE && (r->caveat.len || r->expires_at))
+            return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL,
+                              "updates[%zu]: relationship.%s is not supported yet: the store "
+                              "does not keep caveats and expiry",
+                              i, r->caveat.len ? "optionalCaveat" : "optionalExpiresAt");
+    }
     kw_diag_t d;
     kw_diag_clear(&d);
     /* Refused before any transaction: 400 naming the relation and type. */

@@ -55,9 +55,10 @@ typedef struct kw_rel {
 KW_NODISCARD int kw_engine_new(kw_engine_t **out);
 void kw_engine_free(kw_engine_t *e);
 
-/* Parses, compiles and installs `text`. When relationships exist, the new schema must
- * accept every one of them (else KW_ESCHEMA naming the first offender, and nothing
- * changes). Caveats (`caveat`, `with`, `use expiration`) give KW_EUNSUPPORTED. A schema
+/* Parses, compiles and installs `text` (caveats and `use expiration` included). When
+ * relationships exist, the new schema must accept every one of them with its caveat and
+ * expiry (else KW_ESCHEMA naming the first offender, or the caveat still in use, and
+ * nothing changes); their contexts are bound again to the new caveat programs. A schema
  * swap bumps the revision; *rev may be NULL. */
 KW_NODISCARD int kw_engine_set_schema(kw_engine_t *e, kw_str_t text, kw_revision_t *rev,
                                       kw_diag_t *diag);
@@ -102,17 +103,22 @@ typedef struct kw_precondition {
 } kw_precondition_t;
 
 /* Validates every update against the schema (types, relation exists and is not a
- * permission, subject type allowed, wildcard only where declared, ids well-formed)
- * without applying anything. KW_EINVAL with a message naming the offending relation
- * and type. Duplicate relationships within one batch are refused. */
+ * permission, subject type allowed with exactly the relationship's caveat and expiration
+ * traits as SpiceDB requires, wildcard only where declared, ids well-formed, the caveat
+ * context binds to the caveat's parameters, an expiry not in the past) without applying
+ * anything. KW_EINVAL with a message naming the offending relation and type. Duplicate
+ * relationships within one batch are refused. */
 KW_NODISCARD int kw_engine_validate(kw_engine_t *e, const kw_update_t *ups, size_t n,
                                     kw_diag_t *diag);
 
 /* Applies a batch atomically: validates, checks preconditions (KW_EPRECOND), applies
- * CREATE (KW_EEXISTS if present) / TOUCH / DELETE. All or nothing.
- * `at` == 0: the engine assigns the next revision. `at` != 0: the caller (a durable
+ * CREATE (KW_EEXISTS if present and not expired) / TOUCH (replaces the caveat, context
+ * and expiry) / DELETE. All or nothing.
+ * `at` == 0: the engine assigns the next revision, and an expiry at or before the engine
+ * clock is refused (KW_EINVAL, as SpiceDB refuses it). `at` != 0: the caller (a durable
  * store) already committed the batch at revision `at` (must be > current); CREATE then
- * behaves as TOUCH since the store has already enforced uniqueness.
+ * behaves as TOUCH since the store has already enforced uniqueness, and an expiry already
+ * past is kept (invisible, swept later).
  * *rev (may be NULL) receives the revision the batch is visible at. */
 KW_NODISCARD int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n,
                                  const kw_precondition_t *pre, size_t n_pre, kw_revision_t at,
@@ -130,7 +136,8 @@ KW_NODISCARD int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *fi
 typedef int (*kw_rel_cb)(const kw_rel_t *rel, void *ud);
 
 /* Streams relationships matching `filter` in a stable order (resource type, resource id,
- * relation, subject). */
+ * relation, subject), with their caveat, context and expiry; expired ones are invisible
+ * (to preconditions and delete-by-filter too). */
 KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb, void *ud,
                                 kw_revision_t *rev, kw_diag_t *diag);
 
@@ -169,19 +176,50 @@ kw_revision_t kw_engine_revision(kw_engine_t *e);
 /* Approximate heap bytes held by the graph (for benchmarks and /metrics). */
 size_t kw_engine_memory(kw_engine_t *e);
 
+/* ---- time and expiry ---- */
+
+/* The clock expiries are compared against: microseconds since the Unix epoch, UTC. */
+typedef int64_t (*kw_clock_fn)(void *ud);
+/* Replaces the engine's clock (the system's wall clock by default; fn NULL restores it).
+ * For tests. Call it before the engine is shared between threads. */
+void kw_engine_set_clock(kw_engine_t *e, kw_clock_fn fn, void *ud);
+/* The engine clock's current reading. */
+int64_t kw_engine_now(kw_engine_t *e);
+/* Removes from memory every relationship whose expiry is at or before `now` (microseconds;
+ * 0: the engine clock), under the write lock. Those relationships were invisible already,
+ * so the revision does not change. Callable from a background thread; the store deletes
+ * its rows on its own. *n_removed (may be NULL) gets how many went. KW_OK. */
+KW_NODISCARD int kw_engine_sweep_expired(kw_engine_t *e, int64_t now, size_t *n_removed);
+
 /* ---- queries ---- */
 
+/* Caveats make answers three-valued, as in SpiceDB: CONDITIONAL when the answer depends
+ * on caveat parameters that neither the relationship's context nor the request's gives
+ * (the relationship's context wins per field). A conditional never counts as a yes: a
+ * caller that only asks "is it YES?" stays fail-closed. Expired relationships are
+ * invisible from their expiry instant on (the engine clock, read once per query). */
 typedef enum {
     KW_CHECK_NO = 0,
     KW_CHECK_YES = 1,
+    KW_CHECK_CONDITIONAL = 2,
 } kw_check_result_t;
 
 /* Does `subject` have `permission` (a relation or permission) on `resource`?
  * Unknown types/permissions give KW_EINVAL with a message; unknown object ids are
- * simply "no". */
+ * simply "no". Without a request context (this entry point), a caveat with missing
+ * parameters answers KW_CHECK_CONDITIONAL. */
 KW_NODISCARD int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                  kw_subject_t subject, kw_check_result_t *result,
                                  kw_revision_t *rev, kw_diag_t *diag);
+
+/* kw_engine_check with a request context (`context`: a JSON object text, len 0: none).
+ * With KW_CHECK_CONDITIONAL, the names of the missing parameters are appended to
+ * `missing` (may be NULL), comma-separated. A context field of the wrong type for a
+ * caveat the check evaluates, or a caveat that fails to evaluate: KW_EINVAL (never yes). */
+KW_NODISCARD int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                     kw_subject_t subject, kw_str_t context,
+                                     kw_check_result_t *result, kw_buf_t *missing,
+                                     kw_revision_t *rev, kw_diag_t *diag);
 
 typedef struct kw_check_item {
     kw_object_t resource;
@@ -190,37 +228,71 @@ typedef struct kw_check_item {
     kw_check_result_t result; /* out */
     int rc;                   /* out: KW_OK or the item's error */
     kw_diag_t diag;           /* out: the item's error message */
+    kw_str_t context;         /* in: the item's request context (JSON object; len 0: none) */
+    kw_str_t missing;         /* out: with CONDITIONAL, the missing parameter names,
+                                 comma-separated (only from kw_engine_check_bulk_ctx) */
 } kw_check_item_t;
 
-/* Answers every item at one revision (items share one memo table). Returns KW_OK when
- * the batch ran; each item carries its own rc. */
+/* Answers every item at one revision (items share one memo table while their contexts
+ * are equal). Returns KW_OK when the batch ran; each item carries its own rc. */
 KW_NODISCARD int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n,
                                       kw_revision_t *rev);
+/* The same, also writing each conditional item's `missing`, allocated from `arena`
+ * (caller owns). KW_ENOMEM when the arena fails (items then may lack their names). */
+KW_NODISCARD int kw_engine_check_bulk_ctx(kw_engine_t *e, kw_check_item_t *items, size_t n,
+                                          kw_arena_t *arena, kw_revision_t *rev);
 
 /* Called with each object id; return non-zero to stop early (that value is returned). */
 typedef int (*kw_id_cb)(kw_str_t id, void *ud);
 
-/* Every object of `resource_type` on which `subject` has `permission`, each exactly once,
- * in no particular order. */
+/* Every object of `resource_type` on which `subject` has `permission` (YES only), each
+ * exactly once, in no particular order. */
 KW_NODISCARD int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type,
                                             kw_str_t permission, kw_subject_t subject, kw_id_cb cb,
                                             void *ud, kw_revision_t *rev, kw_diag_t *diag);
 
+/* A LookupResources result with caveats: the id, and whether the permission is only
+ * conditional (then `missing` lists the missing parameter names, comma-separated). */
+typedef struct kw_resource_result {
+    kw_str_t id;
+    bool conditional;
+    kw_str_t missing;
+} kw_resource_result_t;
+typedef int (*kw_resource_cb)(const kw_resource_result_t *res, void *ud);
+
+/* LookupResources with a request context (len 0: none): every object for which Check
+ * would say YES or CONDITIONAL, each exactly once, conditional ones flagged. */
+KW_NODISCARD int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type,
+                                                kw_str_t permission, kw_subject_t subject,
+                                                kw_str_t context, kw_resource_cb cb, void *ud,
+                                                kw_revision_t *rev, kw_diag_t *diag);
+
 /* A LookupSubjects result: a concrete subject id, or the wildcard "*" together with the
- * ids it excludes (subjects of the type that do NOT have the permission). */
+ * ids it excludes (subjects of the type that do NOT have the permission, or have it only
+ * conditionally). `conditional` (with `missing`, comma-separated parameter names) only
+ * comes from kw_engine_lookup_subjects_ctx. */
 typedef struct kw_subject_result {
     kw_str_t id;
     const kw_str_t *excluded; /* only for id == "*" */
     size_t n_excluded;
+    bool conditional;
+    kw_str_t missing;
 } kw_subject_result_t;
 typedef int (*kw_subject_cb)(const kw_subject_result_t *res, void *ud);
 
 /* Every subject of `subject_type` (with `subject_relation`, len 0 = plain objects) that
- * has `permission` on `resource`, each exactly once. */
+ * has `permission` on `resource` (YES only), each exactly once. */
 KW_NODISCARD int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource,
                                            kw_str_t permission, kw_str_t subject_type,
                                            kw_str_t subject_relation, kw_subject_cb cb, void *ud,
                                            kw_revision_t *rev, kw_diag_t *diag);
+/* LookupSubjects with a request context (len 0: none): YES and CONDITIONAL subjects, the
+ * conditional ones flagged. */
+KW_NODISCARD int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource,
+                                               kw_str_t permission, kw_str_t subject_type,
+                                               kw_str_t subject_relation, kw_str_t context,
+                                               kw_subject_cb cb, void *ud, kw_revision_t *rev,
+                                               kw_diag_t *diag);
 
 /* The permission tree of `resource#permission`, one level deep at relations (leaves list
  * the direct subjects, subject sets unexpanded), recursive through permissions and arrows,
@@ -232,6 +304,12 @@ typedef enum {
     KW_EXPAND_EXCLUSION, /* children[0] minus children[1..] */
 } kw_expand_kind_t;
 
+/* A leaf subject's caveat: its name (len 0: none) and context (JSON, len 0: none). */
+typedef struct kw_expand_caveat {
+    kw_str_t name;
+    kw_str_t context;
+} kw_expand_caveat_t;
+
 typedef struct kw_expand {
     kw_expand_kind_t kind;
     kw_object_t object; /* the object and relation this node expands */
@@ -240,9 +318,11 @@ typedef struct kw_expand {
     size_t n_children;
     kw_subject_t *subjects; /* LEAF only */
     size_t n_subjects;
+    kw_expand_caveat_t *caveats; /* LEAF: parallel to subjects; NULL when none has a caveat */
 } kw_expand_t;
 
-/* The tree and all its strings are allocated from `arena` (caller owns). */
+/* The tree and all its strings are allocated from `arena` (caller owns). Expired
+ * relationships are left out; caveated ones carry their caveat (kw_expand_t.caveats). */
 KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                   kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev,
                                   kw_diag_t *diag);
@@ -253,11 +333,12 @@ KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t
  * caveat `[name...]` or expiration gives KW_EUNSUPPORTED). The result points into `text`.
  * Syntax only: no schema involved. */
 KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
-/* Appends the canonical string form of `rel` to `out`. */
+/* Appends the canonical string form of `rel` to `out`, with SpiceDB's suffixes for a
+ * caveat (`[name]`, `[name:{context}]`) and an expiry (`[expiration:RFC 3339 UTC]`). */
 void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);
-/* Copies the six strings of `src` into `a` (each NUL-terminated; a NULL ptr with len 0 is
- * fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM with *out
- * untouched (what was copied stays in the arena until it is reset). */
+/* Copies the eight strings of `src` (and its expiry) into `a` (each NUL-terminated; a
+ * NULL ptr with len 0 is fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM
+ * with *out untouched (what was copied stays in the arena until it is reset). */
 KW_NODISCARD int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
 
 /* ---- schema reflection (reflect.c) ----

@@ -19,6 +19,7 @@ int kw__filter_compile(const kw_engine_t *e, const kw_filter_t *f, kw_cfilter_t 
 {
     const kw_schema_t *s = e->model->schema;
     memset(cf, 0, sizeof(*cf));
+    cf->now = kw__engine_query_now(e);
     if (f->resource_type.len == 0)
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "a relationship filter needs a resource type");
     cf->rtype = kw_schema_type_index(s, f->resource_type);
@@ -91,6 +92,9 @@ static bool filter_edge(const kw_graph_t *g, const kw_cfilter_t *cf, uint32_t rn
         if (cf->srel_set && srel != cf->srel)
             return false;
     }
+    if (kw__attr_maybe(g, rnode) &&
+        kw__attr_expired(kw__attr_find(g, rnode, rel, snode, srel), cf->now))
+        return false; /* invisible from its expiry instant on */
     return true;
 }
 
@@ -281,6 +285,13 @@ int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb, void
                 .subject = {s->types[st].name, node_id(g, ed->other),
                             kw__rel_name(s, st, ed->other_rel)},
             };
+            const kw_attr_t *a = kw__attr_find(g, rn, ed->rel, ed->other, ed->other_rel);
+            if (a) {
+                if (a->caveat != KW_CAVEAT_NONE)
+                    r.caveat = s->caveats[a->caveat].name;
+                r.caveat_ctx = (kw_str_t){a->ctx, a->ctx_len};
+                r.expires_at = a->expires_at;
+            }
             rc = cb(&r, ud);
         }
         if (rev)

@@ -17,6 +17,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "authz/authz.h"
 
@@ -203,6 +204,33 @@ void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out)
         kw_buf_append(out, "#", 1);
         kw_buf_append(out, rel->subject.relation.ptr, rel->subject.relation.len);
     }
+    if (rel->caveat.len > 0) {
+        kw_buf_append(out, "[", 1);
+        kw_buf_append(out, rel->caveat.ptr, rel->caveat.len);
+        if (rel->caveat_ctx.len > 0) {
+            kw_buf_append(out, ":", 1);
+            kw_buf_append(out, rel->caveat_ctx.ptr, rel->caveat_ctx.len);
+        }
+        kw_buf_append(out, "]", 1);
+    }
+    if (rel->expires_at != 0) {
+        /* RFC 3339 in UTC, with microseconds only when there are any. */
+        int64_t us = rel->expires_at;
+        time_t secs = (time_t)(us / 1000000);
+        long frac = (long)(us % 1000000);
+        if (frac < 0) {
+            frac += 1000000;
+            secs--;
+        }
+        struct tm tm;
+        char ts[64];
+        if (gmtime_r(&secs, &tm) && strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm) > 0) {
+            kw_buf_printf(out, "[expiration:%s", ts);
+            if (frac)
+                kw_buf_printf(out, ".%06ld", frac);
+            kw_buf_append(out, "Z]", 2);
+        }
+    }
 }
 
 int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)
@@ -219,6 +247,11 @@ int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)
         rc = kw_arena_str_copy(a, src->subject.id, &r.subject.id);
     if (rc == KW_OK)
         rc = kw_arena_str_copy(a, src->subject.relation, &r.subject.relation);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat, &r.caveat);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat_ctx, &r.caveat_ctx);
+    r.expires_at = src->expires_at;
     if (rc == KW_OK)
         *out = r;
     return rc;

@@ -157,6 +157,12 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
         case ',':
             t.kind = KW__TK_COMMA;
             break;
+        case '<':
+            t.kind = KW__TK_LT;
+            break;
+        case '>':
+            t.kind = KW__TK_GT;
+            break;
         case '-':
             if (left >= 2 && p[1] == '>') {
                 t.kind = KW__TK_ARROW;
@@ -183,6 +189,89 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
     t.text.len = n;
     lx->p += n;
     *out = t;
+    return KW_OK;
+}
+
+/* Skips a CEL string literal starting at p (a quote, possibly after r/b prefixes the
+ * caller has passed); returns the byte after it, or NULL when it never closes. */
+static const char *skip_cel_string(kw__lexer_t *lx, const char *p, bool raw)
+{
+    char q = *p;
+    bool triple = lx->end - p >= 3 && p[1] == q && p[2] == q;
+    p += triple ? 3 : 1;
+    while (p < lx->end) {
+        if (*p == '\\' && !raw) {
+            p += 2;
+            continue;
+        }
+        if (*p == '\n') {
+            if (!triple)
+                return NULL;
+            newline(lx, p + 1);
+        }
+        if (*p == q && (!triple || (lx->end - p >= 3 && p[1] == q && p[2] == q)))
+            return p + (triple ? 3 : 1);
+        p++;
+    }
+    return NULL;
+}
+
+int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t *body,
+                               uint32_t *line, uint32_t *col, kw_diag_t *diag)
+{
+    const char *p = lx->p;
+    const char *first = NULL, *last = NULL;
+    uint32_t first_line = 0, first_col = 0;
+    int depth = 1;
+    while (p < lx->end) {
+        char c = *p;
+        if (c == '\n') {
+            newline(lx, p + 1);
+            p++;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            p++;
+            continue;
+        }
+        if (c == '}' && --depth == 0)
+            break;
+        if (!first) {
+            first = p;
+            first_line = lx->line;
+            first_col = col_of(lx, p);
+        }
+        if (c == '{') {
+            depth++;
+        } else if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
+            while (p < lx->end && *p != '\n')
+                p++;
+            continue; /* a comment is not the end of the expression's text */
+        } else if (c == '"' || c == '\'') {
+            bool raw = p > lx->p && (p[-1] == 'r' || p[-1] == 'R' ||
+                                     (p - lx->p >= 2 && (p[-2] == 'r' || p[-2] == 'R') &&
+                                      (p[-1] == 'b' || p[-1] == 'B')));
+            const char *after = skip_cel_string(lx, p, raw);
+            if (!after)
+                return kw_diag_set(diag, KW_ESCHEMA, lx->line, col_of(lx, p),
+                                   "this string in the caveat expression is never closed");
+            last = after - 1;
+            p = after;
+            continue;
+        }
+        last = p;
+        p++;
+    }
+    if (p >= lx->end)
+        return kw_diag_set(diag, KW_ESCHEMA, open->line, open->col,
+                           "this caveat's expression is never closed (missing '}')");
+    if (!first)
+        return kw_diag_set(diag, KW_ESCHEMA, open->line, open->col, "missing caveat expression");
+    body->ptr = first;
+    body->len = (size_t)(last - first) + 1;
+    *line = first_line;
+    *col = first_col;
+    lx->p = p + 1; /* past the '}' */
     return KW_OK;
 }
 
@@ -221,6 +310,10 @@ static const char *punct_text(kw__tok_kind_t k)
         return "...";
     case KW__TK_COMMA:
         return ",";
+    case KW__TK_LT:
+        return "<";
+    case KW__TK_GT:
+        return ">";
     case KW__TK_EOF:
     case KW__TK_IDENT:
         break;

@@ -31,6 +31,12 @@
 #define KW_MAX_RELATIONS 4096
 /* Expression nesting in one permission. */
 #define KW_MAX_EXPR_DEPTH 64
+/* CEL (caveat expressions): text bytes of one expression (SpiceDB's cap), nesting of
+ * its syntax tree, and the cost units one evaluation may spend (a node visited, an element
+ * a macro or a comparison walks, 64 bytes a string operation touches) before KW_EBUDGET. */
+#define KW_CEL_MAX_EXPR_BYTES 100000u
+#define KW_CEL_MAX_DEPTH 100
+#define KW_CEL_MAX_COST 1000000u
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000

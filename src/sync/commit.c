@@ -37,6 +37,7 @@ static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, siz
     kw_update_t *c = kw_arena_alloc(a, n * sizeof(*c));
     if (!c)
         return KW_ENOMEM;
+    memset(c, 0, n * sizeof(*c)); /* no caveat, context or expiry unless copied */
     for (size_t i = 0; i < n; i++) {
         c[i].op = ups[i].op;
         if (kw__sync_rel_copy(a, &ups[i].rel, &c[i].rel) != KW_OK)

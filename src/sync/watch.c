@@ -27,6 +27,7 @@
 #include "sync_int.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <string.h>
 #include <time.h>
 
@@ -385,7 +386,14 @@ int kw_watch_hub_new(kw_store_t *store, const kw_watch_config_t *cfg, kw_watch_h
         goto fail_cv;
     if (kw__sync_cond_init(&h->idle_cv) != KW_OK)
         goto fail_idle;
-    if (pthread_create(&h->thread, NULL, hub_main, h) != 0)
+    /* The thread takes no signal: the process's (SIGTERM's sigwait in cli/serve.c) must
+     * not land here, whenever the hub is made. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int prc = pthread_create(&h->thread, NULL, hub_main, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (prc != 0)
         goto fail_thread;
     h->started = true;
     *out = h;

@@ -451,26 +451,48 @@ def test_partial_deletions_and_id_prefix(admin):
     assert len(admin.read_rels("account", "x" + pre)) == 1
 
 
-def test_with_tracing_and_context_are_refused(admin):
+def test_with_tracing_is_refused_and_context_is_taken(admin):
     chk = {"resource": obj("agent:nothing"), "permission": "read", "subject": subj("user:nobody")}
     unimplemented(admin.post("/v1/permissions/check", json=dict(chk, withTracing=True)), "withTracing")
     unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk], "withTracing": True}),
                   "withTracing")
     invalid(admin.post("/v1/permissions/check", json=dict(chk, withTracing="yes")), "withTracing")
-    ctx = {"ip": "10.0.0.1"}
-    unimplemented(admin.post("/v1/permissions/check", json=dict(chk, context=ctx)), "context", "caveat")
-    unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk, dict(chk, context=ctx)]}),
-                  "items[1]", "context")
-    unimplemented(admin.post("/v1/permissions/resources", json={
+    # a request context is handed to the engine's caveat evaluation (no caveat reads it here)
+    ctx = {"ip": "10.0.0.1", "n": 3}
+    r = call(admin, "/v1/permissions/check", dict(chk, context=ctx))
+    assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION"
+    assert r.json()["partialCaveatInfo"] is None
+    pairs = call(admin, "/v1/permissions/checkbulk", {"items": [chk, dict(chk, context=ctx)]}).json()["pairs"]
+    assert [p["item"]["permissionship"] for p in pairs] == ["PERMISSIONSHIP_NO_PERMISSION"] * 2
+    assert pairs[1]["request"]["context"] == ctx
+    call(admin, "/v1/permissions/resources", {
         "resourceObjectType": "agent", "permission": "read", "subject": subj("user:nobody"),
-        "context": ctx}), "context")
-    unimplemented(admin.post("/v1/permissions/subjects", json={
+        "context": ctx})
+    call(admin, "/v1/permissions/subjects", {
         "resource": obj("agent:nothing"), "permission": "read", "subjectObjectType": "user",
-        "context": ctx}), "context")
-    # false and an empty context ask for nothing keyward lacks
+        "context": ctx})
+    invalid(admin.post("/v1/permissions/check", json=dict(chk, context=[1])), "context")
+    # false and an empty context ask for nothing
     r = call(admin, "/v1/permissions/check", dict(chk, withTracing=False, context={}))
     assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION"
-    call(admin, "/v1/permissions/checkbulk", {"items": [dict(chk, context={})], "withTracing": False})
+
+
+def test_expires_at_and_caveat_are_decoded_then_refused_by_the_store_gate(admin):
+    """optionalExpiresAt is RFC 3339 (Z or an offset) and optionalCaveat {caveatName, context};
+    a malformed one is 400, a well-formed one 501 until the store keeps caveats and expiry."""
+    acct = "ts-" + uuid.uuid4().hex[:8]
+    for bad in ("garbage", "2030-13-01T00:00:00Z", "2030-02-30T00:00:00Z", "2030-01-01 00:00:00Z",
+                "2030-01-01T00:00:00", 12):
+        invalid(admin.post("/v1/relationships/write", json={"updates": [
+            _upd(acct, "u", optionalExpiresAt=bad)]}), "optionalExpiresAt")
+    for good in ("2030-01-01T00:00:00+02:00", "2030-01-01T00:00:00.123456789Z"):
+        unimplemented(admin.post("/v1/relationships/write", json={"updates": [
+            _upd(acct, "u", optionalExpiresAt=good)]}), "optionalExpiresAt")
+    invalid(admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optionalCaveat={"context": {}})]}), "caveatName")
+    invalid(admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optionalCaveat={"caveatName": "c", "nope": 1})]}), "nope")
+    assert admin.read_rels("account", acct) == []
 
 
 def test_consistency_is_one_known_requirement(admin):

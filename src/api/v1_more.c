@@ -39,8 +39,8 @@ static const kw__v1_msg_t DIFF_MSG = {"DiffSchemaRequest", DIFF_FIELDS};
 
 static json_t *type_json(const kw_reflect_type_t *t)
 {
-    json_t *o = json_pack("{s:o, s:s}", "subjectDefinitionName", kw__v1_strj(t->def),
-                          "optionalCaveatName", "");
+    json_t *o = json_pack("{s:o, s:o}", "subjectDefinitionName", kw__v1_strj(t->def),
+                          "optionalCaveatName", kw__v1_strj(t->caveat));
     if (!o)
         return NULL;
     int rc;
@@ -92,6 +92,26 @@ static json_t *def_json(const kw_reflect_def_t *d)
     return json_pack("{s:o, s:o, s:o, s:o}", "name", kw__v1_strj(d->name), "comment",
                      kw__v1_strj(d->comment), "relations", rels_json(d->rels, d->n_rels),
                      "permissions", rels_json(d->perms, d->n_perms));
+}
+
+static json_t *param_json(const kw_reflect_param_t *p)
+{
+    return json_pack("{s:o, s:o, s:o}", "name", kw__v1_strj(p->name), "type", kw__v1_strj(p->type),
+                     "parentCaveatName", kw__v1_strj(p->parent));
+}
+
+static json_t *caveat_json(const kw_reflect_caveat_t *c)
+{
+    json_t *params = json_array();
+    for (size_t i = 0; params && i < c->n_params; i++)
+        if (json_array_append_new(params, param_json(&c->params[i])) != 0) {
+            json_decref(params);
+            params = NULL;
+        }
+    return params ? json_pack("{s:o, s:o, s:o, s:o}", "name", kw__v1_strj(c->name), "comment",
+                              kw__v1_strj(c->comment), "parameters", params, "expression",
+                              kw__v1_strj(c->expression))
+                  : NULL;
 }
 
 static bool parse_filters(json_t *arr, kw_arena_t *a, kw_reflect_filter_t **out, size_t *n,
@@ -156,9 +176,20 @@ void kw__api_v1_reflect(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
             json_decref(defs);
             defs = NULL;
         }
-    json_t *root = defs ? json_pack("{s:o, s:[], s:o}", "definitions", defs, "caveats", "readAt",
-                                    kw__v1_token_json(out.read_at))
-                        : NULL;
+    json_t *cavs = json_array();
+    for (size_t i = 0; cavs && i < out.n_caveats; i++)
+        if (json_array_append_new(cavs, caveat_json(&out.caveats[i])) != 0) {
+            json_decref(cavs);
+            cavs = NULL;
+        }
+    json_t *root = NULL;
+    if (defs && cavs) /* json_pack steals both, also when it fails */
+        root = json_pack("{s:o, s:o, s:o}", "definitions", defs, "caveats", cavs, "readAt",
+                         kw__v1_token_json(out.read_at));
+    else {
+        json_decref(defs);
+        json_decref(cavs);
+    }
     kw__v1_answer(req, resp, root, out.read_at);
 }
 
@@ -241,9 +272,23 @@ static json_t *diff_json(const kw_schema_diff_t *d)
         [KW_DIFF_PERM_REMOVED] = "permissionRemoved",
         [KW_DIFF_PERM_DOC_CHANGED] = "permissionDocCommentChanged",
         [KW_DIFF_PERM_EXPR_CHANGED] = "permissionExprChanged",
+        [KW_DIFF_CAVEAT_ADDED] = "caveatAdded",
+        [KW_DIFF_CAVEAT_REMOVED] = "caveatRemoved",
+        [KW_DIFF_CAVEAT_DOC_CHANGED] = "caveatDocCommentChanged",
+        [KW_DIFF_CAVEAT_EXPR_CHANGED] = "caveatExprChanged",
+        [KW_DIFF_CAVEAT_PARAM_ADDED] = "caveatParameterAdded",
+        [KW_DIFF_CAVEAT_PARAM_REMOVED] = "caveatParameterRemoved",
+        [KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED] = "caveatParameterTypeChanged",
     };
     json_t *v;
-    if (d->def)
+    if (d->kind == KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED)
+        v = json_pack("{s:o, s:o}", "parameter", param_json(d->param), "previousType",
+                      kw__v1_strj(d->previous_type));
+    else if (d->param)
+        v = param_json(d->param);
+    else if (d->caveat)
+        v = caveat_json(d->caveat);
+    else if (d->def)
         v = def_json(d->def);
     else if (d->kind == KW_DIFF_REL_TYPE_ADDED || d->kind == KW_DIFF_REL_TYPE_REMOVED)
         v = json_pack("{s:o, s:o}", "relation", rel_json(d->rel), "changedSubjectType",

@@ -29,7 +29,9 @@ typedef struct kw_v1_reflect_req {
 typedef struct kw_v1_reflect_resp {
     kw_revision_t read_at;
     kw_reflect_def_t *defs; /* in schema order */
-    size_t n_defs;          /* caveats: keyward's schemas have none yet (an empty list) */
+    size_t n_defs;
+    kw_reflect_caveat_t *caveats; /* in schema order */
+    size_t n_caveats;
 } kw_v1_reflect_resp_t;
 
 KW_NODISCARD int kw_v1_reflect_schema(kw_api_t *svc, const kw_v1_reflect_req_t *req,

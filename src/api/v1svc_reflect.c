@@ -60,6 +60,9 @@ int kw_v1_reflect_schema(kw_api_t *svc, const kw_v1_reflect_req_t *req, kw_v1_re
     kw_diag_clear(&d);
     rc = kw_schema_reflect(text, req->filters, req->n_filters, req->arena, &resp->defs,
                            &resp->n_defs, &d);
+    if (rc == KW_OK)
+        rc = kw_schema_reflect_caveats(text, req->filters, req->n_filters, req->arena,
+                                       &resp->caveats, &resp->n_caveats, &d);
     if (rc != KW_OK)
         return reflect_fail(st, rc, &d);
     resp->read_at = rev;

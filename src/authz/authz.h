@@ -358,6 +358,8 @@ typedef struct kw_reflect_type {
     kw_str_t def;
     kw_str_t rel; /* len 0: a terminal subject (or the wildcard) */
     bool wildcard;
+    kw_str_t caveat; /* `with <caveat>`: its name; len 0: none */
+    bool expiration; /* `with expiration` */
 } kw_reflect_type_t;
 
 /* A relation or a permission (ReflectionRelation / ReflectionPermission). */
@@ -380,6 +382,23 @@ typedef struct kw_reflect_def {
     size_t n_perms;
 } kw_reflect_def_t;
 
+/* A caveat's parameter (ReflectionCaveatParameter): its type as the schema writes it. */
+typedef struct kw_reflect_param {
+    kw_str_t name;
+    kw_str_t type;
+    kw_str_t parent; /* the caveat's name */
+} kw_reflect_param_t;
+
+/* A caveat (ReflectionCaveat): parameters sorted by name (SpiceDB's order); expression
+ * is the body's text as written (SpiceDB prints its parsed form). */
+typedef struct kw_reflect_caveat {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_reflect_param_t *params;
+    size_t n_params;
+    kw_str_t expression;
+} kw_reflect_caveat_t;
+
 /* One ReflectionSchemaFilter; each field len 0 when unset; each matches as a prefix. */
 typedef struct kw_reflect_filter {
     kw_str_t def;
@@ -394,6 +413,13 @@ typedef struct kw_reflect_filter {
 KW_NODISCARD int kw_schema_reflect(kw_str_t text, const kw_reflect_filter_t *filters,
                                    size_t n_filters, kw_arena_t *a, kw_reflect_def_t **defs,
                                    size_t *n_defs, kw_diag_t *diag);
+
+/* ReflectSchema's caveats: those of `text` in source order that the filters let through
+ * (no filter: all; a filter naming a caveat prefix keeps the caveats it matches). */
+KW_NODISCARD int kw_schema_reflect_caveats(kw_str_t text, const kw_reflect_filter_t *filters,
+                                           size_t n_filters, kw_arena_t *a,
+                                           kw_reflect_caveat_t **caveats, size_t *n_caveats,
+                                           kw_diag_t *diag);
 
 /* A relation or permission named by ComputablePermissions / DependentRelations. */
 typedef struct kw_reflect_ref {
@@ -420,33 +446,45 @@ KW_NODISCARD int kw_schema_dependent_relations(kw_str_t text, kw_str_t def, kw_s
 
 /* DiffSchema: one entry per difference from `existing` to `comparison`, SpiceDB's kinds. */
 typedef enum {
-    KW_DIFF_DEF_ADDED = 1,     /* def: from comparison */
-    KW_DIFF_DEF_REMOVED,       /* def: from existing */
-    KW_DIFF_DEF_DOC_CHANGED,   /* def: from comparison */
-    KW_DIFF_REL_ADDED,         /* rel: from comparison */
-    KW_DIFF_REL_REMOVED,       /* rel: from existing */
-    KW_DIFF_REL_DOC_CHANGED,   /* rel: from comparison */
-    KW_DIFF_REL_TYPE_ADDED,    /* rel (comparison) + type */
-    KW_DIFF_REL_TYPE_REMOVED,  /* rel (comparison) + type (the one existing had) */
-    KW_DIFF_PERM_ADDED,        /* rel: from comparison */
-    KW_DIFF_PERM_REMOVED,      /* rel: from existing */
-    KW_DIFF_PERM_DOC_CHANGED,  /* rel: from comparison */
-    KW_DIFF_PERM_EXPR_CHANGED, /* rel: from comparison */
+    KW_DIFF_DEF_ADDED = 1,             /* def: from comparison */
+    KW_DIFF_DEF_REMOVED,               /* def: from existing */
+    KW_DIFF_DEF_DOC_CHANGED,           /* def: from comparison */
+    KW_DIFF_REL_ADDED,                 /* rel: from comparison */
+    KW_DIFF_REL_REMOVED,               /* rel: from existing */
+    KW_DIFF_REL_DOC_CHANGED,           /* rel: from comparison */
+    KW_DIFF_REL_TYPE_ADDED,            /* rel (comparison) + type */
+    KW_DIFF_REL_TYPE_REMOVED,          /* rel (comparison) + type (the one existing had) */
+    KW_DIFF_PERM_ADDED,                /* rel: from comparison */
+    KW_DIFF_PERM_REMOVED,              /* rel: from existing */
+    KW_DIFF_PERM_DOC_CHANGED,          /* rel: from comparison */
+    KW_DIFF_PERM_EXPR_CHANGED,         /* rel: from comparison */
+    KW_DIFF_CAVEAT_ADDED,              /* caveat: from comparison */
+    KW_DIFF_CAVEAT_REMOVED,            /* caveat: from existing */
+    KW_DIFF_CAVEAT_DOC_CHANGED,        /* caveat: from comparison */
+    KW_DIFF_CAVEAT_EXPR_CHANGED,       /* caveat: from comparison */
+    KW_DIFF_CAVEAT_PARAM_ADDED,        /* param: from comparison */
+    KW_DIFF_CAVEAT_PARAM_REMOVED,      /* param: from existing */
+    KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED, /* param (comparison) + previous_type */
 } kw_schema_diff_kind_t;
 
 typedef struct kw_schema_diff {
     kw_schema_diff_kind_t kind;
-    const kw_reflect_def_t *def; /* DEF_* kinds */
-    const kw_reflect_rel_t *rel; /* REL_* and PERM_* kinds */
-    kw_reflect_type_t type;      /* REL_TYPE_* kinds */
+    const kw_reflect_def_t *def;       /* DEF_* kinds */
+    const kw_reflect_rel_t *rel;       /* REL_* and PERM_* kinds */
+    kw_reflect_type_t type;            /* REL_TYPE_* kinds */
+    const kw_reflect_caveat_t *caveat; /* CAVEAT_ADDED/REMOVED/DOC/EXPR */
+    const kw_reflect_param_t *param;   /* CAVEAT_PARAM_* */
+    kw_str_t previous_type;            /* CAVEAT_PARAM_TYPE_CHANGED */
 } kw_schema_diff_t;
 
 /* The differences, in this order (SpiceDB's, with its map orders made deterministic):
- * added definitions (comparison's order), removed ones (existing's order), then per
- * definition both have (existing's order): its doc comment, removed relations, added
- * relations, removed permissions, added permissions, per shared permission its expression
- * then its comment, per shared relation its comment, then removed then added subject
- * types. KW_ESCHEMA names which text does not compile ("comparison schema: ..."). */
+ * added definitions (comparison's order), removed ones (existing's order), added caveats,
+ * removed caveats, then per definition both have (existing's order): its doc comment,
+ * removed relations, added relations, removed permissions, added permissions, per shared
+ * permission its expression then its comment, per shared relation its comment, then
+ * removed then added subject types; then per caveat both have: its comment, removed,
+ * added and retyped parameters, its expression (compared as text). KW_ESCHEMA names which text does
+ * not compile ("comparison schema: ..."). */
 KW_NODISCARD int kw_schema_diff(kw_str_t existing, kw_str_t comparison, kw_arena_t *a,
                                 kw_schema_diff_t **out, size_t *n_out, kw_diag_t *diag);
 

@@ -78,8 +78,12 @@ static int copy_rel(kw_arena_t *a, const kw_schema_t *s, const kw_type_t *t, con
         kw_reflect_type_t *ty = &out->types[i];
         memset(ty, 0, sizeof(*ty));
         ty->wildcard = al->wildcard;
+        ty->expiration = al->expiration;
         ty->rel = (kw_str_t){"", 0};
+        ty->caveat = (kw_str_t){"", 0};
         rc = kw_arena_str_copy(a, s->types[al->type].name, &ty->def);
+        if (rc == KW_OK && al->caveat != KW_CAVEAT_NONE)
+            rc = kw_arena_str_copy(a, s->caveats[al->caveat].name, &ty->caveat);
         if (rc == KW_OK && al->relation != KW_REL_NONE)
             rc = kw_arena_str_copy(a, s->types[al->type].rels[al->relation].name, &ty->rel);
         if (rc != KW_OK)
@@ -225,6 +229,101 @@ int kw_schema_reflect(kw_str_t text, const kw_reflect_filter_t *filters, size_t 
         return rc;
     *defs = out;
     *n_defs = n;
+    return KW_OK;
+}
+
+/* ---- caveats ---- */
+
+static bool wants_caveats(const kw_reflect_filter_t *f, size_t n)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (f[i].caveat.len)
+            return true;
+    return false;
+}
+
+static bool wants_caveat(const kw_reflect_filter_t *f, size_t n, kw_str_t name)
+{
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!f[i].caveat.len)
+            continue;
+        any = true;
+        if (has_prefix(name, f[i].caveat))
+            return true;
+    }
+    return !any;
+}
+
+static int param_cmp(const void *pa, const void *pb)
+{
+    const kw_reflect_param_t *a = pa, *b = pb;
+    size_t n = a->name.len < b->name.len ? a->name.len : b->name.len;
+    int c = memcmp(a->name.ptr, b->name.ptr, n);
+    return c ? c : (a->name.len > b->name.len) - (a->name.len < b->name.len);
+}
+
+static int copy_caveat(kw_arena_t *a, const kw_caveat_t *cv, kw_reflect_caveat_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = kw_arena_str_copy(a, cv->name, &out->name);
+    if (rc == KW_OK)
+        rc = copy_comment(a, cv->doc, &out->comment);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, cv->expr, &out->expression);
+    if (rc != KW_OK)
+        return rc;
+    if (cv->n_params) {
+        out->params = kw_arena_alloc(a, cv->n_params * sizeof(*out->params));
+        if (!out->params)
+            return KW_ENOMEM;
+    }
+    for (uint32_t i = 0; i < cv->n_params; i++) {
+        kw_reflect_param_t *p = &out->params[i];
+        p->parent = out->name;
+        rc = kw_arena_str_copy(a, cv->params[i].name, &p->name);
+        if (rc == KW_OK)
+            rc = kw_arena_str_copy(a, cv->params[i].type, &p->type);
+        if (rc != KW_OK)
+            return rc;
+    }
+    out->n_params = cv->n_params;
+    qsort(out->params, out->n_params, sizeof(*out->params), param_cmp);
+    return KW_OK;
+}
+
+int kw_schema_reflect_caveats(kw_str_t text, const kw_reflect_filter_t *filters, size_t n_filters,
+                              kw_arena_t *a, kw_reflect_caveat_t **caveats, size_t *n_caveats,
+                              kw_diag_t *diag)
+{
+    if (!a || !caveats || !n_caveats || (n_filters && !filters))
+        return KW_EINVAL;
+    int rc = check_filters(filters, n_filters, diag);
+    if (rc != KW_OK)
+        return rc;
+    if (text.len == 0 || !wants_caveats(filters, n_filters)) {
+        *caveats = NULL;
+        *n_caveats = 0;
+        return KW_OK;
+    }
+    kw_schema_t *s = NULL;
+    rc = compile(text, &s, diag);
+    if (rc != KW_OK)
+        return rc;
+    kw_reflect_caveat_t *out = NULL;
+    size_t n = 0;
+    if (s->n_caveats && !(out = kw_arena_alloc(a, s->n_caveats * sizeof(*out))))
+        rc = KW_ENOMEM;
+    for (uint32_t i = 0; rc == KW_OK && i < s->n_caveats; i++)
+        if (wants_caveat(filters, n_filters, s->caveats[i].name))
+            rc = copy_caveat(a, &s->caveats[i], &out[n++]);
+    kw_schema_free(s);
+    if (rc != KW_OK)
+        return rc;
+    *caveats = out;
+    *n_caveats = n;
     return KW_OK;
 }
 
@@ -622,7 +721,12 @@ static bool same_expr(const kw_type_t *ta, const kw_expr_t *a, const kw_type_t *
 static bool same_allowed(const kw_schema_t *sa, const kw_allowed_t *a, const kw_schema_t *sb,
                          const kw_allowed_t *b)
 {
-    if (a->wildcard != b->wildcard || (a->relation == KW_REL_NONE) != (b->relation == KW_REL_NONE))
+    if (a->wildcard != b->wildcard || a->expiration != b->expiration ||
+        (a->relation == KW_REL_NONE) != (b->relation == KW_REL_NONE) ||
+        (a->caveat == KW_CAVEAT_NONE) != (b->caveat == KW_CAVEAT_NONE))
+        return false;
+    if (a->caveat != KW_CAVEAT_NONE &&
+        !kw_str_eq(sa->caveats[a->caveat].name, sb->caveats[b->caveat].name))
         return false;
     if (!kw_str_eq(sa->types[a->type].name, sb->types[b->type].name))
         return false;
@@ -738,6 +842,81 @@ static int diff_type(diff_out_t *d, const kw_schema_t *se, const kw_type_t *te,
     return rc;
 }
 
+static int add_caveat(diff_out_t *d, kw_schema_diff_kind_t kind, const kw_caveat_t *cv,
+                      kw_reflect_caveat_t **out)
+{
+    kw_reflect_caveat_t *c = kw_arena_alloc(d->a, sizeof(*c));
+    if (!c)
+        return KW_ENOMEM;
+    int rc = copy_caveat(d->a, cv, c);
+    kw_schema_diff_t *item = NULL;
+    if (rc == KW_OK)
+        rc = add(d, kind, &item);
+    if (rc == KW_OK)
+        item->caveat = c;
+    if (out)
+        *out = c;
+    return rc;
+}
+
+static const kw_caveat_t *caveat_named(const kw_schema_t *s, kw_str_t name)
+{
+    uint16_t i = kw_schema_caveat_index(s, name);
+    return i == KW_CAVEAT_NONE ? NULL : &s->caveats[i];
+}
+
+static const kw_cel_param_t *param_named(const kw_caveat_t *cv, kw_str_t name)
+{
+    for (uint32_t i = 0; i < cv->n_params; i++)
+        if (kw_str_eq(cv->params[i].name, name))
+            return &cv->params[i];
+    return NULL;
+}
+
+static int add_param(diff_out_t *d, kw_schema_diff_kind_t kind, const kw_caveat_t *cv,
+                     const kw_cel_param_t *p, kw_str_t previous)
+{
+    kw_reflect_param_t *rp = kw_arena_alloc(d->a, sizeof(*rp));
+    if (!rp)
+        return KW_ENOMEM;
+    int rc = kw_arena_str_copy(d->a, p->name, &rp->name);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(d->a, p->type, &rp->type);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(d->a, cv->name, &rp->parent);
+    kw_schema_diff_t *item = NULL;
+    if (rc == KW_OK && kind == KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED)
+        rc = kw_arena_str_copy(d->a, previous, &previous);
+    if (rc == KW_OK)
+        rc = add(d, kind, &item);
+    if (rc == KW_OK) {
+        item->param = rp;
+        item->previous_type = previous;
+    }
+    return rc;
+}
+
+static int diff_caveat(diff_out_t *d, const kw_caveat_t *ce, const kw_caveat_t *cc)
+{
+    int rc = KW_OK;
+    if (!same_comment(ce->doc, cc->doc, d->a, &rc) && rc == KW_OK)
+        rc = add_caveat(d, KW_DIFF_CAVEAT_DOC_CHANGED, cc, NULL);
+    for (uint32_t i = 0; rc == KW_OK && i < ce->n_params; i++)
+        if (!param_named(cc, ce->params[i].name))
+            rc = add_param(d, KW_DIFF_CAVEAT_PARAM_REMOVED, ce, &ce->params[i], KW_STR(""));
+    for (uint32_t i = 0; rc == KW_OK && i < cc->n_params; i++)
+        if (!param_named(ce, cc->params[i].name))
+            rc = add_param(d, KW_DIFF_CAVEAT_PARAM_ADDED, cc, &cc->params[i], KW_STR(""));
+    for (uint32_t i = 0; rc == KW_OK && i < ce->n_params; i++) {
+        const kw_cel_param_t *pc = param_named(cc, ce->params[i].name);
+        if (pc && !kw_str_eq(pc->type, ce->params[i].type))
+            rc = add_param(d, KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED, cc, pc, ce->params[i].type);
+    }
+    if (rc == KW_OK && !kw_str_eq(ce->expr, cc->expr))
+        rc = add_caveat(d, KW_DIFF_CAVEAT_EXPR_CHANGED, cc, NULL);
+    return rc;
+}
+
 static int diff_schemas(diff_out_t *d, const kw_schema_t *se, const kw_schema_t *sc)
 {
     int rc = KW_OK;
@@ -747,10 +926,21 @@ static int diff_schemas(diff_out_t *d, const kw_schema_t *se, const kw_schema_t 
     for (uint32_t i = 0; rc == KW_OK && i < se->n_types; i++)
         if (kw_schema_type_index(sc, se->types[i].name) == KW_TYPE_NONE)
             rc = add_def(d, KW_DIFF_DEF_REMOVED, se, &se->types[i]);
+    for (uint32_t i = 0; rc == KW_OK && i < sc->n_caveats; i++)
+        if (!caveat_named(se, sc->caveats[i].name))
+            rc = add_caveat(d, KW_DIFF_CAVEAT_ADDED, &sc->caveats[i], NULL);
+    for (uint32_t i = 0; rc == KW_OK && i < se->n_caveats; i++)
+        if (!caveat_named(sc, se->caveats[i].name))
+            rc = add_caveat(d, KW_DIFF_CAVEAT_REMOVED, &se->caveats[i], NULL);
     for (uint32_t i = 0; rc == KW_OK && i < se->n_types; i++) {
         uint16_t j = kw_schema_type_index(sc, se->types[i].name);
         if (j != KW_TYPE_NONE)
             rc = diff_type(d, se, &se->types[i], sc, &sc->types[j]);
+    }
+    for (uint32_t i = 0; rc == KW_OK && i < se->n_caveats; i++) {
+        const kw_caveat_t *cc = caveat_named(sc, se->caveats[i].name);
+        if (cc)
+            rc = diff_caveat(d, &se->caveats[i], cc);
     }
     return rc;
 }

@@ -447,3 +447,44 @@ def test_export_then_import_a_million_relationships(tmp_path):
     finally:
         src.kill()
         dst.kill()
+
+
+CAVEATED = """
+caveat tlimit(limit int, amount int) {
+    amount < limit
+}
+
+definition tcav {
+    relation viewer: user with tlimit
+}
+"""
+
+
+def test_reflect_and_diff_caveats(tmp_path):
+    s = Server(tmp_path / "cav")
+    s.start()
+    try:
+        a = Admin(s, s.token("ops", admin=True), sub="ops")
+        r = a.post("/v1/schema/write", json={"schema": schema_text() + CAVEATED})
+        assert r.status_code == 200, r.text
+        r = a.post("/v1/schema/reflectschema", json={"optionalFilters": [
+            {"optionalCaveatNameFilter": "tl"}]})
+        assert r.status_code == 200, r.text
+        assert r.json()["definitions"] == []
+        assert r.json()["caveats"] == [{
+            "name": "tlimit", "comment": "", "expression": "amount < limit",
+            "parameters": [{"name": "amount", "type": "int", "parentCaveatName": "tlimit"},
+                           {"name": "limit", "type": "int", "parentCaveatName": "tlimit"}]}]
+        r = a.post("/v1/schema/reflectschema", json={"optionalFilters": [
+            {"optionalDefinitionNameFilter": "tcav"}]})
+        assert r.json()["definitions"][0]["relations"][0]["subjectTypes"] == [
+            {"subjectDefinitionName": "user", "optionalCaveatName": "tlimit",
+             "isTerminalSubject": True}]
+        changed = schema_text() + CAVEATED.replace("amount int", "amount uint")
+        r = a.post("/v1/schema/diffschema", json={"comparisonSchema": changed})
+        assert r.status_code == 200, r.text
+        assert r.json()["diffs"] == [{"caveatParameterTypeChanged": {
+            "parameter": {"name": "amount", "type": "uint", "parentCaveatName": "tlimit"},
+            "previousType": "int"}}]
+    finally:
+        s.kill()

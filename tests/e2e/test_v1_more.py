@@ -391,6 +391,9 @@ def rss_kib(server):
 @pytest.mark.skipif(os.environ.get("KW_E2E_SLOW") != "1",
                     reason="slow: a million relationships exported and imported (KW_E2E_SLOW=1)")
 def test_export_then_import_a_million_relationships(tmp_path):
+    """Takes about 11 minutes on 2 shared cores (measured: the source filled by 200 imports
+    in 181 s, then exported and re-imported into a second server in 338 s, ~3,000/s, most
+    of it the client's JSON and the destination's writes). KW_E2E_MILLION=N runs N."""
     n = int(os.environ.get("KW_E2E_MILLION", "1000000"))
     src = Server(tmp_path / "src")
     src.start()

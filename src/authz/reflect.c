@@ -97,7 +97,7 @@ static int copy_rel(kw_arena_t *a, const kw_schema_t *s, const kw_type_t *t, con
 
 static bool has_prefix(kw_str_t s, kw_str_t prefix)
 {
-    return s.len >= prefix.len && memcmp(s.ptr, prefix.ptr, prefix.len) == 0;
+    return prefix.len == 0 || (s.len >= prefix.len && memcmp(s.ptr, prefix.ptr, prefix.len) == 0);
 }
 
 static int check_filters(const kw_reflect_filter_t *f, size_t n, kw_diag_t *diag)

@@ -45,6 +45,9 @@ struct kw_api {
     /* /v1 preshared keys as keyed hashes (v1.c, kw_api_set_v1_preshared_keys). */
     uint8_t (*v1_keys)[KW_KEY_HASH_LEN];
     size_t n_v1_keys;
+    /* /v1 Watch's hub (sync/watch.c): made by kw_api_new, poked by the sync change hook,
+     * its watches ended by kw_api_serve_on(api, NULL) before the server drains. */
+    kw_watch_hub_t *watch;
 };
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
@@ -294,6 +297,14 @@ void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+/* v1_more.c (the RPCs of v1svc_more.h) */
+void kw__api_v1_reflect(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_computable(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_dependent(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_diff(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_export(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 
 void kw__api_audit_events(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 /* /openapi.json (ops.c): GET /audit_events's query parameters (appended to the array)

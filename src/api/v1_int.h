@@ -155,6 +155,9 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client
  * went away. Waits while the connection's send buffer is full (backpressure). */
 KW_NODISCARD int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev);
+/* Sends the lines kept back so far at once: for a stream whose lines must not wait for the
+ * next ones (Watch: a change may be the last for a long time). */
+KW_NODISCARD int kw__v1_stream_flush(kw__v1_stream_t *s);
 /* Ends the stream: rc == KW_OK -> a 200 (empty body if nothing was sent); else st's
  * error as the answer (nothing sent yet) or as the last line. */
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st);

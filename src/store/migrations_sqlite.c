@@ -90,6 +90,27 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "  WHERE expires_at_us IS NOT NULL;"
         "CREATE INDEX relationships_by_caveat ON relationships (caveat_name)"
         "  WHERE caveat_name IS NOT NULL;"},
+    /* The changelog that /v1 Watch reads (sqlite_changes.c): every relationship change at
+     * the revision that committed it, in the order made, with the time it was written;
+     * the pruned horizon in meta. Self-contained: renumber freely at a merge. */
+    {5, "CREATE TABLE changelog ("
+        "  rev INTEGER NOT NULL,"
+        "  seq INTEGER NOT NULL,"
+        "  op INTEGER NOT NULL,"
+        "  resource_type TEXT NOT NULL,"
+        "  resource_id TEXT NOT NULL,"
+        "  relation TEXT NOT NULL,"
+        "  subject_type TEXT NOT NULL,"
+        "  subject_id TEXT NOT NULL,"
+        "  subject_relation TEXT NOT NULL DEFAULT '',"
+        "  caveat TEXT NOT NULL DEFAULT '',"
+        "  caveat_ctx TEXT NOT NULL DEFAULT '',"
+        "  expires_at_us INTEGER NOT NULL DEFAULT 0,"
+        "  at_us INTEGER NOT NULL,"
+        "  PRIMARY KEY (rev, seq)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX changelog_by_time ON changelog (at_us);"
+        "INSERT INTO meta (key, value) VALUES ('changelog_horizon', 0);"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

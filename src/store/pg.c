@@ -843,4 +843,6 @@ static const kw_store_ops_t pg_ops = {
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
     .audit = &kw__pg_audit_ops,
+    .watch_changes = kw__pg_changes_since,
+    .export_relationships = kw__pg_export_relationships,
 };

@@ -435,6 +435,7 @@ static int rel_row(const PGresult *r, int row, void *ud)
     kw_rel_t rel;
     memset(&rel, 0, sizeof(rel));
     kw__pg_row_rel(r, row, 0, &rel);
+    kw__pg_row_rel_caveat(r, row, 6, &rel); /* a copy keeps caveats and expiry */
     return d->sink->rel(d->ud, &rel);
 }
 
@@ -465,7 +466,7 @@ static int pg_dump(kw_store_t *base, const kw_store_sink_t *sink, void *ud,
         rc = stream(c, "SELECT " KEY_COLS " FROM api_keys ORDER BY created_at_us, id", key_row, &d,
                     &counts->keys);
     if (rc == KW_OK)
-        rc = stream(c, "SELECT " KW__PG_REL_COLS " FROM relationships", rel_row, &d,
+        rc = stream(c, "SELECT " KW__PG_REL_XCOLS " FROM relationships", rel_row, &d,
                     &counts->relationships);
     if (rc == KW_OK)
         rc = stream(c, "SELECT " EV_COLS " FROM audit_events ORDER BY seq", audit_row, &d,
@@ -493,7 +494,8 @@ static const char *const g_imp_sql[IMP_N] = {
                   "VALUES ($1, $2, $3, $4, $5)",
     [IMP_KEY] = "INSERT INTO api_keys (" KEY_COLS ") "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    [IMP_REL] = "INSERT INTO relationships (" KW__PG_REL_COLS ") VALUES ($1, $2, $3, $4, $5, $6)",
+    [IMP_REL] = "INSERT INTO relationships (" KW__PG_REL_XCOLS
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     [IMP_AUDIT] = INSERT_EVENT,
 };
 
@@ -647,6 +649,19 @@ static int pg_import_rel(kw_store_import_t *base, const kw_rel_t *r)
                            r->subject.type,  r->subject.id,  r->subject.relation};
     for (int i = 0; i < 6; i++)
         kw__pg_pp_text(&p, f[i]);
+    /* caveat, context, expiry: NULL is "none", as the write path stores them */
+    if (r->caveat.len)
+        kw__pg_pp_text(&p, r->caveat);
+    else
+        kw__pg_pp_null(&p);
+    if (r->caveat.len && r->caveat_ctx.len)
+        kw__pg_pp_text(&p, r->caveat_ctx);
+    else
+        kw__pg_pp_null(&p);
+    if (r->expires_at)
+        kw__pg_pp_i64(&p, r->expires_at);
+    else
+        kw__pg_pp_null(&p);
     return imp_run((pg_import_t *)base, IMP_REL, &p);
 }
 

@@ -184,6 +184,9 @@ int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev);
 int kw__pg_revision(kw_store_t *base, kw_revision_t *rev);
 int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev);
 int kw__pg_next_expiry(kw_store_t *base, int64_t *at_us);
+/* pg_export.c: kw_store_export_relationships. */
+int kw__pg_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 int kw__pg_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 int kw__pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
                              kw_agent_t *out);

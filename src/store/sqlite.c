@@ -172,6 +172,9 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "DELETE FROM relationships WHERE (" KW__SQ_REL_COLS ") IN (SELECT " KW__SQ_REL_COLS
         " FROM relationships WHERE expires_at_us <= ?1 ORDER BY expires_at_us LIMIT ?2) "
         "RETURNING " KW__SQ_REL_COLS,
+    [KW__SQ_ST_CHANGELOG_INSERT] =
+        "INSERT INTO changelog (rev, seq, op, " KW__SQ_REL_COLS ", caveat, caveat_ctx, "
+        "expires_at_us, at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 };
 
 static const kw_store_ops_t g_sqlite_ops;
@@ -645,4 +648,6 @@ static const kw_store_ops_t g_sqlite_ops = {
     .audit = &kw__sq_audit_ops,
     .next_expiry = kw__sq_next_expiry,
     .tx_rel_delete_expired = kw__sq_tx_rel_delete_expired,
+    .watch_changes = kw__sq_watch_changes,
+    .export_relationships = kw__sq_export_relationships,
 };

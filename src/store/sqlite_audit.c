@@ -290,12 +290,13 @@ static int sq_scan(kw_store_t *base, kw_audit_cb cb, void *ud, kw_audit_head_t *
 static int counts_on(kw__sq_conn_t *c, kw_store_counts_t *out)
 {
     sqlite3_stmt *st = NULL;
-    int rc = prep(c,
-                  "SELECT (SELECT count(*) FROM meta WHERE key <> 'revision'),"
-                  " (SELECT count(*) FROM agents), (SELECT count(*) FROM api_keys),"
-                  " (SELECT count(*) FROM relationships), (SELECT count(*) FROM audit_events),"
-                  " (SELECT value FROM meta WHERE key = 'revision')",
-                  &st);
+    int rc = prep(
+        c,
+        "SELECT (SELECT count(*) FROM meta WHERE key NOT IN ('revision', 'changelog_horizon')),"
+        " (SELECT count(*) FROM agents), (SELECT count(*) FROM api_keys),"
+        " (SELECT count(*) FROM relationships), (SELECT count(*) FROM audit_events),"
+        " (SELECT value FROM meta WHERE key = 'revision')",
+        &st);
     if (rc != KW_OK)
         return rc;
     int src = sqlite3_step(st);
@@ -424,6 +425,7 @@ static int rel_row(sqlite3_stmt *st, dump_ctx_t *d)
         .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
         .relation = kw__sq_col_str(st, 2),
         .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
+    kw__sq_read_caveat(st, &rel); /* a copy keeps caveats and expiry */
     return d->sink->rel(d->ud, &rel);
 }
 
@@ -436,8 +438,10 @@ static int sq_dump(kw_store_t *base, const kw_store_sink_t *sink, void *ud,
     if (rc != KW_OK)
         return kw_diag_set(diag, rc, 0, 0, "cannot read the source database");
     dump_ctx_t d = {sink, ud, 0};
-    rc = dump_rows(c, "SELECT key, value FROM meta WHERE key <> 'revision' ORDER BY key", meta_row,
-                   &d);
+    rc = dump_rows(c,
+                   "SELECT key, value FROM meta WHERE key NOT IN ('revision', 'changelog_horizon') "
+                   "ORDER BY key",
+                   meta_row, &d);
     counts->meta = d.n;
     if (rc == KW_OK)
         rc = dump_rows(c,
@@ -450,7 +454,7 @@ static int sq_dump(kw_store_t *base, const kw_store_sink_t *sink, void *ud,
                        &d);
     counts->keys = d.n;
     if (rc == KW_OK)
-        rc = dump_rows(c, "SELECT " KW__SQ_REL_COLS " FROM relationships", rel_row, &d);
+        rc = dump_rows(c, "SELECT " KW__SQ_REL_XCOLS " FROM relationships", rel_row, &d);
     counts->relationships = d.n;
     d.n = 0;
     if (rc == KW_OK)
@@ -477,7 +481,8 @@ static const char *const g_imp_sql[IMP_N] = {
                   "VALUES (?1, ?2, ?3, ?4, ?5)",
     [IMP_KEY] = "INSERT INTO api_keys (" KEY_COLS ") "
                 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    [IMP_REL] = "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [IMP_REL] = "INSERT INTO relationships (" KW__SQ_REL_XCOLS
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     [IMP_AUDIT] = INSERT_EVENT,
 };
 
@@ -618,6 +623,19 @@ static int sq_import_rel(kw_store_import_t *base, const kw_rel_t *r)
                            r->subject.type,  r->subject.id,  r->subject.relation};
     for (int i = 0; i < 6; i++)
         kw__sq_bind_str(st, i + 1, f[i].ptr ? f[i] : KW_STR(""));
+    /* caveat, context, expiry: NULL is "none", as the write path stores them */
+    if (r->caveat.len)
+        kw__sq_bind_str(st, 7, r->caveat);
+    else
+        sqlite3_bind_null(st, 7);
+    if (r->caveat.len && r->caveat_ctx.len)
+        kw__sq_bind_str(st, 8, r->caveat_ctx);
+    else
+        sqlite3_bind_null(st, 8);
+    if (r->expires_at)
+        sqlite3_bind_int64(st, 9, (sqlite3_int64)r->expires_at);
+    else
+        sqlite3_bind_null(st, 9);
     return imp_step(imp, IMP_REL, "import relationship");
 }
 
@@ -633,7 +651,11 @@ static int sq_import_commit(kw_store_import_t *base, kw_revision_t rev, const kw
 {
     sq_import_t *imp = (sq_import_t *)base;
     sqlite3_stmt *st = NULL;
-    int rc = prep(imp->c, "UPDATE meta SET value = ?1 WHERE key = 'revision'", &st);
+    /* The copy starts its Watch changelog empty: changes up to rev cannot be replayed
+     * from it, so its horizon is rev (as the PostgreSQL import sets it). The bookkeeping
+     * row is the store's own, never copied. */
+    int rc = prep(imp->c,
+                  "UPDATE meta SET value = ?1 WHERE key IN ('revision', 'changelog_horizon')", &st);
     if (rc == KW_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)rev);
         rc = run_done(imp->c, st, "set revision");

@@ -72,6 +72,7 @@ enum {
     KW__SQ_ST_REL_DEL_SUBJECT,
     KW__SQ_ST_REL_DEL_RESOURCE_KEYS,
     KW__SQ_ST_REL_DEL_SUBJECT_KEYS,
+    KW__SQ_ST_CHANGELOG_INSERT,
     KW__SQ_ST_NEXT_EXPIRY,
     KW__SQ_ST_REL_DEL_EXPIRED,
     KW__SQ_ST_N
@@ -120,6 +121,9 @@ int kw__sq_exec_done(kw__sq_conn_t *c, sqlite3_stmt *st, const char *what, kw_di
 int kw__sq_exec_id(kw__sq_conn_t *c, int id, const char *what, kw_diag_t *diag);
 /* Text column i as a slice valid until the next step or reset ("" for NULL). */
 kw_str_t kw__sq_col_str(sqlite3_stmt *st, int i);
+/* Columns 6..8 of a KW__SQ_REL_XCOLS row into rel: caveat name, context, expiry (NULL:
+ * none). Strings point into the statement's current row. */
+void kw__sq_read_caveat(sqlite3_stmt *st, kw_rel_t *rel);
 /* Lends a connection to this thread (opening one when the pool may grow, else waiting
  * for one to come back). */
 int kw__sq_conn_take(kw__sq_store_t *s, kw__sq_conn_t **out, kw_diag_t *diag);
@@ -193,5 +197,15 @@ int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, siz
                                   kw_diag_t *diag);
 int kw__sq_tx_rel_delete_expired(kw_store_tx_t *base, int64_t now_us, size_t limit,
                                  size_t *n_deleted, kw_diag_t *diag);
+
+/* ---- sqlite_changes.c: the changelog that Watch reads ---- */
+
+/* Inside the commit, after the revision bump: tx's changes as changelog rows at `rev`
+ * (and, now and then, a bounded prune past retention). */
+int kw__sq_changelog_write(kw__sq_conn_t *c, kw_store_tx_t *tx, kw_revision_t rev, kw_diag_t *diag);
+int kw__sq_watch_changes(kw_store_t *base, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
+int kw__sq_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 
 #endif

@@ -49,7 +49,7 @@ int kw__sq_revision(kw_store_t *base, kw_revision_t *rev)
 }
 
 /* Columns 6..8 of a KW__SQ_REL_XCOLS row: caveat name, context, expiry (NULL: none). */
-static void read_caveat(sqlite3_stmt *st, kw_rel_t *rel)
+void kw__sq_read_caveat(sqlite3_stmt *st, kw_rel_t *rel)
 {
     rel->caveat = rel->caveat_ctx = KW_STR("");
     rel->expires_at = 0;
@@ -78,7 +78,7 @@ static int load_rows(kw__sq_conn_t *c, int id, bool caveats, kw_rel_cb cb, void 
             .caveat = KW_STR(""),
             .caveat_ctx = KW_STR("")};
         if (caveats)
-            read_caveat(st, &rel);
+            kw__sq_read_caveat(st, &rel);
         rc = cb(&rel, ud);
         if (rc != 0)
             break;

@@ -74,6 +74,8 @@ int kw__sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
             rc = src == SQLITE_DONE ? KW_EDB : kw__sq_err(t->c, src, "bump revision", diag);
         kw__sq_stmt_done(st);
     }
+    if (rc == KW_OK) /* the changelog rows: durable with the revision (sqlite_changes.c) */
+        rc = kw__sq_changelog_write(t->c, base, r, diag);
     if (rc == KW_OK)
         rc = kw__sq_exec_id(t->c, KW__SQ_ST_COMMIT, "commit", diag);
     if (rc != KW_OK) {

@@ -182,6 +182,32 @@ KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size
  * SQLite: KW_EUNSUPPORTED. */
 KW_NODISCARD int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
 
+/* ---- the watch feed (/v1 Watch), every backend ----
+ * kw_store_changes_since's contract (revisions never split, *upto, KW_EPRUNED below the
+ * pruned horizon), answered on SQLite too: a SQLite database keeps a changelog for Watch
+ * alone (store/sqlite_changes.c; the sync module still never follows a SQLite store), its
+ * rows written by each commit and pruned by later commits once older than
+ * KW_STORE_SQLITE_CHANGELOG_RETAIN_S. On PostgreSQL it is the followers' changelog, with
+ * the retention the follower applies (KEYWARD_CHANGELOG_RETAIN_S). Relationship strings,
+ * caveat name and context included, are valid only during the callback. */
+#define KW_STORE_SQLITE_CHANGELOG_RETAIN_S 86400
+KW_NODISCARD int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size_t limit,
+                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto,
+                                        kw_diag_t *diag);
+
+/* ---- the export stream (/v1 ExportBulkRelationships), every backend ----
+ * Calls cb once per stored relationship whose key (resource type, resource id, relation,
+ * subject type, subject id, subject relation; "" for no subject relation) is greater than
+ * `after` (6 strings; NULL: from the first), in that key's bytewise order, of
+ * `resource_type` only when it is not empty, all from ONE snapshot, whose revision goes to
+ * *rev (may be NULL). Rows are read as cb asks for them (a SQLite read transaction stepped
+ * row by row, a PostgreSQL cursor fetched in batches): memory stays constant, and cb may
+ * take its time (a client-paced stream; the snapshot is held meanwhile). cb returns
+ * non-zero to stop (that value is returned). Strings are valid during the callback only. */
+KW_NODISCARD int kw_store_export_relationships(kw_store_t *s, const kw_str_t *after,
+                                               kw_str_t resource_type, kw_rel_cb cb, void *ud,
+                                               kw_revision_t *rev);
+
 /* ---- changelog retention (PostgreSQL only) ----
  * Every committed relationship change stays in the changelog until pruned. The pruned
  * horizon is the highest revision whose changes may be gone; it only grows, and moves in

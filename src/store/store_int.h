@@ -110,6 +110,12 @@ typedef struct kw_store_ops {
     int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
     /* The audit trail and copies (audit.h; audit_int.h). */
     const struct kw__store_audit_ops *audit;
+    /* Watch's feed (kw_store_watch_changes): changes_since's contract, on every backend. */
+    int (*watch_changes)(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
+    /* kw_store_export_relationships (after: 6 key fields or NULL). */
+    int (*export_relationships)(kw_store_t *s, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 } kw_store_ops_t;
 
 struct kw_store {

@@ -37,6 +37,9 @@
  *   8  the change hook's    api, http   kw_sync_on_change's fn: the api's     1 or nothing
  *      locks                            http_mu, then the HTTP server's pool
  *                                       mutex (to wake parked requests)
+ *   9  watch hub mu         watch.c     the hub's position, live watchers,    1, 8 or nothing
+ *                                       their queues (a leaf; the change hook
+ *                                       pokes it before taking http_mu)
  *
  * Consequences: a writer that waits for its batch sleeps on its job's condition under
  * group_mu only; the leader takes write_mu BEFORE group_mu; a waiter for a revision
@@ -226,5 +229,90 @@ typedef struct kw_sync_stats {
 } kw_sync_stats_t;
 
 void kw_sync_stats(kw_sync_t *s, kw_sync_stats_t *out);
+
+/* ---- Watch (watch.c): every committed relationship change after a revision ----
+ * A hub per process reads the store's watch feed (kw_store_watch_changes: the changelog on
+ * PostgreSQL and on SQLite alike, so a commit of another instance or process is seen) and
+ * fans each revision out to the watchers that are live. A watcher starting below the hub's
+ * position first catches up from the feed on its own thread, in bounded rounds, then joins
+ * the live ones. The hub thread reads when poked (kw_watch_hub_poke, from the
+ * kw_sync_on_change hook: a local commit, or one the follower applied) and every poll_ms
+ * while a watcher is live (another SQLite process is only seen that way).
+ * Each live watcher has a bounded queue (changes and bytes); a watcher whose queue would
+ * pass the bound is cut off (KW_ELIMIT, SpiceDB's "watch fell too far behind"): memory
+ * never grows with a slow client, and the client resumes from its last changesThrough.
+ * Lock: the hub's mutex is a leaf (lock 9: taken under 1, 8 or nothing, never held
+ * while a store read or an emit runs).
+ * Ownership: the hub BORROWS the store (which must outlive it). Threads: any thread may
+ * call any function; kw_watch_run blocks its caller for the life of the watch. */
+typedef struct kw_watch_hub kw_watch_hub_t;
+
+typedef struct kw_watch_config {
+    size_t buffer_changes; /* queued changes per watcher before it is cut off */
+    size_t buffer_bytes;   /* ... and queued bytes */
+    int poll_ms;           /* store reads while a watcher is live, without a poke */
+    int tick_ms;           /* an idle watcher's checkpoint event (the transport's liveness) */
+    size_t round_changes;  /* changes per feed read (a revision is never split) */
+    size_t max_watchers;   /* watches running at once (each holds its caller's thread) */
+} kw_watch_config_t;
+#define KW_WATCH_BUFFER_CHANGES 65536
+#define KW_WATCH_BUFFER_BYTES (64u << 20)
+#define KW_WATCH_POLL_MS 100
+#define KW_WATCH_TICK_MS 1000
+#define KW_WATCH_ROUND_CHANGES 1000
+#define KW_WATCH_MAX_WATCHERS 8 /* half the HTTP server's default threads (streams' workers) */
+void kw_watch_config_default(kw_watch_config_t *cfg);
+
+/* Starts the hub's thread. cfg may be NULL (defaults; copied). KW_EINVAL, KW_ENOMEM. */
+KW_NODISCARD int kw_watch_hub_new(kw_store_t *store, const kw_watch_config_t *cfg,
+                                  kw_watch_hub_t **out);
+/* Something may have been committed: read the feed now. Never blocks for long. */
+void kw_watch_hub_poke(kw_watch_hub_t *h);
+/* Ends every running watch (its kw_watch_run returns KW_EAGAIN) and refuses new ones;
+ * returns once no watch runs any more. Idempotent; call before draining the server. */
+void kw_watch_hub_stop(kw_watch_hub_t *h);
+/* Stops (kw_watch_hub_stop), joins the thread and frees. NULL is a no-op. */
+void kw_watch_hub_free(kw_watch_hub_t *h);
+
+/* What a watcher wants (WatchRequest's optionalObjectTypes and
+ * optionalRelationshipFilters; borrowed for the run). A change passes when its resource
+ * type is one of object_types (none: any) AND it matches one of filters (none: any). A
+ * filter's resource_type may be empty (any); id_prefixes[i] (array may be NULL; len 0:
+ * none) is filters[i]'s optionalResourceIdPrefix. */
+typedef struct kw_watch_filter {
+    const kw_str_t *object_types;
+    size_t n_object_types;
+    const kw_filter_t *filters;
+    const kw_str_t *id_prefixes;
+    size_t n_filters;
+} kw_watch_filter_t;
+
+/* Does rel pass f (NULL: everything)? The test kw_watch_run applies; exported so that
+ * other relationship streams (ExportBulkRelationships) filter the same way. */
+bool kw_watch_filter_passes(const kw_watch_filter_t *f, const kw_rel_t *rel);
+
+/* One event of a watch, valid during the emit call only: the changes of revision `rev`
+ * that passed the filter, in the order made (never empty), or, with checkpoint, no
+ * change: every revision <= rev has been delivered (sent after tick_ms of quiet, or when
+ * filtered-out revisions moved the position), so the transport may test its client. */
+typedef struct kw_watch_event {
+    kw_revision_t rev;
+    const kw_update_t *changes; /* op KW_OP_TOUCH or KW_OP_DELETE */
+    size_t n_changes;
+    bool checkpoint;
+} kw_watch_event_t;
+/* Returns KW_OK to go on, or a negative KW_E* to end the watch (returned by kw_watch_run). */
+typedef int (*kw_watch_emit_fn)(void *ud, const kw_watch_event_t *ev);
+
+/* Runs one watch on the calling thread: emits, revision by revision, every change
+ * committed after `after` that passes `filter`, until emit refuses (its code), the
+ * watcher is cut off for being slow (KW_ELIMIT, diag says so), `after` is below the
+ * changelog's pruned horizon (KW_EPRUNED) or the store fails (KW_EDB), or the hub stops
+ * (KW_EAGAIN); KW_EBUDGET at once when max_watchers watches run already. Never returns
+ * KW_OK. A revision larger than the buffer cannot be
+ * delivered and cuts the watcher off as a slow one would be. */
+KW_NODISCARD int kw_watch_run(kw_watch_hub_t *h, kw_revision_t after,
+                              const kw_watch_filter_t *filter, kw_watch_emit_fn emit, void *ud,
+                              kw_diag_t *diag);
 
 #endif

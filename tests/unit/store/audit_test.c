@@ -437,7 +437,10 @@ static void fill(kw_store_t *s, int *kw_failed_)
         {KW_OP_TOUCH,
          {{KW_STR("account"), KW_STR("acme")},
           KW_STR("member"),
-          {KW_STR("team"), KW_STR("t1"), KW_STR("member")}}},
+          {KW_STR("team"), KW_STR("t1"), KW_STR("member")},
+          KW_STR("on_weekdays"),
+          KW_STR("{\"day\":1}"),
+          1900000000000000LL}},
     };
     KW_ASSERT_EQ(kw_store_tx_rel_write(tx, ups, 2, NULL), KW_OK);
     kw_audit_event_t ev = ev_of("user:alice", "key.create", "agent_api_key:k1", "acme", 2000);
@@ -462,6 +465,25 @@ static void fill(kw_store_t *s, int *kw_failed_)
     KW_ASSERT_EQ(kw_store_keys_touch(s, &use, 1), KW_OK);
 }
 
+/* The caveat name, context and expiry of account:acme#member in a copy. */
+typedef struct {
+    char caveat[32], ctx[32];
+    int64_t expires_at;
+    int found;
+} caveat_seen_t;
+
+static int caveat_cb(const kw_rel_t *r, void *ud)
+{
+    caveat_seen_t *c = ud;
+    if (kw_str_eq(r->resource.id, KW_STR("acme"))) {
+        snprintf(c->caveat, sizeof(c->caveat), "%.*s", KW_STR_FMT(r->caveat));
+        snprintf(c->ctx, sizeof(c->ctx), "%.*s", KW_STR_FMT(r->caveat_ctx));
+        c->expires_at = r->expires_at;
+        c->found++;
+    }
+    return 0;
+}
+
 static void roundtrip_case(db_t *a, db_t *b, db_t *c, int *kw_failed_)
 {
     kw_store_t *sa = NULL, *sb = NULL, *sc = NULL;
@@ -484,6 +506,15 @@ static void roundtrip_case(db_t *a, db_t *b, db_t *c, int *kw_failed_)
     KW_ASSERT_EQ(na.audit_events, 2);
     KW_ASSERT_EQ(na.meta, 2);
     KW_ASSERT_EQ(na.revision, 3);
+    /* Caveats and expiry travel with their relationships (sqlite -> b -> sqlite). */
+    caveat_seen_t cs;
+    memset(&cs, 0, sizeof(cs));
+    kw_revision_t lrev = 0;
+    KW_ASSERT_EQ(kw_store_load_relationships(sc, caveat_cb, &cs, &lrev), KW_OK);
+    KW_ASSERT_EQ(cs.found, 1);
+    KW_ASSERT_STR_EQ(cs.caveat, "on_weekdays");
+    KW_ASSERT_STR_EQ(cs.ctx, "{\"day\":1}");
+    KW_ASSERT_EQ(cs.expires_at, 1900000000000000LL);
     kw_audit_report_t ra, rc;
     KW_ASSERT_EQ(kw_store_audit_verify(sa, &ra, NULL), KW_OK);
     KW_ASSERT_EQ(kw_store_audit_verify(sc, &rc, NULL), KW_OK);

@@ -8,7 +8,8 @@ PKGS=(
   build-essential cmake pkg-config               # the build
   clang libclang-rt-14-dev llvm clang-format     # ASan+UBSan, libFuzzer, symbolizer, format
   libjansson-dev libsqlite3-dev libsodium-dev
-  libyaml-dev libcurl4-openssl-dev libpq-dev
+  libyaml-dev libcurl4-openssl-dev libpq-dev libpcre2-dev
+  tzdata                                         # IANA time zones for CEL timestamp getters
   postgresql                                     # the PostgreSQL stage (initdb, psql)
   python3 python3-pytest python3-requests        # the end-to-end suite
   curl                                           # the README's quick start (test_readme.py)

@@ -30,6 +30,11 @@ extern const char kw_api_default_schema[];
 KW_NODISCARD int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
                             kw_sync_t *sync, kw_api_t **out);
 void kw_api_free(kw_api_t *api);
+/* The /v1 API's SpiceDB-style preshared keys (`Authorization: Bearer <key>`), from a
+ * comma-separated list (KEYWARD_V1_PRESHARED_KEYS; blanks around keys ignored, empty
+ * entries skipped; NULL or "": none). Replaces any earlier list; only keyed hashes are
+ * kept. Call before serving. KW_OK or KW_ENOMEM (the old list stays). */
+KW_NODISCARD int kw_api_set_v1_preshared_keys(kw_api_t *api, const char *csv);
 /* The server that serves the api's routes (NULL before stopping it): requests that wait
  * for a presented revision park on it (they hold no thread) and the api wakes them when
  * the sync module applies a revision. Call after kw_http_server_start and with NULL before
@@ -62,6 +67,10 @@ KW_NODISCARD int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag);
 /* A fresh UUIDv7 (RFC 9562) for the time `us` (microseconds since the epoch), lowercase
  * canonical text, NUL-terminated. */
 void kw_api_uuid_v7(int64_t us, char out[37]);
+/* RFC 3339 date-time ("2026-12-02T10:00:00Z", fraction up to 9 digits kept to the
+ * microsecond, "Z" or a +hh:mm/-hh:mm offset; 'T'/'Z' in either case) -> microseconds
+ * since the epoch, UTC. Years 1970..9999. false when malformed. */
+bool kw_api_parse_time(kw_str_t s, int64_t *us);
 /* Is s a UUID in canonical 8-4-4-4-12 hex form (any case)? */
 bool kw_api_is_uuid(kw_str_t s);
 /* RFC 3339 UTC with microseconds, "2026-11-28T12:00:00.123456Z"; returns the length.

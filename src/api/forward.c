@@ -194,9 +194,20 @@ static int key_hmac(kw_api_t *api, const kw_apikey_t *k, const kw_str_t *parts, 
     return KW_OK;
 }
 
-/* The agent a verified key belongs to (it must still have an acp_url). */
+/* Wall-clock microseconds: a key's expiry and a rotation's grace (tag-kw-key-lifecycle). */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The agent a verified key belongs to (it must still have an acp_url). A key past its
+ * expires_at counts as absent, as everywhere else. */
 static int key_agent(kw_api_t *api, kw_http_req_t *req, const kw_apikey_t *k, kw_agent_t *ag)
 {
+    if (k->expires_at_us && wall_us() >= k->expires_at_us)
+        return KW_ENOTFOUND;
     int rc = kw_store_agent_get(api->store, kw_str_c(k->agent_id), req->arena, ag);
     if (rc == KW_OK && !ag->acp_url)
         rc = KW_ENOTFOUND;
@@ -251,9 +262,17 @@ static bool via_agent_key(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
     kw_agent_t ag;
     size_t len = strlen(presented);
     kw_key_hash(api->keyring, (kw_str_t){presented, len}, hash);
-    int rc = len ? kw_store_key_find_by_hash(api->store, hash, sizeof(hash), req->arena, &k)
+    int rc = len && len <= KW_KEY_MAX_SUPPLIED
+                 ? kw_store_key_find_by_hash(api->store, hash, sizeof(hash), req->arena, &k)
                  : KW_ENOTFOUND;
     if (rc == KW_OK && strcmp(k.type, "external") != 0)
+        rc = KW_ENOTFOUND;
+    /* The row matches the current hash or a rotation's previous one: the latter only
+     * within its grace period (as kw__api_principal_of_key). */
+    int64_t now = wall_us();
+    if (rc == KW_OK && !(k.hash_len == KW_KEY_HASH_LEN && kw_key_hash_eq(k.hash, hash)) &&
+        !(k.prev_hash_len == KW_KEY_HASH_LEN && kw_key_hash_eq(k.prev_hash, hash) &&
+          now < k.prev_until_us))
         rc = KW_ENOTFOUND;
     if (rc == KW_OK)
         rc = key_agent(api, req, &k, &ag);
@@ -269,6 +288,7 @@ static bool via_agent_key(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
         kw__api_fail(req, resp, rc, "forward agent key");
         return false;
     }
+    kw__lastused_record(api->lastused, k.id, now);
     st->target = ag;
     st->via = "agent_key";
     return true;
@@ -347,6 +367,7 @@ static bool via_github(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
     }
     if (!claim(api, req, resp, via, &ag, rid))
         return false;
+    kw__lastused_record(api->lastused, k.id, wall_us());
     st->target = ag;
     st->via = via;
     return true;
@@ -481,6 +502,7 @@ static bool via_slack(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
     }
     if (!claim(api, req, resp, via, &ag, rid))
         return false;
+    kw__lastused_record(api->lastused, k.id, wall_us());
     st->target = ag;
     st->via = via;
     return true;

@@ -88,6 +88,14 @@ static const op_t ops[] = {
      "AgentAPIKey", "400 401 404 422 503", "keyref_type"},
     {"/agent_api_keys/name/{name}", "delete", "Delete an agent's API key by name and type", NULL,
      "Message", "400 401 403 404 422 503", "keyref_type"},
+    {"/agent_api_keys/{id}/rotate", "post",
+     "Rotate an API key: a new secret for the same id and name (shown once); the previous one "
+     "works for grace_period_seconds more",
+     "AgentAPIKeyRotate", "AgentAPIKeyRotated", "401 403 404 409 413 422 503", "id"},
+    {"/auth/verify", "post",
+     "Verify a caller's API key or token and answer its checks (service accounts with "
+     "account#verify)",
+     "VerifyRequest", "VerifyResponse", "401 403 413 422 429 503", ""},
     {"/healthz", "get", "Liveness", NULL, NULL, "", ""},
     {"/readyz", "get", "Readiness (database reachable and graph caught up)", NULL, NULL, "503", ""},
     {"/metrics", "get", "Prometheus metrics", NULL, "text", "", ""},
@@ -111,6 +119,37 @@ static const op_t ops[] = {
     {"/v1/schema/read", "post", "SpiceDB ReadSchema", "V1Object", "V1Object", "401 403", ""},
     {"/v1/schema/write", "post", "SpiceDB WriteSchema", "V1Object", "V1Object",
      "400 401 403 422 503", ""},
+    {"/audit_events", "get", "Read the audit trail (oldest first; X-Next-Cursor when more follow)",
+     NULL, "AuditEventList", "400 401 403 422 503", "audit"},
+    {"/v1/schema/reflectschema", "post", "SpiceDB ReflectSchema", "V1Object", "V1Object",
+     "400 401 403", ""},
+    {"/v1/schema/permissions/computable", "post", "SpiceDB ComputablePermissions", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/schema/permissions/dependent", "post", "SpiceDB DependentRelations", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/schema/diffschema", "post", "SpiceDB DiffSchema", "V1Object", "V1Object", "400 401 403",
+     ""},
+    {"/v1/watch", "post", "SpiceDB Watch (streamed NDJSON)", "V1Object", "V1Stream", "400 401 403",
+     ""},
+    {"/v1/relationships/exportbulk", "post", "SpiceDB ExportBulkRelationships (streamed NDJSON)",
+     "V1Object", "V1Stream", "400 401 403", ""},
+    {"/v1/relationships/importbulk", "post",
+     "SpiceDB ImportBulkRelationships (NDJSON or array of requests)", "V1Object", "V1Object",
+     "400 401 403 409 503", ""},
+    {"/v1/experimental/reflectschema", "post", "SpiceDB ExperimentalReflectSchema", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/experimental/permissions/computable", "post", "SpiceDB ExperimentalComputablePermissions",
+     "V1Object", "V1Object", "400 401 403", ""},
+    {"/v1/experimental/permissions/dependent", "post", "SpiceDB ExperimentalDependentRelations",
+     "V1Object", "V1Object", "400 401 403", ""},
+    {"/v1/experimental/diffschema", "post", "SpiceDB ExperimentalDiffSchema", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/experimental/relationships/bulkexport", "post",
+     "SpiceDB BulkExportRelationships (streamed NDJSON)", "V1Object", "V1Stream", "400 401 403",
+     ""},
+    {"/v1/experimental/relationships/bulkimport", "post",
+     "SpiceDB BulkImportRelationships (NDJSON or array of requests)", "V1Object", "V1Object",
+     "400 401 403 409 503", ""},
 };
 
 static json_t *ref(const char *name)
@@ -151,6 +190,8 @@ static json_t *params_for(const char *kind)
     }
     if (strcmp(kind, "keyref_type") == 0)
         json_array_append_new(a, param("api_key_type", "query", false, ref("ApiKeyType")));
+    if (strcmp(kind, "audit") == 0)
+        kw__api_audit_openapi_params(a); /* audit_routes.c */
     if (strcmp(kind, "list") == 0 || strcmp(kind, "keyref_list") == 0) {
         json_array_append_new(a, param("limit", "query", false,
                                        json_pack("{s:s, s:i, s:i, s:i}", "type", "integer",
@@ -158,6 +199,14 @@ static json_t *params_for(const char *kind)
         json_array_append_new(
             a, param("page_number", "query", false,
                      json_pack("{s:s, s:i, s:i}", "type", "integer", "minimum", 1, "default", 1)));
+        /* Issue 14: keyset pages; the next page's cursor comes in X-Next-Cursor. */
+        json_array_append_new(
+            a, param("cursor", "query", false,
+                     json_pack("{s:s, s:i, s:s}", "type", "string", "maxLength", KW_CURSOR_MAX_TEXT,
+                               "description",
+                               "Opaque; empty for the first page, then the X-Next-Cursor header "
+                               "of the page before (absent on the last page). Not with "
+                               "page_number.")));
     }
     return a;
 }
@@ -184,6 +233,12 @@ static json_t *operation(const op_t *op)
         ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "OK", "content", "application/json",
                        "schema",
                        op->response ? ref(op->response) : json_pack("{s:s}", "type", "object"));
+    if (ok && (strcmp(op->params, "list") == 0 || strcmp(op->params, "keyref_list") == 0))
+        json_object_set_new(ok, "headers",
+                            json_pack("{s:{s:s, s:{s:s}}}", "X-Next-Cursor", "description",
+                                      "With cursor=: the next page's cursor; absent on the last "
+                                      "page",
+                                      "schema", "type", "string"));
     json_object_set_new(responses, "200", ok);
     char codes[64];
     snprintf(codes, sizeof(codes), "%s", op->errors);
@@ -259,6 +314,60 @@ static int webhook_schemas(json_t *c)
     return rc ? -1 : 0;
 }
 
+/* Issue 14: the key's lifecycle fields, rotation and /auth/verify (added to the schemas
+ * built by components()). -1 on OOM. */
+static int lifecycle_schemas(json_t *schemas)
+{
+    json_t *ts_or_null =
+        json_pack("{s:[s,s], s:s}", "type", "string", "null", "format", "date-time");
+    json_t *key = json_object_get(json_object_get(schemas, "AgentAPIKey"), "properties");
+    json_t *create = json_object_get(json_object_get(schemas, "AgentAPIKeyCreate"), "properties");
+    int rc = ts_or_null && key && create ? 0 : -1;
+    if (rc == 0)
+        rc |= json_object_set(key, "expires_at", ts_or_null);
+    if (rc == 0)
+        rc |= json_object_set(key, "last_used_at", ts_or_null);
+    if (rc == 0)
+        rc |= json_object_set_new(
+            create, "expires_at",
+            json_pack("{s:[s,s], s:s}", "type", "string", "null", "format", "date-time"));
+    if (rc == 0)
+        rc |= json_object_set_new(create, "ttl_seconds",
+                                  json_pack("{s:[s,s], s:i, s:I}", "type", "integer", "null",
+                                            "minimum", 1, "maximum",
+                                            (json_int_t)KW_MAX_KEY_LIFETIME_S));
+    if (rc == 0)
+        rc |= json_object_set_new(schemas, "AgentAPIKeyRotate",
+                                  json_pack("{s:s, s:{s:{s:[s,s], s:i, s:I, s:i}}}", "type",
+                                            "object", "properties", "grace_period_seconds", "type",
+                                            "integer", "null", "minimum", 0, "maximum",
+                                            (json_int_t)KW_MAX_ROTATE_GRACE_S, "default", 0));
+    if (rc == 0)
+        rc |= json_object_set_new(schemas, "AgentAPIKeyRotated",
+                                  json_pack("{s:[o, {s:s, s:[s,s], s:{s:{s:s}, s:O}}]}", "allOf",
+                                            ref("AgentAPIKey"), "type", "object", "required",
+                                            "api_key", "previous_api_key_valid_until", "properties",
+                                            "api_key", "type", "string",
+                                            "previous_api_key_valid_until", ts_or_null));
+    if (rc == 0)
+        rc |= json_object_set_new(
+            schemas, "VerifyRequest",
+            json_pack("{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s, s:i, s:{s:s, s:[s,s], s:{s:{s:s}, "
+                      "s:{s:s}}}}}}",
+                      "type", "object", "properties", "api_key", "type", "string", "token", "type",
+                      "string", "checks", "type", "array", "maxItems", KW_MAX_VERIFY_CHECKS,
+                      "items", "type", "object", "required", "resource", "permission", "properties",
+                      "resource", "type", "string", "permission", "type", "string"));
+    if (rc == 0)
+        rc |= json_object_set_new(
+            schemas, "VerifyResponse",
+            json_pack("{s:s, s:[s], s:{s:{s:s}, s:{s:s}, s:{s:s, s:{s:s}}}}", "type", "object",
+                      "required", "valid", "properties", "valid", "type", "boolean", "principal",
+                      "type", "object", "checks", "type", "array", "items", "type", "object"));
+    json_decref(ts_or_null);
+    return rc ? -1 : 0;
+}
+
 static json_t *components(void)
 {
     json_t *str = json_pack("{s:s}", "type", "string");
@@ -305,7 +414,7 @@ static json_t *components(void)
         "type", "apiKey", "in", "header", "name", "x-agent-api-key", "agentKeyAuth", "type",
         "apiKey", "in", "header", "name", "Authorization");
     json_decref(str);
-    if (c && webhook_schemas(c) != 0) {
+    if (c && (webhook_schemas(c) != 0 || lifecycle_schemas(json_object_get(c, "schemas")) != 0)) {
         json_decref(c);
         return NULL;
     }
@@ -331,10 +440,13 @@ void kw__api_openapi(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         if (!op || json_object_set_new(item, ops[i].method, op) != 0)
             goto fail;
     }
+    json_t *comps = components();
+    if (comps)
+        kw__api_audit_openapi_schemas(json_object_get(comps, "schemas")); /* audit_routes.c */
     doc = json_pack("{s:s, s:{s:s, s:s, s:s}, s:O, s:o}", "openapi", "3.1.0", "info", "title",
                     "keyward", "version", "1", "description",
                     "Agent API keys authorized by an embedded SpiceDB-compatible engine", "paths",
-                    paths, "components", components());
+                    paths, "components", comps);
     if (!doc)
         goto fail;
     text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);

@@ -32,6 +32,7 @@ typedef struct {
     const kw_apikey_t *key;
     const kw_update_t *ups;
     size_t n;
+    const kw__audit_t *au;
 } trig_ctx_t;
 
 static int trig_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
@@ -40,6 +41,8 @@ static int trig_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     int rc = kw_store_tx_key_insert(tx, c->key);
     if (rc == KW_OK)
         rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    if (rc == KW_OK)
+        rc = kw__api_audit_append(tx, c->au, diag);
     return rc;
 }
 
@@ -244,9 +247,15 @@ void kw__api_webhook_trigger(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw_http_resp_error(resp, 403, "This principal cannot own an API key.");
         goto out;
     }
-    trig_ctx_t c = {&key, ups, 3};
+    /* key.create, as POST /agent_api_keys, marked as the trigger's (never the secret). */
+    kw__audit_t au;
+    kw__api_audit_key(&au, req, "key.create", &key, ag.account_id);
+    kw__api_audit_add(&au, req, "via", json_string("webhook-trigger"));
+    trig_ctx_t c = {&key, ups, 3, &au};
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, trig_tx, &c, 0, &rev, &d);
+    rc = au.rc;
+    if (rc == KW_OK)
+        rc = kw__api_write(api, trig_tx, &c, 0, &rev, &d);
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
         kw_http_resp_error(resp, 409,
                            kw_arena_sprintf(req->arena,

@@ -55,9 +55,10 @@ typedef struct kw_rel {
 KW_NODISCARD int kw_engine_new(kw_engine_t **out);
 void kw_engine_free(kw_engine_t *e);
 
-/* Parses, compiles and installs `text`. When relationships exist, the new schema must
- * accept every one of them (else KW_ESCHEMA naming the first offender, and nothing
- * changes). Caveats (`caveat`, `with`, `use expiration`) give KW_EUNSUPPORTED. A schema
+/* Parses, compiles and installs `text` (caveats and `use expiration` included). When
+ * relationships exist, the new schema must accept every one of them with its caveat and
+ * expiry (else KW_ESCHEMA naming the first offender, or the caveat still in use, and
+ * nothing changes); their contexts are bound again to the new caveat programs. A schema
  * swap bumps the revision; *rev may be NULL. */
 KW_NODISCARD int kw_engine_set_schema(kw_engine_t *e, kw_str_t text, kw_revision_t *rev,
                                       kw_diag_t *diag);
@@ -80,8 +81,9 @@ typedef struct kw_update {
     kw_rel_t rel;
 } kw_update_t;
 
-/* A relationship filter (SpiceDB RelationshipFilter). resource_type is required; every
- * other field is optional (len == 0 means "any"). has_subject selects whether the
+/* A relationship filter (SpiceDB RelationshipFilter). Every field is optional (len == 0
+ * means "any"), but a filter without resource_type needs a subject filter and may have
+ * neither a relation nor a resource id. has_subject selects whether the
  * subject_* fields apply; with has_subject, subject_relation_set distinguishes "any
  * subject relation" (false) from "exactly subject_relation" (true; empty or "..." =
  * no relation). */
@@ -102,17 +104,22 @@ typedef struct kw_precondition {
 } kw_precondition_t;
 
 /* Validates every update against the schema (types, relation exists and is not a
- * permission, subject type allowed, wildcard only where declared, ids well-formed)
- * without applying anything. KW_EINVAL with a message naming the offending relation
- * and type. Duplicate relationships within one batch are refused. */
+ * permission, subject type allowed with exactly the relationship's caveat and expiration
+ * traits as SpiceDB requires, wildcard only where declared, ids well-formed, the caveat
+ * context binds to the caveat's parameters, an expiry not in the past) without applying
+ * anything. KW_EINVAL with a message naming the offending relation and type. Duplicate
+ * relationships within one batch are refused. */
 KW_NODISCARD int kw_engine_validate(kw_engine_t *e, const kw_update_t *ups, size_t n,
                                     kw_diag_t *diag);
 
 /* Applies a batch atomically: validates, checks preconditions (KW_EPRECOND), applies
- * CREATE (KW_EEXISTS if present) / TOUCH / DELETE. All or nothing.
- * `at` == 0: the engine assigns the next revision. `at` != 0: the caller (a durable
+ * CREATE (KW_EEXISTS if present and not expired) / TOUCH (replaces the caveat, context
+ * and expiry) / DELETE. All or nothing.
+ * `at` == 0: the engine assigns the next revision, and an expiry at or before the engine
+ * clock is refused (KW_EINVAL, as SpiceDB refuses it). `at` != 0: the caller (a durable
  * store) already committed the batch at revision `at` (must be > current); CREATE then
- * behaves as TOUCH since the store has already enforced uniqueness.
+ * behaves as TOUCH since the store has already enforced uniqueness, and an expiry already
+ * past is kept (invisible, swept later).
  * *rev (may be NULL) receives the revision the batch is visible at. */
 KW_NODISCARD int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n,
                                  const kw_precondition_t *pre, size_t n_pre, kw_revision_t at,
@@ -130,7 +137,8 @@ KW_NODISCARD int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *fi
 typedef int (*kw_rel_cb)(const kw_rel_t *rel, void *ud);
 
 /* Streams relationships matching `filter` in a stable order (resource type, resource id,
- * relation, subject). */
+ * relation, subject), with their caveat, context and expiry; expired ones are invisible
+ * (to preconditions and delete-by-filter too). */
 KW_NODISCARD int kw_engine_read(kw_engine_t *e, const kw_filter_t *filter, kw_rel_cb cb, void *ud,
                                 kw_revision_t *rev, kw_diag_t *diag);
 
@@ -169,19 +177,50 @@ kw_revision_t kw_engine_revision(kw_engine_t *e);
 /* Approximate heap bytes held by the graph (for benchmarks and /metrics). */
 size_t kw_engine_memory(kw_engine_t *e);
 
+/* ---- time and expiry ---- */
+
+/* The clock expiries are compared against: microseconds since the Unix epoch, UTC. */
+typedef int64_t (*kw_clock_fn)(void *ud);
+/* Replaces the engine's clock (the system's wall clock by default; fn NULL restores it).
+ * For tests. Call it before the engine is shared between threads. */
+void kw_engine_set_clock(kw_engine_t *e, kw_clock_fn fn, void *ud);
+/* The engine clock's current reading. */
+int64_t kw_engine_now(kw_engine_t *e);
+/* Removes from memory every relationship whose expiry is at or before `now` (microseconds;
+ * 0: the engine clock), under the write lock. Those relationships were invisible already,
+ * so the revision does not change. Callable from a background thread; the store deletes
+ * its rows on its own. *n_removed (may be NULL) gets how many went. KW_OK. */
+KW_NODISCARD int kw_engine_sweep_expired(kw_engine_t *e, int64_t now, size_t *n_removed);
+
 /* ---- queries ---- */
 
+/* Caveats make answers three-valued, as in SpiceDB: CONDITIONAL when the answer depends
+ * on caveat parameters that neither the relationship's context nor the request's gives
+ * (the relationship's context wins per field). A conditional never counts as a yes: a
+ * caller that only asks "is it YES?" stays fail-closed. Expired relationships are
+ * invisible from their expiry instant on (the engine clock, read once per query). */
 typedef enum {
     KW_CHECK_NO = 0,
     KW_CHECK_YES = 1,
+    KW_CHECK_CONDITIONAL = 2,
 } kw_check_result_t;
 
 /* Does `subject` have `permission` (a relation or permission) on `resource`?
  * Unknown types/permissions give KW_EINVAL with a message; unknown object ids are
- * simply "no". */
+ * simply "no". Without a request context (this entry point), a caveat with missing
+ * parameters answers KW_CHECK_CONDITIONAL. */
 KW_NODISCARD int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                  kw_subject_t subject, kw_check_result_t *result,
                                  kw_revision_t *rev, kw_diag_t *diag);
+
+/* kw_engine_check with a request context (`context`: a JSON object text, len 0: none).
+ * With KW_CHECK_CONDITIONAL, the names of the missing parameters are appended to
+ * `missing` (may be NULL), comma-separated. A context field of the wrong type for a
+ * caveat the check evaluates, or a caveat that fails to evaluate: KW_EINVAL (never yes). */
+KW_NODISCARD int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                     kw_subject_t subject, kw_str_t context,
+                                     kw_check_result_t *result, kw_buf_t *missing,
+                                     kw_revision_t *rev, kw_diag_t *diag);
 
 typedef struct kw_check_item {
     kw_object_t resource;
@@ -190,37 +229,71 @@ typedef struct kw_check_item {
     kw_check_result_t result; /* out */
     int rc;                   /* out: KW_OK or the item's error */
     kw_diag_t diag;           /* out: the item's error message */
+    kw_str_t context;         /* in: the item's request context (JSON object; len 0: none) */
+    kw_str_t missing;         /* out: with CONDITIONAL, the missing parameter names,
+                                 comma-separated (only from kw_engine_check_bulk_ctx) */
 } kw_check_item_t;
 
-/* Answers every item at one revision (items share one memo table). Returns KW_OK when
- * the batch ran; each item carries its own rc. */
+/* Answers every item at one revision (items share one memo table while their contexts
+ * are equal). Returns KW_OK when the batch ran; each item carries its own rc. */
 KW_NODISCARD int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n,
                                       kw_revision_t *rev);
+/* The same, also writing each conditional item's `missing`, allocated from `arena`
+ * (caller owns). KW_ENOMEM when the arena fails (items then may lack their names). */
+KW_NODISCARD int kw_engine_check_bulk_ctx(kw_engine_t *e, kw_check_item_t *items, size_t n,
+                                          kw_arena_t *arena, kw_revision_t *rev);
 
 /* Called with each object id; return non-zero to stop early (that value is returned). */
 typedef int (*kw_id_cb)(kw_str_t id, void *ud);
 
-/* Every object of `resource_type` on which `subject` has `permission`, each exactly once,
- * in no particular order. */
+/* Every object of `resource_type` on which `subject` has `permission` (YES only), each
+ * exactly once, in no particular order. */
 KW_NODISCARD int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type,
                                             kw_str_t permission, kw_subject_t subject, kw_id_cb cb,
                                             void *ud, kw_revision_t *rev, kw_diag_t *diag);
 
+/* A LookupResources result with caveats: the id, and whether the permission is only
+ * conditional (then `missing` lists the missing parameter names, comma-separated). */
+typedef struct kw_resource_result {
+    kw_str_t id;
+    bool conditional;
+    kw_str_t missing;
+} kw_resource_result_t;
+typedef int (*kw_resource_cb)(const kw_resource_result_t *res, void *ud);
+
+/* LookupResources with a request context (len 0: none): every object for which Check
+ * would say YES or CONDITIONAL, each exactly once, conditional ones flagged. */
+KW_NODISCARD int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type,
+                                                kw_str_t permission, kw_subject_t subject,
+                                                kw_str_t context, kw_resource_cb cb, void *ud,
+                                                kw_revision_t *rev, kw_diag_t *diag);
+
 /* A LookupSubjects result: a concrete subject id, or the wildcard "*" together with the
- * ids it excludes (subjects of the type that do NOT have the permission). */
+ * ids it excludes (subjects of the type that do NOT have the permission, or have it only
+ * conditionally). `conditional` (with `missing`, comma-separated parameter names) only
+ * comes from kw_engine_lookup_subjects_ctx. */
 typedef struct kw_subject_result {
     kw_str_t id;
     const kw_str_t *excluded; /* only for id == "*" */
     size_t n_excluded;
+    bool conditional;
+    kw_str_t missing;
 } kw_subject_result_t;
 typedef int (*kw_subject_cb)(const kw_subject_result_t *res, void *ud);
 
 /* Every subject of `subject_type` (with `subject_relation`, len 0 = plain objects) that
- * has `permission` on `resource`, each exactly once. */
+ * has `permission` on `resource` (YES only), each exactly once. */
 KW_NODISCARD int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource,
                                            kw_str_t permission, kw_str_t subject_type,
                                            kw_str_t subject_relation, kw_subject_cb cb, void *ud,
                                            kw_revision_t *rev, kw_diag_t *diag);
+/* LookupSubjects with a request context (len 0: none): YES and CONDITIONAL subjects, the
+ * conditional ones flagged. */
+KW_NODISCARD int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource,
+                                               kw_str_t permission, kw_str_t subject_type,
+                                               kw_str_t subject_relation, kw_str_t context,
+                                               kw_subject_cb cb, void *ud, kw_revision_t *rev,
+                                               kw_diag_t *diag);
 
 /* The permission tree of `resource#permission`, one level deep at relations (leaves list
  * the direct subjects, subject sets unexpanded), recursive through permissions and arrows,
@@ -232,6 +305,12 @@ typedef enum {
     KW_EXPAND_EXCLUSION, /* children[0] minus children[1..] */
 } kw_expand_kind_t;
 
+/* A leaf subject's caveat: its name (len 0: none) and context (JSON, len 0: none). */
+typedef struct kw_expand_caveat {
+    kw_str_t name;
+    kw_str_t context;
+} kw_expand_caveat_t;
+
 typedef struct kw_expand {
     kw_expand_kind_t kind;
     kw_object_t object; /* the object and relation this node expands */
@@ -240,24 +319,185 @@ typedef struct kw_expand {
     size_t n_children;
     kw_subject_t *subjects; /* LEAF only */
     size_t n_subjects;
+    kw_expand_caveat_t *caveats; /* LEAF: parallel to subjects; NULL when none has a caveat */
 } kw_expand_t;
 
-/* The tree and all its strings are allocated from `arena` (caller owns). */
+/* The tree and all its strings are allocated from `arena` (caller owns). Expired
+ * relationships are left out; caveated ones carry their caveat (kw_expand_t.caveats). */
 KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                   kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev,
                                   kw_diag_t *diag);
 
 /* ---- text forms ---- */
 
-/* Parses `type:id#relation@type:id[#relation]` (SpiceDB's relationship string; a trailing
- * caveat `[name...]` or expiration gives KW_EUNSUPPORTED). The result points into `text`.
- * Syntax only: no schema involved. */
+/* Parses SpiceDB's relationship string
+ *   `type:id#relation@type:id[#relation]` [`[caveat]` | `[caveat:{json}]`] [`[expiration:T]`]
+ * (the caveat, if any, before the expiration). The result points into `text`: caveat is
+ * the caveat's name, caveat_ctx the JSON object text as written (well-formed JSON; an
+ * empty object gives len 0), expires_at the RFC 3339 time T (`Z` or a `-HH:MM` offset,
+ * as SpiceDB's grammar admits) in microseconds UTC, finer digits truncated; it must be
+ * after the Unix epoch. Syntax only: no schema involved; KW_EINVAL with the column. */
 KW_NODISCARD int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag);
-/* Appends the canonical string form of `rel` to `out`. */
+/* Is `json` one well-formed JSON object (blanks around it allowed), as a caveat context
+ * must be? The same rules as a context inside a relationship string. KW_OK, or KW_EINVAL
+ * with the 1-based column (in `json`) and a message. */
+KW_NODISCARD int kw_rel_context_check(kw_str_t json, kw_diag_t *diag);
+/* Appends the canonical string form of `rel` to `out`: the caveat context verbatim, the
+ * expiration in UTC (`2025-12-31T23:59:59Z`, a fraction only when non-zero). */
 void kw_rel_format(const kw_rel_t *rel, kw_buf_t *out);
-/* Copies the six strings of `src` into `a` (each NUL-terminated; a NULL ptr with len 0 is
+/* Appends `us` (microseconds since the Unix epoch) as an RFC 3339 UTC time, as
+ * kw_rel_format writes an expiration. */
+void kw_rel_format_expiration(int64_t us, kw_buf_t *out);
+/* Copies the eight strings of `src` into `a` (each NUL-terminated; a NULL ptr with len 0 is
  * fine), so *out outlives the buffers src points into. KW_OK, or KW_ENOMEM with *out
  * untouched (what was copied stays in the arena until it is reset). */
 KW_NODISCARD int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
+
+/* ---- schema reflection (reflect.c) ----
+ * SchemaService's ReflectSchema, DiffSchema, ComputablePermissions and DependentRelations
+ * as pure functions of schema TEXT (the installed schema's comes from
+ * kw_engine_schema_text): each compiles the text, answers, and frees the compiled form, so
+ * they take no engine lock. Every result, and every string in it, is allocated from the
+ * caller's arena `a`. A comment is the doc comment before the item with each line trimmed
+ * (SpiceDB's normalization), len 0 when there is none.
+ * Errors: KW_ESCHEMA (a text does not compile: diag has line:col), KW_EINVAL (a filter
+ * SpiceDB refuses, or a relation that is not a permission: diag has SpiceDB's message),
+ * KW_ENOTFOUND (unknown definition or relation/permission: diag has SpiceDB's message),
+ * KW_ENOMEM. Out-params are written only on KW_OK. */
+
+/* An allowed subject type of a relation: `def`, `def#rel` or `def:*`. */
+typedef struct kw_reflect_type {
+    kw_str_t def;
+    kw_str_t rel; /* len 0: a terminal subject (or the wildcard) */
+    bool wildcard;
+    kw_str_t caveat; /* `with <caveat>`: its name; len 0: none */
+    bool expiration; /* `with expiration` */
+} kw_reflect_type_t;
+
+/* A relation or a permission (ReflectionRelation / ReflectionPermission). */
+typedef struct kw_reflect_rel {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_str_t parent; /* the definition's name */
+    bool is_permission;
+    kw_reflect_type_t *types; /* relations only, in source order */
+    size_t n_types;
+} kw_reflect_rel_t;
+
+/* A definition (ReflectionDefinition): relations and permissions in source order. */
+typedef struct kw_reflect_def {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_reflect_rel_t *rels;
+    size_t n_rels;
+    kw_reflect_rel_t *perms;
+    size_t n_perms;
+} kw_reflect_def_t;
+
+/* A caveat's parameter (ReflectionCaveatParameter): its type as the schema writes it. */
+typedef struct kw_reflect_param {
+    kw_str_t name;
+    kw_str_t type;
+    kw_str_t parent; /* the caveat's name */
+} kw_reflect_param_t;
+
+/* A caveat (ReflectionCaveat): parameters sorted by name (SpiceDB's order); expression
+ * is the body's text as written (SpiceDB prints its parsed form). */
+typedef struct kw_reflect_caveat {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_reflect_param_t *params;
+    size_t n_params;
+    kw_str_t expression;
+} kw_reflect_caveat_t;
+
+/* One ReflectionSchemaFilter; each field len 0 when unset; each matches as a prefix. */
+typedef struct kw_reflect_filter {
+    kw_str_t def;
+    kw_str_t rel;
+    kw_str_t perm;
+    kw_str_t caveat;
+} kw_reflect_filter_t;
+
+/* ReflectSchema: the definitions of `text` in source order that the filters let through
+ * (no filter: all), each with the relations and permissions they let through. The
+ * filters are checked as SpiceDB checks them first (KW_EINVAL). */
+KW_NODISCARD int kw_schema_reflect(kw_str_t text, const kw_reflect_filter_t *filters,
+                                   size_t n_filters, kw_arena_t *a, kw_reflect_def_t **defs,
+                                   size_t *n_defs, kw_diag_t *diag);
+
+/* ReflectSchema's caveats: those of `text` in source order that the filters let through
+ * (no filter: all; a filter naming a caveat prefix keeps the caveats it matches). */
+KW_NODISCARD int kw_schema_reflect_caveats(kw_str_t text, const kw_reflect_filter_t *filters,
+                                           size_t n_filters, kw_arena_t *a,
+                                           kw_reflect_caveat_t **caveats, size_t *n_caveats,
+                                           kw_diag_t *diag);
+
+/* A relation or permission named by ComputablePermissions / DependentRelations. */
+typedef struct kw_reflect_ref {
+    kw_str_t def;
+    kw_str_t rel;
+    bool is_permission;
+} kw_reflect_ref_t;
+
+/* ComputablePermissions: every relation and permission whose value a relationship on
+ * def#rel (rel len 0: on def itself as a subject) can change, transitively (through
+ * subject sets, computed references and arrows), as SpiceDB's reachability graph walks
+ * it; sorted by (definition, name), def#rel itself left out; `def_filter` (len 0: none)
+ * keeps only definitions starting with it. */
+KW_NODISCARD int kw_schema_computable_permissions(kw_str_t text, kw_str_t def, kw_str_t rel,
+                                                  kw_str_t def_filter, kw_arena_t *a,
+                                                  kw_reflect_ref_t **out, size_t *n_out,
+                                                  kw_diag_t *diag);
+/* DependentRelations: every relation and permission that permission def#perm is computed
+ * from, transitively (arrows' tupleset relations included), sorted by (definition,
+ * name), def#perm itself left out. KW_EINVAL when perm is a relation. */
+KW_NODISCARD int kw_schema_dependent_relations(kw_str_t text, kw_str_t def, kw_str_t perm,
+                                               kw_arena_t *a, kw_reflect_ref_t **out, size_t *n_out,
+                                               kw_diag_t *diag);
+
+/* DiffSchema: one entry per difference from `existing` to `comparison`, SpiceDB's kinds. */
+typedef enum {
+    KW_DIFF_DEF_ADDED = 1,             /* def: from comparison */
+    KW_DIFF_DEF_REMOVED,               /* def: from existing */
+    KW_DIFF_DEF_DOC_CHANGED,           /* def: from comparison */
+    KW_DIFF_REL_ADDED,                 /* rel: from comparison */
+    KW_DIFF_REL_REMOVED,               /* rel: from existing */
+    KW_DIFF_REL_DOC_CHANGED,           /* rel: from comparison */
+    KW_DIFF_REL_TYPE_ADDED,            /* rel (comparison) + type */
+    KW_DIFF_REL_TYPE_REMOVED,          /* rel (comparison) + type (the one existing had) */
+    KW_DIFF_PERM_ADDED,                /* rel: from comparison */
+    KW_DIFF_PERM_REMOVED,              /* rel: from existing */
+    KW_DIFF_PERM_DOC_CHANGED,          /* rel: from comparison */
+    KW_DIFF_PERM_EXPR_CHANGED,         /* rel: from comparison */
+    KW_DIFF_CAVEAT_ADDED,              /* caveat: from comparison */
+    KW_DIFF_CAVEAT_REMOVED,            /* caveat: from existing */
+    KW_DIFF_CAVEAT_DOC_CHANGED,        /* caveat: from comparison */
+    KW_DIFF_CAVEAT_EXPR_CHANGED,       /* caveat: from comparison */
+    KW_DIFF_CAVEAT_PARAM_ADDED,        /* param: from comparison */
+    KW_DIFF_CAVEAT_PARAM_REMOVED,      /* param: from existing */
+    KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED, /* param (comparison) + previous_type */
+} kw_schema_diff_kind_t;
+
+typedef struct kw_schema_diff {
+    kw_schema_diff_kind_t kind;
+    const kw_reflect_def_t *def;       /* DEF_* kinds */
+    const kw_reflect_rel_t *rel;       /* REL_* and PERM_* kinds */
+    kw_reflect_type_t type;            /* REL_TYPE_* kinds */
+    const kw_reflect_caveat_t *caveat; /* CAVEAT_ADDED/REMOVED/DOC/EXPR */
+    const kw_reflect_param_t *param;   /* CAVEAT_PARAM_* */
+    kw_str_t previous_type;            /* CAVEAT_PARAM_TYPE_CHANGED */
+} kw_schema_diff_t;
+
+/* The differences, in this order (SpiceDB's, with its map orders made deterministic):
+ * added definitions (comparison's order), removed ones (existing's order), added caveats,
+ * removed caveats, then per definition both have (existing's order): its doc comment,
+ * removed relations, added relations, removed permissions, added permissions, per shared
+ * permission its expression then its comment, per shared relation its comment, then
+ * removed then added subject types; then per caveat both have: its comment, removed,
+ * added and retyped parameters, its expression (compared as text). KW_ESCHEMA names which text does
+ * not compile ("comparison schema: ..."). */
+KW_NODISCARD int kw_schema_diff(kw_str_t existing, kw_str_t comparison, kw_arena_t *a,
+                                kw_schema_diff_t **out, size_t *n_out, kw_diag_t *diag);
 
 #endif

@@ -23,7 +23,7 @@
 
 #include "authz/engine_int.h"
 
-enum { MEMO_UNKNOWN = 1, MEMO_OPEN, MEMO_YES, MEMO_NO };
+enum { MEMO_UNKNOWN = 1, MEMO_OPEN, MEMO_YES, MEMO_NO, MEMO_COND };
 
 #define NO_LOW 0x7fffffff
 
@@ -42,6 +42,36 @@ void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_
     c->memo_used = 0;
     c->diag = diag;
     c->steps = 0;
+    c->now = 0;
+    c->req_json = KW_STR_NULL;
+    c->rel_attrs = NULL;
+    c->rel_base = NULL;
+    c->req = NULL;
+    c->req_done = NULL;
+    kw_buf_init(&c->scratch);
+    c->n_names = 0;
+    c->miss = 0;
+}
+
+static void forget_req(kw_ck_t *c)
+{
+    if (c->req)
+        for (uint32_t i = 0; i < c->s->n_caveats; i++)
+            kw_cel_ctx_free(c->req[i]);
+    if (c->req != c->req_inline) {
+        kw_free(c->req);
+        kw_free(c->req_done);
+    }
+    c->req = NULL;
+    c->req_done = NULL;
+}
+
+static void forget_memo(kw_ck_t *c)
+{
+    if (c->memo) {
+        memset(c->memo, 0, sizeof(kw_memo_ent_t) * c->memo_cap);
+        c->memo_used = 0;
+    }
 }
 
 void kw__ck_close(kw_ck_t *c)
@@ -49,6 +79,23 @@ void kw__ck_close(kw_ck_t *c)
     if (c->memo && c->memo != c->inline_memo)
         kw_free(c->memo);
     c->memo = NULL;
+    forget_req(c);
+    kw_buf_free(&c->scratch);
+}
+
+void kw__ck_context(kw_ck_t *c, int64_t now, kw_str_t req_json)
+{
+    bool same_req = req_json.len == c->req_json.len &&
+                    (req_json.len == 0 || memcmp(req_json.ptr, c->req_json.ptr, req_json.len) == 0);
+    if (same_req && now == c->now) {
+        c->req_json = req_json; /* the same text, maybe at another address */
+        return;
+    }
+    forget_memo(c);
+    if (!same_req)
+        forget_req(c);
+    c->now = now;
+    c->req_json = req_json;
 }
 
 void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel)
@@ -59,6 +106,31 @@ void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel)
     c->swild = stype < KW_MAX_TYPES ? c->g->wild[stype] : KW_NODE_NONE;
     c->depth = 0;
     c->neg = 0;
+}
+
+void kw__ck_missing(const kw_ck_t *c, uint64_t mask, kw_buf_t *out)
+{
+    /* In name order, so an answer does not depend on the order the walk met them. */
+    uint32_t idx[KW_CK_MAX_NAMES], n = 0;
+    for (uint32_t i = 0; i < c->n_names; i++) {
+        if (!(mask & ((uint64_t)1 << i)))
+            continue;
+        uint32_t j = n++;
+        for (; j > 0; j--) {
+            kw_str_t a = c->names[idx[j - 1]], b = c->names[i];
+            size_t l = a.len < b.len ? a.len : b.len;
+            int d = memcmp(a.ptr, b.ptr, l);
+            if (d < 0 || (d == 0 && a.len <= b.len))
+                break;
+            idx[j] = idx[j - 1];
+        }
+        idx[j] = i;
+    }
+    for (uint32_t k = 0; k < n; k++) {
+        if (k)
+            kw_buf_append(out, ",", 1);
+        kw_buf_append(out, c->names[idx[k]].ptr, c->names[idx[k]].len);
+    }
 }
 
 static uint64_t memo_hash(uint64_t k1, uint32_t k2, uint16_t k3)
@@ -110,6 +182,7 @@ static kw_memo_ent_t *memo_get(kw_ck_t *c, uint32_t node, uint16_t rel)
             e->k2 = c->snode;
             e->k3 = c->stype;
             e->state = MEMO_UNKNOWN;
+            e->miss = 0;
             c->memo_used++;
             return e;
         }
@@ -118,93 +191,314 @@ static kw_memo_ent_t *memo_get(kw_ck_t *c, uint32_t node, uint16_t rel)
     }
 }
 
-static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low);
+/* ---- caveats and expiry of one edge ---- */
 
-static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low)
+/* The request context bound to caveat `cav`'s program (NULL without a request context).
+ * KW_OK, KW_EINVAL (a field of the wrong type for that caveat) or KW_ENOMEM. */
+static int req_ctx(kw_ck_t *c, uint16_t cav, const kw_cel_ctx_t **out)
+{
+    *out = NULL;
+    if (c->req_json.len == 0)
+        return KW_OK;
+    if (!c->req && c->s->n_caveats <= KW_CK_REQ_INLINE) {
+        memset(c->req_inline, 0, sizeof(c->req_inline));
+        memset(c->req_done_inline, 0, sizeof(c->req_done_inline));
+        c->req = c->req_inline;
+        c->req_done = c->req_done_inline;
+    } else if (!c->req) {
+        c->req = kw_calloc(c->s->n_caveats, sizeof(kw_cel_ctx_t *));
+        c->req_done = kw_calloc(c->s->n_caveats, 1);
+        if (!c->req || !c->req_done) {
+            forget_req(c);
+            return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+        }
+    }
+    if (!c->req_done[cav]) {
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        int rc = kw_cel_ctx_bind(c->s->caveats[cav].program, c->req_json, &c->req[cav], &d);
+        if (rc != KW_OK)
+            return kw_diag_set(c->diag, rc, 0, 0,
+                               "the request context does not fit caveat %.*s: %s",
+                               KW_STR_FMT(c->s->caveats[cav].name), d.msg);
+        c->req_done[cav] = 1;
+    }
+    *out = c->req[cav];
+    return KW_OK;
+}
+
+/* The bit of missing parameter `name` in the check's name table (adding it). */
+static int name_bit(kw_ck_t *c, kw_str_t name, uint64_t *mask)
+{
+    for (uint32_t i = 0; i < c->n_names; i++) {
+        if (kw_str_eq(c->names[i], name)) {
+            *mask |= (uint64_t)1 << i;
+            return KW_OK;
+        }
+    }
+    if (c->n_names == KW_CK_MAX_NAMES)
+        return kw_diag_set(c->diag, KW_ELIMIT, 0, 0,
+                           "a check can report at most %d missing caveat parameters",
+                           KW_CK_MAX_NAMES);
+    c->names[c->n_names] = name;
+    *mask |= (uint64_t)1 << c->n_names++;
+    return KW_OK;
+}
+
+/* Evaluates the caveat of `a`: KW_CK_YES, KW_CK_NO, KW_CK_COND (*miss) or an error. */
+static int eval_caveat(kw_ck_t *c, const kw_attr_t *a, uint64_t *miss)
+{
+    const kw_caveat_t *cv = &c->s->caveats[a->caveat];
+    const kw_cel_ctx_t *req = NULL;
+    int rc = req_ctx(c, a->caveat, &req); /* bound even when unused: its errors count */
+    if (rc != KW_OK)
+        return rc;
+    if (a->fixed >= 0) /* the relationship's context decides (tag-kw-edge-attrs) */
+        return a->fixed == KW_CEL_TRUE ? KW_CK_YES : KW_CK_NO;
+    kw_cel_result_t res = KW_CEL_FALSE;
+    c->scratch.len = 0;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    rc = kw_cel_eval(cv->program, a->bound, req, &res, &c->scratch, &d);
+    if (rc != KW_OK)
+        return kw_diag_set(c->diag, rc, 0, 0, "caveat %.*s: %s", KW_STR_FMT(cv->name), d.msg);
+    if (c->scratch.failed)
+        return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    if (res == KW_CEL_TRUE)
+        return KW_CK_YES;
+    if (res != KW_CEL_PARTIAL)
+        return KW_CK_NO;
+    /* Map the names back onto the program's own strings (they outlive the scratch). */
+    uint64_t m = 0;
+    size_t np = kw_cel_program_n_params(cv->program);
+    const char *p = c->scratch.ptr, *end = c->scratch.ptr + c->scratch.len;
+    while (p && p < end) {
+        const char *q = memchr(p, ',', (size_t)(end - p));
+        kw_str_t nm = {p, (size_t)((q ? q : end) - p)};
+        for (size_t i = 0; i < np; i++) {
+            kw_str_t pn = kw_cel_program_param(cv->program, i);
+            if (kw_str_eq(pn, nm)) {
+                if ((rc = name_bit(c, pn, &m)) != KW_OK)
+                    return rc;
+                break;
+            }
+        }
+        p = q ? q + 1 : end;
+    }
+    *miss = m;
+    return KW_CK_COND;
+}
+
+/* The value of the stored edge node#rel@snode#srel in this check: NO once expired or
+ * when its caveat is false, YES without a caveat or when it holds, else COND. */
+static inline int edge_val(kw_ck_t *c, uint32_t node, uint16_t rel, uint32_t snode, uint16_t srel,
+                           uint64_t *miss)
+{
+    if (!kw__attr_maybe(c->g, node))
+        return KW_CK_YES; /* tag-kw-edge-attrs: the common case costs one load */
+    if (c->rel_attrs && !c->rel_attrs[c->rel_base[c->g->nodes[node].type] + rel])
+        return KW_CK_YES; /* a relation whose allowed types have neither caveat nor expiry */
+    const kw_attr_t *a = kw__attr_find(c->g, node, rel, snode, srel);
+    if (!a)
+        return KW_CK_YES;
+    if (kw__attr_expired(a, c->now))
+        return KW_CK_NO;
+    if (a->caveat == KW_CAVEAT_NONE)
+        return KW_CK_YES;
+    return eval_caveat(c, a, miss);
+}
+
+/* ---- three-valued combination (tag-kw-check-3v) ---- */
+
+/* `x AND y` where x is an edge's value (never NO here) and y what lies behind it. */
+static inline int and3(int x, uint64_t xm, int y, uint64_t ym, uint64_t *miss)
+{
+    if (y < 0 || y == KW_CK_NO)
+        return y;
+    if (x == KW_CK_YES) {
+        *miss = ym;
+        return y;
+    }
+    *miss = xm | (y == KW_CK_COND ? ym : 0);
+    return KW_CK_COND;
+}
+
+static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss);
+
+static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint64_t *miss)
 {
     const kw_graph_t *g = c->g;
     switch (x->kind) {
     case KW_EXPR_NIL:
-        return 0;
+        return KW_CK_NO;
     case KW_EXPR_REF:
-        return ck_rel(c, node, x->rel, low);
+        return ck_rel(c, node, x->rel, low, miss);
     case KW_EXPR_ARROW:
     case KW_EXPR_ALL: {
         bool all = x->kind == KW_EXPR_ALL;
         uint32_t lo, hi;
         kw__graph_fwd_range(g, node, x->rel, &lo, &hi);
-        if (lo == hi)
-            return 0;
+        bool any = false, cond = false;
+        uint64_t acc = 0;
         for (uint32_t i = lo; i < hi; i++) {
             /* An object listed with several subject relations is visited once per edge;
              * the memo makes the repeats cheap and AND/OR are idempotent. */
-            uint32_t o = g->nodes[node].fwd.v[i].other;
-            uint16_t t = x->target_by_type[g->nodes[o].type];
-            int r = t == KW_REL_NONE ? 0 : ck_rel(c, o, t, low);
+            const kw_edge_t ed = g->nodes[node].fwd.v[i];
+            uint64_t em = 0, tm = 0, m = 0;
+            int ev = edge_val(c, node, x->rel, ed.other, ed.other_rel, &em);
+            if (ev < 0)
+                return ev;
+            if (ev == KW_CK_NO) {
+                /* .any(): nothing through this edge. .all(): an expired relationship is
+                 * not there at all; a false caveat makes its term, and the whole, false. */
+                if (!all || kw__attr_expired(kw__attr_find(g, node, x->rel, ed.other, ed.other_rel),
+                                             c->now))
+                    continue;
+                return KW_CK_NO;
+            }
+            any = true;
+            uint16_t t = x->target_by_type[g->nodes[ed.other].type];
+            int r = t == KW_REL_NONE ? KW_CK_NO : ck_rel(c, ed.other, t, low, &tm);
             if (r < 0)
                 return r;
-            if (!all && r == 1)
-                return 1;
-            if (all && r == 0)
-                return 0;
+            r = and3(ev, em, r, tm, &m);
+            if (!all && r == KW_CK_YES)
+                return KW_CK_YES;
+            if (all && r == KW_CK_NO)
+                return KW_CK_NO;
+            if (r == KW_CK_COND) {
+                cond = true;
+                acc |= m;
+            }
         }
-        return all ? 1 : 0;
+        if (all && !any)
+            return KW_CK_NO;
+        if (cond) {
+            *miss = acc;
+            return KW_CK_COND;
+        }
+        return all ? KW_CK_YES : KW_CK_NO;
     }
-    case KW_EXPR_UNION:
+    case KW_EXPR_UNION: {
+        bool cond = false;
+        uint64_t acc = 0;
         for (uint32_t i = 0; i < x->n_children; i++) {
-            int r = ck_expr(c, node, x->children[i], low);
-            if (r != 0)
+            uint64_t m = 0;
+            int r = ck_expr(c, node, x->children[i], low, &m);
+            if (r < 0 || r == KW_CK_YES)
                 return r;
+            if (r == KW_CK_COND) {
+                cond = true;
+                acc |= m;
+            }
         }
-        return 0;
-    case KW_EXPR_INTERSECT:
+        *miss = acc;
+        return cond ? KW_CK_COND : KW_CK_NO;
+    }
+    case KW_EXPR_INTERSECT: {
+        bool cond = false;
+        uint64_t acc = 0;
         for (uint32_t i = 0; i < x->n_children; i++) {
-            int r = ck_expr(c, node, x->children[i], low);
-            if (r != 1)
+            uint64_t m = 0;
+            int r = ck_expr(c, node, x->children[i], low, &m);
+            if (r < 0 || r == KW_CK_NO)
                 return r;
+            if (r == KW_CK_COND) {
+                cond = true;
+                acc |= m;
+            }
         }
-        return 1;
+        *miss = acc;
+        return cond ? KW_CK_COND : KW_CK_YES;
+    }
     case KW_EXPR_EXCLUDE: {
-        int r = ck_expr(c, node, x->children[0], low);
-        if (r != 1)
+        uint64_t acc = 0;
+        int r = ck_expr(c, node, x->children[0], low, &acc);
+        if (r < 0 || r == KW_CK_NO)
             return r;
+        bool cond = r == KW_CK_COND;
         for (uint32_t i = 1; i < x->n_children; i++) {
+            uint64_t m = 0;
             c->neg++;
-            int b = ck_expr(c, node, x->children[i], low);
+            int b = ck_expr(c, node, x->children[i], low, &m);
             c->neg--;
             if (b < 0)
                 return b;
-            if (b == 1)
-                return 0;
+            if (b == KW_CK_YES)
+                return KW_CK_NO;
+            if (b == KW_CK_COND) {
+                cond = true;
+                acc |= m;
+            }
         }
-        return 1;
+        *miss = acc;
+        return cond ? KW_CK_COND : KW_CK_YES;
     }
     }
     return kw_diag_set(c->diag, KW_EINTERNAL, 0, 0, "unknown expression kind %d", (int)x->kind);
 }
 
-/* The direct part of a relation: an edge to the subject itself or to its wildcard. */
-static bool direct_match(const kw_ck_t *c, uint32_t node, uint16_t rel)
+/* The value of the edge node#rel@other#orel: KW_CK_NO when it is not stored. */
+static int direct_one(kw_ck_t *c, uint32_t node, uint16_t rel, uint32_t other, uint16_t orel,
+                      uint64_t *miss)
 {
-    if (c->snode != KW_NODE_NONE && kw__graph_has(c->g, node, rel, c->snode, c->srel))
-        return true;
-    return c->swild != KW_NODE_NONE && kw__graph_has(c->g, node, rel, c->swild, KW_REL_NONE);
+    if (!kw__graph_has(c->g, node, rel, other, orel))
+        return KW_CK_NO;
+    return edge_val(c, node, rel, other, orel, miss);
+}
+
+/* The direct part of a relation: an edge to the subject itself or to its wildcard. */
+static int direct_match(kw_ck_t *c, uint32_t node, uint16_t rel, uint64_t *miss)
+{
+    int a = KW_CK_NO, b = KW_CK_NO;
+    uint64_t am = 0, bm = 0;
+    if (c->snode != KW_NODE_NONE) {
+        a = direct_one(c, node, rel, c->snode, c->srel, &am);
+        if (a < 0 || a == KW_CK_YES)
+            return a;
+    }
+    if (c->swild != KW_NODE_NONE) {
+        b = direct_one(c, node, rel, c->swild, KW_REL_NONE, &bm);
+        if (b < 0 || b == KW_CK_YES)
+            return b;
+    }
+    if (a == KW_CK_COND || b == KW_CK_COND) {
+        *miss = (a == KW_CK_COND ? am : 0) | (b == KW_CK_COND ? bm : 0);
+        return KW_CK_COND;
+    }
+    return KW_CK_NO;
 }
 
 /* Follows the subject-set edges of node#rel (those with a subject relation). */
-static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
+static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss)
 {
     uint32_t lo, hi;
+    bool cond = false;
+    uint64_t acc = 0;
     kw__graph_fwd_range(c->g, node, rel, &lo, &hi);
     for (uint32_t i = lo; i < hi; i++) {
         const kw_edge_t ed = c->g->nodes[node].fwd.v[i];
         if (ed.other_rel == KW_REL_NONE)
             break; /* sorted by other_rel: plain subjects come last */
-        int r = ck_rel(c, ed.other, ed.other_rel, low);
-        if (r != 0)
+        uint64_t em = 0, tm = 0, m = 0;
+        int ev = edge_val(c, node, rel, ed.other, ed.other_rel, &em);
+        if (ev < 0)
+            return ev;
+        if (ev == KW_CK_NO)
+            continue;
+        int r = ck_rel(c, ed.other, ed.other_rel, low, &tm);
+        if (r < 0)
             return r;
+        r = and3(ev, em, r, tm, &m);
+        if (r == KW_CK_YES)
+            return r;
+        if (r == KW_CK_COND) {
+            cond = true;
+            acc |= m;
+        }
     }
-    return 0;
+    *miss = acc;
+    return cond ? KW_CK_COND : KW_CK_NO;
 }
 
 static bool has_sets(const kw_graph_t *g, uint32_t node, uint16_t rel)
@@ -214,10 +508,10 @@ static bool has_sets(const kw_graph_t *g, uint32_t node, uint16_t rel)
     return lo < hi && g->nodes[node].fwd.v[lo].other_rel != KW_REL_NONE;
 }
 
-static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
+static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss)
 {
     if (node == c->snode && rel == c->srel)
-        return 1; /* a subject set has itself */
+        return KW_CK_YES; /* a subject set has itself */
     const kw_type_t *ty = &c->s->types[c->g->nodes[node].type];
     if (rel >= ty->n_rels)
         return kw_diag_set(c->diag, KW_EINTERNAL, 0, 0, "relation index out of range");
@@ -227,20 +521,28 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
                            "check exceeded its budget of %u steps at %.*s:%s#%.*s",
                            KW_MAX_CHECK_STEPS, KW_STR_FMT(ty->name),
                            kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+    int direct = KW_CK_NO;
+    uint64_t dmiss = 0;
     if (!rd->is_permission) {
-        if (direct_match(c, node, rel))
-            return 1;
-        if (!has_sets(c->g, node, rel))
-            return 0; /* a leaf: no recursion, nothing worth memoizing */
+        direct = direct_match(c, node, rel, &dmiss);
+        if (direct < 0 || direct == KW_CK_YES)
+            return direct;
+        if (!has_sets(c->g, node, rel)) {
+            *miss = dmiss;
+            return direct; /* a leaf: no recursion, nothing worth memoizing */
+        }
     }
     kw_memo_ent_t *m = memo_get(c, node, rel);
     if (!m)
         return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
     switch (m->state) {
     case MEMO_YES:
-        return 1;
+        return KW_CK_YES;
     case MEMO_NO:
-        return 0;
+        return KW_CK_NO;
+    case MEMO_COND:
+        *miss = m->miss;
+        return KW_CK_COND;
     case MEMO_OPEN:
         if (c->neg > c->frame_neg[m->depth])
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
@@ -250,7 +552,7 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
                                KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
-        return 0;
+        return KW_CK_NO;
     default:
         break;
     }
@@ -264,9 +566,14 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
     m->depth = (uint8_t)d;
     c->frame_neg[d] = c->neg;
     int my_low = NO_LOW;
-    int r =
-        rd->is_permission ? ck_expr(c, node, rd->expr, &my_low) : ck_sets(c, node, rel, &my_low);
+    uint64_t rm = 0;
+    int r = rd->is_permission ? ck_expr(c, node, rd->expr, &my_low, &rm)
+                              : ck_sets(c, node, rel, &my_low, &rm);
     c->depth--;
+    if (r >= 0 && direct == KW_CK_COND && r != KW_CK_YES) {
+        rm = (r == KW_CK_COND ? rm : 0) | dmiss;
+        r = KW_CK_COND;
+    }
     /* The table may have grown during the recursion: look the entry up again. */
     m = memo_get(c, node, rel);
     if (!m)
@@ -275,28 +582,31 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low)
         m->state = MEMO_UNKNOWN;
         return r;
     }
-    if (r == 1 || my_low >= d) {
-        m->state = r == 1 ? MEMO_YES : MEMO_NO;
+    if (r == KW_CK_YES || my_low >= d) {
+        m->state = r == KW_CK_YES ? MEMO_YES : r == KW_CK_NO ? MEMO_NO : MEMO_COND;
+        m->miss = rm;
     } else {
         m->state = MEMO_UNKNOWN; /* depends on an open ancestor: recompute next time */
         if (my_low < *low)
             *low = my_low;
     }
+    *miss = rm;
     return r;
 }
 
 int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel)
 {
     int low = NO_LOW;
+    uint64_t miss = 0;
     c->depth = 0;
     c->neg = 0;
     c->steps = 0;
-    int r = ck_rel(c, node, rel, &low);
-    if (r < 0 && c->memo) {
-        /* An aborted search leaves open markers behind: forget everything. */
-        memset(c->memo, 0, sizeof(kw_memo_ent_t) * c->memo_cap);
-        c->memo_used = 0;
-    }
+    c->miss = 0;
+    int r = ck_rel(c, node, rel, &low, &miss);
+    if (r < 0) /* an aborted search leaves open markers behind: forget everything */
+        forget_memo(c);
+    else if (r == KW_CK_COND)
+        c->miss = miss;
     return r;
 }
 
@@ -371,13 +681,16 @@ int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t sr
 
 /* ---- the entry points: Check and CheckBulk ---- */
 
-/* One check under the read lock, sharing `c` (and its memo) with other items. */
+/* One check under the read lock, sharing `c` (and its memo) with other items; the caller
+ * set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss names what is
+ * missing. */
 static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
                      kw_check_result_t *result, kw_diag_t *diag)
 {
     uint16_t t, r, stype, srel;
     uint32_t snode;
     c->diag = diag;
+    c->miss = 0;
     int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
     if (rc == KW_OK)
         rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
@@ -406,12 +719,13 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     int v = kw__ck_check(c, rnode, r);
     if (v < 0)
         return v;
-    *result = v == 1 ? KW_CHECK_YES : KW_CHECK_NO;
+    *result = v == KW_CK_YES ? KW_CHECK_YES : v == KW_CK_COND ? KW_CHECK_CONDITIONAL : KW_CHECK_NO;
     return KW_OK;
 }
 
-int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_subject_t subject,
-                    kw_check_result_t *result, kw_revision_t *rev, kw_diag_t *diag)
+int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                        kw_subject_t subject, kw_str_t context, kw_check_result_t *result,
+                        kw_buf_t *missing, kw_revision_t *rev, kw_diag_t *diag)
 {
     kw_ck_t c;
     kw_check_result_t res = KW_CHECK_NO;
@@ -421,7 +735,14 @@ int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, k
         rc = kw__engine_no_schema(diag);
     } else {
         kw__ck_init(&c, &e->g, e->model->schema, diag);
+        kw__ck_model(&c, e->model);
+        kw__ck_context(&c, kw__engine_query_now(e), context);
         rc = check_one(e, &c, resource, permission, subject, &res, diag);
+        if (rc == KW_OK && res == KW_CHECK_CONDITIONAL && missing) {
+            kw__ck_missing(&c, c.miss, missing);
+            if (missing->failed)
+                rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during check");
+        }
         kw__ck_close(&c);
         if (rc == KW_OK && rev)
             *rev = e->rev;
@@ -432,28 +753,58 @@ int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, k
     return rc;
 }
 
-int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n, kw_revision_t *rev)
+int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_subject_t subject,
+                    kw_check_result_t *result, kw_revision_t *rev, kw_diag_t *diag)
+{
+    return kw_engine_check_ctx(e, resource, permission, subject, KW_STR_NULL, result, NULL, rev,
+                               diag);
+}
+
+int kw_engine_check_bulk_ctx(kw_engine_t *e, kw_check_item_t *items, size_t n, kw_arena_t *arena,
+                             kw_revision_t *rev)
 {
     kw_ck_t c;
+    int rc = KW_OK;
     kw__engine_rdlock(e);
     if (!e->model) {
         for (size_t i = 0; i < n; i++) {
             items[i].result = KW_CHECK_NO;
+            items[i].missing = KW_STR_NULL;
             items[i].rc = kw__engine_no_schema(&items[i].diag);
         }
     } else {
+        kw_buf_t names;
+        kw_buf_init(&names);
+        int64_t now = kw__engine_query_now(e);
         kw__ck_init(&c, &e->g, e->model->schema, NULL);
+        kw__ck_model(&c, e->model);
         for (size_t i = 0; i < n; i++) {
             kw_check_item_t *it = &items[i];
             kw_check_result_t res = KW_CHECK_NO;
             kw_diag_clear(&it->diag);
+            it->missing = KW_STR_NULL;
+            /* Items with equal contexts share the memo; another context forgets it. */
+            kw__ck_context(&c, now, it->context);
             it->rc = check_one(e, &c, it->resource, it->permission, it->subject, &res, &it->diag);
             it->result = it->rc == KW_OK ? res : KW_CHECK_NO;
+            if (it->rc == KW_OK && res == KW_CHECK_CONDITIONAL && arena) {
+                names.len = 0;
+                kw__ck_missing(&c, c.miss, &names);
+                if (names.failed || kw_arena_str_copy(arena, (kw_str_t){names.ptr, names.len},
+                                                      &it->missing) != KW_OK)
+                    rc = KW_ENOMEM;
+            }
         }
         kw__ck_close(&c);
+        kw_buf_free(&names);
     }
     if (rev)
         *rev = e->rev;
     kw__engine_unlock(e);
-    return KW_OK;
+    return rc;
+}
+
+int kw_engine_check_bulk(kw_engine_t *e, kw_check_item_t *items, size_t n, kw_revision_t *rev)
+{
+    return kw_engine_check_bulk_ctx(e, items, n, NULL, rev);
 }

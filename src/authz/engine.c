@@ -8,6 +8,8 @@
  * builds without it and takes it only to swap pointers. The other files take the lock
  * through kw__engine_rdlock / _wrlock / _unlock (engine_int.h).
  */
+#include <time.h>
+
 #include "authz/engine_int.h"
 
 /* ---- lifecycle ---- */
@@ -120,6 +122,54 @@ int kw_engine_schema_text(kw_engine_t *e, kw_buf_t *out)
         kw_buf_append(out, e->model->schema->text.ptr, e->model->schema->text.len);
     kw__engine_unlock(e);
     return out->failed ? KW_ENOMEM : KW_OK;
+}
+
+/* ---- time and expiry ---- */
+
+void kw_engine_set_clock(kw_engine_t *e, kw_clock_fn fn, void *ud)
+{
+    e->clock = fn;
+    e->clock_ud = ud;
+}
+
+int64_t kw_engine_now(kw_engine_t *e)
+{
+    return kw__engine_clock(e);
+}
+
+int64_t kw__engine_clock(const kw_engine_t *e)
+{
+    if (e->clock)
+        return e->clock(e->clock_ud);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int kw_engine_sweep_expired(kw_engine_t *e, int64_t now, size_t *n_removed)
+{
+    size_t n = 0;
+    if (now == 0)
+        now = kw_engine_now(e);
+    kw__engine_wrlock(e);
+    kw_graph_t *g = &e->g;
+    /* Removing an edge moves the table's last entry into its place: walk from the end. */
+    for (uint32_t i = g->attrs.n; i-- > 0 && g->attrs.n_expiring;) {
+        if (i >= g->attrs.n)
+            continue;
+        const kw_attr_t *a = &g->attrs.v[i];
+        if (!kw__attr_expired(a, now))
+            continue;
+        uint32_t rn = a->rnode, sn = a->snode;
+        kw__graph_remove(g, rn, a->rel, sn, a->srel);
+        kw__graph_gc(g, rn);
+        kw__graph_gc(g, sn);
+        n++;
+    }
+    kw__engine_unlock(e);
+    if (n_removed)
+        *n_removed = n;
+    return KW_OK;
 }
 
 bool kw_engine_has(kw_engine_t *e, kw_str_t type, kw_str_t name, bool *is_permission)

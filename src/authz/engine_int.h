@@ -42,7 +42,15 @@ typedef struct kw_model {
     uint32_t *rel_base; /* rel_base[t] = index of (t, 0) into per-(type,rel) arrays */
     uint32_t n_pairs;
     kw_revdeps_t *revdeps; /* per (type, rel) */
+    uint8_t *rel_attrs;    /* per (type, rel): 1 when an allowed type has a caveat or expiry */
 } kw_model_t;
+
+/* Lets a check skip the attribute table on relations that cannot have attributes. */
+static inline void kw__ck_model(kw_ck_t *c, const kw_model_t *m)
+{
+    c->rel_attrs = m->rel_attrs;
+    c->rel_base = m->rel_base;
+}
 
 /* Takes ownership of `s` (freed on failure too). KW_ENOMEM. */
 KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);
@@ -57,7 +65,18 @@ struct kw_engine {
     kw_model_t *model; /* NULL until a schema is installed */
     kw_graph_t g;
     kw_revision_t rev;
+    kw_clock_fn clock; /* NULL: the system wall clock */
+    void *clock_ud;
 };
+
+/* The instant a query compares expiries against: the engine clock when the graph holds
+ * any expiring relationship, else 0 without reading a clock (nothing can be expired:
+ * relationships without expiry cost nothing). Lock held. */
+int64_t kw__engine_clock(const kw_engine_t *e);
+static inline int64_t kw__engine_query_now(const kw_engine_t *e)
+{
+    return e->g.attrs.n_expiring ? kw__engine_clock(e) : 0;
+}
 
 void kw__engine_rdlock(kw_engine_t *e);
 void kw__engine_wrlock(kw_engine_t *e);
@@ -76,6 +95,7 @@ void kw__engine_bump(kw_engine_t *e, kw_revision_t at, kw_revision_t *rev);
 typedef struct kw_rrel {
     uint16_t rtype, rel, stype, srel;
     bool wild;
+    uint16_t caveat; /* KW_CAVEAT_NONE: none */
 } kw_rrel_t;
 
 /* Is `rel` the empty subject relation or "..."? */
@@ -84,10 +104,18 @@ bool kw__is_ellipsis(kw_str_t rel);
 bool kw__id_ok(kw_str_t id);
 /* KW_EINVAL with a message saying why `id` (of a `what`: "resource", "subject") is bad. */
 int kw__bad_id(kw_diag_t *diag, const char *what, kw_str_t id);
-/* Resolves and validates one relationship for writing: types,
- * relation (not a permission), ids, wildcard and subject type allowed. KW_EINVAL. */
+/* Resolves and validates one relationship for writing: types, relation (not a
+ * permission), ids, wildcard, subject type allowed with the relationship's caveat and
+ * expiration traits (the caveat index goes to *caveat; KW_CAVEAT_NONE without one).
+ * KW_EINVAL. */
 KW_NODISCARD int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
                                  kw_diag_t *diag);
+/* Builds the attribute record of a resolved relationship (nodes still unset): copies the
+ * context and binds it to the caveat's program. *has is false (and *out untouched) for a
+ * relationship without caveat and expiry. KW_EINVAL (the context does not bind; diag
+ * names the relationship), KW_ENOMEM. */
+KW_NODISCARD int kw__attr_make(const kw_schema_t *s, const kw_rrel_t *rr, const kw_rel_t *r,
+                               kw_attr_t *out, bool *has, kw_diag_t *diag);
 /* `type:id#rel@type:id[#rel]` into buf (ids cut at 80 bytes), for messages. */
 void kw__fmt_rel(const kw_rel_t *r, char *buf, size_t cap);
 /* The name of relation `rel` of `type`, or "" for KW_REL_NONE. */
@@ -110,6 +138,7 @@ typedef struct kw_cfilter {
     uint16_t stype, srel;
     uint32_t rnode, snode; /* when rid_set / sid_set (KW_NODE_NONE: matches nothing) */
     kw_str_t rid, sid;
+    int64_t now; /* relationships expired at this instant match nothing */
 } kw_cfilter_t;
 
 /* The stored relationships matching a filter, as (resource node, fwd edge) pairs. */

@@ -24,7 +24,19 @@ typedef struct ex_ctx {
     kw_diag_t *diag;
     size_t nodes, bytes; /* what the answer holds so far */
     int err;             /* why the last allocation failed: KW_ENOMEM or KW_EBUDGET */
+    int64_t now;         /* relationships expired at this instant are left out */
 } ex_ctx_t;
+
+/* The attributes of fwd edge `ed` of `node` (NULL when none), and whether it is expired. */
+static const kw_attr_t *edge_attr(const ex_ctx_t *c, uint32_t node, uint16_t rel,
+                                  const kw_edge_t *ed, bool *expired)
+{
+    const kw_attr_t *a = kw__attr_maybe(c->g, node)
+                             ? kw__attr_find(c->g, node, rel, ed->other, ed->other_rel)
+                             : NULL;
+    *expired = kw__attr_expired(a, c->now);
+    return a;
+}
 
 /* Counts `n` more nodes or subjects and `bytes` more bytes against the budget: KW_OK, or
  * KW_EBUDGET with diag set (and c->err). */
@@ -121,6 +133,10 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
         if (!x)
             return c->err;
         for (uint32_t i = lo; i < hi; i++) {
+            bool expired;
+            (void)edge_attr(c, node, e->rel, &g->nodes[node].fwd.v[i], &expired);
+            if (expired)
+                continue;
             uint32_t o = g->nodes[node].fwd.v[i].other;
             uint16_t tr = e->target_by_type[g->nodes[o].type];
             kw_expand_t *ch;
@@ -133,6 +149,8 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
                 return rc;
             x->children[x->n_children++] = ch;
         }
+        if (x->n_children == 0)
+            x->kind = KW_EXPAND_UNION; /* every tupleset relationship expired: nobody */
         *out = x;
         return KW_OK;
     }
@@ -182,9 +200,24 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
     }
     for (uint32_t i = lo; i < hi; i++) {
         kw_edge_t ed = g->nodes[node].fwd.v[i];
+        bool expired;
+        const kw_attr_t *a = edge_attr(c, node, rel, &ed, &expired);
+        if (expired)
+            continue;
         uint16_t st = g->nodes[ed.other].type;
-        kw_subject_t *sj = &x->subjects[x->n_subjects++];
         bool ok = true;
+        if (a && a->caveat != KW_CAVEAT_NONE) {
+            if (!x->caveats) {
+                x->caveats = ex_alloc(c, 0, (hi - lo) * sizeof(kw_expand_caveat_t));
+                if (!x->caveats)
+                    return c->err;
+                memset(x->caveats, 0, (hi - lo) * sizeof(kw_expand_caveat_t));
+            }
+            kw_expand_caveat_t *cv = &x->caveats[x->n_subjects];
+            cv->name = dup(c, c->s->caveats[a->caveat].name, &ok);
+            cv->context = dup(c, (kw_str_t){a->ctx, a->ctx_len}, &ok);
+        }
+        kw_subject_t *sj = &x->subjects[x->n_subjects++];
         sj->type = dup(c, c->s->types[st].name, &ok);
         sj->id = node_str(c, ed.other, &ok);
         sj->relation = ed.other_rel == KW_REL_NONE
@@ -211,7 +244,7 @@ int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t permission, 
     rc = kw__resolve_perm(e, resource.type, permission, &t, &r, diag);
     if (rc != KW_OK)
         goto done;
-    ex_ctx_t c = {&e->g, e->model->schema, arena, diag, 0, 0, KW_ENOMEM};
+    ex_ctx_t c = {&e->g, e->model->schema, arena, diag, 0, 0, KW_ENOMEM, kw__engine_query_now(e)};
     uint32_t node = kw__graph_find(&e->g, t, resource.id.ptr, resource.id.len);
     if (node == KW_NODE_NONE) {
         /* An object without relationships: an empty tree of the right shape. */

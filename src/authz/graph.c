@@ -67,6 +67,7 @@ void kw__graph_close(kw_graph_t *g)
     }
     kw_free(g->nodes);
     kw_free(g->slots);
+    kw__attr_close(&g->attrs);
     memset(g, 0, sizeof(*g));
 }
 
@@ -460,6 +461,7 @@ static void remove_one(kw_edges_t *es, uint64_t key, bool fwd)
 void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
                       uint16_t other_rel)
 {
+    kw__attr_del(g, node, rel, other, other_rel);
     remove_one(&g->nodes[node].fwd, kw__fwd_key(rel, other_rel, other), true);
     remove_one(&g->nodes[other].rev, kw__rev_key(rel, other_rel, node), false);
     g->n_rels--;
@@ -470,7 +472,7 @@ size_t kw__graph_memory(const kw_graph_t *g)
     /* malloc keeps ~16 bytes of bookkeeping per block; count it so the estimate is honest. */
     const size_t overhead = 16;
     size_t m = sizeof(*g) + (size_t)g->cap_nodes * sizeof(kw_node_t) +
-               (size_t)g->n_slots * sizeof(uint64_t);
+               (size_t)g->n_slots * sizeof(uint64_t) + kw__attr_memory(&g->attrs);
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         const kw_node_t *nd = &g->nodes[i];
         if (!kw__node_live(nd))

@@ -22,6 +22,7 @@
 
 #include "authz/authz.h"
 #include "authz/schema.h"
+#include "cel/cel.h"
 
 #define KW_NODE_NONE UINT32_MAX
 
@@ -51,7 +52,7 @@ typedef struct kw_node {
     uint8_t flags; /* KW_NODE_LIVE, KW_NODE_HEAP_ID */
     uint32_t id_len;
     uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
-    uint32_t pad_;
+    uint32_t n_attr; /* fwd edges of this node with attributes (graph_attr.c); 0 for most */
     union {
         char *heap;                  /* KW_NODE_HEAP_ID: NUL-terminated copy */
         char inl[KW_NODE_ID_INLINE]; /* otherwise: NUL-terminated, in place */
@@ -89,6 +90,35 @@ static inline uint32_t kw__slot_hash(uint64_t s)
     return (uint32_t)(s >> 32);
 }
 
+/*
+ * Relationship attributes (graph_attr.c): a caveat (name index + JSON context, bound to
+ * the caveat's program) and/or an expiry. They live in a side table keyed by the edge
+ * (resource node, rel, subject node, subject rel), never in the 8-byte edge, so
+ * relationships without them cost nothing; node->n_attr counts a resource's attributed
+ * fwd edges, so a query looks the table up only on such nodes.
+ */
+typedef struct kw_attr {
+    uint32_t rnode, snode;
+    uint16_t rel, srel;
+    uint16_t caveat; /* index into the schema's caveats, or KW_CAVEAT_NONE */
+    /* KW_CEL_TRUE / KW_CEL_FALSE when the relationship's own context decides the caveat
+     * (the relationship's context wins per field, so no request context can change it:
+     * evaluated once, when bound); -1 when the answer depends on parameters it lacks. */
+    int8_t fixed;
+    int64_t expires_at; /* microseconds since the epoch (UTC), 0: never */
+    char *ctx;          /* the caveat context as JSON (NUL-terminated copy), or NULL */
+    size_t ctx_len;
+    kw_cel_ctx_t *bound; /* ctx bound to the caveat's program (NULL without a caveat) */
+} kw_attr_t;
+
+typedef struct kw_attrs {
+    kw_attr_t *v; /* dense */
+    uint32_t n, cap;
+    uint32_t *slots; /* index into v plus one; 0 = empty; power of two (or 0) */
+    uint32_t n_slots;
+    uint32_t n_expiring; /* entries with an expiry */
+} kw_attrs_t;
+
 typedef struct kw_graph {
     kw_node_t *nodes;
     uint32_t n_nodes; /* slots used (live + free) */
@@ -100,6 +130,7 @@ typedef struct kw_graph {
     size_t n_rels;               /* relationships stored */
     size_t id_bytes;             /* bytes held by heap id strings */
     uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
+    kw_attrs_t attrs;            /* caveats and expiries of the edges that have them */
 } kw_graph_t;
 
 /* Sort keys (tag-kw-edge-order). */
@@ -151,6 +182,36 @@ void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other
                       uint16_t other_rel);
 size_t kw__graph_memory(const kw_graph_t *g);
 
+/* ---- graph_attr.c: the attribute side table ---- */
+
+/* The attributes of node#rel@snode#srel, or NULL (fast when node has none). The pointer
+ * is valid until the next change of the table. */
+static inline bool kw__attr_maybe(const kw_graph_t *g, uint32_t node)
+{
+    return g->nodes[node].n_attr != 0;
+}
+const kw_attr_t *kw__attr_find(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t snode,
+                               uint16_t srel);
+/* Is an attribute record expired at `now` (microseconds)? From its expiry instant on. */
+static inline bool kw__attr_expired(const kw_attr_t *a, int64_t now)
+{
+    return a && a->expires_at != 0 && now >= a->expires_at;
+}
+/* Makes room for `more` new entries (fallible); kw__attr_put of that many then cannot
+ * fail. KW_ENOMEM leaves the table as it was. */
+KW_NODISCARD int kw__attr_reserve(kw_graph_t *g, uint32_t more);
+/* Inserts or replaces the attributes of (a->rnode, a->rel, a->snode, a->srel), taking
+ * ownership of a->ctx and a->bound (the replaced ones are freed). Room reserved. */
+void kw__attr_put(kw_graph_t *g, const kw_attr_t *a);
+/* Removes and frees the attributes of the edge, if any. */
+void kw__attr_del(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t snode, uint16_t srel);
+/* Frees what one record owns (not the record). */
+void kw__attr_release(kw_attr_t *a);
+/* Frees the whole table. */
+void kw__attr_close(kw_attrs_t *t);
+/* Heap bytes held by the table and its contexts. */
+size_t kw__attr_memory(const kw_attrs_t *t);
+
 /* ---- check.c ---- */
 
 typedef struct kw_memo_ent {
@@ -159,12 +220,23 @@ typedef struct kw_memo_ent {
     uint16_t k3;   /* subject type */
     uint8_t state; /* 0 empty, then MEMO_* (check.c) */
     uint8_t depth;
+    uint64_t miss; /* MEMO_COND: the missing caveat parameters (bits of kw_ck_t.names) */
 } kw_memo_ent_t;
 
 #define KW_MEMO_INLINE 64
+/* Distinct missing caveat parameter names one check can report (bits of a uint64_t). */
+#define KW_CK_MAX_NAMES 64
+/* Caveats of a schema whose bound request contexts live inside the check context. */
+#define KW_CK_REQ_INLINE 8
+
+/* The three values of a check (tag-kw-check-3v): a caveat whose parameters are missing
+ * makes a result conditional, and a conditional never becomes a yes. */
+#define KW_CK_NO 0
+#define KW_CK_YES 1
+#define KW_CK_COND 2
 
 /* One check context: the subject plus the memo table, reusable across checks of the
- * same request (bulk, lookups). */
+ * same request (bulk, lookups) as long as the request context and the time stay. */
 typedef struct kw_ck {
     const kw_graph_t *g;
     const kw_schema_t *s;
@@ -178,15 +250,35 @@ typedef struct kw_ck {
     kw_memo_ent_t inline_memo[KW_MEMO_INLINE];
     kw_diag_t *diag;
     uint32_t steps; /* (node, rel) evaluations of the current kw__ck_check */
+    /* Caveats and expiry. */
+    const uint8_t *rel_attrs; /* per (type, rel) of the model: may its edges have attributes?
+                                 (NULL: assume so) */
+    const uint32_t *rel_base; /* index of (type, 0) into rel_attrs */
+    int64_t now;        /* the query's instant (microseconds); expiries at or before it hide */
+    kw_str_t req_json;  /* the request context (len 0: none) */
+    kw_cel_ctx_t **req; /* per caveat of s: req_json bound to its program (lazily), or NULL */
+    uint8_t *req_done;  /* per caveat: bound already */
+    kw_cel_ctx_t *req_inline[KW_CK_REQ_INLINE]; /* req and req_done for small schemas */
+    uint8_t req_done_inline[KW_CK_REQ_INLINE];
+    kw_buf_t scratch;                /* kw_cel_eval's missing names */
+    kw_str_t names[KW_CK_MAX_NAMES]; /* missing parameter names met (bits of miss masks) */
+    uint32_t n_names;
+    uint64_t miss; /* after kw__ck_check answered KW_CK_COND: its missing names */
 } kw_ck_t;
 
 void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_t *diag);
 void kw__ck_close(kw_ck_t *c);
+/* Sets the query's instant and request context (JSON object text, len 0: none; borrowed
+ * until kw__ck_close or the next call). A change forgets the memo. */
+void kw__ck_context(kw_ck_t *c, int64_t now, kw_str_t req_json);
 void kw__ck_subject(kw_ck_t *c, uint32_t snode, uint16_t stype, uint16_t srel);
-/* 1 yes, 0 no, or a negative KW_E* (never "yes" on error): KW_EDEPTH, KW_ECYCLE,
- * KW_ENOMEM, or KW_EBUDGET past KW_MAX_CHECK_STEPS evaluations (c->steps counts those of
- * this call). */
+/* KW_CK_YES, KW_CK_NO, KW_CK_COND (c->miss says which parameters are missing), or a
+ * negative KW_E* (never "yes" on error): KW_EDEPTH, KW_ECYCLE, KW_ENOMEM, KW_EINVAL (a
+ * caveat that fails to evaluate or a request context that does not bind), or KW_EBUDGET
+ * past KW_MAX_CHECK_STEPS evaluations (c->steps counts those of this call). */
 KW_NODISCARD int kw__ck_check(kw_ck_t *c, uint32_t node, uint16_t rel);
+/* Appends the names of `mask` to out, comma-separated, in the order they were met. */
+void kw__ck_missing(const kw_ck_t *c, uint64_t mask, kw_buf_t *out);
 
 /* For an object with no relationships at all: does it have `rel` for the subject set
  * (same object)#srel? Only "a subject set has itself" can make it true, reached through

@@ -129,8 +129,36 @@ static int over_budget(const char *what, kw_diag_t *diag)
                        KW_MAX_LOOKUP_STEPS);
 }
 
+/* How a lookup reports: YES results only (the entry points without context), or YES and
+ * CONDITIONAL ones with their missing parameter names. */
+typedef struct lk_out {
+    bool with_cond;
+    kw_resource_cb rcb; /* LookupResources */
+    kw_subject_cb scb;  /* LookupSubjects */
+    void *ud;
+    kw_buf_t names;
+} lk_out_t;
+
+/* Reports a verified resource (v: KW_CK_YES or KW_CK_COND). */
+static int emit_resource(lk_out_t *o, const kw_ck_t *c, kw_str_t id, int v, kw_diag_t *diag)
+{
+    kw_resource_result_t res = {id, false, KW_STR_NULL};
+    if (v == KW_CK_COND) {
+        if (!o->with_cond)
+            return 0;
+        res.conditional = true;
+        o->names.len = 0;
+        kw__ck_missing(c, c->miss, &o->names);
+        if (o->names.failed)
+            return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+        res.missing = (kw_str_t){o->names.ptr, o->names.len};
+    }
+    return o->rcb(&res, o->ud);
+}
+
 static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
-                                   kw_subject_t subject, kw_id_cb cb, void *ud, kw_diag_t *diag)
+                                   kw_subject_t subject, kw_str_t context, lk_out_t *out,
+                                   kw_diag_t *diag)
 {
     const kw_graph_t *g = &e->g;
     const kw_model_t *m = e->model;
@@ -146,7 +174,7 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         int self = kw__ck_absent(m->schema, t, r, srel, diag);
         if (self < 0)
             return self;
-        if (self && (rc = cb(subject.id, ud)) != 0)
+        if (self && (rc = emit_resource(out, NULL, subject.id, KW_CK_YES, diag)) != 0)
             return rc;
     }
     pairset_t ps = {0};
@@ -154,6 +182,8 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     if (!c)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
     kw__ck_init(c, g, m->schema, diag);
+    kw__ck_model(c, m);
+    kw__ck_context(c, kw__engine_query_now(e), context);
     kw__ck_subject(c, snode, stype, srel);
     if (snode != KW_NODE_NONE) {
         if (srel != KW_REL_NONE)
@@ -201,8 +231,8 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
             rc = over_budget("LookupResources", diag);
             break;
         }
-        if (v == 1)
-            rc = cb(kw__node_str(&g->nodes[x]), ud);
+        if (v != KW_CK_NO)
+            rc = emit_resource(out, c, kw__node_str(&g->nodes[x]), v, diag);
     }
     kw__ck_close(c);
     kw_free(c);
@@ -210,20 +240,57 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     return rc;
 }
 
-int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
-                               kw_subject_t subject, kw_id_cb cb, void *ud, kw_revision_t *rev,
-                               kw_diag_t *diag)
+int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                   kw_subject_t subject, kw_str_t context, kw_resource_cb cb,
+                                   void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
+    lk_out_t out = {true, cb, NULL, ud, {0}};
+    kw_buf_init(&out.names);
     kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
         rc = kw__engine_no_schema(diag);
     } else {
-        rc = lookup_resources_locked(e, resource_type, permission, subject, cb, ud, diag);
+        rc = lookup_resources_locked(e, resource_type, permission, subject, context, &out, diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
     kw__engine_unlock(e);
+    kw_buf_free(&out.names);
+    return rc;
+}
+
+/* The id-only callback of kw_engine_lookup_resources. */
+typedef struct id_fwd {
+    kw_id_cb cb;
+    void *ud;
+} id_fwd_t;
+
+static int on_resource_id(const kw_resource_result_t *res, void *ud)
+{
+    const id_fwd_t *f = ud;
+    return f->cb(res->id, f->ud);
+}
+
+int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                               kw_subject_t subject, kw_id_cb cb, void *ud, kw_revision_t *rev,
+                               kw_diag_t *diag)
+{
+    id_fwd_t f = {cb, ud};
+    lk_out_t out = {false, on_resource_id, NULL, &f, {0}};
+    kw_buf_init(&out.names);
+    kw__engine_rdlock(e);
+    int rc;
+    if (!e->model) {
+        rc = kw__engine_no_schema(diag);
+    } else {
+        rc =
+            lookup_resources_locked(e, resource_type, permission, subject, KW_STR_NULL, &out, diag);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw__engine_unlock(e);
+    kw_buf_free(&out.names);
     return rc;
 }
 
@@ -264,6 +331,18 @@ static int walk_expr(pairset_t *ps, const kw_graph_t *g, uint32_t x, const kw_ex
     return KW_EINTERNAL;
 }
 
+/* Reports a conditional subject (or the conditional wildcard with its exclusions). */
+static int emit_subject_cond(lk_out_t *o, const kw_ck_t *c, kw_str_t id, const kw_str_t *excl,
+                             size_t n_excl, kw_diag_t *diag)
+{
+    o->names.len = 0;
+    kw__ck_missing(c, c->miss, &o->names);
+    if (o->names.failed)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    kw_subject_result_t res = {id, excl, n_excl, true, (kw_str_t){o->names.ptr, o->names.len}};
+    return o->scb(&res, o->ud);
+}
+
 typedef struct nodeset {
     uint32_t *v;
     size_t n, cap;
@@ -283,8 +362,10 @@ static int ns_add(nodeset_t *s, uint32_t node)
 
 static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                   kw_str_t subject_type, kw_str_t subject_relation,
-                                  kw_subject_cb cb, void *ud, kw_diag_t *diag)
+                                  kw_str_t context, lk_out_t *out, kw_diag_t *diag)
 {
+    kw_subject_cb cb = out->scb;
+    void *ud = out->ud;
     const kw_graph_t *g = &e->g;
     const kw_schema_t *s = e->model->schema;
     uint16_t t, r;
@@ -312,7 +393,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             return self;
         if (self) {
             /* the subject set has itself */
-            kw_subject_result_t res = {resource.id, NULL, 0};
+            kw_subject_result_t res = {resource.id, NULL, 0, false, KW_STR_NULL};
             return cb(&res, ud);
         }
         return KW_OK;
@@ -326,6 +407,8 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     if (!c)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
     kw__ck_init(c, g, s, diag);
+    kw__ck_model(c, e->model);
+    kw__ck_context(c, kw__engine_query_now(e), context);
     rc = push(&ps, rnode, r);
     while (rc == KW_OK && ps.qhead < ps.qn) {
         if (ps.work + cand.seen.work > KW_MAX_LOOKUP_STEPS) {
@@ -372,14 +455,20 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             rc = v;
         } else if (work > KW_MAX_LOOKUP_STEPS) {
             rc = over_budget("LookupSubjects", diag);
-        } else if (v == 1) {
-            kw_subject_result_t res = {kw__node_str(nd), NULL, 0};
+        } else if (v == KW_CK_YES) {
+            kw_subject_result_t res = {kw__node_str(nd), NULL, 0, false, KW_STR_NULL};
             rc = cb(&res, ud);
-        } else if (srel == KW_REL_NONE) {
-            if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) != KW_OK)
-                rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
-            else
-                excluded[n_excl++] = kw__node_str(nd);
+        } else {
+            /* NO, or only CONDITIONAL: reported as such (with context), and either way
+             * not covered by the wildcard's unconditional answer. */
+            if (v == KW_CK_COND && out->with_cond)
+                rc = emit_subject_cond(out, c, kw__node_str(nd), NULL, 0, diag);
+            if (rc == KW_OK && srel == KW_REL_NONE) {
+                if (kw_grow((void **)&excluded, &excl_cap, n_excl + 1, sizeof(kw_str_t)) != KW_OK)
+                    rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+                else
+                    excluded[n_excl++] = kw__node_str(nd);
+            }
         }
     }
     if (rc == KW_OK && wild != KW_NODE_NONE && srel == KW_REL_NONE) {
@@ -387,9 +476,11 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
         int v = kw__ck_check(c, rnode, r);
         if (v < 0) {
             rc = v;
-        } else if (v == 1) {
-            kw_subject_result_t res = {KW_STR("*"), excluded, n_excl};
+        } else if (v == KW_CK_YES) {
+            kw_subject_result_t res = {KW_STR("*"), excluded, n_excl, false, KW_STR_NULL};
             rc = cb(&res, ud);
+        } else if (v == KW_CK_COND && out->with_cond) {
+            rc = emit_subject_cond(out, c, KW_STR("*"), excluded, n_excl, diag);
         }
     }
     kw_free(excluded);
@@ -401,20 +492,41 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     return rc;
 }
 
-int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
-                              kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
-                              void *ud, kw_revision_t *rev, kw_diag_t *diag)
+static int lookup_subjects_run(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                               kw_str_t subject_type, kw_str_t subject_relation, kw_str_t context,
+                               lk_out_t *out, kw_revision_t *rev, kw_diag_t *diag)
 {
+    kw_buf_init(&out->names);
     kw__engine_rdlock(e);
     int rc;
     if (!e->model) {
         rc = kw__engine_no_schema(diag);
     } else {
-        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation, cb, ud,
-                                    diag);
+        rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation,
+                                    context, out, diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
     kw__engine_unlock(e);
+    kw_buf_free(&out->names);
     return rc;
+}
+
+int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                              kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
+                              void *ud, kw_revision_t *rev, kw_diag_t *diag)
+{
+    lk_out_t out = {false, NULL, cb, ud, {0}};
+    return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, KW_STR_NULL,
+                               &out, rev, diag);
+}
+
+int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                  kw_str_t subject_type, kw_str_t subject_relation,
+                                  kw_str_t context, kw_subject_cb cb, void *ud, kw_revision_t *rev,
+                                  kw_diag_t *diag)
+{
+    lk_out_t out = {true, NULL, cb, ud, {0}};
+    return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, context,
+                               &out, rev, diag);
 }

@@ -97,21 +97,88 @@ int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out, kw_
             return kw_diag_set(diag, KW_EINVAL, 0, 0, "relation \"%.*s#%.*s\" not found",
                                KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation));
     }
-    if (!kw_schema_allows(s, out->rtype, out->rel, out->stype, out->srel, out->wild)) {
+    out->caveat = KW_CAVEAT_NONE;
+    if (r->caveat.len) {
+        out->caveat = kw_schema_caveat_index(s, r->caveat);
+        if (out->caveat == KW_CAVEAT_NONE)
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "caveat \"%.*s\" not found",
+                               KW_STR_FMT(r->caveat));
+    } else if (r->caveat_ctx.len) {
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "a caveat context needs a caveat name");
+    }
+    if (r->expires_at < 0)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "expiration time is before the Unix epoch");
+    bool expiring = r->expires_at != 0;
+    if (!kw_schema_allows_traits(s, out->rtype, out->rel, out->stype, out->srel, out->wild,
+                                 out->caveat, expiring)) {
+        /* SpiceDB's rule: the subject type must be allowed with exactly these traits. */
+        char traits[KW_MAX_NAME_LEN + 40] = "";
+        if (out->caveat != KW_CAVEAT_NONE && expiring)
+            snprintf(traits, sizeof(traits), " with %.*s and expiration", KW_STR_FMT(r->caveat));
+        else if (out->caveat != KW_CAVEAT_NONE)
+            snprintf(traits, sizeof(traits), " with %.*s", KW_STR_FMT(r->caveat));
+        else if (expiring)
+            snprintf(traits, sizeof(traits), " with expiration");
         if (out->wild)
             return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s:*\"",
+                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s:*%s\"",
                                KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation),
-                               KW_STR_FMT(r->subject.type));
+                               KW_STR_FMT(r->subject.type), traits);
         if (out->srel != KW_REL_NONE)
             return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s#%.*s\"",
+                               "relation \"%.*s#%.*s\" does not allow subject type \"%.*s#%.*s%s\"",
                                KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation),
-                               KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation));
-        return kw_diag_set(
-            diag, KW_EINVAL, 0, 0, "relation \"%.*s#%.*s\" does not allow subject type \"%.*s\"",
-            KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation), KW_STR_FMT(r->subject.type));
+                               KW_STR_FMT(r->subject.type), KW_STR_FMT(r->subject.relation),
+                               traits);
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "relation \"%.*s#%.*s\" does not allow subject type \"%.*s%s\"",
+                           KW_STR_FMT(r->resource.type), KW_STR_FMT(r->relation),
+                           KW_STR_FMT(r->subject.type), traits);
     }
+    return KW_OK;
+}
+
+int kw__attr_make(const kw_schema_t *s, const kw_rrel_t *rr, const kw_rel_t *r, kw_attr_t *out,
+                  bool *has, kw_diag_t *diag)
+{
+    *has = false; /* set only once *out holds something to free */
+    if (rr->caveat == KW_CAVEAT_NONE && r->expires_at == 0)
+        return KW_OK;
+    kw_attr_t a = {.rnode = KW_NODE_NONE,
+                   .snode = KW_NODE_NONE,
+                   .rel = rr->rel,
+                   .srel = rr->srel,
+                   .caveat = rr->caveat,
+                   .fixed = -1,
+                   .expires_at = r->expires_at};
+    if (rr->caveat != KW_CAVEAT_NONE) {
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        int rc = kw_cel_ctx_bind(s->caveats[rr->caveat].program, r->caveat_ctx, &a.bound, &d);
+        if (rc != KW_OK) {
+            char buf[200];
+            kw__fmt_rel(r, buf, sizeof(buf));
+            return kw_diag_set(diag, rc, 0, 0, "the context of relationship %s: %s", buf, d.msg);
+        }
+        /* Partial evaluation decides && and || commutatively: a definite answer from the
+         * relationship's context alone holds whatever a request adds. An error is not
+         * kept: queries evaluate again and report it. */
+        kw_cel_result_t res = KW_CEL_PARTIAL;
+        kw_diag_clear(&d);
+        if (kw_cel_eval(s->caveats[rr->caveat].program, a.bound, NULL, &res, NULL, &d) == KW_OK &&
+            res != KW_CEL_PARTIAL)
+            a.fixed = (int8_t)res;
+        if (r->caveat_ctx.len) {
+            a.ctx = kw_strndup(r->caveat_ctx.ptr, r->caveat_ctx.len);
+            if (!a.ctx) {
+                kw_cel_ctx_free(a.bound);
+                return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while writing");
+            }
+            a.ctx_len = r->caveat_ctx.len;
+        }
+    }
+    *out = a;
+    *has = true;
     return KW_OK;
 }
 

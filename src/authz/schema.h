@@ -7,16 +7,26 @@
  * Ownership: kw_schema_compile returns a kw_schema_t that owns all of its memory
  *   (names point into copies it holds); kw_schema_free releases it. The IR is
  *   immutable after compile, so any number of threads may read it.
- * Errors: KW_ESCHEMA with diag->line/col and a message a person can act on;
- *   KW_EUNSUPPORTED ("caveats are not supported yet") for caveat/with/use expiration.
+ * Errors: KW_ESCHEMA with diag->line/col and a message a person can act on (caveat
+ *   bodies included: CEL errors point into the schema text).
+ *
+ * Caveats and expiration (the IR contract the engine reads): kw_schema_t lists the
+ *   `caveat name(params) { expr }` definitions with their compiled CEL programs, and
+ *   whether the schema says `use expiration`. Each allowed subject type carries its
+ *   traits: `caveat` (an index into schema->caveats, KW_CAVEAT_NONE for none) and
+ *   `expiration` (`with expiration`). `user`, `user with c`, `user with expiration` and
+ *   `user with c and expiration` are four distinct allowed entries, as in SpiceDB: a
+ *   relationship must match one of them exactly (see kw_schema_allows_traits).
  */
 #ifndef KW_AUTHZ_SCHEMA_H
 #define KW_AUTHZ_SCHEMA_H
 
 #include "base/base.h"
+#include "cel/cel.h"
 
 #define KW_REL_NONE 0xFFFFu /* "no relation" (the `...` ellipsis) in a subject */
 #define KW_TYPE_NONE 0xFFFFu
+#define KW_CAVEAT_NONE 0xFFFFu /* an allowed subject type without `with <caveat>` */
 
 typedef enum {
     KW_EXPR_NIL = 1, /* nil: nobody */
@@ -44,11 +54,14 @@ typedef struct kw_expr {
     uint32_t n_children;
 } kw_expr_t;
 
-/* One allowed subject type of a relation: `type`, `type#rel` or `type:*`. */
+/* One allowed subject type of a relation: `type`, `type#rel` or `type:*`, each optionally
+ * `with <caveat>`, `with expiration` or `with <caveat> and expiration`. */
 typedef struct kw_allowed {
     uint16_t type;     /* index into schema->types */
     uint16_t relation; /* KW_REL_NONE for a plain object or wildcard */
     bool wildcard;     /* `type:*` */
+    bool expiration;   /* `with expiration` (the schema then says `use expiration`) */
+    uint16_t caveat;   /* index into schema->caveats; KW_CAVEAT_NONE when none */
 } kw_allowed_t;
 
 typedef struct kw_relation {
@@ -72,10 +85,25 @@ typedef struct kw_type {
     uint32_t n_rels;
 } kw_type_t;
 
+/* `caveat name(p1 type1, ...) { expr }`. */
+typedef struct kw_caveat {
+    kw_str_t name; /* including any `prefix/` */
+    uint32_t line, col;
+    kw_str_t doc;
+    kw_cel_param_t *params; /* in declaration order; names and types point into the IR */
+    uint32_t n_params;
+    kw_str_t expr;                /* the body's text, verbatim (between the braces, trimmed) */
+    uint32_t expr_line, expr_col; /* where expr starts */
+    kw_cel_program_t *program;    /* compiled over params; owned by the schema */
+} kw_caveat_t;
+
 typedef struct kw_schema {
     kw_type_t *types; /* definitions in source order */
     uint32_t n_types;
-    kw_str_t text; /* a copy of the source text */
+    kw_caveat_t *caveats; /* caveat definitions in source order */
+    uint32_t n_caveats;
+    bool use_expiration; /* the schema says `use expiration` */
+    kw_str_t text;       /* a copy of the source text */
     /* private: owned allocations (see schema.c) */
     void *priv;
 } kw_schema_t;
@@ -88,10 +116,17 @@ void kw_schema_free(kw_schema_t *s);
  * when absent. */
 uint16_t kw_schema_type_index(const kw_schema_t *s, kw_str_t name);
 uint16_t kw_schema_rel_index(const kw_schema_t *s, uint16_t type, kw_str_t name);
+/* The caveat named `name`, or KW_CAVEAT_NONE. */
+uint16_t kw_schema_caveat_index(const kw_schema_t *s, kw_str_t name);
 
-/* Is (subject type, subject relation, wildcard) allowed on type.rel?  */
+/* Is (subject type, subject relation, wildcard) allowed on type.rel, with any traits? */
 bool kw_schema_allows(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t subj_type,
                       uint16_t subj_rel, bool wildcard);
+/* Is a relationship with exactly these traits allowed on type.rel: an allowed entry with
+ * the same subject type/relation/wildcard, the same caveat (KW_CAVEAT_NONE: an entry
+ * without one) and the same expiration trait (SpiceDB's write-time rule). */
+bool kw_schema_allows_traits(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t subj_type,
+                             uint16_t subj_rel, bool wildcard, uint16_t caveat, bool expiration);
 
 /* Appends a canonical dump of the IR (one line per relation/permission, fully
  * parenthesized expressions) to out: used by golden tests. */

@@ -2,13 +2,16 @@
  * authz/schema_compile.c - name resolution, type checking and lookups for the schema IR.
  *
  * kw_schema_compile runs: copy text -> parse (schema_parse.c) -> index definitions and
- * relations (hash tables, duplicate checks) -> resolve allowed subject types -> resolve
+ * relations (hash tables, duplicate checks) -> caveats (names unique across definitions
+ * and caveats, CEL bodies compiled with kw_cel_compile) -> resolve allowed subject types
+ * and their traits -> resolve
  * expressions (REF, arrows, target_by_type) -> SpiceDB's wildcard rules (arrows,
  * subject sets of other definitions) -> reject permissions that depend on themselves through REF
  * edges alone. Every check stops at the first error, with line:col of the offending token.
  *
  * Memory: one arena holds the schema struct, the text copy, the IR and the lookup
- * tables; s->priv points at the private part (struct schema_priv) inside it.
+ * tables; s->priv points at the private part (struct schema_priv) inside it. The CEL
+ * programs of the caveats live outside it and are freed with the schema (and on failure).
  */
 #include "schema_int.h"
 
@@ -99,6 +102,35 @@ bool kw_schema_allows(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_
     return false;
 }
 
+bool kw_schema_allows_traits(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t subj_type,
+                             uint16_t subj_rel, bool wildcard, uint16_t caveat, bool expiration)
+{
+    if (!s || type >= s->n_types || rel >= s->types[type].n_rels || subj_type >= s->n_types)
+        return false;
+    const kw_relation_t *r = &s->types[type].rels[rel];
+    if (r->is_permission)
+        return false;
+    if (wildcard && subj_rel != KW_REL_NONE)
+        return false;
+    for (uint32_t i = 0; i < r->n_allowed; i++) {
+        const kw_allowed_t *a = &r->allowed[i];
+        if (a->type == subj_type && a->wildcard == wildcard && a->relation == subj_rel &&
+            a->caveat == caveat && a->expiration == expiration)
+            return true;
+    }
+    return false;
+}
+
+uint16_t kw_schema_caveat_index(const kw_schema_t *s, kw_str_t name)
+{
+    if (!s)
+        return KW_CAVEAT_NONE;
+    for (uint32_t i = 0; i < s->n_caveats; i++)
+        if (kw_str_eq(s->caveats[i].name, name))
+            return (uint16_t)i;
+    return KW_CAVEAT_NONE;
+}
+
 /* ---- indexing ---- */
 
 static int build_type_table(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
@@ -183,7 +215,8 @@ static int cmp_allowed_key(const void *a, const void *b)
 
 static uint64_t allowed_key(const kw_allowed_t *al)
 {
-    return (uint64_t)al->type << 32 | (uint64_t)al->relation << 1 | (al->wildcard ? 1u : 0u);
+    return (uint64_t)al->type << 34 | (uint64_t)al->relation << 18 | (uint64_t)al->caveat << 2 |
+           (al->wildcard ? 2u : 0u) | (al->expiration ? 1u : 0u);
 }
 
 /* Index of the first entry (in source order) that repeats an earlier one, or UINT32_MAX.
@@ -247,6 +280,21 @@ static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
                             KW_STR_FMT(as->rel_name), KW_STR_FMT(as->type_name),
                             KW_STR_FMT(as->rel_name));
                 }
+                al->caveat = KW_CAVEAT_NONE;
+                if (as->caveat_name.len) {
+                    al->caveat = kw_schema_caveat_index(s, as->caveat_name);
+                    if (al->caveat == KW_CAVEAT_NONE)
+                        return kw_diag_set(
+                            diag, KW_ESCHEMA, as->caveat_line, as->caveat_col,
+                            "could not lookup caveat `%.*s` for relation `%.*s`: caveat with "
+                            "name `%.*s` not found%s",
+                            KW_STR_FMT(as->caveat_name), KW_STR_FMT(rel->name),
+                            KW_STR_FMT(as->caveat_name),
+                            kw_str_eq_c(as->caveat_name, "expiration") && !s->use_expiration
+                                ? " (for expiring relationships, add `use expiration` at the "
+                                  "top of the schema)"
+                                : "");
+                }
             }
             uint32_t dup = find_duplicate_allowed(pv->arena, rel, &rc);
             if (rc != KW_OK)
@@ -257,9 +305,12 @@ static int resolve_allowed(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
                 return kw_diag_set(
                     diag, KW_ESCHEMA, as->line, as->col,
                     "relation \"%.*s\" on definition \"%.*s\" lists the subject "
-                    "type \"%.*s%s%.*s\" twice",
+                    "type \"%.*s%s%.*s%s%.*s%s\" twice",
                     KW_STR_FMT(rel->name), KW_STR_FMT(ty->name), KW_STR_FMT(as->type_name),
-                    al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""), KW_STR_FMT(as->rel_name));
+                    al->wildcard ? ":*" : (as->rel_name.len ? "#" : ""), KW_STR_FMT(as->rel_name),
+                    as->caveat_name.len ? " with " : "", KW_STR_FMT(as->caveat_name),
+                    al->expiration ? (as->caveat_name.len ? " and expiration" : " with expiration")
+                                   : "");
             }
         }
     }
@@ -682,11 +733,56 @@ static int check_ref_cycles(kw_schema_t *s, schema_priv_t *pv, uint16_t t, kw_di
 
 /* ---- entry points ---- */
 
+/* ---- caveats ---- */
+
+/* Caveat names are unique among caveats and definitions (SpiceDB's one namespace); each
+ * body compiles over its parameters, errors pointing into the schema text. */
+static int compile_caveats(kw_schema_t *s, kw_diag_t *diag)
+{
+    if (s->n_caveats > KW_MAX_TYPES)
+        return kw_diag_set(diag, KW_ELIMIT, s->caveats[KW_MAX_TYPES].line,
+                           s->caveats[KW_MAX_TYPES].col, "the schema has more than %d caveats",
+                           KW_MAX_TYPES);
+    for (uint32_t i = 0; i < s->n_caveats; i++) {
+        kw_caveat_t *cv = &s->caveats[i];
+        bool clash = kw_schema_type_index(s, cv->name) != KW_TYPE_NONE;
+        for (uint32_t j = 0; j < i && !clash; j++)
+            clash = kw_str_eq(s->caveats[j].name, cv->name);
+        if (clash)
+            return kw_diag_set(diag, KW_ESCHEMA, cv->line, cv->col,
+                               "found name reused between multiple definitions and/or caveats: "
+                               "%.*s",
+                               KW_STR_FMT(cv->name));
+        int rc = kw_cel_compile(cv->params, cv->n_params, cv->expr, cv->expr_line, cv->expr_col,
+                                &cv->program, diag);
+        if (rc == KW_ESCHEMA || rc == KW_ELIMIT) {
+            /* say which caveat, keeping the position CEL gave */
+            char msg[sizeof(diag->msg)];
+            snprintf(msg, sizeof(msg), "%s", diag->msg);
+            return kw_diag_set(diag, rc, diag->line, diag->col, "caveat `%.*s`: %s",
+                               KW_STR_FMT(cv->name), msg);
+        }
+        if (rc != KW_OK)
+            return rc;
+    }
+    return KW_OK;
+}
+
+static void free_programs(kw_caveat_t *caveats, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        kw_cel_program_free(caveats[i].program);
+        caveats[i].program = NULL;
+    }
+}
+
 static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
 {
     int rc = build_type_table(s, pv, diag);
     if (rc == KW_OK)
         rc = build_rel_table(s, pv, diag);
+    if (rc == KW_OK)
+        rc = compile_caveats(s, diag);
     if (rc == KW_OK)
         rc = resolve_allowed(s, pv, diag);
     ctx_t c;
@@ -725,12 +821,14 @@ int kw_schema_compile(kw_str_t text, kw_schema_t **out, kw_diag_t *diag)
     schema_priv_t *pv = kw_arena_alloc(a, sizeof(*pv));
     char *copy = kw_arena_alloc(a, text.len + 1);
     int rc = KW_OK;
+    bool zeroed = false; /* pv->parsed may be read on failure */
     if (!s || !pv || !copy) {
         rc = KW_ENOMEM;
         goto fail;
     }
     memset(s, 0, sizeof(*s));
     memset(pv, 0, sizeof(*pv));
+    zeroed = true;
     if (text.len)
         memcpy(copy, text.ptr, text.len);
     copy[text.len] = '\0';
@@ -743,12 +841,17 @@ int kw_schema_compile(kw_str_t text, kw_schema_t **out, kw_diag_t *diag)
         goto fail;
     s->types = pv->parsed.types;
     s->n_types = pv->parsed.n_types;
+    s->caveats = pv->parsed.caveats;
+    s->n_caveats = pv->parsed.n_caveats;
+    s->use_expiration = pv->parsed.use_expiration;
     rc = compile_all(s, pv, diag);
     if (rc != KW_OK)
         goto fail;
     *out = s;
     return KW_OK;
 fail:
+    if (zeroed)
+        free_programs(pv->parsed.caveats, pv->parsed.n_caveats);
     kw_arena_free(a);
     if (rc == KW_ENOMEM)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while compiling the schema");
@@ -760,6 +863,7 @@ void kw_schema_free(kw_schema_t *s)
     if (!s)
         return;
     schema_priv_t *pv = s->priv;
+    free_programs(s->caveats, s->n_caveats);
     kw_arena_free(pv->arena); /* s and pv live in the arena */
 }
 
@@ -835,10 +939,32 @@ static void dump_arrow_targets(const kw_schema_t *s, const kw_expr_t *e, kw_buf_
         dump_arrow_targets(s, e->children[i], out);
 }
 
+/* `caveat NAME(p1 t1, p2 t2) { EXPR }` on one line (newlines in EXPR shown as \n). */
+static void dump_caveat(const kw_caveat_t *cv, kw_buf_t *out)
+{
+    dump_doc(out, "", cv->doc);
+    kw_buf_printf(out, "caveat %.*s(", KW_STR_FMT(cv->name));
+    for (uint32_t i = 0; i < cv->n_params; i++)
+        kw_buf_printf(out, "%s%.*s %.*s", i ? ", " : "", KW_STR_FMT(cv->params[i].name),
+                      KW_STR_FMT(cv->params[i].type));
+    kw_buf_puts(out, ") { ");
+    for (size_t i = 0; i < cv->expr.len; i++) {
+        if (cv->expr.ptr[i] == '\n')
+            kw_buf_puts(out, "\\n");
+        else
+            kw_buf_append(out, &cv->expr.ptr[i], 1);
+    }
+    kw_buf_puts(out, " }\n");
+}
+
 void kw_schema_dump(const kw_schema_t *s, kw_buf_t *out)
 {
     if (!s)
         return;
+    if (s->use_expiration)
+        kw_buf_puts(out, "use expiration\n");
+    for (uint32_t c = 0; c < s->n_caveats; c++)
+        dump_caveat(&s->caveats[c], out);
     for (uint32_t t = 0; t < s->n_types; t++) {
         const kw_type_t *ty = &s->types[t];
         dump_doc(out, "", ty->doc);
@@ -862,6 +988,11 @@ void kw_schema_dump(const kw_schema_t *s, kw_buf_t *out)
                     kw_buf_puts(out, ":*");
                 else if (al->relation != KW_REL_NONE)
                     kw_buf_printf(out, "#%.*s", KW_STR_FMT(st->rels[al->relation].name));
+                if (al->caveat != KW_CAVEAT_NONE)
+                    kw_buf_printf(out, " with %.*s%s", KW_STR_FMT(s->caveats[al->caveat].name),
+                                  al->expiration ? " and expiration" : "");
+                else if (al->expiration)
+                    kw_buf_puts(out, " with expiration");
             }
             kw_buf_puts(out, "\n");
         }

@@ -35,6 +35,8 @@ typedef enum {
     KW__TK_DOT,      /* . */
     KW__TK_ELLIPSIS, /* ... */
     KW__TK_COMMA,    /* , */
+    KW__TK_LT,       /* < (caveat parameter types: list<int>) */
+    KW__TK_GT,       /* > */
 } kw__tok_kind_t;
 
 typedef struct kw__tok {
@@ -58,6 +60,13 @@ void kw__schema_lex_init(kw__lexer_t *lx, kw_str_t text);
 /* Reads the next token into *out. KW_OK, or KW_ESCHEMA (bad byte, unterminated
  * comment) with diag at the offending position. */
 KW_NODISCARD int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag);
+/* Reads a caveat's CEL body. The lexer stands just after the body's '{' (`open`); the
+ * bytes up to the matching '}' are the expression (braces inside CEL string literals and
+ * comments do not count). On KW_OK *body is that text without surrounding whitespace,
+ * line and col the position of its first byte, and the lexer stands after the '}'.
+ * KW_ESCHEMA when the body is empty or never closed. */
+KW_NODISCARD int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t *body,
+                                            uint32_t *line, uint32_t *col, kw_diag_t *diag);
 /* A short human description of a token for messages: `"viewer"`, `'{'`, `end of input`. */
 void kw__schema_tok_describe(const kw__tok_t *t, char *buf, size_t cap);
 
@@ -76,6 +85,8 @@ typedef struct kw__allowed_src {
     kw_str_t type_name;
     kw_str_t rel_name; /* len 0 for a plain type or wildcard; "..." for `type#...` */
     uint32_t line, col, rel_line, rel_col;
+    kw_str_t caveat_name; /* `with <caveat>`; len 0 when none */
+    uint32_t caveat_line, caveat_col;
 } kw__allowed_src_t;
 
 /* Per type: per relation, the sources of its allowed list (parallel to rels[i].allowed). */
@@ -88,10 +99,16 @@ typedef struct kw__parsed {
     kw_type_t *types;
     kw__type_src_t *srcs; /* [n_types] */
     uint32_t n_types, cap_types;
+    /* Caveat definitions: params and expr point into the text; program is NULL until the
+     * compiler compiles it (and then must be freed with the schema, or on failure). */
+    kw_caveat_t *caveats;
+    uint32_t n_caveats, cap_caveats;
+    bool use_expiration;
 } kw__parsed_t;
 
 /* Parses `text` (which must stay alive as long as the result) into *out, allocating
- * from `a`. KW_OK, KW_ESCHEMA, KW_ELIMIT, KW_EUNSUPPORTED or KW_ENOMEM. */
+ * from `a`. KW_OK, KW_ESCHEMA, KW_ELIMIT, KW_EUNSUPPORTED (`use` flags other than
+ * expiration, composable schemas) or KW_ENOMEM. Caveat bodies are located, not compiled. */
 KW_NODISCARD int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t *diag);
 
 /* Grows an arena-backed array so that it holds at least need elements of size esz. */

@@ -157,6 +157,12 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
         case ',':
             t.kind = KW__TK_COMMA;
             break;
+        case '<':
+            t.kind = KW__TK_LT;
+            break;
+        case '>':
+            t.kind = KW__TK_GT;
+            break;
         case '-':
             if (left >= 2 && p[1] == '>') {
                 t.kind = KW__TK_ARROW;
@@ -183,6 +189,91 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
     t.text.len = n;
     lx->p += n;
     *out = t;
+    return KW_OK;
+}
+
+/* Skips a string literal in a caveat body the way SpiceDB's schema lexer does (the
+ * body's tokens pass through it before CEL sees the text): a quote runs to the next same
+ * quote on the same line, with no escapes; three double quotes run to the next three, across
+ * lines; and three single quotes also run to the next three double quotes (SpiceDB's lexer
+ * ends them there). Returns the byte after the literal, or NULL when it never ends. */
+static const char *skip_caveat_string(kw__lexer_t *lx, const char *p)
+{
+    bool triple = lx->end - p >= 3 && p[1] == p[0] && p[2] == p[0];
+    char q = triple ? '"' : p[0];
+    p += triple ? 3 : 1;
+    while (p < lx->end) {
+        if (triple && lx->end - p >= 3 && p[0] == '"' && p[1] == '"' && p[2] == '"')
+            return p + 3;
+        if (!triple && *p == q)
+            return p + 1;
+        if (*p == '\n' || *p == '\r') {
+            if (!triple)
+                return NULL;
+            if (*p == '\n')
+                newline(lx, p + 1);
+        }
+        p++;
+    }
+    return NULL;
+}
+
+int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t *body,
+                               uint32_t *line, uint32_t *col, kw_diag_t *diag)
+{
+    const char *p = lx->p;
+    const char *first = NULL, *last = NULL;
+    uint32_t first_line = 0, first_col = 0;
+    int depth = 1;
+    while (p < lx->end) {
+        char c = *p;
+        if (c == '\n') {
+            newline(lx, p + 1);
+            p++;
+            continue;
+        }
+        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            p++;
+            continue;
+        }
+        if (c == '}' && --depth == 0)
+            break;
+        if (!first) {
+            first = p;
+            first_line = lx->line;
+            first_col = col_of(lx, p);
+        }
+        if (c == '{') {
+            depth++;
+        } else if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
+            while (p < lx->end && *p != '\n')
+                p++;
+            continue; /* a comment is not the end of the expression's text */
+        } else if (c == '"' || c == '\'') {
+            uint32_t sline = lx->line, scol = col_of(lx, p);
+            const char *after = skip_caveat_string(lx, p);
+            if (!after)
+                return kw_diag_set(diag, KW_ESCHEMA, sline, scol,
+                                   "unterminated string in the caveat expression (as SpiceDB "
+                                   "reads a caveat body: no escaped quotes, and a string in "
+                                   "triple quotes ends at three double quotes)");
+            last = after - 1;
+            p = after;
+            continue;
+        }
+        last = p;
+        p++;
+    }
+    if (p >= lx->end)
+        return kw_diag_set(diag, KW_ESCHEMA, open->line, open->col,
+                           "this caveat's expression is never closed (missing '}')");
+    if (!first)
+        return kw_diag_set(diag, KW_ESCHEMA, open->line, open->col, "missing caveat expression");
+    body->ptr = first;
+    body->len = (size_t)(last - first) + 1;
+    *line = first_line;
+    *col = first_col;
+    lx->p = p + 1; /* past the '}' */
     return KW_OK;
 }
 
@@ -221,6 +312,10 @@ static const char *punct_text(kw__tok_kind_t k)
         return "...";
     case KW__TK_COMMA:
         return ",";
+    case KW__TK_LT:
+        return "<";
+    case KW__TK_GT:
+        return ">";
     case KW__TK_EOF:
     case KW__TK_IDENT:
         break;

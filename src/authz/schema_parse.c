@@ -2,10 +2,15 @@
  * authz/schema_parse.c - recursive-descent parser for SpiceDB's schema language.
  *
  * Grammar (newlines are whitespace; see schema_lex.c):
- *   schema     := { definition }
+ *   schema     := { use } { definition | caveat }
+ *   use        := "use" ( "expiration" | "typechecking" | "self" | "partial" | "import" )
+ *   caveat     := "caveat" NAME "(" param { "," param } ")" "{" CEL "}"
+ *   param      := NAME ptype
+ *   ptype      := NAME [ "<" ptype { "," ptype } ">" ]
  *   definition := "definition" NAME "{" { relation | permission } "}"
  *   relation   := "relation" NAME ":" allowed { "|" allowed }
- *   allowed    := TYPE [ "#" NAME | "#" "..." | ":" "*" ]
+ *   allowed    := TYPE [ "#" NAME | "#" "..." | ":" "*" ] [ traits ]
+ *   traits     := "with" NAME [ "and" "expiration" ] | "with" "expiration"
  *   permission := "permission" NAME "=" exclude
  *   exclude    := intersect { "-" intersect }      (binary, nests left)
  *   intersect  := union { "&" union }              (one n-ary node per chain)
@@ -13,8 +18,14 @@
  *   term       := "nil" | NAME | NAME "->" NAME | NAME "." ("any"|"all") "(" NAME ")"
  *               | "(" exclude ")"
  * So `+` binds tightest, then `&`, then `-` (SpiceDB's precedence).
- * `caveat`, `use expiration` and `with ...` stop the parse with KW_EUNSUPPORTED at
- * their position, before anything after them is read.
+ * As in SpiceDB, `expiration` is a keyword only after `use expiration` (before it,
+ * `with expiration` names a caveat called "expiration"), `use` comes before every
+ * definition and caveat, and a caveat comes before expiration in a trait list. The CEL
+ * body of a caveat is located here (kw__schema_lex_caveat_body) and compiled by
+ * schema_compile.c; parameter types are kept as written. The other `use` flags SpiceDB
+ * knows (typechecking, self, partial, import) are accepted and change nothing by
+ * themselves; composable schemas (import, partial statements) stop the parse with
+ * KW_EUNSUPPORTED at their position.
  *
  * Recursion is bounded: parentheses nest at most KW_MAX_EXPR_DEPTH deep, and every
  * expression tree (including long left-nested `a - b - c ...` chains) is at most
@@ -29,6 +40,7 @@ typedef struct parser {
     kw__tok_t cur;
     kw_arena_t *a;
     kw_diag_t *diag;
+    bool use_expiration; /* `use expiration` seen: `expiration` is a keyword */
 } parser_t;
 
 int kw__schema_vec_reserve(kw_arena_t *a, void **items, uint32_t n, uint32_t *cap, uint32_t need,
@@ -79,26 +91,6 @@ static int expect(parser_t *p, kw__tok_kind_t kind, const char *expected)
     return KW_OK;
 }
 
-/* Called at a `with`: everything after it is a caveat or expiration trait. */
-static int unsupported_with(parser_t *p)
-{
-    kw__tok_t with = p->cur;
-    kw_diag_t scratch;
-    bool expiration = false;
-    /* Peek at what follows, ignoring lexer errors: the answer is "unsupported" either way. */
-    if (kw__schema_lex(&p->lx, &p->cur, &scratch) == KW_OK) {
-        expiration = is_word(&p->cur, "expiration");
-        if (is_word(&p->cur, "expiration")) {
-            kw__tok_t next;
-            if (kw__schema_lex(&p->lx, &next, &scratch) == KW_OK && is_word(&next, "and"))
-                expiration = false; /* `with expiration and caveat`: say caveats */
-        }
-    }
-    return kw_diag_set(p->diag, KW_EUNSUPPORTED, with.line, with.col,
-                       expiration ? "expiration is not supported yet"
-                                  : "caveats are not supported yet");
-}
-
 static const char *const reserved_words[] = {
     "definition", "caveat", "relation", "permission", "nil", "with", "use", "import", "partial",
 };
@@ -142,6 +134,29 @@ static int check_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const 
             seg = i + 1;
         }
     }
+    return KW_OK;
+}
+
+/* Caveat and parameter names: SpiceDB checks them less strictly than definition names.
+ * A caveat name matches its proto's pattern (letters of either case, digits, '_', '/'
+ * between segments, at most 128 bytes); a parameter is any identifier. Neither may be a
+ * keyword. */
+static int check_loose_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const char *what)
+{
+    kw_str_t s = t->text;
+    if (s.len > 128)
+        return kw_diag_set(p->diag, KW_ELIMIT, t->line, t->col,
+                           "this %s name is %zu bytes long; the limit is 128", what, s.len);
+    static const char *const keywords[] = {"definition", "caveat", "relation",
+                                           "permission", "nil",    "with"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(keywords); i++)
+        if (kw_str_eq_c(s, keywords[i]))
+            return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                               "\"%s\" is a keyword and cannot be used as a %s name", keywords[i],
+                               what);
+    if (!allow_prefix && memchr(s.ptr, '/', s.len))
+        return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
+                           "%s name \"%.*s\" cannot contain '/'", what, KW_STR_FMT(s));
     return KW_OK;
 }
 
@@ -371,6 +386,44 @@ static int push_rel(parser_t *p, type_builder_t *b, const kw_relation_t *r,
     return KW_OK;
 }
 
+/* `with <caveat>`, `with expiration`, `with <caveat> and expiration`; at the `with`. */
+static int parse_traits(parser_t *p, kw_allowed_t *al, kw__allowed_src_t *src)
+{
+    int rc = advance(p);
+    if (rc != KW_OK)
+        return rc;
+    bool exp_kw = p->use_expiration && is_word(&p->cur, "expiration");
+    if (!exp_kw) {
+        if ((rc = expect(p, KW__TK_IDENT, "a caveat name or \"expiration\" after \"with\"")) !=
+                KW_OK ||
+            (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
+            return rc;
+        src->caveat_name = p->cur.text;
+        src->caveat_line = p->cur.line;
+        src->caveat_col = p->cur.col;
+        if ((rc = advance(p)) != KW_OK)
+            return rc;
+        if (!is_word(&p->cur, "and"))
+            return KW_OK;
+        if ((rc = advance(p)) != KW_OK)
+            return rc;
+        if (!is_word(&p->cur, "expiration"))
+            return unexpected(p, "\"expiration\" after \"and\"");
+        if (!p->use_expiration)
+            return kw_diag_set(p->diag, KW_ESCHEMA, p->cur.line, p->cur.col,
+                               "expiration trait is not allowed: add `use expiration` at the top "
+                               "of the schema to use expiring relationships");
+    }
+    al->expiration = true;
+    if ((rc = advance(p)) != KW_OK)
+        return rc;
+    if (is_word(&p->cur, "and"))
+        return kw_diag_set(p->diag, KW_ESCHEMA, p->cur.line, p->cur.col,
+                           "unexpected keyword after expiration: the caveat must come before "
+                           "expiration, e.g. `with <caveat_name> and expiration`");
+    return KW_OK;
+}
+
 static int parse_relation(parser_t *p, type_builder_t *b)
 {
     kw_relation_t r;
@@ -396,7 +449,7 @@ static int parse_relation(parser_t *p, type_builder_t *b)
             return rc;
         kw__allowed_src_t s;
         memset(&s, 0, sizeof(s));
-        kw_allowed_t al = {KW_TYPE_NONE, KW_REL_NONE, false};
+        kw_allowed_t al = {KW_TYPE_NONE, KW_REL_NONE, false, false, KW_CAVEAT_NONE};
         s.type_name = p->cur.text;
         s.line = p->cur.line;
         s.col = p->cur.col;
@@ -424,8 +477,8 @@ static int parse_relation(parser_t *p, type_builder_t *b)
                 return rc;
             al.wildcard = true;
         }
-        if (is_word(&p->cur, "with"))
-            return unsupported_with(p);
+        if (is_word(&p->cur, "with") && (rc = parse_traits(p, &al, &s)) != KW_OK)
+            return rc;
         if ((rc = kw__schema_vec_reserve(p->a, (void **)&r.allowed, r.n_allowed, &cap,
                                          r.n_allowed + 1, sizeof(*r.allowed))) != KW_OK)
             return rc;
@@ -513,6 +566,95 @@ static int parse_definition(parser_t *p, kw__parsed_t *out)
     return KW_OK;
 }
 
+/* ptype := NAME [ "<" ptype { "," ptype } ">" ]; *end is one past its last byte. */
+static int parse_param_type(parser_t *p, uint32_t depth, const char **end)
+{
+    int rc = expect(p, KW__TK_IDENT, "a parameter type such as int or list<string>");
+    if (rc != KW_OK)
+        return rc;
+    if (depth > 16)
+        return kw_diag_set(p->diag, KW_ESCHEMA, p->cur.line, p->cur.col,
+                           "this parameter type nests too deeply");
+    *end = p->cur.text.ptr + p->cur.text.len;
+    if ((rc = advance(p)) != KW_OK || p->cur.kind != KW__TK_LT)
+        return rc;
+    do {
+        if ((rc = advance(p)) != KW_OK || (rc = parse_param_type(p, depth + 1, end)) != KW_OK)
+            return rc;
+    } while (p->cur.kind == KW__TK_COMMA);
+    if ((rc = expect(p, KW__TK_GT, "',' or '>'")) != KW_OK)
+        return rc;
+    *end = p->cur.text.ptr + 1;
+    return advance(p);
+}
+
+/* caveat := "caveat" NAME "(" param { "," param } ")" "{" CEL "}" */
+static int parse_caveat(parser_t *p, kw__parsed_t *out)
+{
+    kw_caveat_t cv;
+    memset(&cv, 0, sizeof(cv));
+    cv.doc = p->cur.doc;
+    int rc;
+    if ((rc = advance(p)) != KW_OK ||
+        (rc = expect(p, KW__TK_IDENT, "a caveat name after \"caveat\"")) != KW_OK ||
+        (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
+        return rc;
+    cv.name = p->cur.text;
+    cv.line = p->cur.line;
+    cv.col = p->cur.col;
+    if ((rc = advance(p)) != KW_OK ||
+        (rc = expect(p, KW__TK_LPAREN, "'(' and the caveat's parameters")) != KW_OK ||
+        (rc = advance(p)) != KW_OK)
+        return rc;
+    uint32_t cap = 0;
+    for (;;) {
+        if (p->cur.kind == KW__TK_RPAREN && cv.n_params == 0)
+            return kw_diag_set(p->diag, KW_ESCHEMA, cv.line, cv.col,
+                               "caveat `%.*s` must have at least one parameter defined",
+                               KW_STR_FMT(cv.name));
+        if ((rc = expect(p, KW__TK_IDENT, "a parameter name")) != KW_OK ||
+            (rc = check_loose_name(p, &p->cur, false, "parameter")) != KW_OK)
+            return rc;
+        if (cv.n_params >= 1024)
+            return kw_diag_set(p->diag, KW_ELIMIT, p->cur.line, p->cur.col,
+                               "a caveat takes at most 1024 parameters");
+        if ((rc = kw__schema_vec_reserve(p->a, (void **)&cv.params, cv.n_params, &cap,
+                                         cv.n_params + 1, sizeof(*cv.params))) != KW_OK)
+            return rc;
+        kw_cel_param_t *pm = &cv.params[cv.n_params];
+        pm->name = p->cur.text;
+        pm->line = p->cur.line;
+        pm->col = p->cur.col;
+        if ((rc = advance(p)) != KW_OK)
+            return rc;
+        const char *type_start = p->cur.text.ptr, *type_end = type_start;
+        if ((rc = parse_param_type(p, 0, &type_end)) != KW_OK)
+            return rc;
+        pm->type = (kw_str_t){type_start, (size_t)(type_end - type_start)};
+        cv.n_params++;
+        if (p->cur.kind != KW__TK_COMMA)
+            break;
+        if ((rc = advance(p)) != KW_OK)
+            return rc;
+    }
+    if ((rc = expect(p, KW__TK_RPAREN, "',' or ')'")) != KW_OK || (rc = advance(p)) != KW_OK ||
+        (rc = expect(p, KW__TK_LBRACE, "'{' and the caveat's expression")) != KW_OK)
+        return rc;
+    if ((rc = kw__schema_lex_caveat_body(&p->lx, &p->cur, &cv.expr, &cv.expr_line, &cv.expr_col,
+                                         p->diag)) != KW_OK ||
+        (rc = advance(p)) != KW_OK)
+        return rc;
+    cv.program = NULL; /* compiled by schema_compile.c */
+    uint32_t ccap = out->cap_caveats;
+    if ((rc = kw__schema_vec_reserve(p->a, (void **)&out->caveats, out->n_caveats, &ccap,
+                                     out->n_caveats + 1, sizeof(*out->caveats))) != KW_OK)
+        return rc;
+    out->cap_caveats = ccap;
+    out->caveats[out->n_caveats] = cv;
+    out->n_caveats++;
+    return KW_OK;
+}
+
 int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t *diag)
 {
     parser_t p;
@@ -522,29 +664,48 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
     p.diag = diag;
     kw__schema_lex_init(&p.lx, text);
     int rc = advance(&p);
+    bool seen_definition = false;
     while (rc == KW_OK && p.cur.kind != KW__TK_EOF) {
         if (is_word(&p.cur, "definition")) {
+            seen_definition = true;
             rc = parse_definition(&p, out);
         } else if (is_word(&p.cur, "caveat")) {
-            rc = kw_diag_set(diag, KW_EUNSUPPORTED, p.cur.line, p.cur.col,
-                             "caveats are not supported yet");
+            seen_definition = true;
+            rc = parse_caveat(&p, out);
         } else if (is_word(&p.cur, "use")) {
             kw__tok_t use = p.cur;
-            kw_diag_t scratch;
-            bool expiration =
-                kw__schema_lex(&p.lx, &p.cur, &scratch) == KW_OK && is_word(&p.cur, "expiration");
-            if (expiration)
-                rc = kw_diag_set(diag, KW_EUNSUPPORTED, use.line, use.col,
-                                 "expiration is not supported yet");
-            else
-                rc = kw_diag_set(diag, KW_EUNSUPPORTED, use.line, use.col,
-                                 "\"use\" flags are not supported yet");
+            if ((rc = advance(&p)) != KW_OK)
+                break;
+            if (p.cur.kind != KW__TK_IDENT) {
+                rc = unexpected(&p, "a flag name after \"use\"");
+            } else if (kw_str_eq_c(p.cur.text, "expiration")) {
+                if (seen_definition)
+                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
+                                     "`use` expressions must be declared before any definition");
+                else if ((rc = advance(&p)) == KW_OK)
+                    p.use_expiration = out->use_expiration = true;
+            } else if (kw_str_eq_c(p.cur.text, "typechecking") || kw_str_eq_c(p.cur.text, "self") ||
+                       kw_str_eq_c(p.cur.text, "partial") || kw_str_eq_c(p.cur.text, "import")) {
+                /* SpiceDB accepts these flags; each only enables syntax of its own
+                 * (type annotations, `self`, partials, imports) that this parser still
+                 * refuses where it is used, so the flag alone changes nothing */
+                if (seen_definition)
+                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
+                                     "`use` expressions must be declared before any definition");
+                else
+                    rc = advance(&p);
+            } else {
+                rc = kw_diag_set(diag, KW_ESCHEMA, p.cur.line, p.cur.col,
+                                 "unknown use flag: `%.*s`. Options are: expiration, import, "
+                                 "partial, self, typechecking",
+                                 (int)(p.cur.text.len > 64 ? 64 : p.cur.text.len), p.cur.text.ptr);
+            }
         } else if (is_word(&p.cur, "import") || is_word(&p.cur, "partial")) {
             rc = kw_diag_set(diag, KW_EUNSUPPORTED, p.cur.line, p.cur.col,
                              "composable schemas (\"%.*s\") are not supported yet",
                              KW_STR_FMT(p.cur.text));
         } else {
-            rc = unexpected(&p, "\"definition\"");
+            rc = unexpected(&p, "\"definition\" or \"caveat\"");
         }
     }
     return rc;

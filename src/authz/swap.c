@@ -102,15 +102,48 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
                 .subject = {os->types[sn->type].name, kw__node_str(sn),
                             kw__rel_name(os, sn->type, ed->other_rel)},
             };
+            const kw_attr_t *oa = kw__attr_find(old, n, ed->rel, ed->other, ed->other_rel);
+            if (oa) {
+                if (oa->caveat != KW_CAVEAT_NONE)
+                    r.caveat = os->caveats[oa->caveat].name;
+                r.caveat_ctx = (kw_str_t){oa->ctx, oa->ctx_len};
+                r.expires_at = oa->expires_at;
+            }
             kw_rrel_t rr;
             kw_diag_t d2;
             kw_diag_clear(&d2);
-            if (kw__resolve_rel(ns, &r, &rr, &d2) != KW_OK) {
-                char buf[200];
+            char buf[200];
+            if (r.caveat.len && kw_schema_caveat_index(ns, r.caveat) == KW_CAVEAT_NONE) {
+                kw__fmt_rel(&r, buf, sizeof(buf));
+                rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                                 "cannot remove caveat \"%.*s\": relationships still use it "
+                                 "(e.g. %s)",
+                                 KW_STR_FMT(r.caveat), buf);
+            } else if (kw__resolve_rel(ns, &r, &rr, &d2) != KW_OK) {
                 kw__fmt_rel(&r, buf, sizeof(buf));
                 rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0,
                                  "the new schema does not accept the existing relationship %s: %s",
                                  buf, d2.msg);
+            } else if (oa) {
+                /* The context bound again, to the new schema's program of the caveat. */
+                kw_attr_t na;
+                bool has = false;
+                rc = kw__attr_make(ns, &rr, &r, &na, &has, &d2);
+                if (rc == KW_EINVAL) {
+                    kw__fmt_rel(&r, buf, sizeof(buf));
+                    rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0,
+                                     "the new schema does not accept the existing relationship "
+                                     "%s: %s",
+                                     buf, d2.msg);
+                } else if (rc == KW_OK && has) {
+                    na.rnode = map[n];
+                    na.snode = map[ed->other];
+                    rc = kw__attr_reserve(ng, 1);
+                    if (rc == KW_OK)
+                        kw__attr_put(ng, &na);
+                    else
+                        kw__attr_release(&na);
+                }
             }
         }
     }
@@ -213,19 +246,41 @@ static int on_feed(const kw_rel_t *r, void *ud)
         return 1;
     }
     /* A private graph: a failure below leaves it half built, and it is thrown away whole. */
+    kw_attr_t a;
+    bool has = false;
+    int rc = kw__attr_make(b->s, &rr, r, &a, &has, &d2);
+    if (rc == KW_EINVAL) {
+        char buf[200];
+        kw__fmt_rel(r, buf, sizeof(buf));
+        b->rc = kw_diag_set(b->diag, KW_ESCHEMA, 0, 0,
+                            "the schema does not accept the relationship %s: %s", buf, d2.msg);
+        return 1;
+    }
     uint32_t rn, sn;
-    int rc = kw__graph_intern(b->g, rr.rtype, r->resource.id.ptr, r->resource.id.len, &rn);
+    if (rc == KW_OK)
+        rc = kw__graph_intern(b->g, rr.rtype, r->resource.id.ptr, r->resource.id.len, &rn);
     if (rc == KW_OK)
         rc = kw__graph_intern(b->g, rr.stype, r->subject.id.ptr, r->subject.id.len, &sn);
     if (rc == KW_OK)
         rc = kw__graph_reserve(b->g, rn, 1, 0);
     if (rc == KW_OK)
         rc = kw__graph_reserve(b->g, sn, 0, 1);
+    if (rc == KW_OK && has)
+        rc = kw__attr_reserve(b->g, 1);
     if (rc != KW_OK) {
+        if (has)
+            kw__attr_release(&a);
         b->rc = kw_diag_set(b->diag, KW_ENOMEM, 0, 0, "out of memory while building the graph");
         return 1;
     }
     kw__graph_append(b->g, rn, rr.rel, sn, rr.srel);
+    if (has) {
+        a.rnode = rn;
+        a.snode = sn;
+        kw__attr_put(b->g, &a); /* a repeated relationship: the last one's attributes win */
+    } else {
+        kw__attr_del(b->g, rn, rr.rel, sn, rr.srel);
+    }
     return 0;
 }
 

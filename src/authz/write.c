@@ -19,6 +19,8 @@ typedef struct bent {
     uint32_t idx;
     uint32_t rnode, snode;
     bool exists;
+    bool has_attr; /* attr holds this CREATE/TOUCH's caveat and/or expiry (owned) */
+    kw_attr_t attr;
 } bent_t;
 
 static uint64_t rel_hash(const kw_rrel_t *rr, const kw_rel_t *r)
@@ -74,14 +76,43 @@ static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n
     return KW_OK;
 }
 
+/* What only a new write is refused for (not a store's or a file's replay): an expiry at
+ * or before now, and a caveat context that does not bind to the caveat's parameters. */
+static int validate_new(const kw_schema_t *s, const kw_update_t *ups, const bent_t *ents, size_t n,
+                        int64_t now, kw_diag_t *diag)
+{
+    for (size_t i = 0; i < n; i++) {
+        const kw_rel_t *r = &ups[ents[i].idx].rel;
+        if (ups[ents[i].idx].op == KW_OP_DELETE)
+            continue;
+        if (r->expires_at != 0 && r->expires_at <= now) {
+            char buf[200];
+            kw__fmt_rel(r, buf, sizeof(buf));
+            return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                               "relationship %s has an expiration time in the past", buf);
+        }
+        kw_attr_t a;
+        bool has = false;
+        int rc = kw__attr_make(s, &ents[i].rr, r, &a, &has, diag);
+        if (rc != KW_OK)
+            return rc;
+        if (has)
+            kw__attr_release(&a);
+    }
+    return KW_OK;
+}
+
 int kw_engine_validate(kw_engine_t *e, const kw_update_t *ups, size_t n, kw_diag_t *diag)
 {
     bent_t *ents = kw_calloc(n ? n : 1, sizeof(bent_t));
     if (!ents)
         return KW_ENOMEM;
+    int64_t now = kw_engine_now(e);
     kw__engine_rdlock(e);
     int rc = e->model ? validate_batch(e->model->schema, ups, n, ents, diag)
                       : kw__engine_no_schema(diag);
+    if (rc == KW_OK)
+        rc = validate_new(e->model->schema, ups, ents, n, now, diag);
     kw__engine_unlock(e);
     kw_free(ents);
     return rc;
@@ -118,6 +149,16 @@ static bool adds(const bent_t *b, const kw_update_t *ups)
     return ups[b->idx].op != KW_OP_DELETE && !b->exists;
 }
 
+/* Frees the attribute records a batch made and did not hand to the graph. */
+static void release_attrs(bent_t *ents, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (ents[i].has_attr)
+            kw__attr_release(&ents[i].attr);
+        ents[i].has_attr = false;
+    }
+}
+
 static int write_validate(const kw_engine_t *e, const kw_update_t *ups, size_t n,
                           const kw_precondition_t *pre, size_t n_pre, kw_revision_t at,
                           bent_t *ents, kw_diag_t *diag)
@@ -132,7 +173,7 @@ static int write_validate(const kw_engine_t *e, const kw_update_t *ups, size_t n
 
 /* Existence against the state before the batch (there are no duplicates inside it). */
 static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, kw_revision_t at,
-                         bent_t *ents, kw_diag_t *diag)
+                         int64_t now, bent_t *ents, kw_diag_t *diag)
 {
     for (size_t i = 0; i < n; i++) {
         bent_t *b = &ents[i];
@@ -144,7 +185,10 @@ static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, 
         uint32_t rn = found[0], sn = found[1];
         b->exists = rn != KW_NODE_NONE && sn != KW_NODE_NONE &&
                     kw__graph_has(g, rn, b->rr.rel, sn, b->rr.srel);
-        if (b->exists && ups[b->idx].op == KW_OP_CREATE && at == 0) {
+        /* An expired relationship is not there: CREATE replaces it like TOUCH. */
+        bool live =
+            b->exists && !kw__attr_expired(kw__attr_find(g, rn, b->rr.rel, sn, b->rr.srel), now);
+        if (live && ups[b->idx].op == KW_OP_CREATE && at == 0) {
             char buf[200];
             kw__fmt_rel(r, buf, sizeof(buf));
             return kw_diag_set(diag, KW_EEXISTS, 0, 0, "relationship %s already exists", buf);
@@ -159,10 +203,27 @@ static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, 
 
 /* Interns the endpoints of every relationship to add, reserves their edge room and
  * allocates the merge scratch (*scratch, NULL when nothing is added). */
-static int write_prepare(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t *ents,
-                         kw_edge_t **scratch, kw_diag_t *diag)
+static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t *ups, size_t n,
+                         bent_t *ents, kw_edge_t **scratch, kw_diag_t *diag)
 {
     int rc = KW_OK;
+    /* The caveats and expiries to store: contexts copied and bound first. */
+    uint32_t n_attr = 0;
+    for (size_t i = 0; i < n; i++) {
+        bent_t *b = &ents[i];
+        if (ups[b->idx].op == KW_OP_DELETE)
+            continue;
+        rc = kw__attr_make(s, &b->rr, &ups[b->idx].rel, &b->attr, &b->has_attr, diag);
+        if (rc != KW_OK) {
+            release_attrs(ents, n);
+            return rc;
+        }
+        n_attr += b->has_attr;
+    }
+    if (n_attr && kw__attr_reserve(g, n_attr) != KW_OK) {
+        release_attrs(ents, n);
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while applying the write");
+    }
     for (size_t i = 0; i < n && rc == KW_OK; i++) {
         bent_t *b = &ents[i];
         if (!adds(b, ups))
@@ -208,6 +269,7 @@ static int write_prepare(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t
             rc = KW_ENOMEM;
     }
     if (rc != KW_OK) {
+        release_attrs(ents, n);
         gc_ents(g, ents, n);
         return kw_diag_set(diag, rc, 0, 0, "out of memory while applying the write");
     }
@@ -215,7 +277,7 @@ static int write_prepare(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t
 }
 
 /* Cannot fail: everything it needs was reserved by write_prepare. */
-static void write_apply(kw_graph_t *g, const kw_update_t *ups, size_t n, const bent_t *ents,
+static void write_apply(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t *ents,
                         kw_edge_t *scratch)
 {
     for (size_t i = 0; i < n; i++) {
@@ -229,6 +291,20 @@ static void write_apply(kw_graph_t *g, const kw_update_t *ups, size_t n, const b
             continue;
         uint32_t two[2] = {b->rnode, b->snode};
         kw__graph_finish(g, two, 2, scratch);
+    }
+    /* Attributes: set (room reserved) or, for a TOUCH without any, cleared. */
+    for (size_t i = 0; i < n; i++) {
+        bent_t *b = &ents[i];
+        if (ups[b->idx].op == KW_OP_DELETE)
+            continue;
+        if (b->has_attr) {
+            b->attr.rnode = b->rnode;
+            b->attr.snode = b->snode;
+            kw__attr_put(g, &b->attr);
+            b->has_attr = false; /* the graph owns it now */
+        } else if (b->exists) {
+            kw__attr_del(g, b->rnode, b->rr.rel, b->snode, b->rr.srel);
+        }
     }
     for (size_t i = 0; i < n; i++) {
         const bent_t *b = &ents[i];
@@ -250,9 +326,9 @@ int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n, const kw_p
     if (rc == KW_OK)
         rc = write_validate(e, ups, n, pre, n_pre, at, ents, diag);
     if (rc == KW_OK)
-        rc = write_resolve(&e->g, ups, n, at, ents, diag);
+        rc = write_resolve(&e->g, ups, n, at, kw__engine_query_now(e), ents, diag);
     if (rc == KW_OK)
-        rc = write_prepare(&e->g, ups, n, ents, &scratch, diag);
+        rc = write_prepare(&e->g, e->model->schema, ups, n, ents, &scratch, diag);
     if (rc == KW_OK) {
         write_apply(&e->g, ups, n, ents, scratch);
         kw__engine_bump(e, at, rev);

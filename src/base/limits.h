@@ -31,6 +31,14 @@
 #define KW_MAX_RELATIONS 4096
 /* Expression nesting in one permission. */
 #define KW_MAX_EXPR_DEPTH 64
+/* Nesting of arrays and objects in a relationship string's caveat context (JSON). */
+#define KW_MAX_CAVEAT_CTX_DEPTH 64
+/* CEL (caveat expressions): text bytes of one expression (SpiceDB's cap), nesting of
+ * its syntax tree, and the cost units one evaluation may spend (a node visited, an element
+ * a macro or a comparison walks, 64 bytes a string operation touches) before KW_EBUDGET. */
+#define KW_CEL_MAX_EXPR_BYTES 100000u
+#define KW_CEL_MAX_DEPTH 100
+#define KW_CEL_MAX_COST 1000000u
 /* Updates and preconditions per write batch (SpiceDB's default is 1000). */
 #define KW_MAX_UPDATES_PER_WRITE 1000
 #define KW_MAX_PRECONDITIONS 1000
@@ -41,6 +49,13 @@
  * description, which the contract leaves open (at most 4 bytes a code point: 16 KiB). */
 #define KW_MAX_NAME_CHARS 255
 #define KW_MAX_DESCRIPTION_CHARS 4096
+/* A key's lifecycle (issue 14, docs/API.md): the longest lifetime a key may be given at
+ * create (ttl_seconds, or expires_at from now): 10 years of 365 days; the longest grace
+ * period of a rotation, during which the previous secret still authenticates: 7 days. */
+#define KW_MAX_KEY_LIFETIME_S 315360000L
+#define KW_MAX_ROTATE_GRACE_S 604800L
+/* POST /auth/verify: checks per call. */
+#define KW_MAX_VERIFY_CHECKS 100
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 /* HTTP request line + headers (431 past it) and header fields per request. */

@@ -49,11 +49,23 @@ size_t kw_cel_program_memory(const kw_cel_program_t *p);
 /* Binds a context (a JSON object text, as written on a relationship or sent with a
  * request) to p's parameters: each field naming a parameter is converted to the
  * parameter's type (SpiceDB's rules: e.g. a timestamp from an RFC 3339 string, a
- * duration from "1h30m", an ipaddress from its string form); fields naming no parameter
- * are ignored, as SpiceDB ignores them. KW_EINVAL with a message naming the field on a
+ * duration from "1h30m", an ipaddress from its string form; numbers are read as the
+ * doubles of a protobuf Struct); fields naming no parameter are ignored, as SpiceDB
+ * ignores them when it evaluates. KW_EINVAL with a message naming the field on a
  * value that does not convert; json.len == 0 binds an empty context. */
 KW_NODISCARD int kw_cel_ctx_bind(const kw_cel_program_t *p, kw_str_t json, kw_cel_ctx_t **out,
                                  kw_diag_t *diag);
+/* kw_cel_ctx_bind with flags (0: exactly kw_cel_ctx_bind):
+ * KW_CEL_BIND_STRICT: a field naming no parameter is an error, "unknown parameter `x`"
+ *   (SpiceDB's check of a relationship's context at write).
+ * KW_CEL_BIND_DEFER: a value that does not convert does not fail the bind; it is kept, and
+ *   kw_cel_eval fails with KW_EINVAL and its message only when that value is the one the
+ *   evaluation uses (SpiceDB converts the request context per caveat after the
+ *   relationship's context has overridden it). The JSON text itself must still parse. */
+#define KW_CEL_BIND_STRICT 1u
+#define KW_CEL_BIND_DEFER 2u
+KW_NODISCARD int kw_cel_ctx_bind_ex(const kw_cel_program_t *p, kw_str_t json, unsigned flags,
+                                    kw_cel_ctx_t **out, kw_diag_t *diag);
 void kw_cel_ctx_free(kw_cel_ctx_t *c);
 
 typedef enum {
@@ -67,7 +79,10 @@ typedef enum {
  * neither are unknown: evaluation is partial (CEL's commutative && and || let a known
  * side decide), and when the answer depends on unknowns the result is KW_CEL_PARTIAL
  * and, when `missing` is non-NULL, the names of the unknown parameters it depends on
- * are appended to it, comma-separated, in parameter declaration order. */
+ * are appended to it, comma-separated, in parameter declaration order. A parameter
+ * declared but used by no expression is refused at compile (as SpiceDB does), so every
+ * name listed is one the expression reads. KW_EINVAL when the value used for a parameter
+ * was bound with KW_CEL_BIND_DEFER and does not convert. */
 KW_NODISCARD int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx,
                              const kw_cel_ctx_t *req_ctx, kw_cel_result_t *out, kw_buf_t *missing,
                              kw_diag_t *diag);

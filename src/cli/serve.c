@@ -200,6 +200,8 @@ static void sync_config(kw_sync_config_t *cfg)
                                         KW_SYNC_SECONDS_MAX, KW_SYNC_PRUNE_INTERVAL_S, "seconds");
     cfg->retain_s = env_bounded("KEYWARD_CHANGELOG_RETAIN_S", 1, KW_SYNC_SECONDS_MAX,
                                 KW_SYNC_RETAIN_S, "seconds");
+    cfg->sweep_interval_s = env_bounded("KEYWARD_EXPIRY_SWEEP_INTERVAL_S", 0, KW_SYNC_SECONDS_MAX,
+                                        KW_SYNC_SWEEP_INTERVAL_S, "seconds; 0 disables");
     cfg->check_schema = kw_api_check_schema;
 }
 
@@ -380,7 +382,8 @@ int kw_cli_serve(int argc, char **argv)
     }
     if (load_graph(sync, engine, schema) != KW_OK)
         goto out;
-    if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK) {
+    if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK ||
+        kw_api_set_v1_preshared_keys(api, getenv("KEYWARD_V1_PRESHARED_KEYS")) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }

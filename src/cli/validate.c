@@ -6,7 +6,8 @@
  *
  * Output: every failure as `FILE: ...` on stdout (a YAML error as `FILE:LINE:COL: ...`),
  * then one summary line per file. Exit 0 when every file passes, 1 on any failure
- * (including caveats, which are "not supported yet"), 2 on a usage error.
+ * (including a feature keyward lacks, reported as "not supported yet"), 2 on a usage
+ * error.
  */
 #include <stdio.h>
 #include <string.h>

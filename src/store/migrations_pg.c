@@ -94,11 +94,61 @@ static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL
                          "  pruned_through BIGINT NOT NULL);"
                          "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
 
-/* 3: webhook relay (issue 16). agents.acp_url: the agent's own base URL. agents_by_name:
+/* 3: a key's lifecycle (issue 14), as SQLite's migration 2: expiry, last use (flushed in
+ * batches, outside the revision order), and the previous secret of a rotation during its
+ * grace period (unique like hash). */
+static const char m3[] = "ALTER TABLE api_keys ADD COLUMN expires_at_us BIGINT,"
+                         "  ADD COLUMN last_used_at_us BIGINT,"
+                         "  ADD COLUMN prev_hash BYTEA,"
+                         "  ADD COLUMN prev_until_us BIGINT;"
+                         "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash)"
+                         "  WHERE prev_hash IS NOT NULL;";
+
+/* 4: the audit trail (store/audit.h, pg_audit.c): events hash-chained in seq order, and
+ * the chain head, a row of its own that every append locks and moves. */
+static const char m4[] = "CREATE TABLE audit_events ("
+                         "  seq BIGINT PRIMARY KEY,"
+                         "  at_us BIGINT NOT NULL,"
+                         "  revision BIGINT NOT NULL,"
+                         "  actor TEXT COLLATE \"C\" NOT NULL,"
+                         "  action TEXT COLLATE \"C\" NOT NULL,"
+                         "  resource TEXT COLLATE \"C\" NOT NULL,"
+                         "  account TEXT COLLATE \"C\" NOT NULL,"
+                         "  request_id TEXT COLLATE \"C\" NOT NULL,"
+                         "  detail TEXT COLLATE \"C\" NOT NULL,"
+                         "  prev_hash BYTEA NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "CREATE INDEX audit_events_account ON audit_events (account, seq);"
+                         "CREATE INDEX audit_events_resource ON audit_events (resource, seq);"
+                         "CREATE TABLE audit_head ("
+                         "  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+                         "  seq BIGINT NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "INSERT INTO audit_head (one, seq, hash)"
+                         "  VALUES (TRUE, 0, decode(repeat('00', 32), 'hex'));";
+
+/* 5: caveats and expiry (store.h, tag-kw-store-caveats), on relationships and on the
+ * changelog, so another instance applies a TOUCH with the same caveat and expiry.
+ *   - caveat_name, caveat_context (the JSON object text as written: TEXT, not JSONB, which
+ *     would reorder it), expires_at_us (microseconds UTC); NULL is "none" in all three.
+ *     Nullable columns without a default: ADD COLUMN rewrites no table.
+ *   - relationships_expiry: a partial index of the expiring rows only, for the sweep
+ *     (kw_store_tx_rel_delete_expired, kw_store_next_expiry). Building it reads the table
+ *     once. */
+static const char m5[] = "ALTER TABLE relationships ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;"
+                         "CREATE INDEX relationships_expiry ON relationships (expires_at_us)"
+                         "  WHERE expires_at_us IS NOT NULL;"
+                         "ALTER TABLE changelog ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;";
+
+/* 6: webhook relay (issue 16). agents.acp_url: the agent's own base URL. agents_by_name:
  * the forward ingress finds agents by name across accounts. forward_replay: delivery ids
  * seen within the replay window, shared by every instance; expires_at_us by the
  * database's clock, so instances with skewed clocks agree. */
-static const char m3[] = "ALTER TABLE agents ADD COLUMN acp_url TEXT COLLATE \"C\";"
+static const char m6[] = "ALTER TABLE agents ADD COLUMN acp_url TEXT COLLATE \"C\";"
                          "CREATE INDEX agents_by_name ON agents (name, created_at_us, id);"
                          "CREATE TABLE forward_replay ("
                          "  id TEXT COLLATE \"C\" PRIMARY KEY,"
@@ -106,9 +156,7 @@ static const char m3[] = "ALTER TABLE agents ADD COLUMN acp_url TEXT COLLATE \"C
                          "CREATE INDEX forward_replay_expiry ON forward_replay (expires_at_us);";
 
 const kw_pg_migration_t kw__pg_migrations[] = {
-    {1, m1},
-    {2, m2},
-    {3, m3},
+    {1, m1}, {2, m2}, {3, m3}, {4, m4}, {5, m5}, {6, m6},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

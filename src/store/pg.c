@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "audit_int.h"
 #include "pg_int.h"
 
 #define KW_MODULE "store.pg"
@@ -46,7 +47,15 @@
 
 #define AGENT_COLS "id, name, description, account_id, created_at_us, acp_url"
 #define PG_NOW_US "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
-#define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
+/* As in sqlite.c: written at create, then the lifecycle columns (migration 3). */
+#define KEY_INSERT_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us"
+#define KEY_COLS KEY_INSERT_COLS ", last_used_at_us, prev_hash, prev_until_us"
+/* KEY_COLS of api_keys k, then AGENT_COLS of agents g (kw_store_key_auth's join). */
+#define KEY_AGENT_COLS                                                                             \
+    "k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, k.expires_at_us, "   \
+    "k.last_used_at_us, k.prev_hash, k.prev_until_us, g.id, g.name, g.description, "               \
+    "g.account_id, g.created_at_us, g.acp_url"
+#define KEY_AGENT_FROM " FROM api_keys k JOIN agents g ON g.id = k.agent_id WHERE "
 
 /* Parameter types: one letter per parameter (t text, i int8, b bytea, a text[]). */
 typedef struct pg_stmt {
@@ -81,7 +90,13 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
                                "SELECT " KEY_COLS " FROM api_keys "
                                "WHERE agent_id = $1 AND name = $2 AND type = $3"},
     [KW__PG_ST_KEY_BY_HASH] = {"kw_key_by_hash", "b",
-                               "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1"},
+                               "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1 "
+                               "OR prev_hash = $1 ORDER BY hash IS NOT DISTINCT FROM $1 DESC "
+                               "LIMIT 1"},
+    /* A current hash first (the arms' order), then a previous one in its grace. */
+    [KW__PG_ST_KEY_AUTH] = {"kw_key_auth", "b",
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.hash = $1) UNION ALL "
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.prev_hash = $1) LIMIT 1"},
     [KW__PG_ST_KEYS_OF_AGENT] = {"kw_keys_of_agent", "titi",
                                  "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = $1 "
                                  "AND (created_at_us, id) > ($2, $3) "
@@ -125,18 +140,46 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     /* The agent row is share-locked first, so a missing (or concurrently deleted) agent
      * inserts nothing instead of raising a foreign key error, which would abort the whole
      * transaction where SQLite's failed statement leaves it usable. */
-    [KW__PG_ST_KEY_INSERT] = {"kw_key_insert", "ttttibb",
-                              "INSERT INTO api_keys (" KEY_COLS ") "
-                              "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS "
+    [KW__PG_ST_KEY_INSERT] = {"kw_key_insert", "ttttibbi",
+                              "INSERT INTO api_keys (" KEY_INSERT_COLS ") "
+                              "SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS "
                               "(SELECT 1 FROM agents WHERE id = $2 FOR KEY SHARE) "
                               "ON CONFLICT DO NOTHING RETURNING 1"},
     [KW__PG_ST_AGENT_EXISTS] = {"kw_agent_exists", "t", "SELECT 1 FROM agents WHERE id = $1"},
     [KW__PG_ST_KEY_DELETE] = {"kw_key_delete", "t",
                               "DELETE FROM api_keys WHERE id = $1 RETURNING 1"},
-    [KW__PG_ST_REL_INSERT] = {"kw_rel_insert", "tttttt",
-                              "INSERT INTO relationships (" KW__PG_REL_COLS
-                              ") VALUES ($1, $2, $3, $4, $5, $6) "
-                              "ON CONFLICT DO NOTHING RETURNING 1"},
+    /* tag-kw-key-rotate: compare-and-swap on the credential the request read. */
+    [KW__PG_ST_KEY_ROTATE] = {"kw_key_rotate", "tbbbibb",
+                              "UPDATE api_keys SET hash = $2, secret_enc = $3, prev_hash = $4, "
+                              "prev_until_us = $5 WHERE id = $1 "
+                              "AND hash IS NOT DISTINCT FROM $6 "
+                              "AND secret_enc IS NOT DISTINCT FROM $7 RETURNING 1"},
+    [KW__PG_ST_KEY_EXISTS] = {"kw_key_exists", "t", "SELECT 1 FROM api_keys WHERE id = $1"},
+    /* Last uses, one statement for a whole batch (a deadlock with a concurrent write
+     * fails the flush, which the next interval retries). */
+    [KW__PG_ST_KEYS_TOUCH] = {"kw_keys_touch", "aa",
+                              "UPDATE api_keys k SET last_used_at_us = u.t FROM "
+                              "(SELECT id, max(t::bigint) AS t FROM unnest($1::text[], "
+                              "$2::text[]) AS x (id, t) GROUP BY id ORDER BY id) u "
+                              "WHERE k.id = u.id AND (k.last_used_at_us IS NULL "
+                              "OR k.last_used_at_us < u.t)"},
+    /* tag-kw-store-caveats: a CREATE replaces only a row whose expiry has passed ($10 is
+     * now): no row returned means a live one exists (KW_ECONFLICT). A TOUCH replaces
+     * caveat, context and expiry, and leaves an identical row unwritten (no dead tuple). */
+    [KW__PG_ST_REL_CREATE] =
+        {"kw_rel_create", "ttttttttii",
+         "INSERT INTO relationships (" KW__PG_REL_XCOLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+         "$8, $9) ON CONFLICT (" KW__PG_REL_COLS ") DO UPDATE SET caveat_name = "
+         "excluded.caveat_name, caveat_context = excluded.caveat_context, expires_at_us = "
+         "excluded.expires_at_us WHERE relationships.expires_at_us <= $10 RETURNING 1"},
+    [KW__PG_ST_REL_TOUCH] =
+        {"kw_rel_touch", "tttttttti",
+         "INSERT INTO relationships (" KW__PG_REL_XCOLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+         "$8, $9) ON CONFLICT (" KW__PG_REL_COLS ") DO UPDATE SET caveat_name = "
+         "excluded.caveat_name, caveat_context = excluded.caveat_context, expires_at_us = "
+         "excluded.expires_at_us WHERE (relationships.caveat_name, relationships.caveat_context, "
+         "relationships.expires_at_us) IS DISTINCT FROM (excluded.caveat_name, "
+         "excluded.caveat_context, excluded.expires_at_us)"},
     [KW__PG_ST_REL_DELETE] =
         {"kw_rel_delete", "tttttt",
          "DELETE FROM relationships WHERE resource_type = $1 AND resource_id = $2 "
@@ -147,12 +190,22 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_TX_REVISION] = {"kw_tx_revision", "",
                                "WITH r AS (UPDATE revision SET value = value + 1 RETURNING value) "
                                "SELECT value, pg_notify('" KW__PG_CHANNEL "', value::text) FROM r"},
+    /* The sweep, both on the partial index relationships_expiry (migration 3). */
+    [KW__PG_ST_NEXT_EXPIRY] = {"kw_next_expiry", "",
+                               "SELECT expires_at_us FROM relationships "
+                               "WHERE expires_at_us IS NOT NULL ORDER BY expires_at_us LIMIT 1"},
+    [KW__PG_ST_REL_DEL_EXPIRED] =
+        {"kw_rel_del_expired", "ii",
+         "WITH d AS (DELETE FROM relationships WHERE (" KW__PG_REL_COLS
+         ") IN (SELECT " KW__PG_REL_COLS
+         " FROM relationships WHERE expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2) "
+         "RETURNING " KW__PG_REL_COLS ") SELECT * FROM d " KW__PG_REL_ORDER},
     [KW__PG_ST_CHANGES] =
         {"kw_changes", "iii",
-         "SELECT revision, op, " KW__PG_REL_COLS " FROM changelog "
+         "SELECT revision, op, " KW__PG_REL_XCOLS " FROM changelog "
          "WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq LIMIT $3"},
     [KW__PG_ST_CHANGES_AT] = {"kw_changes_at", "i",
-                              "SELECT revision, op, " KW__PG_REL_COLS " FROM changelog "
+                              "SELECT revision, op, " KW__PG_REL_XCOLS " FROM changelog "
                               "WHERE revision = $1 ORDER BY seq"},
     [KW__PG_ST_HORIZON] = {"kw_horizon", "", "SELECT pruned_through FROM changelog_horizon"},
     /* Retention (pg_changes.c): of the oldest $2 rows in (revision, seq) order, deletes those
@@ -179,7 +232,8 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
                                  "AND acp_url IS NOT NULL ORDER BY created_at_us, id LIMIT 1"},
     [KW__PG_ST_KEY_FORWARD] =
         {"kw_key_forward", "ttt",
-         "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc "
+         "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, "
+         "k.expires_at_us, k.last_used_at_us, k.prev_hash, k.prev_until_us "
          "FROM api_keys k JOIN agents a ON a.id = k.agent_id WHERE a.name = $1 "
          "AND a.acp_url IS NOT NULL AND k.name = $2 AND k.type = $3 "
          "ORDER BY a.created_at_us, a.id LIMIT 1"},
@@ -195,6 +249,16 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_HORIZON_RAISE] = {"kw_horizon_raise", "i",
                                  "UPDATE changelog_horizon SET pruned_through = "
                                  "GREATEST(pruned_through, $1) RETURNING pruned_through"},
+    /* The audit trail (pg_audit.c): prepared, since every audited write runs both. */
+    [KW__PG_ST_AUDIT_HEAD] = {"kw_audit_head", "",
+                              "SELECT seq, hash FROM audit_head WHERE one FOR UPDATE"},
+    [KW__PG_ST_AUDIT_APPEND] =
+        {"kw_audit_append", "iiittttttbb",
+         "WITH e AS (INSERT INTO audit_events (seq, at_us, revision, actor, "
+         "action, resource, account, request_id, detail, prev_hash, hash) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING 1) "
+         "UPDATE audit_head SET seq = $1, hash = $11 "
+         "WHERE one AND (SELECT count(*) FROM e) = 1"},
 };
 
 /* ---- parameters ---- */
@@ -324,6 +388,20 @@ void kw__pg_row_rel(const PGresult *r, int row, int col, kw_rel_t *rel)
     rel->subject.type = kw__pg_col_str(r, row, col + 3);
     rel->subject.id = kw__pg_col_str(r, row, col + 4);
     rel->subject.relation = kw__pg_col_str(r, row, col + 5);
+    rel->caveat = rel->caveat_ctx = KW_STR("");
+    rel->expires_at = 0;
+}
+
+/* The caveat name, context and expiry columns starting at `col` (after KW__PG_REL_COLS in
+ * a KW__PG_REL_XCOLS row); NULL is "none". */
+void kw__pg_row_rel_caveat(const PGresult *r, int row, int col, kw_rel_t *rel)
+{
+    if (!PQgetisnull(r, row, col))
+        rel->caveat = kw__pg_col_str(r, row, col);
+    if (!PQgetisnull(r, row, col + 1))
+        rel->caveat_ctx = kw__pg_col_str(r, row, col + 1);
+    if (!PQgetisnull(r, row, col + 2))
+        rel->expires_at = kw__pg_col_i64(r, row, col + 2);
 }
 
 /* ---- errors ---- */
@@ -788,6 +866,8 @@ static const kw_store_ops_t pg_ops = {
     .agent_find_forward = kw__pg_agent_find_forward,
     .key_find_forward = kw__pg_key_find_forward,
     .replay_claim = pg_replay_claim,
+    .keys_touch = kw__pg_keys_touch,
+    .key_auth = kw__pg_key_auth,
     .tx_begin = kw__pg_tx_begin,
     .tx_commit = kw__pg_tx_commit,
     .tx_rollback = kw__pg_tx_rollback,
@@ -796,12 +876,18 @@ static const kw_store_ops_t pg_ops = {
     .tx_agent_set_acp_url = kw__pg_tx_agent_set_acp_url,
     .tx_key_insert = kw__pg_tx_key_insert,
     .tx_key_delete = kw__pg_tx_key_delete,
+    .tx_key_rotate = kw__pg_tx_key_rotate,
     .tx_savepoint = kw__pg_tx_savepoint,
     .tx_rollback_to = kw__pg_tx_rollback_to,
     .tx_release = kw__pg_tx_release,
     .tx_rel_write = kw__pg_tx_rel_write,
     .tx_rel_delete_matching = kw__pg_tx_rel_delete_matching,
+    .next_expiry = kw__pg_next_expiry,
+    .tx_rel_delete_expired = kw__pg_tx_rel_delete_expired,
     .changes_since = kw__pg_changes_since,
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
+    .audit = &kw__pg_audit_ops,
+    .watch_changes = kw__pg_changes_since,
+    .export_relationships = kw__pg_export_relationships,
 };

@@ -41,6 +41,7 @@
  * never values); the diag says only "database error".
  */
 #include "sqlite_int.h"
+#include "audit_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -65,7 +66,16 @@
 /* ---- statements ---- */
 
 #define AGENT_COLS "id, account_id, name, description, created_at_us, acp_url"
-#define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
+/* The first seven are written at create (with expires_at_us); the rest are the key's
+ * lifecycle (migration 2): last use, and the previous secret of a rotation in its grace. */
+#define KEY_INSERT_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us"
+#define KEY_COLS KEY_INSERT_COLS ", last_used_at_us, prev_hash, prev_until_us"
+/* KEY_COLS of api_keys k, then AGENT_COLS of agents g (kw_store_key_auth's join). */
+#define KEY_AGENT_COLS                                                                             \
+    "k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, k.expires_at_us, "   \
+    "k.last_used_at_us, k.prev_hash, k.prev_until_us, g.id, g.account_id, g.name, "                \
+    "g.description, g.created_at_us, g.acp_url"
+#define KEY_AGENT_FROM " FROM api_keys k JOIN agents g ON g.id = k.agent_id WHERE "
 
 static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -81,7 +91,15 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_REV_GET] = "SELECT value FROM meta WHERE key = 'revision'",
     [KW__SQ_ST_REV_BUMP] =
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-    [KW__SQ_ST_REL_ALL] = "SELECT " KW__SQ_REL_COLS " FROM relationships",
+    /* The startup load (sqlite_read.c): every row exactly once, those with a caveat or an
+     * expiry from their partial indexes (a caveat context alone, which the store refuses
+     * to write, would count as none). */
+    [KW__SQ_ST_REL_ALL_ATTRS] =
+        "SELECT " KW__SQ_REL_XCOLS " FROM relationships WHERE expires_at_us IS NOT NULL "
+        "UNION ALL SELECT " KW__SQ_REL_XCOLS " FROM relationships "
+        "WHERE caveat_name IS NOT NULL AND expires_at_us IS NULL",
+    [KW__SQ_ST_REL_ALL_PLAIN] = "SELECT " KW__SQ_REL_COLS " FROM relationships "
+                                "WHERE caveat_name IS NULL AND expires_at_us IS NULL",
     [KW__SQ_ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE id = ?1",
     [KW__SQ_ST_AGENT_BY_NAME] =
         "SELECT " AGENT_COLS " FROM agents WHERE account_id = ?1 AND name = ?2",
@@ -92,7 +110,8 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_AGENT_FORWARD] = "SELECT " AGENT_COLS " FROM agents WHERE name = ?1 "
                                 "AND acp_url IS NOT NULL ORDER BY created_at_us, id LIMIT 1",
     [KW__SQ_ST_KEY_FORWARD] =
-        "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc "
+        "SELECT k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, "
+        "k.expires_at_us, k.last_used_at_us, k.prev_hash, k.prev_until_us "
         "FROM api_keys k JOIN agents a ON a.id = k.agent_id WHERE a.name = ?1 "
         "AND a.acp_url IS NOT NULL AND k.name = ?2 AND k.type = ?3 "
         "ORDER BY a.created_at_us, a.id LIMIT 1",
@@ -108,20 +127,45 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1 AND agent_id = ?2",
     [KW__SQ_ST_KEY_BY_NAME] = "SELECT " KEY_COLS " FROM api_keys "
                               "WHERE agent_id = ?1 AND name = ?2 AND type = ?3",
-    [KW__SQ_ST_KEY_BY_HASH] = "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1",
+    /* The current secret's hash, or the previous one's during a rotation's grace (the
+     * caller tells which matched and whether the grace is still running). UNION ALL runs
+     * its arms in order and LIMIT stops at the first row: a current hash wins, with two
+     * index probes at most and no sort (a MULTI-INDEX OR with ORDER BY costs a temporary
+     * B-tree per authentication). */
+    [KW__SQ_ST_KEY_BY_HASH] = "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1 UNION ALL "
+                              "SELECT " KEY_COLS " FROM api_keys WHERE prev_hash = ?1 LIMIT 1",
+    [KW__SQ_ST_KEY_AUTH] = "SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.hash = ?1 UNION ALL "
+                           "SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.prev_hash = ?1 LIMIT 1",
     [KW__SQ_ST_KEYS_FIRST] = "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = ?1 "
                              "ORDER BY created_at_us, id LIMIT ?2",
     [KW__SQ_ST_KEYS_AFTER] =
         "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = ?1 "
         "AND (created_at_us, id) > (?2, ?3) ORDER BY created_at_us, id LIMIT ?4",
     [KW__SQ_ST_KEY_INSERT] =
-        "INSERT INTO api_keys (" KEY_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO api_keys (" KEY_INSERT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [KW__SQ_ST_KEY_DELETE] = "DELETE FROM api_keys WHERE id = ?1",
+    /* Compare-and-swap on the secret read before (tag-kw-key-rotate): a rotation that
+     * lost a race changes nothing. */
+    [KW__SQ_ST_KEY_ROTATE] = "UPDATE api_keys SET hash = ?2, secret_enc = ?3, prev_hash = ?4, "
+                             "prev_until_us = ?5 WHERE id = ?1 AND hash IS ?6 AND secret_enc IS ?7",
+    [KW__SQ_ST_KEY_EXISTS] = "SELECT 1 FROM api_keys WHERE id = ?1",
+    [KW__SQ_ST_KEY_TOUCH] = "UPDATE api_keys SET last_used_at_us = ?2 WHERE id = ?1 "
+                            "AND (last_used_at_us IS NULL OR last_used_at_us < ?2)",
+    /* tag-kw-store-caveats: a CREATE replaces only a row whose expiry has passed (?10 is
+     * now); nothing changed (sqlite3_changes 0) means a live row exists: KW_ECONFLICT. A
+     * TOUCH replaces caveat, context and expiry, and leaves an identical row unwritten. */
     [KW__SQ_ST_REL_CREATE] =
-        "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO relationships (" KW__SQ_REL_XCOLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+        "?9) ON CONFLICT (" KW__SQ_REL_COLS ") DO UPDATE SET caveat_name = excluded.caveat_name, "
+        "caveat_context = excluded.caveat_context, expires_at_us = excluded.expires_at_us "
+        "WHERE relationships.expires_at_us <= ?10",
     [KW__SQ_ST_REL_TOUCH] =
-        "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
-        "ON CONFLICT DO NOTHING",
+        "INSERT INTO relationships (" KW__SQ_REL_XCOLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+        "?9) ON CONFLICT (" KW__SQ_REL_COLS ") DO UPDATE SET caveat_name = excluded.caveat_name, "
+        "caveat_context = excluded.caveat_context, expires_at_us = excluded.expires_at_us "
+        "WHERE relationships.caveat_name IS NOT excluded.caveat_name "
+        "OR relationships.caveat_context IS NOT excluded.caveat_context "
+        "OR relationships.expires_at_us IS NOT excluded.expires_at_us",
     [KW__SQ_ST_REL_DELETE] =
         "DELETE FROM relationships WHERE resource_type = ?1 AND resource_id = ?2 "
         "AND relation = ?3 AND subject_type = ?4 AND subject_id = ?5 "
@@ -138,6 +182,16 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "DELETE FROM relationships WHERE subject_type = ?2 "
         "AND subject_id IN (SELECT id FROM api_keys WHERE agent_id = ?1) "
         "RETURNING " KW__SQ_REL_COLS,
+    /* The sweep, both on the partial index relationships_by_expiry (migration 2). */
+    [KW__SQ_ST_NEXT_EXPIRY] = "SELECT expires_at_us FROM relationships "
+                              "WHERE expires_at_us IS NOT NULL ORDER BY expires_at_us LIMIT 1",
+    [KW__SQ_ST_REL_DEL_EXPIRED] =
+        "DELETE FROM relationships WHERE (" KW__SQ_REL_COLS ") IN (SELECT " KW__SQ_REL_COLS
+        " FROM relationships WHERE expires_at_us <= ?1 ORDER BY expires_at_us LIMIT ?2) "
+        "RETURNING " KW__SQ_REL_COLS,
+    [KW__SQ_ST_CHANGELOG_INSERT] =
+        "INSERT INTO changelog (rev, seq, op, " KW__SQ_REL_COLS ", caveat, caveat_ctx, "
+        "expires_at_us, at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 };
 
 static const kw_store_ops_t g_sqlite_ops;
@@ -636,6 +690,8 @@ static const kw_store_ops_t g_sqlite_ops = {
     .agent_find_forward = kw__sq_agent_find_forward,
     .key_find_forward = kw__sq_key_find_forward,
     .replay_claim = kw__sq_replay_claim,
+    .keys_touch = kw__sq_keys_touch,
+    .key_auth = kw__sq_key_auth,
     .tx_begin = kw__sq_tx_begin,
     .tx_commit = kw__sq_tx_commit,
     .tx_rollback = kw__sq_tx_rollback,
@@ -644,9 +700,15 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_agent_set_acp_url = kw__sq_tx_agent_set_acp_url,
     .tx_key_insert = kw__sq_tx_key_insert,
     .tx_key_delete = kw__sq_tx_key_delete,
+    .tx_key_rotate = kw__sq_tx_key_rotate,
     .tx_savepoint = kw__sq_tx_savepoint,
     .tx_rollback_to = kw__sq_tx_rollback_to,
     .tx_release = kw__sq_tx_release,
     .tx_rel_write = kw__sq_tx_rel_write,
     .tx_rel_delete_matching = kw__sq_tx_rel_delete_matching,
+    .audit = &kw__sq_audit_ops,
+    .next_expiry = kw__sq_next_expiry,
+    .tx_rel_delete_expired = kw__sq_tx_rel_delete_expired,
+    .watch_changes = kw__sq_watch_changes,
+    .export_relationships = kw__sq_export_relationships,
 };

@@ -12,10 +12,18 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 
 #define KW_MODULE "store"
+
+int64_t kw__store_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- backends (tag-kw-store-backends) ---- */
 
@@ -255,6 +263,23 @@ int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, 
     return s->ops->keys_by_ids(s, agent_id, ids, n, a, out, n_out);
 }
 
+int kw_store_key_auth(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                      kw_apikey_t *key, kw_agent_t *agent)
+{
+    if (!s || !hash || len == 0 || !a || !key || !agent)
+        return KW_EINVAL;
+    return s->ops->key_auth(s, hash, len, a, key, agent);
+}
+
+int kw_store_keys_touch(kw_store_t *s, const kw_key_use_t *uses, size_t n)
+{
+    if (!s || (n && !uses))
+        return KW_EINVAL;
+    if (n == 0)
+        return KW_OK;
+    return s->ops->keys_touch(s, uses, n);
+}
+
 /* ---- transactions ---- */
 
 int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag)
@@ -434,6 +459,20 @@ int kw_store_tx_key_delete(kw_store_tx_t *tx, kw_str_t id)
     return tx_result(tx, tx->store->ops->tx_key_delete(tx, id));
 }
 
+int kw_store_tx_key_rotate(kw_store_tx_t *tx, const kw_key_rotation_t *r)
+{
+    if (!tx || !r || (!r->id.ptr && r->id.len) || (r->old_hash_len && !r->old_hash) ||
+        (r->old_secret_enc_len && !r->old_secret_enc) || (r->hash_len && !r->hash) ||
+        (r->secret_enc_len && !r->secret_enc) || (r->prev_hash_len && !r->prev_hash) ||
+        (r->hash_len == 0) == (r->secret_enc_len == 0))
+        return KW_EINVAL;
+    if (tx->failed)
+        return tx->failed;
+    if (r->id.len == 0 || r->id.len > KW__STORE_ID_MAX)
+        return KW_ENOTFOUND;
+    return tx_result(tx, tx->store->ops->tx_key_rotate(tx, r));
+}
+
 /* "" for a plain subject whether the caller wrote nothing or SpiceDB's "...". */
 static kw_str_t norm_subject_relation(kw_str_t r)
 {
@@ -474,8 +513,24 @@ int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, k
         }
         norm[i] = ups[i];
         norm[i].rel.subject.relation = norm_subject_relation(r->subject.relation);
+        if (ups[i].op == KW_OP_DELETE) {
+            /* A delete names the relationship only (tag-kw-store-caveats). */
+            norm[i].rel.caveat = norm[i].rel.caveat_ctx = KW_STR("");
+            norm[i].rel.expires_at = 0;
+            continue;
+        }
+        const char *bad =
+            (!r->caveat.ptr && r->caveat.len) || (!r->caveat_ctx.ptr && r->caveat_ctx.len)
+                ? "a malformed caveat"
+            : r->caveat_ctx.len && !r->caveat.len ? "a caveat context but no caveat"
+            : r->expires_at < 0                   ? "an expiry before 1970"
+                                                  : NULL;
+        if (bad) {
+            kw_free(norm);
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "update %zu has %s", i, bad);
+        }
     }
-    int rc = tx_result(tx, tx->store->ops->tx_rel_write(tx, norm, n, diag));
+    int rc = tx_result(tx, tx->store->ops->tx_rel_write(tx, norm, n, kw__store_now_us(), diag));
     kw_free(norm);
     return rc;
 }
@@ -499,6 +554,33 @@ int kw_store_tx_rel_delete_matching(kw_store_tx_t *tx, const kw_filter_t *f, siz
         norm.subject_relation = norm_subject_relation(f->subject_relation);
     size_t n = 0;
     int rc = tx_result(tx, tx->store->ops->tx_rel_delete_matching(tx, &norm, &n, diag));
+    if (rc == KW_OK && n_deleted)
+        *n_deleted = n;
+    return rc;
+}
+
+/* ---- expired relationships ---- */
+
+int kw_store_next_expiry(kw_store_t *s, int64_t *at_us)
+{
+    if (!s || !at_us)
+        return KW_EINVAL;
+    return s->ops->next_expiry(s, at_us);
+}
+
+int kw_store_tx_rel_delete_expired(kw_store_tx_t *tx, int64_t now_us, size_t limit,
+                                   size_t *n_deleted, kw_diag_t *diag)
+{
+    if (!tx)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "no transaction");
+    if (tx->failed)
+        return kw_diag_set(diag, tx->failed, 0, 0, "the transaction failed earlier");
+    if (now_us <= 0 || limit == 0 || limit > KW_STORE_SWEEP_MAX_ROWS)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "a sweep needs a time after 1970 and 1..%d rows (got %zu)",
+                           KW_STORE_SWEEP_MAX_ROWS, limit);
+    size_t n = 0;
+    int rc = tx_result(tx, tx->store->ops->tx_rel_delete_expired(tx, now_us, limit, &n, diag));
     if (rc == KW_OK && n_deleted)
         *n_deleted = n;
     return rc;

@@ -4,14 +4,18 @@
  * A validation file is a YAML stream; each document may hold
  *   schema:        the schema text (or schemaFile: a path relative to the file)
  *   relationships: newline-separated relationship strings (blank and `//` lines ignored)
- *   assertions:    assertTrue / assertFalse lists of `res#perm@subject` strings
+ *   assertions:    assertTrue / assertFalse / assertCaveated lists of `res#perm@subject`
+ *                  strings, each optionally followed by ` with {context}` (the request's
+ *                  caveat context, a JSON object); assertCaveated wants a conditional answer
  *   validation:    expected relations: `res#perm` -> list of "[subject] is <...>" strings
  * Each document is loaded into a fresh engine through the public API (authz/authz.h) and
  * checked. Expected relations compare only the SET of bracketed subjects with the subjects
  * and subject sets reachable when res#perm is fully expanded (SpiceDB's recursive Expand,
- * with its wildcard/exclusion arithmetic); the `<...>` parts are not compared. Caveats
- * (in the schema, a relationship, an assertion or an expected subject) are not supported:
- * the first one met is reported once and ends the walk of the file.
+ * with its wildcard/exclusion arithmetic), each subject with SpiceDB's `[...]` marker when
+ * it holds only under a caveat (`[user:tom[...]]`, compared exactly); the `<...>` parts are
+ * not compared. Relationships may carry a caveat (with context) and an expiry; one that
+ * expired already loads and is invisible, as in SpiceDB. A feature keyward lacks (e.g.
+ * composable schemas) is reported once as unsupported and ends the walk of the file.
  *
  * Every outcome reaches the caller through a callback, in file order: each assertion and
  * each expected-relations entry that passed, each failure, each error in the input. The
@@ -38,6 +42,7 @@ typedef enum kw_vfile_kind {
     KW_VFILE_ERROR,           /* input that cannot be run as written (never passed) */
     KW_VFILE_UNSUPPORTED,     /* a feature keyward lacks; the walk of the file stops */
     KW_VFILE_SYNTAX,          /* malformed YAML at line:col; the walk of the file stops */
+    KW_VFILE_ASSERT_CAVEATED, /* one assertCaveated entry was checked */
 } kw_vfile_kind_t;
 
 typedef struct kw_vfile_result {
@@ -46,7 +51,8 @@ typedef struct kw_vfile_result {
     size_t doc;         /* 1-based document of the stream */
     unsigned long line; /* 1-based YAML line when known, else 0 */
     unsigned long col;  /* SYNTAX: 1-based column; else 0 */
-    kw_str_t what;      /* ASSERT_*: the relationship text; EXPECTED: `type:id#relation` */
+    kw_str_t what;      /* ASSERT_*: the assertion text (with its context, if any);
+                         * EXPECTED: `type:id#relation` */
     /* EXPECTED and not passed: one result per differing subject, in canonical text
      * (`type:id`, `type:id#rel`, `type:*` or `type:* - {type:a, type:b}`); missing says
      * whether it was listed but not found (else found but not listed). */
@@ -63,7 +69,7 @@ typedef struct kw_vfile_stats {
     size_t n_checks;   /* assertions and expected-relations entries run */
     size_t n_expected; /* of which expected-relations entries */
     size_t n_failed;   /* failures: failed checks, errors, unsupported features */
-    bool unsupported;  /* a caveat (or another missing feature) ended the walk */
+    bool unsupported;  /* a feature keyward lacks ended the walk */
 } kw_vfile_stats_t;
 
 typedef void (*kw_vfile_on_result)(const kw_vfile_result_t *r, void *ud);

@@ -25,16 +25,26 @@ typedef struct kw_strset {
 bool kw__strset_has(const kw_strset_t *s, const char *x);
 /* Adds x unless present (x is borrowed). */
 KW_NODISCARD int kw__strset_add(kw_strset_t *s, const char *x);
+/* Removes x if present (the order of the others may change). */
+void kw__strset_remove(kw_strset_t *s, const char *x);
 void kw__strset_free(kw_strset_t *s);
 
 /* The subjects of one (type, relation) found by an expansion: concrete ids and possibly
- * a wildcard `type:*` minus some excluded ids. */
+ * a wildcard `type:*` minus some excluded ids. Each may hold only under a caveat
+ * (SpiceDB's `[...]` marker): the *_cav sets list the caveated members of conc and excl,
+ * wild_cav says the wildcard is caveated. Only whether a caveat applies is tracked, not
+ * which: the arithmetic follows SpiceDB's, where a caveat expression is absent exactly
+ * when these flags are false (a union is conditional only when both sides are, an
+ * intersection when either is, a conditional subtraction leaves a conditional member). */
 typedef struct kw_sgroup {
     kw_str_t type;
     kw_str_t rel; /* len 0 for plain objects */
     bool wild;
+    bool wild_cav;
     kw_strset_t excl;
+    kw_strset_t excl_cav;
     kw_strset_t conc;
+    kw_strset_t conc_cav;
 } kw_sgroup_t;
 
 typedef struct kw_sset {
@@ -54,9 +64,10 @@ KW_NODISCARD int kw__sset_intersect(const kw_sset_t *a, const kw_sset_t *b, kw_s
 /* *out = a - b (SpiceDB's exclusion, wildcard minus wildcard included); *out is
  * initialised here. */
 KW_NODISCARD int kw__sset_subtract(const kw_sset_t *a, const kw_sset_t *b, kw_sset_t *out);
-/* Canonical text of a wildcard: `type:*` or `type:* - {type:a, type:b}`; excl_full holds
- * whole `type:id` strings and is sorted in place. NULL on OOM. */
-char *kw__wild_text(kw_arena_t *a, kw_str_t type, kw_strset_t *excl_full);
+/* Canonical text of a wildcard: `type:*` or `type:* - {type:a, type:b[...]}` (`type:*[...]`
+ * when caveated); excl_full holds whole `type:id` strings (with their markers) and is
+ * sorted in place. NULL on OOM. */
+char *kw__wild_text(kw_arena_t *a, kw_str_t type, bool caveated, kw_strset_t *excl_full);
 /* Adds the canonical text of every subject of m to out (strings from a). */
 KW_NODISCARD int kw__sset_texts(kw_arena_t *a, const kw_sset_t *m, kw_strset_t *out);
 
@@ -64,7 +75,7 @@ KW_NODISCARD int kw__sset_texts(kw_arena_t *a, const kw_sset_t *m, kw_strset_t *
 
 kw_str_t kw__vfile_trim(kw_str_t s);
 /* Parses one expected-relation string "[subject] is <...>" into canonical subject text.
- * KW_EUNSUPPORTED for a caveated subject, KW_EINVAL (diag says why) when malformed. */
+ * `[...]` caveat markers kept (expected.c); KW_EINVAL (diag says why) when malformed. */
 KW_NODISCARD int kw__vfile_expected_subject(kw_arena_t *a, kw_str_t s, char **out, kw_diag_t *diag);
 /* Parses an expected-relations key `type:id#relation`; KW_EINVAL when it is not one. */
 KW_NODISCARD int kw__vfile_parse_key(kw_str_t s, kw_object_t *obj, kw_str_t *rel);

@@ -6,8 +6,8 @@
  * Counting: each failed check, each error and the one unsupported feature count once;
  * an expected-relations entry that differs counts once however many subjects differ
  * (one result per subject). A document stops at the first error that leaves nothing
- * meaningful to check (no schema, a relationship that does not load); a caveat stops the
- * whole file.
+ * meaningful to check (no schema, a relationship that does not load); a feature keyward
+ * lacks (KW_EUNSUPPORTED) stops the whole file.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -90,7 +90,7 @@ static void fail_rc(vctx_t *c, int rc, const kw_diag_t *d, unsigned long line, c
     if (rc == KW_EUNSUPPORTED) {
         if (!c->stats->unsupported) {
             kw_vfile_result_t r = {.kind = KW_VFILE_UNSUPPORTED, .line = line};
-            emit(c, &r, "%s", d->msg[0] ? d->msg : "caveats are not supported yet");
+            emit(c, &r, "%s", d->msg[0] ? d->msg : kw_strerror(rc));
         }
         c->stats->unsupported = true;
         c->stats->n_failed++;
@@ -188,7 +188,27 @@ static int load_relationships(vctx_t *c, kw_str_t text, unsigned long first_line
                     (unsigned long)line, KW_STR_FMT(s), d.col);
             return rc;
         }
-        rc = kw_engine_write(c->x.e, &up, 1, NULL, 0, 0, NULL, &d);
+        /* SpiceDB refuses a relationship written twice (whatever its caveat or expiry). */
+        kw_precondition_t fresh = {
+            .must_match = false,
+            .filter = {.resource_type = up.rel.resource.type,
+                       .resource_id = up.rel.resource.id,
+                       .relation = up.rel.relation,
+                       .has_subject = true,
+                       .subject_type = up.rel.subject.type,
+                       .subject_id = up.rel.subject.id,
+                       .subject_relation_set = true,
+                       .subject_relation = up.rel.subject.relation},
+        };
+        /* As if a store had committed it at the next revision: a validation file may
+         * hold relationships that expired already (SpiceDB loads them, and they are
+         * invisible), which a live write refuses. */
+        rc = kw_engine_write(c->x.e, &up, 1, &fresh, 1, kw_engine_revision(c->x.e) + 1, NULL, &d);
+        if (rc == KW_EPRECOND) {
+            failf(c, first_line, "relationship %lu (\"%.*s\"): found repeated relationship",
+                  (unsigned long)line, KW_STR_FMT(s));
+            return KW_EINVAL;
+        }
         if (rc != KW_OK) {
             fail_rc(c, rc, &d, first_line, "relationship %lu (\"%.*s\")", (unsigned long)line,
                     KW_STR_FMT(s));
@@ -198,52 +218,101 @@ static int load_relationships(vctx_t *c, kw_str_t text, unsigned long first_line
     return KW_OK;
 }
 
-/* `res#perm@subject with {context}`: an assertion with caveat context. */
-static bool has_caveat_context(kw_str_t s)
+/* The three kinds of assertion and the answer each wants. */
+typedef enum want {
+    WANT_TRUE,
+    WANT_FALSE,
+    WANT_CAVEATED,
+} want_t;
+
+static const char *const k_assert_kind[] = {"assertTrue", "assertFalse", "assertCaveated"};
+
+/* Splits `res#perm@subject with {context}` at the first " with " (as SpiceDB does): the
+ * relationship text and the context (len 0: none), both trimmed. */
+static void split_context(kw_str_t s, kw_str_t *rel, kw_str_t *ctx)
 {
-    for (size_t i = 0; i + 5 < s.len; i++)
-        if (memcmp(s.ptr + i, " with ", 6) == 0)
-            return true;
-    return false;
+    *rel = s;
+    *ctx = KW_STR_NULL;
+    for (size_t i = 0; i + 6 <= s.len; i++)
+        if (memcmp(s.ptr + i, " with ", 6) == 0) {
+            *rel = kw__vfile_trim((kw_str_t){s.ptr, i});
+            *ctx = kw__vfile_trim((kw_str_t){s.ptr + i + 6, s.len - i - 6});
+            return;
+        }
 }
 
-static int run_assertion(vctx_t *c, bool want, yaml_node_t *n)
+/* Checks res#perm@subject with the request context `ctx` (len 0: none): *got is the
+ * answer as the kind of assertion it would satisfy; with a conditional answer, the
+ * missing parameter names go to `missing`. */
+static int assertion_check(vctx_t *c, const kw_rel_t *r, kw_str_t ctx, want_t *got,
+                           kw_buf_t *missing, kw_diag_t *d)
 {
-    const char *kind = want ? "assertTrue" : "assertFalse";
+    kw_check_result_t res;
+    int rc = kw_engine_check_ctx(c->x.e, r->resource, r->relation, r->subject, ctx, &res, missing,
+                                 NULL, d);
+    if (rc == KW_OK)
+        *got = res == KW_CHECK_YES ? WANT_TRUE : res == KW_CHECK_NO ? WANT_FALSE : WANT_CAVEATED;
+    return rc;
+}
+
+static int run_assertion(vctx_t *c, want_t want, yaml_node_t *n)
+{
+    const char *kind = k_assert_kind[want];
     if (n->type != YAML_SCALAR_NODE) {
         failf(c, node_line(n), "line %lu: each %s entry must be a string", node_line(n), kind);
         return KW_EINVAL;
     }
-    kw_str_t s = kw__vfile_trim(scalar(n));
+    kw_str_t s = kw__vfile_trim(scalar(n)), rel_text, ctx;
+    split_context(s, &rel_text, &ctx);
     kw_diag_t d;
     kw_diag_clear(&d);
-    if (has_caveat_context(s)) {
-        kw_diag_set(&d, KW_EUNSUPPORTED, 0, 0, "caveats are not supported yet");
-        fail_rc(c, KW_EUNSUPPORTED, &d, node_line(n), "%s", kind);
-        return KW_EUNSUPPORTED;
-    }
     kw_rel_t r;
-    int rc = kw_rel_parse(s, &r, &d);
     c->stats->n_checks++;
+    int rc = kw_rel_parse(rel_text, &r, &d);
     if (rc != KW_OK) {
         fail_rc(c, rc, &d, node_line(n), "%s error: %.*s (column %u)", kind, KW_STR_FMT(s), d.col);
         return rc;
     }
-    kw_check_result_t res;
-    rc = kw_engine_check(c->x.e, r.resource, r.relation, r.subject, &res, NULL, &d);
+    if (r.caveat.len > 0 || r.expires_at != 0) {
+        failf(c, node_line(n),
+              "%s error: %.*s: cannot specify %s on an assertion (give the "
+              "check's context after ` with `)",
+              kind, KW_STR_FMT(s), r.caveat.len > 0 ? "a caveat" : "an expiration");
+        return KW_EINVAL;
+    }
+    if (ctx.len > 0 && (rc = kw_rel_context_check(ctx, &d)) != KW_OK) {
+        fail_rc(c, rc, &d, node_line(n), "%s error: %.*s: the context after ` with ` (column %u)",
+                kind, KW_STR_FMT(s), d.col);
+        return rc;
+    }
+    want_t got;
+    kw_buf_t missing;
+    kw_buf_init(&missing);
+    rc = assertion_check(c, &r, ctx, &got, &missing, &d);
     if (rc != KW_OK) {
+        kw_buf_free(&missing);
         fail_rc(c, rc, &d, node_line(n), "%s error: %.*s", kind, KW_STR_FMT(s));
         return rc;
     }
     kw_vfile_result_t out = {
-        .kind = want ? KW_VFILE_ASSERT_TRUE : KW_VFILE_ASSERT_FALSE,
-        .passed = (res == KW_CHECK_YES) == want,
+        .kind = want == WANT_TRUE    ? KW_VFILE_ASSERT_TRUE
+                : want == WANT_FALSE ? KW_VFILE_ASSERT_FALSE
+                                     : KW_VFILE_ASSERT_CAVEATED,
+        .passed = got == want,
         .line = node_line(n),
         .what = s,
     };
-    if (!out.passed)
+    if (out.passed) {
+        emit(c, &out, "%s passed: %.*s", kind, KW_STR_FMT(s));
+    } else {
         c->stats->n_failed++;
-    emit(c, &out, "%s %s: %.*s", kind, out.passed ? "passed" : "failed", KW_STR_FMT(s));
+        static const char *const answer[] = {"yes", "no", "conditional"};
+        bool names = got == WANT_CAVEATED && !missing.failed && missing.len > 0;
+        emit(c, &out, "%s failed: %.*s (the check answered %s%s%.*s)", kind, KW_STR_FMT(s),
+             answer[got], names ? ": missing " : "", names ? (int)missing.len : 0,
+             names ? missing.ptr : "");
+    }
+    kw_buf_free(&missing);
     return KW_OK;
 }
 
@@ -265,19 +334,17 @@ static int run_assertions(vctx_t *c, yaml_document_t *doc, yaml_node_t *n)
             return KW_EINVAL;
         }
         kw_str_t key = scalar(k);
-        bool want;
+        want_t want;
         if (kw_str_eq_c(key, "assertTrue")) {
-            want = true;
+            want = WANT_TRUE;
         } else if (kw_str_eq_c(key, "assertFalse")) {
-            want = false;
+            want = WANT_FALSE;
         } else if (kw_str_eq_c(key, "assertCaveated")) {
-            kw_diag_t d;
-            kw_diag_set(&d, KW_EUNSUPPORTED, 0, 0, "caveats are not supported yet");
-            fail_rc(c, KW_EUNSUPPORTED, &d, node_line(k), "%s", "assertCaveated");
-            return KW_EUNSUPPORTED;
+            want = WANT_CAVEATED;
         } else {
             failf(c, node_line(k),
-                  "line %lu: unknown assertion kind \"%.*s\" (use assertTrue or assertFalse)",
+                  "line %lu: unknown assertion kind \"%.*s\" (use assertTrue, assertFalse or "
+                  "assertCaveated)",
                   node_line(k), KW_STR_FMT(key));
             return KW_EINVAL;
         }
@@ -318,7 +385,7 @@ static int expected_list(vctx_t *c, yaml_document_t *doc, kw_str_t key, yaml_nod
         rc = kw__vfile_expected_subject(c->x.arena, scalar(e), &t, &d);
         if (rc == KW_OK)
             rc = kw__strset_add(want, t);
-        else
+        if (rc != KW_OK) /* an out-of-memory here must count as a failure too */
             fail_rc(c, rc, &d, node_line(e), "validation of %.*s (line %lu)", KW_STR_FMT(key),
                     node_line(e));
     }

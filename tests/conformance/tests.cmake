@@ -1,7 +1,7 @@
-# Conformance: `keyward validate` on SpiceDB's own validation files, on the default schema's
-# validation file (tests/fixtures/agentex.validation.yaml), and on the caveat files (which
-# must fail cleanly with "not supported yet"). One ctest per file, so a failure names the
-# file. Plus validate's own failure paths (tests/fixtures/validate/) and a small smoke run
+# Conformance: `keyward validate` on SpiceDB's own validation files (the caveat and
+# expiration ones of spicedb-caveats/ included: every one must pass) and on the default
+# schema's validation file (tests/fixtures/agentex.validation.yaml). One ctest per file, so
+# a failure names the file. Plus validate's own failure paths (tests/fixtures/validate/) and a small smoke run
 # of the engine benchmark (LABELS bench).
 #
 # SpiceDB's files are an optional input, not part of the repository: KW_CONFORMANCE_DIR
@@ -26,14 +26,9 @@ if(KW_CONFORMANCE_DIR)
       message(FATAL_ERROR "KW_CONFORMANCE_DIR=${KW_CONFORMANCE_DIR}: no ${suite}/*.yaml there "
         "(the folder must hold spicedb/, spicedb-exhaustive/ and spicedb-caveats/)")
     endif()
-    if(suite STREQUAL "spicedb-caveats")
-      set(mode unsupported)
-    else()
-      set(mode pass)
-    endif()
     foreach(f ${files})
       get_filename_component(n ${f} NAME_WE)
-      kw_conformance(conformance_${suite}_${n} ${mode} ${f})
+      kw_conformance(conformance_${suite}_${n} pass ${f})
     endforeach()
   endforeach()
 else()
@@ -64,7 +59,17 @@ kw_conformance(validate_wrong_expected_relations fail ${fx}/wrong_expected_relat
 kw_conformance(validate_bad_schema fail ${fx}/bad_schema.yaml "schema:3:")
 kw_conformance(validate_bad_relationship fail ${fx}/bad_relationship.yaml
   "relationship 2" "column")
-kw_conformance(validate_caveat_assertion unsupported ${fx}/caveat_assertion.yaml)
+kw_conformance(validate_ok_assertion_context pass ${fx}/ok_assertion_context.yaml)
+kw_conformance(validate_ok_caveats pass ${fx}/ok_caveats.yaml)
+kw_conformance(validate_wrong_caveats fail ${fx}/wrong_caveats.yaml
+  "assertTrue failed: document:d#view@user:ann (the check answered conditional: missing n)"
+  "assertCaveated failed: document:d#view@user:carl (the check answered yes)"
+  "expected subject [user:dan] was not found"
+  "found subject [user:dan[...]] which is not listed")
+kw_conformance(validate_bad_assertion_context fail ${fx}/bad_assertion_context.yaml
+  "invalid caveat context: expected a JSON value, found 't'"
+  "cannot specify a caveat on an assertion"
+  "assertCaveated failed: document:d#viewer@user:ann (the check answered yes)")
 kw_conformance(validate_missing_file fail ${fx}/does-not-exist.yaml "cannot read")
 add_test(NAME validate_usage COMMAND bash ${KW_CHECK} usage $<TARGET_FILE:keyward>)
 set_tests_properties(validate_usage PROPERTIES LABELS conformance)

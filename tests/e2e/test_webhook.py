@@ -479,3 +479,94 @@ def test_slow_upstreams_do_not_hold_other_deliveries(fsrv, ten, upstream):
         t.join()
     assert r.status_code == 200 and took < 1.0, took
     assert results == [504] * 6
+
+
+# ---------------------------------------------------------------------------------------------
+# with the rest of keyward: the audit trail and the key lifecycle
+
+
+def audit_of(c, resource):
+    r = c.get("/audit_events", params={"resource": resource, "limit": 100})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_patch_and_trigger_are_audited(fsrv, ten, upstream):
+    alice = ten.user("alice")
+    a = make_agent(alice, upstream)
+    r = alice.req("PATCH", "/agents/" + a["id"], json={"acp_url": upstream + "/moved"})
+    assert r.status_code == 200, r.text
+    rev = int(r.headers["X-Keyward-Revision"])
+    r = alice.req("PATCH", "/agents/" + a["id"], json={"acp_url": None})
+    assert r.status_code == 200, r.text
+    evs = audit_of(alice, "agent:" + a["id"])
+    assert [e["action"] for e in evs] == ["agent.create", "agent.update", "agent.update"]
+    assert evs[0]["detail"]["acp_url"] == upstream + "/base"
+    assert evs[1]["detail"] == {"id": a["id"], "name": a["name"], "description": None,
+                                "acp_url": upstream + "/moved"} or \
+        evs[1]["detail"] == {"id": a["id"], "name": a["name"], "acp_url": upstream + "/moved"}
+    assert evs[1]["revision"] == rev and evs[1]["account_id"] == ten.account
+    assert evs[1]["actor"] == "user:" + ten.uid("alice")
+    assert evs[2]["detail"]["acp_url"] is None
+    # a refused PATCH appends nothing
+    bob = ten.user("bob")
+    assert bob.req("PATCH", "/agents/" + a["id"], json={"acp_url": upstream}).status_code == 404
+    assert len(audit_of(alice, "agent:" + a["id"])) == 3
+    # the trigger's key: key.create in the same transaction, never the secret
+    r = trigger(alice, agent_name=a["name"], name="octo/audited", forward_path="x")
+    assert r.status_code == 200, r.text
+    b = r.json()
+    evs = audit_of(alice, "agent_api_key:" + b["key_id"])
+    assert [e["action"] for e in evs] == ["key.create"]
+    assert evs[0]["detail"] == {"id": b["key_id"], "agent_id": a["id"], "name": "octo/audited",
+                                "api_key_type": "github", "via": "webhook-trigger"}
+    assert evs[0]["revision"] == int(r.headers["X-Keyward-Revision"])
+    assert b["secret"] not in json.dumps(evs)
+    # a refused trigger (409) appends nothing
+    r = trigger(alice, agent_name=a["name"], name="octo/audited", forward_path="x")
+    assert r.status_code == 409
+    n = len([e for e in alice.get("/audit_events", params={"limit": 100,
+                                                          "action": "key.create"}).json()
+             if e["detail"].get("name") == "octo/audited"])
+    assert n == 1
+
+
+def test_ingress_honours_key_rotation_and_expiry(fsrv, ten, upstream):
+    alice = ten.user("alice")
+    a = make_agent(alice, upstream)
+    k = alice.create_key(a["id"], "ext", api_key_type="external")
+    old = k["api_key"]
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": old}).status_code == 200
+    # rotated with a grace period: both work until it ends
+    r = alice.post("/agent_api_keys/%s/rotate" % k["id"], json={"grace_period_seconds": 2})
+    assert r.status_code == 200, r.text
+    new = r.json()["api_key"]
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": new}).status_code == 200
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": old}).status_code == 200
+    time.sleep(2.5)
+    r = fwd(fsrv, a["name"], headers={"x-agent-api-key": old})
+    assert r.status_code == 401 and detail(r) == "Invalid API key for agent ID %s." % a["id"]
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": new}).status_code == 200
+    # the delivery counts as the key's use
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if alice.get("/agent_api_keys/" + k["id"]).json()["last_used_at"]:
+            break
+        time.sleep(0.2)
+    assert alice.get("/agent_api_keys/" + k["id"]).json()["last_used_at"]
+    # an expired key is no key: external 401, github 404
+    r = alice.post("/agent_api_keys", json={"agent_id": a["id"], "name": "short",
+                                            "api_key_type": "external", "ttl_seconds": 1})
+    assert r.status_code == 200, r.text
+    short = r.json()["api_key"]
+    r = alice.post("/agent_api_keys", json={"agent_id": a["id"], "name": "octo/short",
+                                            "api_key_type": "github", "ttl_seconds": 1})
+    assert r.status_code == 200, r.text
+    gsecret = r.json()["api_key"]
+    body = json.dumps({"repository": {"full_name": "octo/short"}}).encode()
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": short}).status_code == 200
+    assert fwd(fsrv, a["name"], data=body, headers=gh_headers(gsecret, body)).status_code == 200
+    time.sleep(1.5)
+    assert fwd(fsrv, a["name"], headers={"x-agent-api-key": short}).status_code == 401
+    r = fwd(fsrv, a["name"], data=body, headers=gh_headers(gsecret, body))
+    assert r.status_code == 404 and detail(r) == "No API key found for GitHub repository octo/short."

@@ -127,21 +127,219 @@ KW_TEST(relstr_long_id_limit)
     KW_ASSERT_EQ(d.col, 10);
 }
 
-KW_TEST(relstr_caveat_and_expiration_unsupported)
+KW_TEST(relstr_caveat_name_and_context)
 {
     kw_rel_t r;
     kw_diag_t d;
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[only_tuesday]"), &r, &d),
-                 KW_EUNSUPPORTED);
-    KW_ASSERT_STR_EQ(d.msg, "caveats are not supported yet");
-    KW_ASSERT_EQ(d.col, 27);
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[c:{\"a\":1}]"), &r, &d),
-                 KW_EUNSUPPORTED);
-    KW_ASSERT_STR_EQ(d.msg, "caveats are not supported yet");
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[only_tuesday]"), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.subject.id, "tom"));
+    KW_ASSERT(kw_str_eq_c(r.caveat, "only_tuesday"));
+    KW_ASSERT_EQ(r.caveat_ctx.len, 0);
+    KW_ASSERT_EQ(r.expires_at, 0);
+    const char *s = "document:firstdoc#writer@user:notbanned[another_caveat:{\"anothercondition\":"
+                    "\"hello world\"}]";
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "another_caveat"));
+    KW_ASSERT(kw_str_eq_c(r.caveat_ctx, "{\"anothercondition\":\"hello world\"}"));
+    /* nested values, blanks, brackets and braces inside strings, a subject set */
+    s = "database:listings#writer@role:premium#member[write_limit:{ \"a\": [1, {\"b\": \"}]\"}], "
+        "\"c\": -1.5e+3, \"d\": null, \"e\": true }]";
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.subject.relation, "member"));
+    KW_ASSERT(kw_str_eq_c(r.caveat, "write_limit"));
+    KW_ASSERT(kw_str_eq_c(r.caveat_ctx, "{ \"a\": [1, {\"b\": \"}]\"}], \"c\": -1.5e+3, \"d\": "
+                                        "null, \"e\": true }"));
+    /* prefixed caveat names (SpiceDB's multipleslashes.yaml) and a wildcard subject */
     KW_ASSERT_EQ(
-        kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"), &r, &d),
-        KW_EUNSUPPORTED);
-    KW_ASSERT_STR_EQ(d.msg, "expiration is not supported yet");
+        kw_rel_parse(KW_STR("org/res:x#viewer@org/user:*[foo/bar/only_on_tuesday]"), &r, &d),
+        KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "foo/bar/only_on_tuesday"));
+    KW_ASSERT(kw_str_eq_c(r.subject.id, "*"));
+    /* an empty object is no context (SpiceDB writes such a caveat as `[name]`) */
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[c:{ }]"), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "c"));
+    KW_ASSERT_EQ(r.caveat_ctx.len, 0);
+    /* `[expiration]` and `[expiration:{...}]` name a caveat called expiration */
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration]"), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "expiration"));
+    KW_ASSERT_EQ(r.expires_at, 0);
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration:{\"a\":1}]"), &r, &d),
+                 KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "expiration"));
+    KW_ASSERT(kw_str_eq_c(r.caveat_ctx, "{\"a\":1}"));
+}
+
+KW_TEST(relstr_expiration)
+{
+    kw_rel_t r;
+    kw_diag_t d;
+    KW_ASSERT_EQ(
+        kw_rel_parse(KW_STR("document:d#viewer@user:tracy[expiration:2023-12-01T00:00:00Z]"), &r,
+                     &d),
+        KW_OK);
+    KW_ASSERT_EQ(r.caveat.len, 0);
+    KW_ASSERT_EQ(r.expires_at, 1701388800LL * 1000000);
+    /* a fraction (finer than a microsecond: truncated) and a negative offset */
+    KW_ASSERT_EQ(
+        kw_rel_parse(KW_STR("d:x#r@u:y[expiration:2024-10-03T07:16:28.068632999-07:00]"), &r, &d),
+        KW_OK);
+    KW_ASSERT_EQ(r.expires_at, 1727964988LL * 1000000 + 68632);
+    /* leap day, far future, the year 9999 */
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("d:x#r@u:y[expiration:2024-02-29T23:59:59.5Z]"), &r, &d),
+                 KW_OK);
+    KW_ASSERT_EQ(r.expires_at, 1709251199LL * 1000000 + 500000);
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("d:x#r@u:y[expiration:9999-12-31T23:59:59Z]"), &r, &d), KW_OK);
+    KW_ASSERT_EQ(r.expires_at, 253402300799LL * 1000000);
+    /* both: the caveat first */
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:firstdoc#viewer@user:sarah[somecaveat:{"
+                                     "\"somecondition\":42}][expiration:2300-12-01T00:00:00Z]"),
+                              &r, &d),
+                 KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "somecaveat"));
+    KW_ASSERT(kw_str_eq_c(r.caveat_ctx, "{\"somecondition\":42}"));
+    KW_ASSERT_EQ(r.expires_at, 10442649600LL * 1000000);
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:firstdoc#viewer@user:tom[somecaveat][expiration:"
+                                     "2023-12-01T00:00:00Z]"),
+                              &r, &d),
+                 KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "somecaveat"));
+    KW_ASSERT_EQ(r.expires_at, 1701388800LL * 1000000);
+}
+
+/* Malformed caveats and expirations: KW_EINVAL at the given column, with a message. */
+KW_TEST(relstr_caveat_and_expiration_errors)
+{
+    static const struct {
+        const char *s;
+        uint32_t col;
+        const char *msg_part;
+    } cases[] = {
+        {"d:x#r@u:y[", 11, "caveat name"},
+        {"d:x#r@u:y[]", 11, "caveat name"},
+        {"d:x#r@u:y[Cav]", 11, "caveat name"},
+        {"d:x#r@u:y[cav", 14, "']'"},
+        {"d:x#r@u:y[cav:]", 15, "JSON object"},
+        {"d:x#r@u:y[cav:1]", 15, "JSON object"},
+        {"d:x#r@u:y[cav:{}", 17, "']'"},
+        {"d:x#r@u:y[cav:{\"a\":1]", 21, "',' or '}'"},
+        {"d:x#r@u:y[cav:{a:1}]", 16, "string key"},
+        {"d:x#r@u:y[cav:{\"a\" 1}]", 20, "':'"},
+        {"d:x#r@u:y[cav:{\"a\":01}]", 21, "',' or '}'"},
+        {"d:x#r@u:y[cav:{\"a\":1.}]", 22, "digit"},
+        {"d:x#r@u:y[cav:{\"a\":tru}]", 20, "JSON value"},
+        {"d:x#r@u:y[cav:{\"a\":\"\\x\"}]", 22, "escape"},
+        {"d:x#r@u:y[cav:{\"a\":\"\\u12g4\"}]", 25, "hex"},
+        {"d:x#r@u:y[cav:{\"a\":\"\t\"}]", 21, "control"},
+        {"d:x#r@u:y[cav:{\"a\":\"\xff\"}]", 21, "UTF-8"},
+        {"d:x#r@u:y[cav:{\"a\":[1,]}]", 23, "JSON value"},
+        {"d:x#r@u:y[cav:{\"a\":1,}]", 22, "string key"},
+        {"d:x#r@u:y[cav:{\"a\":\"b}]", 24, "unterminated"},
+        {"d:x#r@u:y[cav:{\"a\":1}]x", 23, "after the caveat"},
+        {"d:x#r@u:y[cav][other]", 15, "only an expiration"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z][cav]", 43, "caveat must come before"},
+        {"d:x#r@u:y[c][expiration:2023-12-01T00:00:00Z][expiration:2023-12-01T00:00:00Z]", 46,
+         "nothing may follow"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z]x", 43, "after the expiration"},
+        {"d:x#r@u:y[expiration:]", 22, "expiration"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z", 42, "']'"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00+01:00]", 41, "expiration"},
+        {"d:x#r@u:y[expiration:2023-12-01 00:00:00Z]", 32, "expiration"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00]", 22, "RFC 3339"},
+        {"d:x#r@u:y[expiration:2023-12-01]", 22, "RFC 3339"},
+        {"d:x#r@u:y[expiration:23-12-01T00:00:00Z]", 22, "RFC 3339"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00.Z]", 22, "RFC 3339"},
+        {"d:x#r@u:y[expiration:2023-13-01T00:00:00Z]", 22, "not a valid date"},
+        {"d:x#r@u:y[expiration:2023-02-29T00:00:00Z]", 22, "not a valid date"},
+        {"d:x#r@u:y[expiration:2023-12-01T24:00:00Z]", 22, "not a valid date"},
+        {"d:x#r@u:y[expiration:2023-12-01T23:59:60Z]", 22, "not a valid date"},
+        {"d:x#r@u:y[expiration:2023-12-01T00:00:00-24:00]", 22, "not a valid date"},
+        {"d:x#r@u:y[expiration:1970-01-01T00:00:00Z]", 22, "not after 1970"},
+        {"d:x#r@u:y[expiration:1969-12-31T23:59:59Z]", 22, "not after 1970"},
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {
+        kw_rel_t r;
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        int rc = kw_rel_parse(kw_str_c(cases[i].s), &r, &d);
+        if (rc != KW_EINVAL || d.col != cases[i].col || !strstr(d.msg, cases[i].msg_part))
+            KW_FAIL_("case \"%s\": rc %d col %u (%s), want col %u and \"%s\"", cases[i].s, rc,
+                     d.col, d.msg, cases[i].col, cases[i].msg_part);
+    }
+}
+
+KW_TEST(relstr_caveat_context_depth_limit)
+{
+    char s[400];
+    kw_rel_t r;
+    kw_diag_t d;
+    /* KW_MAX_CAVEAT_CTX_DEPTH levels in all (the object and depth-1 arrays) is fine */
+    size_t n = (size_t)snprintf(s, sizeof(s), "d:x#r@u:y[c:{\"a\":");
+    for (int i = 1; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
+        s[n++] = '[';
+    for (int i = 1; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
+        s[n++] = ']';
+    strcpy(s + n, "}]");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
+    n = (size_t)snprintf(s, sizeof(s), "d:x#r@u:y[c:{\"a\":");
+    for (int i = 0; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
+        s[n++] = '[';
+    for (int i = 0; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
+        s[n++] = ']';
+    strcpy(s + n, "}]");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_EINVAL);
+    KW_ASSERT(strstr(d.msg, "nested deeper") != NULL);
+}
+
+KW_TEST(relstr_format_caveat_and_expiration)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"document:d#viewer@user:tom[only_tuesday]", NULL},
+        {"document:d#viewer@user:tom[c:{\"a\": [1, 2]}]", NULL},
+        {"document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]", NULL},
+        {"document:d#viewer@user:tom[c][expiration:2023-12-01T00:00:00.5Z]", NULL},
+        {"document:d#viewer@team:t#member[c:{\"x\":1}][expiration:2300-12-01T00:00:00Z]", NULL},
+        {"document:d#viewer@user:tom[c:{ }]", "document:d#viewer@user:tom[c]"},
+        {"document:d#viewer@user:tom[expiration:2024-10-03T07:16:28.068632999-07:00]",
+         "document:d#viewer@user:tom[expiration:2024-10-03T14:16:28.068632Z]"},
+        {"document:d#viewer@user:tom[expiration:2023-12-01T00:00:00.000000Z]",
+         "document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"},
+        {"document:d#viewer@user:tom#...[c]", "document:d#viewer@user:tom[c]"},
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {
+        int rc;
+        kw_diag_t d;
+        char *out = roundtrip(cases[i].in, &rc, &d);
+        const char *want = cases[i].out ? cases[i].out : cases[i].in;
+        if (!out || strcmp(out, want) != 0)
+            KW_FAIL_("case \"%s\": rc %d (%s), got \"%s\", want \"%s\"", cases[i].in, rc, d.msg,
+                     out ? out : "(null)", want);
+        free(out);
+    }
+    kw_buf_t b;
+    kw_buf_init(&b);
+    kw_rel_format_expiration(1, &b);
+    kw_rel_format_expiration(-1, &b);
+    KW_ASSERT(!b.failed);
+    KW_ASSERT_STR_EQ(b.ptr, "1970-01-01T00:00:00.000001Z1969-12-31T23:59:59.999999Z");
+    kw_buf_free(&b);
+}
+
+KW_TEST(relstr_copy_keeps_caveat_and_expiration)
+{
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    char text[] = "document:d#viewer@user:tom[c:{\"a\":1}][expiration:2023-12-01T00:00:00Z]";
+    kw_rel_t r, cp;
+    kw_diag_t d;
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(text), &r, &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_copy(a, &r, &cp), KW_OK);
+    memset(text, 'x', sizeof(text) - 1);
+    KW_ASSERT(kw_str_eq_c(cp.caveat, "c"));
+    KW_ASSERT(kw_str_eq_c(cp.caveat_ctx, "{\"a\":1}"));
+    KW_ASSERT_EQ(cp.expires_at, 1701388800LL * 1000000);
+    kw_arena_free(a);
 }
 
 /* Each malformed string must fail with KW_EINVAL at the given 1-based column. */
@@ -241,4 +439,20 @@ KW_TEST(relstr_null_and_not_terminated)
     KW_ASSERT(kw_str_eq_c(r.subject.id, "tom"));
     /* diag may be NULL */
     KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc"), &r, NULL), KW_EINVAL);
+}
+
+KW_TEST(relstr_context_check)
+{
+    kw_diag_t d;
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR(" {\"a\": [1, \"x\"], \"b\": {}} \n"), &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{}"), &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR(""), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 1);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("null"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{\"a\":1} x"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 9);
+    KW_ASSERT(strstr(d.msg, "nothing after the object") != NULL);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR("{\"a\":1"), &d), KW_EINVAL);
+    KW_ASSERT_EQ(d.col, 7);
+    KW_ASSERT_EQ(kw_rel_context_check(KW_STR_NULL, &d), KW_EINVAL);
 }

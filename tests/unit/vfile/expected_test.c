@@ -48,9 +48,28 @@ KW_TEST(expected_subject_refusals)
     KW_ASSERT(strstr(d.msg, "lacks a ']'") != NULL);
     KW_ASSERT_EQ(subject_of("[user:tom - {user:x}]", out, sizeof(out), &d), KW_EINVAL);
     KW_ASSERT(strstr(d.msg, "only a wildcard may have exclusions") != NULL);
-    KW_ASSERT_EQ(subject_of("[user:tom[somecaveat]] is <d:1#v>", out, sizeof(out), &d),
-                 KW_EUNSUPPORTED);
-    KW_ASSERT_STR_EQ(d.msg, "caveats are not supported yet");
+    /* SpiceDB marks a caveated subject with `[...]`, never with the caveat's name */
+    KW_ASSERT_EQ(subject_of("[user:tom[somecaveat]] is <d:1#v>", out, sizeof(out), &d), KW_EINVAL);
+    KW_ASSERT(strstr(d.msg, "a caveated subject is written `type:id[...]`") != NULL);
+    KW_ASSERT_EQ(subject_of("[user:* - {user:a[x]}]", out, sizeof(out), &d), KW_EINVAL);
+}
+
+KW_TEST(expected_subject_caveat_markers)
+{
+    char out[256];
+    kw_diag_t d;
+    KW_ASSERT_EQ(subject_of("[user:tom[...]] is <document:1#viewer>", out, sizeof(out), &d), KW_OK);
+    KW_ASSERT_STR_EQ(out, "user:tom[...]");
+    KW_ASSERT_EQ(subject_of("[team:eng#member[...]] is <d:1#v>", out, sizeof(out), &d), KW_OK);
+    KW_ASSERT_STR_EQ(out, "team:eng#member[...]");
+    KW_ASSERT_EQ(subject_of("[user:tom#...[...]]", out, sizeof(out), &d), KW_OK);
+    KW_ASSERT_STR_EQ(out, "user:tom[...]");
+    KW_ASSERT_EQ(
+        subject_of("[user:*[...] - {user:b[...], user:a}] is <d:1#v>", out, sizeof(out), &d),
+        KW_OK);
+    KW_ASSERT_STR_EQ(out, "user:*[...] - {user:a, user:b[...]}");
+    KW_ASSERT_EQ(subject_of("[user:*[...]]", out, sizeof(out), &d), KW_OK);
+    KW_ASSERT_STR_EQ(out, "user:*[...]");
 }
 
 KW_TEST(expected_key_grammar)

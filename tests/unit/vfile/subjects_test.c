@@ -7,7 +7,8 @@
 #include "vfile/vfile_int.h"
 
 /* Builds a one-type set of user subjects from a spec: "a b" (concrete ids), "* -x -y"
- * (a wildcard minus x and y), or both ("a * -x"). Strings are static or arena-owned. */
+ * (a wildcard minus x and y), or both ("a * -x"); a trailing '?' marks a member caveated
+ * ("a? *? -x?"). Strings are static or arena-owned. */
 static int build(kw_arena_t *a, const char *spec, kw_sset_t *out)
 {
     memset(out, 0, sizeof(*out));
@@ -20,12 +21,22 @@ static int build(kw_arena_t *a, const char *spec, kw_sset_t *out)
     for (char *save = NULL, *tok = strtok_r(copy, " ", &save); tok;
          tok = strtok_r(NULL, " ", &save)) {
         int rc = KW_OK;
-        if (strcmp(tok, "*") == 0)
+        size_t n = strlen(tok);
+        bool cav = n > 1 && tok[n - 1] == '?';
+        if (cav)
+            tok[n - 1] = '\0';
+        if (strcmp(tok, "*") == 0) {
             g->wild = true;
-        else if (tok[0] == '-')
+            g->wild_cav = cav;
+        } else if (tok[0] == '-') {
             rc = kw__strset_add(&g->excl, tok + 1);
-        else
+            if (rc == KW_OK && cav)
+                rc = kw__strset_add(&g->excl_cav, tok + 1);
+        } else {
             rc = kw__strset_add(&g->conc, tok);
+            if (rc == KW_OK && cav)
+                rc = kw__strset_add(&g->conc_cav, tok);
+        }
         if (rc != KW_OK)
             return rc;
     }
@@ -112,6 +123,54 @@ KW_TEST(subjects_exclusion)
     KW_ASSERT_STR_EQ(calc("* -x", OP_MINUS, "* -x -y"), "user:y");
     KW_ASSERT_STR_EQ(calc("a b", OP_MINUS, "* -b"), "user:b");
     KW_ASSERT_STR_EQ(calc("*", OP_MINUS, "*"), "");
+}
+
+/* SpiceDB's caveated subject-set arithmetic (its basesubjectset.go examples): only
+ * whether a member is conditional shows, as the `[...]` marker. */
+KW_TEST(subjects_caveated_union)
+{
+    KW_ASSERT_STR_EQ(calc("tom?", OP_UNION, "tom"), "user:tom");
+    KW_ASSERT_STR_EQ(calc("tom?", OP_UNION, "tom?"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("*?", OP_UNION, "*"), "user:*");
+    KW_ASSERT_STR_EQ(calc("*?", OP_UNION, "*?"), "user:*[...]");
+    /* {* - {tom[c1]}} | {tom[c2]} => {* - {tom[c1 && !c2]}} and tom[c2] */
+    KW_ASSERT_STR_EQ(calc("* -tom?", OP_UNION, "tom?"), "user:* - {user:tom[...]} | user:tom[...]");
+    /* {* - {tom}} | {tom} => {*} and tom */
+    KW_ASSERT_STR_EQ(calc("* -tom", OP_UNION, "tom"), "user:* | user:tom");
+    /* exclusions intersect; one in both is conditional if either is */
+    KW_ASSERT_STR_EQ(calc("* -x? -y", OP_UNION, "* -x -z"), "user:* - {user:x[...]}");
+}
+
+KW_TEST(subjects_caveated_intersection)
+{
+    KW_ASSERT_STR_EQ(calc("tom?", OP_AND, "tom"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("tom", OP_AND, "*?"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("tom", OP_AND, "* -tom?"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("tom", OP_AND, "*? -tom"), "");
+    KW_ASSERT_STR_EQ(calc("*?", OP_AND, "*"), "user:*[...]");
+    /* exclusions union; one in both is conditional only if both are */
+    KW_ASSERT_STR_EQ(calc("* -x?", OP_AND, "* -x -y?"), "user:* - {user:x, user:y[...]}");
+    /* a concrete in both and under the wildcard: conditional only if both ways are */
+    KW_ASSERT_STR_EQ(calc("tom? *", OP_AND, "tom *"), "user:* | user:tom");
+}
+
+KW_TEST(subjects_caveated_exclusion)
+{
+    KW_ASSERT_STR_EQ(calc("tom", OP_MINUS, "tom?"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("tom?", OP_MINUS, "tom"), "");
+    KW_ASSERT_STR_EQ(calc("sarah tom", OP_MINUS, "*?"), "user:sarah[...] | user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("sarah tom", OP_MINUS, "*? -tom"), "user:sarah[...] | user:tom");
+    KW_ASSERT_STR_EQ(calc("sarah tom", OP_MINUS, "* -tom?"), "user:tom[...]");
+    KW_ASSERT_STR_EQ(calc("*", OP_MINUS, "tom?"), "user:* - {user:tom[...]}");
+    KW_ASSERT_STR_EQ(calc("* -tom?", OP_MINUS, "tom"), "user:* - {user:tom}");
+    KW_ASSERT_STR_EQ(calc("* -tom?", OP_MINUS, "tom?"), "user:* - {user:tom[...]}");
+    KW_ASSERT_STR_EQ(calc("*?", OP_MINUS, "*"), "");
+    KW_ASSERT_STR_EQ(calc("*", OP_MINUS, "*?"), "user:*[...]");
+    /* {*[c1] - {tom}} - {*[c3] - {sarah[c4]}}: sarah[c1 && c3 && c4], the wildcard stays */
+    KW_ASSERT_STR_EQ(calc("*? -tom", OP_MINUS, "*? -sarah?"),
+                     "user:*[...] - {user:tom} | user:sarah[...]");
+    /* (* - {x}) - (* - {x, y}) = {y}; a conditional exclusion of x leaves x conditional */
+    KW_ASSERT_STR_EQ(calc("* -x?", OP_MINUS, "* -x -y"), "user:x[...] | user:y");
 }
 
 KW_TEST(subjects_groups_apart_by_relation)

@@ -30,6 +30,11 @@ extern const char kw_api_default_schema[];
 KW_NODISCARD int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyring,
                             kw_sync_t *sync, kw_api_t **out);
 void kw_api_free(kw_api_t *api);
+/* The /v1 API's SpiceDB-style preshared keys (`Authorization: Bearer <key>`), from a
+ * comma-separated list (KEYWARD_V1_PRESHARED_KEYS; blanks around keys ignored, empty
+ * entries skipped; NULL or "": none). Replaces any earlier list; only keyed hashes are
+ * kept. Call before serving. KW_OK or KW_ENOMEM (the old list stays). */
+KW_NODISCARD int kw_api_set_v1_preshared_keys(kw_api_t *api, const char *csv);
 /* The server that serves the api's routes (NULL before stopping it): requests that wait
  * for a presented revision park on it (they hold no thread) and the api wakes them when
  * the sync module applies a revision. Call after kw_http_server_start and with NULL before

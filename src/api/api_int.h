@@ -33,6 +33,9 @@ struct kw_api {
      * costs, for /metrics (keyward_list_rows_loaded_total). */
     _Atomic uint64_t list_rows_agents;
     _Atomic uint64_t list_rows_keys;
+    /* /v1 preshared keys as keyed hashes (v1.c, kw_api_set_v1_preshared_keys). */
+    uint8_t (*v1_keys)[KW_KEY_HASH_LEN];
+    size_t n_v1_keys;
 };
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
@@ -70,6 +73,10 @@ typedef struct kw__principal {
 bool kw__api_is_v1_path(kw_str_t path);
 /* {"detail": msg, "code": <gRPC code for status>, "message": msg}. */
 void kw__api_v1_error(kw_http_resp_t *resp, int status, const char *msg);
+
+/* ---- v1.c ---- */
+/* Is cred one of the /v1 preshared keys? Constant time in the keys and their lengths. */
+bool kw__v1_preshared(kw_api_t *api, kw_str_t cred);
 
 /* ---- auth.c ---- */
 /* Authenticates the request (or takes what kw_api_on_headers already found: req->auth).

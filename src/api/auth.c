@@ -147,6 +147,16 @@ bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__p
             return false;
         }
         if (scheme_is(scheme, "Bearer")) {
+            /* SpiceDB's preshared keys, for /v1 only: an administrator of that API. */
+            if (kw__api_is_v1_path(req->path) && kw__v1_preshared(api, cred)) {
+                p->kind = KW__PRINCIPAL_SERVICE_ACCOUNT;
+                p->subject = (kw_subject_t){KW_STR("service_account"), KW_STR("v1-preshared-key"),
+                                            KW_STR_NULL};
+                p->subject_text = "v1:preshared-key";
+                p->admin = true;
+                req->log_subject = p->subject_text;
+                return true;
+            }
             if (!auth_bearer(api, req, cred, p)) {
                 unauthorized(resp);
                 return false;

@@ -2,8 +2,9 @@
  * api/errors.c - the shape of the errors the HTTP server produces itself (404, 405, 400,
  * 408, 413, 431, 503, ...), supplied to it as kw_http_config_t.error_fn: the contract's
  * {"detail": msg}, and under /v1 SpiceDB's HTTP gateway shape
- * {"detail": msg, "code": <gRPC code>, "message": msg}. The http module knows nothing of
- * SpiceDB; this file is where that knowledge lives for server-made errors.
+ * {"detail": msg, "code": <gRPC code>, "message": msg, "details": []}; a wrong method there
+ * is grpc-gateway's routing answer, 501 UNIMPLEMENTED "Method Not Allowed". The http module knows
+ * nothing of SpiceDB; this file is where that knowledge lives for server-made errors.
  *
  * Threads: called on the server's loop thread and on workers; pure, never blocks.
  */
@@ -58,14 +59,16 @@ void kw__api_v1_error(kw_http_resp_t *resp, int status, const char *msg)
     resp->body.len--; /* drop the closing brace */
     kw_buf_printf(&resp->body, ", \"code\": %d, \"message\": ", grpc_code(status));
     kw_json_escape(&resp->body, kw_str_c(msg));
-    kw_buf_puts(&resp->body, "}");
+    kw_buf_puts(&resp->body, ", \"details\": []}");
 }
 
 void kw_api_http_error(const kw_http_req_t *req, int status, const char *msg, kw_http_resp_t *resp,
                        void *ud)
 {
     (void)ud;
-    if (kw__api_is_v1_path(req->path))
+    if (kw__api_is_v1_path(req->path) && status == 405)
+        kw__api_v1_error(resp, 501, "Method Not Allowed");
+    else if (kw__api_is_v1_path(req->path))
         kw__api_v1_error(resp, status, msg);
     else
         kw_http_resp_error(resp, status, msg);

@@ -47,6 +47,7 @@ void kw_api_free(kw_api_t *api)
     if (!api)
         return;
     kw_sync_on_change(api->sync, NULL, NULL);
+    kw_free(api->v1_keys);
     pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
 }

@@ -1,69 +1,108 @@
 /*
- * api/v1.c - the administration API: SpiceDB's v1 HTTP/JSON gateway shapes (proto3 JSON
- * mapping: camelCase fields, enum names as strings, uint64 as strings, streamed results
- * as one `{"result": {...}}` object per line, an empty body when there are none).
+ * api/v1.c - the gate of the /v1 HTTP/JSON codec: who may call (administrators: a JWT with
+ * admin: true, or a SpiceDB-style preshared key from KEYWARD_V1_PRESHARED_KEYS), the body
+ * as a JSON object, the members each request message may carry (tag-kw-v1-refuse), and
+ * the request's consistency, waited for without holding a thread (the request parks).
  *
- * Only administrators (JWT claim admin: true) get past the gate (else 403, after 401).
- * Error bodies: {"detail": m, "code": <gRPC code>, "message": m}. ZedTokens
- * ({"token": "<revision>"}) name STORE revisions (the instance's applied revision, read
- * before the engine is), so a token from one instance means the same on another.
- * `consistency` (on the requests whose proto has it): atLeastAsFresh {token} waits (like
+ * Error bodies are grpc-gateway's: {"code", "message", "details"} (+ keyward's "detail",
+ * the same message) with its HTTP status for the code. ZedTokens ({"token": "<revision>"})
+ * name STORE revisions (the instance's applied revision, read before the engine is), so
+ * a token from one instance means the same on another. atLeastAsFresh {token} waits (like
  * the X-Keyward-Revision request header, also honoured) until the instance has applied
  * that revision, then 503 after KEYWARD_FRESHNESS_TIMEOUT_MS; atExactSnapshot waits the
- * same way and is answered only when its revision is the applied one as the engine is
- * read (kw__v1_hold), else 501/12: no earlier snapshot is kept; fullyConsistent catches
- * up with the store first; minimizeLatency answers at once. An instance that is not
- * fresh answers 503.
- * Refusing what is not implemented (tag-kw-v1-refuse): a request member keyward does
- * not know is 400/3 naming it (SpiceDB's gateway would drop it unread; here a silently
- * ignored field could be a wrong answer); one it knows but does not implement is 501/12
- * naming it and why (docs/API.md lists them). Each handler's kw__v1_msg_t lists its
- * members; the codec's tables list those of the nested messages.
- * Writes go through the store transaction under the write mutex, then the engine
- * (kw__api_write). Preconditions and a delete's optionalLimit are evaluated against the
- * engine inside the transaction (write_tx), in this order: the transaction is begun,
- * which takes the database's global write order (store.h, tag-kw-store-write-order: on
- * PostgreSQL the revision row lock, across every instance); the graph catches up with
- * every revision committed so far; then the check. Nothing can commit between the
- * catch-up and this transaction's commit, so the check is exact with any number of
- * instances.
+ * same way and the service answers only when it is the applied revision (v1svc.c);
+ * fullyConsistent catches up with the store first; minimizeLatency answers at once. An
+ * instance that is not fresh answers 503.
+ * Refusing what is not implemented (tag-kw-v1-refuse): a request member keyward does not
+ * know is 400/3 naming it (SpiceDB's gateway would drop it unread; here a silently
+ * ignored field could be a wrong answer). Each handler's kw__v1_msg_t lists its members;
+ * the codec's tables list those of the nested messages.
  *
- * This file is the gate every RPC passes first (kw__v1_begin). The codec and the error
- * answers are in v1_codec.c; one file per SpiceDB service holds its RPCs:
- * v1_relationships.c, v1_permissions.c, v1_schema.c (they share v1_int.h).
+ * Preshared keys are kept only as keyed hashes (kw_key_hash) and compared in constant
+ * time: every configured key is compared, whatever matches, and the comparison is over
+ * fixed-length hashes, so neither the position nor the length of a key leaks.
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "v1_int.h"
 
 #define KW_MODULE "v1"
 
-/* 401 / 503 from auth rewritten with gateway fields; non-admin 403; 422 for a malformed
- * X-Keyward-Revision; then the body: its members (tag-kw-v1-refuse), its consistency and
- * the freshness wait. */
-json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
-                     const kw__v1_msg_t *msg, kw__v1_snap_t *snap)
+int kw_api_set_v1_preshared_keys(kw_api_t *api, const char *csv)
 {
-    *snap = (kw__v1_snap_t){false, 0, false};
+    uint8_t(*keys)[KW_KEY_HASH_LEN] = NULL;
+    size_t n = 0, cap = 0;
+    for (const char *p = csv ? csv : ""; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && (p[0] == ' ' || p[0] == '\t')) {
+            p++;
+            len--;
+        }
+        while (len && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+            len--;
+        if (len) {
+            if (kw_grow((void **)&keys, &cap, n + 1, sizeof(*keys)) != KW_OK) {
+                kw_free(keys);
+                return KW_ENOMEM;
+            }
+            kw_key_hash(api->keyring, (kw_str_t){p, len}, keys[n++]);
+        }
+        p = end ? end + 1 : p + strlen(p);
+    }
+    kw_free(api->v1_keys);
+    api->v1_keys = keys;
+    api->n_v1_keys = n;
+    return KW_OK;
+}
+
+bool kw__v1_preshared(kw_api_t *api, kw_str_t cred)
+{
+    if (api->n_v1_keys == 0 || cred.len == 0)
+        return false;
+    uint8_t h[KW_KEY_HASH_LEN];
+    kw_key_hash(api->keyring, cred, h);
+    bool any = false;
+    for (size_t i = 0; i < api->n_v1_keys; i++)
+        any |= kw_key_hash_eq(h, api->v1_keys[i]);
+    return any;
+}
+
+bool kw__v1_on_worker(kw_http_req_t *req)
+{
+    if (kw_http_req_on_worker(req))
+        return true;
+    if (kw_http_req_to_worker(req) != KW_OK)
+        return true; /* cannot hand it over: answer from here, unstreamed order kept */
+    return false;
+}
+
+json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
+                     const kw__v1_msg_t *msg, kw_v1_consistency_t *cons)
+{
+    cons->kind = KW_V1_MINIMIZE_LATENCY;
+    cons->rev = 0;
     kw__principal_t p;
     if (!kw__api_auth(api, req, resp, &p)) {
         if (resp->status == 401)
-            kw__v1_error(resp, 401, KW__GRPC_UNAUTHENTICATED, KW__MSG_UNAUTH);
+            kw__v1_error(resp, KW_GRPC_UNAUTHENTICATED, KW__MSG_UNAUTH);
         else if (resp->status == 503)
-            kw__v1_error(resp, 503, KW__GRPC_UNAVAILABLE, KW__MSG_DB);
+            kw__v1_error(resp, KW_GRPC_UNAVAILABLE, KW__MSG_DB);
         else
-            kw__v1_error(resp, 500, KW__GRPC_INTERNAL, KW__MSG_INTERNAL);
+            kw__v1_error(resp, KW_GRPC_INTERNAL, KW__MSG_INTERNAL);
         return NULL;
     }
     if (!p.admin) {
-        kw__v1_error(resp, 403, KW__GRPC_PERMISSION_DENIED,
-                     "The administration API needs a token with admin: true.");
+        kw__v1_error(resp, KW_GRPC_PERMISSION_DENIED,
+                     "The administration API needs a token with admin: true or a preshared "
+                     "key.");
         return NULL;
     }
     kw_revision_t min = 0;
     if (!kw__api_presented(req, &min)) {
-        kw__v1_error(resp, 422, KW__GRPC_INVALID_ARGUMENT, KW__MSG_REV_BAD);
+        kw__v1_error(resp, KW_GRPC_INVALID_ARGUMENT, KW__MSG_REV_BAD);
         return NULL;
     }
     /* Duplicate members are refused (as proto3 JSON does): with the last one winning, a
@@ -76,22 +115,26 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
         /* jansson's text names the member: "duplicate object key near '"<name>"'" */
         char text[200];
         snprintf(text, sizeof(text), "Request body: %.150s (each field may appear once)", err.text);
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, text);
+        kw__v1_error(resp, KW_GRPC_INVALID_ARGUMENT, text);
         return NULL;
     }
     if (!root || !json_is_object(root)) {
         json_decref(root);
-        kw__v1_error(resp, 422, KW__GRPC_INVALID_ARGUMENT, "Request body must be a JSON object.");
+        kw__v1_error(resp, KW_GRPC_INVALID_ARGUMENT, "Request body must be a JSON object.");
         return NULL;
     }
     kw__v1_perr_t e = {0, ""};
-    bool full = false;
     if (!kw__v1_known(root, msg->name, msg->fields, &e) ||
-        !kw__v1_consistency(json_object_get(root, "consistency"), &min, &full, snap, &e)) {
+        !kw__v1_consistency(kw__v1_get(root, "consistency"), cons, &e)) {
         json_decref(root);
         kw__v1_perr_answer(resp, &e);
         return NULL;
     }
+    kw_revision_t want = 0;
+    bool full = false;
+    kw_v1_consistency_wait(cons, &want, &full);
+    if (want > min)
+        min = want;
     int rc = kw__api_await_parked(api, req, min, full);
     if (rc == KW_EAGAIN) { /* parked: no answer now; this request runs again */
         json_decref(root);
@@ -99,48 +142,13 @@ json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
     }
     if (rc == KW_EINVAL) { /* SpiceDB: an unusable ZedToken is OUT_OF_RANGE (HTTP 400) */
         json_decref(root);
-        kw__v1_error(resp, 400, KW__GRPC_OUT_OF_RANGE,
-                     "invalid zedtoken: revision is in the future");
+        kw__v1_error(resp, KW_GRPC_OUT_OF_RANGE, "invalid zedtoken: revision is in the future");
         return NULL;
     }
     if (rc != KW_OK) {
         json_decref(root);
-        kw__v1_error(resp, 503, KW__GRPC_UNAVAILABLE,
-                     rc == KW_ETIMEOUT ? KW__MSG_REV_LATE : KW__MSG_DB);
+        kw__v1_error(resp, KW_GRPC_UNAVAILABLE, rc == KW_ETIMEOUT ? KW__MSG_REV_LATE : KW__MSG_DB);
         return NULL;
     }
     return root;
-}
-
-bool kw__v1_hold(kw_api_t *api, kw__v1_snap_t *snap, kw_http_resp_t *resp, kw_revision_t *rev)
-{
-    if (!snap->exact) {
-        *rev = kw__api_applied(api);
-        return true;
-    }
-    /* Nothing changes the graph while it is held (sync/commit.c, kw_sync_hold). */
-    kw_revision_t cur = kw_sync_hold(api->sync);
-    if (cur != snap->rev) {
-        kw_sync_release(api->sync);
-        char msg[200];
-        snprintf(msg, sizeof(msg),
-                 "consistency.atExactSnapshot: revision %" PRIu64
-                 " is not the current revision %" PRIu64
-                 "; keyward answers only at its current revision (snapshots of earlier "
-                 "revisions are not implemented)",
-                 (uint64_t)snap->rev, (uint64_t)cur);
-        kw__v1_error(resp, 501, KW__GRPC_UNIMPLEMENTED, msg);
-        return false;
-    }
-    snap->held = true;
-    *rev = cur;
-    return true;
-}
-
-void kw__v1_release(kw_api_t *api, kw__v1_snap_t *snap)
-{
-    if (!snap->held)
-        return;
-    snap->held = false;
-    kw_sync_release(api->sync);
 }

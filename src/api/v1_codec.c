@@ -1,69 +1,103 @@
 /*
- * api/v1_codec.c - the JSON of the /v1 API: error bodies and the mapping of engine/store
- * errors onto gRPC codes, request decoding (objects, subjects, relationships, filters,
- * preconditions, limits, consistency and its ZedTokens) and response encoding (whole
- * answers and `{"result": ...}` stream lines). Nothing here touches the engine or the store.
+ * api/v1_codec.c - the proto3 JSON of the /v1 API as grpc-gateway reads and writes it:
+ * error bodies (google.rpc.Status with SpiceDB's ErrorInfo), request decoding (JSON or
+ * proto field names, enum names or numbers, objects, subjects, relationships, filters,
+ * preconditions, limits, cursors, consistency and its ZedTokens), response encoding
+ * (whole answers, and streams of `{"result": ...}` lines sent chunked as they come).
+ * Nothing here touches the engine or the store, and nothing here decides an answer.
  */
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "v1_int.h"
 #include "base/log.h"
 
 #define KW_MODULE "v1"
 
-void kw__v1_error(kw_http_resp_t *resp, int status, int code, const char *msg)
+/* ---- errors ---- */
+
+json_t *kw__v1_status_json(const kw_v1_status_t *st)
 {
-    resp->status = status;
-    resp->content_type = "application/json";
+    json_t *details = json_array();
+    if (details && st->reason) {
+        json_t *meta = json_object();
+        for (size_t i = 0; meta && i < st->n_meta; i++)
+            if (json_object_set_new(meta, st->meta_key[i], json_string(st->meta_val[i])) != 0) {
+                json_decref(meta);
+                meta = NULL;
+            }
+        json_t *info = meta ? json_pack("{s:s, s:s, s:s, s:o}", "@type",
+                                        "type.googleapis.com/google.rpc.ErrorInfo", "reason",
+                                        st->reason, "domain", "authzed.com", "metadata", meta)
+                            : NULL;
+        if (!info || json_array_append_new(details, info) != 0) {
+            json_decref(details);
+            details = NULL;
+        }
+    }
+    const char *msg = st->msg[0] ? st->msg : "unknown error";
+    return details
+               ? json_pack("{s:i, s:s, s:o}", "code", st->code, "message", msg, "details", details)
+               : NULL;
+}
+
+/* Writes the body by hand when jansson cannot (out of memory): the shape stays. */
+static void error_body(kw_http_resp_t *resp, const kw_v1_status_t *st)
+{
+    json_t *body = kw__v1_status_json(st);
+    const char *msg = st->msg[0] ? st->msg : "unknown error";
+    /* keyward's "detail" rides along (docs/API.md): the same message. */
+    if (body && json_object_set_new(body, "detail", json_string(msg)) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
     resp->body.len = 0;
     if (resp->body.ptr)
         resp->body.ptr[0] = '\0';
-    kw_buf_puts(&resp->body, "{\"detail\": ");
+    if (text) {
+        kw_buf_puts(&resp->body, text);
+        free(text);
+        return;
+    }
+    kw_buf_printf(&resp->body, "{\"code\": %d, \"message\": ", st->code);
     kw_json_escape(&resp->body, kw_str_c(msg));
-    kw_buf_printf(&resp->body, ", \"code\": %d, \"message\": ", code);
+    kw_buf_puts(&resp->body, ", \"details\": [], \"detail\": ");
     kw_json_escape(&resp->body, kw_str_c(msg));
     kw_buf_puts(&resp->body, "}");
 }
 
-/* Maps an engine/store error to the v1 error answer. */
-void kw__v1_fail(kw_http_req_t *req, kw_http_resp_t *resp, int rc, const kw_diag_t *d)
+void kw__v1_status_answer(kw_http_resp_t *resp, const kw_v1_status_t *st)
 {
-    const char *msg = d && d->msg[0] ? d->msg : kw_strerror(rc);
-    switch (rc) {
-    case KW_EINVAL:
-    case KW_ESCHEMA:
-    case KW_EUNSUPPORTED:
-    case KW_ELIMIT:
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, msg);
-        return;
-    case KW_EPRECOND:
-        kw__v1_error(resp, 400, KW__GRPC_FAILED_PRECONDITION, msg);
-        return;
-    case KW_EEXISTS:
-    case KW_ECONFLICT:
-        kw__v1_error(resp, 409, KW__GRPC_ALREADY_EXISTS, msg);
-        return;
-    case KW_EDB:
-    case KW_ETIMEOUT:
-    case KW_EPRUNED: /* behind the pruned changelog: resyncing (sync/catchup.c) */
-        kw__v1_error(resp, 503, KW__GRPC_UNAVAILABLE, KW__MSG_DB);
-        return;
-    case KW_EDEPTH:
-    case KW_ECYCLE:
-        kw__v1_error(resp, 400, KW__GRPC_FAILED_PRECONDITION, msg);
-        return;
-    case KW_EBUDGET: /* the query's node/byte budget (base/limits.h): SpiceDB's max-depth answer */
-        kw__v1_error(resp, 429, KW__GRPC_RESOURCE_EXHAUSTED, msg);
-        return;
-    default:
-        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: %s", req->request_id, kw_err_name(rc));
-        kw__v1_error(resp, 500, KW__GRPC_INTERNAL, KW__MSG_INTERNAL);
-        return;
-    }
+    resp->status = kw_v1_http_status(st->code);
+    resp->content_type = "application/json";
+    error_body(resp, st);
 }
 
-/* ---- decoding ---- */
+void kw__v1_error(kw_http_resp_t *resp, int code, const char *msg)
+{
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw_v1_fail(&st, 0, code, NULL, "%s", msg);
+    kw__v1_status_answer(resp, &st);
+}
+
+void kw__v1_perr_answer(kw_http_resp_t *resp, const kw__v1_perr_t *e)
+{
+    const char *msg = e->msg[0] ? e->msg : "invalid request";
+    kw__v1_error(resp, e->code ? e->code : KW_GRPC_INVALID_ARGUMENT, msg);
+}
+
+bool kw__v1_bad(kw__v1_perr_t *e, const char *what)
+{
+    e->code = KW_GRPC_INVALID_ARGUMENT;
+    snprintf(e->msg, sizeof(e->msg), "%s", what);
+    return false;
+}
+
+/* ---- field names ---- */
 
 static const char *const OBJECT_FIELDS[] = {"objectType", "objectId", NULL};
 static const char *const SUBJECT_FIELDS[] = {"object", "optionalRelation", NULL};
@@ -78,50 +112,48 @@ static const char *const RELATION_FILTER_FIELDS[] = {"relation", NULL};
 static const char *const PRECONDITION_FIELDS[] = {"operation", "filter", NULL};
 static const char *const CONSISTENCY_FIELDS[] = {"minimizeLatency", "atLeastAsFresh",
                                                  "atExactSnapshot", "fullyConsistent", NULL};
-static const char *const ZEDTOKEN_FIELDS[] = {"token", NULL};
+static const char *const TOKEN_FIELDS[] = {"token", NULL};
 
-void kw__v1_perr_answer(kw_http_resp_t *resp, const kw__v1_perr_t *e)
-{
-    const char *msg = e->msg[0] ? e->msg : "invalid request";
-    if (e->code == KW__GRPC_UNIMPLEMENTED)
-        kw__v1_error(resp, 501, KW__GRPC_UNIMPLEMENTED, msg);
-    else
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT, msg);
-}
-
-bool kw__v1_bad(kw__v1_perr_t *e, const char *what)
-{
-    e->code = KW__GRPC_INVALID_ARGUMENT;
-    snprintf(e->msg, sizeof(e->msg), "%s", what);
-    return false;
-}
-
-static bool listed(const char *const *fields, const char *name)
-{
-    for (size_t i = 0; fields[i]; i++)
-        if (strcmp(fields[i], name) == 0)
-            return true;
-    return false;
-}
-
-/* The proto's original name of a JSON member ("optional_expires_at" -> "optionalExpiresAt"
- * in out); false when the name has no underscore or does not fit. */
-static bool camel_of(const char *name, char *out, size_t cap)
+/* The proto (snake_case) name of a JSON name: "optionalExpiresAt" -> "optional_expires_at".
+ * false when it does not fit (never for the names of these protos). */
+static bool snake_of(const char *camel, char *out, size_t cap)
 {
     size_t n = 0;
-    bool up = false, any = false;
-    for (const char *p = name; *p; p++) {
-        if (*p == '_') {
-            up = any = true;
-            continue;
-        }
-        if (n + 1 >= cap)
+    for (const char *p = camel; *p; p++) {
+        bool up = *p >= 'A' && *p <= 'Z';
+        if (n + 3 >= cap)
             return false;
-        out[n++] = up && *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
-        up = false;
+        if (up) {
+            out[n++] = '_';
+            out[n++] = (char)(*p - 'A' + 'a');
+        } else {
+            out[n++] = *p;
+        }
     }
     out[n] = '\0';
-    return any;
+    return true;
+}
+
+json_t *kw__v1_get(json_t *o, const char *camel)
+{
+    json_t *v = json_object_get(o, camel);
+    if (v)
+        return v;
+    char snake[96];
+    return snake_of(camel, snake, sizeof(snake)) ? json_object_get(o, snake) : NULL;
+}
+
+/* The listed JSON name that `key` is (as itself or as its proto name), or NULL. */
+static const char *field_of(const char *const *fields, const char *key)
+{
+    char snake[96];
+    for (size_t i = 0; fields[i]; i++) {
+        if (strcmp(fields[i], key) == 0)
+            return fields[i];
+        if (snake_of(fields[i], snake, sizeof(snake)) && strcmp(snake, key) == 0)
+            return fields[i];
+    }
+    return NULL;
 }
 
 bool kw__v1_known(json_t *o, const char *what, const char *const *fields, kw__v1_perr_t *e)
@@ -131,142 +163,35 @@ bool kw__v1_known(json_t *o, const char *what, const char *const *fields, kw__v1
     json_object_foreach(o, key, v)
     {
         (void)v;
-        if (listed(fields, key))
+        const char *f = field_of(fields, key);
+        if (!f) {
+            e->code = KW_GRPC_INVALID_ARGUMENT;
+            snprintf(e->msg, sizeof(e->msg), "%s: unknown field \"%.60s\"", what, key);
+            return false;
+        }
+        char snake[96];
+        if (strcmp(f, key) != 0 || !snake_of(f, snake, sizeof(snake)) || strcmp(snake, f) == 0)
             continue;
-        char camel[64];
-        if (camel_of(key, camel, sizeof(camel)) && listed(fields, camel)) {
-            e->code = KW__GRPC_UNIMPLEMENTED;
-            snprintf(e->msg, sizeof(e->msg),
-                     "%s: field \"%.60s\" is the proto's original name, which keyward does not "
-                     "accept yet; send \"%s\"",
-                     what, key, camel);
+        if (json_object_get(o, snake)) { /* both names of one field: protojson refuses it */
+            e->code = KW_GRPC_INVALID_ARGUMENT;
+            snprintf(e->msg, sizeof(e->msg), "%s: duplicate field \"%s\" (also sent as \"%s\")",
+                     what, f, snake);
             return false;
         }
-        e->code = KW__GRPC_INVALID_ARGUMENT;
-        snprintf(e->msg, sizeof(e->msg), "%s: unknown field \"%.60s\"", what, key);
-        return false;
     }
     return true;
 }
 
-static bool unimplemented(kw__v1_perr_t *e, const char *what, const char *key, const char *why)
-{
-    e->code = KW__GRPC_UNIMPLEMENTED;
-    snprintf(e->msg, sizeof(e->msg), "%s.%s is not supported: %s", what, key, why);
-    return false;
-}
+/* ---- scalars ---- */
 
-bool kw__v1_refuse_true(json_t *o, const char *what, const char *key, const char *why,
-                        kw__v1_perr_t *e)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v) || json_is_false(v))
-        return true;
-    if (!json_is_boolean(v)) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
-        snprintf(e->msg, sizeof(e->msg), "%s.%s must be a boolean", what, key);
-        return false;
-    }
-    return unimplemented(e, what, key, why);
-}
-
-bool kw__v1_refuse_set(json_t *o, const char *what, const char *key, bool empty_ok, const char *why,
-                       kw__v1_perr_t *e)
-{
-    json_t *v = json_object_get(o, key);
-    if (!v || json_is_null(v))
-        return true;
-    if (empty_ok && json_is_object(v) && json_object_size(v) == 0)
-        return true;
-    return unimplemented(e, what, key, why);
-}
-
-bool kw__v1_refuse_uint(json_t *o, const char *what, const char *key, const char *why,
-                        kw__v1_perr_t *e)
-{
-    size_t n = 0;
-    if (!kw__v1_opt_uint(o, key, &n, e))
-        return false;
-    return n == 0 || unimplemented(e, what, key, why);
-}
-
-/* A ZedToken {"token": "<revision>"} at consistency.<key>. */
-static bool zedtoken(json_t *z, const char *key, kw_revision_t *rev, kw__v1_perr_t *e)
-{
-    char what[48];
-    snprintf(what, sizeof(what), "consistency.%s", key);
-    if (json_is_object(z) && !kw__v1_known(z, what, ZEDTOKEN_FIELDS, e))
-        return false;
-    json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
-    if (json_is_string(t) &&
-        kw_api_parse_revision((kw_str_t){json_string_value(t), json_string_length(t)}, rev))
-        return true;
-    e->code = KW__GRPC_INVALID_ARGUMENT;
-    snprintf(e->msg, sizeof(e->msg), "%s must be a ZedToken {\"token\": \"<revision>\"}", what);
-    return false;
-}
-
-bool kw__v1_consistency(json_t *c, kw_revision_t *min, bool *full, kw__v1_snap_t *snap,
-                        kw__v1_perr_t *e)
-{
-    if (!c || json_is_null(c))
-        return true;
-    if (!json_is_object(c))
-        return kw__v1_bad(e, "consistency must be an object");
-    if (!kw__v1_known(c, "consistency", CONSISTENCY_FIELDS, e))
-        return false;
-    /* A oneof: proto3 JSON refuses a second member (null members are unset). */
-    size_t set = 0;
-    for (size_t i = 0; CONSISTENCY_FIELDS[i]; i++) {
-        json_t *v = json_object_get(c, CONSISTENCY_FIELDS[i]);
-        set += v && !json_is_null(v);
-    }
-    if (set > 1)
-        return kw__v1_bad(e, "consistency: set only one of minimizeLatency, atLeastAsFresh, "
-                             "atExactSnapshot, fullyConsistent");
-    /* minimizeLatency and fullyConsistent are bools that may only be true (SpiceDB's
-     * validation: bool.const = true). */
-    const char *flags[] = {"minimizeLatency", "fullyConsistent"};
-    for (size_t i = 0; i < KW_ARRAY_LEN(flags); i++) {
-        json_t *v = json_object_get(c, flags[i]);
-        if (v && !json_is_null(v) && !json_is_true(v)) {
-            e->code = KW__GRPC_INVALID_ARGUMENT;
-            snprintf(e->msg, sizeof(e->msg), "consistency.%s must be true when set", flags[i]);
-            return false;
-        }
-    }
-    json_t *v;
-    kw_revision_t r = 0;
-    if ((v = json_object_get(c, "fullyConsistent")) && json_is_true(v))
-        *full = true;
-    if ((v = json_object_get(c, "atLeastAsFresh")) && !json_is_null(v)) {
-        if (!zedtoken(v, "atLeastAsFresh", &r, e))
-            return false;
-        if (r > *min)
-            *min = r;
-    }
-    if ((v = json_object_get(c, "atExactSnapshot")) && !json_is_null(v)) {
-        /* Waited for like atLeastAsFresh; kw__v1_hold then requires it to be the applied
-         * revision when the engine is read. */
-        if (!zedtoken(v, "atExactSnapshot", &r, e))
-            return false;
-        if (r > *min)
-            *min = r;
-        snap->exact = true;
-        snap->rev = r;
-    }
-    return true;
-}
-
-/* Optional string field: absent/null -> empty slice. Wrong type -> false. */
 bool kw__v1_opt_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
 {
-    json_t *v = json_object_get(o, key);
+    json_t *v = kw__v1_get(o, key);
     *out = KW_STR_NULL;
     if (!v || json_is_null(v))
         return true;
     if (!json_is_string(v)) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
+        e->code = KW_GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s must be a string", key);
         return false;
     }
@@ -279,17 +204,178 @@ bool kw__v1_req_str(json_t *o, const char *key, kw_str_t *out, kw__v1_perr_t *e)
     if (!kw__v1_opt_str(o, key, out, e))
         return false;
     if (out->len == 0) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
+        e->code = KW_GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s is required", key);
         return false;
     }
     return true;
 }
 
+bool kw__v1_opt_bool(json_t *o, const char *key, bool *out, kw__v1_perr_t *e)
+{
+    json_t *v = kw__v1_get(o, key);
+    *out = false;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_boolean(v)) {
+        e->code = KW_GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be a boolean", key);
+        return false;
+    }
+    *out = json_is_true(v);
+    return true;
+}
+
+bool kw__v1_opt_struct(json_t *o, const char *key, kw_arena_t *a, kw_str_t *out, kw__v1_perr_t *e)
+{
+    json_t *v = kw__v1_get(o, key);
+    *out = KW_STR_NULL;
+    if (!v || json_is_null(v) || (json_is_object(v) && json_object_size(v) == 0))
+        return true;
+    if (!json_is_object(v)) {
+        e->code = KW_GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be an object", key);
+        return false;
+    }
+    char *text = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    bool ok = text && kw_arena_str_copy(a, kw_str_c(text), out) == KW_OK;
+    free(text);
+    return ok || kw__v1_bad(e, "out of memory");
+}
+
+bool kw__v1_opt_enum(json_t *o, const char *key, const char *const *names, size_t n, int *out,
+                     kw__v1_perr_t *e)
+{
+    json_t *v = kw__v1_get(o, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return true;
+    if (json_is_integer(v)) {
+        json_int_t x = json_integer_value(v);
+        if (x >= 0 && (size_t)x < n) {
+            *out = (int)x;
+            return true;
+        }
+    } else if (json_is_string(v)) {
+        for (size_t i = 0; i < n; i++)
+            if (names[i] && strcmp(names[i], json_string_value(v)) == 0) {
+                *out = (int)i;
+                return true;
+            }
+    }
+    e->code = KW_GRPC_INVALID_ARGUMENT;
+    int w = snprintf(e->msg, sizeof(e->msg), "%s must be one of", key);
+    for (size_t i = 0; i < n && w > 0 && (size_t)w < sizeof(e->msg); i++)
+        if (names[i])
+            w += snprintf(e->msg + w, sizeof(e->msg) - (size_t)w, "%s %s", i ? "," : "", names[i]);
+    return false;
+}
+
+bool kw__v1_opt_u32(json_t *o, const char *key, uint32_t *out, kw__v1_perr_t *e)
+{
+    json_t *v = kw__v1_get(o, key);
+    *out = 0;
+    if (!v || json_is_null(v))
+        return true;
+    long long n = -1;
+    if (json_is_integer(v))
+        n = json_integer_value(v);
+    else if (json_is_string(v)) {
+        long x;
+        if (kw_api_parse_bounded(kw_str_c(json_string_value(v)), 0, 4294967295L, &x))
+            n = x;
+    }
+    if (n < 0 || n > 4294967295LL) {
+        e->code = KW_GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be a non-negative 32-bit integer", key);
+        return false;
+    }
+    *out = (uint32_t)n;
+    return true;
+}
+
+/* ---- messages ---- */
+
+/* A ZedToken {"token": "<revision>"} at consistency.<key>. */
+static bool zedtoken(json_t *z, const char *key, kw_revision_t *rev, kw__v1_perr_t *e)
+{
+    char what[48];
+    snprintf(what, sizeof(what), "consistency.%s", key);
+    if (json_is_object(z) && !kw__v1_known(z, what, TOKEN_FIELDS, e))
+        return false;
+    json_t *t = json_is_object(z) ? json_object_get(z, "token") : NULL;
+    if (json_is_string(t) &&
+        kw_api_parse_revision((kw_str_t){json_string_value(t), json_string_length(t)}, rev))
+        return true;
+    e->code = KW_GRPC_INVALID_ARGUMENT;
+    snprintf(e->msg, sizeof(e->msg), "%s must be a ZedToken {\"token\": \"<revision>\"}", what);
+    return false;
+}
+
+bool kw__v1_consistency(json_t *c, kw_v1_consistency_t *out, kw__v1_perr_t *e)
+{
+    out->kind = KW_V1_MINIMIZE_LATENCY;
+    out->rev = 0;
+    if (!c || json_is_null(c))
+        return true;
+    if (!json_is_object(c))
+        return kw__v1_bad(e, "consistency must be an object");
+    if (!kw__v1_known(c, "consistency", CONSISTENCY_FIELDS, e))
+        return false;
+    /* A oneof: proto3 JSON refuses a second member (null members are unset). */
+    size_t set = 0;
+    for (size_t i = 0; CONSISTENCY_FIELDS[i]; i++) {
+        json_t *v = kw__v1_get(c, CONSISTENCY_FIELDS[i]);
+        set += v && !json_is_null(v);
+    }
+    if (set > 1)
+        return kw__v1_bad(e, "consistency: set only one of minimizeLatency, atLeastAsFresh, "
+                             "atExactSnapshot, fullyConsistent");
+    /* minimizeLatency and fullyConsistent are bools that may only be true (SpiceDB's
+     * validation: bool.const = true). */
+    const char *flags[] = {"minimizeLatency", "fullyConsistent"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(flags); i++) {
+        json_t *v = kw__v1_get(c, flags[i]);
+        if (v && !json_is_null(v) && !json_is_true(v)) {
+            e->code = KW_GRPC_INVALID_ARGUMENT;
+            snprintf(e->msg, sizeof(e->msg), "consistency.%s must be true when set", flags[i]);
+            return false;
+        }
+    }
+    json_t *v;
+    if ((v = kw__v1_get(c, "fullyConsistent")) && json_is_true(v))
+        out->kind = KW_V1_FULLY_CONSISTENT;
+    if ((v = kw__v1_get(c, "atLeastAsFresh")) && !json_is_null(v)) {
+        if (!zedtoken(v, "atLeastAsFresh", &out->rev, e))
+            return false;
+        out->kind = KW_V1_AT_LEAST_AS_FRESH;
+    }
+    if ((v = kw__v1_get(c, "atExactSnapshot")) && !json_is_null(v)) {
+        if (!zedtoken(v, "atExactSnapshot", &out->rev, e))
+            return false;
+        out->kind = KW_V1_AT_EXACT_SNAPSHOT;
+    }
+    return true;
+}
+
+bool kw__v1_opt_cursor(json_t *o, const char *key, kw_v1_cursor_t *out, kw__v1_perr_t *e)
+{
+    json_t *v = kw__v1_get(o, key);
+    *out = KW_STR_NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_object(v)) {
+        e->code = KW_GRPC_INVALID_ARGUMENT;
+        snprintf(e->msg, sizeof(e->msg), "%s must be a Cursor {\"token\": ...}", key);
+        return false;
+    }
+    return kw__v1_known(v, key, TOKEN_FIELDS, e) && kw__v1_req_str(v, "token", out, e);
+}
+
 bool kw__v1_parse_object(json_t *o, kw_object_t *out, const char *what, kw__v1_perr_t *e)
 {
     if (!json_is_object(o)) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
+        e->code = KW_GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s must be an object {objectType, objectId}", what);
         return false;
     }
@@ -304,49 +390,156 @@ bool kw__v1_parse_subject(json_t *o, kw_subject_t *out, kw__v1_perr_t *e)
     if (!json_is_object(o))
         return kw__v1_bad(e, "subject must be an object {object, optionalRelation}");
     if (!kw__v1_known(o, "subject", SUBJECT_FIELDS, e) ||
-        !kw__v1_parse_object(json_object_get(o, "object"), &obj, "subject.object", e))
+        !kw__v1_parse_object(kw__v1_get(o, "object"), &obj, "subject.object", e))
         return false;
     out->type = obj.type;
     out->id = obj.id;
     return kw__v1_opt_str(o, "optionalRelation", &out->relation, e);
 }
 
-bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e)
+static bool unimplemented(kw__v1_perr_t *e, const char *what, const char *key, const char *why)
 {
-    if (!json_is_object(o))
-        return kw__v1_bad(e, "relationship must be an object");
-    return kw__v1_known(o, "relationship", REL_FIELDS, e) &&
-           kw__v1_refuse_set(o, "relationship", "optionalCaveat", false,
-                             "keyward does not implement caveats", e) &&
-           kw__v1_refuse_set(o, "relationship", "optionalExpiresAt", false,
-                             "keyward does not implement expiring relationships; "
-                             "the relationship would never expire",
-                             e) &&
-           kw__v1_parse_object(json_object_get(o, "resource"), &out->resource, "resource", e) &&
-           kw__v1_req_str(o, "relation", &out->relation, e) &&
-           kw__v1_parse_subject(json_object_get(o, "subject"), &out->subject, e);
+    e->code = KW_GRPC_UNIMPLEMENTED;
+    snprintf(e->msg, sizeof(e->msg), "%s.%s is not supported: %s", what, key, why);
+    return false;
 }
 
-bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw__v1_perr_t *e)
+static const char *const CAVEAT_FIELDS[] = {"caveatName", "context", NULL};
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; Howard Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *p, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+        v = v * 10 + (p[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+bool kw__v1_parse_timestamp(kw_str_t s, int64_t *us)
+{
+    /* YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|+HH:MM|-HH:MM), as protojson reads a Timestamp */
+    char b[64];
+    if (s.len < 20 || s.len >= sizeof(b))
+        return false;
+    memcpy(b, s.ptr, s.len);
+    b[s.len] = '\0';
+    int y, mo, d, h, mi, se;
+    if (!digits(b, 4, &y) || b[4] != '-' || !digits(b + 5, 2, &mo) || b[7] != '-' ||
+        !digits(b + 8, 2, &d) || (b[10] != 'T' && b[10] != 't') || !digits(b + 11, 2, &h) ||
+        b[13] != ':' || !digits(b + 14, 2, &mi) || b[16] != ':' || !digits(b + 17, 2, &se))
+        return false;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 59)
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    size_t i = 19;
+    int64_t frac = 0;
+    if (b[i] == '.') {
+        int n = 0;
+        for (i++; b[i] >= '0' && b[i] <= '9'; i++, n++)
+            if (n < 6)
+                frac = frac * 10 + (b[i] - '0');
+        if (n == 0 || n > 9)
+            return false;
+        for (; n < 6; n++)
+            frac *= 10;
+    }
+    int64_t off = 0;
+    if (b[i] == 'Z' || b[i] == 'z') {
+        i++;
+    } else if (b[i] == '+' || b[i] == '-') {
+        int oh, om;
+        if (!digits(b + i + 1, 2, &oh) || b[i + 3] != ':' || !digits(b + i + 4, 2, &om) ||
+            oh > 23 || om > 59)
+            return false;
+        off = (int64_t)(oh * 60 + om) * 60 * (b[i] == '+' ? 1 : -1);
+        i += 6;
+    } else {
+        return false;
+    }
+    if (i != s.len)
+        return false;
+    int64_t secs =
+        days_from_civil(y, (unsigned)mo, (unsigned)d) * 86400 + h * 3600 + mi * 60 + se - off;
+    *us = secs * 1000000 + frac;
+    return true;
+}
+
+bool kw__v1_parse_rel(json_t *o, kw_rel_t *out, kw__v1_perr_t *e)
+{
+    return kw__v1_parse_rel_in(o, NULL, out, e);
+}
+
+bool kw__v1_parse_rel_in(json_t *o, kw_arena_t *a, kw_rel_t *out, kw__v1_perr_t *e)
+{
+    memset(out, 0, sizeof(*out));
+    if (!json_is_object(o))
+        return kw__v1_bad(e, "relationship must be an object");
+    if (!kw__v1_known(o, "relationship", REL_FIELDS, e) ||
+        !kw__v1_parse_object(kw__v1_get(o, "resource"), &out->resource, "resource", e) ||
+        !kw__v1_req_str(o, "relation", &out->relation, e) ||
+        !kw__v1_parse_subject(kw__v1_get(o, "subject"), &out->subject, e))
+        return false;
+    json_t *v = kw__v1_get(o, "optionalCaveat");
+    if (v && !json_is_null(v)) {
+        if (!json_is_object(v))
+            return kw__v1_bad(e, "optionalCaveat must be an object {caveatName, context}");
+        json_t *ctx = kw__v1_get(v, "context");
+        if (!a && ctx && !json_is_null(ctx) && !json_is_object(ctx))
+            return kw__v1_bad(e, "optionalCaveat.context must be an object");
+        if (!a && ctx && json_is_object(ctx) && json_object_size(ctx))
+            return unimplemented(e, "relationship", "optionalCaveat.context",
+                                 "not where this request reads relationships");
+        if (!kw__v1_known(v, "optionalCaveat", CAVEAT_FIELDS, e) ||
+            !kw__v1_req_str(v, "caveatName", &out->caveat, e) ||
+            (a && !kw__v1_opt_struct(v, "context", a, &out->caveat_ctx, e)))
+            return false;
+    }
+    v = kw__v1_get(o, "optionalExpiresAt");
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) ||
+            !kw__v1_parse_timestamp((kw_str_t){json_string_value(v), json_string_length(v)},
+                                    &out->expires_at) ||
+            out->expires_at <= 0)
+            return kw__v1_bad(e, "optionalExpiresAt must be an RFC 3339 timestamp after 1970, "
+                                 "e.g. \"2030-01-01T00:00:00Z\"");
+    }
+    return true;
+}
+
+bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw_str_t *prefix,
+                         kw__v1_perr_t *e)
 {
     memset(f, 0, sizeof(*f));
+    *prefix = KW_STR_NULL;
     if (!json_is_object(o)) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
+        e->code = KW_GRPC_INVALID_ARGUMENT;
         snprintf(e->msg, sizeof(e->msg), "%s must be an object", what);
         return false;
     }
-    kw_str_t prefix;
     if (!kw__v1_known(o, what, FILTER_FIELDS, e) ||
-        !kw__v1_opt_str(o, "optionalResourceIdPrefix", &prefix, e))
-        return false;
-    if (prefix.len)
-        return unimplemented(e, what, "optionalResourceIdPrefix",
-                             "keyward does not implement resource id prefixes");
-    if (!kw__v1_req_str(o, "resourceType", &f->resource_type, e) ||
+        !kw__v1_opt_str(o, "optionalResourceIdPrefix", prefix, e) ||
+        !kw__v1_opt_str(o, "resourceType", &f->resource_type, e) ||
         !kw__v1_opt_str(o, "optionalResourceId", &f->resource_id, e) ||
         !kw__v1_opt_str(o, "optionalRelation", &f->relation, e))
         return false;
-    json_t *sf = json_object_get(o, "optionalSubjectFilter");
+    json_t *sf = kw__v1_get(o, "optionalSubjectFilter");
     if (sf && !json_is_null(sf)) {
         if (!json_is_object(sf))
             return kw__v1_bad(e, "optionalSubjectFilter must be an object");
@@ -355,7 +548,7 @@ bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw__v1_per
             !kw__v1_req_str(sf, "subjectType", &f->subject_type, e) ||
             !kw__v1_opt_str(sf, "optionalSubjectId", &f->subject_id, e))
             return false;
-        json_t *sr = json_object_get(sf, "optionalRelation");
+        json_t *sr = kw__v1_get(sf, "optionalRelation");
         if (sr && !json_is_null(sr)) {
             if (!json_is_object(sr))
                 return kw__v1_bad(e, "optionalSubjectFilter.optionalRelation must be {relation}");
@@ -369,6 +562,9 @@ bool kw__v1_parse_filter(json_t *o, const char *what, kw_filter_t *f, kw__v1_per
     return true;
 }
 
+static const char *const PRECONDITION_OPS[] = {NULL, "OPERATION_MUST_NOT_MATCH",
+                                               "OPERATION_MUST_MATCH"};
+
 bool kw__v1_parse_preconditions(json_t *arr, kw_arena_t *a, kw_precondition_t **out, size_t *n,
                                 kw__v1_perr_t *e)
 {
@@ -379,8 +575,6 @@ bool kw__v1_parse_preconditions(json_t *arr, kw_arena_t *a, kw_precondition_t **
     if (!json_is_array(arr))
         return kw__v1_bad(e, "optionalPreconditions must be an array");
     size_t cnt = json_array_size(arr);
-    if (cnt > KW_MAX_PRECONDITIONS)
-        return kw__v1_bad(e, "too many preconditions");
     if (cnt == 0)
         return true;
     kw_precondition_t *pre = kw_arena_alloc(a, cnt * sizeof(*pre));
@@ -388,49 +582,27 @@ bool kw__v1_parse_preconditions(json_t *arr, kw_arena_t *a, kw_precondition_t **
         return kw__v1_bad(e, "out of memory");
     for (size_t i = 0; i < cnt; i++) {
         json_t *p = json_array_get(arr, i);
-        kw_str_t op;
+        kw_str_t prefix;
+        int op = 0;
         if (!json_is_object(p))
             return kw__v1_bad(e, "each precondition must be an object {operation, filter}");
-        if (!kw__v1_known(p, "optionalPreconditions[]", PRECONDITION_FIELDS, e))
+        if (!kw__v1_known(p, "optionalPreconditions[]", PRECONDITION_FIELDS, e) ||
+            !kw__v1_opt_enum(p, "operation", PRECONDITION_OPS, KW_ARRAY_LEN(PRECONDITION_OPS), &op,
+                             e))
             return false;
-        if (!kw__v1_req_str(p, "operation", &op, e))
-            return kw__v1_bad(e, "each precondition needs an operation");
-        if (kw_str_eq_c(op, "OPERATION_MUST_MATCH"))
-            pre[i].must_match = true;
-        else if (kw_str_eq_c(op, "OPERATION_MUST_NOT_MATCH"))
-            pre[i].must_match = false;
-        else
+        if (op == 0)
             return kw__v1_bad(e, "precondition operation must be OPERATION_MUST_MATCH or "
                                  "OPERATION_MUST_NOT_MATCH");
-        if (!kw__v1_parse_filter(json_object_get(p, "filter"), "optionalPreconditions[].filter",
-                                 &pre[i].filter, e))
+        pre[i].must_match = op == 2;
+        if (!kw__v1_parse_filter(kw__v1_get(p, "filter"), "optionalPreconditions[].filter",
+                                 &pre[i].filter, &prefix, e))
             return false;
+        if (prefix.len)
+            return unimplemented(e, "optionalPreconditions[].filter", "optionalResourceIdPrefix",
+                                 "keyward does not match preconditions by id prefix");
     }
     *out = pre;
     *n = cnt;
-    return true;
-}
-
-bool kw__v1_opt_uint(json_t *o, const char *key, size_t *out, kw__v1_perr_t *e)
-{
-    json_t *v = json_object_get(o, key);
-    *out = 0;
-    if (!v || json_is_null(v))
-        return true;
-    long long n = -1;
-    if (json_is_integer(v))
-        n = json_integer_value(v);
-    else if (json_is_string(v)) {
-        long x;
-        if (kw_api_parse_bounded(kw_str_c(json_string_value(v)), 0, 4294967295L, &x))
-            n = x;
-    }
-    if (n < 0 || n > 4294967295LL) {
-        e->code = KW__GRPC_INVALID_ARGUMENT;
-        snprintf(e->msg, sizeof(e->msg), "%s must be a non-negative 32-bit integer", key);
-        return false;
-    }
-    *out = (size_t)n;
     return true;
 }
 
@@ -463,19 +635,84 @@ json_t *kw__v1_subject_json(const kw_subject_t *s)
                      "optionalRelation", kw__v1_strj(rel));
 }
 
-json_t *kw__v1_rel_json(const kw_rel_t *r)
+/* google.protobuf.Timestamp as protojson writes it: RFC 3339 UTC, "Z", with 0, 3, 6 or 9
+ * fractional digits (here at most 6: the engine keeps microseconds). */
+json_t *kw__v1_timestamp_json(int64_t us)
 {
-    return json_pack("{s:o, s:o, s:o}", "resource", kw__v1_object_json(r->resource), "relation",
-                     kw__v1_strj(r->relation), "subject", kw__v1_subject_json(&r->subject));
+    int64_t sec = us / 1000000, frac = us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        sec--;
+    }
+    time_t t = (time_t)sec;
+    struct tm tm;
+    char text[64];
+    if (!gmtime_r(&t, &tm))
+        return NULL;
+    size_t n = strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n == 0)
+        return NULL;
+    if (frac % 1000 == 0 && frac)
+        snprintf(text + n, sizeof(text) - n, ".%03dZ", (int)(frac / 1000));
+    else if (frac)
+        snprintf(text + n, sizeof(text) - n, ".%06dZ", (int)frac);
+    else
+        snprintf(text + n, sizeof(text) - n, "Z");
+    return json_string(text);
 }
 
-/* Writes a whole JSON answer (steals root). */
+json_t *kw__v1_rel_json(const kw_rel_t *r)
+{
+    json_t *caveat = json_null();
+    if (r->caveat.len) {
+        json_t *ctx = r->caveat_ctx.len ? json_loadb(r->caveat_ctx.ptr, r->caveat_ctx.len, 0, NULL)
+                                        : json_object();
+        caveat = ctx ? json_pack("{s:o, s:o}", "caveatName", kw__v1_strj(r->caveat), "context", ctx)
+                     : NULL;
+    }
+    json_t *exp = r->expires_at ? kw__v1_timestamp_json(r->expires_at) : json_null();
+    if (!caveat || !exp) {
+        json_decref(caveat);
+        json_decref(exp);
+        return NULL;
+    }
+    return json_pack("{s:o, s:o, s:o, s:o, s:o}", "resource", kw__v1_object_json(r->resource),
+                     "relation", kw__v1_strj(r->relation), "subject",
+                     kw__v1_subject_json(&r->subject), "optionalCaveat", caveat,
+                     "optionalExpiresAt", exp);
+}
+
+json_t *kw__v1_partial_json(kw_v1_permissionship_t p, kw_str_t missing)
+{
+    if (p != KW_V1_PERM_CONDITIONAL)
+        return json_null();
+    json_t *names = json_array();
+    for (size_t i = 0; names && i < missing.len;) {
+        const char *comma = memchr(missing.ptr + i, ',', missing.len - i);
+        size_t end = comma ? (size_t)(comma - missing.ptr) : missing.len;
+        if (end > i && json_array_append_new(names, json_stringn(missing.ptr + i, end - i)) != 0) {
+            json_decref(names);
+            names = NULL;
+        }
+        i = end + 1;
+    }
+    return names ? json_pack("{s:o}", "missingRequiredContext", names) : NULL;
+}
+
+json_t *kw__v1_cursor_json(const char *c)
+{
+    return c ? json_pack("{s:s}", "token", c) : json_null();
+}
+
 void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_revision_t rev)
 {
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     if (!text) {
-        kw__v1_fail(req, resp, KW_ENOMEM, NULL);
+        kw_v1_status_t st;
+        kw_v1_status_clear(&st);
+        kw_v1_fail_rc(&st, KW_ENOMEM, NULL, req->request_id);
+        kw__v1_status_answer(resp, &st);
         return;
     }
     resp->status = 200;
@@ -484,16 +721,91 @@ void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_re
     kw__api_revision(req, resp, rev);
 }
 
-/* Appends one stream line {"result": result} (steals result). */
-int kw__v1_stream_line(kw_buf_t *out, json_t *result)
+/* ---- streams ---- */
+
+void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp)
 {
-    json_t *line = result ? json_pack("{s:o}", "result", result) : NULL;
+    s->req = req;
+    s->resp = resp;
+    s->rev = 0;
+    s->begun = false;
+    kw_buf_init(&s->line);
+    kw_buf_init(&s->pend);
+}
+
+/* Sends what is pending as one chunk. */
+static int flush_pending(kw__v1_stream_t *s)
+{
+    if (s->pend.failed)
+        return KW_ENOMEM;
+    if (s->pend.len == 0)
+        return KW_OK;
+    int rc = kw_http_stream_write(s->req, s->pend.ptr, s->pend.len);
+    s->pend.len = 0;
+    return rc;
+}
+
+/* One {"<key>": v} line (steals v) into s->line. */
+static int make_line(kw__v1_stream_t *s, const char *key, json_t *v)
+{
+    json_t *line = v ? json_pack("{s:o}", key, v) : NULL;
     char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);
     if (!text)
         return KW_ENOMEM;
-    kw_buf_puts(out, text);
-    kw_buf_puts(out, "\n");
+    s->line.len = 0;
+    kw_buf_puts(&s->line, text);
+    kw_buf_puts(&s->line, "\n");
     free(text);
-    return out->failed ? KW_ENOMEM : KW_OK;
+    return s->line.failed ? KW_ENOMEM : KW_OK;
+}
+
+int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
+{
+    int rc = make_line(s, "result", result);
+    if (rc != KW_OK)
+        return rc;
+    if (!s->begun) {
+        s->rev = rev;
+        s->resp->status = 200;
+        s->resp->content_type = "application/json";
+        kw__api_revision(s->req, s->resp, rev);
+        s->begun = true;
+        if ((rc = kw_http_stream_begin(s->req, s->resp)) != KW_OK)
+            return rc;
+        return kw_http_stream_write(s->req, s->line.ptr, s->line.len); /* at once */
+    }
+    if (kw_http_stream_cancelled(s->req))
+        return KW_EIO;
+    kw_buf_append(&s->pend, s->line.ptr, s->line.len);
+    return s->pend.len >= KW__V1_STREAM_CHUNK || s->pend.failed ? flush_pending(s) : KW_OK;
+}
+
+void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)
+{
+    kw_v1_status_t late;
+    if (s->begun && rc != KW_EIO) { /* the lines before an error still go out first */
+        int frc = flush_pending(s);
+        if (rc == KW_OK && frc != KW_OK && frc != KW_EIO) {
+            kw_v1_status_clear(&late);
+            kw_v1_fail_rc(&late, frc, NULL, s->req->request_id);
+            rc = frc;
+            st = &late;
+        }
+    }
+    if (rc == KW_OK) {
+        if (!s->begun) { /* no result: an empty 200 */
+            s->resp->status = 200;
+            s->resp->body.len = 0;
+        }
+    } else if (!s->begun) {
+        kw__v1_status_answer(s->resp, st);
+    } else if (rc != KW_EIO) { /* the client is still there: the error is the last line */
+        if (make_line(s, "error", kw__v1_status_json(st)) == KW_OK &&
+            kw_http_stream_write(s->req, s->line.ptr, s->line.len) != KW_OK)
+            kw_log(KW_LOG_INFO, KW_MODULE, "request %s: the client left before the error line",
+                   s->req->request_id);
+    }
+    kw_buf_free(&s->line);
+    kw_buf_free(&s->pend);
 }

@@ -1,28 +1,15 @@
 /*
- * api/v1_permissions.c - SpiceDB PermissionsService's permission RPCs: CheckPermission
- * (/v1/permissions/check), CheckBulkPermissions (/v1/permissions/checkbulk),
- * LookupResources (/v1/permissions/resources), LookupSubjects (/v1/permissions/subjects)
- * and ExpandPermissionTree (/v1/permissions/expand), answered by the in-memory engine at the
- * applied revision (read before the engine is, so the token never claims more than was read).
+ * api/v1_permissions.c - the JSON codec of PermissionsService's permission RPCs:
+ * CheckPermission (/v1/permissions/check), CheckBulkPermissions (/v1/permissions/checkbulk),
+ * LookupResources (/v1/permissions/resources, streamed), LookupSubjects
+ * (/v1/permissions/subjects, streamed) and ExpandPermissionTree (/v1/permissions/expand).
+ * Each handler decodes, calls the service (v1svc_perm.c) and encodes; nothing else.
  */
 #include <string.h>
 
 #include "v1_int.h"
 
 #define KW_MODULE "v1"
-
-static const char *permissionship(kw_check_result_t r)
-{
-    return r == KW_CHECK_YES ? "PERMISSIONSHIP_HAS_PERMISSION" : "PERMISSIONSHIP_NO_PERMISSION";
-}
-
-static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
-{
-    atomic_fetch_add_explicit(rc != KW_OK         ? &api->checks_error
-                              : r == KW_CHECK_YES ? &api->checks_allowed
-                                                  : &api->checks_denied,
-                              1, memory_order_relaxed);
-}
 
 static const char *const CHECK_FIELDS[] = {"consistency", "resource",    "permission", "subject",
                                            "context",     "withTracing", NULL};
@@ -49,62 +36,73 @@ static const kw__v1_msg_t LS_MSG = {"LookupSubjectsRequest", LS_FIELDS};
 static const char *const EXPAND_FIELDS[] = {"consistency", "resource", "permission", NULL};
 static const kw__v1_msg_t EXPAND_MSG = {"ExpandPermissionTreeRequest", EXPAND_FIELDS};
 
-#define WHY_CONTEXT "keyward does not implement caveats, so nothing would read the context"
-#define WHY_TRACING "keyward does not implement debug traces"
-#define WHY_CURSOR "keyward does not implement cursors (every result comes in one response)"
+static const char *permissionship(kw_v1_permissionship_t p)
+{
+    switch (p) {
+    case KW_V1_PERM_HAS:
+        return "PERMISSIONSHIP_HAS_PERMISSION";
+    case KW_V1_PERM_CONDITIONAL:
+        return "PERMISSIONSHIP_CONDITIONAL_PERMISSION";
+    case KW_V1_PERM_NO:
+        return "PERMISSIONSHIP_NO_PERMISSION";
+    }
+    return "PERMISSIONSHIP_UNSPECIFIED";
+}
+
+static const char *lookup_permissionship(kw_v1_permissionship_t p)
+{
+    return p == KW_V1_PERM_CONDITIONAL ? "LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION"
+                                       : "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION";
+}
 
 void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    kw__v1_snap_t snap;
-    json_t *body = kw__v1_begin(api, req, resp, &CHECK_MSG, &snap);
-    kw__v1_perr_t e = {0, ""};
-    kw_object_t res;
-    kw_str_t perm;
-    kw_subject_t sub;
-    kw_diag_t d;
-    kw_diag_clear(&d);
+    kw_v1_check_req_t c;
+    memset(&c, 0, sizeof(c));
+    c.arena = req->arena;
+    json_t *body = kw__v1_begin(api, req, resp, &CHECK_MSG, &c.consistency);
     if (!body)
         return;
-    if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
-        !kw__v1_req_str(body, "permission", &perm, &e) ||
-        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e) ||
-        !kw__v1_refuse_set(body, CHECK_MSG.name, "context", true, WHY_CONTEXT, &e) ||
-        !kw__v1_refuse_true(body, CHECK_MSG.name, "withTracing", WHY_TRACING, &e)) {
+    kw__v1_perr_t e = {0, ""};
+    if (!kw__v1_parse_object(kw__v1_get(body, "resource"), &c.resource, "resource", &e) ||
+        !kw__v1_req_str(body, "permission", &c.permission, &e) ||
+        !kw__v1_parse_subject(kw__v1_get(body, "subject"), &c.subject, &e) ||
+        !kw__v1_opt_struct(body, "context", req->arena, &c.context, &e) ||
+        !kw__v1_opt_bool(body, "withTracing", &c.with_tracing, &e)) {
         kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    kw_check_result_t r = KW_CHECK_NO;
-    kw_revision_t rev = 0;
-    if (!kw__v1_hold(api, &snap, resp, &rev)) {
-        json_decref(body);
-        return;
-    }
-    int rc = kw_engine_check(api->engine, res, perm, sub, &r, NULL, &d);
-    kw__v1_release(api, &snap);
-    count_check(api, rc, r);
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw_v1_check_resp_t out;
+    int rc = kw_v1_check(api, &c, &out, &st);
     json_decref(body);
     if (rc != KW_OK) {
-        kw__v1_fail(req, resp, rc, &d);
+        kw__v1_status_answer(resp, &st);
         return;
     }
     kw__v1_answer(req, resp,
-                  json_pack("{s:o, s:s}", "checkedAt", kw__v1_token_json(rev), "permissionship",
-                            permissionship(r)),
-                  rev);
+                  json_pack("{s:o, s:s, s:o, s:n, s:n}", "checkedAt",
+                            kw__v1_token_json(out.checked_at), "permissionship",
+                            permissionship(out.permissionship), "partialCaveatInfo",
+                            kw__v1_partial_json(out.permissionship, out.missing), "debugTrace",
+                            "optionalExpiresAt"),
+                  out.checked_at);
 }
 
 /* items[i]: one CheckBulkPermissionsRequestItem; e's message is prefixed with its index. */
-static bool parse_item(json_t *it, size_t i, kw_check_item_t *out, kw__v1_perr_t *e)
+static bool parse_item(json_t *it, size_t i, kw_arena_t *a, kw_v1_bulk_item_t *out,
+                       kw__v1_perr_t *e)
 {
     memset(out, 0, sizeof(*out));
     bool ok = json_is_object(it) || kw__v1_bad(e, "must be an object");
     ok = ok && kw__v1_known(it, "item", BULK_ITEM_FIELDS, e) &&
-         kw__v1_parse_object(json_object_get(it, "resource"), &out->resource, "resource", e) &&
+         kw__v1_parse_object(kw__v1_get(it, "resource"), &out->resource, "resource", e) &&
          kw__v1_req_str(it, "permission", &out->permission, e) &&
-         kw__v1_parse_subject(json_object_get(it, "subject"), &out->subject, e) &&
-         kw__v1_refuse_set(it, "item", "context", true, WHY_CONTEXT, e);
+         kw__v1_parse_subject(kw__v1_get(it, "subject"), &out->subject, e) &&
+         kw__v1_opt_struct(it, "context", a, &out->context, e);
     if (!ok) {
         char msg[sizeof(e->msg)];
         snprintf(msg, sizeof(msg), "%s", e->msg[0] ? e->msg : "invalid item");
@@ -113,246 +111,198 @@ static bool parse_item(json_t *it, size_t i, kw_check_item_t *out, kw__v1_perr_t
     return ok;
 }
 
+/* The request item as the gateway echoes it: every field of the message. */
+static json_t *item_json(const kw_v1_bulk_item_t *it)
+{
+    json_t *ctx =
+        it->context.len ? json_loadb(it->context.ptr, it->context.len, 0, NULL) : json_null();
+    return ctx ? json_pack("{s:o, s:o, s:o, s:o}", "resource", kw__v1_object_json(it->resource),
+                           "permission", kw__v1_strj(it->permission), "subject",
+                           kw__v1_subject_json(&it->subject), "context", ctx)
+               : NULL;
+}
+
 void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    kw__v1_snap_t snap;
-    json_t *body = kw__v1_begin(api, req, resp, &BULK_MSG, &snap);
-    kw__v1_perr_t e = {0, ""};
+    kw_v1_bulk_req_t b;
+    memset(&b, 0, sizeof(b));
+    b.arena = req->arena;
+    json_t *body = kw__v1_begin(api, req, resp, &BULK_MSG, &b.consistency);
     if (!body)
         return;
-    if (!kw__v1_refuse_true(body, BULK_MSG.name, "withTracing", WHY_TRACING, &e)) {
-        kw__v1_perr_answer(resp, &e);
-        json_decref(body);
-        return;
+    kw__v1_perr_t e = {0, ""};
+    json_t *arr = kw__v1_get(body, "items");
+    if ((arr && !json_is_null(arr) && !json_is_array(arr)) ||
+        !kw__v1_opt_bool(body, "withTracing", &b.with_tracing, &e)) {
+        if (!e.msg[0])
+            kw__v1_bad(&e, "items must be an array");
+        goto bad;
     }
-    json_t *arr = json_object_get(body, "items");
-    size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-    if (!json_is_array(arr) || n > KW_MAX_UPDATES_PER_WRITE) {
-        kw__v1_error(resp, 400, KW__GRPC_INVALID_ARGUMENT,
-                     "items must be an array of at most 1000");
-        json_decref(body);
-        return;
-    }
-    kw_check_item_t *items = n ? kw_arena_alloc(req->arena, n * sizeof(*items)) : NULL;
-    if (n && !items) {
-        kw__v1_fail(req, resp, KW_ENOMEM, NULL);
-        json_decref(body);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!parse_item(json_array_get(arr, i), i, &items[i], &e)) {
-            kw__v1_perr_answer(resp, &e);
-            json_decref(body);
-            return;
+    b.n_items = json_is_array(arr) ? json_array_size(arr) : 0;
+    if (b.n_items && b.n_items <= KW_V1_MAX_BULK_ITEMS) {
+        b.items = kw_arena_alloc(req->arena, b.n_items * sizeof(*b.items));
+        if (!b.items) {
+            kw__v1_bad(&e, "out of memory");
+            goto bad;
         }
+        for (size_t i = 0; i < b.n_items; i++)
+            if (!parse_item(json_array_get(arr, i), i, req->arena, &b.items[i], &e))
+                goto bad;
     }
-    kw_revision_t rev = 0, engine_rev = 0;
-    if (!kw__v1_hold(api, &snap, resp, &rev)) {
-        json_decref(body);
-        return;
-    }
-    int rc = n ? kw_engine_check_bulk(api->engine, items, n, &engine_rev) : KW_OK;
-    kw__v1_release(api, &snap);
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw_revision_t rev = 0;
+    int rc = kw_v1_check_bulk(api, &b, &rev, &st);
     if (rc != KW_OK) {
-        kw__v1_fail(req, resp, rc, NULL);
+        kw__v1_status_answer(resp, &st);
         json_decref(body);
         return;
     }
     json_t *pairs = json_array();
-    for (size_t i = 0; pairs && i < n; i++) {
-        count_check(api, items[i].rc, items[i].result);
-        json_t *request = json_deep_copy(json_array_get(arr, i));
-        json_t *pair;
-        if (items[i].rc == KW_OK)
-            pair = json_pack("{s:o, s:{s:s}}", "request", request, "item", "permissionship",
-                             permissionship(items[i].result));
-        else
-            pair = json_pack("{s:o, s:{s:i, s:s}}", "request", request, "error", "code",
-                             KW__GRPC_INVALID_ARGUMENT, "message",
-                             items[i].diag.msg[0] ? items[i].diag.msg : kw_strerror(items[i].rc));
+    for (size_t i = 0; pairs && i < b.n_items; i++) {
+        const kw_v1_bulk_item_t *it = &b.items[i];
+        json_t *pair =
+            it->error
+                ? json_pack("{s:o, s:o}", "request", item_json(it), "error",
+                            kw__v1_status_json(it->error))
+                : json_pack("{s:o, s:{s:s, s:o, s:n}}", "request", item_json(it), "item",
+                            "permissionship", permissionship(it->permissionship),
+                            "partialCaveatInfo",
+                            kw__v1_partial_json(it->permissionship, it->missing), "debugTrace");
         if (!pair || json_array_append_new(pairs, pair) != 0) {
             json_decref(pairs);
             pairs = NULL;
         }
     }
+    json_decref(body); /* the items pointed into it */
+    kw__v1_answer(
+        req, resp,
+        pairs ? json_pack("{s:o, s:o}", "checkedAt", kw__v1_token_json(rev), "pairs", pairs) : NULL,
+        rev);
+    return;
+bad:
+    kw__v1_perr_answer(resp, &e);
     json_decref(body);
-    if (!pairs) {
-        kw__v1_fail(req, resp, KW_ENOMEM, NULL);
-        return;
-    }
-    kw__v1_answer(req, resp,
-                  json_pack("{s:o, s:o}", "checkedAt", kw__v1_token_json(rev), "pairs", pairs),
-                  rev);
 }
 
-static int collect(kw_str_t id, void *ud)
+static int lr_emit(void *ud, const kw_v1_lr_result_t *r)
 {
-    return kw__api_ids_add(ud, id);
+    json_t *res =
+        json_pack("{s:o, s:o, s:s, s:o, s:o}", "lookedUpAt", kw__v1_token_json(r->looked_up_at),
+                  "resourceObjectId", kw__v1_strj(r->resource_id), "permissionship",
+                  lookup_permissionship(r->permissionship), "partialCaveatInfo",
+                  kw__v1_partial_json(r->permissionship, r->missing), "afterResultCursor",
+                  kw__v1_cursor_json(r->cursor));
+    return kw__v1_stream_result(ud, res, r->looked_up_at);
 }
 
 void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
+    if (!kw__v1_on_worker(req))
+        return;
     kw_api_t *api = kw__api_of(ud);
-    kw__v1_snap_t snap;
-    json_t *body = kw__v1_begin(api, req, resp, &LR_MSG, &snap);
-    kw__v1_perr_t e = {0, ""};
-    kw_str_t type, perm;
-    kw_subject_t sub;
-    kw_diag_t d;
-    kw_diag_clear(&d);
+    kw_v1_lr_req_t r;
+    memset(&r, 0, sizeof(r));
+    json_t *body = kw__v1_begin(api, req, resp, &LR_MSG, &r.consistency);
     if (!body)
         return;
-    if (!kw__v1_req_str(body, "resourceObjectType", &type, &e) ||
-        !kw__v1_req_str(body, "permission", &perm, &e) ||
-        !kw__v1_parse_subject(json_object_get(body, "subject"), &sub, &e) ||
-        !kw__v1_refuse_set(body, LR_MSG.name, "context", true, WHY_CONTEXT, &e) ||
-        !kw__v1_refuse_uint(body, LR_MSG.name, "optionalLimit",
-                            "keyward does not implement cursors, so a limited page could not "
-                            "be continued (omit it, or send 0)",
-                            &e) ||
-        !kw__v1_refuse_set(body, LR_MSG.name, "optionalCursor", false, WHY_CURSOR, &e)) {
+    kw__v1_perr_t e = {0, ""};
+    if (!kw__v1_req_str(body, "resourceObjectType", &r.resource_type, &e) ||
+        !kw__v1_req_str(body, "permission", &r.permission, &e) ||
+        !kw__v1_parse_subject(kw__v1_get(body, "subject"), &r.subject, &e) ||
+        !kw__v1_opt_struct(body, "context", req->arena, &r.context, &e) ||
+        !kw__v1_opt_u32(body, "optionalLimit", &r.limit, &e) ||
+        !kw__v1_opt_cursor(body, "optionalCursor", &r.cursor, &e)) {
         kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    kw__api_ids_t l = {req->arena, NULL, 0, 0, KW_OK};
-    kw_revision_t rev = 0, engine_rev = 0;
-    if (!kw__v1_hold(api, &snap, resp, &rev)) {
-        json_decref(body);
-        return;
-    }
-    int rc = kw_engine_lookup_resources(api->engine, type, perm, sub, collect, &l, &engine_rev, &d);
-    kw__v1_release(api, &snap);
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw__v1_stream_t s;
+    kw__v1_stream_init(&s, req, resp);
+    int rc = kw_v1_lookup_resources(api, &r, lr_emit, &s, &st);
+    kw__v1_stream_end(&s, rc, &st);
     json_decref(body);
-    if (rc == 1 || rc == KW_OK)
-        rc = l.rc;
-    json_t *tok = rc == KW_OK ? kw__v1_token_json(rev) : NULL;
-    for (size_t i = 0; rc == KW_OK && i < l.n; i++)
-        rc = kw__v1_stream_line(&resp->body,
-                                json_pack("{s:O, s:o, s:s}", "lookedUpAt", tok, "resourceObjectId",
-                                          kw__v1_strj(l.ids[i]), "permissionship",
-                                          "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
-    json_decref(tok);
-    kw_free(l.ids);
-    if (rc != KW_OK) {
-        kw__v1_fail(req, resp, rc, &d);
-        return;
-    }
-    resp->status = 200;
-    kw__api_revision(req, resp, rev);
 }
 
-typedef struct {
-    kw_buf_t *out;
-    kw_engine_t *engine;
-    json_t *results;  /* collected: the revision is known only after the call */
-    bool no_wildcard; /* wildcardOption WILDCARD_OPTION_EXCLUDE_WILDCARDS */
-    int rc;
-} subj_ctx_t;
-
-static int subj_cb(const kw_subject_result_t *r, void *ud)
+/* A ResolvedSubject {subjectObjectId, permissionship, partialCaveatInfo}. */
+static json_t *resolved_json(kw_str_t id, kw_v1_permissionship_t p, kw_str_t missing)
 {
-    subj_ctx_t *c = ud;
-    if (c->no_wildcard && kw_str_eq_c(r->id, "*"))
-        return 0;
-    json_t *excl = json_array();
-    for (size_t i = 0; excl && i < r->n_excluded; i++)
-        json_array_append_new(excl, json_pack("{s:o, s:s}", "subjectObjectId",
-                                              kw__v1_strj(r->excluded[i]), "permissionship",
-                                              "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION"));
-    json_t *item = excl
-                       ? json_pack("{s:{s:o, s:s}, s:o}", "subject", "subjectObjectId",
-                                   kw__v1_strj(r->id), "permissionship",
-                                   "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION", "excludedSubjects", excl)
-                       : NULL;
-    if (!item || json_array_append_new(c->results, item) != 0) {
-        c->rc = KW_ENOMEM;
-        return 1;
-    }
-    return 0;
+    return json_pack("{s:o, s:s, s:o}", "subjectObjectId", kw__v1_strj(id), "permissionship",
+                     lookup_permissionship(p), "partialCaveatInfo",
+                     kw__v1_partial_json(p, missing));
 }
 
-/* wildcardOption: UNSPECIFIED and INCLUDE_WILDCARDS answer the wildcard "*" (with its
- * exclusions) like any subject; EXCLUDE_WILDCARDS leaves it out. Enum names only. */
-static bool wildcard_option(json_t *body, bool *exclude, kw__v1_perr_t *e)
+static int ls_emit(void *ud, const kw_v1_ls_result_t *r)
 {
-    kw_str_t v;
-    *exclude = false;
-    if (!kw__v1_opt_str(body, "wildcardOption", &v, e))
-        return false;
-    if (v.len == 0 || kw_str_eq_c(v, "WILDCARD_OPTION_UNSPECIFIED") ||
-        kw_str_eq_c(v, "WILDCARD_OPTION_INCLUDE_WILDCARDS"))
-        return true;
-    if (kw_str_eq_c(v, "WILDCARD_OPTION_EXCLUDE_WILDCARDS")) {
-        *exclude = true;
-        return true;
+    json_t *ids = json_array(), *excl = json_array();
+    for (size_t i = 0; ids && excl && i < r->n_excluded; i++) {
+        if (json_array_append_new(ids, kw__v1_strj(r->excluded[i])) != 0 ||
+            json_array_append_new(
+                excl, resolved_json(r->excluded[i], KW_V1_PERM_HAS, KW_STR_NULL)) != 0) {
+            json_decref(ids);
+            ids = NULL;
+        }
     }
-    return kw__v1_bad(e, "wildcardOption must be WILDCARD_OPTION_UNSPECIFIED, "
-                         "WILDCARD_OPTION_INCLUDE_WILDCARDS or WILDCARD_OPTION_EXCLUDE_WILDCARDS");
+    /* The deprecated fields (subjectObjectId, excludedSubjectIds, permissionship) are
+     * still filled by SpiceDB, so they are here. */
+    json_t *res =
+        ids && excl
+            ? json_pack("{s:o, s:o, s:o, s:s, s:o, s:o, s:o, s:o}", "lookedUpAt",
+                        kw__v1_token_json(r->looked_up_at), "subjectObjectId",
+                        kw__v1_strj(r->subject_id), "excludedSubjectIds", ids, "permissionship",
+                        lookup_permissionship(r->permissionship), "partialCaveatInfo",
+                        kw__v1_partial_json(r->permissionship, r->missing), "subject",
+                        resolved_json(r->subject_id, r->permissionship, r->missing),
+                        "excludedSubjects", excl, "afterResultCursor",
+                        kw__v1_cursor_json(r->cursor))
+            : NULL;
+    if (!res) {
+        json_decref(ids);
+        json_decref(excl);
+    }
+    return kw__v1_stream_result(ud, res, r->looked_up_at);
 }
+
+static const char *const WILDCARD_OPTIONS[] = {"WILDCARD_OPTION_UNSPECIFIED",
+                                               "WILDCARD_OPTION_INCLUDE_WILDCARDS",
+                                               "WILDCARD_OPTION_EXCLUDE_WILDCARDS"};
 
 void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
+    if (!kw__v1_on_worker(req))
+        return;
     kw_api_t *api = kw__api_of(ud);
-    kw__v1_snap_t snap;
-    json_t *body = kw__v1_begin(api, req, resp, &LS_MSG, &snap);
-    kw__v1_perr_t e = {0, ""};
-    kw_object_t res;
-    kw_str_t perm, stype, srel;
-    bool no_wildcard = false;
-    kw_diag_t d;
-    kw_diag_clear(&d);
+    kw_v1_ls_req_t r;
+    memset(&r, 0, sizeof(r));
+    json_t *body = kw__v1_begin(api, req, resp, &LS_MSG, &r.consistency);
     if (!body)
         return;
-    if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
-        !kw__v1_req_str(body, "permission", &perm, &e) ||
-        !kw__v1_req_str(body, "subjectObjectType", &stype, &e) ||
-        !kw__v1_opt_str(body, "optionalSubjectRelation", &srel, &e) ||
-        !kw__v1_refuse_set(body, LS_MSG.name, "context", true, WHY_CONTEXT, &e) ||
-        !kw__v1_refuse_uint(body, LS_MSG.name, "optionalConcreteLimit",
-                            "keyward does not implement concrete limits", &e) ||
-        !kw__v1_refuse_set(body, LS_MSG.name, "optionalCursor", false, WHY_CURSOR, &e) ||
-        !wildcard_option(body, &no_wildcard, &e)) {
+    kw__v1_perr_t e = {0, ""};
+    int wildcard = 0;
+    if (!kw__v1_parse_object(kw__v1_get(body, "resource"), &r.resource, "resource", &e) ||
+        !kw__v1_req_str(body, "permission", &r.permission, &e) ||
+        !kw__v1_req_str(body, "subjectObjectType", &r.subject_type, &e) ||
+        !kw__v1_opt_str(body, "optionalSubjectRelation", &r.subject_relation, &e) ||
+        !kw__v1_opt_struct(body, "context", req->arena, &r.context, &e) ||
+        !kw__v1_opt_u32(body, "optionalConcreteLimit", &r.concrete_limit, &e) ||
+        !kw__v1_opt_cursor(body, "optionalCursor", &r.cursor, &e) ||
+        !kw__v1_opt_enum(body, "wildcardOption", WILDCARD_OPTIONS, KW_ARRAY_LEN(WILDCARD_OPTIONS),
+                         &wildcard, &e)) {
         kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    subj_ctx_t c = {&resp->body, api->engine, json_array(), no_wildcard, KW_OK};
-    kw_revision_t rev = 0, engine_rev = 0;
-    if (!kw__v1_hold(api, &snap, resp, &rev)) {
-        json_decref(c.results);
-        json_decref(body);
-        return;
-    }
-    int rc = c.results ? kw_engine_lookup_subjects(api->engine, res, perm, stype, srel, subj_cb, &c,
-                                                   &engine_rev, &d)
-                       : KW_ENOMEM;
-    kw__v1_release(api, &snap);
+    r.wildcard = wildcard == 2 ? KW_V1_WILDCARD_EXCLUDE : KW_V1_WILDCARD_INCLUDE;
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw__v1_stream_t s;
+    kw__v1_stream_init(&s, req, resp);
+    int rc = kw_v1_lookup_subjects(api, &r, ls_emit, &s, &st);
+    kw__v1_stream_end(&s, rc, &st);
     json_decref(body);
-    if (rc == 1 || rc == KW_OK)
-        rc = c.rc;
-    json_t *tok = rc == KW_OK ? kw__v1_token_json(rev) : NULL;
-    size_t i;
-    json_t *item;
-    json_array_foreach(c.results, i, item)
-    {
-        if (rc != KW_OK)
-            break;
-        if (json_object_set(item, "lookedUpAt", tok) != 0) {
-            rc = KW_ENOMEM;
-            break;
-        }
-        rc = kw__v1_stream_line(&resp->body, json_incref(item));
-    }
-    json_decref(tok);
-    json_decref(c.results);
-    if (rc != KW_OK) {
-        kw__v1_fail(req, resp, rc, &d);
-        return;
-    }
-    resp->status = 200;
-    kw__api_revision(req, resp, rev);
 }
 
 static json_t *expand_json(const kw_expand_t *n, int depth)
@@ -366,8 +316,14 @@ static json_t *expand_json(const kw_expand_t *n, int depth)
     if (n->kind == KW_EXPAND_LEAF) {
         json_t *subs = json_array();
         for (size_t i = 0; subs && i < n->n_subjects; i++)
-            json_array_append_new(subs, kw__v1_subject_json(&n->subjects[i]));
-        json_object_set_new(node, "leaf", json_pack("{s:o}", "subjects", subs));
+            if (json_array_append_new(subs, kw__v1_subject_json(&n->subjects[i])) != 0) {
+                json_decref(subs);
+                subs = NULL;
+            }
+        if (!subs || json_object_set_new(node, "leaf", json_pack("{s:o}", "subjects", subs)) != 0) {
+            json_decref(node);
+            return NULL;
+        }
         return node;
     }
     const char *op = n->kind == KW_EXPAND_UNION          ? "OPERATION_UNION"
@@ -381,52 +337,44 @@ static json_t *expand_json(const kw_expand_t *n, int depth)
             kids = NULL;
         }
     }
-    if (!kids) {
+    if (!kids ||
+        json_object_set_new(node, "intermediate",
+                            json_pack("{s:s, s:o}", "operation", op, "children", kids)) != 0) {
         json_decref(node);
         return NULL;
     }
-    json_object_set_new(node, "intermediate",
-                        json_pack("{s:s, s:o}", "operation", op, "children", kids));
     return node;
 }
 
 void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
-    kw__v1_snap_t snap;
-    json_t *body = kw__v1_begin(api, req, resp, &EXPAND_MSG, &snap);
-    kw__v1_perr_t e = {0, ""};
-    kw_object_t res;
-    kw_str_t perm;
-    kw_diag_t d;
-    kw_diag_clear(&d);
+    kw_v1_expand_req_t x;
+    memset(&x, 0, sizeof(x));
+    x.arena = req->arena;
+    json_t *body = kw__v1_begin(api, req, resp, &EXPAND_MSG, &x.consistency);
     if (!body)
         return;
-    if (!kw__v1_parse_object(json_object_get(body, "resource"), &res, "resource", &e) ||
-        !kw__v1_req_str(body, "permission", &perm, &e)) {
+    kw__v1_perr_t e = {0, ""};
+    if (!kw__v1_parse_object(kw__v1_get(body, "resource"), &x.resource, "resource", &e) ||
+        !kw__v1_req_str(body, "permission", &x.permission, &e)) {
         kw__v1_perr_answer(resp, &e);
         json_decref(body);
         return;
     }
-    kw_expand_t *tree = NULL;
-    kw_revision_t rev = 0, engine_rev = 0;
-    if (!kw__v1_hold(api, &snap, resp, &rev)) {
-        json_decref(body);
-        return;
-    }
-    int rc = kw_engine_expand(api->engine, res, perm, req->arena, &tree, &engine_rev, &d);
-    kw__v1_release(api, &snap);
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw_v1_expand_resp_t out;
+    int rc = kw_v1_expand(api, &x, &out, &st);
     json_decref(body);
     if (rc != KW_OK) {
-        kw__v1_fail(req, resp, rc, &d);
+        kw__v1_status_answer(resp, &st);
         return;
     }
-    json_t *root = expand_json(tree, 0);
-    if (!root) {
-        kw__v1_fail(req, resp, KW_ENOMEM, NULL);
-        return;
-    }
+    json_t *root = expand_json(out.tree, 0);
     kw__v1_answer(req, resp,
-                  json_pack("{s:o, s:o}", "expandedAt", kw__v1_token_json(rev), "treeRoot", root),
-                  rev);
+                  root ? json_pack("{s:o, s:o}", "expandedAt", kw__v1_token_json(out.expanded_at),
+                                   "treeRoot", root)
+                       : NULL,
+                  out.expanded_at);
 }

@@ -81,8 +81,9 @@ typedef struct kw_update {
     kw_rel_t rel;
 } kw_update_t;
 
-/* A relationship filter (SpiceDB RelationshipFilter). resource_type is required; every
- * other field is optional (len == 0 means "any"). has_subject selects whether the
+/* A relationship filter (SpiceDB RelationshipFilter). Every field is optional (len == 0
+ * means "any"), but a filter without resource_type needs a subject filter and may have
+ * neither a relation nor a resource id. has_subject selects whether the
  * subject_* fields apply; with has_subject, subject_relation_set distinguishes "any
  * subject relation" (false) from "exactly subject_relation" (true; empty or "..." =
  * no relation). */

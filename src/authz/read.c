@@ -20,10 +20,17 @@ int kw__filter_compile(const kw_engine_t *e, const kw_filter_t *f, kw_cfilter_t 
     const kw_schema_t *s = e->model->schema;
     memset(cf, 0, sizeof(*cf));
     cf->now = kw__engine_query_now(e);
-    if (f->resource_type.len == 0)
-        return kw_diag_set(diag, KW_EINVAL, 0, 0, "a relationship filter needs a resource type");
-    cf->rtype = kw_schema_type_index(s, f->resource_type);
-    if (cf->rtype == KW_TYPE_NONE)
+    /* No resource type (SpiceDB allows it): cf->rtype KW_TYPE_NONE matches every type; a
+     * relation or an id is only meaningful within one. */
+    if (f->resource_type.len == 0 && (f->relation.len || f->resource_id.len))
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "a relationship filter with a relation or a resource id needs a "
+                           "resource type");
+    if (f->resource_type.len == 0 && !f->has_subject)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "a relationship filter needs a resource type or a subject filter");
+    cf->rtype = f->resource_type.len ? kw_schema_type_index(s, f->resource_type) : KW_TYPE_NONE;
+    if (cf->rtype == KW_TYPE_NONE && f->resource_type.len)
         return kw_diag_set(diag, KW_EINVAL, 0, 0, "object definition \"%.*s\" not found",
                            KW_STR_FMT(f->resource_type));
     cf->rel = KW_REL_NONE;
@@ -78,7 +85,7 @@ int kw__filter_compile(const kw_engine_t *e, const kw_filter_t *f, kw_cfilter_t 
 static bool filter_edge(const kw_graph_t *g, const kw_cfilter_t *cf, uint32_t rnode, uint16_t rel,
                         uint32_t snode, uint16_t srel)
 {
-    if (g->nodes[rnode].type != cf->rtype)
+    if (cf->rtype != KW_TYPE_NONE && g->nodes[rnode].type != cf->rtype)
         return false;
     if (cf->rid_set && rnode != cf->rnode)
         return false;
@@ -132,7 +139,7 @@ static int filter_each(const kw_graph_t *g, const kw_cfilter_t *cf, match_fn fn,
     }
     for (uint32_t n = 0; n < g->n_nodes; n++) {
         const kw_node_t *nd = &g->nodes[n];
-        if (!kw__node_live(nd) || nd->type != cf->rtype)
+        if (!kw__node_live(nd) || (cf->rtype != KW_TYPE_NONE && nd->type != cf->rtype))
             continue;
         for (uint32_t i = 0; i < nd->fwd.n; i++) {
             if (filter_edge(g, cf, n, nd->fwd.v[i].rel, nd->fwd.v[i].other,

@@ -380,7 +380,8 @@ int kw_cli_serve(int argc, char **argv)
     }
     if (load_graph(sync, engine, schema) != KW_OK)
         goto out;
-    if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK) {
+    if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK ||
+        kw_api_set_v1_preshared_keys(api, getenv("KEYWARD_V1_PRESHARED_KEYS")) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");
         goto out;
     }

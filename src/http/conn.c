@@ -57,6 +57,8 @@ static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
  * request is with the pool (a zombie), once the request comes back. */
 void kw__conn_close(kw_http_server_t *srv, kw__conn_t *c)
 {
+    if (c->rq && c->state == KW__C_BUSY)
+        kw__stream_close(c->rq); /* a streaming handler stops writing */
     if (c->fd >= 0) {
         close(c->fd); /* also leaves the epoll set */
         c->fd = -1;
@@ -88,6 +90,20 @@ static void to_linger(kw_http_server_t *srv, kw__conn_t *c)
     ready_push(srv, c);
 }
 
+/* Tells a streaming handler how much the socket has not taken yet (it waits while that
+ * and its queue are over KW_HTTP_STREAM_HIGH). */
+static void stream_room(kw__conn_t *c)
+{
+    if (!c->streaming || !c->rq)
+        return;
+    kw__stream_t *st = c->rq->st;
+    pthread_mutex_lock(&st->mu);
+    st->unsent = c->out.len - c->woff;
+    if (st->unsent + st->q.len < KW_HTTP_STREAM_HIGH)
+        pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
 /* Writes what is pending. On completion: WRITE goes on to the next request or to linger;
  * other states (a 100 Continue during BODY) just carry on. false: the conn was closed. */
 static bool conn_flush(kw_http_server_t *srv, kw__conn_t *c)
@@ -96,17 +112,23 @@ static bool conn_flush(kw_http_server_t *srv, kw__conn_t *c)
         ssize_t n = send(c->fd, c->out.ptr + c->woff, c->out.len - c->woff, MSG_NOSIGNAL);
         if (n > 0) {
             c->woff += (size_t)n;
+            if (c->streaming) /* progress: the stall deadline starts again */
+                set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS,
+                             KW__EXPIRE_WRITE);
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            stream_room(c);
             return true; /* EPOLLOUT brings us back */
+        }
         kw__conn_close(srv, c);
         return false;
     }
     c->out.len = 0;
     c->woff = 0;
+    stream_room(c);
     if (c->out.ptr && c->out.cap > 65536) { /* do not keep a big answer's buffer */
         kw_buf_free(&c->out);
         kw_buf_init(&c->out);
@@ -127,6 +149,17 @@ static void conn_answer(kw_http_server_t *srv, kw__conn_t *c, kw__rq_t *rq)
 {
     if (rq->close_after)
         c->close_after = true;
+    /* A streamed answer may have gone out whole already (out empty); what it still had
+     * queued goes before anything else. */
+    bool streamed = rq->st->begun;
+    if (streamed) {
+        pthread_mutex_lock(&rq->st->mu);
+        if (rq->st->q.len)
+            kw_buf_append(&c->out, rq->st->q.ptr, rq->st->q.len);
+        rq->st->q.len = 0;
+        pthread_mutex_unlock(&rq->st->mu);
+        c->streaming = false;
+    }
     if (c->out.len == 0) {
         kw_buf_free(&c->out);
         c->out = rq->out; /* take the buffer */
@@ -137,11 +170,11 @@ static void conn_answer(kw_http_server_t *srv, kw__conn_t *c, kw__rq_t *rq)
     kw__rq_free(rq);
     c->rq = NULL;
     c->answered = true;
-    if (c->out.failed || c->out.len == 0) {
+    c->state = KW__C_WRITE; /* no longer BUSY: a close below frees the connection */
+    if (c->out.failed || (c->out.len == 0 && !streamed)) {
         kw__conn_close(srv, c);
         return;
     }
-    c->state = KW__C_WRITE;
     set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS,
                  KW__EXPIRE_WRITE);
     conn_flush(srv, c);
@@ -484,8 +517,12 @@ void kw__conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         if (c->state == KW__C_BUSY || c->state == KW__C_WRITE) {
             /* Not reading now (requests on a connection go in order). A hang-up is
-             * noticed when the answer is written or the next read sees EOF. */
+             * noticed when the answer is written or the next read sees EOF; a handler
+             * on a worker learns of it at once (kw_http_stream_cancelled), as a Go
+             * server cancels the request's context when its client goes away. */
             c->rd_more = true;
+            if (c->state == KW__C_BUSY && c->rq && (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
+                kw__stream_close(c->rq);
             if (ev & (EPOLLHUP | EPOLLERR))
                 kw__conn_close(srv, c);
             return;
@@ -512,4 +549,38 @@ void kw__conn_done(kw_http_server_t *srv, kw__rq_t *rq)
     } else {
         conn_answer(srv, c, rq);
     }
+}
+
+/* The worker queued stream bytes for c (rq is with the worker: c is BUSY). */
+void kw__conn_stream(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    kw__conn_t *c = rq->conn;
+    kw__stream_t *st = rq->st;
+    pthread_mutex_lock(&st->mu);
+    st->notified = false;
+    if (c->fd < 0) {
+        st->closed = true;
+        atomic_store(&st->cancelled, true);
+        pthread_cond_broadcast(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+        return;
+    }
+    if (c->woff) { /* keep only what is unsent, so out stays bounded */
+        memmove(c->out.ptr, c->out.ptr + c->woff, c->out.len - c->woff);
+        c->out.len -= c->woff;
+        c->woff = 0;
+    }
+    kw_buf_append(&c->out, st->q.ptr, st->q.len);
+    st->q.len = 0;
+    pthread_mutex_unlock(&st->mu);
+    if (c->out.failed) {
+        kw__conn_close(srv, c);
+        return;
+    }
+    if (!c->streaming) {
+        c->streaming = true;
+        set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS,
+                     KW__EXPIRE_WRITE);
+    }
+    conn_flush(srv, c);
 }

@@ -100,6 +100,36 @@ void kw_http_server_wake(kw_http_server_t *srv);
 /* The clock of park deadlines (CLOCK_MONOTONIC, nanoseconds). */
 uint64_t kw_http_now_ns(void);
 
+/* ---- streamed answers (Transfer-Encoding: chunked) ----
+ * A handler that streams must not run on an event loop (it waits for the client): it
+ * first calls kw_http_req_to_worker and returns; it then runs again on a pool worker
+ * (req->run = KW_HTTP_RUN_WORKER; kw_http_req_on_worker is true there, and for re-runs
+ * of parked requests). There it may answer as usual (resp, Content-Length) or begin a
+ * stream: kw_http_stream_begin sends resp's status line and headers at once, then each
+ * kw_http_stream_write goes out as one chunk, flushed by the request's event loop while
+ * the handler goes on. When the handler returns the stream ends (the last chunk), the
+ * access log and metrics record the status given to kw_http_stream_begin. Backpressure:
+ * a write waits while more than KW_HTTP_STREAM_HIGH bytes are queued and unsent. A client
+ * that goes away (EOF, reset), does not read for body_timeout_s, or a server that stops,
+ * makes every later write fail (KW_EIO) and kw_http_stream_cancelled true, so the
+ * handler can stop computing. An HTTP/1.0 client gets the bytes unframed and the
+ * connection closes at the end. */
+#define KW_HTTP_STREAM_HIGH (256u * 1024u)
+enum { KW_HTTP_RUN_WORKER = KW_HTTP_RUN_DEADLINE + 1 };
+/* From a handler on an event loop: once it returns, the request runs again on a pool
+ * worker. KW_OK, or KW_ENOMEM (answer the request instead). */
+KW_NODISCARD int kw_http_req_to_worker(kw_http_req_t *req);
+bool kw_http_req_on_worker(const kw_http_req_t *req);
+/* On a worker, once: sends resp's status, content type and headers (the body is ignored)
+ * and begins the chunked body. KW_OK, KW_ENOMEM, KW_EIO (the client went away), KW_EINVAL
+ * (not on a worker, or begun already). */
+KW_NODISCARD int kw_http_stream_begin(kw_http_req_t *req, const kw_http_resp_t *resp);
+/* Sends n bytes (n > 0) as one chunk; waits while the queue is over KW_HTTP_STREAM_HIGH.
+ * KW_OK, KW_EIO (client gone, send deadline passed, server stopping), KW_ENOMEM. */
+KW_NODISCARD int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n);
+/* Has the client gone away (or the stream been cut off)? Cheap; any thread. */
+bool kw_http_stream_cancelled(const kw_http_req_t *req);
+
 /* Shapes an error the server produces itself (404, 405, 400, 408, 413, 417, 431, 501,
  * 503, 505, 500): must set resp->status = status and a body. req is as far as it got
  * (method and path may be empty for a request line that did not parse). */

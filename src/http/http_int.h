@@ -183,8 +183,28 @@ enum {
     KW__DONE_ANSWER,   /* rq->out holds the serialized response */
 };
 
+/* A streamed answer (kw_http_stream_*): bytes go from the worker running the handler to
+ * the request's loop through q. mu is a leaf lock (never held with another); cv signals
+ * room in the queue, or closed. */
+typedef struct kw__stream {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kw_buf_t q;             /* framed bytes the worker queued, not yet taken by the loop */
+    size_t unsent;          /* bytes the loop took and has not sent yet */
+    bool closed;            /* the client went away, the send deadline passed or the server stops */
+    bool notified;          /* the request is on its loop's stream list */
+    bool begun;             /* the head went out */
+    bool chunked;           /* HTTP/1.1: chunked framing (1.0: raw bytes, then close) */
+    _Atomic bool cancelled; /* closed, readable without the lock */
+} kw__stream_t;
+
 struct kw__rq {
-    kw__rq_t *next; /* queue link (run queue, parked list, done queue) */
+    kw__rq_t *next;        /* queue link (run queue, parked list, done queue) */
+    kw__rq_t *stream_next; /* its loop's stream list (st->notified) */
+    kw__stream_t *st;      /* &stream (always set: the loop reads it without a race) */
+    kw__stream_t stream;
+    bool to_worker; /* the handler asked to run again on a worker */
+    bool on_worker; /* the job runs on a pool worker */
     kw_http_server_t *srv;
     kw__conn_t *conn; /* the loop's (a zombie if the client went away) */
     kw__loop_t *loop; /* where the answer goes back */
@@ -262,6 +282,13 @@ bool kw__rq_run(kw__rq_t *rq);
 void kw__rq_request_id(kw__rq_t *rq);
 /* Hands an answered request back to its loop (rq->loop) and wakes it (any thread). */
 void kw__loop_done(kw__rq_t *rq);
+/* Tells rq's loop that its stream has bytes to send (the worker, once per st->notified). */
+void kw__loop_stream(kw__rq_t *rq);
+void kw__stream_fini(kw__stream_t *st);
+/* The loop takes what rq's stream queued into its connection's output and sends it. */
+void kw__conn_stream(kw_http_server_t *srv, kw__rq_t *rq);
+/* Marks rq's stream closed and wakes its writer (loop thread, or anyone). */
+void kw__stream_close(kw__rq_t *rq);
 
 /* ---- server.c + conn.c: the event loops and their connections ---- */
 
@@ -286,6 +313,7 @@ struct kw__conn {
     bool rd_more;   /* the socket may hold unread bytes (no EAGAIN seen since) */
     uint64_t accepted_ns;
     bool close_after; /* close (linger) once out is sent */
+    bool streaming;   /* BUSY with a streamed answer: out is sent while the handler runs */
     char *rbuf;
     size_t rlen, rcap, scan;
     kw_buf_t out;
@@ -313,6 +341,7 @@ struct kw__loop {
     /* answered requests coming back from the pool (done_mu; a leaf lock) */
     pthread_mutex_t done_mu;
     kw__rq_t *done_head, *done_tail;
+    kw__rq_t *stream_head; /* requests whose stream has new bytes (stream_next links) */
     /* everything below: this loop's thread only */
     kw__conn_t head; /* sentinel of the list of connections */
     size_t n_conns;

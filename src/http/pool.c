@@ -13,9 +13,13 @@
  * Locks: srv->mu (run queue, parked list, running count) is a leaf: never held with a
  * loop's done_mu, never held while a handler runs.
  *
- * The response path is built so that a streamed (chunked) body can be added later: a
- * request's answer is a byte buffer the loop writes out, and the loop only needs to be
- * told "more follows" to keep the connection in its writing state.
+ * Streamed answers (kw_http_stream_*, http.h): a handler on a loop asks for a worker
+ * (kw_http_req_to_worker), runs again there, and queues framed bytes in the request's
+ * kw__stream_t; the loop is told through its stream list + eventfd (kw__loop_stream),
+ * moves them to the connection's output and sends them (conn.c, kw__conn_stream). The
+ * writer waits on st->cv while more than KW_HTTP_STREAM_HIGH bytes are queued or unsent;
+ * the loop signals it as the socket drains, and wakes it for good (closed) when the
+ * connection goes away. st->mu is a leaf lock.
  *
  * Never logged: headers, bodies, query strings, raw paths.
  */
@@ -52,6 +56,19 @@ kw__rq_t *kw__rq_new(kw_http_server_t *srv)
     }
     rq->srv = srv;
     rq->label = srv->router.n_labels - 1; /* "unmatched" until routed */
+    if (pthread_mutex_init(&rq->stream.mu, NULL) != 0) {
+        kw_arena_free(rq->req.arena);
+        kw_free(rq);
+        return NULL;
+    }
+    if (pthread_cond_init(&rq->stream.cv, NULL) != 0) {
+        pthread_mutex_destroy(&rq->stream.mu);
+        kw_arena_free(rq->req.arena);
+        kw_free(rq);
+        return NULL;
+    }
+    kw_buf_init(&rq->stream.q);
+    rq->st = &rq->stream;
     kw_buf_init(&rq->body);
     kw_buf_init(&rq->resp.body);
     kw_buf_init(&rq->out);
@@ -68,6 +85,7 @@ void kw__rq_free(kw__rq_t *rq)
         return;
     if (rq->charged)
         atomic_fetch_sub(&rq->srv->body_used, rq->charged);
+    kw__stream_fini(rq->st);
     kw_buf_free(&rq->body);
     kw_buf_free(&rq->resp.body);
     kw_buf_free(&rq->out);
@@ -288,6 +306,28 @@ static void resp_sanitize(kw__rq_t *rq)
     }
 }
 
+/* The status line and headers of resp into o: with Content-Length, or (streamed) with
+ * Transfer-Encoding: chunked for HTTP/1.1 and nothing for 1.0 (which then closes). */
+static void write_head(kw__rq_t *rq, const kw_http_resp_t *resp, kw_buf_t *o, bool streamed)
+{
+    kw_buf_printf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n", resp->status,
+                  reason(resp->status), http_date(),
+                  resp->content_type ? resp->content_type : "application/json");
+    if (!streamed)
+        kw_buf_printf(o, "Content-Length: %zu\r\n", resp->body.len);
+    else if (rq->head.minor != 0)
+        kw_buf_puts(o, "Transfer-Encoding: chunked\r\n");
+    kw_buf_printf(o, "X-Request-Id: %s\r\n", rq->req.request_id);
+    for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++)
+        kw_buf_printf(o, "%s: %s\r\n", resp->hdr_names[i], resp->hdr_values[i]);
+    if (rq->close_after)
+        kw_buf_puts(o, "Connection: close\r\n\r\n");
+    else if (rq->head.minor == 0)
+        kw_buf_puts(o, "Connection: keep-alive\r\n\r\n");
+    else
+        kw_buf_puts(o, "\r\n");
+}
+
 void kw__rq_finish(kw__rq_t *rq)
 {
     kw_http_server_t *srv = rq->srv;
@@ -302,20 +342,7 @@ void kw__rq_finish(kw__rq_t *rq)
     bool is_head = kw_str_eq_c(rq->req.method, "HEAD");
     kw_buf_t *o = &rq->out;
     o->len = 0;
-    kw_buf_printf(o,
-                  "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                  "X-Request-Id: %s\r\n",
-                  resp->status, reason(resp->status), http_date(),
-                  resp->content_type ? resp->content_type : "application/json", resp->body.len,
-                  rq->req.request_id);
-    for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++)
-        kw_buf_printf(o, "%s: %s\r\n", resp->hdr_names[i], resp->hdr_values[i]);
-    if (rq->close_after)
-        kw_buf_puts(o, "Connection: close\r\n\r\n");
-    else if (rq->head.minor == 0)
-        kw_buf_puts(o, "Connection: keep-alive\r\n\r\n");
-    else
-        kw_buf_puts(o, "\r\n");
+    write_head(rq, resp, o, false);
     if (!is_head && resp->body.len)
         kw_buf_append(o, resp->body.ptr, resp->body.len);
     if (o->failed) {
@@ -365,6 +392,28 @@ static bool run_on_headers(kw__rq_t *rq)
     return false;
 }
 
+/* The handler returned after kw_http_stream_begin: the last chunk, then the request is
+ * answered (rq->out empty: everything went through the stream). */
+static void stream_finish(kw__rq_t *rq)
+{
+    kw_http_server_t *srv = rq->srv;
+    kw__stream_t *st = rq->st;
+    pthread_mutex_lock(&st->mu);
+    if (st->chunked && !st->closed)
+        kw_buf_puts(&st->q, "0\r\n\r\n");
+    if (st->q.failed) /* the stream is broken: the connection closes */
+        rq->close_after = true;
+    pthread_mutex_unlock(&st->mu);
+    if (!st->chunked)
+        rq->close_after = true; /* HTTP/1.0: the end of the body is the end of the connection */
+    resp_reset(&rq->resp);
+    rq->out.len = 0;
+    uint64_t dur = kw_http_now_ns() - rq->t0_ns;
+    kw__metrics_observe(&srv->metrics, rq->req.method, rq->label, rq->status, dur);
+    access_log(rq, dur);
+    rq->done = KW__DONE_ANSWER;
+}
+
 bool kw__rq_run(kw__rq_t *rq)
 {
     kw_http_server_t *srv = rq->srv;
@@ -385,7 +434,21 @@ bool kw__rq_run(kw__rq_t *rq)
     resp_reset(&rq->resp);
     rq->resp.status = 200;
     rq->parked = false;
+    rq->to_worker = false;
     rq->match.route->def->fn(&rq->req, &rq->resp, srv->cfg.ud);
+    if (rq->st && rq->st->begun) {
+        stream_finish(rq);
+        return true;
+    }
+    if (rq->to_worker && !rq->parked) {
+        resp_reset(&rq->resp);
+        rq->req.run = KW_HTTP_RUN_WORKER;
+        pthread_mutex_lock(&srv->mu);
+        run_push_locked(srv, rq);
+        pthread_cond_signal(&srv->cv);
+        pthread_mutex_unlock(&srv->mu);
+        return false;
+    }
     if (rq->parked) {
         resp_reset(&rq->resp);
         pthread_mutex_lock(&srv->mu);
@@ -413,6 +476,7 @@ bool kw__rq_run(kw__rq_t *rq)
 
 static void run_job(kw__rq_t *rq)
 {
+    rq->on_worker = true;
     if (kw__rq_run(rq))
         kw__loop_done(rq);
 }
@@ -607,4 +671,125 @@ void kw_http_server_wake(kw_http_server_t *srv)
     }
     pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
+}
+
+/* ---- streamed answers ---- */
+
+void kw__stream_fini(kw__stream_t *st)
+{
+    kw_buf_free(&st->q);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+}
+
+void kw__stream_close(kw__rq_t *rq)
+{
+    kw__stream_t *st = rq->st;
+    if (!st)
+        return;
+    pthread_mutex_lock(&st->mu);
+    st->closed = true;
+    atomic_store(&st->cancelled, true);
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+int kw_http_req_to_worker(kw_http_req_t *req)
+{
+    kw__rq_t *rq = req->priv;
+    rq->to_worker = true;
+    return KW_OK;
+}
+
+bool kw_http_req_on_worker(const kw_http_req_t *req)
+{
+    const kw__rq_t *rq = req->priv;
+    return rq->on_worker;
+}
+
+bool kw_http_stream_cancelled(const kw_http_req_t *req)
+{
+    const kw__rq_t *rq = req->priv;
+    return atomic_load(&rq->st->cancelled);
+}
+
+/* Appends to the queue (st->mu held by the caller) and says whether the loop must be told. */
+static bool queue_locked(kw__stream_t *st)
+{
+    if (st->notified)
+        return false;
+    st->notified = true;
+    return true;
+}
+
+int kw_http_stream_begin(kw_http_req_t *req, const kw_http_resp_t *resp)
+{
+    kw__rq_t *rq = req->priv;
+    kw__stream_t *st = rq->st;
+    if (!rq->on_worker || st->begun)
+        return KW_EINVAL;
+    st->chunked = rq->head.minor != 0; /* the loop never reads it */
+    rq->resp.status = resp->status;
+    rq->resp.content_type = resp->content_type;
+    rq->resp.n_hdrs = resp->n_hdrs;
+    for (size_t i = 0; i < resp->n_hdrs && i < KW_ARRAY_LEN(resp->hdr_names); i++) {
+        rq->resp.hdr_names[i] = resp->hdr_names[i];
+        rq->resp.hdr_values[i] = resp->hdr_values[i];
+    }
+    resp_sanitize(rq);
+    rq->status = rq->resp.status;
+    if (atomic_load_explicit(&rq->srv->stopping, memory_order_relaxed) || !rq->keep_alive ||
+        !st->chunked)
+        rq->close_after = true;
+    kw_buf_t head;
+    kw_buf_init(&head);
+    write_head(rq, &rq->resp, &head, true);
+    if (head.failed) {
+        kw_buf_free(&head);
+        return KW_ENOMEM;
+    }
+    pthread_mutex_lock(&st->mu);
+    int rc = st->closed ? KW_EIO : KW_OK;
+    bool notify = false;
+    if (rc == KW_OK) {
+        kw_buf_append(&st->q, head.ptr, head.len);
+        rc = st->q.failed ? KW_ENOMEM : KW_OK;
+        notify = queue_locked(st);
+    }
+    st->begun = true; /* even when closed: the handler's answer is this stream now */
+    pthread_mutex_unlock(&st->mu);
+    kw_buf_free(&head);
+    if (notify)
+        kw__loop_stream(rq);
+    return rc;
+}
+
+int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n)
+{
+    kw__rq_t *rq = req->priv;
+    kw__stream_t *st = rq->st;
+    if (!st->begun)
+        return KW_EINVAL;
+    if (n == 0)
+        return KW_OK; /* a zero-length chunk would end the body */
+    pthread_mutex_lock(&st->mu);
+    while (!st->closed && st->q.len + st->unsent >= KW_HTTP_STREAM_HIGH)
+        pthread_cond_wait(&st->cv, &st->mu);
+    int rc = KW_OK;
+    bool notify = false;
+    if (st->closed) {
+        rc = KW_EIO;
+    } else {
+        if (st->chunked)
+            kw_buf_printf(&st->q, "%zx\r\n", n);
+        kw_buf_append(&st->q, p, n);
+        if (st->chunked)
+            kw_buf_puts(&st->q, "\r\n");
+        rc = st->q.failed ? KW_ENOMEM : KW_OK;
+        notify = queue_locked(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (notify)
+        kw__loop_stream(rq);
+    return rc;
 }

@@ -105,11 +105,28 @@ void kw__loop_done(kw__rq_t *rq)
         loop_notify(lp);
 }
 
-static kw__rq_t *take_done(loop_t *lp)
+void kw__loop_stream(kw__rq_t *rq)
+{
+    loop_t *lp = rq->loop;
+    pthread_mutex_lock(&lp->done_mu);
+    bool was_empty = lp->done_head == NULL && lp->stream_head == NULL;
+    rq->stream_next = lp->stream_head;
+    lp->stream_head = rq;
+    pthread_mutex_unlock(&lp->done_mu);
+    if (was_empty)
+        loop_notify(lp);
+}
+
+/* Both lists at once: a request's stream entry is always taken no later than its done
+ * entry (the worker queues it first), so streams are handled before answers. */
+static kw__rq_t *take_done(loop_t *lp, kw__rq_t **streams)
 {
     pthread_mutex_lock(&lp->done_mu);
     kw__rq_t *l = lp->done_head;
     lp->done_head = lp->done_tail = NULL;
+    if (streams)
+        *streams = lp->stream_head;
+    lp->stream_head = NULL;
     pthread_mutex_unlock(&lp->done_mu);
     return l;
 }
@@ -255,7 +272,13 @@ static void on_done(loop_t *lp)
     uint64_t v;
     while (read(lp->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
-    kw__rq_t *l = take_done(lp);
+    kw__rq_t *streams = NULL;
+    kw__rq_t *l = take_done(lp, &streams);
+    while (streams) {
+        kw__rq_t *rq = streams;
+        streams = rq->stream_next;
+        kw__conn_stream(srv, rq);
+    }
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;
@@ -282,6 +305,14 @@ static void sweep(loop_t *lp, uint64_t now)
     kw__pool_expire_parked(srv, now, false);
     for (kw__conn_t *c = lp->head.next, *nx; c != &lp->head; c = nx) {
         nx = c->next;
+        if (c->fd >= 0 && c->state == KW__C_BUSY && c->streaming && now >= c->deadline &&
+            c->woff < c->out.len) {
+            /* A streamed answer the client has not read for body_timeout_s: cut off. */
+            atomic_fetch_add_explicit(&srv->metrics.expired[KW__EXPIRE_WRITE], 1,
+                                      memory_order_relaxed);
+            kw__conn_close(srv, c);
+            continue;
+        }
         if (c->fd < 0 || c->state == KW__C_BUSY || now < c->deadline)
             continue;
         if (c->expire_kind >= 0 && (c->state != KW__C_HEAD || c->got_bytes))
@@ -494,7 +525,8 @@ static void fill_defaults(kw_http_config_t *c)
 static void loop_fini(loop_t *lp)
 {
     /* Requests answered after the loop left: their connections are zombies now. */
-    kw__rq_t *l = take_done(lp);
+    kw__rq_t *streams = NULL; /* dropped: those requests come back through the done list */
+    kw__rq_t *l = take_done(lp, &streams);
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;

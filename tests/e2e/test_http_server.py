@@ -85,7 +85,8 @@ def test_server_made_errors_are_json(srv):
     st, h, body, _ = _raw(srv, b"POST /v1/nope HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
                                b"Connection: close\r\n\r\n")
     assert st == 404
-    assert json.loads(body) == {"detail": "Not Found", "code": 5, "message": "Not Found"}
+    assert json.loads(body) == {"detail": "Not Found", "code": 5, "message": "Not Found",
+                                "details": []}
 
 
 def test_credentials_are_checked_before_the_body(srv):
@@ -108,7 +109,8 @@ def test_credentials_are_checked_before_the_body(srv):
     st, _, body, closed = _raw(srv, b"POST /v1/permissions/check HTTP/1.1\r\nHost: x\r\n"
                                     b"Content-Length: 1048576\r\n\r\n")
     assert st == 401
-    assert json.loads(body) == {"detail": "Unauthorized", "code": 16, "message": "Unauthorized"}
+    assert json.loads(body) == {"detail": "Unauthorized", "code": 16, "message": "Unauthorized",
+                                "details": []}
     assert closed
 
 

@@ -352,18 +352,33 @@ def test_unknown_fields_are_refused_naming_them(admin):
     assert admin.read_rels("account", acct) == []
 
 
-def test_original_proto_names_are_refused_naming_the_camel_case_one(admin):
+def test_original_proto_names_are_accepted_as_grpc_gateway_does(admin):
+    """proto3 JSON: a field may come under its proto (snake_case) name; enums as numbers."""
     acct = "snake-" + uuid.uuid4().hex[:8]
-    r = admin.post("/v1/relationships/write", json={"updates": [
-        _upd(acct, "u", optional_expires_at="2020-01-01T00:00:00Z")]})
-    unimplemented(r, "optional_expires_at", "optionalExpiresAt")
-    assert admin.read_rels("account", acct) == []
-    r = admin.post("/v1/relationships/read", json={"relationship_filter": {"resourceType": "account"}})
-    unimplemented(r, "relationship_filter", "relationshipFilter")
+    r = call(admin, "/v1/relationships/write", {"updates": [{
+        "operation": 2, "relationship": {
+            "resource": {"object_type": "account", "object_id": acct}, "relation": "member",
+            "subject": {"object": {"object_type": "user", "object_id": "u"},
+                        "optional_relation": ""}}}]})
+    token = r.json()["writtenAt"]["token"]
+    r = call(admin, "/v1/relationships/read", {
+        "relationship_filter": {"resource_type": "account", "optional_resource_id": acct},
+        "consistency": {"at_least_as_fresh": {"token": token}}})
+    rels = ndjson(r)
+    assert [x["relationship"]["subject"]["object"]["objectId"] for x in rels] == ["u"]
+    r = call(admin, "/v1/permissions/check", {
+        "resource": obj("account:" + acct), "permission": "member", "subject": subj("user:u"),
+        "with_tracing": False})
+    assert r.json()["permissionship"] == "PERMISSIONSHIP_HAS_PERMISSION"
+    # one field under both of its names is refused, as protojson refuses it
     r = admin.post("/v1/permissions/check", json={
-        "resource": obj("agent:x"), "permission": "read", "subject": subj("user:y"),
-        "with_tracing": True})
-    unimplemented(r, "with_tracing", "withTracing")
+        "resource": obj("account:" + acct), "permission": "member", "subject": subj("user:u"),
+        "with_tracing": False, "withTracing": False})
+    invalid(r, "duplicate", "withTracing")
+    # an unknown enum number or name is refused
+    invalid(admin.post("/v1/relationships/write", json={"updates": [dict(_upd(acct, "v"), operation=9)]}),
+            "operation")
+    assert len(admin.read_rels("account", acct)) == 1
 
 
 def test_duplicate_members_are_refused(admin):
@@ -394,73 +409,109 @@ def test_transaction_metadata_is_refused(admin):
     assert len(admin.read_rels("account", acct)) == 1
 
 
-def test_partial_deletions_and_id_prefix_are_refused(admin):
+def test_partial_deletions_and_id_prefix(admin):
     acct = "part-" + uuid.uuid4().hex[:8]
-    admin.touch(("account:" + acct, "member", "user:a"), ("account:" + acct, "member", "user:b"))
+    admin.touch(("account:" + acct, "member", "user:a"), ("account:" + acct, "member", "user:b"),
+                ("account:" + acct, "member", "user:c"))
     flt = {"resourceType": "account", "optionalResourceId": acct}
-    r = admin.post("/v1/relationships/delete", json={
-        "relationshipFilter": flt, "optionalLimit": 1, "optionalAllowPartialDeletions": True})
-    unimplemented(r, "optionalAllowPartialDeletions")
-    assert len(admin.read_rels("account", acct)) == 2
-    r = admin.post("/v1/relationships/delete", json={"relationshipFilter": {
-        "resourceType": "account", "optionalResourceIdPrefix": acct[:6]}})
-    unimplemented(r, "optionalResourceIdPrefix")
-    assert len(admin.read_rels("account", acct)) == 2
-    r = admin.post("/v1/relationships/read", json={"relationshipFilter": {
-        "resourceType": "account", "optionalResourceIdPrefix": acct[:6]}})
-    unimplemented(r, "optionalResourceIdPrefix")
-    # false is the default: the delete goes through
-    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt,
-                                                 "optionalAllowPartialDeletions": False})
+    # more matches than the limit without partial deletions: SpiceDB's INVALID_ARGUMENT
+    r = admin.post("/v1/relationships/delete", json={"relationshipFilter": flt, "optionalLimit": 2})
+    body = invalid(r, "found more than 2 relationships")
+    assert body["details"][0]["reason"] == "ERROR_REASON_TOO_MANY_RELATIONSHIPS_FOR_TRANSACTIONAL_DELETE"
+    assert body["details"][0]["domain"] == "authzed.com"
+    assert body["details"][0]["metadata"]["limit"] == "2"
+    assert len(admin.read_rels("account", acct)) == 3
+    # partial: the first two in Read order go, the answer says PARTIAL
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt, "optionalLimit": 2,
+                                                 "optionalAllowPartialDeletions": True})
     assert r.json()["relationshipsDeletedCount"] == "2"
+    assert r.json()["deletionProgress"] == "DELETION_PROGRESS_PARTIAL"
+    assert [x["subject"]["object"]["objectId"] for x in admin.read_rels("account", acct)] == ["c"]
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt, "optionalLimit": 2,
+                                                 "optionalAllowPartialDeletions": True})
+    assert r.json()["deletionProgress"] == "DELETION_PROGRESS_COMPLETE"
+    assert r.json()["relationshipsDeletedCount"] == "1"
+    # a limit over SpiceDB's maximum
+    body = invalid(admin.post("/v1/relationships/delete", json={"relationshipFilter": flt,
+                                                                "optionalLimit": 1001}),
+                   "greater than maximum allowed of 1000")
+    assert body["details"][0]["reason"] == "ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT"
+    # resource id prefixes, on read and delete
+    pre = "pfx" + uuid.uuid4().hex[:8]
+    admin.touch(("account:%s-1" % pre, "member", "user:a"), ("account:%s-2" % pre, "member", "user:a"),
+                ("account:x%s" % pre, "member", "user:a"))
+    pf = {"resourceType": "account", "optionalResourceIdPrefix": pre}
+    got = ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": pf}))
+    assert [x["relationship"]["resource"]["objectId"] for x in got] == [pre + "-1", pre + "-2"]
+    invalid(admin.post("/v1/relationships/read", json={"relationshipFilter": dict(
+        pf, optionalResourceId=pre + "-1")}), "optionalResourceIdPrefix")
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": pf})
+    assert r.json()["relationshipsDeletedCount"] == "2"
+    assert ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": pf})) == []
+    assert len(admin.read_rels("account", "x" + pre)) == 1
 
 
-def test_cursors_and_limits_are_refused_where_not_honoured(admin):
-    sub = subj("user:nobody")
-    lr = {"resourceObjectType": "agent", "permission": "read", "subject": sub}
-    ls = {"resource": obj("agent:nothing"), "permission": "read", "subjectObjectType": "user"}
-    cursor = {"token": "abc"}
-    unimplemented(admin.post("/v1/relationships/read", json={
-        "relationshipFilter": {"resourceType": "account"}, "optionalCursor": cursor}), "optionalCursor")
-    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit=5)),
-                  "optionalLimit", "cursor")
-    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit="5")),
-                  "optionalLimit")
-    unimplemented(admin.post("/v1/permissions/resources", json=dict(lr, optionalCursor=cursor)),
-                  "optionalCursor")
-    unimplemented(admin.post("/v1/permissions/subjects", json=dict(ls, optionalConcreteLimit=1)),
-                  "optionalConcreteLimit")
-    unimplemented(admin.post("/v1/permissions/subjects", json=dict(ls, optionalCursor=cursor)),
-                  "optionalCursor")
-    invalid(admin.post("/v1/permissions/resources", json=dict(lr, optionalLimit=-1)), "optionalLimit")
-    invalid(admin.post("/v1/permissions/subjects", json=dict(ls, wildcardOption="WILDCARD_NOPE")),
-            "wildcardOption")
-    # 0 / null mean "no limit", which is what keyward does
-    call(admin, "/v1/permissions/resources", dict(lr, optionalLimit=0, optionalCursor=None))
-    call(admin, "/v1/permissions/subjects", dict(ls, optionalConcreteLimit=0,
-                                                 wildcardOption="WILDCARD_OPTION_INCLUDE_WILDCARDS"))
+def test_filters_without_resource_type(admin):
+    """SpiceDB's RelationshipFilter does not require resourceType: a subject filter alone
+    reads and deletes across every resource type."""
+    user = "nort-" + uuid.uuid4().hex[:8]
+    acct = "acct-" + user
+    admin.touch(("account:" + acct, "member", "user:" + user), ("account:" + acct, "admin", "user:" + user))
+    flt = {"optionalSubjectFilter": {"subjectType": "user", "optionalSubjectId": user}}
+    got = ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": flt}))
+    assert [(x["relationship"]["resource"]["objectType"], x["relationship"]["relation"]) for x in got] == [
+        ("account", "admin"), ("account", "member")]
+    # a relation or a resource id needs the type; an empty filter is refused
+    invalid(admin.post("/v1/relationships/read", json={"relationshipFilter": dict(flt, optionalRelation="member")}),
+            "resource type")
+    invalid(admin.post("/v1/relationships/read", json={"relationshipFilter": {}}), "resource type")
+    r = call(admin, "/v1/relationships/delete", {"relationshipFilter": flt})
+    assert r.json()["relationshipsDeletedCount"] == "2"
+    assert ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": flt})) == []
 
 
-def test_with_tracing_and_context_are_refused(admin):
+def test_with_tracing_is_refused_and_context_is_taken(admin):
     chk = {"resource": obj("agent:nothing"), "permission": "read", "subject": subj("user:nobody")}
     unimplemented(admin.post("/v1/permissions/check", json=dict(chk, withTracing=True)), "withTracing")
     unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk], "withTracing": True}),
                   "withTracing")
     invalid(admin.post("/v1/permissions/check", json=dict(chk, withTracing="yes")), "withTracing")
-    ctx = {"ip": "10.0.0.1"}
-    unimplemented(admin.post("/v1/permissions/check", json=dict(chk, context=ctx)), "context", "caveat")
-    unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk, dict(chk, context=ctx)]}),
-                  "items[1]", "context")
-    unimplemented(admin.post("/v1/permissions/resources", json={
+    # a request context is handed to the engine's caveat evaluation (no caveat reads it here)
+    ctx = {"ip": "10.0.0.1", "n": 3}
+    r = call(admin, "/v1/permissions/check", dict(chk, context=ctx))
+    assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION"
+    assert r.json()["partialCaveatInfo"] is None
+    pairs = call(admin, "/v1/permissions/checkbulk", {"items": [chk, dict(chk, context=ctx)]}).json()["pairs"]
+    assert [p["item"]["permissionship"] for p in pairs] == ["PERMISSIONSHIP_NO_PERMISSION"] * 2
+    assert pairs[1]["request"]["context"] == ctx
+    call(admin, "/v1/permissions/resources", {
         "resourceObjectType": "agent", "permission": "read", "subject": subj("user:nobody"),
-        "context": ctx}), "context")
-    unimplemented(admin.post("/v1/permissions/subjects", json={
+        "context": ctx})
+    call(admin, "/v1/permissions/subjects", {
         "resource": obj("agent:nothing"), "permission": "read", "subjectObjectType": "user",
-        "context": ctx}), "context")
-    # false and an empty context ask for nothing keyward lacks
+        "context": ctx})
+    invalid(admin.post("/v1/permissions/check", json=dict(chk, context=[1])), "context")
+    # false and an empty context ask for nothing
     r = call(admin, "/v1/permissions/check", dict(chk, withTracing=False, context={}))
     assert r.json()["permissionship"] == "PERMISSIONSHIP_NO_PERMISSION"
-    call(admin, "/v1/permissions/checkbulk", {"items": [dict(chk, context={})], "withTracing": False})
+
+
+def test_expires_at_and_caveat_are_decoded_then_refused_by_the_store_gate(admin):
+    """optionalExpiresAt is RFC 3339 (Z or an offset) and optionalCaveat {caveatName, context};
+    a malformed one is 400, a well-formed one 501 until the store keeps caveats and expiry."""
+    acct = "ts-" + uuid.uuid4().hex[:8]
+    for bad in ("garbage", "2030-13-01T00:00:00Z", "2030-02-30T00:00:00Z", "2030-01-01 00:00:00Z",
+                "2030-01-01T00:00:00", 12):
+        invalid(admin.post("/v1/relationships/write", json={"updates": [
+            _upd(acct, "u", optionalExpiresAt=bad)]}), "optionalExpiresAt")
+    for good in ("2030-01-01T00:00:00+02:00", "2030-01-01T00:00:00.123456789Z"):
+        unimplemented(admin.post("/v1/relationships/write", json={"updates": [
+            _upd(acct, "u", optionalExpiresAt=good)]}), "optionalExpiresAt")
+    invalid(admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optionalCaveat={"context": {}})]}), "caveatName")
+    invalid(admin.post("/v1/relationships/write", json={"updates": [
+        _upd(acct, "u", optionalCaveat={"caveatName": "c", "nope": 1})]}), "nope")
+    assert admin.read_rels("account", acct) == []
 
 
 def test_consistency_is_one_known_requirement(admin):

@@ -9,7 +9,9 @@
  * - absolute deadlines that a trickle of bytes does not extend (408);
  * - the connection limit and the per-address cap; the global body budget (503);
  * - on_headers: a 401 goes out before any body byte is sent;
- * - parked requests (wake and deadline), and stop with a stuck handler.
+ * - parked requests (wake and deadline), and stop with a stuck handler;
+ * - streamed answers: chunked on a keep-alive connection, and a client that leaves stops
+ *   the producer (issue 12 item 2).
  */
 #include <errno.h>
 #include <poll.h>
@@ -79,6 +81,33 @@ static void h_stuck(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_buf_puts(&resp->body, "{}");
 }
 
+/* Streams X-Lines lines of 1 KiB from a pool worker; records how it ended. */
+static _Atomic int stream_lines, stream_rc, stream_done, stream_cancelled;
+
+static void h_stream(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    if (!kw_http_req_on_worker(req)) {
+        if (kw_http_req_to_worker(req) != KW_OK)
+            kw_http_resp_error(resp, 500, "no worker");
+        return;
+    }
+    const char *n_text = kw_http_header(req, "x-lines");
+    int n = atoi(n_text ? n_text : "10"), i = 0, rc = KW_OK;
+    char line[1024];
+    memset(line, 'x', sizeof(line) - 1);
+    line[sizeof(line) - 1] = '\n';
+    resp->status = 200;
+    resp->content_type = "application/x-ndjson";
+    rc = kw_http_stream_begin(req, resp);
+    for (; rc == KW_OK && i < n; i++)
+        rc = kw_http_stream_write(req, line, sizeof(line));
+    atomic_store(&stream_lines, i);
+    atomic_store(&stream_rc, rc);
+    atomic_store(&stream_cancelled, kw_http_stream_cancelled(req));
+    atomic_store(&stream_done, 1);
+}
+
 static void h_metrics(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     (void)ud;
@@ -103,10 +132,11 @@ static bool on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 }
 
 static const kw_http_route_t routes[] = {
-    {"GET", "/ping", h_ping, 1u},   {"DELETE", "/items/{id}", h_delete, 1u},
-    {"POST", "/echo", h_echo, 1u},  {"POST", "/guarded", h_echo, 0},
-    {"GET", "/guarded", h_echo, 0}, {"GET", "/park", h_park, 1u},
-    {"GET", "/stuck", h_stuck, 1u}, {"GET", "/metrics", h_metrics, 1u},
+    {"GET", "/ping", h_ping, 1u},     {"DELETE", "/items/{id}", h_delete, 1u},
+    {"POST", "/echo", h_echo, 1u},    {"POST", "/guarded", h_echo, 0},
+    {"GET", "/guarded", h_echo, 0},   {"GET", "/park", h_park, 1u},
+    {"GET", "/stuck", h_stuck, 1u},   {"GET", "/metrics", h_metrics, 1u},
+    {"GET", "/stream", h_stream, 1u},
 };
 
 static kw_http_server_t *start_cfg(kw_http_config_t *cfg, uint16_t *port)
@@ -757,5 +787,85 @@ KW_TEST(http_stop_is_bounded_with_a_stuck_handler)
     pthread_join(th, NULL); /* its connection was closed: no answer */
     if (a.rc == 0)
         resp_free(&a.r);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}
+
+/* Reads from fd until `end` was received (or EOF / timeout); the bytes into *buf. */
+static size_t read_until(int fd, char *buf, size_t cap, const char *end)
+{
+    size_t len = 0;
+    while (len + 1 < cap) {
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (strstr(buf, end))
+            break;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+KW_TEST(http_stream_is_chunked_and_keeps_the_connection)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    atomic_store(&stream_done, 0);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *q = "GET /stream HTTP/1.1\r\nHost: t\r\nX-Lines: 3\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, q, strlen(q)), 0);
+    static char buf[65536];
+    size_t len = read_until(fd, buf, sizeof(buf), "\r\n0\r\n\r\n");
+    KW_ASSERT(len > 3 * 1024);
+    KW_ASSERT(strncmp(buf, "HTTP/1.1 200", 12) == 0);
+    KW_ASSERT(strstr(buf, "Transfer-Encoding: chunked\r\n") != NULL);
+    KW_ASSERT(strstr(buf, "Content-Length") == NULL);
+    KW_ASSERT(strstr(buf, "\r\n400\r\n") != NULL); /* one 1 KiB chunk per write */
+    KW_ASSERT(strstr(buf, "\r\n0\r\n\r\n") != NULL);
+    /* the same connection answers the next request */
+    const char *ping = "GET /ping HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, ping, strlen(ping)), 0);
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    close(fd);
+    KW_ASSERT_EQ(atomic_load(&stream_rc), KW_OK);
+    KW_ASSERT_EQ(atomic_load(&stream_lines), 3);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}
+
+KW_TEST(http_stream_client_leaving_stops_the_producer)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    atomic_store(&stream_done, 0);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    /* 100 MiB that nobody reads: backpressure holds the producer, then the client leaves */
+    const char *q = "GET /stream HTTP/1.1\r\nHost: t\r\nX-Lines: 102400\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, q, strlen(q)), 0);
+    static char buf[8192];
+    read_until(fd, buf, sizeof(buf), "xxxx");
+    struct timespec d = {0, 300 * 1000000};
+    nanosleep(&d, NULL);
+    KW_ASSERT_EQ(atomic_load(&stream_done), 0); /* waiting for room, not done */
+    close(fd);
+    for (int i = 0; i < 5000 && !atomic_load(&stream_done); i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    KW_ASSERT_EQ(atomic_load(&stream_done), 1);
+    KW_ASSERT_EQ(atomic_load(&stream_rc), KW_EIO);
+    KW_ASSERT(atomic_load(&stream_cancelled));
+    KW_ASSERT(atomic_load(&stream_lines) < 102400 / 2);
+    resp_t r;
+    KW_ASSERT_EQ(get(port, "/ping", &r), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
     KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
 }

@@ -1,0 +1,410 @@
+/*
+ * api/v1svc.c - the common parts of the v1 service layer (v1svc.h): gRPC statuses with
+ * SpiceDB's ErrorInfo, the mapping of engine/store errors onto them, grpc-gateway's
+ * code-to-HTTP table, consistency (atExactSnapshot's hold), and cursors.
+ *
+ * Cursor bytes, before base64url (no padding):
+ *   [0] version 1, [1] the RPC, [2..10) the revision (big-endian), [10..26) the request's
+ *   shape hash, then each position field as a 2-byte big-endian length and its bytes,
+ *   then a 32-byte MAC: the keyring's keyed BLAKE2b (kw_key_hash) of "kw-v1-cursor\0"
+ *   followed by everything before it. The NUL keeps that domain apart from the API-key
+ *   hashes of the same keyring (a key never contains a NUL). The shape hash is the same
+ *   keyed hash over the request's fields, so a cursor says nothing about the request
+ *   that a client did not already know.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "v1svc_int.h"
+#include "base/log.h"
+
+#define KW_MODULE "v1"
+
+/* ---- status ---- */
+
+void kw_v1_status_clear(kw_v1_status_t *st)
+{
+    st->code = KW_GRPC_OK;
+    st->reason = NULL;
+    st->msg[0] = '\0';
+    st->n_meta = 0;
+}
+
+int kw_v1_fail(kw_v1_status_t *st, int rc, int code, const char *reason, const char *fmt, ...)
+{
+    va_list ap;
+    st->code = code;
+    st->reason = reason;
+    st->n_meta = 0;
+    va_start(ap, fmt);
+    vsnprintf(st->msg, sizeof(st->msg), fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+void kw_v1_meta(kw_v1_status_t *st, const char *key, kw_str_t value)
+{
+    if (st->n_meta >= KW_V1_MAX_META)
+        return;
+    size_t n = value.len < sizeof(st->meta_val[0]) - 1 ? value.len : sizeof(st->meta_val[0]) - 1;
+    st->meta_key[st->n_meta] = key;
+    if (n)
+        memcpy(st->meta_val[st->n_meta], value.ptr, n);
+    st->meta_val[st->n_meta][n] = '\0';
+    st->n_meta++;
+}
+
+int kw_v1_http_status(int code)
+{
+    switch (code) {
+    case KW_GRPC_OK:
+        return 200;
+    case KW_GRPC_CANCELLED:
+        return 499;
+    case KW_GRPC_INVALID_ARGUMENT:
+    case KW_GRPC_FAILED_PRECONDITION:
+    case KW_GRPC_OUT_OF_RANGE:
+        return 400;
+    case KW_GRPC_DEADLINE_EXCEEDED:
+        return 504;
+    case KW_GRPC_NOT_FOUND:
+        return 404;
+    case KW_GRPC_ALREADY_EXISTS:
+    case KW_GRPC_ABORTED:
+        return 409;
+    case KW_GRPC_PERMISSION_DENIED:
+        return 403;
+    case KW_GRPC_UNAUTHENTICATED:
+        return 401;
+    case KW_GRPC_RESOURCE_EXHAUSTED:
+        return 429;
+    case KW_GRPC_UNIMPLEMENTED:
+        return 501;
+    case KW_GRPC_UNAVAILABLE:
+        return 503;
+    default: /* UNKNOWN, INTERNAL, DATA_LOSS and anything else */
+        return 500;
+    }
+}
+
+static bool starts_with(const char *s, const char *p)
+{
+    return strncmp(s, p, strlen(p)) == 0;
+}
+
+static bool ends_with(const char *s, const char *p)
+{
+    size_t n = strlen(s), m = strlen(p);
+    return n >= m && strcmp(s + n - m, p) == 0;
+}
+
+/* The engine names unknown schema elements in these words (authz/resolve.c, read.c:
+ * tag-kw-v1-unknown-names); SpiceDB answers them FAILED_PRECONDITION with a reason. */
+static const char *unknown_reason(const char *msg)
+{
+    if (!ends_with(msg, "not found"))
+        return NULL;
+    if (starts_with(msg, "object definition "))
+        return "ERROR_REASON_UNKNOWN_DEFINITION";
+    if (starts_with(msg, "relation "))
+        return "ERROR_REASON_UNKNOWN_RELATION_OR_PERMISSION";
+    return NULL;
+}
+
+int kw_v1_fail_rc(kw_v1_status_t *st, int rc, const kw_diag_t *d, const char *request_id)
+{
+    const char *msg = d && d->msg[0] ? d->msg : kw_strerror(rc);
+    const char *reason;
+    switch (rc) {
+    case KW_EINVAL:
+        if ((reason = unknown_reason(msg)) != NULL)
+            return kw_v1_fail(st, rc, KW_GRPC_FAILED_PRECONDITION, reason, "%s", msg);
+        return kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s", msg);
+    case KW_ESCHEMA: /* parse errors (with a position) get their reason in v1svc_schema.c */
+        return kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s", msg);
+    case KW_EUNSUPPORTED:
+        return kw_v1_fail(st, rc, KW_GRPC_UNIMPLEMENTED, NULL, "%s", msg);
+    case KW_ELIMIT:
+        return kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s", msg);
+    case KW_EPRECOND:
+        return kw_v1_fail(st, rc, KW_GRPC_FAILED_PRECONDITION,
+                          "ERROR_REASON_WRITE_OR_DELETE_PRECONDITION_FAILURE", "%s", msg);
+    case KW_EEXISTS:
+    case KW_ECONFLICT:
+        return kw_v1_fail(st, rc, KW_GRPC_ALREADY_EXISTS,
+                          "ERROR_REASON_ATTEMPT_TO_RECREATE_RELATIONSHIP", "%s", msg);
+    case KW_EDB:
+    case KW_ETIMEOUT:
+    case KW_EPRUNED: /* behind the pruned changelog: resyncing (sync/catchup.c) */
+        return kw_v1_fail(st, rc, KW_GRPC_UNAVAILABLE, NULL, "%s", KW__MSG_DB);
+    case KW_EDEPTH:
+        return kw_v1_fail(st, rc, KW_GRPC_RESOURCE_EXHAUSTED, "ERROR_REASON_MAXIMUM_DEPTH_EXCEEDED",
+                          "%s", msg);
+    case KW_ECYCLE:
+        return kw_v1_fail(st, rc, KW_GRPC_FAILED_PRECONDITION, NULL, "%s", msg);
+    case KW_EBUDGET: /* the query's budget (base/limits.h) */
+        return kw_v1_fail(st, rc, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "%s", msg);
+    default:
+        kw_log(KW_LOG_ERROR, KW_MODULE, "request %s: %s", request_id ? request_id : "-",
+               kw_err_name(rc));
+        return kw_v1_fail(st, rc, KW_GRPC_INTERNAL, NULL, "%s", KW__MSG_INTERNAL);
+    }
+}
+
+int kw__v1_limit_check(uint32_t limit, uint32_t max, kw_v1_status_t *st)
+{
+    if (limit <= max)
+        return KW_OK;
+    kw_v1_fail(
+        st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, "ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT",
+        "provided limit %" PRIu32 " is greater than maximum allowed of %" PRIu32, limit, max);
+    char a[16], b[16];
+    snprintf(a, sizeof(a), "%" PRIu32, limit);
+    snprintf(b, sizeof(b), "%" PRIu32, max);
+    kw_v1_meta(st, "limit_provided", kw_str_c(a));
+    kw_v1_meta(st, "maximum_limit_allowed", kw_str_c(b));
+    return KW_EINVAL;
+}
+
+int kw__v1_unimplemented(kw_v1_status_t *st, const char *what, const char *why)
+{
+    return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "%s is not supported: %s",
+                      what, why);
+}
+
+/* ---- consistency ---- */
+
+void kw_v1_consistency_wait(const kw_v1_consistency_t *c, kw_revision_t *min, bool *full)
+{
+    *min = 0;
+    *full = false;
+    switch (c->kind) {
+    case KW_V1_AT_LEAST_AS_FRESH:
+    case KW_V1_AT_EXACT_SNAPSHOT: /* waited for, then kw__v1_read_begin requires it exactly */
+        *min = c->rev;
+        break;
+    case KW_V1_FULLY_CONSISTENT:
+        *full = true;
+        break;
+    case KW_V1_MINIMIZE_LATENCY:
+        break;
+    }
+}
+
+int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
+                      kw_revision_t *rev, kw_v1_status_t *st)
+{
+    r->held = false;
+    if (c->kind != KW_V1_AT_EXACT_SNAPSHOT) {
+        *rev = kw__api_applied(svc);
+        return KW_OK;
+    }
+    /* Nothing changes the graph while it is held (sync/commit.c, kw_sync_hold). */
+    kw_revision_t cur = kw_sync_hold(svc->sync);
+    if (cur != c->rev) {
+        kw_sync_release(svc->sync);
+        return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL,
+                          "consistency.atExactSnapshot: revision %" PRIu64
+                          " is not the current revision %" PRIu64
+                          "; keyward answers only at its current revision (snapshots of "
+                          "earlier revisions are not implemented)",
+                          (uint64_t)c->rev, (uint64_t)cur);
+    }
+    r->held = true;
+    *rev = cur;
+    return KW_OK;
+}
+
+void kw__v1_read_end(kw_api_t *svc, kw__v1_read_t *r)
+{
+    if (!r->held)
+        return;
+    r->held = false;
+    kw_sync_release(svc->sync);
+}
+
+/* ---- order ---- */
+
+int kw__v1_cmp(kw_str_t a, kw_str_t b)
+{
+    size_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+    if (c)
+        return c < 0 ? -1 : 1;
+    return a.len < b.len ? -1 : a.len > b.len;
+}
+
+/* ---- cursors ---- */
+
+#define CURSOR_VERSION 1
+#define CURSOR_HEAD 26 /* version, rpc, revision, shape */
+#define CURSOR_MAC KW_KEY_HASH_LEN
+static const char MAC_DOMAIN[] = "kw-v1-cursor"; /* + its NUL */
+
+static void put_u32(kw_buf_t *b, uint32_t v)
+{
+    unsigned char x[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                          (unsigned char)(v >> 8), (unsigned char)v};
+    kw_buf_append(b, x, 4);
+}
+
+void kw__v1_shape_init(kw__v1_shape_t *s, int rpc)
+{
+    kw_buf_init(&s->buf);
+    kw_buf_puts(&s->buf, "kw-v1-shape");
+    kw_buf_append(&s->buf, "", 1);
+    put_u32(&s->buf, (uint32_t)rpc);
+}
+
+void kw__v1_shape_str(kw__v1_shape_t *s, kw_str_t v)
+{
+    put_u32(&s->buf, (uint32_t)v.len);
+    if (v.len)
+        kw_buf_append(&s->buf, v.ptr, v.len);
+}
+
+void kw__v1_shape_u32(kw__v1_shape_t *s, uint32_t v)
+{
+    put_u32(&s->buf, v);
+}
+
+int kw__v1_shape_done(kw_api_t *svc, kw__v1_shape_t *s, uint8_t out[KW__V1_SHAPE_LEN])
+{
+    int rc = s->buf.failed ? KW_ENOMEM : KW_OK;
+    if (rc == KW_OK) {
+        uint8_t h[KW_KEY_HASH_LEN];
+        kw_key_hash(svc->keyring, (kw_str_t){s->buf.ptr, s->buf.len}, h);
+        memcpy(out, h, KW__V1_SHAPE_LEN);
+    }
+    kw_buf_free(&s->buf);
+    return rc;
+}
+
+static void mac(kw_api_t *svc, const uint8_t *p, size_t n, uint8_t out[CURSOR_MAC])
+{
+    uint8_t tmp[sizeof(MAC_DOMAIN) + KW__V1_CURSOR_RAW_MAX];
+    memcpy(tmp, MAC_DOMAIN, sizeof(MAC_DOMAIN)); /* with its NUL */
+    memcpy(tmp + sizeof(MAC_DOMAIN), p, n);
+    kw_key_hash(svc->keyring, (kw_str_t){(const char *)tmp, sizeof(MAC_DOMAIN) + n}, out);
+}
+
+static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static int b64_val(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
+                         const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev,
+                         const kw_str_t *f, size_t n)
+{
+    uint8_t raw[KW__V1_CURSOR_RAW_MAX];
+    size_t len = 0;
+    raw[len++] = CURSOR_VERSION;
+    raw[len++] = (uint8_t)rpc;
+    for (int i = 7; i >= 0; i--)
+        raw[len++] = (uint8_t)(rev >> (8 * i));
+    memcpy(raw + len, shape, KW__V1_SHAPE_LEN);
+    len += KW__V1_SHAPE_LEN;
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].len > 0xFFFF || len + 2 + f[i].len + CURSOR_MAC > sizeof(raw))
+            return NULL;
+        raw[len++] = (uint8_t)(f[i].len >> 8);
+        raw[len++] = (uint8_t)f[i].len;
+        if (f[i].len)
+            memcpy(raw + len, f[i].ptr, f[i].len);
+        len += f[i].len;
+    }
+    mac(svc, raw, len, raw + len);
+    len += CURSOR_MAC;
+    char *out = kw_arena_alloc(a, (len * 4 + 2) / 3 + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < len; i++) {
+        acc = (acc << 8) | raw[i];
+        bits += 8;
+        while (bits >= 6) {
+            bits -= 6;
+            out[o++] = B64[(acc >> bits) & 63];
+        }
+    }
+    if (bits)
+        out[o++] = B64[(acc << (6 - bits)) & 63];
+    out[o] = '\0';
+    return out;
+}
+
+static int bad_cursor(kw_v1_status_t *st, const char *why)
+{
+    return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, "ERROR_REASON_INVALID_CURSOR",
+                      "error decoding cursor: %s", why);
+}
+
+int kw__v1_cursor_open(kw_api_t *svc, kw_v1_cursor_t cursor, int rpc,
+                       const uint8_t shape[KW__V1_SHAPE_LEN], size_t n, kw__v1_pos_t *pos,
+                       kw_v1_status_t *st)
+{
+    uint8_t *raw = pos->raw;
+    size_t len = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    if (cursor.len > (sizeof(pos->raw) * 4) / 3)
+        return bad_cursor(st, "the cursor is too long");
+    for (size_t i = 0; i < cursor.len; i++) {
+        int v = b64_val((unsigned char)cursor.ptr[i]);
+        if (v < 0)
+            return bad_cursor(st, "the cursor is not base64url text");
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            raw[len++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (len < CURSOR_HEAD + CURSOR_MAC || raw[0] != CURSOR_VERSION)
+        return bad_cursor(st, "the cursor is not one keyward made");
+    uint8_t want[CURSOR_MAC];
+    mac(svc, raw, len - CURSOR_MAC, want);
+    if (!kw_key_hash_eq(want, raw + len - CURSOR_MAC))
+        return bad_cursor(st, "the cursor is not one keyward made (or it was altered)");
+    /* Authentic: now it either fits this request or was made for another one. */
+    if (raw[1] != (uint8_t)rpc || memcmp(raw + 10, shape, KW__V1_SHAPE_LEN) != 0)
+        return kw_v1_fail(st, KW_EINVAL, KW_GRPC_FAILED_PRECONDITION, "ERROR_REASON_INVALID_CURSOR",
+                          "the cursor provided does not have the same arguments as the original "
+                          "API call; please ensure you are making the same API call, with the "
+                          "exact same parameters (besides the cursor)");
+    pos->rev = 0;
+    for (int i = 0; i < 8; i++)
+        pos->rev = (pos->rev << 8) | raw[2 + i];
+    size_t off = CURSOR_HEAD, end = len - CURSOR_MAC;
+    pos->n = 0;
+    while (off < end) {
+        if (pos->n >= KW__V1_POS_MAX || end - off < 2)
+            return bad_cursor(st, "malformed position");
+        size_t fl = ((size_t)raw[off] << 8) | raw[off + 1];
+        off += 2;
+        if (fl > end - off)
+            return bad_cursor(st, "malformed position");
+        pos->f[pos->n++] = (kw_str_t){(const char *)raw + off, fl};
+        off += fl;
+    }
+    if (pos->n != n)
+        return bad_cursor(st, "malformed position");
+    return KW_OK;
+}

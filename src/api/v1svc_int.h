@@ -1,0 +1,83 @@
+/*
+ * api/v1svc_int.h - what the files of the v1 service layer share (not a header for codecs:
+ * they include v1svc.h): the read gate that honours atExactSnapshot, and cursors.
+ *
+ * Ownership: a kw__v1_pos_t holds a decoded cursor position in its own bytes; its
+ *   strings point into it. kw__v1_shape_t is a scratch buffer the caller frees.
+ * Threads: reentrant.
+ * Errors: as v1svc.h (KW_OK or a negative KW_E* with the status filled).
+ */
+#ifndef KW_API_V1SVC_INT_H
+#define KW_API_V1SVC_INT_H
+
+#include "api_int.h"
+#include "v1svc.h"
+
+/* ---- reading the engine at the request's consistency (v1svc.c) ---- */
+
+typedef struct kw__v1_read {
+    bool held; /* the sync write mutex is held (atExactSnapshot) */
+} kw__v1_read_t;
+
+/* Right before a read of the engine: *rev gets the revision the answer is at. Without
+ * atExactSnapshot that is the applied revision, read before the engine is. With it, the
+ * sync write mutex is taken (no write or catch-up can move the graph meanwhile) and the
+ * snapshot's revision must be the applied one: keyward keeps no older snapshot, so any
+ * other is refused (UNIMPLEMENTED naming both, nothing held). Pair every KW_OK with
+ * kw__v1_read_end right after the engine call. */
+KW_NODISCARD int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
+                                   kw_revision_t *rev, kw_v1_status_t *st);
+void kw__v1_read_end(kw_api_t *svc, kw__v1_read_t *r);
+
+/* ---- cursors (v1svc.c) ---- */
+
+/* Which RPC minted a cursor (part of what it binds). */
+enum {
+    KW__V1_RPC_READ = 1,
+    KW__V1_RPC_LOOKUP_RESOURCES = 2,
+    KW__V1_RPC_LOOKUP_SUBJECTS = 3,
+};
+
+#define KW__V1_SHAPE_LEN 16
+#define KW__V1_POS_MAX 6
+#define KW__V1_CURSOR_RAW_MAX 4096
+
+/* The request's shape: its fields but the cursor, the limit and the consistency, each
+ * added length-prefixed, then hashed under the keyring. */
+typedef struct kw__v1_shape {
+    kw_buf_t buf;
+} kw__v1_shape_t;
+void kw__v1_shape_init(kw__v1_shape_t *s, int rpc);
+void kw__v1_shape_str(kw__v1_shape_t *s, kw_str_t v);
+void kw__v1_shape_u32(kw__v1_shape_t *s, uint32_t v);
+/* Hashes the shape into out (and frees its buffer). KW_ENOMEM when building it failed. */
+KW_NODISCARD int kw__v1_shape_done(kw_api_t *svc, kw__v1_shape_t *s, uint8_t out[KW__V1_SHAPE_LEN]);
+
+/* A position in an RPC's order: up to KW__V1_POS_MAX strings. */
+typedef struct kw__v1_pos {
+    kw_str_t f[KW__V1_POS_MAX];
+    size_t n;
+    kw_revision_t rev;
+    uint8_t raw[KW__V1_CURSOR_RAW_MAX];
+} kw__v1_pos_t;
+
+/* A cursor's text (base64url, NUL-terminated) for position f[0..n) of `rpc` at `rev`,
+ * into `a`. NULL on OOM (or a position too long to fit, which ids never are). */
+char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
+                         const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev,
+                         const kw_str_t *f, size_t n);
+/* Decodes and verifies `cursor` for `rpc` and `shape` into *pos (which must expect
+ * exactly `n` fields): KW_OK, or KW_EINVAL with SpiceDB's answer in st. */
+KW_NODISCARD int kw__v1_cursor_open(kw_api_t *svc, kw_v1_cursor_t cursor, int rpc,
+                                    const uint8_t shape[KW__V1_SHAPE_LEN], size_t n,
+                                    kw__v1_pos_t *pos, kw_v1_status_t *st);
+
+/* Bytewise order of two strings (a shorter prefix first): the order of every stream. */
+int kw__v1_cmp(kw_str_t a, kw_str_t b);
+
+/* A limit over its maximum: INVALID_ARGUMENT / ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT. */
+KW_NODISCARD int kw__v1_limit_check(uint32_t limit, uint32_t max, kw_v1_status_t *st);
+/* A feature keyward does not implement: UNIMPLEMENTED naming it and why. */
+KW_NODISCARD int kw__v1_unimplemented(kw_v1_status_t *st, const char *what, const char *why);
+
+#endif

@@ -1,0 +1,465 @@
+/*
+ * api/v1svc_perm.c - PermissionsService's permission RPCs as service functions:
+ * CheckPermission, CheckBulkPermissions, LookupResources, LookupSubjects and
+ * ExpandPermissionTree (v1svc.h), answered by the in-memory engine at the applied revision
+ * (read before the engine is, so a token never claims more than was read).
+ *
+ * The lookups are streamed in a stable order so that every result can carry a cursor:
+ * the engine's answer (in no particular order) is gathered under its read lock, sorted
+ * by id, and emitted after the lock is released. With a limit only the `limit` smallest
+ * ids after the cursor are kept while the engine runs (a bounded max-heap), so a paged
+ * lookup holds one page whatever the size of the whole answer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "v1svc_int.h"
+
+#define KW_MODULE "v1"
+
+#define WHY_TRACING "keyward does not implement debug traces"
+
+/* A conditional answer is not an allowed one (fail closed). */
+static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
+{
+    atomic_fetch_add_explicit(rc != KW_OK         ? &api->checks_error
+                              : r == KW_CHECK_YES ? &api->checks_allowed
+                                                  : &api->checks_denied,
+                              1, memory_order_relaxed);
+}
+
+static kw_v1_permissionship_t perm_of(kw_check_result_t r)
+{
+    return r == KW_CHECK_YES           ? KW_V1_PERM_HAS
+           : r == KW_CHECK_CONDITIONAL ? KW_V1_PERM_CONDITIONAL
+                                       : KW_V1_PERM_NO;
+}
+
+/* ---- CheckPermission, CheckBulkPermissions ---- */
+
+int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
+                kw_v1_status_t *st)
+{
+    if (req->with_tracing)
+        return kw__v1_unimplemented(st, "CheckPermissionRequest.withTracing", WHY_TRACING);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0;
+    int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
+    if (rc != KW_OK)
+        return rc;
+    kw_check_result_t r = KW_CHECK_NO;
+    kw_buf_t missing;
+    kw_buf_init(&missing);
+    rc = kw_engine_check_ctx(svc->engine, req->resource, req->permission, req->subject,
+                             req->context, &r, &missing, NULL, &d);
+    kw__v1_read_end(svc, &hold);
+    count_check(svc, rc, r);
+    resp->missing = KW_STR_NULL;
+    if (rc == KW_OK && r == KW_CHECK_CONDITIONAL && missing.len &&
+        (missing.failed || !req->arena ||
+         kw_arena_str_copy(req->arena, (kw_str_t){missing.ptr, missing.len}, &resp->missing) !=
+             KW_OK))
+        rc = KW_ENOMEM;
+    kw_buf_free(&missing);
+    if (rc != KW_OK)
+        return kw_v1_fail_rc(st, rc, &d, NULL);
+    resp->checked_at = rev;
+    resp->permissionship = perm_of(r);
+    return KW_OK;
+}
+
+int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checked_at,
+                     kw_v1_status_t *st)
+{
+    int rc = KW_OK;
+    if (req->with_tracing)
+        return kw__v1_unimplemented(st, "CheckBulkPermissionsRequest.withTracing", WHY_TRACING);
+    if (req->n_items > KW_V1_MAX_BULK_ITEMS)
+        return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
+                          "check count of %zu is greater than maximum allowed of %u", req->n_items,
+                          KW_V1_MAX_BULK_ITEMS);
+    size_t n = req->n_items;
+    kw_check_item_t *items = n ? kw_arena_alloc(req->arena, n * sizeof(*items)) : NULL;
+    if (n && !items)
+        return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        memset(&items[i], 0, sizeof(items[i]));
+        items[i].resource = req->items[i].resource;
+        items[i].permission = req->items[i].permission;
+        items[i].subject = req->items[i].subject;
+        items[i].context = req->items[i].context;
+    }
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
+        return rc;
+    rc = n ? kw_engine_check_bulk_ctx(svc->engine, items, n, req->arena, &engine_rev) : KW_OK;
+    kw__v1_read_end(svc, &hold);
+    if (rc != KW_OK)
+        return kw_v1_fail_rc(st, rc, NULL, NULL);
+    for (size_t i = 0; i < n; i++) {
+        kw_v1_bulk_item_t *it = &req->items[i];
+        count_check(svc, items[i].rc, items[i].result);
+        it->error = NULL;
+        if (items[i].rc == KW_OK) {
+            it->permissionship = perm_of(items[i].result);
+            it->missing = items[i].result == KW_CHECK_CONDITIONAL ? items[i].missing : KW_STR_NULL;
+            continue;
+        }
+        it->error = kw_arena_alloc(req->arena, sizeof(*it->error));
+        if (!it->error)
+            return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+        kw_v1_status_clear(it->error);
+        kw_v1_fail_rc(it->error, items[i].rc, &items[i].diag, NULL);
+    }
+    *checked_at = rev;
+    return KW_OK;
+}
+
+/* ---- id collections for the lookups ---- */
+
+static int cmp_ids(const void *a, const void *b)
+{
+    return kw__v1_cmp(*(const kw_str_t *)a, *(const kw_str_t *)b);
+}
+
+/* The ids after `after` (all of them, or with max > 0 the max smallest: a max-heap whose
+ * top is the largest kept). Each id is kw_malloc'd with its missing-context names after
+ * it ("id\0missing"), so an evicted one is freed at once. */
+typedef struct ident {
+    kw_str_t id;
+    kw_str_t missing; /* points into id's allocation */
+    bool conditional;
+} ident_t;
+
+typedef struct idset {
+    const kw_str_t *after;
+    size_t max;
+    ident_t *v;
+    size_t n, cap;
+    int rc;
+} idset_t;
+
+static void ids_free(idset_t *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        kw_free((void *)s->v[i].id.ptr);
+    kw_free(s->v);
+}
+
+static bool ident_make(const kw_resource_result_t *r, ident_t *out)
+{
+    if (r->id.len > SIZE_MAX / 2 - r->missing.len - 2)
+        return false;
+    char *p = kw_malloc(r->id.len + r->missing.len + 2);
+    if (!p)
+        return false;
+    if (r->id.len)
+        memcpy(p, r->id.ptr, r->id.len);
+    p[r->id.len] = '\0';
+    if (r->missing.len)
+        memcpy(p + r->id.len + 1, r->missing.ptr, r->missing.len);
+    p[r->id.len + 1 + r->missing.len] = '\0';
+    out->id = (kw_str_t){p, r->id.len};
+    out->missing = (kw_str_t){p + r->id.len + 1, r->missing.len};
+    out->conditional = r->conditional;
+    return true;
+}
+
+static void sift_down(idset_t *s, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < s->n && kw__v1_cmp(s->v[l].id, s->v[m].id) > 0)
+            m = l;
+        if (r < s->n && kw__v1_cmp(s->v[r].id, s->v[m].id) > 0)
+            m = r;
+        if (m == i)
+            return;
+        ident_t t = s->v[i];
+        s->v[i] = s->v[m];
+        s->v[m] = t;
+        i = m;
+    }
+}
+
+static void sift_up(idset_t *s, size_t i)
+{
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (kw__v1_cmp(s->v[i].id, s->v[p].id) <= 0)
+            return;
+        ident_t t = s->v[i];
+        s->v[i] = s->v[p];
+        s->v[p] = t;
+        i = p;
+    }
+}
+
+/* Adds r if it belongs: 0 to go on, 1 to stop the engine (s->rc says why). */
+static int ids_offer(idset_t *s, const kw_resource_result_t *r)
+{
+    if (s->after && kw__v1_cmp(r->id, *s->after) <= 0)
+        return 0;
+    ident_t it;
+    if (s->max && s->n == s->max) {
+        if (kw__v1_cmp(r->id, s->v[0].id) >= 0)
+            return 0;
+        if (!ident_make(r, &it)) {
+            s->rc = KW_ENOMEM;
+            return 1;
+        }
+        kw_free((void *)s->v[0].id.ptr);
+        s->v[0] = it;
+        sift_down(s, 0);
+        return 0;
+    }
+    if (s->n == s->cap &&
+        (s->rc = kw_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(ident_t))) != KW_OK)
+        return 1;
+    if (!ident_make(r, &it)) {
+        s->rc = KW_ENOMEM;
+        return 1;
+    }
+    s->v[s->n++] = it;
+    if (s->max)
+        sift_up(s, s->n - 1);
+    return 0;
+}
+
+static int cmp_ident(const void *a, const void *b)
+{
+    return kw__v1_cmp(((const ident_t *)a)->id, ((const ident_t *)b)->id);
+}
+
+static void ids_sort(idset_t *s)
+{
+    if (s->n > 1)
+        qsort(s->v, s->n, sizeof(ident_t), cmp_ident);
+}
+
+/* ---- LookupResources ---- */
+
+static int lr_cb(const kw_resource_result_t *r, void *ud)
+{
+    return ids_offer(ud, r);
+}
+
+int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn emit, void *ud,
+                           kw_v1_status_t *st)
+{
+    int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_LOOKUP_LIMIT, st);
+    if (rc != KW_OK)
+        return rc;
+    uint8_t shape[KW__V1_SHAPE_LEN];
+    kw__v1_shape_t sh;
+    kw__v1_shape_init(&sh, KW__V1_RPC_LOOKUP_RESOURCES);
+    kw__v1_shape_str(&sh, req->resource_type);
+    kw__v1_shape_str(&sh, req->permission);
+    kw__v1_shape_str(&sh, req->subject.type);
+    kw__v1_shape_str(&sh, req->subject.id);
+    kw__v1_shape_str(&sh, req->subject.relation);
+    kw__v1_shape_str(&sh, req->context);
+    if ((rc = kw__v1_shape_done(svc, &sh, shape)) != KW_OK)
+        return kw_v1_fail_rc(st, rc, NULL, NULL);
+    kw__v1_pos_t pos;
+    if (req->cursor.len && (rc = kw__v1_cursor_open(svc, req->cursor, KW__V1_RPC_LOOKUP_RESOURCES,
+                                                    shape, 1, &pos, st)) != KW_OK)
+        return rc;
+    idset_t ids = {req->cursor.len ? &pos.f[0] : NULL, req->limit, NULL, 0, 0, KW_OK};
+    kw_arena_t *a = kw_arena_new(0);
+    if (!a)
+        return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
+        goto out;
+    rc = kw_engine_lookup_resources_ctx(svc->engine, req->resource_type, req->permission,
+                                        req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
+    kw__v1_read_end(svc, &hold);
+    if (rc == 1)
+        rc = ids.rc;
+    if (rc != KW_OK) {
+        kw_v1_fail_rc(st, rc, &d, NULL);
+        goto out;
+    }
+    ids_sort(&ids);
+    for (size_t i = 0; i < ids.n && rc == KW_OK; i++) {
+        char *cur =
+            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i].id, 1);
+        if (!cur) {
+            rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+            break;
+        }
+        kw_v1_lr_result_t r = {rev, ids.v[i].id,
+                               ids.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
+                               ids.v[i].missing, cur};
+        if ((rc = emit(ud, &r)) != KW_OK)
+            kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
+        kw_arena_reset(a); /* one cursor at a time */
+    }
+out:
+    ids_free(&ids);
+    kw_arena_free(a);
+    return rc;
+}
+
+/* ---- LookupSubjects ---- */
+
+typedef struct subj {
+    kw_str_t id;
+    kw_str_t *excluded;
+    size_t n_excluded;
+    bool conditional;
+    kw_str_t missing;
+} subj_t;
+
+typedef struct ls_ctx {
+    kw_arena_t *a;
+    const kw_str_t *after;
+    bool no_wildcard;
+    subj_t *v;
+    size_t n, cap;
+    int rc;
+} ls_ctx_t;
+
+static int ls_cb(const kw_subject_result_t *r, void *ud)
+{
+    ls_ctx_t *c = ud;
+    if (c->no_wildcard && kw_str_eq_c(r->id, "*"))
+        return 0;
+    if (c->after && kw__v1_cmp(r->id, *c->after) <= 0)
+        return 0;
+    if (c->n == c->cap &&
+        (c->rc = kw_grow((void **)&c->v, &c->cap, c->n + 1, sizeof(subj_t))) != KW_OK)
+        return 1;
+    subj_t *s = &c->v[c->n];
+    memset(s, 0, sizeof(*s));
+    if ((c->rc = kw_arena_str_copy(c->a, r->id, &s->id)) != KW_OK ||
+        (r->conditional && (c->rc = kw_arena_str_copy(c->a, r->missing, &s->missing)) != KW_OK))
+        return 1;
+    s->conditional = r->conditional;
+    if (r->n_excluded) {
+        s->excluded = kw_arena_alloc(c->a, r->n_excluded * sizeof(kw_str_t));
+        if (!s->excluded) {
+            c->rc = KW_ENOMEM;
+            return 1;
+        }
+        for (size_t i = 0; i < r->n_excluded; i++)
+            if ((c->rc = kw_arena_str_copy(c->a, r->excluded[i], &s->excluded[i])) != KW_OK)
+                return 1;
+        s->n_excluded = r->n_excluded;
+        qsort(s->excluded, s->n_excluded, sizeof(kw_str_t), cmp_ids);
+    }
+    c->n++;
+    return 0;
+}
+
+static int cmp_subj(const void *a, const void *b)
+{
+    return kw__v1_cmp(((const subj_t *)a)->id, ((const subj_t *)b)->id);
+}
+
+int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn emit, void *ud,
+                          kw_v1_status_t *st)
+{
+    int rc;
+    uint8_t shape[KW__V1_SHAPE_LEN];
+    kw__v1_shape_t sh;
+    kw__v1_shape_init(&sh, KW__V1_RPC_LOOKUP_SUBJECTS);
+    kw__v1_shape_str(&sh, req->resource.type);
+    kw__v1_shape_str(&sh, req->resource.id);
+    kw__v1_shape_str(&sh, req->permission);
+    kw__v1_shape_str(&sh, req->subject_type);
+    kw__v1_shape_str(&sh, req->subject_relation);
+    kw__v1_shape_str(&sh, req->context);
+    kw__v1_shape_u32(&sh, (uint32_t)req->wildcard);
+    if ((rc = kw__v1_shape_done(svc, &sh, shape)) != KW_OK)
+        return kw_v1_fail_rc(st, rc, NULL, NULL);
+    kw__v1_pos_t pos;
+    if (req->cursor.len && (rc = kw__v1_cursor_open(svc, req->cursor, KW__V1_RPC_LOOKUP_SUBJECTS,
+                                                    shape, 1, &pos, st)) != KW_OK)
+        return rc;
+    ls_ctx_t c = {kw_arena_new(0),
+                  req->cursor.len ? &pos.f[0] : NULL,
+                  req->wildcard == KW_V1_WILDCARD_EXCLUDE,
+                  NULL,
+                  0,
+                  0,
+                  KW_OK};
+    kw_arena_t *cur_a = kw_arena_new(0);
+    if (!c.a || !cur_a) {
+        rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+        goto out;
+    }
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0, engine_rev = 0;
+    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
+        goto out;
+    rc = kw_engine_lookup_subjects_ctx(svc->engine, req->resource, req->permission,
+                                       req->subject_type, req->subject_relation, req->context,
+                                       ls_cb, &c, &engine_rev, &d);
+    kw__v1_read_end(svc, &hold);
+    if (rc == 1)
+        rc = c.rc;
+    if (rc != KW_OK) {
+        kw_v1_fail_rc(st, rc, &d, NULL);
+        goto out;
+    }
+    if (c.n > 1)
+        qsort(c.v, c.n, sizeof(subj_t), cmp_subj);
+    size_t n = req->concrete_limit && c.n > req->concrete_limit ? req->concrete_limit : c.n;
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        char *cur =
+            kw__v1_cursor_make(svc, cur_a, KW__V1_RPC_LOOKUP_SUBJECTS, shape, rev, &c.v[i].id, 1);
+        if (!cur) {
+            rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+            break;
+        }
+        kw_v1_ls_result_t r = {rev,
+                               c.v[i].id,
+                               c.v[i].excluded,
+                               c.v[i].n_excluded,
+                               c.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
+                               c.v[i].missing,
+                               cur};
+        if ((rc = emit(ud, &r)) != KW_OK)
+            kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
+        kw_arena_reset(cur_a);
+    }
+out:
+    kw_free(c.v);
+    kw_arena_free(c.a);
+    kw_arena_free(cur_a);
+    return rc;
+}
+
+/* ---- ExpandPermissionTree ---- */
+
+int kw_v1_expand(kw_api_t *svc, const kw_v1_expand_req_t *req, kw_v1_expand_resp_t *resp,
+                 kw_v1_status_t *st)
+{
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0, engine_rev = 0;
+    int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
+    if (rc != KW_OK)
+        return rc;
+    kw_expand_t *tree = NULL;
+    rc = kw_engine_expand(svc->engine, req->resource, req->permission, req->arena, &tree,
+                          &engine_rev, &d);
+    kw__v1_read_end(svc, &hold);
+    if (rc != KW_OK)
+        return kw_v1_fail_rc(st, rc, &d, NULL);
+    resp->expanded_at = rev;
+    resp->tree = tree;
+    return KW_OK;
+}

@@ -14,6 +14,8 @@ PKGS=(
   python3 python3-pytest python3-requests        # the end-to-end suite
   curl                                           # the README's quick start (test_readme.py)
   wrk                                            # bench/svc_bench.sh
+  protobuf-c-compiler libprotobuf-c-dev libnghttp2-dev   # the gRPC endpoint (src/grpc)
+  nodejs                                         # the gRPC e2e stage (tests/grpc, with npm)
 )
 missing=()
 for p in "${PKGS[@]}"; do

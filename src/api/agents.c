@@ -268,15 +268,19 @@ static size_t sort_ids(kw_str_t *ids, size_t n)
  * exist) is on no page, so pages never repeat or skip an agent. Rows come back in
  * (created_at, id) order. */
 static int load_page(kw_api_t *api, kw_arena_t *a, const kw_str_t *ids, size_t n, size_t skip,
-                     size_t limit, kw_agent_t **out, size_t *n_out)
+                     size_t limit, bool peek, kw_agent_t **out, size_t *n_out, kw_str_t *last,
+                     bool *more)
 {
-    kw_str_t *pick = kw_arena_alloc(a, limit * sizeof(*pick));
+    /* peek: one present id past the page is looked for (never loaded): *more says whether
+     * there is one, *last is the page's last id (list cursors). */
+    size_t take = limit + (peek ? 1 : 0);
+    kw_str_t *pick = kw_arena_alloc(a, take * sizeof(*pick));
     bool present[PRESENT_BATCH];
     size_t seen = 0, got = 0;
     if (!pick)
         return KW_ENOMEM;
-    for (size_t next = 0; got < limit && next < n;) {
-        size_t need = (skip - seen) + (limit - got); /* ids that may still be needed */
+    for (size_t next = 0; got < take && next < n;) {
+        size_t need = (skip - seen) + (take - got); /* ids that may still be needed */
         size_t want = n - next;
         if (want > PRESENT_BATCH)
             want = PRESENT_BATCH;
@@ -285,7 +289,7 @@ static int load_page(kw_api_t *api, kw_arena_t *a, const kw_str_t *ids, size_t n
         int rc = kw_store_agents_present(api->store, ids + next, want, a, present);
         if (rc != KW_OK)
             return rc;
-        for (size_t i = 0; i < want && got < limit; i++) {
+        for (size_t i = 0; i < want && got < take; i++) {
             if (!present[i])
                 continue;
             if (seen < skip)
@@ -295,6 +299,10 @@ static int load_page(kw_api_t *api, kw_arena_t *a, const kw_str_t *ids, size_t n
         }
         next += want;
     }
+    *more = got > limit;
+    if (got > limit)
+        got = limit;
+    *last = got ? pick[got - 1] : KW_STR_NULL;
     kw_agent_t *rows = NULL;
     size_t n_rows = 0;
     if (got > 0) {
@@ -317,6 +325,20 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__api_page(req, resp, &limit, &page))
         return;
+    /* A cursor (tag-kw-api-cursor) is bound to this route and this caller and holds the
+     * last id of the page it follows: the page starts after it in the sorted readable ids
+     * (a binary search), so page 20 costs what page 1 costs. */
+    bool has_cursor = false;
+    uint8_t pos[64];
+    size_t pos_len = 0;
+    char *scope_c = kw_arena_sprintf(req->arena, "/agents\n%s", p.subject_text);
+    if (!scope_c) {
+        kw__api_fail(req, resp, KW_ENOMEM, "list agents");
+        return;
+    }
+    kw_str_t scope = kw_str_c(scope_c);
+    if (!kw__api_cursor_in(api, req, resp, scope, &has_cursor, pos, sizeof(pos), &pos_len))
+        return;
     kw__api_ids_t l = {req->arena, NULL, 0, 0, KW_OK};
     kw_revision_t rev = kw__api_applied(api), engine_rev = 0; /* store revision, read first */
     int rc = kw_engine_lookup_resources(api->engine, KW_STR("agent"), KW_STR("read"), p.subject,
@@ -335,10 +357,28 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
      * (created_at, id). So the page is picked among the readable ids (through the id index)
      * and only its rows are read: a page costs `limit` rows, whatever the caller can read. */
     size_t n = sort_ids(l.ids, l.n);
-    size_t skip = (size_t)(page - 1) * (size_t)limit;
+    size_t skip = has_cursor ? 0 : (size_t)(page - 1) * (size_t)limit, from = 0;
+    if (pos_len) { /* the first id after the cursor's */
+        kw_str_t after = {(const char *)pos, pos_len};
+        size_t lo = 0, hi = n;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (cmp_id(&l.ids[mid], &after) <= 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        from = lo;
+    }
     kw_agent_t *rows = NULL;
     size_t n_rows = 0;
-    rc = load_page(api, req->arena, l.ids, n, skip, (size_t)limit, &rows, &n_rows);
+    kw_str_t last = KW_STR_NULL;
+    bool more = false;
+    /* l.ids is NULL when nothing is readable (no offset on a null pointer) */
+    rc = load_page(api, req->arena, l.ids ? l.ids + from : NULL, n - from, skip, (size_t)limit,
+                   has_cursor, &rows, &n_rows, &last, &more);
+    if (rc == KW_OK && has_cursor && more)
+        rc = kw__api_cursor_out(api, req, resp, scope, last);
     kw_free(l.ids);
     if (rc != KW_OK) {
         kw__api_fail(req, resp, rc, "list agents");

@@ -75,6 +75,10 @@ KW_NODISCARD int kw_api_check_schema(kw_engine_t *engine, kw_diag_t *diag);
 /* A fresh UUIDv7 (RFC 9562) for the time `us` (microseconds since the epoch), lowercase
  * canonical text, NUL-terminated. */
 void kw_api_uuid_v7(int64_t us, char out[37]);
+/* RFC 3339 date-time ("2026-12-02T10:00:00Z", fraction up to 9 digits kept to the
+ * microsecond, "Z" or a +hh:mm/-hh:mm offset; 'T'/'Z' in either case) -> microseconds
+ * since the epoch, UTC. Years 1970..9999. false when malformed. */
+bool kw_api_parse_time(kw_str_t s, int64_t *us);
 /* Is s a UUID in canonical 8-4-4-4-12 hex form (any case)? */
 bool kw_api_is_uuid(kw_str_t s);
 /* RFC 3339 UTC with microseconds, "2026-11-28T12:00:00.123456Z"; returns the length.

@@ -16,6 +16,11 @@
 
 #include "api.h"
 
+/* lastused.c: a key's last use, coalesced in memory, flushed in batches. */
+typedef struct kw__lastused kw__lastused_t;
+/* verify.c: per-caller and per-prefix counters of invalid /auth/verify attempts. */
+typedef struct kw__ratelimit kw__ratelimit_t;
+
 struct kw_api {
     kw_engine_t *engine;
     kw_store_t *store;
@@ -33,6 +38,10 @@ struct kw_api {
      * costs, for /metrics (keyward_list_rows_loaded_total). */
     _Atomic uint64_t list_rows_agents;
     _Atomic uint64_t list_rows_keys;
+    /* Issue 14: last uses (lastused.c) and POST /auth/verify (verify.c). */
+    kw__lastused_t *lastused;
+    kw__ratelimit_t *verify_limits;
+    _Atomic uint64_t verify_valid, verify_invalid, verify_limited_service, verify_limited_prefix;
     /* /v1 preshared keys as keyed hashes (v1.c, kw_api_set_v1_preshared_keys). */
     uint8_t (*v1_keys)[KW_KEY_HASH_LEN];
     size_t n_v1_keys;
@@ -63,6 +72,10 @@ typedef struct kw__principal {
     kw_str_t account;         /* selected account; len 0 = none */
     bool has_account;
     bool admin; /* JWT claim admin: true */
+    /* An agent key's principal: the key's row id ("" otherwise), and whether the key
+     * authenticated with its previous secret during a rotation's grace. */
+    char key_id[37];
+    bool key_in_grace;
 } kw__principal_t;
 
 /* kw_http_route_t.flags: the route answers without credentials (no on_headers auth). */
@@ -83,6 +96,34 @@ bool kw__v1_preshared(kw_api_t *api, kw_str_t cred);
  * On failure writes the 401 (or 503 when the database is down) into resp and returns
  * false. Sets req->log_subject. */
 bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p);
+
+/* The principal of an internal/external key (no request involved; verify.c uses it for a
+ * caller's credentials): KW_OK; KW_EAUTH (unknown, not internal/external, expired, the
+ * previous secret after its grace, agent gone: one answer); or a store error. Records the
+ * use (lastused.c) on success. Strings come from `a`. */
+int kw__api_principal_of_key(kw_api_t *api, kw_arena_t *a, kw_str_t key, kw__principal_t *p);
+/* The principal of a bearer token, its account from the `account` claim only: KW_OK or
+ * KW_EAUTH (diag says why, for the log). */
+int kw__api_principal_of_token(kw_api_t *api, kw_arena_t *a, kw_str_t token, kw__principal_t *p,
+                               kw_diag_t *diag);
+
+/* ---- lastused.c ---- */
+/* Starts the flush thread (interval: env KEYWARD_LAST_USED_FLUSH_MS, default 5000 ms). */
+int kw__lastused_new(kw_store_t *store, kw__lastused_t **out);
+/* Stops the thread and flushes what is pending. */
+void kw__lastused_free(kw__lastused_t *lu);
+/* Records a use (keeps the later time); never blocks on the database. */
+void kw__lastused_record(kw__lastused_t *lu, const char *key_id, int64_t at_us);
+/* The pending (not yet flushed) last use of a key, 0 if none. */
+int64_t kw__lastused_pending(kw__lastused_t *lu, const char *key_id);
+/* Writes everything pending now (the thread's work; tests and shutdown call it too). */
+int kw__lastused_flush(kw__lastused_t *lu);
+void kw__lastused_metrics(kw__lastused_t *lu, kw_buf_t *out);
+
+/* ---- verify.c ---- */
+int kw__ratelimit_new(kw__ratelimit_t **out);
+void kw__ratelimit_free(kw__ratelimit_t *rl);
+void kw__api_verify_metrics(kw_api_t *api, kw_buf_t *out);
 
 /* ---- common.c ---- */
 static inline kw_api_t *kw__api_of(void *ud)
@@ -106,7 +147,11 @@ int kw__api_can(kw_api_t *api, const kw__principal_t *p, const char *type, kw_st
 /* Adds X-Keyward-Revision: rev (arena string). */
 void kw__api_revision(kw_http_req_t *req, kw_http_resp_t *resp, kw_revision_t rev);
 void kw__api_agent_json(kw_buf_t *out, const kw_agent_t *ag);
+/* The key object (docs/API.md): with `secret` when given (create, rotate). last_used_at is
+ * the later of the row's and this instance's pending use (kw__api_key_json_live). */
 void kw__api_key_json(kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret);
+/* kw__api_key_json after merging this instance's pending last use into the row's. */
+void kw__api_key_json_live(kw_api_t *api, kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret);
 /* A JSON string body (the delete messages). */
 void kw__api_string_body(kw_http_resp_t *resp, const char *msg);
 /* `/agents/name` and `/agent_api_keys/name` are the by-name routes without their name:
@@ -186,6 +231,19 @@ void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_keys_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_keys_delete_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_keys_rotate(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_auth_verify(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+/* ---- list cursors (common.c) ---- */
+/* The `cursor` query parameter of a list route: *has = present (even empty); an empty one
+ * asks for the first page (*pos_len = 0). A cursor names a position in ONE list: it is
+ * sealed (keys.h, kw_cursor_seal) to `scope` (the route, the listed object, the caller).
+ * false: 422 written (a forged, edited or foreign cursor; page_number next to a cursor). */
+bool kw__api_cursor_in(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw_str_t scope,
+                       bool *has, uint8_t *pos, size_t cap, size_t *pos_len);
+/* Seals `pos` for `scope` and adds it as X-Next-Cursor. KW_OK or an error (answer 500). */
+int kw__api_cursor_out(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw_str_t scope,
+                       kw_str_t pos);
 
 void kw__api_healthz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_readyz(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);

@@ -46,17 +46,14 @@ static bool scheme_is(kw_str_t scheme, const char *want)
     return scheme.len == strlen(want) && strncasecmp(scheme.ptr, want, scheme.len) == 0;
 }
 
-static bool auth_bearer(kw_api_t *api, kw_http_req_t *req, kw_str_t token, kw__principal_t *p)
+int kw__api_principal_of_token(kw_api_t *api, kw_arena_t *a, kw_str_t token, kw__principal_t *p,
+                               kw_diag_t *diag)
 {
     kw_token_claims_t claims;
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    int rc = kw_token_verify(api->keyring, token, (int64_t)time(NULL), &claims, &d);
-    if (rc != KW_OK) {
-        kw_log(KW_LOG_INFO, KW_MODULE, "request %s: bearer token refused: %s", req->request_id,
-               d.msg[0] ? d.msg : kw_err_name(rc));
-        return false;
-    }
+    memset(p, 0, sizeof(*p));
+    int rc = kw_token_verify(api->keyring, token, (int64_t)time(NULL), &claims, diag);
+    if (rc != KW_OK)
+        return KW_EAUTH;
     const char *type;
     if (claims.principal_type[0] == '\0' || strcmp(claims.principal_type, "user") == 0) {
         type = "user";
@@ -65,59 +62,85 @@ static bool auth_bearer(kw_api_t *api, kw_http_req_t *req, kw_str_t token, kw__p
         type = "service_account";
         p->kind = KW__PRINCIPAL_SERVICE_ACCOUNT;
     } else {
-        return false;
+        return kw_diag_set(diag, KW_EAUTH, 0, 0, "unknown principal_type");
     }
     size_t sub_len = strnlen(claims.sub, sizeof(claims.sub));
     if (sub_len == 0)
-        return false;
-    char *sub = kw_arena_strndup(req->arena, claims.sub, sub_len);
-    p->subject_text = kw_arena_sprintf(req->arena, "%s:%s", type, claims.sub);
+        return kw_diag_set(diag, KW_EAUTH, 0, 0, "empty sub");
+    char *sub = kw_arena_strndup(a, claims.sub, sub_len);
+    p->subject_text = kw_arena_sprintf(a, "%s:%s", type, claims.sub);
     if (!sub || !p->subject_text)
-        return false;
+        return KW_EAUTH;
     p->subject = (kw_subject_t){kw_str_c(type), {sub, sub_len}, KW_STR_NULL};
     p->admin = claims.admin;
-
-    const char *sel = kw_http_header(req, "x-selected-account-id");
-    if (sel && sel[0]) {
-        p->account = kw_str_c(sel);
-        p->has_account = true;
-    } else if (claims.account[0]) {
+    if (claims.account[0]) {
         size_t n = strnlen(claims.account, sizeof(claims.account));
-        char *acct = kw_arena_strndup(req->arena, claims.account, n);
+        char *acct = kw_arena_strndup(a, claims.account, n);
         if (!acct)
-            return false;
+            return KW_EAUTH;
         p->account = (kw_str_t){acct, n};
+        p->has_account = true;
+    }
+    return KW_OK;
+}
+
+static bool auth_bearer(kw_api_t *api, kw_http_req_t *req, kw_str_t token, kw__principal_t *p)
+{
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    int rc = kw__api_principal_of_token(api, req->arena, token, p, &d);
+    if (rc != KW_OK) {
+        kw_log(KW_LOG_INFO, KW_MODULE, "request %s: bearer token refused: %s", req->request_id,
+               d.msg[0] ? d.msg : kw_err_name(rc));
+        return false;
+    }
+    const char *sel = kw_http_header(req, "x-selected-account-id");
+    if (sel && sel[0]) { /* the header beats the claim */
+        p->account = kw_str_c(sel);
         p->has_account = true;
     }
     return true;
 }
 
-/* Returns KW_OK (authenticated), KW_EAUTH, or a store error (503). */
-static int auth_key(kw_api_t *api, kw_http_req_t *req, kw_str_t key, kw__principal_t *p)
+/* Wall-clock microseconds (no ordering needed here, unlike kw_api_now_us's ids). */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Returns KW_OK (authenticated), KW_EAUTH, or a store error (503). Expiry and a rotation's
+ * grace are read from the row at every authentication, so they hold on every instance at
+ * once, by this instance's clock (tag-kw-key-lifecycle). */
+int kw__api_principal_of_key(kw_api_t *api, kw_arena_t *a, kw_str_t key, kw__principal_t *p)
 {
     uint8_t hash[KW_KEY_HASH_LEN];
     kw_apikey_t row;
     kw_agent_t ag;
+    memset(p, 0, sizeof(*p));
     /* Nothing longer than the longest acceptable key can match; don't hash megabytes. */
     if (key.len == 0 || key.len > KW_KEY_MAX_SUPPLIED)
         return KW_EAUTH;
     kw_key_hash(api->keyring, key, hash);
-    int rc = kw_store_key_find_by_hash(api->store, hash, sizeof(hash), req->arena, &row);
-    if (rc == KW_ENOTFOUND)
+    /* One statement: the key (by its hash or its previous one) and its agent's row. */
+    int rc = kw_store_key_auth(api->store, hash, sizeof(hash), a, &row, &ag);
+    if (rc == KW_ENOTFOUND) /* no such key, or its agent row is gone */
         return KW_EAUTH;
     if (rc != KW_OK)
         return rc;
     if (!row.type || (strcmp(row.type, "internal") != 0 && strcmp(row.type, "external") != 0))
         return KW_EAUTH;
-    if (row.hash_len != KW_KEY_HASH_LEN || !kw_key_hash_eq(row.hash, hash))
+    int64_t now = wall_us();
+    bool current = row.hash_len == KW_KEY_HASH_LEN && kw_key_hash_eq(row.hash, hash);
+    bool grace = !current && row.prev_hash_len == KW_KEY_HASH_LEN &&
+                 kw_key_hash_eq(row.prev_hash, hash) && now < row.prev_until_us;
+    if (!current && !grace)
         return KW_EAUTH;
-    rc = kw_store_agent_get(api->store, kw_str_c(row.agent_id), req->arena, &ag);
-    if (rc == KW_ENOTFOUND)
+    if (row.expires_at_us && now >= row.expires_at_us)
         return KW_EAUTH;
-    if (rc != KW_OK)
-        return rc;
-    char *id = kw_arena_strndup(req->arena, ag.id, strlen(ag.id));
-    p->subject_text = kw_arena_sprintf(req->arena, "agent:%s", ag.id);
+    char *id = kw_arena_strndup(a, ag.id, strlen(ag.id));
+    p->subject_text = kw_arena_sprintf(a, "agent:%s", ag.id);
     if (!id || !p->subject_text)
         return KW_ENOMEM;
     p->kind = KW__PRINCIPAL_AGENT;
@@ -125,7 +148,15 @@ static int auth_key(kw_api_t *api, kw_http_req_t *req, kw_str_t key, kw__princip
     p->account = kw_str_c(ag.account_id);
     p->has_account = ag.account_id && ag.account_id[0];
     p->admin = false;
+    memcpy(p->key_id, row.id, sizeof(p->key_id));
+    p->key_in_grace = grace;
+    kw__lastused_record(api->lastused, row.id, now);
     return KW_OK;
+}
+
+static int auth_key(kw_api_t *api, kw_http_req_t *req, kw_str_t key, kw__principal_t *p)
+{
+    return kw__api_principal_of_key(api, req->arena, key, p);
 }
 
 bool kw__api_auth(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw__principal_t *p)

@@ -46,6 +46,82 @@ void kw_api_uuid_v7(int64_t us, char out[37])
     out[o] = '\0';
 }
 
+/* n decimal digits at s[at..] within [lo, hi]. */
+static bool digits(kw_str_t s, size_t at, size_t n, int lo, int hi, int *out)
+{
+    int v = 0;
+    if (at + n > s.len)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s.ptr[at + i];
+        if (c < '0' || c > '9')
+            return false;
+        v = v * 10 + (c - '0');
+    }
+    if (v < lo || v > hi)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil algorithm,
+ * restated). */
+static int64_t days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+bool kw_api_parse_time(kw_str_t s, int64_t *us)
+{
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, sec, oh = 0, om = 0;
+    if (!s.ptr || s.len < 20 || !digits(s, 0, 4, 1970, 9999, &y) || s.ptr[4] != '-' ||
+        !digits(s, 5, 2, 1, 12, &mo) || s.ptr[7] != '-' || !digits(s, 8, 2, 1, mdays[mo - 1], &d) ||
+        (s.ptr[10] != 'T' && s.ptr[10] != 't') || !digits(s, 11, 2, 0, 23, &h) ||
+        s.ptr[13] != ':' || !digits(s, 14, 2, 0, 59, &mi) || s.ptr[16] != ':' ||
+        !digits(s, 17, 2, 0, 59, &sec))
+        return false;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap)
+        return false;
+    size_t i = 19;
+    int64_t frac = 0;
+    if (i < s.len && s.ptr[i] == '.') {
+        size_t start = ++i;
+        while (i < s.len && s.ptr[i] >= '0' && s.ptr[i] <= '9') {
+            if (i - start < 6)
+                frac = frac * 10 + (s.ptr[i] - '0');
+            i++;
+        }
+        if (i == start || i - start > 9)
+            return false;
+        for (size_t k = i - start; k < 6; k++)
+            frac *= 10;
+    }
+    int sign = 0;
+    if (i + 1 == s.len && (s.ptr[i] == 'Z' || s.ptr[i] == 'z')) {
+        i++;
+    } else if (i + 6 == s.len && (s.ptr[i] == '+' || s.ptr[i] == '-') &&
+               digits(s, i + 1, 2, 0, 23, &oh) && s.ptr[i + 3] == ':' &&
+               digits(s, i + 4, 2, 0, 59, &om)) {
+        sign = s.ptr[i] == '+' ? 1 : -1;
+        i += 6;
+    } else {
+        return false;
+    }
+    int64_t secs = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
+    secs -= sign * (oh * 3600 + om * 60);
+    if (secs < 0)
+        return false;
+    *us = secs * 1000000 + frac;
+    return true;
+}
+
 bool kw_api_is_uuid(kw_str_t s)
 {
     if (s.len != 36 || !s.ptr)
@@ -270,11 +346,74 @@ void kw__api_key_json(kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret)
     kw_json_escape(out, kw_str_c(k->name));
     kw_buf_puts(out, ", \"api_key_type\": ");
     kw_json_escape(out, kw_str_c(k->type));
+    /* Issue 14: null when the key never expires / was never used (as flushed). */
+    kw_buf_puts(out, ", \"expires_at\": ");
+    if (k->expires_at_us) {
+        n = kw_api_format_time(k->expires_at_us, ts);
+        kw_json_escape(out, (kw_str_t){ts, n});
+    } else {
+        kw_buf_puts(out, "null");
+    }
+    kw_buf_puts(out, ", \"last_used_at\": ");
+    if (k->last_used_at_us) {
+        n = kw_api_format_time(k->last_used_at_us, ts);
+        kw_json_escape(out, (kw_str_t){ts, n});
+    } else {
+        kw_buf_puts(out, "null");
+    }
     if (secret.ptr) {
         kw_buf_puts(out, ", \"api_key\": ");
         kw_json_escape(out, secret);
     }
     kw_buf_puts(out, "}");
+}
+
+void kw__api_key_json_live(kw_api_t *api, kw_buf_t *out, const kw_apikey_t *k, kw_str_t secret)
+{
+    kw_apikey_t live = *k;
+    int64_t pending = kw__lastused_pending(api->lastused, k->id);
+    if (pending > live.last_used_at_us)
+        live.last_used_at_us = pending;
+    kw__api_key_json(out, &live, secret);
+}
+
+/* ---- list cursors ---- */
+
+#define MSG_CURSOR "cursor is not valid for this list: pass the X-Next-Cursor of its last page."
+
+bool kw__api_cursor_in(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw_str_t scope,
+                       bool *has, uint8_t *pos, size_t cap, size_t *pos_len)
+{
+    bool bad = false, has_page = false, bad_page = false;
+    *has = false;
+    *pos_len = 0;
+    kw_str_t v = kw_http_query(req, "cursor", has, &bad);
+    if (!*has && !bad)
+        return true;
+    (void)kw_http_query(req, "page_number", &has_page, &bad_page);
+    if (has_page || bad_page) {
+        kw_http_resp_error(resp, 422, "Give cursor or page_number, not both.");
+        return false;
+    }
+    if (bad || (v.len > 0 && kw_cursor_open(api->keyring, v, scope, pos, cap, pos_len) != KW_OK)) {
+        kw_http_resp_error(resp, 422, MSG_CURSOR);
+        return false;
+    }
+    *has = true;
+    return true;
+}
+
+int kw__api_cursor_out(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp, kw_str_t scope,
+                       kw_str_t pos)
+{
+    char *text = kw_arena_alloc(req->arena, KW_CURSOR_MAX_TEXT + 1);
+    size_t n = 0;
+    if (!text)
+        return KW_ENOMEM;
+    int rc = kw_cursor_seal(api->keyring, pos, scope, text, KW_CURSOR_MAX_TEXT + 1, &n);
+    if (rc == KW_OK)
+        kw_http_resp_header(resp, "X-Next-Cursor", text);
+    return rc;
 }
 
 void kw__api_string_body(kw_http_resp_t *resp, const char *msg)

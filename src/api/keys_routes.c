@@ -9,6 +9,7 @@
  * (associated data = the key id).
  */
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -160,9 +161,60 @@ static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     return rc;
 }
 
+/* Wall-clock microseconds (no ordering needed, unlike kw_api_now_us's ids). */
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* An optional integer member in [min, max]: absent or null -> *present = false. A wrong
+ * type or a value out of range -> false. */
+static bool json_int_in(json_t *obj, const char *key, long min, long max, long *out, bool *present)
+{
+    json_t *v = json_object_get(obj, key);
+    *present = v && !json_is_null(v);
+    if (!*present)
+        return true;
+    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
+        return false;
+    *out = (long)json_integer_value(v);
+    return true;
+}
+
+#define MSG_EXPIRY                                                                                 \
+    "Give at most one of expires_at (an RFC 3339 date-time in the future) and ttl_seconds "        \
+    "(1-" XSTR(KW_MAX_KEY_LIFETIME_S) "); a key lives at most " XSTR(                              \
+        KW_MAX_KEY_LIFETIME_S) " seconds."
+
+/* expires_at (RFC 3339) or ttl_seconds, both optional, not both (tag-kw-key-lifecycle):
+ * *expires_us = 0 for a key that never expires. false -> 422 written. */
+static bool parse_expiry(kw_http_resp_t *resp, json_t *body, int64_t *expires_us)
+{
+    kw_str_t at;
+    bool has_at = false, has_ttl = false;
+    long ttl = 0;
+    int64_t now = wall_us(), when = 0;
+    *expires_us = 0;
+    if (!kw__api_json_str(body, "expires_at", &at, &has_at) ||
+        (has_at && !kw_api_parse_time(at, &when)) ||
+        !json_int_in(body, "ttl_seconds", 1, KW_MAX_KEY_LIFETIME_S, &ttl, &has_ttl) ||
+        (has_at && has_ttl) ||
+        (has_at && (when <= now || when - now > (int64_t)KW_MAX_KEY_LIFETIME_S * 1000000))) {
+        kw_http_resp_error(resp, 422, MSG_EXPIRY);
+        return false;
+    }
+    if (has_ttl)
+        when = now + (int64_t)ttl * 1000000;
+    *expires_us = has_at || has_ttl ? when : 0;
+    return true;
+}
+
 /* Parses the create body (422s). false -> answered. */
 static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_str_t *name,
-                         const char **type, kw_str_t *supplied, bool *has_supplied)
+                         const char **type, kw_str_t *supplied, bool *has_supplied,
+                         int64_t *expires_us)
 {
     bool has_name, has_type;
     kw_str_t t;
@@ -193,7 +245,7 @@ static bool parse_create(kw_http_resp_t *resp, json_t *body, agent_ref_t *r, kw_
                            "api_key must be 16-512 printable ASCII characters without spaces.");
         return false;
     }
-    return true;
+    return parse_expiry(resp, body, expires_us);
 }
 
 void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -215,7 +267,8 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     json_t *body = kw__api_body(req, resp);
     if (!body)
         return;
-    if (!parse_create(resp, body, &r, &name, &type, &supplied, &has_supplied)) {
+    int64_t expires_us = 0;
+    if (!parse_create(resp, body, &r, &name, &type, &supplied, &has_supplied, &expires_us)) {
         json_decref(body);
         return;
     }
@@ -286,6 +339,7 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     key.agent_id[sizeof(key.agent_id) - 1] = '\0';
     key.name = name_c;
     key.type = type;
+    key.expires_at_us = expires_us;
     if (hashed) {
         kw_key_hash(api->keyring, (kw_str_t){secret, secret_len}, hash);
         key.hash = hash;
@@ -365,6 +419,24 @@ out:
 
 /* ---- list ---- */
 
+/* A key list cursor's position: the last key shown, (created_at_us big-endian, id). */
+#define KEY_POS_LEN (8 + 36)
+
+static void key_pos(const kw_apikey_t *k, uint8_t pos[KEY_POS_LEN])
+{
+    uint64_t v = (uint64_t)k->created_at_us;
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        pos[i] = (uint8_t)v;
+    memcpy(pos + 8, k->id, 36);
+}
+
+/* What a cursor is bound to: this route, this agent, this caller (tag-kw-api-cursor). */
+static kw_str_t key_scope(kw_http_req_t *req, const kw_agent_t *ag, const kw__principal_t *p)
+{
+    char *s = kw_arena_sprintf(req->arena, "/agent_api_keys\n%s\n%s", ag->id, p->subject_text);
+    return s ? kw_str_c(s) : KW_STR_NULL;
+}
+
 void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -377,16 +449,58 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     if (!kw__api_page(req, resp, &limit, &page) || !ref_from_query(req, resp, &r))
         return;
+    /* A cursor's 422 comes with the other query 422s: its scope needs the agent's id, so it
+     * is opened once the agent is resolved, but a cursor beside page_number fails now. */
+    bool cursor_given = false, bad_cursor = false;
+    (void)kw_http_query(req, "cursor", &cursor_given, &bad_cursor);
+    if (cursor_given || bad_cursor) {
+        bool has_page = false, bad_page = false;
+        (void)kw_http_query(req, "page_number", &has_page, &bad_page);
+        if (has_page || bad_page) {
+            kw_http_resp_error(resp, 422, "Give cursor or page_number, not both.");
+            return;
+        }
+    }
     if (!ref_rules(resp, &r, &p))
         return;
     if (!resolve_agent(api, req, resp, &p, &r, &ag, &rev))
         return;
+    kw_str_t scope = KW_STR_NULL;
+    bool has_cursor = false;
+    uint8_t pos[KEY_POS_LEN];
+    size_t pos_len = 0;
+    int64_t after_us = 0;
+    char after_id[37] = "";
+    if (cursor_given || bad_cursor) {
+        scope = key_scope(req, &ag, &p);
+        if (!scope.ptr) {
+            kw__api_fail(req, resp, KW_ENOMEM, "list keys");
+            return;
+        }
+        if (!kw__api_cursor_in(api, req, resp, scope, &has_cursor, pos, sizeof(pos), &pos_len))
+            return;
+        if (pos_len != 0 && pos_len != KEY_POS_LEN) {
+            kw_http_resp_error(resp, 422, "cursor is not valid for this list.");
+            return;
+        }
+        if (pos_len) {
+            uint64_t v = 0;
+            for (int i = 0; i < 8; i++)
+                v = (v << 8) | pos[i];
+            after_us = (int64_t)v;
+            memcpy(after_id, pos + 8, 36);
+            after_id[36] = '\0';
+        }
+    }
 
     /* Walk the agent's keys in (created_at, id) order, keep the readable ones, skip the
      * earlier pages' worth, stop once a page is full: pagination AFTER the filter.
      * The walk beats LookupResources + intersect in every case measured (docs/BENCHMARKS.md,
      * "Listing an agent's keys"; bench/list_bench.c). The first batch asks for exactly
-     * skip + limit rows (all a caller who reads every key needs), later ones KEY_BATCH. */
+     * skip + limit rows (all a caller who reads every key needs), later ones KEY_BATCH.
+     * With a cursor the walk starts after the cursor's key (keyset: no rows before it are
+     * read, whatever the page) and looks one readable key past the page, so that the last
+     * page carries no X-Next-Cursor. */
     kw_arena_t *scratch = kw_arena_new(0);
     kw_check_item_t *items = kw_calloc(KEY_BATCH, sizeof(*items));
     if (!scratch || !items) {
@@ -395,13 +509,14 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw__api_fail(req, resp, KW_ENOMEM, "list keys");
         return;
     }
-    size_t skip = (size_t)(page - 1) * (size_t)limit, out = 0;
-    int64_t after_us = 0;
-    char after_id[37] = "";
+    size_t skip = has_cursor ? 0 : (size_t)(page - 1) * (size_t)limit, out = 0;
+    size_t want = (size_t)limit + (has_cursor ? 1 : 0);
+    bool more = false;
+    uint8_t last_pos[KEY_POS_LEN];
     int rc = KW_OK;
     kw_buf_puts(&resp->body, "[");
-    size_t batch = skip + (size_t)limit < KEY_BATCH ? skip + (size_t)limit : KEY_BATCH;
-    while (out < (size_t)limit) {
+    size_t batch = skip + want < KEY_BATCH ? skip + want : KEY_BATCH;
+    while (!more && (out < (size_t)limit || has_cursor)) {
         kw_apikey_t *rows = NULL;
         size_t n = 0;
         kw_arena_reset(scratch);
@@ -421,7 +536,7 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         rc = kw_engine_check_bulk(api->engine, items, n, &engine_rev);
         if (rc != KW_OK)
             break;
-        for (size_t i = 0; i < n && out < (size_t)limit; i++) {
+        for (size_t i = 0; i < n && !more; i++) {
             bool yes = items[i].rc == KW_OK && items[i].result == KW_CHECK_YES;
             atomic_fetch_add_explicit(items[i].rc != KW_OK ? &api->checks_error
                                       : yes                ? &api->checks_allowed
@@ -433,9 +548,14 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
                 skip--;
                 continue;
             }
+            if (out == (size_t)limit) { /* a readable key past the page: there is more */
+                more = true;
+                break;
+            }
             if (out++)
                 kw_buf_puts(&resp->body, ", ");
-            kw__api_key_json(&resp->body, &rows[i], KW_STR_NULL);
+            kw__api_key_json_live(api, &resp->body, &rows[i], KW_STR_NULL);
+            key_pos(&rows[i], last_pos);
         }
         after_us = rows[n - 1].created_at_us;
         memcpy(after_id, rows[n - 1].id, sizeof(after_id));
@@ -446,6 +566,9 @@ void kw__api_keys_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     kw_arena_free(scratch);
     kw_free(items);
+    if (rc == KW_OK && has_cursor && more)
+        rc = kw__api_cursor_out(api, req, resp, scope,
+                                (kw_str_t){(const char *)last_pos, sizeof(last_pos)});
     if (rc != KW_OK) {
         kw__api_fail(req, resp, rc, "list keys");
         return;
@@ -496,7 +619,7 @@ void kw__api_keys_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     resp->status = 200;
-    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_key_json_live(api, &resp->body, &key, KW_STR_NULL);
     kw__api_revision(req, resp, rev);
 }
 
@@ -564,7 +687,7 @@ void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud
         return;
     }
     resp->status = 200;
-    kw__api_key_json(&resp->body, &key, KW_STR_NULL);
+    kw__api_key_json_live(api, &resp->body, &key, KW_STR_NULL);
     kw__api_revision(req, resp, rev);
 }
 

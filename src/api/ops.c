@@ -74,6 +74,14 @@ static const op_t ops[] = {
      "AgentAPIKey", "400 401 404 422 503", "keyref_type"},
     {"/agent_api_keys/name/{name}", "delete", "Delete an agent's API key by name and type", NULL,
      "Message", "400 401 403 404 422 503", "keyref_type"},
+    {"/agent_api_keys/{id}/rotate", "post",
+     "Rotate an API key: a new secret for the same id and name (shown once); the previous one "
+     "works for grace_period_seconds more",
+     "AgentAPIKeyRotate", "AgentAPIKeyRotated", "401 403 404 409 413 422 503", "id"},
+    {"/auth/verify", "post",
+     "Verify a caller's API key or token and answer its checks (service accounts with "
+     "account#verify)",
+     "VerifyRequest", "VerifyResponse", "401 403 413 422 429 503", ""},
     {"/healthz", "get", "Liveness", NULL, NULL, "", ""},
     {"/readyz", "get", "Readiness (database reachable and graph caught up)", NULL, NULL, "503", ""},
     {"/metrics", "get", "Prometheus metrics", NULL, "text", "", ""},
@@ -137,6 +145,14 @@ static json_t *params_for(const char *kind)
         json_array_append_new(
             a, param("page_number", "query", false,
                      json_pack("{s:s, s:i, s:i}", "type", "integer", "minimum", 1, "default", 1)));
+        /* Issue 14: keyset pages; the next page's cursor comes in X-Next-Cursor. */
+        json_array_append_new(
+            a, param("cursor", "query", false,
+                     json_pack("{s:s, s:i, s:s}", "type", "string", "maxLength", KW_CURSOR_MAX_TEXT,
+                               "description",
+                               "Opaque; empty for the first page, then the X-Next-Cursor header "
+                               "of the page before (absent on the last page). Not with "
+                               "page_number.")));
     }
     return a;
 }
@@ -163,6 +179,12 @@ static json_t *operation(const op_t *op)
         ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "OK", "content", "application/json",
                        "schema",
                        op->response ? ref(op->response) : json_pack("{s:s}", "type", "object"));
+    if (ok && (strcmp(op->params, "list") == 0 || strcmp(op->params, "keyref_list") == 0))
+        json_object_set_new(ok, "headers",
+                            json_pack("{s:{s:s, s:{s:s}}}", "X-Next-Cursor", "description",
+                                      "With cursor=: the next page's cursor; absent on the last "
+                                      "page",
+                                      "schema", "type", "string"));
     json_object_set_new(responses, "200", ok);
     char codes[64];
     snprintf(codes, sizeof(codes), "%s", op->errors);
@@ -182,6 +204,60 @@ static json_t *operation(const op_t *op)
             o, "security",
             json_pack("[{s:[]}, {s:[]}, {s:[]}]", "bearer", "agentKeyHeader", "agentKeyAuth"));
     return o;
+}
+
+/* Issue 14: the key's lifecycle fields, rotation and /auth/verify (added to the schemas
+ * built by components()). -1 on OOM. */
+static int lifecycle_schemas(json_t *schemas)
+{
+    json_t *ts_or_null =
+        json_pack("{s:[s,s], s:s}", "type", "string", "null", "format", "date-time");
+    json_t *key = json_object_get(json_object_get(schemas, "AgentAPIKey"), "properties");
+    json_t *create = json_object_get(json_object_get(schemas, "AgentAPIKeyCreate"), "properties");
+    int rc = ts_or_null && key && create ? 0 : -1;
+    if (rc == 0)
+        rc |= json_object_set(key, "expires_at", ts_or_null);
+    if (rc == 0)
+        rc |= json_object_set(key, "last_used_at", ts_or_null);
+    if (rc == 0)
+        rc |= json_object_set_new(
+            create, "expires_at",
+            json_pack("{s:[s,s], s:s}", "type", "string", "null", "format", "date-time"));
+    if (rc == 0)
+        rc |= json_object_set_new(create, "ttl_seconds",
+                                  json_pack("{s:[s,s], s:i, s:I}", "type", "integer", "null",
+                                            "minimum", 1, "maximum",
+                                            (json_int_t)KW_MAX_KEY_LIFETIME_S));
+    if (rc == 0)
+        rc |= json_object_set_new(schemas, "AgentAPIKeyRotate",
+                                  json_pack("{s:s, s:{s:{s:[s,s], s:i, s:I, s:i}}}", "type",
+                                            "object", "properties", "grace_period_seconds", "type",
+                                            "integer", "null", "minimum", 0, "maximum",
+                                            (json_int_t)KW_MAX_ROTATE_GRACE_S, "default", 0));
+    if (rc == 0)
+        rc |= json_object_set_new(schemas, "AgentAPIKeyRotated",
+                                  json_pack("{s:[o, {s:s, s:[s,s], s:{s:{s:s}, s:O}}]}", "allOf",
+                                            ref("AgentAPIKey"), "type", "object", "required",
+                                            "api_key", "previous_api_key_valid_until", "properties",
+                                            "api_key", "type", "string",
+                                            "previous_api_key_valid_until", ts_or_null));
+    if (rc == 0)
+        rc |= json_object_set_new(
+            schemas, "VerifyRequest",
+            json_pack("{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s, s:i, s:{s:s, s:[s,s], s:{s:{s:s}, "
+                      "s:{s:s}}}}}}",
+                      "type", "object", "properties", "api_key", "type", "string", "token", "type",
+                      "string", "checks", "type", "array", "maxItems", KW_MAX_VERIFY_CHECKS,
+                      "items", "type", "object", "required", "resource", "permission", "properties",
+                      "resource", "type", "string", "permission", "type", "string"));
+    if (rc == 0)
+        rc |= json_object_set_new(
+            schemas, "VerifyResponse",
+            json_pack("{s:s, s:[s], s:{s:{s:s}, s:{s:s}, s:{s:s, s:{s:s}}}}", "type", "object",
+                      "required", "valid", "properties", "valid", "type", "boolean", "principal",
+                      "type", "object", "checks", "type", "array", "items", "type", "object"));
+    json_decref(ts_or_null);
+    return rc ? -1 : 0;
 }
 
 static json_t *components(void)
@@ -230,6 +306,10 @@ static json_t *components(void)
         "type", "apiKey", "in", "header", "name", "x-agent-api-key", "agentKeyAuth", "type",
         "apiKey", "in", "header", "name", "Authorization");
     json_decref(str);
+    if (c && lifecycle_schemas(json_object_get(c, "schemas")) != 0) {
+        json_decref(c);
+        return NULL;
+    }
     return c;
 }
 

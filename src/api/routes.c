@@ -33,13 +33,25 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
     api->store = store;
     api->keyring = keyring;
     api->sync = sync;
-    if (pthread_mutex_init(&api->http_mu, NULL) != 0) {
-        kw_free(api);
-        return KW_ENOMEM;
-    }
+    int rc = KW_ENOMEM;
+    if (pthread_mutex_init(&api->http_mu, NULL) != 0)
+        goto fail_mu;
+    rc = kw__lastused_new(store, &api->lastused);
+    if (rc != KW_OK)
+        goto fail_lastused;
+    rc = kw__ratelimit_new(&api->verify_limits);
+    if (rc != KW_OK)
+        goto fail_limits;
     kw_sync_on_change(sync, on_sync_change, api);
     *out = api;
     return KW_OK;
+fail_limits:
+    kw__lastused_free(api->lastused);
+fail_lastused:
+    pthread_mutex_destroy(&api->http_mu);
+fail_mu:
+    kw_free(api);
+    return rc;
 }
 
 void kw_api_free(kw_api_t *api)
@@ -47,6 +59,8 @@ void kw_api_free(kw_api_t *api)
     if (!api)
         return;
     kw_sync_on_change(api->sync, NULL, NULL);
+    kw__ratelimit_free(api->verify_limits);
+    kw__lastused_free(api->lastused); /* flushes the pending last uses */
     kw_free(api->v1_keys);
     pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
@@ -71,6 +85,8 @@ static const kw_http_route_t routes[] = {
     {"DELETE", "/agent_api_keys/{id}", kw__api_keys_delete, 0},
     {"GET", "/agent_api_keys/name/{name}", kw__api_keys_get_by_name, 0},
     {"DELETE", "/agent_api_keys/name/{name}", kw__api_keys_delete_by_name, 0},
+    {"POST", "/agent_api_keys/{id}/rotate", kw__api_keys_rotate, 0},
+    {"POST", "/auth/verify", kw__api_auth_verify, 0},
     {"GET", "/healthz", kw__api_healthz, KW__ROUTE_PUBLIC},
     {"GET", "/readyz", kw__api_readyz, KW__ROUTE_PUBLIC},
     {"GET", "/metrics", kw__api_metrics_route, KW__ROUTE_PUBLIC},
@@ -125,6 +141,8 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                   relaxed(&api->list_rows_agents));
     kw_buf_printf(out, "keyward_list_rows_loaded_total{route=\"/agent_api_keys\"} %" PRIu64 "\n",
                   relaxed(&api->list_rows_keys));
+    kw__lastused_metrics(api->lastused, out);
+    kw__api_verify_metrics(api, out);
     metric_u64(out, "keyward_relationships", "gauge", "Relationships in the authorization graph.",
                (uint64_t)kw_engine_count(api->engine));
     metric_u64(out, "keyward_revision", "gauge", "Store revision the authorization graph reflects.",

@@ -49,6 +49,13 @@
  * description, which the contract leaves open (at most 4 bytes a code point: 16 KiB). */
 #define KW_MAX_NAME_CHARS 255
 #define KW_MAX_DESCRIPTION_CHARS 4096
+/* A key's lifecycle (issue 14, docs/API.md): the longest lifetime a key may be given at
+ * create (ttl_seconds, or expires_at from now): 10 years of 365 days; the longest grace
+ * period of a rotation, during which the previous secret still authenticates: 7 days. */
+#define KW_MAX_KEY_LIFETIME_S 315360000L
+#define KW_MAX_ROTATE_GRACE_S 604800L
+/* POST /auth/verify: checks per call. */
+#define KW_MAX_VERIFY_CHECKS 100
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
 /* HTTP request line + headers (431 past it) and header fields per request. */

@@ -27,8 +27,12 @@
  * changing either string invalidates every stored hash or sealed secret). */
 static const char kdf_ctx_hash[crypto_kdf_CONTEXTBYTES + 1] = "kwkeyhsh";
 static const char kdf_ctx_seal[crypto_kdf_CONTEXTBYTES + 1] = "kwsecenc";
+static const char kdf_ctx_cursor[crypto_kdf_CONTEXTBYTES + 1] = "kwcursor";
 #define KDF_ID_HASH 1
 #define KDF_ID_SEAL 2
+#define KDF_ID_CURSOR 3
+/* The region: hash key | seal key | token MAC state | cursor key. */
+#define CURSOR_KEY_AT (2 * KW__KEY_SUBKEY_LEN + sizeof(crypto_auth_hmacsha256_state))
 
 #define SEAL_NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define SEAL_TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
@@ -52,7 +56,7 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
     kw_keyring_t *k = kw_calloc(1, sizeof(*k));
     if (!k)
         return KW_ENOMEM;
-    size_t mem_len = 2 * KW__KEY_SUBKEY_LEN + sizeof(crypto_auth_hmacsha256_state);
+    size_t mem_len = 3 * KW__KEY_SUBKEY_LEN + sizeof(crypto_auth_hmacsha256_state);
     k->mem = sodium_malloc(mem_len);
     if (!k->mem) {
         kw_free(k);
@@ -66,7 +70,9 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
         crypto_kdf_derive_from_key(k->mem, KW__KEY_SUBKEY_LEN, KDF_ID_HASH, kdf_ctx_hash, root) !=
             0 ||
         crypto_kdf_derive_from_key(k->mem + KW__KEY_SUBKEY_LEN, KW__KEY_SUBKEY_LEN, KDF_ID_SEAL,
-                                   kdf_ctx_seal, root) != 0) {
+                                   kdf_ctx_seal, root) != 0 ||
+        crypto_kdf_derive_from_key(k->mem + CURSOR_KEY_AT, KW__KEY_SUBKEY_LEN, KDF_ID_CURSOR,
+                                   kdf_ctx_cursor, root) != 0) {
         sodium_memzero(root, sizeof(root));
         sodium_free(k->mem);
         kw_free(k);
@@ -80,6 +86,7 @@ int kw_keyring_new(kw_str_t token_secret, kw_str_t master, kw_keyring_t **out)
     k->hash_key = k->mem;
     k->seal_key = k->mem + KW__KEY_SUBKEY_LEN;
     k->token_mac = k->mem + 2 * KW__KEY_SUBKEY_LEN;
+    k->cursor_key = k->mem + CURSOR_KEY_AT;
     /* Immutable from here on: a stray write faults instead of corrupting a key. */
     (void)sodium_mprotect_readonly(k->mem);
     *out = k;
@@ -194,4 +201,48 @@ void kw_secret_wipe(char *p)
 {
     if (p)
         sodium_free(p); /* zeroes before unmapping */
+}
+
+/* ---- list cursors ---- */
+
+int kw_cursor_seal(const kw_keyring_t *k, kw_str_t plain, kw_str_t ad, char *out, size_t cap,
+                   size_t *out_len)
+{
+    uint8_t raw[SEAL_NONCE_LEN + KW_CURSOR_MAX_PLAIN + SEAL_TAG_LEN];
+    if (!k || !out || !out_len || (!plain.ptr && plain.len) || (!ad.ptr && ad.len) ||
+        plain.len > KW_CURSOR_MAX_PLAIN)
+        return KW_EINVAL;
+    size_t raw_len = SEAL_NONCE_LEN + plain.len + SEAL_TAG_LEN;
+    if (cap < sodium_base64_ENCODED_LEN(raw_len, sodium_base64_VARIANT_URLSAFE_NO_PADDING))
+        return KW_ETOOLARGE;
+    randombytes_buf(raw, SEAL_NONCE_LEN);
+    unsigned long long clen = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_encrypt(
+            raw + SEAL_NONCE_LEN, &clen, (const unsigned char *)plain.ptr, plain.len,
+            (const unsigned char *)ad.ptr, ad.len, NULL, raw, k->cursor_key) != 0)
+        return KW_EINTERNAL;
+    sodium_bin2base64(out, cap, raw, raw_len, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    *out_len = strlen(out);
+    return KW_OK;
+}
+
+int kw_cursor_open(const kw_keyring_t *k, kw_str_t text, kw_str_t ad, uint8_t *out, size_t cap,
+                   size_t *out_len)
+{
+    uint8_t raw[SEAL_NONCE_LEN + KW_CURSOR_MAX_PLAIN + SEAL_TAG_LEN];
+    size_t raw_len = 0;
+    if (!k || !out || !out_len || (!text.ptr && text.len) || (!ad.ptr && ad.len))
+        return KW_EINVAL;
+    if (text.len == 0 || text.len > KW_CURSOR_MAX_TEXT ||
+        sodium_base642bin(raw, sizeof(raw), text.ptr, text.len, NULL, &raw_len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        raw_len < SEAL_NONCE_LEN + SEAL_TAG_LEN || raw_len - SEAL_NONCE_LEN - SEAL_TAG_LEN > cap)
+        return KW_EAUTH;
+    unsigned long long mlen = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+            out, &mlen, NULL, raw + SEAL_NONCE_LEN, raw_len - SEAL_NONCE_LEN,
+            (const unsigned char *)ad.ptr, ad.len, raw, k->cursor_key) != 0)
+        return KW_EAUTH;
+    *out_len = (size_t)mlen;
+    return KW_OK;
 }

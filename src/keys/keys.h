@@ -51,6 +51,20 @@ KW_NODISCARD int kw_secret_open(const kw_keyring_t *k, const uint8_t *sealed, si
                                 kw_str_t ad, char **out, size_t *out_len);
 void kw_secret_wipe(char *p);
 
+/* ---- list cursors ----
+ * An opaque, tamper-evident continuation token: `plain` (at most KW_CURSOR_MAX_PLAIN bytes)
+ * sealed with XChaCha20-Poly1305 under a subkey of its own (derived from the master key, so
+ * every instance over one database accepts every other's cursors), bound to `ad` (the
+ * route, the listed object, the caller), as unpadded base64url text (at most
+ * KW_CURSOR_MAX_TEXT characters). kw_cursor_open answers KW_EAUTH for anything it did not
+ * seal with that `ad` (edited, truncated, for another list or caller). */
+#define KW_CURSOR_MAX_PLAIN 96
+#define KW_CURSOR_MAX_TEXT 200
+KW_NODISCARD int kw_cursor_seal(const kw_keyring_t *k, kw_str_t plain, kw_str_t ad, char *out,
+                                size_t cap, size_t *out_len);
+KW_NODISCARD int kw_cursor_open(const kw_keyring_t *k, kw_str_t text, kw_str_t ad, uint8_t *out,
+                                size_t cap, size_t *out_len);
+
 /* ---- bearer tokens (JWT, HS256) ---- */
 typedef struct kw_token_claims {
     char sub[256];

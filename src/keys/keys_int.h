@@ -16,7 +16,8 @@
 #define KW__TOKEN_SECRET_MAX 4096
 
 struct kw_keyring {
-    uint8_t *mem;            /* sodium_malloc: hash key | seal key | token MAC state (read-only) */
+    uint8_t
+        *mem; /* sodium_malloc: hash key | seal key | token MAC state | cursor key (read-only) */
     const uint8_t *hash_key; /* KW__KEY_SUBKEY_LEN bytes: keyed BLAKE2b of api keys */
     const uint8_t *seal_key; /* KW__KEY_SUBKEY_LEN bytes: XChaCha20-Poly1305 */
     /* A crypto_auth_hmacsha256_state already keyed with the token secret (its inner and
@@ -24,6 +25,7 @@ struct kw_keyring {
      * need not be aligned): memcpy it into a local state before use. The raw secret is
      * not kept. */
     const uint8_t *token_mac;
+    const uint8_t *cursor_key; /* KW__KEY_SUBKEY_LEN bytes: list cursors (kw_cursor_seal) */
 };
 
 #endif

@@ -94,9 +94,20 @@ static const char m2[] = "ALTER TABLE changelog ADD COLUMN at_us BIGINT NOT NULL
                          "  pruned_through BIGINT NOT NULL);"
                          "INSERT INTO changelog_horizon (one, pruned_through) VALUES (TRUE, 0);";
 
+/* 3: a key's lifecycle (issue 14), as SQLite's migration 2: expiry, last use (flushed in
+ * batches, outside the revision order), and the previous secret of a rotation during its
+ * grace period (unique like hash). */
+static const char m3[] = "ALTER TABLE api_keys ADD COLUMN expires_at_us BIGINT,"
+                         "  ADD COLUMN last_used_at_us BIGINT,"
+                         "  ADD COLUMN prev_hash BYTEA,"
+                         "  ADD COLUMN prev_until_us BIGINT;"
+                         "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash)"
+                         "  WHERE prev_hash IS NOT NULL;";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
     {1, m1},
     {2, m2},
+    {3, m3},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

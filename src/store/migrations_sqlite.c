@@ -47,6 +47,14 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "CREATE INDEX relationships_by_subject ON relationships (subject_type, subject_id);"
         "CREATE TABLE meta (key TEXT PRIMARY KEY NOT NULL, value BLOB);"
         "INSERT INTO meta (key, value) VALUES ('revision', 0);"},
+    /* 2: a key's lifecycle (issue 14): expiry, last use (flushed in batches), and the
+     * previous secret of a rotation during its grace period. prev_hash is unique like
+     * hash (NULLs are distinct), so a hash finds at most one row per column. */
+    {2, "ALTER TABLE api_keys ADD COLUMN expires_at_us INTEGER;"
+        "ALTER TABLE api_keys ADD COLUMN last_used_at_us INTEGER;"
+        "ALTER TABLE api_keys ADD COLUMN prev_hash BLOB;"
+        "ALTER TABLE api_keys ADD COLUMN prev_until_us INTEGER;"
+        "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash);"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

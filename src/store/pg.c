@@ -45,7 +45,15 @@
 /* ---- prepared statements ---- */
 
 #define AGENT_COLS "id, name, description, account_id, created_at_us"
-#define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
+/* As in sqlite.c: written at create, then the lifecycle columns (migration 3). */
+#define KEY_INSERT_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us"
+#define KEY_COLS KEY_INSERT_COLS ", last_used_at_us, prev_hash, prev_until_us"
+/* KEY_COLS of api_keys k, then AGENT_COLS of agents g (kw_store_key_auth's join). */
+#define KEY_AGENT_COLS                                                                             \
+    "k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, k.expires_at_us, "   \
+    "k.last_used_at_us, k.prev_hash, k.prev_until_us, g.id, g.name, g.description, "               \
+    "g.account_id, g.created_at_us"
+#define KEY_AGENT_FROM " FROM api_keys k JOIN agents g ON g.id = k.agent_id WHERE "
 
 /* Parameter types: one letter per parameter (t text, i int8, b bytea, a text[]). */
 typedef struct pg_stmt {
@@ -80,7 +88,13 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
                                "SELECT " KEY_COLS " FROM api_keys "
                                "WHERE agent_id = $1 AND name = $2 AND type = $3"},
     [KW__PG_ST_KEY_BY_HASH] = {"kw_key_by_hash", "b",
-                               "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1"},
+                               "SELECT " KEY_COLS " FROM api_keys WHERE hash = $1 "
+                               "OR prev_hash = $1 ORDER BY hash IS NOT DISTINCT FROM $1 DESC "
+                               "LIMIT 1"},
+    /* A current hash first (the arms' order), then a previous one in its grace. */
+    [KW__PG_ST_KEY_AUTH] = {"kw_key_auth", "b",
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.hash = $1) UNION ALL "
+                            "(SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.prev_hash = $1) LIMIT 1"},
     [KW__PG_ST_KEYS_OF_AGENT] = {"kw_keys_of_agent", "titi",
                                  "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = $1 "
                                  "AND (created_at_us, id) > ($2, $3) "
@@ -123,14 +137,29 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     /* The agent row is share-locked first, so a missing (or concurrently deleted) agent
      * inserts nothing instead of raising a foreign key error, which would abort the whole
      * transaction where SQLite's failed statement leaves it usable. */
-    [KW__PG_ST_KEY_INSERT] = {"kw_key_insert", "ttttibb",
-                              "INSERT INTO api_keys (" KEY_COLS ") "
-                              "SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS "
+    [KW__PG_ST_KEY_INSERT] = {"kw_key_insert", "ttttibbi",
+                              "INSERT INTO api_keys (" KEY_INSERT_COLS ") "
+                              "SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE EXISTS "
                               "(SELECT 1 FROM agents WHERE id = $2 FOR KEY SHARE) "
                               "ON CONFLICT DO NOTHING RETURNING 1"},
     [KW__PG_ST_AGENT_EXISTS] = {"kw_agent_exists", "t", "SELECT 1 FROM agents WHERE id = $1"},
     [KW__PG_ST_KEY_DELETE] = {"kw_key_delete", "t",
                               "DELETE FROM api_keys WHERE id = $1 RETURNING 1"},
+    /* tag-kw-key-rotate: compare-and-swap on the credential the request read. */
+    [KW__PG_ST_KEY_ROTATE] = {"kw_key_rotate", "tbbbibb",
+                              "UPDATE api_keys SET hash = $2, secret_enc = $3, prev_hash = $4, "
+                              "prev_until_us = $5 WHERE id = $1 "
+                              "AND hash IS NOT DISTINCT FROM $6 "
+                              "AND secret_enc IS NOT DISTINCT FROM $7 RETURNING 1"},
+    [KW__PG_ST_KEY_EXISTS] = {"kw_key_exists", "t", "SELECT 1 FROM api_keys WHERE id = $1"},
+    /* Last uses, one statement for a whole batch (a deadlock with a concurrent write
+     * fails the flush, which the next interval retries). */
+    [KW__PG_ST_KEYS_TOUCH] = {"kw_keys_touch", "aa",
+                              "UPDATE api_keys k SET last_used_at_us = u.t FROM "
+                              "(SELECT id, max(t::bigint) AS t FROM unnest($1::text[], "
+                              "$2::text[]) AS x (id, t) GROUP BY id ORDER BY id) u "
+                              "WHERE k.id = u.id AND (k.last_used_at_us IS NULL "
+                              "OR k.last_used_at_us < u.t)"},
     [KW__PG_ST_REL_INSERT] = {"kw_rel_insert", "tttttt",
                               "INSERT INTO relationships (" KW__PG_REL_COLS
                               ") VALUES ($1, $2, $3, $4, $5, $6) "
@@ -748,6 +777,8 @@ static const kw_store_ops_t pg_ops = {
     .key_find_by_hash = kw__pg_key_find_by_hash,
     .keys_of_agent = kw__pg_keys_of_agent,
     .keys_by_ids = kw__pg_keys_by_ids,
+    .keys_touch = kw__pg_keys_touch,
+    .key_auth = kw__pg_key_auth,
     .tx_begin = kw__pg_tx_begin,
     .tx_commit = kw__pg_tx_commit,
     .tx_rollback = kw__pg_tx_rollback,
@@ -755,6 +786,7 @@ static const kw_store_ops_t pg_ops = {
     .tx_agent_delete = kw__pg_tx_agent_delete,
     .tx_key_insert = kw__pg_tx_key_insert,
     .tx_key_delete = kw__pg_tx_key_delete,
+    .tx_key_rotate = kw__pg_tx_key_rotate,
     .tx_savepoint = kw__pg_tx_savepoint,
     .tx_rollback_to = kw__pg_tx_rollback_to,
     .tx_release = kw__pg_tx_release,

@@ -67,6 +67,7 @@ enum {
     KW__PG_ST_KEY_GET,
     KW__PG_ST_KEY_BY_NAME,
     KW__PG_ST_KEY_BY_HASH,
+    KW__PG_ST_KEY_AUTH,
     KW__PG_ST_KEYS_OF_AGENT,
     KW__PG_ST_KEYS_BY_IDS,
     KW__PG_ST_AGENT_INSERT,
@@ -80,6 +81,9 @@ enum {
     KW__PG_ST_KEY_INSERT,
     KW__PG_ST_AGENT_EXISTS,
     KW__PG_ST_KEY_DELETE,
+    KW__PG_ST_KEY_ROTATE,
+    KW__PG_ST_KEY_EXISTS,
+    KW__PG_ST_KEYS_TOUCH,
     KW__PG_ST_REL_INSERT,
     KW__PG_ST_REL_DELETE,
     KW__PG_ST_TX_REVISION,
@@ -186,6 +190,9 @@ int kw__pg_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len, k
 int kw__pg_keys_of_agent(kw_store_t *base, kw_str_t agent_id, int64_t after_created_us,
                          kw_str_t after_id, size_t limit, kw_arena_t *a, kw_apikey_t **out,
                          size_t *n_out);
+int kw__pg_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n);
+int kw__pg_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent);
 int kw__pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
 
@@ -201,6 +208,7 @@ int kw__pg_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__pg_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__pg_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *key);
 int kw__pg_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
+int kw__pg_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r);
 int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);
 int kw__pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);

@@ -39,19 +39,25 @@ static void col_id(const PGresult *r, int row, int col, char out[37])
     out[n] = '\0';
 }
 
-static int row_agent(const PGresult *r, int row, kw_arena_t *a, kw_agent_t *out)
+/* The agent's AGENT_COLS from column `at` on. */
+static int row_agent_at(const PGresult *r, int row, int at, kw_arena_t *a, kw_agent_t *out)
 {
     int rc = KW_OK;
     kw_agent_t ag;
     memset(&ag, 0, sizeof(ag));
-    col_id(r, row, 0, ag.id);
-    ag.name = col_dup(r, row, 1, a, &rc);
-    ag.description = col_dup(r, row, 2, a, &rc);
-    ag.account_id = col_dup(r, row, 3, a, &rc);
-    ag.created_at_us = kw__pg_col_i64(r, row, 4);
+    col_id(r, row, at, ag.id);
+    ag.name = col_dup(r, row, at + 1, a, &rc);
+    ag.description = col_dup(r, row, at + 2, a, &rc);
+    ag.account_id = col_dup(r, row, at + 3, a, &rc);
+    ag.created_at_us = kw__pg_col_i64(r, row, at + 4);
     if (rc == KW_OK)
         *out = ag;
     return rc;
+}
+
+static int row_agent(const PGresult *r, int row, kw_arena_t *a, kw_agent_t *out)
+{
+    return row_agent_at(r, row, 0, a, out);
 }
 
 static int row_key(const PGresult *r, int row, kw_arena_t *a, kw_apikey_t *out)
@@ -72,6 +78,14 @@ static int row_key(const PGresult *r, int row, kw_arena_t *a, kw_apikey_t *out)
         k.secret_enc = (const uint8_t *)col_dup(r, row, 6, a, &rc);
         k.secret_enc_len = (size_t)PQgetlength(r, row, 6);
     }
+    /* The lifecycle columns (NULL: 0, none). */
+    k.expires_at_us = PQgetisnull(r, row, 7) ? 0 : kw__pg_col_i64(r, row, 7);
+    k.last_used_at_us = PQgetisnull(r, row, 8) ? 0 : kw__pg_col_i64(r, row, 8);
+    if (!PQgetisnull(r, row, 9) && PQgetlength(r, row, 9) > 0) {
+        k.prev_hash = (const uint8_t *)col_dup(r, row, 9, a, &rc);
+        k.prev_hash_len = (size_t)PQgetlength(r, row, 9);
+    }
+    k.prev_until_us = PQgetisnull(r, row, 10) ? 0 : kw__pg_col_i64(r, row, 10);
     if (rc == KW_OK)
         *out = k;
     return rc;
@@ -345,6 +359,56 @@ int kw__pg_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids,
     if (rc != KW_OK)
         return rc;
     rc = many_keys(r, a, out, n_out);
+    PQclear(r);
+    return rc;
+}
+
+/* Last uses (kw_store_keys_touch): one UPDATE over two parallel text arrays. */
+int kw__pg_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n)
+{
+    kw_arena_t *a = kw_arena_new(0);
+    if (!a)
+        return KW_ENOMEM;
+    kw_str_t *ids = kw_arena_alloc(a, n * sizeof(*ids));
+    kw_str_t *ts = kw_arena_alloc(a, n * sizeof(*ts));
+    int rc = ids && ts ? KW_OK : KW_ENOMEM;
+    for (size_t i = 0; rc == KW_OK && i < n; i++) {
+        char *t = kw_arena_sprintf(a, "%lld", (long long)uses[i].at_us);
+        if (!t)
+            rc = KW_ENOMEM;
+        ids[i] = kw_str_c(uses[i].id);
+        ts[i] = t ? kw_str_c(t) : KW_STR("");
+    }
+    kw__pg_params_t p = {0};
+    if (rc == KW_OK)
+        rc = kw__pg_pp_text_array(&p, a, ids, n);
+    if (rc == KW_OK)
+        rc = kw__pg_pp_text_array(&p, a, ts, n);
+    PGresult *r = NULL;
+    if (rc == KW_OK)
+        rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_KEYS_TOUCH, &p, &r);
+    if (rc == KW_OK)
+        PQclear(r);
+    kw_arena_free(a);
+    return rc;
+}
+
+/* kw_store_key_auth: one statement, KEY_COLS then AGENT_COLS from column 11. */
+int kw__pg_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent)
+{
+    kw__pg_params_t p = {0};
+    kw__pg_pp_bytes(&p, hash, len);
+    PGresult *r;
+    int rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_KEY_AUTH, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    kw_apikey_t k;
+    rc = PQntuples(r) == 0 ? KW_ENOTFOUND : row_key(r, 0, a, &k);
+    if (rc == KW_OK)
+        rc = row_agent_at(r, 0, 11, a, agent);
+    if (rc == KW_OK)
+        *key = k;
     PQclear(r);
     return rc;
 }

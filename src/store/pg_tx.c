@@ -264,6 +264,10 @@ int kw__pg_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *key)
         kw__pg_pp_bytes(&p, key->secret_enc, key->secret_enc_len);
     else
         kw__pg_pp_null(&p);
+    if (key->expires_at_us)
+        kw__pg_pp_i64(&p, key->expires_at_us);
+    else
+        kw__pg_pp_null(&p);
     if (p.bad_text)
         return KW_EINVAL;
     PGresult *r;
@@ -411,4 +415,49 @@ int kw__pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, siz
     if (n_deleted)
         *n_deleted = n;
     return KW_OK;
+}
+
+static void pp_bytes_or_null(kw__pg_params_t *p, const uint8_t *b, size_t len)
+{
+    if (len)
+        kw__pg_pp_bytes(p, b, len);
+    else
+        kw__pg_pp_null(p);
+}
+
+/* tag-kw-key-rotate: the UPDATE is conditioned on the credential the request read; no
+ * row updated means the key is gone (404) or holds another credential (409). The
+ * transaction holds the revision row lock, so no keyward write commits in between. */
+int kw__pg_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r)
+{
+    kw__pg_tx_t *tx = (kw__pg_tx_t *)base;
+    kw__pg_params_t p = {0};
+    kw__pg_pp_text(&p, r->id);
+    pp_bytes_or_null(&p, r->hash, r->hash_len);
+    pp_bytes_or_null(&p, r->secret_enc, r->secret_enc_len);
+    pp_bytes_or_null(&p, r->prev_hash, r->prev_hash_len);
+    if (r->prev_hash_len)
+        kw__pg_pp_i64(&p, r->prev_until_us);
+    else
+        kw__pg_pp_null(&p);
+    pp_bytes_or_null(&p, r->old_hash, r->old_hash_len);
+    pp_bytes_or_null(&p, r->old_secret_enc, r->old_secret_enc_len);
+    if (p.bad_text)
+        return KW_ENOTFOUND;
+    PGresult *res;
+    int rc = tx_exec(tx, KW__PG_ST_KEY_ROTATE, &p, &res);
+    if (rc != KW_OK)
+        return rc;
+    int updated = PQntuples(res);
+    PQclear(res);
+    if (updated)
+        return KW_OK;
+    kw__pg_params_t q = {0};
+    kw__pg_pp_text(&q, r->id);
+    rc = tx_exec(tx, KW__PG_ST_KEY_EXISTS, &q, &res);
+    if (rc != KW_OK)
+        return rc;
+    rc = PQntuples(res) ? KW_ECONFLICT : KW_ENOTFOUND;
+    PQclear(res);
+    return rc;
 }

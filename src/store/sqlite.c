@@ -64,7 +64,16 @@
 /* ---- statements ---- */
 
 #define AGENT_COLS "id, account_id, name, description, created_at_us"
-#define KEY_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc"
+/* The first seven are written at create (with expires_at_us); the rest are the key's
+ * lifecycle (migration 2): last use, and the previous secret of a rotation in its grace. */
+#define KEY_INSERT_COLS "id, agent_id, name, type, created_at_us, hash, secret_enc, expires_at_us"
+#define KEY_COLS KEY_INSERT_COLS ", last_used_at_us, prev_hash, prev_until_us"
+/* KEY_COLS of api_keys k, then AGENT_COLS of agents g (kw_store_key_auth's join). */
+#define KEY_AGENT_COLS                                                                             \
+    "k.id, k.agent_id, k.name, k.type, k.created_at_us, k.hash, k.secret_enc, k.expires_at_us, "   \
+    "k.last_used_at_us, k.prev_hash, k.prev_until_us, g.id, g.account_id, g.name, "                \
+    "g.description, g.created_at_us"
+#define KEY_AGENT_FROM " FROM api_keys k JOIN agents g ON g.id = k.agent_id WHERE "
 
 static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_BEGIN_WRITE] = "BEGIN IMMEDIATE",
@@ -92,15 +101,30 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "SELECT " KEY_COLS " FROM api_keys WHERE id = ?1 AND agent_id = ?2",
     [KW__SQ_ST_KEY_BY_NAME] = "SELECT " KEY_COLS " FROM api_keys "
                               "WHERE agent_id = ?1 AND name = ?2 AND type = ?3",
-    [KW__SQ_ST_KEY_BY_HASH] = "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1",
+    /* The current secret's hash, or the previous one's during a rotation's grace (the
+     * caller tells which matched and whether the grace is still running). UNION ALL runs
+     * its arms in order and LIMIT stops at the first row: a current hash wins, with two
+     * index probes at most and no sort (a MULTI-INDEX OR with ORDER BY costs a temporary
+     * B-tree per authentication). */
+    [KW__SQ_ST_KEY_BY_HASH] = "SELECT " KEY_COLS " FROM api_keys WHERE hash = ?1 UNION ALL "
+                              "SELECT " KEY_COLS " FROM api_keys WHERE prev_hash = ?1 LIMIT 1",
+    [KW__SQ_ST_KEY_AUTH] = "SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.hash = ?1 UNION ALL "
+                           "SELECT " KEY_AGENT_COLS KEY_AGENT_FROM "k.prev_hash = ?1 LIMIT 1",
     [KW__SQ_ST_KEYS_FIRST] = "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = ?1 "
                              "ORDER BY created_at_us, id LIMIT ?2",
     [KW__SQ_ST_KEYS_AFTER] =
         "SELECT " KEY_COLS " FROM api_keys WHERE agent_id = ?1 "
         "AND (created_at_us, id) > (?2, ?3) ORDER BY created_at_us, id LIMIT ?4",
     [KW__SQ_ST_KEY_INSERT] =
-        "INSERT INTO api_keys (" KEY_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO api_keys (" KEY_INSERT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     [KW__SQ_ST_KEY_DELETE] = "DELETE FROM api_keys WHERE id = ?1",
+    /* Compare-and-swap on the secret read before (tag-kw-key-rotate): a rotation that
+     * lost a race changes nothing. */
+    [KW__SQ_ST_KEY_ROTATE] = "UPDATE api_keys SET hash = ?2, secret_enc = ?3, prev_hash = ?4, "
+                             "prev_until_us = ?5 WHERE id = ?1 AND hash IS ?6 AND secret_enc IS ?7",
+    [KW__SQ_ST_KEY_EXISTS] = "SELECT 1 FROM api_keys WHERE id = ?1",
+    [KW__SQ_ST_KEY_TOUCH] = "UPDATE api_keys SET last_used_at_us = ?2 WHERE id = ?1 "
+                            "AND (last_used_at_us IS NULL OR last_used_at_us < ?2)",
     [KW__SQ_ST_REL_CREATE] =
         "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [KW__SQ_ST_REL_TOUCH] =
@@ -577,6 +601,8 @@ static const kw_store_ops_t g_sqlite_ops = {
     .key_find_by_hash = kw__sq_key_find_by_hash,
     .keys_of_agent = kw__sq_keys_of_agent,
     .keys_by_ids = kw__sq_keys_by_ids,
+    .keys_touch = kw__sq_keys_touch,
+    .key_auth = kw__sq_key_auth,
     .tx_begin = kw__sq_tx_begin,
     .tx_commit = kw__sq_tx_commit,
     .tx_rollback = kw__sq_tx_rollback,
@@ -584,6 +610,7 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_agent_delete = kw__sq_tx_agent_delete,
     .tx_key_insert = kw__sq_tx_key_insert,
     .tx_key_delete = kw__sq_tx_key_delete,
+    .tx_key_rotate = kw__sq_tx_key_rotate,
     .tx_savepoint = kw__sq_tx_savepoint,
     .tx_rollback_to = kw__sq_tx_rollback_to,
     .tx_release = kw__sq_tx_release,

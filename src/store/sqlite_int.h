@@ -54,10 +54,14 @@ enum {
     KW__SQ_ST_KEY_GET_OF_AGENT,
     KW__SQ_ST_KEY_BY_NAME,
     KW__SQ_ST_KEY_BY_HASH,
+    KW__SQ_ST_KEY_AUTH,
     KW__SQ_ST_KEYS_FIRST,
     KW__SQ_ST_KEYS_AFTER,
     KW__SQ_ST_KEY_INSERT,
     KW__SQ_ST_KEY_DELETE,
+    KW__SQ_ST_KEY_ROTATE,
+    KW__SQ_ST_KEY_EXISTS,
+    KW__SQ_ST_KEY_TOUCH,
     KW__SQ_ST_REL_CREATE,
     KW__SQ_ST_REL_TOUCH,
     KW__SQ_ST_REL_DELETE,
@@ -160,6 +164,9 @@ int kw__sq_keys_of_agent(kw_store_t *base, kw_str_t agent_id, int64_t after_crea
                          size_t *n_out);
 int kw__sq_keys_by_ids(kw_store_t *base, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
+int kw__sq_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n);
+int kw__sq_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent);
 
 /* ---- sqlite_tx.c: transactions (kw_store_ops_t entries) ---- */
 
@@ -173,6 +180,7 @@ int kw__sq_tx_agent_insert(kw_store_tx_t *base, const kw_agent_t *ag);
 int kw__sq_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k);
 int kw__sq_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
+int kw__sq_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r);
 int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);
 int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);

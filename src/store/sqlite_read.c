@@ -129,22 +129,28 @@ static void col_id(sqlite3_stmt *st, int i, char dst[KW__STORE_ID_MAX + 1])
     dst[n] = '\0';
 }
 
-/* Row readers of kw__sq_query_one: `out` is a kw_agent_t / kw_apikey_t. */
-static int read_agent(sqlite3_stmt *st, kw_arena_t *a, void *out)
+/* The agent's AGENT_COLS from column `at` on. */
+static int read_agent_at(sqlite3_stmt *st, int at, kw_arena_t *a, kw_agent_t *out)
 {
     kw_agent_t ag;
     memset(&ag, 0, sizeof(ag));
-    col_id(st, 0, ag.id);
-    int rc = col_dup(st, 1, a, false, &ag.account_id);
+    col_id(st, at, ag.id);
+    int rc = col_dup(st, at + 1, a, false, &ag.account_id);
     if (rc == KW_OK)
-        rc = col_dup(st, 2, a, false, &ag.name);
+        rc = col_dup(st, at + 2, a, false, &ag.name);
     if (rc == KW_OK)
-        rc = col_dup(st, 3, a, true, &ag.description);
+        rc = col_dup(st, at + 3, a, true, &ag.description);
     if (rc != KW_OK)
         return rc;
-    ag.created_at_us = sqlite3_column_int64(st, 4);
-    *(kw_agent_t *)out = ag;
+    ag.created_at_us = sqlite3_column_int64(st, at + 4);
+    *out = ag;
     return KW_OK;
+}
+
+/* Row readers of kw__sq_query_one: `out` is a kw_agent_t / kw_apikey_t. */
+static int read_agent(sqlite3_stmt *st, kw_arena_t *a, void *out)
+{
+    return read_agent_at(st, 0, a, out);
 }
 
 static int read_key(sqlite3_stmt *st, kw_arena_t *a, void *out)
@@ -160,9 +166,14 @@ static int read_key(sqlite3_stmt *st, kw_arena_t *a, void *out)
         rc = col_blob(st, 5, a, &k.hash, &k.hash_len);
     if (rc == KW_OK)
         rc = col_blob(st, 6, a, &k.secret_enc, &k.secret_enc_len);
+    if (rc == KW_OK)
+        rc = col_blob(st, 9, a, &k.prev_hash, &k.prev_hash_len);
     if (rc != KW_OK)
         return rc;
     k.created_at_us = sqlite3_column_int64(st, 4);
+    k.expires_at_us = sqlite3_column_int64(st, 7); /* NULL reads as 0: none */
+    k.last_used_at_us = sqlite3_column_int64(st, 8);
+    k.prev_until_us = sqlite3_column_int64(st, 10);
     *(kw_apikey_t *)out = k;
     return KW_OK;
 }
@@ -246,6 +257,33 @@ int kw__sq_key_find_by_hash(kw_store_t *base, const uint8_t *hash, size_t len, k
     const kw__sq_arg_t args[] = {{hash, len, true}};
     return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_KEY_BY_HASH, args, 1, read_key, a,
                             out, "read key");
+}
+
+/* kw_store_key_auth: KEY_COLS then AGENT_COLS from column 11 (KEY_AGENT_COLS). */
+typedef struct {
+    kw_apikey_t *key;
+    kw_agent_t *agent;
+} key_agent_t;
+
+static int read_key_agent(sqlite3_stmt *st, kw_arena_t *a, void *out)
+{
+    key_agent_t *ka = out;
+    kw_apikey_t k;
+    int rc = read_key(st, a, &k);
+    if (rc == KW_OK)
+        rc = read_agent_at(st, 11, a, ka->agent);
+    if (rc == KW_OK)
+        *ka->key = k;
+    return rc;
+}
+
+int kw__sq_key_auth(kw_store_t *base, const uint8_t *hash, size_t len, kw_arena_t *a,
+                    kw_apikey_t *key, kw_agent_t *agent)
+{
+    const kw__sq_arg_t args[] = {{hash, len, true}};
+    key_agent_t ka = {key, agent};
+    return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_KEY_AUTH, args, 1, read_key_agent, a,
+                            &ka, "authenticate key");
 }
 
 /* ---- rows by ids ---- */

@@ -157,7 +157,74 @@ int kw__sq_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *k)
     sqlite3_bind_int64(st, 5, k->created_at_us);
     bind_blob_or_null(st, 6, k->hash, k->hash_len);
     bind_blob_or_null(st, 7, k->secret_enc, k->secret_enc_len);
+    if (k->expires_at_us)
+        sqlite3_bind_int64(st, 8, k->expires_at_us);
+    else
+        sqlite3_bind_null(st, 8);
     return kw__sq_exec_done(t->c, st, "insert key", NULL);
+}
+
+/* tag-kw-key-rotate: one UPDATE conditioned on the credential the request read; when it
+ * changes nothing, the key is either gone (a delete won: 404) or holds another credential
+ * (a rotation won: 409). Inside the write transaction, so nothing moves in between. */
+int kw__sq_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r)
+{
+    kw__sq_tx_t *t = (kw__sq_tx_t *)base;
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_stmt(t->c, KW__SQ_ST_KEY_ROTATE, &st);
+    if (rc != KW_OK)
+        return rc;
+    kw__sq_bind_str(st, 1, r->id);
+    bind_blob_or_null(st, 2, r->hash, r->hash_len);
+    bind_blob_or_null(st, 3, r->secret_enc, r->secret_enc_len);
+    bind_blob_or_null(st, 4, r->prev_hash, r->prev_hash_len);
+    if (r->prev_hash_len)
+        sqlite3_bind_int64(st, 5, r->prev_until_us);
+    else
+        sqlite3_bind_null(st, 5);
+    bind_blob_or_null(st, 6, r->old_hash, r->old_hash_len);
+    bind_blob_or_null(st, 7, r->old_secret_enc, r->old_secret_enc_len);
+    rc = kw__sq_exec_done(t->c, st, "rotate key", NULL);
+    if (rc != KW_OK || sqlite3_changes(t->c->db) == 1)
+        return rc;
+    rc = kw__sq_stmt(t->c, KW__SQ_ST_KEY_EXISTS, &st);
+    if (rc != KW_OK)
+        return rc;
+    kw__sq_bind_str(st, 1, r->id);
+    int src = sqlite3_step(st);
+    rc = src == SQLITE_ROW    ? KW_ECONFLICT
+         : src == SQLITE_DONE ? KW_ENOTFOUND
+                              : kw__sq_err(t->c, src, "rotate key", NULL);
+    kw__sq_stmt_done(st);
+    return rc;
+}
+
+/* Last uses: a short write transaction of its own (no revision bump: nothing a check or
+ * a follower reads changes). BEGIN IMMEDIATE waits for a running writer like any write. */
+int kw__sq_keys_touch(kw_store_t *base, const kw_key_use_t *uses, size_t n)
+{
+    kw__sq_store_t *s = (kw__sq_store_t *)base;
+    kw__sq_conn_t *c;
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_conn_take(s, &c, NULL);
+    if (rc != KW_OK)
+        return rc;
+    rc = kw__sq_exec_id(c, KW__SQ_ST_BEGIN_WRITE, "begin touch", NULL);
+    if (rc != KW_OK)
+        goto out;
+    rc = kw__sq_stmt(c, KW__SQ_ST_KEY_TOUCH, &st);
+    for (size_t i = 0; rc == KW_OK && i < n; i++) {
+        sqlite3_bind_text(st, 1, uses[i].id, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, uses[i].at_us);
+        rc = kw__sq_exec_done(c, st, "touch key", NULL);
+    }
+    if (rc == KW_OK)
+        rc = kw__sq_exec_id(c, KW__SQ_ST_COMMIT, "commit touch", NULL);
+    if (rc != KW_OK)
+        (void)kw__sq_exec_id(c, KW__SQ_ST_ROLLBACK, "roll back touch", NULL);
+out:
+    kw__sq_conn_give(s, c);
+    return rc;
 }
 
 /* Steps a bound DELETE ... RETURNING <rel cols> to the end, recording each row as a

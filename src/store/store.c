@@ -228,6 +228,23 @@ int kw_store_keys_by_ids(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, 
     return s->ops->keys_by_ids(s, agent_id, ids, n, a, out, n_out);
 }
 
+int kw_store_key_auth(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                      kw_apikey_t *key, kw_agent_t *agent)
+{
+    if (!s || !hash || len == 0 || !a || !key || !agent)
+        return KW_EINVAL;
+    return s->ops->key_auth(s, hash, len, a, key, agent);
+}
+
+int kw_store_keys_touch(kw_store_t *s, const kw_key_use_t *uses, size_t n)
+{
+    if (!s || (n && !uses))
+        return KW_EINVAL;
+    if (n == 0)
+        return KW_OK;
+    return s->ops->keys_touch(s, uses, n);
+}
+
 /* ---- transactions ---- */
 
 int kw_store_tx_begin(kw_store_t *s, kw_store_tx_t **tx, kw_diag_t *diag)
@@ -394,6 +411,20 @@ int kw_store_tx_key_delete(kw_store_tx_t *tx, kw_str_t id)
     if (id.len == 0 || id.len > KW__STORE_ID_MAX)
         return KW_ENOTFOUND;
     return tx_result(tx, tx->store->ops->tx_key_delete(tx, id));
+}
+
+int kw_store_tx_key_rotate(kw_store_tx_t *tx, const kw_key_rotation_t *r)
+{
+    if (!tx || !r || (!r->id.ptr && r->id.len) || (r->old_hash_len && !r->old_hash) ||
+        (r->old_secret_enc_len && !r->old_secret_enc) || (r->hash_len && !r->hash) ||
+        (r->secret_enc_len && !r->secret_enc) || (r->prev_hash_len && !r->prev_hash) ||
+        (r->hash_len == 0) == (r->secret_enc_len == 0))
+        return KW_EINVAL;
+    if (tx->failed)
+        return tx->failed;
+    if (r->id.len == 0 || r->id.len > KW__STORE_ID_MAX)
+        return KW_ENOTFOUND;
+    return tx_result(tx, tx->store->ops->tx_key_rotate(tx, r));
 }
 
 /* "" for a plain subject whether the caller wrote nothing or SpiceDB's "...". */

@@ -63,7 +63,44 @@ typedef struct kw_apikey {
     /* github/slack: the secret encrypted at rest; len 0 otherwise. */
     const uint8_t *secret_enc;
     size_t secret_enc_len;
+    /* Lifecycle (issue 14; 0 = none). The key authenticates nowhere from expires_at_us on
+     * (the row is the source of truth: every instance reads it at each authentication).
+     * last_used_at_us: the last authentication as flushed (kw_store_keys_touch). After a
+     * rotation with a grace period, prev_hash is the previous secret's keyed hash, which
+     * authenticates until prev_until_us (exclusive); len 0 otherwise. */
+    int64_t expires_at_us;
+    int64_t last_used_at_us;
+    const uint8_t *prev_hash;
+    size_t prev_hash_len;
+    int64_t prev_until_us;
 } kw_apikey_t;
+
+/* A rotation (kw_store_tx_key_rotate): a compare-and-swap of the key's credential. */
+typedef struct kw_key_rotation {
+    kw_str_t id;
+    /* The credential the rotating request read (hash or secret_enc, the other len 0): the
+     * swap happens only if the row still has exactly these bytes. */
+    const uint8_t *old_hash;
+    size_t old_hash_len;
+    const uint8_t *old_secret_enc;
+    size_t old_secret_enc_len;
+    /* The new credential (one of the two, as the key's type stores it). */
+    const uint8_t *hash;
+    size_t hash_len;
+    const uint8_t *secret_enc;
+    size_t secret_enc_len;
+    /* The previous secret's hash kept for a grace period, valid until prev_until_us;
+     * len 0: the old secret stops at once. */
+    const uint8_t *prev_hash;
+    size_t prev_hash_len;
+    int64_t prev_until_us;
+} kw_key_rotation_t;
+
+/* One key's last authentication (kw_store_keys_touch). */
+typedef struct kw_key_use {
+    char id[37];
+    int64_t at_us;
+} kw_key_use_t;
 
 /* How to open a store (kw_store_open_with). All zero (or a NULL pointer) is the default
  * that kw_store_open uses. */
@@ -182,6 +219,18 @@ KW_NODISCARD int kw_store_key_get_by_name(kw_store_t *s, kw_str_t agent_id, kw_s
 /* The key whose keyed hash is `hash` (internal/external keys only). */
 KW_NODISCARD int kw_store_key_find_by_hash(kw_store_t *s, const uint8_t *hash, size_t len,
                                            kw_arena_t *a, kw_apikey_t *out);
+/* Authentication's one read: the key whose keyed hash or previous hash (a rotation's
+ * grace) is `hash`, a current hash first, with its agent's row, in one statement.
+ * KW_ENOTFOUND when no key has it (or its agent row is gone). The caller decides which
+ * hash matched and whether expiry and grace allow it. */
+KW_NODISCARD int kw_store_key_auth(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a,
+                                   kw_apikey_t *key, kw_agent_t *agent);
+/* Records last uses: last_used_at_us = at_us where that is later than the stored value
+ * (a key that no longer exists is skipped). Outside the write order and the revisions: it
+ * changes no relationship and no state that any check reads, so it never waits for (nor
+ * bumps) the revision; one short transaction per call (SQLite: a write transaction of
+ * its own; PostgreSQL: one statement). */
+KW_NODISCARD int kw_store_keys_touch(kw_store_t *s, const kw_key_use_t *uses, size_t n);
 /* Up to `limit` keys of `agent_id` strictly after the cursor (created_at_us, id) in
  * (created_at, id) order; a cursor with id "" starts at the beginning. */
 KW_NODISCARD int kw_store_keys_of_agent(kw_store_t *s, kw_str_t agent_id, int64_t after_created_us,
@@ -233,6 +282,10 @@ KW_NODISCARD int kw_store_tx_key_insert(kw_store_tx_t *tx, const kw_apikey_t *ke
 /* Deletes the key row and every relationship whose resource or subject is the key.
  * KW_ENOTFOUND if absent. */
 KW_NODISCARD int kw_store_tx_key_delete(kw_store_tx_t *tx, kw_str_t id);
+/* Swaps the key's credential (kw_key_rotation_t) and its grace. KW_ENOTFOUND: no such
+ * key; KW_ECONFLICT: the key exists but its credential is no longer r->old_* (another
+ * rotation committed first): nothing changed. */
+KW_NODISCARD int kw_store_tx_key_rotate(kw_store_tx_t *tx, const kw_key_rotation_t *r);
 /* Applies relationship updates: CREATE (KW_ECONFLICT if present), TOUCH, DELETE. */
 KW_NODISCARD int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups, size_t n,
                                        kw_diag_t *diag);

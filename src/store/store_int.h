@@ -62,6 +62,9 @@ typedef struct kw_store_ops {
                          size_t *n_out);
     int (*keys_by_ids)(kw_store_t *s, kw_str_t agent_id, const kw_str_t *ids, size_t n,
                        kw_arena_t *a, kw_apikey_t **out, size_t *n_out);
+    int (*keys_touch)(kw_store_t *s, const kw_key_use_t *uses, size_t n);
+    int (*key_auth)(kw_store_t *s, const uint8_t *hash, size_t len, kw_arena_t *a, kw_apikey_t *key,
+                    kw_agent_t *agent);
 
     /* tx_begin allocates the backend's tx, calls kw__store_tx_init on its base, and
      * takes the global write order before returning (tag-kw-store-write-order). */
@@ -74,6 +77,7 @@ typedef struct kw_store_ops {
     int (*tx_agent_delete)(kw_store_tx_t *tx, kw_str_t id);
     int (*tx_key_insert)(kw_store_tx_t *tx, const kw_apikey_t *key);
     int (*tx_key_delete)(kw_store_tx_t *tx, kw_str_t id);
+    int (*tx_key_rotate)(kw_store_tx_t *tx, const kw_key_rotation_t *r);
     /* Updates arrive validated and normalized: non-empty fields, subject relation ""
      * for none (never "..."). */
     /* Savepoint `name` ("kw_sp<depth>"): SAVEPOINT, ROLLBACK TO + RELEASE (undo and

@@ -8,8 +8,10 @@ TYPES = ("internal", "external", "github", "slack")
 
 
 def check_key(obj, agent_id, name, typ, with_secret):
-    want = {"id", "agent_id", "created_at", "name", "api_key_type"} | ({"api_key"} if with_secret else set())
+    want = {"id", "agent_id", "created_at", "name", "api_key_type", "expires_at",
+            "last_used_at"} | ({"api_key"} if with_secret else set())
     assert set(obj) == want, obj
+    assert obj["expires_at"] is None  # issue 14: null unless asked for at create
     assert UUID_RE.match(obj["id"])
     assert TS_RE.match(obj["created_at"]), obj["created_at"]
     assert obj["agent_id"] == agent_id and obj["name"] == name and obj["api_key_type"] == typ

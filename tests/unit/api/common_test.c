@@ -110,7 +110,7 @@ KW_TEST(route_table_covers_the_contract)
 {
     size_t n = 0;
     const kw_http_route_t *r = kw_api_routes(&n);
-    KW_ASSERT_EQ(n, 25);
+    KW_ASSERT_EQ(n, 27);
     int v1 = 0;
     for (size_t i = 0; i < n; i++) {
         KW_ASSERT(r[i].fn != NULL);
@@ -188,4 +188,39 @@ KW_TEST(parse_revision_is_strict_decimal_within_bigint)
         KW_ASSERT_EQ(r, 7);
     }
     KW_ASSERT(!kw_api_parse_revision(KW_STR_NULL, &r));
+}
+
+/* Issue 14: expires_at on key create is RFC 3339 (docs/API.md). */
+KW_TEST(parse_time_rfc3339)
+{
+    int64_t us = -1;
+    KW_ASSERT(kw_api_parse_time(KW_STR("1970-01-01T00:00:00Z"), &us));
+    KW_ASSERT_EQ(us, 0);
+    KW_ASSERT(kw_api_parse_time(KW_STR("2026-12-02T10:00:00.123456Z"), &us));
+    KW_ASSERT_EQ(us, 1796205600123456LL);
+    KW_ASSERT(kw_api_parse_time(KW_STR("2026-12-02t11:30:00.5+01:30"), &us));
+    KW_ASSERT_EQ(us, 1796205600500000LL);
+    KW_ASSERT(kw_api_parse_time(KW_STR("2026-12-02T10:00:00.1234567891Z"), &us) == false);
+    KW_ASSERT(kw_api_parse_time(KW_STR("2028-02-29T00:00:00Z"), &us));
+    char ts[32];
+    size_t n = kw_api_format_time(us, ts);
+    KW_ASSERT_EQ(n, 27);
+    KW_ASSERT_STR_EQ(ts, "2028-02-29T00:00:00.000000Z");
+    const char *bad[] = {"",
+                         "2026-12-02",
+                         "2026-12-02T10:00:00",
+                         "2027-02-29T00:00:00Z",
+                         "2026-13-01T00:00:00Z",
+                         "2026-12-02T24:00:00Z",
+                         "2026-12-02T10:00:00+1:00",
+                         "2026-12-02T10:00:00.Z",
+                         "1969-12-31T23:59:59Z",
+                         "2026-12-02 10:00:00Z",
+                         "2026-12-02T10:00:00Zjunk",
+                         "1970-01-01T00:00:00+00:01"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        us = 42;
+        KW_ASSERT(!kw_api_parse_time(kw_str_c(bad[i]), &us));
+        KW_ASSERT_EQ(us, 42);
+    }
 }

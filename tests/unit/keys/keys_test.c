@@ -761,3 +761,51 @@ KW_TEST(fault_injection)
     kw_keyring_free(k);
     KW_ASSERT(fired_any >= 4);
 }
+
+/* List cursors (issue 14): opaque, bound to their associated data, tamper-evident. */
+KW_TEST(cursor_seal_open_and_tamper)
+{
+    kw_keyring_t *k = ring(SECRET, MASTER), *other = ring(SECRET, MASTER "x");
+    KW_ASSERT(k != NULL && other != NULL);
+    char text[KW_CURSOR_MAX_TEXT + 1];
+    size_t n = 0, m = 0;
+    uint8_t out[KW_CURSOR_MAX_PLAIN];
+    const char pos[] = "01900000-0000-7000-8000-000000000001";
+    KW_ASSERT_EQ(kw_cursor_seal(k, KW_STR(pos), KW_STR("/agents\nuser:a"), text, sizeof(text), &n),
+                 KW_OK);
+    KW_ASSERT(n > 0 && n <= KW_CURSOR_MAX_TEXT && strlen(text) == n);
+    KW_ASSERT(strstr(text, "0190") == NULL); /* opaque: the id does not show */
+    KW_ASSERT_EQ(
+        kw_cursor_open(k, (kw_str_t){text, n}, KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+        KW_OK);
+    KW_ASSERT_EQ(m, strlen(pos));
+    KW_ASSERT(memcmp(out, pos, m) == 0);
+    /* another caller or list, another master key, an edit, a cut, garbage: all KW_EAUTH */
+    KW_ASSERT_EQ(
+        kw_cursor_open(k, (kw_str_t){text, n}, KW_STR("/agents\nuser:b"), out, sizeof(out), &m),
+        KW_EAUTH);
+    KW_ASSERT_EQ(
+        kw_cursor_open(other, (kw_str_t){text, n}, KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+        KW_EAUTH);
+    char bad[KW_CURSOR_MAX_TEXT + 1];
+    memcpy(bad, text, n + 1);
+    bad[n / 2] = bad[n / 2] == 'A' ? 'B' : 'A';
+    KW_ASSERT_EQ(
+        kw_cursor_open(k, (kw_str_t){bad, n}, KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+        KW_EAUTH);
+    KW_ASSERT_EQ(
+        kw_cursor_open(k, (kw_str_t){text, n - 1}, KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+        KW_EAUTH);
+    KW_ASSERT_EQ(kw_cursor_open(k, KW_STR("%%%"), KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+                 KW_EAUTH);
+    KW_ASSERT_EQ(kw_cursor_open(k, KW_STR(""), KW_STR("/agents\nuser:a"), out, sizeof(out), &m),
+                 KW_EAUTH);
+    /* a plaintext over the cap is refused at sealing */
+    char big[KW_CURSOR_MAX_PLAIN + 1];
+    memset(big, 'x', sizeof(big));
+    KW_ASSERT_EQ(
+        kw_cursor_seal(k, (kw_str_t){big, sizeof(big)}, KW_STR(""), text, sizeof(text), &n),
+        KW_EINVAL);
+    kw_keyring_free(k);
+    kw_keyring_free(other);
+}

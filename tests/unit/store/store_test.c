@@ -1239,3 +1239,111 @@ KW_TEST(store_savepoints_undo_one_unit)
     kw_store_close(s);
     tmpdb_remove(&t);
 }
+
+/* Issue 14: expiry stored at create, rotation as a compare-and-swap with the previous
+ * secret findable during its grace, and last uses that only move forward. */
+KW_TEST(store_key_lifecycle_rotate_touch)
+{
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, NULL), KW_OK);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    kw_agent_t ag1 = mk_agent(AG1, "acct", "alpha");
+    KW_ASSERT_EQ(insert_agent(s, &ag1), KW_OK);
+    uint8_t h1[32], h2[32], h3[32];
+    memset(h1, 0x11, sizeof(h1));
+    memset(h2, 0x22, sizeof(h2));
+    memset(h3, 0x33, sizeof(h3));
+    kw_apikey_t k1 = mk_key(K1, AG1, "ci", h1, sizeof(h1));
+    k1.expires_at_us = 1900000000000000LL;
+    kw_store_tx_t *tx = NULL;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    kw_apikey_t kg;
+    KW_ASSERT_EQ(kw_store_key_get(s, KW_STR(K1), a, &kg), KW_OK);
+    KW_ASSERT_EQ(kg.expires_at_us, 1900000000000000LL);
+    KW_ASSERT_EQ(kg.last_used_at_us, 0);
+    KW_ASSERT_EQ(kg.prev_hash_len, 0);
+
+    /* h1 -> h2, h1 kept until T; then a rotation from a stale h1 loses (409 material). */
+    kw_key_rotation_t r = {KW_STR(K1), h1,   32, NULL, 0,  h2,
+                           32,         NULL, 0,  h1,   32, 1800000000000000LL};
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &r), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_find_by_hash(s, h2, 32, a, &kg), KW_OK);
+    KW_ASSERT_STR_EQ(kg.id, K1);
+    KW_ASSERT(memcmp(kg.hash, h2, 32) == 0);
+    KW_ASSERT_EQ(kw_store_key_find_by_hash(s, h1, 32, a, &kg), KW_OK);
+    KW_ASSERT_EQ(kg.prev_hash_len, 32);
+    KW_ASSERT(memcmp(kg.prev_hash, h1, 32) == 0);
+    KW_ASSERT_EQ(kg.prev_until_us, 1800000000000000LL);
+    kw_key_rotation_t stale = {KW_STR(K1), h1, 32, NULL, 0, h3, 32, NULL, 0, NULL, 0, 0};
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &stale), KW_ECONFLICT);
+    kw_key_rotation_t gone = {KW_STR(K2), h2, 32, NULL, 0, h3, 32, NULL, 0, NULL, 0, 0};
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &gone), KW_ENOTFOUND);
+    /* Without a grace: the previous secret is forgotten at once. */
+    kw_key_rotation_t now = {KW_STR(K1), h2, 32, NULL, 0, h3, 32, NULL, 0, NULL, 0, 0};
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &now), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_find_by_hash(s, h1, 32, a, &kg), KW_ENOTFOUND);
+    KW_ASSERT_EQ(kw_store_key_find_by_hash(s, h2, 32, a, &kg), KW_ENOTFOUND);
+    KW_ASSERT_EQ(kw_store_key_find_by_hash(s, h3, 32, a, &kg), KW_OK);
+
+    /* Last uses move forward only; an absent key is skipped. */
+    kw_key_use_t uses[3] = {{K1, 1750000000000000LL}, {K2, 5}, {K1, 1740000000000000LL}};
+    KW_ASSERT_EQ(kw_store_keys_touch(s, uses, 3), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_get(s, KW_STR(K1), a, &kg), KW_OK);
+    KW_ASSERT_EQ(kg.last_used_at_us, 1750000000000000LL);
+    KW_ASSERT_EQ(kw_store_keys_touch(s, uses + 2, 1), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_get(s, KW_STR(K1), a, &kg), KW_OK);
+    KW_ASSERT_EQ(kg.last_used_at_us, 1750000000000000LL);
+
+    kw_arena_free(a);
+    kw_store_close(s);
+    tmpdb_remove(&t);
+}
+
+/* Authentication's one read: key and agent together, by the current or previous hash. */
+KW_TEST(store_key_auth_joins_the_agent)
+{
+    tmpdb_t t;
+    KW_ASSERT(tmpdb_make(&t));
+    kw_store_t *s = NULL;
+    KW_ASSERT_EQ(kw_store_open(t.url, &s, NULL), KW_OK);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    kw_agent_t ag1 = mk_agent(AG1, "acct", "alpha");
+    KW_ASSERT_EQ(insert_agent(s, &ag1), KW_OK);
+    uint8_t h1[32], h2[32];
+    memset(h1, 0x41, sizeof(h1));
+    memset(h2, 0x42, sizeof(h2));
+    kw_apikey_t k1 = mk_key(K1, AG1, "ci", h1, sizeof(h1));
+    kw_store_tx_t *tx = NULL;
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_insert(tx, &k1), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    kw_apikey_t kg;
+    kw_agent_t gg;
+    KW_ASSERT_EQ(kw_store_key_auth(s, h1, 32, a, &kg, &gg), KW_OK);
+    KW_ASSERT_STR_EQ(kg.id, K1);
+    KW_ASSERT_STR_EQ(gg.id, AG1);
+    KW_ASSERT_STR_EQ(gg.account_id, "acct");
+    KW_ASSERT_STR_EQ(gg.name, "alpha");
+    KW_ASSERT_EQ(kw_store_key_auth(s, h2, 32, a, &kg, &gg), KW_ENOTFOUND);
+    kw_key_rotation_t r = {KW_STR(K1), h1, 32, NULL, 0, h2, 32, NULL, 0, h1, 32, 5};
+    KW_ASSERT_EQ(kw_store_tx_begin(s, &tx, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_key_rotate(tx, &r), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_store_key_auth(s, h1, 32, a, &kg, &gg), KW_OK); /* the previous hash */
+    KW_ASSERT(memcmp(kg.hash, h2, 32) == 0 && kg.prev_until_us == 5);
+    KW_ASSERT_EQ(kw_store_key_auth(s, h2, 32, a, &kg, &gg), KW_OK);
+    KW_ASSERT_STR_EQ(gg.account_id, "acct");
+    kw_arena_free(a);
+    kw_store_close(s);
+    tmpdb_remove(&t);
+}

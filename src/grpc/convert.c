@@ -39,6 +39,10 @@ static json_t *value_json(const Google__Protobuf__Value *v, int depth)
         return v ? NULL : json_null();
     switch (v->kind_case) {
     case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
+        /* As protobuf's JSON mapping prints it: an integral number without ".0". */
+        if (v->number_value == (double)(int64_t)v->number_value &&
+            v->number_value > -9007199254740992.0 && v->number_value < 9007199254740992.0)
+            return json_integer((json_int_t)v->number_value);
         return json_real(v->number_value);
     case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
         return json_string(v->string_value ? v->string_value : "");

@@ -47,6 +47,12 @@ KW_NODISCARD int kw__grpc_send(kw__grpc_call_t *c, const ProtobufCMessage *m);
 /* KW_OK, or KW_EIO / KW_ETIMEOUT as kw__grpc_send, without sending. */
 KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
 
+/* Fuzzing: the bytes a client sends after the connection preface go through one
+ * connection's HTTP/2 session and the gRPC request handling (requests are answered
+ * UNIMPLEMENTED without a handler thread), its answers are sent and dropped.
+ * KW_OK, or KW_EINVAL when the session refused the input. */
+KW_NODISCARD int kw__grpc_fuzz_feed(const uint8_t *data, size_t n);
+
 /* ---- rpc.c ---- */
 typedef void (*kw__grpc_rpc_fn)(kw__grpc_call_t *c, const uint8_t *req, size_t len,
                                 kw_v1_status_t *st);

@@ -479,6 +479,20 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     }
     if (s->path_long)
         snprintf(s->path, sizeof(s->path), "/?");
+    if (!c->srv->api) { /* kw__grpc_fuzz_feed: answered here, without a handler thread */
+        const uint8_t *m = NULL;
+        size_t ml = 0;
+        int rc =
+            kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG, &m, &ml);
+        pthread_mutex_lock(&c->mu);
+        kw_v1_fail(&s->st, KW_EUNSUPPORTED,
+                   rc == KW_OK ? KW_GRPC_UNIMPLEMENTED : KW_GRPC_INVALID_ARGUMENT, NULL,
+                   "fuzz: %s (%zu bytes)", s->path, ml);
+        s->done = true;
+        mark_pending(s);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     s->refs++;
     c->handlers++;
@@ -618,12 +632,9 @@ static void conn_run(kw__grpc_conn_t *c)
     }
 }
 
-static void *conn_main(void *arg)
+/* Cancels every stream, waits for the handlers, then frees the connection. */
+static void conn_free(kw__grpc_conn_t *c)
 {
-    kw__grpc_conn_t *c = arg;
-    kw_grpc_server_t *srv = c->srv;
-    conn_run(c);
-    /* Cancel every stream, wait for the handlers, then free what is left. */
     pthread_mutex_lock(&c->mu);
     for (kw__grpc_stream_t *s = c->streams; s; s = s->next) {
         s->cancelled = !s->done;
@@ -643,6 +654,14 @@ static void *conn_main(void *arg)
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->quiet);
     kw_free(c);
+}
+
+static void *conn_main(void *arg)
+{
+    kw__grpc_conn_t *c = arg;
+    kw_grpc_server_t *srv = c->srv;
+    conn_run(c);
+    conn_free(c);
     pthread_mutex_lock(&srv->mu);
     if (--srv->conns == 0)
         pthread_cond_broadcast(&srv->gone);
@@ -833,4 +852,34 @@ void kw_grpc_server_stop(kw_grpc_server_t *srv)
     pthread_cond_destroy(&srv->gone);
     pthread_mutex_destroy(&srv->mu);
     kw_free(srv);
+}
+
+int kw__grpc_fuzz_feed(const uint8_t *data, size_t n)
+{
+    static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    kw_grpc_server_t srv;
+    memset(&srv, 0, sizeof(srv));
+    srv.cfg.max_streams = KW_GRPC_MAX_STREAMS;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0)
+        return KW_EIO;
+    kw__grpc_conn_t *c = NULL;
+    if (conn_new(&srv, sv[0], &c) != KW_OK) {
+        close(sv[0]);
+        close(sv[1]);
+        return KW_ENOMEM;
+    }
+    char sink[65536];
+    bool ok = nghttp2_session_mem_recv(c->ng, (const uint8_t *)preface, sizeof(preface) - 1) >= 0 &&
+              nghttp2_session_mem_recv(c->ng, data, n) >= 0;
+    for (int round = 0; ok && round < 8; round++) {
+        flush_pending(c);
+        if (nghttp2_session_send(c->ng) != 0)
+            break;
+        while (recv(sv[1], sink, sizeof(sink), 0) > 0)
+            ;
+    }
+    conn_free(c); /* closes sv[0] */
+    close(sv[1]);
+    return ok ? KW_OK : KW_EINVAL;
 }

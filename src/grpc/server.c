@@ -187,6 +187,9 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
         pthread_cond_timedwait(&s->room, &c->mu, &ts);
     }
     size_t at = s->out.len;
+    /* The connection thread needs a wake-up only when it may have found the buffer empty
+     * (its data provider then deferred); otherwise it comes back for more by itself. */
+    bool was_empty = s->out.len == s->out_off;
     uint8_t pre[5];
     kw__grpc_frame_prefix(pre, len);
     kw_buf_append(&s->out, pre, 5);
@@ -212,11 +215,12 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
     }
     protobuf_c_message_pack(m, (uint8_t *)s->out.ptr + s->out.len);
     s->out.len += len;
-    mark_pending(s);
+    if (was_empty)
+        mark_pending(s);
     rc = KW_OK;
 out:
     pthread_mutex_unlock(&c->mu);
-    if (rc == KW_OK)
+    if (rc == KW_OK && was_empty)
         wake(c);
     return rc;
 }

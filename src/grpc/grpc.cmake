@@ -3,6 +3,7 @@
 find_program(KW_PROTOC_C protoc-c REQUIRED)
 pkg_check_modules(PROTOBUFC REQUIRED IMPORTED_TARGET libprotobuf-c)
 pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
+pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 
 set(KW_PROTOS
   authzed/api/v1/core authzed/api/v1/permission_service authzed/api/v1/schema_service
@@ -31,5 +32,5 @@ target_compile_options(kw_proto PRIVATE -w)
 
 kw_module(kw_grpc grpc SOURCES convert.c frame.c rpc.c server.c
   PUBLIC kw_api kw_proto kw_base
-  PRIVATE PkgConfig::NGHTTP2 PkgConfig::JANSSON)
+  PRIVATE PkgConfig::NGHTTP2 PkgConfig::OPENSSL PkgConfig::JANSSON)
 set(KW_TEST_LIBS_grpc kw_grpc kw_api kw_proto kw_sync kw_http kw_keys kw_store kw_authz kw_base)

@@ -1,7 +1,8 @@
 /*
  * grpc/grpc.h - keyward's gRPC endpoint: SpiceDB's authzed.api.v1 services
  * (PermissionsService, SchemaService) and grpc.health.v1 over HTTP/2 (nghttp2), plaintext
- * with prior knowledge (h2c). The messages are protobuf-c code generated at build time
+ * with prior knowledge (h2c) or TLS (OpenSSL, ALPN h2 only; the handshake runs on the
+ * connection's thread within stall_ms). The messages are protobuf-c code generated at build time
  * from proto/ (SpiceDB's package, message and field names and numbers). This module is
  * only a transport and a codec: every RPC runs through the /v1 service layer
  * (api/v1svc.h), as the HTTP/JSON gateway does.
@@ -44,6 +45,8 @@ typedef struct kw_grpc_config {
     unsigned max_streams; /* 0: KW_GRPC_MAX_STREAMS */
     int idle_ms;          /* 0: KW_GRPC_IDLE_MS */
     int stall_ms;         /* 0: KW_GRPC_STALL_MS */
+    const char *tls_cert; /* PEM certificate chain file, with tls_key: TLS (ALPN h2) */
+    const char *tls_key;  /* PEM private key file; both NULL: cleartext (h2c) */
 } kw_grpc_config_t;
 
 typedef struct kw_grpc_server kw_grpc_server_t;

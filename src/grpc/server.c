@@ -17,6 +17,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <nghttp2/nghttp2.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -69,6 +71,7 @@ struct kw__grpc_call {
 struct kw__grpc_conn {
     kw_grpc_server_t *srv;
     int fd, evfd;
+    SSL *ssl; /* TLS (ALPN h2), or NULL: cleartext */
     nghttp2_session *ng;
     pthread_mutex_t mu;
     pthread_cond_t quiet; /* handlers == 0 */
@@ -83,6 +86,7 @@ struct kw__grpc_conn {
 struct kw_grpc_server {
     kw_grpc_config_t cfg;
     kw_api_t *api;
+    SSL_CTX *tls; /* NULL: cleartext */
     int lfd, stop_fd;
     pthread_t listener;
     pthread_mutex_t mu;
@@ -291,6 +295,18 @@ static ssize_t cb_send(nghttp2_session *ng, const uint8_t *data, size_t len, int
     (void)ng;
     (void)flags;
     kw__grpc_conn_t *c = ud;
+    if (c->ssl) {
+        ERR_clear_error();
+        int w = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (w <= 0) {
+            int e = SSL_get_error(c->ssl, w);
+            return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ
+                       ? NGHTTP2_ERR_WOULDBLOCK
+                       : NGHTTP2_ERR_CALLBACK_FAILURE;
+        }
+        c->last_progress_us = mono_us();
+        return w;
+    }
     ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? NGHTTP2_ERR_WOULDBLOCK
@@ -621,7 +637,24 @@ static void conn_run(kw__grpc_conn_t *c)
             ssize_t r = read(c->evfd, &v, sizeof(v));
             (void)r;
         }
-        if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+        if (c->ssl && (pf[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            bool fail = false;
+            for (;;) { /* every record OpenSSL has, not only what poll saw */
+                ERR_clear_error();
+                int n = SSL_read(c->ssl, buf, sizeof(buf));
+                if (n <= 0) {
+                    int e = SSL_get_error(c->ssl, n);
+                    fail = e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE;
+                    break;
+                }
+                if (nghttp2_session_mem_recv(c->ng, buf, (size_t)n) < 0) {
+                    fail = true;
+                    break;
+                }
+            }
+            if (fail)
+                break;
+        } else if (pf[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
             if (n == 0)
                 break;
@@ -653,6 +686,10 @@ static void conn_free(kw__grpc_conn_t *c)
     }
     pthread_mutex_unlock(&c->mu);
     nghttp2_session_del(c->ng);
+    if (c->ssl) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+    }
     close(c->fd);
     close(c->evfd);
     pthread_mutex_destroy(&c->mu);
@@ -660,11 +697,37 @@ static void conn_free(kw__grpc_conn_t *c)
     kw_free(c);
 }
 
+/* The TLS handshake, within stall_ms; the client must choose h2 by ALPN. */
+static bool tls_accept(kw__grpc_conn_t *c)
+{
+    int64_t end = mono_us() + (int64_t)c->srv->cfg.stall_ms * 1000;
+    for (;;) {
+        ERR_clear_error();
+        int r = SSL_accept(c->ssl);
+        if (r == 1)
+            break;
+        int e = SSL_get_error(c->ssl, r);
+        int64_t left = (end - mono_us()) / 1000;
+        if ((e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) || left <= 0)
+            return false;
+        struct pollfd pf = {c->fd, e == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT, 0};
+        if (poll(&pf, 1, left > 1000 ? 1000 : (int)left) < 0 && errno != EINTR)
+            return false;
+        if (atomic_load(&c->srv->stopping))
+            return false;
+    }
+    const unsigned char *proto = NULL;
+    unsigned plen = 0;
+    SSL_get0_alpn_selected(c->ssl, &proto, &plen);
+    return plen == 2 && memcmp(proto, "h2", 2) == 0;
+}
+
 static void *conn_main(void *arg)
 {
     kw__grpc_conn_t *c = arg;
     kw_grpc_server_t *srv = c->srv;
-    conn_run(c);
+    if (!c->ssl || tls_accept(c))
+        conn_run(c);
     conn_free(c);
     pthread_mutex_lock(&srv->mu);
     if (--srv->conns == 0)
@@ -707,6 +770,14 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
         goto fail_ng;
     /* A larger connection window for requests of many streams at once. */
     nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, 8 << 20);
+    if (srv->tls) {
+        c->ssl = SSL_new(srv->tls);
+        if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+            SSL_free(c->ssl);
+            c->ssl = NULL;
+            goto fail_ng;
+        }
+    }
     *out = c;
     return KW_OK;
 fail_ng:
@@ -771,6 +842,48 @@ static void *listener_main(void *arg)
     return NULL;
 }
 
+/* ALPN: h2 only (gRPC needs HTTP/2). */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned inlen, void *arg)
+{
+    (void)ssl;
+    (void)arg;
+    for (unsigned i = 0; i < inlen;) {
+        unsigned l = in[i];
+        if (i + 1 + l > inlen)
+            break;
+        if (l == 2 && memcmp(in + i + 1, "h2", 2) == 0) {
+            *out = in + i + 1;
+            *outlen = 2;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        i += 1 + l;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static SSL_CTX *tls_ctx(const char *cert, const char *key, kw_diag_t *diag)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        kw_diag_set(diag, KW_ENOMEM, 0, 0, "TLS: out of memory");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        char e[160];
+        ERR_error_string_n(ERR_get_error(), e, sizeof(e));
+        kw_diag_set(diag, KW_EINVAL, 0, 0, "TLS certificate or key unusable: %s", e);
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    return ctx;
+}
+
 int kw_grpc_server_start(const kw_grpc_config_t *cfg, kw_api_t *api, kw_grpc_server_t **out,
                          uint16_t *bound, kw_diag_t *diag)
 {
@@ -791,6 +904,15 @@ int kw_grpc_server_start(const kw_grpc_config_t *cfg, kw_api_t *api, kw_grpc_ser
         srv->cfg.stall_ms = KW_GRPC_STALL_MS;
     srv->api = api;
     srv->lfd = srv->stop_fd = -1;
+    if ((cfg->tls_cert != NULL) != (cfg->tls_key != NULL)) {
+        kw_diag_set(diag, KW_EINVAL, 0, 0, "TLS needs both a certificate and a key");
+        kw_free(srv);
+        return KW_EINVAL;
+    }
+    if (cfg->tls_cert && !(srv->tls = tls_ctx(cfg->tls_cert, cfg->tls_key, diag))) {
+        kw_free(srv);
+        return KW_EINVAL;
+    }
     pthread_mutex_init(&srv->mu, NULL);
     pthread_cond_init(&srv->gone, NULL);
     snprintf(port, sizeof(port), "%u", (unsigned)cfg->port);
@@ -831,6 +953,7 @@ fail:
         close(srv->stop_fd);
     if (srv->lfd >= 0)
         close(srv->lfd);
+    SSL_CTX_free(srv->tls);
     pthread_cond_destroy(&srv->gone);
     pthread_mutex_destroy(&srv->mu);
     kw_free(srv);
@@ -853,6 +976,7 @@ void kw_grpc_server_stop(kw_grpc_server_t *srv)
     pthread_mutex_unlock(&srv->mu);
     close(srv->lfd);
     close(srv->stop_fd);
+    SSL_CTX_free(srv->tls);
     pthread_cond_destroy(&srv->gone);
     pthread_mutex_destroy(&srv->mu);
     kw_free(srv);

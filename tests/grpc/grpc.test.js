@@ -26,11 +26,10 @@ function freePort() {
   });
 }
 
-async function startServer() {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-grpc-'));
+async function startServer(extra = [], dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-grpc-'))) {
   const port = await freePort();
   const proc = spawn(BIN, ['serve', '--db', `sqlite:${dir}/k.db`, '--listen', '127.0.0.1:0',
-    '--grpc-listen', `127.0.0.1:${port}`], {
+    '--grpc-listen', `127.0.0.1:${port}`, ...extra], {
     env: { ...process.env, KEYWARD_V1_PRESHARED_KEYS: KEY },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -293,4 +292,33 @@ test('keyward over gRPC with the official Node client', async (t) => {
       consistency: full(), resource: obj('doc', 'big3_3'), permission: 'view', subject: subj('user', 'alice') }));
     assert.equal(after.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
   });
+});
+
+test('TLS: --grpc-tls-cert/--grpc-tls-key serve gRPC over TLS with ALPN h2', async (t) => {
+  const { execFileSync } = require('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-grpc-tls-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+  const srv = await startServer(['--grpc-tls-cert', path.join(dir, 'cert.pem'), '--grpc-tls-key', path.join(dir, 'key.pem')], dir);
+  const cert = fs.readFileSync(path.join(dir, 'cert.pem'));
+  const client = v1.NewClientWithCustomCert(KEY, srv.endpoint.replace('127.0.0.1', 'localhost'), cert);
+  const plain = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  t.after(() => {
+    client.close();
+    plain.close();
+    srv.proc.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const r = await client.promises.readSchema(v1.ReadSchemaRequest.create({}));
+  assert.ok(r.schemaText.includes('definition user'));
+  const ck = await client.promises.checkPermission(v1.CheckPermissionRequest.create({
+    resource: obj('account', 'a1'), permission: 'manage', subject: subj('user', 'nobody') }));
+  assert.equal(ck.permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+  // A cleartext client cannot talk to the TLS port.
+  const e = await new Promise((resolve) => plain.readSchema(v1.ReadSchemaRequest.create({}), new grpc.Metadata(),
+    { deadline: Date.now() + 3000 }, (err, res) => resolve(err || res)));
+  assert.ok(e instanceof Error, 'a cleartext call to the TLS port must fail');
+  assert.equal(e.code, grpc.status.UNAVAILABLE);
+  console.log(`# cleartext client on the TLS port: ${grpc.status[e.code]} (${e.details})`);
 });

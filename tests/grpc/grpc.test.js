@@ -257,6 +257,20 @@ test('keyward over gRPC with the official Node client', async (t) => {
     const raw = new grpc.Client(srv.endpoint, grpc.credentials.createInsecure());
     await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.SchemaService/ReadSchema',
       (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.UNAUTHENTICATED);
+    // Hostile sizes: a 5 MiB request message (over the 4 MiB limit) and a 20 KiB header.
+    const big = Buffer.alloc(5 * 1024 * 1024, 0x41);
+    const authMd = new grpc.Metadata();
+    authMd.set('authorization', 'Bearer ' + KEY);
+    await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.SchemaService/WriteSchema',
+      (b) => b, (b) => b, big, authMd, (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.RESOURCE_EXHAUSTED);
+    const fat = new grpc.Metadata();
+    fat.set('x-padding', 'p'.repeat(20 * 1024));
+    const fatErr = await new Promise((resolve) => raw.makeUnaryRequest('/grpc.health.v1.Health/Check',
+      (b) => b, (b) => b, Buffer.alloc(0), fat, (e, r) => resolve(e || r)));
+    assert.ok(fatErr instanceof Error, 'a 20 KiB header list must be refused');
+    // ... and the connection still serves.
+    await new Promise((resolve, reject) => raw.makeUnaryRequest('/grpc.health.v1.Health/Check',
+      (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r))));
     await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.NoSuchService/Nope',
       (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.UNIMPLEMENTED);
     raw.close();

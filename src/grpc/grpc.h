@@ -32,6 +32,7 @@
 
 #define KW_GRPC_MAX_CONNS 1024u
 #define KW_GRPC_MAX_STREAMS 128u             /* concurrent streams per connection */
+#define KW_GRPC_MAX_RPCS 2048u               /* RPCs in flight in the whole server */
 #define KW_GRPC_MAX_HEADER (16u * 1024u)     /* a request's header list, bytes */
 #define KW_GRPC_MAX_MSG (4u * 1024u * 1024u) /* a request message (gRPC's default) */
 #define KW_GRPC_STREAM_BUF (256u * 1024u)    /* a stream's unsent results before waiting */

@@ -92,6 +92,7 @@ struct kw_grpc_server {
     pthread_mutex_t mu;
     pthread_cond_t gone; /* conns == 0 */
     unsigned conns;
+    atomic_uint rpcs; /* handler threads alive, at most KW_GRPC_MAX_RPCS */
     atomic_bool stopping;
 };
 
@@ -271,6 +272,7 @@ static void *handler_main(void *arg)
         rpc->fn(&call, msg, mlen, &st);
     }
 
+    atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);
     /* The deadline beats whatever the RPC answered once it passed. */
     if (st.code != KW_GRPC_OK && alive_locked(s) == KW_ETIMEOUT) {
@@ -513,6 +515,16 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    if (atomic_fetch_add(&c->srv->rpcs, 1) >= KW_GRPC_MAX_RPCS) {
+        atomic_fetch_sub(&c->srv->rpcs, 1);
+        pthread_mutex_lock(&c->mu);
+        kw_v1_fail(&s->st, KW_ELIMIT, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
+                   "server busy: %u RPCs in flight", KW_GRPC_MAX_RPCS);
+        s->done = true;
+        mark_pending(s);
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     s->refs++;
     c->handlers++;
@@ -525,6 +537,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     int e = pthread_create(&t, &at, handler_main, s);
     pthread_attr_destroy(&at);
     if (e != 0) {
+        atomic_fetch_sub(&c->srv->rpcs, 1);
         pthread_mutex_lock(&c->mu);
         s->refs--;
         c->handlers--;

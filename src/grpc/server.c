@@ -72,6 +72,9 @@ struct kw__grpc_conn {
     kw_grpc_server_t *srv;
     int fd, evfd;
     SSL *ssl; /* TLS (ALPN h2), or NULL: cleartext */
+    /* Frames nghttp2 produced, written with one syscall per loop (not one per frame). */
+    uint8_t wbuf[64 * 1024];
+    size_t wlen;
     nghttp2_session *ng;
     pthread_mutex_t mu;
     pthread_cond_t quiet; /* handlers == 0 */
@@ -292,30 +295,61 @@ static void *handler_main(void *arg)
 
 /* ---- the connection side (nghttp2 callbacks run on the connection thread) ---- */
 
-static ssize_t cb_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
+/* One write to the peer: > 0 bytes written, 0 would block, -1 failed. */
+static ssize_t raw_write(kw__grpc_conn_t *c, const uint8_t *data, size_t len)
 {
-    (void)ng;
-    (void)flags;
-    kw__grpc_conn_t *c = ud;
     if (c->ssl) {
         ERR_clear_error();
         int w = SSL_write(c->ssl, data, len > INT32_MAX ? INT32_MAX : (int)len);
         if (w <= 0) {
             int e = SSL_get_error(c->ssl, w);
-            return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ
-                       ? NGHTTP2_ERR_WOULDBLOCK
-                       : NGHTTP2_ERR_CALLBACK_FAILURE;
+            return e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ ? 0 : -1;
         }
         c->last_progress_us = mono_us();
         return w;
     }
     ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
     if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? NGHTTP2_ERR_WOULDBLOCK
-                                                       : NGHTTP2_ERR_CALLBACK_FAILURE;
+        return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -1;
     if (n > 0)
         c->last_progress_us = mono_us();
     return n;
+}
+
+/* Writes what wbuf holds, as far as the socket takes it: 0, or -1 when the peer is gone. */
+static int flush_out(kw__grpc_conn_t *c)
+{
+    size_t off = 0;
+    while (off < c->wlen) {
+        ssize_t n = raw_write(c, c->wbuf + off, c->wlen - off);
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        off += (size_t)n;
+    }
+    memmove(c->wbuf, c->wbuf + off, c->wlen - off);
+    c->wlen -= off;
+    return 0;
+}
+
+static ssize_t cb_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    (void)ng;
+    (void)flags;
+    kw__grpc_conn_t *c = ud;
+    if (c->wlen + len > sizeof(c->wbuf)) {
+        if (flush_out(c) != 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        if (c->wlen == sizeof(c->wbuf))
+            return NGHTTP2_ERR_WOULDBLOCK;
+    }
+    size_t n = sizeof(c->wbuf) - c->wlen;
+    if (n > len)
+        n = len;
+    memcpy(c->wbuf + c->wlen, data, n);
+    c->wlen += n;
+    return (ssize_t)n;
 }
 
 static int submit_trailers(nghttp2_session *ng, kw__grpc_stream_t *s)
@@ -615,9 +649,9 @@ static void conn_run(kw__grpc_conn_t *c)
     int64_t start = idle_since;
     while (!atomic_load(&srv->stopping)) {
         flush_pending(c);
-        if (nghttp2_session_send(c->ng) != 0)
+        if (nghttp2_session_send(c->ng) != 0 || flush_out(c) != 0)
             break;
-        bool wr = nghttp2_session_want_write(c->ng) != 0;
+        bool wr = nghttp2_session_want_write(c->ng) != 0 || c->wlen > 0;
         if (!nghttp2_session_want_read(c->ng) && !wr)
             break;
         pthread_mutex_lock(&c->mu);
@@ -634,7 +668,8 @@ static void conn_run(kw__grpc_conn_t *c)
             nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
                                   nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
                                   NULL, 0);
-            nghttp2_session_send(c->ng);
+            if (nghttp2_session_send(c->ng) == 0)
+                (void)flush_out(c);
             break;
         }
         if (!wr)
@@ -1015,7 +1050,7 @@ int kw__grpc_fuzz_feed(const uint8_t *data, size_t n)
               nghttp2_session_mem_recv(c->ng, data, n) >= 0;
     for (int round = 0; ok && round < 8; round++) {
         flush_pending(c);
-        if (nghttp2_session_send(c->ng) != 0)
+        if (nghttp2_session_send(c->ng) != 0 || flush_out(c) != 0)
             break;
         while (recv(sv[1], sink, sizeof(sink), 0) > 0)
             ;

@@ -15,6 +15,9 @@ static void usage(FILE *f)
             "  serve     run the API-key service (default: sqlite:keyward.db on 127.0.0.1:8080)\n"
             "  token     mint a bearer token for the service\n"
             "  validate  check SpiceDB validation files (schema, relationships, assertions)\n"
+            "  audit     audit verify: recompute the audit trail's hash chain\n"
+            "  migrate   copy a whole database into an empty one (SQLite <-> PostgreSQL)\n"
+            "  backup    consistent copy of a live SQLite database\n"
             "\n"
             "Run 'keyward <command> --help' for a command's options.\n");
 }
@@ -32,6 +35,12 @@ int main(int argc, char **argv)
         return kw_cli_token(argc - 1, argv + 1);
     if (strcmp(cmd, "validate") == 0)
         return kw_cli_validate(argc - 1, argv + 1);
+    if (strcmp(cmd, "audit") == 0)
+        return kw_cli_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "migrate") == 0)
+        return kw_cli_migrate(argc - 1, argv + 1);
+    if (strcmp(cmd, "backup") == 0)
+        return kw_cli_backup(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -35,6 +35,8 @@ const char kw_api_default_schema[] =
     "    /** services that may verify this account's credentials (POST /auth/verify) */\n"
     "    relation verifier: service_account\n"
     "    permission verify = verifier\n"
+    "    /** who may read the account's audit trail (GET /audit_events) */\n"
+    "    permission audit = admin\n"
     "}\n"
     "\n"
     "definition agent {\n"

@@ -46,6 +46,7 @@ typedef struct {
     const kw_agent_t *ag;
     const kw_update_t *ups;
     size_t n;
+    const kw__audit_t *au;
 } create_ctx_t;
 
 static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
@@ -54,6 +55,8 @@ static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     int rc = kw_store_tx_agent_insert(tx, c->ag);
     if (rc == KW_OK)
         rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    if (rc == KW_OK)
+        rc = kw__api_audit_append(tx, c->au, diag);
     return rc;
 }
 
@@ -127,7 +130,9 @@ void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw_http_resp_error(resp, 403, "This principal cannot own an agent.");
         return;
     }
-    create_ctx_t c = {&ag, ups, 3};
+    kw__audit_t au;
+    kw__api_audit_agent(&au, req, "agent.create", &ag);
+    create_ctx_t c = {&ag, ups, 3, &au};
     kw_revision_t rev = 0;
     rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
@@ -395,10 +400,16 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__api_revision(req, resp, rev);
 }
 
+typedef struct {
+    kw_str_t id;
+    const kw__audit_t *au;
+} delete_ctx_t;
+
 static int delete_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
-    (void)diag;
-    return kw_store_tx_agent_delete(tx, *(const kw_str_t *)ud);
+    const delete_ctx_t *c = ud;
+    int rc = kw_store_tx_agent_delete(tx, c->id);
+    return rc == KW_OK ? kw__api_audit_append(tx, c->au, diag) : rc;
 }
 
 void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -431,7 +442,11 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         return;
     }
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, delete_tx, &id, 0, &rev, NULL);
+    kw__audit_t au;
+    rc = kw__api_audit_for_agent(api, req, "agent.delete", id, &au);
+    delete_ctx_t c = {id, &au};
+    if (rc == KW_OK)
+        rc = kw__api_write(api, delete_tx, &c, 0, &rev, NULL);
     if (rc == KW_ENOTFOUND) {
         agent_404(resp);
         return;

@@ -45,6 +45,9 @@ struct kw_api {
     /* /v1 preshared keys as keyed hashes (v1.c, kw_api_set_v1_preshared_keys). */
     uint8_t (*v1_keys)[KW_KEY_HASH_LEN];
     size_t n_v1_keys;
+    /* /v1 Watch's hub (sync/watch.c): made by kw_api_new, poked by the sync change hook,
+     * its watches ended by kw_api_serve_on(api, NULL) before the server drains. */
+    kw_watch_hub_t *watch;
 };
 
 /* The messages of the contract (tag-kw-api-messages: docs/API.md lists them). */
@@ -218,6 +221,40 @@ bool kw__api_fresh(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp);
 #define KW__MSG_REV_BAD "X-Keyward-Revision must be a decimal revision number."
 #define KW__MSG_REV_AHEAD "X-Keyward-Revision is ahead of every committed revision."
 
+/* ---- audit.c: the audit event of a mutation (tag-kw-api-audit) ----
+ * The handler builds the event before its write (strings in the request arena; a build
+ * failure is kept in rc), the write's transaction callback appends it after the change
+ * (kw__api_audit_append): both commit or neither. */
+typedef struct kw__audit {
+    const char *action; /* static: "agent.create", "key.delete", ... */
+    kw_str_t actor, request_id, resource, account, detail;
+    int rc; /* KW_OK, or the build's failure (then the append fails with it) */
+} kw__audit_t;
+void kw__api_audit_agent(kw__audit_t *au, kw_http_req_t *req, const char *action,
+                         const kw_agent_t *ag);
+void kw__api_audit_key(kw__audit_t *au, kw_http_req_t *req, const char *action,
+                       const kw_apikey_t *k, const char *account);
+/* The event of `action` on the stored agent / key `id` (its row read now, the key's
+ * account through its agent). KW_ENOTFOUND when the row is gone; store errors as is. */
+KW_NODISCARD int kw__api_audit_for_agent(kw_api_t *api, kw_http_req_t *req, const char *action,
+                                         kw_str_t id, kw__audit_t *au);
+KW_NODISCARD int kw__api_audit_for_key(kw_api_t *api, kw_http_req_t *req, const char *action,
+                                       kw_str_t id, kw__audit_t *au);
+/* detail (stolen; NULL = out of memory) becomes the event's "what changed". */
+void kw__api_audit_detail(kw__audit_t *au, kw_http_req_t *req, json_t *detail);
+/* Adds member `name` = value (stolen) to the detail built so far (e.g. a rotation's grace). */
+void kw__api_audit_add(kw__audit_t *au, kw_http_req_t *req, const char *name, json_t *value);
+typedef struct kw_v1_caller kw_v1_caller_t;
+void kw__api_audit_schema(kw__audit_t *au, const kw_v1_caller_t *who, kw_str_t text);
+/* Inside a write's transaction, after its change. */
+KW_NODISCARD int kw__api_audit_append(kw_store_tx_t *tx, const kw__audit_t *au, kw_diag_t *diag);
+/* kw__api_audit_append as a kw_sync_tx_fn (ud = the kw__audit_t): the schema write's. */
+int kw__api_audit_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
+/* A /v1 relationship write (ups) or delete (del, with what it deleted), built and appended. */
+KW_NODISCARD int kw__api_audit_v1_rels(kw_store_tx_t *tx, const kw_v1_caller_t *who,
+                                       const kw_update_t *ups, size_t n, const kw_filter_t *del,
+                                       size_t n_deleted, kw_diag_t *diag);
+
 /* ---- route handlers ---- */
 void kw__api_agents_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_agents_get(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
@@ -260,5 +297,19 @@ void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_expand(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_schema_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
 void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+/* v1_more.c (the RPCs of v1svc_more.h) */
+void kw__api_v1_reflect(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_computable(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_dependent(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_diff(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_export(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+
+void kw__api_audit_events(kw_http_req_t *req, kw_http_resp_t *resp, void *ud);
+/* /openapi.json (ops.c): GET /audit_events's query parameters (appended to the array)
+ * and its schemas AuditEvent and AuditEventList (added to components/schemas). */
+void kw__api_audit_openapi_params(json_t *params);
+void kw__api_audit_openapi_schemas(json_t *schemas);
 
 #endif

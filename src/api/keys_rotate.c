@@ -35,10 +35,17 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+typedef struct {
+    const kw_key_rotation_t *rot;
+    const kw__audit_t *au;
+} rotate_ctx_t;
+
+/* The swap and its audit event, in one transaction. */
 static int rotate_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
-    (void)diag;
-    return kw_store_tx_key_rotate(tx, ud);
+    const rotate_ctx_t *c = ud;
+    int rc = kw_store_tx_key_rotate(tx, c->rot);
+    return rc == KW_OK ? kw__api_audit_append(tx, c->au, diag) : rc;
 }
 
 #define MSG_GRACE                                                                                  \
@@ -158,7 +165,13 @@ void kw__api_keys_rotate(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         rot.secret_enc = sealed;
         rot.secret_enc_len = sealed_len;
     }
-    rc = kw__api_write(api, rotate_tx, &rot, 0, &rev, NULL);
+    kw__audit_t au;
+    rc = kw__api_audit_for_key(api, req, "key.rotate", id, &au);
+    if (rc == KW_OK)
+        kw__api_audit_add(&au, req, "grace_period_seconds", json_integer(grace));
+    rotate_ctx_t c = {&rot, &au};
+    if (rc == KW_OK)
+        rc = kw__api_write(api, rotate_tx, &c, 0, &rev, NULL);
     if (rc == KW_ENOTFOUND) {
         key_404(resp);
         goto out;

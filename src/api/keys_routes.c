@@ -150,6 +150,7 @@ typedef struct {
     const kw_apikey_t *key;
     const kw_update_t *ups;
     size_t n;
+    const kw__audit_t *au;
 } create_ctx_t;
 
 static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
@@ -158,6 +159,8 @@ static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     int rc = kw_store_tx_key_insert(tx, c->key);
     if (rc == KW_OK)
         rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    if (rc == KW_OK)
+        rc = kw__api_audit_append(tx, c->au, diag);
     return rc;
 }
 
@@ -373,7 +376,9 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         kw_http_resp_error(resp, 403, "This principal cannot own an API key.");
         goto out;
     }
-    create_ctx_t c = {&key, ups, 3};
+    kw__audit_t au;
+    kw__api_audit_key(&au, req, "key.create", &key, ag.account_id);
+    create_ctx_t c = {&key, ups, 3, &au};
     kw_revision_t rev = 0;
     rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
     if ((rc == KW_ECONFLICT || rc == KW_EEXISTS) && has_supplied && hashed) {
@@ -693,10 +698,16 @@ void kw__api_keys_get_by_name(kw_http_req_t *req, kw_http_resp_t *resp, void *ud
 
 /* ---- delete ---- */
 
+typedef struct {
+    kw_str_t id;
+    const kw__audit_t *au;
+} delete_ctx_t;
+
 static int delete_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
-    (void)diag;
-    return kw_store_tx_key_delete(tx, *(const kw_str_t *)ud);
+    const delete_ctx_t *c = ud;
+    int rc = kw_store_tx_key_delete(tx, c->id);
+    return rc == KW_OK ? kw__api_audit_append(tx, c->au, diag) : rc;
 }
 
 /* read (else key 404), delete (else 403), then delete by id. true -> deleted. */
@@ -719,7 +730,11 @@ static bool delete_key_id(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *res
         kw_http_resp_error(resp, 403, "Not allowed to delete this API key.");
         return false;
     }
-    rc = kw__api_write(api, delete_tx, &id, 0, rev, NULL);
+    kw__audit_t au;
+    rc = kw__api_audit_for_key(api, req, "key.delete", id, &au);
+    delete_ctx_t c = {id, &au};
+    if (rc == KW_OK)
+        rc = kw__api_write(api, delete_tx, &c, 0, rev, NULL);
     if (rc == KW_ENOTFOUND) {
         key_404(resp);
         return false;

@@ -105,6 +105,37 @@ static const op_t ops[] = {
     {"/v1/schema/read", "post", "SpiceDB ReadSchema", "V1Object", "V1Object", "401 403", ""},
     {"/v1/schema/write", "post", "SpiceDB WriteSchema", "V1Object", "V1Object",
      "400 401 403 422 503", ""},
+    {"/audit_events", "get", "Read the audit trail (oldest first; X-Next-Cursor when more follow)",
+     NULL, "AuditEventList", "400 401 403 422 503", "audit"},
+    {"/v1/schema/reflectschema", "post", "SpiceDB ReflectSchema", "V1Object", "V1Object",
+     "400 401 403", ""},
+    {"/v1/schema/permissions/computable", "post", "SpiceDB ComputablePermissions", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/schema/permissions/dependent", "post", "SpiceDB DependentRelations", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/schema/diffschema", "post", "SpiceDB DiffSchema", "V1Object", "V1Object", "400 401 403",
+     ""},
+    {"/v1/watch", "post", "SpiceDB Watch (streamed NDJSON)", "V1Object", "V1Stream", "400 401 403",
+     ""},
+    {"/v1/relationships/exportbulk", "post", "SpiceDB ExportBulkRelationships (streamed NDJSON)",
+     "V1Object", "V1Stream", "400 401 403", ""},
+    {"/v1/relationships/importbulk", "post",
+     "SpiceDB ImportBulkRelationships (NDJSON or array of requests)", "V1Object", "V1Object",
+     "400 401 403 409 503", ""},
+    {"/v1/experimental/reflectschema", "post", "SpiceDB ExperimentalReflectSchema", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/experimental/permissions/computable", "post", "SpiceDB ExperimentalComputablePermissions",
+     "V1Object", "V1Object", "400 401 403", ""},
+    {"/v1/experimental/permissions/dependent", "post", "SpiceDB ExperimentalDependentRelations",
+     "V1Object", "V1Object", "400 401 403", ""},
+    {"/v1/experimental/diffschema", "post", "SpiceDB ExperimentalDiffSchema", "V1Object",
+     "V1Object", "400 401 403", ""},
+    {"/v1/experimental/relationships/bulkexport", "post",
+     "SpiceDB BulkExportRelationships (streamed NDJSON)", "V1Object", "V1Stream", "400 401 403",
+     ""},
+    {"/v1/experimental/relationships/bulkimport", "post",
+     "SpiceDB BulkImportRelationships (NDJSON or array of requests)", "V1Object", "V1Object",
+     "400 401 403 409 503", ""},
 };
 
 static json_t *ref(const char *name)
@@ -138,6 +169,8 @@ static json_t *params_for(const char *kind)
     }
     if (strcmp(kind, "keyref_type") == 0)
         json_array_append_new(a, param("api_key_type", "query", false, ref("ApiKeyType")));
+    if (strcmp(kind, "audit") == 0)
+        kw__api_audit_openapi_params(a); /* audit_routes.c */
     if (strcmp(kind, "list") == 0 || strcmp(kind, "keyref_list") == 0) {
         json_array_append_new(a, param("limit", "query", false,
                                        json_pack("{s:s, s:i, s:i, s:i}", "type", "integer",
@@ -332,10 +365,13 @@ void kw__api_openapi(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         if (!op || json_object_set_new(item, ops[i].method, op) != 0)
             goto fail;
     }
+    json_t *comps = components();
+    if (comps)
+        kw__api_audit_openapi_schemas(json_object_get(comps, "schemas")); /* audit_routes.c */
     doc = json_pack("{s:s, s:{s:s, s:s, s:s}, s:O, s:o}", "openapi", "3.1.0", "info", "title",
                     "keyward", "version", "1", "description",
                     "Agent API keys authorized by an embedded SpiceDB-compatible engine", "paths",
-                    paths, "components", components());
+                    paths, "components", comps);
     if (!doc)
         goto fail;
     text = json_dumps(doc, JSON_INDENT(1) | JSON_PRESERVE_ORDER);

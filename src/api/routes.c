@@ -15,6 +15,7 @@
 static void on_sync_change(void *ud)
 {
     kw_api_t *api = ud;
+    kw_watch_hub_poke(api->watch); /* a leaf lock: taken before, never under, http_mu */
     pthread_mutex_lock(&api->http_mu);
     if (api->http)
         kw_http_server_wake(api->http);
@@ -42,9 +43,14 @@ int kw_api_new(kw_engine_t *engine, kw_store_t *store, const kw_keyring_t *keyri
     rc = kw__ratelimit_new(&api->verify_limits);
     if (rc != KW_OK)
         goto fail_limits;
+    rc = kw_watch_hub_new(store, NULL, &api->watch);
+    if (rc != KW_OK)
+        goto fail_watch;
     kw_sync_on_change(sync, on_sync_change, api);
     *out = api;
     return KW_OK;
+fail_watch:
+    kw__ratelimit_free(api->verify_limits);
 fail_limits:
     kw__lastused_free(api->lastused);
 fail_lastused:
@@ -61,6 +67,7 @@ void kw_api_free(kw_api_t *api)
     kw_sync_on_change(api->sync, NULL, NULL);
     kw__ratelimit_free(api->verify_limits);
     kw__lastused_free(api->lastused); /* flushes the pending last uses */
+    kw_watch_hub_free(api->watch);
     kw_free(api->v1_keys);
     pthread_mutex_destroy(&api->http_mu);
     kw_free(api);
@@ -68,6 +75,8 @@ void kw_api_free(kw_api_t *api)
 
 void kw_api_serve_on(kw_api_t *api, kw_http_server_t *srv)
 {
+    if (!srv) /* the server stops: end every watch, which never ends by itself */
+        kw_watch_hub_stop(api->watch);
     pthread_mutex_lock(&api->http_mu);
     api->http = srv;
     pthread_mutex_unlock(&api->http_mu);
@@ -101,6 +110,21 @@ static const kw_http_route_t routes[] = {
     {"POST", "/v1/permissions/expand", kw__api_v1_expand, 0},
     {"POST", "/v1/schema/read", kw__api_v1_schema_read, 0},
     {"POST", "/v1/schema/write", kw__api_v1_schema_write, 0},
+    {"GET", "/audit_events", kw__api_audit_events, 0},
+    {"POST", "/v1/schema/reflectschema", kw__api_v1_reflect, 0},
+    {"POST", "/v1/schema/permissions/computable", kw__api_v1_computable, 0},
+    {"POST", "/v1/schema/permissions/dependent", kw__api_v1_dependent, 0},
+    {"POST", "/v1/schema/diffschema", kw__api_v1_diff, 0},
+    {"POST", "/v1/watch", kw__api_v1_watch, 0},
+    {"POST", "/v1/relationships/exportbulk", kw__api_v1_export, 0},
+    {"POST", "/v1/relationships/importbulk", kw__api_v1_import, 0},
+    /* ExperimentalService's aliases of the same shapes */
+    {"POST", "/v1/experimental/reflectschema", kw__api_v1_reflect, 0},
+    {"POST", "/v1/experimental/permissions/computable", kw__api_v1_computable, 0},
+    {"POST", "/v1/experimental/permissions/dependent", kw__api_v1_dependent, 0},
+    {"POST", "/v1/experimental/diffschema", kw__api_v1_diff, 0},
+    {"POST", "/v1/experimental/relationships/bulkexport", kw__api_v1_export, 0},
+    {"POST", "/v1/experimental/relationships/bulkimport", kw__api_v1_import, 0},
 };
 
 const kw_http_route_t *kw_api_routes(size_t *n)
@@ -175,6 +199,8 @@ void kw_api_metrics(kw_buf_t *out, void *ud)
                "Times the follower was woken by a change notification (LISTEN/NOTIFY) rather "
                "than its 1 s poll.",
                st.wakeups);
+    metric_u64(out, "keyward_expired_relationships_swept_total", "counter",
+               "Expired relationships this instance's expiry sweeps deleted.", st.expired_swept);
     kw_buf_puts(out, "# HELP keyward_last_resync_seconds How long the last full reload took.\n"
                      "# TYPE keyward_last_resync_seconds gauge\n");
     kw_buf_printf(out, "keyward_last_resync_seconds %.3f\n", (double)st.last_resync_ms / 1000.0);

@@ -72,8 +72,10 @@ bool kw__v1_preshared(kw_api_t *api, kw_str_t cred)
     return any;
 }
 
-int kw_api_v1_authorize(kw_api_t *api, const char *authorization)
+int kw_api_v1_authorize(kw_api_t *api, const char *authorization, char *actor, size_t actor_cap)
 {
+    if (actor_cap)
+        actor[0] = '\0';
     const char *h = authorization ? authorization : "";
     while (*h == ' ' || *h == '\t')
         h++;
@@ -87,11 +89,15 @@ int kw_api_v1_authorize(kw_api_t *api, const char *authorization)
         cred.len--;
     if (cred.len == 0)
         return KW_EAUTH;
-    if (kw__v1_preshared(api, cred))
+    if (kw__v1_preshared(api, cred)) {
+        snprintf(actor, actor_cap, "v1:preshared-key");
         return KW_OK;
+    }
     kw_token_claims_t claims;
     if (kw_token_verify(api->keyring, cred, (int64_t)time(NULL), &claims, NULL) != KW_OK)
         return KW_EAUTH;
+    snprintf(actor, actor_cap, "%s:%.*s", claims.principal_type[0] ? claims.principal_type : "user",
+             (int)strnlen(claims.sub, sizeof(claims.sub)), claims.sub);
     return claims.admin ? KW_OK : KW_EFORBIDDEN;
 }
 

@@ -745,6 +745,11 @@ static int flush_pending(kw__v1_stream_t *s)
     return rc;
 }
 
+int kw__v1_stream_flush(kw__v1_stream_t *s)
+{
+    return s->begun ? flush_pending(s) : KW_OK;
+}
+
 /* One {"<key>": v} line (steals v) into s->line. */
 static int make_line(kw__v1_stream_t *s, const char *key, json_t *v)
 {

@@ -42,6 +42,11 @@ typedef struct {
  * the answer written (or the request parked). */
 json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
                      const kw__v1_msg_t *msg, kw_v1_consistency_t *cons);
+/* The caller of a mutating RPC (for its audit event): the request's principal, id, arena. */
+static inline kw_v1_caller_t kw__v1_caller(kw_http_req_t *req)
+{
+    return (kw_v1_caller_t){kw_str_c(req->log_subject), kw_str_c(req->request_id), req->arena};
+}
 /* For a streamed RPC: true when the handler runs on a pool worker (go on); false when it
  * was on an event loop and has just been handed to a worker (return at once: it runs
  * again there). */
@@ -150,6 +155,9 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client
  * went away. Waits while the connection's send buffer is full (backpressure). */
 KW_NODISCARD int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev);
+/* Sends the lines kept back so far at once: for a stream whose lines must not wait for the
+ * next ones (Watch: a change may be the last for a long time). */
+KW_NODISCARD int kw__v1_stream_flush(kw__v1_stream_t *s);
 /* Ends the stream: rc == KW_OK -> a 200 (empty body if nothing was sent); else st's
  * error as the answer (nothing sent yet) or as the last line. */
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st);

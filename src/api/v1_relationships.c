@@ -66,7 +66,8 @@ void kw__api_v1_rel_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};
-    kw_v1_write_req_t w = {NULL, 0, NULL, 0, false};
+    kw_v1_caller_t who = kw__v1_caller(req);
+    kw_v1_write_req_t w = {NULL, 0, NULL, 0, false, &who};
     kw_update_t *ups = NULL;
     /* proto3: an absent or empty repeated field is an empty list (SpiceDB accepts it). */
     json_t *arr = kw__v1_get(body, "updates");
@@ -153,6 +154,8 @@ void kw__api_v1_rel_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__v1_perr_t e = {0, ""};
     kw_v1_delete_req_t d;
     memset(&d, 0, sizeof(d));
+    kw_v1_caller_t who = kw__v1_caller(req);
+    d.caller = &who;
     kw_precondition_t *pre = NULL;
     if (!kw__v1_parse_filter(kw__v1_get(body, "relationshipFilter"), "relationshipFilter",
                              &d.filter, &d.resource_id_prefix, &e) ||

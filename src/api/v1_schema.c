@@ -53,7 +53,8 @@ void kw__api_v1_schema_write(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
     kw_revision_t rev = 0;
-    int rc = kw_v1_write_schema(api, text, &rev, &st);
+    kw_v1_caller_t who = kw__v1_caller(req);
+    int rc = kw_v1_write_schema(api, &who, text, &rev, &st);
     json_decref(body);
     if (rc != KW_OK)
         kw__v1_status_answer(resp, &st);

@@ -50,6 +50,15 @@
 
 typedef struct kw_api kw_api_t;
 
+/* Who makes a mutating call, for its audit event (appended in the write's own
+ * transaction): the principal as the log names it, the request id, and an arena (the
+ * request's) for the event's strings. Every transport fills it; NULL is refused. */
+typedef struct kw_v1_caller {
+    kw_str_t actor;
+    kw_str_t request_id;
+    kw_arena_t *arena;
+} kw_v1_caller_t;
+
 /* ---- status: a gRPC status with SpiceDB's ErrorInfo ---- */
 
 /* gRPC status codes (google.rpc.Code). */
@@ -156,6 +165,7 @@ typedef struct kw_v1_write_req {
     const kw_precondition_t *pre;
     size_t n_pre;
     bool has_metadata; /* optionalTransactionMetadata carried something (refused) */
+    const kw_v1_caller_t *caller;
 } kw_v1_write_req_t;
 
 /* WriteRelationships: one transaction; *written_at is its revision. */
@@ -170,6 +180,7 @@ typedef struct kw_v1_delete_req {
     uint32_t limit; /* 0: no limit */
     bool allow_partial;
     bool has_metadata;
+    const kw_v1_caller_t *caller;
 } kw_v1_delete_req_t;
 
 typedef struct kw_v1_delete_resp {
@@ -312,7 +323,7 @@ KW_NODISCARD int kw_v1_expand(kw_api_t *svc, const kw_v1_expand_req_t *req,
 KW_NODISCARD int kw_v1_read_schema(kw_api_t *svc, kw_buf_t *text, kw_revision_t *read_at,
                                    kw_v1_status_t *st);
 /* WriteSchema: compiled, tried, swapped in and stored (sync/commit.c). */
-KW_NODISCARD int kw_v1_write_schema(kw_api_t *svc, kw_str_t schema, kw_revision_t *written_at,
-                                    kw_v1_status_t *st);
+KW_NODISCARD int kw_v1_write_schema(kw_api_t *svc, const kw_v1_caller_t *caller, kw_str_t schema,
+                                    kw_revision_t *written_at, kw_v1_status_t *st);
 
 #endif

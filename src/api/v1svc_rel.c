@@ -171,6 +171,7 @@ typedef struct write_ctx {
     kw_v1_delete_resp_t *del_resp;
     kw_arena_t *a; /* a delete's collected matches */
     kw_v1_status_t *st;
+    const kw_v1_caller_t *caller; /* for the audit event */
 } write_ctx_t;
 
 static int first_cb(const kw_rel_t *rel, void *ud)
@@ -288,8 +289,14 @@ static int write_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
     if ((rc = check_preconditions(c, diag)) != KW_OK)
         return rc;
     if (c->del)
-        return delete_tx(tx, c, diag);
-    return c->n ? kw_store_tx_rel_write(tx, c->ups, c->n, diag) : KW_OK;
+        rc = delete_tx(tx, c, diag);
+    else if (c->n)
+        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+    /* The audit event, in the same transaction as the change (audit.c). */
+    if (rc == KW_OK)
+        rc = kw__api_audit_v1_rels(tx, c->caller, c->ups, c->n, c->del ? &c->del->filter : NULL,
+                                   c->del ? (size_t)c->del_resp->n_deleted : 0, diag);
+    return rc;
 }
 
 /* Checks against the graph inside the transaction (write_tx) need the write to run
@@ -329,24 +336,14 @@ int kw_v1_write_relationships(kw_api_t *svc, const kw_v1_write_req_t *req,
     int rc = check_pre_count(req->n_pre, st);
     if (rc != KW_OK)
         return rc;
-    /* tag-kw-v1-caveat-writes: the engine evaluates caveats and expiry, but the store of
-     * this build keeps neither, so such a relationship would lose them at the next
-     * restart or on another instance: refused until the store keeps them. */
-    for (size_t i = 0; i < req->n_updates; i++) {
-        const kw_rel_t *r = &req->updates[i].rel;
-        if (req->updates[i].op != KW_OP_DELETE && (r->caveat.len || r->expires_at))
-            return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL,
-                              "updates[%zu]: relationship.%s is not supported yet: the store "
-                              "does not keep caveats and expiry",
-                              i, r->caveat.len ? "optionalCaveat" : "optionalExpiresAt");
-    }
     kw_diag_t d;
     kw_diag_clear(&d);
     /* Refused before any transaction: 400 naming the relation and type. */
     if (req->n_updates &&
         (rc = kw_engine_validate(svc->engine, req->updates, req->n_updates, &d)) != KW_OK)
         return kw_v1_fail_rc(st, rc, &d, NULL);
-    write_ctx_t c = {svc, req->updates, req->n_updates, req->pre, req->n_pre, NULL, NULL, NULL, st};
+    write_ctx_t c = {svc,  req->updates, req->n_updates, req->pre, req->n_pre,
+                     NULL, NULL,         NULL,           st,       req->caller};
     kw_revision_t rev = 0;
     rc = kw__api_write(svc, write_tx, &c, write_flags(&c), &rev, &d);
     if (rc != KW_OK)
@@ -369,7 +366,8 @@ int kw_v1_delete_relationships(kw_api_t *svc, const kw_v1_delete_req_t *req,
     if (rc != KW_OK)
         return rc;
     kw_v1_delete_resp_t out = {0, false, 0};
-    write_ctx_t c = {svc, NULL, 0, req->pre, req->n_pre, req, &out, kw_arena_new(0), st};
+    write_ctx_t c = {svc, NULL,       0, req->pre, req->n_pre, req, &out, kw_arena_new(0),
+                     st,  req->caller};
     if (!c.a)
         return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
     kw_diag_t d;

@@ -31,8 +31,8 @@ int kw_v1_read_schema(kw_api_t *svc, kw_buf_t *text, kw_revision_t *read_at, kw_
 /* A trial install proves the text compiles and serves the routes (INVALID_ARGUMENT
  * otherwise, kw_sync_schema_try); the live swap proves every stored relationship fits,
  * and the text is stored and announced (kw_sync_write_schema). */
-int kw_v1_write_schema(kw_api_t *svc, kw_str_t schema, kw_revision_t *written_at,
-                       kw_v1_status_t *st)
+int kw_v1_write_schema(kw_api_t *svc, const kw_v1_caller_t *caller, kw_str_t schema,
+                       kw_revision_t *written_at, kw_v1_status_t *st)
 {
     kw_diag_t d;
     kw_diag_clear(&d);
@@ -53,7 +53,10 @@ int kw_v1_write_schema(kw_api_t *svc, kw_str_t schema, kw_revision_t *written_at
         return kw_v1_fail_rc(st, rc == KW_ENOMEM ? rc : KW_ESCHEMA, &d, NULL);
     }
     kw_revision_t rev = 0;
-    rc = kw_sync_write_schema(svc->sync, schema, &rev, &d);
+    /* The text, its audit event and its revision commit together. */
+    kw__audit_t au;
+    kw__api_audit_schema(&au, caller, schema);
+    rc = kw_sync_write_schema_with(svc->sync, schema, kw__api_audit_tx, &au, &rev, &d);
     if (rc != KW_OK)
         return kw_v1_fail_rc(st, rc, &d, NULL);
     kw_log(KW_LOG_INFO, KW_MODULE, "schema replaced (revision %" PRIu64 ")", (uint64_t)rev);

@@ -353,4 +353,151 @@ void kw_rel_format_expiration(int64_t us, kw_buf_t *out);
  * untouched (what was copied stays in the arena until it is reset). */
 KW_NODISCARD int kw_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
 
+/* ---- schema reflection (reflect.c) ----
+ * SchemaService's ReflectSchema, DiffSchema, ComputablePermissions and DependentRelations
+ * as pure functions of schema TEXT (the installed schema's comes from
+ * kw_engine_schema_text): each compiles the text, answers, and frees the compiled form, so
+ * they take no engine lock. Every result, and every string in it, is allocated from the
+ * caller's arena `a`. A comment is the doc comment before the item with each line trimmed
+ * (SpiceDB's normalization), len 0 when there is none.
+ * Errors: KW_ESCHEMA (a text does not compile: diag has line:col), KW_EINVAL (a filter
+ * SpiceDB refuses, or a relation that is not a permission: diag has SpiceDB's message),
+ * KW_ENOTFOUND (unknown definition or relation/permission: diag has SpiceDB's message),
+ * KW_ENOMEM. Out-params are written only on KW_OK. */
+
+/* An allowed subject type of a relation: `def`, `def#rel` or `def:*`. */
+typedef struct kw_reflect_type {
+    kw_str_t def;
+    kw_str_t rel; /* len 0: a terminal subject (or the wildcard) */
+    bool wildcard;
+    kw_str_t caveat; /* `with <caveat>`: its name; len 0: none */
+    bool expiration; /* `with expiration` */
+} kw_reflect_type_t;
+
+/* A relation or a permission (ReflectionRelation / ReflectionPermission). */
+typedef struct kw_reflect_rel {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_str_t parent; /* the definition's name */
+    bool is_permission;
+    kw_reflect_type_t *types; /* relations only, in source order */
+    size_t n_types;
+} kw_reflect_rel_t;
+
+/* A definition (ReflectionDefinition): relations and permissions in source order. */
+typedef struct kw_reflect_def {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_reflect_rel_t *rels;
+    size_t n_rels;
+    kw_reflect_rel_t *perms;
+    size_t n_perms;
+} kw_reflect_def_t;
+
+/* A caveat's parameter (ReflectionCaveatParameter): its type as the schema writes it. */
+typedef struct kw_reflect_param {
+    kw_str_t name;
+    kw_str_t type;
+    kw_str_t parent; /* the caveat's name */
+} kw_reflect_param_t;
+
+/* A caveat (ReflectionCaveat): parameters sorted by name (SpiceDB's order); expression
+ * is the body's text as written (SpiceDB prints its parsed form). */
+typedef struct kw_reflect_caveat {
+    kw_str_t name;
+    kw_str_t comment;
+    kw_reflect_param_t *params;
+    size_t n_params;
+    kw_str_t expression;
+} kw_reflect_caveat_t;
+
+/* One ReflectionSchemaFilter; each field len 0 when unset; each matches as a prefix. */
+typedef struct kw_reflect_filter {
+    kw_str_t def;
+    kw_str_t rel;
+    kw_str_t perm;
+    kw_str_t caveat;
+} kw_reflect_filter_t;
+
+/* ReflectSchema: the definitions of `text` in source order that the filters let through
+ * (no filter: all), each with the relations and permissions they let through. The
+ * filters are checked as SpiceDB checks them first (KW_EINVAL). */
+KW_NODISCARD int kw_schema_reflect(kw_str_t text, const kw_reflect_filter_t *filters,
+                                   size_t n_filters, kw_arena_t *a, kw_reflect_def_t **defs,
+                                   size_t *n_defs, kw_diag_t *diag);
+
+/* ReflectSchema's caveats: those of `text` in source order that the filters let through
+ * (no filter: all; a filter naming a caveat prefix keeps the caveats it matches). */
+KW_NODISCARD int kw_schema_reflect_caveats(kw_str_t text, const kw_reflect_filter_t *filters,
+                                           size_t n_filters, kw_arena_t *a,
+                                           kw_reflect_caveat_t **caveats, size_t *n_caveats,
+                                           kw_diag_t *diag);
+
+/* A relation or permission named by ComputablePermissions / DependentRelations. */
+typedef struct kw_reflect_ref {
+    kw_str_t def;
+    kw_str_t rel;
+    bool is_permission;
+} kw_reflect_ref_t;
+
+/* ComputablePermissions: every relation and permission whose value a relationship on
+ * def#rel (rel len 0: on def itself as a subject) can change, transitively (through
+ * subject sets, computed references and arrows), as SpiceDB's reachability graph walks
+ * it; sorted by (definition, name), def#rel itself left out; `def_filter` (len 0: none)
+ * keeps only definitions starting with it. */
+KW_NODISCARD int kw_schema_computable_permissions(kw_str_t text, kw_str_t def, kw_str_t rel,
+                                                  kw_str_t def_filter, kw_arena_t *a,
+                                                  kw_reflect_ref_t **out, size_t *n_out,
+                                                  kw_diag_t *diag);
+/* DependentRelations: every relation and permission that permission def#perm is computed
+ * from, transitively (arrows' tupleset relations included), sorted by (definition,
+ * name), def#perm itself left out. KW_EINVAL when perm is a relation. */
+KW_NODISCARD int kw_schema_dependent_relations(kw_str_t text, kw_str_t def, kw_str_t perm,
+                                               kw_arena_t *a, kw_reflect_ref_t **out, size_t *n_out,
+                                               kw_diag_t *diag);
+
+/* DiffSchema: one entry per difference from `existing` to `comparison`, SpiceDB's kinds. */
+typedef enum {
+    KW_DIFF_DEF_ADDED = 1,             /* def: from comparison */
+    KW_DIFF_DEF_REMOVED,               /* def: from existing */
+    KW_DIFF_DEF_DOC_CHANGED,           /* def: from comparison */
+    KW_DIFF_REL_ADDED,                 /* rel: from comparison */
+    KW_DIFF_REL_REMOVED,               /* rel: from existing */
+    KW_DIFF_REL_DOC_CHANGED,           /* rel: from comparison */
+    KW_DIFF_REL_TYPE_ADDED,            /* rel (comparison) + type */
+    KW_DIFF_REL_TYPE_REMOVED,          /* rel (comparison) + type (the one existing had) */
+    KW_DIFF_PERM_ADDED,                /* rel: from comparison */
+    KW_DIFF_PERM_REMOVED,              /* rel: from existing */
+    KW_DIFF_PERM_DOC_CHANGED,          /* rel: from comparison */
+    KW_DIFF_PERM_EXPR_CHANGED,         /* rel: from comparison */
+    KW_DIFF_CAVEAT_ADDED,              /* caveat: from comparison */
+    KW_DIFF_CAVEAT_REMOVED,            /* caveat: from existing */
+    KW_DIFF_CAVEAT_DOC_CHANGED,        /* caveat: from comparison */
+    KW_DIFF_CAVEAT_EXPR_CHANGED,       /* caveat: from comparison */
+    KW_DIFF_CAVEAT_PARAM_ADDED,        /* param: from comparison */
+    KW_DIFF_CAVEAT_PARAM_REMOVED,      /* param: from existing */
+    KW_DIFF_CAVEAT_PARAM_TYPE_CHANGED, /* param (comparison) + previous_type */
+} kw_schema_diff_kind_t;
+
+typedef struct kw_schema_diff {
+    kw_schema_diff_kind_t kind;
+    const kw_reflect_def_t *def;       /* DEF_* kinds */
+    const kw_reflect_rel_t *rel;       /* REL_* and PERM_* kinds */
+    kw_reflect_type_t type;            /* REL_TYPE_* kinds */
+    const kw_reflect_caveat_t *caveat; /* CAVEAT_ADDED/REMOVED/DOC/EXPR */
+    const kw_reflect_param_t *param;   /* CAVEAT_PARAM_* */
+    kw_str_t previous_type;            /* CAVEAT_PARAM_TYPE_CHANGED */
+} kw_schema_diff_t;
+
+/* The differences, in this order (SpiceDB's, with its map orders made deterministic):
+ * added definitions (comparison's order), removed ones (existing's order), added caveats,
+ * removed caveats, then per definition both have (existing's order): its doc comment,
+ * removed relations, added relations, removed permissions, added permissions, per shared
+ * permission its expression then its comment, per shared relation its comment, then
+ * removed then added subject types; then per caveat both have: its comment, removed,
+ * added and retyped parameters, its expression (compared as text). KW_ESCHEMA names which text does
+ * not compile ("comparison schema: ..."). */
+KW_NODISCARD int kw_schema_diff(kw_str_t existing, kw_str_t comparison, kw_arena_t *a,
+                                kw_schema_diff_t **out, size_t *n_out, kw_diag_t *diag);
+
 #endif

@@ -44,6 +44,8 @@ void kw__ck_init(kw_ck_t *c, const kw_graph_t *g, const kw_schema_t *s, kw_diag_
     c->steps = 0;
     c->now = 0;
     c->req_json = KW_STR_NULL;
+    c->rel_attrs = NULL;
+    c->rel_base = NULL;
     c->req = NULL;
     c->req_done = NULL;
     kw_buf_init(&c->scratch);
@@ -56,8 +58,10 @@ static void forget_req(kw_ck_t *c)
     if (c->req)
         for (uint32_t i = 0; i < c->s->n_caveats; i++)
             kw_cel_ctx_free(c->req[i]);
-    kw_free(c->req);
-    kw_free(c->req_done);
+    if (c->req != c->req_inline) {
+        kw_free(c->req);
+        kw_free(c->req_done);
+    }
     c->req = NULL;
     c->req_done = NULL;
 }
@@ -196,7 +200,12 @@ static int req_ctx(kw_ck_t *c, uint16_t cav, const kw_cel_ctx_t **out)
     *out = NULL;
     if (c->req_json.len == 0)
         return KW_OK;
-    if (!c->req) {
+    if (!c->req && c->s->n_caveats <= KW_CK_REQ_INLINE) {
+        memset(c->req_inline, 0, sizeof(c->req_inline));
+        memset(c->req_done_inline, 0, sizeof(c->req_done_inline));
+        c->req = c->req_inline;
+        c->req_done = c->req_done_inline;
+    } else if (!c->req) {
         c->req = kw_calloc(c->s->n_caveats, sizeof(kw_cel_ctx_t *));
         c->req_done = kw_calloc(c->s->n_caveats, 1);
         if (!c->req || !c->req_done) {
@@ -241,9 +250,11 @@ static int eval_caveat(kw_ck_t *c, const kw_attr_t *a, uint64_t *miss)
 {
     const kw_caveat_t *cv = &c->s->caveats[a->caveat];
     const kw_cel_ctx_t *req = NULL;
-    int rc = req_ctx(c, a->caveat, &req);
+    int rc = req_ctx(c, a->caveat, &req); /* bound even when unused: its errors count */
     if (rc != KW_OK)
         return rc;
+    if (a->fixed >= 0) /* the relationship's context decides (tag-kw-edge-attrs) */
+        return a->fixed == KW_CEL_TRUE ? KW_CK_YES : KW_CK_NO;
     kw_cel_result_t res = KW_CEL_FALSE;
     c->scratch.len = 0;
     kw_diag_t d;
@@ -285,6 +296,8 @@ static inline int edge_val(kw_ck_t *c, uint32_t node, uint16_t rel, uint32_t sno
 {
     if (!kw__attr_maybe(c->g, node))
         return KW_CK_YES; /* tag-kw-edge-attrs: the common case costs one load */
+    if (c->rel_attrs && !c->rel_attrs[c->rel_base[c->g->nodes[node].type] + rel])
+        return KW_CK_YES; /* a relation whose allowed types have neither caveat nor expiry */
     const kw_attr_t *a = kw__attr_find(c->g, node, rel, snode, srel);
     if (!a)
         return KW_CK_YES;
@@ -722,6 +735,7 @@ int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permissio
         rc = kw__engine_no_schema(diag);
     } else {
         kw__ck_init(&c, &e->g, e->model->schema, diag);
+        kw__ck_model(&c, e->model);
         kw__ck_context(&c, kw__engine_query_now(e), context);
         rc = check_one(e, &c, resource, permission, subject, &res, diag);
         if (rc == KW_OK && res == KW_CHECK_CONDITIONAL && missing) {
@@ -763,6 +777,7 @@ int kw_engine_check_bulk_ctx(kw_engine_t *e, kw_check_item_t *items, size_t n, k
         kw_buf_init(&names);
         int64_t now = kw__engine_query_now(e);
         kw__ck_init(&c, &e->g, e->model->schema, NULL);
+        kw__ck_model(&c, e->model);
         for (size_t i = 0; i < n; i++) {
             kw_check_item_t *it = &items[i];
             kw_check_result_t res = KW_CHECK_NO;

@@ -42,7 +42,15 @@ typedef struct kw_model {
     uint32_t *rel_base; /* rel_base[t] = index of (t, 0) into per-(type,rel) arrays */
     uint32_t n_pairs;
     kw_revdeps_t *revdeps; /* per (type, rel) */
+    uint8_t *rel_attrs;    /* per (type, rel): 1 when an allowed type has a caveat or expiry */
 } kw_model_t;
+
+/* Lets a check skip the attribute table on relations that cannot have attributes. */
+static inline void kw__ck_model(kw_ck_t *c, const kw_model_t *m)
+{
+    c->rel_attrs = m->rel_attrs;
+    c->rel_base = m->rel_base;
+}
 
 /* Takes ownership of `s` (freed on failure too). KW_ENOMEM. */
 KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);

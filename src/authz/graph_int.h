@@ -100,7 +100,11 @@ static inline uint32_t kw__slot_hash(uint64_t s)
 typedef struct kw_attr {
     uint32_t rnode, snode;
     uint16_t rel, srel;
-    uint16_t caveat;    /* index into the schema's caveats, or KW_CAVEAT_NONE */
+    uint16_t caveat; /* index into the schema's caveats, or KW_CAVEAT_NONE */
+    /* KW_CEL_TRUE / KW_CEL_FALSE when the relationship's own context decides the caveat
+     * (the relationship's context wins per field, so no request context can change it:
+     * evaluated once, when bound); -1 when the answer depends on parameters it lacks. */
+    int8_t fixed;
     int64_t expires_at; /* microseconds since the epoch (UTC), 0: never */
     char *ctx;          /* the caveat context as JSON (NUL-terminated copy), or NULL */
     size_t ctx_len;
@@ -222,6 +226,8 @@ typedef struct kw_memo_ent {
 #define KW_MEMO_INLINE 64
 /* Distinct missing caveat parameter names one check can report (bits of a uint64_t). */
 #define KW_CK_MAX_NAMES 64
+/* Caveats of a schema whose bound request contexts live inside the check context. */
+#define KW_CK_REQ_INLINE 8
 
 /* The three values of a check (tag-kw-check-3v): a caveat whose parameters are missing
  * makes a result conditional, and a conditional never becomes a yes. */
@@ -245,11 +251,16 @@ typedef struct kw_ck {
     kw_diag_t *diag;
     uint32_t steps; /* (node, rel) evaluations of the current kw__ck_check */
     /* Caveats and expiry. */
+    const uint8_t *rel_attrs; /* per (type, rel) of the model: may its edges have attributes?
+                                 (NULL: assume so) */
+    const uint32_t *rel_base; /* index of (type, 0) into rel_attrs */
     int64_t now;        /* the query's instant (microseconds); expiries at or before it hide */
     kw_str_t req_json;  /* the request context (len 0: none) */
     kw_cel_ctx_t **req; /* per caveat of s: req_json bound to its program (lazily), or NULL */
     uint8_t *req_done;  /* per caveat: bound already */
-    kw_buf_t scratch;   /* kw_cel_eval's missing names */
+    kw_cel_ctx_t *req_inline[KW_CK_REQ_INLINE]; /* req and req_done for small schemas */
+    uint8_t req_done_inline[KW_CK_REQ_INLINE];
+    kw_buf_t scratch;                /* kw_cel_eval's missing names */
     kw_str_t names[KW_CK_MAX_NAMES]; /* missing parameter names met (bits of miss masks) */
     uint32_t n_names;
     uint64_t miss; /* after kw__ck_check answered KW_CK_COND: its missing names */

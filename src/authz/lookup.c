@@ -182,6 +182,7 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     if (!c)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
     kw__ck_init(c, g, m->schema, diag);
+    kw__ck_model(c, m);
     kw__ck_context(c, kw__engine_query_now(e), context);
     kw__ck_subject(c, snode, stype, srel);
     if (snode != KW_NODE_NONE) {
@@ -406,6 +407,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     if (!c)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
     kw__ck_init(c, g, s, diag);
+    kw__ck_model(c, e->model);
     kw__ck_context(c, kw__engine_query_now(e), context);
     rc = push(&ps, rnode, r);
     while (rc == KW_OK && ps.qhead < ps.qn) {

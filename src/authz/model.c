@@ -57,6 +57,7 @@ void kw__model_free(kw_model_t *m)
         for (uint32_t i = 0; i < m->n_pairs; i++)
             kw_free(m->revdeps[i].v);
     kw_free(m->revdeps);
+    kw_free(m->rel_attrs);
     kw_free(m->rel_base);
     kw_schema_free(m->schema);
     kw_free(m);
@@ -78,8 +79,16 @@ int kw__model_new(kw_schema_t *s, kw_model_t **out)
         m->rel_base[t + 1] = m->rel_base[t] + s->types[t].n_rels;
     m->n_pairs = m->rel_base[s->n_types];
     m->revdeps = kw_calloc(m->n_pairs + 1u, sizeof(kw_revdeps_t));
-    if (!m->revdeps)
+    m->rel_attrs = kw_calloc(m->n_pairs + 1u, 1);
+    if (!m->revdeps || !m->rel_attrs)
         goto fail;
+    for (uint32_t t = 0; t < s->n_types; t++)
+        for (uint32_t r = 0; r < s->types[t].n_rels; r++)
+            for (uint32_t i = 0; i < s->types[t].rels[r].n_allowed; i++) {
+                const kw_allowed_t *a = &s->types[t].rels[r].allowed[i];
+                if (a->caveat != KW_CAVEAT_NONE || a->expiration)
+                    m->rel_attrs[m->rel_base[t] + r] = 1;
+            }
     for (uint16_t t = 0; t < s->n_types; t++)
         for (uint16_t r = 0; r < s->types[t].n_rels; r++) {
             const kw_relation_t *rd = &s->types[t].rels[r];
@@ -98,7 +107,7 @@ size_t kw__model_memory(const kw_model_t *m)
     if (!m)
         return 0;
     size_t n = sizeof(*m) + (m->schema->n_types + 1u) * sizeof(uint32_t) +
-               (m->n_pairs + 1u) * sizeof(kw_revdeps_t) + m->schema->text.len;
+               (m->n_pairs + 1u) * (sizeof(kw_revdeps_t) + 1) + m->schema->text.len;
     for (uint32_t i = 0; i < m->n_pairs; i++)
         n += m->revdeps[i].cap * sizeof(kw_revdep_t);
     return n;

@@ -149,6 +149,7 @@ int kw__attr_make(const kw_schema_t *s, const kw_rrel_t *rr, const kw_rel_t *r, 
                    .rel = rr->rel,
                    .srel = rr->srel,
                    .caveat = rr->caveat,
+                   .fixed = -1,
                    .expires_at = r->expires_at};
     if (rr->caveat != KW_CAVEAT_NONE) {
         kw_diag_t d;
@@ -159,6 +160,14 @@ int kw__attr_make(const kw_schema_t *s, const kw_rrel_t *rr, const kw_rel_t *r, 
             kw__fmt_rel(r, buf, sizeof(buf));
             return kw_diag_set(diag, rc, 0, 0, "the context of relationship %s: %s", buf, d.msg);
         }
+        /* Partial evaluation decides && and || commutatively: a definite answer from the
+         * relationship's context alone holds whatever a request adds. An error is not
+         * kept: queries evaluate again and report it. */
+        kw_cel_result_t res = KW_CEL_PARTIAL;
+        kw_diag_clear(&d);
+        if (kw_cel_eval(s->caveats[rr->caveat].program, a.bound, NULL, &res, NULL, &d) == KW_OK &&
+            res != KW_CEL_PARTIAL)
+            a.fixed = (int8_t)res;
         if (r->caveat_ctx.len) {
             a.ctx = kw_strndup(r->caveat_ctx.ptr, r->caveat_ctx.len);
             if (!a.ctx) {

@@ -35,6 +35,7 @@ typedef enum {
     CK_LIST,
     CK_MAP,
     CK_IP,
+    CK_OPT,     /* optional(T): v.opt is the value, NULL for optional.none() */
     CK_TYPE,    /* a type value (`type(x)`, `int`): v.i holds the cel_kind_t it names */
     CK_UNKNOWN, /* value only: depends on parameters not given */
     CK_ERROR,   /* value only: a runtime error (absorbed by && / || as in CEL) */
@@ -48,7 +49,8 @@ typedef struct cel_type {
 
 extern const cel_type_t kw__cel_t_dyn, kw__cel_t_null, kw__cel_t_bool, kw__cel_t_int,
     kw__cel_t_uint, kw__cel_t_double, kw__cel_t_string, kw__cel_t_bytes, kw__cel_t_duration,
-    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn, kw__cel_t_type;
+    kw__cel_t_timestamp, kw__cel_t_ip, kw__cel_t_list_dyn, kw__cel_t_map_dyn, kw__cel_t_type,
+    kw__cel_t_opt_dyn;
 
 /* Appends the CEL spelling of t ("list(int)", "map(string, dyn)") to buf. */
 void kw__cel_type_str(const cel_type_t *t, char *buf, size_t cap);
@@ -93,6 +95,7 @@ struct cel_val {
         const cel_ip_t *ip;
         const uint64_t *unknown; /* bitset over the program's parameters */
         const char *err;         /* NUL-terminated message */
+        const cel_val_t *opt;    /* CK_OPT: the value held, NULL when none */
     } v;
 };
 
@@ -100,9 +103,9 @@ struct cel_val {
 typedef enum {
     N_LIT = 1, /* a constant: val */
     N_IDENT,   /* slot >= 0: parameter index; slot < 0: comprehension variable -(slot+1) */
-    N_SELECT,  /* a.name */
+    N_SELECT,  /* a.name; op 1: a.?name (optional) */
     N_HAS,     /* has(a.name) */
-    N_INDEX,   /* a[b] */
+    N_INDEX,   /* a[b]; op 1: a[?b] (optional) */
     N_CALL,    /* [a.]name(args...) */
     N_LIST,    /* [args...] */
     N_MAP,     /* {args[0]: args[1], ...} */
@@ -155,6 +158,13 @@ typedef enum {
     F_DURATION,
     F_DYN,
     F_TYPE,
+    F_OPT_OF, /* optional.of(x) */
+    F_OPT_OF_NON_ZERO,
+    F_OPT_NONE,
+    F_HAS_VALUE, /* o.hasValue() */
+    F_VALUE,
+    F_OR,
+    F_OR_VALUE,
     F_IN_CIDR,
     F_GET_FULL_YEAR,
     F_GET_MONTH,
@@ -180,6 +190,7 @@ typedef struct cel_node {
     struct cel_node *a, *b, *c;
     struct cel_node **args; /* CALL args, LIST items, MAP key/value pairs, AND/OR terms */
     uint32_t n_args;
+    bool opt_entry;     /* `[?x]` list element / `{?k: v}` map key: kept only when set */
     void *re;           /* CALL matches with a constant pattern: its compiled pcre2_code */
     const char *re_err; /* ... or why that pattern does not compile (reported at evaluation) */
 } cel_node_t;
@@ -287,9 +298,15 @@ typedef struct cel_ev {
     const char *hard_msg;
 } cel_ev_t;
 
+/* Scratch memory of the evaluation, from an arena made on first use (most evaluations
+ * need none). NULL on OOM (the caller reports it with kw__cel_oom). */
+void *kw__cel_alloc(cel_ev_t *ev, size_t n);
+kw_arena_t *kw__cel_arena(cel_ev_t *ev);
 /* Charges n units; false (and ev->hard set) past the budget. */
 bool kw__cel_charge(cel_ev_t *ev, uint64_t n);
 cel_val_t kw__cel_oom(cel_ev_t *ev);
+/* optional.of(*inner), or optional.none() when inner is NULL. */
+cel_val_t kw__cel_opt(cel_ev_t *ev, const cel_val_t *inner);
 cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args, uint32_t nargs);
 cel_val_t kw__cel_binop(cel_ev_t *ev, cel_op_t op, const cel_val_t *l, const cel_val_t *r);
 

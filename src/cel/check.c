@@ -30,6 +30,7 @@ const cel_type_t kw__cel_t_duration = {CK_DURATION, NULL, NULL};
 const cel_type_t kw__cel_t_timestamp = {CK_TIMESTAMP, NULL, NULL};
 const cel_type_t kw__cel_t_ip = {CK_IP, NULL, NULL};
 const cel_type_t kw__cel_t_type = {CK_TYPE, NULL, NULL};
+const cel_type_t kw__cel_t_opt_dyn = {CK_OPT, &kw__cel_t_dyn, NULL};
 const cel_type_t kw__cel_t_list_dyn = {CK_LIST, &kw__cel_t_dyn, NULL};
 const cel_type_t kw__cel_t_map_dyn = {CK_MAP, &kw__cel_t_dyn, &kw__cel_t_dyn};
 
@@ -57,7 +58,10 @@ static size_t type_str(const cel_type_t *t, char *buf, size_t cap)
         return 0;
     int n;
     char a[120], b[120];
-    if (t->k == CK_LIST) {
+    if (t->k == CK_OPT) {
+        type_str(t->elem, a, sizeof(a));
+        n = snprintf(buf, cap, "optional_type(%s)", a);
+    } else if (t->k == CK_LIST) {
         type_str(t->elem, a, sizeof(a));
         n = snprintf(buf, cap, "list(%s)", a);
     } else if (t->k == CK_MAP) {
@@ -196,7 +200,7 @@ static bool assignable(const cel_type_t *a, const cel_type_t *b)
         return true;
     if (a->k != b->k)
         return false;
-    if (a->k == CK_LIST)
+    if (a->k == CK_LIST || a->k == CK_OPT)
         return assignable(a->elem, b->elem);
     if (a->k == CK_MAP)
         return assignable(a->key, b->key) && assignable(a->elem, b->elem);
@@ -207,7 +211,7 @@ static bool same_type(const cel_type_t *a, const cel_type_t *b)
 {
     if (a->k != b->k)
         return false;
-    if (a->k == CK_LIST)
+    if (a->k == CK_LIST || a->k == CK_OPT)
         return same_type(a->elem, b->elem);
     if (a->k == CK_MAP)
         return same_type(a->key, b->key) && same_type(a->elem, b->elem);
@@ -400,6 +404,10 @@ static const struct {
     {"duration", F_DURATION},
     {"dyn", F_DYN},
     {"type", F_TYPE},
+    {"hasValue", F_HAS_VALUE},
+    {"value", F_VALUE},
+    {"or", F_OR},
+    {"orValue", F_OR_VALUE},
     {"in_cidr", F_IN_CIDR},
     {"getFullYear", F_GET_FULL_YEAR},
     {"getMonth", F_GET_MONTH},
@@ -430,9 +438,18 @@ static int check_call(checker_t *c, cel_node_t *n)
     for (size_t i = 0; i < KW_ARRAY_LEN(fn_names); i++)
         if (kw_str_eq_c(n->name, fn_names[i].name))
             fn = fn_names[i].fn;
+    if (n->slot == 1) { /* optional.of / optional.ofNonZeroValue / optional.none */
+        fn = kw_str_eq_c(n->name, "of")               ? F_OPT_OF
+             : kw_str_eq_c(n->name, "ofNonZeroValue") ? F_OPT_OF_NON_ZERO
+             : kw_str_eq_c(n->name, "none")           ? F_OPT_NONE
+                                                      : F_NONE;
+        if (fn == F_NONE)
+            return cerr(c, n, "undeclared reference to 'optional.%.*s'",
+                        (int)(n->name.len > 60 ? 60 : n->name.len), n->name.ptr);
+    }
     bool member = n->a != NULL;
     /* all argument types, receiver first */
-    const cel_type_t *at[4];
+    const cel_type_t *at[4] = {NULL, NULL, NULL, NULL};
     uint32_t na = 0;
     if (member)
         at[na++] = n->a->type;
@@ -511,6 +528,37 @@ static int check_call(checker_t *c, cel_node_t *n)
     case F_TYPE:
         ok = !member && total == 1;
         res = &kw__cel_t_type;
+        break;
+    case F_OPT_OF:
+    case F_OPT_OF_NON_ZERO:
+        ok = !member && total == 1;
+        res = ok ? new_type(c, CK_OPT, at[0], NULL) : NULL;
+        if (ok && !res)
+            return KW_ENOMEM;
+        break;
+    case F_OPT_NONE:
+        ok = !member && total == 0;
+        res = &kw__cel_t_opt_dyn;
+        break;
+    case F_HAS_VALUE:
+    case F_VALUE:
+        ok = member && total == 1 && (at[0]->k == CK_OPT || is_dyn(at[0]));
+        if (ok)
+            res = fn == F_HAS_VALUE ? &kw__cel_t_bool
+                  : is_dyn(at[0])   ? &kw__cel_t_dyn
+                                    : at[0]->elem;
+        break;
+    case F_OR:
+        ok = member && total == 2 && (at[0]->k == CK_OPT || is_dyn(at[0])) &&
+             (at[1]->k == CK_OPT || is_dyn(at[1])) && assignable(at[0], at[1]);
+        if (ok)
+            res = at[0];
+        break;
+    case F_OR_VALUE:
+        ok = member && total == 2 && (at[0]->k == CK_OPT || is_dyn(at[0])) &&
+             (is_dyn(at[0]) || assignable(at[0]->elem, at[1]));
+        if (ok)
+            res = is_dyn(at[0]) ? at[1] : at[0]->elem;
         break;
     case F_IN_CIDR:
         ok = member && total == 2 && kind_in(at[0], k_ip) && kind_in(at[1], k_str);
@@ -600,6 +648,10 @@ static const cel_type_t *join(checker_t *c, cel_node_t **items, uint32_t n, uint
     (void)c;
     for (uint32_t i = off; i < n; i += stride) {
         const cel_type_t *x = items[i]->type;
+        /* [?x] and {?k: v} hold x's and v's value, not the optional */
+        const cel_node_t *marker = stride == 2 ? items[i - off] : items[i];
+        if (marker->opt_entry && (stride == 1 || off == 1) && x->k == CK_OPT)
+            x = x->elem;
         if (!t)
             t = x;
         else if (!same_type(t, x))
@@ -623,10 +675,26 @@ static bool qualified_type(const cel_node_t *n, cel_kind_t *k)
     return true;
 }
 
+static bool declared(const checker_t *c, const char *name)
+{
+    for (size_t i = 0; i < c->p->n_params; i++)
+        if (kw_str_eq_c(c->p->params[i].name, name))
+            return true;
+    for (uint32_t i = 0; i < c->n_vars; i++)
+        if (kw_str_eq_c(c->vars[i].name, name))
+            return true;
+    return false;
+}
+
 static int check(checker_t *c, cel_node_t *n)
 {
     int rc;
     cel_kind_t qk;
+    if (n->kind == N_CALL && n->a && n->a->kind == N_IDENT && kw_str_eq_c(n->a->name, "optional") &&
+        !declared(c, "optional")) {
+        n->a = NULL; /* optional.of(x) and friends: functions of the optional namespace */
+        n->slot = 1;
+    }
     if (qualified_type(n, &qk)) {
         bool shadowed = false; /* a parameter named google wins */
         for (size_t i = 0; i < c->p->n_params; i++)
@@ -729,6 +797,22 @@ static int check(checker_t *c, cel_node_t *n)
     case N_SELECT:
     case N_HAS: {
         const cel_type_t *t = n->a->type;
+        bool wrap = n->kind == N_SELECT && (n->op || t->k == CK_OPT);
+        if (n->kind == N_SELECT && t->k == CK_OPT)
+            t = t->elem; /* selection through an optional stays optional */
+        if (wrap) {
+            const cel_type_t *f = NULL;
+            if (is_dyn(t))
+                f = &kw__cel_t_dyn;
+            else if (t->k == CK_MAP && (is_dyn(t->key) || t->key->k == CK_STRING))
+                f = t->elem;
+            if (!f) {
+                type_str(t, ts, sizeof(ts));
+                return cerr(c, n, "type '%s' does not support field selection", ts);
+            }
+            n->type = new_type(c, CK_OPT, f, NULL);
+            return n->type ? KW_OK : KW_ENOMEM;
+        }
         if (is_dyn(t)) {
             n->type = n->kind == N_HAS ? &kw__cel_t_bool : &kw__cel_t_dyn;
             return KW_OK;
@@ -743,6 +827,21 @@ static int check(checker_t *c, cel_node_t *n)
     case N_INDEX: {
         const cel_type_t *t = n->a->type, *i = n->b->type;
         const cel_type_t *args[2] = {t, i};
+        if (n->op || t->k == CK_OPT) {
+            if (t->k == CK_OPT)
+                t = t->elem;
+            const cel_type_t *e = NULL;
+            if (is_dyn(t))
+                e = &kw__cel_t_dyn;
+            else if (t->k == CK_LIST && (i->k == CK_INT || is_dyn(i)))
+                e = t->elem;
+            else if (t->k == CK_MAP && assignable(t->key, i))
+                e = t->elem;
+            if (!e)
+                return no_overload(c, n, n->op ? "_[?_]" : "_[_]", args, 2);
+            n->type = new_type(c, CK_OPT, e, NULL);
+            return n->type ? KW_OK : KW_ENOMEM;
+        }
         if (is_dyn(t)) {
             n->type = &kw__cel_t_dyn;
             return KW_OK;
@@ -760,6 +859,13 @@ static int check(checker_t *c, cel_node_t *n)
     case N_CALL:
         return check_call(c, n);
     case N_LIST: {
+        for (uint32_t i = 0; i < n->n_args; i++) {
+            const cel_type_t *t = n->args[i]->type;
+            if (n->args[i]->opt_entry && t->k != CK_OPT && !is_dyn(t)) {
+                type_str(t, ts, sizeof(ts));
+                return cerr(c, n->args[i], "an optional element must be optional, not '%s'", ts);
+            }
+        }
         const cel_type_t *e = join(c, n->args, n->n_args, 1, 0);
         n->type = new_type(c, CK_LIST, e, NULL);
         return n->type ? KW_OK : KW_ENOMEM;
@@ -770,6 +876,14 @@ static int check(checker_t *c, cel_node_t *n)
             if (k != CK_INT && k != CK_UINT && k != CK_BOOL && k != CK_STRING && k != CK_DYN) {
                 type_str(n->args[i]->type, ts, sizeof(ts));
                 return cerr(c, n->args[i], "unsupported map key type: %s", ts);
+            }
+        }
+        for (uint32_t i = 0; i < n->n_args; i += 2) {
+            const cel_type_t *t = n->args[i + 1]->type;
+            if (n->args[i]->opt_entry && t->k != CK_OPT && !is_dyn(t)) {
+                type_str(t, ts, sizeof(ts));
+                return cerr(c, n->args[i + 1],
+                            "an optional entry's value must be optional, not '%s'", ts);
             }
         }
         const cel_type_t *k = join(c, n->args, n->n_args, 2, 0);

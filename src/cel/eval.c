@@ -40,7 +40,7 @@ static cel_val_t merge(cel_ev_t *ev, const cel_val_t *vals, uint32_t n)
         return *first_err;
     if (n_unknown == 1)
         return *first_unknown;
-    uint64_t *bits = kw_arena_alloc(ev->a, ev->p->n_words * sizeof(*bits));
+    uint64_t *bits = kw__cel_alloc(ev, ev->p->n_words * sizeof(*bits));
     if (!bits)
         return kw__cel_oom(ev);
     memset(bits, 0, ev->p->n_words * sizeof(*bits));
@@ -68,8 +68,11 @@ static cel_val_t lookup(const cel_val_t *m, const cel_val_t *key, const char *na
             return m->v.map->vals[i];
     (void)name_for_err;
     if (key->k == CK_STRING) {
-        char *msg = kw_arena_sprintf(ev->a, "no such key: %.*s",
-                                     (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
+        kw_arena_t *a = kw__cel_arena(ev);
+        char *msg =
+            !a ? NULL
+               : kw_arena_sprintf(a, "no such key: %.*s",
+                                  (int)(key->v.s.len > 64 ? 64 : key->v.s.len), key->v.s.ptr);
         return msg ? kw__cel_err(msg) : kw__cel_oom(ev);
     }
     return kw__cel_err("no such key");
@@ -98,7 +101,8 @@ static cel_val_t logic(cel_ev_t *ev, bool is_and, const cel_val_t *terms, uint32
 static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 {
     bool is_and = n->kind == N_AND;
-    cel_val_t *terms = kw_arena_alloc(ev->a, n->n_args * sizeof(*terms));
+    cel_val_t small[8];
+    cel_val_t *terms = n->n_args <= 8 ? small : kw__cel_alloc(ev, n->n_args * sizeof(*terms));
     if (!terms)
         return kw__cel_oom(ev);
     for (uint32_t i = 0; i < n->n_args; i++) {
@@ -113,7 +117,7 @@ static cel_val_t eval_logic(cel_ev_t *ev, const cel_node_t *n)
 
 static cel_val_t make_list(cel_ev_t *ev, cel_val_t *items, uint32_t n)
 {
-    cel_list_t *l = kw_arena_alloc(ev->a, sizeof(*l));
+    cel_list_t *l = kw__cel_alloc(ev, sizeof(*l));
     if (!l)
         return kw__cel_oom(ev);
     l->items = items;
@@ -148,9 +152,9 @@ static cel_val_t eval_comp(cel_ev_t *ev, const cel_node_t *n)
     int64_t ones = 0;
     if (count) {
         if (m == M_MAP || m == M_FILTER)
-            out = kw_arena_alloc(ev->a, count * sizeof(*out));
+            out = kw__cel_alloc(ev, count * sizeof(*out));
         else
-            pending = kw_arena_alloc(ev->a, count * sizeof(*pending));
+            pending = kw__cel_alloc(ev, count * sizeof(*pending));
         if (!out && !pending)
             return kw__cel_oom(ev);
     }
@@ -252,14 +256,28 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         a = eval(ev, n->a);
         if (ev->hard || is_ue(&a))
             return a;
-        if (a.k != CK_MAP) /* has() of a field of a non-map is false, as in cel-go */
+        /* a.?f, and any selection through an optional: the result is optional */
+        bool wrap = n->kind == N_SELECT && (n->op || a.k == CK_OPT);
+        if (n->kind == N_SELECT && a.k == CK_OPT) {
+            if (!a.v.opt)
+                return a; /* none stays none */
+            a = *a.v.opt;
+        }
+        if (a.k != CK_MAP) { /* has() of a field of a non-map is false, as in cel-go */
+            if (wrap)
+                return kw__cel_opt(ev, NULL); /* an optional selection finds nothing */
             return n->kind == N_HAS ? kw__cel_bool(false) : kw__cel_err(E_OVERLOAD);
+        }
         cel_val_t key;
         key.k = CK_STRING;
         key.v.s = n->name;
         v = lookup(&a, &key, NULL, ev);
         if (n->kind == N_HAS)
             return ev->hard ? v : kw__cel_bool(v.k != CK_ERROR);
+        if (wrap && v.k == CK_ERROR && !ev->hard)
+            return kw__cel_opt(ev, NULL); /* a missing key in an optional chain: none */
+        if (wrap && v.k != CK_ERROR)
+            return kw__cel_opt(ev, &v);
         return v;
     }
     case N_INDEX: {
@@ -272,7 +290,18 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
             return ab[1];
         if (is_ue(&ab[0]) || is_ue(&ab[1]))
             return merge(ev, ab, 2);
-        return eval_index(ev, &ab[0], &ab[1]);
+        bool wrap = n->op || ab[0].k == CK_OPT;
+        if (ab[0].k == CK_OPT) {
+            if (!ab[0].v.opt)
+                return ab[0];
+            ab[0] = *ab[0].v.opt;
+        }
+        v = eval_index(ev, &ab[0], &ab[1]);
+        if (!wrap || ev->hard)
+            return v;
+        if (v.k == CK_ERROR)
+            return kw__cel_opt(ev, NULL); /* a missing entry in an optional chain: none */
+        return kw__cel_opt(ev, &v);
     }
     case N_CALL: {
         cel_val_t args[4];
@@ -280,6 +309,10 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         bool ue = false;
         if (n->a)
             args[na++] = eval(ev, n->a);
+        /* o.or(p) and o.orValue(v) evaluate their argument only when o is none */
+        if ((n->op == F_OR || n->op == F_OR_VALUE) && !ev->hard && args[0].k == CK_OPT &&
+            args[0].v.opt)
+            return n->op == F_OR ? args[0] : *args[0].v.opt;
         for (uint32_t i = 0; i < n->n_args && na < KW_ARRAY_LEN(args); i++)
             args[na++] = eval(ev, n->args[i]);
         if (ev->hard)
@@ -300,7 +333,7 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
     }
     case N_LIST:
     case N_MAP: {
-        cel_val_t *items = n->n_args ? kw_arena_alloc(ev->a, n->n_args * sizeof(*items)) : NULL;
+        cel_val_t *items = n->n_args ? kw__cel_alloc(ev, n->n_args * sizeof(*items)) : NULL;
         if (n->n_args && !items)
             return kw__cel_oom(ev);
         bool ue = false;
@@ -312,12 +345,27 @@ static cel_val_t eval(cel_ev_t *ev, const cel_node_t *n)
         }
         if (ue)
             return merge(ev, items, n->n_args);
+        /* [?x] and {?k: v}: keep the element or entry only when the optional holds one */
+        uint32_t kept = 0, step = n->kind == N_LIST ? 1 : 2;
+        for (uint32_t i = 0; i < n->n_args; i += step) {
+            cel_val_t *val = &items[i + step - 1];
+            if (n->args[i]->opt_entry) {
+                if (val->k != CK_OPT)
+                    return kw__cel_err(E_OVERLOAD);
+                if (!val->v.opt)
+                    continue;
+                *val = *val->v.opt;
+            }
+            for (uint32_t j = 0; j < step; j++)
+                items[kept + j] = items[i + j];
+            kept += step;
+        }
         if (n->kind == N_LIST)
-            return make_list(ev, items, n->n_args);
-        uint32_t pairs = n->n_args / 2;
-        cel_map_t *m = kw_arena_alloc(ev->a, sizeof(*m));
-        cel_val_t *keys = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*keys)) : NULL;
-        cel_val_t *vals = pairs ? kw_arena_alloc(ev->a, pairs * sizeof(*vals)) : NULL;
+            return make_list(ev, items, kept);
+        uint32_t pairs = kept / 2;
+        cel_map_t *m = kw__cel_alloc(ev, sizeof(*m));
+        cel_val_t *keys = pairs ? kw__cel_alloc(ev, pairs * sizeof(*keys)) : NULL;
+        cel_val_t *vals = pairs ? kw__cel_alloc(ev, pairs * sizeof(*vals)) : NULL;
         if (!m || (pairs && (!keys || !vals)))
             return kw__cel_oom(ev);
         if (!kw__cel_charge(ev, (uint64_t)pairs * pairs / 8))
@@ -401,13 +449,14 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
     cel_ev_t ev;
     memset(&ev, 0, sizeof(ev));
     ev.p = p;
-    ev.a = kw_arena_new(0);
-    if (!ev.a)
-        return KW_ENOMEM;
+    /* small programs evaluate without touching the heap */
+    cel_val_t params_small[16], iters_small[8];
+    uint64_t bits_small[16];
     size_t np = p->n_params ? p->n_params : 1;
-    cel_val_t *params = kw_arena_alloc(ev.a, np * sizeof(*params));
-    uint64_t *bits = kw_arena_alloc(ev.a, np * p->n_words * sizeof(*bits) + 8);
-    ev.iters = kw_arena_alloc(ev.a, (p->max_iter + 1) * sizeof(*ev.iters));
+    bool small = np <= 16 && p->n_words == 1 && p->max_iter < 8;
+    cel_val_t *params = small ? params_small : kw__cel_alloc(&ev, np * sizeof(*params));
+    uint64_t *bits = small ? bits_small : kw__cel_alloc(&ev, np * p->n_words * sizeof(*bits) + 8);
+    ev.iters = small ? iters_small : kw__cel_alloc(&ev, (p->max_iter + 1) * sizeof(*ev.iters));
     if (!params || !bits || !ev.iters)
         goto done;
     memset(bits, 0, np * p->n_words * sizeof(*bits));
@@ -460,6 +509,7 @@ int kw_cel_eval(const kw_cel_program_t *p, const kw_cel_ctx_t *rel_ctx, const kw
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "the caveat did not evaluate to a bool");
     }
 done:
-    kw_arena_free(ev.a);
+    if (ev.a)
+        kw_arena_free(ev.a);
     return rc;
 }

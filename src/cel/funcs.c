@@ -21,6 +21,65 @@ static const char E_OVERLOAD[] = "no such overload";
 static const char E_OVERFLOW[] = "integer overflow";
 static const char E_RANGE[] = "timestamp out of range";
 
+kw_arena_t *kw__cel_arena(cel_ev_t *ev)
+{
+    if (!ev->a)
+        ev->a = kw_arena_new(0);
+    return ev->a;
+}
+
+void *kw__cel_alloc(cel_ev_t *ev, size_t n)
+{
+    kw_arena_t *a = kw__cel_arena(ev);
+    return a ? kw_arena_alloc(a, n) : NULL;
+}
+
+cel_val_t kw__cel_opt(cel_ev_t *ev, const cel_val_t *inner)
+{
+    cel_val_t v;
+    v.k = CK_OPT;
+    v.v.opt = NULL;
+    if (inner) {
+        cel_val_t *copy = kw__cel_alloc(ev, sizeof(*copy));
+        if (!copy)
+            return kw__cel_oom(ev);
+        *copy = *inner;
+        v.v.opt = copy;
+    }
+    return v;
+}
+
+/* The zero value of its type (optional.ofNonZeroValue). */
+static bool is_zero(const cel_val_t *x)
+{
+    switch (x->k) {
+    case CK_NULL:
+        return true;
+    case CK_BOOL:
+        return !x->v.b;
+    case CK_INT:
+    case CK_DURATION:
+        return x->v.i == 0;
+    case CK_UINT:
+        return x->v.u == 0;
+    case CK_DOUBLE:
+        return x->v.d == 0;
+    case CK_STRING:
+    case CK_BYTES:
+        return x->v.s.len == 0;
+    case CK_LIST:
+        return x->v.list->n == 0;
+    case CK_MAP:
+        return x->v.map->n == 0;
+    case CK_TIMESTAMP:
+        return x->v.ts.sec == 0 && x->v.ts.nsec == 0;
+    case CK_OPT:
+        return x->v.opt == NULL;
+    default:
+        return false;
+    }
+}
+
 cel_val_t kw__cel_oom(cel_ev_t *ev)
 {
     if (!ev->hard)
@@ -89,7 +148,8 @@ static cel_val_t strval(cel_ev_t *ev, cel_kind_t k, const char *s, size_t n)
 {
     cel_val_t v;
     v.k = k;
-    if (kw_arena_str_copy(ev->a, (kw_str_t){s, n}, &v.v.s) != KW_OK)
+    kw_arena_t *a = kw__cel_arena(ev);
+    if (!a || kw_arena_str_copy(a, (kw_str_t){s, n}, &v.v.s) != KW_OK)
         return kw__cel_oom(ev);
     return v;
 }
@@ -115,8 +175,8 @@ static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
         uint64_t n = (uint64_t)l->v.list->n + r->v.list->n;
         if (!kw__cel_charge(ev, n + 1))
             return kw__cel_err("budget");
-        cel_list_t *out = kw_arena_alloc(ev->a, sizeof(*out));
-        cel_val_t *items = n ? kw_arena_alloc(ev->a, n * sizeof(*items)) : NULL;
+        cel_list_t *out = kw__cel_alloc(ev, sizeof(*out));
+        cel_val_t *items = n ? kw__cel_alloc(ev, n * sizeof(*items)) : NULL;
         if (!out || (n && !items))
             return kw__cel_oom(ev);
         if (l->v.list->n)
@@ -133,7 +193,7 @@ static cel_val_t concat(cel_ev_t *ev, const cel_val_t *l, const cel_val_t *r)
     size_t n = l->v.s.len + r->v.s.len;
     if (!kw__cel_charge(ev, n / 64 + 1))
         return kw__cel_err("budget");
-    char *buf = kw_arena_alloc(ev->a, n + 1);
+    char *buf = kw__cel_alloc(ev, n + 1);
     if (!buf)
         return kw__cel_oom(ev);
     if (l->v.s.len)
@@ -501,7 +561,8 @@ static cel_val_t matches(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *s,
         if (rc == KW_ENOMEM)
             return kw__cel_oom(ev);
         if (rc != KW_OK) {
-            char *msg = kw_arena_sprintf(ev->a, "invalid regular expression: %s", err);
+            kw_arena_t *a = kw__cel_arena(ev);
+            char *msg = a ? kw_arena_sprintf(a, "invalid regular expression: %s", err) : NULL;
             return msg ? kw__cel_err(msg) : kw__cel_oom(ev);
         }
         own = true;
@@ -699,6 +760,24 @@ cel_val_t kw__cel_call(cel_ev_t *ev, const cel_node_t *n, const cel_val_t *args,
         t.v.i = x->k;
         return t;
     }
+    case F_OPT_OF:
+    case F_OPT_OF_NON_ZERO:
+        if ((cel_fn_t)n->op == F_OPT_OF_NON_ZERO && is_zero(x))
+            return kw__cel_opt(ev, NULL);
+        return kw__cel_opt(ev, x);
+    case F_OPT_NONE:
+        return kw__cel_opt(ev, NULL);
+    case F_HAS_VALUE:
+        return x->k == CK_OPT ? kw__cel_bool(x->v.opt != NULL) : kw__cel_err(E_OVERLOAD);
+    case F_VALUE:
+        if (x->k != CK_OPT)
+            return kw__cel_err(E_OVERLOAD);
+        return x->v.opt ? *x->v.opt : kw__cel_err("optional.none() dereference");
+    case F_OR: /* eval.c has already returned a receiver that holds a value */
+        return nargs == 2 && x->k == CK_OPT && args[1].k == CK_OPT ? args[1]
+                                                                   : kw__cel_err(E_OVERLOAD);
+    case F_OR_VALUE:
+        return nargs == 2 && x->k == CK_OPT ? args[1] : kw__cel_err(E_OVERLOAD);
     case F_IN_CIDR:
         if (nargs != 2)
             return kw__cel_err(E_OVERLOAD);

@@ -151,9 +151,14 @@ static int parse_args(cel_parser_t *p, nlist_t *l, const char *close)
         return rc;
     while (!is_punct(p, close)) {
         cel_node_t *x = NULL;
+        bool opt = close[0] == ']' && is_punct(p, "?"); /* [?x]: an optional element */
+        if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+            return rc;
         rc = parse_expr(p, &x);
-        if (rc == KW_OK)
+        if (rc == KW_OK) {
+            x->opt_entry = opt;
             rc = nlist_push(p, l, x);
+        }
         if (rc != KW_OK)
             return rc;
         if (is_punct(p, ",")) {
@@ -339,9 +344,12 @@ static int parse_primary(cel_parser_t *p, cel_node_t **out)
                 return rc;
             while (!is_punct(p, "}")) {
                 cel_node_t *k = NULL, *v = NULL;
-                if ((rc = parse_expr(p, &k)) != KW_OK || (rc = expect(p, ":")) != KW_OK ||
-                    (rc = parse_expr(p, &v)) != KW_OK || (rc = nlist_push(p, &kv, k)) != KW_OK ||
-                    (rc = nlist_push(p, &kv, v)) != KW_OK)
+                bool opt = is_punct(p, "?"); /* {?k: v}: an optional entry */
+                if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+                    return rc;
+                if ((rc = parse_expr(p, &k)) != KW_OK || (k->opt_entry = opt, false) ||
+                    (rc = expect(p, ":")) != KW_OK || (rc = parse_expr(p, &v)) != KW_OK ||
+                    (rc = nlist_push(p, &kv, k)) != KW_OK || (rc = nlist_push(p, &kv, v)) != KW_OK)
                     return rc;
                 if (is_punct(p, ",")) {
                     if ((rc = kw__cel_lex(p)) != KW_OK)
@@ -384,12 +392,15 @@ static int parse_member(cel_parser_t *p, cel_node_t **out)
         if (is_punct(p, ".")) {
             if ((rc = kw__cel_lex(p)) != KW_OK)
                 return rc;
+            bool opt = is_punct(p, "?"); /* a.?f: optional field selection */
+            if (opt && (rc = kw__cel_lex(p)) != KW_OK)
+                return rc;
             if (p->t.kind != T_IDENT)
                 return unexpected(p, "a field or method name");
             cel_tok_t name = p->t;
             if ((rc = kw__cel_lex(p)) != KW_OK)
                 return rc;
-            if (is_punct(p, "(")) {
+            if (!opt && is_punct(p, "(")) {
                 nlist_t args = {0};
                 if ((rc = parse_args(p, &args, ")")) != KW_OK)
                     return rc;
@@ -411,18 +422,23 @@ static int parse_member(cel_parser_t *p, cel_node_t **out)
                 if (!s)
                     return KW_ENOMEM;
                 s->name = name.text;
+                s->op = opt;
                 if ((rc = set_children(p, s, n, NULL, NULL)) != KW_OK)
                     return rc;
                 n = s;
             }
         } else if (is_punct(p, "[")) {
             cel_node_t *idx = NULL;
-            if ((rc = kw__cel_lex(p)) != KW_OK || (rc = parse_expr(p, &idx)) != KW_OK ||
+            if ((rc = kw__cel_lex(p)) != KW_OK)
+                return rc;
+            bool opt = is_punct(p, "?"); /* a[?k]: optional index */
+            if ((opt && (rc = kw__cel_lex(p)) != KW_OK) || (rc = parse_expr(p, &idx)) != KW_OK ||
                 (rc = expect(p, "]")) != KW_OK)
                 return rc;
             cel_node_t *x = node(p, N_INDEX, t.l, t.c);
             if (!x)
                 return KW_ENOMEM;
+            x->op = opt;
             if ((rc = set_children(p, x, n, idx, NULL)) != KW_OK)
                 return rc;
             n = x;

@@ -132,6 +132,10 @@ bool kw__cel_equal(const cel_val_t *a, const cel_val_t *b)
         return true;
     case CK_TYPE:
         return a->v.i == b->v.i;
+    case CK_OPT:
+        if (!a->v.opt || !b->v.opt)
+            return a->v.opt == b->v.opt;
+        return kw__cel_equal(a->v.opt, b->v.opt);
     case CK_BOOL:
     case CK_STRING:
     case CK_BYTES:

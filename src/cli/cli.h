@@ -10,5 +10,8 @@
 int kw_cli_validate(int argc, char **argv);
 int kw_cli_serve(int argc, char **argv);
 int kw_cli_token(int argc, char **argv);
+int kw_cli_audit(int argc, char **argv);   /* `keyward audit verify` */
+int kw_cli_migrate(int argc, char **argv); /* copy a database to another backend */
+int kw_cli_backup(int argc, char **argv);  /* consistent copy of a live SQLite file */
 
 #endif

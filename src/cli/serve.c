@@ -214,6 +214,8 @@ static void sync_config(kw_sync_config_t *cfg)
                                         KW_SYNC_SECONDS_MAX, KW_SYNC_PRUNE_INTERVAL_S, "seconds");
     cfg->retain_s = env_bounded("KEYWARD_CHANGELOG_RETAIN_S", 1, KW_SYNC_SECONDS_MAX,
                                 KW_SYNC_RETAIN_S, "seconds");
+    cfg->sweep_interval_s = env_bounded("KEYWARD_EXPIRY_SWEEP_INTERVAL_S", 0, KW_SYNC_SECONDS_MAX,
+                                        KW_SYNC_SWEEP_INTERVAL_S, "seconds; 0 disables");
     cfg->check_schema = kw_api_check_schema;
 }
 

@@ -40,6 +40,9 @@ KW_NODISCARD int kw__grpc_status_pack(const kw_v1_status_t *st, uint8_t **out, s
 /* ---- server.c: the call a handler works on ---- */
 typedef struct kw__grpc_call kw__grpc_call_t;
 kw_api_t *kw__grpc_api(kw__grpc_call_t *c);
+/* Who makes the call, for the audit trail of mutating RPCs: the authenticated principal,
+ * a request id (UUIDv7) made for the RPC, an arena living as long as the handler. */
+const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *c);
 /* Packs m as the next response message and queues it; waits while the stream's buffer is
  * full. KW_OK; KW_EIO (the client cancelled or left); KW_ETIMEOUT (deadline passed);
  * KW_ENOMEM. */

@@ -225,7 +225,8 @@ static void rpc_write(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_sta
         goto out;
     }
     kw_v1_write_req_t r = {.has_metadata = req->optional_transaction_metadata &&
-                                           req->optional_transaction_metadata->n_fields > 0};
+                                           req->optional_transaction_metadata->n_fields > 0,
+                           .caller = kw__grpc_caller(c)};
     kw_update_t *ups = req->n_updates ? kw_arena_alloc(a, req->n_updates * sizeof(*ups)) : NULL;
     if (req->n_updates && !ups) {
         oom(st);
@@ -294,7 +295,8 @@ static void rpc_delete(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_st
     kw_v1_delete_req_t r = {.limit = req->optional_limit,
                             .allow_partial = req->optional_allow_partial_deletions,
                             .has_metadata = req->optional_transaction_metadata &&
-                                            req->optional_transaction_metadata->n_fields > 0};
+                                            req->optional_transaction_metadata->n_fields > 0,
+                            .caller = kw__grpc_caller(c)};
     kw_precondition_t *pre = NULL;
     if (!kw__grpc_filter(req->relationship_filter, &r.filter, &r.resource_id_prefix, st) ||
         !kw__grpc_preconditions(req->optional_preconditions, req->n_optional_preconditions, a, &pre,
@@ -654,7 +656,8 @@ static void rpc_write_schema(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw
         goto out;
     }
     kw_revision_t at = 0;
-    int rc = kw_v1_write_schema(kw__grpc_api(c), kw_str_c(req->schema), &at, st);
+    int rc =
+        kw_v1_write_schema(kw__grpc_api(c), kw__grpc_caller(c), kw_str_c(req->schema), &at, st);
     if (rc != KW_OK) {
         finish(rc, st);
         goto out;

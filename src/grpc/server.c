@@ -66,6 +66,7 @@ typedef struct kw__grpc_stream {
 struct kw__grpc_call {
     kw__grpc_stream_t *s;
     kw_api_t *api;
+    kw_v1_caller_t caller;
 };
 
 struct kw__grpc_conn {
@@ -156,6 +157,11 @@ kw_api_t *kw__grpc_api(kw__grpc_call_t *call)
     return call->api;
 }
 
+const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *call)
+{
+    return &call->caller;
+}
+
 /* Under mu. */
 static int alive_locked(kw__grpc_stream_t *s)
 {
@@ -240,13 +246,18 @@ static void *handler_main(void *arg)
     kw_grpc_server_t *srv = c->srv;
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    kw__grpc_call_t call = {s, srv->api};
+    char actor[200] = "", request_id[37];
+    kw_api_uuid_v7(kw_api_now_us(), request_id);
+    kw_arena_t *arena = kw_arena_new(0);
+    kw__grpc_call_t call = {s, srv->api, {KW_STR_NULL, kw_str_c(request_id), arena}};
 
     const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
     const uint8_t *msg = NULL;
     size_t mlen = 0;
     int rc;
-    if (!rpc) {
+    if (!arena) {
+        kw_v1_fail(&st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
+    } else if (!rpc) {
         kw_v1_fail(&st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "unknown method %s", s->path);
     } else if (s->body_too_big) {
         kw_v1_fail(&st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
@@ -262,7 +273,8 @@ static void *handler_main(void *arg)
         else
             kw_v1_fail(&st, rc, KW_GRPC_INTERNAL, NULL,
                        "the request must carry exactly one gRPC message");
-    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(srv->api, s->authorization)) != KW_OK) {
+    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(srv->api, s->authorization, actor,
+                                                            sizeof(actor))) != KW_OK) {
         if (rc == KW_EFORBIDDEN)
             kw_v1_fail(&st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
                        "the API needs a token with admin: true or a preshared key");
@@ -272,8 +284,10 @@ static void *handler_main(void *arg)
         kw_v1_fail(&st, rc, rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED, NULL,
                    rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
     } else {
+        call.caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
         rpc->fn(&call, msg, mlen, &st);
     }
+    kw_arena_free(arena);
 
     atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);

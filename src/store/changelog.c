@@ -3,7 +3,9 @@
  * kw_store_wait_change, kw_store_prune_changelog): what lets several instances over one
  * database keep their in-memory graphs current, and what keeps the changelog bounded.
  * Only backends with a changelog implement them (PostgreSQL); for the others (SQLite: one
- * instance per file) the ops are NULL and the calls answer KW_EUNSUPPORTED.
+ * instance per file) the ops are NULL and the calls answer KW_EUNSUPPORTED. Also the
+ * dispatch of the two feeds of /v1 that every backend serves: kw_store_watch_changes
+ * (Watch) and kw_store_export_relationships (ExportBulkRelationships).
  */
 #include "store_int.h"
 
@@ -50,4 +52,25 @@ int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest)
         return KW_EUNSUPPORTED;
     }
     return s->ops->wait_change(s, timeout_ms, latest);
+}
+
+int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                           void *ud, kw_revision_t *upto, kw_diag_t *diag)
+{
+    if (!s || !cb || !upto)
+        return KW_EINVAL;
+    if (!s->ops->watch_changes)
+        return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0, "the %s backend keeps no changelog",
+                           s->ops->name);
+    return s->ops->watch_changes(s, after, limit, cb, ud, upto, diag);
+}
+
+int kw_store_export_relationships(kw_store_t *s, const kw_str_t *after, kw_str_t resource_type,
+                                  kw_rel_cb cb, void *ud, kw_revision_t *rev)
+{
+    if (!s || !cb)
+        return KW_EINVAL;
+    if (!s->ops->export_relationships)
+        return KW_EUNSUPPORTED;
+    return s->ops->export_relationships(s, after, resource_type, cb, ud, rev);
 }

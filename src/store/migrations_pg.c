@@ -104,10 +104,48 @@ static const char m3[] = "ALTER TABLE api_keys ADD COLUMN expires_at_us BIGINT,"
                          "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash)"
                          "  WHERE prev_hash IS NOT NULL;";
 
+/* 4: the audit trail (store/audit.h, pg_audit.c): events hash-chained in seq order, and
+ * the chain head, a row of its own that every append locks and moves. */
+static const char m4[] = "CREATE TABLE audit_events ("
+                         "  seq BIGINT PRIMARY KEY,"
+                         "  at_us BIGINT NOT NULL,"
+                         "  revision BIGINT NOT NULL,"
+                         "  actor TEXT COLLATE \"C\" NOT NULL,"
+                         "  action TEXT COLLATE \"C\" NOT NULL,"
+                         "  resource TEXT COLLATE \"C\" NOT NULL,"
+                         "  account TEXT COLLATE \"C\" NOT NULL,"
+                         "  request_id TEXT COLLATE \"C\" NOT NULL,"
+                         "  detail TEXT COLLATE \"C\" NOT NULL,"
+                         "  prev_hash BYTEA NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "CREATE INDEX audit_events_account ON audit_events (account, seq);"
+                         "CREATE INDEX audit_events_resource ON audit_events (resource, seq);"
+                         "CREATE TABLE audit_head ("
+                         "  one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),"
+                         "  seq BIGINT NOT NULL,"
+                         "  hash BYTEA NOT NULL);"
+                         "INSERT INTO audit_head (one, seq, hash)"
+                         "  VALUES (TRUE, 0, decode(repeat('00', 32), 'hex'));";
+
+/* 5: caveats and expiry (store.h, tag-kw-store-caveats), on relationships and on the
+ * changelog, so another instance applies a TOUCH with the same caveat and expiry.
+ *   - caveat_name, caveat_context (the JSON object text as written: TEXT, not JSONB, which
+ *     would reorder it), expires_at_us (microseconds UTC); NULL is "none" in all three.
+ *     Nullable columns without a default: ADD COLUMN rewrites no table.
+ *   - relationships_expiry: a partial index of the expiring rows only, for the sweep
+ *     (kw_store_tx_rel_delete_expired, kw_store_next_expiry). Building it reads the table
+ *     once. */
+static const char m5[] = "ALTER TABLE relationships ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;"
+                         "CREATE INDEX relationships_expiry ON relationships (expires_at_us)"
+                         "  WHERE expires_at_us IS NOT NULL;"
+                         "ALTER TABLE changelog ADD COLUMN caveat_name TEXT COLLATE \"C\","
+                         "  ADD COLUMN caveat_context TEXT COLLATE \"C\","
+                         "  ADD COLUMN expires_at_us BIGINT;";
+
 const kw_pg_migration_t kw__pg_migrations[] = {
-    {1, m1},
-    {2, m2},
-    {3, m3},
+    {1, m1}, {2, m2}, {3, m3}, {4, m4}, {5, m5},
 };
 const size_t kw__pg_migrations_n = sizeof(kw__pg_migrations) / sizeof(kw__pg_migrations[0]);
 

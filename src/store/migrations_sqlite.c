@@ -55,6 +55,62 @@ const kw__sqlite_migration_t kw__sqlite_migrations[] = {
         "ALTER TABLE api_keys ADD COLUMN prev_hash BLOB;"
         "ALTER TABLE api_keys ADD COLUMN prev_until_us INTEGER;"
         "CREATE UNIQUE INDEX api_keys_prev_hash ON api_keys (prev_hash);"},
+    /* 3: the audit trail (store/audit.h, sqlite_audit.c): events hash-chained in seq
+     * order, and the chain head, a row of its own moved by every append. */
+    {3, "CREATE TABLE audit_events ("
+        "  seq INTEGER PRIMARY KEY NOT NULL,"
+        "  at_us INTEGER NOT NULL,"
+        "  revision INTEGER NOT NULL,"
+        "  actor TEXT NOT NULL,"
+        "  action TEXT NOT NULL,"
+        "  resource TEXT NOT NULL,"
+        "  account TEXT NOT NULL,"
+        "  request_id TEXT NOT NULL,"
+        "  detail TEXT NOT NULL,"
+        "  prev_hash BLOB NOT NULL,"
+        "  hash BLOB NOT NULL);"
+        "CREATE INDEX audit_events_account ON audit_events (account, seq);"
+        "CREATE INDEX audit_events_resource ON audit_events (resource, seq);"
+        "CREATE TABLE audit_head ("
+        "  one INTEGER PRIMARY KEY NOT NULL CHECK (one = 1),"
+        "  seq INTEGER NOT NULL,"
+        "  hash BLOB NOT NULL);"
+        "INSERT INTO audit_head (one, seq, hash) VALUES (1, 0, zeroblob(32));"},
+    /* 4: caveats and expiry on relationships (store.h, tag-kw-store-caveats). NULL is
+     * "none" in all three, so the columns cost rows without them nothing (SQLite stores no
+     * trailing NULLs of rows written before the ALTER, and one header byte each after),
+     * and ADD COLUMN rewrites nothing. expires_at_us: microseconds UTC. The partial
+     * indexes hold only the rows with an expiry, or a caveat: the sweep finds the expired
+     * ones without a scan, and the startup load reads those rows apart from the rest
+     * (sqlite_read.c). */
+    {4, "ALTER TABLE relationships ADD COLUMN caveat_name TEXT;"
+        "ALTER TABLE relationships ADD COLUMN caveat_context TEXT;"
+        "ALTER TABLE relationships ADD COLUMN expires_at_us INTEGER;"
+        "CREATE INDEX relationships_by_expiry ON relationships (expires_at_us)"
+        "  WHERE expires_at_us IS NOT NULL;"
+        "CREATE INDEX relationships_by_caveat ON relationships (caveat_name)"
+        "  WHERE caveat_name IS NOT NULL;"},
+    /* The changelog that /v1 Watch reads (sqlite_changes.c): every relationship change at
+     * the revision that committed it, in the order made, with the time it was written;
+     * the pruned horizon in meta. Self-contained: renumber freely at a merge. */
+    {5, "CREATE TABLE changelog ("
+        "  rev INTEGER NOT NULL,"
+        "  seq INTEGER NOT NULL,"
+        "  op INTEGER NOT NULL,"
+        "  resource_type TEXT NOT NULL,"
+        "  resource_id TEXT NOT NULL,"
+        "  relation TEXT NOT NULL,"
+        "  subject_type TEXT NOT NULL,"
+        "  subject_id TEXT NOT NULL,"
+        "  subject_relation TEXT NOT NULL DEFAULT '',"
+        "  caveat TEXT NOT NULL DEFAULT '',"
+        "  caveat_ctx TEXT NOT NULL DEFAULT '',"
+        "  expires_at_us INTEGER NOT NULL DEFAULT 0,"
+        "  at_us INTEGER NOT NULL,"
+        "  PRIMARY KEY (rev, seq)"
+        ") WITHOUT ROWID;"
+        "CREATE INDEX changelog_by_time ON changelog (at_us);"
+        "INSERT INTO meta (key, value) VALUES ('changelog_horizon', 0);"},
 };
 
 const size_t kw__sqlite_n_migrations = KW_ARRAY_LEN(kw__sqlite_migrations);

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "base/log.h"
+#include "audit_int.h"
 #include "pg_int.h"
 
 #define KW_MODULE "store.pg"
@@ -160,10 +161,23 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
                               "$2::text[]) AS x (id, t) GROUP BY id ORDER BY id) u "
                               "WHERE k.id = u.id AND (k.last_used_at_us IS NULL "
                               "OR k.last_used_at_us < u.t)"},
-    [KW__PG_ST_REL_INSERT] = {"kw_rel_insert", "tttttt",
-                              "INSERT INTO relationships (" KW__PG_REL_COLS
-                              ") VALUES ($1, $2, $3, $4, $5, $6) "
-                              "ON CONFLICT DO NOTHING RETURNING 1"},
+    /* tag-kw-store-caveats: a CREATE replaces only a row whose expiry has passed ($10 is
+     * now): no row returned means a live one exists (KW_ECONFLICT). A TOUCH replaces
+     * caveat, context and expiry, and leaves an identical row unwritten (no dead tuple). */
+    [KW__PG_ST_REL_CREATE] =
+        {"kw_rel_create", "ttttttttii",
+         "INSERT INTO relationships (" KW__PG_REL_XCOLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+         "$8, $9) ON CONFLICT (" KW__PG_REL_COLS ") DO UPDATE SET caveat_name = "
+         "excluded.caveat_name, caveat_context = excluded.caveat_context, expires_at_us = "
+         "excluded.expires_at_us WHERE relationships.expires_at_us <= $10 RETURNING 1"},
+    [KW__PG_ST_REL_TOUCH] =
+        {"kw_rel_touch", "tttttttti",
+         "INSERT INTO relationships (" KW__PG_REL_XCOLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+         "$8, $9) ON CONFLICT (" KW__PG_REL_COLS ") DO UPDATE SET caveat_name = "
+         "excluded.caveat_name, caveat_context = excluded.caveat_context, expires_at_us = "
+         "excluded.expires_at_us WHERE (relationships.caveat_name, relationships.caveat_context, "
+         "relationships.expires_at_us) IS DISTINCT FROM (excluded.caveat_name, "
+         "excluded.caveat_context, excluded.expires_at_us)"},
     [KW__PG_ST_REL_DELETE] =
         {"kw_rel_delete", "tttttt",
          "DELETE FROM relationships WHERE resource_type = $1 AND resource_id = $2 "
@@ -174,12 +188,22 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_TX_REVISION] = {"kw_tx_revision", "",
                                "WITH r AS (UPDATE revision SET value = value + 1 RETURNING value) "
                                "SELECT value, pg_notify('" KW__PG_CHANNEL "', value::text) FROM r"},
+    /* The sweep, both on the partial index relationships_expiry (migration 3). */
+    [KW__PG_ST_NEXT_EXPIRY] = {"kw_next_expiry", "",
+                               "SELECT expires_at_us FROM relationships "
+                               "WHERE expires_at_us IS NOT NULL ORDER BY expires_at_us LIMIT 1"},
+    [KW__PG_ST_REL_DEL_EXPIRED] =
+        {"kw_rel_del_expired", "ii",
+         "WITH d AS (DELETE FROM relationships WHERE (" KW__PG_REL_COLS
+         ") IN (SELECT " KW__PG_REL_COLS
+         " FROM relationships WHERE expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2) "
+         "RETURNING " KW__PG_REL_COLS ") SELECT * FROM d " KW__PG_REL_ORDER},
     [KW__PG_ST_CHANGES] =
         {"kw_changes", "iii",
-         "SELECT revision, op, " KW__PG_REL_COLS " FROM changelog "
+         "SELECT revision, op, " KW__PG_REL_XCOLS " FROM changelog "
          "WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq LIMIT $3"},
     [KW__PG_ST_CHANGES_AT] = {"kw_changes_at", "i",
-                              "SELECT revision, op, " KW__PG_REL_COLS " FROM changelog "
+                              "SELECT revision, op, " KW__PG_REL_XCOLS " FROM changelog "
                               "WHERE revision = $1 ORDER BY seq"},
     [KW__PG_ST_HORIZON] = {"kw_horizon", "", "SELECT pruned_through FROM changelog_horizon"},
     /* Retention (pg_changes.c): of the oldest $2 rows in (revision, seq) order, deletes those
@@ -202,6 +226,16 @@ static const pg_stmt_t stmts[KW__PG_ST_N] = {
     [KW__PG_ST_HORIZON_RAISE] = {"kw_horizon_raise", "i",
                                  "UPDATE changelog_horizon SET pruned_through = "
                                  "GREATEST(pruned_through, $1) RETURNING pruned_through"},
+    /* The audit trail (pg_audit.c): prepared, since every audited write runs both. */
+    [KW__PG_ST_AUDIT_HEAD] = {"kw_audit_head", "",
+                              "SELECT seq, hash FROM audit_head WHERE one FOR UPDATE"},
+    [KW__PG_ST_AUDIT_APPEND] =
+        {"kw_audit_append", "iiittttttbb",
+         "WITH e AS (INSERT INTO audit_events (seq, at_us, revision, actor, "
+         "action, resource, account, request_id, detail, prev_hash, hash) "
+         "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING 1) "
+         "UPDATE audit_head SET seq = $1, hash = $11 "
+         "WHERE one AND (SELECT count(*) FROM e) = 1"},
 };
 
 /* ---- parameters ---- */
@@ -331,9 +365,20 @@ void kw__pg_row_rel(const PGresult *r, int row, int col, kw_rel_t *rel)
     rel->subject.type = kw__pg_col_str(r, row, col + 3);
     rel->subject.id = kw__pg_col_str(r, row, col + 4);
     rel->subject.relation = kw__pg_col_str(r, row, col + 5);
-    /* No caveat or expiry columns yet: the engine reads these fields. */
-    rel->caveat = rel->caveat_ctx = KW_STR_NULL;
+    rel->caveat = rel->caveat_ctx = KW_STR("");
     rel->expires_at = 0;
+}
+
+/* The caveat name, context and expiry columns starting at `col` (after KW__PG_REL_COLS in
+ * a KW__PG_REL_XCOLS row); NULL is "none". */
+void kw__pg_row_rel_caveat(const PGresult *r, int row, int col, kw_rel_t *rel)
+{
+    if (!PQgetisnull(r, row, col))
+        rel->caveat = kw__pg_col_str(r, row, col);
+    if (!PQgetisnull(r, row, col + 1))
+        rel->caveat_ctx = kw__pg_col_str(r, row, col + 1);
+    if (!PQgetisnull(r, row, col + 2))
+        rel->expires_at = kw__pg_col_i64(r, row, col + 2);
 }
 
 /* ---- errors ---- */
@@ -792,7 +837,12 @@ static const kw_store_ops_t pg_ops = {
     .tx_release = kw__pg_tx_release,
     .tx_rel_write = kw__pg_tx_rel_write,
     .tx_rel_delete_matching = kw__pg_tx_rel_delete_matching,
+    .next_expiry = kw__pg_next_expiry,
+    .tx_rel_delete_expired = kw__pg_tx_rel_delete_expired,
     .changes_since = kw__pg_changes_since,
     .prune_changelog = kw__pg_prune_changelog,
     .wait_change = kw__pg_wait_change,
+    .audit = &kw__pg_audit_ops,
+    .watch_changes = kw__pg_changes_since,
+    .export_relationships = kw__pg_export_relationships,
 };

@@ -29,23 +29,25 @@
 
 /* ---- writing the changelog ---- */
 
-#define PG_CHANGELOG_CHUNK 1000 /* rows per multi-row INSERT (9 params each) */
+#define PG_CHANGELOG_CHUNK 1000 /* rows per multi-row INSERT (12 params each, of 65535) */
 
 /* Writes the tx's recorded changes at revision `rev`, PG_CHANGELOG_CHUNK rows per
- * statement (multi-row VALUES, binary parameters). */
+ * statement (multi-row VALUES, binary parameters). A TOUCH carries its caveat name,
+ * context and expiry (NULL when absent, as in relationships), so another instance applies
+ * exactly what was written (tag-kw-store-caveats). */
 int kw__pg_changelog_write(kw__pg_tx_t *tx, kw_revision_t rev)
 {
     const kw_update_t *ups = tx->base.changes.ups;
     size_t n = tx->base.changes.n;
     if (n == 0)
         return KW_OK;
-    enum { COLS = 9 };
+    enum { COLS = 12, INTS = 24 /* seq (int4) @0, op (int2) @8, expires_at (int8) @16 */ };
     size_t chunk = n < PG_CHANGELOG_CHUNK ? n : PG_CHANGELOG_CHUNK;
     const char **vals = kw_calloc(chunk * COLS, sizeof(*vals));
     int *lens = kw_calloc(chunk * COLS, sizeof(*lens));
     int *fmts = kw_calloc(chunk * COLS, sizeof(*fmts));
     Oid *types = kw_calloc(chunk * COLS, sizeof(*types));
-    unsigned char *ints = kw_calloc(chunk, 16); /* seq (int4), op (int2) */
+    unsigned char *ints = kw_calloc(chunk, INTS);
     unsigned char revb[8];
     kw_buf_t sql;
     kw_buf_init(&sql);
@@ -55,27 +57,35 @@ int kw__pg_changelog_write(kw__pg_tx_t *tx, kw_revision_t rev)
     for (size_t start = 0; start < n && rc == KW_OK; start += chunk) {
         size_t m = n - start < chunk ? n - start : chunk;
         sql.len = 0;
-        kw_buf_puts(&sql, "INSERT INTO changelog (revision, seq, op, " KW__PG_REL_COLS ") VALUES ");
+        kw_buf_puts(&sql,
+                    "INSERT INTO changelog (revision, seq, op, " KW__PG_REL_XCOLS ") VALUES ");
         for (size_t i = 0; i < m; i++) {
             const kw_update_t *u = &ups[start + i];
             size_t b = i * COLS;
             uint32_t seq = (uint32_t)(start + i);
-            unsigned char *iv = ints + 16 * i;
+            unsigned char *iv = ints + INTS * i;
             for (int k = 0; k < 4; k++)
                 iv[k] = (unsigned char)(seq >> (24 - 8 * k));
             iv[8] = 0;
             iv[9] = (unsigned char)u->op;
-            const kw_str_t f[6] = {u->rel.resource.type, u->rel.resource.id,
-                                   u->rel.relation,      u->rel.subject.type,
-                                   u->rel.subject.id,    u->rel.subject.relation};
+            uint64_t exp = (uint64_t)u->rel.expires_at;
+            for (int k = 0; k < 8; k++)
+                iv[16 + k] = (unsigned char)(exp >> (56 - 8 * k));
+            const kw_str_t f[8] = {
+                u->rel.resource.type, u->rel.resource.id,      u->rel.relation, u->rel.subject.type,
+                u->rel.subject.id,    u->rel.subject.relation, u->rel.caveat,   u->rel.caveat_ctx};
             vals[b] = (const char *)revb, lens[b] = 8, types[b] = KW__PG_OID_INT8;
             vals[b + 1] = (const char *)iv, lens[b + 1] = 4, types[b + 1] = KW__PG_OID_INT4;
             vals[b + 2] = (const char *)iv + 8, lens[b + 2] = 2, types[b + 2] = KW__PG_OID_INT2;
-            for (int k = 0; k < 6; k++) {
-                vals[b + 3 + k] = f[k].ptr ? f[k].ptr : "";
+            for (int k = 0; k < 8; k++) {
+                /* The caveat strings (k >= 6) are NULL when empty, as in relationships. */
+                vals[b + 3 + k] = f[k].ptr && f[k].len ? f[k].ptr : k >= 6 ? NULL : "";
                 lens[b + 3 + k] = (int)f[k].len;
                 types[b + 3 + k] = KW__PG_OID_TEXT;
             }
+            vals[b + 11] = exp ? (const char *)iv + 16 : NULL;
+            lens[b + 11] = 8;
+            types[b + 11] = KW__PG_OID_INT8;
             for (int k = 0; k < COLS; k++)
                 fmts[b + k] = 1;
             kw_buf_printf(&sql, "%s($%zu", i ? ", " : "", b + 1);
@@ -110,6 +120,7 @@ static int emit_changes(PGresult *r, int n, kw_rel_change_cb cb, void *ud)
     for (int i = 0; i < n; i++) {
         kw_rel_t rel;
         kw__pg_row_rel(r, i, 2, &rel);
+        kw__pg_row_rel_caveat(r, i, 8, &rel);
         int op = (int)kw__pg_col_i64(r, i, 1);
         int rc = cb((kw_revision_t)kw__pg_col_i64(r, i, 0), (kw_op_t)op, &rel, ud);
         if (rc != 0)

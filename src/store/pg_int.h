@@ -84,20 +84,27 @@ enum {
     KW__PG_ST_KEY_ROTATE,
     KW__PG_ST_KEY_EXISTS,
     KW__PG_ST_KEYS_TOUCH,
-    KW__PG_ST_REL_INSERT,
+    KW__PG_ST_REL_CREATE,
+    KW__PG_ST_REL_TOUCH,
     KW__PG_ST_REL_DELETE,
+    KW__PG_ST_NEXT_EXPIRY,
+    KW__PG_ST_REL_DEL_EXPIRED,
     KW__PG_ST_TX_REVISION,
     KW__PG_ST_CHANGES,
     KW__PG_ST_CHANGES_AT,
     KW__PG_ST_HORIZON,
     KW__PG_ST_PRUNE,
     KW__PG_ST_HORIZON_RAISE,
+    KW__PG_ST_AUDIT_HEAD,   /* pg_audit.c: lock and read the chain head */
+    KW__PG_ST_AUDIT_APPEND, /* pg_audit.c: the event and the head in one statement */
     KW__PG_ST_N
 };
 _Static_assert(KW__PG_ST_N <= 64, "kw__pg_conn_t.prepared has a bit per statement");
 
 #define KW__PG_REL_COLS                                                                            \
     "resource_type, resource_id, relation, subject_type, subject_id, subject_relation"
+/* The key columns, then caveat name, caveat context and expiry (migration 3). */
+#define KW__PG_REL_XCOLS KW__PG_REL_COLS ", caveat_name, caveat_context, expires_at_us"
 #define KW__PG_REL_ORDER "ORDER BY 1, 2, 3, 4, 5, 6"
 
 typedef struct kw__pg_conn {
@@ -153,6 +160,7 @@ int kw__pg_pp_text_array(kw__pg_params_t *p, kw_arena_t *a, const kw_str_t *ids,
 int64_t kw__pg_col_i64(const PGresult *r, int row, int col);
 kw_str_t kw__pg_col_str(const PGresult *r, int row, int col);
 void kw__pg_row_rel(const PGresult *r, int row, int col, kw_rel_t *rel);
+void kw__pg_row_rel_caveat(const PGresult *r, int row, int col, kw_rel_t *rel);
 int kw__pg_result_error(PGconn *conn, const PGresult *r, const char *what);
 int kw__pg_conn_setup(kw__pg_conn_t *c);
 PGconn *kw__pg_conn_open(const char *url);
@@ -175,6 +183,10 @@ int kw__pg_one_revision(kw__pg_conn_t *c, int st, kw_revision_t *rev);
 int kw__pg_read_revision(kw__pg_conn_t *c, kw_revision_t *rev);
 int kw__pg_revision(kw_store_t *base, kw_revision_t *rev);
 int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev);
+int kw__pg_next_expiry(kw_store_t *base, int64_t *at_us);
+/* pg_export.c: kw_store_export_relationships. */
+int kw__pg_export_relationships(kw_store_t *base, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 int kw__pg_agent_get(kw_store_t *base, kw_str_t id, kw_arena_t *a, kw_agent_t *out);
 int kw__pg_agent_get_by_name(kw_store_t *base, kw_str_t account_id, kw_str_t name, kw_arena_t *a,
                              kw_agent_t *out);
@@ -209,9 +221,12 @@ int kw__pg_tx_agent_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__pg_tx_key_insert(kw_store_tx_t *base, const kw_apikey_t *key);
 int kw__pg_tx_key_delete(kw_store_tx_t *base, kw_str_t id);
 int kw__pg_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r);
-int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag);
+int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag);
 int kw__pg_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+int kw__pg_tx_rel_delete_expired(kw_store_tx_t *base, int64_t now_us, size_t limit,
+                                 size_t *n_deleted, kw_diag_t *diag);
 
 /* ---- pg_changes.c: the changelog, notifications ---- */
 

@@ -138,7 +138,7 @@ int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
     kw_revision_t at = 0;
     rc = kw__pg_read_revision(c, &at);
     if (rc == KW_OK)
-        rc = kw__pg_exec(c, "DECLARE kw_load NO SCROLL CURSOR FOR SELECT " KW__PG_REL_COLS
+        rc = kw__pg_exec(c, "DECLARE kw_load NO SCROLL CURSOR FOR SELECT " KW__PG_REL_XCOLS
                             " FROM relationships");
     while (rc == KW_OK) {
         PGresult *r = PQexecParams(c->conn, "FETCH FORWARD " PG_FETCH_ROWS " FROM kw_load", 0, NULL,
@@ -152,6 +152,7 @@ int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
         for (int i = 0; i < n && rc == KW_OK; i++) {
             kw_rel_t rel;
             kw__pg_row_rel(r, i, 0, &rel);
+            kw__pg_row_rel_caveat(r, i, 6, &rel);
             rc = cb(&rel, ud);
         }
         PQclear(r);
@@ -163,6 +164,21 @@ int kw__pg_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
     kw__pg_pool_put(s, c); /* rolls back when still inside the transaction */
     if (rc == KW_OK)
         *rev = at;
+    return rc;
+}
+
+int kw__pg_next_expiry(kw_store_t *base, int64_t *at_us)
+{
+    kw__pg_params_t p = {0};
+    PGresult *r;
+    int rc = kw__pg_query(kw__pg_of(base), KW__PG_ST_NEXT_EXPIRY, &p, &r);
+    if (rc != KW_OK)
+        return rc;
+    if (PQntuples(r) == 1)
+        *at_us = kw__pg_col_i64(r, 0, 0);
+    else
+        rc = KW_ENOTFOUND;
+    PQclear(r);
     return rc;
 }
 

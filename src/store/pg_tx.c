@@ -177,10 +177,9 @@ static int record_deleted(kw__pg_tx_t *tx, PGresult *r)
 {
     int n = PQntuples(r);
     for (int i = 0; i < n; i++) {
-        const kw_str_t f[6] = {kw__pg_col_str(r, i, 0), kw__pg_col_str(r, i, 1),
-                               kw__pg_col_str(r, i, 2), kw__pg_col_str(r, i, 3),
-                               kw__pg_col_str(r, i, 4), kw__pg_col_str(r, i, 5)};
-        int rc = kw__store_changes_record(&tx->base.changes, KW_OP_DELETE, f);
+        kw_rel_t rel;
+        kw__pg_row_rel(r, i, 0, &rel);
+        int rc = kw__store_changes_record(&tx->base.changes, KW_OP_DELETE, &rel);
         if (rc != KW_OK)
             return rc;
     }
@@ -306,16 +305,28 @@ int kw__pg_tx_key_delete(kw_store_tx_t *base, kw_str_t id)
     return delete_rels_of(tx, KW_STR(KW__STORE_TYPE_KEY), id);
 }
 
-static void rel_params(kw__pg_params_t *p, const kw_rel_t *rel, kw_str_t f[6])
+/* $1..$6, the key; with `caveats`, also $7..$9: caveat name, context and expiry, each
+ * NULL when absent (tag-kw-store-caveats). */
+static void rel_params(kw__pg_params_t *p, const kw_rel_t *rel, bool caveats)
 {
-    f[0] = rel->resource.type;
-    f[1] = rel->resource.id;
-    f[2] = rel->relation;
-    f[3] = rel->subject.type;
-    f[4] = rel->subject.id;
-    f[5] = rel->subject.relation;
+    const kw_str_t f[6] = {rel->resource.type, rel->resource.id, rel->relation,
+                           rel->subject.type,  rel->subject.id,  rel->subject.relation};
     for (int k = 0; k < 6; k++)
         kw__pg_pp_text(p, f[k]);
+    if (!caveats)
+        return;
+    if (rel->caveat.len)
+        kw__pg_pp_text(p, rel->caveat);
+    else
+        kw__pg_pp_null(p);
+    if (rel->caveat_ctx.len)
+        kw__pg_pp_text(p, rel->caveat_ctx);
+    else
+        kw__pg_pp_null(p);
+    if (rel->expires_at)
+        kw__pg_pp_i64(p, rel->expires_at);
+    else
+        kw__pg_pp_null(p);
 }
 
 /* The same message as the SQLite backend's (the API passes it to the client). */
@@ -331,18 +342,23 @@ static int conflict_diag(const kw_rel_t *rel, size_t i, kw_diag_t *diag)
     return rc;
 }
 
-int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag)
+int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag)
 {
     kw__pg_tx_t *tx = (kw__pg_tx_t *)base;
     for (size_t i = 0; i < n; i++) {
         const kw_update_t *u = &ups[i];
         kw__pg_params_t p = {0};
-        kw_str_t f[6];
-        rel_params(&p, &u->rel, f);
+        rel_params(&p, &u->rel, u->op != KW_OP_DELETE);
+        if (u->op == KW_OP_CREATE)
+            kw__pg_pp_i64(&p, now_us);
         if (p.bad_text)
             return kw_diag_set(diag, KW_EINVAL, 0, 0, "relationship is not valid UTF-8");
         PGresult *r;
-        int rc = tx_exec(tx, u->op == KW_OP_DELETE ? KW__PG_ST_REL_DELETE : KW__PG_ST_REL_INSERT,
+        int rc = tx_exec(tx,
+                         u->op == KW_OP_DELETE   ? KW__PG_ST_REL_DELETE
+                         : u->op == KW_OP_CREATE ? KW__PG_ST_REL_CREATE
+                                                 : KW__PG_ST_REL_TOUCH,
                          &p, &r);
         if (rc != KW_OK)
             return kw_diag_set(diag, rc, 0, 0, "database unavailable");
@@ -353,7 +369,7 @@ int kw__pg_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, k
         if (u->op == KW_OP_DELETE && !hit)
             continue; /* deleting an absent relationship changes nothing: not recorded */
         rc = kw__store_changes_record(&tx->base.changes,
-                                      u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, f);
+                                      u->op == KW_OP_DELETE ? KW_OP_DELETE : KW_OP_TOUCH, &u->rel);
         if (rc != KW_OK) /* the row is written but not recorded: poisons the tx */
             return kw_diag_set(diag, rc, 0, 0, "out of memory");
     }
@@ -460,4 +476,27 @@ int kw__pg_tx_key_rotate(kw_store_tx_t *base, const kw_key_rotation_t *r)
     rc = PQntuples(res) ? KW_ECONFLICT : KW_ENOTFOUND;
     PQclear(res);
     return rc;
+}
+
+/* The sweep (store.h): one DELETE of the `limit` earliest expired rows, found on the
+ * partial index relationships_expiry, each recorded as a DELETE change (and so written to
+ * the changelog at commit). */
+int kw__pg_tx_rel_delete_expired(kw_store_tx_t *base, int64_t now_us, size_t limit,
+                                 size_t *n_deleted, kw_diag_t *diag)
+{
+    kw__pg_tx_t *tx = (kw__pg_tx_t *)base;
+    kw__pg_params_t p = {0};
+    kw__pg_pp_i64(&p, now_us);
+    kw__pg_pp_i64(&p, (int64_t)limit);
+    PGresult *r;
+    int rc = tx_exec(tx, KW__PG_ST_REL_DEL_EXPIRED, &p, &r);
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc, 0, 0, "database unavailable");
+    rc = record_deleted(tx, r);
+    size_t n = (size_t)PQntuples(r);
+    PQclear(r);
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc, 0, 0, "out of memory");
+    *n_deleted = n;
+    return KW_OK;
 }

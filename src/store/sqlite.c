@@ -41,6 +41,7 @@
  * never values); the diag says only "database error".
  */
 #include "sqlite_int.h"
+#include "audit_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -89,7 +90,15 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_REV_GET] = "SELECT value FROM meta WHERE key = 'revision'",
     [KW__SQ_ST_REV_BUMP] =
         "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
-    [KW__SQ_ST_REL_ALL] = "SELECT " KW__SQ_REL_COLS " FROM relationships",
+    /* The startup load (sqlite_read.c): every row exactly once, those with a caveat or an
+     * expiry from their partial indexes (a caveat context alone, which the store refuses
+     * to write, would count as none). */
+    [KW__SQ_ST_REL_ALL_ATTRS] =
+        "SELECT " KW__SQ_REL_XCOLS " FROM relationships WHERE expires_at_us IS NOT NULL "
+        "UNION ALL SELECT " KW__SQ_REL_XCOLS " FROM relationships "
+        "WHERE caveat_name IS NOT NULL AND expires_at_us IS NULL",
+    [KW__SQ_ST_REL_ALL_PLAIN] = "SELECT " KW__SQ_REL_COLS " FROM relationships "
+                                "WHERE caveat_name IS NULL AND expires_at_us IS NULL",
     [KW__SQ_ST_AGENT_GET] = "SELECT " AGENT_COLS " FROM agents WHERE id = ?1",
     [KW__SQ_ST_AGENT_BY_NAME] =
         "SELECT " AGENT_COLS " FROM agents WHERE account_id = ?1 AND name = ?2",
@@ -125,11 +134,21 @@ static const char *const g_sql[KW__SQ_ST_N] = {
     [KW__SQ_ST_KEY_EXISTS] = "SELECT 1 FROM api_keys WHERE id = ?1",
     [KW__SQ_ST_KEY_TOUCH] = "UPDATE api_keys SET last_used_at_us = ?2 WHERE id = ?1 "
                             "AND (last_used_at_us IS NULL OR last_used_at_us < ?2)",
+    /* tag-kw-store-caveats: a CREATE replaces only a row whose expiry has passed (?10 is
+     * now); nothing changed (sqlite3_changes 0) means a live row exists: KW_ECONFLICT. A
+     * TOUCH replaces caveat, context and expiry, and leaves an identical row unwritten. */
     [KW__SQ_ST_REL_CREATE] =
-        "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO relationships (" KW__SQ_REL_XCOLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+        "?9) ON CONFLICT (" KW__SQ_REL_COLS ") DO UPDATE SET caveat_name = excluded.caveat_name, "
+        "caveat_context = excluded.caveat_context, expires_at_us = excluded.expires_at_us "
+        "WHERE relationships.expires_at_us <= ?10",
     [KW__SQ_ST_REL_TOUCH] =
-        "INSERT INTO relationships (" KW__SQ_REL_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
-        "ON CONFLICT DO NOTHING",
+        "INSERT INTO relationships (" KW__SQ_REL_XCOLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+        "?9) ON CONFLICT (" KW__SQ_REL_COLS ") DO UPDATE SET caveat_name = excluded.caveat_name, "
+        "caveat_context = excluded.caveat_context, expires_at_us = excluded.expires_at_us "
+        "WHERE relationships.caveat_name IS NOT excluded.caveat_name "
+        "OR relationships.caveat_context IS NOT excluded.caveat_context "
+        "OR relationships.expires_at_us IS NOT excluded.expires_at_us",
     [KW__SQ_ST_REL_DELETE] =
         "DELETE FROM relationships WHERE resource_type = ?1 AND resource_id = ?2 "
         "AND relation = ?3 AND subject_type = ?4 AND subject_id = ?5 "
@@ -146,6 +165,16 @@ static const char *const g_sql[KW__SQ_ST_N] = {
         "DELETE FROM relationships WHERE subject_type = ?2 "
         "AND subject_id IN (SELECT id FROM api_keys WHERE agent_id = ?1) "
         "RETURNING " KW__SQ_REL_COLS,
+    /* The sweep, both on the partial index relationships_by_expiry (migration 2). */
+    [KW__SQ_ST_NEXT_EXPIRY] = "SELECT expires_at_us FROM relationships "
+                              "WHERE expires_at_us IS NOT NULL ORDER BY expires_at_us LIMIT 1",
+    [KW__SQ_ST_REL_DEL_EXPIRED] =
+        "DELETE FROM relationships WHERE (" KW__SQ_REL_COLS ") IN (SELECT " KW__SQ_REL_COLS
+        " FROM relationships WHERE expires_at_us <= ?1 ORDER BY expires_at_us LIMIT ?2) "
+        "RETURNING " KW__SQ_REL_COLS,
+    [KW__SQ_ST_CHANGELOG_INSERT] =
+        "INSERT INTO changelog (rev, seq, op, " KW__SQ_REL_COLS ", caveat, caveat_ctx, "
+        "expires_at_us, at_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
 };
 
 static const kw_store_ops_t g_sqlite_ops;
@@ -616,4 +645,9 @@ static const kw_store_ops_t g_sqlite_ops = {
     .tx_release = kw__sq_tx_release,
     .tx_rel_write = kw__sq_tx_rel_write,
     .tx_rel_delete_matching = kw__sq_tx_rel_delete_matching,
+    .audit = &kw__sq_audit_ops,
+    .next_expiry = kw__sq_next_expiry,
+    .tx_rel_delete_expired = kw__sq_tx_rel_delete_expired,
+    .watch_changes = kw__sq_watch_changes,
+    .export_relationships = kw__sq_export_relationships,
 };

@@ -48,12 +48,57 @@ int kw__sq_revision(kw_store_t *base, kw_revision_t *rev)
     return rc;
 }
 
-/* One read transaction, so the revision and the rows are the same snapshot. */
+/* Columns 6..8 of a KW__SQ_REL_XCOLS row: caveat name, context, expiry (NULL: none). */
+void kw__sq_read_caveat(sqlite3_stmt *st, kw_rel_t *rel)
+{
+    rel->caveat = rel->caveat_ctx = KW_STR("");
+    rel->expires_at = 0;
+    if (sqlite3_column_type(st, 6) != SQLITE_NULL)
+        rel->caveat = kw__sq_col_str(st, 6);
+    if (sqlite3_column_type(st, 7) != SQLITE_NULL)
+        rel->caveat_ctx = kw__sq_col_str(st, 7);
+    if (sqlite3_column_type(st, 8) != SQLITE_NULL)
+        rel->expires_at = sqlite3_column_int64(st, 8);
+}
+
+/* Streams the rows of statement `id` through cb; `caveats`: the statement answers
+ * KW__SQ_REL_XCOLS, else the key columns only. */
+static int load_rows(kw__sq_conn_t *c, int id, bool caveats, kw_rel_cb cb, void *ud)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_stmt(c, id, &st);
+    if (rc != KW_OK)
+        return rc;
+    int src;
+    while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+        kw_rel_t rel = {
+            .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
+            .relation = kw__sq_col_str(st, 2),
+            .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)},
+            .caveat = KW_STR(""),
+            .caveat_ctx = KW_STR("")};
+        if (caveats)
+            kw__sq_read_caveat(st, &rel);
+        rc = cb(&rel, ud);
+        if (rc != 0)
+            break;
+    }
+    if (rc == KW_OK && src != SQLITE_DONE)
+        rc = kw__sq_err(c, src, "load relationships", NULL);
+    kw__sq_stmt_done(st);
+    return rc;
+}
+
+/* One read transaction, so the revision and the rows are the same snapshot. Two queries
+ * (tag-kw-store-caveats): the rows with a caveat or an expiry, through their partial
+ * indexes, with all their columns; then every other row, key columns only. The second is
+ * nearly every row and costs what the load cost before caveats: returning three more
+ * columns from every row made the whole start's load ~10-15% more instructions
+ * (docs/BENCHMARKS.md). */
 int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revision_t *rev)
 {
     kw__sq_store_t *s = (kw__sq_store_t *)base;
     kw__sq_conn_t *c;
-    sqlite3_stmt *st = NULL;
     kw_revision_t r = 0;
     int rc = kw__sq_conn_take(s, &c, NULL);
     if (rc != KW_OK)
@@ -63,28 +108,28 @@ int kw__sq_load_relationships(kw_store_t *base, kw_rel_cb cb, void *ud, kw_revis
         goto out;
     rc = rev_read(c, &r);
     if (rc == KW_OK)
-        rc = kw__sq_stmt(c, KW__SQ_ST_REL_ALL, &st);
-    if (rc == KW_OK) {
-        int src;
-        while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-            kw_rel_t rel = {
-                .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
-                .relation = kw__sq_col_str(st, 2),
-                .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
-            rc = cb(&rel, ud);
-            if (rc != 0)
-                break;
-        }
-        if (rc == KW_OK && src != SQLITE_DONE)
-            rc = kw__sq_err(c, src, "load relationships", NULL);
-        kw__sq_stmt_done(st);
-    }
+        rc = load_rows(c, KW__SQ_ST_REL_ALL_ATTRS, true, cb, ud);
+    if (rc == KW_OK)
+        rc = load_rows(c, KW__SQ_ST_REL_ALL_PLAIN, false, cb, ud);
     (void)kw__sq_exec_id(c, KW__SQ_ST_ROLLBACK, "end read", NULL);
     if (rc == KW_OK && rev)
         *rev = r;
 out:
     kw__sq_conn_give(s, c);
     return rc;
+}
+
+static int read_i64(sqlite3_stmt *st, kw_arena_t *a, void *out)
+{
+    (void)a;
+    *(int64_t *)out = sqlite3_column_int64(st, 0);
+    return KW_OK;
+}
+
+int kw__sq_next_expiry(kw_store_t *base, int64_t *at_us)
+{
+    return kw__sq_query_one((kw__sq_store_t *)base, KW__SQ_ST_NEXT_EXPIRY, NULL, 0, read_i64, NULL,
+                            at_us, "read the next expiry");
 }
 
 /* ---- rows ---- */

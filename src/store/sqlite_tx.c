@@ -74,6 +74,8 @@ int kw__sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
             rc = src == SQLITE_DONE ? KW_EDB : kw__sq_err(t->c, src, "bump revision", diag);
         kw__sq_stmt_done(st);
     }
+    if (rc == KW_OK) /* the changelog rows: durable with the revision (sqlite_changes.c) */
+        rc = kw__sq_changelog_write(t->c, base, r, diag);
     if (rc == KW_OK)
         rc = kw__sq_exec_id(t->c, KW__SQ_ST_COMMIT, "commit", diag);
     if (rc != KW_OK) {
@@ -236,10 +238,11 @@ static int delete_recording(kw__sq_tx_t *t, sqlite3_stmt *st, const char *what, 
 {
     int rc = KW_OK, src;
     while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-        kw_str_t f[6];
-        for (int i = 0; i < 6; i++)
-            f[i] = kw__sq_col_str(st, i);
-        rc = kw__store_changes_record(&t->base.changes, KW_OP_DELETE, f);
+        const kw_rel_t rel = {
+            .resource = {kw__sq_col_str(st, 0), kw__sq_col_str(st, 1)},
+            .relation = kw__sq_col_str(st, 2),
+            .subject = {kw__sq_col_str(st, 3), kw__sq_col_str(st, 4), kw__sq_col_str(st, 5)}};
+        rc = kw__store_changes_record(&t->base.changes, KW_OP_DELETE, &rel);
         if (rc != KW_OK)
             break;
         if (n)
@@ -326,7 +329,9 @@ int kw__sq_tx_agent_delete(kw_store_tx_t *base, kw_str_t id)
     return rc == KW_OK || rc == KW_ENOMEM ? rc : KW_EDB;
 }
 
-static void bind_rel(sqlite3_stmt *st, const kw_rel_t *r)
+/* Binds ?1..?6, the key; with `caveats`, also ?7..?9: caveat name, context and expiry,
+ * each NULL when absent (tag-kw-store-caveats). */
+static void bind_rel(sqlite3_stmt *st, const kw_rel_t *r, bool caveats)
 {
     kw__sq_bind_str(st, 1, r->resource.type);
     kw__sq_bind_str(st, 2, r->resource.id);
@@ -334,6 +339,20 @@ static void bind_rel(sqlite3_stmt *st, const kw_rel_t *r)
     kw__sq_bind_str(st, 4, r->subject.type);
     kw__sq_bind_str(st, 5, r->subject.id);
     kw__sq_bind_str(st, 6, r->subject.relation);
+    if (!caveats)
+        return;
+    if (r->caveat.len)
+        kw__sq_bind_str(st, 7, r->caveat);
+    else
+        sqlite3_bind_null(st, 7);
+    if (r->caveat_ctx.len)
+        kw__sq_bind_str(st, 8, r->caveat_ctx);
+    else
+        sqlite3_bind_null(st, 8);
+    if (r->expires_at)
+        sqlite3_bind_int64(st, 9, r->expires_at);
+    else
+        sqlite3_bind_null(st, 9);
 }
 
 static int conflict_diag(const kw_rel_t *r, size_t i, kw_diag_t *diag)
@@ -348,13 +367,12 @@ static int conflict_diag(const kw_rel_t *r, size_t i, kw_diag_t *diag)
     return rc;
 }
 
-int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, kw_diag_t *diag)
+int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag)
 {
     kw__sq_tx_t *t = (kw__sq_tx_t *)base;
     for (size_t i = 0; i < n; i++) {
         const kw_rel_t *r = &ups[i].rel;
-        const kw_str_t f[6] = {r->resource.type, r->resource.id, r->relation,
-                               r->subject.type,  r->subject.id,  r->subject.relation};
         int id = ups[i].op == KW_OP_CREATE  ? KW__SQ_ST_REL_CREATE
                  : ups[i].op == KW_OP_TOUCH ? KW__SQ_ST_REL_TOUCH
                                             : KW__SQ_ST_REL_DELETE;
@@ -364,11 +382,17 @@ int kw__sq_tx_rel_write(kw_store_tx_t *base, const kw_update_t *ups, size_t n, k
             return rc;
         /* Record first so an OOM leaves the database untouched by this update. */
         bool del = ups[i].op == KW_OP_DELETE;
-        rc = kw__store_changes_record(&base->changes, del ? KW_OP_DELETE : KW_OP_TOUCH, f);
+        rc = kw__store_changes_record(&base->changes, del ? KW_OP_DELETE : KW_OP_TOUCH, r);
         if (rc != KW_OK)
             return kw_diag_set(diag, rc, 0, 0, "out of memory");
-        bind_rel(st, r);
+        bind_rel(st, r, !del);
+        if (ups[i].op == KW_OP_CREATE)
+            sqlite3_bind_int64(st, 10, now_us);
         rc = kw__sq_exec_done(t->c, st, "write relationship", NULL);
+        /* A CREATE that changed nothing met a live row (its upsert replaces only an
+         * expired one): the same conflict as a plain unique violation. */
+        if (rc == KW_OK && ups[i].op == KW_OP_CREATE && sqlite3_changes(t->c->db) == 0)
+            rc = KW_ECONFLICT;
         if (rc != KW_OK) {
             kw__store_changes_unrecord(&base->changes);
             if (rc == KW_ECONFLICT)
@@ -429,4 +453,20 @@ int kw__sq_tx_rel_delete_matching(kw_store_tx_t *base, const kw_filter_t *f, siz
             kw__sq_bind_str(st, i + 2, vals[i]);
     *n_deleted = 0;
     return delete_recording(t, st, "delete matching relationships", n_deleted, diag);
+}
+
+/* The sweep (store.h): one DELETE ... RETURNING of the `limit` earliest expired rows, found
+ * on the partial index relationships_by_expiry, each recorded as a DELETE change. */
+int kw__sq_tx_rel_delete_expired(kw_store_tx_t *base, int64_t now_us, size_t limit,
+                                 size_t *n_deleted, kw_diag_t *diag)
+{
+    kw__sq_tx_t *t = (kw__sq_tx_t *)base;
+    sqlite3_stmt *st = NULL;
+    int rc = kw__sq_stmt(t->c, KW__SQ_ST_REL_DEL_EXPIRED, &st);
+    if (rc != KW_OK)
+        return kw_diag_set(diag, rc, 0, 0, "database error");
+    sqlite3_bind_int64(st, 1, now_us);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)limit);
+    *n_deleted = 0;
+    return delete_recording(t, st, "delete expired relationships", n_deleted, diag);
 }

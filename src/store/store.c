@@ -12,10 +12,18 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 
 #define KW_MODULE "store"
+
+int64_t kw__store_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
 
 /* ---- backends (tag-kw-store-backends) ---- */
 
@@ -467,8 +475,24 @@ int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, k
         }
         norm[i] = ups[i];
         norm[i].rel.subject.relation = norm_subject_relation(r->subject.relation);
+        if (ups[i].op == KW_OP_DELETE) {
+            /* A delete names the relationship only (tag-kw-store-caveats). */
+            norm[i].rel.caveat = norm[i].rel.caveat_ctx = KW_STR("");
+            norm[i].rel.expires_at = 0;
+            continue;
+        }
+        const char *bad =
+            (!r->caveat.ptr && r->caveat.len) || (!r->caveat_ctx.ptr && r->caveat_ctx.len)
+                ? "a malformed caveat"
+            : r->caveat_ctx.len && !r->caveat.len ? "a caveat context but no caveat"
+            : r->expires_at < 0                   ? "an expiry before 1970"
+                                                  : NULL;
+        if (bad) {
+            kw_free(norm);
+            return kw_diag_set(diag, KW_EINVAL, 0, 0, "update %zu has %s", i, bad);
+        }
     }
-    int rc = tx_result(tx, tx->store->ops->tx_rel_write(tx, norm, n, diag));
+    int rc = tx_result(tx, tx->store->ops->tx_rel_write(tx, norm, n, kw__store_now_us(), diag));
     kw_free(norm);
     return rc;
 }
@@ -492,6 +516,33 @@ int kw_store_tx_rel_delete_matching(kw_store_tx_t *tx, const kw_filter_t *f, siz
         norm.subject_relation = norm_subject_relation(f->subject_relation);
     size_t n = 0;
     int rc = tx_result(tx, tx->store->ops->tx_rel_delete_matching(tx, &norm, &n, diag));
+    if (rc == KW_OK && n_deleted)
+        *n_deleted = n;
+    return rc;
+}
+
+/* ---- expired relationships ---- */
+
+int kw_store_next_expiry(kw_store_t *s, int64_t *at_us)
+{
+    if (!s || !at_us)
+        return KW_EINVAL;
+    return s->ops->next_expiry(s, at_us);
+}
+
+int kw_store_tx_rel_delete_expired(kw_store_tx_t *tx, int64_t now_us, size_t limit,
+                                   size_t *n_deleted, kw_diag_t *diag)
+{
+    if (!tx)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "no transaction");
+    if (tx->failed)
+        return kw_diag_set(diag, tx->failed, 0, 0, "the transaction failed earlier");
+    if (now_us <= 0 || limit == 0 || limit > KW_STORE_SWEEP_MAX_ROWS)
+        return kw_diag_set(diag, KW_EINVAL, 0, 0,
+                           "a sweep needs a time after 1970 and 1..%d rows (got %zu)",
+                           KW_STORE_SWEEP_MAX_ROWS, limit);
+    size_t n = 0;
+    int rc = tx_result(tx, tx->store->ops->tx_rel_delete_expired(tx, now_us, limit, &n, diag));
     if (rc == KW_OK && n_deleted)
         *n_deleted = n;
     return rc;

@@ -142,7 +142,9 @@ KW_NODISCARD int kw_store_meta_init(kw_store_t *s, const char *key, kw_str_t wan
 KW_NODISCARD int kw_store_meta_set(kw_store_t *s, const char *key, kw_str_t val);
 
 /* ---- relationships at startup (and on a resync) ---- */
-/* Streams every stored relationship (for rebuilding the graph); *rev gets the revision
+/* Streams every stored relationship (for rebuilding the graph), each with its caveat name,
+ * caveat context and expiry (kw_rel_t; expired ones too: the engine compares expiry at
+ * query time, and the sweep deletes them); *rev gets the revision
  * the snapshot reflects. Strings valid only during the callback. Apart from its first
  * argument it is a kw_rel_feed_fn (authz.h): a follower that fell behind the changelog
  * horizon reloads through it with kw_engine_replace_graph. */
@@ -152,7 +154,8 @@ KW_NODISCARD int kw_store_revision(kw_store_t *s, kw_revision_t *rev);
 
 /* ---- followers: several instances over one database (PostgreSQL only) ---- */
 /* One committed relationship change (kw_store_changes_since): op is KW_OP_TOUCH or
- * KW_OP_DELETE, as kw_store_tx_changes reported it. Strings valid only during the
+ * KW_OP_DELETE, as kw_store_tx_changes reported it (a TOUCH with its caveat, context and
+ * expiry; a DELETE with its key only). Strings valid only during the
  * callback. Return non-zero to stop (that value is returned). */
 typedef int (*kw_rel_change_cb)(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *ud);
 /* Streams committed relationship changes with revision > `after` in (revision, order
@@ -178,6 +181,32 @@ KW_NODISCARD int kw_store_changes_since(kw_store_t *s, kw_revision_t after, size
  * next call reconnects). Calls on one store serialize (one follower thread).
  * SQLite: KW_EUNSUPPORTED. */
 KW_NODISCARD int kw_store_wait_change(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+
+/* ---- the watch feed (/v1 Watch), every backend ----
+ * kw_store_changes_since's contract (revisions never split, *upto, KW_EPRUNED below the
+ * pruned horizon), answered on SQLite too: a SQLite database keeps a changelog for Watch
+ * alone (store/sqlite_changes.c; the sync module still never follows a SQLite store), its
+ * rows written by each commit and pruned by later commits once older than
+ * KW_STORE_SQLITE_CHANGELOG_RETAIN_S. On PostgreSQL it is the followers' changelog, with
+ * the retention the follower applies (KEYWARD_CHANGELOG_RETAIN_S). Relationship strings,
+ * caveat name and context included, are valid only during the callback. */
+#define KW_STORE_SQLITE_CHANGELOG_RETAIN_S 86400
+KW_NODISCARD int kw_store_watch_changes(kw_store_t *s, kw_revision_t after, size_t limit,
+                                        kw_rel_change_cb cb, void *ud, kw_revision_t *upto,
+                                        kw_diag_t *diag);
+
+/* ---- the export stream (/v1 ExportBulkRelationships), every backend ----
+ * Calls cb once per stored relationship whose key (resource type, resource id, relation,
+ * subject type, subject id, subject relation; "" for no subject relation) is greater than
+ * `after` (6 strings; NULL: from the first), in that key's bytewise order, of
+ * `resource_type` only when it is not empty, all from ONE snapshot, whose revision goes to
+ * *rev (may be NULL). Rows are read as cb asks for them (a SQLite read transaction stepped
+ * row by row, a PostgreSQL cursor fetched in batches): memory stays constant, and cb may
+ * take its time (a client-paced stream; the snapshot is held meanwhile). cb returns
+ * non-zero to stop (that value is returned). Strings are valid during the callback only. */
+KW_NODISCARD int kw_store_export_relationships(kw_store_t *s, const kw_str_t *after,
+                                               kw_str_t resource_type, kw_rel_cb cb, void *ud,
+                                               kw_revision_t *rev);
 
 /* ---- changelog retention (PostgreSQL only) ----
  * Every committed relationship change stays in the changelog until pruned. The pruned
@@ -271,7 +300,9 @@ KW_NODISCARD int kw_store_tx_release_savepoint(kw_store_tx_t *tx, const kw_store
                                                kw_diag_t *diag);
 
 /* The relationship changes made by tx so far (TOUCH for writes, DELETE for deletes), in
- * order, valid until commit/rollback. Apply these to the engine after commit. */
+ * order, valid until commit/rollback. Apply these to the engine after commit. A TOUCH
+ * carries the caveat name, context and expiry written; a DELETE only the relationship's
+ * key (its caveat fields are empty, its expires_at 0). */
 void kw_store_tx_changes(kw_store_tx_t *tx, const kw_update_t **ups, size_t *n);
 
 KW_NODISCARD int kw_store_tx_agent_insert(kw_store_tx_t *tx, const kw_agent_t *ag);
@@ -286,11 +317,36 @@ KW_NODISCARD int kw_store_tx_key_delete(kw_store_tx_t *tx, kw_str_t id);
  * key; KW_ECONFLICT: the key exists but its credential is no longer r->old_* (another
  * rotation committed first): nothing changed. */
 KW_NODISCARD int kw_store_tx_key_rotate(kw_store_tx_t *tx, const kw_key_rotation_t *r);
-/* Applies relationship updates: CREATE (KW_ECONFLICT if present), TOUCH, DELETE. */
+/* Applies relationship updates: CREATE (KW_ECONFLICT if present), TOUCH, DELETE.
+ * Caveats and expiry (tag-kw-store-caveats): a CREATE or TOUCH stores the relationship's
+ * caveat name, caveat context (JSON object text, kept byte for byte; the engine validated
+ * it) and expires_at (microseconds UTC; 0: never), and a TOUCH of a stored relationship
+ * replaces all three. A stored relationship whose expiry has passed (by this process's
+ * clock) is gone as far as a CREATE is concerned, as it is for every query: the CREATE
+ * replaces it instead of failing. A DELETE ignores the three. Refused with KW_EINVAL,
+ * changing nothing: a context without a caveat name, a negative expires_at. */
 KW_NODISCARD int kw_store_tx_rel_write(kw_store_tx_t *tx, const kw_update_t *ups, size_t n,
                                        kw_diag_t *diag);
 /* Deletes every stored relationship matching filter (recorded in the tx changes). */
 KW_NODISCARD int kw_store_tx_rel_delete_matching(kw_store_tx_t *tx, const kw_filter_t *f,
                                                  size_t *n_deleted, kw_diag_t *diag);
+
+#include "audit.h" /* the audit trail and whole-database copies */
+
+/* ---- expired relationships (the sweep: sync's kw_sync_sweep_expired) ----
+ * Queries never depend on these (the engine compares expiry at query time); they keep
+ * the store and the graph from growing with relationships nobody can see. */
+/* The most rows one kw_store_tx_rel_delete_expired call deletes. */
+#define KW_STORE_SWEEP_MAX_ROWS 10000
+/* The earliest expiry among the stored relationships (microseconds UTC): KW_OK with
+ * *at_us, KW_ENOTFOUND when no stored relationship expires. One indexed read. */
+KW_NODISCARD int kw_store_next_expiry(kw_store_t *s, int64_t *at_us);
+/* Deletes, earliest expiry first, at most `limit` (1..KW_STORE_SWEEP_MAX_ROWS) stored
+ * relationships whose expires_at is at or before now_us, each recorded as a DELETE change
+ * (so the engine and, on PostgreSQL, the changelog and every other instance drop it like
+ * any delete). *n_deleted (may be NULL) gets how many. KW_EINVAL: limit out of range or
+ * now_us <= 0. */
+KW_NODISCARD int kw_store_tx_rel_delete_expired(kw_store_tx_t *tx, int64_t now_us, size_t limit,
+                                                size_t *n_deleted, kw_diag_t *diag);
 
 #endif

@@ -86,10 +86,19 @@ typedef struct kw_store_ops {
     int (*tx_savepoint)(kw_store_tx_t *tx, const char *name);
     int (*tx_rollback_to)(kw_store_tx_t *tx, const char *name);
     int (*tx_release)(kw_store_tx_t *tx, const char *name);
-    int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, kw_diag_t *diag);
+    /* now_us: this process's clock (CLOCK_REALTIME), for a CREATE over an expired
+     * relationship (store.h, tag-kw-store-caveats). DELETEs arrive with their caveat
+     * fields cleared. */
+    int (*tx_rel_write)(kw_store_tx_t *tx, const kw_update_t *ups, size_t n, int64_t now_us,
+                        kw_diag_t *diag);
     /* Same normalization: filter's subject_relation is "" for none when set. */
     int (*tx_rel_delete_matching)(kw_store_tx_t *tx, const kw_filter_t *f, size_t *n_deleted,
                                   kw_diag_t *diag);
+    /* Expired relationships (kw_store_next_expiry, kw_store_tx_rel_delete_expired);
+     * arguments checked by store.c. */
+    int (*next_expiry)(kw_store_t *s, int64_t *at_us);
+    int (*tx_rel_delete_expired)(kw_store_tx_t *tx, int64_t now_us, size_t limit, size_t *n_deleted,
+                                 kw_diag_t *diag);
 
     /* Followers (kw_store_changes_since / kw_store_wait_change); NULL when the backend
      * keeps no changelog (SQLite), and the calls then answer KW_EUNSUPPORTED. */
@@ -99,6 +108,14 @@ typedef struct kw_store_ops {
     int (*prune_changelog)(kw_store_t *s, int64_t older_than_us, size_t max_rows, size_t *n_deleted,
                            kw_revision_t *pruned_through, kw_diag_t *diag);
     int (*wait_change)(kw_store_t *s, int timeout_ms, kw_revision_t *latest);
+    /* The audit trail and copies (audit.h; audit_int.h). */
+    const struct kw__store_audit_ops *audit;
+    /* Watch's feed (kw_store_watch_changes): changes_since's contract, on every backend. */
+    int (*watch_changes)(kw_store_t *s, kw_revision_t after, size_t limit, kw_rel_change_cb cb,
+                         void *ud, kw_revision_t *upto, kw_diag_t *diag);
+    /* kw_store_export_relationships (after: 6 key fields or NULL). */
+    int (*export_relationships)(kw_store_t *s, const kw_str_t *after, kw_str_t resource_type,
+                                kw_rel_cb cb, void *ud, kw_revision_t *rev);
 } kw_store_ops_t;
 
 struct kw_store {
@@ -128,6 +145,10 @@ static inline void kw__store_tx_fini(kw_store_tx_t *tx)
 {
     kw__store_changes_fini(&tx->changes);
 }
+
+/* Microseconds since the Unix epoch by this process's clock (CLOCK_REALTIME), the clock
+ * the engine compares expiry with (store.c). */
+int64_t kw__store_now_us(void);
 
 /* Backends. Each opens its target (the URL with any scheme already removed for SQLite)
  * with `opts` (never NULL: store.c passes zeroed options for kw_store_open). */

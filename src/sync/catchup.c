@@ -46,6 +46,21 @@ int kw_sync_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n, kw_revi
     return kw_engine_write(engine, ups, n, NULL, 0, at, NULL, diag);
 }
 
+int kw__sync_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)
+{
+    kw_rel_t r;
+    int rc = kw_rel_copy(a, src, &r);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat, &r.caveat);
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, src->caveat_ctx, &r.caveat_ctx);
+    if (rc != KW_OK)
+        return rc;
+    r.expires_at = src->expires_at;
+    *out = r;
+    return KW_OK;
+}
+
 /* ---- catching up ---- */
 
 typedef struct {
@@ -102,7 +117,7 @@ static int on_change(kw_revision_t rev, kw_op_t op, const kw_rel_t *rel, void *u
     }
     kw_update_t *u = &ap->ups[ap->n];
     u->op = op;
-    if ((ap->rc = kw_rel_copy(ap->arena, rel, &u->rel)) != KW_OK)
+    if ((ap->rc = kw__sync_rel_copy(ap->arena, rel, &u->rel)) != KW_OK)
         return 1;
     ap->n++;
     ap->delivered++;

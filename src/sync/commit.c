@@ -21,7 +21,8 @@
 
 /* ---- the write path ---- */
 
-/* Deep-copies the transaction's changes (valid only until commit) into `a`. */
+/* Deep-copies the transaction's changes (valid only until commit) into `a`, caveats and
+ * expiry included. */
 static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, size_t *n_out)
 {
     const kw_update_t *ups = NULL;
@@ -38,19 +39,9 @@ static int copy_changes(kw_store_tx_t *tx, kw_arena_t *a, kw_update_t **out, siz
         return KW_ENOMEM;
     memset(c, 0, n * sizeof(*c)); /* no caveat, context or expiry unless copied */
     for (size_t i = 0; i < n; i++) {
-        const kw_rel_t *r = &ups[i].rel;
-        kw_str_t *dst[] = {&c[i].rel.resource.type, &c[i].rel.resource.id,
-                           &c[i].rel.relation,      &c[i].rel.subject.type,
-                           &c[i].rel.subject.id,    &c[i].rel.subject.relation};
-        const kw_str_t src[] = {r->resource.type, r->resource.id, r->relation,
-                                r->subject.type,  r->subject.id,  r->subject.relation};
         c[i].op = ups[i].op;
-        for (size_t j = 0; j < KW_ARRAY_LEN(src); j++) {
-            char *p = kw_arena_strndup(a, src[j].ptr ? src[j].ptr : "", src[j].len);
-            if (!p)
-                return KW_ENOMEM;
-            *dst[j] = (kw_str_t){p, src[j].len};
-        }
+        if (kw__sync_rel_copy(a, &ups[i].rel, &c[i].rel) != KW_OK)
+            return KW_ENOMEM;
     }
     *out = c;
     *n_out = n;
@@ -476,27 +467,40 @@ void kw_sync_release(kw_sync_t *s)
 
 /* ---- the schema write ---- */
 
-/* After meta "schema" is stored: an EMPTY store transaction gives the change a store
- * revision (the writtenAt token) and, on PostgreSQL, the NOTIFY that makes every other
- * instance's follower cross an empty revision and re-read the stored schema (schema.c).
- * Under the write mutex. */
-static int announce_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev, kw_diag_t *d)
+/* After the live swap: ONE store transaction stores the text in meta "schema", runs the
+ * caller's `fn` (the audit event, kw_sync_write_schema_with) and commits, so text, event
+ * and revision are durable together or not at all. The transaction adds no relationship
+ * change: its revision is the change's (the writtenAt token), and on PostgreSQL its
+ * NOTIFY makes every other instance's follower cross it and re-read the stored schema
+ * (schema.c). Under the write mutex. */
+static int announce_schema(kw_sync_t *s, kw_str_t text, kw_sync_tx_fn fn, void *ud,
+                           kw_revision_t *rev, kw_diag_t *d)
 {
-    int rc = kw__sync_remember_schema(s, text);
-    if (rc != KW_OK)
-        return rc;
     kw_store_tx_t *tx = NULL;
     kw_revision_t r = 0;
-    rc = kw_store_tx_begin(s->store, &tx, d);
-    if (rc == KW_OK)
-        rc = kw_store_tx_commit(tx, &r, d);
+    int rc = kw_store_tx_begin(s->store, &tx, d);
+    if (rc != KW_OK)
+        return rc;
+    rc = kw_store_tx_meta_set(tx, "schema", text);
+    if (rc == KW_OK && fn)
+        rc = fn(tx, ud, d);
     if (rc != KW_OK) {
-        /* Stored and installed here; the others install it when they next cross an
-         * empty revision. The caller gets 503 and may simply retry. */
-        kw_log(KW_LOG_WARN, KW_MODULE, "schema stored but its revision could not be committed: %s",
+        kw_store_tx_rollback(tx);
+        return rc;
+    }
+    rc = kw_store_tx_commit(tx, &r, d);
+    if (rc != KW_OK) {
+        /* A lost COMMIT on PostgreSQL: the outcome is unknown here; if it did commit, the
+         * follower installs the stored text when it crosses the revision. The caller gets
+         * 503 and may simply retry. */
+        kw_log(KW_LOG_WARN, KW_MODULE, "the schema's revision could not be committed: %s",
                kw_err_name(rc));
         return rc;
     }
+    if (kw__sync_remember_schema(s, text) != KW_OK)
+        kw_log(KW_LOG_WARN, KW_MODULE,
+               "out of memory remembering the schema text; the "
+               "follower will re-read it");
     if (s->follows) {
         kw_diag_t cd;
         kw_diag_clear(&cd);
@@ -513,6 +517,12 @@ static int announce_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev, kw_d
 
 int kw_sync_write_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev, kw_diag_t *diag)
 {
+    return kw_sync_write_schema_with(s, text, NULL, NULL, rev, diag);
+}
+
+int kw_sync_write_schema_with(kw_sync_t *s, kw_str_t text, kw_sync_tx_fn fn, void *ud,
+                              kw_revision_t *rev, kw_diag_t *diag)
+{
     kw_buf_t old;
     kw_buf_init(&old);
     kw_revision_t r = 0;
@@ -527,16 +537,14 @@ int kw_sync_write_schema(kw_sync_t *s, kw_str_t text, kw_revision_t *rev, kw_dia
     if (rc == KW_OK)
         rc = kw_engine_set_schema(s->engine, text, NULL, diag);
     if (rc == KW_OK) {
-        rc = kw_store_meta_set(s->store, "schema", text);
+        rc = announce_schema(s, text, fn, ud, &r, diag);
         if (rc != KW_OK) {
-            /* Not stored: the live schema goes back, so memory and disk agree. */
+            /* Not committed: the live schema goes back, so memory and disk agree. */
             int rb = kw_engine_set_schema(s->engine, (kw_str_t){old.ptr ? old.ptr : "", old.len},
                                           NULL, NULL);
             if (rb != KW_OK)
                 kw_log(KW_LOG_ERROR, KW_MODULE, "could not restore the previous schema: %s",
                        kw_err_name(rb));
-        } else {
-            rc = announce_schema(s, text, &r, diag);
         }
     }
     pthread_mutex_unlock(&s->write_mu);

@@ -189,7 +189,7 @@ int kw_sync_start(kw_sync_t *s, kw_diag_t *diag)
     if (rc == KW_EUNSUPPORTED) {
         s->follows = false;
         atomic_store(&s->fresh, true);
-        return KW_OK;
+        return kw__sync_sweeper_start(s, diag);
     }
     if (rc != KW_OK)
         return rc;
@@ -212,7 +212,10 @@ int kw_sync_start(kw_sync_t *s, kw_diag_t *diag)
     }
     kw_log(KW_LOG_INFO, KW_MODULE, "following the store from revision %" PRIu64,
            (uint64_t)kw_sync_applied(s));
-    return KW_OK;
+    rc = kw__sync_sweeper_start(s, diag);
+    if (rc != KW_OK)
+        kw_sync_stop(s);
+    return rc;
 
 fail_thread:
     s->follower = NULL;
@@ -226,7 +229,10 @@ fail_mutex:
 
 void kw_sync_stop(kw_sync_t *s)
 {
-    if (!s || !s->follower)
+    if (!s)
+        return;
+    kw__sync_sweeper_stop(s); /* it writes, and a write may catch up: before the follower */
+    if (!s->follower)
         return;
     kw__follower_t *fl = s->follower;
     pthread_mutex_lock(&fl->mu);

@@ -12,6 +12,7 @@ void kw_sync_config_default(kw_sync_config_t *cfg)
     cfg->freshness_ms = KW_SYNC_FRESHNESS_MS;
     cfg->prune_interval_s = KW_SYNC_PRUNE_INTERVAL_S;
     cfg->retain_s = KW_SYNC_RETAIN_S;
+    cfg->sweep_interval_s = KW_SYNC_SWEEP_INTERVAL_S;
     cfg->check_schema = NULL;
 }
 
@@ -29,6 +30,7 @@ int kw_sync_new(kw_engine_t *engine, kw_store_t *store, const kw_sync_config_t *
     s->freshness_ms = cfg->freshness_ms;
     s->prune_interval_s = cfg->prune_interval_s;
     s->retain_s = cfg->retain_s;
+    s->sweep_interval_s = cfg->sweep_interval_s;
     kw_buf_init(&s->schema_seen);
     if (pthread_mutex_init(&s->write_mu, NULL) != 0)
         goto fail_write_mu;
@@ -52,7 +54,7 @@ void kw_sync_free(kw_sync_t *s)
 {
     if (!s)
         return;
-    kw_sync_stop(s); /* the follower uses everything below */
+    kw_sync_stop(s); /* the follower and the sweeper use everything below */
     kw__sync_state_fini(s);
     pthread_mutex_destroy(&s->group_mu);
     pthread_mutex_destroy(&s->write_mu);
@@ -78,4 +80,5 @@ void kw_sync_stats(kw_sync_t *s, kw_sync_stats_t *out)
     out->resyncs = relaxed(&s->resyncs);
     out->last_resync_ms = relaxed(&s->last_resync_ms);
     out->wakeups = relaxed(&s->wakeups);
+    out->expired_swept = relaxed(&s->expired_swept);
 }

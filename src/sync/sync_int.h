@@ -5,7 +5,8 @@
  * it): sync.c (lifecycle, counters) -> follower.c (the thread) -> catchup.c (changelog
  * applier, full reload, resync, await) -> schema.c (stored schema, trial install,
  * remembered text) -> state.c (applied revision, freshness, lease, clocks); commit.c
- * (group commit, schema write) -> catchup.c, schema.c, state.c.
+ * (group commit, schema write) -> catchup.c, schema.c, state.c; follower.c -> sweep.c
+ * (the expiry sweep, its thread) -> commit.c.
  *
  * Ownership: everything here belongs to the kw_sync_t. Threads: the lock of each field
  * is named beside it; the order between the locks is the table of sync.h
@@ -21,6 +22,7 @@
 #include "sync.h"
 
 typedef struct kw__follower kw__follower_t;
+typedef struct kw__sweeper kw__sweeper_t;
 typedef struct kw__write_job kw__write_job_t;
 
 struct kw_sync {
@@ -82,6 +84,10 @@ struct kw_sync {
     _Atomic uint64_t last_resync_ms;    /* how long the last one took */
     _Atomic uint64_t wakeups;           /* kw_store_wait_change answers (NOTIFY, or the
                                          * immediate answer after each (re)connect) */
+    /* ---- the expiry sweep (sweep.c) ---- */
+    long sweep_interval_s;          /* 0: no sweeper thread */
+    kw__sweeper_t *sweeper;         /* its thread, from kw_sync_start to kw_sync_stop */
+    _Atomic uint64_t expired_swept; /* rows this instance's sweeps deleted */
 };
 
 /* How long the follower's last proof of currency stays valid (s->synced_ms): well above
@@ -115,6 +121,9 @@ KW_NODISCARD int kw__sync_remember_schema(kw_sync_t *s, kw_str_t text);
 KW_NODISCARD int kw__sync_schema_follow(kw_sync_t *s, kw_diag_t *diag);
 
 /* ---- catchup.c ---- */
+/* A deep copy of *src into `a`, its caveat name, caveat context and expiry included (what
+ * a TOUCH change carries, store.h): KW_OK or KW_ENOMEM with *out untouched. */
+KW_NODISCARD int kw__sync_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out);
 /* Under write_mu. Applies every committed revision after applied_rev, swapping the
  * schema when the stored one changed; advances applied_rev. KW_EUNSUPPORTED on SQLite
  * (no changelog); KW_EPRUNED (and not fresh) when the changelog no longer reaches back. */
@@ -123,5 +132,13 @@ KW_NODISCARD int kw__sync_catch_up_raw(kw_sync_t *s, kw_diag_t *diag);
  * the changelog no longer reaches back to applied_rev, a full reload and a catch-up from
  * there. KW_EUNSUPPORTED on SQLite. */
 KW_NODISCARD int kw__sync_locked(kw_sync_t *s, kw_diag_t *diag);
+
+/* ---- sweep.c ---- */
+/* Microseconds since the Unix epoch (CLOCK_REALTIME: the clock expiry is compared with). */
+int64_t kw__sync_realtime_us(void);
+/* Starts the sweeper thread when sweep_interval_s > 0 (KW_OK, KW_ENOMEM); stop joins it
+ * (a no-op without one). Called by kw_sync_start / kw_sync_stop. */
+KW_NODISCARD int kw__sync_sweeper_start(kw_sync_t *s, kw_diag_t *diag);
+void kw__sync_sweeper_stop(kw_sync_t *s);
 
 #endif

@@ -773,3 +773,27 @@ KW_TEST(cel_bind_flags)
     kw_cel_ctx_free(rel);
     kw_cel_program_free(p);
 }
+
+KW_TEST(cel_optional_types)
+{
+    /* SpiceDB enables cel-go's optional types (version 0) */
+    T("x int", "optional.of(x).hasValue() && optional.of(x).value() == 1", "{\"x\": 1}");
+    T("x int", "optional.none().orValue(x) == 1 && !optional.ofNonZeroValue(x - 1).hasValue()",
+      "{\"x\": 1}");
+    T("x int", "optional.none().or(optional.of(x)).value() == 1", "{\"x\": 1}");
+    KW_ASSERT_EQ(ev("x int", "optional.none().value() == x", "{\"x\": 1}"), 'E');
+    /* a.?f and m[?k]: optional selection and index, chains that find nothing give none */
+    const char *m = "{\"m\": {\"a\": {\"b\": 2}}}";
+    T("m map<any>", "m.?a.b.orValue(0) == 2 && m.?z.b.orValue(0) == 0", m);
+    T("m map<any>", "m.?a.c.orValue(0) == 0 && m[?'a'].hasValue() && !m[?'q'].hasValue()", m);
+    T("l list<int>", "l[?0].orValue(9) == 1 && l[?5].orValue(9) == 9", "{\"l\": [1]}");
+    T("m map<int>", "m.?a == optional.of(1) && m.?z == optional.none()", "{\"m\": {\"a\": 1}}");
+    /* or / orValue evaluate their argument only when needed */
+    T("x int", "optional.of(x).orValue(1 / 0) == 1", "{\"x\": 1}");
+    KW_ASSERT_EQ(ev("x int", "optional.of(x).orValue('a') == 1", "{\"x\": 1}"), 'C');
+    KW_ASSERT_EQ(ev("m map<int>", "m.?a.value() > 0", NULL), 'P');
+    /* the methods called as global functions are type errors (found by fuzzing) */
+    const char *bad[] = {"value() == x", "hasValue() && x == 1", "or(x) == 1", "orValue(x) == 1"};
+    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++)
+        KW_ASSERT_EQ(ev("x int", bad[i], NULL), 'C');
+}

@@ -125,3 +125,51 @@ KW_TEST(schema_write_stores_installs_and_remembers_at_a_revision_of_its_own)
     KW_ASSERT_EQ(kw_engine_count(in.engine), 1);
     kw_ti_close(&in);
 }
+
+/* The caller's step of a schema write (its audit event) runs in the schema's transaction:
+ * it fails -> nothing stored, the live schema restored, no revision; it succeeds -> its
+ * change commits at the schema's revision. */
+static int fail_step(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    (void)tx;
+    (void)ud;
+    return kw_diag_set(diag, KW_EDB, 0, 0, "the step failed");
+}
+
+static int event_step(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    (void)ud;
+    kw_audit_event_t ev;
+    memset(&ev, 0, sizeof(ev));
+    ev.at_us = 1;
+    ev.action = KW_STR("schema.write");
+    ev.resource = KW_STR("schema");
+    return kw_store_tx_audit_append(tx, &ev, diag);
+}
+
+KW_TEST(schema_write_with_runs_the_step_in_its_transaction)
+{
+    kw_ti_t in;
+    KW_ASSERT(kw_ti_sqlite(&in, "schema_with_test"));
+    kw_revision_t rev = 0, srev = 0;
+    KW_ASSERT_EQ(kw_sync_write(in.sync, one_member, NULL, 0, &rev, NULL), KW_OK);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(kw_sync_write_schema_with(in.sync, kw_str_c(with_doc), fail_step, NULL, &srev, &d),
+                 KW_EDB);
+    KW_ASSERT_EQ(srev, 0);
+    KW_ASSERT(live_schema_is(&in, kw_ti_schema));
+    KW_ASSERT(stored_schema_is(&in, ""));
+    kw_revision_t now = 0;
+    KW_ASSERT_EQ(kw_store_revision(in.store, &now), KW_OK);
+    KW_ASSERT_EQ(now, rev);
+    KW_ASSERT_EQ(
+        kw_sync_write_schema_with(in.sync, kw_str_c(with_doc), event_step, NULL, &srev, &d), KW_OK);
+    KW_ASSERT_EQ(srev, rev + 1);
+    KW_ASSERT(live_schema_is(&in, with_doc));
+    KW_ASSERT(stored_schema_is(&in, with_doc));
+    kw_audit_report_t r;
+    KW_ASSERT_EQ(kw_store_audit_verify(in.store, &r, NULL), KW_OK);
+    KW_ASSERT_EQ(r.n_events, 1);
+    kw_ti_close(&in);
+}

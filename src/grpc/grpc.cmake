@@ -7,6 +7,7 @@ pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 
 set(KW_PROTOS
   authzed/api/v1/core authzed/api/v1/permission_service authzed/api/v1/schema_service
+  authzed/api/v1/watch_service
   google/protobuf/any google/protobuf/struct google/protobuf/timestamp
   google/rpc/status google/rpc/error_details grpc/health/v1/health)
 set(KW_PROTO_OUT ${CMAKE_BINARY_DIR}/proto)

@@ -1,7 +1,7 @@
 /*
  * grpc/grpc.h - keyward's gRPC endpoint: SpiceDB's authzed.api.v1 services
- * (PermissionsService, SchemaService) and grpc.health.v1 over HTTP/2 (nghttp2), plaintext
- * with prior knowledge (h2c) or TLS (OpenSSL, ALPN h2 only; the handshake runs on the
+ * (PermissionsService, SchemaService, WatchService) and grpc.health.v1 over HTTP/2 (nghttp2),
+ * plaintext with prior knowledge (h2c) or TLS (OpenSSL, ALPN h2 only; the handshake runs on the
  * connection's thread within stall_ms). The messages are protobuf-c code generated at build time
  * from proto/ (SpiceDB's package, message and field names and numbers). This module is
  * only a transport and a codec: every RPC runs through the /v1 service layer

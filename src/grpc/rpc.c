@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/v1svc_more.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
 #include "convert.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -674,13 +676,117 @@ out:
     kw_arena_free(a);
 }
 
+/* ---- WatchService ---- */
+
+static int emit_watch(void *ud, const kw_v1_watch_event_t *ev)
+{
+    emit_ctx_t *e = ud;
+    if (ev->n_updates == 0 && !ev->is_checkpoint)
+        return kw__grpc_alive(e->c); /* nothing to send: is the client still there? */
+    kw_arena_reset(e->a);
+    Authzed__Api__V1__WatchResponse m = AUTHZED__API__V1__WATCH_RESPONSE__INIT;
+    m.changes_through = kw__grpc_token(ev->changes_through, e->a);
+    m.is_checkpoint = ev->is_checkpoint;
+    if (!m.changes_through)
+        return KW_ENOMEM;
+    if (ev->n_updates) {
+        m.updates = kw_arena_alloc(e->a, ev->n_updates * sizeof(*m.updates));
+        if (!m.updates)
+            return KW_ENOMEM;
+        for (size_t i = 0; i < ev->n_updates; i++) {
+            Authzed__Api__V1__RelationshipUpdate *u = kw_arena_alloc(e->a, sizeof(*u));
+            if (!u)
+                return KW_ENOMEM;
+            authzed__api__v1__relationship_update__init(u);
+            u->operation = ev->updates[i].op == KW_OP_DELETE
+                               ? AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_DELETE
+                           : ev->updates[i].op == KW_OP_CREATE
+                               ? AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_CREATE
+                               : AUTHZED__API__V1__RELATIONSHIP_UPDATE__OPERATION__OPERATION_TOUCH;
+            if (!(u->relationship = kw__grpc_rel_msg(&ev->updates[i].rel, e->a)))
+                return KW_ENOMEM;
+            m.updates[i] = u;
+        }
+        m.n_updates = ev->n_updates;
+    }
+    return kw__grpc_send(e->c, &m.base);
+}
+
+static void rpc_watch(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_status_t *st)
+{
+    Authzed__Api__V1__WatchRequest *req = authzed__api__v1__watch_request__unpack(NULL, n, in);
+    kw_arena_t *a = kw_arena_new(0), *ra = kw_arena_new(0);
+    if (!a || !ra) {
+        oom(st);
+        goto out;
+    }
+    if (!req) {
+        bad_message(st, "WatchRequest");
+        goto out;
+    }
+    kw_v1_watch_req_t r = {.n_object_types = req->n_optional_object_types,
+                           .n_filters = req->n_optional_relationship_filters};
+    kw_str_t *types =
+        r.n_object_types ? kw_arena_alloc(ra, r.n_object_types * sizeof(*types)) : NULL;
+    kw_filter_t *filters = r.n_filters ? kw_arena_alloc(ra, r.n_filters * sizeof(*filters)) : NULL;
+    kw_str_t *prefixes = r.n_filters ? kw_arena_alloc(ra, r.n_filters * sizeof(*prefixes)) : NULL;
+    if ((r.n_object_types && !types) || (r.n_filters && (!filters || !prefixes))) {
+        oom(st);
+        goto out;
+    }
+    for (size_t i = 0; i < r.n_object_types; i++)
+        types[i] = kw_str_c(req->optional_object_types[i]);
+    for (size_t i = 0; i < r.n_filters; i++)
+        if (!kw__grpc_filter(req->optional_relationship_filters[i], &filters[i], &prefixes[i], st))
+            goto out;
+    r.object_types = types;
+    r.filters = filters;
+    r.id_prefixes = prefixes;
+    if (req->optional_start_cursor) {
+        r.has_start = true;
+        if (!req->optional_start_cursor->token ||
+            !kw_api_parse_revision(kw_str_c(req->optional_start_cursor->token), &r.start)) {
+            kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
+                       "invalid zedtoken: not a token this server minted");
+            goto out;
+        }
+    }
+    r.relationship_kinds = req->n_optional_update_kinds == 0;
+    for (size_t i = 0; i < req->n_optional_update_kinds; i++) {
+        switch (req->optional_update_kinds[i]) {
+        case AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_UNSPECIFIED:
+        case AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_RELATIONSHIP_UPDATES:
+            r.relationship_kinds = true;
+            break;
+        case AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_SCHEMA_UPDATES:
+            r.schema_updates = true;
+            break;
+        case AUTHZED__API__V1__WATCH_KIND__WATCH_KIND_INCLUDE_CHECKPOINTS:
+            r.checkpoints = true;
+            break;
+        default:
+            kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
+                       "invalid WatchRequest.OptionalUpdateKinds: not a defined WatchKind");
+            goto out;
+        }
+    }
+    emit_ctx_t e = {c, a};
+    finish(kw_v1_watch(kw__grpc_api(c), &r, emit_watch, &e, st), st);
+out:
+    if (req)
+        authzed__api__v1__watch_request__free_unpacked(req, NULL);
+    kw_arena_free(a);
+    kw_arena_free(ra);
+}
+
 /* ---- grpc.health.v1 ---- */
 
 /* "" (the server) and the services served are SERVING; anything else NOT_FOUND. */
 static bool health_known(const char *svc)
 {
     static const char *const known[] = {"", "authzed.api.v1.PermissionsService",
-                                        "authzed.api.v1.SchemaService"};
+                                        "authzed.api.v1.SchemaService",
+                                        "authzed.api.v1.WatchService"};
     for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
         if (strcmp(svc ? svc : "", known[i]) == 0)
             return true;
@@ -737,6 +843,7 @@ static const kw__grpc_rpc_t rpcs[] = {
     {PS "LookupSubjects", rpc_lookup_subjects, false},
     {PS "ExpandPermissionTree", rpc_expand, false},
     {SS "ReadSchema", rpc_read_schema, false},
+    {"/authzed.api.v1.WatchService/Watch", rpc_watch, false},
     {SS "WriteSchema", rpc_write_schema, false},
     {"/grpc.health.v1.Health/Check", rpc_health_check, true},
     {"/grpc.health.v1.Health/Watch", rpc_health_watch, true},

@@ -232,6 +232,30 @@ test('keyward over gRPC with the official Node client', async (t) => {
     assert.equal(errorInfo(bad).info.reason, 'ERROR_REASON_INVALID_CURSOR');
   });
 
+  await t.test('Watch sees what another client writes, then is cancelled', async () => {
+    const writer = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+    const got = [];
+    const w = client.watch(v1.WatchRequest.create({ optionalObjectTypes: ['doc'] }));
+    const seen = new Promise((resolve, reject) => {
+      w.on('data', (ev) => {
+        for (const u of ev.updates) got.push(`${u.operation}:${u.relationship.resource.objectId}@${u.relationship.subject.object.objectId}`);
+        assert.match(ev.changesThrough.token, /^[0-9]+$/);
+        if (got.length >= 3) resolve();
+      });
+      w.on('error', (e) => { if (e.code !== grpc.status.CANCELLED) reject(e); });
+    });
+    await new Promise((r) => setTimeout(r, 300)); // the watch is registered
+    await writer.promises.writeRelationships(v1.WriteRelationshipsRequest.create({
+      updates: [touch(rel('w1', 'dave')), touch(rel('w2', 'dave'))] }));
+    await writer.promises.deleteRelationships(v1.DeleteRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceId: 'w1' }) }));
+    await Promise.race([seen, new Promise((_, rej) => setTimeout(() => rej(new Error('watch saw ' + JSON.stringify(got))), 5000))]);
+    const T = v1.RelationshipUpdate_Operation.TOUCH, D = v1.RelationshipUpdate_Operation.DELETE;
+    assert.deepEqual(got.slice(0, 3), [`${T}:w1@dave`, `${T}:w2@dave`, `${D}:w1@dave`]);
+    w.cancel();
+    writer.close();
+  });
+
   await t.test('errors carry SpiceDB codes and ErrorInfo', async () => {
     const e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
       resource: obj('nosuchtype', 'x'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.FAILED_PRECONDITION);

@@ -3,12 +3,14 @@
  * request message the gRPC endpoint accepts, and the conversions of what decodes into
  * the service layer's types (objects, subjects, relationships with caveat contexts and
  * expiry, filters, preconditions, consistency, Structs to JSON). The first byte picks
- * the message; the rest is its wire encoding. Properties: no crash, leak or undefined
- * behaviour; a conversion that fails says why (a gRPC code is set).
+ * the message (mod 13: the 11 request messages, WatchRequest, a bare Relationship); the rest is its
+ * wire encoding. Properties: no crash, leak or undefined behaviour; a conversion that fails says
+ * why (a gRPC code is set).
  */
 #include <stdlib.h>
 
 #include "authzed/api/v1/schema_service.pb-c.h"
+#include "authzed/api/v1/watch_service.pb-c.h"
 #include "grpc/convert.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -73,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    switch (data[0] % 12) {
+    switch (data[0] % 13) {
     case 0: {
         Authzed__Api__V1__CheckPermissionRequest *m =
             authzed__api__v1__check_permission_request__unpack(NULL, n, in);
@@ -181,6 +183,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             grpc__health__v1__health_check_request__unpack(NULL, n, in);
         if (m)
             grpc__health__v1__health_check_request__free_unpacked(m, NULL);
+        break;
+    }
+    case 12: {
+        Authzed__Api__V1__WatchRequest *m = authzed__api__v1__watch_request__unpack(NULL, n, in);
+        if (m) {
+            for (size_t i = 0; i < m->n_optional_relationship_filters; i++)
+                filter(m->optional_relationship_filters[i]);
+            authzed__api__v1__watch_request__free_unpacked(m, NULL);
+        }
         break;
     }
     default: {

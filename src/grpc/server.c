@@ -194,10 +194,12 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
             goto out;
         if (s->out.len - s->out_off <= KW_GRPC_STREAM_BUF)
             break;
-        /* Full: wait for the connection thread to send (or for the deadline). */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += 1;
+        /* Full: wait for the connection thread to send, at most until the deadline (and
+         * a second at a time, so a lost wake-up costs no more than that). */
+        int64_t until = mono_us() + 1000000;
+        if (s->deadline_us && s->deadline_us < until)
+            until = s->deadline_us;
+        struct timespec ts = {(time_t)(until / 1000000), (long)(until % 1000000) * 1000};
         pthread_cond_timedwait(&s->room, &c->mu, &ts);
     }
     size_t at = s->out.len;

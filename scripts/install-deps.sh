@@ -14,11 +14,15 @@ PKGS=(
   python3 python3-pytest python3-requests        # the end-to-end suite
   curl                                           # the README's quick start (test_readme.py)
   wrk                                            # bench/svc_bench.sh
+  protobuf-c-compiler libprotobuf-c-dev libnghttp2-dev   # the gRPC endpoint (src/grpc)
+  nodejs                                         # the gRPC e2e stage (tests/grpc)
 )
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# npm comes with Debian's own package, or inside a nodejs that bundles it.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -gt 0 ] || exit 0
 if [ "$(id -u)" -eq 0 ]; then
   SUDO=()

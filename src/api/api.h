@@ -35,6 +35,17 @@ void kw_api_free(kw_api_t *api);
  * entries skipped; NULL or "": none). Replaces any earlier list; only keyed hashes are
  * kept. Call before serving. KW_OK or KW_ENOMEM (the old list stays). */
 KW_NODISCARD int kw_api_set_v1_preshared_keys(kw_api_t *api, const char *csv);
+/* For another transport of the /v1 services (src/grpc): is `authorization` (the header's
+ * value, "Bearer <credential>") an administrator of the /v1 API, i.e. a preshared key or
+ * a JWT with admin: true? KW_OK with `actor` (the principal as the log and the audit trail
+ * name it: "v1:preshared-key", "user:<sub>"; NUL-terminated, truncated to actor_cap);
+ * KW_EFORBIDDEN (a valid JWT without admin); KW_EAUTH (absent, malformed or refused).
+ * Nothing secret is logged. */
+KW_NODISCARD int kw_api_v1_authorize(kw_api_t *api, const char *authorization, char *actor,
+                                     size_t actor_cap);
+/* Blocks until the instance has applied `min` (and with `full` caught up with the store):
+ * kw_sync_await's answers (KW_OK, KW_EINVAL, KW_EDB, KW_ETIMEOUT). */
+KW_NODISCARD int kw_api_v1_await(kw_api_t *api, kw_revision_t min, bool full);
 /* The server that serves the api's routes (NULL before stopping it): requests that wait
  * for a presented revision park on it (they hold no thread) and the api wakes them when
  * the sync module applies a revision. Call after kw_http_server_start and with NULL before

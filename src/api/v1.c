@@ -25,6 +25,8 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
 
 #include "v1_int.h"
 
@@ -68,6 +70,40 @@ bool kw__v1_preshared(kw_api_t *api, kw_str_t cred)
     for (size_t i = 0; i < api->n_v1_keys; i++)
         any |= kw_key_hash_eq(h, api->v1_keys[i]);
     return any;
+}
+
+int kw_api_v1_authorize(kw_api_t *api, const char *authorization, char *actor, size_t actor_cap)
+{
+    if (actor_cap)
+        actor[0] = '\0';
+    const char *h = authorization ? authorization : "";
+    while (*h == ' ' || *h == '\t')
+        h++;
+    if (strncasecmp(h, "bearer ", 7) != 0)
+        return KW_EAUTH;
+    h += 7;
+    while (*h == ' ' || *h == '\t')
+        h++;
+    kw_str_t cred = kw_str_c(h);
+    while (cred.len && (cred.ptr[cred.len - 1] == ' ' || cred.ptr[cred.len - 1] == '\t'))
+        cred.len--;
+    if (cred.len == 0)
+        return KW_EAUTH;
+    if (kw__v1_preshared(api, cred)) {
+        snprintf(actor, actor_cap, "v1:preshared-key");
+        return KW_OK;
+    }
+    kw_token_claims_t claims;
+    if (kw_token_verify(api->keyring, cred, (int64_t)time(NULL), &claims, NULL) != KW_OK)
+        return KW_EAUTH;
+    snprintf(actor, actor_cap, "%s:%.*s", claims.principal_type[0] ? claims.principal_type : "user",
+             (int)strnlen(claims.sub, sizeof(claims.sub)), claims.sub);
+    return claims.admin ? KW_OK : KW_EFORBIDDEN;
+}
+
+int kw_api_v1_await(kw_api_t *api, kw_revision_t min, bool full)
+{
+    return kw__api_await(api, min, full);
 }
 
 bool kw__v1_on_worker(kw_http_req_t *req)

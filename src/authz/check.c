@@ -216,7 +216,12 @@ static int req_ctx(kw_ck_t *c, uint16_t cav, const kw_cel_ctx_t **out)
     if (!c->req_done[cav]) {
         kw_diag_t d;
         kw_diag_clear(&d);
-        int rc = kw_cel_ctx_bind(c->s->caveats[cav].program, c->req_json, &c->req[cav], &d);
+        /* Deferred: a request value that does not convert fails only an evaluation that
+         * uses it, so a relationship whose own context sets that parameter is unaffected
+         * (SpiceDB converts the request context after the relationship's has overridden
+         * it). */
+        int rc = kw_cel_ctx_bind_ex(c->s->caveats[cav].program, c->req_json, KW_CEL_BIND_DEFER,
+                                    &c->req[cav], &d);
         if (rc != KW_OK)
             return kw_diag_set(c->diag, rc, 0, 0,
                                "the request context does not fit caveat %.*s: %s",

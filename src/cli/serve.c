@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "grpc/grpc.h"
 #include "sync/sync.h"
 #include "base/log.h"
 #include "cli.h"
@@ -71,6 +72,19 @@ static void usage(FILE *f)
                "env KEYWARD_MAX_CONNS, KEYWARD_MAX_CONNS_PER_ADDR,\n  KEYWARD_HEADER_TIMEOUT_S, "
                "KEYWARD_BODY_TIMEOUT_S, KEYWARD_IDLE_TIMEOUT_S, KEYWARD_DRAIN_TIMEOUT_S,\n"
                "  KEYWARD_BODY_MEMORY\n");
+    fprintf(f, "\n  gRPC (SpiceDB's authzed.api.v1 PermissionsService and SchemaService, "
+               "grpc.health.v1; docs/API.md):\n"
+               "  --grpc-listen H:P  also serve gRPC (HTTP/2 cleartext, prior knowledge) on "
+               "H:P (env\n"
+               "                    KEYWARD_GRPC_LISTEN; default: no gRPC). Auth: "
+               "authorization: Bearer <key of\n"
+               "                    KEYWARD_V1_PRESHARED_KEYS or admin JWT>. stderr names the "
+               "bound address.\n"
+               "  --grpc-tls-cert FILE, --grpc-tls-key FILE\n"
+               "                    serve gRPC over TLS (ALPN h2) with this PEM certificate "
+               "chain and key (env\n"
+               "                    KEYWARD_GRPC_TLS_CERT, KEYWARD_GRPC_TLS_KEY; default: "
+               "cleartext)\n");
 }
 
 static const char *env_or(const char *name, const char *dflt)
@@ -300,17 +314,23 @@ int kw_cli_serve(int argc, char **argv)
     const char *listen = env_or("KEYWARD_LISTEN", "127.0.0.1:8080");
     const char *schema = env_or("KEYWARD_SCHEMA", NULL);
     const char *threads_arg = env_or("KEYWARD_THREADS", NULL);
+    const char *grpc_listen = env_or("KEYWARD_GRPC_LISTEN", NULL);
+    const char *grpc_cert = env_or("KEYWARD_GRPC_TLS_CERT", NULL);
+    const char *grpc_key = env_or("KEYWARD_GRPC_TLS_KEY", NULL);
     const char *http_vals[N_HTTP_OPTS];
     for (size_t k = 0; k < N_HTTP_OPTS; k++)
         http_vals[k] = env_or(http_opts[k].env, NULL);
     bool allow_insecure_db = false; /* or env KEYWARD_ALLOW_INSECURE_DB_MODE (secrets.h) */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char **dst = strcmp(a, "--db") == 0        ? &db
-                           : strcmp(a, "--listen") == 0  ? &listen
-                           : strcmp(a, "--schema") == 0  ? &schema
-                           : strcmp(a, "--threads") == 0 ? &threads_arg
-                                                         : NULL;
+        const char **dst = strcmp(a, "--db") == 0              ? &db
+                           : strcmp(a, "--listen") == 0        ? &listen
+                           : strcmp(a, "--schema") == 0        ? &schema
+                           : strcmp(a, "--threads") == 0       ? &threads_arg
+                           : strcmp(a, "--grpc-listen") == 0   ? &grpc_listen
+                           : strcmp(a, "--grpc-tls-cert") == 0 ? &grpc_cert
+                           : strcmp(a, "--grpc-tls-key") == 0  ? &grpc_key
+                                                               : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
@@ -331,6 +351,12 @@ int kw_cli_serve(int argc, char **argv)
             listen = a + 9;
         else if (strncmp(a, "--schema=", 9) == 0)
             schema = a + 9;
+        else if (strncmp(a, "--grpc-listen=", 14) == 0)
+            grpc_listen = a + 14;
+        else if (strncmp(a, "--grpc-tls-cert=", 16) == 0)
+            grpc_cert = a + 16;
+        else if (strncmp(a, "--grpc-tls-key=", 15) == 0)
+            grpc_key = a + 15;
         else if (strncmp(a, "--threads=", 10) == 0)
             threads_arg = a + 10;
         else {
@@ -356,7 +382,22 @@ int kw_cli_serve(int argc, char **argv)
         return 2;
     }
 
+    char *grpc_host = NULL;
+    uint16_t grpc_port = 0;
+    if ((grpc_cert || grpc_key) && !(grpc_cert && grpc_key && grpc_listen)) {
+        fprintf(stderr, "keyward serve: --grpc-tls-cert and --grpc-tls-key go together, with "
+                        "--grpc-listen\n");
+        kw_free(host);
+        return 2;
+    }
+    if (grpc_listen && !parse_listen(grpc_listen, &grpc_host, &grpc_port)) {
+        fprintf(stderr, "keyward serve: --grpc-listen wants HOST:PORT, got '%s'\n", grpc_listen);
+        kw_free(host);
+        return 2;
+    }
+
     int status = 1, rc;
+    kw_grpc_server_t *gsrv = NULL;
     kw_store_t *store = NULL;
     kw_keyring_t *keyring = NULL;
     kw_engine_t *engine = NULL;
@@ -425,6 +466,20 @@ int kw_cli_serve(int argc, char **argv)
         goto out;
     }
     kw_api_serve_on(api, srv);
+    if (grpc_host) {
+        kw_grpc_config_t gcfg = {
+            .host = grpc_host, .port = grpc_port, .tls_cert = grpc_cert, .tls_key = grpc_key};
+        uint16_t gbound = 0;
+        kw_diag_clear(&d);
+        rc = kw_grpc_server_start(&gcfg, api, &gsrv, &gbound, &d);
+        if (rc != KW_OK) {
+            fprintf(stderr, "keyward: cannot listen for gRPC on %s: %s\n", grpc_listen,
+                    d.msg[0] ? d.msg : kw_strerror(rc));
+            goto out;
+        }
+        kw_log(KW_LOG_INFO, KW_MODULE, "gRPC listening on %s:%u (%s)", grpc_host, (unsigned)gbound,
+               grpc_cert ? "TLS" : "cleartext h2c");
+    }
     kw_log(KW_LOG_INFO, KW_MODULE, "serving (%s database)", kw_store_backend(store));
     if (strchr(host, ':'))
         printf("listening on http://[%s]:%u\n", host, (unsigned)bound);
@@ -436,6 +491,8 @@ int kw_cli_serve(int argc, char **argv)
     while (sigwait(&sigs, &sig) != 0)
         ;
     kw_log(KW_LOG_INFO, KW_MODULE, "signal %d: stopping", sig);
+    kw_grpc_server_stop(gsrv); /* before the HTTP server: both use the api */
+    gsrv = NULL;
     kw_api_serve_on(api, NULL); /* parked requests are answered by the stop (run = deadline) */
     if (kw_http_server_stop(srv) != KW_OK) {
         /* A handler is stuck past the drain timeout: it may still use the api, engine
@@ -448,6 +505,7 @@ int kw_cli_serve(int argc, char **argv)
     kw_sync_stop(sync); /* before the store closes */
     status = 0;
 out:
+    kw_grpc_server_stop(gsrv);
     if (srv) {
         kw_api_serve_on(api, NULL);
         kw_http_server_stop(srv);
@@ -461,5 +519,6 @@ out:
     if (store)
         kw_store_close(store);
     kw_free(host);
+    kw_free(grpc_host);
     return status;
 }

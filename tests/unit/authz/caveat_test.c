@@ -231,6 +231,10 @@ KW_TEST(caveat_check_three_valued)
     KW_ASSERT_EQ(th_check(e, "doc:a#viewer@user:open"), 0);
     /* a request context of the wrong type for the caveat: an error, never yes */
     KW_ASSERT(CK(e, "doc:a#viewer@user:open", "{\"x\": \"no\"}") < 0);
+    /* ... unless the relationship's own context sets that parameter: the request's value
+     * is overridden before it is converted, as in SpiceDB */
+    KW_ASSERT_EQ(CK(e, "doc:a#viewer@user:hi", "{\"x\": \"no\"}"), KW_CHECK_YES);
+    KW_ASSERT_EQ(CK(e, "doc:a#viewer@user:lo", "{\"x\": \"no\"}"), KW_CHECK_NO);
     /* union: a plain YES beats a conditional; intersection keeps it conditional */
     KW_ASSERT_EQ(touch(e, "doc:a#editor@user:open", NULL, NULL, 0), KW_OK);
     KW_ASSERT_EQ(CK(e, "doc:a#view@user:open", NULL), KW_CHECK_YES);

@@ -1,0 +1,70 @@
+/*
+ * grpc/grpc_int.h - inside the gRPC module: the framing helpers (frame.c, pure, unit
+ * tested and fuzzed), the call a handler works on (server.c) and the RPC table (rpc.c).
+ * Not a public header.
+ *
+ * Ownership: a handler's request bytes and the call are the server's, valid during the
+ *   handler. Messages passed to kw__grpc_send are copied (packed) before it returns.
+ * Threads: a handler runs on its own thread; kw__grpc_send may block (flow control).
+ * Errors: a handler reports its result in the kw_v1_status_t (code 0: OK).
+ */
+#ifndef KW_GRPC_INT_H
+#define KW_GRPC_INT_H
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "api/v1svc.h"
+#include "grpc.h"
+
+/* ---- frame.c ---- */
+/* The one message of a unary or server-streaming request body (5-byte prefix: flag 0,
+ * big-endian length, then exactly that many bytes). KW_OK with *msg and *len; KW_EINVAL
+ * (truncated, trailing bytes or several messages); KW_EUNSUPPORTED (compressed);
+ * KW_ETOOLARGE (over max). */
+KW_NODISCARD int kw__grpc_unframe(const uint8_t *body, size_t n, size_t max, const uint8_t **msg,
+                                  size_t *len);
+/* The 5-byte prefix of an uncompressed message of len bytes. */
+void kw__grpc_frame_prefix(uint8_t out[5], size_t len);
+/* grpc-timeout: 1-8 digits and a unit (H M S m u n) -> microseconds (>= 1). false when
+ * malformed. */
+bool kw__grpc_parse_timeout(const char *v, size_t n, int64_t *us);
+/* grpc-message's percent-encoding of msg into out (NUL-terminated, truncated to fit). */
+void kw__grpc_pct_encode(const char *msg, char *out, size_t cap);
+/* Unpadded standard base64 (binary metadata) of in into out (NUL-terminated); false when
+ * out is too small. */
+bool kw__grpc_b64(const uint8_t *in, size_t n, char *out, size_t cap);
+/* google.rpc.Status of st (with SpiceDB's ErrorInfo, domain authzed.com, when st has a
+ * reason), packed into *out (kw_malloc'd; the caller frees). KW_OK or KW_ENOMEM. */
+KW_NODISCARD int kw__grpc_status_pack(const kw_v1_status_t *st, uint8_t **out, size_t *len);
+
+/* ---- server.c: the call a handler works on ---- */
+typedef struct kw__grpc_call kw__grpc_call_t;
+kw_api_t *kw__grpc_api(kw__grpc_call_t *c);
+/* Who makes the call, for the audit trail of mutating RPCs: the authenticated principal,
+ * a request id (UUIDv7) made for the RPC, an arena living as long as the handler. */
+const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *c);
+/* Packs m as the next response message and queues it; waits while the stream's buffer is
+ * full. KW_OK; KW_EIO (the client cancelled or left); KW_ETIMEOUT (deadline passed);
+ * KW_ENOMEM. */
+KW_NODISCARD int kw__grpc_send(kw__grpc_call_t *c, const ProtobufCMessage *m);
+/* KW_OK, or KW_EIO / KW_ETIMEOUT as kw__grpc_send, without sending. */
+KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
+
+/* Fuzzing: the bytes a client sends after the connection preface go through one
+ * connection's HTTP/2 session and the gRPC request handling (requests are answered
+ * UNIMPLEMENTED without a handler thread), its answers are sent and dropped.
+ * KW_OK, or KW_EINVAL when the session refused the input. */
+KW_NODISCARD int kw__grpc_fuzz_feed(const uint8_t *data, size_t n);
+
+/* ---- rpc.c ---- */
+typedef void (*kw__grpc_rpc_fn)(kw__grpc_call_t *c, const uint8_t *req, size_t len,
+                                kw_v1_status_t *st);
+typedef struct {
+    const char *path; /* "/authzed.api.v1.PermissionsService/CheckPermission" */
+    kw__grpc_rpc_fn fn;
+    bool is_public; /* no authorization needed (health) */
+} kw__grpc_rpc_t;
+/* The RPC at path, or NULL (UNIMPLEMENTED). */
+const kw__grpc_rpc_t *kw__grpc_find(const char *path, size_t n);
+
+#endif

@@ -1,0 +1,362 @@
+// keyward's gRPC endpoint driven by SpiceDB's official Node client (@authzed/authzed-node):
+// every RPC keyward serves over gRPC, cursors across pages, deadlines, cancellation, error
+// codes with SpiceDB's ErrorInfo, authentication, health. Run: KEYWARD_BIN=<path> node --test
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const { v1 } = require('@authzed/authzed-node');
+
+const BIN = process.env.KEYWARD_BIN || path.join(__dirname, '..', '..', 'build', 'keyward');
+const KEY = 'grpc-e2e-preshared-key';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = s.address().port;
+      s.close(() => resolve(p));
+    });
+    s.on('error', reject);
+  });
+}
+
+async function startServer(extra = [], dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-grpc-'))) {
+  const port = await freePort();
+  const proc = spawn(BIN, ['serve', '--db', `sqlite:${dir}/k.db`, '--listen', '127.0.0.1:0',
+    '--grpc-listen', `127.0.0.1:${port}`, ...extra], {
+    env: { ...process.env, KEYWARD_V1_PRESHARED_KEYS: KEY },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  await new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error('keyward did not start: ' + err)), 15000);
+    proc.stdout.once('data', () => { clearTimeout(t); resolve(); });
+    proc.once('exit', (c) => reject(new Error(`keyward exited ${c}: ${err}`)));
+  });
+  return { proc, dir, endpoint: `127.0.0.1:${port}`, stderr: () => err };
+}
+
+// google.rpc.Status / ErrorInfo from grpc-status-details-bin, decoded by hand (the
+// client does not ship those messages).
+function fields(buf) {
+  const out = [];
+  let i = 0;
+  const varint = () => {
+    let v = 0n, s = 0n;
+    for (;;) {
+      const b = buf[i++];
+      v |= BigInt(b & 0x7f) << s;
+      if (!(b & 0x80)) return v;
+      s += 7n;
+    }
+  };
+  while (i < buf.length) {
+    const key = Number(varint());
+    const no = key >> 3, wt = key & 7;
+    if (wt === 0) out.push([no, varint()]);
+    else if (wt === 2) {
+      const n = Number(varint());
+      out.push([no, buf.subarray(i, i + n)]);
+      i += n;
+    } else throw new Error('unexpected wire type ' + wt);
+  }
+  return out;
+}
+function errorInfo(e) {
+  const bin = e.metadata && e.metadata.get('grpc-status-details-bin')[0];
+  if (!bin) return null;
+  const st = fields(Buffer.from(bin));
+  const status = { code: 0, message: '', info: null };
+  for (const [no, v] of st) {
+    if (no === 1) status.code = Number(v);
+    if (no === 2) status.message = Buffer.from(v).toString();
+    if (no === 3) {
+      const any = fields(v);
+      const url = Buffer.from(any.find((f) => f[0] === 1)[1]).toString();
+      assert.equal(url, 'type.googleapis.com/google.rpc.ErrorInfo');
+      const info = { reason: '', domain: '', metadata: {} };
+      for (const [n2, v2] of fields(any.find((f) => f[0] === 2)[1])) {
+        if (n2 === 1) info.reason = Buffer.from(v2).toString();
+        if (n2 === 2) info.domain = Buffer.from(v2).toString();
+        if (n2 === 3) {
+          const kv = fields(v2);
+          info.metadata[Buffer.from(kv[0][1]).toString()] = Buffer.from(kv[1][1]).toString();
+        }
+      }
+      status.info = info;
+    }
+  }
+  return status;
+}
+
+const obj = (t, id) => v1.ObjectReference.create({ objectType: t, objectId: id });
+const subj = (t, id) => v1.SubjectReference.create({ object: obj(t, id) });
+const full = () => v1.Consistency.create({ requirement: { oneofKind: 'fullyConsistent', fullyConsistent: true } });
+const rel = (docId, user, relation = 'viewer') => v1.Relationship.create({
+  resource: obj('doc', docId), relation, subject: subj('user', user) });
+const touch = (r) => v1.RelationshipUpdate.create({ operation: v1.RelationshipUpdate_Operation.TOUCH, relationship: r });
+
+async function rejects(p, code) {
+  try {
+    await p;
+  } catch (e) {
+    assert.equal(e.code, code, `expected code ${code}, got ${e.code}: ${e.details}`);
+    return e;
+  }
+  assert.fail(`expected gRPC code ${code}, the call succeeded`);
+}
+
+test('keyward over gRPC with the official Node client', async (t) => {
+  const srv = await startServer();
+  const client = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  const p = client.promises;
+  t.after(() => {
+    client.close();
+    srv.proc.kill('SIGTERM');
+    fs.rmSync(srv.dir, { recursive: true, force: true });
+  });
+
+  await t.test('health: grpc.health.v1 Check answers SERVING without credentials', async () => {
+    const raw = new grpc.Client(srv.endpoint, grpc.credentials.createInsecure());
+    const call = (service) => new Promise((resolve, reject) => {
+      const req = service ? Buffer.concat([Buffer.from([0x0a, service.length]), Buffer.from(service)]) : Buffer.alloc(0);
+      raw.makeUnaryRequest('/grpc.health.v1.Health/Check', (b) => b, (b) => b, req,
+        (e, res) => (e ? reject(e) : resolve(res)));
+    });
+    assert.deepEqual([...(await call(''))], [0x08, 0x01]);
+    assert.deepEqual([...(await call('authzed.api.v1.PermissionsService'))], [0x08, 0x01]);
+    await rejects(call('no.such.Service'), grpc.status.NOT_FOUND);
+    raw.close();
+  });
+
+  await t.test('schema: write then read back', async () => {
+    const before = await p.readSchema(v1.ReadSchemaRequest.create({}));
+    const schema = before.schemaText + '\ndefinition doc {\n  relation viewer: user\n  relation editor: user\n  permission edit = editor\n  permission view = viewer + edit\n}\n';
+    const w = await p.writeSchema(v1.WriteSchemaRequest.create({ schema }));
+    assert.match(w.writtenAt.token, /^[0-9]+$/);
+    const r = await p.readSchema(v1.ReadSchemaRequest.create({}));
+    assert.ok(r.schemaText.includes('definition doc'));
+    const e = await rejects(p.writeSchema(v1.WriteSchemaRequest.create({ schema: 'definition {' })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(errorInfo(e).code, grpc.status.INVALID_ARGUMENT);
+  });
+
+  await t.test('write, check, check bulk, expand, delete', async () => {
+    const ups = [];
+    for (let i = 0; i < 25; i++) ups.push(touch(rel('d' + String(i).padStart(2, '0'), 'alice')));
+    ups.push(touch(rel('d00', 'bob', 'editor')));
+    const w = await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: ups }));
+    const token = w.writtenAt.token;
+    const fresh = v1.Consistency.create({ requirement: { oneofKind: 'atLeastAsFresh', atLeastAsFresh: v1.ZedToken.create({ token }) } });
+    const yes = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: fresh, resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'bob') }));
+    assert.equal(yes.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+    assert.ok(BigInt(yes.checkedAt.token) >= BigInt(token));
+    const no = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'd01'), permission: 'view', subject: subj('user', 'bob') }));
+    assert.equal(no.permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+
+    const bulk = await p.checkBulkPermissions(v1.CheckBulkPermissionsRequest.create({
+      consistency: full(),
+      items: [
+        v1.CheckBulkPermissionsRequestItem.create({ resource: obj('doc', 'd03'), permission: 'view', subject: subj('user', 'alice') }),
+        v1.CheckBulkPermissionsRequestItem.create({ resource: obj('doc', 'd03'), permission: 'edit', subject: subj('user', 'alice') }),
+        v1.CheckBulkPermissionsRequestItem.create({ resource: obj('nosuchtype', 'x'), permission: 'view', subject: subj('user', 'alice') }),
+      ] }));
+    assert.equal(bulk.pairs.length, 3);
+    assert.equal(bulk.pairs[0].response.oneofKind, 'item');
+    assert.equal(bulk.pairs[0].response.item.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+    assert.equal(bulk.pairs[1].response.item.permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+    assert.equal(bulk.pairs[2].response.oneofKind, 'error');
+    assert.equal(bulk.pairs[2].response.error.code, grpc.status.FAILED_PRECONDITION);
+    assert.equal(bulk.pairs[2].request.resource.objectType, 'nosuchtype');
+
+    const ex = await p.expandPermissionTree(v1.ExpandPermissionTreeRequest.create({
+      consistency: full(), resource: obj('doc', 'd00'), permission: 'view' }));
+    assert.equal(ex.treeRoot.treeType.oneofKind, 'intermediate');
+    assert.equal(ex.treeRoot.expandedObject.objectId, 'd00');
+    const text = JSON.stringify(ex.treeRoot);
+    assert.ok(text.includes('"alice"') && text.includes('"bob"'));
+
+    await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [touch(rel('gone1', 'carol')), touch(rel('gone2', 'carol'))] }));
+    const del = await p.deleteRelationships(v1.DeleteRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalSubjectFilter: v1.SubjectFilter.create({ subjectType: 'user', optionalSubjectId: 'carol' }) }) }));
+    assert.equal(del.relationshipsDeletedCount, '2');
+    assert.equal(del.deletionProgress, v1.DeleteRelationshipsResponse_DeletionProgress.COMPLETE);
+  });
+
+  await t.test('ReadRelationships and LookupResources page with cursors', async () => {
+    const filter = v1.RelationshipFilter.create({ resourceType: 'doc', optionalRelation: 'viewer' });
+    const seen = [];
+    let cursor;
+    for (let page = 0; page < 20; page++) {
+      const res = await p.readRelationships(v1.ReadRelationshipsRequest.create({
+        consistency: full(), relationshipFilter: filter, optionalLimit: 7, optionalCursor: cursor }));
+      if (res.length === 0) break;
+      assert.ok(res.length <= 7);
+      for (const r of res) seen.push(r.relationship.resource.objectId);
+      cursor = res[res.length - 1].afterResultCursor;
+      assert.ok(cursor && cursor.token.length > 0);
+    }
+    assert.equal(seen.length, 25);
+    assert.deepEqual(seen, [...seen].sort());
+
+    const ids = [];
+    cursor = undefined;
+    for (let page = 0; page < 20; page++) {
+      const res = await p.lookupResources(v1.LookupResourcesRequest.create({
+        consistency: full(), resourceObjectType: 'doc', permission: 'view', subject: subj('user', 'alice'),
+        optionalLimit: 10, optionalCursor: cursor }));
+      if (res.length === 0) break;
+      for (const r of res) {
+        assert.equal(r.permissionship, v1.LookupPermissionship.HAS_PERMISSION);
+        ids.push(r.resourceObjectId);
+      }
+      cursor = res[res.length - 1].afterResultCursor;
+    }
+    assert.equal(ids.length, 25);
+    assert.equal(new Set(ids).size, 25);
+
+    const subs = await p.lookupSubjects(v1.LookupSubjectsRequest.create({
+      consistency: full(), resource: obj('doc', 'd00'), permission: 'view', subjectObjectType: 'user' }));
+    assert.deepEqual(subs.map((s) => s.subject.subjectObjectId).sort(), ['alice', 'bob']);
+
+    const bad = await rejects(p.readRelationships(v1.ReadRelationshipsRequest.create({
+      relationshipFilter: filter, optionalCursor: v1.Cursor.create({ token: 'not-a-cursor' }) })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(errorInfo(bad).info.reason, 'ERROR_REASON_INVALID_CURSOR');
+  });
+
+  await t.test('Watch sees what another client writes, then is cancelled', async () => {
+    const writer = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+    const got = [];
+    const w = client.watch(v1.WatchRequest.create({ optionalObjectTypes: ['doc'] }));
+    const seen = new Promise((resolve, reject) => {
+      w.on('data', (ev) => {
+        for (const u of ev.updates) got.push(`${u.operation}:${u.relationship.resource.objectId}@${u.relationship.subject.object.objectId}`);
+        assert.match(ev.changesThrough.token, /^[0-9]+$/);
+        if (got.length >= 3) resolve();
+      });
+      w.on('error', (e) => { if (e.code !== grpc.status.CANCELLED) reject(e); });
+    });
+    await new Promise((r) => setTimeout(r, 300)); // the watch is registered
+    await writer.promises.writeRelationships(v1.WriteRelationshipsRequest.create({
+      updates: [touch(rel('w1', 'dave')), touch(rel('w2', 'dave'))] }));
+    await writer.promises.deleteRelationships(v1.DeleteRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceId: 'w1' }) }));
+    await Promise.race([seen, new Promise((_, rej) => setTimeout(() => rej(new Error('watch saw ' + JSON.stringify(got))), 5000))]);
+    const T = v1.RelationshipUpdate_Operation.TOUCH, D = v1.RelationshipUpdate_Operation.DELETE;
+    assert.deepEqual(got.slice(0, 3), [`${T}:w1@dave`, `${T}:w2@dave`, `${D}:w1@dave`]);
+    w.cancel();
+    writer.close();
+  });
+
+  await t.test('errors carry SpiceDB codes and ErrorInfo', async () => {
+    const e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      resource: obj('nosuchtype', 'x'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.FAILED_PRECONDITION);
+    const st = errorInfo(e);
+    assert.equal(st.code, grpc.status.FAILED_PRECONDITION);
+    assert.equal(st.info.domain, 'authzed.com');
+    assert.equal(st.info.reason, 'ERROR_REASON_UNKNOWN_DEFINITION');
+    await rejects(p.checkPermission(v1.CheckPermissionRequest.create({ permission: 'view', subject: subj('user', 'a') })), grpc.status.INVALID_ARGUMENT);
+    const lim = await rejects(p.readRelationships(v1.ReadRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc' }), optionalLimit: 5000 })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(errorInfo(lim).info.reason, 'ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT');
+    await rejects(p.writeRelationships(v1.WriteRelationshipsRequest.create({
+      updates: [v1.RelationshipUpdate.create({ operation: v1.RelationshipUpdate_Operation.CREATE, relationship: rel('d00', 'alice') })] })), grpc.status.ALREADY_EXISTS);
+    await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: v1.Consistency.create({ requirement: { oneofKind: 'atLeastAsFresh', atLeastAsFresh: v1.ZedToken.create({ token: '999999999' }) } }),
+      resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.OUT_OF_RANGE);
+  });
+
+  await t.test('authentication: a wrong or missing key is UNAUTHENTICATED', async () => {
+    const bad = v1.NewClient('not-the-key', srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+    await rejects(bad.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.UNAUTHENTICATED);
+    bad.close();
+    const raw = new grpc.Client(srv.endpoint, grpc.credentials.createInsecure());
+    await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.SchemaService/ReadSchema',
+      (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.UNAUTHENTICATED);
+    // Hostile sizes: a 5 MiB request message (over the 4 MiB limit) and a 20 KiB header.
+    const big = Buffer.alloc(5 * 1024 * 1024, 0x41);
+    const authMd = new grpc.Metadata();
+    authMd.set('authorization', 'Bearer ' + KEY);
+    await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.SchemaService/WriteSchema',
+      (b) => b, (b) => b, big, authMd, (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.RESOURCE_EXHAUSTED);
+    const fat = new grpc.Metadata();
+    fat.set('x-padding', 'p'.repeat(20 * 1024));
+    const fatErr = await new Promise((resolve) => raw.makeUnaryRequest('/grpc.health.v1.Health/Check',
+      (b) => b, (b) => b, Buffer.alloc(0), fat, (e, r) => resolve(e || r)));
+    assert.ok(fatErr instanceof Error, 'a 20 KiB header list must be refused');
+    // ... and the connection still serves.
+    await new Promise((resolve, reject) => raw.makeUnaryRequest('/grpc.health.v1.Health/Check',
+      (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r))));
+    await rejects(new Promise((resolve, reject) => raw.makeUnaryRequest('/authzed.api.v1.NoSuchService/Nope',
+      (b) => b, (b) => b, Buffer.alloc(0), (e, r) => (e ? reject(e) : resolve(r)))), grpc.status.UNIMPLEMENTED);
+    raw.close();
+  });
+
+  await t.test('deadlines and cancellation of a large LookupResources', async () => {
+    // 20,000 documents alice can view.
+    for (let b = 0; b < 20; b++) {
+      const ups = [];
+      for (let i = 0; i < 1000; i++) ups.push(touch(rel(`big${b}_${i}`, 'alice')));
+      await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: ups }));
+    }
+    const req = v1.LookupResourcesRequest.create({ consistency: full(), resourceObjectType: 'doc', permission: 'view', subject: subj('user', 'alice') });
+    // The whole stream arrives without a deadline.
+    const all = await p.lookupResources(req);
+    assert.equal(all.length, 20025);
+    // Cancel after the first result: the stream ends CANCELLED and the server goes on.
+    await new Promise((resolve, reject) => {
+      const s = client.lookupResources(req);
+      let n = 0;
+      s.on('data', () => { if (++n === 1) s.cancel(); });
+      s.on('error', (e) => { try { assert.equal(e.code, grpc.status.CANCELLED); resolve(); } catch (x) { reject(x); } });
+      s.on('end', () => reject(new Error('stream ended without cancellation')));
+    });
+    // A deadline too short for 20,000 results while the client reads slowly.
+    await new Promise((resolve, reject) => {
+      const s = client.lookupResources(req, new grpc.Metadata(), { deadline: Date.now() + 300 });
+      s.on('data', () => { s.pause(); setTimeout(() => s.resume(), 50); });
+      s.on('error', (e) => { try { assert.equal(e.code, grpc.status.DEADLINE_EXCEEDED); resolve(); } catch (x) { reject(x); } });
+      s.on('end', () => reject(new Error('the stream finished within its deadline')));
+    });
+    const after = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'big3_3'), permission: 'view', subject: subj('user', 'alice') }));
+    assert.equal(after.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+  });
+});
+
+test('TLS: --grpc-tls-cert/--grpc-tls-key serve gRPC over TLS with ALPN h2', async (t) => {
+  const { execFileSync } = require('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'kw-grpc-tls-'));
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+  const srv = await startServer(['--grpc-tls-cert', path.join(dir, 'cert.pem'), '--grpc-tls-key', path.join(dir, 'key.pem')], dir);
+  const cert = fs.readFileSync(path.join(dir, 'cert.pem'));
+  const client = v1.NewClientWithCustomCert(KEY, srv.endpoint.replace('127.0.0.1', 'localhost'), cert);
+  const plain = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  t.after(() => {
+    client.close();
+    plain.close();
+    srv.proc.kill('SIGTERM');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const r = await client.promises.readSchema(v1.ReadSchemaRequest.create({}));
+  assert.ok(r.schemaText.includes('definition user'));
+  const ck = await client.promises.checkPermission(v1.CheckPermissionRequest.create({
+    resource: obj('account', 'a1'), permission: 'manage', subject: subj('user', 'nobody') }));
+  assert.equal(ck.permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+  // A cleartext client cannot talk to the TLS port.
+  const e = await new Promise((resolve) => plain.readSchema(v1.ReadSchemaRequest.create({}), new grpc.Metadata(),
+    { deadline: Date.now() + 3000 }, (err, res) => resolve(err || res)));
+  assert.ok(e instanceof Error, 'a cleartext call to the TLS port must fail');
+  assert.equal(e.code, grpc.status.UNAVAILABLE);
+  console.log(`# cleartext client on the TLS port: ${grpc.status[e.code]} (${e.details})`);
+});

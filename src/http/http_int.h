@@ -357,6 +357,10 @@ struct kw__loop {
      * call chain, so nothing is freed under a caller and pipelined requests do not
      * recurse): a finished answer (read the next request), a closed socket (free). */
     kw__conn_t *ready;
+    /* Closed connections whose struct waits for the end of the current epoll batch: a
+     * later event of the same batch may still name them (linked through ready_next). */
+    kw__conn_t *dead;
+    bool in_batch;
 };
 
 /* conn.c: one connection on its loop (states: server.c's file comment). */

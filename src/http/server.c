@@ -359,7 +359,14 @@ static void process_ready(loop_t *lp)
         if (c->fd < 0) {
             if (c->state != KW__C_BUSY) {
                 kw__rq_free(c->rq);
-                kw__conn_free(lp, c);
+                c->rq = NULL;
+                if (lp->in_batch) {     /* freed after the batch (loop_t.dead) */
+                    c->in_ready = true; /* never queued again meanwhile */
+                    c->ready_next = lp->dead;
+                    lp->dead = c;
+                } else {
+                    kw__conn_free(lp, c);
+                }
             }
             continue;
         }
@@ -392,6 +399,7 @@ static void *loop_main(void *arg)
             kw_log(KW_LOG_ERROR, KW_MODULE, "epoll_wait: %s", strerror(errno));
             break;
         }
+        lp->in_batch = true;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &tag_listen)
@@ -401,6 +409,11 @@ static void *loop_main(void *arg)
             else
                 kw__conn_event(srv, p, evs[i].events);
             process_ready(lp);
+        }
+        lp->in_batch = false;
+        for (kw__conn_t *c; (c = lp->dead) != NULL;) {
+            lp->dead = c->ready_next;
+            kw__conn_free(lp, c);
         }
         process_ready(lp);
         uint64_t now = kw_http_now_ns();

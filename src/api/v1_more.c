@@ -477,7 +477,11 @@ void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw__v1_stream_init(&o.s, req, resp);
     /* The headers go out now: a watch may be quiet for long, and its client must know it
      * is being served (and the server that the client is still there). */
-    kw_revision_t at = w.has_start ? w.start : kw__api_applied(api);
+    if (!w.has_start) { /* fixed before the headers go out: see kw_v1_watch_now */
+        w.start = kw_v1_watch_now(api);
+        w.has_start = true;
+    }
+    kw_revision_t at = w.start;
     resp->status = 200;
     resp->content_type = "application/json";
     kw__api_revision(req, resp, at);

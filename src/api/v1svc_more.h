@@ -106,6 +106,11 @@ typedef int (*kw_v1_watch_fn)(void *ud, const kw_v1_watch_event_t *ev);
  * the server stops (UNAVAILABLE). Never returns KW_OK. */
 KW_NODISCARD int kw_v1_watch(kw_api_t *svc, const kw_v1_watch_req_t *req, kw_v1_watch_fn emit,
                              void *ud, kw_v1_status_t *st);
+/* The start of a watch without one: the newer of what this instance has applied and what
+ * the store has committed now. A transport that answers before kw_v1_watch runs (headers
+ * out first) fixes the start with this BEFORE answering, so that a change its client makes
+ * after seeing the answer is never before the start. */
+kw_revision_t kw_v1_watch_now(kw_api_t *svc);
 
 /* ---- PermissionsService: bulk (v1svc_bulk.c) ---- */
 

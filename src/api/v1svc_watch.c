@@ -31,6 +31,16 @@ static int on_watch_event(void *ud, const kw_watch_event_t *ev)
     return rc;
 }
 
+/* No start: what the store has committed now (the instance's applied revision may lag it:
+ * a second SQLite process never applies the first's commits). */
+kw_revision_t kw_v1_watch_now(kw_api_t *svc)
+{
+    kw_revision_t after = kw__api_applied(svc), cur = 0;
+    if (kw_store_revision(svc->store, &cur) == KW_OK && cur > after)
+        after = cur;
+    return after;
+}
+
 int kw_v1_watch(kw_api_t *svc, const kw_v1_watch_req_t *req, kw_v1_watch_fn emit, void *ud,
                 kw_v1_status_t *st)
 {
@@ -42,13 +52,7 @@ int kw_v1_watch(kw_api_t *svc, const kw_v1_watch_req_t *req, kw_v1_watch_fn emit
                                     "keyward's changelog records relationship changes only");
     if (!svc->watch)
         return kw_v1_fail(st, KW_EINVAL, KW_GRPC_UNAVAILABLE, NULL, "watch is not available");
-    /* No start: what the store has committed now (the instance's applied revision may lag
-     * it: a second SQLite process never applies the first's commits). */
-    kw_revision_t after = kw__api_applied(svc), cur = 0;
-    if (req->has_start)
-        after = req->start;
-    else if (kw_store_revision(svc->store, &cur) == KW_OK && cur > after)
-        after = cur;
+    kw_revision_t after = req->has_start ? req->start : kw_v1_watch_now(svc);
     kw_watch_filter_t f = {req->object_types, req->n_object_types, req->filters, req->id_prefixes,
                            req->n_filters};
     watch_ctx_t c = {emit, ud, req->checkpoints, KW_OK};

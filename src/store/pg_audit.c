@@ -93,7 +93,7 @@ static void event_params(kw__pg_params_t *p, const kw_audit_event_t *ev)
 /* The head on c (locked with `lock`): KW_OK, or KW_EDB when missing or malformed. */
 static int head_read(kw__pg_conn_t *c, bool lock, kw_audit_head_t *head)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = q(c,
                lock ? "SELECT seq, hash FROM audit_head WHERE one FOR UPDATE"
                     : "SELECT seq, hash FROM audit_head WHERE one",
@@ -157,7 +157,7 @@ static int pg_tx_meta_set(kw_store_tx_t *base, const char *key, kw_str_t val)
     kw__pg_pp_bytes(&p, (const uint8_t *)(val.ptr ? val.ptr : ""), val.len);
     if (p.bad_text)
         return KW_EINVAL;
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = kw__pg_run(tx->c, KW__PG_ST_META_SET, &p, &r);
     if (rc == KW_OK)
         PQclear(r);
@@ -297,7 +297,7 @@ static int pg_scan(kw_store_t *base, kw_audit_cb cb, void *ud, kw_audit_head_t *
 
 static int counts_on(kw__pg_conn_t *c, kw_store_counts_t *out)
 {
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = q(c,
                "SELECT (SELECT count(*) FROM meta), (SELECT count(*) FROM agents),"
                " (SELECT count(*) FROM api_keys), (SELECT count(*) FROM relationships),"

@@ -239,6 +239,10 @@ void kw__api_audit_agent(kw__audit_t *au, kw_http_req_t *req, const char *action
                          const kw_agent_t *ag);
 void kw__api_audit_key(kw__audit_t *au, kw_http_req_t *req, const char *action,
                        const kw_apikey_t *k, const char *account);
+/* The key.delete of key `key_id` that an agent's deletion (`parent`, its event) took with
+ * it: same actor, request and account, detail {"id", "agent_id", "via": parent's action}. */
+void kw__api_audit_key_cascade(kw__audit_t *au, kw_http_req_t *req, const kw__audit_t *parent,
+                               kw_str_t key_id, kw_str_t agent_id);
 /* The event of `action` on the stored agent / key `id` (its row read now, the key's
  * account through its agent). KW_ENOTFOUND when the row is gone; store errors as is. */
 KW_NODISCARD int kw__api_audit_for_agent(kw_api_t *api, kw_http_req_t *req, const char *action,

@@ -507,6 +507,58 @@ test('bulk import/export, schema reflection, experimental aliases, server reflec
     assert.ok((await cx()).includes('cx5a#viewer@cy'));
   });
 
+  await t.test('HTTP/2 flow control holds an import client the server is not reading', async () => {
+    // Import A takes the write path and keeps its stream open; import B, behind it, is not
+    // read meanwhile: of B's ~3 MB only its stream window (1 MiB) may leave the client.
+    const http2 = require('node:http2');
+    const sess = http2.connect('http://' + srv.endpoint);
+    const frame = (m) => {
+      const body = Buffer.from(v1.ImportBulkRelationshipsRequest.toBinary(m));
+      const pre = Buffer.alloc(5);
+      pre.writeUInt32BE(body.length, 1);
+      return Buffer.concat([pre, body]);
+    };
+    const open = () => {
+      const req = sess.request({ ':method': 'POST', ':path': '/authzed.api.v1.PermissionsService/ImportBulkRelationships',
+        'content-type': 'application/grpc', te: 'trailers', authorization: 'Bearer ' + KEY });
+      const done = new Promise((resolve, reject) => {
+        let st = null;
+        req.on('response', (h) => { if (h['grpc-status']) st = h; });
+        req.on('trailers', (tr) => { st = tr; });
+        req.on('close', () => resolve(st));
+        req.on('error', reject);
+        req.resume();
+      });
+      return { req, done };
+    };
+    const a = open();
+    a.req.write(frame(v1.ImportBulkRelationshipsRequest.create({ relationships: [rel('fcA', 'fc')] })));
+    await new Promise((r) => setTimeout(r, 300)); // A holds the write path
+    const b = open();
+    let sent = 0;
+    for (let m = 0; m < 40; m++) {
+      const rels = [];
+      for (let i = 0; i < 1500; i++) rels.push(rel(`fc${m}_${i}_${'x'.repeat(20)}`, 'fc'));
+      const f = frame(v1.ImportBulkRelationshipsRequest.create({ relationships: rels }));
+      sent += f.length;
+      b.req.write(f);
+    }
+    b.req.end();
+    await new Promise((r) => setTimeout(r, 1000));
+    const held = b.req.writableLength;
+    assert.ok(sent > 3e6, `${sent} bytes`);
+    assert.ok(held >= sent - 1.2 * 1024 * 1024, `the client sent ${sent - held} of ${sent} bytes while the server read nothing`);
+    a.req.end(); // A commits; B is read, its window given back as it goes, and commits
+    const sa = await a.done, sb = await b.done;
+    sess.close();
+    assert.equal(sa['grpc-status'], '0');
+    assert.equal(sb['grpc-status'], '0', sb['grpc-message']);
+    const ck = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', `fc39_1499_${'x'.repeat(20)}`), permission: 'view', subject: subj('user', 'fc') }));
+    assert.equal(ck.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+    console.log(`# flow control: the client could hand ${sent - held} of ${sent} bytes to HTTP/2 while the import waited`);
+  });
+
   await t.test('an import without credentials is refused before it reads anything', async () => {
     const bad = v1.NewClient('not-the-key', srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
     await rejects(new Promise((resolve, reject) => {

@@ -406,8 +406,10 @@ static void *handler_main(void *arg)
     stream_unref(s);
     if (--c->handlers == 0)
         pthread_cond_broadcast(&c->quiet);
-    pthread_mutex_unlock(&c->mu);
+    /* Under mu: once the last handler is gone, conn_free may free c as soon as mu is let
+     * go (ASan caught the wake-up landing in a freed connection at shutdown). */
     wake(c);
+    pthread_mutex_unlock(&c->mu);
     return NULL;
 }
 

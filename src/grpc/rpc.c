@@ -41,7 +41,8 @@ static void oom(kw_v1_status_t *st)
     kw_v1_fail(st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
 }
 
-/* Decodes the consistency and waits for it (this thread blocks). */
+/* Decodes the consistency and waits for it (this thread blocks; a call answered on the
+ * connection's thread is handed to a thread of its own first, st left clear). */
 static bool await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
                   kw_v1_consistency_t *cons, kw_v1_status_t *st)
 {
@@ -52,6 +53,8 @@ static bool await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
     kw_v1_consistency_wait(cons, &min, &full);
     if (min == 0 && !full)
         return true;
+    if (!kw__grpc_may_block(c))
+        return false; /* on the connection's thread: the server runs it again on its own */
     int rc = kw_api_v1_await(kw__grpc_api(c), min, full);
     if (rc == KW_OK)
         return true;

@@ -66,7 +66,10 @@ typedef struct kw__grpc_stream {
 struct kw__grpc_call {
     kw__grpc_stream_t *s;
     kw_api_t *api;
-    kw_v1_caller_t caller;
+    kw_v1_caller_t caller; /* request_id made on first use (kw__grpc_caller) */
+    char request_id[37];
+    bool on_conn;   /* answered on the connection's thread (run_inline) */
+    bool to_thread; /* on_conn, and the handler needs to block: run it on a thread */
 };
 
 struct kw__grpc_conn {
@@ -85,6 +88,7 @@ struct kw__grpc_conn {
     bool wake_sent;
     int64_t last_progress_us;
     bool got_preface;
+    kw_arena_t *arena; /* the caller's arena of calls answered on this thread (reset after each) */
 };
 
 struct kw_grpc_server {
@@ -159,7 +163,19 @@ kw_api_t *kw__grpc_api(kw__grpc_call_t *call)
 
 const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *call)
 {
+    if (!call->caller.request_id.len) {
+        kw_api_uuid_v7(kw_api_now_us(), call->request_id);
+        call->caller.request_id = kw_str_c(call->request_id);
+    }
     return &call->caller;
+}
+
+bool kw__grpc_may_block(kw__grpc_call_t *call)
+{
+    if (!call->on_conn)
+        return true;
+    call->to_thread = true;
+    return false;
 }
 
 /* Under mu. */
@@ -236,9 +252,65 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
     rc = KW_OK;
 out:
     pthread_mutex_unlock(&c->mu);
-    if (rc == KW_OK && was_empty)
+    /* On the connection's thread no wake-up is needed: its loop sends what is pending. */
+    if (rc == KW_OK && was_empty && !call->on_conn)
         wake(c);
     return rc;
+}
+
+/* Runs the RPC of s (the request's checks, authorization, the handler); its status in *st. */
+static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t *st)
+{
+    char actor[200] = "";
+    const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
+    const uint8_t *msg = NULL;
+    size_t mlen = 0;
+    int rc;
+    if (!call->caller.arena) {
+        kw_v1_fail(st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
+    } else if (!rpc) {
+        kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "unknown method %s", s->path);
+    } else if (s->body_too_big) {
+        kw_v1_fail(st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
+                   "request message larger than %u bytes", KW_GRPC_MAX_MSG);
+    } else if ((rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
+                                      &msg, &mlen)) != KW_OK) {
+        if (rc == KW_EUNSUPPORTED)
+            kw_v1_fail(st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
+                       "compressed messages are not supported");
+        else if (rc == KW_ETOOLARGE)
+            kw_v1_fail(st, rc, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
+                       "request message larger than %u bytes", KW_GRPC_MAX_MSG);
+        else
+            kw_v1_fail(st, rc, KW_GRPC_INTERNAL, NULL,
+                       "the request must carry exactly one gRPC message");
+    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call->api, s->authorization, actor,
+                                                            sizeof(actor))) != KW_OK) {
+        if (rc == KW_EFORBIDDEN)
+            kw_v1_fail(st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
+                       "the API needs a token with admin: true or a preshared key");
+        else
+            kw_v1_fail(st, rc, KW_GRPC_UNAUTHENTICATED, NULL, "invalid preshared key or token");
+    } else if ((rc = kw__grpc_alive(call)) != KW_OK) {
+        kw_v1_fail(st, rc, rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED, NULL,
+                   rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+    } else {
+        call->caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
+        rpc->fn(call, msg, mlen, st);
+    }
+}
+
+/* Under c->mu: st becomes the stream's answer (the deadline beats whatever the RPC answered
+ * once it passed). */
+static void finish_locked(kw__grpc_stream_t *s, const kw_v1_status_t *st)
+{
+    s->st = *st;
+    if (st->code != KW_GRPC_OK && alive_locked(s) == KW_ETIMEOUT) {
+        kw_v1_status_clear(&s->st);
+        kw_v1_fail(&s->st, KW_ETIMEOUT, KW_GRPC_DEADLINE_EXCEEDED, NULL, "deadline exceeded");
+    }
+    s->done = true;
+    mark_pending(s);
 }
 
 static void *handler_main(void *arg)
@@ -248,65 +320,55 @@ static void *handler_main(void *arg)
     kw_grpc_server_t *srv = c->srv;
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    char actor[200] = "", request_id[37];
-    kw_api_uuid_v7(kw_api_now_us(), request_id);
-    kw_arena_t *arena = kw_arena_new(0);
-    kw__grpc_call_t call = {s, srv->api, {KW_STR_NULL, kw_str_c(request_id), arena}};
-
-    const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
-    const uint8_t *msg = NULL;
-    size_t mlen = 0;
-    int rc;
-    if (!arena) {
-        kw_v1_fail(&st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
-    } else if (!rpc) {
-        kw_v1_fail(&st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "unknown method %s", s->path);
-    } else if (s->body_too_big) {
-        kw_v1_fail(&st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
-                   "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-    } else if ((rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
-                                      &msg, &mlen)) != KW_OK) {
-        if (rc == KW_EUNSUPPORTED)
-            kw_v1_fail(&st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
-                       "compressed messages are not supported");
-        else if (rc == KW_ETOOLARGE)
-            kw_v1_fail(&st, rc, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
-                       "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-        else
-            kw_v1_fail(&st, rc, KW_GRPC_INTERNAL, NULL,
-                       "the request must carry exactly one gRPC message");
-    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(srv->api, s->authorization, actor,
-                                                            sizeof(actor))) != KW_OK) {
-        if (rc == KW_EFORBIDDEN)
-            kw_v1_fail(&st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
-                       "the API needs a token with admin: true or a preshared key");
-        else
-            kw_v1_fail(&st, rc, KW_GRPC_UNAUTHENTICATED, NULL, "invalid preshared key or token");
-    } else if ((rc = kw__grpc_alive(&call)) != KW_OK) {
-        kw_v1_fail(&st, rc, rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED, NULL,
-                   rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
-    } else {
-        call.caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
-        rpc->fn(&call, msg, mlen, &st);
-    }
-    kw_arena_free(arena);
+    kw__grpc_call_t call = {.s = s, .api = srv->api};
+    call.caller.arena = kw_arena_new(0);
+    run_rpc(s, &call, &st);
+    kw_arena_free(call.caller.arena);
 
     atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);
-    /* The deadline beats whatever the RPC answered once it passed. */
-    if (st.code != KW_GRPC_OK && alive_locked(s) == KW_ETIMEOUT) {
-        kw_v1_status_clear(&st);
-        kw_v1_fail(&st, KW_ETIMEOUT, KW_GRPC_DEADLINE_EXCEEDED, NULL, "deadline exceeded");
-    }
-    s->st = st;
-    s->done = true;
-    mark_pending(s);
+    finish_locked(s, &st);
     stream_unref(s);
     if (--c->handlers == 0)
         pthread_cond_broadcast(&c->quiet);
     pthread_mutex_unlock(&c->mu);
     wake(c);
     return NULL;
+}
+
+/* The unary RPCs answered on the connection's thread: they compute in memory and never
+ * wait (but for a consistency wait, which kw__grpc_may_block sends to a thread), so one
+ * costs no thread, no hand-over between threads and no wake-up. */
+static bool runs_inline(const char *path)
+{
+    static const char *const paths[] = {
+        "/authzed.api.v1.PermissionsService/CheckPermission",
+        "/authzed.api.v1.PermissionsService/CheckBulkPermissions",
+        "/authzed.api.v1.PermissionsService/ExpandPermissionTree",
+        "/grpc.health.v1.Health/Check",
+    };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (strcmp(path, paths[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Answers s on the connection's thread; false when the handler needs a thread of its own
+ * (it then answered nothing). */
+static bool run_inline(kw__grpc_conn_t *c, kw__grpc_stream_t *s)
+{
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw__grpc_call_t call = {.s = s, .api = c->srv->api, .on_conn = true};
+    call.caller.arena = c->arena;
+    run_rpc(s, &call, &st);
+    kw_arena_reset(c->arena);
+    if (call.to_thread)
+        return false;
+    pthread_mutex_lock(&c->mu);
+    finish_locked(s, &st);
+    pthread_mutex_unlock(&c->mu);
+    return true;
 }
 
 /* ---- the connection side (nghttp2 callbacks run on the connection thread) ---- */
@@ -565,6 +627,8 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    if (runs_inline(s->path) && run_inline(c, s))
+        return;
     if (atomic_fetch_add(&c->srv->rpcs, 1) >= KW_GRPC_MAX_RPCS) {
         atomic_fetch_sub(&c->srv->rpcs, 1);
         pthread_mutex_lock(&c->mu);
@@ -633,11 +697,10 @@ static int cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t err, void *
 static void flush_pending(kw__grpc_conn_t *c)
 {
     pthread_mutex_lock(&c->mu);
-    kw__grpc_stream_t *s = c->pending;
+    kw__grpc_stream_t *p = c->pending;
     c->pending = NULL;
-    for (; s; s = s->next_pending)
-        s->pending = false;
-    for (kw__grpc_stream_t *p = c->streams; p; p = p->next) {
+    for (; p; p = p->next_pending) {
+        p->pending = false;
         if (p->closed || !p->dispatched)
             continue;
         if (!p->submitted && (p->done || p->out.len > 0)) {
@@ -756,6 +819,7 @@ static void conn_free(kw__grpc_conn_t *c)
     }
     close(c->fd);
     close(c->evfd);
+    kw_arena_free(c->arena);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->quiet);
     kw_free(c);
@@ -811,6 +875,9 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->evfd < 0)
         goto fail_c;
+    c->arena = kw_arena_new(0);
+    if (!c->arena)
+        goto fail_ev_fd;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->quiet, NULL);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
@@ -849,6 +916,8 @@ fail_ng:
 fail_ev:
     pthread_cond_destroy(&c->quiet);
     pthread_mutex_destroy(&c->mu);
+    kw_arena_free(c->arena);
+fail_ev_fd:
     close(c->evfd);
 fail_c:
     kw_free(c);
@@ -889,6 +958,7 @@ static void *listener_main(void *arg)
             pthread_attr_destroy(&at);
             if (!ok) {
                 nghttp2_session_del(c->ng);
+                kw_arena_free(c->arena);
                 close(c->evfd);
                 pthread_mutex_destroy(&c->mu);
                 pthread_cond_destroy(&c->quiet);

@@ -415,44 +415,114 @@ static bool start_call(conn_t *c, call_t *k)
     return true;
 }
 
-/* One complete response message of call k (check / checkbulk: decoded and counted). */
+/* ---- reading answers: a protobuf wire walk, no allocation (decoding 100-item answers
+ * with protobuf-c's unpack cost the generator about 1 us per item) ---- */
+
+typedef struct {
+    const uint8_t *p, *end;
+} wire_t;
+
+static bool wire_varint(wire_t *r, uint64_t *v)
+{
+    *v = 0;
+    for (int sh = 0; sh < 64 && r->p < r->end; sh += 7) {
+        uint8_t b = *r->p++;
+        *v |= (uint64_t)(b & 0x7f) << sh;
+        if (!(b & 0x80))
+            return true;
+    }
+    return false;
+}
+
+/* The next field: its number, wire type, and (length-delimited) its bytes in *sub or
+ * (varint) its value in *v. false at the end or on malformed bytes (*bad set). */
+static bool wire_next(wire_t *r, uint32_t *field, wire_t *sub, uint64_t *v, bool *bad)
+{
+    uint64_t key, len;
+    if (r->p == r->end)
+        return false;
+    if (!wire_varint(r, &key))
+        goto bad;
+    *field = (uint32_t)(key >> 3);
+    switch (key & 7) {
+    case 0:
+        if (!wire_varint(r, v))
+            goto bad;
+        return true;
+    case 2:
+        if (!wire_varint(r, &len) || len > (uint64_t)(r->end - r->p))
+            goto bad;
+        sub->p = r->p;
+        sub->end = r->p + len;
+        r->p += len;
+        return true;
+    case 1:
+        if (r->end - r->p < 8)
+            goto bad;
+        r->p += 8;
+        *v = 0;
+        return true;
+    case 5:
+        if (r->end - r->p < 4)
+            goto bad;
+        r->p += 4;
+        *v = 0;
+        return true;
+    }
+bad:
+    *bad = true;
+    return false;
+}
+
+#define PERM_HAS                                                                                   \
+    AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION
+
+/* One complete response message of call k: a CheckPermissionResponse's permissionship
+ * (field 2), or every CheckBulkPermissionsPair (field 2) holding an item (field 2, whose
+ * permissionship is field 1) and not an error (field 3); counted when k is measured. */
 static void on_message(worker_t *w, call_t *k, const uint8_t *m, size_t n)
 {
     k->results++;
+    bool counted = k->t0_us >= w->sh->t_measure_us, bad = false;
+    wire_t r = {m, m + n}, sub;
+    uint32_t f;
+    uint64_t v;
     if (w->sh->mode == M_CHECK) {
-        Authzed__Api__V1__CheckPermissionResponse *r =
-            authzed__api__v1__check_permission_response__unpack(NULL, n, m);
-        if (!r) {
+        uint64_t perm = 0;
+        while (wire_next(&r, &f, &sub, &v, &bad))
+            if (f == 2)
+                perm = v;
+        if (bad || perm == 0)
             fail(w, "undecodable CheckPermissionResponse", "");
-            return;
-        }
-        if (r->permissionship ==
-            AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION)
-            w->allowed++;
-        else
-            w->denied++;
-        authzed__api__v1__check_permission_response__free_unpacked(r, NULL);
+        else if (counted)
+            *(perm == PERM_HAS ? &w->allowed : &w->denied) += 1;
     } else if (w->sh->mode == M_BULK) {
-        Authzed__Api__V1__CheckBulkPermissionsResponse *r =
-            authzed__api__v1__check_bulk_permissions_response__unpack(NULL, n, m);
-        if (!r) {
+        size_t pairs = 0;
+        while (wire_next(&r, &f, &sub, &v, &bad)) {
+            if (f != 2)
+                continue;
+            pairs++;
+            wire_t pr = sub, it;
+            uint64_t perm = 0;
+            bool item = false;
+            while (wire_next(&pr, &f, &it, &v, &bad)) {
+                if (f == 3) {
+                    fail(w, "a CheckBulkPermissions pair with an error", "");
+                } else if (f == 2) {
+                    item = true;
+                    wire_t ir = it;
+                    while (wire_next(&ir, &f, &sub, &v, &bad))
+                        if (f == 1)
+                            perm = v;
+                }
+            }
+            if (item && counted)
+                *(perm == PERM_HAS ? &w->allowed : &w->denied) += 1;
+        }
+        if (bad)
             fail(w, "undecodable CheckBulkPermissionsResponse", "");
-            return;
-        }
-        if (r->n_pairs != w->sh->items)
+        else if (pairs != w->sh->items)
             fail(w, "a CheckBulkPermissionsResponse of the wrong size", "");
-        for (size_t i = 0; i < r->n_pairs; i++) {
-            const Authzed__Api__V1__CheckBulkPermissionsPair *p = r->pairs[i];
-            if (p->response_case != AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ITEM)
-                fail(w, "a CheckBulkPermissions pair with an error", "");
-            else if (
-                p->item->permissionship ==
-                AUTHZED__API__V1__CHECK_PERMISSION_RESPONSE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION)
-                w->allowed++;
-            else
-                w->denied++;
-        }
-        authzed__api__v1__check_bulk_permissions_response__free_unpacked(r, NULL);
     }
 }
 

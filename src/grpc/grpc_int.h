@@ -56,6 +56,9 @@ KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
  * once, without an answer (st clear) and without side effects, and the server runs it again
  * on a thread of its own, where this returns true. */
 bool kw__grpc_may_block(kw__grpc_call_t *c);
+/* A protobuf-c allocator drawing on the call's arena (its free does nothing): a decoded
+ * request costs no malloc per field; valid until the handler returns. */
+ProtobufCAllocator *kw__grpc_allocator(kw__grpc_call_t *c);
 
 /* Fuzzing: the bytes a client sends after the connection preface go through one
  * connection's HTTP/2 session and the gRPC request handling (requests are answered

@@ -73,7 +73,7 @@ static bool await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
 static void rpc_check(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_status_t *st)
 {
     Authzed__Api__V1__CheckPermissionRequest *req =
-        authzed__api__v1__check_permission_request__unpack(NULL, n, in);
+        authzed__api__v1__check_permission_request__unpack(kw__grpc_allocator(c), n, in);
     kw_arena_t *a = kw_arena_new(0);
     if (!a) {
         oom(st);
@@ -110,14 +110,14 @@ static void rpc_check(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_sta
     finish(kw__grpc_send(c, &m.base), st);
 out:
     if (req)
-        authzed__api__v1__check_permission_request__free_unpacked(req, NULL);
+        authzed__api__v1__check_permission_request__free_unpacked(req, kw__grpc_allocator(c));
     kw_arena_free(a);
 }
 
 static void rpc_check_bulk(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v1_status_t *st)
 {
     Authzed__Api__V1__CheckBulkPermissionsRequest *req =
-        authzed__api__v1__check_bulk_permissions_request__unpack(NULL, n, in);
+        authzed__api__v1__check_bulk_permissions_request__unpack(kw__grpc_allocator(c), n, in);
     kw_arena_t *a = kw_arena_new(0);
     if (!a) {
         oom(st);
@@ -212,7 +212,7 @@ static void rpc_check_bulk(kw__grpc_call_t *c, const uint8_t *in, size_t n, kw_v
     goto out;
 out:
     if (req)
-        authzed__api__v1__check_bulk_permissions_request__free_unpacked(req, NULL);
+        authzed__api__v1__check_bulk_permissions_request__free_unpacked(req, kw__grpc_allocator(c));
     kw_arena_free(a);
 }
 

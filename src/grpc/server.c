@@ -68,8 +68,9 @@ struct kw__grpc_call {
     kw_api_t *api;
     kw_v1_caller_t caller; /* request_id made on first use (kw__grpc_caller) */
     char request_id[37];
-    bool on_conn;   /* answered on the connection's thread (run_inline) */
-    bool to_thread; /* on_conn, and the handler needs to block: run it on a thread */
+    bool on_conn;          /* answered on the connection's thread (run_inline) */
+    bool to_thread;        /* on_conn, and the handler needs to block: run it on a thread */
+    ProtobufCAllocator pb; /* kw__grpc_allocator: the caller's arena */
 };
 
 struct kw__grpc_conn {
@@ -168,6 +169,23 @@ const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *call)
         call->caller.request_id = kw_str_c(call->request_id);
     }
     return &call->caller;
+}
+
+static void *pb_alloc(void *arena, size_t n)
+{
+    return kw_arena_alloc(arena, n);
+}
+
+static void pb_free(void *arena, void *p)
+{
+    (void)arena;
+    (void)p; /* the arena lets go of everything at the end of the call */
+}
+
+ProtobufCAllocator *kw__grpc_allocator(kw__grpc_call_t *call)
+{
+    call->pb = (ProtobufCAllocator){pb_alloc, pb_free, call->caller.arena};
+    return &call->pb;
 }
 
 bool kw__grpc_may_block(kw__grpc_call_t *call)
@@ -875,7 +893,7 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->evfd < 0)
         goto fail_c;
-    c->arena = kw_arena_new(0);
+    c->arena = kw_arena_new(64 * 1024); /* a 100-item CheckBulkPermissions request fits */
     if (!c->arena)
         goto fail_ev_fd;
     pthread_mutex_init(&c->mu, NULL);

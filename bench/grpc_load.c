@@ -16,12 +16,16 @@
  *              results; reports results/s and the time to the first result
  *   fill       setup for lookup: WriteSchema --schema FILE, then --fill N relationships
  *              "doc:<i>#viewer@user:reader" (the names of --fill-rel) in calls of 1,000
- * A calls' answer is checked: grpc-status 0, and for check / checkbulk the decoded
+ * --rate R: open loop instead, calls start on a schedule of R per second (each of the C x S
+ * slots takes the next due call when free); a call's latency counts from when it was due,
+ * so a generator or server running behind shows in the percentiles.
+ * A call's answer is checked: grpc-status 0, and for check / checkbulk the decoded
  * permissionship (counted: allowed / denied) - a benchmark of failing calls measures nothing.
  *
  * Usage: grpc_load HOST:PORT MODE [--key K] [--conns C] [--streams S] [--threads T]
  *          [--seconds N] [--warmup N] [--queries FILE] [--items N] [--lookup SPEC]
- *          [--schema FILE] [--fill N] [--fill-rel "doc viewer user:reader"] [--label TEXT]
+ *          [--schema FILE] [--fill N] [--fill-rel "doc viewer user:reader"] [--rate R]
+ *          [--label TEXT]
  * --queries holds one `type:id permission type:id` per line (bench/svc_dataset.c's
  * svc_keys.tsv turned into agent_api_key:K read user:U, see docs/BENCHMARKS.md).
  * Output: one JSON line (calls, calls/s, items/s, p50/p99/p999 latency in ms, errors).
@@ -72,6 +76,9 @@ typedef struct {
     int64_t t_end_us, t_measure_us; /* stop; count only calls started after measure */
     bool once;                      /* fill: every request exactly once */
     atomic_size_t next_req;
+    double rate;              /* > 0: calls start on a schedule of rate/s (open loop) */
+    int64_t t_start_us;       /* the schedule's origin */
+    atomic_uint_fast64_t seq; /* the next scheduled call */
 } shared_t;
 
 typedef struct conn conn_t;
@@ -90,6 +97,8 @@ typedef struct {
     uint64_t results;
     int64_t first_us;
     size_t sent; /* request bytes given to nghttp2 */
+    bool parked; /* --rate: waiting for due_us */
+    int64_t due_us;
 } call_t;
 
 typedef struct worker worker_t;
@@ -101,7 +110,7 @@ struct conn {
     uint8_t wbuf[64 * 1024];
     size_t wlen;
     call_t calls[MAX_STREAMS];
-    unsigned active;
+    unsigned active, parked;
     bool dead;
 };
 
@@ -371,13 +380,36 @@ static ssize_t cb_read_req(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t
     return (ssize_t)n;
 }
 
-/* Starts the next call in slot k; false when the run is over. */
+static bool submit_call(conn_t *c, call_t *k, int64_t t0);
+
+/* Starts the next call in slot k, or (--rate) parks the slot until the call's scheduled
+ * start; false when the run is over. */
 static bool start_call(conn_t *c, call_t *k)
 {
     shared_t *sh = c->w->sh;
     int64_t now = now_us();
     if (now >= sh->t_end_us)
         return false;
+    if (sh->rate <= 0)
+        return submit_call(c, k, now);
+    uint64_t n = atomic_fetch_add(&sh->seq, 1);
+    int64_t due = sh->t_start_us + (int64_t)((double)n * 1e6 / sh->rate);
+    if (due >= sh->t_end_us)
+        return false;
+    if (due > now) {
+        k->parked = true;
+        k->due_us = due;
+        c->parked++;
+        return true;
+    }
+    /* Behind schedule: the latency counts from when the call was due (no coordinated
+     * omission). */
+    return submit_call(c, k, due);
+}
+
+static bool submit_call(conn_t *c, call_t *k, int64_t t0)
+{
+    shared_t *sh = c->w->sh;
     size_t r = atomic_fetch_add(&sh->next_req, 1);
     if (sh->once) {
         if (r >= sh->n_reqs)
@@ -399,7 +431,7 @@ static bool start_call(conn_t *c, call_t *k)
     k->conn = c;
     k->req = r;
     k->sent = 0;
-    k->t0_us = now;
+    k->t0_us = t0;
     k->grpc_status = -1;
     k->msg_len = k->pre_have = k->body_need = k->body_have = 0;
     k->results = 0;
@@ -686,17 +718,30 @@ static void *worker_main(void *arg)
     }
     for (;;) {
         unsigned live = 0;
+        int64_t now = now_us(), wait_us = 1000000;
         for (unsigned i = 0; i < w->n_conns; i++) {
             conn_t *c = &w->conns[i];
             pf[i] = (struct pollfd){-1, 0, 0};
             if (c->dead)
                 continue;
+            for (unsigned s = 0; c->parked && s < w->streams; s++) {
+                call_t *k = &c->calls[s];
+                if (!k->parked)
+                    continue;
+                if (k->due_us <= now) {
+                    k->parked = false;
+                    c->parked--;
+                    submit_call(c, k, k->due_us);
+                } else if (k->due_us - now < wait_us) {
+                    wait_us = k->due_us - now;
+                }
+            }
             if (nghttp2_session_send(c->ng) != 0 || !flush_conn(c)) {
                 fail(w, "connection lost while sending", "");
                 c->dead = true;
                 continue;
             }
-            if (c->active == 0 && c->wlen == 0)
+            if (c->active == 0 && c->parked == 0 && c->wlen == 0)
                 continue; /* nothing in flight: this connection is done */
             live++;
             pf[i].fd = c->fd;
@@ -704,7 +749,8 @@ static void *worker_main(void *arg)
         }
         if (live == 0)
             break;
-        if (poll(pf, w->n_conns, 1000) < 0 && errno != EINTR)
+        struct timespec ts = {(time_t)(wait_us / 1000000), (long)(wait_us % 1000000) * 1000};
+        if (ppoll(pf, w->n_conns, &ts, NULL) < 0 && errno != EINTR)
             die("poll failed");
         for (unsigned i = 0; i < w->n_conns; i++) {
             conn_t *c = &w->conns[i];
@@ -792,6 +838,8 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     sh->t_measure_us = t0 + (int64_t)(warmup * 1e6);
     sh->t_end_us = sh->t_measure_us + (int64_t)(seconds * 1e6);
     atomic_store(&sh->next_req, 0);
+    atomic_store(&sh->seq, 0);
+    sh->t_start_us = t0;
     for (unsigned t = 0, at = 0; t < threads; t++) {
         unsigned n = conns / threads + (t < conns % threads);
         ws[t].sh = sh;
@@ -833,8 +881,9 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     double per_s = (double)calls / secs;
     printf("{\"bench\":\"grpc_load\",\"mode\":\"%s\",\"label\":\"%s\",\"conns\":%u,"
            "\"streams_per_conn\":%u,\"threads\":%u,\"seconds\":%.2f,\"calls\":%llu,"
-           "\"calls_per_s\":%.0f",
-           mode_name, label, conns, streams, threads, secs, (unsigned long long)calls, per_s);
+           "\"rate\":%.0f,\"calls_per_s\":%.0f",
+           mode_name, label, conns, streams, threads, secs, (unsigned long long)calls, sh->rate,
+           per_s);
     if (sh->mode == M_BULK)
         printf(",\"items_per_call\":%u,\"items_per_s\":%.0f", sh->items, per_s * sh->items);
     if (sh->mode == M_CHECK || sh->mode == M_BULK)
@@ -863,10 +912,12 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: grpc_load HOST:PORT check|checkbulk|lookup|fill [--key K] [--conns C]\n"
-                    "  [--streams S] [--threads T] [--seconds N] [--warmup N] [--queries FILE]\n"
-                    "  [--items N] [--lookup \"TYPE PERM SUBJTYPE:SUBJID\"] [--schema FILE]\n"
-                    "  [--fill N] [--fill-rel \"TYPE RELATION SUBJTYPE:SUBJID\"] [--label TEXT]\n");
+    fprintf(stderr,
+            "usage: grpc_load HOST:PORT check|checkbulk|lookup|fill [--key K] [--conns C]\n"
+            "  [--streams S] [--threads T] [--seconds N] [--warmup N] [--queries FILE]\n"
+            "  [--items N] [--lookup \"TYPE PERM SUBJTYPE:SUBJID\"] [--schema FILE]\n"
+            "  [--fill N] [--fill-rel \"TYPE RELATION SUBJTYPE:SUBJID\"] [--rate CALLS_PER_S]\n"
+            "  [--label TEXT]\n");
     exit(2);
 }
 
@@ -880,6 +931,7 @@ int main(int argc, char **argv)
     unsigned conns = 4, streams = 16, threads = 1, items = 100;
     double seconds = 10, warmup = 1;
     size_t fill = 0;
+    double sh_rate = 0;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
@@ -908,6 +960,8 @@ int main(int argc, char **argv)
             fill = (size_t)strtoull(v, NULL, 10);
         else if (!strcmp(a, "--fill-rel"))
             fill_rel = v;
+        else if (!strcmp(a, "--rate"))
+            sh_rate = atof(v);
         else if (!strcmp(a, "--label"))
             label = v;
         else
@@ -936,6 +990,7 @@ int main(int argc, char **argv)
     snprintf(sh.authority, sizeof(sh.authority), "%s", target);
     snprintf(sh.auth, sizeof(sh.auth), "Bearer %s", key);
     sh.items = 1;
+    sh.rate = sh_rate;
 
     if (!strcmp(mode_name, "check") || !strcmp(mode_name, "checkbulk")) {
         if (!queries)

@@ -226,7 +226,9 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
         rc = alive_locked(s);
         if (rc != KW_OK)
             goto out;
-        if (s->out.len - s->out_off <= KW_GRPC_STREAM_BUF)
+        /* On the connection's thread nothing would drain the buffer while waiting: its
+         * unary answer is queued whole. */
+        if (s->out.len - s->out_off <= KW_GRPC_STREAM_BUF || call->on_conn)
             break;
         /* Full: wait for the connection thread to send, at most until the deadline (and
          * a second at a time, so a lost wake-up costs no more than that). */

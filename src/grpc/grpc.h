@@ -9,8 +9,10 @@
  *
  * Threads: the server runs its own threads, apart from src/http's loops: one listener,
  *   one thread per connection (the nghttp2 session is only touched there) and one thread
- *   per RPC in flight (the service layer may block: consistency waits, the store, a
- *   stream's producer waiting for the client to read). A streamed RPC's results go into
+ *   per RPC in flight that may block (the service layer's consistency waits, the store, a
+ *   stream's producer waiting for the client to read). The cheap unary RPCs (Check,
+ *   CheckBulk, Expand, health Check) are answered on their connection's thread, without
+ *   a thread of their own, unless they must wait for a revision. A streamed RPC's results go into
  *   a per-stream buffer of at most KW_GRPC_STREAM_BUF bytes: past that the producer
  *   waits until HTTP/2 flow control lets the connection thread send, so a slow reader
  *   never makes the server buffer without bound. RST_STREAM, a closed connection or the

@@ -1,7 +1,11 @@
 /*
  * grpc/server.c - the HTTP/2 side of the gRPC endpoint (see grpc.h for the threads):
  * the listener, one thread per connection driving its nghttp2 session over a non-blocking
- * socket (woken by an eventfd when a handler queued output), and one thread per RPC.
+ * socket (woken by an eventfd when a handler queued output), and one thread per RPC that
+ * may block. The cheap unary RPCs (runs_inline) are answered by the connection thread
+ * itself, inside nghttp2's receive callback: every request that one read brought is
+ * answered and the answers leave with one write; a call that turns out to need a wait
+ * (kw__grpc_may_block) is handed to a thread before it did anything.
  *
  * A stream's state is shared between its connection thread and its handler thread under
  * the connection's mutex: the handler appends framed messages to `out` (waiting on `room`
@@ -48,9 +52,15 @@ typedef struct kw__grpc_stream {
     int64_t deadline_us; /* monotonic; 0: none */
     size_t hdr_bytes;
     bool hdr_too_big;
-    kw_buf_t body;
+    kw_buf_t body; /* in_stream: under conn->mu, bytes not yet taken by kw__grpc_recv */
     bool body_too_big;
     bool dispatched;
+    /* Requests that stream in (client streaming, bidi): the handler starts at the
+     * headers; the stream's window grows only as it takes bytes (to_consume, given to
+     * nghttp2_session_consume by the connection thread). Under conn->mu. */
+    bool in_stream;
+    bool in_end; /* END_STREAM received */
+    size_t to_consume;
     /* response: under conn->mu */
     kw_buf_t out;
     size_t out_off;
@@ -59,8 +69,8 @@ typedef struct kw__grpc_stream {
     bool closed;    /* nghttp2 closed the stream */
     bool cancelled; /* closed early, or the connection ended */
     kw_v1_status_t st;
-    pthread_cond_t room;
-    int refs; /* connection + handler */
+    pthread_cond_t room; /* the handler's wake-up: room to send, bytes or the end arrived */
+    int refs;            /* connection + handler */
 } kw__grpc_stream_t;
 
 struct kw__grpc_call {
@@ -68,6 +78,8 @@ struct kw__grpc_call {
     kw_api_t *api;
     kw_v1_caller_t caller; /* request_id made on first use (kw__grpc_caller) */
     char request_id[37];
+    kw_buf_t in;           /* kw__grpc_recv: bytes taken from the stream */
+    size_t in_off;         /* where the unread ones start (what precedes was returned) */
     bool on_conn;          /* answered on the connection's thread (run_inline) */
     bool to_thread;        /* on_conn, and the handler needs to block: run it on a thread */
     ProtobufCAllocator pb; /* kw__grpc_allocator: the caller's arena */
@@ -278,6 +290,82 @@ out:
     return rc;
 }
 
+int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
+{
+    kw__grpc_stream_t *s = call->s;
+    kw__grpc_conn_t *c = s->conn;
+    kw_buf_t *in = &call->in;
+    bool took = false;
+    int rc;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        size_t have = in->len - call->in_off;
+        if (have >= 5) {
+            const uint8_t *p = (const uint8_t *)in->ptr + call->in_off;
+            size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+            if (p[0] > 1) {
+                rc = KW_EINVAL;
+                break;
+            }
+            if (p[0] == 1) {
+                rc = KW_EUNSUPPORTED;
+                break;
+            }
+            if (mlen > KW_GRPC_MAX_MSG) {
+                rc = KW_ETOOLARGE;
+                break;
+            }
+            if (have >= 5 + mlen) {
+                *msg = p + 5;
+                *len = mlen;
+                call->in_off += 5 + mlen;
+                rc = KW_OK;
+                break;
+            }
+        }
+        if (s->body.len > 0) { /* take what arrived; its window is given back */
+            /* What is unread is less than one message: moved once per intake. */
+            if (call->in_off) {
+                memmove(in->ptr, in->ptr + call->in_off, have);
+                in->len = have;
+                call->in_off = 0;
+            }
+            kw_buf_append(in, s->body.ptr, s->body.len);
+            if (in->failed) {
+                rc = KW_ENOMEM;
+                break;
+            }
+            s->to_consume += s->body.len;
+            s->body.len = 0;
+            mark_pending(s); /* the connection thread visits only pending streams */
+            took = true;
+            continue;
+        }
+        if (s->in_end) {
+            rc = have == 0 ? KW_ENOTFOUND : KW_EINVAL;
+            break;
+        }
+        if ((rc = alive_locked(s)) != KW_OK)
+            break;
+        if (took) { /* let the connection thread open the window before waiting */
+            pthread_mutex_unlock(&c->mu);
+            wake(c);
+            took = false;
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        int64_t until = mono_us() + 1000000;
+        if (s->deadline_us && s->deadline_us < until)
+            until = s->deadline_us;
+        struct timespec ts = {(time_t)(until / 1000000), (long)(until % 1000000) * 1000};
+        pthread_cond_timedwait(&s->room, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (took)
+        wake(c);
+    return rc;
+}
+
 /* Runs the RPC of s (the request's checks, authorization, the handler); its status in *st. */
 static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t *st)
 {
@@ -293,7 +381,8 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
     } else if (s->body_too_big) {
         kw_v1_fail(st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
                    "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-    } else if ((rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
+    } else if (!kw__grpc_streams_in(rpc) &&
+               (rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
                                       &msg, &mlen)) != KW_OK) {
         if (rc == KW_EUNSUPPORTED)
             kw_v1_fail(st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
@@ -316,7 +405,7 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
                    rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
     } else {
         call->caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
-        rpc->fn(call, msg, mlen, st);
+        kw__grpc_invoke(rpc, call, msg, mlen, st);
     }
 }
 
@@ -330,6 +419,10 @@ static void finish_locked(kw__grpc_stream_t *s, const kw_v1_status_t *st)
         kw_v1_fail(&s->st, KW_ETIMEOUT, KW_GRPC_DEADLINE_EXCEEDED, NULL, "deadline exceeded");
     }
     s->done = true;
+    if (s->in_stream) { /* what the client sent and nobody will read: its window back */
+        s->to_consume += s->body.len;
+        s->body.len = 0;
+    }
     mark_pending(s);
 }
 
@@ -341,9 +434,11 @@ static void *handler_main(void *arg)
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
     kw__grpc_call_t call = {.s = s, .api = srv->api};
+    kw_buf_init(&call.in);
     call.caller.arena = kw_arena_new(0);
     run_rpc(s, &call, &st);
     kw_arena_free(call.caller.arena);
+    kw_buf_free(&call.in);
 
     atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);
@@ -365,6 +460,7 @@ static bool runs_inline(const char *path)
         "/authzed.api.v1.PermissionsService/CheckPermission",
         "/authzed.api.v1.PermissionsService/CheckBulkPermissions",
         "/authzed.api.v1.PermissionsService/ExpandPermissionTree",
+        "/authzed.api.v1.ExperimentalService/BulkCheckPermission",
         "/grpc.health.v1.Health/Check",
     };
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
@@ -380,9 +476,11 @@ static bool run_inline(kw__grpc_conn_t *c, kw__grpc_stream_t *s)
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
     kw__grpc_call_t call = {.s = s, .api = c->srv->api, .on_conn = true};
+    kw_buf_init(&call.in);
     call.caller.arena = c->arena;
     run_rpc(s, &call, &st);
     kw_arena_reset(c->arena);
+    kw_buf_free(&call.in);
     if (call.to_thread)
         return false;
     pthread_mutex_lock(&c->mu);
@@ -591,8 +689,23 @@ static int cb_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t
                    void *ud)
 {
     (void)flags;
-    (void)ud;
+    kw__grpc_conn_t *c = ud;
     kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s && s->in_stream) { /* taken by kw__grpc_recv, which gives the window back */
+        pthread_mutex_lock(&c->mu);
+        bool keep = !s->done;
+        if (keep) {
+            kw_buf_append(&s->body, data, len);
+            pthread_cond_broadcast(&s->room);
+        }
+        bool failed = s->body.failed;
+        pthread_mutex_unlock(&c->mu);
+        if (!keep)
+            nghttp2_session_consume(ng, id, len);
+        return failed ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    /* A unary request's bytes give their window back at once (bounded by the size cap). */
+    nghttp2_session_consume(ng, id, len);
     if (!s || s->dispatched)
         return 0;
     if (s->body_too_big || s->body.len + len > KW_GRPC_MAX_MSG + 5) {
@@ -619,6 +732,8 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     if (s->dispatched)
         return;
     s->dispatched = true;
+    bool in_stream = s->in_stream;
+    s->in_stream = false; /* until a handler runs to read the stream */
     if (s->hdr_too_big) {
         http_refuse(ng, s, "431");
         return;
@@ -662,6 +777,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     pthread_mutex_lock(&c->mu);
     s->refs++;
     c->handlers++;
+    s->in_stream = in_stream;
     pthread_mutex_unlock(&c->mu);
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -675,6 +791,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
         pthread_mutex_lock(&c->mu);
         s->refs--;
         c->handlers--;
+        s->in_stream = false;
         kw_v1_fail(&s->st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "server busy");
         s->done = true;
         mark_pending(s);
@@ -686,11 +803,25 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     kw__grpc_conn_t *c = ud;
     c->got_preface = true;
-    if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
-        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-        if (s)
+    if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!s)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        /* A method whose requests stream in starts now and reads them as they come. */
+        const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
+        if (rpc && kw__grpc_streams_in(rpc)) {
+            s->in_stream = true;
             dispatch(ng, c, s);
+        }
+    }
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        pthread_mutex_lock(&c->mu);
+        s->in_end = true;
+        pthread_cond_broadcast(&s->room);
+        pthread_mutex_unlock(&c->mu);
+        dispatch(ng, c, s);
     }
     return 0;
 }
@@ -707,9 +838,15 @@ static int cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t err, void *
     s->closed = true;
     if (!s->done)
         s->cancelled = true;
+    /* Bytes received and never given back: the connection's window must not shrink. */
+    size_t unread = s->in_stream ? s->body.len + s->to_consume : 0;
+    s->body.len = 0;
+    s->to_consume = 0;
     pthread_cond_broadcast(&s->room);
     stream_unref(s);
     pthread_mutex_unlock(&c->mu);
+    if (unread)
+        nghttp2_session_consume_connection(ng, unread);
     return 0;
 }
 
@@ -723,6 +860,10 @@ static void flush_pending(kw__grpc_conn_t *c)
         p->pending = false;
         if (p->closed || !p->dispatched)
             continue;
+        if (p->to_consume) {
+            nghttp2_session_consume(c->ng, p->id, p->to_consume);
+            p->to_consume = 0;
+        }
         if (!p->submitted && (p->done || p->out.len > 0)) {
             p->submitted = true;
             nghttp2_nv nv[] = {
@@ -908,7 +1049,16 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, cb_data);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, cb_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, cb_stream_close);
-    int e = nghttp2_session_server_new(&c->ng, cbs, c);
+    /* Windows are given back by hand (nghttp2_session_consume): at once for a unary
+     * request, as the handler reads for a stream of requests (flow control reaches it). */
+    nghttp2_option *opt = NULL;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        goto fail_ev;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int e = nghttp2_session_server_new2(&c->ng, cbs, c, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (e != 0)
         goto fail_ev;

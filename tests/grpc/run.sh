@@ -9,7 +9,7 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   echo "e2e_grpc SKIPPED: node and npm are needed (scripts/install-deps.sh installs them)"
   exit 77
 fi
-if [ ! -d "$here/node_modules/@authzed/authzed-node" ]; then
+if [ ! -d "$here/node_modules/@authzed/authzed-node" ] || [ ! -d "$here/node_modules/grpc-js-reflection-client" ]; then
   if ! (cd "$here" && timeout 300 npm install --no-audit --no-fund --loglevel=error); then
     echo "e2e_grpc SKIPPED: npm could not install @authzed/authzed-node (no network to the registry?)"
     exit 77

@@ -18,7 +18,8 @@
  *              "doc:<i>#viewer@user:reader" (the names of --fill-rel) in calls of 1,000
  * --rate R: open loop instead, calls start on a schedule of R per second (each of the C x S
  * slots takes the next due call when free); a call's latency counts from when it was due,
- * so a generator or server running behind shows in the percentiles.
+ * so a generator or server running behind shows in the percentiles; gen_lag_* says how
+ * late the generator itself sent the calls (its share of that latency).
  * A call's answer is checked: grpc-status 0, and for check / checkbulk the decoded
  * permissionship (counted: allowed / denied) - a benchmark of failing calls measures nothing.
  *
@@ -96,8 +97,9 @@ typedef struct {
     size_t pre_have, body_need, body_have;
     uint64_t results;
     int64_t first_us;
-    size_t sent; /* request bytes given to nghttp2 */
-    bool parked; /* --rate: waiting for due_us */
+    size_t sent;     /* request bytes given to nghttp2 */
+    bool parked;     /* --rate: waiting for due_us */
+    int64_t sent_us; /* when it was submitted (t0_us: when it was due) */
     int64_t due_us;
 } call_t;
 
@@ -120,7 +122,7 @@ struct worker {
     conn_t *conns;
     unsigned n_conns, streams;
     /* results */
-    uint32_t *lat_us;
+    uint32_t *lat_us, *lag_us; /* lag: how late the generator sent a call (--rate) */
     size_t n_lat, cap_lat;
     uint64_t calls, errors, allowed, denied, results;
     int64_t first_result_us;
@@ -328,15 +330,22 @@ static blob_t enc_fill(const char *type, const char *rel, char *st, char *sid, s
 
 /* ---- the HTTP/2 client ---- */
 
-static void lat_add(worker_t *w, uint32_t us)
+static uint32_t clamp_us(int64_t us)
+{
+    return us < 0 ? 0 : us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+}
+
+static void lat_add(worker_t *w, int64_t lat, int64_t lag)
 {
     if (w->n_lat == w->cap_lat) {
         w->cap_lat = w->cap_lat ? w->cap_lat * 2 : 65536;
         w->lat_us = realloc(w->lat_us, w->cap_lat * sizeof(uint32_t));
-        if (!w->lat_us)
+        w->lag_us = realloc(w->lag_us, w->cap_lat * sizeof(uint32_t));
+        if (!w->lat_us || !w->lag_us)
             die("out of memory");
     }
-    w->lat_us[w->n_lat++] = us;
+    w->lat_us[w->n_lat] = clamp_us(lat);
+    w->lag_us[w->n_lat++] = clamp_us(lag);
 }
 
 /* A failed call or connection: counted, the first one's words kept for the report. */
@@ -432,6 +441,7 @@ static bool submit_call(conn_t *c, call_t *k, int64_t t0)
     k->req = r;
     k->sent = 0;
     k->t0_us = t0;
+    k->sent_us = now_us();
     k->grpc_status = -1;
     k->msg_len = k->pre_have = k->body_need = k->body_have = 0;
     k->results = 0;
@@ -639,7 +649,7 @@ static int cb_close(nghttp2_session *ng, int32_t id, uint32_t err, void *ud)
     } else if (k->t0_us >= w->sh->t_measure_us) {
         w->calls++;
         w->results += k->results;
-        lat_add(w, (uint32_t)(now - k->t0_us > UINT32_MAX ? UINT32_MAX : now - k->t0_us));
+        lat_add(w, now - k->t0_us, k->sent_us - k->t0_us);
         if (k->first_us && (!w->first_result_us || k->first_us - k->t0_us < w->first_result_us))
             w->first_result_us = k->first_us - k->t0_us;
     }
@@ -872,12 +882,16 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     if (sh->once || sh->mode == M_LOOKUP)
         secs = (double)(t1 - t0) / 1e6;
     uint32_t *lat = xmalloc(n_lat * sizeof(uint32_t) + 1);
+    uint32_t *lag = xmalloc(n_lat * sizeof(uint32_t) + 1);
     for (unsigned t = 0, at = 0; t < threads; t++) {
         memcpy(lat + at, ws[t].lat_us, ws[t].n_lat * sizeof(uint32_t));
+        memcpy(lag + at, ws[t].lag_us, ws[t].n_lat * sizeof(uint32_t));
         at += (unsigned)ws[t].n_lat;
         free(ws[t].lat_us);
+        free(ws[t].lag_us);
     }
     qsort(lat, n_lat, sizeof(uint32_t), cmp_u32);
+    qsort(lag, n_lat, sizeof(uint32_t), cmp_u32);
     double per_s = (double)calls / secs;
     printf("{\"bench\":\"grpc_load\",\"mode\":\"%s\",\"label\":\"%s\",\"conns\":%u,"
            "\"streams_per_conn\":%u,\"threads\":%u,\"seconds\":%.2f,\"calls\":%llu,"
@@ -895,6 +909,9 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     printf(",\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"errors\":%llu",
            pct_ms(lat, n_lat, 0.5), pct_ms(lat, n_lat, 0.99), pct_ms(lat, n_lat, 0.999),
            (unsigned long long)errors);
+    if (sh->rate > 0) /* the part of the latency that is the generator's own delay */
+        printf(",\"gen_lag_p50_ms\":%.3f,\"gen_lag_p99_ms\":%.3f", pct_ms(lag, n_lat, 0.5),
+               pct_ms(lag, n_lat, 0.99));
     if (err[0]) {
         printf(",\"first_error\":\"");
         for (const char *p = err; *p; p++)
@@ -905,6 +922,7 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     printf("}\n");
     fflush(stdout);
     free(lat);
+    free(lag);
     free(ws);
     free(cs);
     return errors ? 1 : 0;

@@ -19,7 +19,8 @@
  * --rate R: open loop instead, calls start on a schedule of R per second (each of the C x S
  * slots takes the next due call when free); a call's latency counts from when it was due,
  * so a generator or server running behind shows in the percentiles; gen_lag_* says how
- * late the generator itself sent the calls (its share of that latency).
+ * late the generator itself sent the calls (its share of that latency) and sent_* the
+ * latency counted from when each call was actually sent.
  * A call's answer is checked: grpc-status 0, and for check / checkbulk the decoded
  * permissionship (counted: allowed / denied) - a benchmark of failing calls measures nothing.
  *
@@ -883,6 +884,7 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
         secs = (double)(t1 - t0) / 1e6;
     uint32_t *lat = xmalloc(n_lat * sizeof(uint32_t) + 1);
     uint32_t *lag = xmalloc(n_lat * sizeof(uint32_t) + 1);
+    uint32_t *from_send = xmalloc(n_lat * sizeof(uint32_t) + 1);
     for (unsigned t = 0, at = 0; t < threads; t++) {
         memcpy(lat + at, ws[t].lat_us, ws[t].n_lat * sizeof(uint32_t));
         memcpy(lag + at, ws[t].lag_us, ws[t].n_lat * sizeof(uint32_t));
@@ -890,8 +892,11 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
         free(ws[t].lat_us);
         free(ws[t].lag_us);
     }
+    for (size_t i = 0; i < n_lat; i++)
+        from_send[i] = lat[i] - lag[i]; /* lag <= lat: sent after due, answered after sent */
     qsort(lat, n_lat, sizeof(uint32_t), cmp_u32);
     qsort(lag, n_lat, sizeof(uint32_t), cmp_u32);
+    qsort(from_send, n_lat, sizeof(uint32_t), cmp_u32);
     double per_s = (double)calls / secs;
     printf("{\"bench\":\"grpc_load\",\"mode\":\"%s\",\"label\":\"%s\",\"conns\":%u,"
            "\"streams_per_conn\":%u,\"threads\":%u,\"seconds\":%.2f,\"calls\":%llu,"
@@ -910,8 +915,10 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
            pct_ms(lat, n_lat, 0.5), pct_ms(lat, n_lat, 0.99), pct_ms(lat, n_lat, 0.999),
            (unsigned long long)errors);
     if (sh->rate > 0) /* the part of the latency that is the generator's own delay */
-        printf(",\"gen_lag_p50_ms\":%.3f,\"gen_lag_p99_ms\":%.3f", pct_ms(lag, n_lat, 0.5),
-               pct_ms(lag, n_lat, 0.99));
+        printf(",\"gen_lag_p50_ms\":%.3f,\"gen_lag_p99_ms\":%.3f,\"sent_p50_ms\":%.3f,"
+               "\"sent_p99_ms\":%.3f",
+               pct_ms(lag, n_lat, 0.5), pct_ms(lag, n_lat, 0.99), pct_ms(from_send, n_lat, 0.5),
+               pct_ms(from_send, n_lat, 0.99));
     if (err[0]) {
         printf(",\"first_error\":\"");
         for (const char *p = err; *p; p++)
@@ -923,6 +930,7 @@ static int run(shared_t *sh, const char *mode_name, const char *label, unsigned 
     fflush(stdout);
     free(lat);
     free(lag);
+    free(from_send);
     free(ws);
     free(cs);
     return errors ? 1 : 0;

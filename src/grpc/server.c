@@ -101,7 +101,9 @@ struct kw__grpc_conn {
     bool wake_sent;
     int64_t last_progress_us;
     bool got_preface;
-    kw_arena_t *arena; /* the caller's arena of calls answered on this thread (reset after each) */
+    /* The caller's arena of the calls answered on this thread (reset after each), made at
+     * the first one: an idle connection holds none. */
+    kw_arena_t *arena;
 };
 
 struct kw_grpc_server {
@@ -475,6 +477,10 @@ static bool run_inline(kw__grpc_conn_t *c, kw__grpc_stream_t *s)
 {
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
+    /* 64 KiB blocks: a 100-item CheckBulkPermissions request fits in one. Without it, the
+     * call gets a thread of its own (whose arena may yet be had). */
+    if (!c->arena && !(c->arena = kw_arena_new(64 * 1024)))
+        return false;
     kw__grpc_call_t call = {.s = s, .api = c->srv->api, .on_conn = true};
     kw_buf_init(&call.in);
     call.caller.arena = c->arena;
@@ -1036,9 +1042,6 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
     c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (c->evfd < 0)
         goto fail_c;
-    c->arena = kw_arena_new(64 * 1024); /* a 100-item CheckBulkPermissions request fits */
-    if (!c->arena)
-        goto fail_ev_fd;
     pthread_mutex_init(&c->mu, NULL);
     pthread_cond_init(&c->quiet, NULL);
     if (nghttp2_session_callbacks_new(&cbs) != 0)
@@ -1086,8 +1089,6 @@ fail_ng:
 fail_ev:
     pthread_cond_destroy(&c->quiet);
     pthread_mutex_destroy(&c->mu);
-    kw_arena_free(c->arena);
-fail_ev_fd:
     close(c->evfd);
 fail_c:
     kw_free(c);

@@ -876,7 +876,8 @@ void kw__grpc_invoke(const kw__grpc_rpc_t *rpc, kw__grpc_call_t *c, const uint8_
         return;
     }
     rpc->fn(c, req, st);
-    protobuf_c_message_free_unpacked(req, kw__grpc_allocator(c));
+    /* No free_unpacked: it would walk the message to free nothing; the arena goes with the
+     * call. */
 }
 
 ProtobufCMessage *kw__grpc_recv_msg(kw__grpc_call_t *c, const ProtobufCMessageDescriptor *d,

@@ -73,7 +73,8 @@ KW_NODISCARD int kw__grpc_fuzz_feed(const uint8_t *data, size_t n);
  * more only then: a client faster than the RPC waits, it is never buffered without bound.
  * KW_OK; KW_ENOTFOUND: the client ended its stream; KW_EINVAL (a message cut short at the
  * end, or a bad prefix), KW_EUNSUPPORTED (compressed), KW_ETOOLARGE (over
- * KW_GRPC_MAX_MSG); KW_EIO / KW_ETIMEOUT as kw__grpc_send; KW_ENOMEM. */
+ * KW_GRPC_MAX_MSG); KW_ELIMIT: nothing arrived for the server's stall time (60 s);
+ * KW_EIO / KW_ETIMEOUT as kw__grpc_send; KW_ENOMEM. */
 KW_NODISCARD int kw__grpc_recv(kw__grpc_call_t *c, const uint8_t **msg, size_t *len);
 
 /* ---- rpc.c: the method table ---- */

@@ -895,6 +895,9 @@ ProtobufCMessage *kw__grpc_recv_msg(kw__grpc_call_t *c, const ProtobufCMessageDe
                    "request message larger than %u bytes", KW_GRPC_MAX_MSG);
     else if (*rc == KW_EINVAL)
         kw_v1_fail(st, *rc, KW_GRPC_INTERNAL, NULL, "the request stream ended inside a message");
+    else if (*rc == KW_ELIMIT)
+        kw_v1_fail(st, *rc, KW_GRPC_DEADLINE_EXCEEDED, NULL,
+                   "no request message for %d s: the stream is closed", KW_GRPC_STALL_MS / 1000);
     else if (*rc != KW_OK)
         kw__grpc_finish(*rc, st);
     if (*rc != KW_OK)

@@ -299,6 +299,9 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
     kw_buf_t *in = &call->in;
     bool took = false;
     int rc;
+    /* A client that sends nothing for stall_ms ends the RPC: an import holds the one
+     * write transaction meanwhile, so a silent client must not keep it forever. */
+    int64_t quiet_since = mono_us();
     pthread_mutex_lock(&c->mu);
     for (;;) {
         size_t have = in->len - call->in_off;
@@ -341,6 +344,7 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
             s->body.len = 0;
             mark_pending(s); /* the connection thread visits only pending streams */
             took = true;
+            quiet_since = mono_us();
             continue;
         }
         if (s->in_end) {
@@ -349,6 +353,10 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
         }
         if ((rc = alive_locked(s)) != KW_OK)
             break;
+        if (mono_us() - quiet_since > (int64_t)c->srv->cfg.stall_ms * 1000) {
+            rc = KW_ELIMIT;
+            break;
+        }
         if (took) { /* let the connection thread open the window before waiting */
             pthread_mutex_unlock(&c->mu);
             wake(c);

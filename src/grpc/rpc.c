@@ -52,6 +52,8 @@ bool kw__grpc_await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
     kw_v1_consistency_wait(cons, &min, &full);
     if (min == 0 && !full)
         return true;
+    if (!full && kw_api_v1_applied(kw__grpc_api(c), min))
+        return true; /* a revision already applied: no wait, the answer stays where it is */
     if (!kw__grpc_may_block(c))
         return false; /* on the connection's thread: the server runs it again on its own */
     int rc = kw_api_v1_await(kw__grpc_api(c), min, full);

@@ -958,7 +958,7 @@ int main(int argc, char **argv)
     double seconds = 10, warmup = 1;
     size_t fill = 0;
     double sh_rate = 0;
-    for (int i = 3; i < argc; i++) {
+    for (int i = 3; i < argc; i += 2) { /* every option takes a value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             usage();
@@ -992,7 +992,6 @@ int main(int argc, char **argv)
             label = v;
         else
             usage();
-        i++;
     }
     if (conns == 0 || streams == 0 || streams > MAX_STREAMS || threads == 0 || items == 0 ||
         seconds <= 0 || warmup < 0)

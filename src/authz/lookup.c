@@ -156,8 +156,20 @@ static int emit_resource(lk_out_t *o, const kw_ck_t *c, kw_str_t id, int v, kw_d
     return o->rcb(&res, o->ud);
 }
 
+/* The planned path's results, reported like the general path's. */
+typedef struct plan_fwd {
+    lk_out_t *out;
+    kw_diag_t *diag;
+} plan_fwd_t;
+
+static int on_planned(uint32_t node, int v, const kw_ck_t *c, void *ud)
+{
+    plan_fwd_t *f = ud;
+    return emit_resource(f->out, c, kw__node_str(&c->g->nodes[node]), v, f->diag);
+}
+
 static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
-                                   kw_subject_t subject, kw_str_t context, lk_out_t *out,
+                                   kw_subject_t subject, kw_str_t context, int path, lk_out_t *out,
                                    kw_diag_t *diag)
 {
     const kw_graph_t *g = &e->g;
@@ -185,7 +197,15 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     kw__ck_model(c, m);
     kw__ck_context(c, kw__engine_query_now(e), context);
     kw__ck_subject(c, snode, stype, srel);
-    if (snode != KW_NODE_NONE) {
+    if (path != KW__LK_GENERAL) {
+        /* The planned path first; the walk below only for shapes it does not plan. */
+        plan_fwd_t f = {out, diag};
+        rc = kw__lookup_plan_resources(c, m, t, r, on_planned, &f, NULL, diag);
+        if (rc != KW_EAGAIN || path == KW__LK_PLAN)
+            goto done;
+        rc = KW_OK;
+    }
+    if (rc == KW_OK && snode != KW_NODE_NONE) {
         if (srel != KW_REL_NONE)
             rc = push(&ps, snode, srel);
         if (rc == KW_OK)
@@ -234,9 +254,30 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         if (v != KW_CK_NO)
             rc = emit_resource(out, c, kw__node_str(&g->nodes[x]), v, diag);
     }
+done:
     kw__ck_close(c);
     kw_free(c);
     ps_free(&ps);
+    return rc;
+}
+
+static int lookup_resources_run(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                kw_subject_t subject, kw_str_t context, int path, lk_out_t *out,
+                                kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_buf_init(&out->names);
+    kw__engine_rdlock(e);
+    int rc;
+    if (!e->model) {
+        rc = kw__engine_no_schema(diag);
+    } else {
+        rc = lookup_resources_locked(e, resource_type, permission, subject, context, path, out,
+                                     diag);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw__engine_unlock(e);
+    kw_buf_free(&out->names);
     return rc;
 }
 
@@ -245,19 +286,17 @@ int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type, kw_st
                                    void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
     lk_out_t out = {true, cb, NULL, ud, {0}};
-    kw_buf_init(&out.names);
-    kw__engine_rdlock(e);
-    int rc;
-    if (!e->model) {
-        rc = kw__engine_no_schema(diag);
-    } else {
-        rc = lookup_resources_locked(e, resource_type, permission, subject, context, &out, diag);
-        if (rc == KW_OK && rev)
-            *rev = e->rev;
-    }
-    kw__engine_unlock(e);
-    kw_buf_free(&out.names);
-    return rc;
+    return lookup_resources_run(e, resource_type, permission, subject, context, KW__LK_AUTO, &out,
+                                rev, diag);
+}
+
+int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                     kw_subject_t subject, kw_str_t context, int path,
+                                     kw_resource_cb cb, void *ud, kw_diag_t *diag)
+{
+    lk_out_t out = {true, cb, NULL, ud, {0}};
+    return lookup_resources_run(e, resource_type, permission, subject, context, path, &out, NULL,
+                                diag);
 }
 
 /* The id-only callback of kw_engine_lookup_resources. */
@@ -278,20 +317,8 @@ int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t 
 {
     id_fwd_t f = {cb, ud};
     lk_out_t out = {false, on_resource_id, NULL, &f, {0}};
-    kw_buf_init(&out.names);
-    kw__engine_rdlock(e);
-    int rc;
-    if (!e->model) {
-        rc = kw__engine_no_schema(diag);
-    } else {
-        rc =
-            lookup_resources_locked(e, resource_type, permission, subject, KW_STR_NULL, &out, diag);
-        if (rc == KW_OK && rev)
-            *rev = e->rev;
-    }
-    kw__engine_unlock(e);
-    kw_buf_free(&out.names);
-    return rc;
+    return lookup_resources_run(e, resource_type, permission, subject, KW_STR_NULL, KW__LK_AUTO,
+                                &out, rev, diag);
 }
 
 /* ---- LookupSubjects ---- */

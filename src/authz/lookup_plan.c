@@ -55,6 +55,7 @@ typedef struct lp {
     lp_set_t *memo; /* per (type, rel) */
     uint64_t work;  /* edges looked at + check steps */
     uint64_t limit; /* LP_HIT past it */
+    int vdepth;     /* nesting of verify_rel through permissions */
     kw_diag_t *diag;
 } lp_t;
 
@@ -83,15 +84,51 @@ static int set_rehash(lp_set_t *s, uint32_t n_slot)
     return KW_OK;
 }
 
+/* Builds the index of a set filled by set_push alone (n_slot 0), or grows it. */
+static int set_index(lp_set_t *s, size_t need)
+{
+    uint32_t n_slot = s->n_slot ? s->n_slot : 64;
+    while (need * 2 > n_slot) {
+        if (n_slot >= (1u << 31))
+            return KW_ENOMEM;
+        n_slot *= 2;
+    }
+    return n_slot == s->n_slot ? KW_OK : set_rehash(s, n_slot);
+}
+
+/* Appends `node` without looking for it: only while the set has no index (n_slot 0) and
+ * every node pushed is known distinct (one node's reverse edges of one (other_rel, rel)). */
+static int set_push(lp_set_t *s, uint32_t node, uint8_t flag)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap, cap2 = s->cap;
+        if (kw_grow((void **)&s->node, &cap, s->n + 1, sizeof(uint32_t)) != KW_OK ||
+            kw_grow((void **)&s->flag, &cap2, s->n + 1, 1) != KW_OK)
+            return KW_ENOMEM;
+        s->cap = cap < cap2 ? cap : cap2;
+    }
+    s->node[s->n] = node;
+    s->flag[s->n++] = flag;
+    return KW_OK;
+}
+
+/* The flags of `node` in s (indexed), or -1 when absent. */
+static int set_find(const lp_set_t *s, uint32_t node)
+{
+    if (!s->n_slot)
+        return -1;
+    uint32_t j = (uint32_t)kw_hash_u64(node) & (s->n_slot - 1);
+    for (; s->slot[j]; j = (j + 1) & (s->n_slot - 1))
+        if (s->node[s->slot[j] - 1] == node)
+            return s->flag[s->slot[j] - 1];
+    return -1;
+}
+
 /* Adds `node` with `flag` (a node already present keeps the union of its flags). */
 static int set_add(lp_set_t *s, uint32_t node, uint8_t flag)
 {
-    if ((s->n + 1) * 2 > s->n_slot) {
-        if (s->n_slot >= (1u << 31))
-            return KW_ENOMEM;
-        if (set_rehash(s, s->n_slot ? s->n_slot * 2 : 64) != KW_OK)
-            return KW_ENOMEM;
-    }
+    if ((s->n + 1) * 2 > s->n_slot && set_index(s, s->n + 1) != KW_OK)
+        return KW_ENOMEM;
     uint32_t j = (uint32_t)kw_hash_u64(node) & (s->n_slot - 1);
     for (; s->slot[j]; j = (j + 1) & (s->n_slot - 1)) {
         uint32_t i = s->slot[j] - 1;
@@ -130,6 +167,18 @@ static int set_merge(lp_set_t *dst, lp_set_t *src)
 
 static int set_copy(lp_set_t *dst, const lp_set_t *src)
 {
+    if (dst->n == 0 && dst->n_slot == 0 && src->n) {
+        /* a clone: the common case of a permission that is one reference */
+        size_t cap = 0, cap2 = 0;
+        if (kw_grow((void **)&dst->node, &cap, src->n, sizeof(uint32_t)) != KW_OK ||
+            kw_grow((void **)&dst->flag, &cap2, src->n, 1) != KW_OK)
+            return KW_ENOMEM;
+        dst->cap = cap < cap2 ? cap : cap2;
+        memcpy(dst->node, src->node, src->n * sizeof(uint32_t));
+        memcpy(dst->flag, src->flag, src->n);
+        dst->n = src->n;
+        return KW_OK;
+    }
     for (size_t i = 0; i < src->n; i++)
         if (set_add(dst, src->node[i], src->flag[i]) != KW_OK)
             return KW_ENOMEM;
@@ -152,12 +201,16 @@ static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t r
     const kw_edges_t *es = &q->g->nodes[x].rev;
     uint32_t i = kw__graph_lower(es->v, es->n, kw__rev_key(rel, orel, 0), false);
     uint32_t i0 = i;
+    bool distinct = out->n == 0 && out->n_slot == 0;
     for (; i < es->n && es->v[i].other_rel == orel && es->v[i].rel == rel; i++) {
+        if (i + 8 < es->n)
+            __builtin_prefetch(&q->g->nodes[es->v[i + 8].other]);
         uint32_t r = es->v[i].other;
-        if (q->g->nodes[r].type != rt)
+        const kw_node_t *nd = &q->g->nodes[r];
+        if (nd->type != rt)
             continue;
-        uint8_t f = kw__attr_maybe(q->g, r) ? 0 : flag;
-        if (set_add(out, r, f) != KW_OK)
+        uint8_t f = nd->n_attr ? 0 : flag;
+        if ((distinct ? set_push(out, r, f) : set_add(out, r, f)) != KW_OK)
             return KW_ENOMEM;
     }
     return spend(q, 1 + (i - i0));
@@ -194,6 +247,34 @@ static int ck(lp_t *q, uint32_t x, uint16_t rel, int *v)
     return q->work > q->limit ? LP_HIT : KW_OK;
 }
 
+static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v);
+
+/* Does x (of type t) hold rel? A complete set of (t, rel) answers without a Check: it is a
+ * superset, so absent means NO and "sure" means YES. A permission without one is
+ * verified through its expression (a few levels deep), anything else by Check. */
+static int verify_rel(lp_t *q, uint32_t x, uint16_t t, uint16_t rel, int *v)
+{
+    uint32_t k = q->m->rel_base[t] + rel;
+    if (q->state[k] == 2) {
+        lp_set_t *s = &q->memo[k];
+        if (s->n && !s->n_slot && set_index(s, s->n) != KW_OK)
+            return KW_ENOMEM;
+        int f = set_find(s, x);
+        if (f < 0 || (f & SURE)) {
+            *v = f < 0 ? V_NO : V_YES;
+            return spend(q, 1);
+        }
+    }
+    const kw_relation_t *rd = &q->s->types[t].rels[rel];
+    if (rd->is_permission && rd->expr && q->vdepth < 8) {
+        q->vdepth++;
+        int rc = verify(q, x, rd->expr, v);
+        q->vdepth--;
+        return rc;
+    }
+    return ck(q, x, rel, v);
+}
+
 static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v)
 {
     switch (ex->kind) {
@@ -201,7 +282,7 @@ static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v)
         *v = V_NO;
         return KW_OK;
     case KW_EXPR_REF:
-        return ck(q, x, ex->rel, v);
+        return verify_rel(q, x, q->g->nodes[x].type, ex->rel, v);
     case KW_EXPR_ARROW: {
         if (kw__attr_maybe(q->g, x)) {
             *v = V_UNKNOWN;
@@ -215,7 +296,7 @@ static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v)
             uint16_t tr = ex->target_by_type[q->g->nodes[o].type];
             if (tr == KW_REL_NONE)
                 continue;
-            int w, rc = ck(q, o, tr, &w);
+            int w, rc = verify_rel(q, o, q->g->nodes[o].type, tr, &w);
             if (rc)
                 return rc;
             if (w == V_YES || (w == V_UNKNOWN && acc == V_NO))
@@ -444,7 +525,7 @@ static int prod_rel(lp_t *q, uint16_t t, uint16_t rel, const lp_set_t **out)
 int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint16_t r,
                               kw__lp_emit_fn emit, void *ud, uint64_t *work, kw_diag_t *diag)
 {
-    lp_t q = {c, m, c->g, c->s, NULL, NULL, 0, KW_MAX_LOOKUP_STEPS, diag};
+    lp_t q = {c, m, c->g, c->s, NULL, NULL, 0, KW_MAX_LOOKUP_STEPS, 0, diag};
     q.state = kw_calloc(m->n_pairs + 1u, 1);
     q.memo = kw_calloc(m->n_pairs + 1u, sizeof(lp_set_t));
     int rc = q.state && q.memo ? KW_OK : KW_ENOMEM;
@@ -459,6 +540,8 @@ int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint1
     else if (rc != KW_OK && rc != KW_EAGAIN)
         rc = kw_diag_set(diag, rc, 0, 0, "lookup failed");
     for (size_t i = 0; rc == KW_OK && i < res->n; i++) {
+        if (i + 8 < res->n)
+            __builtin_prefetch(&c->g->nodes[res->node[i + 8]]);
         uint32_t x = res->node[i];
         int v = KW_CK_YES;
         if (!(res->flag[i] & SURE)) {

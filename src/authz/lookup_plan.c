@@ -464,15 +464,11 @@ static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out)
     return KW_EINTERNAL;
 }
 
-/* A relation's set: direct edges to the subject and its wildcard, subject sets, and the
- * subject set itself. */
+/* A relation's set: direct edges to the subject and its wildcard, and subject sets. */
 static int prod_direct(lp_t *q, uint16_t t, uint16_t rel, lp_set_t *out)
 {
     const kw_ck_t *c = q->c;
     int rc = KW_OK;
-    if (c->snode != KW_NODE_NONE && c->srel != KW_REL_NONE && c->stype == t && c->srel == rel &&
-        set_add(out, c->snode, SURE) != KW_OK)
-        return KW_ENOMEM;
     if (c->snode != KW_NODE_NONE && (rc = add_rev(q, out, c->snode, c->srel, rel, t, SURE)) != 0)
         return rc;
     if (c->swild != KW_NODE_NONE && c->swild != c->snode &&
@@ -512,6 +508,11 @@ static int prod_rel(lp_t *q, uint16_t t, uint16_t rel, const lp_set_t **out)
     const kw_relation_t *rd = &q->s->types[t].rels[rel];
     int rc = rd->is_permission ? (rd->expr ? prod_expr(q, t, rd->expr, &q->memo[k]) : KW_OK)
                                : prod_direct(q, t, rel, &q->memo[k]);
+    /* A subject set has itself (a relation's or a permission's). */
+    const kw_ck_t *c = q->c;
+    if (rc == KW_OK && c->snode != KW_NODE_NONE && c->srel != KW_REL_NONE && c->stype == t &&
+        c->srel == rel && set_add(&q->memo[k], c->snode, SURE) != KW_OK)
+        rc = KW_ENOMEM;
     if (rc != KW_OK) {
         set_free(&q->memo[k]);
         q->state[k] = 0;

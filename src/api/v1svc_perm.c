@@ -256,9 +256,11 @@ static int lr_cb(const kw_resource_result_t *r, void *ud)
     return ids_offer(ud, r);
 }
 
-/* Results per engine pass of an unlimited LookupResources: the memory bound of a
- * stream (ids and their heap: ~80 bytes each), traded against one engine pass per chunk. */
-#define LR_CHUNK 65536u
+/* Results per engine pass of an unlimited LookupResources at most: the memory bound of a
+ * stream (ids and their heap: ~80 bytes each, ~20 MiB), traded against one engine pass per
+ * chunk. */
+#define LR_CHUNK 262144u
+#define LR_FIRST_CHUNK 1024u
 
 /* Copies id into *last (a kw_malloc'd buffer of *cap bytes). */
 static int keep_last(char **last, size_t *cap, kw_str_t id, kw_str_t *out)
@@ -352,12 +354,17 @@ int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn
     size_t last_cap = 0, n = 0;
     kw_str_t last_id = KW_STR_NULL;
     const kw_str_t *after = req->cursor.len ? &pos.f[0] : NULL;
-    size_t max = req->limit ? req->limit : LR_CHUNK;
+    /* The first chunk is small so that the first lines go out after one engine pass and a
+     * short sort; chunks then grow 4x up to LR_CHUNK. */
+    size_t max = req->limit ? req->limit : LR_FIRST_CHUNK;
     do {
         n = 0;
         rc = lr_chunk(svc, req, shape, after, max, a, &last, &last_cap, &last_id, &n, emit, ud, st);
         after = &last_id;
-    } while (rc == KW_OK && !req->limit && n == max);
+        if (rc != KW_OK || req->limit || n < max)
+            break;
+        max = max * 4 < LR_CHUNK ? max * 4 : LR_CHUNK;
+    } while (true);
     kw_free(last);
     kw_arena_free(a);
     return rc;

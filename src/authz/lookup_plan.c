@@ -526,6 +526,13 @@ static int prod_rel(lp_t *q, uint16_t t, uint16_t rel, const lp_set_t **out)
 int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint16_t r,
                               kw__lp_emit_fn emit, void *ud, uint64_t *work, kw_diag_t *diag)
 {
+    if (c->snode == KW_NODE_NONE && c->swild == KW_NODE_NONE) {
+        /* No edge reaches the subject: nothing (the caller reports an absent subject set
+         * that has itself). */
+        if (work)
+            *work = 0;
+        return KW_OK;
+    }
     lp_t q = {c, m, c->g, c->s, NULL, NULL, 0, KW_MAX_LOOKUP_STEPS, 0, diag};
     q.state = kw_calloc(m->n_pairs + 1u, 1);
     q.memo = kw_calloc(m->n_pairs + 1u, sizeof(lp_set_t));

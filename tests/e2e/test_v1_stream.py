@@ -307,9 +307,9 @@ def test_preshared_keys(tmp_path):
 
 
 def test_lookup_resources_streams_in_chunks_with_exact_cursors(tmp_path):
-    """An unlimited LookupResources larger than one engine chunk (65,536 ids): every id once,
-    in id order, and a cursor taken inside the second chunk, at a chunk's edge and after a
-    restart resumes exactly after it."""
+    """An unlimited LookupResources over several engine chunks (1,024 ids, then 4x more each):
+    every id once, in id order, and a cursor taken inside a chunk, at a chunk's edge and after
+    a restart resumes exactly after it."""
     s = Server(tmp_path / "chunks")
     s.start()
     try:
@@ -324,7 +324,7 @@ def test_lookup_resources_streams_in_chunks_with_exact_cursors(tmp_path):
         lr = {"resourceObjectType": "account", "permission": "gate", "subject": subj("user:many")}
         res = ndjson(ok(adm.post("/v1/permissions/resources", json=lr)))
         assert [x["resourceObjectId"] for x in res] == accts
-        for at in (100, 65535, 65536, n - 2):
+        for at in (100, 1023, 1024, 5119, 21503, 65536, n - 2):
             rest = ndjson(ok(adm.post("/v1/permissions/resources", json=dict(
                 lr, optionalCursor=res[at]["afterResultCursor"]))))
             assert [x["resourceObjectId"] for x in rest] == accts[at + 1:], at

@@ -322,7 +322,15 @@ def test_lookup_resources_streams_in_chunks_with_exact_cursors(tmp_path):
                     "resource": obj("account:" + a), "relation": "member",
                     "subject": subj("user:many")}} for a in accts[i:i + 1000]]}))
         lr = {"resourceObjectType": "account", "permission": "gate", "subject": subj("user:many")}
-        res = ndjson(ok(adm.post("/v1/permissions/resources", json=lr)))
+        raw = ok(adm.post("/v1/permissions/resources", json=lr)).text.splitlines()
+        # each line is compact JSON in the message's field order (the hand-written encoder
+        # of src/api/v1_permissions.c writes what jansson would)
+        for line in raw[:3] + raw[-3:]:
+            assert line == json.dumps(json.loads(line), separators=(",", ":")), line
+        assert list(json.loads(raw[0])["result"]) == [
+            "lookedUpAt", "resourceObjectId", "permissionship", "partialCaveatInfo",
+            "afterResultCursor"]
+        res = [json.loads(line)["result"] for line in raw]
         assert [x["resourceObjectId"] for x in res] == accts
         for at in (100, 1023, 1024, 5119, 21503, 65536, n - 2):
             rest = ndjson(ok(adm.post("/v1/permissions/resources", json=dict(

@@ -348,7 +348,7 @@ static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint
         for (uint32_t i = lo; i < hi; i++) {
             /* An object listed with several subject relations is visited once per edge;
              * the memo makes the repeats cheap and AND/OR are idempotent. */
-            const kw_edge_t ed = g->nodes[node].fwd.v[i];
+            const kw_edge_t ed = kw__fwd(g, node).v[i];
             uint64_t em = 0, tm = 0, m = 0;
             int ev = edge_val(c, node, x->rel, ed.other, ed.other_rel, &em);
             if (ev < 0)
@@ -482,7 +482,7 @@ static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *
     uint64_t acc = 0;
     kw__graph_fwd_range(c->g, node, rel, &lo, &hi);
     for (uint32_t i = lo; i < hi; i++) {
-        const kw_edge_t ed = c->g->nodes[node].fwd.v[i];
+        const kw_edge_t ed = kw__fwd(c->g, node).v[i];
         if (ed.other_rel == KW_REL_NONE)
             break; /* sorted by other_rel: plain subjects come last */
         uint64_t em = 0, tm = 0, m = 0;
@@ -510,7 +510,7 @@ static bool has_sets(const kw_graph_t *g, uint32_t node, uint16_t rel)
 {
     uint32_t lo, hi;
     kw__graph_fwd_range(g, node, rel, &lo, &hi);
-    return lo < hi && g->nodes[node].fwd.v[lo].other_rel != KW_REL_NONE;
+    return lo < hi && kw__fwd(g, node).v[lo].other_rel != KW_REL_NONE;
 }
 
 static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss)
@@ -523,9 +523,9 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
     const kw_relation_t *rd = &ty->rels[rel];
     if (++c->steps > KW_MAX_CHECK_STEPS) /* tag-kw-query-budget */
         return kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
-                           "check exceeded its budget of %u steps at %.*s:%s#%.*s",
+                           "check exceeded its budget of %u steps at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_STEPS, KW_STR_FMT(ty->name),
-                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                           KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
     int direct = KW_CK_NO;
     uint64_t dmiss = 0;
     if (!rd->is_permission) {
@@ -552,8 +552,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
         if (c->neg > c->frame_neg[m->depth])
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
                                "relationship cycle through the subtracted side of an exclusion "
-                               "at %.*s:%s#%.*s",
-                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
+                               "at %.*s:%.*s#%.*s",
+                               KW_STR_FMT(ty->name), KW_STR_FMT(kw__node_str(&c->g->nodes[node])),
                                KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
@@ -563,9 +563,9 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
     }
     if (c->depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
-                           "check exceeded the maximum depth of %d at %.*s:%s#%.*s",
+                           "check exceeded the maximum depth of %d at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
-                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                           KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;

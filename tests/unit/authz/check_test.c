@@ -81,6 +81,15 @@ KW_TEST(check_wildcards)
     KW_ASSERT_EQ(th_check(e, "document:g#viewer@group:x#member"), 1);
     KW_ASSERT_EQ(th_check(e, "document:g#view@group:x#member"), 1);
     KW_ASSERT_EQ(th_check(e, "document:g#view@user:u"), 0);
+    /* The wildcard node group:* is stored, yet "*" is no resource id: refused like any
+     * bad id (the check skips the id scan only for ids it finds as real objects). */
+    kw_check_result_t r = KW_CHECK_NO;
+    kw_diag_t d;
+    kw_object_t star = {KW_STR("group"), KW_STR("*")};
+    kw_object_t bad = {KW_STR("group"), KW_STR("has space")};
+    kw_subject_t u = {KW_STR("user"), KW_STR("u"), KW_STR_NULL};
+    KW_ASSERT_EQ(kw_engine_check(e, star, KW_STR("member"), u, &r, NULL, &d), KW_EINVAL);
+    KW_ASSERT_EQ(kw_engine_check(e, bad, KW_STR("member"), u, &r, NULL, &d), KW_EINVAL);
     kw_engine_free(e);
 }
 

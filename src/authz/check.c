@@ -700,6 +700,52 @@ int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t sr
 
 /* ---- the entry points: Check and CheckBulk ---- */
 
+/*
+ * Names (tag-kw-check-names): resolving the resource type, the permission and the subject
+ * type against the schema's hash tables was a third of a direct Check's instructions.
+ * Each thread remembers the last resource (type, permission) and subject (type, relation)
+ * names it resolved, with their indices, keyed by the model's generation: unique per
+ * model, so a schema change (or a freed model whose address comes back) never matches.
+ * Per thread, so concurrent readers write nothing shared. Only successful resolutions
+ * are remembered; a miss takes the full path with its errors.
+ */
+#define NAME_MEMO_LEN 48
+
+typedef struct name_memo {
+    uint64_t gen; /* kw_model_t.gen; 0: empty */
+    uint16_t a_len, b_len;
+    uint16_t x, y;
+    char a[NAME_MEMO_LEN], b[NAME_MEMO_LEN];
+} name_memo_t;
+
+static _Thread_local name_memo_t perm_names, subj_names;
+
+static inline bool bytes_eq(const char *p, const char *q, size_t n)
+{
+    return n == 0 || memcmp(p, q, n) == 0;
+}
+
+static inline bool names_hit(const name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b)
+{
+    return m->gen == gen && m->a_len == a.len && m->b_len == b.len &&
+           bytes_eq(m->a, a.ptr, a.len) && bytes_eq(m->b, b.ptr, b.len);
+}
+
+static void names_put(name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b, uint16_t x, uint16_t y)
+{
+    if (a.len > NAME_MEMO_LEN || b.len > NAME_MEMO_LEN)
+        return;
+    if (a.len)
+        memcpy(m->a, a.ptr, a.len);
+    if (b.len)
+        memcpy(m->b, b.ptr, b.len);
+    m->a_len = (uint16_t)a.len;
+    m->b_len = (uint16_t)b.len;
+    m->x = x;
+    m->y = y;
+    m->gen = gen;
+}
+
 /* One check under the read lock, sharing `c` (and its memo) with other items; the caller
  * set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss names what is
  * missing. */
@@ -710,11 +756,28 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     uint32_t snode;
     c->diag = diag;
     c->miss = 0;
-    int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
-    if (rc == KW_OK)
-        rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
-    if (rc != KW_OK)
-        return rc;
+    const uint64_t gen = e->model->gen;
+    int rc;
+    if (names_hit(&perm_names, gen, res.type, perm)) {
+        t = perm_names.x;
+        r = perm_names.y;
+    } else {
+        if ((rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag)) != KW_OK)
+            return rc;
+        names_put(&perm_names, gen, res.type, perm, t, r);
+    }
+    /* The wildcard subject "*" always takes the full path (its own rules and errors). */
+    bool star = subj.id.len == 1 && subj.id.ptr[0] == '*';
+    bool subj_known = !star && names_hit(&subj_names, gen, subj.type, subj.relation);
+    if (subj_known) {
+        stype = subj_names.x;
+        srel = subj_names.y;
+    } else {
+        if ((rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag)) != KW_OK)
+            return rc;
+        if (!star)
+            names_put(&subj_names, gen, subj.type, subj.relation, stype, srel);
+    }
     /* Both lookups at once: their cache misses overlap. */
     const uint16_t types[2] = {t, stype};
     const kw_str_t ids[2] = {res.id, subj.id};
@@ -723,7 +786,10 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     uint32_t rnode = nodes[0];
     snode = nodes[1];
     /* A stored id passed kw__id_ok when it was written, so only an id the graph does not
-     * hold (or the wildcard node's "*", never a resource) needs the scan. */
+     * hold (or the wildcard node's "*", never a resource) needs the scan. The subject's
+     * was scanned by kw__resolve_subject unless its names were remembered. */
+    if (subj_known && snode == KW_NODE_NONE && !kw__id_ok(subj.id))
+        return kw__bad_id(diag, "subject", subj.id);
     if ((rnode == KW_NODE_NONE || rnode == e->g.wild[t]) && !kw__id_ok(res.id))
         return kw__bad_id(diag, "resource", res.id);
     if (rnode == KW_NODE_NONE) {

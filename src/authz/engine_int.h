@@ -43,6 +43,7 @@ typedef struct kw_model {
     uint32_t n_pairs;
     kw_revdeps_t *revdeps; /* per (type, rel) */
     uint8_t *rel_attrs;    /* per (type, rel): 1 when an allowed type has a caveat or expiry */
+    uint64_t gen;          /* unique per model in the process, never 0: keys name caches */
 } kw_model_t;
 
 /* Lets a check skip the attribute table on relations that cannot have attributes. */

@@ -86,10 +86,10 @@ static int push(pairset_t *p, uint32_t node, uint16_t rel)
 /* Pushes R#rel for every rev edge of x with subject relation `orel` (R#rel@x#orel). */
 static int push_rev_sets(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t orel)
 {
-    const kw_edges_t *es = &g->nodes[x].rev;
-    uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(0, orel, 0), false);
-    for (uint32_t i = lo; i < es->n && es->v[i].other_rel == orel; i++) {
-        int rc = push(p, es->v[i].other, es->v[i].rel);
+    const kw_eslice_t es = kw__rev(g, x);
+    uint32_t lo = kw__graph_lower(es.v, es.n, kw__rev_key(0, orel, 0), false);
+    for (uint32_t i = lo; i < es.n && es.v[i].other_rel == orel; i++) {
+        int rc = push(p, es.v[i].other, es.v[i].rel);
         if (rc)
             return rc;
     }
@@ -100,13 +100,13 @@ static int push_rev_sets(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t
 static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t rtype,
                           uint16_t ts, uint16_t perm)
 {
-    const kw_edges_t *es = &g->nodes[x].rev;
+    const kw_eslice_t es = kw__rev(g, x);
     uint32_t i = 0;
-    while (i < es->n) {
-        uint16_t orel = es->v[i].other_rel;
-        uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(ts, orel, 0), false);
-        for (uint32_t k = lo; k < es->n && es->v[k].other_rel == orel && es->v[k].rel == ts; k++) {
-            uint32_t r = es->v[k].other;
+    while (i < es.n) {
+        uint16_t orel = es.v[i].other_rel;
+        uint32_t lo = kw__graph_lower(es.v, es.n, kw__rev_key(ts, orel, 0), false);
+        for (uint32_t k = lo; k < es.n && es.v[k].other_rel == orel && es.v[k].rel == ts; k++) {
+            uint32_t r = es.v[k].other;
             if (g->nodes[r].type != rtype)
                 continue;
             int rc = push(p, r, perm);
@@ -115,7 +115,7 @@ static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_
         }
         if (orel == UINT16_MAX)
             break;
-        i = kw__graph_lower(es->v, es->n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
+        i = kw__graph_lower(es.v, es.n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
     }
     return KW_OK;
 }
@@ -335,7 +335,7 @@ static int walk_expr(pairset_t *ps, const kw_graph_t *g, uint32_t x, const kw_ex
         uint32_t lo, hi;
         kw__graph_fwd_range(g, x, ex->rel, &lo, &hi);
         for (uint32_t i = lo; i < hi; i++) {
-            uint32_t o = g->nodes[x].fwd.v[i].other;
+            uint32_t o = kw__fwd(g, x).v[i].other;
             uint16_t tr = ex->target_by_type[g->nodes[o].type];
             if (tr != KW_REL_NONE) {
                 int rc = push(ps, o, tr);
@@ -455,7 +455,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             uint32_t lo, hi;
             kw__graph_fwd_range(g, x, rel, &lo, &hi);
             for (uint32_t i = lo; i < hi && rc == KW_OK; i++) {
-                kw_edge_t ed = g->nodes[x].fwd.v[i];
+                kw_edge_t ed = kw__fwd(g, x).v[i];
                 if (ed.other_rel != KW_REL_NONE)
                     rc = push(&ps, ed.other, ed.other_rel);
                 if (rc == KW_OK && g->nodes[ed.other].type == stype && ed.other_rel == srel)
@@ -470,7 +470,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     for (size_t i = 0; i < cand.n && rc == KW_OK; i++) {
         uint32_t o = cand.v[i];
         const kw_node_t *nd = &g->nodes[o];
-        bool is_wild = nd->id_len == 1 && kw__node_id(nd)[0] == '*';
+        bool is_wild = kw__node_str(nd).len == 1 && kw__node_str(nd).ptr[0] == '*';
         if (is_wild) {
             wild = o;
             continue;

@@ -198,7 +198,7 @@ static int spend(lp_t *q, uint64_t n)
 static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t rel, uint16_t rt,
                    uint8_t flag)
 {
-    const kw_edges_t *es = &q->g->nodes[x].rev;
+    const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
     uint32_t i = kw__graph_lower(es->v, es->n, kw__rev_key(rel, orel, 0), false);
     uint32_t i0 = i;
     bool distinct = out->n == 0 && out->n_slot == 0;
@@ -209,7 +209,7 @@ static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t r
         const kw_node_t *nd = &q->g->nodes[r];
         if (nd->type != rt)
             continue;
-        uint8_t f = nd->n_attr ? 0 : flag;
+        uint8_t f = kw__attr_maybe(q->g, r) ? 0 : flag;
         if ((distinct ? set_push(out, r, f) : set_add(out, r, f)) != KW_OK)
             return KW_ENOMEM;
     }
@@ -219,7 +219,7 @@ static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t r
 /* The same for an arrow's tupleset: R#rel@x with any subject relation. */
 static int add_rev_any(lp_t *q, lp_set_t *out, uint32_t x, uint16_t rel, uint16_t rt, uint8_t flag)
 {
-    const kw_edges_t *es = &q->g->nodes[x].rev;
+    const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
     uint32_t i = 0;
     while (i < es->n) {
         uint16_t orel = es->v[i].other_rel;
@@ -290,9 +290,10 @@ static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v)
         }
         uint32_t lo, hi;
         kw__graph_fwd_range(q->g, x, ex->rel, &lo, &hi);
+        const kw_edge_t *fv = kw__fwd(q->g, x).v;
         int acc = V_NO;
         for (uint32_t i = lo; i < hi && acc != V_YES; i++) {
-            uint32_t o = q->g->nodes[x].fwd.v[i].other;
+            uint32_t o = fv[i].other;
             uint16_t tr = ex->target_by_type[q->g->nodes[o].type];
             if (tr == KW_REL_NONE)
                 continue;

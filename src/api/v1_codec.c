@@ -765,11 +765,30 @@ static int make_line(kw__v1_stream_t *s, const char *key, json_t *v)
     return s->line.failed ? KW_ENOMEM : KW_OK;
 }
 
+static int stream_line(kw__v1_stream_t *s, kw_revision_t rev);
+
 int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
 {
     int rc = make_line(s, "result", result);
-    if (rc != KW_OK)
-        return rc;
+    return rc != KW_OK ? rc : stream_line(s, rev);
+}
+
+kw_buf_t *kw__v1_stream_buf(kw__v1_stream_t *s)
+{
+    s->line.len = 0;
+    return &s->line;
+}
+
+int kw__v1_stream_text(kw__v1_stream_t *s, kw_revision_t rev)
+{
+    kw_buf_puts(&s->line, "\n");
+    return s->line.failed ? KW_ENOMEM : stream_line(s, rev);
+}
+
+/* Sends s->line: the first at once (beginning the stream), later ones in chunks. */
+static int stream_line(kw__v1_stream_t *s, kw_revision_t rev)
+{
+    int rc;
     if (!s->begun) {
         s->rev = rev;
         s->resp->status = 200;

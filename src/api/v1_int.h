@@ -155,6 +155,11 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client
  * went away. Waits while the connection's send buffer is full (backpressure). */
 KW_NODISCARD int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev);
+/* The same for a line the caller writes itself (a hot message encoded without jansson):
+ * kw__v1_stream_buf gives the stream's line buffer, emptied; the caller appends the text of
+ * {"result": ...} (no newline) and calls kw__v1_stream_text. The same answers. */
+kw_buf_t *kw__v1_stream_buf(kw__v1_stream_t *s);
+KW_NODISCARD int kw__v1_stream_text(kw__v1_stream_t *s, kw_revision_t rev);
 /* Sends the lines kept back so far at once: for a stream whose lines must not wait for the
  * next ones (Watch: a change may be the last for a long time). */
 KW_NODISCARD int kw__v1_stream_flush(kw__v1_stream_t *s);

@@ -5,10 +5,18 @@
  * (read before the engine is, so a token never claims more than was read).
  *
  * The lookups are streamed in a stable order so that every result can carry a cursor:
- * the engine's answer (in no particular order) is gathered under its read lock, sorted
- * by id, and emitted after the lock is released. With a limit only the `limit` smallest
- * ids after the cursor are kept while the engine runs (a bounded max-heap), so a paged
- * lookup holds one page whatever the size of the whole answer.
+ * ids in byte order, which depends on the data alone, so a cursor (the last id sent)
+ * resumes exactly after a restart and on any instance of the same database.
+ * LookupResources runs in chunks: each asks the engine for the `chunk` smallest ids
+ * after the last one sent (a bounded max-heap filled while the engine runs under its
+ * read lock), sorts them and emits them with no lock held, then asks again from the
+ * last id until a chunk comes back short. Memory is one chunk whatever the size of the
+ * answer, and a slow client never holds the engine's lock. Revisions: every chunk is
+ * read at the revision applied when it starts (its results carry that revision), so a
+ * long stream moves forward with the data, never backwards, and never repeats an id;
+ * with atExactSnapshot every chunk must still be at that revision (else the stream ends
+ * with the error a new request would get, and the last cursor resumes it).
+ * LookupSubjects gathers its (smaller) answer in one pass.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +256,76 @@ static int lr_cb(const kw_resource_result_t *r, void *ud)
     return ids_offer(ud, r);
 }
 
+/* Results per engine pass of an unlimited LookupResources at most: the memory bound of a
+ * stream (ids and their heap: ~80 bytes each, ~20 MiB), traded against one engine pass per
+ * chunk. */
+#define LR_CHUNK 262144u
+#define LR_FIRST_CHUNK 1024u
+
+/* Copies id into *last (a kw_malloc'd buffer of *cap bytes). */
+static int keep_last(char **last, size_t *cap, kw_str_t id, kw_str_t *out)
+{
+    if (id.len + 1 > *cap) {
+        char *p = kw_malloc(id.len + 1);
+        if (!p)
+            return KW_ENOMEM;
+        kw_free(*last);
+        *last = p;
+        *cap = id.len + 1;
+    }
+    if (id.len)
+        memcpy(*last, id.ptr, id.len);
+    (*last)[id.len] = '\0';
+    *out = (kw_str_t){*last, id.len};
+    return KW_OK;
+}
+
+/* One chunk: the engine pass (lock held inside the engine only), then the emission. *n
+ * gets how many results the pass found after `after` (at most `max`). */
+static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *shape,
+                    const kw_str_t *after, size_t max, kw_arena_t *a, char **last, size_t *last_cap,
+                    kw_str_t *last_id, size_t *n, kw_v1_lr_fn emit, void *ud, kw_v1_status_t *st)
+{
+    idset_t ids = {after, max, NULL, 0, 0, KW_OK};
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0, engine_rev = 0;
+    int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
+    if (rc != KW_OK)
+        return rc;
+    rc = kw_engine_lookup_resources_ctx(svc->engine, req->resource_type, req->permission,
+                                        req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
+    kw__v1_read_end(svc, &hold);
+    if (rc == 1)
+        rc = ids.rc;
+    if (rc != KW_OK) {
+        kw_v1_fail_rc(st, rc, &d, NULL);
+        goto out;
+    }
+    ids_sort(&ids);
+    *n = ids.n;
+    for (size_t i = 0; i < ids.n && rc == KW_OK; i++) {
+        char *cur =
+            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i].id, 1);
+        if (!cur) {
+            rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+            break;
+        }
+        kw_v1_lr_result_t r = {rev, ids.v[i].id,
+                               ids.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
+                               ids.v[i].missing, cur};
+        if ((rc = emit(ud, &r)) != KW_OK)
+            kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
+        kw_arena_reset(a); /* one cursor at a time */
+    }
+    if (rc == KW_OK && ids.n && keep_last(last, last_cap, ids.v[ids.n - 1].id, last_id) != KW_OK)
+        rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+out:
+    ids_free(&ids);
+    return rc;
+}
+
 int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn emit, void *ud,
                            kw_v1_status_t *st)
 {
@@ -269,42 +347,25 @@ int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn
     if (req->cursor.len && (rc = kw__v1_cursor_open(svc, req->cursor, KW__V1_RPC_LOOKUP_RESOURCES,
                                                     shape, 1, &pos, st)) != KW_OK)
         return rc;
-    idset_t ids = {req->cursor.len ? &pos.f[0] : NULL, req->limit, NULL, 0, 0, KW_OK};
     kw_arena_t *a = kw_arena_new(0);
     if (!a)
         return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    kw__v1_read_t hold;
-    kw_revision_t rev = 0, engine_rev = 0;
-    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
-        goto out;
-    rc = kw_engine_lookup_resources_ctx(svc->engine, req->resource_type, req->permission,
-                                        req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
-    kw__v1_read_end(svc, &hold);
-    if (rc == 1)
-        rc = ids.rc;
-    if (rc != KW_OK) {
-        kw_v1_fail_rc(st, rc, &d, NULL);
-        goto out;
-    }
-    ids_sort(&ids);
-    for (size_t i = 0; i < ids.n && rc == KW_OK; i++) {
-        char *cur =
-            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i].id, 1);
-        if (!cur) {
-            rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+    char *last = NULL;
+    size_t last_cap = 0, n = 0;
+    kw_str_t last_id = KW_STR_NULL;
+    const kw_str_t *after = req->cursor.len ? &pos.f[0] : NULL;
+    /* The first chunk is small so that the first lines go out after one engine pass and a
+     * short sort; chunks then grow 4x up to LR_CHUNK. */
+    size_t max = req->limit ? req->limit : LR_FIRST_CHUNK;
+    do {
+        n = 0;
+        rc = lr_chunk(svc, req, shape, after, max, a, &last, &last_cap, &last_id, &n, emit, ud, st);
+        after = &last_id;
+        if (rc != KW_OK || req->limit || n < max)
             break;
-        }
-        kw_v1_lr_result_t r = {rev, ids.v[i].id,
-                               ids.v[i].conditional ? KW_V1_PERM_CONDITIONAL : KW_V1_PERM_HAS,
-                               ids.v[i].missing, cur};
-        if ((rc = emit(ud, &r)) != KW_OK)
-            kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
-        kw_arena_reset(a); /* one cursor at a time */
-    }
-out:
-    ids_free(&ids);
+        max = max * 4 < LR_CHUNK ? max * 4 : LR_CHUNK;
+    } while (true);
+    kw_free(last);
     kw_arena_free(a);
     return rc;
 }

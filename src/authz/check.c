@@ -138,11 +138,22 @@ static uint64_t memo_hash(uint64_t k1, uint32_t k2, uint16_t k3)
     return kw_hash_u64(k1 ^ ((uint64_t)k2 * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)k3 << 7));
 }
 
+/* The first table: small, so a check that memoizes a handful of pairs (most do) clears
+ * 384 bytes, not the whole inline array; it doubles inside inline_memo, then on the heap. */
+#define MEMO_FIRST 16
+
 static int memo_grow(kw_ck_t *c)
 {
-    uint32_t ncap = c->memo_cap ? c->memo_cap * 2 : KW_MEMO_INLINE;
+    uint32_t ncap = c->memo_cap ? c->memo_cap * 2 : MEMO_FIRST;
     kw_memo_ent_t *nm;
-    if (ncap == KW_MEMO_INLINE) {
+    kw_memo_ent_t moved[KW_MEMO_INLINE / 2];
+    const kw_memo_ent_t *old = c->memo;
+    if (ncap <= KW_MEMO_INLINE) {
+        /* The old table is inline_memo itself: set its entries aside first. */
+        if (c->memo_cap) {
+            memcpy(moved, c->memo, sizeof(kw_memo_ent_t) * c->memo_cap);
+            old = moved;
+        }
         nm = c->inline_memo;
     } else {
         nm = kw_calloc(ncap, sizeof(kw_memo_ent_t));
@@ -151,7 +162,7 @@ static int memo_grow(kw_ck_t *c)
     }
     memset(nm, 0, sizeof(kw_memo_ent_t) * ncap);
     for (uint32_t i = 0; i < c->memo_cap; i++) {
-        kw_memo_ent_t *e = &c->memo[i];
+        const kw_memo_ent_t *e = &old[i];
         if (!e->state)
             continue;
         uint32_t j = (uint32_t)memo_hash(e->k1, e->k2, e->k3) & (ncap - 1);
@@ -343,12 +354,13 @@ static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint
         bool all = x->kind == KW_EXPR_ALL;
         uint32_t lo, hi;
         kw__graph_fwd_range(g, node, x->rel, &lo, &hi);
+        const kw_edge_t *fv = kw__fwd(g, node).v; /* stable: the graph is read-only here */
         bool any = false, cond = false;
         uint64_t acc = 0;
         for (uint32_t i = lo; i < hi; i++) {
             /* An object listed with several subject relations is visited once per edge;
              * the memo makes the repeats cheap and AND/OR are idempotent. */
-            const kw_edge_t ed = g->nodes[node].fwd.v[i];
+            const kw_edge_t ed = fv[i];
             uint64_t em = 0, tm = 0, m = 0;
             int ev = edge_val(c, node, x->rel, ed.other, ed.other_rel, &em);
             if (ev < 0)
@@ -443,27 +455,31 @@ static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint
     return kw_diag_set(c->diag, KW_EINTERNAL, 0, 0, "unknown expression kind %d", (int)x->kind);
 }
 
-/* The value of the edge node#rel@other#orel: KW_CK_NO when it is not stored. */
-static int direct_one(kw_ck_t *c, uint32_t node, uint16_t rel, uint32_t other, uint16_t orel,
-                      uint64_t *miss)
+/* The value of the edge node#rel@other#orel, looked for among v[lo, hi) (node's fwd edges
+ * of relation rel): KW_CK_NO when it is not stored. */
+static int direct_one(kw_ck_t *c, uint32_t node, uint16_t rel, const kw_edge_t *v, uint32_t lo,
+                      uint32_t hi, uint32_t other, uint16_t orel, uint64_t *miss)
 {
-    if (!kw__graph_has(c->g, node, rel, other, orel))
+    uint32_t i = lo + kw__graph_lower(v + lo, hi - lo, kw__fwd_key(rel, orel, other), true);
+    if (i == hi || v[i].other != other || v[i].other_rel != orel)
         return KW_CK_NO;
     return edge_val(c, node, rel, other, orel, miss);
 }
 
-/* The direct part of a relation: an edge to the subject itself or to its wildcard. */
-static int direct_match(kw_ck_t *c, uint32_t node, uint16_t rel, uint64_t *miss)
+/* The direct part of a relation: an edge to the subject itself or to its wildcard, among
+ * v[lo, hi) (node's fwd edges of relation rel). */
+static int direct_match(kw_ck_t *c, uint32_t node, uint16_t rel, const kw_edge_t *v, uint32_t lo,
+                        uint32_t hi, uint64_t *miss)
 {
     int a = KW_CK_NO, b = KW_CK_NO;
     uint64_t am = 0, bm = 0;
     if (c->snode != KW_NODE_NONE) {
-        a = direct_one(c, node, rel, c->snode, c->srel, &am);
+        a = direct_one(c, node, rel, v, lo, hi, c->snode, c->srel, &am);
         if (a < 0 || a == KW_CK_YES)
             return a;
     }
     if (c->swild != KW_NODE_NONE) {
-        b = direct_one(c, node, rel, c->swild, KW_REL_NONE, &bm);
+        b = direct_one(c, node, rel, v, lo, hi, c->swild, KW_REL_NONE, &bm);
         if (b < 0 || b == KW_CK_YES)
             return b;
     }
@@ -474,15 +490,15 @@ static int direct_match(kw_ck_t *c, uint32_t node, uint16_t rel, uint64_t *miss)
     return KW_CK_NO;
 }
 
-/* Follows the subject-set edges of node#rel (those with a subject relation). */
-static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss)
+/* Follows the subject-set edges of node#rel (those with a subject relation) among v[lo, hi)
+ * (node's fwd edges of relation rel). */
+static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, const kw_edge_t *v, uint32_t lo,
+                   uint32_t hi, int *low, uint64_t *miss)
 {
-    uint32_t lo, hi;
     bool cond = false;
     uint64_t acc = 0;
-    kw__graph_fwd_range(c->g, node, rel, &lo, &hi);
     for (uint32_t i = lo; i < hi; i++) {
-        const kw_edge_t ed = c->g->nodes[node].fwd.v[i];
+        const kw_edge_t ed = v[i];
         if (ed.other_rel == KW_REL_NONE)
             break; /* sorted by other_rel: plain subjects come last */
         uint64_t em = 0, tm = 0, m = 0;
@@ -506,13 +522,6 @@ static int ck_sets(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *
     return cond ? KW_CK_COND : KW_CK_NO;
 }
 
-static bool has_sets(const kw_graph_t *g, uint32_t node, uint16_t rel)
-{
-    uint32_t lo, hi;
-    kw__graph_fwd_range(g, node, rel, &lo, &hi);
-    return lo < hi && g->nodes[node].fwd.v[lo].other_rel != KW_REL_NONE;
-}
-
 static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *miss)
 {
     if (node == c->snode && rel == c->srel)
@@ -523,18 +532,23 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
     const kw_relation_t *rd = &ty->rels[rel];
     if (++c->steps > KW_MAX_CHECK_STEPS) /* tag-kw-query-budget */
         return kw_diag_set(c->diag, KW_EBUDGET, 0, 0,
-                           "check exceeded its budget of %u steps at %.*s:%s#%.*s",
+                           "check exceeded its budget of %u steps at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_STEPS, KW_STR_FMT(ty->name),
-                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                           KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
     int direct = KW_CK_NO;
     uint64_t dmiss = 0;
+    uint32_t lo = 0, hi = 0;
+    const kw_edge_t *fv = NULL;
     if (!rd->is_permission) {
-        direct = direct_match(c, node, rel, &dmiss);
+        /* The edges of node#rel, found once (the graph is read-only during a check). */
+        kw__graph_fwd_range(c->g, node, rel, &lo, &hi);
+        fv = kw__fwd(c->g, node).v;
+        direct = direct_match(c, node, rel, fv, lo, hi, &dmiss);
         if (direct < 0 || direct == KW_CK_YES)
             return direct;
-        if (!has_sets(c->g, node, rel)) {
+        if (lo == hi || fv[lo].other_rel == KW_REL_NONE) {
             *miss = dmiss;
-            return direct; /* a leaf: no recursion, nothing worth memoizing */
+            return direct; /* a leaf: no subject sets, no recursion, nothing to memoize */
         }
     }
     kw_memo_ent_t *m = memo_get(c, node, rel);
@@ -552,8 +566,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
         if (c->neg > c->frame_neg[m->depth])
             return kw_diag_set(c->diag, KW_ECYCLE, 0, 0,
                                "relationship cycle through the subtracted side of an exclusion "
-                               "at %.*s:%s#%.*s",
-                               KW_STR_FMT(ty->name), kw__node_id(&c->g->nodes[node]),
+                               "at %.*s:%.*s#%.*s",
+                               KW_STR_FMT(ty->name), KW_STR_FMT(kw__node_str(&c->g->nodes[node])),
                                KW_STR_FMT(rd->name));
         if (m->depth < *low)
             *low = m->depth;
@@ -563,9 +577,9 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
     }
     if (c->depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
-                           "check exceeded the maximum depth of %d at %.*s:%s#%.*s",
+                           "check exceeded the maximum depth of %d at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
-                           kw__node_id(&c->g->nodes[node]), KW_STR_FMT(rd->name));
+                           KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;
@@ -573,7 +587,7 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
     int my_low = NO_LOW;
     uint64_t rm = 0;
     int r = rd->is_permission ? ck_expr(c, node, rd->expr, &my_low, &rm)
-                              : ck_sets(c, node, rel, &my_low, &rm);
+                              : ck_sets(c, node, rel, fv, lo, hi, &my_low, &rm);
     c->depth--;
     if (r >= 0 && direct == KW_CK_COND && r != KW_CK_YES) {
         rm = (r == KW_CK_COND ? rm : 0) | dmiss;
@@ -686,6 +700,52 @@ int kw__ck_absent(const kw_schema_t *s, uint16_t type, uint16_t rel, uint16_t sr
 
 /* ---- the entry points: Check and CheckBulk ---- */
 
+/*
+ * Names (tag-kw-check-names): resolving the resource type, the permission and the subject
+ * type against the schema's hash tables was a third of a direct Check's instructions.
+ * Each thread remembers the last resource (type, permission) and subject (type, relation)
+ * names it resolved, with their indices, keyed by the model's generation: unique per
+ * model, so a schema change (or a freed model whose address comes back) never matches.
+ * Per thread, so concurrent readers write nothing shared. Only successful resolutions
+ * are remembered; a miss takes the full path with its errors.
+ */
+#define NAME_MEMO_LEN 48
+
+typedef struct name_memo {
+    uint64_t gen; /* kw_model_t.gen; 0: empty */
+    uint16_t a_len, b_len;
+    uint16_t x, y;
+    char a[NAME_MEMO_LEN], b[NAME_MEMO_LEN];
+} name_memo_t;
+
+static _Thread_local name_memo_t perm_names, subj_names;
+
+static inline bool bytes_eq(const char *p, const char *q, size_t n)
+{
+    return n == 0 || memcmp(p, q, n) == 0;
+}
+
+static inline bool names_hit(const name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b)
+{
+    return m->gen == gen && m->a_len == a.len && m->b_len == b.len &&
+           bytes_eq(m->a, a.ptr, a.len) && bytes_eq(m->b, b.ptr, b.len);
+}
+
+static void names_put(name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b, uint16_t x, uint16_t y)
+{
+    if (a.len > NAME_MEMO_LEN || b.len > NAME_MEMO_LEN)
+        return;
+    if (a.len)
+        memcpy(m->a, a.ptr, a.len);
+    if (b.len)
+        memcpy(m->b, b.ptr, b.len);
+    m->a_len = (uint16_t)a.len;
+    m->b_len = (uint16_t)b.len;
+    m->x = x;
+    m->y = y;
+    m->gen = gen;
+}
+
 /* One check under the read lock, sharing `c` (and its memo) with other items; the caller
  * set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss names what is
  * missing. */
@@ -696,13 +756,28 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     uint32_t snode;
     c->diag = diag;
     c->miss = 0;
-    int rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag);
-    if (rc == KW_OK)
-        rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag);
-    if (rc == KW_OK && !kw__id_ok(res.id))
-        rc = kw__bad_id(diag, "resource", res.id);
-    if (rc != KW_OK)
-        return rc;
+    const uint64_t gen = e->model->gen;
+    int rc;
+    if (names_hit(&perm_names, gen, res.type, perm)) {
+        t = perm_names.x;
+        r = perm_names.y;
+    } else {
+        if ((rc = kw__resolve_perm(e, res.type, perm, &t, &r, diag)) != KW_OK)
+            return rc;
+        names_put(&perm_names, gen, res.type, perm, t, r);
+    }
+    /* The wildcard subject "*" always takes the full path (its own rules and errors). */
+    bool star = subj.id.len == 1 && subj.id.ptr[0] == '*';
+    bool subj_known = !star && names_hit(&subj_names, gen, subj.type, subj.relation);
+    if (subj_known) {
+        stype = subj_names.x;
+        srel = subj_names.y;
+    } else {
+        if ((rc = kw__resolve_subject(e, subj, &stype, &srel, NULL, diag)) != KW_OK)
+            return rc;
+        if (!star)
+            names_put(&subj_names, gen, subj.type, subj.relation, stype, srel);
+    }
     /* Both lookups at once: their cache misses overlap. */
     const uint16_t types[2] = {t, stype};
     const kw_str_t ids[2] = {res.id, subj.id};
@@ -710,6 +785,13 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     kw__graph_find2(&e->g, types, ids, nodes);
     uint32_t rnode = nodes[0];
     snode = nodes[1];
+    /* A stored id passed kw__id_ok when it was written, so only an id the graph does not
+     * hold (or the wildcard node's "*", never a resource) needs the scan. The subject's
+     * was scanned by kw__resolve_subject unless its names were remembered. */
+    if (subj_known && snode == KW_NODE_NONE && !kw__id_ok(subj.id))
+        return kw__bad_id(diag, "subject", subj.id);
+    if ((rnode == KW_NODE_NONE || rnode == e->g.wild[t]) && !kw__id_ok(res.id))
+        return kw__bad_id(diag, "resource", res.id);
     if (rnode == KW_NODE_NONE) {
         /* A subject set has itself, even when the object has no relationships at all. */
         int self = 0;

@@ -43,6 +43,7 @@ typedef struct kw_model {
     uint32_t n_pairs;
     kw_revdeps_t *revdeps; /* per (type, rel) */
     uint8_t *rel_attrs;    /* per (type, rel): 1 when an allowed type has a caveat or expiry */
+    uint64_t gen;          /* unique per model in the process, never 0: keys name caches */
 } kw_model_t;
 
 /* Lets a check skip the attribute table on relations that cannot have attributes. */
@@ -57,6 +58,29 @@ KW_NODISCARD int kw__model_new(kw_schema_t *s, kw_model_t **out);
 void kw__model_free(kw_model_t *m);
 /* Approximate heap bytes held by `m` (0 for NULL). */
 size_t kw__model_memory(const kw_model_t *m);
+
+/* ---- LookupResources' planned path (lookup_plan.c) ---- */
+
+/* Called with each result of a planned lookup: v is KW_CK_YES or KW_CK_COND (then c->miss
+ * names the missing parameters). Non-zero stops the lookup and is returned. */
+typedef int (*kw__lp_emit_fn)(uint32_t node, int v, const kw_ck_t *c, void *ud);
+/* Every object of type t holding (t, r) for c's subject (set with kw__ck_subject), each
+ * once, through the plan of lookup_plan.c. KW_EAGAIN (nothing emitted, diag untouched)
+ * when the permission's shape is not planned (it depends on itself): run the general
+ * path. Else KW_OK, emit's value, or KW_EBUDGET / KW_ENOMEM / a Check error with diag.
+ * *work (may be NULL) gets the steps spent. The engine's lock is held by the caller. */
+KW_NODISCARD int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint16_t r,
+                                           kw__lp_emit_fn emit, void *ud, uint64_t *work,
+                                           kw_diag_t *diag);
+
+/* Which path a LookupResources takes: the engine's choice (planned, else the general
+ * walk), the general walk alone, or the plan alone (KW_EAGAIN when it is not planned). */
+enum { KW__LK_AUTO = 0, KW__LK_GENERAL, KW__LK_PLAN };
+/* kw_engine_lookup_resources_ctx by one path (lookup.c): lets the tests compare them. */
+KW_NODISCARD int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type,
+                                                  kw_str_t permission, kw_subject_t subject,
+                                                  kw_str_t context, int path, kw_resource_cb cb,
+                                                  void *ud, kw_diag_t *diag);
 
 /* ---- the engine (engine.c) ---- */
 

@@ -134,10 +134,10 @@ static int ex_expr(ex_ctx_t *c, uint32_t node, kw_str_t label, const kw_expr_t *
             return c->err;
         for (uint32_t i = lo; i < hi; i++) {
             bool expired;
-            (void)edge_attr(c, node, e->rel, &g->nodes[node].fwd.v[i], &expired);
+            (void)edge_attr(c, node, e->rel, &kw__fwd(g, node).v[i], &expired);
             if (expired)
                 continue;
-            uint32_t o = g->nodes[node].fwd.v[i].other;
+            uint32_t o = kw__fwd(g, node).v[i].other;
             uint16_t tr = e->target_by_type[g->nodes[o].type];
             kw_expand_t *ch;
             int rc;
@@ -183,9 +183,9 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
     const kw_relation_t *rd = &ty->rels[rel];
     if (depth >= KW_MAX_CHECK_DEPTH)
         return kw_diag_set(c->diag, KW_EDEPTH, 0, 0,
-                           "expand exceeded the maximum depth of %d at %.*s:%s#%.*s",
-                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name), kw__node_id(&g->nodes[node]),
-                           KW_STR_FMT(rd->name));
+                           "expand exceeded the maximum depth of %d at %.*s:%.*s#%.*s",
+                           KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
+                           KW_STR_FMT(kw__node_str(&g->nodes[node])), KW_STR_FMT(rd->name));
     if (rd->is_permission)
         return ex_expr(c, node, rd->name, rd->expr, depth + 1, out);
     uint32_t lo, hi;
@@ -199,7 +199,7 @@ static int ex_rel(ex_ctx_t *c, uint32_t node, uint16_t rel, int depth, kw_expand
             return c->err;
     }
     for (uint32_t i = lo; i < hi; i++) {
-        kw_edge_t ed = g->nodes[node].fwd.v[i];
+        kw_edge_t ed = kw__fwd(g, node).v[i];
         bool expired;
         const kw_attr_t *a = edge_attr(c, node, rel, &ed, &expired);
         if (expired)

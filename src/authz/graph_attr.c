@@ -6,8 +6,9 @@
  * Why a side table: an edge is 8 bytes and most relationships have no attributes; putting
  * them in the edge would grow every one. Entries live in a dense array indexed by an
  * open-addressing hash (linear probing, backward-shift deletion) keyed by the edge;
- * node->n_attr counts the entries whose resource is that node, so a query pays one load
- * of a field it already touches when a node has none (tag-kw-edge-attrs).
+ * KW_NODE_ATTR marks the nodes that may be the resource of an entry (set on insertion,
+ * cleared when the node loses its last fwd edge), so a query pays one load of a field it
+ * already touches when a node has none (tag-kw-edge-attrs).
  * Invariants: one entry per stored attributed edge; n_expiring counts entries with an
  * expiry; the table is mutated only under the engine's write lock (or on a private graph).
  */
@@ -43,7 +44,7 @@ const kw_attr_t *kw__attr_find(const kw_graph_t *g, uint32_t node, uint16_t rel,
                                uint16_t srel)
 {
     const kw_attrs_t *t = &g->attrs;
-    if (g->nodes[node].n_attr == 0 || t->n == 0)
+    if (!(g->nodes[node].flags & KW_NODE_ATTR) || t->n == 0)
         return NULL;
     uint32_t s = t->slots[slot_of(t, node, rel, snode, srel)];
     return s ? &t->v[s - 1] : NULL;
@@ -115,7 +116,7 @@ void kw__attr_put(kw_graph_t *g, const kw_attr_t *a)
         kw_assert(t->n < t->cap);
         t->v[t->n] = *a;
         t->slots[i] = ++t->n;
-        g->nodes[a->rnode].n_attr++;
+        g->nodes[a->rnode].flags |= KW_NODE_ATTR;
     }
     t->n_expiring += a->expires_at != 0;
 }
@@ -144,7 +145,7 @@ static void slot_clear(kw_attrs_t *t, uint32_t i)
 void kw__attr_del(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t snode, uint16_t srel)
 {
     kw_attrs_t *t = &g->attrs;
-    if (g->nodes[node].n_attr == 0 || t->n == 0)
+    if (!(g->nodes[node].flags & KW_NODE_ATTR) || t->n == 0)
         return;
     uint32_t i = slot_of(t, node, rel, snode, srel);
     uint32_t s = t->slots[i];
@@ -152,7 +153,6 @@ void kw__attr_del(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t snode, ui
         return;
     kw_attr_t *a = &t->v[s - 1];
     t->n_expiring -= a->expires_at != 0;
-    g->nodes[node].n_attr--;
     kw__attr_release(a);
     slot_clear(t, i);
     /* Keep the array dense: the last entry moves into the hole. */

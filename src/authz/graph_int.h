@@ -5,20 +5,29 @@
  * Graph: every object `type:id` (including the wildcard `type:*`, a node with id "*") is
  *   interned to a dense uint32 node id through an open-addressing hash table (linear
  *   probing, backward-shift deletion; each slot carries the key's 32-bit hash so probes
- *   past other keys never touch their nodes). Short ids are stored inside the node
- *   record. Each node has two sorted edge arrays:
+ *   past other keys never touch their nodes). Each node has two sorted edge arrays:
  *     fwd: this node as resource  {other = subject node,  rel = relation,
  *                                  other_rel = subject relation or KW_REL_NONE}
  *          sorted by (rel, other_rel, other);
  *     rev: this node as subject   {other = resource node, rel = relation on the resource,
  *                                  other_rel = this node's subject relation}
  *          sorted by (other_rel, rel, other).
- *   A node without edges is freed and its id recycled (free list through `hash`).
+ *   Layout (tag-kw-node-layout): the node record is one 64-byte cache line (the array is
+ *   64-byte aligned) holding the type, flags, the id (up to 36 bytes in place, a UUID
+ *   fits) and the fwd edges: up to KW_NODE_FWD_INLINE of them in place, more in a heap
+ *   array described in the same place. A Check that finds an object through the hash
+ *   slot therefore pays one more miss for its id and its edges together. The rev edges,
+ *   which only lookups and writes use, live in a block per node reached through the
+ *   parallel array `revs` (NULL for the many nodes that are never a subject). Read the
+ *   edges only through kw__fwd / kw__rev (slices valid until the graph changes).
+ *   A node without edges is freed and its id recycled (free list through the id field).
  * Ownership: the graph owns node id strings and edge arrays. It is mutated only under
  *   the engine's write lock, read under the shared lock.
  */
 #ifndef KW_AUTHZ_GRAPH_INT_H
 #define KW_AUTHZ_GRAPH_INT_H
+
+#include <string.h>
 
 #include "authz/authz.h"
 #include "authz/schema.h"
@@ -32,50 +41,88 @@ typedef struct kw_edge {
     uint16_t other_rel;
 } kw_edge_t;
 
-typedef struct kw_edges {
-    kw_edge_t *v;
+/* A read-only view of a node's fwd or rev edges (valid until the graph changes). */
+typedef struct kw_eslice {
+    const kw_edge_t *v;
     uint32_t n;
-    uint32_t cap;
-} kw_edges_t;
+} kw_eslice_t;
 
-/* Ids up to KW_NODE_ID_INLINE - 1 bytes (UUIDs are 36) live inside the node record, so
- * a lookup that reaches the node compares the id without another cache miss; longer ids
- * are a heap copy. */
-#define KW_NODE_ID_INLINE 40
+/* Ids up to KW_NODE_ID_INLINE bytes (UUIDs are 36) live inside the node record, without a
+ * terminating NUL; longer ids are a heap block {uint32_t len; char id[len + 1]}. */
+#define KW_NODE_ID_INLINE 36
+/* fwd edges kept inside the node record (an API key has three). */
+#define KW_NODE_FWD_INLINE 3
 
-/* 96 bytes. fwd.v, hash, type, id_len and the inline id are what a Check touches. */
+/* The fwd edges of a node with more than KW_NODE_FWD_INLINE of them (KW_NODE_FWD_HEAP). */
+typedef struct kw_fwd_heap {
+    kw_edge_t *v;
+    uint32_t n, cap;
+    uint32_t sorted; /* during a batch: length of the sorted prefix */
+} kw_fwd_heap_t;
+
+/* 64 bytes, one cache line: everything a Check reads of a node. */
 typedef struct kw_node {
-    kw_edges_t fwd, rev;
-    uint32_t hash; /* low 32 bits of the key hash; next free node when free */
-    uint16_t type; /* KW_TYPE_NONE when free */
-    uint8_t dirty; /* batch bookkeeping: fwd/rev tails need merging */
-    uint8_t flags; /* KW_NODE_LIVE, KW_NODE_HEAP_ID */
-    uint32_t id_len;
-    uint32_t fwd_sorted, rev_sorted; /* during a batch: length of the sorted prefix */
-    uint32_t n_attr; /* fwd edges of this node with attributes (graph_attr.c); 0 for most */
     union {
-        char *heap;                  /* KW_NODE_HEAP_ID: NUL-terminated copy */
-        char inl[KW_NODE_ID_INLINE]; /* otherwise: NUL-terminated, in place */
+        kw_edge_t inl[KW_NODE_FWD_INLINE]; /* the first kw__node_ninl() edges */
+        kw_fwd_heap_t heap;                /* KW_NODE_FWD_HEAP */
+    } fwd;
+    union {
+        char inl[KW_NODE_ID_INLINE]; /* id_len bytes, no NUL; with KW_NODE_HEAP_ID the
+                                        first bytes hold the heap block's address */
+        uint32_t next_free;          /* a free node: the next free node or KW_NODE_NONE */
     } id;
+    uint16_t type;  /* KW_TYPE_NONE when free */
+    uint8_t flags;  /* KW_NODE_* below; bits 6-7: count of in-place fwd edges */
+    uint8_t id_len; /* in-place id length (0 with KW_NODE_HEAP_ID) */
 } kw_node_t;
 
-_Static_assert(sizeof(kw_node_t) == 96, "kw_node_t layout");
+_Static_assert(sizeof(kw_node_t) == 64, "kw_node_t is one cache line");
 
 #define KW_NODE_LIVE 1u
 #define KW_NODE_HEAP_ID 2u
+#define KW_NODE_FWD_HEAP 4u
+/* The node may be the resource of relationships with attributes (graph_attr.c): set when
+ * one is stored, cleared when the node loses its last fwd edge. A stale bit only costs
+ * an attribute-table probe. */
+#define KW_NODE_ATTR 8u
+#define KW_NODE_DIRTY_FWD 16u /* batch bookkeeping: fwd tail needs merging */
+#define KW_NODE_DIRTY_REV 32u /* batch bookkeeping: rev tail needs merging */
+#define KW_NODE_NINL_SHIFT 6
+
+/* The rev edges of a node: one heap block. */
+typedef struct kw_revblk {
+    uint32_t n, cap;
+    uint32_t sorted; /* during a batch: length of the sorted prefix */
+    uint32_t pad_;
+    kw_edge_t v[];
+} kw_revblk_t;
 
 static inline bool kw__node_live(const kw_node_t *nd)
 {
     return (nd->flags & KW_NODE_LIVE) != 0;
 }
-/* The NUL-terminated id of a live node. */
-static inline const char *kw__node_id(const kw_node_t *nd)
+/* The number of in-place fwd edges (without KW_NODE_FWD_HEAP). */
+static inline uint32_t kw__node_ninl(const kw_node_t *nd)
 {
-    return (nd->flags & KW_NODE_HEAP_ID) ? nd->id.heap : nd->id.inl;
+    return (uint32_t)nd->flags >> KW_NODE_NINL_SHIFT;
 }
+/* The id of a live node (not NUL-terminated when in place: print it with %.*s). */
 static inline kw_str_t kw__node_str(const kw_node_t *nd)
 {
-    return (kw_str_t){kw__node_id(nd), nd->id_len};
+    if (nd->flags & KW_NODE_HEAP_ID) {
+        const char *p;
+        uint32_t len;
+        memcpy(&p, nd->id.inl, sizeof(p));
+        memcpy(&len, p, sizeof(len));
+        return (kw_str_t){p + sizeof(uint32_t), len};
+    }
+    return (kw_str_t){nd->id.inl, nd->id_len};
+}
+static inline kw_eslice_t kw__node_fwd(const kw_node_t *nd)
+{
+    if (nd->flags & KW_NODE_FWD_HEAP)
+        return (kw_eslice_t){nd->fwd.heap.v, nd->fwd.heap.n};
+    return (kw_eslice_t){nd->fwd.inl, kw__node_ninl(nd)};
 }
 
 /* Hash slot: the node's 32-bit key hash (high half) beside its node id (low half), so a
@@ -94,8 +141,8 @@ static inline uint32_t kw__slot_hash(uint64_t s)
  * Relationship attributes (graph_attr.c): a caveat (name index + JSON context, bound to
  * the caveat's program) and/or an expiry. They live in a side table keyed by the edge
  * (resource node, rel, subject node, subject rel), never in the 8-byte edge, so
- * relationships without them cost nothing; node->n_attr counts a resource's attributed
- * fwd edges, so a query looks the table up only on such nodes.
+ * relationships without them cost nothing; KW_NODE_ATTR marks the resources that may
+ * have attributed fwd edges, so a query looks the table up only on such nodes.
  */
 typedef struct kw_attr {
     uint32_t rnode, snode;
@@ -120,8 +167,10 @@ typedef struct kw_attrs {
 } kw_attrs_t;
 
 typedef struct kw_graph {
-    kw_node_t *nodes;
-    uint32_t n_nodes; /* slots used (live + free) */
+    kw_node_t *nodes;   /* 64-byte aligned inside nodes_mem */
+    void *nodes_mem;    /* the allocation holding nodes */
+    kw_revblk_t **revs; /* per node: its rev edges, or NULL without any */
+    uint32_t n_nodes;   /* slots used (live + free) */
     uint32_t cap_nodes;
     uint32_t free_head; /* KW_NODE_NONE when empty */
     uint32_t n_live;
@@ -132,6 +181,18 @@ typedef struct kw_graph {
     uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
     kw_attrs_t attrs;            /* caveats and expiries of the edges that have them */
 } kw_graph_t;
+
+/* The fwd edges of `node` (as resource), sorted by kw__fwd_key. */
+static inline kw_eslice_t kw__fwd(const kw_graph_t *g, uint32_t node)
+{
+    return kw__node_fwd(&g->nodes[node]);
+}
+/* The rev edges of `node` (as subject), sorted by kw__rev_key. */
+static inline kw_eslice_t kw__rev(const kw_graph_t *g, uint32_t node)
+{
+    const kw_revblk_t *b = g->revs[node];
+    return b ? (kw_eslice_t){b->v, b->n} : (kw_eslice_t){NULL, 0};
+}
 
 /* Sort keys (tag-kw-edge-order). */
 static inline uint64_t kw__fwd_key(uint16_t rel, uint16_t other_rel, uint32_t other)
@@ -188,7 +249,7 @@ size_t kw__graph_memory(const kw_graph_t *g);
  * is valid until the next change of the table. */
 static inline bool kw__attr_maybe(const kw_graph_t *g, uint32_t node)
 {
-    return g->nodes[node].n_attr != 0;
+    return (g->nodes[node].flags & KW_NODE_ATTR) != 0;
 }
 const kw_attr_t *kw__attr_find(const kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t snode,
                                uint16_t srel);

@@ -86,10 +86,10 @@ static int push(pairset_t *p, uint32_t node, uint16_t rel)
 /* Pushes R#rel for every rev edge of x with subject relation `orel` (R#rel@x#orel). */
 static int push_rev_sets(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t orel)
 {
-    const kw_edges_t *es = &g->nodes[x].rev;
-    uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(0, orel, 0), false);
-    for (uint32_t i = lo; i < es->n && es->v[i].other_rel == orel; i++) {
-        int rc = push(p, es->v[i].other, es->v[i].rel);
+    const kw_eslice_t es = kw__rev(g, x);
+    uint32_t lo = kw__graph_lower(es.v, es.n, kw__rev_key(0, orel, 0), false);
+    for (uint32_t i = lo; i < es.n && es.v[i].other_rel == orel; i++) {
+        int rc = push(p, es.v[i].other, es.v[i].rel);
         if (rc)
             return rc;
     }
@@ -100,13 +100,13 @@ static int push_rev_sets(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t
 static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_t rtype,
                           uint16_t ts, uint16_t perm)
 {
-    const kw_edges_t *es = &g->nodes[x].rev;
+    const kw_eslice_t es = kw__rev(g, x);
     uint32_t i = 0;
-    while (i < es->n) {
-        uint16_t orel = es->v[i].other_rel;
-        uint32_t lo = kw__graph_lower(es->v, es->n, kw__rev_key(ts, orel, 0), false);
-        for (uint32_t k = lo; k < es->n && es->v[k].other_rel == orel && es->v[k].rel == ts; k++) {
-            uint32_t r = es->v[k].other;
+    while (i < es.n) {
+        uint16_t orel = es.v[i].other_rel;
+        uint32_t lo = kw__graph_lower(es.v, es.n, kw__rev_key(ts, orel, 0), false);
+        for (uint32_t k = lo; k < es.n && es.v[k].other_rel == orel && es.v[k].rel == ts; k++) {
+            uint32_t r = es.v[k].other;
             if (g->nodes[r].type != rtype)
                 continue;
             int rc = push(p, r, perm);
@@ -115,7 +115,7 @@ static int push_rev_arrow(pairset_t *p, const kw_graph_t *g, uint32_t x, uint16_
         }
         if (orel == UINT16_MAX)
             break;
-        i = kw__graph_lower(es->v, es->n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
+        i = kw__graph_lower(es.v, es.n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
     }
     return KW_OK;
 }
@@ -156,8 +156,20 @@ static int emit_resource(lk_out_t *o, const kw_ck_t *c, kw_str_t id, int v, kw_d
     return o->rcb(&res, o->ud);
 }
 
+/* The planned path's results, reported like the general path's. */
+typedef struct plan_fwd {
+    lk_out_t *out;
+    kw_diag_t *diag;
+} plan_fwd_t;
+
+static int on_planned(uint32_t node, int v, const kw_ck_t *c, void *ud)
+{
+    plan_fwd_t *f = ud;
+    return emit_resource(f->out, c, kw__node_str(&c->g->nodes[node]), v, f->diag);
+}
+
 static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
-                                   kw_subject_t subject, kw_str_t context, lk_out_t *out,
+                                   kw_subject_t subject, kw_str_t context, int path, lk_out_t *out,
                                    kw_diag_t *diag)
 {
     const kw_graph_t *g = &e->g;
@@ -185,7 +197,15 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
     kw__ck_model(c, m);
     kw__ck_context(c, kw__engine_query_now(e), context);
     kw__ck_subject(c, snode, stype, srel);
-    if (snode != KW_NODE_NONE) {
+    if (path != KW__LK_GENERAL) {
+        /* The planned path first; the walk below only for shapes it does not plan. */
+        plan_fwd_t f = {out, diag};
+        rc = kw__lookup_plan_resources(c, m, t, r, on_planned, &f, NULL, diag);
+        if (rc != KW_EAGAIN || path == KW__LK_PLAN)
+            goto done;
+        rc = KW_OK;
+    }
+    if (rc == KW_OK && snode != KW_NODE_NONE) {
         if (srel != KW_REL_NONE)
             rc = push(&ps, snode, srel);
         if (rc == KW_OK)
@@ -234,9 +254,30 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         if (v != KW_CK_NO)
             rc = emit_resource(out, c, kw__node_str(&g->nodes[x]), v, diag);
     }
+done:
     kw__ck_close(c);
     kw_free(c);
     ps_free(&ps);
+    return rc;
+}
+
+static int lookup_resources_run(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                kw_subject_t subject, kw_str_t context, int path, lk_out_t *out,
+                                kw_revision_t *rev, kw_diag_t *diag)
+{
+    kw_buf_init(&out->names);
+    kw__engine_rdlock(e);
+    int rc;
+    if (!e->model) {
+        rc = kw__engine_no_schema(diag);
+    } else {
+        rc = lookup_resources_locked(e, resource_type, permission, subject, context, path, out,
+                                     diag);
+        if (rc == KW_OK && rev)
+            *rev = e->rev;
+    }
+    kw__engine_unlock(e);
+    kw_buf_free(&out->names);
     return rc;
 }
 
@@ -245,19 +286,17 @@ int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type, kw_st
                                    void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
     lk_out_t out = {true, cb, NULL, ud, {0}};
-    kw_buf_init(&out.names);
-    kw__engine_rdlock(e);
-    int rc;
-    if (!e->model) {
-        rc = kw__engine_no_schema(diag);
-    } else {
-        rc = lookup_resources_locked(e, resource_type, permission, subject, context, &out, diag);
-        if (rc == KW_OK && rev)
-            *rev = e->rev;
-    }
-    kw__engine_unlock(e);
-    kw_buf_free(&out.names);
-    return rc;
+    return lookup_resources_run(e, resource_type, permission, subject, context, KW__LK_AUTO, &out,
+                                rev, diag);
+}
+
+int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                                     kw_subject_t subject, kw_str_t context, int path,
+                                     kw_resource_cb cb, void *ud, kw_diag_t *diag)
+{
+    lk_out_t out = {true, cb, NULL, ud, {0}};
+    return lookup_resources_run(e, resource_type, permission, subject, context, path, &out, NULL,
+                                diag);
 }
 
 /* The id-only callback of kw_engine_lookup_resources. */
@@ -278,20 +317,8 @@ int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t 
 {
     id_fwd_t f = {cb, ud};
     lk_out_t out = {false, on_resource_id, NULL, &f, {0}};
-    kw_buf_init(&out.names);
-    kw__engine_rdlock(e);
-    int rc;
-    if (!e->model) {
-        rc = kw__engine_no_schema(diag);
-    } else {
-        rc =
-            lookup_resources_locked(e, resource_type, permission, subject, KW_STR_NULL, &out, diag);
-        if (rc == KW_OK && rev)
-            *rev = e->rev;
-    }
-    kw__engine_unlock(e);
-    kw_buf_free(&out.names);
-    return rc;
+    return lookup_resources_run(e, resource_type, permission, subject, KW_STR_NULL, KW__LK_AUTO,
+                                &out, rev, diag);
 }
 
 /* ---- LookupSubjects ---- */
@@ -308,7 +335,7 @@ static int walk_expr(pairset_t *ps, const kw_graph_t *g, uint32_t x, const kw_ex
         uint32_t lo, hi;
         kw__graph_fwd_range(g, x, ex->rel, &lo, &hi);
         for (uint32_t i = lo; i < hi; i++) {
-            uint32_t o = g->nodes[x].fwd.v[i].other;
+            uint32_t o = kw__fwd(g, x).v[i].other;
             uint16_t tr = ex->target_by_type[g->nodes[o].type];
             if (tr != KW_REL_NONE) {
                 int rc = push(ps, o, tr);
@@ -428,7 +455,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             uint32_t lo, hi;
             kw__graph_fwd_range(g, x, rel, &lo, &hi);
             for (uint32_t i = lo; i < hi && rc == KW_OK; i++) {
-                kw_edge_t ed = g->nodes[x].fwd.v[i];
+                kw_edge_t ed = kw__fwd(g, x).v[i];
                 if (ed.other_rel != KW_REL_NONE)
                     rc = push(&ps, ed.other, ed.other_rel);
                 if (rc == KW_OK && g->nodes[ed.other].type == stype && ed.other_rel == srel)
@@ -443,7 +470,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     for (size_t i = 0; i < cand.n && rc == KW_OK; i++) {
         uint32_t o = cand.v[i];
         const kw_node_t *nd = &g->nodes[o];
-        bool is_wild = nd->id_len == 1 && kw__node_id(nd)[0] == '*';
+        bool is_wild = kw__node_str(nd).len == 1 && kw__node_str(nd).ptr[0] == '*';
         if (is_wild) {
             wild = o;
             continue;

@@ -5,6 +5,8 @@
  *
  * A model is immutable once built; the engine swaps whole models (swap.c).
  */
+#include <stdatomic.h>
+
 #include "authz/engine_int.h"
 
 static int revdep_add(kw_model_t *m, uint16_t type, uint16_t rel, kw_revdep_t d)
@@ -63,6 +65,9 @@ void kw__model_free(kw_model_t *m)
     kw_free(m);
 }
 
+/* Generations of models (kw_model_t.gen); a model's address may be reused, its gen not. */
+static _Atomic uint64_t model_gen;
+
 /* Takes ownership of `s` (freed on failure too). */
 int kw__model_new(kw_schema_t *s, kw_model_t **out)
 {
@@ -72,6 +77,7 @@ int kw__model_new(kw_schema_t *s, kw_model_t **out)
         return KW_ENOMEM;
     }
     m->schema = s;
+    m->gen = atomic_fetch_add(&model_gen, 1) + 1;
     m->rel_base = kw_calloc(s->n_types + 1u, sizeof(uint32_t));
     if (!m->rel_base)
         goto fail;

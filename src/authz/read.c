@@ -113,10 +113,10 @@ static int filter_each(const kw_graph_t *g, const kw_cfilter_t *cf, match_fn fn,
     if (cf->rid_set) {
         if (cf->rnode == KW_NODE_NONE)
             return 0;
-        const kw_edges_t *es = &g->nodes[cf->rnode].fwd;
-        for (uint32_t i = 0; i < es->n; i++) {
-            if (filter_edge(g, cf, cf->rnode, es->v[i].rel, es->v[i].other, es->v[i].other_rel)) {
-                int rc = fn(ud, cf->rnode, &es->v[i]);
+        const kw_eslice_t es = kw__fwd(g, cf->rnode);
+        for (uint32_t i = 0; i < es.n; i++) {
+            if (filter_edge(g, cf, cf->rnode, es.v[i].rel, es.v[i].other, es.v[i].other_rel)) {
+                int rc = fn(ud, cf->rnode, &es.v[i]);
                 if (rc)
                     return rc;
             }
@@ -126,11 +126,11 @@ static int filter_each(const kw_graph_t *g, const kw_cfilter_t *cf, match_fn fn,
     if (cf->has_subject && cf->sid_set) {
         if (cf->snode == KW_NODE_NONE)
             return 0;
-        const kw_edges_t *es = &g->nodes[cf->snode].rev;
-        for (uint32_t i = 0; i < es->n; i++) {
-            kw_edge_t ed = {cf->snode, es->v[i].rel, es->v[i].other_rel};
-            if (filter_edge(g, cf, es->v[i].other, ed.rel, cf->snode, ed.other_rel)) {
-                int rc = fn(ud, es->v[i].other, &ed);
+        const kw_eslice_t es = kw__rev(g, cf->snode);
+        for (uint32_t i = 0; i < es.n; i++) {
+            kw_edge_t ed = {cf->snode, es.v[i].rel, es.v[i].other_rel};
+            if (filter_edge(g, cf, es.v[i].other, ed.rel, cf->snode, ed.other_rel)) {
+                int rc = fn(ud, es.v[i].other, &ed);
                 if (rc)
                     return rc;
             }
@@ -141,10 +141,10 @@ static int filter_each(const kw_graph_t *g, const kw_cfilter_t *cf, match_fn fn,
         const kw_node_t *nd = &g->nodes[n];
         if (!kw__node_live(nd) || (cf->rtype != KW_TYPE_NONE && nd->type != cf->rtype))
             continue;
-        for (uint32_t i = 0; i < nd->fwd.n; i++) {
-            if (filter_edge(g, cf, n, nd->fwd.v[i].rel, nd->fwd.v[i].other,
-                            nd->fwd.v[i].other_rel)) {
-                int rc = fn(ud, n, &nd->fwd.v[i]);
+        const kw_eslice_t es = kw__node_fwd(nd);
+        for (uint32_t i = 0; i < es.n; i++) {
+            if (filter_edge(g, cf, n, es.v[i].rel, es.v[i].other, es.v[i].other_rel)) {
+                int rc = fn(ud, n, &es.v[i]);
                 if (rc)
                     return rc;
             }

@@ -77,24 +77,26 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
         if (t == KW_TYPE_NONE) {
             rc = kw_diag_set(diag, KW_ESCHEMA, 0, 0,
                              "cannot remove definition \"%.*s\": relationships still use it "
-                             "(e.g. %.*s:%s)",
+                             "(e.g. %.*s:%.*s)",
                              KW_STR_FMT(os->types[nd->type].name),
-                             KW_STR_FMT(os->types[nd->type].name), kw__node_id(nd));
+                             KW_STR_FMT(os->types[nd->type].name), KW_STR_FMT(kw__node_str(nd)));
             break;
         }
-        rc = kw__graph_intern(ng, t, kw__node_id(nd), nd->id_len, &map[n]);
+        kw_str_t id = kw__node_str(nd);
+        rc = kw__graph_intern(ng, t, id.ptr, id.len, &map[n]);
     }
     for (uint32_t n = 0; n < old->n_nodes && rc == KW_OK; n++) {
         const kw_node_t *nd = &old->nodes[n];
         if (!kw__node_live(nd))
             continue;
-        if (nd->fwd.n > max_tail)
-            max_tail = nd->fwd.n;
-        if (nd->rev.n > max_tail)
-            max_tail = nd->rev.n;
-        rc = kw__graph_reserve(ng, map[n], nd->fwd.n, nd->rev.n);
-        for (uint32_t i = 0; i < nd->fwd.n && rc == KW_OK; i++) {
-            const kw_edge_t *ed = &nd->fwd.v[i];
+        const kw_eslice_t fwd = kw__node_fwd(nd), rev = kw__rev(old, n);
+        if (fwd.n > max_tail)
+            max_tail = fwd.n;
+        if (rev.n > max_tail)
+            max_tail = rev.n;
+        rc = kw__graph_reserve(ng, map[n], fwd.n, rev.n);
+        for (uint32_t i = 0; i < fwd.n && rc == KW_OK; i++) {
+            const kw_edge_t *ed = &fwd.v[i];
             const kw_node_t *sn = &old->nodes[ed->other];
             kw_rel_t r = {
                 .resource = {os->types[nd->type].name, kw__node_str(nd)},
@@ -159,8 +161,9 @@ static int rebuild_graph(const kw_graph_t *old, const kw_schema_t *os, const kw_
             if (!kw__node_live(nd))
                 continue;
             uint16_t t = ng->nodes[map[n]].type;
-            for (uint32_t i = 0; i < nd->fwd.n; i++) {
-                const kw_edge_t *ed = &nd->fwd.v[i];
+            const kw_eslice_t fwd = kw__node_fwd(nd);
+            for (uint32_t i = 0; i < fwd.n; i++) {
+                const kw_edge_t *ed = &fwd.v[i];
                 uint16_t st = ng->nodes[map[ed->other]].type;
                 uint16_t rel = kw_schema_rel_index(ns, t, os->types[nd->type].rels[ed->rel].name);
                 uint16_t srel =

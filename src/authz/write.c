@@ -201,6 +201,23 @@ static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, 
     return KW_OK;
 }
 
+/* Appends per node in one batch, in an open-addressing table keyed by node. */
+typedef struct ncount {
+    uint32_t key; /* node + 1; 0: empty */
+    uint32_t fwd, rev;
+} ncount_t;
+
+/* The entry of `node` (inserted with zero counts when absent; the table is sized to stay
+ * at most half full). */
+static ncount_t *count_at(ncount_t *t, uint32_t mask, uint32_t node)
+{
+    uint32_t i = (uint32_t)kw_hash_u64(node) & mask;
+    while (t[i].key != 0 && t[i].key != node + 1)
+        i = (i + 1) & mask;
+    t[i].key = node + 1;
+    return &t[i];
+}
+
 /* Interns the endpoints of every relationship to add, reserves their edge room and
  * allocates the merge scratch (*scratch, NULL when nothing is added). */
 static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t *ups, size_t n,
@@ -235,33 +252,37 @@ static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t 
         if (rc == KW_OK && b->snode == KW_NODE_NONE)
             rc = kw__graph_intern(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, &b->snode);
     }
-    /* Count appends per node: fwd_sorted/rev_sorted serve as counters until the first
-     * append (zeroed for every node first, since entries share nodes). */
-    size_t max_tail = 0;
-    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+    /* Count appends per node (entries share nodes), then reserve each node's total. */
+    size_t max_tail = 0, n_adds = 0;
+    for (size_t i = 0; i < n; i++)
+        n_adds += adds(&ents[i], ups);
+    uint32_t cap = 16;
+    if (n_adds > UINT32_MAX / 8)
+        rc = KW_ENOMEM;
+    while (rc == KW_OK && cap < 4 * n_adds)
+        cap *= 2;
+    ncount_t *cnt = rc == KW_OK && n_adds ? kw_calloc(cap, sizeof(ncount_t)) : NULL;
+    if (rc == KW_OK && n_adds && !cnt)
+        rc = KW_ENOMEM;
+    for (size_t i = 0; i < n && cnt; i++) {
         if (!adds(&ents[i], ups))
             continue;
-        g->nodes[ents[i].rnode].fwd_sorted = 0;
-        g->nodes[ents[i].snode].rev_sorted = 0;
-    }
-    for (size_t i = 0; i < n && rc == KW_OK; i++) {
-        if (!adds(&ents[i], ups))
-            continue;
-        uint32_t f = ++g->nodes[ents[i].rnode].fwd_sorted;
-        uint32_t rv = ++g->nodes[ents[i].snode].rev_sorted;
+        uint32_t f = ++count_at(cnt, cap - 1, ents[i].rnode)->fwd;
+        uint32_t rv = ++count_at(cnt, cap - 1, ents[i].snode)->rev;
         if (f > max_tail)
             max_tail = f;
         if (rv > max_tail)
             max_tail = rv;
     }
-    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+    for (size_t i = 0; i < n && rc == KW_OK && cnt; i++) {
         const bent_t *b = &ents[i];
         if (!adds(b, ups))
             continue;
-        rc = kw__graph_reserve(g, b->rnode, g->nodes[b->rnode].fwd_sorted, 0);
+        rc = kw__graph_reserve(g, b->rnode, count_at(cnt, cap - 1, b->rnode)->fwd, 0);
         if (rc == KW_OK)
-            rc = kw__graph_reserve(g, b->snode, 0, g->nodes[b->snode].rev_sorted);
+            rc = kw__graph_reserve(g, b->snode, 0, count_at(cnt, cap - 1, b->snode)->rev);
     }
+    kw_free(cnt);
     *scratch = NULL;
     if (rc == KW_OK && max_tail) {
         *scratch = kw_calloc(max_tail, sizeof(kw_edge_t));

@@ -1,7 +1,8 @@
 /*
  * tests/unit/authz/prop_test.c - property test: random small schemas (as text) and random
  * relationships; kw_engine_check must agree with a naive reference evaluator, and
- * LookupResources, LookupSubjects and Expand must agree with Check.
+ * LookupResources, LookupSubjects and Expand must agree with Check. LookupResources' planned
+ * path (lookup_plan.c) must also give exactly what the general walk + Check gives.
  *
  * The reference is deliberately simple: for one subject at a time it computes every
  * (object, relation) truth value as a least fixpoint by repeated full passes over all
@@ -11,6 +12,7 @@
  */
 #include <stdlib.h>
 
+#include "authz/engine_int.h"
 #include "authz/schema.h"
 #include "engine_helpers.h"
 #include "kw_test.h"
@@ -381,6 +383,56 @@ static int lr_cb(kw_str_t id, void *ud)
     return 0;
 }
 
+/* A LookupResources answer with conditional flags, by object index. */
+typedef struct lr_full {
+    int v[NOBJ]; /* 0 absent, 1 YES, 2 CONDITIONAL */
+    int dup, other;
+} lr_full_t;
+
+static int lr_full_cb(const kw_resource_result_t *r, void *ud)
+{
+    lr_full_t *s = ud;
+    int i = r->id.len == 2 ? r->id.ptr[1] - '0' : -1;
+    if (i < 0 || i >= NOBJ) {
+        s->other++;
+        return 0;
+    }
+    if (s->v[i])
+        s->dup++;
+    s->v[i] = r->conditional ? 2 : 1;
+    return 0;
+}
+
+/* The planned path against the general one for one query: NULL when they agree (or the
+ * shape is not planned: *planned says which). */
+static const char *compare_paths(kw_engine_t *e, kw_str_t type, kw_str_t perm, kw_subject_t sj,
+                                 kw_str_t ctx, bool *planned, char *why, size_t cap)
+{
+    lr_full_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    kw_diag_t d1, d2;
+    int r1 =
+        kw__engine_lookup_resources_path(e, type, perm, sj, ctx, KW__LK_PLAN, lr_full_cb, &a, &d1);
+    *planned = r1 != KW_EAGAIN;
+    if (!*planned)
+        return NULL;
+    int r2 = kw__engine_lookup_resources_path(e, type, perm, sj, ctx, KW__LK_GENERAL, lr_full_cb,
+                                              &b, &d2);
+    if (r2 != KW_OK && r1 != KW_OK)
+        return NULL; /* both refuse (a cycle through an exclusion, depth) */
+    if (r1 != r2 || a.dup || b.dup || a.other != b.other || memcmp(a.v, b.v, sizeof(a.v)) != 0) {
+        snprintf(why, cap,
+                 "planned lookup %.*s#%.*s for %.*s:%.*s#%.*s: rc %d vs %d, got %d%d%d (dup %d) "
+                 "want %d%d%d",
+                 KW_STR_FMT(type), KW_STR_FMT(perm), KW_STR_FMT(sj.type), KW_STR_FMT(sj.id),
+                 KW_STR_FMT(sj.relation), r1, r2, a.v[0], a.v[1], a.v[2], a.dup, b.v[0], b.v[1],
+                 b.v[2]);
+        return why;
+    }
+    return NULL;
+}
+
 static int ls_cb(const kw_subject_result_t *r, void *ud)
 {
     lr_set_t *s = ud;
@@ -396,7 +448,7 @@ static int ls_cb(const kw_subject_result_t *r, void *ud)
 }
 
 typedef struct stats {
-    int cases, compiled, stratified, checks, cycles;
+    int cases, compiled, stratified, checks, cycles, planned, compared;
 } stats_t;
 
 /* One random case; returns a failure description or NULL. */
@@ -549,6 +601,17 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
                         }
                     }
                 }
+                /* The planned path agrees with the general one (errors included). */
+                bool planned = false;
+                char pwhy[512];
+                const char *pf = compare_paths(e, ty->name, ty->rels[rel].name, sj, KW_STR_NULL,
+                                               &planned, pwhy, sizeof(pwhy));
+                st->compared++;
+                st->planned += planned;
+                if (pf) {
+                    snprintf(why, cap, "seed %llu: %s\n%s", (unsigned long long)seed, pf, text.ptr);
+                    fail = why;
+                }
                 if (fail || errored)
                     continue;
                 /* LookupResources agrees with Check */
@@ -621,9 +684,12 @@ KW_TEST(prop_engine_matches_reference)
         if (f)
             KW_FAIL_("%s", f);
     }
-    fprintf(stderr, "  prop: %d cases, %d compiled, %d stratified, %d checks, %d cycle errors\n",
-            st.cases, st.compiled, st.stratified, st.checks, st.cycles);
+    fprintf(stderr,
+            "  prop: %d cases, %d compiled, %d stratified, %d checks, %d cycle errors; "
+            "%d of %d lookups planned\n",
+            st.cases, st.compiled, st.stratified, st.checks, st.cycles, st.planned, st.compared);
     /* the generator must actually exercise the engine */
     KW_ASSERT(st.stratified >= 150);
     KW_ASSERT(st.checks >= 20000);
+    KW_ASSERT(st.planned >= st.compared / 4);
 }

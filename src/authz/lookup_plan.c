@@ -1,0 +1,581 @@
+/*
+ * authz/lookup_plan.c - LookupResources' planned path: results bounded by the answer.
+ *
+ * The general path (lookup.c) walks every (node, rel) pair the subject reaches and checks
+ * every candidate of the wanted permission. This file instead evaluates the permission's
+ * expression bottom-up, per (type, relation), into node sets that are a SUPERSET of the
+ * objects holding it for the subject, each node flagged "sure" when its membership is
+ * proven (a chain of plain relationships, unions and arrows, no attributes on the way):
+ *  - a relation: the subject's own reverse edges, its type's wildcard's, and those of
+ *    every subject set (allowed `U#m`) whose set for (U, m) holds;
+ *  - a union: the union of its children's sets;
+ *  - an arrow `ts->tgt` (and `.all`, never sure): the resources R with R#ts@x for every x
+ *    in the set of (type of x, tgt);
+ *  - an intersection: the set of its SELECTIVE child only, each candidate verified on the
+ *    other children (Check on (x, rel) for references, on the tupleset's objects for
+ *    arrows); a child is selective when it finishes first: children are evaluated in
+ *    turn under a work budget that grows 4x per round, so the cost is within a small
+ *    factor of the cheapest child whatever the data;
+ *  - an exclusion: the set of its positive side, each candidate verified on the other.
+ * A verification that cannot decide (a caveat, an expiry, `.all`, an error inside the
+ * sub-check) leaves the candidate "not sure". At the end every sure node is a YES and
+ * every other one is checked with Check on the queried permission, so the answer is
+ * exactly the general path's. A permission that depends on itself (nested groups,
+ * folder hierarchies) is not planned: KW_EAGAIN sends the query to the general path,
+ * which this file leaves untouched. Nothing is reported before the plan is complete, so
+ * a fallback never repeats a result.
+ * Cost: O(result + schema depth) for the planned shapes, plus the verifications of the
+ * selective side's candidates; memory O(result). Work counts against the lookup budget
+ * (tag-kw-query-budget).
+ */
+#include <string.h>
+
+#include "authz/engine_int.h"
+
+/* An internal result: the work budget of the current attempt ran out (lp_t.limit). */
+#define LP_HIT 1
+
+#define SURE 1u
+
+/* A node set: dense (node, flags) plus an open-addressing index (dense index + 1). */
+typedef struct lp_set {
+    uint32_t *node;
+    uint8_t *flag;
+    size_t n, cap;
+    uint32_t *slot;
+    uint32_t n_slot; /* power of two or 0 */
+} lp_set_t;
+
+typedef struct lp {
+    kw_ck_t *c;
+    const kw_model_t *m;
+    const kw_graph_t *g;
+    const kw_schema_t *s;
+    uint8_t *state; /* per (type, rel): 0 not computed, 1 in progress, 2 done */
+    lp_set_t *memo; /* per (type, rel) */
+    uint64_t work;  /* edges looked at + check steps */
+    uint64_t limit; /* LP_HIT past it */
+    int vdepth;     /* nesting of verify_rel through permissions */
+    kw_diag_t *diag;
+} lp_t;
+
+static void set_free(lp_set_t *s)
+{
+    kw_free(s->node);
+    kw_free(s->flag);
+    kw_free(s->slot);
+    memset(s, 0, sizeof(*s));
+}
+
+static int set_rehash(lp_set_t *s, uint32_t n_slot)
+{
+    uint32_t *ns = kw_calloc(n_slot, sizeof(uint32_t));
+    if (!ns)
+        return KW_ENOMEM;
+    for (size_t i = 0; i < s->n; i++) {
+        uint32_t j = (uint32_t)kw_hash_u64(s->node[i]) & (n_slot - 1);
+        while (ns[j])
+            j = (j + 1) & (n_slot - 1);
+        ns[j] = (uint32_t)i + 1;
+    }
+    kw_free(s->slot);
+    s->slot = ns;
+    s->n_slot = n_slot;
+    return KW_OK;
+}
+
+/* Builds the index of a set filled by set_push alone (n_slot 0), or grows it. */
+static int set_index(lp_set_t *s, size_t need)
+{
+    uint32_t n_slot = s->n_slot ? s->n_slot : 64;
+    while (need * 2 > n_slot) {
+        if (n_slot >= (1u << 31))
+            return KW_ENOMEM;
+        n_slot *= 2;
+    }
+    return n_slot == s->n_slot ? KW_OK : set_rehash(s, n_slot);
+}
+
+/* Appends `node` without looking for it: only while the set has no index (n_slot 0) and
+ * every node pushed is known distinct (one node's reverse edges of one (other_rel, rel)). */
+static int set_push(lp_set_t *s, uint32_t node, uint8_t flag)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap, cap2 = s->cap;
+        if (kw_grow((void **)&s->node, &cap, s->n + 1, sizeof(uint32_t)) != KW_OK ||
+            kw_grow((void **)&s->flag, &cap2, s->n + 1, 1) != KW_OK)
+            return KW_ENOMEM;
+        s->cap = cap < cap2 ? cap : cap2;
+    }
+    s->node[s->n] = node;
+    s->flag[s->n++] = flag;
+    return KW_OK;
+}
+
+/* The flags of `node` in s (indexed), or -1 when absent. */
+static int set_find(const lp_set_t *s, uint32_t node)
+{
+    if (!s->n_slot)
+        return -1;
+    uint32_t j = (uint32_t)kw_hash_u64(node) & (s->n_slot - 1);
+    for (; s->slot[j]; j = (j + 1) & (s->n_slot - 1))
+        if (s->node[s->slot[j] - 1] == node)
+            return s->flag[s->slot[j] - 1];
+    return -1;
+}
+
+/* Adds `node` with `flag` (a node already present keeps the union of its flags). */
+static int set_add(lp_set_t *s, uint32_t node, uint8_t flag)
+{
+    if ((s->n + 1) * 2 > s->n_slot && set_index(s, s->n + 1) != KW_OK)
+        return KW_ENOMEM;
+    uint32_t j = (uint32_t)kw_hash_u64(node) & (s->n_slot - 1);
+    for (; s->slot[j]; j = (j + 1) & (s->n_slot - 1)) {
+        uint32_t i = s->slot[j] - 1;
+        if (s->node[i] == node) {
+            s->flag[i] |= flag;
+            return KW_OK;
+        }
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap, cap2 = s->cap;
+        if (kw_grow((void **)&s->node, &cap, s->n + 1, sizeof(uint32_t)) != KW_OK ||
+            kw_grow((void **)&s->flag, &cap2, s->n + 1, 1) != KW_OK)
+            return KW_ENOMEM;
+        s->cap = cap < cap2 ? cap : cap2;
+    }
+    s->node[s->n] = node;
+    s->flag[s->n] = flag;
+    s->slot[j] = (uint32_t)++s->n;
+    return KW_OK;
+}
+
+/* Moves src into dst when dst is empty, else adds every element. */
+static int set_merge(lp_set_t *dst, lp_set_t *src)
+{
+    if (dst->n == 0) {
+        set_free(dst);
+        *dst = *src;
+        memset(src, 0, sizeof(*src));
+        return KW_OK;
+    }
+    for (size_t i = 0; i < src->n; i++)
+        if (set_add(dst, src->node[i], src->flag[i]) != KW_OK)
+            return KW_ENOMEM;
+    return KW_OK;
+}
+
+static int set_copy(lp_set_t *dst, const lp_set_t *src)
+{
+    if (dst->n == 0 && dst->n_slot == 0 && src->n) {
+        /* a clone: the common case of a permission that is one reference */
+        size_t cap = 0, cap2 = 0;
+        if (kw_grow((void **)&dst->node, &cap, src->n, sizeof(uint32_t)) != KW_OK ||
+            kw_grow((void **)&dst->flag, &cap2, src->n, 1) != KW_OK)
+            return KW_ENOMEM;
+        dst->cap = cap < cap2 ? cap : cap2;
+        memcpy(dst->node, src->node, src->n * sizeof(uint32_t));
+        memcpy(dst->flag, src->flag, src->n);
+        dst->n = src->n;
+        return KW_OK;
+    }
+    for (size_t i = 0; i < src->n; i++)
+        if (set_add(dst, src->node[i], src->flag[i]) != KW_OK)
+            return KW_ENOMEM;
+    return KW_OK;
+}
+
+static int spend(lp_t *q, uint64_t n)
+{
+    q->work += n;
+    return q->work > q->limit ? LP_HIT : KW_OK;
+}
+
+/* ---- walking reverse edges (tag-kw-edge-order: rev sorted by (other_rel, rel, other)) */
+
+/* Adds every R of type `rt` with R#rel@x#orel, flagged `flag` (cleared on R that may
+ * carry attributes: a caveat or an expiry is for Check to judge). */
+static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t rel, uint16_t rt,
+                   uint8_t flag)
+{
+    const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
+    uint32_t i = kw__graph_lower(es->v, es->n, kw__rev_key(rel, orel, 0), false);
+    uint32_t i0 = i;
+    bool distinct = out->n == 0 && out->n_slot == 0;
+    for (; i < es->n && es->v[i].other_rel == orel && es->v[i].rel == rel; i++) {
+        if (i + 8 < es->n)
+            __builtin_prefetch(&q->g->nodes[es->v[i + 8].other]);
+        uint32_t r = es->v[i].other;
+        const kw_node_t *nd = &q->g->nodes[r];
+        if (nd->type != rt)
+            continue;
+        uint8_t f = kw__attr_maybe(q->g, r) ? 0 : flag;
+        if ((distinct ? set_push(out, r, f) : set_add(out, r, f)) != KW_OK)
+            return KW_ENOMEM;
+    }
+    return spend(q, 1 + (i - i0));
+}
+
+/* The same for an arrow's tupleset: R#rel@x with any subject relation. */
+static int add_rev_any(lp_t *q, lp_set_t *out, uint32_t x, uint16_t rel, uint16_t rt, uint8_t flag)
+{
+    const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
+    uint32_t i = 0;
+    while (i < es->n) {
+        uint16_t orel = es->v[i].other_rel;
+        int rc = add_rev(q, out, x, orel, rel, rt, flag);
+        if (rc)
+            return rc;
+        if (orel == UINT16_MAX)
+            break;
+        i = kw__graph_lower(es->v, es->n, kw__rev_key(0, (uint16_t)(orel + 1), 0), false);
+    }
+    return KW_OK;
+}
+
+/* ---- verification of one candidate on one expression: YES, NO or unknown ---- */
+
+enum { V_NO = 0, V_YES = 1, V_UNKNOWN = 2 };
+
+static int ck(lp_t *q, uint32_t x, uint16_t rel, int *v)
+{
+    int r = kw__ck_check(q->c, x, rel);
+    q->work += q->c->steps;
+    if (r == KW_ENOMEM)
+        return r;
+    *v = r == KW_CK_YES ? V_YES : r == KW_CK_NO ? V_NO : V_UNKNOWN;
+    return q->work > q->limit ? LP_HIT : KW_OK;
+}
+
+static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v);
+
+/* Does x (of type t) hold rel? A complete set of (t, rel) answers without a Check: it is a
+ * superset, so absent means NO and "sure" means YES. A permission without one is
+ * verified through its expression (a few levels deep), anything else by Check. */
+static int verify_rel(lp_t *q, uint32_t x, uint16_t t, uint16_t rel, int *v)
+{
+    uint32_t k = q->m->rel_base[t] + rel;
+    if (q->state[k] == 2) {
+        lp_set_t *s = &q->memo[k];
+        if (s->n && !s->n_slot && set_index(s, s->n) != KW_OK)
+            return KW_ENOMEM;
+        int f = set_find(s, x);
+        if (f < 0 || (f & SURE)) {
+            *v = f < 0 ? V_NO : V_YES;
+            return spend(q, 1);
+        }
+    }
+    const kw_relation_t *rd = &q->s->types[t].rels[rel];
+    if (rd->is_permission && rd->expr && q->vdepth < 8) {
+        q->vdepth++;
+        int rc = verify(q, x, rd->expr, v);
+        q->vdepth--;
+        return rc;
+    }
+    return ck(q, x, rel, v);
+}
+
+static int verify(lp_t *q, uint32_t x, const kw_expr_t *ex, int *v)
+{
+    switch (ex->kind) {
+    case KW_EXPR_NIL:
+        *v = V_NO;
+        return KW_OK;
+    case KW_EXPR_REF:
+        return verify_rel(q, x, q->g->nodes[x].type, ex->rel, v);
+    case KW_EXPR_ARROW: {
+        if (kw__attr_maybe(q->g, x)) {
+            *v = V_UNKNOWN;
+            return KW_OK;
+        }
+        uint32_t lo, hi;
+        kw__graph_fwd_range(q->g, x, ex->rel, &lo, &hi);
+        const kw_edge_t *fv = kw__fwd(q->g, x).v;
+        int acc = V_NO;
+        for (uint32_t i = lo; i < hi && acc != V_YES; i++) {
+            uint32_t o = fv[i].other;
+            uint16_t tr = ex->target_by_type[q->g->nodes[o].type];
+            if (tr == KW_REL_NONE)
+                continue;
+            int w, rc = verify_rel(q, o, q->g->nodes[o].type, tr, &w);
+            if (rc)
+                return rc;
+            if (w == V_YES || (w == V_UNKNOWN && acc == V_NO))
+                acc = w;
+        }
+        *v = acc;
+        return spend(q, 1);
+    }
+    case KW_EXPR_ALL:
+        *v = V_UNKNOWN;
+        return KW_OK;
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT: {
+        bool uni = ex->kind == KW_EXPR_UNION;
+        int acc = uni ? V_NO : V_YES;
+        for (uint32_t i = 0; i < ex->n_children; i++) {
+            int w, rc = verify(q, x, ex->children[i], &w);
+            if (rc)
+                return rc;
+            if (w == (uni ? V_YES : V_NO)) {
+                *v = w;
+                return KW_OK;
+            }
+            if (w == V_UNKNOWN)
+                acc = V_UNKNOWN;
+        }
+        *v = acc;
+        return KW_OK;
+    }
+    case KW_EXPR_EXCLUDE: {
+        int a, b, rc = verify(q, x, ex->children[0], &a);
+        if (rc)
+            return rc;
+        if (a == V_NO) {
+            *v = V_NO;
+            return KW_OK;
+        }
+        if ((rc = verify(q, x, ex->children[1], &b)) != KW_OK)
+            return rc;
+        *v = b == V_YES ? V_NO : (a == V_YES && b == V_NO) ? V_YES : V_UNKNOWN;
+        return KW_OK;
+    }
+    }
+    return KW_EINTERNAL;
+}
+
+/* ---- producing the sets ---- */
+
+static int prod_rel(lp_t *q, uint16_t t, uint16_t rel, const lp_set_t **out);
+
+static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out);
+
+/* Keeps the candidates of `cand` that `others` (the children of ex but `skip`) may hold:
+ * sure ones verified YES everywhere stay sure, NO anywhere drops them. */
+static int filter_into(lp_t *q, const kw_expr_t *ex, uint32_t skip, const lp_set_t *cand,
+                       lp_set_t *out)
+{
+    for (size_t i = 0; i < cand->n; i++) {
+        uint32_t x = cand->node[i];
+        int acc = (cand->flag[i] & SURE) ? V_YES : V_UNKNOWN;
+        if (ex->kind == KW_EXPR_EXCLUDE) {
+            int b, rc = verify(q, x, ex->children[1], &b);
+            if (rc)
+                return rc;
+            acc = b == V_YES ? V_NO : b == V_NO ? acc : V_UNKNOWN;
+        } else {
+            for (uint32_t k = 0; k < ex->n_children && acc != V_NO; k++) {
+                if (k == skip)
+                    continue;
+                int w, rc = verify(q, x, ex->children[k], &w);
+                if (rc)
+                    return rc;
+                if (w != V_YES)
+                    acc = w == V_NO ? V_NO : V_UNKNOWN;
+            }
+        }
+        if (acc != V_NO && set_add(out, x, acc == V_YES ? SURE : 0) != KW_OK)
+            return KW_ENOMEM;
+    }
+    return KW_OK;
+}
+
+/* The selective child of an intersection: the first to finish under a budget growing 4x
+ * per round (within the caller's own limit). */
+static int prod_intersect(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out)
+{
+    uint64_t outer = q->limit;
+    lp_set_t cand = {0};
+    int rc = KW_OK;
+    uint32_t pick = 0;
+    for (uint64_t b = 256;; b *= 4) {
+        bool done = false;
+        for (uint32_t k = 0; k < ex->n_children && !done; k++) {
+            uint64_t lim = q->work + b;
+            q->limit = lim < outer ? lim : outer;
+            rc = prod_expr(q, t, ex->children[k], &cand);
+            q->limit = outer;
+            if (rc == KW_OK) {
+                done = true;
+                pick = k;
+            } else {
+                set_free(&cand);
+                if (rc != LP_HIT || q->work >= outer)
+                    return rc;
+            }
+        }
+        if (done)
+            break;
+    }
+    rc = filter_into(q, ex, pick, &cand, out);
+    set_free(&cand);
+    return rc;
+}
+
+static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out)
+{
+    int rc = KW_OK;
+    switch (ex->kind) {
+    case KW_EXPR_NIL:
+        return KW_OK;
+    case KW_EXPR_REF: {
+        const lp_set_t *s;
+        if ((rc = prod_rel(q, t, ex->rel, &s)) != KW_OK)
+            return rc;
+        return set_copy(out, s) != KW_OK ? KW_ENOMEM : spend(q, s->n);
+    }
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL: {
+        uint8_t flag = ex->kind == KW_EXPR_ARROW ? SURE : 0;
+        for (uint16_t u = 0; u < q->s->n_types; u++) {
+            uint16_t tr = ex->target_by_type[u];
+            if (tr == KW_REL_NONE)
+                continue;
+            const lp_set_t *s;
+            if ((rc = prod_rel(q, u, tr, &s)) != KW_OK)
+                return rc;
+            for (size_t i = 0; i < s->n; i++)
+                if ((rc = add_rev_any(q, out, s->node[i], ex->rel, t, s->flag[i] & flag)) != KW_OK)
+                    return rc;
+        }
+        return KW_OK;
+    }
+    case KW_EXPR_UNION:
+        for (uint32_t k = 0; k < ex->n_children; k++) {
+            lp_set_t part = {0};
+            rc = prod_expr(q, t, ex->children[k], &part);
+            if (rc == KW_OK)
+                rc = set_merge(out, &part);
+            set_free(&part);
+            if (rc)
+                return rc;
+        }
+        return KW_OK;
+    case KW_EXPR_INTERSECT:
+        return prod_intersect(q, t, ex, out);
+    case KW_EXPR_EXCLUDE: {
+        lp_set_t cand = {0};
+        rc = prod_expr(q, t, ex->children[0], &cand);
+        if (rc == KW_OK)
+            rc = filter_into(q, ex, 0, &cand, out);
+        set_free(&cand);
+        return rc;
+    }
+    }
+    return KW_EINTERNAL;
+}
+
+/* A relation's set: direct edges to the subject and its wildcard, and subject sets. */
+static int prod_direct(lp_t *q, uint16_t t, uint16_t rel, lp_set_t *out)
+{
+    const kw_ck_t *c = q->c;
+    int rc = KW_OK;
+    if (c->snode != KW_NODE_NONE && (rc = add_rev(q, out, c->snode, c->srel, rel, t, SURE)) != 0)
+        return rc;
+    if (c->swild != KW_NODE_NONE && c->swild != c->snode &&
+        (rc = add_rev(q, out, c->swild, KW_REL_NONE, rel, t, SURE)) != 0)
+        return rc;
+    const kw_relation_t *rd = &q->s->types[t].rels[rel];
+    for (uint32_t a = 0; a < rd->n_allowed; a++) {
+        const kw_allowed_t *al = &rd->allowed[a];
+        if (al->relation == KW_REL_NONE || al->wildcard)
+            continue;
+        bool seen = false;
+        for (uint32_t b = 0; b < a && !seen; b++)
+            seen = rd->allowed[b].type == al->type && rd->allowed[b].relation == al->relation &&
+                   !rd->allowed[b].wildcard;
+        if (seen)
+            continue;
+        const lp_set_t *s;
+        if ((rc = prod_rel(q, al->type, al->relation, &s)) != KW_OK)
+            return rc;
+        for (size_t i = 0; i < s->n; i++)
+            if ((rc = add_rev(q, out, s->node[i], al->relation, rel, t, s->flag[i])) != KW_OK)
+                return rc;
+    }
+    return KW_OK;
+}
+
+static int prod_rel(lp_t *q, uint16_t t, uint16_t rel, const lp_set_t **out)
+{
+    uint32_t k = q->m->rel_base[t] + rel;
+    if (q->state[k] == 2) {
+        *out = &q->memo[k];
+        return KW_OK;
+    }
+    if (q->state[k] == 1)
+        return KW_EAGAIN; /* recursive: not planned */
+    q->state[k] = 1;
+    const kw_relation_t *rd = &q->s->types[t].rels[rel];
+    int rc = rd->is_permission ? (rd->expr ? prod_expr(q, t, rd->expr, &q->memo[k]) : KW_OK)
+                               : prod_direct(q, t, rel, &q->memo[k]);
+    /* A subject set has itself (a relation's or a permission's). */
+    const kw_ck_t *c = q->c;
+    if (rc == KW_OK && c->snode != KW_NODE_NONE && c->srel != KW_REL_NONE && c->stype == t &&
+        c->srel == rel && set_add(&q->memo[k], c->snode, SURE) != KW_OK)
+        rc = KW_ENOMEM;
+    if (rc != KW_OK) {
+        set_free(&q->memo[k]);
+        q->state[k] = 0;
+        return rc;
+    }
+    q->state[k] = 2;
+    *out = &q->memo[k];
+    return KW_OK;
+}
+
+int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint16_t r,
+                              kw__lp_emit_fn emit, void *ud, uint64_t *work, kw_diag_t *diag)
+{
+    if (c->snode == KW_NODE_NONE && c->swild == KW_NODE_NONE) {
+        /* No edge reaches the subject: nothing (the caller reports an absent subject set
+         * that has itself). */
+        if (work)
+            *work = 0;
+        return KW_OK;
+    }
+    lp_t q = {c, m, c->g, c->s, NULL, NULL, 0, KW_MAX_LOOKUP_STEPS, 0, diag};
+    q.state = kw_calloc(m->n_pairs + 1u, 1);
+    q.memo = kw_calloc(m->n_pairs + 1u, sizeof(lp_set_t));
+    int rc = q.state && q.memo ? KW_OK : KW_ENOMEM;
+    const lp_set_t *res = NULL;
+    if (rc == KW_OK)
+        rc = prod_rel(&q, t, r, &res);
+    if (rc == LP_HIT)
+        rc = kw_diag_set(diag, KW_EBUDGET, 0, 0, "LookupResources exceeded its budget of %u steps",
+                         KW_MAX_LOOKUP_STEPS);
+    else if (rc == KW_ENOMEM)
+        rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    else if (rc != KW_OK && rc != KW_EAGAIN)
+        rc = kw_diag_set(diag, rc, 0, 0, "lookup failed");
+    for (size_t i = 0; rc == KW_OK && i < res->n; i++) {
+        if (i + 8 < res->n)
+            __builtin_prefetch(&c->g->nodes[res->node[i + 8]]);
+        uint32_t x = res->node[i];
+        int v = KW_CK_YES;
+        if (!(res->flag[i] & SURE)) {
+            v = kw__ck_check(c, x, r);
+            if (v < 0) {
+                rc = v;
+                break;
+            }
+            q.work += c->steps;
+            if (q.work > KW_MAX_LOOKUP_STEPS) {
+                rc = kw_diag_set(diag, KW_EBUDGET, 0, 0,
+                                 "LookupResources exceeded its budget of %u steps",
+                                 KW_MAX_LOOKUP_STEPS);
+                break;
+            }
+        }
+        if (v != KW_CK_NO)
+            rc = emit(x, v, c, ud);
+    }
+    if (q.memo)
+        for (uint32_t k = 0; k < m->n_pairs; k++)
+            set_free(&q.memo[k]);
+    kw_free(q.memo);
+    kw_free(q.state);
+    if (work)
+        *work = q.work;
+    return rc;
+}

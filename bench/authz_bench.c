@@ -40,6 +40,7 @@
 #include <time.h>
 
 #include "authz/authz.h"
+#include "corun.h"
 
 #define MEMBERS_PER_ACCOUNT 20
 #define AGENTS_PER_ACCOUNT 10
@@ -464,6 +465,7 @@ typedef struct mt_reader {
     atomic_bool *stop;
     size_t done;
     double wall, cpu;
+    corun_t chunks; /* its chunks of CORUN_CHUNK checks */
 } mt_reader_t;
 
 static double cpu_s(void)
@@ -479,9 +481,13 @@ static void *mt_reader_main(void *arg)
     size_t i = 0;
     pthread_barrier_wait(r->start);
     double w0 = now_s(), c0 = cpu_s();
+    uint64_t t = corun_now_ns();
     while (!atomic_load_explicit(r->stop, memory_order_relaxed)) {
-        for (int k = 0; k < 64; k++, i++)
+        for (int k = 0; k < CORUN_CHUNK; k++, i++)
             run_check(r->e, r->perm, &r->q[i % r->n_q]);
+        uint64_t t1 = corun_now_ns();
+        corun_note(&r->chunks, t, t1);
+        t = t1;
     }
     r->wall = now_s() - w0;
     r->cpu = cpu_s() - c0;
@@ -504,8 +510,8 @@ typedef struct mt_writer {
     pthread_barrier_t *start;
     atomic_bool *stop;
     uint64_t touched, deleted, rng;
-    size_t done;
-    double wall;
+    size_t done, batches;
+    double wall, in_write; /* in_write: seconds inside kw_engine_write */
 } mt_writer_t;
 
 static void mt_writer_rel(mt_writer_t *w, uint64_t i, kw_op_t op, kw_update_t *u,
@@ -542,10 +548,13 @@ static void *mt_writer_main(void *arg)
                 mt_writer_rel(w, w->deleted++, KW_OP_DELETE, &ups[j], ids[j]);
         }
         kw_diag_t d;
+        double t0 = now_s();
         int rc = kw_engine_write(w->e, ups, per_tick, NULL, 0, 0, NULL, &d);
+        w->in_write += now_s() - t0;
         if (rc != KW_OK)
             die("writer write", rc, &d);
         w->done += per_tick;
+        w->batches++;
         next.tv_nsec += 1000000;
         if (next.tv_nsec >= 1000000000) {
             next.tv_nsec -= 1000000000;
@@ -564,8 +573,10 @@ typedef struct mt_cell {
     int threads;
     unsigned writer;     /* target updates/s, 0: none */
     double writer_per_s; /* achieved */
+    double batch_us;     /* mean wall time of one writer batch in kw_engine_write */
     double per_s;        /* sum over threads of checks / wall */
     double per_cpu_s;    /* mean over threads of checks / CPU second */
+    corun_stats_t ch;    /* per check: solo (1 thread) or co-run (corun.h) */
 } mt_cell_t;
 
 /* One cell of the matrix: `threads` readers (each with `n_q` fresh queries) for `secs`
@@ -573,7 +584,7 @@ typedef struct mt_cell {
 static mt_cell_t bench_mt(kw_engine_t *e, const char *perm_c, uint64_t n_accounts, int threads,
                           unsigned rate, double secs, size_t n_q, mt_writer_t *w)
 {
-    mt_cell_t c = {perm_c, threads, rate, 0, 0, 0};
+    mt_cell_t c = {perm_c, threads, rate, 0, 0, 0, 0, {0, 0, 0}};
     mt_reader_t r[MT_MAX_THREADS];
     pthread_barrier_t start;
     atomic_bool stop = false;
@@ -586,6 +597,7 @@ static mt_cell_t bench_mt(kw_engine_t *e, const char *perm_c, uint64_t n_account
         gen_queries(q, n_q, n_accounts);
         r[t] = (mt_reader_t){
             .e = e, .perm = kw_str_c(perm_c), .q = q, .n_q = n_q, .start = &start, .stop = &stop};
+        corun_init(&r[t].chunks);
         if (pthread_create(&r[t].th, NULL, mt_reader_main, &r[t]) != 0)
             die("pthread_create", KW_ENOMEM, NULL);
     }
@@ -596,6 +608,8 @@ static mt_cell_t bench_mt(kw_engine_t *e, const char *perm_c, uint64_t n_account
         w->start = &start;
         w->stop = &stop;
         w->done = 0;
+        w->batches = 0;
+        w->in_write = 0;
         if (pthread_create(&w->th, NULL, mt_writer_main, w) != 0)
             die("pthread_create", KW_ENOMEM, NULL);
     }
@@ -603,15 +617,22 @@ static mt_cell_t bench_mt(kw_engine_t *e, const char *perm_c, uint64_t n_account
     struct timespec d = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
     nanosleep(&d, NULL);
     atomic_store(&stop, true);
+    corun_t *rc[MT_MAX_THREADS];
     for (int t = 0; t < threads; t++) {
         pthread_join(r[t].th, NULL);
         c.per_s += r[t].wall > 0 ? (double)r[t].done / r[t].wall : 0;
         c.per_cpu_s += r[t].cpu > 0 ? (double)r[t].done / r[t].cpu / threads : 0;
+        rc[t] = &r[t].chunks;
+    }
+    c.ch = corun_stats(rc, threads);
+    for (int t = 0; t < threads; t++) {
         kw_free((void *)r[t].q);
+        free(r[t].chunks.v);
     }
     if (rate) {
         pthread_join(w->th, NULL);
         c.writer_per_s = w->wall > 0 ? (double)w->done / w->wall : 0;
+        c.batch_us = w->batches ? w->in_write / (double)w->batches * 1e6 : 0;
     }
     pthread_barrier_destroy(&start);
     return c;
@@ -632,16 +653,23 @@ static void bench_mt_all(kw_engine_t *e, uint64_t n_accounts, int threads, unsig
                                             wi ? rate : 0, secs, n_q, &w);
     printf("authz_bench: reads on %d threads, writer stream %u updates/s, %.1f s per cell\n",
            threads, rate, secs);
-    printf("  %-8s %7s %12s %12s %14s %10s %10s\n", "check", "threads", "writer/s", "checks/s",
-           "checks/CPU-s", "xthreads", "xwriter");
+    /* xthreads and xwriter as in bench/brlock_bench.c: N x the 1-thread median per check
+     * over this cell's co-run median (2.0 = perfect scaling while both cores check), and
+     * the mean per check without the writer over the mean with it (0.9 = 10% fewer). */
+    printf("  %-8s %7s %10s %8s %10s %12s %8s %8s %8s %9s %8s\n", "check", "threads", "writer/s",
+           "batch us", "checks/s", "checks/CPU-s", "med ns", "mean ns", "chunks", "xthreads",
+           "xwriter");
     for (int p = 0; p < 2; p++)
         for (int ti = 0; ti < 2; ti++)
             for (int wi = 0; wi < 2; wi++) {
                 const mt_cell_t *c = &cells[p][ti][wi];
                 const mt_cell_t *one = &cells[p][0][wi], *nowr = &cells[p][ti][0];
-                printf("  %-8s %7d %12.0f %12.0f %14.0f %10.3f %10.3f\n", c->perm, c->threads,
-                       c->writer_per_s, c->per_s, c->per_cpu_s, c->per_s / one->per_s,
-                       c->per_s / nowr->per_s);
+                double xt =
+                    c->ch.median_ns > 0 ? c->threads * one->ch.median_ns / c->ch.median_ns : 0.0;
+                double xw = c->ch.mean_ns > 0 ? nowr->ch.mean_ns / c->ch.mean_ns : 0.0;
+                printf("  %-8s %7d %10.0f %8.1f %10.0f %12.0f %8.1f %8.1f %8zu %9.3f %8.3f\n",
+                       c->perm, c->threads, c->writer_per_s, c->batch_us, c->per_s, c->per_cpu_s,
+                       c->ch.median_ns, c->ch.mean_ns, c->ch.n, xt, xw);
             }
     printf("{\"bench\":\"authz_mt\",\"threads\":%d,\"writer_rate\":%u,\"secs\":%.2f,\"cells\":[",
            threads, rate, secs);
@@ -651,9 +679,10 @@ static void bench_mt_all(kw_engine_t *e, uint64_t n_accounts, int threads, unsig
             for (int wi = 0; wi < 2; wi++) {
                 const mt_cell_t *c = &cells[p][ti][wi];
                 printf("%s{\"check\":\"%s\",\"threads\":%d,\"writer_per_s\":%.0f,\"per_s\":%.0f,"
-                       "\"per_cpu_s\":%.0f}",
+                       "\"per_cpu_s\":%.0f,\"median_ns\":%.1f,\"mean_ns\":%.1f,\"chunks\":%zu,"
+                       "\"batch_us\":%.1f}",
                        first ? "" : ",", c->perm, c->threads, c->writer_per_s, c->per_s,
-                       c->per_cpu_s);
+                       c->per_cpu_s, c->ch.median_ns, c->ch.mean_ns, c->ch.n, c->batch_us);
                 first = 0;
             }
     printf("]}\n");

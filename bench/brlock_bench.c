@@ -26,10 +26,9 @@
 #include <time.h>
 
 #include "authz/brlock_int.h"
+#include "corun.h"
 
 #define MAX_THREADS 16
-#define CHUNK 64             /* reads between two clock reads */
-#define MAX_CHUNKS (1 << 20) /* per thread and cell; later chunks run unrecorded */
 #define WORK_WORDS (4u << 20) / sizeof(uint32_t)
 
 typedef enum { L_RWLOCK, L_BRLOCK } lock_kind_t;
@@ -80,16 +79,8 @@ typedef struct reader {
     atomic_bool *stop;
     uint64_t n, sink;
     double wall, cpu;
-    uint64_t (*chunks)[2]; /* [start, end) in ns of each recorded chunk of CHUNK reads */
-    size_t n_chunks;
+    corun_t *chunks; /* the reader's chunks of CORUN_CHUNK reads */
 } reader_t;
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void *reader_main(void *p)
 {
@@ -97,21 +88,17 @@ static void *reader_main(void *p)
     uint32_t at = 0;
     pthread_barrier_wait(r->start);
     double w0 = now_s(CLOCK_MONOTONIC), c0 = now_s(CLOCK_THREAD_CPUTIME_ID);
-    uint64_t t = now_ns();
+    uint64_t t = corun_now_ns();
     while (!atomic_load_explicit(r->stop, memory_order_relaxed)) {
-        for (int k = 0; k < CHUNK; k++) {
+        for (int k = 0; k < CORUN_CHUNK; k++) {
             lock_rd(r->l);
             for (unsigned i = 0; i < r->work; i++)
                 at = r->walk[at];
             lock_un(r->l);
         }
-        r->n += CHUNK;
-        uint64_t t1 = now_ns();
-        if (r->n_chunks < MAX_CHUNKS) {
-            r->chunks[r->n_chunks][0] = t;
-            r->chunks[r->n_chunks][1] = t1;
-            r->n_chunks++;
-        }
+        r->n += CORUN_CHUNK;
+        uint64_t t1 = corun_now_ns();
+        corun_note(r->chunks, t, t1);
         t = t1;
     }
     r->wall = now_s(CLOCK_MONOTONIC) - w0;
@@ -154,78 +141,17 @@ static void *writer_main(void *p)
 
 typedef struct cell {
     double per_s, per_cpu_s, writes_per_s;
-    double chunk_ns; /* median ns per read over every recorded chunk (1 thread) or over the
-                        chunks during which the other reader ran too (2 threads) */
-    size_t n_corun;  /* chunks behind chunk_ns */
+    corun_stats_t ch; /* per read: solo (1 thread) or co-run (2), see corun.h */
 } cell_t;
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* On a machine whose cores other processes share, two reader threads rarely run at the
- * same instant, and only then can they contend. So beside the averages, each cell keeps
- * the time of every chunk of CHUNK reads: a chunk that took over `cut` ns was preempted
- * and says nothing; of the others, with two readers, only the chunks that lie wholly
- * inside a run of the other reader's unpreempted chunks count ("co-run"): the median of
- * those is the per-read cost while both cores read. */
-static double chunk_median(reader_t *r, int threads, size_t *n_out)
-{
-    size_t cap = 0;
-    for (int t = 0; t < threads; t++)
-        cap += r[t].n_chunks;
-    uint64_t *d = malloc((cap ? cap : 1) * sizeof(uint64_t));
-    if (!d) {
-        fprintf(stderr, "brlock_bench: out of memory\n");
-        exit(1);
-    }
-    size_t n = 0;
-    for (int t = 0; t < threads; t++)
-        for (size_t i = 0; i < r[t].n_chunks; i++)
-            d[n++] = r[t].chunks[i][1] - r[t].chunks[i][0];
-    qsort(d, n, sizeof(*d), cmp_u64);
-    uint64_t cut = n ? d[n / 2] * 50 : 0;
-    n = 0;
-    for (int t = 0; t < threads; t++) {
-        const reader_t *a = &r[t], *b = &r[(t + 1) % threads];
-        size_t j = 0;
-        for (size_t i = 0; i < a->n_chunks; i++) {
-            uint64_t s = a->chunks[i][0], e = a->chunks[i][1];
-            if (e - s > cut)
-                continue;
-            if (threads > 1) {
-                /* b's chunk running at s, then b unpreempted and back to back until e. */
-                while (j < b->n_chunks && b->chunks[j][1] <= s)
-                    j++;
-                size_t k = j;
-                bool ok = k < b->n_chunks && b->chunks[k][0] <= s;
-                for (; ok && k < b->n_chunks && b->chunks[k][0] < e; k++)
-                    ok = b->chunks[k][1] - b->chunks[k][0] <= cut &&
-                         (k == j || b->chunks[k][0] - b->chunks[k - 1][1] < 1000);
-                ok = ok && k > j && b->chunks[k - 1][1] >= e;
-                if (!ok)
-                    continue;
-            }
-            d[n++] = e - s;
-        }
-    }
-    qsort(d, n, sizeof(*d), cmp_u64);
-    double med = n ? (double)d[n / 2] / CHUNK : 0;
-    free(d);
-    *n_out = n;
-    return med;
-}
-
-static cell_t run_cell(lock_t *l, uint32_t **walks, uint64_t (**chunk_bufs)[2], int threads,
-                       bool writer, unsigned work, double secs, double hold_s)
+static cell_t run_cell(lock_t *l, uint32_t **walks, corun_t *chunk_bufs, int threads, bool writer,
+                       unsigned work, double secs, double hold_s)
 {
     reader_t r[MAX_THREADS];
     writer_t w = {.l = l, .hold_s = hold_s};
     pthread_barrier_t start;
     atomic_bool stop = false;
-    cell_t c = {0, 0, 0};
+    cell_t c = {0};
     pthread_barrier_init(&start, NULL, (unsigned)threads + 1 + (writer ? 1 : 0));
     for (int t = 0; t < threads; t++) {
         r[t] = (reader_t){.l = l,
@@ -233,7 +159,8 @@ static cell_t run_cell(lock_t *l, uint32_t **walks, uint64_t (**chunk_bufs)[2], 
                           .work = work,
                           .start = &start,
                           .stop = &stop,
-                          .chunks = chunk_bufs[t]};
+                          .chunks = &chunk_bufs[t]};
+        chunk_bufs[t].n = 0;
         if (pthread_create(&r[t].th, NULL, reader_main, &r[t]) != 0) {
             fprintf(stderr, "brlock_bench: pthread_create failed\n");
             exit(1);
@@ -255,7 +182,10 @@ static cell_t run_cell(lock_t *l, uint32_t **walks, uint64_t (**chunk_bufs)[2], 
         c.per_s += (double)r[t].n / r[t].wall;
         c.per_cpu_s += (double)r[t].n / r[t].cpu / threads;
     }
-    c.chunk_ns = chunk_median(r, threads, &c.n_corun);
+    corun_t *rc[MAX_THREADS];
+    for (int t = 0; t < threads; t++)
+        rc[t] = r[t].chunks;
+    c.ch = corun_stats(rc, threads);
     if (writer) {
         pthread_join(w.th, NULL);
         c.writes_per_s = (double)w.n / (now_s(CLOCK_MONOTONIC) - t0);
@@ -312,13 +242,14 @@ int main(int argc, char **argv)
         return 2;
     }
     uint32_t *walks[MAX_THREADS];
-    uint64_t(*chunk_bufs[MAX_THREADS])[2];
-    for (int t = 0; t < threads; t++)
-        if (!(walks[t] = make_walk(0x9e3779b97f4a7c15ULL + (uint64_t)t)) ||
-            !(chunk_bufs[t] = malloc(MAX_CHUNKS * sizeof(*chunk_bufs[t])))) {
+    corun_t chunk_bufs[MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        corun_init(&chunk_bufs[t]);
+        if (!(walks[t] = make_walk(0x9e3779b97f4a7c15ULL + (uint64_t)t))) {
             fprintf(stderr, "brlock_bench: out of memory\n");
             return 1;
         }
+    }
     lock_t l[2];
     pthread_rwlockattr_t attr;
     pthread_rwlockattr_init(&attr);
@@ -343,35 +274,41 @@ int main(int argc, char **argv)
     printf("brlock_bench: %d threads, work %u dependent loads, writer 1000/s holding %.0f us, "
            "%.1f s per cell\n",
            threads, work, hold_us, secs);
-    printf("  %-7s %7s %8s %12s %14s %10s %10s %10s %12s %9s\n", "lock", "threads", "writer",
-           "reads/s", "reads/CPU-s", "xthreads", "xwriter", "ns/read", "(co-run n)", "xcorun");
+    /* xthreads: N x the 1-thread median per read over this cell's (co-run) median: N
+     * readers give that many times one reader while both cores read (2.0 = perfect).
+     * xwriter: the mean per read without the writer over the mean with it (1.0 = the
+     * writer costs the readers nothing; 0.9 = 10% fewer reads). */
+    printf("  %-7s %7s %8s %12s %14s %8s %8s %9s %9s %8s\n", "lock", "threads", "writer", "reads/s",
+           "reads/CPU-s", "med ns", "mean ns", "chunks", "xthreads", "xwriter");
     for (int k = 0; k < 2; k++)
         for (int ti = 0; ti < 2; ti++)
             for (int wi = 0; wi < 2; wi++) {
                 const cell_t *x = &c[k][ti][wi];
-                /* xthreads: the N-thread cell against N times the 1-thread one, per CPU
-                 * second (1.0 = perfect scaling); xwriter: with the writer against without. */
-                printf("  %-7s %7d %8.0f %12.0f %14.0f %10.3f %10.3f %10.1f %12zu %9.3f\n",
-                       names[k], ti ? threads : 1, x->writes_per_s, x->per_s, x->per_cpu_s,
-                       x->per_cpu_s / c[k][0][wi].per_cpu_s, x->per_cpu_s / c[k][ti][0].per_cpu_s,
-                       x->chunk_ns, x->n_corun,
-                       x->chunk_ns > 0 ? c[k][0][wi].chunk_ns / x->chunk_ns : 0.0);
+                int n = ti ? threads : 1;
+                double xt =
+                    x->ch.median_ns > 0 ? n * c[k][0][wi].ch.median_ns / x->ch.median_ns : 0.0;
+                double xw = x->ch.mean_ns > 0 ? c[k][ti][0].ch.mean_ns / x->ch.mean_ns : 0.0;
+                printf("  %-7s %7d %8.0f %12.0f %14.0f %8.1f %8.1f %9zu %9.3f %8.3f\n", names[k], n,
+                       x->writes_per_s, x->per_s, x->per_cpu_s, x->ch.median_ns, x->ch.mean_ns,
+                       x->ch.n, xt, xw);
             }
     printf("{\"bench\":\"brlock\",\"threads\":%d,\"work\":%u,\"hold_us\":%.1f,\"secs\":%.2f",
            threads, work, hold_us, secs);
     for (int k = 0; k < 2; k++)
         for (int ti = 0; ti < 2; ti++)
-            for (int wi = 0; wi < 2; wi++)
+            for (int wi = 0; wi < 2; wi++) {
+                const cell_t *x = &c[k][ti][wi];
                 printf(",\"%s_t%d_w%d\":{\"per_s\":%.0f,\"per_cpu_s\":%.0f,\"writes_per_s\":%.0f,"
-                       "\"chunk_ns\":%.2f,\"n_corun\":%zu}",
-                       names[k], ti ? threads : 1, wi, c[k][ti][wi].per_s, c[k][ti][wi].per_cpu_s,
-                       c[k][ti][wi].writes_per_s, c[k][ti][wi].chunk_ns, c[k][ti][wi].n_corun);
+                       "\"median_ns\":%.2f,\"mean_ns\":%.2f,\"chunks\":%zu}",
+                       names[k], ti ? threads : 1, wi, x->per_s, x->per_cpu_s, x->writes_per_s,
+                       x->ch.median_ns, x->ch.mean_ns, x->ch.n);
+            }
     printf("}\n");
     pthread_rwlock_destroy(&l[0].rw);
     kw__brlock_close(&l[1].br);
     for (int t = 0; t < threads; t++) {
         free(walks[t]);
-        free(chunk_bufs[t]);
+        free(chunk_bufs[t].v);
     }
     return 0;
 }

@@ -456,7 +456,7 @@ static stats_t bench_caveat_check(kw_engine_t *e, const char *perm_c, size_t n, 
  * answer verified. Reports its count, its wall time and its CPU time (the CPU time makes
  * the per-thread rate comparable on a machine whose cores other processes also use). */
 typedef struct mt_reader {
-    pthread_t th;
+    _Alignas(128) pthread_t th; /* two readers' counters never share a cache line */
     kw_engine_t *e;
     kw_str_t perm;
     const query_t *q;

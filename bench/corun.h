@@ -25,7 +25,7 @@
 #define CORUN_MAX (1 << 20) /* chunks kept per reader; later ones run unrecorded */
 
 typedef struct corun {
-    uint64_t (*v)[2];
+    _Alignas(128) uint64_t (*v)[2]; /* each reader's on its own cache line */
     size_t n;
 } corun_t;
 

@@ -18,10 +18,12 @@
  * the word, so a writer stream cannot starve them: a reader waits for at most the writer
  * it met. Waits spin briefly, then sleep on a futex (no lost wakeups: every wait is
  * futex_wait on the word whose change it waits for, with the value it saw).
- * Recursion: none. A thread holding the lock (either way) must not take it again: a
- * nested read deadlocks (or aborts, when detected) as soon as a writer waits, and a read
- * or a write inside the thread's own write aborts. This is the rule the pthread rwlock
- * (writer-preferring, non-recursive) imposed before.
+ * Recursion: none. A thread holding the lock (either way) must not take it again. What
+ * happens if it does: a read or a write inside its own write aborts (kw_assert); a write
+ * inside its own read aborts when it reads through a slot and deadlocks otherwise; a
+ * nested read through a slot goes through (the slot's count is the thread's own), through
+ * the shared count it deadlocks as soon as a writer waits. This is the rule the pthread
+ * rwlock (writer-preferring, non-recursive) imposed before.
  * Errors: kw__brlock_init returns KW_OK or KW_ENOMEM; the others cannot fail (misuse
  * aborts through kw_assert).
  */

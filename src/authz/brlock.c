@@ -179,6 +179,11 @@ void kw__brlock_close(kw_brlock_t *l)
     l->lines = NULL;
 }
 
+size_t kw__brlock_memory(const kw_brlock_t *l)
+{
+    return l->block ? (size_t)(N_LINES + 1) * KW_BRLOCK_STRIDE : 0;
+}
+
 /* ---- readers ---- */
 
 /* Takes this reader's count back out of `w`; the last one out while a writer is active

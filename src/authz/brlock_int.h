@@ -58,6 +58,8 @@ typedef struct kw_brlock {
 KW_NODISCARD int kw__brlock_init(kw_brlock_t *l);
 /* No thread may hold or wait for the lock. */
 void kw__brlock_close(kw_brlock_t *l);
+/* Heap bytes held by the lock (its slot lines). */
+size_t kw__brlock_memory(const kw_brlock_t *l);
 void kw__brlock_rdlock(kw_brlock_t *l);
 void kw__brlock_wrlock(kw_brlock_t *l);
 /* Releases whichever way this thread holds the lock. */

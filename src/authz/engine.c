@@ -104,7 +104,8 @@ kw_revision_t kw_engine_revision(kw_engine_t *e)
 size_t kw_engine_memory(kw_engine_t *e)
 {
     kw__engine_rdlock(e);
-    size_t n = sizeof(*e) + kw__graph_memory(&e->g) + kw__model_memory(e->model);
+    size_t n = sizeof(*e) + kw__brlock_memory(&e->lock) + kw__graph_memory(&e->g) +
+               kw__model_memory(e->model);
     kw__engine_unlock(e);
     return n;
 }

@@ -15,9 +15,10 @@
  * correct, only not scalable.
  * Fairness: writers are preferred (a reader that sees the writer word backs off), and
  * one at a time (a mutex). Readers that backed off enter before the next writer raises
- * the word, so a writer stream cannot starve them: a reader waits for at most the writer
- * it met. Waits spin briefly, then sleep on a futex (no lost wakeups: every wait is
- * futex_wait on the word whose change it waits for, with the value it saw).
+ * the word, so a writer stream cannot starve them: a reader waits for at most two write
+ * batches (the one it met, and one whose writer had checked for waiting readers just
+ * before this one counted itself). Waits spin briefly, then sleep on a futex (no lost wakeups:
+ * every wait is futex_wait on the word whose change it waits for, with the value it saw).
  * Recursion: none. A thread holding the lock (either way) must not take it again. What
  * happens if it does: a read or a write inside its own write aborts (kw_assert); a write
  * inside its own read aborts when it reads through a slot and deadlocks otherwise; a

@@ -18,7 +18,7 @@
  *   deadlocks once a writer waits (a read through a thread slot happens to survive it, a
  *   read through the shared count does not), a read or write inside one's own write
  *   aborts. kw__engine_unlock releases whichever way the thread holds it. A reader waits
- *   for at most the writer active when it arrived; a writer for the readers inside and
+ *   for at most two write batches (brlock_int.h); a writer for the readers inside and
  *   the readers the previous writer turned away. Threads may come and go freely (slots
  *   are handed back when a thread exits; past KW_BRLOCK_SLOTS live readers, the rest share
  *   one count).

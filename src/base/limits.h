@@ -21,6 +21,9 @@
  * answer holds (nodes, subject arrays, copied strings). */
 #define KW_MAX_EXPAND_NODES 100000u
 #define KW_MAX_EXPAND_BYTES (16u * 1024u * 1024u)
+/* A debug trace (CheckPermission withTracing): the (object, relation) nodes of one trace,
+ * each evaluated by a Check and an Expand of its own, so the work is bounded too. */
+#define KW_MAX_TRACE_NODES 10000u
 /* Schema text accepted by the parser, in bytes. */
 #define KW_MAX_SCHEMA_BYTES (4u * 1024u * 1024u)
 /* Identifier lengths (SpiceDB: type/relation names <= 64, object ids <= 1024). */

@@ -379,6 +379,28 @@ def test_import_ndjson_and_array_one_transaction(box, route):
     assert r.status_code == 400 and r.json()["code"] == 3, r.text
     r = a.post(route, json={"relationships": [], "other": 1})
     assert r.status_code == 400, r.text
+    # the streamed framing: a body ending inside a message, data after the array, an array
+    # not closed, a message past 4 MiB (gRPC's message size): 400/3, nothing written
+    one = json.dumps({"relationships": [rel("tdoc:%s-e" % tag, "viewer", "user:x")]})
+    for body, words in ((one + "\n{\"relationships\": [", "ended inside"),
+                        ("[" + one + "] x", "data after the array"),
+                        ("[" + one + ",", "not closed"),
+                        (one + "\n" + json.dumps({"relationships": [
+                            rel("tdoc:%s-f%d" % (tag, i), "viewer", "user:" + "y" * 200)
+                            for i in range(20000)]}), "larger than 4 MiB")):
+        r = a.post(route, data=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["code"] == 3 and words in r.json()["message"], \
+            (words, r.text[:300])
+        assert len(a.read_rels("tdoc")) == before
+    # a chunked body (a client stream of unknown length), several MiB: one transaction
+    def gen():
+        for j in range(40):
+            yield (json.dumps({"relationships": [rel("tdoc:%s-g%d-%d" % (tag, j, i), "viewer",
+                                                     "user:" + "z" * 100) for i in range(500)]})
+                   + "\n").encode()
+    r = a.post(route, data=gen(), headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200 and r.json()["numLoaded"] == "20000", r.text
+    assert len(a.read_rels("tdoc")) == before + 20000
 
 
 def rss_kib(server):

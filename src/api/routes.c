@@ -129,14 +129,15 @@ static const kw_http_route_t routes[] = {
     {"POST", "/v1/schema/diffschema", kw__api_v1_diff, 0},
     {"POST", "/v1/watch", kw__api_v1_watch, 0},
     {"POST", "/v1/relationships/exportbulk", kw__api_v1_export, 0},
-    {"POST", "/v1/relationships/importbulk", kw__api_v1_import, 0},
+    {"POST", "/v1/relationships/importbulk", kw__api_v1_import, KW_HTTP_ROUTE_STREAM_BODY},
     /* ExperimentalService's aliases of the same shapes */
     {"POST", "/v1/experimental/reflectschema", kw__api_v1_reflect, 0},
     {"POST", "/v1/experimental/permissions/computable", kw__api_v1_computable, 0},
     {"POST", "/v1/experimental/permissions/dependent", kw__api_v1_dependent, 0},
     {"POST", "/v1/experimental/diffschema", kw__api_v1_diff, 0},
     {"POST", "/v1/experimental/relationships/bulkexport", kw__api_v1_export, 0},
-    {"POST", "/v1/experimental/relationships/bulkimport", kw__api_v1_import, 0},
+    {"POST", "/v1/experimental/relationships/bulkimport", kw__api_v1_import,
+     KW_HTTP_ROUTE_STREAM_BODY},
 };
 
 const kw_http_route_t *kw_api_routes(size_t *n)

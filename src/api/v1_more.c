@@ -10,8 +10,10 @@
  *
  * ImportBulkRelationships is client-streaming in gRPC; over the gateway its body is a
  * sequence of ImportBulkRelationshipsRequest messages, newline-delimited (or any
- * whitespace), or one JSON array of them. The HTTP server reads a body whole, up to
- * KW_MAX_BODY_BYTES: a larger import is several requests (docs/API.md).
+ * whitespace), or one JSON array of them. The route streams its body
+ * (KW_HTTP_ROUTE_STREAM_BODY): messages are cut out of it as it arrives and fed to the
+ * import one relationship at a time, so an import of any size (up to the server's
+ * KW_MAX_STREAM_BODY_BYTES) is one request, one transaction, in bounded memory.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -553,13 +555,27 @@ void kw__api_v1_export(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 
 static const char *const IMPORT_FIELDS[] = {"relationships", NULL};
 
-/* The request messages of the body, one after another, and the relationships of each. */
+/* Where the scanner is between messages: before the first value (which decides the
+ * framing), among messages one after another (grpc-gateway's framing: its JSON decoder
+ * reads values one after another, whitespace between them), or inside one JSON array of
+ * messages (keyward also takes that) expecting an element, a separator or nothing more. */
+enum { IN_START = 0, IN_SEQ, IN_ARR_FIRST, IN_ARR_ELEM, IN_ARR_SEP, IN_ARR_DONE };
+
+/* The request messages of the body, cut out of it as it arrives (kw_http_body_next) and
+ * parsed one at a time: memory is one message (<= KW_MAX_STREAM_MSG_BYTES) plus the body
+ * piece being read, whatever the body's size. */
 typedef struct import_in {
-    const char *p, *end; /* what is left of the body (messages one after another) */
-    json_t *array;       /* the body was one JSON array of messages */
-    size_t next_msg;     /* in array */
-    json_t *msg;         /* the current message */
-    json_t *rels;        /* its relationships */
+    kw_http_req_t *req;
+    kw_str_t piece; /* the body piece being scanned */
+    size_t off;     /* how far */
+    bool body_end;  /* kw_http_body_next said the body ended */
+    bool body_failed;
+    int framing;  /* IN_* */
+    kw_buf_t msg; /* the message being cut out */
+    int depth;    /* of its brackets (outside strings) */
+    bool in_str, esc;
+    json_t *cur;  /* the current message */
+    json_t *rels; /* its relationships */
     size_t next_rel;
     size_t n_msgs;
     kw_arena_t *arena; /* the caveats' contexts */
@@ -570,42 +586,141 @@ static int import_fail(kw_diag_t *diag, const char *what, size_t msg)
     return kw_diag_set(diag, KW_EINVAL, 0, 0, "ImportBulkRelationshipsRequest %zu: %s", msg, what);
 }
 
+static bool is_ws(char ch)
+{
+    return ch == ' ' || ch == '\n' || ch == '\r' || ch == '\t';
+}
+
+/* Scans p[0..n) of a message that has begun: returns how many bytes belong to it and
+ * sets *done when its closing bracket is among them. */
+static size_t msg_scan(import_in_t *in, const char *p, size_t n, bool *done)
+{
+    *done = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in->in_str) {
+            if (in->esc)
+                in->esc = false;
+            else if (ch == '\\')
+                in->esc = true;
+            else if (ch == '"')
+                in->in_str = false;
+            continue;
+        }
+        if (ch == '"') {
+            in->in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            in->depth++;
+        } else if ((ch == '}' || ch == ']') && --in->depth == 0) {
+            *done = true;
+            return i + 1;
+        }
+    }
+    return n;
+}
+
 /* The next message, or NULL at the end (*rc KW_OK) or on an error (*rc set). */
 static json_t *next_msg(import_in_t *in, int *rc, kw_diag_t *diag)
 {
     *rc = KW_OK;
-    if (in->array) {
-        if (in->next_msg >= json_array_size(in->array))
+    for (;;) {
+        if (in->off == in->piece.len) {
+            if (in->body_end) {
+                if (in->msg.len)
+                    *rc = import_fail(diag, "is not valid JSON (the body ended inside it)",
+                                      in->n_msgs);
+                else if (in->framing >= IN_ARR_FIRST && in->framing != IN_ARR_DONE)
+                    *rc = import_fail(diag, "the array of messages is not closed", in->n_msgs);
+                return NULL;
+            }
+            kw_str_t piece;
+            if (kw_http_body_next(in->req, &piece) != KW_OK) {
+                in->body_failed = true;
+                *rc = kw_diag_set(diag, KW_EIO, 0, 0, "the request body could not be read");
+                return NULL;
+            }
+            in->piece = piece;
+            in->off = 0;
+            in->body_end = piece.len == 0;
+            continue;
+        }
+        const char *p = in->piece.ptr + in->off;
+        size_t n = in->piece.len - in->off;
+        if (in->msg.len == 0) { /* between messages */
+            char ch = *p;
+            in->off++;
+            if (is_ws(ch))
+                continue;
+            if (in->framing == IN_START && ch == '[') {
+                in->framing = IN_ARR_FIRST;
+                continue;
+            }
+            if ((in->framing == IN_ARR_FIRST || in->framing == IN_ARR_SEP) && ch == ']') {
+                in->framing = IN_ARR_DONE;
+                continue;
+            }
+            if (in->framing == IN_ARR_SEP) {
+                if (ch != ',') {
+                    *rc = import_fail(diag, "is not valid JSON (expected , or ])", in->n_msgs);
+                    return NULL;
+                }
+                in->framing = IN_ARR_ELEM;
+                continue;
+            }
+            if (ch != '{' || in->framing == IN_ARR_DONE) {
+                *rc = import_fail(diag,
+                                  in->framing == IN_ARR_DONE
+                                      ? "is not valid JSON (data after the array)"
+                                      : "must be an object {relationships}",
+                                  in->n_msgs);
+                return NULL;
+            }
+            if (in->framing == IN_START)
+                in->framing = IN_SEQ;
+            in->depth = 1;
+            in->in_str = in->esc = false;
+            kw_buf_puts(&in->msg, "{");
+            continue;
+        }
+        bool done;
+        size_t used = msg_scan(in, p, n, &done);
+        if (used > KW_MAX_STREAM_MSG_BYTES - in->msg.len) {
+            *rc = import_fail(diag, "is larger than 4 MiB", in->n_msgs);
             return NULL;
-        return json_incref(json_array_get(in->array, in->next_msg++));
+        }
+        kw_buf_append(&in->msg, p, used);
+        in->off += used;
+        if (in->msg.failed) {
+            *rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+            return NULL;
+        }
+        if (!done)
+            continue;
+        json_error_t err;
+        json_t *m = json_loadb(in->msg.ptr, in->msg.len, JSON_REJECT_DUPLICATES, &err);
+        in->msg.len = 0;
+        if (!m) {
+            *rc = import_fail(diag, "is not valid JSON", in->n_msgs);
+            return NULL;
+        }
+        if (in->framing != IN_SEQ)
+            in->framing = IN_ARR_SEP;
+        return m;
     }
-    while (in->p < in->end && (*in->p == ' ' || *in->p == '\n' || *in->p == '\r' || *in->p == '\t'))
-        in->p++;
-    if (in->p >= in->end)
-        return NULL;
-    json_error_t err;
-    json_t *m = json_loadb(in->p, (size_t)(in->end - in->p),
-                           JSON_DISABLE_EOF_CHECK | JSON_REJECT_DUPLICATES, &err);
-    if (!m) {
-        *rc = import_fail(diag, "is not valid JSON", in->n_msgs);
-        return NULL;
-    }
-    in->p += err.position;
-    return m;
 }
 
 static int import_next(void *ud, kw_rel_t *rel, kw_diag_t *diag)
 {
     import_in_t *in = ud;
     while (!in->rels || in->next_rel >= json_array_size(in->rels)) {
-        json_decref(in->msg);
-        in->msg = NULL;
+        json_decref(in->cur);
+        in->cur = NULL;
         in->rels = NULL;
         int rc;
         json_t *m = next_msg(in, &rc, diag);
         if (!m)
             return rc == KW_OK ? KW_ENOTFOUND : rc;
-        in->msg = m;
+        in->cur = m;
         kw__v1_perr_t e = {0, ""};
         if (!json_is_object(m) ||
             !kw__v1_known(m, "ImportBulkRelationshipsRequest", IMPORT_FIELDS, &e))
@@ -647,27 +762,18 @@ void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     import_in_t in;
     memset(&in, 0, sizeof(in));
+    in.req = req;
     in.arena = req->arena;
-    in.p = req->body.ptr;
-    in.end = req->body.ptr + req->body.len;
-    while (in.p < in.end && (*in.p == ' ' || *in.p == '\n' || *in.p == '\r' || *in.p == '\t'))
-        in.p++;
-    if (in.p < in.end && *in.p == '[') {
-        json_error_t err;
-        in.array = json_loadb(in.p, (size_t)(in.end - in.p), JSON_REJECT_DUPLICATES, &err);
-        if (!in.array) {
-            kw__v1_error(resp, KW_GRPC_INVALID_ARGUMENT, "Request body must be JSON.");
-            return;
-        }
-    }
+    kw_buf_init(&in.msg);
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
     uint64_t n = 0;
     kw_revision_t rev = 0;
     int rc = kw_v1_import_bulk(api, import_next, &in, &n, &rev, &st);
-    json_decref(in.msg);
-    json_decref(in.array);
+    json_decref(in.cur);
+    kw_buf_free(&in.msg);
     if (rc != KW_OK) {
+        /* A body that failed is answered by the server itself (http.h). */
         kw__v1_status_answer(resp, &st);
         return;
     }

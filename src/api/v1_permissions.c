@@ -56,6 +56,77 @@ static const char *lookup_permissionship(kw_v1_permissionship_t p)
                                        : "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION";
 }
 
+/* ---- debug traces (DebugInformation / CheckDebugTrace, as the gateway writes them) ---- */
+
+static const char *trace_result(kw_check_result_t r)
+{
+    return r == KW_CHECK_YES           ? "PERMISSIONSHIP_HAS_PERMISSION"
+           : r == KW_CHECK_CONDITIONAL ? "PERMISSIONSHIP_CONDITIONAL_PERMISSION"
+                                       : "PERMISSIONSHIP_NO_PERMISSION";
+}
+
+/* A conditional node: the caveat evaluation is missing context (CaveatEvalInfo). keyward's
+ * trace knows which parameters are missing, not which caveat expression asked for them. */
+static json_t *caveat_info_json(const kw_trace_t *t)
+{
+    if (t->result != KW_CHECK_CONDITIONAL)
+        return json_null();
+    return json_pack("{s:s, s:s, s:n, s:o, s:s}", "expression", "", "result",
+                     "RESULT_MISSING_SOME_CONTEXT", "context", "partialCaveatInfo",
+                     kw__v1_partial_json(KW_V1_PERM_CONDITIONAL, t->missing), "caveatName", "");
+}
+
+/* google.protobuf.Duration in proto3 JSON: seconds with up to 9 decimals and an "s". */
+static json_t *duration_json(uint64_t ns)
+{
+    char text[40];
+    if (ns % 1000000000ull == 0)
+        snprintf(text, sizeof(text), "%llus", (unsigned long long)(ns / 1000000000ull));
+    else
+        snprintf(text, sizeof(text), "%llu.%09llus", (unsigned long long)(ns / 1000000000ull),
+                 (unsigned long long)(ns % 1000000000ull));
+    return json_string(text);
+}
+
+static json_t *trace_json(const kw_trace_t *t, const kw_subject_t *subject, int depth)
+{
+    json_t *o = json_pack(
+        "{s:o, s:o, s:s, s:o, s:s, s:o, s:o, s:n, s:s, s:s}", "resource",
+        kw__v1_object_json(t->resource), "permission", kw__v1_strj(t->permission), "permissionType",
+        t->is_permission ? "PERMISSION_TYPE_PERMISSION" : "PERMISSION_TYPE_RELATION", "subject",
+        kw__v1_subject_json(subject), "result", trace_result(t->result), "caveatEvaluationInfo",
+        caveat_info_json(t), "duration", duration_json(t->duration_ns), "optionalExpiresAt",
+        "traceOperationId", "", "source", "");
+    if (!o)
+        return NULL;
+    int rc;
+    if (t->cached) {
+        rc = json_object_set_new(o, "wasCachedResult", json_true());
+    } else {
+        json_t *subs = json_array();
+        for (size_t i = 0; subs && i < t->n_subs; i++)
+            if (json_array_append_new(subs, trace_json(t->subs[i], subject, depth + 1)) != 0) {
+                json_decref(subs);
+                subs = NULL;
+            }
+        rc = subs ? json_object_set_new(o, "subProblems", json_pack("{s:o}", "traces", subs)) : -1;
+    }
+    if (rc != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* DebugInformation, or null without a trace. */
+static json_t *debug_json(const kw_trace_t *t, const kw_subject_t *subject, kw_str_t schema)
+{
+    if (!t)
+        return json_null();
+    return json_pack("{s:o, s:o}", "check", trace_json(t, subject, 0), "schemaUsed",
+                     kw__v1_strj(schema));
+}
+
 void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     kw_api_t *api = kw__api_of(ud);
@@ -79,18 +150,19 @@ void kw__api_v1_check(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_v1_status_clear(&st);
     kw_v1_check_resp_t out;
     int rc = kw_v1_check(api, &c, &out, &st);
-    json_decref(body);
     if (rc != KW_OK) {
+        json_decref(body);
         kw__v1_status_answer(resp, &st);
         return;
     }
-    kw__v1_answer(req, resp,
-                  json_pack("{s:o, s:s, s:o, s:n, s:n}", "checkedAt",
-                            kw__v1_token_json(out.checked_at), "permissionship",
-                            permissionship(out.permissionship), "partialCaveatInfo",
-                            kw__v1_partial_json(out.permissionship, out.missing), "debugTrace",
-                            "optionalExpiresAt"),
-                  out.checked_at);
+    kw__v1_answer(
+        req, resp,
+        json_pack("{s:o, s:s, s:o, s:o, s:n}", "checkedAt", kw__v1_token_json(out.checked_at),
+                  "permissionship", permissionship(out.permissionship), "partialCaveatInfo",
+                  kw__v1_partial_json(out.permissionship, out.missing), "debugTrace",
+                  debug_json(out.trace, &c.subject, out.schema_used), "optionalExpiresAt"),
+        out.checked_at);
+    json_decref(body); /* the request's strings pointed into it */
 }
 
 /* items[i]: one CheckBulkPermissionsRequestItem; e's message is prefixed with its index. */
@@ -164,13 +236,13 @@ void kw__api_v1_checkbulk(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     for (size_t i = 0; pairs && i < b.n_items; i++) {
         const kw_v1_bulk_item_t *it = &b.items[i];
         json_t *pair =
-            it->error
-                ? json_pack("{s:o, s:o}", "request", item_json(it), "error",
-                            kw__v1_status_json(it->error))
-                : json_pack("{s:o, s:{s:s, s:o, s:n}}", "request", item_json(it), "item",
-                            "permissionship", permissionship(it->permissionship),
-                            "partialCaveatInfo",
-                            kw__v1_partial_json(it->permissionship, it->missing), "debugTrace");
+            it->error ? json_pack("{s:o, s:o}", "request", item_json(it), "error",
+                                  kw__v1_status_json(it->error))
+                      : json_pack("{s:o, s:{s:s, s:o, s:o}}", "request", item_json(it), "item",
+                                  "permissionship", permissionship(it->permissionship),
+                                  "partialCaveatInfo",
+                                  kw__v1_partial_json(it->permissionship, it->missing),
+                                  "debugTrace", debug_json(it->trace, &it->subject, b.schema_used));
         if (!pair || json_array_append_new(pairs, pair) != 0) {
             json_decref(pairs);
             pairs = NULL;

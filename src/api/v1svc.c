@@ -204,12 +204,14 @@ int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t
     /* Nothing changes the graph while it is held (sync/commit.c, kw_sync_hold). */
     kw_revision_t cur = kw_sync_hold(svc->sync);
     if (cur != c->rev) {
+        /* The retention window is the current revision (docs/API.md, "atExactSnapshot"):
+         * an older one has expired, SpiceDB's OUT_OF_RANGE for a revision past its window.
+         * (A newer one cannot get here: the consistency wait refuses or waits for it.) */
         kw_sync_release(svc->sync);
-        return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL,
-                          "consistency.atExactSnapshot: revision %" PRIu64
-                          " is not the current revision %" PRIu64
-                          "; keyward answers only at its current revision (snapshots of "
-                          "earlier revisions are not implemented)",
+        return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_OUT_OF_RANGE, NULL,
+                          "invalid revision: revision has expired: consistency.atExactSnapshot "
+                          "names revision %" PRIu64 ", and keyward's snapshot window holds only "
+                          "the current revision %" PRIu64,
                           (uint64_t)c->rev, (uint64_t)cur);
     }
     r->held = true;

@@ -217,6 +217,10 @@ typedef struct kw_v1_check_resp {
     kw_revision_t checked_at;
     kw_v1_permissionship_t permissionship;
     kw_str_t missing; /* CONDITIONAL only; in req->arena */
+    /* withTracing: the check's debug trace (DebugInformation.check) and the schema text it
+     * was evaluated under (schemaUsed), in req->arena; NULL / empty otherwise. */
+    const kw_trace_t *trace;
+    kw_str_t schema_used;
 } kw_v1_check_resp_t;
 
 KW_NODISCARD int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
@@ -229,8 +233,9 @@ typedef struct kw_v1_bulk_item {
     kw_str_t context;
     /* out: the pair's answer, or its error */
     kw_v1_permissionship_t permissionship;
-    kw_str_t missing;      /* CONDITIONAL only; in the request's arena */
-    kw_v1_status_t *error; /* NULL: answered; else from the caller's arena */
+    kw_str_t missing;        /* CONDITIONAL only; in the request's arena */
+    kw_v1_status_t *error;   /* NULL: answered; else from the caller's arena */
+    const kw_trace_t *trace; /* withTracing: the item's debug trace (request's arena) */
 } kw_v1_bulk_item_t;
 
 typedef struct kw_v1_bulk_req {
@@ -238,7 +243,8 @@ typedef struct kw_v1_bulk_req {
     kw_v1_bulk_item_t *items; /* answers are written into the items */
     size_t n_items;           /* at most KW_V1_MAX_BULK_ITEMS */
     bool with_tracing;
-    kw_arena_t *arena; /* item errors and scratch */
+    kw_arena_t *arena;    /* item errors and scratch */
+    kw_str_t schema_used; /* out, withTracing: the schema text the items were traced under */
 } kw_v1_bulk_req_t;
 
 #define KW_V1_MAX_BULK_ITEMS 1000u

@@ -23,7 +23,8 @@ typedef struct kw__v1_read {
  * atExactSnapshot that is the applied revision, read before the engine is. With it, the
  * sync write mutex is taken (no write or catch-up can move the graph meanwhile) and the
  * snapshot's revision must be the applied one: keyward keeps no older snapshot, so any
- * other is refused (UNIMPLEMENTED naming both, nothing held). Pair every KW_OK with
+ * other is refused (OUT_OF_RANGE "invalid revision: revision has expired", SpiceDB's answer
+ * for a revision outside its window, naming both; nothing held). Pair every KW_OK with
  * kw__v1_read_end right after the engine call. */
 KW_NODISCARD int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
                                    kw_revision_t *rev, kw_v1_status_t *st);

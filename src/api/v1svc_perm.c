@@ -26,8 +26,6 @@
 
 #define KW_MODULE "v1"
 
-#define WHY_TRACING "keyward does not implement debug traces"
-
 /* A conditional answer is not an allowed one (fail closed). */
 static void count_check(kw_api_t *api, int rc, kw_check_result_t r)
 {
@@ -46,11 +44,74 @@ static kw_v1_permissionship_t perm_of(kw_check_result_t r)
 
 /* ---- CheckPermission, CheckBulkPermissions ---- */
 
+/* withTracing: the graph is held still for the whole trace (a trace is many checks; a
+ * write between them could make its nodes disagree), unless atExactSnapshot holds it
+ * already. The schema text it ran under goes to *schema_used. */
+static int trace_begin(kw_api_t *svc, kw__v1_read_t *hold, kw_revision_t *rev, bool *own)
+{
+    *own = !hold->held;
+    if (*own)
+        *rev = kw_sync_hold(svc->sync);
+    return KW_OK;
+}
+
+static void trace_end(kw_api_t *svc, bool own)
+{
+    if (own)
+        kw_sync_release(svc->sync);
+}
+
+static int schema_used(kw_api_t *svc, kw_arena_t *a, kw_str_t *out)
+{
+    kw_buf_t b;
+    kw_buf_init(&b);
+    int rc = kw_engine_schema_text(svc->engine, &b);
+    if (rc == KW_OK && b.failed)
+        rc = KW_ENOMEM;
+    if (rc == KW_OK)
+        rc = kw_arena_str_copy(a, (kw_str_t){b.ptr ? b.ptr : "", b.len}, out);
+    kw_buf_free(&b);
+    return rc;
+}
+
+static int check_traced(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
+                        kw_v1_status_t *st)
+{
+    if (!req->arena)
+        return kw_v1_fail_rc(st, KW_EINVAL, NULL, NULL);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw__v1_read_t hold;
+    kw_revision_t rev = 0;
+    int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
+    if (rc != KW_OK)
+        return rc;
+    bool own = false;
+    trace_begin(svc, &hold, &rev, &own);
+    kw_trace_t *t = NULL;
+    rc = kw_engine_check_trace(svc->engine, req->resource, req->permission, req->subject,
+                               req->context, req->arena, &t, &d);
+    if (rc == KW_OK)
+        rc = schema_used(svc, req->arena, &resp->schema_used);
+    trace_end(svc, own);
+    kw__v1_read_end(svc, &hold);
+    count_check(svc, rc, t ? t->result : KW_CHECK_NO);
+    if (rc != KW_OK)
+        return kw_v1_fail_rc(st, rc, &d, NULL);
+    resp->checked_at = rev;
+    resp->permissionship = perm_of(t->result);
+    resp->missing = t->result == KW_CHECK_CONDITIONAL ? t->missing : KW_STR_NULL;
+    resp->trace = t;
+    return KW_OK;
+}
+
 int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t *resp,
                 kw_v1_status_t *st)
 {
+    resp->trace = NULL;
+    resp->schema_used = KW_STR_NULL;
     if (req->with_tracing)
-        return kw__v1_unimplemented(st, "CheckPermissionRequest.withTracing", WHY_TRACING);
+        return check_traced(svc, req, resp, st);
     kw_diag_t d;
     kw_diag_clear(&d);
     kw__v1_read_t hold;
@@ -83,8 +144,7 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
                      kw_v1_status_t *st)
 {
     int rc = KW_OK;
-    if (req->with_tracing)
-        return kw__v1_unimplemented(st, "CheckBulkPermissionsRequest.withTracing", WHY_TRACING);
+    req->schema_used = KW_STR_NULL;
     if (req->n_items > KW_V1_MAX_BULK_ITEMS)
         return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
                           "check count of %zu is greater than maximum allowed of %u", req->n_items,
@@ -99,12 +159,36 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         items[i].permission = req->items[i].permission;
         items[i].subject = req->items[i].subject;
         items[i].context = req->items[i].context;
+        req->items[i].trace = NULL;
     }
     kw__v1_read_t hold;
     kw_revision_t rev = 0, engine_rev = 0;
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         return rc;
-    rc = n ? kw_engine_check_bulk_ctx(svc->engine, items, n, req->arena, &engine_rev) : KW_OK;
+    if (!req->with_tracing) {
+        rc = n ? kw_engine_check_bulk_ctx(svc->engine, items, n, req->arena, &engine_rev) : KW_OK;
+    } else {
+        /* Each item traced on its own (its answer is its trace's root), the graph held. */
+        bool own = false;
+        trace_begin(svc, &hold, &rev, &own);
+        for (size_t i = 0; rc == KW_OK && i < n; i++) {
+            kw_trace_t *t = NULL;
+            kw_diag_clear(&items[i].diag);
+            items[i].rc = kw_engine_check_trace(svc->engine, items[i].resource, items[i].permission,
+                                                items[i].subject, items[i].context, req->arena, &t,
+                                                &items[i].diag);
+            if (items[i].rc == KW_ENOMEM)
+                rc = KW_ENOMEM;
+            req->items[i].trace = t;
+            if (t) {
+                items[i].result = t->result;
+                items[i].missing = t->missing;
+            }
+        }
+        if (rc == KW_OK)
+            rc = schema_used(svc, req->arena, &req->schema_used);
+        trace_end(svc, own);
+    }
     kw__v1_read_end(svc, &hold);
     if (rc != KW_OK)
         return kw_v1_fail_rc(st, rc, NULL, NULL);

@@ -328,6 +328,38 @@ KW_NODISCARD int kw_engine_expand(kw_engine_t *e, kw_object_t resource, kw_str_t
                                   kw_arena_t *arena, kw_expand_t **out, kw_revision_t *rev,
                                   kw_diag_t *diag);
 
+/* ---- debug traces (trace.c) ----
+ * The trace of a Check as SpiceDB's CheckDebugTrace shapes it: a node per (object,
+ * relation-or-permission) the check depends on, with its own answer for the subject, and
+ * the nodes it dispatches to as sub-problems: a relation's subject sets (O#r2), a
+ * permission's relations and permissions (computed usersets) and each object an arrow
+ * reaches (its operators flattened into it). A node's `result` is kw_engine_check_ctx's answer for
+ * that node (the hot check path is not touched: the trace is built beside it, with Check and
+ * Expand), so the root's result is always the check's. A node evaluated already in the same trace
+ * is marked `cached` and not expanded again (as SpiceDB marks a dispatch answered from its cache),
+ * which also ends cycles. */
+typedef struct kw_trace {
+    kw_object_t resource;
+    kw_str_t permission;
+    bool is_permission; /* PERMISSION_TYPE_PERMISSION, else _RELATION */
+    kw_check_result_t result;
+    kw_str_t missing;     /* KW_CHECK_CONDITIONAL: the missing caveat parameters, comma-separated */
+    uint64_t duration_ns; /* this node's evaluation */
+    bool cached;          /* seen before in this trace: no sub-problems listed */
+    struct kw_trace **subs;
+    size_t n_subs;
+} kw_trace_t;
+
+/* Traces the check of `subject` on resource#permission with a request context (JSON object
+ * text, len 0: none). The tree and its strings come from `arena` (caller owns). The graph
+ * should not change meanwhile (the caller holds it still) or nodes may disagree. Errors:
+ * those of kw_engine_check_ctx and kw_engine_read; KW_EBUDGET past KW_MAX_TRACE_NODES
+ * nodes, KW_EDEPTH past KW_MAX_CHECK_DEPTH levels; KW_ENOMEM. *out is written only on
+ * KW_OK. */
+KW_NODISCARD int kw_engine_check_trace(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                       kw_subject_t subject, kw_str_t context, kw_arena_t *arena,
+                                       kw_trace_t **out, kw_diag_t *diag);
+
 /* ---- text forms ---- */
 
 /* Parses SpiceDB's relationship string

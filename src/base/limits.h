@@ -21,6 +21,9 @@
  * answer holds (nodes, subject arrays, copied strings). */
 #define KW_MAX_EXPAND_NODES 100000u
 #define KW_MAX_EXPAND_BYTES (16u * 1024u * 1024u)
+/* A debug trace (CheckPermission withTracing): the (object, relation) nodes of one trace,
+ * each evaluated by a Check and an Expand of its own, so the work is bounded too. */
+#define KW_MAX_TRACE_NODES 10000u
 /* Schema text accepted by the parser, in bytes. */
 #define KW_MAX_SCHEMA_BYTES (4u * 1024u * 1024u)
 /* Identifier lengths (SpiceDB: type/relation names <= 64, object ids <= 1024). */
@@ -58,6 +61,14 @@
 #define KW_MAX_VERIFY_CHECKS 100
 /* HTTP request body. */
 #define KW_MAX_BODY_BYTES (1024u * 1024u)
+/* A streamed HTTP request body (routes with KW_HTTP_ROUTE_STREAM_BODY: /v1 bulk import),
+ * handed to its handler in pieces as it arrives, so its size costs no memory; the cap
+ * bounds what one request may make a single transaction write (16 GiB: some 80 million
+ * relationships in the gateway's JSON). Past it: 413. */
+#define KW_MAX_STREAM_BODY_BYTES (16ull * 1024u * 1024u * 1024u)
+/* One message of a streamed request body (an ImportBulkRelationshipsRequest over the
+ * gateway): gRPC's default maximum received message size. */
+#define KW_MAX_STREAM_MSG_BYTES (4u * 1024u * 1024u)
 /* HTTP request line + headers (431 past it) and header fields per request. */
 #define KW_MAX_HEADER_BYTES (64u * 1024u)
 #define KW_MAX_HEADERS 128

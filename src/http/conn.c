@@ -57,8 +57,12 @@ static void ready_push(kw_http_server_t *srv, kw__conn_t *c)
  * request is with the pool (a zombie), once the request comes back. */
 void kw__conn_close(kw_http_server_t *srv, kw__conn_t *c)
 {
-    if (c->rq && c->state == KW__C_BUSY)
+    if (c->rq && c->state == KW__C_BUSY) {
         kw__stream_close(c->rq); /* a streaming handler stops writing */
+        if (c->body_streaming)
+            kw__body_fail(c->rq, 0, NULL); /* nor waits for more body */
+        c->body_streaming = false;
+    }
     if (c->fd >= 0) {
         close(c->fd); /* also leaves the epoll set */
         c->fd = -1;
@@ -240,10 +244,46 @@ static bool body_reserve(kw_buf_t *b, size_t len)
     return true;
 }
 
+/* A streamed body (KW_HTTP_ROUTE_STREAM_BODY): the handler runs on a worker from now on,
+ * and the loop feeds it the body as it arrives (body_feed). */
+static void begin_body_stream(kw_http_server_t *srv, kw__conn_t *c)
+{
+    kw__rq_t *rq = c->rq;
+    if (!budget_take(srv, rq, KW__BODY_STREAM_CHARGE)) {
+        kw__conn_fail(srv, c, 503, "Service Unavailable");
+        return;
+    }
+    if (rq->head.chunked)
+        memset(&c->ch, 0, sizeof(c->ch));
+    else
+        c->body_left = rq->head.length;
+    c->body_total = 0;
+    c->body_since = 0;
+    c->body_paused = false;
+    c->body_streaming = true;
+    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS, KW__EXPIRE_BODY);
+    /* With the pool from here on: a close below leaves a zombie until it comes back. */
+    c->state = KW__C_BUSY;
+    rq->job = KW__JOB_RUN;
+    rq->conn = c;
+    rq->loop = c->lp;
+    kw__pool_run(srv, rq);
+    if (rq->head.expect_continue && c->rlen == 0) {
+        kw_buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+        if (!conn_flush(srv, c))
+            return;
+    }
+    kw__conn_advance(srv, c);
+}
+
 /* on_headers said yes (or there is none): start reading the body. */
 static void begin_body(kw_http_server_t *srv, kw__conn_t *c)
 {
     kw__rq_t *rq = c->rq;
+    if (rq->bq.active) {
+        begin_body_stream(srv, c);
+        return;
+    }
     c->state = KW__C_BODY;
     set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS, KW__EXPIRE_BODY);
     if (rq->head.chunked) {
@@ -292,6 +332,106 @@ static void consume(kw__conn_t *c, size_t n)
     memmove(c->rbuf, c->rbuf + n, c->rlen - n);
     c->rlen -= n;
     c->scan = 0;
+}
+
+static void body_stop(kw__conn_t *c)
+{
+    c->body_streaming = false;
+    c->body_paused = false;
+}
+
+/* Moves what rbuf holds of a streamed body into the request's queue (the handler takes it
+ * with kw_http_body_next); bytes after the body's end stay for the next request. */
+static void body_feed(kw_http_server_t *srv, kw__conn_t *c)
+{
+    kw__rq_t *rq = c->rq;
+    kw__body_q_t *bq = &rq->bq;
+    size_t off = 0, fed = 0;
+    bool done = false, bad = false;
+    pthread_mutex_lock(&bq->mu);
+    if (!rq->head.chunked) {
+        size_t n = c->rlen < c->body_left ? c->rlen : (size_t)c->body_left;
+        kw_buf_append(&bq->q, c->rbuf, n);
+        off = fed = n;
+        c->body_left -= n;
+        done = c->body_left == 0;
+    } else {
+        while (off < c->rlen) {
+            size_t used = 0;
+            kw_str_t data;
+            int rc = kw__http_chunk_step(&c->ch, c->rbuf + off, c->rlen - off, &used, &data);
+            off += used;
+            if (data.len) {
+                kw_buf_append(&bq->q, data.ptr, data.len);
+                fed += data.len;
+            }
+            if (rc == KW__CHUNK_ERR) {
+                bad = true;
+                break;
+            }
+            if (rc == KW__CHUNK_DONE) {
+                done = true;
+                break;
+            }
+        }
+    }
+    c->body_total += fed;
+    bool big = c->body_total > KW_MAX_STREAM_BODY_BYTES;
+    bool oom = bq->q.failed;
+    if (!bad && !big && !oom) {
+        if (done)
+            bq->eof = true;
+        else if (bq->q.len >= KW_HTTP_BODY_HIGH)
+            bq->paused = c->body_paused = true;
+        if (fed || done)
+            pthread_cond_broadcast(&bq->cv);
+    }
+    pthread_mutex_unlock(&bq->mu);
+    consume(c, off);
+    if (bad || big || oom) {
+        kw__body_fail(rq,
+                      bad   ? 400
+                      : big ? 413
+                            : 500,
+                      bad   ? "Malformed chunked body."
+                      : big ? "Request body too large"
+                            : "Internal Server Error");
+        body_stop(c);
+        return;
+    }
+    if (done) {
+        body_stop(c); /* nothing more is read until the answer went out */
+        return;
+    }
+    c->body_since += fed;
+    if (c->body_since >= KW_HTTP_BODY_PROGRESS) {
+        c->body_since = 0;
+        set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS,
+                     KW__EXPIRE_BODY);
+    }
+}
+
+void kw__conn_body_resume(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    kw__conn_t *c = rq->conn;
+    pthread_mutex_lock(&rq->bq.mu);
+    rq->bq.notified = false;
+    pthread_mutex_unlock(&rq->bq.mu);
+    if (c->fd < 0 || c->rq != rq || !c->body_streaming)
+        return;
+    /* The wait for the handler was not the client's: its deadline starts again. */
+    c->body_paused = false;
+    c->body_since = 0;
+    set_deadline(c, kw_http_now_ns() + (uint64_t)srv->cfg.body_timeout_s * KW__NS, KW__EXPIRE_BODY);
+    c->rd_more = true;
+    ready_push(srv, c);
+}
+
+void kw__conn_body_expire(kw_http_server_t *srv, kw__conn_t *c)
+{
+    (void)srv;
+    kw__body_fail(c->rq, 408, "Request Timeout");
+    body_stop(c);
 }
 
 /* The body is complete: hand the request to a worker. */
@@ -396,7 +536,9 @@ static void start_request(kw_http_server_t *srv, kw__conn_t *c, size_t hlen)
         conn_answer(srv, c, rq);
         return;
     }
-    if (rq->head.length_overflow || rq->head.length > KW_MAX_BODY_BYTES) {
+    rq->bq.active = rq->has_body && (m->route->def->flags & KW_HTTP_ROUTE_STREAM_BODY);
+    if (rq->head.length_overflow ||
+        rq->head.length > (rq->bq.active ? KW_MAX_STREAM_BODY_BYTES : KW_MAX_BODY_BYTES)) {
         kw__conn_fail(srv, c, 413, "Request body too large");
         return;
     }
@@ -450,6 +592,8 @@ void kw__conn_advance(kw_http_server_t *srv, kw__conn_t *c)
     }
     if (c->state == KW__C_BODY && c->rlen)
         read_body(srv, c);
+    else if (c->state == KW__C_BUSY && c->body_streaming && !c->body_paused && c->rlen)
+        body_feed(srv, c);
 }
 
 /* Reads until EAGAIN (edge-triggered) or until the buffer may not grow, processing as it
@@ -469,7 +613,8 @@ void kw__conn_read(kw_http_server_t *srv, kw__conn_t *c)
             kw__conn_close(srv, c);
             return;
         }
-        if (c->state != KW__C_HEAD && c->state != KW__C_BODY && c->state != KW__C_IDLE) {
+        bool body = c->state == KW__C_BUSY && c->body_streaming && !c->body_paused;
+        if (c->state != KW__C_HEAD && c->state != KW__C_BODY && c->state != KW__C_IDLE && !body) {
             c->rd_more = true;
             return;
         }
@@ -515,6 +660,13 @@ void kw__conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
             return;
     }
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        if (c->state == KW__C_BUSY && c->body_streaming) {
+            /* Reading the body while the handler runs (a hang-up is seen by the read). */
+            c->rd_more = true;
+            if (!c->body_paused)
+                kw__conn_read(srv, c);
+            return;
+        }
         if (c->state == KW__C_BUSY || c->state == KW__C_WRITE) {
             /* Not reading now (requests on a connection go in order). A hang-up is
              * noticed when the answer is written or the next read sees EOF; a handler
@@ -535,6 +687,7 @@ void kw__conn_event(kw_http_server_t *srv, kw__conn_t *c, uint32_t ev)
 void kw__conn_done(kw_http_server_t *srv, kw__rq_t *rq)
 {
     kw__conn_t *c = rq->conn;
+    body_stop(c);    /* a streamed body is not read past the answer */
     if (c->fd < 0) { /* a zombie: the client went away meanwhile */
         c->state = KW__C_IDLE;
         c->rq = NULL;

@@ -7,7 +7,8 @@
  * JSON) -> the router matches (method, path template): 404/405 if nothing matches ->
  * 413 for a Content-Length over KW_MAX_BODY_BYTES -> cfg->on_headers (authentication,
  * BEFORE any body byte is read) -> the body is read (bounded in size, time and global
- * memory) -> the route's handler fills a kw_http_resp_t -> it is sent with X-Request-Id,
+ * memory; or handed to the handler in pieces as it arrives: KW_HTTP_ROUTE_STREAM_BODY)
+ * -> the route's handler fills a kw_http_resp_t -> it is sent with X-Request-Id,
  * metrics are recorded and one JSON access-log line goes to stderr. See
  * src/http/server.c for the design.
  *
@@ -154,6 +155,38 @@ KW_NODISCARD int kw_http_stream_begin(kw_http_req_t *req, const kw_http_resp_t *
 KW_NODISCARD int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n);
 /* Has the client gone away (or the stream been cut off)? Cheap; any thread. */
 bool kw_http_stream_cancelled(const kw_http_req_t *req);
+
+/* ---- streamed request bodies ----
+ * A route whose flags include KW_HTTP_ROUTE_STREAM_BODY (a bit the server reserves: the
+ * application's own flags leave it clear) gets its body in pieces as it arrives instead
+ * of whole: after on_headers says yes, the handler runs at once on a pool worker
+ * (req->run = KW_HTTP_RUN_WORKER; req->body stays empty) while the request's loop reads
+ * the body, and the handler pulls it with kw_http_body_next. Limits, instead of
+ * KW_MAX_BODY_BYTES and the absolute body deadline:
+ *  - size: KW_MAX_STREAM_BODY_BYTES (Content-Length past it, or chunked bytes reaching it:
+ *    413);
+ *  - memory: the loop stops reading the socket while KW_HTTP_BODY_HIGH bytes wait for the
+ *    handler (backpressure: TCP's window then holds the client), so a request holds at
+ *    most about twice that whatever the body's size; it is charged once against
+ *    body_budget (503 past it);
+ *  - time: the client must send KW_HTTP_BODY_PROGRESS bytes (or the end of the body) within
+ *    every body_timeout_s, counted from the end of the headers and from each such step;
+ *    time the loop spends waiting for the handler (backpressure) is not counted. A body
+ *    that trickles in slower is cut off (408).
+ * When the body fails (408, 413, a malformed chunk: 400, the body budget: 503, the client
+ * went away) kw_http_body_next returns KW_EIO; the handler should give up (roll back) and
+ * return: its answer is replaced by the server's own error (cfg->error_fn), or dropped if
+ * the client is gone. A handler that returns before the end of the body is answered with
+ * Connection: close. */
+#define KW_HTTP_ROUTE_STREAM_BODY 0x80000000u
+#define KW_HTTP_BODY_HIGH (256u * 1024u)
+#define KW_HTTP_BODY_PROGRESS (64u * 1024u)
+/* The next piece of the request's body into *chunk (valid until the next call or the end
+ * of the handler); an empty chunk is the end of the body. Waits for the bytes (streamed
+ * bodies, on a worker). For any other request the whole body comes as one chunk, then the
+ * end. KW_OK; KW_EIO: the body failed (see above); KW_EINVAL: a streamed body read off a
+ * worker. */
+KW_NODISCARD int kw_http_body_next(kw_http_req_t *req, kw_str_t *chunk);
 
 /* Shapes an error the server produces itself (404, 405, 400, 408, 413, 417, 431, 501,
  * 503, 505, 500): must set resp->status = status and a body. req is as far as it got

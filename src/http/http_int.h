@@ -200,10 +200,31 @@ typedef struct kw__stream {
     _Atomic bool cancelled; /* closed, readable without the lock */
 } kw__stream_t;
 
+/* A streamed request body (KW_HTTP_ROUTE_STREAM_BODY): bytes go from the request's loop
+ * to the worker running the handler through q. mu is a leaf lock; cv signals bytes, the
+ * end or a failure. The loop stops reading the socket once q holds KW_HTTP_BODY_HIGH
+ * (paused); the handler, taking q, resumes it through its loop's body list. */
+typedef struct kw__body_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kw_buf_t q;      /* received, not yet taken by the handler */
+    kw_buf_t taken;  /* the handler's current chunk (the two buffers swap) */
+    bool active;     /* this request's body streams (set before the handler runs) */
+    bool eof;        /* the whole body is in q or taken */
+    bool failed;     /* the body failed: fail_status (0: the client went away) */
+    bool paused;     /* the loop stopped reading: q is full */
+    bool notified;   /* the request is on its loop's body list */
+    bool given;      /* kw_http_body_next on a whole body: it was handed out */
+    int fail_status; /* the server's answer instead of the handler's (400, 408, 413, ...) */
+    const char *fail_msg;
+} kw__body_q_t;
+
 struct kw__rq {
     kw__rq_t *next;        /* queue link (run queue, parked list, done queue) */
     kw__rq_t *stream_next; /* its loop's stream list (st->notified) */
-    kw__stream_t *st;      /* &stream (always set: the loop reads it without a race) */
+    kw__rq_t *body_next;   /* its loop's body list (bq.notified) */
+    kw__body_q_t bq;
+    kw__stream_t *st; /* &stream (always set: the loop reads it without a race) */
     kw__stream_t stream;
     bool to_worker; /* the handler asked to run again on a worker */
     bool on_worker; /* the job runs on a pool worker */
@@ -293,6 +314,20 @@ void kw__stream_fini(kw__stream_t *st);
 void kw__conn_stream(kw_http_server_t *srv, kw__rq_t *rq);
 /* Marks rq's stream closed and wakes its writer (loop thread, or anyone). */
 void kw__stream_close(kw__rq_t *rq);
+/* Streamed bodies. What a streamed body's request holds of body_budget (both buffers at
+ * their worst: KW_HTTP_BODY_HIGH plus one read buffer). */
+#define KW__BODY_STREAM_CHARGE (2u * (KW_HTTP_BODY_HIGH + KW__RBUF_MAX))
+/* Hands a request whose body streams to the pool: its handler runs on a worker now. */
+void kw__pool_run(kw_http_server_t *srv, kw__rq_t *rq);
+/* The body failed (loop thread): status is the server's answer (0: the client is gone).
+ * Wakes the handler; a body that ended already is left alone. */
+void kw__body_fail(kw__rq_t *rq, int status, const char *msg);
+/* Tells rq's loop that the handler made room in the body queue (the worker). */
+void kw__loop_body(kw__rq_t *rq);
+/* The loop resumes reading rq's body (its handler took the queue). */
+void kw__conn_body_resume(kw_http_server_t *srv, kw__rq_t *rq);
+/* A streamed body's progress deadline passed (the sweep): 408 instead of the answer. */
+void kw__conn_body_expire(kw_http_server_t *srv, kw__conn_t *c);
 
 /* ---- server.c + conn.c: the event loops and their connections ---- */
 
@@ -318,6 +353,12 @@ struct kw__conn {
     uint64_t accepted_ns;
     bool close_after; /* close (linger) once out is sent */
     bool streaming;   /* BUSY with a streamed answer: out is sent while the handler runs */
+    /* BUSY with a streamed body: the loop reads it while the handler runs (body_paused:
+     * not now, its queue is full); body_total counts its bytes, body_since those since
+     * the deadline last moved. */
+    bool body_streaming, body_paused;
+    uint64_t body_total;
+    size_t body_since;
     char *rbuf;
     size_t rlen, rcap, scan;
     kw_buf_t out;
@@ -346,6 +387,7 @@ struct kw__loop {
     pthread_mutex_t done_mu;
     kw__rq_t *done_head, *done_tail;
     kw__rq_t *stream_head; /* requests whose stream has new bytes (stream_next links) */
+    kw__rq_t *body_head;   /* requests whose handler made room for more body (body_next) */
     /* everything below: this loop's thread only */
     kw__conn_t head; /* sentinel of the list of connections */
     size_t n_conns;

@@ -56,17 +56,16 @@ kw__rq_t *kw__rq_new(kw_http_server_t *srv)
     }
     rq->srv = srv;
     rq->label = srv->router.n_labels - 1; /* "unmatched" until routed */
-    if (pthread_mutex_init(&rq->stream.mu, NULL) != 0) {
-        kw_arena_free(rq->req.arena);
-        kw_free(rq);
-        return NULL;
-    }
-    if (pthread_cond_init(&rq->stream.cv, NULL) != 0) {
-        pthread_mutex_destroy(&rq->stream.mu);
-        kw_arena_free(rq->req.arena);
-        kw_free(rq);
-        return NULL;
-    }
+    if (pthread_mutex_init(&rq->stream.mu, NULL) != 0)
+        goto fail_stream_mu;
+    if (pthread_cond_init(&rq->stream.cv, NULL) != 0)
+        goto fail_stream_cv;
+    if (pthread_mutex_init(&rq->bq.mu, NULL) != 0)
+        goto fail_body_mu;
+    if (pthread_cond_init(&rq->bq.cv, NULL) != 0)
+        goto fail_body_cv;
+    kw_buf_init(&rq->bq.q);
+    kw_buf_init(&rq->bq.taken);
     kw_buf_init(&rq->stream.q);
     rq->st = &rq->stream;
     kw_buf_init(&rq->body);
@@ -77,6 +76,16 @@ kw__rq_t *kw__rq_new(kw_http_server_t *srv)
     rq->req.body = KW_STR("");
     rq->req.priv = rq;
     return rq;
+fail_body_cv:
+    pthread_mutex_destroy(&rq->bq.mu);
+fail_body_mu:
+    pthread_cond_destroy(&rq->stream.cv);
+fail_stream_cv:
+    pthread_mutex_destroy(&rq->stream.mu);
+fail_stream_mu:
+    kw_arena_free(rq->req.arena);
+    kw_free(rq);
+    return NULL;
 }
 
 void kw__rq_free(kw__rq_t *rq)
@@ -86,6 +95,10 @@ void kw__rq_free(kw__rq_t *rq)
     if (rq->charged)
         atomic_fetch_sub(&rq->srv->body_used, rq->charged);
     kw__stream_fini(rq->st);
+    kw_buf_free(&rq->bq.q);
+    kw_buf_free(&rq->bq.taken);
+    pthread_cond_destroy(&rq->bq.cv);
+    pthread_mutex_destroy(&rq->bq.mu);
     kw_buf_free(&rq->body);
     kw_buf_free(&rq->resp.body);
     kw_buf_free(&rq->out);
@@ -450,6 +463,25 @@ static void stream_finish(kw__rq_t *rq)
     rq->done = KW__DONE_ANSWER;
 }
 
+/* The handler of a streamed body is done (answered): a body it did not read to its end
+ * leaves bytes that must not be parsed as a request (the connection closes), and a body
+ * that failed is answered with the server's error, not the handler's. */
+static void body_settle(kw__rq_t *rq)
+{
+    kw__body_q_t *bq = &rq->bq;
+    pthread_mutex_lock(&bq->mu);
+    bool eof = bq->eof && !bq->failed;
+    int fail = bq->failed ? bq->fail_status : 0;
+    const char *msg = bq->fail_msg;
+    pthread_mutex_unlock(&bq->mu);
+    if (!eof) {
+        rq->keep_alive = false;
+        rq->close_after = true;
+    }
+    if (fail > 0 && !rq->st->begun)
+        kw__rq_error(rq, fail, msg ? msg : "Bad Request");
+}
+
 bool kw__rq_run(kw__rq_t *rq)
 {
     kw_http_server_t *srv = rq->srv;
@@ -473,6 +505,9 @@ bool kw__rq_run(kw__rq_t *rq)
     rq->deferred = false;
     rq->to_worker = false;
     rq->match.route->def->fn(&rq->req, &rq->resp, srv->cfg.ud);
+    bool answered = !rq->to_worker && !rq->parked;
+    if ((answered || rq->st->begun) && rq->bq.active)
+        body_settle(rq);
     if (rq->st && rq->st->begun) {
         stream_finish(rq);
         return true;
@@ -573,6 +608,15 @@ int kw__pool_start(kw_http_server_t *srv, kw_diag_t *diag)
         srv->n_workers++;
     }
     return KW_OK;
+}
+
+void kw__pool_run(kw_http_server_t *srv, kw__rq_t *rq)
+{
+    rq->req.run = KW_HTTP_RUN_WORKER;
+    pthread_mutex_lock(&srv->mu);
+    run_push_locked(srv, rq);
+    pthread_cond_signal(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
 }
 
 void kw__pool_expire_parked(kw_http_server_t *srv, uint64_t now, bool all)
@@ -879,5 +923,59 @@ int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n)
     pthread_mutex_unlock(&st->mu);
     if (notify)
         kw__loop_stream(rq);
+    return rc;
+}
+
+/* ---- streamed request bodies ---- */
+
+void kw__body_fail(kw__rq_t *rq, int status, const char *msg)
+{
+    kw__body_q_t *bq = &rq->bq;
+    pthread_mutex_lock(&bq->mu);
+    if (!bq->failed && !bq->eof) {
+        bq->failed = true;
+        bq->fail_status = status;
+        bq->fail_msg = msg;
+    }
+    pthread_cond_broadcast(&bq->cv);
+    pthread_mutex_unlock(&bq->mu);
+}
+
+int kw_http_body_next(kw_http_req_t *req, kw_str_t *chunk)
+{
+    kw__rq_t *rq = req->priv;
+    kw__body_q_t *bq = &rq->bq;
+    if (!bq->active) { /* read whole already: one chunk, then the end */
+        *chunk = bq->given ? KW_STR("") : req->body;
+        bq->given = true;
+        return KW_OK;
+    }
+    if (!rq->on_worker)
+        return KW_EINVAL;
+    pthread_mutex_lock(&bq->mu);
+    bq->taken.len = 0;
+    while (!bq->q.len && !bq->eof && !bq->failed)
+        pthread_cond_wait(&bq->cv, &bq->mu);
+    int rc = KW_OK;
+    bool notify = false;
+    if (bq->failed) {
+        rc = KW_EIO;
+    } else if (bq->q.len) {
+        kw_buf_t t = bq->taken;
+        bq->taken = bq->q;
+        bq->q = t;
+        bq->q.len = 0;
+        *chunk = (kw_str_t){bq->taken.ptr, bq->taken.len};
+        if (bq->paused) {
+            bq->paused = false;
+            notify = !bq->notified;
+            bq->notified = true;
+        }
+    } else {
+        *chunk = KW_STR(""); /* the end */
+    }
+    pthread_mutex_unlock(&bq->mu);
+    if (notify)
+        kw__loop_body(rq);
     return rc;
 }

@@ -32,6 +32,10 @@
  *          at once; chunked: as they come): over it -> 503, close. Deadline:
  *          body_timeout_s from the end of the headers, absolute. `Expect: 100-continue`
  *          gets its 100 when reading starts (after on_headers said yes).
+ *          A route with KW_HTTP_ROUTE_STREAM_BODY skips BODY: once on_headers said yes its
+ *          handler runs on a pool worker (BUSY) while the loop goes on reading the body
+ *          into the request's queue (c->body_streaming), pausing while the queue is full
+ *          (backpressure), with a progress deadline instead of the absolute one (http.h).
  *   WRITE  sending the answer. Deadline: body_timeout_s, or close.
  *   IDLE   keep-alive between requests: conn_timeout_s, then close.
  *   LINGER after an answer that closes the connection with request bytes possibly unread
@@ -94,7 +98,7 @@ void kw__loop_done(kw__rq_t *rq)
     loop_t *lp = rq->loop;
     rq->next = NULL;
     pthread_mutex_lock(&lp->done_mu);
-    bool was_empty = lp->done_head == NULL;
+    bool was_empty = lp->done_head == NULL && lp->stream_head == NULL && lp->body_head == NULL;
     if (lp->done_tail)
         lp->done_tail->next = rq;
     else
@@ -109,7 +113,7 @@ void kw__loop_stream(kw__rq_t *rq)
 {
     loop_t *lp = rq->loop;
     pthread_mutex_lock(&lp->done_mu);
-    bool was_empty = lp->done_head == NULL && lp->stream_head == NULL;
+    bool was_empty = lp->done_head == NULL && lp->stream_head == NULL && lp->body_head == NULL;
     rq->stream_next = lp->stream_head;
     lp->stream_head = rq;
     pthread_mutex_unlock(&lp->done_mu);
@@ -117,9 +121,21 @@ void kw__loop_stream(kw__rq_t *rq)
         loop_notify(lp);
 }
 
-/* Both lists at once: a request's stream entry is always taken no later than its done
- * entry (the worker queues it first), so streams are handled before answers. */
-static kw__rq_t *take_done(loop_t *lp, kw__rq_t **streams)
+void kw__loop_body(kw__rq_t *rq)
+{
+    loop_t *lp = rq->loop;
+    pthread_mutex_lock(&lp->done_mu);
+    bool was_empty = lp->done_head == NULL && lp->stream_head == NULL && lp->body_head == NULL;
+    rq->body_next = lp->body_head;
+    lp->body_head = rq;
+    pthread_mutex_unlock(&lp->done_mu);
+    if (was_empty)
+        loop_notify(lp);
+}
+
+/* All lists at once: a request's stream and body entries are always taken no later than
+ * its done entry (the worker queues them first), so they are handled before answers. */
+static kw__rq_t *take_done(loop_t *lp, kw__rq_t **streams, kw__rq_t **bodies)
 {
     pthread_mutex_lock(&lp->done_mu);
     kw__rq_t *l = lp->done_head;
@@ -127,6 +143,9 @@ static kw__rq_t *take_done(loop_t *lp, kw__rq_t **streams)
     if (streams)
         *streams = lp->stream_head;
     lp->stream_head = NULL;
+    if (bodies)
+        *bodies = lp->body_head;
+    lp->body_head = NULL;
     pthread_mutex_unlock(&lp->done_mu);
     return l;
 }
@@ -272,12 +291,17 @@ static void on_done(loop_t *lp)
     uint64_t v;
     while (read(lp->event_fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
-    kw__rq_t *streams = NULL;
-    kw__rq_t *l = take_done(lp, &streams);
+    kw__rq_t *streams = NULL, *bodies = NULL;
+    kw__rq_t *l = take_done(lp, &streams, &bodies);
     while (streams) {
         kw__rq_t *rq = streams;
         streams = rq->stream_next;
         kw__conn_stream(srv, rq);
+    }
+    while (bodies) {
+        kw__rq_t *rq = bodies;
+        bodies = rq->body_next;
+        kw__conn_body_resume(srv, rq);
     }
     while (l) {
         kw__rq_t *rq = l;
@@ -311,6 +335,14 @@ static void sweep(loop_t *lp, uint64_t now)
             atomic_fetch_add_explicit(&srv->metrics.expired[KW__EXPIRE_WRITE], 1,
                                       memory_order_relaxed);
             kw__conn_close(srv, c);
+            continue;
+        }
+        if (c->fd >= 0 && c->state == KW__C_BUSY && c->body_streaming && !c->body_paused &&
+            now >= c->deadline) {
+            /* A streamed body that stopped making progress (the handler answers 408). */
+            atomic_fetch_add_explicit(&srv->metrics.expired[KW__EXPIRE_BODY], 1,
+                                      memory_order_relaxed);
+            kw__conn_body_expire(srv, c);
             continue;
         }
         if (c->fd < 0 || c->state == KW__C_BUSY || now < c->deadline)
@@ -370,12 +402,14 @@ static void process_ready(loop_t *lp)
             }
             continue;
         }
-        if (c->state == KW__C_IDLE || c->state == KW__C_HEAD || c->state == KW__C_BODY)
+        bool body = c->state == KW__C_BUSY && c->body_streaming && !c->body_paused;
+        if (c->state == KW__C_IDLE || c->state == KW__C_HEAD || c->state == KW__C_BODY || body)
             kw__conn_advance(srv, c);
+        body = c->state == KW__C_BUSY && c->body_streaming && !c->body_paused;
         /* Edge-triggered: read only if bytes may be waiting (saves a recv per request). */
         if (c->fd >= 0 && (c->rd_more || c->state == KW__C_LINGER) &&
             (c->state == KW__C_IDLE || c->state == KW__C_HEAD || c->state == KW__C_BODY ||
-             c->state == KW__C_LINGER))
+             c->state == KW__C_LINGER || body))
             kw__conn_read(srv, c);
     }
 }
@@ -538,8 +572,9 @@ static void fill_defaults(kw_http_config_t *c)
 static void loop_fini(loop_t *lp)
 {
     /* Requests answered after the loop left: their connections are zombies now. */
-    kw__rq_t *streams = NULL; /* dropped: those requests come back through the done list */
-    kw__rq_t *l = take_done(lp, &streams);
+    kw__rq_t *streams = NULL, *bodies = NULL; /* dropped: those requests come back through
+                                               * the done list */
+    kw__rq_t *l = take_done(lp, &streams, &bodies);
     while (l) {
         kw__rq_t *rq = l;
         l = rq->next;

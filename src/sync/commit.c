@@ -353,12 +353,12 @@ broken:
 }
 
 /* Under write_mu and group_mu: takes the next batch off the queue. */
-static size_t take_batch(kw_sync_t *s, kw__write_job_t **jobs)
+static size_t take_batch(kw_sync_t *s, kw__write_job_t *self, kw__write_job_t **jobs)
 {
     size_t n = 0;
     while (s->group_head && n < KW_SYNC_GROUP_MAX_JOBS) {
         kw__write_job_t *j = s->group_head;
-        if (j->alone && n > 0)
+        if (j->alone && (n > 0 || j != self)) /* an ALONE job runs on its writer's thread */
             break;
         s->group_head = j->next;
         if (!s->group_head)
@@ -372,13 +372,13 @@ static size_t take_batch(kw_sync_t *s, kw__write_job_t **jobs)
 }
 
 /* The leader's turn: one batch. Called without any lock, with group_leading set. */
-static void lead_one_batch(kw_sync_t *s)
+static void lead_one_batch(kw_sync_t *s, kw__write_job_t *self)
 {
     kw__write_job_t *jobs[KW_SYNC_GROUP_MAX_JOBS];
     pthread_mutex_lock(&s->write_mu);
     /* Taken after write_mu: the writers that arrived while it was held join this batch. */
     pthread_mutex_lock(&s->group_mu);
-    size_t n = take_batch(s, jobs);
+    size_t n = take_batch(s, self, jobs);
     pthread_mutex_unlock(&s->group_mu);
     if (n > 0)
         run_batch(s, jobs, n);
@@ -429,10 +429,15 @@ int kw_sync_write(kw_sync_t *s, kw_sync_tx_fn fn, void *ud, unsigned flags, kw_r
         s->group_head = &job;
     s->group_tail = &job;
     while (!job.done) {
-        if (!s->group_leading) {
+        /* Someone else's ALONE job at the head is run by its own writer: wake it to lead. */
+        kw__write_job_t *h = s->group_head;
+        bool foreign_alone = h && h->alone && h != &job;
+        if (!s->group_leading && foreign_alone)
+            pthread_cond_signal(&h->cv);
+        if (!s->group_leading && !foreign_alone) {
             s->group_leading = true;
             pthread_mutex_unlock(&s->group_mu);
-            lead_one_batch(s);
+            lead_one_batch(s, &job);
             pthread_mutex_lock(&s->group_mu);
             s->group_leading = false;
             continue;

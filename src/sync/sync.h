@@ -183,7 +183,9 @@ KW_NODISCARD int kw_sync_apply(kw_engine_t *engine, const kw_update_t *ups, size
  * revision never names a relationship twice), so fn must not keep state from a run.
  * KW_SYNC_WRITE_ALONE: fn reads the in-memory graph inside the transaction (v1
  * preconditions, a delete's optionalLimit): it runs in a transaction of its own, where
- * the graph is exactly the committed state (after kw_sync_catch_up). */
+ * the graph is exactly the committed state (after kw_sync_catch_up), and on the caller's
+ * own thread (a bulk import's fn reads its request body, which another thread may be the
+ * one to deliver). */
 #define KW_SYNC_WRITE_ALONE 1u
 #define KW_SYNC_GROUP_MAX_JOBS 64
 #define KW_SYNC_GROUP_MAX_CHANGES 4096 /* no further write joins a batch past this many */

@@ -473,11 +473,66 @@ def test_filters_without_resource_type(admin):
     assert ndjson(call(admin, "/v1/relationships/read", {"relationshipFilter": flt})) == []
 
 
-def test_with_tracing_is_refused_and_context_is_taken(admin):
+def _walk_trace(t, subject):
+    """Every node of a CheckDebugTrace has SpiceDB's fields; yields the nodes."""
+    assert set(t) >= {"resource", "permission", "permissionType", "subject", "result",
+                      "caveatEvaluationInfo", "duration", "optionalExpiresAt"}, t
+    assert t["subject"]["object"] == subject["object"]
+    assert t["permissionType"] in ("PERMISSION_TYPE_PERMISSION", "PERMISSION_TYPE_RELATION")
+    assert t["duration"].endswith("s") and float(t["duration"][:-1]) >= 0
+    # the resolution is a oneof: exactly one of the two
+    assert ("wasCachedResult" in t) != ("subProblems" in t), t
+    yield t
+    for sub in t.get("subProblems", {}).get("traces", []):
+        yield from _walk_trace(sub, subject)
+
+
+def test_with_tracing_returns_spicedb_debug_traces(admin):
+    """withTracing: true answers debugTrace {check: CheckDebugTrace, schemaUsed} (issue 12),
+    a tree whose root is the check's own answer."""
+    acct = "tr-" + uuid.uuid4().hex[:8]
+    admin.touch(("account:" + acct, "member", "user:" + acct))
+    who = subj("user:" + acct)
+    chk = {"resource": obj("account:" + acct), "permission": "gate", "subject": who}
+    r = call(admin, "/v1/permissions/check", dict(chk, withTracing=True))
+    body = r.json()
+    assert body["permissionship"] == "PERMISSIONSHIP_HAS_PERMISSION"
+    dbg = body["debugTrace"]
+    assert "definition account" in dbg["schemaUsed"]
+    root = dbg["check"]
+    assert root["resource"] == obj("account:" + acct) and root["permission"] == "gate"
+    assert root["permissionType"] == "PERMISSION_TYPE_PERMISSION"
+    assert root["result"] == "PERMISSIONSHIP_HAS_PERMISSION"
+    # gate = admin + member: both relations are sub-problems; member found directly
+    subs = {x["permission"]: x for x in root["subProblems"]["traces"]}
+    assert subs["admin"]["result"] == "PERMISSIONSHIP_NO_PERMISSION"
+    assert subs["member"]["result"] == "PERMISSIONSHIP_HAS_PERMISSION"
+    assert subs["member"]["permissionType"] == "PERMISSION_TYPE_RELATION"
+    assert subs["member"]["subProblems"] == {"traces": []}
+    assert len(list(_walk_trace(root, who))) >= 3
+    # without withTracing: debugTrace null
+    assert call(admin, "/v1/permissions/check", chk).json()["debugTrace"] is None
+    # a deeper permission: the root's answer is the untraced check's, for yes and no
+    for perm, sub in (("manage", who), ("create_agent", who), ("gate", subj("user:nobody"))):
+        c = dict(chk, permission=perm, subject=sub)
+        want = call(admin, "/v1/permissions/check", c).json()["permissionship"]
+        t = call(admin, "/v1/permissions/check", dict(c, withTracing=True)).json()["debugTrace"]
+        assert t["check"]["result"] == want
+        list(_walk_trace(t["check"], sub))
+    # CheckBulkPermissions: a trace per item
+    pairs = call(admin, "/v1/permissions/checkbulk", {
+        "items": [chk, dict(chk, subject=subj("user:nobody"))], "withTracing": True}).json()["pairs"]
+    assert [p["item"]["permissionship"] for p in pairs] == [
+        "PERMISSIONSHIP_HAS_PERMISSION", "PERMISSIONSHIP_NO_PERMISSION"]
+    for p in pairs:
+        assert p["item"]["debugTrace"]["check"]["result"] == p["item"]["permissionship"]
+        assert "definition account" in p["item"]["debugTrace"]["schemaUsed"]
+    assert call(admin, "/v1/permissions/checkbulk", {"items": [chk]}).json()["pairs"][0][
+        "item"]["debugTrace"] is None
+
+
+def test_with_tracing_is_a_bool_and_context_is_taken(admin):
     chk = {"resource": obj("agent:nothing"), "permission": "read", "subject": subj("user:nobody")}
-    unimplemented(admin.post("/v1/permissions/check", json=dict(chk, withTracing=True)), "withTracing")
-    unimplemented(admin.post("/v1/permissions/checkbulk", json={"items": [chk], "withTracing": True}),
-                  "withTracing")
     invalid(admin.post("/v1/permissions/check", json=dict(chk, withTracing="yes")), "withTracing")
     # a request context is handed to the engine's caveat evaluation (no caveat reads it here)
     ctx = {"ip": "10.0.0.1", "n": 3}
@@ -566,9 +621,11 @@ def test_at_exact_snapshot_answers_at_the_current_revision_and_refuses_older_one
     admin.remove(("account:" + acct, "member", "user:" + user))
     later = _current(admin)
     assert int(later) > int(now)
+    # (keyward's window is the current revision: an older one has expired, SpiceDB's
+    # OUT_OF_RANGE for a revision outside its window)
     for route, body, _ in reads:
         r = admin.post(route, json=dict(body, **exact))
-        unimplemented(r, "atExactSnapshot", now, later, "snapshot")
+        refused(r, 400, 11, "invalid revision: revision has expired", now, later)
     assert admin.check("account:" + acct, "member", "user:" + user) is False
 
 
@@ -625,8 +682,8 @@ def test_at_exact_snapshot_is_exact_while_writes_race(srv):
             r = reader.post("/v1/permissions/check", json={
                 "consistency": {"atExactSnapshot": {"token": tok}}, "resource": obj(tup[0]),
                 "permission": "member", "subject": subj(tup[2])})
-            if r.status_code == 501:
-                unimplemented(r, "atExactSnapshot")
+            if r.status_code == 400:
+                refused(r, 400, 11, "revision has expired", "atExactSnapshot")
                 refused_n += 1
                 continue
             assert r.status_code == 200, r.text

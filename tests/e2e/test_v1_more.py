@@ -2,11 +2,12 @@
 ComputablePermissions, DependentRelations and DiffSchema; WatchService's Watch (also of a
 change made on ANOTHER instance: two SQLite processes on one file, or two PostgreSQL
 instances in PostgreSQL mode); ExportBulkRelationships and ImportBulkRelationships, and
-the experimental service's aliases. The million-relationship round trip is marked `slow`
-(KW_E2E_SLOW=1 runs it)."""
+the experimental service's aliases; a million relationships imported in one streamed request
+and exported with cursors (KW_E2E_MILLION=N for another count)."""
 import json
 import os
 import queue
+import random
 import socket
 import threading
 import time
@@ -378,6 +379,28 @@ def test_import_ndjson_and_array_one_transaction(box, route):
     assert r.status_code == 400 and r.json()["code"] == 3, r.text
     r = a.post(route, json={"relationships": [], "other": 1})
     assert r.status_code == 400, r.text
+    # the streamed framing: a body ending inside a message, data after the array, an array
+    # not closed, a message past 4 MiB (gRPC's message size): 400/3, nothing written
+    one = json.dumps({"relationships": [rel("tdoc:%s-e" % tag, "viewer", "user:x")]})
+    for body, words in ((one + "\n{\"relationships\": [", "ended inside"),
+                        ("[" + one + "] x", "data after the array"),
+                        ("[" + one + ",", "not closed"),
+                        (one + "\n" + json.dumps({"relationships": [
+                            rel("tdoc:%s-f%d" % (tag, i), "viewer", "user:" + "y" * 200)
+                            for i in range(20000)]}), "larger than 4 MiB")):
+        r = a.post(route, data=body, headers={"Content-Type": "application/x-ndjson"})
+        assert r.status_code == 400 and r.json()["code"] == 3 and words in r.json()["message"], \
+            (words, r.text[:300])
+        assert len(a.read_rels("tdoc")) == before
+    # a chunked body (a client stream of unknown length), several MiB: one transaction
+    def gen():
+        for j in range(40):
+            yield (json.dumps({"relationships": [rel("tdoc:%s-g%d-%d" % (tag, j, i), "viewer",
+                                                     "user:" + "z" * 100) for i in range(500)]})
+                   + "\n").encode()
+    r = a.post(route, data=gen(), headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200 and r.json()["numLoaded"] == "20000", r.text
+    assert len(a.read_rels("tdoc")) == before + 20000
 
 
 def rss_kib(server):
@@ -388,68 +411,119 @@ def rss_kib(server):
     return 0
 
 
-@pytest.mark.skipif(os.environ.get("KW_E2E_SLOW") != "1",
-                    reason="slow: a million relationships exported and imported (KW_E2E_SLOW=1)")
-def test_export_then_import_a_million_relationships(tmp_path):
-    """Takes about 11 minutes on 2 shared cores (measured: the source filled by 200 imports
-    in 181 s, then exported and re-imported into a second server in 338 s, ~3,000/s, most
-    of it the client's JSON and the destination's writes). KW_E2E_MILLION=N runs N."""
+def _import_body(n, per_msg, progress):
+    """The NDJSON body of an import of n relationships account:aNNNNNNN#member@user:uK,
+    generated as it is sent (a chunked request body): messages of per_msg relationships."""
+    tmpl = ('{"resource":{"objectType":"account","objectId":"a%07d"},"relation":"member",'
+            '"subject":{"object":{"objectType":"user","objectId":"u%d"}}}')
+    t0 = time.time()
+    for start in range(0, n, per_msg):
+        end = min(n, start + per_msg)
+        rels = ",".join(tmpl % (i, i % 1000) for i in range(start, end))
+        yield ('{"relationships":[' + rels + ']}\n').encode()
+        if end % 200000 < per_msg or end == n:
+            dt = time.time() - t0
+            print("import: %d/%d sent after %.1f s (%.0f relationships/s)"
+                  % (end, n, dt, end / max(dt, 1e-9)))
+
+
+def test_import_and_export_a_million_relationships(tmp_path):
+    """Issue 12: ONE streamed ImportBulkRelationships request of a million relationships (one
+    transaction; the body is generated while it is sent, far past the 1 MiB body limit of
+    other routes), then ExportBulkRelationships paged with cursors across the million
+    (requests that each read 5 batches of 10,000 and hang up, the next resuming from the
+    last cursor), with the count, the order, a sample and the server's memory reported.
+    KW_E2E_MILLION=N runs N relationships. Measured on the shared 2-core VM at load 17-20:
+    import 233 s (90 s of it the commit: the store's COMMIT and the engine applying a
+    million changes), export 76 s; the server spends ~30 us of CPU per imported
+    relationship, so an idle machine needs roughly a minute for the whole test."""
     n = int(os.environ.get("KW_E2E_MILLION", "1000000"))
-    src = Server(tmp_path / "src")
-    src.start()
-    dst = Server(tmp_path / "dst")
-    dst.start()
+    s = Server(tmp_path / "m")
+    s.start()
     try:
-        a = Admin(src, src.token("ops", admin=True), sub="ops")
-        b = Admin(dst, dst.token("ops", admin=True), sub="ops")
-        t0 = time.time()
-        # fill the source with the import itself (bodies of <= 1 MiB: 5,000 per request)
-        batch = 5000
-        for start in range(0, n, batch):
-            msg = {"relationships": [rel("account:a%07d" % i, "member", "user:u%d" % (i % 1000))
-                                     for i in range(start, min(n, start + batch))]}
-            r = a.post("/v1/relationships/importbulk", data=json.dumps(msg), timeout=120)
-            assert r.status_code == 200, r.text
-            if (start // batch) % 40 == 0:
-                print("import into source: %d/%d after %.1f s" % (start + batch, n, time.time() - t0))
-        t1 = time.time()
-        print("source filled: %d relationships in %.1f s" % (n, t1 - t0))
-        # export the whole source, streamed, and import it page by page into the destination;
-        # the source's resident memory is sampled meanwhile: the export holds one batch
-        rss0 = rss_kib(src)
+        a = Admin(s, s.token("ops", admin=True), sub="ops")
+        rss0 = rss_kib(s)
         peak = [rss0]
-        resp = requests.post(src.url + "/v1/relationships/exportbulk", json={},
-                             headers=a.headers, stream=True, timeout=600)
-        assert resp.status_code == 200
-        got = 0
-        for line in resp.iter_lines(chunk_size=1 << 20):
-            if not line.strip():
-                continue
-            res = json.loads(line)["result"]
-            rels = res["relationships"]
-            for k in range(0, len(rels), 2500):  # exported JSON is longer: 2,500 per MiB
-                r = b.post("/v1/relationships/importbulk",
-                           data=json.dumps({"relationships": rels[k:k + 2500]}), timeout=120)
-                assert r.status_code == 200, r.text
-            got += len(rels)
-            peak[0] = max(peak[0], rss_kib(src))
-            if got % 100000 < len(rels):
-                print("export -> import: %d/%d after %.1f s" % (got, n, time.time() - t1))
-        t2 = time.time()
-        print("exported and re-imported %d relationships in %.1f s (%.0f/s)"
-              % (got, t2 - t1, got / max(t2 - t1, 1e-9)))
-        assert got == n
-        print("source RSS %d MiB before the export, at most %d MiB during it"
-              % (rss0 // 1024, peak[0] // 1024))
-        assert peak[0] - rss0 < 128 * 1024, "the export grew the server by %d MiB" % (
-            (peak[0] - rss0) // 1024)
-        # the destination holds exactly the same: its export has the same count
-        r = requests.post(dst.url + "/v1/relationships/exportbulk", json={}, headers=b.headers,
+        stop = threading.Event()
+
+        def sample():
+            while not stop.wait(0.2):
+                peak[0] = max(peak[0], rss_kib(s))
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        t0 = time.time()
+        r = requests.post(s.url + "/v1/relationships/importbulk", data=_import_body(n, 1000, True),
+                          headers=dict(a.headers, **{"Content-Type": "application/x-ndjson"}),
                           timeout=600)
-        assert sum(len(x["relationships"]) for x in ndjson(r)) == n
+        t1 = time.time()
+        stop.set()
+        th.join()
+        assert r.status_code == 200, r.text
+        assert r.json() == {"numLoaded": str(n)}
+        rev = int(r.headers["X-Keyward-Revision"])
+        print("import: %d relationships in ONE request in %.1f s: %.0f relationships/s; "
+              "server RSS %d MiB before, at most %d MiB during"
+              % (n, t1 - t0, n / (t1 - t0), rss0 // 1024, peak[0] // 1024))
+        # (what grows is the graph itself, the transaction's change list until the commit
+        # applies it, and SQLite's page cache; the body never sits in the server whole: the
+        # http unit test http_streamed_body_is_bounded_and_keeps_the_connection bounds it)
+        # a check sees the import at once
+        r = a.post("/v1/permissions/check", json={
+            "consistency": {"atLeastAsFresh": {"token": str(rev)}},
+            "resource": {"objectType": "account", "objectId": "a%07d" % (n - 1)},
+            "permission": "member",
+            "subject": {"object": {"objectType": "user", "objectId": "u%d" % ((n - 1) % 1000)}}})
+        assert r.status_code == 200 and \
+            r.json()["permissionship"] == "PERMISSIONSHIP_HAS_PERMISSION", r.text
+
+        # export, paged with cursors: each request reads 5 batches then hangs up
+        got, last_id, cursor, requests_made = 0, None, None, 0
+        want_sample = set(random.Random(12).sample(range(n), min(n, 1000)))
+        seen_sample = 0
+        t2 = time.time()
+        while True:
+            body = {"optionalLimit": 10000}
+            if cursor:
+                body["optionalCursor"] = {"token": cursor}
+            resp = requests.post(s.url + "/v1/relationships/exportbulk", json=body,
+                                 headers=a.headers, stream=True, timeout=120)
+            requests_made += 1
+            assert resp.status_code == 200
+            batches = 0
+            for line in resp.iter_lines(chunk_size=1 << 20):
+                if not line.strip():
+                    continue
+                res = json.loads(line)["result"]
+                for x in res["relationships"]:
+                    rid = x["resource"]["objectId"]
+                    assert last_id is None or rid > last_id, "out of order or repeated"
+                    last_id = rid
+                    i = int(rid[1:])
+                    if i in want_sample:
+                        assert x["relation"] == "member"
+                        assert x["subject"]["object"] == {"objectType": "user",
+                                                          "objectId": "u%d" % (i % 1000)}
+                        seen_sample += 1
+                got += len(res["relationships"])
+                cursor = res["afterResultCursor"]["token"]
+                batches += 1
+                if batches == 5:
+                    break
+            resp.close()
+            if batches < 5:
+                break
+            if requests_made % 4 == 0:
+                dt = time.time() - t2
+                print("export: %d/%d after %.1f s (%.0f relationships/s, %d requests)"
+                      % (got, n, dt, got / max(dt, 1e-9), requests_made))
+        t3 = time.time()
+        print("export: %d relationships in %d cursor-paged requests in %.1f s: "
+              "%.0f relationships/s" % (got, requests_made, t3 - t2, got / max(t3 - t2, 1e-9)))
+        assert got == n
+        assert seen_sample == len(want_sample)
+        assert last_id == "a%07d" % (n - 1)
     finally:
-        src.kill()
-        dst.kill()
+        s.kill()
 
 
 CAVEATED = """

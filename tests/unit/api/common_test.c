@@ -116,7 +116,9 @@ KW_TEST(route_table_covers_the_contract)
     for (size_t i = 0; i < n; i++) {
         KW_ASSERT(r[i].fn != NULL);
         if (strncmp(r[i].pattern, "/v1/", 4) == 0) {
-            KW_ASSERT_EQ(r[i].flags, 0); /* admin API: authenticated (not public) */
+            /* admin API: authenticated (not public); the bulk import streams its body */
+            KW_ASSERT_EQ(r[i].flags & ~KW_HTTP_ROUTE_STREAM_BODY, 0);
+            KW_ASSERT_EQ(r[i].flags != 0, strstr(r[i].pattern, "import") != NULL);
             KW_ASSERT_STR_EQ(r[i].method, "POST");
             v1++;
         }

@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -108,6 +109,41 @@ static void h_stream(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     atomic_store(&stream_done, 1);
 }
 
+/* POST /upload (a streamed body): reads the body piece by piece (sleeping X-Slow-Ms after
+ * each piece, or reading only X-Stop-After pieces), answers its length and FNV-1a hash,
+ * and records how the read ended and the largest piece. */
+static _Atomic int upload_rc, upload_done;
+static _Atomic size_t upload_max_piece;
+
+static void h_upload(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    const char *slow = kw_http_header(req, "x-slow-ms");
+    const char *stop = kw_http_header(req, "x-stop-after");
+    long slow_ms = slow ? atol(slow) : 0, stop_after = stop ? atol(stop) : -1;
+    uint64_t h = 1469598103934665603ull, total = 0;
+    int rc = KW_OK;
+    for (long pieces = 0; stop_after < 0 || pieces < stop_after; pieces++) {
+        kw_str_t chunk;
+        rc = kw_http_body_next(req, &chunk);
+        if (rc != KW_OK || chunk.len == 0)
+            break;
+        if (chunk.len > atomic_load(&upload_max_piece))
+            atomic_store(&upload_max_piece, chunk.len);
+        for (size_t i = 0; i < chunk.len; i++)
+            h = (h ^ (unsigned char)chunk.ptr[i]) * 1099511628211ull;
+        total += chunk.len;
+        if (slow_ms) {
+            struct timespec d = {slow_ms / 1000, (slow_ms % 1000) * 1000000};
+            nanosleep(&d, NULL);
+        }
+    }
+    kw_buf_printf(&resp->body, "{\"bytes\": %llu, \"hash\": \"%016llx\", \"rc\": %d}",
+                  (unsigned long long)total, (unsigned long long)h, rc);
+    atomic_store(&upload_rc, rc);
+    atomic_store(&upload_done, 1);
+}
+
 static void h_metrics(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
     (void)ud;
@@ -136,7 +172,7 @@ static const kw_http_route_t routes[] = {
     {"POST", "/echo", h_echo, 1u},    {"POST", "/guarded", h_echo, 0},
     {"GET", "/guarded", h_echo, 0},   {"GET", "/park", h_park, 1u},
     {"GET", "/stuck", h_stuck, 1u},   {"GET", "/metrics", h_metrics, 1u},
-    {"GET", "/stream", h_stream, 1u},
+    {"GET", "/stream", h_stream, 1u}, {"POST", "/upload", h_upload, 1u | KW_HTTP_ROUTE_STREAM_BODY},
 };
 
 static kw_http_server_t *start_cfg(kw_http_config_t *cfg, uint16_t *port)
@@ -864,6 +900,214 @@ KW_TEST(http_stream_client_leaving_stops_the_producer)
     KW_ASSERT(atomic_load(&stream_cancelled));
     KW_ASSERT(atomic_load(&stream_lines) < 102400 / 2);
     resp_t r;
+    KW_ASSERT_EQ(get(port, "/ping", &r), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    resp_free(&r);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}
+
+/* ---- streamed request bodies ---- */
+
+static uint64_t fnv(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Sends the body from a thread of its own (the server's backpressure may hold it). */
+typedef struct sender {
+    int fd;
+    const char *p;
+    size_t n;
+    int rc;
+} sender_t;
+
+static void *send_main(void *arg)
+{
+    sender_t *s = arg;
+    s->rc = send_all(s->fd, s->p, s->n);
+    return NULL;
+}
+
+static void wait_upload_done(void)
+{
+    for (int i = 0; i < 5000 && !atomic_load(&upload_done); i++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+}
+
+KW_TEST(http_streamed_body_is_bounded_and_keeps_the_connection)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    /* 8 MiB (8 times KW_MAX_BODY_BYTES) to a slow handler: every byte arrives, in pieces
+     * no larger than the queue's bound (the loop stopped reading meanwhile). */
+    size_t n = 8u * 1024u * 1024u;
+    char *body = malloc(n);
+    KW_ASSERT(body);
+    for (size_t i = 0; i < n; i++)
+        body[i] = (char)('a' + (i * 7919u) % 26u);
+    atomic_store(&upload_max_piece, 0);
+    atomic_store(&upload_done, 0);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    char head[160];
+    snprintf(head, sizeof(head),
+             "POST /upload HTTP/1.1\r\nHost: t\r\nX-Slow-Ms: 2\r\nContent-Length: %zu\r\n\r\n", n);
+    KW_ASSERT_EQ(send_all(fd, head, strlen(head)), 0);
+    sender_t sd = {fd, body, n, -1};
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, send_main, &sd), 0);
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    pthread_join(th, NULL);
+    KW_ASSERT_EQ(sd.rc, 0);
+    KW_ASSERT_EQ(r.status, 200);
+    char want[160];
+    snprintf(want, sizeof(want), "{\"bytes\": %zu, \"hash\": \"%016llx\", \"rc\": 0}", n,
+             (unsigned long long)fnv(body, n));
+    KW_ASSERT_STR_EQ(r.body, want);
+    resp_free(&r);
+    KW_ASSERT(atomic_load(&upload_max_piece) <= KW_HTTP_BODY_HIGH + 80u * 1024u);
+    KW_ASSERT(atomic_load(&upload_max_piece) > 0);
+    /* The same connection goes on: a chunked upload, pieces of odd sizes. */
+    kw_buf_t b;
+    kw_buf_init(&b);
+    kw_buf_puts(&b, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n");
+    size_t off = 0, sizes[] = {1, 4095, 70000, 300000, 17, 1000000};
+    for (size_t i = 0; i < KW_ARRAY_LEN(sizes); i++) {
+        kw_buf_printf(&b, "%zx\r\n", sizes[i]);
+        kw_buf_append(&b, body + off, sizes[i]);
+        kw_buf_puts(&b, "\r\n");
+        off += sizes[i];
+    }
+    kw_buf_puts(&b, "0\r\n\r\nGET /ping HTTP/1.1\r\nHost: t\r\n\r\n"); /* pipelined */
+    KW_ASSERT(!b.failed);
+    atomic_store(&upload_done, 0);
+    sender_t s2 = {fd, b.ptr, b.len, -1};
+    KW_ASSERT_EQ(pthread_create(&th, NULL, send_main, &s2), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    snprintf(want, sizeof(want), "{\"bytes\": %zu, \"hash\": \"%016llx\", \"rc\": 0}", off,
+             (unsigned long long)fnv(body, off));
+    KW_ASSERT_STR_EQ(r.body, want);
+    resp_free(&r);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT_STR_EQ(r.body, "{\"ok\": true}");
+    resp_free(&r);
+    pthread_join(th, NULL);
+    KW_ASSERT_EQ(s2.rc, 0);
+    kw_buf_free(&b);
+    close(fd);
+    /* Past the streamed limit: 413 at once, nothing read. */
+    bool closed = false;
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /upload HTTP/1.1\r\nHost: t\r\n"
+                         "Content-Length: 17179869185\r\n\r\n",
+                         &r, &closed),
+                 0);
+    KW_ASSERT_EQ(r.status, 413);
+    KW_ASSERT(closed);
+    resp_free(&r);
+    free(body);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}
+
+KW_TEST(http_streamed_body_deadlines_and_early_answers)
+{
+    uint16_t port = 0;
+    kw_http_config_t cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.body_timeout_s = 1;
+    kw_http_server_t *srv = start_cfg(&cfg, &port);
+    KW_ASSERT(srv);
+    static char body[3u * 1024u * 1024u];
+    memset(body, 'z', sizeof(body));
+    /* A trickle (1 KiB every 150 ms, far below 64 KiB a second): 408 once a second passes
+     * without progress, the handler's read failed, and the connection closes. */
+    atomic_store(&upload_done, 0);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *h = "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, h, strlen(h)), 0);
+    double t0 = now_s();
+    for (int i = 0; i < 20 && !atomic_load(&upload_done); i++) {
+        if (send_all(fd, body, 1024) != 0)
+            break;
+        struct timespec d = {0, 150 * 1000000};
+        nanosleep(&d, NULL);
+    }
+    resp_t r;
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 408);
+    KW_ASSERT(is_json_detail(&r));
+    KW_ASSERT(now_s() - t0 < 2.5);
+    KW_ASSERT(closed_within(fd, 3000));
+    resp_free(&r);
+    close(fd);
+    wait_upload_done();
+    KW_ASSERT_EQ(atomic_load(&upload_rc), KW_EIO);
+    /* A handler slower than the deadline is not the client's fault: 3 MiB to a handler
+     * that sleeps 300 ms per piece takes several seconds, and succeeds. */
+    atomic_store(&upload_done, 0);
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    char head[160];
+    snprintf(head, sizeof(head),
+             "POST /upload HTTP/1.1\r\nHost: t\r\nX-Slow-Ms: 300\r\nContent-Length: %zu\r\n\r\n",
+             sizeof(body));
+    KW_ASSERT_EQ(send_all(fd, head, strlen(head)), 0);
+    sender_t sd = {fd, body, sizeof(body), -1};
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, send_main, &sd), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    pthread_join(th, NULL);
+    KW_ASSERT_EQ(r.status, 200);
+    KW_ASSERT(strstr(r.body, "\"bytes\": 3145728,") != NULL);
+    resp_free(&r);
+    close(fd);
+    /* A handler that answers before the end of the body: its answer, then close. */
+    atomic_store(&upload_done, 0);
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    h = "POST /upload HTTP/1.1\r\nHost: t\r\nX-Stop-After: 1\r\nContent-Length: 3000000\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, h, strlen(h)), 0);
+    KW_ASSERT_EQ(send_all(fd, body, 100000), 0);
+    KW_ASSERT_EQ(read_resp(fd, &r, false), 0);
+    KW_ASSERT_EQ(r.status, 200);
+    char v[32];
+    KW_ASSERT(hdr(&r, "Connection", v, sizeof(v)) && strcmp(v, "close") == 0);
+    KW_ASSERT(closed_within(fd, 3000));
+    resp_free(&r);
+    close(fd);
+    /* A client that leaves mid-body: the handler's read fails. */
+    atomic_store(&upload_done, 0);
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    h = "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789";
+    KW_ASSERT_EQ(send_all(fd, h, strlen(h)), 0);
+    struct timespec d = {0, 100 * 1000000};
+    nanosleep(&d, NULL);
+    close(fd);
+    wait_upload_done();
+    KW_ASSERT_EQ(atomic_load(&upload_done), 1);
+    KW_ASSERT_EQ(atomic_load(&upload_rc), KW_EIO);
+    /* A malformed chunk: 400 from the server, not the handler's answer. */
+    bool closed = false;
+    KW_ASSERT_EQ(raw_req(port,
+                         "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "zz\r\nabc\r\n",
+                         &r, &closed),
+                 0);
+    KW_ASSERT_EQ(r.status, 400);
+    KW_ASSERT(is_json_detail(&r));
+    KW_ASSERT(closed);
+    resp_free(&r);
     KW_ASSERT_EQ(get(port, "/ping", &r), 0);
     KW_ASSERT_EQ(r.status, 200);
     resp_free(&r);

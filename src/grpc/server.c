@@ -275,7 +275,10 @@ static void *handler_main(void *arg)
         else
             kw_v1_fail(&st, rc, KW_GRPC_INTERNAL, NULL,
                        "the request must carry exactly one gRPC message");
-    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(srv->api, s->authorization, actor,
+    } else if (!rpc->is_public && srv->cfg.resolve &&
+               srv->cfg.resolve(srv->cfg.resolve_ud, s->authorization, &call.api, &st) != KW_OK) {
+        /* serve-testing refused to name an instance: st says why */
+    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call.api, s->authorization, actor,
                                                             sizeof(actor))) != KW_OK) {
         if (rc == KW_EFORBIDDEN)
             kw_v1_fail(&st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
@@ -551,7 +554,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     }
     if (s->path_long)
         snprintf(s->path, sizeof(s->path), "/?");
-    if (!c->srv->api) { /* kw__grpc_fuzz_feed: answered here, without a handler thread */
+    if (!c->srv->api && !c->srv->cfg.resolve) { /* kw__grpc_fuzz_feed: answered here */
         const uint8_t *m = NULL;
         size_t ml = 0;
         int rc =

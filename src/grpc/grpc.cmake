@@ -7,9 +7,10 @@ pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 
 set(KW_PROTOS
   authzed/api/v1/core authzed/api/v1/permission_service authzed/api/v1/schema_service
-  authzed/api/v1/watch_service
+  authzed/api/v1/watch_service authzed/api/v1/experimental_service
   google/protobuf/any google/protobuf/struct google/protobuf/timestamp
-  google/rpc/status google/rpc/error_details grpc/health/v1/health)
+  google/rpc/status google/rpc/error_details grpc/health/v1/health
+  grpc/reflection/v1/reflection grpc/reflection/v1alpha/reflection)
 set(KW_PROTO_OUT ${CMAKE_BINARY_DIR}/proto)
 set(kw_proto_files "")
 set(kw_proto_srcs "")
@@ -25,13 +26,23 @@ add_custom_command(OUTPUT ${kw_proto_srcs} ${kw_proto_hdrs}
     ${kw_proto_files}
   DEPENDS ${kw_proto_files}
   COMMENT "protoc-c: authzed.api.v1, google.rpc, grpc.health.v1")
-add_library(kw_proto STATIC ${kw_proto_srcs})
+# Server reflection (src/grpc/reflect.c) answers with the FileDescriptorProtos of these same
+# files, produced here by protoc-c and embedded as a C array: never written by hand.
+add_custom_command(OUTPUT ${KW_PROTO_OUT}/descriptors.c
+  COMMAND ${CMAKE_COMMAND} -E make_directory ${KW_PROTO_OUT}
+  COMMAND ${KW_PROTOC_C} --proto_path=${CMAKE_SOURCE_DIR}/proto --include_imports
+    --descriptor_set_out=${KW_PROTO_OUT}/descriptors.pb ${kw_proto_files}
+  COMMAND ${CMAKE_COMMAND} -DIN=${KW_PROTO_OUT}/descriptors.pb -DOUT=${KW_PROTO_OUT}/descriptors.c
+    -P ${CMAKE_SOURCE_DIR}/src/grpc/embed.cmake
+  DEPENDS ${kw_proto_files} ${CMAKE_SOURCE_DIR}/src/grpc/embed.cmake
+  COMMENT "protoc-c: the FileDescriptorSet for server reflection")
+add_library(kw_proto STATIC ${kw_proto_srcs} ${KW_PROTO_OUT}/descriptors.c)
 target_include_directories(kw_proto SYSTEM PUBLIC ${KW_PROTO_OUT})
 target_link_libraries(kw_proto PUBLIC PkgConfig::PROTOBUFC)
 # Generated code: not held to the project's warning set.
 target_compile_options(kw_proto PRIVATE -w)
 
-kw_module(kw_grpc grpc SOURCES convert.c frame.c rpc.c server.c
+kw_module(kw_grpc grpc SOURCES convert.c frame.c reflect.c rpc.c rpc_more.c server.c
   PUBLIC kw_api kw_proto kw_base
   PRIVATE PkgConfig::NGHTTP2 PkgConfig::OPENSSL PkgConfig::JANSSON)
 set(KW_TEST_LIBS_grpc kw_grpc kw_api kw_proto kw_sync kw_http kw_keys kw_store kw_authz kw_base)

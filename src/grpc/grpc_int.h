@@ -56,15 +56,47 @@ KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
  * KW_OK, or KW_EINVAL when the session refused the input. */
 KW_NODISCARD int kw__grpc_fuzz_feed(const uint8_t *data, size_t n);
 
-/* ---- rpc.c ---- */
-typedef void (*kw__grpc_rpc_fn)(kw__grpc_call_t *c, const uint8_t *req, size_t len,
-                                kw_v1_status_t *st);
+/* The next request message of an RPC whose requests are a stream (kw__grpc_streams_in):
+ * waits for it; *msg (len bytes) stays valid until the next call. Bytes are taken from
+ * the connection only as messages are read, and HTTP/2 flow control lets the client send
+ * more only then: a client faster than the RPC waits, it is never buffered without bound.
+ * KW_OK; KW_ENOTFOUND: the client ended its stream; KW_EINVAL (a message cut short at the
+ * end, or a bad prefix), KW_EUNSUPPORTED (compressed), KW_ETOOLARGE (over
+ * KW_GRPC_MAX_MSG); KW_ELIMIT: nothing arrived for the server's stall time (60 s);
+ * KW_EIO / KW_ETIMEOUT as kw__grpc_send; KW_ENOMEM. */
+KW_NODISCARD int kw__grpc_recv(kw__grpc_call_t *c, const uint8_t **msg, size_t *len);
+
+/* ---- rpc.c: the method table ---- */
+typedef enum {
+    KW__GRPC_UNARY = 0,
+    KW__GRPC_SERVER_STREAM, /* one request, a stream of responses */
+    KW__GRPC_CLIENT_STREAM, /* a stream of requests, one response */
+    KW__GRPC_BIDI,          /* both: the handler reads and answers as messages arrive */
+} kw__grpc_kind_t;
+/* A method's handler. Unary and server-streaming: req is the request, decoded with the
+ * row's descriptor by kw__grpc_invoke (freed after the handler). Client-streaming and
+ * bidi: req is NULL and the handler reads each message with kw__grpc_recv. */
+typedef void (*kw__grpc_rpc_fn)(kw__grpc_call_t *c, ProtobufCMessage *req, kw_v1_status_t *st);
 typedef struct {
-    const char *path; /* "/authzed.api.v1.PermissionsService/CheckPermission" */
-    kw__grpc_rpc_fn fn;
-    bool is_public; /* no authorization needed (health) */
+    const char *path;                     /* "/authzed.api.v1.PermissionsService/..." */
+    const ProtobufCMessageDescriptor *in; /* the request message */
+    kw__grpc_rpc_fn fn;                   /* NULL: declared, answered UNIMPLEMENTED */
+    kw__grpc_kind_t kind;
+    bool is_public;            /* no authorization needed (health, reflection) */
+    const char *unimplemented; /* fn NULL: the message UNIMPLEMENTED carries */
 } kw__grpc_rpc_t;
 /* The RPC at path, or NULL (UNIMPLEMENTED). */
 const kw__grpc_rpc_t *kw__grpc_find(const char *path, size_t n);
+/* Every row of the table (*n of them), in service order. */
+const kw__grpc_rpc_t *kw__grpc_rpcs(size_t *n);
+static inline bool kw__grpc_streams_in(const kw__grpc_rpc_t *r)
+{
+    return r->kind == KW__GRPC_CLIENT_STREAM || r->kind == KW__GRPC_BIDI;
+}
+/* Runs the row for one call: decodes msg (len bytes; unused when the requests stream in)
+ * with the row's descriptor (INVALID_ARGUMENT when it does not decode), calls the handler,
+ * frees the request. */
+void kw__grpc_invoke(const kw__grpc_rpc_t *rpc, kw__grpc_call_t *c, const uint8_t *msg, size_t len,
+                     kw_v1_status_t *st);
 
 #endif

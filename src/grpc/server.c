@@ -48,9 +48,15 @@ typedef struct kw__grpc_stream {
     int64_t deadline_us; /* monotonic; 0: none */
     size_t hdr_bytes;
     bool hdr_too_big;
-    kw_buf_t body;
+    kw_buf_t body; /* in_stream: under conn->mu, bytes not yet taken by kw__grpc_recv */
     bool body_too_big;
     bool dispatched;
+    /* Requests that stream in (client streaming, bidi): the handler starts at the
+     * headers; the stream's window grows only as it takes bytes (to_consume, given to
+     * nghttp2_session_consume by the connection thread). Under conn->mu. */
+    bool in_stream;
+    bool in_end; /* END_STREAM received */
+    size_t to_consume;
     /* response: under conn->mu */
     kw_buf_t out;
     size_t out_off;
@@ -59,14 +65,16 @@ typedef struct kw__grpc_stream {
     bool closed;    /* nghttp2 closed the stream */
     bool cancelled; /* closed early, or the connection ended */
     kw_v1_status_t st;
-    pthread_cond_t room;
-    int refs; /* connection + handler */
+    pthread_cond_t room; /* the handler's wake-up: room to send, bytes or the end arrived */
+    int refs;            /* connection + handler */
 } kw__grpc_stream_t;
 
 struct kw__grpc_call {
     kw__grpc_stream_t *s;
     kw_api_t *api;
     kw_v1_caller_t caller;
+    kw_buf_t in;   /* kw__grpc_recv: bytes taken from the stream */
+    size_t in_off; /* where the unread ones start (what precedes was returned) */
 };
 
 struct kw__grpc_conn {
@@ -241,6 +249,89 @@ out:
     return rc;
 }
 
+int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
+{
+    kw__grpc_stream_t *s = call->s;
+    kw__grpc_conn_t *c = s->conn;
+    kw_buf_t *in = &call->in;
+    bool took = false;
+    int rc;
+    /* A client that sends nothing for stall_ms ends the RPC: an import holds the one
+     * write transaction meanwhile, so a silent client must not keep it forever. */
+    int64_t quiet_since = mono_us();
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        size_t have = in->len - call->in_off;
+        if (have >= 5) {
+            const uint8_t *p = (const uint8_t *)in->ptr + call->in_off;
+            size_t mlen = (size_t)p[1] << 24 | (size_t)p[2] << 16 | (size_t)p[3] << 8 | p[4];
+            if (p[0] > 1) {
+                rc = KW_EINVAL;
+                break;
+            }
+            if (p[0] == 1) {
+                rc = KW_EUNSUPPORTED;
+                break;
+            }
+            if (mlen > KW_GRPC_MAX_MSG) {
+                rc = KW_ETOOLARGE;
+                break;
+            }
+            if (have >= 5 + mlen) {
+                *msg = p + 5;
+                *len = mlen;
+                call->in_off += 5 + mlen;
+                rc = KW_OK;
+                break;
+            }
+        }
+        if (s->body.len > 0) { /* take what arrived; its window is given back */
+            /* What is unread is less than one message: moved once per intake. */
+            if (call->in_off) {
+                memmove(in->ptr, in->ptr + call->in_off, have);
+                in->len = have;
+                call->in_off = 0;
+            }
+            kw_buf_append(in, s->body.ptr, s->body.len);
+            if (in->failed) {
+                rc = KW_ENOMEM;
+                break;
+            }
+            s->to_consume += s->body.len;
+            s->body.len = 0;
+            took = true;
+            quiet_since = mono_us();
+            continue;
+        }
+        if (s->in_end) {
+            rc = have == 0 ? KW_ENOTFOUND : KW_EINVAL;
+            break;
+        }
+        if ((rc = alive_locked(s)) != KW_OK)
+            break;
+        if (mono_us() - quiet_since > (int64_t)c->srv->cfg.stall_ms * 1000) {
+            rc = KW_ELIMIT;
+            break;
+        }
+        if (took) { /* let the connection thread open the window before waiting */
+            pthread_mutex_unlock(&c->mu);
+            wake(c);
+            took = false;
+            pthread_mutex_lock(&c->mu);
+            continue;
+        }
+        int64_t until = mono_us() + 1000000;
+        if (s->deadline_us && s->deadline_us < until)
+            until = s->deadline_us;
+        struct timespec ts = {(time_t)(until / 1000000), (long)(until % 1000000) * 1000};
+        pthread_cond_timedwait(&s->room, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (took)
+        wake(c);
+    return rc;
+}
+
 static void *handler_main(void *arg)
 {
     kw__grpc_stream_t *s = arg;
@@ -251,7 +342,8 @@ static void *handler_main(void *arg)
     char actor[200] = "", request_id[37];
     kw_api_uuid_v7(kw_api_now_us(), request_id);
     kw_arena_t *arena = kw_arena_new(0);
-    kw__grpc_call_t call = {s, srv->api, {KW_STR_NULL, kw_str_c(request_id), arena}};
+    kw__grpc_call_t call = {s, srv->api, {KW_STR_NULL, kw_str_c(request_id), arena}, {0}, 0};
+    kw_buf_init(&call.in);
 
     const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
     const uint8_t *msg = NULL;
@@ -264,7 +356,8 @@ static void *handler_main(void *arg)
     } else if (s->body_too_big) {
         kw_v1_fail(&st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
                    "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-    } else if ((rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
+    } else if (!kw__grpc_streams_in(rpc) &&
+               (rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
                                       &msg, &mlen)) != KW_OK) {
         if (rc == KW_EUNSUPPORTED)
             kw_v1_fail(&st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
@@ -290,9 +383,10 @@ static void *handler_main(void *arg)
                    rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
     } else {
         call.caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
-        rpc->fn(&call, msg, mlen, &st);
+        kw__grpc_invoke(rpc, &call, msg, mlen, &st);
     }
     kw_arena_free(arena);
+    kw_buf_free(&call.in);
 
     atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);
@@ -303,6 +397,10 @@ static void *handler_main(void *arg)
     }
     s->st = st;
     s->done = true;
+    if (s->in_stream) { /* what the client sent and nobody will read: its window back */
+        s->to_consume += s->body.len;
+        s->body.len = 0;
+    }
     mark_pending(s);
     stream_unref(s);
     if (--c->handlers == 0)
@@ -512,8 +610,23 @@ static int cb_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t
                    void *ud)
 {
     (void)flags;
-    (void)ud;
+    kw__grpc_conn_t *c = ud;
     kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, id);
+    if (s && s->in_stream) { /* taken by kw__grpc_recv, which gives the window back */
+        pthread_mutex_lock(&c->mu);
+        bool keep = !s->done;
+        if (keep) {
+            kw_buf_append(&s->body, data, len);
+            pthread_cond_broadcast(&s->room);
+        }
+        bool failed = s->body.failed;
+        pthread_mutex_unlock(&c->mu);
+        if (!keep)
+            nghttp2_session_consume(ng, id, len);
+        return failed ? NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE : 0;
+    }
+    /* A unary request's bytes give their window back at once (bounded by the size cap). */
+    nghttp2_session_consume(ng, id, len);
     if (!s || s->dispatched)
         return 0;
     if (s->body_too_big || s->body.len + len > KW_GRPC_MAX_MSG + 5) {
@@ -540,6 +653,8 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     if (s->dispatched)
         return;
     s->dispatched = true;
+    bool in_stream = s->in_stream;
+    s->in_stream = false; /* until a handler runs to read the stream */
     if (s->hdr_too_big) {
         http_refuse(ng, s, "431");
         return;
@@ -581,6 +696,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     pthread_mutex_lock(&c->mu);
     s->refs++;
     c->handlers++;
+    s->in_stream = in_stream;
     pthread_mutex_unlock(&c->mu);
     pthread_attr_t at;
     pthread_attr_init(&at);
@@ -594,6 +710,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
         pthread_mutex_lock(&c->mu);
         s->refs--;
         c->handlers--;
+        s->in_stream = false;
         kw_v1_fail(&s->st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "server busy");
         s->done = true;
         mark_pending(s);
@@ -605,11 +722,25 @@ static int cb_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     kw__grpc_conn_t *c = ud;
     c->got_preface = true;
-    if ((f->hd.type == NGHTTP2_DATA || f->hd.type == NGHTTP2_HEADERS) &&
-        (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
-        if (s)
+    if (f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS)
+        return 0;
+    kw__grpc_stream_t *s = nghttp2_session_get_stream_user_data(ng, f->hd.stream_id);
+    if (!s)
+        return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        /* A method whose requests stream in starts now and reads them as they come. */
+        const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
+        if (rpc && kw__grpc_streams_in(rpc)) {
+            s->in_stream = true;
             dispatch(ng, c, s);
+        }
+    }
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        pthread_mutex_lock(&c->mu);
+        s->in_end = true;
+        pthread_cond_broadcast(&s->room);
+        pthread_mutex_unlock(&c->mu);
+        dispatch(ng, c, s);
     }
     return 0;
 }
@@ -626,9 +757,15 @@ static int cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t err, void *
     s->closed = true;
     if (!s->done)
         s->cancelled = true;
+    /* Bytes received and never given back: the connection's window must not shrink. */
+    size_t unread = s->in_stream ? s->body.len + s->to_consume : 0;
+    s->body.len = 0;
+    s->to_consume = 0;
     pthread_cond_broadcast(&s->room);
     stream_unref(s);
     pthread_mutex_unlock(&c->mu);
+    if (unread)
+        nghttp2_session_consume_connection(ng, unread);
     return 0;
 }
 
@@ -643,6 +780,10 @@ static void flush_pending(kw__grpc_conn_t *c)
     for (kw__grpc_stream_t *p = c->streams; p; p = p->next) {
         if (p->closed || !p->dispatched)
             continue;
+        if (p->to_consume) {
+            nghttp2_session_consume(c->ng, p->id, p->to_consume);
+            p->to_consume = 0;
+        }
         if (!p->submitted && (p->done || p->out.len > 0)) {
             p->submitted = true;
             nghttp2_nv nv[] = {
@@ -824,7 +965,16 @@ static int conn_new(kw_grpc_server_t *srv, int fd, kw__grpc_conn_t **out)
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, cb_data);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, cb_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs, cb_stream_close);
-    int e = nghttp2_session_server_new(&c->ng, cbs, c);
+    /* Windows are given back by hand (nghttp2_session_consume): at once for a unary
+     * request, as the handler reads for a stream of requests (flow control reaches it). */
+    nghttp2_option *opt = NULL;
+    if (nghttp2_option_new(&opt) != 0) {
+        nghttp2_session_callbacks_del(cbs);
+        goto fail_ev;
+    }
+    nghttp2_option_set_no_auto_window_update(opt, 1);
+    int e = nghttp2_session_server_new2(&c->ng, cbs, c, opt);
+    nghttp2_option_del(opt);
     nghttp2_session_callbacks_del(cbs);
     if (e != 0)
         goto fail_ev;

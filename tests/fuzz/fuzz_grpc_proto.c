@@ -3,16 +3,22 @@
  * request message the gRPC endpoint accepts, and the conversions of what decodes into
  * the service layer's types (objects, subjects, relationships with caveat contexts and
  * expiry, filters, preconditions, consistency, Structs to JSON). The first byte picks
- * the message (mod 13: the 11 request messages, WatchRequest, a bare Relationship); the rest is its
- * wire encoding. Properties: no crash, leak or undefined behaviour; a conversion that fails says
- * why (a gRPC code is set).
+ * the message (mod 16: 0-10 the first request messages, 12 WatchRequest, 11 a bare
+ * Relationship; 13 ImportBulk, ExportBulk and the schema reflection requests, picked by
+ * the second byte, with their conversions; 14 a server reflection request, decoded and
+ * answered (the symbol and file lookups over the embedded descriptors) and the answer
+ * packed; 15 every other declared request (ExperimentalService's, reflection v1alpha),
+ * picked by the second byte); the rest is its wire encoding. Properties: no crash, leak
+ * or undefined behaviour; a conversion that fails says why (a gRPC code is set).
  */
 #include <stdlib.h>
 
+#include "authzed/api/v1/experimental_service.pb-c.h"
 #include "authzed/api/v1/schema_service.pb-c.h"
 #include "authzed/api/v1/watch_service.pb-c.h"
-#include "grpc/convert.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
+#include "grpc/rpc_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -64,6 +70,92 @@ static void rels(Authzed__Api__V1__Relationship *const *r, size_t n, kw_arena_t 
     }
 }
 
+/* ImportBulk, ExportBulk, ReflectSchema, ComputablePermissions, DependentRelations,
+ * DiffSchema: decoded with the descriptors rpc.c's table names, converted as their
+ * handlers convert them. */
+static void served_more(uint8_t which, const uint8_t *in, size_t n, kw_arena_t *a)
+{
+    static const ProtobufCMessageDescriptor *const d[] = {
+        &authzed__api__v1__import_bulk_relationships_request__descriptor,
+        &authzed__api__v1__export_bulk_relationships_request__descriptor,
+        &authzed__api__v1__reflect_schema_request__descriptor,
+        &authzed__api__v1__computable_permissions_request__descriptor,
+        &authzed__api__v1__dependent_relations_request__descriptor,
+        &authzed__api__v1__diff_schema_request__descriptor,
+    };
+    size_t k = which % (sizeof(d) / sizeof(d[0]));
+    ProtobufCMessage *m = protobuf_c_message_unpack(d[k], NULL, n, in);
+    if (!m)
+        return;
+    if (k == 0) {
+        Authzed__Api__V1__ImportBulkRelationshipsRequest *r = (void *)m;
+        rels(r->relationships, r->n_relationships, a);
+    } else if (k == 1) {
+        Authzed__Api__V1__ExportBulkRelationshipsRequest *r = (void *)m;
+        cons(r->consistency);
+        if (r->optional_relationship_filter)
+            filter(r->optional_relationship_filter);
+    } else if (k == 2) {
+        cons(((Authzed__Api__V1__ReflectSchemaRequest *)m)->consistency);
+    } else if (k == 3) {
+        cons(((Authzed__Api__V1__ComputablePermissionsRequest *)m)->consistency);
+    } else if (k == 4) {
+        cons(((Authzed__Api__V1__DependentRelationsRequest *)m)->consistency);
+    } else {
+        cons(((Authzed__Api__V1__DiffSchemaRequest *)m)->consistency);
+    }
+    protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* A ServerReflectionRequest answered as reflect.c answers it, twice (the second time with
+ * the files of the first already sent), the answers packed. */
+static void reflection(const uint8_t *in, size_t n, kw_arena_t *a)
+{
+    Grpc__Reflection__V1__ServerReflectionRequest *m =
+        grpc__reflection__v1__server_reflection_request__unpack(NULL, n, in);
+    if (!m)
+        return;
+    uint64_t sent = 0;
+    for (int round = 0; round < 2; round++) {
+        Grpc__Reflection__V1__ServerReflectionResponse r;
+        int rc = kw__grpc_reflect_answer(m, &sent, a, &r);
+        if (rc == KW_OK) {
+            size_t len = protobuf_c_message_get_packed_size(&r.base);
+            uint8_t *buf = malloc(len ? len : 1);
+            if (buf && protobuf_c_message_pack(&r.base, buf) != len)
+                abort();
+            free(buf);
+        } else if (rc != KW_EINVAL && rc != KW_ENOMEM) {
+            abort();
+        }
+        kw_arena_reset(a);
+    }
+    grpc__reflection__v1__server_reflection_request__free_unpacked(m, NULL);
+}
+
+/* The other request messages of the .proto files: ExperimentalService's (its aliases
+ * decode with the served descriptors above) and reflection v1alpha's. */
+static void declared(uint8_t which, const uint8_t *in, size_t n)
+{
+    static const ProtobufCMessageDescriptor *const d[] = {
+        &authzed__api__v1__bulk_import_relationships_request__descriptor,
+        &authzed__api__v1__bulk_export_relationships_request__descriptor,
+        &authzed__api__v1__bulk_check_permission_request__descriptor,
+        &authzed__api__v1__experimental_reflect_schema_request__descriptor,
+        &authzed__api__v1__experimental_computable_permissions_request__descriptor,
+        &authzed__api__v1__experimental_dependent_relations_request__descriptor,
+        &authzed__api__v1__experimental_diff_schema_request__descriptor,
+        &authzed__api__v1__experimental_register_relationship_counter_request__descriptor,
+        &authzed__api__v1__experimental_count_relationships_request__descriptor,
+        &authzed__api__v1__experimental_unregister_relationship_counter_request__descriptor,
+        &grpc__reflection__v1alpha__server_reflection_request__descriptor,
+    };
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(d[which % (sizeof(d) / sizeof(d[0]))], NULL, n, in);
+    if (m)
+        protobuf_c_message_free_unpacked(m, NULL);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
@@ -75,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    switch (data[0] % 13) {
+    switch (data[0] % 16) {
     case 0: {
         Authzed__Api__V1__CheckPermissionRequest *m =
             authzed__api__v1__check_permission_request__unpack(NULL, n, in);
@@ -194,6 +286,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         break;
     }
+    case 13:
+        if (n > 0)
+            served_more(in[0], in + 1, n - 1, a);
+        break;
+    case 14:
+        reflection(in, n, a);
+        break;
+    case 15:
+        if (n > 0)
+            declared(in[0], in + 1, n - 1);
+        break;
     default: {
         Authzed__Api__V1__Relationship *m = authzed__api__v1__relationship__unpack(NULL, n, in);
         if (m) {

@@ -360,3 +360,232 @@ test('TLS: --grpc-tls-cert/--grpc-tls-key serve gRPC over TLS with ALPN h2', asy
   assert.equal(e.code, grpc.status.UNAVAILABLE);
   console.log(`# cleartext client on the TLS port: ${grpc.status[e.code]} (${e.details})`);
 });
+
+// ImportBulk (client streaming), ExportBulk (server streaming with cursors), the schema
+// reflection RPCs, the ExperimentalService aliases and gRPC server reflection.
+test('bulk import/export, schema reflection, experimental aliases, server reflection', async (t) => {
+  const srv = await startServer();
+  const client = v1.NewClient(KEY, srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  const p = client.promises;
+  t.after(() => {
+    client.close();
+    srv.proc.kill('SIGTERM');
+    fs.rmSync(srv.dir, { recursive: true, force: true });
+  });
+  const base = (await p.readSchema(v1.ReadSchemaRequest.create({}))).schemaText;
+  const ours = '\n/** a folder */\ndefinition folder {\n  relation owner: user\n  permission admin = owner\n}\n' +
+    '\ncaveat in_hours(hour int) {\n  hour >= 9 && hour < 17\n}\n' +
+    '\n/** a document */\ndefinition doc {\n  relation parent: folder\n  relation viewer: user | user:* | user with in_hours\n' +
+    '  relation editor: user\n  permission edit = editor + parent->admin\n  permission view = viewer + edit\n}\n';
+  await p.writeSchema(v1.WriteSchemaRequest.create({ schema: base + ours }));
+
+  // Writes `msgs` ImportBulk messages; resolves with the response or rejects with the error.
+  const importBulk = (msgs, alias = false) => new Promise((resolve, reject) => {
+    const cb = (e, res) => (e ? reject(e) : resolve(res));
+    const s = alias ? client.bulkImportRelationships(cb) : client.importBulkRelationships(cb);
+    for (const m of msgs) s.write(m);
+    s.end();
+  });
+  const exportAll = async (limit, alias = false, filter = undefined) => {
+    const ids = [];
+    let cursor, pages = 0;
+    for (;;) {
+      const req = { consistency: full(), optionalLimit: limit, optionalCursor: cursor, optionalRelationshipFilter: filter };
+      const res = alias
+        ? await p.bulkExportRelationships(v1.BulkExportRelationshipsRequest.create(req))
+        : await p.exportBulkRelationships(v1.ExportBulkRelationshipsRequest.create(req));
+      if (res.length === 0) break;
+      for (const b of res) {
+        assert.ok(b.relationships.length <= limit);
+        for (const r of b.relationships) ids.push(`${r.resource.objectId}#${r.relation}@${r.subject.object.objectId}`);
+        cursor = b.afterResultCursor;
+        pages++;
+      }
+      // One call streams every batch; a call resumed from the last cursor finds nothing.
+      if (pages > 1000) throw new Error('export never ended');
+    }
+    return { ids, pages };
+  };
+
+  await t.test('ImportBulkRelationships: 5,000 relationships in 50 messages', async () => {
+    const msgs = [];
+    for (let m = 0; m < 50; m++) {
+      const rels = [];
+      for (let i = 0; i < 100; i++) rels.push(rel(`imp${String(m * 100 + i).padStart(5, '0')}`, 'ann'));
+      msgs.push(v1.ImportBulkRelationshipsRequest.create({ relationships: rels }));
+    }
+    const res = await importBulk(msgs);
+    assert.equal(res.numLoaded, '5000');
+    const ck = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'imp04999'), permission: 'view', subject: subj('user', 'ann') }));
+    assert.equal(ck.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+  });
+
+  await t.test('ExportBulkRelationships pages with cursors, in key order', async () => {
+    const { ids, pages } = await exportAll(700);
+    assert.equal(ids.length, 5000);
+    assert.ok(pages >= 8, `${pages} pages of at most 700`);
+    assert.deepEqual(ids, [...ids].sort());
+    assert.equal(new Set(ids).size, 5000);
+    // A filter, and a cursor that resumes strictly after the batch it came with.
+    const filter = v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceIdPrefix: 'imp000' });
+    const first = await p.exportBulkRelationships(v1.ExportBulkRelationshipsRequest.create({
+      consistency: full(), optionalLimit: 60, optionalRelationshipFilter: filter }));
+    assert.deepEqual(first.map((b) => b.relationships.length), [60, 40]);
+    const rest = await p.exportBulkRelationships(v1.ExportBulkRelationshipsRequest.create({
+      consistency: full(), optionalLimit: 60, optionalRelationshipFilter: filter, optionalCursor: first[0].afterResultCursor }));
+    assert.equal(rest[0].relationships[0].resource.objectId, 'imp00060');
+    // A cursor minted for another filter is refused.
+    const other = await rejects(p.exportBulkRelationships(v1.ExportBulkRelationshipsRequest.create({
+      consistency: full(), optionalLimit: 60, optionalCursor: first[0].afterResultCursor })), grpc.status.FAILED_PRECONDITION);
+    assert.equal(errorInfo(other).info.reason, 'ERROR_REASON_INVALID_CURSOR');
+    const lim = await rejects(p.exportBulkRelationships(v1.ExportBulkRelationshipsRequest.create({ optionalLimit: 20000 })),
+      grpc.status.INVALID_ARGUMENT);
+    assert.equal(errorInfo(lim).info.reason, 'ERROR_REASON_EXCEEDS_MAXIMUM_ALLOWABLE_LIMIT');
+  });
+
+  await t.test('an import that fails half way changes nothing', async () => {
+    const before = (await exportAll(1000)).ids;
+    const ok = (k) => v1.ImportBulkRelationshipsRequest.create({ relationships: [rel(`half${k}a`, 'bo'), rel(`half${k}b`, 'bo')] });
+    // An existing relationship in the third message: ALREADY_EXISTS, and nothing of the first two stays.
+    const dup = v1.ImportBulkRelationshipsRequest.create({ relationships: [rel('half3a', 'bo'), rel('imp00007', 'ann')] });
+    await rejects(importBulk([ok(1), ok(2), dup, ok(4)]), grpc.status.ALREADY_EXISTS);
+    // A relationship the schema refuses (an unknown relation).
+    const bad = v1.ImportBulkRelationshipsRequest.create({ relationships: [rel('half9', 'bo', 'nosuchrelation')] });
+    const e = await rejects(importBulk([ok(5), bad]), grpc.status.FAILED_PRECONDITION);
+    assert.equal(errorInfo(e).code, grpc.status.FAILED_PRECONDITION);
+    // A relationship that is not one (no resource).
+    const empty = v1.ImportBulkRelationshipsRequest.create({ relationships: [v1.Relationship.create({ relation: 'viewer', subject: subj('user', 'x') })] });
+    await rejects(importBulk([ok(6), empty]), grpc.status.INVALID_ARGUMENT);
+    assert.deepEqual((await exportAll(1000)).ids, before);
+    // An empty import loads nothing, and the stream can be the alias's.
+    assert.equal((await importBulk([])).numLoaded, '0');
+    assert.equal((await importBulk([ok(7)], true)).numLoaded, '2');
+    const check = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'half7b'), permission: 'view', subject: subj('user', 'bo') }));
+    assert.equal(check.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+  });
+
+  await t.test('an import without credentials is refused before it reads anything', async () => {
+    const bad = v1.NewClient('not-the-key', srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+    await rejects(new Promise((resolve, reject) => {
+      const s = bad.importBulkRelationships((e, r) => (e ? reject(e) : resolve(r)));
+      s.write(v1.ImportBulkRelationshipsRequest.create({ relationships: [rel('nokey', 'x')] }));
+      s.end();
+    }), grpc.status.UNAUTHENTICATED);
+    bad.close();
+  });
+
+  await t.test('ReflectSchema, ComputablePermissions, DependentRelations, DiffSchema', async () => {
+    const r = await p.reflectSchema(v1.ReflectSchemaRequest.create({
+      consistency: full(), optionalFilters: [v1.ReflectionSchemaFilter.create({ optionalDefinitionNameFilter: 'doc' })] }));
+    assert.deepEqual(r.definitions.map((d) => d.name), ['doc']);
+    const doc = r.definitions[0];
+    assert.equal(doc.comment, '/** a document */');
+    assert.deepEqual(doc.relations.map((x) => x.name), ['parent', 'viewer', 'editor']);
+    assert.deepEqual(doc.permissions.map((x) => x.name), ['edit', 'view']);
+    const viewer = doc.relations[1];
+    assert.equal(viewer.parentDefinitionName, 'doc');
+    assert.deepEqual(viewer.subjectTypes.map((s) => [s.subjectDefinitionName, s.typeref.oneofKind, s.optionalCaveatName]),
+      [['user', 'isTerminalSubject', ''], ['user', 'isPublicWildcard', ''], ['user', 'isTerminalSubject', 'in_hours']]);
+    assert.match(r.readAt.token, /^[0-9]+$/);
+    const all = await p.reflectSchema(v1.ReflectSchemaRequest.create({}));
+    assert.ok(all.definitions.some((d) => d.name === 'folder'));
+    const cav = all.caveats.find((c) => c.name === 'in_hours');
+    assert.deepEqual(cav.parameters.map((x) => [x.name, x.type, x.parentCaveatName]), [['hour', 'int', 'in_hours']]);
+
+    const cp = await p.computablePermissions(v1.ComputablePermissionsRequest.create({ definitionName: 'folder', relationName: 'owner' }));
+    assert.deepEqual(cp.permissions.map((x) => `${x.definitionName}#${x.relationName}:${x.isPermission}`),
+      ['doc#edit:true', 'doc#view:true', 'folder#admin:true']);
+    const dr = await p.dependentRelations(v1.DependentRelationsRequest.create({ definitionName: 'doc', permissionName: 'edit' }));
+    assert.deepEqual(dr.relations.map((x) => `${x.definitionName}#${x.relationName}`),
+      ['doc#editor', 'doc#parent', 'folder#admin', 'folder#owner']);
+    const df = await p.diffSchema(v1.DiffSchemaRequest.create({
+      comparisonSchema: base + ours.replace('  relation editor: user\n', '  relation editor: user\n  relation owner: user\n') + '\ndefinition extra {}\n' }));
+    const kinds = df.diffs.map((d) => d.diff.oneofKind);
+    assert.ok(kinds.includes('definitionAdded'), JSON.stringify(kinds));
+    assert.ok(kinds.includes('relationAdded'), JSON.stringify(kinds));
+    assert.equal(df.diffs.find((d) => d.diff.oneofKind === 'relationAdded').diff.relationAdded.name, 'owner');
+
+    const u = await rejects(p.computablePermissions(v1.ComputablePermissionsRequest.create({ definitionName: 'nosuch', relationName: 'x' })),
+      grpc.status.FAILED_PRECONDITION);
+    assert.equal(errorInfo(u).info.reason, 'ERROR_REASON_UNKNOWN_DEFINITION');
+    await rejects(p.dependentRelations(v1.DependentRelationsRequest.create({ definitionName: 'doc', permissionName: 'viewer' })),
+      grpc.status.INVALID_ARGUMENT);
+    const pe = await rejects(p.diffSchema(v1.DiffSchemaRequest.create({ comparisonSchema: 'definition {' })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(errorInfo(pe).info.reason, 'ERROR_REASON_SCHEMA_PARSE_ERROR');
+  });
+
+  await t.test('ExperimentalService aliases answer as the RPCs they alias', async () => {
+    const items = [
+      { resource: obj('doc', 'imp00001'), permission: 'view', subject: subj('user', 'ann') },
+      { resource: obj('doc', 'imp00001'), permission: 'edit', subject: subj('user', 'ann') },
+      { resource: obj('nosuchtype', 'x'), permission: 'view', subject: subj('user', 'ann') },
+    ];
+    const bc = await p.bulkCheckPermission(v1.BulkCheckPermissionRequest.create({
+      consistency: full(), items: items.map((i) => v1.BulkCheckPermissionRequestItem.create(i)) }));
+    assert.deepEqual(bc.pairs.map((x) => x.response.oneofKind), ['item', 'item', 'error']);
+    assert.equal(bc.pairs[0].response.item.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+    assert.equal(bc.pairs[1].response.item.permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+    assert.equal(bc.pairs[2].request.resource.objectType, 'nosuchtype');
+
+    const er = await p.experimentalReflectSchema(v1.ExperimentalReflectSchemaRequest.create({
+      optionalFilters: [v1.ExpSchemaFilter.create({ optionalDefinitionNameFilter: 'folder' })] }));
+    assert.deepEqual(er.definitions.map((d) => [d.name, d.comment, d.relations[0].subjectTypes[0].subjectDefinitionName]),
+      [['folder', '/** a folder */', 'user']]);
+    const ecp = await p.experimentalComputablePermissions(v1.ExperimentalComputablePermissionsRequest.create({ definitionName: 'folder', relationName: 'owner' }));
+    assert.equal(ecp.permissions.length, 3);
+    const edr = await p.experimentalDependentRelations(v1.ExperimentalDependentRelationsRequest.create({ definitionName: 'doc', permissionName: 'edit' }));
+    assert.equal(edr.relations.length, 4);
+    const eds = await p.experimentalDiffSchema(v1.ExperimentalDiffSchemaRequest.create({ comparisonSchema: base + ours + '\ndefinition extra2 {}\n' }));
+    assert.deepEqual(eds.diffs.map((d) => [d.diff.oneofKind, d.diff.definitionAdded && d.diff.definitionAdded.name]),
+      [['definitionAdded', 'extra2']]);
+    const { ids } = await exportAll(5000, true);
+    assert.equal(ids.length, 5002);
+    const uc = await rejects(p.experimentalCountRelationships(v1.ExperimentalCountRelationshipsRequest.create({ name: 'docs' })),
+      grpc.status.UNIMPLEMENTED);
+    assert.match(uc.details, /relationship counters/);
+    await rejects(p.experimentalRegisterRelationshipCounter(v1.ExperimentalRegisterRelationshipCounterRequest.create({ name: 'docs' })),
+      grpc.status.UNIMPLEMENTED);
+  });
+
+  await t.test('server reflection (v1 and v1alpha) with grpc-js-reflection-client', async () => {
+    const { GrpcReflection } = require('grpc-js-reflection-client');
+    for (const version of ['v1', 'v1alpha']) {
+      const r = new GrpcReflection(srv.endpoint, grpc.credentials.createInsecure(), {}, version);
+      const services = await r.listServices();
+      assert.deepEqual([...services].sort(), ['authzed.api.v1.ExperimentalService', 'authzed.api.v1.PermissionsService',
+        'authzed.api.v1.SchemaService', 'authzed.api.v1.WatchService', 'grpc.health.v1.Health',
+        'grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection']);
+      const methods = await r.listMethods('authzed.api.v1.PermissionsService');
+      const imp = methods.find((m) => m.name === 'ImportBulkRelationships');
+      assert.ok(imp, JSON.stringify(methods.map((m) => m.name)));
+      assert.equal(methods.length, 10);
+    }
+    // As grpcurl does: learn SchemaService by reflection alone, then call it.
+    const r = new GrpcReflection(srv.endpoint, grpc.credentials.createInsecure());
+    const d = await r.getDescriptorBySymbol('authzed.api.v1.SchemaService');
+    const pkg = d.getPackageObject({ keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+    const Schema = pkg.authzed.api.v1.SchemaService;
+    const sc = new Schema(srv.endpoint, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.set('authorization', 'Bearer ' + KEY);
+    const rs = await new Promise((resolve, reject) => sc.ReadSchema({}, md, (e, x) => (e ? reject(e) : resolve(x))));
+    assert.ok(rs.schema_text.includes('definition folder'));
+    const rf = await new Promise((resolve, reject) => sc.ReflectSchema({ optional_filters: [{ optional_definition_name_filter: 'folder' }] }, md,
+      (e, x) => (e ? reject(e) : resolve(x))));
+    assert.equal(rf.definitions[0].name, 'folder');
+    sc.close();
+    // Symbols inside files: a message, a nested enum, a method; the file by name.
+    for (const sym of ['authzed.api.v1.Relationship', 'authzed.api.v1.CheckPermissionResponse.Permissionship',
+      'authzed.api.v1.PermissionsService.CheckPermission', 'grpc.health.v1.Health']) {
+      const x = await r.getDescriptorBySymbol(sym);
+      assert.ok(x.getProtobufJsRoot().lookup(sym), sym);
+    }
+    const byName = await r.getDescriptorByFileName('authzed/api/v1/core.proto');
+    assert.ok(byName.getProtobufJsRoot().lookup('authzed.api.v1.ObjectReference'));
+    const ext = await r.getAllExtensionNumbersOfType('authzed.api.v1.Relationship');
+    assert.equal(ext.baseTypeName || ext.base_type_name, 'authzed.api.v1.Relationship');
+    await assert.rejects(r.getDescriptorBySymbol('no.such.Symbol'));
+  });
+});

@@ -153,12 +153,16 @@ fail:
                        "cannot make a new instance (see the log)");
 }
 
-/* "Bearer <token>" -> the token (the scheme in any case, blanks after it skipped). */
+/* "Bearer <token>" -> the token: the scheme in any case, blanks around it skipped, as
+ * kw_api_v1_authorize reads it (the same token must name the same instance there). */
 static bool bearer_token(const char *authorization, kw_str_t *tok)
 {
-    if (!authorization || strncasecmp(authorization, "bearer ", 7) != 0)
+    const char *p = authorization ? authorization : "";
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (strncasecmp(p, "bearer ", 7) != 0)
         return false;
-    const char *p = authorization + 7;
+    p += 7;
     while (*p == ' ' || *p == '\t')
         p++;
     size_t n = strlen(p);

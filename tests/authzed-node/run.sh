@@ -27,15 +27,19 @@ if [ ! -f "$stamp" ] || [ "$here/package-lock.json" -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The suite dials localhost:50051, which may resolve to ::1 first: a server there would
+# answer instead of ours, so both loopback addresses must be free.
 port_taken() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
-for p in 50051 8443; do
-  if port_taken "$p"; then
-    echo "authzed_node FAILED: port $p on 127.0.0.1 is already in use; the suite needs" \
-         "localhost:50051 (stop what listens there, e.g. another serve-testing)" >&2
-    exit 1
-  fi
+for addr in 127.0.0.1 ::1; do
+  for p in 50051 8443; do
+    if port_taken "$addr" "$p"; then
+      echo "authzed_node FAILED: port $p on $addr is already in use; the suite needs" \
+           "localhost:50051 (stop what listens there, e.g. another serve-testing)" >&2
+      exit 1
+    fi
+  done
 done
 
 log="$(mktemp -d)"

@@ -72,8 +72,8 @@ static void usage(FILE *f)
                "env KEYWARD_MAX_CONNS, KEYWARD_MAX_CONNS_PER_ADDR,\n  KEYWARD_HEADER_TIMEOUT_S, "
                "KEYWARD_BODY_TIMEOUT_S, KEYWARD_IDLE_TIMEOUT_S, KEYWARD_DRAIN_TIMEOUT_S,\n"
                "  KEYWARD_BODY_MEMORY\n");
-    fprintf(f, "\n  gRPC (SpiceDB's authzed.api.v1 PermissionsService and SchemaService, "
-               "grpc.health.v1; docs/API.md):\n"
+    fprintf(f, "\n  gRPC (SpiceDB's authzed.api.v1 Permissions, Schema, Watch and Experimental "
+               "services,\n  grpc.health.v1, server reflection v1/v1alpha; docs/API.md):\n"
                "  --grpc-listen H:P  also serve gRPC (HTTP/2 cleartext, prior knowledge) on "
                "H:P (env\n"
                "                    KEYWARD_GRPC_LISTEN; default: no gRPC). Auth: "

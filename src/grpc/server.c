@@ -304,7 +304,11 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
             continue;
         }
         if (s->in_end) {
-            rc = have == 0 ? KW_ENOTFOUND : KW_EINVAL;
+            /* An end already followed by a cancel is the cancel. (grpc-js cancels by
+             * half-closing, then RST_STREAM: when the RST comes later, the stream looks
+             * complete here, as it would to any server.) */
+            if ((rc = alive_locked(s)) == KW_OK)
+                rc = have == 0 ? KW_ENOTFOUND : KW_EINVAL;
             break;
         }
         if ((rc = alive_locked(s)) != KW_OK)

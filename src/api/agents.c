@@ -416,13 +416,34 @@ void kw__api_agents_list(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 typedef struct {
     kw_str_t id;
     const kw__audit_t *au;
+    kw_http_req_t *req;
 } delete_ctx_t;
 
+/* The agent's row, its keys and every relationship of either go in one transaction with
+ * the agent.delete event and one key.delete event per key it took with it: each key's own
+ * history ends with its deletion. The keys are those whose parent_agent relationship the
+ * delete removed (read from the transaction, so a key created a moment before is not
+ * missed). */
 static int delete_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
 {
     const delete_ctx_t *c = ud;
     int rc = kw_store_tx_agent_delete(tx, c->id);
-    return rc == KW_OK ? kw__api_audit_append(tx, c->au, diag) : rc;
+    if (rc == KW_OK)
+        rc = kw__api_audit_append(tx, c->au, diag);
+    const kw_update_t *ups = NULL;
+    size_t n = 0;
+    if (rc == KW_OK)
+        kw_store_tx_changes(tx, &ups, &n);
+    for (size_t i = 0; rc == KW_OK && i < n; i++) {
+        const kw_rel_t *r = &ups[i].rel;
+        if (ups[i].op != KW_OP_DELETE || !kw_str_eq(r->resource.type, KW_STR("agent_api_key")) ||
+            !kw_str_eq(r->relation, KW_STR("parent_agent")))
+            continue;
+        kw__audit_t ka;
+        kw__api_audit_key_cascade(&ka, c->req, c->au, r->resource.id, c->id);
+        rc = kw__api_audit_append(tx, &ka, diag);
+    }
+    return rc;
 }
 
 void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -457,7 +478,7 @@ void kw__api_agents_delete(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_revision_t rev = 0;
     kw__audit_t au;
     rc = kw__api_audit_for_agent(api, req, "agent.delete", id, &au);
-    delete_ctx_t c = {id, &au};
+    delete_ctx_t c = {id, &au, req};
     if (rc == KW_OK)
         rc = kw__api_write(api, delete_tx, &c, 0, &rev, NULL);
     if (rc == KW_ENOTFOUND) {

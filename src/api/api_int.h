@@ -239,6 +239,10 @@ void kw__api_audit_agent(kw__audit_t *au, kw_http_req_t *req, const char *action
                          const kw_agent_t *ag);
 void kw__api_audit_key(kw__audit_t *au, kw_http_req_t *req, const char *action,
                        const kw_apikey_t *k, const char *account);
+/* The key.delete of key `key_id` that an agent's deletion (`parent`, its event) took with
+ * it: same actor, request and account, detail {"id", "agent_id", "via": parent's action}. */
+void kw__api_audit_key_cascade(kw__audit_t *au, kw_http_req_t *req, const kw__audit_t *parent,
+                               kw_str_t key_id, kw_str_t agent_id);
 /* The event of `action` on the stored agent / key `id` (its row read now, the key's
  * account through its agent). KW_ENOTFOUND when the row is gone; store errors as is. */
 KW_NODISCARD int kw__api_audit_for_agent(kw_api_t *api, kw_http_req_t *req, const char *action,
@@ -253,6 +257,22 @@ typedef struct kw_v1_caller kw_v1_caller_t;
 void kw__api_audit_schema(kw__audit_t *au, const kw_v1_caller_t *who, kw_str_t text);
 /* Inside a write's transaction, after its change. */
 KW_NODISCARD int kw__api_audit_append(kw_store_tx_t *tx, const kw__audit_t *au, kw_diag_t *diag);
+/* ---- keys_routes.c: a new key in one transaction (POST /agent_api_keys, webhook
+ * triggers): its row, its three relationships (parent agent, account, owner) and its
+ * key.create audit event commit together or not at all. ---- */
+typedef struct kw__key_new {
+    const kw_apikey_t *key; /* borrowed, with the strings the relationships point into */
+    kw_update_t ups[3];
+    kw__audit_t au; /* the caller may add to its detail before the write */
+} kw__key_new_t;
+/* Fills kn for `key` (id and agent_id set) in account `account_id`, owned by `owner`
+ * (borrowed until the write). false when the schema refuses the relationships (the
+ * owner's subject type may not own a key): the caller answers 403. */
+bool kw__api_key_new(kw_api_t *api, kw_http_req_t *req, const kw_apikey_t *key,
+                     const char *account_id, kw_subject_t owner, kw__key_new_t *kn);
+/* Writes it (kw__api_write's errors; KW_ECONFLICT / KW_EEXISTS on a unique index). */
+KW_NODISCARD int kw__api_key_new_write(kw_api_t *api, kw__key_new_t *kn, kw_revision_t *rev,
+                                       kw_diag_t *diag);
 /* kw__api_audit_append as a kw_sync_tx_fn (ud = the kw__audit_t): the schema write's. */
 int kw__api_audit_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag);
 /* A /v1 relationship write (ups) or delete (del, with what it deleted), built and appended. */

@@ -108,6 +108,17 @@ void kw__api_audit_add(kw__audit_t *au, kw_http_req_t *req, const char *name, js
     kw__api_audit_detail(au, req, d);
 }
 
+void kw__api_audit_key_cascade(kw__audit_t *au, kw_http_req_t *req, const kw__audit_t *parent,
+                               kw_str_t key_id, kw_str_t agent_id)
+{
+    audit_start_as(au, parent->actor, parent->request_id, "key.delete");
+    au->account = parent->account;
+    audit_resource(au, req, "agent_api_key", key_id);
+    json_t *d = json_pack("{s:s%, s:s%, s:s}", "id", key_id.ptr, key_id.len, "agent_id",
+                          agent_id.ptr, agent_id.len, "via", parent->action);
+    audit_detail_in(au, req->arena, d);
+}
+
 void kw__api_audit_agent(kw__audit_t *au, kw_http_req_t *req, const char *action,
                          const kw_agent_t *ag)
 {

@@ -146,22 +146,43 @@ static int hash_in_use(kw_api_t *api, kw_arena_t *a, const uint8_t *hash, bool *
     return rc == KW_ENOTFOUND ? KW_OK : rc;
 }
 
-typedef struct {
-    const kw_apikey_t *key;
-    const kw_update_t *ups;
-    size_t n;
-    const kw__audit_t *au;
-} create_ctx_t;
-
-static int create_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+bool kw__api_key_new(kw_api_t *api, kw_http_req_t *req, const kw_apikey_t *key,
+                     const char *account_id, kw_subject_t owner, kw__key_new_t *kn)
 {
-    create_ctx_t *c = ud;
-    int rc = kw_store_tx_key_insert(tx, c->key);
+    kw_str_t kid = kw_str_c(key->id);
+    kn->key = key;
+    kn->ups[0] = (kw_update_t){KW_OP_TOUCH,
+                               {{KW_STR("agent_api_key"), kid},
+                                KW_STR("parent_agent"),
+                                {KW_STR("agent"), kw_str_c(key->agent_id), KW_STR_NULL}}};
+    kn->ups[1] = (kw_update_t){KW_OP_TOUCH,
+                               {{KW_STR("agent_api_key"), kid},
+                                KW_STR("account"),
+                                {KW_STR("account"), kw_str_c(account_id), KW_STR_NULL}}};
+    kn->ups[2] =
+        (kw_update_t){KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("owner"), owner}};
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    if (kw_engine_validate(api->engine, kn->ups, 3, &d) != KW_OK)
+        return false;
+    kw__api_audit_key(&kn->au, req, "key.create", key, account_id);
+    return true;
+}
+
+static int key_new_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
+{
+    kw__key_new_t *kn = ud;
+    int rc = kw_store_tx_key_insert(tx, kn->key);
     if (rc == KW_OK)
-        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
+        rc = kw_store_tx_rel_write(tx, kn->ups, 3, diag);
     if (rc == KW_OK)
-        rc = kw__api_audit_append(tx, c->au, diag);
+        rc = kw__api_audit_append(tx, &kn->au, diag);
     return rc;
+}
+
+int kw__api_key_new_write(kw_api_t *api, kw__key_new_t *kn, kw_revision_t *rev, kw_diag_t *diag)
+{
+    return kw__api_write(api, key_new_tx, kn, 0, rev, diag);
 }
 
 /* Wall-clock microseconds (no ordering needed, unlike kw_api_now_us's ids). */
@@ -358,29 +379,15 @@ void kw__api_keys_create(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         key.secret_enc_len = sealed_len;
     }
 
-    kw_str_t kid = kw_str_c(key.id);
-    kw_update_t ups[3] = {
-        {KW_OP_TOUCH,
-         {{KW_STR("agent_api_key"), kid},
-          KW_STR("parent_agent"),
-          {KW_STR("agent"), kw_str_c(ag.id), KW_STR_NULL}}},
-        {KW_OP_TOUCH,
-         {{KW_STR("agent_api_key"), kid},
-          KW_STR("account"),
-          {KW_STR("account"), kw_str_c(ag.account_id), KW_STR_NULL}}},
-        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("owner"), p.subject}},
-    };
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    if (kw_engine_validate(api->engine, ups, 3, &d) != KW_OK) {
+    kw__key_new_t kn;
+    if (!kw__api_key_new(api, req, &key, ag.account_id, p.subject, &kn)) {
         kw_http_resp_error(resp, 403, "This principal cannot own an API key.");
         goto out;
     }
-    kw__audit_t au;
-    kw__api_audit_key(&au, req, "key.create", &key, ag.account_id);
-    create_ctx_t c = {&key, ups, 3, &au};
+    kw_diag_t d;
+    kw_diag_clear(&d);
     kw_revision_t rev = 0;
-    rc = kw__api_write(api, create_tx, &c, 0, &rev, &d);
+    rc = kw__api_key_new_write(api, &kn, &rev, &d);
     if ((rc == KW_ECONFLICT || rc == KW_EEXISTS) && has_supplied && hashed) {
         /* Which unique index refused it: the secret's (a concurrent create with the same
          * supplied key won) answers as above, a name's the 409. */

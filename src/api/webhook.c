@@ -28,24 +28,6 @@
 /* Webhook signing secrets are whatever the source uses: 1..KW__WEBHOOK_SECRET_MAX bytes. */
 #define KW__WEBHOOK_SECRET_MAX 512
 
-typedef struct {
-    const kw_apikey_t *key;
-    const kw_update_t *ups;
-    size_t n;
-    const kw__audit_t *au;
-} trig_ctx_t;
-
-static int trig_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
-{
-    trig_ctx_t *c = ud;
-    int rc = kw_store_tx_key_insert(tx, c->key);
-    if (rc == KW_OK)
-        rc = kw_store_tx_rel_write(tx, c->ups, c->n, diag);
-    if (rc == KW_OK)
-        rc = kw__api_audit_append(tx, c->au, diag);
-    return rc;
-}
-
 /* Percent-encodes s into out: unreserved characters stay; '/' stays when keep_slash. */
 static void pct_encode(kw_buf_t *out, kw_str_t s, bool keep_slash)
 {
@@ -229,33 +211,17 @@ void kw__api_webhook_trigger(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         goto fail;
     key.secret_enc = sealed;
     key.secret_enc_len = sealed_len;
-    kw_str_t kid = kw_str_c(key.id);
-    kw_update_t ups[3] = {
-        {KW_OP_TOUCH,
-         {{KW_STR("agent_api_key"), kid},
-          KW_STR("parent_agent"),
-          {KW_STR("agent"), kw_str_c(ag.id), KW_STR_NULL}}},
-        {KW_OP_TOUCH,
-         {{KW_STR("agent_api_key"), kid},
-          KW_STR("account"),
-          {KW_STR("account"), kw_str_c(ag.account_id), KW_STR_NULL}}},
-        {KW_OP_TOUCH, {{KW_STR("agent_api_key"), kid}, KW_STR("owner"), p.subject}},
-    };
-    kw_diag_t d;
-    kw_diag_clear(&d);
-    if (kw_engine_validate(api->engine, ups, 3, &d) != KW_OK) {
+    /* key.create, as POST /agent_api_keys, marked as the trigger's (never the secret). */
+    kw__key_new_t kn;
+    if (!kw__api_key_new(api, req, &key, ag.account_id, p.subject, &kn)) {
         kw_http_resp_error(resp, 403, "This principal cannot own an API key.");
         goto out;
     }
-    /* key.create, as POST /agent_api_keys, marked as the trigger's (never the secret). */
-    kw__audit_t au;
-    kw__api_audit_key(&au, req, "key.create", &key, ag.account_id);
-    kw__api_audit_add(&au, req, "via", json_string("webhook-trigger"));
-    trig_ctx_t c = {&key, ups, 3, &au};
+    kw__api_audit_add(&kn.au, req, "via", json_string("webhook-trigger"));
+    kw_diag_t d;
+    kw_diag_clear(&d);
     kw_revision_t rev = 0;
-    rc = au.rc;
-    if (rc == KW_OK)
-        rc = kw__api_write(api, trig_tx, &c, 0, &rev, &d);
+    rc = kw__api_key_new_write(api, &kn, &rev, &d);
     if (rc == KW_ECONFLICT || rc == KW_EEXISTS) {
         kw_http_resp_error(resp, 409,
                            kw_arena_sprintf(req->arena,
@@ -293,7 +259,7 @@ void kw__api_webhook_trigger(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_buf_t *o = &resp->body;
     resp->status = 200;
     kw_buf_puts(o, "{\"key_id\": ");
-    kw_json_escape(o, kid);
+    kw_json_escape(o, kw_str_c(key.id));
     kw_buf_puts(o, ", \"agent_name\": ");
     kw_json_escape(o, agent_name);
     kw_buf_puts(o, ", \"source\": ");

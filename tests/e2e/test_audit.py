@@ -69,6 +69,42 @@ def test_every_mutation_appends_one_event(tenant, admin):
     assert seqs == sorted(seqs)
 
 
+def test_agent_delete_records_a_key_delete_for_each_key_it_takes(tmp_path):
+    s = Server(tmp_path / "k").start()
+    try:
+        adm = Admin(s, s.token("ops", admin=True))
+        t = Tenant(s, adm)
+        alice = t.user("alice")
+        a = alice.create_agent("cascade")
+        keys = [alice.create_key(a["id"], "k%d" % i) for i in range(3)]
+        kept = alice.create_agent("kept")
+        other = alice.create_key(kept["id"], "stays")
+        r = alice.delete("/agents/" + a["id"])
+        assert r.status_code == 200, r.text
+        evs = all_events(alice)
+        gone = [e for e in evs if e["action"] == "key.delete"]
+        assert sorted(e["resource"] for e in gone) == sorted("agent_api_key:" + k["id"]
+                                                             for k in keys)
+        (ad,) = [e for e in evs if e["action"] == "agent.delete"]
+        for e in gone:
+            kid = e["resource"].split(":", 1)[1]
+            assert e["detail"] == {"id": kid, "agent_id": a["id"], "via": "agent.delete"}
+            assert e["actor"] == ad["actor"] and e["request_id"] == ad["request_id"]
+            assert e["account_id"] == t.account and e["revision"] == ad["revision"]
+        # each key's own history ends with its deletion; the other agent's key has none
+        for k in keys:
+            mine = all_events(alice, resource="agent_api_key:" + k["id"])
+            assert [e["action"] for e in mine] == ["key.create", "key.delete"]
+        assert [e["action"] for e in all_events(alice, resource="agent_api_key:" + other["id"])] \
+            == ["key.create"]
+    finally:
+        s.stop()
+    r = run("audit", "verify", "--db", db_of(s))
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the tenant, 2 agents, 4 keys, the agent.delete and its 3 key.deletes
+    assert "intact: 11 events" in r.stdout, r.stdout
+
+
 def test_v1_writes_deletes_and_schema_are_audited(srv, admin):
     sfx = os.urandom(4).hex()
     r = admin.write([{"operation": "OPERATION_TOUCH", "relationship": {

@@ -226,8 +226,36 @@ void kw_api_testing_serve_on(kw_api_testing_t *t, kw_http_server_t *srv)
     pthread_mutex_unlock(&t->mu);
 }
 
-int kw_api_testing_resolve(void *ud, const char *authorization, kw_api_t **api, kw_v1_status_t *st)
+/* The methods that change an instance (tag-kw-testing-writes: a new writing RPC in
+ * src/grpc/rpc.c's table belongs here and in testing.h). */
+bool kw_api_testing_is_write(const char *path)
 {
+    static const char *const writes[] = {
+        "/authzed.api.v1.PermissionsService/WriteRelationships",
+        "/authzed.api.v1.PermissionsService/DeleteRelationships",
+        "/authzed.api.v1.PermissionsService/ImportBulkRelationships",
+        "/authzed.api.v1.SchemaService/WriteSchema",
+        "/authzed.api.v1.ExperimentalService/BulkImportRelationships",
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(writes); i++)
+        if (path && strcmp(path, writes[i]) == 0)
+            return true;
+    return false;
+}
+
+int kw_api_testing_resolve_readonly(void *ud, const char *path, const char *authorization,
+                                    kw_api_t **api, kw_v1_status_t *st)
+{
+    if (kw_api_testing_is_write(path))
+        return kw_v1_fail(st, KW_EFORBIDDEN, KW_GRPC_UNAVAILABLE, "ERROR_REASON_SERVICE_READ_ONLY",
+                          "service read-only");
+    return kw_api_testing_resolve(ud, path, authorization, api, st);
+}
+
+int kw_api_testing_resolve(void *ud, const char *path, const char *authorization, kw_api_t **api,
+                           kw_v1_status_t *st)
+{
+    (void)path;
     kw_diag_t d;
     kw_diag_clear(&d);
     int rc = kw_api_testing_instance(ud, authorization, api, &d);

@@ -68,9 +68,19 @@ bool kw_api_testing_on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *u
 
 /* For the gRPC server's resolve hook (kw_grpc_config_t.resolve, ud = the registry): the
  * instance of `authorization`, or the status to answer (UNAUTHENTICATED, RESOURCE_EXHAUSTED,
- * UNAVAILABLE) with KW_E*. */
+ * UNAVAILABLE) with KW_E*. The _readonly hook serves the read-only port (as SpiceDB's
+ * serve-testing on :50052: the same instances): a method that writes (WriteRelationships,
+ * DeleteRelationships, WriteSchema, ImportBulkRelationships and its experimental alias
+ * BulkImportRelationships; tag-kw-testing-writes) is refused UNAVAILABLE "service
+ * read-only" with ERROR_REASON_SERVICE_READ_ONLY, as SpiceDB answers it, and makes no
+ * instance. */
 typedef struct kw_v1_status kw_v1_status_t;
-KW_NODISCARD int kw_api_testing_resolve(void *ud, const char *authorization, kw_api_t **api,
-                                        kw_v1_status_t *st);
+KW_NODISCARD int kw_api_testing_resolve(void *ud, const char *path, const char *authorization,
+                                        kw_api_t **api, kw_v1_status_t *st);
+KW_NODISCARD int kw_api_testing_resolve_readonly(void *ud, const char *path,
+                                                 const char *authorization, kw_api_t **api,
+                                                 kw_v1_status_t *st);
+/* Does the gRPC method `path` write (the list above)? */
+bool kw_api_testing_is_write(const char *path);
 
 #endif

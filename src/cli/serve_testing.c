@@ -5,8 +5,9 @@
  * 127.0.0.1:8443). Nothing is persisted and no secret is needed: the keys the instances
  * use are random per process.
  *
- * stdout carries one line per transport once it accepts connections,
- * `listening on grpc://HOST:PORT` then `listening on http://HOST:PORT`; everything else
+ * stdout carries one line per listener once it accepts connections,
+ * `listening on grpc://HOST:PORT`, `listening on grpc-readonly://HOST:PORT` (the same
+ * instances, writes refused) then `listening on http://HOST:PORT`; everything else
  * goes to stderr. A port that is taken is an error at once (exit 1), never a silent
  * fallback. SIGTERM/SIGINT stop it as `serve` stops (blocked in every thread, taken by
  * sigwait here): both servers stop, then the instances are freed; exit 0.
@@ -31,33 +32,40 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: keyward serve-testing [--grpc-addr HOST:PORT] [--http-addr HOST:PORT]\n"
-            "                             [--http-enabled true|false] [--max-instances N]\n"
-            "                             [--instance-memory-mib N]\n"
-            "\n"
-            "A throwaway server for test suites, as `spicedb serve-testing`: every distinct\n"
-            "`authorization: Bearer <token>` gets its own empty in-memory instance (schema and\n"
-            "relationships), made on the token's first request; nothing is persisted. The\n"
-            "SpiceDB v1 API is served over gRPC (PermissionsService, SchemaService, WatchService,\n"
-            "grpc.health.v1) and over the HTTP/JSON gateway (/v1/...), both reaching the same\n"
-            "instance for the same token. No other authentication: any token is accepted.\n"
-            "\n"
-            "  --grpc-addr H:P         gRPC, cleartext HTTP/2 (default 127.0.0.1:50051; \":P\" "
-            "listens on\n"
-            "                          every interface, as SpiceDB's default \":50051\" does)\n"
-            "  --http-addr H:P         the HTTP/JSON gateway (default 127.0.0.1:8443)\n"
-            "  --http-enabled B        serve the gateway at all (default true)\n"
-            "  --max-instances N       instances (tokens) at most, 1-%u (default %u); a new "
-            "token past\n"
-            "                          it is refused: gRPC RESOURCE_EXHAUSTED, HTTP 429\n"
-            "  --instance-memory-mib N each instance's store at most N MiB, 1-4096 (default %u);"
-            " a write\n"
-            "                          past it fails with RESOURCE_EXHAUSTED\n"
-            "\n"
-            "stdout: `listening on grpc://HOST:PORT`, then `listening on http://HOST:PORT`.\n"
-            "A port already taken is an error (exit 1). SIGTERM or SIGINT stops it (exit 0).\n",
-            65536u, KW_TESTING_MAX_INSTANCES, KW_TESTING_INSTANCE_BYTES >> 20);
+    fprintf(
+        f,
+        "usage: keyward serve-testing [--grpc-addr HOST:PORT] [--readonly-grpc-addr HOST:PORT]\n"
+        "                             [--http-addr HOST:PORT]\n"
+        "                             [--http-enabled true|false] [--max-instances N]\n"
+        "                             [--instance-memory-mib N]\n"
+        "\n"
+        "A throwaway server for test suites, as `spicedb serve-testing`: every distinct\n"
+        "`authorization: Bearer <token>` gets its own empty in-memory instance (schema and\n"
+        "relationships), made on the token's first request; nothing is persisted. The\n"
+        "SpiceDB v1 API is served over gRPC (PermissionsService, SchemaService, WatchService,\n"
+        "grpc.health.v1) and over the HTTP/JSON gateway (/v1/...), both reaching the same\n"
+        "instance for the same token. No other authentication: any token is accepted.\n"
+        "\n"
+        "  --grpc-addr H:P         gRPC, cleartext HTTP/2 (default 127.0.0.1:50051; \":P\" "
+        "listens on\n"
+        "                          every interface, as SpiceDB's default \":50051\" does)\n"
+        "  --readonly-grpc-addr H:P  gRPC on the same instances where every write is "
+        "refused\n"
+        "                          (UNAVAILABLE \"service read-only\"; default "
+        "127.0.0.1:50052)\n"
+        "  --http-addr H:P         the HTTP/JSON gateway (default 127.0.0.1:8443)\n"
+        "  --http-enabled B        serve the gateway at all (default true)\n"
+        "  --max-instances N       instances (tokens) at most, 1-%u (default %u); a new "
+        "token past\n"
+        "                          it is refused: gRPC RESOURCE_EXHAUSTED, HTTP 429\n"
+        "  --instance-memory-mib N each instance's store at most N MiB, 1-4096 (default %u);"
+        " a write\n"
+        "                          past it fails with RESOURCE_EXHAUSTED\n"
+        "\n"
+        "stdout: `listening on grpc://HOST:PORT`, `listening on grpc-readonly://HOST:PORT`,\n"
+        "then `listening on http://HOST:PORT`.\n"
+        "A port already taken is an error (exit 1). SIGTERM or SIGINT stops it (exit 0).\n",
+        65536u, KW_TESTING_MAX_INSTANCES, KW_TESTING_INSTANCE_BYTES >> 20);
 }
 
 /* "HOST:PORT", "[V6]:PORT" or ":PORT" (every interface) -> host (malloc'd) and port. */
@@ -96,7 +104,7 @@ static bool parse_ulong(const char *s, unsigned long min, unsigned long max, uns
 }
 
 typedef struct opts {
-    const char *grpc_addr, *http_addr, *http_enabled, *max_instances, *memory_mib;
+    const char *grpc_addr, *ro_grpc_addr, *http_addr, *http_enabled, *max_instances, *memory_mib;
 } opts_t;
 
 /* Parses argv into o: 0 go on, 1 help printed, 2 a usage error (printed). */
@@ -107,6 +115,7 @@ static int parse_args(int argc, char **argv, opts_t *o)
         size_t off;
     } flags[] = {
         {"--grpc-addr", offsetof(opts_t, grpc_addr)},
+        {"--readonly-grpc-addr", offsetof(opts_t, ro_grpc_addr)},
         {"--http-addr", offsetof(opts_t, http_addr)},
         {"--http-enabled", offsetof(opts_t, http_enabled)},
         {"--max-instances", offsetof(opts_t, max_instances)},
@@ -182,9 +191,30 @@ static void print_listening(const char *scheme, const char *host, uint16_t port)
     fflush(stdout);
 }
 
+/* Starts one gRPC server on the registry (resolve: read-write or read-only) and prints
+ * its line; KW_OK, or an error printed. */
+static int grpc_start(const char *addr, const char *host, uint16_t port,
+                      int (*resolve)(void *, const char *, const char *, kw_api_t **,
+                                     kw_v1_status_t *),
+                      kw_api_testing_t *reg, const char *scheme, kw_grpc_server_t **out)
+{
+    kw_grpc_config_t cfg = {.host = host, .port = port, .resolve = resolve, .resolve_ud = reg};
+    uint16_t bound = 0;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    int rc = kw_grpc_server_start(&cfg, NULL, out, &bound, &d);
+    if (rc != KW_OK) {
+        fprintf(stderr, "keyward serve-testing: cannot listen for gRPC on %s: %s\n", addr,
+                d.msg[0] ? d.msg : kw_strerror(rc));
+        return rc;
+    }
+    print_listening(scheme, host, bound);
+    return KW_OK;
+}
+
 int kw_cli_serve_testing(int argc, char **argv)
 {
-    opts_t o = {"127.0.0.1:50051", "127.0.0.1:8443", "true", NULL, NULL};
+    opts_t o = {"127.0.0.1:50051", "127.0.0.1:50052", "127.0.0.1:8443", "true", NULL, NULL};
     int prc = parse_args(argc, argv, &o);
     if (prc != 0)
         return prc == 1 ? 0 : 2;
@@ -192,23 +222,22 @@ int kw_cli_serve_testing(int argc, char **argv)
     bool http_on = true;
     if (!config_of(&o, &tc, &http_on))
         return 2;
-    char *ghost = NULL, *hhost = NULL;
-    uint16_t gport = 0, hport = 0;
-    if (!parse_addr(o.grpc_addr, &ghost, &gport)) {
-        fprintf(stderr, "keyward serve-testing: --grpc-addr wants HOST:PORT, got '%s'\n",
-                o.grpc_addr);
-        return 2;
-    }
-    if (http_on && !parse_addr(o.http_addr, &hhost, &hport)) {
-        fprintf(stderr, "keyward serve-testing: --http-addr wants HOST:PORT, got '%s'\n",
-                o.http_addr);
+    char *ghost = NULL, *rhost = NULL, *hhost = NULL;
+    uint16_t gport = 0, rport = 0, hport = 0;
+    const char *bad = !parse_addr(o.grpc_addr, &ghost, &gport)              ? "--grpc-addr"
+                      : !parse_addr(o.ro_grpc_addr, &rhost, &rport)         ? "--readonly-grpc-addr"
+                      : http_on && !parse_addr(o.http_addr, &hhost, &hport) ? "--http-addr"
+                                                                            : NULL;
+    if (bad) {
+        fprintf(stderr, "keyward serve-testing: %s wants HOST:PORT\n", bad);
         kw_free(ghost);
+        kw_free(rhost);
         return 2;
     }
 
     int status = 1, rc;
     kw_api_testing_t *reg = NULL;
-    kw_grpc_server_t *gsrv = NULL;
+    kw_grpc_server_t *gsrv = NULL, *rsrv = NULL;
     kw_http_server_t *hsrv = NULL;
     kw_diag_t d;
     kw_diag_clear(&d);
@@ -224,16 +253,11 @@ int kw_cli_serve_testing(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    kw_grpc_config_t gcfg = {
-        .host = ghost, .port = gport, .resolve = kw_api_testing_resolve, .resolve_ud = reg};
-    uint16_t gbound = 0;
-    kw_diag_clear(&d);
-    if ((rc = kw_grpc_server_start(&gcfg, NULL, &gsrv, &gbound, &d)) != KW_OK) {
-        fprintf(stderr, "keyward serve-testing: cannot listen for gRPC on %s: %s\n", o.grpc_addr,
-                d.msg[0] ? d.msg : kw_strerror(rc));
+    if (grpc_start(o.grpc_addr, ghost, gport, kw_api_testing_resolve, reg, "grpc", &gsrv) !=
+            KW_OK ||
+        grpc_start(o.ro_grpc_addr, rhost, rport, kw_api_testing_resolve_readonly, reg,
+                   "grpc-readonly", &rsrv) != KW_OK)
         goto out;
-    }
-    print_listening("grpc", ghost, gbound);
     if (http_on) {
         kw_http_config_t hcfg;
         memset(&hcfg, 0, sizeof(hcfg));
@@ -263,6 +287,7 @@ int kw_cli_serve_testing(int argc, char **argv)
            kw_api_testing_count(reg));
     status = 0;
 out:
+    kw_grpc_server_stop(rsrv);
     kw_grpc_server_stop(gsrv);
     if (hsrv) {
         kw_api_testing_serve_on(reg, NULL); /* ends the watches; parked requests answered */
@@ -274,6 +299,7 @@ out:
     }
     kw_api_testing_free(reg);
     kw_free(ghost);
+    kw_free(rhost);
     kw_free(hhost);
     return status;
 }

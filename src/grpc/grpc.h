@@ -51,10 +51,12 @@ typedef struct kw_grpc_config {
     const char *tls_cert; /* PEM certificate chain file, with tls_key: TLS (ALPN h2) */
     const char *tls_key;  /* PEM private key file; both NULL: cleartext (h2c) */
     /* `keyward serve-testing` (api/testing.h): when set, every authzed.api.v1 RPC first
-     * maps its `authorization` value (NULL when absent) to the kw_api_t it runs on (then
+     * maps its method (`path`, "/authzed.api.v1.SchemaService/WriteSchema") and its
+     * `authorization` value (NULL when absent) to the kw_api_t it runs on (then
      * authenticated on that api as usual); a refusal answers the status it fills. The
      * server's own api may then be NULL. Called on the RPC's thread, may block briefly. */
-    int (*resolve)(void *ud, const char *authorization, kw_api_t **api, kw_v1_status_t *st);
+    int (*resolve)(void *ud, const char *path, const char *authorization, kw_api_t **api,
+                   kw_v1_status_t *st);
     void *resolve_ud;
 } kw_grpc_config_t;
 

@@ -373,7 +373,8 @@ static void *handler_main(void *arg)
             kw_v1_fail(&st, rc, KW_GRPC_INTERNAL, NULL,
                        "the request must carry exactly one gRPC message");
     } else if (!rpc->is_public && srv->cfg.resolve &&
-               srv->cfg.resolve(srv->cfg.resolve_ud, s->authorization, &call.api, &st) != KW_OK) {
+               srv->cfg.resolve(srv->cfg.resolve_ud, s->path, s->authorization, &call.api, &st) !=
+                   KW_OK) {
         /* serve-testing refused to name an instance: st says why */
     } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call.api, s->authorization, actor,
                                                             sizeof(actor))) != KW_OK) {

@@ -9,7 +9,7 @@
 # Installs the pinned packages (package.json + package-lock.json) with `npm ci` when
 # node_modules is missing or older than the lock. Exit 77 (ctest: skipped), naming the
 # reason, when node/npm is missing or npm cannot install (no network to the registry).
-# Port 50051 (or the HTTP gateway's 8443) already taken: exit 1 with the reason, never a
+# Port 50051 (or the read-only 50052, or the HTTP gateway's 8443) already taken: exit 1 with the reason, never a
 # run against whatever listens there. The server is stopped on every exit path.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -33,7 +33,7 @@ port_taken() {
   (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
 for addr in 127.0.0.1 ::1; do
-  for p in 50051 8443; do
+  for p in 50051 50052 8443; do
     if port_taken "$addr" "$p"; then
       echo "authzed_node FAILED: port $p on $addr is already in use; the suite needs" \
            "localhost:50051 (stop what listens there, e.g. another serve-testing)" >&2
@@ -44,7 +44,8 @@ done
 
 log="$(mktemp -d)"
 out="$log/stdout"
-"$bin" serve-testing --grpc-addr 127.0.0.1:50051 --http-addr 127.0.0.1:8443 \
+"$bin" serve-testing --grpc-addr 127.0.0.1:50051 --readonly-grpc-addr 127.0.0.1:50052 \
+  --http-addr 127.0.0.1:8443 \
   >"$out" 2>"$log/stderr" &
 pid=$!
 cleanup() {

@@ -34,13 +34,15 @@ class ServeTesting:
     def __init__(self, tmp_path, *args):
         self.err = open(tmp_path / ("st-%s.err" % uuid.uuid4().hex[:6]), "w+")
         self.p = subprocess.Popen(
-            [BIN, "serve-testing", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-             *args], stdout=subprocess.PIPE, stderr=self.err, text=True)
-        lines = [self.p.stdout.readline().strip() for _ in range(2)]
+            [BIN, "serve-testing", "--grpc-addr", "127.0.0.1:0", "--readonly-grpc-addr",
+             "127.0.0.1:0", "--http-addr", "127.0.0.1:0", *args],
+            stdout=subprocess.PIPE, stderr=self.err, text=True)
+        lines = [self.p.stdout.readline().strip() for _ in range(3)]
         assert lines[0].startswith("listening on grpc://"), (lines, self.log())
-        assert lines[1].startswith("listening on http://"), (lines, self.log())
+        assert lines[1].startswith("listening on grpc-readonly://"), (lines, self.log())
+        assert lines[2].startswith("listening on http://"), (lines, self.log())
         self.grpc = lines[0][len("listening on grpc://"):]
-        self.http = lines[1][len("listening on http://"):]
+        self.http = lines[2][len("listening on http://"):]
         self.port = int(self.http.rsplit(":", 1)[1])
 
     def log(self):
@@ -198,14 +200,16 @@ def test_an_instance_past_its_memory_is_refused(tmp_path):
 
 
 def test_a_taken_port_is_an_error_and_help_describes_it(st, tmp_path):
-    p = subprocess.run([BIN, "serve-testing", "--grpc-addr", st.grpc, "--http-addr", "127.0.0.1:0"],
+    p = subprocess.run([BIN, "serve-testing", "--grpc-addr", st.grpc, "--readonly-grpc-addr",
+                        "127.0.0.1:0", "--http-addr", "127.0.0.1:0"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 1, (p.stdout, p.stderr)
     assert "cannot listen for gRPC on " + st.grpc in p.stderr
     assert p.stdout == ""
     h = subprocess.run([BIN, "serve-testing", "--help"], capture_output=True, text=True, timeout=30)
     assert h.returncode == 0
-    for words in ("127.0.0.1:50051", "--max-instances", "--instance-memory-mib", "Bearer"):
+    for words in ("127.0.0.1:50051", "127.0.0.1:50052", "--max-instances", "--instance-memory-mib",
+                  "Bearer"):
         assert words in h.stdout
     bad = subprocess.run([BIN, "serve-testing", "--max-instances", "0"], capture_output=True,
                          text=True, timeout=30)

@@ -11,6 +11,7 @@
 #include "api/v1svc.h"
 #include "kw_test.h"
 
+#define CHECK "/authzed.api.v1.PermissionsService/CheckPermission"
 #define SCHEMA                                                                                     \
     "definition test/user {}\n"                                                                    \
     "definition test/document {\n"                                                                 \
@@ -133,12 +134,12 @@ KW_TEST(testing_refuses_no_token_and_past_the_bound)
     /* The gRPC hook answers RESOURCE_EXHAUSTED with the same words; known tokens pass. */
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    KW_ASSERT_EQ(kw_api_testing_resolve(t, "Bearer three", &api, &st), KW_ELIMIT);
+    KW_ASSERT_EQ(kw_api_testing_resolve(t, CHECK, "Bearer three", &api, &st), KW_ELIMIT);
     KW_ASSERT_EQ(st.code, KW_GRPC_RESOURCE_EXHAUSTED);
     kw_v1_status_clear(&st);
-    KW_ASSERT_EQ(kw_api_testing_resolve(t, NULL, &api, &st), KW_EAUTH);
+    KW_ASSERT_EQ(kw_api_testing_resolve(t, CHECK, NULL, &api, &st), KW_EAUTH);
     KW_ASSERT_EQ(st.code, KW_GRPC_UNAUTHENTICATED);
-    KW_ASSERT_EQ(kw_api_testing_resolve(t, "Bearer two", &api, &st), KW_OK);
+    KW_ASSERT_EQ(kw_api_testing_resolve(t, CHECK, "Bearer two", &api, &st), KW_OK);
     KW_ASSERT_EQ(kw_api_testing_count(t), 2);
     kw_api_testing_free(t);
 
@@ -190,5 +191,39 @@ KW_TEST(testing_instance_store_bound_is_a_clear_error)
                  KW_OK);
     KW_ASSERT_EQ(p, KW_V1_PERM_HAS);
     kw_arena_free(a);
+    kw_api_testing_free(t);
+}
+
+KW_TEST(testing_readonly_port_refuses_writes_and_serves_reads)
+{
+    kw_api_testing_t *t = NULL;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    KW_ASSERT_EQ(kw_api_testing_new(NULL, &t, &d), KW_OK);
+    static const char *const writes[] = {
+        "/authzed.api.v1.PermissionsService/WriteRelationships",
+        "/authzed.api.v1.PermissionsService/DeleteRelationships",
+        "/authzed.api.v1.PermissionsService/ImportBulkRelationships",
+        "/authzed.api.v1.SchemaService/WriteSchema",
+        "/authzed.api.v1.ExperimentalService/BulkImportRelationships",
+    };
+    kw_api_t *api = NULL, *rw = NULL;
+    kw_v1_status_t st;
+    for (size_t i = 0; i < KW_ARRAY_LEN(writes); i++) {
+        kw_v1_status_clear(&st);
+        KW_ASSERT_EQ(kw_api_testing_resolve_readonly(t, writes[i], "Bearer ro", &api, &st),
+                     KW_EFORBIDDEN);
+        KW_ASSERT_EQ(st.code, KW_GRPC_UNAVAILABLE);
+        KW_ASSERT_STR_EQ(st.msg, "service read-only");
+        KW_ASSERT_STR_EQ(st.reason, "ERROR_REASON_SERVICE_READ_ONLY");
+    }
+    KW_ASSERT_EQ(kw_api_testing_count(t), 0); /* a refused write makes no instance */
+    /* Reads reach the same instance as the read-write port's. */
+    kw_v1_status_clear(&st);
+    KW_ASSERT_EQ(kw_api_testing_resolve_readonly(t, CHECK, "Bearer ro", &api, &st), KW_OK);
+    KW_ASSERT_EQ(kw_api_testing_resolve(t, writes[3], "Bearer ro", &rw, &st), KW_OK);
+    KW_ASSERT(api == rw);
+    KW_ASSERT(!kw_api_testing_is_write("/authzed.api.v1.WatchService/Watch"));
+    KW_ASSERT(!kw_api_testing_is_write(NULL));
     kw_api_testing_free(t);
 }

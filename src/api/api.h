@@ -46,6 +46,9 @@ KW_NODISCARD int kw_api_v1_authorize(kw_api_t *api, const char *authorization, c
 /* Blocks until the instance has applied `min` (and with `full` caught up with the store):
  * kw_sync_await's answers (KW_OK, KW_EINVAL, KW_EDB, KW_ETIMEOUT). */
 KW_NODISCARD int kw_api_v1_await(kw_api_t *api, kw_revision_t min, bool full);
+/* true when kw_api_v1_await(api, min, false) would answer KW_OK at once (the instance is
+ * fresh and has applied min); never blocks, touches no store. */
+bool kw_api_v1_applied(kw_api_t *api, kw_revision_t min);
 /* The server that serves the api's routes (NULL before stopping it): requests that wait
  * for a presented revision park on it (they hold no thread) and the api wakes them when
  * the sync module applies a revision. Call after kw_http_server_start and with NULL before

@@ -106,6 +106,11 @@ int kw_api_v1_await(kw_api_t *api, kw_revision_t min, bool full)
     return kw__api_await(api, min, full);
 }
 
+bool kw_api_v1_applied(kw_api_t *api, kw_revision_t min)
+{
+    return kw_sync_is_fresh(api->sync) && kw_sync_applied(api->sync) >= min;
+}
+
 bool kw__v1_on_worker(kw_http_req_t *req)
 {
     if (kw_http_req_on_worker(req))

@@ -351,7 +351,16 @@ Authzed__Api__V1__ZedToken *kw__grpc_token(kw_revision_t rev, kw_arena_t *a)
     if (!t)
         return NULL;
     authzed__api__v1__zed_token__init(t);
-    t->token = kw_arena_sprintf(a, "%lld", (long long)rev);
+    /* The decimal digits by hand: kw_arena_sprintf was ~1,500 instructions, as much as
+     * packing the whole message, and a streamed RPC makes a token per result. */
+    char digits[24];
+    size_t n = 0;
+    uint64_t v = (uint64_t)rev;
+    do {
+        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    t->token = kw_arena_strndup(a, digits + sizeof(digits) - n, n);
     return t->token ? t : NULL;
 }
 

@@ -9,9 +9,11 @@
  *
  * Threads: the server runs its own threads, apart from src/http's loops: one listener,
  *   one thread per connection (the nghttp2 session is only touched there) and one thread
- *   per RPC in flight (the service layer may block: consistency waits, the store, a
- *   stream's producer waiting for the client to read). A streamed RPC's results go into
- *   a per-stream buffer of at most KW_GRPC_STREAM_BUF bytes: past that the producer
+ *   per RPC in flight that may block (the service layer's consistency waits, the store, a
+ *   stream's producer waiting for the client to read). The cheap unary RPCs (Check,
+ *   CheckBulk, Expand, health Check) are answered on their connection's thread, without a
+ *   thread of their own, unless they must wait for a revision. A streamed RPC's results go
+ *   into a per-stream buffer of at most KW_GRPC_STREAM_BUF bytes: past that the producer
  *   waits until HTTP/2 flow control lets the connection thread send, so a slow reader
  *   never makes the server buffer without bound. RST_STREAM, a closed connection or the
  *   grpc-timeout deadline make the producer's next result fail (the RPC stops computing).
@@ -34,7 +36,7 @@
 
 #define KW_GRPC_MAX_CONNS 1024u
 #define KW_GRPC_MAX_STREAMS 128u             /* concurrent streams per connection */
-#define KW_GRPC_MAX_RPCS 2048u               /* RPCs in flight in the whole server */
+#define KW_GRPC_MAX_RPCS 2048u               /* RPCs on threads of their own, whole server */
 #define KW_GRPC_MAX_HEADER (16u * 1024u)     /* a request's header list, bytes */
 #define KW_GRPC_MAX_MSG (4u * 1024u * 1024u) /* a request message (gRPC's default) */
 #define KW_GRPC_STREAM_BUF (256u * 1024u)    /* a stream's unsent results before waiting */

@@ -5,7 +5,10 @@
  *
  * Ownership: a handler's request bytes and the call are the server's, valid during the
  *   handler. Messages passed to kw__grpc_send are copied (packed) before it returns.
- * Threads: a handler runs on its own thread; kw__grpc_send may block (flow control).
+ * Threads: a handler runs on its own thread, or, for the cheap unary RPCs (CheckPermission,
+ *   CheckBulkPermissions and its experimental alias, ExpandPermissionTree, health Check), on
+ *   its connection's thread until it would block (kw__grpc_may_block); kw__grpc_send may
+ *   block (flow control).
  * Errors: a handler reports its result in the kw_v1_status_t (code 0: OK).
  */
 #ifndef KW_GRPC_INT_H
@@ -49,6 +52,14 @@ const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *c);
 KW_NODISCARD int kw__grpc_send(kw__grpc_call_t *c, const ProtobufCMessage *m);
 /* KW_OK, or KW_EIO / KW_ETIMEOUT as kw__grpc_send, without sending. */
 KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
+/* true when the handler may block (it runs on a thread of its own). false for a call
+ * answered on its connection's thread (cheap unary RPCs): the handler must then return at
+ * once, without an answer (st clear) and without side effects, and the server runs it again
+ * on a thread of its own, where this returns true. */
+bool kw__grpc_may_block(kw__grpc_call_t *c);
+/* A protobuf-c allocator drawing on the call's arena (its free does nothing): a decoded
+ * request costs no malloc per field; valid until the handler returns. */
+ProtobufCAllocator *kw__grpc_allocator(kw__grpc_call_t *c);
 
 /* Fuzzing: the bytes a client sends after the connection preface go through one
  * connection's HTTP/2 session and the gRPC request handling (requests are answered

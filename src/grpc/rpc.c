@@ -40,6 +40,8 @@ void kw__grpc_oom(kw_v1_status_t *st)
     kw_v1_fail(st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
 }
 
+/* Decodes the consistency and waits for it (this thread blocks; a call answered on the
+ * connection's thread is handed to a thread of its own first, st left clear). */
 bool kw__grpc_await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
                     kw_v1_consistency_t *cons, kw_v1_status_t *st)
 {
@@ -50,6 +52,10 @@ bool kw__grpc_await(kw__grpc_call_t *c, const Authzed__Api__V1__Consistency *pc,
     kw_v1_consistency_wait(cons, &min, &full);
     if (min == 0 && !full)
         return true;
+    if (!full && kw_api_v1_applied(kw__grpc_api(c), min))
+        return true; /* a revision already applied: no wait, the answer stays where it is */
+    if (!kw__grpc_may_block(c))
+        return false; /* on the connection's thread: the server runs it again on its own */
     int rc = kw_api_v1_await(kw__grpc_api(c), min, full);
     if (rc == KW_OK)
         return true;
@@ -864,14 +870,16 @@ void kw__grpc_invoke(const kw__grpc_rpc_t *rpc, kw__grpc_call_t *c, const uint8_
         rpc->fn(c, NULL, st);
         return;
     }
-    ProtobufCMessage *req = protobuf_c_message_unpack(rpc->in, NULL, len, msg);
+    /* Decoded into the call's arena: no malloc per field (see kw__grpc_allocator). */
+    ProtobufCMessage *req = protobuf_c_message_unpack(rpc->in, kw__grpc_allocator(c), len, msg);
     if (!req) {
         kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL, "cannot decode %s",
                    rpc->in->short_name);
         return;
     }
     rpc->fn(c, req, st);
-    protobuf_c_message_free_unpacked(req, NULL);
+    /* No free_unpacked: it would walk the message to free nothing; the arena goes with the
+     * call. */
 }
 
 ProtobufCMessage *kw__grpc_recv_msg(kw__grpc_call_t *c, const ProtobufCMessageDescriptor *d,

@@ -1,7 +1,11 @@
 /*
  * grpc/server.c - the HTTP/2 side of the gRPC endpoint (see grpc.h for the threads):
  * the listener, one thread per connection driving its nghttp2 session over a non-blocking
- * socket (woken by an eventfd when a handler queued output), and one thread per RPC.
+ * socket (woken by an eventfd when a handler queued output), and one thread per RPC that
+ * may block. The cheap unary RPCs (runs_inline) are answered by the connection thread
+ * itself, inside nghttp2's receive callback: every request that one read brought is
+ * answered and the answers leave with one write; a call that turns out to need a wait
+ * (kw__grpc_may_block) is handed to a thread before it did anything.
  *
  * A stream's state is shared between its connection thread and its handler thread under
  * the connection's mutex: the handler appends framed messages to `out` (waiting on `room`
@@ -72,9 +76,13 @@ typedef struct kw__grpc_stream {
 struct kw__grpc_call {
     kw__grpc_stream_t *s;
     kw_api_t *api;
-    kw_v1_caller_t caller;
-    kw_buf_t in;   /* kw__grpc_recv: bytes taken from the stream */
-    size_t in_off; /* where the unread ones start (what precedes was returned) */
+    kw_v1_caller_t caller; /* request_id made on first use (kw__grpc_caller) */
+    char request_id[37];
+    kw_buf_t in;           /* kw__grpc_recv: bytes taken from the stream */
+    size_t in_off;         /* where the unread ones start (what precedes was returned) */
+    bool on_conn;          /* answered on the connection's thread (run_inline) */
+    bool to_thread;        /* on_conn, and the handler needs to block: run it on a thread */
+    ProtobufCAllocator pb; /* kw__grpc_allocator: the caller's arena */
 };
 
 struct kw__grpc_conn {
@@ -93,6 +101,9 @@ struct kw__grpc_conn {
     bool wake_sent;
     int64_t last_progress_us;
     bool got_preface;
+    /* The caller's arena of the calls answered on this thread (reset after each), made at
+     * the first one: an idle connection holds none. */
+    kw_arena_t *arena;
 };
 
 struct kw_grpc_server {
@@ -167,7 +178,36 @@ kw_api_t *kw__grpc_api(kw__grpc_call_t *call)
 
 const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *call)
 {
+    if (!call->caller.request_id.len) {
+        kw_api_uuid_v7(kw_api_now_us(), call->request_id);
+        call->caller.request_id = kw_str_c(call->request_id);
+    }
     return &call->caller;
+}
+
+static void *pb_alloc(void *arena, size_t n)
+{
+    return kw_arena_alloc(arena, n);
+}
+
+static void pb_free(void *arena, void *p)
+{
+    (void)arena;
+    (void)p; /* the arena lets go of everything at the end of the call */
+}
+
+ProtobufCAllocator *kw__grpc_allocator(kw__grpc_call_t *call)
+{
+    call->pb = (ProtobufCAllocator){pb_alloc, pb_free, call->caller.arena};
+    return &call->pb;
+}
+
+bool kw__grpc_may_block(kw__grpc_call_t *call)
+{
+    if (!call->on_conn)
+        return true;
+    call->to_thread = true;
+    return false;
 }
 
 /* Under mu. */
@@ -200,7 +240,9 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
         rc = alive_locked(s);
         if (rc != KW_OK)
             goto out;
-        if (s->out.len - s->out_off <= KW_GRPC_STREAM_BUF)
+        /* On the connection's thread nothing would drain the buffer while waiting: its
+         * unary answer is queued whole. */
+        if (s->out.len - s->out_off <= KW_GRPC_STREAM_BUF || call->on_conn)
             break;
         /* Full: wait for the connection thread to send, at most until the deadline (and
          * a second at a time, so a lost wake-up costs no more than that). */
@@ -244,7 +286,8 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
     rc = KW_OK;
 out:
     pthread_mutex_unlock(&c->mu);
-    if (rc == KW_OK && was_empty)
+    /* On the connection's thread no wake-up is needed: its loop sends what is pending. */
+    if (rc == KW_OK && was_empty && !call->on_conn)
         wake(c);
     return rc;
 }
@@ -299,6 +342,7 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
             }
             s->to_consume += s->body.len;
             s->body.len = 0;
+            mark_pending(s); /* the connection thread visits only pending streams */
             took = true;
             quiet_since = mono_us();
             continue;
@@ -336,6 +380,70 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
     return rc;
 }
 
+/* Runs the RPC of s (the request's checks, authorization, the handler); its status in *st. */
+static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t *st)
+{
+    const kw_grpc_config_t *cfg = &s->conn->srv->cfg;
+    char actor[200] = "";
+    const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
+    const uint8_t *msg = NULL;
+    size_t mlen = 0;
+    int rc;
+    if (!call->caller.arena) {
+        kw_v1_fail(st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
+    } else if (!rpc) {
+        kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "unknown method %s", s->path);
+    } else if (s->body_too_big) {
+        kw_v1_fail(st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
+                   "request message larger than %u bytes", KW_GRPC_MAX_MSG);
+    } else if (!kw__grpc_streams_in(rpc) &&
+               (rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
+                                      &msg, &mlen)) != KW_OK) {
+        if (rc == KW_EUNSUPPORTED)
+            kw_v1_fail(st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
+                       "compressed messages are not supported");
+        else if (rc == KW_ETOOLARGE)
+            kw_v1_fail(st, rc, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
+                       "request message larger than %u bytes", KW_GRPC_MAX_MSG);
+        else
+            kw_v1_fail(st, rc, KW_GRPC_INTERNAL, NULL,
+                       "the request must carry exactly one gRPC message");
+    } else if (!rpc->is_public && cfg->resolve &&
+               cfg->resolve(cfg->resolve_ud, s->path, s->authorization, &call->api, st) != KW_OK) {
+        /* serve-testing refused to name an instance: st says why */
+    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call->api, s->authorization, actor,
+                                                            sizeof(actor))) != KW_OK) {
+        if (rc == KW_EFORBIDDEN)
+            kw_v1_fail(st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
+                       "the API needs a token with admin: true or a preshared key");
+        else
+            kw_v1_fail(st, rc, KW_GRPC_UNAUTHENTICATED, NULL, "invalid preshared key or token");
+    } else if ((rc = kw__grpc_alive(call)) != KW_OK) {
+        kw_v1_fail(st, rc, rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED, NULL,
+                   rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+    } else {
+        call->caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
+        kw__grpc_invoke(rpc, call, msg, mlen, st);
+    }
+}
+
+/* Under c->mu: st becomes the stream's answer (the deadline beats whatever the RPC answered
+ * once it passed). */
+static void finish_locked(kw__grpc_stream_t *s, const kw_v1_status_t *st)
+{
+    s->st = *st;
+    if (st->code != KW_GRPC_OK && alive_locked(s) == KW_ETIMEOUT) {
+        kw_v1_status_clear(&s->st);
+        kw_v1_fail(&s->st, KW_ETIMEOUT, KW_GRPC_DEADLINE_EXCEEDED, NULL, "deadline exceeded");
+    }
+    s->done = true;
+    if (s->in_stream) { /* what the client sent and nobody will read: its window back */
+        s->to_consume += s->body.len;
+        s->body.len = 0;
+    }
+    mark_pending(s);
+}
+
 static void *handler_main(void *arg)
 {
     kw__grpc_stream_t *s = arg;
@@ -343,76 +451,68 @@ static void *handler_main(void *arg)
     kw_grpc_server_t *srv = c->srv;
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    char actor[200] = "", request_id[37];
-    kw_api_uuid_v7(kw_api_now_us(), request_id);
-    kw_arena_t *arena = kw_arena_new(0);
-    kw__grpc_call_t call = {s, srv->api, {KW_STR_NULL, kw_str_c(request_id), arena}, {0}, 0};
+    kw__grpc_call_t call = {.s = s, .api = srv->api};
     kw_buf_init(&call.in);
-
-    const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
-    const uint8_t *msg = NULL;
-    size_t mlen = 0;
-    int rc;
-    if (!arena) {
-        kw_v1_fail(&st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
-    } else if (!rpc) {
-        kw_v1_fail(&st, KW_EUNSUPPORTED, KW_GRPC_UNIMPLEMENTED, NULL, "unknown method %s", s->path);
-    } else if (s->body_too_big) {
-        kw_v1_fail(&st, KW_ETOOLARGE, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
-                   "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-    } else if (!kw__grpc_streams_in(rpc) &&
-               (rc = kw__grpc_unframe((const uint8_t *)s->body.ptr, s->body.len, KW_GRPC_MAX_MSG,
-                                      &msg, &mlen)) != KW_OK) {
-        if (rc == KW_EUNSUPPORTED)
-            kw_v1_fail(&st, rc, KW_GRPC_UNIMPLEMENTED, NULL,
-                       "compressed messages are not supported");
-        else if (rc == KW_ETOOLARGE)
-            kw_v1_fail(&st, rc, KW_GRPC_RESOURCE_EXHAUSTED, NULL,
-                       "request message larger than %u bytes", KW_GRPC_MAX_MSG);
-        else
-            kw_v1_fail(&st, rc, KW_GRPC_INTERNAL, NULL,
-                       "the request must carry exactly one gRPC message");
-    } else if (!rpc->is_public && srv->cfg.resolve &&
-               srv->cfg.resolve(srv->cfg.resolve_ud, s->path, s->authorization, &call.api, &st) !=
-                   KW_OK) {
-        /* serve-testing refused to name an instance: st says why */
-    } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call.api, s->authorization, actor,
-                                                            sizeof(actor))) != KW_OK) {
-        if (rc == KW_EFORBIDDEN)
-            kw_v1_fail(&st, rc, KW_GRPC_PERMISSION_DENIED, NULL,
-                       "the API needs a token with admin: true or a preshared key");
-        else
-            kw_v1_fail(&st, rc, KW_GRPC_UNAUTHENTICATED, NULL, "invalid preshared key or token");
-    } else if ((rc = kw__grpc_alive(&call)) != KW_OK) {
-        kw_v1_fail(&st, rc, rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED, NULL,
-                   rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
-    } else {
-        call.caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
-        kw__grpc_invoke(rpc, &call, msg, mlen, &st);
-    }
-    kw_arena_free(arena);
+    call.caller.arena = kw_arena_new(0);
+    run_rpc(s, &call, &st);
+    kw_arena_free(call.caller.arena);
     kw_buf_free(&call.in);
 
     atomic_fetch_sub(&srv->rpcs, 1);
     pthread_mutex_lock(&c->mu);
-    /* The deadline beats whatever the RPC answered once it passed. */
-    if (st.code != KW_GRPC_OK && alive_locked(s) == KW_ETIMEOUT) {
-        kw_v1_status_clear(&st);
-        kw_v1_fail(&st, KW_ETIMEOUT, KW_GRPC_DEADLINE_EXCEEDED, NULL, "deadline exceeded");
-    }
-    s->st = st;
-    s->done = true;
-    if (s->in_stream) { /* what the client sent and nobody will read: its window back */
-        s->to_consume += s->body.len;
-        s->body.len = 0;
-    }
-    mark_pending(s);
+    finish_locked(s, &st);
     stream_unref(s);
     if (--c->handlers == 0)
         pthread_cond_broadcast(&c->quiet);
-    pthread_mutex_unlock(&c->mu);
+    /* Under mu: once the last handler is gone, conn_free may free c as soon as mu is let
+     * go (ASan caught the wake-up landing in a freed connection at shutdown). */
     wake(c);
+    pthread_mutex_unlock(&c->mu);
     return NULL;
+}
+
+/* The unary RPCs answered on the connection's thread: they compute in memory and never
+ * wait (but for a consistency wait, which kw__grpc_may_block sends to a thread), so one
+ * costs no thread, no hand-over between threads and no wake-up. */
+static bool runs_inline(const char *path)
+{
+    static const char *const paths[] = {
+        "/authzed.api.v1.PermissionsService/CheckPermission",
+        "/authzed.api.v1.PermissionsService/CheckBulkPermissions",
+        "/authzed.api.v1.PermissionsService/ExpandPermissionTree",
+        "/authzed.api.v1.ExperimentalService/BulkCheckPermission",
+        "/grpc.health.v1.Health/Check",
+    };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (strcmp(path, paths[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Answers s on the connection's thread; false when the handler needs a thread of its own
+ * (it then answered nothing). */
+static bool run_inline(kw__grpc_conn_t *c, kw__grpc_stream_t *s)
+{
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    if (c->srv->cfg.resolve) /* serve-testing: finding (or making) the instance may block */
+        return false;
+    /* 64 KiB blocks: a 100-item CheckBulkPermissions request fits in one. Without it, the
+     * call gets a thread of its own (whose arena may yet be had). */
+    if (!c->arena && !(c->arena = kw_arena_new(64 * 1024)))
+        return false;
+    kw__grpc_call_t call = {.s = s, .api = c->srv->api, .on_conn = true};
+    kw_buf_init(&call.in);
+    call.caller.arena = c->arena;
+    run_rpc(s, &call, &st);
+    kw_arena_reset(c->arena);
+    kw_buf_free(&call.in);
+    if (call.to_thread)
+        return false;
+    pthread_mutex_lock(&c->mu);
+    finish_locked(s, &st);
+    pthread_mutex_unlock(&c->mu);
+    return true;
 }
 
 /* ---- the connection side (nghttp2 callbacks run on the connection thread) ---- */
@@ -688,6 +788,8 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
         pthread_mutex_unlock(&c->mu);
         return;
     }
+    if (runs_inline(s->path) && run_inline(c, s))
+        return;
     if (atomic_fetch_add(&c->srv->rpcs, 1) >= KW_GRPC_MAX_RPCS) {
         atomic_fetch_sub(&c->srv->rpcs, 1);
         pthread_mutex_lock(&c->mu);
@@ -778,11 +880,10 @@ static int cb_stream_close(nghttp2_session *ng, int32_t id, uint32_t err, void *
 static void flush_pending(kw__grpc_conn_t *c)
 {
     pthread_mutex_lock(&c->mu);
-    kw__grpc_stream_t *s = c->pending;
+    kw__grpc_stream_t *p = c->pending;
     c->pending = NULL;
-    for (; s; s = s->next_pending)
-        s->pending = false;
-    for (kw__grpc_stream_t *p = c->streams; p; p = p->next) {
+    for (; p; p = p->next_pending) {
+        p->pending = false;
         if (p->closed || !p->dispatched)
             continue;
         if (p->to_consume) {
@@ -905,6 +1006,7 @@ static void conn_free(kw__grpc_conn_t *c)
     }
     close(c->fd);
     close(c->evfd);
+    kw_arena_free(c->arena);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->quiet);
     kw_free(c);
@@ -1047,6 +1149,7 @@ static void *listener_main(void *arg)
             pthread_attr_destroy(&at);
             if (!ok) {
                 nghttp2_session_del(c->ng);
+                kw_arena_free(c->arena);
                 close(c->evfd);
                 pthread_mutex_destroy(&c->mu);
                 pthread_cond_destroy(&c->quiet);

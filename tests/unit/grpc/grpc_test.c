@@ -232,3 +232,18 @@ KW_TEST(grpc_consistency_and_find)
     KW_ASSERT(kw__grpc_find("/grpc.health.v1.Health/Check", 28)->is_public);
     KW_ASSERT(!kw__grpc_find(p, strlen(p))->is_public);
 }
+
+KW_TEST(grpc_token_digits)
+{
+    /* ZedTokens are the revision in decimal, written without sprintf (convert.c). */
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a != NULL);
+    static const kw_revision_t revs[] = {0, 7, 10, 1011000, 18446744073709551615ull};
+    static const char *const want[] = {"0", "7", "10", "1011000", "18446744073709551615"};
+    for (size_t i = 0; i < sizeof(revs) / sizeof(revs[0]); i++) {
+        Authzed__Api__V1__ZedToken *t = kw__grpc_token(revs[i], a);
+        KW_ASSERT(t != NULL);
+        KW_ASSERT_STR_EQ(t->token, want[i]);
+    }
+    kw_arena_free(a);
+}

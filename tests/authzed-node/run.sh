@@ -69,6 +69,14 @@ if ! grep -q '^listening on grpc://' "$out"; then
 fi
 cd "$here" && npx --no-install vitest run
 rc=$?
+# The server must also stop cleanly (exit 0: under ASan/UBSan, no report at exit).
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+srv_rc=$?
+if [ "$rc" -eq 0 ] && [ "$srv_rc" -ne 0 ]; then
+  echo "authzed_node FAILED: keyward serve-testing exited $srv_rc when stopped" >&2
+  rc=1
+fi
 if [ "$rc" -ne 0 ]; then
   echo "--- keyward serve-testing's log ---" >&2
   tail -n 50 "$log/stderr" >&2

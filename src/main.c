@@ -13,6 +13,8 @@ static void usage(FILE *f)
             "\n"
             "commands:\n"
             "  serve     run the API-key service (default: sqlite:keyward.db on 127.0.0.1:8080)\n"
+            "  serve-testing  a throwaway server for test suites: one empty in-memory instance\n"
+            "            per bearer token, gRPC on 127.0.0.1:50051 (as spicedb serve-testing)\n"
             "  token     mint a bearer token for the service\n"
             "  validate  check SpiceDB validation files (schema, relationships, assertions)\n"
             "  audit     audit verify: recompute the audit trail's hash chain\n"
@@ -31,6 +33,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
         return kw_cli_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve-testing") == 0)
+        return kw_cli_serve_testing(argc - 1, argv + 1);
     if (strcmp(cmd, "token") == 0)
         return kw_cli_token(argc - 1, argv + 1);
     if (strcmp(cmd, "validate") == 0)

@@ -123,6 +123,12 @@ int kw_v1_fail_rc(kw_v1_status_t *st, int rc, const kw_diag_t *d, const char *re
             return kw_v1_fail(st, rc, KW_GRPC_FAILED_PRECONDITION, reason, "%s", msg);
         return kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s", msg);
     case KW_ESCHEMA: /* parse errors (with a position) get their reason in v1svc_schema.c */
+        /* No schema written yet (an empty serve-testing instance): no definition exists,
+         * which SpiceDB answers as an unknown definition. tag-kw-v1-unknown-names */
+        if (strcmp(msg, "no schema is installed") == 0)
+            return kw_v1_fail(st, rc, KW_GRPC_FAILED_PRECONDITION,
+                              "ERROR_REASON_UNKNOWN_DEFINITION",
+                              "no schema has been written: no object definition exists");
         return kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s", msg);
     case KW_EUNSUPPORTED:
         return kw_v1_fail(st, rc, KW_GRPC_UNIMPLEMENTED, NULL, "%s", msg);

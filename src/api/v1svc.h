@@ -164,7 +164,7 @@ typedef struct kw_v1_write_req {
     size_t n_updates;
     const kw_precondition_t *pre;
     size_t n_pre;
-    bool has_metadata; /* optionalTransactionMetadata carried something (refused) */
+    bool has_metadata; /* optionalTransactionMetadata carried something (accepted, not kept) */
     const kw_v1_caller_t *caller;
 } kw_v1_write_req_t;
 

@@ -308,8 +308,6 @@ static unsigned write_flags(const write_ctx_t *c)
     return alone ? KW__WRITE_ALONE : 0;
 }
 
-#define WHY_METADATA "keyward does not record transaction metadata"
-
 static int check_pre_count(size_t n, kw_v1_status_t *st)
 {
     if (n <= KW_MAX_PRECONDITIONS)
@@ -322,9 +320,9 @@ static int check_pre_count(size_t n, kw_v1_status_t *st)
 int kw_v1_write_relationships(kw_api_t *svc, const kw_v1_write_req_t *req,
                               kw_revision_t *written_at, kw_v1_status_t *st)
 {
-    if (req->has_metadata)
-        return kw__v1_unimplemented(st, "WriteRelationshipsRequest.optionalTransactionMetadata",
-                                    WHY_METADATA);
+    /* optionalTransactionMetadata (req->has_metadata) is accepted, as SpiceDB accepts it,
+     * and not kept: keyward's Watch has no transaction metadata to return (docs/API.md).
+     * The official Node client's own suite writes with it (tests/authzed-node). */
     if (req->n_updates > KW_MAX_UPDATES_PER_WRITE) {
         kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT,
                    "ERROR_REASON_TOO_MANY_UPDATES_IN_REQUEST",
@@ -355,9 +353,7 @@ int kw_v1_write_relationships(kw_api_t *svc, const kw_v1_write_req_t *req,
 int kw_v1_delete_relationships(kw_api_t *svc, const kw_v1_delete_req_t *req,
                                kw_v1_delete_resp_t *resp, kw_v1_status_t *st)
 {
-    if (req->has_metadata)
-        return kw__v1_unimplemented(st, "DeleteRelationshipsRequest.optionalTransactionMetadata",
-                                    WHY_METADATA);
+    /* optionalTransactionMetadata: accepted and not kept, as for a write. */
     int rc = check_pre_count(req->n_pre, st);
     if (rc == KW_OK)
         rc = kw__v1_limit_check(req->limit, KW_V1_MAX_DELETE_LIMIT, st);

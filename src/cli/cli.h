@@ -9,6 +9,8 @@
 
 int kw_cli_validate(int argc, char **argv);
 int kw_cli_serve(int argc, char **argv);
+/* `keyward serve-testing` (serve_testing.c): one in-memory instance per bearer token. */
+int kw_cli_serve_testing(int argc, char **argv);
 int kw_cli_token(int argc, char **argv);
 int kw_cli_audit(int argc, char **argv);   /* `keyward audit verify` */
 int kw_cli_migrate(int argc, char **argv); /* copy a database to another backend */

@@ -23,13 +23,15 @@
  * Auth: authorization: Bearer <preshared key (KEYWARD_V1_PRESHARED_KEYS) or admin JWT>
  *   on every authzed.api.v1 RPC (UNAUTHENTICATED / PERMISSION_DENIED otherwise);
  *   grpc.health.v1 is public.
- * Ownership: the server BORROWS the kw_api_t: it must outlive kw_grpc_server_stop.
+ * Ownership: the server BORROWS the kw_api_t (and resolve_ud): they must outlive
+ *   kw_grpc_server_stop.
  * Errors: KW_OK or a negative KW_E*, with a message in diag.
  */
 #ifndef KW_GRPC_GRPC_H
 #define KW_GRPC_GRPC_H
 
 #include "api/api.h"
+#include "api/v1svc.h"
 #include "base/base.h"
 
 #define KW_GRPC_MAX_CONNS 1024u
@@ -50,6 +52,14 @@ typedef struct kw_grpc_config {
     int stall_ms;         /* 0: KW_GRPC_STALL_MS */
     const char *tls_cert; /* PEM certificate chain file, with tls_key: TLS (ALPN h2) */
     const char *tls_key;  /* PEM private key file; both NULL: cleartext (h2c) */
+    /* `keyward serve-testing` (api/testing.h): when set, every authzed.api.v1 RPC first
+     * maps its method (`path`, "/authzed.api.v1.SchemaService/WriteSchema") and its
+     * `authorization` value (NULL when absent) to the kw_api_t it runs on (then
+     * authenticated on that api as usual); a refusal answers the status it fills. The
+     * server's own api may then be NULL. Called on the RPC's thread, may block briefly. */
+    int (*resolve)(void *ud, const char *path, const char *authorization, kw_api_t **api,
+                   kw_v1_status_t *st);
+    void *resolve_ud;
 } kw_grpc_config_t;
 
 typedef struct kw_grpc_server kw_grpc_server_t;

@@ -383,6 +383,7 @@ int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)
 /* Runs the RPC of s (the request's checks, authorization, the handler); its status in *st. */
 static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t *st)
 {
+    const kw_grpc_config_t *cfg = &s->conn->srv->cfg;
     char actor[200] = "";
     const kw__grpc_rpc_t *rpc = kw__grpc_find(s->path, strlen(s->path));
     const uint8_t *msg = NULL;
@@ -407,6 +408,9 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
         else
             kw_v1_fail(st, rc, KW_GRPC_INTERNAL, NULL,
                        "the request must carry exactly one gRPC message");
+    } else if (!rpc->is_public && cfg->resolve &&
+               cfg->resolve(cfg->resolve_ud, s->path, s->authorization, &call->api, st) != KW_OK) {
+        /* serve-testing refused to name an instance: st says why */
     } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call->api, s->authorization, actor,
                                                             sizeof(actor))) != KW_OK) {
         if (rc == KW_EFORBIDDEN)
@@ -491,6 +495,8 @@ static bool run_inline(kw__grpc_conn_t *c, kw__grpc_stream_t *s)
 {
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
+    if (c->srv->cfg.resolve) /* serve-testing: finding (or making) the instance may block */
+        return false;
     /* 64 KiB blocks: a 100-item CheckBulkPermissions request fits in one. Without it, the
      * call gets a thread of its own (whose arena may yet be had). */
     if (!c->arena && !(c->arena = kw_arena_new(64 * 1024)))
@@ -768,7 +774,7 @@ static void dispatch(nghttp2_session *ng, kw__grpc_conn_t *c, kw__grpc_stream_t 
     }
     if (s->path_long)
         snprintf(s->path, sizeof(s->path), "/?");
-    if (!c->srv->api) { /* kw__grpc_fuzz_feed: answered here, without a handler thread */
+    if (!c->srv->api && !c->srv->cfg.resolve) { /* kw__grpc_fuzz_feed: answered here */
         const uint8_t *m = NULL;
         size_t ml = 0;
         int rc =

@@ -211,6 +211,9 @@ int kw__sq_err(kw__sq_conn_t *c, int rc, const char *what, kw_diag_t *diag)
     }
     if (prim == SQLITE_NOMEM)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+    if (prim == SQLITE_FULL && c && c->memory)
+        return kw_diag_set(diag, KW_EBUDGET, 0, 0,
+                           "the in-memory database is full (its memory bound is reached)");
     kw_log(prim == SQLITE_BUSY || prim == SQLITE_LOCKED ? KW_LOG_WARN : KW_LOG_ERROR, KW_MODULE,
            "sqlite %s failed: %s (%d)", what,
            c && c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), rc);
@@ -282,11 +285,23 @@ static void conn_free(kw__sq_conn_t *c)
     kw_free(c);
 }
 
-static int conn_open(const char *path, kw__sq_conn_t **out, kw_diag_t *diag)
+/* An in-memory database (kw_store_opts_t.memory_bytes) lives in its one connection: no
+ * journal file, no WAL, and a page count bound that makes a write past it fail with
+ * SQLITE_FULL (kw__sq_err: KW_EBUDGET). */
+static int memory_setup(kw__sq_conn_t *c, size_t max_pages)
 {
+    char sql[128];
+    snprintf(sql, sizeof(sql), "PRAGMA page_size = 4096; PRAGMA max_page_count = %zu;", max_pages);
+    return sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+}
+
+static int conn_open(const kw__sq_store_t *s, kw__sq_conn_t **out, kw_diag_t *diag)
+{
+    const char *path = s->path;
     kw__sq_conn_t *c = kw_calloc(1, sizeof(*c));
     if (!c)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
+    c->memory = s->max_pages > 0;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path, &c->db, flags, NULL);
     if (rc != SQLITE_OK) {
@@ -305,6 +320,12 @@ static int conn_open(const char *path, kw__sq_conn_t **out, kw_diag_t *diag)
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         goto fail;
+    if (c->memory) {
+        if ((rc = memory_setup(c, s->max_pages)) != SQLITE_OK)
+            goto fail;
+        *out = c;
+        return KW_OK;
+    }
     /* journal_mode answers the mode now in force; anything but "wal" (a file system
      * without shared memory) still works, with readers and the writer serialized. */
     sqlite3_stmt *st = NULL;
@@ -342,13 +363,13 @@ int kw__sq_conn_take(kw__sq_store_t *s, kw__sq_conn_t **out, kw_diag_t *diag)
             *out = c;
             return KW_OK;
         }
-        if (s->n_open < SQ_MAX_CONNS)
+        if (s->n_open < s->max_open)
             break;
         pthread_cond_wait(&s->cv, &s->mu);
     }
     s->n_open++; /* reserve the slot, open outside the lock */
     pthread_mutex_unlock(&s->mu);
-    int rc = conn_open(s->path, out, diag);
+    int rc = conn_open(s, out, diag);
     if (rc != KW_OK) {
         pthread_mutex_lock(&s->mu);
         s->n_open--;
@@ -363,7 +384,9 @@ void kw__sq_conn_give(kw__sq_store_t *s, kw__sq_conn_t *c)
     /* A connection still inside a transaction (a failed ROLLBACK) must not be reused. */
     if (!sqlite3_get_autocommit(c->db)) {
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
-        if (!sqlite3_get_autocommit(c->db)) {
+        /* In memory the connection IS the database: it is kept (its next BEGIN fails,
+         * which is an error the caller sees, not an empty database in its place). */
+        if (!sqlite3_get_autocommit(c->db) && !c->memory) {
             kw_log(KW_LOG_ERROR, KW_MODULE, "dropping a connection stuck in a transaction");
             conn_free(c);
             pthread_mutex_lock(&s->mu);
@@ -478,17 +501,28 @@ int kw__store_sqlite_open(const char *path, const kw_store_opts_t *opts, kw_stor
     if (!sqlite3_threadsafe())
         return kw_diag_set(diag, KW_EUNSUPPORTED, 0, 0,
                            "this SQLite library was built without thread support");
-    int rc = check_path(path, diag);
-    if (rc == KW_OK)
-        rc = check_modes(path, opts->allow_insecure_mode, diag);
-    if (rc == KW_OK)
-        rc = create_private(path, diag);
-    if (rc != KW_OK)
-        return rc;
+    bool memory = strcmp(path, ":memory:") == 0 && opts->memory_bytes > 0;
+    int rc = KW_OK;
+    if (memory && opts->memory_bytes < ((size_t)1 << 20))
+        return kw_diag_set(diag, KW_EINVAL, 0, 0, "an in-memory database needs at least 1 MiB");
+    if (!memory) {
+        rc = check_path(path, diag);
+        if (rc == KW_OK)
+            rc = check_modes(path, opts->allow_insecure_mode, diag);
+        if (rc == KW_OK)
+            rc = create_private(path, diag);
+        if (rc != KW_OK)
+            return rc;
+    }
     kw__sq_store_t *s = kw_calloc(1, sizeof(*s));
     if (!s)
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");
     s->base.ops = &g_sqlite_ops;
+    /* In memory the database exists only inside its connection: the pool holds that one
+     * connection and callers take turns (nothing takes a second connection while it holds
+     * one: a transaction's reads go through its own). */
+    s->max_open = memory ? 1 : SQ_MAX_CONNS;
+    s->max_pages = memory ? opts->memory_bytes / 4096 : 0;
     s->path = kw_strndup(path, strlen(path));
     if (!s->path) {
         rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory");

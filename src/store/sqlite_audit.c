@@ -149,6 +149,9 @@ static int sq_append(kw_store_tx_t *base, kw_audit_event_t *ev, kw_diag_t *diag)
         memcpy(head.hash, ev->hash, KW_AUDIT_HASH_LEN);
         rc = head_write(t->c, &head);
     }
+    if (rc == KW_EBUDGET) /* an in-memory database at its bound (kw__sq_err) */
+        return kw_diag_set(diag, rc, 0, 0,
+                           "the in-memory database is full (its memory bound is reached)");
     return rc == KW_OK ? KW_OK : kw_diag_set(diag, rc, 0, 0, "cannot append the audit event");
 }
 

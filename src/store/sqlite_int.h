@@ -92,6 +92,7 @@ typedef struct kw__sq_conn {
     sqlite3_stmt *st[KW__SQ_ST_N];                   /* prepared on first use */
     sqlite3_stmt *filter_st[KW__SQ_N_FILTER_SHAPES]; /* likewise */
     struct kw__sq_conn *next;                        /* in the idle list */
+    bool memory; /* an in-memory database's: SQLITE_FULL is its bound (KW_EBUDGET) */
 } kw__sq_conn_t;
 
 typedef struct kw__sq_store {
@@ -101,6 +102,8 @@ typedef struct kw__sq_store {
     pthread_cond_t cv;   /* signalled when a connection comes back or a slot frees */
     kw__sq_conn_t *idle; /* free list */
     size_t n_open;       /* connections alive, idle or taken */
+    size_t max_open;     /* the pool's bound: 1 in memory (the database IS the connection) */
+    size_t max_pages;    /* in memory: PRAGMA max_page_count; 0: a file */
 } kw__sq_store_t;
 
 typedef struct kw__sq_tx {

@@ -55,7 +55,10 @@ fail_conn:
 void kw__sq_tx_rollback(kw_store_tx_t *base)
 {
     kw__sq_tx_t *t = (kw__sq_tx_t *)base;
-    if (kw__sq_exec_id(t->c, KW__SQ_ST_ROLLBACK, "rollback", NULL) != KW_OK)
+    /* SQLite may have rolled the transaction back itself (SQLITE_FULL: an in-memory
+     * database at its bound): then there is nothing left to roll back. */
+    if (!sqlite3_get_autocommit(t->c->db) &&
+        kw__sq_exec_id(t->c, KW__SQ_ST_ROLLBACK, "rollback", NULL) != KW_OK)
         kw_log(KW_LOG_ERROR, KW_MODULE, "rollback failed; the connection will be dropped");
     tx_end(t);
 }
@@ -79,7 +82,8 @@ int kw__sq_tx_commit(kw_store_tx_t *base, kw_revision_t *rev, kw_diag_t *diag)
     if (rc == KW_OK)
         rc = kw__sq_exec_id(t->c, KW__SQ_ST_COMMIT, "commit", diag);
     if (rc != KW_OK) {
-        kw_diag_set(diag, rc, 0, 0, "the transaction could not be committed; nothing changed");
+        if (rc != KW_EBUDGET) /* an in-memory database's bound keeps its own words */
+            kw_diag_set(diag, rc, 0, 0, "the transaction could not be committed; nothing changed");
         kw__sq_tx_rollback(base);
         return rc;
     }

@@ -118,6 +118,13 @@ typedef struct kw_store_opts {
      * or others may access (any of mode 077) is refused with KW_EFORBIDDEN, changing
      * nothing, unless this is true (then a warning is logged). PostgreSQL ignores it. */
     bool allow_insecure_mode;
+    /* SQLite with the URL "sqlite::memory:" only (refused without it): > 0 opens a
+     * private in-memory database of at most this many bytes (rounded down to 4 KiB pages;
+     * at least 1 MiB), never written to a file, gone at kw_store_close. Its pool is ONE
+     * connection (callers take turns). A write that would grow it past the bound fails
+     * with KW_EBUDGET ("the in-memory database is full") and changes nothing
+     * (`keyward serve-testing`'s instances, api/testing.h). */
+    size_t memory_bytes;
 } kw_store_opts_t;
 
 /* Opens (creating if needed) and migrates the database named by `url`:

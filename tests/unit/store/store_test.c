@@ -1347,3 +1347,59 @@ KW_TEST(store_key_auth_joins_the_agent)
     kw_store_close(s);
     tmpdb_remove(&t);
 }
+
+/* ---- in memory (kw_store_opts_t.memory_bytes: serve-testing's instances) ---- */
+
+KW_TEST(store_in_memory_is_private_and_bounded)
+{
+    kw_store_t *a = NULL, *b = NULL;
+    kw_diag_t d = {0};
+    kw_store_opts_t o = {.memory_bytes = (size_t)1 << 20};
+    kw_store_opts_t tiny = {.memory_bytes = 4096};
+    KW_ASSERT_EQ(kw_store_open_with("sqlite::memory:", &tiny, &a, &d), KW_EINVAL);
+    /* ":memory:" without memory_bytes is refused (serve and the CLI never open one) */
+    KW_ASSERT_EQ(kw_store_open_with("sqlite::memory:", NULL, &a, &d), KW_EINVAL);
+    KW_ASSERT_EQ(kw_store_open_with("sqlite::memory:", &o, &a, &d), KW_OK);
+    KW_ASSERT_EQ(kw_store_open_with("sqlite::memory:", &o, &b, &d), KW_OK);
+    KW_ASSERT_STR_EQ(kw_store_backend(a), "sqlite");
+    KW_ASSERT(access(":memory:", F_OK) != 0);
+    /* Two in-memory stores are two databases: a write to one is not in the other. */
+    kw_store_tx_t *tx = NULL;
+    kw_update_t u;
+    memset(&u, 0, sizeof(u));
+    u.op = KW_OP_TOUCH;
+    u.rel.resource = (kw_object_t){KW_STR("doc"), KW_STR("d1")};
+    u.rel.relation = KW_STR("viewer");
+    u.rel.subject = (kw_subject_t){KW_STR("user"), KW_STR("ann"), KW_STR_NULL};
+    KW_ASSERT_EQ(kw_store_tx_begin(a, &tx, &d), KW_OK);
+    KW_ASSERT_EQ(kw_store_tx_rel_write(tx, &u, 1, &d), KW_OK);
+    kw_revision_t rev = 0, rb = 0;
+    KW_ASSERT_EQ(kw_store_tx_commit(tx, &rev, &d), KW_OK);
+    KW_ASSERT(rev > 0);
+    KW_ASSERT_EQ(kw_store_revision(b, &rb), KW_OK);
+    KW_ASSERT_EQ(rb, 0);
+    /* Past the bound: KW_EBUDGET with its words, the transaction gone, the store usable. */
+    static kw_update_t ups[1000];
+    static char ids[1000][80];
+    int rc = KW_OK;
+    for (int round = 0; round < 100 && rc == KW_OK; round++) {
+        KW_ASSERT_EQ(kw_store_tx_begin(a, &tx, &d), KW_OK);
+        for (size_t i = 0; i < 1000; i++) {
+            snprintf(ids[i], sizeof(ids[i]), "d-%03d-%04zu-padding-padding-padding", round, i);
+            ups[i] = u;
+            ups[i].rel.resource.id = kw_str_c(ids[i]);
+        }
+        rc = kw_store_tx_rel_write(tx, ups, 1000, &d);
+        if (rc == KW_OK)
+            rc = kw_store_tx_commit(tx, NULL, &d);
+        else
+            kw_store_tx_rollback(tx);
+    }
+    KW_ASSERT_EQ(rc, KW_EBUDGET);
+    KW_ASSERT(strstr(d.msg, "in-memory database is full") != NULL);
+    kw_revision_t after = 0;
+    KW_ASSERT_EQ(kw_store_revision(a, &after), KW_OK);
+    KW_ASSERT(after >= rev);
+    kw_store_close(a);
+    kw_store_close(b);
+}

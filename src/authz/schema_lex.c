@@ -262,6 +262,13 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
                                (unsigned)(unsigned char)c);
         if (c == '}' && --depth == 0)
             break;
+        if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
+            /* a comment neither starts nor ends the expression's text (SpiceDB's parser
+             * skips it), so a body of comments alone is a missing expression */
+            while (p < lx->end && *p != '\n')
+                p++;
+            continue;
+        }
         if (!first) {
             first = p;
             first_line = lx->line;
@@ -269,10 +276,6 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
         }
         if (c == '{') {
             depth++;
-        } else if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
-            while (p < lx->end && *p != '\n')
-                p++;
-            continue; /* a comment is not the end of the expression's text */
         } else if (c == '"' || c == '\'') {
             uint32_t sline = lx->line, scol = col_of(lx, p);
             const char *after = skip_caveat_string(lx, p);

@@ -116,24 +116,31 @@ static int expect(parser_t *p, kw__tok_kind_t kind, const char *expected)
  * NULL for a plain identifier or another token. */
 static const char *keyword_of(const parser_t *p, const kw__tok_t *t)
 {
-    static const char *const always[] = {"definition", "caveat", "relation",
-                                         "permission", "nil",    "with"};
+    /* flag 0: always a keyword; lengths first, since every name passes through here */
     static const struct {
         unsigned flag;
+        size_t len;
         const char *word;
-    } flagged[] = {
-        {F_EXPIRATION, "expiration"},     {F_EXPIRATION, "and"},
-        {F_TYPECHECKING, "typechecking"}, {F_SELF, "self"},
-        {F_PARTIAL, "partial"},           {F_IMPORT, "import"},
+    } words[] = {
+        {0, 10, "definition"},
+        {0, 6, "caveat"},
+        {0, 8, "relation"},
+        {0, 10, "permission"},
+        {0, 3, "nil"},
+        {0, 4, "with"},
+        {F_EXPIRATION, 10, "expiration"},
+        {F_EXPIRATION, 3, "and"},
+        {F_TYPECHECKING, 12, "typechecking"},
+        {F_SELF, 4, "self"},
+        {F_PARTIAL, 7, "partial"},
+        {F_IMPORT, 6, "import"},
     };
-    if (t->kind != KW__TK_IDENT)
+    if (t->kind != KW__TK_IDENT || t->text.len < 3 || t->text.len > 12)
         return NULL;
-    for (size_t i = 0; i < KW_ARRAY_LEN(always); i++)
-        if (kw_str_eq_c(t->text, always[i]))
-            return always[i];
-    for (size_t i = 0; i < KW_ARRAY_LEN(flagged); i++)
-        if ((p->flags & flagged[i].flag) && kw_str_eq_c(t->text, flagged[i].word))
-            return flagged[i].word;
+    for (size_t i = 0; i < KW_ARRAY_LEN(words); i++)
+        if (t->text.len == words[i].len && (!words[i].flag || (p->flags & words[i].flag)) &&
+            memcmp(t->text.ptr, words[i].word, words[i].len) == 0)
+            return words[i].word;
     return NULL;
 }
 

@@ -362,6 +362,18 @@ KW_NODISCARD int kw_engine_check_trace(kw_engine_t *e, kw_object_t resource, kw_
 
 /* ---- text forms ---- */
 
+/* SpiceDB's name patterns (its proto validation rules; tag-kw-names):
+ * KW_NAME_RELATION   a relation or permission: [a-z][a-z0-9_]{1,62}[a-z0-9]
+ * KW_NAME_DEFINITION a definition as declared: such names joined by '/', at most 128
+ *                    bytes in all (KW_MAX_NAME_LEN)
+ * KW_NAME_TYPE       a definition as referred to (a relation's subject types, a
+ *                    relationship's object types and caveat names): the same, but each
+ *                    prefix segment at most 63 bytes ([a-z][a-z0-9_]{1,61}[a-z0-9]/) */
+typedef enum { KW_NAME_RELATION, KW_NAME_DEFINITION, KW_NAME_TYPE } kw_name_kind_t;
+bool kw_name_ok(kw_str_t name, kw_name_kind_t kind);
+/* The rule kw_name_ok applies, in words, for messages ("it must match ..."). */
+const char *kw_name_rule(kw_name_kind_t kind);
+
 /* Parses SpiceDB's relationship string
  *   `type:id#relation@type:id[#relation]` [`[caveat]` | `[caveat:{json}]`] [`[expiration:T]`]
  * (the caveat, if any, before the expiration). The result points into `text`: caveat is

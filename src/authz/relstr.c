@@ -6,10 +6,12 @@
  *   rel        = object "#" relation "@" subject [ caveat ] [ expiration ]
  *   object     = type ":" id
  *   subject    = type ":" ( id | "*" ) [ "#" ( relation | "..." ) ]
- *   type       = *( name "/" ) name         (the same prefix rule as the schema compiler)
- *   name       = [a-z] [a-z0-9_]* not ending in "_", at most KW_MAX_NAME_LEN bytes in all
+ *   type       = *( prefix "/" ) name                        (kw_name_ok, KW_NAME_TYPE)
+ *   prefix     = [a-z][a-z0-9_]{1,61}[a-z0-9]
+ *   relation   = name = [a-z][a-z0-9_]{1,62}[a-z0-9]         (KW_NAME_RELATION)
  *   id         = [a-zA-Z0-9/_|\-=+]{1,KW_MAX_OBJECT_ID_LEN}   (SpiceDB's extended ids)
- *   caveat     = "[" type [ ":" json-object ] "]"   (caveat names take '/' prefixes too)
+ *   caveat     = "[" type [ ":" json-object ] "]"   (a caveat is named like a type here,
+ *                                                   though a schema's caveat may not be)
  *   expiration = "[expiration:" [0-9.:TZ-]+ "]"    (RFC 3339, UTC or a '-HH:MM' offset)
  *
  * The caveat context is checked to be one well-formed JSON object (RFC 8259, UTF-8,
@@ -65,37 +67,73 @@ static const char *describe(const cursor_t *c, size_t pos, char buf[16])
     return buf;
 }
 
-/* Scans one name (a type, possibly with `/` prefixes, or a relation). */
-static int scan_name(cursor_t *c, bool allow_prefix, const char *what, kw_str_t *out)
+/* One segment of a name: [a-z][a-z0-9_]{1,max-2}[a-z0-9], i.e. 3 to max bytes. */
+static bool segment_ok(const char *s, size_t len, size_t max)
+{
+    if (len < 3 || len > max || !is_name_start(s[0]) || s[len - 1] == '_')
+        return false;
+    for (size_t i = 1; i < len; i++)
+        if (!is_name_char(s[i]))
+            return false;
+    return true;
+}
+
+/* SpiceDB's patterns (tag-kw-names): its core and v1 protos' validation rules, and
+ * pkg/tuple's relationship grammar, which uses the same expressions. */
+bool kw_name_ok(kw_str_t name, kw_name_kind_t kind)
+{
+    if (kind == KW_NAME_RELATION)
+        return segment_ok(name.ptr, name.len, 64);
+    if (name.len > KW_MAX_NAME_LEN)
+        return false;
+    size_t prefix_max = kind == KW_NAME_DEFINITION ? 64 : 63;
+    size_t seg = 0;
+    for (size_t i = 0; i <= name.len; i++) {
+        if (i < name.len && name.ptr[i] != '/')
+            continue;
+        if (!segment_ok(name.ptr + seg, i - seg, i == name.len ? 64 : prefix_max))
+            return false;
+        seg = i + 1;
+    }
+    return true;
+}
+
+const char *kw_name_rule(kw_name_kind_t kind)
+{
+    switch (kind) {
+    case KW_NAME_RELATION:
+        return "it must match [a-z][a-z0-9_]{1,62}[a-z0-9] (3 to 64 characters)";
+    case KW_NAME_DEFINITION:
+        return "each '/'-separated part must match [a-z][a-z0-9_]{1,62}[a-z0-9] (3 to 64 "
+               "characters), 128 bytes in all";
+    case KW_NAME_TYPE:
+        break;
+    }
+    return "each '/'-separated part must match [a-z][a-z0-9_]{1,62}[a-z0-9] (3 to 64 "
+           "characters, a prefix at most 63), 128 bytes in all";
+}
+
+/* Scans one name: a type or caveat (KW_NAME_TYPE: '/' prefixes allowed) or a relation.
+ * Its characters are taken greedily (no valid name is followed by one of them), then the
+ * whole is checked against SpiceDB's pattern. */
+static int scan_name(cursor_t *c, kw_name_kind_t kind, const char *what, kw_str_t *out)
 {
     size_t start = c->pos;
     char buf[16];
-    for (;;) {
-        if (c->pos >= c->len || !is_name_start(c->p[c->pos])) {
-            if (c->pos == start)
-                return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(c->pos + 1),
-                                   "expected a %s name (a lowercase letter first), found %s", what,
-                                   describe(c, c->pos, buf));
-            return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(c->pos + 1),
-                               "expected a name segment after '/' in %s name, found %s", what,
-                               describe(c, c->pos, buf));
-        }
-        while (c->pos < c->len && is_name_char(c->p[c->pos]))
-            c->pos++;
-        if (c->p[c->pos - 1] == '_')
-            return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)c->pos,
-                               "a %s name cannot end with '_'", what);
-        if (allow_prefix && c->pos < c->len && c->p[c->pos] == '/') {
-            c->pos++;
-            continue;
-        }
-        break;
-    }
-    if (c->pos - start > KW_MAX_NAME_LEN)
+    while (c->pos < c->len &&
+           (is_name_char(c->p[c->pos]) || (kind != KW_NAME_RELATION && c->p[c->pos] == '/')))
+        c->pos++;
+    kw_str_t name = {c->p + start, c->pos - start};
+    if (name.len == 0)
+        return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(c->pos + 1),
+                           "expected a %s name (a lowercase letter first), found %s", what,
+                           describe(c, c->pos, buf));
+    if (!kw_name_ok(name, kind))
         return kw_diag_set(c->diag, KW_EINVAL, 1, (uint32_t)(start + 1),
-                           "this %s name is %zu bytes long; the limit is %d", what, c->pos - start,
-                           KW_MAX_NAME_LEN);
-    *out = (kw_str_t){c->p + start, c->pos - start};
+                           "invalid %s name \"%.*s%s\": %s", what,
+                           (int)(name.len > 64 ? 64 : name.len), name.ptr,
+                           name.len > 64 ? "..." : "", kw_name_rule(kind));
+    *out = name;
     return KW_OK;
 }
 
@@ -488,7 +526,7 @@ static bool at_expiration(const cursor_t *c)
 static int scan_caveat(cursor_t *c, kw_rel_t *r)
 {
     c->pos++;
-    int rc = scan_name(c, true, "caveat", &r->caveat);
+    int rc = scan_name(c, KW_NAME_TYPE, "caveat", &r->caveat);
     if (rc != KW_OK)
         return rc;
     if (c->pos < c->len && c->p[c->pos] == ':') {
@@ -544,7 +582,7 @@ int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag)
 
     if (c.len == 0)
         return kw_diag_set(diag, KW_EINVAL, 1, 1, "empty relationship string");
-    if ((rc = scan_name(&c, true, "resource type", &r.resource.type)) != KW_OK)
+    if ((rc = scan_name(&c, KW_NAME_TYPE, "resource type", &r.resource.type)) != KW_OK)
         return rc;
     if ((rc = expect(&c, ':', "resource type")) != KW_OK)
         return rc;
@@ -552,11 +590,11 @@ int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag)
         return rc;
     if ((rc = expect(&c, '#', "resource id")) != KW_OK)
         return rc;
-    if ((rc = scan_name(&c, false, "relation", &r.relation)) != KW_OK)
+    if ((rc = scan_name(&c, KW_NAME_RELATION, "relation", &r.relation)) != KW_OK)
         return rc;
     if ((rc = expect(&c, '@', "relation")) != KW_OK)
         return rc;
-    if ((rc = scan_name(&c, true, "subject type", &r.subject.type)) != KW_OK)
+    if ((rc = scan_name(&c, KW_NAME_TYPE, "subject type", &r.subject.type)) != KW_OK)
         return rc;
     if ((rc = expect(&c, ':', "subject type")) != KW_OK)
         return rc;
@@ -568,7 +606,8 @@ int kw_rel_parse(kw_str_t text, kw_rel_t *out, kw_diag_t *diag)
         if (c.len - c.pos >= 3 && memcmp(c.p + c.pos, "...", 3) == 0) {
             c.pos += 3;
         } else {
-            if ((rc = scan_name(&c, false, "subject relation", &r.subject.relation)) != KW_OK)
+            if ((rc = scan_name(&c, KW_NAME_RELATION, "subject relation", &r.subject.relation)) !=
+                KW_OK)
                 return rc;
             if (r.subject.id.len == 1 && r.subject.id.ptr[0] == '*')
                 return kw_diag_set(diag, KW_EINVAL, 1,

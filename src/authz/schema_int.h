@@ -18,7 +18,7 @@
 /* ---- tokens ---- */
 typedef enum {
     KW__TK_EOF = 0,
-    KW__TK_IDENT,    /* [A-Za-z0-9_]+ with optional `/`-joined segments: `test/user` */
+    KW__TK_IDENT,    /* [A-Za-z0-9_]+ (a `/`-separated path is IDENT { SLASH IDENT }) */
     KW__TK_LBRACE,   /* { */
     KW__TK_RBRACE,   /* } */
     KW__TK_LPAREN,   /* ( */
@@ -37,6 +37,8 @@ typedef enum {
     KW__TK_COMMA,    /* , */
     KW__TK_LT,       /* < (caveat parameter types: list<int>) */
     KW__TK_GT,       /* > */
+    KW__TK_SLASH,    /* / between the segments of a definition or caveat name */
+    KW__TK_SEMI,     /* ; or a line break that ends a statement (`synthetic`) */
 } kw__tok_kind_t;
 
 typedef struct kw__tok {
@@ -46,6 +48,7 @@ typedef struct kw__tok {
     /* The last doc comment (slash-star-star) between the previous token and this one, verbatim
      * (len 0 if none). */
     kw_str_t doc;
+    bool synthetic; /* SEMI: a line break, not a ';' written out */
 } kw__tok_t;
 
 typedef struct kw__lexer {
@@ -54,6 +57,9 @@ typedef struct kw__lexer {
     const char *end; /* one past the last byte */
     const char *line_start;
     uint32_t line;
+    /* The last token read was a name, '}', ')' or '*': the next line break ends the
+     * statement (SpiceDB's synthetic semicolon, tag-kw-schema-semicolon). */
+    bool semi_armed;
 } kw__lexer_t;
 
 void kw__schema_lex_init(kw__lexer_t *lx, kw_str_t text);
@@ -89,10 +95,17 @@ typedef struct kw__allowed_src {
     uint32_t caveat_line, caveat_col;
 } kw__allowed_src_t;
 
+/* Where a keyword was written (name errors point there, as SpiceDB's do). */
+typedef struct kw__pos {
+    uint32_t line, col;
+} kw__pos_t;
+
 /* Per type: per relation, the sources of its allowed list (parallel to rels[i].allowed). */
 typedef struct kw__type_src {
     kw__allowed_src_t **allowed; /* [n_rels] */
+    kw__pos_t *kw;               /* [n_rels]: its `relation` or `permission` keyword */
     uint32_t cap_rels;
+    kw__pos_t def_kw; /* the `definition` keyword */
 } kw__type_src_t;
 
 typedef struct kw__parsed {

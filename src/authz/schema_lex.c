@@ -1,13 +1,19 @@
 /*
  * authz/schema_lex.c - tokenizer for SpiceDB's schema language.
  *
- * Newlines are plain whitespace: SpiceDB schemas folded by YAML (`>-`) put several
- * statements on one line, and the grammar never needs a newline to end a statement.
+ * Statements end as in SpiceDB (tag-kw-schema-semicolon): with a ';', or with a line
+ * break ('\n' or '\r') that follows a name, a keyword, '}', ')' or '*'; such a break
+ * becomes a SEMI token (`synthetic`), every other one is whitespace. So `relation a: user
+ * |` may continue on the next line while `relation a: user` ends there, and `user#...` at
+ * the end of a line does not end its statement (an ellipsis is not on the list). A line
+ * break inside a block comment is part of the comment and ends nothing; comments and
+ * blanks between a token and the break do not matter. Blanks are ' ' and '\t' only.
  * Comments: line comments (two slashes) and block comments (slash-star ... star-slash);
  * a block comment opening with two stars is a doc comment and is attached to the next token (the
- * parser gives it to the definition, relation or permission that token starts). The text is a
- * kw_str_t (not NUL-terminated): every read is bounds-checked, since the fuzzer feeds arbitrary
- * bytes.
+ * parser gives it to the definition, relation or permission that token starts). A lone '/'
+ * is a SLASH token: the parser joins `org/user` (blanks allowed around it, as in SpiceDB).
+ * The text is a kw_str_t (not NUL-terminated): every read is bounds-checked, since the
+ * fuzzer feeds arbitrary bytes.
  */
 #include "schema_int.h"
 
@@ -39,18 +45,22 @@ static void newline(kw__lexer_t *lx, const char *after)
     lx->line_start = after;
 }
 
-/* Skips whitespace and comments; records the last doc comment seen in *doc. */
+/* Skips blanks and comments; records the last doc comment seen in *doc. Stops at a line
+ * break that ends a statement (the lexer is armed), leaving it unread. */
 static int skip_trivia(kw__lexer_t *lx, kw_str_t *doc, kw_diag_t *diag)
 {
     while (lx->p < lx->end) {
         char c = *lx->p;
-        if (c == '\n') {
+        if (c == '\n' || c == '\r') {
+            if (lx->semi_armed)
+                break;
             lx->p++;
-            newline(lx, lx->p);
-        } else if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+            if (c == '\n')
+                newline(lx, lx->p);
+        } else if (c == ' ' || c == '\t') {
             lx->p++;
         } else if (c == '/' && lx->end - lx->p >= 2 && lx->p[1] == '/') {
-            while (lx->p < lx->end && *lx->p != '\n')
+            while (lx->p < lx->end && *lx->p != '\n' && *lx->p != '\r')
                 lx->p++;
         } else if (c == '/' && lx->end - lx->p >= 2 && lx->p[1] == '*') {
             const char *start = lx->p;
@@ -101,24 +111,27 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
         *out = t;
         return KW_OK;
     }
+    if (*lx->p == '\n' || *lx->p == '\r') {
+        /* the statement ends at this line break (skip_trivia stopped here) */
+        t.kind = KW__TK_SEMI;
+        t.synthetic = true;
+        t.text.len = 1;
+        lx->p++;
+        if (t.text.ptr[0] == '\n')
+            newline(lx, lx->p);
+        lx->semi_armed = false;
+        *out = t;
+        return KW_OK;
+    }
     const char *p = lx->p;
     char c = *p;
     size_t left = (size_t)(lx->end - p);
     size_t n = 1;
     if (is_ident_char(c)) {
-        /* A name, possibly with `/`-separated prefixes (`org/team/user`). A `/` is part of
-         * the name only when an identifier character follows, so a comment that starts right
-         * after a name stays a comment. */
         t.kind = KW__TK_IDENT;
         n = 0;
-        for (;;) {
-            while (n < left && is_ident_char(p[n]))
-                n++;
-            if (n + 1 < left && p[n] == '/' && is_ident_char(p[n + 1]))
-                n++;
-            else
-                break;
-        }
+        while (n < left && is_ident_char(p[n]))
+            n++;
     } else {
         switch (c) {
         case '{':
@@ -163,6 +176,12 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
         case '>':
             t.kind = KW__TK_GT;
             break;
+        case ';':
+            t.kind = KW__TK_SEMI;
+            break;
+        case '/': /* not a comment: skip_trivia took those */
+            t.kind = KW__TK_SLASH;
+            break;
         case '-':
             if (left >= 2 && p[1] == '>') {
                 t.kind = KW__TK_ARROW;
@@ -188,6 +207,8 @@ int kw__schema_lex(kw__lexer_t *lx, kw__tok_t *out, kw_diag_t *diag)
     }
     t.text.len = n;
     lx->p += n;
+    lx->semi_armed = t.kind == KW__TK_IDENT || t.kind == KW__TK_RBRACE || t.kind == KW__TK_RPAREN ||
+                     t.kind == KW__TK_STAR;
     *out = t;
     return KW_OK;
 }
@@ -232,12 +253,22 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
             p++;
             continue;
         }
-        if (c == ' ' || c == '\t' || c == '\r' || c == '\f' || c == '\v') {
+        if (c == ' ' || c == '\t' || c == '\r') {
             p++;
             continue;
         }
+        if (c == '\f' || c == '\v') /* SpiceDB's lexer knows no other blanks */
+            return kw_diag_set(diag, KW_ESCHEMA, lx->line, col_of(lx, p), "unexpected byte 0x%02x",
+                               (unsigned)(unsigned char)c);
         if (c == '}' && --depth == 0)
             break;
+        if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
+            /* a comment neither starts nor ends the expression's text (SpiceDB's parser
+             * skips it), so a body of comments alone is a missing expression */
+            while (p < lx->end && *p != '\n')
+                p++;
+            continue;
+        }
         if (!first) {
             first = p;
             first_line = lx->line;
@@ -245,10 +276,6 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
         }
         if (c == '{') {
             depth++;
-        } else if (c == '/' && lx->end - p >= 2 && p[1] == '/') {
-            while (p < lx->end && *p != '\n')
-                p++;
-            continue; /* a comment is not the end of the expression's text */
         } else if (c == '"' || c == '\'') {
             uint32_t sline = lx->line, scol = col_of(lx, p);
             const char *after = skip_caveat_string(lx, p);
@@ -273,7 +300,8 @@ int kw__schema_lex_caveat_body(kw__lexer_t *lx, const kw__tok_t *open, kw_str_t 
     body->len = (size_t)(last - first) + 1;
     *line = first_line;
     *col = first_col;
-    lx->p = p + 1; /* past the '}' */
+    lx->p = p + 1;         /* past the '}' */
+    lx->semi_armed = true; /* a '}' was the last token */
     return KW_OK;
 }
 
@@ -316,6 +344,10 @@ static const char *punct_text(kw__tok_kind_t k)
         return "<";
     case KW__TK_GT:
         return ">";
+    case KW__TK_SLASH:
+        return "/";
+    case KW__TK_SEMI:
+        return ";";
     case KW__TK_EOF:
     case KW__TK_IDENT:
         break;
@@ -327,6 +359,8 @@ void kw__schema_tok_describe(const kw__tok_t *t, char *buf, size_t cap)
 {
     if (t->kind == KW__TK_EOF)
         snprintf(buf, cap, "the end of the schema");
+    else if (t->kind == KW__TK_SEMI && t->synthetic)
+        snprintf(buf, cap, "the end of the line");
     else if (t->kind == KW__TK_IDENT)
         snprintf(buf, cap, "\"%.*s\"", (int)(t->text.len > 64 ? 64 : t->text.len), t->text.ptr);
     else

@@ -1,23 +1,31 @@
 /*
  * authz/schema_parse.c - recursive-descent parser for SpiceDB's schema language.
  *
- * Grammar (newlines are whitespace; see schema_lex.c):
- *   schema     := { use } { definition | caveat }
+ * Grammar (`;` is a ';' or a line break that ends a statement, see schema_lex.c and
+ * tag-kw-schema-semicolon):
+ *   schema     := { [ ";" ] ( use | definition | caveat ) } [ ";" ]
  *   use        := "use" ( "expiration" | "typechecking" | "self" | "partial" | "import" )
- *   caveat     := "caveat" NAME "(" param { "," param } ")" "{" CEL "}"
+ *   caveat     := "caveat" PATH "(" param { "," param } ")" "{" CEL "}"
  *   param      := NAME ptype
  *   ptype      := NAME [ "<" ptype { "," ptype } ">" ]
- *   definition := "definition" NAME "{" { relation | permission } "}"
+ *   definition := "definition" PATH "{" { [ relation | permission ] ";" } "}"
  *   relation   := "relation" NAME ":" allowed { "|" allowed }
- *   allowed    := TYPE [ "#" NAME | "#" "..." | ":" "*" ] [ traits ]
- *   traits     := "with" NAME [ "and" "expiration" ] | "with" "expiration"
+ *   allowed    := PATH [ "#" NAME | "#" "..." | ":" "*" ] [ traits ]
+ *   traits     := "with" PATH [ "and" "expiration" ] | "with" "expiration"
  *   permission := "permission" NAME "=" exclude
  *   exclude    := intersect { "-" intersect }      (binary, nests left)
  *   intersect  := union { "&" union }              (one n-ary node per chain)
  *   union      := term { "+" term }                (one n-ary node per chain)
  *   term       := "nil" | NAME | NAME "->" NAME | NAME "." ("any"|"all") "(" NAME ")"
  *               | "(" exclude ")"
- * So `+` binds tightest, then `&`, then `-` (SpiceDB's precedence).
+ *   PATH       := NAME { "/" NAME }
+ * So `+` binds tightest, then `&`, then `-` (SpiceDB's precedence). As in SpiceDB's
+ * parser, the top level takes at most one terminator before each statement (`;;` there is
+ * an error), while inside a definition every statement, the empty one included, needs its
+ * own: `{ relation a: user }` on one line is refused (nothing ends the relation before the
+ * '}'), `{ relation a: user; }` is not. A NAME is an identifier that is not a keyword:
+ * definition, caveat, relation, permission, nil, with, and the words a `use` flag turns
+ * into keywords (expiration and `and`, typechecking, self, partial, import).
  * As in SpiceDB, `expiration` is a keyword only after `use expiration` (before it,
  * `with expiration` names a caveat called "expiration"), `use` comes before every
  * definition and caveat, and a caveat comes before expiration in a trait list. The CEL
@@ -27,13 +35,25 @@
  * themselves; composable schemas (import, partial statements) stop the parse with
  * KW_EUNSUPPORTED at their position.
  *
+ * Names are checked after the whole text has parsed, in SpiceDB's order (its compiler
+ * validates each definition once parsing succeeded; tag-kw-names): per definition, each
+ * relation's subject types then its name, each permission's name and the names in its
+ * expression, then the definition's name; errors point where SpiceDB's do (the type
+ * written, or the relation, permission or definition keyword). Caveat and parameter
+ * names are not checked beyond being names: SpiceDB does not either (CEL does).
+ *
  * Recursion is bounded: parentheses nest at most KW_MAX_EXPR_DEPTH deep, and every
  * expression tree (including long left-nested `a - b - c ...` chains) is at most
  * KW_MAX_EXPR_DEPTH deep, so later passes may recurse over trees freely.
  */
 #include "schema_int.h"
 
+#include "authz/authz.h"
+
 #include <string.h>
+
+/* `use` flags seen (each turns words into keywords) */
+enum { F_EXPIRATION = 1, F_TYPECHECKING = 2, F_SELF = 4, F_PARTIAL = 8, F_IMPORT = 16 };
 
 typedef struct parser {
     kw__lexer_t lx;
@@ -41,6 +61,7 @@ typedef struct parser {
     kw_arena_t *a;
     kw_diag_t *diag;
     bool use_expiration; /* `use expiration` seen: `expiration` is a keyword */
+    unsigned flags;      /* F_* */
 } parser_t;
 
 int kw__schema_vec_reserve(kw_arena_t *a, void **items, uint32_t n, uint32_t *cap, uint32_t need,
@@ -91,73 +112,112 @@ static int expect(parser_t *p, kw__tok_kind_t kind, const char *expected)
     return KW_OK;
 }
 
-static const char *const reserved_words[] = {
-    "definition", "caveat", "relation", "permission", "nil", "with", "use", "import", "partial",
-};
-
-static bool name_char(char c)
+/* The keyword `t` is (SpiceDB's lexer keywords, and those of the `use` flags seen), or
+ * NULL for a plain identifier or another token. */
+static const char *keyword_of(const parser_t *p, const kw__tok_t *t)
 {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    /* flag 0: always a keyword; lengths first, since every name passes through here */
+    static const struct {
+        unsigned flag;
+        size_t len;
+        const char *word;
+    } words[] = {
+        {0, 10, "definition"},
+        {0, 6, "caveat"},
+        {0, 8, "relation"},
+        {0, 10, "permission"},
+        {0, 3, "nil"},
+        {0, 4, "with"},
+        {F_EXPIRATION, 10, "expiration"},
+        {F_EXPIRATION, 3, "and"},
+        {F_TYPECHECKING, 12, "typechecking"},
+        {F_SELF, 4, "self"},
+        {F_PARTIAL, 7, "partial"},
+        {F_IMPORT, 6, "import"},
+    };
+    if (t->kind != KW__TK_IDENT || t->text.len < 3 || t->text.len > 12)
+        return NULL;
+    for (size_t i = 0; i < KW_ARRAY_LEN(words); i++)
+        if (t->text.len == words[i].len && (!words[i].flag || (p->flags & words[i].flag)) &&
+            memcmp(t->text.ptr, words[i].word, words[i].len) == 0)
+            return words[i].word;
+    return NULL;
 }
 
-/* SpiceDB's naming rules, relaxed on length: every `/`-separated segment starts with a
- * lowercase letter, uses [a-z0-9_] and does not end in `_`. Relations take no prefix. */
-static int check_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const char *what)
+/* The current token must be a name: an identifier that is not a keyword. */
+static int expect_name(parser_t *p, const char *expected)
 {
-    kw_str_t s = t->text;
-    if (s.len > KW_MAX_NAME_LEN)
-        return kw_diag_set(p->diag, KW_ELIMIT, t->line, t->col,
-                           "this %s name is %zu bytes long; the limit is %d", what, s.len,
-                           KW_MAX_NAME_LEN);
-    for (size_t i = 0; i < KW_ARRAY_LEN(reserved_words); i++)
-        if (kw_str_eq_c(s, reserved_words[i]))
-            return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
-                               "\"%s\" is a keyword and cannot be used as a %s name",
-                               reserved_words[i], what);
-    size_t seg = 0;
-    for (size_t i = 0; i <= s.len; i++) {
-        if (i == s.len || s.ptr[i] == '/') {
-            if (i < s.len && !allow_prefix)
-                return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
-                                   "%s name \"%.*s\" cannot contain '/'; only definition "
-                                   "names take a prefix",
-                                   what, KW_STR_FMT(s));
-            bool ok = i > seg && s.ptr[seg] >= 'a' && s.ptr[seg] <= 'z' && s.ptr[i - 1] != '_';
-            for (size_t j = seg; ok && j < i; j++)
-                ok = name_char(s.ptr[j]);
-            if (!ok)
-                return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
-                                   "\"%.*s\" is not a valid %s name: use lowercase letters, "
-                                   "digits and underscores, start with a letter and do not "
-                                   "end with '_'",
-                                   KW_STR_FMT(s), what);
-            seg = i + 1;
-        }
+    if (p->cur.kind != KW__TK_IDENT)
+        return unexpected(p, expected);
+    const char *kw = keyword_of(p, &p->cur);
+    if (kw)
+        return kw_diag_set(p->diag, KW_ESCHEMA, p->cur.line, p->cur.col,
+                           "expected %s, but found the keyword \"%s\"", expected, kw);
+    return KW_OK;
+}
+
+/* PATH := NAME { "/" NAME }, blanks and line breaks allowed after a '/' (SpiceDB's
+ * consumeTypePath). *out is the path as one IDENT token at its first segment: its text is
+ * the source bytes when written without blanks (the usual `org/user`), else a copy in the
+ * arena with the blanks left out. The parser stands after the last segment. */
+static int parse_path(parser_t *p, const char *expected, kw__tok_t *out)
+{
+    int rc = expect_name(p, expected);
+    if (rc != KW_OK)
+        return rc;
+    kw__tok_t first = p->cur;
+    kw_str_t *segs = NULL;
+    uint32_t n = 0, cap = 0;
+    size_t total = 0;
+    bool contiguous = true;
+    const char *end = first.text.ptr + first.text.len;
+    for (;;) {
+        if ((rc = kw__schema_vec_reserve(p->a, (void **)&segs, n, &cap, n + 1, sizeof(*segs))) !=
+            KW_OK)
+            return rc;
+        segs[n++] = p->cur.text;
+        total += p->cur.text.len;
+        end = p->cur.text.ptr + p->cur.text.len;
+        if ((rc = advance(p)) != KW_OK)
+            return rc;
+        if (p->cur.kind != KW__TK_SLASH)
+            break;
+        contiguous = contiguous && p->cur.text.ptr == end;
+        const char *slash = p->cur.text.ptr;
+        if ((rc = advance(p)) != KW_OK || (rc = expect_name(p, "a name after '/'")) != KW_OK)
+            return rc;
+        contiguous = contiguous && p->cur.text.ptr == slash + 1;
+        total++;
     }
+    *out = first;
+    if (contiguous) {
+        out->text.len = (size_t)(end - first.text.ptr);
+        return KW_OK;
+    }
+    char *buf = kw_arena_alloc(p->a, total);
+    if (!buf)
+        return KW_ENOMEM;
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (i > 0)
+            buf[off++] = '/';
+        memcpy(buf + off, segs[i].ptr, segs[i].len);
+        off += segs[i].len;
+    }
+    out->text = (kw_str_t){buf, total};
     return KW_OK;
 }
 
-/* Caveat and parameter names: SpiceDB checks them less strictly than definition names.
- * A caveat name matches its proto's pattern (letters of either case, digits, '_', '/'
- * between segments, at most 128 bytes); a parameter is any identifier. Neither may be a
- * keyword. */
-static int check_loose_name(parser_t *p, const kw__tok_t *t, bool allow_prefix, const char *what)
+/* The end of a statement: a ';' or a line break (the lexer's SEMI); `empty` when the
+ * statement was (the message then lists what it could have been). */
+static int expect_terminator(parser_t *p, bool empty)
 {
-    kw_str_t s = t->text;
-    if (s.len > 128)
-        return kw_diag_set(p->diag, KW_ELIMIT, t->line, t->col,
-                           "this %s name is %zu bytes long; the limit is 128", what, s.len);
-    static const char *const keywords[] = {"definition", "caveat", "relation",
-                                           "permission", "nil",    "with"};
-    for (size_t i = 0; i < KW_ARRAY_LEN(keywords); i++)
-        if (kw_str_eq_c(s, keywords[i]))
-            return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
-                               "\"%s\" is a keyword and cannot be used as a %s name", keywords[i],
-                               what);
-    if (!allow_prefix && memchr(s.ptr, '/', s.len))
-        return kw_diag_set(p->diag, KW_ESCHEMA, t->line, t->col,
-                           "%s name \"%.*s\" cannot contain '/'", what, KW_STR_FMT(s));
-    return KW_OK;
+    if (p->cur.kind == KW__TK_SEMI)
+        return advance(p);
+    if (p->cur.kind == KW__TK_EOF)
+        return unexpected(p, "'}' to close the definition");
+    return unexpected(p, empty ? "\"relation\", \"permission\", ';' or '}'"
+                               : "the end of the statement (a line break or ';')");
 }
 
 /* ---- expressions ---- */
@@ -191,7 +251,7 @@ static int parse_exclude(parser_t *p, uint32_t parens, kw_expr_t **out, uint32_t
 static int parse_name_term(parser_t *p, kw_expr_t **out)
 {
     kw__tok_t name = p->cur;
-    int rc = check_name(p, &name, false, "relation");
+    int rc = expect_name(p, "a relation, a permission, \"nil\" or '('");
     if (rc == KW_OK)
         rc = advance(p);
     if (rc != KW_OK)
@@ -201,11 +261,10 @@ static int parse_name_term(parser_t *p, kw_expr_t **out)
     if (p->cur.kind == KW__TK_ARROW) {
         kind = KW_EXPR_ARROW;
         if ((rc = advance(p)) != KW_OK ||
-            (rc = expect(p, KW__TK_IDENT, "a relation or permission name after '->'")) != KW_OK)
+            (rc = expect_name(p, "a relation or permission name after '->'")) != KW_OK)
             return rc;
         target = p->cur;
-        if ((rc = check_name(p, &target, false, "permission")) != KW_OK ||
-            (rc = advance(p)) != KW_OK)
+        if ((rc = advance(p)) != KW_OK)
             return rc;
     } else if (p->cur.kind == KW__TK_DOT) {
         if ((rc = advance(p)) != KW_OK)
@@ -218,11 +277,10 @@ static int parse_name_term(parser_t *p, kw_expr_t **out)
             return unexpected(p, "\"any\" or \"all\" after '.'");
         if ((rc = advance(p)) != KW_OK || (rc = expect(p, KW__TK_LPAREN, "'('")) != KW_OK ||
             (rc = advance(p)) != KW_OK ||
-            (rc = expect(p, KW__TK_IDENT, "a relation or permission name")) != KW_OK)
+            (rc = expect_name(p, "a relation or permission name")) != KW_OK)
             return rc;
         target = p->cur;
-        if ((rc = check_name(p, &target, false, "permission")) != KW_OK ||
-            (rc = advance(p)) != KW_OK || (rc = expect(p, KW__TK_RPAREN, "')'")) != KW_OK ||
+        if ((rc = advance(p)) != KW_OK || (rc = expect(p, KW__TK_RPAREN, "')'")) != KW_OK ||
             (rc = advance(p)) != KW_OK)
             return rc;
     }
@@ -362,26 +420,26 @@ typedef struct type_builder {
 } type_builder_t;
 
 static int push_rel(parser_t *p, type_builder_t *b, const kw_relation_t *r,
-                    kw__allowed_src_t *allowed_src)
+                    kw__allowed_src_t *allowed_src, kw__pos_t kw)
 {
     if (b->t.n_rels >= KW_MAX_RELATIONS)
         return kw_diag_set(p->diag, KW_ELIMIT, r->line, r->col,
                            "definition \"%.*s\" has more than %d relations and permissions",
                            KW_STR_FMT(b->t.name), KW_MAX_RELATIONS);
-    uint32_t cap = b->cap_rels;
-    int rc = kw__schema_vec_reserve(p->a, (void **)&b->t.rels, b->t.n_rels, &cap, b->t.n_rels + 1,
-                                    sizeof(*b->t.rels));
-    if (rc == KW_OK) {
-        uint32_t cap2 = b->src.cap_rels;
-        rc = kw__schema_vec_reserve(p->a, (void **)&b->src.allowed, b->t.n_rels, &cap2,
-                                    b->t.n_rels + 1, sizeof(*b->src.allowed));
-        b->src.cap_rels = cap2;
-    }
+    uint32_t n = b->t.n_rels, cap = b->cap_rels, cap2 = b->src.cap_rels, cap3 = b->src.cap_rels;
+    int rc = kw__schema_vec_reserve(p->a, (void **)&b->t.rels, n, &cap, n + 1, sizeof(*b->t.rels));
+    if (rc == KW_OK)
+        rc = kw__schema_vec_reserve(p->a, (void **)&b->src.allowed, n, &cap2, n + 1,
+                                    sizeof(*b->src.allowed));
+    if (rc == KW_OK)
+        rc = kw__schema_vec_reserve(p->a, (void **)&b->src.kw, n, &cap3, n + 1, sizeof(*b->src.kw));
     if (rc != KW_OK)
         return rc;
     b->cap_rels = cap;
-    b->t.rels[b->t.n_rels] = *r;
-    b->src.allowed[b->t.n_rels] = allowed_src;
+    b->src.cap_rels = cap2;
+    b->t.rels[n] = *r;
+    b->src.allowed[n] = allowed_src;
+    b->src.kw[n] = kw;
     b->t.n_rels++;
     return KW_OK;
 }
@@ -394,15 +452,12 @@ static int parse_traits(parser_t *p, kw_allowed_t *al, kw__allowed_src_t *src)
         return rc;
     bool exp_kw = p->use_expiration && is_word(&p->cur, "expiration");
     if (!exp_kw) {
-        if ((rc = expect(p, KW__TK_IDENT, "a caveat name or \"expiration\" after \"with\"")) !=
-                KW_OK ||
-            (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
+        kw__tok_t cav;
+        if ((rc = parse_path(p, "a caveat name or \"expiration\" after \"with\"", &cav)) != KW_OK)
             return rc;
-        src->caveat_name = p->cur.text;
-        src->caveat_line = p->cur.line;
-        src->caveat_col = p->cur.col;
-        if ((rc = advance(p)) != KW_OK)
-            return rc;
+        src->caveat_name = cav.text;
+        src->caveat_line = cav.line;
+        src->caveat_col = cav.col;
         if (!is_word(&p->cur, "and"))
             return KW_OK;
         if ((rc = advance(p)) != KW_OK)
@@ -429,10 +484,10 @@ static int parse_relation(parser_t *p, type_builder_t *b)
     kw_relation_t r;
     memset(&r, 0, sizeof(r));
     r.doc = p->cur.doc;
+    kw__pos_t kw = {p->cur.line, p->cur.col};
     int rc;
     if ((rc = advance(p)) != KW_OK ||
-        (rc = expect(p, KW__TK_IDENT, "a relation name after \"relation\"")) != KW_OK ||
-        (rc = check_name(p, &p->cur, false, "relation")) != KW_OK)
+        (rc = expect_name(p, "a relation name after \"relation\"")) != KW_OK)
         return rc;
     r.name = p->cur.text;
     r.line = p->cur.line;
@@ -444,17 +499,15 @@ static int parse_relation(parser_t *p, type_builder_t *b)
     kw__allowed_src_t *srcs = NULL;
     uint32_t cap = 0, scap = 0;
     for (;;) {
-        if ((rc = expect(p, KW__TK_IDENT, "a subject type (a definition name)")) != KW_OK ||
-            (rc = check_name(p, &p->cur, true, "definition")) != KW_OK)
+        kw__tok_t type;
+        if ((rc = parse_path(p, "a subject type (a definition name)", &type)) != KW_OK)
             return rc;
         kw__allowed_src_t s;
         memset(&s, 0, sizeof(s));
         kw_allowed_t al = {KW_TYPE_NONE, KW_REL_NONE, false, false, KW_CAVEAT_NONE};
-        s.type_name = p->cur.text;
-        s.line = p->cur.line;
-        s.col = p->cur.col;
-        if ((rc = advance(p)) != KW_OK)
-            return rc;
+        s.type_name = type.text;
+        s.line = type.line;
+        s.col = type.col;
         if (p->cur.kind == KW__TK_HASH) {
             if ((rc = advance(p)) != KW_OK)
                 return rc;
@@ -463,9 +516,7 @@ static int parse_relation(parser_t *p, type_builder_t *b)
             if (p->cur.kind == KW__TK_ELLIPSIS) {
                 s.rel_name = p->cur.text;
             } else {
-                if ((rc = expect(p, KW__TK_IDENT, "a relation name or \"...\" after '#'")) !=
-                        KW_OK ||
-                    (rc = check_name(p, &p->cur, false, "relation")) != KW_OK)
+                if ((rc = expect_name(p, "a relation name or \"...\" after '#'")) != KW_OK)
                     return rc;
                 s.rel_name = p->cur.text;
             }
@@ -493,7 +544,7 @@ static int parse_relation(parser_t *p, type_builder_t *b)
         if ((rc = advance(p)) != KW_OK)
             return rc;
     }
-    return push_rel(p, b, &r, srcs);
+    return push_rel(p, b, &r, srcs, kw);
 }
 
 static int parse_permission(parser_t *p, type_builder_t *b)
@@ -502,10 +553,10 @@ static int parse_permission(parser_t *p, type_builder_t *b)
     memset(&r, 0, sizeof(r));
     r.doc = p->cur.doc;
     r.is_permission = true;
+    kw__pos_t kw = {p->cur.line, p->cur.col};
     int rc;
     if ((rc = advance(p)) != KW_OK ||
-        (rc = expect(p, KW__TK_IDENT, "a permission name after \"permission\"")) != KW_OK ||
-        (rc = check_name(p, &p->cur, false, "permission")) != KW_OK)
+        (rc = expect_name(p, "a permission name after \"permission\"")) != KW_OK)
         return rc;
     r.name = p->cur.text;
     r.line = p->cur.line;
@@ -515,7 +566,7 @@ static int parse_permission(parser_t *p, type_builder_t *b)
         (rc = expect(p, KW__TK_EQ, "'=' and the permission's expression")) != KW_OK ||
         (rc = advance(p)) != KW_OK || (rc = parse_exclude(p, 0, &r.expr, &depth)) != KW_OK)
         return rc;
-    return push_rel(p, b, &r, NULL);
+    return push_rel(p, b, &r, NULL, kw);
 }
 
 static int parse_definition(parser_t *p, kw__parsed_t *out)
@@ -523,29 +574,33 @@ static int parse_definition(parser_t *p, kw__parsed_t *out)
     type_builder_t b;
     memset(&b, 0, sizeof(b));
     b.t.doc = p->cur.doc;
+    b.src.def_kw = (kw__pos_t){p->cur.line, p->cur.col};
     int rc;
+    kw__tok_t name;
     if ((rc = advance(p)) != KW_OK ||
-        (rc = expect(p, KW__TK_IDENT, "a definition name after \"definition\"")) != KW_OK ||
-        (rc = check_name(p, &p->cur, true, "definition")) != KW_OK)
+        (rc = parse_path(p, "a definition name after \"definition\"", &name)) != KW_OK)
         return rc;
-    b.t.name = p->cur.text;
-    b.t.line = p->cur.line;
-    b.t.col = p->cur.col;
+    b.t.name = name.text;
+    b.t.line = name.line;
+    b.t.col = name.col;
     if (out->n_types >= KW_MAX_TYPES)
         return kw_diag_set(p->diag, KW_ELIMIT, b.t.line, b.t.col,
                            "the schema has more than %d definitions", KW_MAX_TYPES);
-    if ((rc = advance(p)) != KW_OK || (rc = expect(p, KW__TK_LBRACE, "'{'")) != KW_OK ||
-        (rc = advance(p)) != KW_OK)
+    if ((rc = expect(p, KW__TK_LBRACE, "'{'")) != KW_OK || (rc = advance(p)) != KW_OK)
         return rc;
+    /* SpiceDB's loop: a statement (possibly empty), then its terminator, until '}' */
     for (;;) {
         if (p->cur.kind == KW__TK_RBRACE)
             break;
+        bool empty = false;
         if (is_word(&p->cur, "relation"))
             rc = parse_relation(p, &b);
         else if (is_word(&p->cur, "permission"))
             rc = parse_permission(p, &b);
         else
-            rc = unexpected(p, "\"relation\", \"permission\" or '}'");
+            empty = true;
+        if (rc == KW_OK)
+            rc = expect_terminator(p, empty);
         if (rc != KW_OK)
             return rc;
     }
@@ -569,7 +624,7 @@ static int parse_definition(parser_t *p, kw__parsed_t *out)
 /* ptype := NAME [ "<" ptype { "," ptype } ">" ]; *end is one past its last byte. */
 static int parse_param_type(parser_t *p, uint32_t depth, const char **end)
 {
-    int rc = expect(p, KW__TK_IDENT, "a parameter type such as int or list<string>");
+    int rc = expect_name(p, "a parameter type such as int or list<string>");
     if (rc != KW_OK)
         return rc;
     if (depth > 16)
@@ -588,22 +643,23 @@ static int parse_param_type(parser_t *p, uint32_t depth, const char **end)
     return advance(p);
 }
 
-/* caveat := "caveat" NAME "(" param { "," param } ")" "{" CEL "}" */
+/* caveat := "caveat" PATH "(" param { "," param } ")" "{" CEL "}" */
 static int parse_caveat(parser_t *p, kw__parsed_t *out)
 {
     kw_caveat_t cv;
     memset(&cv, 0, sizeof(cv));
     cv.doc = p->cur.doc;
     int rc;
+    kw__tok_t name;
     if ((rc = advance(p)) != KW_OK ||
-        (rc = expect(p, KW__TK_IDENT, "a caveat name after \"caveat\"")) != KW_OK ||
-        (rc = check_loose_name(p, &p->cur, true, "caveat")) != KW_OK)
+        (rc = parse_path(p, "a caveat name after \"caveat\"", &name)) != KW_OK)
         return rc;
-    cv.name = p->cur.text;
-    cv.line = p->cur.line;
-    cv.col = p->cur.col;
-    if ((rc = advance(p)) != KW_OK ||
-        (rc = expect(p, KW__TK_LPAREN, "'(' and the caveat's parameters")) != KW_OK ||
+    /* any name: SpiceDB validates no pattern or length here (a caveat whose name a
+     * relationship cannot spell, over 128 bytes or with capitals, is merely unusable) */
+    cv.name = name.text;
+    cv.line = name.line;
+    cv.col = name.col;
+    if ((rc = expect(p, KW__TK_LPAREN, "'(' and the caveat's parameters")) != KW_OK ||
         (rc = advance(p)) != KW_OK)
         return rc;
     uint32_t cap = 0;
@@ -612,8 +668,7 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
             return kw_diag_set(p->diag, KW_ESCHEMA, cv.line, cv.col,
                                "caveat `%.*s` must have at least one parameter defined",
                                KW_STR_FMT(cv.name));
-        if ((rc = expect(p, KW__TK_IDENT, "a parameter name")) != KW_OK ||
-            (rc = check_loose_name(p, &p->cur, false, "parameter")) != KW_OK)
+        if ((rc = expect_name(p, "a parameter name")) != KW_OK)
             return rc;
         if (cv.n_params >= 1024)
             return kw_diag_set(p->diag, KW_ELIMIT, p->cur.line, p->cur.col,
@@ -655,6 +710,117 @@ static int parse_caveat(parser_t *p, kw__parsed_t *out)
     return KW_OK;
 }
 
+/* `use FLAG`; at the `use`. */
+static int parse_use(parser_t *p, kw__parsed_t *out, bool seen_definition)
+{
+    static const struct {
+        const char *name;
+        unsigned flag;
+    } flags[] = {
+        {"expiration", F_EXPIRATION},
+        {"typechecking", F_TYPECHECKING},
+        {"self", F_SELF},
+        {"partial", F_PARTIAL},
+        {"import", F_IMPORT},
+    };
+    kw__tok_t use = p->cur;
+    int rc = advance(p);
+    if (rc != KW_OK)
+        return rc;
+    if (p->cur.kind != KW__TK_IDENT)
+        return unexpected(p, "a flag name after \"use\"");
+    for (size_t i = 0; i < KW_ARRAY_LEN(flags); i++) {
+        if (!kw_str_eq_c(p->cur.text, flags[i].name))
+            continue;
+        /* SpiceDB accepts every flag; typechecking, self, partial and import each only
+         * enable syntax of their own (type annotations, `self`, partials, imports) that
+         * this parser still refuses where it is used, so those flags alone change nothing
+         * but the words they make keywords */
+        if (seen_definition)
+            return kw_diag_set(p->diag, KW_ESCHEMA, use.line, use.col,
+                               "`use` expressions must be declared before any definition");
+        p->flags |= flags[i].flag;
+        if (flags[i].flag == F_EXPIRATION)
+            p->use_expiration = out->use_expiration = true;
+        return advance(p);
+    }
+    return kw_diag_set(p->diag, KW_ESCHEMA, p->cur.line, p->cur.col,
+                       "unknown use flag: `%.*s`. Options are: expiration, import, partial, self, "
+                       "typechecking",
+                       (int)(p->cur.text.len > 64 ? 64 : p->cur.text.len), p->cur.text.ptr);
+}
+
+/* ---- names (tag-kw-names) ---- */
+
+static int bad_name(parser_t *p, kw__pos_t at, const char *what, kw_str_t name, kw_name_kind_t kind)
+{
+    return kw_diag_set(p->diag, KW_ESCHEMA, at.line, at.col, "invalid %s name \"%.*s%s\": %s", what,
+                       (int)(name.len > 64 ? 64 : name.len), name.ptr, name.len > 64 ? "..." : "",
+                       kw_name_rule(kind));
+}
+
+/* The names a permission's expression refers to (depth-bounded by the parser). */
+static int check_expr_names(parser_t *p, const kw_expr_t *e, kw__pos_t at)
+{
+    const kw__pexpr_t *n = (const kw__pexpr_t *)e;
+    int rc = KW_OK;
+    switch (e->kind) {
+    case KW_EXPR_REF:
+        if (!kw_name_ok(n->name, KW_NAME_RELATION))
+            rc = bad_name(p, at, "relation or permission", n->name, KW_NAME_RELATION);
+        break;
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL:
+        if (!kw_name_ok(n->name, KW_NAME_RELATION))
+            rc = bad_name(p, at, "relation", n->name, KW_NAME_RELATION);
+        else if (!kw_name_ok(e->target, KW_NAME_RELATION))
+            rc = bad_name(p, at, "relation or permission", e->target, KW_NAME_RELATION);
+        break;
+    default:
+        for (uint32_t i = 0; rc == KW_OK && i < e->n_children; i++)
+            rc = check_expr_names(p, e->children[i], at);
+        break;
+    }
+    return rc;
+}
+
+/* Every name of a parsed schema against SpiceDB's patterns, in the order its compiler
+ * validates them (see the top of this file). */
+static int check_names(parser_t *p, const kw__parsed_t *ps)
+{
+    for (uint32_t t = 0; t < ps->n_types; t++) {
+        const kw_type_t *ty = &ps->types[t];
+        const kw__type_src_t *src = &ps->srcs[t];
+        for (uint32_t r = 0; r < ty->n_rels; r++) {
+            const kw_relation_t *rel = &ty->rels[r];
+            int rc = KW_OK;
+            if (rel->is_permission) {
+                if (!kw_name_ok(rel->name, KW_NAME_RELATION))
+                    rc = bad_name(p, src->kw[r], "permission", rel->name, KW_NAME_RELATION);
+                else
+                    rc = check_expr_names(p, rel->expr, src->kw[r]);
+                if (rc != KW_OK)
+                    return rc;
+                continue;
+            }
+            for (uint32_t i = 0; i < rel->n_allowed; i++) {
+                const kw__allowed_src_t *al = &src->allowed[r][i];
+                kw__pos_t at = {al->line, al->col};
+                if (!kw_name_ok(al->type_name, KW_NAME_TYPE))
+                    return bad_name(p, at, "subject type", al->type_name, KW_NAME_TYPE);
+                if (al->rel_name.len && !kw_str_eq_c(al->rel_name, "...") &&
+                    !kw_name_ok(al->rel_name, KW_NAME_RELATION))
+                    return bad_name(p, at, "subject relation", al->rel_name, KW_NAME_RELATION);
+            }
+            if (!kw_name_ok(rel->name, KW_NAME_RELATION))
+                return bad_name(p, src->kw[r], "relation", rel->name, KW_NAME_RELATION);
+        }
+        if (!kw_name_ok(ty->name, KW_NAME_DEFINITION))
+            return bad_name(p, src->def_kw, "definition", ty->name, KW_NAME_DEFINITION);
+    }
+    return KW_OK;
+}
+
 int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t *diag)
 {
     parser_t p;
@@ -666,6 +832,11 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
     int rc = advance(&p);
     bool seen_definition = false;
     while (rc == KW_OK && p.cur.kind != KW__TK_EOF) {
+        /* at most one terminator before each top-level statement, as in SpiceDB */
+        if (p.cur.kind == KW__TK_SEMI) {
+            if ((rc = advance(&p)) != KW_OK || p.cur.kind == KW__TK_EOF)
+                break;
+        }
         if (is_word(&p.cur, "definition")) {
             seen_definition = true;
             rc = parse_definition(&p, out);
@@ -673,34 +844,9 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
             seen_definition = true;
             rc = parse_caveat(&p, out);
         } else if (is_word(&p.cur, "use")) {
-            kw__tok_t use = p.cur;
-            if ((rc = advance(&p)) != KW_OK)
-                break;
-            if (p.cur.kind != KW__TK_IDENT) {
-                rc = unexpected(&p, "a flag name after \"use\"");
-            } else if (kw_str_eq_c(p.cur.text, "expiration")) {
-                if (seen_definition)
-                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
-                                     "`use` expressions must be declared before any definition");
-                else if ((rc = advance(&p)) == KW_OK)
-                    p.use_expiration = out->use_expiration = true;
-            } else if (kw_str_eq_c(p.cur.text, "typechecking") || kw_str_eq_c(p.cur.text, "self") ||
-                       kw_str_eq_c(p.cur.text, "partial") || kw_str_eq_c(p.cur.text, "import")) {
-                /* SpiceDB accepts these flags; each only enables syntax of its own
-                 * (type annotations, `self`, partials, imports) that this parser still
-                 * refuses where it is used, so the flag alone changes nothing */
-                if (seen_definition)
-                    rc = kw_diag_set(diag, KW_ESCHEMA, use.line, use.col,
-                                     "`use` expressions must be declared before any definition");
-                else
-                    rc = advance(&p);
-            } else {
-                rc = kw_diag_set(diag, KW_ESCHEMA, p.cur.line, p.cur.col,
-                                 "unknown use flag: `%.*s`. Options are: expiration, import, "
-                                 "partial, self, typechecking",
-                                 (int)(p.cur.text.len > 64 ? 64 : p.cur.text.len), p.cur.text.ptr);
-            }
-        } else if (is_word(&p.cur, "import") || is_word(&p.cur, "partial")) {
+            rc = parse_use(&p, out, seen_definition);
+        } else if ((is_word(&p.cur, "import") && (p.flags & F_IMPORT)) ||
+                   (is_word(&p.cur, "partial") && (p.flags & F_PARTIAL))) {
             rc = kw_diag_set(diag, KW_EUNSUPPORTED, p.cur.line, p.cur.col,
                              "composable schemas (\"%.*s\") are not supported yet",
                              KW_STR_FMT(p.cur.text));
@@ -708,5 +854,7 @@ int kw__schema_parse(kw_str_t text, kw_arena_t *a, kw__parsed_t *out, kw_diag_t 
             rc = unexpected(&p, "\"definition\" or \"caveat\"");
         }
     }
+    if (rc == KW_OK)
+        rc = check_names(&p, out);
     return rc;
 }

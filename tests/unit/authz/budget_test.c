@@ -14,7 +14,7 @@
 #include "engine_helpers.h"
 #include "kw_test.h"
 
-/* `definition user {}` and a `doc` whose p<i+1> is `fan` copies of p<i> (p0 = viewer). */
+/* `definition user {}` and a `doc` whose perm<i+1> is `fan` copies of perm<i> (perm0 = viewer). */
 static char *doubling_schema(int levels, int fan)
 {
     kw_buf_t b;
@@ -23,11 +23,11 @@ static char *doubling_schema(int levels, int fan)
                     "definition doc {\n"
                     "    relation viewer: user\n"
                     "    relation other: user\n"
-                    "    permission p0 = viewer\n");
+                    "    permission perm0 = viewer\n");
     for (int i = 1; i <= levels; i++) {
-        kw_buf_printf(&b, "    permission p%d = p%d", i, i - 1);
+        kw_buf_printf(&b, "    permission perm%d = perm%d", i, i - 1);
         for (int k = 1; k < fan; k++)
-            kw_buf_printf(&b, " + p%d", i - 1);
+            kw_buf_printf(&b, " + perm%d", i - 1);
         kw_buf_puts(&b, "\n");
     }
     kw_buf_puts(&b, "}\n");
@@ -63,16 +63,16 @@ KW_TEST(budget_expand_doubling_schema)
     kw_expand_t *t = NULL;
     kw_diag_t diag;
     kw_diag_clear(&diag);
-    int rc = kw_engine_expand(e, d, KW_STR("p18"), a, &t, NULL, &diag);
+    int rc = kw_engine_expand(e, d, KW_STR("perm18"), a, &t, NULL, &diag);
     kw_arena_free(a);
     KW_ASSERT_EQ(rc, KW_EBUDGET);
     KW_ASSERT(t == NULL);
     KW_ASSERT_EQ(diag.code, KW_EBUDGET);
     KW_ASSERT(strstr(diag.msg, "budget") != NULL);
-    /* Within the budget the tree is whole: p10 has 2^10 leaves of 4 subjects. */
+    /* Within the budget the tree is whole: perm10 has 2^10 leaves of 4 subjects. */
     a = kw_arena_new(0);
     KW_ASSERT(a);
-    KW_ASSERT_EQ(kw_engine_expand(e, d, KW_STR("p10"), a, &t, NULL, NULL), KW_OK);
+    KW_ASSERT_EQ(kw_engine_expand(e, d, KW_STR("perm10"), a, &t, NULL, NULL), KW_OK);
     size_t leaves = 0, subjects = 0;
     const kw_expand_t *stack[64];
     size_t sp = 0;
@@ -90,8 +90,8 @@ KW_TEST(budget_expand_doubling_schema)
     KW_ASSERT_EQ(leaves, 1024);
     KW_ASSERT_EQ(subjects, 4096);
     /* Check is memoized: the same schema costs it one evaluation per level. */
-    KW_ASSERT_EQ(th_check(e, "doc:d#p18@user:u3"), 1);
-    KW_ASSERT_EQ(th_check(e, "doc:d#p18@user:nobody"), 0);
+    KW_ASSERT_EQ(th_check(e, "doc:d#perm18@user:u3"), 1);
+    KW_ASSERT_EQ(th_check(e, "doc:d#perm18@user:nobody"), 0);
     kw_engine_free(e);
 }
 
@@ -127,8 +127,8 @@ KW_TEST(budget_expand_bytes)
     kw_expand_t *t = NULL;
     kw_diag_t diag;
     kw_diag_clear(&diag);
-    /* p1 = p0 + p0: two leaves of 20,000 subjects, 40 MB of ids. */
-    int rc = kw_engine_expand(e, d, KW_STR("p1"), a, &t, NULL, &diag);
+    /* perm1 = perm0 + perm0: two leaves of 20,000 subjects, 40 MB of ids. */
+    int rc = kw_engine_expand(e, d, KW_STR("perm1"), a, &t, NULL, &diag);
     kw_arena_free(a);
     KW_ASSERT_EQ(rc, KW_EBUDGET);
     KW_ASSERT(strstr(diag.msg, "bytes") != NULL);
@@ -269,18 +269,18 @@ KW_TEST(budget_absent_object_schema_walk)
     KW_ASSERT(e);
     kw_diag_t d;
     kw_diag_clear(&d);
-    KW_ASSERT_EQ(th_check_d(e, "doc:x#p15@doc:x#other", &d), KW_EBUDGET);
+    KW_ASSERT_EQ(th_check_d(e, "doc:x#perm15@doc:x#other", &d), KW_EBUDGET);
     KW_ASSERT(strstr(d.msg, "budget") != NULL);
-    KW_ASSERT_EQ(th_check(e, "doc:x#p15@doc:x#viewer"), 1); /* found on the first path */
-    KW_ASSERT_EQ(th_check(e, "doc:x#p3@doc:x#other"), 0);   /* within the budget */
+    KW_ASSERT_EQ(th_check(e, "doc:x#perm15@doc:x#viewer"), 1); /* found on the first path */
+    KW_ASSERT_EQ(th_check(e, "doc:x#perm3@doc:x#other"), 0);   /* within the budget */
     int n = 0;
     kw_subject_t self = {KW_STR("doc"), KW_STR("x"), KW_STR("other")};
     kw_diag_clear(&d);
-    KW_ASSERT_EQ(
-        kw_engine_lookup_resources(e, KW_STR("doc"), KW_STR("p15"), self, count_ids, &n, NULL, &d),
-        KW_EBUDGET);
+    KW_ASSERT_EQ(kw_engine_lookup_resources(e, KW_STR("doc"), KW_STR("perm15"), self, count_ids, &n,
+                                            NULL, &d),
+                 KW_EBUDGET);
     kw_object_t x = {KW_STR("doc"), KW_STR("x")};
-    KW_ASSERT_EQ(kw_engine_lookup_subjects(e, x, KW_STR("p15"), KW_STR("doc"), KW_STR("other"),
+    KW_ASSERT_EQ(kw_engine_lookup_subjects(e, x, KW_STR("perm15"), KW_STR("doc"), KW_STR("other"),
                                            count_subjects, &n, NULL, &d),
                  KW_EBUDGET);
     kw_engine_free(e);

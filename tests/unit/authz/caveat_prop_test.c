@@ -23,19 +23,19 @@ static const char *SCHEMA =
     "caveat c2(b int) { b == 1 }\n"
     "definition user {}\n"
     "definition obj {\n"
-    "  relation r0: user | user with c1 | user with c2 | user with expiration | user:* with c1 |"
-    " obj#r0 | obj#r0 with c2 | obj#p0\n"
-    "  relation r1: user | user with c2 | user with c1 and expiration | obj#p1 with c1\n"
-    "  relation up: obj | obj with c1 | obj with expiration\n"
-    "  permission p0 = r0 + up->p0\n"
-    "  permission p1 = r0 & r1\n"
-    "  permission p2 = r0 - r1\n"
-    "  permission p3 = up.all(r0)\n"
-    "  permission p4 = (r0 + r1) - up->p2\n"
+    "  relation re0: user | user with c1 | user with c2 | user with expiration | user:* with c1 |"
+    " obj#re0 | obj#re0 with c2 | obj#pe0\n"
+    "  relation re1: user | user with c2 | user with c1 and expiration | obj#pe1 with c1\n"
+    "  relation upp: obj | obj with c1 | obj with expiration\n"
+    "  permission pe0 = re0 + upp->pe0\n"
+    "  permission pe1 = re0 & re1\n"
+    "  permission pe2 = re0 - re1\n"
+    "  permission pe3 = upp.all(re0)\n"
+    "  permission pe4 = (re0 + re1) - upp->pe2\n"
     "}\n";
 
 enum { R0, R1, UP, P0, P1, P2, P3, P4, NREL };
-static const char *REL[NREL] = {"r0", "r1", "up", "p0", "p1", "p2", "p3", "p4"};
+static const char *REL[NREL] = {"re0", "re1", "upp", "pe0", "pe1", "pe2", "pe3", "pe4"};
 
 /* Missing-parameter bits. */
 #define MA 1u

@@ -303,7 +303,7 @@ KW_TEST(check_agentex_schema)
 KW_TEST(check_direct_ids_at_inline_boundary)
 {
     kw_engine_t *e = th_engine("definition user {}\n"
-                               "definition group { relation member: user }\n"
+                               "definition group { relation member: user; }\n"
                                "definition doc {\n"
                                "  relation viewer: user | user:* | group#member\n"
                                "  relation owner: user\n"
@@ -384,7 +384,7 @@ static const char *lookup_users(kw_engine_t *e, const char *type, const char *id
 KW_TEST(check_arrow_target_on_some_or_no_type)
 {
     kw_engine_t *e = th_engine("definition user {}\n"
-                               "definition team { relation member: user }\n"
+                               "definition team { relation member: user; }\n"
                                "definition doc {\n"
                                "  relation owner: user | team#member\n"
                                "  relation parent: team | doc\n"

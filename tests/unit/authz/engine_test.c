@@ -240,7 +240,7 @@ KW_TEST(engine_schema_swap)
     kw_diag_clear(&d);
     /* dropping group#member from viewer is refused, naming the offender */
     const char *narrow = "definition user {}\n"
-                         "definition group { relation member: user | group#member }\n"
+                         "definition group { relation member: user | group#member; }\n"
                          "definition document {\n"
                          "  relation viewer: user\n"
                          "  permission view = viewer\n"
@@ -249,7 +249,7 @@ KW_TEST(engine_schema_swap)
     KW_ASSERT(strstr(d.msg, "document:a#viewer@group:g#member") != NULL);
     KW_ASSERT_EQ(th_check(e, "document:a#view@user:m"), 1);
     /* a compatible schema with reordered relations: indices change, answers do not */
-    const char *wider = "definition group { relation member: user | group#member }\n"
+    const char *wider = "definition group { relation member: user | group#member; }\n"
                         "definition user {}\n"
                         "definition document {\n"
                         "  relation extra: user\n"

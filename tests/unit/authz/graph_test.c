@@ -117,7 +117,7 @@ KW_TEST(graph_edges_sorted_and_removed)
 KW_TEST(graph_churn_does_not_leak_nodes)
 {
     kw_engine_t *e = th_engine("definition user {}\n"
-                               "definition key { relation owner: user }\n");
+                               "definition key { relation owner: user; }\n");
     KW_ASSERT(e);
     char rel[64];
     size_t mem_after_warmup = 0;

@@ -38,27 +38,27 @@ static uint32_t rnd(rng_t *r, uint32_t n)
 
 static void gen_expr(rng_t *r, kw_buf_t *b, int perm_idx, int depth)
 {
-    static const char *targets[] = {"r0", "r1", "r2", "p0", "p1"};
+    static const char *targets[] = {"rel0", "rel1", "rel2", "prm0", "prm1"};
     uint32_t k = rnd(r, depth < 2 ? 10 : 6);
     switch (k) {
     case 0:
     case 1:
-        kw_buf_printf(b, "r%u", rnd(r, 3));
+        kw_buf_printf(b, "rel%u", rnd(r, 3));
         break;
     case 2:
         if (perm_idx > 0)
-            kw_buf_printf(b, "p%u", rnd(r, (uint32_t)perm_idx));
+            kw_buf_printf(b, "prm%u", rnd(r, (uint32_t)perm_idx));
         else
-            kw_buf_printf(b, "r%u", rnd(r, 3));
+            kw_buf_printf(b, "rel%u", rnd(r, 3));
         break;
     case 3:
-        kw_buf_printf(b, "r%u->%s", rnd(r, 2), targets[rnd(r, 5)]);
+        kw_buf_printf(b, "rel%u->%s", rnd(r, 2), targets[rnd(r, 5)]);
         break;
     case 4:
-        kw_buf_printf(b, "r%u.all(%s)", rnd(r, 2), targets[rnd(r, 5)]);
+        kw_buf_printf(b, "rel%u.all(%s)", rnd(r, 2), targets[rnd(r, 5)]);
         break;
     case 5:
-        kw_buf_puts(b, rnd(r, 3) ? "r0" : "nil");
+        kw_buf_puts(b, rnd(r, 3) ? "rel0" : "nil");
         break;
     default: {
         static const char *ops[] = {" + ", " & ", " - "};
@@ -75,9 +75,9 @@ static void gen_schema(rng_t *r, int n_t, kw_buf_t *b)
 {
     kw_buf_puts(b, "definition user {}\n");
     for (int t = 0; t < n_t; t++) {
-        kw_buf_printf(b, "definition t%d {\n", t);
+        kw_buf_printf(b, "definition typ%d {\n", t);
         for (int rel = 0; rel < 3; rel++) {
-            kw_buf_printf(b, "  relation r%d: ", rel);
+            kw_buf_printf(b, "  relation rel%d: ", rel);
             /* Only r2 may allow wildcards (directly or through subject sets), since
              * arrows (over r0/r1) may not walk wildcards; r0/r1 always allow an object
              * type so arrow targets exist. */
@@ -106,16 +106,16 @@ static void gen_schema(rng_t *r, int n_t, kw_buf_t *b)
                 else if (k == 1)
                     kw_buf_puts(b, "user:*");
                 else if (k == 2)
-                    kw_buf_printf(b, "t%u", tt);
+                    kw_buf_printf(b, "typ%u", tt);
                 else if (k == 3)
-                    kw_buf_printf(b, "t%u#r%u", tt, rr);
+                    kw_buf_printf(b, "typ%u#rel%u", tt, rr);
                 else
-                    kw_buf_printf(b, "t%u:*", tt);
+                    kw_buf_printf(b, "typ%u:*", tt);
             }
             kw_buf_puts(b, "\n");
         }
         for (int p = 0; p < 2; p++) {
-            kw_buf_printf(b, "  permission p%d = ", p);
+            kw_buf_printf(b, "  permission prm%d = ", p);
             gen_expr(r, b, p, 0);
             kw_buf_puts(b, "\n");
         }

@@ -343,7 +343,7 @@ KW_TEST(reflect_fails_cleanly_on_oom)
         int rc2 = kw_schema_computable_permissions(S(SCHEMA), S("user"), KW_STR(""), KW_STR(""), a,
                                                    &r, &n, NULL);
         kw_fault_arm(i);
-        int rc3 = kw_schema_diff(KW_STR("definition a {}"), S(SCHEMA), a, &d, &n, NULL);
+        int rc3 = kw_schema_diff(KW_STR("definition aaa {}"), S(SCHEMA), a, &d, &n, NULL);
         kw_fault_arm(i);
         int rc4 = kw_schema_reflect(S(SCHEMA), NULL, 0, a, &defs, &n, NULL);
         kw_fault_arm(0);

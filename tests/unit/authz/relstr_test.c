@@ -156,8 +156,8 @@ KW_TEST(relstr_caveat_name_and_context)
     KW_ASSERT(kw_str_eq_c(r.caveat, "foo/bar/only_on_tuesday"));
     KW_ASSERT(kw_str_eq_c(r.subject.id, "*"));
     /* an empty object is no context (SpiceDB writes such a caveat as `[name]`) */
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[c:{ }]"), &r, &d), KW_OK);
-    KW_ASSERT(kw_str_eq_c(r.caveat, "c"));
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[cav:{ }]"), &r, &d), KW_OK);
+    KW_ASSERT(kw_str_eq_c(r.caveat, "cav"));
     KW_ASSERT_EQ(r.caveat_ctx.len, 0);
     /* `[expiration]` and `[expiration:{...}]` name a caveat called expiration */
     KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:d#viewer@user:tom[expiration]"), &r, &d), KW_OK);
@@ -181,14 +181,16 @@ KW_TEST(relstr_expiration)
     KW_ASSERT_EQ(r.expires_at, 1701388800LL * 1000000);
     /* a fraction (finer than a microsecond: truncated) and a negative offset */
     KW_ASSERT_EQ(
-        kw_rel_parse(KW_STR("d:x#r@u:y[expiration:2024-10-03T07:16:28.068632999-07:00]"), &r, &d),
+        kw_rel_parse(KW_STR("doc:x#rel@usr:y[expiration:2024-10-03T07:16:28.068632999-07:00]"), &r,
+                     &d),
         KW_OK);
     KW_ASSERT_EQ(r.expires_at, 1727964988LL * 1000000 + 68632);
     /* leap day, far future, the year 9999 */
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("d:x#r@u:y[expiration:2024-02-29T23:59:59.5Z]"), &r, &d),
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc:x#rel@usr:y[expiration:2024-02-29T23:59:59.5Z]"), &r, &d),
                  KW_OK);
     KW_ASSERT_EQ(r.expires_at, 1709251199LL * 1000000 + 500000);
-    KW_ASSERT_EQ(kw_rel_parse(KW_STR("d:x#r@u:y[expiration:9999-12-31T23:59:59Z]"), &r, &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc:x#rel@usr:y[expiration:9999-12-31T23:59:59Z]"), &r, &d),
+                 KW_OK);
     KW_ASSERT_EQ(r.expires_at, 253402300799LL * 1000000);
     /* both: the caveat first */
     KW_ASSERT_EQ(kw_rel_parse(KW_STR("document:firstdoc#viewer@user:sarah[somecaveat:{"
@@ -214,47 +216,47 @@ KW_TEST(relstr_caveat_and_expiration_errors)
         uint32_t col;
         const char *msg_part;
     } cases[] = {
-        {"d:x#r@u:y[", 11, "caveat name"},
-        {"d:x#r@u:y[]", 11, "caveat name"},
-        {"d:x#r@u:y[Cav]", 11, "caveat name"},
-        {"d:x#r@u:y[cav", 14, "']'"},
-        {"d:x#r@u:y[cav:]", 15, "JSON object"},
-        {"d:x#r@u:y[cav:1]", 15, "JSON object"},
-        {"d:x#r@u:y[cav:{}", 17, "']'"},
-        {"d:x#r@u:y[cav:{\"a\":1]", 21, "',' or '}'"},
-        {"d:x#r@u:y[cav:{a:1}]", 16, "string key"},
-        {"d:x#r@u:y[cav:{\"a\" 1}]", 20, "':'"},
-        {"d:x#r@u:y[cav:{\"a\":01}]", 21, "',' or '}'"},
-        {"d:x#r@u:y[cav:{\"a\":1.}]", 22, "digit"},
-        {"d:x#r@u:y[cav:{\"a\":tru}]", 20, "JSON value"},
-        {"d:x#r@u:y[cav:{\"a\":\"\\x\"}]", 22, "escape"},
-        {"d:x#r@u:y[cav:{\"a\":\"\\u12g4\"}]", 25, "hex"},
-        {"d:x#r@u:y[cav:{\"a\":\"\t\"}]", 21, "control"},
-        {"d:x#r@u:y[cav:{\"a\":\"\xff\"}]", 21, "UTF-8"},
-        {"d:x#r@u:y[cav:{\"a\":[1,]}]", 23, "JSON value"},
-        {"d:x#r@u:y[cav:{\"a\":1,}]", 22, "string key"},
-        {"d:x#r@u:y[cav:{\"a\":\"b}]", 24, "unterminated"},
-        {"d:x#r@u:y[cav:{\"a\":1}]x", 23, "after the caveat"},
-        {"d:x#r@u:y[cav][other]", 15, "only an expiration"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z][cav]", 43, "caveat must come before"},
-        {"d:x#r@u:y[c][expiration:2023-12-01T00:00:00Z][expiration:2023-12-01T00:00:00Z]", 46,
-         "nothing may follow"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z]x", 43, "after the expiration"},
-        {"d:x#r@u:y[expiration:]", 22, "expiration"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00Z", 42, "']'"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00+01:00]", 41, "expiration"},
-        {"d:x#r@u:y[expiration:2023-12-01 00:00:00Z]", 32, "expiration"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00]", 22, "RFC 3339"},
-        {"d:x#r@u:y[expiration:2023-12-01]", 22, "RFC 3339"},
-        {"d:x#r@u:y[expiration:23-12-01T00:00:00Z]", 22, "RFC 3339"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00.Z]", 22, "RFC 3339"},
-        {"d:x#r@u:y[expiration:2023-13-01T00:00:00Z]", 22, "not a valid date"},
-        {"d:x#r@u:y[expiration:2023-02-29T00:00:00Z]", 22, "not a valid date"},
-        {"d:x#r@u:y[expiration:2023-12-01T24:00:00Z]", 22, "not a valid date"},
-        {"d:x#r@u:y[expiration:2023-12-01T23:59:60Z]", 22, "not a valid date"},
-        {"d:x#r@u:y[expiration:2023-12-01T00:00:00-24:00]", 22, "not a valid date"},
-        {"d:x#r@u:y[expiration:1970-01-01T00:00:00Z]", 22, "not after 1970"},
-        {"d:x#r@u:y[expiration:1969-12-31T23:59:59Z]", 22, "not after 1970"},
+        {"doc:x#rel@usr:y[", 17, "caveat name"},
+        {"doc:x#rel@usr:y[]", 17, "caveat name"},
+        {"doc:x#rel@usr:y[Cav]", 17, "caveat name"},
+        {"doc:x#rel@usr:y[cav", 20, "']'"},
+        {"doc:x#rel@usr:y[cav:]", 21, "JSON object"},
+        {"doc:x#rel@usr:y[cav:1]", 21, "JSON object"},
+        {"doc:x#rel@usr:y[cav:{}", 23, "']'"},
+        {"doc:x#rel@usr:y[cav:{\"a\":1]", 27, "',' or '}'"},
+        {"doc:x#rel@usr:y[cav:{a:1}]", 22, "string key"},
+        {"doc:x#rel@usr:y[cav:{\"a\" 1}]", 26, "':'"},
+        {"doc:x#rel@usr:y[cav:{\"a\":01}]", 27, "',' or '}'"},
+        {"doc:x#rel@usr:y[cav:{\"a\":1.}]", 28, "digit"},
+        {"doc:x#rel@usr:y[cav:{\"a\":tru}]", 26, "JSON value"},
+        {"doc:x#rel@usr:y[cav:{\"a\":\"\\x\"}]", 28, "escape"},
+        {"doc:x#rel@usr:y[cav:{\"a\":\"\\u12g4\"}]", 31, "hex"},
+        {"doc:x#rel@usr:y[cav:{\"a\":\"\t\"}]", 27, "control"},
+        {"doc:x#rel@usr:y[cav:{\"a\":\"\xff\"}]", 27, "UTF-8"},
+        {"doc:x#rel@usr:y[cav:{\"a\":[1,]}]", 29, "JSON value"},
+        {"doc:x#rel@usr:y[cav:{\"a\":1,}]", 28, "string key"},
+        {"doc:x#rel@usr:y[cav:{\"a\":\"b}]", 30, "unterminated"},
+        {"doc:x#rel@usr:y[cav:{\"a\":1}]x", 29, "after the caveat"},
+        {"doc:x#rel@usr:y[cav][other]", 21, "only an expiration"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00Z][cav]", 49, "caveat must come before"},
+        {"doc:x#rel@usr:y[cav][expiration:2023-12-01T00:00:00Z][expiration:2023-12-01T00:00:00Z]",
+         54, "nothing may follow"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00Z]x", 49, "after the expiration"},
+        {"doc:x#rel@usr:y[expiration:]", 28, "expiration"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00Z", 48, "']'"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00+01:00]", 47, "expiration"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01 00:00:00Z]", 38, "expiration"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00]", 28, "RFC 3339"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01]", 28, "RFC 3339"},
+        {"doc:x#rel@usr:y[expiration:23-12-01T00:00:00Z]", 28, "RFC 3339"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00.Z]", 28, "RFC 3339"},
+        {"doc:x#rel@usr:y[expiration:2023-13-01T00:00:00Z]", 28, "not a valid date"},
+        {"doc:x#rel@usr:y[expiration:2023-02-29T00:00:00Z]", 28, "not a valid date"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T24:00:00Z]", 28, "not a valid date"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T23:59:60Z]", 28, "not a valid date"},
+        {"doc:x#rel@usr:y[expiration:2023-12-01T00:00:00-24:00]", 28, "not a valid date"},
+        {"doc:x#rel@usr:y[expiration:1970-01-01T00:00:00Z]", 28, "not after 1970"},
+        {"doc:x#rel@usr:y[expiration:1969-12-31T23:59:59Z]", 28, "not after 1970"},
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {
         kw_rel_t r;
@@ -273,14 +275,14 @@ KW_TEST(relstr_caveat_context_depth_limit)
     kw_rel_t r;
     kw_diag_t d;
     /* KW_MAX_CAVEAT_CTX_DEPTH levels in all (the object and depth-1 arrays) is fine */
-    size_t n = (size_t)snprintf(s, sizeof(s), "d:x#r@u:y[c:{\"a\":");
+    size_t n = (size_t)snprintf(s, sizeof(s), "doc:x#rel@usr:y[cav:{\"a\":");
     for (int i = 1; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
         s[n++] = '[';
     for (int i = 1; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
         s[n++] = ']';
     strcpy(s + n, "}]");
     KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
-    n = (size_t)snprintf(s, sizeof(s), "d:x#r@u:y[c:{\"a\":");
+    n = (size_t)snprintf(s, sizeof(s), "doc:x#rel@usr:y[cav:{\"a\":");
     for (int i = 0; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
         s[n++] = '[';
     for (int i = 0; i < KW_MAX_CAVEAT_CTX_DEPTH; i++)
@@ -296,16 +298,16 @@ KW_TEST(relstr_format_caveat_and_expiration)
         const char *in, *out;
     } cases[] = {
         {"document:d#viewer@user:tom[only_tuesday]", NULL},
-        {"document:d#viewer@user:tom[c:{\"a\": [1, 2]}]", NULL},
+        {"document:d#viewer@user:tom[cav:{\"a\": [1, 2]}]", NULL},
         {"document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]", NULL},
-        {"document:d#viewer@user:tom[c][expiration:2023-12-01T00:00:00.5Z]", NULL},
-        {"document:d#viewer@team:t#member[c:{\"x\":1}][expiration:2300-12-01T00:00:00Z]", NULL},
-        {"document:d#viewer@user:tom[c:{ }]", "document:d#viewer@user:tom[c]"},
+        {"document:d#viewer@user:tom[cav][expiration:2023-12-01T00:00:00.5Z]", NULL},
+        {"document:d#viewer@team:t#member[cav:{\"x\":1}][expiration:2300-12-01T00:00:00Z]", NULL},
+        {"document:d#viewer@user:tom[cav:{ }]", "document:d#viewer@user:tom[cav]"},
         {"document:d#viewer@user:tom[expiration:2024-10-03T07:16:28.068632999-07:00]",
          "document:d#viewer@user:tom[expiration:2024-10-03T14:16:28.068632Z]"},
         {"document:d#viewer@user:tom[expiration:2023-12-01T00:00:00.000000Z]",
          "document:d#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"},
-        {"document:d#viewer@user:tom#...[c]", "document:d#viewer@user:tom[c]"},
+        {"document:d#viewer@user:tom#...[cav]", "document:d#viewer@user:tom[cav]"},
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(cases); i++) {
         int rc;
@@ -330,13 +332,13 @@ KW_TEST(relstr_copy_keeps_caveat_and_expiration)
 {
     kw_arena_t *a = kw_arena_new(0);
     KW_ASSERT(a != NULL);
-    char text[] = "document:d#viewer@user:tom[c:{\"a\":1}][expiration:2023-12-01T00:00:00Z]";
+    char text[] = "document:d#viewer@user:tom[cav:{\"a\":1}][expiration:2023-12-01T00:00:00Z]";
     kw_rel_t r, cp;
     kw_diag_t d;
     KW_ASSERT_EQ(kw_rel_parse(kw_str_c(text), &r, &d), KW_OK);
     KW_ASSERT_EQ(kw_rel_copy(a, &r, &cp), KW_OK);
     memset(text, 'x', sizeof(text) - 1);
-    KW_ASSERT(kw_str_eq_c(cp.caveat, "c"));
+    KW_ASSERT(kw_str_eq_c(cp.caveat, "cav"));
     KW_ASSERT(kw_str_eq_c(cp.caveat_ctx, "{\"a\":1}"));
     KW_ASSERT_EQ(cp.expires_at, 1701388800LL * 1000000);
     kw_arena_free(a);
@@ -360,8 +362,8 @@ KW_TEST(relstr_errors_carry_column)
         {"document:d#viewer@user:", 24},        /* missing subject id */
         {"Document:d#viewer@user:tom", 1},      /* uppercase type */
         {"1doc:d#viewer@user:tom", 1},          /* digit first */
-        {"doc_:d#viewer@user:tom", 4},          /* trailing underscore */
-        {"doc/:d#viewer@user:tom", 5},          /* empty segment after '/' */
+        {"doc_:d#viewer@user:tom", 1},          /* trailing underscore */
+        {"doc/:d#viewer@user:tom", 1},          /* empty segment after '/' */
         {"doc:d d#viewer@user:tom", 6},         /* space in id */
         {"doc:*#viewer@user:tom", 5},           /* wildcard resource */
         {"doc:d#view/er@user:tom", 11},         /* '/' in relation */
@@ -390,12 +392,50 @@ KW_TEST(relstr_name_length_limit)
     char s[400];
     kw_rel_t r;
     kw_diag_t d;
-    memset(s, 'a', KW_MAX_NAME_LEN + 1);
-    strcpy(s + KW_MAX_NAME_LEN + 1, ":d#viewer@user:tom");
-    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_EINVAL);
-    memset(s, 'a', KW_MAX_NAME_LEN);
-    strcpy(s + KW_MAX_NAME_LEN, ":d#viewer@user:tom");
+    /* SpiceDB's patterns: a segment is 3 to 64 bytes, a prefix 63 at most, 128 in all */
+    memset(s, 'a', 63);
+    s[63] = '/';
+    memset(s + 64, 'b', 64);
+    strcpy(s + 128, ":d#viewer@user:tom");
     KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
+    KW_ASSERT_EQ(r.resource.type.len, 128);
+    memset(s, 'a', 64);
+    s[64] = '/';
+    memset(s + 65, 'b', 63);
+    strcpy(s + 128, ":d#viewer@user:tom");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_EINVAL); /* a 64-byte prefix */
+    KW_ASSERT(strstr(d.msg, "prefix at most 63") != NULL);
+    memset(s, 'a', 65);
+    strcpy(s + 65, ":d#viewer@user:tom");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_EINVAL); /* a 65-byte name */
+    strcpy(s, "aaa/bbb/ccc:d#viewer@user:tom");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_OK);
+    memset(s, 'a', 63);
+    s[63] = '/';
+    memset(s + 64, 'b', 63);
+    s[127] = '/';
+    memset(s + 128, 'c', 3);
+    strcpy(s + 131, ":d#viewer@user:tom");
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(s), &r, &d), KW_EINVAL); /* 131 bytes in all */
+    /* relations: 3 to 64 bytes, ending in a letter or digit */
+    memset(s, 'r', 64);
+    s[64] = '\0';
+    char t[200];
+    snprintf(t, sizeof(t), "doc:d#%s@user:tom", s);
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(t), &r, &d), KW_OK);
+    snprintf(t, sizeof(t), "doc:d#%sr@user:tom", s);
+    KW_ASSERT_EQ(kw_rel_parse(kw_str_c(t), &r, &d), KW_EINVAL);
+    static const char *const bad[] = {
+        "doc:1#ab@user:u",     "ab:1#rel@user:u",       "doc:1#rel@us:u",    "doc:1#rel@user:u#ab",
+        "doc:1#re_@user:u",    "doc:1#9ab@user:u",      "do9_:1#rel@user:u", "doc:1#rel@user:u[ab]",
+        "ab/doc:1#rel@user:u", "doc:1#rel@user:u[Cav]",
+    };
+    for (size_t i = 0; i < KW_ARRAY_LEN(bad); i++) {
+        if (kw_rel_parse(kw_str_c(bad[i]), &r, &d) != KW_EINVAL)
+            KW_FAIL_("%s: parsed, SpiceDB refuses it", bad[i]);
+        KW_ASSERT(strstr(d.msg, "must match") != NULL || strstr(d.msg, "expected a") != NULL);
+    }
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc:1#re9@user:u#m_1[c_9:{}]"), &r, &d), KW_OK);
 }
 
 KW_TEST(relstr_format_roundtrip)
@@ -404,7 +444,7 @@ KW_TEST(relstr_format_roundtrip)
         "document:doc1#viewer@user:tom",
         "document:doc1#viewer@group:eng#member",
         "test/resource:first#viewer@test/user:*",
-        "a/b:x_y|z#rel_1@c:+=-",
+        "aaa/bbb:x_y|z#rel_1@ccc:+=-",
     };
     for (size_t i = 0; i < KW_ARRAY_LEN(ok); i++) {
         int rc;

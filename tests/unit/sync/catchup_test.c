@@ -46,7 +46,7 @@ KW_TEST(apply_makes_a_large_revision_visible_at_once_and_at_its_revision)
     KW_ASSERT_EQ(kw_engine_new(&e), KW_OK);
     KW_ASSERT_EQ(kw_engine_set_schema(e,
                                       KW_STR("definition user {}\n"
-                                             "definition doc { relation viewer: user }"),
+                                             "definition doc { relation viewer: user; }"),
                                       NULL, NULL),
                  KW_OK);
     kw_update_t *ups = calloc(BIG_REVISION, sizeof(*ups));

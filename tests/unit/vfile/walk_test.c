@@ -58,9 +58,9 @@ static int run(const char *yaml, rec_t *rec, kw_vfile_stats_t *st)
 static const char k_doc_schema[] = "schema: |\n"
                                    "  definition user {}\n"
                                    "  definition doc {\n"
-                                   "    relation v: user | user:*\n"
-                                   "    relation b: user\n"
-                                   "    permission p = v - b\n"
+                                   "    relation vie: user | user:*\n"
+                                   "    relation ban: user\n"
+                                   "    permission per = vie - ban\n"
                                    "  }\n";
 
 KW_TEST(walk_assertions_and_expected_relations)
@@ -69,33 +69,33 @@ KW_TEST(walk_assertions_and_expected_relations)
     snprintf(yaml, sizeof(yaml),
              "%s"
              "relationships: |\n"
-             "  doc:a#v@user:*\n"
+             "  doc:a#vie@user:*\n"
              "  // a comment\n"
              "\n"
-             "  doc:a#b@user:x\n"
+             "  doc:a#ban@user:x\n"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - doc:a#p@user:y\n"
-             "    - doc:a#p@user:x\n"
+             "    - doc:a#per@user:y\n"
+             "    - doc:a#per@user:x\n"
              "  assertFalse:\n"
-             "    - doc:a#p@user:x\n"
+             "    - doc:a#per@user:x\n"
              "validation:\n"
-             "  doc:a#p:\n"
-             "    - \"[user:* - {user:x}] is <doc:a#v>\"\n"
-             "  doc:a#b:\n"
-             "    - \"[user:z] is <doc:a#b>\"\n",
+             "  doc:a#per:\n"
+             "    - \"[user:* - {user:x}] is <doc:a#vie>\"\n"
+             "  doc:a#ban:\n"
+             "    - \"[user:z] is <doc:a#ban>\"\n",
              k_doc_schema);
     rec_t rec;
     kw_vfile_stats_t st;
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
     KW_ASSERT_STR_EQ(rec.text,
-                     "1 TRUE pass assertTrue passed: doc:a#p@user:y\n"
-                     "1 TRUE FAIL assertTrue failed: doc:a#p@user:x (the check answered no)\n"
-                     "1 FALSE pass assertFalse passed: doc:a#p@user:x\n"
-                     "1 EXPECTED pass validation of doc:a#p matched\n"
-                     "1 EXPECTED FAIL validation failed for doc:a#b: expected subject [user:z] "
+                     "1 TRUE pass assertTrue passed: doc:a#per@user:y\n"
+                     "1 TRUE FAIL assertTrue failed: doc:a#per@user:x (the check answered no)\n"
+                     "1 FALSE pass assertFalse passed: doc:a#per@user:x\n"
+                     "1 EXPECTED pass validation of doc:a#per matched\n"
+                     "1 EXPECTED FAIL validation failed for doc:a#ban: expected subject [user:z] "
                      "was not found\n"
-                     "1 EXPECTED FAIL validation failed for doc:a#b: found subject [user:x] "
+                     "1 EXPECTED FAIL validation failed for doc:a#ban: found subject [user:x] "
                      "which is not listed\n");
     KW_ASSERT_EQ(st.n_docs, 1);
     KW_ASSERT_EQ(st.n_checks, 5);
@@ -131,10 +131,10 @@ KW_TEST(walk_expected_difference_fields)
     snprintf(yaml, sizeof(yaml),
              "%s"
              "relationships: |\n"
-             "  doc:a#b@user:x\n"
+             "  doc:a#ban@user:x\n"
              "validation:\n"
-             "  doc:a#b:\n"
-             "    - \"[user:x] is <doc:a#b>\"\n"
+             "  doc:a#ban:\n"
+             "    - \"[user:x] is <doc:a#ban>\"\n"
              "    - \"[user:* - {user:q}]\"\n",
              k_doc_schema);
     diff_t d = {0};
@@ -143,7 +143,7 @@ KW_TEST(walk_expected_difference_fields)
     KW_ASSERT_EQ(d.n, 1);
     KW_ASSERT(d.missing);
     KW_ASSERT_STR_EQ(d.subject, "user:* - {user:q}");
-    KW_ASSERT_STR_EQ(d.what, "doc:a#b");
+    KW_ASSERT_STR_EQ(d.what, "doc:a#ban");
     KW_ASSERT_EQ(d.line, 11);
 }
 
@@ -164,18 +164,18 @@ KW_TEST(walk_input_errors)
     KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL schema:2:1: ", 25) == 0);
 
     char yaml[1024];
-    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x\n  doc:a#zz@user:x\n",
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#vie@user:x\n  doc:a#zzz@user:x\n",
              k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
-    KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#zz@user:x\"): ", 49) == 0);
+    KW_ASSERT(strncmp(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#zzz@user:x\"): ", 49) == 0);
     KW_ASSERT_EQ(rec.n, 1);
     KW_ASSERT_EQ(st.n_checks, 0);
 
     /* written twice: refused, as SpiceDB refuses it */
-    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x\n  doc:a#v@user:x#...\n",
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#vie@user:x\n  doc:a#vie@user:x#...\n",
              k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
-    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#v@user:x#...\"): found "
+    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL relationship 2 (\"doc:a#vie@user:x#...\"): found "
                                "repeated relationship\n");
 }
 
@@ -202,24 +202,24 @@ KW_TEST(walk_assertion_context_and_caveated)
     snprintf(yaml, sizeof(yaml),
              "%s"
              "relationships: |\n"
-             "  doc:a#v@user:x\n"
+             "  doc:a#vie@user:x\n"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - 'doc:a#v@user:x with {\"a\": [1, {\"b\": null}]}'\n"
+             "    - 'doc:a#vie@user:x with {\"a\": [1, {\"b\": null}]}'\n"
              "  assertFalse:\n"
-             "    - 'doc:a#v@user:y   with   {}'\n"
+             "    - 'doc:a#vie@user:y   with   {}'\n"
              "  assertCaveated:\n"
-             "    - 'doc:a#v@user:x with {\"a\": 1}'\n"
-             "    - doc:a#v@user:y\n",
+             "    - 'doc:a#vie@user:x with {\"a\": 1}'\n"
+             "    - doc:a#vie@user:y\n",
              k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
     KW_ASSERT_STR_EQ(
         rec.text,
-        "1 TRUE pass assertTrue passed: doc:a#v@user:x with {\"a\": [1, {\"b\": null}]}\n"
-        "1 FALSE pass assertFalse passed: doc:a#v@user:y   with   {}\n"
-        "1 CAVEATED FAIL assertCaveated failed: doc:a#v@user:x with {\"a\": 1} (the check "
+        "1 TRUE pass assertTrue passed: doc:a#vie@user:x with {\"a\": [1, {\"b\": null}]}\n"
+        "1 FALSE pass assertFalse passed: doc:a#vie@user:y   with   {}\n"
+        "1 CAVEATED FAIL assertCaveated failed: doc:a#vie@user:x with {\"a\": 1} (the check "
         "answered yes)\n"
-        "1 CAVEATED FAIL assertCaveated failed: doc:a#v@user:y (the check answered no)\n");
+        "1 CAVEATED FAIL assertCaveated failed: doc:a#vie@user:y (the check answered no)\n");
     KW_ASSERT_EQ(st.n_checks, 4);
     KW_ASSERT_EQ(st.n_failed, 2);
     KW_ASSERT(!st.unsupported);
@@ -234,26 +234,26 @@ KW_TEST(walk_assertion_errors)
              "%s"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - 'doc:a#v@user:x with {\"a\": }'\n"
-             "    - 'doc:a#v@user:x with [1]'\n"
-             "    - 'doc:a#v@user:x with'\n"
-             "    - doc:a#v@user:x[c]\n"
-             "    - doc:a#v@user:x[expiration:2030-01-01T00:00:00Z]\n"
+             "    - 'doc:a#vie@user:x with {\"a\": }'\n"
+             "    - 'doc:a#vie@user:x with [1]'\n"
+             "    - 'doc:a#vie@user:x with'\n"
+             "    - doc:a#vie@user:x[cav]\n"
+             "    - doc:a#vie@user:x[expiration:2030-01-01T00:00:00Z]\n"
              "  assertSometimes:\n"
-             "    - doc:a#v@user:x\n",
+             "    - doc:a#vie@user:x\n",
              k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
     KW_ASSERT_STR_EQ(
         rec.text,
-        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with {\"a\": }: the context after ` with "
+        "1 ERROR FAIL assertTrue error: doc:a#vie@user:x with {\"a\": }: the context after ` with "
         "` (column 7): invalid caveat context: expected a JSON value, found '}'\n"
-        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with [1]: the context after ` with ` "
+        "1 ERROR FAIL assertTrue error: doc:a#vie@user:x with [1]: the context after ` with ` "
         "(column 1): invalid caveat context: expected a JSON object, found '['\n"
-        "1 ERROR FAIL assertTrue error: doc:a#v@user:x with (column 15): unexpected byte 0x20 "
+        "1 ERROR FAIL assertTrue error: doc:a#vie@user:x with (column 17): unexpected byte 0x20 "
         "after the subject\n"
-        "1 ERROR FAIL assertTrue error: doc:a#v@user:x[c]: cannot specify a caveat on an "
+        "1 ERROR FAIL assertTrue error: doc:a#vie@user:x[cav]: cannot specify a caveat on an "
         "assertion (give the check's context after ` with `)\n"
-        "1 ERROR FAIL assertTrue error: doc:a#v@user:x[expiration:2030-01-01T00:00:00Z]: cannot "
+        "1 ERROR FAIL assertTrue error: doc:a#vie@user:x[expiration:2030-01-01T00:00:00Z]: cannot "
         "specify an expiration on an assertion (give the check's context after ` with `)\n"
         "1 ERROR FAIL line 15: unknown assertion kind \"assertSometimes\" (use assertTrue, "
         "assertFalse or assertCaveated)\n");
@@ -270,27 +270,27 @@ static const char k_caveat_doc[] =
     "schema: |\n"
     "  use expiration\n"
     "  definition user {}\n"
-    "  caveat c(n int) { n == 1 }\n"
+    "  caveat cav(n int) { n == 1 }\n"
     "  definition team {\n"
-    "    relation member: user | user with c\n"
+    "    relation member: user | user with cav\n"
     "  }\n"
     "  definition doc {\n"
-    "    relation v: user | user with expiration | user:* with c | team#member with c\n"
-    "    relation b: user | user with c\n"
-    "    permission p = v - b\n"
+    "    relation vie: user | user with expiration | user:* with cav | team#member with cav\n"
+    "    relation ban: user | user with cav\n"
+    "    permission per = vie - ban\n"
     "  }\n"
     "relationships: |\n"
     "  team:t#member@user:ann\n"
-    "  team:t#member@user:bob[c]\n"
-    "  doc:a#v@team:t#member[c]\n"
-    "  doc:a#v@user:carl\n"
-    "  doc:a#v@user:dan\n"
-    "  doc:a#b@user:dan[c:{\"n\": 1}]\n"
-    "  doc:a#v@user:old[expiration:2001-01-01T00:00:00Z]\n"
-    "  doc:a#v@user:eve[expiration:2300-01-01T00:00:00Z]\n"
-    "  doc:e#v@user:*[c]\n"
-    "  doc:e#b@user:ann\n"
-    "  doc:e#b@user:bob[c]\n";
+    "  team:t#member@user:bob[cav]\n"
+    "  doc:a#vie@team:t#member[cav]\n"
+    "  doc:a#vie@user:carl\n"
+    "  doc:a#vie@user:dan\n"
+    "  doc:a#ban@user:dan[cav:{\"n\": 1}]\n"
+    "  doc:a#vie@user:old[expiration:2001-01-01T00:00:00Z]\n"
+    "  doc:a#vie@user:eve[expiration:2300-01-01T00:00:00Z]\n"
+    "  doc:e#vie@user:*[cav]\n"
+    "  doc:e#ban@user:ann\n"
+    "  doc:e#ban@user:bob[cav]\n";
 
 KW_TEST(walk_caveats_and_expiry)
 {
@@ -301,26 +301,26 @@ KW_TEST(walk_caveats_and_expiry)
              "%s"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - 'doc:a#p@user:ann with {\"n\": 1}'\n"
-             "    - doc:a#p@user:carl\n"
-             "    - doc:a#p@user:eve\n"
+             "    - 'doc:a#per@user:ann with {\"n\": 1}'\n"
+             "    - doc:a#per@user:carl\n"
+             "    - doc:a#per@user:eve\n"
              "  assertFalse:\n"
-             "    - doc:a#p@user:dan\n"
-             "    - doc:a#p@user:old\n"
-             "    - 'doc:e#p@user:zed with {\"n\": 2}'\n"
+             "    - doc:a#per@user:dan\n"
+             "    - doc:a#per@user:old\n"
+             "    - 'doc:e#per@user:zed with {\"n\": 2}'\n"
              "  assertCaveated:\n"
-             "    - doc:a#p@user:bob\n"
-             "    - doc:e#p@user:zed\n"
+             "    - doc:a#per@user:bob\n"
+             "    - doc:e#per@user:zed\n"
              "validation:\n"
-             "  doc:a#p:\n"
-             "    - '[team:t#member[...]] is <doc:a#v>'\n"
+             "  doc:a#per:\n"
+             "    - '[team:t#member[...]] is <doc:a#vie>'\n"
              "    - '[user:ann[...]] is <team:t#member>'\n"
              "    - '[user:bob[...]] is <team:t#member>'\n"
-             "    - '[user:carl] is <doc:a#v>'\n"
-             "    - '[user:dan[...]] is <doc:a#v>'\n"
-             "    - '[user:eve] is <doc:a#v>'\n"
-             "  doc:e#p:\n"
-             "    - '[user:*[...] - {user:ann, user:bob[...]}] is <doc:e#v>'\n",
+             "    - '[user:carl] is <doc:a#vie>'\n"
+             "    - '[user:dan[...]] is <doc:a#vie>'\n"
+             "    - '[user:eve] is <doc:a#vie>'\n"
+             "  doc:e#per:\n"
+             "    - '[user:*[...] - {user:ann, user:bob[...]}] is <doc:e#vie>'\n",
              k_caveat_doc);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
     if (st.n_failed != 0)
@@ -333,19 +333,19 @@ KW_TEST(walk_caveats_and_expiry)
              "%s"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - doc:a#p@user:ann\n"
+             "    - doc:a#per@user:ann\n"
              "validation:\n"
-             "  doc:e#p:\n"
-             "    - '[user:* - {user:ann, user:bob}] is <doc:e#v>'\n",
+             "  doc:e#per:\n"
+             "    - '[user:* - {user:ann, user:bob}] is <doc:e#vie>'\n",
              k_caveat_doc);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
-    KW_ASSERT_STR_EQ(rec.text,
-                     "1 TRUE FAIL assertTrue failed: doc:a#p@user:ann (the check answered "
-                     "conditional: missing n)\n"
-                     "1 EXPECTED FAIL validation failed for doc:e#p: expected subject [user:* - "
-                     "{user:ann, user:bob}] was not found\n"
-                     "1 EXPECTED FAIL validation failed for doc:e#p: found subject [user:*[...] - "
-                     "{user:ann, user:bob[...]}] which is not listed\n");
+    KW_ASSERT_STR_EQ(
+        rec.text, "1 TRUE FAIL assertTrue failed: doc:a#per@user:ann (the check answered "
+                  "conditional: missing n)\n"
+                  "1 EXPECTED FAIL validation failed for doc:e#per: expected subject [user:* - "
+                  "{user:ann, user:bob}] was not found\n"
+                  "1 EXPECTED FAIL validation failed for doc:e#per: found subject [user:*[...] - "
+                  "{user:ann, user:bob[...]}] which is not listed\n");
     KW_ASSERT_EQ(st.n_failed, 2);
 }
 
@@ -414,18 +414,18 @@ KW_TEST(walk_caveat_errors_in_relationships)
     char yaml[2048];
     /* a caveat the relation does not allow: the engine's message, the file goes on to
      * nothing (the document stops at a relationship that does not load) */
-    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x[c]\n", k_doc_schema);
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#vie@user:x[cav]\n", k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
-    static const char pre[] = "1 ERROR FAIL relationship 1 (\"doc:a#v@user:x[c]\"): ";
+    static const char pre[] = "1 ERROR FAIL relationship 1 (\"doc:a#vie@user:x[cav]\"): ";
     KW_ASSERT(strncmp(rec.text, pre, sizeof(pre) - 1) == 0);
     KW_ASSERT_EQ(st.n_failed, 1);
     KW_ASSERT(!st.unsupported);
     /* a malformed context: the column of the relationship string */
-    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#v@user:x[c:{\"n\" 1}]\n",
+    snprintf(yaml, sizeof(yaml), "%srelationships: |\n  doc:a#vie@user:x[cav:{\"n\" 1}]\n",
              k_doc_schema);
     KW_ASSERT_EQ(run(yaml, &rec, &st), KW_OK);
-    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL relationship 1 (\"doc:a#v@user:x[c:{\"n\" 1}]\"), "
-                               "column 23: invalid caveat context: expected ':' after the key, "
+    KW_ASSERT_STR_EQ(rec.text, "1 ERROR FAIL relationship 1 (\"doc:a#vie@user:x[cav:{\"n\" 1}]\"), "
+                               "column 27: invalid caveat context: expected ':' after the key, "
                                "found '1'\n");
 }
 
@@ -450,12 +450,12 @@ KW_TEST(walk_schema_file_relative_to_the_file)
     snprintf(zed, sizeof(zed), "%s/s.zed", dir);
     snprintf(yaml, sizeof(yaml), "%s/v.yaml", dir);
     FILE *f = fopen(zed, "w");
-    bool ok = f && fputs("definition user {}\ndefinition doc { relation v: user }\n", f) >= 0;
+    bool ok = f && fputs("definition user {}\ndefinition doc { relation vie: user; }\n", f) >= 0;
     if (f)
         fclose(f);
     f = ok ? fopen(yaml, "w") : NULL;
-    ok = f && fputs("schemaFile: s.zed\nrelationships: |\n  doc:a#v@user:x\n"
-                    "assertions:\n  assertTrue:\n    - doc:a#v@user:x\n",
+    ok = f && fputs("schemaFile: s.zed\nrelationships: |\n  doc:a#vie@user:x\n"
+                    "assertions:\n  assertTrue:\n    - doc:a#vie@user:x\n",
                     f) >= 0;
     if (f)
         fclose(f);
@@ -469,7 +469,7 @@ KW_TEST(walk_schema_file_relative_to_the_file)
     rmdir(dir);
     KW_ASSERT(ok);
     KW_ASSERT_EQ(rc, KW_OK);
-    KW_ASSERT_STR_EQ(rec.text, "1 TRUE pass assertTrue passed: doc:a#v@user:x\n");
+    KW_ASSERT_STR_EQ(rec.text, "1 TRUE pass assertTrue passed: doc:a#vie@user:x\n");
     KW_ASSERT_EQ(st.n_failed, 0);
 
     /* the same text without a path looks for s.zed in the working directory */
@@ -518,9 +518,9 @@ KW_TEST(walk_out_of_memory_never_passes)
     char yaml[4096];
     snprintf(yaml, sizeof(yaml),
              "%s"
-             "relationships: |\n  doc:a#v@user:x\n"
-             "assertions:\n  assertTrue:\n    - doc:a#v@user:y\n"
-             "validation:\n  doc:a#p:\n    - \"[user:x] is <doc:a#v>\"\n",
+             "relationships: |\n  doc:a#vie@user:x\n"
+             "assertions:\n  assertTrue:\n    - doc:a#vie@user:y\n"
+             "validation:\n  doc:a#per:\n    - \"[user:x] is <doc:a#vie>\"\n",
              k_doc_schema);
     KW_ASSERT(oom_runs(yaml) > 10);
     /* caveats: a check that is only conditional asserted true, a wrong [...] marker, an
@@ -529,11 +529,11 @@ KW_TEST(walk_out_of_memory_never_passes)
              "%s"
              "assertions:\n"
              "  assertTrue:\n"
-             "    - 'doc:a#p@user:ann with {\"n\": 1}'\n"
-             "    - doc:a#p@user:bob\n"
+             "    - 'doc:a#per@user:ann with {\"n\": 1}'\n"
+             "    - doc:a#per@user:bob\n"
              "validation:\n"
-             "  doc:e#p:\n"
-             "    - '[user:*[...] - {user:ann, user:bob}] is <doc:e#v>'\n",
+             "  doc:e#per:\n"
+             "    - '[user:*[...] - {user:ann, user:bob}] is <doc:e#vie>'\n",
              k_caveat_doc);
     KW_ASSERT(oom_runs(yaml) > 10);
     KW_ASSERT(oom_runs("schema: |\n"

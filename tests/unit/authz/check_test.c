@@ -464,7 +464,7 @@ KW_TEST(check_arrow_over_wildcard_accepted_by_name_memo)
 KW_TEST(check_name_memory_follows_the_model)
 {
     static const char *sa = "definition user {}\n"
-                            "definition group { relation member: user }\n"
+                            "definition group { relation member: user; }\n"
                             "definition doc {\n"
                             "  relation viewer: user | group#member\n"
                             "  relation editor: user\n"
@@ -477,7 +477,7 @@ KW_TEST(check_name_memory_follows_the_model)
                             "  permission edit = editor\n"
                             "  permission view = editor + viewer\n"
                             "}\n"
-                            "definition group { relation member: user }\n"
+                            "definition group { relation member: user; }\n"
                             "definition user {}\n";
     kw_engine_t *ea = th_engine(sa), *eb = th_engine(sb);
     KW_ASSERT(ea && eb);

@@ -12,30 +12,30 @@
 
 static const char *SCHEMA =
     "use expiration\n"
-    "caveat c1(a int) { a == 1 }\n"
-    "caveat c2(b int) { b == 1 }\n"
+    "caveat cav1(a int) { a == 1 }\n"
+    "caveat cav2(b int) { b == 1 }\n"
     "definition user {}\n"
     "definition group {\n"
-    "  relation member: user | user with c1 | user with expiration\n"
+    "  relation member: user | user with cav1 | user with expiration\n"
     "  relation admin: user\n"
     "  permission manage = admin + member\n"
     "}\n"
     "definition folder {\n"
-    "  relation viewer: user | group#member | group#member with c1 | user:*\n"
-    "  relation owner: user with c2 | group#manage\n"
-    "  relation guest: user:* with c2\n"
+    "  relation viewer: user | group#member | group#member with cav1 | user:*\n"
+    "  relation owner: user with cav2 | group#manage\n"
+    "  relation guest: user:* with cav2\n"
     "  permission view = viewer + owner + guest\n"
     "  permission edit = owner & viewer\n"
-    "  permission nv = viewer - owner\n"
+    "  permission nview = viewer - owner\n"
     "}\n"
     "definition doc {\n"
-    "  relation parent: folder | folder with c1 | folder with expiration\n"
-    "  relation reader: user | group#member with c2 | user with expiration\n"
-    "  relation banned: user | user with c1\n"
+    "  relation parent: folder | folder with cav1 | folder with expiration\n"
+    "  relation reader: user | group#member with cav2 | user with expiration\n"
+    "  relation banned: user | user with cav1\n"
     "  permission read = (reader + parent->view) - banned\n"
     "  permission both = reader & parent->edit\n"
     "  permission every = parent.all(view)\n"
-    "  permission mixed = (reader & parent->view) + (parent->nv - banned)\n"
+    "  permission mixed = (reader & parent->view) + (parent->nview - banned)\n"
     "  permission none = nil & reader\n"
     "}\n";
 
@@ -64,7 +64,7 @@ static uint32_t rnd(rng_t *r, uint32_t n)
 /* One random relationship allowed by SCHEMA, as a string. */
 static void gen_rel(rng_t *r, char *out, size_t cap)
 {
-    static const char *traits[] = {"", "[c1:{\"a\":1}]", "[c1]", "[c2:{\"b\":2}]", "[c2]"};
+    static const char *traits[] = {"", "[cav1:{\"a\":1}]", "[cav1]", "[cav2:{\"b\":2}]", "[cav2]"};
     static const char *exps[] = {"[expiration:2020-01-01T00:00:00Z]",
                                  "[expiration:2040-01-01T00:00:00Z]"};
     int o = (int)rnd(r, NOBJ), s = (int)rnd(r, NOBJ);
@@ -152,7 +152,7 @@ KW_TEST(lookup_plan_matches_general_with_attributes)
     static const struct {
         const char *type, *perm;
     } qs[] = {{"group", "member"}, {"group", "manage"}, {"folder", "view"}, {"folder", "edit"},
-              {"folder", "nv"},    {"doc", "read"},     {"doc", "both"},    {"doc", "every"},
+              {"folder", "nview"},    {"doc", "read"},     {"doc", "both"},    {"doc", "every"},
               {"doc", "mixed"},    {"doc", "none"},     {"folder", "owner"}};
     static const char *subjects[] = {"user:u0", "user:u1",         "user:u2",        "user:u3",
                                      "user:u9", "group:g0#member", "group:g1#manage"};
@@ -218,13 +218,13 @@ KW_TEST(lookup_plan_matches_general_with_attributes)
  * never another answer with KW_OK, never a crash, no leak (LeakSanitizer). */
 KW_TEST(lookup_plan_fault_injection)
 {
-    static const char *rels[] = {"group:g0#member@user:u0",    "group:g1#member@user:u0[c1]",
+    static const char *rels[] = {"group:g0#member@user:u0",    "group:g1#member@user:u0[cav1]",
                                  "group:g0#admin@user:u1",     "folder:f0#viewer@group:g0#member",
                                  "folder:f1#viewer@user:*",    "folder:f1#owner@group:g0#manage",
-                                 "folder:f2#guest@user:*[c2]", "doc:d0#parent@folder:f0",
-                                 "doc:d1#parent@folder:f1",    "doc:d2#parent@folder:f2[c1]",
-                                 "doc:d2#reader@user:u0",      "doc:d3#reader@group:g1#member[c2]",
-                                 "doc:d3#banned@user:u0[c1]"};
+                                 "folder:f2#guest@user:*[cav2]", "doc:d0#parent@folder:f0",
+                                 "doc:d1#parent@folder:f1",    "doc:d2#parent@folder:f2[cav1]",
+                                 "doc:d2#reader@user:u0",      "doc:d3#reader@group:g1#member[cav2]",
+                                 "doc:d3#banned@user:u0[cav1]"};
     static const char *perms[] = {"read", "both", "mixed", "every"};
     kw_engine_t *e = th_engine(SCHEMA);
     KW_ASSERT(e != NULL);

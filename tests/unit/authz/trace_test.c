@@ -30,16 +30,16 @@ static void gen_operand(rng_t *r, kw_buf_t *b, int p)
 {
     switch (rnd(r, 4)) {
     case 0:
-        kw_buf_printf(b, "r%u", rnd(r, 3));
+        kw_buf_printf(b, "rr%u", rnd(r, 3));
         break;
     case 1:
         if (p > 0)
-            kw_buf_printf(b, "p%u", rnd(r, (uint32_t)p));
+            kw_buf_printf(b, "pp%u", rnd(r, (uint32_t)p));
         else
-            kw_buf_printf(b, "r%u", rnd(r, 3));
+            kw_buf_printf(b, "rr%u", rnd(r, 3));
         break;
     default:
-        kw_buf_printf(b, "r%u->%s", rnd(r, 2), rnd(r, 2) ? "p0" : "r2");
+        kw_buf_printf(b, "rr%u->%s", rnd(r, 2), rnd(r, 2) ? "pp0" : "rr2");
     }
 }
 
@@ -50,11 +50,11 @@ static void gen_schema(rng_t *r, bool union_only, kw_buf_t *b)
     kw_buf_puts(b, "definition user {}\n");
     for (int t = 0; t < 2; t++) {
         kw_buf_printf(b,
-                      "definition t%d {\n  relation r0: t0 | t1\n  relation r1: t1 | t0\n"
-                      "  relation r2: user | t0#r2 | t1#p0\n",
+                      "definition tt%d {\n  relation rr0: tt0 | tt1\n  relation rr1: tt1 | tt0\n"
+                      "  relation rr2: user | tt0#rr2 | tt1#pp0\n",
                       t);
         for (int p = 0; p < 2; p++) {
-            kw_buf_printf(b, "  permission p%d = ", p);
+            kw_buf_printf(b, "  permission pp%d = ", p);
             gen_operand(r, b, p);
             int n = (int)rnd(r, 3);
             for (int i = 0; i < n; i++) {
@@ -74,17 +74,17 @@ static void gen_rels(rng_t *r, kw_engine_t *e, int n)
         char rel[128];
         int t = (int)rnd(r, 2), o = (int)rnd(r, 4), k = (int)rnd(r, 3);
         if (k < 2) {
-            snprintf(rel, sizeof(rel), "t%d:o%d#r%d@t%u:o%u", t, o, k, rnd(r, 2), rnd(r, 4));
+            snprintf(rel, sizeof(rel), "tt%d:o%d#rr%d@tt%u:o%u", t, o, k, rnd(r, 2), rnd(r, 4));
         } else {
             switch (rnd(r, 5)) {
             case 1:
-                snprintf(rel, sizeof(rel), "t%d:o%d#r2@t0:o%u#r2", t, o, rnd(r, 4));
+                snprintf(rel, sizeof(rel), "tt%d:o%d#rr2@tt0:o%u#rr2", t, o, rnd(r, 4));
                 break;
             case 2:
-                snprintf(rel, sizeof(rel), "t%d:o%d#r2@t1:o%u#p0", t, o, rnd(r, 4));
+                snprintf(rel, sizeof(rel), "tt%d:o%d#rr2@tt1:o%u#pp0", t, o, rnd(r, 4));
                 break;
             default:
-                snprintf(rel, sizeof(rel), "t%d:o%d#r2@user:u%u", t, o, rnd(r, 3));
+                snprintf(rel, sizeof(rel), "tt%d:o%d#rr2@user:u%u", t, o, rnd(r, 3));
             }
         }
         (void)th_touch1(e, rel); /* a repeated one is a no-op */
@@ -154,8 +154,8 @@ KW_TEST(trace_agrees_with_check_on_random_graphs)
         for (int q = 0; q < 20; q++) {
             char res_id[8], sub_id[8];
             snprintf(res_id, sizeof(res_id), "o%u", rnd(&r, 4));
-            kw_object_t res = {rnd(&r, 2) ? KW_STR("t0") : KW_STR("t1"), kw_str_c(res_id)};
-            static const char *perms[] = {"p0", "p1", "r2", "r0"};
+            kw_object_t res = {rnd(&r, 2) ? KW_STR("tt0") : KW_STR("tt1"), kw_str_c(res_id)};
+            static const char *perms[] = {"pp0", "pp1", "rr2", "rr0"};
             kw_str_t perm = kw_str_c(perms[rnd(&r, 4)]);
             kw_subject_t s;
             if (rnd(&r, 4)) {
@@ -163,7 +163,7 @@ KW_TEST(trace_agrees_with_check_on_random_graphs)
                 s = (kw_subject_t){KW_STR("user"), kw_str_c(sub_id), KW_STR("")};
             } else {
                 snprintf(sub_id, sizeof(sub_id), "o%u", rnd(&r, 4));
-                s = (kw_subject_t){KW_STR("t0"), kw_str_c(sub_id), KW_STR("")};
+                s = (kw_subject_t){KW_STR("tt0"), kw_str_c(sub_id), KW_STR("")};
             }
             kw_check_result_t want = KW_CHECK_NO;
             kw_diag_t d;

@@ -26,22 +26,32 @@
  * --perm runs one of the three checks alone, --checks-only skips LookupResources and the
  * caveat engine (both for profiling one check under callgrind).
  *
+ * With --threads N, after the load it measures reads on several threads instead: #owner
+ * and #read checks on 1 and N threads, each cell without and with a writer stream of
+ * --writer updates/s (default 10,000; TOUCH/DELETE of relationships no verified answer
+ * depends on), --mt-seconds each (default 2). Per cell: checks/s summed over the threads
+ * and checks per thread-CPU-second (comparable when other processes share the cores).
+ *
  * Usage: authz_bench [--scale F] [--runs N] [--checks N] [--seed S] [--perm P]
- *                    [--checks-only] [SCHEMA.zed]
- * Prints a table and one JSON line ("{\"bench\":\"authz\",...}").
+ *                    [--checks-only] [--threads N [--writer R] [--mt-seconds S]] [SCHEMA.zed]
+ * Prints a table and one JSON line ("{\"bench\":\"authz\",...}"; "authz_mt" with --threads).
  */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "authz/authz.h"
+#include "corun.h"
 
 #define MEMBERS_PER_ACCOUNT 20
 #define AGENTS_PER_ACCOUNT 10
 #define KEYS_PER_AGENT 100
 #define BATCH 1000
 #define ID_LEN 36
+#define MT_MAX_THREADS 64
 
 /* The default schema without its comments, for runs without a schema path. It must stay
  * equivalent to src/api/agentex.zed (tag-kw-agentex-schema). */
@@ -455,6 +465,237 @@ static stats_t bench_caveat_check(kw_engine_t *e, const char *perm_c, size_t n, 
     return summarize(lat, n, wall);
 }
 
+/* ---- reads on several threads, with and without a writer stream (--threads) ---- */
+
+/* One reader thread: checks `perm` over its own pre-generated queries until *stop, every
+ * answer verified. Reports its count, its wall time and its CPU time (the CPU time makes
+ * the per-thread rate comparable on a machine whose cores other processes also use). */
+typedef struct mt_reader {
+    pthread_t th;
+    kw_engine_t *e;
+    kw_str_t perm;
+    const query_t *q;
+    size_t n_q;
+    pthread_barrier_t *start;
+    atomic_bool *stop;
+    size_t done;
+    double wall, cpu;
+    corun_t chunks; /* its chunks of CORUN_CHUNK checks */
+} mt_reader_t;
+
+static void *mt_reader_main(void *arg)
+{
+    mt_reader_t *r = arg;
+    size_t i = 0;
+    pthread_barrier_wait(r->start);
+    double w0 = now_s(), c0 = cpu_s();
+    uint64_t t = corun_now_ns();
+    while (!atomic_load_explicit(r->stop, memory_order_relaxed)) {
+        for (int k = 0; k < CORUN_CHUNK; k++, i++)
+            run_check(r->e, r->perm, &r->q[i % r->n_q]);
+        uint64_t t1 = corun_now_ns();
+        corun_note(&r->chunks, t, t1);
+        t = t1;
+    }
+    r->wall = now_s() - w0;
+    r->cpu = cpu_s() - c0;
+    r->done = i;
+    return NULL;
+}
+
+/* The writer stream: every millisecond (absolute schedule, so a late tick catches up) one
+ * batch of rate/1000 updates. Each update TOUCHes a fresh agent_api_key#viewer@user
+ * relationship for a user outside every account (so no verified answer changes) or, once
+ * MT_LIVE of them exist, DELETEs the oldest: the graph keeps its size and both write
+ * paths run. */
+#define MT_LIVE 1000
+
+typedef struct mt_writer {
+    pthread_t th;
+    kw_engine_t *e;
+    uint64_t n_accounts;
+    unsigned rate;
+    pthread_barrier_t *start;
+    atomic_bool *stop;
+    uint64_t touched, deleted, rng;
+    size_t done, batches;
+    double wall, in_write; /* in_write: seconds inside kw_engine_write */
+} mt_writer_t;
+
+static void mt_writer_rel(mt_writer_t *w, uint64_t i, kw_op_t op, kw_update_t *u,
+                          char ids[2][ID_LEN + 1])
+{
+    uint64_t n_keys = w->n_accounts * AGENTS_PER_ACCOUNT * KEYS_PER_AGENT;
+    uint64_t h = kw_hash_u64(i ^ w->rng);
+    make_id(K_KEY, h % n_keys, ids[0]);
+    make_id(K_USER, w->n_accounts * MEMBERS_PER_ACCOUNT + i, ids[1]);
+    memset(u, 0, sizeof(*u));
+    u->op = op;
+    u->rel.resource = (kw_object_t){KW_STR("agent_api_key"), {ids[0], ID_LEN}};
+    u->rel.relation = KW_STR("viewer");
+    u->rel.subject = (kw_subject_t){KW_STR("user"), {ids[1], ID_LEN}, KW_STR_NULL};
+}
+
+static void *mt_writer_main(void *arg)
+{
+    mt_writer_t *w = arg;
+    size_t per_tick = w->rate / 1000 ? w->rate / 1000 : 1;
+    kw_update_t *ups = kw_calloc(per_tick, sizeof(*ups));
+    char(*ids)[2][ID_LEN + 1] = kw_calloc(per_tick, sizeof(*ids));
+    if (!ups || !ids)
+        die("writer", KW_ENOMEM, NULL);
+    pthread_barrier_wait(w->start);
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    double w0 = now_s();
+    while (!atomic_load_explicit(w->stop, memory_order_relaxed)) {
+        for (size_t j = 0; j < per_tick; j++) {
+            if (w->touched - w->deleted < MT_LIVE)
+                mt_writer_rel(w, w->touched++, KW_OP_TOUCH, &ups[j], ids[j]);
+            else
+                mt_writer_rel(w, w->deleted++, KW_OP_DELETE, &ups[j], ids[j]);
+        }
+        kw_diag_t d;
+        double t0 = now_s();
+        int rc = kw_engine_write(w->e, ups, per_tick, NULL, 0, 0, NULL, &d);
+        w->in_write += now_s() - t0;
+        if (rc != KW_OK)
+            die("writer write", rc, &d);
+        w->done += per_tick;
+        w->batches++;
+        next.tv_nsec += 1000000;
+        if (next.tv_nsec >= 1000000000) {
+            next.tv_nsec -= 1000000000;
+            next.tv_sec++;
+        }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL);
+    }
+    w->wall = now_s() - w0;
+    kw_free(ids);
+    kw_free(ups);
+    return NULL;
+}
+
+typedef struct mt_cell {
+    const char *perm;
+    int threads;
+    unsigned writer;     /* target updates/s, 0: none */
+    double writer_per_s; /* achieved */
+    double batch_us;     /* mean wall time of one writer batch in kw_engine_write */
+    double per_s;        /* sum over threads of checks / wall */
+    double per_cpu_s;    /* mean over threads of checks / CPU second */
+    corun_stats_t ch;    /* per check: solo (1 thread) or co-run (corun.h) */
+} mt_cell_t;
+
+/* One cell of the matrix: `threads` readers (each with `n_q` fresh queries) for `secs`
+ * seconds, with a writer stream of `rate` updates/s when rate > 0. */
+static mt_cell_t bench_mt(kw_engine_t *e, const char *perm_c, uint64_t n_accounts, int threads,
+                          unsigned rate, double secs, size_t n_q, mt_writer_t *w)
+{
+    mt_cell_t c = {perm_c, threads, rate, 0, 0, 0, 0, {0, 0, 0}};
+    mt_reader_t r[MT_MAX_THREADS];
+    pthread_barrier_t start;
+    atomic_bool stop = false;
+    if (pthread_barrier_init(&start, NULL, (unsigned)threads + 1 + (rate ? 1 : 0)) != 0)
+        die("barrier", KW_ENOMEM, NULL);
+    for (int t = 0; t < threads; t++) {
+        query_t *q = kw_malloc(sizeof(query_t) * n_q);
+        if (!q)
+            die("queries", KW_ENOMEM, NULL);
+        gen_queries(q, n_q, n_accounts);
+        r[t] = (mt_reader_t){
+            .e = e, .perm = kw_str_c(perm_c), .q = q, .n_q = n_q, .start = &start, .stop = &stop};
+        corun_init(&r[t].chunks);
+        if (pthread_create(&r[t].th, NULL, mt_reader_main, &r[t]) != 0)
+            die("pthread_create", KW_ENOMEM, NULL);
+    }
+    if (rate) {
+        w->e = e;
+        w->n_accounts = n_accounts;
+        w->rate = rate;
+        w->start = &start;
+        w->stop = &stop;
+        w->done = 0;
+        w->batches = 0;
+        w->in_write = 0;
+        if (pthread_create(&w->th, NULL, mt_writer_main, w) != 0)
+            die("pthread_create", KW_ENOMEM, NULL);
+    }
+    pthread_barrier_wait(&start);
+    struct timespec d = {(time_t)secs, (long)((secs - (double)(time_t)secs) * 1e9)};
+    nanosleep(&d, NULL);
+    atomic_store(&stop, true);
+    corun_t *rc[MT_MAX_THREADS];
+    for (int t = 0; t < threads; t++) {
+        pthread_join(r[t].th, NULL);
+        c.per_s += r[t].wall > 0 ? (double)r[t].done / r[t].wall : 0;
+        c.per_cpu_s += r[t].cpu > 0 ? (double)r[t].done / r[t].cpu / threads : 0;
+        rc[t] = &r[t].chunks;
+    }
+    c.ch = corun_stats(rc, threads);
+    for (int t = 0; t < threads; t++) {
+        kw_free((void *)r[t].q);
+        free(r[t].chunks.v);
+    }
+    if (rate) {
+        pthread_join(w->th, NULL);
+        c.writer_per_s = w->wall > 0 ? (double)w->done / w->wall : 0;
+        c.batch_us = w->batches ? w->in_write / (double)w->batches * 1e6 : 0;
+    }
+    pthread_barrier_destroy(&start);
+    return c;
+}
+
+/* The matrix: #owner and #read, 1 and `threads` readers, without and with the writer
+ * stream; the ratios compare each cell with its 1-thread (or writer-less) neighbour. */
+static void bench_mt_all(kw_engine_t *e, uint64_t n_accounts, int threads, unsigned rate,
+                         double secs, size_t n_q)
+{
+    static const char *mt_perms[] = {"owner", "read"};
+    mt_cell_t cells[2][2][2]; /* perm, threads (1, N), writer (off, on) */
+    mt_writer_t w = {.rng = 0x5851f42d4c957f2dULL};
+    for (int p = 0; p < 2; p++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int wi = 0; wi < 2; wi++)
+                cells[p][ti][wi] = bench_mt(e, mt_perms[p], n_accounts, ti ? threads : 1,
+                                            wi ? rate : 0, secs, n_q, &w);
+    printf("authz_bench: reads on %d threads, writer stream %u updates/s, %.1f s per cell\n",
+           threads, rate, secs);
+    /* xthreads and xwriter as in bench/brlock_bench.c: N x the 1-thread median per check
+     * over this cell's co-run median (2.0 = perfect scaling while both cores check), and
+     * the mean per check without the writer over the mean with it (0.9 = 10% fewer). */
+    printf("  %-8s %7s %10s %8s %10s %12s %8s %8s %8s %9s %8s\n", "check", "threads", "writer/s",
+           "batch us", "checks/s", "checks/CPU-s", "med ns", "mean ns", "chunks", "xthreads",
+           "xwriter");
+    for (int p = 0; p < 2; p++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int wi = 0; wi < 2; wi++) {
+                const mt_cell_t *c = &cells[p][ti][wi];
+                const mt_cell_t *one = &cells[p][0][wi], *nowr = &cells[p][ti][0];
+                double xt =
+                    c->ch.median_ns > 0 ? c->threads * one->ch.median_ns / c->ch.median_ns : 0.0;
+                double xw = c->ch.mean_ns > 0 ? nowr->ch.mean_ns / c->ch.mean_ns : 0.0;
+                printf("  %-8s %7d %10.0f %8.1f %10.0f %12.0f %8.1f %8.1f %8zu %9.3f %8.3f\n",
+                       c->perm, c->threads, c->writer_per_s, c->batch_us, c->per_s, c->per_cpu_s,
+                       c->ch.median_ns, c->ch.mean_ns, c->ch.n, xt, xw);
+            }
+    printf("{\"bench\":\"authz_mt\",\"threads\":%d,\"writer_rate\":%u,\"secs\":%.2f,\"cells\":[",
+           threads, rate, secs);
+    int first = 1;
+    for (int p = 0; p < 2; p++)
+        for (int ti = 0; ti < 2; ti++)
+            for (int wi = 0; wi < 2; wi++) {
+                const mt_cell_t *c = &cells[p][ti][wi];
+                printf("%s{\"check\":\"%s\",\"threads\":%d,\"writer_per_s\":%.0f,\"per_s\":%.0f,"
+                       "\"per_cpu_s\":%.0f,\"median_ns\":%.1f,\"mean_ns\":%.1f,\"chunks\":%zu,"
+                       "\"batch_us\":%.1f}",
+                       first ? "" : ",", c->perm, c->threads, c->writer_per_s, c->per_s,
+                       c->per_cpu_s, c->ch.median_ns, c->ch.mean_ns, c->ch.n, c->batch_us);
+                first = 0;
+            }
+    printf("]}\n");
+}
+
 /* The schema file, or NULL when it cannot be read or is empty. */
 
 static char *slurp(const char *path, size_t *len)
@@ -472,7 +713,8 @@ static char *slurp(const char *path, size_t *len)
 static void usage(void)
 {
     fprintf(stderr, "usage: authz_bench [--scale F] [--runs N] [--checks N] [--seed S] "
-                    "[--perm read|delete|owner] [--checks-only] [SCHEMA.zed]\n");
+                    "[--perm read|delete|owner] [--checks-only] "
+                    "[--threads N [--writer R] [--mt-seconds S]] [SCHEMA.zed]\n");
     exit(2);
 }
 
@@ -482,6 +724,9 @@ int main(int argc, char **argv)
     size_t runs = 200, checks = 200000;
     const char *schema_path = NULL, *only_perm = NULL;
     bool checks_only = false;
+    int mt_threads = 0;
+    unsigned mt_writer = 10000;
+    double mt_secs = 2.0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--scale") == 0 && i + 1 < argc)
             scale = atof(argv[++i]);
@@ -495,6 +740,12 @@ int main(int argc, char **argv)
             only_perm = argv[++i];
         else if (strcmp(argv[i], "--checks-only") == 0)
             checks_only = true;
+        else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            mt_threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--writer") == 0 && i + 1 < argc)
+            mt_writer = (unsigned)atol(argv[++i]);
+        else if (strcmp(argv[i], "--mt-seconds") == 0 && i + 1 < argc)
+            mt_secs = atof(argv[++i]);
         else if (argv[i][0] == '-')
             usage();
         else
@@ -504,6 +755,11 @@ int main(int argc, char **argv)
     if (n_accounts < 2 || runs == 0 || checks == 0) {
         fprintf(stderr, "authz_bench: --scale must give at least 2 accounts (>= 0.002); "
                         "--runs and --checks must be positive\n");
+        return 2;
+    }
+    if (mt_threads < 0 || mt_threads > MT_MAX_THREADS || mt_secs <= 0 || mt_secs > 3600) {
+        fprintf(stderr, "authz_bench: --threads must be 1..%d, --mt-seconds in (0, 3600]\n",
+                MT_MAX_THREADS);
         return 2;
     }
 
@@ -544,6 +800,17 @@ int main(int argc, char **argv)
     }
     double rss_per_rel = (double)(rss1 - rss0) * 1024.0 / (double)n_rels;
     double mem_per_rel = (double)mem / (double)n_rels;
+    if (mt_threads > 0) {
+        printf("authz_bench: agents-1M at scale %g: %zu relationships loaded in %.2f s\n", scale,
+               n_rels, load_s);
+        bench_mt_all(e, n_accounts, mt_threads, mt_writer, mt_secs, checks);
+        kw_engine_free(e);
+        kw_free(schema_owned);
+        kw_free(lat);
+        kw_free(queries);
+        kw_free(b);
+        return 0;
+    }
 
     static const char *perms[] = {"read", "delete", "owner"};
     stats_t cs[3] = {{0}};

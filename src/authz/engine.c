@@ -2,11 +2,12 @@
  * authz/engine.c - the engine object: lifecycle, the lock, revisions and what can be
  * read off the engine as a whole (count, revision, memory, schema text, names).
  *
- * Locking: one writer-preferring rwlock. Queries hold it shared for their whole run
- * (callbacks included); writes hold it exclusively, so a reader never sees half a batch
- * and every answer carries the revision it read. A swap of the whole state (swap.c)
- * builds without it and takes it only to swap pointers. The other files take the lock
- * through kw__engine_rdlock / _wrlock / _unlock (engine_int.h).
+ * Locking: one writer-preferring reader-writer lock, a "big reader" lock (brlock.c) whose
+ * readers write only their own thread's cache line, so reads scale with cores. Queries
+ * hold it shared for their whole run (callbacks included); writes hold it exclusively, so
+ * a reader never sees half a batch and every answer carries the revision it read. A swap
+ * of the whole state (swap.c) builds without it and takes it only to swap pointers. The
+ * other files take the lock through kw__engine_rdlock / _wrlock / _unlock (engine_int.h).
  */
 #include <time.h>
 
@@ -16,26 +17,19 @@
 
 int kw_engine_new(kw_engine_t **out)
 {
-    pthread_rwlockattr_t attr;
-    int prc;
     kw_engine_t *e = kw_calloc(1, sizeof(*e));
     if (!e)
         goto fail_alloc;
-    if (pthread_rwlockattr_init(&attr) != 0)
-        goto fail_attr;
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    prc = pthread_rwlock_init(&e->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (prc != 0)
-        goto fail_attr;
-    if (kw__graph_init(&e->g) != KW_OK)
+    if (kw__brlock_init(&e->lock) != KW_OK)
         goto fail_lock;
+    if (kw__graph_init(&e->g) != KW_OK)
+        goto fail_graph;
     *out = e;
     return KW_OK;
 
+fail_graph:
+    kw__brlock_close(&e->lock);
 fail_lock:
-    pthread_rwlock_destroy(&e->lock);
-fail_attr:
     kw_free(e);
 fail_alloc:
     return KW_ENOMEM;
@@ -47,7 +41,7 @@ void kw_engine_free(kw_engine_t *e)
         return;
     kw__graph_close(&e->g);
     kw__model_free(e->model);
-    pthread_rwlock_destroy(&e->lock);
+    kw__brlock_close(&e->lock);
     kw_free(e);
 }
 
@@ -55,17 +49,17 @@ void kw_engine_free(kw_engine_t *e)
 
 void kw__engine_rdlock(kw_engine_t *e)
 {
-    kw_assert(pthread_rwlock_rdlock(&e->lock) == 0);
+    kw__brlock_rdlock(&e->lock);
 }
 
 void kw__engine_wrlock(kw_engine_t *e)
 {
-    kw_assert(pthread_rwlock_wrlock(&e->lock) == 0);
+    kw__brlock_wrlock(&e->lock);
 }
 
 void kw__engine_unlock(kw_engine_t *e)
 {
-    kw_assert(pthread_rwlock_unlock(&e->lock) == 0);
+    kw__brlock_unlock(&e->lock);
 }
 
 int kw__engine_no_schema(kw_diag_t *diag)

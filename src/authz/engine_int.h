@@ -7,18 +7,27 @@
  *   (relationship filters, preconditions, Read), write.c (write batches as named phases,
  *   delete by filter), swap.c (the one build-then-swap: schema swap and whole-graph
  *   replacement), check.c / lookup.c / expand.c (the queries, each with its entry points).
- * Locking: one writer-preferring rwlock per engine (kw__engine_rdlock / _wrlock / _unlock).
- *   Queries hold it shared for their whole run (callbacks included); writes hold it
- *   exclusively; a swap builds its new state without it and holds it only for the pointer
- *   swap. Every function below that reads `e` expects the caller to hold the lock (shared
- *   at least) unless it says otherwise.
+ * Locking: one writer-preferring reader-writer lock per engine (kw__engine_rdlock / _wrlock
+ *   / _unlock; brlock_int.h): a "big reader" lock, so a reader writes only its own thread's
+ *   cache line and reads scale with cores. Queries hold it shared for their whole run
+ *   (callbacks included); writes hold it exclusively; a swap builds its new state without
+ *   it and holds it only for the pointer swap. Every function below that reads `e`
+ *   expects the caller to hold the lock (shared at least) unless it says otherwise.
+ *   Rules: no nesting. A thread that holds the lock, either way, must not take it again
+ *   (a callback run under a query must not call into the same engine): a nested read
+ *   deadlocks once a writer waits (a read through a thread slot happens to survive it, a
+ *   read through the shared count does not), a read or write inside one's own write
+ *   aborts. kw__engine_unlock releases whichever way the thread holds it. A reader waits
+ *   for at most the writer active when it arrived; a writer for the readers inside and
+ *   the readers the previous writer turned away. Threads may come and go freely (slots
+ *   are handed back when a thread exits; past KW_BRLOCK_SLOTS live readers, the rest share
+ *   one count).
  * Errors: as in authz.h; the kw__resolve_* and filter helpers set diag.
  */
 #ifndef KW_AUTHZ_ENGINE_INT_H
 #define KW_AUTHZ_ENGINE_INT_H
 
-#include <pthread.h>
-
+#include "authz/brlock_int.h"
 #include "authz/graph_int.h"
 
 /* ---- the per-schema model (model.c) ---- */
@@ -62,7 +71,7 @@ size_t kw__model_memory(const kw_model_t *m);
 /* ---- the engine (engine.c) ---- */
 
 struct kw_engine {
-    pthread_rwlock_t lock;
+    kw_brlock_t lock;
     kw_model_t *model; /* NULL until a schema is installed */
     kw_graph_t g;
     kw_revision_t rev;

@@ -152,7 +152,7 @@ KW_TEST(lookup_plan_matches_general_with_attributes)
     static const struct {
         const char *type, *perm;
     } qs[] = {{"group", "member"}, {"group", "manage"}, {"folder", "view"}, {"folder", "edit"},
-              {"folder", "nview"},    {"doc", "read"},     {"doc", "both"},    {"doc", "every"},
+              {"folder", "nview"}, {"doc", "read"},     {"doc", "both"},    {"doc", "every"},
               {"doc", "mixed"},    {"doc", "none"},     {"folder", "owner"}};
     static const char *subjects[] = {"user:u0", "user:u1",         "user:u2",        "user:u3",
                                      "user:u9", "group:g0#member", "group:g1#manage"};
@@ -218,13 +218,14 @@ KW_TEST(lookup_plan_matches_general_with_attributes)
  * never another answer with KW_OK, never a crash, no leak (LeakSanitizer). */
 KW_TEST(lookup_plan_fault_injection)
 {
-    static const char *rels[] = {"group:g0#member@user:u0",    "group:g1#member@user:u0[cav1]",
-                                 "group:g0#admin@user:u1",     "folder:f0#viewer@group:g0#member",
-                                 "folder:f1#viewer@user:*",    "folder:f1#owner@group:g0#manage",
-                                 "folder:f2#guest@user:*[cav2]", "doc:d0#parent@folder:f0",
-                                 "doc:d1#parent@folder:f1",    "doc:d2#parent@folder:f2[cav1]",
-                                 "doc:d2#reader@user:u0",      "doc:d3#reader@group:g1#member[cav2]",
-                                 "doc:d3#banned@user:u0[cav1]"};
+    static const char *rels[] = {
+        "group:g0#member@user:u0",      "group:g1#member@user:u0[cav1]",
+        "group:g0#admin@user:u1",       "folder:f0#viewer@group:g0#member",
+        "folder:f1#viewer@user:*",      "folder:f1#owner@group:g0#manage",
+        "folder:f2#guest@user:*[cav2]", "doc:d0#parent@folder:f0",
+        "doc:d1#parent@folder:f1",      "doc:d2#parent@folder:f2[cav1]",
+        "doc:d2#reader@user:u0",        "doc:d3#reader@group:g1#member[cav2]",
+        "doc:d3#banned@user:u0[cav1]"};
     static const char *perms[] = {"read", "both", "mixed", "every"};
     kw_engine_t *e = th_engine(SCHEMA);
     KW_ASSERT(e != NULL);

@@ -17,7 +17,11 @@
 static char *read_file(const char *path, size_t *len)
 {
     char *text = NULL;
-    return kw_read_file(path, 0, &text, len) == KW_OK ? text : NULL;
+    if (kw_read_file(path, 0, &text, len) != KW_OK) {
+        kw_free(text);
+        return NULL;
+    }
+    return text;
 }
 
 static void dir_path(char *out, size_t cap, const char *env, const char *rel, const char *fb)

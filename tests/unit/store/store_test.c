@@ -81,8 +81,8 @@ static kw_apikey_t mk_key(const char *id, const char *agent_id, const char *name
 {
     kw_apikey_t k;
     memset(&k, 0, sizeof(k));
-    snprintf(k.id, sizeof(k.id), "%s", id);
-    snprintf(k.agent_id, sizeof(k.agent_id), "%s", agent_id);
+    snprintf(k.id, sizeof(k.id), "%.36s", id);
+    snprintf(k.agent_id, sizeof(k.agent_id), "%.36s", agent_id);
     k.name = name;
     k.type = "internal";
     k.created_at_us = 1700000000000001LL;

@@ -252,6 +252,32 @@ test('keyward over gRPC with the official Node client', async (t) => {
       [['viewer', 'PERMISSION_TYPE_RELATION', 'PERMISSIONSHIP_NO_PERMISSION'],
         ['edit', 'PERMISSION_TYPE_PERMISSION', 'PERMISSIONSHIP_HAS_PERMISSION']]);
 
+    // an arrow and a caveat: CONDITIONAL nodes carry CaveatEvalInfo with the missing context
+    const sch = (await p.readSchema(v1.ReadSchemaRequest.create({}))).schemaText;
+    await p.writeSchema(v1.WriteSchemaRequest.create({ schema: sch + '\ncaveat only_if(ok bool) {\n  ok\n}\n' +
+      'definition memo {\n  relation reader: user | user with only_if\n  relation parent: doc\n  permission read = reader + parent->view\n}\n' }));
+    await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [
+      touch(v1.Relationship.create({ resource: obj('memo', 'm1'), relation: 'reader', subject: subj('user', 'zed'),
+        optionalCaveat: v1.ContextualizedCaveat.create({ caveatName: 'only_if' }) })),
+      touch(v1.Relationship.create({ resource: obj('memo', 'm1'), relation: 'parent', subject: subj('doc', 'd00') }))] }));
+    for (const [user, want] of [['zed', 'PERMISSIONSHIP_CONDITIONAL_PERMISSION'], ['bob', 'PERMISSIONSHIP_HAS_PERMISSION']]) {
+      const g = v1.CheckPermissionResponse.toJson(await p.checkPermission(v1.CheckPermissionRequest.create({
+        consistency: full(), resource: obj('memo', 'm1'), permission: 'read', subject: subj('user', user), withTracing: true })));
+      const h = await gateway('check', { consistency: { fullyConsistent: true },
+        resource: { objectType: 'memo', objectId: 'm1' }, permission: 'read',
+        subject: { object: { objectType: 'user', objectId: user } }, withTracing: true });
+      assert.equal(g.debugTrace.check.result, want);
+      assert.deepEqual(strip(g.debugTrace), strip(h.debugTrace));
+      const all = nodes(strip(g.debugTrace).check);
+      if (user === 'zed') {
+        assert.deepEqual(all[0].caveatEvaluationInfo,
+          { result: 'RESULT_MISSING_SOME_CONTEXT', partialCaveatInfo: { missingRequiredContext: ['ok'] } });
+      } else {
+        assert.ok(all.some((n) => n.resource.objectType === 'doc' && n.permission === 'view' &&
+          n.result === 'PERMISSIONSHIP_HAS_PERMISSION'), JSON.stringify(all)); // through parent->view
+      }
+    }
+
     // without withTracing: no trace
     const plain = await p.checkPermission(v1.CheckPermissionRequest.create({
       consistency: full(), resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'bob') }));

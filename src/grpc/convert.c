@@ -469,3 +469,86 @@ Authzed__Api__V1__PartialCaveatInfo *kw__grpc_partial(kw_v1_permissionship_t p, 
     m->n_missing_required_context = k;
     return m;
 }
+
+/* ---- debug traces (DebugInformation / CheckDebugTrace, as the gateway's JSON has them) ---- */
+
+static Authzed__Api__V1__CheckDebugTrace__Permissionship trace_result(kw_check_result_t r)
+{
+    return r == KW_CHECK_YES
+               ? AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_HAS_PERMISSION
+           : r == KW_CHECK_CONDITIONAL
+               ? AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_CONDITIONAL_PERMISSION
+               : AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSIONSHIP__PERMISSIONSHIP_NO_PERMISSION;
+}
+
+/* One node and its sub-problems; `subject` is the request's, shared by every node (it is
+ * only read when packed). The depth is the engine's (at most KW_MAX_CHECK_DEPTH levels). */
+static Authzed__Api__V1__CheckDebugTrace *
+trace_msg(const kw_trace_t *t, Authzed__Api__V1__SubjectReference *subject, kw_arena_t *a)
+{
+    Authzed__Api__V1__CheckDebugTrace *m = kw_arena_alloc(a, sizeof(*m));
+    Google__Protobuf__Duration *d = kw_arena_alloc(a, sizeof(*d));
+    if (!m || !d)
+        return NULL;
+    authzed__api__v1__check_debug_trace__init(m);
+    google__protobuf__duration__init(d);
+    m->resource = kw__grpc_object_msg(t->resource, a);
+    m->permission = cstr(t->permission, a);
+    if (!m->resource || !m->permission)
+        return NULL;
+    m->permission_type =
+        t->is_permission
+            ? AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSION_TYPE__PERMISSION_TYPE_PERMISSION
+            : AUTHZED__API__V1__CHECK_DEBUG_TRACE__PERMISSION_TYPE__PERMISSION_TYPE_RELATION;
+    m->subject = subject;
+    m->result = trace_result(t->result);
+    d->seconds = (int64_t)(t->duration_ns / 1000000000ull);
+    d->nanos = (int32_t)(t->duration_ns % 1000000000ull);
+    m->duration = d;
+    if (t->result == KW_CHECK_CONDITIONAL) {
+        /* keyward's trace knows which parameters are missing, not which caveat asked */
+        Authzed__Api__V1__CaveatEvalInfo *cv = kw_arena_alloc(a, sizeof(*cv));
+        if (!cv)
+            return NULL;
+        authzed__api__v1__caveat_eval_info__init(cv);
+        cv->result = AUTHZED__API__V1__CAVEAT_EVAL_INFO__RESULT__RESULT_MISSING_SOME_CONTEXT;
+        cv->partial_caveat_info = kw__grpc_partial(KW_V1_PERM_CONDITIONAL, t->missing, a);
+        if (!cv->partial_caveat_info)
+            return NULL;
+        m->caveat_evaluation_info = cv;
+    }
+    if (t->cached) {
+        m->resolution_case = AUTHZED__API__V1__CHECK_DEBUG_TRACE__RESOLUTION_WAS_CACHED_RESULT;
+        m->was_cached_result = true;
+        return m;
+    }
+    Authzed__Api__V1__CheckDebugTrace__SubProblems *sp = kw_arena_alloc(a, sizeof(*sp));
+    if (!sp)
+        return NULL;
+    authzed__api__v1__check_debug_trace__sub_problems__init(sp);
+    if (t->n_subs) {
+        sp->traces = kw_arena_alloc(a, t->n_subs * sizeof(*sp->traces));
+        if (!sp->traces)
+            return NULL;
+        for (size_t i = 0; i < t->n_subs; i++)
+            if (!(sp->traces[i] = trace_msg(t->subs[i], subject, a)))
+                return NULL;
+        sp->n_traces = t->n_subs;
+    }
+    m->resolution_case = AUTHZED__API__V1__CHECK_DEBUG_TRACE__RESOLUTION_SUB_PROBLEMS;
+    m->sub_problems = sp;
+    return m;
+}
+
+Authzed__Api__V1__DebugInformation *kw__grpc_debug(const kw_trace_t *t, const kw_subject_t *subject,
+                                                   kw_str_t schema_used, kw_arena_t *a)
+{
+    Authzed__Api__V1__DebugInformation *m = kw_arena_alloc(a, sizeof(*m));
+    if (!m)
+        return NULL;
+    authzed__api__v1__debug_information__init(m);
+    Authzed__Api__V1__SubjectReference *s = kw__grpc_subject_msg(subject, a);
+    if (!s || !(m->check = trace_msg(t, s, a)) || !(m->schema_used = cstr(schema_used, a)))
+        return NULL;
+    return m;
+}

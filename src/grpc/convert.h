@@ -12,6 +12,7 @@
 #define KW_GRPC_CONVERT_H
 
 #include "authzed/api/v1/core.pb-c.h"
+#include "authzed/api/v1/debug.pb-c.h"
 #include "authzed/api/v1/permission_service.pb-c.h"
 #include "google/protobuf/struct.pb-c.h"
 #include "grpc_int.h"
@@ -44,5 +45,9 @@ Authzed__Api__V1__Relationship *kw__grpc_rel_msg(const kw_rel_t *r, kw_arena_t *
 /* PartialCaveatInfo for a CONDITIONAL answer (missing: comma-separated), else NULL. */
 Authzed__Api__V1__PartialCaveatInfo *kw__grpc_partial(kw_v1_permissionship_t p, kw_str_t missing,
                                                       kw_arena_t *a);
+/* DebugInformation for a traced check (withTracing): the trace's tree with `subject` (the
+ * request's) on every node and schema_used; NULL when out of memory. */
+Authzed__Api__V1__DebugInformation *kw__grpc_debug(const kw_trace_t *t, const kw_subject_t *subject,
+                                                   kw_str_t schema_used, kw_arena_t *a);
 
 #endif

@@ -6,9 +6,9 @@ pkg_check_modules(NGHTTP2 REQUIRED IMPORTED_TARGET libnghttp2)
 pkg_check_modules(OPENSSL REQUIRED IMPORTED_TARGET openssl)
 
 set(KW_PROTOS
-  authzed/api/v1/core authzed/api/v1/permission_service authzed/api/v1/schema_service
-  authzed/api/v1/watch_service authzed/api/v1/experimental_service
-  google/protobuf/any google/protobuf/struct google/protobuf/timestamp
+  authzed/api/v1/core authzed/api/v1/debug authzed/api/v1/permission_service
+  authzed/api/v1/schema_service authzed/api/v1/watch_service authzed/api/v1/experimental_service
+  google/protobuf/any google/protobuf/duration google/protobuf/struct google/protobuf/timestamp
   google/rpc/status google/rpc/error_details grpc/health/v1/health
   grpc/reflection/v1/reflection grpc/reflection/v1alpha/reflection)
 set(KW_PROTO_OUT ${CMAKE_BINARY_DIR}/proto)

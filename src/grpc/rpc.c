@@ -98,8 +98,11 @@ void kw__grpc_rpc_check(kw__grpc_call_t *c, ProtobufCMessage *in, kw_v1_status_t
     m.permissionship =
         (Authzed__Api__V1__CheckPermissionResponse__Permissionship)resp.permissionship;
     m.partial_caveat_info = kw__grpc_partial(resp.permissionship, resp.missing, a);
+    if (resp.trace)
+        m.debug_trace = kw__grpc_debug(resp.trace, &r.subject, resp.schema_used, a);
     if (!m.checked_at ||
-        (resp.permissionship == KW_V1_PERM_CONDITIONAL && !m.partial_caveat_info)) {
+        (resp.permissionship == KW_V1_PERM_CONDITIONAL && !m.partial_caveat_info) ||
+        (resp.trace && !m.debug_trace)) {
         kw__grpc_oom(st);
         goto out;
     }
@@ -175,13 +178,15 @@ void kw__grpc_rpc_check_bulk(kw__grpc_call_t *c, ProtobufCMessage *in, kw_v1_sta
             size_t blen = 0;
             if (kw__grpc_status_pack(it->error, &bin, &blen) != KW_OK) {
                 kw__grpc_oom(st);
-                goto out;
+                m.n_pairs = i; /* the pairs built so far hold unpacked errors */
+                goto unwind;
             }
             p->error = google__rpc__status__unpack(NULL, blen, bin);
             kw_free(bin);
             if (!p->error) {
                 kw__grpc_oom(st);
-                goto out;
+                m.n_pairs = i; /* the pairs built so far hold unpacked errors */
+                goto unwind;
             }
             p->response_case = AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ERROR;
         } else {
@@ -190,16 +195,24 @@ void kw__grpc_rpc_check_bulk(kw__grpc_call_t *c, ProtobufCMessage *in, kw_v1_sta
             ri->permissionship =
                 (Authzed__Api__V1__CheckPermissionResponse__Permissionship)it->permissionship;
             ri->partial_caveat_info = kw__grpc_partial(it->permissionship, it->missing, a);
+            if (it->trace)
+                ri->debug_trace = kw__grpc_debug(it->trace, &it->subject, r.schema_used, a);
+            if ((it->permissionship == KW_V1_PERM_CONDITIONAL && !ri->partial_caveat_info) ||
+                (it->trace && !ri->debug_trace)) {
+                kw__grpc_oom(st);
+                m.n_pairs = i; /* the pairs built so far hold unpacked errors */
+                goto unwind;
+            }
             p->item = ri;
             p->response_case = AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ITEM;
         }
         m.pairs[i] = p;
     }
     kw__grpc_finish(kw__grpc_send(c, &m.base), st);
+unwind:
     for (size_t i = 0; i < m.n_pairs; i++)
         if (pairs[i].response_case == AUTHZED__API__V1__CHECK_BULK_PERMISSIONS_PAIR__RESPONSE_ERROR)
             google__rpc__status__free_unpacked(pairs[i].error, NULL);
-    goto out;
 out:
     kw_arena_free(a);
 }

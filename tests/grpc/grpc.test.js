@@ -34,13 +34,18 @@ async function startServer(extra = [], dir = fs.mkdtempSync(path.join(os.tmpdir(
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
+  let http = '';
   proc.stderr.on('data', (d) => { err += d; });
   await new Promise((resolve, reject) => {
     const t = setTimeout(() => reject(new Error('keyward did not start: ' + err)), 15000);
-    proc.stdout.once('data', () => { clearTimeout(t); resolve(); });
+    proc.stdout.once('data', (d) => {
+      clearTimeout(t);
+      http = (/listening on (http:\/\/\S+)/.exec(String(d)) || [])[1] || '';
+      resolve();
+    });
     proc.once('exit', (c) => reject(new Error(`keyward exited ${c}: ${err}`)));
   });
-  return { proc, dir, endpoint: `127.0.0.1:${port}`, stderr: () => err };
+  return { proc, dir, endpoint: `127.0.0.1:${port}`, http, stderr: () => err };
 }
 
 // google.rpc.Status / ErrorInfo from grpc-status-details-bin, decoded by hand (the
@@ -189,6 +194,114 @@ test('keyward over gRPC with the official Node client', async (t) => {
       relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalSubjectFilter: v1.SubjectFilter.create({ subjectType: 'user', optionalSubjectId: 'carol' }) }) }));
     assert.equal(del.relationshipsDeletedCount, '2');
     assert.equal(del.deletionProgress, v1.DeleteRelationshipsResponse_DeletionProgress.COMPLETE);
+  });
+
+  await t.test('withTracing: debug_trace over gRPC is the HTTP gateway\'s debugTrace', async () => {
+    // proto3 JSON of the gRPC answer against the gateway's JSON for the same check; the
+    // durations differ between two runs and unpopulated fields are written by the gateway
+    // only, so both drop them (nodes keep their shape: subProblems, or wasCachedResult).
+    const strip = (v) => {
+      if (Array.isArray(v)) return v.map(strip);
+      if (v === null || typeof v !== 'object') return v;
+      const o = {};
+      for (const [k, x] of Object.entries(v)) {
+        if (k === 'duration' || x === null || x === '' || (Array.isArray(x) && x.length === 0)) continue;
+        o[k] = strip(x);
+      }
+      return o;
+    };
+    const gateway = async (route, body) => {
+      const r = await fetch(`${srv.http}/v1/permissions/${route}`, {
+        method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body) });
+      assert.equal(r.status, 200);
+      return r.json();
+    };
+    const durations = (n, out = []) => {
+      out.push(n.duration);
+      if (n.resolution.oneofKind === 'subProblems') for (const c of n.resolution.subProblems.traces) durations(c, out);
+      return out;
+    };
+    const nodes = (n) => [n].concat(...((n.subProblems && n.subProblems.traces) || []).map(nodes));
+    const cases = [['d00', 'view', 'bob'], ['d01', 'view', 'bob'], ['d03', 'edit', 'alice'], ['d00', 'view', 'alice']];
+    for (const [id, perm, user] of cases) {
+      const g = await p.checkPermission(v1.CheckPermissionRequest.create({
+        consistency: full(), resource: obj('doc', id), permission: perm, subject: subj('user', user), withTracing: true }));
+      assert.ok(g.debugTrace, `no debugTrace for doc:${id}#${perm}@user:${user}`);
+      const root = g.debugTrace.check;
+      assert.equal(root.resource.objectType, 'doc');
+      assert.equal(root.resource.objectId, id);
+      assert.equal(root.permission, perm);
+      assert.equal(root.subject.object.objectId, user);
+      assert.equal(root.result, g.permissionship); // the root is the answer
+      assert.equal(root.resolution.oneofKind, 'subProblems');
+      assert.ok(g.debugTrace.schemaUsed.includes('definition doc'));
+      for (const d of durations(root)) assert.ok(d && Number(d.nanos) >= 0 && BigInt(d.seconds) >= 0n);
+      const h = await gateway('check', { consistency: { fullyConsistent: true },
+        resource: { objectType: 'doc', objectId: id }, permission: perm,
+        subject: { object: { objectType: 'user', objectId: user } }, withTracing: true });
+      const gj = strip(v1.CheckPermissionResponse.toJson(g).debugTrace);
+      assert.deepEqual(gj, strip(h.debugTrace));
+      assert.ok(nodes(gj.check).length >= 2, JSON.stringify(gj));
+    }
+    const hasBob = strip(v1.CheckPermissionResponse.toJson(await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'bob'), withTracing: true }))).debugTrace);
+    assert.equal(hasBob.check.result, 'PERMISSIONSHIP_HAS_PERMISSION');
+    assert.equal(hasBob.check.permissionType, 'PERMISSION_TYPE_PERMISSION');
+    assert.deepEqual(hasBob.check.subProblems.traces.map((n) => [n.permission, n.permissionType, n.result]),
+      [['viewer', 'PERMISSION_TYPE_RELATION', 'PERMISSIONSHIP_NO_PERMISSION'],
+        ['edit', 'PERMISSION_TYPE_PERMISSION', 'PERMISSIONSHIP_HAS_PERMISSION']]);
+
+    // an arrow and a caveat: CONDITIONAL nodes carry CaveatEvalInfo with the missing context
+    const sch = (await p.readSchema(v1.ReadSchemaRequest.create({}))).schemaText;
+    await p.writeSchema(v1.WriteSchemaRequest.create({ schema: sch + '\ncaveat only_if(ok bool) {\n  ok\n}\n' +
+      'definition memo {\n  relation reader: user | user with only_if\n  relation parent: doc\n  permission read = reader + parent->view\n}\n' }));
+    await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [
+      touch(v1.Relationship.create({ resource: obj('memo', 'm1'), relation: 'reader', subject: subj('user', 'zed'),
+        optionalCaveat: v1.ContextualizedCaveat.create({ caveatName: 'only_if' }) })),
+      touch(v1.Relationship.create({ resource: obj('memo', 'm1'), relation: 'parent', subject: subj('doc', 'd00') }))] }));
+    for (const [user, want] of [['zed', 'PERMISSIONSHIP_CONDITIONAL_PERMISSION'], ['bob', 'PERMISSIONSHIP_HAS_PERMISSION']]) {
+      const g = v1.CheckPermissionResponse.toJson(await p.checkPermission(v1.CheckPermissionRequest.create({
+        consistency: full(), resource: obj('memo', 'm1'), permission: 'read', subject: subj('user', user), withTracing: true })));
+      const h = await gateway('check', { consistency: { fullyConsistent: true },
+        resource: { objectType: 'memo', objectId: 'm1' }, permission: 'read',
+        subject: { object: { objectType: 'user', objectId: user } }, withTracing: true });
+      assert.equal(g.debugTrace.check.result, want);
+      assert.deepEqual(strip(g.debugTrace), strip(h.debugTrace));
+      const all = nodes(strip(g.debugTrace).check);
+      if (user === 'zed') {
+        assert.deepEqual(all[0].caveatEvaluationInfo,
+          { result: 'RESULT_MISSING_SOME_CONTEXT', partialCaveatInfo: { missingRequiredContext: ['ok'] } });
+      } else {
+        assert.ok(all.some((n) => n.resource.objectType === 'doc' && n.permission === 'view' &&
+          n.result === 'PERMISSIONSHIP_HAS_PERMISSION'), JSON.stringify(all)); // through parent->view
+      }
+    }
+
+    // without withTracing: no trace
+    const plain = await p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: full(), resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'bob') }));
+    assert.equal(plain.debugTrace, undefined);
+
+    // CheckBulkPermissions: every answered item carries its trace, an item's error none
+    const items = cases.map(([id, perm, user]) => ({ resource: obj('doc', id), permission: perm, subject: subj('user', user) }));
+    items.push({ resource: obj('nosuchtype', 'x'), permission: 'view', subject: subj('user', 'alice') });
+    const bulk = await p.checkBulkPermissions(v1.CheckBulkPermissionsRequest.create({
+      consistency: full(), withTracing: true, items: items.map((i) => v1.CheckBulkPermissionsRequestItem.create(i)) }));
+    const hb = await gateway('checkbulk', { consistency: { fullyConsistent: true }, withTracing: true,
+      items: items.map((i) => ({ resource: { objectType: i.resource.objectType, objectId: i.resource.objectId },
+        permission: i.permission, subject: { object: { objectType: 'user', objectId: i.subject.object.objectId } } })) });
+    assert.equal(bulk.pairs.length, items.length);
+    const bj = v1.CheckBulkPermissionsResponse.toJson(bulk);
+    for (let i = 0; i < cases.length; i++) {
+      assert.equal(bulk.pairs[i].response.oneofKind, 'item');
+      const it = bulk.pairs[i].response.item;
+      assert.ok(it.debugTrace, `bulk item ${i} has no debugTrace`);
+      assert.equal(it.debugTrace.check.result, it.permissionship);
+      assert.ok(it.debugTrace.schemaUsed.includes('definition doc'));
+      assert.deepEqual(strip(bj.pairs[i].item.debugTrace), strip(hb.pairs[i].item.debugTrace));
+    }
+    assert.equal(bulk.pairs[cases.length].response.oneofKind, 'error');
   });
 
   await t.test('ReadRelationships and LookupResources page with cursors', async () => {

@@ -3,19 +3,40 @@
  * SpiceDB's ErrorInfo, the mapping of engine/store errors onto them, grpc-gateway's
  * code-to-HTTP table, consistency (atExactSnapshot's hold), and cursors.
  *
- * Cursor bytes, before base64url (no padding):
- *   [0] version 1, [1] the RPC, [2..10) the revision (big-endian), [10..26) the request's
+ * Cursor bytes, before base64url (no padding; the one canonical text: unused low bits of
+ * the last character are zero):
+ *   [0] version 2, [1] the RPC, [2..10) the revision (big-endian), [10..26) the request's
  *   shape hash, then each position field as a 2-byte big-endian length and its bytes,
- *   then a 32-byte MAC: the keyring's keyed BLAKE2b (kw_key_hash) of "kw-v1-cursor\0"
- *   followed by everything before it. The NUL keeps that domain apart from the API-key
- *   hashes of the same keyring (a key never contains a NUL). The shape hash is the same
- *   keyed hash over the request's fields, so a cursor says nothing about the request
- *   that a client did not already know.
+ *   then a 16-byte MAC: SipHash-2-4 with a 128-bit output (libsodium's
+ *   crypto_shorthash_siphashx24) of everything before it, under a 128-bit cursor key.
+ *
+ * The cursor key is the first 16 bytes of the keyring's keyed BLAKE2b (kw_key_hash) of
+ * "kw-v1-cursor-mac-key\0": a PRF of the key-hashing subkey (itself derived from the
+ * master key in the database), so every instance and restart over one database derives
+ * the same key. Key separation: the NUL keeps that input apart from every API-key and
+ * preshared-key hash of the same keyring (a key never contains a NUL), and the hashes a
+ * client gets to see are of inputs with other prefixes ("kw-v1-shape\0" + fields, whose
+ * first 16 bytes every cursor carries; "keyward-audit-cursor\0" + filters), so no output
+ * a client can obtain is the cursor key; the key is used for nothing but this MAC.
+ * Forgery: SipHash is a PRF under a secret 128-bit key, so without the key a client's best
+ * chance that a cursor it made or altered verifies is 2^-128 per try (each try is a
+ * request the server answers), and recovering the key takes ~2^128 work; the key never
+ * leaves the process.
+ * Version 1 cursors (BLAKE2b of the whole cursor per result, ~3,300 instructions per
+ * streamed result) are refused as invalid cursors: a client restarts its stream.
+ *
+ * Per result the cost is one SipHash over ~30-60 bytes and base64 of all but the first 24
+ * bytes: a stream's kw__v1_minter_t derives the key and encodes the constant head (version,
+ * RPC, revision, shape) once. The shape hash is the keyring's keyed hash over the
+ * request's fields, so a cursor says nothing about the request that a client did not
+ * already know.
  */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "v1svc_int.h"
 #include "base/log.h"
@@ -246,10 +267,16 @@ int kw__v1_cmp(kw_str_t a, kw_str_t b)
 
 /* ---- cursors ---- */
 
-#define CURSOR_VERSION 1
+#define CURSOR_VERSION 2
 #define CURSOR_HEAD 26 /* version, rpc, revision, shape */
-#define CURSOR_MAC KW_KEY_HASH_LEN
-static const char MAC_DOMAIN[] = "kw-v1-cursor"; /* + its NUL */
+#define CURSOR_MAC KW__V1_MAC_LEN
+#define HEAD_B64_BYTES 24 /* the head's bytes encoded once per stream: a multiple of 3 */
+static const char KEY_DOMAIN[] = "kw-v1-cursor-mac-key"; /* + its NUL */
+
+_Static_assert(KW__V1_MAC_LEN == crypto_shorthash_siphashx24_BYTES, "the MAC is 128 bits");
+_Static_assert(KW__V1_MAC_KEY_LEN == crypto_shorthash_siphashx24_KEYBYTES, "a SipHash key");
+_Static_assert(KW__V1_HEAD_B64 == HEAD_B64_BYTES / 3 * 4, "the head's text");
+_Static_assert(KW__V1_SHAPE_LEN + 10 == CURSOR_HEAD, "the head's layout");
 
 static void put_u32(kw_buf_t *b, uint32_t v)
 {
@@ -290,12 +317,20 @@ int kw__v1_shape_done(kw_api_t *svc, kw__v1_shape_t *s, uint8_t out[KW__V1_SHAPE
     return rc;
 }
 
-static void mac(kw_api_t *svc, const uint8_t *p, size_t n, uint8_t out[CURSOR_MAC])
+/* The cursor key (see the top of this file). */
+static void cursor_key(kw_api_t *svc, uint8_t key[KW__V1_MAC_KEY_LEN])
 {
-    uint8_t tmp[sizeof(MAC_DOMAIN) + KW__V1_CURSOR_RAW_MAX];
-    memcpy(tmp, MAC_DOMAIN, sizeof(MAC_DOMAIN)); /* with its NUL */
-    memcpy(tmp + sizeof(MAC_DOMAIN), p, n);
-    kw_key_hash(svc->keyring, (kw_str_t){(const char *)tmp, sizeof(MAC_DOMAIN) + n}, out);
+    uint8_t h[KW_KEY_HASH_LEN];
+    kw_key_hash(svc->keyring, (kw_str_t){KEY_DOMAIN, sizeof(KEY_DOMAIN)}, h);
+    memcpy(key, h, KW__V1_MAC_KEY_LEN);
+    sodium_memzero(h, sizeof(h));
+}
+
+static void mac(const uint8_t key[KW__V1_MAC_KEY_LEN], const uint8_t *p, size_t n,
+                uint8_t out[CURSOR_MAC])
+{
+    /* crypto_shorthash_siphashx24 cannot fail. */
+    (void)crypto_shorthash_siphashx24(out, p, n, key);
 }
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -315,18 +350,52 @@ static int b64_val(unsigned char c)
     return -1;
 }
 
-char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
-                         const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev,
-                         const kw_str_t *f, size_t n)
+/* base64url of p[0..n) into out (no padding, no NUL); returns the characters written. */
+static size_t b64_encode(const uint8_t *p, size_t n, char *out)
+{
+    size_t o = 0, i = 0;
+    for (; i + 3 <= n; i += 3) {
+        uint32_t v = ((uint32_t)p[i] << 16) | ((uint32_t)p[i + 1] << 8) | p[i + 2];
+        out[o++] = B64[v >> 18];
+        out[o++] = B64[(v >> 12) & 63];
+        out[o++] = B64[(v >> 6) & 63];
+        out[o++] = B64[v & 63];
+    }
+    if (n - i == 1) {
+        out[o++] = B64[p[i] >> 2];
+        out[o++] = B64[(p[i] & 3) << 4];
+    } else if (n - i == 2) {
+        uint32_t v = ((uint32_t)p[i] << 8) | p[i + 1];
+        out[o++] = B64[v >> 10];
+        out[o++] = B64[(v >> 4) & 63];
+        out[o++] = B64[(v & 15) << 2];
+    }
+    return o;
+}
+
+void kw__v1_minter_init(kw_api_t *svc, kw__v1_minter_t *m, int rpc,
+                        const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev)
+{
+    cursor_key(svc, m->key);
+    size_t len = 0;
+    m->head[len++] = CURSOR_VERSION;
+    m->head[len++] = (uint8_t)rpc;
+    for (int i = 7; i >= 0; i--)
+        m->head[len++] = (uint8_t)(rev >> (8 * i));
+    memcpy(m->head + len, shape, KW__V1_SHAPE_LEN);
+    (void)b64_encode(m->head, HEAD_B64_BYTES, m->head_b64);
+}
+
+void kw__v1_minter_wipe(kw__v1_minter_t *m)
+{
+    sodium_memzero(m->key, sizeof(m->key));
+}
+
+char *kw__v1_mint(const kw__v1_minter_t *m, kw_arena_t *a, const kw_str_t *f, size_t n)
 {
     uint8_t raw[KW__V1_CURSOR_RAW_MAX];
-    size_t len = 0;
-    raw[len++] = CURSOR_VERSION;
-    raw[len++] = (uint8_t)rpc;
-    for (int i = 7; i >= 0; i--)
-        raw[len++] = (uint8_t)(rev >> (8 * i));
-    memcpy(raw + len, shape, KW__V1_SHAPE_LEN);
-    len += KW__V1_SHAPE_LEN;
+    size_t len = CURSOR_HEAD;
+    memcpy(raw, m->head, CURSOR_HEAD);
     for (size_t i = 0; i < n; i++) {
         if (f[i].len > 0xFFFF || len + 2 + f[i].len + CURSOR_MAC > sizeof(raw))
             return NULL;
@@ -336,25 +405,26 @@ char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
             memcpy(raw + len, f[i].ptr, f[i].len);
         len += f[i].len;
     }
-    mac(svc, raw, len, raw + len);
+    mac(m->key, raw, len, raw + len);
     len += CURSOR_MAC;
     char *out = kw_arena_alloc(a, (len * 4 + 2) / 3 + 1);
     if (!out)
         return NULL;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < len; i++) {
-        acc = (acc << 8) | raw[i];
-        bits += 8;
-        while (bits >= 6) {
-            bits -= 6;
-            out[o++] = B64[(acc >> bits) & 63];
-        }
-    }
-    if (bits)
-        out[o++] = B64[(acc << (6 - bits)) & 63];
+    memcpy(out, m->head_b64, KW__V1_HEAD_B64);
+    size_t o = KW__V1_HEAD_B64 +
+               b64_encode(raw + HEAD_B64_BYTES, len - HEAD_B64_BYTES, out + KW__V1_HEAD_B64);
     out[o] = '\0';
+    return out;
+}
+
+char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
+                         const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev,
+                         const kw_str_t *f, size_t n)
+{
+    kw__v1_minter_t m;
+    kw__v1_minter_init(svc, &m, rpc, shape, rev);
+    char *out = kw__v1_mint(&m, a, f, n);
+    kw__v1_minter_wipe(&m);
     return out;
 }
 
@@ -374,6 +444,8 @@ int kw__v1_cursor_open(kw_api_t *svc, kw_v1_cursor_t cursor, int rpc,
     int bits = 0;
     if (cursor.len > (sizeof(pos->raw) * 4) / 3)
         return bad_cursor(st, "the cursor is too long");
+    if (cursor.len % 4 == 1)
+        return bad_cursor(st, "the cursor is not base64url text");
     for (size_t i = 0; i < cursor.len; i++) {
         int v = b64_val((unsigned char)cursor.ptr[i]);
         if (v < 0)
@@ -385,11 +457,16 @@ int kw__v1_cursor_open(kw_api_t *svc, kw_v1_cursor_t cursor, int rpc,
             raw[len++] = (uint8_t)(acc >> bits);
         }
     }
+    /* One text per cursor: the last character's unused low bits are zero. */
+    if (bits && (acc & ((1u << bits) - 1)) != 0)
+        return bad_cursor(st, "the cursor is not base64url text");
     if (len < CURSOR_HEAD + CURSOR_MAC || raw[0] != CURSOR_VERSION)
         return bad_cursor(st, "the cursor is not one keyward made");
-    uint8_t want[CURSOR_MAC];
-    mac(svc, raw, len - CURSOR_MAC, want);
-    if (!kw_key_hash_eq(want, raw + len - CURSOR_MAC))
+    uint8_t key[KW__V1_MAC_KEY_LEN], want[CURSOR_MAC];
+    cursor_key(svc, key);
+    mac(key, raw, len - CURSOR_MAC, want);
+    sodium_memzero(key, sizeof(key));
+    if (sodium_memcmp(want, raw + len - CURSOR_MAC, CURSOR_MAC) != 0)
         return bad_cursor(st, "the cursor is not one keyward made (or it was altered)");
     /* Authentic: now it either fits this request or was made for another one. */
     if (raw[1] != (uint8_t)rpc || memcmp(raw + 10, shape, KW__V1_SHAPE_LEN) != 0)

@@ -42,6 +42,9 @@ enum {
 #define KW__V1_SHAPE_LEN 16
 #define KW__V1_POS_MAX 6
 #define KW__V1_CURSOR_RAW_MAX 4096
+#define KW__V1_MAC_LEN 16
+#define KW__V1_MAC_KEY_LEN 16
+#define KW__V1_HEAD_B64 32
 
 /* The request's shape: its fields but the cursor, the limit and the consistency, each
  * added length-prefixed, then hashed under the keyring. */
@@ -62,8 +65,21 @@ typedef struct kw__v1_pos {
     uint8_t raw[KW__V1_CURSOR_RAW_MAX];
 } kw__v1_pos_t;
 
-/* A cursor's text (base64url, NUL-terminated) for position f[0..n) of `rpc` at `rev`,
- * into `a`. NULL on OOM (or a position too long to fit, which ids never are). */
+/* Mints the cursors of one stream (one RPC, request shape and revision): init derives the
+ * cursor key and encodes the constant head once, so kw__v1_mint costs one short SipHash
+ * and the base64 of the position per result. It holds key material: wipe it when done. */
+typedef struct kw__v1_minter {
+    uint8_t key[KW__V1_MAC_KEY_LEN];
+    uint8_t head[KW__V1_SHAPE_LEN + 10];
+    char head_b64[KW__V1_HEAD_B64];
+} kw__v1_minter_t;
+void kw__v1_minter_init(kw_api_t *svc, kw__v1_minter_t *m, int rpc,
+                        const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev);
+void kw__v1_minter_wipe(kw__v1_minter_t *m);
+/* The cursor's text (base64url, NUL-terminated) for position f[0..n), into `a`. NULL on
+ * OOM (or a position too long to fit, which ids never are). */
+char *kw__v1_mint(const kw__v1_minter_t *m, kw_arena_t *a, const kw_str_t *f, size_t n);
+/* The same for one cursor (init, mint, wipe): for a cursor per batch, not per result. */
 char *kw__v1_cursor_make(kw_api_t *svc, kw_arena_t *a, int rpc,
                          const uint8_t shape[KW__V1_SHAPE_LEN], kw_revision_t rev,
                          const kw_str_t *f, size_t n);

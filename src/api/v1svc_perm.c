@@ -389,9 +389,10 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
     }
     ids_sort(&ids);
     *n = ids.n;
+    kw__v1_minter_t m;
+    kw__v1_minter_init(svc, &m, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev);
     for (size_t i = 0; i < ids.n && rc == KW_OK; i++) {
-        char *cur =
-            kw__v1_cursor_make(svc, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev, &ids.v[i].id, 1);
+        char *cur = kw__v1_mint(&m, a, &ids.v[i].id, 1);
         if (!cur) {
             rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
             break;
@@ -403,6 +404,7 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
             kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
         kw_arena_reset(a); /* one cursor at a time */
     }
+    kw__v1_minter_wipe(&m);
     if (rc == KW_OK && ids.n && keep_last(last, last_cap, ids.v[ids.n - 1].id, last_id) != KW_OK)
         rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
 out:
@@ -561,9 +563,10 @@ int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn 
     if (c.n > 1)
         qsort(c.v, c.n, sizeof(subj_t), cmp_subj);
     size_t n = req->concrete_limit && c.n > req->concrete_limit ? req->concrete_limit : c.n;
+    kw__v1_minter_t m;
+    kw__v1_minter_init(svc, &m, KW__V1_RPC_LOOKUP_SUBJECTS, shape, rev);
     for (size_t i = 0; i < n && rc == KW_OK; i++) {
-        char *cur =
-            kw__v1_cursor_make(svc, cur_a, KW__V1_RPC_LOOKUP_SUBJECTS, shape, rev, &c.v[i].id, 1);
+        char *cur = kw__v1_mint(&m, cur_a, &c.v[i].id, 1);
         if (!cur) {
             rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
             break;
@@ -579,6 +582,7 @@ int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn 
             kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
         kw_arena_reset(cur_a);
     }
+    kw__v1_minter_wipe(&m);
 out:
     kw_free(c.v);
     kw_arena_free(c.a);

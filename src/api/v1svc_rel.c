@@ -140,10 +140,12 @@ int kw_v1_read_relationships(kw_api_t *svc, const kw_v1_read_req_t *req, kw_v1_r
         kw_v1_fail_rc(st, rc, &d, NULL);
         goto out;
     }
+    kw__v1_minter_t m;
+    kw__v1_minter_init(svc, &m, KW__V1_RPC_READ, shape, rev);
     for (size_t i = 0; i < c.n && rc == KW_OK; i++) {
         kw_str_t f[6];
         rel_fields(&c.rels[i], f);
-        char *cur = kw__v1_cursor_make(svc, c.a, KW__V1_RPC_READ, shape, rev, f, 6);
+        char *cur = kw__v1_mint(&m, c.a, f, 6);
         if (!cur) {
             rc = kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
             break;
@@ -153,6 +155,7 @@ int kw_v1_read_relationships(kw_api_t *svc, const kw_v1_read_req_t *req, kw_v1_r
         if (rc != KW_OK)
             kw_v1_fail(st, rc, KW_GRPC_CANCELLED, NULL, "the client went away");
     }
+    kw__v1_minter_wipe(&m);
 out:
     kw_free(c.rels);
     kw_arena_free(c.a);

@@ -4,6 +4,7 @@
  * grpc-gateway's code-to-status table, the mapping of engine errors onto SpiceDB's codes
  * and reasons, RFC 3339 timestamps, and the preshared keys' comparison.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "api/v1_int.h"
@@ -83,6 +84,19 @@ KW_TEST(v1_cursor_round_trip_and_refusals)
         KW_ASSERT_STR_EQ(st.reason, "ERROR_REASON_INVALID_CURSOR");
         bad[i] = was;
     }
+    /* every truncation is refused: the MAC covers the length it was computed over */
+    for (size_t i = 0; i < n; i++) {
+        kw_v1_status_clear(&st);
+        KW_ASSERT_EQ(
+            kw__v1_cursor_open(api, (kw_str_t){cur, i}, KW__V1_RPC_READ, shape, 6, &p, &st),
+            KW_EINVAL);
+        KW_ASSERT_EQ(st.code, KW_GRPC_INVALID_ARGUMENT);
+    }
+    /* one text per cursor: a character appended is refused too */
+    char *longer = kw_arena_sprintf(a, "%sA", cur);
+    KW_ASSERT(longer);
+    KW_ASSERT_EQ(kw__v1_cursor_open(api, kw_str_c(longer), KW__V1_RPC_READ, shape, 6, &p, &st),
+                 KW_EINVAL);
     const char *junk[] = {"", "!!!!", "AAAA", "AQ"};
     for (size_t i = 0; i < KW_ARRAY_LEN(junk); i++)
         KW_ASSERT_EQ(kw__v1_cursor_open(api, kw_str_c(junk[i]), KW__V1_RPC_READ, shape, 6, &p, &st),
@@ -103,6 +117,62 @@ KW_TEST(v1_cursor_round_trip_and_refusals)
                  KW_EINVAL);
     KW_ASSERT_EQ(st.code, KW_GRPC_INVALID_ARGUMENT);
     fake_free(api2);
+    kw_arena_free(a);
+    fake_free(api);
+}
+
+/* A stream's minter: every result's cursor opens to exactly its position, at the stream's
+ * revision, under the same key as kw__v1_cursor_make's; a version-1 cursor (the per-result
+ * BLAKE2b ones minted before) is refused as an invalid cursor. */
+KW_TEST(v1_cursor_minter_stream)
+{
+    kw_api_t *api = fake_api("token-secret-0123456789");
+    KW_ASSERT(api);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a);
+    uint8_t shape[KW__V1_SHAPE_LEN];
+    KW_ASSERT_EQ(shape_of(api, KW__V1_RPC_LOOKUP_RESOURCES, "doc", shape), KW_OK);
+    kw__v1_minter_t m;
+    kw__v1_minter_init(api, &m, KW__V1_RPC_LOOKUP_RESOURCES, shape, 0x0102030405060708);
+    char id[64];
+    for (int i = 0; i < 200; i++) {
+        int len = snprintf(id, sizeof(id), "d%0*d", i % 40, i); /* ids of 1..40 bytes */
+        kw_str_t f = {id, (size_t)len};
+        char *cur = kw__v1_mint(&m, a, &f, 1);
+        KW_ASSERT(cur);
+        char *same = kw__v1_cursor_make(api, a, KW__V1_RPC_LOOKUP_RESOURCES, shape,
+                                        0x0102030405060708, &f, 1);
+        KW_ASSERT(same);
+        KW_ASSERT_STR_EQ(cur, same);
+        kw__v1_pos_t p;
+        kw_v1_status_t st;
+        kw_v1_status_clear(&st);
+        KW_ASSERT_EQ(
+            kw__v1_cursor_open(api, kw_str_c(cur), KW__V1_RPC_LOOKUP_RESOURCES, shape, 1, &p, &st),
+            KW_OK);
+        KW_ASSERT_EQ(p.rev, 0x0102030405060708);
+        KW_ASSERT_EQ(p.n, 1);
+        KW_ASSERT(kw_str_eq(p.f[0], f));
+    }
+    kw__v1_minter_wipe(&m);
+    for (size_t i = 0; i < sizeof(m.key); i++)
+        KW_ASSERT_EQ(m.key[i], 0);
+    /* the same bytes but for the version (1): refused, not trusted */
+    kw_str_t f = KW_STR("d1");
+    char *cur = kw__v1_cursor_make(api, a, KW__V1_RPC_LOOKUP_RESOURCES, shape, 7, &f, 1);
+    KW_ASSERT(cur);
+    /* bytes 02 02 (version, RPC): sextets 000000 100000 ('A', 'g'); version 1: 'A', 'Q' */
+    KW_ASSERT_EQ(cur[0], 'A');
+    KW_ASSERT_EQ(cur[1], 'g');
+    cur[1] = 'Q';
+    kw__v1_pos_t p;
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    KW_ASSERT_EQ(
+        kw__v1_cursor_open(api, kw_str_c(cur), KW__V1_RPC_LOOKUP_RESOURCES, shape, 1, &p, &st),
+        KW_EINVAL);
+    KW_ASSERT_EQ(st.code, KW_GRPC_INVALID_ARGUMENT);
+    KW_ASSERT_STR_EQ(st.reason, "ERROR_REASON_INVALID_CURSOR");
     kw_arena_free(a);
     fake_free(api);
 }

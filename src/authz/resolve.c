@@ -7,6 +7,7 @@
  * client-safe.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "authz/engine_int.h"
 
@@ -136,6 +137,43 @@ int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out, kw_
                            KW_STR_FMT(r->subject.type), traits);
     }
     return KW_OK;
+}
+
+/* Equal names: the same bytes (usually the same pointer in a batch). */
+static inline bool name_eq(kw_str_t a, kw_str_t b)
+{
+    return a.len == b.len && (a.ptr == b.ptr || a.len == 0 || memcmp(a.ptr, b.ptr, a.len) == 0);
+}
+
+static inline bool is_plain(const kw_rel_t *r)
+{
+    return r->caveat.len == 0 && r->caveat_ctx.len == 0 && r->expires_at == 0;
+}
+
+int kw__resolve_rel_memo(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
+                         kw_resolve_memo_t *memo, kw_diag_t *diag)
+{
+    /* A plain relationship with the memo's names resolves to the memo's indexes: the names
+     * passed every schema check, and with no caveat, expiry or wildcard the traits are the
+     * same. Ids are still checked; a bad one ("*" included) takes the full path for its
+     * message. */
+    if (memo->valid && is_plain(r) && name_eq(r->relation, memo->rel) &&
+        name_eq(r->resource.type, memo->rtype) && name_eq(r->subject.type, memo->stype) &&
+        name_eq(r->subject.relation, memo->srel) && kw__id_ok(r->resource.id) &&
+        kw__id_ok(r->subject.id)) {
+        *out = memo->rr;
+        return KW_OK;
+    }
+    int rc = kw__resolve_rel(s, r, out, diag);
+    if (rc == KW_OK && is_plain(r) && !out->wild) {
+        memo->valid = true;
+        memo->rtype = r->resource.type;
+        memo->rel = r->relation;
+        memo->stype = r->subject.type;
+        memo->srel = r->subject.relation;
+        memo->rr = *out;
+    }
+    return rc;
 }
 
 int kw__attr_make(const kw_schema_t *s, const kw_rrel_t *rr, const kw_rel_t *r, kw_attr_t *out,

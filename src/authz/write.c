@@ -30,14 +30,6 @@ static uint64_t rel_hash(const kw_rrel_t *rr, const kw_rel_t *r)
     return kw_hash(r->subject.id.ptr, r->subject.id.len, h ^ ((uint64_t)rr->srel << 40));
 }
 
-static int cmp_bent_h(const void *pa, const void *pb)
-{
-    const bent_t *a = pa, *b = pb;
-    if (a->h != b->h)
-        return a->h < b->h ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
-}
-
 static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
 {
     const kw_rel_t *x = &ups[a->idx].rel, *y = &ups[b->idx].rel;
@@ -46,15 +38,16 @@ static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
            kw_str_eq(x->subject.id, y->subject.id);
 }
 
-/* Resolves every update into ents (sorted by identity hash on return) and refuses
- * duplicates. */
+/* Resolves every update into ents (in the batch's order) and refuses duplicates: an
+ * open-addressing table of entry indexes keyed by identity hash, at most half full. */
 static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n, bent_t *ents,
                           kw_diag_t *diag)
 {
+    kw_resolve_memo_t memo = {0};
     for (size_t i = 0; i < n; i++) {
         if (ups[i].op != KW_OP_CREATE && ups[i].op != KW_OP_TOUCH && ups[i].op != KW_OP_DELETE)
             return kw_diag_set(diag, KW_EINVAL, 0, 0, "update %zu has an unknown operation", i);
-        int rc = kw__resolve_rel(s, &ups[i].rel, &ents[i].rr, diag);
+        int rc = kw__resolve_rel_memo(s, &ups[i].rel, &ents[i].rr, &memo, diag);
         if (rc != KW_OK)
             return rc;
         ents[i].idx = (uint32_t)i;
@@ -62,18 +55,34 @@ static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n
         ents[i].rnode = ents[i].snode = KW_NODE_NONE;
         ents[i].exists = false;
     }
-    qsort(ents, n, sizeof(bent_t), cmp_bent_h);
-    for (size_t i = 1; i < n; i++) {
-        for (size_t j = i; j > 0 && ents[j - 1].h == ents[i].h; j--) {
-            if (same_rel(&ents[j - 1], &ents[i], ups)) {
+    if (n < 2)
+        return KW_OK;
+    if (n > UINT32_MAX / 4)
+        return kw_diag_set(diag, KW_ELIMIT, 0, 0, "a write batch holds at most %u updates",
+                           UINT32_MAX / 4);
+    uint32_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    uint32_t *seen = kw_calloc(cap, sizeof(uint32_t)); /* entry + 1; 0: empty */
+    if (!seen)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while checking the batch");
+    int rc = KW_OK;
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        uint32_t k = (uint32_t)ents[i].h & (cap - 1);
+        for (; seen[k] != 0; k = (k + 1) & (cap - 1)) {
+            const bent_t *o = &ents[seen[k] - 1];
+            if (o->h == ents[i].h && same_rel(o, &ents[i], ups)) {
                 char buf[200];
-                kw__fmt_rel(&ups[ents[i].idx].rel, buf, sizeof(buf));
-                return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                                   "relationship %s appears more than once in the batch", buf);
+                kw__fmt_rel(&ups[i].rel, buf, sizeof(buf));
+                rc = kw_diag_set(diag, KW_EINVAL, 0, 0,
+                                 "relationship %s appears more than once in the batch", buf);
+                break;
             }
         }
+        seen[k] = (uint32_t)i + 1;
     }
-    return KW_OK;
+    kw_free(seen);
+    return rc;
 }
 
 /* What only a new write is refused for (not a store's or a file's replay): an expiry at

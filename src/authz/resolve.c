@@ -153,25 +153,34 @@ static inline bool is_plain(const kw_rel_t *r)
 int kw__resolve_rel_memo(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
                          kw_resolve_memo_t *memo, kw_diag_t *diag)
 {
-    /* A plain relationship with the memo's names resolves to the memo's indexes: the names
-     * passed every schema check, and with no caveat, expiry or wildcard the traits are the
-     * same. Ids are still checked; a bad one ("*" included) takes the full path for its
-     * message. */
-    if (memo->valid && is_plain(r) && name_eq(r->relation, memo->rel) &&
-        name_eq(r->resource.type, memo->rtype) && name_eq(r->subject.type, memo->stype) &&
-        name_eq(r->subject.relation, memo->srel) && kw__id_ok(r->resource.id) &&
-        kw__id_ok(r->subject.id)) {
-        *out = memo->rr;
-        return KW_OK;
+    /* A plain relationship with remembered names resolves to the remembered indexes: the
+     * names passed every schema check, and with no caveat, expiry or wildcard the traits
+     * are the same. Ids are still checked; a bad one ("*" included) takes the full path
+     * for its message. */
+    if (is_plain(r)) {
+        for (unsigned i = 0; i < memo->n; i++) {
+            if (name_eq(r->relation, memo->e[i].rel) &&
+                name_eq(r->resource.type, memo->e[i].rtype) &&
+                name_eq(r->subject.type, memo->e[i].stype) &&
+                name_eq(r->subject.relation, memo->e[i].srel)) {
+                if (!kw__id_ok(r->resource.id) || !kw__id_ok(r->subject.id))
+                    break;
+                *out = memo->e[i].rr;
+                return KW_OK;
+            }
+        }
     }
     int rc = kw__resolve_rel(s, r, out, diag);
     if (rc == KW_OK && is_plain(r) && !out->wild) {
-        memo->valid = true;
-        memo->rtype = r->resource.type;
-        memo->rel = r->relation;
-        memo->stype = r->subject.type;
-        memo->srel = r->subject.relation;
-        memo->rr = *out;
+        unsigned i = memo->next;
+        memo->next = (memo->next + 1) % KW_RESOLVE_MEMO_N;
+        if (memo->n < KW_RESOLVE_MEMO_N)
+            memo->n++;
+        memo->e[i].rtype = r->resource.type;
+        memo->e[i].rel = r->relation;
+        memo->e[i].stype = r->subject.type;
+        memo->e[i].srel = r->subject.relation;
+        memo->e[i].rr = *out;
     }
     return rc;
 }

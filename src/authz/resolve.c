@@ -35,10 +35,17 @@ bool kw__id_ok(kw_str_t id)
 {
     if (id.len == 0 || id.len > KW_MAX_OBJECT_ID_LEN)
         return false;
-    unsigned char bad = 0;
-    for (size_t i = 0; i < id.len; i++)
-        bad |= (unsigned char)(id_chars[(unsigned char)id.ptr[i]] ^ 1);
-    return bad == 0;
+    /* Eight table loads per step, no branch per byte (an id is usually 20-40 bytes). */
+    const unsigned char *p = (const unsigned char *)id.ptr;
+    unsigned ok = 1;
+    size_t i = 0;
+    for (; i + 8 <= id.len; i += 8)
+        ok &= (unsigned)(id_chars[p[i]] & id_chars[p[i + 1]] & id_chars[p[i + 2]] &
+                         id_chars[p[i + 3]] & id_chars[p[i + 4]] & id_chars[p[i + 5]] &
+                         id_chars[p[i + 6]] & id_chars[p[i + 7]]);
+    for (; i < id.len; i++)
+        ok &= id_chars[p[i]];
+    return ok != 0;
 }
 
 static bool is_star(kw_str_t id)

@@ -16,6 +16,7 @@
 typedef struct bent {
     kw_rrel_t rr;
     uint64_t h;
+    uint32_t hr, hs; /* kw__graph_hash of the resource and the subject */
     uint32_t idx;
     uint32_t rnode, snode;
     bool exists;
@@ -23,11 +24,12 @@ typedef struct bent {
     kw_attr_t attr;
 } bent_t;
 
-static uint64_t rel_hash(const kw_rrel_t *rr, const kw_rel_t *r)
+/* The relationship's identity hash, from its nodes' hashes (each id is hashed once per
+ * write; equal hashes are compared in full). */
+static uint64_t rel_hash(const kw_rrel_t *rr, uint32_t hr, uint32_t hs)
 {
-    uint64_t h = kw_hash(r->resource.id.ptr, r->resource.id.len,
-                         ((uint64_t)rr->rtype << 32) | ((uint64_t)rr->rel << 16) | rr->stype);
-    return kw_hash(r->subject.id.ptr, r->subject.id.len, h ^ ((uint64_t)rr->srel << 40));
+    uint64_t x = ((uint64_t)hr << 32 | hs) ^ ((uint64_t)rr->rel << 16 | rr->srel);
+    return kw_hash_u64(x);
 }
 
 static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
@@ -51,7 +53,10 @@ static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n
         if (rc != KW_OK)
             return rc;
         ents[i].idx = (uint32_t)i;
-        ents[i].h = rel_hash(&ents[i].rr, &ups[i].rel);
+        const kw_rel_t *r = &ups[i].rel;
+        ents[i].hr = kw__graph_hash(ents[i].rr.rtype, r->resource.id.ptr, r->resource.id.len);
+        ents[i].hs = kw__graph_hash(ents[i].rr.stype, r->subject.id.ptr, r->subject.id.len);
+        ents[i].h = rel_hash(&ents[i].rr, ents[i].hr, ents[i].hs);
         ents[i].rnode = ents[i].snode = KW_NODE_NONE;
         ents[i].exists = false;
     }
@@ -190,7 +195,8 @@ static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, 
         const uint16_t types[2] = {b->rr.rtype, b->rr.stype};
         const kw_str_t ids[2] = {r->resource.id, r->subject.id};
         uint32_t found[2];
-        kw__graph_find2(g, types, ids, found);
+        const uint32_t hs[2] = {b->hr, b->hs};
+        kw__graph_find2_h(g, types, ids, hs, found);
         uint32_t rn = found[0], sn = found[1];
         b->exists = rn != KW_NODE_NONE && sn != KW_NODE_NONE &&
                     kw__graph_has(g, rn, b->rr.rel, sn, b->rr.srel);
@@ -256,10 +262,11 @@ static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t 
             continue;
         const kw_rel_t *r = &ups[b->idx].rel;
         if (b->rnode == KW_NODE_NONE)
-            rc =
-                kw__graph_intern(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, &b->rnode);
+            rc = kw__graph_intern_h(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, b->hr,
+                                    &b->rnode);
         if (rc == KW_OK && b->snode == KW_NODE_NONE)
-            rc = kw__graph_intern(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, &b->snode);
+            rc = kw__graph_intern_h(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, b->hs,
+                                    &b->snode);
     }
     /* Count appends per node (entries share nodes), then reserve each node's total. */
     size_t max_tail = 0, n_adds = 0;

@@ -233,6 +233,39 @@ static ncount_t *count_at(ncount_t *t, uint32_t mask, uint32_t node)
     return &t[i];
 }
 
+/* Appends per node: `direct` (fwd, rev per node) or the table `t`. */
+typedef struct counts {
+    uint32_t *direct;
+    ncount_t *t;
+    uint32_t mask;
+} counts_t;
+
+static int counts_init(counts_t *c, uint32_t n_nodes, size_t n_adds)
+{
+    if (n_adds > UINT32_MAX / 8)
+        return KW_ENOMEM;
+    if (n_nodes <= 4 * n_adds) {
+        c->direct = kw_calloc((size_t)n_nodes * 2, sizeof(uint32_t));
+        return c->direct ? KW_OK : KW_ENOMEM;
+    }
+    uint32_t cap = 16;
+    while (cap < 4 * n_adds)
+        cap *= 2;
+    c->mask = cap - 1;
+    c->t = kw_calloc(cap, sizeof(ncount_t));
+    return c->t ? KW_OK : KW_ENOMEM;
+}
+
+static uint32_t *count_fwd(counts_t *c, uint32_t node)
+{
+    return c->direct ? &c->direct[2 * (size_t)node] : &count_at(c->t, c->mask, node)->fwd;
+}
+
+static uint32_t *count_rev(counts_t *c, uint32_t node)
+{
+    return c->direct ? &c->direct[2 * (size_t)node + 1] : &count_at(c->t, c->mask, node)->rev;
+}
+
 /* Interns the endpoints of every relationship to add, reserves their edge room and
  * allocates the merge scratch (*scratch, NULL when nothing is added). */
 static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t *ups, size_t n,
@@ -268,37 +301,34 @@ static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t 
             rc = kw__graph_intern_h(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, b->hs,
                                     &b->snode);
     }
-    /* Count appends per node (entries share nodes), then reserve each node's total. */
+    /* Count appends per node (entries share nodes), then reserve each node's total: in an
+     * array by node when the batch is large against the graph (a load), else in a table. */
     size_t max_tail = 0, n_adds = 0;
     for (size_t i = 0; i < n; i++)
         n_adds += adds(&ents[i], ups);
-    uint32_t cap = 16;
-    if (n_adds > UINT32_MAX / 8)
-        rc = KW_ENOMEM;
-    while (rc == KW_OK && cap < 4 * n_adds)
-        cap *= 2;
-    ncount_t *cnt = rc == KW_OK && n_adds ? kw_calloc(cap, sizeof(ncount_t)) : NULL;
-    if (rc == KW_OK && n_adds && !cnt)
-        rc = KW_ENOMEM;
-    for (size_t i = 0; i < n && cnt; i++) {
+    counts_t c = {0};
+    if (rc == KW_OK && n_adds)
+        rc = counts_init(&c, g->n_nodes, n_adds);
+    for (size_t i = 0; i < n && rc == KW_OK && n_adds; i++) {
         if (!adds(&ents[i], ups))
             continue;
-        uint32_t f = ++count_at(cnt, cap - 1, ents[i].rnode)->fwd;
-        uint32_t rv = ++count_at(cnt, cap - 1, ents[i].snode)->rev;
+        uint32_t f = ++*count_fwd(&c, ents[i].rnode);
+        uint32_t rv = ++*count_rev(&c, ents[i].snode);
         if (f > max_tail)
             max_tail = f;
         if (rv > max_tail)
             max_tail = rv;
     }
-    for (size_t i = 0; i < n && rc == KW_OK && cnt; i++) {
+    for (size_t i = 0; i < n && rc == KW_OK && n_adds; i++) {
         const bent_t *b = &ents[i];
         if (!adds(b, ups))
             continue;
-        rc = kw__graph_reserve(g, b->rnode, count_at(cnt, cap - 1, b->rnode)->fwd, 0);
+        rc = kw__graph_reserve(g, b->rnode, *count_fwd(&c, b->rnode), 0);
         if (rc == KW_OK)
-            rc = kw__graph_reserve(g, b->snode, 0, count_at(cnt, cap - 1, b->snode)->rev);
+            rc = kw__graph_reserve(g, b->snode, 0, *count_rev(&c, b->snode));
     }
-    kw_free(cnt);
+    kw_free(c.t);
+    kw_free(c.direct);
     *scratch = NULL;
     if (rc == KW_OK && max_tail) {
         *scratch = kw_calloc(max_tail, sizeof(kw_edge_t));

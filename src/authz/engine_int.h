@@ -143,6 +143,21 @@ int kw__bad_id(kw_diag_t *diag, const char *what, kw_str_t id);
  * KW_EINVAL. */
 KW_NODISCARD int kw__resolve_rel(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
                                  kw_diag_t *diag);
+/* The names of the last few plain relationships kw__resolve_rel_memo resolved in full (no
+ * caveat, context, expiry or wildcard): the next one with the same four names only needs
+ * its ids checked. Zero-initialize; it borrows the names of the batch it is used on. */
+#define KW_RESOLVE_MEMO_N 8
+typedef struct kw_resolve_memo {
+    struct {
+        kw_str_t rtype, rel, stype, srel;
+        kw_rrel_t rr;
+    } e[KW_RESOLVE_MEMO_N];
+    unsigned n, next; /* entries in use; the one to replace next */
+} kw_resolve_memo_t;
+/* kw__resolve_rel with `memo` remembering recent plain relationships: same result and
+ * same messages, fewer schema lookups for a batch that repeats a few name tuples. */
+KW_NODISCARD int kw__resolve_rel_memo(const kw_schema_t *s, const kw_rel_t *r, kw_rrel_t *out,
+                                      kw_resolve_memo_t *memo, kw_diag_t *diag);
 /* Builds the attribute record of a resolved relationship (nodes still unset): copies the
  * context and binds it to the caveat's program. *has is false (and *out untouched) for a
  * relationship without caveat and expiry. KW_EINVAL (the context does not bind; diag

@@ -181,15 +181,26 @@ static inline uint32_t first_candidate(const kw_graph_t *g, uint32_t h)
     }
 }
 
+uint32_t kw__graph_hash(uint16_t type, const char *id, size_t len)
+{
+    return node_hash(type, id, len);
+}
+
 void kw__graph_find2(const kw_graph_t *g, const uint16_t type[2], const kw_str_t id[2],
                      uint32_t out[2])
 {
+    const uint32_t h[2] = {node_hash(type[0], id[0].ptr, id[0].len),
+                           node_hash(type[1], id[1].ptr, id[1].len)};
+    kw__graph_find2_h(g, type, id, h, out);
+}
+
+void kw__graph_find2_h(const kw_graph_t *g, const uint16_t type[2], const kw_str_t id[2],
+                       const uint32_t h[2], uint32_t out[2])
+{
     uint32_t mask = g->n_slots - 1;
-    uint32_t h[2], i[2];
-    for (int k = 0; k < 2; k++) {
-        h[k] = node_hash(type[k], id[k].ptr, id[k].len);
+    uint32_t i[2];
+    for (int k = 0; k < 2; k++)
         __builtin_prefetch(&g->slots[h[k] & mask]);
-    }
     for (int k = 0; k < 2; k++) {
         i[k] = first_candidate(g, h[k]);
         uint64_t s = g->slots[i[k]];
@@ -266,7 +277,13 @@ static int grow_nodes(kw_graph_t *g, size_t need)
 
 int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, uint32_t *out)
 {
-    uint32_t found = kw__graph_find(g, type, id, len);
+    return kw__graph_intern_h(g, type, id, len, node_hash(type, id, len), out);
+}
+
+int kw__graph_intern_h(kw_graph_t *g, uint16_t type, const char *id, size_t len, uint32_t h,
+                       uint32_t *out)
+{
+    uint32_t found = probe_from(g, h & (g->n_slots - 1), h, type, id, len);
     if (found != KW_NODE_NONE) {
         *out = found;
         return KW_OK;
@@ -308,7 +325,7 @@ int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len, u
         nd->id_len = (uint8_t)len;
     }
     nd->type = type;
-    slot_insert(g->slots, g->n_slots - 1, node_hash(type, id, len), n);
+    slot_insert(g->slots, g->n_slots - 1, h, n);
     g->n_live++;
     if (len == 1 && id[0] == '*')
         g->wild[type] = n;

@@ -215,6 +215,13 @@ void kw__graph_find2(const kw_graph_t *g, const uint16_t type[2], const kw_str_t
 /* Finds or creates the node; KW_ENOMEM leaves the graph unchanged. */
 KW_NODISCARD int kw__graph_intern(kw_graph_t *g, uint16_t type, const char *id, size_t len,
                                   uint32_t *out);
+/* The hash the node table keys (type, id) by, and the two calls above taking it, so a
+ * write hashes each id once. h must be kw__graph_hash(type[i], id[i]). */
+uint32_t kw__graph_hash(uint16_t type, const char *id, size_t len);
+void kw__graph_find2_h(const kw_graph_t *g, const uint16_t type[2], const kw_str_t id[2],
+                       const uint32_t h[2], uint32_t out[2]);
+KW_NODISCARD int kw__graph_intern_h(kw_graph_t *g, uint16_t type, const char *id, size_t len,
+                                    uint32_t h, uint32_t *out);
 /* Frees `node` if it has no edges (and is not free already). */
 void kw__graph_gc(kw_graph_t *g, uint32_t node);
 /* Index range [*lo, *hi) of the fwd edges of `node` with relation `rel`. */

@@ -16,6 +16,7 @@
 typedef struct bent {
     kw_rrel_t rr;
     uint64_t h;
+    uint32_t hr, hs; /* kw__graph_hash of the resource and the subject */
     uint32_t idx;
     uint32_t rnode, snode;
     bool exists;
@@ -23,19 +24,12 @@ typedef struct bent {
     kw_attr_t attr;
 } bent_t;
 
-static uint64_t rel_hash(const kw_rrel_t *rr, const kw_rel_t *r)
+/* The relationship's identity hash, from its nodes' hashes (each id is hashed once per
+ * write; equal hashes are compared in full). */
+static uint64_t rel_hash(const kw_rrel_t *rr, uint32_t hr, uint32_t hs)
 {
-    uint64_t h = kw_hash(r->resource.id.ptr, r->resource.id.len,
-                         ((uint64_t)rr->rtype << 32) | ((uint64_t)rr->rel << 16) | rr->stype);
-    return kw_hash(r->subject.id.ptr, r->subject.id.len, h ^ ((uint64_t)rr->srel << 40));
-}
-
-static int cmp_bent_h(const void *pa, const void *pb)
-{
-    const bent_t *a = pa, *b = pb;
-    if (a->h != b->h)
-        return a->h < b->h ? -1 : 1;
-    return a->idx < b->idx ? -1 : a->idx > b->idx;
+    uint64_t x = ((uint64_t)hr << 32 | hs) ^ ((uint64_t)rr->rel << 16 | rr->srel);
+    return kw_hash_u64(x);
 }
 
 static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
@@ -46,34 +40,54 @@ static bool same_rel(const bent_t *a, const bent_t *b, const kw_update_t *ups)
            kw_str_eq(x->subject.id, y->subject.id);
 }
 
-/* Resolves every update into ents (sorted by identity hash on return) and refuses
- * duplicates. */
+/* Resolves every update into ents (in the batch's order) and refuses duplicates: an
+ * open-addressing table of entry indexes keyed by identity hash, at most half full. */
 static int validate_batch(const kw_schema_t *s, const kw_update_t *ups, size_t n, bent_t *ents,
                           kw_diag_t *diag)
 {
+    kw_resolve_memo_t memo = {0};
     for (size_t i = 0; i < n; i++) {
         if (ups[i].op != KW_OP_CREATE && ups[i].op != KW_OP_TOUCH && ups[i].op != KW_OP_DELETE)
             return kw_diag_set(diag, KW_EINVAL, 0, 0, "update %zu has an unknown operation", i);
-        int rc = kw__resolve_rel(s, &ups[i].rel, &ents[i].rr, diag);
+        int rc = kw__resolve_rel_memo(s, &ups[i].rel, &ents[i].rr, &memo, diag);
         if (rc != KW_OK)
             return rc;
         ents[i].idx = (uint32_t)i;
-        ents[i].h = rel_hash(&ents[i].rr, &ups[i].rel);
+        const kw_rel_t *r = &ups[i].rel;
+        ents[i].hr = kw__graph_hash(ents[i].rr.rtype, r->resource.id.ptr, r->resource.id.len);
+        ents[i].hs = kw__graph_hash(ents[i].rr.stype, r->subject.id.ptr, r->subject.id.len);
+        ents[i].h = rel_hash(&ents[i].rr, ents[i].hr, ents[i].hs);
         ents[i].rnode = ents[i].snode = KW_NODE_NONE;
         ents[i].exists = false;
     }
-    qsort(ents, n, sizeof(bent_t), cmp_bent_h);
-    for (size_t i = 1; i < n; i++) {
-        for (size_t j = i; j > 0 && ents[j - 1].h == ents[i].h; j--) {
-            if (same_rel(&ents[j - 1], &ents[i], ups)) {
+    if (n < 2)
+        return KW_OK;
+    if (n > UINT32_MAX / 4)
+        return kw_diag_set(diag, KW_ELIMIT, 0, 0, "a write batch holds at most %u updates",
+                           UINT32_MAX / 4);
+    uint32_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    uint32_t *seen = kw_calloc(cap, sizeof(uint32_t)); /* entry + 1; 0: empty */
+    if (!seen)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while checking the batch");
+    int rc = KW_OK;
+    for (size_t i = 0; i < n && rc == KW_OK; i++) {
+        uint32_t k = (uint32_t)ents[i].h & (cap - 1);
+        for (; seen[k] != 0; k = (k + 1) & (cap - 1)) {
+            const bent_t *o = &ents[seen[k] - 1];
+            if (o->h == ents[i].h && same_rel(o, &ents[i], ups)) {
                 char buf[200];
-                kw__fmt_rel(&ups[ents[i].idx].rel, buf, sizeof(buf));
-                return kw_diag_set(diag, KW_EINVAL, 0, 0,
-                                   "relationship %s appears more than once in the batch", buf);
+                kw__fmt_rel(&ups[i].rel, buf, sizeof(buf));
+                rc = kw_diag_set(diag, KW_EINVAL, 0, 0,
+                                 "relationship %s appears more than once in the batch", buf);
+                break;
             }
         }
+        seen[k] = (uint32_t)i + 1;
     }
-    return KW_OK;
+    kw_free(seen);
+    return rc;
 }
 
 /* What only a new write is refused for (not a store's or a file's replay): an expiry at
@@ -181,7 +195,8 @@ static int write_resolve(const kw_graph_t *g, const kw_update_t *ups, size_t n, 
         const uint16_t types[2] = {b->rr.rtype, b->rr.stype};
         const kw_str_t ids[2] = {r->resource.id, r->subject.id};
         uint32_t found[2];
-        kw__graph_find2(g, types, ids, found);
+        const uint32_t hs[2] = {b->hr, b->hs};
+        kw__graph_find2_h(g, types, ids, hs, found);
         uint32_t rn = found[0], sn = found[1];
         b->exists = rn != KW_NODE_NONE && sn != KW_NODE_NONE &&
                     kw__graph_has(g, rn, b->rr.rel, sn, b->rr.srel);
@@ -218,6 +233,39 @@ static ncount_t *count_at(ncount_t *t, uint32_t mask, uint32_t node)
     return &t[i];
 }
 
+/* Appends per node: `direct` (fwd, rev per node) or the table `t`. */
+typedef struct counts {
+    uint32_t *direct;
+    ncount_t *t;
+    uint32_t mask;
+} counts_t;
+
+static int counts_init(counts_t *c, uint32_t n_nodes, size_t n_adds)
+{
+    if (n_adds > UINT32_MAX / 8)
+        return KW_ENOMEM;
+    if (n_nodes <= 4 * n_adds) {
+        c->direct = kw_calloc((size_t)n_nodes * 2, sizeof(uint32_t));
+        return c->direct ? KW_OK : KW_ENOMEM;
+    }
+    uint32_t cap = 16;
+    while (cap < 4 * n_adds)
+        cap *= 2;
+    c->mask = cap - 1;
+    c->t = kw_calloc(cap, sizeof(ncount_t));
+    return c->t ? KW_OK : KW_ENOMEM;
+}
+
+static uint32_t *count_fwd(counts_t *c, uint32_t node)
+{
+    return c->direct ? &c->direct[2 * (size_t)node] : &count_at(c->t, c->mask, node)->fwd;
+}
+
+static uint32_t *count_rev(counts_t *c, uint32_t node)
+{
+    return c->direct ? &c->direct[2 * (size_t)node + 1] : &count_at(c->t, c->mask, node)->rev;
+}
+
 /* Interns the endpoints of every relationship to add, reserves their edge room and
  * allocates the merge scratch (*scratch, NULL when nothing is added). */
 static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t *ups, size_t n,
@@ -247,42 +295,40 @@ static int write_prepare(kw_graph_t *g, const kw_schema_t *s, const kw_update_t 
             continue;
         const kw_rel_t *r = &ups[b->idx].rel;
         if (b->rnode == KW_NODE_NONE)
-            rc =
-                kw__graph_intern(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, &b->rnode);
+            rc = kw__graph_intern_h(g, b->rr.rtype, r->resource.id.ptr, r->resource.id.len, b->hr,
+                                    &b->rnode);
         if (rc == KW_OK && b->snode == KW_NODE_NONE)
-            rc = kw__graph_intern(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, &b->snode);
+            rc = kw__graph_intern_h(g, b->rr.stype, r->subject.id.ptr, r->subject.id.len, b->hs,
+                                    &b->snode);
     }
-    /* Count appends per node (entries share nodes), then reserve each node's total. */
+    /* Count appends per node (entries share nodes), then reserve each node's total: in an
+     * array by node when the batch is large against the graph (a load), else in a table. */
     size_t max_tail = 0, n_adds = 0;
     for (size_t i = 0; i < n; i++)
         n_adds += adds(&ents[i], ups);
-    uint32_t cap = 16;
-    if (n_adds > UINT32_MAX / 8)
-        rc = KW_ENOMEM;
-    while (rc == KW_OK && cap < 4 * n_adds)
-        cap *= 2;
-    ncount_t *cnt = rc == KW_OK && n_adds ? kw_calloc(cap, sizeof(ncount_t)) : NULL;
-    if (rc == KW_OK && n_adds && !cnt)
-        rc = KW_ENOMEM;
-    for (size_t i = 0; i < n && cnt; i++) {
+    counts_t c = {0};
+    if (rc == KW_OK && n_adds)
+        rc = counts_init(&c, g->n_nodes, n_adds);
+    for (size_t i = 0; i < n && rc == KW_OK && n_adds; i++) {
         if (!adds(&ents[i], ups))
             continue;
-        uint32_t f = ++count_at(cnt, cap - 1, ents[i].rnode)->fwd;
-        uint32_t rv = ++count_at(cnt, cap - 1, ents[i].snode)->rev;
+        uint32_t f = ++*count_fwd(&c, ents[i].rnode);
+        uint32_t rv = ++*count_rev(&c, ents[i].snode);
         if (f > max_tail)
             max_tail = f;
         if (rv > max_tail)
             max_tail = rv;
     }
-    for (size_t i = 0; i < n && rc == KW_OK && cnt; i++) {
+    for (size_t i = 0; i < n && rc == KW_OK && n_adds; i++) {
         const bent_t *b = &ents[i];
         if (!adds(b, ups))
             continue;
-        rc = kw__graph_reserve(g, b->rnode, count_at(cnt, cap - 1, b->rnode)->fwd, 0);
+        rc = kw__graph_reserve(g, b->rnode, *count_fwd(&c, b->rnode), 0);
         if (rc == KW_OK)
-            rc = kw__graph_reserve(g, b->snode, 0, count_at(cnt, cap - 1, b->snode)->rev);
+            rc = kw__graph_reserve(g, b->snode, 0, *count_rev(&c, b->snode));
     }
-    kw_free(cnt);
+    kw_free(c.t);
+    kw_free(c.direct);
     *scratch = NULL;
     if (rc == KW_OK && max_tail) {
         *scratch = kw_calloc(max_tail, sizeof(kw_edge_t));

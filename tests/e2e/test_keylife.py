@@ -586,7 +586,10 @@ def test_expiry_and_rotation_across_two_instances(tmp_path):
         # refused on B at once (the row is read at every authentication)
         assert agent_key_client(b, k2["api_key"]).get("/agents").status_code == 401
         assert agent_key_client(b, new).get("/agents").status_code == 200
-        r = rotate(Client(b, b.token(t.uid("bob"), account=t.account)), k2["id"], grace=3)
+        # B authorizes the rotation on its graph: it must have applied the key's creation and
+        # first rotation (instances follow each other; the revision says what to wait for)
+        r = rotate(Client(b, b.token(t.uid("bob"), account=t.account)), k2["id"], grace=3,
+                   headers={"X-Keyward-Revision": r.headers["X-Keyward-Revision"]})
         assert r.status_code == 200, r.text
         newer = r.json()
         assert agent_key_client(a, new).get("/agents").status_code == 200

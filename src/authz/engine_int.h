@@ -90,6 +90,20 @@ KW_NODISCARD int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resou
                                                   kw_str_t permission, kw_subject_t subject,
                                                   kw_str_t context, int path, kw_resource_cb cb,
                                                   void *ud, kw_diag_t *diag);
+/* Every subject (node of stype, subject relation srel or KW_REL_NONE) holding rnode#r, each
+ * once, through LookupSubjects' plan (lookup_plan.c), with emit as above. KW_EAGAIN
+ * (nothing emitted) when not planned: the permission depends on itself, or a wildcard of
+ * stype is on the way. c has the query's context; its subject is changed. */
+KW_NODISCARD int kw__lookup_plan_subjects(kw_ck_t *c, const kw_model_t *m, uint32_t rnode,
+                                          uint16_t r, uint16_t stype, uint16_t srel,
+                                          kw__lp_emit_fn emit, void *ud, uint64_t *work,
+                                          kw_diag_t *diag);
+/* kw_engine_lookup_subjects_ctx by one path (KW__LK_*): lets the tests compare them. */
+KW_NODISCARD int kw__engine_lookup_subjects_path(kw_engine_t *e, kw_object_t resource,
+                                                 kw_str_t permission, kw_str_t subject_type,
+                                                 kw_str_t subject_relation, kw_str_t context,
+                                                 int path, kw_subject_cb cb, void *ud,
+                                                 kw_diag_t *diag);
 
 /* ---- the engine (engine.c) ---- */
 

@@ -150,6 +150,42 @@ static int set_add(lp_set_t *s, uint32_t node, uint8_t flag)
     return KW_OK;
 }
 
+/* Indexes a set filled by set_push with repeats allowed (n_slot 0), dropping the repeats
+ * (a node repeated keeps the union of its flags): one pass with the index sized at once,
+ * cheaper than set_add's growing index. */
+static int set_dedup(lp_set_t *s)
+{
+    if (s->n_slot || s->n == 0)
+        return KW_OK;
+    uint32_t n_slot = 64;
+    while (s->n * 2 > n_slot) {
+        if (n_slot >= (1u << 31))
+            return KW_ENOMEM;
+        n_slot *= 2;
+    }
+    uint32_t *ns = kw_calloc(n_slot, sizeof(uint32_t));
+    if (!ns)
+        return KW_ENOMEM;
+    size_t w = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        uint32_t node = s->node[i];
+        uint32_t j = (uint32_t)kw_hash_u64(node) & (n_slot - 1);
+        while (ns[j] && s->node[ns[j] - 1] != node)
+            j = (j + 1) & (n_slot - 1);
+        if (ns[j]) {
+            s->flag[ns[j] - 1] |= s->flag[i];
+            continue;
+        }
+        s->node[w] = node;
+        s->flag[w] = s->flag[i];
+        ns[j] = (uint32_t)++w;
+    }
+    s->n = w;
+    s->slot = ns;
+    s->n_slot = n_slot;
+    return KW_OK;
+}
+
 /* Moves src into dst when dst is empty, else adds every element. */
 static int set_merge(lp_set_t *dst, lp_set_t *src)
 {
@@ -194,14 +230,15 @@ static int spend(lp_t *q, uint64_t n)
 /* ---- walking reverse edges (tag-kw-edge-order: rev sorted by (other_rel, rel, other)) */
 
 /* Adds every R of type `rt` with R#rel@x#orel, flagged `flag` (cleared on R that may
- * carry attributes: a caveat or an expiry is for Check to judge). */
+ * carry attributes: a caveat or an expiry is for Check to judge). raw: out is being filled
+ * with repeats allowed (set_dedup follows). */
 static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t rel, uint16_t rt,
-                   uint8_t flag)
+                   uint8_t flag, bool raw)
 {
     const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
     uint32_t i = kw__graph_lower(es->v, es->n, kw__rev_key(rel, orel, 0), false);
     uint32_t i0 = i;
-    bool distinct = out->n == 0 && out->n_slot == 0;
+    bool distinct = raw || (out->n == 0 && out->n_slot == 0);
     for (; i < es->n && es->v[i].other_rel == orel && es->v[i].rel == rel; i++) {
         if (i + 8 < es->n)
             __builtin_prefetch(&q->g->nodes[es->v[i + 8].other]);
@@ -217,13 +254,14 @@ static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t r
 }
 
 /* The same for an arrow's tupleset: R#rel@x with any subject relation. */
-static int add_rev_any(lp_t *q, lp_set_t *out, uint32_t x, uint16_t rel, uint16_t rt, uint8_t flag)
+static int add_rev_any(lp_t *q, lp_set_t *out, uint32_t x, uint16_t rel, uint16_t rt, uint8_t flag,
+                       bool raw)
 {
     const kw_eslice_t sl = kw__rev(q->g, x), *es = &sl;
     uint32_t i = 0;
     while (i < es->n) {
         uint16_t orel = es->v[i].other_rel;
-        int rc = add_rev(q, out, x, orel, rel, rt, flag);
+        int rc = add_rev(q, out, x, orel, rel, rt, flag, raw);
         if (rc)
             return rc;
         if (orel == UINT16_MAX)
@@ -355,7 +393,12 @@ static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out);
 static int filter_into(lp_t *q, const kw_expr_t *ex, uint32_t skip, const lp_set_t *cand,
                        lp_set_t *out)
 {
+    /* cand is a set: into an empty out, its survivors are appended without an index (the
+     * index is built once, at its first lookup, instead of grown along). */
+    bool distinct = out->n == 0 && out->n_slot == 0;
     for (size_t i = 0; i < cand->n; i++) {
+        if (i + 8 < cand->n)
+            __builtin_prefetch(&q->g->nodes[cand->node[i + 8]]);
         uint32_t x = cand->node[i];
         int acc = (cand->flag[i] & SURE) ? V_YES : V_UNKNOWN;
         if (ex->kind == KW_EXPR_EXCLUDE) {
@@ -374,7 +417,8 @@ static int filter_into(lp_t *q, const kw_expr_t *ex, uint32_t skip, const lp_set
                     acc = w == V_NO ? V_NO : V_UNKNOWN;
             }
         }
-        if (acc != V_NO && set_add(out, x, acc == V_YES ? SURE : 0) != KW_OK)
+        uint8_t f = acc == V_YES ? SURE : 0;
+        if (acc != V_NO && (distinct ? set_push(out, x, f) : set_add(out, x, f)) != KW_OK)
             return KW_ENOMEM;
     }
     return KW_OK;
@@ -427,6 +471,8 @@ static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out)
     case KW_EXPR_ARROW:
     case KW_EXPR_ALL: {
         uint8_t flag = ex->kind == KW_EXPR_ARROW ? SURE : 0;
+        /* Into an empty out: gathered with repeats, then deduplicated once. */
+        bool raw = out->n == 0 && out->n_slot == 0;
         for (uint16_t u = 0; u < q->s->n_types; u++) {
             uint16_t tr = ex->target_by_type[u];
             if (tr == KW_REL_NONE)
@@ -435,10 +481,11 @@ static int prod_expr(lp_t *q, uint16_t t, const kw_expr_t *ex, lp_set_t *out)
             if ((rc = prod_rel(q, u, tr, &s)) != KW_OK)
                 return rc;
             for (size_t i = 0; i < s->n; i++)
-                if ((rc = add_rev_any(q, out, s->node[i], ex->rel, t, s->flag[i] & flag)) != KW_OK)
+                if ((rc = add_rev_any(q, out, s->node[i], ex->rel, t, s->flag[i] & flag, raw)) !=
+                    KW_OK)
                     return rc;
         }
-        return KW_OK;
+        return raw ? set_dedup(out) : KW_OK;
     }
     case KW_EXPR_UNION:
         for (uint32_t k = 0; k < ex->n_children; k++) {
@@ -470,10 +517,11 @@ static int prod_direct(lp_t *q, uint16_t t, uint16_t rel, lp_set_t *out)
 {
     const kw_ck_t *c = q->c;
     int rc = KW_OK;
-    if (c->snode != KW_NODE_NONE && (rc = add_rev(q, out, c->snode, c->srel, rel, t, SURE)) != 0)
+    if (c->snode != KW_NODE_NONE &&
+        (rc = add_rev(q, out, c->snode, c->srel, rel, t, SURE, false)) != 0)
         return rc;
     if (c->swild != KW_NODE_NONE && c->swild != c->snode &&
-        (rc = add_rev(q, out, c->swild, KW_REL_NONE, rel, t, SURE)) != 0)
+        (rc = add_rev(q, out, c->swild, KW_REL_NONE, rel, t, SURE, false)) != 0)
         return rc;
     const kw_relation_t *rd = &q->s->types[t].rels[rel];
     for (uint32_t a = 0; a < rd->n_allowed; a++) {
@@ -490,7 +538,8 @@ static int prod_direct(lp_t *q, uint16_t t, uint16_t rel, lp_set_t *out)
         if ((rc = prod_rel(q, al->type, al->relation, &s)) != KW_OK)
             return rc;
         for (size_t i = 0; i < s->n; i++)
-            if ((rc = add_rev(q, out, s->node[i], al->relation, rel, t, s->flag[i])) != KW_OK)
+            if ((rc = add_rev(q, out, s->node[i], al->relation, rel, t, s->flag[i], false)) !=
+                KW_OK)
                 return rc;
     }
     return KW_OK;
@@ -769,6 +818,7 @@ static int ls_verify_into(ls_t *L, uint32_t x, const kw_expr_t *ex, uint32_t ski
                           const lp_set_t *cand, lp_set_t *out)
 {
     kw_ck_t *c = L->q.c;
+    bool distinct = out->n == 0 && out->n_slot == 0; /* as in filter_into */
     for (size_t i = 0; i < cand->n; i++) {
         uint32_t s = cand->node[i];
         kw__ck_subject(c, s, L->stype, L->srel);
@@ -789,7 +839,8 @@ static int ls_verify_into(ls_t *L, uint32_t x, const kw_expr_t *ex, uint32_t ski
                     acc = w == V_NO ? V_NO : V_UNKNOWN;
             }
         }
-        if (acc != V_NO && set_add(out, s, acc == V_YES ? SURE : 0) != KW_OK)
+        uint8_t f = acc == V_YES ? SURE : 0;
+        if (acc != V_NO && (distinct ? set_push(out, s, f) : set_add(out, s, f)) != KW_OK)
             return KW_ENOMEM;
     }
     return KW_OK;

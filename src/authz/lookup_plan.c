@@ -240,6 +240,9 @@ static int add_rev(lp_t *q, lp_set_t *out, uint32_t x, uint16_t orel, uint16_t r
     uint32_t i0 = i;
     bool distinct = raw || (out->n == 0 && out->n_slot == 0);
     for (; i < es->n && es->v[i].other_rel == orel && es->v[i].rel == rel; i++) {
+        /* A race's losing attempt stops at its budget, not at the end of a long slice. */
+        if (((i - i0) & 63) == 63 && q->work + (i - i0) > q->limit)
+            return spend(q, 1 + (i - i0));
         if (i + 8 < es->n)
             __builtin_prefetch(&q->g->nodes[es->v[i + 8].other]);
         uint32_t r = es->v[i].other;

@@ -720,11 +720,13 @@ static int ls_memo_put(ls_t *L, uint64_t key, lp_set_t *s, const lp_set_t **out)
     return KW_OK;
 }
 
-/* Adds every node of src to out, flags ANDed with `flag`. */
-static int ls_add_all(ls_t *L, lp_set_t *out, const lp_set_t *src, uint8_t flag)
+/* Adds every node of src to out, flags ANDed with `flag`; raw: with repeats (set_dedup
+ * follows). */
+static int ls_add_all(ls_t *L, lp_set_t *out, const lp_set_t *src, uint8_t flag, bool raw)
 {
     for (size_t i = 0; i < src->n; i++)
-        if (set_add(out, src->node[i], src->flag[i] & flag) != KW_OK)
+        if ((raw ? set_push(out, src->node[i], src->flag[i] & flag)
+                 : set_add(out, src->node[i], src->flag[i] & flag)) != KW_OK)
             return KW_ENOMEM;
     return spend(&L->q, src->n);
 }
@@ -798,23 +800,27 @@ static int ls_direct(ls_t *L, uint32_t x, uint16_t rel, lp_set_t *out)
     kw__graph_fwd_range(g, x, rel, &lo, &hi);
     const kw_edge_t *fv = kw__fwd(g, x).v;
     uint8_t flag = kw__attr_maybe(g, x) ? 0 : SURE;
+    /* Into an empty out (always, from ls_rel): gathered with repeats, deduplicated once. */
+    bool raw = out->n == 0 && out->n_slot == 0;
     int rc = spend(&L->q, 1 + (hi - lo));
     for (uint32_t i = lo; i < hi && rc == KW_OK; i++) {
+        if (i + 8 < hi)
+            __builtin_prefetch(&g->nodes[fv[i + 8].other]);
         uint32_t o = fv[i].other;
         uint16_t orel = fv[i].other_rel;
         if (o == L->wild && L->wild != KW_NODE_NONE)
             return KW_EAGAIN;
         if (orel == KW_REL_NONE) {
             if (L->srel == KW_REL_NONE && g->nodes[o].type == L->stype &&
-                set_add(out, o, flag) != KW_OK)
+                (raw ? set_push(out, o, flag) : set_add(out, o, flag)) != KW_OK)
                 rc = KW_ENOMEM;
             continue;
         }
         const lp_set_t *s;
         if ((rc = ls_rel(L, o, orel, &s)) == KW_OK)
-            rc = ls_add_all(L, out, s, flag);
+            rc = ls_add_all(L, out, s, flag, raw);
     }
-    return rc;
+    return rc == KW_OK && raw ? set_dedup(out) : rc;
 }
 
 static int ls_verify_into(ls_t *L, uint32_t x, const kw_expr_t *ex, uint32_t skip,
@@ -897,6 +903,7 @@ static int ls_expr(ls_t *L, uint32_t x, const kw_expr_t *ex, lp_set_t *out)
     case KW_EXPR_ARROW:
     case KW_EXPR_ALL: {
         uint8_t flag = ex->kind == KW_EXPR_ARROW && !kw__attr_maybe(g, x) ? SURE : 0;
+        bool raw = out->n == 0 && out->n_slot == 0; /* as in ls_direct */
         uint32_t lo, hi;
         kw__graph_fwd_range(g, x, ex->rel, &lo, &hi);
         const kw_edge_t *fv = kw__fwd(g, x).v;
@@ -908,9 +915,9 @@ static int ls_expr(ls_t *L, uint32_t x, const kw_expr_t *ex, lp_set_t *out)
                 continue;
             const lp_set_t *s;
             if ((rc = ls_rel(L, o, tr, &s)) == KW_OK)
-                rc = ls_add_all(L, out, s, flag);
+                rc = ls_add_all(L, out, s, flag, raw);
         }
-        return rc;
+        return rc == KW_OK && raw ? set_dedup(out) : rc;
     }
     case KW_EXPR_UNION:
         for (uint32_t k = 0; k < ex->n_children; k++) {

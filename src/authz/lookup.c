@@ -12,6 +12,8 @@
  *    wildcard (or the subject set itself), so no answer can be missed.
  *  - LookupSubjects walks forwards from resource#permission through every branch of the
  *    expressions (subtracted sides too), collecting subjects of the wanted type.
+ * Both entry points try the planned path first (lookup_plan.c, results bounded by the
+ * answer) and take these walks only for the shapes it does not plan (KW_EAGAIN).
  * The walk can look at far more than it answers, and each verification is a Check: both
  * count against one budget per query, KW_MAX_LOOKUP_STEPS (KW_EBUDGET).
  */

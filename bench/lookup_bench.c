@@ -21,7 +21,9 @@
  * Dataset 2, stream-1M: `doc#view = viewer`, 1,000,000 doc:N#viewer@user:reader, one
  * lookup of doc#view for user:reader timed whole (results/s, planned path).
  *
- * Usage: lookup_bench [--scale F] [--runs N] [--stream N]
+ * Usage: lookup_bench [--scale F] [--runs N] [--stream N] [--only CASE]
+ * (--only admin|owner|none|stranger: that LookupResources case alone, by the default path,
+ * for a profiler.)
  * Prints a table and one JSON line ("{\"bench\":\"lookup\",...}").
  */
 #include <stdio.h>
@@ -275,6 +277,7 @@ int main(int argc, char **argv)
 {
     double scale = 1.0;
     size_t runs = 200, stream = 1000000;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--scale") && i + 1 < argc)
             scale = atof(argv[++i]);
@@ -282,8 +285,11 @@ int main(int argc, char **argv)
             runs = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--stream") && i + 1 < argc)
             stream = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: lookup_bench [--scale F] [--runs N] [--stream N]\n");
+            fprintf(stderr,
+                    "usage: lookup_bench [--scale F] [--runs N] [--stream N] [--only CASE]\n");
             return 2;
         }
     }
@@ -314,6 +320,24 @@ int main(int argc, char **argv)
                  {"owner", 1, KEYS_PER_AGENT},
                  {"none", 15, 0},
                  {"stranger", -1, 0}};
+    if (only) {
+        /* One LookupResources case by the default path alone (for profilers). */
+        for (int c = 0; c < 4; c++) {
+            if (strcmp(cases[c].name, only) != 0)
+                continue;
+            double t0 = now_s();
+            stats_t one =
+                bench_case(e, n_accounts, cases[c].member, cases[c].want, KW__LK_AUTO, runs, lat);
+            printf("lookup_bench: %s x %zu: p50 %.1f us, p99 %.1f us, %.3f s\n", only, runs,
+                   one.p50_us, one.p99_us, now_s() - t0);
+            kw_engine_free(e);
+            free(lat);
+            free(b);
+            return 0;
+        }
+        fprintf(stderr, "lookup_bench: --only: admin, owner, none or stranger\n");
+        return 2;
+    }
     stats_t st[4][2];
     for (int c = 0; c < 4; c++)
         for (int p = 0; p < 2; p++)

@@ -444,3 +444,65 @@ KW_TEST(lookup_subjects_plan_fault_injection)
     }
     kw_engine_free(e);
 }
+
+/* What LookupSubjects' plan leaves to the walk, and that the engine's default path then
+ * answers as the walk: a permission that depends on itself (nested groups), and a wildcard
+ * of the subject type (the walk's `*` lists every subject it excludes, here one met only on
+ * the subtracted side). A shape without either is planned. */
+KW_TEST(lookup_subjects_plan_leaves_recursion_and_wildcards_to_the_walk)
+{
+    kw_engine_t *e = th_engine("definition user {}\n"
+                               "definition group {\n"
+                               "  relation member: user | group#member\n"
+                               "}\n"
+                               "definition doc {\n"
+                               "  relation viewer: user | user:* | group#member\n"
+                               "  relation owner: user\n"
+                               "  relation banned: user\n"
+                               "  permission view = viewer - banned\n"
+                               "  permission own = owner - banned\n"
+                               "}\n");
+    KW_ASSERT(e != NULL);
+    static const char *rels[] = {"group:g0#member@group:g1#member",
+                                 "group:g1#member@user:u1",
+                                 "doc:d0#viewer@group:g0#member",
+                                 "doc:d1#viewer@user:*",
+                                 "doc:d1#banned@user:u2",
+                                 "doc:d1#owner@user:u3",
+                                 "doc:d1#owner@user:u2"};
+    kw_diag_t d;
+    KW_ASSERT_EQ(th_write_op(e, KW_OP_TOUCH, rels, sizeof(rels) / sizeof(rels[0]), &d), KW_OK);
+    static const struct {
+        const char *type, *id, *perm;
+        int planned;
+        const char *want; /* the sorted lines of the answer, "; "-joined */
+    } qs[] = {{"group", "g0", "member", 0, "u1 0 ; "},
+              {"doc", "d0", "view", 0, "u1 0 ; "},
+              {"doc", "d1", "view", 0, "* 0  u2; "},
+              {"doc", "d1", "own", 1, "u3 0 ; "}};
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        kw_object_t o = {kw_str_c(qs[i].type), kw_str_c(qs[i].id)};
+        static ls_ans_t a, b;
+        memset(&a, 0, sizeof(a));
+        memset(&b, 0, sizeof(b));
+        int r1 =
+            kw__engine_lookup_subjects_path(e, o, kw_str_c(qs[i].perm), KW_STR("user"), KW_STR(""),
+                                            KW_STR_NULL, KW__LK_PLAN, on_subj, &a, &d);
+        KW_ASSERT_EQ(r1, qs[i].planned ? KW_OK : KW_EAGAIN);
+        KW_ASSERT_EQ(kw__engine_lookup_subjects_path(e, o, kw_str_c(qs[i].perm), KW_STR("user"),
+                                                     KW_STR(""), KW_STR_NULL, KW__LK_AUTO, on_subj,
+                                                     &b, &d),
+                     KW_OK);
+        qsort(b.line, (size_t)b.n, sizeof(b.line[0]), cmp_line);
+        char got[256] = "";
+        for (int k = 0; k < b.n; k++) {
+            strncat(got, b.line[k], sizeof(got) - strlen(got) - 1);
+            strncat(got, "; ", sizeof(got) - strlen(got) - 1);
+        }
+        if (strcmp(got, qs[i].want) != 0)
+            fprintf(stderr, "  %s:%s#%s: got '%s', want '%s'\n", qs[i].type, qs[i].id, qs[i].perm,
+                    got, qs[i].want);
+        KW_ASSERT(strcmp(got, qs[i].want) == 0);
+    }
+    kw_engine_free(e);
+}

@@ -82,8 +82,9 @@ KW_NODISCARD int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint
                                            kw__lp_emit_fn emit, void *ud, uint64_t *work,
                                            kw_diag_t *diag);
 
-/* Which path a LookupResources takes: the engine's choice (planned, else the general
- * walk), the general walk alone, or the plan alone (KW_EAGAIN when it is not planned). */
+/* Which path a LookupResources or LookupSubjects takes: the engine's choice (planned, else
+ * the general walk), the general walk alone, or the plan alone (KW_EAGAIN when it is not
+ * planned). */
 enum { KW__LK_AUTO = 0, KW__LK_GENERAL, KW__LK_PLAN };
 /* kw_engine_lookup_resources_ctx by one path (lookup.c): lets the tests compare them. */
 KW_NODISCARD int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type,

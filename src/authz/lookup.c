@@ -389,7 +389,7 @@ static int ns_add(nodeset_t *s, uint32_t node)
     return KW_OK;
 }
 
-/* The planned path's subjects, reported like the walk's (no wildcard: not planned). */
+/* The planned path's subjects, reported like the walk's. */
 static int on_planned_subject(uint32_t node, int v, const kw_ck_t *c, void *ud)
 {
     plan_fwd_t *f = ud;
@@ -399,6 +399,25 @@ static int on_planned_subject(uint32_t node, int v, const kw_ck_t *c, void *ud)
         return f->out->scb(&res, f->out->ud);
     }
     return f->out->with_cond ? emit_subject_cond(f->out, c, id, NULL, 0, f->diag) : 0;
+}
+
+static int on_planned_wild(const uint32_t *excl, size_t n_excl, int v, const kw_ck_t *c, void *ud)
+{
+    plan_fwd_t *f = ud;
+    kw_str_t *ids = NULL;
+    if (n_excl && !(ids = kw_malloc(n_excl * sizeof(kw_str_t))))
+        return kw_diag_set(f->diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    for (size_t i = 0; i < n_excl; i++)
+        ids[i] = kw__node_str(&c->g->nodes[excl[i]]);
+    int rc = 0;
+    if (v == KW_CK_YES) {
+        kw_subject_result_t res = {KW_STR("*"), ids, n_excl, false, KW_STR_NULL};
+        rc = f->out->scb(&res, f->out->ud);
+    } else if (f->out->with_cond) {
+        rc = emit_subject_cond(f->out, c, KW_STR("*"), ids, n_excl, f->diag);
+    }
+    kw_free(ids);
+    return rc;
 }
 
 static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
@@ -453,8 +472,8 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     if (path != KW__LK_GENERAL) {
         /* The planned path first; the walk below only for shapes it does not plan. */
         plan_fwd_t f = {out, diag};
-        rc = kw__lookup_plan_subjects(c, e->model, rnode, r, stype, srel, on_planned_subject, &f,
-                                      NULL, diag);
+        rc = kw__lookup_plan_subjects(c, e->model, rnode, r, stype, srel, on_planned_subject,
+                                      on_planned_wild, &f, NULL, diag);
         if (rc != KW_EAGAIN || path == KW__LK_PLAN)
             goto done;
     }

@@ -645,11 +645,13 @@ int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint16_t t, uint1
  *    above), each candidate verified on the other children by Check with that subject;
  *    an exclusion: the positive side, each candidate verified on the negative side.
  * Sets are memoized per (node, rel). Every sure subject is a YES; every other one is
- * checked on the queried permission, so the answer is exactly the walk's (lookup.c). Not
- * planned (KW_EAGAIN, nothing emitted): a permission that depends on itself, and any
- * wildcard of the subject type met on the way: the walk reports `*` with the concrete
- * subjects it excludes, and that list is every subject of every branch the walk met
- * (subtracted sides too), which a plan that skips branches does not have. */
+ * checked on the queried permission, so the answer is exactly the walk's (lookup.c). The
+ * walk reports the wildcard `*` (when Check grants it) with an exclusion list: every
+ * concrete subject it met, on any branch, that is not a YES. A plan that opened every
+ * branch (no intersection, no exclusion on the way) met exactly the walk's subjects and
+ * reports the same list; one that skipped branches does not have it. Not planned
+ * (KW_EAGAIN, nothing emitted): a permission that depends on itself, and a wildcard of the
+ * subject type met by a plan that evaluated an intersection or an exclusion. */
 
 typedef struct ls {
     lp_t q;               /* q.state is all zeros: verify() never reads q.memo */
@@ -661,6 +663,8 @@ typedef struct ls {
     uint32_t m_slot, m_used;
     lp_set_t *sets;
     size_t n_sets, cap_sets;
+    bool partial;  /* an intersection or an exclusion was evaluated: branches skipped */
+    bool wild_met; /* the wildcard node of stype was met */
 } ls_t;
 
 static uint64_t ls_key(uint32_t node, uint16_t rel)
@@ -808,8 +812,11 @@ static int ls_direct(ls_t *L, uint32_t x, uint16_t rel, lp_set_t *out)
             __builtin_prefetch(&g->nodes[fv[i + 8].other]);
         uint32_t o = fv[i].other;
         uint16_t orel = fv[i].other_rel;
-        if (o == L->wild && L->wild != KW_NODE_NONE)
-            return KW_EAGAIN;
+        if (o == L->wild && L->wild != KW_NODE_NONE) {
+            if (L->partial)
+                return KW_EAGAIN;
+            L->wild_met = true;
+        }
         if (orel == KW_REL_NONE) {
             if (L->srel == KW_REL_NONE && g->nodes[o].type == L->stype &&
                 (raw ? set_push(out, o, flag) : set_add(out, o, flag)) != KW_OK)
@@ -858,6 +865,9 @@ static int ls_verify_into(ls_t *L, uint32_t x, const kw_expr_t *ex, uint32_t ski
 /* As prod_intersect: the child that finishes first under a budget growing 4x a round. */
 static int ls_intersect(ls_t *L, uint32_t x, const kw_expr_t *ex, lp_set_t *out)
 {
+    if (L->wild_met)
+        return KW_EAGAIN;
+    L->partial = true;
     lp_t *q = &L->q;
     uint64_t outer = q->limit;
     lp_set_t cand = {0};
@@ -933,6 +943,9 @@ static int ls_expr(ls_t *L, uint32_t x, const kw_expr_t *ex, lp_set_t *out)
     case KW_EXPR_INTERSECT:
         return ls_intersect(L, x, ex, out);
     case KW_EXPR_EXCLUDE: {
+        if (L->wild_met)
+            return KW_EAGAIN;
+        L->partial = true;
         lp_set_t cand = {0};
         rc = ls_expr(L, x, ex->children[0], &cand);
         if (rc == KW_OK)
@@ -970,9 +983,27 @@ static int ls_rel(ls_t *L, uint32_t x, uint16_t rel, const lp_set_t **out)
     return rc;
 }
 
+/* The answer for subject s: YES when sure, else Check on rnode#r (counted in the budget). */
+static int ls_final(ls_t *L, uint32_t rnode, uint16_t r, uint32_t s, bool sure, int *v)
+{
+    kw_ck_t *c = L->q.c;
+    *v = KW_CK_YES;
+    if (sure)
+        return KW_OK;
+    kw__ck_subject(c, s, L->stype, L->srel);
+    *v = kw__ck_check(c, rnode, r);
+    if (*v < 0)
+        return *v;
+    L->q.work += c->steps;
+    if (L->q.work > KW_MAX_LOOKUP_STEPS)
+        return kw_diag_set(L->q.diag, KW_EBUDGET, 0, 0,
+                           "LookupSubjects exceeded its budget of %u steps", KW_MAX_LOOKUP_STEPS);
+    return KW_OK;
+}
+
 int kw__lookup_plan_subjects(kw_ck_t *c, const kw_model_t *m, uint32_t rnode, uint16_t r,
-                             uint16_t stype, uint16_t srel, kw__lp_emit_fn emit, void *ud,
-                             uint64_t *work, kw_diag_t *diag)
+                             uint16_t stype, uint16_t srel, kw__lp_emit_fn emit,
+                             kw__lp_wild_fn emit_wild, void *ud, uint64_t *work, kw_diag_t *diag)
 {
     ls_t L;
     memset(&L, 0, sizeof(L));
@@ -992,6 +1023,8 @@ int kw__lookup_plan_subjects(kw_ck_t *c, const kw_model_t *m, uint32_t rnode, ui
     const lp_set_t *res = NULL;
     if (rc == KW_OK)
         rc = ls_rel(&L, rnode, r, &res);
+    if (rc == KW_OK && L.wild_met && L.partial)
+        rc = KW_EAGAIN;
     if (rc == LP_HIT)
         rc = kw_diag_set(diag, KW_EBUDGET, 0, 0, "LookupSubjects exceeded its budget of %u steps",
                          KW_MAX_LOOKUP_STEPS);
@@ -999,27 +1032,36 @@ int kw__lookup_plan_subjects(kw_ck_t *c, const kw_model_t *m, uint32_t rnode, ui
         rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
     else if (rc != KW_OK && rc != KW_EAGAIN)
         rc = kw_diag_set(diag, rc, 0, 0, "lookup failed");
+    /* Concrete subjects first; with the wildcard among them (then every branch was
+     * opened), the ones that are not a YES are its exclusions, and it comes last. */
+    bool with_wild = false, wild_sure = false;
+    uint32_t *excl = NULL;
+    size_t n_excl = 0, excl_cap = 0;
     for (size_t i = 0; rc == KW_OK && i < res->n; i++) {
         uint32_t s = res->node[i];
-        int v = KW_CK_YES;
-        if (!(res->flag[i] & SURE)) {
-            kw__ck_subject(c, s, stype, srel);
-            v = kw__ck_check(c, rnode, r);
-            if (v < 0) {
-                rc = v;
-                break;
-            }
-            L.q.work += c->steps;
-            if (L.q.work > KW_MAX_LOOKUP_STEPS) {
-                rc = kw_diag_set(diag, KW_EBUDGET, 0, 0,
-                                 "LookupSubjects exceeded its budget of %u steps",
-                                 KW_MAX_LOOKUP_STEPS);
-                break;
-            }
+        if (s == L.wild) {
+            with_wild = true;
+            wild_sure = (res->flag[i] & SURE) != 0;
+            continue;
         }
+        int v;
+        if ((rc = ls_final(&L, rnode, r, s, (res->flag[i] & SURE) != 0, &v)) != KW_OK)
+            break;
         if (v != KW_CK_NO)
             rc = emit(s, v, c, ud);
+        if (rc == KW_OK && v != KW_CK_YES && L.wild_met) {
+            if (kw_grow((void **)&excl, &excl_cap, n_excl + 1, sizeof(uint32_t)) != KW_OK)
+                rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+            else
+                excl[n_excl++] = s;
+        }
     }
+    if (rc == KW_OK && with_wild) {
+        int v;
+        if ((rc = ls_final(&L, rnode, r, L.wild, wild_sure, &v)) == KW_OK && v != KW_CK_NO)
+            rc = emit_wild(excl, n_excl, v, c, ud);
+    }
+    kw_free(excl);
     for (size_t i = 0; i < L.n_sets; i++)
         set_free(&L.sets[i]);
     kw_free(L.sets);

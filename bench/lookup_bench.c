@@ -11,10 +11,19 @@
  *            so the general path walks the whole account through tenant_gate);
  *   stranger a user in no relationship: 0 keys.
  * Each by the planned path (the engine's default) and by the general walk + Check.
+ * LookupSubjects on the same graph, each by its plan and by the walk:
+ *   key read     users who can read one key: its owner and its account's admin (2);
+ *   agent read   users who can read one agent: the same two, through agent#read (2);
+ *   key tenant   users in one key's tenant_gate: the account's 20 members;
+ *   key sa       service accounts who can read one key: none (0).
+ * Dataset 3, viewers-100k: doc:big#viewer@user:N for 100,000 users, LookupSubjects of
+ * doc:big#view (100,000 results) by both paths.
  * Dataset 2, stream-1M: `doc#view = viewer`, 1,000,000 doc:N#viewer@user:reader, one
  * lookup of doc#view for user:reader timed whole (results/s, planned path).
  *
- * Usage: lookup_bench [--scale F] [--runs N] [--stream N]
+ * Usage: lookup_bench [--scale F] [--runs N] [--stream N] [--only CASE]
+ * (--only admin|owner|none|stranger: that LookupResources case alone, by the default path,
+ * for a profiler.)
  * Prints a table and one JSON line ("{\"bench\":\"lookup\",...}").
  */
 #include <stdio.h>
@@ -71,7 +80,7 @@ static const char docs[] = "definition user {}\n"
                            "    permission view = viewer\n"
                            "}\n";
 
-typedef enum { K_USER = 1, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
+typedef enum { K_NONE = 0, K_USER, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
 
 static char *hex(char *p, uint64_t v, int digits)
 {
@@ -135,11 +144,14 @@ static void add(batch_t *b, const char *rtype, kind_t rk, uint64_t ri, const cha
                 const char *stype, kind_t sk, uint64_t si)
 {
     size_t i = b->n;
-    make_id(rk, ri, b->ids[i][0]);
+    if (rk)
+        make_id(rk, ri, b->ids[i][0]);
+    else
+        memcpy(b->ids[i][0], "big", 4); /* kind 0: the object doc:big */
     make_id(sk, si, b->ids[i][1]);
     kw_update_t *u = &b->ups[i];
     u->op = KW_OP_TOUCH;
-    u->rel.resource = (kw_object_t){kw_str_c(rtype), {b->ids[i][0], ID_LEN}};
+    u->rel.resource = (kw_object_t){kw_str_c(rtype), kw_str_c(b->ids[i][0])};
     u->rel.relation = kw_str_c(rel);
     u->rel.subject = (kw_subject_t){kw_str_c(stype), {b->ids[i][1], ID_LEN}, KW_STR_NULL};
     if (++b->n == BATCH)
@@ -219,10 +231,53 @@ static stats_t bench_case(kw_engine_t *e, uint64_t n_accounts, int member, size_
     return (stats_t){lat[runs / 2] * 1e6, lat[(runs * 99) / 100] * 1e6};
 }
 
+static int count_subj(const kw_subject_result_t *r, void *ud)
+{
+    (void)r;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+/* `runs` LookupSubjects of (rtype:random object)#perm for subjects of `stype`, by `path`;
+ * every answer must have `want` results. kind/n pick the object: n objects of kind. */
+static stats_t bench_ls_case(kw_engine_t *e, kind_t kind, uint64_t n, const char *rtype,
+                             const char *perm, const char *stype, size_t want, int path,
+                             size_t runs, double *lat)
+{
+    static uint64_t rs = 0x9e3779b97f4a7c15ULL;
+    char id[ID_LEN + 1];
+    for (size_t i = 0; i < runs; i++) {
+        rs ^= rs << 13;
+        rs ^= rs >> 7;
+        rs ^= rs << 17;
+        if (kind)
+            make_id(kind, rs % n, id);
+        else
+            snprintf(id, sizeof(id), "big");
+        kw_object_t o = {kw_str_c(rtype), kw_str_c(id)};
+        size_t got = 0;
+        kw_diag_t d;
+        double t0 = now_s();
+        int rc = kw__engine_lookup_subjects_path(e, o, kw_str_c(perm), kw_str_c(stype), KW_STR(""),
+                                                 KW_STR_NULL, path, count_subj, &got, &d);
+        lat[i] = now_s() - t0;
+        if (rc != KW_OK)
+            die("lookup_subjects", rc, &d);
+        if (got != want) {
+            fprintf(stderr, "lookup_bench: WRONG ANSWER: %s:%s#%s found %zu %s, want %zu\n", rtype,
+                    id, perm, got, stype, want);
+            exit(1);
+        }
+    }
+    qsort(lat, runs, sizeof(double), cmp_double);
+    return (stats_t){lat[runs / 2] * 1e6, lat[(runs * 99) / 100] * 1e6};
+}
+
 int main(int argc, char **argv)
 {
     double scale = 1.0;
     size_t runs = 200, stream = 1000000;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--scale") && i + 1 < argc)
             scale = atof(argv[++i]);
@@ -230,8 +285,11 @@ int main(int argc, char **argv)
             runs = (size_t)atol(argv[++i]);
         else if (!strcmp(argv[i], "--stream") && i + 1 < argc)
             stream = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else {
-            fprintf(stderr, "usage: lookup_bench [--scale F] [--runs N] [--stream N]\n");
+            fprintf(stderr,
+                    "usage: lookup_bench [--scale F] [--runs N] [--stream N] [--only CASE]\n");
             return 2;
         }
     }
@@ -262,11 +320,66 @@ int main(int argc, char **argv)
                  {"owner", 1, KEYS_PER_AGENT},
                  {"none", 15, 0},
                  {"stranger", -1, 0}};
+    if (only) {
+        /* One LookupResources case by the default path alone (for profilers). */
+        for (int c = 0; c < 4; c++) {
+            if (strcmp(cases[c].name, only) != 0)
+                continue;
+            double t0 = now_s();
+            stats_t one =
+                bench_case(e, n_accounts, cases[c].member, cases[c].want, KW__LK_AUTO, runs, lat);
+            printf("lookup_bench: %s x %zu: p50 %.1f us, p99 %.1f us, %.3f s\n", only, runs,
+                   one.p50_us, one.p99_us, now_s() - t0);
+            kw_engine_free(e);
+            free(lat);
+            free(b);
+            return 0;
+        }
+        fprintf(stderr, "lookup_bench: --only: admin, owner, none or stranger\n");
+        return 2;
+    }
     stats_t st[4][2];
     for (int c = 0; c < 4; c++)
         for (int p = 0; p < 2; p++)
             st[c][p] = bench_case(e, n_accounts, cases[c].member, cases[c].want,
                                   p == 0 ? KW__LK_AUTO : KW__LK_GENERAL, runs, lat);
+    static const struct {
+        const char *name;
+        kind_t kind;
+        uint64_t per_account;
+        const char *rtype, *perm, *stype;
+        size_t want;
+    } ls_cases[] = {{"key read", K_KEY, AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, "agent_api_key",
+                     "read", "user", 2},
+                    {"agent read", K_AGENT, AGENTS_PER_ACCOUNT, "agent", "read", "user", 2},
+                    {"key tenant", K_KEY, AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, "agent_api_key",
+                     "tenant_gate", "user", MEMBERS_PER_ACCOUNT},
+                    {"key sa", K_KEY, AGENTS_PER_ACCOUNT * KEYS_PER_AGENT, "agent_api_key", "read",
+                     "service_account", 0},
+                    {"big view", K_NONE, 0, "doc", "view", "user", 0}};
+    enum { N_LS = sizeof(ls_cases) / sizeof(ls_cases[0]) };
+    stats_t lst[N_LS][2];
+    for (int c = 0; c < N_LS - 1; c++)
+        for (int p = 0; p < 2; p++)
+            lst[c][p] =
+                bench_ls_case(e, ls_cases[c].kind, ls_cases[c].per_account * n_accounts,
+                              ls_cases[c].rtype, ls_cases[c].perm, ls_cases[c].stype,
+                              ls_cases[c].want, p == 0 ? KW__LK_AUTO : KW__LK_GENERAL, runs, lat);
+    kw_engine_free(e);
+
+    /* viewers-100k */
+    if ((rc = kw_engine_new(&e)) != KW_OK)
+        die("engine", rc, NULL);
+    if ((rc = kw_engine_set_schema(e, (kw_str_t){docs, sizeof(docs) - 1}, NULL, &d)))
+        die("schema", rc, &d);
+    b->e = e;
+    size_t n_big = 100000, big_runs = runs < 20 ? runs : 20;
+    for (size_t i = 0; i < n_big; i++)
+        add(b, "doc", K_NONE, 0, "viewer", "user", K_USER, i);
+    flush(b);
+    for (int p = 0; p < 2; p++)
+        lst[N_LS - 1][p] = bench_ls_case(e, K_NONE, 0, "doc", "view", "user", n_big,
+                                         p == 0 ? KW__LK_AUTO : KW__LK_GENERAL, big_runs, lat);
     kw_engine_free(e);
 
     /* stream-1M */
@@ -310,13 +423,26 @@ int main(int argc, char **argv)
         printf("  %-10s %8zu %12.1f %12.1f %12.1f %12.1f\n", cases[c].name, cases[c].want,
                st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us, st[c][1].p99_us);
     printf("  stream: %zu results of doc#view, median of 3: %.0f results/s\n", stream, med[1]);
+    printf("  LookupSubjects (big view: %zu runs)\n", runs < 20 ? runs : (size_t)20);
+    printf("  %-10s %8s %12s %12s %12s %12s\n", "query", "results", "plan p50 us", "plan p99 us",
+           "walk p50 us", "walk p99 us");
+    for (int c = 0; c < N_LS; c++)
+        printf("  %-10s %8zu %12.1f %12.1f %12.1f %12.1f\n", ls_cases[c].name,
+               c == N_LS - 1 ? (size_t)100000 : ls_cases[c].want, lst[c][0].p50_us,
+               lst[c][0].p99_us, lst[c][1].p50_us, lst[c][1].p99_us);
     printf("{\"bench\":\"lookup\",\"scale\":%g", scale);
     for (int c = 0; c < 4; c++)
         printf(",\"%s\":{\"results\":%zu,\"plan_p50_us\":%.1f,\"plan_p99_us\":%.1f,"
                "\"walk_p50_us\":%.1f,\"walk_p99_us\":%.1f}",
                cases[c].name, cases[c].want, st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us,
                st[c][1].p99_us);
-    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f}}\n", stream, med[1]);
+    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f}", stream, med[1]);
+    for (int c = 0; c < N_LS; c++)
+        printf(",\"ls %s\":{\"plan_p50_us\":%.1f,\"plan_p99_us\":%.1f,\"walk_p50_us\":%.1f,"
+               "\"walk_p99_us\":%.1f}",
+               ls_cases[c].name, lst[c][0].p50_us, lst[c][0].p99_us, lst[c][1].p50_us,
+               lst[c][1].p99_us);
+    printf("}\n");
     free(lat);
     free(b);
     return 0;

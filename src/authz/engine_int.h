@@ -82,14 +82,35 @@ KW_NODISCARD int kw__lookup_plan_resources(kw_ck_t *c, const kw_model_t *m, uint
                                            kw__lp_emit_fn emit, void *ud, uint64_t *work,
                                            kw_diag_t *diag);
 
-/* Which path a LookupResources takes: the engine's choice (planned, else the general
- * walk), the general walk alone, or the plan alone (KW_EAGAIN when it is not planned). */
+/* Which path a LookupResources or LookupSubjects takes: the engine's choice (planned, else
+ * the general walk), the general walk alone, or the plan alone (KW_EAGAIN when it is not
+ * planned). */
 enum { KW__LK_AUTO = 0, KW__LK_GENERAL, KW__LK_PLAN };
 /* kw_engine_lookup_resources_ctx by one path (lookup.c): lets the tests compare them. */
 KW_NODISCARD int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type,
                                                   kw_str_t permission, kw_subject_t subject,
                                                   kw_str_t context, int path, kw_resource_cb cb,
                                                   void *ud, kw_diag_t *diag);
+/* Called with the wildcard subject of a planned LookupSubjects (after every concrete one),
+ * v as above, excl the concrete subjects it excludes (borrowed for the call). */
+typedef int (*kw__lp_wild_fn)(const uint32_t *excl, size_t n_excl, int v, const kw_ck_t *c,
+                              void *ud);
+/* Every subject (node of stype, subject relation srel or KW_REL_NONE) holding rnode#r, each
+ * once, through LookupSubjects' plan (lookup_plan.c), with emit as above and emit_wild for
+ * the wildcard: the walk's answer, exclusions included. KW_EAGAIN (nothing emitted) when
+ * not planned: the permission depends on itself, or a wildcard of stype is met by a plan
+ * that skipped branches (an intersection or an exclusion). c has the query's context; its
+ * subject is changed. */
+KW_NODISCARD int kw__lookup_plan_subjects(kw_ck_t *c, const kw_model_t *m, uint32_t rnode,
+                                          uint16_t r, uint16_t stype, uint16_t srel,
+                                          kw__lp_emit_fn emit, kw__lp_wild_fn emit_wild, void *ud,
+                                          uint64_t *work, kw_diag_t *diag);
+/* kw_engine_lookup_subjects_ctx by one path (KW__LK_*): lets the tests compare them. */
+KW_NODISCARD int kw__engine_lookup_subjects_path(kw_engine_t *e, kw_object_t resource,
+                                                 kw_str_t permission, kw_str_t subject_type,
+                                                 kw_str_t subject_relation, kw_str_t context,
+                                                 int path, kw_subject_cb cb, void *ud,
+                                                 kw_diag_t *diag);
 
 /* ---- the engine (engine.c) ---- */
 

@@ -12,6 +12,8 @@
  *    wildcard (or the subject set itself), so no answer can be missed.
  *  - LookupSubjects walks forwards from resource#permission through every branch of the
  *    expressions (subtracted sides too), collecting subjects of the wanted type.
+ * Both entry points try the planned path first (lookup_plan.c, results bounded by the
+ * answer) and take these walks only for the shapes it does not plan (KW_EAGAIN).
  * The walk can look at far more than it answers, and each verification is a Check: both
  * count against one budget per query, KW_MAX_LOOKUP_STEPS (KW_EBUDGET).
  */
@@ -387,9 +389,40 @@ static int ns_add(nodeset_t *s, uint32_t node)
     return KW_OK;
 }
 
+/* The planned path's subjects, reported like the walk's. */
+static int on_planned_subject(uint32_t node, int v, const kw_ck_t *c, void *ud)
+{
+    plan_fwd_t *f = ud;
+    kw_str_t id = kw__node_str(&c->g->nodes[node]);
+    if (v == KW_CK_YES) {
+        kw_subject_result_t res = {id, NULL, 0, false, KW_STR_NULL};
+        return f->out->scb(&res, f->out->ud);
+    }
+    return f->out->with_cond ? emit_subject_cond(f->out, c, id, NULL, 0, f->diag) : 0;
+}
+
+static int on_planned_wild(const uint32_t *excl, size_t n_excl, int v, const kw_ck_t *c, void *ud)
+{
+    plan_fwd_t *f = ud;
+    kw_str_t *ids = NULL;
+    if (n_excl && !(ids = kw_malloc(n_excl * sizeof(kw_str_t))))
+        return kw_diag_set(f->diag, KW_ENOMEM, 0, 0, "out of memory during lookup");
+    for (size_t i = 0; i < n_excl; i++)
+        ids[i] = kw__node_str(&c->g->nodes[excl[i]]);
+    int rc = 0;
+    if (v == KW_CK_YES) {
+        kw_subject_result_t res = {KW_STR("*"), ids, n_excl, false, KW_STR_NULL};
+        rc = f->out->scb(&res, f->out->ud);
+    } else if (f->out->with_cond) {
+        rc = emit_subject_cond(f->out, c, KW_STR("*"), ids, n_excl, f->diag);
+    }
+    kw_free(ids);
+    return rc;
+}
+
 static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                   kw_str_t subject_type, kw_str_t subject_relation,
-                                  kw_str_t context, lk_out_t *out, kw_diag_t *diag)
+                                  kw_str_t context, int path, lk_out_t *out, kw_diag_t *diag)
 {
     kw_subject_cb cb = out->scb;
     void *ud = out->ud;
@@ -436,6 +469,14 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
     kw__ck_init(c, g, s, diag);
     kw__ck_model(c, e->model);
     kw__ck_context(c, kw__engine_query_now(e), context);
+    if (path != KW__LK_GENERAL) {
+        /* The planned path first; the walk below only for shapes it does not plan. */
+        plan_fwd_t f = {out, diag};
+        rc = kw__lookup_plan_subjects(c, e->model, rnode, r, stype, srel, on_planned_subject,
+                                      on_planned_wild, &f, NULL, diag);
+        if (rc != KW_EAGAIN || path == KW__LK_PLAN)
+            goto done;
+    }
     rc = push(&ps, rnode, r);
     while (rc == KW_OK && ps.qhead < ps.qn) {
         if (ps.work + cand.seen.work > KW_MAX_LOOKUP_STEPS) {
@@ -510,6 +551,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
             rc = emit_subject_cond(out, c, KW_STR("*"), excluded, n_excl, diag);
         }
     }
+done:
     kw_free(excluded);
     kw__ck_close(c);
     kw_free(c);
@@ -521,7 +563,7 @@ static int lookup_subjects_locked(kw_engine_t *e, kw_object_t resource, kw_str_t
 
 static int lookup_subjects_run(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
                                kw_str_t subject_type, kw_str_t subject_relation, kw_str_t context,
-                               lk_out_t *out, kw_revision_t *rev, kw_diag_t *diag)
+                               int path, lk_out_t *out, kw_revision_t *rev, kw_diag_t *diag)
 {
     kw_buf_init(&out->names);
     kw__engine_rdlock(e);
@@ -530,7 +572,7 @@ static int lookup_subjects_run(kw_engine_t *e, kw_object_t resource, kw_str_t pe
         rc = kw__engine_no_schema(diag);
     } else {
         rc = lookup_subjects_locked(e, resource, permission, subject_type, subject_relation,
-                                    context, out, diag);
+                                    context, path, out, diag);
         if (rc == KW_OK && rev)
             *rev = e->rev;
     }
@@ -545,7 +587,7 @@ int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t per
 {
     lk_out_t out = {false, NULL, cb, ud, {0}};
     return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, KW_STR_NULL,
-                               &out, rev, diag);
+                               KW__LK_AUTO, &out, rev, diag);
 }
 
 int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
@@ -555,5 +597,15 @@ int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t
 {
     lk_out_t out = {true, NULL, cb, ud, {0}};
     return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, context,
-                               &out, rev, diag);
+                               KW__LK_AUTO, &out, rev, diag);
+}
+
+int kw__engine_lookup_subjects_path(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                    kw_str_t subject_type, kw_str_t subject_relation,
+                                    kw_str_t context, int path, kw_subject_cb cb, void *ud,
+                                    kw_diag_t *diag)
+{
+    lk_out_t out = {true, NULL, cb, ud, {0}};
+    return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, context,
+                               path, &out, NULL, diag);
 }

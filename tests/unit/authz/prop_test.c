@@ -447,8 +447,86 @@ static int ls_cb(const kw_subject_result_t *r, void *ud)
     return lr_cb(r->id, ud);
 }
 
+/* A whole LookupSubjects answer as sorted lines "id cond missing excluded...": two
+ * answers are the same when their lines are (a repeated subject repeats its line). */
+#define LSF_MAX 96
+typedef struct ls_full {
+    char line[LSF_MAX][128];
+    int n;
+    bool overflow;
+} ls_full_t;
+
+static int cmp_line(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static int ls_full_cb(const kw_subject_result_t *r, void *ud)
+{
+    ls_full_t *s = ud;
+    if (s->n == LSF_MAX) {
+        s->overflow = true;
+        return 0;
+    }
+    char ex[LSF_MAX][16];
+    size_t ne = r->n_excluded < LSF_MAX ? r->n_excluded : LSF_MAX;
+    for (size_t k = 0; k < ne; k++)
+        snprintf(ex[k], sizeof(ex[k]), "%.*s", KW_STR_FMT(r->excluded[k]));
+    qsort(ex, ne, sizeof(ex[0]), cmp_line);
+    char *p = s->line[s->n++];
+    size_t cap = sizeof(s->line[0]);
+    int k =
+        snprintf(p, cap, "%.*s %d %.*s", KW_STR_FMT(r->id), r->conditional, KW_STR_FMT(r->missing));
+    for (size_t i = 0; i < ne && k > 0 && (size_t)k < cap; i++)
+        k += snprintf(p + k, cap - (size_t)k, " %s", ex[i]);
+    return 0;
+}
+
+/* LookupSubjects' planned path against the walk for one query (as compare_paths). */
+static const char *compare_subject_paths(kw_engine_t *e, kw_object_t o, kw_str_t perm,
+                                         kw_str_t stype, kw_str_t srel, kw_str_t ctx, bool *planned,
+                                         char *why, size_t cap)
+{
+    static ls_full_t a, b;
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    kw_diag_t d1, d2;
+    int r1 = kw__engine_lookup_subjects_path(e, o, perm, stype, srel, ctx, KW__LK_PLAN, ls_full_cb,
+                                             &a, &d1);
+    *planned = r1 != KW_EAGAIN;
+    if (!*planned)
+        return NULL;
+    int r2 = kw__engine_lookup_subjects_path(e, o, perm, stype, srel, ctx, KW__LK_GENERAL,
+                                             ls_full_cb, &b, &d2);
+    if (r2 != KW_OK && r1 != KW_OK)
+        return NULL; /* both refuse (a cycle through an exclusion, depth) */
+    qsort(a.line, (size_t)a.n, sizeof(a.line[0]), cmp_line);
+    qsort(b.line, (size_t)b.n, sizeof(b.line[0]), cmp_line);
+    bool same = r1 == r2 && !a.overflow && !b.overflow && a.n == b.n;
+    for (int i = 0; same && i < a.n; i++)
+        same = strcmp(a.line[i], b.line[i]) == 0;
+    if (!same) {
+        int k = snprintf(why, cap,
+                         "planned lookup_subjects %.*s:%.*s#%.*s of %.*s#%.*s: rc %d vs %d, "
+                         "plan {",
+                         KW_STR_FMT(o.type), KW_STR_FMT(o.id), KW_STR_FMT(perm), KW_STR_FMT(stype),
+                         KW_STR_FMT(srel), r1, r2);
+        for (int i = 0; i < a.n && k > 0 && (size_t)k < cap; i++)
+            k += snprintf(why + k, cap - (size_t)k, "%s; ", a.line[i]);
+        if (k > 0 && (size_t)k < cap)
+            k += snprintf(why + k, cap - (size_t)k, "} walk {");
+        for (int i = 0; i < b.n && k > 0 && (size_t)k < cap; i++)
+            k += snprintf(why + k, cap - (size_t)k, "%s; ", b.line[i]);
+        if (k > 0 && (size_t)k < cap)
+            snprintf(why + k, cap - (size_t)k, "}");
+        return why;
+    }
+    return NULL;
+}
+
 typedef struct stats {
     int cases, compiled, stratified, checks, cycles, planned, compared;
+    int ls_planned, ls_compared;
 } stats_t;
 
 /* One random case; returns a failure description or NULL. */
@@ -638,6 +716,27 @@ static const char *run_case(uint64_t seed, stats_t *st, char *why, size_t cap)
         for (uint32_t rel = 0; rel < ty->n_rels && !fail; rel++)
             for (int i = 0; i < NOBJ && !fail; i++) {
                 kw_object_t o = {ty->name, kw_str_c(obj_id(&w, t, i))};
+                /* The planned path agrees with the walk for every subject type and set. */
+                for (uint32_t u = 0; u < s->n_types && !fail; u++) {
+                    const kw_type_t *uy = &s->types[u];
+                    for (int sr = -1; sr < (int)uy->n_rels && !fail; sr++) {
+                        bool planned = false;
+                        char pwhy[2048];
+                        const char *pf =
+                            compare_subject_paths(e, o, ty->rels[rel].name, uy->name,
+                                                  sr < 0 ? KW_STR("") : uy->rels[sr].name,
+                                                  KW_STR_NULL, &planned, pwhy, sizeof(pwhy));
+                        st->ls_compared++;
+                        st->ls_planned += planned;
+                        if (pf) {
+                            snprintf(why, cap, "seed %llu: %s\n%s", (unsigned long long)seed, pf,
+                                     text.ptr);
+                            fail = why;
+                        }
+                    }
+                }
+                if (fail)
+                    break;
                 lr_set_t ls;
                 memset(&ls, 0, sizeof(ls));
                 int lrc = kw_engine_lookup_subjects(e, o, ty->rels[rel].name, KW_STR("user"),
@@ -686,10 +785,12 @@ KW_TEST(prop_engine_matches_reference)
     }
     fprintf(stderr,
             "  prop: %d cases, %d compiled, %d stratified, %d checks, %d cycle errors; "
-            "%d of %d lookups planned\n",
-            st.cases, st.compiled, st.stratified, st.checks, st.cycles, st.planned, st.compared);
+            "%d of %d lookups planned, %d of %d lookup_subjects planned\n",
+            st.cases, st.compiled, st.stratified, st.checks, st.cycles, st.planned, st.compared,
+            st.ls_planned, st.ls_compared);
     /* the generator must actually exercise the engine */
     KW_ASSERT(st.stratified >= 150);
     KW_ASSERT(st.checks >= 20000);
     KW_ASSERT(st.planned >= st.compared / 4);
+    KW_ASSERT(st.ls_planned >= st.ls_compared / 4);
 }

@@ -721,6 +721,38 @@ void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_re
     kw__api_revision(req, resp, rev);
 }
 
+/* ---- plain text ---- */
+
+/* The bytes kw__v1_json_plain refuses, one at a time (the tail after the words). */
+static const unsigned char JSON_ESC[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x7f ... 0xff] = 1,
+};
+
+bool kw__v1_json_plain(const char *s, size_t n)
+{
+    /* Per 8-byte word w, a byte's high bit in the OR below is set by: w itself (bytes >=
+     * 0x80), (w - 0x20..) & ~w (some byte < 0x20), and (x - 0x01..) & ~x for x = w XOR a
+     * repeated '"', '\\' or 0x7f (some byte equal to it). Each test is exact as to whether
+     * some byte of w matches (borrows only spill upwards from a byte that matched). */
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\'), d = w ^ (ones * 0x7f);
+        bad |= w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
+               ((d - ones) & ~d);
+    }
+    bad &= high;
+    for (; i < n; i++)
+        bad |= JSON_ESC[(unsigned char)s[i]];
+    return bad == 0;
+}
+
 /* ---- streams ---- */
 
 void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp)

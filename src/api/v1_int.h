@@ -136,6 +136,12 @@ json_t *kw__v1_cursor_json(const char *c);
  * the out-of-memory answer). */
 void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_revision_t rev);
 
+/* Does s[0..n) go into a JSON string as it is: no byte that JSON_COMPACT escapes (control
+ * characters, '"', '\\') and none >= 0x7f (UTF-8 and DEL are left to jansson)? A hand-
+ * written line may copy such text; anything else takes jansson's path. Eight bytes a step:
+ * the LookupResources line writer runs it on every id and cursor. */
+bool kw__v1_json_plain(const char *s, size_t n);
+
 /* ---- v1_codec.c: streams ---- */
 /* One streamed answer: results go out as {"result": ...} lines on a chunked response
  * begun at the first result (so an error before any result is an ordinary error answer);

@@ -261,26 +261,6 @@ bad:
     json_decref(body);
 }
 
-/* JSON_ESC[c]: is byte c one the line writer leaves to jansson: what JSON_COMPACT escapes
- * (control characters, '"', '\\') and every byte >= 0x7f (UTF-8 and DEL take the general
- * path, so that only plain ASCII is written by hand)? */
-static const unsigned char JSON_ESC[256] = {
-    [0x00 ... 0x1f] = 1,
-    ['"'] = 1,
-    ['\\'] = 1,
-    [0x7f ... 0xff] = 1,
-};
-
-/* Does s[0..n) need no escaping in a JSON string? (SpiceDB ids and base64url cursors never
- * do.) One table load per byte, no branch: the line writer runs it on every id and cursor. */
-static bool json_plain(const char *s, size_t n)
-{
-    unsigned bad = 0;
-    for (size_t i = 0; i < n; i++)
-        bad |= JSON_ESC[(unsigned char)s[i]];
-    return bad == 0;
-}
-
 /* A LookupResources stream: the stream and the line's head for the revision last seen
  * ({"result":{"lookedUpAt":{"token":"<rev>"},"resourceObjectId":" - a chunk's results all
  * have one revision, so it is formatted once per chunk, not per line). */
@@ -334,7 +314,8 @@ static int lr_emit(void *ud, const kw_v1_lr_result_t *r)
     lr_out_t *o = ud;
     size_t clen = r->cursor ? strlen(r->cursor) : 0;
     if (r->permissionship == KW_V1_PERM_HAS && r->cursor &&
-        json_plain(r->resource_id.ptr, r->resource_id.len) && json_plain(r->cursor, clen))
+        kw__v1_json_plain(r->resource_id.ptr, r->resource_id.len) &&
+        kw__v1_json_plain(r->cursor, clen))
         return lr_emit_text(o, r, clen);
     json_t *res =
         json_pack("{s:o, s:o, s:s, s:o, s:o}", "lookedUpAt", kw__v1_token_json(r->looked_up_at),

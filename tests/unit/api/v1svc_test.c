@@ -264,3 +264,43 @@ KW_TEST(v1_preshared_keys_compare_whole_keys)
     KW_ASSERT(!kw__v1_preshared(api, KW_STR("alpha-key")));
     fake_free(api);
 }
+
+/* The byte-at-a-time definition kw__v1_json_plain's words must agree with. */
+static bool plain_ref(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] >= 0x7f || s[i] == '"' || s[i] == '\\')
+            return false;
+    return true;
+}
+
+KW_TEST(v1_json_plain_agrees_with_the_bytewise_check)
+{
+    /* the bytes at the edges of each test, then every byte at every position of plain text
+     * (words, tails, a word's first and last byte), then random strings biased to them */
+    static const unsigned char edge[] = {0x00, 0x01, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c,
+                                         0x5d, 0x7e, 0x7f, 0x80, 0x81, 0xa2, 0xdc, 0xff, 'a'};
+    unsigned char buf[64];
+    for (size_t n = 0; n <= 40; n++)
+        for (size_t at = 0; at < n; at++)
+            for (int c = 0; c < 256; c++) {
+                memset(buf, 'A' + (int)(n % 26), n);
+                buf[at] = (unsigned char)c;
+                KW_ASSERT_EQ(kw__v1_json_plain((const char *)buf, n), plain_ref(buf, n));
+            }
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (int iter = 0; iter < 200000; iter++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t n = (size_t)(x % 48);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            /* mostly plain, so that a whole word is often plain but one byte */
+            buf[i] = x % 16 == 0 ? edge[(x >> 8) % sizeof(edge)]
+                                 : (unsigned char)(0x20 + (x >> 8) % 0x5f);
+        }
+        KW_ASSERT_EQ(kw__v1_json_plain((const char *)buf, n), plain_ref(buf, n));
+        /* and at an odd address */
+        memmove(buf + 1, buf, n);
+        KW_ASSERT_EQ(kw__v1_json_plain((const char *)buf + 1, n), plain_ref(buf + 1, n));
+    }
+}

@@ -413,6 +413,46 @@ def test_lookup_resources_first_line_alone_then_large_chunks_of_whole_lines(tmp_
         s.kill()
 
 
+def test_lookup_resources_over_http_1_0_is_the_lines_unframed_then_close(tmp_path):
+    """An HTTP/1.0 client gets the same lines without chunked framing (the chunks' room for
+    the framing is skipped, not sent), and the end of the body is the end of the
+    connection."""
+    s = Server(tmp_path / "http10")
+    s.start()
+    try:
+        tok = s.token("root-admin", admin=True)
+        adm = Admin(s, tok)
+        n = 2500
+        accts = ["h%06d" % i for i in range(n)]
+        for i in range(0, n, 1000):
+            ok(adm.post("/v1/relationships/write", json={"updates": [
+                {"operation": "OPERATION_TOUCH", "relationship": {
+                    "resource": obj("account:" + a), "relation": "member",
+                    "subject": subj("user:old")}} for a in accts[i:i + 1000]]}))
+        lr = {"resourceObjectType": "account", "permission": "gate", "subject": subj("user:old")}
+        data = json.dumps(lr).encode()
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        sock.sendall(b"POST /v1/permissions/resources HTTP/1.0\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                     % (tok.encode(), len(data)) + data)
+        buf = bytearray()
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        sock.close()
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0] and b"chunked" not in head.lower(), head
+        lines = body.decode().splitlines()
+        assert body.endswith(b"\n") and len(lines) == n
+        assert [json.loads(x)["result"]["resourceObjectId"] for x in lines] == accts
+        chunked = ok(adm.post("/v1/permissions/resources", json=lr)).text.splitlines()
+        assert [json.loads(x)["result"]["resourceObjectId"] for x in chunked] == accts
+    finally:
+        s.kill()
+
+
 def test_lookup_resources_conditional_results_between_plain_ones(admin):
     """A CONDITIONAL result (written by jansson) between HAS_PERMISSION ones (written by hand)
     in one stream: each line is the compact JSON of its message, in the stream's order, and

@@ -16,8 +16,11 @@
  *                "subject":{"object":{"objectType":"user","objectId":"reader"}}}
  * Output: one line per run, then one JSON line with the medians:
  *   {"bench":"stream_read","runs":R,"lines":N,"median_results_per_s":...,
- *    "median_first_line_ms":...,"median_first100_ms":...,"max_rss_growth_kb":...}
- * --pid: the server's VmRSS is sampled every 100,000 lines (the growth during the stream).
+ *    "median_first_line_ms":...,"median_first100_ms":...,"max_rss_growth_kb":...,
+ *    "median_server_cpu_ns_per_result":...,"ok":...}
+ * --pid: the server's VmRSS is sampled every 100,000 lines (the growth during the stream),
+ * and its CPU time (user + system, /proc/PID/stat) is read before and after each run: CPU
+ * ns per result, a figure less at the mercy of a loaded machine than results/s.
  * Exit status 0 only when every run was complete and valid (and had --expect lines).
  */
 #include <arpa/inet.h>
@@ -63,6 +66,28 @@ static long rss_kb(int pid)
         }
     fclose(f);
     return kb;
+}
+
+/* The server's CPU time (user + system) so far, in seconds; -1 without --pid. */
+static double cpu_s(int pid)
+{
+    if (pid <= 0)
+        return -1;
+    char path[64], text[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    /* fields 14 and 15 (utime, stime) come after the ")" that ends the command's name */
+    char *p = strrchr(text, ')');
+    unsigned long long ut = 0, st = 0;
+    if (!p ||
+        sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 typedef struct {
@@ -378,7 +403,8 @@ int main(int argc, char **argv)
     double *rate = calloc((size_t)runs, sizeof(double));
     double *f1 = calloc((size_t)runs, sizeof(double));
     double *f100 = calloc((size_t)runs, sizeof(double));
-    if (!rate || !f1 || !f100)
+    double *cpu = calloc((size_t)runs, sizeof(double));
+    if (!rate || !f1 || !f100 || !cpu)
         return 1;
     long growth = 0;
     uint64_t lines = 0;
@@ -389,7 +415,10 @@ int main(int argc, char **argv)
             return 1;
         r->parse_every = parse_every;
         r->pid = pid;
+        double c0 = cpu_s(pid);
         bool ok = run_once(r, hostport, path, token, body);
+        double c1 = cpu_s(pid);
+        cpu[i] = c0 >= 0 && c1 >= 0 && r->lines ? (c1 - c0) * 1e9 / (double)r->lines : -1;
         if (ok && expect >= 0 && (long long)r->lines != expect) {
             snprintf(r->why, sizeof(r->why), "%llu lines, expected %lld",
                      (unsigned long long)r->lines, expect);
@@ -402,9 +431,9 @@ int main(int argc, char **argv)
             growth = r->rss_peak - r->rss0;
         lines = r->lines;
         printf("run %d: %llu lines in %.3f s = %.0f results/s, first line %.2f ms, first 100 "
-               "lines %.2f ms, server RSS growth %ld KiB%s%s\n",
+               "lines %.2f ms, server RSS growth %ld KiB, server CPU %.0f ns/result%s%s\n",
                i + 1, (unsigned long long)r->lines, r->total, rate[i], f1[i], f100[i],
-               r->rss_peak - r->rss0, ok ? "" : ", FAILED: ", ok ? "" : r->why);
+               r->rss_peak - r->rss0, cpu[i], ok ? "" : ", FAILED: ", ok ? "" : r->why);
         fflush(stdout);
         if (!ok)
             status = 1;
@@ -412,11 +441,12 @@ int main(int argc, char **argv)
     }
     printf("{\"bench\":\"stream_read\",\"runs\":%d,\"lines\":%llu,\"median_results_per_s\":%.0f,"
            "\"median_first_line_ms\":%.3f,\"median_first100_ms\":%.3f,\"max_rss_growth_kb\":%ld,"
-           "\"ok\":%s}\n",
+           "\"median_server_cpu_ns_per_result\":%.0f,\"ok\":%s}\n",
            runs, (unsigned long long)lines, median(rate, runs), median(f1, runs),
-           median(f100, runs), growth, status ? "false" : "true");
+           median(f100, runs), growth, median(cpu, runs), status ? "false" : "true");
     free(rate);
     free(f1);
     free(f100);
+    free(cpu);
     return status;
 }

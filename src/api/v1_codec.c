@@ -801,11 +801,13 @@ char *kw__v1_stream_room(kw__v1_stream_t *s, size_t n)
     if (b->failed)
         return NULL;
     size_t at = b->len < KW_HTTP_STREAM_HEAD ? KW_HTTP_STREAM_HEAD : b->len;
-    if (n >= SIZE_MAX - at - KW__V1_STREAM_CAP)
+    if (n >= SIZE_MAX - at - 1)
         return NULL;
+    /* Grown by doubling, not reserved whole: a Watch stream's small lines keep a small
+     * buffer, a large stream's reaches the chunk's size once (buffers go round between the
+     * stream, the HTTP queue and the connection, so it keeps its capacity). */
     size_t need = at + n + 1; /* and the NUL a kw_buf keeps */
-    if (need > b->cap && kw_grow((void **)&b->ptr, &b->cap,
-                                 need < KW__V1_STREAM_CAP ? KW__V1_STREAM_CAP : need, 1) != KW_OK)
+    if (need > b->cap && kw_grow((void **)&b->ptr, &b->cap, need, 1) != KW_OK)
         return NULL; /* not failed: the lines before still go out, then the error */
     b->len = at;
     return b->ptr + at;

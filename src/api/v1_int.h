@@ -151,7 +151,6 @@ bool kw__v1_json_plain(const char *s, size_t n);
  * itself goes to the socket (kw_http_stream_give), so a line is written once and copied by
  * no one before send(). */
 #define KW__V1_STREAM_CHUNK (60u * 1024u)
-#define KW__V1_STREAM_CAP (64u * 1024u) /* pend's capacity: a chunk and a line or two */
 typedef struct kw__v1_stream {
     kw_http_req_t *req;
     kw_http_resp_t *resp;

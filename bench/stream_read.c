@@ -20,7 +20,8 @@
  *    "median_server_cpu_ns_per_result":...,"ok":...}
  * --pid: the server's VmRSS is sampled every 100,000 lines (the growth during the stream),
  * and its CPU time (user + system, /proc/PID/stat) is read before and after each run: CPU
- * ns per result, a figure less at the mercy of a loaded machine than results/s.
+ * ns per result, a figure less at the mercy of a loaded machine than results/s (counted in
+ * clock ticks, 10 ms: meaningful for runs of a second or so, like a 1M stream).
  * Exit status 0 only when every run was complete and valid (and had --expect lines).
  */
 #include <arpa/inet.h>

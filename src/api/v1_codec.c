@@ -721,6 +721,38 @@ void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_re
     kw__api_revision(req, resp, rev);
 }
 
+/* ---- plain text ---- */
+
+/* The bytes kw__v1_json_plain refuses, one at a time (the tail after the words). */
+static const unsigned char JSON_ESC[256] = {
+    [0x00 ... 0x1f] = 1,
+    ['"'] = 1,
+    ['\\'] = 1,
+    [0x7f ... 0xff] = 1,
+};
+
+bool kw__v1_json_plain(const char *s, size_t n)
+{
+    /* Per 8-byte word w, a byte's high bit in the OR below is set by: w itself (bytes >=
+     * 0x80), (w - 0x20..) & ~w (some byte < 0x20), and (x - 0x01..) & ~x for x = w XOR a
+     * repeated '"', '\\' or 0x7f (some byte equal to it). Each test is exact as to whether
+     * some byte of w matches (borrows only spill upwards from a byte that matched). */
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t bad = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\'), d = w ^ (ones * 0x7f);
+        bad |= w | ((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b) |
+               ((d - ones) & ~d);
+    }
+    bad &= high;
+    for (; i < n; i++)
+        bad |= JSON_ESC[(unsigned char)s[i]];
+    return bad == 0;
+}
+
 /* ---- streams ---- */
 
 void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp)
@@ -733,16 +765,14 @@ void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *
     kw_buf_init(&s->pend);
 }
 
-/* Sends what is pending as one chunk. */
+/* Sends what is pending as one chunk (pend comes back empty). */
 static int flush_pending(kw__v1_stream_t *s)
 {
     if (s->pend.failed)
         return KW_ENOMEM;
-    if (s->pend.len == 0)
+    if (s->pend.len <= KW_HTTP_STREAM_HEAD)
         return KW_OK;
-    int rc = kw_http_stream_write(s->req, s->pend.ptr, s->pend.len);
-    s->pend.len = 0;
-    return rc;
+    return kw_http_stream_give(s->req, &s->pend);
 }
 
 int kw__v1_stream_flush(kw__v1_stream_t *s)
@@ -765,44 +795,56 @@ static int make_line(kw__v1_stream_t *s, const char *key, json_t *v)
     return s->line.failed ? KW_ENOMEM : KW_OK;
 }
 
-static int stream_line(kw__v1_stream_t *s, kw_revision_t rev);
-
-int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
+char *kw__v1_stream_room(kw__v1_stream_t *s, size_t n)
 {
-    int rc = make_line(s, "result", result);
-    return rc != KW_OK ? rc : stream_line(s, rev);
+    kw_buf_t *b = &s->pend;
+    if (b->failed)
+        return NULL;
+    size_t at = b->len < KW_HTTP_STREAM_HEAD ? KW_HTTP_STREAM_HEAD : b->len;
+    if (n >= SIZE_MAX - at - 1)
+        return NULL;
+    /* Grown by doubling, not reserved whole: a Watch stream's small lines keep a small
+     * buffer, a large stream's reaches the chunk's size once (buffers go round between the
+     * stream, the HTTP queue and the connection, so it keeps its capacity). */
+    size_t need = at + n + 1; /* and the NUL a kw_buf keeps */
+    if (need > b->cap && kw_grow((void **)&b->ptr, &b->cap, need, 1) != KW_OK)
+        return NULL; /* not failed: the lines before still go out, then the error */
+    b->len = at;
+    return b->ptr + at;
 }
 
-kw_buf_t *kw__v1_stream_buf(kw__v1_stream_t *s)
-{
-    s->line.len = 0;
-    return &s->line;
-}
-
-int kw__v1_stream_text(kw__v1_stream_t *s, kw_revision_t rev)
-{
-    kw_buf_puts(&s->line, "\n");
-    return s->line.failed ? KW_ENOMEM : stream_line(s, rev);
-}
-
-/* Sends s->line: the first at once (beginning the stream), later ones in chunks. */
-static int stream_line(kw__v1_stream_t *s, kw_revision_t rev)
+int kw__v1_stream_commit(kw__v1_stream_t *s, size_t n, kw_revision_t rev)
 {
     int rc;
-    if (!s->begun) {
+    s->pend.len += n;
+    s->pend.ptr[s->pend.len] = '\0';
+    if (!s->begun) { /* the first line begins the stream and goes at once */
         s->rev = rev;
         s->resp->status = 200;
         s->resp->content_type = "application/json";
         kw__api_revision(s->req, s->resp, rev);
         s->begun = true;
-        if ((rc = kw_http_stream_begin(s->req, s->resp)) != KW_OK)
+        if ((rc = kw_http_stream_begin(s->req, s->resp)) != KW_OK) {
+            s->pend.len = 0;
             return rc;
-        return kw_http_stream_write(s->req, s->line.ptr, s->line.len); /* at once */
+        }
+        return flush_pending(s);
     }
     if (kw_http_stream_cancelled(s->req))
         return KW_EIO;
-    kw_buf_append(&s->pend, s->line.ptr, s->line.len);
-    return s->pend.len >= KW__V1_STREAM_CHUNK || s->pend.failed ? flush_pending(s) : KW_OK;
+    return s->pend.len - KW_HTTP_STREAM_HEAD >= KW__V1_STREAM_CHUNK ? flush_pending(s) : KW_OK;
+}
+
+int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev)
+{
+    int rc = make_line(s, "result", result);
+    if (rc != KW_OK)
+        return rc;
+    char *p = kw__v1_stream_room(s, s->line.len);
+    if (!p)
+        return KW_ENOMEM;
+    memcpy(p, s->line.ptr, s->line.len);
+    return kw__v1_stream_commit(s, s->line.len, rev);
 }
 
 void kw__v1_stream_end(kw__v1_stream_t *s, int rc, const kw_v1_status_t *st)

@@ -136,30 +136,41 @@ json_t *kw__v1_cursor_json(const char *c);
  * the out-of-memory answer). */
 void kw__v1_answer(kw_http_req_t *req, kw_http_resp_t *resp, json_t *root, kw_revision_t rev);
 
+/* Does s[0..n) go into a JSON string as it is: no byte that JSON_COMPACT escapes (control
+ * characters, '"', '\\') and none >= 0x7f (UTF-8 and DEL are left to jansson)? A hand-
+ * written line may copy such text; anything else takes jansson's path. Eight bytes a step:
+ * the LookupResources line writer runs it on every id and cursor. */
+bool kw__v1_json_plain(const char *s, size_t n);
+
 /* ---- v1_codec.c: streams ---- */
 /* One streamed answer: results go out as {"result": ...} lines on a chunked response
  * begun at the first result (so an error before any result is an ordinary error answer);
  * an error after it is one {"error": ...} line. The first line is sent at once; later ones
- * are sent in chunks of about KW__V1_STREAM_CHUNK bytes (a chunk and a wake-up of the event
- * loop per line would cost more than the line). */
-#define KW__V1_STREAM_CHUNK (32u * 1024u)
+ * are written into the pending chunk (pend) and sent when it holds KW__V1_STREAM_CHUNK
+ * bytes: one chunk and one hand-over to the event loop per ~60 KiB, and the chunk's buffer
+ * itself goes to the socket (kw_http_stream_give), so a line is written once and copied by
+ * no one before send(). */
+#define KW__V1_STREAM_CHUNK (60u * 1024u)
 typedef struct kw__v1_stream {
     kw_http_req_t *req;
     kw_http_resp_t *resp;
     kw_revision_t rev; /* for X-Keyward-Revision */
     bool begun;
-    kw_buf_t line;
-    kw_buf_t pend; /* lines not sent yet */
+    kw_buf_t line; /* a line made with jansson, the error line */
+    kw_buf_t pend; /* KW_HTTP_STREAM_HEAD bytes of room for the framing, then the lines not
+                    * sent yet */
 } kw__v1_stream_t;
 void kw__v1_stream_init(kw__v1_stream_t *s, kw_http_req_t *req, kw_http_resp_t *resp);
 /* Sends {"result": result} (steals result): KW_OK, KW_ENOMEM, or KW_EIO when the client
  * went away. Waits while the connection's send buffer is full (backpressure). */
 KW_NODISCARD int kw__v1_stream_result(kw__v1_stream_t *s, json_t *result, kw_revision_t rev);
 /* The same for a line the caller writes itself (a hot message encoded without jansson):
- * kw__v1_stream_buf gives the stream's line buffer, emptied; the caller appends the text of
- * {"result": ...} (no newline) and calls kw__v1_stream_text. The same answers. */
-kw_buf_t *kw__v1_stream_buf(kw__v1_stream_t *s);
-KW_NODISCARD int kw__v1_stream_text(kw__v1_stream_t *s, kw_revision_t rev);
+ * kw__v1_stream_room gives where the next line's n bytes go (NULL: out of memory, and the
+ * lines before are kept); the caller writes exactly n bytes there, the text of
+ * {"result": ...} and its "\n", and calls kw__v1_stream_commit(s, n, rev). The same answers
+ * as kw__v1_stream_result. */
+char *kw__v1_stream_room(kw__v1_stream_t *s, size_t n);
+KW_NODISCARD int kw__v1_stream_commit(kw__v1_stream_t *s, size_t n, kw_revision_t rev);
 /* Sends the lines kept back so far at once: for a stream whose lines must not wait for the
  * next ones (Watch: a change may be the last for a long time). */
 KW_NODISCARD int kw__v1_stream_flush(kw__v1_stream_t *s);

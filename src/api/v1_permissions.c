@@ -6,6 +6,8 @@
  * Each handler decodes, calls the service (v1svc_perm.c) and encodes; nothing else.
  */
 #include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "v1_int.h"
@@ -259,46 +261,69 @@ bad:
     json_decref(body);
 }
 
-/* Does `s` need no escaping in a JSON string? (SpiceDB ids and base64url cursors never do.) */
-static bool json_plain(kw_str_t s)
-{
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char c = (unsigned char)s.ptr[i];
-        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
-            return false;
-    }
-    return true;
-}
+/* A LookupResources stream: the stream and the line's head for the revision last seen
+ * ({"result":{"lookedUpAt":{"token":"<rev>"},"resourceObjectId":" - a chunk's results all
+ * have one revision, so it is formatted once per chunk, not per line). */
+typedef struct lr_out {
+    kw__v1_stream_t s;
+    kw_revision_t head_rev;
+    size_t head_len; /* 0: not made yet */
+    char head[96];
+} lr_out_t;
+
+#define LR_HEAD_A "{\"result\":{\"lookedUpAt\":{\"token\":\""
+#define LR_HEAD_B "\"},\"resourceObjectId\":\""
+#define LR_MID                                                                                     \
+    "\",\"permissionship\":\"LOOKUP_PERMISSIONSHIP_HAS_PERMISSION\","                              \
+    "\"partialCaveatInfo\":null,\"afterResultCursor\":{\"token\":\""
+#define LR_TAIL "\"}}}\n"
 
 /* A LookupResources result, written as jansson writes it (JSON_COMPACT, keys in insertion
- * order) but without building objects: this line is most of a large stream's cost.
+ * order) but without building objects, straight into the chunk that goes to the socket:
+ * this line is most of a large stream's cost. clen: strlen(r->cursor).
  * tag-kw-lr-line: keep in step with the json_pack below. */
-static int lr_emit_text(kw__v1_stream_t *s, const kw_v1_lr_result_t *r)
+static int lr_emit_text(lr_out_t *o, const kw_v1_lr_result_t *r, size_t clen)
 {
-    kw_buf_t *b = kw__v1_stream_buf(s);
-    kw_buf_printf(b, "{\"result\":{\"lookedUpAt\":{\"token\":\"%" PRIu64 "\"},", r->looked_up_at);
-    kw_buf_puts(b, "\"resourceObjectId\":\"");
-    kw_buf_append(b, r->resource_id.ptr, r->resource_id.len);
-    kw_buf_puts(b, "\",\"permissionship\":\"LOOKUP_PERMISSIONSHIP_HAS_PERMISSION\","
-                   "\"partialCaveatInfo\":null,\"afterResultCursor\":{\"token\":\"");
-    kw_buf_puts(b, r->cursor);
-    kw_buf_puts(b, "\"}}}");
-    return b->failed ? KW_ENOMEM : kw__v1_stream_text(s, r->looked_up_at);
+    if (!o->head_len || o->head_rev != r->looked_up_at) {
+        int hl =
+            snprintf(o->head, sizeof(o->head), LR_HEAD_A "%" PRIu64 LR_HEAD_B, r->looked_up_at);
+        if (hl <= 0 || (size_t)hl >= sizeof(o->head))
+            return KW_ENOMEM; /* cannot happen: a u64 has at most 20 digits */
+        o->head_len = (size_t)hl;
+        o->head_rev = r->looked_up_at;
+    }
+    size_t idl = r->resource_id.len;
+    size_t n = o->head_len + idl + (sizeof(LR_MID) - 1) + clen + (sizeof(LR_TAIL) - 1);
+    char *p = kw__v1_stream_room(&o->s, n);
+    if (!p)
+        return KW_ENOMEM;
+    memcpy(p, o->head, o->head_len);
+    p += o->head_len;
+    memcpy(p, r->resource_id.ptr, idl);
+    p += idl;
+    memcpy(p, LR_MID, sizeof(LR_MID) - 1);
+    p += sizeof(LR_MID) - 1;
+    memcpy(p, r->cursor, clen);
+    p += clen;
+    memcpy(p, LR_TAIL, sizeof(LR_TAIL) - 1);
+    return kw__v1_stream_commit(&o->s, n, r->looked_up_at);
 }
 
 static int lr_emit(void *ud, const kw_v1_lr_result_t *r)
 {
-    kw__v1_stream_t *s = ud;
-    if (r->permissionship == KW_V1_PERM_HAS && r->cursor && json_plain(r->resource_id) &&
-        json_plain(kw_str_c(r->cursor)))
-        return lr_emit_text(s, r);
+    lr_out_t *o = ud;
+    size_t clen = r->cursor ? strlen(r->cursor) : 0;
+    if (r->permissionship == KW_V1_PERM_HAS && r->cursor &&
+        kw__v1_json_plain(r->resource_id.ptr, r->resource_id.len) &&
+        kw__v1_json_plain(r->cursor, clen))
+        return lr_emit_text(o, r, clen);
     json_t *res =
         json_pack("{s:o, s:o, s:s, s:o, s:o}", "lookedUpAt", kw__v1_token_json(r->looked_up_at),
                   "resourceObjectId", kw__v1_strj(r->resource_id), "permissionship",
                   lookup_permissionship(r->permissionship), "partialCaveatInfo",
                   kw__v1_partial_json(r->permissionship, r->missing), "afterResultCursor",
                   kw__v1_cursor_json(r->cursor));
-    return kw__v1_stream_result(ud, res, r->looked_up_at);
+    return kw__v1_stream_result(&o->s, res, r->looked_up_at);
 }
 
 void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -324,10 +349,12 @@ void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     }
     kw_v1_status_t st;
     kw_v1_status_clear(&st);
-    kw__v1_stream_t s;
-    kw__v1_stream_init(&s, req, resp);
-    int rc = kw_v1_lookup_resources(api, &r, lr_emit, &s, &st);
-    kw__v1_stream_end(&s, rc, &st);
+    lr_out_t o;
+    o.head_len = 0;
+    o.head_rev = 0;
+    kw__v1_stream_init(&o.s, req, resp);
+    int rc = kw_v1_lookup_resources(api, &r, lr_emit, &o, &st);
+    kw__v1_stream_end(&o.s, rc, &st);
     json_decref(body);
 }
 

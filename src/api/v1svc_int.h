@@ -66,10 +66,13 @@ typedef struct kw__v1_pos {
 } kw__v1_pos_t;
 
 /* Mints the cursors of one stream (one RPC, request shape and revision): init derives the
- * cursor key and encodes the constant head once, so kw__v1_mint costs one short SipHash
- * and the base64 of the position per result. It holds key material: wipe it when done. */
+ * cursor key, encodes the constant head once and runs SipHash over the head's first 24
+ * bytes once (sip: the state after them), so kw__v1_mint hashes only the head's last 2
+ * bytes and the position, and base64-encodes the position, per result. It holds key
+ * material (key, sip): wipe it when done. */
 typedef struct kw__v1_minter {
     uint8_t key[KW__V1_MAC_KEY_LEN];
+    uint64_t sip[4];
     uint8_t head[KW__V1_SHAPE_LEN + 10];
     char head_b64[KW__V1_HEAD_B64];
 } kw__v1_minter_t;

@@ -376,6 +376,60 @@ Authzed__Api__V1__Cursor *kw__grpc_cursor(const char *c, kw_arena_t *a)
     return t;
 }
 
+/* A varint (at most 10 bytes). */
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t kw__grpc_lr_encode(uint8_t *out, size_t cap, kw_revision_t rev, kw_str_t id,
+                          const char *cursor)
+{
+    char digits[24];
+    size_t nd = 0;
+    uint64_t v = (uint64_t)rev;
+    do {
+        digits[sizeof(digits) - 1 - nd++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    size_t cl = cursor ? strlen(cursor) : 0;
+    /* the worst case: three tags, five varints of 10 bytes, the enum, the bytes */
+    /* an id with a NUL: the message's C string would end there; leave it to protobuf-c */
+    if (cl == 0 || id.len > cap || cl > cap || nd + id.len + cl + 3 * 1 + 5 * 10 + 2 > cap ||
+        (id.len && memchr(id.ptr, '\0', id.len)))
+        return 0;
+    size_t o = 0;
+    out[o++] = 0x0a; /* 1: looked_up_at, a ZedToken {1: token} */
+    o += put_varint(out + o, 2 + nd);
+    out[o++] = 0x0a;
+    out[o++] = (uint8_t)nd; /* < 128 */
+    memcpy(out + o, digits + sizeof(digits) - nd, nd);
+    o += nd;
+    if (id.len) { /* 2: resource_object_id (proto3: "" is left out) */
+        out[o++] = 0x12;
+        o += put_varint(out + o, id.len);
+        memcpy(out + o, id.ptr, id.len);
+        o += id.len;
+    }
+    out[o++] = 0x18; /* 3: permissionship */
+    out[o++] = AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
+    uint8_t inner[10];
+    size_t il = put_varint(inner, cl);
+    out[o++] = 0x2a; /* 5: after_result_cursor, a Cursor {1: token} */
+    o += put_varint(out + o, 1 + il + cl);
+    out[o++] = 0x0a;
+    memcpy(out + o, inner, il);
+    o += il;
+    memcpy(out + o, cursor, cl);
+    return o + cl;
+}
+
 static char *cstr(kw_str_t s, kw_arena_t *a)
 {
     return kw_arena_strndup(a, s.ptr ? s.ptr : "", s.len);

@@ -37,6 +37,15 @@ bool kw__grpc_consistency(const Authzed__Api__V1__Consistency *c, kw_v1_consiste
                           kw_v1_status_t *st);
 
 Authzed__Api__V1__ZedToken *kw__grpc_token(kw_revision_t rev, kw_arena_t *a);
+/* A LookupResourcesResponse {lookedUpAt: {token: rev}, resourceObjectId: id,
+ * permissionship: HAS_PERMISSION, afterResultCursor: {token: cursor}} (no
+ * partialCaveatInfo; cursor non-empty) packed by hand into out: the bytes
+ * protobuf_c_message_pack writes for that message (fields in number order, proto3 defaults
+ * left out), without building it. The number of bytes, or 0 when they do not fit in cap or
+ * id holds a NUL (then pack the message). Most of a LookupResources stream's gRPC cost was building
+ * and packing this message once per result. */
+size_t kw__grpc_lr_encode(uint8_t *out, size_t cap, kw_revision_t rev, kw_str_t id,
+                          const char *cursor);
 /* Cursor {token: c} (c borrowed), NULL for NULL c. */
 Authzed__Api__V1__Cursor *kw__grpc_cursor(const char *c, kw_arena_t *a);
 Authzed__Api__V1__ObjectReference *kw__grpc_object_msg(kw_object_t o, kw_arena_t *a);

@@ -50,6 +50,8 @@ const kw_v1_caller_t *kw__grpc_caller(kw__grpc_call_t *c);
  * full. KW_OK; KW_EIO (the client cancelled or left); KW_ETIMEOUT (deadline passed);
  * KW_ENOMEM. */
 KW_NODISCARD int kw__grpc_send(kw__grpc_call_t *c, const ProtobufCMessage *m);
+/* The same for a message the caller packed itself (msg[0..len), copied before it returns). */
+KW_NODISCARD int kw__grpc_send_packed(kw__grpc_call_t *c, const uint8_t *msg, size_t len);
 /* KW_OK, or KW_EIO / KW_ETIMEOUT as kw__grpc_send, without sending. */
 KW_NODISCARD int kw__grpc_alive(kw__grpc_call_t *c);
 /* true when the handler may block (it runs on a thread of its own). false for a call

@@ -365,6 +365,12 @@ out:
 static int emit_lr(void *ud, const kw_v1_lr_result_t *r)
 {
     emit_ctx_t *e = ud;
+    if (r->permissionship == KW_V1_PERM_HAS && r->cursor) { /* the common result, by hand */
+        uint8_t buf[512];
+        size_t n = kw__grpc_lr_encode(buf, sizeof(buf), r->looked_up_at, r->resource_id, r->cursor);
+        if (n)
+            return kw__grpc_send_packed(e->c, buf, n);
+    }
     kw_arena_reset(e->a);
     Authzed__Api__V1__LookupResourcesResponse m = AUTHZED__API__V1__LOOKUP_RESOURCES_RESPONSE__INIT;
     m.looked_up_at = kw__grpc_token(r->looked_up_at, e->a);

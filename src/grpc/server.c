@@ -229,11 +229,12 @@ int kw__grpc_alive(kw__grpc_call_t *call)
     return rc;
 }
 
-int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
+/* kw__grpc_send of m (packed into the buffer), or of packed[0..len) when m is NULL. */
+static int send_msg(kw__grpc_call_t *call, const ProtobufCMessage *m, const uint8_t *packed,
+                    size_t len)
 {
     kw__grpc_stream_t *s = call->s;
     kw__grpc_conn_t *c = s->conn;
-    size_t len = protobuf_c_message_get_packed_size(m);
     int rc;
     pthread_mutex_lock(&c->mu);
     for (;;) {
@@ -279,7 +280,10 @@ int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
         rc = KW_ENOMEM;
         goto out;
     }
-    protobuf_c_message_pack(m, (uint8_t *)s->out.ptr + s->out.len);
+    if (m)
+        protobuf_c_message_pack(m, (uint8_t *)s->out.ptr + s->out.len);
+    else if (len)
+        memcpy(s->out.ptr + s->out.len, packed, len);
     s->out.len += len;
     if (was_empty)
         mark_pending(s);
@@ -290,6 +294,16 @@ out:
     if (rc == KW_OK && was_empty && !call->on_conn)
         wake(c);
     return rc;
+}
+
+int kw__grpc_send(kw__grpc_call_t *call, const ProtobufCMessage *m)
+{
+    return send_msg(call, m, NULL, protobuf_c_message_get_packed_size(m));
+}
+
+int kw__grpc_send_packed(kw__grpc_call_t *call, const uint8_t *msg, size_t len)
+{
+    return send_msg(call, NULL, msg, len);
 }
 
 int kw__grpc_recv(kw__grpc_call_t *call, const uint8_t **msg, size_t *len)

@@ -103,7 +103,7 @@ static void stream_room(kw__conn_t *c)
     kw__stream_t *st = c->rq->st;
     pthread_mutex_lock(&st->mu);
     st->unsent = c->out.len - c->woff;
-    if (st->unsent + st->q.len < KW_HTTP_STREAM_HIGH)
+    if (st->unsent + st->q.len - st->q_off < KW_HTTP_STREAM_HIGH)
         pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
 }
@@ -158,9 +158,10 @@ static void conn_answer(kw_http_server_t *srv, kw__conn_t *c, kw__rq_t *rq)
     bool streamed = rq->st->begun;
     if (streamed) {
         pthread_mutex_lock(&rq->st->mu);
-        if (rq->st->q.len)
-            kw_buf_append(&c->out, rq->st->q.ptr, rq->st->q.len);
+        if (rq->st->q.len > rq->st->q_off)
+            kw_buf_append(&c->out, rq->st->q.ptr + rq->st->q_off, rq->st->q.len - rq->st->q_off);
         rq->st->q.len = 0;
+        rq->st->q_off = 0;
         pthread_mutex_unlock(&rq->st->mu);
         c->streaming = false;
     }
@@ -718,13 +719,26 @@ void kw__conn_stream(kw_http_server_t *srv, kw__rq_t *rq)
         pthread_mutex_unlock(&st->mu);
         return;
     }
-    if (c->woff) { /* keep only what is unsent, so out stays bounded */
-        memmove(c->out.ptr, c->out.ptr + c->woff, c->out.len - c->woff);
-        c->out.len -= c->woff;
-        c->woff = 0;
+    if (c->woff == c->out.len && st->q.len > st->q_off && !st->q.failed) {
+        /* everything before went out: the queue's buffer becomes out (no copy) */
+        kw_buf_t old = c->out;
+        c->out = st->q;
+        c->woff = st->q_off;
+        old.len = 0;
+        st->q = old;
+    } else {
+        if (c->woff) { /* keep only what is unsent, so out stays bounded */
+            memmove(c->out.ptr, c->out.ptr + c->woff, c->out.len - c->woff);
+            c->out.len -= c->woff;
+            c->woff = 0;
+        }
+        if (st->q.len > st->q_off)
+            kw_buf_append(&c->out, st->q.ptr + st->q_off, st->q.len - st->q_off);
+        if (st->q.failed)
+            c->out.failed = true;
+        st->q.len = 0;
     }
-    kw_buf_append(&c->out, st->q.ptr, st->q.len);
-    st->q.len = 0;
+    st->q_off = 0;
     pthread_mutex_unlock(&st->mu);
     if (c->out.failed) {
         kw__conn_close(srv, c);

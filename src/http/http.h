@@ -153,6 +153,15 @@ KW_NODISCARD int kw_http_stream_begin(kw_http_req_t *req, const kw_http_resp_t *
 /* Sends n bytes (n > 0) as one chunk; waits while the queue is over KW_HTTP_STREAM_HIGH.
  * KW_OK, KW_EIO (client gone, send deadline passed, server stopping), KW_ENOMEM. */
 KW_NODISCARD int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n);
+/* Room a kw_http_stream_give buffer keeps in front of its bytes (the chunk's framing). */
+#define KW_HTTP_STREAM_HEAD 24u
+/* kw_http_stream_write for b->ptr[KW_HTTP_STREAM_HEAD, b->len) (the caller's bytes after the
+ * room; b->ptr[0, KW_HTTP_STREAM_HEAD) is scratch), without copying them when nothing is
+ * queued: the framing goes into the room, b's storage becomes the queue and b gets the
+ * queue's old (empty) storage, so a writer that fills one buffer after another hands each
+ * over instead of copying it. b comes back with len 0 whatever the answer (the same as
+ * kw_http_stream_write's; b->len <= KW_HTTP_STREAM_HEAD sends nothing). */
+KW_NODISCARD int kw_http_stream_give(kw_http_req_t *req, kw_buf_t *b);
 /* Has the client gone away (or the stream been cut off)? Cheap; any thread. */
 bool kw_http_stream_cancelled(const kw_http_req_t *req);
 

@@ -192,6 +192,7 @@ typedef struct kw__stream {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     kw_buf_t q;             /* framed bytes the worker queued, not yet taken by the loop */
+    size_t q_off;           /* q's bytes start here (a buffer handed over by kw_http_stream_give) */
     size_t unsent;          /* bytes the loop took and has not sent yet */
     bool closed;            /* the client went away, the send deadline passed or the server stops */
     bool notified;          /* the request is on its loop's stream list */

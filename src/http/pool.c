@@ -905,7 +905,7 @@ int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n)
     if (n == 0)
         return KW_OK; /* a zero-length chunk would end the body */
     pthread_mutex_lock(&st->mu);
-    while (!st->closed && st->q.len + st->unsent >= KW_HTTP_STREAM_HIGH)
+    while (!st->closed && st->q.len - st->q_off + st->unsent >= KW_HTTP_STREAM_HIGH)
         pthread_cond_wait(&st->cv, &st->mu);
     int rc = KW_OK;
     bool notify = false;
@@ -921,6 +921,67 @@ int kw_http_stream_write(kw_http_req_t *req, const void *p, size_t n)
         notify = queue_locked(st);
     }
     pthread_mutex_unlock(&st->mu);
+    if (notify)
+        kw__loop_stream(rq);
+    return rc;
+}
+
+/* Below this, a buffer given while another is queued is copied after it (a line or two:
+ * cheaper than waiting for the loop). */
+#define KW__STREAM_GIVE_COPY (16u * 1024u)
+
+int kw_http_stream_give(kw_http_req_t *req, kw_buf_t *b)
+{
+    kw__rq_t *rq = req->priv;
+    kw__stream_t *st = rq->st;
+    if (!st->begun) {
+        b->len = 0;
+        return KW_EINVAL;
+    }
+    if (b->failed) {
+        b->len = 0;
+        return KW_ENOMEM;
+    }
+    if (b->len <= KW_HTTP_STREAM_HEAD) {
+        b->len = 0;
+        return KW_OK; /* a zero-length chunk would end the body */
+    }
+    size_t start = KW_HTTP_STREAM_HEAD;
+    if (st->chunked) { /* "<hex size>\r\n" right before the bytes, "\r\n" after them */
+        char size[KW_HTTP_STREAM_HEAD];
+        int sl = snprintf(size, sizeof(size), "%zx\r\n", b->len - KW_HTTP_STREAM_HEAD);
+        start -= (size_t)sl;
+        memcpy(b->ptr + start, size, (size_t)sl);
+        kw_buf_append(b, "\r\n", 2);
+        if (b->failed) {
+            b->len = 0;
+            return KW_ENOMEM;
+        }
+    }
+    pthread_mutex_lock(&st->mu);
+    /* Backpressure as kw_http_stream_write, and a big buffer waits for the loop to take the
+     * one queued before (the loop signals as it sends) rather than be copied after it. */
+    while (!st->closed && (st->q.len - st->q_off + st->unsent >= KW_HTTP_STREAM_HIGH ||
+                           (st->q.len - st->q_off >= KW__STREAM_GIVE_COPY &&
+                            b->len - start >= KW__STREAM_GIVE_COPY)))
+        pthread_cond_wait(&st->cv, &st->mu);
+    int rc = KW_OK;
+    bool notify = false;
+    if (st->closed) {
+        rc = KW_EIO;
+    } else if (st->q.len == 0 && !st->q.failed) { /* hand the buffer over */
+        kw_buf_t old = st->q;
+        st->q = *b;
+        st->q_off = start;
+        *b = old;
+        notify = queue_locked(st);
+    } else { /* the loop has not taken the last one yet: after it */
+        kw_buf_append(&st->q, b->ptr + start, b->len - start);
+        rc = st->q.failed ? KW_ENOMEM : KW_OK;
+        notify = queue_locked(st);
+    }
+    pthread_mutex_unlock(&st->mu);
+    b->len = 0;
     if (notify)
         kw__loop_stream(rq);
     return rc;

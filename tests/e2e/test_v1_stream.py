@@ -325,12 +325,15 @@ def test_lookup_resources_streams_in_chunks_with_exact_cursors(tmp_path):
         raw = ok(adm.post("/v1/permissions/resources", json=lr)).text.splitlines()
         # each line is compact JSON in the message's field order (the hand-written encoder
         # of src/api/v1_permissions.c writes what jansson would)
-        for line in raw[:3] + raw[-3:]:
-            assert line == json.dumps(json.loads(line), separators=(",", ":")), line
-        assert list(json.loads(raw[0])["result"]) == [
-            "lookedUpAt", "resourceObjectId", "permissionship", "partialCaveatInfo",
-            "afterResultCursor"]
-        res = [json.loads(line)["result"] for line in raw]
+        res = []
+        for line in raw:
+            x = json.loads(line)
+            assert line == json.dumps(x, separators=(",", ":")), line
+            assert list(x) == ["result"] and list(x["result"]) == [
+                "lookedUpAt", "resourceObjectId", "permissionship", "partialCaveatInfo",
+                "afterResultCursor"], line
+            res.append(x["result"])
+        assert {x["lookedUpAt"]["token"] for x in res} == {res[0]["lookedUpAt"]["token"]}
         assert [x["resourceObjectId"] for x in res] == accts
         for at in (100, 1023, 1024, 5119, 21503, 65536, n - 2):
             rest = ndjson(ok(adm.post("/v1/permissions/resources", json=dict(
@@ -347,3 +350,149 @@ def test_lookup_resources_streams_in_chunks_with_exact_cursors(tmp_path):
         assert [x["resourceObjectId"] for x in page] == accts[65531:66531]
     finally:
         s.kill()
+
+
+def _dechunk(body):
+    """The data of each HTTP chunk of a whole chunked body (up to the last chunk)."""
+    parts, pos = [], 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol], 16)
+        if size == 0:
+            assert body[eol:] == b"\r\n\r\n", body[eol:]
+            return parts
+        assert body[eol + 2 + size:eol + 4 + size] == b"\r\n"
+        parts.append(body[eol + 2:eol + 2 + size])
+        pos = eol + 4 + size
+
+
+def test_lookup_resources_first_line_alone_then_large_chunks_of_whole_lines(tmp_path):
+    """The first result leaves at once, a chunk of its own; the others are written straight
+    into ~60 KiB chunks of whole lines (one hand-over to the socket per chunk, not per line),
+    and every line is byte for byte the compact JSON of its message."""
+    s = Server(tmp_path / "bigchunks")
+    s.start()
+    try:
+        tok = s.token("root-admin", admin=True)
+        adm = Admin(s, tok)
+        n = 3000  # ~250 bytes a line: a dozen chunks
+        accts = ["k%06d" % i for i in range(n)]
+        for i in range(0, n, 1000):
+            ok(adm.post("/v1/relationships/write", json={"updates": [
+                {"operation": "OPERATION_TOUCH", "relationship": {
+                    "resource": obj("account:" + a), "relation": "member",
+                    "subject": subj("user:chunky")}} for a in accts[i:i + 1000]]}))
+        sock = _request(s, tok, "/v1/permissions/resources", {
+            "resourceObjectType": "account", "permission": "gate", "subject": subj("user:chunky")})
+        buf = bytearray(_read_until(sock, b"", b"\r\n\r\n"))
+        while not buf.endswith(b"\r\n0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            buf += chunk
+        sock.close()
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+        parts = _dechunk(body)
+        assert parts[0].count(b"\n") == 1 and parts[0].endswith(b"\n"), parts[0][:200]
+        assert len(parts) >= 4, [len(p) for p in parts]
+        for p in parts[1:]:
+            assert p.endswith(b"\n"), p[-200:]
+        for p in parts[1:-1]:
+            assert 60 * 1024 <= len(p) < 64 * 1024, [len(p) for p in parts]
+        lines = b"".join(parts).decode().splitlines()
+        assert len(lines) == n
+        rev = json.loads(lines[0])["result"]["lookedUpAt"]["token"]
+        for a, line in zip(accts, lines):
+            cur = json.loads(line)["result"]["afterResultCursor"]["token"]
+            assert line == (
+                '{"result":{"lookedUpAt":{"token":"%s"},"resourceObjectId":"%s",'
+                '"permissionship":"LOOKUP_PERMISSIONSHIP_HAS_PERMISSION",'
+                '"partialCaveatInfo":null,"afterResultCursor":{"token":"%s"}}}' % (rev, a, cur))
+        assert len({json.loads(x)["result"]["afterResultCursor"]["token"] for x in lines}) == n
+    finally:
+        s.kill()
+
+
+def test_lookup_resources_over_http_1_0_is_the_lines_unframed_then_close(tmp_path):
+    """An HTTP/1.0 client gets the same lines without chunked framing (the chunks' room for
+    the framing is skipped, not sent), and the end of the body is the end of the
+    connection."""
+    s = Server(tmp_path / "http10")
+    s.start()
+    try:
+        tok = s.token("root-admin", admin=True)
+        adm = Admin(s, tok)
+        n = 2500
+        accts = ["h%06d" % i for i in range(n)]
+        for i in range(0, n, 1000):
+            ok(adm.post("/v1/relationships/write", json={"updates": [
+                {"operation": "OPERATION_TOUCH", "relationship": {
+                    "resource": obj("account:" + a), "relation": "member",
+                    "subject": subj("user:old")}} for a in accts[i:i + 1000]]}))
+        lr = {"resourceObjectType": "account", "permission": "gate", "subject": subj("user:old")}
+        data = json.dumps(lr).encode()
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=20)
+        sock.sendall(b"POST /v1/permissions/resources HTTP/1.0\r\nAuthorization: Bearer %s\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                     % (tok.encode(), len(data)) + data)
+        buf = bytearray()
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        sock.close()
+        head, _, body = bytes(buf).partition(b"\r\n\r\n")
+        assert b" 200 " in head.split(b"\r\n")[0] and b"chunked" not in head.lower(), head
+        lines = body.decode().splitlines()
+        assert body.endswith(b"\n") and len(lines) == n
+        assert [json.loads(x)["result"]["resourceObjectId"] for x in lines] == accts
+        chunked = ok(adm.post("/v1/permissions/resources", json=lr)).text.splitlines()
+        assert [json.loads(x)["result"]["resourceObjectId"] for x in chunked] == accts
+    finally:
+        s.kill()
+
+
+def test_lookup_resources_conditional_results_between_plain_ones(admin):
+    """A CONDITIONAL result (written by jansson) between HAS_PERMISSION ones (written by hand)
+    in one stream: each line is the compact JSON of its message, in the stream's order, and
+    each cursor resumes after its own result."""
+    cur = ok(admin.post("/v1/schema/read", json={})).json()["schemaText"]
+    if "definition cvdoc" not in cur:
+        ok(admin.post("/v1/schema/write", json={"schema": cur + """
+caveat cv_weekday(day string) {
+  day != "sat"
+}
+
+definition cvdoc {
+  relation viewer: user | user with cv_weekday
+  permission view = viewer
+}
+"""}))
+    who = "cvuser-" + uuid.uuid4().hex[:8]
+    ups = []
+    for i, d in enumerate(["a", "b", "c", "d"]):
+        rel = {"resource": obj("cvdoc:" + who + d), "relation": "viewer",
+               "subject": subj("user:" + who)}
+        if i % 2:
+            rel["optionalCaveat"] = {"caveatName": "cv_weekday"}
+        ups.append({"operation": "OPERATION_TOUCH", "relationship": rel})
+    ok(admin.post("/v1/relationships/write", json={"updates": ups}))
+    lr = {"resourceObjectType": "cvdoc", "permission": "view", "subject": subj("user:" + who)}
+    raw = ok(admin.post("/v1/permissions/resources", json=lr)).text.splitlines()
+    res = []
+    for line in raw:
+        x = json.loads(line)
+        assert line == json.dumps(x, separators=(",", ":")), line
+        assert list(x["result"]) == ["lookedUpAt", "resourceObjectId", "permissionship",
+                                     "partialCaveatInfo", "afterResultCursor"], line
+        res.append(x["result"])
+    assert [x["resourceObjectId"] for x in res] == [who + d for d in "abcd"]
+    assert [x["permissionship"] for x in res] == [
+        "LOOKUP_PERMISSIONSHIP_HAS_PERMISSION", "LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION"] * 2
+    assert res[0]["partialCaveatInfo"] is None
+    assert res[1]["partialCaveatInfo"] == {"missingRequiredContext": ["day"]}
+    for i, x in enumerate(res):
+        rest = ndjson(ok(admin.post("/v1/permissions/resources",
+                                    json=dict(lr, optionalCursor=x["afterResultCursor"]))))
+        assert [y["resourceObjectId"] for y in rest] == [who + d for d in "abcd"[i + 1:]]

@@ -247,3 +247,54 @@ KW_TEST(grpc_token_digits)
     }
     kw_arena_free(a);
 }
+
+/* kw__grpc_lr_encode writes what protobuf-c packs for the same LookupResourcesResponse:
+ * random revisions (0, small, huge), ids of 0-299 random bytes and cursors of 1-299
+ * characters (lengths across the one/two-byte varint edge), and a cap too small. */
+KW_TEST(grpc_lr_encode_is_protobuf_c_pack)
+{
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a);
+    uint64_t x = 0x2545f4914f6cdd1dull;
+#define NEXT() (x ^= x << 13, x ^= x >> 7, x ^= x << 17, x)
+    static uint8_t want[1024], got[1024];
+    char id[300], cur[300];
+    for (int iter = 0; iter < 20000; iter++) {
+        kw_revision_t rev = iter % 3 == 0   ? (kw_revision_t)(NEXT() % 10)
+                            : iter % 3 == 1 ? (kw_revision_t)(NEXT() % 100000)
+                                            : (kw_revision_t)NEXT();
+        size_t il = (size_t)(NEXT() % (iter % 2 ? 20 : sizeof(id)));
+        size_t cl = 1 + (size_t)(NEXT() % (sizeof(cur) - 1));
+        for (size_t i = 0; i < il; i++) /* a NUL now and then in a long id */
+            id[i] = (char)(iter % 2 ? 'a' + NEXT() % 26 : (NEXT() >> 24) | (i % 97 ? 1 : 0));
+        for (size_t i = 0; i < cl; i++)
+            cur[i] = (char)('A' + NEXT() % 26);
+        cur[cl] = '\0';
+        kw_arena_reset(a);
+        Authzed__Api__V1__LookupResourcesResponse m =
+            AUTHZED__API__V1__LOOKUP_RESOURCES_RESPONSE__INIT;
+        m.looked_up_at = kw__grpc_token(rev, a);
+        m.resource_object_id = kw_arena_strndup(a, id, il);
+        m.permissionship =
+            AUTHZED__API__V1__LOOKUP_PERMISSIONSHIP__LOOKUP_PERMISSIONSHIP_HAS_PERMISSION;
+        m.after_result_cursor = kw__grpc_cursor(cur, a);
+        KW_ASSERT(m.looked_up_at && m.resource_object_id && m.after_result_cursor);
+        size_t wn = protobuf_c_message_get_packed_size(&m.base);
+        KW_ASSERT(wn <= sizeof(want));
+        KW_ASSERT_EQ(protobuf_c_message_pack(&m.base, want), wn);
+        size_t gn = kw__grpc_lr_encode(got, sizeof(got), rev, (kw_str_t){id, il}, cur);
+        if (memchr(id, '\0', il)) { /* protobuf-c's C string would end there: refused */
+            KW_ASSERT_EQ(gn, 0);
+            continue;
+        }
+        KW_ASSERT_EQ(gn, wn);
+        KW_ASSERT(memcmp(got, want, wn) == 0);
+        /* too small: 0, nothing promised */
+        KW_ASSERT_EQ(kw__grpc_lr_encode(got, wn / 2, rev, (kw_str_t){id, il}, cur), 0);
+    }
+    /* no cursor, or an empty one: not this encoder's message */
+    KW_ASSERT_EQ(kw__grpc_lr_encode(got, sizeof(got), 1, KW_STR("a"), NULL), 0);
+    KW_ASSERT_EQ(kw__grpc_lr_encode(got, sizeof(got), 1, KW_STR("a"), ""), 0);
+#undef NEXT
+    kw_arena_free(a);
+}

@@ -109,6 +109,58 @@ static void h_stream(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     atomic_store(&stream_done, 1);
 }
 
+/* GET /give: 240 pieces through kw_http_stream_give (sizes 1 B to 70 KB, so that the
+ * loop is sometimes still holding the last one: both the hand-over and the copy after it)
+ * with a kw_http_stream_write every 7th; byte k of the body is give_byte(k). */
+static _Atomic int give_rc, give_done, give_left_len;
+static const size_t GIVE_SIZES[] = {1, 100, 5000, 20000, 70000, 16384, 300};
+#define GIVE_PIECES 240
+
+static char give_byte(size_t k)
+{
+    return (char)('a' + (k * 7 + k / 1000) % 26);
+}
+
+static void h_give(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
+{
+    (void)ud;
+    if (!kw_http_req_on_worker(req)) {
+        if (kw_http_req_to_worker(req) != KW_OK)
+            kw_http_resp_error(resp, 500, "no worker");
+        return;
+    }
+    resp->status = 200;
+    resp->content_type = "application/octet-stream";
+    int rc = kw_http_stream_begin(req, resp);
+    kw_buf_t b;
+    kw_buf_init(&b);
+    size_t k = 0;
+    int left = 0;
+    for (int i = 0; rc == KW_OK && i < GIVE_PIECES; i++) {
+        size_t n = GIVE_SIZES[i % KW_ARRAY_LEN(GIVE_SIZES)];
+        char small[300];
+        if (i % 7 == 3) {
+            for (size_t j = 0; j < sizeof(small); j++)
+                small[j] = give_byte(k++);
+            rc = kw_http_stream_write(req, small, sizeof(small));
+            continue;
+        }
+        b.len = 0;
+        for (size_t j = 0; j < KW_HTTP_STREAM_HEAD; j++)
+            kw_buf_append(&b, "#", 1); /* scratch: must not reach the wire */
+        for (size_t j = 0; j < n; j++) {
+            char c = give_byte(k++);
+            kw_buf_append(&b, &c, 1);
+        }
+        rc = kw_http_stream_give(req, &b);
+        left += b.len != 0;
+    }
+    kw_buf_free(&b);
+    atomic_store(&give_left_len, left);
+    atomic_store(&give_rc, rc);
+    atomic_store(&give_done, 1);
+}
+
 /* POST /upload (a streamed body): reads the body piece by piece (sleeping X-Slow-Ms after
  * each piece, or reading only X-Stop-After pieces), answers its length and FNV-1a hash,
  * and records how the read ended and the largest piece. */
@@ -168,11 +220,17 @@ static bool on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 }
 
 static const kw_http_route_t routes[] = {
-    {"GET", "/ping", h_ping, 1u},     {"DELETE", "/items/{id}", h_delete, 1u},
-    {"POST", "/echo", h_echo, 1u},    {"POST", "/guarded", h_echo, 0},
-    {"GET", "/guarded", h_echo, 0},   {"GET", "/park", h_park, 1u},
-    {"GET", "/stuck", h_stuck, 1u},   {"GET", "/metrics", h_metrics, 1u},
-    {"GET", "/stream", h_stream, 1u}, {"POST", "/upload", h_upload, 1u | KW_HTTP_ROUTE_STREAM_BODY},
+    {"GET", "/ping", h_ping, 1u},
+    {"DELETE", "/items/{id}", h_delete, 1u},
+    {"POST", "/echo", h_echo, 1u},
+    {"POST", "/guarded", h_echo, 0},
+    {"GET", "/guarded", h_echo, 0},
+    {"GET", "/park", h_park, 1u},
+    {"GET", "/stuck", h_stuck, 1u},
+    {"GET", "/metrics", h_metrics, 1u},
+    {"GET", "/stream", h_stream, 1u},
+    {"GET", "/give", h_give, 1u},
+    {"POST", "/upload", h_upload, 1u | KW_HTTP_ROUTE_STREAM_BODY},
 };
 
 static kw_http_server_t *start_cfg(kw_http_config_t *cfg, uint16_t *port)
@@ -871,6 +929,114 @@ KW_TEST(http_stream_is_chunked_and_keeps_the_connection)
     close(fd);
     KW_ASSERT_EQ(atomic_load(&stream_rc), KW_OK);
     KW_ASSERT_EQ(atomic_load(&stream_lines), 3);
+    KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
+}
+
+/* Reads until the connection closes or `end` ends what was read; the bytes in *out
+ * (malloc'd). */
+static size_t read_all(int fd, char **out, const char *end)
+{
+    size_t cap = 1u << 20, len = 0, el = end ? strlen(end) : 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        ssize_t n = recv(fd, buf + len, cap - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        if (end && len >= el && memcmp(buf + len - el, end, el) == 0)
+            break;
+    }
+    *out = buf;
+    return buf ? len : 0;
+}
+
+/* The body after the head: checks every byte against give_byte, and for a chunked body
+ * counts the chunks (one per give or write). */
+static bool give_body_ok(const char *resp, size_t len, bool chunked, size_t *total, size_t *chunks)
+{
+    const char *body = strstr(resp, "\r\n\r\n");
+    if (!body)
+        return false;
+    body += 4;
+    const char *end = resp + len;
+    *total = 0;
+    *chunks = 0;
+    if (!chunked) {
+        for (const char *p = body; p < end; p++)
+            if (*p != give_byte((*total)++))
+                return false;
+        return true;
+    }
+    for (const char *p = body;;) {
+        char *e = NULL;
+        unsigned long n = strtoul(p, &e, 16);
+        if (e == p || e + 2 > end || memcmp(e, "\r\n", 2) != 0)
+            return false;
+        p = e + 2;
+        if (n == 0)
+            return p + 2 == end && memcmp(p, "\r\n", 2) == 0;
+        if (p + n + 2 > end || memcmp(p + n, "\r\n", 2) != 0)
+            return false;
+        for (unsigned long i = 0; i < n; i++)
+            if (p[i] != give_byte((*total)++))
+                return false;
+        p += n + 2;
+        (*chunks)++;
+    }
+}
+
+KW_TEST(http_stream_give_hands_buffers_over_framed_as_chunks)
+{
+    uint16_t port = 0;
+    kw_http_server_t *srv = start(&port);
+    KW_ASSERT(srv);
+    size_t want = 0;
+    for (int i = 0; i < GIVE_PIECES; i++)
+        want += i % 7 == 3 ? 300 : GIVE_SIZES[i % KW_ARRAY_LEN(GIVE_SIZES)];
+    /* HTTP/1.1: one chunk per give or write, the bytes in order, no scratch byte */
+    atomic_store(&give_done, 0);
+    int fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    const char *q = "GET /give HTTP/1.1\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, q, strlen(q)), 0);
+    char *resp = NULL;
+    size_t len = read_all(fd, &resp, "\r\n0\r\n\r\n");
+    KW_ASSERT(resp);
+    KW_ASSERT(strncmp(resp, "HTTP/1.1 200", 12) == 0);
+    KW_ASSERT(strstr(resp, "Transfer-Encoding: chunked\r\n") != NULL);
+    size_t total = 0, chunks = 0;
+    KW_ASSERT(give_body_ok(resp, len, true, &total, &chunks));
+    KW_ASSERT_EQ(total, want);
+    KW_ASSERT_EQ(chunks, GIVE_PIECES);
+    free(resp);
+    close(fd);
+    for (int i = 0; i < 500 && !atomic_load(&give_done); i++)
+        usleep(10000);
+    KW_ASSERT_EQ(atomic_load(&give_rc), KW_OK);
+    KW_ASSERT_EQ(atomic_load(&give_left_len), 0); /* b always comes back empty */
+    /* HTTP/1.0: the same bytes unframed, then the connection closes */
+    atomic_store(&give_done, 0);
+    fd = dial(port);
+    KW_ASSERT(fd >= 0);
+    q = "GET /give HTTP/1.0\r\nHost: t\r\n\r\n";
+    KW_ASSERT_EQ(send_all(fd, q, strlen(q)), 0);
+    len = read_all(fd, &resp, NULL);
+    KW_ASSERT(resp);
+    KW_ASSERT(strstr(resp, "Transfer-Encoding") == NULL);
+    KW_ASSERT(give_body_ok(resp, len, false, &total, &chunks));
+    KW_ASSERT_EQ(total, want);
+    free(resp);
+    close(fd);
     KW_ASSERT_EQ(kw_http_server_stop(srv), KW_OK);
 }
 

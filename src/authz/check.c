@@ -413,11 +413,13 @@ static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint
         return cond ? KW_CK_COND : KW_CK_NO;
     }
     case KW_EXPR_INTERSECT: {
+        /* Cheapest child first (tag-kw-check-order): the value does not depend on it. */
         bool cond = false;
         uint64_t acc = 0;
+        const uint32_t *ord = x->check_order;
         for (uint32_t i = 0; i < x->n_children; i++) {
             uint64_t m = 0;
-            int r = ck_expr(c, node, x->children[i], low, &m);
+            int r = ck_expr(c, node, x->children[ord ? ord[i] : i], low, &m);
             if (r < 0 || r == KW_CK_NO)
                 return r;
             if (r == KW_CK_COND) {

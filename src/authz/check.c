@@ -582,6 +582,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
                            "check exceeded the maximum depth of %d at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
                            KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
+    const uint32_t cap = c->memo_cap;
+    const kw_memo_ent_t *tab = c->memo;
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;
@@ -595,10 +597,13 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
         rm = (r == KW_CK_COND ? rm : 0) | dmiss;
         r = KW_CK_COND;
     }
-    /* The table may have grown during the recursion: look the entry up again. */
-    m = memo_get(c, node, rel);
-    if (!m)
-        return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    /* The table may have grown during the recursion (entries move only then): look the
+     * entry up again if it did. */
+    if (c->memo_cap != cap || c->memo != tab) {
+        m = memo_get(c, node, rel);
+        if (!m)
+            return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    }
     if (r < 0) {
         m->state = MEMO_UNKNOWN;
         return r;

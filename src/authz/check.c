@@ -917,9 +917,9 @@ static int check_eval(kw_engine_t *e, kw_ck_t *c, const check_q_t *q, kw_check_r
     return KW_OK;
 }
 
-/* One check under the read lock, sharing `c` (and its memo) with other items; the caller
- * set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss names what is
- * missing. */
+/* One item of CheckBulk under the read lock, sharing `c` (and its memo) with the other
+ * items; the caller set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss
+ * names what is missing. A direct relation takes the fast path (tag-kw-check-direct). */
 static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
                      kw_check_result_t *result, kw_diag_t *diag)
 {
@@ -930,6 +930,11 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     int rc = check_find(e, res, perm, subj, &q, &done, result, diag);
     if (rc != KW_OK || done)
         return rc;
+    int v = check_direct(&e->g, c->s, &q);
+    if (v >= 0) {
+        *result = v == KW_CK_YES ? KW_CHECK_YES : KW_CHECK_NO;
+        return KW_OK;
+    }
     return check_eval(e, c, &q, result);
 }
 

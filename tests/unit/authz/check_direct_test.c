@@ -128,6 +128,52 @@ static int fill(kw_engine_t *e, rng_t *r)
     return 0;
 }
 
+/* kw_engine_check_bulk_ctx (its items take the fast path too) against the general
+ * path, item by item: the items of one doc, with random contexts. */
+static bool bulk_matches(kw_engine_t *e, kw_object_t o, const kw_subject_t *subj, int n_subj,
+                         const char *const *rels, int n_rels, rng_t *r)
+{
+    static const char *ctxs[] = {"", "{\"x\": 1}", "{\"x\": 7}"};
+    kw_check_item_t items[64];
+    int n = 0;
+    for (int s = 0; s < n_subj; s++)
+        for (int ri = 0; ri < n_rels && n < 64; ri++) {
+            memset(&items[n], 0, sizeof(items[n]));
+            items[n].resource = o;
+            items[n].permission = kw_str_c(rels[ri]);
+            items[n].subject = subj[s];
+            items[n].context = kw_str_c(ctxs[rnd(r, 3)]);
+            n++;
+        }
+    kw_arena_t *a = kw_arena_new(0);
+    if (!a || kw_engine_check_bulk_ctx(e, items, (size_t)n, a, NULL) != KW_OK) {
+        kw_arena_free(a);
+        return false;
+    }
+    bool ok = true;
+    for (int i = 0; i < n && ok; i++) {
+        kw_check_result_t b = KW_CHECK_NO;
+        kw_buf_t mb;
+        kw_buf_init(&mb);
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        int rb = kw__engine_check_general(e, items[i].resource, items[i].permission,
+                                          items[i].subject, items[i].context, &b, &mb, NULL, &d);
+        ok = rb == items[i].rc && (rb != KW_OK || b == items[i].result) &&
+             mb.len == items[i].missing.len &&
+             (mb.len == 0 || memcmp(mb.ptr, items[i].missing.ptr, mb.len) == 0);
+        if (!ok)
+            fprintf(stderr,
+                    "  bulk item %d (%.*s#%.*s@%.*s:%.*s): rc %d res %d, general rc %d res %d\n", i,
+                    KW_STR_FMT(o.id), KW_STR_FMT(items[i].permission),
+                    KW_STR_FMT(items[i].subject.type), KW_STR_FMT(items[i].subject.id), items[i].rc,
+                    (int)items[i].result, rb, (int)b);
+        kw_buf_free(&mb);
+    }
+    kw_arena_free(a);
+    return ok;
+}
+
 KW_TEST(check_direct_matches_general_on_random_graphs)
 {
     static const char *rels[] = {"owner", "viewer", "editor", "parent", "view"};
@@ -186,6 +232,20 @@ KW_TEST(check_direct_matches_general_on_random_graphs)
                     cond += ra == KW_OK && a == KW_CHECK_CONDITIONAL;
                 }
             }
+        }
+        /* The same through CheckBulk, for the first docs. */
+        for (int d = 0; d < 4; d++) {
+            char bid[16], uid[3][16];
+            snprintf(bid, sizeof(bid), "d%d", d * 3);
+            kw_subject_t subj[5];
+            for (int k = 0; k < 3; k++) {
+                snprintf(uid[k], sizeof(uid[k]), "u%u", rnd(&r, NUSER));
+                subj[k] = (kw_subject_t){KW_STR("user"), kw_str_c(uid[k]), KW_STR_NULL};
+            }
+            subj[3] = (kw_subject_t){KW_STR("group"), KW_STR("g1"), KW_STR("member")};
+            subj[4] = (kw_subject_t){KW_STR("doc"), kw_str_c(bid), KW_STR("viewer")};
+            KW_ASSERT(
+                bulk_matches(e, (kw_object_t){KW_STR("doc"), kw_str_c(bid)}, subj, 5, rels, 5, &r));
         }
         /* Time moves past the expiries: both paths must hide them alike. */
         clk_now = T0 + 2 * SEC;

@@ -135,25 +135,12 @@ void kw__graph_close(kw_graph_t *g)
     memset(g, 0, sizeof(*g));
 }
 
-/* Equal bytes: ids are short (a UUID is 36), so 8-byte words and an overlapping last
- * word, without a call. */
-static inline bool id_eq(const char *p, const char *q, size_t n)
-{
-    if (n < 8)
-        return memcmp(p, q, n) == 0;
-    size_t i = 0;
-    for (; i + 8 < n; i += 8)
-        if (rd64(p + i) != rd64(q + i))
-            return false;
-    return rd64(p + n - 8) == rd64(q + n - 8);
-}
-
 static inline bool node_is(const kw_node_t *nd, uint16_t type, const char *id, size_t len)
 {
     if (nd->type != type)
         return false;
     kw_str_t s = kw__node_str(nd);
-    return s.len == len && id_eq(s.ptr, id, len);
+    return s.len == len && memcmp(s.ptr, id, len) == 0;
 }
 
 static inline void prefetch_node(const kw_node_t *nd)

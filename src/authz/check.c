@@ -413,11 +413,13 @@ static int ck_expr(kw_ck_t *c, uint32_t node, const kw_expr_t *x, int *low, uint
         return cond ? KW_CK_COND : KW_CK_NO;
     }
     case KW_EXPR_INTERSECT: {
+        /* Cheapest child first (tag-kw-check-order): the value does not depend on it. */
         bool cond = false;
         uint64_t acc = 0;
+        const uint32_t *ord = x->check_order;
         for (uint32_t i = 0; i < x->n_children; i++) {
             uint64_t m = 0;
-            int r = ck_expr(c, node, x->children[i], low, &m);
+            int r = ck_expr(c, node, x->children[ord ? ord[i] : i], low, &m);
             if (r < 0 || r == KW_CK_NO)
                 return r;
             if (r == KW_CK_COND) {
@@ -580,6 +582,8 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
                            "check exceeded the maximum depth of %d at %.*s:%.*s#%.*s",
                            KW_MAX_CHECK_DEPTH, KW_STR_FMT(ty->name),
                            KW_STR_FMT(kw__node_str(&c->g->nodes[node])), KW_STR_FMT(rd->name));
+    const uint32_t cap = c->memo_cap;
+    const kw_memo_ent_t *tab = c->memo;
     int d = c->depth++;
     m->state = MEMO_OPEN;
     m->depth = (uint8_t)d;
@@ -593,10 +597,13 @@ static int ck_rel(kw_ck_t *c, uint32_t node, uint16_t rel, int *low, uint64_t *m
         rm = (r == KW_CK_COND ? rm : 0) | dmiss;
         r = KW_CK_COND;
     }
-    /* The table may have grown during the recursion: look the entry up again. */
-    m = memo_get(c, node, rel);
-    if (!m)
-        return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    /* The table may have grown during the recursion (entries move only then): look the
+     * entry up again if it did. */
+    if (c->memo_cap != cap || c->memo != tab) {
+        m = memo_get(c, node, rel);
+        if (!m)
+            return kw_diag_set(c->diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    }
     if (r < 0) {
         m->state = MEMO_UNKNOWN;
         return r;
@@ -720,9 +727,34 @@ typedef struct name_memo {
 
 static _Thread_local name_memo_t perm_names, subj_names;
 
+/* Equal bytes, without a call for the short strings Check compares (names, UUIDs). */
 static inline bool bytes_eq(const char *p, const char *q, size_t n)
 {
-    return n == 0 || memcmp(p, q, n) == 0;
+    if (n >= 8) {
+        uint64_t a, b;
+        size_t i = 0;
+        for (; i + 8 < n; i += 8) {
+            memcpy(&a, p + i, 8);
+            memcpy(&b, q + i, 8);
+            if (a != b)
+                return false;
+        }
+        memcpy(&a, p + n - 8, 8); /* the last 8 bytes, overlapping the loop's */
+        memcpy(&b, q + n - 8, 8);
+        return a == b;
+    }
+    if (n >= 4) {
+        uint32_t a, b, c, d;
+        memcpy(&a, p, 4);
+        memcpy(&b, q, 4);
+        memcpy(&c, p + n - 4, 4);
+        memcpy(&d, q + n - 4, 4);
+        return a == b && c == d;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != q[i])
+            return false;
+    return true;
 }
 
 static inline bool names_hit(const name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b)
@@ -746,18 +778,22 @@ static void names_put(name_memo_t *m, uint64_t gen, kw_str_t a, kw_str_t b, uint
     m->gen = gen;
 }
 
-/* One check under the read lock, sharing `c` (and its memo) with other items; the caller
- * set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss names what is
- * missing. */
-static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
-                     kw_check_result_t *result, kw_diag_t *diag)
+/* A check's names and objects, resolved. */
+typedef struct check_q {
+    uint16_t t, r, stype, srel;
+    uint32_t rnode, snode;
+} check_q_t;
+
+/* Resolves the names and finds both objects (under the read lock). KW_OK with q filled
+ * and *done false: evaluate; KW_OK with *done true: *result is the answer (the resource
+ * has no relationships); or an error. */
+static int check_find(kw_engine_t *e, kw_object_t res, kw_str_t perm, kw_subject_t subj,
+                      check_q_t *q, bool *done, kw_check_result_t *result, kw_diag_t *diag)
 {
     uint16_t t, r, stype, srel;
-    uint32_t snode;
-    c->diag = diag;
-    c->miss = 0;
     const uint64_t gen = e->model->gen;
     int rc;
+    *done = false;
     if (names_hit(&perm_names, gen, res.type, perm)) {
         t = perm_names.x;
         r = perm_names.y;
@@ -784,11 +820,10 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
     uint32_t nodes[2];
     kw__graph_find2(&e->g, types, ids, nodes);
     uint32_t rnode = nodes[0];
-    snode = nodes[1];
     /* A stored id passed kw__id_ok when it was written, so only an id the graph does not
      * hold (or the wildcard node's "*", never a resource) needs the scan. The subject's
      * was scanned by kw__resolve_subject unless its names were remembered. */
-    if (subj_known && snode == KW_NODE_NONE && !kw__id_ok(subj.id))
+    if (subj_known && nodes[1] == KW_NODE_NONE && !kw__id_ok(subj.id))
         return kw__bad_id(diag, "subject", subj.id);
     if ((rnode == KW_NODE_NONE || rnode == e->g.wild[t]) && !kw__id_ok(res.id))
         return kw__bad_id(diag, "resource", res.id);
@@ -800,19 +835,113 @@ static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm,
         if (self < 0)
             return self;
         *result = self ? KW_CHECK_YES : KW_CHECK_NO;
+        *done = true;
         return KW_OK;
     }
-    kw__ck_subject(c, snode, stype, srel);
-    int v = kw__ck_check(c, rnode, r);
+    *q = (check_q_t){t, r, stype, srel, rnode, nodes[1]};
+    return KW_OK;
+}
+
+/* Is the edge with fwd key `key` among v[0, n) (sorted by kw__fwd_key)? */
+static inline bool fwd_has(const kw_edge_t *v, uint32_t n, uint64_t key)
+{
+    if (n <= 8) {
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t k = kw__fwd_key(v[i].rel, v[i].other_rel, v[i].other);
+            if (k >= key)
+                return k == key;
+        }
+        return false;
+    }
+    uint32_t i = kw__graph_lower(v, n, key, true);
+    return i < n && kw__fwd_key(v[i].rel, v[i].other_rel, v[i].other) == key;
+}
+
+/*
+ * The direct-relation fast path (tag-kw-check-direct): a Check of a relation (not a
+ * permission) on a resource whose relationships carry no caveat or expiry is "is the
+ * edge to the subject, or to its type's wildcard, stored?" unless the relation also
+ * holds subject sets, which need the recursion. It answers those cases without the check
+ * context (its setup was a third of such a Check's instructions) and returns -1 for
+ * everything else, which the general path (ck_rel) then decides. It must agree with
+ * ck_rel exactly: kw__engine_check_general lets the tests compare the two.
+ */
+static int check_direct(const kw_graph_t *g, const kw_schema_t *s, const check_q_t *q)
+{
+    const kw_node_t *nd = &g->nodes[q->rnode];
+    const kw_type_t *ty = &s->types[nd->type];
+    if (q->r >= ty->n_rels || ty->rels[q->r].is_permission || (nd->flags & KW_NODE_ATTR))
+        return -1;
+    if (q->rnode == q->snode && q->r == q->srel)
+        return KW_CK_YES; /* a subject set has itself */
+    kw_eslice_t es = kw__node_fwd(nd);
+    if (q->snode != KW_NODE_NONE && fwd_has(es.v, es.n, kw__fwd_key(q->r, q->srel, q->snode)))
+        return KW_CK_YES;
+    uint32_t swild = q->stype < KW_MAX_TYPES ? g->wild[q->stype] : KW_NODE_NONE;
+    if (swild != KW_NODE_NONE && fwd_has(es.v, es.n, kw__fwd_key(q->r, KW_REL_NONE, swild)))
+        return KW_CK_YES;
+    /* No match: a NO unless the relation holds subject sets (sorted first among its
+     * edges: other_rel KW_REL_NONE is the largest). */
+    uint64_t first = kw__fwd_key(q->r, 0, 0);
+    uint32_t i = es.n <= 8 ? 0 : kw__graph_lower(es.v, es.n, first, true);
+    while (i < es.n && es.v[i].rel < q->r)
+        i++;
+    if (i == es.n || es.v[i].rel != q->r || es.v[i].other_rel == KW_REL_NONE)
+        return KW_CK_NO;
+    return -1;
+}
+
+/* Before a permission's walk: asks for the records of the objects the resource's own
+ * relationships point to (an API key's agent and account), so their misses overlap
+ * instead of coming one after the other as the walk reaches them. Only for in-place
+ * edges (a handful); a prefetch changes no answer. */
+static inline void prefetch_targets(const kw_graph_t *g, uint32_t rnode)
+{
+    const kw_node_t *nd = &g->nodes[rnode];
+    if (nd->flags & KW_NODE_FWD_HEAP)
+        return;
+    uint32_t n = kw__node_ninl(nd);
+    for (uint32_t i = 0; i < n; i++)
+        __builtin_prefetch(&g->nodes[nd->fwd.inl[i].other]);
+}
+
+/* Evaluates a found check with `c` (its time and request context set by the caller). */
+static int check_eval(kw_engine_t *e, kw_ck_t *c, const check_q_t *q, kw_check_result_t *result)
+{
+    prefetch_targets(&e->g, q->rnode);
+    kw__ck_subject(c, q->snode, q->stype, q->srel);
+    int v = kw__ck_check(c, q->rnode, q->r);
     if (v < 0)
         return v;
     *result = v == KW_CK_YES ? KW_CHECK_YES : v == KW_CK_COND ? KW_CHECK_CONDITIONAL : KW_CHECK_NO;
     return KW_OK;
 }
 
-int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
-                        kw_subject_t subject, kw_str_t context, kw_check_result_t *result,
-                        kw_buf_t *missing, kw_revision_t *rev, kw_diag_t *diag)
+/* One item of CheckBulk under the read lock, sharing `c` (and its memo) with the other
+ * items; the caller set c's time and request context. With KW_CHECK_CONDITIONAL, c->miss
+ * names what is missing. A direct relation takes the fast path (tag-kw-check-direct). */
+static int check_one(kw_engine_t *e, kw_ck_t *c, kw_object_t res, kw_str_t perm, kw_subject_t subj,
+                     kw_check_result_t *result, kw_diag_t *diag)
+{
+    check_q_t q;
+    bool done;
+    c->diag = diag;
+    c->miss = 0;
+    int rc = check_find(e, res, perm, subj, &q, &done, result, diag);
+    if (rc != KW_OK || done)
+        return rc;
+    int v = check_direct(&e->g, c->s, &q);
+    if (v >= 0) {
+        *result = v == KW_CK_YES ? KW_CHECK_YES : KW_CHECK_NO;
+        return KW_OK;
+    }
+    return check_eval(e, c, &q, result);
+}
+
+/* kw_engine_check_ctx, with the direct fast path (fast) or without it. */
+static int check_entry(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                       kw_subject_t subject, kw_str_t context, kw_check_result_t *result,
+                       kw_buf_t *missing, kw_revision_t *rev, kw_diag_t *diag, bool fast)
 {
     kw_ck_t c;
     kw_check_result_t res = KW_CHECK_NO;
@@ -820,24 +949,51 @@ int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permissio
     int rc;
     if (!e->model) {
         rc = kw__engine_no_schema(diag);
-    } else {
-        kw__ck_init(&c, &e->g, e->model->schema, diag);
-        kw__ck_model(&c, e->model);
-        kw__ck_context(&c, kw__engine_query_now(e), context);
-        rc = check_one(e, &c, resource, permission, subject, &res, diag);
-        if (rc == KW_OK && res == KW_CHECK_CONDITIONAL && missing) {
-            kw__ck_missing(&c, c.miss, missing);
-            if (missing->failed)
-                rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during check");
-        }
-        kw__ck_close(&c);
-        if (rc == KW_OK && rev)
-            *rev = e->rev;
+        goto out;
     }
+    check_q_t q;
+    bool done;
+    rc = check_find(e, resource, permission, subject, &q, &done, &res, diag);
+    if (rc != KW_OK || done)
+        goto answered;
+    int v = fast ? check_direct(&e->g, e->model->schema, &q) : -1;
+    if (v >= 0) {
+        res = v == KW_CK_YES ? KW_CHECK_YES : KW_CHECK_NO;
+        goto answered;
+    }
+    kw__ck_init(&c, &e->g, e->model->schema, diag);
+    kw__ck_model(&c, e->model);
+    kw__ck_context(&c, kw__engine_query_now(e), context);
+    rc = check_eval(e, &c, &q, &res);
+    if (rc == KW_OK && res == KW_CHECK_CONDITIONAL && missing) {
+        kw__ck_missing(&c, c.miss, missing);
+        if (missing->failed)
+            rc = kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory during check");
+    }
+    kw__ck_close(&c);
+answered:
+    if (rc == KW_OK && rev)
+        *rev = e->rev;
+out:
     kw__engine_unlock(e);
     if (rc == KW_OK)
         *result = res;
     return rc;
+}
+
+int kw_engine_check_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                        kw_subject_t subject, kw_str_t context, kw_check_result_t *result,
+                        kw_buf_t *missing, kw_revision_t *rev, kw_diag_t *diag)
+{
+    return check_entry(e, resource, permission, subject, context, result, missing, rev, diag, true);
+}
+
+int kw__engine_check_general(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                             kw_subject_t subject, kw_str_t context, kw_check_result_t *result,
+                             kw_buf_t *missing, kw_revision_t *rev, kw_diag_t *diag)
+{
+    return check_entry(e, resource, permission, subject, context, result, missing, rev, diag,
+                       false);
 }
 
 int kw_engine_check(kw_engine_t *e, kw_object_t resource, kw_str_t permission, kw_subject_t subject,

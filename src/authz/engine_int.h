@@ -143,6 +143,15 @@ KW_NODISCARD int kw__engine_check_at(const kw_engine_t *e, kw_revision_t at, kw_
  * NULL). Write lock held. */
 void kw__engine_bump(kw_engine_t *e, kw_revision_t at, kw_revision_t *rev);
 
+/* ---- Check (check.c) ---- */
+
+/* kw_engine_check_ctx without its fast paths (tag-kw-check-direct): every check through
+ * the general evaluation, for tests that compare the two on random graphs. */
+KW_NODISCARD int kw__engine_check_general(kw_engine_t *e, kw_object_t resource, kw_str_t permission,
+                                          kw_subject_t subject, kw_str_t context,
+                                          kw_check_result_t *result, kw_buf_t *missing,
+                                          kw_revision_t *rev, kw_diag_t *diag);
+
 /* ---- names and ids against the schema (resolve.c) ---- */
 
 /* A relationship resolved against a schema. */

@@ -52,6 +52,10 @@ typedef struct kw_expr {
     /* UNION/INTERSECT/EXCLUDE: children in source order (n_children >= 2). */
     struct kw_expr **children;
     uint32_t n_children;
+    /* INTERSECT: the order Check evaluates the children in (indexes into children), the
+     * cheapest by a static estimate first so a "no" ends the walk early
+     * (tag-kw-check-order); NULL: source order. Set by kw_schema_compile (its arena). */
+    const uint32_t *check_order;
 } kw_expr_t;
 
 /* One allowed subject type of a relation: `type`, `type#rel` or `type:*`, each optionally

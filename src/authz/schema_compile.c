@@ -776,6 +776,139 @@ static void free_programs(kw_caveat_t *caveats, uint32_t n)
     }
 }
 
+/* ---- Check's evaluation order of intersections (tag-kw-check-order) ----
+ *
+ * An intersection is "no" as soon as one child is, so Check evaluates its children
+ * cheapest first. The estimate is static: a relation on the object itself costs 1 (its
+ * edges are in the record Check already holds), an arrow COST_ARROW plus the most
+ * expensive target (another object's record: likely a cache miss), unions, intersections
+ * and exclusions the sum of their children (a "no" evaluates them all), a permission its
+ * expression. A permission met again inside its own estimate (recursion) or past
+ * COST_DEPTH nested estimates costs COST_OPEN. Only the order changes, never the value:
+ * an intersection's value does not depend on it (tag-kw-check-3v). */
+#define COST_ARROW 8u
+#define COST_OPEN 64u
+#define COST_CAP 1000000u
+#define COST_DEPTH 32
+
+typedef struct cost_ctx {
+    const kw_schema_t *s;
+    uint32_t *base; /* per type: index of (type, 0) into cost/state */
+    uint32_t *cost; /* per (type, rel), valid with state 2 */
+    uint8_t *state; /* 0 unknown, 1 being estimated, 2 known */
+} cost_ctx_t;
+
+static uint32_t cost_add(uint32_t a, uint32_t b)
+{
+    return a + b > COST_CAP ? COST_CAP : a + b;
+}
+
+static uint32_t cost_expr(cost_ctx_t *c, uint16_t t, const kw_expr_t *e, int depth);
+
+static uint32_t cost_rel(cost_ctx_t *c, uint16_t t, uint16_t r, int depth)
+{
+    const kw_relation_t *rd = &c->s->types[t].rels[r];
+    if (!rd->is_permission)
+        return 1;
+    uint32_t i = c->base[t] + r;
+    if (c->state[i] == 2)
+        return c->cost[i];
+    if (c->state[i] == 1 || depth > COST_DEPTH || !rd->expr)
+        return COST_OPEN;
+    c->state[i] = 1;
+    uint32_t v = cost_expr(c, t, rd->expr, depth + 1);
+    c->cost[i] = v;
+    c->state[i] = 2;
+    return v;
+}
+
+static uint32_t cost_expr(cost_ctx_t *c, uint16_t t, const kw_expr_t *e, int depth)
+{
+    switch (e->kind) {
+    case KW_EXPR_NIL:
+        return 0;
+    case KW_EXPR_REF:
+        return cost_rel(c, t, e->rel, depth);
+    case KW_EXPR_ARROW:
+    case KW_EXPR_ALL: {
+        uint32_t worst = 0;
+        for (uint16_t u = 0; u < c->s->n_types; u++) {
+            uint16_t tr = e->target_by_type[u];
+            if (tr != KW_REL_NONE) {
+                uint32_t v = cost_rel(c, u, tr, depth + 1);
+                worst = v > worst ? v : worst;
+            }
+        }
+        return cost_add(1 + COST_ARROW, worst);
+    }
+    case KW_EXPR_UNION:
+    case KW_EXPR_INTERSECT:
+    case KW_EXPR_EXCLUDE: {
+        uint32_t sum = 0;
+        for (uint32_t i = 0; i < e->n_children; i++)
+            sum = cost_add(sum, cost_expr(c, t, e->children[i], depth + 1));
+        return sum;
+    }
+    }
+    return COST_OPEN;
+}
+
+/* Sets check_order on the intersections of e (and below); KW_ENOMEM. */
+static int order_expr(cost_ctx_t *c, kw_arena_t *a, uint16_t t, kw_expr_t *e)
+{
+    if (e->kind != KW_EXPR_UNION && e->kind != KW_EXPR_INTERSECT && e->kind != KW_EXPR_EXCLUDE)
+        return KW_OK;
+    for (uint32_t i = 0; i < e->n_children; i++)
+        if (order_expr(c, a, t, e->children[i]) != KW_OK)
+            return KW_ENOMEM;
+    if (e->kind != KW_EXPR_INTERSECT)
+        return KW_OK;
+    uint32_t n = e->n_children;
+    uint32_t *ord = kw_arena_alloc(a, sizeof(uint32_t) * n);
+    uint32_t *cost = kw_arena_alloc(a, sizeof(uint32_t) * n);
+    if (!ord || !cost)
+        return KW_ENOMEM;
+    bool moved = false;
+    for (uint32_t i = 0; i < n; i++) { /* insertion sort: stable, n is small */
+        uint32_t v = cost_expr(c, t, e->children[i], 0), j = i;
+        for (; j > 0 && cost[j - 1] > v; j--) {
+            cost[j] = cost[j - 1];
+            ord[j] = ord[j - 1];
+            moved = true;
+        }
+        cost[j] = v;
+        ord[j] = i;
+    }
+    e->check_order = moved ? ord : NULL;
+    return KW_OK;
+}
+
+static int order_intersections(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
+{
+    cost_ctx_t c = {s, NULL, NULL, NULL};
+    uint32_t n = 0;
+    c.base = kw_arena_alloc(pv->arena, sizeof(uint32_t) * (s->n_types + 1u));
+    if (c.base) {
+        for (uint32_t t = 0; t < s->n_types; t++) {
+            c.base[t] = n;
+            n += s->types[t].n_rels;
+        }
+        c.cost = kw_arena_alloc(pv->arena, sizeof(uint32_t) * (n + 1u));
+        c.state = kw_arena_alloc(pv->arena, n + 1u);
+    }
+    if (!c.base || !c.cost || !c.state)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while compiling the schema");
+    memset(c.state, 0, n + 1u);
+    for (uint16_t t = 0; t < s->n_types; t++)
+        for (uint32_t r = 0; r < s->types[t].n_rels; r++) {
+            kw_expr_t *e = s->types[t].rels[r].expr;
+            if (e && order_expr(&c, pv->arena, t, e) != KW_OK)
+                return kw_diag_set(diag, KW_ENOMEM, 0, 0,
+                                   "out of memory while compiling the schema");
+        }
+    return KW_OK;
+}
+
 static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
 {
     int rc = build_type_table(s, pv, diag);
@@ -802,6 +935,8 @@ static int compile_all(kw_schema_t *s, schema_priv_t *pv, kw_diag_t *diag)
         rc = check_wildcards(s, pv, diag);
     for (uint32_t t = 0; rc == KW_OK && t < s->n_types; t++)
         rc = check_ref_cycles(s, pv, (uint16_t)t, diag);
+    if (rc == KW_OK)
+        rc = order_intersections(s, pv, diag);
     return rc;
 }
 

@@ -1,7 +1,8 @@
 /*
  * tests/fuzz/fuzz_schema.c - libFuzzer target: compile arbitrary bytes as a schema.
  *
- * Any input must end in KW_OK (then the IR is walked through every public reader) or
+ * Any input must end in KW_OK (then the IR is walked through every public reader, and
+ * every intersection's evaluation order checked to be a permutation) or
  * a KW_E* code with a diag message; never a crash, leak, hang or sanitizer report.
  */
 #include "authz/schema.h"
@@ -9,6 +10,29 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* An intersection's check_order (tag-kw-check-order) is a permutation of its children. */
+static void check_orders(const kw_expr_t *e)
+{
+    if (e->kind != KW_EXPR_UNION && e->kind != KW_EXPR_INTERSECT && e->kind != KW_EXPR_EXCLUDE) {
+        kw_assert(e->check_order == NULL);
+        return;
+    }
+    kw_assert(e->check_order == NULL || e->kind == KW_EXPR_INTERSECT);
+    if (e->check_order) {
+        uint64_t seen = 0;
+        for (uint32_t i = 0; i < e->n_children; i++) {
+            uint32_t k = e->check_order[i];
+            kw_assert(k < e->n_children);
+            if (k < 64) {
+                kw_assert(!(seen & ((uint64_t)1 << k)));
+                seen |= (uint64_t)1 << k;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < e->n_children; i++)
+        check_orders(e->children[i]);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -26,6 +50,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (uint32_t r = 0; r < ty->n_rels; r++) {
             const kw_relation_t *rel = &ty->rels[r];
             kw_assert(kw_schema_rel_index(s, (uint16_t)t, rel->name) == r);
+            if (rel->expr)
+                check_orders(rel->expr);
             for (uint32_t i = 0; i < rel->n_allowed; i++) {
                 const kw_allowed_t *al = &rel->allowed[i];
                 kw_assert(kw_schema_allows(s, (uint16_t)t, (uint16_t)r, al->type, al->relation,

@@ -367,6 +367,35 @@ KW_TEST(schema_precedence_structure)
     kw_schema_free(s);
 }
 
+/* Check evaluates an intersection cheapest child first (tag-kw-check-order); the
+ * expression itself keeps its source order (Expand, the schema text). */
+KW_TEST(schema_check_order_cheapest_first)
+{
+    kw_schema_t *s =
+        compile_ok("definition user {}\n"
+                   "definition account { relation admin: user\n"
+                   " relation member: user\n permission gate = admin + member\n}\n"
+                   "definition key { relation account: account\n"
+                   " relation owner: user\n relation editor: user\n"
+                   " relation parent: key\n permission gate = account->gate\n"
+                   " permission read = (owner + editor + parent->read) & gate & owner\n"
+                   " permission plain = owner & editor & gate\n}");
+    KW_ASSERT(s != NULL);
+    const kw_type_t *key = &s->types[2];
+    const kw_expr_t *read = key->rels[5].expr, *plain = key->rels[6].expr;
+    KW_ASSERT_EQ(read->kind, KW_EXPR_INTERSECT);
+    KW_ASSERT_EQ(read->n_children, 3);
+    KW_ASSERT_EQ(read->children[0]->kind, KW_EXPR_UNION); /* source order kept */
+    KW_ASSERT(read->check_order != NULL);
+    /* owner (a relation of the key: 1), gate (an arrow to a union of two: 11), then the
+     * union with the recursive arrow */
+    KW_ASSERT_EQ(read->check_order[0], 2);
+    KW_ASSERT_EQ(read->check_order[1], 1);
+    KW_ASSERT_EQ(read->check_order[2], 0);
+    KW_ASSERT(plain->check_order == NULL); /* already cheapest first */
+    kw_schema_free(s);
+}
+
 KW_TEST(schema_doc_comments)
 {
     kw_schema_t *s = compile_ok("/** file */\n/** the user */\ndefinition user {}\n"

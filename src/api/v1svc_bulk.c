@@ -120,6 +120,8 @@ static void export_shape(kw__v1_shape_t *sh, const kw_v1_export_req_t *req)
 int kw_v1_export_bulk(kw_api_t *svc, const kw_v1_export_req_t *req, kw_v1_export_fn emit, void *ud,
                       kw_v1_status_t *st)
 {
+    if (kw__v1_names_export(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_EXPORT_LIMIT, st);
     if (rc != KW_OK)
         return rc;

@@ -387,6 +387,41 @@ test('keyward over gRPC with the official Node client', async (t) => {
       resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.OUT_OF_RANGE);
   });
 
+  await t.test('names and ids that do not match SpiceDB\'s patterns are INVALID_ARGUMENT with its message', async () => {
+    const TYPE = '`^([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$`';
+    const REL = '`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`';
+    const REL_OPT = '`^([a-z][a-z0-9_]{1,62}[a-z0-9])?$`';
+    const ID = '`^(([a-zA-Z0-9/_|\\-=+]{1,})|\\*)$`';
+    const TYPE_OPT = '`^(([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9])?$`';
+    const msg = (...errs) => (errs.length === 1 ? 'validation error: ' + errs[0]
+      : 'validation errors:' + errs.map((x) => '\n - ' + x).join(''));
+    const pat = (f, re) => `${f}: does not match regex pattern ${re}`;
+    // the message as SpiceDB v1.54 gives it (checked with the real-SpiceDB oracle)
+    let e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      resource: obj('Doc', 'd00'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('resource.object_type', TYPE)));
+    e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      resource: obj('doc', 'd 0'), permission: 'View', subject: v1.SubjectReference.create({ object: obj('user', 'alice'), optionalRelation: 'X' }) })),
+    grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('resource.object_id', ID), pat('permission', REL_OPT), pat('subject.optional_relation', REL_OPT)));
+    e = await rejects(p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [touch(rel('dn1', 'alice')), touch(rel('dn2', 'alice', 'Viewer'))] })),
+      grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('updates[1].relationship.relation', REL)));
+    e = await rejects(p.readRelationships(v1.ReadRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'Doc' }) })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('relationship_filter.resource_type', TYPE_OPT)));
+    e = await rejects(p.lookupResources(v1.LookupResourcesRequest.create({
+      resourceObjectType: 'doc', permission: 'v', subject: subj('user', 'alice') })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('permission', REL)));
+    e = await rejects(p.lookupSubjects(v1.LookupSubjectsRequest.create({
+      resource: obj('doc', 'd00'), permission: 'view', subjectObjectType: 'User' })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('subject_object_type', TYPE)));
+    // nothing of the refused write was written
+    const r = await p.readRelationships(v1.ReadRelationshipsRequest.create({
+      consistency: full(), relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceId: 'dn1' }) }));
+    assert.equal(r.length, 0);
+  });
+
   await t.test('authentication: a wrong or missing key is UNAUTHENTICATED', async () => {
     const bad = v1.NewClient('not-the-key', srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
     await rejects(bad.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.UNAUTHENTICATED);

@@ -769,7 +769,7 @@ void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_v1_status_clear(&st);
     uint64_t n = 0;
     kw_revision_t rev = 0;
-    int rc = kw_v1_import_bulk(api, import_next, &in, &n, &rev, &st);
+    int rc = kw_v1_import_bulk(api, import_next, NULL, &in, &n, &rev, &st);
     json_decref(in.cur);
     kw_buf_free(&in.msg);
     if (rc != KW_OK) {

@@ -186,12 +186,14 @@ out:
 typedef struct import_ctx {
     kw_api_t *svc;
     kw_v1_import_next_fn next;
+    kw_v1_import_alive_fn alive;
     void *ud;
     uint64_t n_loaded;
     bool ran;
     kw_arena_t *a;
     kw_update_t *chunk;
     int decode_rc; /* the transport's own error (a malformed message) */
+    int gone_rc;   /* the client went away before the commit (KW_EIO, KW_ETIMEOUT) */
 } import_ctx_t;
 
 static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
@@ -232,13 +234,22 @@ static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
             return rc;
         c->n_loaded += n;
     }
+    /* The last moment the import can still be undone: a client that cancelled while the
+     * last chunk was written must not find it committed (returning an error rolls the
+     * transaction back). */
+    int rc = c->alive ? c->alive(c->ud) : KW_OK;
+    if (rc != KW_OK) {
+        c->gone_rc = rc;
+        return kw_diag_set(diag, rc, 0, 0, "%s",
+                           rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+    }
     return KW_OK;
 }
 
-int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, void *ud, uint64_t *n_loaded,
-                      kw_revision_t *written_at, kw_v1_status_t *st)
+int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, kw_v1_import_alive_fn alive,
+                      void *ud, uint64_t *n_loaded, kw_revision_t *written_at, kw_v1_status_t *st)
 {
-    import_ctx_t c = {svc, next, ud, 0, false, kw_arena_new(0), NULL, KW_OK};
+    import_ctx_t c = {svc, next, alive, ud, 0, false, kw_arena_new(0), NULL, KW_OK, KW_OK};
     c.chunk = kw_calloc(IMPORT_CHUNK, sizeof(*c.chunk));
     int rc = KW_OK;
     if (!c.a || !c.chunk) {
@@ -250,7 +261,11 @@ int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, void *ud, uint64
     kw_revision_t rev = 0;
     rc = kw__api_write(svc, import_tx, &c, KW_SYNC_WRITE_ALONE, &rev, &d);
     if (rc != KW_OK) {
-        if (c.decode_rc != KW_OK)
+        if (c.gone_rc != KW_OK)
+            kw_v1_fail(st, rc,
+                       c.gone_rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED,
+                       NULL, "%s", c.gone_rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+        else if (c.decode_rc != KW_OK)
             kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s",
                        d.msg[0] ? d.msg : "malformed request message");
         else

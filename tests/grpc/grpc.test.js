@@ -655,6 +655,31 @@ test('bulk import/export, schema reflection, experimental aliases, server reflec
     assert.ok((await cx()).includes('cx5a#viewer@cy'));
   });
 
+  await t.test('an import the client cancels mid-stream is rolled back, whatever it had sent', async () => {
+    // 100,000 relationships: the server is still reading when the cancel comes (at once, or
+    // after 200 ms with some 1,000-relationship chunks already written in the transaction).
+    // (grpc-js cancels a stream it has fully sent by END_STREAM then RST_STREAM: the server
+    // asks right before its commit and rolls back if the RST arrived by then; one arriving
+    // after that is too late for any server. tests/unit/api/v1svc_import_test.c pins that
+    // last check down.)
+    const cm = async () => (await exportAll(1000)).ids.filter((x) => x.startsWith('cm'));
+    const msg = (k) => v1.ImportBulkRelationshipsRequest.create({
+      relationships: Array.from({ length: 1000 }, (_, i) => rel(`cm${k}_${i}`, 'cz')) });
+    for (const wait of [0, 200]) {
+      await rejects(new Promise((resolve, reject) => {
+        const s = client.importBulkRelationships((e, r) => (e ? reject(e) : resolve(r)));
+        for (let k = 0; k < 100; k++) s.write(msg(k));
+        // no end(): the client's cancel (RST_STREAM) comes while its stream is open
+        setTimeout(() => s.cancel(), wait);
+      }), grpc.status.CANCELLED);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(await cm(), [], `cancelled after ${wait} ms`);
+    }
+    // the write path is free again: the next import commits
+    assert.equal((await importBulk([msg(100)])).numLoaded, '1000');
+    assert.equal((await cm()).length, 1000);
+  });
+
   await t.test('HTTP/2 flow control holds an import client the server is not reading', async () => {
     // Import A takes the write path and keeps its stream open; import B, behind it, is not
     // read meanwhile: of B's ~3 MB only its stream window (1 MiB) may leave the client.

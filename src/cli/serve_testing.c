@@ -68,30 +68,6 @@ static void usage(FILE *f)
         65536u, KW_TESTING_MAX_INSTANCES, KW_TESTING_INSTANCE_BYTES >> 20);
 }
 
-/* "HOST:PORT", "[V6]:PORT" or ":PORT" (every interface) -> host (malloc'd) and port. */
-static bool parse_addr(const char *s, char **host, uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon)
-        return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (hlen && h[0] == '[') {
-        if (hlen < 3 || h[hlen - 1] != ']')
-            return false;
-        h++;
-        hlen -= 2;
-    }
-    char *end = NULL;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (errno || !end || *end || end == colon + 1 || p < 0 || p > 65535)
-        return false;
-    *host = hlen ? kw_strndup(h, hlen) : kw_strndup("0.0.0.0", 7);
-    *port = (uint16_t)p;
-    return *host != NULL;
-}
-
 static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
 {
     char *end = NULL;
@@ -224,10 +200,11 @@ int kw_cli_serve_testing(int argc, char **argv)
         return 2;
     char *ghost = NULL, *rhost = NULL, *hhost = NULL;
     uint16_t gport = 0, rport = 0, hport = 0;
-    const char *bad = !parse_addr(o.grpc_addr, &ghost, &gport)              ? "--grpc-addr"
-                      : !parse_addr(o.ro_grpc_addr, &rhost, &rport)         ? "--readonly-grpc-addr"
-                      : http_on && !parse_addr(o.http_addr, &hhost, &hport) ? "--http-addr"
-                                                                            : NULL;
+    const char *bad =
+        !kw_cli_parse_addr(o.grpc_addr, true, &ghost, &gport)              ? "--grpc-addr"
+        : !kw_cli_parse_addr(o.ro_grpc_addr, true, &rhost, &rport)         ? "--readonly-grpc-addr"
+        : http_on && !kw_cli_parse_addr(o.http_addr, true, &hhost, &hport) ? "--http-addr"
+                                                                           : NULL;
     if (bad) {
         fprintf(stderr, "keyward serve-testing: %s wants HOST:PORT\n", bad);
         kw_free(ghost);

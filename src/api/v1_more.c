@@ -457,11 +457,9 @@ static int watch_emit(void *ud, const kw_v1_watch_event_t *ev)
 
 void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_consistency_t cons;
-    json_t *body = kw__v1_begin(api, req, resp, &WATCH_MSG, &cons);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &WATCH_MSG, &cons, &api);
     if (!body)
         return;
     kw_v1_watch_req_t w;
@@ -523,12 +521,10 @@ static int export_emit(void *ud, const kw_v1_export_batch_t *b)
 
 void kw__api_v1_export(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_export_req_t r;
     memset(&r, 0, sizeof(r));
-    json_t *body = kw__v1_begin(api, req, resp, &EXPORT_MSG, &r.consistency);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &EXPORT_MSG, &r.consistency, &api);
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};

@@ -132,3 +132,17 @@ def test_filter_names(admin):
         refused(admin, route, {"relationshipFilter": {"resourceType": "a" * 129}},
                 "relationship_filter.resource_type: must be at most 128 bytes",
                 pat("relationship_filter.resource_type", TYPE_OPT))
+
+
+def test_import_names(admin):
+    good = rel("account:imp-n-acct", "member", "user:imp-n-user")
+    bad = rel("account:imp-n-acct2", "member", "user:imp-n-user")
+    bad["subject"]["object"]["objectType"] = "User"
+    r = admin.post("/v1/relationships/importbulk", json={"relationships": [good, bad]})
+    assert r.status_code == 400, r.text
+    assert r.json()["message"] == "validation error: " + pat(
+        "relationships[1].subject.object.object_type", TYPE), r.text
+    # one transaction: the good one is not written either
+    r = admin.post("/v1/relationships/read", json={"relationshipFilter": {"resourceType": "account",
+                                                                           "optionalResourceId": "imp-n-acct"}})
+    assert r.status_code == 200 and r.text.strip() == "", r.text

@@ -26,6 +26,8 @@
 #define P_ID_OPT "^([a-zA-Z0-9/_|\\-=+]{1,})?$"
 #define P_SUBJ_ID_OPT "^(([a-zA-Z0-9/_|\\-=+]{1,})|\\*)?$"
 #define P_CAVEAT "^([a-zA-Z0-9_][a-zA-Z0-9/_|-]{0,127})$"
+/* WatchRequest.optional_object_types: its prefixes may be 64 bytes, as a definition's. */
+#define P_WATCH_TYPE "^([a-z][a-z0-9_]{1,62}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$"
 
 static bool lower(char c)
 {
@@ -50,13 +52,13 @@ static bool segment(const char *s, size_t len, size_t max)
 
 /* P_TYPE: prefixes of at most 63 bytes, the last part at most 64; no total bound (that is
  * the field's max_bytes, reported on its own). */
-static bool type_ok(kw_str_t s)
+static bool type_ok(kw_str_t s, size_t prefix_max)
 {
     size_t seg = 0;
     for (size_t i = 0; i <= s.len; i++) {
         if (i < s.len && s.ptr[i] != '/')
             continue;
-        if (!segment(s.ptr + seg, i - seg, i == s.len ? 64 : 63))
+        if (!segment(s.ptr + seg, i - seg, i == s.len ? 64 : prefix_max))
             return false;
         seg = i + 1;
     }
@@ -95,13 +97,14 @@ typedef enum {
     K_ID,
     K_ID_OPT,
     K_SUBJ_ID_OPT,
-    K_CAVEAT
+    K_CAVEAT,
+    K_WATCH_TYPE
 } kind_t;
 
 static const char *pattern_of(kind_t k)
 {
-    static const char *const p[] = {P_TYPE, P_TYPE_OPT, P_REL,         P_REL_OPT,
-                                    P_ID,   P_ID_OPT,   P_SUBJ_ID_OPT, P_CAVEAT};
+    static const char *const p[] = {P_TYPE,   P_TYPE_OPT,    P_REL,    P_REL_OPT,   P_ID,
+                                    P_ID_OPT, P_SUBJ_ID_OPT, P_CAVEAT, P_WATCH_TYPE};
     return p[k];
 }
 
@@ -110,9 +113,9 @@ static bool matches(kind_t k, kw_str_t s)
     bool star = s.len == 1 && s.ptr[0] == '*';
     switch (k) {
     case K_TYPE:
-        return type_ok(s);
+        return type_ok(s, 63);
     case K_TYPE_OPT:
-        return s.len == 0 || type_ok(s);
+        return s.len == 0 || type_ok(s, 63);
     case K_REL:
         return segment(s.ptr, s.len, 64);
     case K_REL_OPT:
@@ -125,6 +128,8 @@ static bool matches(kind_t k, kw_str_t s)
         return s.len == 0 || star || id_chars(s);
     case K_CAVEAT:
         return caveat_ok(s);
+    case K_WATCH_TYPE:
+        return type_ok(s, 64);
     }
     return false;
 }
@@ -369,7 +374,7 @@ int kw__v1_names_watch(const kw_v1_watch_req_t *r, kw_v1_status_t *st)
     for (size_t i = 0; i < r->n_object_types && !v.full; i++) {
         char p[64];
         snprintf(p, sizeof(p), "optional_object_types[%zu]", i);
-        field(&v, "", p, r->object_types[i], K_TYPE);
+        field(&v, "", p, r->object_types[i], K_WATCH_TYPE);
     }
     for (size_t i = 0; i < r->n_filters && !v.full; i++) {
         char p[64];

@@ -146,3 +146,23 @@ def test_import_names(admin):
     r = admin.post("/v1/relationships/read", json={"relationshipFilter": {"resourceType": "account",
                                                                            "optionalResourceId": "imp-n-acct"}})
     assert r.status_code == 200 and r.text.strip() == "", r.text
+
+
+def test_watch_and_export_names(admin):
+    import json
+    watch_type = "`^([a-z][a-z0-9_]{1,62}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$`"
+    r = admin.post("/v1/watch", json={"optionalObjectTypes": ["account", "Account"]}, timeout=30)
+    line = json.loads(r.text.strip().splitlines()[-1])
+    assert line["error"]["code"] == 3, line
+    assert line["error"]["message"] == "validation error: " + pat("optional_object_types[1]", watch_type)
+    r = admin.post("/v1/watch", json={"optionalRelationshipFilters": [{"resourceType": "account",
+                                                                        "optionalRelation": "X"}]},
+                   timeout=30)
+    line = json.loads(r.text.strip().splitlines()[-1])
+    assert line["error"]["message"] == "validation error: " + pat(
+        "optional_relationship_filters[0].optional_relation", REL_OPT), line
+    r = admin.post("/v1/relationships/exportbulk",
+                   json={"optionalRelationshipFilter": {"resourceType": "Account"}})
+    body = r.json() if r.status_code != 200 else json.loads(r.text.strip().splitlines()[-1])["error"]
+    assert body["code"] == 3 and body["message"] == "validation error: " + pat(
+        "optional_relationship_filter.resource_type", TYPE_OPT), r.text

@@ -124,6 +124,8 @@ void kw__v1_names_str(kw__v1_names_t *v, const char *name, kw_str_t s, kw__v1_na
 void kw__v1_names_object(kw__v1_names_t *v, const char *path, kw_object_t o);
 void kw__v1_names_subject(kw__v1_names_t *v, const char *path, const kw_subject_t *s);
 void kw__v1_names_rel(kw__v1_names_t *v, const char *path, const kw_rel_t *r);
+/* Does every name of r match (no message built: the fast path of a valid relationship)? */
+bool kw__v1_names_rel_ok(const kw_rel_t *r);
 /* A RelationshipFilter (and its optional_resource_id_prefix, which the service layer keeps
  * beside the filter). */
 void kw__v1_names_filter(kw__v1_names_t *v, const char *path, const kw_filter_t *f,

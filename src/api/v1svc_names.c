@@ -13,6 +13,7 @@
  * The patterns are matched by hand (no regex engine); each one is written out below next
  * to its matcher. Both transports reach this through the service layer's RPC functions.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,14 +30,31 @@
 /* WatchRequest.optional_object_types: its prefixes may be 64 bytes, as a definition's. */
 #define P_WATCH_TYPE "^([a-z][a-z0-9_]{1,62}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$"
 
-static bool lower(char c)
+/* Character classes, one table lookup per byte (ids are checked on every request). */
+enum { C_LOWER = 1, C_NAME = 2, C_ID = 4, C_CAVEAT = 8 };
+/* Process singleton: filled once (class_init), read-only afterwards. */
+static uint8_t g_class[256];
+static pthread_once_t g_class_once = PTHREAD_ONCE_INIT;
+
+static void class_init(void)
 {
-    return c >= 'a' && c <= 'z';
+    for (int c = 0; c < 256; c++) {
+        bool lo = c >= 'a' && c <= 'z', digit = c >= '0' && c <= '9';
+        bool alnum = lo || digit || (c >= 'A' && c <= 'Z');
+        g_class[c] = (uint8_t)((lo ? C_LOWER : 0) | (lo || digit || c == '_' ? C_NAME : 0) |
+                               (alnum || (c && strchr("/_|-=+", c)) ? C_ID : 0) |
+                               (alnum || (c && strchr("/_|-", c)) ? C_CAVEAT : 0));
+    }
 }
 
-static bool alnum(char c)
+static bool is(char c, unsigned cls)
 {
-    return lower(c) || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+    return (g_class[(unsigned char)c] & cls) != 0;
+}
+
+static bool lower(char c)
+{
+    return is(c, C_LOWER);
 }
 
 /* [a-z][a-z0-9_]{1,max-2}[a-z0-9] */
@@ -45,7 +63,7 @@ static bool segment(const char *s, size_t len, size_t max)
     if (len < 3 || len > max || !lower(s[0]) || s[len - 1] == '_')
         return false;
     for (size_t i = 1; i < len; i++)
-        if (!lower(s[i]) && !(s[i] >= '0' && s[i] <= '9') && s[i] != '_')
+        if (!is(s[i], C_NAME))
             return false;
     return true;
 }
@@ -69,23 +87,21 @@ static bool id_chars(kw_str_t s)
 {
     if (s.len == 0)
         return false;
-    for (size_t i = 0; i < s.len; i++) {
-        char c = s.ptr[i];
-        if (!alnum(c) && c != '/' && c != '_' && c != '|' && c != '-' && c != '=' && c != '+')
+    for (size_t i = 0; i < s.len; i++)
+        if (!is(s.ptr[i], C_ID))
             return false;
-    }
     return true;
 }
 
 static bool caveat_ok(kw_str_t s)
 {
-    if (s.len == 0 || s.len > 128 || (!alnum(s.ptr[0]) && s.ptr[0] != '_'))
+    /* first [a-zA-Z0-9_]: a caveat character but '/', '|' and '-' */
+    if (s.len == 0 || s.len > 128 || !is(s.ptr[0], C_CAVEAT) || s.ptr[0] == '/' ||
+        s.ptr[0] == '|' || s.ptr[0] == '-')
         return false;
-    for (size_t i = 1; i < s.len; i++) {
-        char c = s.ptr[i];
-        if (!alnum(c) && c != '/' && c != '_' && c != '|' && c != '-')
+    for (size_t i = 1; i < s.len; i++)
+        if (!is(s.ptr[i], C_CAVEAT))
             return false;
-    }
     return true;
 }
 
@@ -151,6 +167,7 @@ static size_t max_of(kind_t k)
 
 void kw__v1_names_init(kw__v1_names_t *v)
 {
+    pthread_once(&g_class_once, class_init);
     v->n = 0;
     v->len = 0;
     v->full = false;
@@ -190,9 +207,33 @@ static void field(kw__v1_names_t *v, const char *path, const char *name, kw_str_
     }
 }
 
+/* out = a + b, cut to fit (paths are short: a cut one only shortens a message). */
 static void join(char *out, size_t cap, const char *a, const char *b)
 {
-    snprintf(out, cap, "%s%s", a, b);
+    size_t n = 0;
+    for (const char *p = a; *p && n + 1 < cap; p++)
+        out[n++] = *p;
+    for (const char *p = b; *p && n + 1 < cap; p++)
+        out[n++] = *p;
+    out[n] = '\0';
+}
+
+/* The fast path: every request that is valid (nearly all) builds no path at all. */
+static bool ok(kind_t k, kw_str_t s)
+{
+    return s.len <= max_of(k) && matches(k, s);
+}
+
+static bool subject_ok(const kw_subject_t *s)
+{
+    return ok(K_TYPE, s->type) && ok(K_ID, s->id) && ok(K_REL_OPT, s->relation);
+}
+
+bool kw__v1_names_rel_ok(const kw_rel_t *r)
+{
+    pthread_once(&g_class_once, class_init);
+    return ok(K_TYPE, r->resource.type) && ok(K_ID, r->resource.id) && ok(K_REL, r->relation) &&
+           subject_ok(&r->subject) && (r->caveat.len == 0 || ok(K_CAVEAT, r->caveat));
 }
 
 void kw__v1_names_object(kw__v1_names_t *v, const char *path, kw_object_t o)
@@ -203,6 +244,8 @@ void kw__v1_names_object(kw__v1_names_t *v, const char *path, kw_object_t o)
 
 void kw__v1_names_subject(kw__v1_names_t *v, const char *path, const kw_subject_t *s)
 {
+    if (subject_ok(s))
+        return;
     char p[160];
     join(p, sizeof(p), path, "object.");
     kw__v1_names_object(v, p, (kw_object_t){s->type, s->id});
@@ -217,6 +260,8 @@ void kw__v1_names_str(kw__v1_names_t *v, const char *path, kw_str_t s, kw__v1_na
 
 void kw__v1_names_rel(kw__v1_names_t *v, const char *path, const kw_rel_t *r)
 {
+    if (kw__v1_names_rel_ok(r))
+        return;
     char p[160];
     join(p, sizeof(p), path, "resource.");
     kw__v1_names_object(v, p, r->resource);
@@ -236,7 +281,8 @@ void kw__v1_names_filter(kw__v1_names_t *v, const char *path, const kw_filter_t 
     field(v, path, "optional_resource_id", f->resource_id, K_ID_OPT);
     field(v, path, "optional_resource_id_prefix", id_prefix, K_ID_OPT);
     field(v, path, "optional_relation", f->relation, K_REL_OPT);
-    if (!f->has_subject)
+    if (!f->has_subject || (ok(K_TYPE, f->subject_type) && ok(K_SUBJ_ID_OPT, f->subject_id) &&
+                            (!f->subject_relation_set || ok(K_REL_OPT, f->subject_relation))))
         return;
     char p[160];
     join(p, sizeof(p), path, "optional_subject_filter.");
@@ -287,6 +333,9 @@ int kw__v1_names_check_bulk(const kw_v1_bulk_req_t *r, kw_v1_status_t *st)
     kw__v1_names_init(&v);
     for (size_t i = 0; i < r->n_items && !v.full; i++) {
         const kw_v1_bulk_item_t *it = &r->items[i];
+        if (ok(K_TYPE, it->resource.type) && ok(K_ID, it->resource.id) &&
+            ok(K_REL_OPT, it->permission) && subject_ok(&it->subject))
+            continue;
         char p[64], q[64];
         snprintf(p, sizeof(p), "items[%zu].resource.", i);
         kw__v1_names_object(&v, p, it->resource);
@@ -341,6 +390,8 @@ int kw__v1_names_write(const kw_v1_write_req_t *r, kw_v1_status_t *st)
     kw__v1_names_t v;
     kw__v1_names_init(&v);
     for (size_t i = 0; i < r->n_updates && !v.full; i++) {
+        if (kw__v1_names_rel_ok(&r->updates[i].rel))
+            continue;
         char p[64];
         snprintf(p, sizeof(p), "updates[%zu].relationship.", i);
         kw__v1_names_rel(&v, p, &r->updates[i].rel);

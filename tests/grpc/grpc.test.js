@@ -856,3 +856,29 @@ test('bulk import/export, schema reflection, experimental aliases, server reflec
     await assert.rejects(r.getDescriptorBySymbol('no.such.Symbol'));
   });
 });
+
+test('serve-testing --evict-lru: an instance is idle again once its gRPC call ends', async (t) => {
+  const port = await freePort();
+  const proc = spawn(BIN, ['serve-testing', '--grpc-addr', `127.0.0.1:${port}`, '--readonly-grpc-addr',
+    '127.0.0.1:0', '--http-enabled', 'false', '--max-instances', '1', '--evict-lru', 'true'],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  t.after(() => proc.kill('SIGTERM'));
+  await new Promise((resolve, reject) => {
+    let out = '';
+    const tm = setTimeout(() => reject(new Error('serve-testing did not start: ' + err)), 15000);
+    proc.stdout.on('data', (d) => { out += d; if (out.includes('grpc-readonly://')) { clearTimeout(tm); resolve(); } });
+    proc.once('exit', (c) => reject(new Error(`serve-testing exited ${c}: ${err}`)));
+  });
+  const as = (token) => v1.NewClient(token, `127.0.0.1:${port}`, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  const a = as('token-a');
+  const b = as('token-b');
+  t.after(() => { a.close(); b.close(); });
+  await a.promises.writeSchema(v1.WriteSchemaRequest.create({ schema: 'definition user {}' }));
+  // A's call is over, so its instance is idle: B's new token drops it (the bound is 1) ...
+  await rejects(b.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.NOT_FOUND);
+  // ... and A comes back to a new, empty instance (B's dropped in turn).
+  await rejects(a.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.NOT_FOUND);
+  assert.match(err, /instance dropped \(least recently used\)/);
+});

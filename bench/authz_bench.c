@@ -45,80 +45,10 @@
 #include <time.h>
 
 #include "authz/authz.h"
+#include "agents1m.h"
 #include "corun.h"
 
-#define MEMBERS_PER_ACCOUNT 20
-#define AGENTS_PER_ACCOUNT 10
-#define KEYS_PER_AGENT 100
-#define BATCH 1000
-#define ID_LEN 36
 #define MT_MAX_THREADS 64
-
-/* The default schema without its comments, for runs without a schema path. It must stay
- * equivalent to src/api/agentex.zed (tag-kw-agentex-schema). */
-static const char embedded_schema[] =
-    "definition user {}\n"
-    "definition service_account {}\n"
-    "definition account {\n"
-    "    relation admin: user | service_account\n"
-    "    relation member: user | service_account\n"
-    "    permission gate = admin + member\n"
-    "    permission manage = admin\n"
-    "    permission create_agent = admin + member\n"
-    "}\n"
-    "definition agent {\n"
-    "    relation account: account\n"
-    "    relation owner: user | service_account\n"
-    "    relation editor: user | service_account | account#member\n"
-    "    relation viewer: user | service_account | account#member\n"
-    "    relation self: agent\n"
-    "    permission tenant_gate = account->gate\n"
-    "    permission read = ((owner + editor + viewer + account->manage) & tenant_gate) + self\n"
-    "    permission update = (owner + editor + account->manage) & tenant_gate\n"
-    "    permission delete = (owner + account->manage) & tenant_gate\n"
-    "}\n"
-    "definition agent_api_key {\n"
-    "    relation parent_agent: agent\n"
-    "    relation account: account\n"
-    "    relation owner: user | service_account\n"
-    "    relation editor: user | service_account\n"
-    "    relation viewer: user | service_account\n"
-    "    permission tenant_gate = account->gate\n"
-    "    permission read = (owner + editor + viewer + parent_agent->update) & "
-    "parent_agent->read & tenant_gate\n"
-    "    permission update = (owner + editor) & parent_agent->update & tenant_gate\n"
-    "    permission delete = (owner + editor) & parent_agent->update & tenant_gate\n"
-    "}\n";
-
-typedef enum { K_USER = 1, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
-
-/* Writes the low `digits` nibbles of v as lowercase hex. */
-static char *hex(char *p, uint64_t v, int digits)
-{
-    static const char xd[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--)
-        *p++ = xd[(v >> (4 * i)) & 0xf];
-    return p;
-}
-
-/* A UUID-v4-shaped id for (kind, index), deterministic. out gets ID_LEN chars + NUL.
- * Formatted by hand: snprintf here was a third of the measured load time. */
-static void make_id(kind_t kind, uint64_t index, char out[ID_LEN + 1])
-{
-    uint64_t h1 = kw_hash_u64(((uint64_t)kind << 56) ^ index ^ 0x9e3779b97f4a7c15ULL);
-    uint64_t h2 = kw_hash_u64(h1 ^ 0xd1b54a32d192ed03ULL);
-    char *p = hex(out, h1 >> 32, 8);
-    *p++ = '-';
-    p = hex(p, (h1 >> 16) & 0xffffu, 4);
-    *p++ = '-';
-    *p++ = '4';
-    p = hex(p, h1 & 0xfffu, 3);
-    *p++ = '-';
-    p = hex(p, 0x8000u | ((h2 >> 48) & 0x3fffu), 4);
-    *p++ = '-';
-    p = hex(p, h2 & 0xffffffffffffULL, 12);
-    *p = '\0';
-}
 
 static double now_s(void)
 {
@@ -166,78 +96,6 @@ static _Noreturn void die(const char *what, int rc, const kw_diag_t *d)
     fprintf(stderr, "authz_bench: %s: %s (%s)\n", what, d && d->msg[0] ? d->msg : "",
             kw_err_name(rc));
     exit(1);
-}
-
-/* ---- loading ---- */
-
-typedef struct batch {
-    kw_update_t ups[BATCH];
-    char ids[BATCH][2][ID_LEN + 1];
-    size_t n;
-    kw_engine_t *e;
-    double write_s;
-    size_t total;
-} batch_t;
-
-static void flush(batch_t *b)
-{
-    if (b->n == 0)
-        return;
-    kw_diag_t d;
-    double t0 = now_s();
-    int rc = kw_engine_write(b->e, b->ups, b->n, NULL, 0, 0, NULL, &d);
-    b->write_s += now_s() - t0;
-    if (rc != KW_OK)
-        die("write", rc, &d);
-    b->total += b->n;
-    b->n = 0;
-}
-
-static void add(batch_t *b, const char *rtype, kind_t rk, uint64_t ri, const char *rel,
-                const char *stype, kind_t sk, uint64_t si)
-{
-    size_t i = b->n;
-    make_id(rk, ri, b->ids[i][0]);
-    make_id(sk, si, b->ids[i][1]);
-    kw_update_t *u = &b->ups[i];
-    u->op = KW_OP_TOUCH;
-    u->rel.resource.type = kw_str_c(rtype);
-    u->rel.resource.id = (kw_str_t){b->ids[i][0], ID_LEN};
-    u->rel.relation = kw_str_c(rel);
-    u->rel.subject.type = kw_str_c(stype);
-    u->rel.subject.id = (kw_str_t){b->ids[i][1], ID_LEN};
-    u->rel.subject.relation = KW_STR_NULL;
-    if (++b->n == BATCH)
-        flush(b);
-}
-
-/* The member index (1..19) that owns agent j of an account, and so all its keys. */
-static uint64_t agent_owner_member(uint64_t j)
-{
-    return 1 + j % (MEMBERS_PER_ACCOUNT - 1);
-}
-
-static void load(batch_t *b, uint64_t n_accounts)
-{
-    for (uint64_t a = 0; a < n_accounts; a++) {
-        for (uint64_t m = 0; m < MEMBERS_PER_ACCOUNT; m++)
-            add(b, "account", K_ACCOUNT, a, m == 0 ? "admin" : "member", "user", K_USER,
-                a * MEMBERS_PER_ACCOUNT + m);
-        for (uint64_t j = 0; j < AGENTS_PER_ACCOUNT; j++) {
-            uint64_t g = a * AGENTS_PER_ACCOUNT + j;
-            uint64_t owner = a * MEMBERS_PER_ACCOUNT + agent_owner_member(j);
-            add(b, "agent", K_AGENT, g, "account", "account", K_ACCOUNT, a);
-            add(b, "agent", K_AGENT, g, "owner", "user", K_USER, owner);
-            add(b, "agent", K_AGENT, g, "self", "agent", K_AGENT, g);
-            for (uint64_t i = 0; i < KEYS_PER_AGENT; i++) {
-                uint64_t k = g * KEYS_PER_AGENT + i;
-                add(b, "agent_api_key", K_KEY, k, "parent_agent", "agent", K_AGENT, g);
-                add(b, "agent_api_key", K_KEY, k, "account", "account", K_ACCOUNT, a);
-                add(b, "agent_api_key", K_KEY, k, "owner", "user", K_USER, owner);
-            }
-        }
-    }
-    flush(b);
 }
 
 /* ---- measuring ---- */
@@ -764,13 +622,13 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    size_t schema_len = sizeof(embedded_schema) - 1;
+    size_t schema_len = sizeof(agents1m_schema) - 1;
     char *schema_owned = schema_path ? slurp(schema_path, &schema_len) : NULL;
     if (schema_path && !schema_owned) {
         fprintf(stderr, "authz_bench: cannot read %s\n", schema_path);
         return 1;
     }
-    kw_str_t schema = {schema_owned ? schema_owned : embedded_schema, schema_len};
+    kw_str_t schema = {schema_owned ? schema_owned : agents1m_schema, schema_len};
 
     double *lat = kw_malloc(sizeof(double) * (checks > runs ? checks : runs));
     batch_t *b = kw_calloc(1, sizeof(*b));
@@ -788,8 +646,9 @@ int main(int argc, char **argv)
     if ((rc = kw_engine_set_schema(e, schema, NULL, &d)) != KW_OK)
         die("schema", rc, &d);
     b->e = e;
+    b->prog = "authz_bench";
     double t0 = now_s(), c0 = cpu_s();
-    load(b, n_accounts);
+    agents1m_load(b, n_accounts);
     double load_s = now_s() - t0, load_cpu_s = cpu_s() - c0;
     long rss1 = rss_kb();
     size_t n_rels = kw_engine_count(e);

@@ -31,82 +31,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "agents1m.h"
 #include "authz/engine_int.h"
-
-#define MEMBERS_PER_ACCOUNT 20
-#define AGENTS_PER_ACCOUNT 10
-#define KEYS_PER_AGENT 100
-#define BATCH 1000
-#define ID_LEN 36
-
-/* tag-kw-agentex-schema: equivalent to src/api/agentex.zed. */
-static const char agentex[] =
-    "definition user {}\n"
-    "definition service_account {}\n"
-    "definition account {\n"
-    "    relation admin: user | service_account\n"
-    "    relation member: user | service_account\n"
-    "    permission gate = admin + member\n"
-    "    permission manage = admin\n"
-    "    permission create_agent = admin + member\n"
-    "}\n"
-    "definition agent {\n"
-    "    relation account: account\n"
-    "    relation owner: user | service_account\n"
-    "    relation editor: user | service_account | account#member\n"
-    "    relation viewer: user | service_account | account#member\n"
-    "    relation self: agent\n"
-    "    permission tenant_gate = account->gate\n"
-    "    permission read = ((owner + editor + viewer + account->manage) & tenant_gate) + self\n"
-    "    permission update = (owner + editor + account->manage) & tenant_gate\n"
-    "    permission delete = (owner + account->manage) & tenant_gate\n"
-    "}\n"
-    "definition agent_api_key {\n"
-    "    relation parent_agent: agent\n"
-    "    relation account: account\n"
-    "    relation owner: user | service_account\n"
-    "    relation editor: user | service_account\n"
-    "    relation viewer: user | service_account\n"
-    "    permission tenant_gate = account->gate\n"
-    "    permission read = (owner + editor + viewer + parent_agent->update) & "
-    "parent_agent->read & tenant_gate\n"
-    "    permission update = (owner + editor) & parent_agent->update & tenant_gate\n"
-    "    permission delete = (owner + editor) & parent_agent->update & tenant_gate\n"
-    "}\n";
 
 static const char docs[] = "definition user {}\n"
                            "definition doc {\n"
                            "    relation viewer: user\n"
                            "    permission view = viewer\n"
                            "}\n";
-
-typedef enum { K_NONE = 0, K_USER, K_ACCOUNT, K_AGENT, K_KEY } kind_t;
-
-static char *hex(char *p, uint64_t v, int digits)
-{
-    static const char xd[] = "0123456789abcdef";
-    for (int i = digits - 1; i >= 0; i--)
-        *p++ = xd[(v >> (4 * i)) & 0xf];
-    return p;
-}
-
-/* The ids of bench/authz_bench.c: UUID-shaped, derived from (kind, index). */
-static void make_id(kind_t kind, uint64_t index, char out[ID_LEN + 1])
-{
-    uint64_t h1 = kw_hash_u64(((uint64_t)kind << 56) ^ index ^ 0x9e3779b97f4a7c15ULL);
-    uint64_t h2 = kw_hash_u64(h1 ^ 0xd1b54a32d192ed03ULL);
-    char *p = hex(out, h1 >> 32, 8);
-    *p++ = '-';
-    p = hex(p, (h1 >> 16) & 0xffffu, 4);
-    *p++ = '-';
-    *p++ = '4';
-    p = hex(p, h1 & 0xfffu, 3);
-    *p++ = '-';
-    p = hex(p, 0x8000u | ((h2 >> 48) & 0x3fffu), 4);
-    *p++ = '-';
-    p = hex(p, h2 & 0xffffffffffffULL, 12);
-    *p = '\0';
-}
 
 static double now_s(void)
 {
@@ -120,65 +52,6 @@ static _Noreturn void die(const char *what, int rc, const kw_diag_t *d)
     fprintf(stderr, "lookup_bench: %s: %s (%s)\n", what, d && d->msg[0] ? d->msg : "",
             kw_err_name(rc));
     exit(1);
-}
-
-typedef struct batch {
-    kw_update_t ups[BATCH];
-    char ids[BATCH][2][ID_LEN + 1];
-    size_t n;
-    kw_engine_t *e;
-} batch_t;
-
-static void flush(batch_t *b)
-{
-    kw_diag_t d;
-    if (b->n == 0)
-        return;
-    int rc = kw_engine_write(b->e, b->ups, b->n, NULL, 0, 0, NULL, &d);
-    if (rc != KW_OK)
-        die("write", rc, &d);
-    b->n = 0;
-}
-
-static void add(batch_t *b, const char *rtype, kind_t rk, uint64_t ri, const char *rel,
-                const char *stype, kind_t sk, uint64_t si)
-{
-    size_t i = b->n;
-    if (rk)
-        make_id(rk, ri, b->ids[i][0]);
-    else
-        memcpy(b->ids[i][0], "big", 4); /* kind 0: the object doc:big */
-    make_id(sk, si, b->ids[i][1]);
-    kw_update_t *u = &b->ups[i];
-    u->op = KW_OP_TOUCH;
-    u->rel.resource = (kw_object_t){kw_str_c(rtype), kw_str_c(b->ids[i][0])};
-    u->rel.relation = kw_str_c(rel);
-    u->rel.subject = (kw_subject_t){kw_str_c(stype), {b->ids[i][1], ID_LEN}, KW_STR_NULL};
-    if (++b->n == BATCH)
-        flush(b);
-}
-
-static void load_agents(batch_t *b, uint64_t n_accounts)
-{
-    for (uint64_t a = 0; a < n_accounts; a++) {
-        for (uint64_t m = 0; m < MEMBERS_PER_ACCOUNT; m++)
-            add(b, "account", K_ACCOUNT, a, m == 0 ? "admin" : "member", "user", K_USER,
-                a * MEMBERS_PER_ACCOUNT + m);
-        for (uint64_t j = 0; j < AGENTS_PER_ACCOUNT; j++) {
-            uint64_t g = a * AGENTS_PER_ACCOUNT + j;
-            uint64_t owner = a * MEMBERS_PER_ACCOUNT + 1 + j % (MEMBERS_PER_ACCOUNT - 1);
-            add(b, "agent", K_AGENT, g, "account", "account", K_ACCOUNT, a);
-            add(b, "agent", K_AGENT, g, "owner", "user", K_USER, owner);
-            add(b, "agent", K_AGENT, g, "self", "agent", K_AGENT, g);
-            for (uint64_t i = 0; i < KEYS_PER_AGENT; i++) {
-                uint64_t k = g * KEYS_PER_AGENT + i;
-                add(b, "agent_api_key", K_KEY, k, "parent_agent", "agent", K_AGENT, g);
-                add(b, "agent_api_key", K_KEY, k, "account", "account", K_ACCOUNT, a);
-                add(b, "agent_api_key", K_KEY, k, "owner", "user", K_USER, owner);
-            }
-        }
-    }
-    flush(b);
 }
 
 static int count_res(const kw_resource_result_t *r, void *ud)
@@ -307,10 +180,12 @@ int main(int argc, char **argv)
     int rc = kw_engine_new(&e);
     if (rc != KW_OK)
         die("engine", rc, NULL);
-    if ((rc = kw_engine_set_schema(e, (kw_str_t){agentex, sizeof(agentex) - 1}, NULL, &d)))
+    if ((rc = kw_engine_set_schema(e, (kw_str_t){agents1m_schema, sizeof(agents1m_schema) - 1},
+                                   NULL, &d)))
         die("schema", rc, &d);
     b->e = e;
-    load_agents(b, n_accounts);
+    b->prog = "lookup_bench";
+    agents1m_load(b, n_accounts);
 
     static const struct {
         const char *name;

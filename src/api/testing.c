@@ -5,8 +5,13 @@
  *
  * The registry is an array of instances searched by the keyed hash of their token (a
  * few hundred at most: a linear scan of 32-byte hashes is cheaper than the RPC's own
- * decoding). It only grows; an instance, once made, lives until kw_api_testing_free, so
- * the kw_api_t handed to a request never goes away under it.
+ * decoding). Each instance counts the requests that use it (kw_api_testing_instance takes
+ * one, kw_api_testing_release gives it back) and remembers when it was last taken.
+ * Eviction (tag-kw-testing-evict, off by default) only ever drops an instance no request
+ * uses, so a kw_api_t handed out never goes away under its request: with evict_lru, a new
+ * token past max_instances drops the least recently used idle instance instead of being
+ * refused; with idle_s, instances unused that long are dropped whenever a new token comes.
+ * A dropped token that comes back gets a new, empty instance.
  *
  * Lock: t->mu guards the array, its count and t->http. It is held while an instance is
  * made (opening its in-memory store, starting its threads), which takes only that new
@@ -15,6 +20,7 @@
 #include <pthread.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -25,12 +31,21 @@
 
 #define KW_MODULE "testing"
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 typedef struct instance {
     uint8_t hash[KW_KEY_HASH_LEN]; /* the token's, under t->keyring */
     kw_store_t *store;
     kw_engine_t *engine;
     kw_sync_t *sync;
     kw_api_t *api;
+    unsigned refs;    /* requests using it now (under t->mu) */
+    uint64_t last_ns; /* when it was last taken (monotonic) */
 } instance_t;
 
 struct kw_api_testing {
@@ -40,11 +55,12 @@ struct kw_api_testing {
     instance_t *inst; /* cfg.max_instances slots */
     size_t n;
     kw_http_server_t *http;
+    uint64_t evicted; /* instances dropped so far */
 };
 
 int kw_api_testing_new(const kw_api_testing_config_t *cfg, kw_api_testing_t **out, kw_diag_t *diag)
 {
-    kw_api_testing_config_t c = {0, 0};
+    kw_api_testing_config_t c = {0, 0, false, 0};
     if (cfg)
         c = *cfg;
     if (!c.max_instances)
@@ -153,6 +169,39 @@ fail:
                        "cannot make a new instance (see the log)");
 }
 
+/* Drops instance i (no request uses it), under t->mu: the last one takes its slot. */
+static void evict(kw_api_testing_t *t, size_t i, const char *why)
+{
+    kw_api_serve_on(t->inst[i].api, NULL);
+    instance_free(&t->inst[i]);
+    if (i != t->n - 1)
+        t->inst[i] = t->inst[t->n - 1];
+    memset(&t->inst[t->n - 1], 0, sizeof(t->inst[0]));
+    t->n--;
+    t->evicted++;
+    kw_log(KW_LOG_INFO, KW_MODULE, "instance dropped (%s); %zu left", why, t->n);
+}
+
+/* Before a new instance is made, under t->mu: drops the idle ones past cfg.idle_s, then,
+ * when the registry is full and cfg.evict_lru, the least recently used one not in use. */
+static void make_room(kw_api_testing_t *t)
+{
+    uint64_t now = mono_ns();
+    if (t->cfg.idle_s)
+        for (size_t i = t->n; i-- > 0;)
+            if (t->inst[i].refs == 0 &&
+                now - t->inst[i].last_ns >= (uint64_t)t->cfg.idle_s * 1000000000ull)
+                evict(t, i, "idle");
+    if (t->n < t->cfg.max_instances || !t->cfg.evict_lru)
+        return;
+    size_t lru = t->n;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->inst[i].refs == 0 && (lru == t->n || t->inst[i].last_ns < t->inst[lru].last_ns))
+            lru = i;
+    if (lru < t->n)
+        evict(t, lru, "least recently used");
+}
+
 /* "Bearer <token>" -> the token: the scheme in any case, blanks around it skipped, as
  * kw_api_v1_authorize reads it (the same token must name the same instance there). */
 static bool bearer_token(const char *authorization, kw_str_t *tok)
@@ -186,14 +235,20 @@ int kw_api_testing_instance(kw_api_testing_t *t, const char *authorization, kw_a
     pthread_mutex_lock(&t->mu);
     for (size_t i = 0; i < t->n; i++) {
         if (kw_key_hash_eq(h, t->inst[i].hash)) {
+            t->inst[i].refs++;
+            t->inst[i].last_ns = mono_ns();
             *api = t->inst[i].api;
             goto out;
         }
     }
+    make_room(t);
     if (t->n == t->cfg.max_instances) {
         rc = kw_diag_set(diag, KW_ELIMIT, 0, 0,
-                         "serve-testing holds its maximum of %zu instances (one per token); "
-                         "restart it or raise --max-instances",
+                         t->cfg.evict_lru
+                             ? "serve-testing holds its maximum of %zu instances (one per "
+                               "token), every one in use; retry when one is idle"
+                             : "serve-testing holds its maximum of %zu instances (one per "
+                               "token); restart it, raise --max-instances or use --evict-lru",
                          t->cfg.max_instances);
         goto out;
     }
@@ -202,11 +257,41 @@ int kw_api_testing_instance(kw_api_testing_t *t, const char *authorization, kw_a
         goto out;
     if (t->http)
         kw_api_serve_on(t->inst[t->n].api, t->http);
+    t->inst[t->n].refs = 1;
+    t->inst[t->n].last_ns = mono_ns();
     *api = t->inst[t->n++].api;
     kw_log(KW_LOG_INFO, KW_MODULE, "instance %zu made for a new token", t->n);
 out:
     pthread_mutex_unlock(&t->mu);
     return rc;
+}
+
+void kw_api_testing_release(kw_api_testing_t *t, kw_api_t *api)
+{
+    if (!t || !api)
+        return;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < t->n; i++)
+        if (t->inst[i].api == api) {
+            if (t->inst[i].refs > 0)
+                t->inst[i].refs--;
+            t->inst[i].last_ns = mono_ns();
+            break;
+        }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void kw_api_testing_release_cb(void *ud, kw_api_t *api)
+{
+    kw_api_testing_release(ud, api);
+}
+
+uint64_t kw_api_testing_evicted(kw_api_testing_t *t)
+{
+    pthread_mutex_lock(&t->mu);
+    uint64_t n = t->evicted;
+    pthread_mutex_unlock(&t->mu);
+    return n;
 }
 
 size_t kw_api_testing_count(kw_api_testing_t *t)
@@ -328,7 +413,9 @@ bool kw_api_testing_on_headers(kw_http_req_t *req, kw_http_resp_t *resp, void *u
         return true;
     if (!request_instance(ud, req, resp, &api))
         return false;
-    return kw_api_on_headers(req, resp, api);
+    bool go = kw_api_on_headers(req, resp, api);
+    kw_api_testing_release(ud, api);
+    return go;
 }
 
 static void route_run(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
@@ -345,6 +432,8 @@ static void route_run(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
         r[idx].fn(req, resp, NULL);
         return;
     }
-    if (request_instance(ud, req, resp, &api))
-        r[idx].fn(req, resp, api);
+    if (request_instance(ud, req, resp, &api)) {
+        r[idx].fn(req, resp, api); /* a stream runs (and ends) within: the instance is used */
+        kw_api_testing_release(ud, api);
+    }
 }

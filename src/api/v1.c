@@ -120,6 +120,15 @@ bool kw__v1_on_worker(kw_http_req_t *req)
     return false;
 }
 
+json_t *kw__v1_stream_begin(kw_http_req_t *req, kw_http_resp_t *resp, void *ud,
+                            const kw__v1_msg_t *msg, kw_v1_consistency_t *cons, kw_api_t **api)
+{
+    if (!kw__v1_on_worker(req))
+        return NULL;
+    *api = kw__api_of(ud);
+    return kw__v1_begin(*api, req, resp, msg, cons);
+}
+
 json_t *kw__v1_begin(kw_api_t *api, kw_http_req_t *req, kw_http_resp_t *resp,
                      const kw__v1_msg_t *msg, kw_v1_consistency_t *cons)
 {

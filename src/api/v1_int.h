@@ -51,6 +51,11 @@ static inline kw_v1_caller_t kw__v1_caller(kw_http_req_t *req)
  * was on an event loop and has just been handed to a worker (return at once: it runs
  * again there). */
 bool kw__v1_on_worker(kw_http_req_t *req);
+/* The prologue of a streamed RPC's handler (ud: the route's, the api instance): on an
+ * event loop it hands the request to a worker and returns NULL (return at once: it runs
+ * again there); then kw__v1_begin with *api set. NULL: nothing more to do. */
+json_t *kw__v1_stream_begin(kw_http_req_t *req, kw_http_resp_t *resp, void *ud,
+                            const kw__v1_msg_t *msg, kw_v1_consistency_t *cons, kw_api_t **api);
 
 /* ---- v1_codec.c: errors ---- */
 /* Replaces resp with the error answer of st (grpc-gateway's status for its code). */

@@ -457,11 +457,9 @@ static int watch_emit(void *ud, const kw_v1_watch_event_t *ev)
 
 void kw__api_v1_watch(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_consistency_t cons;
-    json_t *body = kw__v1_begin(api, req, resp, &WATCH_MSG, &cons);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &WATCH_MSG, &cons, &api);
     if (!body)
         return;
     kw_v1_watch_req_t w;
@@ -523,12 +521,10 @@ static int export_emit(void *ud, const kw_v1_export_batch_t *b)
 
 void kw__api_v1_export(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_export_req_t r;
     memset(&r, 0, sizeof(r));
-    json_t *body = kw__v1_begin(api, req, resp, &EXPORT_MSG, &r.consistency);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &EXPORT_MSG, &r.consistency, &api);
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};
@@ -769,7 +765,7 @@ void kw__api_v1_import(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
     kw_v1_status_clear(&st);
     uint64_t n = 0;
     kw_revision_t rev = 0;
-    int rc = kw_v1_import_bulk(api, import_next, &in, &n, &rev, &st);
+    int rc = kw_v1_import_bulk(api, import_next, NULL, &in, &n, &rev, &st);
     json_decref(in.cur);
     kw_buf_free(&in.msg);
     if (rc != KW_OK) {

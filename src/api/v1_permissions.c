@@ -328,12 +328,10 @@ static int lr_emit(void *ud, const kw_v1_lr_result_t *r)
 
 void kw__api_v1_resources(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_lr_req_t r;
     memset(&r, 0, sizeof(r));
-    json_t *body = kw__v1_begin(api, req, resp, &LR_MSG, &r.consistency);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &LR_MSG, &r.consistency, &api);
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};
@@ -403,12 +401,10 @@ static const char *const WILDCARD_OPTIONS[] = {"WILDCARD_OPTION_UNSPECIFIED",
 
 void kw__api_v1_subjects(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_ls_req_t r;
     memset(&r, 0, sizeof(r));
-    json_t *body = kw__v1_begin(api, req, resp, &LS_MSG, &r.consistency);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &LS_MSG, &r.consistency, &api);
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};

@@ -118,12 +118,10 @@ static int read_emit(void *ud, const kw_v1_read_result_t *r)
 
 void kw__api_v1_rel_read(kw_http_req_t *req, kw_http_resp_t *resp, void *ud)
 {
-    if (!kw__v1_on_worker(req))
-        return;
-    kw_api_t *api = kw__api_of(ud);
     kw_v1_read_req_t r;
     memset(&r, 0, sizeof(r));
-    json_t *body = kw__v1_begin(api, req, resp, &READ_MSG, &r.consistency);
+    kw_api_t *api = NULL;
+    json_t *body = kw__v1_stream_begin(req, resp, ud, &READ_MSG, &r.consistency, &api);
     if (!body)
         return;
     kw__v1_perr_t e = {0, ""};

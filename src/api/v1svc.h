@@ -83,11 +83,13 @@ enum {
 };
 
 #define KW_V1_MAX_META 8
+/* Room for a message: SpiceDB's validation errors list every violation of a request. */
+#define KW_V1_STATUS_MSG 1024
 
 typedef struct kw_v1_status {
     int code;           /* KW_GRPC_* (0 until an error is set) */
     const char *reason; /* "ERROR_REASON_..." (static) or NULL: no ErrorInfo */
-    char msg[400];
+    char msg[KW_V1_STATUS_MSG];
     size_t n_meta; /* ErrorInfo.metadata: key (static) -> value */
     const char *meta_key[KW_V1_MAX_META];
     char meta_val[KW_V1_MAX_META][160];

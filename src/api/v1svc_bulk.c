@@ -120,6 +120,8 @@ static void export_shape(kw__v1_shape_t *sh, const kw_v1_export_req_t *req)
 int kw_v1_export_bulk(kw_api_t *svc, const kw_v1_export_req_t *req, kw_v1_export_fn emit, void *ud,
                       kw_v1_status_t *st)
 {
+    if (kw__v1_names_export(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_EXPORT_LIMIT, st);
     if (rc != KW_OK)
         return rc;
@@ -184,12 +186,15 @@ out:
 typedef struct import_ctx {
     kw_api_t *svc;
     kw_v1_import_next_fn next;
+    kw_v1_import_alive_fn alive;
     void *ud;
     uint64_t n_loaded;
     bool ran;
     kw_arena_t *a;
     kw_update_t *chunk;
-    int decode_rc; /* the transport's own error (a malformed message) */
+    int decode_rc;        /* the transport's own error (a malformed message) */
+    int gone_rc;          /* the client went away before the commit (KW_EIO, KW_ETIMEOUT) */
+    kw_v1_status_t names; /* a relationship's names broke SpiceDB's patterns (code != 0) */
 } import_ctx_t;
 
 static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
@@ -216,6 +221,17 @@ static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
                 c->decode_rc = rc;
                 return rc;
             }
+            /* SpiceDB's validation of each relationship's names (v1svc_names.c); the index
+             * counts the relationships of the whole stream. */
+            if (!kw__v1_names_rel_ok(&rel)) {
+                kw__v1_names_t v;
+                kw__v1_names_init(&v);
+                char path[48];
+                snprintf(path, sizeof(path), "relationships[%" PRIu64 "].", c->n_loaded + n);
+                kw__v1_names_rel(&v, path, &rel);
+                if (kw__v1_names_done(&v, &c->names) != KW_OK)
+                    return kw_diag_set(diag, KW_EINVAL, 0, 0, "%s", c->names.msg);
+            }
             c->chunk[n].op = KW_OP_CREATE;
             if ((rc = rel_copy_all(c->a, &rel, &c->chunk[n].rel)) != KW_OK)
                 return kw_diag_set(diag, rc, 0, 0, "out of memory");
@@ -230,13 +246,23 @@ static int import_tx(kw_store_tx_t *tx, void *ud, kw_diag_t *diag)
             return rc;
         c->n_loaded += n;
     }
+    /* The last moment the import can still be undone: a client that cancelled while the
+     * last chunk was written must not find it committed (returning an error rolls the
+     * transaction back). */
+    int rc = c->alive ? c->alive(c->ud) : KW_OK;
+    if (rc != KW_OK) {
+        c->gone_rc = rc;
+        return kw_diag_set(diag, rc, 0, 0, "%s",
+                           rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+    }
     return KW_OK;
 }
 
-int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, void *ud, uint64_t *n_loaded,
-                      kw_revision_t *written_at, kw_v1_status_t *st)
+int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, kw_v1_import_alive_fn alive,
+                      void *ud, uint64_t *n_loaded, kw_revision_t *written_at, kw_v1_status_t *st)
 {
-    import_ctx_t c = {svc, next, ud, 0, false, kw_arena_new(0), NULL, KW_OK};
+    import_ctx_t c = {svc, next, alive, ud, 0, false, kw_arena_new(0), NULL, KW_OK, KW_OK, {0}};
+    kw_v1_status_clear(&c.names);
     c.chunk = kw_calloc(IMPORT_CHUNK, sizeof(*c.chunk));
     int rc = KW_OK;
     if (!c.a || !c.chunk) {
@@ -248,7 +274,13 @@ int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, void *ud, uint64
     kw_revision_t rev = 0;
     rc = kw__api_write(svc, import_tx, &c, KW_SYNC_WRITE_ALONE, &rev, &d);
     if (rc != KW_OK) {
-        if (c.decode_rc != KW_OK)
+        if (c.names.code != 0)
+            *st = c.names;
+        else if (c.gone_rc != KW_OK)
+            kw_v1_fail(st, rc,
+                       c.gone_rc == KW_ETIMEOUT ? KW_GRPC_DEADLINE_EXCEEDED : KW_GRPC_CANCELLED,
+                       NULL, "%s", c.gone_rc == KW_ETIMEOUT ? "deadline exceeded" : "cancelled");
+        else if (c.decode_rc != KW_OK)
             kw_v1_fail(st, rc, KW_GRPC_INVALID_ARGUMENT, NULL, "%s",
                        d.msg[0] ? d.msg : "malformed request message");
         else

@@ -12,6 +12,7 @@
 
 #include "api_int.h"
 #include "v1svc.h"
+#include "v1svc_more.h"
 
 /* ---- reading the engine at the request's consistency (v1svc.c) ---- */
 
@@ -99,5 +100,53 @@ int kw__v1_cmp(kw_str_t a, kw_str_t b);
 KW_NODISCARD int kw__v1_limit_check(uint32_t limit, uint32_t max, kw_v1_status_t *st);
 /* A feature keyward does not implement: UNIMPLEMENTED naming it and why. */
 KW_NODISCARD int kw__v1_unimplemented(kw_v1_status_t *st, const char *what, const char *why);
+
+/* ---- names and ids against SpiceDB's patterns (v1svc_names.c) ---- */
+
+/* Collects the violations of one request, in field order; kw__v1_names_done turns them
+ * into SpiceDB's INVALID_ARGUMENT ("validation error: <path>: ..." or "validation
+ * errors:" and one " - " line each). Paths are proto field names; `path` arguments are
+ * prefixes ending in '.' (or ""). Too many violations end the list with " - ...". */
+typedef struct kw__v1_names {
+    size_t n;
+    size_t len;
+    bool full;
+    char text[KW_V1_STATUS_MSG - 24];
+} kw__v1_names_t;
+
+typedef enum {
+    KW__V1_NAME_TYPE,     /* an object type (required) */
+    KW__V1_NAME_TYPE_OPT, /* an object type or "" */
+    KW__V1_NAME_REL,      /* a relation or permission (required) */
+    KW__V1_NAME_REL_OPT,  /* a relation or permission or "" */
+} kw__v1_name_kind_t;
+
+void kw__v1_names_init(kw__v1_names_t *v);
+/* A top-level string field named `name`. */
+void kw__v1_names_str(kw__v1_names_t *v, const char *name, kw_str_t s, kw__v1_name_kind_t kind);
+void kw__v1_names_object(kw__v1_names_t *v, const char *path, kw_object_t o);
+void kw__v1_names_subject(kw__v1_names_t *v, const char *path, const kw_subject_t *s);
+void kw__v1_names_rel(kw__v1_names_t *v, const char *path, const kw_rel_t *r);
+/* Does every name of r match (no message built: the fast path of a valid relationship)? */
+bool kw__v1_names_rel_ok(const kw_rel_t *r);
+/* A RelationshipFilter (and its optional_resource_id_prefix, which the service layer keeps
+ * beside the filter). */
+void kw__v1_names_filter(kw__v1_names_t *v, const char *path, const kw_filter_t *f,
+                         kw_str_t id_prefix);
+/* optional_preconditions[i].filter of a write or delete. */
+void kw__v1_names_pre(kw__v1_names_t *v, const kw_precondition_t *pre, size_t n);
+/* KW_OK when nothing was collected, else KW_EINVAL with st filled. */
+KW_NODISCARD int kw__v1_names_done(const kw__v1_names_t *v, kw_v1_status_t *st);
+/* Each RPC's request, first thing in the RPC: KW_OK or KW_EINVAL with st filled. */
+KW_NODISCARD int kw__v1_names_check(const kw_v1_check_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_check_bulk(const kw_v1_bulk_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_expand(const kw_v1_expand_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_lr(const kw_v1_lr_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_ls(const kw_v1_ls_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_read(const kw_v1_read_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_write(const kw_v1_write_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_delete(const kw_v1_delete_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_export(const kw_v1_export_req_t *r, kw_v1_status_t *st);
+KW_NODISCARD int kw__v1_names_watch(const kw_v1_watch_req_t *r, kw_v1_status_t *st);
 
 #endif

@@ -147,8 +147,15 @@ KW_NODISCARD int kw_v1_export_bulk(kw_api_t *svc, const kw_v1_export_req_t *req,
  * exists already fails the whole import (ALREADY_EXISTS), as in SpiceDB. *n_loaded: how
  * many were written. */
 typedef int (*kw_v1_import_next_fn)(void *ud, kw_rel_t *rel, kw_diag_t *diag);
-KW_NODISCARD int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next, void *ud,
-                                   uint64_t *n_loaded, kw_revision_t *written_at,
-                                   kw_v1_status_t *st);
+/* Asked once, after the last relationship is written and right before the transaction
+ * commits: is the client still there? KW_OK commits; KW_EIO (cancelled: RST_STREAM, a
+ * closed connection) or KW_ETIMEOUT (its deadline passed) rolls the whole import back and
+ * the RPC fails CANCELLED / DEADLINE_EXCEEDED: a client told "cancelled" must not find
+ * the import written. (A cancel that arrives after this question is too late, as for any
+ * server.) NULL: the transport cannot tell (always commits). */
+typedef int (*kw_v1_import_alive_fn)(void *ud);
+KW_NODISCARD int kw_v1_import_bulk(kw_api_t *svc, kw_v1_import_next_fn next,
+                                   kw_v1_import_alive_fn alive, void *ud, uint64_t *n_loaded,
+                                   kw_revision_t *written_at, kw_v1_status_t *st);
 
 #endif

@@ -110,6 +110,8 @@ int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t 
 {
     resp->trace = NULL;
     resp->schema_used = KW_STR_NULL;
+    if (kw__v1_names_check(req, st) != KW_OK)
+        return KW_EINVAL;
     if (req->with_tracing)
         return check_traced(svc, req, resp, st);
     kw_diag_t d;
@@ -149,6 +151,8 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
                           "check count of %zu is greater than maximum allowed of %u", req->n_items,
                           KW_V1_MAX_BULK_ITEMS);
+    if (kw__v1_names_check_bulk(req, st) != KW_OK)
+        return KW_EINVAL;
     size_t n = req->n_items;
     kw_check_item_t *items = n ? kw_arena_alloc(req->arena, n * sizeof(*items)) : NULL;
     if (n && !items)
@@ -415,6 +419,8 @@ out:
 int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn emit, void *ud,
                            kw_v1_status_t *st)
 {
+    if (kw__v1_names_lr(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_LOOKUP_LIMIT, st);
     if (rc != KW_OK)
         return rc;
@@ -515,6 +521,8 @@ static int cmp_subj(const void *a, const void *b)
 int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn emit, void *ud,
                           kw_v1_status_t *st)
 {
+    if (kw__v1_names_ls(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc;
     uint8_t shape[KW__V1_SHAPE_LEN];
     kw__v1_shape_t sh;
@@ -595,6 +603,8 @@ out:
 int kw_v1_expand(kw_api_t *svc, const kw_v1_expand_req_t *req, kw_v1_expand_resp_t *resp,
                  kw_v1_status_t *st)
 {
+    if (kw__v1_names_expand(req, st) != KW_OK)
+        return KW_EINVAL;
     kw_diag_t d;
     kw_diag_clear(&d);
     kw__v1_read_t hold;

@@ -107,6 +107,8 @@ static int read_collect(const kw_rel_t *rel, void *ud)
 int kw_v1_read_relationships(kw_api_t *svc, const kw_v1_read_req_t *req, kw_v1_read_fn emit,
                              void *ud, kw_v1_status_t *st)
 {
+    if (kw__v1_names_read(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc = kw__v1_limit_check(req->limit, KW_V1_MAX_READ_LIMIT, st);
     if (rc == KW_OK)
         rc = check_prefix(&req->filter, req->resource_id_prefix, st);
@@ -338,6 +340,8 @@ int kw_v1_write_relationships(kw_api_t *svc, const kw_v1_write_req_t *req,
     if (rc != KW_OK)
         return rc;
     kw_diag_t d;
+    if ((rc = kw__v1_names_write(req, st)) != KW_OK)
+        return rc;
     kw_diag_clear(&d);
     /* Refused before any transaction: 400 naming the relation and type. */
     if (req->n_updates &&
@@ -357,6 +361,8 @@ int kw_v1_delete_relationships(kw_api_t *svc, const kw_v1_delete_req_t *req,
                                kw_v1_delete_resp_t *resp, kw_v1_status_t *st)
 {
     /* optionalTransactionMetadata: accepted and not kept, as for a write. */
+    if (kw__v1_names_delete(req, st) != KW_OK)
+        return KW_EINVAL;
     int rc = check_pre_count(req->n_pre, st);
     if (rc == KW_OK)
         rc = kw__v1_limit_check(req->limit, KW_V1_MAX_DELETE_LIMIT, st);

@@ -44,6 +44,8 @@ kw_revision_t kw_v1_watch_now(kw_api_t *svc)
 int kw_v1_watch(kw_api_t *svc, const kw_v1_watch_req_t *req, kw_v1_watch_fn emit, void *ud,
                 kw_v1_status_t *st)
 {
+    if (kw__v1_names_watch(req, st) != KW_OK)
+        return KW_EINVAL;
     if (req->relationship_kinds && req->n_object_types && req->n_filters)
         return kw_v1_fail(st, KW_EINVAL, KW_GRPC_INVALID_ARGUMENT, NULL,
                           "cannot specify both object types and relationship filters");

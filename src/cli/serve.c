@@ -93,30 +93,6 @@ static const char *env_or(const char *name, const char *dflt)
     return v && v[0] ? v : dflt;
 }
 
-/* "HOST:PORT" or "[V6]:PORT" -> host (malloc'd) and port. */
-static bool parse_listen(const char *s, char **host, uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (h[0] == '[') {
-        if (hlen < 3 || h[hlen - 1] != ']')
-            return false;
-        h++;
-        hlen -= 2;
-    }
-    char *end = NULL;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (errno || !end || *end || end == colon + 1 || p < 0 || p > 65535)
-        return false;
-    *host = kw_strndup(h, hlen);
-    *port = (uint16_t)p;
-    return *host != NULL;
-}
-
 /* Picks the schema: --schema FILE, else the stored one, else the built-in; *source names
  * it for the messages. Prints why it could not. */
 static int pick_schema(kw_sync_t *sync, const char *schema_path, kw_buf_t *text,
@@ -377,7 +353,7 @@ int kw_cli_serve(int argc, char **argv)
         return 2;
     char *host = NULL;
     uint16_t port = 0;
-    if (!parse_listen(listen, &host, &port)) {
+    if (!kw_cli_parse_addr(listen, false, &host, &port)) {
         fprintf(stderr, "keyward serve: --listen wants HOST:PORT, got '%s'\n", listen);
         return 2;
     }
@@ -390,7 +366,7 @@ int kw_cli_serve(int argc, char **argv)
         kw_free(host);
         return 2;
     }
-    if (grpc_listen && !parse_listen(grpc_listen, &grpc_host, &grpc_port)) {
+    if (grpc_listen && !kw_cli_parse_addr(grpc_listen, false, &grpc_host, &grpc_port)) {
         fprintf(stderr, "keyward serve: --grpc-listen wants HOST:PORT, got '%s'\n", grpc_listen);
         kw_free(host);
         return 2;

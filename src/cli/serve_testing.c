@@ -37,7 +37,8 @@ static void usage(FILE *f)
         "usage: keyward serve-testing [--grpc-addr HOST:PORT] [--readonly-grpc-addr HOST:PORT]\n"
         "                             [--http-addr HOST:PORT]\n"
         "                             [--http-enabled true|false] [--max-instances N]\n"
-        "                             [--instance-memory-mib N]\n"
+        "                             [--instance-memory-mib N] [--evict-lru true|false]\n"
+        "                             [--instance-idle-s N]\n"
         "\n"
         "A throwaway server for test suites, as `spicedb serve-testing`: every distinct\n"
         "`authorization: Bearer <token>` gets its own empty in-memory instance (schema and\n"
@@ -57,39 +58,21 @@ static void usage(FILE *f)
         "  --http-enabled B        serve the gateway at all (default true)\n"
         "  --max-instances N       instances (tokens) at most, 1-%u (default %u); a new "
         "token past\n"
-        "                          it is refused: gRPC RESOURCE_EXHAUSTED, HTTP 429\n"
+        "                          it is refused: gRPC RESOURCE_EXHAUSTED, HTTP 429 (but see\n"
+        "                          --evict-lru)\n"
         "  --instance-memory-mib N each instance's store at most N MiB, 1-4096 (default %u);"
         " a write\n"
         "                          past it fails with RESOURCE_EXHAUSTED\n"
+        "  --evict-lru B           at --max-instances, a new token drops the least recently\n"
+        "                          used instance no request is using (its token comes back\n"
+        "                          to a new, empty one) instead of being refused (default false)\n"
+        "  --instance-idle-s N     drop instances no request used for N seconds, 1-604800,\n"
+        "                          checked when a new token arrives (default: never)\n"
         "\n"
         "stdout: `listening on grpc://HOST:PORT`, `listening on grpc-readonly://HOST:PORT`,\n"
         "then `listening on http://HOST:PORT`.\n"
         "A port already taken is an error (exit 1). SIGTERM or SIGINT stops it (exit 0).\n",
         65536u, KW_TESTING_MAX_INSTANCES, KW_TESTING_INSTANCE_BYTES >> 20);
-}
-
-/* "HOST:PORT", "[V6]:PORT" or ":PORT" (every interface) -> host (malloc'd) and port. */
-static bool parse_addr(const char *s, char **host, uint16_t *port)
-{
-    const char *colon = strrchr(s, ':');
-    if (!colon)
-        return false;
-    const char *h = s;
-    size_t hlen = (size_t)(colon - s);
-    if (hlen && h[0] == '[') {
-        if (hlen < 3 || h[hlen - 1] != ']')
-            return false;
-        h++;
-        hlen -= 2;
-    }
-    char *end = NULL;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (errno || !end || *end || end == colon + 1 || p < 0 || p > 65535)
-        return false;
-    *host = hlen ? kw_strndup(h, hlen) : kw_strndup("0.0.0.0", 7);
-    *port = (uint16_t)p;
-    return *host != NULL;
 }
 
 static bool parse_ulong(const char *s, unsigned long min, unsigned long max, unsigned long *out)
@@ -104,7 +87,8 @@ static bool parse_ulong(const char *s, unsigned long min, unsigned long max, uns
 }
 
 typedef struct opts {
-    const char *grpc_addr, *ro_grpc_addr, *http_addr, *http_enabled, *max_instances, *memory_mib;
+    const char *grpc_addr, *ro_grpc_addr, *http_addr, *http_enabled, *max_instances, *memory_mib,
+        *evict_lru, *idle_s;
 } opts_t;
 
 /* Parses argv into o: 0 go on, 1 help printed, 2 a usage error (printed). */
@@ -120,6 +104,8 @@ static int parse_args(int argc, char **argv, opts_t *o)
         {"--http-enabled", offsetof(opts_t, http_enabled)},
         {"--max-instances", offsetof(opts_t, max_instances)},
         {"--instance-memory-mib", offsetof(opts_t, memory_mib)},
+        {"--evict-lru", offsetof(opts_t, evict_lru)},
+        {"--instance-idle-s", offsetof(opts_t, idle_s)},
     };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,6 +156,20 @@ static bool config_of(const opts_t *o, kw_api_testing_config_t *tc, bool *http_o
         }
         tc->instance_bytes = (size_t)v << 20;
     }
+    if (o->idle_s) {
+        if (!parse_ulong(o->idle_s, 1, 604800, &v)) {
+            fprintf(stderr, "keyward serve-testing: --instance-idle-s wants 1-604800, got '%s'\n",
+                    o->idle_s);
+            return false;
+        }
+        tc->idle_s = (unsigned)v;
+    }
+    if (o->evict_lru && strcmp(o->evict_lru, "true") != 0 && strcmp(o->evict_lru, "false") != 0) {
+        fprintf(stderr, "keyward serve-testing: --evict-lru wants true or false, got '%s'\n",
+                o->evict_lru);
+        return false;
+    }
+    tc->evict_lru = o->evict_lru && strcmp(o->evict_lru, "true") == 0;
     if (strcmp(o->http_enabled, "true") == 0) {
         *http_on = true;
     } else if (strcmp(o->http_enabled, "false") == 0) {
@@ -198,7 +198,11 @@ static int grpc_start(const char *addr, const char *host, uint16_t port,
                                      kw_v1_status_t *),
                       kw_api_testing_t *reg, const char *scheme, kw_grpc_server_t **out)
 {
-    kw_grpc_config_t cfg = {.host = host, .port = port, .resolve = resolve, .resolve_ud = reg};
+    kw_grpc_config_t cfg = {.host = host,
+                            .port = port,
+                            .resolve = resolve,
+                            .release = kw_api_testing_release_cb,
+                            .resolve_ud = reg};
     uint16_t bound = 0;
     kw_diag_t d;
     kw_diag_clear(&d);
@@ -218,16 +222,17 @@ int kw_cli_serve_testing(int argc, char **argv)
     int prc = parse_args(argc, argv, &o);
     if (prc != 0)
         return prc == 1 ? 0 : 2;
-    kw_api_testing_config_t tc = {0, 0};
+    kw_api_testing_config_t tc = {0, 0, false, 0};
     bool http_on = true;
     if (!config_of(&o, &tc, &http_on))
         return 2;
     char *ghost = NULL, *rhost = NULL, *hhost = NULL;
     uint16_t gport = 0, rport = 0, hport = 0;
-    const char *bad = !parse_addr(o.grpc_addr, &ghost, &gport)              ? "--grpc-addr"
-                      : !parse_addr(o.ro_grpc_addr, &rhost, &rport)         ? "--readonly-grpc-addr"
-                      : http_on && !parse_addr(o.http_addr, &hhost, &hport) ? "--http-addr"
-                                                                            : NULL;
+    const char *bad =
+        !kw_cli_parse_addr(o.grpc_addr, true, &ghost, &gport)              ? "--grpc-addr"
+        : !kw_cli_parse_addr(o.ro_grpc_addr, true, &rhost, &rport)         ? "--readonly-grpc-addr"
+        : http_on && !kw_cli_parse_addr(o.http_addr, true, &hhost, &hport) ? "--http-addr"
+                                                                           : NULL;
     if (bad) {
         fprintf(stderr, "keyward serve-testing: %s wants HOST:PORT\n", bad);
         kw_free(ghost);

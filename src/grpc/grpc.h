@@ -59,6 +59,8 @@ typedef struct kw_grpc_config {
      * server's own api may then be NULL. Called on the RPC's thread, may block briefly. */
     int (*resolve)(void *ud, const char *path, const char *authorization, kw_api_t **api,
                    kw_v1_status_t *st);
+    /* With resolve: called once the RPC that resolve gave *api to is over (may be NULL). */
+    void (*release)(void *ud, kw_api_t *api);
     void *resolve_ud;
 } kw_grpc_config_t;
 

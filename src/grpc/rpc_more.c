@@ -55,6 +55,14 @@ static int import_next(void *ud, kw_rel_t *rel, kw_diag_t *diag)
     return KW_OK;
 }
 
+/* Right before the import commits: a stream the client cancelled (or whose deadline
+ * passed) after sending its last message rolls the import back. */
+static int import_alive(void *ud)
+{
+    import_ctx_t *x = ud;
+    return kw__grpc_alive(x->c);
+}
+
 KW__GRPC_HANDLER(import_bulk)
 {
     (void)in; /* the requests stream in */
@@ -66,7 +74,7 @@ KW__GRPC_HANDLER(import_bulk)
     }
     uint64_t n = 0;
     kw_revision_t at = 0;
-    int rc = kw_v1_import_bulk(kw__grpc_api(c), import_next, &x, &n, &at, st);
+    int rc = kw_v1_import_bulk(kw__grpc_api(c), import_next, import_alive, &x, &n, &at, st);
     if (rc != KW_OK && x.failed && x.err.code != KW_GRPC_OK) {
         /* The transport's own failure (a cancelled stream, a message that does not
          * decode, a deadline) says more than the service's generic one. */

@@ -403,6 +403,7 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
     const uint8_t *msg = NULL;
     size_t mlen = 0;
     int rc;
+    bool resolved = false;
     if (!call->caller.arena) {
         kw_v1_fail(st, KW_ENOMEM, KW_GRPC_RESOURCE_EXHAUSTED, NULL, "out of memory");
     } else if (!rpc) {
@@ -423,7 +424,8 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
             kw_v1_fail(st, rc, KW_GRPC_INTERNAL, NULL,
                        "the request must carry exactly one gRPC message");
     } else if (!rpc->is_public && cfg->resolve &&
-               cfg->resolve(cfg->resolve_ud, s->path, s->authorization, &call->api, st) != KW_OK) {
+               !(resolved = cfg->resolve(cfg->resolve_ud, s->path, s->authorization, &call->api,
+                                         st) == KW_OK)) {
         /* serve-testing refused to name an instance: st says why */
     } else if (!rpc->is_public && (rc = kw_api_v1_authorize(call->api, s->authorization, actor,
                                                             sizeof(actor))) != KW_OK) {
@@ -439,6 +441,8 @@ static void run_rpc(kw__grpc_stream_t *s, kw__grpc_call_t *call, kw_v1_status_t 
         call->caller.actor = kw_str_c(actor[0] ? actor : "anonymous");
         kw__grpc_invoke(rpc, call, msg, mlen, st);
     }
+    if (resolved && cfg->release) /* serve-testing: the instance is no longer in use */
+        cfg->release(cfg->resolve_ud, call->api);
 }
 
 /* Under c->mu: st becomes the stream's answer (the deadline beats whatever the RPC answered

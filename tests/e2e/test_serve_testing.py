@@ -176,6 +176,29 @@ def test_instances_past_the_bound_are_refused(tmp_path):
         s.stop()
 
 
+def test_evict_lru_drops_the_least_recently_used_instance(tmp_path):
+    """--evict-lru: past --max-instances a new token drops the least recently used idle
+    instance (over HTTP and gRPC alike: the same registry); its token comes back empty."""
+    s = ServeTesting(tmp_path, "--max-instances", "2", "--evict-lru", "true")
+    try:
+        for t in ("one", "two"):
+            assert s.post(t, "/v1/schema/write", {"schema": SCHEMA}).status_code == 200
+            write(s, t, ("d1", "alice"))
+        assert check(s, "one", "d1", "alice").json()["permissionship"] == \
+            "PERMISSIONSHIP_HAS_PERMISSION"  # "one" used last: "two" is the LRU
+        assert s.post("three", "/v1/schema/write", {"schema": SCHEMA}).status_code == 200
+        assert check(s, "one", "d1", "alice").json()["permissionship"] == \
+            "PERMISSIONSHIP_HAS_PERMISSION"  # kept
+        r = s.post("two", "/v1/schema/read", {})  # dropped: a new, empty instance
+        assert r.status_code == 404 and r.json()["code"] == 5, r.text
+        assert "instance dropped (least recently used)" in s.log()
+    finally:
+        s.stop()
+    bad = subprocess.run([BIN, "serve-testing", "--evict-lru", "maybe"], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "--evict-lru" in bad.stderr
+
+
 def test_an_instance_past_its_memory_is_refused(tmp_path):
     s = ServeTesting(tmp_path, "--instance-memory-mib", "1")
     try:

@@ -5,7 +5,7 @@ if(KW_FUZZ)
   set(KW_FUZZ_SECONDS 60 CACHE STRING "Seconds each fuzz target runs under ctest")
   # The libraries under test need coverage instrumentation too, or libFuzzer only sees
   # the few edges of the harness itself and mutates blindly.
-  foreach(lib kw_base kw_cel kw_authz kw_keys kw_http kw_grpc kw_proto)
+  foreach(lib kw_base kw_cel kw_authz kw_keys kw_http kw_grpc kw_proto kw_api)
     get_target_property(kind ${lib} TYPE)
     if(NOT kind STREQUAL "INTERFACE_LIBRARY")
       target_compile_options(${lib} PRIVATE -fsanitize=fuzzer-no-link)
@@ -21,6 +21,9 @@ if(KW_FUZZ)
     target_link_libraries(${fn} PRIVATE kw_http kw_authz kw_cel kw_keys kw_base ${KW_EXTERNAL_LIBS})
     if(short MATCHES "^grpc_")
       target_link_libraries(${fn} PRIVATE kw_grpc)
+    endif()
+    if(short MATCHES "^v1")
+      target_link_libraries(${fn} PRIVATE kw_api)
     endif()
     add_test(NAME ${fn}
       COMMAND ${CMAKE_COMMAND} -E env bash ${CMAKE_SOURCE_DIR}/tests/fuzz/run.sh

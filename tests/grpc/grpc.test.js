@@ -387,6 +387,41 @@ test('keyward over gRPC with the official Node client', async (t) => {
       resource: obj('doc', 'd00'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.OUT_OF_RANGE);
   });
 
+  await t.test('names and ids that do not match SpiceDB\'s patterns are INVALID_ARGUMENT with its message', async () => {
+    const TYPE = '`^([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9]$`';
+    const REL = '`^[a-z][a-z0-9_]{1,62}[a-z0-9]$`';
+    const REL_OPT = '`^([a-z][a-z0-9_]{1,62}[a-z0-9])?$`';
+    const ID = '`^(([a-zA-Z0-9/_|\\-=+]{1,})|\\*)$`';
+    const TYPE_OPT = '`^(([a-z][a-z0-9_]{1,61}[a-z0-9]/)*[a-z][a-z0-9_]{1,62}[a-z0-9])?$`';
+    const msg = (...errs) => (errs.length === 1 ? 'validation error: ' + errs[0]
+      : 'validation errors:' + errs.map((x) => '\n - ' + x).join(''));
+    const pat = (f, re) => `${f}: does not match regex pattern ${re}`;
+    // the message as SpiceDB v1.54 gives it (checked with the real-SpiceDB oracle)
+    let e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      resource: obj('Doc', 'd00'), permission: 'view', subject: subj('user', 'alice') })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('resource.object_type', TYPE)));
+    e = await rejects(p.checkPermission(v1.CheckPermissionRequest.create({
+      resource: obj('doc', 'd 0'), permission: 'View', subject: v1.SubjectReference.create({ object: obj('user', 'alice'), optionalRelation: 'X' }) })),
+    grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('resource.object_id', ID), pat('permission', REL_OPT), pat('subject.optional_relation', REL_OPT)));
+    e = await rejects(p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [touch(rel('dn1', 'alice')), touch(rel('dn2', 'alice', 'Viewer'))] })),
+      grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('updates[1].relationship.relation', REL)));
+    e = await rejects(p.readRelationships(v1.ReadRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'Doc' }) })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('relationship_filter.resource_type', TYPE_OPT)));
+    e = await rejects(p.lookupResources(v1.LookupResourcesRequest.create({
+      resourceObjectType: 'doc', permission: 'v', subject: subj('user', 'alice') })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('permission', REL)));
+    e = await rejects(p.lookupSubjects(v1.LookupSubjectsRequest.create({
+      resource: obj('doc', 'd00'), permission: 'view', subjectObjectType: 'User' })), grpc.status.INVALID_ARGUMENT);
+    assert.equal(e.details, msg(pat('subject_object_type', TYPE)));
+    // nothing of the refused write was written
+    const r = await p.readRelationships(v1.ReadRelationshipsRequest.create({
+      consistency: full(), relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceId: 'dn1' }) }));
+    assert.equal(r.length, 0);
+  });
+
   await t.test('authentication: a wrong or missing key is UNAUTHENTICATED', async () => {
     const bad = v1.NewClient('not-the-key', srv.endpoint, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
     await rejects(bad.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.UNAUTHENTICATED);
@@ -620,6 +655,31 @@ test('bulk import/export, schema reflection, experimental aliases, server reflec
     assert.ok((await cx()).includes('cx5a#viewer@cy'));
   });
 
+  await t.test('an import the client cancels mid-stream is rolled back, whatever it had sent', async () => {
+    // 100,000 relationships: the server is still reading when the cancel comes (at once, or
+    // after 200 ms with some 1,000-relationship chunks already written in the transaction).
+    // (grpc-js cancels a stream it has fully sent by END_STREAM then RST_STREAM: the server
+    // asks right before its commit and rolls back if the RST arrived by then; one arriving
+    // after that is too late for any server. tests/unit/api/v1svc_import_test.c pins that
+    // last check down.)
+    const cm = async () => (await exportAll(1000)).ids.filter((x) => x.startsWith('cm'));
+    const msg = (k) => v1.ImportBulkRelationshipsRequest.create({
+      relationships: Array.from({ length: 1000 }, (_, i) => rel(`cm${k}_${i}`, 'cz')) });
+    for (const wait of [0, 200]) {
+      await rejects(new Promise((resolve, reject) => {
+        const s = client.importBulkRelationships((e, r) => (e ? reject(e) : resolve(r)));
+        for (let k = 0; k < 100; k++) s.write(msg(k));
+        // no end(): the client's cancel (RST_STREAM) comes while its stream is open
+        setTimeout(() => s.cancel(), wait);
+      }), grpc.status.CANCELLED);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.deepEqual(await cm(), [], `cancelled after ${wait} ms`);
+    }
+    // the write path is free again: the next import commits
+    assert.equal((await importBulk([msg(100)])).numLoaded, '1000');
+    assert.equal((await cm()).length, 1000);
+  });
+
   await t.test('HTTP/2 flow control holds an import client the server is not reading', async () => {
     // Import A takes the write path and keeps its stream open; import B, behind it, is not
     // read meanwhile: of B's ~3 MB only its stream window (1 MiB) may leave the client.
@@ -795,4 +855,30 @@ test('bulk import/export, schema reflection, experimental aliases, server reflec
     assert.equal(ext.baseTypeName || ext.base_type_name, 'authzed.api.v1.Relationship');
     await assert.rejects(r.getDescriptorBySymbol('no.such.Symbol'));
   });
+});
+
+test('serve-testing --evict-lru: an instance is idle again once its gRPC call ends', async (t) => {
+  const port = await freePort();
+  const proc = spawn(BIN, ['serve-testing', '--grpc-addr', `127.0.0.1:${port}`, '--readonly-grpc-addr',
+    '127.0.0.1:0', '--http-enabled', 'false', '--max-instances', '1', '--evict-lru', 'true'],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  t.after(() => proc.kill('SIGTERM'));
+  await new Promise((resolve, reject) => {
+    let out = '';
+    const tm = setTimeout(() => reject(new Error('serve-testing did not start: ' + err)), 15000);
+    proc.stdout.on('data', (d) => { out += d; if (out.includes('grpc-readonly://')) { clearTimeout(tm); resolve(); } });
+    proc.once('exit', (c) => reject(new Error(`serve-testing exited ${c}: ${err}`)));
+  });
+  const as = (token) => v1.NewClient(token, `127.0.0.1:${port}`, v1.ClientSecurity.INSECURE_PLAINTEXT_CREDENTIALS);
+  const a = as('token-a');
+  const b = as('token-b');
+  t.after(() => { a.close(); b.close(); });
+  await a.promises.writeSchema(v1.WriteSchemaRequest.create({ schema: 'definition user {}' }));
+  // A's call is over, so its instance is idle: B's new token drops it (the bound is 1) ...
+  await rejects(b.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.NOT_FOUND);
+  // ... and A comes back to a new, empty instance (B's dropped in turn).
+  await rejects(a.promises.readSchema(v1.ReadSchemaRequest.create({})), grpc.status.NOT_FOUND);
+  assert.match(err, /instance dropped \(least recently used\)/);
 });

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/testing.h"
 #include "api/v1svc.h"
@@ -61,7 +62,7 @@ KW_TEST(testing_tokens_are_isolated_instances)
     kw_api_testing_t *t = NULL;
     kw_diag_t d;
     kw_diag_clear(&d);
-    kw_api_testing_config_t cfg = {4, 1u << 20};
+    kw_api_testing_config_t cfg = {4, 1u << 20, false, 0};
     KW_ASSERT_EQ(kw_api_testing_new(&cfg, &t, &d), KW_OK);
     kw_arena_t *a = kw_arena_new(0);
     KW_ASSERT(a);
@@ -119,7 +120,7 @@ KW_TEST(testing_refuses_no_token_and_past_the_bound)
     kw_api_testing_t *t = NULL;
     kw_diag_t d;
     kw_diag_clear(&d);
-    kw_api_testing_config_t cfg = {2, 1u << 20};
+    kw_api_testing_config_t cfg = {2, 1u << 20, false, 0};
     KW_ASSERT_EQ(kw_api_testing_new(&cfg, &t, &d), KW_OK);
     kw_api_t *api = NULL;
     KW_ASSERT_EQ(kw_api_testing_instance(t, NULL, &api, &d), KW_EAUTH);
@@ -143,7 +144,7 @@ KW_TEST(testing_refuses_no_token_and_past_the_bound)
     KW_ASSERT_EQ(kw_api_testing_count(t), 2);
     kw_api_testing_free(t);
 
-    kw_api_testing_config_t small = {1, 1000};
+    kw_api_testing_config_t small = {1, 1000, false, 0};
     KW_ASSERT_EQ(kw_api_testing_new(&small, &t, &d), KW_EINVAL);
 }
 
@@ -152,7 +153,7 @@ KW_TEST(testing_instance_store_bound_is_a_clear_error)
     kw_api_testing_t *t = NULL;
     kw_diag_t d;
     kw_diag_clear(&d);
-    kw_api_testing_config_t cfg = {1, 1u << 20}; /* 1 MiB of store */
+    kw_api_testing_config_t cfg = {1, 1u << 20, false, 0}; /* 1 MiB of store */
     KW_ASSERT_EQ(kw_api_testing_new(&cfg, &t, &d), KW_OK);
     kw_arena_t *a = kw_arena_new(0);
     KW_ASSERT(a);
@@ -225,5 +226,103 @@ KW_TEST(testing_readonly_port_refuses_writes_and_serves_reads)
     KW_ASSERT(api == rw);
     KW_ASSERT(!kw_api_testing_is_write("/authzed.api.v1.WatchService/Watch"));
     KW_ASSERT(!kw_api_testing_is_write(NULL));
+    kw_api_testing_free(t);
+}
+
+/* Has the instance of `token` the relationship doc1@alice (i.e. is it the old one)? */
+static bool has_doc1(kw_api_testing_t *t, const char *token)
+{
+    kw_diag_t d;
+    kw_api_t *api = NULL;
+    kw_v1_status_t st;
+    kw_v1_permissionship_t p = 0;
+    if (kw_api_testing_instance(t, token, &api, &d) != KW_OK)
+        return false;
+    bool yes = check(api, "doc1", "alice", &p, &st) == KW_OK && p == KW_V1_PERM_HAS;
+    kw_api_testing_release(t, api);
+    return yes;
+}
+
+/* An instance with the schema and doc1@alice under `token` (given back at once). */
+static bool populate(kw_api_testing_t *t, const char *token, kw_arena_t *a)
+{
+    kw_diag_t d;
+    kw_api_t *api = NULL;
+    kw_v1_status_t st;
+    kw_v1_status_clear(&st);
+    kw_revision_t at = 0;
+    if (kw_api_testing_instance(t, token, &api, &d) != KW_OK)
+        return false;
+    kw_update_t u = viewer("doc1", "alice");
+    kw_v1_write_req_t w = {&u, 1, NULL, 0, false, caller(a)};
+    bool ok = kw_v1_write_schema(api, caller(a), KW_STR(SCHEMA), &at, &st) == KW_OK &&
+              kw_v1_write_relationships(api, &w, &at, &st) == KW_OK;
+    kw_api_testing_release(t, api);
+    return ok;
+}
+
+KW_TEST(testing_evicts_the_least_recently_used_idle_instance)
+{
+    kw_api_testing_t *t = NULL;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw_api_testing_config_t cfg = {2, 1u << 20, true, 0};
+    KW_ASSERT_EQ(kw_api_testing_new(&cfg, &t, &d), KW_OK);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a);
+    KW_ASSERT(populate(t, "Bearer one", a));
+    KW_ASSERT(populate(t, "Bearer two", a));
+    KW_ASSERT(has_doc1(t, "Bearer one")); /* "one" used last: "two" is the LRU now */
+    kw_api_t *three = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer three", &three, &d), KW_OK);
+    KW_ASSERT_EQ(kw_api_testing_count(t), 2);
+    KW_ASSERT_EQ(kw_api_testing_evicted(t), 1);
+    KW_ASSERT(has_doc1(t, "Bearer one")); /* kept, with its data */
+    /* "three" is still taken (in use): the next new token drops "one", never "three". */
+    KW_ASSERT(!has_doc1(t, "Bearer two")); /* dropped: a new, empty instance (drops "one") */
+    KW_ASSERT_EQ(kw_api_testing_evicted(t), 2);
+    KW_ASSERT(!has_doc1(t, "Bearer one")); /* "one" was dropped for it (drops "two") */
+    KW_ASSERT_EQ(kw_api_testing_evicted(t), 3);
+    /* Every instance in use: a new token is refused, nothing is dropped. */
+    kw_api_t *one = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer one", &one, &d), KW_OK);
+    kw_diag_clear(&d);
+    kw_api_t *x = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer four", &x, &d), KW_ELIMIT);
+    KW_ASSERT(strstr(d.msg, "every one in use") != NULL);
+    KW_ASSERT_EQ(kw_api_testing_evicted(t), 3);
+    kw_api_testing_release(t, one);
+    kw_api_testing_release(t, three);
+    kw_arena_free(a);
+    kw_api_testing_free(t);
+}
+
+KW_TEST(testing_evicts_idle_instances_after_idle_s)
+{
+    kw_api_testing_t *t = NULL;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    kw_api_testing_config_t cfg = {8, 1u << 20, false, 1};
+    KW_ASSERT_EQ(kw_api_testing_new(&cfg, &t, &d), KW_OK);
+    kw_arena_t *a = kw_arena_new(0);
+    KW_ASSERT(a);
+    KW_ASSERT(populate(t, "Bearer idle", a));
+    kw_api_t *busy = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer busy", &busy, &d), KW_OK);
+    struct timespec ts = {1, 200000000};
+    nanosleep(&ts, NULL);
+    kw_api_t *fresh = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer fresh", &fresh, &d), KW_OK);
+    /* "idle" went (unused > 1 s); "busy" stays however old, it is in use. */
+    KW_ASSERT_EQ(kw_api_testing_evicted(t), 1);
+    KW_ASSERT_EQ(kw_api_testing_count(t), 2);
+    kw_api_t *again = NULL;
+    KW_ASSERT_EQ(kw_api_testing_instance(t, "Bearer busy", &again, &d), KW_OK);
+    KW_ASSERT(again == busy);
+    kw_api_testing_release(t, again);
+    kw_api_testing_release(t, busy);
+    kw_api_testing_release(t, fresh);
+    KW_ASSERT(!has_doc1(t, "Bearer idle")); /* back as a new, empty instance */
+    kw_arena_free(a);
     kw_api_testing_free(t);
 }

@@ -219,6 +219,21 @@ static void sync_config(kw_sync_config_t *cfg)
     cfg->check_schema = kw_api_check_schema;
 }
 
+/* atExactSnapshot's window (docs/API.md "atExactSnapshot"): the engine's change log and
+ * its snapshot cache. */
+static void snapshot_config(kw_engine_t *engine)
+{
+    long window_s = env_bounded("KEYWARD_SNAPSHOT_WINDOW_S", 0, KW_SYNC_SECONDS_MAX,
+                                KW_HISTORY_WINDOW_S, "seconds; 0: only the current revision");
+    long changes = env_bounded("KEYWARD_SNAPSHOT_MAX_CHANGES", 1, 100000000,
+                               KW_HISTORY_MAX_CHANGES, "relationship changes");
+    long snaps = env_bounded("KEYWARD_SNAPSHOT_CACHE", 0, 64, KW_HISTORY_SNAPSHOTS,
+                             "snapshots; 0: none cached");
+    long mb = env_bounded("KEYWARD_SNAPSHOT_CACHE_MB", 1, 1048576, KW_HISTORY_SNAPSHOT_MB, "MiB");
+    kw_engine_set_history(engine, (int64_t)window_s * 1000000, (size_t)changes, (size_t)snaps,
+                          (size_t)mb << 20);
+}
+
 static int load_keyring(kw_store_t *store, kw_keyring_t **out)
 {
     kw_arena_t *a = kw_arena_new(0);
@@ -423,6 +438,7 @@ int kw_cli_serve(int argc, char **argv)
     }
     if (load_graph(sync, engine, schema) != KW_OK)
         goto out;
+    snapshot_config(engine);
     if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK ||
         kw_api_set_v1_preshared_keys(api, getenv("KEYWARD_V1_PRESHARED_KEYS")) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");

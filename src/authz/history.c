@@ -1,0 +1,497 @@
+/*
+ * authz/history.c - answers as of an older revision (authz.h, "answers as of an older
+ * revision"): the bounded log of applied changes, each with what it replaced, and the
+ * snapshot engines materialized from it, cached LRU.
+ *
+ * The log: every write batch and delete-by-filter (write.c) hands its changes here, each
+ * with the relationship's state before the batch (absent, or stored with its caveat,
+ * context and expiry), captured under the write lock before the batch is applied. A batch
+ * is one allocation (the changes, then their strings). Trimmed after every push to the
+ * changes applied in the last window_us and at most max_changes changes, whole batches
+ * oldest first; `base` is then the oldest revision the log can rebuild (the revision of
+ * the last batch dropped: its prior states went with it). A batch larger than the whole
+ * window is not captured (the log restarts after it), nor is one whose copy fails to
+ * allocate. A schema swap or a whole-graph replacement (swap.c) restarts the log too: its
+ * undo would be a whole graph.
+ *
+ * A snapshot at revision R: a new engine under the same schema text, filled (through
+ * kw_engine_replace_graph's feed) with every live relationship of the current graph, read
+ * under the live engine's read lock together with deep copies of the batches newer than R;
+ * then those batches are undone newest first on the new engine (each change restores its
+ * prior state: TOUCH it back, or DELETE it), and its revision is set to R. Expired
+ * relationships are left out of the copy: an expiry is judged at query time, and a later
+ * query is later still. The snapshot never changes again, so it is answered from without
+ * any lock of the live engine and without blocking its writers, and cached: at most
+ * max_cache of them and max_cache_bytes in all, the least recently used dropped first
+ * (a dropped one lives on while a reader holds it; refcounted).
+ */
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+
+#include "authz/engine_int.h"
+
+struct kw_snapshot {
+    kw_engine_t *e;
+    kw_revision_t rev;
+    atomic_int refs;
+    uint64_t used; /* LRU tick, under the history's mu */
+    size_t bytes;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int kw__hist_init(kw_history_t *h)
+{
+    memset(h, 0, sizeof(*h));
+    h->base_why = "the engine was created";
+    if (pthread_mutex_init(&h->mu, NULL) != 0)
+        return KW_ENOMEM;
+    h->mu_ok = true;
+    return KW_OK;
+}
+
+void kw_snapshot_release(kw_snapshot_t *s)
+{
+    if (!s)
+        return;
+    if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    kw_engine_free(s->e);
+    kw_free(s);
+}
+
+kw_engine_t *kw_snapshot_engine(const kw_snapshot_t *s)
+{
+    return s->e;
+}
+
+kw_revision_t kw_snapshot_revision(const kw_snapshot_t *s)
+{
+    return s->rev;
+}
+
+void kw__hist_batch_free(kw_hbatch_t *b)
+{
+    kw_free(b->v);
+    b->v = NULL;
+    b->n = 0;
+}
+
+static void drop_all(kw_history_t *h)
+{
+    for (size_t i = h->first; i < h->n; i++)
+        kw__hist_batch_free(&h->b[i]);
+    h->first = h->n = 0;
+    h->n_changes = h->bytes = 0;
+}
+
+void kw__hist_close(kw_history_t *h)
+{
+    drop_all(h);
+    kw_free(h->b);
+    for (size_t i = 0; i < h->n_cache; i++)
+        kw_snapshot_release(h->cache[i]);
+    kw_free(h->cache);
+    if (h->mu_ok)
+        pthread_mutex_destroy(&h->mu);
+}
+
+void kw__hist_edge_rel(const kw_engine_t *e, uint32_t rn, uint16_t rel, uint32_t sn, uint16_t srel,
+                       kw_rel_t *out)
+{
+    const kw_graph_t *g = &e->g;
+    const kw_schema_t *s = e->model->schema;
+    uint16_t rt = g->nodes[rn].type, st = g->nodes[sn].type;
+    memset(out, 0, sizeof(*out));
+    out->resource = (kw_object_t){s->types[rt].name, kw__node_str(&g->nodes[rn])};
+    out->relation = s->types[rt].rels[rel].name;
+    out->subject = (kw_subject_t){s->types[st].name, kw__node_str(&g->nodes[sn]),
+                                  kw__rel_name(s, st, srel)};
+    const kw_attr_t *a = kw__attr_maybe(g, rn) ? kw__attr_find(g, rn, rel, sn, srel) : NULL;
+    if (a) {
+        if (a->caveat != KW_CAVEAT_NONE)
+            out->caveat = s->caveats[a->caveat].name;
+        out->caveat_ctx = (kw_str_t){a->ctx, a->ctx_len};
+        out->expires_at = a->expires_at;
+    }
+}
+
+/* The eight strings of a relationship, in order. */
+static kw_str_t *rel_strs(kw_rel_t *r, size_t i)
+{
+    kw_str_t *v[8] = {&r->resource.type, &r->resource.id,  &r->relation, &r->subject.type,
+                      &r->subject.id,    &r->subject.relation, &r->caveat,   &r->caveat_ctx};
+    return v[i];
+}
+
+int kw__hist_batch_make(const kw_hchange_t *v, size_t n, kw_hbatch_t *out)
+{
+    size_t text = 0;
+    for (size_t i = 0; i < n; i++) {
+        kw_rel_t r = v[i].rel;
+        for (size_t k = 0; k < 8; k++)
+            text += rel_strs(&r, k)->len;
+    }
+    if (n > (SIZE_MAX - text) / sizeof(kw_hchange_t))
+        return KW_ENOMEM;
+    size_t bytes = n * sizeof(kw_hchange_t) + text;
+    kw_hchange_t *c = kw_malloc(bytes ? bytes : 1);
+    if (!c)
+        return KW_ENOMEM;
+    char *p = (char *)(c + n);
+    for (size_t i = 0; i < n; i++) {
+        c[i] = v[i];
+        for (size_t k = 0; k < 8; k++) {
+            kw_str_t *sp = rel_strs(&c[i].rel, k);
+            if (sp->len)
+                memcpy(p, sp->ptr, sp->len);
+            sp->ptr = sp->len ? p : NULL;
+            p += sp->len;
+        }
+    }
+    out->v = c;
+    out->n = n;
+    out->bytes = bytes;
+    out->rev = 0;
+    out->mono_us = 0;
+    return KW_OK;
+}
+
+static void pop_oldest(kw_history_t *h)
+{
+    kw_hbatch_t *o = &h->b[h->first];
+    h->base = o->rev;
+    h->base_why = "older changes left the retention window";
+    h->n_changes -= o->n;
+    h->bytes -= o->bytes;
+    kw__hist_batch_free(o);
+    h->first++;
+    if (h->first == h->n)
+        h->first = h->n = 0;
+}
+
+void kw__hist_reset(kw_engine_t *e, const char *why)
+{
+    kw_history_t *h = &e->hist;
+    drop_all(h);
+    h->base = e->rev;
+    h->base_why = why;
+}
+
+void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why)
+{
+    kw_history_t *h = &e->hist;
+    if (!b || !kw__hist_on(e)) {
+        if (b)
+            kw__hist_batch_free(b);
+        if (kw__hist_on(e) || h->n || h->base != e->rev)
+            kw__hist_reset(e, kw__hist_on(e) ? why : "no history is kept");
+        return;
+    }
+    if (h->n == h->cap && h->first > 0) { /* compact before growing */
+        memmove(h->b, h->b + h->first, (h->n - h->first) * sizeof(kw_hbatch_t));
+        h->n -= h->first;
+        h->first = 0;
+    }
+    if (h->n == h->cap && kw_grow((void **)&h->b, &h->cap, h->n + 1, sizeof(kw_hbatch_t)) != KW_OK) {
+        kw__hist_batch_free(b);
+        kw__hist_reset(e, "the change log ran out of memory");
+        return;
+    }
+    b->rev = e->rev;
+    b->mono_us = mono_us();
+    h->b[h->n++] = *b;
+    h->n_changes += b->n;
+    h->bytes += b->bytes;
+    int64_t oldest_ok = b->mono_us - h->window_us;
+    while (h->n > h->first &&
+           (h->n_changes > h->max_changes || h->b[h->first].mono_us < oldest_ok))
+        pop_oldest(h);
+}
+
+void kw_engine_set_history(kw_engine_t *e, int64_t window_us, size_t max_changes,
+                           size_t max_snapshots, size_t max_snapshot_bytes)
+{
+    kw__engine_wrlock(e);
+    e->hist.window_us = window_us > 0 ? window_us : 0;
+    e->hist.max_changes = window_us > 0 ? max_changes : 0;
+    kw__hist_reset(e, "this instance started (a restart empties the change log)");
+    kw__engine_unlock(e);
+    pthread_mutex_lock(&e->hist.mu);
+    e->hist.max_cache = max_snapshots;
+    e->hist.max_cache_bytes = max_snapshot_bytes;
+    pthread_mutex_unlock(&e->hist.mu);
+}
+
+void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    kw__engine_rdlock(e);
+    out->base = e->hist.base;
+    out->rev = e->rev;
+    out->base_why = e->hist.base_why;
+    out->n_changes = e->hist.n_changes;
+    out->bytes = e->hist.bytes + e->hist.cap * sizeof(kw_hbatch_t);
+    out->window_us = e->hist.window_us;
+    out->max_changes = e->hist.max_changes;
+    kw__engine_unlock(e);
+    pthread_mutex_lock(&e->hist.mu);
+    out->n_snapshots = e->hist.n_cache;
+    for (size_t i = 0; i < e->hist.n_cache; i++)
+        out->snapshot_bytes += e->hist.cache[i]->bytes;
+    pthread_mutex_unlock(&e->hist.mu);
+}
+
+/* ---- materializing a snapshot ---- */
+
+typedef struct snap_feed {
+    kw_engine_t *live;
+    kw_revision_t at;
+    uint64_t gen;           /* the model the schema text came from */
+    kw_hbatch_t *undo;      /* deep copies of the batches newer than `at`, oldest first */
+    size_t n_undo;
+    kw_diag_t *diag;
+    int rc;                 /* KW_EEXPIRED / KW_ENOMEM found by the feed */
+} snap_feed_t;
+
+static int expired_msg(kw_diag_t *diag, kw_revision_t at, const kw_history_t *h)
+{
+    return kw_diag_set(diag, KW_EEXPIRED, 0, 0,
+                       "revision %llu is older than the snapshot window, which starts at "
+                       "revision %llu because %s (the window keeps the changes of the last "
+                       "%lld s, at most %zu of them, and starts again after a schema write)",
+                       (unsigned long long)at, (unsigned long long)h->base, h->base_why,
+                       (long long)(h->window_us / 1000000), h->max_changes);
+}
+
+/* The feed: under the live engine's read lock, copies the batches newer than `at`, then
+ * emits every live relationship of the current graph. */
+static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev)
+{
+    snap_feed_t *f = ud;
+    kw_engine_t *e = f->live;
+    int rc = KW_OK;
+    kw__engine_rdlock(e);
+    const kw_history_t *h = &e->hist;
+    if (!e->model || e->model->gen != f->gen || f->at < h->base) {
+        /* A schema swap restarted the log after the schema text was taken, or older
+         * changes left the window since the request was admitted. */
+        if (f->at < h->base)
+            f->rc = expired_msg(f->diag, f->at, h);
+        else
+            f->rc = kw_diag_set(f->diag, KW_EEXPIRED, 0, 0,
+                                "revision %llu is older than the snapshot window: the schema "
+                                "changed meanwhile",
+                                (unsigned long long)f->at);
+        kw__engine_unlock(e);
+        return f->rc;
+    }
+    size_t k = h->first;
+    while (k < h->n && h->b[k].rev <= f->at)
+        k++;
+    if (h->n > k) {
+        f->undo = kw_calloc(h->n - k, sizeof(kw_hbatch_t));
+        if (!f->undo)
+            rc = KW_ENOMEM;
+    }
+    for (; rc == KW_OK && k < h->n; k++) {
+        rc = kw__hist_batch_make(h->b[k].v, h->b[k].n, &f->undo[f->n_undo]);
+        if (rc == KW_OK)
+            f->undo[f->n_undo++].rev = h->b[k].rev;
+    }
+    if (rc != KW_OK) {
+        f->rc = kw_diag_set(f->diag, KW_ENOMEM, 0, 0, "out of memory while copying the change log");
+        kw__engine_unlock(e);
+        return f->rc;
+    }
+    const kw_graph_t *g = &e->g;
+    int64_t now = kw__engine_query_now(e);
+    for (uint32_t n = 0; n < g->n_nodes && rc == KW_OK; n++) {
+        const kw_node_t *nd = &g->nodes[n];
+        if (!kw__node_live(nd))
+            continue;
+        const kw_eslice_t es = kw__node_fwd(nd);
+        for (uint32_t i = 0; i < es.n && rc == KW_OK; i++) {
+            const kw_edge_t *ed = &es.v[i];
+            if (kw__attr_maybe(g, n) &&
+                kw__attr_expired(kw__attr_find(g, n, ed->rel, ed->other, ed->other_rel), now))
+                continue;
+            kw_rel_t r;
+            kw__hist_edge_rel(e, n, ed->rel, ed->other, ed->other_rel, &r);
+            rc = emit(&r, emit_ud);
+        }
+    }
+    *rev = e->rev;
+    kw__engine_unlock(e);
+    return rc;
+}
+
+static void free_undo(snap_feed_t *f)
+{
+    for (size_t i = 0; i < f->n_undo; i++)
+        kw__hist_batch_free(&f->undo[i]);
+    kw_free(f->undo);
+}
+
+/* Undoes f's batches on `s`, newest first, then sets its revision to f->at. */
+static int apply_undo(kw_engine_t *s, snap_feed_t *f, kw_diag_t *diag)
+{
+    size_t max = 0;
+    for (size_t i = 0; i < f->n_undo; i++)
+        if (f->undo[i].n > max)
+            max = f->undo[i].n;
+    kw_update_t *ups = max ? kw_calloc(max, sizeof(kw_update_t)) : NULL;
+    if (max && !ups)
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while undoing changes");
+    int rc = KW_OK;
+    for (size_t i = f->n_undo; i-- > 0 && rc == KW_OK;) {
+        const kw_hbatch_t *b = &f->undo[i];
+        for (size_t j = 0; j < b->n; j++) {
+            ups[j].op = b->v[j].had ? KW_OP_TOUCH : KW_OP_DELETE;
+            ups[j].rel = b->v[j].rel;
+        }
+        /* `at` given: replayed as a store's change (an expiry already past is kept). */
+        rc = kw_engine_write(s, ups, b->n, NULL, 0, kw_engine_revision(s) + 1, NULL, diag);
+    }
+    kw_free(ups);
+    if (rc == KW_OK) {
+        kw__engine_wrlock(s);
+        s->rev = f->at;
+        kw__engine_unlock(s);
+    }
+    return rc;
+}
+
+/* Looks `at` up in the cache (a new reference) or NULL. mu held. */
+static kw_snapshot_t *cache_find(kw_history_t *h, kw_revision_t at)
+{
+    for (size_t i = 0; i < h->n_cache; i++) {
+        if (h->cache[i]->rev == at) {
+            h->cache[i]->used = ++h->tick;
+            atomic_fetch_add_explicit(&h->cache[i]->refs, 1, memory_order_relaxed);
+            return h->cache[i];
+        }
+    }
+    return NULL;
+}
+
+/* Drops cached snapshots older than `base` (outside the window for good), then the least
+ * recently used ones while more than `keep` remain or their bytes exceed the budget less
+ * `room`. mu held. */
+static void cache_trim(kw_history_t *h, kw_revision_t base, size_t keep, size_t room)
+{
+    for (size_t i = 0; i < h->n_cache;) {
+        if (h->cache[i]->rev < base) {
+            kw_snapshot_release(h->cache[i]);
+            h->cache[i] = h->cache[--h->n_cache];
+        } else {
+            i++;
+        }
+    }
+    for (;;) {
+        size_t bytes = 0, lru = 0;
+        for (size_t i = 0; i < h->n_cache; i++) {
+            bytes += h->cache[i]->bytes;
+            if (h->cache[i]->used < h->cache[lru]->used)
+                lru = i;
+        }
+        if (h->n_cache == 0 || (h->n_cache <= keep && bytes + room <= h->max_cache_bytes))
+            return;
+        kw_snapshot_release(h->cache[lru]);
+        h->cache[lru] = h->cache[--h->n_cache];
+    }
+}
+
+/* Offers a new snapshot to the cache; returns the one to use (an equal one cached
+ * meanwhile wins; `s` is then released). mu held. */
+static kw_snapshot_t *cache_offer(kw_history_t *h, kw_revision_t base, kw_snapshot_t *s)
+{
+    kw_snapshot_t *other = cache_find(h, s->rev);
+    if (other) {
+        kw_snapshot_release(s);
+        return other;
+    }
+    if (h->max_cache == 0 || s->bytes > h->max_cache_bytes)
+        return s;
+    cache_trim(h, base, h->max_cache - 1, s->bytes);
+    size_t cap = h->max_cache;
+    if (!h->cache) {
+        h->cache = kw_calloc(cap, sizeof(*h->cache));
+        if (!h->cache)
+            return s; /* served uncached */
+    }
+    if (h->n_cache >= cap)
+        return s;
+    s->used = ++h->tick;
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    h->cache[h->n_cache++] = s;
+    return s;
+}
+
+int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw_diag_t *diag)
+{
+    kw_history_t *h = &e->hist;
+    kw_buf_t text;
+    kw_buf_init(&text);
+    kw__engine_rdlock(e);
+    int rc = e->model ? KW_OK : kw__engine_no_schema(diag);
+    if (rc == KW_OK && at > e->rev)
+        rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "revision %llu is newer than the current %llu",
+                         (unsigned long long)at, (unsigned long long)e->rev);
+    if (rc == KW_OK && at < h->base)
+        rc = expired_msg(diag, at, h);
+    kw_revision_t base = h->base;
+    uint64_t gen = rc == KW_OK ? e->model->gen : 0;
+    if (rc == KW_OK)
+        kw_buf_append(&text, e->model->schema->text.ptr, e->model->schema->text.len);
+    kw__engine_unlock(e);
+    if (rc != KW_OK) {
+        kw_buf_free(&text);
+        return rc;
+    }
+    pthread_mutex_lock(&h->mu);
+    kw_snapshot_t *hit = cache_find(h, at);
+    pthread_mutex_unlock(&h->mu);
+    if (hit) {
+        kw_buf_free(&text);
+        *out = hit;
+        return KW_OK;
+    }
+    if (text.failed) {
+        kw_buf_free(&text);
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building a snapshot");
+    }
+    kw_snapshot_t *s = kw_calloc(1, sizeof(*s));
+    if (!s || kw_engine_new(&s->e) != KW_OK) {
+        kw_free(s);
+        kw_buf_free(&text);
+        return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building a snapshot");
+    }
+    atomic_init(&s->refs, 1);
+    s->rev = at;
+    kw_engine_set_clock(s->e, e->clock, e->clock_ud);
+    snap_feed_t f = {e, at, gen, NULL, 0, diag, KW_OK};
+    rc = kw_engine_replace_graph(s->e, (kw_str_t){text.ptr, text.len}, snap_feed, &f, NULL, diag);
+    kw_buf_free(&text);
+    if (f.rc != KW_OK)
+        rc = f.rc;
+    if (rc == KW_OK)
+        rc = apply_undo(s->e, &f, diag);
+    free_undo(&f);
+    if (rc != KW_OK) {
+        kw_snapshot_release(s);
+        return rc;
+    }
+    s->bytes = kw_engine_memory(s->e);
+    pthread_mutex_lock(&h->mu);
+    s = cache_offer(h, base, s);
+    pthread_mutex_unlock(&h->mu);
+    *out = s;
+    return KW_OK;
+}

@@ -199,9 +199,16 @@ void kw_engine_set_history(kw_engine_t *e, int64_t window_us, size_t max_changes
 #define KW_HISTORY_SNAPSHOTS 2
 #define KW_HISTORY_SNAPSHOT_MB 1024
 
+/* Names the engine's current revision `ext` in the caller's numbering (a durable store's
+ * revisions, which the engine's own may lead after a schema swap): from the first call on,
+ * kw_engine_snapshot takes revisions by these names. Call it right after each change (a
+ * batch, a schema swap, a reload) with the changes serialized; the change applied last,
+ * and the start of the window, keep the first name they are given. */
+void kw_engine_history_name(kw_engine_t *e, kw_revision_t ext);
+
 typedef struct kw_history_info {
-    kw_revision_t base;   /* the oldest revision a snapshot can be had at */
-    kw_revision_t rev;    /* the current revision */
+    kw_revision_t base;   /* the oldest revision a snapshot can be had at (named) */
+    kw_revision_t rev;    /* the current revision (named) */
     const char *base_why; /* why the window starts at base (static text) */
     size_t n_changes;     /* relationship changes held */
     size_t bytes;         /* heap bytes they take */
@@ -217,7 +224,8 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out);
  * to it is a caller bug). */
 typedef struct kw_snapshot kw_snapshot_t;
 
-/* The snapshot of `e` as of revision `at` (base <= at <= current), from the cache or
+/* The snapshot of `e` as of revision `at` (base <= at <= current; by name once
+ * kw_engine_history_name was called), from the cache or
  * materialized now (a copy of the graph, the newer changes undone: the engine's read lock
  * is held while the graph is copied). *out holds a reference: kw_snapshot_release it.
  * Errors: KW_EEXPIRED (at is older than the window: diag says where the window starts and

@@ -106,8 +106,9 @@ typedef struct kw_hchange {
 /* The changes one revision applied, with what each replaced. */
 typedef struct kw_hbatch {
     kw_revision_t rev;
-    int64_t mono_us;  /* when it was applied (CLOCK_MONOTONIC) */
-    kw_hchange_t *v;  /* one allocation: the changes, then their strings */
+    kw_revision_t ext; /* its name in the caller's numbering (kw_engine_history_name); 0: none */
+    int64_t mono_us;   /* when it was applied (CLOCK_MONOTONIC) */
+    kw_hchange_t *v;   /* one allocation: the changes, then their strings */
     size_t n;
     size_t bytes;
 } kw_hbatch_t;
@@ -122,8 +123,12 @@ typedef struct kw_history {
     size_t n_changes, bytes;
     kw_revision_t base;   /* the oldest revision the log can rebuild */
     const char *base_why; /* why it starts there (static text) */
-    int64_t window_us;    /* keep changes applied in the last window_us... */
-    size_t max_changes;   /* ...and at most this many (0: keep none) */
+    /* Names in the caller's numbering (a store's revisions; 0: never named, the engine's
+     * own revisions are the names): of `base`, and the last one given with the engine
+     * revision it named. */
+    kw_revision_t base_ext, cur_ext, cur_ext_rev;
+    int64_t window_us;  /* keep changes applied in the last window_us... */
+    size_t max_changes; /* ...and at most this many (0: keep none) */
     pthread_mutex_t mu;
     bool mu_ok;
     kw_snapshot_t **cache;

@@ -111,8 +111,8 @@ void kw__hist_edge_rel(const kw_engine_t *e, uint32_t rn, uint16_t rel, uint32_t
     memset(out, 0, sizeof(*out));
     out->resource = (kw_object_t){s->types[rt].name, kw__node_str(&g->nodes[rn])};
     out->relation = s->types[rt].rels[rel].name;
-    out->subject = (kw_subject_t){s->types[st].name, kw__node_str(&g->nodes[sn]),
-                                  kw__rel_name(s, st, srel)};
+    out->subject =
+        (kw_subject_t){s->types[st].name, kw__node_str(&g->nodes[sn]), kw__rel_name(s, st, srel)};
     const kw_attr_t *a = kw__attr_maybe(g, rn) ? kw__attr_find(g, rn, rel, sn, srel) : NULL;
     if (a) {
         if (a->caveat != KW_CAVEAT_NONE)
@@ -125,7 +125,7 @@ void kw__hist_edge_rel(const kw_engine_t *e, uint32_t rn, uint16_t rel, uint32_t
 /* The eight strings of a relationship, in order. */
 static kw_str_t *rel_strs(kw_rel_t *r, size_t i)
 {
-    kw_str_t *v[8] = {&r->resource.type, &r->resource.id,  &r->relation, &r->subject.type,
+    kw_str_t *v[8] = {&r->resource.type, &r->resource.id,      &r->relation, &r->subject.type,
                       &r->subject.id,    &r->subject.relation, &r->caveat,   &r->caveat_ctx};
     return v[i];
 }
@@ -167,6 +167,7 @@ static void pop_oldest(kw_history_t *h)
 {
     kw_hbatch_t *o = &h->b[h->first];
     h->base = o->rev;
+    h->base_ext = o->ext;
     h->base_why = "older changes left the retention window";
     h->n_changes -= o->n;
     h->bytes -= o->bytes;
@@ -182,6 +183,55 @@ void kw__hist_reset(kw_engine_t *e, const char *why)
     drop_all(h);
     h->base = e->rev;
     h->base_why = why;
+    h->base_ext = 0; /* named by the next kw_engine_history_name */
+}
+
+void kw_engine_history_name(kw_engine_t *e, kw_revision_t ext)
+{
+    kw__engine_wrlock(e);
+    kw_history_t *h = &e->hist;
+    if (h->n > h->first && h->b[h->n - 1].rev == e->rev && h->b[h->n - 1].ext == 0)
+        h->b[h->n - 1].ext = ext;
+    if (h->base == e->rev && h->base_ext == 0)
+        h->base_ext = ext;
+    h->cur_ext = ext;
+    h->cur_ext_rev = e->rev;
+    kw__engine_unlock(e);
+}
+
+/* The engine revision whose state is the state as of `at` (a name once names are given),
+ * or false when the log cannot rebuild it. Lock held. */
+static bool to_engine_rev(const kw_engine_t *e, kw_revision_t at, kw_revision_t *out)
+{
+    const kw_history_t *h = &e->hist;
+    if (h->cur_ext == 0) { /* never named: the engine's own revisions */
+        if (at < h->base || at > e->rev)
+            return false;
+        *out = at;
+        return true;
+    }
+    if (at >= h->cur_ext) {
+        *out = h->cur_ext_rev;
+        return true;
+    }
+    /* The newest named batch at or before `at` (an unnamed one is newer than every name). */
+    for (size_t k = h->n; k-- > h->first;) {
+        if (h->b[k].ext != 0 && h->b[k].ext <= at) {
+            *out = h->b[k].rev;
+            return true;
+        }
+    }
+    if (h->base_ext != 0 && at >= h->base_ext) {
+        *out = h->base;
+        return true;
+    }
+    return false;
+}
+
+/* The start of the window as the caller names revisions. */
+static kw_revision_t base_name(const kw_history_t *h)
+{
+    return h->cur_ext == 0 ? h->base : h->base_ext;
 }
 
 void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why)
@@ -199,19 +249,20 @@ void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why)
         h->n -= h->first;
         h->first = 0;
     }
-    if (h->n == h->cap && kw_grow((void **)&h->b, &h->cap, h->n + 1, sizeof(kw_hbatch_t)) != KW_OK) {
+    if (h->n == h->cap &&
+        kw_grow((void **)&h->b, &h->cap, h->n + 1, sizeof(kw_hbatch_t)) != KW_OK) {
         kw__hist_batch_free(b);
         kw__hist_reset(e, "the change log ran out of memory");
         return;
     }
     b->rev = e->rev;
+    b->ext = 0;
     b->mono_us = mono_us();
     h->b[h->n++] = *b;
     h->n_changes += b->n;
     h->bytes += b->bytes;
     int64_t oldest_ok = b->mono_us - h->window_us;
-    while (h->n > h->first &&
-           (h->n_changes > h->max_changes || h->b[h->first].mono_us < oldest_ok))
+    while (h->n > h->first && (h->n_changes > h->max_changes || h->b[h->first].mono_us < oldest_ok))
         pop_oldest(h);
 }
 
@@ -233,8 +284,8 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
 {
     memset(out, 0, sizeof(*out));
     kw__engine_rdlock(e);
-    out->base = e->hist.base;
-    out->rev = e->rev;
+    out->base = base_name(&e->hist);
+    out->rev = e->hist.cur_ext ? e->hist.cur_ext : e->rev;
     out->base_why = e->hist.base_why;
     out->n_changes = e->hist.n_changes;
     out->bytes = e->hist.bytes + e->hist.cap * sizeof(kw_hbatch_t);
@@ -252,12 +303,13 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
 
 typedef struct snap_feed {
     kw_engine_t *live;
-    kw_revision_t at;
-    uint64_t gen;           /* the model the schema text came from */
-    kw_hbatch_t *undo;      /* deep copies of the batches newer than `at`, oldest first */
+    kw_revision_t at;   /* as asked (a name once names are given) */
+    kw_revision_t erev; /* the engine revision it maps to */
+    uint64_t gen;       /* the model the schema text came from */
+    kw_hbatch_t *undo;  /* deep copies of the batches newer than `at`, oldest first */
     size_t n_undo;
     kw_diag_t *diag;
-    int rc;                 /* KW_EEXPIRED / KW_ENOMEM found by the feed */
+    int rc; /* KW_EEXPIRED / KW_ENOMEM found by the feed */
 } snap_feed_t;
 
 static int expired_msg(kw_diag_t *diag, kw_revision_t at, const kw_history_t *h)
@@ -266,7 +318,7 @@ static int expired_msg(kw_diag_t *diag, kw_revision_t at, const kw_history_t *h)
                        "revision %llu is older than the snapshot window, which starts at "
                        "revision %llu because %s (the window keeps the changes of the last "
                        "%lld s, at most %zu of them, and starts again after a schema write)",
-                       (unsigned long long)at, (unsigned long long)h->base, h->base_why,
+                       (unsigned long long)at, (unsigned long long)base_name(h), h->base_why,
                        (long long)(h->window_us / 1000000), h->max_changes);
 }
 
@@ -279,10 +331,12 @@ static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev
     int rc = KW_OK;
     kw__engine_rdlock(e);
     const kw_history_t *h = &e->hist;
-    if (!e->model || e->model->gen != f->gen || f->at < h->base) {
+    kw_revision_t erev = 0;
+    bool in = to_engine_rev(e, f->at, &erev) && erev == f->erev && erev >= h->base;
+    if (!e->model || e->model->gen != f->gen || !in) {
         /* A schema swap restarted the log after the schema text was taken, or older
          * changes left the window since the request was admitted. */
-        if (f->at < h->base)
+        if (!in)
             f->rc = expired_msg(f->diag, f->at, h);
         else
             f->rc = kw_diag_set(f->diag, KW_EEXPIRED, 0, 0,
@@ -293,7 +347,7 @@ static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev
         return f->rc;
     }
     size_t k = h->first;
-    while (k < h->n && h->b[k].rev <= f->at)
+    while (k < h->n && h->b[k].rev <= f->erev)
         k++;
     if (h->n > k) {
         f->undo = kw_calloc(h->n - k, sizeof(kw_hbatch_t));
@@ -339,7 +393,7 @@ static void free_undo(snap_feed_t *f)
     kw_free(f->undo);
 }
 
-/* Undoes f's batches on `s`, newest first, then sets its revision to f->at. */
+/* Undoes f's batches on `s`, newest first, then sets its revision to f->erev. */
 static int apply_undo(kw_engine_t *s, snap_feed_t *f, kw_diag_t *diag)
 {
     size_t max = 0;
@@ -362,7 +416,7 @@ static int apply_undo(kw_engine_t *s, snap_feed_t *f, kw_diag_t *diag)
     kw_free(ups);
     if (rc == KW_OK) {
         kw__engine_wrlock(s);
-        s->rev = f->at;
+        s->rev = f->erev;
         kw__engine_unlock(s);
     }
     return rc;
@@ -441,10 +495,11 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
     kw_buf_init(&text);
     kw__engine_rdlock(e);
     int rc = e->model ? KW_OK : kw__engine_no_schema(diag);
-    if (rc == KW_OK && at > e->rev)
+    kw_revision_t cur = h->cur_ext ? h->cur_ext : e->rev, erev = 0;
+    if (rc == KW_OK && at > cur)
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "revision %llu is newer than the current %llu",
-                         (unsigned long long)at, (unsigned long long)e->rev);
-    if (rc == KW_OK && at < h->base)
+                         (unsigned long long)at, (unsigned long long)cur);
+    if (rc == KW_OK && !to_engine_rev(e, at, &erev))
         rc = expired_msg(diag, at, h);
     kw_revision_t base = h->base;
     uint64_t gen = rc == KW_OK ? e->model->gen : 0;
@@ -456,7 +511,7 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
         return rc;
     }
     pthread_mutex_lock(&h->mu);
-    kw_snapshot_t *hit = cache_find(h, at);
+    kw_snapshot_t *hit = cache_find(h, erev);
     pthread_mutex_unlock(&h->mu);
     if (hit) {
         kw_buf_free(&text);
@@ -474,9 +529,9 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building a snapshot");
     }
     atomic_init(&s->refs, 1);
-    s->rev = at;
+    s->rev = erev;
     kw_engine_set_clock(s->e, e->clock, e->clock_ud);
-    snap_feed_t f = {e, at, gen, NULL, 0, diag, KW_OK};
+    snap_feed_t f = {e, at, erev, gen, NULL, 0, diag, KW_OK};
     rc = kw_engine_replace_graph(s->e, (kw_str_t){text.ptr, text.len}, snap_feed, &f, NULL, diag);
     kw_buf_free(&text);
     if (f.rc != KW_OK)

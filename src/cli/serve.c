@@ -225,8 +225,8 @@ static void snapshot_config(kw_engine_t *engine)
 {
     long window_s = env_bounded("KEYWARD_SNAPSHOT_WINDOW_S", 0, KW_SYNC_SECONDS_MAX,
                                 KW_HISTORY_WINDOW_S, "seconds; 0: only the current revision");
-    long changes = env_bounded("KEYWARD_SNAPSHOT_MAX_CHANGES", 1, 100000000,
-                               KW_HISTORY_MAX_CHANGES, "relationship changes");
+    long changes = env_bounded("KEYWARD_SNAPSHOT_MAX_CHANGES", 1, 100000000, KW_HISTORY_MAX_CHANGES,
+                               "relationship changes");
     long snaps = env_bounded("KEYWARD_SNAPSHOT_CACHE", 0, 64, KW_HISTORY_SNAPSHOTS,
                              "snapshots; 0: none cached");
     long mb = env_bounded("KEYWARD_SNAPSHOT_CACHE_MB", 1, 1048576, KW_HISTORY_SNAPSHOT_MB, "MiB");

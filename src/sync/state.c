@@ -103,6 +103,9 @@ void kw__sync_advance(kw_sync_t *s, kw_revision_t rev)
     pthread_mutex_lock(&s->rev_mu);
     bool moved = rev > kw_sync_applied(s);
     if (moved) {
+        /* Names a schema swap's or a reload's engine revision (a batch was named when
+         * applied; the first name a change gets is kept). */
+        kw_engine_history_name(s->engine, rev);
         atomic_store_explicit(&s->applied_rev, (uint64_t)rev, memory_order_release);
         pthread_cond_broadcast(&s->rev_cv);
     }

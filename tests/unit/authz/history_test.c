@@ -48,7 +48,8 @@ static void rand_rel(unsigned *seed, char *buf, size_t cap, bool with_attrs)
     int attr = with_attrs ? rand_r(seed) % 5 : 0;
     char tail[96] = "";
     if (attr == 1)
-        snprintf(tail, sizeof(tail), "[okay:{\"allowed\":%s}]", rand_r(seed) % 2 ? "true" : "false");
+        snprintf(tail, sizeof(tail), "[okay:{\"allowed\":%s}]",
+                 rand_r(seed) % 2 ? "true" : "false");
     else if (attr == 2)
         snprintf(tail, sizeof(tail), "[okay]");
     switch (kind) {
@@ -156,8 +157,8 @@ static char *answers(kw_engine_t *e)
                     snprintf(uid, sizeof(uid), "u%d", u);
                     kw_subject_t s = {KW_STR("user"), kw_str_c(uid), KW_STR_NULL};
                     kw_check_result_t r = KW_CHECK_NO;
-                    int rc = kw_engine_check_ctx(e, res, kw_str_c(perms[p]), s,
-                                                 kw_str_c(ctxs[c]), &r, NULL, NULL, NULL);
+                    int rc = kw_engine_check_ctx(e, res, kw_str_c(perms[p]), s, kw_str_c(ctxs[c]),
+                                                 &r, NULL, NULL, NULL);
                     char line[64];
                     snprintf(line, sizeof(line), "%d%d", rc, (int)r);
                     kw_buf_append(&b, line, strlen(line));
@@ -375,5 +376,31 @@ KW_TEST(history_time_window_drops_old_changes)
     kw_diag_t d;
     kw_diag_clear(&d);
     KW_ASSERT_EQ(kw_engine_snapshot(e, r0, &s, &d), KW_EEXPIRED);
+    kw_engine_free(e);
+}
+
+KW_TEST(history_wildcard_undo)
+{
+    kw_engine_t *e = th_engine(SCHEMA);
+    KW_ASSERT(e);
+    kw_engine_set_history(e, 3600LL * 1000000, 1000, 2, (size_t)1 << 30);
+    KW_ASSERT_EQ(th_touch1(e, "doc:b#viewer@user:*"), KW_OK);
+    KW_ASSERT_EQ(th_touch1(e, "doc:e#viewer@user:dee"), KW_OK);
+    kw_revision_t t1 = kw_engine_revision(e);
+    char *want = dump_state(e);
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    /* One batch deleting one wildcard and adding another (the wildcard node is shared). */
+    kw_update_t ups[2] = {{.op = KW_OP_DELETE}, {.op = KW_OP_TOUCH}};
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc:b#viewer@user:*"), &ups[0].rel, &d), KW_OK);
+    KW_ASSERT_EQ(kw_rel_parse(KW_STR("doc:e#viewer@user:*"), &ups[1].rel, &d), KW_OK);
+    KW_ASSERT_EQ(kw_engine_write(e, ups, 2, NULL, 0, 0, NULL, &d), KW_OK);
+    kw_snapshot_t *s = NULL;
+    KW_ASSERT_EQ(kw_engine_snapshot(e, t1, &s, &d), KW_OK);
+    char *got = dump_state(kw_snapshot_engine(s));
+    KW_ASSERT_STR_EQ(got, want);
+    free(got);
+    free(want);
+    kw_snapshot_release(s);
     kw_engine_free(e);
 }

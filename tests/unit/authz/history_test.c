@@ -185,7 +185,9 @@ static char *answers(kw_engine_t *e)
 
 #define ROUNDS 60
 
-KW_TEST(history_snapshot_equals_fresh_engine_on_random_graphs)
+/* named: revisions are asked by names with gaps (as a store's, which the engine's own
+ * revisions lead after schema swaps), also between two names. */
+static void random_graphs(int *kw_failed_, bool named)
 {
     for (unsigned seed0 = 1; seed0 <= 12; seed0++) {
         unsigned seed = seed0;
@@ -196,7 +198,15 @@ KW_TEST(history_snapshot_equals_fresh_engine_on_random_graphs)
         kw_engine_set_history(e, 3600LL * 1000000, 100000, 2, (size_t)1 << 30);
         kw_revision_t revs[ROUNDS + 1];
         char *dumps[ROUNDS + 1];
-        revs[0] = kw_engine_revision(e);
+        kw_revision_t name = 1000;
+        if (named) { /* the engine's own revisions lead: another schema swap first */
+            kw_diag_t d0;
+            kw_diag_clear(&d0);
+            KW_ASSERT_EQ(kw_engine_set_schema(e, kw_str_c(SCHEMA), NULL, &d0), KW_OK);
+            KW_ASSERT_EQ(kw_engine_set_schema(e, kw_str_c(SCHEMA), NULL, &d0), KW_OK);
+            kw_engine_history_name(e, name);
+        }
+        revs[0] = named ? name : kw_engine_revision(e);
         dumps[0] = dump_state(e);
         KW_ASSERT(dumps[0]);
         size_t n = 1;
@@ -233,27 +243,37 @@ KW_TEST(history_snapshot_equals_fresh_engine_on_random_graphs)
             }
             if (round == ROUNDS / 2)
                 now_us += 100LL * 1000000; /* the soon-expiring ones are past now */
-            revs[n] = kw_engine_revision(e);
+            if (named) {
+                name += 1 + (kw_revision_t)(rand_r(&seed) % 3);
+                kw_engine_history_name(e, name);
+            }
+            revs[n] = named ? name : kw_engine_revision(e);
             dumps[n] = dump_state(e);
             KW_ASSERT(dumps[n]);
             n++;
         }
         /* Later still: snapshots judge expiries at query time, as the live engine does. */
         now_us += 60LL * 1000000;
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < 2 * n - 1; i++) {
+            /* odd i (named): a name between two changes, the state of the earlier one */
+            if (i % 2 && (!named || revs[i / 2 + 1] - revs[i / 2] < 2))
+                continue;
+            kw_revision_t at = i % 2 ? revs[i / 2] + 1 : revs[i / 2];
+            const char *want_dump = dumps[i / 2];
             kw_snapshot_t *s = NULL;
             kw_diag_t d;
             kw_diag_clear(&d);
-            KW_ASSERT_EQ(kw_engine_snapshot(e, revs[i], &s, &d), KW_OK);
+            KW_ASSERT_EQ(kw_engine_snapshot(e, at, &s, &d), KW_OK);
             kw_engine_t *se = kw_snapshot_engine(s);
-            KW_ASSERT_EQ(kw_engine_revision(se), revs[i]);
-            kw_engine_t *fe = fresh_from(dumps[i]);
+            if (!named)
+                KW_ASSERT_EQ(kw_engine_revision(se), revs[i / 2]);
+            kw_engine_t *fe = fresh_from(want_dump);
             KW_ASSERT(fe);
             char *a = dump_state(se), *b = dump_state(fe);
             KW_ASSERT(a && b);
             if (strcmp(a, b) != 0)
                 fprintf(stderr, "  seed %u rev %llu:\nsnapshot:\n%s\nexpected:\n%s\n", seed0,
-                        (unsigned long long)revs[i], a, b);
+                        (unsigned long long)at, a, b);
             KW_ASSERT_STR_EQ(a, b);
             free(a);
             free(b);
@@ -274,10 +294,27 @@ KW_TEST(history_snapshot_equals_fresh_engine_on_random_graphs)
         free(live);
         free(want);
         kw_engine_free(fe);
+        if (named) { /* before the first name and after the last: refused / current */
+            kw_snapshot_t *s = NULL;
+            kw_diag_t d;
+            kw_diag_clear(&d);
+            KW_ASSERT_EQ(kw_engine_snapshot(e, revs[0] - 1, &s, &d), KW_EEXPIRED);
+            KW_ASSERT_EQ(kw_engine_snapshot(e, name + 1, &s, &d), KW_EINVAL);
+        }
         for (size_t i = 0; i < n; i++)
             free(dumps[i]);
         kw_engine_free(e);
     }
+}
+
+KW_TEST(history_snapshot_equals_fresh_engine_on_random_graphs)
+{
+    random_graphs(kw_failed_, false);
+}
+
+KW_TEST(history_snapshot_by_store_names_on_random_graphs)
+{
+    random_graphs(kw_failed_, true);
 }
 
 KW_TEST(history_window_refuses_what_it_cannot_rebuild)

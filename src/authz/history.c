@@ -15,8 +15,11 @@
  * undo would be a whole graph.
  *
  * A snapshot at revision R: a new engine under the same schema text, filled (through
- * kw_engine_replace_graph's feed) with every live relationship of the current graph, read
- * under the live engine's read lock together with deep copies of the batches newer than R;
+ * kw_engine_replace_graph's feed) with every live relationship of the current graph. Under
+ * the live engine's read lock only a compact copy is taken (every live node's id once, each
+ * edge as 12 bytes of indices, the attributes of those that have them) together with deep
+ * copies of the batches newer than R; the relationships are rebuilt from it and the new
+ * graph built after the lock is released, so writers wait for the copy only;
  * then those batches are undone newest first on the new engine (each change restores its
  * prior state: TOUCH it back, or DELETE it), and its revision is set to R. Expired
  * relationships are left out of the copy: an expiry is judged at query time, and a later
@@ -301,12 +304,122 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
 
 /* ---- materializing a snapshot ---- */
 
+/* The live graph copied compactly under the read lock, turned into relationships after it
+ * is released (the new graph is built without holding writers off). */
+typedef struct cedge {
+    uint32_t rn, sn;
+    uint16_t rel, srel;
+    uint32_t attr; /* index into attrs, or UINT32_MAX */
+} cedge_t;
+
+typedef struct cattr {
+    uint16_t caveat;
+    int64_t expires_at;
+    size_t ctx_off, ctx_len; /* in the id text */
+} cattr_t;
+
+typedef struct gcopy {
+    uint16_t *types; /* per node */
+    size_t *off;     /* per node + 1: its id in text */
+    char *text;      /* every live node's id, then every context */
+    cedge_t *edges;
+    size_t n_edges;
+    cattr_t *attrs;
+    size_t n_attrs;
+} gcopy_t;
+
+static void gcopy_free(gcopy_t *c)
+{
+    kw_free(c->types);
+    kw_free(c->off);
+    kw_free(c->text);
+    kw_free(c->edges);
+    kw_free(c->attrs);
+    memset(c, 0, sizeof(*c));
+}
+
+/* Copies every live, unexpired relationship of g (lock held): two passes (sizes, copy). */
+static int gcopy_make(const kw_engine_t *e, gcopy_t *c)
+{
+    const kw_graph_t *g = &e->g;
+    int64_t now = kw__engine_query_now(e);
+    size_t text = 0, n_edges = 0, n_attrs = 0;
+    for (uint32_t n = 0; n < g->n_nodes; n++) {
+        const kw_node_t *nd = &g->nodes[n];
+        if (!kw__node_live(nd))
+            continue;
+        text += kw__node_str(nd).len;
+        const kw_eslice_t es = kw__node_fwd(nd);
+        for (uint32_t i = 0; i < es.n; i++) {
+            const kw_attr_t *a =
+                kw__attr_maybe(g, n)
+                    ? kw__attr_find(g, n, es.v[i].rel, es.v[i].other, es.v[i].other_rel)
+                    : NULL;
+            if (a && kw__attr_expired(a, now))
+                continue;
+            n_edges++;
+            if (a) {
+                n_attrs++;
+                text += a->ctx_len;
+            }
+        }
+    }
+    c->types = kw_calloc(g->n_nodes ? g->n_nodes : 1, sizeof(uint16_t));
+    c->off = kw_calloc((size_t)g->n_nodes + 1, sizeof(size_t));
+    c->text = kw_malloc(text ? text : 1);
+    c->edges = kw_calloc(n_edges ? n_edges : 1, sizeof(cedge_t));
+    c->attrs = kw_calloc(n_attrs ? n_attrs : 1, sizeof(cattr_t));
+    if (!c->types || !c->off || !c->text || !c->edges || !c->attrs) {
+        gcopy_free(c);
+        return KW_ENOMEM;
+    }
+    size_t pos = 0;
+    for (uint32_t n = 0; n < g->n_nodes; n++) {
+        const kw_node_t *nd = &g->nodes[n];
+        c->off[n] = pos;
+        if (!kw__node_live(nd))
+            continue;
+        kw_str_t id = kw__node_str(nd);
+        if (id.len)
+            memcpy(c->text + pos, id.ptr, id.len);
+        pos += id.len;
+        c->types[n] = nd->type;
+    }
+    c->off[g->n_nodes] = pos;
+    for (uint32_t n = 0; n < g->n_nodes; n++) {
+        const kw_node_t *nd = &g->nodes[n];
+        if (!kw__node_live(nd))
+            continue;
+        const kw_eslice_t es = kw__node_fwd(nd);
+        for (uint32_t i = 0; i < es.n; i++) {
+            const kw_attr_t *a =
+                kw__attr_maybe(g, n)
+                    ? kw__attr_find(g, n, es.v[i].rel, es.v[i].other, es.v[i].other_rel)
+                    : NULL;
+            if (a && kw__attr_expired(a, now))
+                continue;
+            cedge_t *ce = &c->edges[c->n_edges++];
+            *ce = (cedge_t){n, es.v[i].other, es.v[i].rel, es.v[i].other_rel, UINT32_MAX};
+            if (a) {
+                cattr_t *ca = &c->attrs[c->n_attrs];
+                ce->attr = (uint32_t)c->n_attrs++;
+                *ca = (cattr_t){a->caveat, a->expires_at, pos, a->ctx_len};
+                if (a->ctx_len)
+                    memcpy(c->text + pos, a->ctx, a->ctx_len);
+                pos += a->ctx_len;
+            }
+        }
+    }
+    return KW_OK;
+}
+
 typedef struct snap_feed {
     kw_engine_t *live;
-    kw_revision_t at;   /* as asked (a name once names are given) */
-    kw_revision_t erev; /* the engine revision it maps to */
-    uint64_t gen;       /* the model the schema text came from */
-    kw_hbatch_t *undo;  /* deep copies of the batches newer than `at`, oldest first */
+    kw_revision_t at;     /* as asked (a name once names are given) */
+    kw_revision_t erev;   /* the engine revision it maps to */
+    uint64_t gen;         /* the model the schema text came from */
+    const kw_schema_t *s; /* that schema, compiled privately (same indices) */
+    kw_hbatch_t *undo;    /* deep copies of the batches newer than `at`, oldest first */
     size_t n_undo;
     kw_diag_t *diag;
     int rc; /* KW_EEXPIRED / KW_ENOMEM found by the feed */
@@ -322,11 +435,10 @@ static int expired_msg(kw_diag_t *diag, kw_revision_t at, const kw_history_t *h)
                        (long long)(h->window_us / 1000000), h->max_changes);
 }
 
-/* The feed: under the live engine's read lock, copies the batches newer than `at`, then
- * emits every live relationship of the current graph. */
-static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev)
+/* Under the live engine's read lock: copies the batches newer than `erev` and the graph
+ * (gcopy_make). Sets f->rc and diag on failure. */
+static int snap_copy(snap_feed_t *f, gcopy_t *c)
 {
-    snap_feed_t *f = ud;
     kw_engine_t *e = f->live;
     int rc = KW_OK;
     kw__engine_rdlock(e);
@@ -359,30 +471,45 @@ static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev
         if (rc == KW_OK)
             f->undo[f->n_undo++].rev = h->b[k].rev;
     }
-    if (rc != KW_OK) {
-        f->rc = kw_diag_set(f->diag, KW_ENOMEM, 0, 0, "out of memory while copying the change log");
-        kw__engine_unlock(e);
-        return f->rc;
-    }
-    const kw_graph_t *g = &e->g;
-    int64_t now = kw__engine_query_now(e);
-    for (uint32_t n = 0; n < g->n_nodes && rc == KW_OK; n++) {
-        const kw_node_t *nd = &g->nodes[n];
-        if (!kw__node_live(nd))
-            continue;
-        const kw_eslice_t es = kw__node_fwd(nd);
-        for (uint32_t i = 0; i < es.n && rc == KW_OK; i++) {
-            const kw_edge_t *ed = &es.v[i];
-            if (kw__attr_maybe(g, n) &&
-                kw__attr_expired(kw__attr_find(g, n, ed->rel, ed->other, ed->other_rel), now))
-                continue;
-            kw_rel_t r;
-            kw__hist_edge_rel(e, n, ed->rel, ed->other, ed->other_rel, &r);
-            rc = emit(&r, emit_ud);
-        }
-    }
-    *rev = e->rev;
+    if (rc == KW_OK)
+        rc = gcopy_make(e, c);
     kw__engine_unlock(e);
+    if (rc != KW_OK)
+        f->rc = kw_diag_set(f->diag, KW_ENOMEM, 0, 0, "out of memory while copying the graph");
+    return rc;
+}
+
+/* The feed: the copy (live read lock held only for it), then every relationship of it. */
+static int snap_feed(void *ud, kw_rel_cb emit, void *emit_ud, kw_revision_t *rev)
+{
+    snap_feed_t *f = ud;
+    gcopy_t c = {0};
+    int rc = snap_copy(f, &c);
+    if (rc != KW_OK)
+        return rc;
+    const kw_schema_t *s = f->s;
+    for (size_t i = 0; i < c.n_edges && rc == KW_OK; i++) {
+        const cedge_t *ce = &c.edges[i];
+        uint16_t rt = c.types[ce->rn], st = c.types[ce->sn];
+        kw_rel_t r;
+        memset(&r, 0, sizeof(r));
+        r.resource = (kw_object_t){s->types[rt].name,
+                                   {c.text + c.off[ce->rn], c.off[ce->rn + 1] - c.off[ce->rn]}};
+        r.relation = s->types[rt].rels[ce->rel].name;
+        r.subject = (kw_subject_t){s->types[st].name,
+                                   {c.text + c.off[ce->sn], c.off[ce->sn + 1] - c.off[ce->sn]},
+                                   kw__rel_name(s, st, ce->srel)};
+        if (ce->attr != UINT32_MAX) {
+            const cattr_t *a = &c.attrs[ce->attr];
+            if (a->caveat != KW_CAVEAT_NONE)
+                r.caveat = s->caveats[a->caveat].name;
+            r.caveat_ctx = (kw_str_t){a->ctx_len ? c.text + a->ctx_off : NULL, a->ctx_len};
+            r.expires_at = a->expires_at;
+        }
+        rc = emit(&r, emit_ud);
+    }
+    gcopy_free(&c);
+    *rev = f->erev; /* below the new engine's: it gets its next revision; set after the undo */
     return rc;
 }
 
@@ -531,9 +658,14 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
     atomic_init(&s->refs, 1);
     s->rev = erev;
     kw_engine_set_clock(s->e, e->clock, e->clock_ud);
-    snap_feed_t f = {e, at, erev, gen, NULL, 0, diag, KW_OK};
-    rc = kw_engine_replace_graph(s->e, (kw_str_t){text.ptr, text.len}, snap_feed, &f, NULL, diag);
+    kw_schema_t *sc = NULL;
+    rc = kw_schema_compile((kw_str_t){text.ptr, text.len}, &sc, diag);
+    snap_feed_t f = {e, at, erev, gen, sc, NULL, 0, diag, KW_OK};
+    if (rc == KW_OK)
+        rc = kw_engine_replace_graph(s->e, (kw_str_t){text.ptr, text.len}, snap_feed, &f, NULL,
+                                     diag);
     kw_buf_free(&text);
+    kw_schema_free(sc);
     if (f.rc != KW_OK)
         rc = f.rc;
     if (rc == KW_OK)

@@ -32,6 +32,14 @@ typedef struct kw__v1_read {
  * every KW_OK with kw__v1_read_end right after the engine call(s). */
 KW_NODISCARD int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
                                    kw_revision_t *rev, kw_v1_status_t *st);
+/* What a read needs of an older revision: the graph (a snapshot engine), the schema only
+ * (the same within the window: nothing is built; r->engine is the live one), or the
+ * current revision only (a read of the store, which keeps no older state: an older one is
+ * refused with OUT_OF_RANGE saying so). */
+enum { KW__V1_AT_GRAPH = 0, KW__V1_AT_SCHEMA, KW__V1_AT_CURRENT };
+KW_NODISCARD int kw__v1_read_begin_for(kw_api_t *svc, const kw_v1_consistency_t *c,
+                                       kw__v1_read_t *r, kw_revision_t *rev, int need,
+                                       kw_v1_status_t *st);
 void kw__v1_read_end(kw_api_t *svc, kw__v1_read_t *r);
 
 /* ---- cursors (v1svc.c) ---- */

@@ -233,6 +233,9 @@ typedef struct kw_snapshot kw_snapshot_t;
  * KW_ENOMEM. Expiries are judged at query time, by `e`'s clock. */
 KW_NODISCARD int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out,
                                     kw_diag_t *diag);
+/* Is revision `at` within the window (what kw_engine_snapshot would build), without
+ * building anything? KW_OK, or kw_engine_snapshot's KW_EEXPIRED / KW_EINVAL with diag. */
+KW_NODISCARD int kw_engine_history_covers(kw_engine_t *e, kw_revision_t at, kw_diag_t *diag);
 kw_engine_t *kw_snapshot_engine(const kw_snapshot_t *s);
 kw_revision_t kw_snapshot_revision(const kw_snapshot_t *s);
 void kw_snapshot_release(kw_snapshot_t *s);

@@ -615,6 +615,21 @@ static kw_snapshot_t *cache_offer(kw_history_t *h, kw_revision_t base, kw_snapsh
     return s;
 }
 
+int kw_engine_history_covers(kw_engine_t *e, kw_revision_t at, kw_diag_t *diag)
+{
+    const kw_history_t *h = &e->hist;
+    kw__engine_rdlock(e);
+    kw_revision_t cur = h->cur_ext ? h->cur_ext : e->rev, erev = 0;
+    int rc = KW_OK;
+    if (at > cur)
+        rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "revision %llu is newer than the current %llu",
+                         (unsigned long long)at, (unsigned long long)cur);
+    else if (!to_engine_rev(e, at, &erev))
+        rc = expired_msg(diag, at, h);
+    kw__engine_unlock(e);
+    return rc;
+}
+
 int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw_diag_t *diag)
 {
     kw_history_t *h = &e->hist;

@@ -329,3 +329,22 @@ def test_a_second_instance_answers_at_a_revision_it_applied_from_the_changelog(t
     finally:
         b.kill()
         a.kill()
+
+
+def test_schema_reads_answer_and_export_refuses_an_older_revision(server):
+    """ReflectSchema at an older revision within the window answers (the schema then is the
+    current one: a schema write restarts the window) without building a snapshot; the bulk
+    export reads the store, which keeps only the current revision: OUT_OF_RANGE saying so."""
+    adm = admin_of(server)
+    setup_schema(adm)
+    t1 = write(adm, upd("TOUCH", "sdoc:a", "viewer", "user:ann"))
+    write(adm, upd("TOUCH", "sdoc:a", "viewer", "user:bob"))
+    r = post(adm, "/v1/schema/reflectschema", exact(t1)).json()
+    assert any(d["name"] == "sdoc" for d in r["definitions"]), r
+    assert r["readAt"]["token"] == t1, r
+    r = adm.post("/v1/relationships/exportbulk", json=exact(t1))
+    assert r.status_code == 400 and r.json()["code"] == 11, r.text
+    assert "revision has expired" in r.json()["message"] and "reads the store" in r.json()["message"]
+    cur = write(adm, upd("TOUCH", "sdoc:a", "viewer", "user:cid"))
+    lines = ndjson(post(adm, "/v1/relationships/exportbulk", exact(cur)))
+    assert lines, "an export at the current revision answers"

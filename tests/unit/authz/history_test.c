@@ -7,6 +7,7 @@
  * restarts, batches too large) refuses what it cannot rebuild with KW_EEXPIRED; snapshots
  * are cached and outlive their eviction while held.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -440,4 +441,104 @@ KW_TEST(history_wildcard_undo)
     free(want);
     kw_snapshot_release(s);
     kw_engine_free(e);
+}
+
+/* A writer applies random batches (recording each revision's state) while snapshots are
+ * taken at recorded revisions, with a small window that trims meanwhile: every snapshot
+ * given holds exactly its revision's state; the others are refused as expired. */
+typedef struct race {
+    kw_engine_t *e;
+    pthread_mutex_t mu;
+    kw_revision_t revs[400];
+    char *dumps[400];
+    size_t n;
+    bool done;
+} race_t;
+
+static void *race_writer(void *ud)
+{
+    race_t *r = ud;
+    unsigned seed = 99;
+    for (int i = 0; i < 300; i++) {
+        char bufs[4][160];
+        const char *v[4];
+        size_t k = 0;
+        for (size_t j = 0; j < 3; j++) {
+            rand_rel(&seed, bufs[k], sizeof(bufs[k]), true);
+            bool dup = false;
+            for (size_t m = 0; m < k; m++) {
+                size_t la = strcspn(bufs[m], "["), lb = strcspn(bufs[k], "[");
+                dup |= la == lb && memcmp(bufs[m], bufs[k], la) == 0;
+            }
+            if (!dup)
+                v[k] = bufs[k], k++;
+        }
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        if (th_write_op(r->e, rand_r(&seed) % 3 ? KW_OP_TOUCH : KW_OP_DELETE, v, k, &d) != KW_OK)
+            break;
+        char *dump = dump_state(r->e); /* the only writer: this is the state at rev */
+        pthread_mutex_lock(&r->mu);
+        r->revs[r->n] = kw_engine_revision(r->e);
+        r->dumps[r->n++] = dump;
+        pthread_mutex_unlock(&r->mu);
+        struct timespec ts = {0, 300000}; /* let the snapshots interleave */
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_lock(&r->mu);
+    r->done = true;
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+KW_TEST(history_snapshots_while_writes_and_trims_race)
+{
+    now_us = 1700000000000000LL;
+    race_t r = {0};
+    r.e = th_engine(SCHEMA);
+    KW_ASSERT(r.e);
+    kw_engine_set_clock(r.e, clock_fn, NULL);
+    kw_engine_set_history(r.e, 3600LL * 1000000, 40, 1, (size_t)1 << 30);
+    KW_ASSERT_EQ(pthread_mutex_init(&r.mu, NULL), 0);
+    pthread_t th;
+    KW_ASSERT_EQ(pthread_create(&th, NULL, race_writer, &r), 0);
+    unsigned seed = 5;
+    size_t given = 0, refused = 0;
+    for (;;) {
+        pthread_mutex_lock(&r.mu);
+        bool done = r.done;
+        size_t n = r.n;
+        kw_revision_t at = n ? r.revs[n - 1 - (size_t)rand_r(&seed) % (n < 30 ? n : 30)] : 0;
+        const char *want = NULL;
+        for (size_t i = 0; i < n; i++)
+            if (r.revs[i] == at)
+                want = r.dumps[i];
+        pthread_mutex_unlock(&r.mu);
+        if (done && given + refused > 50)
+            break;
+        if (!want)
+            continue;
+        kw_snapshot_t *s = NULL;
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        int rc = kw_engine_snapshot(r.e, at, &s, &d);
+        if (rc == KW_EEXPIRED) {
+            refused++;
+            continue;
+        }
+        KW_ASSERT_EQ(rc, KW_OK);
+        char *got = dump_state(kw_snapshot_engine(s));
+        KW_ASSERT(got);
+        KW_ASSERT_STR_EQ(got, want);
+        free(got);
+        kw_snapshot_release(s);
+        given++;
+    }
+    pthread_join(th, NULL);
+    fprintf(stderr, "  race: %zu snapshots checked, %zu refused as expired\n", given, refused);
+    KW_ASSERT(given > 0);
+    for (size_t i = 0; i < r.n; i++)
+        free(r.dumps[i]);
+    pthread_mutex_destroy(&r.mu);
+    kw_engine_free(r.e);
 }

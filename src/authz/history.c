@@ -189,22 +189,35 @@ void kw__hist_reset(kw_engine_t *e, const char *why)
     h->base_ext = 0; /* named by the next kw_engine_history_name */
 }
 
+/* The names (ext fields) are written under the history's mu, not the engine lock (a
+ * second write lock per commit would wait for the readers again); the caller serializes
+ * them with the batches they name, and readers take mu inside the engine's read lock. */
 void kw_engine_history_name(kw_engine_t *e, kw_revision_t ext)
 {
-    kw__engine_wrlock(e);
     kw_history_t *h = &e->hist;
+    pthread_mutex_lock(&h->mu);
     if (h->n > h->first && h->b[h->n - 1].rev == e->rev && h->b[h->n - 1].ext == 0)
         h->b[h->n - 1].ext = ext;
     if (h->base == e->rev && h->base_ext == 0)
         h->base_ext = ext;
     h->cur_ext = ext;
     h->cur_ext_rev = e->rev;
-    kw__engine_unlock(e);
+    pthread_mutex_unlock(&h->mu);
 }
 
 /* The engine revision whose state is the state as of `at` (a name once names are given),
  * or false when the log cannot rebuild it. Lock held. */
+static bool to_engine_rev_locked(const kw_engine_t *e, kw_revision_t at, kw_revision_t *out);
 static bool to_engine_rev(const kw_engine_t *e, kw_revision_t at, kw_revision_t *out)
+{
+    pthread_mutex_t *mu = (pthread_mutex_t *)&e->hist.mu;
+    pthread_mutex_lock(mu);
+    bool ok = to_engine_rev_locked(e, at, out);
+    pthread_mutex_unlock(mu);
+    return ok;
+}
+
+static bool to_engine_rev_locked(const kw_engine_t *e, kw_revision_t at, kw_revision_t *out)
 {
     const kw_history_t *h = &e->hist;
     if (h->cur_ext == 0) { /* never named: the engine's own revisions */
@@ -234,7 +247,21 @@ static bool to_engine_rev(const kw_engine_t *e, kw_revision_t at, kw_revision_t 
 /* The start of the window as the caller names revisions. */
 static kw_revision_t base_name(const kw_history_t *h)
 {
-    return h->cur_ext == 0 ? h->base : h->base_ext;
+    pthread_mutex_t *mu = (pthread_mutex_t *)&h->mu;
+    pthread_mutex_lock(mu);
+    kw_revision_t b = h->cur_ext == 0 ? h->base : h->base_ext;
+    pthread_mutex_unlock(mu);
+    return b;
+}
+
+/* The current revision as the caller names it (engine lock held). */
+static kw_revision_t cur_name(const kw_engine_t *e)
+{
+    pthread_mutex_t *mu = (pthread_mutex_t *)&e->hist.mu;
+    pthread_mutex_lock(mu);
+    kw_revision_t c = e->hist.cur_ext ? e->hist.cur_ext : e->rev;
+    pthread_mutex_unlock(mu);
+    return c;
 }
 
 void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why)
@@ -288,7 +315,7 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
     memset(out, 0, sizeof(*out));
     kw__engine_rdlock(e);
     out->base = base_name(&e->hist);
-    out->rev = e->hist.cur_ext ? e->hist.cur_ext : e->rev;
+    out->rev = cur_name(e);
     out->base_why = e->hist.base_why;
     out->n_changes = e->hist.n_changes;
     out->bytes = e->hist.bytes + e->hist.cap * sizeof(kw_hbatch_t);
@@ -619,7 +646,7 @@ int kw_engine_history_covers(kw_engine_t *e, kw_revision_t at, kw_diag_t *diag)
 {
     const kw_history_t *h = &e->hist;
     kw__engine_rdlock(e);
-    kw_revision_t cur = h->cur_ext ? h->cur_ext : e->rev, erev = 0;
+    kw_revision_t cur = cur_name(e), erev = 0;
     int rc = KW_OK;
     if (at > cur)
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "revision %llu is newer than the current %llu",
@@ -637,7 +664,7 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
     kw_buf_init(&text);
     kw__engine_rdlock(e);
     int rc = e->model ? KW_OK : kw__engine_no_schema(diag);
-    kw_revision_t cur = h->cur_ext ? h->cur_ext : e->rev, erev = 0;
+    kw_revision_t cur = cur_name(e), erev = 0;
     if (rc == KW_OK && at > cur)
         rc = kw_diag_set(diag, KW_EINVAL, 0, 0, "revision %llu is newer than the current %llu",
                          (unsigned long long)at, (unsigned long long)cur);

@@ -72,6 +72,10 @@ static void usage(FILE *f)
                "env KEYWARD_MAX_CONNS, KEYWARD_MAX_CONNS_PER_ADDR,\n  KEYWARD_HEADER_TIMEOUT_S, "
                "KEYWARD_BODY_TIMEOUT_S, KEYWARD_IDLE_TIMEOUT_S, KEYWARD_DRAIN_TIMEOUT_S,\n"
                "  KEYWARD_BODY_MEMORY\n");
+    fprintf(f, "\n  /v1 atExactSnapshot at older revisions (docs/API.md): "
+               "KEYWARD_SNAPSHOT_WINDOW_S (300; 0: the\n  current revision only), "
+               "KEYWARD_SNAPSHOT_MAX_CHANGES (100000), KEYWARD_SNAPSHOT_CACHE (2),\n"
+               "  KEYWARD_SNAPSHOT_CACHE_MB (1024)\n");
     fprintf(f, "\n  gRPC (SpiceDB's authzed.api.v1 Permissions, Schema, Watch and Experimental "
                "services,\n  grpc.health.v1, server reflection v1/v1alpha; docs/API.md):\n"
                "  --grpc-listen H:P  also serve gRPC (HTTP/2 cleartext, prior knowledge) on "

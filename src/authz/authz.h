@@ -213,6 +213,7 @@ typedef struct kw_history_info {
     size_t n_changes;     /* relationship changes held */
     size_t bytes;         /* heap bytes they take */
     size_t n_snapshots;   /* snapshots cached */
+    uint64_t n_built;     /* snapshots materialized so far */
     size_t snapshot_bytes;
     int64_t window_us;
     size_t max_changes;
@@ -225,12 +226,12 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out);
 typedef struct kw_snapshot kw_snapshot_t;
 
 /* The snapshot of `e` as of revision `at` (base <= at <= current; by name once
- * kw_engine_history_name was called), from the cache or
- * materialized now (a copy of the graph, the newer changes undone: the engine's read lock
- * is held while the graph is copied). *out holds a reference: kw_snapshot_release it.
- * Errors: KW_EEXPIRED (at is older than the window: diag says where the window starts and
- * why), KW_EINVAL (at is newer than the current revision), KW_ESCHEMA (no schema),
- * KW_ENOMEM. Expiries are judged at query time, by `e`'s clock. */
+ * kw_engine_history_name was called), from the cache or materialized now (once: a request
+ * for a revision being built waits for it) (a copy of the graph, the newer changes undone: the
+ * engine's read lock is held while the graph is copied). *out holds a reference:
+ * kw_snapshot_release it. Errors: KW_EEXPIRED (at is older than the window: diag says where the
+ * window starts and why), KW_EINVAL (at is newer than the current revision), KW_ESCHEMA (no
+ * schema), KW_ENOMEM. Expiries are judged at query time, by `e`'s clock. */
 KW_NODISCARD int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out,
                                     kw_diag_t *diag);
 /* Is revision `at` within the window (what kw_engine_snapshot would build), without

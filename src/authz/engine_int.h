@@ -131,9 +131,14 @@ typedef struct kw_history {
     size_t max_changes; /* ...and at most this many (0: keep none) */
     pthread_mutex_t mu;
     bool mu_ok;
+    pthread_cond_t cv; /* a snapshot being built was cached or given up */
+    bool cv_ok;
     kw_snapshot_t **cache;
-    size_t n_cache, max_cache, max_cache_bytes;
+    size_t n_cache, cache_cap, max_cache, max_cache_bytes;
     uint64_t tick;
+    kw_revision_t building[8]; /* engine revisions whose snapshot is being built */
+    size_t n_building;
+    uint64_t n_built; /* snapshots materialized (for tests and metrics) */
 } kw_history_t;
 
 KW_NODISCARD int kw__hist_init(kw_history_t *h);

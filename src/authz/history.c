@@ -56,6 +56,12 @@ int kw__hist_init(kw_history_t *h)
     if (pthread_mutex_init(&h->mu, NULL) != 0)
         return KW_ENOMEM;
     h->mu_ok = true;
+    if (pthread_cond_init(&h->cv, NULL) != 0) {
+        pthread_mutex_destroy(&h->mu);
+        h->mu_ok = false;
+        return KW_ENOMEM;
+    }
+    h->cv_ok = true;
     return KW_OK;
 }
 
@@ -101,6 +107,8 @@ void kw__hist_close(kw_history_t *h)
     for (size_t i = 0; i < h->n_cache; i++)
         kw_snapshot_release(h->cache[i]);
     kw_free(h->cache);
+    if (h->cv_ok)
+        pthread_cond_destroy(&h->cv);
     if (h->mu_ok)
         pthread_mutex_destroy(&h->mu);
 }
@@ -324,6 +332,7 @@ void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out)
     kw__engine_unlock(e);
     pthread_mutex_lock(&e->hist.mu);
     out->n_snapshots = e->hist.n_cache;
+    out->n_built = e->hist.n_built;
     for (size_t i = 0; i < e->hist.n_cache; i++)
         out->snapshot_bytes += e->hist.cache[i]->bytes;
     pthread_mutex_unlock(&e->hist.mu);
@@ -628,19 +637,36 @@ static kw_snapshot_t *cache_offer(kw_history_t *h, kw_revision_t base, kw_snapsh
     if (h->max_cache == 0 || s->bytes > h->max_cache_bytes)
         return s;
     cache_trim(h, base, h->max_cache - 1, s->bytes);
-    size_t cap = h->max_cache;
-    if (!h->cache) {
-        h->cache = kw_calloc(cap, sizeof(*h->cache));
-        if (!h->cache)
-            return s; /* served uncached */
-    }
-    if (h->n_cache >= cap)
-        return s;
+    if (h->n_cache >= h->cache_cap &&
+        kw_grow((void **)&h->cache, &h->cache_cap, h->n_cache + 1, sizeof(*h->cache)) != KW_OK)
+        return s; /* served uncached */
     s->used = ++h->tick;
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
     h->cache[h->n_cache++] = s;
     return s;
 }
+
+static bool is_building(const kw_history_t *h, kw_revision_t erev)
+{
+    for (size_t i = 0; i < h->n_building; i++)
+        if (h->building[i] == erev)
+            return true;
+    return false;
+}
+
+static void done_building(kw_history_t *h, kw_revision_t erev)
+{
+    for (size_t i = 0; i < h->n_building; i++) {
+        if (h->building[i] == erev) {
+            h->building[i] = h->building[--h->n_building];
+            return;
+        }
+    }
+}
+
+static int build_snapshot(kw_engine_t *e, kw_revision_t at, kw_revision_t erev, uint64_t gen,
+                          kw_revision_t base, kw_buf_t *textp, kw_snapshot_t **out,
+                          kw_diag_t *diag);
 
 int kw_engine_history_covers(kw_engine_t *e, kw_revision_t at, kw_diag_t *diag)
 {
@@ -679,14 +705,38 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
         kw_buf_free(&text);
         return rc;
     }
+    /* From the cache; or wait while another request builds the same one (one copy of the
+     * graph per revision at a time, however many ask); or build it, marked as building. */
     pthread_mutex_lock(&h->mu);
-    kw_snapshot_t *hit = cache_find(h, erev);
+    kw_snapshot_t *hit = NULL;
+    while ((hit = cache_find(h, erev)) == NULL && is_building(h, erev))
+        pthread_cond_wait(&h->cv, &h->mu);
+    bool mine = !hit && h->n_building < sizeof(h->building) / sizeof(h->building[0]);
+    if (mine)
+        h->building[h->n_building++] = erev;
     pthread_mutex_unlock(&h->mu);
     if (hit) {
         kw_buf_free(&text);
         *out = hit;
         return KW_OK;
     }
+    rc = build_snapshot(e, at, erev, gen, base, &text, out, diag);
+    pthread_mutex_lock(&h->mu);
+    if (mine)
+        done_building(h, erev);
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+/* Materializes the snapshot at engine revision erev (its schema text in *text, freed here)
+ * and offers it to the cache. */
+static int build_snapshot(kw_engine_t *e, kw_revision_t at, kw_revision_t erev, uint64_t gen,
+                          kw_revision_t base, kw_buf_t *textp, kw_snapshot_t **out, kw_diag_t *diag)
+{
+    kw_history_t *h = &e->hist;
+    kw_buf_t text = *textp;
+    int rc;
     if (text.failed) {
         kw_buf_free(&text);
         return kw_diag_set(diag, KW_ENOMEM, 0, 0, "out of memory while building a snapshot");
@@ -719,6 +769,7 @@ int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out, kw
     }
     s->bytes = kw_engine_memory(s->e);
     pthread_mutex_lock(&h->mu);
+    h->n_built++;
     s = cache_offer(h, base, s);
     pthread_mutex_unlock(&h->mu);
     *out = s;

@@ -542,3 +542,64 @@ KW_TEST(history_snapshots_while_writes_and_trims_race)
     pthread_mutex_destroy(&r.mu);
     kw_engine_free(r.e);
 }
+
+/* Several requests for the same old revision at once build it once: the others wait for
+ * it (one copy of the graph per revision, however many ask). */
+typedef struct same {
+    kw_engine_t *e;
+    kw_revision_t at;
+    kw_snapshot_t *got;
+    int rc;
+} same_t;
+
+static void *same_run(void *ud)
+{
+    same_t *s = ud;
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    s->rc = kw_engine_snapshot(s->e, s->at, &s->got, &d);
+    return NULL;
+}
+
+KW_TEST(history_concurrent_requests_build_a_revision_once)
+{
+    kw_engine_t *e = th_engine(SCHEMA);
+    KW_ASSERT(e);
+    kw_engine_set_history(e, 3600LL * 1000000, 1000, 2, (size_t)1 << 30);
+    kw_update_t ups[64];
+    char ids[64][2][24];
+    for (int b = 0; b < 300; b++) { /* 19,200 relationships: a build takes a while */
+        for (int i = 0; i < 64; i++) {
+            snprintf(ids[i][0], sizeof(ids[i][0]), "d%d", b * 64 + i);
+            snprintf(ids[i][1], sizeof(ids[i][1]), "u%d", i);
+            ups[i] = (kw_update_t){.op = KW_OP_TOUCH};
+            ups[i].rel.resource = (kw_object_t){KW_STR("doc"), kw_str_c(ids[i][0])};
+            ups[i].rel.relation = KW_STR("viewer");
+            ups[i].rel.subject = (kw_subject_t){KW_STR("user"), kw_str_c(ids[i][1]), KW_STR_NULL};
+        }
+        kw_diag_t d;
+        kw_diag_clear(&d);
+        KW_ASSERT_EQ(kw_engine_write(e, ups, 64, NULL, 0, 0, NULL, &d), KW_OK);
+    }
+    kw_revision_t at = kw_engine_revision(e);
+    KW_ASSERT_EQ(th_touch1(e, "doc:x#viewer@user:late"), KW_OK);
+    same_t s[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        s[i] = (same_t){e, at, NULL, -1};
+        KW_ASSERT_EQ(pthread_create(&th[i], NULL, same_run, &s[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) {
+        KW_ASSERT_EQ(s[i].rc, KW_OK);
+        KW_ASSERT(s[i].got == s[0].got);
+        KW_ASSERT_EQ(th_check(kw_snapshot_engine(s[i].got), "doc:x#viewer@user:late"), 0);
+    }
+    kw_history_info_t info;
+    kw_engine_history_info(e, &info);
+    KW_ASSERT_EQ(info.n_built, 1);
+    for (int i = 0; i < 4; i++)
+        kw_snapshot_release(s[i].got);
+    kw_engine_free(e);
+}

@@ -148,6 +148,9 @@ static int make_instance(kw_api_testing_t *t, const uint8_t hash[KW_KEY_HASH_LEN
     if ((rc = kw_engine_new(&in->engine)) != KW_OK ||
         (rc = kw_sync_new(in->engine, in->store, &sc, &in->sync)) != KW_OK)
         goto fail;
+    kw_engine_set_history(in->engine, (int64_t)KW_HISTORY_WINDOW_S * 1000000,
+                          KW_HISTORY_MAX_CHANGES, KW_HISTORY_SNAPSHOTS,
+                          (size_t)KW_HISTORY_SNAPSHOT_MB << 20);
     /* Nothing to load: the store is new (revision 0) and the engine has no schema yet,
      * which is what ReadSchema reports until the first WriteSchema. */
     if ((rc = kw_sync_start(in->sync, diag)) != KW_OK)

@@ -227,31 +227,61 @@ void kw_v1_consistency_wait(const kw_v1_consistency_t *c, kw_revision_t *min, bo
 int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
                       kw_revision_t *rev, kw_v1_status_t *st)
 {
+    return kw__v1_read_begin_for(svc, c, r, rev, KW__V1_AT_GRAPH, st);
+}
+
+int kw__v1_read_begin_for(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
+                          kw_revision_t *rev, int need, kw_v1_status_t *st)
+{
     r->held = false;
+    r->snap = NULL;
+    r->engine = svc->engine;
     if (c->kind != KW_V1_AT_EXACT_SNAPSHOT) {
         *rev = kw__api_applied(svc);
         return KW_OK;
     }
     /* Nothing changes the graph while it is held (sync/commit.c, kw_sync_hold). */
     kw_revision_t cur = kw_sync_hold(svc->sync);
-    if (cur != c->rev) {
-        /* The retention window is the current revision (docs/API.md, "atExactSnapshot"):
-         * an older one has expired, SpiceDB's OUT_OF_RANGE for a revision past its window.
-         * (A newer one cannot get here: the consistency wait refuses or waits for it.) */
-        kw_sync_release(svc->sync);
-        return kw_v1_fail(st, KW_EUNSUPPORTED, KW_GRPC_OUT_OF_RANGE, NULL,
-                          "invalid revision: revision has expired: consistency.atExactSnapshot "
-                          "names revision %" PRIu64 ", and keyward's snapshot window holds only "
-                          "the current revision %" PRIu64,
-                          (uint64_t)c->rev, (uint64_t)cur);
+    if (cur == c->rev) {
+        r->held = true;
+        *rev = cur;
+        return KW_OK;
     }
-    r->held = true;
-    *rev = cur;
+    kw_sync_release(svc->sync);
+    if (need == KW__V1_AT_CURRENT)
+        return kw_v1_fail(st, KW_EEXPIRED, KW_GRPC_OUT_OF_RANGE, NULL,
+                          "invalid revision: revision has expired: consistency.atExactSnapshot "
+                          "names revision %" PRIu64 ", and this RPC reads the store, which "
+                          "keeps only the current revision %" PRIu64,
+                          (uint64_t)c->rev, (uint64_t)cur);
+    /* An older revision (a newer one cannot get here: the consistency wait refuses or
+     * waits for it): a snapshot engine as of it, from the change log (authz/history.c);
+     * for the schema alone, the current one (a schema write restarts the window). */
+    kw_diag_t d;
+    kw_diag_clear(&d);
+    int rc = need == KW__V1_AT_SCHEMA ? kw_engine_history_covers(svc->engine, c->rev, &d)
+                                      : kw_engine_snapshot(svc->engine, c->rev, &r->snap, &d);
+    if (rc == KW_EEXPIRED)
+        /* SpiceDB's OUT_OF_RANGE for a revision past its window (no ErrorInfo reason). */
+        return kw_v1_fail(st, KW_EEXPIRED, KW_GRPC_OUT_OF_RANGE, NULL,
+                          "invalid revision: revision has expired: consistency.atExactSnapshot "
+                          "names revision %" PRIu64 " (current %" PRIu64 "): %s",
+                          (uint64_t)c->rev, (uint64_t)cur, d.msg);
+    if (rc != KW_OK)
+        return kw_v1_fail_rc(st, rc, &d, NULL);
+    if (r->snap)
+        r->engine = kw_snapshot_engine(r->snap);
+    *rev = c->rev;
     return KW_OK;
 }
 
 void kw__v1_read_end(kw_api_t *svc, kw__v1_read_t *r)
 {
+    if (r->snap) {
+        kw_snapshot_release(r->snap);
+        r->snap = NULL;
+    }
+    r->engine = NULL;
     if (!r->held)
         return;
     r->held = false;

@@ -138,11 +138,12 @@ int kw_v1_export_bulk(kw_api_t *svc, const kw_v1_export_req_t *req, kw_v1_export
     if (req->cursor.len &&
         (rc = kw__v1_cursor_open(svc, req->cursor, RPC_EXPORT, shape, 6, &pos, st)) != KW_OK)
         return rc;
-    /* Consistency: the store is the committed state itself; an exact snapshot must be
-     * the current revision, as for every other read. */
+    /* Consistency: the store is the committed state itself, which keeps no older
+     * revision: an exact snapshot must be the current one (docs/API.md). */
     kw__v1_read_t hold;
     kw_revision_t rev = 0;
-    if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
+    if ((rc = kw__v1_read_begin_for(svc, &req->consistency, &hold, &rev, KW__V1_AT_CURRENT, st)) !=
+        KW_OK)
         return rc;
     kw__v1_read_end(svc, &hold);
 

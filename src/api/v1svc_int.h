@@ -17,18 +17,30 @@
 /* ---- reading the engine at the request's consistency (v1svc.c) ---- */
 
 typedef struct kw__v1_read {
-    bool held; /* the sync write mutex is held (atExactSnapshot) */
+    bool held;           /* the sync write mutex is held (atExactSnapshot at the current one) */
+    kw_snapshot_t *snap; /* atExactSnapshot at an older revision: its snapshot engine */
+    kw_engine_t *engine; /* the engine to read: svc->engine or the snapshot's */
 } kw__v1_read_t;
 
-/* Right before a read of the engine: *rev gets the revision the answer is at. Without
- * atExactSnapshot that is the applied revision, read before the engine is. With it, the
- * sync write mutex is taken (no write or catch-up can move the graph meanwhile) and the
- * snapshot's revision must be the applied one: keyward keeps no older snapshot, so any
- * other is refused (OUT_OF_RANGE "invalid revision: revision has expired", SpiceDB's answer
- * for a revision outside its window, naming both; nothing held). Pair every KW_OK with
- * kw__v1_read_end right after the engine call. */
+/* Right before a read of the engine: r->engine is the engine to ask and *rev gets the
+ * revision the answer is at. Without atExactSnapshot that is the live engine at the applied
+ * revision, read before the engine is. With it: at the applied revision, the sync write
+ * mutex is taken (no write or catch-up can move the graph during the one engine call) and
+ * the live engine answers; at an older revision within the engine's snapshot window
+ * (authz.h, kw_engine_snapshot), a snapshot engine of that revision answers, with nothing of
+ * the live engine held; older than the window: OUT_OF_RANGE "invalid revision: revision has
+ * expired", SpiceDB's answer, saying where the window starts and why (nothing held). Pair
+ * every KW_OK with kw__v1_read_end right after the engine call(s). */
 KW_NODISCARD int kw__v1_read_begin(kw_api_t *svc, const kw_v1_consistency_t *c, kw__v1_read_t *r,
                                    kw_revision_t *rev, kw_v1_status_t *st);
+/* What a read needs of an older revision: the graph (a snapshot engine), the schema only
+ * (the same within the window: nothing is built; r->engine is the live one), or the
+ * current revision only (a read of the store, which keeps no older state: an older one is
+ * refused with OUT_OF_RANGE saying so). */
+enum { KW__V1_AT_GRAPH = 0, KW__V1_AT_SCHEMA, KW__V1_AT_CURRENT };
+KW_NODISCARD int kw__v1_read_begin_for(kw_api_t *svc, const kw_v1_consistency_t *c,
+                                       kw__v1_read_t *r, kw_revision_t *rev, int need,
+                                       kw_v1_status_t *st);
 void kw__v1_read_end(kw_api_t *svc, kw__v1_read_t *r);
 
 /* ---- cursors (v1svc.c) ---- */

@@ -14,8 +14,9 @@
  * answer, and a slow client never holds the engine's lock. Revisions: every chunk is
  * read at the revision applied when it starts (its results carry that revision), so a
  * long stream moves forward with the data, never backwards, and never repeats an id;
- * with atExactSnapshot every chunk must still be at that revision (else the stream ends
- * with the error a new request would get, and the last cursor resumes it).
+ * with atExactSnapshot every chunk is read at that revision (the live engine while it is
+ * current, then a snapshot engine of it: authz/history.c), so writes go on meanwhile and
+ * the stream ends with an error only once the revision leaves the snapshot window.
  * LookupSubjects gathers its (smaller) answer in one pass.
  */
 #include <stdio.h>
@@ -46,10 +47,11 @@ static kw_v1_permissionship_t perm_of(kw_check_result_t r)
 
 /* withTracing: the graph is held still for the whole trace (a trace is many checks; a
  * write between them could make its nodes disagree), unless atExactSnapshot holds it
- * already. The schema text it ran under goes to *schema_used. */
+ * already or reads a snapshot (which never changes). The schema text it ran under goes to
+ * *schema_used. */
 static int trace_begin(kw_api_t *svc, kw__v1_read_t *hold, kw_revision_t *rev, bool *own)
 {
-    *own = !hold->held;
+    *own = !hold->held && !hold->snap;
     if (*own)
         *rev = kw_sync_hold(svc->sync);
     return KW_OK;
@@ -89,7 +91,7 @@ static int check_traced(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check
     bool own = false;
     trace_begin(svc, &hold, &rev, &own);
     kw_trace_t *t = NULL;
-    rc = kw_engine_check_trace(svc->engine, req->resource, req->permission, req->subject,
+    rc = kw_engine_check_trace(hold.engine, req->resource, req->permission, req->subject,
                                req->context, req->arena, &t, &d);
     if (rc == KW_OK)
         rc = schema_used(svc, req->arena, &resp->schema_used);
@@ -124,7 +126,7 @@ int kw_v1_check(kw_api_t *svc, const kw_v1_check_req_t *req, kw_v1_check_resp_t 
     kw_check_result_t r = KW_CHECK_NO;
     kw_buf_t missing;
     kw_buf_init(&missing);
-    rc = kw_engine_check_ctx(svc->engine, req->resource, req->permission, req->subject,
+    rc = kw_engine_check_ctx(hold.engine, req->resource, req->permission, req->subject,
                              req->context, &r, &missing, NULL, &d);
     kw__v1_read_end(svc, &hold);
     count_check(svc, rc, r);
@@ -170,7 +172,7 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         return rc;
     if (!req->with_tracing) {
-        rc = n ? kw_engine_check_bulk_ctx(svc->engine, items, n, req->arena, &engine_rev) : KW_OK;
+        rc = n ? kw_engine_check_bulk_ctx(hold.engine, items, n, req->arena, &engine_rev) : KW_OK;
     } else {
         /* Each item traced on its own (its answer is its trace's root), the graph held. */
         bool own = false;
@@ -178,7 +180,7 @@ int kw_v1_check_bulk(kw_api_t *svc, kw_v1_bulk_req_t *req, kw_revision_t *checke
         for (size_t i = 0; rc == KW_OK && i < n; i++) {
             kw_trace_t *t = NULL;
             kw_diag_clear(&items[i].diag);
-            items[i].rc = kw_engine_check_trace(svc->engine, items[i].resource, items[i].permission,
+            items[i].rc = kw_engine_check_trace(hold.engine, items[i].resource, items[i].permission,
                                                 items[i].subject, items[i].context, req->arena, &t,
                                                 &items[i].diag);
             if (items[i].rc == KW_ENOMEM)
@@ -382,7 +384,7 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
     int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
     if (rc != KW_OK)
         return rc;
-    rc = kw_engine_lookup_resources_ctx(svc->engine, req->resource_type, req->permission,
+    rc = kw_engine_lookup_resources_ctx(hold.engine, req->resource_type, req->permission,
                                         req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
@@ -558,7 +560,7 @@ int kw_v1_lookup_subjects(kw_api_t *svc, const kw_v1_ls_req_t *req, kw_v1_ls_fn 
     kw_revision_t rev = 0, engine_rev = 0;
     if ((rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st)) != KW_OK)
         goto out;
-    rc = kw_engine_lookup_subjects_ctx(svc->engine, req->resource, req->permission,
+    rc = kw_engine_lookup_subjects_ctx(hold.engine, req->resource, req->permission,
                                        req->subject_type, req->subject_relation, req->context,
                                        ls_cb, &c, &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
@@ -613,7 +615,7 @@ int kw_v1_expand(kw_api_t *svc, const kw_v1_expand_req_t *req, kw_v1_expand_resp
     if (rc != KW_OK)
         return rc;
     kw_expand_t *tree = NULL;
-    rc = kw_engine_expand(svc->engine, req->resource, req->permission, req->arena, &tree,
+    rc = kw_engine_expand(hold.engine, req->resource, req->permission, req->arena, &tree,
                           &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc != KW_OK)

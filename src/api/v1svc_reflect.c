@@ -4,8 +4,9 @@
  * functions of authz/reflect.c applied to the installed schema's text.
  *
  * The answer is at the revision the instance has applied (read before the schema text,
- * so it is at least that fresh); atExactSnapshot holds the graph still meanwhile
- * (kw__v1_read_begin), like every other read. keyward keeps one schema, the current one.
+ * so it is at least that fresh); atExactSnapshot at the current revision holds the graph
+ * still meanwhile, at an older one within the snapshot window answers with the current
+ * schema, which was already the schema then (a schema write restarts the window).
  */
 #include <string.h>
 
@@ -19,7 +20,7 @@ static int current_schema(kw_api_t *svc, const kw_v1_consistency_t *c, kw_arena_
                           kw_str_t *text, kw_revision_t *rev, kw_v1_status_t *st)
 {
     kw__v1_read_t hold;
-    int rc = kw__v1_read_begin(svc, c, &hold, rev, st);
+    int rc = kw__v1_read_begin_for(svc, c, &hold, rev, KW__V1_AT_SCHEMA, st);
     if (rc != KW_OK)
         return rc;
     kw_buf_t b;

@@ -134,7 +134,7 @@ int kw_v1_read_relationships(kw_api_t *svc, const kw_v1_read_req_t *req, kw_v1_r
     rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
     if (rc != KW_OK)
         goto out;
-    rc = kw_engine_read(svc->engine, &req->filter, read_collect, &c, NULL, &d);
+    rc = kw_engine_read(hold.engine, &req->filter, read_collect, &c, NULL, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
         rc = c.rc;

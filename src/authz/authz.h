@@ -177,6 +177,70 @@ kw_revision_t kw_engine_revision(kw_engine_t *e);
 /* Approximate heap bytes held by the graph (for benchmarks and /metrics). */
 size_t kw_engine_memory(kw_engine_t *e);
 
+/* ---- answers as of an older revision (history.c) ----
+ *
+ * An engine can keep a bounded log of the changes it applied, each with what it replaced
+ * (the relationship's prior state: absent, or its caveat, context and expiry), and from it
+ * materialize a read-only snapshot engine holding the state as of an older revision: a
+ * copy of the current graph with the newer changes undone. Whole-state replacements (a
+ * schema swap, kw_engine_replace_graph) cannot be undone: the log restarts after them.
+ * Off by default (max_changes 0: only the current revision). */
+
+/* Keeps the changes applied in the last `window_us` microseconds and at most
+ * `max_changes` relationship changes (0: none), and caches at most `max_snapshots`
+ * snapshots of at most `max_snapshot_bytes` in all (LRU; one over the budget is still
+ * handed out, not cached). Restarts the log at the current revision. Call it before the
+ * engine is shared, or at any time (it takes the write lock). */
+void kw_engine_set_history(kw_engine_t *e, int64_t window_us, size_t max_changes,
+                           size_t max_snapshots, size_t max_snapshot_bytes);
+/* The server's defaults (docs/API.md "atExactSnapshot"; env KEYWARD_SNAPSHOT_*). */
+#define KW_HISTORY_WINDOW_S 300
+#define KW_HISTORY_MAX_CHANGES 100000
+#define KW_HISTORY_SNAPSHOTS 2
+#define KW_HISTORY_SNAPSHOT_MB 1024
+
+/* Names the engine's current revision `ext` in the caller's numbering (a durable store's
+ * revisions, which the engine's own may lead after a schema swap): from the first call on,
+ * kw_engine_snapshot takes revisions by these names. Call it right after each change (a
+ * batch, a schema swap, a reload) with the changes serialized; the change applied last,
+ * and the start of the window, keep the first name they are given. */
+void kw_engine_history_name(kw_engine_t *e, kw_revision_t ext);
+
+typedef struct kw_history_info {
+    kw_revision_t base;   /* the oldest revision a snapshot can be had at (named) */
+    kw_revision_t rev;    /* the current revision (named) */
+    const char *base_why; /* why the window starts at base (static text) */
+    size_t n_changes;     /* relationship changes held */
+    size_t bytes;         /* heap bytes they take */
+    size_t n_snapshots;   /* snapshots cached */
+    uint64_t n_built;     /* snapshots materialized so far */
+    size_t snapshot_bytes;
+    int64_t window_us;
+    size_t max_changes;
+} kw_history_info_t;
+void kw_engine_history_info(kw_engine_t *e, kw_history_info_t *out);
+
+/* A read-only engine holding `e`'s state as of one older revision (refcounted; every query
+ * function of authz.h works on kw_snapshot_engine(s) and reports that revision; writing
+ * to it is a caller bug). */
+typedef struct kw_snapshot kw_snapshot_t;
+
+/* The snapshot of `e` as of revision `at` (base <= at <= current; by name once
+ * kw_engine_history_name was called), from the cache or materialized now (once: a request
+ * for a revision being built waits for it) (a copy of the graph, the newer changes undone: the
+ * engine's read lock is held while the graph is copied). *out holds a reference:
+ * kw_snapshot_release it. Errors: KW_EEXPIRED (at is older than the window: diag says where the
+ * window starts and why), KW_EINVAL (at is newer than the current revision), KW_ESCHEMA (no
+ * schema), KW_ENOMEM. Expiries are judged at query time, by `e`'s clock. */
+KW_NODISCARD int kw_engine_snapshot(kw_engine_t *e, kw_revision_t at, kw_snapshot_t **out,
+                                    kw_diag_t *diag);
+/* Is revision `at` within the window (what kw_engine_snapshot would build), without
+ * building anything? KW_OK, or kw_engine_snapshot's KW_EEXPIRED / KW_EINVAL with diag. */
+KW_NODISCARD int kw_engine_history_covers(kw_engine_t *e, kw_revision_t at, kw_diag_t *diag);
+kw_engine_t *kw_snapshot_engine(const kw_snapshot_t *s);
+kw_revision_t kw_snapshot_revision(const kw_snapshot_t *s);
+void kw_snapshot_release(kw_snapshot_t *s);
+
 /* ---- time and expiry ---- */
 
 /* The clock expiries are compared against: microseconds since the Unix epoch, UTC. */

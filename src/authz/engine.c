@@ -24,9 +24,13 @@ int kw_engine_new(kw_engine_t **out)
         goto fail_lock;
     if (kw__graph_init(&e->g) != KW_OK)
         goto fail_graph;
+    if (kw__hist_init(&e->hist) != KW_OK)
+        goto fail_hist;
     *out = e;
     return KW_OK;
 
+fail_hist:
+    kw__graph_close(&e->g);
 fail_graph:
     kw__brlock_close(&e->lock);
 fail_lock:
@@ -39,6 +43,7 @@ void kw_engine_free(kw_engine_t *e)
 {
     if (!e)
         return;
+    kw__hist_close(&e->hist);
     kw__graph_close(&e->g);
     kw__model_free(e->model);
     kw__brlock_close(&e->lock);
@@ -105,7 +110,7 @@ size_t kw_engine_memory(kw_engine_t *e)
 {
     kw__engine_rdlock(e);
     size_t n = sizeof(*e) + kw__brlock_memory(&e->lock) + kw__graph_memory(&e->g) +
-               kw__model_memory(e->model);
+               kw__model_memory(e->model) + e->hist.bytes + e->hist.cap * sizeof(kw_hbatch_t);
     kw__engine_unlock(e);
     return n;
 }

@@ -30,6 +30,8 @@
 #include "authz/brlock_int.h"
 #include "authz/graph_int.h"
 
+#include <pthread.h>
+
 /* ---- the per-schema model (model.c) ---- */
 
 /* Reverse dependency of (type, rel) for LookupResources: when object X of `type` has
@@ -112,6 +114,73 @@ KW_NODISCARD int kw__engine_lookup_subjects_path(kw_engine_t *e, kw_object_t res
                                                  int path, kw_subject_cb cb, void *ud,
                                                  kw_diag_t *diag);
 
+/* ---- the change history and snapshots (history.c) ---- */
+
+/* One relationship a batch changed: its identity, and with `had` its state before the
+ * batch (caveat, context, expiry); without `had` it was absent. Strings point into the
+ * batch's own block. */
+typedef struct kw_hchange {
+    kw_rel_t rel;
+    bool had;
+} kw_hchange_t;
+
+/* The changes one revision applied, with what each replaced. */
+typedef struct kw_hbatch {
+    kw_revision_t rev;
+    kw_revision_t ext; /* its name in the caller's numbering (kw_engine_history_name); 0: none */
+    int64_t mono_us;   /* when it was applied (CLOCK_MONOTONIC) */
+    kw_hchange_t *v;   /* one allocation: the changes, then their strings */
+    size_t n;
+    size_t bytes;
+} kw_hbatch_t;
+
+typedef struct kw_snapshot kw_snapshot_t;
+
+/* The bounded log of applied changes (under the engine lock) and the cache of snapshot
+ * engines materialized from it (under `mu`). */
+typedef struct kw_history {
+    kw_hbatch_t *b; /* b[first .. n) in revision order */
+    size_t first, n, cap;
+    size_t n_changes, bytes;
+    kw_revision_t base;   /* the oldest revision the log can rebuild */
+    const char *base_why; /* why it starts there (static text) */
+    /* Names in the caller's numbering (a store's revisions; 0: never named, the engine's
+     * own revisions are the names): of `base`, and the last one given with the engine
+     * revision it named. */
+    kw_revision_t base_ext, cur_ext, cur_ext_rev;
+    int64_t window_us;  /* keep changes applied in the last window_us... */
+    size_t max_changes; /* ...and at most this many (0: keep none) */
+    pthread_mutex_t mu;
+    bool mu_ok;
+    pthread_cond_t cv; /* a snapshot being built was cached or given up */
+    bool cv_ok;
+    kw_snapshot_t **cache;
+    size_t n_cache, cache_cap, max_cache, max_cache_bytes;
+    uint64_t tick;
+    kw_revision_t building[8]; /* engine revisions whose snapshot is being built */
+    size_t n_building;
+    uint64_t n_built; /* snapshots materialized (for tests and metrics) */
+} kw_history_t;
+
+KW_NODISCARD int kw__hist_init(kw_history_t *h);
+void kw__hist_close(kw_history_t *h);
+/* Does the engine keep a history (so a batch should be captured)? Lock held. */
+static inline bool kw__hist_on(const kw_engine_t *e);
+/* The stored relationship node#rel@snode#srel with its attributes, its strings pointing
+ * into the graph and schema (valid until the graph changes). Lock held. */
+void kw__hist_edge_rel(const kw_engine_t *e, uint32_t rn, uint16_t rel, uint32_t sn, uint16_t srel,
+                       kw_rel_t *out);
+/* Copies `n` changes into a new batch (its own block). KW_ENOMEM. */
+KW_NODISCARD int kw__hist_batch_make(const kw_hchange_t *v, size_t n, kw_hbatch_t *out);
+void kw__hist_batch_free(kw_hbatch_t *b);
+/* After a batch was applied and the revision bumped (write lock held): appends `b` (taken
+ * over), or with b NULL (not captured: too large, or out of memory) restarts the log at the
+ * current revision for `why`; then trims the log to its window. */
+void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why);
+/* Restarts the log at the current revision (write lock held): a schema swap or a whole
+ * new graph, which the log cannot undo. */
+void kw__hist_reset(kw_engine_t *e, const char *why);
+
 /* ---- the engine (engine.c) ---- */
 
 struct kw_engine {
@@ -121,7 +190,13 @@ struct kw_engine {
     kw_revision_t rev;
     kw_clock_fn clock; /* NULL: the system wall clock */
     void *clock_ud;
+    kw_history_t hist;
 };
+
+static inline bool kw__hist_on(const kw_engine_t *e)
+{
+    return e->hist.max_changes > 0;
+}
 
 /* The instant a query compares expiries against: the engine clock when the graph holds
  * any expiring relationship, else 0 without reading a clock (nothing can be expired:

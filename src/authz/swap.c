@@ -47,6 +47,9 @@ static int build_then_swap(kw_engine_t *e, kw_model_t **m, build_fn build, void 
             e->model = *m;
             *m = om;
             kw__engine_bump(e, fed > e->rev ? fed : 0, rev);
+            /* The change log cannot undo a whole new state (history.c). */
+            kw__hist_reset(e, "the schema was written or the whole graph was reloaded at "
+                              "that revision");
         }
         kw__engine_unlock(e);
     }

@@ -381,6 +381,45 @@ static void write_apply(kw_graph_t *g, const kw_update_t *ups, size_t n, bent_t 
     gc_ents(g, ents, n);
 }
 
+/* ---- the change log (history.c) ---- */
+
+static const char *const TOO_LARGE = "a change batch larger than the whole window was applied at "
+                                     "that revision";
+
+/* Captures what a batch is about to replace, before it is applied: per update its
+ * relationship and prior state. false (nothing kept; the log restarts after the batch)
+ * when no history is kept, the batch is larger than the window, or memory runs out. */
+static bool hist_capture_write(const kw_engine_t *e, const kw_update_t *ups, size_t n,
+                               const bent_t *ents, kw_hbatch_t *out, const char **why)
+{
+    *why = TOO_LARGE;
+    if (!kw__hist_on(e) || n > e->hist.max_changes)
+        return false;
+    kw_hchange_t *v = kw_calloc(n ? n : 1, sizeof(kw_hchange_t));
+    size_t m = 0;
+    *why = "the change log ran out of memory";
+    if (!v)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        const bent_t *b = &ents[i];
+        if (ups[b->idx].op == KW_OP_DELETE && !b->exists)
+            continue; /* nothing changes */
+        if (b->exists) {
+            kw__hist_edge_rel(e, b->rnode, b->rr.rel, b->snode, b->rr.srel, &v[m].rel);
+            v[m].had = true;
+        } else {
+            v[m].rel = ups[b->idx].rel;
+            v[m].rel.caveat = v[m].rel.caveat_ctx = KW_STR_NULL;
+            v[m].rel.expires_at = 0;
+            v[m].had = false;
+        }
+        m++;
+    }
+    int rc = kw__hist_batch_make(v, m, out);
+    kw_free(v);
+    return rc == KW_OK;
+}
+
 int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n, const kw_precondition_t *pre,
                     size_t n_pre, kw_revision_t at, kw_revision_t *rev, kw_diag_t *diag)
 {
@@ -397,8 +436,12 @@ int kw_engine_write(kw_engine_t *e, const kw_update_t *ups, size_t n, const kw_p
     if (rc == KW_OK)
         rc = write_prepare(&e->g, e->model->schema, ups, n, ents, &scratch, diag);
     if (rc == KW_OK) {
+        kw_hbatch_t hb;
+        const char *why = NULL;
+        bool logged = hist_capture_write(e, ups, n, ents, &hb, &why);
         write_apply(&e->g, ups, n, ents, scratch);
         kw__engine_bump(e, at, rev);
+        kw__hist_push(e, logged ? &hb : NULL, why);
     }
     kw__engine_unlock(e);
     kw_free(scratch);
@@ -430,6 +473,23 @@ int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *filter,
                          "%zu relationships match the filter, more than the limit of %zu", col.n,
                          limit);
     if (rc == KW_OK) {
+        /* The change log: every removed relationship, stored before. */
+        kw_hbatch_t hb;
+        bool logged = kw__hist_on(e) && col.n <= e->hist.max_changes;
+        const char *why = TOO_LARGE;
+        kw_hchange_t *v = logged ? kw_calloc(col.n ? col.n : 1, sizeof(kw_hchange_t)) : NULL;
+        if (logged && v) {
+            for (size_t i = 0; i < col.n; i++) {
+                kw__hist_edge_rel(e, col.rnodes[i], col.edges[i].rel, col.edges[i].other,
+                                  col.edges[i].other_rel, &v[i].rel);
+                v[i].had = true;
+            }
+        }
+        if (logged && (!v || kw__hist_batch_make(v, col.n, &hb) != KW_OK)) {
+            logged = false;
+            why = "the change log ran out of memory";
+        }
+        kw_free(v);
         for (size_t i = 0; i < col.n; i++)
             kw__graph_remove(&e->g, col.rnodes[i], col.edges[i].rel, col.edges[i].other,
                              col.edges[i].other_rel);
@@ -438,6 +498,7 @@ int kw_engine_delete_matching(kw_engine_t *e, const kw_filter_t *filter,
             kw__graph_gc(&e->g, col.edges[i].other);
         }
         kw__engine_bump(e, at, rev);
+        kw__hist_push(e, logged ? &hb : NULL, why);
         if (n_deleted)
             *n_deleted = col.n;
     }

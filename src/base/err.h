@@ -31,7 +31,8 @@
     X(ETOOLARGE, -18, 413, "too large")                                                            \
     X(EPRUNED, -19, 503, "changes no longer in the changelog (pruned)")                            \
     X(EBUDGET, -20, 429, "query exceeds its budget")                                               \
-    X(EAGAIN, -21, 503, "not yet: try again")
+    X(EAGAIN, -21, 503, "not yet: try again")                                                      \
+    X(EEXPIRED, -22, 400, "revision outside the snapshot window")
 
 enum kw_err {
     KW_OK = 0,

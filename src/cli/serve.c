@@ -72,6 +72,10 @@ static void usage(FILE *f)
                "env KEYWARD_MAX_CONNS, KEYWARD_MAX_CONNS_PER_ADDR,\n  KEYWARD_HEADER_TIMEOUT_S, "
                "KEYWARD_BODY_TIMEOUT_S, KEYWARD_IDLE_TIMEOUT_S, KEYWARD_DRAIN_TIMEOUT_S,\n"
                "  KEYWARD_BODY_MEMORY\n");
+    fprintf(f, "\n  /v1 atExactSnapshot at older revisions (docs/API.md): "
+               "KEYWARD_SNAPSHOT_WINDOW_S (300; 0: the\n  current revision only), "
+               "KEYWARD_SNAPSHOT_MAX_CHANGES (100000), KEYWARD_SNAPSHOT_CACHE (2),\n"
+               "  KEYWARD_SNAPSHOT_CACHE_MB (1024)\n");
     fprintf(f, "\n  gRPC (SpiceDB's authzed.api.v1 Permissions, Schema, Watch and Experimental "
                "services,\n  grpc.health.v1, server reflection v1/v1alpha; docs/API.md):\n"
                "  --grpc-listen H:P  also serve gRPC (HTTP/2 cleartext, prior knowledge) on "
@@ -193,6 +197,21 @@ static void sync_config(kw_sync_config_t *cfg)
     cfg->sweep_interval_s = env_bounded("KEYWARD_EXPIRY_SWEEP_INTERVAL_S", 0, KW_SYNC_SECONDS_MAX,
                                         KW_SYNC_SWEEP_INTERVAL_S, "seconds; 0 disables");
     cfg->check_schema = kw_api_check_schema;
+}
+
+/* atExactSnapshot's window (docs/API.md "atExactSnapshot"): the engine's change log and
+ * its snapshot cache. */
+static void snapshot_config(kw_engine_t *engine)
+{
+    long window_s = env_bounded("KEYWARD_SNAPSHOT_WINDOW_S", 0, KW_SYNC_SECONDS_MAX,
+                                KW_HISTORY_WINDOW_S, "seconds; 0: only the current revision");
+    long changes = env_bounded("KEYWARD_SNAPSHOT_MAX_CHANGES", 1, 100000000, KW_HISTORY_MAX_CHANGES,
+                               "relationship changes");
+    long snaps = env_bounded("KEYWARD_SNAPSHOT_CACHE", 0, 64, KW_HISTORY_SNAPSHOTS,
+                             "snapshots; 0: none cached");
+    long mb = env_bounded("KEYWARD_SNAPSHOT_CACHE_MB", 1, 1048576, KW_HISTORY_SNAPSHOT_MB, "MiB");
+    kw_engine_set_history(engine, (int64_t)window_s * 1000000, (size_t)changes, (size_t)snaps,
+                          (size_t)mb << 20);
 }
 
 static int load_keyring(kw_store_t *store, kw_keyring_t **out)
@@ -399,6 +418,7 @@ int kw_cli_serve(int argc, char **argv)
     }
     if (load_graph(sync, engine, schema) != KW_OK)
         goto out;
+    snapshot_config(engine);
     if (kw_api_new(engine, store, keyring, sync, &api) != KW_OK ||
         kw_api_set_v1_preshared_keys(api, getenv("KEYWARD_V1_PRESHARED_KEYS")) != KW_OK) {
         fprintf(stderr, "keyward: out of memory\n");

@@ -43,7 +43,12 @@ int kw_sync_apply(kw_engine_t *engine, const kw_update_t *ups, size_t n, kw_revi
      * it past the store's, then it assigns its own next revision (ordering is still the
      * commit order: the caller holds the write mutex). */
     kw_revision_t at = rev > kw_engine_revision(engine) ? rev : 0;
-    return kw_engine_write(engine, ups, n, NULL, 0, at, NULL, diag);
+    int rc = kw_engine_write(engine, ups, n, NULL, 0, at, NULL, diag);
+    /* Snapshots are asked for by store revision (atExactSnapshot): the engine's change log
+     * names this batch by it (authz/history.c). */
+    if (rc == KW_OK)
+        kw_engine_history_name(engine, rev);
+    return rc;
 }
 
 int kw__sync_rel_copy(kw_arena_t *a, const kw_rel_t *src, kw_rel_t *out)

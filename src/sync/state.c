@@ -100,6 +100,11 @@ void kw_sync_on_change(kw_sync_t *s, void (*fn)(void *ud), void *ud)
 
 void kw__sync_advance(kw_sync_t *s, kw_revision_t rev)
 {
+    /* Names a schema swap's or a reload's engine revision for snapshots (a batch was named
+     * when applied; the first name a change gets is kept). Before rev_mu, a leaf; the
+     * caller serializes the moves (write_mu or the start). */
+    if (rev > kw_sync_applied(s))
+        kw_engine_history_name(s->engine, rev);
     pthread_mutex_lock(&s->rev_mu);
     bool moved = rev > kw_sync_applied(s);
     if (moved) {

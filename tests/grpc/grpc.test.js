@@ -196,6 +196,29 @@ test('keyward over gRPC with the official Node client', async (t) => {
     assert.equal(del.deletionProgress, v1.DeleteRelationshipsResponse_DeletionProgress.COMPLETE);
   });
 
+  await t.test('atExactSnapshot at an older revision: answered as then; before a schema write: OUT_OF_RANGE', async () => {
+    // the service layer is the HTTP gateway's (docs/API.md "atExactSnapshot's window")
+    const at = (token) => v1.Consistency.create({ requirement: { oneofKind: 'atExactSnapshot', atExactSnapshot: v1.ZedToken.create({ token }) } });
+    const t1 = (await p.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [touch(rel('snap1', 'dora'))] }))).writtenAt.token;
+    await p.deleteRelationships(v1.DeleteRelationshipsRequest.create({
+      relationshipFilter: v1.RelationshipFilter.create({ resourceType: 'doc', optionalResourceId: 'snap1' }) }));
+    const chk = (c) => p.checkPermission(v1.CheckPermissionRequest.create({
+      consistency: c, resource: obj('doc', 'snap1'), permission: 'view', subject: subj('user', 'dora') }));
+    const old = await chk(at(t1));
+    assert.equal(old.permissionship, v1.CheckPermissionResponse_Permissionship.HAS_PERMISSION);
+    assert.equal(old.checkedAt.token, t1);
+    assert.equal((await chk(full())).permissionship, v1.CheckPermissionResponse_Permissionship.NO_PERMISSION);
+    const lr = await p.lookupResources(v1.LookupResourcesRequest.create({
+      consistency: at(t1), resourceObjectType: 'doc', permission: 'view', subject: subj('user', 'dora') }));
+    assert.deepEqual(lr.map((r) => r.resourceObjectId), ['snap1']);
+    assert.ok(lr.every((r) => r.lookedUpAt.token === t1));
+    const schema = (await p.readSchema(v1.ReadSchemaRequest.create({}))).schemaText + '\ndefinition snapextra {}\n';
+    await p.writeSchema(v1.WriteSchemaRequest.create({ schema }));
+    const e = await rejects(chk(at(t1)), grpc.status.OUT_OF_RANGE);
+    assert.match(e.details, /invalid revision: revision has expired/);
+    assert.match(e.details, /schema was written/);
+  });
+
   await t.test('withTracing: debug_trace over gRPC is the HTTP gateway\'s debugTrace', async () => {
     // proto3 JSON of the gRPC answer against the gateway's JSON for the same check; the
     // durations differ between two runs and unpopulated fields are written by the gateway

@@ -12,7 +12,12 @@
  *   stranger a user in no relationship: 0 keys.
  * Each by the planned path (the engine's default) and by the general walk + Check.
  * Dataset 2, stream-1M: `doc#view = viewer`, 1,000,000 doc:N#viewer@user:reader, one
- * lookup of doc#view for user:reader timed whole (results/s, planned path).
+ * lookup of doc#view for user:reader timed whole (results/s, planned path); then the
+ * same answer by the ordered API in chunks as kw_v1_lookup_resources runs it (first chunk
+ * 128, then x4 up to 65,536, each id copied out like the service does, one
+ * kw_lr_stream_t): the first ordered call (which builds doc's id index), the latency of
+ * the first 100 results (the first chunk of a new stream, index built), and the whole
+ * chunked stream in results/s, each verified (count and strict id order).
  *
  * Usage: lookup_bench [--scale F] [--runs N] [--stream N]
  * Prints a table and one JSON line ("{\"bench\":\"lookup\",...}").
@@ -219,6 +224,83 @@ static stats_t bench_case(kw_engine_t *e, uint64_t n_accounts, int member, size_
     return (stats_t){lat[runs / 2] * 1e6, lat[(runs * 99) / 100] * 1e6};
 }
 
+/* The chunk loop of kw_v1_lookup_resources (src/api/v1svc_perm.c), without HTTP. */
+#define V1_FIRST_CHUNK 128u
+#define V1_CHUNK 65536u
+/* new docs written without, then with the id index */
+#define EXTRA_DOCS 100000
+
+typedef struct chunk {
+    char **ids;
+    size_t n, cap;
+} chunk_t;
+
+static int chunk_res(const kw_resource_result_t *r, void *ud)
+{
+    chunk_t *c = ud;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        char **v = realloc(c->ids, cap * sizeof(char *));
+        if (!v)
+            return 1;
+        c->ids = v;
+        c->cap = cap;
+    }
+    char *p = malloc(r->id.len + 2);
+    if (!p)
+        return 1;
+    memcpy(p, r->id.ptr, r->id.len);
+    p[r->id.len] = '\0';
+    c->ids[c->n++] = p;
+    return 0;
+}
+
+/* Streams the whole answer in chunks; returns the count (verified in order). When
+ * first_s is given, only the first chunk runs and its time goes there. */
+static size_t chunked_stream(kw_engine_t *e, kw_subject_t subj, double *first_s)
+{
+    kw_lr_stream_t *ls;
+    kw_diag_t d;
+    if (kw_lr_stream_new(&ls) != KW_OK)
+        die("stream state", KW_ENOMEM, NULL);
+    chunk_t c = {NULL, 0, 0};
+    char last[ID_LEN + 1] = "";
+    size_t last_len = 0, total = 0, max = V1_FIRST_CHUNK;
+    bool have = false;
+    for (;;) {
+        kw_str_t after = {last, last_len};
+        c.n = 0;
+        double t0 = now_s();
+        int rc = kw_engine_lookup_resources_ordered(e, KW_STR("doc"), KW_STR("view"), subj,
+                                                    KW_STR_NULL, have ? &after : NULL, max, ls,
+                                                    chunk_res, &c, NULL, &d);
+        if (rc != KW_OK)
+            die("ordered lookup", rc, &d);
+        if (first_s)
+            *first_s = now_s() - t0;
+        for (size_t i = 0; i < c.n; i++) {
+            size_t len = strlen(c.ids[i]);
+            if (have && kw__oidx_cmp((kw_str_t){last, last_len}, (kw_str_t){c.ids[i], len}) >= 0) {
+                fprintf(stderr, "lookup_bench: WRONG ORDER at %s\n", c.ids[i]);
+                exit(1);
+            }
+            if (len > ID_LEN)
+                die("id length", KW_EINVAL, NULL);
+            memcpy(last, c.ids[i], len);
+            last_len = len;
+            have = true;
+            free(c.ids[i]);
+        }
+        total += c.n;
+        if (first_s || c.n < max)
+            break;
+        max = max * 4 < V1_CHUNK ? max * 4 : V1_CHUNK;
+    }
+    free(c.ids);
+    kw_lr_stream_free(ls);
+    return total;
+}
+
 int main(int argc, char **argv)
 {
     double scale = 1.0;
@@ -300,6 +382,42 @@ int main(int argc, char **argv)
             best = med[r];
     }
     qsort(med, 3, sizeof(double), cmp_double);
+    /* the ordered API: index build, first lines, whole chunked stream */
+    double build_s = 0, first[5], whole[3];
+    if (chunked_stream(e, reader, &build_s) != (stream < V1_FIRST_CHUNK ? stream : V1_FIRST_CHUNK))
+        die("first chunk", KW_EINTERNAL, NULL);
+    for (int r = 0; r < 5; r++)
+        if (chunked_stream(e, reader, &first[r]) == 0)
+            die("first chunk", KW_EINTERNAL, NULL);
+    qsort(first, 5, sizeof(double), cmp_double);
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        size_t got = chunked_stream(e, reader, NULL);
+        double t = now_s() - t0;
+        if (got != stream) {
+            fprintf(stderr, "lookup_bench: WRONG ANSWER: chunked stream found %zu, want %zu\n", got,
+                    stream);
+            exit(1);
+        }
+        whole[r] = (double)stream / t;
+    }
+    qsort(whole, 3, sizeof(double), cmp_double);
+    size_t idx_bytes = kw__oidx_memory(&e->g);
+    /* the same writes with doc's id index kept up to date, then the stream verified again */
+    double t_idx = now_s();
+    for (size_t i = stream; i < stream + EXTRA_DOCS; i++)
+        add(b, "doc", K_KEY, i, "viewer", "user", K_USER, 7);
+    flush(b);
+    t_idx = now_s() - t_idx;
+    if (chunked_stream(e, reader, NULL) != stream + EXTRA_DOCS)
+        die("chunked stream after writes", KW_EINTERNAL, NULL);
+    /* and without it (dropped: this process alone uses the engine) */
+    kw__oidx_close(&e->g);
+    double t_noidx = now_s();
+    for (size_t i = stream + EXTRA_DOCS; i < stream + 2 * EXTRA_DOCS; i++)
+        add(b, "doc", K_KEY, i, "viewer", "user", K_USER, 7);
+    flush(b);
+    t_noidx = now_s() - t_noidx;
     kw_engine_free(e);
 
     printf("lookup_bench: agents-1M at scale %g (%llu accounts), runs=%zu\n", scale,
@@ -310,13 +428,24 @@ int main(int argc, char **argv)
         printf("  %-10s %8zu %12.1f %12.1f %12.1f %12.1f\n", cases[c].name, cases[c].want,
                st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us, st[c][1].p99_us);
     printf("  stream: %zu results of doc#view, median of 3: %.0f results/s\n", stream, med[1]);
+    printf("  writes of %d new docs (batches of %d): %.0f/s without an id index, %.0f/s "
+           "with doc's index kept\n",
+           EXTRA_DOCS, BATCH, EXTRA_DOCS / t_noidx, EXTRA_DOCS / t_idx);
+    printf("  ordered: first call %.1f ms (builds the id index: %.2f bytes per doc), first 100 "
+           "results median of 5 %.3f ms, chunked stream median of 3 %.0f results/s\n",
+           build_s * 1e3, (double)idx_bytes / (double)(stream ? stream : 1), first[2] * 1e3,
+           whole[1]);
     printf("{\"bench\":\"lookup\",\"scale\":%g", scale);
     for (int c = 0; c < 4; c++)
         printf(",\"%s\":{\"results\":%zu,\"plan_p50_us\":%.1f,\"plan_p99_us\":%.1f,"
                "\"walk_p50_us\":%.1f,\"walk_p99_us\":%.1f}",
                cases[c].name, cases[c].want, st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us,
                st[c][1].p99_us);
-    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f}}\n", stream, med[1]);
+    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f,\"ordered_first_call_ms\":%.1f,"
+           "\"index_bytes_per_doc\":%.2f,\"first100_ms\":%.3f,\"chunked_per_s\":%.0f,"
+           "\"writes_per_s_no_index\":%.0f,\"writes_per_s_index\":%.0f}}\n",
+           stream, med[1], build_s * 1e3, (double)idx_bytes / (double)(stream ? stream : 1),
+           first[2] * 1e3, whole[1], EXTRA_DOCS / t_noidx, EXTRA_DOCS / t_idx);
     free(lat);
     free(b);
     return 0;

@@ -7,11 +7,13 @@
  * The lookups are streamed in a stable order so that every result can carry a cursor:
  * ids in byte order, which depends on the data alone, so a cursor (the last id sent)
  * resumes exactly after a restart and on any instance of the same database.
- * LookupResources runs in chunks: each asks the engine for the `chunk` smallest ids
- * after the last one sent (a bounded max-heap filled while the engine runs under its
- * read lock), sorts them and emits them with no lock held, then asks again from the
- * last id until a chunk comes back short. Memory is one chunk whatever the size of the
- * answer, and a slow client never holds the engine's lock. Revisions: every chunk is
+ * LookupResources runs in chunks: each asks the engine's ordered lookup
+ * (kw_engine_lookup_resources_ordered) for the `chunk` first ids after the last one sent,
+ * copies them out under its read lock and emits them with no lock held, then asks again
+ * from the last id until a chunk comes back short. One kw_lr_stream_t per request lets
+ * the engine keep the answer between chunks while the revision stays, so a chunk costs
+ * what it returns. Memory is one chunk whatever the size of the answer, and a slow client
+ * never holds the engine's lock. Revisions: every chunk is
  * read at the revision applied when it starts (its results carry that revision), so a
  * long stream moves forward with the data, never backwards, and never repeats an id;
  * with atExactSnapshot every chunk must still be at that revision (else the stream ends

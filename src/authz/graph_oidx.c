@@ -222,6 +222,67 @@ static int oent_cmp(const void *pa, const void *pb)
     return id_cmp((kw_str_t){x->p, x->len}, (kw_str_t){y->p, y->len});
 }
 
+/* Sorts v by oent_cmp: an LSD radix sort (16-bit digits) of (first word, position) pairs,
+ * then the runs sharing a first word by qsort (most runs are one entry). */
+typedef struct okey {
+    uint64_t a;
+    uint64_t i;
+} okey_t;
+
+static int sort_entries(oent_t *v, size_t n)
+{
+    if (n < 2)
+        return KW_OK;
+    if (n < 4096) {
+        qsort(v, n, sizeof(oent_t), oent_cmp);
+        return KW_OK;
+    }
+    okey_t *k = kw_malloc(n * sizeof(okey_t)), *t = kw_malloc(n * sizeof(okey_t));
+    size_t *cnt = kw_malloc(65536 * sizeof(size_t));
+    oent_t *out = kw_malloc(n * sizeof(oent_t));
+    if (!k || !t || !cnt || !out) {
+        kw_free(k);
+        kw_free(t);
+        kw_free(cnt);
+        kw_free(out);
+        return KW_ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++)
+        k[i] = (okey_t){v[i].a, i};
+    for (int shift = 0; shift < 64; shift += 16) {
+        memset(cnt, 0, 65536 * sizeof(size_t));
+        for (size_t i = 0; i < n; i++)
+            cnt[(k[i].a >> shift) & 0xffff]++;
+        size_t sum = 0;
+        for (size_t d = 0; d < 65536; d++) {
+            size_t c = cnt[d];
+            cnt[d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            t[cnt[(k[i].a >> shift) & 0xffff]++] = k[i];
+        okey_t *sw = k;
+        k = t;
+        t = sw;
+    }
+    for (size_t i = 0; i < n; i++)
+        out[i] = v[k[i].i];
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && out[j].a == out[i].a)
+            j++;
+        if (j - i > 1)
+            qsort(out + i, j - i, sizeof(oent_t), oent_cmp);
+        i = j;
+    }
+    memcpy(v, out, n * sizeof(oent_t));
+    kw_free(k);
+    kw_free(t);
+    kw_free(cnt);
+    kw_free(out);
+    return KW_OK;
+}
+
 static uint64_t be_word(const char *p, size_t len)
 {
     uint64_t w = 0;
@@ -259,8 +320,12 @@ int kw__oidx_build(const kw_graph_t *g, uint16_t type, kw_oidx_t **out)
         v[k].node = i;
         k++;
     }
-    if (k > 1)
-        qsort(v, k, sizeof(oent_t), oent_cmp);
+    int rc = sort_entries(v, k);
+    if (rc != KW_OK) {
+        kw_free(v);
+        oidx_free(x);
+        return rc;
+    }
     for (size_t i = 0; i < k; i++)
         x->main[i] = v[i].node;
     x->n_main = (uint32_t)k;

@@ -8,7 +8,8 @@
  *    context, its memo shared) until `limit` results. Cheap while most objects are
  *    results (dense answers): the first lines of a huge stream cost `limit` checks. When
  *    the hit rate turns poor (fewer than 1 in LRO_POOR of the objects walked past
- *    LRO_WALK_PROBE) the rest of the call takes the second way.
+ *    LRO_WALK_PROBE) the rest of the call takes the second way, which a subject absent from the
+ *    graph takes at once.
  *  - set: the whole answer by the general lookup (lookup.c: the plan, else the walk and
  *    its checks), kept as a bitmap over node indices (dense answers: then walked in index
  *    order) or as a list sorted by id (sparse ones), with the missing parameter names of
@@ -27,7 +28,7 @@
 
 /* The walk decides at most this many results per call (larger calls take the set). */
 #define LRO_WALK_MAX 4096u
-#define LRO_WALK_PROBE 256u
+#define LRO_WALK_PROBE 16u
 #define LRO_POOR 8u
 /* Sparse: fewer results than 1 in LRO_SPARSE objects of the type: a sorted list. */
 #define LRO_SPARSE 16u
@@ -422,7 +423,11 @@ static int ordered_locked(kw_engine_t *e, kw_str_t rt, kw_str_t perm, kw_subject
     bool cached =
         s->valid && s->rev == e->rev && s->gen == e->model->gen && e->g.attrs.n_expiring == 0;
     s->calls++;
-    if (!cached && o->limit && o->limit <= s->walk_max) {
+    /* The walk pays off when most objects are results; a subject absent from the graph
+     * (without a wildcard of its type) can only be the subject set itself: the set. */
+    bool walkable =
+        snode != KW_NODE_NONE || (stype < KW_MAX_TYPES && e->g.wild[stype] != KW_NODE_NONE);
+    if (!cached && walkable && o->limit && o->limit <= s->walk_max) {
         if (snode == KW_NODE_NONE && srel != KW_REL_NONE && stype == t) {
             int self = kw__ck_absent(e->model->schema, t, r, srel, diag);
             if (self < 0)

@@ -222,29 +222,29 @@ static int oent_cmp(const void *pa, const void *pb)
     return id_cmp((kw_str_t){x->p, x->len}, (kw_str_t){y->p, y->len});
 }
 
-/* Sorts v by oent_cmp: an LSD radix sort (16-bit digits) of (first word, position) pairs,
- * then the runs sharing a first word by qsort (most runs are one entry). */
+/* Writes the nodes of v[0..n) into out in oent_cmp order (v may be reordered): an LSD
+ * radix sort (16-bit digits) of (first word, position) pairs, then the runs sharing a first
+ * word by qsort (most runs are one entry). Transient memory: 32 bytes per id. */
 typedef struct okey {
     uint64_t a;
     uint64_t i;
 } okey_t;
 
-static int sort_entries(oent_t *v, size_t n)
+static int sort_entries(oent_t *v, size_t n, uint32_t *out)
 {
-    if (n < 2)
-        return KW_OK;
     if (n < 4096) {
-        qsort(v, n, sizeof(oent_t), oent_cmp);
+        if (n > 1)
+            qsort(v, n, sizeof(oent_t), oent_cmp);
+        for (size_t i = 0; i < n; i++)
+            out[i] = v[i].node;
         return KW_OK;
     }
     okey_t *k = kw_malloc(n * sizeof(okey_t)), *t = kw_malloc(n * sizeof(okey_t));
     size_t *cnt = kw_malloc(65536 * sizeof(size_t));
-    oent_t *out = kw_malloc(n * sizeof(oent_t));
-    if (!k || !t || !cnt || !out) {
+    if (!k || !t || !cnt) {
         kw_free(k);
         kw_free(t);
         kw_free(cnt);
-        kw_free(out);
         return KW_ENOMEM;
     }
     for (size_t i = 0; i < n; i++)
@@ -265,21 +265,42 @@ static int sort_entries(oent_t *v, size_t n)
         k = t;
         t = sw;
     }
-    for (size_t i = 0; i < n; i++)
-        out[i] = v[k[i].i];
+    kw_free(cnt);
+    /* t is free now: a run of equal first words is copied there (as oent_t, packed), sorted
+     * and written out. */
+    oent_t *run = (oent_t *)t;
+    size_t run_cap = n * sizeof(okey_t) / sizeof(oent_t);
     for (size_t i = 0; i < n;) {
         size_t j = i + 1;
-        while (j < n && out[j].a == out[i].a)
+        while (j < n && k[j].a == k[i].a)
             j++;
-        if (j - i > 1)
-            qsort(out + i, j - i, sizeof(oent_t), oent_cmp);
+        if (j - i == 1) {
+            out[i] = v[k[i].i].node;
+        } else if (j - i <= run_cap) {
+            for (size_t m = i; m < j; m++)
+                run[m - i] = v[k[m].i];
+            qsort(run, j - i, sizeof(oent_t), oent_cmp);
+            for (size_t m = i; m < j; m++)
+                out[m] = run[m - i].node;
+        } else {
+            /* a run longer than half the ids: sort it in place in v's order of positions */
+            oent_t *big = kw_malloc((j - i) * sizeof(oent_t));
+            if (!big) {
+                kw_free(k);
+                kw_free(t);
+                return KW_ENOMEM;
+            }
+            for (size_t m = i; m < j; m++)
+                big[m - i] = v[k[m].i];
+            qsort(big, j - i, sizeof(oent_t), oent_cmp);
+            for (size_t m = i; m < j; m++)
+                out[m] = big[m - i].node;
+            kw_free(big);
+        }
         i = j;
     }
-    memcpy(v, out, n * sizeof(oent_t));
     kw_free(k);
     kw_free(t);
-    kw_free(cnt);
-    kw_free(out);
     return KW_OK;
 }
 
@@ -320,14 +341,12 @@ int kw__oidx_build(const kw_graph_t *g, uint16_t type, kw_oidx_t **out)
         v[k].node = i;
         k++;
     }
-    int rc = sort_entries(v, k);
+    int rc = sort_entries(v, k, x->main);
     if (rc != KW_OK) {
         kw_free(v);
         oidx_free(x);
         return rc;
     }
-    for (size_t i = 0; i < k; i++)
-        x->main[i] = v[i].node;
     x->n_main = (uint32_t)k;
     kw_free(v);
     *out = x;

@@ -579,20 +579,18 @@ KW_TEST(lookup_ordered_concurrent_build_and_writes)
 
 /* The index build's radix sort (over 4,096 ids) with ids that share their first 8 or 16
  * bytes or more, of every length around those bounds: the order is strict and complete. */
-KW_TEST(lookup_ordered_index_build_long_prefixes)
+static void build_long_prefixes(int *kw_failed_, const char *const *pre, int npre)
 {
     kw_engine_t *e = th_engine("definition user {}\n"
                                "definition doc { relation viewer: user\n"
                                "  permission view = viewer\n}\n");
     KW_ASSERT(e != NULL);
-    static const char *pre[] = {
-        "", "p", "prefix-", "prefix-8", "prefix-shared-16", "prefix-shared-16-and-more-", "zz"};
     rng_t r = {0xabcdef12345ULL};
     char bufs[64][96];
     const char *batch[64];
     int nb = 0, total = 0;
     for (int i = 0; i < 12000; i++) {
-        snprintf(bufs[nb], sizeof(bufs[nb]), "doc:%s%u#viewer@user:u", pre[i % 7],
+        snprintf(bufs[nb], sizeof(bufs[nb]), "doc:%s%u#viewer@user:u", pre[i % npre],
                  i % 3 ? (unsigned)i : rnd(&r, 1000000));
         bool dup = false;
         for (int j = 0; j < nb; j++)
@@ -642,4 +640,14 @@ KW_TEST(lookup_ordered_index_build_long_prefixes)
     KW_ASSERT_EQ((size_t)total, ref.n + (size_t)ref.overflow);
     KW_ASSERT(total > 10000);
     kw_engine_free(e);
+}
+
+KW_TEST(lookup_ordered_index_build_long_prefixes)
+{
+    static const char *pre[] = {
+        "", "p", "prefix-", "prefix-8", "prefix-shared-16", "prefix-shared-16-and-more-", "zz"};
+    build_long_prefixes(kw_failed_, pre, 7);
+    /* one prefix for all: a single run of equal first words, longer than half the ids */
+    static const char *one[] = {"prefix-shared-16-and-more-"};
+    build_long_prefixes(kw_failed_, one, 1);
 }

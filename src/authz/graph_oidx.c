@@ -224,7 +224,8 @@ static int oent_cmp(const void *pa, const void *pb)
 
 /* Writes the nodes of v[0..n) into out in oent_cmp order (v may be reordered): an LSD
  * radix sort (16-bit digits) of (first word, position) pairs, then the runs sharing a first
- * word by qsort (most runs are one entry). Transient memory: 32 bytes per id. */
+ * word by qsort (most runs are one entry). Transient memory: 32 bytes per id
+ * here, beside the caller's 32 of v. */
 typedef struct okey {
     uint64_t a;
     uint64_t i;

@@ -19,7 +19,12 @@
  * Dataset 3, viewers-100k: doc:big#viewer@user:N for 100,000 users, LookupSubjects of
  * doc:big#view (100,000 results) by both paths.
  * Dataset 2, stream-1M: `doc#view = viewer`, 1,000,000 doc:N#viewer@user:reader, one
- * lookup of doc#view for user:reader timed whole (results/s, planned path).
+ * lookup of doc#view for user:reader timed whole (results/s, planned path); then the
+ * same answer by the ordered API in chunks as kw_v1_lookup_resources runs it (first chunk
+ * 128, then x4 up to 65,536, each id copied out like the service does, one
+ * kw_lr_stream_t): the first ordered call (which builds doc's id index), the latency of
+ * the first 100 results (the first chunk of a new stream, index built), and the whole
+ * chunked stream in results/s, each verified (count and strict id order).
  *
  * Usage: lookup_bench [--scale F] [--runs N] [--stream N] [--only CASE]
  * (--only admin|owner|none|stranger: that LookupResources case alone, by the default path,
@@ -67,6 +72,10 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* bench_case's path: the first chunk of a /v1 stream (the ordered lookup of 128). */
+#define PATH_ORDERED_FIRST 99
+#define V1_FIRST_CHUNK 128u
+
 typedef struct stats {
     double p50_us, p99_us;
 } stats_t;
@@ -89,11 +98,18 @@ static stats_t bench_case(kw_engine_t *e, uint64_t n_accounts, int member, size_
         size_t got = 0;
         kw_diag_t d;
         double t0 = now_s();
-        int rc = kw__engine_lookup_resources_path(e, KW_STR("agent_api_key"), KW_STR("read"), subj,
-                                                  KW_STR_NULL, path, count_res, &got, &d);
+        int rc =
+            path == PATH_ORDERED_FIRST
+                ? kw_engine_lookup_resources_ordered(e, KW_STR("agent_api_key"), KW_STR("read"),
+                                                     subj, KW_STR_NULL, NULL, V1_FIRST_CHUNK, NULL,
+                                                     count_res, &got, NULL, &d)
+                : kw__engine_lookup_resources_path(e, KW_STR("agent_api_key"), KW_STR("read"), subj,
+                                                   KW_STR_NULL, path, count_res, &got, &d);
         lat[i] = now_s() - t0;
         if (rc != KW_OK)
             die("lookup", rc, &d);
+        if (path == PATH_ORDERED_FIRST && want > V1_FIRST_CHUNK)
+            want = V1_FIRST_CHUNK;
         if (got != want) {
             fprintf(stderr, "lookup_bench: WRONG ANSWER: member %d found %zu keys, want %zu\n",
                     member, got, want);
@@ -144,6 +160,82 @@ static stats_t bench_ls_case(kw_engine_t *e, kind_t kind, uint64_t n, const char
     }
     qsort(lat, runs, sizeof(double), cmp_double);
     return (stats_t){lat[runs / 2] * 1e6, lat[(runs * 99) / 100] * 1e6};
+}
+
+/* The chunk loop of kw_v1_lookup_resources (src/api/v1svc_perm.c), without HTTP. */
+#define V1_CHUNK 65536u
+/* new docs written without, then with the id index */
+#define EXTRA_DOCS 100000
+
+typedef struct chunk {
+    char **ids;
+    size_t n, cap;
+} chunk_t;
+
+static int chunk_res(const kw_resource_result_t *r, void *ud)
+{
+    chunk_t *c = ud;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 256;
+        char **v = realloc(c->ids, cap * sizeof(char *));
+        if (!v)
+            return 1;
+        c->ids = v;
+        c->cap = cap;
+    }
+    char *p = malloc(r->id.len + 2);
+    if (!p)
+        return 1;
+    memcpy(p, r->id.ptr, r->id.len);
+    p[r->id.len] = '\0';
+    c->ids[c->n++] = p;
+    return 0;
+}
+
+/* Streams the whole answer in chunks; returns the count (verified in order). When
+ * first_s is given, only the first chunk runs and its time goes there. */
+static size_t chunked_stream(kw_engine_t *e, kw_subject_t subj, double *first_s)
+{
+    kw_lr_stream_t *ls;
+    kw_diag_t d;
+    if (kw_lr_stream_new(&ls) != KW_OK)
+        die("stream state", KW_ENOMEM, NULL);
+    chunk_t c = {NULL, 0, 0};
+    char last[ID_LEN + 1] = "";
+    size_t last_len = 0, total = 0, max = V1_FIRST_CHUNK;
+    bool have = false;
+    for (;;) {
+        kw_str_t after = {last, last_len};
+        c.n = 0;
+        double t0 = now_s();
+        int rc = kw_engine_lookup_resources_ordered(e, KW_STR("doc"), KW_STR("view"), subj,
+                                                    KW_STR_NULL, have ? &after : NULL, max, ls,
+                                                    chunk_res, &c, NULL, &d);
+        if (rc != KW_OK)
+            die("ordered lookup", rc, &d);
+        if (first_s)
+            *first_s = now_s() - t0;
+        for (size_t i = 0; i < c.n; i++) {
+            size_t len = strlen(c.ids[i]);
+            if (have && kw__oidx_cmp((kw_str_t){last, last_len}, (kw_str_t){c.ids[i], len}) >= 0) {
+                fprintf(stderr, "lookup_bench: WRONG ORDER at %s\n", c.ids[i]);
+                exit(1);
+            }
+            if (len > ID_LEN)
+                die("id length", KW_EINVAL, NULL);
+            memcpy(last, c.ids[i], len);
+            last_len = len;
+            have = true;
+            free(c.ids[i]);
+        }
+        total += c.n;
+        if (first_s || c.n < max)
+            break;
+        max = max * 4 < V1_CHUNK ? max * 4 : V1_CHUNK;
+    }
+    free(c.ids);
+    kw_lr_stream_free(ls);
+    return total;
 }
 
 int main(int argc, char **argv)
@@ -213,11 +305,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "lookup_bench: --only: admin, owner, none or stranger\n");
         return 2;
     }
-    stats_t st[4][2];
+    stats_t st[4][2], ord[4];
     for (int c = 0; c < 4; c++)
         for (int p = 0; p < 2; p++)
             st[c][p] = bench_case(e, n_accounts, cases[c].member, cases[c].want,
                                   p == 0 ? KW__LK_AUTO : KW__LK_GENERAL, runs, lat);
+    /* the first chunk of a /v1 stream (agent_api_key's id index built by a first call) */
+    double t_build = now_s();
+    (void)bench_case(e, n_accounts, cases[0].member, cases[0].want, PATH_ORDERED_FIRST, 1, lat);
+    t_build = now_s() - t_build;
+    for (int c = 0; c < 4; c++)
+        ord[c] = bench_case(e, n_accounts, cases[c].member, cases[c].want, PATH_ORDERED_FIRST, runs,
+                            lat);
     static const struct {
         const char *name;
         kind_t kind;
@@ -288,6 +387,42 @@ int main(int argc, char **argv)
             best = med[r];
     }
     qsort(med, 3, sizeof(double), cmp_double);
+    /* the ordered API: index build, first lines, whole chunked stream */
+    double build_s = 0, first[5], whole[3];
+    if (chunked_stream(e, reader, &build_s) != (stream < V1_FIRST_CHUNK ? stream : V1_FIRST_CHUNK))
+        die("first chunk", KW_EINTERNAL, NULL);
+    for (int r = 0; r < 5; r++)
+        if (chunked_stream(e, reader, &first[r]) == 0)
+            die("first chunk", KW_EINTERNAL, NULL);
+    qsort(first, 5, sizeof(double), cmp_double);
+    for (int r = 0; r < 3; r++) {
+        double t0 = now_s();
+        size_t got = chunked_stream(e, reader, NULL);
+        double t = now_s() - t0;
+        if (got != stream) {
+            fprintf(stderr, "lookup_bench: WRONG ANSWER: chunked stream found %zu, want %zu\n", got,
+                    stream);
+            exit(1);
+        }
+        whole[r] = (double)stream / t;
+    }
+    qsort(whole, 3, sizeof(double), cmp_double);
+    size_t idx_bytes = kw__oidx_memory(&e->g);
+    /* the same writes with doc's id index kept up to date, then the stream verified again */
+    double t_idx = now_s();
+    for (size_t i = stream; i < stream + EXTRA_DOCS; i++)
+        add(b, "doc", K_KEY, i, "viewer", "user", K_USER, 7);
+    flush(b);
+    t_idx = now_s() - t_idx;
+    if (chunked_stream(e, reader, NULL) != stream + EXTRA_DOCS)
+        die("chunked stream after writes", KW_EINTERNAL, NULL);
+    /* and without it (dropped: this process alone uses the engine) */
+    kw__oidx_close(&e->g);
+    double t_noidx = now_s();
+    for (size_t i = stream + EXTRA_DOCS; i < stream + 2 * EXTRA_DOCS; i++)
+        add(b, "doc", K_KEY, i, "viewer", "user", K_USER, 7);
+    flush(b);
+    t_noidx = now_s() - t_noidx;
     kw_engine_free(e);
 
     printf("lookup_bench: agents-1M at scale %g (%llu accounts), runs=%zu\n", scale,
@@ -297,6 +432,10 @@ int main(int argc, char **argv)
     for (int c = 0; c < 4; c++)
         printf("  %-10s %8zu %12.1f %12.1f %12.1f %12.1f\n", cases[c].name, cases[c].want,
                st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us, st[c][1].p99_us);
+    printf("  ordered first chunk (%u) of agent_api_key#read, p50/p99 us:", V1_FIRST_CHUNK);
+    for (int c = 0; c < 4; c++)
+        printf(" %s %.1f/%.1f", cases[c].name, ord[c].p50_us, ord[c].p99_us);
+    printf(" (first call with the index build %.1f ms)\n", t_build * 1e3);
     printf("  stream: %zu results of doc#view, median of 3: %.0f results/s\n", stream, med[1]);
     printf("  LookupSubjects (big view: %zu runs)\n", runs < 20 ? runs : (size_t)20);
     printf("  %-10s %8s %12s %12s %12s %12s\n", "query", "results", "plan p50 us", "plan p99 us",
@@ -305,13 +444,24 @@ int main(int argc, char **argv)
         printf("  %-10s %8zu %12.1f %12.1f %12.1f %12.1f\n", ls_cases[c].name,
                c == N_LS - 1 ? (size_t)100000 : ls_cases[c].want, lst[c][0].p50_us,
                lst[c][0].p99_us, lst[c][1].p50_us, lst[c][1].p99_us);
+    printf("  writes of %d new docs (batches of %d): %.0f/s without an id index, %.0f/s "
+           "with doc's index kept\n",
+           EXTRA_DOCS, BATCH, EXTRA_DOCS / t_noidx, EXTRA_DOCS / t_idx);
+    printf("  ordered: first call %.1f ms (builds the id index: %.2f bytes per doc), first 100 "
+           "results median of 5 %.3f ms, chunked stream median of 3 %.0f results/s\n",
+           build_s * 1e3, (double)idx_bytes / (double)(stream ? stream : 1), first[2] * 1e3,
+           whole[1]);
     printf("{\"bench\":\"lookup\",\"scale\":%g", scale);
     for (int c = 0; c < 4; c++)
         printf(",\"%s\":{\"results\":%zu,\"plan_p50_us\":%.1f,\"plan_p99_us\":%.1f,"
                "\"walk_p50_us\":%.1f,\"walk_p99_us\":%.1f}",
                cases[c].name, cases[c].want, st[c][0].p50_us, st[c][0].p99_us, st[c][1].p50_us,
                st[c][1].p99_us);
-    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f}", stream, med[1]);
+    printf(",\"stream\":{\"results\":%zu,\"per_s\":%.0f,\"ordered_first_call_ms\":%.1f,"
+           "\"index_bytes_per_doc\":%.2f,\"first100_ms\":%.3f,\"chunked_per_s\":%.0f,"
+           "\"writes_per_s_no_index\":%.0f,\"writes_per_s_index\":%.0f}",
+           stream, med[1], build_s * 1e3, (double)idx_bytes / (double)(stream ? stream : 1),
+           first[2] * 1e3, whole[1], EXTRA_DOCS / t_noidx, EXTRA_DOCS / t_idx);
     for (int c = 0; c < N_LS; c++)
         printf(",\"ls %s\":{\"plan_p50_us\":%.1f,\"plan_p99_us\":%.1f,\"walk_p50_us\":%.1f,"
                "\"walk_p99_us\":%.1f}",

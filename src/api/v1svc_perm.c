@@ -7,11 +7,13 @@
  * The lookups are streamed in a stable order so that every result can carry a cursor:
  * ids in byte order, which depends on the data alone, so a cursor (the last id sent)
  * resumes exactly after a restart and on any instance of the same database.
- * LookupResources runs in chunks: each asks the engine for the `chunk` smallest ids
- * after the last one sent (a bounded max-heap filled while the engine runs under its
- * read lock), sorts them and emits them with no lock held, then asks again from the
- * last id until a chunk comes back short. Memory is one chunk whatever the size of the
- * answer, and a slow client never holds the engine's lock. Revisions: every chunk is
+ * LookupResources runs in chunks: each asks the engine's ordered lookup
+ * (kw_engine_lookup_resources_ordered) for the `chunk` first ids after the last one sent,
+ * copies them out under its read lock and emits them with no lock held, then asks again
+ * from the last id until a chunk comes back short. One kw_lr_stream_t per request lets
+ * the engine keep the answer between chunks while the revision stays, so a chunk costs
+ * what it returns. Memory is one chunk whatever the size of the answer, and a slow client
+ * never holds the engine's lock. Revisions: every chunk is
  * read at the revision applied when it starts (its results carry that revision), so a
  * long stream moves forward with the data, never backwards, and never repeats an id;
  * with atExactSnapshot every chunk is read at that revision (the live engine while it is
@@ -224,9 +226,8 @@ static int cmp_ids(const void *a, const void *b)
     return kw__v1_cmp(*(const kw_str_t *)a, *(const kw_str_t *)b);
 }
 
-/* The ids after `after` (all of them, or with max > 0 the max smallest: a max-heap whose
- * top is the largest kept). Each id is kw_malloc'd with its missing-context names after
- * it ("id\0missing"), so an evicted one is freed at once. */
+/* A chunk of LookupResources results, in the engine's (id) order. Each id is kw_malloc'd
+ * with its missing-context names after it ("id\0missing"). */
 typedef struct ident {
     kw_str_t id;
     kw_str_t missing; /* points into id's allocation */
@@ -234,8 +235,6 @@ typedef struct ident {
 } ident_t;
 
 typedef struct idset {
-    const kw_str_t *after;
-    size_t max;
     ident_t *v;
     size_t n, cap;
     int rc;
@@ -267,90 +266,33 @@ static bool ident_make(const kw_resource_result_t *r, ident_t *out)
     return true;
 }
 
-static void sift_down(idset_t *s, size_t i)
+/* Appends r: 0 to go on, 1 to stop the engine (s->rc says why). */
+static int ids_add(idset_t *s, const kw_resource_result_t *r)
 {
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->n && kw__v1_cmp(s->v[l].id, s->v[m].id) > 0)
-            m = l;
-        if (r < s->n && kw__v1_cmp(s->v[r].id, s->v[m].id) > 0)
-            m = r;
-        if (m == i)
-            return;
-        ident_t t = s->v[i];
-        s->v[i] = s->v[m];
-        s->v[m] = t;
-        i = m;
-    }
-}
-
-static void sift_up(idset_t *s, size_t i)
-{
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (kw__v1_cmp(s->v[i].id, s->v[p].id) <= 0)
-            return;
-        ident_t t = s->v[i];
-        s->v[i] = s->v[p];
-        s->v[p] = t;
-        i = p;
-    }
-}
-
-/* Adds r if it belongs: 0 to go on, 1 to stop the engine (s->rc says why). */
-static int ids_offer(idset_t *s, const kw_resource_result_t *r)
-{
-    if (s->after && kw__v1_cmp(r->id, *s->after) <= 0)
-        return 0;
-    ident_t it;
-    if (s->max && s->n == s->max) {
-        if (kw__v1_cmp(r->id, s->v[0].id) >= 0)
-            return 0;
-        if (!ident_make(r, &it)) {
-            s->rc = KW_ENOMEM;
-            return 1;
-        }
-        kw_free((void *)s->v[0].id.ptr);
-        s->v[0] = it;
-        sift_down(s, 0);
-        return 0;
-    }
     if (s->n == s->cap &&
         (s->rc = kw_grow((void **)&s->v, &s->cap, s->n + 1, sizeof(ident_t))) != KW_OK)
         return 1;
-    if (!ident_make(r, &it)) {
+    if (!ident_make(r, &s->v[s->n])) {
         s->rc = KW_ENOMEM;
         return 1;
     }
-    s->v[s->n++] = it;
-    if (s->max)
-        sift_up(s, s->n - 1);
+    s->n++;
     return 0;
-}
-
-static int cmp_ident(const void *a, const void *b)
-{
-    return kw__v1_cmp(((const ident_t *)a)->id, ((const ident_t *)b)->id);
-}
-
-static void ids_sort(idset_t *s)
-{
-    if (s->n > 1)
-        qsort(s->v, s->n, sizeof(ident_t), cmp_ident);
 }
 
 /* ---- LookupResources ---- */
 
 static int lr_cb(const kw_resource_result_t *r, void *ud)
 {
-    return ids_offer(ud, r);
+    return ids_add(ud, r);
 }
 
-/* Results per engine pass of an unlimited LookupResources at most: the memory bound of a
- * stream (ids and their heap: ~80 bytes each, ~20 MiB), traded against one engine pass per
- * chunk. */
-#define LR_CHUNK 262144u
-#define LR_FIRST_CHUNK 1024u
+/* Results per chunk of an unlimited LookupResources at most: the memory bound of a stream
+ * (~50 bytes each, ~3 MiB). A chunk costs what it returns (the engine's ordered lookup
+ * walks its id index or the answer it kept), so chunks need not be large. */
+#define LR_CHUNK 65536u
+/* The first chunk is small so that the first lines leave after a few hundred checks. */
+#define LR_FIRST_CHUNK 128u
 
 /* Copies id into *last (a kw_malloc'd buffer of *cap bytes). */
 static int keep_last(char **last, size_t *cap, kw_str_t id, kw_str_t *out)
@@ -370,13 +312,15 @@ static int keep_last(char **last, size_t *cap, kw_str_t id, kw_str_t *out)
     return KW_OK;
 }
 
-/* One chunk: the engine pass (lock held inside the engine only), then the emission. *n
- * gets how many results the pass found after `after` (at most `max`). */
+/* One chunk: the engine's ordered lookup of the `max` first ids after `after` (lock held
+ * inside the engine only; `ls` keeps the answer between chunks), then the emission. *n
+ * gets how many results it found (at most `max`). */
 static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *shape,
-                    const kw_str_t *after, size_t max, kw_arena_t *a, char **last, size_t *last_cap,
-                    kw_str_t *last_id, size_t *n, kw_v1_lr_fn emit, void *ud, kw_v1_status_t *st)
+                    const kw_str_t *after, size_t max, kw_lr_stream_t *ls, kw_arena_t *a,
+                    char **last, size_t *last_cap, kw_str_t *last_id, size_t *n, kw_v1_lr_fn emit,
+                    void *ud, kw_v1_status_t *st)
 {
-    idset_t ids = {after, max, NULL, 0, 0, KW_OK};
+    idset_t ids = {NULL, 0, 0, KW_OK};
     kw_diag_t d;
     kw_diag_clear(&d);
     kw__v1_read_t hold;
@@ -384,8 +328,13 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
     int rc = kw__v1_read_begin(svc, &req->consistency, &hold, &rev, st);
     if (rc != KW_OK)
         return rc;
-    rc = kw_engine_lookup_resources_ctx(hold.engine, req->resource_type, req->permission,
-                                        req->subject, req->context, lr_cb, &ids, &engine_rev, &d);
+    /* The stream's kept answer (ls) belongs to the live engine only: a snapshot engine of
+     * an older revision may be rebuilt between chunks with other node numbers, so its
+     * chunks each compute their answer (ls NULL). */
+    rc = kw_engine_lookup_resources_ordered(hold.engine, req->resource_type, req->permission,
+                                            req->subject, req->context, after, max,
+                                            hold.engine == svc->engine ? ls : NULL, lr_cb, &ids,
+                                            &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
         rc = ids.rc;
@@ -393,7 +342,6 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
         kw_v1_fail_rc(st, rc, &d, NULL);
         goto out;
     }
-    ids_sort(&ids);
     *n = ids.n;
     kw__v1_minter_t m;
     kw__v1_minter_init(svc, &m, KW__V1_RPC_LOOKUP_RESOURCES, shape, rev);
@@ -442,24 +390,29 @@ int kw_v1_lookup_resources(kw_api_t *svc, const kw_v1_lr_req_t *req, kw_v1_lr_fn
                                                     shape, 1, &pos, st)) != KW_OK)
         return rc;
     kw_arena_t *a = kw_arena_new(0);
-    if (!a)
+    kw_lr_stream_t *ls = NULL;
+    if (!a || kw_lr_stream_new(&ls) != KW_OK) {
+        kw_arena_free(a);
         return kw_v1_fail_rc(st, KW_ENOMEM, NULL, NULL);
+    }
     char *last = NULL;
     size_t last_cap = 0, n = 0;
     kw_str_t last_id = KW_STR_NULL;
     const kw_str_t *after = req->cursor.len ? &pos.f[0] : NULL;
-    /* The first chunk is small so that the first lines go out after one engine pass and a
-     * short sort; chunks then grow 4x up to LR_CHUNK. */
+    /* The first chunk is small so that the first lines go out after a few checks; chunks
+     * then grow 4x up to LR_CHUNK. */
     size_t max = req->limit ? req->limit : LR_FIRST_CHUNK;
     do {
         n = 0;
-        rc = lr_chunk(svc, req, shape, after, max, a, &last, &last_cap, &last_id, &n, emit, ud, st);
+        rc = lr_chunk(svc, req, shape, after, max, ls, a, &last, &last_cap, &last_id, &n, emit, ud,
+                      st);
         after = &last_id;
         if (rc != KW_OK || req->limit || n < max)
             break;
         max = max * 4 < LR_CHUNK ? max * 4 : LR_CHUNK;
     } while (true);
     kw_free(last);
+    kw_lr_stream_free(ls);
     kw_arena_free(a);
     return rc;
 }

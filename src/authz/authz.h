@@ -332,6 +332,28 @@ KW_NODISCARD int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resourc
                                                 kw_str_t context, kw_resource_cb cb, void *ud,
                                                 kw_revision_t *rev, kw_diag_t *diag);
 
+/* What an ordered LookupResources keeps between the calls of one stream: the answer
+ * computed once, reused by the next calls while the engine stays at the revision it was
+ * computed at (tag-kw-lr-ordered). Owned by the caller; one per stream, the same request
+ * on every call. Not thread-safe (one call at a time). */
+typedef struct kw_lr_stream kw_lr_stream_t;
+KW_NODISCARD int kw_lr_stream_new(kw_lr_stream_t **out);
+void kw_lr_stream_free(kw_lr_stream_t *s);
+
+/* kw_engine_lookup_resources_ctx in id order (bytes, then length: a shorter id before the
+ * longer one it begins): the first `limit` results (0: all) whose id is after *after
+ * (NULL: from the first), at a cost that follows the results asked for when most objects
+ * of the type are results. `stream` (may be NULL) carries the answer between the calls
+ * of a stream. The first call for a type builds its id-ordered index (kept up to date by
+ * writes after that). cb runs under the engine's read lock (copy what it keeps, never
+ * call the engine); non-zero stops and is returned. */
+KW_NODISCARD int kw_engine_lookup_resources_ordered(kw_engine_t *e, kw_str_t resource_type,
+                                                    kw_str_t permission, kw_subject_t subject,
+                                                    kw_str_t context, const kw_str_t *after,
+                                                    size_t limit, kw_lr_stream_t *stream,
+                                                    kw_resource_cb cb, void *ud, kw_revision_t *rev,
+                                                    kw_diag_t *diag);
+
 /* A LookupSubjects result: a concrete subject id, or the wildcard "*" together with the
  * ids it excludes (subjects of the type that do NOT have the permission, or have it only
  * conditionally). `conditional` (with `missing`, comma-separated parameter names) only

@@ -24,12 +24,16 @@ int kw_engine_new(kw_engine_t **out)
         goto fail_lock;
     if (kw__graph_init(&e->g) != KW_OK)
         goto fail_graph;
+    if (pthread_mutex_init(&e->oidx_mu, NULL) != 0)
+        goto fail_mu;
     if (kw__hist_init(&e->hist) != KW_OK)
         goto fail_hist;
     *out = e;
     return KW_OK;
 
 fail_hist:
+    pthread_mutex_destroy(&e->oidx_mu);
+fail_mu:
     kw__graph_close(&e->g);
 fail_graph:
     kw__brlock_close(&e->lock);
@@ -46,6 +50,7 @@ void kw_engine_free(kw_engine_t *e)
     kw__hist_close(&e->hist);
     kw__graph_close(&e->g);
     kw__model_free(e->model);
+    pthread_mutex_destroy(&e->oidx_mu);
     kw__brlock_close(&e->lock);
     kw_free(e);
 }

@@ -181,6 +181,22 @@ void kw__hist_push(kw_engine_t *e, kw_hbatch_t *b, const char *why);
  * new graph, which the log cannot undo. */
 void kw__hist_reset(kw_engine_t *e, const char *why);
 
+/* The results of a LookupResources by node (v: KW_CK_YES or KW_CK_COND, then c->miss
+ * names the missing parameters; node KW_NODE_NONE, c NULL: the subject set itself, absent
+ * from the graph). Non-zero stops the lookup and is returned. */
+typedef int (*kw__lr_node_fn)(uint32_t node, int v, const kw_ck_t *c, void *ud);
+/* kw_engine_lookup_resources_ctx's answer by node, the lock held by the caller (the
+ * names buffer of conditional results is the callback's business). */
+KW_NODISCARD int kw__lookup_resources_nodes(kw_engine_t *e, kw_str_t resource_type,
+                                            kw_str_t permission, kw_subject_t subject,
+                                            kw_str_t context, kw__lr_node_fn fn, void *ud,
+                                            kw_diag_t *diag);
+
+/* For the tests (lookup_ordered.c): the ordered lookup walks at most walk_max results per
+ * call (0: never walks), gives up the walk after `probe` objects with a poor hit rate,
+ * and keeps its answer as it chooses (shape 0), as a sorted list (1) or a bitmap (2). */
+void kw__lr_stream_tune(kw_lr_stream_t *s, size_t walk_max, size_t probe, int shape);
+
 /* ---- the engine (engine.c) ---- */
 
 struct kw_engine {
@@ -188,7 +204,8 @@ struct kw_engine {
     kw_model_t *model; /* NULL until a schema is installed */
     kw_graph_t g;
     kw_revision_t rev;
-    kw_clock_fn clock; /* NULL: the system wall clock */
+    pthread_mutex_t oidx_mu; /* one builder of an id-ordered index at a time (graph_oidx.c) */
+    kw_clock_fn clock;       /* NULL: the system wall clock */
     void *clock_ud;
     kw_history_t hist;
 };

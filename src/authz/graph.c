@@ -132,6 +132,7 @@ void kw__graph_close(kw_graph_t *g)
     kw_free(g->revs);
     kw_free(g->slots);
     kw__attr_close(&g->attrs);
+    kw__oidx_close(g);
     memset(g, 0, sizeof(*g));
 }
 
@@ -329,6 +330,8 @@ int kw__graph_intern_h(kw_graph_t *g, uint16_t type, const char *id, size_t len,
     g->n_live++;
     if (len == 1 && id[0] == '*')
         g->wild[type] = n;
+    if (g->oidx)
+        kw__oidx_added(g, n);
     *out = n;
     return KW_OK;
 }
@@ -363,6 +366,8 @@ void kw__graph_gc(kw_graph_t *g, uint32_t node)
     kw_node_t *nd = &g->nodes[node];
     if (!kw__node_live(nd) || kw__node_fwd(nd).n || (g->revs[node] && g->revs[node]->n))
         return;
+    if (g->oidx)
+        kw__oidx_removed(g, node);
     slot_delete(g, node);
     kw_str_t id = kw__node_str(nd);
     if (id.len == 1 && id.ptr[0] == '*')
@@ -754,7 +759,8 @@ size_t kw__graph_memory(const kw_graph_t *g)
     /* malloc keeps ~16 bytes of bookkeeping per block; count it so the estimate is honest. */
     const size_t overhead = 16;
     size_t m = sizeof(*g) + (size_t)g->cap_nodes * (sizeof(kw_node_t) + sizeof(kw_revblk_t *)) +
-               (size_t)g->n_slots * sizeof(uint64_t) + kw__attr_memory(&g->attrs);
+               (size_t)g->n_slots * sizeof(uint64_t) + kw__attr_memory(&g->attrs) +
+               kw__oidx_memory(g);
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         const kw_node_t *nd = &g->nodes[i];
         if (!kw__node_live(nd))

@@ -166,6 +166,18 @@ typedef struct kw_attrs {
     uint32_t n_expiring; /* entries with an expiry */
 } kw_attrs_t;
 
+/* The id-ordered index of one object type (graph_oidx.c, tag-kw-oidx). */
+#define KW_OIDX_TOMB UINT32_MAX
+typedef struct kw_oidx {
+    struct kw_oidx *next;
+    uint16_t type;
+    uint32_t *main; /* node indices sorted by id; KW_OIDX_TOMB where a node was freed */
+    uint32_t n_main, n_tomb;
+    uint32_t *delta; /* nodes created since the last merge, sorted by id */
+    uint32_t n_delta, cap_delta;
+    uint32_t n_changes; /* nodes added or removed since the build */
+} kw_oidx_t;
+
 typedef struct kw_graph {
     kw_node_t *nodes;   /* 64-byte aligned inside nodes_mem */
     void *nodes_mem;    /* the allocation holding nodes */
@@ -180,6 +192,8 @@ typedef struct kw_graph {
     size_t id_bytes;             /* bytes held by heap id strings */
     uint32_t wild[KW_MAX_TYPES]; /* wildcard node `type:*` per type, or KW_NODE_NONE */
     kw_attrs_t attrs;            /* caveats and expiries of the edges that have them */
+    kw_oidx_t *oidx; /* id-ordered indices built so far (graph_oidx.c): readers load it with
+                        acquire, the builder publishes with release */
 } kw_graph_t;
 
 /* The fwd edges of `node` (as resource), sorted by kw__fwd_key. */
@@ -249,6 +263,26 @@ void kw__graph_seal(kw_graph_t *g);
 void kw__graph_remove(kw_graph_t *g, uint32_t node, uint16_t rel, uint32_t other,
                       uint16_t other_rel);
 size_t kw__graph_memory(const kw_graph_t *g);
+
+/* ---- graph_oidx.c: the id-ordered index per type (tag-kw-oidx) ---- */
+
+/* The id order of the index and of LookupResources cursors (memcmp, then length). */
+int kw__oidx_cmp(kw_str_t a, kw_str_t b);
+/* The index of `type`, or NULL when none was built (any lock). */
+kw_oidx_t *kw__oidx_find(const kw_graph_t *g, uint16_t type);
+/* Builds the index of `type` (graph held still by the caller). KW_ENOMEM. */
+KW_NODISCARD int kw__oidx_build(const kw_graph_t *g, uint16_t type, kw_oidx_t **out);
+/* Makes a built index visible to readers (one builder at a time). */
+void kw__oidx_publish(kw_graph_t *g, kw_oidx_t *x);
+/* First position in main (or delta) whose entries are all >= key (> key with after);
+ * in main, every live entry before it is < key (<= key). */
+uint32_t kw__oidx_main_lower(const kw_graph_t *g, const kw_oidx_t *x, kw_str_t key, bool after);
+uint32_t kw__oidx_delta_lower(const kw_graph_t *g, const kw_oidx_t *x, kw_str_t key, bool after);
+/* Writer hooks: a node was created (id set) / is about to be freed (id still there). */
+void kw__oidx_added(kw_graph_t *g, uint32_t node);
+void kw__oidx_removed(kw_graph_t *g, uint32_t node);
+void kw__oidx_close(kw_graph_t *g);
+size_t kw__oidx_memory(const kw_graph_t *g);
 
 /* ---- graph_attr.c: the attribute side table ---- */
 

@@ -139,11 +139,16 @@ typedef struct lk_out {
     kw_subject_cb scb;  /* LookupSubjects */
     void *ud;
     kw_buf_t names;
+    kw__lr_node_fn ncb; /* LookupResources by node (instead of rcb) */
 } lk_out_t;
 
-/* Reports a verified resource (v: KW_CK_YES or KW_CK_COND). */
-static int emit_resource(lk_out_t *o, const kw_ck_t *c, kw_str_t id, int v, kw_diag_t *diag)
+/* Reports a verified resource (v: KW_CK_YES or KW_CK_COND); node is KW_NODE_NONE for
+ * the subject set itself (absent from the graph). */
+static int emit_resource(lk_out_t *o, const kw_ck_t *c, uint32_t node, kw_str_t id, int v,
+                         kw_diag_t *diag)
 {
+    if (o->ncb)
+        return o->ncb(node, v, c, o->ud);
     kw_resource_result_t res = {id, false, KW_STR_NULL};
     if (v == KW_CK_COND) {
         if (!o->with_cond)
@@ -167,7 +172,7 @@ typedef struct plan_fwd {
 static int on_planned(uint32_t node, int v, const kw_ck_t *c, void *ud)
 {
     plan_fwd_t *f = ud;
-    return emit_resource(f->out, c, kw__node_str(&c->g->nodes[node]), v, f->diag);
+    return emit_resource(f->out, c, node, kw__node_str(&c->g->nodes[node]), v, f->diag);
 }
 
 static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
@@ -188,7 +193,7 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
         int self = kw__ck_absent(m->schema, t, r, srel, diag);
         if (self < 0)
             return self;
-        if (self && (rc = emit_resource(out, NULL, subject.id, KW_CK_YES, diag)) != 0)
+        if (self && (rc = emit_resource(out, NULL, KW_NODE_NONE, subject.id, KW_CK_YES, diag)) != 0)
             return rc;
     }
     pairset_t ps = {0};
@@ -254,13 +259,22 @@ static int lookup_resources_locked(kw_engine_t *e, kw_str_t resource_type, kw_st
             break;
         }
         if (v != KW_CK_NO)
-            rc = emit_resource(out, c, kw__node_str(&g->nodes[x]), v, diag);
+            rc = emit_resource(out, c, x, kw__node_str(&g->nodes[x]), v, diag);
     }
 done:
     kw__ck_close(c);
     kw_free(c);
     ps_free(&ps);
     return rc;
+}
+
+int kw__lookup_resources_nodes(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
+                               kw_subject_t subject, kw_str_t context, kw__lr_node_fn fn, void *ud,
+                               kw_diag_t *diag)
+{
+    lk_out_t out = {true, NULL, NULL, ud, {0}, fn};
+    return lookup_resources_locked(e, resource_type, permission, subject, context, KW__LK_AUTO,
+                                   &out, diag);
 }
 
 static int lookup_resources_run(kw_engine_t *e, kw_str_t resource_type, kw_str_t permission,
@@ -287,7 +301,7 @@ int kw_engine_lookup_resources_ctx(kw_engine_t *e, kw_str_t resource_type, kw_st
                                    kw_subject_t subject, kw_str_t context, kw_resource_cb cb,
                                    void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
-    lk_out_t out = {true, cb, NULL, ud, {0}};
+    lk_out_t out = {true, cb, NULL, ud, {0}, NULL};
     return lookup_resources_run(e, resource_type, permission, subject, context, KW__LK_AUTO, &out,
                                 rev, diag);
 }
@@ -296,7 +310,7 @@ int kw__engine_lookup_resources_path(kw_engine_t *e, kw_str_t resource_type, kw_
                                      kw_subject_t subject, kw_str_t context, int path,
                                      kw_resource_cb cb, void *ud, kw_diag_t *diag)
 {
-    lk_out_t out = {true, cb, NULL, ud, {0}};
+    lk_out_t out = {true, cb, NULL, ud, {0}, NULL};
     return lookup_resources_run(e, resource_type, permission, subject, context, path, &out, NULL,
                                 diag);
 }
@@ -318,7 +332,7 @@ int kw_engine_lookup_resources(kw_engine_t *e, kw_str_t resource_type, kw_str_t 
                                kw_diag_t *diag)
 {
     id_fwd_t f = {cb, ud};
-    lk_out_t out = {false, on_resource_id, NULL, &f, {0}};
+    lk_out_t out = {false, on_resource_id, NULL, &f, {0}, NULL};
     return lookup_resources_run(e, resource_type, permission, subject, KW_STR_NULL, KW__LK_AUTO,
                                 &out, rev, diag);
 }
@@ -585,7 +599,7 @@ int kw_engine_lookup_subjects(kw_engine_t *e, kw_object_t resource, kw_str_t per
                               kw_str_t subject_type, kw_str_t subject_relation, kw_subject_cb cb,
                               void *ud, kw_revision_t *rev, kw_diag_t *diag)
 {
-    lk_out_t out = {false, NULL, cb, ud, {0}};
+    lk_out_t out = {false, NULL, cb, ud, {0}, NULL};
     return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, KW_STR_NULL,
                                KW__LK_AUTO, &out, rev, diag);
 }
@@ -595,7 +609,7 @@ int kw_engine_lookup_subjects_ctx(kw_engine_t *e, kw_object_t resource, kw_str_t
                                   kw_str_t context, kw_subject_cb cb, void *ud, kw_revision_t *rev,
                                   kw_diag_t *diag)
 {
-    lk_out_t out = {true, NULL, cb, ud, {0}};
+    lk_out_t out = {true, NULL, cb, ud, {0}, NULL};
     return lookup_subjects_run(e, resource, permission, subject_type, subject_relation, context,
                                KW__LK_AUTO, &out, rev, diag);
 }

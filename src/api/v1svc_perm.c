@@ -331,10 +331,9 @@ static int lr_chunk(kw_api_t *svc, const kw_v1_lr_req_t *req, const uint8_t *sha
     /* The stream's kept answer (ls) belongs to the live engine only: a snapshot engine of
      * an older revision may be rebuilt between chunks with other node numbers, so its
      * chunks each compute their answer (ls NULL). */
-    rc = kw_engine_lookup_resources_ordered(hold.engine, req->resource_type, req->permission,
-                                            req->subject, req->context, after, max,
-                                            hold.engine == svc->engine ? ls : NULL, lr_cb, &ids,
-                                            &engine_rev, &d);
+    rc = kw_engine_lookup_resources_ordered(
+        hold.engine, req->resource_type, req->permission, req->subject, req->context, after, max,
+        hold.engine == svc->engine ? ls : NULL, lr_cb, &ids, &engine_rev, &d);
     kw__v1_read_end(svc, &hold);
     if (rc == 1)
         rc = ids.rc;

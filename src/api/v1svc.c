@@ -572,7 +572,8 @@ int kw__v1_cursor_open(kw_api_t *svc, kw_v1_cursor_t cursor, int rpc,
     size_t len = 0;
     uint32_t acc = 0;
     int bits = 0;
-    if (cursor.len > (sizeof(pos->raw) * 4) / 3)
+    /* Unpadded base64url of at most sizeof(raw) bytes: ceil(8 * bytes / 6) characters. */
+    if (cursor.len > (sizeof(pos->raw) * 8 + 5) / 6)
         return bad_cursor(st, "the cursor is too long");
     if (cursor.len % 4 == 1)
         return bad_cursor(st, "the cursor is not base64url text");
